@@ -1,0 +1,1 @@
+//! The `cnn_model!` procedural macro: a thin shim over `cnnc-spec` and `cnnc-codegen`.

@@ -1,0 +1,3 @@
+//! The `cnnc` command-line tool.
+
+fn main() {}
