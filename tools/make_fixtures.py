@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""Writes cnnc's PyTorch parity fixtures under tests/fixtures/ (committed; the test suite never runs
+PyTorch).
+
+Regenerate, from the repository root, with the venv described in tools/README.md:
+
+    tools/.venv/bin/python tools/make_fixtures.py
+
+Everything is f32 on the CPU, single-threaded and seeded, so a rerun with the same PyTorch version
+rewrites identical files. Each file's metadata records the PyTorch version, the seed and how it was
+made. Files written:
+
+- custom_cnn.safetensors: the CustomCNN seed model (torch.manual_seed(0)): `state.<name>`, a batch
+  (`input` [8,3,32,32], `labels` [8] int64), `logits`, `loss`, `grad.<name>`, and the weights after
+  3 optimizer steps on that batch: `sgd.`, `sgd_nesterov_wd.`, `adam.`, `adamw.<name>`.
+- custom_cnn_state_dict.safetensors: `save_file(model.state_dict())`, as a PyTorch user saves it.
+- layers/<case>.safetensors: one layer with non-default options: `input`, `output`, `grad_output`,
+  `grad_input`, `param.<name>`, `grad.<weight|bias>`, `after.<buffer>`; metadata `config` (JSON).
+- optim.safetensors: optimizers in isolation on given gradients, and learning-rate schedules.
+- npy/*.npy: small arrays written by numpy in the formats cnnc's .npy reader accepts or rejects.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save, save_file
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from custom_cnn import CustomCNN  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "tests", "fixtures")
+SEED = 0
+BASE_META = {"torch_version": torch.__version__, "seed": str(SEED), "script": "tools/make_fixtures.py"}
+
+
+def meta(**extra):
+    return {**BASE_META, **{k: str(v) for k, v in extra.items()}}
+
+
+def contiguous(tensors):
+    return {k: v.detach().clone().contiguous() for k, v in tensors.items()}
+
+
+def write(path, tensors, metadata):
+    """save_file with the metadata keys sorted: safetensors orders them by hash, which would make
+    every regeneration rewrite the committed bytes."""
+    raw = save(contiguous(tensors), metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text + raw[8 + n :])
+
+
+def train_steps(state, make_optimizer, x, y, steps=3):
+    """Weights of a CustomCNN started from `state` after `steps` optimizer steps on one batch."""
+    model = CustomCNN()
+    model.load_state_dict(state)
+    optimizer = make_optimizer(model.parameters())
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model.state_dict()
+
+
+def custom_cnn():
+    torch.manual_seed(SEED)
+    model = CustomCNN()
+    state = contiguous(model.state_dict())
+    x = torch.randn(8, 3, 32, 32)
+    y = torch.randint(0, 10, (8,))
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+
+    tensors = {"input": x, "labels": y, "logits": logits, "loss": loss}
+    tensors.update({f"state.{k}": v for k, v in state.items()})
+    tensors.update({f"grad.{k}": p.grad for k, p in model.named_parameters()})
+    recipes = {
+        "sgd": lambda ps: torch.optim.SGD(ps, lr=0.01, momentum=0.9, foreach=False),
+        "sgd_nesterov_wd": lambda ps: torch.optim.SGD(
+            ps, lr=0.01, momentum=0.9, dampening=0, nesterov=True, weight_decay=5e-4, foreach=False
+        ),
+        "adam": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=False),
+        "adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=1e-2, foreach=False),
+    }
+    for prefix, make in recipes.items():
+        after = train_steps(state, make, x, y)
+        tensors.update({f"{prefix}.{k}": v for k, v in after.items()})
+    recipe = (
+        "torch.manual_seed(0); model = CustomCNN(); input = randn(8,3,32,32); labels = randint(0,10,(8,)); "
+        "loss = cross_entropy(model(input), labels) (mean); sgd/sgd_nesterov_wd/adam/adamw = weights "
+        "after 3 x (zero_grad, forward, backward, step) on that batch from state: "
+        "SGD(lr=0.01, momentum=0.9); SGD(lr=0.01, momentum=0.9, dampening=0, nesterov=True, "
+        "weight_decay=5e-4); Adam(lr=1e-3); AdamW(lr=1e-3, weight_decay=1e-2); all foreach=False"
+    )
+    write(os.path.join(OUT, "custom_cnn.safetensors"), tensors, meta(recipe=recipe))
+    # Exactly what a PyTorch user writes, metadata included (none).
+    save_file(state, os.path.join(OUT, "custom_cnn_state_dict.safetensors"))
+
+
+def pair(v):
+    return [v, v] if isinstance(v, int) else list(v)
+
+
+def layer_case(name, config, build, input_shape, *, scale=1.0, train=True, prepare=None):
+    """Runs one layer forward and backward and writes layers/<name>.safetensors."""
+    torch.manual_seed(SEED)
+    module = build()
+    if prepare is not None:
+        with torch.no_grad():
+            prepare(module)
+    module.train(train)
+    x = (torch.randn(*input_shape) * scale).requires_grad_(True)
+    params = {f"param.{k}": v.detach().clone() for k, v in module.state_dict().items()}
+    out = module(x)
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+    tensors = {"input": x, "output": out, "grad_output": grad_out, "grad_input": x.grad, **params}
+    tensors.update({f"grad.{k}": p.grad for k, p in module.named_parameters()})
+    if train:
+        tensors.update({f"after.{k}": v for k, v in module.named_buffers()})
+    write(os.path.join(OUT, "layers", f"{name}.safetensors"), tensors, meta(config=json.dumps(config)))
+
+
+def conv(name, in_channels, out_channels, kernel_size, input_hw, stride=1, padding=0, dilation=1, bias=True):
+    config = {
+        "kind": "Conv2d",
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "kernel_size": pair(kernel_size),
+        "stride": pair(stride),
+        "padding": pair(padding),
+        "dilation": pair(dilation),
+        "bias": bias,
+    }
+    build = lambda: nn.Conv2d(  # noqa: E731
+        in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=bias
+    )
+    layer_case(name, config, build, (2, in_channels, *input_hw))
+
+
+def pool(name, kind, kernel_size, input_hw, stride=None, padding=0, ceil_mode=False):
+    stride = kernel_size if stride is None else stride
+    config = {
+        "kind": kind,
+        "kernel_size": pair(kernel_size),
+        "stride": pair(stride),
+        "padding": pair(padding),
+        "ceil_mode": ceil_mode,
+    }
+    cls = nn.MaxPool2d if kind == "MaxPool2d" else nn.AvgPool2d
+    if kind == "AvgPool2d":
+        config["count_include_pad"] = True
+    build = lambda: cls(kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode)  # noqa: E731
+    layer_case(name, config, build, (2, 3, *input_hw))
+
+
+def batchnorm(name, training, eps=1e-5, momentum=0.1):
+    config = {"kind": "BatchNorm2d", "num_features": 3, "eps": eps, "momentum": momentum, "training": training}
+
+    def prepare(bn):
+        # Non-default affine parameters and running statistics, so that none of them is a no-op.
+        bn.weight.copy_(torch.randn(3))
+        bn.bias.copy_(torch.randn(3))
+        bn.running_mean.copy_(torch.randn(3))
+        bn.running_var.copy_(torch.rand(3) + 0.5)
+        bn.num_batches_tracked.fill_(2)
+
+    build = lambda: nn.BatchNorm2d(3, eps=eps, momentum=momentum)  # noqa: E731
+    layer_case(name, config, build, (4, 3, 5, 4), scale=2.0, train=training, prepare=prepare)
+
+
+def cross_entropy():
+    torch.manual_seed(SEED)
+    logits = (torch.randn(6, 5) * 3).requires_grad_(True)
+    labels = torch.randint(0, 5, (6,))
+    loss = F.cross_entropy(logits, labels)
+    grad_out = torch.rand(()) + 0.5
+    loss.backward(grad_out)
+    tensors = {"input": logits, "labels": labels, "output": loss, "grad_output": grad_out, "grad_input": logits.grad}
+    config = {"kind": "CrossEntropyLoss", "reduction": "mean"}
+    write(os.path.join(OUT, "layers", "cross_entropy.safetensors"), tensors, meta(config=json.dumps(config)))
+
+
+def layers():
+    os.makedirs(os.path.join(OUT, "layers"), exist_ok=True)
+    conv("conv2d_basic", 3, 4, 3, (7, 8), padding=1)
+    conv("conv2d_stride2", 3, 4, 3, (9, 8), stride=2, padding=1)
+    conv("conv2d_padding_1_2", 3, 4, 3, (7, 8), padding=(1, 2))
+    conv("conv2d_dilation2", 3, 4, 3, (9, 8), padding=2, dilation=2)
+    conv("conv2d_rect_kernel", 3, 4, (3, 5), (7, 8), padding=(1, 2))
+    conv("conv2d_no_bias", 3, 4, 3, (7, 8), padding=1, bias=False)
+    conv("conv2d_mixed", 3, 5, (3, 2), (9, 10), stride=(2, 3), padding=(1, 2), dilation=(2, 1))
+    for kind, prefix in (("MaxPool2d", "max_pool2d"), ("AvgPool2d", "avg_pool2d")):
+        pool(f"{prefix}_k2", kind, 2, (6, 8))
+        pool(f"{prefix}_pad_ceil", kind, 3, (6, 5), stride=2, padding=1, ceil_mode=True)
+        # Height 5 with kernel 2, stride 2, padding 1 and ceil_mode: the last window would start in
+        # the right padding, so PyTorch drops it (3 rows, not 4); width 6 keeps all 4 columns.
+        pool(f"{prefix}_ceil_drop", kind, 2, (5, 6), stride=2, padding=1, ceil_mode=True)
+        pool(f"{prefix}_stride1_rect", kind, (2, 3), (5, 6), stride=1, padding=(1, 1))
+    layer_case("relu", {"kind": "ReLU"}, nn.ReLU, (2, 3, 4, 5))
+    layer_case(
+        "leaky_relu", {"kind": "LeakyReLU", "negative_slope": 0.2}, lambda: nn.LeakyReLU(0.2), (2, 3, 4, 5)
+    )
+    layer_case("sigmoid", {"kind": "Sigmoid"}, nn.Sigmoid, (2, 3, 4, 5), scale=4.0)
+    layer_case("tanh", {"kind": "Tanh"}, nn.Tanh, (2, 3, 4, 5), scale=3.0)
+    layer_case("flatten", {"kind": "Flatten", "start_dim": 1, "end_dim": -1}, nn.Flatten, (2, 3, 4, 5))
+    linear_config = {"kind": "Linear", "in_features": 6, "out_features": 5}
+    layer_case("linear", {**linear_config, "bias": True}, lambda: nn.Linear(6, 5), (4, 6))
+    layer_case("linear_no_bias", {**linear_config, "bias": False}, lambda: nn.Linear(6, 5, bias=False), (4, 6))
+    batchnorm("batch_norm2d_train", True)
+    batchnorm("batch_norm2d_train_momentum", True, eps=1e-3, momentum=0.3)
+    batchnorm("batch_norm2d_eval", False)
+    cross_entropy()
+
+
+# Every optimizer configuration of optim.safetensors, with torch.optim's argument names.
+OPTIMIZERS = {
+    "sgd": ("SGD", {"lr": 0.1}),
+    "sgd_momentum": ("SGD", {"lr": 0.1, "momentum": 0.9}),
+    "sgd_dampening": ("SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0.5}),
+    "sgd_nesterov": ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+    "sgd_weight_decay": ("SGD", {"lr": 0.1, "weight_decay": 0.01}),
+    "sgd_nesterov_wd": ("SGD", {"lr": 0.01, "momentum": 0.9, "dampening": 0.0, "nesterov": True, "weight_decay": 5e-4}),
+    "sgd_all": ("SGD", {"lr": 0.05, "momentum": 0.8, "dampening": 0.3, "weight_decay": 0.02}),
+    "adam": ("Adam", {"lr": 1e-3}),
+    "adam_custom": ("Adam", {"lr": 0.01, "betas": [0.8, 0.9], "eps": 1e-6, "weight_decay": 0.05}),
+    "adam_amsgrad": ("Adam", {"lr": 0.01, "betas": [0.8, 0.9], "amsgrad": True}),
+    "adam_low_beta1": ("Adam", {"lr": 0.01, "betas": [0.3, 0.6]}),
+    "adamw": ("AdamW", {"lr": 1e-3, "weight_decay": 1e-2}),
+    "adamw_amsgrad": ("AdamW", {"lr": 0.01, "betas": [0.8, 0.9], "weight_decay": 0.1, "amsgrad": True}),
+}
+
+# Learning-rate schedules: name -> (class, arguments, base lr, epochs).
+SCHEDULES = {
+    "step": ("StepLR", {"step_size": 3, "gamma": 0.5}, 0.1, 12),
+    "cosine": ("CosineAnnealingLR", {"T_max": 10, "eta_min": 0.001}, 0.1, 25),
+}
+
+
+def optim():
+    """Optimizers in isolation: params `param.<p>`, gradients `grad.<step>.<p>` for steps 1..3,
+    `<config>.<step>.<p>` the params after each step, `<config>.state.<p>.<slot>` torch's optimizer
+    state after step 3; schedules: `schedule.<name>` f64 [epochs], the lr torch reports per epoch."""
+    torch.manual_seed(SEED)
+    # 40 elements: PyTorch's CPU kernels run vectorised over the first 32 and scalar over the rest.
+    params = {"w": torch.randn(8, 5), "b": torch.randn(5)}
+    # Step 2's gradient is small so that AMSGrad's running maximum differs from exp_avg_sq.
+    grads = [{k: torch.randn_like(v) * s for k, v in params.items()} for s in (1.0, 0.1, 2.0)]
+    tensors = {f"param.{k}": v for k, v in params.items()}
+    for step, g in enumerate(grads, start=1):
+        tensors.update({f"grad.{step}.{k}": v for k, v in g.items()})
+    for name, (cls, kwargs) in OPTIMIZERS.items():
+        ps = {k: nn.Parameter(v.clone()) for k, v in params.items()}
+        args = {**kwargs, "betas": tuple(kwargs["betas"])} if "betas" in kwargs else kwargs
+        optimizer = getattr(torch.optim, cls)(list(ps.values()), foreach=False, **args)
+        for step, g in enumerate(grads, start=1):
+            for k, p in ps.items():
+                p.grad = g[k].clone()
+            optimizer.step()
+            tensors.update({f"{name}.{step}.{k}": p.detach().clone() for k, p in ps.items()})
+        for k, p in ps.items():
+            for slot, value in optimizer.state[p].items():
+                if slot != "step":
+                    tensors[f"{name}.state.{k}.{slot}"] = value.clone()
+    for name, (cls, kwargs, base_lr, epochs) in SCHEDULES.items():
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=base_lr)
+        scheduler = getattr(torch.optim.lr_scheduler, cls)(optimizer, **kwargs)
+        lrs = []
+        for _ in range(epochs):
+            lrs.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        tensors[f"schedule.{name}"] = torch.tensor(lrs, dtype=torch.float64)
+    optimizers = {k: {"optimizer": cls, **kwargs} for k, (cls, kwargs) in OPTIMIZERS.items()}
+    schedules = {
+        k: {"scheduler": cls, "base_lr": lr, "epochs": n, **kwargs} for k, (cls, kwargs, lr, n) in SCHEDULES.items()
+    }
+    write(os.path.join(OUT, "optim.safetensors"), tensors, meta(optimizers=json.dumps(optimizers), schedules=json.dumps(schedules)))
+
+
+def npy():
+    """Small .npy files: the formats the reader must accept, and some it must reject or convert."""
+    d = os.path.join(OUT, "npy")
+    os.makedirs(d, exist_ok=True)
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 8 - 1
+    np.save(os.path.join(d, "f32_c.npy"), a)
+    np.save(os.path.join(d, "f32_fortran.npy"), np.asfortranarray(a))
+    np.save(os.path.join(d, "f32_scalar.npy"), np.float32(2.5))
+    np.save(os.path.join(d, "f32_empty.npy"), np.zeros((0, 3), dtype=np.float32))
+    np.save(os.path.join(d, "f32_big_endian.npy"), a.astype(">f4"))
+    np.save(os.path.join(d, "f64.npy"), np.array([[0.5, -1.25, 1e-3]], dtype=np.float64))
+    np.save(os.path.join(d, "i64.npy"), np.array([[3, -7], [0, 16777216]], dtype=np.int64))
+    np.save(os.path.join(d, "i64_inexact.npy"), np.array([16777217], dtype=np.int64))
+    np.save(os.path.join(d, "u8.npy"), np.array([0, 1, 255], dtype=np.uint8))
+    np.save(os.path.join(d, "complex64.npy"), np.array([1 + 2j], dtype=np.complex64))
+    for version in ((2, 0), (3, 0)):
+        with open(os.path.join(d, f"f32_v{version[0]}.npy"), "wb") as f:
+            np.lib.format.write_array(f, a, version=version)
+
+
+def main():
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    os.makedirs(OUT, exist_ok=True)
+    custom_cnn()
+    layers()
+    optim()
+    npy()
+    total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(OUT) for f in fs)
+    print(f"wrote {OUT} ({total / 1e6:.2f} MB) with torch {torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()
