@@ -3,4 +3,24 @@
 //! of parsing: models arrive as plain numeric layer descriptions ([`config`]).
 
 pub mod config;
+pub mod data;
+pub mod error;
+pub mod exec;
+mod gemm;
+pub mod init;
+pub mod layers;
+pub mod loss;
+pub mod npy;
+pub mod optim;
 pub mod param;
+pub mod schedule;
+pub mod tensor;
+pub mod typed;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use exec::Network;
+pub use layers::Layer;
+pub use loss::softmax_cross_entropy;
+pub use param::{Entry, Param, Visit};
+pub use tensor::{Dims, Mode};

@@ -1,0 +1,255 @@
+//! Mini-batches for training and evaluation: a fresh shuffle every epoch, optional augmentation,
+//! and batches written into buffers the caller owns (nothing is allocated per batch).
+//!
+//! Randomness is ChaCha8 keyed by the seed. Epoch `e` shuffles with stream `2e` from its start and
+//! augments with stream `2e + 1`, so the whole state is `(seed, epoch, position, words of the
+//! augmentation stream used)`: [`LoaderState`] saves it and [`Loader::restore`] resumes the exact
+//! sequence of batches an uninterrupted run would have produced.
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::transform::{Augment, AugmentDraw, Transform, uniform_below};
+use super::{DataError, Dataset};
+
+/// How batches are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoaderConfig {
+    /// Images per batch; the last batch of an epoch may be smaller (PyTorch's `drop_last=False`).
+    pub batch_size: usize,
+    /// Whether to visit the images in a new random order every epoch (training) or in dataset
+    /// order (evaluation).
+    pub shuffle: bool,
+    /// Random crop and flip, for training only.
+    pub augment: Option<Augment>,
+    /// Seed of the shuffling and augmentation streams.
+    pub seed: u64,
+}
+
+impl LoaderConfig {
+    /// Shuffled batches, without augmentation.
+    pub fn train(batch_size: usize, seed: u64) -> Self {
+        LoaderConfig {
+            batch_size,
+            shuffle: true,
+            augment: None,
+            seed,
+        }
+    }
+
+    /// Batches in dataset order, without augmentation.
+    pub fn eval(batch_size: usize) -> Self {
+        LoaderConfig {
+            batch_size,
+            shuffle: false,
+            augment: None,
+            seed: 0,
+        }
+    }
+}
+
+/// Where a [`Loader`] stands, enough to resume it exactly; serialisable for checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoaderState {
+    /// The loader's seed.
+    pub seed: u64,
+    /// Current epoch, from 0.
+    pub epoch: u64,
+    /// Images of this epoch already handed out.
+    pub position: usize,
+    /// Size of the dataset, to refuse resuming over other data.
+    pub dataset_len: usize,
+    /// 32-bit words consumed from this epoch's augmentation stream.
+    pub augment_words: u64,
+}
+
+/// Hands out batches of one dataset, transformed for the model.
+#[derive(Clone, Debug)]
+pub struct Loader<'a> {
+    dataset: &'a Dataset,
+    transform: Transform,
+    config: LoaderConfig,
+    epoch: u64,
+    position: usize,
+    order: Vec<usize>,
+    augment_rng: ChaCha8Rng,
+}
+
+impl<'a> Loader<'a> {
+    /// A loader at the start of epoch 0. `transform` must read the dataset's image shape.
+    pub fn new(
+        dataset: &'a Dataset,
+        transform: Transform,
+        config: LoaderConfig,
+    ) -> Result<Self, DataError> {
+        if config.batch_size == 0 {
+            return Err(DataError::invalid(
+                "loader",
+                "batch size must be at least 1",
+            ));
+        }
+        if transform.input_shape() != dataset.shape() {
+            return Err(DataError::invalid(
+                "loader",
+                format!(
+                    "the transform reads {} images but the dataset holds {} images",
+                    transform.input_shape(),
+                    dataset.shape()
+                ),
+            ));
+        }
+        let mut loader = Loader {
+            dataset,
+            transform,
+            config,
+            epoch: 0,
+            position: 0,
+            order: (0..dataset.len()).collect(),
+            augment_rng: ChaCha8Rng::seed_from_u64(config.seed),
+        };
+        loader.start_epoch(0, 0);
+        Ok(loader)
+    }
+
+    /// Floats in one transformed image, `C * H * W` of the model input.
+    pub fn image_len(&self) -> usize {
+        self.transform.output_shape().len()
+    }
+
+    /// Images per full batch.
+    pub fn batch_size(&self) -> usize {
+        self.config.batch_size
+    }
+
+    /// Batches per epoch, counting a smaller last one.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.dataset.len().div_ceil(self.config.batch_size)
+    }
+
+    /// The epoch the next batch belongs to, from 0.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The dataset being loaded.
+    pub fn dataset(&self) -> &'a Dataset {
+        self.dataset
+    }
+
+    /// The transform applied to every image.
+    pub fn transform(&self) -> &Transform {
+        &self.transform
+    }
+
+    /// Writes the next batch into `images` (at least `batch_size * image_len()` floats, `[B, C,
+    /// H, W]`) and `labels` (at least `batch_size`), returning how many images it wrote; `None`
+    /// once the epoch is exhausted, after which the loader has moved to the next epoch.
+    pub fn next_batch(
+        &mut self,
+        images: &mut [f32],
+        labels: &mut [usize],
+    ) -> Result<Option<usize>, DataError> {
+        let image_len = self.image_len();
+        let batch = self.config.batch_size;
+        if images.len() < batch * image_len || labels.len() < batch {
+            return Err(DataError::invalid(
+                "loader",
+                format!(
+                    "batch buffers hold {} floats and {} labels, need {} and {batch}",
+                    images.len(),
+                    labels.len(),
+                    batch * image_len
+                ),
+            ));
+        }
+        let remaining = self.dataset.len() - self.position;
+        if remaining == 0 {
+            self.start_epoch(self.epoch + 1, 0);
+            return Ok(None);
+        }
+        let n = remaining.min(batch);
+        let indices = &self.order[self.position..self.position + n];
+        for ((&index, out), label) in indices
+            .iter()
+            .zip(images.chunks_exact_mut(image_len))
+            .zip(labels.iter_mut())
+        {
+            let image = self.dataset.image(index).ok_or_else(|| {
+                DataError::invalid("loader", format!("image {index} is out of range"))
+            })?;
+            let draw = match &self.config.augment {
+                Some(augment) => augment.draw(&mut self.augment_rng),
+                None => AugmentDraw::default(),
+            };
+            self.transform.apply_augmented(image, draw, out)?;
+            *label = self.dataset.labels()[index];
+        }
+        self.position += n;
+        Ok(Some(n))
+    }
+
+    /// The state to save in a checkpoint.
+    pub fn state(&self) -> LoaderState {
+        LoaderState {
+            seed: self.config.seed,
+            epoch: self.epoch,
+            position: self.position,
+            dataset_len: self.dataset.len(),
+            augment_words: self.augment_rng.get_word_pos() as u64,
+        }
+    }
+
+    /// Continues from a saved state, refusing one saved with another seed or dataset size.
+    pub fn restore(&mut self, state: &LoaderState) -> Result<(), DataError> {
+        if state.seed != self.config.seed || state.dataset_len != self.dataset.len() {
+            return Err(DataError::invalid(
+                "loader",
+                format!(
+                    "the checkpoint was saved with seed {} over {} images, this run has seed {} \
+                     over {} images; resume with the same seed and data",
+                    state.seed,
+                    state.dataset_len,
+                    self.config.seed,
+                    self.dataset.len()
+                ),
+            ));
+        }
+        if state.position > self.dataset.len() {
+            return Err(DataError::invalid(
+                "loader",
+                format!(
+                    "the checkpoint's position {} is past the end of the {} images",
+                    state.position,
+                    self.dataset.len()
+                ),
+            ));
+        }
+        self.start_epoch(state.epoch, state.augment_words);
+        self.position = state.position;
+        Ok(())
+    }
+
+    /// Positions the loader at the start of `epoch`, with `augment_words` of its augmentation
+    /// stream already consumed.
+    fn start_epoch(&mut self, epoch: u64, augment_words: u64) {
+        self.epoch = epoch;
+        self.position = 0;
+        for (i, slot) in self.order.iter_mut().enumerate() {
+            *slot = i;
+        }
+        if self.config.shuffle {
+            let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+            rng.set_stream(epoch.wrapping_mul(2));
+            // Fisher-Yates, from the back.
+            for i in (1..self.order.len()).rev() {
+                let j = uniform_below(&mut rng, i as u64 + 1) as usize;
+                self.order.swap(i, j);
+            }
+        }
+        self.augment_rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+        self.augment_rng
+            .set_stream(epoch.wrapping_mul(2).wrapping_add(1));
+        self.augment_rng.set_word_pos(u128::from(augment_words));
+    }
+}

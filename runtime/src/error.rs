@@ -1,0 +1,86 @@
+//! The runtime's one error type: every fallible runtime operation (layers, the executor, weights,
+//! arrays and datasets I/O) reports through [`Error`].
+
+/// Everything that can go wrong in the runtime. Messages are lower-case and name the layer, the
+/// operation and the shapes involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tensor or buffer does not have the shape or length an operation needs.
+    #[error("layer `{layer}`: {op} expects {expected}, found {found}")]
+    Shape {
+        /// The layer (state_dict prefix) or function that rejected the tensor.
+        layer: String,
+        /// What was being done (`forward input`, `backward dy`, ...).
+        op: &'static str,
+        /// The expected shape or length.
+        expected: String,
+        /// The shape or length received.
+        found: String,
+    },
+    /// A layer or network description is inconsistent (sizes that do not chain, a zero-sized
+    /// output, an option PyTorch rejects).
+    #[error("layer `{layer}`: {message}")]
+    Config {
+        /// The offending layer (state_dict prefix), or `network` for whole-model problems.
+        layer: String,
+        /// What is wrong, and where possible how to fix it.
+        message: String,
+    },
+    /// A class label is outside `0..classes`.
+    #[error("label {label} at batch index {index} is out of range for {classes} classes")]
+    Label {
+        /// Position of the label in the batch.
+        index: usize,
+        /// The label found.
+        label: usize,
+        /// Number of classes (logits per sample).
+        classes: usize,
+    },
+    /// An operation needs a state it cannot have here (e.g. backward before any forward).
+    #[error("{0}")]
+    State(String),
+    /// A weights file could not be loaded (every problem, by tensor name).
+    #[error(transparent)]
+    WeightsLoad(#[from] crate::weights::LoadError),
+    /// A weights file could not be saved.
+    #[error(transparent)]
+    WeightsSave(#[from] crate::weights::SaveError),
+    /// A `.npy` array could not be read or written.
+    #[error(transparent)]
+    Npy(#[from] crate::npy::NpyError),
+    /// An optimizer was misconfigured or does not fit the model.
+    #[error(transparent)]
+    Optim(#[from] crate::optim::OptimError),
+    /// A dataset could not be read or does not fit the model.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+}
+
+impl Error {
+    /// Builds an [`Error::Config`] for `layer`.
+    pub(crate) fn config(layer: &str, message: impl Into<String>) -> Self {
+        Error::Config {
+            layer: layer.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// Builds an [`Error::Shape`] for `layer`.
+    pub(crate) fn shape(
+        layer: &str,
+        op: &'static str,
+        expected: impl ToString,
+        found: impl ToString,
+    ) -> Self {
+        Error::Shape {
+            layer: layer.to_owned(),
+            op,
+            expected: expected.to_string(),
+            found: found.to_string(),
+        }
+    }
+}
+
+/// Shorthand for results of runtime operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,326 @@
+//! `torch.nn.BatchNorm2d` on pixel-major activations (channels are the contiguous axis). Batch
+//! statistics are summed in f64 per fixed row lane and the lanes added in order, so they do not
+//! depend on the thread count.
+
+use ndarray::ArrayD;
+use rayon::prelude::*;
+
+use super::{Layer, check_backward, check_forward, check_param, image_input, zero_param};
+use crate::config::BatchNorm2dConfig;
+use crate::error::{Error, Result};
+use crate::param::{Entry, Param};
+use crate::tensor::{Dims, MAX_LANES, Mode, Tiling};
+
+/// Pixels per tile when summing statistics (only the lane split matters for the result).
+const STAT_TILE: usize = 64;
+
+/// `torch.nn.BatchNorm2d(num_features, eps, momentum)` (affine, tracking running statistics):
+/// `[N, C, H, W]` to the same shape. Training normalises with the batch mean and biased variance
+/// and updates `running_mean` / `running_var` (with the unbiased variance) by `momentum`, and
+/// increments `num_batches_tracked`; evaluation uses the running statistics.
+#[derive(Debug)]
+pub struct BatchNorm2d {
+    name: String,
+    names: [String; 5],
+    config: BatchNorm2dConfig,
+    dims: Dims,
+    /// `[num_features]`, initialised to 1.
+    pub weight: Param,
+    /// `[num_features]`, initialised to 0.
+    pub bias: Param,
+    /// `[num_features]`, initialised to 0.
+    pub running_mean: ArrayD<f32>,
+    /// `[num_features]`, initialised to 1.
+    pub running_var: ArrayD<f32>,
+    /// Training forward passes so far (PyTorch's int64 `num_batches_tracked`).
+    pub num_batches_tracked: i64,
+    /// Mode of the last forward.
+    mode: Mode,
+    /// Mean used by the last forward, per channel.
+    mean: Vec<f32>,
+    /// `1 / sqrt(var + eps)` used by the last forward, per channel.
+    invstd: Vec<f32>,
+    /// Per-channel `weight * invstd` and `bias - mean * weight * invstd`.
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    /// Per-lane f64 partial sums, two per channel.
+    partials: Vec<f64>,
+    /// Per-channel totals of the partial sums.
+    sums: Vec<[f64; 2]>,
+    /// Per-channel batch mean in f64 (for the variance pass).
+    mean64: Vec<f64>,
+    /// Per-channel input-gradient coefficients `dx = a * dy + b * (x - mean) + d`.
+    coef: Vec<[f32; 3]>,
+}
+
+impl BatchNorm2d {
+    /// Builds the layer for per-sample input `input` (an image with `num_features` channels),
+    /// initialised as PyTorch does: weight 1, bias 0, running mean 0, running variance 1.
+    pub fn new(name: &str, config: &BatchNorm2dConfig, input: Dims) -> Result<Self> {
+        let (c, _, _) = image_input(name, "batch_norm2d", input)?;
+        if c != config.num_features {
+            return Err(Error::config(
+                name,
+                format!(
+                    "batch_norm2d expects {} channels, found {c}",
+                    config.num_features
+                ),
+            ));
+        }
+        let mut weight = zero_param(&[c]);
+        weight.value.fill(1.0);
+        Ok(BatchNorm2d {
+            name: name.to_owned(),
+            names: [
+                "weight",
+                "bias",
+                "running_mean",
+                "running_var",
+                "num_batches_tracked",
+            ]
+            .map(|s| format!("{name}.{s}")),
+            config: config.clone(),
+            dims: input,
+            weight,
+            bias: zero_param(&[c]),
+            running_mean: ArrayD::zeros(vec![c]),
+            running_var: ArrayD::ones(vec![c]),
+            num_batches_tracked: 0,
+            mode: Mode::Eval,
+            mean: vec![0.0; c],
+            invstd: vec![0.0; c],
+            scale: vec![0.0; c],
+            shift: vec![0.0; c],
+            partials: vec![0.0; MAX_LANES * 2 * c],
+            sums: vec![[0.0; 2]; c],
+            mean64: vec![0.0; c],
+            coef: vec![[0.0; 3]; c],
+        })
+    }
+
+    /// The layer's arguments.
+    pub fn config(&self) -> &BatchNorm2dConfig {
+        &self.config
+    }
+
+    fn check_state(&self) -> Result<()> {
+        let c = [self.config.num_features];
+        check_param(&self.name, "weight", &self.weight, &c)?;
+        check_param(&self.name, "bias", &self.bias, &c)?;
+        for (what, buf) in [
+            ("running_mean", &self.running_mean),
+            ("running_var", &self.running_var),
+        ] {
+            if buf.shape() != c {
+                return Err(Error::shape(
+                    &self.name,
+                    "buffer",
+                    format!("{what} of shape {c:?}"),
+                    format!("{:?}", buf.shape()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per channel, in fixed lanes over the `rows` pixels: `sums[c] = [sum f(row, c).0, sum f(row,
+/// c).1]`, each lane summed in f64 into `partials` and the lanes added in order.
+fn channel_sums(
+    partials: &mut [f64],
+    sums: &mut [[f64; 2]],
+    rows: usize,
+    terms: impl Fn(usize, usize) -> (f64, f64) + Sync,
+) {
+    let c = sums.len();
+    let tiling = Tiling::new(rows.max(1), STAT_TILE);
+    let lanes = if rows == 0 { 0 } else { tiling.lanes(rows) };
+    let partials = &mut partials[..lanes * 2 * c];
+    partials
+        .par_chunks_mut(2 * c)
+        .enumerate()
+        .for_each(|(lane, part)| {
+            part.fill(0.0);
+            let end = ((lane + 1) * tiling.lane_rows).min(rows);
+            for row in lane * tiling.lane_rows..end {
+                for ch in 0..c {
+                    let (a, b) = terms(row, ch);
+                    part[2 * ch] += a;
+                    part[2 * ch + 1] += b;
+                }
+            }
+        });
+    for (ch, sum) in sums.iter_mut().enumerate() {
+        *sum = partials
+            .chunks_exact(2 * c)
+            .fold([0.0, 0.0], |[a, b], lane| {
+                [a + lane[2 * ch], b + lane[2 * ch + 1]]
+            });
+    }
+}
+
+impl Layer for BatchNorm2d {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn input_dims(&self) -> Dims {
+        self.dims
+    }
+
+    fn output_dims(&self) -> Dims {
+        self.dims
+    }
+
+    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()> {
+        let (n, _) = check_forward(self, x, y, batch)?;
+        self.check_state()?;
+        let c = self.config.num_features;
+        let rows = n / c;
+        let eps = f64::from(self.config.eps);
+        self.mode = mode;
+        match mode {
+            Mode::Train => {
+                if rows <= 1 {
+                    return Err(Error::config(
+                        &self.name,
+                        format!(
+                            "expected more than 1 value per channel when training, got batch {batch} of {}",
+                            self.dims
+                        ),
+                    ));
+                }
+                let x = &x[..n];
+                channel_sums(&mut self.partials, &mut self.sums, rows, |r, ch| {
+                    (f64::from(x[r * c + ch]), 0.0)
+                });
+                for (m, s) in self.mean64.iter_mut().zip(&self.sums) {
+                    *m = s[0] / rows as f64;
+                }
+                let mean = &self.mean64;
+                channel_sums(&mut self.partials, &mut self.sums, rows, |r, ch| {
+                    let d = f64::from(x[r * c + ch]) - mean[ch];
+                    (d * d, 0.0)
+                });
+                let momentum = f64::from(self.config.momentum);
+                for (ch, &m) in mean.iter().enumerate() {
+                    let var = self.sums[ch][0] / rows as f64;
+                    let unbiased = self.sums[ch][0] / (rows - 1) as f64;
+                    self.mean[ch] = m as f32;
+                    self.invstd[ch] = (1.0 / (var + eps).sqrt()) as f32;
+                    let rm = &mut self.running_mean[ch];
+                    *rm = ((1.0 - momentum) * f64::from(*rm) + momentum * m) as f32;
+                    let rv = &mut self.running_var[ch];
+                    *rv = ((1.0 - momentum) * f64::from(*rv) + momentum * unbiased) as f32;
+                }
+                self.num_batches_tracked += 1;
+            }
+            Mode::Eval => {
+                for ch in 0..c {
+                    self.mean[ch] = self.running_mean[ch];
+                    self.invstd[ch] = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
+                }
+            }
+        }
+        for ch in 0..c {
+            self.scale[ch] = self.invstd[ch] * self.weight.value[ch];
+            self.shift[ch] = self.bias.value[ch] - self.mean[ch] * self.scale[ch];
+        }
+        let (scale, shift) = (&self.scale, &self.shift);
+        y[..n]
+            .par_chunks_mut(STAT_TILE * c)
+            .zip(x[..n].par_chunks(STAT_TILE * c))
+            .for_each(|(y, x)| {
+                for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    for ch in 0..c {
+                        y[ch] = x[ch] * scale[ch] + shift[ch];
+                    }
+                }
+            });
+        Ok(())
+    }
+
+    fn backward(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        batch: usize,
+    ) -> Result<()> {
+        let (n, _) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
+        self.check_state()?;
+        let c = self.config.num_features;
+        let rows = n / c;
+        let (x, dy) = (&x[..n], &dy[..n]);
+        let (mean, invstd) = (&self.mean, &self.invstd);
+        channel_sums(&mut self.partials, &mut self.sums, rows, |r, ch| {
+            let (xv, d) = (f64::from(x[r * c + ch]), f64::from(dy[r * c + ch]));
+            (d, d * (xv - f64::from(mean[ch])) * f64::from(invstd[ch]))
+        });
+        let sums = &self.sums;
+        for (ch, [dy_sum, dy_xhat_sum]) in sums.iter().enumerate() {
+            self.bias.grad[ch] = *dy_sum as f32;
+            self.weight.grad[ch] = *dy_xhat_sum as f32;
+        }
+        let Some(dx) = dx else { return Ok(()) };
+        let weight = &self.weight.value;
+        let train = self.mode == Mode::Train;
+        let count = rows as f32;
+        // Per channel: dx = a * dy + b * (x - mean) + d, from PyTorch's batch_norm_backward.
+        for (ch, coef) in self.coef.iter_mut().enumerate() {
+            let a = invstd[ch] * weight[ch];
+            *coef = if train {
+                let mean_dy = sums[ch][0] as f32 / count;
+                let k = sums[ch][1] as f32 * invstd[ch] / count;
+                [a, -a * k, -a * mean_dy]
+            } else {
+                [a, 0.0, 0.0]
+            };
+        }
+        let coef = &self.coef;
+        dx[..n]
+            .par_chunks_mut(STAT_TILE * c)
+            .zip(
+                x.par_chunks(STAT_TILE * c)
+                    .zip(dy.par_chunks(STAT_TILE * c)),
+            )
+            .for_each(|(dx, (x, dy))| {
+                for ((dx, x), dy) in dx
+                    .chunks_exact_mut(c)
+                    .zip(x.chunks_exact(c))
+                    .zip(dy.chunks_exact(c))
+                {
+                    for ch in 0..c {
+                        let [a, b, d] = coef[ch];
+                        dx[ch] = a * dy[ch] + b * (x[ch] - mean[ch]) + d;
+                    }
+                }
+            });
+        Ok(())
+    }
+
+    fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
+        let [w, b, rm, rv, nbt] = &self.names;
+        f(Entry::Param {
+            name: w,
+            param: &mut self.weight,
+        });
+        f(Entry::Param {
+            name: b,
+            param: &mut self.bias,
+        });
+        f(Entry::Buffer {
+            name: rm,
+            value: &mut self.running_mean,
+        });
+        f(Entry::Buffer {
+            name: rv,
+            value: &mut self.running_var,
+        });
+        f(Entry::Counter {
+            name: nbt,
+            value: &mut self.num_batches_tracked,
+        });
+    }
+}

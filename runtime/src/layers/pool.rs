@@ -1,0 +1,439 @@
+//! Max and average pooling (`torch.nn.MaxPool2d`, `torch.nn.AvgPool2d`) on pixel-major
+//! activations, vectorised along channels. Backward runs one sample per task so overlapping
+//! windows add into `dx` in a fixed order.
+
+use rayon::prelude::*;
+
+use super::{Layer, check_backward, check_forward, check_positive, image_input};
+use crate::config::Pool2dConfig;
+use crate::error::{Error, Result};
+use crate::tensor::{Dims, Mode};
+
+/// Output pixels per parallel task in forward passes (results do not depend on it).
+const PIXELS_PER_TASK: usize = 256;
+
+/// Every size of one pooling layer, resolved.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    c: usize,
+    ih: usize,
+    iw: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    ph: usize,
+    pw: usize,
+}
+
+/// Output length of a pooling window along one axis: PyTorch's `pooling_output_shape`, including
+/// its rule that with `ceil_mode` the last window must start inside the input or left padding.
+fn pool_out(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    ceil_mode: bool,
+) -> Option<usize> {
+    let extra = if ceil_mode { stride - 1 } else { 0 };
+    let span = (input + 2 * pad + extra).checked_sub(kernel)?;
+    let mut out = span / stride + 1;
+    if ceil_mode && (out - 1) * stride >= input + pad {
+        out -= 1;
+    }
+    Some(out)
+}
+
+impl Geom {
+    fn new(layer: &str, kind: &str, config: &Pool2dConfig, input: Dims) -> Result<Self> {
+        let (c, ih, iw) = image_input(layer, kind, input)?;
+        check_positive(layer, "kernel_size", config.kernel_size)?;
+        check_positive(layer, "stride", config.stride)?;
+        for axis in 0..2 {
+            if config.padding[axis] > config.kernel_size[axis] / 2 {
+                return Err(Error::config(
+                    layer,
+                    format!(
+                        "padding {:?} must be at most half of kernel_size {:?}",
+                        config.padding, config.kernel_size
+                    ),
+                ));
+            }
+        }
+        let out = |axis: usize| {
+            pool_out(
+                [ih, iw][axis],
+                config.kernel_size[axis],
+                config.stride[axis],
+                config.padding[axis],
+                config.ceil_mode,
+            )
+        };
+        let (Some(oh), Some(ow)) = (out(0), out(1)) else {
+            return Err(Error::config(
+                layer,
+                format!(
+                    "kernel_size {:?} is larger than the padded input [{ih}, {iw}] + 2 * {:?}",
+                    config.kernel_size, config.padding
+                ),
+            ));
+        };
+        Ok(Geom {
+            c,
+            ih,
+            iw,
+            oh,
+            ow,
+            kh: config.kernel_size[0],
+            kw: config.kernel_size[1],
+            sh: config.stride[0],
+            sw: config.stride[1],
+            ph: config.padding[0],
+            pw: config.padding[1],
+        })
+    }
+
+    fn input_dims(&self) -> Dims {
+        Dims::Image {
+            channels: self.c,
+            height: self.ih,
+            width: self.iw,
+        }
+    }
+
+    fn output_dims(&self) -> Dims {
+        Dims::Image {
+            channels: self.c,
+            height: self.oh,
+            width: self.ow,
+        }
+    }
+
+    /// The window of output pixel `(oy, ox)`: input rows and columns clipped to the image, and
+    /// the size PyTorch's average pooling divides by (the window clipped to the padded input).
+    fn window(
+        &self,
+        oy: usize,
+        ox: usize,
+    ) -> (std::ops::Range<usize>, std::ops::Range<usize>, usize) {
+        let y0 = (oy * self.sh) as isize - self.ph as isize;
+        let x0 = (ox * self.sw) as isize - self.pw as isize;
+        let y1 = (y0 + self.kh as isize).min((self.ih + self.ph) as isize);
+        let x1 = (x0 + self.kw as isize).min((self.iw + self.pw) as isize);
+        let pool_size = ((y1 - y0) * (x1 - x0)) as usize;
+        let clip = |v: isize, hi: usize| v.clamp(0, hi as isize) as usize;
+        (
+            clip(y0, self.ih)..clip(y1, self.ih),
+            clip(x0, self.iw)..clip(x1, self.iw),
+            pool_size,
+        )
+    }
+
+    /// Runs `pixel(sample, oy, ox, out)` for every output pixel, in parallel chunks.
+    fn for_each_output(
+        &self,
+        y: &mut [f32],
+        pixel: impl Fn(usize, usize, usize, &mut [f32]) + Sync,
+    ) {
+        let g = *self;
+        y.par_chunks_mut(PIXELS_PER_TASK * g.c)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                for (i, out) in chunk.chunks_exact_mut(g.c).enumerate() {
+                    let p = task * PIXELS_PER_TASK + i;
+                    let (n, pix) = (p / (g.oh * g.ow), p % (g.oh * g.ow));
+                    pixel(n, pix / g.ow, pix % g.ow, out);
+                }
+            });
+    }
+}
+
+/// `torch.nn.MaxPool2d(kernel_size, stride, padding, ceil_mode=...)`: `[N, C, H, W]` to
+/// `[N, C, H_out, W_out]`; padding acts as -inf. Backward routes each output gradient to the first
+/// maximum of its window in scan order (rows, then columns), as PyTorch does; NaN counts as a
+/// maximum, so it propagates.
+#[derive(Debug)]
+pub struct MaxPool2d {
+    name: String,
+    config: Pool2dConfig,
+    g: Geom,
+}
+
+impl MaxPool2d {
+    /// Builds the layer for per-sample input `input`.
+    pub fn new(name: &str, config: &Pool2dConfig, input: Dims) -> Result<Self> {
+        let g = Geom::new(name, "max_pool2d", config, input)?;
+        Ok(MaxPool2d {
+            name: name.to_owned(),
+            config: config.clone(),
+            g,
+        })
+    }
+
+    /// The layer's arguments.
+    pub fn config(&self) -> &Pool2dConfig {
+        &self.config
+    }
+}
+
+impl Layer for MaxPool2d {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn input_dims(&self) -> Dims {
+        self.g.input_dims()
+    }
+
+    fn output_dims(&self) -> Dims {
+        self.g.output_dims()
+    }
+
+    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+        let (_, ny) = check_forward(self, x, y, batch)?;
+        let g = self.g;
+        g.for_each_output(&mut y[..ny], |n, oy, ox, out| {
+            let (rows, cols, _) = g.window(oy, ox);
+            out.fill(f32::NEG_INFINITY);
+            for iy in rows {
+                for ix in cols.clone() {
+                    let at = ((n * g.ih + iy) * g.iw + ix) * g.c;
+                    for (m, &v) in out.iter_mut().zip(&x[at..at + g.c]) {
+                        if v > *m || v.is_nan() {
+                            *m = v;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn backward(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        batch: usize,
+    ) -> Result<()> {
+        let (nx, _) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
+        let Some(dx) = dx else { return Ok(()) };
+        let g = self.g;
+        let (in_len, out_len) = (g.ih * g.iw * g.c, g.oh * g.ow * g.c);
+        dx[..nx]
+            .par_chunks_mut(in_len)
+            .enumerate()
+            .for_each(|(n, dx)| {
+                dx.fill(0.0);
+                let x = &x[n * in_len..(n + 1) * in_len];
+                let y = &y[n * out_len..(n + 1) * out_len];
+                let dy = &dy[n * out_len..(n + 1) * out_len];
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let (rows, cols, _) = g.window(oy, ox);
+                        let at = (oy * g.ow + ox) * g.c;
+                        route_max(&g, x, &y[at..at + g.c], &dy[at..at + g.c], rows, cols, dx);
+                    }
+                }
+            });
+        Ok(())
+    }
+}
+
+/// Channels whose argmax is tracked at once (a stack array, so nothing is allocated).
+const ROUTE_BLOCK: usize = 64;
+
+/// Adds one output pixel's `dy` (all channels) to `dx` at the window position PyTorch's max pool
+/// picks: the first maximum in scan order, which is the first position holding the forward
+/// output `y` (so an all -inf window routes to its first pixel, as PyTorch's does). Scanning
+/// backwards and keeping the last match finds it without branches, so the channel loop
+/// vectorises. A NaN output came from the window's last NaN instead.
+fn route_max(
+    g: &Geom,
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    dx: &mut [f32],
+) {
+    if rows.is_empty() || cols.is_empty() {
+        return;
+    }
+    for c0 in (0..g.c).step_by(ROUTE_BLOCK) {
+        let width = ROUTE_BLOCK.min(g.c - c0);
+        let (y, dy) = (&y[c0..c0 + width], &dy[c0..c0 + width]);
+        let mut best = [0usize; ROUTE_BLOCK];
+        for iy in rows.clone().rev() {
+            for ix in cols.clone().rev() {
+                let at = (iy * g.iw + ix) * g.c + c0;
+                for ((b, &v), &m) in best.iter_mut().zip(&x[at..at + width]).zip(y) {
+                    *b = if v == m { at } else { *b };
+                }
+            }
+        }
+        for (j, (&m, &d)) in y.iter().zip(dy).enumerate() {
+            let mut from = best[j] + j;
+            if m.is_nan() {
+                for iy in rows.clone() {
+                    for ix in cols.clone() {
+                        let at = (iy * g.iw + ix) * g.c + c0 + j;
+                        if x[at].is_nan() {
+                            from = at;
+                        }
+                    }
+                }
+            }
+            dx[from] += d;
+        }
+    }
+}
+
+/// `torch.nn.AvgPool2d(kernel_size, stride, padding, ceil_mode=..., count_include_pad=True)`:
+/// `[N, C, H, W]` to `[N, C, H_out, W_out]`. Each window divides by its size clipped to the padded
+/// input (so padding counts, but a `ceil_mode` window running past the padding does not).
+#[derive(Debug)]
+pub struct AvgPool2d {
+    name: String,
+    config: Pool2dConfig,
+    g: Geom,
+}
+
+impl AvgPool2d {
+    /// Builds the layer for per-sample input `input`.
+    pub fn new(name: &str, config: &Pool2dConfig, input: Dims) -> Result<Self> {
+        let g = Geom::new(name, "avg_pool2d", config, input)?;
+        Ok(AvgPool2d {
+            name: name.to_owned(),
+            config: config.clone(),
+            g,
+        })
+    }
+
+    /// The layer's arguments.
+    pub fn config(&self) -> &Pool2dConfig {
+        &self.config
+    }
+}
+
+impl Layer for AvgPool2d {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn input_dims(&self) -> Dims {
+        self.g.input_dims()
+    }
+
+    fn output_dims(&self) -> Dims {
+        self.g.output_dims()
+    }
+
+    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+        let (_, ny) = check_forward(self, x, y, batch)?;
+        let g = self.g;
+        g.for_each_output(&mut y[..ny], |n, oy, ox, out| {
+            let (rows, cols, pool_size) = g.window(oy, ox);
+            out.fill(0.0);
+            for iy in rows {
+                for ix in cols.clone() {
+                    let at = ((n * g.ih + iy) * g.iw + ix) * g.c;
+                    for (s, &v) in out.iter_mut().zip(&x[at..at + g.c]) {
+                        *s += v;
+                    }
+                }
+            }
+            let scale = pool_size as f32;
+            for s in out {
+                *s /= scale;
+            }
+        });
+        Ok(())
+    }
+
+    fn backward(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        batch: usize,
+    ) -> Result<()> {
+        let (nx, _) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
+        let Some(dx) = dx else { return Ok(()) };
+        let g = self.g;
+        let (in_len, out_len) = (g.ih * g.iw * g.c, g.oh * g.ow * g.c);
+        dx[..nx]
+            .par_chunks_mut(in_len)
+            .enumerate()
+            .for_each(|(n, dx)| {
+                dx.fill(0.0);
+                let dy = &dy[n * out_len..(n + 1) * out_len];
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let (rows, cols, pool_size) = g.window(oy, ox);
+                        let grad = &dy[(oy * g.ow + ox) * g.c..(oy * g.ow + ox + 1) * g.c];
+                        for iy in rows {
+                            for ix in cols.clone() {
+                                let at = (iy * g.iw + ix) * g.c;
+                                for (d, &v) in dx[at..at + g.c].iter_mut().zip(grad) {
+                                    *d += v / pool_size as f32;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_sizes_follow_pytorch() {
+        // torch.nn.MaxPool2d(2)(torch.zeros(1, 1, 5, 5)).shape == (1, 1, 2, 2); ceil_mode gives 3.
+        assert_eq!(pool_out(5, 2, 2, 0, false), Some(2));
+        assert_eq!(pool_out(5, 2, 2, 0, true), Some(3));
+        // A ceil window that would start in the right padding is dropped: 4 windows become 3.
+        assert_eq!(pool_out(5, 2, 2, 1, true), Some(3));
+        assert_eq!(pool_out(6, 3, 2, 1, true), Some(4));
+        assert_eq!(pool_out(1, 3, 1, 0, false), None);
+    }
+
+    /// Routes `dy = 1` through a 2x2 max pool over one 2x2 channel and returns `dx`.
+    fn route(x: [f32; 4]) -> Vec<f32> {
+        let config = Pool2dConfig {
+            kernel_size: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            ceil_mode: false,
+        };
+        let dims = Dims::Image {
+            channels: 1,
+            height: 2,
+            width: 2,
+        };
+        let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
+        let mut y = [0.0];
+        pool.forward(&x, &mut y, 1, Mode::Train).unwrap();
+        let mut dx = vec![9.0; 4];
+        pool.backward(&x, &y, &[1.0], Some(&mut dx), 1).unwrap();
+        dx
+    }
+
+    #[test]
+    fn max_pool_routes_to_the_first_maximum_like_pytorch() {
+        // x = torch.tensor([[[[1., 3.], [3., 0.]]]], requires_grad=True); max_pool2d(x, 2).backward()
+        // x.grad == [[[[0., 1.], [0., 0.]]]]: ties go to the first in scan order.
+        assert_eq!(route([1.0, 3.0, 3.0, 0.0]), [0.0, 1.0, 0.0, 0.0]);
+        assert_eq!(route([f32::NEG_INFINITY; 4]), [1.0, 0.0, 0.0, 0.0]);
+        // NaN wins, and the last NaN in scan order is the one PyTorch records.
+        assert_eq!(route([f32::NAN, 1.0, f32::NAN, 0.0]), [0.0, 0.0, 1.0, 0.0]);
+    }
+}

@@ -1,0 +1,691 @@
+//! Statically shaped activations for generated models (`cnn_model!`): thin wrappers over the
+//! runtime's flat buffers that carry the per-sample shape as const generics, so feeding a model a
+//! batch of the wrong shape fails to compile. The batch size stays a runtime value. The heavy
+//! kernels stay in [`crate::layers`] and take sizes as values; nothing here is monomorphised beyond
+//! a few lines per activation type.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
+
+use crate::error::{Error, Result};
+use crate::layers::Layer;
+use crate::loss::softmax_cross_entropy;
+use crate::tensor::{Dims, Mode, internal_to_nchw, nchw_to_internal};
+
+/// A batch of images `[N, C, H, W]` whose per-sample shape `[C, H, W]` is part of the type.
+///
+/// Stored pixel-major (the runtime's internal layout, see [`crate::tensor`]); `S` is the storage:
+/// `Vec<f32>` for an owned batch, `&[f32]` for a view into a model's buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Images<const C: usize, const H: usize, const W: usize, S = Vec<f32>> {
+    data: S,
+    batch: usize,
+}
+
+/// A batch of feature vectors `[N, F]` whose per-sample size `F` is part of the type (logits, or
+/// the output of `flatten`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Features<const F: usize, S = Vec<f32>> {
+    data: S,
+    batch: usize,
+}
+
+/// Values needed for `batch` samples of `dims`, or a shape error if that overflows.
+fn batch_len(dims: Dims, batch: usize, op: &'static str) -> Result<usize> {
+    dims.len().checked_mul(batch).ok_or_else(|| Error::Shape {
+        layer: "typed".to_owned(),
+        op,
+        expected: format!("a batch of {dims} that fits in memory"),
+        found: format!("batch {batch}"),
+    })
+}
+
+/// Checks that `data` holds at least `batch` samples of `dims`; returns the used length.
+fn check_view(dims: Dims, data: &[f32], batch: usize) -> Result<usize> {
+    let need = batch_len(dims, batch, "view")?;
+    if data.len() < need {
+        return Err(Error::Shape {
+            layer: "typed".to_owned(),
+            op: "view",
+            expected: format!("{need} values (batch {batch} x {dims})"),
+            found: format!("{} values", data.len()),
+        });
+    }
+    Ok(need)
+}
+
+impl<const C: usize, const H: usize, const W: usize, S> Images<C, H, W, S> {
+    /// Per-sample shape `[C, H, W]`.
+    pub const SHAPE: [usize; 3] = [C, H, W];
+    /// Per-sample shape as the layers see it.
+    pub const DIMS: Dims = Dims::Image {
+        channels: C,
+        height: H,
+        width: W,
+    };
+
+    /// Number of samples.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+}
+
+impl<const C: usize, const H: usize, const W: usize> Images<C, H, W> {
+    /// Checks that a PyTorch-layout batch is `[N, C, H, W]` for this type's `C`, `H`, `W`.
+    pub fn check_nchw(x: &ArrayView4<f32>) -> Result<()> {
+        let (_, c, h, w) = x.dim();
+        if [c, h, w] != [C, H, W] {
+            return Err(Error::Shape {
+                layer: "input".to_owned(),
+                op: "typed images",
+                expected: format!("[N, {C}, {H}, {W}]"),
+                found: format!("{:?}", x.shape()),
+            });
+        }
+        Ok(())
+    }
+
+    /// A batch of `batch` all-zero images.
+    pub fn zeros(batch: usize) -> Result<Self> {
+        let len = batch_len(Self::DIMS, batch, "zeros")?;
+        Ok(Images {
+            data: vec![0.0; len],
+            batch,
+        })
+    }
+
+    /// Copies a PyTorch-layout batch `[N, C, H, W]`, checking its dimensions once.
+    pub fn from_nchw(x: ArrayView4<f32>) -> Result<Self> {
+        let mut images = Images {
+            data: Vec::new(),
+            batch: 0,
+        };
+        images.copy_from_nchw(x)?;
+        Ok(images)
+    }
+
+    /// Overwrites this batch with `x` (`[N, C, H, W]`), reusing the allocation when it is large
+    /// enough.
+    pub fn copy_from_nchw(&mut self, x: ArrayView4<f32>) -> Result<()> {
+        Self::check_nchw(&x)?;
+        let batch = x.dim().0;
+        let len = batch_len(Self::DIMS, batch, "copy_from_nchw")?;
+        self.data.resize(len, 0.0);
+        nchw_to_internal(x, &mut self.data);
+        self.batch = batch;
+        Ok(())
+    }
+}
+
+impl<'a, const C: usize, const H: usize, const W: usize> Images<C, H, W, &'a [f32]> {
+    /// Views the first `batch` samples of a pixel-major buffer (longer buffers are fine).
+    pub fn from_slice(data: &'a [f32], batch: usize) -> Result<Self> {
+        let len = check_view(Self::DIMS, data, batch)?;
+        Ok(Images {
+            data: &data[..len],
+            batch,
+        })
+    }
+}
+
+impl<const C: usize, const H: usize, const W: usize, S: AsRef<[f32]>> Images<C, H, W, S> {
+    /// The batch's values, pixel-major (`[N, H, W, C]` in memory).
+    pub fn as_slice(&self) -> &[f32] {
+        let len = C * H * W * self.batch;
+        &self.data.as_ref()[..len]
+    }
+
+    /// A borrowed view of this batch.
+    pub fn view(&self) -> Images<C, H, W, &[f32]> {
+        Images {
+            data: self.as_slice(),
+            batch: self.batch,
+        }
+    }
+
+    /// A PyTorch-layout copy, `[N, C, H, W]`.
+    pub fn to_nchw(&self) -> Array4<f32> {
+        internal_to_nchw(self.as_slice(), Self::DIMS, self.batch)
+    }
+}
+
+impl<const F: usize, S> Features<F, S> {
+    /// Features per sample.
+    pub const SIZE: usize = F;
+    /// Per-sample shape as the layers see it.
+    pub const DIMS: Dims = Dims::Flat { features: F };
+
+    /// Number of samples.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+}
+
+impl<const F: usize> Features<F> {
+    /// A batch of `batch` all-zero vectors.
+    pub fn zeros(batch: usize) -> Result<Self> {
+        let len = batch_len(Self::DIMS, batch, "zeros")?;
+        Ok(Features {
+            data: vec![0.0; len],
+            batch,
+        })
+    }
+
+    /// Copies a `[N, F]` array, checking its dimensions once.
+    pub fn from_array(x: ArrayView2<f32>) -> Result<Self> {
+        let (batch, features) = x.dim();
+        if features != F {
+            return Err(Error::Shape {
+                layer: "input".to_owned(),
+                op: "typed features",
+                expected: format!("[N, {F}]"),
+                found: format!("{:?}", x.shape()),
+            });
+        }
+        Ok(Features {
+            data: x.iter().copied().collect(),
+            batch,
+        })
+    }
+}
+
+impl<'a, const F: usize> Features<F, &'a [f32]> {
+    /// Views the first `batch` rows of a `[N, F]` row-major buffer (longer buffers are fine).
+    pub fn from_slice(data: &'a [f32], batch: usize) -> Result<Self> {
+        let len = check_view(Self::DIMS, data, batch)?;
+        Ok(Features {
+            data: &data[..len],
+            batch,
+        })
+    }
+}
+
+impl<const F: usize, S: AsRef<[f32]>> Features<F, S> {
+    /// The batch's values, row-major `[N, F]`.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data.as_ref()[..F * self.batch]
+    }
+
+    /// A borrowed view of this batch.
+    pub fn view(&self) -> Features<F, &[f32]> {
+        Features {
+            data: self.as_slice(),
+            batch: self.batch,
+        }
+    }
+
+    /// The batch as an `[N, F]` array view (no copy: the layout already is PyTorch's).
+    pub fn as_array(&self) -> ArrayView2<'_, f32> {
+        ArrayView2::from_shape((self.batch, F), self.as_slice())
+            .expect("a features batch holds exactly batch * F values (checked when it was built)")
+    }
+
+    /// An owned `[N, F]` copy.
+    pub fn to_array(&self) -> Array2<f32> {
+        self.as_array().to_owned()
+    }
+}
+
+/// A typed activation borrowed from a buffer: [`Images`] or [`Features`] over `&[f32]`.
+pub trait Activation<'a>: Sized {
+    /// Per-sample shape.
+    const DIMS: Dims;
+
+    /// Views the first `batch` samples of `data`.
+    fn from_slice(data: &'a [f32], batch: usize) -> Result<Self>;
+
+    /// The batch's values.
+    fn values(&self) -> &'a [f32];
+
+    /// Number of samples.
+    fn samples(&self) -> usize;
+}
+
+impl<'a, const C: usize, const H: usize, const W: usize> Activation<'a>
+    for Images<C, H, W, &'a [f32]>
+{
+    const DIMS: Dims = Dims::Image {
+        channels: C,
+        height: H,
+        width: W,
+    };
+
+    fn from_slice(data: &'a [f32], batch: usize) -> Result<Self> {
+        Images::from_slice(data, batch)
+    }
+
+    fn values(&self) -> &'a [f32] {
+        self.data
+    }
+
+    fn samples(&self) -> usize {
+        self.batch
+    }
+}
+
+impl<'a, const F: usize> Activation<'a> for Features<F, &'a [f32]> {
+    const DIMS: Dims = Dims::Flat { features: F };
+
+    fn from_slice(data: &'a [f32], batch: usize) -> Result<Self> {
+        Features::from_slice(data, batch)
+    }
+
+    fn values(&self) -> &'a [f32] {
+        self.data
+    }
+
+    fn samples(&self) -> usize {
+        self.batch
+    }
+}
+
+/// Checks that `layer` was built for activations of types `X` → `Y`.
+fn check_layer<'x, 'y, X: Activation<'x>, Y: Activation<'y>>(layer: &dyn Layer) -> Result<()> {
+    if layer.input_dims() != X::DIMS || layer.output_dims() != Y::DIMS {
+        return Err(Error::Shape {
+            layer: layer.name().to_owned(),
+            op: "typed layer",
+            expected: format!("{} -> {}", X::DIMS, Y::DIMS),
+            found: format!("{} -> {}", layer.input_dims(), layer.output_dims()),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `layer` forward on `x`, writing its output into `y` (a buffer at least one batch long),
+/// and returns the output as a typed view of `y`.
+pub fn forward<'x, 'y, X: Activation<'x>, Y: Activation<'y>>(
+    layer: &mut dyn Layer,
+    x: X,
+    y: &'y mut [f32],
+    mode: Mode,
+) -> Result<Y> {
+    check_layer::<X, Y>(layer)?;
+    let batch = x.samples();
+    layer.forward(x.values(), y, batch, mode)?;
+    Y::from_slice(y, batch)
+}
+
+/// Runs `layer` backward for the batch of the latest forward: `x` and `y` are its input and output
+/// buffers (read as `X` and `Y`), `dy` the gradient of its output. Writes `dx` when given and every
+/// parameter's gradient.
+pub fn backward<'a, X: Activation<'a>, Y: Activation<'a>>(
+    layer: &mut dyn Layer,
+    x: &'a [f32],
+    y: &'a [f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    batch: usize,
+) -> Result<()> {
+    check_layer::<X, Y>(layer)?;
+    let (x, y) = (X::from_slice(x, batch)?, Y::from_slice(y, batch)?);
+    layer.backward(x.values(), y.values(), dy, dx, batch)
+}
+
+/// PyTorch's convolution output size along one axis (0 when the kernel does not fit), for the
+/// compile-time checks of generated code.
+pub const fn conv2d_output(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> usize {
+    let span = dilation * (kernel - 1) + 1;
+    if stride == 0 || input + 2 * padding < span {
+        return 0;
+    }
+    (input + 2 * padding - span) / stride + 1
+}
+
+/// PyTorch's pooling output size along one axis (0 when the window does not fit), for the
+/// compile-time checks of generated code.
+pub const fn pool2d_output(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    ceil_mode: bool,
+) -> usize {
+    let extra = if ceil_mode { stride - 1 } else { 0 };
+    if stride == 0 || input + 2 * padding + extra < kernel {
+        return 0;
+    }
+    let mut out = (input + 2 * padding + extra - kernel) / stride + 1;
+    if ceil_mode && (out - 1) * stride >= input + padding {
+        out -= 1;
+    }
+    out
+}
+
+/// Whether a convolution with these arguments maps images `input` to `output` (`[C, H, W]`).
+pub const fn conv2d_maps(
+    input: [usize; 3],
+    output: [usize; 3],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+) -> bool {
+    input[0] > 0
+        && output[1] == conv2d_output(input[1], kernel[0], stride[0], padding[0], dilation[0])
+        && output[2] == conv2d_output(input[2], kernel[1], stride[1], padding[1], dilation[1])
+}
+
+/// Whether a pooling with these arguments maps images `input` to `output` (`[C, H, W]`).
+pub const fn pool2d_maps(
+    input: [usize; 3],
+    output: [usize; 3],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    ceil_mode: bool,
+) -> bool {
+    output[0] == input[0]
+        && output[1] == pool2d_output(input[1], kernel[0], stride[0], padding[0], ceil_mode)
+        && output[2] == pool2d_output(input[2], kernel[1], stride[1], padding[1], ceil_mode)
+}
+
+/// Whether a linear layer with these arguments maps features `input` to `output`.
+pub const fn linear_maps(
+    input: [usize; 1],
+    output: [usize; 1],
+    in_features: usize,
+    out_features: usize,
+) -> bool {
+    input[0] == in_features && output[0] == out_features
+}
+
+/// Whether a shape-preserving layer (activation, dropout, batch norm) maps `input` to `output`.
+pub const fn same_shape<const N: usize>(input: [usize; N], output: [usize; N]) -> bool {
+    let mut i = 0;
+    while i < N {
+        if input[i] != output[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether `flatten` maps `input` (`[C, H, W]`, or `[F]` passed through) to `output` features.
+pub const fn flatten_maps<const N: usize>(input: [usize; N], output: usize) -> bool {
+    let mut product = 1;
+    let mut i = 0;
+    while i < N {
+        product *= input[i];
+        i += 1;
+    }
+    product == output
+}
+
+/// Marks the latest training forward of a model; its `backward` takes it back, so a backward
+/// always follows the forward it belongs to (the model checks that no other forward ran since).
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "pass the tape to `backward`"]
+pub struct Tape {
+    pass: u64,
+    batch: usize,
+}
+
+impl Tape {
+    /// Number of samples of the forward pass.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+}
+
+/// Source of unique pass numbers: unique across every model, so a tape never matches a pass of
+/// another model either.
+static PASSES: AtomicU64 = AtomicU64::new(1);
+
+/// The buffers a generated model owns: `N` activations (`acts[0]` the input, `acts[i + 1]` the
+/// output of layer `i`), two gradient buffers used in turn by backward, and the logits' gradient.
+/// Sized for the largest batch seen and then reused, so a training step allocates nothing.
+#[derive(Debug)]
+pub struct Workspace<const N: usize> {
+    /// Activations, pixel-major, each holding [`Workspace::capacity`] samples.
+    pub acts: [Vec<f32>; N],
+    /// Gradient buffers, each as large as the largest activation.
+    pub grads: [Vec<f32>; 2],
+    /// Gradient of the loss with respect to the logits, `[batch, outputs]`.
+    pub dlogits: Vec<f32>,
+    lens: [usize; N],
+    capacity: usize,
+    /// Pass number, batch and mode of the latest forward.
+    last: Option<(u64, usize, Mode)>,
+}
+
+impl<const N: usize> Workspace<N> {
+    /// Empty buffers for a model whose activations hold `lens[i]` values per sample (`lens[0]`
+    /// the input, the last the outputs).
+    pub fn new(lens: [usize; N]) -> Self {
+        Workspace {
+            acts: std::array::from_fn(|_| Vec::new()),
+            grads: [Vec::new(), Vec::new()],
+            dlogits: Vec::new(),
+            lens,
+            capacity: 0,
+            last: None,
+        }
+    }
+
+    /// Largest batch the buffers hold without growing.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Grows every buffer to hold `batch` samples (no-op when they already do).
+    pub fn reserve(&mut self, batch: usize) -> Result<()> {
+        if batch <= self.capacity {
+            return Ok(());
+        }
+        let sized = |len: usize| {
+            len.checked_mul(batch)
+                .ok_or_else(|| Error::State(format!("a batch of {batch} does not fit in memory")))
+        };
+        for (act, &len) in self.acts.iter_mut().zip(&self.lens) {
+            act.resize(sized(len)?, 0.0);
+        }
+        let largest = sized(self.lens.iter().copied().max().unwrap_or(0))?;
+        for g in &mut self.grads {
+            g.resize(largest, 0.0);
+        }
+        self.dlogits.resize(sized(self.lens[N - 1])?, 0.0);
+        self.capacity = batch;
+        Ok(())
+    }
+
+    /// Copies `batch` input samples (pixel-major) into `acts[0]`, growing the buffers as needed,
+    /// and forgets the previous pass.
+    pub fn load_input(&mut self, x: &[f32], batch: usize) -> Result<()> {
+        let len = self.lens[0].saturating_mul(batch);
+        if x.len() < len {
+            return Err(Error::Shape {
+                layer: "network".to_owned(),
+                op: "forward input",
+                expected: format!("{len} values (batch {batch} x {})", self.lens[0]),
+                found: format!("{} values", x.len()),
+            });
+        }
+        self.reserve(batch)?;
+        self.last = None;
+        self.acts[0][..len].copy_from_slice(&x[..len]);
+        Ok(())
+    }
+
+    /// Copies an NCHW batch into `acts[0]` (its dims already checked by the caller), growing the
+    /// buffers as needed, and forgets the previous pass.
+    pub fn load_nchw(&mut self, x: ArrayView4<f32>) -> Result<()> {
+        self.reserve(x.dim().0)?;
+        self.last = None;
+        nchw_to_internal(x, &mut self.acts[0]);
+        Ok(())
+    }
+
+    /// Records a completed forward pass of `batch` samples in `mode`; returns its tape.
+    pub fn finish_forward(&mut self, batch: usize, mode: Mode) -> Tape {
+        let pass = PASSES.fetch_add(1, Ordering::Relaxed);
+        self.last = Some((pass, batch, mode));
+        Tape { pass, batch }
+    }
+
+    /// The batch of the training forward `tape` belongs to, or an error if another forward ran
+    /// since (or it came from another model).
+    pub fn check_tape(&self, tape: &Tape) -> Result<usize> {
+        match self.last {
+            Some((pass, batch, Mode::Train)) if pass == tape.pass => Ok(batch),
+            _ => Err(Error::State(
+                "backward needs the tape of this model's latest training forward".to_owned(),
+            )),
+        }
+    }
+
+    /// The outputs of the latest forward of `batch` samples, `[batch, F]`.
+    pub fn outputs<const F: usize>(&self, batch: usize) -> Result<Features<F, &[f32]>> {
+        Features::from_slice(&self.acts[N - 1], batch)
+    }
+
+    /// Copies `dlogits` (`[batch, F]`, the gradient of the loss with respect to the outputs) into
+    /// the model's gradient buffer.
+    pub fn load_dlogits<const F: usize>(&mut self, dlogits: &[f32], batch: usize) -> Result<()> {
+        let len = F * batch;
+        if dlogits.len() != len {
+            return Err(Error::Shape {
+                layer: "network".to_owned(),
+                op: "backward dlogits",
+                expected: format!("[{batch}, {F}]"),
+                found: format!("{} values", dlogits.len()),
+            });
+        }
+        self.dlogits[..len].copy_from_slice(dlogits);
+        Ok(())
+    }
+
+    /// Softmax cross-entropy (mean) of the latest forward's `[batch, F]` outputs against `labels`;
+    /// writes its gradient into the model's gradient buffer and returns the loss.
+    pub fn cross_entropy<const F: usize>(&mut self, labels: &[usize], batch: usize) -> Result<f32> {
+        let len = F * batch;
+        let shape_err = |e: ndarray::ShapeError| Error::State(format!("logits buffer: {e}"));
+        let logits =
+            ArrayView2::from_shape((batch, F), &self.acts[N - 1][..len]).map_err(shape_err)?;
+        let dlogits = ndarray::ArrayViewMut2::from_shape((batch, F), &mut self.dlogits[..len])
+            .map_err(shape_err)?;
+        softmax_cross_entropy(logits, labels, dlogits)
+    }
+}
+
+/// Unwraps a layer built by a generated model's constructor. The macro checked the spec with the
+/// same rules the layer constructors apply, so an error here is a bug in cnnc, not in the spec.
+///
+/// # Panics
+///
+/// When `built` is an error.
+pub fn expect_built<T>(built: Result<T>) -> T {
+    match built {
+        Ok(layer) => layer,
+        Err(err) => panic!("cnnc bug: a layer of a checked spec failed to build: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Pool2dConfig;
+    use crate::layers::{MaxPool2d, Relu};
+
+    #[test]
+    fn images_round_trip_and_reject_wrong_dims() {
+        let x = Array4::from_shape_fn((2, 3, 4, 5), |(n, c, h, w)| {
+            (n * 1000 + c * 100 + h * 10 + w) as f32
+        });
+        let images = Images::<3, 4, 5>::from_nchw(x.view()).unwrap();
+        assert_eq!(images.batch(), 2);
+        assert_eq!(images.to_nchw(), x);
+        let err = Images::<3, 4, 6>::from_nchw(x.view()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "layer `input`: typed images expects [N, 3, 4, 6], found [2, 3, 4, 5]"
+        );
+    }
+
+    #[test]
+    fn views_check_lengths_and_use_only_the_prefix() {
+        let buf = vec![1.0; 10];
+        let f = Features::<4, &[f32]>::from_slice(&buf, 2).unwrap();
+        assert_eq!(f.as_array().dim(), (2, 4));
+        assert!(Features::<4, &[f32]>::from_slice(&buf, 3).is_err());
+    }
+
+    #[test]
+    fn typed_forward_checks_the_layer_and_types_its_output() {
+        let config = Pool2dConfig {
+            kernel_size: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            ceil_mode: false,
+        };
+        let dims = Dims::Image {
+            channels: 1,
+            height: 2,
+            width: 2,
+        };
+        let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
+        let x = [1.0, 4.0, 2.0, 3.0];
+        let mut y = [0.0; 1];
+        let x = Images::<1, 2, 2, &[f32]>::from_slice(&x, 1).unwrap();
+        let out: Images<1, 1, 1, &[f32]> =
+            forward(&mut pool, x.clone(), &mut y, Mode::Eval).unwrap();
+        assert_eq!(out.as_slice(), &[4.0]);
+        let mut relu = Relu::new("relu", dims);
+        let wrong: Result<Images<1, 1, 1, &[f32]>> = forward(&mut relu, x, &mut y, Mode::Eval);
+        assert!(matches!(
+            wrong,
+            Err(Error::Shape {
+                op: "typed layer",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn output_formulas_match_the_layers() {
+        // Same cases as the spec crate's shape tests (PyTorch 2.5 sizes).
+        assert_eq!(conv2d_output(32, 5, 1, 2, 1), 32);
+        assert_eq!(conv2d_output(28, 3, 3, 1, 3), 8);
+        assert_eq!(conv2d_output(3, 5, 1, 0, 1), 0);
+        assert_eq!(pool2d_output(15, 2, 2, 0, true), 8);
+        assert_eq!(pool2d_output(5, 2, 2, 1, true), 3);
+        assert_eq!(pool2d_output(112, 3, 2, 0, false), 55);
+        assert!(conv2d_maps(
+            [3, 32, 32],
+            [32, 32, 32],
+            [5, 5],
+            [1, 1],
+            [2, 2],
+            [1, 1]
+        ));
+        assert!(!pool2d_maps(
+            [3, 32, 32],
+            [3, 15, 16],
+            [2, 2],
+            [2, 2],
+            [0, 0],
+            false
+        ));
+        assert!(flatten_maps([64, 4, 4], 1024) && same_shape([7], [7]));
+    }
+
+    #[test]
+    fn tapes_only_fit_the_latest_training_pass() {
+        let mut ws = Workspace::new([4, 2]);
+        ws.load_input(&[0.0; 8], 2).unwrap();
+        let tape = ws.finish_forward(2, Mode::Train);
+        assert_eq!(ws.check_tape(&tape).unwrap(), 2);
+        let _later = ws.finish_forward(2, Mode::Train);
+        assert!(ws.check_tape(&tape).is_err());
+        let eval = ws.finish_forward(1, Mode::Eval);
+        assert!(ws.check_tape(&eval).is_err());
+    }
+}

@@ -1,0 +1,362 @@
+//! Finite-difference gradient checks for every layer type and option, on random small shapes
+//! (proptest), plus the loss and a whole network.
+
+mod common;
+
+use cnnc_runtime::config::{
+    BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig,
+};
+use cnnc_runtime::init::{dropout_rng, init_rng};
+use cnnc_runtime::layers::{
+    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, LeakyRelu, Linear, MaxPool2d, Relu, Sigmoid,
+    Tanh,
+};
+use cnnc_runtime::{Dims, Entry, Layer, Mode, Network, Visit, softmax_cross_entropy};
+use common::{Rand, STEP, check_layer, check_plain};
+use ndarray::{Array2, Array4};
+use proptest::prelude::*;
+
+/// Tolerance for f32 layers checked with step [`STEP`] (relative to `1 + |gradient|`).
+const TOL: f64 = 5e-3;
+
+fn image(channels: usize, height: usize, width: usize) -> Dims {
+    Dims::Image {
+        channels,
+        height,
+        width,
+    }
+}
+
+fn pool_config(k: [usize; 2], s: [usize; 2], p: [usize; 2], ceil_mode: bool) -> Pool2dConfig {
+    Pool2dConfig {
+        kernel_size: k,
+        stride: s,
+        padding: [p[0].min(k[0] / 2), p[1].min(k[1] / 2)],
+        ceil_mode,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv2d(
+        cin in 1..4usize, cout in 1..4usize, kh in 1..4usize, kw in 1..4usize,
+        sh in 1..3usize, sw in 1..3usize, ph in 0..3usize, pw in 0..3usize,
+        dh in 1..3usize, dw in 1..3usize, h in 1..8usize, w in 1..8usize,
+        bias: bool, batch in 1..3usize, seed: u64,
+    ) {
+        let config = Conv2dConfig {
+            in_channels: cin, out_channels: cout, kernel_size: [kh, kw], stride: [sh, sw],
+            padding: [ph, pw], dilation: [dh, dw], bias,
+        };
+        let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
+        prop_assume!(built.is_ok());
+        let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(layer.input_dims().len() * batch);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn max_pool2d(
+        c in 1..3usize, kh in 1..4usize, kw in 1..4usize, sh in 1..3usize, sw in 1..3usize,
+        ph in 0..2usize, pw in 0..2usize, h in 1..7usize, w in 1..7usize,
+        ceil_mode: bool, batch in 1..3usize, seed: u64,
+    ) {
+        let config = pool_config([kh, kw], [sh, sw], [ph, pw], ceil_mode);
+        let built = MaxPool2d::new("pool", &config, image(c, h, w));
+        prop_assume!(built.is_ok());
+        let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.spaced(layer.input_dims().len() * batch, 0.05);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn avg_pool2d(
+        c in 1..3usize, kh in 1..4usize, kw in 1..4usize, sh in 1..3usize, sw in 1..3usize,
+        ph in 0..2usize, pw in 0..2usize, h in 1..7usize, w in 1..7usize,
+        ceil_mode: bool, batch in 1..3usize, seed: u64,
+    ) {
+        let config = pool_config([kh, kw], [sh, sw], [ph, pw], ceil_mode);
+        let built = AvgPool2d::new("pool", &config, image(c, h, w));
+        prop_assume!(built.is_ok());
+        let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(layer.input_dims().len() * batch);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn activations(c in 1..4usize, h in 1..5usize, w in 1..5usize, slope in -0.5f32..0.5, seed: u64) {
+        let dims = image(c, h, w);
+        let mut rng = Rand(seed);
+        let x = rng.spaced(dims.len() * 2, 0.05);
+        check_plain(&mut Relu::new("relu", dims), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut LeakyRelu::new("leaky", dims, slope), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut Sigmoid::new("sigmoid", dims), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut Tanh::new("tanh", dims), &x, 2, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn flatten(c in 1..4usize, h in 1..5usize, w in 1..5usize, seed: u64) {
+        let mut rng = Rand(seed);
+        let mut layer = Flatten::new("flatten", image(c, h, w));
+        let x = rng.vec(c * h * w * 2);
+        check_plain(&mut layer, &x, 2, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn linear(fin in 1..8usize, fout in 1..8usize, bias: bool, batch in 1..4usize, seed: u64) {
+        let config = LinearConfig { in_features: fin, out_features: fout, bias };
+        let mut layer = Linear::new("fc", &config, Dims::Flat { features: fin }, &mut init_rng(seed)).unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(fin * batch);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn dropout_with_fixed_mask(p in 0.0f32..0.9, c in 1..4usize, h in 1..5usize, seed: u64) {
+        let dims = image(c, h, 3);
+        let mut layer = Dropout::new("drop", dims, p, dropout_rng(seed, 0)).unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(dims.len() * 2);
+        // Draw the mask once, then hold it fixed for the analytic and numeric gradients.
+        let mut y = vec![0.0; x.len()];
+        layer.forward(&x, &mut y, 2, Mode::Train).unwrap();
+        check_layer(&mut layer, &x, 2, &mut rng, TOL, |l, x, y| l.forward_same_mask(x, y, 2).unwrap());
+    }
+
+    #[test]
+    fn batch_norm2d(c in 1..4usize, h in 1..4usize, w in 1..4usize, batch in 1..4usize, train: bool, seed: u64) {
+        prop_assume!(!train || batch * h * w > 1);
+        let config = BatchNorm2dConfig { num_features: c, eps: 1e-5, momentum: 0.1 };
+        let mut layer = BatchNorm2d::new("bn", &config, image(c, h, w)).unwrap();
+        let mut rng = Rand(seed);
+        // Non-trivial affine parameters and running statistics.
+        for (v, r) in layer.weight.value.iter_mut().zip(rng.vec(c)) { *v = 1.0 + r; }
+        for (v, r) in layer.bias.value.iter_mut().zip(rng.vec(c)) { *v = r; }
+        for (v, r) in layer.running_mean.iter_mut().zip(rng.vec(c)) { *v = r; }
+        for (v, r) in layer.running_var.iter_mut().zip(rng.vec(c)) { *v = 1.5 + r; }
+        let x: Vec<f32> = rng.vec(c * h * w * batch).iter().map(|v| 2.0 * v).collect();
+        let mode = if train { Mode::Train } else { Mode::Eval };
+        // Normalising by batch statistics amplifies rounding when a channel has few values.
+        check_plain(&mut layer, &x, batch, &mut rng, 2e-2, mode);
+    }
+
+    #[test]
+    fn cross_entropy(n in 1..5usize, classes in 1..6usize, seed: u64) {
+        let mut rng = Rand(seed);
+        let logits = Array2::from_shape_vec((n, classes), rng.vec(n * classes).iter().map(|v| 4.0 * v).collect()).unwrap();
+        let labels: Vec<usize> = (0..n).map(|_| (rng.unit() * classes as f32) as usize % classes).collect();
+        let mut grad = Array2::zeros((n, classes));
+        softmax_cross_entropy(logits.view(), &labels, grad.view_mut()).unwrap();
+        let mut scratch = Array2::zeros((n, classes));
+        for i in 0..n {
+            for j in 0..classes {
+                let mut at = |d: f32| {
+                    let mut l = logits.clone();
+                    l[[i, j]] += d;
+                    f64::from(softmax_cross_entropy(l.view(), &labels, scratch.view_mut()).unwrap())
+                };
+                let numeric = (at(STEP) - at(-STEP)) / (2.0 * f64::from(STEP));
+                prop_assert!((f64::from(grad[[i, j]]) - numeric).abs() < 2e-3, "[{i},{j}] {} vs {numeric}", grad[[i, j]]);
+            }
+        }
+    }
+}
+
+/// A network using every parametric layer and most options, small enough to check exhaustively.
+fn mixed_net() -> NetworkDef {
+    let layer = |name: &str, config| LayerDef {
+        name: name.to_owned(),
+        config,
+    };
+    NetworkDef {
+        input: [2, 7, 6],
+        layers: vec![
+            layer(
+                "conv1",
+                LayerConfig::Conv2d(Conv2dConfig {
+                    in_channels: 2,
+                    out_channels: 3,
+                    kernel_size: [3, 2],
+                    stride: [1, 1],
+                    padding: [1, 1],
+                    dilation: [1, 1],
+                    bias: true,
+                }),
+            ),
+            layer(
+                "bn1",
+                LayerConfig::BatchNorm2d(BatchNorm2dConfig {
+                    num_features: 3,
+                    eps: 1e-5,
+                    momentum: 0.1,
+                }),
+            ),
+            layer("act1", LayerConfig::Tanh),
+            layer(
+                "pool1",
+                LayerConfig::MaxPool2d(pool_config([2, 2], [2, 2], [1, 0], true)),
+            ),
+            layer(
+                "conv2",
+                LayerConfig::Conv2d(Conv2dConfig {
+                    in_channels: 3,
+                    out_channels: 4,
+                    kernel_size: [2, 2],
+                    stride: [1, 2],
+                    padding: [1, 1],
+                    dilation: [2, 1],
+                    bias: false,
+                }),
+            ),
+            layer(
+                "act2",
+                LayerConfig::LeakyRelu {
+                    negative_slope: 0.1,
+                },
+            ),
+            layer(
+                "pool2",
+                LayerConfig::AvgPool2d(pool_config([2, 2], [1, 1], [1, 1], false)),
+            ),
+            layer("flatten", LayerConfig::Flatten),
+            layer(
+                "fc1",
+                LayerConfig::Linear(LinearConfig {
+                    in_features: 0,
+                    out_features: 5,
+                    bias: true,
+                }),
+            ),
+            layer("act3", LayerConfig::Sigmoid),
+            layer(
+                "fc2",
+                LayerConfig::Linear(LinearConfig {
+                    in_features: 5,
+                    out_features: 3,
+                    bias: true,
+                }),
+            ),
+        ],
+    }
+}
+
+/// Fills in `fc1.in_features` from the flatten output, as the spec checker would.
+fn resolved_mixed_net() -> NetworkDef {
+    let mut def = mixed_net();
+    let mut probe = def.clone();
+    probe.layers.truncate(8);
+    let features = Network::new(&probe, 0).unwrap().classes();
+    if let LayerConfig::Linear(c) = &mut def.layers[8].config {
+        c.in_features = features;
+    }
+    def
+}
+
+/// Step of the whole-network check: batchnorm over 3 samples makes the loss strongly curved in
+/// the first convolution's weights, so the central difference needs a smaller step than layers do.
+const NET_STEP: f32 = 2e-3;
+
+#[test]
+fn whole_network_gradients_match_finite_differences() {
+    let def = resolved_mixed_net();
+    let mut net = Network::new(&def, 3).unwrap();
+    let mut rng = Rand(11);
+    let x = Array4::from_shape_vec((3, 2, 7, 6), rng.vec(3 * 2 * 7 * 6)).unwrap();
+    let labels = [0, 2, 1];
+    net.train_step(x.view(), &labels).unwrap();
+    let mut grads: Vec<(String, Vec<f32>)> = Vec::new();
+    net.visit(&mut |e| {
+        if let Entry::Param { name, param } = e {
+            grads.push((name.to_owned(), param.grad.iter().copied().collect()));
+        }
+    });
+    let names: Vec<&str> = grads.iter().map(|(n, _)| n.as_str()).collect();
+    let want = [
+        "conv1.weight",
+        "conv1.bias",
+        "bn1.weight",
+        "bn1.bias",
+        "conv2.weight",
+    ];
+    assert_eq!(
+        names,
+        [
+            &want[..],
+            &["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+        ]
+        .concat()
+    );
+    let loss_at = |net: &mut Network| {
+        let logits = net.forward(x.view(), Mode::Train).unwrap();
+        let mut g = Array2::zeros(logits.dim());
+        f64::from(softmax_cross_entropy(logits.view(), &labels, g.view_mut()).unwrap())
+    };
+    // Directional derivatives, one parameter tensor at a time: a per-element check would be
+    // dominated by f32 rounding (the gradients of a mean loss go down to 1e-4) and by max-pool and
+    // leaky-ReLU kinks the step crosses; a random direction sums many elements, so the signal
+    // dwarfs both while a wrong gradient anywhere in the tensor still shows.
+    for (p, (name, grad)) in grads.iter().enumerate() {
+        for _ in 0..3 {
+            let dir = rng.vec(grad.len());
+            let analytic: f64 = grad
+                .iter()
+                .zip(&dir)
+                .map(|(&g, &d)| f64::from(g) * f64::from(d))
+                .sum();
+            let nudge = |net: &mut Network, scale: f32| {
+                let mut k = 0;
+                net.visit(&mut |e| {
+                    if let Entry::Param { param, .. } = e {
+                        if k == p {
+                            for (v, d) in param.value.iter_mut().zip(&dir) {
+                                *v += scale * d;
+                            }
+                        }
+                        k += 1;
+                    }
+                });
+            };
+            let before: Vec<f32> = {
+                let mut v = Vec::new();
+                let mut k = 0;
+                net.visit(&mut |e| {
+                    if let Entry::Param { param, .. } = e {
+                        if k == p {
+                            v = param.value.iter().copied().collect();
+                        }
+                        k += 1;
+                    }
+                });
+                v
+            };
+            nudge(&mut net, NET_STEP);
+            let up = loss_at(&mut net);
+            nudge(&mut net, -2.0 * NET_STEP);
+            let down = loss_at(&mut net);
+            let mut k = 0;
+            net.visit(&mut |e| {
+                if let Entry::Param { param, .. } = e {
+                    if k == p {
+                        param
+                            .value
+                            .iter_mut()
+                            .zip(&before)
+                            .for_each(|(v, b)| *v = *b);
+                    }
+                    k += 1;
+                }
+            });
+            let numeric = (up - down) / (2.0 * f64::from(NET_STEP));
+            let err = (analytic - numeric).abs();
+            assert!(
+                err <= 2e-2 * numeric.abs() + 5e-5,
+                "{name}: directional derivative {analytic} vs {numeric}"
+            );
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The dynamic executor: determinism whatever the thread count, seeded init, train/eval
+//! behaviour of dropout and batchnorm, buffer reuse across batch sizes, and errors (never panics)
+//! on bad definitions and inputs.
+
+mod common;
+
+use cnnc_runtime::config::{
+    BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig,
+};
+use cnnc_runtime::init::dropout_rng;
+use cnnc_runtime::layers::{BatchNorm2d, Dropout};
+use cnnc_runtime::{Dims, Entry, Error, Layer, Mode, Network, Visit};
+use common::Rand;
+use ndarray::{Array2, Array4};
+
+fn layer(name: &str, config: LayerConfig) -> LayerDef {
+    LayerDef {
+        name: name.to_owned(),
+        config,
+    }
+}
+
+fn conv(cin: usize, cout: usize, k: usize, pad: usize) -> LayerConfig {
+    LayerConfig::Conv2d(Conv2dConfig {
+        in_channels: cin,
+        out_channels: cout,
+        kernel_size: [k, k],
+        stride: [1, 1],
+        padding: [pad, pad],
+        dilation: [1, 1],
+        bias: true,
+    })
+}
+
+fn max_pool(k: usize) -> LayerConfig {
+    LayerConfig::MaxPool2d(Pool2dConfig {
+        kernel_size: [k, k],
+        stride: [k, k],
+        padding: [0, 0],
+        ceil_mode: false,
+    })
+}
+
+fn linear(i: usize, o: usize) -> LayerConfig {
+    LayerConfig::Linear(LinearConfig {
+        in_features: i,
+        out_features: o,
+        bias: true,
+    })
+}
+
+/// The seed model's shape at a reduced size, plus batchnorm and dropout.
+fn net_def() -> NetworkDef {
+    NetworkDef {
+        input: [3, 16, 16],
+        layers: vec![
+            layer("c1", conv(3, 8, 5, 2)),
+            layer(
+                "bn",
+                LayerConfig::BatchNorm2d(BatchNorm2dConfig {
+                    num_features: 8,
+                    eps: 1e-5,
+                    momentum: 0.1,
+                }),
+            ),
+            layer("r1", LayerConfig::Relu),
+            layer("p1", max_pool(2)),
+            layer("c2", conv(8, 16, 3, 1)),
+            layer("r2", LayerConfig::Relu),
+            layer("p2", max_pool(2)),
+            layer("flat", LayerConfig::Flatten),
+            layer("fc1", linear(256, 32)),
+            layer("drop", LayerConfig::Dropout { p: 0.3 }),
+            layer("fc2", linear(32, 10)),
+        ],
+    }
+}
+
+fn data(batch: usize, seed: u64) -> (Array4<f32>, Vec<usize>) {
+    let mut rng = Rand(seed);
+    let x = Array4::from_shape_vec((batch, 3, 16, 16), rng.vec(batch * 3 * 16 * 16)).unwrap();
+    let labels = (0..batch).map(|i| (i * 7 + seed as usize) % 10).collect();
+    (x, labels)
+}
+
+/// Everything a model holds, as bits: parameters, gradients, buffers, counters.
+fn snapshot(net: &mut Network) -> Vec<u32> {
+    let mut bits = Vec::new();
+    net.visit(&mut |e| match e {
+        Entry::Param { param, .. } => {
+            bits.extend(param.value.iter().map(|v| v.to_bits()));
+            bits.extend(param.grad.iter().map(|v| v.to_bits()));
+        }
+        Entry::Buffer { value, .. } => bits.extend(value.iter().map(|v| v.to_bits())),
+        Entry::Counter { value, .. } => bits.push(*value as u32),
+    });
+    bits
+}
+
+/// A few steps of plain SGD; returns the losses and logits as bits plus the final state.
+fn train(threads: usize, batch: usize) -> Vec<u32> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let mut net = Network::new(&net_def(), 42).unwrap();
+        let mut bits = Vec::new();
+        for step in 0..3 {
+            let (x, labels) = data(batch, step);
+            bits.push(net.train_step(x.view(), &labels).unwrap().to_bits());
+            net.visit(&mut |e| {
+                if let Entry::Param { param, .. } = e {
+                    param.value.zip_mut_with(&param.grad, |v, g| *v -= 0.05 * g);
+                }
+            });
+        }
+        let (x, _) = data(batch, 9);
+        bits.extend(
+            net.forward(x.view(), Mode::Eval)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits()),
+        );
+        bits.extend(snapshot(&mut net));
+        bits
+    })
+}
+
+#[test]
+fn bit_identical_whatever_the_thread_count() {
+    for batch in [1, 5, 64] {
+        let one = train(1, batch);
+        assert_eq!(one, train(2, batch), "batch {batch}: 1 vs 2 threads");
+        assert_eq!(one, train(3, batch), "batch {batch}: 1 vs 3 threads");
+    }
+}
+
+#[test]
+fn same_seed_same_model_and_pytorch_init_bounds() {
+    let mut a = Network::new(&net_def(), 7).unwrap();
+    let mut b = Network::new(&net_def(), 7).unwrap();
+    let mut c = Network::new(&net_def(), 8).unwrap();
+    assert_eq!(snapshot(&mut a), snapshot(&mut b));
+    assert_ne!(snapshot(&mut a), snapshot(&mut c));
+    let mut seen = Vec::new();
+    a.visit(&mut |e| match e {
+        Entry::Param { name, param } => {
+            let fan_in = match name {
+                "c1.weight" | "c1.bias" => 3 * 25,
+                "c2.weight" | "c2.bias" => 8 * 9,
+                "fc1.weight" | "fc1.bias" => 256,
+                "fc2.weight" | "fc2.bias" => 32,
+                "bn.weight" => {
+                    assert!(param.value.iter().all(|&v| v == 1.0));
+                    return seen.push(name.to_owned());
+                }
+                "bn.bias" => {
+                    assert!(param.value.iter().all(|&v| v == 0.0));
+                    return seen.push(name.to_owned());
+                }
+                other => panic!("unexpected parameter {other}"),
+            };
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            assert!(param.value.iter().all(|v| v.abs() <= bound), "{name}");
+            // Spread over the whole range, not a fraction of it.
+            let max = param.value.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(max > 0.5 * bound, "{name}: max {max} of bound {bound}");
+            seen.push(name.to_owned());
+        }
+        Entry::Buffer { name, value } => {
+            let want = if name.ends_with("running_mean") {
+                0.0
+            } else {
+                1.0
+            };
+            assert!(value.iter().all(|&v| v == want), "{name}");
+            seen.push(name.to_owned());
+        }
+        Entry::Counter { name, value } => {
+            assert_eq!(*value, 0);
+            seen.push(name.to_owned());
+        }
+    });
+    let want = [
+        "c1.weight",
+        "c1.bias",
+        "bn.weight",
+        "bn.bias",
+        "bn.running_mean",
+        "bn.running_var",
+        "bn.num_batches_tracked",
+        "c2.weight",
+        "c2.bias",
+        "fc1.weight",
+        "fc1.bias",
+        "fc2.weight",
+        "fc2.bias",
+    ];
+    assert_eq!(seen, want);
+}
+
+#[test]
+fn dropout_scales_in_training_and_is_identity_in_eval() {
+    let dims = Dims::Flat { features: 10_000 };
+    let mut drop = Dropout::new("drop", dims, 0.25, dropout_rng(3, 0)).unwrap();
+    let x = vec![1.0f32; 10_000];
+    let mut y = vec![0.0; 10_000];
+    drop.forward(&x, &mut y, 1, Mode::Eval).unwrap();
+    assert_eq!(x, y);
+    drop.forward(&x, &mut y, 1, Mode::Train).unwrap();
+    let kept = y.iter().filter(|&&v| v != 0.0).count();
+    assert!(y.iter().all(|&v| v == 0.0 || v == 1.0 / 0.75));
+    assert!(
+        (7_200..7_800).contains(&kept),
+        "kept {kept} of 10000 at p = 0.25"
+    );
+    let first = y.clone();
+    drop.forward(&x, &mut y, 1, Mode::Train).unwrap();
+    assert_ne!(first, y, "a new mask every training step");
+    let mut dx = vec![0.0; 10_000];
+    drop.backward(&x, &y, &x, Some(&mut dx), 1).unwrap();
+    assert_eq!(dx, y, "backward applies the same mask");
+    let mut all = Dropout::new("drop", dims, 1.0, dropout_rng(3, 0)).unwrap();
+    all.forward(&x, &mut y, 1, Mode::Train).unwrap();
+    assert!(
+        y.iter().all(|&v| v == 0.0),
+        "p = 1 zeroes everything, like PyTorch"
+    );
+    assert!(Dropout::new("drop", dims, 1.5, dropout_rng(3, 0)).is_err());
+}
+
+#[test]
+fn batchnorm_train_uses_batch_stats_and_updates_running_stats_eval_uses_them() {
+    let config = BatchNorm2dConfig {
+        num_features: 2,
+        eps: 1e-5,
+        momentum: 0.1,
+    };
+    let dims = Dims::Image {
+        channels: 2,
+        height: 1,
+        width: 2,
+    };
+    let mut bn = BatchNorm2d::new("bn", &config, dims).unwrap();
+    // Two samples, pixel-major: channel 0 sees 1, 2, 3, 6; channel 1 sees 0, 0, 4, 4.
+    let x = [1.0, 0.0, 2.0, 0.0, 3.0, 4.0, 6.0, 4.0];
+    let mut y = [0.0; 8];
+    bn.forward(&x, &mut y, 2, Mode::Train).unwrap();
+    // Channel 0: mean 3, biased var 3.5, unbiased 14/3; channel 1: mean 2, var 4, unbiased 16/3.
+    let inv0 = 1.0 / (3.5f32 + 1e-5).sqrt();
+    assert!((y[0] - (1.0 - 3.0) * inv0).abs() < 1e-6);
+    assert!((y[6] - (6.0 - 3.0) * inv0).abs() < 1e-6);
+    assert!((bn.running_mean[0] - 0.3).abs() < 1e-6 && (bn.running_mean[1] - 0.2).abs() < 1e-6);
+    assert!((bn.running_var[0] - (0.9 + 0.1 * 14.0 / 3.0)).abs() < 1e-6);
+    assert!((bn.running_var[1] - (0.9 + 0.1 * 16.0 / 3.0)).abs() < 1e-6);
+    assert_eq!(bn.num_batches_tracked, 1);
+    bn.forward(&x, &mut y, 2, Mode::Eval).unwrap();
+    let rv0 = bn.running_var[0];
+    assert!((y[0] - (1.0 - 0.3) / (rv0 + 1e-5).sqrt()).abs() < 1e-6);
+    assert_eq!(bn.num_batches_tracked, 1, "eval leaves the counter alone");
+    // One value per channel cannot be normalised in training (PyTorch raises too).
+    let mut one = [0.0; 2];
+    let single = Dims::Image {
+        channels: 2,
+        height: 1,
+        width: 1,
+    };
+    let mut bn1 = BatchNorm2d::new("bn", &config, single).unwrap();
+    assert!(matches!(
+        bn1.forward(&[1.0, 2.0], &mut one, 1, Mode::Train),
+        Err(Error::Config { .. })
+    ));
+}
+
+#[test]
+fn smaller_batches_reuse_buffers_and_agree_with_a_fresh_network() {
+    let (x, _) = data(6, 1);
+    let mut big = Network::new(&net_def(), 5).unwrap();
+    big.forward(data(32, 2).0.view(), Mode::Eval).unwrap();
+    let reused = big.forward(x.view(), Mode::Eval).unwrap();
+    let fresh = Network::new(&net_def(), 5)
+        .unwrap()
+        .forward(x.view(), Mode::Eval)
+        .unwrap();
+    assert_eq!(reused, fresh);
+    assert_eq!(big.logits().unwrap().dim(), (6, 10));
+    let empty = Array4::<f32>::zeros((0, 3, 16, 16));
+    assert_eq!(
+        big.forward(empty.view(), Mode::Eval).unwrap().dim(),
+        (0, 10)
+    );
+}
+
+#[test]
+fn bad_definitions_and_inputs_are_errors_not_panics() {
+    let mut bad = net_def();
+    bad.layers[4] = layer("c2", conv(7, 16, 3, 1));
+    assert!(matches!(Network::new(&bad, 0), Err(Error::Config { layer, .. }) if layer == "c2"));
+    let mut bad = net_def();
+    bad.layers[8] = layer("fc1", linear(255, 32));
+    assert!(matches!(Network::new(&bad, 0), Err(Error::Config { layer, .. }) if layer == "fc1"));
+    let mut bad = net_def();
+    bad.layers[0] = layer("c1", conv(3, 8, 40, 0));
+    assert!(matches!(Network::new(&bad, 0), Err(Error::Config { layer, .. }) if layer == "c1"));
+    let mut bad = net_def();
+    bad.layers.truncate(6);
+    assert!(Network::new(&bad, 0).is_err(), "image output");
+    let mut bad = net_def();
+    bad.layers[3] = layer(
+        "p1",
+        LayerConfig::MaxPool2d(Pool2dConfig {
+            kernel_size: [2, 2],
+            stride: [0, 2],
+            padding: [0, 0],
+            ceil_mode: false,
+        }),
+    );
+    assert!(Network::new(&bad, 0).is_err(), "zero stride");
+    bad.layers[3] = layer(
+        "p1",
+        LayerConfig::AvgPool2d(Pool2dConfig {
+            kernel_size: [2, 2],
+            stride: [2, 2],
+            padding: [2, 2],
+            ceil_mode: false,
+        }),
+    );
+    assert!(
+        Network::new(&bad, 0).is_err(),
+        "padding over half the kernel"
+    );
+    assert!(
+        Network::new(
+            &NetworkDef {
+                input: [3, 16, 16],
+                layers: vec![]
+            },
+            0
+        )
+        .is_err()
+    );
+    assert!(
+        Network::new(
+            &NetworkDef {
+                input: [0, 16, 16],
+                layers: net_def().layers
+            },
+            0
+        )
+        .is_err()
+    );
+
+    let mut net = Network::new(&net_def(), 0).unwrap();
+    assert!(matches!(
+        net.backward(Array2::zeros((1, 10)).view()),
+        Err(Error::State(_))
+    ));
+    let wrong = Array4::<f32>::zeros((2, 3, 16, 15));
+    assert!(matches!(
+        net.forward(wrong.view(), Mode::Eval),
+        Err(Error::Shape { .. })
+    ));
+    let (x, _) = data(2, 0);
+    assert!(matches!(
+        net.train_step(x.view(), &[0, 10]),
+        Err(Error::Label { label: 10, .. })
+    ));
+    assert!(matches!(
+        net.train_step(x.view(), &[0]),
+        Err(Error::Shape { .. })
+    ));
+    net.forward(x.view(), Mode::Train).unwrap();
+    assert!(matches!(
+        net.backward(Array2::zeros((3, 10)).view()),
+        Err(Error::Shape { .. })
+    ));
+    // A parameter replaced with the wrong shape is reported, not indexed out of bounds.
+    net.visit(&mut |e| {
+        if let Entry::Param {
+            name: "fc2.weight",
+            param,
+        } = e
+        {
+            param.value = ndarray::ArrayD::zeros(vec![3, 3]);
+        }
+    });
+    assert!(matches!(
+        net.forward(x.view(), Mode::Eval),
+        Err(Error::Shape { .. })
+    ));
+    // Short buffers handed to a layer directly are errors too.
+    let mut relu = cnnc_runtime::layers::Relu::new("r", Dims::Flat { features: 4 });
+    assert!(
+        relu.forward(&[0.0; 3], &mut [0.0; 4], 1, Mode::Eval)
+            .is_err()
+    );
+}
