@@ -17,14 +17,14 @@ CORPUS = "spec/tests/corpus"
 CODES = [
     ("E0001", "YAML syntax error", "The text is not valid YAML. The message is serde-saphyr's.", "invalid/yaml_unclosed_brace.yaml"),
     ("E0002", "DSL syntax error", "The text does not follow the DSL grammar; the caret is at the first token that cannot continue a valid spec.", "invalid/dsl_colon_argument.cnn"),
-    ("E0003", "spec file too large", "Specs are limited to 1 MiB, checked before parsing.", None),
+    ("E0003", "spec file too large", "Specs are limited to 1 MiB, checked before parsing; only the first 1 MiB is ever read. Example: a 2 MB file whose first line is a comment.", ("big.yaml", "# " + "x" * 2_000_000 + "\n")),
     ("E0004", "nesting too deep", "Lists are nested more than 16 deep (DSL brackets, YAML collections).", "invalid/nesting_too_deep.cnn"),
     ("E0005", "not shaped like a spec", "The document is not a mapping, `layers` is not a list, or a layer is neither a name nor a one-key mapping.", "invalid/layer_two_keys.yaml"),
     ("E0006", "unknown top-level key", "A YAML spec has only `model`, `input` and `layers`.", "invalid/unknown_top_level_key.yaml"),
     ("E0101", "missing input", "Every spec states its per-sample input shape `[C, H, W]`.", "invalid/missing_input.yaml"),
     ("E0102", "bad input shape", "`input` must be three positive integers `[channels, height, width]`.", "invalid/input_two_dims.yaml"),
     ("E0103", "no layers", "A model needs at least one layer.", ("empty_layers.yaml", "input: [1, 2, 2]\nlayers: []\n")),
-    ("E0104", "too many layers", "At most 10,000 layers.", None),
+    ("E0104", "too many layers", "At most 10,000 layers. Example: `input (1, 1, 1)` followed by 10,001 `relu` lines.", ("many.cnn", "input (1, 1, 1)\n" + "relu\n" * 10_001)),
     ("E0201", "unknown layer kind", "The layer kinds are conv2d, maxpool2d, avgpool2d, relu, leaky_relu, sigmoid, tanh, flatten, linear, dropout and batchnorm2d.", "invalid/unknown_layer_conv.yaml"),
     ("E0202", "unknown argument", "Argument names are PyTorch's; a close match is suggested.", "invalid/unknown_argument.yaml"),
     ("E0203", "missing argument", "`conv2d` needs `out_channels` and `kernel_size`, pools need `kernel_size`, `linear` needs `out_features`.", "invalid/missing_kernel_size.yaml"),
@@ -47,8 +47,6 @@ CODES = [
 
 def example(code, spec):
     with tempfile.TemporaryDirectory() as tmp:
-        if spec is None:
-            return None, None
         if isinstance(spec, tuple):
             name, text = spec
             path = os.path.join(tmp, name)
@@ -81,10 +79,9 @@ def main():
         print(f"## {code}: {title}\n")
         print(explanation + "\n")
         text, block = example(code, spec)
-        if block is None:
-            continue
-        lang = "yaml" if (spec if isinstance(spec, str) else spec[0]).endswith((".yaml", ".yml")) else "text"
-        print(f"```{lang}\n{text.rstrip()}\n```\n")
+        if len(text) <= 2000:
+            lang = "yaml" if (spec if isinstance(spec, str) else spec[0]).endswith((".yaml", ".yml")) else "text"
+            print(f"```{lang}\n{text.rstrip()}\n```\n")
         print(f"```text\n{block.rstrip()}\n```\n")
 
 

@@ -1,2 +1,128 @@
 //! The cnnc spec language: YAML and DSL front-ends, one IR carrying source spans, shape inference
 //! and checking, and rustc-style diagnostics. Knows nothing of numerics.
+//!
+//! ```
+//! use cnnc_spec::{Format, Source};
+//!
+//! let source = Source::new("tiny.cnn", "input (1, 8, 8)\nconv2d(out_channels=4, kernel_size=3)\nflatten\nlinear(out_features=2)\n", Format::Dsl);
+//! let (model, warnings) = cnnc_spec::compile(&source).expect("a valid spec");
+//! assert!(warnings.is_empty());
+//! assert_eq!(model.total_params(), 4 * 9 + 4 + 4 * 6 * 6 * 2 + 2);
+//! ```
+
+mod ast;
+mod check;
+mod comments;
+mod diag;
+mod dsl;
+mod fmt;
+mod resolved;
+mod shape;
+mod span;
+mod suggest;
+mod yaml;
+
+use std::path::{Path, PathBuf};
+
+pub use ast::{Arg, Comments, Ident, Layer, Model, ModelComments, Value, ValueKind};
+pub use check::{Checked, check};
+pub use diag::{Code, Diagnostic, JsonDiagnostic, Label, Severity, render};
+pub use dsl::parse_dsl;
+pub use fmt::{to_dsl, to_yaml};
+pub use resolved::{
+    BatchNorm2dArgs, CheckedLayer, CheckedModel, Conv2dArgs, LayerArgs, LayerKind, LinearArgs,
+    Pair, Pool2dArgs, TensorInfo, TensorRole,
+};
+pub use shape::{Shape, Slide, Window};
+pub use span::{Format, LineCol, Source, Span};
+pub use yaml::parse_yaml;
+
+/// Largest spec text accepted, in bytes (1 MiB).
+pub const MAX_SOURCE_BYTES: usize = 1 << 20;
+/// Deepest nesting of lists/mappings accepted in either language.
+pub const MAX_NESTING: usize = 16;
+/// Largest size (channels, features, height, kernel, ...) accepted: 2^20.
+pub const MAX_DIM: usize = 1 << 20;
+/// Largest element count of any single tensor (activation or parameter): 2^31.
+pub const MAX_ELEMENTS: u64 = 1 << 31;
+/// Most layers a model may have.
+pub const MAX_LAYERS: usize = 10_000;
+
+/// Errors of the convenience entry points that read files.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read spec {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file name does not say which language it is in.
+    #[error("cannot tell the language of {path}: expected a .yaml, .yml or .cnn file")]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The spec has errors; `rendered` holds them as `cnnc check` prints them.
+    #[error("spec {file} has {count} error(s):\n{rendered}")]
+    Invalid {
+        /// The file's display name.
+        file: String,
+        /// Number of errors.
+        count: usize,
+        /// Every diagnostic, rendered without colour.
+        rendered: String,
+    },
+}
+
+/// Parses a spec in the language its [`Source`] says, into the IR. Fails with every syntax
+/// and structure diagnostic found.
+pub fn parse(source: &Source) -> Result<Model, Vec<Diagnostic>> {
+    let text = source.text();
+    if text.len() > MAX_SOURCE_BYTES {
+        return Err(vec![
+            Diagnostic::error(
+                Code::SourceTooLarge,
+                format!("the spec is larger than the limit of {MAX_SOURCE_BYTES} bytes (1 MiB)"),
+                Span::new(0, 0),
+                "this file",
+            )
+            .help("a model spec is a few kilobytes; is this the right file?"),
+        ]);
+    }
+    match source.format() {
+        Format::Yaml => parse_yaml(text),
+        Format::Dsl => parse_dsl(text),
+    }
+}
+
+/// Parses and checks a spec: the complete model with its warnings, or every diagnostic.
+pub fn compile(source: &Source) -> Result<(CheckedModel, Vec<Diagnostic>), Vec<Diagnostic>> {
+    check(&parse(source)?).into_result()
+}
+
+/// Reads, parses and checks the spec at `path` (language from its extension); warnings are
+/// dropped. For tools that want a model or a message, like code generation.
+pub fn load(path: &Path) -> Result<CheckedModel, Error> {
+    let format = Format::from_path(path).ok_or_else(|| Error::UnknownFormat {
+        path: path.to_owned(),
+    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let source = Source::new(path.display().to_string(), text, format);
+    compile(&source)
+        .map(|(model, _)| model)
+        .map_err(|diagnostics| Error::Invalid {
+            file: source.name().to_owned(),
+            count: diagnostics.iter().filter(|d| d.is_error()).count(),
+            rendered: diagnostics
+                .iter()
+                .map(|d| render(d, &source, false))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        })
+}

@@ -1,0 +1,258 @@
+//! The DSL front-end: a pest grammar (`dsl.pest`) with one layer per line, lowered to the same
+//! IR as YAML. Takes plain text and returns byte spans into it, so the `cnn_model!` macro can map
+//! them back onto its tokens.
+
+use pest::Parser;
+use pest::error::{ErrorVariant, InputLocation};
+use pest::iterators::Pair;
+use pest_derive::Parser;
+
+use crate::MAX_NESTING;
+use crate::ast::{Arg, Ident, Layer, Model, ModelComments, Value, ValueKind};
+use crate::comments;
+use crate::diag::{Code, Diagnostic};
+use crate::span::{Format, Source, Span};
+
+#[derive(Parser)]
+#[grammar = "dsl.pest"]
+struct DslParser;
+
+/// Parses DSL text into the IR. Spans are byte offsets into `text`.
+pub fn parse_dsl(text: &str) -> Result<Model, Vec<Diagnostic>> {
+    if let Some(diagnostic) = nesting_error(text) {
+        return Err(vec![diagnostic]);
+    }
+    // Collect the rules tried at the failure point, so errors name the expected token.
+    pest::set_error_detail(true);
+    let file = match DslParser::parse(Rule::file, text) {
+        Ok(mut pairs) => pairs.next(),
+        Err(err) => return Err(vec![syntax_error(&err, text)]),
+    };
+    let mut model = Model {
+        name: None,
+        input: None,
+        layers: Vec::new(),
+        comments: ModelComments::default(),
+        span: Span::new(0, text.len()),
+    };
+    for pair in file.into_iter().flat_map(Pair::into_inner) {
+        match pair.as_rule() {
+            Rule::header_model => {
+                model.name = pair
+                    .into_inner()
+                    .find(|p| p.as_rule() == Rule::model_name)
+                    .map(|p| Ident {
+                        text: p.as_str().trim_matches('"').to_owned(),
+                        span: span_of(&p),
+                    });
+            }
+            Rule::header_input => {
+                model.input = pair
+                    .into_inner()
+                    .find(|p| p.as_rule() == Rule::list)
+                    .map(value);
+            }
+            Rule::layer => model.layers.push(layer(pair)),
+            _ => {}
+        }
+    }
+    let source = Source::new("", text, Format::Dsl);
+    comments::attach(&mut model, &source, comments::Style::Dsl);
+    Ok(model)
+}
+
+fn span_of(pair: &Pair<'_, Rule>) -> Span {
+    let span = pair.as_span();
+    Span::new(span.start(), span.end())
+}
+
+fn ident(pair: &Pair<'_, Rule>) -> Ident {
+    Ident {
+        text: pair.as_str().to_owned(),
+        span: span_of(pair),
+    }
+}
+
+fn layer(pair: Pair<'_, Rule>) -> Layer {
+    // pest's implicit whitespace after the kind (tried before the optional arguments) belongs
+    // to the rule's span; the layer itself ends with its last part.
+    let end = pair
+        .clone()
+        .into_inner()
+        .map(|part| part.as_span().end())
+        .max()
+        .unwrap_or(pair.as_span().end());
+    let span = Span::new(pair.as_span().start(), end);
+    let mut name = None;
+    let mut kind = Ident {
+        text: String::new(),
+        span,
+    };
+    let mut args = Vec::new();
+    for part in pair.into_inner() {
+        match part.as_rule() {
+            Rule::layer_name => name = Some(ident(&part)),
+            Rule::kind => kind = ident(&part),
+            Rule::args => {
+                for arg in part.into_inner() {
+                    let mut inner = arg.into_inner();
+                    if let (Some(key), Some(val)) = (inner.next(), inner.next()) {
+                        args.push(Arg {
+                            key: ident(&key),
+                            value: value(val),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Layer {
+        kind,
+        name,
+        args,
+        comments: Default::default(),
+        span,
+    }
+}
+
+fn value(pair: Pair<'_, Rule>) -> Value {
+    let span = span_of(&pair);
+    let text = pair.as_str();
+    let kind = match pair.as_rule() {
+        Rule::list => ValueKind::List(pair.into_inner().map(value).collect()),
+        // Beyond every size limit; the checker reports it as too large.
+        Rule::int => ValueKind::Int(text.parse().unwrap_or(if text.starts_with('-') {
+            i64::MIN
+        } else {
+            i64::MAX
+        })),
+        Rule::float => ValueKind::Float(text.parse().unwrap_or(f64::NAN)),
+        Rule::boolean => ValueKind::Bool(text.eq_ignore_ascii_case("true")),
+        Rule::string => ValueKind::Str(text.trim_matches('"').to_owned()),
+        _ => ValueKind::Str(text.to_owned()),
+    };
+    Value { kind, span }
+}
+
+/// Brackets nested deeper than [`MAX_NESTING`], found before parsing so that the recursive
+/// grammar never sees them.
+fn nesting_error(text: &str) -> Option<Diagnostic> {
+    let mut depth = 0usize;
+    for (at, c) in text.char_indices() {
+        match c {
+            '(' | '[' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(
+                        Diagnostic::error(
+                            Code::NestingTooDeep,
+                            format!("brackets are nested more than {MAX_NESTING} deep"),
+                            Span::new(at, at + 1),
+                            "too deep",
+                        )
+                        .help("a spec needs at most two levels: `layer(kernel_size=(3, 3))`"),
+                    );
+                }
+            }
+            ')' | ']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// What a grammar rule is called in messages.
+fn describe(rule: &Rule) -> Option<&'static str> {
+    Some(match rule {
+        Rule::EOI => "end of file",
+        Rule::header_model | Rule::kw_model => "`model NAME`",
+        Rule::header_input | Rule::kw_input => "`input (C, H, W)`",
+        Rule::model_name => "a model name",
+        Rule::layer | Rule::layer_name | Rule::kind => "a layer",
+        Rule::args => "`(`",
+        Rule::arg | Rule::key => "an argument `key=value`",
+        Rule::list => "a list `(a, b)`",
+        Rule::float | Rule::int | Rule::exponent => "a number",
+        Rule::boolean => "`true` or `false`",
+        Rule::value | Rule::string | Rule::word | Rule::ident => "a value",
+        Rule::segment | Rule::ident_char => "a layer name",
+        Rule::file | Rule::WHITESPACE | Rule::COMMENT => return None,
+    })
+}
+
+/// Turns a pest error into an `E0002` diagnostic covering the offending token.
+fn syntax_error(err: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
+    let reported = match err.location {
+        InputLocation::Pos(at) => at,
+        InputLocation::Span((start, _)) => start,
+    };
+    let attempts = err.parse_attempts();
+    // The furthest point any rule reached is where the text stops making sense.
+    let at = attempts
+        .as_ref()
+        .map_or(reported, |a| a.max_position.max(reported))
+        .min(text.len());
+    // At the end of the text, point just after the last token rather than past blank lines.
+    let at = if text[at..].trim().is_empty() {
+        text[..at].trim_end().len()
+    } else {
+        at
+    };
+    let rest = &text[at..];
+    let token_len = match rest.chars().next() {
+        None => 0,
+        Some(c) if c.is_ascii_alphanumeric() || c == '_' => rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(rest.len()),
+        Some(c) => c.len_utf8(),
+    };
+    let found = match rest.chars().next() {
+        None => "end of file".to_owned(),
+        Some(_) if rest.trim().is_empty() => "end of file".to_owned(),
+        Some('\n' | '\r') => "end of line".to_owned(),
+        Some(_) => format!("`{}`", &rest[..token_len]),
+    };
+    let mut expected: Vec<String> = Vec::new();
+    // Punctuation the grammar wanted; whitespace, comments and character classes say nothing.
+    for token in attempts.iter().flat_map(|a| a.expected_tokens()) {
+        let token = token.to_string();
+        if !token.is_empty() && token.chars().all(|c| "()[]=,:".contains(c)) {
+            let token = format!("`{token}`");
+            if !expected.contains(&token) {
+                expected.push(token);
+            }
+        }
+    }
+    if let (true, ErrorVariant::ParsingError { positives, .. }) =
+        (expected.is_empty(), &err.variant)
+    {
+        for rule in positives {
+            if let Some(name) = describe(rule)
+                && !expected.iter().any(|e| e == name)
+            {
+                expected.push(name.to_owned());
+            }
+        }
+    }
+    let expected = match expected.as_slice() {
+        [] => "valid syntax".to_owned(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    };
+    let mut diagnostic = Diagnostic::error(
+        Code::DslSyntax,
+        format!("expected {expected}, found {found}"),
+        Span::new(at, at + token_len),
+        format!("expected {expected}"),
+    );
+    if rest.starts_with(':') {
+        diagnostic = diagnostic.help(
+            "arguments are written `key=value`, e.g. `conv2d(out_channels=32, kernel_size=3)`",
+        );
+    } else if rest.starts_with('{') {
+        diagnostic = diagnostic
+            .help("arguments go in parentheses: `conv2d(out_channels=32, kernel_size=3)`");
+    }
+    diagnostic
+}

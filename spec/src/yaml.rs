@@ -1,0 +1,559 @@
+//! The YAML front-end: serde-saphyr reads the text into a small spanned node tree (every node
+//! wrapped in its `Spanned<T>`), which is then lowered to the [`ast`](crate::ast) IR. Syntax errors
+//! and structural errors (a layer that is neither a name nor a one-key mapping, ...) become
+//! diagnostics here; argument names, types and values are left to the checker so that both
+//! languages report them identically.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::{DuplicateKeyPolicy, Location, Spanned};
+
+use crate::MAX_NESTING;
+use crate::ast::{Arg, Ident, Layer, Model, ModelComments, Value, ValueKind};
+use crate::comments;
+use crate::diag::{Code, Diagnostic};
+use crate::span::{Format, Source, Span};
+use crate::suggest;
+
+/// Top-level keys of a YAML spec.
+const TOP_LEVEL_KEYS: &[&str] = &["model", "input", "layers"];
+
+/// Parses a YAML spec into the IR. Spans are byte offsets into `text`.
+pub fn parse_yaml(text: &str) -> Result<Model, Vec<Diagnostic>> {
+    let source = Source::new("", text, Format::Yaml);
+    let mut options = serde_saphyr::Options::default();
+    options.duplicate_keys = DuplicateKeyPolicy::PassThrough;
+    options.budget = serde_saphyr::budget! {
+        max_depth: MAX_NESTING,
+        flow_nesting_limit: MAX_NESTING,
+    };
+    let root: Spanned<NodeKind> = match serde_saphyr::from_str_with_options(text, options) {
+        Ok(root) => root,
+        Err(err) => return Err(vec![syntax_error(&err, &source)]),
+    };
+    let root = Node::from_spanned(root, &source);
+    let mut lower = Lower {
+        source: &source,
+        diagnostics: Vec::new(),
+    };
+    let mut model = lower.model(root);
+    comments::attach(&mut model, &source, comments::Style::Yaml);
+    if lower.diagnostics.is_empty() {
+        Ok(model)
+    } else {
+        Err(lower.diagnostics)
+    }
+}
+
+/// A YAML node with its byte span (for collections: from their first to their last byte).
+#[derive(Debug)]
+struct Node {
+    kind: Kind,
+    span: Span,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Null,
+    Bool(bool),
+    Int(i64),
+    /// An integer outside `i64`; reported by the checker as too large.
+    BigInt,
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+/// What serde sees: the node without its location; children stay wrapped in `Spanned`.
+enum NodeKind {
+    Null,
+    Bool(bool),
+    Int(i64),
+    BigInt,
+    Float(f64),
+    Str(String),
+    Seq(Vec<Spanned<NodeKind>>),
+    Map(Vec<(Spanned<NodeKind>, Spanned<NodeKind>)>),
+}
+
+impl Node {
+    /// Converts serde-saphyr's locations to byte spans. serde-saphyr gives a scalar's exact byte
+    /// range but only the first position of a collection (its start event), so a collection's
+    /// span is extended to the end of its last child.
+    fn from_spanned(spanned: Spanned<NodeKind>, source: &Source) -> Node {
+        let start = location_offset(&spanned.referenced, source);
+        let own_end = spanned
+            .referenced
+            .span()
+            .byte_len()
+            .map_or(start, |len| start + len as usize);
+        let kind = match spanned.value {
+            NodeKind::Null => Kind::Null,
+            NodeKind::Bool(b) => Kind::Bool(b),
+            NodeKind::Int(i) => Kind::Int(i),
+            NodeKind::BigInt => Kind::BigInt,
+            NodeKind::Float(f) => Kind::Float(f),
+            NodeKind::Str(s) => Kind::Str(s),
+            NodeKind::Seq(items) => Kind::Seq(
+                items
+                    .into_iter()
+                    .map(|item| Node::from_spanned(item, source))
+                    .collect(),
+            ),
+            NodeKind::Map(entries) => Kind::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (Node::from_spanned(k, source), Node::from_spanned(v, source)))
+                    .collect(),
+            ),
+        };
+        let end = match &kind {
+            Kind::Seq(items) => items.last().map_or(own_end, |n| n.span.end as usize),
+            Kind::Map(entries) => entries.last().map_or(own_end, |(_, v)| v.span.end as usize),
+            _ => own_end,
+        };
+        let end = closing_bracket_end(source.text(), end, &kind).max(own_end);
+        Node {
+            kind,
+            span: Span::new(start, end),
+        }
+    }
+}
+
+/// Byte offset of a location: its byte offset when serde-saphyr has one, else its line/column.
+fn location_offset(location: &Location, source: &Source) -> usize {
+    match location.span().byte_offset() {
+        Some(offset) => offset as usize,
+        None => source.offset_of(location.line() as usize, location.column() as usize),
+    }
+}
+
+/// A flow collection's span ends at its closing bracket, which follows its last child.
+fn closing_bracket_end(text: &str, end: usize, kind: &Kind) -> usize {
+    let close = match kind {
+        Kind::Seq(_) => ']',
+        Kind::Map(_) => '}',
+        _ => return end,
+    };
+    let Some(rest) = text.get(end..) else {
+        return end;
+    };
+    let trimmed = rest.trim_start_matches([' ', '\t', ',']);
+    if trimmed.starts_with(close) {
+        end + (rest.len() - trimmed.len()) + 1
+    } else {
+        end
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = NodeKind;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_unit<E>(self) -> Result<NodeKind, E> {
+        Ok(NodeKind::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<NodeKind, E> {
+        Ok(NodeKind::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<NodeKind, D::Error> {
+        NodeKind::deserialize(d)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<NodeKind, E> {
+        Ok(NodeKind::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<NodeKind, E> {
+        Ok(NodeKind::Int(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<NodeKind, E> {
+        Ok(i64::try_from(v).map_or(NodeKind::BigInt, NodeKind::Int))
+    }
+
+    fn visit_i128<E>(self, v: i128) -> Result<NodeKind, E> {
+        Ok(i64::try_from(v).map_or(NodeKind::BigInt, NodeKind::Int))
+    }
+
+    fn visit_u128<E>(self, v: u128) -> Result<NodeKind, E> {
+        Ok(i64::try_from(v).map_or(NodeKind::BigInt, NodeKind::Int))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<NodeKind, E> {
+        Ok(NodeKind::Float(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<NodeKind, E> {
+        Ok(NodeKind::Str(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<NodeKind, E> {
+        Ok(NodeKind::Str(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeKind, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(NodeKind::Seq(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeKind, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry()? {
+            entries.push(entry);
+        }
+        Ok(NodeKind::Map(entries))
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<NodeKind, E> {
+        Err(E::custom("binary values are not allowed in a spec"))
+    }
+}
+
+/// Turns a serde-saphyr error into an `E0001` diagnostic at its location.
+fn syntax_error(err: &serde_saphyr::Error, source: &Source) -> Diagnostic {
+    let err = err.without_snippet();
+    let span = match err.location() {
+        Some(location) if location != Location::UNKNOWN => {
+            let start = location_offset(&location, source);
+            let len = location.span().byte_len().unwrap_or(0) as usize;
+            Span::new(start, start + len)
+        }
+        _ => Span::new(source.text().len(), source.text().len()),
+    };
+    let message =
+        serde_saphyr::MessageFormatter::format_message(&serde_saphyr::UserMessageFormatter, err);
+    Diagnostic::error(
+        Code::YamlSyntax,
+        format!("invalid YAML: {message}"),
+        span,
+        message.into_owned(),
+    )
+}
+
+/// Lowers the node tree, collecting structural diagnostics.
+struct Lower<'a> {
+    source: &'a Source,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Lower<'_> {
+    fn model(&mut self, root: Node) -> Model {
+        let span = Span::new(0, self.source.text().len());
+        let mut model = Model {
+            name: None,
+            input: None,
+            layers: Vec::new(),
+            comments: ModelComments::default(),
+            span,
+        };
+        let entries = match root.kind {
+            Kind::Map(entries) => entries,
+            Kind::Null => {
+                self.diagnostics.push(
+                    Diagnostic::error(Code::BadStructure, "the spec is empty", root.span, "")
+                        .help("a spec is a mapping with `model`, `input` and `layers`"),
+                );
+                return model;
+            }
+            other => {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::BadStructure,
+                        format!("a spec must be a mapping, found {}", describe(&other)),
+                        root.span,
+                        "expected `model`, `input` and `layers` keys",
+                    )
+                    .help("a spec is a mapping with `model`, `input` and `layers`"),
+                );
+                return model;
+            }
+        };
+        let mut seen: Vec<(String, Span)> = Vec::new();
+        for (key, value) in entries {
+            let Kind::Str(key_text) = &key.kind else {
+                self.diagnostics.push(Diagnostic::error(
+                    Code::BadStructure,
+                    format!("a spec key must be a string, found {}", describe(&key.kind)),
+                    key.span,
+                    "expected `model`, `input` or `layers`",
+                ));
+                continue;
+            };
+            if let Some((_, first)) = seen.iter().find(|(k, _)| k == key_text) {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::DuplicateArgument,
+                        format!("duplicate key `{key_text}`"),
+                        key.span,
+                        "given again here",
+                    )
+                    .secondary(*first, "first given here"),
+                );
+                continue;
+            }
+            seen.push((key_text.clone(), key.span));
+            match key_text.as_str() {
+                "model" => model.name = self.model_name(value),
+                "input" => model.input = Some(self.value(value)),
+                "layers" => model.layers = self.layers(value),
+                other => {
+                    let mut diagnostic = Diagnostic::error(
+                        Code::UnknownTopLevelKey,
+                        format!("unknown key `{other}`"),
+                        key.span,
+                        "not a spec key",
+                    )
+                    .note("a spec has the keys `model`, `input` and `layers`");
+                    if let Some(best) = suggest::closest(other, TOP_LEVEL_KEYS.iter().copied()) {
+                        diagnostic = diagnostic.help(format!("did you mean `{best}`?"));
+                    }
+                    self.diagnostics.push(diagnostic);
+                }
+            }
+        }
+        model
+    }
+
+    fn model_name(&mut self, node: Node) -> Option<Ident> {
+        match node.kind {
+            Kind::Str(text) => Some(Ident {
+                text,
+                span: node.span,
+            }),
+            other => {
+                self.diagnostics.push(Diagnostic::error(
+                    Code::WrongType,
+                    format!("`model` must be a name, found {}", describe(&other)),
+                    node.span,
+                    "expected a string",
+                ));
+                None
+            }
+        }
+    }
+
+    fn layers(&mut self, node: Node) -> Vec<Layer> {
+        match node.kind {
+            Kind::Seq(items) => items.into_iter().filter_map(|n| self.layer(n)).collect(),
+            Kind::Null => Vec::new(),
+            other => {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::BadStructure,
+                        format!("`layers` must be a list, found {}", describe(&other)),
+                        node.span,
+                        "expected a list of layers",
+                    )
+                    .help(
+                        "write one layer per line: `- conv2d: {out_channels: 32, kernel_size: 5}`",
+                    ),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn layer(&mut self, node: Node) -> Option<Layer> {
+        let span = node.span;
+        match node.kind {
+            Kind::Str(kind) => Some(Layer {
+                kind: Ident { text: kind, span },
+                name: None,
+                args: Vec::new(),
+                comments: Default::default(),
+                span,
+            }),
+            Kind::Map(mut entries) if entries.len() == 1 => {
+                let (key, value) = entries.pop()?;
+                let Kind::Str(kind) = key.kind else {
+                    self.diagnostics.push(Diagnostic::error(
+                        Code::BadStructure,
+                        format!("a layer kind must be a name, found {}", describe(&key.kind)),
+                        key.span,
+                        "expected a layer kind such as `conv2d`",
+                    ));
+                    return None;
+                };
+                let kind = Ident {
+                    text: kind,
+                    span: key.span,
+                };
+                let (name, args) = self.arguments(&kind.text, value)?;
+                Some(Layer {
+                    kind,
+                    name,
+                    args,
+                    comments: Default::default(),
+                    span,
+                })
+            }
+            Kind::Map(entries) => {
+                let mut diagnostic = Diagnostic::error(
+                    Code::BadStructure,
+                    format!(
+                        "a layer must have exactly one kind, found {} keys",
+                        entries.len()
+                    ),
+                    span,
+                    "expected `kind: {arguments}`",
+                );
+                let keys: Vec<&str> = entries
+                    .iter()
+                    .filter_map(|(k, _)| match &k.kind {
+                        Kind::Str(s) => Some(s.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                diagnostic = if keys.contains(&"name") {
+                    diagnostic.help("put `name` among the layer's arguments: `- conv2d: {name: conv1, out_channels: 32, kernel_size: 3}`")
+                } else {
+                    diagnostic.help("write each layer as its own list item")
+                };
+                self.diagnostics.push(diagnostic);
+                None
+            }
+            other => {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::BadStructure,
+                        format!(
+                            "a layer must be a name or a one-key mapping, found {}",
+                            describe(&other)
+                        ),
+                        span,
+                        "expected a layer",
+                    )
+                    .help("write `- relu` or `- conv2d: {out_channels: 32, kernel_size: 3}`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A layer's argument mapping: `name` is taken out, the rest become [`Arg`]s.
+    fn arguments(&mut self, kind: &str, node: Node) -> Option<(Option<Ident>, Vec<Arg>)> {
+        let entries = match node.kind {
+            Kind::Map(entries) => entries,
+            Kind::Null => return Some((None, Vec::new())),
+            other => {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::BadStructure,
+                        format!(
+                            "the arguments of `{kind}` must be a mapping, found {}",
+                            describe(&other)
+                        ),
+                        node.span,
+                        "expected `{key: value, ...}`",
+                    )
+                    .help(format!(
+                        "write `{kind}: {{key: value}}`, or just `{kind}` for no arguments"
+                    )),
+                );
+                return None;
+            }
+        };
+        let mut name = None;
+        let mut args = Vec::new();
+        for (key, value) in entries {
+            let Kind::Str(key_text) = key.kind else {
+                self.diagnostics.push(Diagnostic::error(
+                    Code::BadStructure,
+                    format!(
+                        "an argument name must be a string, found {}",
+                        describe(&key.kind)
+                    ),
+                    key.span,
+                    "expected an argument name",
+                ));
+                continue;
+            };
+            let key = Ident {
+                text: key_text,
+                span: key.span,
+            };
+            if key.text == "name" && name.is_none() {
+                name = self.layer_name(value);
+                continue;
+            }
+            args.push(Arg {
+                key,
+                value: self.value(value),
+            });
+        }
+        Some((name, args))
+    }
+
+    /// A layer name: a string, or an integer (`name: 3`) read as its digits.
+    fn layer_name(&mut self, node: Node) -> Option<Ident> {
+        let text = match node.kind {
+            Kind::Str(text) => text,
+            Kind::Int(i) if i >= 0 => i.to_string(),
+            other => {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::WrongType,
+                        format!("a layer name must be a string, found {}", describe(&other)),
+                        node.span,
+                        "expected a name such as `conv1` or `layer1.0`",
+                    )
+                    .help("quote the name: `name: \"layer1.0\"`"),
+                );
+                return None;
+            }
+        };
+        Some(Ident {
+            text,
+            span: node.span,
+        })
+    }
+
+    fn value(&mut self, node: Node) -> Value {
+        let kind = match node.kind {
+            Kind::Null => ValueKind::Null,
+            Kind::Bool(b) => ValueKind::Bool(b),
+            Kind::Int(i) => ValueKind::Int(i),
+            // Beyond every size limit; the checker reports it as too large.
+            Kind::BigInt => ValueKind::Int(i64::MAX),
+            Kind::Float(f) => ValueKind::Float(f),
+            Kind::Str(s) => ValueKind::Str(s),
+            Kind::Seq(items) => ValueKind::List(items.into_iter().map(|n| self.value(n)).collect()),
+            Kind::Map(_) => ValueKind::Map,
+        };
+        Value {
+            kind,
+            span: node.span,
+        }
+    }
+}
+
+fn describe(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Null => "null",
+        Kind::Bool(_) => "a boolean",
+        Kind::Int(_) | Kind::BigInt => "an integer",
+        Kind::Float(_) => "a float",
+        Kind::Str(_) => "a string",
+        Kind::Seq(_) => "a list",
+        Kind::Map(_) => "a mapping",
+    }
+}

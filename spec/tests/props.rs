@@ -1,0 +1,187 @@
+//! Property tests: no input makes the parsers, the checker or the renderer panic, and generated
+//! valid models round-trip between YAML and the DSL with identical IR and resolved models.
+
+use cnnc_spec::{Format, Model, Source};
+use proptest::prelude::*;
+
+/// Parses, checks and renders `text` as `format`; only a panic can fail this.
+fn exercise(text: &str, format: Format) {
+    let source = Source::new("fuzz", text, format);
+    let diagnostics = match cnnc_spec::parse(&source) {
+        Ok(model) => {
+            let _ = cnnc_spec::to_yaml(&model);
+            let _ = cnnc_spec::to_dsl(&model);
+            cnnc_spec::check(&model).diagnostics
+        }
+        Err(diagnostics) => diagnostics,
+    };
+    for diagnostic in &diagnostics {
+        let _ = cnnc_spec::render(diagnostic, &source, false);
+        let _ = cnnc_spec::JsonDiagnostic::new(diagnostic, &source);
+    }
+}
+
+/// Fragments of real specs, so random sequences reach past the first token.
+fn fragment() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "model",
+        "input",
+        "layers",
+        ":",
+        " ",
+        "\n",
+        "  - ",
+        "- ",
+        "{",
+        "}",
+        "[",
+        "]",
+        "(",
+        ")",
+        ",",
+        "=",
+        "#",
+        "\"",
+        "conv2d",
+        "maxpool2d",
+        "avgpool2d",
+        "relu",
+        "linear",
+        "flatten",
+        "batchnorm2d",
+        "dropout",
+        "leaky_relu",
+        "name",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "out_channels",
+        "in_features",
+        "out_features",
+        "num_features",
+        "ceil_mode",
+        "bias",
+        "p",
+        "eps",
+        "0",
+        "1",
+        "3",
+        "-1",
+        "1048577",
+        "99999999999999999999",
+        "0.5",
+        "1e-5",
+        "true",
+        "False",
+        "null",
+        "~",
+        "&a",
+        "*a",
+        "layer1.0",
+        "é",
+        "\t",
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+        exercise(&text, Format::Yaml);
+        exercise(&text, Format::Dsl);
+    }
+
+    #[test]
+    fn spec_like_text_never_panics(parts in prop::collection::vec(fragment(), 0..80)) {
+        let text = parts.concat();
+        exercise(&text, Format::Yaml);
+        exercise(&text, Format::Dsl);
+    }
+
+    #[test]
+    fn generated_models_round_trip(model in valid_model()) {
+        let source = Source::new("gen.cnn", model.as_str(), Format::Dsl);
+        let parsed = cnnc_spec::parse(&source).expect("generated DSL parses");
+        let checked = cnnc_spec::check(&parsed);
+        prop_assert!(checked.diagnostics.iter().all(|d| !d.is_error()), "{model}");
+        let yaml = cnnc_spec::to_yaml(&parsed);
+        let from_yaml = cnnc_spec::parse(&Source::new("gen.yaml", yaml.as_str(), Format::Yaml))
+            .expect("printed YAML parses");
+        let back = cnnc_spec::to_dsl(&from_yaml);
+        let from_dsl = cnnc_spec::parse(&Source::new("back.cnn", back.as_str(), Format::Dsl))
+            .expect("printed DSL parses");
+        prop_assert_eq!(cleared(&from_yaml), cleared(&parsed));
+        prop_assert_eq!(cleared(&from_dsl), cleared(&parsed));
+        let a = checked.model.expect("resolved");
+        let b = cnnc_spec::check(&from_yaml).model.expect("resolved");
+        prop_assert_eq!(
+            a.layers.iter().map(|l| (&l.args, l.output_shape)).collect::<Vec<_>>(),
+            b.layers.iter().map(|l| (&l.args, l.output_shape)).collect::<Vec<_>>()
+        );
+    }
+}
+
+fn cleared(model: &Model) -> Model {
+    let mut model = model.clone();
+    model.clear_spans();
+    model
+}
+
+/// A random valid DSL model: convolution blocks that keep the size or halve it while it is
+/// even, then a classifier.
+fn valid_model() -> impl Strategy<Value = String> {
+    let block = (
+        1usize..=16,
+        prop::bool::ANY,
+        prop::bool::ANY,
+        0usize..4,
+        prop::bool::ANY,
+    );
+    (
+        1usize..=4,
+        prop::sample::select(vec![8usize, 16, 32]),
+        prop::collection::vec(block, 1..4),
+        prop::collection::vec(1usize..=64, 0..3),
+        prop::bool::ANY,
+    )
+        .prop_map(|(channels, size, blocks, hidden, comment)| {
+            let mut text = String::new();
+            if comment {
+                text.push_str("# generated\n");
+            }
+            text.push_str(&format!("model Gen\ninput ({channels}, {size}, {size})\n"));
+            let mut size = size;
+            for (i, (out, pool, bn, act, named)) in blocks.into_iter().enumerate() {
+                if named {
+                    text.push_str(&format!("block{i}.conv: "));
+                }
+                text.push_str(&format!(
+                    "conv2d(out_channels={out}, kernel_size=3, padding=1, bias={})\n",
+                    !bn
+                ));
+                if bn {
+                    text.push_str("batchnorm2d(momentum=0.2)  # normalise\n");
+                }
+                text.push_str(
+                    [
+                        "relu\n",
+                        "tanh\n",
+                        "sigmoid\n",
+                        "leaky_relu(negative_slope=0.1)\n",
+                    ][act],
+                );
+                if pool && size % 2 == 0 {
+                    text.push_str("maxpool2d(kernel_size=2)\n");
+                    size /= 2;
+                }
+            }
+            text.push_str("flatten\ndropout(p=0.25)\n");
+            for (i, width) in hidden.into_iter().enumerate() {
+                text.push_str(&format!("hidden{i}: linear(out_features={width})\nrelu\n"));
+            }
+            text.push_str("head: linear(out_features=10, bias=false)\n");
+            text
+        })
+}
