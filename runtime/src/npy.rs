@@ -15,14 +15,14 @@ const MAGIC: &[u8; 6] = b"\x93NUMPY";
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
     /// The file could not be read or written.
-    #[error("cannot {action} `{}`: {source}", path.display())]
+    #[error("cannot {action} `{}`: {error}", path.display())]
     Io {
         /// `read` or `write`.
         action: &'static str,
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a well-formed `.npy` file (bad magic, truncated, unreadable header, data
     /// of the wrong length).
@@ -88,20 +88,20 @@ struct Header {
 
 /// Reads a `.npy` file as an `f32` array in C order.
 pub fn read_f32(path: &Path) -> Result<ArrayD<f32>, NpyError> {
-    let bytes = fs::read(path).map_err(|source| NpyError::Io {
+    let bytes = fs::read(path).map_err(|error| NpyError::Io {
         action: "read",
         path: path.to_owned(),
-        source,
+        error,
     })?;
     decode(&bytes).map_err(|e| e.at(path))
 }
 
 /// Writes `array` to `path` as a version 1.0 `.npy` file (`<f4`, C order), atomically.
 pub fn write_f32(path: &Path, array: ArrayViewD<'_, f32>) -> Result<(), NpyError> {
-    write_atomic(path, &encode(array)).map_err(|source| NpyError::Io {
+    write_atomic(path, &encode(array)).map_err(|error| NpyError::Io {
         action: "write",
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 

@@ -172,12 +172,12 @@ impl fmt::Display for ProblemList<'_> {
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
     /// Creating, writing, syncing or renaming the file failed.
-    #[error("cannot write `{}`: {source}", path.display())]
+    #[error("cannot write `{}`: {error}", path.display())]
     Io {
         /// The destination.
         path: PathBuf,
         /// The underlying error.
-        source: io::Error,
+        error: io::Error,
     },
     /// Some tensors hold NaN or infinite values; such a file would not load back.
     #[error("refusing to write `{}`: non-finite values in {}", path.display(), names.join(", "))]
@@ -237,9 +237,9 @@ pub fn write_tensors(
             names: non_finite,
         });
     }
-    write_atomic(path, &serialize(tensors, metadata)).map_err(|source| SaveError::Io {
+    write_atomic(path, &serialize(tensors, metadata)).map_err(|error| SaveError::Io {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 

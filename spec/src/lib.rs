@@ -52,12 +52,12 @@ pub const MAX_LAYERS: usize = 10_000;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read.
-    #[error("cannot read spec {path}: {source}")]
+    #[error("cannot read spec {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file name does not say which language it is in.
     #[error("cannot tell the language of {path}: expected a .yaml, .yml or .cnn file")]
@@ -109,9 +109,9 @@ pub fn load(path: &Path) -> Result<CheckedModel, Error> {
     let format = Format::from_path(path).ok_or_else(|| Error::UnknownFormat {
         path: path.to_owned(),
     })?;
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     let source = Source::new(path.display().to_string(), text, format);
     compile(&source)

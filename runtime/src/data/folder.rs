@@ -154,9 +154,9 @@ fn decode(path: &Path) -> Result<DynamicImage, DataError> {
     let reader = ImageReader::open(path)
         .and_then(ImageReader::with_guessed_format)
         .map_err(|e| DataError::io(path, e))?;
-    reader.decode().map_err(|source| DataError::Decode {
+    reader.decode().map_err(|error| DataError::Decode {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 

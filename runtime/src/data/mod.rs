@@ -30,13 +30,12 @@ pub use transform::{Augment, AugmentDraw, Bridge, Normalization, Transform};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The operating system refused a read (missing permission, I/O error, corrupt gzip stream).
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Io {
         /// The file or directory being read.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file the dataset needs is absent.
     #[error("{} not found; {fix}", path.display())]
@@ -166,13 +165,12 @@ pub enum DataError {
         reason: String,
     },
     /// An image file cannot be decoded.
-    #[error("{}: cannot decode image: {source}", path.display())]
+    #[error("{}: cannot decode image: {error}", path.display())]
     Decode {
         /// The image file.
         path: PathBuf,
         /// The decoder's error.
-        #[source]
-        source: image::ImageError,
+        error: image::ImageError,
     },
     /// Images of one dataset differ in size.
     #[error(
@@ -255,10 +253,10 @@ pub enum DataError {
 }
 
 impl DataError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
         DataError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
 
