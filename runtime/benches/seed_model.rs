@@ -1,7 +1,8 @@
 //! Throughput of the seed model (PyTorch `CustomCNN`) in the dynamic executor: a training step
 //! (forward + loss + backward, batch 64) and inference at batch 64 and 256, reported by criterion
-//! as images/s ("elem/s"). PyTorch 2.x (oneDNN, 2 threads) on the reference 2-core machine:
-//! ~700-940 training images/s, ~1,400 inference images/s at batch 64, ~1,300 at batch 256.
+//! as images/s ("elem/s"). For the side-by-side comparison with PyTorch, see `bench/compare.py`
+//! and `docs/PERFORMANCE.md` (PyTorch 2.15, 2 threads, quiet machine: ~3,200 training images/s,
+//! ~6,400 inference images/s at batch 64, ~3,900 at batch 256).
 //!
 //! `cargo bench -p cnnc-runtime --bench seed_model`
 

@@ -2,6 +2,8 @@
 //! uses). It is a list of the same [`Layer`] structs generated models hold as fields, plus
 //! activation and gradient buffers sized for the largest batch seen and reused afterwards.
 
+use std::time::{Duration, Instant};
+
 use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut2};
 
 use crate::config::{LayerConfig, LayerDef, NetworkDef};
@@ -31,6 +33,15 @@ pub struct Network {
     capacity: usize,
     /// Batch and mode of the last forward, which backward needs.
     last: Option<(usize, Mode)>,
+}
+
+/// Wall time one layer took in a profiled training step ([`Network::profile_train_step`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerTime {
+    /// Time in `forward`.
+    pub forward: Duration,
+    /// Time in `backward`.
+    pub backward: Duration,
 }
 
 /// Builds one layer of a network for per-sample input `input`; `index` is its position.
@@ -207,6 +218,18 @@ impl Network {
     /// `[N, classes]`, kept in the network's own buffer (nothing is allocated once the buffers
     /// hold `N` samples). `mode` selects training or inference behaviour.
     pub fn forward_view(&mut self, x: ArrayView4<f32>, mode: Mode) -> Result<ArrayView2<'_, f32>> {
+        self.forward_timed(x, mode, None)?;
+        self.logits()
+    }
+
+    /// Checks and loads the input, runs every layer (timing them into `times` when given) and
+    /// records the batch and mode for backward.
+    fn forward_timed(
+        &mut self,
+        x: ArrayView4<f32>,
+        mode: Mode,
+        times: Option<&mut [LayerTime]>,
+    ) -> Result<()> {
         let (batch, c, h, w) = x.dim();
         if [c, h, w] != self.input_shape() {
             return Err(Error::shape(
@@ -224,12 +247,27 @@ impl Network {
         self.reserve(batch);
         self.last = None;
         nchw_to_internal(x, &mut self.acts[0]);
+        self.run_layers(batch, mode, times)?;
+        self.last = Some((batch, mode));
+        Ok(())
+    }
+
+    /// Runs every layer forward on `acts[0]`, adding each layer's time to `times` when given.
+    fn run_layers(
+        &mut self,
+        batch: usize,
+        mode: Mode,
+        mut times: Option<&mut [LayerTime]>,
+    ) -> Result<()> {
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let (before, after) = self.acts.split_at_mut(i + 1);
+            let start = Instant::now();
             layer.forward(&before[i], &mut after[0], batch, mode)?;
+            if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {
+                t.forward += start.elapsed();
+            }
         }
-        self.last = Some((batch, mode));
-        self.logits()
+        Ok(())
     }
 
     /// Runs the network on an NCHW batch and returns the logits `[N, classes]` as a new array.
@@ -266,11 +304,15 @@ impl Network {
         for (dst, &v) in self.dlogits.iter_mut().zip(dlogits.iter()) {
             *dst = v;
         }
-        self.backward_from_buffer(batch)
+        self.backward_from_buffer(batch, None)
     }
 
-    /// Backward from `self.dlogits`.
-    fn backward_from_buffer(&mut self, batch: usize) -> Result<()> {
+    /// Backward from `self.dlogits`, adding each layer's time to `times` when given.
+    fn backward_from_buffer(
+        &mut self,
+        batch: usize,
+        mut times: Option<&mut [LayerTime]>,
+    ) -> Result<()> {
         let [g0, g1] = &mut self.grads;
         let (mut dy, mut dx): (&mut [f32], &mut [f32]) = (g0, g1);
         for i in (0..self.layers.len()).rev() {
@@ -280,7 +322,11 @@ impl Network {
                 dy
             };
             let want_dx = (i > 0).then_some(&mut *dx);
+            let start = Instant::now();
             self.layers[i].backward(&self.acts[i], &self.acts[i + 1], upstream, want_dx, batch)?;
+            if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {
+                t.backward += start.elapsed();
+            }
             std::mem::swap(&mut dy, &mut dx);
         }
         Ok(())
@@ -291,8 +337,30 @@ impl Network {
     /// parameter's `grad` for an optimizer and returns the loss. Allocates nothing once the buffers
     /// hold the batch.
     pub fn train_step(&mut self, x: ArrayView4<f32>, labels: &[usize]) -> Result<f32> {
+        self.step(x, labels, None)
+    }
+
+    /// [`Network::train_step`], also returning the wall time of every layer's forward and
+    /// backward call (in layer order): what `cnnc bench` reports to show the slow layer.
+    pub fn profile_train_step(
+        &mut self,
+        x: ArrayView4<f32>,
+        labels: &[usize],
+    ) -> Result<(f32, Vec<LayerTime>)> {
+        let mut times = vec![LayerTime::default(); self.layers.len()];
+        let loss = self.step(x, labels, Some(&mut times))?;
+        Ok((loss, times))
+    }
+
+    /// A training step's computation, timing the layers into `times` when given.
+    fn step(
+        &mut self,
+        x: ArrayView4<f32>,
+        labels: &[usize],
+        mut times: Option<&mut [LayerTime]>,
+    ) -> Result<f32> {
         let batch = x.dim().0;
-        self.forward_view(x, Mode::Train)?;
+        self.forward_timed(x, Mode::Train, times.as_deref_mut())?;
         let classes = self.classes();
         let logits_len = batch * classes;
         let (acts, dlogits) = (&self.acts, &mut self.dlogits);
@@ -304,7 +372,7 @@ impl Network {
             ArrayViewMut2::from_shape((batch, classes), &mut dlogits[..logits_len])
                 .map_err(shape_err)?,
         )?;
-        self.backward_from_buffer(batch)?;
+        self.backward_from_buffer(batch, times)?;
         Ok(loss)
     }
 }

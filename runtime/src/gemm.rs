@@ -1,143 +1,382 @@
-//! The one place the runtime multiplies matrices. Everything goes through [`matmul`], a bounds-checked
-//! safe front for the `gemm` crate, always single-threaded: the runtime parallelises one level up
-//! (over fixed row lanes), so a second level of threads here would only fight for the two cores
-//! and make results depend on the thread count.
+//! The one place the runtime multiplies matrices: two register-blocked micro-kernels that
+//! accumulate an `MR x NR` output tile, fronted by bounds-checked safe functions.
+//!
+//! Every output element is one sequential chain of fused multiply-adds over the reduction index,
+//! starting from the tile's previous value. The AVX2 kernels and the portable fallback therefore
+//! give bit-identical results, and so does any blocking of the work around them: results depend on
+//! the shapes only, never on the machine's SIMD width or on the number of threads.
+//!
+//! - [`rows_panel`] reads each tile row's left operand from an arbitrary offset in a buffer, as
+//!   runs ([`Seg`]) of consecutive values: convolution reads the zero-padded input directly this
+//!   way (one run per kernel row), so no im2col matrix is ever built.
+//! - [`sum_outer`] sums outer products over a 2-D grid of positions (pixels): the weight gradient.
+//!
+//! The tile is 6 x 32: two 16-wide registers per row with AVX-512 (twelve accumulators), or two
+//! passes of 6 x 16 with AVX2. Which kernel runs is detected once at run time.
 
-/// A read-only strided matrix over a slice: element `(i, j)` is `data[i * row_stride + j *
-/// col_stride]`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct MatRef<'a> {
-    pub data: &'a [f32],
-    pub rows: usize,
-    pub cols: usize,
-    pub row_stride: usize,
-    pub col_stride: usize,
+/// Rows of an output tile.
+pub(crate) const MR: usize = 6;
+/// Columns of an output tile: the width of a packed right-hand panel.
+pub(crate) const NR: usize = 32;
+
+/// An output tile, accumulated in place.
+pub(crate) type Tile = [[f32; NR]; MR];
+
+/// A run of `len` consecutive reduction steps whose left values start `offset` floats after a
+/// row's base offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seg {
+    /// Offset of the run from the row's base.
+    pub offset: usize,
+    /// Number of reduction steps in the run.
+    pub len: usize,
 }
 
-/// A writable strided matrix over a slice, laid out like [`MatRef`].
-#[derive(Debug)]
-pub(crate) struct MatMut<'a> {
-    pub data: &'a mut [f32],
-    pub rows: usize,
-    pub cols: usize,
-    pub row_stride: usize,
-    pub col_stride: usize,
+/// Rounds `n` up to a whole number of panels.
+pub(crate) fn panels(n: usize) -> usize {
+    n.div_ceil(NR)
 }
 
-impl<'a> MatRef<'a> {
-    /// A row-major `rows x cols` matrix at the start of `data`.
-    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatRef {
-            data,
-            rows,
-            cols,
-            row_stride: cols,
-            col_stride: 1,
-        }
-    }
-
-    /// The transpose, without copying.
-    pub fn t(self) -> Self {
-        MatRef {
-            rows: self.cols,
-            cols: self.rows,
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-            ..self
-        }
-    }
-}
-
-impl<'a> MatMut<'a> {
-    /// A row-major `rows x cols` matrix at the start of `data`.
-    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        MatMut {
-            data,
-            rows,
-            cols,
-            row_stride: cols,
-            col_stride: 1,
-        }
-    }
-}
-
-/// Whether every element of a `rows x cols` matrix with these strides lies inside `len` values.
-fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> bool {
-    if rows == 0 || cols == 0 {
-        return true;
-    }
-    let last = (rows - 1).checked_mul(row_stride).and_then(|r| {
-        (cols - 1)
-            .checked_mul(col_stride)
-            .and_then(|c| r.checked_add(c))
-    });
-    matches!(last, Some(last) if last < len && last <= isize::MAX as usize)
-}
-
-/// `dst = lhs * rhs`, or `dst += lhs * rhs` when `accumulate` is set.
+/// `tile[i][j] += sum over runs s, steps p of a[rows[i] + s.offset + p] * panel[(k + p) * NR + j]`,
+/// where `k` counts the steps of the runs before `s`: the panel holds one `NR`-wide row per step.
 ///
-/// Panics if the shapes do not chain or a view runs past its slice: callers size every buffer
-/// from validated layer shapes, so a failure here is a bug in the runtime, not bad user input.
-pub(crate) fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool) {
-    let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
+/// Panics if a read would leave `a` or `panel`: callers size every buffer from validated layer
+/// shapes, so a failure here is a bug in the runtime, not bad user input.
+pub(crate) fn rows_panel(
+    tile: &mut Tile,
+    a: &[f32],
+    rows: &[usize; MR],
+    segs: &[Seg],
+    panel: &[f32],
+) {
+    let steps: usize = segs.iter().map(|s| s.len).sum();
+    let span = segs.iter().map(|s| s.offset + s.len).max().unwrap_or(0);
+    assert!(panel.len() >= steps * NR, "rows_panel: panel too short");
     assert!(
-        lhs.rows == m && rhs.rows == k && rhs.cols == n,
-        "matmul shapes do not chain: {m}x{n} = {}x{} * {}x{}",
-        lhs.rows,
-        lhs.cols,
-        rhs.rows,
-        rhs.cols
+        rows.iter().all(|&r| r + span <= a.len()),
+        "rows_panel: a row runs past its buffer"
     );
-    assert!(
-        fits(dst.data.len(), m, n, dst.row_stride, dst.col_stride),
-        "matmul dst out of bounds"
-    );
-    assert!(
-        fits(lhs.data.len(), m, k, lhs.row_stride, lhs.col_stride),
-        "matmul lhs out of bounds"
-    );
-    assert!(
-        fits(rhs.data.len(), k, n, rhs.row_stride, rhs.col_stride),
-        "matmul rhs out of bounds"
-    );
-    if m == 0 || n == 0 {
-        return;
+    // SAFETY (both kernels): the asserts above bound every read (`a` up to `rows[i] + span`,
+    // `panel` up to `steps * NR`), and the CPU supports the kernel's target features.
+    #[cfg(target_arch = "x86_64")]
+    match simd() {
+        Simd::Avx512 => {
+            return unsafe { avx512::rows_panel(tile, a.as_ptr(), rows, segs, panel.as_ptr()) };
+        }
+        Simd::Avx2 => {
+            return unsafe { avx2::rows_panel(tile, a.as_ptr(), rows, segs, panel.as_ptr()) };
+        }
+        Simd::None => {}
     }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    dst.data[i * dst.row_stride + j * dst.col_stride] = 0.0;
+    let mut k = 0;
+    for s in segs {
+        for p in 0..s.len {
+            let b = &panel[(k + p) * NR..(k + p + 1) * NR];
+            for (row, &r) in tile.iter_mut().zip(rows) {
+                let v = a[r + s.offset + p];
+                for (c, &w) in row.iter_mut().zip(b) {
+                    *c = v.mul_add(w, *c);
                 }
             }
         }
+        k += s.len;
+    }
+}
+
+/// Positions of a 2-D grid (`rows x cols` pixels) and how far apart they lie in the two operands
+/// of [`sum_outer`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Grid {
+    /// Grid rows.
+    pub rows: usize,
+    /// Grid columns.
+    pub cols: usize,
+    /// Distance in `a` between grid rows.
+    pub a_row: usize,
+    /// Distance in `a` between grid columns.
+    pub a_col: usize,
+    /// Distance in `b` between grid rows.
+    pub b_row: usize,
+    /// Distance in `b` between grid columns.
+    pub b_col: usize,
+}
+
+/// `tile[i][j] += sum over grid positions (r, c), in row-major order, of
+/// a[a0 + r * a_row + c * a_col + i] * b[b0 + r * b_row + c * b_col + j]`.
+///
+/// Panics if a read would leave `a` or `b` (a runtime bug, as for [`rows_panel`]).
+pub(crate) fn sum_outer(tile: &mut Tile, a: &[f32], a0: usize, b: &[f32], b0: usize, g: Grid) {
+    if g.rows == 0 || g.cols == 0 {
         return;
     }
-    // SAFETY: the asserts above prove every element the kernel reads or writes lies inside its
-    // slice, and strides fit in `isize`. `dst` is borrowed mutably, so it cannot alias `lhs`/`rhs`.
-    // With `read_dst == false` gemm never reads `dst`, so its previous contents do not matter.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.data.as_mut_ptr(),
-            dst.col_stride as isize,
-            dst.row_stride as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+    let a_last = a0 + (g.rows - 1) * g.a_row + (g.cols - 1) * g.a_col + MR;
+    let b_last = b0 + (g.rows - 1) * g.b_row + (g.cols - 1) * g.b_col + NR;
+    assert!(
+        a_last <= a.len() && b_last <= b.len(),
+        "sum_outer: grid runs past its buffers"
+    );
+    // SAFETY (both kernels): the assert above bounds the last (largest) offset read from each
+    // operand; every other offset is smaller. The CPU supports the kernel's target features.
+    #[cfg(target_arch = "x86_64")]
+    match simd() {
+        Simd::Avx512 => {
+            return unsafe { avx512::sum_outer(tile, a.as_ptr().add(a0), b.as_ptr().add(b0), g) };
+        }
+        Simd::Avx2 => {
+            return unsafe { avx2::sum_outer(tile, a.as_ptr().add(a0), b.as_ptr().add(b0), g) };
+        }
+        Simd::None => {}
+    }
+    for r in 0..g.rows {
+        for c in 0..g.cols {
+            let at = a0 + r * g.a_row + c * g.a_col;
+            let bt = b0 + r * g.b_row + c * g.b_col;
+            let bv = &b[bt..bt + NR];
+            for (row, &v) in tile.iter_mut().zip(&a[at..at + MR]) {
+                for (t, &w) in row.iter_mut().zip(bv) {
+                    *t = v.mul_add(w, *t);
+                }
+            }
+        }
+    }
+}
+
+/// The widest kernel family the CPU runs.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Simd {
+    Avx512,
+    Avx2,
+    None,
+}
+
+/// Detects the CPU's kernel family (the detection macros cache their answer).
+#[cfg(target_arch = "x86_64")]
+fn simd() -> Simd {
+    use std::arch::is_x86_feature_detected as has;
+    if has!("avx512f") {
+        Simd::Avx512
+    } else if has!("avx2") && has!("fma") {
+        Simd::Avx2
+    } else {
+        Simd::None
+    }
+}
+
+/// The kernels for x86-64 with AVX2 and FMA: each 16-column half of the tile in turn, in twelve
+/// 8-wide registers named one by one (an array of registers is kept in memory by the compiler,
+/// and every step then stores the tile).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps,
+    };
+
+    use super::{Grid, MR, NR, Seg, Tile};
+
+    /// Runs `$body` (which calls `step!(b, a)`: `b` points at 16 panel floats, `a(i)` at row
+    /// `i`'s value) with columns `$h * 16..` of the tile loaded into registers, then stores them
+    /// back.
+    macro_rules! with_tile {
+        ($tile:expr, $h:expr, |$step:ident| $body:block) => {{
+            let t: &mut Tile = $tile;
+            let h: usize = $h * 16;
+            let r = |i: usize| t[i].as_ptr().add(h);
+            let (mut c00, mut c01) = (_mm256_loadu_ps(r(0)), _mm256_loadu_ps(r(0).add(8)));
+            let (mut c10, mut c11) = (_mm256_loadu_ps(r(1)), _mm256_loadu_ps(r(1).add(8)));
+            let (mut c20, mut c21) = (_mm256_loadu_ps(r(2)), _mm256_loadu_ps(r(2).add(8)));
+            let (mut c30, mut c31) = (_mm256_loadu_ps(r(3)), _mm256_loadu_ps(r(3).add(8)));
+            let (mut c40, mut c41) = (_mm256_loadu_ps(r(4)), _mm256_loadu_ps(r(4).add(8)));
+            let (mut c50, mut c51) = (_mm256_loadu_ps(r(5)), _mm256_loadu_ps(r(5).add(8)));
+            macro_rules! $step {
+                ($b:expr, $a:expr) => {{
+                    let b: *const f32 = $b;
+                    let (b0, b1) = (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)));
+                    let v = _mm256_broadcast_ss(&*$a(0));
+                    c00 = _mm256_fmadd_ps(v, b0, c00);
+                    c01 = _mm256_fmadd_ps(v, b1, c01);
+                    let v = _mm256_broadcast_ss(&*$a(1));
+                    c10 = _mm256_fmadd_ps(v, b0, c10);
+                    c11 = _mm256_fmadd_ps(v, b1, c11);
+                    let v = _mm256_broadcast_ss(&*$a(2));
+                    c20 = _mm256_fmadd_ps(v, b0, c20);
+                    c21 = _mm256_fmadd_ps(v, b1, c21);
+                    let v = _mm256_broadcast_ss(&*$a(3));
+                    c30 = _mm256_fmadd_ps(v, b0, c30);
+                    c31 = _mm256_fmadd_ps(v, b1, c31);
+                    let v = _mm256_broadcast_ss(&*$a(4));
+                    c40 = _mm256_fmadd_ps(v, b0, c40);
+                    c41 = _mm256_fmadd_ps(v, b1, c41);
+                    let v = _mm256_broadcast_ss(&*$a(5));
+                    c50 = _mm256_fmadd_ps(v, b0, c50);
+                    c51 = _mm256_fmadd_ps(v, b1, c51);
+                }};
+            }
+            $body
+            let acc = [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)];
+            for (row, (lo, hi)) in t.iter_mut().zip(acc) {
+                _mm256_storeu_ps(row.as_mut_ptr().add(h), lo);
+                _mm256_storeu_ps(row.as_mut_ptr().add(h + 8), hi);
+            }
+        }};
+    }
+
+    /// See [`super::rows_panel`]; `a` and `panel` must cover every offset it reads.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows_panel(
+        tile: &mut Tile,
+        a: *const f32,
+        rows: &[usize; MR],
+        segs: &[Seg],
+        panel: *const f32,
+    ) {
+        // SAFETY: the caller checked every offset read below against the buffers' lengths; the
+        // tile's rows hold `NR` floats each.
+        unsafe {
+            for h in 0..2 {
+                with_tile!(tile, h, |step| {
+                    let mut b = panel.add(h * 16);
+                    for s in segs {
+                        let base: [*const f32; MR] = [
+                            a.add(rows[0] + s.offset),
+                            a.add(rows[1] + s.offset),
+                            a.add(rows[2] + s.offset),
+                            a.add(rows[3] + s.offset),
+                            a.add(rows[4] + s.offset),
+                            a.add(rows[5] + s.offset),
+                        ];
+                        for p in 0..s.len {
+                            step!(b, |i: usize| base[i].add(p));
+                            b = b.add(NR);
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// See [`super::sum_outer`]; `a` and `b` point at the grid's first position and must cover
+    /// every offset it reads.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sum_outer(tile: &mut Tile, a: *const f32, b: *const f32, g: Grid) {
+        // SAFETY: the caller checked the largest offset read from each operand; the tile's rows
+        // hold `NR` floats each.
+        unsafe {
+            for h in 0..2 {
+                with_tile!(tile, h, |step| {
+                    for r in 0..g.rows {
+                        let (ar, br) = (a.add(r * g.a_row), b.add(r * g.b_row + h * 16));
+                        for c in 0..g.cols {
+                            let at = ar.add(c * g.a_col);
+                            step!(br.add(c * g.b_col), |i: usize| at.add(i));
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The kernels for x86-64 with AVX-512: the whole 6 x 32 tile in twelve 16-wide registers.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps};
+
+    use super::{Grid, MR, NR, Seg, Tile};
+
+    /// As the AVX2 module's, with 16-wide registers covering the whole tile at once.
+    macro_rules! with_tile {
+        ($tile:expr, |$step:ident| $body:block) => {{
+            let t: &mut Tile = $tile;
+            let r = |i: usize| t[i].as_ptr();
+            let (mut c00, mut c01) = (_mm512_loadu_ps(r(0)), _mm512_loadu_ps(r(0).add(16)));
+            let (mut c10, mut c11) = (_mm512_loadu_ps(r(1)), _mm512_loadu_ps(r(1).add(16)));
+            let (mut c20, mut c21) = (_mm512_loadu_ps(r(2)), _mm512_loadu_ps(r(2).add(16)));
+            let (mut c30, mut c31) = (_mm512_loadu_ps(r(3)), _mm512_loadu_ps(r(3).add(16)));
+            let (mut c40, mut c41) = (_mm512_loadu_ps(r(4)), _mm512_loadu_ps(r(4).add(16)));
+            let (mut c50, mut c51) = (_mm512_loadu_ps(r(5)), _mm512_loadu_ps(r(5).add(16)));
+            macro_rules! $step {
+                ($b:expr, $a:expr) => {{
+                    let b: *const f32 = $b;
+                    let (b0, b1) = (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)));
+                    let v = _mm512_set1_ps(*$a(0));
+                    c00 = _mm512_fmadd_ps(v, b0, c00);
+                    c01 = _mm512_fmadd_ps(v, b1, c01);
+                    let v = _mm512_set1_ps(*$a(1));
+                    c10 = _mm512_fmadd_ps(v, b0, c10);
+                    c11 = _mm512_fmadd_ps(v, b1, c11);
+                    let v = _mm512_set1_ps(*$a(2));
+                    c20 = _mm512_fmadd_ps(v, b0, c20);
+                    c21 = _mm512_fmadd_ps(v, b1, c21);
+                    let v = _mm512_set1_ps(*$a(3));
+                    c30 = _mm512_fmadd_ps(v, b0, c30);
+                    c31 = _mm512_fmadd_ps(v, b1, c31);
+                    let v = _mm512_set1_ps(*$a(4));
+                    c40 = _mm512_fmadd_ps(v, b0, c40);
+                    c41 = _mm512_fmadd_ps(v, b1, c41);
+                    let v = _mm512_set1_ps(*$a(5));
+                    c50 = _mm512_fmadd_ps(v, b0, c50);
+                    c51 = _mm512_fmadd_ps(v, b1, c51);
+                }};
+            }
+            $body
+            let acc = [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)];
+            for (row, (lo, hi)) in t.iter_mut().zip(acc) {
+                _mm512_storeu_ps(row.as_mut_ptr(), lo);
+                _mm512_storeu_ps(row.as_mut_ptr().add(16), hi);
+            }
+        }};
+    }
+
+    /// See [`super::rows_panel`]; `a` and `panel` must cover every offset it reads.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows_panel(
+        tile: &mut Tile,
+        a: *const f32,
+        rows: &[usize; MR],
+        segs: &[Seg],
+        panel: *const f32,
+    ) {
+        // SAFETY: the caller checked every offset read below against the buffers' lengths; the
+        // tile's rows hold `NR` floats each.
+        unsafe {
+            with_tile!(tile, |step| {
+                let mut b = panel;
+                for s in segs {
+                    let base: [*const f32; MR] = [
+                        a.add(rows[0] + s.offset),
+                        a.add(rows[1] + s.offset),
+                        a.add(rows[2] + s.offset),
+                        a.add(rows[3] + s.offset),
+                        a.add(rows[4] + s.offset),
+                        a.add(rows[5] + s.offset),
+                    ];
+                    for p in 0..s.len {
+                        step!(b, |i: usize| base[i].add(p));
+                        b = b.add(NR);
+                    }
+                }
+            });
+        }
+    }
+
+    /// See [`super::sum_outer`]; `a` and `b` point at the grid's first position and must cover
+    /// every offset it reads.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn sum_outer(tile: &mut Tile, a: *const f32, b: *const f32, g: Grid) {
+        // SAFETY: the caller checked the largest offset read from each operand; the tile's rows
+        // hold `NR` floats each.
+        unsafe {
+            with_tile!(tile, |step| {
+                for r in 0..g.rows {
+                    let (ar, br) = (a.add(r * g.a_row), b.add(r * g.b_row));
+                    for c in 0..g.cols {
+                        let at = ar.add(c * g.a_col);
+                        step!(br.add(c * g.b_col), |i: usize| at.add(i));
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -145,61 +384,119 @@ pub(crate) fn matmul(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumula
 mod tests {
     use super::*;
 
-    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-        let mut c = vec![0.0; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
-            }
-        }
-        c
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + seed) * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect()
+    }
+
+    /// The kernels' definition, written out with one `mul_add` chain per element.
+    fn chain(terms: impl Iterator<Item = (f32, f32)>, start: f32) -> f32 {
+        terms.fold(start, |acc, (x, y)| x.mul_add(y, acc))
     }
 
     #[test]
-    fn matches_naive_product_plain_transposed_and_accumulated() {
-        let (m, k, n) = (37, 75, 19);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 104729) % 97) as f32 / 48.0 - 1.0)
-            .collect();
-        let want = naive(&a, &b, m, k, n);
-        let mut c = vec![f32::NAN; m * n];
-        matmul(
-            MatMut::row_major(&mut c, m, n),
-            MatRef::row_major(&a, m, k),
-            MatRef::row_major(&b, k, n),
-            false,
-        );
-        for (x, y) in c.iter().zip(&want) {
-            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
-        }
-        // c^T = b^T a^T, accumulated onto ones.
-        let mut ct = vec![1.0; m * n];
-        matmul(
-            MatMut::row_major(&mut ct, n, m),
-            MatRef::row_major(&b, k, n).t(),
-            MatRef::row_major(&a, m, k).t(),
-            true,
-        );
-        for i in 0..m {
-            for j in 0..n {
-                assert!((ct[j * m + i] - 1.0 - want[i * n + j]).abs() < 1e-4);
+    fn rows_panel_is_one_fma_chain_per_element() {
+        let a = values(500, 1);
+        let panel = values(23 * NR, 2);
+        let rows = [0, 17, 100, 101, 250, 3];
+        let segs = [
+            Seg { offset: 5, len: 9 },
+            Seg {
+                offset: 40,
+                len: 14,
+            },
+        ];
+        let start = values(MR * NR, 3);
+        let mut tile: Tile = std::array::from_fn(|i| std::array::from_fn(|j| start[i * NR + j]));
+        rows_panel(&mut tile, &a, &rows, &segs, &panel);
+        for (i, &r) in rows.iter().enumerate() {
+            for j in 0..NR {
+                let steps = segs
+                    .iter()
+                    .flat_map(|s| (0..s.len).map(move |p| r + s.offset + p))
+                    .enumerate()
+                    .map(|(k, at)| (a[at], panel[k * NR + j]));
+                // Bit-identical, not merely close: the kernels promise the exact chain.
+                assert_eq!(tile[i][j], chain(steps, start[i * NR + j]), "({i}, {j})");
             }
         }
     }
 
     #[test]
-    #[should_panic(expected = "out of bounds")]
-    fn rejects_views_past_the_slice() {
-        let a = vec![0.0; 5];
-        let mut c = vec![0.0; 4];
-        matmul(
-            MatMut::row_major(&mut c, 2, 2),
-            MatRef::row_major(&a, 2, 3),
-            MatRef::row_major(&a, 3, 2),
-            false,
+    fn sum_outer_is_one_fma_chain_per_element() {
+        let a = values(900, 4);
+        let b = values(1200, 5);
+        let g = Grid {
+            rows: 3,
+            cols: 5,
+            a_row: 120,
+            a_col: 7,
+            b_row: 200,
+            b_col: 31,
+        };
+        let mut tile = [[0.5; NR]; MR];
+        sum_outer(&mut tile, &a, 11, &b, 2, g);
+        for i in 0..MR {
+            for j in 0..NR {
+                let steps = (0..g.rows)
+                    .flat_map(|r| (0..g.cols).map(move |c| (r, c)))
+                    .map(|(r, c)| {
+                        (
+                            a[11 + r * g.a_row + c * g.a_col + i],
+                            b[2 + r * g.b_row + c * g.b_col + j],
+                        )
+                    });
+                assert_eq!(tile[i][j], chain(steps, 0.5), "({i}, {j})");
+            }
+        }
+    }
+
+    /// On a CPU with AVX-512 the tests above exercise that kernel; this one runs the AVX2 kernels
+    /// too and checks they agree with it bit for bit.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernels_match_the_dispatched_ones() {
+        if simd() == Simd::None {
+            return;
+        }
+        let a = values(900, 6);
+        let panel = values(30 * NR, 7);
+        let rows = [3, 50, 51, 400, 2, 600];
+        let segs = [Seg { offset: 1, len: 30 }];
+        let (mut want, mut got) = ([[0.25; NR]; MR], [[0.25; NR]; MR]);
+        rows_panel(&mut want, &a, &rows, &segs, &panel);
+        // SAFETY: the same reads the bounds-checked call above made; AVX2 and FMA are present
+        // (checked by `simd`).
+        unsafe { avx2::rows_panel(&mut got, a.as_ptr(), &rows, &segs, panel.as_ptr()) };
+        assert_eq!(want, got);
+        let g = Grid {
+            rows: 2,
+            cols: 4,
+            a_row: 100,
+            a_col: 9,
+            b_row: 150,
+            b_col: 33,
+        };
+        let (mut want, mut got) = ([[0.0; NR]; MR], [[0.0; NR]; MR]);
+        sum_outer(&mut want, &a, 5, &panel, 1, g);
+        // SAFETY: as above.
+        unsafe { avx2::sum_outer(&mut got, a.as_ptr().add(5), panel.as_ptr().add(1), g) };
+        assert_eq!(want, got);
+    }
+
+    #[test]
+    #[should_panic(expected = "past its buffer")]
+    fn rejects_rows_past_the_buffer() {
+        let mut tile = [[0.0; NR]; MR];
+        let a = vec![0.0; 10];
+        let panel = vec![0.0; 4 * NR];
+        rows_panel(
+            &mut tile,
+            &a,
+            &[0, 0, 0, 0, 0, 7],
+            &[Seg { offset: 0, len: 4 }],
+            &panel,
         );
     }
 }

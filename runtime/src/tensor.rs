@@ -135,6 +135,12 @@ pub fn array_to_flat(x: ArrayView2<f32>, out: &mut [f32]) {
     }
 }
 
+/// Threads the runtime's parallel loops run on (rayon's global pool: `RAYON_NUM_THREADS`, or one
+/// per core). Results never depend on it.
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
 /// Most lanes any parallel layer loop is split into. Lanes are contiguous row ranges, decided from
 /// the problem size only, so partial sums per lane (added in lane order) do not depend on how many
 /// threads run them.
@@ -143,10 +149,8 @@ pub(crate) const MAX_LANES: usize = 8;
 /// A fixed split of `rows` rows into at most [`MAX_LANES`] lanes of whole `tile`-row tiles.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tiling {
-    /// Rows per lane (a multiple of `tile`; the last lane may hold fewer).
+    /// Rows per lane (a multiple of the tile; the last lane may hold fewer).
     pub lane_rows: usize,
-    /// Rows per tile (the unit a lane processes at once, sized to stay in cache).
-    pub tile: usize,
 }
 
 impl Tiling {
@@ -157,7 +161,6 @@ impl Tiling {
         let lanes = tiles.min(MAX_LANES);
         Tiling {
             lane_rows: tiles.div_ceil(lanes) * tile,
-            tile,
         }
     }
 
@@ -196,7 +199,7 @@ mod tests {
                 let t = Tiling::new(rows, tile);
                 let lanes = t.lanes(rows);
                 assert!((1..=MAX_LANES).contains(&lanes));
-                assert_eq!(t.lane_rows % t.tile, 0);
+                assert_eq!(t.lane_rows % tile, 0);
                 assert!(lanes * t.lane_rows >= rows && (lanes - 1) * t.lane_rows < rows);
             }
         }

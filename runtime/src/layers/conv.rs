@@ -1,18 +1,30 @@
-//! 2-D convolution (`torch.nn.Conv2d`) as im2col + GEMM on pixel-major activations, built one
-//! cache-sized tile of output pixels at a time so the column matrix never leaves L2.
+//! 2-D convolution (`torch.nn.Conv2d`) as a direct convolution on pixel-major activations: the
+//! input is copied once into a zero-padded buffer, and the micro-kernels read each output pixel's
+//! receptive field from it in place (one contiguous run per kernel row), so no im2col matrix is
+//! built. The input gradient is the same kind of convolution of the padded `dy` with the flipped
+//! kernel (stride 1), or a gather of `dy` rows otherwise; the weight gradient sums outer products
+//! over the pixels of each image.
 
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{
-    Layer, check_backward, check_forward, check_param, check_positive, tile_rows, zero_param,
+    Layer, PackedFrom, check_backward, check_forward, check_param, check_positive, zero_param,
 };
 use crate::config::Conv2dConfig;
 use crate::error::{Error, Result};
-use crate::gemm::{MatMut, MatRef, matmul};
+use crate::gemm::{Grid, MR, NR, Seg, Tile, panels, rows_panel, sum_outer};
 use crate::init::{fan_in_bound, fill_uniform};
 use crate::param::{Entry, Param};
 use crate::tensor::{Dims, MAX_LANES, Mode, Tiling};
+
+/// Output pixels per parallel task in the forward and input-gradient passes (in whole tiles; the
+/// results do not depend on it).
+const PIXELS_PER_TASK: usize = 8 * MR;
+
+/// Bytes of padded input and `dy` the weight gradient streams per group of images: half of a
+/// Zen L2, so they stay there while every gradient tile passes over them.
+const WGRAD_GROUP_BYTES: usize = 512 * 1024;
 
 /// Every size of one convolution, resolved.
 #[derive(Clone, Copy, Debug)]
@@ -34,70 +46,118 @@ struct Geom {
 }
 
 impl Geom {
-    /// Columns of the forward im2col matrix: one `(ky, kx, ci)` tap each.
+    /// Reduction length of the forward pass: one `(ky, kx, ci)` tap each.
     fn k(&self) -> usize {
         self.kh * self.kw * self.cin
     }
 
-    /// Columns of the input-gradient gather matrix: one `(ky, kx, co)` tap each.
-    fn k_back(&self) -> usize {
-        self.kh * self.kw * self.cout
+    /// `dy`'s channel stride inside the layer: `cout` rounded up to whole panels, so the weight
+    /// gradient kernel can read full panel rows of it.
+    fn cs(&self) -> usize {
+        panels(self.cout) * NR
     }
 
-    /// Writes im2col rows `start..start + rows` (output pixels, batch-major) into `col`.
-    fn im2col(&self, x: &[f32], start: usize, rows: usize, col: &mut [f32]) {
-        let g = *self;
-        let k = g.k();
-        let seg = g.kw * g.cin;
-        for (r, dst) in col[..rows * k].chunks_exact_mut(k).enumerate() {
-            let row = start + r;
-            let (n, pix) = (row / (g.oh * g.ow), row % (g.oh * g.ow));
-            let (oy, ox) = (pix / g.ow, pix % g.ow);
-            let image = &x[n * g.ih * g.iw * g.cin..(n + 1) * g.ih * g.iw * g.cin];
-            let ix0 = (ox * g.sw) as isize - g.pw as isize;
-            for (ky, dst) in dst.chunks_exact_mut(seg).enumerate() {
-                let iy = (oy * g.sh + ky * g.dh) as isize - g.ph as isize;
-                if iy < 0 || iy >= g.ih as isize {
-                    dst.fill(0.0);
-                    continue;
-                }
-                let line = &image[iy as usize * g.iw * g.cin..(iy as usize + 1) * g.iw * g.cin];
-                let last = ix0 + ((g.kw - 1) * g.dw) as isize;
-                if g.dw == 1 && ix0 >= 0 && last < g.iw as isize {
-                    // The whole kernel row is inside the image: pixels are adjacent in memory.
-                    dst.copy_from_slice(&line[ix0 as usize * g.cin..ix0 as usize * g.cin + seg]);
-                    continue;
-                }
-                for (kx, tap) in dst.chunks_exact_mut(g.cin).enumerate() {
-                    let ix = ix0 + (kx * g.dw) as isize;
-                    if ix < 0 || ix >= g.iw as isize {
-                        tap.fill(0.0);
-                    } else {
-                        tap.copy_from_slice(&line[ix as usize * g.cin..(ix as usize + 1) * g.cin]);
-                    }
-                }
+    /// Reduction length of the input-gradient pass: one `(ky, kx, co)` tap each, `co < cs`.
+    fn k_back(&self) -> usize {
+        self.kh * self.kw * self.cs()
+    }
+
+    /// Padded input size `[height, width]`.
+    fn padded_in(&self) -> (usize, usize) {
+        (self.ih + 2 * self.ph, self.iw + 2 * self.pw)
+    }
+
+    /// The border `[top, left]` of the padded `dy` that turns the input gradient into a stride-1
+    /// convolution with the flipped kernel, when the layer allows it.
+    fn direct_back(&self) -> Option<(usize, usize)> {
+        let top = ((self.kh - 1) * self.dh).checked_sub(self.ph)?;
+        let left = ((self.kw - 1) * self.dw).checked_sub(self.pw)?;
+        (self.sh == 1 && self.sw == 1).then_some((top, left))
+    }
+
+    /// Padded `dy` size `[height, width]` and border `[top, left]`.
+    fn padded_dy(&self) -> (usize, usize, usize, usize) {
+        let (top, left) = self.direct_back().unwrap_or((0, 0));
+        (self.oh + 2 * top, self.ow + 2 * left, top, left)
+    }
+
+    /// Runs over a pixel's window in a buffer of `channels`-wide pixels, `width` pixels a row: one
+    /// per kernel row when the kernel's columns are adjacent pixels, else one per tap.
+    fn runs(&self, channels: usize, width: usize) -> Vec<Seg> {
+        let mut runs = Vec::new();
+        for ky in 0..self.kh {
+            let row = ky * self.dh * width * channels;
+            if self.dw == 1 {
+                runs.push(Seg {
+                    offset: row,
+                    len: self.kw * channels,
+                });
+            } else {
+                runs.extend((0..self.kw).map(|kx| Seg {
+                    offset: row + kx * self.dw * channels,
+                    len: channels,
+                }));
             }
         }
+        runs
     }
 
-    /// Writes the input-gradient gather rows `start..start + rows` (input pixels): for each tap
-    /// `(ky, kx)`, the `dy` row of the output pixel that read this input pixel through that tap,
-    /// or zeros when none did. Multiplying by the `[(ky, kx, co), ci]` weight gives `dx` directly,
-    /// so tiles write disjoint rows and need no atomic or ordered scatter.
-    fn gather_dy(&self, dy: &[f32], start: usize, rows: usize, out: &mut [f32]) {
+    /// Copies `batch` images of `x` into `xp`, surrounded by `ph`/`pw` zeros.
+    fn pad_input(&self, x: &[f32], xp: &mut [f32], batch: usize) {
         let g = *self;
-        let k = g.k_back();
-        for (r, dst) in out[..rows * k].chunks_exact_mut(k).enumerate() {
+        let (hp, wp) = g.padded_in();
+        let (image, padded) = (g.ih * g.iw * g.cin, hp * wp * g.cin);
+        xp[..batch * padded]
+            .par_chunks_mut(padded)
+            .zip(x.par_chunks(image))
+            .for_each(|(dst, src)| {
+                dst.fill(0.0);
+                for (y, line) in src.chunks_exact(g.iw * g.cin).enumerate() {
+                    let at = ((y + g.ph) * wp + g.pw) * g.cin;
+                    dst[at..at + line.len()].copy_from_slice(line);
+                }
+            });
+    }
+
+    /// Copies `batch` images of `dy` into `dyp`: channels widened to `cs` and the border of
+    /// [`Geom::padded_dy`], all zeros.
+    fn pad_dy(&self, dy: &[f32], dyp: &mut [f32], batch: usize) {
+        let g = *self;
+        let (hd, wd, top, left) = g.padded_dy();
+        let (cs, image, padded) = (g.cs(), g.oh * g.ow * g.cout, hd * wd * g.cs());
+        dyp[..batch * padded]
+            .par_chunks_mut(padded)
+            .zip(dy.par_chunks(image))
+            .for_each(|(dst, src)| {
+                dst.fill(0.0);
+                for (p, px) in src.chunks_exact(g.cout).enumerate() {
+                    let at = ((p / g.ow + top) * wd + p % g.ow + left) * cs;
+                    dst[at..at + g.cout].copy_from_slice(px);
+                }
+            });
+    }
+
+    /// Writes the input-gradient gather rows `start..start + rows` (input pixels) into `out`: for
+    /// each flipped tap `(kh - 1 - ky, kw - 1 - kx)`, the padded `dy` row of the output pixel
+    /// that read this input pixel through tap `(ky, kx)`, or zeros when none did. For strided
+    /// layers, where the input gradient is no plain convolution.
+    fn gather_dy(&self, dyp: &[f32], start: usize, rows: usize, out: &mut [f32]) {
+        let g = *self;
+        let cs = g.cs();
+        for (r, dst) in out[..rows * g.k_back()]
+            .chunks_exact_mut(g.k_back())
+            .enumerate()
+        {
             let row = start + r;
             let (n, pix) = (row / (g.ih * g.iw), row % (g.ih * g.iw));
             let (iy, ix) = (pix / g.iw, pix % g.iw);
-            for (ky, dst) in dst.chunks_exact_mut(g.kw * g.cout).enumerate() {
-                let oy = source(iy, ky, g.ph, g.dh, g.sh, g.oh);
-                for (kx, tap) in dst.chunks_exact_mut(g.cout).enumerate() {
-                    match (oy, source(ix, kx, g.pw, g.dw, g.sw, g.ow)) {
+            for (fy, dst) in dst.chunks_exact_mut(g.kw * cs).enumerate() {
+                let oy = source(iy, g.kh - 1 - fy, g.ph, g.dh, g.sh, g.oh);
+                for (fx, tap) in dst.chunks_exact_mut(cs).enumerate() {
+                    match (oy, source(ix, g.kw - 1 - fx, g.pw, g.dw, g.sw, g.ow)) {
                         (Some(oy), Some(ox)) => {
-                            let at = ((n * g.oh + oy) * g.ow + ox) * g.cout;
-                            tap.copy_from_slice(&dy[at..at + g.cout]);
+                            let at = ((n * g.oh + oy) * g.ow + ox) * cs;
+                            tap.copy_from_slice(&dyp[at..at + cs]);
                         }
                         _ => tap.fill(0.0),
                     }
@@ -133,6 +193,27 @@ pub(crate) fn conv_out(
     (input + 2 * pad).checked_sub(span).map(|d| d / stride + 1)
 }
 
+/// Offsets of the `MR` pixels `first..first + MR` (the last one repeated past `end`) in a buffer
+/// where pixel `p` starts at `at(p)`.
+fn tile_rows(first: usize, end: usize, at: impl Fn(usize) -> usize) -> [usize; MR] {
+    std::array::from_fn(|i| at((first + i).min(end - 1)))
+}
+
+/// Stores the first `rows` rows and `cols` columns of `tile` at `out[r * stride + c]`.
+fn store(tile: &Tile, out: &mut [f32], rows: usize, cols: usize, stride: usize) {
+    for (row, dst) in tile.iter().zip(out.chunks_mut(stride)).take(rows) {
+        dst[..cols].copy_from_slice(&row[..cols]);
+    }
+}
+
+/// Grows `buf` to at least `len` values (buffers only ever grow, so steady-state steps do not
+/// allocate).
+fn grow(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+}
+
 /// `torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=...)`
 /// on input `[N, in_channels, H, W]` giving `[N, out_channels, H_out, W_out]` (pixel-major inside).
 #[derive(Debug)]
@@ -146,15 +227,26 @@ pub struct Conv2d {
     pub weight: Param,
     /// `[out_channels]`, when the layer has a bias.
     pub bias: Option<Param>,
-    /// The weight as the forward GEMM's right side: `[(ky, kx, ci), co]`.
+    /// Runs of a forward receptive field in the padded input.
+    runs: Vec<Seg>,
+    /// Runs of an input-gradient receptive field in the padded `dy` (direct path).
+    back_runs: Vec<Seg>,
+    /// The weight as forward panels: `[cout / NR][(ky, kx, ci)][NR]`, zero-padded.
     packed: Vec<f32>,
-    /// The weight as the input-gradient GEMM's right side: `[(ky, kx, co), ci]`.
+    /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cs)][NR]`.
     packed_back: Vec<f32>,
-    /// The bias, contiguous (zeros without one).
+    /// The bias, zero-padded to whole panels (zeros without one).
     bias_row: Vec<f32>,
-    /// Per-lane column tiles.
-    scratch: Vec<f32>,
-    /// Per-lane partial weight gradients, `[(ky, kx, ci), co]` each.
+    /// What `packed` and `packed_back` were last made from.
+    packed_from: [PackedFrom; 2],
+    /// The zero-padded input, `[N][H + 2 ph][W + 2 pw][cin]` plus `MR` floats the weight-gradient
+    /// kernel may read past the last pixel.
+    xp: Vec<f32>,
+    /// The padded `dy` (see [`Geom::padded_dy`]).
+    dyp: Vec<f32>,
+    /// Per-lane gather rows for the strided input gradient.
+    gathered: Vec<f32>,
+    /// Per-lane partial weight gradients, `[(ky, kx, ci)][co < cs]` each.
     wgrad_lanes: Vec<f32>,
     /// Per-lane partial bias gradients.
     bgrad_lanes: Vec<f32>,
@@ -222,7 +314,13 @@ impl Conv2d {
             fill_uniform(b.value.iter_mut(), bound, rng);
             b
         });
-        let lane_scratch = (tile_rows(g.k()) * g.k()).max(tile_rows(g.k_back()) * g.k_back());
+        let (_, wp) = g.padded_in();
+        let (_, wd, _, _) = g.padded_dy();
+        let gathered = if g.direct_back().is_some() {
+            0
+        } else {
+            MAX_LANES * PIXELS_PER_TASK * g.k_back()
+        };
         Ok(Conv2d {
             name: name.to_owned(),
             weight_name: format!("{name}.weight"),
@@ -231,11 +329,16 @@ impl Conv2d {
             g,
             weight,
             bias,
-            packed: vec![0.0; g.k() * g.cout],
-            packed_back: vec![0.0; g.k_back() * g.cin],
-            bias_row: vec![0.0; g.cout],
-            scratch: vec![0.0; MAX_LANES * lane_scratch],
-            wgrad_lanes: vec![0.0; MAX_LANES * g.k() * g.cout],
+            runs: g.runs(g.cin, wp),
+            back_runs: g.runs(g.cs(), wd),
+            packed: vec![0.0; panels(g.cout) * g.k() * NR],
+            packed_back: vec![0.0; panels(g.cin) * g.k_back() * NR],
+            bias_row: vec![0.0; g.cs()],
+            packed_from: Default::default(),
+            xp: Vec::new(),
+            dyp: Vec::new(),
+            gathered: vec![0.0; gathered],
+            wgrad_lanes: vec![0.0; MAX_LANES * g.k() * g.cs()],
             bgrad_lanes: vec![0.0; MAX_LANES * g.cout],
         })
     }
@@ -245,8 +348,9 @@ impl Conv2d {
         &self.config
     }
 
-    /// Checks the parameters' shapes and copies them into the GEMM layouts.
-    fn pack(&mut self) -> Result<()> {
+    /// Checks the parameters' shapes and copies them into the forward panels (`back`: the
+    /// input-gradient panels instead).
+    fn pack(&mut self, back: bool) -> Result<()> {
         let g = self.g;
         check_param(
             &self.name,
@@ -254,17 +358,26 @@ impl Conv2d {
             &self.weight,
             &[g.cout, g.cin, g.kh, g.kw],
         )?;
+        let (k, kb, cs) = (g.k(), g.k_back(), g.cs());
         // `iter` walks the logical OIHW order whatever the memory layout.
-        for (i, &v) in self.weight.value.iter().enumerate() {
-            let (co, ci, ky, kx) = (
-                i / (g.cin * g.kh * g.kw),
-                i / (g.kh * g.kw) % g.cin,
-                i / g.kw % g.kh,
-                i % g.kw,
-            );
-            let tap = ky * g.kw + kx;
-            self.packed[(tap * g.cin + ci) * g.cout + co] = v;
-            self.packed_back[(tap * g.cout + co) * g.cin + ci] = v;
+        let mut values = self.weight.value.iter();
+        let changed = self.packed_from[usize::from(back)].changed(&self.weight.value);
+        for co in (0..g.cout).take_while(|_| changed) {
+            for ci in 0..g.cin {
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let v = values.next().copied().unwrap_or(0.0);
+                        if back {
+                            let tap = (g.kh - 1 - ky) * g.kw + (g.kw - 1 - kx);
+                            let row = (ci / NR) * kb + tap * cs + co;
+                            self.packed_back[row * NR + ci % NR] = v;
+                        } else {
+                            let row = (co / NR) * k + (ky * g.kw + kx) * g.cin + ci;
+                            self.packed[row * NR + co % NR] = v;
+                        }
+                    }
+                }
+            }
         }
         match &self.bias {
             Some(b) => {
@@ -276,6 +389,164 @@ impl Conv2d {
             None => self.bias_row.fill(0.0),
         }
         Ok(())
+    }
+
+    /// Weight and bias gradients from the padded input and `dy` of `batch` images: each lane of
+    /// whole images sums its own, then the lanes are added in order.
+    fn param_grads(&mut self, dy: &[f32], batch: usize) {
+        let g = self.g;
+        let (k, cs) = (g.k(), g.cs());
+        let (hp, wp) = g.padded_in();
+        let (hd, wd, top, left) = g.padded_dy();
+        let tiling = Tiling::new(batch.max(1), 1);
+        let lanes = if batch == 0 { 0 } else { tiling.lanes(batch) };
+        let grid = Grid {
+            rows: g.oh,
+            cols: g.ow,
+            a_row: g.sh * wp * g.cin,
+            a_col: g.sw * g.cin,
+            b_row: wd * cs,
+            b_col: cs,
+        };
+        let (xp, dyp, runs) = (&self.xp[..], &self.dyp[..], &self.runs[..]);
+        self.wgrad_lanes[..lanes * k * cs]
+            .par_chunks_mut(k * cs)
+            .zip(self.bgrad_lanes[..lanes * g.cout].par_chunks_mut(g.cout))
+            .enumerate()
+            .for_each(|(lane, (wgrad, bgrad))| {
+                wgrad.fill(0.0);
+                bgrad.fill(0.0);
+                let images = lane * tiling.lane_rows..((lane + 1) * tiling.lane_rows).min(batch);
+                // Images in groups whose padded input and `dy` stay in L2 while every tile of
+                // the gradient streams them; each tile continues its chain over the group's
+                // images in order, so the grouping does not change any value.
+                let per_image = (hp * wp * g.cin + hd * wd * cs) * size_of::<f32>();
+                let group = (WGRAD_GROUP_BYTES / per_image).max(1);
+                for first in images.clone().step_by(group) {
+                    let group = first..(first + group).min(images.end);
+                    let mut k0 = 0;
+                    for run in runs {
+                        for p0 in (0..run.len).step_by(MR) {
+                            let rows = MR.min(run.len - p0);
+                            for j in 0..cs / NR {
+                                let out = &mut wgrad[(k0 + p0) * cs + j * NR..];
+                                let mut tile = [[0.0; NR]; MR];
+                                for (t, src) in tile.iter_mut().zip(out.chunks(cs)).take(rows) {
+                                    t.copy_from_slice(&src[..NR]);
+                                }
+                                for n in group.clone() {
+                                    let a0 = n * hp * wp * g.cin + run.offset + p0;
+                                    let b0 = ((n * hd + top) * wd + left) * cs + j * NR;
+                                    sum_outer(&mut tile, xp, a0, dyp, b0, grid);
+                                }
+                                store(&tile, out, rows, NR, cs);
+                            }
+                        }
+                        k0 += run.len;
+                    }
+                }
+                for n in images {
+                    let image = g.oh * g.ow * g.cout;
+                    for px in dy[n * image..(n + 1) * image].chunks_exact(g.cout) {
+                        for (b, &d) in bgrad.iter_mut().zip(px) {
+                            *b += d;
+                        }
+                    }
+                }
+            });
+        let wgrad_lanes = &self.wgrad_lanes[..lanes * k * cs];
+        let mut grads = self.weight.grad.iter_mut();
+        for co in 0..g.cout {
+            for ci in 0..g.cin {
+                for tap in 0..g.kh * g.kw {
+                    let at = (tap * g.cin + ci) * cs + co;
+                    if let Some(dst) = grads.next() {
+                        *dst = wgrad_lanes
+                            .chunks_exact(k * cs)
+                            .fold(0.0, |s, lane| s + lane[at]);
+                    }
+                }
+            }
+        }
+        if let Some(bias) = &mut self.bias {
+            let bgrad_lanes = &self.bgrad_lanes[..lanes * g.cout];
+            for (co, dst) in bias.grad.iter_mut().enumerate() {
+                *dst = bgrad_lanes
+                    .chunks_exact(g.cout)
+                    .fold(0.0, |s, lane| s + lane[co]);
+            }
+        }
+    }
+
+    /// Input gradient of `batch` images from the padded `dy`.
+    fn input_grad(&mut self, dx: &mut [f32], batch: usize) {
+        let g = self.g;
+        let (kb, rows) = (g.k_back(), batch * g.ih * g.iw);
+        let (packed_back, dyp) = (&self.packed_back[..], &self.dyp[..]);
+        match g.direct_back() {
+            Some(_) => {
+                let (_, wd, _, _) = g.padded_dy();
+                let hd = g.padded_dy().0;
+                let runs = &self.back_runs[..];
+                let cs = g.cs();
+                dx[..rows * g.cin]
+                    .par_chunks_mut(PIXELS_PER_TASK * g.cin)
+                    .enumerate()
+                    .for_each(|(task, dx_task)| {
+                        let first = task * PIXELS_PER_TASK;
+                        let end = first + dx_task.len() / g.cin;
+                        let at = |p: usize| {
+                            let (n, pix) = (p / (g.ih * g.iw), p % (g.ih * g.iw));
+                            ((n * hd + pix / g.iw) * wd + pix % g.iw) * cs
+                        };
+                        for t in (first..end).step_by(MR) {
+                            let rows_at = tile_rows(t, end, at);
+                            for j in 0..panels(g.cin) {
+                                let mut tile = [[0.0; NR]; MR];
+                                rows_panel(
+                                    &mut tile,
+                                    dyp,
+                                    &rows_at,
+                                    runs,
+                                    &packed_back[j * kb * NR..],
+                                );
+                                let cols = NR.min(g.cin - j * NR);
+                                let out = &mut dx_task[(t - first) * g.cin + j * NR..];
+                                store(&tile, out, MR.min(end - t), cols, g.cin);
+                            }
+                        }
+                    });
+            }
+            None => {
+                // Each lane gathers into its own scratch, one task of pixels at a time.
+                let whole = [Seg { offset: 0, len: kb }];
+                let tiling = Tiling::new(rows, PIXELS_PER_TASK);
+                dx[..rows * g.cin]
+                    .par_chunks_mut(tiling.lane_rows * g.cin)
+                    .zip(self.gathered.par_chunks_mut(PIXELS_PER_TASK * kb))
+                    .enumerate()
+                    .for_each(|(lane, (dx_lane, gathered))| {
+                        for (task, dx_task) in
+                            dx_lane.chunks_mut(PIXELS_PER_TASK * g.cin).enumerate()
+                        {
+                            let first = lane * tiling.lane_rows + task * PIXELS_PER_TASK;
+                            let pixels = dx_task.len() / g.cin;
+                            g.gather_dy(dyp, first, pixels, gathered);
+                            for t in (0..pixels).step_by(MR) {
+                                let rows_at = tile_rows(t, pixels, |p| p * kb);
+                                for j in 0..panels(g.cin) {
+                                    let mut tile = [[0.0; NR]; MR];
+                                    let panel = &packed_back[j * kb * NR..];
+                                    rows_panel(&mut tile, gathered, &rows_at, &whole, panel);
+                                    let cols = NR.min(g.cin - j * NR);
+                                    let out = &mut dx_task[t * g.cin + j * NR..];
+                                    store(&tile, out, MR.min(pixels - t), cols, g.cin);
+                                }
+                            }
+                        }
+                    });
+            }
+        }
     }
 }
 
@@ -305,30 +576,38 @@ impl Layer for Conv2d {
         if batch == 0 {
             return Ok(());
         }
-        self.pack()?;
+        self.pack(false)?;
         let g = self.g;
+        let (hp, wp) = g.padded_in();
+        grow(&mut self.xp, batch * hp * wp * g.cin + MR);
+        g.pad_input(x, &mut self.xp, batch);
         let (k, n) = (g.k(), g.cout);
-        let rows = batch * g.oh * g.ow;
-        let tiling = Tiling::new(rows, tile_rows(k));
-        let lane_scratch = self.scratch.len() / MAX_LANES;
-        let (packed, bias_row) = (&self.packed[..], &self.bias_row[..]);
+        let (xp, packed, bias_row, runs) = (
+            &self.xp[..],
+            &self.packed[..],
+            &self.bias_row[..],
+            &self.runs[..],
+        );
+        let at = |p: usize| {
+            let (img, pix) = (p / (g.oh * g.ow), p % (g.oh * g.ow));
+            ((img * hp + pix / g.ow * g.sh) * wp + pix % g.ow * g.sw) * g.cin
+        };
         y[..ny]
-            .par_chunks_mut(tiling.lane_rows * n)
-            .zip(self.scratch.par_chunks_mut(lane_scratch))
+            .par_chunks_mut(PIXELS_PER_TASK * n)
             .enumerate()
-            .for_each(|(lane, (y_lane, col))| {
-                for (t, y_tile) in y_lane.chunks_mut(tiling.tile * n).enumerate() {
-                    let tile_rows = y_tile.len() / n;
-                    g.im2col(x, lane * tiling.lane_rows + t * tiling.tile, tile_rows, col);
-                    for row in y_tile.chunks_exact_mut(n) {
-                        row.copy_from_slice(bias_row);
+            .for_each(|(task, y_task)| {
+                let first = task * PIXELS_PER_TASK;
+                let end = first + y_task.len() / n;
+                for t in (first..end).step_by(MR) {
+                    let rows_at = tile_rows(t, end, at);
+                    for j in 0..panels(n) {
+                        let bias = &bias_row[j * NR..(j + 1) * NR];
+                        let mut tile: Tile =
+                            std::array::from_fn(|_| std::array::from_fn(|c| bias[c]));
+                        rows_panel(&mut tile, xp, &rows_at, runs, &packed[j * k * NR..]);
+                        let out = &mut y_task[(t - first) * n + j * NR..];
+                        store(&tile, out, MR.min(end - t), NR.min(n - j * NR), n);
                     }
-                    matmul(
-                        MatMut::row_major(y_tile, tile_rows, n),
-                        MatRef::row_major(col, tile_rows, k),
-                        MatRef::row_major(packed, k, n),
-                        true,
-                    );
                 }
             });
         Ok(())
@@ -342,92 +621,18 @@ impl Layer for Conv2d {
         dx: Option<&mut [f32]>,
         batch: usize,
     ) -> Result<()> {
-        let (nx, ny) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
-        self.pack()?;
+        check_backward(self, x, y, dy, dx.as_deref(), batch)?;
+        self.pack(true)?;
         let g = self.g;
-        let (k, n) = (g.k(), g.cout);
-        let lane_scratch = self.scratch.len() / MAX_LANES;
-
-        // Weight and bias gradients: each lane sums its own rows, then lanes are added in order.
-        let rows = batch * g.oh * g.ow;
-        let tiling = Tiling::new(rows.max(1), tile_rows(k));
-        let lanes = if rows == 0 { 0 } else { tiling.lanes(rows) };
-        self.wgrad_lanes[..lanes * k * n]
-            .par_chunks_mut(k * n)
-            .zip(self.bgrad_lanes[..lanes * n].par_chunks_mut(n))
-            .zip(self.scratch.par_chunks_mut(lane_scratch))
-            .zip(dy[..ny].par_chunks(tiling.lane_rows * n))
-            .enumerate()
-            .for_each(|(lane, (((wgrad, bgrad), col), dy_lane))| {
-                bgrad.fill(0.0);
-                for (t, dy_tile) in dy_lane.chunks(tiling.tile * n).enumerate() {
-                    let tile_rows = dy_tile.len() / n;
-                    g.im2col(x, lane * tiling.lane_rows + t * tiling.tile, tile_rows, col);
-                    matmul(
-                        MatMut::row_major(wgrad, k, n),
-                        MatRef::row_major(col, tile_rows, k).t(),
-                        MatRef::row_major(dy_tile, tile_rows, n),
-                        t > 0,
-                    );
-                    for row in dy_tile.chunks_exact(n) {
-                        for (b, &d) in bgrad.iter_mut().zip(row) {
-                            *b += d;
-                        }
-                    }
-                }
-            });
-        let wgrad_lanes = &self.wgrad_lanes[..lanes * k * n];
-        for (i, dst) in self.weight.grad.iter_mut().enumerate() {
-            let (co, ci, ky, kx) = (
-                i / (g.cin * g.kh * g.kw),
-                i / (g.kh * g.kw) % g.cin,
-                i / g.kw % g.kh,
-                i % g.kw,
-            );
-            let at = ((ky * g.kw + kx) * g.cin + ci) * n + co;
-            *dst = wgrad_lanes
-                .chunks_exact(k * n)
-                .fold(0.0, |s, lane| s + lane[at]);
-        }
-        if let Some(bias) = &mut self.bias {
-            let bgrad_lanes = &self.bgrad_lanes[..lanes * n];
-            for (co, dst) in bias.grad.iter_mut().enumerate() {
-                *dst = bgrad_lanes
-                    .chunks_exact(n)
-                    .fold(0.0, |s, lane| s + lane[co]);
-            }
-        }
-
-        // Input gradient: disjoint rows of input pixels, one gather + GEMM per tile.
+        let (hp, wp) = g.padded_in();
+        let (hd, wd, _, _) = g.padded_dy();
+        grow(&mut self.xp, batch * hp * wp * g.cin + MR);
+        grow(&mut self.dyp, batch * hd * wd * g.cs());
+        g.pad_input(x, &mut self.xp, batch);
+        g.pad_dy(dy, &mut self.dyp, batch);
+        self.param_grads(dy, batch);
         if let Some(dx) = dx {
-            let kb = g.k_back();
-            let rows = batch * g.ih * g.iw;
-            if rows == 0 {
-                return Ok(());
-            }
-            let tiling = Tiling::new(rows, tile_rows(kb));
-            let packed_back = &self.packed_back[..];
-            dx[..nx]
-                .par_chunks_mut(tiling.lane_rows * g.cin)
-                .zip(self.scratch.par_chunks_mut(lane_scratch))
-                .enumerate()
-                .for_each(|(lane, (dx_lane, gathered))| {
-                    for (t, dx_tile) in dx_lane.chunks_mut(tiling.tile * g.cin).enumerate() {
-                        let tile_rows = dx_tile.len() / g.cin;
-                        g.gather_dy(
-                            dy,
-                            lane * tiling.lane_rows + t * tiling.tile,
-                            tile_rows,
-                            gathered,
-                        );
-                        matmul(
-                            MatMut::row_major(dx_tile, tile_rows, g.cin),
-                            MatRef::row_major(gathered, tile_rows, kb),
-                            MatRef::row_major(packed_back, kb, g.cin),
-                            false,
-                        );
-                    }
-                });
+            self.input_grad(dx, batch);
         }
         Ok(())
     }

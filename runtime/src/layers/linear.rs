@@ -1,12 +1,14 @@
-//! `torch.nn.Linear` as GEMM on `[batch, features]` rows, reading PyTorch's `[out, in]` weight in
-//! place (as the transposed right-hand side) so nothing is repacked.
+//! `torch.nn.Linear` on `[batch, features]` rows with the runtime's micro-kernels: the weight is
+//! copied into panels for the forward and input-gradient products, and the weight gradient sums
+//! outer products over the batch, one output tile per parallel task.
 
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
-use super::{Layer, check_backward, check_forward, check_param, zero_param};
+use super::{Layer, PackedFrom, check_backward, check_forward, check_param, zero_param};
 use crate::config::LinearConfig;
 use crate::error::{Error, Result};
-use crate::gemm::{MatMut, MatRef, matmul};
+use crate::gemm::{Grid, MR, NR, Seg, Tile, panels, rows_panel, sum_outer};
 use crate::init::{fan_in_bound, fill_uniform};
 use crate::param::{Entry, Param};
 use crate::tensor::{Dims, Mode};
@@ -23,11 +25,19 @@ pub struct Linear {
     pub weight: Param,
     /// `[out_features]`, when the layer has a bias.
     pub bias: Option<Param>,
-    /// The weight, contiguous `[out, in]` (a copy only when `weight.value` is not standard-layout).
-    weight_buf: Vec<f32>,
-    /// The bias, contiguous (zeros without one).
+    /// `W^T` as forward panels: `[out / NR][in][NR]`, zero-padded.
+    packed: Vec<f32>,
+    /// `W` as input-gradient panels: `[in / NR][out][NR]`, zero-padded.
+    packed_back: Vec<f32>,
+    /// The bias, zero-padded to whole panels (zeros without one).
     bias_row: Vec<f32>,
-    /// The weight gradient before it is copied into `weight.grad`.
+    /// What `packed` and `packed_back` were last made from.
+    packed_from: [PackedFrom; 2],
+    /// `dy`, plus `MR` floats the weight-gradient kernel may read past its end.
+    dy_copy: Vec<f32>,
+    /// `x` with rows widened to whole panels (zeros), for the weight-gradient kernel.
+    x_copy: Vec<f32>,
+    /// The weight gradient `[out][in]` before it is copied into `weight.grad`.
     wgrad: Vec<f32>,
 }
 
@@ -80,8 +90,12 @@ impl Linear {
             config: config.clone(),
             weight,
             bias,
-            weight_buf: vec![0.0; fout * fin],
-            bias_row: vec![0.0; fout],
+            packed: vec![0.0; panels(fout) * NR * fin],
+            packed_back: vec![0.0; panels(fin) * NR * fout],
+            bias_row: vec![0.0; panels(fout) * NR],
+            packed_from: Default::default(),
+            dy_copy: Vec::new(),
+            x_copy: Vec::new(),
             wgrad: vec![0.0; fout * fin],
         })
     }
@@ -91,14 +105,22 @@ impl Linear {
         &self.config
     }
 
-    /// Checks the parameters' shapes and copies the bias into `bias_row` (and the weight into
-    /// `weight_buf` if it is not contiguous).
-    fn check_and_pack(&mut self) -> Result<()> {
+    /// Checks the parameters' shapes and copies them into the forward panels (`back`: the
+    /// input-gradient panels instead).
+    fn pack(&mut self, back: bool) -> Result<()> {
         let (fin, fout) = (self.config.in_features, self.config.out_features);
         check_param(&self.name, "weight", &self.weight, &[fout, fin])?;
-        if self.weight.value.as_slice().is_none() {
-            for (dst, &v) in self.weight_buf.iter_mut().zip(self.weight.value.iter()) {
-                *dst = v;
+        // `iter` walks the logical `[out, in]` order whatever the memory layout.
+        let mut values = self.weight.value.iter();
+        let changed = self.packed_from[usize::from(back)].changed(&self.weight.value);
+        for o in (0..fout).take_while(|_| changed) {
+            for i in 0..fin {
+                let v = values.next().copied().unwrap_or(0.0);
+                if back {
+                    self.packed_back[((i / NR) * fout + o) * NR + i % NR] = v;
+                } else {
+                    self.packed[((o / NR) * fin + i) * NR + o % NR] = v;
+                }
             }
         }
         match &self.bias {
@@ -112,11 +134,40 @@ impl Linear {
         }
         Ok(())
     }
+}
 
-    /// The weight as a contiguous `[out, in]` slice.
-    fn weight_slice(&self) -> &[f32] {
-        self.weight.value.as_slice().unwrap_or(&self.weight_buf)
-    }
+/// `out[r][c] = start[c] + rows · panel` for `batch` rows of `a` (`width` values each): one tile
+/// of `MR` rows per parallel task, every panel of the `out_width` outputs.
+fn rows_times_panels(
+    a: &[f32],
+    width: usize,
+    batch: usize,
+    packed: &[f32],
+    start: &[f32],
+    out: &mut [f32],
+    out_width: usize,
+) {
+    let run = [Seg {
+        offset: 0,
+        len: width,
+    }];
+    out[..batch * out_width]
+        .par_chunks_mut(MR * out_width)
+        .enumerate()
+        .for_each(|(t, out)| {
+            let (first, rows) = (t * MR, out.len() / out_width);
+            let rows_at: [usize; MR] = std::array::from_fn(|i| (first + i.min(rows - 1)) * width);
+            for j in 0..panels(out_width) {
+                let mut tile: Tile = std::array::from_fn(|_| {
+                    std::array::from_fn(|c| start.get(j * NR + c).copied().unwrap_or(0.0))
+                });
+                rows_panel(&mut tile, a, &rows_at, &run, &packed[j * width * NR..]);
+                let cols = NR.min(out_width - j * NR);
+                for (row, dst) in tile.iter().zip(out.chunks_mut(out_width)).take(rows) {
+                    dst[j * NR..j * NR + cols].copy_from_slice(&row[..cols]);
+                }
+            }
+        });
 }
 
 impl Layer for Linear {
@@ -137,18 +188,10 @@ impl Layer for Linear {
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
-        let (nx, ny) = check_forward(self, x, y, batch)?;
-        self.check_and_pack()?;
+        let (nx, _) = check_forward(self, x, y, batch)?;
+        self.pack(false)?;
         let (fin, fout) = (self.config.in_features, self.config.out_features);
-        for row in y[..ny].chunks_exact_mut(fout) {
-            row.copy_from_slice(&self.bias_row);
-        }
-        matmul(
-            MatMut::row_major(&mut y[..ny], batch, fout),
-            MatRef::row_major(&x[..nx], batch, fin),
-            MatRef::row_major(self.weight_slice(), fout, fin).t(),
-            true,
-        );
+        rows_times_panels(&x[..nx], fin, batch, &self.packed, &self.bias_row, y, fout);
         Ok(())
     }
 
@@ -161,15 +204,48 @@ impl Layer for Linear {
         batch: usize,
     ) -> Result<()> {
         let (nx, ny) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
-        self.check_and_pack()?;
+        self.pack(true)?;
         let (fin, fout) = (self.config.in_features, self.config.out_features);
         let dy = &dy[..ny];
-        matmul(
-            MatMut::row_major(&mut self.wgrad, fout, fin),
-            MatRef::row_major(dy, batch, fout).t(),
-            MatRef::row_major(&x[..nx], batch, fin),
-            false,
-        );
+        let fin_pad = panels(fin) * NR;
+        if self.dy_copy.len() < ny + MR {
+            self.dy_copy.resize(ny + MR, 0.0);
+        }
+        if self.x_copy.len() < batch * fin_pad {
+            self.x_copy.resize(batch * fin_pad, 0.0);
+        }
+        self.dy_copy[..ny].copy_from_slice(dy);
+        for (dst, src) in self
+            .x_copy
+            .chunks_exact_mut(fin_pad)
+            .zip(x[..nx].chunks_exact(fin))
+        {
+            dst[..fin].copy_from_slice(src);
+        }
+        // dW[o][i] = sum over the batch of dy[b][o] * x[b][i], one tile of outputs per task.
+        let grid = Grid {
+            rows: 1,
+            cols: batch,
+            a_row: 0,
+            a_col: fout,
+            b_row: 0,
+            b_col: fin_pad,
+        };
+        let (dy_copy, x_copy) = (&self.dy_copy[..], &self.x_copy[..]);
+        self.wgrad
+            .par_chunks_mut(MR * fin)
+            .enumerate()
+            .for_each(|(t, wgrad)| {
+                let rows = wgrad.len() / fin;
+                for j in 0..panels(fin) {
+                    let mut tile = [[0.0; NR]; MR];
+                    sum_outer(&mut tile, dy_copy, t * MR, x_copy, j * NR, grid);
+                    let cols = NR.min(fin - j * NR);
+                    for (row, dst) in tile.iter().zip(wgrad.chunks_mut(fin)).take(rows) {
+                        dst[j * NR..j * NR + cols].copy_from_slice(&row[..cols]);
+                    }
+                }
+            });
         for (dst, &v) in self.weight.grad.iter_mut().zip(&self.wgrad) {
             *dst = v;
         }
@@ -179,13 +255,7 @@ impl Layer for Linear {
             }
         }
         if let Some(dx) = dx {
-            let w = self.weight.value.as_slice().unwrap_or(&self.weight_buf);
-            matmul(
-                MatMut::row_major(&mut dx[..nx], batch, fin),
-                MatRef::row_major(dy, batch, fout),
-                MatRef::row_major(w, fout, fin),
-                false,
-            );
+            rows_times_panels(dy, fout, batch, &self.packed_back, &[], dx, fin);
         }
         Ok(())
     }

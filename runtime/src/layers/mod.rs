@@ -161,9 +161,41 @@ pub(crate) fn check_positive(layer: &str, what: &str, pair: [usize; 2]) -> Resul
     Ok(())
 }
 
-/// Rows per tile so that one tile of a `cols`-wide im2col-style matrix stays in the L2 cache.
-pub(crate) fn tile_rows(cols: usize) -> usize {
-    /// Floats per tile: 128 KiB, a quarter of a Zen 3 L2, leaving room for GEMM's packed panels.
-    const TILE_FLOATS: usize = 32 * 1024;
-    (TILE_FLOATS / cols.max(1)).clamp(8, 1024) / 8 * 8
+/// The weight values a layer's packed panels were last made from, so that the layer repacks only
+/// when the weights changed (an optimizer step, a load) and not on every call: at batch 1,
+/// repacking costs more than the multiplication.
+#[derive(Debug, Default)]
+pub(crate) struct PackedFrom(Vec<f32>);
+
+impl PackedFrom {
+    /// Whether `weight` (in logical order) differs bit for bit from the recorded values; records
+    /// it when it does.
+    pub fn changed(&mut self, weight: &ArrayD<f32>) -> bool {
+        /// Values compared at once: a chunk is compared without early exit, so it vectorises.
+        const CHUNK: usize = 64;
+        let same = |a: &[f32], b: &[f32]| {
+            a.len() == b.len()
+                && a.chunks(CHUNK).zip(b.chunks(CHUNK)).all(|(x, y)| {
+                    x.iter()
+                        .zip(y)
+                        .fold(true, |eq, (p, q)| eq & (p.to_bits() == q.to_bits()))
+                })
+        };
+        let unchanged = match weight.as_slice() {
+            Some(values) => same(&self.0, values),
+            None => {
+                self.0.len() == weight.len()
+                    && self
+                        .0
+                        .iter()
+                        .zip(weight.iter())
+                        .all(|(p, q)| p.to_bits() == q.to_bits())
+            }
+        };
+        if !unchanged {
+            self.0.clear();
+            self.0.extend(weight.iter());
+        }
+        !unchanged
+    }
 }

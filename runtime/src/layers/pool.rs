@@ -201,9 +201,8 @@ impl Layer for MaxPool2d {
                 for ix in cols.clone() {
                     let at = ((n * g.ih + iy) * g.iw + ix) * g.c;
                     for (m, &v) in out.iter_mut().zip(&x[at..at + g.c]) {
-                        if v > *m || v.is_nan() {
-                            *m = v;
-                        }
+                        // A select, not a branch, so the channel loop vectorises.
+                        *m = if v > *m || v.is_nan() { v } else { *m };
                     }
                 }
             }
