@@ -1,1 +1,33 @@
-//! The `cnn_model!` procedural macro: a thin shim over `cnnc-spec` and `cnnc-codegen`.
+//! The `cnn_model!` procedural macro: a thin shim over [`cnnc_codegen::expand`]. Use it through
+//! the `cnnc` facade crate (`cnnc::cnn_model!`), whose documentation describes the generated model.
+
+use proc_macro::TokenStream;
+
+/// Generates a statically shaped model from a cnnc spec.
+///
+/// From a file, relative to the calling crate's root (`CARGO_MANIFEST_DIR`), YAML or DSL by
+/// extension; the build re-runs when the file changes:
+///
+/// ```text
+/// cnnc::cnn_model!(pub CustomCnn, "models/custom_cnn.yaml");
+/// ```
+///
+/// Inline, in the cnnc DSL after a `;` (use `//` comments inside):
+///
+/// ```text
+/// cnnc::cnn_model! {
+///     pub Tiny;
+///     input (1, 8, 8)
+///     conv2d(out_channels=4, kernel_size=3)
+///     flatten
+///     linear(out_features=2)
+/// }
+/// ```
+///
+/// `#[cnnc(crate = path::to::cnnc)]` before the name sets the path the generated code uses for the
+/// facade crate (for crates that re-export it); other attributes go on the generated struct. Spec
+/// errors are compile errors carrying the same text `cnnc check` prints.
+#[proc_macro]
+pub fn cnn_model(input: TokenStream) -> TokenStream {
+    cnnc_codegen::expand(input.into()).into()
+}

@@ -1,0 +1,990 @@
+//! The generated model: one struct holding the runtime's layer structs as fields, activations typed
+//! by their shapes, and plain methods (construct, forward, training forward, backward, predict,
+//! save/load) over a workspace sized for the largest batch seen. Every shape is computed here from
+//! the checked IR; the generated code only re-checks them as compile-time backstops.
+
+use cnnc_spec::{CheckedLayer, CheckedModel, LayerArgs, Shape, Window};
+use proc_macro2::{Ident, Literal, TokenStream};
+use quote::{format_ident, quote};
+use syn::{Attribute, Path, Visibility};
+
+use crate::error::Error;
+use crate::names::field_names;
+
+/// What to call the generated model and where it comes from.
+#[derive(Clone)]
+pub struct Options {
+    /// Name of the generated struct.
+    pub name: Ident,
+    /// Its visibility.
+    pub vis: Visibility,
+    /// Attributes put on the struct (doc comments, `#[allow]`, ...).
+    pub attrs: Vec<Attribute>,
+    /// Path of the `cnnc` facade crate in the generated code (`::cnnc` unless re-exported).
+    pub krate: Path,
+    /// Where the spec comes from (its path, or the Rust file of an inline spec): the value of
+    /// the model's `SOURCE` constant.
+    pub source: String,
+}
+
+impl Options {
+    /// A public model named `name` from `source`, naming the facade `::cnnc`.
+    pub fn new(name: Ident, source: impl Into<String>) -> Self {
+        Options {
+            name,
+            vis: syn::parse_quote!(pub),
+            attrs: Vec::new(),
+            krate: syn::parse_quote!(::cnnc),
+            source: source.into(),
+        }
+    }
+}
+
+/// The Rust items (struct, inherent impl, `Visit` impl) of `model`, exactly what `cnn_model!`
+/// expands to. Fails if the model is not one the checker accepts (or ends in an image).
+pub fn generate(model: &CheckedModel, options: &Options) -> Result<TokenStream, Error> {
+    generate_with(model, options, false)
+}
+
+/// [`generate`], with `marks` placing `__cnnc_comment!("...")` statements where `cnnc codegen`
+/// prints shape comments.
+pub(crate) fn generate_with(
+    model: &CheckedModel,
+    options: &Options,
+    marks: bool,
+) -> Result<TokenStream, Error> {
+    validate(model)?;
+    let fields = field_names(model.layers.iter().map(|l| l.name.as_str()));
+    let layers: Vec<Plan<'_>> = model
+        .layers
+        .iter()
+        .zip(fields)
+        .enumerate()
+        .map(|(index, (layer, field))| Plan {
+            layer,
+            index,
+            field,
+        })
+        .collect();
+    let generator = Gen {
+        model,
+        options,
+        layers: &layers,
+        marks,
+    };
+    generator.items()
+}
+
+/// One layer as the generator sees it.
+struct Plan<'a> {
+    layer: &'a CheckedLayer,
+    index: usize,
+    field: Ident,
+}
+
+impl Plan<'_> {
+    fn has_tensors(&self) -> bool {
+        !self.layer.tensors.is_empty()
+    }
+
+    fn uses_init_rng(&self) -> bool {
+        matches!(self.layer.args, LayerArgs::Conv2d(_) | LayerArgs::Linear(_))
+    }
+
+    /// `layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]`.
+    fn summary(&self) -> String {
+        let l = self.layer;
+        format!(
+            "{}: {} {} -> {}",
+            l.name,
+            l.kind.keyword(),
+            l.input_shape,
+            l.output_shape
+        )
+    }
+}
+
+struct Gen<'a> {
+    model: &'a CheckedModel,
+    options: &'a Options,
+    layers: &'a [Plan<'a>],
+    marks: bool,
+}
+
+/// Doc attributes, one per line, as prettyplease prints `///` comments.
+fn docs(lines: &[String]) -> TokenStream {
+    lines
+        .iter()
+        .map(|line| {
+            let text = if line.is_empty() {
+                String::new()
+            } else {
+                format!(" {line}")
+            };
+            quote!(#[doc = #text])
+        })
+        .collect()
+}
+
+fn lit(n: usize) -> Literal {
+    Literal::usize_unsuffixed(n)
+}
+
+fn pair(p: [usize; 2]) -> TokenStream {
+    let [a, b] = p.map(lit);
+    quote!([#a, #b])
+}
+
+/// `12,345` for documentation.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// An `f32` literal that reads back as exactly `value`.
+fn float(value: f32, layer: &str, what: &str) -> Result<TokenStream, Error> {
+    if !value.is_finite() {
+        return Err(Error::Inconsistent {
+            layer: layer.to_owned(),
+            message: format!("{what} is {value}, not a finite number"),
+        });
+    }
+    let magnitude = Literal::f32_unsuffixed(value.abs());
+    Ok(if value.is_sign_negative() {
+        quote!(-#magnitude)
+    } else {
+        quote!(#magnitude)
+    })
+}
+
+impl Gen<'_> {
+    fn krate(&self) -> &Path {
+        &self.options.krate
+    }
+
+    /// Path of an item the generated code needs but users do not.
+    fn private(&self, item: TokenStream) -> TokenStream {
+        let krate = self.krate();
+        quote!(#krate::__private::#item)
+    }
+
+    /// Path of a public runtime item.
+    fn rt(&self, item: TokenStream) -> TokenStream {
+        let krate = self.krate();
+        quote!(#krate::runtime::#item)
+    }
+
+    fn typed(&self, item: TokenStream) -> TokenStream {
+        self.rt(quote!(typed::#item))
+    }
+
+    /// The `use` that [`Gen::view_type`] relies on.
+    fn use_views(&self) -> TokenStream {
+        let typed = self.rt(quote!(typed));
+        quote!(use #typed::{Features, Images};)
+    }
+
+    fn mark(&self, text: String) -> TokenStream {
+        if self.marks {
+            quote!(__cnnc_comment!(#text);)
+        } else {
+            TokenStream::new()
+        }
+    }
+
+    /// The typed view of an activation, `Images<C, H, W, &[f32]>` or `Features<F, &[f32]>`, for
+    /// bodies that import both names ([`Gen::use_views`]).
+    fn view_type(shape: Shape) -> TokenStream {
+        match shape {
+            Shape::Chw(dims) => {
+                let [c, h, w] = dims.map(lit);
+                quote!(Images<#c, #h, #w, &[f32]>)
+            }
+            Shape::Flat(n) => {
+                let n = lit(n);
+                quote!(Features<#n, &[f32]>)
+            }
+        }
+    }
+
+    fn dims(&self, shape: Shape) -> TokenStream {
+        let dims = self.rt(quote!(Dims));
+        match shape {
+            Shape::Chw(d) => {
+                let [c, h, w] = d.map(lit);
+                quote!(#dims::Image { channels: #c, height: #h, width: #w })
+            }
+            Shape::Flat(n) => {
+                let n = lit(n);
+                quote!(#dims::Flat { features: #n })
+            }
+        }
+    }
+
+    fn shape_array(shape: Shape) -> TokenStream {
+        let dims = shape.dims().into_iter().map(lit);
+        quote!([#(#dims),*])
+    }
+
+    fn items(&self) -> Result<TokenStream, Error> {
+        let name = &self.options.name;
+        let vis = &self.options.vis;
+        let attrs = &self.options.attrs;
+        let layers = self.rt(quote!(layers));
+        let n_acts = lit(self.layers.len() + 1);
+        let workspace = self.private(quote!(Workspace));
+
+        let mut fields = Vec::new();
+        for plan in self.layers {
+            let field = &plan.field;
+            let ty = match plan.layer.args {
+                LayerArgs::Conv2d(_) => quote!(Conv2d),
+                LayerArgs::Maxpool2d(_) => quote!(MaxPool2d),
+                LayerArgs::Avgpool2d(_) => quote!(AvgPool2d),
+                LayerArgs::Relu => quote!(Relu),
+                LayerArgs::LeakyRelu { .. } => quote!(LeakyRelu),
+                LayerArgs::Sigmoid => quote!(Sigmoid),
+                LayerArgs::Tanh => quote!(Tanh),
+                LayerArgs::Flatten => quote!(Flatten),
+                LayerArgs::Linear(_) => quote!(Linear),
+                LayerArgs::Dropout { .. } => quote!(Dropout),
+                LayerArgs::Batchnorm2d(_) => quote!(BatchNorm2d),
+            };
+            let l = plan.layer;
+            let mut doc = format!(
+                "`{}`: `torch.nn.{}`, {} -> {}",
+                l.name,
+                l.kind.torch_name(),
+                l.input_shape,
+                l.output_shape
+            );
+            if plan.has_tensors() {
+                doc.push_str(&format!(", {} parameters", thousands(l.params)));
+            }
+            let doc = docs(&[doc + "."]);
+            // Parametric layers are public so that their weights can be read and replaced; the
+            // others are implementation details.
+            let field_vis = if plan.has_tensors() {
+                quote!(pub)
+            } else {
+                TokenStream::new()
+            };
+            fields.push(quote!(#doc #field_vis #field: #layers::#ty,));
+        }
+
+        let struct_doc = docs(&self.struct_doc());
+        let consts = self.consts();
+        let new = self.new_fn()?;
+        let methods = self.methods();
+        let run_forward = self.run_forward();
+        let run_backward = self.run_backward();
+        let visit = self.visit_impl();
+        Ok(quote! {
+            #(#attrs)*
+            #struct_doc
+            #[derive(Debug)]
+            #vis struct #name {
+                #(#fields)*
+                /// Activation and gradient buffers, sized for the largest batch seen.
+                workspace: #workspace<#n_acts>,
+            }
+
+            // A model's API is complete whether or not a crate uses all of it.
+            #[allow(dead_code)]
+            impl #name {
+                #consts
+                #new
+                #methods
+                #run_forward
+                #run_backward
+            }
+
+            #visit
+        })
+    }
+
+    fn struct_doc(&self) -> Vec<String> {
+        let m = self.model;
+        let title = m.name.as_deref().unwrap_or("A CNN");
+        let mut lines = vec![
+            format!("{title}, generated by cnnc from `{}`.", self.options.source),
+            String::new(),
+            format!(
+                "Input {} per sample, {} outputs, {} parameters. Layers:",
+                m.input_shape(),
+                m.output_shape().numel(),
+                thousands(m.total_params())
+            ),
+            String::new(),
+        ];
+        lines.extend(self.layers.iter().map(|p| format!("- `{}`", p.summary())));
+        lines
+    }
+
+    fn consts(&self) -> TokenStream {
+        let m = self.model;
+        let input = Self::shape_array(m.input_shape());
+        let outputs = lit(m.output_shape().numel());
+        let params = lit(usize::try_from(m.total_params()).unwrap_or(usize::MAX));
+        let source = &self.options.source;
+        let model_name = m
+            .name
+            .clone()
+            .unwrap_or_else(|| self.options.name.to_string());
+        quote! {
+            /// Per-sample input shape `[channels, height, width]`.
+            pub const INPUT_SHAPE: [usize; 3] = #input;
+            /// Outputs (logits) per sample.
+            pub const OUTPUT_SIZE: usize = #outputs;
+            /// Number of classes: the outputs per sample, [`Self::OUTPUT_SIZE`].
+            pub const CLASSES: usize = #outputs;
+            /// Trainable parameters (PyTorch's `sum(p.numel() for p in model.parameters())`).
+            pub const PARAM_COUNT: usize = #params;
+            /// The spec this model was generated from.
+            pub const SOURCE: &'static str = #source;
+            /// The spec's model name.
+            pub const NAME: &'static str = #model_name;
+        }
+    }
+
+    fn new_fn(&self) -> Result<TokenStream, Error> {
+        let layers = self.rt(quote!(layers));
+        let config = self.rt(quote!(config));
+        let built = self.private(quote!(expect_built));
+        let mut lets = Vec::new();
+        for plan in self.layers {
+            let l = plan.layer;
+            let field = &plan.field;
+            let name = &l.name;
+            let dims = self.dims(l.input_shape);
+            let expr = match &l.args {
+                LayerArgs::Conv2d(a) => {
+                    let Shape::Chw([_, h, w]) = l.input_shape else {
+                        return Err(inconsistent(l, "conv2d needs an image input"));
+                    };
+                    let hw = pair([h, w]);
+                    let (cin, cout) = (lit(a.in_channels), lit(a.out_channels));
+                    let (k, s, p, d) = (
+                        pair(a.kernel_size),
+                        pair(a.stride),
+                        pair(a.padding),
+                        pair(a.dilation),
+                    );
+                    let bias = a.bias;
+                    quote!(#built(#layers::Conv2d::new(
+                        #name,
+                        &#config::Conv2dConfig {
+                            in_channels: #cin,
+                            out_channels: #cout,
+                            kernel_size: #k,
+                            stride: #s,
+                            padding: #p,
+                            dilation: #d,
+                            bias: #bias,
+                        },
+                        #hw,
+                        &mut rng,
+                    )))
+                }
+                LayerArgs::Maxpool2d(a) | LayerArgs::Avgpool2d(a) => {
+                    let ty = if matches!(l.args, LayerArgs::Maxpool2d(_)) {
+                        quote!(MaxPool2d)
+                    } else {
+                        quote!(AvgPool2d)
+                    };
+                    let (k, s, p, ceil) = (
+                        pair(a.kernel_size),
+                        pair(a.stride),
+                        pair(a.padding),
+                        a.ceil_mode,
+                    );
+                    quote!(#built(#layers::#ty::new(
+                        #name,
+                        &#config::Pool2dConfig { kernel_size: #k, stride: #s, padding: #p, ceil_mode: #ceil },
+                        #dims,
+                    )))
+                }
+                LayerArgs::Relu => quote!(#layers::Relu::new(#name, #dims)),
+                LayerArgs::LeakyRelu { negative_slope } => {
+                    let slope = float(*negative_slope, name, "negative_slope")?;
+                    quote!(#layers::LeakyRelu::new(#name, #dims, #slope))
+                }
+                LayerArgs::Sigmoid => quote!(#layers::Sigmoid::new(#name, #dims)),
+                LayerArgs::Tanh => quote!(#layers::Tanh::new(#name, #dims)),
+                LayerArgs::Flatten => quote!(#layers::Flatten::new(#name, #dims)),
+                LayerArgs::Linear(a) => {
+                    let (fin, fout, bias) = (lit(a.in_features), lit(a.out_features), a.bias);
+                    quote!(#built(#layers::Linear::new(
+                        #name,
+                        &#config::LinearConfig { in_features: #fin, out_features: #fout, bias: #bias },
+                        #dims,
+                        &mut rng,
+                    )))
+                }
+                LayerArgs::Dropout { p } => {
+                    let p = float(*p, name, "p")?;
+                    let index = lit(plan.index);
+                    let stream = self.rt(quote!(init::dropout_rng));
+                    quote!(#built(#layers::Dropout::new(#name, #dims, #p, #stream(seed, #index))))
+                }
+                LayerArgs::Batchnorm2d(a) => {
+                    let n = lit(a.num_features);
+                    let eps = float(a.eps, name, "eps")?;
+                    let momentum = float(a.momentum, name, "momentum")?;
+                    quote!(#built(#layers::BatchNorm2d::new(
+                        #name,
+                        &#config::BatchNorm2dConfig { num_features: #n, eps: #eps, momentum: #momentum },
+                        #dims,
+                    )))
+                }
+            };
+            lets.push(quote!(let #field = #expr;));
+        }
+        let init_rng = self.rt(quote!(init::init_rng));
+        let rng = if self.layers.iter().any(Plan::uses_init_rng) {
+            quote!(let mut rng = #init_rng(seed);)
+        } else if !self
+            .layers
+            .iter()
+            .any(|p| matches!(p.layer.args, LayerArgs::Dropout { .. }))
+        {
+            quote!(let _ = seed;)
+        } else {
+            TokenStream::new()
+        };
+        let workspace = self.private(quote!(Workspace));
+        let lens = std::iter::once(self.model.input_shape())
+            .chain(self.layers.iter().map(|p| p.layer.output_shape))
+            .map(|s| lit(s.numel()));
+        let fields = self.layers.iter().map(|p| &p.field);
+        Ok(quote! {
+            /// Builds the model with PyTorch's default initialisation, drawn from `seed` in layer
+            /// order exactly as the dynamic executor (`cnnc::runtime::Network::new`) draws it, so
+            /// both give identical weights for the same seed.
+            pub fn new(seed: u64) -> Self {
+                #rng
+                #(#lets)*
+                Self {
+                    #(#fields,)*
+                    workspace: #workspace::new([#(#lens),*]),
+                }
+            }
+        })
+    }
+
+    fn methods(&self) -> TokenStream {
+        let krate = self.krate();
+        let error = quote!(#krate::Error);
+        let input = match self.model.input_shape() {
+            Shape::Chw([c, h, w]) => {
+                let [c, h, w] = [c, h, w].map(lit);
+                quote!(#c, #h, #w)
+            }
+            Shape::Flat(n) => {
+                let n = lit(n);
+                quote!(#n, 1, 1)
+            }
+        };
+        let images = self.typed(quote!(Images));
+        let features = self.typed(quote!(Features));
+        let tape = self.typed(quote!(Tape));
+        let mode = self.rt(quote!(Mode));
+        let outputs = lit(self.model.output_shape().numel());
+        let weights = self.rt(quote!(weights));
+        let ndarray = quote!(#krate::ndarray);
+        quote! {
+            /// Inference: the logits `[N, OUTPUT_SIZE]` of a batch, as a view into the model's
+            /// own buffer (dropout off, batch norm on its running statistics).
+            pub fn forward<S: AsRef<[f32]>>(
+                &mut self,
+                x: &#images<#input, S>,
+            ) -> Result<#features<#outputs, &[f32]>, #error> {
+                let batch = x.batch();
+                self.workspace.load_input(x.as_slice(), batch)?;
+                self.run_forward(batch, #mode::Eval)?;
+                let _ = self.workspace.finish_forward(batch, #mode::Eval);
+                self.workspace.outputs(batch)
+            }
+
+            /// Training forward: the logits of a batch and the tape that [`Self::backward`]
+            /// needs. The model keeps every activation until the next forward.
+            pub fn forward_train<S: AsRef<[f32]>>(
+                &mut self,
+                x: &#images<#input, S>,
+            ) -> Result<(#features<#outputs, &[f32]>, #tape), #error> {
+                let batch = x.batch();
+                self.workspace.load_input(x.as_slice(), batch)?;
+                self.run_forward(batch, #mode::Train)?;
+                let tape = self.workspace.finish_forward(batch, #mode::Train);
+                Ok((self.workspace.outputs(batch)?, tape))
+            }
+
+            /// Backpropagates `dlogits` (the gradient of the loss with respect to the logits of the
+            /// training forward that returned `tape`) and overwrites every parameter's gradient.
+            pub fn backward<S: AsRef<[f32]>>(
+                &mut self,
+                tape: #tape,
+                dlogits: &#features<#outputs, S>,
+            ) -> Result<(), #error> {
+                let batch = self.workspace.check_tape(&tape)?;
+                self.workspace.load_dlogits::<#outputs>(dlogits.as_slice(), batch)?;
+                self.run_backward(batch)
+            }
+
+            /// One training step's computation: training forward, softmax cross-entropy (mean)
+            /// against `labels` (one class index per sample), backward. Leaves the gradients for an
+            /// optimizer and returns the loss. Allocates nothing once the buffers hold the batch.
+            pub fn train_step<S: AsRef<[f32]>>(
+                &mut self,
+                x: &#images<#input, S>,
+                labels: &[usize],
+            ) -> Result<f32, #error> {
+                let batch = x.batch();
+                self.workspace.load_input(x.as_slice(), batch)?;
+                self.run_forward(batch, #mode::Train)?;
+                let _ = self.workspace.finish_forward(batch, #mode::Train);
+                let loss = self.workspace.cross_entropy::<#outputs>(labels, batch)?;
+                self.run_backward(batch)?;
+                Ok(loss)
+            }
+
+            /// Inference on a PyTorch-layout batch `[N, C, H, W]`: checks its dims once and returns
+            /// the logits `[N, OUTPUT_SIZE]`.
+            pub fn predict(
+                &mut self,
+                x: #ndarray::ArrayView4<f32>,
+            ) -> Result<#ndarray::Array2<f32>, #error> {
+                #images::<#input>::check_nchw(&x)?;
+                let batch = x.dim().0;
+                self.workspace.load_nchw(x)?;
+                self.run_forward(batch, #mode::Eval)?;
+                let _ = self.workspace.finish_forward(batch, #mode::Eval);
+                Ok(self.workspace.outputs::<#outputs>(batch)?.to_array())
+            }
+
+            /// Saves the parameters and buffers as safetensors under their PyTorch state_dict
+            /// names (atomically), with the model's name as metadata.
+            pub fn save(
+                &mut self,
+                path: impl AsRef<::std::path::Path>,
+            ) -> Result<(), #weights::SaveError> {
+                let metadata = ::std::collections::BTreeMap::from([
+                    ("model".to_owned(), Self::NAME.to_owned()),
+                ]);
+                #weights::save(self, path.as_ref(), &metadata)
+            }
+
+            /// Loads parameters and buffers from a safetensors file, strictly (every missing,
+            /// unexpected or misshapen tensor is reported; the model is untouched on error).
+            /// Returns the file's metadata.
+            pub fn load(
+                &mut self,
+                path: impl AsRef<::std::path::Path>,
+            ) -> Result<::std::collections::BTreeMap<String, String>, #weights::LoadError> {
+                #weights::load(self, path.as_ref())
+            }
+        }
+    }
+
+    /// The compile-time backstop for one layer (its output dims follow from its input dims) and
+    /// the `__private` check function it calls, which the caller imports.
+    fn check(plan: &Plan<'_>) -> (Ident, TokenStream) {
+        let l = plan.layer;
+        let (input, output) = (
+            Self::shape_array(l.input_shape),
+            Self::shape_array(l.output_shape),
+        );
+        let message = format!(
+            "cnnc: layer `{}` does not map {} to {}",
+            l.name, l.input_shape, l.output_shape
+        );
+        let (f, cond) = match &l.args {
+            LayerArgs::Conv2d(a) => {
+                let f = format_ident!("conv2d_maps");
+                let (k, s, p, d) = (
+                    pair(a.kernel_size),
+                    pair(a.stride),
+                    pair(a.padding),
+                    pair(a.dilation),
+                );
+                let cond = quote!(#f(#input, #output, #k, #s, #p, #d));
+                (f, cond)
+            }
+            LayerArgs::Maxpool2d(a) | LayerArgs::Avgpool2d(a) => {
+                let f = format_ident!("pool2d_maps");
+                let (k, s, p, ceil) = (
+                    pair(a.kernel_size),
+                    pair(a.stride),
+                    pair(a.padding),
+                    a.ceil_mode,
+                );
+                let cond = quote!(#f(#input, #output, #k, #s, #p, #ceil));
+                (f, cond)
+            }
+            LayerArgs::Flatten => {
+                let f = format_ident!("flatten_maps");
+                let n = lit(l.output_shape.numel());
+                let cond = quote!(#f(#input, #n));
+                (f, cond)
+            }
+            LayerArgs::Linear(a) => {
+                let f = format_ident!("linear_maps");
+                let (fin, fout) = (lit(a.in_features), lit(a.out_features));
+                let cond = quote!(#f(#input, #output, #fin, #fout));
+                (f, cond)
+            }
+            LayerArgs::Relu
+            | LayerArgs::LeakyRelu { .. }
+            | LayerArgs::Sigmoid
+            | LayerArgs::Tanh
+            | LayerArgs::Dropout { .. }
+            | LayerArgs::Batchnorm2d(_) => {
+                let f = format_ident!("same_shape");
+                let cond = quote!(#f(#input, #output));
+                (f, cond)
+            }
+        };
+        (f, quote!(const { assert!(#cond, #message) };))
+    }
+
+    fn run_forward(&self) -> TokenStream {
+        let krate = self.krate();
+        let error = quote!(#krate::Error);
+        let mode = self.rt(quote!(Mode));
+        let private = self.private(TokenStream::new());
+        let use_views = self.use_views();
+        let acts: Vec<Ident> = (0..=self.layers.len())
+            .map(|i| format_ident!("a{}", i))
+            .collect();
+        let first = Self::view_type(self.model.input_shape());
+        let a0 = &acts[0];
+        let mut steps = Vec::new();
+        let mut checks = std::collections::BTreeSet::new();
+        for (plan, out) in self.layers.iter().zip(&acts[1..]) {
+            let mark = self.mark(plan.summary());
+            let (check_fn, check) = Self::check(plan);
+            checks.insert(check_fn);
+            let ty = Self::view_type(plan.layer.output_shape);
+            let field = &plan.field;
+            let binding = if plan.index + 1 == self.layers.len() {
+                quote!(_)
+            } else {
+                quote!(x)
+            };
+            steps.push(quote! {
+                #mark
+                #check
+                let #binding: #ty = forward(&mut self.#field, x, #out, mode)?;
+            });
+        }
+        quote! {
+            /// Runs every layer on the `batch` samples in the input buffer; each activation's type
+            /// carries its shape.
+            fn run_forward(&mut self, batch: usize, mode: #mode) -> Result<(), #error> {
+                use #private{forward, #(#checks),*};
+                #use_views
+                let [#(#acts),*] = &mut self.workspace.acts;
+                let x = <#first>::from_slice(#a0, batch)?;
+                #(#steps)*
+                Ok(())
+            }
+        }
+    }
+
+    fn run_backward(&self) -> TokenStream {
+        let krate = self.krate();
+        let error = quote!(#krate::Error);
+        let backward = self.private(quote!(backward));
+        let use_views = self.use_views();
+        let acts: Vec<Ident> = (0..=self.layers.len())
+            .map(|i| format_ident!("a{}", i))
+            .collect();
+        let grads = [format_ident!("g0"), format_ident!("g1")];
+        let mut steps = Vec::new();
+        // Walking back from the logits, step k writes its input gradient into grads[(k + 1) % 2]
+        // and step k + 1 reads it from there, as the dynamic executor does.
+        for (k, plan) in self.layers.iter().rev().enumerate() {
+            let i = plan.index;
+            let mark = self.mark(format!("backward {}", plan.summary()));
+            let (tx, ty) = (
+                Self::view_type(plan.layer.input_shape),
+                Self::view_type(plan.layer.output_shape),
+            );
+            let (x, y) = (&acts[i], &acts[i + 1]);
+            let dy = if k == 0 {
+                quote!(&ws.dlogits)
+            } else {
+                let g = &grads[k % 2];
+                quote!(#g)
+            };
+            let dx = if i == 0 {
+                quote!(None)
+            } else {
+                let g = &grads[(k + 1) % 2];
+                quote!(Some(&mut #g[..]))
+            };
+            let field = &plan.field;
+            steps.push(quote! {
+                #mark
+                backward::<#tx, #ty>(&mut self.#field, #x, #y, #dy, #dx, batch)?;
+            });
+        }
+        // With two layers only g1 carries a gradient; with one, neither buffer is needed.
+        let grads_binding = match self.layers.len() {
+            0 | 1 => TokenStream::new(),
+            2 => quote!(let [_, g1] = &mut ws.grads;),
+            _ => quote!(let [g0, g1] = &mut ws.grads;),
+        };
+        quote! {
+            /// Backpropagates the gradient in the logits' gradient buffer through every layer, from
+            /// the last to the first.
+            fn run_backward(&mut self, batch: usize) -> Result<(), #error> {
+                use #backward;
+                #use_views
+                let ws = &mut self.workspace;
+                let [#(#acts),*] = &ws.acts;
+                #grads_binding
+                #(#steps)*
+                Ok(())
+            }
+        }
+    }
+
+    fn visit_impl(&self) -> TokenStream {
+        let name = &self.options.name;
+        let visit = self.rt(quote!(Visit));
+        let entry = self.rt(quote!(Entry));
+        let layer = self.rt(quote!(Layer));
+        let calls: Vec<TokenStream> = self
+            .layers
+            .iter()
+            .filter(|p| p.has_tensors())
+            .map(|p| {
+                let field = &p.field;
+                quote!(#layer::visit(&mut self.#field, f);)
+            })
+            .collect();
+        let body = if calls.is_empty() {
+            quote!(let _ = f;)
+        } else {
+            quote!(#(#calls)*)
+        };
+        quote! {
+            impl #visit for #name {
+                /// Visits parameters and buffers in layer order under their PyTorch state_dict
+                /// names (`layer1.0.weight`, ...), as the optimizers and weights I/O expect.
+                fn visit(&mut self, f: &mut dyn FnMut(#entry<'_>)) {
+                    #body
+                }
+            }
+        }
+    }
+}
+
+fn inconsistent(layer: &CheckedLayer, message: impl Into<String>) -> Error {
+    Error::Inconsistent {
+        layer: layer.name.clone(),
+        message: message.into(),
+    }
+}
+
+/// Checks that the model is one the checker would accept: shapes chain from the input, every
+/// layer's output follows from its input and arguments, and the output is flat.
+fn validate(model: &CheckedModel) -> Result<(), Error> {
+    let last = model.layers.last().ok_or(Error::NoLayers)?;
+    let mut shape = model.input_shape();
+    for layer in &model.layers {
+        if layer.input_shape != shape {
+            return Err(inconsistent(
+                layer,
+                format!(
+                    "input {} does not follow the previous output {shape}",
+                    layer.input_shape
+                ),
+            ));
+        }
+        let expected = output_shape(layer)?;
+        if expected != layer.output_shape || layer.output_shape.numel() == 0 {
+            return Err(inconsistent(
+                layer,
+                format!(
+                    "output {} does not follow from input {} (expected {expected})",
+                    layer.output_shape, layer.input_shape
+                ),
+            ));
+        }
+        shape = layer.output_shape;
+    }
+    if let Shape::Chw(_) = last.output_shape {
+        return Err(Error::ImageOutput {
+            layer: last.name.clone(),
+            shape: last.output_shape.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A layer's output shape from its input and arguments, by the spec crate's (PyTorch's) rules.
+fn output_shape(layer: &CheckedLayer) -> Result<Shape, Error> {
+    let image = || match layer.input_shape {
+        Shape::Chw(d) => Ok(d),
+        Shape::Flat(_) => Err(inconsistent(
+            layer,
+            format!("{} needs an image input", layer.kind.keyword()),
+        )),
+    };
+    let slide = |input: usize,
+                 kernel: usize,
+                 stride: usize,
+                 padding: usize,
+                 dilation: usize,
+                 ceil_mode: bool| {
+        let window = Window {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
+        };
+        usize::try_from(window.slide(input).output)
+            .ok()
+            .filter(|&n| n > 0)
+    };
+    Ok(match &layer.args {
+        LayerArgs::Conv2d(a) => {
+            let [c, h, w] = image()?;
+            let out = |axis: usize, size: usize| {
+                slide(
+                    size,
+                    a.kernel_size[axis],
+                    a.stride[axis],
+                    a.padding[axis],
+                    a.dilation[axis],
+                    false,
+                )
+            };
+            if c != a.in_channels {
+                return Err(inconsistent(
+                    layer,
+                    format!("in_channels {} but the input has {c}", a.in_channels),
+                ));
+            }
+            match (out(0, h), out(1, w)) {
+                (Some(oh), Some(ow)) => Shape::Chw([a.out_channels, oh, ow]),
+                _ => {
+                    return Err(inconsistent(
+                        layer,
+                        "the kernel does not fit the padded input",
+                    ));
+                }
+            }
+        }
+        LayerArgs::Maxpool2d(a) | LayerArgs::Avgpool2d(a) => {
+            let [c, h, w] = image()?;
+            let out = |axis: usize, size: usize| {
+                slide(
+                    size,
+                    a.kernel_size[axis],
+                    a.stride[axis],
+                    a.padding[axis],
+                    1,
+                    a.ceil_mode,
+                )
+            };
+            match (out(0, h), out(1, w)) {
+                (Some(oh), Some(ow)) => Shape::Chw([c, oh, ow]),
+                _ => {
+                    return Err(inconsistent(
+                        layer,
+                        "the window does not fit the padded input",
+                    ));
+                }
+            }
+        }
+        LayerArgs::Batchnorm2d(a) => {
+            let [c, _, _] = image()?;
+            if c != a.num_features {
+                return Err(inconsistent(
+                    layer,
+                    format!(
+                        "num_features {} but the input has {c} channels",
+                        a.num_features
+                    ),
+                ));
+            }
+            layer.input_shape
+        }
+        LayerArgs::Linear(a) => match layer.input_shape {
+            Shape::Flat(n) if n == a.in_features => Shape::Flat(a.out_features),
+            _ => {
+                return Err(inconsistent(
+                    layer,
+                    format!(
+                        "linear expects [{}], found {}",
+                        a.in_features, layer.input_shape
+                    ),
+                ));
+            }
+        },
+        LayerArgs::Flatten => Shape::Flat(layer.input_shape.numel()),
+        LayerArgs::Relu
+        | LayerArgs::LeakyRelu { .. }
+        | LayerArgs::Sigmoid
+        | LayerArgs::Tanh
+        | LayerArgs::Dropout { .. } => layer.input_shape,
+    })
+}
+
+/// Used by the unit tests of this crate: the seed model, checked.
+#[cfg(test)]
+pub(crate) fn checked(text: &str) -> CheckedModel {
+    let source = cnnc_spec::Source::new("test.cnn", text, cnnc_spec::Format::Dsl);
+    match cnnc_spec::compile(&source) {
+        Ok((model, _)) => model,
+        Err(diagnostics) => panic!("{diagnostics:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Options {
+        Options::new(format_ident!("Tiny"), "tiny.cnn")
+    }
+
+    #[test]
+    fn rejects_models_ending_in_an_image() {
+        let model = checked("input (1, 8, 8)\nconv2d(out_channels=2, kernel_size=3)\n");
+        let err = generate(&model, &options()).unwrap_err();
+        assert!(matches!(err, Error::ImageOutput { .. }), "{err}");
+    }
+
+    #[test]
+    fn rejects_inconsistent_models_instead_of_generating_them() {
+        let mut model = checked("input (1, 8, 8)\nflatten\nlinear(out_features=2)\n");
+        model.layers[1].output_shape = Shape::Flat(3);
+        assert!(matches!(
+            generate(&model, &options()),
+            Err(Error::Inconsistent { .. })
+        ));
+        model.layers.clear();
+        assert_eq!(generate(&model, &options()).unwrap_err(), Error::NoLayers);
+    }
+
+    #[test]
+    fn negative_and_integral_floats_keep_their_value() {
+        assert_eq!(float(-0.2, "l", "x").unwrap().to_string(), "- 0.2");
+        assert_eq!(float(1.0, "l", "x").unwrap().to_string(), "1.0");
+        assert!(float(f32::NAN, "l", "x").is_err());
+        assert_eq!(thousands(145_578), "145,578");
+        assert_eq!(thousands(12), "12");
+    }
+}

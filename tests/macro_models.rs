@@ -1,0 +1,231 @@
+//! Every model in `models/`, expanded by `cnn_model!` from its YAML and its DSL spec, agrees bit for
+//! bit with the dynamic executor built from the same spec and seed
+//! (`Network::new(&cnnc::lower::network_def(&model), seed)`): initial parameters, logits, the loss,
+//! every gradient, and batch norm's buffers after training steps (dropout masks included). That
+//! these expansions compile is the compile-pass test of every model.
+
+use std::path::Path;
+
+use cnnc::ndarray::{Array2, Array4};
+use cnnc::runtime::typed::{Features, Images};
+use cnnc::runtime::{Entry, Mode, Network, Visit};
+
+cnnc::cnn_model!(CustomCnnYaml, "models/custom_cnn.yaml");
+cnnc::cnn_model!(CustomCnnDsl, "models/custom_cnn.cnn");
+cnnc::cnn_model!(LeNet5Yaml, "models/lenet5.yaml");
+cnnc::cnn_model!(LeNet5Dsl, "models/lenet5.cnn");
+cnnc::cnn_model!(StridedYaml, "models/strided.yaml");
+cnnc::cnn_model!(StridedDsl, "models/strided.cnn");
+cnnc::cnn_model!(ActivationsYaml, "models/activations.yaml");
+cnnc::cnn_model!(ActivationsDsl, "models/activations.cnn");
+cnnc::cnn_model!(VggSmallYaml, "models/vgg_small.yaml");
+cnnc::cnn_model!(VggSmallDsl, "models/vgg_small.cnn");
+
+/// A model's state as exact bits: `(name, value bits, gradient bits)` per entry, in visit order.
+fn state(model: &mut dyn Visit) -> Vec<(String, Vec<u32>, Vec<u32>)> {
+    let bits = |a: &cnnc::ndarray::ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let mut entries = Vec::new();
+    model.visit(&mut |entry| {
+        entries.push(match entry {
+            Entry::Param { name, param } => {
+                (name.to_owned(), bits(&param.value), bits(&param.grad))
+            }
+            Entry::Buffer { name, value } => (name.to_owned(), bits(value), Vec::new()),
+            Entry::Counter { name, value } => (name.to_owned(), vec![*value as u32], Vec::new()),
+        });
+    });
+    entries
+}
+
+fn array_bits(a: &Array2<f32>) -> Vec<u32> {
+    a.iter().map(|v| v.to_bits()).collect()
+}
+
+/// A deterministic batch with values in [-1, 1).
+fn batch(n: usize, [c, h, w]: [usize; 3], salt: usize) -> Array4<f32> {
+    Array4::from_shape_fn((n, c, h, w), |(i, ch, y, x)| {
+        let k = (i * 131 + ch * 71 + y * 37 + x * 17 + salt * 7) % 97;
+        k as f32 / 48.5 - 1.0
+    })
+}
+
+/// `n` class labels below `classes`, varying with `step`.
+fn labels(n: usize, step: usize, classes: usize) -> Vec<usize> {
+    (0..n).map(|i| (i + step) % classes).collect()
+}
+
+fn network(spec: &str, seed: u64) -> Network {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(spec);
+    let model = cnnc::spec::load(&path).unwrap();
+    Network::new(&cnnc::lower::network_def(&model), seed).unwrap()
+}
+
+macro_rules! agrees_with_the_executor {
+    ($test:ident, $model:ident) => {
+        #[test]
+        fn $test() {
+            type Input = Images<
+                { $model::INPUT_SHAPE[0] },
+                { $model::INPUT_SHAPE[1] },
+                { $model::INPUT_SHAPE[2] },
+            >;
+            for seed in [0, 7] {
+                let mut net = network($model::SOURCE, seed);
+                let mut model = $model::new(seed);
+                assert_eq!(
+                    state(&mut model),
+                    state(&mut net),
+                    "initial parameters, seed {seed}"
+                );
+                let mut count = 0;
+                model.visit(&mut |e| {
+                    if let Entry::Param { param, .. } = e {
+                        count += param.value.len();
+                    }
+                });
+                assert_eq!(count, $model::PARAM_COUNT);
+
+                // Two training steps, the second on a smaller batch (buffers are reused).
+                for (step, n) in [3usize, 2].into_iter().enumerate() {
+                    let x = batch(n, $model::INPUT_SHAPE, step);
+                    let labels = labels(n, step, $model::OUTPUT_SIZE);
+                    let want = net.train_step(x.view(), &labels).unwrap();
+                    let got = model
+                        .train_step(&Input::from_nchw(x.view()).unwrap(), &labels)
+                        .unwrap();
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "loss, seed {seed}, step {step}"
+                    );
+                    assert_eq!(
+                        state(&mut model),
+                        state(&mut net),
+                        "gradients, seed {seed}, step {step}"
+                    );
+                }
+
+                // Inference, through both entry points.
+                let x = batch(4, $model::INPUT_SHAPE, 9);
+                let want = net.forward(x.view(), Mode::Eval).unwrap();
+                let got = model.predict(x.view()).unwrap();
+                assert_eq!(array_bits(&got), array_bits(&want), "logits, seed {seed}");
+                let typed = model
+                    .forward(&Input::from_nchw(x.view()).unwrap())
+                    .unwrap()
+                    .to_array();
+                assert_eq!(array_bits(&typed), array_bits(&want));
+
+                // The explicit training forward and backward with an arbitrary upstream gradient
+                // (a one-output model's cross-entropy gradient is zero, which would test little).
+                let want = net.forward(x.view(), Mode::Train).unwrap();
+                let (logits, tape) = model
+                    .forward_train(&Input::from_nchw(x.view()).unwrap())
+                    .unwrap();
+                assert_eq!(array_bits(&logits.to_array()), array_bits(&want));
+                let dlogits = Array2::from_shape_fn(want.dim(), |(n, k)| {
+                    ((n * 5 + k * 3) % 7) as f32 / 7.0 - 0.4
+                });
+                net.backward(dlogits.view()).unwrap();
+                model
+                    .backward(tape, &Features::from_array(dlogits.view()).unwrap())
+                    .unwrap();
+                assert_eq!(
+                    state(&mut model),
+                    state(&mut net),
+                    "explicit backward, seed {seed}"
+                );
+            }
+        }
+    };
+}
+
+agrees_with_the_executor!(custom_cnn_yaml, CustomCnnYaml);
+agrees_with_the_executor!(custom_cnn_dsl, CustomCnnDsl);
+agrees_with_the_executor!(lenet5_yaml, LeNet5Yaml);
+agrees_with_the_executor!(lenet5_dsl, LeNet5Dsl);
+agrees_with_the_executor!(strided_yaml, StridedYaml);
+agrees_with_the_executor!(strided_dsl, StridedDsl);
+agrees_with_the_executor!(activations_yaml, ActivationsYaml);
+agrees_with_the_executor!(activations_dsl, ActivationsDsl);
+agrees_with_the_executor!(vgg_small_yaml, VggSmallYaml);
+agrees_with_the_executor!(vgg_small_dsl, VggSmallDsl);
+
+#[test]
+fn constants_describe_the_seed_model() {
+    assert_eq!(CustomCnnYaml::INPUT_SHAPE, [3, 32, 32]);
+    assert_eq!(CustomCnnYaml::OUTPUT_SIZE, 10);
+    assert_eq!(CustomCnnYaml::CLASSES, 10);
+    assert_eq!(CustomCnnYaml::PARAM_COUNT, 145_578);
+    assert_eq!(CustomCnnYaml::SOURCE, "models/custom_cnn.yaml");
+    assert_eq!(CustomCnnYaml::NAME, "CustomCNN");
+    let mut model = CustomCnnYaml::new(0);
+    let mut names = Vec::new();
+    model.visit(&mut |e| {
+        if let Entry::Param { name, .. } = e {
+            names.push(name.to_owned());
+        }
+    });
+    assert_eq!(
+        names,
+        [
+            "layer1.0.weight",
+            "layer1.0.bias",
+            "layer2.0.weight",
+            "layer2.0.bias",
+            "layer3.0.weight",
+            "layer3.0.bias"
+        ]
+        .into_iter()
+        .chain(["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"])
+        .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn predict_checks_the_input_dims_once() {
+    let mut model = CustomCnnYaml::new(0);
+    let err = model
+        .predict(Array4::zeros((2, 1, 28, 28)).view())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "layer `input`: typed images expects [N, 3, 32, 32], found [2, 1, 28, 28]"
+    );
+}
+
+#[test]
+fn backward_needs_the_latest_training_tape() {
+    let mut model = LeNet5Dsl::new(1);
+    let x = Images::<1, 28, 28>::zeros(2).unwrap();
+    let (_, tape) = model.forward_train(&x).unwrap();
+    model.forward(&x).unwrap();
+    let dlogits = Features::<10>::zeros(2).unwrap();
+    assert!(
+        model.backward(tape, &dlogits).is_err(),
+        "an inference forward ran in between"
+    );
+    let (_, tape) = model.forward_train(&x).unwrap();
+    let wrong_batch = Features::<10>::zeros(3).unwrap();
+    assert!(model.backward(tape, &wrong_batch).is_err());
+}
+
+#[test]
+fn weights_round_trip_through_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vgg.safetensors");
+    let mut trained = VggSmallYaml::new(3);
+    let x = Images::<3, 32, 32>::from_nchw(batch(2, [3, 32, 32], 1).view()).unwrap();
+    trained.train_step(&x, &[1, 2]).unwrap();
+    trained.save(&path).unwrap();
+    let mut fresh = VggSmallYaml::new(4);
+    let metadata = fresh.load(&path).unwrap();
+    assert_eq!(metadata.get("model").map(String::as_str), Some("VGGSmall"));
+    let values = |m: &mut VggSmallYaml| {
+        state(m)
+            .into_iter()
+            .map(|(n, v, _)| (n, v))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(values(&mut fresh), values(&mut trained));
+}
