@@ -1,3 +1,53 @@
-//! The `cnnc` command-line tool.
+//! The `cnnc` command-line tool: a thin dispatcher, one module per command under `cli/`.
 
-fn main() {}
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Compiler for declarative CNN specs.
+#[derive(Parser)]
+#[command(name = "cnnc", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check specs for errors and warnings (exit 0: none, 1: errors, 2: usage or I/O).
+    Check(cli::check::Args),
+    /// Print a per-layer table of shapes, parameters and multiply-adds.
+    Summary(cli::summary::Args),
+    /// Re-format a spec, or convert it between YAML and the DSL.
+    Fmt(cli::fmt::Args),
+    /// Run a spec's network on an NCHW .npy batch and write the logits as .npy.
+    Run(cli::run::Args),
+    /// Train a spec's network on a dataset, with checkpoints, metrics and resume.
+    Train(cli::train::Args),
+    /// Evaluate trained weights: accuracy, per-class precision/recall, confusion matrix.
+    Eval(cli::eval::Args),
+    /// Classify PNG/JPEG images: the top-k classes with probabilities.
+    Predict(cli::predict::Args),
+    /// Print the Rust source of a spec's model: what `cnnc::cnn_model!` expands to.
+    Codegen(cli::codegen::Args),
+    /// Measure training and inference speed and peak memory (JSON for tools with --format json).
+    Bench(cli::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => cli::check::run(&args),
+        Command::Summary(args) => cli::summary::run(&args),
+        Command::Fmt(args) => cli::fmt::run(&args),
+        Command::Run(args) => cli::run::run(&args),
+        Command::Train(args) => cli::train::run(&args),
+        Command::Eval(args) => cli::eval::run(&args),
+        Command::Predict(args) => cli::predict::run(&args),
+        Command::Codegen(args) => cli::codegen::run(&args),
+        Command::Bench(args) => cli::bench::run(&args),
+    };
+    cli::exit(result)
+}

@@ -10,8 +10,8 @@ use crate::config::{LayerConfig, LayerDef, NetworkDef};
 use crate::error::{Error, Result};
 use crate::init::{dropout_rng, init_rng};
 use crate::layers::{
-    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, LeakyRelu, Linear, MaxPool2d, Relu,
-    Sigmoid, Tanh,
+    self, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, LeakyRelu, Linear, MaxPool2d,
+    Relu, Sigmoid, Tanh,
 };
 use crate::loss::softmax_cross_entropy;
 use crate::param::{Entry, Visit};
@@ -176,6 +176,24 @@ impl Network {
             } => [channels, height, width],
             Dims::Flat { features } => [features, 1, 1],
         }
+    }
+
+    /// Where every dropout layer's random stream stands, by layer name (see
+    /// [`Layer::rng_state`]): with [`Network::restore_rng_states`], what lets a checkpoint of a
+    /// model with dropout continue bit-identically. Empty for a network without dropout.
+    pub fn rng_states(&self) -> Vec<(String, u128)> {
+        layers::rng_states(self.layers.iter().map(|l| &**l as &dyn Layer))
+    }
+
+    /// Moves every dropout layer's random stream to the position [`Network::rng_states`] gave
+    /// for it in a network built from the same definition and seed. Errors on names that are not
+    /// dropout layers of this network and on dropout layers `states` leaves out, before moving
+    /// any stream.
+    pub fn restore_rng_states(&mut self, states: &[(String, u128)]) -> Result<()> {
+        layers::restore_rng_states(
+            self.layers.iter_mut().map(|l| &mut **l as &mut dyn Layer),
+            states,
+        )
     }
 
     /// Number of logits per sample.

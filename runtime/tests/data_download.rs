@@ -1,6 +1,6 @@
 //! `--download` against a local HTTP server on 127.0.0.1 serving generated files and a generated
 //! CIFAR-10 archive: checksums verified, nothing kept on failure, cached files not fetched again,
-//! and offline failures that name the address and the folder.
+//! offline failures that name the address and the folder, and mirrors.
 #![cfg(feature = "download")]
 
 use std::collections::HashMap;
@@ -10,7 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cnnc_runtime::data::download::{Source, download_sources, md5_file, sources};
+use cnnc_runtime::data::download::{
+    Source, download, download_sources, md5_file, mirrored_sources, sources,
+};
 use cnnc_runtime::data::{DataError, DatasetKind, cifar10, fashion_mnist};
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -108,6 +110,75 @@ fn idx_files_are_fetched_verified_and_cached() {
     download_sources(&list, &dir).unwrap();
     assert_eq!(hits.load(Ordering::SeqCst), 5);
     assert!(fashion_mnist(&dir).is_ok());
+}
+
+#[test]
+fn a_mirror_serves_the_canonical_files_in_dataset_folders() {
+    let files = idx_files();
+    let (base, hits) = serve(
+        files
+            .iter()
+            .map(|(name, bytes)| (format!("fashion-mnist/{name}"), bytes.clone()))
+            .collect(),
+    );
+    let canonical = sources(DatasetKind::FashionMnist);
+    let mirrored = mirrored_sources(DatasetKind::FashionMnist, &base).unwrap();
+    assert_eq!(mirrored.len(), canonical.len());
+    for (m, c) in mirrored.iter().zip(&canonical) {
+        assert_eq!(m.url, format!("{base}fashion-mnist/{}", c.file_name));
+        assert_eq!((&m.file_name, &m.md5), (&c.file_name, &c.md5));
+    }
+    // These generated files are not the published ones: refused by checksum, nothing kept.
+    let cache = tempfile::tempdir().unwrap();
+    let err = download(DatasetKind::FashionMnist, cache.path(), Some(&base)).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, DataError::Checksum { .. }), "{text}");
+    assert!(
+        text.contains(&mirrored[0].url) && text.contains(&format!("expected {}", canonical[0].md5)),
+        "{text}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+    // A mirror of these very files is fetched through the same layout and loads.
+    let scratch = tempfile::tempdir().unwrap();
+    let matching: Vec<Source> = mirrored
+        .into_iter()
+        .zip(&files)
+        .map(|(source, (_, bytes))| Source {
+            md5: md5_of(bytes, scratch.path()),
+            ..source
+        })
+        .collect();
+    download_sources(&matching, cache.path()).unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 5);
+    assert_eq!(fashion_mnist(cache.path()).unwrap().train.labels(), &[4, 9]);
+
+    for base in ["https://m.example/data", "https://m.example/data/"] {
+        let cifar = mirrored_sources(DatasetKind::Cifar10, base).unwrap();
+        assert_eq!(
+            cifar[0].url,
+            "https://m.example/data/cifar10/cifar-10-binary.tar.gz"
+        );
+        assert_eq!(
+            cifar[0].extracts_to.as_deref(),
+            Some("cifar-10-batches-bin")
+        );
+    }
+    for bad in [
+        "ftp://m.example",
+        "m.example/data",
+        "http://",
+        "https:///data",
+        "",
+    ] {
+        let err = mirrored_sources(DatasetKind::Mnist, bad).unwrap_err();
+        assert!(matches!(err, DataError::Invalid { .. }), "{bad}: {err}");
+        assert!(
+            err.to_string()
+                .contains("not an http:// or https:// address"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

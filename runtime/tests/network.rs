@@ -1,5 +1,5 @@
 //! The dynamic executor: determinism whatever the thread count, seeded init, train/eval
-//! behaviour of dropout and batchnorm, buffer reuse across batch sizes, and errors (never panics)
+//! behaviour of dropout and batchnorm, saving and restoring dropout streams, buffer reuse across batch sizes, and errors (never panics)
 //! on bad definitions and inputs.
 
 mod common;
@@ -74,6 +74,14 @@ fn net_def() -> NetworkDef {
             layer("fc2", linear(32, 10)),
         ],
     }
+}
+
+/// [`net_def`] without its dropout layer.
+fn net_def_without_dropout() -> NetworkDef {
+    let mut def = net_def();
+    def.layers
+        .retain(|l| !matches!(l.config, LayerConfig::Dropout { .. }));
+    def
 }
 
 fn data(batch: usize, seed: u64) -> (Array4<f32>, Vec<usize>) {
@@ -228,6 +236,112 @@ fn dropout_scales_in_training_and_is_identity_in_eval() {
         "p = 1 zeroes everything, like PyTorch"
     );
     assert!(Dropout::new("drop", dims, 1.5, dropout_rng(3, 0)).is_err());
+}
+
+/// [`net_def`] with a second dropout layer, so that restoring has two streams to match by name.
+fn two_dropout_def() -> NetworkDef {
+    let mut def = net_def();
+    def.layers
+        .insert(8, layer("drop0", LayerConfig::Dropout { p: 0.5 }));
+    def
+}
+
+/// Copies every parameter, buffer and counter of `from` into `to` (same definition).
+fn copy_state(from: &mut Network, to: &mut Network) {
+    let mut values = Vec::new();
+    from.visit(&mut |e| match e {
+        Entry::Param { param, .. } => values.push(param.value.clone()),
+        Entry::Buffer { value, .. } => values.push(value.clone()),
+        Entry::Counter { value, .. } => values.push(ndarray::arr0(*value as f32).into_dyn()),
+    });
+    let mut values = values.into_iter();
+    to.visit(&mut |e| {
+        let v = values.next().unwrap();
+        match e {
+            Entry::Param { param, .. } => param.value.assign(&v),
+            Entry::Buffer { value, .. } => value.assign(&v),
+            Entry::Counter { value, .. } => *value = v.sum() as i64,
+        }
+    });
+}
+
+#[test]
+fn restored_dropout_streams_continue_bit_identically() {
+    let def = two_dropout_def();
+    let mut trained = Network::new(&def, 7).unwrap();
+    assert!(
+        Network::new(&net_def_without_dropout(), 7)
+            .unwrap()
+            .rng_states()
+            .is_empty()
+    );
+    let fresh: Vec<(String, u128)> = trained.rng_states();
+    assert_eq!(
+        fresh,
+        vec![("drop0".to_owned(), 0), ("drop".to_owned(), 0)],
+        "layer order, from the start of each stream"
+    );
+    for step in 0..2 {
+        let (x, labels) = data(5, step);
+        trained.train_step(x.view(), &labels).unwrap();
+    }
+    let states = trained.rng_states();
+    assert!(states.iter().all(|(_, pos)| *pos > 0), "{states:?}");
+
+    let (x, labels) = data(5, 2);
+    let mut restored = Network::new(&def, 7).unwrap();
+    copy_state(&mut trained, &mut restored);
+    let mut restarted = Network::new(&def, 7).unwrap();
+    copy_state(&mut trained, &mut restarted);
+    restored.restore_rng_states(&states).unwrap();
+    assert_eq!(restored.rng_states(), states);
+    let want = trained.train_step(x.view(), &labels).unwrap();
+    assert_eq!(
+        restored.train_step(x.view(), &labels).unwrap().to_bits(),
+        want.to_bits()
+    );
+    assert_eq!(snapshot(&mut restored), snapshot(&mut trained));
+    // Without the positions, the masks restart and the step differs: the test can fail.
+    restarted.train_step(x.view(), &labels).unwrap();
+    assert_ne!(snapshot(&mut restarted), snapshot(&mut trained));
+}
+
+#[test]
+fn restoring_dropout_streams_refuses_unknown_missing_and_repeated_names() {
+    let mut net = Network::new(&two_dropout_def(), 7).unwrap();
+    let pos = |name: &str, p: u128| (name.to_owned(), p);
+    let message = |states: &[(String, u128)]| {
+        let mut net = Network::new(&two_dropout_def(), 7).unwrap();
+        let err = net.restore_rng_states(states).unwrap_err().to_string();
+        assert_eq!(
+            net.rng_states(),
+            vec![pos("drop0", 0), pos("drop", 0)],
+            "nothing moved"
+        );
+        err
+    };
+    let unknown = message(&[
+        pos("drop0", 4),
+        pos("drop", 4),
+        pos("fc1", 4),
+        pos("ghost", 4),
+    ]);
+    assert!(
+        unknown.contains("unknown layers") && unknown.contains("`fc1`, `ghost`"),
+        "{unknown}"
+    );
+    let missing = message(&[pos("drop", 4)]);
+    assert!(missing.contains("layer `drop0`"), "{missing}");
+    let twice = message(&[pos("drop0", 4), pos("drop0", 8), pos("drop", 4)]);
+    assert!(twice.contains("given twice"), "{twice}");
+    let past_end = net
+        .restore_rng_states(&[pos("drop0", 1 << 68), pos("drop", 0)])
+        .unwrap_err()
+        .to_string();
+    assert!(past_end.contains("past the stream's end"), "{past_end}");
+    let mut relu = cnnc_runtime::layers::Relu::new("r", Dims::Flat { features: 2 });
+    assert_eq!(relu.rng_state(), None);
+    assert!(relu.set_rng_state(3).is_err());
 }
 
 #[test]

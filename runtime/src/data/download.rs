@@ -1,5 +1,6 @@
-//! `--download`: fetching CIFAR-10, Fashion-MNIST and MNIST from their canonical addresses into a
-//! cache folder, verified against the publishers' MD5 checksums (feature `download`).
+//! `--download`: fetching CIFAR-10, Fashion-MNIST and MNIST from their canonical addresses (or a
+//! mirror of them) into a cache folder, verified against the publishers' MD5 checksums (feature
+//! `download`).
 //!
 //! Writes are atomic: a file is downloaded to a hidden `.part` file beside its destination and
 //! renamed into place only once its checksum matches, and an archive is extracted into a hidden
@@ -93,14 +94,53 @@ pub fn sources(kind: DatasetKind) -> Vec<Source> {
     }
 }
 
-/// Fetches `kind` from its canonical addresses into `cache_dir` (one folder per dataset), unless
-/// already there, and returns the folder to load it from with [`DatasetKind::load`].
+/// The sources of `kind` as a mirror at `base` (an `http://` or `https://` address) serves
+/// them: each file under its canonical name in a folder named after the dataset
+/// (`{base}/fashion-mnist/train-images-idx3-ubyte.gz`, `{base}/cifar10/cifar-10-binary.tar.gz`),
+/// since MNIST and Fashion-MNIST share file names. A mirror serves the publishers' files, so the
+/// published checksums still apply: a file that differs is refused, as from the canonical host.
+pub fn mirrored_sources(kind: DatasetKind, base: &str) -> Result<Vec<Source>, DataError> {
+    let lower = base.to_ascii_lowercase();
+    let host = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| lower.strip_prefix(scheme))
+        .unwrap_or_default();
+    if host.is_empty() || host.starts_with('/') {
+        return Err(DataError::Invalid {
+            what: "download mirror",
+            reason: format!(
+                "`{base}` is not an http:// or https:// address (like \
+                 http://mirror.example/datasets)"
+            ),
+        });
+    }
+    let base = base.trim_end_matches('/');
+    Ok(sources(kind)
+        .into_iter()
+        .map(|source| Source {
+            url: format!("{base}/{}/{}", kind.name(), source.file_name),
+            ..source
+        })
+        .collect())
+}
+
+/// Fetches `kind` into `cache_dir` (one folder per dataset), unless already there, from its
+/// canonical addresses or from `mirror` (see [`mirrored_sources`]), and returns the folder to load
+/// it from with [`DatasetKind::load`].
 ///
 /// Meant for when loading `cache_dir` failed with [`DataError::NotFound`]: files that load are
 /// used as they are, whatever their compression (Debian's Fashion-MNIST files, for one, are
 /// recompressed and so differ from the published checksums while holding the same data).
-pub fn download(kind: DatasetKind, cache_dir: &Path) -> Result<PathBuf, DataError> {
-    download_sources(&sources(kind), cache_dir)?;
+pub fn download(
+    kind: DatasetKind,
+    cache_dir: &Path,
+    mirror: Option<&str>,
+) -> Result<PathBuf, DataError> {
+    let list = match mirror {
+        Some(base) => mirrored_sources(kind, base)?,
+        None => sources(kind),
+    };
+    download_sources(&list, cache_dir)?;
     Ok(cache_dir.to_path_buf())
 }
 

@@ -8,6 +8,9 @@ use crate::error::{Error, Result};
 use crate::init::unit_f32;
 use crate::tensor::{Dims, Mode};
 
+/// Length of a ChaCha stream in 32-bit words: a 64-bit block counter times 16 words per block.
+const STREAM_WORDS: u128 = 1 << 68;
+
 /// `torch.nn.Dropout(p)`, any shape: in training each value is zeroed with probability `p` and
 /// the others scaled by `1 / (1 - p)`; in evaluation it is the identity.
 #[derive(Debug)]
@@ -129,6 +132,21 @@ impl Layer for Dropout {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn rng_state(&self) -> Option<u128> {
+        Some(self.rng.get_word_pos())
+    }
+
+    fn set_rng_state(&mut self, state: u128) -> Result<()> {
+        if state >= STREAM_WORDS {
+            return Err(Error::State(format!(
+                "layer `{}`: random-stream position {state} is past the stream's end (2^68 words)",
+                self.name
+            )));
+        }
+        self.rng.set_word_pos(state);
         Ok(())
     }
 }

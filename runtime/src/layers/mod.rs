@@ -64,6 +64,84 @@ pub trait Layer: Send + fmt::Debug {
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
         let _ = f;
     }
+
+    /// Where the layer's random stream stands, in 32-bit words from its start, for layers that
+    /// draw random numbers in training ([`Dropout`]); `None` (the default) for the others. With
+    /// [`Layer::set_rng_state`] it lets a checkpoint continue bit-identically.
+    fn rng_state(&self) -> Option<u128> {
+        None
+    }
+
+    /// Moves the layer's random stream to `state` (from [`Layer::rng_state`] of a layer built
+    /// with the same seed). Errors on layers without a random stream (the default) and on
+    /// positions past the stream's end.
+    fn set_rng_state(&mut self, state: u128) -> Result<()> {
+        let _ = state;
+        Err(Error::State(format!(
+            "layer `{}` has no random stream to restore",
+            self.name()
+        )))
+    }
+}
+
+/// The random-stream positions ([`Layer::rng_state`]) of the layers that have one, by layer
+/// name, in layer order: what a checkpoint saves. Generated models pass their layer fields.
+pub fn rng_states<'a>(layers: impl IntoIterator<Item = &'a dyn Layer>) -> Vec<(String, u128)> {
+    layers
+        .into_iter()
+        .filter_map(|layer| Some((layer.name().to_owned(), layer.rng_state()?)))
+        .collect()
+}
+
+/// Restores the positions [`rng_states`] returned into `layers`, matching them by name. Errors
+/// when a name is not a layer with a random stream, when one is given twice, or when a layer
+/// with a random stream has none in `states` (it would silently restart its stream).
+pub fn restore_rng_states<'a>(
+    layers: impl IntoIterator<Item = &'a mut dyn Layer>,
+    states: &[(String, u128)],
+) -> Result<()> {
+    let mut used = vec![false; states.len()];
+    let mut matched = Vec::new();
+    for layer in layers {
+        if layer.rng_state().is_none() {
+            continue;
+        }
+        let mut found = states
+            .iter()
+            .enumerate()
+            .filter(|(_, (name, _))| name == layer.name());
+        let Some((i, &(_, state))) = found.next() else {
+            return Err(Error::State(format!(
+                "no random-stream position given for layer `{}`",
+                layer.name()
+            )));
+        };
+        if found.next().is_some() {
+            return Err(Error::State(format!(
+                "the random-stream position of layer `{}` is given twice",
+                layer.name()
+            )));
+        }
+        used[i] = true;
+        matched.push((layer, state));
+    }
+    let unknown: Vec<&str> = states
+        .iter()
+        .zip(&used)
+        .filter(|(_, used)| !**used)
+        .map(|((name, _), _)| name.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Error::State(format!(
+            "random-stream positions given for unknown layers (not dropout layers of this \
+             network): `{}`",
+            unknown.join("`, `")
+        )));
+    }
+    for (layer, state) in matched {
+        layer.set_rng_state(state)?;
+    }
+    Ok(())
 }
 
 /// Checks the buffer lengths of a forward call; returns `(input len, output len)` of the batch.

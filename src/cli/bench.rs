@@ -1,0 +1,404 @@
+//! `cnnc bench`: throughput of a spec's network in the dynamic executor on the four workloads of
+//! the performance issue (a training step at batch 64, inference at batch 64 and 256, latency at
+//! batch 1), peak memory while training over a Fashion-MNIST-sized dataset, and per-layer times.
+//! `--format json` is a contract for outside tools (`bench/compare.py`): see `docs/PERFORMANCE.md`.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cnnc_runtime::config::LayerConfig;
+use cnnc_runtime::optim::{Optimizer, Sgd, SgdConfig};
+use cnnc_runtime::tensor::threads;
+use cnnc_runtime::{Dims, LayerTime, Mode, Network};
+use ndarray::{Array4, ArrayView4};
+use serde_json::json;
+
+use super::OutputFormat;
+use super::model::Spec;
+
+/// Arguments of `cnnc bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The spec (.yaml/.yml/.cnn).
+    #[arg(value_name = "SPEC")]
+    pub spec: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: OutputFormat,
+    /// Timed repetitions of each workload; the median is reported.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub runs: u32,
+    /// The machine's peak FLOP/s, in GFLOP/s, that "% of peak" refers to (default: two Zen 3
+    /// cores with AVX2 + FMA, the performance issue's reference).
+    #[arg(long, default_value_t = 180.0)]
+    pub peak_gflops: f64,
+    /// Skip the peak-memory measurement (a child process that trains over a Fashion-MNIST-sized
+    /// dataset).
+    #[arg(long)]
+    pub no_memory: bool,
+    /// Run as the memory child: train, then print the peak resident set size in MiB.
+    #[arg(long, hide = true)]
+    pub memory_child: bool,
+}
+
+/// Batch of the training workload.
+const TRAIN_BATCH: usize = 64;
+/// Samples in the memory workload's dataset: the training split of Fashion-MNIST.
+const MEMORY_SAMPLES: usize = 60_000;
+/// Training steps of the memory workload: past the first, every buffer is sized, so the peak is
+/// reached.
+const MEMORY_STEPS: usize = 20;
+/// Untimed runs before each timed workload (buffers sized, caches and thread pool warm).
+const WARMUP: usize = 3;
+
+/// Runs `cnnc bench`.
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let spec = Spec::load(&args.spec)?;
+    if args.memory_child {
+        let mb = memory_child(&spec)?;
+        println!("{mb:.1}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = measure(&spec, args)?;
+    match args.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report.json())?),
+        OutputFormat::Human => report.print(),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Everything one `cnnc bench` run measured.
+struct Report {
+    spec: String,
+    threads: usize,
+    runs: u32,
+    peak_gflops: f64,
+    forward_flop: f64,
+    train_flop: f64,
+    train: Duration,
+    infer64: Duration,
+    infer256: Duration,
+    latency: Duration,
+    peak_rss_mb: Option<f64>,
+    layers: Vec<(String, LayerTime)>,
+}
+
+/// Floating-point operations per sample of a forward pass and of a training step (forward, input
+/// and weight gradients; the first layer computes no input gradient), counting a multiply-add
+/// as two. Only convolutions and linear layers count.
+fn flops(spec: &Spec, net: &Network) -> (f64, f64) {
+    let (mut forward, mut train) = (0.0, 0.0);
+    for (i, (def, layer)) in spec.def.layers.iter().zip(net.layers()).enumerate() {
+        let per_output = match (&def.config, layer.input_dims()) {
+            (LayerConfig::Conv2d(c), Dims::Image { channels, .. }) => {
+                channels * c.kernel_size[0] * c.kernel_size[1]
+            }
+            (LayerConfig::Linear(c), _) => c.in_features,
+            _ => continue,
+        };
+        let f = 2.0 * (layer.output_dims().len() * per_output) as f64;
+        forward += f;
+        train += if i == 0 { 2.0 * f } else { 3.0 * f };
+    }
+    (forward, train)
+}
+
+/// A deterministic batch of `n` samples in `[-1, 1)` and labels.
+fn batch(n: usize, [c, h, w]: [usize; 3], classes: usize) -> (Array4<f32>, Vec<usize>) {
+    let x = Array4::from_shape_fn((n, c, h, w), |(i, c, y, x)| {
+        (((i * 7919 + c * 104_729 + y * 31 + x * 17) % 1000) as f32) / 500.0 - 1.0
+    });
+    (x, (0..n).map(|i| i % classes.max(1)).collect())
+}
+
+/// Median wall time of `runs` calls of `f`, after [`WARMUP`] untimed ones.
+fn median(runs: u32, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
+    for _ in 0..WARMUP {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(runs as usize);
+    for _ in 0..runs {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+/// SGD with momentum 0.9, what the training workload updates with.
+fn sgd() -> anyhow::Result<Sgd> {
+    Ok(Sgd::new(SgdConfig {
+        momentum: 0.9,
+        ..SgdConfig::new(0.01)
+    })?)
+}
+
+fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
+    let mut net = spec.network(0)?;
+    let (input, classes) = (spec.def.input, net.classes());
+    let (forward_flop, train_flop) = flops(spec, &net);
+    let mut opt = sgd()?;
+
+    let (x, labels) = batch(TRAIN_BATCH, input, classes);
+    let train = median(args.runs, || {
+        net.train_step(x.view(), &labels)?;
+        opt.step(&mut net)?;
+        Ok(())
+    })?;
+    let mut layers: Vec<Vec<LayerTime>> = Vec::with_capacity(args.runs as usize);
+    median(args.runs, || {
+        layers.push(net.profile_train_step(x.view(), &labels)?.1);
+        Ok(())
+    })?;
+    let infer = |net: &mut Network, x: ArrayView4<f32>| {
+        median(args.runs, || {
+            net.forward_view(x, Mode::Eval)?;
+            Ok(())
+        })
+    };
+    let infer64 = infer(&mut net, x.view())?;
+    let (x256, _) = batch(256, input, classes);
+    let infer256 = infer(&mut net, x256.view())?;
+    let (x1, _) = batch(1, input, classes);
+    // Latency is noisier than throughput: more runs, each short.
+    let latency = median(args.runs.saturating_mul(10), || {
+        net.forward_view(x1.view(), Mode::Eval)?;
+        Ok(())
+    })?;
+    let peak_rss_mb = if args.no_memory {
+        None
+    } else {
+        Some(memory_in_child(args)?)
+    };
+    let names = spec.def.layers.iter().map(|l| l.name.clone());
+    let layers = names
+        .enumerate()
+        .map(|(i, name)| {
+            let mut f: Vec<Duration> = layers.iter().map(|t| t[i].forward).collect();
+            let mut b: Vec<Duration> = layers.iter().map(|t| t[i].backward).collect();
+            f.sort();
+            b.sort();
+            let time = LayerTime {
+                forward: f.get(f.len() / 2).copied().unwrap_or_default(),
+                backward: b.get(b.len() / 2).copied().unwrap_or_default(),
+            };
+            (name, time)
+        })
+        .collect();
+    Ok(Report {
+        spec: args.spec.display().to_string(),
+        threads: threads(),
+        runs: args.runs,
+        peak_gflops: args.peak_gflops,
+        forward_flop,
+        train_flop,
+        train,
+        infer64,
+        infer256,
+        latency,
+        peak_rss_mb,
+        layers,
+    })
+}
+
+/// Runs this executable as the memory child (a fresh process, so nothing measured here counts)
+/// and reads back its peak resident set size.
+fn memory_in_child(args: &Args) -> anyhow::Result<f64> {
+    let exe = std::env::current_exe().context("cannot find the cnnc executable")?;
+    let out = Command::new(exe)
+        .arg("bench")
+        .arg(&args.spec)
+        .arg("--memory-child")
+        .output()
+        .context("cannot run the memory measurement")?;
+    if !out.status.success() {
+        bail!(
+            "the memory measurement failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("the memory measurement printed {text:?}, not a number"))
+}
+
+/// Side of a Fashion-MNIST image.
+const FASHION_SIDE: usize = 28;
+
+/// The memory workload: Fashion-MNIST's training split as it is held in memory (60,000 grey
+/// 28 x 28 images, one byte a pixel), each batch of 64 converted to `f32` and fitted to the spec's
+/// input (centred, zero-padded or cropped, the grey channel repeated), [`MEMORY_STEPS`] training
+/// steps with SGD momentum. Returns the peak resident set size (Linux's `VmHWM`) in MiB.
+fn memory_child(spec: &Spec) -> anyhow::Result<f64> {
+    let mut net = spec.network(0)?;
+    let [c, h, w] = spec.def.input;
+    let image = FASHION_SIDE * FASHION_SIDE;
+    let classes = net.classes().max(1);
+    let data: Vec<u8> = (0..MEMORY_SAMPLES * image)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let labels: Vec<usize> = (0..MEMORY_SAMPLES).map(|i| i % classes).collect();
+    let mut opt = sgd()?;
+    let mut x = Array4::zeros((TRAIN_BATCH, c, h, w));
+    let mut y = vec![0; TRAIN_BATCH];
+    // Offsets of the image inside the input (negative: cropped).
+    let (oy, ox) = (
+        h as isize / 2 - FASHION_SIDE as isize / 2,
+        w as isize / 2 - FASHION_SIDE as isize / 2,
+    );
+    for step in 0..MEMORY_STEPS {
+        for (j, (mut dst, label)) in x.outer_iter_mut().zip(&mut y).enumerate() {
+            // A fixed stride through the dataset stands in for a shuffled order.
+            let i = (step * TRAIN_BATCH + j) * 7919 % MEMORY_SAMPLES;
+            let src = &data[i * image..(i + 1) * image];
+            for ((_, yy, xx), d) in dst.indexed_iter_mut() {
+                let (sy, sx) = (yy as isize - oy, xx as isize - ox);
+                let inside = (0..FASHION_SIDE as isize).contains(&sy)
+                    && (0..FASHION_SIDE as isize).contains(&sx);
+                *d = if inside {
+                    f32::from(src[sy as usize * FASHION_SIDE + sx as usize]) / 255.0
+                } else {
+                    0.0
+                };
+            }
+            *label = labels[i];
+        }
+        net.train_step(x.view(), &y)?;
+        opt.step(&mut net)?;
+    }
+    let status = std::fs::read_to_string("/proc/self/status")
+        .context("peak memory needs /proc/self/status (Linux)")?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM line in /proc/self/status")?;
+    Ok(kib / 1024.0)
+}
+
+impl Report {
+    fn images_per_s(batch: usize, time: Duration) -> f64 {
+        batch as f64 / time.as_secs_f64()
+    }
+
+    /// Percent of the peak FLOP/s reached by `flop` per sample at `images_per_s`.
+    fn percent(&self, flop: f64, images_per_s: f64) -> f64 {
+        100.0 * flop * images_per_s / (self.peak_gflops * 1e9)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let train = Self::images_per_s(TRAIN_BATCH, self.train);
+        let infer64 = Self::images_per_s(64, self.infer64);
+        let infer256 = Self::images_per_s(256, self.infer256);
+        json!({
+            "spec": self.spec,
+            "threads": self.threads,
+            "runs": self.runs,
+            "train_images_per_s": train,
+            "train_step_ms": ms(self.train),
+            "infer64_images_per_s": infer64,
+            "infer64_ms": ms(self.infer64),
+            "infer256_images_per_s": infer256,
+            "infer256_ms": ms(self.infer256),
+            "latency_batch1_ms": ms(self.latency),
+            "peak_rss_mb": self.peak_rss_mb,
+            "forward_mflop_per_image": self.forward_flop / 1e6,
+            "train_mflop_per_image": self.train_flop / 1e6,
+            "peak_gflops": self.peak_gflops,
+            "train_percent_of_peak": self.percent(self.train_flop, train),
+            "infer64_percent_of_peak": self.percent(self.forward_flop, infer64),
+            "infer256_percent_of_peak": self.percent(self.forward_flop, infer256),
+            "layers": self.layers.iter().map(|(name, t)| json!({
+                "name": name,
+                "forward_ms": ms(t.forward),
+                "backward_ms": ms(t.backward),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn print(&self) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{}: {} thread(s), median of {} runs; % of a {:.0} GFLOP/s peak",
+            self.spec, self.threads, self.runs, self.peak_gflops
+        );
+        println!(
+            "  {:<26} {:>6} {:>10} {:>10} {:>7}",
+            "workload", "batch", "ms", "images/s", "% peak"
+        );
+        let rows = [
+            (
+                "training step (SGD)",
+                TRAIN_BATCH,
+                self.train,
+                self.train_flop,
+            ),
+            ("inference", 64, self.infer64, self.forward_flop),
+            ("inference", 256, self.infer256, self.forward_flop),
+            ("latency", 1, self.latency, self.forward_flop),
+        ];
+        for (what, batch, time, flop) in rows {
+            let rate = Self::images_per_s(batch, time);
+            println!(
+                "  {what:<26} {batch:>6} {:>10.3} {rate:>10.0} {:>6.1}%",
+                ms(time),
+                self.percent(flop, rate)
+            );
+        }
+        match self.peak_rss_mb {
+            Some(mb) => {
+                println!(
+                    "  peak memory, training over {MEMORY_SAMPLES} Fashion-MNIST-sized images: {mb:.1} MiB"
+                )
+            }
+            None => println!("  peak memory: not measured (--no-memory)"),
+        }
+        println!(
+            "\n  per layer, training step at batch {TRAIN_BATCH} (medians)\n  {:<20} {:>11} {:>12}",
+            "layer", "forward ms", "backward ms"
+        );
+        for (name, t) in &self.layers {
+            println!(
+                "  {name:<20} {:>11.3} {:>12.3}",
+                ms(t.forward),
+                ms(t.backward)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys outside tools read (`bench/compare.py`) and what they hold.
+    #[test]
+    fn json_keeps_the_contract_keys() {
+        let report = Report {
+            spec: "m.yaml".to_owned(),
+            threads: 2,
+            runs: 5,
+            peak_gflops: 180.0,
+            forward_flop: 24.7e6,
+            train_flop: 69.2e6,
+            train: Duration::from_millis(20),
+            infer64: Duration::from_millis(8),
+            infer256: Duration::from_millis(32),
+            latency: Duration::from_micros(250),
+            peak_rss_mb: Some(100.5),
+            layers: vec![("fc".to_owned(), LayerTime::default())],
+        };
+        let json = report.json();
+        assert_eq!(json["train_images_per_s"], 3200.0);
+        assert_eq!(json["infer64_images_per_s"], 8000.0);
+        assert_eq!(json["infer256_images_per_s"], 8000.0);
+        assert_eq!(json["latency_batch1_ms"], 0.25);
+        assert_eq!(json["peak_rss_mb"], 100.5);
+        assert_eq!(json["layers"][0]["name"], "fc");
+    }
+}

@@ -1,0 +1,186 @@
+//! Pieces the commands share: reading specs (files, directories, standard input), colour and
+//! output-format flags, and turning a command's outcome into an exit status.
+
+pub mod bench;
+pub mod chart;
+pub mod check;
+pub mod checkpoint;
+pub mod codegen;
+pub mod dataset;
+pub mod eval;
+pub mod evaluate;
+pub mod fmt;
+pub mod job;
+pub mod model;
+pub mod predict;
+pub mod progress;
+pub mod run;
+pub mod summary;
+pub mod train;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use cnnc_spec::{Format, MAX_SOURCE_BYTES, Source};
+
+/// Exit status: the spec has errors (or denied warnings).
+pub const EXIT_INVALID: u8 = 1;
+/// Exit status: a usage or I/O problem.
+pub const EXIT_TROUBLE: u8 = 2;
+
+/// `--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Text for people, rustc style.
+    Human,
+    /// JSON for tools.
+    Json,
+}
+
+/// `--color`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    /// Colour when standard output is a terminal (and `NO_COLOR` is unset).
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+impl ColorWhen {
+    /// Whether to emit ANSI styles on standard output.
+    pub fn enabled(self) -> bool {
+        match self {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => {
+                anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never
+            }
+        }
+    }
+}
+
+/// `--lang` for standard input, whose language no extension tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// YAML.
+    Yaml,
+    /// The cnnc DSL.
+    Dsl,
+}
+
+impl From<Lang> for Format {
+    fn from(lang: Lang) -> Format {
+        match lang {
+            Lang::Yaml => Format::Yaml,
+            Lang::Dsl => Format::Dsl,
+        }
+    }
+}
+
+/// The exit status for a command's result; errors are printed to standard error.
+pub fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_TROUBLE)
+        }
+    }
+}
+
+/// Reads the spec at `path` (`-` is standard input, in `lang` or else guessed), refusing files
+/// over the size limit before reading them whole.
+pub fn read_source(path: &Path, lang: Option<Lang>) -> anyhow::Result<Source> {
+    let mut bytes = Vec::new();
+    let (name, format) = if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(MAX_SOURCE_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .context("cannot read standard input")?;
+        let format = lang.map_or_else(|| sniff(&bytes), Format::from);
+        ("<stdin>".to_owned(), format)
+    } else {
+        let format = match lang {
+            Some(lang) => lang.into(),
+            None => Format::from_path(path).with_context(|| {
+                format!(
+                    "cannot tell the language of {}: expected a .yaml, .yml or .cnn file",
+                    path.display()
+                )
+            })?,
+        };
+        std::fs::File::open(path)
+            .and_then(|file| {
+                file.take(MAX_SOURCE_BYTES as u64 + 1)
+                    .read_to_end(&mut bytes)
+            })
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        (path.display().to_string(), format)
+    };
+    let text = if bytes.len() > MAX_SOURCE_BYTES {
+        // Only the first bytes were read; the parser rejects the size, whatever the encoding.
+        String::from_utf8_lossy(&bytes).into_owned()
+    } else {
+        String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{name} is not UTF-8 text"))?
+    };
+    Ok(Source::new(name, text, format))
+}
+
+/// Standard input without `--lang`: YAML if its first line of content is a YAML key.
+fn sniff(bytes: &[u8]) -> Format {
+    let text = String::from_utf8_lossy(bytes);
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#'));
+    match first {
+        Some(line)
+            if ["model:", "input:", "layers:"]
+                .iter()
+                .any(|k| line.starts_with(k)) =>
+        {
+            Format::Yaml
+        }
+        _ => Format::Dsl,
+    }
+}
+
+/// The spec files `paths` name: files as given, directories walked (sorted) for `.yaml`,
+/// `.yml` and `.cnn` files, `-` kept for standard input.
+pub fn collect_specs(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut specs = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            walk(path, 0, &mut specs)?;
+        } else {
+            specs.push(path.clone());
+        }
+    }
+    Ok(specs)
+}
+
+fn walk(dir: &Path, depth: usize, specs: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    // Deep enough for any real tree, and a stop for symlink cycles.
+    if depth > 32 {
+        bail!("{} is nested too deeply", dir.display());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read directory {}", dir.display()))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot read directory {}", dir.display()))?;
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            walk(&entry, depth + 1, specs)?;
+        } else if Format::from_path(&entry).is_some() {
+            specs.push(entry);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! A spec turned into a runnable network for the commands that execute models, and the metadata
+//! cnnc stores beside the weights (class names, normalisation, dataset) so that `eval` and
+//! `predict` prepare inputs exactly as training did.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use cnnc_runtime::Network;
+use cnnc_runtime::config::NetworkDef;
+use cnnc_runtime::data::{DatasetKind, ImageShape, Normalization};
+use cnnc_runtime::weights::{self, LoadProblem};
+use cnnc_spec::CheckedModel;
+use sha2::{Digest, Sha256};
+
+/// A checked spec and its runtime description.
+pub struct Spec {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The checked model.
+    pub checked: CheckedModel,
+    /// What the executor is built from.
+    pub def: NetworkDef,
+    /// [`spec_hash`] of `def`.
+    pub hash: String,
+}
+
+impl Spec {
+    /// Reads and checks the spec at `path` (a spec with errors exits 1 with its diagnostics).
+    pub fn load(path: &Path) -> anyhow::Result<Spec> {
+        let checked = cnnc_spec::load(path)?;
+        let def = cnnc::lower::network_def(&checked);
+        let hash = spec_hash(&def);
+        Ok(Spec {
+            path: path.to_owned(),
+            checked,
+            def,
+            hash,
+        })
+    }
+
+    /// The per-sample input shape.
+    pub fn input(&self) -> ImageShape {
+        let [c, h, w] = self.def.input;
+        ImageShape::new(c, h, w)
+    }
+
+    /// A network with the seeded default initialisation.
+    pub fn network(&self, seed: u64) -> anyhow::Result<Network> {
+        Network::new(&self.def, seed)
+            .with_context(|| format!("cannot build the network of {}", self.path.display()))
+    }
+}
+
+/// SHA-256 of the network's architecture (every layer's name and resolved options and the input
+/// shape), in hex. Comments, formatting and the model's name do not change it; anything that
+/// changes what the weights mean does.
+pub fn spec_hash(def: &NetworkDef) -> String {
+    let digest = Sha256::digest(format!("{def:?}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Loads `path` into `net` strictly, naming the spec when the weights do not fit it, and returns
+/// the cnnc metadata found in the file.
+pub fn load_weights(net: &mut Network, path: &Path, spec: &Spec) -> anyhow::Result<WeightsMeta> {
+    let metadata = weights::load(net, path).map_err(|err| {
+        let fits_not = err
+            .problems
+            .iter()
+            .any(|p| !matches!(p, LoadProblem::Io(_) | LoadProblem::Corrupt(_)));
+        let err = anyhow::Error::new(err);
+        if fits_not {
+            err.context(format!(
+                "the weights in {} do not fit the spec {}",
+                path.display(),
+                spec.path.display()
+            ))
+        } else {
+            err
+        }
+    })?;
+    let meta = WeightsMeta::from_map(&metadata);
+    if let Some(hash) = &meta.spec_hash
+        && *hash != spec.hash
+    {
+        eprintln!(
+            "notice: {} was saved from a different spec than {} (same parameter shapes)",
+            path.display(),
+            spec.path.display()
+        );
+    }
+    Ok(meta)
+}
+
+/// What cnnc records in a weights file's safetensors metadata, all optional: files written by
+/// PyTorch carry none of it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WeightsMeta {
+    /// [`spec_hash`] of the spec trained.
+    pub spec_hash: Option<String>,
+    /// Class name of each output.
+    pub classes: Option<Vec<String>>,
+    /// Normalisation applied to the training images.
+    pub normalization: Option<Normalization>,
+    /// The dataset trained on.
+    pub dataset: Option<DatasetKind>,
+    /// Where it was read from.
+    pub data_dir: Option<PathBuf>,
+    /// Shape of the dataset's images (before bridging to the model input).
+    pub image_shape: Option<ImageShape>,
+    /// Optimizer steps taken when saved.
+    pub step: Option<u64>,
+}
+
+const SPEC_HASH: &str = "cnnc.spec_hash";
+const CLASSES: &str = "cnnc.classes";
+const NORMALIZATION: &str = "cnnc.normalization";
+const DATASET: &str = "cnnc.dataset";
+const DATA_DIR: &str = "cnnc.data_dir";
+const IMAGE_SHAPE: &str = "cnnc.image_shape";
+const STEP: &str = "cnnc.step";
+
+impl WeightsMeta {
+    /// The safetensors metadata strings (values JSON-encoded where not plain text). `format: pt`
+    /// is what `safetensors.torch.save_file` writes.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        let mut map = BTreeMap::new();
+        map.insert("format".to_owned(), "pt".to_owned());
+        let mut put = |key: &str, value: Option<String>| {
+            if let Some(value) = value {
+                map.insert(key.to_owned(), value);
+            }
+        };
+        fn json<T: serde::Serialize>(value: &T) -> String {
+            // Plain data (strings, numbers, vectors of them) always serialises.
+            serde_json::to_string(value).unwrap_or_default()
+        }
+        put(SPEC_HASH, self.spec_hash.clone());
+        put(CLASSES, self.classes.as_ref().map(json));
+        put(NORMALIZATION, self.normalization.as_ref().map(json));
+        put(DATASET, self.dataset.map(|d| d.name().to_owned()));
+        put(
+            DATA_DIR,
+            self.data_dir.as_ref().map(|d| d.display().to_string()),
+        );
+        put(IMAGE_SHAPE, self.image_shape.as_ref().map(json));
+        put(STEP, self.step.map(|s| s.to_string()));
+        map
+    }
+
+    /// Reads what it can from `map`; a malformed entry is dropped with a notice.
+    pub fn from_map(map: &BTreeMap<String, String>) -> WeightsMeta {
+        fn parsed<T: serde::de::DeserializeOwned>(
+            map: &BTreeMap<String, String>,
+            key: &str,
+        ) -> Option<T> {
+            let text = map.get(key)?;
+            match serde_json::from_str(text) {
+                Ok(value) => Some(value),
+                Err(err) => {
+                    eprintln!("notice: ignoring the weights' metadata `{key}`: {err}");
+                    None
+                }
+            }
+        }
+        WeightsMeta {
+            spec_hash: map.get(SPEC_HASH).cloned(),
+            classes: parsed(map, CLASSES),
+            normalization: parsed(map, NORMALIZATION),
+            dataset: map.get(DATASET).and_then(|n| DatasetKind::from_name(n)),
+            data_dir: map.get(DATA_DIR).map(PathBuf::from),
+            image_shape: parsed(map, IMAGE_SHAPE),
+            step: map.get(STEP).and_then(|s| s.parse().ok()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips() {
+        let meta = WeightsMeta {
+            spec_hash: Some("abc".into()),
+            classes: Some(vec!["cat".into(), "dog".into()]),
+            normalization: Some(Normalization::fashion_mnist()),
+            dataset: Some(DatasetKind::FashionMnist),
+            data_dir: Some("/data/fm".into()),
+            image_shape: Some(ImageShape::new(1, 28, 28)),
+            step: Some(42),
+        };
+        assert_eq!(WeightsMeta::from_map(&meta.to_map()), meta);
+        assert_eq!(
+            WeightsMeta::from_map(&BTreeMap::new()),
+            WeightsMeta::default()
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! End-to-end tests of `cnnc fmt`: conversion both ways keeps the model, names and comments;
+//! `-o` writes the file; unreadable specs are refused.
+
+use std::process::{Command, Output};
+
+fn cnnc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cnnc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cnnc runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("UTF-8 output")
+}
+
+#[test]
+fn seed_converts_to_its_shipped_twin_and_back() {
+    let dsl = cnnc(&["fmt", "--to", "dsl", "models/custom_cnn.yaml"]);
+    assert_eq!(dsl.status.code(), Some(0));
+    let shipped_dsl = std::fs::read_to_string("models/custom_cnn.cnn").expect("twin");
+    assert_eq!(stdout(&dsl), shipped_dsl);
+    let yaml = cnnc(&["fmt", "--to", "yaml", "models/custom_cnn.cnn"]);
+    let shipped_yaml = std::fs::read_to_string("models/custom_cnn.yaml").expect("seed");
+    assert_eq!(stdout(&yaml), shipped_yaml);
+}
+
+#[test]
+fn reformats_in_place_language_by_default() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("messy.cnn");
+    std::fs::write(
+        &path,
+        "# a messy spec\nmodel   Messy\ninput [1,8,8]   # one channel\nc1 : conv2d( out_channels = 4 ,kernel_size=[3,3], )\nFLATTEN_ME: flatten # squash\nlinear(out_features=2,bias=False)\n",
+    )
+    .expect("spec written");
+    let out = dir.path().join("clean.cnn");
+    let path_text = path.display().to_string();
+    let out_text = out.display().to_string();
+    let status = cnnc(&["fmt", &path_text, "-o", &out_text]).status;
+    assert_eq!(status.code(), Some(0));
+    let clean = std::fs::read_to_string(&out).expect("output written");
+    insta::assert_snapshot!(clean);
+    // No temporary file is left behind.
+    let leftovers = std::fs::read_dir(dir.path()).expect("dir").count();
+    assert_eq!(leftovers, 2);
+}
+
+#[test]
+fn refuses_specs_with_syntax_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(&path, "input: [3, 32\n").expect("spec written");
+    let output = cnnc(&["fmt", "--to", "dsl", &path.display().to_string()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("error[E0001]"));
+}

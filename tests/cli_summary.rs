@@ -1,0 +1,58 @@
+//! End-to-end tests of `cnnc summary`: the table and JSON for the seed model, and the partial
+//! table with the error under it.
+
+use std::process::{Command, Output};
+
+fn cnnc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cnnc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cnnc runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("UTF-8 output")
+}
+
+#[test]
+fn seed_model_table() {
+    let output = cnnc(&["summary", "models/custom_cnn.yaml"]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = stdout(&output);
+    assert!(text.contains("Total params: 145,578"));
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn seed_model_json() {
+    let output = cnnc(&["summary", "--format", "json", "models/custom_cnn.cnn"]);
+    assert_eq!(output.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON output");
+    assert_eq!(json["total_params"], 145_578);
+    assert_eq!(json["trainable_params"], 145_578);
+    assert_eq!(json["input_shape"], serde_json::json!([3, 32, 32]));
+    assert_eq!(json["output_shape"], serde_json::json!([10]));
+    let layers = json["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 13);
+    for key in ["name", "kind", "output_shape", "params", "macs"] {
+        assert!(layers[0].get(key).is_some(), "missing layer key {key}");
+    }
+    insta::assert_json_snapshot!(json);
+}
+
+#[test]
+fn table_stops_at_the_failing_layer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("half.cnn");
+    std::fs::write(
+        &path,
+        "model Half\ninput (3, 32, 32)\nconv2d(out_channels=8, kernel_size=3)\nrelu\nfc: linear(out_features=10)\nlinear(out_features=2)\n",
+    )
+    .expect("spec written");
+    let path = path.display().to_string();
+    let output = cnnc(&["summary", "--color", "never", &path]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output).replace(&path, "half.cnn");
+    insta::assert_snapshot!(text);
+}
