@@ -1,17 +1,13 @@
 //! End-to-end tests of `cnnc check`: exit statuses, directory walking, standard input,
 //! `--deny warnings` and the JSON contract.
 
+mod support;
+
+use support::{cnnc, stdout};
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-fn cnnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cnnc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cnnc runs")
-}
 
 fn cnnc_stdin(args: &[&str], input: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cnnc"))
@@ -28,10 +24,6 @@ fn cnnc_stdin(args: &[&str], input: &str) -> Output {
         .write_all(input.as_bytes())
         .expect("stdin written");
     child.wait_with_output().expect("cnnc finishes")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).expect("UTF-8 output")
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

@@ -1,19 +1,9 @@
 //! End-to-end tests of `cnnc summary`: the table and JSON for the seed model, and the partial
 //! table with the error under it.
 
-use std::process::{Command, Output};
+mod support;
 
-fn cnnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cnnc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cnnc runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).expect("UTF-8 output")
-}
+use support::{cnnc, stdout};
 
 #[test]
 fn seed_model_table() {

@@ -1,15 +1,9 @@
 //! End-to-end tests of `cnnc codegen`: the seed model's source (an insta snapshot, and the copy in
 //! `tests/generated/` that `codegen_module.rs` builds), writing with `-o`, and spec errors.
 
-use std::process::{Command, Output};
+mod support;
 
-fn cnnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cnnc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cnnc runs")
-}
+use support::cnnc;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).expect("UTF-8 output")

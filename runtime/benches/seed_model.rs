@@ -6,63 +6,13 @@
 //!
 //! `cargo bench -p cnnc-runtime --bench seed_model`
 
-use cnnc_runtime::config::{
-    Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig,
-};
+#[path = "../tests/common/seed.rs"]
+mod seed;
+
 use cnnc_runtime::{Mode, Network};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::Array4;
-
-fn custom_cnn() -> NetworkDef {
-    let layer = |name: &str, config| LayerDef {
-        name: name.to_owned(),
-        config,
-    };
-    let conv = |cin, cout| {
-        LayerConfig::Conv2d(Conv2dConfig {
-            in_channels: cin,
-            out_channels: cout,
-            kernel_size: [5, 5],
-            stride: [1, 1],
-            padding: [2, 2],
-            dilation: [1, 1],
-            bias: true,
-        })
-    };
-    let pool = || {
-        LayerConfig::MaxPool2d(Pool2dConfig {
-            kernel_size: [2, 2],
-            stride: [2, 2],
-            padding: [0, 0],
-            ceil_mode: false,
-        })
-    };
-    let linear = |i, o| {
-        LayerConfig::Linear(LinearConfig {
-            in_features: i,
-            out_features: o,
-            bias: true,
-        })
-    };
-    NetworkDef {
-        input: [3, 32, 32],
-        layers: vec![
-            layer("layer1.0", conv(3, 32)),
-            layer("layer1.1", LayerConfig::Relu),
-            layer("layer1.2", pool()),
-            layer("layer2.0", conv(32, 32)),
-            layer("layer2.1", LayerConfig::Relu),
-            layer("layer2.2", pool()),
-            layer("layer3.0", conv(32, 64)),
-            layer("layer3.1", LayerConfig::Relu),
-            layer("layer3.2", pool()),
-            layer("flatten", LayerConfig::Flatten),
-            layer("fc1", linear(1024, 64)),
-            layer("fc1_relu", LayerConfig::Relu),
-            layer("fc2", linear(64, 10)),
-        ],
-    }
-}
+use seed::custom_cnn;
 
 /// A deterministic batch of `n` CIFAR-shaped images in `[-1, 1)` and labels.
 fn batch(n: usize) -> (Array4<f32>, Vec<usize>) {

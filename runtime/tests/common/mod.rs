@@ -150,3 +150,4 @@ pub fn check_plain<L: Layer>(
 }
 
 pub mod fixture;
+pub mod seed;
