@@ -170,7 +170,7 @@ pub fn table(model: &CheckedModel, complete: bool) -> String {
 }
 
 /// `145578` → `145,578`.
-fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

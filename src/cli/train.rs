@@ -211,11 +211,12 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     let stop = interrupt_flag()?;
     println!(
         "training {} ({} parameters) on {kind} ({} training, {} validation images) for {epochs} \
-         epochs: {}; checkpoints in {}",
+         epoch{}: {}; checkpoints in {}",
         spec.checked.name.as_deref().unwrap_or("the model"),
-        net.param_count(),
+        super::summary::thousands(net.param_count() as u64),
         train.len(),
         test.len(),
+        if epochs == 1 { "" } else { "s" },
         describe(&recipe),
         out.display()
     );
@@ -321,9 +322,10 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(last) = state.history.last() {
         println!(
-            "done: validation accuracy {:.2}% after {} epochs; weights in {}",
+            "done: validation accuracy {:.2}% after {} epoch{}; weights in {}",
             100.0 * last.val_accuracy,
             last.epoch,
+            if last.epoch == 1 { "" } else { "s" },
             out.join(MODEL_FILE).display()
         );
     }
