@@ -229,3 +229,67 @@ fn weights_round_trip_through_safetensors() {
     };
     assert_eq!(values(&mut fresh), values(&mut trained));
 }
+
+#[test]
+fn dropout_streams_resume_bit_identically_from_a_checkpoint() {
+    let seed = 5;
+    let mut net = network(VggSmallYaml::SOURCE, seed);
+    let mut trained = VggSmallYaml::new(seed);
+    let step = |n: usize, step: usize| {
+        let x = batch(n, VggSmallYaml::INPUT_SHAPE, step);
+        (x, labels(n, step, VggSmallYaml::OUTPUT_SIZE))
+    };
+    let (x, y) = step(3, 0);
+    net.train_step(x.view(), &y).unwrap();
+    trained
+        .train_step(&Images::<3, 32, 32>::from_nchw(x.view()).unwrap(), &y)
+        .unwrap();
+    let states = trained.rng_states();
+    assert_eq!(states, net.rng_states());
+    assert_eq!(states.len(), 2, "vgg_small has two dropout layers");
+    assert!(
+        states.iter().all(|(_, position)| *position > 0),
+        "the training step drew masks: {states:?}"
+    );
+
+    // A checkpoint: weights and buffers through safetensors, stream positions by name.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vgg.safetensors");
+    trained.save(&path).unwrap();
+    let mut resumed = VggSmallYaml::new(seed);
+    resumed.load(&path).unwrap();
+    assert_ne!(
+        resumed.rng_states(),
+        states,
+        "a fresh model restarts its streams"
+    );
+
+    // Wrong names are refused before any stream moves.
+    let mut wrong = states.clone();
+    wrong.push(("classifier.7".to_owned(), states[0].1));
+    let err = resumed.restore_rng_states(&wrong).unwrap_err().to_string();
+    assert!(err.contains("`classifier.7`"), "{err}");
+    assert!(resumed.restore_rng_states(&states[..1]).is_err());
+    assert_ne!(resumed.rng_states(), states);
+
+    resumed.restore_rng_states(&states).unwrap();
+    assert_eq!(resumed.rng_states(), states);
+    for (i, n) in [2usize, 3].into_iter().enumerate() {
+        let (x, y) = step(n, i + 1);
+        let want = net.train_step(x.view(), &y).unwrap();
+        let got = resumed
+            .train_step(&Images::<3, 32, 32>::from_nchw(x.view()).unwrap(), &y)
+            .unwrap();
+        assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "loss after resuming, step {i}"
+        );
+        assert_eq!(
+            state(&mut resumed),
+            state(&mut net),
+            "after resuming, step {i}"
+        );
+        assert_eq!(resumed.rng_states(), net.rng_states());
+    }
+}

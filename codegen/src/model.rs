@@ -283,6 +283,7 @@ impl Gen<'_> {
         let consts = self.consts();
         let new = self.new_fn()?;
         let methods = self.methods();
+        let rng = self.rng_methods();
         let run_forward = self.run_forward();
         let run_backward = self.run_backward();
         let visit = self.visit_impl();
@@ -302,6 +303,7 @@ impl Gen<'_> {
                 #consts
                 #new
                 #methods
+                #rng
                 #run_forward
                 #run_backward
             }
@@ -589,6 +591,38 @@ impl Gen<'_> {
                 path: impl AsRef<::std::path::Path>,
             ) -> Result<::std::collections::BTreeMap<String, String>, #weights::LoadError> {
                 #weights::load(self, path.as_ref())
+            }
+        }
+    }
+
+    /// `rng_states` and `restore_rng_states`, as on the dynamic executor's `Network`: both hand
+    /// every layer field to the runtime's shared functions, which pick the layers with a random
+    /// stream, so the generator knows nothing of which layers draw random numbers.
+    fn rng_methods(&self) -> TokenStream {
+        let krate = self.krate();
+        let layers = self.rt(quote!(layers));
+        let layer = self.rt(quote!(Layer));
+        let n = lit(self.layers.len());
+        let fields: Vec<&Ident> = self.layers.iter().map(|p| &p.field).collect();
+        quote! {
+            /// Where every dropout layer's random stream stands, by layer name: with
+            /// [`Self::restore_rng_states`], what lets a checkpoint of a model with dropout
+            /// continue bit-identically. Empty for a model without dropout.
+            pub fn rng_states(&self) -> Vec<(String, u128)> {
+                let layers: [&dyn #layer; #n] = [#(&self.#fields),*];
+                #layers::rng_states(layers)
+            }
+
+            /// Moves every dropout layer's random stream to the position [`Self::rng_states`]
+            /// gave for it in a model built from the same spec and seed. Errors on names that are
+            /// not dropout layers of this model and on dropout layers `states` leaves out, before
+            /// moving any stream.
+            pub fn restore_rng_states(
+                &mut self,
+                states: &[(String, u128)],
+            ) -> Result<(), #krate::Error> {
+                let layers: [&mut dyn #layer; #n] = [#(&mut self.#fields),*];
+                #layers::restore_rng_states(layers, states)
             }
         }
     }

@@ -340,6 +340,52 @@ impl CustomCNN {
     > {
         ::cnnc::runtime::weights::load(self, path.as_ref())
     }
+    /// Where every dropout layer's random stream stands, by layer name: with
+    /// [`Self::restore_rng_states`], what lets a checkpoint of a model with dropout
+    /// continue bit-identically. Empty for a model without dropout.
+    pub fn rng_states(&self) -> Vec<(String, u128)> {
+        let layers: [&dyn ::cnnc::runtime::Layer; 13] = [
+            &self.layer1_0,
+            &self.layer1_1,
+            &self.layer1_2,
+            &self.layer2_0,
+            &self.layer2_1,
+            &self.layer2_2,
+            &self.layer3_0,
+            &self.layer3_1,
+            &self.layer3_2,
+            &self.layer_9,
+            &self.fc1,
+            &self.layer_11,
+            &self.fc2,
+        ];
+        ::cnnc::runtime::layers::rng_states(layers)
+    }
+    /// Moves every dropout layer's random stream to the position [`Self::rng_states`]
+    /// gave for it in a model built from the same spec and seed. Errors on names that are
+    /// not dropout layers of this model and on dropout layers `states` leaves out, before
+    /// moving any stream.
+    pub fn restore_rng_states(
+        &mut self,
+        states: &[(String, u128)],
+    ) -> Result<(), ::cnnc::Error> {
+        let layers: [&mut dyn ::cnnc::runtime::Layer; 13] = [
+            &mut self.layer1_0,
+            &mut self.layer1_1,
+            &mut self.layer1_2,
+            &mut self.layer2_0,
+            &mut self.layer2_1,
+            &mut self.layer2_2,
+            &mut self.layer3_0,
+            &mut self.layer3_1,
+            &mut self.layer3_2,
+            &mut self.layer_9,
+            &mut self.fc1,
+            &mut self.layer_11,
+            &mut self.fc2,
+        ];
+        ::cnnc::runtime::layers::restore_rng_states(layers, states)
+    }
     /// Runs every layer on the `batch` samples in the input buffer; each activation's type
     /// carries its shape.
     fn run_forward(
