@@ -131,6 +131,22 @@ impl Geom {
         )
     }
 
+    /// Whether no input pixel lies in two windows (kernel at most the stride on both axes).
+    fn windows_disjoint(&self) -> bool {
+        self.kh <= self.sh && self.kw <= self.sw
+    }
+
+    /// Whether every input pixel lies in some window: windows tile the input exactly from its
+    /// corner, with no padding, no gap between windows and no input left past the last one.
+    fn windows_cover_input(&self) -> bool {
+        self.ph == 0
+            && self.pw == 0
+            && self.kh == self.sh
+            && self.kw == self.sw
+            && self.oh * self.sh >= self.ih
+            && self.ow * self.sw >= self.iw
+    }
+
     /// Runs `pixel(sample, oy, ox, out)` for every output pixel, in parallel chunks.
     fn for_each_output(
         &self,
@@ -226,15 +242,25 @@ impl Layer for MaxPool2d {
             .par_chunks_mut(in_len)
             .enumerate()
             .for_each(|(n, dx)| {
-                dx.fill(0.0);
                 let x = &x[n * in_len..(n + 1) * in_len];
                 let y = &y[n * out_len..(n + 1) * out_len];
                 let dy = &dy[n * out_len..(n + 1) * out_len];
+                let disjoint = g.windows_disjoint();
+                // Disjoint windows write each `dx` element once, so only pixels no window
+                // covers need the zero fill.
+                if !(disjoint && g.windows_cover_input()) {
+                    dx.fill(0.0);
+                }
                 for oy in 0..g.oh {
                     for ox in 0..g.ow {
                         let (rows, cols, _) = g.window(oy, ox);
                         let at = (oy * g.ow + ox) * g.c;
-                        route_max(&g, x, &y[at..at + g.c], &dy[at..at + g.c], rows, cols, dx);
+                        let (y, dy) = (&y[at..at + g.c], &dy[at..at + g.c]);
+                        if disjoint {
+                            store_max(&g, x, y, dy, rows, cols, dx);
+                        } else {
+                            route_max(&g, x, y, dy, rows, cols, dx);
+                        }
                     }
                 }
             });
@@ -287,6 +313,50 @@ fn route_max(
                 }
             }
             dx[from] += d;
+        }
+    }
+}
+
+/// [`route_max`] for windows no other window overlaps: stores the whole window's `dx` (the
+/// routed gradient or zero) in one forward scan, so `dx` needs no zero fill and no read back.
+/// The first position holding `y` takes the gradient. The routed value is `0.0 + dy`, the sum the
+/// general path computes (it turns -0.0 into 0.0), so both paths give the same bits. A NaN output
+/// (rare) goes through [`route_max`], which finds the window's last NaN.
+fn store_max(
+    g: &Geom,
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    dx: &mut [f32],
+) {
+    if y.iter().any(|m| m.is_nan()) {
+        for iy in rows.clone() {
+            let at = (iy * g.iw + cols.start) * g.c;
+            dx[at..at + cols.len() * g.c].fill(0.0);
+        }
+        route_max(g, x, y, dy, rows, cols, dx);
+        return;
+    }
+    for c0 in (0..g.c).step_by(ROUTE_BLOCK) {
+        let width = ROUTE_BLOCK.min(g.c - c0);
+        let (y, dy) = (&y[c0..c0 + width], &dy[c0..c0 + width]);
+        // Per channel, all ones once its gradient has been stored.
+        let mut taken = [0u32; ROUTE_BLOCK];
+        for iy in rows.clone() {
+            for ix in cols.clone() {
+                let at = (iy * g.iw + ix) * g.c + c0;
+                let lanes = dx[at..at + width]
+                    .iter_mut()
+                    .zip(&x[at..at + width])
+                    .zip(y.iter().zip(dy).zip(&mut taken));
+                for ((d, &v), ((&m, &grad), t)) in lanes {
+                    let hit = v == m && *t == 0;
+                    *d = if hit { 0.0 + grad } else { 0.0 };
+                    *t |= u32::from(hit);
+                }
+            }
         }
     }
 }
@@ -424,6 +494,71 @@ mod tests {
         let mut dx = vec![9.0; 4];
         pool.backward(&x, &y, &[1.0], Some(&mut dx), 1).unwrap();
         dx
+    }
+
+    /// The disjoint-window fast path against the general one (zero fill, then add), on ties,
+    /// NaN, -0.0 gradients, more channels than one route block and an uncovered last row and
+    /// column.
+    #[test]
+    fn disjoint_windows_store_the_same_bits_as_the_general_path() {
+        for (size, ceil_mode) in [(4, false), (5, false), (5, true)] {
+            let g_c = ROUTE_BLOCK + 6;
+            let config = Pool2dConfig {
+                kernel_size: [2, 2],
+                stride: [2, 2],
+                padding: [0, 0],
+                ceil_mode,
+            };
+            let dims = Dims::Image {
+                channels: g_c,
+                height: size,
+                width: size,
+            };
+            let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
+            let g = pool.g;
+            let batch = 2;
+            // Few distinct values, so windows tie often; a NaN in a couple of channels.
+            let mut x: Vec<f32> = (0..batch * size * size * g_c)
+                .map(|i| ((i * 7919) % 5) as f32)
+                .collect();
+            x[3] = f32::NAN;
+            x[g_c * size + 3] = f32::NAN;
+            let mut y = vec![0.0; batch * g.oh * g.ow * g_c];
+            pool.forward(&x, &mut y, batch, Mode::Train).unwrap();
+            let dy: Vec<f32> = (0..y.len())
+                .map(|i| {
+                    if i % 3 == 0 {
+                        -0.0
+                    } else {
+                        i as f32 * 0.5 - 7.0
+                    }
+                })
+                .collect();
+            let mut dx = vec![9.0; x.len()];
+            pool.backward(&x, &y, &dy, Some(&mut dx), batch).unwrap();
+
+            let (in_len, out_len) = (size * size * g_c, g.oh * g.ow * g_c);
+            let mut want = vec![0.0; x.len()];
+            for n in 0..batch {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let (rows, cols, _) = g.window(oy, ox);
+                        let at = n * out_len + (oy * g.ow + ox) * g_c;
+                        route_max(
+                            &g,
+                            &x[n * in_len..(n + 1) * in_len],
+                            &y[at..at + g_c],
+                            &dy[at..at + g_c],
+                            rows,
+                            cols,
+                            &mut want[n * in_len..(n + 1) * in_len],
+                        );
+                    }
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&dx), bits(&want), "size {size}, ceil_mode {ceil_mode}");
+        }
     }
 
     #[test]
