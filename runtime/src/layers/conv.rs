@@ -9,7 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{
-    Layer, PackedFrom, check_backward, check_forward, check_param, check_positive, zero_param,
+    Layer, PackedFrom, check_backward, check_forward, check_param, check_positive,
+    visit_weight_bias, zero_param,
 };
 use crate::config::Conv2dConfig;
 use crate::error::{Error, Result};
@@ -638,15 +639,7 @@ impl Layer for Conv2d {
     }
 
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
-        f(Entry::Param {
-            name: &self.weight_name,
-            param: &mut self.weight,
-        });
-        if let Some(bias) = &mut self.bias {
-            f(Entry::Param {
-                name: &self.bias_name,
-                param: bias,
-            });
-        }
+        let names = [self.weight_name.as_str(), self.bias_name.as_str()];
+        visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
     }
 }

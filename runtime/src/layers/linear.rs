@@ -5,7 +5,9 @@
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{Layer, PackedFrom, check_backward, check_forward, check_param, zero_param};
+use super::{
+    Layer, PackedFrom, check_backward, check_forward, check_param, visit_weight_bias, zero_param,
+};
 use crate::config::LinearConfig;
 use crate::error::{Error, Result};
 use crate::gemm::{Grid, MR, NR, Seg, Tile, panels, rows_panel, sum_outer};
@@ -261,15 +263,7 @@ impl Layer for Linear {
     }
 
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
-        f(Entry::Param {
-            name: &self.weight_name,
-            param: &mut self.weight,
-        });
-        if let Some(bias) = &mut self.bias {
-            f(Entry::Param {
-                name: &self.bias_name,
-                param: bias,
-            });
-        }
+        let names = [self.weight_name.as_str(), self.bias_name.as_str()];
+        visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
     }
 }

@@ -187,6 +187,25 @@ pub(crate) fn check_backward(
     Ok((nx, ny))
 }
 
+/// Yields a weight and its optional bias in PyTorch's order, under `names` (`[weight, bias]`).
+pub(crate) fn visit_weight_bias(
+    f: &mut dyn FnMut(Entry<'_>),
+    names: [&str; 2],
+    weight: &mut Param,
+    bias: Option<&mut Param>,
+) {
+    f(Entry::Param {
+        name: names[0],
+        param: weight,
+    });
+    if let Some(bias) = bias {
+        f(Entry::Param {
+            name: names[1],
+            param: bias,
+        });
+    }
+}
+
 /// A zero-initialised parameter of the given PyTorch shape.
 pub(crate) fn zero_param(shape: &[usize]) -> Param {
     Param {
