@@ -81,7 +81,15 @@ fn io_and_usage_problems_exit_2() {
     );
     let output = cnnc(&["check", "no/such/spec.yaml"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot read no/such/spec.yaml"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read spec no/such/spec.yaml"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "checked 0 specs: no problems; 1 spec could not be read"
+    );
 }
 
 #[test]

@@ -8,11 +8,10 @@
 //! cnn_model! { #[cnnc(crate = my::reexport)] pub Tiny; input (1, 8, 8) flatten linear(out_features=2) }
 //! ```
 
-use std::io::Read;
 use std::ops::Range;
 use std::path::Path as FsPath;
 
-use cnnc_spec::{Diagnostic, Format, MAX_SOURCE_BYTES, Source};
+use cnnc_spec::{Diagnostic, Format, Source};
 use proc_macro2::{Delimiter, Ident, Span, TokenStream, TokenTree};
 use quote::quote;
 use syn::parse::{Parse, ParseStream};
@@ -130,23 +129,22 @@ impl Invocation {
         let Some(absolute) = path.to_str() else {
             return error(format!("the path of `{relative}` is not valid UTF-8"));
         };
-        let mut bytes = Vec::new();
-        let read = std::fs::File::open(&path).and_then(|file| {
-            file.take(MAX_SOURCE_BYTES as u64 + 1)
-                .read_to_end(&mut bytes)
-        });
-        if let Err(err) = read {
-            return error(format!(
-                "cannot read spec `{relative}` (relative to the crate root, CARGO_MANIFEST_DIR): {err}"
-            ));
-        }
         // Rebuild whenever the spec changes, even when it is wrong now.
         let track = quote!(
             const _: &[u8] = include_bytes!(#absolute);
         );
-        let Ok(text) = String::from_utf8(bytes) else {
-            let err = error(format!("spec `{relative}` is not UTF-8 text"));
-            return quote!(#err #track);
+        let text = match cnnc_spec::read_text(&path) {
+            Ok(text) => text,
+            Err(cnnc_spec::Error::Io { error: err, .. }) => {
+                return error(format!(
+                    "cannot read spec `{relative}` (relative to the crate root, CARGO_MANIFEST_DIR): {err}"
+                ));
+            }
+            Err(err @ cnnc_spec::Error::NotUtf8 { .. }) => {
+                let err = error(err.to_string());
+                return quote!(#err #track);
+            }
+            Err(err) => return error(err.to_string()),
         };
         let source = Source::new(relative.clone(), text, format);
         let body = match cnnc_spec::compile(&source) {

@@ -1241,9 +1241,15 @@ fn tensor(layer: &str, role: TensorRole, shape: Vec<usize>) -> TensorInfo {
 }
 
 fn too_large_dim(v: i64, span: Span) -> Diagnostic {
+    // Both front-ends saturate integers beyond 64 bits to i64::MAX; the label shows the literal.
+    let value = if v == i64::MAX {
+        "the number".to_owned()
+    } else {
+        v.to_string()
+    };
     Diagnostic::error(
         Code::TooLarge,
-        format!("{v} is larger than the size limit of {MAX_DIM}"),
+        format!("{value} is larger than the size limit of {MAX_DIM}"),
         span,
         "too large",
     )

@@ -2,7 +2,27 @@
 //! to the IR by line number, so `cnnc fmt` can carry them across languages.
 
 use crate::ast::Model;
-use crate::span::Source;
+use crate::diag::{Code, Diagnostic};
+use crate::span::{Source, Span};
+
+/// A carriage return that does not end a line, as a `code` syntax error. YAML reads one as a line
+/// break, but comments are found (and diagnostics placed) line by line on `\n`, so such text is
+/// refused in both languages rather than misread.
+pub(crate) fn lone_carriage_return(text: &str, code: Code) -> Option<Diagnostic> {
+    let at = text
+        .match_indices('\r')
+        .map(|(at, _)| at)
+        .find(|&at| !text[at + 1..].starts_with('\n'))?;
+    Some(
+        Diagnostic::error(
+            code,
+            "carriage return without a line feed",
+            Span::new(at, at + 1),
+            "lone carriage return",
+        )
+        .help("save the file with LF (Unix) or CRLF (Windows) line endings"),
+    )
+}
 
 /// Where a `#` may start a comment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,7 +19,10 @@ struct DslParser;
 
 /// Parses DSL text into the IR. Spans are byte offsets into `text`.
 pub fn parse_dsl(text: &str) -> Result<Model, Vec<Diagnostic>> {
-    if let Some(diagnostic) = nesting_error(text) {
+    let refused = comments::lone_carriage_return(text, Code::DslSyntax)
+        .or_else(|| control_character(text))
+        .or_else(|| nesting_error(text));
+    if let Some(diagnostic) = refused {
         return Err(vec![diagnostic]);
     }
     // Collect the rules tried at the failure point, so errors name the expected token.
@@ -135,12 +138,50 @@ fn value(pair: Pair<'_, Rule>) -> Value {
     Value { kind, span }
 }
 
+/// The first character YAML refuses anywhere: a control character other than tab, line breaks
+/// and NEL (U+0085), or a noncharacter U+FFFE/U+FFFF. A DSL comment holding one could not be
+/// carried over to YAML by `cnnc fmt`.
+fn control_character(text: &str) -> Option<Diagnostic> {
+    let (at, c) = text.char_indices().find(|&(_, c)| {
+        (c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{85}'))
+            || matches!(c, '\u{fffe}' | '\u{ffff}')
+    })?;
+    Some(
+        Diagnostic::error(
+            Code::DslSyntax,
+            format!(
+                "{} U+{:04X} in the spec",
+                if c.is_control() {
+                    "control character"
+                } else {
+                    "noncharacter"
+                },
+                u32::from(c)
+            ),
+            Span::new(at, at + c.len_utf8()),
+            "not allowed here",
+        )
+        .help("a spec is plain text: remove the character (tabs and line breaks are allowed)"),
+    )
+}
+
 /// Brackets nested deeper than [`MAX_NESTING`], found before parsing so that the recursive
-/// grammar never sees them.
+/// grammar never sees them. Brackets in comments and strings do not count.
 fn nesting_error(text: &str) -> Option<Diagnostic> {
     let mut depth = 0usize;
+    // The character that ends the comment (`\n`) or string (`"`) being skipped, if any.
+    let mut skip_until = None;
     for (at, c) in text.char_indices() {
+        if let Some(end) = skip_until {
+            // Strings end at a line break too, as the grammar has them.
+            if c == end || c == '\n' {
+                skip_until = None;
+            }
+            continue;
+        }
         match c {
+            '#' => skip_until = Some('\n'),
+            '"' => skip_until = Some('"'),
             '(' | '[' => {
                 depth += 1;
                 if depth > MAX_NESTING {

@@ -22,6 +22,8 @@ mod span;
 mod suggest;
 mod yaml;
 
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use ast::{Arg, Comments, Ident, Layer, Model, ModelComments, Value, ValueKind};
@@ -58,6 +60,27 @@ pub enum Error {
         path: PathBuf,
         /// Why.
         error: std::io::Error,
+    },
+    /// The path names a directory, not a spec file.
+    #[error("cannot read spec {path}: it is a directory; pass a .yaml, .yml or .cnn file")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The file is not UTF-8 text.
+    #[error(
+        "spec {path} is not UTF-8 text: byte 0x{byte:02x} at line {line}, column {column} is not \
+         valid UTF-8; save the file as UTF-8"
+    )]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// The first byte that is not valid UTF-8.
+        byte: u8,
+        /// Its line, from 1.
+        line: usize,
+        /// Its column in characters, from 1.
+        column: usize,
     },
     /// The file name does not say which language it is in.
     #[error("cannot tell the language of {path}: expected a .yaml, .yml or .cnn file")]
@@ -109,10 +132,7 @@ pub fn load(path: &Path) -> Result<CheckedModel, Error> {
     let format = Format::from_path(path).ok_or_else(|| Error::UnknownFormat {
         path: path.to_owned(),
     })?;
-    let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
-        path: path.to_owned(),
-        error,
-    })?;
+    let text = read_text(path)?;
     let source = Source::new(path.display().to_string(), text, format);
     compile(&source)
         .map(|(model, _)| model)
@@ -125,4 +145,50 @@ pub fn load(path: &Path) -> Result<CheckedModel, Error> {
                 .collect::<Vec<_>>()
                 .join("\n"),
         })
+}
+
+/// Reads the spec text at `path`, never more than [`MAX_SOURCE_BYTES`] + 1 bytes, so that a huge
+/// file costs no more than the limit. A file over the limit comes back cut (and lossily decoded)
+/// for [`parse`] to refuse with its position; any other file must be UTF-8.
+pub fn read_text(path: &Path) -> Result<String, Error> {
+    let io = |error| Error::Io {
+        path: path.to_owned(),
+        error,
+    };
+    let file = File::open(path).map_err(io)?;
+    if file.metadata().map_err(io)?.is_dir() {
+        return Err(Error::Directory {
+            path: path.to_owned(),
+        });
+    }
+    read_text_from(file, path)
+}
+
+/// [`read_text`] for any reader (standard input, say), with `path` naming it in errors.
+pub fn read_text_from(reader: impl Read, path: &Path) -> Result<String, Error> {
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_SOURCE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| Error::Io {
+            path: path.to_owned(),
+            error,
+        })?;
+    if bytes.len() > MAX_SOURCE_BYTES {
+        // The cut may split a character; the parser rejects the size whatever the encoding.
+        return Ok(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        let bytes = err.as_bytes();
+        let valid = err.utf8_error().valid_up_to();
+        // Everything before `valid` is UTF-8, so its last line counts characters.
+        let before = String::from_utf8_lossy(&bytes[..valid]);
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Error::NotUtf8 {
+            path: path.to_owned(),
+            byte: bytes[valid],
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+        }
+    })
 }

@@ -21,6 +21,9 @@ const TOP_LEVEL_KEYS: &[&str] = &["model", "input", "layers"];
 
 /// Parses a YAML spec into the IR. Spans are byte offsets into `text`.
 pub fn parse_yaml(text: &str) -> Result<Model, Vec<Diagnostic>> {
+    if let Some(diagnostic) = comments::lone_carriage_return(text, Code::YamlSyntax) {
+        return Err(vec![diagnostic]);
+    }
     let source = Source::new("", text, Format::Yaml);
     let mut options = serde_saphyr::Options::default();
     options.duplicate_keys = DuplicateKeyPolicy::PassThrough;
@@ -239,6 +242,36 @@ fn syntax_error(err: &serde_saphyr::Error, source: &Source) -> Diagnostic {
         }
         _ => Span::new(source.text().len(), source.text().len()),
     };
+    if too_deep(err) {
+        // On the bracket or dash that opens the collection too deep.
+        let start = span.start as usize;
+        let width = source
+            .text()
+            .get(start..)
+            .and_then(|rest| rest.chars().next())
+            .map_or(0, char::len_utf8);
+        return Diagnostic::error(
+            Code::NestingTooDeep,
+            format!("lists and mappings are nested more than {MAX_NESTING} deep"),
+            Span::new(start, start + width),
+            "too deep",
+        )
+        .help(
+            "a spec nests at most five deep: the spec, `layers`, a layer, its arguments and a \
+             `[height, width]` pair",
+        );
+    }
+    if let Some(message) = budget_message(err) {
+        return Diagnostic::error(
+            Code::YamlSyntax,
+            format!("invalid YAML: {message}"),
+            span,
+            "the limit is reached here",
+        )
+        .help(
+            "a spec has a few hundred values; write repeated parts out instead of aliasing them",
+        );
+    }
     let message =
         serde_saphyr::MessageFormatter::format_message(&serde_saphyr::UserMessageFormatter, err);
     Diagnostic::error(
@@ -247,6 +280,62 @@ fn syntax_error(err: &serde_saphyr::Error, source: &Source) -> Diagnostic {
         span,
         message.into_owned(),
     )
+}
+
+/// Whether the parser stopped at the nesting limit: block collections hit the depth budget, flow
+/// collections (`[[[...`) the scanner's own limit.
+fn too_deep(err: &serde_saphyr::Error) -> bool {
+    match original(err) {
+        serde_saphyr::Error::Budget { breach, .. } => {
+            matches!(breach, serde_saphyr::budget::BudgetBreach::Depth { .. })
+        }
+        serde_saphyr::Error::ExternalMessage { source, .. } => matches!(
+            source.as_ref(),
+            serde_saphyr::ExternalMessageSource::Parser(scan)
+                if matches!(scan.kind(), serde_saphyr::granit_parser::ErrorKind::RecursionLimitExceeded)
+        ),
+        _ => false,
+    }
+}
+
+/// The error itself, out of the wrappers that say where an alias or snippet led to it.
+fn original(mut err: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    while let serde_saphyr::Error::AliasError { error, .. }
+    | serde_saphyr::Error::WithSnippet { error, .. } = err
+    {
+        err = error;
+    }
+    err
+}
+
+/// What a breached YAML size limit means, for the limits aliases reach first ("billion laughs":
+/// a few lines of aliases that expand to millions of values).
+fn budget_message(err: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::budget::BudgetBreach;
+    let serde_saphyr::Error::Budget { breach, .. } = original(err) else {
+        return None;
+    };
+    let limits = serde_saphyr::Budget::default();
+    Some(match breach {
+        BudgetBreach::Nodes { .. } => format!(
+            "the document holds more than {} values (counting each use of an alias)",
+            limits.max_nodes
+        ),
+        BudgetBreach::Events { .. } => format!(
+            "the document holds more than {} parts (counting each use of an alias)",
+            limits.max_events
+        ),
+        BudgetBreach::Aliases { .. } | BudgetBreach::AliasAnchorRatio { .. } => {
+            "the document uses aliases far more than a spec needs".to_owned()
+        }
+        BudgetBreach::Anchors { .. } => {
+            format!(
+                "the document defines more than {} anchors",
+                limits.max_anchors
+            )
+        }
+        _ => return None,
+    })
 }
 
 /// Lowers the node tree, collecting structural diagnostics.
@@ -527,6 +616,17 @@ impl Lower<'_> {
         })
     }
 
+    /// Whether the text at `span` is an integer literal: optional `+`, then decimal digits.
+    fn is_digits(&self, span: Span) -> bool {
+        let text = self
+            .source
+            .text()
+            .get(span.start as usize..span.end as usize)
+            .unwrap_or("");
+        let digits = text.strip_prefix('+').unwrap_or(text);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    }
+
     fn value(&mut self, node: Node) -> Value {
         let kind = match node.kind {
             Kind::Null => ValueKind::Null,
@@ -534,6 +634,8 @@ impl Lower<'_> {
             Kind::Int(i) => ValueKind::Int(i),
             // Beyond every size limit; the checker reports it as too large.
             Kind::BigInt => ValueKind::Int(i64::MAX),
+            // serde-saphyr reads integers beyond 64 bits as floats; they are still integers.
+            Kind::Float(_) if self.is_digits(node.span) => ValueKind::Int(i64::MAX),
             Kind::Float(f) => ValueKind::Float(f),
             Kind::Str(s) => ValueKind::Str(s),
             Kind::Seq(items) => ValueKind::List(items.into_iter().map(|n| self.value(n)).collect()),

@@ -45,30 +45,33 @@ pub struct Tally {
     pub errors: usize,
     /// Warnings found.
     pub warnings: usize,
+    /// Specs that could not be read (each already reported).
+    pub unreadable: usize,
 }
 
 /// Runs `cnnc check`.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut sources = Vec::new();
-    let mut trouble = false;
+    let mut unreadable = 0;
     for path in super::collect_specs(&args.paths)? {
         match super::read_source(&path, args.lang) {
             Ok(source) => sources.push(source),
             Err(err) => {
                 eprintln!("error: {err:#}");
-                trouble = true;
+                unreadable += 1;
             }
         }
     }
     let stdout = std::io::stdout();
     let tally = report(
         &sources,
+        unreadable,
         args.format,
         args.color.enabled(),
         &mut stdout.lock(),
     )?;
     let denied = args.deny.contains(&Deny::Warnings) && tally.warnings > 0;
-    Ok(ExitCode::from(if trouble {
+    Ok(ExitCode::from(if unreadable > 0 {
         EXIT_TROUBLE
     } else if tally.errors > 0 || denied {
         EXIT_INVALID
@@ -86,14 +89,18 @@ pub fn diagnose(source: &Source) -> Vec<Diagnostic> {
 }
 
 /// Checks `sources` and writes the report to `out`: rendered diagnostics and a closing count
-/// line, or one JSON array of all diagnostics.
+/// line (which also counts the `unreadable` specs), or one JSON array of all diagnostics.
 pub fn report(
     sources: &[Source],
+    unreadable: usize,
     format: OutputFormat,
     color: bool,
     out: &mut dyn Write,
 ) -> std::io::Result<Tally> {
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        unreadable,
+        ..Tally::default()
+    };
     let mut json = Vec::new();
     for source in sources {
         tally.specs += 1;
@@ -130,5 +137,12 @@ fn closing_line(tally: &Tally) -> String {
         (0, w) => plural(w, "warning"),
         (e, w) => format!("{}, {}", plural(e, "error"), plural(w, "warning")),
     };
-    format!("checked {}: {findings}", plural(tally.specs, "spec"))
+    let unreadable = match tally.unreadable {
+        0 => String::new(),
+        n => format!("; {} could not be read", plural(n, "spec")),
+    };
+    format!(
+        "checked {}: {findings}{unreadable}",
+        plural(tally.specs, "spec")
+    )
 }

@@ -18,12 +18,11 @@ pub mod run;
 pub mod summary;
 pub mod train;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use cnnc_spec::{Format, MAX_SOURCE_BYTES, Source};
+use cnnc_spec::{Format, Source};
 
 /// Exit status: the spec has errors (or denied warnings).
 pub const EXIT_INVALID: u8 = 1;
@@ -95,45 +94,27 @@ pub fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
 /// Reads the spec at `path` (`-` is standard input, in `lang` or else guessed), refusing files
 /// over the size limit before reading them whole.
 pub fn read_source(path: &Path, lang: Option<Lang>) -> anyhow::Result<Source> {
-    let mut bytes = Vec::new();
-    let (name, format) = if path == Path::new("-") {
-        std::io::stdin()
-            .lock()
-            .take(MAX_SOURCE_BYTES as u64 + 1)
-            .read_to_end(&mut bytes)
-            .context("cannot read standard input")?;
-        let format = lang.map_or_else(|| sniff(&bytes), Format::from);
-        ("<stdin>".to_owned(), format)
-    } else {
-        let format = match lang {
-            Some(lang) => lang.into(),
-            None => Format::from_path(path).with_context(|| {
-                format!(
-                    "cannot tell the language of {}: expected a .yaml, .yml or .cnn file",
-                    path.display()
-                )
-            })?,
-        };
-        std::fs::File::open(path)
-            .and_then(|file| {
-                file.take(MAX_SOURCE_BYTES as u64 + 1)
-                    .read_to_end(&mut bytes)
-            })
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        (path.display().to_string(), format)
+    if path == Path::new("-") {
+        let name = "<stdin>";
+        let text = cnnc_spec::read_text_from(std::io::stdin().lock(), Path::new(name))?;
+        let format = lang.map_or_else(|| sniff(&text), Format::from);
+        return Ok(Source::new(name.to_owned(), text, format));
+    }
+    let format = match lang {
+        Some(lang) => lang.into(),
+        None => Format::from_path(path).with_context(|| {
+            format!(
+                "cannot tell the language of {}: expected a .yaml, .yml or .cnn file",
+                path.display()
+            )
+        })?,
     };
-    let text = if bytes.len() > MAX_SOURCE_BYTES {
-        // Only the first bytes were read; the parser rejects the size, whatever the encoding.
-        String::from_utf8_lossy(&bytes).into_owned()
-    } else {
-        String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{name} is not UTF-8 text"))?
-    };
-    Ok(Source::new(name, text, format))
+    let text = cnnc_spec::read_text(path)?;
+    Ok(Source::new(path.display().to_string(), text, format))
 }
 
 /// Standard input without `--lang`: YAML if its first line of content is a YAML key.
-fn sniff(bytes: &[u8]) -> Format {
-    let text = String::from_utf8_lossy(bytes);
+fn sniff(text: &str) -> Format {
     let first = text
         .lines()
         .map(str::trim)
