@@ -2,14 +2,19 @@
 //! logits to. Arrays are read as `f32` in C order, converting from float64, int64, int32, uint8
 //! and big-endian data where every value survives the conversion, and from Fortran order.
 
-use std::fs;
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
 
-use crate::weights::write_atomic;
+use crate::weights::{read_whole, write_atomic};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
+
+/// Largest header accepted, in bytes: NumPy's own default limit (`max_header_size`), since a
+/// header is a short Python literal and parsing a huge one is costly.
+pub const MAX_HEADER_BYTES: usize = 10_000;
 
 /// What went wrong reading or writing a `.npy` file. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -87,13 +92,38 @@ struct Header {
 }
 
 /// Reads a `.npy` file as an `f32` array in C order.
+///
+/// The header is read and checked against the file's length first, so a file that is not as long
+/// as its header says is refused without reading its data.
 pub fn read_f32(path: &Path) -> Result<ArrayD<f32>, NpyError> {
-    let bytes = fs::read(path).map_err(|error| NpyError::Io {
+    let io = |error| NpyError::Io {
         action: "read",
         path: path.to_owned(),
         error,
-    })?;
-    decode(&bytes).map_err(|e| e.at(path))
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let info = file.metadata().map_err(io)?;
+    if info.is_dir() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a directory; pass a .npy file",
+        )));
+    }
+    let mut prefix = Vec::new();
+    (&mut file)
+        .take(12 + MAX_HEADER_BYTES as u64)
+        .read_to_end(&mut prefix)
+        .map_err(io)?;
+    let (header, start) = split_header(&prefix).map_err(|e| e.at(path))?;
+    check_data_len(&header, info.len().saturating_sub(start as u64)).map_err(|e| e.at(path))?;
+    let bytes = read_whole(path, info.len()).map_err(io)?;
+    parse_f32(&bytes, path)
+}
+
+/// [`read_f32`] on the bytes of a `.npy` file already in memory; `path` is the file they came
+/// from, named in the error.
+pub fn parse_f32(bytes: &[u8], path: &Path) -> Result<ArrayD<f32>, NpyError> {
+    decode(bytes).map_err(|e| e.at(path))
 }
 
 /// Writes `array` to `path` as a version 1.0 `.npy` file (`<f4`, C order), atomically.
@@ -129,6 +159,28 @@ fn format(reason: impl Into<String>) -> Problem {
 }
 
 fn decode(bytes: &[u8]) -> Result<ArrayD<f32>, Problem> {
+    let (header, start) = split_header(bytes)?;
+    let data = &bytes[start..];
+    // Checked before decoding, so that a header claiming a huge shape allocates nothing.
+    check_data_len(&header, data.len() as u64)?;
+    let values = convert(&header, data)?;
+    let shape = IxDyn(&header.shape);
+    let array = if header.fortran_order {
+        ArrayD::from_shape_vec(shape.f(), values)
+    } else {
+        ArrayD::from_shape_vec(shape, values)
+    };
+    let array = array.map_err(|e| format(format!("data does not fit the shape: {e}")))?;
+    Ok(if header.fortran_order {
+        array.as_standard_layout().into_owned()
+    } else {
+        array
+    })
+}
+
+/// Parses the magic string, version and header at the start of `bytes`: the header and the
+/// offset of the data. Looks at no more than [`MAX_HEADER_BYTES`] + 12 bytes.
+fn split_header(bytes: &[u8]) -> Result<(Header, usize), Problem> {
     if bytes.get(..6) != Some(MAGIC.as_slice()) {
         return Err(format("the file does not start with the .npy magic string"));
     }
@@ -156,47 +208,39 @@ fn decode(bytes: &[u8]) -> Result<ArrayD<f32>, Problem> {
         }
     };
     let len = len.ok_or_else(|| format("the file ends inside the header length field"))?;
+    if len > MAX_HEADER_BYTES {
+        return Err(format(format!(
+            "the header claims {len} bytes, more than the limit of {MAX_HEADER_BYTES} (NumPy's \
+             own default)"
+        )));
+    }
     let available = bytes.len() - start.min(bytes.len());
-    let end = start.checked_add(len);
-    let text = end.and_then(|end| bytes.get(start..end)).ok_or_else(|| {
+    let text = bytes.get(start..start + len).ok_or_else(|| {
         format(format!(
             "the header claims {len} bytes but only {available} follow"
         ))
     })?;
     // Versions 1 and 2 are ASCII (a subset of UTF-8); version 3 allows UTF-8.
     let text = std::str::from_utf8(text).map_err(|_| format("the header is not valid text"))?;
-    let header = parse_header(text)?;
-    let data = &bytes[start + len..];
+    Ok((parse_header(text)?, start + len))
+}
 
-    let count = header
+/// Checks that `present` bytes of data are exactly what the header's shape and dtype need.
+fn check_data_len(header: &Header, present: u64) -> Result<(), Problem> {
+    let needed = header
         .shape
         .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .try_fold(header.element.size() as u64, |n, &d| {
+            n.checked_mul(d as u64)
+        })
         .ok_or_else(|| format(format!("shape {:?} is too large", header.shape)))?;
-    let needed = count
-        .checked_mul(header.element.size())
-        .ok_or_else(|| format(format!("shape {:?} is too large", header.shape)))?;
-    // Checked before decoding, so that a header claiming a huge shape allocates nothing.
-    if data.len() != needed {
+    if present != needed {
         return Err(format(format!(
-            "shape {:?} needs {needed} bytes of data but the file holds {}",
-            header.shape,
-            data.len()
+            "shape {:?} needs {needed} bytes of data but the file holds {present}",
+            header.shape
         )));
     }
-    let values = convert(&header, data)?;
-    let shape = IxDyn(&header.shape);
-    let array = if header.fortran_order {
-        ArrayD::from_shape_vec(shape.f(), values)
-    } else {
-        ArrayD::from_shape_vec(shape, values)
-    };
-    let array = array.map_err(|e| format(format!("data does not fit the shape: {e}")))?;
-    Ok(if header.fortran_order {
-        array.as_standard_layout().into_owned()
-    } else {
-        array
-    })
+    Ok(())
 }
 
 /// Decodes `data` to `f32` in file order, refusing values that would change.

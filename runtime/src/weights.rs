@@ -3,17 +3,18 @@
 //! reported at once, the model untouched unless all is well), and plain named-tensor files for
 //! checkpoints and fixtures.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::{Metadata, TensorInfo};
-use safetensors::{Dtype, SafeTensorError, SafeTensors};
+use safetensors::{Dtype, SafeTensorError};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 
 use crate::param::{Entry, Visit};
 
@@ -154,15 +155,41 @@ pub struct LoadError {
     pub problems: Vec<LoadProblem>,
 }
 
+impl LoadProblem {
+    /// What to do about this problem, where the problem itself does not say.
+    pub fn fix(&self) -> Option<&'static str> {
+        match self {
+            LoadProblem::Dtype {
+                expected: "F32", ..
+            } => Some("convert the tensors to float32 before saving (PyTorch: `model.float()`)"),
+            LoadProblem::Dtype {
+                expected: "I64", ..
+            } => Some("save counters such as `num_batches_tracked` as int64, as PyTorch does"),
+            LoadProblem::NonFinite { .. } => Some(
+                "the file is damaged or was saved from a diverged run: use an earlier checkpoint",
+            ),
+            _ => None,
+        }
+    }
+}
+
 struct ProblemList<'a>(&'a [LoadProblem]);
 
 impl fmt::Display for ProblemList<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            [one] => write!(f, "{one}"),
+            [one] => {
+                write!(f, "{one}")?;
+                one.fix().map_or(Ok(()), |fix| write!(f, "; {fix}"))
+            }
             many => {
                 write!(f, "{} problems", many.len())?;
-                many.iter().try_for_each(|p| write!(f, "\n  - {p}"))
+                many.iter().try_for_each(|p| write!(f, "\n  - {p}"))?;
+                let mut fixes: Vec<&str> = many.iter().filter_map(LoadProblem::fix).collect();
+                fixes.dedup();
+                fixes
+                    .iter()
+                    .try_for_each(|fix| write!(f, "\n  help: {fix}"))
             }
         }
     }
@@ -245,8 +272,9 @@ pub fn write_tensors(
 
 /// The safetensors bytes for `tensors`. Laid out as the reference implementation does (8-byte
 /// dtypes first, then by name, so every tensor is aligned), with the header keys in a fixed order
-/// so that the same model always gives the same bytes.
-fn serialize(tensors: &[(String, TensorData)], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+/// so that the same model always gives the same bytes. Non-finite values are kept as they are
+/// ([`write_tensors`] refuses them).
+pub fn serialize(tensors: &[(String, TensorData)], metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut order: Vec<&(String, TensorData)> = tensors.iter().collect();
     order.sort_by(|(a, x), (b, y)| y.element_size().cmp(&x.element_size()).then(a.cmp(b)));
     let json = |s: &str| serde_json::Value::from(s).to_string();
@@ -291,9 +319,11 @@ fn serialize(tensors: &[(String, TensorData)], metadata: &BTreeMap<String, Strin
 }
 
 /// Writes `bytes` to `path` so that readers see the old file or the complete new one, never a
-/// partial write: a temporary file in the same directory, synced, then renamed over `path`.
+/// partial write, even after a crash or a power cut: a temporary file in the same directory
+/// (`.NAME.PID.N.tmp`), synced, renamed over `path`, then the directory synced so that the rename
+/// is durable. On any failure (a full disk, a file-size limit, a bad directory) the temporary file
+/// is removed and `path` is untouched. The error is the underlying one; callers name `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let file_name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file")
     })?;
@@ -301,45 +331,73 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let mut temp_name = OsString::from(".");
-    temp_name.push(file_name);
-    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    temp_name.push(format!(".{}.{unique}.tmp", std::process::id()));
-    let temp = dir.join(temp_name);
-    let written = (|| {
-        let mut file = File::create_new(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temp, path)
-    })();
-    if written.is_err() {
+    let (temp, mut file) = create_temp(dir, file_name)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            drop(file);
+            fs::rename(&temp, path)
+        });
+    if let Err(error) = written {
         // Best effort: the temporary file is ours and useless now; the write error matters more.
         let _ = fs::remove_file(&temp);
-        return written;
+        return Err(error);
     }
-    // Make the rename itself durable; directories cannot be opened for syncing everywhere.
+    sync_dir(dir)
+}
+
+/// Creates a new temporary file for `file_name` in `dir`, under a name no other write uses: a
+/// stale one left by a killed process with a recycled id is skipped, never reused.
+fn create_temp(dir: &Path, file_name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let mut temp_name = OsString::from(".");
+        temp_name.push(file_name);
+        let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+        temp_name.push(format!(".{}.{unique}.tmp", std::process::id()));
+        let temp = dir.join(temp_name);
+        match File::create_new(&temp) {
+            Ok(file) => return Ok((temp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Makes the renames done in `dir` durable. Directories cannot be opened for syncing everywhere,
+/// so this is a no-op off Unix.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }
 
-/// A validated safetensors file, borrowed from its bytes.
+/// Largest header accepted, in bytes: the safetensors crate's limit (100 MB).
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// A validated safetensors file: its header, and its tensor data when it has been read.
 struct RawFile<'a> {
     /// Tensor names, dtypes, shapes and data offsets.
     layout: Metadata,
-    /// Everything after the header.
-    data: &'a [u8],
+    /// Everything after the header; `None` when only the header was read.
+    data: Option<&'a [u8]>,
     /// The `__metadata__` strings.
     metadata: BTreeMap<String, String>,
 }
 
 impl RawFile<'_> {
-    /// The tensor `name`: its description and bytes.
+    /// The tensor `name`: its description and bytes (empty when only the header was read).
     fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
         let info = self.layout.info(name)?;
         let (start, end) = info.data_offsets;
-        Some((info, self.data.get(start..end)?))
+        let bytes = match self.data {
+            Some(data) => data.get(start..end)?,
+            None => &[],
+        };
+        Some((info, bytes))
     }
 
     /// Every tensor, in data order (stable, unlike the crate's hash order).
@@ -351,67 +409,216 @@ impl RawFile<'_> {
     }
 }
 
+/// Parses and checks a whole safetensors file held in memory.
 fn parse(bytes: &[u8]) -> Result<RawFile<'_>, LoadProblem> {
-    let (header_len, layout) =
-        SafeTensors::read_metadata(bytes).map_err(|e| LoadProblem::Corrupt(describe(bytes, e)))?;
-    let metadata = layout
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    // read_metadata checked that the header and data exactly cover the file.
-    let data = bytes.get(8 + header_len..).unwrap_or_default();
+    let prefix = bytes.get(..8).unwrap_or(bytes);
+    let header_len = header_len(prefix, bytes.len() as u64)?;
+    let data_start = 8 + header_len as usize;
+    let (layout, metadata) = parse_header(&bytes[8..data_start])?;
+    check_data_len(&layout, (bytes.len() - data_start) as u64)?;
     Ok(RawFile {
         layout,
-        data,
+        data: Some(&bytes[data_start..]),
         metadata,
     })
 }
 
-/// A precise message for a file the safetensors crate rejected.
-fn describe(bytes: &[u8], error: SafeTensorError) -> String {
-    let claimed = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes);
-    let after_prefix = bytes.len().saturating_sub(8);
-    match (error, claimed) {
-        (SafeTensorError::HeaderTooSmall, _) => {
-            format!(
-                "the file is {} bytes, too short for the 8-byte header length",
-                bytes.len()
-            )
-        }
-        (SafeTensorError::HeaderTooLarge, Some(n)) => {
-            format!("the header length field claims {n} bytes, more than the 100 MB limit")
-        }
-        (SafeTensorError::InvalidHeaderLength, Some(n)) => format!(
+/// Reads and checks only the header of the safetensors file at `path`, and checks that the file
+/// is exactly as long as the header says: at most 8 bytes plus [`MAX_HEADER_BYTES`] are read, so
+/// a header claiming gigantic tensors costs nothing. Returns the header and the file's length.
+fn read_header(path: &Path) -> Result<(RawFile<'static>, u64), LoadProblem> {
+    let io = |e: io::Error| LoadProblem::Io(e.to_string());
+    let mut file = File::open(path).map_err(io)?;
+    let info = file.metadata().map_err(io)?;
+    if info.is_dir() {
+        return Err(LoadProblem::Io(
+            "it is a directory; pass a .safetensors file".to_owned(),
+        ));
+    }
+    let len = info.len();
+    let mut prefix = Vec::with_capacity(8);
+    (&mut file).take(8).read_to_end(&mut prefix).map_err(io)?;
+    let header_len = header_len(&prefix, len)?;
+    let mut json = Vec::new();
+    (&mut file)
+        .take(header_len)
+        .read_to_end(&mut json)
+        .map_err(io)?;
+    if json.len() as u64 != header_len {
+        return Err(LoadProblem::Io(
+            "the file changed while being read".to_owned(),
+        ));
+    }
+    let (layout, metadata) = parse_header(&json)?;
+    check_data_len(&layout, len.saturating_sub(8 + header_len))?;
+    let header = RawFile {
+        layout,
+        data: None,
+        metadata,
+    };
+    Ok((header, len))
+}
+
+/// The first `len` bytes of the file at `path` (its length when checked), with the memory for
+/// them reserved up front: a file too large for memory is an error, not an abort.
+pub(crate) fn read_whole(path: &Path, len: u64) -> io::Result<Vec<u8>> {
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("its {len} bytes do not fit in memory"),
+        )
+    };
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(usize::try_from(len).map_err(|_| too_large())?)
+        .map_err(|_| too_large())?;
+    File::open(path)?.take(len).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The header length from a file's first 8 bytes, checked against the limit and the file's
+/// length `len` before anything else is read.
+fn header_len(prefix: &[u8], len: u64) -> Result<u64, LoadProblem> {
+    let Ok(prefix) = <[u8; 8]>::try_from(prefix) else {
+        return Err(LoadProblem::Corrupt(format!(
+            "the file is {len} bytes, too short for the 8-byte header length"
+        )));
+    };
+    let n = u64::from_le_bytes(prefix);
+    if n > MAX_HEADER_BYTES {
+        return Err(LoadProblem::Corrupt(format!(
+            "the header length field claims {n} bytes, more than the 100 MB limit"
+        )));
+    }
+    let after_prefix = len.saturating_sub(8);
+    if n > after_prefix {
+        return Err(LoadProblem::Corrupt(format!(
             "the header length field claims {n} bytes but only {after_prefix} bytes follow \
              (truncated file?)"
-        ),
-        (SafeTensorError::MetadataIncompleteBuffer, Some(n)) => {
-            let header = usize::try_from(n).ok().and_then(|n| bytes.get(8..8 + n));
-            let described = header
-                .and_then(|h| serde_json::from_slice::<Metadata>(h).ok())
-                .map(|m| m.data_len());
-            let present = after_prefix.saturating_sub(n as usize);
-            match described {
-                Some(len) => format!(
-                    "the header describes {len} bytes of tensor data but {present} bytes follow \
-                     it (truncated file?)"
-                ),
-                None => "the tensor data does not match the header".to_owned(),
+        )));
+    }
+    Ok(n)
+}
+
+/// One entry of a header's JSON object.
+enum HeaderEntry {
+    /// `__metadata__`: free-form strings.
+    Metadata(HashMap<String, String>),
+    /// A tensor's dtype, shape and data offsets.
+    Tensor(TensorInfo),
+}
+
+/// A header's entries in file order, duplicates kept (a map would silently keep the last).
+struct HeaderEntries(Vec<(String, HeaderEntry)>);
+
+impl<'de> Deserialize<'de> for HeaderEntries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = HeaderEntries;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of tensors")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HeaderEntries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    // Through a JSON value, so that an error names the entry and the position
+                    // (which serde_json adds) appears once.
+                    let value: serde_json::Value = map.next_value()?;
+                    let entry = if key == "__metadata__" {
+                        serde_json::from_value(value).map(HeaderEntry::Metadata)
+                    } else {
+                        serde_json::from_value(value).map(HeaderEntry::Tensor)
+                    };
+                    let entry = entry.map_err(|e| de::Error::custom(format!("`{key}`: {e}")))?;
+                    entries.push((key, entry));
+                }
+                Ok(HeaderEntries(entries))
             }
         }
-        (SafeTensorError::InvalidOffset(name), _) => {
-            format!("tensor `{name}`'s data offsets overlap, leave a gap or run backwards")
-        }
-        (SafeTensorError::TensorInvalidInfo, _) => {
-            "a tensor's data range does not match its shape and dtype".to_owned()
-        }
-        (other, _) => other.to_string(),
+        deserializer.deserialize_map(Entries)
     }
+}
+
+/// Parses a header's JSON: every tensor's extent checked by name, duplicate names refused.
+fn parse_header(json: &[u8]) -> Result<(Metadata, BTreeMap<String, String>), LoadProblem> {
+    let HeaderEntries(entries) = serde_json::from_slice(json).map_err(|e| {
+        LoadProblem::Corrupt(format!("the header is not a safetensors JSON header: {e}"))
+    })?;
+    let mut names = HashSet::new();
+    if let Some((name, _)) = entries
+        .iter()
+        .find(|(name, _)| !names.insert(name.as_str()))
+    {
+        return Err(LoadProblem::Corrupt(format!(
+            "the header names `{name}` twice, and a JSON reader keeps only one of them; the file \
+             is corrupt: save it again"
+        )));
+    }
+    let mut metadata = None;
+    let mut tensors = Vec::new();
+    for (name, entry) in entries {
+        match entry {
+            HeaderEntry::Metadata(strings) => metadata = Some(strings),
+            HeaderEntry::Tensor(info) => {
+                check_extent(&name, &info)?;
+                tensors.push((name, info));
+            }
+        }
+    }
+    tensors.sort_by_key(|(_, info)| info.data_offsets);
+    let layout = Metadata::new(metadata, tensors).map_err(|e| {
+        LoadProblem::Corrupt(match e {
+            SafeTensorError::InvalidOffset(name) => {
+                format!("tensor `{name}`'s data offsets overlap or leave a gap")
+            }
+            other => other.to_string(),
+        })
+    })?;
+    let metadata = layout.metadata().clone().unwrap_or_default();
+    Ok((layout, metadata.into_iter().collect()))
+}
+
+/// Checks that a tensor's data offsets span exactly its shape and dtype.
+fn check_extent(name: &str, info: &TensorInfo) -> Result<(), LoadProblem> {
+    let (start, end) = info.data_offsets;
+    let bits = info
+        .shape
+        .iter()
+        .try_fold(info.dtype.bitsize(), |n, &d| n.checked_mul(d));
+    let Some(bits) = bits else {
+        return Err(LoadProblem::Corrupt(format!(
+            "tensor `{name}` claims shape {:?} of {}, more bytes than can be addressed",
+            info.shape, info.dtype
+        )));
+    };
+    let bytes = bits.div_ceil(8);
+    if end < start || end - start != bytes {
+        return Err(LoadProblem::Corrupt(format!(
+            "tensor `{name}`'s data offsets [{start}, {end}] do not span the {bytes} bytes of {} {:?}",
+            info.dtype, info.shape
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `present` bytes of data follow the header, as many as it describes.
+fn check_data_len(layout: &Metadata, present: u64) -> Result<(), LoadProblem> {
+    let described = layout.data_len() as u64;
+    if described == present {
+        return Ok(());
+    }
+    let why = if present < described {
+        "truncated file?"
+    } else {
+        "trailing data?"
+    };
+    Err(LoadProblem::Corrupt(format!(
+        "the header describes {described} bytes of tensor data but {present} bytes follow it \
+         ({why})"
+    )))
 }
 
 /// Element type a model entry needs.
@@ -419,6 +626,16 @@ fn describe(bytes: &[u8], error: SafeTensorError) -> String {
 enum Kind {
     F32,
     I64,
+}
+
+impl Kind {
+    /// Bytes per element.
+    fn size(self) -> u64 {
+        match self {
+            Kind::F32 => 4,
+            Kind::I64 => 8,
+        }
+    }
 }
 
 /// A value staged for the model, decoded and checked before anything is modified.
@@ -430,48 +647,43 @@ enum Staged {
 /// Loads `model`'s parameters and buffers from the safetensors file at `path`, strictly: every
 /// missing, unexpected, wrongly shaped, wrongly typed or non-finite tensor is reported at once,
 /// and the model is modified only if there is none. Returns the file's metadata.
+///
+/// The header is read and checked first: a file whose length disagrees with its header, or that
+/// holds more data than the model's tensors, is refused without reading its data.
 pub fn load(model: &mut dyn Visit, path: &Path) -> Result<BTreeMap<String, String>, LoadError> {
     let fail = |problems| LoadError {
         path: path.to_owned(),
         problems,
     };
-    let bytes = fs::read(path).map_err(|e| fail(vec![LoadProblem::Io(e.to_string())]))?;
-    let file = parse(&bytes).map_err(|p| fail(vec![p]))?;
-
-    let mut expected: Vec<(String, Kind, Vec<usize>)> = Vec::new();
-    model.visit(&mut |entry| {
-        expected.push(match entry {
-            Entry::Param { name, param } => (name.into(), Kind::F32, param.value.shape().into()),
-            Entry::Buffer { name, value } => (name.into(), Kind::F32, value.shape().into()),
-            Entry::Counter { name, .. } => (name.into(), Kind::I64, Vec::new()),
-        });
-    });
-
-    let mut problems = Vec::new();
-    let mut seen = HashSet::new();
-    let mut staged = Vec::with_capacity(expected.len());
-    for (name, kind, shape) in &expected {
-        if !seen.insert(name.as_str()) {
-            problems.push(LoadProblem::DuplicateEntry { name: name.clone() });
-            continue;
-        }
-        match stage(&file, name, *kind, shape) {
-            Ok(value) => staged.push(value),
-            Err(problem) => problems.push(problem),
-        }
-    }
-    for (name, info, _) in file.tensors() {
-        if !seen.contains(name.as_str()) {
-            problems.push(LoadProblem::Unexpected {
-                name,
-                dtype: info.dtype.to_string(),
-                shape: info.shape.clone(),
-            });
-        }
-    }
-    if !problems.is_empty() {
+    let (header, len) = read_header(path).map_err(|p| fail(vec![p]))?;
+    let expected = entries(model);
+    let model_bytes: u64 = expected
+        .iter()
+        .map(|(_, kind, shape)| kind.size() * shape.iter().product::<usize>() as u64)
+        .sum();
+    // Such a file can only be refused; its header alone says why.
+    if header.layout.data_len() as u64 > model_bytes
+        && let Err(problems) = stage_all(&expected, &header)
+    {
         return Err(fail(problems));
     }
+    let bytes = read_whole(path, len).map_err(|e| fail(vec![LoadProblem::Io(e.to_string())]))?;
+    load_bytes(model, &bytes, path)
+}
+
+/// [`load`] on the bytes of a safetensors file already in memory; `path` is the file they came
+/// from, named in the error.
+pub fn load_bytes(
+    model: &mut dyn Visit,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<BTreeMap<String, String>, LoadError> {
+    let fail = |problems| LoadError {
+        path: path.to_owned(),
+        problems,
+    };
+    let file = parse(bytes).map_err(|p| fail(vec![p]))?;
+    let staged = stage_all(&entries(model), &file).map_err(fail)?;
 
     let mut staged = staged.into_iter();
     model.visit(&mut |entry| match (entry, staged.next()) {
@@ -486,6 +698,54 @@ pub fn load(model: &mut dyn Visit, path: &Path) -> Result<BTreeMap<String, Strin
         _ => {}
     });
     Ok(file.metadata)
+}
+
+/// The model's entries: state_dict name, element type and shape, in visit order.
+fn entries(model: &mut dyn Visit) -> Vec<(String, Kind, Vec<usize>)> {
+    let mut expected = Vec::new();
+    model.visit(&mut |entry| {
+        expected.push(match entry {
+            Entry::Param { name, param } => (name.into(), Kind::F32, param.value.shape().into()),
+            Entry::Buffer { name, value } => (name.into(), Kind::F32, value.shape().into()),
+            Entry::Counter { name, .. } => (name.into(), Kind::I64, Vec::new()),
+        });
+    });
+    expected
+}
+
+/// Checks and decodes a value for every expected entry, or lists every problem: duplicate
+/// entries, missing, mistyped, misshapen and non-finite tensors, then unexpected ones.
+fn stage_all(
+    expected: &[(String, Kind, Vec<usize>)],
+    file: &RawFile<'_>,
+) -> Result<Vec<Staged>, Vec<LoadProblem>> {
+    let mut problems = Vec::new();
+    let mut seen = HashSet::new();
+    let mut staged = Vec::with_capacity(expected.len());
+    for (name, kind, shape) in expected {
+        if !seen.insert(name.as_str()) {
+            problems.push(LoadProblem::DuplicateEntry { name: name.clone() });
+            continue;
+        }
+        match stage(file, name, *kind, shape) {
+            Ok(value) => staged.push(value),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    for (name, info, _) in file.tensors() {
+        if !seen.contains(name.as_str()) {
+            problems.push(LoadProblem::Unexpected {
+                name,
+                dtype: info.dtype.to_string(),
+                shape: info.shape.clone(),
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(staged)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Finds, checks and decodes the tensor the model entry `name` needs.
@@ -573,13 +833,27 @@ fn decode_i64(bytes: &[u8]) -> Vec<i64> {
 
 /// Reads every tensor of a safetensors file (F32, F64 or I64; any other dtype is a problem) with
 /// its metadata.
+///
+/// The header is read and checked first, so a file whose length disagrees with it is refused
+/// without reading its data.
 pub fn read_tensors(path: &Path) -> Result<TensorFile, LoadError> {
     let fail = |problems| LoadError {
         path: path.to_owned(),
         problems,
     };
-    let bytes = fs::read(path).map_err(|e| fail(vec![LoadProblem::Io(e.to_string())]))?;
-    let file = parse(&bytes).map_err(|p| fail(vec![p]))?;
+    let (_, len) = read_header(path).map_err(|p| fail(vec![p]))?;
+    let bytes = read_whole(path, len).map_err(|e| fail(vec![LoadProblem::Io(e.to_string())]))?;
+    parse_tensors(&bytes, path)
+}
+
+/// [`read_tensors`] on the bytes of a safetensors file already in memory; `path` is the file they
+/// came from, named in the error.
+pub fn parse_tensors(bytes: &[u8], path: &Path) -> Result<TensorFile, LoadError> {
+    let fail = |problems| LoadError {
+        path: path.to_owned(),
+        problems,
+    };
+    let file = parse(bytes).map_err(|p| fail(vec![p]))?;
     let mut tensors = BTreeMap::new();
     let mut problems = Vec::new();
     for (name, info, bytes) in file.tensors() {
@@ -616,6 +890,7 @@ pub fn read_tensors(path: &Path) -> Result<TensorFile, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use safetensors::SafeTensors;
 
     #[test]
     fn unravel_gives_c_order_indices() {

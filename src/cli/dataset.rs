@@ -95,6 +95,12 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>, args: &DataArgs) -> anyhow::R
         }
         (kind, None) => default_cache(kind),
     };
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!(
+            "{} is a file, not a folder; pass --data DIR, the folder that holds the dataset",
+            dir.display()
+        );
+    }
     if download && matches!(kind, DatasetKind::Folder | DatasetKind::Sample) {
         anyhow::bail!("--download fetches cifar10, fashion-mnist or mnist, not {kind}");
     }

@@ -64,10 +64,15 @@ pub fn spec_hash(def: &NetworkDef) -> String {
 /// the cnnc metadata found in the file.
 pub fn load_weights(net: &mut Network, path: &Path, spec: &Spec) -> anyhow::Result<WeightsMeta> {
     let metadata = weights::load(net, path).map_err(|err| {
-        let fits_not = err
-            .problems
-            .iter()
-            .any(|p| !matches!(p, LoadProblem::Io(_) | LoadProblem::Corrupt(_)));
+        let fits_not = err.problems.iter().any(|p| {
+            matches!(
+                p,
+                LoadProblem::Missing { .. }
+                    | LoadProblem::Unexpected { .. }
+                    | LoadProblem::Shape { .. }
+                    | LoadProblem::Dtype { .. }
+            )
+        });
         let err = anyhow::Error::new(err);
         if fits_not {
             err.context(format!(

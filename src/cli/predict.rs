@@ -8,10 +8,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use cnnc_runtime::Mode;
+use cnnc_runtime::data::folder::{decode_image, image_to_chw};
 use cnnc_runtime::data::{
     CIFAR10_CLASSES, DatasetKind, FASHION_MNIST_CLASSES, ImageShape, MNIST_CLASSES, Normalization,
 };
-use image::imageops::FilterType;
 use ndarray::ArrayView4;
 use serde::Serialize;
 
@@ -168,12 +168,16 @@ fn known_dataset(kind: DatasetKind) -> anyhow::Result<Preparation> {
 /// Decodes an image into `[C, H, W]` u8 pixels of `shape`, converting colour and resizing
 /// (bilinear) with a notice when it differs.
 fn read_image(path: &Path, shape: ImageShape) -> anyhow::Result<Vec<u8>> {
-    let image = image::ImageReader::open(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .decode()
-        .with_context(|| format!("cannot decode {} as a PNG or JPEG image", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        anyhow::bail!(
+            "{} is a directory; pass PNG or JPEG files (e.g. {}/*.png)",
+            path.display(),
+            path.display()
+        );
+    }
+    let image = decode_image(std::io::BufReader::new(file), path)?;
     let (w, h) = (shape.width as u32, shape.height as u32);
     let grey = image.color().channel_count() <= 2;
     let mut changes = Vec::new();
@@ -192,32 +196,13 @@ fn read_image(path: &Path, shape: ImageShape) -> anyhow::Result<Vec<u8>> {
     if !changes.is_empty() {
         eprintln!("notice: {}: {}", path.display(), changes.join(", "));
     }
-    let resize = |img: image::DynamicImage| {
-        if (img.width(), img.height()) == (w, h) {
-            img
-        } else {
-            img.resize_exact(w, h, FilterType::Triangle)
-        }
-    };
-    let plane = (w * h) as usize;
-    Ok(match shape.channels {
-        1 => resize(image).to_luma8().into_raw(),
-        3 => {
-            let rgb = resize(image).to_rgb8();
-            let mut chw = vec![0u8; 3 * plane];
-            for (i, pixel) in rgb.pixels().enumerate() {
-                for c in 0..3 {
-                    chw[c * plane + i] = pixel.0[c];
-                }
-            }
-            chw
-        }
-        channels => {
-            return Err(refuse(format!(
-                "the model reads {channels}-channel images; predict handles grey (1) and RGB (3)"
-            )));
-        }
-    })
+    if !matches!(shape.channels, 1 | 3) {
+        return Err(refuse(format!(
+            "the model reads {}-channel images; predict handles grey (1) and RGB (3)",
+            shape.channels
+        )));
+    }
+    Ok(image_to_chw(&image, shape)?)
 }
 
 /// Probabilities from logits, computed stably in f64.

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::transform::Normalization;
-use super::{DataError, Dataset, ImageShape, Splits, names};
+use super::{DataError, Dataset, ImageShape, MAX_DATA_BYTES, Splits, names};
 
 /// CIFAR-10's class names, by label (as in `batches.meta.txt`).
 pub const CIFAR10_CLASSES: [&str; 10] = [
@@ -103,7 +103,7 @@ pub fn read_cifar_batch(
     labels: &mut Vec<usize>,
 ) -> Result<(), DataError> {
     let io = |e| DataError::io(path, e);
-    let mut file = File::open(path).map_err(io)?;
+    let file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     if len == 0 || len % RECORD as u64 != 0 {
         return Err(DataError::RecordLength {
@@ -112,10 +112,31 @@ pub fn read_cifar_batch(
             record: RECORD as u64,
         });
     }
+    if len > MAX_DATA_BYTES {
+        return Err(DataError::FileTooLarge {
+            path: path.to_path_buf(),
+            len,
+            limit: MAX_DATA_BYTES,
+            hint: "a CIFAR-10 batch holds 10,000 records (30,730,000 bytes): is this the right file?",
+        });
+    }
     let mut bytes = Vec::with_capacity(len as usize);
-    file.read_to_end(&mut bytes).map_err(io)?;
-    if bytes.len() as u64 != len {
-        // The file changed while being read.
+    // No more than the length checked, even if the file grows meanwhile.
+    file.take(len).read_to_end(&mut bytes).map_err(io)?;
+    // Checked again on the bytes: the file may have changed while being read.
+    parse_cifar_batch(&bytes, path, classes, images, labels)
+}
+
+/// [`read_cifar_batch`] on the bytes of a batch file already in memory; `path` is the file they
+/// came from, named in errors.
+pub fn parse_cifar_batch(
+    bytes: &[u8],
+    path: &Path,
+    classes: usize,
+    images: &mut Vec<u8>,
+    labels: &mut Vec<usize>,
+) -> Result<(), DataError> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(DataError::RecordLength {
             path: path.to_path_buf(),
             len: bytes.len() as u64,

@@ -2,22 +2,33 @@
 //! torchvision's `ImageFolder` (`root/<class>/**/*.png`). Classes are the sub-folder names sorted
 //! by name and numbered from 0; files are visited like torchvision's sorted `os.walk`.
 //!
-//! All images must share one size (resizing belongs to `predict`, not to training data). A set of
-//! grey images stays one channel; if any image has colour, grey ones are repeated to RGB. Alpha is
-//! dropped, as PIL's `convert("RGB")` does. Entries whose name starts with `.` are ignored.
+//! All images must share one size (resizing belongs to `predict`, not to training data; the
+//! decoder both use, [`decode_image`], and predict's conversion, [`image_to_chw`], live here). A
+//! set of grey images stays one channel; if any image has colour, grey ones are repeated to RGB.
+//! Alpha is dropped, as PIL's `convert("RGB")` does. Entries whose name starts with `.` are
+//! ignored.
 //!
 //! Normalisation: the per-channel mean and std computed from the (training) images themselves,
 //! since no published statistics exist for someone's own data; the test split reuses the training
 //! split's.
 
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageReader};
+use image::error::{DecodingError, ImageError};
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 use super::transform::Normalization;
 use super::{DataError, Dataset, ImageShape, Splits};
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// Most values (`C * H * W`) an image converted for a model may have: the largest tensor a spec
+/// may declare.
+const MAX_IMAGE_VALUES: u64 = 1 << 31;
 
 /// Loads `root/<class>/…` images into one [`Dataset`], normalised with its own statistics.
 pub fn image_folder(root: &Path) -> Result<Dataset, DataError> {
@@ -151,13 +162,112 @@ fn decode_folder(root: &Path, first: &mut First) -> Result<Decoded, DataError> {
 }
 
 fn decode(path: &Path) -> Result<DynamicImage, DataError> {
-    let reader = ImageReader::open(path)
-        .and_then(ImageReader::with_guessed_format)
-        .map_err(|e| DataError::io(path, e))?;
-    reader.decode().map_err(|error| DataError::Decode {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    decode_image(BufReader::new(file), path)
+}
+
+/// Decodes the PNG or JPEG image in `reader`, the contents of the file at `path`: the format is
+/// told by the content, else by the file's extension (as [`ImageReader::open`] does), within the
+/// decoder's default memory limits. An image larger than its file could possibly encode is refused
+/// before anything is decoded: the JPEG decoder would otherwise fill a cut-off file in with grey,
+/// turning a few hundred bytes into hundreds of megabytes of pixels.
+pub fn decode_image(
+    mut reader: impl BufRead + Seek,
+    path: &Path,
+) -> Result<DynamicImage, DataError> {
+    let io = |e| DataError::io(path, e);
+    let start = reader.stream_position().map_err(io)?;
+    let file_len = reader
+        .seek(SeekFrom::End(0))
+        .map_err(io)?
+        .saturating_sub(start);
+    reader.seek(SeekFrom::Start(start)).map_err(io)?;
+    let mut reader = ImageReader::new(reader);
+    if let Ok(format) = ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    let reader = reader.with_guessed_format().map_err(io)?;
+    let format = reader.format();
+    let failed = |error| DataError::Decode {
         path: path.to_path_buf(),
         error,
-    })
+    };
+    let decoder = reader.into_decoder().map_err(failed)?;
+    let (width, height) = decoder.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if let Some(format) = format
+        && let Some(most) = most_pixels(format, file_len)
+        && pixels > most
+    {
+        return Err(failed(ImageError::Decoding(DecodingError::new(
+            format.into(),
+            format!(
+                "the header claims {width}x{height} pixels but a {file_len}-byte file holds at \
+                 most {most}"
+            ),
+        ))));
+    }
+    // What `ImageReader::decode` checks before allocating the pixels.
+    Limits::default()
+        .reserve(decoder.total_bytes())
+        .map_err(failed)?;
+    DynamicImage::from_decoder(decoder).map_err(failed)
+}
+
+/// Most pixels a `file_len`-byte file in `format` can encode, or `None` if unbounded. A PNG
+/// inflates at most 1032:1 (deflate's limit) to at most 8 pixels per byte (1-bit grey); a JPEG
+/// spends at least one bit on each 8x8 block (its DC code), 512 pixels per byte, doubled for
+/// margin.
+fn most_pixels(format: ImageFormat, file_len: u64) -> Option<u64> {
+    let per_byte = match format {
+        ImageFormat::Png => 8 * 1032,
+        ImageFormat::Jpeg => 1024,
+        _ => return None,
+    };
+    Some(file_len.saturating_mul(per_byte))
+}
+
+/// `image` as `[C, H, W]` pixels of `shape`, the way `cnnc predict` feeds an image to a model:
+/// converted to grey (1 channel) or RGB (3) and resized (bilinear) when its size differs. Fails
+/// when `shape` has another channel count, or a size no model input can have (a zero side, more
+/// than 2^31 values).
+pub fn image_to_chw(image: &DynamicImage, shape: ImageShape) -> Result<Vec<u8>, DataError> {
+    let invalid = |reason: &str| DataError::invalid("image shape", format!("{shape}: {reason}"));
+    if !matches!(shape.channels, 1 | 3) {
+        return Err(invalid(
+            "images convert to grey (1 channel) or RGB (3 channels) only",
+        ));
+    }
+    let values = [shape.channels, shape.height, shape.width]
+        .iter()
+        .map(|&d| d as u64)
+        .try_fold(1u64, u64::checked_mul);
+    let (Ok(w), Ok(h), Some(1..=MAX_IMAGE_VALUES)) = (
+        u32::try_from(shape.width),
+        u32::try_from(shape.height),
+        values,
+    ) else {
+        return Err(invalid("no model input has this size"));
+    };
+    let resized;
+    let sized = if (image.width(), image.height()) == (w, h) {
+        image
+    } else {
+        resized = image.resize_exact(w, h, FilterType::Triangle);
+        &resized
+    };
+    if shape.channels == 1 {
+        return Ok(sized.to_luma8().into_raw());
+    }
+    let rgb = sized.to_rgb8();
+    let plane = rgb.pixels().len();
+    let mut chw = vec![0u8; 3 * plane];
+    for (i, pixel) in rgb.pixels().enumerate() {
+        for c in 0..3 {
+            chw[c * plane + i] = pixel.0[c];
+        }
+    }
+    Ok(chw)
 }
 
 fn check_size(path: &Path, image: &DynamicImage, first: &mut First) -> Result<(), DataError> {
@@ -197,13 +307,24 @@ fn class_folders(root: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
     Ok(classes)
 }
 
-/// PNG and JPEG files below `dir`, in torchvision's order: folders by path, files by name.
+/// PNG and JPEG files below `dir`, in torchvision's order: folders by path, files by name. Links
+/// are followed as torchvision does, but each real folder is read once, so that a link to a
+/// parent folder cannot make the walk endless.
 fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut folders = vec![dir.to_path_buf()];
+    let mut seen = HashSet::new();
     let mut found: Vec<(PathBuf, Vec<PathBuf>)> = Vec::new();
     while let Some(folder) = folders.pop() {
+        let real = std::fs::canonicalize(&folder).map_err(|e| DataError::io(&folder, e))?;
+        if !seen.insert(real) {
+            continue;
+        }
+        let mut entries = visible_entries(&folder)?;
+        // Sorted, and sub-folders stacked in reverse, so the walk and which of two paths to one
+        // folder it keeps do not depend on the order the file system lists entries in.
+        entries.sort();
         let mut files = Vec::new();
-        for (name, path) in visible_entries(&folder)? {
+        for (name, path) in entries.into_iter().rev() {
             if path.is_dir() {
                 folders.push(path);
             } else if has_image_extension(&name) {
@@ -234,4 +355,51 @@ fn visible_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
 fn has_image_extension(name: &str) -> bool {
     name.rsplit_once('.')
         .is_some_and(|(_, ext)| EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use image::{GrayImage, Luma};
+
+    use super::*;
+
+    fn jpeg(width: u32, height: u32) -> Vec<u8> {
+        let image = DynamicImage::ImageLuma8(GrayImage::from_pixel(width, height, Luma([90])));
+        let mut bytes = Cursor::new(Vec::new());
+        image
+            .write_to(&mut bytes, ImageFormat::Jpeg)
+            .expect("encoding to memory succeeds");
+        bytes.into_inner()
+    }
+
+    #[test]
+    fn decodes_images_the_file_can_hold() {
+        let image = decode_image(Cursor::new(jpeg(40, 24)), Path::new("a.jpg"))
+            .expect("a valid JPEG decodes");
+        assert_eq!((image.width(), image.height()), (40, 24));
+    }
+
+    #[test]
+    fn refuses_a_header_claiming_more_pixels_than_the_file_holds() {
+        // A valid 16x16 JPEG whose frame header (SOF0) now claims 8192x8192: the decoder would
+        // fill the missing 64 million pixels in with grey.
+        let mut bytes = jpeg(16, 16);
+        let sof = bytes
+            .windows(2)
+            .position(|w| w == [0xff, 0xc0])
+            .expect("a baseline JPEG has an SOF0 marker");
+        bytes[sof + 5..sof + 9].copy_from_slice(&[0x20, 0x00, 0x20, 0x00]);
+        // Not `expect_err`: on failure it would print 64 million pixels.
+        let Err(error) = decode_image(Cursor::new(bytes), Path::new("cut.jpg")) else {
+            panic!("8192x8192 pixels decoded from a few hundred bytes");
+        };
+        let message = error.to_string();
+        assert!(
+            message.starts_with("cut.jpg: cannot decode image")
+                && message.contains("claims 8192x8192 pixels"),
+            "{message}"
+        );
+    }
 }

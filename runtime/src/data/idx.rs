@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 
 use super::transform::Normalization;
-use super::{DataError, Dataset, ImageShape, Splits, names};
+use super::{DataError, Dataset, ImageShape, MAX_DATA_BYTES, MAX_IMAGES, Splits, names};
 
 /// Magic number of an IDX file of u8 images, `[N, rows, cols]`.
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -56,19 +56,49 @@ pub struct IdxImages {
 
 /// Reads an IDX image file (`magic 0x00000803`), raw or gzip-compressed.
 pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
-    let (dims, pixels) = read_idx(path, IdxKind::Images)?;
+    Ok(idx_images(read_idx(path, IdxKind::Images)?))
+}
+
+/// [`read_idx_images`] on the bytes of an IDX file already in memory (raw or gzip-compressed);
+/// `path` is the file they came from, named in errors.
+pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<IdxImages, DataError> {
+    Ok(idx_images(decode_idx(
+        bytes,
+        bytes.len() as u64,
+        path,
+        IdxKind::Images,
+    )?))
+}
+
+fn idx_images((dims, pixels): (Vec<usize>, Vec<u8>)) -> IdxImages {
     let [count, rows, cols] = [dims[0], dims[1], dims[2]];
-    Ok(IdxImages {
+    IdxImages {
         count,
         shape: ImageShape::new(1, rows, cols),
         pixels,
-    })
+    }
 }
 
 /// Reads an IDX label file (`magic 0x00000801`), raw or gzip-compressed, checking every label is
 /// below `classes`.
 pub fn read_idx_labels(path: &Path, classes: usize) -> Result<Vec<usize>, DataError> {
     let (_, bytes) = read_idx(path, IdxKind::Labels)?;
+    check_labels(&bytes, path, classes)
+}
+
+/// [`read_idx_labels`] on the bytes of an IDX file already in memory (raw or gzip-compressed);
+/// `path` is the file they came from, named in errors.
+pub fn parse_idx_labels(
+    bytes: &[u8],
+    path: &Path,
+    classes: usize,
+) -> Result<Vec<usize>, DataError> {
+    let (_, labels) = decode_idx(bytes, bytes.len() as u64, path, IdxKind::Labels)?;
+    check_labels(&labels, path, classes)
+}
+
+/// The labels of a decoded label file, each checked to be below `classes`.
+fn check_labels(bytes: &[u8], path: &Path, classes: usize) -> Result<Vec<usize>, DataError> {
     let header = IdxKind::Labels.header_len();
     bytes
         .iter()
@@ -219,6 +249,14 @@ impl IdxKind {
         }
     }
 
+    /// What the first dimension counts.
+    fn items(self) -> &'static str {
+        match self {
+            IdxKind::Images => "images",
+            IdxKind::Labels => "labels",
+        }
+    }
+
     fn header_len(self) -> u64 {
         4 + 4 * self.ndims() as u64
     }
@@ -229,18 +267,44 @@ fn read_idx(path: &Path, kind: IdxKind) -> Result<(Vec<usize>, Vec<u8>), DataErr
     let io = |e| DataError::io(path, e);
     let file = File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
-    let mut buffered = BufReader::new(file);
+    decode_idx(BufReader::new(file), file_len, path, kind)
+}
+
+/// Checks and decodes the IDX stream `buffered`, `file_len` bytes as stored (before any gzip
+/// decompression), read from `path`: its dimensions and its exact payload.
+fn decode_idx(
+    mut buffered: impl BufRead,
+    file_len: u64,
+    path: &Path,
+    kind: IdxKind,
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let io = |e| DataError::io(path, e);
     let gzipped = buffered.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
-    let mut reader: Box<dyn Read> = if gzipped {
+    let inner: Box<dyn Read + '_> = if gzipped {
         Box::new(MultiGzDecoder::new(buffered))
     } else {
         Box::new(buffered)
+    };
+    let mut reader = Counted { inner, count: 0 };
+    // Reading a gzip file fails this way when the compressed stream is corrupt or cut short.
+    let failed = |error: std::io::Error, decoded: u64| {
+        use std::io::ErrorKind::{InvalidData, InvalidInput, UnexpectedEof};
+        if gzipped && matches!(error.kind(), InvalidData | InvalidInput | UnexpectedEof) {
+            DataError::Gzip {
+                path: path.to_path_buf(),
+                decoded,
+                reason: error.to_string(),
+            }
+        } else {
+            io(error)
+        }
     };
 
     // The magic first, so that a wrong kind of file is named as such even when it is short.
     let header_len = kind.header_len();
     let mut header = vec![0u8; header_len as usize];
-    let magic_len = read_up_to(&mut reader, &mut header[..4]).map_err(io)?;
+    let magic_len =
+        read_up_to(&mut reader, &mut header[..4]).map_err(|e| failed(e, reader.count))?;
     if magic_len == 4 {
         check_magic(
             path,
@@ -248,7 +312,8 @@ fn read_idx(path: &Path, kind: IdxKind) -> Result<(Vec<usize>, Vec<u8>), DataErr
             kind,
         )?;
     }
-    let got = magic_len + read_up_to(&mut reader, &mut header[magic_len..]).map_err(io)?;
+    let got = magic_len
+        + read_up_to(&mut reader, &mut header[magic_len..]).map_err(|e| failed(e, reader.count))?;
     if got < header.len() {
         return Err(DataError::Length {
             path: path.to_path_buf(),
@@ -270,6 +335,26 @@ fn read_idx(path: &Path, kind: IdxKind) -> Result<(Vec<usize>, Vec<u8>), DataErr
         });
     }
     let claimed: u128 = dims.iter().map(|&d| d as u128).product();
+    // Checked once the file is known to be as large as the header says, so that a short file
+    // is called truncated.
+    let within_limits = || {
+        let claim = if dims[0] as u64 > MAX_IMAGES {
+            format!(
+                "{} {}, more than the limit of {MAX_IMAGES}",
+                dims[0],
+                kind.items()
+            )
+        } else if claimed > u128::from(MAX_DATA_BYTES) {
+            format!("{claimed} bytes of data, more than the limit of {MAX_DATA_BYTES} (4 GiB)")
+        } else {
+            return Ok(());
+        };
+        Err(DataError::BadHeader {
+            path: path.to_path_buf(),
+            offset: 4,
+            reason: format!("it claims {claim}; the file is corrupt or not an IDX file"),
+        })
+    };
 
     let payload = if gzipped {
         let limit = file_len.saturating_mul(MAX_GZIP_RATIO).saturating_add(1024);
@@ -281,17 +366,19 @@ fn read_idx(path: &Path, kind: IdxKind) -> Result<(Vec<usize>, Vec<u8>), DataErr
                 limit,
             });
         }
+        within_limits()?;
         // At most `claimed + 1` bytes: the extra one reveals trailing data without reading it all.
         let mut payload = Vec::with_capacity((claimed as usize).min(1 << 26));
         (&mut reader)
             .take(claimed as u64 + 1)
             .read_to_end(&mut payload)
-            .map_err(io)?;
+            .map_err(|e| failed(e, reader.count))?;
         if payload.len() as u128 != claimed {
             let found = if payload.len() as u128 > claimed {
                 // Count the rest only to report the true size; it is read in bounded chunks.
                 payload.len() as u64
-                    + std::io::copy(&mut reader, &mut std::io::sink()).map_err(io)?
+                    + std::io::copy(&mut reader, &mut std::io::sink())
+                        .map_err(|e| failed(e, reader.count))?
             } else {
                 payload.len() as u64
             };
@@ -313,8 +400,11 @@ fn read_idx(path: &Path, kind: IdxKind) -> Result<(Vec<usize>, Vec<u8>), DataErr
                 found,
             });
         }
+        within_limits()?;
         let mut payload = vec![0u8; found as usize];
-        reader.read_exact(&mut payload).map_err(io)?;
+        reader
+            .read_exact(&mut payload)
+            .map_err(|e| failed(e, reader.count))?;
         payload
     };
     Ok((dims, payload))
@@ -344,6 +434,20 @@ fn check_magic(path: &Path, found: u32, kind: IdxKind) -> Result<(), DataError> 
         what,
         hint,
     })
+}
+
+/// A reader that counts the bytes it has delivered, to say where a stream broke.
+struct Counted<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
 }
 
 /// Fills `buf` as far as the stream allows, returning how many bytes were read.

@@ -26,16 +26,39 @@ pub use loader::{Loader, LoaderConfig, LoaderState};
 pub use sample::{SAMPLE_DIR, fashion_mnist_sample};
 pub use transform::{Augment, AugmentDraw, Bridge, Normalization, Transform};
 
+/// Most images (records) one dataset file may hold: 2^24, far above MNIST's 60,000 or a CIFAR-10
+/// batch's 10,000, so that a header or a file size claiming more is refused before anything is
+/// read.
+pub const MAX_IMAGES: u64 = 1 << 24;
+
+/// Most bytes of image data one dataset file may hold (4 GiB): datasets are held in memory, and
+/// CIFAR-10 whole is 180 MB.
+pub const MAX_DATA_BYTES: u64 = 1 << 32;
+
 /// Everything that can go wrong while reading or preparing data.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    /// The operating system refused a read (missing permission, I/O error, corrupt gzip stream).
+    /// The operating system refused a read (missing permission, I/O error).
     #[error("cannot read {}: {error}", path.display())]
     Io {
         /// The file or directory being read.
         path: PathBuf,
         /// The underlying error.
         error: std::io::Error,
+    },
+    /// A gzip-compressed file does not decompress: its stream is corrupt or cut short.
+    #[error(
+        "{}: the gzip data is corrupt or cut short after {decoded} uncompressed bytes ({reason}); \
+         the file is damaged or incomplete: fetch it again",
+        path.display()
+    )]
+    Gzip {
+        /// The file.
+        path: PathBuf,
+        /// Bytes decompressed before the failure.
+        decoded: u64,
+        /// The decoder's error.
+        reason: String,
     },
     /// A file the dataset needs is absent.
     #[error("{} not found; {fix}", path.display())]
@@ -105,6 +128,22 @@ pub enum DataError {
         /// Most bytes the file could decode to.
         limit: u64,
     },
+    /// A file is larger than any dataset file may be; refused before it is read.
+    #[error(
+        "{}: {len} bytes, more than the limit of {limit} bytes (4 GiB) for one dataset file; \
+         {hint}",
+        path.display()
+    )]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: u64,
+        /// The limit, [`MAX_DATA_BYTES`].
+        limit: u64,
+        /// What the file should look like.
+        hint: &'static str,
+    },
     /// A binary file is not a whole number of fixed-size records.
     #[error(
         "{}: {len} bytes is not a whole number of {record}-byte records ({records} records and \
@@ -165,7 +204,11 @@ pub enum DataError {
         reason: String,
     },
     /// An image file cannot be decoded.
-    #[error("{}: cannot decode image: {error}", path.display())]
+    #[error(
+        "{}: cannot decode image: {error}; the file is damaged, too large or not a PNG or JPEG \
+         image: replace or remove it",
+        path.display()
+    )]
     Decode {
         /// The image file.
         path: PathBuf,
