@@ -47,3 +47,32 @@ fn refuses_specs_with_syntax_errors() {
     assert!(stdout(&output).is_empty());
     assert!(String::from_utf8_lossy(&output.stderr).contains("error[E0001]"));
 }
+
+#[test]
+fn check_passes_formatted_specs_and_diffs_the_rest_without_writing() {
+    for seed in ["models/custom_cnn.yaml", "models/custom_cnn.cnn"] {
+        let output = cnnc(&["fmt", "--check", seed]);
+        assert_eq!(output.status.code(), Some(0), "{seed}");
+        assert!(stdout(&output).is_empty(), "{seed}");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("messy.cnn");
+    let messy = "input [1,8,8]\nflatten\nlinear(out_features=2)\n";
+    std::fs::write(&path, messy).expect("spec written");
+    let name = path.display().to_string();
+    let output = cnnc(&["fmt", "--check", &name]);
+    assert_eq!(output.status.code(), Some(1));
+    let diff = stdout(&output);
+    assert!(
+        diff.starts_with(&format!("--- {name}\n+++ {name} (formatted)\n")),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("\n-input [1,8,8]\n+input (1, 8, 8)\n+\n flatten\n"),
+        "{diff}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).expect("spec"), messy);
+    // Checking cannot be combined with writing or converting.
+    let output = cnnc(&["fmt", "--check", "--to", "yaml", &name]);
+    assert_eq!(output.status.code(), Some(2));
+}

@@ -1,7 +1,9 @@
 //! The dynamic executor: a runnable model built at run time from a [`NetworkDef`] (what the CLI
 //! uses). It is a list of the same [`Layer`] structs generated models hold as fields, plus
-//! activation and gradient buffers sized for the largest batch seen and reused afterwards.
+//! activation and gradient buffers sized for the largest batch seen and reused afterwards. When a
+//! training step goes non-finite, [`Network::find_non_finite`] names the layer where it started.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut2};
@@ -23,6 +25,8 @@ use crate::tensor::{Dims, Mode, nchw_to_internal};
 pub struct Network {
     input: Dims,
     layers: Vec<Box<dyn Layer>>,
+    /// Each layer's spec keyword (`conv2d`, `linear`), for messages.
+    kinds: Vec<&'static str>,
     /// `acts[0]` is the input (internal layout), `acts[i + 1]` the output of layer `i`.
     acts: Vec<Vec<f32>>,
     /// Two gradient buffers, each as large as the largest activation, used in turn by backward.
@@ -33,6 +37,141 @@ pub struct Network {
     capacity: usize,
     /// Batch and mode of the last forward, which backward needs.
     last: Option<(usize, Mode)>,
+    /// Whether `dlogits` holds the gradient for the last forward (a training step or a backward
+    /// call followed it), so that backward can be replayed.
+    dlogits_ready: bool,
+}
+
+/// Where the last training step first produced a NaN or an infinity, as
+/// [`Network::find_non_finite`] finds it: the first in forward order, then in backward order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NonFinite {
+    /// The input batch itself holds a non-finite value.
+    Input {
+        /// The first non-finite value.
+        value: f32,
+    },
+    /// A layer's output in the forward pass.
+    Activations {
+        /// Position of the layer in the network.
+        index: usize,
+        /// The layer's state_dict prefix (`layer2.0`).
+        name: String,
+        /// The layer's spec keyword (`conv2d`).
+        kind: &'static str,
+        /// The first non-finite value of the output.
+        value: f32,
+    },
+    /// The gradient of the loss with respect to the logits, although every logit is finite.
+    LossGradient {
+        /// The first non-finite value.
+        value: f32,
+    },
+    /// A gradient a layer's backward wrote: of one of its parameters, or of its input.
+    Gradient {
+        /// Position of the layer in the network.
+        index: usize,
+        /// The layer's state_dict prefix.
+        name: String,
+        /// The layer's spec keyword.
+        kind: &'static str,
+        /// The parameter (`fc1.weight`), or `None` for the gradient passed to the layer before.
+        param: Option<String>,
+        /// The first non-finite value.
+        value: f32,
+    },
+}
+
+impl NonFinite {
+    /// The state_dict prefix of the layer at fault, if a layer is.
+    pub fn layer(&self) -> Option<&str> {
+        match self {
+            NonFinite::Activations { name, .. } | NonFinite::Gradient { name, .. } => Some(name),
+            NonFinite::Input { .. } | NonFinite::LossGradient { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NonFinite::Input { value } => write!(f, "the input batch holds {value}"),
+            NonFinite::Activations {
+                name, kind, value, ..
+            } => write!(
+                f,
+                "layer `{name}` ({kind}) produced non-finite activations ({value}) in the forward \
+                 pass"
+            ),
+            NonFinite::LossGradient { value } => write!(
+                f,
+                "the loss gradient became {value} although every logit is finite"
+            ),
+            NonFinite::Gradient {
+                name,
+                kind,
+                param,
+                value,
+                ..
+            } => {
+                write!(f, "layer `{name}` ({kind}) produced a non-finite ")?;
+                match param {
+                    Some(param) => write!(f, "gradient for `{param}`")?,
+                    None => write!(f, "input gradient")?,
+                }
+                write!(f, " ({value}) in the backward pass")
+            }
+        }
+    }
+}
+
+/// The spec keyword of a layer, as messages name it.
+fn keyword(config: &LayerConfig) -> &'static str {
+    match config {
+        LayerConfig::Conv2d(_) => "conv2d",
+        LayerConfig::MaxPool2d(_) => "maxpool2d",
+        LayerConfig::AvgPool2d(_) => "avgpool2d",
+        LayerConfig::Relu => "relu",
+        LayerConfig::LeakyRelu { .. } => "leaky_relu",
+        LayerConfig::Sigmoid => "sigmoid",
+        LayerConfig::Tanh => "tanh",
+        LayerConfig::Flatten => "flatten",
+        LayerConfig::Linear(_) => "linear",
+        LayerConfig::Dropout { .. } => "dropout",
+        LayerConfig::BatchNorm2d(_) => "batchnorm2d",
+    }
+}
+
+/// The first non-finite gradient `layer` (at `index`, of kind `kind`) wrote in backward: its
+/// parameters' (in visit order), then `input_grad`.
+fn gradient_fault(
+    layer: &mut dyn Layer,
+    index: usize,
+    kind: &'static str,
+    input_grad: Option<&[f32]>,
+) -> Option<NonFinite> {
+    let mut found = None;
+    layer.visit(&mut |entry| {
+        if let (None, Entry::Param { name, param }) = (&found, entry)
+            && let Some(value) = param.grad.iter().copied().find(|v| !v.is_finite())
+        {
+            found = Some((Some(name.to_owned()), value));
+        }
+    });
+    let (param, value) =
+        found.or_else(|| Some((None, first_non_finite(input_grad.unwrap_or_default())?)))?;
+    Some(NonFinite::Gradient {
+        index,
+        name: layer.name().to_owned(),
+        kind,
+        param,
+        value,
+    })
+}
+
+/// The first value of `values` that is NaN or infinite.
+fn first_non_finite(values: &[f32]) -> Option<f32> {
+    values.iter().copied().find(|v| !v.is_finite())
 }
 
 /// Wall time one layer took in a profiled training step ([`Network::profile_train_step`]).
@@ -153,11 +292,13 @@ impl Network {
                 width,
             },
             layers,
+            kinds: def.layers.iter().map(|l| keyword(&l.config)).collect(),
             acts,
             grads: [Vec::new(), Vec::new()],
             dlogits: Vec::new(),
             capacity: 0,
             last: None,
+            dlogits_ready: false,
         })
     }
 
@@ -264,6 +405,7 @@ impl Network {
         }
         self.reserve(batch);
         self.last = None;
+        self.dlogits_ready = false;
         nchw_to_internal(x, &mut self.acts[0]);
         self.run_layers(batch, mode, times)?;
         self.last = Some((batch, mode));
@@ -322,15 +464,19 @@ impl Network {
         for (dst, &v) in self.dlogits.iter_mut().zip(dlogits.iter()) {
             *dst = v;
         }
-        self.backward_from_buffer(batch, None)
+        self.dlogits_ready = true;
+        self.backward_from_buffer(batch, None, false)?;
+        Ok(())
     }
 
-    /// Backward from `self.dlogits`, adding each layer's time to `times` when given.
+    /// Backward from `self.dlogits`, adding each layer's time to `times` when given. With
+    /// `check`, stops at the first layer that writes a non-finite gradient and returns it.
     fn backward_from_buffer(
         &mut self,
         batch: usize,
         mut times: Option<&mut [LayerTime]>,
-    ) -> Result<()> {
+        check: bool,
+    ) -> Result<Option<NonFinite>> {
         let [g0, g1] = &mut self.grads;
         let (mut dy, mut dx): (&mut [f32], &mut [f32]) = (g0, g1);
         for i in (0..self.layers.len()).rev() {
@@ -345,9 +491,54 @@ impl Network {
             if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {
                 t.backward += start.elapsed();
             }
+            if check {
+                let input_len = batch * self.layers[i].input_dims().len();
+                let input_grad = (i > 0).then(|| &dx[..input_len]);
+                let layer = &mut *self.layers[i];
+                if let Some(found) = gradient_fault(layer, i, self.kinds[i], input_grad) {
+                    return Ok(Some(found));
+                }
+            }
             std::mem::swap(&mut dy, &mut dx);
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Locates the first NaN or infinity of the last training step (a forward followed by
+    /// [`Network::train_step`]'s loss or by [`Network::backward`]): in the input batch, then in
+    /// each layer's output in forward order, then in the loss gradient, then in each layer's
+    /// parameter and input gradients in backward order. Backward is replayed to see the input
+    /// gradients (which the step does not keep); it rewrites the same parameter gradients and
+    /// leaves every value and buffer as it was. `Ok(None)` when all of them are finite (a loss
+    /// that overflowed on finite logits). Meant to be called once a cheap check (the loss, the
+    /// parameter gradients) has failed, before the optimizer step.
+    pub fn find_non_finite(&mut self) -> Result<Option<NonFinite>> {
+        let (batch, _) = self
+            .last
+            .ok_or_else(|| Error::State("no training step has run yet".to_owned()))?;
+        let input_len = batch * self.input.len();
+        if let Some(value) = first_non_finite(&self.acts[0][..input_len]) {
+            return Ok(Some(NonFinite::Input { value }));
+        }
+        for (index, layer) in self.layers.iter().enumerate() {
+            let len = batch * layer.output_dims().len();
+            if let Some(value) = first_non_finite(&self.acts[index + 1][..len]) {
+                return Ok(Some(NonFinite::Activations {
+                    index,
+                    name: layer.name().to_owned(),
+                    kind: self.kinds[index],
+                    value,
+                }));
+            }
+        }
+        if !self.dlogits_ready {
+            return Ok(None);
+        }
+        let logits_len = batch * self.classes();
+        if let Some(value) = first_non_finite(&self.dlogits[..logits_len]) {
+            return Ok(Some(NonFinite::LossGradient { value }));
+        }
+        self.backward_from_buffer(batch, None, true)
     }
 
     /// One training step's computation: forward in training mode, softmax cross-entropy (mean)
@@ -390,7 +581,8 @@ impl Network {
             ArrayViewMut2::from_shape((batch, classes), &mut dlogits[..logits_len])
                 .map_err(shape_err)?,
         )?;
-        self.backward_from_buffer(batch, times)?;
+        self.dlogits_ready = true;
+        self.backward_from_buffer(batch, times, false)?;
         Ok(loss)
     }
 }

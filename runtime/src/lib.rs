@@ -19,7 +19,7 @@ pub mod typed;
 pub mod weights;
 
 pub use error::{Error, Result};
-pub use exec::{LayerTime, Network};
+pub use exec::{LayerTime, Network, NonFinite};
 pub use layers::Layer;
 pub use loss::softmax_cross_entropy;
 pub use param::{Entry, Param, Visit};

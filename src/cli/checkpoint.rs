@@ -2,17 +2,27 @@
 //! `strict=True`, with cnnc's metadata), `optimizer.state` (the optimizer's tensors, safetensors
 //! format under another extension so that the folder holds exactly one `*.safetensors`) and
 //! `checkpoint.json` (everything else needed to continue bit-identically: recipe, loader and
-//! epoch state, dropout random-stream positions, metrics history). Every file is written atomically; each records the optimizer
-//! step it belongs to, so files from two different saves are never mixed up on resume.
+//! epoch state, dropout random-stream positions, metrics history). Each file records the optimizer
+//! step it belongs to.
+//!
+//! A save commits the three files together, so that a crash at any moment (SIGKILL, power cut,
+//! full disk) leaves either the previous checkpoint or the new one, and `model.safetensors` is
+//! always a complete weights file: each file is first written in full as `.NAME.pending` (through
+//! a synced temporary file and a rename), then the pending files are renamed over the committed
+//! ones in the fixed order model, optimizer, `checkpoint.json`. [`recover`], run before the folder
+//! is read, finishes a save whose three pending files all exist for one step (the renames still
+//! to do) and otherwise deletes the partial save's files, leaving the previous checkpoint.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cnnc_runtime::Network;
 use cnnc_runtime::data::{Bridge, DatasetKind, ImageShape, LoaderState, Normalization};
 use cnnc_runtime::optim::{Optimizer, OptimizerState};
-use cnnc_runtime::weights::{self, TensorData, write_atomic};
+use cnnc_runtime::weights::{self, TensorData, sync_dir, write_atomic};
 use serde::{Deserialize, Serialize};
 
 use super::job::refuse;
@@ -26,6 +36,13 @@ pub const OPTIMIZER_FILE: &str = "optimizer.state";
 pub const STATE_FILE: &str = "checkpoint.json";
 /// Version of `checkpoint.json`'s layout.
 const FORMAT: u32 = 1;
+/// The optimizer state's metadata key for the step it belongs to.
+const OPTIMIZER_STEP: &str = "step";
+/// The checkpoint's files in the order a save commits them: the run state last, so that a
+/// committed `checkpoint.json` always describes committed weights and optimizer state.
+const FILES: [&str; 3] = [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE];
+/// Other files `cnnc train` writes into the folder (whose temporary files [`recover`] removes).
+const OTHER_FILES: [&str; 2] = ["metrics.csv", "metrics.png"];
 
 /// The optimizers `--optimizer` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -210,22 +227,55 @@ impl RunState {
     }
 }
 
-/// Whether `dir` already holds (part of) a checkpoint.
+/// Whether `dir` already holds (part of) a checkpoint, committed or completely written by a save
+/// that was stopped before committing it.
 pub fn exists(dir: &Path) -> bool {
-    [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE]
-        .iter()
-        .any(|f| dir.join(f).exists())
+    FILES.iter().any(|f| dir.join(f).exists()) || pending(dir, STATE_FILE).exists()
 }
 
-/// Saves a checkpoint into `dir`: weights, then optimizer state, then the run state (with the
-/// network's dropout stream positions recorded into it), each atomically.
+/// Where a save writes `name` before committing it: `.NAME.pending`, hidden and not ending in
+/// `.safetensors`, so that the folder still holds exactly one `*.safetensors`.
+fn pending(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.pending"))
+}
+
+/// Saves a checkpoint into `dir` (weights, optimizer state and the run state, with the network's
+/// dropout stream positions recorded into it), replacing the previous one as a whole: see the
+/// module documentation. On an error while writing (a full disk), the new files are removed and
+/// the previous checkpoint is left as it was.
 pub fn save(
     dir: &Path,
     state: &mut RunState,
     net: &mut Network,
     optimizer: &dyn Optimizer,
 ) -> anyhow::Result<()> {
-    weights::save(net, &dir.join(MODEL_FILE), &state.weights_meta().to_map())?;
+    state.rng_states = net
+        .rng_states()
+        .into_iter()
+        .map(|(name, position)| (name, position.to_string()))
+        .collect();
+    if let Err(err) = stage(dir, state, net, optimizer) {
+        for name in FILES {
+            // Best effort: what could not be written matters more than a leftover.
+            let _ = std::fs::remove_file(pending(dir, name));
+        }
+        return Err(err);
+    }
+    commit(dir)
+}
+
+/// Writes the three files of a save as pending files, each complete and synced.
+fn stage(
+    dir: &Path,
+    state: &RunState,
+    net: &mut Network,
+    optimizer: &dyn Optimizer,
+) -> anyhow::Result<()> {
+    weights::save(
+        net,
+        &pending(dir, MODEL_FILE),
+        &state.weights_meta().to_map(),
+    )?;
     let optim = optimizer.export_state();
     let tensors: Vec<(String, TensorData)> = optim
         .tensors
@@ -234,31 +284,161 @@ pub fn save(
         .collect();
     let metadata = BTreeMap::from([
         ("optimizer".to_owned(), optim.optimizer),
-        ("step".to_owned(), optim.step.to_string()),
+        (OPTIMIZER_STEP.to_owned(), optim.step.to_string()),
     ]);
-    weights::write_tensors(&dir.join(OPTIMIZER_FILE), &tensors, &metadata)?;
-    state.rng_states = net
-        .rng_states()
-        .into_iter()
-        .map(|(name, position)| (name, position.to_string()))
-        .collect();
+    weights::write_tensors(&pending(dir, OPTIMIZER_FILE), &tensors, &metadata)?;
     let json = serde_json::to_vec_pretty(state).context("cannot encode the run state")?;
-    let path = dir.join(STATE_FILE);
-    write_atomic(&path, &json).with_context(|| format!("cannot write {}", path.display()))?;
+    let path = pending(dir, STATE_FILE);
+    write_atomic(&path, &json).with_context(|| format!("cannot write `{}`", path.display()))
+}
+
+/// Renames the pending files still there over the committed ones, in [`FILES`] order, each
+/// rename made durable before the next.
+fn commit(dir: &Path) -> anyhow::Result<()> {
+    for name in FILES {
+        let from = pending(dir, name);
+        if !from.exists() {
+            continue;
+        }
+        let to = dir.join(name);
+        std::fs::rename(&from, &to)
+            .and_then(|()| sync_dir(dir))
+            .with_context(|| format!("cannot move `{}` to `{}`", from.display(), to.display()))?;
+    }
     Ok(())
 }
 
-/// Reads the run state of the checkpoint in `dir`.
+/// What [`recover`] did to a checkpoint folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Nothing: no save had been interrupted.
+    Clean,
+    /// A save stopped while committing had written all its files: the commit was finished, and
+    /// the checkpoint is the one of this step.
+    Completed {
+        /// The step of the finished save.
+        step: u64,
+    },
+    /// A save stopped before writing all its files: they were deleted, and the checkpoint is the
+    /// previous one (if there was one).
+    Discarded,
+}
+
+impl fmt::Display for Recovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Recovery::Clean => write!(f, "no interrupted save"),
+            Recovery::Completed { step } => write!(
+                f,
+                "the run was stopped while saving the checkpoint of step {step}; that save was \
+                 complete and is now committed"
+            ),
+            Recovery::Discarded => write!(
+                f,
+                "the run was stopped while writing a checkpoint; its partial files were deleted \
+                 and the previous checkpoint is used"
+            ),
+        }
+    }
+}
+
+/// Brings `dir` back to one consistent checkpoint after a crash: commits a save whose pending
+/// files all exist and belong to one step, otherwise deletes pending files; also deletes the
+/// temporary files of interrupted writes. Idempotent; a missing folder is [`Recovery::Clean`].
+pub fn recover(dir: &Path) -> anyhow::Result<Recovery> {
+    if !dir.is_dir() {
+        return Ok(Recovery::Clean);
+    }
+    let mut recovery = match complete_save(dir) {
+        Some(step) => {
+            commit(dir)?;
+            Recovery::Completed { step }
+        }
+        None => Recovery::Clean,
+    };
+    let mut leftovers: Vec<PathBuf> = FILES
+        .iter()
+        .map(|name| pending(dir, name))
+        .filter(|path| path.exists())
+        .collect();
+    leftovers.extend(temporary_files(dir)?);
+    for path in leftovers {
+        std::fs::remove_file(&path)
+            .with_context(|| format!("cannot remove `{}`", path.display()))?;
+        if recovery == Recovery::Clean {
+            recovery = Recovery::Discarded;
+        }
+    }
+    Ok(recovery)
+}
+
+/// The step of the interrupted save in `dir` if every file of it is there: a pending
+/// `checkpoint.json` (written last), and the weights and optimizer state of its step, each either
+/// still pending or already committed.
+fn complete_save(dir: &Path) -> Option<u64> {
+    let text = read_state_file(&pending(dir, STATE_FILE)).ok()?;
+    let step = serde_json::from_slice::<RunState>(&text).ok()?.step;
+    let metadata = |name: &str| {
+        let path = Some(pending(dir, name))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| dir.join(name));
+        Some(weights::read_tensors(&path).ok()?.metadata)
+    };
+    let model = WeightsMeta::from_map(&metadata(MODEL_FILE)?).step?;
+    let optimizer = metadata(OPTIMIZER_FILE)?
+        .get(OPTIMIZER_STEP)?
+        .parse::<u64>()
+        .ok()?;
+    (model == step && optimizer == step).then_some(step)
+}
+
+/// The temporary files of writes into `dir` that never finished ([`write_atomic`] names them
+/// `.NAME.PID.N.tmp`), for the files `cnnc train` writes there.
+fn temporary_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let names: Vec<String> = FILES
+        .iter()
+        .chain(&OTHER_FILES)
+        .map(|name| (*name).to_owned())
+        .chain(FILES.iter().map(|name| format!(".{name}.pending")))
+        .collect();
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list `{}`", dir.display()))?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list `{}`", dir.display()))?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        let ours = names.iter().any(|name| {
+            file_name
+                .strip_prefix('.')
+                .and_then(|rest| rest.strip_prefix(name.as_str()))
+                .is_some_and(|rest| rest.starts_with('.') && rest.ends_with(".tmp"))
+        });
+        if ours {
+            found.push(entry.path());
+        }
+    }
+    Ok(found)
+}
+
+/// Reads the run state of the checkpoint in `dir`, after [`recover`]ing the folder (with a notice
+/// when it finished or dropped an interrupted save).
 pub fn read_state(dir: &Path) -> anyhow::Result<RunState> {
+    let recovery = recover(dir)?;
+    if recovery != Recovery::Clean {
+        eprintln!("notice: {}: {recovery}", dir.display());
+    }
     let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| {
+    let text = read_state_file(&path).with_context(|| {
         format!(
             "cannot resume from {}: cannot read {}",
             dir.display(),
             path.display()
         )
     })?;
-    let state: RunState = serde_json::from_str(&text).map_err(|e| {
+    let state: RunState = serde_json::from_slice(&text).map_err(|e| {
         refuse(format!(
             "{} is not a cnnc checkpoint state: {e}",
             path.display()
@@ -272,6 +452,23 @@ pub fn read_state(dir: &Path) -> anyhow::Result<RunState> {
         )));
     }
     Ok(state)
+}
+
+/// A run state holds a few numbers per epoch: anything larger than this is not one.
+const MAX_STATE_BYTES: u64 = 16 << 20;
+
+/// The bytes of a `checkpoint.json`, refusing a file too large to be one before reading it.
+fn read_state_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > MAX_STATE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "it is {len} bytes, more than a run state can be ({MAX_STATE_BYTES} bytes)"
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_STATE_BYTES).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Loads the weights and optimizer state of the checkpoint in `dir` into `net` and `optimizer`,
@@ -301,7 +498,7 @@ pub fn restore(
     }
     let optim_step = file
         .metadata
-        .get("step")
+        .get(OPTIMIZER_STEP)
         .and_then(|s| s.parse::<u64>().ok());
     let mismatched = [
         (model_path.as_path(), meta.step),
@@ -312,8 +509,8 @@ pub fn restore(
     if let Some((path, step)) = mismatched {
         let found = step.map_or("no step".to_owned(), |s| format!("step {s}"));
         return Err(refuse(format!(
-            "{} is from {found} but {} is from step {}: the run was stopped while saving; \
-             the checkpoint cannot be resumed",
+            "{} is from {found} but {} is from step {}: the files come from different saves \
+             (was one copied in by hand?); the checkpoint cannot be resumed",
             path.display(),
             dir.join(STATE_FILE).display(),
             state.step
@@ -343,4 +540,43 @@ pub fn restore(
     net.restore_rng_states(&positions)
         .map_err(|e| refuse(format!("cannot resume from {}: {e}", state_path.display())))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_removes_only_the_temporary_files_of_its_own_writes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ours = [
+            ".model.safetensors.123.0.tmp",
+            "..checkpoint.json.pending.77.4.tmp",
+            ".metrics.png.9.12.tmp",
+        ];
+        let others = [
+            ".gitignore",
+            ".other.1.0.tmp",
+            "notes.tmp",
+            ".model.safetensors",
+            "model.safetensors.1.0.tmp",
+        ];
+        for name in ours.iter().chain(&others) {
+            std::fs::write(dir.path().join(name), b"x").expect("a file");
+        }
+        let mut found: Vec<String> = temporary_files(dir.path())
+            .expect("a listing")
+            .iter()
+            .filter_map(|p| Some(p.file_name()?.to_str()?.to_owned()))
+            .collect();
+        found.sort();
+        let mut expected = ours.map(str::to_owned).to_vec();
+        expected.sort();
+        assert_eq!(found, expected);
+        assert_eq!(recover(dir.path()).expect("recovery"), Recovery::Discarded);
+        for name in others {
+            assert!(dir.path().join(name).exists(), "{name} was removed");
+        }
+        assert_eq!(recover(dir.path()).expect("recovery"), Recovery::Clean);
+    }
 }

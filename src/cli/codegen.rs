@@ -68,7 +68,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     match &args.output {
         Some(path) => cnnc_runtime::weights::write_atomic(path, code.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?,
+            .with_context(|| format!("cannot write `{}`", path.display()))?,
         None => std::io::stdout()
             .lock()
             .write_all(code.as_bytes())

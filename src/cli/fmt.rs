@@ -1,11 +1,13 @@
 //! `cnnc fmt`: prints a spec in canonical layout, in its own language or converted to the other
-//! (`--to yaml|dsl`), keeping names and comments. Writes standard output, or a file atomically.
+//! (`--to yaml|dsl`), keeping names and comments. Writes standard output, or a file atomically;
+//! with `--check`, only says (as a diff) whether the spec is already formatted, like `cargo fmt`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cnnc_runtime::weights::write_atomic;
 use cnnc_spec::{Format, Source};
 
 use super::{ColorWhen, EXIT_INVALID, Lang};
@@ -19,9 +21,12 @@ pub struct Args {
     /// Language to write (default: the spec's own).
     #[arg(long, value_enum)]
     pub to: Option<Lang>,
-    /// Write here instead of standard output (atomically: a temporary file, then a rename).
+    /// Write here instead of standard output (atomically: a synced temporary file, then a rename).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Write nothing: exit 1 and print a diff if the spec is not in canonical layout.
+    #[arg(long, conflicts_with_all = ["output", "to"])]
+    pub check: bool,
     /// When to colour diagnostics.
     #[arg(long, value_enum, default_value_t = ColorWhen::Auto)]
     pub color: ColorWhen,
@@ -44,14 +49,37 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
+    if args.check {
+        return check(&source, &text);
+    }
     match &args.output {
-        Some(path) => write_atomically(path, &text)?,
+        Some(path) => write_atomic(path, text.as_bytes())
+            .with_context(|| format!("cannot write `{}`", path.display()))?,
         None => std::io::stdout()
             .lock()
             .write_all(text.as_bytes())
             .context("cannot write to standard output")?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cnnc fmt --check`: success if `formatted` is `source` as it stands, else a unified diff on
+/// standard output and [`EXIT_INVALID`].
+fn check(source: &Source, formatted: &str) -> anyhow::Result<ExitCode> {
+    if source.text() == formatted {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let name = source.name();
+    let diff = similar::TextDiff::from_lines(source.text(), formatted);
+    let mut stdout = std::io::stdout().lock();
+    write!(
+        stdout,
+        "{}",
+        diff.unified_diff()
+            .header(name, &format!("{name} (formatted)"))
+    )
+    .context("cannot write to standard output")?;
+    Ok(ExitCode::from(EXIT_INVALID))
 }
 
 /// `source` printed in language `to`, or its syntax diagnostics. Shape errors do not stop
@@ -61,27 +89,5 @@ pub fn format(source: &Source, to: Format) -> Result<String, Vec<cnnc_spec::Diag
     Ok(match to {
         Format::Yaml => cnnc_spec::to_yaml(&model),
         Format::Dsl => cnnc_spec::to_dsl(&model),
-    })
-}
-
-/// Writes `text` to a temporary file beside `path`, then renames it over `path`, so readers
-/// never see a half-written spec.
-pub fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let temp = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&temp, text).with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, path).map_err(|err| {
-        let _ = std::fs::remove_file(&temp);
-        anyhow::anyhow!("cannot replace {}: {err}", path.display())
     })
 }

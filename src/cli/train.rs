@@ -1,6 +1,8 @@
 //! `cnnc train`: trains a spec's network on a dataset with progress, validation after every
 //! epoch, `metrics.csv`, a `metrics.png` chart and an atomic checkpoint after every epoch (and on
-//! Ctrl-C); `--resume` continues a checkpoint bit-identically to an uninterrupted run.
+//! Ctrl-C); `--resume` continues a checkpoint bit-identically to an uninterrupted run. A step that
+//! goes NaN or infinite stops the run before the optimizer writes it into the weights, naming the
+//! layer where it started; the last checkpoint stays.
 
 use std::fmt::Write as _;
 use std::num::NonZeroUsize;
@@ -12,9 +14,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use cnnc_runtime::data::{Augment, DatasetKind, Loader, LoaderConfig};
+use cnnc_runtime::exec::NonFinite;
 use cnnc_runtime::optim::{AdamConfig, Optimizer, OptimizerConfig, SgdConfig};
 use cnnc_runtime::schedule::LrSchedule;
 use cnnc_runtime::weights::write_atomic;
+use cnnc_runtime::{Entry, Network, Visit};
 use ndarray::ArrayView4;
 
 use super::chart;
@@ -179,6 +183,18 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     let mut loader = Loader::new(train, transform.clone(), loader_config)?;
 
     let out = out_dir(args, &spec, saved.as_ref().map(|(dir, _)| *dir))?;
+    // The step of the checkpoint `out` holds for this run, which a failure leaves in place.
+    let mut saved_step = saved
+        .as_ref()
+        .filter(|(dir, _)| same_path(dir, &out))
+        .map(|(_, state)| state.step);
+    if saved_step.is_none() {
+        // Reading the resumed folder recovered it; a new one may hold a crashed run's leftovers.
+        let recovery = checkpoint::recover(&out)?;
+        if recovery != checkpoint::Recovery::Clean {
+            eprintln!("notice: {}: {recovery}", out.display());
+        }
+    }
     let mut state = match saved {
         Some((dir, state)) => {
             checkpoint::restore(dir, &state, &mut net, optimizer.as_mut())?;
@@ -200,6 +216,8 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     state.data = data;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     if state.epochs_done >= epochs {
+        // A run stopped between its last checkpoint and the metrics it writes after it.
+        refresh_metrics(&out, &state.history)?;
         println!(
             "{} has already trained {} epochs; pass --epochs with more to continue",
             out.display(),
@@ -240,18 +258,27 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
             let x = ArrayView4::from_shape((n, c, h, w), &images[..n * image_len])
                 .context("batch buffer")?;
             let loss = net.train_step(x, &labels[..n])?;
-            if !loss.is_finite() {
+            let step = Step {
+                number: state.step + 1,
+                epoch: epoch + 1,
+                out: &out,
+                saved: saved_step,
+            };
+            if !loss.is_finite() || non_finite_entry(&mut net, Part::Gradients).is_some() {
                 progress.finish();
-                return Err(refuse(format!(
-                    "training diverged: the loss became {loss} in epoch {} after {} steps; \
-                     lower --lr (the last checkpoint in {} is kept)",
-                    epoch + 1,
-                    state.step,
-                    out.display()
-                )));
+                return Err(diverged(&mut net, &step, loss));
             }
             let correct = count_correct(net.logits()?, &labels[..n]);
             optimizer.step(&mut net)?;
+            if let Some((name, value)) = non_finite_entry(&mut net, Part::Values) {
+                progress.finish();
+                return Err(refuse(format!(
+                    "{}: the update made `{name}` {value} (the step itself was finite); lower \
+                     --lr; {}",
+                    step.describe(),
+                    step.kept()
+                )));
+            }
             state.step += 1;
             let p = &mut state.progress;
             p.loss_sum += f64::from(loss) * n as f64;
@@ -268,7 +295,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
                 progress.finish();
                 state.progress.seconds = seconds_before + elapsed;
                 state.loader = loader.state();
-                checkpoint::save(&out, &mut state, &mut net, optimizer.as_ref())?;
+                save(&out, &mut state, &mut net, optimizer.as_ref(), saved_step)?;
                 println!(
                     "interrupted in epoch {} after {} of {train_len} images; checkpoint saved, \
                      continue with: cnnc train {} --resume {}",
@@ -307,7 +334,8 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         state.epochs_done += 1;
         state.progress = EpochProgress::default();
         state.loader = loader.state();
-        checkpoint::save(&out, &mut state, &mut net, optimizer.as_ref())?;
+        save(&out, &mut state, &mut net, optimizer.as_ref(), saved_step)?;
+        saved_step = Some(state.step);
         write_metrics(&out, &state.history)?;
         if stop.load(Ordering::Relaxed) && state.epochs_done < epochs {
             println!(
@@ -597,8 +625,132 @@ fn lr_schedule(schedule: &Schedule) -> LrSchedule {
     }
 }
 
-/// `metrics.csv` and `metrics.png` from the whole history, each written atomically.
-fn write_metrics(out: &Path, history: &[EpochRecord]) -> anyhow::Result<()> {
+/// A training step, for the messages that stop a run.
+struct Step<'a> {
+    /// Optimizer steps including this one, from 1.
+    number: u64,
+    /// Epoch, from 1.
+    epoch: usize,
+    /// The checkpoint folder.
+    out: &'a Path,
+    /// The step of the checkpoint `out` holds for this run, if any.
+    saved: Option<u64>,
+}
+
+impl Step<'_> {
+    /// `training diverged at step 37 (epoch 1)`.
+    fn describe(&self) -> String {
+        format!(
+            "training diverged at step {} (epoch {})",
+            self.number, self.epoch
+        )
+    }
+
+    /// What the folder still holds.
+    fn kept(&self) -> String {
+        match self.saved {
+            Some(step) => format!(
+                "the last checkpoint in {} (step {step}) is kept",
+                self.out.display()
+            ),
+            None => format!(
+                "no checkpoint of this run was written to {}",
+                self.out.display()
+            ),
+        }
+    }
+}
+
+/// The error that stops a run whose step went non-finite (`loss` is the step's), naming the layer
+/// where it started.
+fn diverged(net: &mut Network, step: &Step<'_>, loss: f32) -> anyhow::Error {
+    let source = match net.find_non_finite() {
+        Ok(Some(found @ NonFinite::Input { .. })) => {
+            format!("{found} (the dataset holds a non-finite pixel)")
+        }
+        Ok(Some(found)) => found.to_string(),
+        Ok(None) => "every activation and gradient is finite".to_owned(),
+        Err(err) => format!("the layer at fault is unknown ({err})"),
+    };
+    let loss = if loss.is_finite() {
+        format!("the loss was {loss}")
+    } else {
+        format!("the loss became {loss}")
+    };
+    refuse(format!(
+        "{}: {source}; {loss}; lower --lr; {}",
+        step.describe(),
+        step.kept()
+    ))
+}
+
+/// Which numbers of the parameters [`non_finite_entry`] scans.
+#[derive(Clone, Copy, PartialEq)]
+enum Part {
+    /// The gradients of the last backward pass.
+    Gradients,
+    /// The values of parameters and float buffers.
+    Values,
+}
+
+/// The first parameter (or float buffer, for [`Part::Values`]) holding a NaN or infinity, with
+/// that value: the per-step check, one pass over numbers already in memory.
+fn non_finite_entry(net: &mut Network, part: Part) -> Option<(String, f32)> {
+    let mut found = None;
+    net.visit(&mut |entry| {
+        if found.is_some() {
+            return;
+        }
+        let values = match (entry, part) {
+            (Entry::Param { name, param }, Part::Gradients) => Some((name, &param.grad)),
+            (Entry::Param { name, param }, Part::Values) => Some((name, &param.value)),
+            (Entry::Buffer { name, value }, Part::Values) => Some((name, &*value)),
+            _ => None,
+        };
+        if let Some((name, values)) = values
+            && let Some(v) = values.iter().copied().find(|v| !v.is_finite())
+        {
+            found = Some((name.to_owned(), v));
+        }
+    });
+    found
+}
+
+/// [`checkpoint::save`], saying on failure which checkpoint `out` still holds.
+fn save(
+    out: &Path,
+    state: &mut RunState,
+    net: &mut Network,
+    optimizer: &dyn Optimizer,
+    saved: Option<u64>,
+) -> anyhow::Result<()> {
+    checkpoint::save(out, state, net, optimizer).with_context(|| {
+        let kept = match saved {
+            Some(step) => format!("the checkpoint of step {step} is kept"),
+            None => "it holds no checkpoint of this run".to_owned(),
+        };
+        format!(
+            "cannot save the checkpoint of step {} in {} ({kept})",
+            state.step,
+            out.display()
+        )
+    })
+}
+
+/// Rewrites `metrics.png` and `metrics.csv` if the CSV does not show the whole history.
+fn refresh_metrics(out: &Path, history: &[EpochRecord]) -> anyhow::Result<()> {
+    let path = out.join("metrics.csv");
+    let expected = metrics_csv(history).into_bytes();
+    // Compare lengths first: the file need not be read unless it could be the expected one.
+    let same_len = std::fs::metadata(&path).is_ok_and(|m| m.len() == expected.len() as u64);
+    if history.is_empty() || (same_len && std::fs::read(&path).is_ok_and(|b| b == expected)) {
+        return Ok(());
+    }
+    write_metrics(out, history)
+}
+
+/// `metrics.csv`: one row per finished epoch.
+fn metrics_csv(history: &[EpochRecord]) -> String {
     let mut csv =
         String::from("epoch,step,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n");
     for r in history {
@@ -616,12 +768,19 @@ fn write_metrics(out: &Path, history: &[EpochRecord]) -> anyhow::Result<()> {
             r.seconds
         );
     }
+    csv
+}
+
+/// `metrics.png` and `metrics.csv` from the whole history, each written atomically; the CSV
+/// last, since [`refresh_metrics`] trusts both when the CSV is up to date.
+fn write_metrics(out: &Path, history: &[EpochRecord]) -> anyhow::Result<()> {
     for (name, bytes) in [
-        ("metrics.csv", csv.into_bytes()),
         ("metrics.png", chart::png(history)?),
+        ("metrics.csv", metrics_csv(history).into_bytes()),
     ] {
         let path = out.join(name);
-        write_atomic(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        write_atomic(&path, &bytes)
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
     }
     Ok(())
 }
