@@ -59,27 +59,6 @@ fn command(args: &[&str]) -> Command {
     command
 }
 
-/// The arguments of a fresh training run of `spec` on `data` into `out`.
-fn train_args<'a>(
-    spec: &'a Path,
-    data: &'a Path,
-    out: &'a Path,
-    flags: &[&'a str],
-) -> Vec<&'a str> {
-    let mut args = vec![
-        "train",
-        arg(spec),
-        "--dataset",
-        "mnist",
-        "--data",
-        arg(data),
-        "--out",
-        arg(out),
-    ];
-    args.extend_from_slice(flags);
-    args
-}
-
 /// `cnnc eval` of the weights in `out` (their metadata names the data) succeeds.
 fn assert_loadable(spec: &Path, out: &Path, when: &str) {
     let weights = out.join("model.safetensors");

@@ -178,6 +178,16 @@ pub const FAST: [&str; 4] = ["--batch-size", "16", "--lr", "0.05"];
 
 /// Trains `spec` on the MNIST-layout data in `data` into `out` with `flags`.
 pub fn train(spec: &Path, data: &Path, out: &Path, flags: &[&str]) -> Output {
+    cnnc(&train_args(spec, data, out, flags))
+}
+
+/// The arguments of [`train`].
+pub fn train_args<'a>(
+    spec: &'a Path,
+    data: &'a Path,
+    out: &'a Path,
+    flags: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
         "train",
         arg(spec),
@@ -189,7 +199,7 @@ pub fn train(spec: &Path, data: &Path, out: &Path, flags: &[&str]) -> Output {
         arg(out),
     ];
     args.extend_from_slice(flags);
-    cnnc(&args)
+    args
 }
 
 /// The bytes of `dir/name`.
