@@ -261,7 +261,18 @@ pub fn save(
         }
         return Err(err);
     }
-    commit(dir)
+    commit(dir).context(Committing)
+}
+
+/// The context of a [`save`] that failed after every file of the new checkpoint was written:
+/// the folder then holds the new checkpoint in full, which [`recover`] commits.
+#[derive(Debug)]
+pub struct Committing;
+
+impl fmt::Display for Committing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the new checkpoint is written in full; `--resume` finishes committing it")
+    }
 }
 
 /// Writes the three files of a save as pending files, each complete and synced.

@@ -724,16 +724,21 @@ fn save(
     optimizer: &dyn Optimizer,
     saved: Option<u64>,
 ) -> anyhow::Result<()> {
-    checkpoint::save(out, state, net, optimizer).with_context(|| {
+    checkpoint::save(out, state, net, optimizer).map_err(|err| {
+        let what = format!(
+            "cannot save the checkpoint of step {} in {}",
+            state.step,
+            out.display()
+        );
+        // A failed commit says itself what the folder holds.
+        if err.downcast_ref::<checkpoint::Committing>().is_some() {
+            return err.context(what);
+        }
         let kept = match saved {
             Some(step) => format!("the checkpoint of step {step} is kept"),
             None => "it holds no checkpoint of this run".to_owned(),
         };
-        format!(
-            "cannot save the checkpoint of step {} in {} ({kept})",
-            state.step,
-            out.display()
-        )
+        err.context(format!("{what} ({kept})"))
     })
 }
 
