@@ -365,6 +365,24 @@ fn create_temp(dir: &Path, file_name: &std::ffi::OsStr) -> io::Result<(PathBuf, 
     }
 }
 
+/// Whether `name` is the name of a temporary file [`write_atomic`] makes for the file `file_name`
+/// (`.NAME.PID.N.tmp`): what a killed write leaves behind, for cleaning up.
+pub fn is_temp_file_of(name: &str, file_name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix('.')
+        .and_then(|rest| rest.strip_prefix(file_name))
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+    else {
+        return false;
+    };
+    let mut numbers = rest.split('.');
+    let is_number = |part: Option<&str>| {
+        part.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    is_number(numbers.next()) && is_number(numbers.next()) && numbers.next().is_none()
+}
+
 /// Makes the renames done in `dir` durable. Directories cannot be opened for syncing everywhere,
 /// so this is a no-op off Unix.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use cnnc_runtime::weights::write_atomic;
+use cnnc_runtime::weights::{is_temp_file_of, write_atomic};
 
 /// The names in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
@@ -56,4 +56,28 @@ fn stale_temporary_files_are_skipped_and_left_alone() {
         );
     }
     assert_eq!(names(dir.path()).len(), stale.len() + 1);
+}
+
+#[test]
+fn temporary_file_names_are_recognised_for_their_file_only() {
+    // The names write_atomic really uses, as the stale-file test above plants them.
+    let pid = std::process::id();
+    assert!(is_temp_file_of(
+        &format!(".model.safetensors.{pid}.0.tmp"),
+        "model.safetensors"
+    ));
+    assert!(is_temp_file_of(
+        "..checkpoint.json.pending.77.4.tmp",
+        ".checkpoint.json.pending"
+    ));
+    for other in [
+        ".model.safetensors.1.0.tmp.bak",
+        "model.safetensors.1.0.tmp",
+        ".model.safetensors.tmp",
+        ".model.safetensors.x.0.tmp",
+        ".model.safetensors.1.0.2.tmp",
+        ".optimizer.state.1.0.tmp",
+    ] {
+        assert!(!is_temp_file_of(other, "model.safetensors"), "{other}");
+    }
 }

@@ -403,8 +403,8 @@ fn complete_save(dir: &Path) -> Option<u64> {
     (model == step && optimizer == step).then_some(step)
 }
 
-/// The temporary files of writes into `dir` that never finished ([`write_atomic`] names them
-/// `.NAME.PID.N.tmp`), for the files `cnnc train` writes there.
+/// The temporary files of writes into `dir` that never finished, for the files `cnnc train`
+/// writes there.
 fn temporary_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let names: Vec<String> = FILES
         .iter()
@@ -421,12 +421,9 @@ fn temporary_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let Some(file_name) = file_name.to_str() else {
             continue;
         };
-        let ours = names.iter().any(|name| {
-            file_name
-                .strip_prefix('.')
-                .and_then(|rest| rest.strip_prefix(name.as_str()))
-                .is_some_and(|rest| rest.starts_with('.') && rest.ends_with(".tmp"))
-        });
+        let ours = names
+            .iter()
+            .any(|name| weights::is_temp_file_of(file_name, name));
         if ours {
             found.push(entry.path());
         }
