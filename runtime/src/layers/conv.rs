@@ -215,6 +215,31 @@ fn grow(buf: &mut Vec<f32>, len: usize) {
     }
 }
 
+/// At most `MR` consecutive rows of the weight gradient (reduction steps of one run), what one
+/// gradient tile covers.
+#[derive(Clone, Copy, Debug)]
+struct WgradBlock {
+    /// Offset of the block's first step in a padded input image (the run's offset plus the
+    /// steps before it in the run).
+    offset: usize,
+    /// Rows in the block, `1..=MR`.
+    rows: usize,
+}
+
+impl WgradBlock {
+    /// The blocks covering `runs` in order, `MR` steps at a time (fewer at a run's end).
+    fn cover(runs: &[Seg]) -> Vec<Self> {
+        runs.iter()
+            .flat_map(|run| {
+                (0..run.len).step_by(MR).map(move |p| WgradBlock {
+                    offset: run.offset + p,
+                    rows: MR.min(run.len - p),
+                })
+            })
+            .collect()
+    }
+}
+
 /// `torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=...)`
 /// on input `[N, in_channels, H, W]` giving `[N, out_channels, H_out, W_out]` (pixel-major inside).
 #[derive(Debug)]
@@ -247,10 +272,12 @@ pub struct Conv2d {
     dyp: Vec<f32>,
     /// Per-lane gather rows for the strided input gradient.
     gathered: Vec<f32>,
-    /// Per-lane partial weight gradients, `[(ky, kx, ci)][co < cs]` each.
-    wgrad_lanes: Vec<f32>,
-    /// Per-lane partial bias gradients.
-    bgrad_lanes: Vec<f32>,
+    /// Row blocks of the weight gradient, in row order (see [`WgradBlock`]).
+    wgrad_blocks: Vec<WgradBlock>,
+    /// The weight gradient, `[(ky, kx, ci)][co < cs]`.
+    wgrad: Vec<f32>,
+    /// The bias gradient.
+    bgrad: Vec<f32>,
 }
 
 impl Conv2d {
@@ -339,8 +366,9 @@ impl Conv2d {
             xp: Vec::new(),
             dyp: Vec::new(),
             gathered: vec![0.0; gathered],
-            wgrad_lanes: vec![0.0; MAX_LANES * g.k() * g.cs()],
-            bgrad_lanes: vec![0.0; MAX_LANES * g.cout],
+            wgrad_blocks: WgradBlock::cover(&g.runs(g.cin, wp)),
+            wgrad: vec![0.0; g.k() * g.cs()],
+            bgrad: vec![0.0; g.cout],
         })
     }
 
@@ -392,89 +420,104 @@ impl Conv2d {
         Ok(())
     }
 
-    /// Weight and bias gradients from the padded input and `dy` of `batch` images: each lane of
-    /// whole images sums its own, then the lanes are added in order.
+    /// Weight and bias gradients of `batch` images from the padded input and `dy` (read in place
+    /// when its channels fill whole panels, else from the padded copy).
+    ///
+    /// Every gradient element is one chain of multiply-adds over the images in order and, within
+    /// an image, over the output pixels in row-major order. The threads split the gradient's
+    /// tiles between them, never the images, so no partial sums are added up afterwards and the
+    /// values do not depend on the number of threads. The images go in groups that stay in L2
+    /// while each tile of a thread passes over them.
     fn param_grads(&mut self, dy: &[f32], batch: usize) {
         let g = self.g;
         let (k, cs) = (g.k(), g.cs());
         let (hp, wp) = g.padded_in();
         let (hd, wd, top, left) = g.padded_dy();
-        let tiling = Tiling::new(batch.max(1), 1);
-        let lanes = if batch == 0 { 0 } else { tiling.lanes(batch) };
+        // Where `dy`'s pixels are read from: `(buffer, first pixel of image n, row, column)`.
+        let (src, image, b_row, b_col, first) = if g.cout == cs {
+            (dy, g.oh * g.ow * cs, g.ow * cs, cs, 0)
+        } else {
+            let first = (top * wd + left) * cs;
+            (&self.dyp[..], hd * wd * cs, wd * cs, cs, first)
+        };
         let grid = Grid {
             rows: g.oh,
             cols: g.ow,
             a_row: g.sh * wp * g.cin,
             a_col: g.sw * g.cin,
-            b_row: wd * cs,
-            b_col: cs,
+            b_row,
+            b_col,
         };
-        let (xp, dyp, runs) = (&self.xp[..], &self.dyp[..], &self.runs[..]);
-        self.wgrad_lanes[..lanes * k * cs]
-            .par_chunks_mut(k * cs)
-            .zip(self.bgrad_lanes[..lanes * g.cout].par_chunks_mut(g.cout))
-            .enumerate()
-            .for_each(|(lane, (wgrad, bgrad))| {
+        let per_image = (hp * wp * g.cin + image) * size_of::<f32>();
+        let group = (WGRAD_GROUP_BYTES / per_image).clamp(1, batch.max(1));
+        let (xp, blocks) = (&self.xp[..], &self.wgrad_blocks[..]);
+        let bias = self.bias.is_some().then_some(&mut self.bgrad[..]);
+        // Each thread owns a contiguous range of row blocks (and the rows they cover).
+        let threads = rayon::current_num_threads().clamp(1, blocks.len().max(1));
+        let mut shares = Vec::with_capacity(threads);
+        let mut rest = &mut self.wgrad[..k * cs];
+        let mut bias = bias;
+        for t in 0..threads {
+            let range = blocks.len() * t / threads..blocks.len() * (t + 1) / threads;
+            let rows: usize = blocks[range.clone()].iter().map(|b| b.rows).sum();
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(rows * cs);
+            rest = tail;
+            shares.push((&blocks[range], head, bias.take()));
+        }
+        shares
+            .into_par_iter()
+            .for_each(|(blocks, wgrad, mut bias)| {
                 wgrad.fill(0.0);
-                bgrad.fill(0.0);
-                let images = lane * tiling.lane_rows..((lane + 1) * tiling.lane_rows).min(batch);
-                // Images in groups whose padded input and `dy` stay in L2 while every tile of
-                // the gradient streams them; each tile continues its chain over the group's
-                // images in order, so the grouping does not change any value.
-                let per_image = (hp * wp * g.cin + hd * wd * cs) * size_of::<f32>();
-                let group = (WGRAD_GROUP_BYTES / per_image).max(1);
-                for first in images.clone().step_by(group) {
-                    let group = first..(first + group).min(images.end);
-                    let mut k0 = 0;
-                    for run in runs {
-                        for p0 in (0..run.len).step_by(MR) {
-                            let rows = MR.min(run.len - p0);
-                            for j in 0..cs / NR {
-                                let out = &mut wgrad[(k0 + p0) * cs + j * NR..];
-                                let mut tile = [[0.0; NR]; MR];
-                                for (t, src) in tile.iter_mut().zip(out.chunks(cs)).take(rows) {
-                                    t.copy_from_slice(&src[..NR]);
-                                }
-                                for n in group.clone() {
-                                    let a0 = n * hp * wp * g.cin + run.offset + p0;
-                                    let b0 = ((n * hd + top) * wd + left) * cs + j * NR;
-                                    sum_outer(&mut tile, xp, a0, dyp, b0, grid);
-                                }
-                                store(&tile, out, rows, NR, cs);
-                            }
-                        }
-                        k0 += run.len;
-                    }
+                if let Some(b) = bias.as_deref_mut() {
+                    b.fill(0.0);
                 }
-                for n in images {
-                    let image = g.oh * g.ow * g.cout;
-                    for px in dy[n * image..(n + 1) * image].chunks_exact(g.cout) {
-                        for (b, &d) in bgrad.iter_mut().zip(px) {
-                            *b += d;
+                for n0 in (0..batch).step_by(group) {
+                    let images = n0..(n0 + group).min(batch);
+                    let mut row = 0;
+                    for block in blocks {
+                        for j in 0..cs / NR {
+                            let out = &mut wgrad[row * cs + j * NR..];
+                            let mut tile = [[0.0; NR]; MR];
+                            for (t, src) in tile.iter_mut().zip(out.chunks(cs)).take(block.rows) {
+                                t.copy_from_slice(&src[..NR]);
+                            }
+                            for n in images.clone() {
+                                let a0 = n * hp * wp * g.cin + block.offset;
+                                let b0 = n * image + first + j * NR;
+                                sum_outer(&mut tile, xp, a0, src, b0, grid);
+                            }
+                            store(&tile, out, block.rows, NR, cs);
+                        }
+                        row += block.rows;
+                    }
+                    if let Some(b) = bias.as_deref_mut() {
+                        for n in images {
+                            for y in 0..g.oh {
+                                let line = n * image + first + y * b_row;
+                                for px in src[line..line + g.ow * b_col].chunks_exact(b_col) {
+                                    for (b, &d) in b.iter_mut().zip(&px[..g.cout]) {
+                                        *b += d;
+                                    }
+                                }
+                            }
                         }
                     }
                 }
             });
-        let wgrad_lanes = &self.wgrad_lanes[..lanes * k * cs];
+        let wgrad = &self.wgrad[..k * cs];
         let mut grads = self.weight.grad.iter_mut();
         for co in 0..g.cout {
             for ci in 0..g.cin {
                 for tap in 0..g.kh * g.kw {
-                    let at = (tap * g.cin + ci) * cs + co;
                     if let Some(dst) = grads.next() {
-                        *dst = wgrad_lanes
-                            .chunks_exact(k * cs)
-                            .fold(0.0, |s, lane| s + lane[at]);
+                        *dst = wgrad[(tap * g.cin + ci) * cs + co];
                     }
                 }
             }
         }
         if let Some(bias) = &mut self.bias {
-            let bgrad_lanes = &self.bgrad_lanes[..lanes * g.cout];
-            for (co, dst) in bias.grad.iter_mut().enumerate() {
-                *dst = bgrad_lanes
-                    .chunks_exact(g.cout)
-                    .fold(0.0, |s, lane| s + lane[co]);
+            for (dst, &v) in bias.grad.iter_mut().zip(&self.bgrad) {
+                *dst = v;
             }
         }
     }
@@ -628,9 +671,13 @@ impl Layer for Conv2d {
         let (hp, wp) = g.padded_in();
         let (hd, wd, _, _) = g.padded_dy();
         grow(&mut self.xp, batch * hp * wp * g.cin + MR);
-        grow(&mut self.dyp, batch * hd * wd * g.cs());
         g.pad_input(x, &mut self.xp, batch);
-        g.pad_dy(dy, &mut self.dyp, batch);
+        // The weight gradient reads `dy` in place when its channels fill whole panels; the input
+        // gradient always reads the padded copy.
+        if dx.is_some() || g.cout != g.cs() {
+            grow(&mut self.dyp, batch * hd * wd * g.cs());
+            g.pad_dy(dy, &mut self.dyp, batch);
+        }
         self.param_grads(dy, batch);
         if let Some(dx) = dx {
             self.input_grad(dx, batch);
