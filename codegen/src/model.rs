@@ -64,6 +64,9 @@ pub(crate) fn generate_with(
             layer,
             index,
             field,
+            fused: index
+                .checked_sub(1)
+                .is_some_and(|prev| fuses(&model.layers[prev], layer)),
         })
         .collect();
     let generator = Gen {
@@ -75,11 +78,24 @@ pub(crate) fn generate_with(
     generator.items()
 }
 
+/// Whether `next` is a ReLU that `prev` applies as it writes its output, so the generated model
+/// skips it: a ReLU straight after a conv2d, the rule the dynamic executor follows too
+/// (`cnnc_runtime::Layer::fuse_relu`), so both compute the same way.
+fn fuses(prev: &CheckedLayer, next: &CheckedLayer) -> bool {
+    matches!(
+        (&prev.args, &next.args),
+        (LayerArgs::Conv2d(_), LayerArgs::Relu)
+    )
+}
+
 /// One layer as the generator sees it.
 struct Plan<'a> {
     layer: &'a CheckedLayer,
     index: usize,
     field: Ident,
+    /// A ReLU the layer before applies ([`fuses`]): skipped in forward and backward, its output
+    /// is that layer's.
+    fused: bool,
 }
 
 impl Plan<'_> {
@@ -447,7 +463,12 @@ impl Gen<'_> {
                     )))
                 }
             };
-            lets.push(quote!(let #field = #expr;));
+            let fuses_next = self.layers.get(plan.index + 1).is_some_and(|p| p.fused);
+            lets.push(if fuses_next {
+                quote!(let mut #field = #expr; #field.fuse_relu();)
+            } else {
+                quote!(let #field = #expr;)
+            });
         }
         let init_rng = self.rt(quote!(init::init_rng));
         let rng = if self.layers.iter().any(Plan::uses_init_rng) {
@@ -462,9 +483,16 @@ impl Gen<'_> {
             TokenStream::new()
         };
         let workspace = self.private(quote!(Workspace));
-        let lens = std::iter::once(self.model.input_shape())
-            .chain(self.layers.iter().map(|p| p.layer.output_shape))
-            .map(|s| lit(s.numel()));
+        // A fused layer's output is its predecessor's: its own buffer stays empty.
+        let lens = std::iter::once(self.model.input_shape().numel())
+            .chain(self.layers.iter().map(|p| {
+                if p.fused {
+                    0
+                } else {
+                    p.layer.output_shape.numel()
+                }
+            }))
+            .map(lit);
         let fields = self.layers.iter().map(|p| &p.field);
         Ok(quote! {
             /// Builds the model with PyTorch's default initialisation, drawn from `seed` in layer
@@ -694,15 +722,12 @@ impl Gen<'_> {
         let mode = self.rt(quote!(Mode));
         let private = self.private(TokenStream::new());
         let use_views = self.use_views();
-        let acts: Vec<Ident> = (0..=self.layers.len())
-            .map(|i| format_ident!("a{}", i))
-            .collect();
+        let acts = self.acts_pattern();
         let first = Self::view_type(self.model.input_shape());
         let a0 = &acts[0];
         let mut steps = Vec::new();
         let mut checks = std::collections::BTreeSet::new();
         for (plan, out) in self.layers.iter().zip(&acts[1..]) {
-            let mark = self.mark(plan.summary());
             let (check_fn, check) = Self::check(plan);
             checks.insert(check_fn);
             let ty = Self::view_type(plan.layer.output_shape);
@@ -712,10 +737,21 @@ impl Gen<'_> {
             } else {
                 quote!(x)
             };
-            steps.push(quote! {
-                #mark
-                #check
-                let #binding: #ty = forward(&mut self.#field, x, #out, mode)?;
+            steps.push(if plan.fused {
+                let before = &self.layers[plan.index - 1].layer.name;
+                let mark = self.mark(format!("{}, fused into {before}", plan.summary()));
+                quote! {
+                    #mark
+                    #check
+                    let #binding: #ty = x;
+                }
+            } else {
+                let mark = self.mark(plan.summary());
+                quote! {
+                    #mark
+                    #check
+                    let #binding: #ty = forward(&mut self.#field, x, #out, mode)?;
+                }
             });
         }
         quote! {
@@ -737,21 +773,21 @@ impl Gen<'_> {
         let error = quote!(#krate::Error);
         let backward = self.private(quote!(backward));
         let use_views = self.use_views();
-        let acts: Vec<Ident> = (0..=self.layers.len())
-            .map(|i| format_ident!("a{}", i))
-            .collect();
+        let acts = self.acts_pattern();
         let grads = [format_ident!("g0"), format_ident!("g1")];
         let mut steps = Vec::new();
         // Walking back from the logits, step k writes its input gradient into grads[(k + 1) % 2]
-        // and step k + 1 reads it from there, as the dynamic executor does.
-        for (k, plan) in self.layers.iter().rev().enumerate() {
+        // and step k + 1 reads it from there, as the dynamic executor does. Fused layers are
+        // no steps.
+        let unfused = self.layers.iter().rev().filter(|p| !p.fused);
+        for (k, plan) in unfused.enumerate() {
             let i = plan.index;
             let mark = self.mark(format!("backward {}", plan.summary()));
             let (tx, ty) = (
                 Self::view_type(plan.layer.input_shape),
                 Self::view_type(plan.layer.output_shape),
             );
-            let (x, y) = (&acts[i], &acts[i + 1]);
+            let (x, y) = (&acts[self.input_slot(i)], &acts[i + 1]);
             let dy = if k == 0 {
                 quote!(&ws.dlogits)
             } else {
@@ -771,7 +807,7 @@ impl Gen<'_> {
             });
         }
         // With two layers only g1 carries a gradient; with one, neither buffer is needed.
-        let grads_binding = match self.layers.len() {
+        let grads_binding = match self.layers.iter().filter(|p| !p.fused).count() {
             0 | 1 => TokenStream::new(),
             2 => quote!(let [_, g1] = &mut ws.grads;),
             _ => quote!(let [g0, g1] = &mut ws.grads;),
@@ -789,6 +825,32 @@ impl Gen<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// The names that `let [a0, a1, ...] = acts` binds: `_` for the empty buffer of a fused
+    /// layer.
+    fn acts_pattern(&self) -> Vec<Ident> {
+        std::iter::once(false)
+            .chain(self.layers.iter().map(|p| p.fused))
+            .enumerate()
+            .map(|(i, fused)| {
+                if fused {
+                    format_ident!("_")
+                } else {
+                    format_ident!("a{}", i)
+                }
+            })
+            .collect()
+    }
+
+    /// Index of the buffer holding layer `index`'s input: a fused layer's output is its
+    /// predecessor's.
+    fn input_slot(&self, index: usize) -> usize {
+        let mut i = index;
+        while i > 0 && self.layers[i - 1].fused {
+            i -= 1;
+        }
+        i
     }
 
     fn visit_impl(&self) -> TokenStream {

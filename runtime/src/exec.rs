@@ -27,7 +27,11 @@ pub struct Network {
     layers: Vec<Box<dyn Layer>>,
     /// Each layer's spec keyword (`conv2d`, `linear`), for messages.
     kinds: Vec<&'static str>,
-    /// `acts[0]` is the input (internal layout), `acts[i + 1]` the output of layer `i`.
+    /// `fused[i]`: layer `i` is a ReLU that layer `i - 1` applies ([`Layer::fuse_relu`]); it is
+    /// skipped, and its output is layer `i - 1`'s.
+    fused: Vec<bool>,
+    /// `acts[0]` is the input (internal layout), `acts[i + 1]` the output of layer `i` (empty
+    /// for a fused layer).
     acts: Vec<Vec<f32>>,
     /// Two gradient buffers, each as large as the largest activation, used in turn by backward.
     grads: [Vec<f32>; 2],
@@ -174,6 +178,23 @@ fn first_non_finite(values: &[f32]) -> Option<f32> {
     values.iter().copied().find(|v| !v.is_finite())
 }
 
+/// Index in a network's activations of layer `index`'s output, given which layers are fused
+/// (see `Network::fused`): a fused layer's output is its predecessor's.
+fn output_slot(fused: &[bool], index: usize) -> usize {
+    let mut i = index;
+    while i > 0 && fused[i] {
+        i -= 1;
+    }
+    i + 1
+}
+
+/// Index in a network's activations of layer `index`'s input.
+fn input_slot(fused: &[bool], index: usize) -> usize {
+    index
+        .checked_sub(1)
+        .map_or(0, |prev| output_slot(fused, prev))
+}
+
 /// Wall time one layer took in a profiled training step ([`Network::profile_train_step`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LayerTime {
@@ -262,9 +283,14 @@ impl Network {
             height,
             width,
         };
-        let mut layers = Vec::with_capacity(def.layers.len());
+        let mut layers: Vec<Box<dyn Layer>> = Vec::with_capacity(def.layers.len());
+        let mut fused = Vec::with_capacity(def.layers.len());
         for (index, layer) in def.layers.iter().enumerate() {
             let built = build_layer(layer, dims, index, seed, &mut rng)?;
+            fused.push(
+                matches!(layer.config, LayerConfig::Relu)
+                    && layers.last_mut().is_some_and(|prev| prev.fuse_relu()),
+            );
             dims = built.output_dims();
             if dims.is_empty() {
                 return Err(Error::config(
@@ -292,6 +318,7 @@ impl Network {
                 width,
             },
             layers,
+            fused,
             kinds: def.layers.iter().map(|l| keyword(&l.config)).collect(),
             acts,
             grads: [Vec::new(), Vec::new()],
@@ -305,6 +332,17 @@ impl Network {
     /// The layers, in order (for per-layer timing or inspection).
     pub fn layers(&self) -> &[Box<dyn Layer>] {
         &self.layers
+    }
+
+    /// Whether layer `index` is a ReLU that the layer before it applies as it writes its output
+    /// ([`Layer::fuse_relu`]): such a layer is skipped, so it takes no time of its own.
+    pub fn is_fused(&self, index: usize) -> bool {
+        self.fused.get(index).copied().unwrap_or(false)
+    }
+
+    /// The buffer holding the network's output (the logits).
+    fn output(&self) -> &[f32] {
+        &self.acts[output_slot(&self.fused, self.layers.len() - 1)]
     }
 
     /// Per-sample input shape `[channels, height, width]`.
@@ -361,7 +399,8 @@ impl Network {
         }
         self.acts[0].resize(self.input.len() * max_batch, 0.0);
         let mut largest = self.input.len();
-        for (act, layer) in self.acts[1..].iter_mut().zip(&self.layers) {
+        let layers = self.acts[1..].iter_mut().zip(&self.layers).zip(&self.fused);
+        for ((act, layer), _) in layers.filter(|(_, fused)| !**fused) {
             let len = layer.output_dims().len();
             largest = largest.max(len);
             act.resize(len * max_batch, 0.0);
@@ -419,10 +458,14 @@ impl Network {
         mode: Mode,
         mut times: Option<&mut [LayerTime]>,
     ) -> Result<()> {
-        for (i, layer) in self.layers.iter_mut().enumerate() {
+        for i in 0..self.layers.len() {
+            if self.fused[i] {
+                continue;
+            }
+            let input = input_slot(&self.fused, i);
             let (before, after) = self.acts.split_at_mut(i + 1);
             let start = Instant::now();
-            layer.forward(&before[i], &mut after[0], batch, mode)?;
+            self.layers[i].forward(&before[input], &mut after[0], batch, mode)?;
             if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {
                 t.forward += start.elapsed();
             }
@@ -441,7 +484,7 @@ impl Network {
             .last
             .ok_or_else(|| Error::State("no forward pass has run yet".to_owned()))?;
         let classes = self.classes();
-        let out = self.acts.last().map_or(&[][..], |a| &a[..batch * classes]);
+        let out = &self.output()[..batch * classes];
         ArrayView2::from_shape((batch, classes), out)
             .map_err(|e| Error::State(format!("logits buffer: {e}")))
     }
@@ -480,6 +523,9 @@ impl Network {
         let [g0, g1] = &mut self.grads;
         let (mut dy, mut dx): (&mut [f32], &mut [f32]) = (g0, g1);
         for i in (0..self.layers.len()).rev() {
+            if self.fused[i] {
+                continue;
+            }
             let upstream: &[f32] = if i + 1 == self.layers.len() {
                 &self.dlogits
             } else {
@@ -487,7 +533,8 @@ impl Network {
             };
             let want_dx = (i > 0).then_some(&mut *dx);
             let start = Instant::now();
-            self.layers[i].backward(&self.acts[i], &self.acts[i + 1], upstream, want_dx, batch)?;
+            let x = &self.acts[input_slot(&self.fused, i)];
+            self.layers[i].backward(x, &self.acts[i + 1], upstream, want_dx, batch)?;
             if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {
                 t.backward += start.elapsed();
             }
@@ -521,6 +568,9 @@ impl Network {
             return Ok(Some(NonFinite::Input { value }));
         }
         for (index, layer) in self.layers.iter().enumerate() {
+            if self.fused[index] {
+                continue;
+            }
             let len = batch * layer.output_dims().len();
             if let Some(value) = first_non_finite(&self.acts[index + 1][..len]) {
                 return Ok(Some(NonFinite::Activations {
@@ -572,8 +622,8 @@ impl Network {
         self.forward_timed(x, Mode::Train, times.as_deref_mut())?;
         let classes = self.classes();
         let logits_len = batch * classes;
-        let (acts, dlogits) = (&self.acts, &mut self.dlogits);
-        let logits = acts.last().map_or(&[][..], |a| &a[..logits_len]);
+        let logits = &self.acts[output_slot(&self.fused, self.layers.len() - 1)][..logits_len];
+        let dlogits = &mut self.dlogits;
         let shape_err = |e: ndarray::ShapeError| Error::State(format!("logits buffer: {e}"));
         let loss = softmax_cross_entropy(
             ArrayView2::from_shape((batch, classes), logits).map_err(shape_err)?,

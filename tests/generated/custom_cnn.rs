@@ -68,7 +68,7 @@ impl CustomCNN {
     /// both give identical weights for the same seed.
     pub fn new(seed: u64) -> Self {
         let mut rng = ::cnnc::runtime::init::init_rng(seed);
-        let layer1_0 = ::cnnc::__private::expect_built(
+        let mut layer1_0 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Conv2d::new(
                 "layer1.0",
                 &::cnnc::runtime::config::Conv2dConfig {
@@ -84,6 +84,7 @@ impl CustomCNN {
                 &mut rng,
             ),
         );
+        layer1_0.fuse_relu();
         let layer1_1 = ::cnnc::runtime::layers::Relu::new(
             "layer1.1",
             ::cnnc::runtime::Dims::Image {
@@ -108,7 +109,7 @@ impl CustomCNN {
                 },
             ),
         );
-        let layer2_0 = ::cnnc::__private::expect_built(
+        let mut layer2_0 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Conv2d::new(
                 "layer2.0",
                 &::cnnc::runtime::config::Conv2dConfig {
@@ -124,6 +125,7 @@ impl CustomCNN {
                 &mut rng,
             ),
         );
+        layer2_0.fuse_relu();
         let layer2_1 = ::cnnc::runtime::layers::Relu::new(
             "layer2.1",
             ::cnnc::runtime::Dims::Image {
@@ -148,7 +150,7 @@ impl CustomCNN {
                 },
             ),
         );
-        let layer3_0 = ::cnnc::__private::expect_built(
+        let mut layer3_0 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Conv2d::new(
                 "layer3.0",
                 &::cnnc::runtime::config::Conv2dConfig {
@@ -164,6 +166,7 @@ impl CustomCNN {
                 &mut rng,
             ),
         );
+        layer3_0.fuse_relu();
         let layer3_1 = ::cnnc::runtime::layers::Relu::new(
             "layer3.1",
             ::cnnc::runtime::Dims::Image {
@@ -245,8 +248,7 @@ impl CustomCNN {
             layer_11,
             fc2,
             workspace: ::cnnc::__private::Workspace::new([
-                3072, 32768, 32768, 8192, 8192, 8192, 2048, 4096, 4096, 1024, 1024, 64,
-                64, 10,
+                3072, 32768, 0, 8192, 8192, 0, 2048, 4096, 0, 1024, 1024, 64, 64, 10,
             ]),
         }
     }
@@ -397,7 +399,7 @@ impl CustomCNN {
             forward, conv2d_maps, flatten_maps, linear_maps, pool2d_maps, same_shape,
         };
         use ::cnnc::runtime::typed::{Features, Images};
-        let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13] = &mut self
+        let [a0, a1, _, a3, a4, _, a6, a7, _, a9, a10, a11, a12, a13] = &mut self
             .workspace
             .acts;
         let x = <Images<3, 32, 32, &[f32]>>::from_slice(a0, batch)?;
@@ -409,14 +411,14 @@ impl CustomCNN {
             )
         };
         let x: Images<32, 32, 32, &[f32]> = forward(&mut self.layer1_0, x, a1, mode)?;
-        // layer1.1: relu [32, 32, 32] -> [32, 32, 32]
+        // layer1.1: relu [32, 32, 32] -> [32, 32, 32], fused into layer1.0
         const {
             assert!(
                 same_shape([32, 32, 32], [32, 32, 32]),
                 "cnnc: layer `layer1.1` does not map [32, 32, 32] to [32, 32, 32]"
             )
         };
-        let x: Images<32, 32, 32, &[f32]> = forward(&mut self.layer1_1, x, a2, mode)?;
+        let x: Images<32, 32, 32, &[f32]> = x;
         // layer1.2: maxpool2d [32, 32, 32] -> [32, 16, 16]
         const {
             assert!(
@@ -433,14 +435,14 @@ impl CustomCNN {
             )
         };
         let x: Images<32, 16, 16, &[f32]> = forward(&mut self.layer2_0, x, a4, mode)?;
-        // layer2.1: relu [32, 16, 16] -> [32, 16, 16]
+        // layer2.1: relu [32, 16, 16] -> [32, 16, 16], fused into layer2.0
         const {
             assert!(
                 same_shape([32, 16, 16], [32, 16, 16]),
                 "cnnc: layer `layer2.1` does not map [32, 16, 16] to [32, 16, 16]"
             )
         };
-        let x: Images<32, 16, 16, &[f32]> = forward(&mut self.layer2_1, x, a5, mode)?;
+        let x: Images<32, 16, 16, &[f32]> = x;
         // layer2.2: maxpool2d [32, 16, 16] -> [32, 8, 8]
         const {
             assert!(
@@ -457,14 +459,14 @@ impl CustomCNN {
             )
         };
         let x: Images<64, 8, 8, &[f32]> = forward(&mut self.layer3_0, x, a7, mode)?;
-        // layer3.1: relu [64, 8, 8] -> [64, 8, 8]
+        // layer3.1: relu [64, 8, 8] -> [64, 8, 8], fused into layer3.0
         const {
             assert!(
                 same_shape([64, 8, 8], [64, 8, 8]),
                 "cnnc: layer `layer3.1` does not map [64, 8, 8] to [64, 8, 8]"
             )
         };
-        let x: Images<64, 8, 8, &[f32]> = forward(&mut self.layer3_1, x, a8, mode)?;
+        let x: Images<64, 8, 8, &[f32]> = x;
         // layer3.2: maxpool2d [64, 8, 8] -> [64, 4, 4]
         const {
             assert!(
@@ -510,7 +512,7 @@ impl CustomCNN {
         use ::cnnc::__private::backward;
         use ::cnnc::runtime::typed::{Features, Images};
         let ws = &mut self.workspace;
-        let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13] = &ws.acts;
+        let [a0, a1, _, a3, a4, _, a6, a7, _, a9, a10, a11, a12, a13] = &ws.acts;
         let [g0, g1] = &mut ws.grads;
         // backward fc2: linear [64] -> [10]
         backward::<
@@ -536,27 +538,17 @@ impl CustomCNN {
         backward::<
             Images<64, 8, 8, &[f32]>,
             Images<64, 4, 4, &[f32]>,
-        >(&mut self.layer3_2, a8, a9, g0, Some(&mut g1[..]), batch)?;
-        // backward layer3.1: relu [64, 8, 8] -> [64, 8, 8]
-        backward::<
-            Images<64, 8, 8, &[f32]>,
-            Images<64, 8, 8, &[f32]>,
-        >(&mut self.layer3_1, a7, a8, g1, Some(&mut g0[..]), batch)?;
+        >(&mut self.layer3_2, a7, a9, g0, Some(&mut g1[..]), batch)?;
         // backward layer3.0: conv2d [32, 8, 8] -> [64, 8, 8]
         backward::<
             Images<32, 8, 8, &[f32]>,
             Images<64, 8, 8, &[f32]>,
-        >(&mut self.layer3_0, a6, a7, g0, Some(&mut g1[..]), batch)?;
+        >(&mut self.layer3_0, a6, a7, g1, Some(&mut g0[..]), batch)?;
         // backward layer2.2: maxpool2d [32, 16, 16] -> [32, 8, 8]
         backward::<
             Images<32, 16, 16, &[f32]>,
             Images<32, 8, 8, &[f32]>,
-        >(&mut self.layer2_2, a5, a6, g1, Some(&mut g0[..]), batch)?;
-        // backward layer2.1: relu [32, 16, 16] -> [32, 16, 16]
-        backward::<
-            Images<32, 16, 16, &[f32]>,
-            Images<32, 16, 16, &[f32]>,
-        >(&mut self.layer2_1, a4, a5, g0, Some(&mut g1[..]), batch)?;
+        >(&mut self.layer2_2, a4, a6, g0, Some(&mut g1[..]), batch)?;
         // backward layer2.0: conv2d [32, 16, 16] -> [32, 16, 16]
         backward::<
             Images<32, 16, 16, &[f32]>,
@@ -566,17 +558,12 @@ impl CustomCNN {
         backward::<
             Images<32, 32, 32, &[f32]>,
             Images<32, 16, 16, &[f32]>,
-        >(&mut self.layer1_2, a2, a3, g0, Some(&mut g1[..]), batch)?;
-        // backward layer1.1: relu [32, 32, 32] -> [32, 32, 32]
-        backward::<
-            Images<32, 32, 32, &[f32]>,
-            Images<32, 32, 32, &[f32]>,
-        >(&mut self.layer1_1, a1, a2, g1, Some(&mut g0[..]), batch)?;
+        >(&mut self.layer1_2, a1, a3, g0, Some(&mut g1[..]), batch)?;
         // backward layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]
         backward::<
             Images<3, 32, 32, &[f32]>,
             Images<32, 32, 32, &[f32]>,
-        >(&mut self.layer1_0, a0, a1, g0, None, batch)?;
+        >(&mut self.layer1_0, a0, a1, g1, None, batch)?;
         Ok(())
     }
 }

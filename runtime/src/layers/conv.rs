@@ -120,20 +120,51 @@ impl Geom {
             });
     }
 
-    /// Copies `batch` images of `dy` into `dyp`: channels widened to `cs` and the border of
-    /// [`Geom::padded_dy`], all zeros.
-    fn pad_dy(&self, dy: &[f32], dyp: &mut [f32], batch: usize) {
+    /// The layout of a staged `dy` ([`Geom::stage_dy`]): `[height, width, top, left]`, with the
+    /// border of [`Geom::padded_dy`] or without one.
+    fn staged_dy(&self, border: bool) -> (usize, usize, usize, usize) {
+        if border {
+            self.padded_dy()
+        } else {
+            (self.oh, self.ow, 0, 0)
+        }
+    }
+
+    /// Copies `batch` images of `dy` into `dyp`: channels widened to `cs`, inside the layout of
+    /// [`Geom::staged_dy`]`(border)` whose other values are zeros. With `relu_out` (the output of
+    /// a fused ReLU), only where that output is positive: the gradient before the ReLU.
+    fn stage_dy(
+        &self,
+        dy: &[f32],
+        relu_out: Option<&[f32]>,
+        dyp: &mut [f32],
+        batch: usize,
+        border: bool,
+    ) {
         let g = *self;
-        let (hd, wd, top, left) = g.padded_dy();
-        let (cs, image, padded) = (g.cs(), g.oh * g.ow * g.cout, hd * wd * g.cs());
-        dyp[..batch * padded]
-            .par_chunks_mut(padded)
-            .zip(dy.par_chunks(image))
-            .for_each(|(dst, src)| {
-                dst.fill(0.0);
+        let (hd, wd, top, left) = g.staged_dy(border);
+        let (cs, image, staged) = (g.cs(), g.oh * g.ow * g.cout, hd * wd * g.cs());
+        dyp[..batch * staged]
+            .par_chunks_mut(staged)
+            .enumerate()
+            .for_each(|(n, dst)| {
+                if border || cs != g.cout {
+                    dst.fill(0.0);
+                }
+                let src = &dy[n * image..(n + 1) * image];
+                let mask = relu_out.map(|y| &y[n * image..(n + 1) * image]);
                 for (p, px) in src.chunks_exact(g.cout).enumerate() {
                     let at = ((p / g.ow + top) * wd + p % g.ow + left) * cs;
-                    dst[at..at + g.cout].copy_from_slice(px);
+                    let out = &mut dst[at..at + g.cout];
+                    match mask {
+                        Some(y) => {
+                            let y = &y[p * g.cout..(p + 1) * g.cout];
+                            for ((o, &d), &y) in out.iter_mut().zip(px).zip(y) {
+                                *o = if y > 0.0 { d } else { 0.0 };
+                            }
+                        }
+                        None => out.copy_from_slice(px),
+                    }
                 }
             });
     }
@@ -207,6 +238,15 @@ fn store(tile: &Tile, out: &mut [f32], rows: usize, cols: usize, stride: usize) 
     }
 }
 
+/// [`store`] through a ReLU: `max(v, 0)` as [`crate::layers::Relu`] computes it (NaN stays NaN).
+fn store_relu(tile: &Tile, out: &mut [f32], rows: usize, cols: usize, stride: usize) {
+    for (row, dst) in tile.iter().zip(out.chunks_mut(stride)).take(rows) {
+        for (d, &v) in dst[..cols].iter_mut().zip(&row[..cols]) {
+            *d = if v < 0.0 { 0.0 } else { v };
+        }
+    }
+}
+
 /// Grows `buf` to at least `len` values (buffers only ever grow, so steady-state steps do not
 /// allocate).
 fn grow(buf: &mut Vec<f32>, len: usize) {
@@ -263,6 +303,8 @@ pub struct Conv2d {
     packed_back: Vec<f32>,
     /// The bias, zero-padded to whole panels (zeros without one).
     bias_row: Vec<f32>,
+    /// Whether the layer applies the ReLU that follows it ([`Conv2d::fuse_relu`]).
+    relu: bool,
     /// What `packed` and `packed_back` were last made from.
     packed_from: [PackedFrom; 2],
     /// The zero-padded input, `[N][H + 2 ph][W + 2 pw][cin]` plus `MR` floats the weight-gradient
@@ -362,6 +404,7 @@ impl Conv2d {
             packed: vec![0.0; panels(g.cout) * g.k() * NR],
             packed_back: vec![0.0; panels(g.cin) * g.k_back() * NR],
             bias_row: vec![0.0; g.cs()],
+            relu: false,
             packed_from: Default::default(),
             xp: Vec::new(),
             dyp: Vec::new(),
@@ -375,6 +418,15 @@ impl Conv2d {
     /// The layer's arguments.
     pub fn config(&self) -> &Conv2dConfig {
         &self.config
+    }
+
+    /// Makes the layer apply the ReLU that follows it in the network: its output becomes
+    /// `relu(conv(x))`, computed as each output tile is stored, and `backward` takes `dy` as the
+    /// gradient with respect to that output. The model then skips the ReLU layer (it still
+    /// exists, for names), which saves a pass over the activations each way and their buffer.
+    /// Values are the same as with a separate ReLU, bit for bit.
+    pub fn fuse_relu(&mut self) {
+        self.relu = true;
     }
 
     /// Checks the parameters' shapes and copies them into the forward panels (`back`: the
@@ -420,25 +472,28 @@ impl Conv2d {
         Ok(())
     }
 
-    /// Weight and bias gradients of `batch` images from the padded input and `dy` (read in place
-    /// when its channels fill whole panels, else from the padded copy).
+    /// Weight and bias gradients of `batch` images from the padded input and `dy`: read in place
+    /// (`staged` is `None`), or from its copy staged in the layout [`Geom::staged_dy`]`(border)`
+    /// (`staged` is `Some(border)`).
     ///
     /// Every gradient element is one chain of multiply-adds over the images in order and, within
     /// an image, over the output pixels in row-major order. The threads split the gradient's
     /// tiles between them, never the images, so no partial sums are added up afterwards and the
     /// values do not depend on the number of threads. The images go in groups that stay in L2
     /// while each tile of a thread passes over them.
-    fn param_grads(&mut self, dy: &[f32], batch: usize) {
+    fn param_grads(&mut self, dy: &[f32], staged: Option<bool>, batch: usize) {
         let g = self.g;
         let (k, cs) = (g.k(), g.cs());
         let (hp, wp) = g.padded_in();
-        let (hd, wd, top, left) = g.padded_dy();
-        // Where `dy`'s pixels are read from: `(buffer, first pixel of image n, row, column)`.
-        let (src, image, b_row, b_col, first) = if g.cout == cs {
-            (dy, g.oh * g.ow * cs, g.ow * cs, cs, 0)
-        } else {
-            let first = (top * wd + left) * cs;
-            (&self.dyp[..], hd * wd * cs, wd * cs, cs, first)
+        // Where `dy`'s pixels are read from: the buffer, the length of an image in it, the
+        // distance between rows and between pixels, and the offset of an image's first pixel.
+        let (src, image, b_row, b_col, first) = match staged {
+            None => (dy, g.oh * g.ow * cs, g.ow * cs, cs, 0),
+            Some(border) => {
+                let (hd, wd, top, left) = g.staged_dy(border);
+                let first = (top * wd + left) * cs;
+                (&self.dyp[..], hd * wd * cs, wd * cs, cs, first)
+            }
         };
         let grid = Grid {
             rows: g.oh,
@@ -626,11 +681,12 @@ impl Layer for Conv2d {
         grow(&mut self.xp, batch * hp * wp * g.cin + MR);
         g.pad_input(x, &mut self.xp, batch);
         let (k, n) = (g.k(), g.cout);
-        let (xp, packed, bias_row, runs) = (
+        let (xp, packed, bias_row, runs, relu) = (
             &self.xp[..],
             &self.packed[..],
             &self.bias_row[..],
             &self.runs[..],
+            self.relu,
         );
         let at = |p: usize| {
             let (img, pix) = (p / (g.oh * g.ow), p % (g.oh * g.ow));
@@ -650,7 +706,12 @@ impl Layer for Conv2d {
                             std::array::from_fn(|_| std::array::from_fn(|c| bias[c]));
                         rows_panel(&mut tile, xp, &rows_at, runs, &packed[j * k * NR..]);
                         let out = &mut y_task[(t - first) * n + j * NR..];
-                        store(&tile, out, MR.min(end - t), NR.min(n - j * NR), n);
+                        let (rows, cols) = (MR.min(end - t), NR.min(n - j * NR));
+                        if relu {
+                            store_relu(&tile, out, rows, cols, n);
+                        } else {
+                            store(&tile, out, rows, cols, n);
+                        }
                     }
                 }
             });
@@ -669,20 +730,27 @@ impl Layer for Conv2d {
         self.pack(true)?;
         let g = self.g;
         let (hp, wp) = g.padded_in();
-        let (hd, wd, _, _) = g.padded_dy();
         grow(&mut self.xp, batch * hp * wp * g.cin + MR);
         g.pad_input(x, &mut self.xp, batch);
-        // The weight gradient reads `dy` in place when its channels fill whole panels; the input
-        // gradient always reads the padded copy.
-        if dx.is_some() || g.cout != g.cs() {
+        // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
+        // input gradient) unless the weight gradient can read it as it is.
+        let staged = (dx.is_some() || self.relu || g.cout != g.cs()).then_some(dx.is_some());
+        if let Some(border) = staged {
+            let (hd, wd, _, _) = g.staged_dy(border);
             grow(&mut self.dyp, batch * hd * wd * g.cs());
-            g.pad_dy(dy, &mut self.dyp, batch);
+            let relu_out = self.relu.then_some(y);
+            g.stage_dy(dy, relu_out, &mut self.dyp, batch, border);
         }
-        self.param_grads(dy, batch);
+        self.param_grads(dy, staged, batch);
         if let Some(dx) = dx {
             self.input_grad(dx, batch);
         }
         Ok(())
+    }
+
+    fn fuse_relu(&mut self) -> bool {
+        Conv2d::fuse_relu(self);
+        true
     }
 
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {

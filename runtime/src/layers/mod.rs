@@ -60,6 +60,14 @@ pub trait Layer: Send + fmt::Debug {
         batch: usize,
     ) -> Result<()>;
 
+    /// Asks the layer to apply the ReLU that follows it in the network as it writes its output,
+    /// and to take `dy` in `backward` as the gradient with respect to the ReLU's output, so the
+    /// model can skip the ReLU layer. Returns whether it did; the default does not. A layer that
+    /// does gives the same values as with a separate ReLU, bit for bit (see [`Conv2d::fuse_relu`]).
+    fn fuse_relu(&mut self) -> bool {
+        false
+    }
+
     /// Yields the layer's parameters and buffers in PyTorch's order (none by default).
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
         let _ = f;
