@@ -10,7 +10,7 @@ use super::{
 };
 use crate::config::LinearConfig;
 use crate::error::{Error, Result};
-use crate::gemm::{Grid, MR, NR, Seg, Tile, panels, rows_panel, sum_outer};
+use crate::gemm::{Grid, MR, NR, Seg, Start, Tile, panels, rows_panel, sum_outer};
 use crate::init::{fan_in_bound, fill_uniform};
 use crate::param::{Entry, Param};
 use crate::tensor::{Dims, Mode};
@@ -139,7 +139,8 @@ impl Linear {
 }
 
 /// `out[r][c] = start[c] + rows · panel` for `batch` rows of `a` (`width` values each): one tile
-/// of `MR` rows per parallel task, every panel of the `out_width` outputs.
+/// of `MR` rows per parallel task, every panel of the `out_width` outputs. `start` holds whole
+/// panels, or nothing for zeros.
 fn rows_times_panels(
     a: &[f32],
     width: usize,
@@ -160,10 +161,19 @@ fn rows_times_panels(
             let (first, rows) = (t * MR, out.len() / out_width);
             let rows_at: [usize; MR] = std::array::from_fn(|i| (first + i.min(rows - 1)) * width);
             for j in 0..panels(out_width) {
-                let mut tile: Tile = std::array::from_fn(|_| {
-                    std::array::from_fn(|c| start.get(j * NR + c).copied().unwrap_or(0.0))
-                });
-                rows_panel(&mut tile, a, &rows_at, &run, &packed[j * width * NR..]);
+                let start = match start.get(j * NR..(j + 1) * NR) {
+                    Some(row) => Start::Row(row.try_into().expect("NR values")),
+                    None => Start::Zero,
+                };
+                let mut tile: Tile = [[0.0; NR]; MR];
+                rows_panel(
+                    &mut tile,
+                    start,
+                    a,
+                    &rows_at,
+                    &run,
+                    &packed[j * width * NR..],
+                );
                 let cols = NR.min(out_width - j * NR);
                 for (row, dst) in tile.iter().zip(out.chunks_mut(out_width)).take(rows) {
                     dst[j * NR..j * NR + cols].copy_from_slice(&row[..cols]);
