@@ -758,12 +758,14 @@ impl Gen<'_> {
             /// Runs every layer on the `batch` samples in the input buffer; each activation's type
             /// carries its shape.
             fn run_forward(&mut self, batch: usize, mode: #mode) -> Result<(), #error> {
-                use #private{forward, #(#checks),*};
+                use #private{forward, on_pool, #(#checks),*};
                 #use_views
-                let [#(#acts),*] = &mut self.workspace.acts;
-                let x = <#first>::from_slice(#a0, batch)?;
-                #(#steps)*
-                Ok(())
+                on_pool(|| {
+                    let [#(#acts),*] = &mut self.workspace.acts;
+                    let x = <#first>::from_slice(#a0, batch)?;
+                    #(#steps)*
+                    Ok(())
+                })
             }
         }
     }
@@ -771,7 +773,7 @@ impl Gen<'_> {
     fn run_backward(&self) -> TokenStream {
         let krate = self.krate();
         let error = quote!(#krate::Error);
-        let backward = self.private(quote!(backward));
+        let private = self.private(TokenStream::new());
         let use_views = self.use_views();
         let acts = self.acts_pattern();
         let grads = [format_ident!("g0"), format_ident!("g1")];
@@ -816,13 +818,15 @@ impl Gen<'_> {
             /// Backpropagates the gradient in the logits' gradient buffer through every layer, from
             /// the last to the first.
             fn run_backward(&mut self, batch: usize) -> Result<(), #error> {
-                use #backward;
+                use #private{backward, on_pool};
                 #use_views
-                let ws = &mut self.workspace;
-                let [#(#acts),*] = &ws.acts;
-                #grads_binding
-                #(#steps)*
-                Ok(())
+                on_pool(|| {
+                    let ws = &mut self.workspace;
+                    let [#(#acts),*] = &ws.acts;
+                    #grads_binding
+                    #(#steps)*
+                    Ok(())
+                })
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::layers::{
 };
 use crate::loss::softmax_cross_entropy;
 use crate::param::{Entry, Visit};
-use crate::tensor::{Dims, Mode, nchw_to_internal};
+use crate::tensor::{Dims, Mode, nchw_to_internal, on_pool};
 
 /// A sequential network executed layer by layer. Parameters and buffers are visited (see
 /// [`Visit`]) in layer order under their PyTorch state_dict names.
@@ -446,7 +446,7 @@ impl Network {
         self.last = None;
         self.dlogits_ready = false;
         nchw_to_internal(x, &mut self.acts[0]);
-        self.run_layers(batch, mode, times)?;
+        on_pool(|| self.run_layers(batch, mode, times))?;
         self.last = Some((batch, mode));
         Ok(())
     }
@@ -515,6 +515,16 @@ impl Network {
     /// Backward from `self.dlogits`, adding each layer's time to `times` when given. With
     /// `check`, stops at the first layer that writes a non-finite gradient and returns it.
     fn backward_from_buffer(
+        &mut self,
+        batch: usize,
+        times: Option<&mut [LayerTime]>,
+        check: bool,
+    ) -> Result<Option<NonFinite>> {
+        on_pool(|| self.backward_layers(batch, times, check))
+    }
+
+    /// The body of [`Network::backward_from_buffer`], on a worker of the thread pool.
+    fn backward_layers(
         &mut self,
         batch: usize,
         mut times: Option<&mut [LayerTime]>,

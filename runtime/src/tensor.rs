@@ -141,6 +141,15 @@ pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// Runs `f` (a whole forward or backward pass) on a worker of the thread pool, so that the layers'
+/// parallel loops inside it hand work to the other workers directly. Called from outside the
+/// pool, every loop would instead wake the pool and wait for it: about 14 µs a loop on the 2-core
+/// machine of `docs/PERFORMANCE.md`, a tenth of the seed model's latency at batch 1. Runs `f`
+/// in place when already on a worker.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 /// Most lanes any parallel layer loop is split into. Lanes are contiguous row ranges, decided from
 /// the problem size only, so partial sums per lane (added in lane order) do not depend on how many
 /// threads run them.

@@ -396,175 +396,200 @@ impl CustomCNN {
         mode: ::cnnc::runtime::Mode,
     ) -> Result<(), ::cnnc::Error> {
         use ::cnnc::__private::{
-            forward, conv2d_maps, flatten_maps, linear_maps, pool2d_maps, same_shape,
+            forward, on_pool, conv2d_maps, flatten_maps, linear_maps, pool2d_maps,
+            same_shape,
         };
         use ::cnnc::runtime::typed::{Features, Images};
-        let [a0, a1, _, a3, a4, _, a6, a7, _, a9, a10, a11, a12, a13] = &mut self
-            .workspace
-            .acts;
-        let x = <Images<3, 32, 32, &[f32]>>::from_slice(a0, batch)?;
-        // layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]
-        const {
-            assert!(
-                conv2d_maps([3, 32, 32], [32, 32, 32], [5, 5], [1, 1], [2, 2], [1, 1]),
-                "cnnc: layer `layer1.0` does not map [3, 32, 32] to [32, 32, 32]"
-            )
-        };
-        let x: Images<32, 32, 32, &[f32]> = forward(&mut self.layer1_0, x, a1, mode)?;
-        // layer1.1: relu [32, 32, 32] -> [32, 32, 32], fused into layer1.0
-        const {
-            assert!(
-                same_shape([32, 32, 32], [32, 32, 32]),
-                "cnnc: layer `layer1.1` does not map [32, 32, 32] to [32, 32, 32]"
-            )
-        };
-        let x: Images<32, 32, 32, &[f32]> = x;
-        // layer1.2: maxpool2d [32, 32, 32] -> [32, 16, 16]
-        const {
-            assert!(
-                pool2d_maps([32, 32, 32], [32, 16, 16], [2, 2], [2, 2], [0, 0], false),
-                "cnnc: layer `layer1.2` does not map [32, 32, 32] to [32, 16, 16]"
-            )
-        };
-        let x: Images<32, 16, 16, &[f32]> = forward(&mut self.layer1_2, x, a3, mode)?;
-        // layer2.0: conv2d [32, 16, 16] -> [32, 16, 16]
-        const {
-            assert!(
-                conv2d_maps([32, 16, 16], [32, 16, 16], [5, 5], [1, 1], [2, 2], [1, 1]),
-                "cnnc: layer `layer2.0` does not map [32, 16, 16] to [32, 16, 16]"
-            )
-        };
-        let x: Images<32, 16, 16, &[f32]> = forward(&mut self.layer2_0, x, a4, mode)?;
-        // layer2.1: relu [32, 16, 16] -> [32, 16, 16], fused into layer2.0
-        const {
-            assert!(
-                same_shape([32, 16, 16], [32, 16, 16]),
-                "cnnc: layer `layer2.1` does not map [32, 16, 16] to [32, 16, 16]"
-            )
-        };
-        let x: Images<32, 16, 16, &[f32]> = x;
-        // layer2.2: maxpool2d [32, 16, 16] -> [32, 8, 8]
-        const {
-            assert!(
-                pool2d_maps([32, 16, 16], [32, 8, 8], [2, 2], [2, 2], [0, 0], false),
-                "cnnc: layer `layer2.2` does not map [32, 16, 16] to [32, 8, 8]"
-            )
-        };
-        let x: Images<32, 8, 8, &[f32]> = forward(&mut self.layer2_2, x, a6, mode)?;
-        // layer3.0: conv2d [32, 8, 8] -> [64, 8, 8]
-        const {
-            assert!(
-                conv2d_maps([32, 8, 8], [64, 8, 8], [5, 5], [1, 1], [2, 2], [1, 1]),
-                "cnnc: layer `layer3.0` does not map [32, 8, 8] to [64, 8, 8]"
-            )
-        };
-        let x: Images<64, 8, 8, &[f32]> = forward(&mut self.layer3_0, x, a7, mode)?;
-        // layer3.1: relu [64, 8, 8] -> [64, 8, 8], fused into layer3.0
-        const {
-            assert!(
-                same_shape([64, 8, 8], [64, 8, 8]),
-                "cnnc: layer `layer3.1` does not map [64, 8, 8] to [64, 8, 8]"
-            )
-        };
-        let x: Images<64, 8, 8, &[f32]> = x;
-        // layer3.2: maxpool2d [64, 8, 8] -> [64, 4, 4]
-        const {
-            assert!(
-                pool2d_maps([64, 8, 8], [64, 4, 4], [2, 2], [2, 2], [0, 0], false),
-                "cnnc: layer `layer3.2` does not map [64, 8, 8] to [64, 4, 4]"
-            )
-        };
-        let x: Images<64, 4, 4, &[f32]> = forward(&mut self.layer3_2, x, a9, mode)?;
-        // 9: flatten [64, 4, 4] -> [1024]
-        const {
-            assert!(
-                flatten_maps([64, 4, 4], 1024),
-                "cnnc: layer `9` does not map [64, 4, 4] to [1024]"
-            )
-        };
-        let x: Features<1024, &[f32]> = forward(&mut self.layer_9, x, a10, mode)?;
-        // fc1: linear [1024] -> [64]
-        const {
-            assert!(
-                linear_maps([1024], [64], 1024, 64),
-                "cnnc: layer `fc1` does not map [1024] to [64]"
-            )
-        };
-        let x: Features<64, &[f32]> = forward(&mut self.fc1, x, a11, mode)?;
-        // 11: relu [64] -> [64]
-        const {
-            assert!(same_shape([64], [64]), "cnnc: layer `11` does not map [64] to [64]")
-        };
-        let x: Features<64, &[f32]> = forward(&mut self.layer_11, x, a12, mode)?;
-        // fc2: linear [64] -> [10]
-        const {
-            assert!(
-                linear_maps([64], [10], 64, 10),
-                "cnnc: layer `fc2` does not map [64] to [10]"
-            )
-        };
-        let _: Features<10, &[f32]> = forward(&mut self.fc2, x, a13, mode)?;
-        Ok(())
+        on_pool(|| {
+            let [a0, a1, _, a3, a4, _, a6, a7, _, a9, a10, a11, a12, a13] = &mut self
+                .workspace
+                .acts;
+            let x = <Images<3, 32, 32, &[f32]>>::from_slice(a0, batch)?;
+            // layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]
+            const {
+                assert!(
+                    conv2d_maps([3, 32, 32], [32, 32, 32], [5, 5], [1, 1], [2, 2], [1,
+                    1]),
+                    "cnnc: layer `layer1.0` does not map [3, 32, 32] to [32, 32, 32]"
+                )
+            };
+            let x: Images<32, 32, 32, &[f32]> = forward(
+                &mut self.layer1_0,
+                x,
+                a1,
+                mode,
+            )?;
+            // layer1.1: relu [32, 32, 32] -> [32, 32, 32], fused into layer1.0
+            const {
+                assert!(
+                    same_shape([32, 32, 32], [32, 32, 32]),
+                    "cnnc: layer `layer1.1` does not map [32, 32, 32] to [32, 32, 32]"
+                )
+            };
+            let x: Images<32, 32, 32, &[f32]> = x;
+            // layer1.2: maxpool2d [32, 32, 32] -> [32, 16, 16]
+            const {
+                assert!(
+                    pool2d_maps([32, 32, 32], [32, 16, 16], [2, 2], [2, 2], [0, 0],
+                    false),
+                    "cnnc: layer `layer1.2` does not map [32, 32, 32] to [32, 16, 16]"
+                )
+            };
+            let x: Images<32, 16, 16, &[f32]> = forward(
+                &mut self.layer1_2,
+                x,
+                a3,
+                mode,
+            )?;
+            // layer2.0: conv2d [32, 16, 16] -> [32, 16, 16]
+            const {
+                assert!(
+                    conv2d_maps([32, 16, 16], [32, 16, 16], [5, 5], [1, 1], [2, 2], [1,
+                    1]),
+                    "cnnc: layer `layer2.0` does not map [32, 16, 16] to [32, 16, 16]"
+                )
+            };
+            let x: Images<32, 16, 16, &[f32]> = forward(
+                &mut self.layer2_0,
+                x,
+                a4,
+                mode,
+            )?;
+            // layer2.1: relu [32, 16, 16] -> [32, 16, 16], fused into layer2.0
+            const {
+                assert!(
+                    same_shape([32, 16, 16], [32, 16, 16]),
+                    "cnnc: layer `layer2.1` does not map [32, 16, 16] to [32, 16, 16]"
+                )
+            };
+            let x: Images<32, 16, 16, &[f32]> = x;
+            // layer2.2: maxpool2d [32, 16, 16] -> [32, 8, 8]
+            const {
+                assert!(
+                    pool2d_maps([32, 16, 16], [32, 8, 8], [2, 2], [2, 2], [0, 0], false),
+                    "cnnc: layer `layer2.2` does not map [32, 16, 16] to [32, 8, 8]"
+                )
+            };
+            let x: Images<32, 8, 8, &[f32]> = forward(&mut self.layer2_2, x, a6, mode)?;
+            // layer3.0: conv2d [32, 8, 8] -> [64, 8, 8]
+            const {
+                assert!(
+                    conv2d_maps([32, 8, 8], [64, 8, 8], [5, 5], [1, 1], [2, 2], [1, 1]),
+                    "cnnc: layer `layer3.0` does not map [32, 8, 8] to [64, 8, 8]"
+                )
+            };
+            let x: Images<64, 8, 8, &[f32]> = forward(&mut self.layer3_0, x, a7, mode)?;
+            // layer3.1: relu [64, 8, 8] -> [64, 8, 8], fused into layer3.0
+            const {
+                assert!(
+                    same_shape([64, 8, 8], [64, 8, 8]),
+                    "cnnc: layer `layer3.1` does not map [64, 8, 8] to [64, 8, 8]"
+                )
+            };
+            let x: Images<64, 8, 8, &[f32]> = x;
+            // layer3.2: maxpool2d [64, 8, 8] -> [64, 4, 4]
+            const {
+                assert!(
+                    pool2d_maps([64, 8, 8], [64, 4, 4], [2, 2], [2, 2], [0, 0], false),
+                    "cnnc: layer `layer3.2` does not map [64, 8, 8] to [64, 4, 4]"
+                )
+            };
+            let x: Images<64, 4, 4, &[f32]> = forward(&mut self.layer3_2, x, a9, mode)?;
+            // 9: flatten [64, 4, 4] -> [1024]
+            const {
+                assert!(
+                    flatten_maps([64, 4, 4], 1024),
+                    "cnnc: layer `9` does not map [64, 4, 4] to [1024]"
+                )
+            };
+            let x: Features<1024, &[f32]> = forward(&mut self.layer_9, x, a10, mode)?;
+            // fc1: linear [1024] -> [64]
+            const {
+                assert!(
+                    linear_maps([1024], [64], 1024, 64),
+                    "cnnc: layer `fc1` does not map [1024] to [64]"
+                )
+            };
+            let x: Features<64, &[f32]> = forward(&mut self.fc1, x, a11, mode)?;
+            // 11: relu [64] -> [64]
+            const {
+                assert!(
+                    same_shape([64], [64]), "cnnc: layer `11` does not map [64] to [64]"
+                )
+            };
+            let x: Features<64, &[f32]> = forward(&mut self.layer_11, x, a12, mode)?;
+            // fc2: linear [64] -> [10]
+            const {
+                assert!(
+                    linear_maps([64], [10], 64, 10),
+                    "cnnc: layer `fc2` does not map [64] to [10]"
+                )
+            };
+            let _: Features<10, &[f32]> = forward(&mut self.fc2, x, a13, mode)?;
+            Ok(())
+        })
     }
     /// Backpropagates the gradient in the logits' gradient buffer through every layer, from
     /// the last to the first.
     fn run_backward(&mut self, batch: usize) -> Result<(), ::cnnc::Error> {
-        use ::cnnc::__private::backward;
+        use ::cnnc::__private::{backward, on_pool};
         use ::cnnc::runtime::typed::{Features, Images};
-        let ws = &mut self.workspace;
-        let [a0, a1, _, a3, a4, _, a6, a7, _, a9, a10, a11, a12, a13] = &ws.acts;
-        let [g0, g1] = &mut ws.grads;
-        // backward fc2: linear [64] -> [10]
-        backward::<
-            Features<64, &[f32]>,
-            Features<10, &[f32]>,
-        >(&mut self.fc2, a12, a13, &ws.dlogits, Some(&mut g1[..]), batch)?;
-        // backward 11: relu [64] -> [64]
-        backward::<
-            Features<64, &[f32]>,
-            Features<64, &[f32]>,
-        >(&mut self.layer_11, a11, a12, g1, Some(&mut g0[..]), batch)?;
-        // backward fc1: linear [1024] -> [64]
-        backward::<
-            Features<1024, &[f32]>,
-            Features<64, &[f32]>,
-        >(&mut self.fc1, a10, a11, g0, Some(&mut g1[..]), batch)?;
-        // backward 9: flatten [64, 4, 4] -> [1024]
-        backward::<
-            Images<64, 4, 4, &[f32]>,
-            Features<1024, &[f32]>,
-        >(&mut self.layer_9, a9, a10, g1, Some(&mut g0[..]), batch)?;
-        // backward layer3.2: maxpool2d [64, 8, 8] -> [64, 4, 4]
-        backward::<
-            Images<64, 8, 8, &[f32]>,
-            Images<64, 4, 4, &[f32]>,
-        >(&mut self.layer3_2, a7, a9, g0, Some(&mut g1[..]), batch)?;
-        // backward layer3.0: conv2d [32, 8, 8] -> [64, 8, 8]
-        backward::<
-            Images<32, 8, 8, &[f32]>,
-            Images<64, 8, 8, &[f32]>,
-        >(&mut self.layer3_0, a6, a7, g1, Some(&mut g0[..]), batch)?;
-        // backward layer2.2: maxpool2d [32, 16, 16] -> [32, 8, 8]
-        backward::<
-            Images<32, 16, 16, &[f32]>,
-            Images<32, 8, 8, &[f32]>,
-        >(&mut self.layer2_2, a4, a6, g0, Some(&mut g1[..]), batch)?;
-        // backward layer2.0: conv2d [32, 16, 16] -> [32, 16, 16]
-        backward::<
-            Images<32, 16, 16, &[f32]>,
-            Images<32, 16, 16, &[f32]>,
-        >(&mut self.layer2_0, a3, a4, g1, Some(&mut g0[..]), batch)?;
-        // backward layer1.2: maxpool2d [32, 32, 32] -> [32, 16, 16]
-        backward::<
-            Images<32, 32, 32, &[f32]>,
-            Images<32, 16, 16, &[f32]>,
-        >(&mut self.layer1_2, a1, a3, g0, Some(&mut g1[..]), batch)?;
-        // backward layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]
-        backward::<
-            Images<3, 32, 32, &[f32]>,
-            Images<32, 32, 32, &[f32]>,
-        >(&mut self.layer1_0, a0, a1, g1, None, batch)?;
-        Ok(())
+        on_pool(|| {
+            let ws = &mut self.workspace;
+            let [a0, a1, _, a3, a4, _, a6, a7, _, a9, a10, a11, a12, a13] = &ws.acts;
+            let [g0, g1] = &mut ws.grads;
+            // backward fc2: linear [64] -> [10]
+            backward::<
+                Features<64, &[f32]>,
+                Features<10, &[f32]>,
+            >(&mut self.fc2, a12, a13, &ws.dlogits, Some(&mut g1[..]), batch)?;
+            // backward 11: relu [64] -> [64]
+            backward::<
+                Features<64, &[f32]>,
+                Features<64, &[f32]>,
+            >(&mut self.layer_11, a11, a12, g1, Some(&mut g0[..]), batch)?;
+            // backward fc1: linear [1024] -> [64]
+            backward::<
+                Features<1024, &[f32]>,
+                Features<64, &[f32]>,
+            >(&mut self.fc1, a10, a11, g0, Some(&mut g1[..]), batch)?;
+            // backward 9: flatten [64, 4, 4] -> [1024]
+            backward::<
+                Images<64, 4, 4, &[f32]>,
+                Features<1024, &[f32]>,
+            >(&mut self.layer_9, a9, a10, g1, Some(&mut g0[..]), batch)?;
+            // backward layer3.2: maxpool2d [64, 8, 8] -> [64, 4, 4]
+            backward::<
+                Images<64, 8, 8, &[f32]>,
+                Images<64, 4, 4, &[f32]>,
+            >(&mut self.layer3_2, a7, a9, g0, Some(&mut g1[..]), batch)?;
+            // backward layer3.0: conv2d [32, 8, 8] -> [64, 8, 8]
+            backward::<
+                Images<32, 8, 8, &[f32]>,
+                Images<64, 8, 8, &[f32]>,
+            >(&mut self.layer3_0, a6, a7, g1, Some(&mut g0[..]), batch)?;
+            // backward layer2.2: maxpool2d [32, 16, 16] -> [32, 8, 8]
+            backward::<
+                Images<32, 16, 16, &[f32]>,
+                Images<32, 8, 8, &[f32]>,
+            >(&mut self.layer2_2, a4, a6, g0, Some(&mut g1[..]), batch)?;
+            // backward layer2.0: conv2d [32, 16, 16] -> [32, 16, 16]
+            backward::<
+                Images<32, 16, 16, &[f32]>,
+                Images<32, 16, 16, &[f32]>,
+            >(&mut self.layer2_0, a3, a4, g1, Some(&mut g0[..]), batch)?;
+            // backward layer1.2: maxpool2d [32, 32, 32] -> [32, 16, 16]
+            backward::<
+                Images<32, 32, 32, &[f32]>,
+                Images<32, 16, 16, &[f32]>,
+            >(&mut self.layer1_2, a1, a3, g0, Some(&mut g1[..]), batch)?;
+            // backward layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]
+            backward::<
+                Images<3, 32, 32, &[f32]>,
+                Images<32, 32, 32, &[f32]>,
+            >(&mut self.layer1_0, a0, a1, g1, None, batch)?;
+            Ok(())
+        })
     }
 }
 impl ::cnnc::runtime::Visit for CustomCNN {

@@ -19,9 +19,21 @@ use crate::init::{fan_in_bound, fill_uniform};
 use crate::param::{Entry, Param};
 use crate::tensor::{Dims, MAX_LANES, Mode, Tiling};
 
-/// Output pixels per parallel task in the forward and input-gradient passes (in whole tiles; the
-/// results do not depend on it).
+/// Most output pixels per parallel task in the forward and input-gradient passes (in whole tiles;
+/// the results do not depend on it).
 const PIXELS_PER_TASK: usize = 8 * MR;
+
+/// Pixels per parallel task for `pixels` output pixels: [`PIXELS_PER_TASK`], or fewer (whole
+/// tiles) when that would leave fewer than eight tasks per thread, so that small batches (batch 1
+/// has 64 pixels in the seed model's last convolution) still spread evenly over the threads.
+fn pixels_per_task(pixels: usize) -> usize {
+    let tasks = 8 * rayon::current_num_threads();
+    pixels
+        .div_ceil(MR)
+        .div_ceil(tasks)
+        .clamp(1, PIXELS_PER_TASK / MR)
+        * MR
+}
 
 /// Bytes of padded input and `dy` the weight gradient streams per group of images: half of a
 /// Zen L2, so they stay there while every gradient tile passes over them.
@@ -625,11 +637,12 @@ impl Conv2d {
                     row: wd * cs,
                     col: cs,
                 };
+                let per_task = pixels_per_task(rows);
                 dx[..rows * g.cin]
-                    .par_chunks_mut(PIXELS_PER_TASK * g.cin)
+                    .par_chunks_mut(per_task * g.cin)
                     .enumerate()
                     .for_each(|(task, dx_task)| {
-                        let first = task * PIXELS_PER_TASK;
+                        let first = task * per_task;
                         let end = first + dx_task.len() / g.cin;
                         for t in (first..end).step_by(MR) {
                             let rows_at = pixels.tile_rows(t, end);
@@ -736,11 +749,12 @@ impl Layer for Conv2d {
             row: g.sh * wp * g.cin,
             col: g.sw * g.cin,
         };
+        let per_task = pixels_per_task(batch * g.oh * g.ow);
         y[..ny]
-            .par_chunks_mut(PIXELS_PER_TASK * n)
+            .par_chunks_mut(per_task * n)
             .enumerate()
             .for_each(|(task, y_task)| {
-                let first = task * PIXELS_PER_TASK;
+                let first = task * per_task;
                 let end = first + y_task.len() / n;
                 for t in (first..end).step_by(MR) {
                     let rows_at = pixels.tile_rows(t, end);
