@@ -166,6 +166,42 @@ pub(crate) fn sum_outer(tile: &mut Tile, a: &[f32], a0: usize, b: &[f32], b0: us
     }
 }
 
+/// Runs `iters` steps of the kernels' inner loop on registers only (the tile's twelve independent
+/// multiply-add chains, nothing loaded) with the widest instructions the kernels use, and returns
+/// the floating-point operations done (a multiply-add counts two) and a value that depends on
+/// every step, so that none is optimised away. What [`crate::peak`] times.
+pub(crate) fn fma_loop(iters: u64) -> (f64, f32) {
+    let per_step = (2 * MR * NR) as f64;
+    #[cfg(target_arch = "x86_64")]
+    match simd() {
+        // SAFETY: the CPU supports the kernel's target features (checked by `simd`).
+        Simd::Avx512 => return (per_step * iters as f64, unsafe { avx512::fma_loop(iters) }),
+        Simd::Avx2 => return (per_step * iters as f64, unsafe { avx2::fma_loop(iters) }),
+        Simd::None => {}
+    }
+    let mut tile = [[1.0f32; NR]; MR];
+    for _ in 0..iters {
+        for row in &mut tile {
+            for c in row.iter_mut() {
+                *c = c.mul_add(0.999_999, 1e-7);
+            }
+        }
+        std::hint::black_box(&mut tile);
+    }
+    (per_step * iters as f64, tile[0][0])
+}
+
+/// The instructions the kernels use on this CPU, for reports.
+pub(crate) fn isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    match simd() {
+        Simd::Avx512 => return "AVX-512",
+        Simd::Avx2 => return "AVX2+FMA",
+        Simd::None => {}
+    }
+    "scalar"
+}
+
 /// The widest kernel family the CPU runs.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,6 +330,25 @@ mod avx2 {
         }
     }
 
+    /// See [`super::fma_loop`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn fma_loop(iters: u64) -> f32 {
+        let mut tile = [[1.0f32; NR]; MR];
+        let (scale, shift) = ([0.999_999f32; NR], [1e-7f32; MR]);
+        // SAFETY: `scale` holds `NR` floats and `shift` `MR`, all the macro reads; the CPU
+        // supports the target features.
+        unsafe {
+            for h in 0..2 {
+                with_tile!(&mut tile, Start::Tile, h, |step| {
+                    for _ in 0..iters {
+                        step!(scale.as_ptr(), |i: usize| shift.as_ptr().add(i));
+                    }
+                });
+            }
+        }
+        tile.iter().flatten().sum()
+    }
+
     /// See [`super::sum_outer`]; `a` and `b` point at the grid's first position and must cover
     /// every offset it reads.
     #[target_feature(enable = "avx2,fma")]
@@ -413,6 +468,23 @@ mod avx512 {
                 }
             });
         }
+    }
+
+    /// See [`super::fma_loop`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fma_loop(iters: u64) -> f32 {
+        let mut tile = [[1.0f32; NR]; MR];
+        let (scale, shift) = ([0.999_999f32; NR], [1e-7f32; MR]);
+        // SAFETY: `scale` holds `NR` floats and `shift` `MR`, all the macro reads; the CPU
+        // supports the target features.
+        unsafe {
+            with_tile!(&mut tile, Start::Tile, |step| {
+                for _ in 0..iters {
+                    step!(scale.as_ptr(), |i: usize| shift.as_ptr().add(i));
+                }
+            });
+        }
+        tile.iter().flatten().sum()
     }
 
     /// See [`super::sum_outer`]; `a` and `b` point at the grid's first position and must cover

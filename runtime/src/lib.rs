@@ -13,6 +13,7 @@ pub mod loss;
 pub mod npy;
 pub mod optim;
 pub mod param;
+pub mod peak;
 pub mod schedule;
 pub mod tensor;
 pub mod typed;

@@ -195,6 +195,29 @@ pub trait Optimizer {
     ) -> Result<(), OptimError>;
 }
 
+/// Defines `fn $name` over `$body` compiled twice: for the CPU's fused multiply-add instructions
+/// (closures in the body inherit them) and without, running the first when the CPU has them. The
+/// updates use `f32::mul_add` (one rounding, as the formulas are written); without the
+/// instructions each one is a call into a software routine, and an SGD step over the seed model's
+/// 145,578 parameters took 0.77 ms instead of 0.05. The results are the same either way.
+macro_rules! with_fma {
+    ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$attr])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "fma")]
+                fn fma($($arg: $ty),*) $body
+                if std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the feature `fma` is compiled for.
+                    return unsafe { fma($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+
 /// Per-parameter state buffers, in visit order, each as long as its parameter.
 #[derive(Clone, Debug, Default)]
 struct Slots {
@@ -448,17 +471,14 @@ impl Sgd {
     }
 }
 
-impl Optimizer for Sgd {
-    fn step(&mut self, model: &mut dyn Visit) -> Result<(), OptimError> {
-        let count = self.slot_names().len();
-        prepare(&mut self.slots, model, count)?;
-        let c = self.config;
+with_fma! {
+    /// SGD's update of every parameter (`first`: the step that starts the momentum buffers).
+    fn sgd_update(slots: &mut Slots, model: &mut dyn Visit, c: SgdConfig, first: bool) {
         let weight_decay = c.weight_decay as f32;
         let momentum = c.momentum as f32;
         let keep = (1.0 - c.dampening) as f32;
         let neg_lr = (-c.lr) as f32;
-        let first = self.steps == 0;
-        self.slots.for_each(model, |value, grad, slots| {
+        slots.for_each(model, |value, grad, slots| {
             let mut buffer = slots.first_mut().map(|b| b.as_mut_slice());
             for (i, (p, &g)) in value.iter_mut().zip(grad).enumerate() {
                 let mut d = g;
@@ -482,6 +502,14 @@ impl Optimizer for Sgd {
                 *p = d.mul_add(neg_lr, *p);
             }
         });
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, model: &mut dyn Visit) -> Result<(), OptimError> {
+        let count = self.slot_names().len();
+        prepare(&mut self.slots, model, count)?;
+        sgd_update(&mut self.slots, model, self.config, self.steps == 0);
         self.steps += 1;
         Ok(())
     }
@@ -576,6 +604,7 @@ impl Adam {
 }
 
 /// `torch.lerp(start, end, weight)` as PyTorch's vectorised CPU kernel computes it.
+#[inline(always)]
 fn lerp(start: f32, end: f32, weight: f32) -> f32 {
     if weight.abs() < 0.5 {
         weight.mul_add(end - start, start)
@@ -584,14 +613,12 @@ fn lerp(start: f32, end: f32, weight: f32) -> f32 {
     }
 }
 
-impl Optimizer for Adam {
-    fn step(&mut self, model: &mut dyn Visit) -> Result<(), OptimError> {
-        let count = self.slot_names().len();
-        prepare(&mut self.slots, model, count)?;
-        let c = self.config;
+with_fma! {
+    /// Adam's (or AdamW's) update of every parameter at step `step` (from 1).
+    fn adam_update(slots: &mut Slots, model: &mut dyn Visit, c: AdamConfig, step: u64) {
         let [beta1, beta2] = c.betas;
         // PyTorch evaluates these in Python floats from the float step count.
-        let step = (self.steps + 1) as f64;
+        let step = step as f64;
         let bias_correction1 = 1.0 - beta1.powf(step);
         let bias_correction2_sqrt = (1.0 - beta2.powf(step)).powf(0.5);
         let neg_step_size = (-(c.lr / bias_correction1)) as f32;
@@ -602,7 +629,7 @@ impl Optimizer for Adam {
         let one_minus_beta2 = (1.0 - beta2) as f32;
         let eps = c.eps as f32;
         let decays = c.weight_decay != 0.0;
-        self.slots.for_each(model, |value, grad, slots| {
+        slots.for_each(model, |value, grad, slots| {
             let [exp_avg, exp_avg_sq, rest @ ..] = slots else {
                 return;
             };
@@ -627,6 +654,14 @@ impl Optimizer for Adam {
                 *p += neg_step_size * exp_avg[i] / denom;
             }
         });
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self, model: &mut dyn Visit) -> Result<(), OptimError> {
+        let count = self.slot_names().len();
+        prepare(&mut self.slots, model, count)?;
+        adam_update(&mut self.slots, model, self.config, self.steps + 1);
         self.steps += 1;
         Ok(())
     }

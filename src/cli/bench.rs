@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use cnnc_runtime::config::LayerConfig;
 use cnnc_runtime::optim::{Optimizer, Sgd, SgdConfig};
+use cnnc_runtime::peak;
 use cnnc_runtime::tensor::threads;
 use cnnc_runtime::{Dims, LayerTime, Mode, Network};
 use ndarray::{Array4, ArrayView4};
@@ -30,10 +31,10 @@ pub struct Args {
     /// Timed repetitions of each workload; the median is reported.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub runs: u32,
-    /// The machine's peak FLOP/s, in GFLOP/s, that "% of peak" refers to (default: two Zen 3
-    /// cores with AVX2 + FMA, the performance issue's reference).
-    #[arg(long, default_value_t = 180.0)]
-    pub peak_gflops: f64,
+    /// The machine's peak FLOP/s, in GFLOP/s, that "% of peak" refers to (default: measured
+    /// here, every thread running the kernels' multiply-adds at once).
+    #[arg(long, value_parser = positive_gflops)]
+    pub peak_gflops: Option<f64>,
     /// Skip the peak-memory measurement (a child process that trains over a Fashion-MNIST-sized
     /// dataset).
     #[arg(long)]
@@ -41,6 +42,14 @@ pub struct Args {
     /// Run as the memory child: train, then print the peak resident set size in MiB.
     #[arg(long, hide = true)]
     pub memory_child: bool,
+}
+
+/// Parses `--peak-gflops`: a positive, finite number.
+fn positive_gflops(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{text}` is not a positive number of GFLOP/s")),
+    }
 }
 
 /// Batch of the training workload.
@@ -75,6 +84,8 @@ struct Report {
     threads: usize,
     runs: u32,
     peak_gflops: f64,
+    /// Where the peak comes from: `measured (AVX-512, 2 threads)` or `--peak-gflops`.
+    peak_source: String,
     forward_flop: f64,
     train_flop: f64,
     train: Duration,
@@ -168,6 +179,14 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
         net.forward_view(x1.view(), Mode::Eval)?;
         Ok(())
     })?;
+    let (peak_gflops, peak_source) = match args.peak_gflops {
+        Some(gflops) => (gflops, "--peak-gflops".to_owned()),
+        None => {
+            let peak = peak::measure();
+            let source = format!("measured: {}, {} thread(s)", peak.isa, peak.threads);
+            (peak.gflops, source)
+        }
+    };
     let peak_rss_mb = if args.no_memory {
         None
     } else {
@@ -192,7 +211,8 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
         spec: args.spec.display().to_string(),
         threads: threads(),
         runs: args.runs,
-        peak_gflops: args.peak_gflops,
+        peak_gflops,
+        peak_source,
         forward_flop,
         train_flop,
         train,
@@ -310,6 +330,7 @@ impl Report {
             "forward_mflop_per_image": self.forward_flop / 1e6,
             "train_mflop_per_image": self.train_flop / 1e6,
             "peak_gflops": self.peak_gflops,
+            "peak_source": self.peak_source,
             "train_percent_of_peak": self.percent(self.train_flop, train),
             "infer64_percent_of_peak": self.percent(self.forward_flop, infer64),
             "infer256_percent_of_peak": self.percent(self.forward_flop, infer256),
@@ -324,8 +345,8 @@ impl Report {
     fn print(&self) {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "{}: {} thread(s), median of {} runs; % of a {:.0} GFLOP/s peak",
-            self.spec, self.threads, self.runs, self.peak_gflops
+            "{}: {} thread(s), median of {} runs; % of a {:.0} GFLOP/s peak ({})",
+            self.spec, self.threads, self.runs, self.peak_gflops, self.peak_source
         );
         println!(
             "  {:<26} {:>6} {:>10} {:>10} {:>7}",
@@ -384,6 +405,7 @@ mod tests {
             threads: 2,
             runs: 5,
             peak_gflops: 180.0,
+            peak_source: "--peak-gflops".to_owned(),
             forward_flop: 24.7e6,
             train_flop: 69.2e6,
             train: Duration::from_millis(20),
