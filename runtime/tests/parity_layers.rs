@@ -89,8 +89,8 @@ fn run_case(name: &str) {
                 bias: config["bias"].as_bool().unwrap(),
             };
             let mut conv = Conv2d::new(name, &c, [in_shape[2], in_shape[3]], &mut rng).unwrap();
-            set(&mut conv.weight, &f, "param.weight");
-            if let Some(b) = &mut conv.bias {
+            set(conv.weight_mut(), &f, "param.weight");
+            if let Some(b) = conv.bias_mut() {
                 set(b, &f, "param.bias");
             }
             Box::new(conv)
@@ -116,8 +116,8 @@ fn run_case(name: &str) {
                 bias: config["bias"].as_bool().unwrap(),
             };
             let mut linear = Linear::new(name, &c, input, &mut rng).unwrap();
-            set(&mut linear.weight, &f, "param.weight");
-            if let Some(b) = &mut linear.bias {
+            set(linear.weight_mut(), &f, "param.weight");
+            if let Some(b) = linear.bias_mut() {
                 set(b, &f, "param.bias");
             }
             Box::new(linear)

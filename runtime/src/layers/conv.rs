@@ -9,8 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{
-    Layer, PackedFrom, check_backward, check_forward, check_param, check_positive,
-    visit_weight_bias, zero_param,
+    Layer, Stale, check_backward, check_forward, check_param, check_positive, visit_weight_bias,
+    zero_param,
 };
 use crate::config::Conv2dConfig;
 use crate::error::{Error, Result};
@@ -333,9 +333,9 @@ pub struct Conv2d {
     config: Conv2dConfig,
     g: Geom,
     /// `[out_channels, in_channels, kh, kw]` (PyTorch's OIHW).
-    pub weight: Param,
+    weight: Param,
     /// `[out_channels]`, when the layer has a bias.
-    pub bias: Option<Param>,
+    bias: Option<Param>,
     /// Runs of a forward receptive field in the padded input.
     runs: Vec<Seg>,
     /// Runs of an input-gradient receptive field in the padded `dy` (direct path).
@@ -348,8 +348,8 @@ pub struct Conv2d {
     bias_row: Vec<f32>,
     /// Whether the layer applies the ReLU that follows it ([`Conv2d::fuse_relu`]).
     relu: bool,
-    /// What `packed` and `packed_back` were last made from.
-    packed_from: [PackedFrom; 2],
+    /// Whether `packed` and `packed_back` may be out of date.
+    stale: Stale,
     /// The zero-padded input, `[N][H + 2 ph][W + 2 pw][cin]` plus `MR` floats the weight-gradient
     /// kernel may read past the last pixel.
     xp: Vec<f32>,
@@ -448,7 +448,7 @@ impl Conv2d {
             packed_back: vec![0.0; panels(g.cin) * g.k_back() * NR],
             bias_row: vec![0.0; g.cs()],
             relu: false,
-            packed_from: Default::default(),
+            stale: Stale::default(),
             xp: Vec::new(),
             dyp: Vec::new(),
             gathered: vec![0.0; gathered],
@@ -456,6 +456,28 @@ impl Conv2d {
             wgrad: vec![0.0; g.k() * g.cs()],
             bgrad: vec![0.0; g.cout],
         })
+    }
+
+    /// The weight, in PyTorch's layout.
+    pub fn weight(&self) -> &Param {
+        &self.weight
+    }
+
+    /// The weight, to change (the layer repacks it before its next use).
+    pub fn weight_mut(&mut self) -> &mut Param {
+        self.stale.mark();
+        &mut self.weight
+    }
+
+    /// The bias, when the layer has one.
+    pub fn bias(&self) -> Option<&Param> {
+        self.bias.as_ref()
+    }
+
+    /// The bias, to change.
+    pub fn bias_mut(&mut self) -> Option<&mut Param> {
+        self.stale.mark();
+        self.bias.as_mut()
     }
 
     /// The layer's arguments.
@@ -485,7 +507,7 @@ impl Conv2d {
         let (k, kb, cs) = (g.k(), g.k_back(), g.cs());
         // `iter` walks the logical OIHW order whatever the memory layout.
         let mut values = self.weight.value.iter();
-        let changed = self.packed_from[usize::from(back)].changed(&self.weight.value);
+        let changed = self.stale.take(back);
         for co in (0..g.cout).take_while(|_| changed) {
             for ci in 0..g.cin {
                 for ky in 0..g.kh {
@@ -815,6 +837,7 @@ impl Layer for Conv2d {
 
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
         let names = [self.weight_name.as_str(), self.bias_name.as_str()];
+        self.stale.mark();
         visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
     }
 }

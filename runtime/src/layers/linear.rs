@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{
-    Layer, PackedFrom, check_backward, check_forward, check_param, visit_weight_bias, zero_param,
+    Layer, Stale, check_backward, check_forward, check_param, visit_weight_bias, zero_param,
 };
 use crate::config::LinearConfig;
 use crate::error::{Error, Result};
@@ -24,17 +24,17 @@ pub struct Linear {
     bias_name: String,
     config: LinearConfig,
     /// `[out_features, in_features]`.
-    pub weight: Param,
+    weight: Param,
     /// `[out_features]`, when the layer has a bias.
-    pub bias: Option<Param>,
+    bias: Option<Param>,
     /// `W^T` as forward panels: `[out / NR][in][NR]`, zero-padded.
     packed: Vec<f32>,
     /// `W` as input-gradient panels: `[in / NR][out][NR]`, zero-padded.
     packed_back: Vec<f32>,
     /// The bias, zero-padded to whole panels (zeros without one).
     bias_row: Vec<f32>,
-    /// What `packed` and `packed_back` were last made from.
-    packed_from: [PackedFrom; 2],
+    /// Whether `packed` and `packed_back` may be out of date.
+    stale: Stale,
     /// `dy`, plus `MR` floats the weight-gradient kernel may read past its end.
     dy_copy: Vec<f32>,
     /// `x` with rows widened to whole panels (zeros), for the weight-gradient kernel.
@@ -95,11 +95,33 @@ impl Linear {
             packed: vec![0.0; panels(fout) * NR * fin],
             packed_back: vec![0.0; panels(fin) * NR * fout],
             bias_row: vec![0.0; panels(fout) * NR],
-            packed_from: Default::default(),
+            stale: Stale::default(),
             dy_copy: Vec::new(),
             x_copy: Vec::new(),
             wgrad: vec![0.0; fout * fin],
         })
+    }
+
+    /// The weight, in PyTorch's layout.
+    pub fn weight(&self) -> &Param {
+        &self.weight
+    }
+
+    /// The weight, to change (the layer repacks it before its next use).
+    pub fn weight_mut(&mut self) -> &mut Param {
+        self.stale.mark();
+        &mut self.weight
+    }
+
+    /// The bias, when the layer has one.
+    pub fn bias(&self) -> Option<&Param> {
+        self.bias.as_ref()
+    }
+
+    /// The bias, to change.
+    pub fn bias_mut(&mut self) -> Option<&mut Param> {
+        self.stale.mark();
+        self.bias.as_mut()
     }
 
     /// The layer's arguments.
@@ -114,7 +136,7 @@ impl Linear {
         check_param(&self.name, "weight", &self.weight, &[fout, fin])?;
         // `iter` walks the logical `[out, in]` order whatever the memory layout.
         let mut values = self.weight.value.iter();
-        let changed = self.packed_from[usize::from(back)].changed(&self.weight.value);
+        let changed = self.stale.take(back);
         for o in (0..fout).take_while(|_| changed) {
             for i in 0..fin {
                 let v = values.next().copied().unwrap_or(0.0);
@@ -274,6 +296,7 @@ impl Layer for Linear {
 
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
         let names = [self.weight_name.as_str(), self.bias_name.as_str()];
+        self.stale.mark();
         visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
     }
 }

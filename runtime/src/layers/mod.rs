@@ -266,41 +266,30 @@ pub(crate) fn check_positive(layer: &str, what: &str, pair: [usize; 2]) -> Resul
     Ok(())
 }
 
-/// The weight values a layer's packed panels were last made from, so that the layer repacks only
-/// when the weights changed (an optimizer step, a load) and not on every call: at batch 1,
-/// repacking costs more than the multiplication.
-#[derive(Debug, Default)]
-pub(crate) struct PackedFrom(Vec<f32>);
+/// Which of a layer's two packed copies of its weight (forward and input-gradient panels) may be
+/// out of date. Every way to the weight's values that can change them (`Layer::visit`, which
+/// optimizers and weight loading use, and the layers' `weight_mut` and `bias_mut`) marks both,
+/// and packing clears one; so a layer repacks after its weights may have changed and not on
+/// every call. At batch 1, repacking, or even comparing the weights with the packed copy, cost
+/// more than the multiplication (a tenth of the seed model's latency).
+#[derive(Debug)]
+pub(crate) struct Stale([bool; 2]);
 
-impl PackedFrom {
-    /// Whether `weight` (in logical order) differs bit for bit from the recorded values; records
-    /// it when it does.
-    pub fn changed(&mut self, weight: &ArrayD<f32>) -> bool {
-        /// Values compared at once: a chunk is compared without early exit, so it vectorises.
-        const CHUNK: usize = 64;
-        let same = |a: &[f32], b: &[f32]| {
-            a.len() == b.len()
-                && a.chunks(CHUNK).zip(b.chunks(CHUNK)).all(|(x, y)| {
-                    x.iter()
-                        .zip(y)
-                        .fold(true, |eq, (p, q)| eq & (p.to_bits() == q.to_bits()))
-                })
-        };
-        let unchanged = match weight.as_slice() {
-            Some(values) => same(&self.0, values),
-            None => {
-                self.0.len() == weight.len()
-                    && self
-                        .0
-                        .iter()
-                        .zip(weight.iter())
-                        .all(|(p, q)| p.to_bits() == q.to_bits())
-            }
-        };
-        if !unchanged {
-            self.0.clear();
-            self.0.extend(weight.iter());
-        }
-        !unchanged
+impl Default for Stale {
+    fn default() -> Self {
+        Stale([true; 2])
+    }
+}
+
+impl Stale {
+    /// Marks both copies out of date.
+    pub fn mark(&mut self) {
+        self.0 = [true; 2];
+    }
+
+    /// Whether copy `back` (the input-gradient panels) or the forward one is out of date; it
+    /// counts as packed from now on.
+    pub fn take(&mut self, back: bool) -> bool {
+        std::mem::replace(&mut self.0[usize::from(back)], false)
     }
 }
