@@ -108,36 +108,65 @@ pub(crate) fn rows_panel(
     }
 }
 
-/// Positions of a 2-D grid (`rows x cols` pixels) and how far apart they lie in the two operands
-/// of [`sum_outer`].
+/// Positions of a batch of 2-D grids (`images` of `rows x cols` pixels) and how far apart they
+/// lie in the two operands of [`sum_outer`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Grid {
-    /// Grid rows.
+    /// Grids (images).
+    pub images: usize,
+    /// Rows of a grid.
     pub rows: usize,
-    /// Grid columns.
+    /// Columns of a grid.
     pub cols: usize,
+    /// Distance in `a` between images.
+    pub a_image: usize,
     /// Distance in `a` between grid rows.
     pub a_row: usize,
     /// Distance in `a` between grid columns.
     pub a_col: usize,
+    /// Distance in `b` between images.
+    pub b_image: usize,
     /// Distance in `b` between grid rows.
     pub b_row: usize,
     /// Distance in `b` between grid columns.
     pub b_col: usize,
 }
 
-/// `tile[i][j] += sum over grid positions (r, c), in row-major order, of
-/// a[a0 + r * a_row + c * a_col + i] * b[b0 + r * b_row + c * b_col + j]`.
+impl Grid {
+    /// Offset of position `(m, r, c)` from the first, in `a` and in `b`.
+    fn at(&self, m: usize, r: usize, c: usize) -> (usize, usize) {
+        (
+            m * self.a_image + r * self.a_row + c * self.a_col,
+            m * self.b_image + r * self.b_row + c * self.b_col,
+        )
+    }
+}
+
+/// `tile[i][j] = start[i][j] + sum over positions (m, r, c) in order (images, then rows, then
+/// columns) of a[a_rows[i] + p_a] * b[b0 + p_b + j]`, where `(p_a, p_b)` is the position's
+/// offset in each operand ([`Grid`]). `start` is [`Start::Zero`] or [`Start::Tile`].
 ///
 /// Panics if a read would leave `a` or `b` (a runtime bug, as for [`rows_panel`]).
-pub(crate) fn sum_outer(tile: &mut Tile, a: &[f32], a0: usize, b: &[f32], b0: usize, g: Grid) {
-    if g.rows == 0 || g.cols == 0 {
+pub(crate) fn sum_outer(
+    tile: &mut Tile,
+    start: Start<'_>,
+    a: &[f32],
+    a_rows: &[usize; MR],
+    b: &[f32],
+    b0: usize,
+    g: Grid,
+) {
+    if g.images == 0 || g.rows == 0 || g.cols == 0 {
+        match start {
+            Start::Zero => *tile = [[0.0; NR]; MR],
+            Start::Row(row) => *tile = [*row; MR],
+            Start::Tile => {}
+        }
         return;
     }
-    let a_last = a0 + (g.rows - 1) * g.a_row + (g.cols - 1) * g.a_col + MR;
-    let b_last = b0 + (g.rows - 1) * g.b_row + (g.cols - 1) * g.b_col + NR;
+    let (a_span, b_span) = g.at(g.images - 1, g.rows - 1, g.cols - 1);
     assert!(
-        a_last <= a.len() && b_last <= b.len(),
+        a_rows.iter().all(|&r| r + a_span < a.len()) && b0 + b_span + NR <= b.len(),
         "sum_outer: grid runs past its buffers"
     );
     // SAFETY (both kernels): the assert above bounds the last (largest) offset read from each
@@ -145,21 +174,32 @@ pub(crate) fn sum_outer(tile: &mut Tile, a: &[f32], a0: usize, b: &[f32], b0: us
     #[cfg(target_arch = "x86_64")]
     match simd() {
         Simd::Avx512 => {
-            return unsafe { avx512::sum_outer(tile, a.as_ptr().add(a0), b.as_ptr().add(b0), g) };
+            return unsafe {
+                avx512::sum_outer(tile, start, a.as_ptr(), a_rows, b.as_ptr().add(b0), g)
+            };
         }
         Simd::Avx2 => {
-            return unsafe { avx2::sum_outer(tile, a.as_ptr().add(a0), b.as_ptr().add(b0), g) };
+            return unsafe {
+                avx2::sum_outer(tile, start, a.as_ptr(), a_rows, b.as_ptr().add(b0), g)
+            };
         }
         Simd::None => {}
     }
-    for r in 0..g.rows {
-        for c in 0..g.cols {
-            let at = a0 + r * g.a_row + c * g.a_col;
-            let bt = b0 + r * g.b_row + c * g.b_col;
-            let bv = &b[bt..bt + NR];
-            for (row, &v) in tile.iter_mut().zip(&a[at..at + MR]) {
-                for (t, &w) in row.iter_mut().zip(bv) {
-                    *t = v.mul_add(w, *t);
+    match start {
+        Start::Zero => *tile = [[0.0; NR]; MR],
+        Start::Row(row) => *tile = [*row; MR],
+        Start::Tile => {}
+    }
+    for m in 0..g.images {
+        for r in 0..g.rows {
+            for c in 0..g.cols {
+                let (pa, pb) = g.at(m, r, c);
+                let bv = &b[b0 + pb..b0 + pb + NR];
+                for (row, &ar) in tile.iter_mut().zip(a_rows) {
+                    let v = a[ar + pa];
+                    for (t, &w) in row.iter_mut().zip(bv) {
+                        *t = v.mul_add(w, *t);
+                    }
                 }
             }
         }
@@ -349,20 +389,32 @@ mod avx2 {
         tile.iter().flatten().sum()
     }
 
-    /// See [`super::sum_outer`]; `a` and `b` point at the grid's first position and must cover
+    /// See [`super::sum_outer`]; `b` points at the first position, and `a` and `b` must cover
     /// every offset it reads.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn sum_outer(tile: &mut Tile, a: *const f32, b: *const f32, g: Grid) {
+    pub(super) unsafe fn sum_outer(
+        tile: &mut Tile,
+        start: Start<'_>,
+        a: *const f32,
+        a_rows: &[usize; MR],
+        b: *const f32,
+        g: Grid,
+    ) {
         // SAFETY: the caller checked the largest offset read from each operand; the tile's rows
         // hold `NR` floats each.
         unsafe {
             for h in 0..2 {
-                with_tile!(tile, Start::Tile, h, |step| {
-                    for r in 0..g.rows {
-                        let (ar, br) = (a.add(r * g.a_row), b.add(r * g.b_row + h * 16));
-                        for c in 0..g.cols {
-                            let at = ar.add(c * g.a_col);
-                            step!(br.add(c * g.b_col), |i: usize| at.add(i));
+                with_tile!(tile, start, h, |step| {
+                    for m in 0..g.images {
+                        for r in 0..g.rows {
+                            let (pa, pb) = g.at(m, r, 0);
+                            let base: [*const f32; MR] =
+                                std::array::from_fn(|i| a.add(a_rows[i] + pa));
+                            let br = b.add(pb + h * 16);
+                            for c in 0..g.cols {
+                                let ac = c * g.a_col;
+                                step!(br.add(c * g.b_col), |i: usize| base[i].add(ac));
+                            }
                         }
                     }
                 });
@@ -487,19 +539,30 @@ mod avx512 {
         tile.iter().flatten().sum()
     }
 
-    /// See [`super::sum_outer`]; `a` and `b` point at the grid's first position and must cover
+    /// See [`super::sum_outer`]; `b` points at the first position, and `a` and `b` must cover
     /// every offset it reads.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn sum_outer(tile: &mut Tile, a: *const f32, b: *const f32, g: Grid) {
+    pub(super) unsafe fn sum_outer(
+        tile: &mut Tile,
+        start: Start<'_>,
+        a: *const f32,
+        a_rows: &[usize; MR],
+        b: *const f32,
+        g: Grid,
+    ) {
         // SAFETY: the caller checked the largest offset read from each operand; the tile's rows
         // hold `NR` floats each.
         unsafe {
-            with_tile!(tile, Start::Tile, |step| {
-                for r in 0..g.rows {
-                    let (ar, br) = (a.add(r * g.a_row), b.add(r * g.b_row));
-                    for c in 0..g.cols {
-                        let at = ar.add(c * g.a_col);
-                        step!(br.add(c * g.b_col), |i: usize| at.add(i));
+            with_tile!(tile, start, |step| {
+                for m in 0..g.images {
+                    for r in 0..g.rows {
+                        let (pa, pb) = g.at(m, r, 0);
+                        let base: [*const f32; MR] = std::array::from_fn(|i| a.add(a_rows[i] + pa));
+                        let br = b.add(pb);
+                        for c in 0..g.cols {
+                            let ac = c * g.a_col;
+                            step!(br.add(c * g.b_col), |i: usize| base[i].add(ac));
+                        }
                     }
                 }
             });
@@ -564,31 +627,39 @@ mod tests {
 
     #[test]
     fn sum_outer_is_one_fma_chain_per_element() {
-        let a = values(900, 4);
-        let b = values(1200, 5);
+        let a = values(2000, 4);
+        let b = values(2400, 5);
         let g = Grid {
+            images: 2,
             rows: 3,
             cols: 5,
+            a_image: 700,
             a_row: 120,
             a_col: 7,
+            b_image: 1000,
             b_row: 200,
             b_col: 31,
         };
+        let a_rows = [11, 12, 40, 3, 90, 91];
         let mut tile = [[0.5; NR]; MR];
-        sum_outer(&mut tile, &a, 11, &b, 2, g);
-        for i in 0..MR {
+        sum_outer(&mut tile, Start::Tile, &a, &a_rows, &b, 2, g);
+        for (i, &ar) in a_rows.iter().enumerate() {
             for j in 0..NR {
-                let steps = (0..g.rows)
-                    .flat_map(|r| (0..g.cols).map(move |c| (r, c)))
-                    .map(|(r, c)| {
-                        (
-                            a[11 + r * g.a_row + c * g.a_col + i],
-                            b[2 + r * g.b_row + c * g.b_col + j],
-                        )
+                let steps = (0..g.images)
+                    .flat_map(|m| (0..g.rows).map(move |r| (m, r)))
+                    .flat_map(|(m, r)| (0..g.cols).map(move |c| (m, r, c)))
+                    .map(|(m, r, c)| {
+                        let (pa, pb) = g.at(m, r, c);
+                        (a[ar + pa], b[2 + pb + j])
                     });
                 assert_eq!(tile[i][j], chain(steps, 0.5), "({i}, {j})");
             }
         }
+        let mut zeroed = [[f32::NAN; NR]; MR];
+        sum_outer(&mut zeroed, Start::Zero, &a, &a_rows, &b, 2, g);
+        let mut want = [[0.0; NR]; MR];
+        sum_outer(&mut want, Start::Tile, &a, &a_rows, &b, 2, g);
+        assert_eq!(zeroed, want);
     }
 
     /// On a CPU with AVX-512 the tests above exercise that kernel; this one runs the AVX2 kernels
@@ -613,18 +684,33 @@ mod tests {
             assert_eq!(want, got);
         }
         let g = Grid {
+            images: 2,
             rows: 2,
             cols: 4,
+            a_image: 300,
             a_row: 100,
             a_col: 9,
+            b_image: 330,
             b_row: 150,
             b_col: 33,
         };
-        let (mut want, mut got) = ([[0.0; NR]; MR], [[0.0; NR]; MR]);
-        sum_outer(&mut want, &a, 5, &panel, 1, g);
-        // SAFETY: as above.
-        unsafe { avx2::sum_outer(&mut got, a.as_ptr().add(5), panel.as_ptr().add(1), g) };
-        assert_eq!(want, got);
+        let a_rows = [5, 6, 7, 20, 21, 0];
+        for start in [Start::Zero, Start::Tile] {
+            let (mut want, mut got) = ([[0.5; NR]; MR], [[0.5; NR]; MR]);
+            sum_outer(&mut want, start, &a, &a_rows, &panel, 1, g);
+            // SAFETY: as above.
+            unsafe {
+                avx2::sum_outer(
+                    &mut got,
+                    start,
+                    a.as_ptr(),
+                    &a_rows,
+                    panel.as_ptr().add(1),
+                    g,
+                )
+            };
+            assert_eq!(want, got);
+        }
     }
 
     #[test]

@@ -258,10 +258,13 @@ impl Layer for Linear {
         }
         // dW[o][i] = sum over the batch of dy[b][o] * x[b][i], one tile of outputs per task.
         let grid = Grid {
+            images: 1,
             rows: 1,
             cols: batch,
+            a_image: 0,
             a_row: 0,
             a_col: fout,
+            b_image: 0,
             b_row: 0,
             b_col: fin_pad,
         };
@@ -273,7 +276,16 @@ impl Layer for Linear {
                 let rows = wgrad.len() / fin;
                 for j in 0..panels(fin) {
                     let mut tile = [[0.0; NR]; MR];
-                    sum_outer(&mut tile, dy_copy, t * MR, x_copy, j * NR, grid);
+                    let a_rows = std::array::from_fn(|i| t * MR + i);
+                    sum_outer(
+                        &mut tile,
+                        Start::Zero,
+                        dy_copy,
+                        &a_rows,
+                        x_copy,
+                        j * NR,
+                        grid,
+                    );
                     let cols = NR.min(fin - j * NR);
                     for (row, dst) in tile.iter().zip(wgrad.chunks_mut(fin)).take(rows) {
                         dst[j * NR..j * NR + cols].copy_from_slice(&row[..cols]);
