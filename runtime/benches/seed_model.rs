@@ -1,8 +1,8 @@
 //! Throughput of the seed model (PyTorch `CustomCNN`) in the dynamic executor: a training step
 //! (forward + loss + backward, batch 64) and inference at batch 64 and 256, reported by criterion
 //! as images/s ("elem/s"). For the side-by-side comparison with PyTorch, see `bench/compare.py`
-//! and `docs/PERFORMANCE.md` (PyTorch 2.15, 2 threads, quiet machine: ~3,200 training images/s,
-//! ~6,400 inference images/s at batch 64, ~3,900 at batch 256).
+//! and `docs/PERFORMANCE.md` (PyTorch 2.15, 2 threads, on the project's machine: 2,000-3,450
+//! training images/s, ~6,200-6,900 inference images/s at batch 64, ~3,500-4,200 at batch 256).
 //!
 //! `cargo bench -p cnnc-runtime --bench seed_model`
 

@@ -84,7 +84,7 @@ struct Report {
     threads: usize,
     runs: u32,
     peak_gflops: f64,
-    /// Where the peak comes from: `measured (AVX-512, 2 threads)` or `--peak-gflops`.
+    /// Where the peak comes from: `measured: AVX-512, 2 thread(s)` or `--peak-gflops`.
     peak_source: String,
     forward_flop: f64,
     train_flop: f64,

@@ -1,0 +1,83 @@
+//! `cnnc bench`: the JSON keys outside tools rely on, the measured or given peak, and a bad
+//! `--peak-gflops`. One timed run each, so the figures mean nothing here; only their presence
+//! and consistency are checked.
+
+mod support;
+
+use serde_json::Value;
+use support::{assert_status, cnnc, stderr, stdout};
+
+fn bench_json(extra: &[&str]) -> Value {
+    let mut args = vec![
+        "bench",
+        "models/custom_cnn.yaml",
+        "--runs",
+        "1",
+        "--no-memory",
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let output = cnnc(&args);
+    assert_status(&output, 0);
+    serde_json::from_str(&stdout(&output)).expect("JSON output")
+}
+
+#[test]
+fn json_holds_the_contract_keys_and_a_measured_peak() {
+    let json = bench_json(&[]);
+    for key in [
+        "train_images_per_s",
+        "infer64_images_per_s",
+        "infer256_images_per_s",
+        "latency_batch1_ms",
+        "peak_gflops",
+        "train_percent_of_peak",
+    ] {
+        let v = json[key].as_f64().unwrap_or(f64::NAN);
+        assert!(v.is_finite() && v > 0.0, "{key}: {}", json[key]);
+    }
+    assert!(json["peak_rss_mb"].is_null(), "--no-memory");
+    let source = json["peak_source"].as_str().unwrap_or_default();
+    assert!(source.starts_with("measured: "), "{source}");
+    // One entry per layer, in order; the ReLUs fused into the convolutions take no time.
+    let layers = json["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 13);
+    assert_eq!(layers[0]["name"], "layer1.0");
+    assert_eq!(layers[1]["name"], "layer1.1");
+    assert_eq!(layers[1]["forward_ms"], 0.0);
+    assert_eq!(layers[1]["backward_ms"], 0.0);
+    // The share of peak is the training rate's FLOPs over the peak.
+    let train = json["train_images_per_s"].as_f64().unwrap();
+    let flop = json["train_mflop_per_image"].as_f64().unwrap() * 1e6;
+    let percent = 100.0 * train * flop / (json["peak_gflops"].as_f64().unwrap() * 1e9);
+    let reported = json["train_percent_of_peak"].as_f64().unwrap();
+    assert!(
+        (percent - reported).abs() < 1e-6 * percent,
+        "{percent} vs {reported}"
+    );
+}
+
+#[test]
+fn a_given_peak_replaces_the_measurement() {
+    let json = bench_json(&["--peak-gflops", "100"]);
+    assert_eq!(json["peak_gflops"], 100.0);
+    assert_eq!(json["peak_source"], "--peak-gflops");
+}
+
+#[test]
+fn a_peak_that_is_not_a_positive_number_is_refused() {
+    for bad in ["0", "-3", "fast", "inf"] {
+        let output = cnnc(&[
+            "bench",
+            "models/custom_cnn.yaml",
+            &format!("--peak-gflops={bad}"),
+        ]);
+        assert_status(&output, 2);
+        assert!(
+            stderr(&output).contains(&format!("`{bad}` is not a positive number of GFLOP/s")),
+            "{bad}: {}",
+            stderr(&output)
+        );
+    }
+}
