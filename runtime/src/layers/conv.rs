@@ -462,27 +462,7 @@ impl Conv2d {
         })
     }
 
-    /// The weight, in PyTorch's layout.
-    pub fn weight(&self) -> &Param {
-        &self.weight
-    }
-
-    /// The weight, to change (the layer repacks it before its next use).
-    pub fn weight_mut(&mut self) -> &mut Param {
-        self.stale.mark();
-        &mut self.weight
-    }
-
-    /// The bias, when the layer has one.
-    pub fn bias(&self) -> Option<&Param> {
-        self.bias.as_ref()
-    }
-
-    /// The bias, to change.
-    pub fn bias_mut(&mut self) -> Option<&mut Param> {
-        self.stale.mark();
-        self.bias.as_mut()
-    }
+    weight_bias_accessors!();
 
     /// The layer's arguments.
     pub fn config(&self) -> &Conv2dConfig {

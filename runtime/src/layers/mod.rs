@@ -8,8 +8,37 @@
 //!   the largest batch serve smaller ones.
 //! - `backward` must get the `x` and `y` of the latest `forward`; it overwrites `dx` and every
 //!   parameter's `grad`. `dx` is `None` when the caller needs no input gradient (the first layer).
-//! - Parallel work is split into fixed row lanes ([`crate::tensor::Tiling`]) and batch sums are
-//!   added in lane order, so results do not depend on the number of threads.
+//! - Parallel work is split by outputs (pixels, or tiles of a weight gradient, each summed over
+//!   the batch in order), or into fixed row lanes (`tensor::Tiling`) whose batch sums
+//!   are added in lane order, so results do not depend on the number of threads.
+
+/// The accessors of a layer's `weight: Param`, `bias: Option<Param>` and `stale: Stale` fields,
+/// for the layers that pack their weights: the `_mut` ones mark the packed copies stale.
+macro_rules! weight_bias_accessors {
+    () => {
+        /// The weight, in PyTorch's layout.
+        pub fn weight(&self) -> &Param {
+            &self.weight
+        }
+
+        /// The weight, to change (the layer repacks it before its next use).
+        pub fn weight_mut(&mut self) -> &mut Param {
+            self.stale.mark();
+            &mut self.weight
+        }
+
+        /// The bias, when the layer has one.
+        pub fn bias(&self) -> Option<&Param> {
+            self.bias.as_ref()
+        }
+
+        /// The bias, to change.
+        pub fn bias_mut(&mut self) -> Option<&mut Param> {
+            self.stale.mark();
+            self.bias.as_mut()
+        }
+    };
+}
 
 mod activation;
 mod batchnorm;
