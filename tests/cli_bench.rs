@@ -47,6 +47,8 @@ fn json_holds_the_contract_keys_and_a_measured_peak() {
     assert_eq!(layers[1]["name"], "layer1.1");
     assert_eq!(layers[1]["forward_ms"], 0.0);
     assert_eq!(layers[1]["backward_ms"], 0.0);
+    assert_eq!(layers[1]["fused_into"], "layer1.0");
+    assert!(layers[0]["fused_into"].is_null());
     // The share of peak is the training rate's FLOPs over the peak.
     let train = json["train_images_per_s"].as_f64().unwrap();
     let flop = json["train_mflop_per_image"].as_f64().unwrap() * 1e6;

@@ -52,6 +52,15 @@ fn positive_gflops(text: &str) -> Result<f64, String> {
     }
 }
 
+/// One layer's median times in the training step.
+#[derive(Debug)]
+struct LayerReport {
+    name: String,
+    time: LayerTime,
+    /// The layer before, when this one is a ReLU it applies (which then takes no time).
+    fused_into: Option<String>,
+}
+
 /// Batch of the training workload.
 const TRAIN_BATCH: usize = 64;
 /// Samples in the memory workload's dataset: the training split of Fashion-MNIST.
@@ -93,7 +102,7 @@ struct Report {
     infer256: Duration,
     latency: Duration,
     peak_rss_mb: Option<f64>,
-    layers: Vec<(String, LayerTime)>,
+    layers: Vec<LayerReport>,
 }
 
 /// Floating-point operations per sample of a forward pass and of a training step (forward, input
@@ -204,7 +213,13 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
                 forward: f.get(f.len() / 2).copied().unwrap_or_default(),
                 backward: b.get(b.len() / 2).copied().unwrap_or_default(),
             };
-            (name, time)
+            let before = i.checked_sub(1).and_then(|p| spec.def.layers.get(p));
+            let fused_into = before.filter(|_| net.is_fused(i)).map(|l| l.name.clone());
+            LayerReport {
+                name,
+                time,
+                fused_into,
+            }
         })
         .collect();
     Ok(Report {
@@ -334,10 +349,11 @@ impl Report {
             "train_percent_of_peak": self.percent(self.train_flop, train),
             "infer64_percent_of_peak": self.percent(self.forward_flop, infer64),
             "infer256_percent_of_peak": self.percent(self.forward_flop, infer256),
-            "layers": self.layers.iter().map(|(name, t)| json!({
-                "name": name,
-                "forward_ms": ms(t.forward),
-                "backward_ms": ms(t.backward),
+            "layers": self.layers.iter().map(|l| json!({
+                "name": l.name,
+                "forward_ms": ms(l.time.forward),
+                "backward_ms": ms(l.time.backward),
+                "fused_into": l.fused_into,
             })).collect::<Vec<_>>(),
         })
     }
@@ -383,12 +399,16 @@ impl Report {
             "\n  per layer, training step at batch {TRAIN_BATCH} (medians)\n  {:<20} {:>11} {:>12}",
             "layer", "forward ms", "backward ms"
         );
-        for (name, t) in &self.layers {
-            println!(
-                "  {name:<20} {:>11.3} {:>12.3}",
-                ms(t.forward),
-                ms(t.backward)
-            );
+        for l in &self.layers {
+            match &l.fused_into {
+                Some(into) => println!("  {:<20}   (fused into {into})", l.name),
+                None => println!(
+                    "  {:<20} {:>11.3} {:>12.3}",
+                    l.name,
+                    ms(l.time.forward),
+                    ms(l.time.backward)
+                ),
+            }
         }
     }
 }
@@ -413,7 +433,11 @@ mod tests {
             infer256: Duration::from_millis(32),
             latency: Duration::from_micros(250),
             peak_rss_mb: Some(100.5),
-            layers: vec![("fc".to_owned(), LayerTime::default())],
+            layers: vec![LayerReport {
+                name: "fc".to_owned(),
+                time: LayerTime::default(),
+                fused_into: None,
+            }],
         };
         let json = report.json();
         assert_eq!(json["train_images_per_s"], 3200.0);
