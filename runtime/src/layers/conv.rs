@@ -5,6 +5,8 @@
 //! kernel (stride 1), or a gather of `dy` rows otherwise; the weight gradient sums outer products
 //! over the pixels of each image.
 
+use std::ops::Range;
+
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -59,6 +61,20 @@ struct Geom {
 }
 
 impl Geom {
+    /// The outputs along `axis` (0: rows, 1: columns) that read a real input pixel, not padding,
+    /// through kernel tap `tap`: `0 <= o * stride - pad + tap * dilation < input`.
+    fn real_outputs(&self, tap: usize, axis: usize) -> Range<usize> {
+        let [out, input, stride, pad, dilation] = if axis == 0 {
+            [self.oh, self.ih, self.sh, self.ph, self.dh]
+        } else {
+            [self.ow, self.iw, self.sw, self.pw, self.dw]
+        };
+        let at = tap * dilation;
+        let lo = pad.saturating_sub(at).div_ceil(stride);
+        let hi = (input + pad).saturating_sub(at).div_ceil(stride).min(out);
+        lo.min(hi)..hi
+    }
+
     /// Reduction length of the forward pass: one `(ky, kx, ci)` tap each.
     fn k(&self) -> usize {
         self.kh * self.kw * self.cin
@@ -300,28 +316,52 @@ fn grow(buf: &mut Vec<f32>, len: usize) {
 
 /// At most `MR` consecutive rows of the weight gradient (reduction steps, `(ky, kx, ci)`), what
 /// one gradient tile covers. A block may span runs: each row has its own offset.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct WgradBlock {
     /// Offset of each row's step in a padded input image (its run's offset plus the steps before
     /// it in the run); rows past `rows` repeat the last.
     offsets: [usize; MR],
     /// Rows in the block, `1..=MR`.
     rows: usize,
+    /// The output rows and columns whose input pixel, for at least one of the block's taps, is
+    /// not padding. The others multiply only padding's zeros, so the weight gradient skips them:
+    /// 28% of the positions for an 8 x 8 image, 5 x 5 kernel and padding 2.
+    out_rows: Range<usize>,
+    out_cols: Range<usize>,
 }
 
 impl WgradBlock {
-    /// The blocks covering the steps of `runs` in order, `MR` at a time (fewer in the last):
-    /// conv1's 75 steps (5 runs of 15) fill 13 tiles instead of 15.
-    fn cover(runs: &[Seg]) -> Vec<Self> {
-        let steps: Vec<usize> = runs
+    /// The blocks covering the reduction steps of `g` in order, `MR` at a time (fewer in the
+    /// last): conv1's 75 steps (5 runs of 15) fill 13 tiles instead of 15.
+    fn cover(g: &Geom) -> Vec<Self> {
+        let (_, wp) = g.padded_in();
+        let steps: Vec<usize> = g
+            .runs(g.cin, wp)
             .iter()
             .flat_map(|run| (0..run.len).map(move |p| run.offset + p))
             .collect();
         steps
             .chunks(MR)
-            .map(|rows| WgradBlock {
-                offsets: std::array::from_fn(|i| rows[i.min(rows.len() - 1)]),
-                rows: rows.len(),
+            .enumerate()
+            .map(|(b, rows)| {
+                // Steps are `(ky, kx, ci)` in order, whatever the runs.
+                let tap = |s: usize| (s / (g.kw * g.cin), s / g.cin % g.kw);
+                let ((ky0, kx0), (ky1, kx1)) = (tap(b * MR), tap(b * MR + rows.len() - 1));
+                let (kx_lo, kx_hi) = if ky0 == ky1 {
+                    (kx0, kx1)
+                } else {
+                    (0, g.kw - 1)
+                };
+                // The hull of the taps' ranges: a larger tap starts and ends earlier.
+                let hull = |hi_tap: Range<usize>, lo_tap: Range<usize>| {
+                    hi_tap.start..lo_tap.end.max(hi_tap.start)
+                };
+                WgradBlock {
+                    offsets: std::array::from_fn(|i| rows[i.min(rows.len() - 1)]),
+                    rows: rows.len(),
+                    out_rows: hull(g.real_outputs(ky1, 0), g.real_outputs(ky0, 0)),
+                    out_cols: hull(g.real_outputs(kx_hi, 1), g.real_outputs(kx_lo, 1)),
+                }
             })
             .collect()
     }
@@ -456,7 +496,7 @@ impl Conv2d {
             xp: Vec::new(),
             dyp: Vec::new(),
             gathered: vec![0.0; gathered],
-            wgrad_blocks: WgradBlock::cover(&g.runs(g.cin, wp)),
+            wgrad_blocks: WgradBlock::cover(&g),
             wgrad: vec![0.0; g.k() * g.cs()],
             bgrad: vec![0.0; g.cout],
         })
@@ -589,7 +629,14 @@ impl Conv2d {
                     };
                     let mut row = 0;
                     for block in blocks {
-                        let a_rows = block.offsets.map(|o| o + n0 * a_image);
+                        let (rows, cols) = (block.out_rows.clone(), block.out_cols.clone());
+                        let skip = rows.start * grid.a_row + cols.start * grid.a_col;
+                        let a_rows = block.offsets.map(|o| o + n0 * a_image + skip);
+                        let grid = Grid {
+                            rows: rows.len(),
+                            cols: cols.len(),
+                            ..grid
+                        };
                         for j in 0..cs / NR {
                             let out = &mut wgrad[row * cs + j * NR..];
                             let mut tile = [[0.0; NR]; MR];
@@ -602,7 +649,11 @@ impl Conv2d {
                                 }
                                 Start::Tile
                             };
-                            let b0 = n0 * image + first + j * NR;
+                            let b0 = n0 * image
+                                + first
+                                + j * NR
+                                + rows.start * b_row
+                                + cols.start * b_col;
                             sum_outer(&mut tile, start, xp, &a_rows, src, b0, grid);
                             store(&tile, out, block.rows, NR, cs);
                         }
