@@ -46,6 +46,17 @@ pub(crate) enum Start<'a> {
     Tile,
 }
 
+impl Start<'_> {
+    /// Sets `tile` to the start, as the portable kernels begin.
+    fn apply(self, tile: &mut Tile) {
+        match self {
+            Start::Zero => *tile = [[0.0; NR]; MR],
+            Start::Row(row) => *tile = [*row; MR],
+            Start::Tile => {}
+        }
+    }
+}
+
 /// Rounds `n` up to a whole number of panels.
 pub(crate) fn panels(n: usize) -> usize {
     n.div_ceil(NR)
@@ -88,11 +99,7 @@ pub(crate) fn rows_panel(
         }
         Simd::None => {}
     }
-    match start {
-        Start::Zero => *tile = [[0.0; NR]; MR],
-        Start::Row(row) => *tile = [*row; MR],
-        Start::Tile => {}
-    }
+    start.apply(tile);
     let mut k = 0;
     for s in segs {
         for p in 0..s.len {
@@ -157,11 +164,7 @@ pub(crate) fn sum_outer(
     g: Grid,
 ) {
     if g.images == 0 || g.rows == 0 || g.cols == 0 {
-        match start {
-            Start::Zero => *tile = [[0.0; NR]; MR],
-            Start::Row(row) => *tile = [*row; MR],
-            Start::Tile => {}
-        }
+        start.apply(tile);
         return;
     }
     let (a_span, b_span) = g.at(g.images - 1, g.rows - 1, g.cols - 1);
@@ -185,11 +188,7 @@ pub(crate) fn sum_outer(
         }
         Simd::None => {}
     }
-    match start {
-        Start::Zero => *tile = [[0.0; NR]; MR],
-        Start::Row(row) => *tile = [*row; MR],
-        Start::Tile => {}
-    }
+    start.apply(tile);
     for m in 0..g.images {
         for r in 0..g.rows {
             for c in 0..g.cols {

@@ -266,8 +266,7 @@ struct PixelGrid {
 
 impl PixelGrid {
     /// Offsets of the `MR` pixels `first..first + MR` (in batch order; the last one repeated
-    /// past `end`). Two divisions per tile, not two per pixel: at batch 1 they were a tenth of
-    /// the first convolution's time.
+    /// past `end`), with two divisions per tile rather than two per pixel.
     fn tile_rows(&self, first: usize, end: usize) -> [usize; MR] {
         let (mut n, pix) = (first / (self.h * self.w), first % (self.h * self.w));
         let (mut y, mut x) = (pix / self.w, pix % self.w);
