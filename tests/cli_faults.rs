@@ -35,7 +35,8 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-/// The hidden files in `dir`: pending checkpoint files and temporary files of unfinished writes.
+/// The hidden files in `dir` but the run's lock: pending checkpoint files and temporary files of
+/// unfinished writes.
 fn hidden(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -43,9 +44,12 @@ fn hidden(dir: &Path) -> Vec<String> {
     entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with('.'))
+        .filter(|name| name.starts_with('.') && name != LOCK_FILE)
         .collect()
 }
+
+/// The lock a training run holds in its folder: an empty file that stays, not a leftover.
+const LOCK_FILE: &str = ".cnnc-train.lock";
 
 /// `cnnc` with `args`, its output captured.
 fn command(args: &[&str]) -> Command {

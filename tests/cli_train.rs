@@ -514,3 +514,57 @@ fn resume_refuses_dropout_stream_positions_that_do_not_fit() {
         );
     }
 }
+
+/// Holds `dir`'s training lock as another `cnnc train` would.
+fn hold_lock(dir: &Path) -> std::fs::File {
+    std::fs::create_dir_all(dir).expect("folder");
+    let lock = std::fs::File::create(dir.join(".cnnc-train.lock")).expect("lock file");
+    lock.try_lock().expect("the lock is free");
+    lock
+}
+
+#[test]
+fn a_folder_another_run_holds_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (spec, data) = setup(dir.path());
+    let out = dir.path().join("run");
+    let held = hold_lock(&out);
+    let refused = train(
+        &spec,
+        &data,
+        &out,
+        &[&FAST[..], &["--epochs", "1"]].concat(),
+    );
+    assert_status(&refused, 2);
+    let message = stderr(&refused);
+    assert!(
+        message.contains(&format!(
+            "{} is in use by another `cnnc train` (it holds {}); wait for that run to end, or \
+             choose another --out",
+            out.display(),
+            out.join(".cnnc-train.lock").display()
+        )),
+        "{message}"
+    );
+    let names: Vec<_> = std::fs::read_dir(&out)
+        .expect("out dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, vec![".cnnc-train.lock"], "nothing written");
+    drop(held);
+    let output = train(
+        &spec,
+        &data,
+        &out,
+        &[&FAST[..], &["--epochs", "1"]].concat(),
+    );
+    assert_status(&output, 0);
+
+    // Resuming a folder that is in use is refused too, before reading (and recovering) it.
+    let before = bytes(&out, "checkpoint.json");
+    let _held = hold_lock(&out);
+    let resumed = cnnc(&["train", arg(&spec), "--resume", arg(&out), "--epochs", "2"]);
+    assert_status(&resumed, 2);
+    assert!(stderr(&resumed).contains("is in use by another `cnnc train`"));
+    assert_eq!(bytes(&out, "checkpoint.json"), before);
+}

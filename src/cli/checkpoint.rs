@@ -12,6 +12,9 @@
 //! ones in the fixed order model, optimizer, `checkpoint.json`. [`recover`], run before the folder
 //! is read, finishes a save whose three pending files all exist for one step (the renames still
 //! to do) and otherwise deletes the partial save's files, leaving the previous checkpoint.
+//!
+//! A run holds its folder ([`lock`]) from before it reads or recovers it until it ends, so that
+//! two runs never write, or recover, one folder at once.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -223,6 +226,45 @@ impl RunState {
             data_dir: Some(self.data.dir.clone()),
             image_shape: Some(self.data.image_shape),
             step: Some(self.step),
+        }
+    }
+}
+
+/// The file a training run locks in its folder ([`lock`]).
+pub const LOCK_FILE: &str = ".cnnc-train.lock";
+
+/// A training run's hold on its folder, released when dropped or when the process ends, however
+/// it ends (an advisory lock on [`LOCK_FILE`], which stays behind, empty).
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: std::fs::File,
+}
+
+/// Takes `dir` for this run, creating the folder if `create`. Refuses while another `cnnc train`
+/// holds it: two runs writing one folder would mix their checkpoints, and one's recovery could
+/// delete the other's save in progress.
+pub fn lock(dir: &Path, create: bool) -> anyhow::Result<FolderLock> {
+    if create {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(FolderLock { _file: file }),
+        // A usage problem, as a folder that already holds a checkpoint is: exit 2.
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "{} is in use by another `cnnc train` (it holds {}); wait for that run to end, or \
+             choose another --out",
+            dir.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
 }

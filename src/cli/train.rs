@@ -113,6 +113,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     let spec = Spec::load(&args.spec)?;
+    // The resumed folder is held before reading it (reading recovers it): a missing one is left
+    // for `read_state` to report.
+    let resumed_lock = match &args.resume {
+        Some(dir) if dir.is_dir() => Some(checkpoint::lock(dir, false)?),
+        _ => None,
+    };
     let saved = match &args.resume {
         Some(dir) => Some((dir.as_path(), checkpoint::read_state(dir)?)),
         None => None,
@@ -188,6 +194,11 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         .as_ref()
         .filter(|(dir, _)| same_path(dir, &out))
         .map(|(_, state)| state.step);
+    // Held until the run ends (a second lock on the resumed folder would fail against the first).
+    let _locks = match saved_step {
+        Some(_) => (resumed_lock, None),
+        None => (resumed_lock, Some(checkpoint::lock(&out, true)?)),
+    };
     if saved_step.is_none() {
         // Reading the resumed folder recovered it; a new one may hold a crashed run's leftovers.
         let recovery = checkpoint::recover(&out)?;
