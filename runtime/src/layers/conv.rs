@@ -140,10 +140,20 @@ impl Geom {
             .par_chunks_mut(padded)
             .zip(x.par_chunks(image))
             .for_each(|(dst, src)| {
-                dst.fill(0.0);
-                for (y, line) in src.chunks_exact(g.iw * g.cin).enumerate() {
-                    let at = ((y + g.ph) * wp + g.pw) * g.cin;
-                    dst[at..at + line.len()].copy_from_slice(line);
+                // Each value written once: the border's zeros, then the image's rows.
+                let (row, line) = (wp * g.cin, g.iw * g.cin);
+                let (top, bottom) = (g.ph * row, (g.ph + g.ih) * row);
+                dst[..top].fill(0.0);
+                dst[bottom..].fill(0.0);
+                for (out, line) in dst[top..bottom]
+                    .chunks_exact_mut(row)
+                    .zip(src.chunks_exact(line))
+                {
+                    let (left, rest) = out.split_at_mut(g.pw * g.cin);
+                    let (middle, right) = rest.split_at_mut(line.len());
+                    left.fill(0.0);
+                    middle.copy_from_slice(line);
+                    right.fill(0.0);
                 }
             });
     }
