@@ -55,7 +55,7 @@ pub(crate) fn generate_with(
 ) -> Result<TokenStream, Error> {
     validate(model)?;
     let fields = field_names(model.layers.iter().map(|l| l.name.as_str()));
-    let layers: Vec<Plan<'_>> = model
+    let mut layers: Vec<Plan<'_>> = model
         .layers
         .iter()
         .zip(fields)
@@ -67,8 +67,14 @@ pub(crate) fn generate_with(
             fused: index
                 .checked_sub(1)
                 .is_some_and(|prev| fuses(&model.layers[prev], layer)),
+            masks_relu_grad: false,
         })
         .collect();
+    for index in 2..layers.len() {
+        if layers[index - 1].fused && masks_relu_grad(layers[index].layer) {
+            layers[index].masks_relu_grad = true;
+        }
+    }
     let generator = Gen {
         model,
         options,
@@ -88,6 +94,13 @@ fn fuses(prev: &CheckedLayer, next: &CheckedLayer) -> bool {
     )
 }
 
+/// Whether `layer`, placed after a fused ReLU, masks the gradient by that ReLU itself, so the
+/// layer that fused it takes its `dy` as it is: a max pool, the rule the dynamic executor follows
+/// too (`cnnc_runtime::Layer::mask_relu_grad`).
+fn masks_relu_grad(layer: &CheckedLayer) -> bool {
+    matches!(layer.args, LayerArgs::Maxpool2d(_))
+}
+
 /// One layer as the generator sees it.
 struct Plan<'a> {
     layer: &'a CheckedLayer,
@@ -96,6 +109,8 @@ struct Plan<'a> {
     /// A ReLU the layer before applies ([`fuses`]): skipped in forward and backward, its output
     /// is that layer's.
     fused: bool,
+    /// A layer after a fused ReLU that masks the gradient by it ([`masks_relu_grad`]).
+    masks_relu_grad: bool,
 }
 
 impl Plan<'_> {
@@ -464,10 +479,24 @@ impl Gen<'_> {
                 }
             };
             let fuses_next = self.layers.get(plan.index + 1).is_some_and(|p| p.fused);
-            lets.push(if fuses_next {
-                quote!(let mut #field = #expr; #field.fuse_relu();)
-            } else {
+            let masked_after = self
+                .layers
+                .get(plan.index + 2)
+                .is_some_and(|p| p.masks_relu_grad);
+            let mut calls = Vec::new();
+            if fuses_next {
+                calls.push(quote!(#field.fuse_relu();));
+            }
+            if fuses_next && masked_after {
+                calls.push(quote!(#field.relu_grad_masked();));
+            }
+            if plan.masks_relu_grad {
+                calls.push(quote!(#field.mask_relu_grad();));
+            }
+            lets.push(if calls.is_empty() {
                 quote!(let #field = #expr;)
+            } else {
+                quote!(let mut #field = #expr; #(#calls)*)
             });
         }
         let init_rng = self.rt(quote!(init::init_rng));

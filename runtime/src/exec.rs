@@ -286,11 +286,15 @@ impl Network {
         let mut layers: Vec<Box<dyn Layer>> = Vec::with_capacity(def.layers.len());
         let mut fused = Vec::with_capacity(def.layers.len());
         for (index, layer) in def.layers.iter().enumerate() {
-            let built = build_layer(layer, dims, index, seed, &mut rng)?;
+            let mut built = build_layer(layer, dims, index, seed, &mut rng)?;
             fused.push(
                 matches!(layer.config, LayerConfig::Relu)
                     && layers.last_mut().is_some_and(|prev| prev.fuse_relu()),
             );
+            // After a fused ReLU, the layer may mask the gradient for the layer that fused it.
+            if index >= 2 && fused[index - 1] && built.mask_relu_grad() {
+                layers[index - 2].relu_grad_masked();
+            }
             dims = built.output_dims();
             if dims.is_empty() {
                 return Err(Error::config(

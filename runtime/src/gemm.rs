@@ -14,6 +14,9 @@
 //! The tile is 6 x 32: two 16-wide registers per row with AVX-512 (twelve accumulators), or two
 //! passes of 6 x 16 with AVX2. Which kernel runs is detected once at run time.
 
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{Simd, simd};
+
 /// Rows of an output tile.
 pub(crate) const MR: usize = 6;
 /// Columns of an output tile: the width of a packed right-hand panel.
@@ -239,28 +242,6 @@ pub(crate) fn isa() -> &'static str {
         Simd::None => {}
     }
     "scalar"
-}
-
-/// The widest kernel family the CPU runs.
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Simd {
-    Avx512,
-    Avx2,
-    None,
-}
-
-/// Detects the CPU's kernel family (the detection macros cache their answer).
-#[cfg(target_arch = "x86_64")]
-fn simd() -> Simd {
-    use std::arch::is_x86_feature_detected as has;
-    if has!("avx512f") {
-        Simd::Avx512
-    } else if has!("avx2") && has!("fma") {
-        Simd::Avx2
-    } else {
-        Simd::None
-    }
 }
 
 /// The kernels for x86-64 with AVX2 and FMA: each 16-column half of the tile in turn, in twelve

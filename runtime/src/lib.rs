@@ -15,6 +15,7 @@ pub mod optim;
 pub mod param;
 pub mod peak;
 pub mod schedule;
+mod simd;
 pub mod tensor;
 pub mod typed;
 pub mod weights;

@@ -1,13 +1,15 @@
 //! A ReLU fused into the convolution before it ([`Layer::fuse_relu`]) gives exactly what the two
 //! layers give separately: the same output and the same gradients, bit for bit, with and without
 //! an input gradient, on every path the convolution takes (strided, dilated, channels that do or
-//! do not fill whole panels).
+//! do not fill whole panels). And a max pool after the fused ReLU that masks the gradient itself
+//! ([`Layer::mask_relu_grad`]), so the convolution takes `dy` as it is, gives what the three
+//! layers give separately.
 
 mod common;
 
-use cnnc_runtime::config::Conv2dConfig;
+use cnnc_runtime::config::{Conv2dConfig, Pool2dConfig};
 use cnnc_runtime::init::init_rng;
-use cnnc_runtime::layers::{Conv2d, Relu};
+use cnnc_runtime::layers::{Conv2d, MaxPool2d, Relu};
 use cnnc_runtime::{Entry, Layer, Mode, Visit};
 use common::Rand;
 use proptest::prelude::*;
@@ -78,6 +80,72 @@ proptest! {
         prop_assert_eq!(bits(&dx_plain), bits(&dx_fused));
         let (want, found) = (grads(&mut plain), grads(&mut fused));
         prop_assert_eq!(want.len(), found.len());
+        for (a, b) in want.iter().zip(&found) {
+            prop_assert_eq!(bits(a), bits(b));
+        }
+    }
+
+    #[test]
+    fn max_pool_masking_the_relu_gradient_is_bit_identical_to_separate_layers(
+        cin in 1..4usize, cout in prop_oneof![1..5usize, Just(16usize), Just(32usize), Just(70usize)],
+        k in 1..4usize, pad in 0..2usize, h in 4..10usize, w in 4..10usize,
+        pool_k in 1..4usize, pool_stride in 1..4usize, pool_pad in 0..2usize, ceil_mode: bool,
+        batch in 1..3usize, with_dx: bool, seed: u64,
+    ) {
+        let config = Conv2dConfig {
+            in_channels: cin, out_channels: cout, kernel_size: [k, k], stride: [1, 1],
+            padding: [pad, pad], dilation: [1, 1], bias: true,
+        };
+        let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
+        prop_assume!(built.is_ok());
+        let mut plain = built.unwrap();
+        let mut fused = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed)).unwrap();
+        prop_assert!(Layer::fuse_relu(&mut fused));
+        let mut relu = Relu::new("relu", plain.output_dims());
+        let pool_config = Pool2dConfig {
+            kernel_size: [pool_k, pool_k], stride: [pool_stride, pool_stride],
+            padding: [pool_pad, pool_pad], ceil_mode,
+        };
+        let pool = MaxPool2d::new("pool", &pool_config, plain.output_dims());
+        prop_assume!(pool.is_ok());
+        let mut pool_plain = pool.unwrap();
+        let mut pool_masking = MaxPool2d::new("pool", &pool_config, plain.output_dims()).unwrap();
+        prop_assert!(Layer::mask_relu_grad(&mut pool_masking));
+        Layer::relu_grad_masked(&mut fused);
+
+        let mut rng = Rand(seed);
+        let (nx, ny) = (plain.input_dims().len() * batch, plain.output_dims().len() * batch);
+        let np = pool_plain.output_dims().len() * batch;
+        let x = rng.vec(nx);
+        let dz = rng.vec(np);
+
+        // Separately: conv, relu, pool; forward, then backward through all three.
+        let (mut pre, mut post, mut z) = (vec![0.0; ny], vec![0.0; ny], vec![0.0; np]);
+        plain.forward(&x, &mut pre, batch, Mode::Train).unwrap();
+        relu.forward(&pre, &mut post, batch, Mode::Train).unwrap();
+        pool_plain.forward(&post, &mut z, batch, Mode::Train).unwrap();
+        let (mut dpost, mut dpre) = (vec![0.0; ny], vec![0.0; ny]);
+        pool_plain.backward(&post, &z, &dz, Some(&mut dpost), batch).unwrap();
+        relu.backward(&pre, &post, &dpost, Some(&mut dpre), batch).unwrap();
+
+        let (mut got, mut got_z, mut dgot) = (vec![0.0; ny], vec![0.0; np], vec![0.0; ny]);
+        fused.forward(&x, &mut got, batch, Mode::Train).unwrap();
+        pool_masking.forward(&got, &mut got_z, batch, Mode::Train).unwrap();
+        prop_assert_eq!(bits(&z), bits(&got_z));
+        pool_masking.backward(&got, &got_z, &dz, Some(&mut dgot), batch).unwrap();
+        // The pool's `dx` is the ReLU's: the gradient before it.
+        prop_assert_eq!(bits(&dpre), bits(&dgot));
+
+        let (mut dx_plain, mut dx_fused) = (vec![0.0; nx], vec![0.0; nx]);
+        let (want_dx, got_dx) = if with_dx {
+            (Some(&mut dx_plain[..]), Some(&mut dx_fused[..]))
+        } else {
+            (None, None)
+        };
+        plain.backward(&x, &pre, &dpre, want_dx, batch).unwrap();
+        fused.backward(&x, &got, &dgot, got_dx, batch).unwrap();
+        prop_assert_eq!(bits(&dx_plain), bits(&dx_fused));
+        let (want, found) = (grads(&mut plain), grads(&mut fused));
         for (a, b) in want.iter().zip(&found) {
             prop_assert_eq!(bits(a), bits(b));
         }

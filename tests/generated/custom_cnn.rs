@@ -85,6 +85,7 @@ impl CustomCNN {
             ),
         );
         layer1_0.fuse_relu();
+        layer1_0.relu_grad_masked();
         let layer1_1 = ::cnnc::runtime::layers::Relu::new(
             "layer1.1",
             ::cnnc::runtime::Dims::Image {
@@ -93,7 +94,7 @@ impl CustomCNN {
                 width: 32,
             },
         );
-        let layer1_2 = ::cnnc::__private::expect_built(
+        let mut layer1_2 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::MaxPool2d::new(
                 "layer1.2",
                 &::cnnc::runtime::config::Pool2dConfig {
@@ -109,6 +110,7 @@ impl CustomCNN {
                 },
             ),
         );
+        layer1_2.mask_relu_grad();
         let mut layer2_0 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Conv2d::new(
                 "layer2.0",
@@ -126,6 +128,7 @@ impl CustomCNN {
             ),
         );
         layer2_0.fuse_relu();
+        layer2_0.relu_grad_masked();
         let layer2_1 = ::cnnc::runtime::layers::Relu::new(
             "layer2.1",
             ::cnnc::runtime::Dims::Image {
@@ -134,7 +137,7 @@ impl CustomCNN {
                 width: 16,
             },
         );
-        let layer2_2 = ::cnnc::__private::expect_built(
+        let mut layer2_2 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::MaxPool2d::new(
                 "layer2.2",
                 &::cnnc::runtime::config::Pool2dConfig {
@@ -150,6 +153,7 @@ impl CustomCNN {
                 },
             ),
         );
+        layer2_2.mask_relu_grad();
         let mut layer3_0 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Conv2d::new(
                 "layer3.0",
@@ -167,6 +171,7 @@ impl CustomCNN {
             ),
         );
         layer3_0.fuse_relu();
+        layer3_0.relu_grad_masked();
         let layer3_1 = ::cnnc::runtime::layers::Relu::new(
             "layer3.1",
             ::cnnc::runtime::Dims::Image {
@@ -175,7 +180,7 @@ impl CustomCNN {
                 width: 8,
             },
         );
-        let layer3_2 = ::cnnc::__private::expect_built(
+        let mut layer3_2 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::MaxPool2d::new(
                 "layer3.2",
                 &::cnnc::runtime::config::Pool2dConfig {
@@ -191,6 +196,7 @@ impl CustomCNN {
                 },
             ),
         );
+        layer3_2.mask_relu_grad();
         let layer_9 = ::cnnc::runtime::layers::Flatten::new(
             "9",
             ::cnnc::runtime::Dims::Image {

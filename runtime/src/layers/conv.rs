@@ -401,6 +401,8 @@ pub struct Conv2d {
     bias_row: Vec<f32>,
     /// Whether the layer applies the ReLU that follows it ([`Conv2d::fuse_relu`]).
     relu: bool,
+    /// Whether `backward`'s `dy` arrives masked by that ReLU ([`Conv2d::relu_grad_masked`]).
+    relu_masked: bool,
     /// Whether `packed` and `packed_back` may be out of date.
     stale: Stale,
     /// The zero-padded input, `[N][H + 2 ph][W + 2 pw][cin]` plus `MR` floats the weight-gradient
@@ -501,6 +503,7 @@ impl Conv2d {
             packed_back: vec![0.0; panels(g.cin) * g.k_back() * NR],
             bias_row: vec![0.0; g.cs()],
             relu: false,
+            relu_masked: false,
             stale: Stale::default(),
             xp: Vec::new(),
             dyp: Vec::new(),
@@ -525,6 +528,14 @@ impl Conv2d {
     /// Values are the same as with a separate ReLU, bit for bit.
     pub fn fuse_relu(&mut self) {
         self.relu = true;
+    }
+
+    /// Declares that `backward`'s `dy` arrives already masked by the fused ReLU (the next layer
+    /// masks it, see [`crate::layers::MaxPool2d::mask_relu_grad`]), so the layer does not mask it
+    /// again: when it needs no input gradient and its channels fill whole panels, the weight
+    /// gradient then reads `dy` where it lies, without staging it.
+    pub fn relu_grad_masked(&mut self) {
+        self.relu_masked = true;
     }
 
     /// Checks the parameters' shapes and copies them into the forward panels (`back`: the
@@ -874,11 +885,12 @@ impl Layer for Conv2d {
         g.pad_input(x, &mut self.xp, batch);
         // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
         // input gradient) unless the weight gradient can read it as it is.
-        let staged = (dx.is_some() || self.relu || g.cout != g.cs()).then_some(dx.is_some());
+        let mask = self.relu && !self.relu_masked;
+        let staged = (dx.is_some() || mask || g.cout != g.cs()).then_some(dx.is_some());
         if let Some(border) = staged {
             let (hd, wd, _, _) = g.staged_dy(border);
             grow(&mut self.dyp, batch * hd * wd * g.cs());
-            let relu_out = self.relu.then_some(y);
+            let relu_out = mask.then_some(y);
             g.stage_dy(dy, relu_out, &mut self.dyp, batch, border);
         }
         self.param_grads(dy, staged, batch);
@@ -891,6 +903,10 @@ impl Layer for Conv2d {
     fn fuse_relu(&mut self) -> bool {
         Conv2d::fuse_relu(self);
         true
+    }
+
+    fn relu_grad_masked(&mut self) {
+        Conv2d::relu_grad_masked(self);
     }
 
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {

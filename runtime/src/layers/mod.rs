@@ -97,6 +97,21 @@ pub trait Layer: Send + fmt::Debug {
         false
     }
 
+    /// Tells the layer that its input is the output of a ReLU fused into the layer before
+    /// ([`Layer::fuse_relu`]), and asks it to give `dx` in `backward` as the gradient with
+    /// respect to that ReLU's input, so the layer before need not mask its `dy` in a pass of its
+    /// own. Returns whether it does (the default does not); if so, the model tells the layer
+    /// before with [`Layer::relu_grad_masked`]. Values are the same either way, bit for bit (see
+    /// [`MaxPool2d::mask_relu_grad`]).
+    fn mask_relu_grad(&mut self) -> bool {
+        false
+    }
+
+    /// Tells a layer that fused a ReLU ([`Layer::fuse_relu`]) that the next layer masks the
+    /// gradient itself ([`Layer::mask_relu_grad`]): `dy` in `backward` is already the gradient
+    /// with respect to the ReLU's input. The default ignores it: masking twice changes nothing.
+    fn relu_grad_masked(&mut self) {}
+
     /// Yields the layer's parameters and buffers in PyTorch's order (none by default).
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
         let _ = f;

@@ -175,6 +175,8 @@ pub struct MaxPool2d {
     name: String,
     config: Pool2dConfig,
     g: Geom,
+    /// `backward` masks `dx` by the ReLU whose output the input is ([`MaxPool2d::mask_relu_grad`]).
+    relu_grad: bool,
 }
 
 impl MaxPool2d {
@@ -185,12 +187,23 @@ impl MaxPool2d {
             name: name.to_owned(),
             config: config.clone(),
             g,
+            relu_grad: false,
         })
     }
 
     /// The layer's arguments.
     pub fn config(&self) -> &Pool2dConfig {
         &self.config
+    }
+
+    /// Declares the input to be the output of a ReLU (a fused one: the layer before computes
+    /// it), so `backward` gives `dx` as the gradient with respect to the ReLU's input: zero where
+    /// the input is not positive. The layer before can then take its `dy` as it is instead of
+    /// masking it in another pass over the activations. A position's gradient comes from the
+    /// windows whose maximum it is, so the mask is one compare of each window's maximum; the
+    /// values are those of the separate ReLU's backward, bit for bit.
+    pub fn mask_relu_grad(&mut self) {
+        self.relu_grad = true;
     }
 }
 
@@ -209,20 +222,7 @@ impl Layer for MaxPool2d {
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
         let (_, ny) = check_forward(self, x, y, batch)?;
-        let g = self.g;
-        g.for_each_output(&mut y[..ny], |n, oy, ox, out| {
-            let (rows, cols, _) = g.window(oy, ox);
-            out.fill(f32::NEG_INFINITY);
-            for iy in rows {
-                for ix in cols.clone() {
-                    let at = ((n * g.ih + iy) * g.iw + ix) * g.c;
-                    for (m, &v) in out.iter_mut().zip(&x[at..at + g.c]) {
-                        // A select, not a branch, so the channel loop vectorises.
-                        *m = if v > *m || v.is_nan() { v } else { *m };
-                    }
-                }
-            }
-        });
+        max_forward(self.g, x, &mut y[..ny]);
         Ok(())
     }
 
@@ -236,46 +236,302 @@ impl Layer for MaxPool2d {
     ) -> Result<()> {
         let (nx, _) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
         let Some(dx) = dx else { return Ok(()) };
-        let g = self.g;
-        let (in_len, out_len) = (g.ih * g.iw * g.c, g.oh * g.ow * g.c);
-        dx[..nx]
-            .par_chunks_mut(in_len)
-            .enumerate()
-            .for_each(|(n, dx)| {
-                let x = &x[n * in_len..(n + 1) * in_len];
-                let y = &y[n * out_len..(n + 1) * out_len];
-                let dy = &dy[n * out_len..(n + 1) * out_len];
-                let disjoint = g.windows_disjoint();
-                // Disjoint windows write each `dx` element once, so only pixels no window
-                // covers need the zero fill.
-                if !(disjoint && g.windows_cover_input()) {
-                    dx.fill(0.0);
-                }
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let (rows, cols, _) = g.window(oy, ox);
-                        let at = (oy * g.ow + ox) * g.c;
-                        let (y, dy) = (&y[at..at + g.c], &dy[at..at + g.c]);
-                        if disjoint {
-                            store_max(&g, x, y, dy, rows, cols, dx);
-                        } else {
-                            route_max(&g, x, y, dy, rows, cols, dx);
-                        }
-                    }
-                }
-            });
+        max_backward(self.g, x, y, dy, &mut dx[..nx], self.relu_grad);
         Ok(())
+    }
+
+    fn mask_relu_grad(&mut self) -> bool {
+        MaxPool2d::mask_relu_grad(self);
+        true
     }
 }
 
-/// Channels whose argmax is tracked at once (a stack array, so nothing is allocated).
+/// Max pooling of `x` into every output pixel of `y`, in parallel chunks.
+fn max_forward(g: Geom, x: &[f32], y: &mut [f32]) {
+    let wide = Wide::detect();
+    y.par_chunks_mut(PIXELS_PER_TASK * g.c)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            for (i, out) in chunk.chunks_exact_mut(g.c).enumerate() {
+                let p = task * PIXELS_PER_TASK + i;
+                let (n, pix) = (p / (g.oh * g.ow), p % (g.oh * g.ow));
+                let (rows, cols, _) = g.window(pix / g.ow, pix % g.ow);
+                let image = &x[n * g.ih * g.iw * g.c..(n + 1) * g.ih * g.iw * g.c];
+                Window::new(&g, rows, cols).max(wide, image, out);
+            }
+        });
+}
+
+/// Max pooling's backward: routes `dy` into `dx`, one sample per task (`relu`: masked by the ReLU
+/// the input is the output of, see [`MaxPool2d::mask_relu_grad`]).
+fn max_backward(g: Geom, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32], relu: bool) {
+    let wide = Wide::detect();
+    let (in_len, out_len) = (g.ih * g.iw * g.c, g.oh * g.ow * g.c);
+    dx.par_chunks_mut(in_len).enumerate().for_each(|(n, dx)| {
+        let x = &x[n * in_len..(n + 1) * in_len];
+        let y = &y[n * out_len..(n + 1) * out_len];
+        let dy = &dy[n * out_len..(n + 1) * out_len];
+        let disjoint = g.windows_disjoint();
+        // Disjoint windows write each `dx` element once, so only pixels no window covers need
+        // the zero fill.
+        if !(disjoint && g.windows_cover_input()) {
+            dx.fill(0.0);
+        }
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let (rows, cols, _) = g.window(oy, ox);
+                let at = (oy * g.ow + ox) * g.c;
+                let (y, dy) = (&y[at..at + g.c], &dy[at..at + g.c]);
+                // Not `any`: a fold without an early exit vectorises.
+                if disjoint && !y.iter().fold(false, |nan, m| nan | m.is_nan()) {
+                    Window::new(&g, rows, cols).store(wide, x, y, dy, dx, relu);
+                } else {
+                    if disjoint {
+                        // The rare NaN maximum: the general path adds into zeros.
+                        for iy in rows.clone() {
+                            let at = (iy * g.iw + cols.start) * g.c;
+                            dx[at..at + cols.len() * g.c].fill(0.0);
+                        }
+                    }
+                    route_max(&g, x, y, dy, rows, cols, dx, relu);
+                }
+            }
+        }
+    });
+}
+
+/// Whether the CPU runs the AVX-512 window kernels (detected once per pass).
+#[derive(Clone, Copy)]
+struct Wide(bool);
+
+impl Wide {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        return Wide(crate::simd::simd() == crate::simd::Simd::Avx512);
+        #[cfg(not(target_arch = "x86_64"))]
+        Wide(false)
+    }
+}
+
+/// One pooling window in an image, all channels: position `(iy, ix)` of `rows x cols` holds its
+/// `c` channels at `iy * row + ix * c` in the image's values.
+#[derive(Clone, Copy)]
+struct Window {
+    rows: (usize, usize),
+    cols: (usize, usize),
+    row: usize,
+    c: usize,
+}
+
+impl Window {
+    fn new(g: &Geom, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> Self {
+        Window {
+            rows: (rows.start, rows.end),
+            cols: (cols.start, cols.end),
+            row: g.iw * g.c,
+            c: g.c,
+        }
+    }
+
+    /// Offsets of the window's positions in scan order (rows, then columns).
+    fn offsets(self) -> impl Iterator<Item = usize> {
+        (self.rows.0..self.rows.1).flat_map(move |iy| {
+            (self.cols.0..self.cols.1).map(move |ix| iy * self.row + ix * self.c)
+        })
+    }
+
+    /// Panics unless every position's channels lie in `len` values.
+    fn check(self, len: usize) {
+        let end = (self.rows.1 > self.rows.0 && self.cols.1 > self.cols.0)
+            .then(|| (self.rows.1 - 1) * self.row + self.cols.1 * self.c);
+        assert!(end.unwrap_or(0) <= len, "pool window runs past its image");
+    }
+
+    /// `out[ch]` = the maximum of channel `ch` over the window; NaN wins, as in PyTorch.
+    fn max(self, wide: Wide, x: &[f32], out: &mut [f32]) {
+        self.check(x.len());
+        assert_eq!(out.len(), self.c, "one output pixel");
+        #[cfg(target_arch = "x86_64")]
+        if wide.0 {
+            // SAFETY: `check` bounds every read, `out` holds `c` values, and `wide` says the CPU
+            // has AVX-512F.
+            return unsafe { avx512::max(self, x.as_ptr(), out.as_mut_ptr()) };
+        }
+        let _ = wide;
+        out.fill(f32::NEG_INFINITY);
+        for at in self.offsets() {
+            for (m, &v) in out.iter_mut().zip(&x[at..at + self.c]) {
+                // A select, not a branch, so the channel loop vectorises.
+                *m = if v > *m || v.is_nan() { v } else { *m };
+            }
+        }
+    }
+
+    /// Stores the window's `dx` (the window overlaps no other): at the first position holding
+    /// the maximum `y` (none is NaN), `0.0 + dy` (`relu`: zero unless `y` is positive, see
+    /// [`masked`]); zeros elsewhere. The sum is what [`route_max`]'s add into zeros gives (it
+    /// turns -0.0 into 0.0), so both paths give the same bits.
+    fn store(self, wide: Wide, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32], relu: bool) {
+        self.check(x.len().min(dx.len()));
+        assert!(y.len() == self.c && dy.len() == self.c, "one output pixel");
+        #[cfg(target_arch = "x86_64")]
+        if wide.0 {
+            // SAFETY: `check` bounds every access to `x` and `dx`, `y` and `dy` hold `c` values,
+            // and `wide` says the CPU has AVX-512F.
+            return unsafe {
+                avx512::store_window(
+                    self,
+                    x.as_ptr(),
+                    y.as_ptr(),
+                    dy.as_ptr(),
+                    dx.as_mut_ptr(),
+                    relu,
+                )
+            };
+        }
+        let _ = wide;
+        for c0 in (0..self.c).step_by(ROUTE_BLOCK) {
+            let width = ROUTE_BLOCK.min(self.c - c0);
+            let (y, dy) = (&y[c0..c0 + width], &dy[c0..c0 + width]);
+            // Per channel, all ones once its gradient has been stored.
+            let mut taken = [0u32; ROUTE_BLOCK];
+            for at in self.offsets() {
+                let at = at + c0;
+                let lanes = dx[at..at + width]
+                    .iter_mut()
+                    .zip(&x[at..at + width])
+                    .zip(y.iter().zip(dy).zip(&mut taken));
+                for ((d, &v), ((&m, &grad), t)) in lanes {
+                    let hit = v == m && *t == 0;
+                    *d = if hit {
+                        0.0 + masked(grad, m, relu)
+                    } else {
+                        0.0
+                    };
+                    *t |= u32::from(hit);
+                }
+            }
+        }
+    }
+}
+
+/// The [`Window`] kernels with AVX-512, 16 channels to a register. Positions go in scan order
+/// with every channel of a position before the next, the order the portable loops take, which
+/// keeps the reads sequential: taking 16 channels over the whole window at a time instead (a
+/// register per block) doubled the time on the seed model's first pool. The last block is masked
+/// (masked loads are slow here, so whole blocks use plain ones).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Window;
+
+    /// 16-channel blocks: `(offset, mask)`, the last masked to the channels left.
+    fn blocks(c: usize) -> impl Iterator<Item = (usize, __mmask16)> {
+        (0..c).step_by(16).map(move |c0| {
+            let width = (c - c0).min(16);
+            (c0, (((1u32 << width) - 1) & 0xffff) as __mmask16)
+        })
+    }
+
+    /// Loads the 16 channels from `p` that `k` selects (zeros elsewhere).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load(p: *const f32, k: __mmask16) -> __m512 {
+        // SAFETY: the caller bounds the lanes `k` selects; masked-off lanes are not read.
+        unsafe {
+            if k == 0xffff {
+                _mm512_loadu_ps(p)
+            } else {
+                _mm512_maskz_loadu_ps(k, p)
+            }
+        }
+    }
+
+    /// Stores the lanes of `v` that `k` selects to `p`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store(p: *mut f32, k: __mmask16, v: __m512) {
+        // SAFETY: the caller bounds the lanes `k` selects; masked-off lanes are not written.
+        unsafe {
+            if k == 0xffff {
+                _mm512_storeu_ps(p, v)
+            } else {
+                _mm512_mask_storeu_ps(p, k, v)
+            }
+        }
+    }
+
+    /// See [`Window::max`]; `x` and `out` must cover every offset it reads or writes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max(w: Window, x: *const f32, out: *mut f32) {
+        let low = _mm512_set1_ps(f32::NEG_INFINITY);
+        // SAFETY (all blocks): the caller bounds every position's `c` channels and `out`'s.
+        for (c0, k) in blocks(w.c) {
+            unsafe { store(out.add(c0), k, low) };
+        }
+        for at in w.offsets() {
+            for (c0, k) in blocks(w.c) {
+                unsafe {
+                    let (v, m) = (load(x.add(at + c0), k), load(out.add(c0), k));
+                    let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, m)
+                        | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                    store(out.add(c0), k, _mm512_mask_mov_ps(m, take, v));
+                }
+            }
+        }
+    }
+
+    /// See [`Window::store`]; the pointers must cover every offset it reads or writes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn store_window(
+        w: Window,
+        x: *const f32,
+        y: *const f32,
+        dy: *const f32,
+        dx: *mut f32,
+        relu: bool,
+    ) {
+        let zero = _mm512_setzero_ps();
+        // Per 16-channel block, the channels whose gradient has been stored.
+        let mut taken = [0 as __mmask16; super::ROUTE_BLOCK / 16];
+        let blocks_at_once = super::ROUTE_BLOCK;
+        for b0 in (0..w.c).step_by(blocks_at_once) {
+            let c = (w.c - b0).min(blocks_at_once);
+            taken.fill(0);
+            for at in w.offsets() {
+                for ((c0, k), taken) in blocks(c).zip(&mut taken) {
+                    let c0 = b0 + c0;
+                    // SAFETY: the caller bounds every position's channels, and `y`'s and `dy`'s.
+                    unsafe {
+                        let m = load(y.add(c0), k);
+                        let mut d = load(dy.add(c0), k);
+                        if relu {
+                            d = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, zero), d);
+                        }
+                        let grad = _mm512_add_ps(zero, d);
+                        let v = load(x.add(at + c0), k);
+                        let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, m) & !*taken;
+                        store(dx.add(at + c0), k, _mm512_maskz_mov_ps(hit, grad));
+                        *taken |= hit;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Channels whose argmax [`route_max`] tracks at once (a stack array, so nothing is allocated).
 const ROUTE_BLOCK: usize = 64;
 
 /// Adds one output pixel's `dy` (all channels) to `dx` at the window position PyTorch's max pool
 /// picks: the first maximum in scan order, which is the first position holding the forward
 /// output `y` (so an all -inf window routes to its first pixel, as PyTorch's does). Scanning
 /// backwards and keeping the last match finds it without branches, so the channel loop
-/// vectorises. A NaN output came from the window's last NaN instead.
+/// vectorises. A NaN output came from the window's last NaN instead. With `relu`, a channel whose
+/// maximum is not positive adds zero (see [`MaxPool2d::mask_relu_grad`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn route_max(
     g: &Geom,
     x: &[f32],
@@ -284,6 +540,7 @@ fn route_max(
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
     dx: &mut [f32],
+    relu: bool,
 ) {
     if rows.is_empty() || cols.is_empty() {
         return;
@@ -312,53 +569,17 @@ fn route_max(
                     }
                 }
             }
-            dx[from] += d;
+            dx[from] += masked(d, m, relu);
         }
     }
 }
 
-/// [`route_max`] for windows no other window overlaps: stores the whole window's `dx` (the
-/// routed gradient or zero) in one forward scan, so `dx` needs no zero fill and no read back.
-/// The first position holding `y` takes the gradient. The routed value is `0.0 + dy`, the sum the
-/// general path computes (it turns -0.0 into 0.0), so both paths give the same bits. A NaN output
-/// (rare) goes through [`route_max`], which finds the window's last NaN.
-fn store_max(
-    g: &Geom,
-    x: &[f32],
-    y: &[f32],
-    dy: &[f32],
-    rows: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
-    dx: &mut [f32],
-) {
-    if y.iter().any(|m| m.is_nan()) {
-        for iy in rows.clone() {
-            let at = (iy * g.iw + cols.start) * g.c;
-            dx[at..at + cols.len() * g.c].fill(0.0);
-        }
-        route_max(g, x, y, dy, rows, cols, dx);
-        return;
-    }
-    for c0 in (0..g.c).step_by(ROUTE_BLOCK) {
-        let width = ROUTE_BLOCK.min(g.c - c0);
-        let (y, dy) = (&y[c0..c0 + width], &dy[c0..c0 + width]);
-        // Per channel, all ones once its gradient has been stored.
-        let mut taken = [0u32; ROUTE_BLOCK];
-        for iy in rows.clone() {
-            for ix in cols.clone() {
-                let at = (iy * g.iw + ix) * g.c + c0;
-                let lanes = dx[at..at + width]
-                    .iter_mut()
-                    .zip(&x[at..at + width])
-                    .zip(y.iter().zip(dy).zip(&mut taken));
-                for ((d, &v), ((&m, &grad), t)) in lanes {
-                    let hit = v == m && *t == 0;
-                    *d = if hit { 0.0 + grad } else { 0.0 };
-                    *t |= u32::from(hit);
-                }
-            }
-        }
-    }
+/// The gradient `d` routed to a window's maximum `m`, masked by the ReLU that produced the
+/// input when `relu` is set: zero unless `m` is positive (a ReLU's backward passes `d` only where
+/// its output is positive, and the position routed to holds `m`).
+#[inline(always)]
+fn masked(d: f32, m: f32, relu: bool) -> f32 {
+    if !relu || m > 0.0 { d } else { 0.0 }
 }
 
 /// `torch.nn.AvgPool2d(kernel_size, stride, padding, ceil_mode=..., count_include_pad=True)`:
@@ -552,12 +773,87 @@ mod tests {
                             rows,
                             cols,
                             &mut want[n * in_len..(n + 1) * in_len],
+                            false,
                         );
                     }
                 }
             }
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&dx), bits(&want), "size {size}, ceil_mode {ceil_mode}");
+        }
+    }
+
+    /// The window kernels (AVX-512 where the CPU has it, and the portable loops) against the
+    /// definition written out per channel: ragged channel counts, NaN, infinities, -0.0 and ties.
+    #[test]
+    fn window_kernels_match_their_definition() {
+        let special = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            0.0,
+            1.0,
+            2.0,
+        ];
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let wides: Vec<Wide> = [Wide(false), Wide::detect()].into_iter().collect();
+        for c in [1, 5, 16, 17, 32, 70] {
+            let (iw, ih) = (4, 3);
+            let g = Geom {
+                c,
+                ih,
+                iw,
+                oh: 1,
+                ow: 1,
+                kh: 3,
+                kw: 3,
+                sh: 3,
+                sw: 3,
+                ph: 0,
+                pw: 0,
+            };
+            let x: Vec<f32> = (0..ih * iw * c)
+                .map(|i| special[(i * 7919 + c) % special.len()])
+                .collect();
+            let (rows, cols) = (0..3, 1..4);
+            let window = Window::new(&g, rows.clone(), cols.clone());
+            let positions: Vec<usize> = rows
+                .flat_map(|iy| cols.clone().map(move |ix| (iy * iw + ix) * c))
+                .collect();
+            let mut want_max = vec![f32::NEG_INFINITY; c];
+            for &at in &positions {
+                for (m, &v) in want_max.iter_mut().zip(&x[at..]) {
+                    if v > *m || v.is_nan() {
+                        *m = v;
+                    }
+                }
+            }
+            let dy: Vec<f32> = (0..c).map(|i| [-0.0, 1.5, -2.0][i % 3]).collect();
+            for &wide in &wides {
+                let mut got = vec![7.0; c];
+                window.max(wide, &x, &mut got);
+                assert_eq!(bits(&got), bits(&want_max), "max, {c} channels");
+                // `store` takes windows without NaN maxima (NaN goes to `route_max`).
+                let y: Vec<f32> = want_max
+                    .iter()
+                    .map(|&m| if m.is_nan() { 1.0 } else { m })
+                    .collect();
+                for relu in [false, true] {
+                    let mut want = vec![9.0; x.len()];
+                    for &at in &positions {
+                        want[at..at + c].fill(0.0);
+                    }
+                    for ch in 0..c {
+                        if let Some(&at) = positions.iter().find(|&&at| x[at + ch] == y[ch]) {
+                            want[at + ch] = 0.0 + masked(dy[ch], y[ch], relu);
+                        }
+                    }
+                    let mut got = vec![9.0; x.len()];
+                    window.store(wide, &x, &y, &dy, &mut got, relu);
+                    assert_eq!(bits(&got), bits(&want), "store, {c} channels, relu {relu}");
+                }
+            }
         }
     }
 
