@@ -169,7 +169,9 @@ impl Geom {
 /// `torch.nn.MaxPool2d(kernel_size, stride, padding, ceil_mode=...)`: `[N, C, H, W]` to
 /// `[N, C, H_out, W_out]`; padding acts as -inf. Backward routes each output gradient to the first
 /// maximum of its window in scan order (rows, then columns), as PyTorch does; NaN counts as a
-/// maximum, so it propagates.
+/// maximum, so it propagates. Like PyTorch's, a training forward records where each maximum lies
+/// and backward reads those positions instead of the input (for the seed model's first pool
+/// that halves the memory it reads: 0.74 to 0.38 ms a batch of 64).
 #[derive(Debug)]
 pub struct MaxPool2d {
     name: String,
@@ -177,17 +179,41 @@ pub struct MaxPool2d {
     g: Geom,
     /// `backward` masks `dx` by the ReLU whose output the input is ([`MaxPool2d::mask_relu_grad`]).
     relu_grad: bool,
+    /// Per output value of the last training forward, the position its gradient goes to: the
+    /// window's scan-order index of the maximum, or [`NONE`].
+    argmax: Vec<u16>,
+    /// How many output values `argmax` holds for (0 after an evaluation forward).
+    indexed: usize,
+    /// Scratch output for recomputing `argmax` in `backward` when no training forward left it.
+    scratch: Vec<f32>,
 }
+
+/// The `argmax` of an output value whose gradient goes nowhere: masked by the ReLU before.
+const NONE: u16 = u16::MAX;
 
 impl MaxPool2d {
     /// Builds the layer for per-sample input `input`.
     pub fn new(name: &str, config: &Pool2dConfig, input: Dims) -> Result<Self> {
         let g = Geom::new(name, "max_pool2d", config, input)?;
+        if g.kh * g.kw >= usize::from(NONE) {
+            return Err(Error::config(
+                name,
+                format!(
+                    "kernel_size {:?} has {} positions; max_pool2d takes at most {}",
+                    config.kernel_size,
+                    g.kh * g.kw,
+                    NONE - 1
+                ),
+            ));
+        }
         Ok(MaxPool2d {
             name: name.to_owned(),
             config: config.clone(),
             g,
             relu_grad: false,
+            argmax: Vec::new(),
+            indexed: 0,
+            scratch: Vec::new(),
         })
     }
 
@@ -220,12 +246,31 @@ impl Layer for MaxPool2d {
         self.g.output_dims()
     }
 
-    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+    /// A training forward also records where each maximum lies (PyTorch's saved indices), for
+    /// `backward`.
+    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()> {
         let (_, ny) = check_forward(self, x, y, batch)?;
-        max_forward(self.g, x, &mut y[..ny]);
+        self.indexed = 0;
+        if self.argmax.len() < ny {
+            self.argmax.resize(ny, NONE);
+        }
+        max_forward(
+            self.g,
+            x,
+            &mut y[..ny],
+            &mut self.argmax[..ny],
+            self.relu_grad,
+        );
+        if mode == Mode::Train {
+            self.indexed = ny;
+        }
         Ok(())
     }
 
+    /// Routes each output value's gradient to the position of its window's maximum that the
+    /// last training forward recorded (the first in scan order; the last NaN if there is one),
+    /// as PyTorch does with the indices its forward saves. Without such a forward for at least
+    /// `batch` samples, it finds the positions in `x` again first.
     fn backward(
         &mut self,
         x: &[f32],
@@ -234,9 +279,15 @@ impl Layer for MaxPool2d {
         dx: Option<&mut [f32]>,
         batch: usize,
     ) -> Result<()> {
-        let (nx, _) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
+        let (nx, ny) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
         let Some(dx) = dx else { return Ok(()) };
-        max_backward(self.g, x, y, dy, &mut dx[..nx], self.relu_grad);
+        if self.indexed < ny {
+            grow(&mut self.argmax, ny, NONE);
+            grow(&mut self.scratch, ny, 0.0);
+            let (scratch, argmax) = (&mut self.scratch[..ny], &mut self.argmax[..ny]);
+            max_forward(self.g, x, scratch, argmax, self.relu_grad);
+        }
+        max_backward(self.g, &self.argmax[..ny], dy, &mut dx[..nx]);
         Ok(())
     }
 
@@ -246,32 +297,42 @@ impl Layer for MaxPool2d {
     }
 }
 
-/// Max pooling of `x` into every output pixel of `y`, in parallel chunks.
-fn max_forward(g: Geom, x: &[f32], y: &mut [f32]) {
+/// Makes `buf` at least `len` long.
+fn grow<T: Copy>(buf: &mut Vec<T>, len: usize, fill: T) {
+    if buf.len() < len {
+        buf.resize(len, fill);
+    }
+}
+
+/// Max pooling of `x` into every output pixel of `y`, and where each maximum lies into `argmax`
+/// (`relu`: [`NONE`] where the maximum is not positive), in parallel chunks.
+fn max_forward(g: Geom, x: &[f32], y: &mut [f32], argmax: &mut [u16], relu: bool) {
     let wide = Wide::detect();
     y.par_chunks_mut(PIXELS_PER_TASK * g.c)
+        .zip(argmax.par_chunks_mut(PIXELS_PER_TASK * g.c))
         .enumerate()
-        .for_each(|(task, chunk)| {
-            for (i, out) in chunk.chunks_exact_mut(g.c).enumerate() {
+        .for_each(|(task, (chunk, argmax))| {
+            let pixels = chunk
+                .chunks_exact_mut(g.c)
+                .zip(argmax.chunks_exact_mut(g.c));
+            for (i, (out, argmax)) in pixels.enumerate() {
                 let p = task * PIXELS_PER_TASK + i;
                 let (n, pix) = (p / (g.oh * g.ow), p % (g.oh * g.ow));
                 let (rows, cols, _) = g.window(pix / g.ow, pix % g.ow);
                 let image = &x[n * g.ih * g.iw * g.c..(n + 1) * g.ih * g.iw * g.c];
-                Window::new(&g, rows, cols).max(wide, image, out);
+                Window::new(&g, rows, cols).max(wide, image, out, argmax, relu);
             }
         });
 }
 
-/// Max pooling's backward: routes `dy` into `dx`, one sample per task (`relu`: masked by the ReLU
-/// the input is the output of, see [`MaxPool2d::mask_relu_grad`]).
-fn max_backward(g: Geom, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32], relu: bool) {
+/// Max pooling's backward from the positions in `argmax`, one sample per task.
+fn max_backward(g: Geom, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
     let wide = Wide::detect();
     let (in_len, out_len) = (g.ih * g.iw * g.c, g.oh * g.ow * g.c);
+    let disjoint = g.windows_disjoint();
     dx.par_chunks_mut(in_len).enumerate().for_each(|(n, dx)| {
-        let x = &x[n * in_len..(n + 1) * in_len];
-        let y = &y[n * out_len..(n + 1) * out_len];
+        let argmax = &argmax[n * out_len..(n + 1) * out_len];
         let dy = &dy[n * out_len..(n + 1) * out_len];
-        let disjoint = g.windows_disjoint();
         // Disjoint windows write each `dx` element once, so only pixels no window covers need
         // the zero fill.
         if !(disjoint && g.windows_cover_input()) {
@@ -281,19 +342,12 @@ fn max_backward(g: Geom, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32], relu:
             for ox in 0..g.ow {
                 let (rows, cols, _) = g.window(oy, ox);
                 let at = (oy * g.ow + ox) * g.c;
-                let (y, dy) = (&y[at..at + g.c], &dy[at..at + g.c]);
-                // Not `any`: a fold without an early exit vectorises.
-                if disjoint && !y.iter().fold(false, |nan, m| nan | m.is_nan()) {
-                    Window::new(&g, rows, cols).store(wide, x, y, dy, dx, relu);
+                let (argmax, dy) = (&argmax[at..at + g.c], &dy[at..at + g.c]);
+                let window = Window::new(&g, rows, cols);
+                if disjoint {
+                    window.store(wide, argmax, dy, dx);
                 } else {
-                    if disjoint {
-                        // The rare NaN maximum: the general path adds into zeros.
-                        for iy in rows.clone() {
-                            let at = (iy * g.iw + cols.start) * g.c;
-                            dx[at..at + cols.len() * g.c].fill(0.0);
-                        }
-                    }
-                    route_max(&g, x, y, dy, rows, cols, dx, relu);
+                    window.add(argmax, dy, dx);
                 }
             }
         }
@@ -347,86 +401,106 @@ impl Window {
         assert!(end.unwrap_or(0) <= len, "pool window runs past its image");
     }
 
-    /// `out[ch]` = the maximum of channel `ch` over the window; NaN wins, as in PyTorch.
-    fn max(self, wide: Wide, x: &[f32], out: &mut [f32]) {
+    /// `out[ch]` = the maximum of channel `ch` over the window and `argmax[ch]` its position in
+    /// scan order: the first maximum, or the last NaN, which wins as in PyTorch (an all -inf or
+    /// empty window gives position 0). With `relu`, [`NONE`] where the maximum is not positive.
+    fn max(self, wide: Wide, x: &[f32], out: &mut [f32], argmax: &mut [u16], relu: bool) {
         self.check(x.len());
-        assert_eq!(out.len(), self.c, "one output pixel");
+        assert!(
+            out.len() == self.c && argmax.len() == self.c,
+            "one output pixel"
+        );
         #[cfg(target_arch = "x86_64")]
         if wide.0 {
-            // SAFETY: `check` bounds every read, `out` holds `c` values, and `wide` says the CPU
-            // has AVX-512F.
-            return unsafe { avx512::max(self, x.as_ptr(), out.as_mut_ptr()) };
-        }
-        let _ = wide;
-        out.fill(f32::NEG_INFINITY);
-        for at in self.offsets() {
-            for (m, &v) in out.iter_mut().zip(&x[at..at + self.c]) {
-                // A select, not a branch, so the channel loop vectorises.
-                *m = if v > *m || v.is_nan() { v } else { *m };
-            }
-        }
-    }
-
-    /// Stores the window's `dx` (the window overlaps no other): at the first position holding
-    /// the maximum `y` (none is NaN), `0.0 + dy` (`relu`: zero unless `y` is positive, see
-    /// [`masked`]); zeros elsewhere. The sum is what [`route_max`]'s add into zeros gives (it
-    /// turns -0.0 into 0.0), so both paths give the same bits.
-    fn store(self, wide: Wide, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32], relu: bool) {
-        self.check(x.len().min(dx.len()));
-        assert!(y.len() == self.c && dy.len() == self.c, "one output pixel");
-        #[cfg(target_arch = "x86_64")]
-        if wide.0 {
-            // SAFETY: `check` bounds every access to `x` and `dx`, `y` and `dy` hold `c` values,
-            // and `wide` says the CPU has AVX-512F.
+            // SAFETY: `check` bounds every read, `out` and `argmax` hold `c` values, and `wide`
+            // says the CPU has AVX-512F.
             return unsafe {
-                avx512::store_window(
+                avx512::max(
                     self,
                     x.as_ptr(),
-                    y.as_ptr(),
-                    dy.as_ptr(),
-                    dx.as_mut_ptr(),
+                    out.as_mut_ptr(),
+                    argmax.as_mut_ptr(),
                     relu,
                 )
             };
         }
         let _ = wide;
-        for c0 in (0..self.c).step_by(ROUTE_BLOCK) {
-            let width = ROUTE_BLOCK.min(self.c - c0);
-            let (y, dy) = (&y[c0..c0 + width], &dy[c0..c0 + width]);
-            // Per channel, all ones once its gradient has been stored.
-            let mut taken = [0u32; ROUTE_BLOCK];
-            for at in self.offsets() {
-                let at = at + c0;
-                let lanes = dx[at..at + width]
-                    .iter_mut()
-                    .zip(&x[at..at + width])
-                    .zip(y.iter().zip(dy).zip(&mut taken));
-                for ((d, &v), ((&m, &grad), t)) in lanes {
-                    let hit = v == m && *t == 0;
-                    *d = if hit {
-                        0.0 + masked(grad, m, relu)
-                    } else {
-                        0.0
-                    };
-                    *t |= u32::from(hit);
+        out.fill(f32::NEG_INFINITY);
+        argmax.fill(0);
+        for (p, at) in self.offsets().enumerate() {
+            let lanes = out.iter_mut().zip(argmax.iter_mut());
+            for ((m, i), &v) in lanes.zip(&x[at..at + self.c]) {
+                // Selects, not a branch, so the channel loop vectorises.
+                let take = v > *m || v.is_nan();
+                *m = if take { v } else { *m };
+                *i = if take { p as u16 } else { *i };
+            }
+        }
+        if relu {
+            for (i, &m) in argmax.iter_mut().zip(out.iter()) {
+                *i = if m > 0.0 { *i } else { NONE };
+            }
+        }
+    }
+
+    /// Stores the window's `dx` (the window overlaps no other): `0.0 + dy` at the position
+    /// `argmax` names, zeros elsewhere. The sum is what [`Window::add`] gives by adding into
+    /// zeros (it turns -0.0 into 0.0), so both give the same bits.
+    fn store(self, wide: Wide, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
+        self.check(dx.len());
+        assert!(
+            argmax.len() == self.c && dy.len() == self.c,
+            "one output pixel"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if wide.0 {
+            // SAFETY: `check` bounds every write to `dx`, `argmax` and `dy` hold `c` values, and
+            // `wide` says the CPU has AVX-512F.
+            return unsafe { avx512::store(self, argmax.as_ptr(), dy.as_ptr(), dx.as_mut_ptr()) };
+        }
+        let _ = wide;
+        for (p, at) in self.offsets().enumerate() {
+            let lanes = dx[at..at + self.c].iter_mut().zip(argmax.iter().zip(dy));
+            for (d, (&i, &grad)) in lanes {
+                *d = if usize::from(i) == p { 0.0 + grad } else { 0.0 };
+            }
+        }
+    }
+
+    /// Adds `dy` into `dx` at the positions `argmax` names: for windows that overlap, in the
+    /// order of the output pixels.
+    fn add(self, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
+        let width = self.cols.1 - self.cols.0;
+        for (ch, (&i, &grad)) in argmax.iter().zip(dy).enumerate() {
+            if i != NONE && width > 0 {
+                let (iy, ix) = (
+                    self.rows.0 + usize::from(i) / width,
+                    self.cols.0 + usize::from(i) % width,
+                );
+                if iy < self.rows.1 {
+                    dx[iy * self.row + ix * self.c + ch] += grad;
                 }
             }
         }
     }
 }
 
-/// The [`Window`] kernels with AVX-512, 16 channels to a register. Positions go in scan order
-/// with every channel of a position before the next, the order the portable loops take, which
-/// keeps the reads sequential: taking 16 channels over the whole window at a time instead (a
-/// register per block) doubled the time on the seed model's first pool. The last block is masked
-/// (masked loads are slow here, so whole blocks use plain ones).
+/// The [`Window`] kernels with AVX-512, 16 channels to a register, up to [`GROUP`] channels at a
+/// time held in registers. Positions go in scan order, every channel of a position before the
+/// next (the order the portable loops take), which keeps the reads sequential: taking 16
+/// channels over the whole window at a time instead doubled the time of the seed model's first
+/// pool. Masked loads and stores are slow here, so only a last, partial block uses them.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::Window;
+    use super::{NONE, Window};
 
-    /// 16-channel blocks: `(offset, mask)`, the last masked to the channels left.
+    /// Channels one pass over a window's positions handles: four registers.
+    const GROUP: usize = 64;
+
+    /// The 16-channel blocks of `c <= GROUP` channels: `(offset, mask)`, the last masked to the
+    /// channels left.
     fn blocks(c: usize) -> impl Iterator<Item = (usize, __mmask16)> {
         (0..c).step_by(16).map(move |c0| {
             let width = (c - c0).min(16);
@@ -451,7 +525,7 @@ mod avx512 {
     /// Stores the lanes of `v` that `k` selects to `p`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn store(p: *mut f32, k: __mmask16, v: __m512) {
+    unsafe fn store_ps(p: *mut f32, k: __mmask16, v: __m512) {
         // SAFETY: the caller bounds the lanes `k` selects; masked-off lanes are not written.
         unsafe {
             if k == 0xffff {
@@ -462,21 +536,45 @@ mod avx512 {
         }
     }
 
-    /// See [`Window::max`]; `x` and `out` must cover every offset it reads or writes.
+    /// See [`Window::max`]; the pointers must cover every offset it reads or writes.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn max(w: Window, x: *const f32, out: *mut f32) {
-        let low = _mm512_set1_ps(f32::NEG_INFINITY);
-        // SAFETY (all blocks): the caller bounds every position's `c` channels and `out`'s.
-        for (c0, k) in blocks(w.c) {
-            unsafe { store(out.add(c0), k, low) };
-        }
-        for at in w.offsets() {
-            for (c0, k) in blocks(w.c) {
-                unsafe {
-                    let (v, m) = (load(x.add(at + c0), k), load(out.add(c0), k));
-                    let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, m)
+    pub(super) unsafe fn max(
+        w: Window,
+        x: *const f32,
+        out: *mut f32,
+        argmax: *mut u16,
+        relu: bool,
+    ) {
+        let (zero, none) = (_mm512_setzero_ps(), _mm512_set1_epi32(i32::from(NONE)));
+        for g0 in (0..w.c).step_by(GROUP) {
+            let c = (w.c - g0).min(GROUP);
+            let mut m = [_mm512_set1_ps(f32::NEG_INFINITY); GROUP / 16];
+            let mut at_max = [_mm512_setzero_si512(); GROUP / 16];
+            for (p, at) in w.offsets().enumerate() {
+                let pv = _mm512_set1_epi32(p as i32);
+                for (b, (c0, k)) in blocks(c).enumerate() {
+                    // SAFETY: the caller bounds every position's channels.
+                    let v = unsafe { load(x.add(at + g0 + c0), k) };
+                    let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, m[b])
                         | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-                    store(out.add(c0), k, _mm512_mask_mov_ps(m, take, v));
+                    m[b] = _mm512_mask_mov_ps(m[b], take, v);
+                    at_max[b] = _mm512_mask_mov_epi32(at_max[b], take, pv);
+                }
+            }
+            for (b, (c0, k)) in blocks(c).enumerate() {
+                let i = if relu {
+                    _mm512_mask_mov_epi32(
+                        none,
+                        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m[b], zero),
+                        at_max[b],
+                    )
+                } else {
+                    at_max[b]
+                };
+                // SAFETY: `out` and `argmax` hold `c` values; masked-off lanes are not written.
+                unsafe {
+                    store_ps(out.add(g0 + c0), k, m[b]);
+                    _mm512_mask_cvtepi32_storeu_epi16(argmax.add(g0 + c0).cast(), k, i);
                 }
             }
         }
@@ -484,102 +582,32 @@ mod avx512 {
 
     /// See [`Window::store`]; the pointers must cover every offset it reads or writes.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn store_window(
-        w: Window,
-        x: *const f32,
-        y: *const f32,
-        dy: *const f32,
-        dx: *mut f32,
-        relu: bool,
-    ) {
+    pub(super) unsafe fn store(w: Window, argmax: *const u16, dy: *const f32, dx: *mut f32) {
         let zero = _mm512_setzero_ps();
-        // Per 16-channel block, the channels whose gradient has been stored.
-        let mut taken = [0 as __mmask16; super::ROUTE_BLOCK / 16];
-        let blocks_at_once = super::ROUTE_BLOCK;
-        for b0 in (0..w.c).step_by(blocks_at_once) {
-            let c = (w.c - b0).min(blocks_at_once);
-            taken.fill(0);
-            for at in w.offsets() {
-                for ((c0, k), taken) in blocks(c).zip(&mut taken) {
-                    let c0 = b0 + c0;
-                    // SAFETY: the caller bounds every position's channels, and `y`'s and `dy`'s.
-                    unsafe {
-                        let m = load(y.add(c0), k);
-                        let mut d = load(dy.add(c0), k);
-                        if relu {
-                            d = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, zero), d);
-                        }
-                        let grad = _mm512_add_ps(zero, d);
-                        let v = load(x.add(at + c0), k);
-                        let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, m) & !*taken;
-                        store(dx.add(at + c0), k, _mm512_maskz_mov_ps(hit, grad));
-                        *taken |= hit;
-                    }
+        for g0 in (0..w.c).step_by(GROUP) {
+            let c = (w.c - g0).min(GROUP);
+            let mut grad = [zero; GROUP / 16];
+            let mut at_max = [_mm512_setzero_si512(); GROUP / 16];
+            for (b, (c0, k)) in blocks(c).enumerate() {
+                let mut lanes = [NONE; 16];
+                // SAFETY: `argmax` and `dy` hold `c` values; the copy takes the block's lanes.
+                unsafe {
+                    let width = (c - c0).min(16);
+                    std::ptr::copy_nonoverlapping(argmax.add(g0 + c0), lanes.as_mut_ptr(), width);
+                    grad[b] = _mm512_add_ps(zero, load(dy.add(g0 + c0), k));
+                    at_max[b] = _mm512_cvtepu16_epi32(_mm256_loadu_si256(lanes.as_ptr().cast()));
+                }
+            }
+            for (p, at) in w.offsets().enumerate() {
+                let pv = _mm512_set1_epi32(p as i32);
+                for (b, (c0, k)) in blocks(c).enumerate() {
+                    let hit = _mm512_cmpeq_epi32_mask(at_max[b], pv);
+                    // SAFETY: the caller bounds every position's channels.
+                    unsafe { store_ps(dx.add(at + g0 + c0), k, _mm512_maskz_mov_ps(hit, grad[b])) };
                 }
             }
         }
     }
-}
-
-/// Channels whose argmax [`route_max`] tracks at once (a stack array, so nothing is allocated).
-const ROUTE_BLOCK: usize = 64;
-
-/// Adds one output pixel's `dy` (all channels) to `dx` at the window position PyTorch's max pool
-/// picks: the first maximum in scan order, which is the first position holding the forward
-/// output `y` (so an all -inf window routes to its first pixel, as PyTorch's does). Scanning
-/// backwards and keeping the last match finds it without branches, so the channel loop
-/// vectorises. A NaN output came from the window's last NaN instead. With `relu`, a channel whose
-/// maximum is not positive adds zero (see [`MaxPool2d::mask_relu_grad`]).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn route_max(
-    g: &Geom,
-    x: &[f32],
-    y: &[f32],
-    dy: &[f32],
-    rows: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
-    dx: &mut [f32],
-    relu: bool,
-) {
-    if rows.is_empty() || cols.is_empty() {
-        return;
-    }
-    for c0 in (0..g.c).step_by(ROUTE_BLOCK) {
-        let width = ROUTE_BLOCK.min(g.c - c0);
-        let (y, dy) = (&y[c0..c0 + width], &dy[c0..c0 + width]);
-        let mut best = [0usize; ROUTE_BLOCK];
-        for iy in rows.clone().rev() {
-            for ix in cols.clone().rev() {
-                let at = (iy * g.iw + ix) * g.c + c0;
-                for ((b, &v), &m) in best.iter_mut().zip(&x[at..at + width]).zip(y) {
-                    *b = if v == m { at } else { *b };
-                }
-            }
-        }
-        for (j, (&m, &d)) in y.iter().zip(dy).enumerate() {
-            let mut from = best[j] + j;
-            if m.is_nan() {
-                for iy in rows.clone() {
-                    for ix in cols.clone() {
-                        let at = (iy * g.iw + ix) * g.c + c0 + j;
-                        if x[at].is_nan() {
-                            from = at;
-                        }
-                    }
-                }
-            }
-            dx[from] += masked(d, m, relu);
-        }
-    }
-}
-
-/// The gradient `d` routed to a window's maximum `m`, masked by the ReLU that produced the
-/// input when `relu` is set: zero unless `m` is positive (a ReLU's backward passes `d` only where
-/// its output is positive, and the position routed to holds `m`).
-#[inline(always)]
-fn masked(d: f32, m: f32, relu: bool) -> f32 {
-    if !relu || m > 0.0 { d } else { 0.0 }
 }
 
 /// `torch.nn.AvgPool2d(kernel_size, stride, padding, ceil_mode=..., count_include_pad=True)`:
@@ -717,74 +745,108 @@ mod tests {
         dx
     }
 
-    /// The disjoint-window fast path against the general one (zero fill, then add), on ties,
-    /// NaN, -0.0 gradients, more channels than one route block and an uncovered last row and
-    /// column.
-    #[test]
-    fn disjoint_windows_store_the_same_bits_as_the_general_path() {
-        for (size, ceil_mode) in [(4, false), (5, false), (5, true)] {
-            let g_c = ROUTE_BLOCK + 6;
-            let config = Pool2dConfig {
-                kernel_size: [2, 2],
-                stride: [2, 2],
-                padding: [0, 0],
-                ceil_mode,
-            };
-            let dims = Dims::Image {
-                channels: g_c,
-                height: size,
-                width: size,
-            };
-            let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
-            let g = pool.g;
-            let batch = 2;
-            // Few distinct values, so windows tie often; a NaN in a couple of channels.
-            let mut x: Vec<f32> = (0..batch * size * size * g_c)
-                .map(|i| ((i * 7919) % 5) as f32)
-                .collect();
-            x[3] = f32::NAN;
-            x[g_c * size + 3] = f32::NAN;
-            let mut y = vec![0.0; batch * g.oh * g.ow * g_c];
-            pool.forward(&x, &mut y, batch, Mode::Train).unwrap();
-            let dy: Vec<f32> = (0..y.len())
-                .map(|i| {
-                    if i % 3 == 0 {
-                        -0.0
-                    } else {
-                        i as f32 * 0.5 - 7.0
+    /// The definition of max pooling's backward, written out per output value: `dy` added into
+    /// zeros at the window's first maximum, or its last NaN, masked by a ReLU before when `relu`.
+    fn reference_backward(g: &Geom, x: &[f32], dy: &[f32], batch: usize, relu: bool) -> Vec<f32> {
+        let (in_len, out_len) = (g.ih * g.iw * g.c, g.oh * g.ow * g.c);
+        let mut dx = vec![0.0; x.len()];
+        for n in 0..batch {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let (rows, cols, _) = g.window(oy, ox);
+                    for ch in 0..g.c {
+                        let mut best: Option<(usize, f32)> = None;
+                        for iy in rows.clone() {
+                            for ix in cols.clone() {
+                                let at = n * in_len + (iy * g.iw + ix) * g.c + ch;
+                                let v = x[at];
+                                let take = match best {
+                                    None => true,
+                                    Some((_, m)) => v > m || v.is_nan(),
+                                };
+                                if take {
+                                    best = Some((at, v));
+                                }
+                            }
+                        }
+                        if let Some((at, m)) = best {
+                            if !relu || m > 0.0 {
+                                dx[at] += dy[n * out_len + (oy * g.ow + ox) * g.c + ch];
+                            }
+                        }
                     }
-                })
-                .collect();
-            let mut dx = vec![9.0; x.len()];
-            pool.backward(&x, &y, &dy, Some(&mut dx), batch).unwrap();
+                }
+            }
+        }
+        dx
+    }
 
-            let (in_len, out_len) = (size * size * g_c, g.oh * g.ow * g_c);
-            let mut want = vec![0.0; x.len()];
-            for n in 0..batch {
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let (rows, cols, _) = g.window(oy, ox);
-                        let at = n * out_len + (oy * g.ow + ox) * g_c;
-                        route_max(
-                            &g,
-                            &x[n * in_len..(n + 1) * in_len],
-                            &y[at..at + g_c],
-                            &dy[at..at + g_c],
-                            rows,
-                            cols,
-                            &mut want[n * in_len..(n + 1) * in_len],
-                            false,
+    /// Backward, disjoint and overlapping windows, after a training forward, after an evaluation
+    /// forward (positions found again) and masked by a ReLU, against the definition, on ties, NaN,
+    /// -inf, -0.0 gradients, ragged channel counts and uncovered last rows and columns.
+    #[test]
+    fn backward_routes_as_the_definition_says() {
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let cases = [
+            (4, 2, 2, 0, false),
+            (5, 2, 2, 0, false),
+            (5, 2, 2, 0, true),
+            (6, 3, 2, 1, false),
+            (7, 3, 1, 1, true),
+        ];
+        for (size, k, stride, pad, ceil_mode) in cases {
+            for c in [1, 17, 32, 70] {
+                let config = Pool2dConfig {
+                    kernel_size: [k, k],
+                    stride: [stride, stride],
+                    padding: [pad, pad],
+                    ceil_mode,
+                };
+                let dims = Dims::Image {
+                    channels: c,
+                    height: size,
+                    width: size,
+                };
+                let batch = 2;
+                // Few distinct values, so windows tie often; NaN and -inf here and there.
+                let special = [f32::NAN, f32::NEG_INFINITY, -1.0, 0.0, 2.0, 3.0, 0.0, 2.0];
+                let x: Vec<f32> = (0..batch * size * size * c)
+                    .map(|i| special[(i * 7919 + c) % 11 % special.len()])
+                    .collect();
+                for relu in [false, true] {
+                    for mode in [Mode::Train, Mode::Eval] {
+                        let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
+                        if relu {
+                            pool.mask_relu_grad();
+                        }
+                        let g = pool.g;
+                        let mut y = vec![0.0; batch * g.oh * g.ow * c];
+                        pool.forward(&x, &mut y, batch, mode).unwrap();
+                        let dy: Vec<f32> = (0..y.len())
+                            .map(|i| {
+                                if i % 3 == 0 {
+                                    -0.0
+                                } else {
+                                    i as f32 * 0.5 - 7.0
+                                }
+                            })
+                            .collect();
+                        let mut dx = vec![9.0; x.len()];
+                        pool.backward(&x, &y, &dy, Some(&mut dx), batch).unwrap();
+                        let want = reference_backward(&g, &x, &dy, batch, relu);
+                        assert_eq!(
+                            bits(&dx),
+                            bits(&want),
+                            "size {size}, kernel {k}, stride {stride}, {c} channels, relu {relu}, {mode:?}"
                         );
                     }
                 }
             }
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&dx), bits(&want), "size {size}, ceil_mode {ceil_mode}");
         }
     }
 
     /// The window kernels (AVX-512 where the CPU has it, and the portable loops) against the
-    /// definition written out per channel: ragged channel counts, NaN, infinities, -0.0 and ties.
+    /// definition written out per channel: ragged channel counts, NaN, infinities, -0.0, ties.
     #[test]
     fn window_kernels_match_their_definition() {
         let special = [
@@ -797,7 +859,7 @@ mod tests {
             2.0,
         ];
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        let wides: Vec<Wide> = [Wide(false), Wide::detect()].into_iter().collect();
+        let wides = [Wide(false), Wide::detect()];
         for c in [1, 5, 16, 17, 32, 70] {
             let (iw, ih) = (4, 3);
             let g = Geom {
@@ -814,47 +876,69 @@ mod tests {
                 pw: 0,
             };
             let x: Vec<f32> = (0..ih * iw * c)
-                .map(|i| special[(i * 7919 + c) % special.len()])
+                .map(|i| special[(i * 7919 + c) % 13 % special.len()])
                 .collect();
             let (rows, cols) = (0..3, 1..4);
             let window = Window::new(&g, rows.clone(), cols.clone());
             let positions: Vec<usize> = rows
                 .flat_map(|iy| cols.clone().map(move |ix| (iy * iw + ix) * c))
                 .collect();
-            let mut want_max = vec![f32::NEG_INFINITY; c];
-            for &at in &positions {
-                for (m, &v) in want_max.iter_mut().zip(&x[at..]) {
-                    if v > *m || v.is_nan() {
-                        *m = v;
+            let (mut want_max, mut want_at) = (vec![f32::NEG_INFINITY; c], vec![0u16; c]);
+            for (p, &at) in positions.iter().enumerate() {
+                for ch in 0..c {
+                    let v = x[at + ch];
+                    if v > want_max[ch] || v.is_nan() {
+                        (want_max[ch], want_at[ch]) = (v, p as u16);
                     }
                 }
             }
             let dy: Vec<f32> = (0..c).map(|i| [-0.0, 1.5, -2.0][i % 3]).collect();
-            for &wide in &wides {
-                let mut got = vec![7.0; c];
-                window.max(wide, &x, &mut got);
-                assert_eq!(bits(&got), bits(&want_max), "max, {c} channels");
-                // `store` takes windows without NaN maxima (NaN goes to `route_max`).
-                let y: Vec<f32> = want_max
-                    .iter()
-                    .map(|&m| if m.is_nan() { 1.0 } else { m })
-                    .collect();
+            for wide in wides {
                 for relu in [false, true] {
+                    let (mut got, mut got_at) = (vec![7.0; c], vec![7u16; c]);
+                    window.max(wide, &x, &mut got, &mut got_at, relu);
+                    assert_eq!(bits(&got), bits(&want_max), "max, {c} channels");
+                    let want_at: Vec<u16> = want_at
+                        .iter()
+                        .zip(&want_max)
+                        .map(|(&i, &m)| if relu && !(m > 0.0) { NONE } else { i })
+                        .collect();
+                    assert_eq!(got_at, want_at, "argmax, {c} channels, relu {relu}");
+
                     let mut want = vec![9.0; x.len()];
                     for &at in &positions {
                         want[at..at + c].fill(0.0);
                     }
                     for ch in 0..c {
-                        if let Some(&at) = positions.iter().find(|&&at| x[at + ch] == y[ch]) {
-                            want[at + ch] = 0.0 + masked(dy[ch], y[ch], relu);
+                        if want_at[ch] != NONE {
+                            want[positions[usize::from(want_at[ch])] + ch] = 0.0 + dy[ch];
                         }
                     }
                     let mut got = vec![9.0; x.len()];
-                    window.store(wide, &x, &y, &dy, &mut got, relu);
+                    window.store(wide, &got_at, &dy, &mut got);
                     assert_eq!(bits(&got), bits(&want), "store, {c} channels, relu {relu}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn max_pool_windows_too_large_for_an_index_are_refused() {
+        let config = Pool2dConfig {
+            kernel_size: [256, 256],
+            stride: [1, 1],
+            padding: [0, 0],
+            ceil_mode: false,
+        };
+        let dims = Dims::Image {
+            channels: 1,
+            height: 256,
+            width: 256,
+        };
+        let err = MaxPool2d::new("pool", &config, dims)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("65536 positions"), "{err}");
     }
 
     #[test]
