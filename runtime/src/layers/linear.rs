@@ -114,16 +114,26 @@ impl Linear {
     fn pack(&mut self, back: bool) -> Result<()> {
         let (fin, fout) = (self.config.in_features, self.config.out_features);
         check_param(&self.name, "weight", &self.weight, &[fout, fin])?;
-        // `iter` walks the logical `[out, in]` order whatever the memory layout.
-        let mut values = self.weight.value.iter();
-        let changed = self.stale.take(back);
-        for o in (0..fout).take_while(|_| changed) {
-            for i in 0..fin {
-                let v = values.next().copied().unwrap_or(0.0);
-                if back {
-                    self.packed_back[((i / NR) * fout + o) * NR + i % NR] = v;
-                } else {
-                    self.packed[((o / NR) * fin + i) * NR + o % NR] = v;
+        if self.stale.take(back) {
+            // The logical `[out, in]` order as one slice (borrowed unless the layout differs).
+            let weight = self.weight.value.as_standard_layout();
+            let w = weight
+                .as_slice()
+                .expect("a standard-layout array is contiguous");
+            // Written in the panels' order, reading the weights out of order (see `Conv2d`).
+            let (width, rows, packed) = if back {
+                (fin, fout, &mut self.packed_back)
+            } else {
+                (fout, fin, &mut self.packed)
+            };
+            // Panel `j` of `width` (the output's columns), row `r` of `rows` (the reduction).
+            for (j, panel) in packed.chunks_exact_mut(rows * NR).enumerate() {
+                for (r, row) in panel.chunks_exact_mut(NR).enumerate() {
+                    for (l, dst) in row.iter_mut().enumerate() {
+                        let col = j * NR + l;
+                        let (o, i) = if back { (r, col) } else { (col, r) };
+                        *dst = if col < width { w[o * fin + i] } else { 0.0 };
+                    }
                 }
             }
         }
