@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::gemm::{Grid, MR, NR, Seg, Start, Tile, panels, rows_panel, sum_outer};
 use crate::init::{fan_in_bound, fill_uniform};
 use crate::param::{Entry, Param};
+use crate::simd::multiversion;
 use crate::tensor::{Dims, MAX_LANES, Mode, Tiling};
 
 /// Most output pixels per parallel task in the forward and input-gradient passes (in whole tiles;
@@ -321,11 +322,26 @@ fn store(tile: &Tile, out: &mut [f32], rows: usize, cols: usize, stride: usize) 
     }
 }
 
-/// [`store`] through a ReLU: `max(v, 0)` as [`crate::layers::Relu`] computes it (NaN stays NaN).
-fn store_relu(tile: &Tile, out: &mut [f32], rows: usize, cols: usize, stride: usize) {
-    for (row, dst) in tile.iter().zip(out.chunks_mut(stride)).take(rows) {
-        for (d, &v) in dst[..cols].iter_mut().zip(&row[..cols]) {
-            *d = if v < 0.0 { 0.0 } else { v };
+multiversion! {
+    /// Adds every pixel of `pixels` (`stride` values apart, channels first) into `sums`, one
+    /// chain per channel in pixel order: the bias gradient.
+    fn add_pixels(sums: &mut [f32], pixels: &[f32], stride: usize) {
+        for px in pixels.chunks_exact(stride) {
+            for (s, &d) in sums.iter_mut().zip(px) {
+                *s += d;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`store`] through a ReLU: `max(v, 0)` as [`crate::layers::Relu`] computes it (NaN stays
+    /// NaN).
+    fn store_relu(tile: &Tile, out: &mut [f32], rows: usize, cols: usize, stride: usize) {
+        for (row, dst) in tile.iter().zip(out.chunks_mut(stride)).take(rows) {
+            for (d, &v) in dst[..cols].iter_mut().zip(&row[..cols]) {
+                *d = if v < 0.0 { 0.0 } else { v };
+            }
         }
     }
 }
@@ -423,6 +439,8 @@ pub struct Conv2d {
     /// The zero-padded input, `[N][H + 2 ph][W + 2 pw][cin]` plus `MR` floats the weight-gradient
     /// kernel may read past the last pixel.
     xp: Vec<f32>,
+    /// Images of the last forward's input that `xp` holds, for `backward`.
+    padded: usize,
     /// The padded `dy` (see [`Geom::padded_dy`]).
     dyp: Vec<f32>,
     /// Per-lane gather rows for the strided input gradient.
@@ -521,6 +539,7 @@ impl Conv2d {
             relu_masked: false,
             stale: Stale::default(),
             xp: Vec::new(),
+            padded: 0,
             dyp: Vec::new(),
             gathered: vec![0.0; gathered],
             wgrad_blocks: WgradBlock::cover(&g),
@@ -719,11 +738,11 @@ impl Conv2d {
                         for n in images {
                             for y in 0..g.oh {
                                 let line = n * image + first + y * b_row;
-                                for px in src[line..line + g.ow * b_col].chunks_exact(b_col) {
-                                    for (b, &d) in b.iter_mut().zip(&px[..g.cout]) {
-                                        *b += d;
-                                    }
-                                }
+                                add_pixels(
+                                    &mut b[..g.cout],
+                                    &src[line..line + g.ow * b_col],
+                                    b_col,
+                                );
                             }
                         }
                     }
@@ -851,8 +870,10 @@ impl Layer for Conv2d {
         }
     }
 
+    /// Leaves its padded input for `backward`.
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
         let (_, ny) = check_forward(self, x, y, batch)?;
+        self.padded = 0;
         if batch == 0 {
             return Ok(());
         }
@@ -861,6 +882,7 @@ impl Layer for Conv2d {
         let (hp, wp) = g.padded_in();
         grow(&mut self.xp, batch * hp * wp * g.cin + MR);
         g.pad_input(x, &mut self.xp, batch);
+        self.padded = batch;
         let (k, n) = (g.k(), g.cout);
         let (xp, packed, bias_row, runs, relu) = (
             &self.xp[..],
@@ -916,9 +938,12 @@ impl Layer for Conv2d {
         check_backward(self, x, y, dy, dx.as_deref(), batch)?;
         self.pack(true)?;
         let g = self.g;
-        let (hp, wp) = g.padded_in();
-        grow(&mut self.xp, batch * hp * wp * g.cin + MR);
-        g.pad_input(x, &mut self.xp, batch);
+        // The last forward's padded input, unless it had fewer images.
+        if self.padded < batch {
+            let (hp, wp) = g.padded_in();
+            grow(&mut self.xp, batch * hp * wp * g.cin + MR);
+            g.pad_input(x, &mut self.xp, batch);
+        }
         // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
         // input gradient) unless the weight gradient can read it as it is.
         let mask = self.relu && !self.relu_masked;

@@ -79,7 +79,10 @@ pub trait Layer: Send + fmt::Debug {
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()>;
 
     /// From `dy` (gradient of the loss with respect to `y`), writes `dx` (when asked for) and
-    /// every parameter's `grad`.
+    /// every parameter's `grad`. `x` and `y` are those of the layer's last forward, whose work a
+    /// layer may reuse, as PyTorch's saved tensors: [`Dropout`] its mask (of the last training
+    /// forward), [`MaxPool2d`] where each maximum lies, [`Conv2d`] its padded input. The last two
+    /// compute it again when that forward had fewer than `batch` samples.
     fn backward(
         &mut self,
         x: &[f32],

@@ -169,8 +169,8 @@ impl Geom {
 /// `torch.nn.MaxPool2d(kernel_size, stride, padding, ceil_mode=...)`: `[N, C, H, W]` to
 /// `[N, C, H_out, W_out]`; padding acts as -inf. Backward routes each output gradient to the first
 /// maximum of its window in scan order (rows, then columns), as PyTorch does; NaN counts as a
-/// maximum, so it propagates. Like PyTorch's, a training forward records where each maximum lies
-/// and backward reads those positions instead of the input (for the seed model's first pool
+/// maximum, so it propagates. Like PyTorch's, forward records where each maximum lies and
+/// backward reads those positions instead of the input (for the seed model's first pool
 /// that halves the memory it reads: 0.74 to 0.38 ms a batch of 64).
 #[derive(Debug)]
 pub struct MaxPool2d {
@@ -179,12 +179,12 @@ pub struct MaxPool2d {
     g: Geom,
     /// `backward` masks `dx` by the ReLU whose output the input is ([`MaxPool2d::mask_relu_grad`]).
     relu_grad: bool,
-    /// Per output value of the last training forward, the position its gradient goes to: the
-    /// window's scan-order index of the maximum, or [`NONE`].
+    /// Per output value of the last forward, the position its gradient goes to: the window's
+    /// scan-order index of the maximum, or [`NONE`].
     argmax: Vec<u16>,
-    /// How many output values `argmax` holds for (0 after an evaluation forward).
+    /// How many output values `argmax` holds.
     indexed: usize,
-    /// Scratch output for recomputing `argmax` in `backward` when no training forward left it.
+    /// Scratch output for recomputing `argmax` in `backward` when no forward left it.
     scratch: Vec<f32>,
 }
 
@@ -246,31 +246,20 @@ impl Layer for MaxPool2d {
         self.g.output_dims()
     }
 
-    /// A training forward also records where each maximum lies (PyTorch's saved indices), for
-    /// `backward`.
-    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()> {
+    /// Also records where each maximum lies (PyTorch's saved indices), for `backward`.
+    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
         let (_, ny) = check_forward(self, x, y, batch)?;
-        self.indexed = 0;
-        if self.argmax.len() < ny {
-            self.argmax.resize(ny, NONE);
-        }
-        max_forward(
-            self.g,
-            x,
-            &mut y[..ny],
-            &mut self.argmax[..ny],
-            self.relu_grad,
-        );
-        if mode == Mode::Train {
-            self.indexed = ny;
-        }
+        grow(&mut self.argmax, ny, NONE);
+        let argmax = &mut self.argmax[..ny];
+        max_forward(self.g, x, &mut y[..ny], argmax, self.relu_grad);
+        self.indexed = ny;
         Ok(())
     }
 
     /// Routes each output value's gradient to the position of its window's maximum that the
-    /// last training forward recorded (the first in scan order; the last NaN if there is one),
-    /// as PyTorch does with the indices its forward saves. Without such a forward for at least
-    /// `batch` samples, it finds the positions in `x` again first.
+    /// last forward recorded (the first in scan order; the last NaN if there is one), as PyTorch
+    /// does with the indices its forward saves. If that forward had fewer than `batch` samples,
+    /// it finds the positions in `x` again first.
     fn backward(
         &mut self,
         x: &[f32],

@@ -1,0 +1,109 @@
+//! What a forward leaves for `backward` (PyTorch's saved tensors: [`Conv2d`]'s padded input,
+//! [`MaxPool2d`]'s positions of the maxima) serves a backward of at most that forward's batch;
+//! after a smaller forward on other data, or none, backward computes it again. Either way it
+//! gives what a fresh layer gives after a training forward, bit for bit.
+
+mod common;
+
+use cnnc_runtime::config::{Conv2dConfig, Pool2dConfig};
+use cnnc_runtime::init::init_rng;
+use cnnc_runtime::layers::{Conv2d, MaxPool2d};
+use cnnc_runtime::{Dims, Entry, Layer, Mode};
+use common::Rand;
+
+/// `dx` and every parameter gradient of one backward, as bit patterns.
+fn backward(layer: &mut dyn Layer, x: &[f32], y: &[f32], dy: &[f32], batch: usize) -> Vec<u32> {
+    let mut dx = vec![0.0; x.len()];
+    layer.backward(x, y, dy, Some(&mut dx), batch).unwrap();
+    let mut out: Vec<u32> = dx.iter().map(|v| v.to_bits()).collect();
+    layer.visit(&mut |e| {
+        if let Entry::Param { param, .. } = e {
+            out.extend(param.grad.iter().map(|v| v.to_bits()));
+        }
+    });
+    out
+}
+
+/// Runs `history` (forwards on other data), then a forward on `x` in `mode` (none if `None`) and
+/// a backward, and compares with a fresh layer's training forward and backward on `x`.
+fn check(
+    build: &dyn Fn() -> Box<dyn Layer>,
+    history: &[(Vec<f32>, usize, Mode)],
+    mode: Option<Mode>,
+) {
+    let mut rng = Rand(7);
+    let (nin, nout) = {
+        let l = build();
+        (l.input_dims().len(), l.output_dims().len())
+    };
+    let batch = 3;
+    let x = rng.vec(batch * nin);
+    let dy = rng.vec(batch * nout);
+
+    let mut fresh = build();
+    let mut y = vec![0.0; batch * nout];
+    fresh.forward(&x, &mut y, batch, Mode::Train).unwrap();
+    let want = backward(fresh.as_mut(), &x, &y, &dy, batch);
+
+    let mut used = build();
+    for (other, n, m) in history {
+        let mut out = vec![0.0; n * nout];
+        used.forward(other, &mut out, *n, *m).unwrap();
+    }
+    if let Some(mode) = mode {
+        let mut y2 = vec![0.0; batch * nout];
+        used.forward(&x, &mut y2, batch, mode).unwrap();
+        assert_eq!(y, y2);
+    }
+    assert_eq!(
+        backward(used.as_mut(), &x, &y, &dy, batch),
+        want,
+        "{mode:?}"
+    );
+}
+
+#[test]
+fn backward_after_other_forwards_gives_a_fresh_layers_gradients() {
+    let conv = || -> Box<dyn Layer> {
+        let config = Conv2dConfig {
+            in_channels: 3,
+            out_channels: 5,
+            kernel_size: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            bias: true,
+        };
+        Box::new(Conv2d::new("conv", &config, [6, 6], &mut init_rng(1)).unwrap())
+    };
+    let pool = || -> Box<dyn Layer> {
+        let config = Pool2dConfig {
+            kernel_size: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            ceil_mode: false,
+        };
+        let dims = Dims::Image {
+            channels: 5,
+            height: 6,
+            width: 6,
+        };
+        Box::new(MaxPool2d::new("pool", &config, dims).unwrap())
+    };
+    for build in [&conv as &dyn Fn() -> Box<dyn Layer>, &pool] {
+        let nin = build().input_dims().len();
+        let mut rng = Rand(11);
+        let other = |n: usize, rng: &mut Rand| rng.vec(n * nin);
+        // Straight after a forward on `x`: what it saved.
+        check(build, &[], Some(Mode::Train));
+        check(build, &[], Some(Mode::Eval));
+        check(
+            build,
+            &[(other(5, &mut rng), 5, Mode::Train)],
+            Some(Mode::Eval),
+        );
+        // No forward yet, or the last one smaller and on other data: computed again from `x`.
+        check(build, &[], None);
+        check(build, &[(other(2, &mut rng), 2, Mode::Train)], None);
+    }
+}
