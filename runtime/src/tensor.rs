@@ -95,11 +95,16 @@ pub(crate) fn check_len(
 pub fn nchw_to_internal(x: ArrayView4<f32>, out: &mut [f32]) {
     let (n, c, h, w) = x.dim();
     for (sample, dst) in x.outer_iter().zip(out.chunks_exact_mut(c * h * w)).take(n) {
-        for ((y, xx, ch), &v) in sample
-            .indexed_iter()
-            .map(|((ch, y, xx), v)| ((y, xx, ch), v))
-        {
-            dst[(y * w + xx) * c + ch] = v;
+        // One channel plane at a time from a slice (borrowed unless the layout differs): the
+        // n-dimensional indexed iterator cost ~0.1 ms for a batch of 64 CIFAR images.
+        let sample = sample.as_standard_layout();
+        let planes = sample
+            .as_slice()
+            .expect("a standard-layout array is contiguous");
+        for (ch, plane) in planes.chunks_exact(h * w).enumerate() {
+            for (px, &v) in dst[ch..].iter_mut().step_by(c).zip(plane) {
+                *px = v;
+            }
         }
     }
 }
@@ -199,6 +204,15 @@ mod tests {
             width: 5,
         };
         assert_eq!(internal_to_nchw(&buf, dims, 2), x);
+        // The same values in another memory layout (an NHWC array seen as NCHW) copy the same.
+        let nhwc = x
+            .clone()
+            .permuted_axes([0, 2, 3, 1])
+            .as_standard_layout()
+            .into_owned();
+        let mut other = vec![0.0; x.len()];
+        nchw_to_internal(nhwc.view().permuted_axes([0, 3, 1, 2]), &mut other);
+        assert_eq!(other, buf);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{
-    Layer, Stale, check_backward, check_forward, check_param, check_positive, visit_weight_bias,
-    zero_param,
+    Layer, Stale, assign, check_backward, check_forward, check_param, check_positive,
+    visit_weight_bias, zero_param,
 };
 use crate::config::Conv2dConfig;
 use crate::error::{Error, Result};
@@ -749,20 +749,14 @@ impl Conv2d {
                 }
             });
         let wgrad = &self.wgrad[..k * cs];
-        let mut grads = self.weight.grad.iter_mut();
-        for co in 0..g.cout {
-            for ci in 0..g.cin {
-                for tap in 0..g.kh * g.kw {
-                    if let Some(dst) = grads.next() {
-                        *dst = wgrad[(tap * g.cin + ci) * cs + co];
-                    }
-                }
-            }
-        }
+        let taps = g.kh * g.kw;
+        let oihw = (0..g.cout).flat_map(|co| {
+            (0..g.cin)
+                .flat_map(move |ci| (0..taps).map(move |tap| wgrad[(tap * g.cin + ci) * cs + co]))
+        });
+        assign(&mut self.weight.grad, oihw);
         if let Some(bias) = &mut self.bias {
-            for (dst, &v) in bias.grad.iter_mut().zip(&self.bgrad) {
-                *dst = v;
-            }
+            assign(&mut bias.grad, self.bgrad.iter().copied());
         }
     }
 

@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{
-    Layer, Stale, check_backward, check_forward, check_param, visit_weight_bias, zero_param,
+    Layer, Stale, assign, check_backward, check_forward, check_param, visit_weight_bias, zero_param,
 };
 use crate::config::LinearConfig;
 use crate::error::{Error, Result};
@@ -282,13 +282,10 @@ impl Layer for Linear {
                     }
                 }
             });
-        for (dst, &v) in self.weight.grad.iter_mut().zip(&self.wgrad) {
-            *dst = v;
-        }
+        assign(&mut self.weight.grad, self.wgrad.iter().copied());
         if let Some(bias) = &mut self.bias {
-            for (o, dst) in bias.grad.iter_mut().enumerate() {
-                *dst = dy.chunks_exact(fout).fold(0.0, |s, row| s + row[o]);
-            }
+            let sums = (0..fout).map(|o| dy.chunks_exact(fout).fold(0.0, |s, row| s + row[o]));
+            assign(&mut bias.grad, sums);
         }
         if let Some(dx) = dx {
             rows_times_panels(dy, fout, batch, &self.packed_back, &[], dx, fin);

@@ -261,6 +261,16 @@ pub(crate) fn visit_weight_bias(
     }
 }
 
+/// Writes `values` into `array` in its logical order: through its slice when its layout is the
+/// standard one (as a layer's own arrays are; iterating the n-dimensional array costs ~5 ns a
+/// value, ~0.3 ms a training step for the seed model), else value by value.
+pub(crate) fn assign(array: &mut ArrayD<f32>, values: impl Iterator<Item = f32>) {
+    match array.as_slice_mut() {
+        Some(slice) => slice.iter_mut().zip(values).for_each(|(d, v)| *d = v),
+        None => array.iter_mut().zip(values).for_each(|(d, v)| *d = v),
+    }
+}
+
 /// A zero-initialised parameter of the given PyTorch shape.
 pub(crate) fn zero_param(shape: &[usize]) -> Param {
     Param {
