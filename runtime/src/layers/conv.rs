@@ -292,13 +292,16 @@ struct PixelGrid {
 
 impl PixelGrid {
     /// Offsets of the `MR` pixels `first..first + MR` (in batch order; the last one repeated
-    /// past `end`), with two divisions per tile rather than two per pixel.
-    fn tile_rows(&self, first: usize, end: usize) -> [usize; MR] {
+    /// past `end`), with two divisions per tile rather than two per pixel, and the lowest and
+    /// highest image row among them.
+    fn tile_rows(&self, first: usize, end: usize) -> ([usize; MR], (usize, usize)) {
         let (mut n, pix) = (first / (self.h * self.w), first % (self.h * self.w));
         let (mut y, mut x) = (pix / self.w, pix % self.w);
         let mut rows = [0; MR];
+        let mut span = (y, y);
         for (i, at) in rows.iter_mut().enumerate() {
             *at = n * self.image + y * self.row + x * self.col;
+            span = (span.0.min(y), span.1.max(y));
             if first + i + 1 < end {
                 x += 1;
                 if x == self.w {
@@ -311,7 +314,56 @@ impl PixelGrid {
                 }
             }
         }
-        rows
+        (rows, span)
+    }
+}
+
+/// Which kernel rows of a tile read anything but padding: output row `r` reads buffer row
+/// `r * stride + ky * dilation`, whose real rows are `lo..hi` (the others are the zero border).
+#[derive(Clone, Copy, Debug)]
+struct KernelRows {
+    lo: usize,
+    hi: usize,
+    stride: usize,
+    dilation: usize,
+    kh: usize,
+}
+
+impl KernelRows {
+    /// The kernel rows that read a real row for some output row in `rows` (lowest, highest),
+    /// and those between. The rows outside multiply zeros only: a tile skips them, and the top
+    /// and bottom tiles of a 5 x 5 kernel with padding 2 do 20-40 % less work.
+    fn hull(&self, (low, high): (usize, usize)) -> Range<usize> {
+        let (mut first, mut end) = (self.kh, 0);
+        for r in low..=high {
+            let start = self
+                .lo
+                .saturating_sub(r * self.stride)
+                .div_ceil(self.dilation);
+            let stop = (self.hi.saturating_sub(r * self.stride))
+                .div_ceil(self.dilation)
+                .min(self.kh);
+            if start < stop {
+                (first, end) = (first.min(start), end.max(stop));
+            }
+        }
+        first.min(end)..end
+    }
+
+    /// The runs and the panel of the kernel rows `taps` (`runs` holds the same number of runs
+    /// for every kernel row, and the panel one row per step of the runs).
+    fn select<'a>(
+        &self,
+        taps: Range<usize>,
+        runs: &'a [Seg],
+        panel: &'a [f32],
+    ) -> (&'a [Seg], &'a [f32]) {
+        let per_row = runs.len() / self.kh;
+        let steps: usize = runs[..taps.start * per_row].iter().map(|s| s.len).sum();
+        (
+            &runs[taps.start * per_row..taps.end * per_row],
+            &panel[steps * NR..],
+        )
     }
 }
 
@@ -767,7 +819,7 @@ impl Conv2d {
         let (packed_back, dyp) = (&self.packed_back[..], &self.dyp[..]);
         match g.direct_back() {
             Some(_) => {
-                let (hd, wd, _, _) = g.padded_dy();
+                let (hd, wd, top, _) = g.padded_dy();
                 let runs = &self.back_runs[..];
                 let cs = g.cs();
                 let pixels = PixelGrid {
@@ -777,6 +829,15 @@ impl Conv2d {
                     row: wd * cs,
                     col: cs,
                 };
+                // The flipped kernel's row `fy` at input row `iy` reads padded `dy` row
+                // `iy + fy * dh`; the real ones start after the border.
+                let kernel_rows = KernelRows {
+                    lo: top,
+                    hi: top + g.oh,
+                    stride: 1,
+                    dilation: g.dh,
+                    kh: g.kh,
+                };
                 let per_task = pixels_per_task(rows);
                 dx[..rows * g.cin]
                     .par_chunks_mut(per_task * g.cin)
@@ -785,17 +846,13 @@ impl Conv2d {
                         let first = task * per_task;
                         let end = first + dx_task.len() / g.cin;
                         for t in (first..end).step_by(MR) {
-                            let rows_at = pixels.tile_rows(t, end);
+                            let (rows_at, span) = pixels.tile_rows(t, end);
+                            let taps = kernel_rows.hull(span);
                             for j in 0..panels(g.cin) {
                                 let mut tile = [[0.0; NR]; MR];
-                                rows_panel(
-                                    &mut tile,
-                                    Start::Zero,
-                                    dyp,
-                                    &rows_at,
-                                    runs,
-                                    &packed_back[j * kb * NR..],
-                                );
+                                let panel = &packed_back[j * kb * NR..];
+                                let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
+                                rows_panel(&mut tile, Start::Zero, dyp, &rows_at, runs, panel);
                                 let cols = NR.min(g.cin - j * NR);
                                 let out = &mut dx_task[(t - first) * g.cin + j * NR..];
                                 store(&tile, out, MR.min(end - t), cols, g.cin);
@@ -892,6 +949,15 @@ impl Layer for Conv2d {
             row: g.sh * wp * g.cin,
             col: g.sw * g.cin,
         };
+        // Output row `oy` reads padded input row `oy * sh + ky * dh`; the real ones are
+        // `ph..ph + ih`.
+        let kernel_rows = KernelRows {
+            lo: g.ph,
+            hi: g.ph + g.ih,
+            stride: g.sh,
+            dilation: g.dh,
+            kh: g.kh,
+        };
         let per_task = pixels_per_task(batch * g.oh * g.ow);
         y[..ny]
             .par_chunks_mut(per_task * n)
@@ -900,13 +966,15 @@ impl Layer for Conv2d {
                 let first = task * per_task;
                 let end = first + y_task.len() / n;
                 for t in (first..end).step_by(MR) {
-                    let rows_at = pixels.tile_rows(t, end);
+                    let (rows_at, span) = pixels.tile_rows(t, end);
+                    let taps = kernel_rows.hull(span);
                     for j in 0..panels(n) {
                         let bias = bias_row[j * NR..(j + 1) * NR]
                             .try_into()
                             .expect("NR values");
                         let mut tile = [[0.0; NR]; MR];
                         let panel = &packed[j * k * NR..];
+                        let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
                         rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
                         let out = &mut y_task[(t - first) * n + j * NR..];
                         let (rows, cols) = (MR.min(end - t), NR.min(n - j * NR));
@@ -968,5 +1036,52 @@ impl Layer for Conv2d {
         let names = [self.weight_name.as_str(), self.bias_name.as_str()];
         self.stale.mark();
         visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel rows a tile keeps are exactly those that read a real row for one of its output
+    /// rows, over strides, dilations, borders and every span of rows.
+    #[test]
+    fn kernel_rows_keep_exactly_the_rows_that_read_real_values() {
+        for kh in 1..6 {
+            for stride in 1..4 {
+                for dilation in 1..4 {
+                    for lo in 0..5 {
+                        for real in 1..7 {
+                            let rows = KernelRows {
+                                lo,
+                                hi: lo + real,
+                                stride,
+                                dilation,
+                                kh,
+                            };
+                            let reads_real = |r: usize, ky: usize| {
+                                (lo..lo + real).contains(&(r * stride + ky * dilation))
+                            };
+                            for low in 0..8 {
+                                for high in low..8 {
+                                    let hull = rows.hull((low, high));
+                                    let needed: Vec<usize> = (0..kh)
+                                        .filter(|&ky| (low..=high).any(|r| reads_real(r, ky)))
+                                        .collect();
+                                    match (needed.first(), needed.last()) {
+                                        (Some(&a), Some(&b)) => assert_eq!(
+                                            hull,
+                                            a..b + 1,
+                                            "{rows:?}, output rows {low}..={high}"
+                                        ),
+                                        _ => assert!(hull.is_empty(), "{rows:?}, {low}..={high}"),
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
