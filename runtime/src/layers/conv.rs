@@ -16,7 +16,7 @@ use super::{
 };
 use crate::config::Conv2dConfig;
 use crate::error::{Error, Result};
-use crate::gemm::{Grid, MR, NR, Seg, Start, Tile, panels, rows_panel, sum_outer};
+use crate::gemm::{Grid, MR, NR, RunTable, Runs, Seg, Start, Tile, panels, rows_panel, sum_outer};
 use crate::init::{fan_in_bound, fill_uniform};
 use crate::param::{Entry, Param};
 use crate::simd::multiversion;
@@ -355,15 +355,12 @@ impl KernelRows {
     fn select<'a>(
         &self,
         taps: Range<usize>,
-        runs: &'a [Seg],
+        runs: &'a RunTable,
         panel: &'a [f32],
-    ) -> (&'a [Seg], &'a [f32]) {
+    ) -> (Runs<'a>, &'a [f32]) {
         let per_row = runs.len() / self.kh;
-        let steps: usize = runs[..taps.start * per_row].iter().map(|s| s.len).sum();
-        (
-            &runs[taps.start * per_row..taps.end * per_row],
-            &panel[steps * NR..],
-        )
+        let (runs, before) = runs.view(taps.start * per_row..taps.end * per_row);
+        (runs, &panel[before * NR..])
     }
 }
 
@@ -473,9 +470,11 @@ pub struct Conv2d {
     /// `[out_channels]`, when the layer has a bias.
     bias: Option<Param>,
     /// Runs of a forward receptive field in the padded input.
-    runs: Vec<Seg>,
+    runs: RunTable,
     /// Runs of an input-gradient receptive field in the padded `dy` (direct path).
-    back_runs: Vec<Seg>,
+    back_runs: RunTable,
+    /// One run over a whole gathered row (the strided input gradient).
+    gather_run: RunTable,
     /// The weight as forward panels: `[cout / NR][(ky, kx, ci)][NR]`, zero-padded.
     packed: Vec<f32>,
     /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cs)][NR]`.
@@ -582,8 +581,12 @@ impl Conv2d {
             g,
             weight,
             bias,
-            runs: g.runs(g.cin, wp),
-            back_runs: g.runs(g.cs(), wd),
+            runs: RunTable::new(g.runs(g.cin, wp)),
+            back_runs: RunTable::new(g.runs(g.cs(), wd)),
+            gather_run: RunTable::new(vec![Seg {
+                offset: 0,
+                len: g.k_back(),
+            }]),
             packed: vec![0.0; panels(g.cout) * g.k() * NR],
             packed_back: vec![0.0; panels(g.cin) * g.k_back() * NR],
             bias_row: vec![0.0; g.cs()],
@@ -820,7 +823,7 @@ impl Conv2d {
         match g.direct_back() {
             Some(_) => {
                 let (hd, wd, top, _) = g.padded_dy();
-                let runs = &self.back_runs[..];
+                let runs = &self.back_runs;
                 let cs = g.cs();
                 let pixels = PixelGrid {
                     h: g.ih,
@@ -862,7 +865,7 @@ impl Conv2d {
             }
             None => {
                 // Each lane gathers into its own scratch, one task of pixels at a time.
-                let whole = [Seg { offset: 0, len: kb }];
+                let whole = self.gather_run.all();
                 let tiling = Tiling::new(rows, PIXELS_PER_TASK);
                 dx[..rows * g.cin]
                     .par_chunks_mut(tiling.lane_rows * g.cin)
@@ -885,7 +888,7 @@ impl Conv2d {
                                         Start::Zero,
                                         gathered,
                                         &rows_at,
-                                        &whole,
+                                        whole,
                                         panel,
                                     );
                                     let cols = NR.min(g.cin - j * NR);
@@ -939,7 +942,7 @@ impl Layer for Conv2d {
             &self.xp[..],
             &self.packed[..],
             &self.bias_row[..],
-            &self.runs[..],
+            &self.runs,
             self.relu,
         );
         let pixels = PixelGrid {

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::config::LinearConfig;
 use crate::error::{Error, Result};
-use crate::gemm::{Grid, MR, NR, Seg, Start, Tile, panels, rows_panel, sum_outer};
+use crate::gemm::{Grid, MR, NR, RunTable, Seg, Start, Tile, panels, rows_panel, sum_outer};
 use crate::init::{fan_in_bound, fill_uniform};
 use crate::param::{Entry, Param};
 use crate::tensor::{Dims, Mode};
@@ -31,6 +31,8 @@ pub struct Linear {
     packed: Vec<f32>,
     /// `W` as input-gradient panels: `[in / NR][out][NR]`, zero-padded.
     packed_back: Vec<f32>,
+    /// One run over a whole input row, and one over a whole `dy` row (see [`rows_times_panels`]).
+    rows: [RunTable; 2],
     /// The bias, zero-padded to whole panels (zeros without one).
     bias_row: Vec<f32>,
     /// Whether `packed` and `packed_back` may be out of date.
@@ -96,6 +98,7 @@ impl Linear {
             packed_back: vec![0.0; panels(fin) * NR * fout],
             bias_row: vec![0.0; panels(fout) * NR],
             stale: Stale::default(),
+            rows: [fin, fout].map(|len| RunTable::new(vec![Seg { offset: 0, len }])),
             dy_copy: Vec::new(),
             x_copy: Vec::new(),
             wgrad: vec![0.0; fout * fin],
@@ -150,22 +153,20 @@ impl Linear {
     }
 }
 
-/// `out[r][c] = start[c] + rows · panel` for `batch` rows of `a` (`width` values each): one tile
-/// of `MR` rows per parallel task, every panel of the `out_width` outputs. `start` holds whole
-/// panels, or nothing for zeros.
+/// `out[r][c] = start[c] + rows · panel` for `batch` rows of `a` (`width` values each, `run` one
+/// run over them): one tile of `MR` rows per parallel task, every panel of the `out_width`
+/// outputs. `start` holds whole panels, or nothing for zeros.
+#[allow(clippy::too_many_arguments)]
 fn rows_times_panels(
     a: &[f32],
     width: usize,
+    run: &RunTable,
     batch: usize,
     packed: &[f32],
     start: &[f32],
     out: &mut [f32],
     out_width: usize,
 ) {
-    let run = [Seg {
-        offset: 0,
-        len: width,
-    }];
     out[..batch * out_width]
         .par_chunks_mut(MR * out_width)
         .enumerate()
@@ -183,7 +184,7 @@ fn rows_times_panels(
                     start,
                     a,
                     &rows_at,
-                    &run,
+                    run.all(),
                     &packed[j * width * NR..],
                 );
                 let cols = NR.min(out_width - j * NR);
@@ -215,7 +216,8 @@ impl Layer for Linear {
         let (nx, _) = check_forward(self, x, y, batch)?;
         self.pack(false)?;
         let (fin, fout) = (self.config.in_features, self.config.out_features);
-        rows_times_panels(&x[..nx], fin, batch, &self.packed, &self.bias_row, y, fout);
+        let (packed, bias_row, run) = (&self.packed, &self.bias_row, &self.rows[0]);
+        rows_times_panels(&x[..nx], fin, run, batch, packed, bias_row, y, fout);
         Ok(())
     }
 
@@ -288,7 +290,8 @@ impl Layer for Linear {
             assign(&mut bias.grad, sums);
         }
         if let Some(dx) = dx {
-            rows_times_panels(dy, fout, batch, &self.packed_back, &[], dx, fin);
+            let (packed, run) = (&self.packed_back, &self.rows[1]);
+            rows_times_panels(dy, fout, run, batch, packed, &[], dx, fin);
         }
         Ok(())
     }
