@@ -48,7 +48,19 @@ fn json_holds_the_contract_keys_and_a_measured_peak() {
     assert_eq!(layers[1]["forward_ms"], 0.0);
     assert_eq!(layers[1]["backward_ms"], 0.0);
     assert_eq!(layers[1]["fused_into"], "layer1.0");
+    // The max pool after the fused ReLU is applied by the convolution too.
+    assert_eq!(layers[2]["fused_into"], "layer1.0");
     assert!(layers[0]["fused_into"].is_null());
+    // FLOPs count what each layer computes, pooled or not: 24.7 MFLOP forward, 69.2 training.
+    let mflop = |key: &str| json[key].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        (mflop("forward_mflop_per_image") - 24.70).abs() < 0.01,
+        "{json}"
+    );
+    assert!(
+        (mflop("train_mflop_per_image") - 69.21).abs() < 0.01,
+        "{json}"
+    );
     // The share of peak is the training rate's FLOPs over the peak.
     let train = json["train_images_per_s"].as_f64().unwrap();
     let flop = json["train_mflop_per_image"].as_f64().unwrap() * 1e6;

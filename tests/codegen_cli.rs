@@ -15,7 +15,10 @@ fn seed_model_source() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let source = text(&output.stdout);
     assert!(source.contains("pub struct CustomCNN"));
-    assert!(source.contains("// layer3.2: maxpool2d [64, 8, 8] -> [64, 4, 4]\n"));
+    assert!(source.contains("// layer3.0: conv2d [32, 8, 8] -> [64, 8, 8]\n"));
+    assert!(
+        source.contains("// layer3.2: maxpool2d [64, 8, 8] -> [64, 4, 4], fused into layer3.0\n")
+    );
     insta::assert_snapshot!(source);
 }
 

@@ -71,8 +71,12 @@ pub(crate) fn generate_with(
         })
         .collect();
     for index in 2..layers.len() {
-        if layers[index - 1].fused && masks_relu_grad(layers[index].layer) {
-            layers[index].masks_relu_grad = true;
+        if layers[index - 1].fused {
+            if fuses_pool(&model.layers[index - 2], layers[index].layer) {
+                layers[index].fused = true;
+            } else if masks_relu_grad(layers[index].layer) {
+                layers[index].masks_relu_grad = true;
+            }
         }
     }
     let generator = Gen {
@@ -94,6 +98,25 @@ fn fuses(prev: &CheckedLayer, next: &CheckedLayer) -> bool {
     )
 }
 
+/// Whether `pool`, after a ReLU fused into `conv`, is applied by that convolution too, so the
+/// generated model skips it: a max pool whose windows tile the convolution's output exactly, the
+/// rule the dynamic executor follows too (`cnnc_runtime::layers::Conv2d::fuse_max_pool`).
+fn fuses_pool(conv: &CheckedLayer, pool: &CheckedLayer) -> bool {
+    let (LayerArgs::Conv2d(_), LayerArgs::Maxpool2d(a), Shape::Chw([_, h, w])) =
+        (&conv.args, &pool.args, conv.output_shape)
+    else {
+        return false;
+    };
+    let [kh, kw] = a.kernel_size;
+    kh > 0
+        && kw > 0
+        && a.stride == a.kernel_size
+        && a.padding == [0, 0]
+        && h.is_multiple_of(kh)
+        && w.is_multiple_of(kw)
+        && kh * kw < usize::from(u16::MAX)
+}
+
 /// Whether `layer`, placed after a fused ReLU, masks the gradient by that ReLU itself, so the
 /// layer that fused it takes its `dy` as it is: a max pool, the rule the dynamic executor follows
 /// too (`cnnc_runtime::Layer::mask_relu_grad`).
@@ -106,8 +129,8 @@ struct Plan<'a> {
     layer: &'a CheckedLayer,
     index: usize,
     field: Ident,
-    /// A ReLU the layer before applies ([`fuses`]): skipped in forward and backward, its output
-    /// is that layer's.
+    /// Applied by the layer before it: a ReLU ([`fuses`]), or a max pool after such a ReLU
+    /// ([`fuses_pool`]). Skipped in forward and backward, its output is that layer's.
     fused: bool,
     /// A layer after a fused ReLU that masks the gradient by it ([`masks_relu_grad`]).
     masks_relu_grad: bool,
@@ -478,7 +501,11 @@ impl Gen<'_> {
                     )))
                 }
             };
-            let fuses_next = self.layers.get(plan.index + 1).is_some_and(|p| p.fused);
+            // The ReLU after this layer, when this layer applies it.
+            let fuses_next = self
+                .layers
+                .get(plan.index + 1)
+                .is_some_and(|p| p.fused && fuses(l, p.layer));
             let masked_after = self
                 .layers
                 .get(plan.index + 2)
@@ -486,6 +513,25 @@ impl Gen<'_> {
             let mut calls = Vec::new();
             if fuses_next {
                 calls.push(quote!(#field.fuse_relu();));
+            }
+            if let Some(pool) = self
+                .layers
+                .get(plan.index + 2)
+                .filter(|p| fuses_next && p.fused)
+            {
+                let LayerArgs::Maxpool2d(a) = &pool.layer.args else {
+                    return Err(inconsistent(pool.layer, "a fused pool is a max pool"));
+                };
+                let (k, s) = (pair(a.kernel_size), pair(a.stride));
+                let (p, ceil) = (pair(a.padding), a.ceil_mode);
+                let message = format!(
+                    "cnnc: `{}` applies `{}` (the generator's rule is the runtime's)",
+                    l.name, pool.layer.name
+                );
+                calls.push(quote!(assert!(
+                    #field.fuse_max_pool(&#config::Pool2dConfig { kernel_size: #k, stride: #s, padding: #p, ceil_mode: #ceil }),
+                    #message
+                );));
             }
             if fuses_next && masked_after {
                 calls.push(quote!(#field.relu_grad_masked();));
@@ -518,7 +564,7 @@ impl Gen<'_> {
                 if p.fused {
                     0
                 } else {
-                    p.layer.output_shape.numel()
+                    self.chain_output(p.index).numel()
                 }
             }))
             .map(lit);
@@ -759,7 +805,7 @@ impl Gen<'_> {
         for (plan, out) in self.layers.iter().zip(&acts[1..]) {
             let (check_fn, check) = Self::check(plan);
             checks.insert(check_fn);
-            let ty = Self::view_type(plan.layer.output_shape);
+            let ty = Self::view_type(self.chain_output(plan.index));
             let field = &plan.field;
             let binding = if plan.index + 1 == self.layers.len() {
                 quote!(_)
@@ -767,7 +813,7 @@ impl Gen<'_> {
                 quote!(x)
             };
             steps.push(if plan.fused {
-                let before = &self.layers[plan.index - 1].layer.name;
+                let before = &self.layers[self.input_slot(plan.index + 1) - 1].layer.name;
                 let mark = self.mark(format!("{}, fused into {before}", plan.summary()));
                 quote! {
                     #mark
@@ -816,7 +862,7 @@ impl Gen<'_> {
             let mark = self.mark(format!("backward {}", plan.summary()));
             let (tx, ty) = (
                 Self::view_type(plan.layer.input_shape),
-                Self::view_type(plan.layer.output_shape),
+                Self::view_type(self.chain_output(i)),
             );
             let (x, y) = (&acts[self.input_slot(i)], &acts[i + 1]);
             let dy = if k == 0 {
@@ -874,6 +920,16 @@ impl Gen<'_> {
                 }
             })
             .collect()
+    }
+
+    /// The shape layer `index`'s buffer holds: the output of the last layer fused into it (its
+    /// own when none is).
+    fn chain_output(&self, index: usize) -> Shape {
+        let mut last = index;
+        while self.layers.get(last + 1).is_some_and(|p| p.fused) {
+            last += 1;
+        }
+        self.layers[last].layer.output_shape
     }
 
     /// Index of the buffer holding layer `index`'s input: a fused layer's output is its

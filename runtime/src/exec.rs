@@ -27,8 +27,9 @@ pub struct Network {
     layers: Vec<Box<dyn Layer>>,
     /// Each layer's spec keyword (`conv2d`, `linear`), for messages.
     kinds: Vec<&'static str>,
-    /// `fused[i]`: layer `i` is a ReLU that layer `i - 1` applies ([`Layer::fuse_relu`]); it is
-    /// skipped, and its output is layer `i - 1`'s.
+    /// `fused[i]`: layer `i` is applied by the layer before it: a ReLU by the layer before
+    /// ([`Layer::fuse_relu`]), or a max pool after such a ReLU by the layer that fused the ReLU
+    /// ([`Layer::fuse_max_pool`]). It is skipped, and its output is that layer's.
     fused: Vec<bool>,
     /// `acts[0]` is the input (internal layout), `acts[i + 1]` the output of layer `i` (empty
     /// for a fused layer).
@@ -287,14 +288,19 @@ impl Network {
         let mut fused = Vec::with_capacity(def.layers.len());
         for (index, layer) in def.layers.iter().enumerate() {
             let mut built = build_layer(layer, dims, index, seed, &mut rng)?;
-            fused.push(
-                matches!(layer.config, LayerConfig::Relu)
-                    && layers.last_mut().is_some_and(|prev| prev.fuse_relu()),
-            );
-            // After a fused ReLU, the layer may mask the gradient for the layer that fused it.
-            if index >= 2 && fused[index - 1] && built.mask_relu_grad() {
+            // A ReLU straight after a layer that applies it; after such a ReLU, a max pool that
+            // layer applies too, else one that masks the gradient for it.
+            let fuses = match &layer.config {
+                LayerConfig::Relu => layers.last_mut().is_some_and(|prev| prev.fuse_relu()),
+                LayerConfig::MaxPool2d(config) if index >= 2 && fused[index - 1] => {
+                    layers[index - 2].fuse_max_pool(config)
+                }
+                _ => false,
+            };
+            if !fuses && index >= 2 && fused[index - 1] && built.mask_relu_grad() {
                 layers[index - 2].relu_grad_masked();
             }
+            fused.push(fuses);
             dims = built.output_dims();
             if dims.is_empty() {
                 return Err(Error::config(
@@ -338,8 +344,9 @@ impl Network {
         &self.layers
     }
 
-    /// Whether layer `index` is a ReLU that the layer before it applies as it writes its output
-    /// ([`Layer::fuse_relu`]): such a layer is skipped, so it takes no time of its own.
+    /// Whether layer `index` is applied by the layer before it (a ReLU, [`Layer::fuse_relu`], or
+    /// a max pool after such a ReLU, [`Layer::fuse_max_pool`]): such a layer is skipped, so it
+    /// takes no time of its own.
     pub fn is_fused(&self, index: usize) -> bool {
         self.fused.get(index).copied().unwrap_or(false)
     }

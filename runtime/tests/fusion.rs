@@ -3,7 +3,8 @@
 //! an input gradient, on every path the convolution takes (strided, dilated, channels that do or
 //! do not fill whole panels). And a max pool after the fused ReLU that masks the gradient itself
 //! ([`Layer::mask_relu_grad`]), so the convolution takes `dy` as it is, gives what the three
-//! layers give separately.
+//! layers give separately; so does a max pool the convolution applies itself
+//! ([`Layer::fuse_max_pool`]).
 
 mod common;
 
@@ -149,5 +150,88 @@ proptest! {
         for (a, b) in want.iter().zip(&found) {
             prop_assert_eq!(bits(a), bits(b));
         }
+    }
+
+    #[test]
+    fn max_pool_fused_into_the_convolution_is_bit_identical_to_separate_layers(
+        cin in 1..4usize, cout in prop_oneof![1..5usize, Just(16usize), Just(32usize), Just(40usize)],
+        k in 1..4usize, pad in 0..2usize, pool_k in 1..4usize, rows in 1..4usize, cols in 1..4usize,
+        batch in 1..4usize, with_dx: bool, seed: u64,
+    ) {
+        // Sizes whose output the pool's windows tile exactly (stride 1: output = input + 2 pad -
+        // k + 1).
+        let (h, w) = ((rows * pool_k + k - 1).checked_sub(2 * pad), (cols * pool_k + k - 1).checked_sub(2 * pad));
+        prop_assume!(h.is_some_and(|h| h > 0) && w.is_some_and(|w| w > 0));
+        let (h, w) = (h.unwrap(), w.unwrap());
+        let config = Conv2dConfig {
+            in_channels: cin, out_channels: cout, kernel_size: [k, k], stride: [1, 1],
+            padding: [pad, pad], dilation: [1, 1], bias: true,
+        };
+        let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
+        prop_assume!(built.is_ok());
+        let mut plain = built.unwrap();
+        let mut fused = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed)).unwrap();
+        let mut relu = Relu::new("relu", plain.output_dims());
+        let pool_config = Pool2dConfig {
+            kernel_size: [pool_k, pool_k], stride: [pool_k, pool_k], padding: [0, 0],
+            ceil_mode: false,
+        };
+        let mut pool = MaxPool2d::new("pool", &pool_config, plain.output_dims()).unwrap();
+        prop_assert!(!Layer::fuse_max_pool(&mut fused, &pool_config), "needs the ReLU first");
+        prop_assert!(Layer::fuse_relu(&mut fused));
+        prop_assert!(Layer::fuse_max_pool(&mut fused, &pool_config));
+        prop_assert_eq!(fused.output_dims(), pool.output_dims());
+
+        let mut rng = Rand(seed);
+        let (nx, ny) = (plain.input_dims().len() * batch, plain.output_dims().len() * batch);
+        let np = pool.output_dims().len() * batch;
+        let x = rng.vec(nx);
+        let dz = rng.vec(np);
+
+        let (mut pre, mut post, mut z) = (vec![0.0; ny], vec![0.0; ny], vec![0.0; np]);
+        plain.forward(&x, &mut pre, batch, Mode::Train).unwrap();
+        relu.forward(&pre, &mut post, batch, Mode::Train).unwrap();
+        pool.forward(&post, &mut z, batch, Mode::Train).unwrap();
+        let (mut dpost, mut dpre) = (vec![0.0; ny], vec![0.0; ny]);
+        pool.backward(&post, &z, &dz, Some(&mut dpost), batch).unwrap();
+        relu.backward(&pre, &post, &dpost, Some(&mut dpre), batch).unwrap();
+
+        let mut got = vec![0.0; np];
+        fused.forward(&x, &mut got, batch, Mode::Train).unwrap();
+        prop_assert_eq!(bits(&z), bits(&got));
+
+        let (mut dx_plain, mut dx_fused) = (vec![0.0; nx], vec![0.0; nx]);
+        let (want_dx, got_dx) = if with_dx {
+            (Some(&mut dx_plain[..]), Some(&mut dx_fused[..]))
+        } else {
+            (None, None)
+        };
+        plain.backward(&x, &pre, &dpre, want_dx, batch).unwrap();
+        fused.backward(&x, &got, &dz, got_dx, batch).unwrap();
+        prop_assert_eq!(bits(&dx_plain), bits(&dx_fused));
+        let (want, found) = (grads(&mut plain), grads(&mut fused));
+        for (a, b) in want.iter().zip(&found) {
+            prop_assert_eq!(bits(a), bits(b));
+        }
+    }
+
+    /// Windows that do not tile the output (a stride other than the kernel, padding, an output
+    /// the kernel does not divide) stay a layer of their own.
+    #[test]
+    fn only_pools_that_tile_the_output_fuse(
+        size in 2..9usize, pool_k in 1..4usize, stride in 1..4usize, pad in 0..2usize,
+    ) {
+        let config = Conv2dConfig {
+            in_channels: 2, out_channels: 3, kernel_size: [3, 3], stride: [1, 1],
+            padding: [1, 1], dilation: [1, 1], bias: true,
+        };
+        let mut conv = Conv2d::new("conv", &config, [size, size], &mut init_rng(1)).unwrap();
+        prop_assert!(Layer::fuse_relu(&mut conv));
+        let pool = Pool2dConfig {
+            kernel_size: [pool_k, pool_k], stride: [stride, stride], padding: [pad, pad],
+            ceil_mode: false,
+        };
+        let tiles = stride == pool_k && pad == 0 && size % pool_k == 0;
+        prop_assert_eq!(Layer::fuse_max_pool(&mut conv, &pool), tiles);
     }
 }

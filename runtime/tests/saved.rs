@@ -107,3 +107,36 @@ fn backward_after_other_forwards_gives_a_fresh_layers_gradients() {
         check(build, &[(other(2, &mut rng), 2, Mode::Train)], None);
     }
 }
+
+/// A convolution that applies a max pool keeps no input to find the pool's positions in again:
+/// a backward larger than the last forward is refused with an error, not a panic.
+#[test]
+fn fused_pool_backward_without_its_forward_is_an_error() {
+    let config = Conv2dConfig {
+        in_channels: 2,
+        out_channels: 3,
+        kernel_size: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        dilation: [1, 1],
+        bias: true,
+    };
+    let pool = Pool2dConfig {
+        kernel_size: [2, 2],
+        stride: [2, 2],
+        padding: [0, 0],
+        ceil_mode: false,
+    };
+    let mut conv = Conv2d::new("conv", &config, [4, 4], &mut init_rng(1)).unwrap();
+    conv.fuse_relu();
+    assert!(conv.fuse_max_pool(&pool));
+    let (nin, nout) = (conv.input_dims().len(), conv.output_dims().len());
+    let x = Rand(3).vec(2 * nin);
+    let (y, dy) = (vec![0.0; 2 * nout], vec![1.0; 2 * nout]);
+    let err = conv.backward(&x, &y, &dy, None, 2).unwrap_err().to_string();
+    assert!(err.contains("needs a forward"), "{err}");
+    let mut out = vec![0.0; nout];
+    conv.forward(&x[..nin], &mut out, 1, Mode::Train).unwrap();
+    assert!(conv.backward(&x, &y, &dy, None, 2).is_err());
+    assert!(conv.backward(&x[..nin], &out, &dy[..nout], None, 1).is_ok());
+}

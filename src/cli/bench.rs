@@ -118,7 +118,13 @@ fn flops(spec: &Spec, net: &Network) -> (f64, f64) {
             (LayerConfig::Linear(c), _) => c.in_features,
             _ => continue,
         };
-        let f = 2.0 * (layer.output_dims().len() * per_output) as f64;
+        // What the layer computes: the next layer's input, even where the layer also applies
+        // what follows it (a fused max pool makes its own output the pool's).
+        let computed = net
+            .layers()
+            .get(i + 1)
+            .map_or(layer.output_dims(), |next| next.input_dims());
+        let f = 2.0 * (computed.len() * per_output) as f64;
         forward += f;
         train += if i == 0 { 2.0 * f } else { 3.0 * f };
     }
@@ -213,8 +219,12 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
                 forward: f.get(f.len() / 2).copied().unwrap_or_default(),
                 backward: b.get(b.len() / 2).copied().unwrap_or_default(),
             };
-            let before = i.checked_sub(1).and_then(|p| spec.def.layers.get(p));
-            let fused_into = before.filter(|_| net.is_fused(i)).map(|l| l.name.clone());
+            // The layer that applies a fused one: the nearest before it that is not fused.
+            let head = (0..i).rev().find(|&p| !net.is_fused(p));
+            let fused_into = head
+                .filter(|_| net.is_fused(i))
+                .and_then(|p| spec.def.layers.get(p))
+                .map(|l| l.name.clone());
             LayerReport {
                 name,
                 time,

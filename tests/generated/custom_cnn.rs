@@ -85,7 +85,11 @@ impl CustomCNN {
             ),
         );
         layer1_0.fuse_relu();
-        layer1_0.relu_grad_masked();
+        assert!(
+            layer1_0.fuse_max_pool(& ::cnnc::runtime::config::Pool2dConfig { kernel_size
+            : [2, 2], stride : [2, 2], padding : [0, 0], ceil_mode : false }),
+            "cnnc: `layer1.0` applies `layer1.2` (the generator's rule is the runtime's)"
+        );
         let layer1_1 = ::cnnc::runtime::layers::Relu::new(
             "layer1.1",
             ::cnnc::runtime::Dims::Image {
@@ -94,7 +98,7 @@ impl CustomCNN {
                 width: 32,
             },
         );
-        let mut layer1_2 = ::cnnc::__private::expect_built(
+        let layer1_2 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::MaxPool2d::new(
                 "layer1.2",
                 &::cnnc::runtime::config::Pool2dConfig {
@@ -110,7 +114,6 @@ impl CustomCNN {
                 },
             ),
         );
-        layer1_2.mask_relu_grad();
         let mut layer2_0 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Conv2d::new(
                 "layer2.0",
@@ -128,7 +131,11 @@ impl CustomCNN {
             ),
         );
         layer2_0.fuse_relu();
-        layer2_0.relu_grad_masked();
+        assert!(
+            layer2_0.fuse_max_pool(& ::cnnc::runtime::config::Pool2dConfig { kernel_size
+            : [2, 2], stride : [2, 2], padding : [0, 0], ceil_mode : false }),
+            "cnnc: `layer2.0` applies `layer2.2` (the generator's rule is the runtime's)"
+        );
         let layer2_1 = ::cnnc::runtime::layers::Relu::new(
             "layer2.1",
             ::cnnc::runtime::Dims::Image {
@@ -137,7 +144,7 @@ impl CustomCNN {
                 width: 16,
             },
         );
-        let mut layer2_2 = ::cnnc::__private::expect_built(
+        let layer2_2 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::MaxPool2d::new(
                 "layer2.2",
                 &::cnnc::runtime::config::Pool2dConfig {
@@ -153,7 +160,6 @@ impl CustomCNN {
                 },
             ),
         );
-        layer2_2.mask_relu_grad();
         let mut layer3_0 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Conv2d::new(
                 "layer3.0",
@@ -171,7 +177,11 @@ impl CustomCNN {
             ),
         );
         layer3_0.fuse_relu();
-        layer3_0.relu_grad_masked();
+        assert!(
+            layer3_0.fuse_max_pool(& ::cnnc::runtime::config::Pool2dConfig { kernel_size
+            : [2, 2], stride : [2, 2], padding : [0, 0], ceil_mode : false }),
+            "cnnc: `layer3.0` applies `layer3.2` (the generator's rule is the runtime's)"
+        );
         let layer3_1 = ::cnnc::runtime::layers::Relu::new(
             "layer3.1",
             ::cnnc::runtime::Dims::Image {
@@ -180,7 +190,7 @@ impl CustomCNN {
                 width: 8,
             },
         );
-        let mut layer3_2 = ::cnnc::__private::expect_built(
+        let layer3_2 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::MaxPool2d::new(
                 "layer3.2",
                 &::cnnc::runtime::config::Pool2dConfig {
@@ -196,7 +206,6 @@ impl CustomCNN {
                 },
             ),
         );
-        layer3_2.mask_relu_grad();
         let layer_9 = ::cnnc::runtime::layers::Flatten::new(
             "9",
             ::cnnc::runtime::Dims::Image {
@@ -254,7 +263,7 @@ impl CustomCNN {
             layer_11,
             fc2,
             workspace: ::cnnc::__private::Workspace::new([
-                3072, 32768, 0, 8192, 8192, 0, 2048, 4096, 0, 1024, 1024, 64, 64, 10,
+                3072, 8192, 0, 0, 2048, 0, 0, 1024, 0, 0, 1024, 64, 64, 10,
             ]),
         }
     }
@@ -407,7 +416,7 @@ impl CustomCNN {
         };
         use ::cnnc::runtime::typed::{Features, Images};
         on_pool(|| {
-            let [a0, a1, _, a3, a4, _, a6, a7, _, a9, a10, a11, a12, a13] = &mut self
+            let [a0, a1, _, _, a4, _, _, a7, _, _, a10, a11, a12, a13] = &mut self
                 .workspace
                 .acts;
             let x = <Images<3, 32, 32, &[f32]>>::from_slice(a0, batch)?;
@@ -419,7 +428,7 @@ impl CustomCNN {
                     "cnnc: layer `layer1.0` does not map [3, 32, 32] to [32, 32, 32]"
                 )
             };
-            let x: Images<32, 32, 32, &[f32]> = forward(
+            let x: Images<32, 16, 16, &[f32]> = forward(
                 &mut self.layer1_0,
                 x,
                 a1,
@@ -432,8 +441,8 @@ impl CustomCNN {
                     "cnnc: layer `layer1.1` does not map [32, 32, 32] to [32, 32, 32]"
                 )
             };
-            let x: Images<32, 32, 32, &[f32]> = x;
-            // layer1.2: maxpool2d [32, 32, 32] -> [32, 16, 16]
+            let x: Images<32, 16, 16, &[f32]> = x;
+            // layer1.2: maxpool2d [32, 32, 32] -> [32, 16, 16], fused into layer1.0
             const {
                 assert!(
                     pool2d_maps([32, 32, 32], [32, 16, 16], [2, 2], [2, 2], [0, 0],
@@ -441,12 +450,7 @@ impl CustomCNN {
                     "cnnc: layer `layer1.2` does not map [32, 32, 32] to [32, 16, 16]"
                 )
             };
-            let x: Images<32, 16, 16, &[f32]> = forward(
-                &mut self.layer1_2,
-                x,
-                a3,
-                mode,
-            )?;
+            let x: Images<32, 16, 16, &[f32]> = x;
             // layer2.0: conv2d [32, 16, 16] -> [32, 16, 16]
             const {
                 assert!(
@@ -455,12 +459,7 @@ impl CustomCNN {
                     "cnnc: layer `layer2.0` does not map [32, 16, 16] to [32, 16, 16]"
                 )
             };
-            let x: Images<32, 16, 16, &[f32]> = forward(
-                &mut self.layer2_0,
-                x,
-                a4,
-                mode,
-            )?;
+            let x: Images<32, 8, 8, &[f32]> = forward(&mut self.layer2_0, x, a4, mode)?;
             // layer2.1: relu [32, 16, 16] -> [32, 16, 16], fused into layer2.0
             const {
                 assert!(
@@ -468,15 +467,15 @@ impl CustomCNN {
                     "cnnc: layer `layer2.1` does not map [32, 16, 16] to [32, 16, 16]"
                 )
             };
-            let x: Images<32, 16, 16, &[f32]> = x;
-            // layer2.2: maxpool2d [32, 16, 16] -> [32, 8, 8]
+            let x: Images<32, 8, 8, &[f32]> = x;
+            // layer2.2: maxpool2d [32, 16, 16] -> [32, 8, 8], fused into layer2.0
             const {
                 assert!(
                     pool2d_maps([32, 16, 16], [32, 8, 8], [2, 2], [2, 2], [0, 0], false),
                     "cnnc: layer `layer2.2` does not map [32, 16, 16] to [32, 8, 8]"
                 )
             };
-            let x: Images<32, 8, 8, &[f32]> = forward(&mut self.layer2_2, x, a6, mode)?;
+            let x: Images<32, 8, 8, &[f32]> = x;
             // layer3.0: conv2d [32, 8, 8] -> [64, 8, 8]
             const {
                 assert!(
@@ -484,7 +483,7 @@ impl CustomCNN {
                     "cnnc: layer `layer3.0` does not map [32, 8, 8] to [64, 8, 8]"
                 )
             };
-            let x: Images<64, 8, 8, &[f32]> = forward(&mut self.layer3_0, x, a7, mode)?;
+            let x: Images<64, 4, 4, &[f32]> = forward(&mut self.layer3_0, x, a7, mode)?;
             // layer3.1: relu [64, 8, 8] -> [64, 8, 8], fused into layer3.0
             const {
                 assert!(
@@ -492,15 +491,15 @@ impl CustomCNN {
                     "cnnc: layer `layer3.1` does not map [64, 8, 8] to [64, 8, 8]"
                 )
             };
-            let x: Images<64, 8, 8, &[f32]> = x;
-            // layer3.2: maxpool2d [64, 8, 8] -> [64, 4, 4]
+            let x: Images<64, 4, 4, &[f32]> = x;
+            // layer3.2: maxpool2d [64, 8, 8] -> [64, 4, 4], fused into layer3.0
             const {
                 assert!(
                     pool2d_maps([64, 8, 8], [64, 4, 4], [2, 2], [2, 2], [0, 0], false),
                     "cnnc: layer `layer3.2` does not map [64, 8, 8] to [64, 4, 4]"
                 )
             };
-            let x: Images<64, 4, 4, &[f32]> = forward(&mut self.layer3_2, x, a9, mode)?;
+            let x: Images<64, 4, 4, &[f32]> = x;
             // 9: flatten [64, 4, 4] -> [1024]
             const {
                 assert!(
@@ -542,7 +541,7 @@ impl CustomCNN {
         use ::cnnc::runtime::typed::{Features, Images};
         on_pool(|| {
             let ws = &mut self.workspace;
-            let [a0, a1, _, a3, a4, _, a6, a7, _, a9, a10, a11, a12, a13] = &ws.acts;
+            let [a0, a1, _, _, a4, _, _, a7, _, _, a10, a11, a12, a13] = &ws.acts;
             let [g0, g1] = &mut ws.grads;
             // backward fc2: linear [64] -> [10]
             backward::<
@@ -563,37 +562,22 @@ impl CustomCNN {
             backward::<
                 Images<64, 4, 4, &[f32]>,
                 Features<1024, &[f32]>,
-            >(&mut self.layer_9, a9, a10, g1, Some(&mut g0[..]), batch)?;
-            // backward layer3.2: maxpool2d [64, 8, 8] -> [64, 4, 4]
-            backward::<
-                Images<64, 8, 8, &[f32]>,
-                Images<64, 4, 4, &[f32]>,
-            >(&mut self.layer3_2, a7, a9, g0, Some(&mut g1[..]), batch)?;
+            >(&mut self.layer_9, a7, a10, g1, Some(&mut g0[..]), batch)?;
             // backward layer3.0: conv2d [32, 8, 8] -> [64, 8, 8]
             backward::<
                 Images<32, 8, 8, &[f32]>,
-                Images<64, 8, 8, &[f32]>,
-            >(&mut self.layer3_0, a6, a7, g1, Some(&mut g0[..]), batch)?;
-            // backward layer2.2: maxpool2d [32, 16, 16] -> [32, 8, 8]
-            backward::<
-                Images<32, 16, 16, &[f32]>,
-                Images<32, 8, 8, &[f32]>,
-            >(&mut self.layer2_2, a4, a6, g0, Some(&mut g1[..]), batch)?;
+                Images<64, 4, 4, &[f32]>,
+            >(&mut self.layer3_0, a4, a7, g0, Some(&mut g1[..]), batch)?;
             // backward layer2.0: conv2d [32, 16, 16] -> [32, 16, 16]
             backward::<
                 Images<32, 16, 16, &[f32]>,
-                Images<32, 16, 16, &[f32]>,
-            >(&mut self.layer2_0, a3, a4, g1, Some(&mut g0[..]), batch)?;
-            // backward layer1.2: maxpool2d [32, 32, 32] -> [32, 16, 16]
-            backward::<
-                Images<32, 32, 32, &[f32]>,
-                Images<32, 16, 16, &[f32]>,
-            >(&mut self.layer1_2, a1, a3, g0, Some(&mut g1[..]), batch)?;
+                Images<32, 8, 8, &[f32]>,
+            >(&mut self.layer2_0, a1, a4, g1, Some(&mut g0[..]), batch)?;
             // backward layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]
             backward::<
                 Images<3, 32, 32, &[f32]>,
-                Images<32, 32, 32, &[f32]>,
-            >(&mut self.layer1_0, a0, a1, g1, None, batch)?;
+                Images<32, 16, 16, &[f32]>,
+            >(&mut self.layer1_0, a0, a1, g0, None, batch)?;
             Ok(())
         })
     }

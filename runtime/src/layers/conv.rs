@@ -10,11 +10,12 @@ use std::ops::Range;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::pool::{NONE, Wide, Window};
 use super::{
     Layer, Stale, assign, check_backward, check_forward, check_param, check_positive,
     visit_weight_bias, zero_param,
 };
-use crate::config::Conv2dConfig;
+use crate::config::{Conv2dConfig, Pool2dConfig};
 use crate::error::{Error, Result};
 use crate::gemm::{Grid, MR, NR, RunTable, Runs, Seg, Start, Tile, panels, rows_panel, sum_outer};
 use crate::init::{fan_in_bound, fill_uniform};
@@ -219,6 +220,35 @@ impl Geom {
                             }
                         }
                     }
+                }
+            });
+    }
+
+    /// [`Geom::stage_dy`] for a layer with a fused max pool: `dy` (pooled, `batch` images) goes
+    /// to the positions `pool.argmax` names, into the layout of [`Geom::staged_dy`]`(border)`
+    /// whose other values are zeros. Each window is written whole (the pooled value or zero), as
+    /// the pool's own backward writes them, so only a border or widened channels need a fill.
+    fn unpool_dy(&self, pool: &FusedPool, dy: &[f32], dyp: &mut [f32], batch: usize, border: bool) {
+        let g = *self;
+        let (hd, wd, top, left) = g.staged_dy(border);
+        let (cs, pooled, staged) = (g.cs(), pool.oh * pool.ow * g.cout, hd * wd * g.cs());
+        let wide = Wide::detect();
+        dyp[..batch * staged]
+            .par_chunks_mut(staged)
+            .enumerate()
+            .for_each(|(n, dst)| {
+                if border || cs != g.cout {
+                    dst.fill(0.0);
+                }
+                let at = n * pooled;
+                let (argmax, dy) = (&pool.argmax[at..at + pooled], &dy[at..at + pooled]);
+                let pixels = argmax.chunks_exact(g.cout).zip(dy.chunks_exact(g.cout));
+                for (p, (argmax, dy)) in pixels.enumerate() {
+                    let (py, px) = (p / pool.ow, p % pool.ow);
+                    let rows = top + py * pool.kh..top + (py + 1) * pool.kh;
+                    let cols = left + px * pool.kw..left + (px + 1) * pool.kw;
+                    let window = Window::strided(rows, cols, wd * cs, cs, g.cout);
+                    window.store(wide, argmax, dy, dst);
                 }
             });
     }
@@ -456,6 +486,29 @@ impl WgradBlock {
     }
 }
 
+/// The greatest common divisor of `a` and `b`.
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// A max pool fused into the convolution after its fused ReLU ([`Conv2d::fuse_max_pool`]):
+/// windows of `kh x kw` that tile the output exactly.
+#[derive(Clone, Debug)]
+struct FusedPool {
+    kh: usize,
+    kw: usize,
+    /// The pooled output's rows and columns.
+    oh: usize,
+    ow: usize,
+    /// Per pooled value of the last forward, its window's position of the maximum ([`NONE`]:
+    /// not positive, so the ReLU passes no gradient).
+    argmax: Vec<u16>,
+    /// How many pooled values `argmax` holds.
+    indexed: usize,
+    /// One band of convolution output rows per parallel lane of the forward pass.
+    bands: Vec<f32>,
+}
+
 /// `torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=...)`
 /// on input `[N, in_channels, H, W]` giving `[N, out_channels, H_out, W_out]` (pixel-major inside).
 #[derive(Debug)]
@@ -485,6 +538,8 @@ pub struct Conv2d {
     relu: bool,
     /// Whether `backward`'s `dy` arrives masked by that ReLU ([`Conv2d::relu_grad_masked`]).
     relu_masked: bool,
+    /// The max pool after the ReLU, when the layer applies it too.
+    pool: Option<FusedPool>,
     /// Whether `packed` and `packed_back` may be out of date.
     stale: Stale,
     /// The zero-padded input, `[N][H + 2 ph][W + 2 pw][cin]` plus `MR` floats the weight-gradient
@@ -592,6 +647,7 @@ impl Conv2d {
             bias_row: vec![0.0; g.cs()],
             relu: false,
             relu_masked: false,
+            pool: None,
             stale: Stale::default(),
             xp: Vec::new(),
             padded: 0,
@@ -617,6 +673,38 @@ impl Conv2d {
     /// Values are the same as with a separate ReLU, bit for bit.
     pub fn fuse_relu(&mut self) {
         self.relu = true;
+    }
+
+    /// Makes the layer also apply the max pool that follows its fused ReLU ([`Conv2d::fuse_relu`]
+    /// first), when the pool's windows tile the output exactly (`stride == kernel_size`, no
+    /// padding, the output's height and width multiples of the kernel's): forward convolves a
+    /// band of output rows at a time into a buffer that stays in cache and pools it, so the
+    /// convolution's full output never reaches memory, and backward routes the pooled `dy`
+    /// straight into the layout its gradients read. The output becomes the pool's. Returns
+    /// whether it did; values are the same as the three layers' apart, bit for bit.
+    pub fn fuse_max_pool(&mut self, config: &Pool2dConfig) -> bool {
+        let [kh, kw] = config.kernel_size;
+        let g = self.g;
+        let fits = self.relu
+            && kh > 0
+            && kw > 0
+            && config.stride == config.kernel_size
+            && config.padding == [0, 0]
+            && g.oh.is_multiple_of(kh)
+            && g.ow.is_multiple_of(kw)
+            && kh * kw < usize::from(NONE);
+        if fits {
+            self.pool = Some(FusedPool {
+                kh,
+                kw,
+                oh: g.oh / kh,
+                ow: g.ow / kw,
+                argmax: Vec::new(),
+                indexed: 0,
+                bands: Vec::new(),
+            });
+        }
+        fits
     }
 
     /// Declares that `backward`'s `dy` arrives already masked by the fused ReLU (the next layer
@@ -917,10 +1005,14 @@ impl Layer for Conv2d {
     }
 
     fn output_dims(&self) -> Dims {
+        let (height, width) = match &self.pool {
+            Some(pool) => (pool.oh, pool.ow),
+            None => (self.g.oh, self.g.ow),
+        };
         Dims::Image {
             channels: self.g.cout,
-            height: self.g.oh,
-            width: self.g.ow,
+            height,
+            width,
         }
     }
 
@@ -961,34 +1053,88 @@ impl Layer for Conv2d {
             dilation: g.dh,
             kh: g.kh,
         };
-        let per_task = pixels_per_task(batch * g.oh * g.ow);
+        // Output pixels `first..end` (in batch order) into `out`, `n` values a pixel.
+        let convolve = |first: usize, end: usize, out: &mut [f32]| {
+            for t in (first..end).step_by(MR) {
+                let (rows_at, span) = pixels.tile_rows(t, end);
+                let taps = kernel_rows.hull(span);
+                for j in 0..panels(n) {
+                    let bias = bias_row[j * NR..(j + 1) * NR]
+                        .try_into()
+                        .expect("NR values");
+                    let mut tile = [[0.0; NR]; MR];
+                    let panel = &packed[j * k * NR..];
+                    let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
+                    rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
+                    let out = &mut out[(t - first) * n + j * NR..];
+                    let (rows, cols) = (MR.min(end - t), NR.min(n - j * NR));
+                    if relu {
+                        store_relu(&tile, out, rows, cols, n);
+                    } else {
+                        store(&tile, out, rows, cols, n);
+                    }
+                }
+            }
+        };
+        let Some(pool) = &mut self.pool else {
+            let per_task = pixels_per_task(batch * g.oh * g.ow);
+            y[..ny]
+                .par_chunks_mut(per_task * n)
+                .enumerate()
+                .for_each(|(task, y_task)| {
+                    let first = task * per_task;
+                    convolve(first, first + y_task.len() / n, y_task);
+                });
+            return Ok(());
+        };
+        // With a fused max pool: each task convolves bands of output rows (those of `m` pooled
+        // rows, `m` making the band whole tiles) into a buffer of its own that stays in cache,
+        // then pools it.
+        let (pooled_rows, out_row) = (batch * pool.oh, pool.ow * n);
+        let row_pixels = pool.kh * g.ow;
+        let m = (MR / gcd(row_pixels, MR)).min(pooled_rows);
+        let bands = pooled_rows.div_ceil(m);
+        let lanes = (8 * rayon::current_num_threads()).clamp(1, bands);
+        let per_lane = bands.div_ceil(lanes) * m;
+        grow(&mut pool.bands, lanes * m * row_pixels * n);
+        if pool.argmax.len() < ny {
+            pool.argmax.resize(ny, NONE);
+        }
+        let wide = Wide::detect();
+        let (kh, kw) = (pool.kh, pool.kw);
         y[..ny]
-            .par_chunks_mut(per_task * n)
+            .par_chunks_mut(per_lane * out_row)
+            .zip(pool.argmax[..ny].par_chunks_mut(per_lane * out_row))
+            .zip(pool.bands.par_chunks_mut(m * row_pixels * n))
             .enumerate()
-            .for_each(|(task, y_task)| {
-                let first = task * per_task;
-                let end = first + y_task.len() / n;
-                for t in (first..end).step_by(MR) {
-                    let (rows_at, span) = pixels.tile_rows(t, end);
-                    let taps = kernel_rows.hull(span);
-                    for j in 0..panels(n) {
-                        let bias = bias_row[j * NR..(j + 1) * NR]
-                            .try_into()
-                            .expect("NR values");
-                        let mut tile = [[0.0; NR]; MR];
-                        let panel = &packed[j * k * NR..];
-                        let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
-                        rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
-                        let out = &mut y_task[(t - first) * n + j * NR..];
-                        let (rows, cols) = (MR.min(end - t), NR.min(n - j * NR));
-                        if relu {
-                            store_relu(&tile, out, rows, cols, n);
-                        } else {
-                            store(&tile, out, rows, cols, n);
-                        }
+            .for_each(|(lane, ((y_lane, argmax), band))| {
+                let chunks = y_lane
+                    .chunks_mut(m * out_row)
+                    .zip(argmax.chunks_mut(m * out_row));
+                for (b, (out, argmax)) in chunks.enumerate() {
+                    // Pooled rows `first_row..` are output rows `first_row * kh..` in batch order.
+                    let first_row = lane * per_lane + b * m;
+                    let rows = out.len() / out_row;
+                    let first = first_row * row_pixels;
+                    convolve(first, first + rows * row_pixels, band);
+                    for (p, (out, argmax)) in out
+                        .chunks_exact_mut(n)
+                        .zip(argmax.chunks_exact_mut(n))
+                        .enumerate()
+                    {
+                        let (r, px) = (p / pool.ow, p % pool.ow);
+                        let window = Window::strided(
+                            r * kh..(r + 1) * kh,
+                            px * kw..(px + 1) * kw,
+                            g.ow * n,
+                            n,
+                            n,
+                        );
+                        window.max(wide, band, out, argmax, true);
                     }
                 }
             });
+        pool.indexed = ny;
         Ok(())
     }
 
@@ -1008,6 +1154,26 @@ impl Layer for Conv2d {
             let (hp, wp) = g.padded_in();
             grow(&mut self.xp, batch * hp * wp * g.cin + MR);
             g.pad_input(x, &mut self.xp, batch);
+        }
+        if let Some(pool) = &self.pool {
+            // `dy` is the pooled gradient: routed to the positions the forward's pool picked
+            // (masked by the ReLU), straight into the staged layout.
+            let ny = batch * pool.oh * pool.ow * g.cout;
+            if pool.indexed < ny {
+                return Err(Error::State(format!(
+                    "layer `{}`: backward for a batch of {batch} needs a forward of at least as many samples first (its fused max pool's positions)",
+                    self.name
+                )));
+            }
+            let border = dx.is_some();
+            let (hd, wd, _, _) = g.staged_dy(border);
+            grow(&mut self.dyp, batch * hd * wd * g.cs());
+            g.unpool_dy(pool, &dy[..ny], &mut self.dyp, batch, border);
+            self.param_grads(dy, Some(border), batch);
+            if let Some(dx) = dx {
+                self.input_grad(dx, batch);
+            }
+            return Ok(());
         }
         // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
         // input gradient) unless the weight gradient can read it as it is.
@@ -1029,6 +1195,10 @@ impl Layer for Conv2d {
     fn fuse_relu(&mut self) -> bool {
         Conv2d::fuse_relu(self);
         true
+    }
+
+    fn fuse_max_pool(&mut self, config: &Pool2dConfig) -> bool {
+        Conv2d::fuse_max_pool(self, config)
     }
 
     fn relu_grad_masked(&mut self) {

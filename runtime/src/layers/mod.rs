@@ -100,6 +100,15 @@ pub trait Layer: Send + fmt::Debug {
         false
     }
 
+    /// Asks the layer, which applies a fused ReLU ([`Layer::fuse_relu`]), to apply the max pool
+    /// (`config`) that follows that ReLU as well, its output becoming the pool's; the model then
+    /// skips the pool too. Returns whether it did; the default does not. A layer that does gives
+    /// the same values as the separate layers, bit for bit (see [`Conv2d::fuse_max_pool`]).
+    fn fuse_max_pool(&mut self, config: &crate::config::Pool2dConfig) -> bool {
+        let _ = config;
+        false
+    }
+
     /// Tells the layer that its input is the output of a ReLU fused into the layer before
     /// ([`Layer::fuse_relu`]), and asks it to give `dx` in `backward` as the gradient with
     /// respect to that ReLU's input, so the layer before need not mask its `dy` in a pass of its

@@ -189,7 +189,7 @@ pub struct MaxPool2d {
 }
 
 /// The `argmax` of an output value whose gradient goes nowhere: masked by the ReLU before.
-const NONE: u16 = u16::MAX;
+pub(crate) const NONE: u16 = u16::MAX;
 
 impl MaxPool2d {
     /// Builds the layer for per-sample input `input`.
@@ -345,10 +345,10 @@ fn max_backward(g: Geom, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
 
 /// Whether the CPU runs the AVX-512 window kernels (detected once per pass).
 #[derive(Clone, Copy)]
-struct Wide(bool);
+pub(crate) struct Wide(bool);
 
 impl Wide {
-    fn detect() -> Self {
+    pub(crate) fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         return Wide(crate::simd::simd() == crate::simd::Simd::Avx512);
         #[cfg(not(target_arch = "x86_64"))]
@@ -356,44 +356,65 @@ impl Wide {
     }
 }
 
-/// One pooling window in an image, all channels: position `(iy, ix)` of `rows x cols` holds its
-/// `c` channels at `iy * row + ix * c` in the image's values.
+/// One pooling window in an image, `c` channels: position `(iy, ix)` of `rows x cols` holds them
+/// at `iy * row + ix * col`.
 #[derive(Clone, Copy)]
-struct Window {
+pub(crate) struct Window {
     rows: (usize, usize),
     cols: (usize, usize),
     row: usize,
+    col: usize,
     c: usize,
 }
 
 impl Window {
     fn new(g: &Geom, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> Self {
+        Window::strided(rows, cols, g.iw * g.c, g.c, g.c)
+    }
+
+    /// The window `rows x cols` of a buffer whose rows lie `row` values apart and whose pixels
+    /// `col` apart, each with `c <= col` channels.
+    pub(crate) fn strided(
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        row: usize,
+        col: usize,
+        c: usize,
+    ) -> Self {
         Window {
             rows: (rows.start, rows.end),
             cols: (cols.start, cols.end),
-            row: g.iw * g.c,
-            c: g.c,
+            row,
+            col,
+            c,
         }
     }
 
     /// Offsets of the window's positions in scan order (rows, then columns).
     fn offsets(self) -> impl Iterator<Item = usize> {
         (self.rows.0..self.rows.1).flat_map(move |iy| {
-            (self.cols.0..self.cols.1).map(move |ix| iy * self.row + ix * self.c)
+            (self.cols.0..self.cols.1).map(move |ix| iy * self.row + ix * self.col)
         })
     }
 
     /// Panics unless every position's channels lie in `len` values.
     fn check(self, len: usize) {
         let end = (self.rows.1 > self.rows.0 && self.cols.1 > self.cols.0)
-            .then(|| (self.rows.1 - 1) * self.row + self.cols.1 * self.c);
+            .then(|| (self.rows.1 - 1) * self.row + (self.cols.1 - 1) * self.col + self.c);
         assert!(end.unwrap_or(0) <= len, "pool window runs past its image");
     }
 
     /// `out[ch]` = the maximum of channel `ch` over the window and `argmax[ch]` its position in
     /// scan order: the first maximum, or the last NaN, which wins as in PyTorch (an all -inf or
     /// empty window gives position 0). With `relu`, [`NONE`] where the maximum is not positive.
-    fn max(self, wide: Wide, x: &[f32], out: &mut [f32], argmax: &mut [u16], relu: bool) {
+    pub(crate) fn max(
+        self,
+        wide: Wide,
+        x: &[f32],
+        out: &mut [f32],
+        argmax: &mut [u16],
+        relu: bool,
+    ) {
         self.check(x.len());
         assert!(
             out.len() == self.c && argmax.len() == self.c,
@@ -435,7 +456,7 @@ impl Window {
     /// Stores the window's `dx` (the window overlaps no other): `0.0 + dy` at the position
     /// `argmax` names, zeros elsewhere. The sum is what [`Window::add`] gives by adding into
     /// zeros (it turns -0.0 into 0.0), so both give the same bits.
-    fn store(self, wide: Wide, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
+    pub(crate) fn store(self, wide: Wide, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
         self.check(dx.len());
         assert!(
             argmax.len() == self.c && dy.len() == self.c,
@@ -467,7 +488,7 @@ impl Window {
                     self.cols.0 + usize::from(i) % width,
                 );
                 if iy < self.rows.1 {
-                    dx[iy * self.row + ix * self.c + ch] += grad;
+                    dx[iy * self.row + ix * self.col + ch] += grad;
                 }
             }
         }
