@@ -156,7 +156,8 @@ proptest! {
     fn max_pool_fused_into_the_convolution_is_bit_identical_to_separate_layers(
         cin in 1..4usize, cout in prop_oneof![1..5usize, Just(16usize), Just(32usize), Just(40usize)],
         k in 1..4usize, pad in 0..2usize, pool_k in 1..4usize, rows in 1..4usize, cols in 1..4usize,
-        batch in 1..4usize, with_dx: bool, seed: u64,
+        // Small batches take a band per pooled row, larger ones bands of whole tiles.
+        batch in prop_oneof![1..4usize, Just(12usize)], with_dx: bool, seed: u64,
     ) {
         // Sizes whose output the pool's windows tile exactly (stride 1: output = input + 2 pad -
         // k + 1).

@@ -1092,9 +1092,17 @@ impl Layer for Conv2d {
         // then pools it.
         let (pooled_rows, out_row) = (batch * pool.oh, pool.ow * n);
         let row_pixels = pool.kh * g.ow;
-        let m = (MR / gcd(row_pixels, MR)).min(pooled_rows);
+        // Whole tiles per band, unless that leaves fewer than four bands a thread (batch 1):
+        // then a band per pooled row, so every thread has work.
+        let threads = rayon::current_num_threads();
+        let whole = MR / gcd(row_pixels, MR);
+        let m = if pooled_rows >= 4 * threads * whole {
+            whole
+        } else {
+            1
+        };
         let bands = pooled_rows.div_ceil(m);
-        let lanes = (8 * rayon::current_num_threads()).clamp(1, bands);
+        let lanes = (8 * threads).clamp(1, bands);
         let per_lane = bands.div_ceil(lanes) * m;
         grow(&mut pool.bands, lanes * m * row_pixels * n);
         if pool.argmax.len() < ny {
