@@ -14,6 +14,7 @@ use cnnc_runtime::layers::{Conv2d, MaxPool2d, Relu};
 use cnnc_runtime::{Entry, Layer, Mode, Visit};
 use common::Rand;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 
 /// Every parameter gradient of `layer`, in visit order.
 fn grads(layer: &mut Conv2d) -> Vec<Vec<f32>> {
@@ -35,6 +36,56 @@ fn grads(layer: &mut Conv2d) -> Vec<Vec<f32>> {
 /// Bit patterns, so that NaN compares equal to itself and -0.0 differs from 0.0.
 fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Conv, ReLU and max pool as separate layers, forward on `x`, then backward from `dz` down to
+/// the convolution's output: the convolution's output, the pool's, and the gradient with respect
+/// to the convolution's output.
+fn separate(
+    conv: &mut Conv2d,
+    relu: &mut Relu,
+    pool: &mut MaxPool2d,
+    x: &[f32],
+    dz: &[f32],
+    batch: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let ny = conv.output_dims().len() * batch;
+    let (mut pre, mut post, mut z) = (vec![0.0; ny], vec![0.0; ny], vec![0.0; dz.len()]);
+    conv.forward(x, &mut pre, batch, Mode::Train).unwrap();
+    relu.forward(&pre, &mut post, batch, Mode::Train).unwrap();
+    pool.forward(&post, &mut z, batch, Mode::Train).unwrap();
+    let (mut dpost, mut dpre) = (vec![0.0; ny], vec![0.0; ny]);
+    pool.backward(&post, &z, dz, Some(&mut dpost), batch)
+        .unwrap();
+    relu.backward(&pre, &post, &dpost, Some(&mut dpre), batch)
+        .unwrap();
+    (pre, z, dpre)
+}
+
+/// Runs backward on both convolutions (`plain` from `(y, dy)`, `fused` from its own) and checks
+/// that the input gradients (when asked for) and every parameter gradient agree bit for bit.
+fn same_backward(
+    (plain, y, dy): (&mut Conv2d, &[f32], &[f32]),
+    (fused, fused_y, fused_dy): (&mut Conv2d, &[f32], &[f32]),
+    x: &[f32],
+    batch: usize,
+    with_dx: bool,
+) -> Result<(), TestCaseError> {
+    let (mut dx_plain, mut dx_fused) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    let (want_dx, got_dx) = if with_dx {
+        (Some(&mut dx_plain[..]), Some(&mut dx_fused[..]))
+    } else {
+        (None, None)
+    };
+    plain.backward(x, y, dy, want_dx, batch).unwrap();
+    fused.backward(x, fused_y, fused_dy, got_dx, batch).unwrap();
+    prop_assert_eq!(bits(&dx_plain), bits(&dx_fused));
+    let (want, found) = (grads(plain), grads(fused));
+    prop_assert_eq!(want.len(), found.len());
+    for (a, b) in want.iter().zip(&found) {
+        prop_assert_eq!(bits(a), bits(b));
+    }
+    Ok(())
 }
 
 proptest! {
@@ -70,20 +121,7 @@ proptest! {
 
         let mut dpre = vec![0.0; ny];
         relu.backward(&pre, &post, &dy, Some(&mut dpre), batch).unwrap();
-        let (mut dx_plain, mut dx_fused) = (vec![0.0; nx], vec![0.0; nx]);
-        let (want_dx, got_dx) = if with_dx {
-            (Some(&mut dx_plain[..]), Some(&mut dx_fused[..]))
-        } else {
-            (None, None)
-        };
-        plain.backward(&x, &pre, &dpre, want_dx, batch).unwrap();
-        fused.backward(&x, &got, &dy, got_dx, batch).unwrap();
-        prop_assert_eq!(bits(&dx_plain), bits(&dx_fused));
-        let (want, found) = (grads(&mut plain), grads(&mut fused));
-        prop_assert_eq!(want.len(), found.len());
-        for (a, b) in want.iter().zip(&found) {
-            prop_assert_eq!(bits(a), bits(b));
-        }
+        same_backward((&mut plain, &pre, &dpre), (&mut fused, &got, &dy), &x, batch, with_dx)?;
     }
 
     #[test]
@@ -120,14 +158,7 @@ proptest! {
         let x = rng.vec(nx);
         let dz = rng.vec(np);
 
-        // Separately: conv, relu, pool; forward, then backward through all three.
-        let (mut pre, mut post, mut z) = (vec![0.0; ny], vec![0.0; ny], vec![0.0; np]);
-        plain.forward(&x, &mut pre, batch, Mode::Train).unwrap();
-        relu.forward(&pre, &mut post, batch, Mode::Train).unwrap();
-        pool_plain.forward(&post, &mut z, batch, Mode::Train).unwrap();
-        let (mut dpost, mut dpre) = (vec![0.0; ny], vec![0.0; ny]);
-        pool_plain.backward(&post, &z, &dz, Some(&mut dpost), batch).unwrap();
-        relu.backward(&pre, &post, &dpost, Some(&mut dpre), batch).unwrap();
+        let (pre, z, dpre) = separate(&mut plain, &mut relu, &mut pool_plain, &x, &dz, batch);
 
         let (mut got, mut got_z, mut dgot) = (vec![0.0; ny], vec![0.0; np], vec![0.0; ny]);
         fused.forward(&x, &mut got, batch, Mode::Train).unwrap();
@@ -136,20 +167,7 @@ proptest! {
         pool_masking.backward(&got, &got_z, &dz, Some(&mut dgot), batch).unwrap();
         // The pool's `dx` is the ReLU's: the gradient before it.
         prop_assert_eq!(bits(&dpre), bits(&dgot));
-
-        let (mut dx_plain, mut dx_fused) = (vec![0.0; nx], vec![0.0; nx]);
-        let (want_dx, got_dx) = if with_dx {
-            (Some(&mut dx_plain[..]), Some(&mut dx_fused[..]))
-        } else {
-            (None, None)
-        };
-        plain.backward(&x, &pre, &dpre, want_dx, batch).unwrap();
-        fused.backward(&x, &got, &dgot, got_dx, batch).unwrap();
-        prop_assert_eq!(bits(&dx_plain), bits(&dx_fused));
-        let (want, found) = (grads(&mut plain), grads(&mut fused));
-        for (a, b) in want.iter().zip(&found) {
-            prop_assert_eq!(bits(a), bits(b));
-        }
+        same_backward((&mut plain, &pre, &dpre), (&mut fused, &got, &dgot), &x, batch, with_dx)?;
     }
 
     #[test]
@@ -184,36 +202,16 @@ proptest! {
         prop_assert_eq!(fused.output_dims(), pool.output_dims());
 
         let mut rng = Rand(seed);
-        let (nx, ny) = (plain.input_dims().len() * batch, plain.output_dims().len() * batch);
+        let nx = plain.input_dims().len() * batch;
         let np = pool.output_dims().len() * batch;
         let x = rng.vec(nx);
         let dz = rng.vec(np);
 
-        let (mut pre, mut post, mut z) = (vec![0.0; ny], vec![0.0; ny], vec![0.0; np]);
-        plain.forward(&x, &mut pre, batch, Mode::Train).unwrap();
-        relu.forward(&pre, &mut post, batch, Mode::Train).unwrap();
-        pool.forward(&post, &mut z, batch, Mode::Train).unwrap();
-        let (mut dpost, mut dpre) = (vec![0.0; ny], vec![0.0; ny]);
-        pool.backward(&post, &z, &dz, Some(&mut dpost), batch).unwrap();
-        relu.backward(&pre, &post, &dpost, Some(&mut dpre), batch).unwrap();
-
+        let (pre, z, dpre) = separate(&mut plain, &mut relu, &mut pool, &x, &dz, batch);
         let mut got = vec![0.0; np];
         fused.forward(&x, &mut got, batch, Mode::Train).unwrap();
         prop_assert_eq!(bits(&z), bits(&got));
-
-        let (mut dx_plain, mut dx_fused) = (vec![0.0; nx], vec![0.0; nx]);
-        let (want_dx, got_dx) = if with_dx {
-            (Some(&mut dx_plain[..]), Some(&mut dx_fused[..]))
-        } else {
-            (None, None)
-        };
-        plain.backward(&x, &pre, &dpre, want_dx, batch).unwrap();
-        fused.backward(&x, &got, &dz, got_dx, batch).unwrap();
-        prop_assert_eq!(bits(&dx_plain), bits(&dx_fused));
-        let (want, found) = (grads(&mut plain), grads(&mut fused));
-        for (a, b) in want.iter().zip(&found) {
-            prop_assert_eq!(bits(a), bits(b));
-        }
+        same_backward((&mut plain, &pre, &dpre), (&mut fused, &got, &dz), &x, batch, with_dx)?;
     }
 
     /// Windows that do not tile the output (a stride other than the kernel, padding, an output

@@ -779,10 +779,10 @@ mod tests {
                                 }
                             }
                         }
-                        if let Some((at, m)) = best {
-                            if !relu || m > 0.0 {
-                                dx[at] += dy[n * out_len + (oy * g.ow + ox) * g.c + ch];
-                            }
+                        if let Some((at, m)) = best
+                            && (!relu || m > 0.0)
+                        {
+                            dx[at] += dy[n * out_len + (oy * g.ow + ox) * g.c + ch];
                         }
                     }
                 }
@@ -911,7 +911,7 @@ mod tests {
                     let want_at: Vec<u16> = want_at
                         .iter()
                         .zip(&want_max)
-                        .map(|(&i, &m)| if relu && !(m > 0.0) { NONE } else { i })
+                        .map(|(&i, &m)| if !relu || m > 0.0 { i } else { NONE })
                         .collect();
                     assert_eq!(got_at, want_at, "argmax, {c} channels, relu {relu}");
 
