@@ -38,7 +38,7 @@ macro_rules! multiversion {
         fn $name$(<$($lt),*>)?($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f")]
+                #[target_feature(enable = "avx512f,avx2,fma")]
                 fn avx512$(<$($lt),*>)?($($arg: $ty),*) $body
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2$(<$($lt),*>)?($($arg: $ty),*) $body

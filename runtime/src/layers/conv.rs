@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::pool::{NONE, Wide, Window};
 use super::{
-    Layer, Stale, assign, check_backward, check_forward, check_param, check_positive,
+    Layer, Stale, assign, check_backward, check_forward, check_param, check_positive, grow,
     visit_weight_bias, zero_param,
 };
 use crate::config::{Conv2dConfig, Pool2dConfig};
@@ -422,14 +422,6 @@ multiversion! {
                 *d = if v < 0.0 { 0.0 } else { v };
             }
         }
-    }
-}
-
-/// Grows `buf` to at least `len` values (buffers only ever grow, so steady-state steps do not
-/// allocate).
-fn grow(buf: &mut Vec<f32>, len: usize) {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
     }
 }
 
@@ -1026,7 +1018,7 @@ impl Layer for Conv2d {
         self.pack(false)?;
         let g = self.g;
         let (hp, wp) = g.padded_in();
-        grow(&mut self.xp, batch * hp * wp * g.cin + MR);
+        grow(&mut self.xp, batch * hp * wp * g.cin + MR, 0.0);
         g.pad_input(x, &mut self.xp, batch);
         self.padded = batch;
         let (k, n) = (g.k(), g.cout);
@@ -1104,10 +1096,8 @@ impl Layer for Conv2d {
         let bands = pooled_rows.div_ceil(m);
         let lanes = (8 * threads).clamp(1, bands);
         let per_lane = bands.div_ceil(lanes) * m;
-        grow(&mut pool.bands, lanes * m * row_pixels * n);
-        if pool.argmax.len() < ny {
-            pool.argmax.resize(ny, NONE);
-        }
+        grow(&mut pool.bands, lanes * m * row_pixels * n, 0.0);
+        grow(&mut pool.argmax, ny, NONE);
         let wide = Wide::detect();
         let (kh, kw) = (pool.kh, pool.kw);
         y[..ny]
@@ -1160,7 +1150,7 @@ impl Layer for Conv2d {
         // The last forward's padded input, unless it had fewer images.
         if self.padded < batch {
             let (hp, wp) = g.padded_in();
-            grow(&mut self.xp, batch * hp * wp * g.cin + MR);
+            grow(&mut self.xp, batch * hp * wp * g.cin + MR, 0.0);
             g.pad_input(x, &mut self.xp, batch);
         }
         if let Some(pool) = &self.pool {
@@ -1175,7 +1165,7 @@ impl Layer for Conv2d {
             }
             let border = dx.is_some();
             let (hd, wd, _, _) = g.staged_dy(border);
-            grow(&mut self.dyp, batch * hd * wd * g.cs());
+            grow(&mut self.dyp, batch * hd * wd * g.cs(), 0.0);
             g.unpool_dy(pool, &dy[..ny], &mut self.dyp, batch, border);
             self.param_grads(dy, Some(border), batch);
             if let Some(dx) = dx {
@@ -1189,7 +1179,7 @@ impl Layer for Conv2d {
         let staged = (dx.is_some() || mask || g.cout != g.cs()).then_some(dx.is_some());
         if let Some(border) = staged {
             let (hd, wd, _, _) = g.staged_dy(border);
-            grow(&mut self.dyp, batch * hd * wd * g.cs());
+            grow(&mut self.dyp, batch * hd * wd * g.cs(), 0.0);
             let relu_out = mask.then_some(y);
             g.stage_dy(dy, relu_out, &mut self.dyp, batch, border);
         }

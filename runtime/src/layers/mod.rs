@@ -280,6 +280,14 @@ pub(crate) fn assign(array: &mut ArrayD<f32>, values: impl Iterator<Item = f32>)
     }
 }
 
+/// Grows `buf` to at least `len` values, new ones `fill` (buffers only ever grow, so
+/// steady-state steps do not allocate).
+pub(crate) fn grow<T: Copy>(buf: &mut Vec<T>, len: usize, fill: T) {
+    if buf.len() < len {
+        buf.resize(len, fill);
+    }
+}
+
 /// A zero-initialised parameter of the given PyTorch shape.
 pub(crate) fn zero_param(shape: &[usize]) -> Param {
     Param {

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::{Layer, check_backward, check_forward, check_positive, image_input};
+use super::{Layer, check_backward, check_forward, check_positive, grow, image_input};
 use crate::config::Pool2dConfig;
 use crate::error::{Error, Result};
 use crate::tensor::{Dims, Mode};
@@ -283,13 +283,6 @@ impl Layer for MaxPool2d {
     fn mask_relu_grad(&mut self) -> bool {
         MaxPool2d::mask_relu_grad(self);
         true
-    }
-}
-
-/// Makes `buf` at least `len` long.
-fn grow<T: Copy>(buf: &mut Vec<T>, len: usize, fill: T) {
-    if buf.len() < len {
-        buf.resize(len, fill);
     }
 }
 
