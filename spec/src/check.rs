@@ -14,7 +14,7 @@ use crate::resolved::{
 use crate::shape::{Shape, Window};
 use crate::span::Span;
 use crate::suggest;
-use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS};
+use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS, MAX_POOL_WINDOW};
 
 /// The result of [`check`]: the resolved model (complete when there are no errors) and every
 /// diagnostic, warnings included.
@@ -909,6 +909,25 @@ impl Checker {
                         );
                         break;
                     }
+                }
+                let [kh, kw] = pool.kernel_size;
+                if cx.kind == LayerKind::Maxpool2d && kh * kw > MAX_POOL_WINDOW {
+                    self.push(
+                        Diagnostic::error(
+                            Code::TooLarge,
+                            format!(
+                                "the window of {} has {} positions, more than the limit of {MAX_POOL_WINDOW}",
+                                cx.title(),
+                                kh * kw
+                            ),
+                            cx.span_of("kernel_size"),
+                            format!("{kh}*{kw} = {}", kh * kw),
+                        )
+                        .note("max pooling records where each window's maximum lies, in 16 bits")
+                        .help("use a smaller kernel_size, or avgpool2d")
+                        .layer(cx.name),
+                    );
+                    return None;
                 }
                 let windows = [0, 1].map(|i| Window {
                     kernel: pool.kernel_size[i],

@@ -49,6 +49,9 @@ pub const MAX_DIM: usize = 1 << 20;
 pub const MAX_ELEMENTS: u64 = 1 << 31;
 /// Most layers a model may have.
 pub const MAX_LAYERS: usize = 10_000;
+/// Most positions in one `maxpool2d` window (`kernel_size[0] * kernel_size[1]`): the runtime
+/// records where each window's maximum lies in 16 bits, as PyTorch records its indices.
+pub const MAX_POOL_WINDOW: usize = 65_534;
 
 /// Errors of the convenience entry points that read files.
 #[derive(Debug, thiserror::Error)]

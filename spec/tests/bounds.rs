@@ -177,3 +177,22 @@ fn aliases_that_expand_to_millions_of_values_are_refused() {
         "invalid YAML: the document holds more than 250000 values (counting each use of an alias)"
     );
 }
+
+#[test]
+fn max_pool_windows_beyond_sixteen_bit_positions_are_refused() {
+    let spec = |kind: &str, [kh, kw]: [usize; 2]| {
+        let text = format!(
+            "input: [1, {kh}, {kw}]\nlayers:\n  - {kind}: {{kernel_size: [{kh}, {kw}]}}\n  - flatten: {{}}\n  - linear: {{out_features: 2}}\n"
+        );
+        Source::new("pool", text, Format::Yaml)
+    };
+    let d = only(compile(&spec("maxpool2d", [255, 257])));
+    assert_eq!(d.code, Code::TooLarge);
+    assert_eq!(
+        d.message,
+        "the window of layer 0 (maxpool2d) has 65535 positions, more than the limit of 65534"
+    );
+    // The limit itself, and average pooling (which records no positions), are fine.
+    assert!(compile(&spec("maxpool2d", [2, 32767])).is_ok());
+    assert!(compile(&spec("avgpool2d", [255, 257])).is_ok());
+}
