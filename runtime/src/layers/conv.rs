@@ -142,20 +142,10 @@ impl Geom {
             .par_chunks_mut(padded)
             .zip(x.par_chunks(image))
             .for_each(|(dst, src)| {
-                // Each value written once: the border's zeros, then the image's rows.
-                let (row, line) = (wp * g.cin, g.iw * g.cin);
-                let (top, bottom) = (g.ph * row, (g.ph + g.ih) * row);
-                dst[..top].fill(0.0);
-                dst[bottom..].fill(0.0);
-                for (out, line) in dst[top..bottom]
-                    .chunks_exact_mut(row)
-                    .zip(src.chunks_exact(line))
-                {
-                    let (left, rest) = out.split_at_mut(g.pw * g.cin);
-                    let (middle, right) = rest.split_at_mut(line.len());
-                    left.fill(0.0);
+                let line = g.iw * g.cin;
+                let rows = inner_rows(dst, wp * g.cin, (g.ph, g.ih), (g.pw * g.cin, line));
+                for (middle, line) in rows.zip(src.chunks_exact(line)) {
                     middle.copy_from_slice(line);
-                    right.fill(0.0);
                 }
             });
     }
@@ -188,17 +178,10 @@ impl Geom {
             .par_chunks_mut(staged)
             .enumerate()
             .for_each(|(n, dst)| {
-                // Each value written once: the border's zeros, then the rows (a copy of a whole
-                // row where the channels fill the panels and no mask applies).
-                let (row, line) = (wd * cs, g.ow * g.cout);
-                let (first, end) = (top * row, (top + g.oh) * row);
-                dst[..first].fill(0.0);
-                dst[end..].fill(0.0);
-                for (y, out) in dst[first..end].chunks_exact_mut(row).enumerate() {
-                    let (before, rest) = out.split_at_mut(left * cs);
-                    let (middle, after) = rest.split_at_mut(g.ow * cs);
-                    before.fill(0.0);
-                    after.fill(0.0);
+                // A copy of a whole row where the channels fill the panels and no mask applies.
+                let line = g.ow * g.cout;
+                let rows = inner_rows(dst, wd * cs, (top, g.oh), (left * cs, g.ow * cs));
+                for (y, middle) in rows.enumerate() {
                     let at = n * image + y * line;
                     let src = &dy[at..at + line];
                     match relu_out.map(|out| &out[at..at + line]) {
@@ -226,8 +209,9 @@ impl Geom {
 
     /// [`Geom::stage_dy`] for a layer with a fused max pool: `dy` (pooled, `batch` images) goes
     /// to the positions `pool.argmax` names, into the layout of [`Geom::staged_dy`]`(border)`
-    /// whose other values are zeros. Each window is written whole (the pooled value or zero), as
-    /// the pool's own backward writes them, so only a border or widened channels need a fill.
+    /// whose other values are zeros. The windows tile the output and each is written whole (the
+    /// pooled value or zero), as the pool's own backward writes them, so only the border, and
+    /// widened channels, need zeros first.
     fn unpool_dy(&self, pool: &FusedPool, dy: &[f32], dyp: &mut [f32], batch: usize, border: bool) {
         let g = *self;
         let (hd, wd, top, left) = g.staged_dy(border);
@@ -237,8 +221,10 @@ impl Geom {
             .par_chunks_mut(staged)
             .enumerate()
             .for_each(|(n, dst)| {
-                if border || cs != g.cout {
-                    dst.fill(0.0);
+                for middle in inner_rows(dst, wd * cs, (top, g.oh), (left * cs, g.ow * cs)) {
+                    if cs != g.cout {
+                        middle.fill(0.0);
+                    }
                 }
                 let at = n * pooled;
                 let (argmax, dy) = (&pool.argmax[at..at + pooled], &dy[at..at + pooled]);
@@ -295,6 +281,29 @@ fn source(
 ) -> Option<usize> {
     let t = (i + pad).checked_sub(k * dilation)?;
     (t % stride == 0 && t / stride < out).then_some(t / stride)
+}
+
+/// The inner rows of an image buffer whose border is zeros: rows of `row` values, the inner ones
+/// `top..top + rows`, each inner part `left..left + width`. Zeros everything else (each value
+/// written once) and yields the inner parts, for the caller to fill.
+fn inner_rows(
+    dst: &mut [f32],
+    row: usize,
+    (top, rows): (usize, usize),
+    (left, width): (usize, usize),
+) -> impl Iterator<Item = &mut [f32]> {
+    let (first, end) = (top * row, (top + rows) * row);
+    let (head, rest) = dst.split_at_mut(first);
+    let (inner, tail) = rest.split_at_mut(end - first);
+    head.fill(0.0);
+    tail.fill(0.0);
+    inner.chunks_exact_mut(row).map(move |line| {
+        let (before, rest) = line.split_at_mut(left);
+        let (middle, after) = rest.split_at_mut(width);
+        before.fill(0.0);
+        after.fill(0.0);
+        middle
+    })
 }
 
 /// Output length of a convolution along one axis, as PyTorch computes it.
@@ -1144,7 +1153,15 @@ impl Layer for Conv2d {
         dx: Option<&mut [f32]>,
         batch: usize,
     ) -> Result<()> {
-        check_backward(self, x, y, dy, dx.as_deref(), batch)?;
+        let (_, ny) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
+        if let Some(pool) = &self.pool
+            && pool.indexed < ny
+        {
+            return Err(Error::State(format!(
+                "layer `{}`: backward for a batch of {batch} needs a forward of at least as many samples first (its fused max pool's positions)",
+                self.name
+            )));
+        }
         self.pack(true)?;
         let g = self.g;
         // The last forward's padded input, unless it had fewer images.
@@ -1153,35 +1170,19 @@ impl Layer for Conv2d {
             grow(&mut self.xp, batch * hp * wp * g.cin + MR, 0.0);
             g.pad_input(x, &mut self.xp, batch);
         }
-        if let Some(pool) = &self.pool {
-            // `dy` is the pooled gradient: routed to the positions the forward's pool picked
-            // (masked by the ReLU), straight into the staged layout.
-            let ny = batch * pool.oh * pool.ow * g.cout;
-            if pool.indexed < ny {
-                return Err(Error::State(format!(
-                    "layer `{}`: backward for a batch of {batch} needs a forward of at least as many samples first (its fused max pool's positions)",
-                    self.name
-                )));
-            }
-            let border = dx.is_some();
-            let (hd, wd, _, _) = g.staged_dy(border);
-            grow(&mut self.dyp, batch * hd * wd * g.cs(), 0.0);
-            g.unpool_dy(pool, &dy[..ny], &mut self.dyp, batch, border);
-            self.param_grads(dy, Some(border), batch);
-            if let Some(dx) = dx {
-                self.input_grad(dx, batch);
-            }
-            return Ok(());
-        }
         // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
-        // input gradient) unless the weight gradient can read it as it is.
+        // input gradient; with a fused pool, routed to the positions its forward picked) unless
+        // the weight gradient can read it as it is.
         let mask = self.relu && !self.relu_masked;
-        let staged = (dx.is_some() || mask || g.cout != g.cs()).then_some(dx.is_some());
+        let staged = (self.pool.is_some() || dx.is_some() || mask || g.cout != g.cs())
+            .then_some(dx.is_some());
         if let Some(border) = staged {
             let (hd, wd, _, _) = g.staged_dy(border);
             grow(&mut self.dyp, batch * hd * wd * g.cs(), 0.0);
-            let relu_out = mask.then_some(y);
-            g.stage_dy(dy, relu_out, &mut self.dyp, batch, border);
+            match &self.pool {
+                Some(pool) => g.unpool_dy(pool, &dy[..ny], &mut self.dyp, batch, border),
+                None => g.stage_dy(dy, mask.then_some(y), &mut self.dyp, batch, border),
+            }
         }
         self.param_grads(dy, staged, batch);
         if let Some(dx) = dx {
