@@ -1,0 +1,165 @@
+//! The canonical text form of a checked model, what checkpoints are keyed on: a version line,
+//! the input, then one line per layer with its name, keyword and the arguments that differ from
+//! their defaults, in the table's order (as PyTorch's module repr omits defaults). A new argument
+//! with a default therefore leaves every existing model's form, and every checkpoint, unchanged.
+
+use std::fmt::Write;
+
+use crate::kind::{ArgDefault, ArgInfo, ArgType, ArgValue};
+use crate::model::Model;
+
+/// The first line of the form; bumped only when the form itself changes.
+pub const VERSION: &str = "cnnc-model v1";
+
+/// The canonical form of `model` (its name is left out: renaming a model keeps its weights).
+pub fn canonical(model: &Model) -> String {
+    let [c, h, w] = model.input();
+    let mut text = format!("{VERSION}\ninput {c} {h} {w}\n");
+    for layer in model.layers() {
+        let kind = layer.kind();
+        let config = layer.config();
+        text.push_str(&layer_line(
+            layer.name(),
+            kind.keyword(),
+            kind.args(),
+            |name| config.arg(name),
+        ));
+        text.push('\n');
+    }
+    text
+}
+
+/// One layer's line: `name keyword arg=value ...`, leaving out every argument whose value is
+/// its default. Inferred arguments are always written.
+pub fn layer_line(
+    name: &str,
+    keyword: &str,
+    args: &[ArgInfo],
+    value: impl Fn(&str) -> Option<ArgValue>,
+) -> String {
+    let mut line = format!("{name} {keyword}");
+    for info in args {
+        let Some(v) = value(info.name) else {
+            continue;
+        };
+        let default = match info.default {
+            ArgDefault::Required | ArgDefault::Inferred => None,
+            ArgDefault::Int(d) => Some(match info.ty {
+                ArgType::Pair { .. } => ArgValue::Pair([d, d]),
+                _ => ArgValue::Int(d),
+            }),
+            ArgDefault::SameAs(other) => value(other),
+            // Resolved numbers are f32: compare at that precision.
+            ArgDefault::Float(d) => Some(ArgValue::Float(f64::from(d as f32))),
+            ArgDefault::Bool(d) => Some(ArgValue::Bool(d)),
+        };
+        if default == Some(v) {
+            continue;
+        }
+        let _ = match v {
+            ArgValue::Int(n) => write!(line, " {}={n}", info.name),
+            ArgValue::Pair([a, b]) if a == b => write!(line, " {}={a}", info.name),
+            ArgValue::Pair([a, b]) => write!(line, " {}=[{a}, {b}]", info.name),
+            ArgValue::Float(x) => write!(line, " {}={:?}", info.name, x as f32),
+            ArgValue::Bool(b) => write!(line, " {}={b}", info.name),
+        };
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Conv2dConfig, LayerConfig, LayerDef, NetworkDef, Pool2dConfig};
+    use crate::kind::LayerKind;
+
+    fn model() -> Model {
+        let conv = LayerConfig::Conv2d(Conv2dConfig {
+            in_channels: 3,
+            out_channels: 8,
+            kernel_size: [5, 5],
+            stride: [1, 1],
+            padding: [2, 2],
+            dilation: [1, 1],
+            bias: true,
+        });
+        let pool = LayerConfig::MaxPool2d(Pool2dConfig {
+            kernel_size: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            ceil_mode: false,
+        });
+        let layers = [("conv1", conv), ("1", LayerConfig::Relu), ("pool", pool)];
+        let layers = layers
+            .into_iter()
+            .map(|(name, config)| LayerDef {
+                name: name.to_owned(),
+                config,
+            })
+            .collect();
+        Model::new(
+            Some("m".into()),
+            NetworkDef {
+                input: [3, 32, 32],
+                layers,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_are_left_out() {
+        assert_eq!(
+            canonical(&model()),
+            "cnnc-model v1\ninput 3 32 32\n\
+             conv1 conv2d in_channels=3 out_channels=8 kernel_size=5 padding=2\n\
+             1 relu\n\
+             pool maxpool2d kernel_size=2\n"
+        );
+    }
+
+    #[test]
+    fn a_new_defaulted_argument_leaves_the_form_unchanged() {
+        let model = model();
+        let conv = &model.layers()[0];
+        let before = layer_line("conv1", "conv2d", LayerKind::Conv2d.args(), |n| {
+            conv.config().arg(n)
+        });
+        // The table as it would be with PyTorch's `groups` added, the layer using its default.
+        let mut args = LayerKind::Conv2d.args().to_vec();
+        args.push(ArgInfo {
+            name: "groups",
+            ty: ArgType::Size { min: 1 },
+            default: ArgDefault::Int(1),
+            doc: "blocked connections from input to output channels",
+        });
+        let after = layer_line("conv1", "conv2d", &args, |n| {
+            if n == "groups" {
+                Some(ArgValue::Int(1))
+            } else {
+                conv.config().arg(n)
+            }
+        });
+        assert_eq!(before, after);
+        let grouped = layer_line("conv1", "conv2d", &args, |n| {
+            if n == "groups" {
+                Some(ArgValue::Int(2))
+            } else {
+                conv.config().arg(n)
+            }
+        });
+        assert_eq!(grouped, format!("{before} groups=2"));
+    }
+
+    #[test]
+    fn non_default_numbers_round_trip() {
+        let line = layer_line("d", "dropout", LayerKind::Dropout.args(), |_| {
+            Some(ArgValue::Float(f64::from(0.3f32)))
+        });
+        assert_eq!(line, "d dropout p=0.3");
+        let line = layer_line("d", "dropout", LayerKind::Dropout.args(), |_| {
+            Some(ArgValue::Float(f64::from(0.5f32)))
+        });
+        assert_eq!(line, "d dropout");
+    }
+}

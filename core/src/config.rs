@@ -1,0 +1,594 @@
+//! Each layer kind's resolved arguments — the one config type the checker produces, the runtime
+//! builds layers from and code generation writes out — and the rules that follow from them: the
+//! output shape, the state_dict tensors and the mult-adds. Argument names are PyTorch's.
+
+use std::fmt;
+
+use crate::MAX_POOL_WINDOW;
+use crate::geometry::{conv_output, pool_output};
+use crate::kind::{ArgDefault, ArgType, ArgValue, LayerKind};
+use crate::model::{TensorInfo, TensorRole};
+use crate::shape::Shape;
+
+/// A 2-D size or offset, `[height, width]`.
+pub type Pair = [usize; 2];
+
+/// One layer, fully resolved (every default applied, every inferred size filled in).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerConfig {
+    /// `torch.nn.Conv2d`.
+    Conv2d(Conv2dConfig),
+    /// `torch.nn.MaxPool2d`.
+    MaxPool2d(Pool2dConfig),
+    /// `torch.nn.AvgPool2d` (count_include_pad=True).
+    AvgPool2d(Pool2dConfig),
+    /// `torch.nn.ReLU`.
+    Relu,
+    /// `torch.nn.LeakyReLU(negative_slope)`.
+    LeakyRelu {
+        /// Slope for negative inputs.
+        negative_slope: f32,
+    },
+    /// `torch.nn.Sigmoid`.
+    Sigmoid,
+    /// `torch.nn.Tanh`.
+    Tanh,
+    /// `torch.nn.Flatten` (C, H, W order).
+    Flatten,
+    /// `torch.nn.Linear`.
+    Linear(LinearConfig),
+    /// `torch.nn.Dropout(p)`.
+    Dropout {
+        /// Probability of zeroing an element in training mode.
+        p: f32,
+    },
+    /// `torch.nn.BatchNorm2d`.
+    BatchNorm2d(BatchNorm2dConfig),
+}
+
+/// Arguments of `torch.nn.Conv2d`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel size `[kh, kw]`.
+    pub kernel_size: Pair,
+    /// Stride `[sh, sw]`.
+    pub stride: Pair,
+    /// Zero padding `[ph, pw]` on each side.
+    pub padding: Pair,
+    /// Dilation `[dh, dw]`.
+    pub dilation: Pair,
+    /// Whether the layer has a bias.
+    pub bias: bool,
+}
+
+/// Arguments of `torch.nn.MaxPool2d` / `torch.nn.AvgPool2d`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pool2dConfig {
+    /// Window `[kh, kw]`.
+    pub kernel_size: Pair,
+    /// Stride `[sh, sw]` (PyTorch's default is the kernel size; already resolved here).
+    pub stride: Pair,
+    /// Implicit padding `[ph, pw]` on each side (-inf for max, zeros for avg).
+    pub padding: Pair,
+    /// Round the output size up instead of down.
+    pub ceil_mode: bool,
+}
+
+/// Arguments of `torch.nn.Linear`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinearConfig {
+    /// Input features.
+    pub in_features: usize,
+    /// Output features.
+    pub out_features: usize,
+    /// Whether the layer has a bias.
+    pub bias: bool,
+}
+
+/// Arguments of `torch.nn.BatchNorm2d`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNorm2dConfig {
+    /// Channels.
+    pub num_features: usize,
+    /// Added to the variance for numerical stability.
+    pub eps: f32,
+    /// Running statistics update factor.
+    pub momentum: f32,
+}
+
+/// A named layer, not yet checked: `name` is the state_dict prefix (`layer1.0`, `fc1`, `3`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerDef {
+    /// State-dict prefix of this layer's parameters and buffers.
+    pub name: String,
+    /// What the layer computes.
+    pub config: LayerConfig,
+}
+
+/// A sequential network as written, not yet checked ([`crate::Model::new`] checks it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetworkDef {
+    /// Input shape per sample, `[channels, height, width]`.
+    pub input: [usize; 3],
+    /// The layers, in order.
+    pub layers: Vec<LayerDef>,
+}
+
+/// Why a layer's arguments do not fit its input.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ShapeError {
+    /// The kind works on `[C, H, W]` images, but the input is flat.
+    NeedsImage {
+        /// The input.
+        found: Shape,
+    },
+    /// The kind works on flat vectors, but the input is an image.
+    NeedsFlat {
+        /// The input.
+        found: Shape,
+    },
+    /// An inferable size (`in_channels`, ...) differs from the input's.
+    SizeMismatch {
+        /// The argument.
+        arg: &'static str,
+        /// Its value.
+        written: usize,
+        /// The input's.
+        actual: usize,
+    },
+    /// The kernel or window does not fit the padded input along an axis (0 height, 1 width).
+    DoesNotFit {
+        /// The axis.
+        axis: usize,
+    },
+    /// A pool's padding is more than half its window (PyTorch refuses it).
+    PoolPadding,
+    /// A max pool's window has more positions than [`MAX_POOL_WINDOW`].
+    PoolWindow,
+    /// An argument is outside its type's range (the table's [`ArgType`]).
+    BadArgument {
+        /// The argument.
+        arg: &'static str,
+    },
+}
+
+impl fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShapeError::NeedsImage { found } => {
+                write!(
+                    f,
+                    "needs an image input [channels, height, width], found {found}"
+                )
+            }
+            ShapeError::NeedsFlat { found } => write!(f, "needs a flat input, found {found}"),
+            ShapeError::SizeMismatch {
+                arg,
+                written,
+                actual,
+            } => write!(f, "{arg} is {written} but the input has {actual}"),
+            ShapeError::DoesNotFit { axis } => write!(
+                f,
+                "the window does not fit the padded input's {}",
+                ["height", "width"][*axis % 2]
+            ),
+            ShapeError::PoolPadding => write!(f, "padding must be at most half of kernel_size"),
+            ShapeError::PoolWindow => {
+                write!(f, "the window has more than {MAX_POOL_WINDOW} positions")
+            }
+            ShapeError::BadArgument { arg } => write!(f, "`{arg}` is out of range"),
+        }
+    }
+}
+
+impl std::error::Error for ShapeError {}
+
+fn image(input: Shape) -> Result<[usize; 3], ShapeError> {
+    match input {
+        Shape::Chw(dims) => Ok(dims),
+        Shape::Flat(_) => Err(ShapeError::NeedsImage { found: input }),
+    }
+}
+
+fn same(arg: &'static str, written: usize, actual: usize) -> Result<(), ShapeError> {
+    if written == actual {
+        Ok(())
+    } else {
+        Err(ShapeError::SizeMismatch {
+            arg,
+            written,
+            actual,
+        })
+    }
+}
+
+fn tensor(layer: &str, role: TensorRole, shape: Vec<usize>) -> TensorInfo {
+    TensorInfo {
+        name: format!("{layer}.{}", role.suffix()),
+        role,
+        shape,
+    }
+}
+
+impl LayerConfig {
+    /// The kind these arguments belong to.
+    pub fn kind(&self) -> LayerKind {
+        match self {
+            LayerConfig::Conv2d(_) => LayerKind::Conv2d,
+            LayerConfig::MaxPool2d(_) => LayerKind::MaxPool2d,
+            LayerConfig::AvgPool2d(_) => LayerKind::AvgPool2d,
+            LayerConfig::Relu => LayerKind::Relu,
+            LayerConfig::LeakyRelu { .. } => LayerKind::LeakyRelu,
+            LayerConfig::Sigmoid => LayerKind::Sigmoid,
+            LayerConfig::Tanh => LayerKind::Tanh,
+            LayerConfig::Flatten => LayerKind::Flatten,
+            LayerConfig::Linear(_) => LayerKind::Linear,
+            LayerConfig::Dropout { .. } => LayerKind::Dropout,
+            LayerConfig::BatchNorm2d(_) => LayerKind::BatchNorm2d,
+        }
+    }
+
+    /// The value of argument `name` (one of [`LayerKind::args`]).
+    pub fn arg(&self, name: &str) -> Option<ArgValue> {
+        use ArgValue::{Bool, Float, Int, Pair};
+        Some(match (self, name) {
+            (LayerConfig::Conv2d(c), _) => match name {
+                "in_channels" => Int(c.in_channels),
+                "out_channels" => Int(c.out_channels),
+                "kernel_size" => Pair(c.kernel_size),
+                "stride" => Pair(c.stride),
+                "padding" => Pair(c.padding),
+                "dilation" => Pair(c.dilation),
+                "bias" => Bool(c.bias),
+                _ => return None,
+            },
+            (LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c), _) => match name {
+                "kernel_size" => Pair(c.kernel_size),
+                "stride" => Pair(c.stride),
+                "padding" => Pair(c.padding),
+                "ceil_mode" => Bool(c.ceil_mode),
+                _ => return None,
+            },
+            (LayerConfig::LeakyRelu { negative_slope }, "negative_slope") => {
+                Float(f64::from(*negative_slope))
+            }
+            (LayerConfig::Dropout { p }, "p") => Float(f64::from(*p)),
+            (LayerConfig::Linear(c), _) => match name {
+                "in_features" => Int(c.in_features),
+                "out_features" => Int(c.out_features),
+                "bias" => Bool(c.bias),
+                _ => return None,
+            },
+            (LayerConfig::BatchNorm2d(c), _) => match name {
+                "num_features" => Int(c.num_features),
+                "eps" => Float(f64::from(c.eps)),
+                "momentum" => Float(f64::from(c.momentum)),
+                _ => return None,
+            },
+            _ => return None,
+        })
+    }
+
+    /// Builds a `kind` layer from its written arguments (`written(name)`), applying the table's
+    /// defaults. Inferred arguments must be given. `None` when a required one is missing or a
+    /// value has the wrong type.
+    pub fn from_args(
+        kind: LayerKind,
+        written: impl Fn(&str) -> Option<ArgValue>,
+    ) -> Option<LayerConfig> {
+        let value = |name: &str| -> Option<ArgValue> {
+            let info = kind.arg(name)?;
+            written(name).or(match info.default {
+                ArgDefault::Required | ArgDefault::Inferred => None,
+                ArgDefault::Int(v) => Some(match info.ty {
+                    ArgType::Pair { .. } => ArgValue::Pair([v, v]),
+                    _ => ArgValue::Int(v),
+                }),
+                ArgDefault::SameAs(other) => written(other),
+                ArgDefault::Float(v) => Some(ArgValue::Float(v)),
+                ArgDefault::Bool(v) => Some(ArgValue::Bool(v)),
+            })
+        };
+        let int = |name| match value(name)? {
+            ArgValue::Int(v) => Some(v),
+            _ => None,
+        };
+        let pair = |name| match value(name)? {
+            ArgValue::Pair(v) => Some(v),
+            ArgValue::Int(v) => Some([v, v]),
+            _ => None,
+        };
+        // Resolved numbers are f32, as PyTorch stores them.
+        let float = |name| match value(name)? {
+            ArgValue::Float(v) => Some(v as f32),
+            _ => None,
+        };
+        let bool = |name| match value(name)? {
+            ArgValue::Bool(v) => Some(v),
+            _ => None,
+        };
+        let pool = || {
+            Some(Pool2dConfig {
+                kernel_size: pair("kernel_size")?,
+                stride: pair("stride")?,
+                padding: pair("padding")?,
+                ceil_mode: bool("ceil_mode")?,
+            })
+        };
+        Some(match kind {
+            LayerKind::Conv2d => LayerConfig::Conv2d(Conv2dConfig {
+                in_channels: int("in_channels")?,
+                out_channels: int("out_channels")?,
+                kernel_size: pair("kernel_size")?,
+                stride: pair("stride")?,
+                padding: pair("padding")?,
+                dilation: pair("dilation")?,
+                bias: bool("bias")?,
+            }),
+            LayerKind::MaxPool2d => LayerConfig::MaxPool2d(pool()?),
+            LayerKind::AvgPool2d => LayerConfig::AvgPool2d(pool()?),
+            LayerKind::Relu => LayerConfig::Relu,
+            LayerKind::LeakyRelu => LayerConfig::LeakyRelu {
+                negative_slope: float("negative_slope")?,
+            },
+            LayerKind::Sigmoid => LayerConfig::Sigmoid,
+            LayerKind::Tanh => LayerConfig::Tanh,
+            LayerKind::Flatten => LayerConfig::Flatten,
+            LayerKind::Linear => LayerConfig::Linear(LinearConfig {
+                in_features: int("in_features")?,
+                out_features: int("out_features")?,
+                bias: bool("bias")?,
+            }),
+            LayerKind::Dropout => LayerConfig::Dropout { p: float("p")? },
+            LayerKind::BatchNorm2d => LayerConfig::BatchNorm2d(BatchNorm2dConfig {
+                num_features: int("num_features")?,
+                eps: float("eps")?,
+                momentum: float("momentum")?,
+            }),
+        })
+    }
+
+    /// Checks every argument against its type's range in the table.
+    pub fn check_args(&self) -> Result<(), ShapeError> {
+        for info in self.kind().args() {
+            let ok = match (info.ty, self.arg(info.name)) {
+                (ArgType::Size { min }, Some(ArgValue::Int(v))) => v >= min,
+                (ArgType::Pair { min }, Some(ArgValue::Pair(p))) => p.iter().all(|&v| v >= min),
+                (
+                    ArgType::Float {
+                        min,
+                        max,
+                        min_exclusive,
+                    },
+                    Some(ArgValue::Float(v)),
+                ) => v.is_finite() && v <= max && if min_exclusive { v > min } else { v >= min },
+                (ArgType::Bool, Some(ArgValue::Bool(_))) => true,
+                _ => false,
+            };
+            if !ok {
+                return Err(ShapeError::BadArgument { arg: info.name });
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-sample output for `input`: PyTorch's shape rule for this kind.
+    pub fn output_shape(&self, input: Shape) -> Result<Shape, ShapeError> {
+        Ok(match self {
+            LayerConfig::Conv2d(c) => {
+                let [channels, h, w] = image(input)?;
+                same("in_channels", c.in_channels, channels)?;
+                let out = |axis: usize, size: usize| {
+                    conv_output(
+                        size,
+                        c.kernel_size[axis],
+                        c.stride[axis],
+                        c.padding[axis],
+                        c.dilation[axis],
+                    )
+                    .ok_or(ShapeError::DoesNotFit { axis })
+                };
+                Shape::Chw([c.out_channels, out(0, h)?, out(1, w)?])
+            }
+            LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c) => {
+                let [channels, h, w] = image(input)?;
+                if (0..2).any(|i| c.padding[i] > c.kernel_size[i] / 2) {
+                    return Err(ShapeError::PoolPadding);
+                }
+                let [kh, kw] = c.kernel_size;
+                if matches!(self, LayerConfig::MaxPool2d(_))
+                    && kh.saturating_mul(kw) > MAX_POOL_WINDOW
+                {
+                    return Err(ShapeError::PoolWindow);
+                }
+                let out = |axis: usize, size: usize| {
+                    pool_output(
+                        size,
+                        c.kernel_size[axis],
+                        c.stride[axis],
+                        c.padding[axis],
+                        c.ceil_mode,
+                    )
+                    .ok_or(ShapeError::DoesNotFit { axis })
+                };
+                Shape::Chw([channels, out(0, h)?, out(1, w)?])
+            }
+            LayerConfig::BatchNorm2d(c) => {
+                let [channels, _, _] = image(input)?;
+                same("num_features", c.num_features, channels)?;
+                input
+            }
+            LayerConfig::Linear(c) => match input {
+                Shape::Flat(n) => {
+                    same("in_features", c.in_features, n)?;
+                    Shape::Flat(c.out_features)
+                }
+                Shape::Chw(_) => return Err(ShapeError::NeedsFlat { found: input }),
+            },
+            LayerConfig::Flatten => Shape::Flat(input.numel()),
+            LayerConfig::Relu
+            | LayerConfig::LeakyRelu { .. }
+            | LayerConfig::Sigmoid
+            | LayerConfig::Tanh
+            | LayerConfig::Dropout { .. } => input,
+        })
+    }
+
+    /// The layer's state_dict entries under prefix `layer`: parameters then buffers, in
+    /// PyTorch's order and layout.
+    pub fn tensors(&self, layer: &str) -> Vec<TensorInfo> {
+        match self {
+            LayerConfig::Conv2d(c) => {
+                let [kh, kw] = c.kernel_size;
+                let mut tensors = vec![tensor(
+                    layer,
+                    TensorRole::Weight,
+                    vec![c.out_channels, c.in_channels, kh, kw],
+                )];
+                if c.bias {
+                    tensors.push(tensor(layer, TensorRole::Bias, vec![c.out_channels]));
+                }
+                tensors
+            }
+            LayerConfig::Linear(c) => {
+                let mut tensors = vec![tensor(
+                    layer,
+                    TensorRole::Weight,
+                    vec![c.out_features, c.in_features],
+                )];
+                if c.bias {
+                    tensors.push(tensor(layer, TensorRole::Bias, vec![c.out_features]));
+                }
+                tensors
+            }
+            LayerConfig::BatchNorm2d(c) => {
+                let n = c.num_features;
+                vec![
+                    tensor(layer, TensorRole::Weight, vec![n]),
+                    tensor(layer, TensorRole::Bias, vec![n]),
+                    tensor(layer, TensorRole::RunningMean, vec![n]),
+                    tensor(layer, TensorRole::RunningVar, vec![n]),
+                    tensor(layer, TensorRole::NumBatchesTracked, Vec::new()),
+                ]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Multiply-adds per sample producing `output`, counted as torchinfo does: a convolution's
+    /// weight and bias elements times its output positions, a linear layer's weight and bias
+    /// elements, a batchnorm's `2 * num_features`, and 0 for the rest.
+    pub fn macs(&self, output: Shape) -> u64 {
+        let params = || -> u64 {
+            self.tensors("")
+                .iter()
+                .filter(|t| t.role.is_trainable())
+                .map(|t| t.numel() as u64)
+                .sum()
+        };
+        match (self, output) {
+            (LayerConfig::Conv2d(_), Shape::Chw([_, h, w])) => {
+                params().saturating_mul((h as u64).saturating_mul(w as u64))
+            }
+            (LayerConfig::Linear(_) | LayerConfig::BatchNorm2d(_), _) => params(),
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_come_from_the_table() {
+        let written = |name: &str| match name {
+            "kernel_size" => Some(ArgValue::Int(3)),
+            _ => None,
+        };
+        let Some(LayerConfig::MaxPool2d(pool)) =
+            LayerConfig::from_args(LayerKind::MaxPool2d, written)
+        else {
+            panic!("a pool");
+        };
+        assert_eq!(pool.stride, [3, 3]);
+        assert_eq!(pool.padding, [0, 0]);
+        assert!(!pool.ceil_mode);
+        // in_channels is inferred: the caller must give it.
+        assert_eq!(LayerConfig::from_args(LayerKind::Conv2d, written), None);
+        let bn = LayerConfig::from_args(LayerKind::BatchNorm2d, |n| {
+            (n == "num_features").then_some(ArgValue::Int(8))
+        });
+        assert_eq!(
+            bn,
+            Some(LayerConfig::BatchNorm2d(BatchNorm2dConfig {
+                num_features: 8,
+                eps: 1e-5,
+                momentum: 0.1
+            }))
+        );
+    }
+
+    #[test]
+    fn arguments_read_back_as_written() {
+        for kind in LayerKind::ALL {
+            let sample = |name: &str| {
+                let info = kind.arg(name)?;
+                Some(match info.ty {
+                    ArgType::Size { .. } => ArgValue::Int(4),
+                    ArgType::Pair { .. } => ArgValue::Pair([2, 2]),
+                    ArgType::Float { .. } => ArgValue::Float(0.25),
+                    ArgType::Bool => ArgValue::Bool(false),
+                })
+            };
+            let config = LayerConfig::from_args(kind, sample).unwrap();
+            assert_eq!(config.kind(), kind);
+            for info in kind.args() {
+                assert_eq!(
+                    config.arg(info.name),
+                    sample(info.name),
+                    "{kind:?}.{}",
+                    info.name
+                );
+            }
+            assert_eq!(config.check_args(), Ok(()), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn shape_rules() {
+        let conv = LayerConfig::Conv2d(Conv2dConfig {
+            in_channels: 3,
+            out_channels: 8,
+            kernel_size: [5, 5],
+            stride: [1, 1],
+            padding: [2, 2],
+            dilation: [1, 1],
+            bias: true,
+        });
+        assert_eq!(
+            conv.output_shape(Shape::Chw([3, 32, 32])),
+            Ok(Shape::Chw([8, 32, 32]))
+        );
+        assert_eq!(
+            conv.output_shape(Shape::Chw([1, 32, 32])),
+            Err(ShapeError::SizeMismatch {
+                arg: "in_channels",
+                written: 3,
+                actual: 1
+            })
+        );
+        assert_eq!(
+            conv.macs(Shape::Chw([8, 32, 32])),
+            (8 * 3 * 25 + 8) * 32 * 32
+        );
+        assert!(matches!(
+            LayerConfig::Flatten.output_shape(Shape::Chw([2, 3, 4])),
+            Ok(Shape::Flat(24))
+        ));
+    }
+}

@@ -1,0 +1,254 @@
+//! PyTorch's output-size formulas for convolution and pooling, each written once
+//! (`aten/src/ATen/native/Pool.h`, `pooling_output_shape`), in exact integer arithmetic. The
+//! checker, the runtime's layer constructors, the plan and code generation all call these.
+
+/// Output length along one axis of a window sliding over `input` (with `padding` on each side):
+/// `floor((in + 2p - d(k-1) - 1) / s) + 1`, and with `ceil_mode` rounded up unless the last
+/// window would start in the right padding. May be below 1, which PyTorch rejects; a stride of 0
+/// counts as 1 (the checker refuses it before).
+pub const fn window_output(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    ceil_mode: bool,
+) -> i128 {
+    let input = input as i128;
+    let padding = padding as i128;
+    let stride = if stride == 0 { 1 } else { stride as i128 };
+    let span = input + 2 * padding - effective_kernel(kernel, dilation);
+    let round_up = if ceil_mode { stride - 1 } else { 0 };
+    let mut output = (span + round_up).div_euclid(stride) + 1;
+    if ceil_mode && (output - 1) * stride >= input + padding {
+        output -= 1;
+    }
+    output
+}
+
+/// Span of a dilated kernel, `dilation * (kernel - 1) + 1`.
+pub const fn effective_kernel(kernel: usize, dilation: usize) -> i128 {
+    dilation as i128 * (kernel as i128 - 1) + 1
+}
+
+/// Converts [`window_output`] to a size: `None` when no window fits or an argument is 0.
+const fn positive(kernel: usize, stride: usize, dilation: usize, output: i128) -> Option<usize> {
+    if kernel == 0 || stride == 0 || dilation == 0 || output < 1 || output > usize::MAX as i128 {
+        None
+    } else {
+        Some(output as usize)
+    }
+}
+
+/// `torch.nn.Conv2d`'s output length along one axis; `None` when the kernel does not fit.
+pub const fn conv_output(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> Option<usize> {
+    let output = window_output(input, kernel, stride, padding, dilation, false);
+    positive(kernel, stride, dilation, output)
+}
+
+/// `torch.nn.MaxPool2d` / `AvgPool2d`'s output length along one axis; `None` when the window
+/// does not fit.
+pub const fn pool_output(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    ceil_mode: bool,
+) -> Option<usize> {
+    let output = window_output(input, kernel, stride, padding, 1, ceil_mode);
+    positive(kernel, stride, 1, output)
+}
+
+/// Whether a max pool's windows tile an `[h, w]` image exactly (`stride == kernel_size`, no
+/// padding, `h` and `w` multiples of the kernel's, and a window small enough for the 16-bit
+/// positions): the condition under which a convolution applies the pool itself.
+pub const fn pool_tiles(
+    input: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> bool {
+    let [kh, kw] = kernel;
+    kh > 0
+        && kw > 0
+        && stride[0] == kh
+        && stride[1] == kw
+        && padding[0] == 0
+        && padding[1] == 0
+        && input[0].is_multiple_of(kh)
+        && input[1].is_multiple_of(kw)
+        && kh * kw <= crate::MAX_POOL_WINDOW
+}
+
+/// One spatial dimension of a convolution or pooling window, for the checker's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Kernel size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding on each side.
+    pub padding: usize,
+    /// Dilation (1 for pooling).
+    pub dilation: usize,
+    /// Round the output size up (pooling's `ceil_mode`).
+    pub ceil_mode: bool,
+}
+
+/// The outcome of sliding a [`Window`] over one dimension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slide {
+    /// Output size; may be below 1, which PyTorch rejects.
+    pub output: i128,
+    /// Input rows/columns (not padding) after the last window that no window reaches,
+    /// PyTorch's silent floor.
+    pub dropped: usize,
+    /// Input rows/columns (not padding) between windows that no window reaches, when the
+    /// stride exceeds the (dilated) kernel.
+    pub skipped: usize,
+}
+
+impl Window {
+    /// Span of the dilated kernel, `dilation * (kernel - 1) + 1`.
+    pub fn effective_kernel(&self) -> i128 {
+        effective_kernel(self.kernel, self.dilation)
+    }
+
+    /// The window slid over `input`: its output size ([`window_output`]) and the real input
+    /// positions no window covers.
+    pub fn slide(&self, input: usize) -> Slide {
+        let output = window_output(
+            input,
+            self.kernel,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+        );
+        let (mut dropped, mut skipped) = (0, 0);
+        if output >= 1 {
+            let stride = (self.stride as i128).max(1);
+            let padding = self.padding as i128;
+            let real = |from: i128, to: i128| (to.min(input as i128) - from.max(0)).max(0);
+            let kernel = self.effective_kernel();
+            // Between consecutive windows: from the end of one to the start of the next.
+            if stride > kernel {
+                let gaps: i128 = (0..output - 1)
+                    .map(|j| real(j * stride - padding + kernel, (j + 1) * stride - padding))
+                    .sum();
+                skipped = usize::try_from(gaps).unwrap_or(0);
+            }
+            let last_end = (output - 1) * stride - padding + kernel;
+            dropped = usize::try_from(real(last_end, input as i128)).unwrap_or(0);
+        }
+        Slide {
+            output,
+            dropped,
+            skipped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(kernel: usize, stride: usize, padding: usize, dilation: usize) -> Window {
+        Window {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ceil_mode: false,
+        }
+    }
+
+    fn pool(kernel: usize, stride: usize, padding: usize, ceil_mode: bool) -> Window {
+        Window {
+            kernel,
+            stride,
+            padding,
+            dilation: 1,
+            ceil_mode,
+        }
+    }
+
+    // Expected sizes from PyTorch 2.15 (tools/.venv):
+    //   import torch; nn = torch.nn
+    //   nn.Conv2d(1, 1, 5, padding=2)(torch.zeros(1, 1, 32, 32)).shape[-1]          # 32
+    //   nn.Conv2d(1, 1, 3, stride=2)(torch.zeros(1, 1, 32, 32)).shape[-1]           # 15
+    //   nn.Conv2d(1, 1, 3, stride=2, padding=1)(torch.zeros(1, 1, 7, 7)).shape[-1]  # 4
+    //   nn.Conv2d(1, 1, 3, dilation=2)(torch.zeros(1, 1, 10, 10)).shape[-1]         # 6
+    //   nn.Conv2d(1, 1, 3, stride=3, padding=1, dilation=3)(torch.zeros(1,1,28,28)).shape[-1]  # 8
+    //   nn.Conv2d(1, 1, 7, stride=2, padding=3)(torch.zeros(1, 1, 224, 224)).shape[-1]  # 112
+    #[test]
+    fn conv_output_sizes_match_pytorch() {
+        assert_eq!(conv(5, 1, 2, 1).slide(32).output, 32);
+        assert_eq!(conv(3, 2, 0, 1).slide(32).output, 15);
+        assert_eq!(conv(3, 2, 1, 1).slide(7).output, 4);
+        assert_eq!(conv(3, 1, 0, 2).slide(10).output, 6);
+        assert_eq!(conv(3, 3, 1, 3).slide(28).output, 8);
+        assert_eq!(conv(7, 2, 3, 1).slide(224).output, 112);
+        assert_eq!(conv_output(224, 7, 2, 3, 1), Some(112));
+        assert_eq!(conv_output(28, 3, 3, 1, 3), Some(8));
+        // A kernel larger than the padded input: PyTorch raises "Kernel size can't be greater
+        // than actual input size".
+        assert!(conv(5, 1, 0, 1).slide(3).output < 1);
+        assert_eq!(conv_output(3, 5, 1, 0, 1), None);
+        assert_eq!(conv_output(8, 3, 0, 0, 1), None);
+    }
+
+    //   nn.MaxPool2d(2)(torch.zeros(1, 1, 32, 32)).shape[-1]                        # 16
+    //   nn.MaxPool2d(2)(torch.zeros(1, 1, 15, 15)).shape[-1]                        # 7
+    //   nn.MaxPool2d(2, ceil_mode=True)(torch.zeros(1, 1, 15, 15)).shape[-1]        # 8
+    //   nn.MaxPool2d(3, 2)(torch.zeros(1, 1, 112, 112)).shape[-1]                   # 55
+    //   nn.MaxPool2d(3, 2, ceil_mode=True)(torch.zeros(1, 1, 112, 112)).shape[-1]   # 56
+    //   nn.MaxPool2d(3, 2, padding=1)(torch.zeros(1, 1, 112, 112)).shape[-1]        # 56
+    //   nn.MaxPool2d(2, 2, padding=1, ceil_mode=True)(torch.zeros(1, 1, 5, 5)).shape[-1]  # 3
+    //   nn.AvgPool2d(3, 3, ceil_mode=True)(torch.zeros(1, 1, 10, 10)).shape[-1]     # 4
+    #[test]
+    fn pool_output_sizes_match_pytorch() {
+        assert_eq!(pool(2, 2, 0, false).slide(32).output, 16);
+        assert_eq!(pool(2, 2, 0, false).slide(15).output, 7);
+        assert_eq!(pool(2, 2, 0, true).slide(15).output, 8);
+        assert_eq!(pool(3, 2, 0, false).slide(112).output, 55);
+        assert_eq!(pool(3, 2, 0, true).slide(112).output, 56);
+        assert_eq!(pool(3, 2, 1, false).slide(112).output, 56);
+        // ceil_mode would give 4, but that window would start in the right padding.
+        assert_eq!(pool(2, 2, 1, true).slide(5).output, 3);
+        assert_eq!(pool(3, 3, 0, true).slide(10).output, 4);
+        assert_eq!(pool_output(5, 2, 2, 1, true), Some(3));
+        assert_eq!(pool_output(15, 2, 2, 0, true), Some(8));
+        assert_eq!(pool_output(1, 2, 2, 0, false), None);
+    }
+
+    #[test]
+    fn uncovered_rows_count_only_real_input() {
+        assert_eq!(pool(2, 2, 0, false).slide(15).dropped, 1);
+        assert_eq!(pool(2, 2, 0, false).slide(16).dropped, 0);
+        assert_eq!(pool(2, 2, 0, true).slide(15).dropped, 0);
+        // 3x3 stride 2 pad 1 over 8: the last position is padding.
+        assert_eq!(conv(3, 2, 1, 1).slide(8).dropped, 0);
+        assert_eq!(conv(3, 2, 0, 1).slide(32).dropped, 1);
+        // Kernel 2, stride 3 over 8: windows at 0-1 and 3-4, 6-7; rows 2 and 5 are skipped.
+        let slide = pool(2, 3, 0, false).slide(8);
+        assert_eq!((slide.output, slide.skipped, slide.dropped), (3, 2, 0));
+        // Kernel 1, stride 4 over 10: windows at 0, 4, 8; 3 + 3 skipped, row 9 dropped.
+        let slide = conv(1, 4, 0, 1).slide(10);
+        assert_eq!((slide.output, slide.skipped, slide.dropped), (3, 6, 1));
+    }
+
+    #[test]
+    fn pool_tiling() {
+        assert!(pool_tiles([28, 28], [2, 2], [2, 2], [0, 0]));
+        assert!(!pool_tiles([27, 28], [2, 2], [2, 2], [0, 0]));
+        assert!(!pool_tiles([28, 28], [2, 2], [1, 1], [0, 0]));
+        assert!(!pool_tiles([28, 28], [2, 2], [2, 2], [1, 0]));
+    }
+}

@@ -1,0 +1,449 @@
+//! The layer table: every layer kind once, with its spelling in specs, its PyTorch class, its
+//! arguments as data (what the checker types, what summaries, completion and schemas read) and
+//! how it is initialised. A kind's shape rule, tensors and mult-adds sit beside its resolved
+//! arguments in [`crate::config`].
+
+use crate::config::Pair;
+
+/// The layer kinds a spec can use, each a PyTorch module. Rust names follow PyTorch's classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LayerKind {
+    /// `torch.nn.Conv2d`.
+    Conv2d,
+    /// `torch.nn.MaxPool2d`.
+    MaxPool2d,
+    /// `torch.nn.AvgPool2d` (count_include_pad=True).
+    AvgPool2d,
+    /// `torch.nn.ReLU`.
+    Relu,
+    /// `torch.nn.LeakyReLU`.
+    LeakyRelu,
+    /// `torch.nn.Sigmoid`.
+    Sigmoid,
+    /// `torch.nn.Tanh`.
+    Tanh,
+    /// `torch.nn.Flatten` (C, H, W order).
+    Flatten,
+    /// `torch.nn.Linear`.
+    Linear,
+    /// `torch.nn.Dropout`.
+    Dropout,
+    /// `torch.nn.BatchNorm2d`.
+    BatchNorm2d,
+}
+
+/// The type and allowed range of an argument.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArgType {
+    /// An integer size, at least `min`.
+    Size {
+        /// Smallest allowed value.
+        min: usize,
+    },
+    /// An integer or `[h, w]` pair, each at least `min`.
+    Pair {
+        /// Smallest allowed value of each.
+        min: usize,
+    },
+    /// A number within `min..=max`; `min_exclusive` excludes `min` itself.
+    Float {
+        /// Lower bound.
+        min: f64,
+        /// Upper bound.
+        max: f64,
+        /// Whether `min` itself is refused.
+        min_exclusive: bool,
+    },
+    /// `true` / `false`.
+    Bool,
+}
+
+/// What an argument is when a spec leaves it out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArgDefault {
+    /// The spec must write it.
+    Required,
+    /// Inferred from the layer's input (`in_channels`, `in_features`, `num_features`).
+    Inferred,
+    /// This integer, or this value on both axes of a pair.
+    Int(usize),
+    /// The value of another argument of the layer (a pool's `stride` is its `kernel_size`).
+    SameAs(&'static str),
+    /// This number.
+    Float(f64),
+    /// This boolean.
+    Bool(bool),
+}
+
+/// One argument of a layer kind, with PyTorch's name, type and default.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ArgInfo {
+    /// Its name (PyTorch's).
+    pub name: &'static str,
+    /// Its type and range.
+    pub ty: ArgType,
+    /// Its value when left out.
+    pub default: ArgDefault,
+    /// What it means, in one line.
+    pub doc: &'static str,
+}
+
+impl ArgInfo {
+    /// Whether a spec must write it.
+    pub const fn is_required(&self) -> bool {
+        matches!(self.default, ArgDefault::Required)
+    }
+
+    /// Whether it is inferred from the input when left out.
+    pub const fn is_inferred(&self) -> bool {
+        matches!(self.default, ArgDefault::Inferred)
+    }
+}
+
+/// A typed argument value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArgValue {
+    /// An integer size.
+    Int(usize),
+    /// A `[h, w]` pair.
+    Pair(Pair),
+    /// A number.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
+/// How a kind's parameters and buffers start out (the runtime holds the numeric code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// No parameters and no random numbers.
+    None,
+    /// PyTorch's default for `Conv2d` and `Linear`: weight, then bias, from
+    /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, drawn in layer order from the model's init stream.
+    FanInUniform,
+    /// `BatchNorm2d`: weight 1, bias 0, running mean 0, running variance 1, no batches tracked.
+    Constant,
+    /// No parameters; training masks come from the layer's own stream, seeded by its position.
+    DropoutStream,
+}
+
+/// One entry of the layer table.
+#[derive(Clone, Copy, Debug)]
+pub struct KindInfo {
+    /// The kind.
+    pub kind: LayerKind,
+    /// Spelling in specs (`maxpool2d`).
+    pub keyword: &'static str,
+    /// PyTorch class name (`MaxPool2d`), as torchinfo prints it.
+    pub torch_name: &'static str,
+    /// Arguments, in PyTorch's order (`name` is every layer's and not listed).
+    pub args: &'static [ArgInfo],
+    /// How its tensors start out.
+    pub init: Init,
+}
+
+const fn arg(name: &'static str, ty: ArgType, default: ArgDefault, doc: &'static str) -> ArgInfo {
+    ArgInfo {
+        name,
+        ty,
+        default,
+        doc,
+    }
+}
+
+const UNBOUNDED: f64 = f64::MAX;
+const SIZE: ArgType = ArgType::Size { min: 1 };
+const PAIR: ArgType = ArgType::Pair { min: 1 };
+const PADDING: ArgType = ArgType::Pair { min: 0 };
+const PROBABILITY: ArgType = ArgType::Float {
+    min: 0.0,
+    max: 1.0,
+    min_exclusive: false,
+};
+
+const POOL2D: &[ArgInfo] = &[
+    arg(
+        "kernel_size",
+        PAIR,
+        ArgDefault::Required,
+        "window size, an integer or [h, w]",
+    ),
+    arg(
+        "stride",
+        PAIR,
+        ArgDefault::SameAs("kernel_size"),
+        "step between windows (default: kernel_size)",
+    ),
+    arg(
+        "padding",
+        PADDING,
+        ArgDefault::Int(0),
+        "implicit padding on each side",
+    ),
+    arg(
+        "ceil_mode",
+        ArgType::Bool,
+        ArgDefault::Bool(false),
+        "round the output size up instead of down",
+    ),
+];
+
+/// The layer table, in documentation order.
+pub const TABLE: [KindInfo; 11] = [
+    KindInfo {
+        kind: LayerKind::Conv2d,
+        keyword: "conv2d",
+        torch_name: "Conv2d",
+        args: &[
+            arg(
+                "in_channels",
+                SIZE,
+                ArgDefault::Inferred,
+                "input channels (inferred from the input)",
+            ),
+            arg(
+                "out_channels",
+                SIZE,
+                ArgDefault::Required,
+                "output channels",
+            ),
+            arg(
+                "kernel_size",
+                PAIR,
+                ArgDefault::Required,
+                "kernel size, an integer or [h, w]",
+            ),
+            arg(
+                "stride",
+                PAIR,
+                ArgDefault::Int(1),
+                "step between kernel positions",
+            ),
+            arg(
+                "padding",
+                PADDING,
+                ArgDefault::Int(0),
+                "zero padding on each side",
+            ),
+            arg(
+                "dilation",
+                PAIR,
+                ArgDefault::Int(1),
+                "spacing between kernel elements",
+            ),
+            arg(
+                "bias",
+                ArgType::Bool,
+                ArgDefault::Bool(true),
+                "whether the layer adds a learnable bias",
+            ),
+        ],
+        init: Init::FanInUniform,
+    },
+    KindInfo {
+        kind: LayerKind::MaxPool2d,
+        keyword: "maxpool2d",
+        torch_name: "MaxPool2d",
+        args: POOL2D,
+        init: Init::None,
+    },
+    KindInfo {
+        kind: LayerKind::AvgPool2d,
+        keyword: "avgpool2d",
+        torch_name: "AvgPool2d",
+        args: POOL2D,
+        init: Init::None,
+    },
+    KindInfo {
+        kind: LayerKind::Relu,
+        keyword: "relu",
+        torch_name: "ReLU",
+        args: &[],
+        init: Init::None,
+    },
+    KindInfo {
+        kind: LayerKind::LeakyRelu,
+        keyword: "leaky_relu",
+        torch_name: "LeakyReLU",
+        args: &[arg(
+            "negative_slope",
+            ArgType::Float {
+                min: -UNBOUNDED,
+                max: UNBOUNDED,
+                min_exclusive: false,
+            },
+            ArgDefault::Float(0.01),
+            "slope for negative inputs",
+        )],
+        init: Init::None,
+    },
+    KindInfo {
+        kind: LayerKind::Sigmoid,
+        keyword: "sigmoid",
+        torch_name: "Sigmoid",
+        args: &[],
+        init: Init::None,
+    },
+    KindInfo {
+        kind: LayerKind::Tanh,
+        keyword: "tanh",
+        torch_name: "Tanh",
+        args: &[],
+        init: Init::None,
+    },
+    KindInfo {
+        kind: LayerKind::Flatten,
+        keyword: "flatten",
+        torch_name: "Flatten",
+        args: &[],
+        init: Init::None,
+    },
+    KindInfo {
+        kind: LayerKind::Linear,
+        keyword: "linear",
+        torch_name: "Linear",
+        args: &[
+            arg(
+                "in_features",
+                SIZE,
+                ArgDefault::Inferred,
+                "input features (inferred from the input)",
+            ),
+            arg(
+                "out_features",
+                SIZE,
+                ArgDefault::Required,
+                "output features",
+            ),
+            arg(
+                "bias",
+                ArgType::Bool,
+                ArgDefault::Bool(true),
+                "whether the layer adds a learnable bias",
+            ),
+        ],
+        init: Init::FanInUniform,
+    },
+    KindInfo {
+        kind: LayerKind::Dropout,
+        keyword: "dropout",
+        torch_name: "Dropout",
+        args: &[arg(
+            "p",
+            PROBABILITY,
+            ArgDefault::Float(0.5),
+            "probability of zeroing an element in training",
+        )],
+        init: Init::DropoutStream,
+    },
+    KindInfo {
+        kind: LayerKind::BatchNorm2d,
+        keyword: "batchnorm2d",
+        torch_name: "BatchNorm2d",
+        args: &[
+            arg(
+                "num_features",
+                SIZE,
+                ArgDefault::Inferred,
+                "channels (inferred from the input)",
+            ),
+            arg(
+                "eps",
+                ArgType::Float {
+                    min: 0.0,
+                    max: UNBOUNDED,
+                    min_exclusive: true,
+                },
+                ArgDefault::Float(1e-5),
+                "added to the variance for numerical stability",
+            ),
+            arg(
+                "momentum",
+                PROBABILITY,
+                ArgDefault::Float(0.1),
+                "running statistics update factor",
+            ),
+        ],
+        init: Init::Constant,
+    },
+];
+
+impl LayerKind {
+    /// Every kind, in documentation order.
+    pub const ALL: [LayerKind; 11] = {
+        let mut all = [LayerKind::Conv2d; 11];
+        let mut i = 0;
+        while i < TABLE.len() {
+            all[i] = TABLE[i].kind;
+            i += 1;
+        }
+        all
+    };
+
+    /// This kind's table entry.
+    pub const fn info(self) -> &'static KindInfo {
+        &TABLE[self as usize]
+    }
+
+    /// The spelling in specs (`conv2d`, `leaky_relu`).
+    pub const fn keyword(self) -> &'static str {
+        self.info().keyword
+    }
+
+    /// The PyTorch class name (`Conv2d`, `LeakyReLU`), as torchinfo prints it.
+    pub const fn torch_name(self) -> &'static str {
+        self.info().torch_name
+    }
+
+    /// The arguments, in PyTorch's order.
+    pub const fn args(self) -> &'static [ArgInfo] {
+        self.info().args
+    }
+
+    /// How its tensors start out.
+    pub const fn init(self) -> Init {
+        self.info().init
+    }
+
+    /// The argument called `name`.
+    pub fn arg(self, name: &str) -> Option<&'static ArgInfo> {
+        self.args().iter().find(|a| a.name == name)
+    }
+
+    /// The kind spelt `keyword` in a spec.
+    pub fn from_keyword(keyword: &str) -> Option<LayerKind> {
+        LayerKind::ALL.into_iter().find(|k| k.keyword() == keyword)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_in_enum_order_and_spelt_once() {
+        for (i, info) in TABLE.iter().enumerate() {
+            assert_eq!(info.kind as usize, i, "{}", info.keyword);
+            assert_eq!(LayerKind::from_keyword(info.keyword), Some(info.kind));
+        }
+        assert_eq!(LayerKind::MaxPool2d.keyword(), "maxpool2d");
+        assert_eq!(LayerKind::MaxPool2d.torch_name(), "MaxPool2d");
+        assert_eq!(LayerKind::from_keyword("max_pool2d"), None);
+    }
+
+    #[test]
+    fn defaults_name_arguments_of_the_same_kind() {
+        for info in TABLE {
+            for a in info.args {
+                if let ArgDefault::SameAs(other) = a.default {
+                    assert!(
+                        info.kind.arg(other).is_some(),
+                        "{}.{}",
+                        info.keyword,
+                        a.name
+                    );
+                }
+            }
+        }
+    }
+}
