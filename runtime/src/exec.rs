@@ -1,14 +1,17 @@
-//! The dynamic executor: a runnable model built at run time from a [`NetworkDef`] (what the CLI
-//! uses). It is a list of the same [`Layer`] structs generated models hold as fields, plus
-//! activation and gradient buffers sized for the largest batch seen and reused afterwards. When a
-//! training step goes non-finite, [`Network::find_non_finite`] names the layer where it started.
+//! The dynamic executor: a runnable model built at run time from a checked [`Model`] (what the
+//! CLI uses). It is a list of the same [`Layer`] structs generated models hold as fields, run as
+//! the model's [`Plan`] says (the plan code generation writes out), plus activation and gradient
+//! buffers sized for the largest batch seen and reused afterwards. When a training step goes
+//! non-finite, [`Network::find_non_finite`] names the layer where it started.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut2};
 
-use crate::config::{LayerConfig, LayerDef, NetworkDef};
+use cnnc_core::{CheckedLayer, Fusion, Grad, Model, Plan, Shape};
+
+use crate::config::{LayerConfig, NetworkDef};
 use crate::error::{Error, Result};
 use crate::init::{dropout_rng, init_rng};
 use crate::layers::{
@@ -27,15 +30,14 @@ pub struct Network {
     layers: Vec<Box<dyn Layer>>,
     /// Each layer's spec keyword (`conv2d`, `linear`), for messages.
     kinds: Vec<&'static str>,
-    /// `fused[i]`: layer `i` is applied by the layer before it: a ReLU by the layer before
-    /// ([`Layer::fuse_relu`]), or a max pool after such a ReLU by the layer that fused the ReLU
-    /// ([`Layer::fuse_max_pool`]). It is skipped, and its output is that layer's.
-    fused: Vec<bool>,
-    /// `acts[0]` is the input (internal layout), `acts[i + 1]` the output of layer `i` (empty
-    /// for a fused layer).
+    /// Which layers run, which they apply (a ReLU by the convolution before it, a max pool after
+    /// such a ReLU too), and the buffers each step reads and writes.
+    plan: Plan,
+    /// The plan's activation buffers: `acts[0]` the input (internal layout), then each step's
+    /// output.
     acts: Vec<Vec<f32>>,
-    /// Two gradient buffers, each as large as the largest activation, used in turn by backward.
-    grads: [Vec<f32>; 2],
+    /// The plan's gradient buffers, each as large as the largest activation.
+    grads: Vec<Vec<f32>>,
     /// Gradient of the loss with respect to the logits, `[batch, classes]`.
     dlogits: Vec<f32>,
     /// Largest batch the buffers hold.
@@ -130,23 +132,6 @@ impl fmt::Display for NonFinite {
     }
 }
 
-/// The spec keyword of a layer, as messages name it.
-fn keyword(config: &LayerConfig) -> &'static str {
-    match config {
-        LayerConfig::Conv2d(_) => "conv2d",
-        LayerConfig::MaxPool2d(_) => "maxpool2d",
-        LayerConfig::AvgPool2d(_) => "avgpool2d",
-        LayerConfig::Relu => "relu",
-        LayerConfig::LeakyRelu { .. } => "leaky_relu",
-        LayerConfig::Sigmoid => "sigmoid",
-        LayerConfig::Tanh => "tanh",
-        LayerConfig::Flatten => "flatten",
-        LayerConfig::Linear(_) => "linear",
-        LayerConfig::Dropout { .. } => "dropout",
-        LayerConfig::BatchNorm2d(_) => "batchnorm2d",
-    }
-}
-
 /// The first non-finite gradient `layer` (at `index`, of kind `kind`) wrote in backward: its
 /// parameters' (in visit order), then `input_grad`.
 fn gradient_fault(
@@ -179,23 +164,6 @@ fn first_non_finite(values: &[f32]) -> Option<f32> {
     values.iter().copied().find(|v| !v.is_finite())
 }
 
-/// Index in a network's activations of layer `index`'s output, given which layers are fused
-/// (see `Network::fused`): a fused layer's output is its predecessor's.
-fn output_slot(fused: &[bool], index: usize) -> usize {
-    let mut i = index;
-    while i > 0 && fused[i] {
-        i -= 1;
-    }
-    i + 1
-}
-
-/// Index in a network's activations of layer `index`'s input.
-fn input_slot(fused: &[bool], index: usize) -> usize {
-    index
-        .checked_sub(1)
-        .map_or(0, |prev| output_slot(fused, prev))
-}
-
 /// Wall time one layer took in a profiled training step ([`Network::profile_train_step`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LayerTime {
@@ -205,41 +173,32 @@ pub struct LayerTime {
     pub backward: Duration,
 }
 
-/// Builds one layer of a network for per-sample input `input`; `index` is its position.
+/// The runtime's view of a per-sample shape.
+fn dims(shape: Shape) -> Dims {
+    match shape {
+        Shape::Chw([channels, height, width]) => Dims::Image {
+            channels,
+            height,
+            width,
+        },
+        Shape::Flat(features) => Dims::Flat { features },
+    }
+}
+
+/// Builds one checked layer of a network; `index` is its position.
 fn build_layer(
-    def: &LayerDef,
-    input: Dims,
+    layer: &CheckedLayer,
     index: usize,
     seed: u64,
     rng: &mut rand_chacha::ChaCha8Rng,
 ) -> Result<Box<dyn Layer>> {
-    let name = def.name.as_str();
-    Ok(match &def.config {
+    let name = layer.name();
+    let input = dims(layer.input_shape());
+    Ok(match layer.config() {
         LayerConfig::Conv2d(c) => {
-            let (channels, h, w) = match input {
-                Dims::Image {
-                    channels,
-                    height,
-                    width,
-                } => (channels, height, width),
-                Dims::Flat { features } => {
-                    return Err(Error::config(
-                        name,
-                        format!(
-                            "conv2d needs an image input [channels, height, width], found flat [{features}]"
-                        ),
-                    ));
-                }
+            let Shape::Chw([_, h, w]) = layer.input_shape() else {
+                return Err(Error::config(name, "conv2d needs an image input"));
             };
-            if channels != c.in_channels {
-                return Err(Error::config(
-                    name,
-                    format!(
-                        "conv2d expects {} input channels, found {channels}",
-                        c.in_channels
-                    ),
-                ));
-            }
             Box::new(Conv2d::new(name, c, [h, w], rng)?)
         }
         LayerConfig::MaxPool2d(c) => Box::new(MaxPool2d::new(name, c, input)?),
@@ -259,79 +218,82 @@ fn build_layer(
     })
 }
 
+/// Applies the plan's fusion to the built layers; a layer that refuses what the plan asks is a
+/// bug in cnnc (both read the same geometry).
+fn fuse(layers: &mut [Box<dyn Layer>], model: &Model, plan: &Plan) -> Result<()> {
+    let refused = |layer: &dyn Layer, what: &str| {
+        Error::config(
+            layer.name(),
+            format!("cnnc bug: the layer does not {what} as the plan says"),
+        )
+    };
+    for step in plan.steps() {
+        let layer = &mut layers[step.layer];
+        if step.fusion != Fusion::None && !layer.fuse_relu() {
+            return Err(refused(&**layer, "apply the ReLU after it"));
+        }
+        if step.fusion == Fusion::ReluMaxPool {
+            let LayerConfig::MaxPool2d(pool) = model.layers()[step.last].config() else {
+                return Err(refused(&**layer, "apply a max pool"));
+            };
+            if !layer.fuse_max_pool(pool) {
+                return Err(refused(&**layer, "apply the max pool after it"));
+            }
+        }
+        if step.relu_grad_masked {
+            layer.relu_grad_masked();
+        }
+        if step.masks_relu_grad && !layer.mask_relu_grad() {
+            return Err(refused(&**layer, "mask the ReLU gradient"));
+        }
+    }
+    Ok(())
+}
+
 impl Network {
     /// Builds and initialises the network described by `def`: parameters drawn in layer order
     /// from [`init_rng`]`(seed)` (PyTorch's default init), dropout masks from
     /// [`dropout_rng`]`(seed, layer index)`. Errors (naming the layer) when sizes do not chain,
     /// an option is invalid, or the output is not a flat `[classes]` vector.
     pub fn new(def: &NetworkDef, seed: u64) -> Result<Self> {
-        let [channels, height, width] = def.input;
-        if def.input.contains(&0) {
-            return Err(Error::config(
-                "network",
-                format!("input shape {:?} must be positive", def.input),
-            ));
-        }
-        if def.layers.is_empty() {
+        let model = Model::new(None, def.clone())
+            .map_err(|err| Error::config(err.layer(), err.to_string()))?;
+        Network::from_model(&model, seed)
+    }
+
+    /// Builds and initialises a checked model, as [`Network::new`] does.
+    pub fn from_model(model: &Model, seed: u64) -> Result<Self> {
+        if model.layers().is_empty() {
             return Err(Error::config(
                 "network",
                 "a network needs at least one layer",
             ));
         }
-        let mut rng = init_rng(seed);
-        let mut dims = Dims::Image {
-            channels,
-            height,
-            width,
-        };
-        let mut layers: Vec<Box<dyn Layer>> = Vec::with_capacity(def.layers.len());
-        let mut fused = Vec::with_capacity(def.layers.len());
-        for (index, layer) in def.layers.iter().enumerate() {
-            let mut built = build_layer(layer, dims, index, seed, &mut rng)?;
-            // A ReLU straight after a layer that applies it; after such a ReLU, a max pool that
-            // layer applies too, else one that masks the gradient for it.
-            let fuses = match &layer.config {
-                LayerConfig::Relu => layers.last_mut().is_some_and(|prev| prev.fuse_relu()),
-                LayerConfig::MaxPool2d(config) if index >= 2 && fused[index - 1] => {
-                    layers[index - 2].fuse_max_pool(config)
-                }
-                _ => false,
-            };
-            if !fuses && index >= 2 && fused[index - 1] && built.mask_relu_grad() {
-                layers[index - 2].relu_grad_masked();
-            }
-            fused.push(fuses);
-            dims = built.output_dims();
-            if dims.is_empty() {
-                return Err(Error::config(
-                    &layer.name,
-                    format!("output {dims} is empty"),
-                ));
-            }
-            layers.push(built);
-        }
-        if let Dims::Image { .. } = dims {
+        if let Shape::Chw(_) = model.output_shape() {
             return Err(Error::config(
                 "network",
                 format!(
-                    "the output must be flat [classes], found an image {dims}; end with flatten and linear"
+                    "the output must be flat [classes], found an image {}; end with flatten and linear",
+                    dims(model.output_shape())
                 ),
             ));
         }
-        let acts = std::iter::once(Vec::new())
-            .chain(layers.iter().map(|_| Vec::new()))
-            .collect();
+        let mut rng = init_rng(seed);
+        let mut layers = model
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(index, layer)| build_layer(layer, index, seed, &mut rng))
+            .collect::<Result<Vec<_>>>()?;
+        let plan = Plan::new(model);
+        fuse(&mut layers, model, &plan)?;
         Ok(Network {
-            input: Dims::Image {
-                channels,
-                height,
-                width,
-            },
+            input: dims(model.input_shape()),
             layers,
-            fused,
-            kinds: def.layers.iter().map(|l| keyword(&l.config)).collect(),
-            acts,
-            grads: [Vec::new(), Vec::new()],
+            kinds: model.layers().iter().map(|l| l.kind().keyword()).collect(),
+            acts: vec![Vec::new(); plan.buffers().len()],
+            grads: vec![Vec::new(); plan.grad_buffers()],
+            plan,
             dlogits: Vec::new(),
             capacity: 0,
             last: None,
@@ -348,12 +310,12 @@ impl Network {
     /// a max pool after such a ReLU, [`Layer::fuse_max_pool`]): such a layer is skipped, so it
     /// takes no time of its own.
     pub fn is_fused(&self, index: usize) -> bool {
-        self.fused.get(index).copied().unwrap_or(false)
+        index < self.layers.len() && self.plan.is_fused(index)
     }
 
     /// The buffer holding the network's output (the logits).
     fn output(&self) -> &[f32] {
-        &self.acts[output_slot(&self.fused, self.layers.len() - 1)]
+        &self.acts[self.plan.output()]
     }
 
     /// Per-sample input shape `[channels, height, width]`.
@@ -408,14 +370,17 @@ impl Network {
         if max_batch <= self.capacity {
             return;
         }
-        self.acts[0].resize(self.input.len() * max_batch, 0.0);
-        let mut largest = self.input.len();
-        let layers = self.acts[1..].iter_mut().zip(&self.layers).zip(&self.fused);
-        for ((act, layer), _) in layers.filter(|(_, fused)| !**fused) {
-            let len = layer.output_dims().len();
-            largest = largest.max(len);
+        let lens = self.plan.buffers().iter().map(Shape::numel);
+        for (act, len) in self.acts.iter_mut().zip(lens) {
             act.resize(len * max_batch, 0.0);
         }
+        let largest = self
+            .plan
+            .buffers()
+            .iter()
+            .map(Shape::numel)
+            .max()
+            .unwrap_or(0);
         for g in &mut self.grads {
             g.resize(largest * max_batch, 0.0);
         }
@@ -469,14 +434,11 @@ impl Network {
         mode: Mode,
         mut times: Option<&mut [LayerTime]>,
     ) -> Result<()> {
-        for i in 0..self.layers.len() {
-            if self.fused[i] {
-                continue;
-            }
-            let input = input_slot(&self.fused, i);
-            let (before, after) = self.acts.split_at_mut(i + 1);
+        for step in self.plan.steps() {
+            let i = step.layer;
+            let (before, after) = self.acts.split_at_mut(step.output);
             let start = Instant::now();
-            self.layers[i].forward(&before[input], &mut after[0], batch, mode)?;
+            self.layers[i].forward(&before[step.input], &mut after[0], batch, mode)?;
             if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {
                 t.forward += start.elapsed();
             }
@@ -541,33 +503,42 @@ impl Network {
         mut times: Option<&mut [LayerTime]>,
         check: bool,
     ) -> Result<Option<NonFinite>> {
-        let [g0, g1] = &mut self.grads;
-        let (mut dy, mut dx): (&mut [f32], &mut [f32]) = (g0, g1);
-        for i in (0..self.layers.len()).rev() {
-            if self.fused[i] {
-                continue;
-            }
-            let upstream: &[f32] = if i + 1 == self.layers.len() {
-                &self.dlogits
-            } else {
-                dy
+        let Network {
+            layers,
+            kinds,
+            plan,
+            acts,
+            grads,
+            dlogits,
+            ..
+        } = self;
+        for step in plan.steps().iter().rev() {
+            let i = step.layer;
+            let (dy, mut dx): (&[f32], Option<&mut [f32]>) = match (step.dy, step.dx) {
+                (Grad::Logits, None) => (dlogits, None),
+                (Grad::Logits, Some(b)) => (dlogits, Some(&mut grads[b])),
+                (Grad::Buffer(a), None) => (&grads[a], None),
+                (Grad::Buffer(a), Some(b)) => {
+                    let [dy, dx] = grads.get_disjoint_mut([a, b]).map_err(|_| {
+                        Error::State("cnnc bug: a step reads and writes one buffer".to_owned())
+                    })?;
+                    (dy, Some(dx))
+                }
             };
-            let want_dx = (i > 0).then_some(&mut *dx);
             let start = Instant::now();
-            let x = &self.acts[input_slot(&self.fused, i)];
-            self.layers[i].backward(x, &self.acts[i + 1], upstream, want_dx, batch)?;
+            let (x, y) = (&acts[step.input], &acts[step.output]);
+            layers[i].backward(x, y, dy, dx.as_deref_mut(), batch)?;
             if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {
                 t.backward += start.elapsed();
             }
             if check {
-                let input_len = batch * self.layers[i].input_dims().len();
-                let input_grad = (i > 0).then(|| &dx[..input_len]);
-                let layer = &mut *self.layers[i];
-                if let Some(found) = gradient_fault(layer, i, self.kinds[i], input_grad) {
+                let input_len = batch * layers[i].input_dims().len();
+                let input_grad = dx.map(|dx| &dx[..input_len]);
+                let layer = &mut *layers[i];
+                if let Some(found) = gradient_fault(layer, i, kinds[i], input_grad.as_deref()) {
                     return Ok(Some(found));
                 }
             }
-            std::mem::swap(&mut dy, &mut dx);
         }
         Ok(None)
     }
@@ -588,12 +559,10 @@ impl Network {
         if let Some(value) = first_non_finite(&self.acts[0][..input_len]) {
             return Ok(Some(NonFinite::Input { value }));
         }
-        for (index, layer) in self.layers.iter().enumerate() {
-            if self.fused[index] {
-                continue;
-            }
+        for step in self.plan.steps() {
+            let (index, layer) = (step.layer, &self.layers[step.layer]);
             let len = batch * layer.output_dims().len();
-            if let Some(value) = first_non_finite(&self.acts[index + 1][..len]) {
+            if let Some(value) = first_non_finite(&self.acts[step.output][..len]) {
                 return Ok(Some(NonFinite::Activations {
                     index,
                     name: layer.name().to_owned(),
@@ -643,7 +612,7 @@ impl Network {
         self.forward_timed(x, Mode::Train, times.as_deref_mut())?;
         let classes = self.classes();
         let logits_len = batch * classes;
-        let logits = &self.acts[output_slot(&self.fused, self.layers.len() - 1)][..logits_len];
+        let logits = &self.acts[self.plan.output()][..logits_len];
         let dlogits = &mut self.dlogits;
         let shape_err = |e: ndarray::ShapeError| Error::State(format!("logits buffer: {e}"));
         let loss = softmax_cross_entropy(

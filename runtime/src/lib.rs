@@ -1,8 +1,8 @@
 //! The cnnc numeric runtime: ndarray tensors, layers with forward and backward passes, losses,
 //! optimizers, PyTorch-matching initialisation, safetensors weights I/O and datasets. Knows nothing
-//! of parsing: models arrive as plain numeric layer descriptions ([`config`]).
+//! of parsing: models arrive as checked models of the shared layer table ([`cnnc_core`]), whose
+//! resolved arguments are [`config`].
 
-pub mod config;
 pub mod data;
 pub mod error;
 pub mod exec;
@@ -20,6 +20,7 @@ pub mod tensor;
 pub mod typed;
 pub mod weights;
 
+pub use cnnc_core::config;
 pub use error::{Error, Result};
 pub use exec::{LayerTime, Network, NonFinite};
 pub use layers::Layer;

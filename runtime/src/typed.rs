@@ -323,103 +323,6 @@ pub fn backward<'a, X: Activation<'a>, Y: Activation<'a>>(
     layer.backward(x.values(), y.values(), dy, dx, batch)
 }
 
-/// PyTorch's convolution output size along one axis (0 when the kernel does not fit), for the
-/// compile-time checks of generated code.
-pub const fn conv2d_output(
-    input: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
-) -> usize {
-    let span = dilation * (kernel - 1) + 1;
-    if stride == 0 || input + 2 * padding < span {
-        return 0;
-    }
-    (input + 2 * padding - span) / stride + 1
-}
-
-/// PyTorch's pooling output size along one axis (0 when the window does not fit), for the
-/// compile-time checks of generated code.
-pub const fn pool2d_output(
-    input: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    ceil_mode: bool,
-) -> usize {
-    let extra = if ceil_mode { stride - 1 } else { 0 };
-    if stride == 0 || input + 2 * padding + extra < kernel {
-        return 0;
-    }
-    let mut out = (input + 2 * padding + extra - kernel) / stride + 1;
-    if ceil_mode && (out - 1) * stride >= input + padding {
-        out -= 1;
-    }
-    out
-}
-
-/// Whether a convolution with these arguments maps images `input` to `output` (`[C, H, W]`).
-pub const fn conv2d_maps(
-    input: [usize; 3],
-    output: [usize; 3],
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 2],
-    dilation: [usize; 2],
-) -> bool {
-    input[0] > 0
-        && output[1] == conv2d_output(input[1], kernel[0], stride[0], padding[0], dilation[0])
-        && output[2] == conv2d_output(input[2], kernel[1], stride[1], padding[1], dilation[1])
-}
-
-/// Whether a pooling with these arguments maps images `input` to `output` (`[C, H, W]`).
-pub const fn pool2d_maps(
-    input: [usize; 3],
-    output: [usize; 3],
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 2],
-    ceil_mode: bool,
-) -> bool {
-    output[0] == input[0]
-        && output[1] == pool2d_output(input[1], kernel[0], stride[0], padding[0], ceil_mode)
-        && output[2] == pool2d_output(input[2], kernel[1], stride[1], padding[1], ceil_mode)
-}
-
-/// Whether a linear layer with these arguments maps features `input` to `output`.
-pub const fn linear_maps(
-    input: [usize; 1],
-    output: [usize; 1],
-    in_features: usize,
-    out_features: usize,
-) -> bool {
-    input[0] == in_features && output[0] == out_features
-}
-
-/// Whether a shape-preserving layer (activation, dropout, batch norm) maps `input` to `output`.
-pub const fn same_shape<const N: usize>(input: [usize; N], output: [usize; N]) -> bool {
-    let mut i = 0;
-    while i < N {
-        if input[i] != output[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
-/// Whether `flatten` maps `input` (`[C, H, W]`, or `[F]` passed through) to `output` features.
-pub const fn flatten_maps<const N: usize>(input: [usize; N], output: usize) -> bool {
-    let mut product = 1;
-    let mut i = 0;
-    while i < N {
-        product *= input[i];
-        i += 1;
-    }
-    product == output
-}
-
 /// Marks the latest training forward of a model; its `backward` takes it back, so a backward
 /// always follows the forward it belongs to (the model checks that no other forward ran since).
 #[derive(Debug, PartialEq, Eq)]
@@ -440,8 +343,9 @@ impl Tape {
 /// another model either.
 static PASSES: AtomicU64 = AtomicU64::new(1);
 
-/// The buffers a generated model owns: `N` activations (`acts[0]` the input, `acts[i + 1]` the
-/// output of layer `i`), two gradient buffers used in turn by backward, and the logits' gradient.
+/// The buffers a generated model owns: the `N` activation buffers of its plan
+/// ([`cnnc_core::Plan::buffers`]: `acts[0]` the input, then each step's output), two gradient
+/// buffers used in turn by backward, and the logits' gradient.
 /// Sized for the largest batch seen and then reused, so a training step allocates nothing.
 #[derive(Debug)]
 pub struct Workspace<const N: usize> {
@@ -647,34 +551,6 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn output_formulas_match_the_layers() {
-        // Same cases as the spec crate's shape tests (PyTorch 2.5 sizes).
-        assert_eq!(conv2d_output(32, 5, 1, 2, 1), 32);
-        assert_eq!(conv2d_output(28, 3, 3, 1, 3), 8);
-        assert_eq!(conv2d_output(3, 5, 1, 0, 1), 0);
-        assert_eq!(pool2d_output(15, 2, 2, 0, true), 8);
-        assert_eq!(pool2d_output(5, 2, 2, 1, true), 3);
-        assert_eq!(pool2d_output(112, 3, 2, 0, false), 55);
-        assert!(conv2d_maps(
-            [3, 32, 32],
-            [32, 32, 32],
-            [5, 5],
-            [1, 1],
-            [2, 2],
-            [1, 1]
-        ));
-        assert!(!pool2d_maps(
-            [3, 32, 32],
-            [3, 15, 16],
-            [2, 2],
-            [2, 2],
-            [0, 0],
-            false
-        ));
-        assert!(flatten_maps([64, 4, 4], 1024) && same_shape([7], [7]));
     }
 
     #[test]

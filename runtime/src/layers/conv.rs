@@ -314,8 +314,7 @@ pub(crate) fn conv_out(
     pad: usize,
     dilation: usize,
 ) -> Option<usize> {
-    let span = dilation * (kernel - 1) + 1;
-    (input + 2 * pad).checked_sub(span).map(|d| d / stride + 1)
+    cnnc_core::geometry::conv_output(input, kernel, stride, pad, dilation)
 }
 
 /// Where the pixels of a batch of `h x w` images start in a buffer: pixel `x` of row `y` of image
@@ -687,13 +686,12 @@ impl Conv2d {
         let [kh, kw] = config.kernel_size;
         let g = self.g;
         let fits = self.relu
-            && kh > 0
-            && kw > 0
-            && config.stride == config.kernel_size
-            && config.padding == [0, 0]
-            && g.oh.is_multiple_of(kh)
-            && g.ow.is_multiple_of(kw)
-            && kh * kw < usize::from(NONE);
+            && cnnc_core::geometry::pool_tiles(
+                [g.oh, g.ow],
+                config.kernel_size,
+                config.stride,
+                config.padding,
+            );
         if fits {
             self.pool = Some(FusedPool {
                 kh,

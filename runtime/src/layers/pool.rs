@@ -37,13 +37,7 @@ fn pool_out(
     pad: usize,
     ceil_mode: bool,
 ) -> Option<usize> {
-    let extra = if ceil_mode { stride - 1 } else { 0 };
-    let span = (input + 2 * pad + extra).checked_sub(kernel)?;
-    let mut out = span / stride + 1;
-    if ceil_mode && (out - 1) * stride >= input + pad {
-        out -= 1;
-    }
-    Some(out)
+    cnnc_core::geometry::pool_output(input, kernel, stride, pad, ceil_mode)
 }
 
 impl Geom {
