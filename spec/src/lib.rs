@@ -28,13 +28,14 @@ use std::path::{Path, PathBuf};
 
 pub use ast::{Arg, Comments, Ident, Layer, Model, ModelComments, Value, ValueKind};
 pub use check::{Checked, check};
+pub use cnnc_core::{
+    self as core, BatchNorm2dConfig, CheckedLayer, Conv2dConfig, LayerConfig, LayerKind,
+    LinearConfig, Model as CoreModel, Pair, Pool2dConfig, TensorInfo, TensorRole,
+};
 pub use diag::{Code, Diagnostic, JsonDiagnostic, Label, Severity, render};
 pub use dsl::parse_dsl;
 pub use fmt::{to_dsl, to_yaml};
-pub use resolved::{
-    BatchNorm2dArgs, CheckedLayer, CheckedModel, Conv2dArgs, LayerArgs, LayerKind, LinearArgs,
-    Pair, Pool2dArgs, TensorInfo, TensorRole,
-};
+pub use resolved::CheckedModel;
 pub use shape::{Shape, Slide, Window};
 pub use span::{Format, LineCol, Source, Span};
 pub use yaml::parse_yaml;
@@ -43,15 +44,9 @@ pub use yaml::parse_yaml;
 pub const MAX_SOURCE_BYTES: usize = 1 << 20;
 /// Deepest nesting of lists/mappings accepted in either language.
 pub const MAX_NESTING: usize = 16;
-/// Largest size (channels, features, height, kernel, ...) accepted: 2^20.
-pub const MAX_DIM: usize = 1 << 20;
-/// Largest element count of any single tensor (activation or parameter): 2^31.
-pub const MAX_ELEMENTS: u64 = 1 << 31;
+pub use cnnc_core::{MAX_DIM, MAX_ELEMENTS, MAX_POOL_WINDOW};
 /// Most layers a model may have.
 pub const MAX_LAYERS: usize = 10_000;
-/// Most positions in one `maxpool2d` window (`kernel_size[0] * kernel_size[1]`): the runtime
-/// records where each window's maximum lies in 16 bits, as PyTorch records its indices.
-pub const MAX_POOL_WINDOW: usize = 65_534;
 
 /// Errors of the convenience entry points that read files.
 #[derive(Debug, thiserror::Error)]

@@ -95,7 +95,7 @@ fn valid_specs_check_without_diagnostics() {
             rendered(&source)
         );
         let model = checked.model.expect("a resolved model");
-        assert!(!model.layers.is_empty());
+        assert!(!model.layers().is_empty());
     }
 }
 
@@ -150,13 +150,13 @@ fn every_example_model_has_an_identical_twin() {
         let a = cnnc_spec::compile(source).expect("valid").0;
         let b = cnnc_spec::compile(twin).expect("valid").0;
         assert_eq!(
-            a.layers
+            a.layers()
                 .iter()
-                .map(|l| (&l.name, &l.args, l.output_shape))
+                .map(|l| (l.name(), l.config(), l.output_shape()))
                 .collect::<Vec<_>>(),
-            b.layers
+            b.layers()
                 .iter()
-                .map(|l| (&l.name, &l.args, l.output_shape))
+                .map(|l| (l.name(), l.config(), l.output_shape()))
                 .collect::<Vec<_>>()
         );
     }

@@ -117,8 +117,8 @@ proptest! {
         let a = checked.model.expect("resolved");
         let b = cnnc_spec::check(&from_yaml).model.expect("resolved");
         prop_assert_eq!(
-            a.layers.iter().map(|l| (&l.args, l.output_shape)).collect::<Vec<_>>(),
-            b.layers.iter().map(|l| (&l.args, l.output_shape)).collect::<Vec<_>>()
+            a.layers().iter().map(|l| (l.config(), l.output_shape())).collect::<Vec<_>>(),
+            b.layers().iter().map(|l| (l.config(), l.output_shape())).collect::<Vec<_>>()
         );
     }
 }

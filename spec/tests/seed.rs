@@ -11,7 +11,9 @@
 //! positions, a linear layer's weight and bias elements): 2432*1024 + 25632*256 + 51264*64 +
 //! 65600 + 650 = 12,399,306.
 
-use cnnc_spec::{Conv2dArgs, Format, LayerArgs, LinearArgs, Pool2dArgs, Shape, Source, TensorRole};
+use cnnc_spec::{
+    Conv2dConfig, Format, LayerConfig, LinearConfig, Pool2dConfig, Shape, Source, TensorRole,
+};
 
 fn load(file: &str, format: Format) -> Source {
     let path = format!("{}/../models/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -65,14 +67,14 @@ fn seed_arguments_are_fully_resolved() {
     let (model, _) = cnnc_spec::compile(&load("custom_cnn.cnn", Format::Dsl)).expect("valid");
     let layer = |name: &str| {
         model
-            .layers
+            .layers()
             .iter()
-            .find(|l| l.name == name)
+            .find(|l| l.name() == name)
             .unwrap_or_else(|| panic!("no layer {name}"))
     };
     assert_eq!(
-        layer("layer2.0").args,
-        LayerArgs::Conv2d(Conv2dArgs {
+        *layer("layer2.0").config(),
+        LayerConfig::Conv2d(Conv2dConfig {
             in_channels: 32,
             out_channels: 32,
             kernel_size: [5, 5],
@@ -83,8 +85,8 @@ fn seed_arguments_are_fully_resolved() {
         })
     );
     assert_eq!(
-        layer("layer3.2").args,
-        LayerArgs::Maxpool2d(Pool2dArgs {
+        *layer("layer3.2").config(),
+        LayerConfig::MaxPool2d(Pool2dConfig {
             kernel_size: [2, 2],
             stride: [2, 2],
             padding: [0, 0],
@@ -92,16 +94,16 @@ fn seed_arguments_are_fully_resolved() {
         })
     );
     assert_eq!(
-        layer("fc2").args,
-        LayerArgs::Linear(LinearArgs {
+        *layer("fc2").config(),
+        LayerConfig::Linear(LinearConfig {
             in_features: 64,
             out_features: 10,
             bias: true,
         })
     );
-    assert_eq!(layer("layer3.2").input_shape, Shape::Chw([64, 8, 8]));
-    assert_eq!(layer("9").output_shape, Shape::Flat(1024));
-    let shapes: Vec<Shape> = model.layers.iter().map(|l| l.output_shape).collect();
+    assert_eq!(layer("layer3.2").input_shape(), Shape::Chw([64, 8, 8]));
+    assert_eq!(layer("9").output_shape(), Shape::Flat(1024));
+    let shapes: Vec<Shape> = model.layers().iter().map(|l| l.output_shape()).collect();
     assert_eq!(shapes[2], Shape::Chw([32, 16, 16]));
     assert_eq!(shapes[5], Shape::Chw([32, 8, 8]));
 }

@@ -1,0 +1,482 @@
+//! The checker's driver: validates the input and the layer names, then walks the layers,
+//! typing each one's arguments against the layer table ([`args`]) and inferring its output with
+//! its kind's rule ([`rules`]). It reports every independent problem in one run: a layer whose
+//! output shape cannot be known stops shape inference, but the arguments of the layers after it
+//! are still checked. The model it returns is built by [`Model::new`], so its invariants hold.
+
+mod args;
+mod rules;
+
+use std::collections::HashMap;
+
+use cnnc_core::{LayerDef, LayerKind, Model, NetworkDef};
+
+use crate::ast::{Layer, Model as Spec, ValueKind};
+use crate::diag::{Code, Diagnostic, Label};
+use crate::resolved::CheckedModel;
+use crate::shape::Shape;
+use crate::span::Span;
+use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS};
+
+use args::Args;
+
+/// The result of [`check`]: the resolved model (complete when there are no errors) and every
+/// diagnostic, warnings included.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The resolved model: all layers when checking succeeded; otherwise the layers before the
+    /// first one with an error (so `summary` can show how far the shapes got). `None` when the
+    /// input shape itself is unusable.
+    pub model: Option<CheckedModel>,
+    /// Errors and warnings, in source order per stage.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Checked {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// The complete model and its warnings, or every diagnostic when there are errors.
+    pub fn into_result(self) -> Result<(CheckedModel, Vec<Diagnostic>), Vec<Diagnostic>> {
+        match self.model {
+            Some(model) if !self.has_errors() => Ok((model, self.diagnostics)),
+            _ => Err(self.diagnostics),
+        }
+    }
+}
+
+/// Checks `model` and resolves it.
+pub fn check(model: &Spec) -> Checked {
+    let mut checker = Checker::default();
+    let input = checker.input(model);
+    if model.layers.is_empty() {
+        let span = model.name.as_ref().map_or(Span::new(0, 0), |n| n.span);
+        checker.push(
+            Diagnostic::error(
+                Code::NoLayers,
+                "the model has no layers",
+                span,
+                "this model",
+            )
+            .help("add a `layers` list, e.g. `- conv2d: {out_channels: 32, kernel_size: 3}`"),
+        );
+    }
+    if model.layers.len() > MAX_LAYERS {
+        let span = model.layers[MAX_LAYERS].span;
+        checker.push(Diagnostic::error(
+            Code::TooManyLayers,
+            format!(
+                "the model has {} layers, more than the limit of {MAX_LAYERS}",
+                model.layers.len()
+            ),
+            span,
+            "the first layer past the limit",
+        ));
+        return checker.finish(None);
+    }
+    let names = checker.names(&model.layers);
+    let mut flow = input.map(|input| {
+        Flow::new(
+            input,
+            model.input.as_ref().map_or(Span::default(), |v| v.span),
+        )
+    });
+    let mut resolved = Vec::new();
+    let mut complete = true;
+    for (index, layer) in model.layers.iter().enumerate() {
+        let name = &names[index];
+        let errors_before = checker.error_count();
+        let Some((kind, args)) = checker.arguments(layer, name) else {
+            flow = None;
+            complete = false;
+            continue;
+        };
+        let next_kind = model
+            .layers
+            .get(index + 1)
+            .and_then(|next| LayerKind::from_keyword(&next.kind.text));
+        let Some(state) = flow.as_mut() else {
+            continue;
+        };
+        let context = LayerContext {
+            layer,
+            name,
+            who: who(layer, index),
+            kind,
+            args: &args,
+            next_kind,
+        };
+        match checker.resolve(&context, state) {
+            Some((config, output)) => {
+                state.advance(kind, output, layer.span, &args, &context.who);
+                if complete && checker.error_count() == errors_before {
+                    resolved.push((
+                        LayerDef {
+                            name: name.clone(),
+                            config,
+                        },
+                        layer.span,
+                    ));
+                } else {
+                    complete = false;
+                }
+            }
+            None => {
+                flow = None;
+                complete = false;
+            }
+        }
+    }
+    let name = model.name.as_ref().map(|n| n.text.clone());
+    let model = input.and_then(|input| checker.model(name, input, resolved));
+    checker.finish(model)
+}
+
+/// Where the shape flowing through the layers currently stands.
+struct Flow {
+    shape: Shape,
+    /// The place that last set the channel or feature count, for secondary labels.
+    origin: Label,
+    /// Every layer so far with its output, for the size chain in notes.
+    trail: Vec<(LayerKind, Shape)>,
+    input: [usize; 3],
+}
+
+impl Flow {
+    fn new(input: [usize; 3], span: Span) -> Self {
+        Flow {
+            shape: Shape::Chw(input),
+            origin: Label {
+                span,
+                text: format!("the input is {}", Shape::Chw(input)),
+            },
+            trail: Vec::new(),
+            input,
+        }
+    }
+
+    /// Moves past a layer of `kind` (written at `span`) that outputs `output`.
+    fn advance(&mut self, kind: LayerKind, output: Shape, span: Span, args: &Args, who: &str) {
+        let input = std::mem::replace(&mut self.shape, output);
+        let origin = match kind {
+            LayerKind::Conv2d => Some((
+                args.span("out_channels").unwrap_or(span),
+                format!("{who} outputs {} channels", output.dims()[0]),
+            )),
+            LayerKind::Linear => Some((
+                args.span("out_features").unwrap_or(span),
+                format!("{who} outputs {} features", output.numel()),
+            )),
+            LayerKind::Flatten => Some((
+                span,
+                format!("flattens {input} into {} features", output.numel()),
+            )),
+            _ => None,
+        };
+        if let Some((span, text)) = origin {
+            self.origin = Label { span, text };
+        }
+        self.trail.push((kind, output));
+    }
+
+    /// How the current flat size came about, e.g.
+    /// `32 →conv→ 32 →pool→ 16 → … → [64, 4, 4] → 64*4*4 = 1024`; `None` when the size does not
+    /// come from a `flatten` of the convolutional part.
+    fn feature_chain(&self) -> Option<String> {
+        let flatten = self
+            .trail
+            .iter()
+            .rposition(|(kind, _)| *kind == LayerKind::Flatten)?;
+        if self.trail[flatten + 1..]
+            .iter()
+            .any(|(kind, _)| *kind == LayerKind::Linear)
+        {
+            return None;
+        }
+        let hw = |shape: &Shape| match *shape {
+            Shape::Chw([_, h, w]) if h == w => h.to_string(),
+            Shape::Chw([_, h, w]) => format!("{h}×{w}"),
+            Shape::Flat(n) => n.to_string(),
+        };
+        let mut steps: Vec<String> = self.trail[..flatten]
+            .iter()
+            .filter_map(|(kind, shape)| {
+                let op = match kind {
+                    LayerKind::Conv2d => "conv",
+                    LayerKind::MaxPool2d | LayerKind::AvgPool2d => "pool",
+                    _ => return None,
+                };
+                Some(format!("→{op}→ {}", hw(shape)))
+            })
+            .collect();
+        if steps.len() > 6 {
+            steps.splice(2..steps.len() - 2, ["→ …".to_owned()]);
+        }
+        let before = if flatten == 0 {
+            Shape::Chw(self.input)
+        } else {
+            self.trail[flatten - 1].1
+        };
+        let Shape::Chw([c, h, w]) = before else {
+            return None;
+        };
+        if steps.is_empty() {
+            return Some(format!(
+                "flatten of {before} gives {c}*{h}*{w} = {}",
+                c * h * w
+            ));
+        }
+        let mut chain = hw(&Shape::Chw(self.input));
+        for step in steps {
+            chain.push(' ');
+            chain.push_str(&step);
+        }
+        chain.push_str(&format!(" → {before} → {c}*{h}*{w} = {}", c * h * w));
+        Some(chain)
+    }
+}
+
+/// The layer being checked, as the rules see it.
+struct LayerContext<'a> {
+    layer: &'a Layer,
+    name: &'a str,
+    /// How messages refer to the layer: "`fc1`" or "layer 3".
+    who: String,
+    kind: LayerKind,
+    args: &'a Args,
+    next_kind: Option<LayerKind>,
+}
+
+impl LayerContext<'_> {
+    /// "`fc1` (linear)" or "layer 3 (linear)".
+    fn title(&self) -> String {
+        format!("{} ({})", self.who, self.kind.keyword())
+    }
+
+    /// The span of argument `key` if written, else the layer kind.
+    fn span_of(&self, key: &str) -> Span {
+        self.args.span(key).unwrap_or(self.layer.kind.span)
+    }
+}
+
+#[derive(Default)]
+struct Checker {
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker {
+    fn push(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// The checked model of the layers resolved so far. The checker has reported everything
+    /// [`Model::new`] refuses, so a refusal here is a bug in cnnc, reported as an error.
+    fn model(
+        &mut self,
+        name: Option<String>,
+        input: [usize; 3],
+        resolved: Vec<(LayerDef, Span)>,
+    ) -> Option<CheckedModel> {
+        let (layers, spans): (Vec<LayerDef>, Vec<Span>) = resolved.into_iter().unzip();
+        match Model::new(name, NetworkDef { input, layers }) {
+            Ok(model) => Some(CheckedModel::new(model, spans)),
+            Err(err) => {
+                let span = spans.first().copied().unwrap_or_default();
+                self.push(
+                    Diagnostic::error(
+                        Code::InvalidValue,
+                        format!("cnnc bug: the checker accepted a model it cannot build: {err}"),
+                        span,
+                        "here",
+                    )
+                    .layer(err.layer()),
+                );
+                None
+            }
+        }
+    }
+
+    fn finish(mut self, model: Option<CheckedModel>) -> Checked {
+        // Report in source order; stable, so one place's diagnostics keep their order.
+        self.diagnostics.sort_by_key(|d| d.span.start);
+        Checked {
+            model,
+            diagnostics: self.diagnostics,
+        }
+    }
+
+    /// Validates `input`: three integers `[C, H, W]`, each within the size limit.
+    fn input(&mut self, model: &Spec) -> Option<[usize; 3]> {
+        let Some(input) = &model.input else {
+            let span = model.name.as_ref().map_or(Span::new(0, 0), |n| n.span);
+            self.push(
+                Diagnostic::error(Code::MissingInput, "the spec has no `input` shape", span, "this model")
+                    .help("add the per-sample input shape [channels, height, width], e.g. `input: [3, 32, 32]`"),
+            );
+            return None;
+        };
+        let bad = |message: String| {
+            Diagnostic::error(
+                Code::BadInput,
+                message,
+                input.span,
+                "expected [channels, height, width]",
+            )
+            .help("write the per-sample input shape as three positive integers, e.g. [3, 32, 32]")
+        };
+        let ValueKind::List(items) = &input.kind else {
+            self.push(bad(format!(
+                "`input` must be a list of three integers, found {}",
+                input.kind.describe()
+            )));
+            return None;
+        };
+        if items.len() != 3 {
+            self.push(bad(format!(
+                "`input` must have three dimensions [C, H, W], found {}",
+                items.len()
+            )));
+            return None;
+        }
+        let mut dims = [0usize; 3];
+        for (dim, item) in dims.iter_mut().zip(items) {
+            match item.kind {
+                ValueKind::Int(v) if v >= 1 && v as u64 <= MAX_DIM as u64 => *dim = v as usize,
+                ValueKind::Int(v) if v >= 1 => {
+                    self.push(too_large_dim(v, item.span));
+                    return None;
+                }
+                ValueKind::Int(v) => {
+                    self.push(Diagnostic::error(
+                        Code::BadInput,
+                        format!("input dimensions must be at least 1, found {v}"),
+                        item.span,
+                        "must be at least 1",
+                    ));
+                    return None;
+                }
+                ref other => {
+                    self.push(Diagnostic::error(
+                        Code::BadInput,
+                        format!(
+                            "input dimensions must be integers, found {}",
+                            other.describe()
+                        ),
+                        item.span,
+                        "expected an integer",
+                    ));
+                    return None;
+                }
+            }
+        }
+        let numel = dims.iter().map(|&d| d as u64).product::<u64>();
+        if numel > MAX_ELEMENTS {
+            self.push(
+                Diagnostic::error(
+                    Code::TooLarge,
+                    format!("the input has {numel} elements per sample, more than the limit of {MAX_ELEMENTS}"),
+                    input.span,
+                    "too large",
+                )
+                .note(format!("{} = {numel}", dims.map(|d| d.to_string()).join("*"))),
+            );
+            return None;
+        }
+        Some(dims)
+    }
+
+    /// Every layer's state_dict prefix: its explicit name or its index. Reports malformed and
+    /// duplicate names.
+    fn names(&mut self, layers: &[Layer]) -> Vec<String> {
+        let names: Vec<String> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                layer
+                    .name
+                    .as_ref()
+                    .map_or_else(|| i.to_string(), |n| n.text.clone())
+            })
+            .collect();
+        for layer in layers {
+            if let Some(name) = &layer.name
+                && !is_valid_name(&name.text)
+            {
+                self.push(
+                    Diagnostic::error(
+                        Code::InvalidName,
+                        format!("`{}` is not a valid layer name", name.text),
+                        name.span,
+                        "not a state_dict prefix",
+                    )
+                    .note("a name is one or more dot-separated parts of letters, digits and `_`, like `fc1` or `layer1.0`")
+                    .layer(name.text.clone()),
+                );
+            }
+        }
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        for (i, name) in names.iter().enumerate() {
+            let Some(&earlier) = first.get(name.as_str()) else {
+                first.insert(name, i);
+                continue;
+            };
+            let span_of = |j: usize| layers[j].name.as_ref().map_or(layers[j].span, |n| n.span);
+            let how = |j: usize| {
+                if layers[j].name.is_some() {
+                    "first used here".to_owned()
+                } else {
+                    format!("layer {j} is unnamed, so it is named `{j}`")
+                }
+            };
+            self.push(
+                Diagnostic::error(
+                    Code::DuplicateName,
+                    format!("two layers are named `{name}`"),
+                    span_of(i),
+                    "used again here",
+                )
+                .secondary(span_of(earlier), how(earlier))
+                .note(format!("parameters are saved as `{name}.weight`, `{name}.bias`, ..., so names must be unique"))
+                .help("rename one of the layers")
+                .layer(name.clone()),
+            );
+        }
+        names
+    }
+}
+
+fn too_large_dim(v: i64, span: Span) -> Diagnostic {
+    // Both front-ends saturate integers beyond 64 bits to i64::MAX; the label shows the literal.
+    let value = if v == i64::MAX {
+        "the number".to_owned()
+    } else {
+        v.to_string()
+    };
+    Diagnostic::error(
+        Code::TooLarge,
+        format!("{value} is larger than the size limit of {MAX_DIM}"),
+        span,
+        "too large",
+    )
+    .note(format!("every size must be at most 2^20 = {MAX_DIM}"))
+}
+
+/// How messages refer to a layer: by its explicit name, else by its position.
+fn who(layer: &Layer, index: usize) -> String {
+    match &layer.name {
+        Some(name) => format!("`{}`", name.text),
+        None => format!("layer {index}"),
+    }
+}
+
+/// A state_dict prefix: non-empty dot-separated parts of `[A-Za-z0-9_]`.
+fn is_valid_name(name: &str) -> bool {
+    name.split('.')
+        .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+}

@@ -1,0 +1,362 @@
+//! The per-kind rules as the checker applies them: each kind's output from its input, with the
+//! diagnostics that explain a shape that does not work (the formula with numbers, the chain of
+//! sizes that led there). The sizes themselves come from the shared geometry and layer table.
+
+use cnnc_core::config::LayerConfig;
+use cnnc_core::geometry::Window;
+use cnnc_core::{ArgValue, LayerKind, TensorInfo};
+
+use super::{Checker, Flow, LayerContext};
+use crate::diag::{Code, Diagnostic};
+use crate::shape::Shape;
+use crate::{MAX_ELEMENTS, MAX_POOL_WINDOW};
+
+impl Checker {
+    /// Resolves a layer's arguments (the table's defaults, the inferred size) and computes its
+    /// output from its input. `None` when the output cannot be known.
+    pub(super) fn resolve(
+        &mut self,
+        cx: &LayerContext<'_>,
+        flow: &Flow,
+    ) -> Option<(LayerConfig, Shape)> {
+        let input = flow.shape;
+        // The size a kind infers from its input, checked against the spec when written.
+        let inferred = match cx.kind {
+            LayerKind::Conv2d | LayerKind::BatchNorm2d => {
+                let [c, _, _] = self.image_input(cx, input)?;
+                let key = if cx.kind == LayerKind::Conv2d {
+                    "in_channels"
+                } else {
+                    "num_features"
+                };
+                Some((key, self.explicit_size(cx, flow, key, c, "channels")))
+            }
+            LayerKind::MaxPool2d | LayerKind::AvgPool2d => {
+                self.image_input(cx, input)?;
+                None
+            }
+            LayerKind::Linear => Some((
+                "in_features",
+                match input {
+                    Shape::Flat(n) => self.explicit_size(cx, flow, "in_features", n, "features"),
+                    Shape::Chw([c, h, w]) => {
+                        self.push(
+                            Diagnostic::error(
+                                Code::ExpectedFlat,
+                                format!(
+                                    "{} needs a flat input, but its input is {input}",
+                                    cx.title()
+                                ),
+                                cx.layer.kind.span,
+                                format!("receives {input}"),
+                            )
+                            .secondary(flow.origin.span, flow.origin.text.clone())
+                            .note(format!(
+                                "flatten of {input} gives {c}*{h}*{w} = {}",
+                                c * h * w
+                            ))
+                            .help("insert `flatten` before this layer")
+                            .layer(cx.name),
+                        );
+                        cx.args.int("in_features").unwrap_or(c * h * w)
+                    }
+                },
+            )),
+            _ => None,
+        };
+        let config = LayerConfig::from_args(cx.kind, |key| match inferred {
+            Some((inferred, size)) if inferred == key => Some(ArgValue::Int(size)),
+            _ => cx.args.value(key),
+        })?;
+        let output = match (&config, input) {
+            (LayerConfig::Conv2d(conv), Shape::Chw([_, h, w])) => {
+                let windows = [0, 1].map(|i| Window {
+                    kernel: conv.kernel_size[i],
+                    stride: conv.stride[i],
+                    padding: conv.padding[i],
+                    dilation: conv.dilation[i],
+                    ceil_mode: false,
+                });
+                let [oh, ow] = self.slide(cx, &windows, [h, w], "stride")?;
+                if conv.bias && cx.next_kind == Some(LayerKind::BatchNorm2d) {
+                    self.push(
+                        Diagnostic::new(
+                            Code::BiasBeforeBatchNorm,
+                            format!("the bias of {} is cancelled by the batchnorm2d after it", cx.title()),
+                            cx.span_of("bias"),
+                            "this bias has no effect",
+                        )
+                        .note("batchnorm2d subtracts the per-channel mean, which removes any per-channel constant")
+                        .help("set `bias: false` to save the parameters")
+                        .layer(cx.name),
+                    );
+                }
+                Shape::Chw([conv.out_channels, oh, ow])
+            }
+            (
+                LayerConfig::MaxPool2d(pool) | LayerConfig::AvgPool2d(pool),
+                Shape::Chw([c, h, w]),
+            ) => {
+                for i in 0..2 {
+                    if pool.padding[i] > pool.kernel_size[i] / 2 {
+                        self.push(
+                            Diagnostic::error(
+                                Code::PoolPaddingTooLarge,
+                                format!("the padding of {} is more than half its kernel size", cx.title()),
+                                cx.span_of("padding"),
+                                format!("padding {} > {} / 2", pool.padding[i], pool.kernel_size[i]),
+                            )
+                            .note(format!(
+                                "PyTorch requires padding <= kernel_size / 2 (rounded down), here {} / 2 = {}",
+                                pool.kernel_size[i],
+                                pool.kernel_size[i] / 2
+                            ))
+                            .help(format!("use at most `padding: {}`", pool.kernel_size[i] / 2))
+                            .layer(cx.name),
+                        );
+                        break;
+                    }
+                }
+                let [kh, kw] = pool.kernel_size;
+                if cx.kind == LayerKind::MaxPool2d && kh * kw > MAX_POOL_WINDOW {
+                    self.push(
+                        Diagnostic::error(
+                            Code::TooLarge,
+                            format!(
+                                "the window of {} has {} positions, more than the limit of {MAX_POOL_WINDOW}",
+                                cx.title(),
+                                kh * kw
+                            ),
+                            cx.span_of("kernel_size"),
+                            format!("{kh}*{kw} = {}", kh * kw),
+                        )
+                        .note("max pooling records where each window's maximum lies, in 16 bits")
+                        .help("use a smaller kernel_size, or avgpool2d")
+                        .layer(cx.name),
+                    );
+                    return None;
+                }
+                let windows = [0, 1].map(|i| Window {
+                    kernel: pool.kernel_size[i],
+                    stride: pool.stride[i],
+                    padding: pool.padding[i],
+                    dilation: 1,
+                    ceil_mode: pool.ceil_mode,
+                });
+                let [oh, ow] = self.slide(cx, &windows, [h, w], "kernel_size")?;
+                Shape::Chw([c, oh, ow])
+            }
+            (LayerConfig::Flatten, _) => {
+                if let Shape::Flat(n) = input {
+                    self.push(
+                        Diagnostic::new(
+                            Code::RedundantFlatten,
+                            format!(
+                                "{} does nothing: its input [{n}] is already flat",
+                                cx.title()
+                            ),
+                            cx.layer.kind.span,
+                            "already flat",
+                        )
+                        .help("remove this layer")
+                        .layer(cx.name),
+                    );
+                }
+                Shape::Flat(input.numel())
+            }
+            (LayerConfig::Linear(linear), _) => Shape::Flat(linear.out_features),
+            _ => input,
+        };
+        self.limits(cx, &output, &config.tensors(cx.name))?;
+        Some((config, output))
+    }
+
+    /// The `[C, H, W]` input of a convolution, pooling or batchnorm layer.
+    pub(super) fn image_input(
+        &mut self,
+        cx: &LayerContext<'_>,
+        input: Shape,
+    ) -> Option<[usize; 3]> {
+        match input {
+            Shape::Chw(dims) => Some(dims),
+            Shape::Flat(_) => {
+                self.push(
+                    Diagnostic::error(
+                        Code::ExpectedImage,
+                        format!("{} needs a [channels, height, width] input, but its input is {input}", cx.title()),
+                        cx.layer.kind.span,
+                        format!("receives {input}"),
+                    )
+                    .note(format!("after `flatten` or `linear` the data is a flat vector; `{}` works on images", cx.kind.keyword()))
+                    .help("move this layer before the `flatten`")
+                    .layer(cx.name),
+                );
+                None
+            }
+        }
+    }
+
+    /// An inferable size (`in_channels`, `in_features`, `num_features`): the actual one, after
+    /// checking an explicit value against it. The explicit value is kept so later layers see
+    /// what the spec says.
+    fn explicit_size(
+        &mut self,
+        cx: &LayerContext<'_>,
+        flow: &Flow,
+        key: &str,
+        actual: usize,
+        unit: &str,
+    ) -> usize {
+        let Some(written) = cx.args.int(key) else {
+            return actual;
+        };
+        if written == actual {
+            return actual;
+        }
+        let mut diagnostic = Diagnostic::error(
+            Code::SizeMismatch,
+            format!(
+                "`{key}` of {} is {written}, but its input has {actual} {unit}",
+                cx.title()
+            ),
+            cx.span_of(key),
+            format!("{key} is {written}"),
+        )
+        .secondary(flow.origin.span, flow.origin.text.clone());
+        let chain = if unit == "features" {
+            flow.feature_chain()
+        } else {
+            None
+        };
+        diagnostic = diagnostic.note(
+            chain.unwrap_or_else(|| format!("the input of {} is {}", cx.title(), flow.shape)),
+        );
+        self.push(
+            diagnostic
+                .help(format!(
+                    "set `{key}: {actual}`, or remove `{key}` to have it inferred"
+                ))
+                .layer(cx.name),
+        );
+        written
+    }
+
+    /// Slides the windows over `[h, w]`; reports an output below 1 (error) or input rows and
+    /// columns that no window reaches (one warning, pointing at `blame`).
+    fn slide(
+        &mut self,
+        cx: &LayerContext<'_>,
+        windows: &[Window; 2],
+        input: [usize; 2],
+        blame: &str,
+    ) -> Option<[usize; 2]> {
+        let mut out = [0usize; 2];
+        let mut lost = Vec::new();
+        let mut notes = Vec::new();
+        for (i, axis) in ["height", "width"].into_iter().enumerate() {
+            let window = windows[i];
+            let slide = window.slide(input[i]);
+            let formula = formula(&window, input[i]);
+            if slide.output < 1 {
+                self.push(
+                    Diagnostic::error(
+                        Code::OutputTooSmall,
+                        format!("{} would output a {axis} of {}", cx.title(), slide.output),
+                        cx.span_of("kernel_size"),
+                        format!(
+                            "a window of {} does not fit in {}",
+                            window.effective_kernel(),
+                            input[i] + 2 * window.padding
+                        ),
+                    )
+                    .note(format!("output {axis} = {formula} = {}", slide.output))
+                    .help("use a smaller kernel, stride or dilation, or more padding")
+                    .layer(cx.name),
+                );
+                return None;
+            }
+            out[i] = slide.output as usize;
+            if slide.dropped > 0 && window.stride > 1 {
+                let unit = if i == 0 { "row" } else { "column" };
+                let plural = if slide.dropped == 1 { "" } else { "s" };
+                lost.push(format!("{} {unit}{plural}", slide.dropped));
+                let verb = if slide.dropped == 1 { "is" } else { "are" };
+                notes.push(format!(
+                    "output {axis} = {formula} = {}: the last {} {unit}{plural} of {} {verb} never covered",
+                    out[i], slide.dropped, input[i]
+                ));
+            }
+        }
+        if !lost.is_empty() {
+            let lost = lost.join(" and ");
+            let mut diagnostic = Diagnostic::new(
+                Code::DropsInput,
+                format!(
+                    "{} ignores the last {lost} of its {}×{} input",
+                    cx.title(),
+                    input[0],
+                    input[1]
+                ),
+                cx.span_of(blame),
+                format!("the last {lost} are dropped"),
+            )
+            .layer(cx.name);
+            for note in notes {
+                diagnostic = diagnostic.note(note);
+            }
+            diagnostic = if matches!(cx.kind, LayerKind::MaxPool2d | LayerKind::AvgPool2d) {
+                diagnostic
+                    .note("PyTorch rounds pooling output sizes down; Caffe rounds them up, a classic porting trap")
+                    .help("set `ceil_mode: true` to keep the edge (as Caffe does), or pad the input")
+            } else {
+                diagnostic.help("add padding or change the input size so the windows cover it")
+            };
+            self.push(diagnostic);
+        }
+        Some(out)
+    }
+
+    /// Rejects outputs and tensors beyond [`MAX_ELEMENTS`].
+    fn limits(
+        &mut self,
+        cx: &LayerContext<'_>,
+        output: &Shape,
+        tensors: &[TensorInfo],
+    ) -> Option<()> {
+        let output_numel = output.dims().iter().map(|&d| d as u64).product::<u64>();
+        let (what, numel, dims) = if output_numel > MAX_ELEMENTS {
+            ("output", output_numel, output.dims())
+        } else if let Some(t) = tensors
+            .iter()
+            .find(|t| t.shape.iter().map(|&d| d as u64).product::<u64>() > MAX_ELEMENTS)
+        {
+            (
+                "weight",
+                t.shape.iter().map(|&d| d as u64).product(),
+                t.shape.clone(),
+            )
+        } else {
+            return Some(());
+        };
+        self.push(
+            Diagnostic::error(
+                Code::TooLarge,
+                format!("the {what} of {} would have {numel} elements, more than the limit of {MAX_ELEMENTS}", cx.title()),
+                cx.layer.span,
+                "too large",
+            )
+            .note(format!("{} = {numel}", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("*")))
+            .layer(cx.name),
+        );
+        None
+    }
+}
+
+/// `floor((32 + 2*2 - 1*(5-1) - 1) / 1) + 1`, the PyTorch output-size formula with numbers.
+fn formula(window: &Window, input: usize) -> String {
+    let rounding = if window.ceil_mode { "ceil" } else { "floor" };
+    format!(
+        "{rounding}(({input} + 2*{} - {}*({}-1) - 1) / {}) + 1",
+        window.padding, window.dilation, window.kernel, window.stride
+    )
+}
