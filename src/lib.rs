@@ -39,8 +39,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod lower;
-
 pub use cnnc_macros::cnn_model;
 pub use cnnc_runtime as runtime;
 pub use cnnc_runtime::error::Error;
@@ -52,8 +50,5 @@ pub use ndarray;
 #[doc(hidden)]
 pub mod __private {
     pub use cnnc_runtime::tensor::on_pool;
-    pub use cnnc_runtime::typed::{
-        Workspace, backward, conv2d_maps, expect_built, flatten_maps, forward, linear_maps,
-        pool2d_maps, same_shape,
-    };
+    pub use cnnc_runtime::typed::{Workspace, backward, expect_built, forward};
 }

@@ -1,9 +1,11 @@
 //! The generated model: one struct holding the runtime's layer structs as fields, activations typed
 //! by their shapes, and plain methods (construct, forward, training forward, backward, predict,
-//! save/load) over a workspace sized for the largest batch seen. Every shape is computed here from
-//! the checked IR; the generated code only re-checks them as compile-time backstops.
+//! save/load) over a workspace sized for the largest batch seen. Shapes come from the checked
+//! model (valid by construction) and the steps, fusions and buffers from its plan, the same plan
+//! the dynamic executor interprets.
 
-use cnnc_spec::{CheckedLayer, CheckedModel, LayerArgs, Shape, Window};
+use cnnc_spec::core::{CheckedLayer, Fusion, Grad, Init, Model, Plan as ExecPlan};
+use cnnc_spec::{LayerConfig, Shape};
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 use syn::{Attribute, Path, Visibility};
@@ -41,22 +43,36 @@ impl Options {
 }
 
 /// The Rust items (struct, inherent impl, `Visit` impl) of `model`, exactly what `cnn_model!`
-/// expands to. Fails if the model is not one the checker accepts (or ends in an image).
-pub fn generate(model: &CheckedModel, options: &Options) -> Result<TokenStream, Error> {
+/// expands to. Fails if the model has no layers or ends in an image.
+pub fn generate(model: &Model, options: &Options) -> Result<TokenStream, Error> {
     generate_with(model, options, false)
 }
 
 /// [`generate`], with `marks` placing `__cnnc_comment!("...")` statements where `cnnc codegen`
 /// prints shape comments.
 pub(crate) fn generate_with(
-    model: &CheckedModel,
+    model: &Model,
     options: &Options,
     marks: bool,
 ) -> Result<TokenStream, Error> {
-    validate(model)?;
-    let fields = field_names(model.layers.iter().map(|l| l.name.as_str()));
-    let mut layers: Vec<Plan<'_>> = model
-        .layers
+    let last = model.layers().last().ok_or(Error::NoLayers)?;
+    if let Shape::Chw(_) = last.output_shape() {
+        return Err(Error::ImageOutput {
+            layer: last.name().to_owned(),
+            shape: last.output_shape().to_string(),
+        });
+    }
+    let exec = ExecPlan::new(model);
+    // Generated models hold two gradient buffers, all a sequential model's plan uses.
+    if exec.grad_buffers() > 2 {
+        return Err(inconsistent(
+            last,
+            "the plan needs more than two gradient buffers",
+        ));
+    }
+    let fields = field_names(model.layers().iter().map(CheckedLayer::name));
+    let layers: Vec<Plan<'_>> = model
+        .layers()
         .iter()
         .zip(fields)
         .enumerate()
@@ -64,64 +80,17 @@ pub(crate) fn generate_with(
             layer,
             index,
             field,
-            fused: index
-                .checked_sub(1)
-                .is_some_and(|prev| fuses(&model.layers[prev], layer)),
-            masks_relu_grad: false,
+            fused: exec.is_fused(index),
         })
         .collect();
-    for index in 2..layers.len() {
-        if layers[index - 1].fused {
-            if fuses_pool(&model.layers[index - 2], layers[index].layer) {
-                layers[index].fused = true;
-            } else if masks_relu_grad(layers[index].layer) {
-                layers[index].masks_relu_grad = true;
-            }
-        }
-    }
     let generator = Gen {
         model,
         options,
         layers: &layers,
+        exec: &exec,
         marks,
     };
     generator.items()
-}
-
-/// Whether `next` is a ReLU that `prev` applies as it writes its output, so the generated model
-/// skips it: a ReLU straight after a conv2d, the rule the dynamic executor follows too
-/// (`cnnc_runtime::Layer::fuse_relu`), so both compute the same way.
-fn fuses(prev: &CheckedLayer, next: &CheckedLayer) -> bool {
-    matches!(
-        (&prev.args, &next.args),
-        (LayerArgs::Conv2d(_), LayerArgs::Relu)
-    )
-}
-
-/// Whether `pool`, after a ReLU fused into `conv`, is applied by that convolution too, so the
-/// generated model skips it: a max pool whose windows tile the convolution's output exactly, the
-/// rule the dynamic executor follows too (`cnnc_runtime::layers::Conv2d::fuse_max_pool`).
-fn fuses_pool(conv: &CheckedLayer, pool: &CheckedLayer) -> bool {
-    let (LayerArgs::Conv2d(_), LayerArgs::Maxpool2d(a), Shape::Chw([_, h, w])) =
-        (&conv.args, &pool.args, conv.output_shape)
-    else {
-        return false;
-    };
-    let [kh, kw] = a.kernel_size;
-    kh > 0
-        && kw > 0
-        && a.stride == a.kernel_size
-        && a.padding == [0, 0]
-        && h.is_multiple_of(kh)
-        && w.is_multiple_of(kw)
-        && kh * kw < usize::from(u16::MAX)
-}
-
-/// Whether `layer`, placed after a fused ReLU, masks the gradient by that ReLU itself, so the
-/// layer that fused it takes its `dy` as it is: a max pool, the rule the dynamic executor follows
-/// too (`cnnc_runtime::Layer::mask_relu_grad`).
-fn masks_relu_grad(layer: &CheckedLayer) -> bool {
-    matches!(layer.args, LayerArgs::Maxpool2d(_))
 }
 
 /// One layer as the generator sees it.
@@ -129,20 +98,17 @@ struct Plan<'a> {
     layer: &'a CheckedLayer,
     index: usize,
     field: Ident,
-    /// Applied by the layer before it: a ReLU ([`fuses`]), or a max pool after such a ReLU
-    /// ([`fuses_pool`]). Skipped in forward and backward, its output is that layer's.
+    /// Applied by the step of a layer before it ([`Fusion`]): skipped in forward and backward.
     fused: bool,
-    /// A layer after a fused ReLU that masks the gradient by it ([`masks_relu_grad`]).
-    masks_relu_grad: bool,
 }
 
 impl Plan<'_> {
     fn has_tensors(&self) -> bool {
-        !self.layer.tensors.is_empty()
+        !self.layer.tensors().is_empty()
     }
 
     fn uses_init_rng(&self) -> bool {
-        matches!(self.layer.args, LayerArgs::Conv2d(_) | LayerArgs::Linear(_))
+        self.layer.kind().init() == Init::FanInUniform
     }
 
     /// `layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]`.
@@ -150,18 +116,19 @@ impl Plan<'_> {
         let l = self.layer;
         format!(
             "{}: {} {} -> {}",
-            l.name,
-            l.kind.keyword(),
-            l.input_shape,
-            l.output_shape
+            l.name(),
+            l.kind().keyword(),
+            l.input_shape(),
+            l.output_shape()
         )
     }
 }
 
 struct Gen<'a> {
-    model: &'a CheckedModel,
+    model: &'a Model,
     options: &'a Options,
     layers: &'a [Plan<'a>],
+    exec: &'a ExecPlan,
     marks: bool,
 }
 
@@ -292,35 +259,23 @@ impl Gen<'_> {
         let vis = &self.options.vis;
         let attrs = &self.options.attrs;
         let layers = self.rt(quote!(layers));
-        let n_acts = lit(self.layers.len() + 1);
+        let n_acts = lit(self.exec.buffers().len());
         let workspace = self.private(quote!(Workspace));
 
         let mut fields = Vec::new();
         for plan in self.layers {
             let field = &plan.field;
-            let ty = match plan.layer.args {
-                LayerArgs::Conv2d(_) => quote!(Conv2d),
-                LayerArgs::Maxpool2d(_) => quote!(MaxPool2d),
-                LayerArgs::Avgpool2d(_) => quote!(AvgPool2d),
-                LayerArgs::Relu => quote!(Relu),
-                LayerArgs::LeakyRelu { .. } => quote!(LeakyRelu),
-                LayerArgs::Sigmoid => quote!(Sigmoid),
-                LayerArgs::Tanh => quote!(Tanh),
-                LayerArgs::Flatten => quote!(Flatten),
-                LayerArgs::Linear(_) => quote!(Linear),
-                LayerArgs::Dropout { .. } => quote!(Dropout),
-                LayerArgs::Batchnorm2d(_) => quote!(BatchNorm2d),
-            };
+            let ty = format_ident!("{}", plan.layer.kind().layer_type());
             let l = plan.layer;
             let mut doc = format!(
                 "`{}`: `torch.nn.{}`, {} -> {}",
-                l.name,
-                l.kind.torch_name(),
-                l.input_shape,
-                l.output_shape
+                l.name(),
+                l.kind().torch_name(),
+                l.input_shape(),
+                l.output_shape()
             );
             if plan.has_tensors() {
-                doc.push_str(&format!(", {} parameters", thousands(l.params)));
+                doc.push_str(&format!(", {} parameters", thousands(l.params())));
             }
             let doc = docs(&[doc + "."]);
             // Parametric layers are public so that their weights can be read and replaced; the
@@ -368,7 +323,7 @@ impl Gen<'_> {
 
     fn struct_doc(&self) -> Vec<String> {
         let m = self.model;
-        let title = m.name.as_deref().unwrap_or("A CNN");
+        let title = m.name().unwrap_or("A CNN");
         let mut lines = vec![
             format!("{title}, generated by cnnc from `{}`.", self.options.source),
             String::new(),
@@ -391,9 +346,8 @@ impl Gen<'_> {
         let params = lit(usize::try_from(m.total_params()).unwrap_or(usize::MAX));
         let source = &self.options.source;
         let model_name = m
-            .name
-            .clone()
-            .unwrap_or_else(|| self.options.name.to_string());
+            .name()
+            .map_or_else(|| self.options.name.to_string(), str::to_owned);
         quote! {
             /// Per-sample input shape `[channels, height, width]`.
             pub const INPUT_SHAPE: [usize; 3] = #input;
@@ -414,15 +368,24 @@ impl Gen<'_> {
         let layers = self.rt(quote!(layers));
         let config = self.rt(quote!(config));
         let built = self.private(quote!(expect_built));
+        let pool_config = |a: &cnnc_spec::Pool2dConfig| {
+            let (k, s, p, ceil) = (
+                pair(a.kernel_size),
+                pair(a.stride),
+                pair(a.padding),
+                a.ceil_mode,
+            );
+            quote!(&#config::Pool2dConfig { kernel_size: #k, stride: #s, padding: #p, ceil_mode: #ceil })
+        };
         let mut lets = Vec::new();
         for plan in self.layers {
             let l = plan.layer;
             let field = &plan.field;
-            let name = &l.name;
-            let dims = self.dims(l.input_shape);
-            let expr = match &l.args {
-                LayerArgs::Conv2d(a) => {
-                    let Shape::Chw([_, h, w]) = l.input_shape else {
+            let name = l.name();
+            let dims = self.dims(l.input_shape());
+            let expr = match l.config() {
+                LayerConfig::Conv2d(a) => {
+                    let Shape::Chw([_, h, w]) = l.input_shape() else {
                         return Err(inconsistent(l, "conv2d needs an image input"));
                     };
                     let hw = pair([h, w]);
@@ -449,33 +412,20 @@ impl Gen<'_> {
                         &mut rng,
                     )))
                 }
-                LayerArgs::Maxpool2d(a) | LayerArgs::Avgpool2d(a) => {
-                    let ty = if matches!(l.args, LayerArgs::Maxpool2d(_)) {
-                        quote!(MaxPool2d)
-                    } else {
-                        quote!(AvgPool2d)
-                    };
-                    let (k, s, p, ceil) = (
-                        pair(a.kernel_size),
-                        pair(a.stride),
-                        pair(a.padding),
-                        a.ceil_mode,
-                    );
-                    quote!(#built(#layers::#ty::new(
-                        #name,
-                        &#config::Pool2dConfig { kernel_size: #k, stride: #s, padding: #p, ceil_mode: #ceil },
-                        #dims,
-                    )))
+                LayerConfig::MaxPool2d(a) | LayerConfig::AvgPool2d(a) => {
+                    let ty = format_ident!("{}", l.kind().layer_type());
+                    let pool = pool_config(a);
+                    quote!(#built(#layers::#ty::new(#name, #pool, #dims)))
                 }
-                LayerArgs::Relu => quote!(#layers::Relu::new(#name, #dims)),
-                LayerArgs::LeakyRelu { negative_slope } => {
+                LayerConfig::Relu => quote!(#layers::Relu::new(#name, #dims)),
+                LayerConfig::LeakyRelu { negative_slope } => {
                     let slope = float(*negative_slope, name, "negative_slope")?;
                     quote!(#layers::LeakyRelu::new(#name, #dims, #slope))
                 }
-                LayerArgs::Sigmoid => quote!(#layers::Sigmoid::new(#name, #dims)),
-                LayerArgs::Tanh => quote!(#layers::Tanh::new(#name, #dims)),
-                LayerArgs::Flatten => quote!(#layers::Flatten::new(#name, #dims)),
-                LayerArgs::Linear(a) => {
+                LayerConfig::Sigmoid => quote!(#layers::Sigmoid::new(#name, #dims)),
+                LayerConfig::Tanh => quote!(#layers::Tanh::new(#name, #dims)),
+                LayerConfig::Flatten => quote!(#layers::Flatten::new(#name, #dims)),
+                LayerConfig::Linear(a) => {
                     let (fin, fout, bias) = (lit(a.in_features), lit(a.out_features), a.bias);
                     quote!(#built(#layers::Linear::new(
                         #name,
@@ -484,13 +434,13 @@ impl Gen<'_> {
                         &mut rng,
                     )))
                 }
-                LayerArgs::Dropout { p } => {
+                LayerConfig::Dropout { p } => {
                     let p = float(*p, name, "p")?;
                     let index = lit(plan.index);
                     let stream = self.rt(quote!(init::dropout_rng));
                     quote!(#built(#layers::Dropout::new(#name, #dims, #p, #stream(seed, #index))))
                 }
-                LayerArgs::Batchnorm2d(a) => {
+                LayerConfig::BatchNorm2d(a) => {
                     let n = lit(a.num_features);
                     let eps = float(a.eps, name, "eps")?;
                     let momentum = float(a.momentum, name, "momentum")?;
@@ -501,43 +451,26 @@ impl Gen<'_> {
                     )))
                 }
             };
-            // The ReLU after this layer, when this layer applies it.
-            let fuses_next = self
-                .layers
-                .get(plan.index + 1)
-                .is_some_and(|p| p.fused && fuses(l, p.layer));
-            let masked_after = self
-                .layers
-                .get(plan.index + 2)
-                .is_some_and(|p| p.masks_relu_grad);
+            // What the plan has this layer apply or mask, as the executor does.
+            let step = self.exec.step_of(plan.index);
             let mut calls = Vec::new();
-            if fuses_next {
-                calls.push(quote!(#field.fuse_relu();));
-            }
-            if let Some(pool) = self
-                .layers
-                .get(plan.index + 2)
-                .filter(|p| fuses_next && p.fused)
-            {
-                let LayerArgs::Maxpool2d(a) = &pool.layer.args else {
-                    return Err(inconsistent(pool.layer, "a fused pool is a max pool"));
-                };
-                let (k, s) = (pair(a.kernel_size), pair(a.stride));
-                let (p, ceil) = (pair(a.padding), a.ceil_mode);
-                let message = format!(
-                    "cnnc: `{}` applies `{}` (the generator's rule is the runtime's)",
-                    l.name, pool.layer.name
-                );
-                calls.push(quote!(assert!(
-                    #field.fuse_max_pool(&#config::Pool2dConfig { kernel_size: #k, stride: #s, padding: #p, ceil_mode: #ceil }),
-                    #message
-                );));
-            }
-            if fuses_next && masked_after {
-                calls.push(quote!(#field.relu_grad_masked();));
-            }
-            if plan.masks_relu_grad {
-                calls.push(quote!(#field.mask_relu_grad();));
+            if step.layer == plan.index {
+                if step.fusion != Fusion::None {
+                    calls.push(quote!(#field.fuse_relu();));
+                }
+                if step.fusion == Fusion::ReluMaxPool {
+                    let LayerConfig::MaxPool2d(a) = self.model.layers()[step.last].config() else {
+                        return Err(inconsistent(l, "a fused pool is a max pool"));
+                    };
+                    let pool = pool_config(a);
+                    calls.push(quote!(#field.fuse_max_pool(#pool);));
+                }
+                if step.relu_grad_masked {
+                    calls.push(quote!(#field.relu_grad_masked();));
+                }
+                if step.masks_relu_grad {
+                    calls.push(quote!(#field.mask_relu_grad();));
+                }
             }
             lets.push(if calls.is_empty() {
                 quote!(let #field = #expr;)
@@ -551,23 +484,14 @@ impl Gen<'_> {
         } else if !self
             .layers
             .iter()
-            .any(|p| matches!(p.layer.args, LayerArgs::Dropout { .. }))
+            .any(|p| p.layer.kind().init() == Init::DropoutStream)
         {
             quote!(let _ = seed;)
         } else {
             TokenStream::new()
         };
         let workspace = self.private(quote!(Workspace));
-        // A fused layer's output is its predecessor's: its own buffer stays empty.
-        let lens = std::iter::once(self.model.input_shape().numel())
-            .chain(self.layers.iter().map(|p| {
-                if p.fused {
-                    0
-                } else {
-                    self.chain_output(p.index).numel()
-                }
-            }))
-            .map(lit);
+        let lens = self.exec.buffers().iter().map(|shape| lit(shape.numel()));
         let fields = self.layers.iter().map(|p| &p.field);
         Ok(quote! {
             /// Builds the model with PyTorch's default initialisation, drawn from `seed` in layer
@@ -730,67 +654,6 @@ impl Gen<'_> {
         }
     }
 
-    /// The compile-time backstop for one layer (its output dims follow from its input dims) and
-    /// the `__private` check function it calls, which the caller imports.
-    fn check(plan: &Plan<'_>) -> (Ident, TokenStream) {
-        let l = plan.layer;
-        let (input, output) = (
-            Self::shape_array(l.input_shape),
-            Self::shape_array(l.output_shape),
-        );
-        let message = format!(
-            "cnnc: layer `{}` does not map {} to {}",
-            l.name, l.input_shape, l.output_shape
-        );
-        let (f, cond) = match &l.args {
-            LayerArgs::Conv2d(a) => {
-                let f = format_ident!("conv2d_maps");
-                let (k, s, p, d) = (
-                    pair(a.kernel_size),
-                    pair(a.stride),
-                    pair(a.padding),
-                    pair(a.dilation),
-                );
-                let cond = quote!(#f(#input, #output, #k, #s, #p, #d));
-                (f, cond)
-            }
-            LayerArgs::Maxpool2d(a) | LayerArgs::Avgpool2d(a) => {
-                let f = format_ident!("pool2d_maps");
-                let (k, s, p, ceil) = (
-                    pair(a.kernel_size),
-                    pair(a.stride),
-                    pair(a.padding),
-                    a.ceil_mode,
-                );
-                let cond = quote!(#f(#input, #output, #k, #s, #p, #ceil));
-                (f, cond)
-            }
-            LayerArgs::Flatten => {
-                let f = format_ident!("flatten_maps");
-                let n = lit(l.output_shape.numel());
-                let cond = quote!(#f(#input, #n));
-                (f, cond)
-            }
-            LayerArgs::Linear(a) => {
-                let f = format_ident!("linear_maps");
-                let (fin, fout) = (lit(a.in_features), lit(a.out_features));
-                let cond = quote!(#f(#input, #output, #fin, #fout));
-                (f, cond)
-            }
-            LayerArgs::Relu
-            | LayerArgs::LeakyRelu { .. }
-            | LayerArgs::Sigmoid
-            | LayerArgs::Tanh
-            | LayerArgs::Dropout { .. }
-            | LayerArgs::Batchnorm2d(_) => {
-                let f = format_ident!("same_shape");
-                let cond = quote!(#f(#input, #output));
-                (f, cond)
-            }
-        };
-        (f, quote!(const { assert!(#cond, #message) };))
-    }
-
     fn run_forward(&self) -> TokenStream {
         let krate = self.krate();
         let error = quote!(#krate::Error);
@@ -801,11 +664,9 @@ impl Gen<'_> {
         let first = Self::view_type(self.model.input_shape());
         let a0 = &acts[0];
         let mut steps = Vec::new();
-        let mut checks = std::collections::BTreeSet::new();
-        for (plan, out) in self.layers.iter().zip(&acts[1..]) {
-            let (check_fn, check) = Self::check(plan);
-            checks.insert(check_fn);
-            let ty = Self::view_type(self.chain_output(plan.index));
+        for plan in self.layers {
+            let step = self.exec.step_of(plan.index);
+            let ty = Self::view_type(self.exec.buffers()[step.output]);
             let field = &plan.field;
             let binding = if plan.index + 1 == self.layers.len() {
                 quote!(_)
@@ -813,18 +674,17 @@ impl Gen<'_> {
                 quote!(x)
             };
             steps.push(if plan.fused {
-                let before = &self.layers[self.input_slot(plan.index + 1) - 1].layer.name;
+                let before = self.layers[step.layer].layer.name();
                 let mark = self.mark(format!("{}, fused into {before}", plan.summary()));
                 quote! {
                     #mark
-                    #check
                     let #binding: #ty = x;
                 }
             } else {
                 let mark = self.mark(plan.summary());
+                let out = &acts[step.output];
                 quote! {
                     #mark
-                    #check
                     let #binding: #ty = forward(&mut self.#field, x, #out, mode)?;
                 }
             });
@@ -833,7 +693,7 @@ impl Gen<'_> {
             /// Runs every layer on the `batch` samples in the input buffer; each activation's type
             /// carries its shape.
             fn run_forward(&mut self, batch: usize, mode: #mode) -> Result<(), #error> {
-                use #private{forward, on_pool, #(#checks),*};
+                use #private{forward, on_pool};
                 #use_views
                 on_pool(|| {
                     let [#(#acts),*] = &mut self.workspace.acts;
@@ -852,30 +712,33 @@ impl Gen<'_> {
         let use_views = self.use_views();
         let acts = self.acts_pattern();
         let grads = [format_ident!("g0"), format_ident!("g1")];
+        let mut used = [false; 2];
         let mut steps = Vec::new();
-        // Walking back from the logits, step k writes its input gradient into grads[(k + 1) % 2]
-        // and step k + 1 reads it from there, as the dynamic executor does. Fused layers are
-        // no steps.
-        let unfused = self.layers.iter().rev().filter(|p| !p.fused);
-        for (k, plan) in unfused.enumerate() {
-            let i = plan.index;
+        // The plan's steps from the logits back, each reading its output gradient where the
+        // step after it wrote its input gradient.
+        for step in self.exec.steps().iter().rev() {
+            let plan = &self.layers[step.layer];
             let mark = self.mark(format!("backward {}", plan.summary()));
             let (tx, ty) = (
-                Self::view_type(plan.layer.input_shape),
-                Self::view_type(self.chain_output(i)),
+                Self::view_type(plan.layer.input_shape()),
+                Self::view_type(self.exec.buffers()[step.output]),
             );
-            let (x, y) = (&acts[self.input_slot(i)], &acts[i + 1]);
-            let dy = if k == 0 {
-                quote!(&ws.dlogits)
-            } else {
-                let g = &grads[k % 2];
-                quote!(#g)
+            let (x, y) = (&acts[step.input], &acts[step.output]);
+            let dy = match step.dy {
+                Grad::Logits => quote!(&ws.dlogits),
+                Grad::Buffer(b) => {
+                    used[b] = true;
+                    let g = &grads[b];
+                    quote!(#g)
+                }
             };
-            let dx = if i == 0 {
-                quote!(None)
-            } else {
-                let g = &grads[(k + 1) % 2];
-                quote!(Some(&mut #g[..]))
+            let dx = match step.dx {
+                None => quote!(None),
+                Some(b) => {
+                    used[b] = true;
+                    let g = &grads[b];
+                    quote!(Some(&mut #g[..]))
+                }
             };
             let field = &plan.field;
             steps.push(quote! {
@@ -883,11 +746,18 @@ impl Gen<'_> {
                 backward::<#tx, #ty>(&mut self.#field, #x, #y, #dy, #dx, batch)?;
             });
         }
-        // With two layers only g1 carries a gradient; with one, neither buffer is needed.
-        let grads_binding = match self.layers.iter().filter(|p| !p.fused).count() {
-            0 | 1 => TokenStream::new(),
-            2 => quote!(let [_, g1] = &mut ws.grads;),
-            _ => quote!(let [g0, g1] = &mut ws.grads;),
+        let grads_binding = match used {
+            [false, false] => TokenStream::new(),
+            _ => {
+                let names = (0..2).map(|i| {
+                    if used[i] {
+                        grads[i].clone()
+                    } else {
+                        format_ident!("_")
+                    }
+                });
+                quote!(let [#(#names),*] = &mut ws.grads;)
+            }
         };
         quote! {
             /// Backpropagates the gradient in the logits' gradient buffer through every layer, from
@@ -906,40 +776,11 @@ impl Gen<'_> {
         }
     }
 
-    /// The names that `let [a0, a1, ...] = acts` binds: `_` for the empty buffer of a fused
-    /// layer.
+    /// The names that `let [a0, a1, ...] = acts` binds: one per buffer of the plan.
     fn acts_pattern(&self) -> Vec<Ident> {
-        std::iter::once(false)
-            .chain(self.layers.iter().map(|p| p.fused))
-            .enumerate()
-            .map(|(i, fused)| {
-                if fused {
-                    format_ident!("_")
-                } else {
-                    format_ident!("a{}", i)
-                }
-            })
+        (0..self.exec.buffers().len())
+            .map(|i| format_ident!("a{}", i))
             .collect()
-    }
-
-    /// The shape layer `index`'s buffer holds: the output of the last layer fused into it (its
-    /// own when none is).
-    fn chain_output(&self, index: usize) -> Shape {
-        let mut last = index;
-        while self.layers.get(last + 1).is_some_and(|p| p.fused) {
-            last += 1;
-        }
-        self.layers[last].layer.output_shape
-    }
-
-    /// Index of the buffer holding layer `index`'s input: a fused layer's output is its
-    /// predecessor's.
-    fn input_slot(&self, index: usize) -> usize {
-        let mut i = index;
-        while i > 0 && self.layers[i - 1].fused {
-            i -= 1;
-        }
-        i
     }
 
     fn visit_impl(&self) -> TokenStream {
@@ -975,161 +816,14 @@ impl Gen<'_> {
 
 fn inconsistent(layer: &CheckedLayer, message: impl Into<String>) -> Error {
     Error::Inconsistent {
-        layer: layer.name.clone(),
+        layer: layer.name().to_owned(),
         message: message.into(),
     }
 }
 
-/// Checks that the model is one the checker would accept: shapes chain from the input, every
-/// layer's output follows from its input and arguments, and the output is flat.
-fn validate(model: &CheckedModel) -> Result<(), Error> {
-    let last = model.layers.last().ok_or(Error::NoLayers)?;
-    let mut shape = model.input_shape();
-    for layer in &model.layers {
-        if layer.input_shape != shape {
-            return Err(inconsistent(
-                layer,
-                format!(
-                    "input {} does not follow the previous output {shape}",
-                    layer.input_shape
-                ),
-            ));
-        }
-        let expected = output_shape(layer)?;
-        if expected != layer.output_shape || layer.output_shape.numel() == 0 {
-            return Err(inconsistent(
-                layer,
-                format!(
-                    "output {} does not follow from input {} (expected {expected})",
-                    layer.output_shape, layer.input_shape
-                ),
-            ));
-        }
-        shape = layer.output_shape;
-    }
-    if let Shape::Chw(_) = last.output_shape {
-        return Err(Error::ImageOutput {
-            layer: last.name.clone(),
-            shape: last.output_shape.to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// A layer's output shape from its input and arguments, by the spec crate's (PyTorch's) rules.
-fn output_shape(layer: &CheckedLayer) -> Result<Shape, Error> {
-    let image = || match layer.input_shape {
-        Shape::Chw(d) => Ok(d),
-        Shape::Flat(_) => Err(inconsistent(
-            layer,
-            format!("{} needs an image input", layer.kind.keyword()),
-        )),
-    };
-    let slide = |input: usize,
-                 kernel: usize,
-                 stride: usize,
-                 padding: usize,
-                 dilation: usize,
-                 ceil_mode: bool| {
-        let window = Window {
-            kernel,
-            stride,
-            padding,
-            dilation,
-            ceil_mode,
-        };
-        usize::try_from(window.slide(input).output)
-            .ok()
-            .filter(|&n| n > 0)
-    };
-    Ok(match &layer.args {
-        LayerArgs::Conv2d(a) => {
-            let [c, h, w] = image()?;
-            let out = |axis: usize, size: usize| {
-                slide(
-                    size,
-                    a.kernel_size[axis],
-                    a.stride[axis],
-                    a.padding[axis],
-                    a.dilation[axis],
-                    false,
-                )
-            };
-            if c != a.in_channels {
-                return Err(inconsistent(
-                    layer,
-                    format!("in_channels {} but the input has {c}", a.in_channels),
-                ));
-            }
-            match (out(0, h), out(1, w)) {
-                (Some(oh), Some(ow)) => Shape::Chw([a.out_channels, oh, ow]),
-                _ => {
-                    return Err(inconsistent(
-                        layer,
-                        "the kernel does not fit the padded input",
-                    ));
-                }
-            }
-        }
-        LayerArgs::Maxpool2d(a) | LayerArgs::Avgpool2d(a) => {
-            let [c, h, w] = image()?;
-            let out = |axis: usize, size: usize| {
-                slide(
-                    size,
-                    a.kernel_size[axis],
-                    a.stride[axis],
-                    a.padding[axis],
-                    1,
-                    a.ceil_mode,
-                )
-            };
-            match (out(0, h), out(1, w)) {
-                (Some(oh), Some(ow)) => Shape::Chw([c, oh, ow]),
-                _ => {
-                    return Err(inconsistent(
-                        layer,
-                        "the window does not fit the padded input",
-                    ));
-                }
-            }
-        }
-        LayerArgs::Batchnorm2d(a) => {
-            let [c, _, _] = image()?;
-            if c != a.num_features {
-                return Err(inconsistent(
-                    layer,
-                    format!(
-                        "num_features {} but the input has {c} channels",
-                        a.num_features
-                    ),
-                ));
-            }
-            layer.input_shape
-        }
-        LayerArgs::Linear(a) => match layer.input_shape {
-            Shape::Flat(n) if n == a.in_features => Shape::Flat(a.out_features),
-            _ => {
-                return Err(inconsistent(
-                    layer,
-                    format!(
-                        "linear expects [{}], found {}",
-                        a.in_features, layer.input_shape
-                    ),
-                ));
-            }
-        },
-        LayerArgs::Flatten => Shape::Flat(layer.input_shape.numel()),
-        LayerArgs::Relu
-        | LayerArgs::LeakyRelu { .. }
-        | LayerArgs::Sigmoid
-        | LayerArgs::Tanh
-        | LayerArgs::Dropout { .. } => layer.input_shape,
-    })
-}
-
 /// Used by the unit tests of this crate: the seed model, checked.
 #[cfg(test)]
-pub(crate) fn checked(text: &str) -> CheckedModel {
+pub(crate) fn checked(text: &str) -> cnnc_spec::CheckedModel {
     let source = cnnc_spec::Source::new("test.cnn", text, cnnc_spec::Format::Dsl);
     match cnnc_spec::compile(&source) {
         Ok((model, _)) => model,
@@ -1150,18 +844,6 @@ mod tests {
         let model = checked("input (1, 8, 8)\nconv2d(out_channels=2, kernel_size=3)\n");
         let err = generate(&model, &options()).unwrap_err();
         assert!(matches!(err, Error::ImageOutput { .. }), "{err}");
-    }
-
-    #[test]
-    fn rejects_inconsistent_models_instead_of_generating_them() {
-        let mut model = checked("input (1, 8, 8)\nflatten\nlinear(out_features=2)\n");
-        model.layers[1].output_shape = Shape::Flat(3);
-        assert!(matches!(
-            generate(&model, &options()),
-            Err(Error::Inconsistent { .. })
-        ));
-        model.layers.clear();
-        assert_eq!(generate(&model, &options()).unwrap_err(), Error::NoLayers);
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub struct KindInfo {
     pub keyword: &'static str,
     /// PyTorch class name (`MaxPool2d`), as torchinfo prints it.
     pub torch_name: &'static str,
+    /// The runtime's layer struct (`cnnc_runtime::layers::MaxPool2d`), which generated code
+    /// names: the kind's Rust name.
+    pub layer_type: &'static str,
     /// Arguments, in PyTorch's order (`name` is every layer's and not listed).
     pub args: &'static [ArgInfo],
     /// How its tensors start out.
@@ -194,6 +197,7 @@ pub const TABLE: [KindInfo; 11] = [
         kind: LayerKind::Conv2d,
         keyword: "conv2d",
         torch_name: "Conv2d",
+        layer_type: "Conv2d",
         args: &[
             arg(
                 "in_channels",
@@ -244,6 +248,7 @@ pub const TABLE: [KindInfo; 11] = [
         kind: LayerKind::MaxPool2d,
         keyword: "maxpool2d",
         torch_name: "MaxPool2d",
+        layer_type: "MaxPool2d",
         args: POOL2D,
         init: Init::None,
     },
@@ -251,6 +256,7 @@ pub const TABLE: [KindInfo; 11] = [
         kind: LayerKind::AvgPool2d,
         keyword: "avgpool2d",
         torch_name: "AvgPool2d",
+        layer_type: "AvgPool2d",
         args: POOL2D,
         init: Init::None,
     },
@@ -258,6 +264,7 @@ pub const TABLE: [KindInfo; 11] = [
         kind: LayerKind::Relu,
         keyword: "relu",
         torch_name: "ReLU",
+        layer_type: "Relu",
         args: &[],
         init: Init::None,
     },
@@ -265,6 +272,7 @@ pub const TABLE: [KindInfo; 11] = [
         kind: LayerKind::LeakyRelu,
         keyword: "leaky_relu",
         torch_name: "LeakyReLU",
+        layer_type: "LeakyRelu",
         args: &[arg(
             "negative_slope",
             ArgType::Float {
@@ -281,6 +289,7 @@ pub const TABLE: [KindInfo; 11] = [
         kind: LayerKind::Sigmoid,
         keyword: "sigmoid",
         torch_name: "Sigmoid",
+        layer_type: "Sigmoid",
         args: &[],
         init: Init::None,
     },
@@ -288,6 +297,7 @@ pub const TABLE: [KindInfo; 11] = [
         kind: LayerKind::Tanh,
         keyword: "tanh",
         torch_name: "Tanh",
+        layer_type: "Tanh",
         args: &[],
         init: Init::None,
     },
@@ -295,6 +305,7 @@ pub const TABLE: [KindInfo; 11] = [
         kind: LayerKind::Flatten,
         keyword: "flatten",
         torch_name: "Flatten",
+        layer_type: "Flatten",
         args: &[],
         init: Init::None,
     },
@@ -302,6 +313,7 @@ pub const TABLE: [KindInfo; 11] = [
         kind: LayerKind::Linear,
         keyword: "linear",
         torch_name: "Linear",
+        layer_type: "Linear",
         args: &[
             arg(
                 "in_features",
@@ -328,6 +340,7 @@ pub const TABLE: [KindInfo; 11] = [
         kind: LayerKind::Dropout,
         keyword: "dropout",
         torch_name: "Dropout",
+        layer_type: "Dropout",
         args: &[arg(
             "p",
             PROBABILITY,
@@ -340,6 +353,7 @@ pub const TABLE: [KindInfo; 11] = [
         kind: LayerKind::BatchNorm2d,
         keyword: "batchnorm2d",
         torch_name: "BatchNorm2d",
+        layer_type: "BatchNorm2d",
         args: &[
             arg(
                 "num_features",
@@ -395,6 +409,11 @@ impl LayerKind {
         self.info().torch_name
     }
 
+    /// The runtime's layer struct that computes it (`Relu`).
+    pub const fn layer_type(self) -> &'static str {
+        self.info().layer_type
+    }
+
     /// The arguments, in PyTorch's order.
     pub const fn args(self) -> &'static [ArgInfo] {
         self.info().args
@@ -425,6 +444,7 @@ mod tests {
         for (i, info) in TABLE.iter().enumerate() {
             assert_eq!(info.kind as usize, i, "{}", info.keyword);
             assert_eq!(LayerKind::from_keyword(info.keyword), Some(info.kind));
+            assert_eq!(format!("{:?}", info.kind), info.layer_type);
         }
         assert_eq!(LayerKind::MaxPool2d.keyword(), "maxpool2d");
         assert_eq!(LayerKind::MaxPool2d.torch_name(), "MaxPool2d");

@@ -49,7 +49,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let requested = args
         .name
         .clone()
-        .or_else(|| model.name.clone())
+        .or_else(|| model.name().map(str::to_owned))
         .unwrap_or_else(|| {
             args.spec.file_stem().map_or_else(
                 || "Model".to_owned(),

@@ -10,7 +10,8 @@ use cnnc_runtime::Network;
 use cnnc_runtime::config::NetworkDef;
 use cnnc_runtime::data::{DatasetKind, ImageShape, Normalization};
 use cnnc_runtime::weights::{self, LoadProblem};
-use cnnc_spec::CheckedModel;
+use cnnc_spec::core::canon;
+use cnnc_spec::{CheckedModel, CoreModel};
 use sha2::{Digest, Sha256};
 
 /// A checked spec and its runtime description.
@@ -19,24 +20,34 @@ pub struct Spec {
     pub path: PathBuf,
     /// The checked model.
     pub checked: CheckedModel,
-    /// What the executor is built from.
+    /// Its layers and input, as the executor is built from them.
     pub def: NetworkDef,
-    /// [`spec_hash`] of `def`.
+    /// [`spec_hash`] of the model: what checkpoints and weights record.
     pub hash: String,
+    /// [`legacy_spec_hash`] of the model, which files written before the canonical form carry.
+    pub legacy_hash: String,
 }
 
 impl Spec {
     /// Reads and checks the spec at `path` (a spec with errors exits 1 with its diagnostics).
     pub fn load(path: &Path) -> anyhow::Result<Spec> {
         let checked = cnnc_spec::load(path)?;
-        let def = cnnc::lower::network_def(&checked);
-        let hash = spec_hash(&def);
+        let def = checked.def();
+        let hash = spec_hash(&checked);
+        let legacy_hash = legacy_spec_hash(&def);
         Ok(Spec {
             path: path.to_owned(),
             checked,
             def,
             hash,
+            legacy_hash,
         })
+    }
+
+    /// Whether `hash`, read from a checkpoint or weights file, identifies this model (in the
+    /// canonical form's hash or, for files written before it, the legacy one).
+    pub fn is_hash(&self, hash: &str) -> bool {
+        hash == self.hash || hash == self.legacy_hash
     }
 
     /// The per-sample input shape.
@@ -47,16 +58,26 @@ impl Spec {
 
     /// A network with the seeded default initialisation.
     pub fn network(&self, seed: u64) -> anyhow::Result<Network> {
-        Network::new(&self.def, seed)
+        Network::from_model(&self.checked, seed)
             .with_context(|| format!("cannot build the network of {}", self.path.display()))
     }
 }
 
-/// SHA-256 of the network's architecture (every layer's name and resolved options and the input
-/// shape), in hex. Comments, formatting and the model's name do not change it; anything that
-/// changes what the weights mean does.
-pub fn spec_hash(def: &NetworkDef) -> String {
-    let digest = Sha256::digest(format!("{def:?}").as_bytes());
+/// SHA-256 of the model's canonical form ([`cnnc_spec::core::canon`]: every layer's name and
+/// the arguments that differ from their defaults, and the input shape), in hex. Comments,
+/// formatting and the model's name do not change it; anything that changes what the weights mean
+/// does; a new argument with a default does not.
+pub fn spec_hash(model: &CoreModel) -> String {
+    hex(&Sha256::digest(canon::canonical(model).as_bytes()))
+}
+
+/// The identity checkpoints had before the canonical form: SHA-256 of the layer descriptions'
+/// `Debug` text. Still accepted so that those checkpoints resume; never written.
+pub fn legacy_spec_hash(def: &NetworkDef) -> String {
+    hex(&Sha256::digest(format!("{def:?}").as_bytes()))
+}
+
+fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -86,7 +107,7 @@ pub fn load_weights(net: &mut Network, path: &Path, spec: &Spec) -> anyhow::Resu
     })?;
     let meta = WeightsMeta::from_map(&metadata);
     if let Some(hash) = &meta.spec_hash
-        && *hash != spec.hash
+        && !spec.is_hash(hash)
     {
         eprintln!(
             "notice: {} was saved from a different spec than {} (same parameter shapes)",

@@ -77,7 +77,7 @@ pub fn summarize(
 /// The table. `complete` is false when it stops at a failing layer.
 pub fn table(model: &CheckedModel, complete: bool) -> String {
     let rows: Vec<[String; 4]> = model
-        .layers
+        .layers()
         .iter()
         .map(|layer| {
             let dash_if_zero = |n: u64| {
@@ -88,10 +88,10 @@ pub fn table(model: &CheckedModel, complete: bool) -> String {
                 }
             };
             [
-                format!("{} ({})", layer.name, layer.kind.torch_name()),
-                layer.output_shape.to_string(),
-                dash_if_zero(layer.params),
-                dash_if_zero(layer.macs),
+                format!("{} ({})", layer.name(), layer.kind().torch_name()),
+                layer.output_shape().to_string(),
+                dash_if_zero(layer.params()),
+                dash_if_zero(layer.macs()),
             ]
         })
         .collect();
@@ -120,7 +120,7 @@ pub fn table(model: &CheckedModel, complete: bool) -> String {
         .to_owned()
     };
     let mut out = String::new();
-    let title = model.name.as_deref().unwrap_or("model");
+    let title = model.name().unwrap_or("model");
     out.push_str(&format!(
         "{title}: input {} per sample (batch dimension omitted)\n",
         model.input_shape()
@@ -210,27 +210,27 @@ struct LayerJson {
 impl SummaryJson {
     fn new(model: Option<&CheckedModel>, diagnostics: &[Diagnostic], source: &Source) -> Self {
         SummaryJson {
-            model: model.and_then(|m| m.name.clone()),
+            model: model.and_then(|m| m.name().map(str::to_owned)),
             input_shape: model.map(|m| m.input_shape().dims()),
             output_shape: model.map(|m| m.output_shape().dims()),
             layers: model
                 .map(|m| {
-                    m.layers
+                    m.layers()
                         .iter()
                         .map(|l| LayerJson {
-                            name: l.name.clone(),
-                            kind: l.kind.keyword(),
-                            output_shape: l.output_shape.dims(),
-                            params: l.params,
-                            macs: l.macs,
+                            name: l.name().to_owned(),
+                            kind: l.kind().keyword(),
+                            output_shape: l.output_shape().dims(),
+                            params: l.params(),
+                            macs: l.macs(),
                         })
                         .collect()
                 })
                 .unwrap_or_default(),
-            total_params: model.map_or(0, CheckedModel::total_params),
-            trainable_params: model.map_or(0, CheckedModel::trainable_params),
-            total_macs: model.map_or(0, CheckedModel::total_macs),
-            activation_bytes: model.map_or(0, CheckedModel::activation_bytes),
+            total_params: model.map_or(0, |m| m.total_params()),
+            trainable_params: model.map_or(0, |m| m.trainable_params()),
+            total_macs: model.map_or(0, |m| m.total_macs()),
+            activation_bytes: model.map_or(0, |m| m.activation_bytes()),
             complete: !diagnostics.iter().any(Diagnostic::is_error),
             diagnostics: diagnostics
                 .iter()

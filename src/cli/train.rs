@@ -124,7 +124,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     if let Some((dir, state)) = &saved
-        && state.spec_hash != spec.hash
+        && !spec.is_hash(&state.spec_hash)
     {
         return Err(refuse(format!(
             "cannot resume {}: it trains {} (architecture {}), which differs from {} \
@@ -241,7 +241,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     println!(
         "training {} ({} parameters) on {kind} ({} training, {} validation images) for {epochs} \
          epoch{}: {}; checkpoints in {}",
-        spec.checked.name.as_deref().unwrap_or("the model"),
+        spec.checked.name().unwrap_or("the model"),
         super::summary::thousands(net.param_count() as u64),
         train.len(),
         test.len(),

@@ -47,7 +47,7 @@ pub struct CustomCNN {
     /// `fc2`: `torch.nn.Linear`, [64] -> [10], 650 parameters.
     pub fc2: ::cnnc::runtime::layers::Linear,
     /// Activation and gradient buffers, sized for the largest batch seen.
-    workspace: ::cnnc::__private::Workspace<14>,
+    workspace: ::cnnc::__private::Workspace<8>,
 }
 #[allow(dead_code)]
 impl CustomCNN {
@@ -85,11 +85,15 @@ impl CustomCNN {
             ),
         );
         layer1_0.fuse_relu();
-        assert!(
-            layer1_0.fuse_max_pool(& ::cnnc::runtime::config::Pool2dConfig { kernel_size
-            : [2, 2], stride : [2, 2], padding : [0, 0], ceil_mode : false }),
-            "cnnc: `layer1.0` applies `layer1.2` (the generator's rule is the runtime's)"
-        );
+        layer1_0
+            .fuse_max_pool(
+                &::cnnc::runtime::config::Pool2dConfig {
+                    kernel_size: [2, 2],
+                    stride: [2, 2],
+                    padding: [0, 0],
+                    ceil_mode: false,
+                },
+            );
         let layer1_1 = ::cnnc::runtime::layers::Relu::new(
             "layer1.1",
             ::cnnc::runtime::Dims::Image {
@@ -131,11 +135,15 @@ impl CustomCNN {
             ),
         );
         layer2_0.fuse_relu();
-        assert!(
-            layer2_0.fuse_max_pool(& ::cnnc::runtime::config::Pool2dConfig { kernel_size
-            : [2, 2], stride : [2, 2], padding : [0, 0], ceil_mode : false }),
-            "cnnc: `layer2.0` applies `layer2.2` (the generator's rule is the runtime's)"
-        );
+        layer2_0
+            .fuse_max_pool(
+                &::cnnc::runtime::config::Pool2dConfig {
+                    kernel_size: [2, 2],
+                    stride: [2, 2],
+                    padding: [0, 0],
+                    ceil_mode: false,
+                },
+            );
         let layer2_1 = ::cnnc::runtime::layers::Relu::new(
             "layer2.1",
             ::cnnc::runtime::Dims::Image {
@@ -177,11 +185,15 @@ impl CustomCNN {
             ),
         );
         layer3_0.fuse_relu();
-        assert!(
-            layer3_0.fuse_max_pool(& ::cnnc::runtime::config::Pool2dConfig { kernel_size
-            : [2, 2], stride : [2, 2], padding : [0, 0], ceil_mode : false }),
-            "cnnc: `layer3.0` applies `layer3.2` (the generator's rule is the runtime's)"
-        );
+        layer3_0
+            .fuse_max_pool(
+                &::cnnc::runtime::config::Pool2dConfig {
+                    kernel_size: [2, 2],
+                    stride: [2, 2],
+                    padding: [0, 0],
+                    ceil_mode: false,
+                },
+            );
         let layer3_1 = ::cnnc::runtime::layers::Relu::new(
             "layer3.1",
             ::cnnc::runtime::Dims::Image {
@@ -263,7 +275,7 @@ impl CustomCNN {
             layer_11,
             fc2,
             workspace: ::cnnc::__private::Workspace::new([
-                3072, 8192, 0, 0, 2048, 0, 0, 1024, 0, 0, 1024, 64, 64, 10,
+                3072, 8192, 2048, 1024, 1024, 64, 64, 10,
             ]),
         }
     }
@@ -410,24 +422,12 @@ impl CustomCNN {
         batch: usize,
         mode: ::cnnc::runtime::Mode,
     ) -> Result<(), ::cnnc::Error> {
-        use ::cnnc::__private::{
-            forward, on_pool, conv2d_maps, flatten_maps, linear_maps, pool2d_maps,
-            same_shape,
-        };
+        use ::cnnc::__private::{forward, on_pool};
         use ::cnnc::runtime::typed::{Features, Images};
         on_pool(|| {
-            let [a0, a1, _, _, a4, _, _, a7, _, _, a10, a11, a12, a13] = &mut self
-                .workspace
-                .acts;
+            let [a0, a1, a2, a3, a4, a5, a6, a7] = &mut self.workspace.acts;
             let x = <Images<3, 32, 32, &[f32]>>::from_slice(a0, batch)?;
             // layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]
-            const {
-                assert!(
-                    conv2d_maps([3, 32, 32], [32, 32, 32], [5, 5], [1, 1], [2, 2], [1,
-                    1]),
-                    "cnnc: layer `layer1.0` does not map [3, 32, 32] to [32, 32, 32]"
-                )
-            };
             let x: Images<32, 16, 16, &[f32]> = forward(
                 &mut self.layer1_0,
                 x,
@@ -435,102 +435,29 @@ impl CustomCNN {
                 mode,
             )?;
             // layer1.1: relu [32, 32, 32] -> [32, 32, 32], fused into layer1.0
-            const {
-                assert!(
-                    same_shape([32, 32, 32], [32, 32, 32]),
-                    "cnnc: layer `layer1.1` does not map [32, 32, 32] to [32, 32, 32]"
-                )
-            };
             let x: Images<32, 16, 16, &[f32]> = x;
             // layer1.2: maxpool2d [32, 32, 32] -> [32, 16, 16], fused into layer1.0
-            const {
-                assert!(
-                    pool2d_maps([32, 32, 32], [32, 16, 16], [2, 2], [2, 2], [0, 0],
-                    false),
-                    "cnnc: layer `layer1.2` does not map [32, 32, 32] to [32, 16, 16]"
-                )
-            };
             let x: Images<32, 16, 16, &[f32]> = x;
             // layer2.0: conv2d [32, 16, 16] -> [32, 16, 16]
-            const {
-                assert!(
-                    conv2d_maps([32, 16, 16], [32, 16, 16], [5, 5], [1, 1], [2, 2], [1,
-                    1]),
-                    "cnnc: layer `layer2.0` does not map [32, 16, 16] to [32, 16, 16]"
-                )
-            };
-            let x: Images<32, 8, 8, &[f32]> = forward(&mut self.layer2_0, x, a4, mode)?;
+            let x: Images<32, 8, 8, &[f32]> = forward(&mut self.layer2_0, x, a2, mode)?;
             // layer2.1: relu [32, 16, 16] -> [32, 16, 16], fused into layer2.0
-            const {
-                assert!(
-                    same_shape([32, 16, 16], [32, 16, 16]),
-                    "cnnc: layer `layer2.1` does not map [32, 16, 16] to [32, 16, 16]"
-                )
-            };
             let x: Images<32, 8, 8, &[f32]> = x;
             // layer2.2: maxpool2d [32, 16, 16] -> [32, 8, 8], fused into layer2.0
-            const {
-                assert!(
-                    pool2d_maps([32, 16, 16], [32, 8, 8], [2, 2], [2, 2], [0, 0], false),
-                    "cnnc: layer `layer2.2` does not map [32, 16, 16] to [32, 8, 8]"
-                )
-            };
             let x: Images<32, 8, 8, &[f32]> = x;
             // layer3.0: conv2d [32, 8, 8] -> [64, 8, 8]
-            const {
-                assert!(
-                    conv2d_maps([32, 8, 8], [64, 8, 8], [5, 5], [1, 1], [2, 2], [1, 1]),
-                    "cnnc: layer `layer3.0` does not map [32, 8, 8] to [64, 8, 8]"
-                )
-            };
-            let x: Images<64, 4, 4, &[f32]> = forward(&mut self.layer3_0, x, a7, mode)?;
+            let x: Images<64, 4, 4, &[f32]> = forward(&mut self.layer3_0, x, a3, mode)?;
             // layer3.1: relu [64, 8, 8] -> [64, 8, 8], fused into layer3.0
-            const {
-                assert!(
-                    same_shape([64, 8, 8], [64, 8, 8]),
-                    "cnnc: layer `layer3.1` does not map [64, 8, 8] to [64, 8, 8]"
-                )
-            };
             let x: Images<64, 4, 4, &[f32]> = x;
             // layer3.2: maxpool2d [64, 8, 8] -> [64, 4, 4], fused into layer3.0
-            const {
-                assert!(
-                    pool2d_maps([64, 8, 8], [64, 4, 4], [2, 2], [2, 2], [0, 0], false),
-                    "cnnc: layer `layer3.2` does not map [64, 8, 8] to [64, 4, 4]"
-                )
-            };
             let x: Images<64, 4, 4, &[f32]> = x;
             // 9: flatten [64, 4, 4] -> [1024]
-            const {
-                assert!(
-                    flatten_maps([64, 4, 4], 1024),
-                    "cnnc: layer `9` does not map [64, 4, 4] to [1024]"
-                )
-            };
-            let x: Features<1024, &[f32]> = forward(&mut self.layer_9, x, a10, mode)?;
+            let x: Features<1024, &[f32]> = forward(&mut self.layer_9, x, a4, mode)?;
             // fc1: linear [1024] -> [64]
-            const {
-                assert!(
-                    linear_maps([1024], [64], 1024, 64),
-                    "cnnc: layer `fc1` does not map [1024] to [64]"
-                )
-            };
-            let x: Features<64, &[f32]> = forward(&mut self.fc1, x, a11, mode)?;
+            let x: Features<64, &[f32]> = forward(&mut self.fc1, x, a5, mode)?;
             // 11: relu [64] -> [64]
-            const {
-                assert!(
-                    same_shape([64], [64]), "cnnc: layer `11` does not map [64] to [64]"
-                )
-            };
-            let x: Features<64, &[f32]> = forward(&mut self.layer_11, x, a12, mode)?;
+            let x: Features<64, &[f32]> = forward(&mut self.layer_11, x, a6, mode)?;
             // fc2: linear [64] -> [10]
-            const {
-                assert!(
-                    linear_maps([64], [10], 64, 10),
-                    "cnnc: layer `fc2` does not map [64] to [10]"
-                )
-            };
-            let _: Features<10, &[f32]> = forward(&mut self.fc2, x, a13, mode)?;
+            let _: Features<10, &[f32]> = forward(&mut self.fc2, x, a7, mode)?;
             Ok(())
         })
     }
@@ -541,38 +468,38 @@ impl CustomCNN {
         use ::cnnc::runtime::typed::{Features, Images};
         on_pool(|| {
             let ws = &mut self.workspace;
-            let [a0, a1, _, _, a4, _, _, a7, _, _, a10, a11, a12, a13] = &ws.acts;
+            let [a0, a1, a2, a3, a4, a5, a6, a7] = &ws.acts;
             let [g0, g1] = &mut ws.grads;
             // backward fc2: linear [64] -> [10]
             backward::<
                 Features<64, &[f32]>,
                 Features<10, &[f32]>,
-            >(&mut self.fc2, a12, a13, &ws.dlogits, Some(&mut g1[..]), batch)?;
+            >(&mut self.fc2, a6, a7, &ws.dlogits, Some(&mut g1[..]), batch)?;
             // backward 11: relu [64] -> [64]
             backward::<
                 Features<64, &[f32]>,
                 Features<64, &[f32]>,
-            >(&mut self.layer_11, a11, a12, g1, Some(&mut g0[..]), batch)?;
+            >(&mut self.layer_11, a5, a6, g1, Some(&mut g0[..]), batch)?;
             // backward fc1: linear [1024] -> [64]
             backward::<
                 Features<1024, &[f32]>,
                 Features<64, &[f32]>,
-            >(&mut self.fc1, a10, a11, g0, Some(&mut g1[..]), batch)?;
+            >(&mut self.fc1, a4, a5, g0, Some(&mut g1[..]), batch)?;
             // backward 9: flatten [64, 4, 4] -> [1024]
             backward::<
                 Images<64, 4, 4, &[f32]>,
                 Features<1024, &[f32]>,
-            >(&mut self.layer_9, a7, a10, g1, Some(&mut g0[..]), batch)?;
+            >(&mut self.layer_9, a3, a4, g1, Some(&mut g0[..]), batch)?;
             // backward layer3.0: conv2d [32, 8, 8] -> [64, 8, 8]
             backward::<
                 Images<32, 8, 8, &[f32]>,
                 Images<64, 4, 4, &[f32]>,
-            >(&mut self.layer3_0, a4, a7, g0, Some(&mut g1[..]), batch)?;
+            >(&mut self.layer3_0, a2, a3, g0, Some(&mut g1[..]), batch)?;
             // backward layer2.0: conv2d [32, 16, 16] -> [32, 16, 16]
             backward::<
                 Images<32, 16, 16, &[f32]>,
                 Images<32, 8, 8, &[f32]>,
-            >(&mut self.layer2_0, a1, a4, g1, Some(&mut g0[..]), batch)?;
+            >(&mut self.layer2_0, a1, a2, g1, Some(&mut g0[..]), batch)?;
             // backward layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]
             backward::<
                 Images<3, 32, 32, &[f32]>,
