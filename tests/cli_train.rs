@@ -123,6 +123,40 @@ fn resume_after_an_epoch_is_bit_identical() {
     }
 }
 
+/// A checkpoint keyed the way cnnc keyed them before the canonical model form (SHA-256 of the
+/// layer descriptions' `Debug` text) still resumes. `LEGACY` is the `spec_hash` that cnnc at
+/// commit 9f60ee0 wrote into `checkpoint.json` for `tiny_spec(3, 12)`.
+#[test]
+fn a_checkpoint_keyed_before_the_canonical_form_still_resumes() {
+    const LEGACY: &str = "88ede88edbcc1a0a9ad474916fda97efb0c2c10b5003d36da78eac42ea62fb78";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (spec, data) = setup(dir.path());
+    let out = dir.path().join("run");
+    let flags = [&FAST[..], &["--epochs", "1"]].concat();
+    assert_status(&train(&spec, &data, &out, &flags), 0);
+    let mut state = run_state(&out);
+    assert_ne!(
+        state["spec_hash"], LEGACY,
+        "new checkpoints use the canonical form"
+    );
+    state["spec_hash"] = serde_json::json!(LEGACY);
+    let json = serde_json::to_vec_pretty(&state).expect("JSON");
+    std::fs::write(out.join("checkpoint.json"), json).expect("checkpoint.json");
+    let resumed = cnnc(&["train", arg(&spec), "--resume", arg(&out), "--epochs", "2"]);
+    assert_status(&resumed, 0);
+    assert!(
+        stdout(&resumed).contains("epoch 2/2"),
+        "{}",
+        stderr(&resumed)
+    );
+    // A checkpoint of another spec is still refused, whichever way it is keyed.
+    state["spec_hash"] = serde_json::json!("0".repeat(64));
+    let json = serde_json::to_vec_pretty(&state).expect("JSON");
+    std::fs::write(out.join("checkpoint.json"), json).expect("checkpoint.json");
+    let refused = cnnc(&["train", arg(&spec), "--resume", arg(&out), "--epochs", "3"]);
+    assert_status(&refused, 1);
+}
+
 #[test]
 fn ctrl_c_leaves_a_checkpoint_that_resumes_bit_identically() {
     let dir = tempfile::tempdir().expect("temp dir");
