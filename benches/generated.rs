@@ -23,7 +23,7 @@ fn batch(n: usize) -> (Array4<f32>, Vec<usize>) {
 fn generated_vs_executor(c: &mut Criterion) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CustomCnn::SOURCE);
     let checked = cnnc::spec::load(&path).expect("the seed spec is valid");
-    let mut net = Network::new(&cnnc::lower::network_def(&checked), 0).expect("the seed model");
+    let mut net = Network::from_model(&checked, 0).expect("the seed model");
     let mut model = CustomCnn::new(0);
 
     let mut group = c.benchmark_group("custom_cnn");

@@ -137,7 +137,7 @@ fn unreadable_images_are_refused() {
     let weights = dir.path().join("w.safetensors");
     // Weights of the right shapes, saved by the runtime itself.
     let checked = cnnc::spec::load(&spec).expect("spec");
-    let mut net = cnnc::runtime::Network::new(&cnnc::lower::network_def(&checked), 0).expect("net");
+    let mut net = cnnc::runtime::Network::from_model(&checked, 0).expect("net");
     cnnc::runtime::weights::save(&mut net, &weights, &Default::default()).expect("saved");
 
     let broken = write(dir.path(), "broken.png", "not a png");

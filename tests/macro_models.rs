@@ -1,6 +1,6 @@
 //! Every model in `models/`, expanded by `cnn_model!` from its YAML and its DSL spec, agrees bit for
 //! bit with the dynamic executor built from the same spec and seed
-//! (`Network::new(&cnnc::lower::network_def(&model), seed)`): initial parameters, logits, the loss,
+//! (`Network::from_model(&model, seed)`): initial parameters, logits, the loss,
 //! every gradient, and batch norm's buffers after training steps (dropout masks included). That
 //! these expansions compile is the compile-pass test of every model.
 
@@ -57,7 +57,7 @@ fn labels(n: usize, step: usize, classes: usize) -> Vec<usize> {
 fn network(spec: &str, seed: u64) -> Network {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(spec);
     let model = cnnc::spec::load(&path).unwrap();
-    Network::new(&cnnc::lower::network_def(&model), seed).unwrap()
+    Network::from_model(&model, seed).unwrap()
 }
 
 macro_rules! agrees_with_the_executor {

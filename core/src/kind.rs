@@ -143,6 +143,8 @@ pub struct KindInfo {
     pub args: &'static [ArgInfo],
     /// How its tensors start out.
     pub init: Init,
+    /// What it computes, in a few words (for messages, completion and schemas).
+    pub computes: &'static str,
 }
 
 const fn arg(name: &'static str, ty: ArgType, default: ArgDefault, doc: &'static str) -> ArgInfo {
@@ -243,6 +245,7 @@ pub const TABLE: [KindInfo; 11] = [
             ),
         ],
         init: Init::FanInUniform,
+        computes: "a 2-D convolution of [C, H, W] images",
     },
     KindInfo {
         kind: LayerKind::MaxPool2d,
@@ -251,6 +254,7 @@ pub const TABLE: [KindInfo; 11] = [
         layer_type: "MaxPool2d",
         args: POOL2D,
         init: Init::None,
+        computes: "the maximum of each window",
     },
     KindInfo {
         kind: LayerKind::AvgPool2d,
@@ -259,6 +263,7 @@ pub const TABLE: [KindInfo; 11] = [
         layer_type: "AvgPool2d",
         args: POOL2D,
         init: Init::None,
+        computes: "the mean of each window",
     },
     KindInfo {
         kind: LayerKind::Relu,
@@ -267,6 +272,7 @@ pub const TABLE: [KindInfo; 11] = [
         layer_type: "Relu",
         args: &[],
         init: Init::None,
+        computes: "max(x, 0) of each element",
     },
     KindInfo {
         kind: LayerKind::LeakyRelu,
@@ -284,6 +290,7 @@ pub const TABLE: [KindInfo; 11] = [
             "slope for negative inputs",
         )],
         init: Init::None,
+        computes: "x, or negative_slope * x where x < 0",
     },
     KindInfo {
         kind: LayerKind::Sigmoid,
@@ -292,6 +299,7 @@ pub const TABLE: [KindInfo; 11] = [
         layer_type: "Sigmoid",
         args: &[],
         init: Init::None,
+        computes: "1 / (1 + exp(-x)) of each element",
     },
     KindInfo {
         kind: LayerKind::Tanh,
@@ -300,6 +308,7 @@ pub const TABLE: [KindInfo; 11] = [
         layer_type: "Tanh",
         args: &[],
         init: Init::None,
+        computes: "tanh(x) of each element",
     },
     KindInfo {
         kind: LayerKind::Flatten,
@@ -308,6 +317,7 @@ pub const TABLE: [KindInfo; 11] = [
         layer_type: "Flatten",
         args: &[],
         init: Init::None,
+        computes: "[C, H, W] as [C*H*W] features",
     },
     KindInfo {
         kind: LayerKind::Linear,
@@ -335,6 +345,7 @@ pub const TABLE: [KindInfo; 11] = [
             ),
         ],
         init: Init::FanInUniform,
+        computes: "an affine map of flat features",
     },
     KindInfo {
         kind: LayerKind::Dropout,
@@ -348,6 +359,7 @@ pub const TABLE: [KindInfo; 11] = [
             "probability of zeroing an element in training",
         )],
         init: Init::DropoutStream,
+        computes: "its input with single elements zeroed at probability p in training",
     },
     KindInfo {
         kind: LayerKind::BatchNorm2d,
@@ -379,6 +391,7 @@ pub const TABLE: [KindInfo; 11] = [
             ),
         ],
         init: Init::Constant,
+        computes: "each channel normalised by its batch statistics in training, its running ones in eval",
     },
 ];
 
@@ -417,6 +430,11 @@ impl LayerKind {
     /// The arguments, in PyTorch's order.
     pub const fn args(self) -> &'static [ArgInfo] {
         self.info().args
+    }
+
+    /// What it computes, in a few words.
+    pub const fn computes(self) -> &'static str {
+        self.info().computes
     }
 
     /// How its tensors start out.

@@ -54,12 +54,26 @@ impl Checker {
                 "not a layer kind",
             )
             .layer(name);
-            diagnostic = match suggest::closest(
-                &layer.kind.text,
-                LayerKind::ALL.iter().map(|k| k.keyword()),
-            ) {
-                Some(best) => diagnostic.help(format!("did you mean `{best}`?")),
-                None => diagnostic.note(format!(
+            let closest =
+                suggest::closest(&layer.kind.text, LayerKind::ALL.iter().map(|k| k.keyword()));
+            diagnostic = match (closest, unsupported_module(&layer.kind.text)) {
+                // A PyTorch module cnnc lacks: the nearest spelling computes something else.
+                (closest, Some((class, what))) => {
+                    diagnostic = diagnostic.note(format!(
+                        "`{}` is PyTorch's `{class}`, which {what}; cnnc does not support it yet",
+                        layer.kind.text
+                    ));
+                    match closest.and_then(LayerKind::from_keyword) {
+                        Some(near) => diagnostic.note(format!(
+                            "`{}` is not a substitute: it computes {}",
+                            near.keyword(),
+                            near.computes()
+                        )),
+                        None => diagnostic,
+                    }
+                }
+                (Some(best), None) => diagnostic.help(format!("did you mean `{best}`?")),
+                (None, None) => diagnostic.note(format!(
                     "the layer kinds are {}",
                     LayerKind::ALL
                         .map(|k| format!("`{}`", k.keyword()))
@@ -194,6 +208,12 @@ impl Checker {
                         let v = self.size(spec.name, *v, min, value.span, name)?;
                         Some(ArgValue::Pair([v, v]))
                     }
+                    ValueKind::Str(word) if kind == LayerKind::Conv2d && spec.name == "padding" => {
+                        self.push(
+                            padding_mode(word, value, name).unwrap_or_else(|| wrong_type(expected)),
+                        );
+                        None
+                    }
                     ValueKind::List(items) if items.len() == 2 => {
                         let mut pair = [0; 2];
                         for (slot, item) in pair.iter_mut().zip(items) {
@@ -301,6 +321,87 @@ impl Checker {
         }
         Some(v as usize)
     }
+}
+
+/// PyTorch modules that cnnc does not have, by their name lower-cased without underscores,
+/// with their class and what they compute: a spec naming one gets no suggestion of a kind that
+/// is spelt alike but computes something else (`dropout2d` is not `dropout`).
+const UNSUPPORTED: &[(&str, &str, &str)] = &[
+    ("dropout1d", "Dropout1d", "zeroes whole channels"),
+    ("dropout2d", "Dropout2d", "zeroes whole channels"),
+    ("dropout3d", "Dropout3d", "zeroes whole channels"),
+    (
+        "alphadropout",
+        "AlphaDropout",
+        "keeps the mean and variance of SELU activations",
+    ),
+    ("conv1d", "Conv1d", "convolves over one dimension"),
+    ("conv3d", "Conv3d", "convolves over three dimensions"),
+    (
+        "convtranspose2d",
+        "ConvTranspose2d",
+        "upsamples by a transposed convolution",
+    ),
+    ("maxpool1d", "MaxPool1d", "pools over one dimension"),
+    ("maxpool3d", "MaxPool3d", "pools over three dimensions"),
+    ("avgpool1d", "AvgPool1d", "pools over one dimension"),
+    ("avgpool3d", "AvgPool3d", "pools over three dimensions"),
+    (
+        "adaptiveavgpool2d",
+        "AdaptiveAvgPool2d",
+        "pools to a fixed output size",
+    ),
+    (
+        "adaptivemaxpool2d",
+        "AdaptiveMaxPool2d",
+        "pools to a fixed output size",
+    ),
+    (
+        "batchnorm1d",
+        "BatchNorm1d",
+        "normalises flat or 1-D inputs",
+    ),
+    ("batchnorm3d", "BatchNorm3d", "normalises 3-D inputs"),
+    ("relu6", "ReLU6", "clamps at 0 and 6"),
+    ("prelu", "PReLU", "learns its negative slope"),
+];
+
+/// The PyTorch module `kind` names, if it is one cnnc lacks ([`UNSUPPORTED`]).
+fn unsupported_module(kind: &str) -> Option<(&'static str, &'static str)> {
+    let key: String = kind
+        .chars()
+        .filter(|&c| c != '_')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    UNSUPPORTED
+        .iter()
+        .find(|(name, _, _)| *name == key)
+        .map(|&(_, class, what)| (class, what))
+}
+
+/// The error for PyTorch's string padding modes (`padding='same'`, `padding='valid'`), which
+/// cnnc does not support yet; `None` for any other word.
+fn padding_mode(word: &str, value: &Value, name: &str) -> Option<Diagnostic> {
+    let help = match word {
+        "same" => {
+            "write the padding in pixels: with stride 1 and an odd kernel_size, `same` is \
+             `padding: (kernel_size - 1) / 2`, e.g. `padding: 1` for kernel_size 3, `padding: 2` \
+             for 5"
+        }
+        "valid" => "`valid` means no padding: write `padding: 0`, or leave `padding` out",
+        _ => return None,
+    };
+    Some(
+        Diagnostic::error(
+            Code::WrongType,
+            format!("`padding: {word}` of `conv2d` is not supported yet"),
+            value.span,
+            "PyTorch's padding mode, not supported yet",
+        )
+        .note("cnnc takes the padding as a number of pixels on each side, an integer or a [height, width] pair")
+        .help(help)
+        .layer(name),
+    )
 }
 
 /// A plausible value for a required argument, for help lines.

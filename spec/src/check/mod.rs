@@ -111,7 +111,8 @@ pub fn check(model: &Spec) -> Checked {
         match checker.resolve(&context, state) {
             Some((config, output)) => {
                 state.advance(kind, output, layer.span, &args, &context.who);
-                if complete && checker.error_count() == errors_before {
+                state.after_error = checker.error_count() != errors_before;
+                if complete && !state.after_error {
                     resolved.push((
                         LayerDef {
                             name: name.clone(),
@@ -142,6 +143,9 @@ struct Flow {
     /// Every layer so far with its output, for the size chain in notes.
     trail: Vec<(LayerKind, Shape)>,
     input: [usize; 3],
+    /// The layer that produced `shape` had errors: the shape is a guess that lets checking go
+    /// on, so warnings about it would mislead.
+    after_error: bool,
 }
 
 impl Flow {
@@ -154,6 +158,7 @@ impl Flow {
             },
             trail: Vec::new(),
             input,
+            after_error: false,
         }
     }
 

@@ -147,7 +147,9 @@ impl Checker {
                 Shape::Chw([c, oh, ow])
             }
             (LayerConfig::Flatten, _) => {
-                if let Shape::Flat(n) = input {
+                if let Shape::Flat(n) = input
+                    && !flow.after_error
+                {
                     self.push(
                         Diagnostic::new(
                             Code::RedundantFlatten,
@@ -251,8 +253,10 @@ impl Checker {
         blame: &str,
     ) -> Option<[usize; 2]> {
         let mut out = [0usize; 2];
-        let mut lost = Vec::new();
-        let mut notes = Vec::new();
+        // Input rows and columns no window reads: after the last window, and between windows
+        // when the stride is larger than the kernel's span.
+        let (mut last, mut between, mut notes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut lost = 0;
         for (i, axis) in ["height", "width"].into_iter().enumerate() {
             let window = windows[i];
             let slide = window.slide(input[i]);
@@ -276,35 +280,64 @@ impl Checker {
                 return None;
             }
             out[i] = slide.output as usize;
-            if slide.dropped > 0 && window.stride > 1 {
-                let unit = if i == 0 { "row" } else { "column" };
-                let plural = if slide.dropped == 1 { "" } else { "s" };
-                lost.push(format!("{} {unit}{plural}", slide.dropped));
-                let verb = if slide.dropped == 1 { "is" } else { "are" };
+            if window.stride <= 1 {
+                continue;
+            }
+            let unit = if i == 0 { "row" } else { "column" };
+            let count = |n: usize| {
+                let (plural, verb) = if n == 1 { ("", "is") } else { ("s", "are") };
+                (format!("{n} {unit}{plural}"), verb)
+            };
+            if slide.dropped > 0 {
+                let (what, verb) = count(slide.dropped);
                 notes.push(format!(
-                    "output {axis} = {formula} = {}: the last {} {unit}{plural} of {} {verb} never covered",
-                    out[i], slide.dropped, input[i]
+                    "output {axis} = {formula} = {}: the last {what} of {} {verb} never covered",
+                    out[i], input[i]
                 ));
+                last.push(what);
+                lost += slide.dropped;
+            }
+            if slide.skipped > 0 {
+                let (what, verb) = count(slide.skipped);
+                notes.push(format!(
+                    "windows of {} {unit}s start every {} {unit}s: {what} of {} between them {verb} never covered",
+                    window.effective_kernel(),
+                    window.stride,
+                    input[i],
+                ));
+                between.push(what);
+                lost += slide.skipped;
             }
         }
-        if !lost.is_empty() {
-            let lost = lost.join(" and ");
+        let mut parts = Vec::new();
+        if !last.is_empty() {
+            parts.push(format!("the last {}", last.join(" and ")));
+        }
+        if !between.is_empty() {
+            parts.push(format!("{} between windows", between.join(" and ")));
+        }
+        if !parts.is_empty() {
+            let lost_text = parts.join(" and ");
+            let verb = if lost == 1 { "is" } else { "are" };
             let mut diagnostic = Diagnostic::new(
                 Code::DropsInput,
                 format!(
-                    "{} ignores the last {lost} of its {}×{} input",
+                    "{} ignores {lost_text} of its {}×{} input",
                     cx.title(),
                     input[0],
                     input[1]
                 ),
                 cx.span_of(blame),
-                format!("the last {lost} are dropped"),
+                format!("{lost_text} {verb} dropped"),
             )
             .layer(cx.name);
             for note in notes {
                 diagnostic = diagnostic.note(note);
             }
-            diagnostic = if matches!(cx.kind, LayerKind::MaxPool2d | LayerKind::AvgPool2d) {
+            let pool = matches!(cx.kind, LayerKind::MaxPool2d | LayerKind::AvgPool2d);
+            diagnostic = if !between.is_empty() {
+                diagnostic.help("use a stride no larger than the kernel size, so that every input row and column is read")
+            } else if pool {
                 diagnostic
                     .note("PyTorch rounds pooling output sizes down; Caffe rounds them up, a classic porting trap")
                     .help("set `ceil_mode: true` to keep the edge (as Caffe does), or pad the input")
