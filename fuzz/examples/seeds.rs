@@ -98,7 +98,7 @@ fn specs(repo: &Path, corpus: &Path) -> Result<(), Box<dyn std::error::Error>> {
 
 fn safetensors(repo: &Path, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let model = cnnc_spec::load(&repo.join("models/custom_cnn.yaml"))?;
-    let mut net = Network::new(&cnnc::lower::network_def(&model), 0)?;
+    let mut net = Network::from_model(&model, 0)?;
     let metadata = BTreeMap::from([
         ("format".to_owned(), "pt".to_owned()),
         ("cnnc.step".to_owned(), "0".to_owned()),

@@ -2,7 +2,7 @@
 //! inside the text and render as text and JSON, and a valid spec printed by `cnnc fmt` (in either
 //! language) reads back to the same IR and the same resolved model.
 
-use cnnc_spec::{CheckedModel, Diagnostic, Format, JsonDiagnostic, Model, Source, Span};
+use cnnc_spec::{CheckedModel, CoreModel, Diagnostic, Format, JsonDiagnostic, Model, Source, Span};
 
 /// Bytes as a YAML spec (invalid UTF-8 replaced, as a lossy reader would).
 pub fn spec_yaml(data: &[u8]) {
@@ -127,9 +127,6 @@ fn cleared(mut model: Model) -> Model {
     model
 }
 
-fn spanless(mut model: CheckedModel) -> CheckedModel {
-    for layer in &mut model.layers {
-        layer.span = Span::default();
-    }
-    model
+fn spanless(model: CheckedModel) -> CoreModel {
+    model.into_model()
 }

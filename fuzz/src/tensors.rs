@@ -15,8 +15,7 @@ const SEED_SPEC: &str = include_str!("../../models/custom_cnn.yaml");
 static SEED: LazyLock<Mutex<Network>> = LazyLock::new(|| {
     let source = Source::new("models/custom_cnn.yaml", SEED_SPEC, Format::Yaml);
     let (model, _) = cnnc_spec::compile(&source).expect("the seed spec is valid");
-    let def = cnnc::lower::network_def(&model);
-    Mutex::new(Network::new(&def, 0).expect("the seed network builds"))
+    Mutex::new(Network::from_model(&model, 0).expect("the seed network builds"))
 });
 
 /// Bytes as a safetensors file: read as plain tensors, then loaded into the seed model.

@@ -535,7 +535,7 @@ impl Network {
                 let input_len = batch * layers[i].input_dims().len();
                 let input_grad = dx.map(|dx| &dx[..input_len]);
                 let layer = &mut *layers[i];
-                if let Some(found) = gradient_fault(layer, i, kinds[i], input_grad.as_deref()) {
+                if let Some(found) = gradient_fault(layer, i, kinds[i], input_grad) {
                     return Ok(Some(found));
                 }
             }
