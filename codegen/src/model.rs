@@ -4,8 +4,7 @@
 //! model (valid by construction) and the steps, fusions and buffers from its plan, the same plan
 //! the dynamic executor interprets.
 
-use cnnc_spec::core::{CheckedLayer, Fusion, Grad, Init, Model, Plan as ExecPlan};
-use cnnc_spec::{LayerConfig, Shape};
+use cnnc_core::{CheckedLayer, Fusion, Grad, Init, LayerConfig, Model, Plan as ExecPlan, Shape};
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 use syn::{Attribute, Path, Visibility};
@@ -373,7 +372,7 @@ impl Gen<'_> {
         let layers = self.rt(quote!(layers));
         let config = self.rt(quote!(config));
         let built = self.private(quote!(expect_built));
-        let pool_config = |a: &cnnc_spec::Pool2dConfig| {
+        let pool_config = |a: &cnnc_core::Pool2dConfig| {
             let (k, s, p, ceil) = (
                 pair(a.kernel_size),
                 pair(a.stride),

@@ -17,7 +17,6 @@ mod diag;
 mod dsl;
 mod fmt;
 mod resolved;
-mod shape;
 mod span;
 mod suggest;
 mod yaml;
@@ -28,6 +27,8 @@ use std::path::{Path, PathBuf};
 
 pub use ast::{Arg, Comments, Ident, Layer, Model, ModelComments, Value, ValueKind};
 pub use check::{Checked, check};
+pub use cnnc_core::Shape;
+pub use cnnc_core::geometry::{Slide, Window};
 pub use cnnc_core::{
     self as core, BatchNorm2dConfig, CheckedLayer, Conv2dConfig, LayerConfig, LayerKind,
     LinearConfig, Model as CoreModel, Pair, Pool2dConfig, TensorInfo, TensorRole,
@@ -36,7 +37,6 @@ pub use diag::{Code, Diagnostic, JsonDiagnostic, Label, Severity, render};
 pub use dsl::parse_dsl;
 pub use fmt::{to_dsl, to_yaml};
 pub use resolved::CheckedModel;
-pub use shape::{Shape, Slide, Window};
 pub use span::{Format, LineCol, Source, Span};
 pub use yaml::parse_yaml;
 

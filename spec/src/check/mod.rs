@@ -14,9 +14,9 @@ use cnnc_core::{LayerDef, LayerKind, Model, NetworkDef};
 use crate::ast::{Layer, Model as Spec, ValueKind};
 use crate::diag::{Code, Diagnostic, Label};
 use crate::resolved::CheckedModel;
-use crate::shape::Shape;
 use crate::span::Span;
 use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS};
+use cnnc_core::Shape;
 
 use args::Args;
 

@@ -8,8 +8,8 @@ use cnnc_core::{ArgValue, LayerKind, TensorInfo};
 
 use super::{Checker, Flow, LayerContext};
 use crate::diag::{Code, Diagnostic};
-use crate::shape::Shape;
 use crate::{MAX_ELEMENTS, MAX_POOL_WINDOW};
+use cnnc_core::Shape;
 
 impl Checker {
     /// Resolves a layer's arguments (the table's defaults, the inferred size) and computes its
