@@ -264,27 +264,40 @@ impl Checker {
                         return None;
                     }
                 };
-                let below = if min_exclusive { v <= min } else { v < min };
-                if !v.is_finite() || below || v > max {
+                let outside = |v: f64| {
+                    let below = if min_exclusive { v <= min } else { v < min };
+                    !v.is_finite() || below || v > max
+                };
+                // Resolved numbers are f32, as PyTorch stores them: the rounded value must be in
+                // range too (1e-50 rounds to 0, 1e300 to infinity).
+                let stored = v as f32;
+                if outside(v) || outside(f64::from(stored)) {
                     let range = match (min_exclusive, max == UNBOUNDED, min == -UNBOUNDED) {
                         (_, true, true) => "a finite number".to_owned(),
                         (true, true, false) => format!("greater than {min}"),
                         (false, true, false) => format!("at least {min}"),
                         _ => format!("between {min} and {max}"),
                     };
-                    self.push(
-                        Diagnostic::error(
-                            Code::InvalidValue,
-                            format!(
-                                "`{}` of `{}` must be {range}, found {v}",
-                                spec.name,
-                                kind.keyword()
-                            ),
-                            value.span,
-                            format!("must be {range}"),
-                        )
-                        .layer(name),
-                    );
+                    let mut diagnostic = Diagnostic::error(
+                        Code::InvalidValue,
+                        format!(
+                            "`{}` of `{}` must be {range}, found {}",
+                            spec.name,
+                            kind.keyword(),
+                            number(v)
+                        ),
+                        value.span,
+                        format!("must be {range}"),
+                    )
+                    .layer(name);
+                    if !outside(v) {
+                        diagnostic = diagnostic.note(format!(
+                            "cnnc computes in 32-bit floats, where {} is {}",
+                            number(v),
+                            number(f64::from(stored))
+                        ));
+                    }
+                    self.push(diagnostic);
                     return None;
                 }
                 Some(ArgValue::Float(v))
@@ -402,6 +415,16 @@ fn padding_mode(word: &str, value: &Value, name: &str) -> Option<Diagnostic> {
         .help(help)
         .layer(name),
     )
+}
+
+/// A number as messages show it: as written when short, else in exponent form (`1e300`).
+fn number(v: f64) -> String {
+    let plain = v.to_string();
+    if plain.len() > 16 {
+        format!("{v:e}")
+    } else {
+        plain
+    }
 }
 
 /// A plausible value for a required argument, for help lines.
