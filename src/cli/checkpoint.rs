@@ -21,7 +21,7 @@ use cnnc_runtime::Network;
 use cnnc_runtime::optim::{Optimizer, OptimizerState};
 use cnnc_runtime::weights::{self, TensorData};
 
-pub use commit::{Committing, Recovery, exists, lock, recover, save};
+pub use commit::{Committing, FolderLock, Recovery, exists, lock, recover, save};
 pub use schema::{
     DataInfo, EpochProgress, EpochRecord, OptimizerName, Recipe, RunState, Schedule, non_negative,
     positive,

@@ -20,11 +20,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use cnnc_runtime::data::{Augment, DatasetKind, Loader, LoaderConfig};
 
-use super::checkpoint::{self, DataInfo, MODEL_FILE, OptimizerName, RunState};
+use super::checkpoint::{self, DataInfo, FolderLock, MODEL_FILE, OptimizerName, RunState};
 use super::dataset::{self, DataArgs};
 use super::job::{self, refuse};
 use super::model::Spec;
-use interrupt::Interrupt;
+use interrupt::{Interrupt, Signal};
 use trainer::{Outcome, Trainer};
 
 /// Arguments of `cnnc train`.
@@ -115,42 +115,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 fn execute(args: &Args) -> anyhow::Result<ExitCode> {
-    for (flag, dir) in [("--out", &args.out), ("--resume", &args.resume)] {
-        if let Some(dir) = dir
-            && dir.exists()
-            && !dir.is_dir()
-        {
-            anyhow::bail!(
-                "{flag} {} is a file, not a folder; name the folder that holds (or will hold) the \
-                 checkpoint",
-                dir.display()
-            );
-        }
-    }
+    refuse_files_as_folders(args)?;
     let spec = Spec::load(&args.spec)?;
-    // The resumed folder is held before reading it (reading recovers it): a missing one is left
-    // for `read_state` to report.
-    let resumed_lock = match &args.resume {
-        Some(dir) if dir.is_dir() => Some(checkpoint::lock(dir, false)?),
-        _ => None,
-    };
-    let saved = match &args.resume {
-        Some(dir) => Some((dir.as_path(), checkpoint::read_state(dir)?)),
-        None => None,
-    };
-    if let Some((dir, state)) = &saved
-        && state.spec_hash != spec.hash
-    {
-        return Err(refuse(format!(
-            "cannot resume {}: it trains {} (architecture {}), which differs from {} \
-             (architecture {}); resume with the spec it was started with",
-            dir.display(),
-            state.spec.display(),
-            short(&state.spec_hash),
-            args.spec.display(),
-            short(&spec.hash)
-        )));
-    }
+    let (resumed_lock, saved) = read_resumed(args, &spec)?;
     let epochs = args
         .epochs
         .map(NonZeroUsize::get)
@@ -173,16 +140,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         .or_else(|| saved.as_ref().map(|(_, s)| s.data.dir.clone()));
     let loaded = dataset::load(kind, data_dir.as_deref(), &args.data)?;
     let (train, test) = (&loaded.splits.train, &loaded.splits.test);
-    let data = DataInfo {
-        dataset: kind,
-        dir: loaded.dir.clone(),
-        train_len: train.len(),
-        test_len: test.len(),
-        image_shape: train.shape(),
-        classes: train.class_names().to_vec(),
-        normalization: train.normalization().clone(),
-        bridge: None,
-    };
+    let data = data_info(kind, &loaded);
     if let Some((dir, state)) = &saved {
         check_same_data(dir, &state.data, &data)?;
     }
@@ -221,17 +179,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         .filter(|(dir, _)| same_path(dir, &out))
         .map(|(_, state)| state.step);
     // Held until the run ends (a second lock on the resumed folder would fail against the first).
-    let _locks = match saved_step {
-        Some(_) => (resumed_lock, None),
-        None => (resumed_lock, Some(checkpoint::lock(&out, true)?)),
-    };
-    if saved_step.is_none() {
-        // Reading the resumed folder recovered it; a new one may hold a crashed run's leftovers.
-        let recovery = checkpoint::recover(&out)?;
-        if recovery != checkpoint::Recovery::Clean {
-            eprintln!("notice: {}: {recovery}", out.display());
-        }
-    }
+    let _locks = (resumed_lock, hold_new_folder(&out, saved_step.is_none())?);
     let mut state = match saved {
         Some((dir, state)) => {
             checkpoint::restore(dir, &state, &mut net, optimizer.as_mut())?;
@@ -287,21 +235,105 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         saved_step,
         interrupt,
     };
-    match trainer.run()? {
+    let outcome = trainer.run()?;
+    Ok(report(args, &trainer, outcome))
+}
+
+/// Refuses `--out` or `--resume` naming a file before anything else.
+fn refuse_files_as_folders(args: &Args) -> anyhow::Result<()> {
+    for (flag, dir) in [("--out", &args.out), ("--resume", &args.resume)] {
+        if let Some(dir) = dir
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            anyhow::bail!(
+                "{flag} {} is a file, not a folder; name the folder that holds (or will hold) the \
+                 checkpoint",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A resumed folder and its run state.
+type Saved<'a> = (&'a Path, RunState);
+
+/// The `--resume` folder, held, and its run state, checked to train `spec`.
+fn read_resumed<'a>(
+    args: &'a Args,
+    spec: &Spec,
+) -> anyhow::Result<(Option<FolderLock>, Option<Saved<'a>>)> {
+    let Some(dir) = &args.resume else {
+        return Ok((None, None));
+    };
+    // The folder is held before reading it (reading recovers it): a missing one is left for
+    // `read_state` to report.
+    let lock = match dir.is_dir() {
+        true => Some(checkpoint::lock(dir, false)?),
+        false => None,
+    };
+    let state = checkpoint::read_state(dir)?;
+    if state.spec_hash != spec.hash {
+        return Err(refuse(format!(
+            "cannot resume {}: it trains {} (architecture {}), which differs from {} \
+             (architecture {}); resume with the spec it was started with",
+            dir.display(),
+            state.spec.display(),
+            short(&state.spec_hash),
+            args.spec.display(),
+            short(&spec.hash)
+        )));
+    }
+    Ok((lock, Some((dir.as_path(), state))))
+}
+
+/// What the run trains on, as its checkpoint records it (without the bridge to the model input).
+fn data_info(kind: DatasetKind, loaded: &dataset::Loaded) -> DataInfo {
+    let train = &loaded.splits.train;
+    DataInfo {
+        dataset: kind,
+        dir: loaded.dir.clone(),
+        train_len: train.len(),
+        test_len: loaded.splits.test.len(),
+        image_shape: train.shape(),
+        classes: train.class_names().to_vec(),
+        normalization: train.normalization().clone(),
+        bridge: None,
+    }
+}
+
+/// Holds `out` if the run writes a folder other than the one it resumed (`new`), and recovers
+/// it: it may hold a crashed run's leftovers (reading the resumed folder recovered that one).
+fn hold_new_folder(out: &Path, new: bool) -> anyhow::Result<Option<FolderLock>> {
+    if !new {
+        return Ok(None);
+    }
+    let lock = checkpoint::lock(out, true)?;
+    let recovery = checkpoint::recover(out)?;
+    if recovery != checkpoint::Recovery::Clean {
+        eprintln!("notice: {}: {recovery}", out.display());
+    }
+    Ok(Some(lock))
+}
+
+/// Says how the run ended, and the exit status that tells it.
+fn report(args: &Args, trainer: &Trainer<'_>, outcome: Outcome) -> ExitCode {
+    let (state, out) = (&trainer.state, &trainer.out);
+    match outcome {
         Outcome::Finished => {
-            if let Some(last) = trainer.state.history.last() {
+            if let Some(last) = state.history.last() {
                 println!(
                     "done: validation accuracy {:.2}% after {} epoch{}; weights in {}",
                     100.0 * last.val_accuracy,
                     last.epoch,
                     if last.epoch == 1 { "" } else { "s" },
-                    trainer.out.join(MODEL_FILE).display()
+                    out.join(MODEL_FILE).display()
                 );
             }
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         Outcome::Interrupted { signal, mid_epoch } => {
-            let (state, out) = (&trainer.state, &trainer.out);
             let when = if mid_epoch {
                 format!(
                     "in epoch {} after {} of {} images",
@@ -313,15 +345,15 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
                 format!("after epoch {}", state.epochs_done)
             };
             let by = match signal {
-                interrupt::Signal::Interrupt => String::new(),
-                other => format!(" by {}", other.name()),
+                Signal::Interrupt => String::new(),
+                Signal::Terminate => format!(" by {}", signal.name()),
             };
             println!(
                 "interrupted{by} {when}; checkpoint saved, continue with: cnnc train {} --resume {}",
                 args.spec.display(),
                 out.display()
             );
-            Ok(ExitCode::from(signal.exit_status()))
+            ExitCode::from(signal.exit_status())
         }
     }
 }
