@@ -411,3 +411,110 @@ impl RunState {
         problems
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of 100 images in batches of 30 (4 steps an epoch, the last of 10 images), stopped
+    /// after one epoch and two batches of the next.
+    fn stopped_run() -> RunState {
+        let json = serde_json::json!({
+            "format": 1, "cnnc_version": "0.1.0", "spec": "t.cnn", "spec_hash": "00",
+            "step": 6, "epochs_done": 1, "epochs": 3,
+            "recipe": {
+                "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0,
+                "batch_size": 30, "seed": 0, "augment": false,
+                "schedule": { "kind": "step", "step_size": 1, "gamma": 0.5 }
+            },
+            "data": {
+                "dataset": "sample", "dir": "data", "train_len": 100, "test_len": 10,
+                "image_shape": { "channels": 1, "height": 4, "width": 4 },
+                "classes": ["a", "b"], "normalization": { "mean": [0.5], "std": [0.25] },
+                "bridge": null
+            },
+            "loader": {
+                "seed": 7, "epoch": 1, "position": 60, "dataset_len": 100, "augment_words": 0
+            },
+            "progress": { "loss_sum": 30.0, "correct": 40, "seen": 60, "seconds": 1.5 },
+            "history": [{
+                "epoch": 1, "step": 4, "lr": 0.01, "train_loss": 0.7, "train_accuracy": 0.6,
+                "val_loss": 0.8, "val_accuracy": 0.5, "seconds": 2.0
+            }]
+        });
+        serde_json::from_value(json).expect("a run state")
+    }
+
+    #[test]
+    fn a_state_cnnc_saves_has_no_problem() {
+        assert_eq!(stopped_run().problems(), Vec::<String>::new());
+        // Stopped after the short last batch, before the epoch was closed.
+        let mut state = stopped_run();
+        (state.loader.position, state.progress.seen, state.step) = (100, 100, 8);
+        assert_eq!(state.problems(), Vec::<String>::new());
+        // A batch larger than the dataset is one batch of all of it.
+        let mut state = stopped_run();
+        state.recipe.batch_size = usize::MAX;
+        (state.loader.position, state.progress.seen, state.step) = (0, 0, 1);
+        (state.progress.correct, state.progress.loss_sum) = (0, 0.0);
+        state.history[0].step = 1;
+        assert_eq!(state.problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_field_that_does_not_fit_is_named() {
+        let problems = |edit: fn(&mut RunState)| {
+            let mut state = stopped_run();
+            edit(&mut state);
+            state.problems()
+        };
+        assert_eq!(
+            problems(|s| s.loader.position = 45),
+            ["`loader.position` is 45, not a whole number of batches of 30"]
+        );
+        assert_eq!(
+            problems(|s| s.progress.correct = 61),
+            ["`progress.correct` is 61, more than the 60 images seen"]
+        );
+        assert_eq!(
+            problems(|s| s.history.clear()),
+            ["`history` holds 0 epochs, but `epochs_done` is 1"]
+        );
+        assert_eq!(
+            problems(|s| s.history[0].step = 5),
+            ["`history[0]` is epoch 1 ending at step 5, expected epoch 1 ending at step 4"]
+        );
+        assert_eq!(
+            problems(|s| s.loader.epoch = 0),
+            ["`loader.epoch` is 0, but `epochs_done` is 1"]
+        );
+        assert_eq!(
+            problems(|s| s.recipe.schedule = Schedule::Cosine { t_max: 0 }),
+            ["`recipe.schedule.t_max` is 0, must be at least 1"]
+        );
+        assert_eq!(
+            problems(|s| {
+                s.recipe.weight_decay = f64::INFINITY;
+                s.epochs = 0;
+            }),
+            [
+                "`recipe.weight_decay` must be a finite number >= 0, got inf",
+                "`epochs` is 0, must be at least 1"
+            ]
+        );
+        // Counts that overflow are reported, not wrapped.
+        assert_eq!(
+            problems(|s| {
+                s.epochs_done = usize::MAX;
+                s.loader.epoch = u64::MAX;
+                s.history.clear();
+            })
+            .last()
+            .map(String::as_str),
+            Some(
+                "`step` is 6, but 18446744073709551615 finished epochs of 4 batches and 2 \
+                 batches of the epoch in progress make more than can be counted"
+            )
+        );
+    }
+}
