@@ -4,7 +4,7 @@
 //! model (valid by construction) and the steps, fusions and buffers from its plan, the same plan
 //! the dynamic executor interprets.
 
-use cnnc_core::{CheckedLayer, Fusion, Grad, Init, LayerConfig, Model, Plan as ExecPlan, Shape};
+use cnnc_core::{CheckedLayer, Fusion, Grad, LayerConfig, Model, Plan as ExecPlan, Shape};
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 use syn::{Attribute, Path, Visibility};
@@ -106,10 +106,6 @@ impl Plan<'_> {
         !self.layer.tensors().is_empty()
     }
 
-    fn uses_init_rng(&self) -> bool {
-        self.layer.kind().init() == Init::FanInUniform
-    }
-
     /// `layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]`.
     fn summary(&self) -> String {
         let l = self.layer;
@@ -166,22 +162,6 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-/// An `f32` literal that reads back as exactly `value`.
-fn float(value: f32, layer: &str, what: &str) -> Result<TokenStream, Error> {
-    if !value.is_finite() {
-        return Err(Error::Inconsistent {
-            layer: layer.to_owned(),
-            message: format!("{what} is {value}, not a finite number"),
-        });
-    }
-    let magnitude = Literal::f32_unsuffixed(value.abs());
-    Ok(if value.is_sign_negative() {
-        quote!(-#magnitude)
-    } else {
-        quote!(#magnitude)
-    })
 }
 
 impl Gen<'_> {
@@ -381,80 +361,18 @@ impl Gen<'_> {
             );
             quote!(&#config::Pool2dConfig { kernel_size: #k, stride: #s, padding: #p, ceil_mode: #ceil })
         };
+        let config_path = config.to_string();
         let mut lets = Vec::new();
         for plan in self.layers {
             let l = plan.layer;
             let field = &plan.field;
             let name = l.name();
             let dims = self.dims(l.input_shape());
-            let expr = match l.config() {
-                LayerConfig::Conv2d(a) => {
-                    let Shape::Chw([_, h, w]) = l.input_shape() else {
-                        return Err(inconsistent(l, "conv2d needs an image input"));
-                    };
-                    let hw = pair([h, w]);
-                    let (cin, cout) = (lit(a.in_channels), lit(a.out_channels));
-                    let (k, s, p, d) = (
-                        pair(a.kernel_size),
-                        pair(a.stride),
-                        pair(a.padding),
-                        pair(a.dilation),
-                    );
-                    let bias = a.bias;
-                    quote!(#built(#layers::Conv2d::new(
-                        #name,
-                        &#config::Conv2dConfig {
-                            in_channels: #cin,
-                            out_channels: #cout,
-                            kernel_size: #k,
-                            stride: #s,
-                            padding: #p,
-                            dilation: #d,
-                            bias: #bias,
-                        },
-                        #hw,
-                        &mut rng,
-                    )))
-                }
-                LayerConfig::MaxPool2d(a) | LayerConfig::AvgPool2d(a) => {
-                    let ty = format_ident!("{}", l.kind().layer_type());
-                    let pool = pool_config(a);
-                    quote!(#built(#layers::#ty::new(#name, #pool, #dims)))
-                }
-                LayerConfig::Relu => quote!(#layers::Relu::new(#name, #dims)),
-                LayerConfig::LeakyRelu { negative_slope } => {
-                    let slope = float(*negative_slope, name, "negative_slope")?;
-                    quote!(#layers::LeakyRelu::new(#name, #dims, #slope))
-                }
-                LayerConfig::Sigmoid => quote!(#layers::Sigmoid::new(#name, #dims)),
-                LayerConfig::Tanh => quote!(#layers::Tanh::new(#name, #dims)),
-                LayerConfig::Flatten => quote!(#layers::Flatten::new(#name, #dims)),
-                LayerConfig::Linear(a) => {
-                    let (fin, fout, bias) = (lit(a.in_features), lit(a.out_features), a.bias);
-                    quote!(#built(#layers::Linear::new(
-                        #name,
-                        &#config::LinearConfig { in_features: #fin, out_features: #fout, bias: #bias },
-                        #dims,
-                        &mut rng,
-                    )))
-                }
-                LayerConfig::Dropout { p } => {
-                    let p = float(*p, name, "p")?;
-                    let index = lit(plan.index);
-                    let stream = self.rt(quote!(init::dropout_rng));
-                    quote!(#built(#layers::Dropout::new(#name, #dims, #p, #stream(seed, #index))))
-                }
-                LayerConfig::BatchNorm2d(a) => {
-                    let n = lit(a.num_features);
-                    let eps = float(a.eps, name, "eps")?;
-                    let momentum = float(a.momentum, name, "momentum")?;
-                    quote!(#built(#layers::BatchNorm2d::new(
-                        #name,
-                        &#config::BatchNorm2dConfig { num_features: #n, eps: #eps, momentum: #momentum },
-                        #dims,
-                    )))
-                }
-            };
+            let ty = format_ident!("{}", l.kind().layer_type());
+            let config: syn::Expr = syn::parse_str(&l.config().rust_expr(&config_path))
+                .map_err(|e| Error::Unparsable(format!("the config of `{name}`: {e}")))?;
+            let index = lit(plan.index);
+            let expr = quote!(#built(#layers::#ty::from_config(#name, &#config, #dims, #index, &mut init)));
             // What the plan has this layer apply or mask, as the executor does.
             let step = self.exec.step_of(plan.index);
             let mut calls = Vec::new();
@@ -482,18 +400,6 @@ impl Gen<'_> {
                 quote!(let mut #field = #expr; #(#calls)*)
             });
         }
-        let init_rng = self.rt(quote!(init::init_rng));
-        let rng = if self.layers.iter().any(Plan::uses_init_rng) {
-            quote!(let mut rng = #init_rng(seed);)
-        } else if !self
-            .layers
-            .iter()
-            .any(|p| p.layer.kind().init() == Init::DropoutStream)
-        {
-            quote!(let _ = seed;)
-        } else {
-            TokenStream::new()
-        };
         let workspace = self.private(quote!(Workspace));
         let lens = self.exec.buffers().iter().map(|shape| lit(shape.numel()));
         let fields = self.layers.iter().map(|p| &p.field);
@@ -502,7 +408,8 @@ impl Gen<'_> {
             /// order exactly as the dynamic executor (`cnnc::runtime::Network::new`) draws it, so
             /// both give identical weights for the same seed.
             pub fn new(seed: u64) -> Self {
-                #rng
+                use #layers::FromConfig;
+                let mut init = #layers::Init::new(seed);
                 #(#lets)*
                 Self {
                     #(#fields,)*
@@ -851,10 +758,7 @@ mod tests {
     }
 
     #[test]
-    fn negative_and_integral_floats_keep_their_value() {
-        assert_eq!(float(-0.2, "l", "x").unwrap().to_string(), "- 0.2");
-        assert_eq!(float(1.0, "l", "x").unwrap().to_string(), "1.0");
-        assert!(float(f32::NAN, "l", "x").is_err());
+    fn thousands_are_grouped() {
         assert_eq!(thousands(145_578), "145,578");
         assert_eq!(thousands(12), "12");
     }

@@ -352,6 +352,54 @@ impl LayerConfig {
         })
     }
 
+    /// This config as a Rust expression, naming the types through `path` (the module of
+    /// [`LayerConfig`] as the code that reads it sees it, `::cnnc::runtime::config`): what code
+    /// generation writes into a generated model's constructor. Numbers keep their exact value.
+    pub fn rust_expr(&self, path: &str) -> String {
+        let pair = |[a, b]: Pair| format!("[{a}, {b}]");
+        // Debug is the shortest text that reads back as the same f32, with a `.` or exponent.
+        let float = |v: f32| format!("{v:?}");
+        let variant = format!("{path}::LayerConfig::{:?}", self.kind());
+        match self {
+            LayerConfig::Conv2d(c) => format!(
+                "{variant}({path}::Conv2dConfig {{ in_channels: {}, out_channels: {}, \
+                 kernel_size: {}, stride: {}, padding: {}, dilation: {}, bias: {} }})",
+                c.in_channels,
+                c.out_channels,
+                pair(c.kernel_size),
+                pair(c.stride),
+                pair(c.padding),
+                pair(c.dilation),
+                c.bias
+            ),
+            LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c) => format!(
+                "{variant}({path}::Pool2dConfig {{ kernel_size: {}, stride: {}, padding: {}, \
+                 ceil_mode: {} }})",
+                pair(c.kernel_size),
+                pair(c.stride),
+                pair(c.padding),
+                c.ceil_mode
+            ),
+            LayerConfig::LeakyRelu { negative_slope } => {
+                format!("{variant} {{ negative_slope: {} }}", float(*negative_slope))
+            }
+            LayerConfig::Linear(c) => format!(
+                "{variant}({path}::LinearConfig {{ in_features: {}, out_features: {}, bias: {} }})",
+                c.in_features, c.out_features, c.bias
+            ),
+            LayerConfig::Dropout { p } => format!("{variant} {{ p: {} }}", float(*p)),
+            LayerConfig::BatchNorm2d(c) => format!(
+                "{variant}({path}::BatchNorm2dConfig {{ num_features: {}, eps: {}, momentum: {} }})",
+                c.num_features,
+                float(c.eps),
+                float(c.momentum)
+            ),
+            LayerConfig::Relu | LayerConfig::Sigmoid | LayerConfig::Tanh | LayerConfig::Flatten => {
+                variant
+            }
+        }
+    }
+
     /// Checks every argument against its type's range in the table.
     pub fn check_args(&self) -> Result<(), ShapeError> {
         for info in self.kind().args() {
@@ -556,6 +604,29 @@ mod tests {
                 );
             }
             assert_eq!(config.check_args(), Ok(()), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn rust_expressions_read_back_as_the_config() {
+        // The Debug text of a config is the expression without the paths.
+        let configs = [
+            LayerConfig::LeakyRelu {
+                negative_slope: -0.2,
+            },
+            LayerConfig::Dropout { p: 1e-5 },
+            LayerConfig::BatchNorm2d(BatchNorm2dConfig {
+                num_features: 3,
+                eps: 1e-5,
+                momentum: 0.1,
+            }),
+            LayerConfig::Relu,
+        ];
+        for config in configs {
+            let expr = config.rust_expr("c");
+            let expected =
+                format!("{config:?}").replace("BatchNorm2dConfig", "c::BatchNorm2dConfig");
+            assert_eq!(expr, format!("c::LayerConfig::{expected}"));
         }
     }
 

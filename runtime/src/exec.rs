@@ -9,15 +9,11 @@ use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut2};
 
-use cnnc_core::{CheckedLayer, Fusion, Grad, Model, Plan, Shape};
+use cnnc_core::{Fusion, Grad, Model, Plan, Shape};
 
 use crate::config::{LayerConfig, NetworkDef};
 use crate::error::{Error, Result};
-use crate::init::{dropout_rng, init_rng};
-use crate::layers::{
-    self, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, LeakyRelu, Linear, MaxPool2d,
-    Relu, Sigmoid, Tanh,
-};
+use crate::layers::{self, Init, Layer};
 use crate::loss::softmax_cross_entropy;
 use crate::param::{Entry, Visit};
 use crate::tensor::{Dims, Mode, nchw_to_internal, on_pool};
@@ -185,39 +181,6 @@ fn dims(shape: Shape) -> Dims {
     }
 }
 
-/// Builds one checked layer of a network; `index` is its position.
-fn build_layer(
-    layer: &CheckedLayer,
-    index: usize,
-    seed: u64,
-    rng: &mut rand_chacha::ChaCha8Rng,
-) -> Result<Box<dyn Layer>> {
-    let name = layer.name();
-    let input = dims(layer.input_shape());
-    Ok(match layer.config() {
-        LayerConfig::Conv2d(c) => {
-            let Shape::Chw([_, h, w]) = layer.input_shape() else {
-                return Err(Error::config(name, "conv2d needs an image input"));
-            };
-            Box::new(Conv2d::new(name, c, [h, w], rng)?)
-        }
-        LayerConfig::MaxPool2d(c) => Box::new(MaxPool2d::new(name, c, input)?),
-        LayerConfig::AvgPool2d(c) => Box::new(AvgPool2d::new(name, c, input)?),
-        LayerConfig::Relu => Box::new(Relu::new(name, input)),
-        LayerConfig::LeakyRelu { negative_slope } => {
-            Box::new(LeakyRelu::new(name, input, *negative_slope))
-        }
-        LayerConfig::Sigmoid => Box::new(Sigmoid::new(name, input)),
-        LayerConfig::Tanh => Box::new(Tanh::new(name, input)),
-        LayerConfig::Flatten => Box::new(Flatten::new(name, input)),
-        LayerConfig::Linear(c) => Box::new(Linear::new(name, c, input, rng)?),
-        LayerConfig::Dropout { p } => {
-            Box::new(Dropout::new(name, input, *p, dropout_rng(seed, index))?)
-        }
-        LayerConfig::BatchNorm2d(c) => Box::new(BatchNorm2d::new(name, c, input)?),
-    })
-}
-
 /// Applies the plan's fusion to the built layers; a layer that refuses what the plan asks is a
 /// bug in cnnc (both read the same geometry).
 fn fuse(layers: &mut [Box<dyn Layer>], model: &Model, plan: &Plan) -> Result<()> {
@@ -252,8 +215,8 @@ fn fuse(layers: &mut [Box<dyn Layer>], model: &Model, plan: &Plan) -> Result<()>
 
 impl Network {
     /// Builds and initialises the network described by `def`: parameters drawn in layer order
-    /// from [`init_rng`]`(seed)` (PyTorch's default init), dropout masks from
-    /// [`dropout_rng`]`(seed, layer index)`. Errors (naming the layer) when sizes do not chain,
+    /// from [`init_rng`](crate::init::init_rng)`(seed)` (PyTorch's default init), dropout masks from
+    /// [`dropout_rng`](crate::init::dropout_rng)`(seed, layer index)`. Errors (naming the layer) when sizes do not chain,
     /// an option is invalid, or the output is not a flat `[classes]` vector.
     pub fn new(def: &NetworkDef, seed: u64) -> Result<Self> {
         let model = Model::new(None, def.clone())
@@ -278,12 +241,15 @@ impl Network {
                 ),
             ));
         }
-        let mut rng = init_rng(seed);
+        let mut init = Init::new(seed);
         let mut layers = model
             .layers()
             .iter()
             .enumerate()
-            .map(|(index, layer)| build_layer(layer, index, seed, &mut rng))
+            .map(|(index, layer)| {
+                let input = dims(layer.input_shape());
+                layers::build(layer.name(), layer.config(), input, index, &mut init)
+            })
             .collect::<Result<Vec<_>>>()?;
         let plan = Plan::new(model);
         fuse(&mut layers, model, &plan)?;

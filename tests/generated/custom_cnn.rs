@@ -67,11 +67,12 @@ impl CustomCNN {
     /// order exactly as the dynamic executor (`cnnc::runtime::Network::new`) draws it, so
     /// both give identical weights for the same seed.
     pub fn new(seed: u64) -> Self {
-        let mut rng = ::cnnc::runtime::init::init_rng(seed);
+        use ::cnnc::runtime::layers::FromConfig;
+        let mut init = ::cnnc::runtime::layers::Init::new(seed);
         let mut layer1_0 = ::cnnc::__private::expect_built(
-            ::cnnc::runtime::layers::Conv2d::new(
+            ::cnnc::runtime::layers::Conv2d::from_config(
                 "layer1.0",
-                &::cnnc::runtime::config::Conv2dConfig {
+                &::cnnc::runtime::config::LayerConfig::Conv2d(::cnnc::runtime::config::Conv2dConfig {
                     in_channels: 3,
                     out_channels: 32,
                     kernel_size: [5, 5],
@@ -79,9 +80,14 @@ impl CustomCNN {
                     padding: [2, 2],
                     dilation: [1, 1],
                     bias: true,
+                }),
+                ::cnnc::runtime::Dims::Image {
+                    channels: 3,
+                    height: 32,
+                    width: 32,
                 },
-                [32, 32],
-                &mut rng,
+                0,
+                &mut init,
             ),
         );
         layer1_0.fuse_relu();
@@ -94,34 +100,41 @@ impl CustomCNN {
                     ceil_mode: false,
                 },
             );
-        let layer1_1 = ::cnnc::runtime::layers::Relu::new(
-            "layer1.1",
-            ::cnnc::runtime::Dims::Image {
-                channels: 32,
-                height: 32,
-                width: 32,
-            },
-        );
-        let layer1_2 = ::cnnc::__private::expect_built(
-            ::cnnc::runtime::layers::MaxPool2d::new(
-                "layer1.2",
-                &::cnnc::runtime::config::Pool2dConfig {
-                    kernel_size: [2, 2],
-                    stride: [2, 2],
-                    padding: [0, 0],
-                    ceil_mode: false,
-                },
+        let layer1_1 = ::cnnc::__private::expect_built(
+            ::cnnc::runtime::layers::Relu::from_config(
+                "layer1.1",
+                &::cnnc::runtime::config::LayerConfig::Relu,
                 ::cnnc::runtime::Dims::Image {
                     channels: 32,
                     height: 32,
                     width: 32,
                 },
+                1,
+                &mut init,
+            ),
+        );
+        let layer1_2 = ::cnnc::__private::expect_built(
+            ::cnnc::runtime::layers::MaxPool2d::from_config(
+                "layer1.2",
+                &::cnnc::runtime::config::LayerConfig::MaxPool2d(::cnnc::runtime::config::Pool2dConfig {
+                    kernel_size: [2, 2],
+                    stride: [2, 2],
+                    padding: [0, 0],
+                    ceil_mode: false,
+                }),
+                ::cnnc::runtime::Dims::Image {
+                    channels: 32,
+                    height: 32,
+                    width: 32,
+                },
+                2,
+                &mut init,
             ),
         );
         let mut layer2_0 = ::cnnc::__private::expect_built(
-            ::cnnc::runtime::layers::Conv2d::new(
+            ::cnnc::runtime::layers::Conv2d::from_config(
                 "layer2.0",
-                &::cnnc::runtime::config::Conv2dConfig {
+                &::cnnc::runtime::config::LayerConfig::Conv2d(::cnnc::runtime::config::Conv2dConfig {
                     in_channels: 32,
                     out_channels: 32,
                     kernel_size: [5, 5],
@@ -129,9 +142,14 @@ impl CustomCNN {
                     padding: [2, 2],
                     dilation: [1, 1],
                     bias: true,
+                }),
+                ::cnnc::runtime::Dims::Image {
+                    channels: 32,
+                    height: 16,
+                    width: 16,
                 },
-                [16, 16],
-                &mut rng,
+                3,
+                &mut init,
             ),
         );
         layer2_0.fuse_relu();
@@ -144,34 +162,41 @@ impl CustomCNN {
                     ceil_mode: false,
                 },
             );
-        let layer2_1 = ::cnnc::runtime::layers::Relu::new(
-            "layer2.1",
-            ::cnnc::runtime::Dims::Image {
-                channels: 32,
-                height: 16,
-                width: 16,
-            },
-        );
-        let layer2_2 = ::cnnc::__private::expect_built(
-            ::cnnc::runtime::layers::MaxPool2d::new(
-                "layer2.2",
-                &::cnnc::runtime::config::Pool2dConfig {
-                    kernel_size: [2, 2],
-                    stride: [2, 2],
-                    padding: [0, 0],
-                    ceil_mode: false,
-                },
+        let layer2_1 = ::cnnc::__private::expect_built(
+            ::cnnc::runtime::layers::Relu::from_config(
+                "layer2.1",
+                &::cnnc::runtime::config::LayerConfig::Relu,
                 ::cnnc::runtime::Dims::Image {
                     channels: 32,
                     height: 16,
                     width: 16,
                 },
+                4,
+                &mut init,
+            ),
+        );
+        let layer2_2 = ::cnnc::__private::expect_built(
+            ::cnnc::runtime::layers::MaxPool2d::from_config(
+                "layer2.2",
+                &::cnnc::runtime::config::LayerConfig::MaxPool2d(::cnnc::runtime::config::Pool2dConfig {
+                    kernel_size: [2, 2],
+                    stride: [2, 2],
+                    padding: [0, 0],
+                    ceil_mode: false,
+                }),
+                ::cnnc::runtime::Dims::Image {
+                    channels: 32,
+                    height: 16,
+                    width: 16,
+                },
+                5,
+                &mut init,
             ),
         );
         let mut layer3_0 = ::cnnc::__private::expect_built(
-            ::cnnc::runtime::layers::Conv2d::new(
+            ::cnnc::runtime::layers::Conv2d::from_config(
                 "layer3.0",
-                &::cnnc::runtime::config::Conv2dConfig {
+                &::cnnc::runtime::config::LayerConfig::Conv2d(::cnnc::runtime::config::Conv2dConfig {
                     in_channels: 32,
                     out_channels: 64,
                     kernel_size: [5, 5],
@@ -179,9 +204,14 @@ impl CustomCNN {
                     padding: [2, 2],
                     dilation: [1, 1],
                     bias: true,
+                }),
+                ::cnnc::runtime::Dims::Image {
+                    channels: 32,
+                    height: 8,
+                    width: 8,
                 },
-                [8, 8],
-                &mut rng,
+                6,
+                &mut init,
             ),
         );
         layer3_0.fuse_relu();
@@ -194,70 +224,89 @@ impl CustomCNN {
                     ceil_mode: false,
                 },
             );
-        let layer3_1 = ::cnnc::runtime::layers::Relu::new(
-            "layer3.1",
-            ::cnnc::runtime::Dims::Image {
-                channels: 64,
-                height: 8,
-                width: 8,
-            },
-        );
-        let layer3_2 = ::cnnc::__private::expect_built(
-            ::cnnc::runtime::layers::MaxPool2d::new(
-                "layer3.2",
-                &::cnnc::runtime::config::Pool2dConfig {
-                    kernel_size: [2, 2],
-                    stride: [2, 2],
-                    padding: [0, 0],
-                    ceil_mode: false,
-                },
+        let layer3_1 = ::cnnc::__private::expect_built(
+            ::cnnc::runtime::layers::Relu::from_config(
+                "layer3.1",
+                &::cnnc::runtime::config::LayerConfig::Relu,
                 ::cnnc::runtime::Dims::Image {
                     channels: 64,
                     height: 8,
                     width: 8,
                 },
+                7,
+                &mut init,
             ),
         );
-        let layer_9 = ::cnnc::runtime::layers::Flatten::new(
-            "9",
-            ::cnnc::runtime::Dims::Image {
-                channels: 64,
-                height: 4,
-                width: 4,
-            },
+        let layer3_2 = ::cnnc::__private::expect_built(
+            ::cnnc::runtime::layers::MaxPool2d::from_config(
+                "layer3.2",
+                &::cnnc::runtime::config::LayerConfig::MaxPool2d(::cnnc::runtime::config::Pool2dConfig {
+                    kernel_size: [2, 2],
+                    stride: [2, 2],
+                    padding: [0, 0],
+                    ceil_mode: false,
+                }),
+                ::cnnc::runtime::Dims::Image {
+                    channels: 64,
+                    height: 8,
+                    width: 8,
+                },
+                8,
+                &mut init,
+            ),
+        );
+        let layer_9 = ::cnnc::__private::expect_built(
+            ::cnnc::runtime::layers::Flatten::from_config(
+                "9",
+                &::cnnc::runtime::config::LayerConfig::Flatten,
+                ::cnnc::runtime::Dims::Image {
+                    channels: 64,
+                    height: 4,
+                    width: 4,
+                },
+                9,
+                &mut init,
+            ),
         );
         let fc1 = ::cnnc::__private::expect_built(
-            ::cnnc::runtime::layers::Linear::new(
+            ::cnnc::runtime::layers::Linear::from_config(
                 "fc1",
-                &::cnnc::runtime::config::LinearConfig {
+                &::cnnc::runtime::config::LayerConfig::Linear(::cnnc::runtime::config::LinearConfig {
                     in_features: 1024,
                     out_features: 64,
                     bias: true,
-                },
+                }),
                 ::cnnc::runtime::Dims::Flat {
                     features: 1024,
                 },
-                &mut rng,
+                10,
+                &mut init,
             ),
         );
-        let layer_11 = ::cnnc::runtime::layers::Relu::new(
-            "11",
-            ::cnnc::runtime::Dims::Flat {
-                features: 64,
-            },
-        );
-        let fc2 = ::cnnc::__private::expect_built(
-            ::cnnc::runtime::layers::Linear::new(
-                "fc2",
-                &::cnnc::runtime::config::LinearConfig {
-                    in_features: 64,
-                    out_features: 10,
-                    bias: true,
-                },
+        let layer_11 = ::cnnc::__private::expect_built(
+            ::cnnc::runtime::layers::Relu::from_config(
+                "11",
+                &::cnnc::runtime::config::LayerConfig::Relu,
                 ::cnnc::runtime::Dims::Flat {
                     features: 64,
                 },
-                &mut rng,
+                11,
+                &mut init,
+            ),
+        );
+        let fc2 = ::cnnc::__private::expect_built(
+            ::cnnc::runtime::layers::Linear::from_config(
+                "fc2",
+                &::cnnc::runtime::config::LayerConfig::Linear(::cnnc::runtime::config::LinearConfig {
+                    in_features: 64,
+                    out_features: 10,
+                    bias: true,
+                }),
+                ::cnnc::runtime::Dims::Flat {
+                    features: 64,
+                },
+                12,
+                &mut init,
             ),
         );
         Self {

@@ -42,6 +42,7 @@ macro_rules! weight_bias_accessors {
 
 mod activation;
 mod batchnorm;
+mod build;
 mod conv;
 mod dropout;
 mod flatten;
@@ -50,6 +51,7 @@ mod pool;
 
 pub use activation::{LeakyRelu, Relu, Sigmoid, Tanh};
 pub use batchnorm::BatchNorm2d;
+pub use build::{FromConfig, Init, build};
 pub use conv::Conv2d;
 pub use dropout::Dropout;
 pub use flatten::Flatten;

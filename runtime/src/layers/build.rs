@@ -1,0 +1,160 @@
+//! Builds a runtime layer from its resolved config, as `burn`'s `Conv2dConfig::init` does: the
+//! one place that maps each kind of the layer table ([`cnnc_core::kind`]) to the struct that
+//! computes it. The dynamic executor and generated models both build their layers here, drawing
+//! parameters from the same stream in the same order.
+
+use rand_chacha::ChaCha8Rng;
+
+use super::{
+    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, LeakyRelu, Linear, MaxPool2d, Relu,
+    Sigmoid, Tanh, image_input,
+};
+use crate::config::LayerConfig;
+use crate::error::{Error, Result};
+use crate::init::{dropout_rng, init_rng};
+use crate::tensor::Dims;
+
+/// Where a model's layers draw their initial values: parameters in layer order from
+/// [`init_rng`]`(seed)` (PyTorch's default init), dropout masks from [`dropout_rng`]`(seed,
+/// layer index)`.
+#[derive(Debug)]
+pub struct Init {
+    seed: u64,
+    rng: ChaCha8Rng,
+}
+
+impl Init {
+    /// The streams of a model built with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Init {
+            seed,
+            rng: init_rng(seed),
+        }
+    }
+}
+
+/// A layer struct built from its resolved config.
+pub trait FromConfig: Sized {
+    /// Builds the layer `name` (its state_dict prefix), at position `index` in its model, for
+    /// per-sample input `input`. Errors when `config` is another kind's or does not fit `input`.
+    fn from_config(
+        name: &str,
+        config: &LayerConfig,
+        input: Dims,
+        index: usize,
+        init: &mut Init,
+    ) -> Result<Self>;
+}
+
+fn wrong_kind(name: &str, config: &LayerConfig, what: &str) -> Error {
+    Error::config(
+        name,
+        format!(
+            "a {what} layer cannot be built from a {} config",
+            config.kind().keyword()
+        ),
+    )
+}
+
+/// Implements [`FromConfig`] for a layer kind: the pattern its config matches and the
+/// constructor call, given `name`, `input`, `index` and `init`.
+macro_rules! from_config {
+    ($ty:ty, $what:literal, |$name:ident, $input:ident, $index:ident, $init:ident| $($pattern:pat => $build:expr),+ $(,)?) => {
+        impl FromConfig for $ty {
+            fn from_config(
+                $name: &str,
+                config: &LayerConfig,
+                $input: Dims,
+                $index: usize,
+                $init: &mut Init,
+            ) -> Result<Self> {
+                let _ = (&$index, &$init);
+                match config {
+                    $($pattern => $build,)+
+                    #[allow(unreachable_patterns)]
+                    other => Err(wrong_kind($name, other, $what)),
+                }
+            }
+        }
+    };
+}
+
+from_config!(Conv2d, "conv2d", |name, input, index, init| LayerConfig::Conv2d(c) => {
+    let (channels, h, w) = image_input(name, "conv2d", input)?;
+    if channels != c.in_channels {
+        return Err(Error::config(
+            name,
+            format!("conv2d expects {} input channels, found {channels}", c.in_channels),
+        ));
+    }
+    Conv2d::new(name, c, [h, w], &mut init.rng)
+});
+from_config!(MaxPool2d, "maxpool2d", |name, input, index, init| LayerConfig::MaxPool2d(c) => {
+    MaxPool2d::new(name, c, input)
+});
+from_config!(AvgPool2d, "avgpool2d", |name, input, index, init| LayerConfig::AvgPool2d(c) => {
+    AvgPool2d::new(name, c, input)
+});
+from_config!(Relu, "relu", |name, input, index, init| LayerConfig::Relu => Ok(Relu::new(name, input)));
+from_config!(LeakyRelu, "leaky_relu", |name, input, index, init| LayerConfig::LeakyRelu { negative_slope } => {
+    Ok(LeakyRelu::new(name, input, *negative_slope))
+});
+from_config!(Sigmoid, "sigmoid", |name, input, index, init| LayerConfig::Sigmoid => Ok(Sigmoid::new(name, input)));
+from_config!(Tanh, "tanh", |name, input, index, init| LayerConfig::Tanh => Ok(Tanh::new(name, input)));
+from_config!(Flatten, "flatten", |name, input, index, init| LayerConfig::Flatten => Ok(Flatten::new(name, input)));
+from_config!(Linear, "linear", |name, input, index, init| LayerConfig::Linear(c) => {
+    Linear::new(name, c, input, &mut init.rng)
+});
+from_config!(Dropout, "dropout", |name, input, index, init| LayerConfig::Dropout { p } => {
+    Dropout::new(name, input, *p, dropout_rng(init.seed, index))
+});
+from_config!(BatchNorm2d, "batchnorm2d", |name, input, index, init| LayerConfig::BatchNorm2d(c) => {
+    BatchNorm2d::new(name, c, input)
+});
+
+/// Builds the layer `config` describes, as the dynamic executor holds it.
+pub fn build(
+    name: &str,
+    config: &LayerConfig,
+    input: Dims,
+    index: usize,
+    init: &mut Init,
+) -> Result<Box<dyn Layer>> {
+    fn boxed<T: FromConfig + Layer + 'static>(
+        name: &str,
+        config: &LayerConfig,
+        input: Dims,
+        index: usize,
+        init: &mut Init,
+    ) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(T::from_config(name, config, input, index, init)?))
+    }
+    let build = match config {
+        LayerConfig::Conv2d(_) => boxed::<Conv2d>,
+        LayerConfig::MaxPool2d(_) => boxed::<MaxPool2d>,
+        LayerConfig::AvgPool2d(_) => boxed::<AvgPool2d>,
+        LayerConfig::Relu => boxed::<Relu>,
+        LayerConfig::LeakyRelu { .. } => boxed::<LeakyRelu>,
+        LayerConfig::Sigmoid => boxed::<Sigmoid>,
+        LayerConfig::Tanh => boxed::<Tanh>,
+        LayerConfig::Flatten => boxed::<Flatten>,
+        LayerConfig::Linear(_) => boxed::<Linear>,
+        LayerConfig::Dropout { .. } => boxed::<Dropout>,
+        LayerConfig::BatchNorm2d(_) => boxed::<BatchNorm2d>,
+    };
+    build(name, config, input, index, init)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_of_another_kind_is_an_error() {
+        let dims = Dims::Flat { features: 4 };
+        let err = Relu::from_config("r", &LayerConfig::Tanh, dims, 0, &mut Init::new(0));
+        assert!(matches!(err, Err(Error::Config { .. })));
+        let built = build("r", &LayerConfig::Relu, dims, 0, &mut Init::new(0)).unwrap();
+        assert_eq!(built.name(), "r");
+    }
+}
