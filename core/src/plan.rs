@@ -7,6 +7,10 @@
 //! that consumer itself. A convolution applies the ReLU it feeds, and then the max pool that ReLU
 //! feeds when the pool's windows tile the convolution's output ([`pool_tiles`]); a max pool fed
 //! by a fused ReLU masks the gradient for it instead.
+//!
+//! Buffers follow liveness. Backward reads every step's input and output again, so in training
+//! each step's output keeps a buffer of its own until then; a gradient buffer is free again as
+//! soon as the step that reads it is done, which for a chain of steps leaves two, used in turn.
 
 use crate::config::LayerConfig;
 use crate::geometry::pool_tiles;
