@@ -164,3 +164,33 @@ fn comments_attach_to_the_layer_they_describe() {
     assert_eq!(cnnc_spec::to_dsl(&back), cnnc_spec::to_dsl(&model));
     assert_eq!(back.layers[1].comments, model.layers[1].comments);
 }
+
+/// The seed model's canonical form, what checkpoints are keyed on: the same from both files, and
+/// pinned here, because any change to it makes every saved checkpoint of the model unresumable.
+#[test]
+fn seed_canonical_form_is_stable() {
+    let form = |file: &str, format: Format| {
+        let (model, _) = cnnc_spec::compile(&load(file, format)).expect("valid");
+        cnnc_spec::core::canon::canonical(&model)
+    };
+    let yaml = form("custom_cnn.yaml", Format::Yaml);
+    assert_eq!(yaml, form("custom_cnn.cnn", Format::Dsl));
+    assert_eq!(
+        yaml,
+        "cnnc-model v1\n\
+         input 3 32 32\n\
+         layer1.0 conv2d in_channels=3 out_channels=32 kernel_size=5 padding=2\n\
+         layer1.1 relu\n\
+         layer1.2 maxpool2d kernel_size=2\n\
+         layer2.0 conv2d in_channels=32 out_channels=32 kernel_size=5 padding=2\n\
+         layer2.1 relu\n\
+         layer2.2 maxpool2d kernel_size=2\n\
+         layer3.0 conv2d in_channels=32 out_channels=64 kernel_size=5 padding=2\n\
+         layer3.1 relu\n\
+         layer3.2 maxpool2d kernel_size=2\n\
+         9 flatten\n\
+         fc1 linear in_features=1024 out_features=64\n\
+         11 relu\n\
+         fc2 linear in_features=64 out_features=10\n"
+    );
+}
