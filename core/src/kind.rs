@@ -127,6 +127,17 @@ pub enum Init {
     DropoutStream,
 }
 
+/// The input a kind works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// `[C, H, W]` images; an inferred size is the channel count.
+    Image,
+    /// Flat `[features]`; an inferred size is the feature count.
+    Flat,
+    /// Either, elementwise.
+    Any,
+}
+
 /// One entry of the layer table.
 #[derive(Clone, Copy, Debug)]
 pub struct KindInfo {
@@ -139,6 +150,8 @@ pub struct KindInfo {
     /// The runtime's layer struct (`cnnc_runtime::layers::MaxPool2d`), which generated code
     /// names: the kind's Rust name.
     pub layer_type: &'static str,
+    /// The input it works on.
+    pub input: Input,
     /// Arguments, in PyTorch's order (`name` is every layer's and not listed).
     pub args: &'static [ArgInfo],
     /// How its tensors start out.
@@ -200,6 +213,7 @@ pub const TABLE: [KindInfo; 11] = [
         keyword: "conv2d",
         torch_name: "Conv2d",
         layer_type: "Conv2d",
+        input: Input::Image,
         args: &[
             arg(
                 "in_channels",
@@ -252,6 +266,7 @@ pub const TABLE: [KindInfo; 11] = [
         keyword: "maxpool2d",
         torch_name: "MaxPool2d",
         layer_type: "MaxPool2d",
+        input: Input::Image,
         args: POOL2D,
         init: Init::None,
         computes: "the maximum of each window",
@@ -261,6 +276,7 @@ pub const TABLE: [KindInfo; 11] = [
         keyword: "avgpool2d",
         torch_name: "AvgPool2d",
         layer_type: "AvgPool2d",
+        input: Input::Image,
         args: POOL2D,
         init: Init::None,
         computes: "the mean of each window",
@@ -270,6 +286,7 @@ pub const TABLE: [KindInfo; 11] = [
         keyword: "relu",
         torch_name: "ReLU",
         layer_type: "Relu",
+        input: Input::Any,
         args: &[],
         init: Init::None,
         computes: "max(x, 0) of each element",
@@ -279,6 +296,7 @@ pub const TABLE: [KindInfo; 11] = [
         keyword: "leaky_relu",
         torch_name: "LeakyReLU",
         layer_type: "LeakyRelu",
+        input: Input::Any,
         args: &[arg(
             "negative_slope",
             ArgType::Float {
@@ -297,6 +315,7 @@ pub const TABLE: [KindInfo; 11] = [
         keyword: "sigmoid",
         torch_name: "Sigmoid",
         layer_type: "Sigmoid",
+        input: Input::Any,
         args: &[],
         init: Init::None,
         computes: "1 / (1 + exp(-x)) of each element",
@@ -306,6 +325,7 @@ pub const TABLE: [KindInfo; 11] = [
         keyword: "tanh",
         torch_name: "Tanh",
         layer_type: "Tanh",
+        input: Input::Any,
         args: &[],
         init: Init::None,
         computes: "tanh(x) of each element",
@@ -315,6 +335,7 @@ pub const TABLE: [KindInfo; 11] = [
         keyword: "flatten",
         torch_name: "Flatten",
         layer_type: "Flatten",
+        input: Input::Any,
         args: &[],
         init: Init::None,
         computes: "[C, H, W] as [C*H*W] features",
@@ -324,6 +345,7 @@ pub const TABLE: [KindInfo; 11] = [
         keyword: "linear",
         torch_name: "Linear",
         layer_type: "Linear",
+        input: Input::Flat,
         args: &[
             arg(
                 "in_features",
@@ -352,6 +374,7 @@ pub const TABLE: [KindInfo; 11] = [
         keyword: "dropout",
         torch_name: "Dropout",
         layer_type: "Dropout",
+        input: Input::Any,
         args: &[arg(
             "p",
             PROBABILITY,
@@ -366,6 +389,7 @@ pub const TABLE: [KindInfo; 11] = [
         keyword: "batchnorm2d",
         torch_name: "BatchNorm2d",
         layer_type: "BatchNorm2d",
+        input: Input::Image,
         args: &[
             arg(
                 "num_features",
@@ -427,6 +451,16 @@ impl LayerKind {
         self.info().layer_type
     }
 
+    /// The input it works on.
+    pub const fn input(self) -> Input {
+        self.info().input
+    }
+
+    /// The argument inferred from the input when left out (`in_channels`), if any.
+    pub fn inferred_arg(self) -> Option<&'static str> {
+        self.args().iter().find(|a| a.is_inferred()).map(|a| a.name)
+    }
+
     /// The arguments, in PyTorch's order.
     pub const fn args(self) -> &'static [ArgInfo] {
         self.info().args
@@ -467,6 +501,17 @@ mod tests {
         assert_eq!(LayerKind::MaxPool2d.keyword(), "maxpool2d");
         assert_eq!(LayerKind::MaxPool2d.torch_name(), "MaxPool2d");
         assert_eq!(LayerKind::from_keyword("max_pool2d"), None);
+    }
+
+    #[test]
+    fn only_kinds_with_a_fixed_input_infer_a_size() {
+        for info in TABLE {
+            let inferred = info.args.iter().filter(|a| a.is_inferred()).count();
+            assert!(inferred <= 1, "{}", info.keyword);
+            if inferred == 1 {
+                assert_ne!(info.input, Input::Any, "{}", info.keyword);
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub use config::{
     BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Pair,
     Pool2dConfig,
 };
-pub use kind::{ArgDefault, ArgInfo, ArgType, ArgValue, Init, LayerKind};
+pub use kind::{ArgDefault, ArgInfo, ArgType, ArgValue, Init, Input, LayerKind};
 pub use model::{CheckedLayer, Model, ModelError, TensorInfo, TensorRole};
 pub use plan::{Fusion, Grad, Plan, Step};
 pub use shape::Shape;

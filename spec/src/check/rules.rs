@@ -4,7 +4,7 @@
 
 use cnnc_core::config::LayerConfig;
 use cnnc_core::geometry::Window;
-use cnnc_core::{ArgValue, LayerKind, TensorInfo};
+use cnnc_core::{ArgValue, Input, LayerKind, TensorInfo};
 
 use super::{Checker, Flow, LayerContext};
 use crate::diag::{Code, Diagnostic};
@@ -20,49 +20,39 @@ impl Checker {
         flow: &Flow,
     ) -> Option<(LayerConfig, Shape)> {
         let input = flow.shape;
-        // The size a kind infers from its input, checked against the spec when written.
-        let inferred = match cx.kind {
-            LayerKind::Conv2d | LayerKind::BatchNorm2d => {
+        // The input the kind works on (the table's), and the size it infers from it, checked
+        // against the spec when written.
+        let key = cx.kind.inferred_arg();
+        let inferred = match (cx.kind.input(), input) {
+            (Input::Image, _) => {
                 let [c, _, _] = self.image_input(cx, input)?;
-                let key = if cx.kind == LayerKind::Conv2d {
-                    "in_channels"
-                } else {
-                    "num_features"
-                };
-                Some((key, self.explicit_size(cx, flow, key, c, "channels")))
+                key.map(|key| (key, self.explicit_size(cx, flow, key, c, "channels")))
             }
-            LayerKind::MaxPool2d | LayerKind::AvgPool2d => {
-                self.image_input(cx, input)?;
-                None
+            (Input::Flat, Shape::Flat(n)) => {
+                key.map(|key| (key, self.explicit_size(cx, flow, key, n, "features")))
             }
-            LayerKind::Linear => Some((
-                "in_features",
-                match input {
-                    Shape::Flat(n) => self.explicit_size(cx, flow, "in_features", n, "features"),
-                    Shape::Chw([c, h, w]) => {
-                        self.push(
-                            Diagnostic::error(
-                                Code::ExpectedFlat,
-                                format!(
-                                    "{} needs a flat input, but its input is {input}",
-                                    cx.title()
-                                ),
-                                cx.layer.kind.span,
-                                format!("receives {input}"),
-                            )
-                            .secondary(flow.origin.span, flow.origin.text.clone())
-                            .note(format!(
-                                "flatten of {input} gives {c}*{h}*{w} = {}",
-                                c * h * w
-                            ))
-                            .help("insert `flatten` before this layer")
-                            .layer(cx.name),
-                        );
-                        cx.args.int("in_features").unwrap_or(c * h * w)
-                    }
-                },
-            )),
-            _ => None,
+            (Input::Flat, Shape::Chw([c, h, w])) => {
+                self.push(
+                    Diagnostic::error(
+                        Code::ExpectedFlat,
+                        format!(
+                            "{} needs a flat input, but its input is {input}",
+                            cx.title()
+                        ),
+                        cx.layer.kind.span,
+                        format!("receives {input}"),
+                    )
+                    .secondary(flow.origin.span, flow.origin.text.clone())
+                    .note(format!(
+                        "flatten of {input} gives {c}*{h}*{w} = {}",
+                        c * h * w
+                    ))
+                    .help("insert `flatten` before this layer")
+                    .layer(cx.name),
+                );
+                key.map(|key| (key, cx.args.int(key).unwrap_or(c * h * w)))
+            }
+            (Input::Any, _) => None,
         };
         let config = LayerConfig::from_args(cx.kind, |key| match inferred {
             Some((inferred, size)) if inferred == key => Some(ArgValue::Int(size)),
