@@ -195,7 +195,8 @@ impl Model {
                     error,
                 })?;
             let tensors = config.tensors(&name);
-            let elements = |dims: &[usize]| dims.iter().map(|&d| d as u64).product::<u64>();
+            let elements =
+                |dims: &[usize]| dims.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64));
             if output.numel() == 0
                 || elements(&output.dims()) > MAX_ELEMENTS
                 || tensors.iter().any(|t| elements(&t.shape) > MAX_ELEMENTS)
@@ -364,5 +365,16 @@ mod tests {
         let mut bad = def(vec![]);
         bad.input = [0, 1, 1];
         assert!(Model::new(None, bad).is_err());
+        // Sizes whose product overflows are refused, not a panic.
+        let huge = LinearConfig {
+            in_features: 16,
+            out_features: usize::MAX / 2,
+            bias: true,
+        };
+        let err = Model::new(
+            None,
+            def(vec![LayerConfig::Flatten, LayerConfig::Linear(huge)]),
+        );
+        assert!(matches!(err, Err(ModelError::Size { .. })));
     }
 }
