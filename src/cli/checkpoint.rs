@@ -22,8 +22,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use cnnc_data::{Bridge, DatasetKind, ImageShape, LoaderState, Normalization};
 use cnnc_runtime::Network;
-use cnnc_runtime::data::{Bridge, DatasetKind, ImageShape, LoaderState, Normalization};
 use cnnc_runtime::optim::{Optimizer, OptimizerState};
 use cnnc_runtime::weights::{self, TensorData, sync_dir, write_atomic};
 use serde::{Deserialize, Serialize};

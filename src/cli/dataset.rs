@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cnnc_runtime::data::{
-    self, DataError, Dataset, DatasetKind, ImageShape, Normalization, SAMPLE_DIR, Splits, Transform,
+use cnnc_data::{
+    DataError, Dataset, DatasetKind, ImageShape, Normalization, SAMPLE_DIR, Splits, Transform,
 };
 
 use super::job::refuse;
@@ -106,7 +106,7 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>, args: &DataArgs) -> anyhow::R
     }
     let mirror = args.mirror().filter(|_| download);
     if let Some(url) = &mirror
-        && let Err(err) = data::download::mirrored_sources(kind, url)
+        && let Err(err) = cnnc_data::download::mirrored_sources(kind, url)
     {
         // A usage problem like a bad flag (exit 2), whether or not a download is needed.
         anyhow::bail!("--mirror or {MIRROR_ENV}: {err}");
@@ -116,14 +116,14 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>, args: &DataArgs) -> anyhow::R
             let dir = match mirror {
                 None => {
                     eprintln!("downloading {kind} into {} ...", dir.display());
-                    data::download::download(kind, &dir, None)?
+                    cnnc_data::download::download(kind, &dir, None)?
                 }
                 Some(url) => {
                     eprintln!(
                         "downloading {kind} from the mirror {url} into {} ...",
                         dir.display()
                     );
-                    data::download::download(kind, &dir, Some(&url)).with_context(|| {
+                    cnnc_data::download::download(kind, &dir, Some(&url)).with_context(|| {
                         format!(
                             "cannot download {kind} from the mirror {url} (set by --mirror or \
                              {MIRROR_ENV}; it must serve the canonical files as \

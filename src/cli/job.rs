@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use cnnc_runtime::data::DataError;
+use cnnc_data::DataError;
 use cnnc_runtime::npy::NpyError;
 use cnnc_runtime::optim::OptimError;
 use cnnc_runtime::weights::{LoadError, LoadProblem, SaveError};

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use cnnc_data::{DatasetKind, ImageShape, Normalization};
 use cnnc_runtime::Network;
 use cnnc_runtime::config::NetworkDef;
-use cnnc_runtime::data::{DatasetKind, ImageShape, Normalization};
 use cnnc_runtime::weights::{self, LoadProblem};
 use cnnc_spec::CheckedModel;
 use sha2::{Digest, Sha256};

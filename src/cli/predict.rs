@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cnnc_runtime::Mode;
-use cnnc_runtime::data::folder::{decode_image, image_to_chw};
-use cnnc_runtime::data::{
+use cnnc_data::folder::{decode_image, image_to_chw};
+use cnnc_data::{
     CIFAR10_CLASSES, DatasetKind, FASHION_MNIST_CLASSES, ImageShape, MNIST_CLASSES, Normalization,
 };
+use cnnc_runtime::Mode;
 use ndarray::ArrayView4;
 use serde::Serialize;
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
-use cnnc_runtime::data::{Augment, DatasetKind, Loader, LoaderConfig};
+use cnnc_data::{Augment, DatasetKind, Loader, LoaderConfig};
 use cnnc_runtime::exec::NonFinite;
 use cnnc_runtime::optim::{AdamConfig, Optimizer, OptimizerConfig, SgdConfig};
 use cnnc_runtime::schedule::LrSchedule;

@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use cnnc_runtime::data::idx::{load_idx, read_idx_images, read_idx_labels};
-use cnnc_runtime::data::{
+use cnnc_data::idx::{load_idx, read_idx_images, read_idx_labels};
+use cnnc_data::{
     CIFAR10_CLASSES, DataError, FASHION_MNIST_CLASSES, ImageShape, Normalization, cifar10,
     fashion_mnist, image_folder, image_folder_splits, mnist,
 };

@@ -1,9 +1,13 @@
-//! Datasets: strict readers for CIFAR-10 binaries, MNIST/Fashion-MNIST IDX files and image folders,
+//! cnnc's datasets, apart from the numeric runtime: strict readers for CIFAR-10 binaries, MNIST/Fashion-MNIST IDX files and image folders,
 //! the in-memory [`Dataset`] they all produce, transforms to normalised f32 model input, and a
 //! seeded, resumable batch loader.
 //!
 //! Readers never trust a header: sizes are checked against the file before anything is allocated,
 //! and every error names the file, the record or byte offset, and what to do about it.
+//!
+//! Image decoding (`image`) and gzip (`flate2`) are this crate's own dependencies; downloads over
+//! HTTPS (`ureq`, `rustls`) need the `download` feature. A model built with `cnn_model!` needs none
+//! of them: `cnnc` re-exports this crate as `cnnc::data` only with its `data` feature.
 
 pub mod cifar;
 #[cfg(feature = "download")]
