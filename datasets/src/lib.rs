@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use cifar::{CIFAR10_CLASSES, cifar10};
-pub use folder::{image_folder, image_folder_splits};
+pub use folder::{image_folder, image_folder_splits, image_folder_splits_for};
 pub use idx::{FASHION_MNIST_CLASSES, MNIST_CLASSES, fashion_mnist, mnist};
 pub use loader::{Loader, LoaderConfig, LoaderState};
 pub use sample::{SAMPLE_DIR, fashion_mnist_sample};
@@ -164,6 +164,20 @@ pub enum DataError {
         /// The record size the format requires.
         record: u64,
     },
+    /// Two files that could each be the dataset's (a raw IDX file and its `.gz` twin) hold
+    /// different data.
+    #[error(
+        "{} and {} are both present but hold different data; cnnc cannot tell which one is meant: \
+         remove the stale one (or fetch both again)",
+        path.display(),
+        other.display()
+    )]
+    Conflict {
+        /// The file read first.
+        path: PathBuf,
+        /// Its twin.
+        other: PathBuf,
+    },
     /// Image and label files of one split disagree on the number of examples.
     #[error(
         "{} holds {images} images but {} holds {labels} labels; use the image and label files of \
@@ -241,7 +255,9 @@ pub enum DataError {
         /// The dataset's height.
         height: u32,
     },
-    /// An image folder has no class sub-folders, or a class folder has no image.
+    /// An image folder has no class sub-folders, a class folder has no image, a link inside it
+    /// would label images twice, or its images' headers show they cannot fit (larger than the
+    /// model input, or more pixels in total than [`MAX_DATA_BYTES`]).
     #[error("{}: {reason}", path.display())]
     Folder {
         /// The folder.
@@ -543,6 +559,16 @@ impl DatasetKind {
             DatasetKind::Mnist => mnist(dir),
             DatasetKind::Folder => image_folder_splits(dir),
             DatasetKind::Sample => fashion_mnist_sample(dir),
+        }
+    }
+
+    /// Loads both splits from `dir` for a model whose input is `input`: as [`DatasetKind::load`],
+    /// but image folders are refused from the images' headers, before anything is decoded, when
+    /// an image is larger than the input ([`image_folder_splits_for`]).
+    pub fn load_for(self, dir: &Path, input: ImageShape) -> Result<Splits, DataError> {
+        match self {
+            DatasetKind::Folder => image_folder_splits_for(dir, input),
+            other => other.load(dir),
         }
     }
 }

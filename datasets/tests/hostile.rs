@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use cnnc_data::cifar::read_cifar_batch;
 use cnnc_data::idx::{read_idx_images, read_idx_labels};
-use cnnc_data::{DataError, MAX_DATA_BYTES, MAX_IMAGES, image_folder};
+use cnnc_data::{
+    DataError, ImageShape, MAX_DATA_BYTES, MAX_IMAGES, image_folder, image_folder_splits_for,
+};
 
 /// One tebibyte: what sparse files claim to hold.
 const TIB: u64 = 1 << 40;
@@ -211,4 +213,146 @@ fn links_back_to_a_folder_do_not_make_the_walk_endless() {
     let dataset = image_folder(dir.path()).expect("loads");
     assert_eq!(dataset.len(), 2);
     assert_eq!(dataset.class_counts(), [1, 1]);
+}
+
+/// A 1x1 grey PNG whose header claims `side`x`side` pixels (its CRC fixed), padded with zeros
+/// after its end to `len` bytes so that its size could hold them: only a decoder would notice.
+fn png_claiming(side: u32, len: u64) -> Vec<u8> {
+    let mut png = Vec::new();
+    image::GrayImage::new(1, 1)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("png");
+    png[16..20].copy_from_slice(&side.to_be_bytes());
+    png[20..24].copy_from_slice(&side.to_be_bytes());
+    let mut crc = flate2::Crc::new();
+    crc.update(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+    png.resize(len as usize, 0);
+    png
+}
+
+/// `count` copies of [`png_claiming`] in `root/<split>/bomb/`, written as sparse files.
+fn bombs(root: &Path, split: &str, count: usize) -> PathBuf {
+    let class = root.join(split).join("bomb");
+    std::fs::create_dir_all(&class).expect("dir");
+    let head = png_claiming(20_000, 64);
+    for i in 0..count {
+        sparse(&class.join(format!("{i:02}.png")), &head, 1_300_000);
+    }
+    class
+}
+
+#[test]
+fn images_larger_than_the_model_input_are_refused_from_their_headers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let class = bombs(dir.path(), "train", 16);
+    bombs(dir.path(), "test", 1);
+    let started = std::time::Instant::now();
+    let error =
+        image_folder_splits_for(dir.path(), ImageShape::new(3, 32, 32)).expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: image is 20000x20000 (width x height) but the model input is 3x32x32; images \
+             larger than the model input are not cropped or resized for training: resize them \
+             beforehand (e.g. ImageMagick `mogrify -resize 32x32! FILE`) or give the model a \
+             20000x20000 input",
+            class.join("00.png").display()
+        )
+    );
+    // Refused from the header: decoding the padding would fail, and take far longer.
+    assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
+}
+
+#[test]
+fn image_folders_whose_pixels_exceed_the_limit_in_total_are_refused_before_decoding() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    bombs(dir.path(), "train", 16);
+    // Each 20000x20000 grey image (400 MB) is within the decoder's limit for one image.
+    let error = image_folder(&dir.path().join("train")).expect_err("refused");
+    let bytes = 16u64 * 20_000 * 20_000;
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: 16 images of 20000x20000 pixels with 1 channel(s) need {bytes} bytes in memory, \
+             more than the limit of {MAX_DATA_BYTES} (4 GiB) for one dataset; use fewer or \
+             smaller images",
+            dir.path().join("train").display()
+        )
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn links_that_would_label_images_twice_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for class in ["cat", "dog"] {
+        let folder = dir.path().join(class);
+        std::fs::create_dir(&folder).expect("dir");
+        image::RgbImage::new(2, 2)
+            .save(folder.join("0.png"))
+            .expect("png");
+    }
+    let refused = |link: &Path| {
+        let error = image_folder(dir.path()).expect_err("refused");
+        std::fs::remove_file(link).expect("link removed");
+        assert!(
+            matches!(&error, DataError::Folder { path, .. } if path == link),
+            "{error}"
+        );
+        error.to_string()
+    };
+
+    // A link to the parent: every class below it would be labelled `cat` too.
+    let up = dir.path().join("cat/up");
+    std::os::unix::fs::symlink("..", &up).expect("link");
+    let text = refused(&up);
+    assert!(
+        text.contains("which holds the class folders themselves")
+            && text.contains("labelled `cat`"),
+        "{text}"
+    );
+
+    // A link to another class's folder, from inside a class or as a class of its own.
+    let dogs = dir.path().join("cat/dogs");
+    std::os::unix::fs::symlink("../dog", &dogs).expect("link");
+    let text = refused(&dogs);
+    assert_eq!(
+        text,
+        format!(
+            "{}: is the same as {} (through a link): its images would be labelled both `cat` and \
+             `dog`; remove the link",
+            dogs.display(),
+            dir.path().join("dog").display()
+        )
+    );
+    let puppy = dir.path().join("puppy");
+    std::os::unix::fs::symlink("dog", &puppy).expect("link");
+    let text = refused(&puppy);
+    assert!(
+        text.contains(&format!(
+            "is the same as {}",
+            dir.path().join("dog").display()
+        )),
+        "{text}"
+    );
+
+    // A link to another class's image.
+    let stolen = dir.path().join("cat/1.png");
+    std::os::unix::fs::symlink("../dog/0.png", &stolen).expect("link");
+    let text = refused(&stolen);
+    assert!(
+        text.contains(&format!(
+            "is the same as {}",
+            dir.path().join("dog/0.png").display()
+        )),
+        "{text}"
+    );
+
+    // Links that stay inside their class are followed (each real folder once), as before.
+    std::os::unix::fs::symlink(".", dir.path().join("cat/again")).expect("link");
+    assert_eq!(
+        image_folder(dir.path()).expect("loads").class_counts(),
+        [1, 1]
+    );
 }

@@ -156,7 +156,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         .data
         .clone()
         .or_else(|| saved.as_ref().map(|(_, s)| s.data.dir.clone()));
-    let loaded = dataset::load(kind, data_dir.as_deref(), &args.data)?;
+    let loaded = dataset::load(kind, data_dir.as_deref(), &args.data, spec.input())?;
     let (train, test) = (&loaded.splits.train, &loaded.splits.test);
     let data = DataInfo {
         dataset: kind,
