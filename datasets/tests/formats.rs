@@ -101,6 +101,47 @@ fn fashion_mnist_and_mnist_find_their_files() {
 }
 
 #[test]
+fn a_raw_idx_file_and_its_gzip_twin_must_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels, pixels) = tiny_idx();
+    // torchvision keeps both side by side: identical twins load.
+    for split in ["train", "t10k"] {
+        for (name, bytes) in [("images-idx3", &images), ("labels-idx1", &labels)] {
+            let stem = format!("FashionMNIST/raw/{split}-{name}-ubyte");
+            write(dir.path(), &stem, bytes);
+            write(dir.path(), &format!("{stem}.gz"), &gzip(bytes));
+        }
+    }
+    let splits = fashion_mnist(dir.path()).unwrap();
+    assert_eq!(splits.train.images(), pixels.as_slice());
+
+    // Twins that differ are refused, naming both: neither is silently preferred.
+    let mut other = pixels.clone();
+    other[4] ^= 1;
+    let stale = idx_bytes(0x803, &[3, 2, 3], &other);
+    let gz = write(
+        dir.path(),
+        "FashionMNIST/raw/t10k-images-idx3-ubyte.gz",
+        &gzip(&stale),
+    );
+    let raw = gz.with_extension("");
+    let err = fashion_mnist(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, DataError::Conflict { path, other } if *path == raw && *other == gz),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} and {} are both present but hold different data; cnnc cannot tell which one is \
+             meant: remove the stale one (or fetch both again)",
+            raw.display(),
+            gz.display()
+        )
+    );
+}
+
+#[test]
 fn idx_missing_files_name_the_place_and_the_source() {
     let dir = tempfile::tempdir().unwrap();
     let err = fashion_mnist(dir.path()).unwrap_err();

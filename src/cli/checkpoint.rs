@@ -223,6 +223,7 @@ impl RunState {
             classes: Some(self.data.classes.clone()),
             normalization: Some(self.data.normalization.clone()),
             dataset: Some(self.data.dataset),
+            unknown_dataset: None,
             data_dir: Some(self.data.dir.clone()),
             image_shape: Some(self.data.image_shape),
             step: Some(self.step),
