@@ -190,10 +190,10 @@ fn scan_folder(
         }
         for path in files {
             let (width, height, grey) = read_header(&path)?;
+            check_size(&path, width, height, first)?;
             if let Some(input) = input {
                 check_fits(&path, width, height, input)?;
             }
-            check_size(&path, width, height, first)?;
             if images.len() as u64 >= MAX_IMAGES {
                 return Err(DataError::Folder {
                     path: root.to_path_buf(),
