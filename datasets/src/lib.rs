@@ -148,6 +148,14 @@ pub enum DataError {
         /// What the file should look like.
         hint: &'static str,
     },
+    /// A dataset file is empty.
+    #[error("{}: the file is empty (0 bytes); {hint}", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold.
+        hint: &'static str,
+    },
     /// A binary file is not a whole number of fixed-size records.
     #[error(
         "{}: {len} bytes is not a whole number of {record}-byte records ({records} records and \

@@ -425,11 +425,29 @@ fn cifar_malformed_files_are_refused() {
     let err = cifar10(dir.path()).unwrap_err();
     assert!(err.to_string().contains("cifar-10-binary.tar.gz"), "{err}");
     // Empty batch.
-    write(dir.path(), "data_batch_2.bin", &[]);
-    assert!(matches!(
-        cifar10(dir.path()),
-        Err(DataError::RecordLength { len: 0, .. })
-    ));
+    let empty = write(dir.path(), "data_batch_2.bin", &[]);
+    assert_eq!(
+        cifar10(dir.path()).unwrap_err().to_string(),
+        format!(
+            "{}: the file is empty (0 bytes); a CIFAR-10 batch holds 10,000 records of 3,073 \
+             bytes; the file is incomplete: fetch it again",
+            empty.display()
+        )
+    );
+    // A directory where a batch belongs is named as one, not as missing.
+    std::fs::remove_file(&empty).unwrap();
+    std::fs::create_dir(&empty).unwrap();
+    let err = cifar10(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, DataError::Io { path, .. } if *path == empty),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with("it is a directory; a CIFAR-10 batch is a file of 3073-byte records"),
+        "{err}"
+    );
+    std::fs::remove_dir(&empty).unwrap();
     // Malformed class names.
     write(dir.path(), "data_batch_2.bin", &record);
     write(dir.path(), "batches.meta.txt", b"a\nb\n");
