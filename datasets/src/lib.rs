@@ -8,6 +8,33 @@
 //! Image decoding (`image`) and gzip (`flate2`) are this crate's own dependencies; downloads over
 //! HTTPS (`ureq`, `rustls`) need the `download` feature. A model built with `cnn_model!` needs none
 //! of them: `cnnc` re-exports this crate as `cnnc::data` only with its `data` feature.
+//!
+//! A dataset held in memory, transformed for a model with a 3x4x4 input (grey 2x2 images are
+//! repeated to RGB and padded), in shuffled batches written into buffers the caller owns:
+//!
+//! ```
+//! use cnnc_data::{Dataset, ImageShape, Loader, LoaderConfig, Normalization, Transform};
+//!
+//! let shape = ImageShape::new(1, 2, 2);
+//! let pixels: Vec<u8> = (0..12).map(|v| v * 20).collect(); // three 1x2x2 images
+//! let classes = vec!["dark".to_owned(), "light".to_owned()];
+//! let norm = Normalization::new(vec![0.5], vec![0.25]);
+//! let data = Dataset::new(shape, pixels, vec![0, 1, 1], classes, norm)?;
+//!
+//! let input = ImageShape::new(3, 4, 4);
+//! let transform = Transform::new(data.shape(), data.normalization(), input)?;
+//! assert!(transform.bridge().is_some(), "1 -> 3 channels, 2x2 padded to 4x4");
+//! let mut loader = Loader::new(&data, transform, LoaderConfig::train(2, 7))?;
+//!
+//! // `[B, C, H, W]` floats, as a model's `predict` takes them.
+//! let (mut images, mut labels) = (vec![0.0; 2 * input.len()], vec![0; 2]);
+//! let mut seen = 0;
+//! while let Some(n) = loader.next_batch(&mut images, &mut labels)? {
+//!     seen += n;
+//! }
+//! assert_eq!(seen, 3);
+//! # Ok::<(), cnnc_data::DataError>(())
+//! ```
 
 pub mod cifar;
 #[cfg(feature = "download")]
