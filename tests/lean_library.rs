@@ -27,6 +27,9 @@ const HEAVY: &[&str] = &[
     "clap",
 ];
 
+/// Crates only the `cnnc` binary needs: no library feature may bring them.
+const CLI_ONLY: &[&str] = &["clap", "indicatif", "plotters", "signal-hook", "anyhow"];
+
 /// A copy of the downstream crate whose `cnnc` dependency points at this repository, locked to the
 /// workspace's versions so that `--offline` finds every crate.
 fn downstream() -> PathBuf {
@@ -130,4 +133,19 @@ fn each_feature_adds_what_the_readme_says() {
         "{spec:?}"
     );
     assert!(!spec.contains("cnnc-data"), "{spec:?}");
+
+    // No library feature brings what only the binary needs.
+    let library = [
+        ("none", &lean),
+        ("data", &data),
+        ("download", &download),
+        ("spec", &spec),
+    ];
+    for (features, packages) in library {
+        let cli: Vec<_> = CLI_ONLY.iter().filter(|c| packages.contains(**c)).collect();
+        assert!(cli.is_empty(), "{features}: {cli:?} in {packages:?}");
+    }
+    // The check can fail: the CLI's own build reaches them.
+    let cli = reachable(&dir, &["cli"]);
+    assert!(CLI_ONLY.iter().all(|c| cli.contains(*c)), "{cli:?}");
 }
