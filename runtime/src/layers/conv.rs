@@ -10,15 +10,17 @@ use std::ops::Range;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::pool::{NONE, Wide, Window};
 use super::{
     Layer, Stale, assign, check_backward, check_forward, check_param, check_positive, grow,
     visit_weight_bias, zero_param,
 };
 use crate::config::{Conv2dConfig, Pool2dConfig};
 use crate::error::{Error, Result};
-use crate::gemm::{Grid, MR, NR, RunTable, Runs, Seg, Start, Tile, panels, rows_panel, sum_outer};
 use crate::init::{fan_in_bound, fill_uniform};
+use crate::kernels::gemm::{
+    Grid, MR, NR, RunTable, Runs, Seg, Start, Tile, panels, rows_panel, sum_outer,
+};
+use crate::kernels::window::{NONE, Wide, Window};
 use crate::param::{Entry, Param};
 use crate::simd::multiversion;
 use crate::tensor::{Dims, MAX_LANES, Mode, Tiling};
