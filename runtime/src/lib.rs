@@ -6,6 +6,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod exec;
+pub mod fsio;
 pub mod init;
 mod kernels;
 pub mod layers;

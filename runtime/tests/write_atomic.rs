@@ -1,11 +1,11 @@
-//! `weights::write_atomic`, through which every output file is written: a failed write leaves the
+//! `fsio::write_atomic`, through which every output file is written: a failed write leaves the
 //! destination as it was and no temporary file behind, and temporary files left by a killed
 //! process are never reused.
 
 use std::fs;
 use std::path::Path;
 
-use cnnc_runtime::weights::{is_temp_file_of, write_atomic};
+use cnnc_runtime::fsio::{is_temp_file_of, write_atomic};
 
 /// The names in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {

@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use cnnc_runtime::Network;
 use cnnc_runtime::data::{Bridge, DatasetKind, ImageShape, LoaderState, Normalization};
+use cnnc_runtime::fsio::{is_temp_file_of, sync_dir, write_atomic};
 use cnnc_runtime::optim::{Optimizer, OptimizerState};
-use cnnc_runtime::weights::{self, TensorData, sync_dir, write_atomic};
+use cnnc_runtime::weights::{self, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::job::refuse;
@@ -463,9 +464,7 @@ fn temporary_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let Some(file_name) = file_name.to_str() else {
             continue;
         };
-        let ours = names
-            .iter()
-            .any(|name| weights::is_temp_file_of(file_name, name));
+        let ours = names.iter().any(|name| is_temp_file_of(file_name, name));
         if ours {
             found.push(entry.path());
         }

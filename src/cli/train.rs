@@ -15,9 +15,9 @@ use std::time::Instant;
 use anyhow::Context;
 use cnnc_runtime::data::{Augment, DatasetKind, Loader, LoaderConfig};
 use cnnc_runtime::exec::NonFinite;
+use cnnc_runtime::fsio::write_atomic;
 use cnnc_runtime::optim::{AdamConfig, Optimizer, OptimizerConfig, SgdConfig};
 use cnnc_runtime::schedule::LrSchedule;
-use cnnc_runtime::weights::write_atomic;
 use cnnc_runtime::{Entry, Network, Visit};
 use ndarray::ArrayView4;
 

@@ -193,7 +193,7 @@ fn fetch(agent: &ureq::Agent, source: &Source, dir: &Path) -> Result<PathBuf, Da
         });
     }
     std::fs::rename(&part, &dest).map_err(|e| DataError::io(&dest, e))?;
-    crate::weights::sync_dir(dir).map_err(|e| DataError::io(dir, e))?;
+    crate::fsio::sync_dir(dir).map_err(|e| DataError::io(dir, e))?;
     Ok(dest)
 }
 
