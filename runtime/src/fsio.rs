@@ -12,7 +12,99 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// (`.NAME.PID.N.tmp`), synced, renamed over `path`, then the directory synced so that the rename
 /// is durable. On any failure (a full disk, a file-size limit, a bad directory) the temporary file
 /// is removed and `path` is untouched. The error is the underlying one; callers name `path`.
+///
+/// Only regular files are replaced, as editors replace them:
+/// - a symbolic link is followed, and the file it ends at is replaced (or created), the link
+///   kept;
+/// - a file replaced keeps its permissions (and, where the process may set it, its owner);
+/// - a device, a FIFO or a socket is written in place, as the shell's `>` writes it, so
+///   `/dev/null` stays a device and `-o /dev/stdout` prints; so is an open file named through
+///   `/proc` (`/dev/stdout` links to `/proc/self/fd/1`), which names a descriptor, not a path;
+/// - a directory is refused.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    match destination(path)? {
+        Destination::InPlace(path) => write_in_place(&path, bytes),
+        Destination::Replace(path, existing) => replace(&path, bytes, existing.as_ref()),
+    }
+}
+
+/// Most symbolic links followed from one path: Linux's own limit (`ELOOP`).
+const MAX_LINKS: usize = 40;
+
+/// Where [`write_atomic`] puts the bytes for a path.
+#[derive(Debug)]
+enum Destination {
+    /// A regular file to replace atomically (its metadata), or to create (`None`).
+    Replace(PathBuf, Option<fs::Metadata>),
+    /// A device, FIFO, socket or `/proc` descriptor link: opened and written as it is.
+    InPlace(PathBuf),
+}
+
+/// The end of `path`'s chain of symbolic links, and how to write there.
+fn destination(path: &Path) -> io::Result<Destination> {
+    let mut path = path.to_owned();
+    for _ in 0..=MAX_LINKS {
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Destination::Replace(path, None));
+            }
+            Err(e) => return Err(e),
+        };
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            // `/proc/<pid>/fd/N` and its kin name open descriptors (a pipe, a terminal, a file
+            // the shell opened): the kernel resolves them when they are opened, their text
+            // (`pipe:[1234]`) is no path.
+            if names_descriptor(&path) {
+                return Ok(Destination::InPlace(path));
+            }
+            let target = fs::read_link(&path)?;
+            path = match path.parent() {
+                Some(dir) => dir.join(target),
+                None => target,
+            };
+        } else if kind.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "it is a directory; name a file to write",
+            ));
+        } else if kind.is_file() {
+            return Ok(Destination::Replace(path, Some(meta)));
+        } else {
+            return Ok(Destination::InPlace(path));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("more than {MAX_LINKS} symbolic links lead from it (a loop?)"),
+    ))
+}
+
+/// Whether the link `path` lies in `/proc` (also when reached through `/dev/fd`, a link to
+/// `/proc/self/fd`).
+fn names_descriptor(path: &Path) -> bool {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    fs::canonicalize(dir).is_ok_and(|dir| dir.starts_with("/proc"))
+}
+
+/// Writes `bytes` into the special file at `path` as it is (no temporary file, no rename: a
+/// device or a FIFO cannot be replaced, and has nothing to sync).
+fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.flush()
+}
+
+/// Replaces (or creates) the regular file `path` through a temporary file beside it, giving the
+/// new file the permissions and owner of `existing`, the file it replaces.
+fn replace(path: &Path, bytes: &[u8], existing: Option<&fs::Metadata>) -> io::Result<()> {
     let file_name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file")
     })?;
@@ -21,8 +113,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         _ => Path::new("."),
     };
     let (temp, mut file) = create_temp(dir, file_name)?;
-    let written = file
-        .write_all(bytes)
+    let written = keep_attributes(&file, existing)
+        .and_then(|()| file.write_all(bytes))
         .and_then(|()| file.sync_all())
         .and_then(|()| {
             drop(file);
@@ -34,6 +126,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         return Err(error);
     }
     sync_dir(dir)
+}
+
+/// Gives the new `file` the permissions of the file it replaces (a private `0600` key file stays
+/// private), and its owner and group where the process may set them (root editing another
+/// user's file); a failure to change the owner is no error, as for editors.
+fn keep_attributes(file: &File, existing: Option<&fs::Metadata>) -> io::Result<()> {
+    let Some(existing) = existing else {
+        return Ok(());
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let _ = std::os::unix::fs::fchown(file, Some(existing.uid()), Some(existing.gid()));
+    }
+    file.set_permissions(existing.permissions())
 }
 
 /// Creates a new temporary file for `file_name` in `dir`, under a name no other write uses: a
@@ -97,4 +204,27 @@ pub fn read_whole(path: &Path, len: u64) -> io::Result<Vec<u8>> {
         .map_err(|_| too_large())?;
     File::open(path)?.take(len).read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure after the temporary file exists (here the rename: a non-empty directory cannot
+    /// be replaced by a file) removes it and leaves the destination as it was.
+    #[test]
+    fn a_failed_rename_removes_the_temporary_file_and_keeps_the_destination() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("out.bin");
+        fs::create_dir(&target).expect("a directory in the way");
+        fs::write(target.join("inside"), b"kept").expect("a file inside");
+        let error = replace(&target, b"new bytes", None).expect_err("the rename fails");
+        assert_ne!(error.kind(), io::ErrorKind::NotFound, "{error}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("a folder")
+            .map(|e| e.expect("an entry").file_name())
+            .collect();
+        assert_eq!(names, ["out.bin"]);
+        assert_eq!(fs::read(target.join("inside")).expect("kept"), b"kept");
+    }
 }
