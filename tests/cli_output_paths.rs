@@ -82,7 +82,9 @@ fn a_fifo_receives_the_output_and_stays_a_fifo() {
     };
     let output = cnnc(&["fmt", SEED, "-o", arg(&fifo)]);
     assert_status(&output, 0);
-    let kind = fs::symlink_metadata(&fifo).expect("still there").file_type();
+    let kind = fs::symlink_metadata(&fifo)
+        .expect("still there")
+        .file_type();
     assert!(kind.is_fifo(), "the FIFO was replaced by {kind:?}");
     let text = reader.join().expect("reader").expect("read");
     assert_eq!(text, stdout(&cnnc(&["fmt", SEED])));

@@ -10,7 +10,6 @@ use safetensors::Dtype;
 use super::container::{RawFile, decode_f32, decode_f64, decode_i64, parse, read_header};
 use super::problems::{LoadError, LoadProblem};
 use super::{TensorData, TensorFile};
-use crate::fsio::read_whole;
 use crate::param::{Entry, Visit};
 
 /// Element type a model entry needs.
@@ -47,7 +46,7 @@ pub fn load(model: &mut dyn Visit, path: &Path) -> Result<BTreeMap<String, Strin
         path: path.to_owned(),
         problems,
     };
-    let (header, len) = read_header(path).map_err(|p| fail(vec![p]))?;
+    let (header, opened) = read_header(path).map_err(|p| fail(vec![p]))?;
     let expected = entries(model);
     let model_bytes: u64 = expected
         .iter()
@@ -59,7 +58,9 @@ pub fn load(model: &mut dyn Visit, path: &Path) -> Result<BTreeMap<String, Strin
     {
         return Err(fail(problems));
     }
-    let bytes = read_whole(path, len).map_err(|e| fail(vec![LoadProblem::Io(e.to_string())]))?;
+    let bytes = opened
+        .read_all()
+        .map_err(|e| fail(vec![LoadProblem::Io(e.to_string())]))?;
     load_bytes(model, &bytes, path)
 }
 
@@ -212,8 +213,10 @@ pub fn read_tensors(path: &Path) -> Result<TensorFile, LoadError> {
         path: path.to_owned(),
         problems,
     };
-    let (_, len) = read_header(path).map_err(|p| fail(vec![p]))?;
-    let bytes = read_whole(path, len).map_err(|e| fail(vec![LoadProblem::Io(e.to_string())]))?;
+    let (_, opened) = read_header(path).map_err(|p| fail(vec![p]))?;
+    let bytes = opened
+        .read_all()
+        .map_err(|e| fail(vec![LoadProblem::Io(e.to_string())]))?;
     parse_tensors(&bytes, path)
 }
 
