@@ -87,7 +87,7 @@ pub(super) fn read_header(path: &Path) -> Result<(RawFile<'static>, Opened), Loa
             "it is a directory; pass a .safetensors file".to_owned(),
         ));
     }
-    let len = info.is_file().then(|| info.len());
+    let len = info.is_file().then_some(info.len());
     let mut head = Vec::with_capacity(8);
     (&mut file).take(8).read_to_end(&mut head).map_err(io)?;
     let header_len = header_len(&head, len)?;
