@@ -3,9 +3,13 @@
 
 use std::ops::Range;
 
+use crate::config::Conv2dConfig;
+use crate::error::{Error, Result};
 use crate::kernels::gemm::{NR, Seg, panels};
+use crate::layers::check_positive;
 
-/// Every size of one convolution, resolved.
+/// Every size of one convolution, resolved: input `[cin, ih, iw]`, output `[cout, oh, ow]`,
+/// kernel `kh x kw`, stride `sh, sw`, padding `ph, pw`, dilation `dh, dw`.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Geom {
     pub(super) cin: usize,
@@ -25,6 +29,54 @@ pub(super) struct Geom {
 }
 
 impl Geom {
+    /// The geometry of convolution `c` over inputs of spatial size `input_hw`, checked: every
+    /// size positive and the kernel within the padded input.
+    pub(super) fn new(name: &str, c: &Conv2dConfig, input_hw: [usize; 2]) -> Result<Geom> {
+        check_positive(name, "kernel_size", c.kernel_size)?;
+        check_positive(name, "stride", c.stride)?;
+        check_positive(name, "dilation", c.dilation)?;
+        if c.in_channels == 0 || c.out_channels == 0 {
+            return Err(Error::config(
+                name,
+                "in_channels and out_channels must be positive",
+            ));
+        }
+        let out = |axis: usize| {
+            conv_out(
+                input_hw[axis],
+                c.kernel_size[axis],
+                c.stride[axis],
+                c.padding[axis],
+                c.dilation[axis],
+            )
+        };
+        let (Some(oh), Some(ow)) = (out(0), out(1)) else {
+            return Err(Error::config(
+                name,
+                format!(
+                    "kernel {:?} with dilation {:?} is larger than the padded input {:?} + 2 * {:?}",
+                    c.kernel_size, c.dilation, input_hw, c.padding
+                ),
+            ));
+        };
+        Ok(Geom {
+            cin: c.in_channels,
+            ih: input_hw[0],
+            iw: input_hw[1],
+            cout: c.out_channels,
+            oh,
+            ow,
+            kh: c.kernel_size[0],
+            kw: c.kernel_size[1],
+            sh: c.stride[0],
+            sw: c.stride[1],
+            ph: c.padding[0],
+            pw: c.padding[1],
+            dh: c.dilation[0],
+            dw: c.dilation[1],
+        })
+    }
+
     /// The outputs along `axis` (0: rows, 1: columns) that read a real input pixel, not padding,
     /// through kernel tap `tap`: `0 <= o * stride - pad + tap * dilation < input`.
     pub(super) fn real_outputs(&self, tap: usize, axis: usize) -> Range<usize> {

@@ -22,10 +22,7 @@ mod tile;
 
 use rand_chacha::ChaCha8Rng;
 
-use super::{
-    Layer, Stale, check_backward, check_forward, check_positive, grow, visit_weight_bias,
-    zero_param,
-};
+use super::{Layer, Stale, check_backward, check_forward, grow, visit_weight_bias, zero_param};
 use crate::config::{Conv2dConfig, Pool2dConfig};
 use crate::error::{Error, Result};
 use crate::init::{fan_in_bound, fill_uniform};
@@ -33,7 +30,7 @@ use crate::kernels::gemm::{MR, NR, RunTable, Seg, panels};
 use crate::param::{Entry, Param};
 use crate::tensor::{Dims, MAX_LANES, Mode};
 use fused_pool::FusedPool;
-use geometry::{Geom, conv_out};
+use geometry::Geom;
 use plan::{PIXELS_PER_TASK, WgradBlock};
 
 /// `torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=...)`
@@ -97,49 +94,7 @@ impl Conv2d {
         rng: &mut ChaCha8Rng,
     ) -> Result<Self> {
         let c = config;
-        check_positive(name, "kernel_size", c.kernel_size)?;
-        check_positive(name, "stride", c.stride)?;
-        check_positive(name, "dilation", c.dilation)?;
-        if c.in_channels == 0 || c.out_channels == 0 {
-            return Err(Error::config(
-                name,
-                "in_channels and out_channels must be positive",
-            ));
-        }
-        let out = |axis: usize| {
-            conv_out(
-                input_hw[axis],
-                c.kernel_size[axis],
-                c.stride[axis],
-                c.padding[axis],
-                c.dilation[axis],
-            )
-        };
-        let (Some(oh), Some(ow)) = (out(0), out(1)) else {
-            return Err(Error::config(
-                name,
-                format!(
-                    "kernel {:?} with dilation {:?} is larger than the padded input {:?} + 2 * {:?}",
-                    c.kernel_size, c.dilation, input_hw, c.padding
-                ),
-            ));
-        };
-        let g = Geom {
-            cin: c.in_channels,
-            ih: input_hw[0],
-            iw: input_hw[1],
-            cout: c.out_channels,
-            oh,
-            ow,
-            kh: c.kernel_size[0],
-            kw: c.kernel_size[1],
-            sh: c.stride[0],
-            sw: c.stride[1],
-            ph: c.padding[0],
-            pw: c.padding[1],
-            dh: c.dilation[0],
-            dw: c.dilation[1],
-        };
+        let g = Geom::new(name, c, input_hw)?;
         let mut weight = zero_param(&[g.cout, g.cin, g.kh, g.kw]);
         let bound = fan_in_bound(g.k());
         fill_uniform(weight.value.iter_mut(), bound, rng);
