@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// - a symbolic link is followed, and the file it ends at is replaced (or created), the link
 ///   kept;
 /// - a file replaced keeps its permissions (and, where the process may set it, its owner);
-/// - a device, a FIFO or a socket is written in place, as the shell's `>` writes it, so
-///   `/dev/null` stays a device and `-o /dev/stdout` prints; so is an open file named through
-///   `/proc` (`/dev/stdout` links to `/proc/self/fd/1`), which names a descriptor, not a path;
+/// - a device, a FIFO or a socket is written in place, so `/dev/null` stays a device and
+///   `-o /dev/stdout` prints; so is an open file named through `/proc` (`/dev/stdout` links to
+///   `/proc/self/fd/1`), which names a descriptor, not a path: appended to, as the shell's
+///   `>>` appends, so that `-o /dev/stdout >> log` keeps the log;
 /// - a directory is refused.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     match destination(path)? {
@@ -92,12 +93,10 @@ fn names_descriptor(path: &Path) -> bool {
 }
 
 /// Writes `bytes` into the special file at `path` as it is (no temporary file, no rename: a
-/// device or a FIFO cannot be replaced, and has nothing to sync).
+/// device or a FIFO cannot be replaced, and has nothing to sync). Appending: a `/proc`
+/// descriptor may name a file the shell opened (`>> log`), whose contents stay.
 fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)?;
+    let mut file = fs::OpenOptions::new().append(true).open(path)?;
     file.write_all(bytes)?;
     file.flush()
 }

@@ -138,6 +138,19 @@ mod unix {
         let mut got = Vec::new();
         reader.read_to_end(&mut got).expect("read");
         assert_eq!(got, b"down the pipe");
+
+        // A descriptor naming a file (`>> log`) is appended to, its contents kept.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("log.txt");
+        fs::write(&log, b"earlier\n").expect("a log");
+        let open = fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("opened");
+        let link = format!("/proc/self/fd/{}", open.as_raw_fd());
+        write_atomic(Path::new(&link), b"later\n").expect("written");
+        assert_eq!(fs::read(&log).expect("read"), b"earlier\nlater\n");
+        assert_eq!(names(dir.path()), ["log.txt"]);
     }
 
     #[test]
