@@ -3,8 +3,8 @@
 //! reported at once, the model untouched unless all is well), and plain named-tensor files for
 //! checkpoints and fixtures.
 //!
-//! [`container`] reads and validates the file format, [`problems`] words what is wrong with a
-//! file, [`load`](mod@load) fits a file to a model, and [`save`](mod@save) writes one.
+//! `container.rs` reads and validates the file format, `problems.rs` words what is wrong with a
+//! file, `load.rs` fits a file to a model, and `save.rs` writes one.
 //!
 //! [`Visit`]: crate::param::Visit
 

@@ -4,7 +4,6 @@
 //! built. The input gradient is the same kind of convolution of the padded `dy` with the flipped
 //! kernel (stride 1), or a gather of `dy` rows otherwise; the weight gradient sums outer products
 //! over the pixels of each image.
-
 //!
 //! One concern per file: [`geometry`] (sizes and layouts, and the output-size formula),
 //! [`plan`] (how the work is cut into tiles and tasks), [`pack`] (weights into panels),
