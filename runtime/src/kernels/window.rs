@@ -153,7 +153,7 @@ impl Window {
     }
 }
 
-/// The [`Window`] kernels with AVX-512, 16 channels to a register, up to [`GROUP`] channels at a
+/// The [`Window`] kernels with AVX-512, 16 channels to a register, up to `GROUP` channels at a
 /// time held in registers. Positions go in scan order, every channel of a position before the
 /// next (the order the portable loops take), which keeps the reads sequential: taking 16
 /// channels over the whole window at a time instead doubled the time of the seed model's first
