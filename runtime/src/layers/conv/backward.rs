@@ -13,8 +13,9 @@ use crate::tensor::Tiling;
 
 impl Conv2d {
     /// Weight and bias gradients of `batch` images from the padded input and `dy`: read in place
-    /// (`staged` is `None`), or from its copy staged in the layout [`Geom::staged_dy`](super::geometry::Geom::staged_dy)`(border)`
-    /// (`staged` is `Some(border)`).
+    /// (`staged` is `None`), or from its copy staged in the layout
+    /// [`Geom::staged_dy`](super::geometry::Geom::staged_dy)`(border)` (`staged` is
+    /// `Some(border)`).
     ///
     /// Every gradient element is one chain of multiply-adds over the images in order and, within
     /// an image, over the output pixels in row-major order. The threads split the gradient's
