@@ -6,8 +6,9 @@
 pub mod config;
 pub mod error;
 pub mod exec;
-mod gemm;
+pub mod fsio;
 pub mod init;
+mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod npy;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
 
-use crate::weights::{read_whole, write_atomic};
+use crate::fsio::{read_whole, write_atomic};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 

@@ -85,7 +85,13 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {
-        OutputFormat::Human => out.write_all(human(&evaluation, &classes, kind).as_bytes())?,
+        OutputFormat::Human => {
+            let shown: Vec<String> = classes
+                .iter()
+                .map(|c| super::terminal::printable(c))
+                .collect();
+            out.write_all(human(&evaluation, &shown, kind).as_bytes())?
+        }
         OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &EvalJson::new(&evaluation, &classes, kind))?;
             writeln!(out)?;

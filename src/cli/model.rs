@@ -165,7 +165,8 @@ impl WeightsMeta {
             match serde_json::from_str(text) {
                 Ok(value) => Some(value),
                 Err(err) => {
-                    eprintln!("notice: ignoring the weights' metadata `{key}`: {err}");
+                    let why = super::terminal::printable(&format!("`{key}`: {err}"));
+                    eprintln!("notice: ignoring the weights' metadata {why}");
                     None
                 }
             }
