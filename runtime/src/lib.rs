@@ -1,13 +1,14 @@
 //! The cnnc numeric runtime: ndarray tensors, layers with forward and backward passes, losses,
-//! optimizers, PyTorch-matching initialisation, safetensors weights I/O and datasets. Knows nothing
+//! optimizers, PyTorch-matching initialisation, safetensors weights and `.npy` I/O. Knows nothing
 //! of parsing: models arrive as checked models of the shared layer table ([`cnnc_core`]), whose
-//! resolved arguments are [`config`].
+//! resolved arguments are [`config`]. Datasets, image decoding and downloads live in the
+//! `cnnc-data` crate, so numerics pull none of them.
 
-pub mod data;
 pub mod error;
 pub mod exec;
-mod gemm;
+pub mod fsio;
 pub mod init;
+mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod npy;
