@@ -583,7 +583,9 @@ impl Checker {
                 &layer.kind.text,
                 LayerKind::ALL.iter().map(|k| k.keyword()),
             ) {
-                Some(best) => diagnostic.help(format!("did you mean `{best}`?")),
+                Some(best) => {
+                    diagnostic.suggest(format!("did you mean `{best}`?"), layer.kind.span, best)
+                }
                 None => diagnostic.note(format!(
                     "the layer kinds are {}",
                     LayerKind::ALL
@@ -613,7 +615,7 @@ impl Checker {
                 diagnostic = match suggest::closest(&key.text, keys) {
                     Some(best) => {
                         suggested.push(best);
-                        diagnostic.help(format!("did you mean `{best}`?"))
+                        diagnostic.suggest(format!("did you mean `{best}`?"), key.span, best)
                     }
                     None if spec.is_empty() => diagnostic.note(format!(
                         "`{}` takes no arguments other than `name`",
@@ -1123,9 +1125,11 @@ impl Checker {
         );
         self.push(
             diagnostic
-                .help(format!(
-                    "set `{key}: {actual}`, or remove `{key}` to have it inferred"
-                ))
+                .suggest(
+                    format!("set `{key}: {actual}`, or remove `{key}` to have it inferred"),
+                    cx.span_of(key),
+                    actual.to_string(),
+                )
                 .layer(cx.name),
         );
         written

@@ -288,8 +288,10 @@ fn syntax_error(err: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
         format!("expected {expected}"),
     );
     if rest.starts_with(':') {
-        diagnostic = diagnostic.help(
+        diagnostic = diagnostic.suggest(
             "arguments are written `key=value`, e.g. `conv2d(out_channels=32, kernel_size=3)`",
+            Span::new(at, at + 1),
+            "=",
         );
     } else if rest.starts_with('{') {
         diagnostic = diagnostic

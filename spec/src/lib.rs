@@ -28,7 +28,10 @@ use std::path::{Path, PathBuf};
 
 pub use ast::{Arg, Comments, Ident, Layer, Model, ModelComments, Value, ValueKind};
 pub use check::{Checked, check};
-pub use diag::{Code, Diagnostic, JsonDiagnostic, Label, Severity, render};
+pub use diag::{
+    Code, Diagnostic, Edit, Fix, FixError, JsonDiagnostic, JsonEdit, JsonFix, Label, MAX_SHOWN,
+    Severity, Shown, apply_fixes, render, render_all,
+};
 pub use dsl::parse_dsl;
 pub use fmt::{to_dsl, to_yaml};
 pub use resolved::{
@@ -142,11 +145,7 @@ pub fn load(path: &Path) -> Result<CheckedModel, Error> {
         .map_err(|diagnostics| Error::Invalid {
             file: source.name().to_owned(),
             count: diagnostics.iter().filter(|d| d.is_error()).count(),
-            rendered: diagnostics
-                .iter()
-                .map(|d| render(d, &source, false))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            rendered: render_all(&diagnostics, &source, false),
         })
 }
 

@@ -4,6 +4,7 @@
 //! diagnostics here; argument names, types and values are left to the checker so that both
 //! languages report them identically.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -376,7 +377,8 @@ impl Lower<'_> {
                 return model;
             }
         };
-        let mut seen: Vec<(String, Span)> = Vec::new();
+        // A map, not a list: a spec of 60,000 keys must not compare each with every other.
+        let mut seen: HashMap<String, Span> = HashMap::new();
         for (key, value) in entries {
             let Kind::Str(key_text) = &key.kind else {
                 self.diagnostics.push(Diagnostic::error(
@@ -387,7 +389,7 @@ impl Lower<'_> {
                 ));
                 continue;
             };
-            if let Some((_, first)) = seen.iter().find(|(k, _)| k == key_text) {
+            if let Some(first) = seen.get(key_text) {
                 self.diagnostics.push(
                     Diagnostic::error(
                         Code::DuplicateArgument,
@@ -399,7 +401,7 @@ impl Lower<'_> {
                 );
                 continue;
             }
-            seen.push((key_text.clone(), key.span));
+            seen.insert(key_text.clone(), key.span);
             match key_text.as_str() {
                 "model" => model.name = self.model_name(value),
                 "input" => model.input = Some(self.value(value)),
@@ -413,7 +415,8 @@ impl Lower<'_> {
                     )
                     .note("a spec has the keys `model`, `input` and `layers`");
                     if let Some(best) = suggest::closest(other, TOP_LEVEL_KEYS.iter().copied()) {
-                        diagnostic = diagnostic.help(format!("did you mean `{best}`?"));
+                        diagnostic =
+                            diagnostic.suggest(format!("did you mean `{best}`?"), key.span, best);
                     }
                     self.diagnostics.push(diagnostic);
                 }
