@@ -61,12 +61,19 @@ pub fn summarize(
             if let Some(model) = &model {
                 out.write_all(table(model, ok).as_bytes())?;
             }
-            for diagnostic in &diagnostics {
+            let shown = cnnc_spec::Shown::of(&diagnostics);
+            for diagnostic in shown.shown {
                 writeln!(out, "\n{}", cnnc_spec::render(diagnostic, source, color))?;
+            }
+            if let Some(omitted) = shown.omitted(source) {
+                writeln!(out, "\n{omitted}")?;
             }
         }
         OutputFormat::Json => {
             let json = SummaryJson::new(model.as_ref(), &diagnostics, source);
+            if let Some(omitted) = cnnc_spec::Shown::of(&diagnostics).omitted(source) {
+                eprintln!("{omitted}");
+            }
             serde_json::to_writer_pretty(&mut *out, &json)?;
             writeln!(out)?;
         }
@@ -195,6 +202,8 @@ struct SummaryJson {
     activation_bytes: u64,
     /// False when the spec has errors (then `layers` stops before the first failing layer).
     complete: bool,
+    /// The first [`cnnc_spec::MAX_SHOWN`] diagnostics (the count of the rest goes to standard
+    /// error).
     diagnostics: Vec<JsonDiagnostic>,
 }
 
@@ -232,7 +241,8 @@ impl SummaryJson {
             total_macs: model.map_or(0, CheckedModel::total_macs),
             activation_bytes: model.map_or(0, CheckedModel::activation_bytes),
             complete: !diagnostics.iter().any(Diagnostic::is_error),
-            diagnostics: diagnostics
+            diagnostics: cnnc_spec::Shown::of(diagnostics)
+                .shown
                 .iter()
                 .map(|d| JsonDiagnostic::new(d, source))
                 .collect(),
