@@ -36,6 +36,15 @@ macro_rules! codes {
                     $(Code::$variant => $code,)*
                 }
             }
+
+            /// The code's explanation, as `cnnc explain` prints it: Markdown, kept in
+            /// `spec/src/error_codes/CODE.md` (a `# CODE: title` line, what the code means and
+            /// how to fix it, and an example spec, whose fence names its corpus file).
+            pub fn explanation(self) -> &'static str {
+                match self {
+                    $(Code::$variant => include_str!(concat!("error_codes/", $code, ".md")),)*
+                }
+            }
         }
     };
 }
@@ -98,6 +107,35 @@ codes! {
 }
 
 impl Code {
+    /// The code written `text` (`E0301`, any case), if there is one.
+    pub fn parse(text: &str) -> Option<Code> {
+        Code::ALL
+            .iter()
+            .copied()
+            .find(|code| code.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+
+    /// The code `text` was probably meant to be: a number without its letter (`301`, `0301`)
+    /// or a near miss (`E301`, `E03001`).
+    pub fn closest(text: &str) -> Option<Code> {
+        let text = text.trim();
+        if !text.is_empty() && text.len() <= 5 && text.bytes().all(|b| b.is_ascii_digit()) {
+            let number = format!("{text:0>4}");
+            return Code::ALL
+                .iter()
+                .copied()
+                .find(|code| code.as_str()[1..] == number);
+        }
+        let best = crate::suggest::closest(text, Code::ALL.iter().map(|code| code.as_str()))?;
+        Code::parse(best)
+    }
+
+    /// The title of the code's explanation (`size mismatch`).
+    pub fn title(self) -> &'static str {
+        let first = self.explanation().lines().next().unwrap_or_default();
+        first.split_once(": ").map_or(first, |(_, title)| title)
+    }
+
     /// Errors start with `E`, warnings with `W`.
     pub fn severity(self) -> Severity {
         if self.as_str().starts_with('W') {
@@ -731,5 +769,73 @@ impl JsonDiagnostic {
                     .collect(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::Format;
+
+    fn fixing(span: Span, with: &str) -> Diagnostic {
+        Diagnostic::error(Code::UnknownArgument, "m", span, "l").suggest("s", span, with)
+    }
+
+    #[test]
+    fn fixes_apply_together_unless_they_overlap() {
+        let source = Source::new("t.yaml", "abcdef", Format::Yaml);
+        let touching = [fixing(Span::new(3, 5), "Y"), fixing(Span::new(1, 3), "X")];
+        assert_eq!(apply_fixes(&source, &touching), Ok(("aXYf".to_owned(), 2)));
+        let overlapping = [fixing(Span::new(1, 4), "X"), fixing(Span::new(3, 5), "Y")];
+        assert_eq!(
+            apply_fixes(&source, &overlapping),
+            Err(FixError::Overlap {
+                first_line: 1,
+                second_line: 1
+            })
+        );
+        let same_place = [fixing(Span::new(2, 2), "X"), fixing(Span::new(2, 2), "Y")];
+        assert!(apply_fixes(&source, &same_place).is_err());
+        let outside = [fixing(Span::new(4, 9), "X")];
+        assert_eq!(
+            apply_fixes(&source, &outside),
+            Err(FixError::OutOfRange { line: 1 })
+        );
+        let split = Source::new("t.yaml", "é", Format::Yaml);
+        assert!(apply_fixes(&split, &[fixing(Span::new(1, 2), "e")]).is_err());
+    }
+
+    #[test]
+    fn long_quoted_text_is_cut_in_the_middle() {
+        let name = "a".repeat(100_000);
+        let d = Diagnostic::error(
+            Code::InvalidName,
+            format!("`{name}` is not a valid layer name"),
+            Span::new(0, 1),
+            "l",
+        );
+        let half = "a".repeat(MAX_QUOTED_CHARS / 2);
+        assert_eq!(
+            d.message,
+            format!("`{half}…{half}` is not a valid layer name")
+        );
+        // Short quotes and long prose stay whole; long prose past the limit is cut too.
+        let prose = format!("`ok` {}", "word ".repeat(100));
+        assert_eq!(shorten(prose.clone()), prose);
+        let endless = "x ".repeat(10_000);
+        assert_eq!(shorten(endless).chars().count(), MAX_TEXT_CHARS + 1);
+    }
+
+    #[test]
+    fn a_culprit_deep_in_a_long_line_keeps_its_column() {
+        let text = format!("input (1, 8, 8)\nrelu({}x=1)\n", "y=1, ".repeat(20_000));
+        let at = text.find("x=1").expect("culprit");
+        let source = Source::new("long.cnn", text, Format::Dsl);
+        let d = Diagnostic::error(Code::UnknownArgument, "m", Span::new(at, at + 1), "here");
+        let rendered = render(&d, &source, false);
+        let header = rendered.lines().nth(1).expect("a header");
+        assert_eq!(header, format!(" --> long.cnn:2:{}", 6 + 5 * 20_000));
+        assert!(rendered.len() < 2_000, "{rendered}");
+        assert!(rendered.contains("^ here"), "{rendered}");
     }
 }
