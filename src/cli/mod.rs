@@ -9,6 +9,7 @@ pub mod codegen;
 pub mod dataset;
 pub mod eval;
 pub mod evaluate;
+pub mod explain;
 pub mod fmt;
 pub mod job;
 pub mod model;
