@@ -111,18 +111,23 @@ pub fn table(model: &CheckedModel, complete: bool) -> String {
     }
     let line_width = widths.iter().sum::<usize>() + 3 * 4;
     let rule = |c: char| c.to_string().repeat(line_width);
+    // Padded by hand: `format!` widths stop at 65,535, and a layer name may be longer.
+    let pad = |cell: &str, width: usize, left: bool| {
+        let fill = " ".repeat(width.saturating_sub(cell.chars().count()));
+        if left {
+            format!("{cell}{fill}")
+        } else {
+            format!("{fill}{cell}")
+        }
+    };
     let format_row = |row: &[String; 4]| {
-        format!(
-            "{:<w0$}   {:<w1$}   {:>w2$}   {:>w3$}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3],
-        )
+        [
+            pad(&row[0], widths[0], true),
+            pad(&row[1], widths[1], true),
+            pad(&row[2], widths[2], false),
+            pad(&row[3], widths[3], false),
+        ]
+        .join("   ")
         .trim_end()
         .to_owned()
     };
