@@ -52,7 +52,7 @@ struct Case {
 }
 
 impl Case {
-    /// `check` (as text and JSON), `summary`, `fmt` and `codegen` on one spec.
+    /// `check` (as text and JSON), `summary`, `fmt`, `codegen` and `check --fix` on one spec.
     fn spec(name: &'static str, file: &'static str, text: String) -> Case {
         assert!(
             text.len() <= cnnc_spec::MAX_SOURCE_BYTES,
@@ -68,6 +68,8 @@ impl Case {
                 vec!["summary", "--color", "never", "{}"],
                 vec!["fmt", "--color", "never", "{}"],
                 vec!["codegen", "--color", "never", "{}"],
+                // Last: it may rewrite the file.
+                vec!["check", "--fix", "--color", "never", "{}"],
             ],
             limits: SPEC_LIMITS,
         }
@@ -221,6 +223,18 @@ fn sixty_thousand_unknown_top_level_keys() {
         "60,000 unknown keys",
         "keys.yaml",
         format!("input: [1, 8, 8]\nlayers: [relu]\n{keys}"),
+    ));
+}
+
+#[test]
+fn fifty_thousand_fixable_arguments_of_one_layer() {
+    // Every key has a fix (`kernal_size` → `kernel_size`): the fixes and their report are
+    // bounded too.
+    let args = ", kernal_size: 3".repeat(50_000);
+    assert_bounded(&Case::spec(
+        "50,000 misspelt arguments",
+        "typos.yaml",
+        format!("input: [1, 8, 8]\nlayers:\n  - conv2d: {{out_channels: 2{args}}}\n"),
     ));
 }
 

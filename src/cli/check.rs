@@ -208,10 +208,15 @@ fn fix(path: &Path, source: Source) -> anyhow::Result<Source> {
     write_keeping_mode(path, current.text().as_bytes())
         .with_context(|| format!("cannot write the fixed spec to {}", path.display()))?;
     let plural = if fixed.len() == 1 { "" } else { "es" };
+    let count = fixed.len();
+    // As many lines as diagnostics are shown, then a count.
+    if count > cnnc_spec::MAX_SHOWN {
+        fixed.truncate(cnnc_spec::MAX_SHOWN);
+        fixed.push(format!("  and {} more", count - cnnc_spec::MAX_SHOWN));
+    }
     eprintln!(
-        "fixed {} ({} fix{plural}):\n{}",
+        "fixed {} ({count} fix{plural}):\n{}",
         current.name(),
-        fixed.len(),
         fixed.join("\n")
     );
     Ok(current)
