@@ -324,6 +324,15 @@ fn explain_prints_every_codes_explanation() {
 }
 
 #[test]
+fn explain_alone_lists_every_code() {
+    let output = cnnc(&["explain"]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = stdout(&output);
+    assert_eq!(text.lines().count(), cnnc_spec::Code::ALL.len());
+    assert!(text.contains("E0301  size mismatch\n"), "{text}");
+}
+
+#[test]
 fn explain_suggests_the_code_meant() {
     let output = cnnc(&["explain", "E301"]);
     assert_eq!(output.status.code(), Some(2));

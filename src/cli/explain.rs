@@ -1,5 +1,5 @@
 //! `cnnc explain CODE`: prints a diagnostic code's explanation (what it means, how to fix it, an
-//! example), as `rustc --explain` does. The texts live in `spec/src/error_codes/`, the same
+//! example), as `rustc --explain` does; `cnnc explain` alone lists the codes. The texts live in `spec/src/error_codes/`, the same
 //! source `docs/diagnostics.md` is generated from.
 
 use std::io::Write;
@@ -11,19 +11,31 @@ use cnnc_spec::Code;
 /// Arguments of `cnnc explain`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A diagnostic code, like `E0301` (as printed in `error[E0301]`).
+    /// A diagnostic code, like `E0301` (as printed in `error[E0301]`); without one, every code
+    /// is listed with its title.
     #[arg(value_name = "CODE")]
-    pub code: String,
+    pub code: Option<String>,
 }
 
 /// Runs `cnnc explain`.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let code = find(&args.code)?;
+    let text = match &args.code {
+        Some(code) => find(code)?.explanation().to_owned(),
+        None => list(),
+    };
     std::io::stdout()
         .lock()
-        .write_all(code.explanation().as_bytes())
+        .write_all(text.as_bytes())
         .context("cannot write to standard output")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `E0001  YAML syntax error`, one line per code.
+fn list() -> String {
+    Code::ALL
+        .iter()
+        .map(|code| format!("{}  {}\n", code.as_str(), code.title()))
+        .collect()
 }
 
 /// The code `text` names, or an error that suggests the code meant and says where the codes
