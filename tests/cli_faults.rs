@@ -433,3 +433,39 @@ fn divergence_names_step_and_layer_and_keeps_the_last_checkpoint() {
     assert!(files(&out) == before, "the checkpoint folder changed");
     assert_loadable(&spec, &out, "after the divergence");
 }
+
+#[test]
+fn a_chart_that_cannot_be_written_says_the_checkpoint_was_saved() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (spec, data) = setup(dir.path(), 120);
+    let unit = limit_unit(dir.path());
+    let out = dir.path().join("run");
+    let flags = ["--batch-size", "8", "--epochs", "1"];
+    assert_status(&train(&spec, &data, &out, &flags), 0);
+    let size = |name: &str| std::fs::metadata(out.join(name)).expect("a file").len();
+    // Room for each checkpoint file, not for the chart.
+    let limit = (size("optimizer.state").max(size("model.safetensors")) + 2048).div_ceil(unit);
+    assert!(limit * unit < size("metrics.png"));
+    let args = ["train", arg(&spec), "--resume", arg(&out), "--epochs", "2"];
+    let output = limited(limit, &args);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    let chart = out.join("metrics.png");
+    let error = message
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "error: cannot write `{}`: File too large",
+            chart.display()
+        )) && error.ends_with(&format!(
+            "; the checkpoint of step 30 is saved in {}, and `--resume {}` writes the metrics \
+             again",
+            out.display(),
+            out.display()
+        )),
+        "{message}"
+    );
+    assert_eq!(run_state(&out)["step"], 30);
+}

@@ -899,3 +899,311 @@ fn predict_refuses_unreadable_images_and_folders() {
         ),
     );
 }
+
+/// `cnnc train` of the tiny model on 40 IDX images in `data`, into `out`.
+fn train_tiny(tiny: &Tiny, data: &Path, out: &Path, flags: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        arg(&tiny.spec),
+        "--dataset",
+        "mnist",
+        "--data",
+        arg(data),
+        "--out",
+        arg(out),
+    ];
+    args.extend(flags);
+    cnnc(&args)
+}
+
+#[test]
+fn batch_sizes_beyond_the_dataset_hold_the_dataset() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tiny = Tiny::new(dir.path());
+    let data = dir.path().join("data");
+    write_idx(&data, 40, 20, 4);
+    let huge = u64::MAX.to_string();
+    for batch in ["10000000", "10000000000", huge.as_str()] {
+        let out = dir.path().join(format!("run-{batch}"));
+        let output = train_tiny(
+            &tiny,
+            &data,
+            &out,
+            &["--batch-size", batch, "--epochs", "1"],
+        );
+        assert_status(&output, 0);
+        let notice = format!(
+            "notice: the batch size {batch} is larger than the 40 training images: each epoch is \
+             one batch of 40"
+        );
+        assert!(stderr(&output).contains(&notice), "{}", stderr(&output));
+        // The checkpoint records the batch size asked for, and resumes with it.
+        let state = std::fs::read_to_string(out.join("checkpoint.json")).expect("a checkpoint");
+        assert!(
+            state.contains(&format!("\"batch_size\": {batch}")),
+            "{state}"
+        );
+        let resumed = cnnc(&[
+            "train",
+            arg(&tiny.spec),
+            "--resume",
+            arg(&out),
+            "--epochs",
+            "2",
+        ]);
+        assert_status(&resumed, 0);
+        assert!(
+            stdout(&resumed).contains("epoch 2/2"),
+            "{}",
+            stdout(&resumed)
+        );
+    }
+
+    let eval_with = |batch: &str| {
+        cnnc(&[
+            "eval",
+            arg(&tiny.spec),
+            "--weights",
+            arg(&tiny.weights),
+            "--dataset",
+            "mnist",
+            "--data",
+            arg(&data),
+            "--batch-size",
+            batch,
+        ])
+    };
+    let expected = eval_with("20");
+    assert_status(&expected, 0);
+    for batch in ["10000000", huge.as_str()] {
+        let output = eval_with(batch);
+        assert_status(&output, 0);
+        assert_eq!(stdout(&output), stdout(&expected), "--batch-size {batch}");
+    }
+}
+
+#[test]
+fn numeric_training_flags_are_validated() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tiny = Tiny::new(dir.path());
+    let data = dir.path().join("data");
+    write_idx(&data, 40, 20, 4);
+    let out = dir.path().join("run");
+    let step = ["--schedule", "step"];
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["--gamma", "NaN"],
+            "invalid value 'NaN' for '--gamma <GAMMA>': must be a finite number > 0, got NaN",
+        ),
+        (
+            &["--gamma", "inf"],
+            "invalid value 'inf' for '--gamma <GAMMA>': must be a finite number > 0, got inf",
+        ),
+        (
+            &["--gamma=-1"],
+            "invalid value '-1' for '--gamma <GAMMA>': must be a finite number > 0, got -1",
+        ),
+        (
+            &["--gamma", "-1"],
+            "invalid value '-1' for '--gamma <GAMMA>': must be a finite number > 0, got -1",
+        ),
+        (
+            &["--gamma", "0"],
+            "invalid value '0' for '--gamma <GAMMA>': must be a finite number > 0, got 0",
+        ),
+        (
+            &["--lr", "inf"],
+            "invalid value 'inf' for '--lr <LR>': must be a finite number >= 0, got inf",
+        ),
+        (
+            &["--momentum", "-0.5"],
+            "invalid value '-0.5' for '--momentum <MOMENTUM>': must be a finite number >= 0, got -0.5",
+        ),
+        (
+            &["--weight-decay", "nan"],
+            "invalid value 'nan' for '--weight-decay <WEIGHT_DECAY>': must be a finite number >= 0, got NaN",
+        ),
+    ];
+    for (flags, message) in cases {
+        let output = train_tiny(&tiny, &data, &out, &[&step[..], flags].concat());
+        assert_status(&output, 2);
+        assert!(
+            stderr(&output).starts_with(&format!("error: {message}")),
+            "{flags:?}: {}",
+            stderr(&output)
+        );
+        assert!(!out.exists(), "{flags:?}: the run started");
+    }
+
+    // Adam moves every weight by about the learning rate each step: the loss grows huge but
+    // stays finite, so the run ends, with a notice that it diverged.
+    let output = train_tiny(
+        &tiny,
+        &data,
+        &out,
+        &[
+            "--optimizer",
+            "adam",
+            "--lr",
+            "1e10",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+        ],
+    );
+    assert_status(&output, 0);
+    let message = stderr(&output);
+    let notice = message
+        .lines()
+        .find(|l| l.starts_with("notice: epoch 1's training loss"))
+        .unwrap_or_default();
+    assert!(
+        notice.ends_with(
+            "is more than 10 times that of a uniform guess (2.30 for 10 classes): training is \
+             diverging without overflowing; lower --lr"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn hand_edited_checkpoints_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tiny = Tiny::new(dir.path());
+    let data = dir.path().join("data");
+    write_idx(&data, 40, 20, 4);
+    let out = dir.path().join("run");
+    let flags = ["--batch-size", "8", "--epochs", "1", "--schedule", "step"];
+    assert_status(&train_tiny(&tiny, &data, &out, &flags), 0);
+    let path = out.join("checkpoint.json");
+    let original = std::fs::read_to_string(&path).expect("a checkpoint");
+    let state: serde_json::Value = serde_json::from_str(&original).expect("JSON");
+
+    let cases = [
+        (
+            "/loader/position",
+            serde_json::json!(999),
+            "`loader.position` is 999, past the end of the 40 training images",
+        ),
+        (
+            "/progress/seen",
+            serde_json::json!(u64::MAX),
+            "`progress.seen` is 18446744073709551615, but the loader has handed out 0 images of \
+             this epoch (`loader.position`)",
+        ),
+        (
+            "/recipe/schedule/step_size",
+            serde_json::json!(0),
+            "`recipe.schedule.step_size` is 0, must be at least 1",
+        ),
+        (
+            "/recipe/schedule/gamma",
+            serde_json::json!(-1.0),
+            "`recipe.schedule.gamma` must be a finite number > 0, got -1",
+        ),
+        (
+            "/recipe/lr",
+            serde_json::json!(-0.5),
+            "`recipe.lr` must be a finite number >= 0, got -0.5",
+        ),
+        (
+            "/recipe/batch_size",
+            serde_json::json!(0),
+            "`recipe.batch_size` is 0, must be at least 1",
+        ),
+        (
+            "/step",
+            serde_json::json!(7),
+            "`step` is 7, but 1 finished epochs of 5 batches and 0 batches of the epoch in \
+             progress make 5",
+        ),
+    ];
+    for (pointer, value, problem) in cases {
+        let mut edited = state.clone();
+        *edited.pointer_mut(pointer).expect("the field") = value;
+        std::fs::write(&path, serde_json::to_string_pretty(&edited).expect("JSON"))
+            .expect("written");
+        let output = cnnc(&[
+            "train",
+            arg(&tiny.spec),
+            "--resume",
+            arg(&out),
+            "--epochs",
+            "2",
+        ]);
+        assert_error(
+            &output,
+            1,
+            &format!(
+                "error: {} does not describe a run cnnc could have saved (was it edited by hand?): \
+                 {problem}; restore the file from a copy, or start a new run",
+                path.display()
+            ),
+        );
+    }
+    std::fs::write(&path, &original).expect("restored");
+    let resumed = cnnc(&[
+        "train",
+        arg(&tiny.spec),
+        "--resume",
+        arg(&out),
+        "--epochs",
+        "2",
+    ]);
+    assert_status(&resumed, 0);
+}
+
+#[test]
+fn out_and_resume_naming_a_file_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tiny = Tiny::new(dir.path());
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "keep me").expect("written");
+    for flag in ["--out", "--resume"] {
+        let output = cnnc(&["train", arg(&tiny.spec), flag, arg(&file)]);
+        assert_error(
+            &output,
+            2,
+            &format!(
+                "error: {flag} {} is a file, not a folder; name the folder that holds (or will \
+                 hold) the checkpoint",
+                file.display()
+            ),
+        );
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("still there"),
+            "keep me"
+        );
+    }
+}
+
+#[test]
+fn fmt_never_writes_a_spec_over_the_size_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A spec of exactly the limit, in canonical layout but for its last line, a comment without
+    // the newline that `fmt` adds.
+    let head = "input (1, 4, 4)\n\nflatten\nlinear(out_features=10)\n# ";
+    let mut text = head.to_owned();
+    text.push_str(&"x".repeat(cnnc_spec::MAX_SOURCE_BYTES - head.len()));
+    let spec = write(dir.path(), "big.cnn", &text);
+    assert_status(&cnnc(&["check", arg(&spec)]), 0);
+    let target = dir.path().join("out.cnn");
+    for output in [
+        cnnc(&["fmt", arg(&spec)]),
+        cnnc(&["fmt", arg(&spec), "-o", arg(&target)]),
+    ] {
+        assert_error(
+            &output,
+            1,
+            &format!(
+                "error: {} formatted is 1048577 bytes, more than the limit of 1048576 bytes \
+                 (1 MiB) on a spec; nothing was written: shorten the spec (its comments, names \
+                 or layers) first",
+                spec.display()
+            ),
+        );
+        assert!(output.stdout.is_empty());
+    }
+    assert!(!target.exists());
+}

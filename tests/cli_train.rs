@@ -568,3 +568,84 @@ fn a_folder_another_run_holds_is_refused_and_left_alone() {
     assert!(stderr(&resumed).contains("is in use by another `cnnc train`"));
     assert_eq!(bytes(&out, "checkpoint.json"), before);
 }
+
+#[test]
+fn sigterm_leaves_a_checkpoint_that_resumes_bit_identically() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (spec, data) = setup(dir.path());
+    let (straight, stopped) = (dir.path().join("straight"), dir.path().join("stopped"));
+    let flags = ["--epochs", "4", "--batch-size", "3", "--augment"];
+    assert_status(&train(&spec, &data, &straight, &flags), 0);
+
+    // What `timeout`, `docker stop` and cluster schedulers send.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cnnc"))
+        .args([
+            "train",
+            arg(&spec),
+            "--dataset",
+            "mnist",
+            "--data",
+            arg(&data),
+        ])
+        .args(["--out", arg(&stopped)])
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cnnc starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    // The first line is printed once the signal handlers are in place.
+    let first = lines.next().expect("a first line").expect("UTF-8");
+    assert!(first.starts_with("training "), "{first}");
+    let kill = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("cnnc finishes");
+    assert_eq!(status.code(), Some(143), "{rest:?}");
+    let last = rest.last().map_or("", String::as_str);
+    assert!(
+        last.starts_with("interrupted by SIGTERM ") && last.contains("--resume"),
+        "{rest:?}"
+    );
+
+    let resumed = cnnc(&["train", arg(&spec), "--resume", arg(&stopped)]);
+    assert_status(&resumed, 0);
+    for file in ["model.safetensors", "optimizer.state"] {
+        assert!(
+            bytes(&straight, file) == bytes(&stopped, file),
+            "{file} differs"
+        );
+    }
+}
+
+#[test]
+fn the_chart_is_written_as_png_and_svg() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (spec, data) = setup(dir.path());
+    let out = dir.path().join("run");
+    let flags = [&FAST[..], &["--epochs", "3"]].concat();
+    assert_status(&train(&spec, &data, &out, &flags), 0);
+    let chart = image::load_from_memory(&bytes(&out, "metrics.png")).expect("a PNG chart");
+    assert_eq!((chart.width(), chart.height()), (960, 400));
+    let svg = String::from_utf8(bytes(&out, "metrics.svg")).expect("UTF-8");
+    assert!(
+        svg.starts_with("<svg width=\"960\" height=\"400\""),
+        "{svg}"
+    );
+    // Each panel draws a training (blue) and a validation (orange) curve through 3 epochs.
+    for color in ["#1F77B4", "#FF7F0E"] {
+        let curves: Vec<usize> = svg
+            .lines()
+            .filter(|l| l.starts_with("<polyline") && l.contains(&format!("stroke=\"{color}\"")))
+            .filter_map(|l| {
+                let points = l.split("points=\"").nth(1)?.split('"').next()?;
+                Some(points.split_whitespace().count())
+            })
+            .filter(|&points| points == 3)
+            .collect();
+        assert_eq!(curves.len(), 2, "{color}: {svg}");
+    }
+}

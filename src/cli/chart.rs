@@ -1,242 +1,186 @@
-//! `metrics.png`: training and validation loss and accuracy per epoch, drawn straight into an RGB
-//! bitmap with a built-in 5x7 pixel font, so charts need no system fonts and the same history
-//! always gives the same bytes.
+//! The training chart, `metrics.png` and `metrics.svg`: training and validation loss (left) and
+//! accuracy (right) per epoch, drawn with plotters. Text is drawn from a subset of DejaVu Sans
+//! shipped in `assets/fonts` (through ab_glyph), so charts need no system fonts, and the same
+//! history always gives the same bytes.
 
 use std::io::Cursor;
+use std::sync::OnceLock;
 
 use anyhow::Context;
-use image::{ImageFormat, Rgb, RgbImage};
+use image::{ImageFormat, RgbImage};
+use plotters::backend::RGBPixel;
+use plotters::coord::Shift;
+use plotters::prelude::*;
 
 use super::checkpoint::EpochRecord;
 
-const WIDTH: u32 = 960;
-const HEIGHT: u32 = 400;
-const PANEL: u32 = WIDTH / 2;
-const MARGIN_LEFT: f64 = 78.0;
-const MARGIN_RIGHT: f64 = 20.0;
-const MARGIN_TOP: f64 = 44.0;
-const MARGIN_BOTTOM: f64 = 52.0;
-/// Pixels per font pixel.
-const SCALE: u32 = 2;
+/// Chart size in pixels.
+pub const WIDTH: u32 = 960;
+/// Chart height in pixels.
+pub const HEIGHT: u32 = 400;
 
-const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
-const AXIS: Rgb<u8> = Rgb([90, 90, 90]);
-const GRID: Rgb<u8> = Rgb([225, 225, 225]);
-const TEXT: Rgb<u8> = Rgb([30, 30, 30]);
-const TRAIN: Rgb<u8> = Rgb([31, 119, 180]);
-const VAL: Rgb<u8> = Rgb([255, 127, 14]);
+/// DejaVu Sans cut to printable ASCII (licence beside it), registered as plotters' `sans-serif`;
+/// an SVG viewer draws the text with its own sans-serif font.
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-ASCII.ttf");
+const FAMILY: &str = "sans-serif";
+
+const GRID: RGBColor = RGBColor(225, 225, 225);
+const AXIS: RGBColor = RGBColor(90, 90, 90);
+/// The training curve's colour (matplotlib's first).
+pub const TRAIN: RGBColor = RGBColor(31, 119, 180);
+/// The validation curve's colour (matplotlib's second).
+pub const VAL: RGBColor = RGBColor(255, 127, 14);
 
 /// The chart as PNG bytes.
 pub fn png(history: &[EpochRecord]) -> anyhow::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    render(history)
+    render(history)?
         .write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png)
         .context("cannot encode the metrics chart")?;
     Ok(bytes)
 }
 
-/// Draws the loss panel (left) and the accuracy panel (right).
-pub fn render(history: &[EpochRecord]) -> RgbImage {
-    let mut img = RgbImage::from_pixel(WIDTH, HEIGHT, BACKGROUND);
-    let epochs: Vec<f64> = history.iter().map(|r| r.epoch as f64).collect();
-    let series = |f: fn(&EpochRecord) -> f64| history.iter().map(f).collect::<Vec<f64>>();
-    panel(
-        &mut img,
-        0,
-        "loss",
-        &epochs,
-        &series(|r| r.train_loss),
-        &series(|r| r.val_loss),
-    );
-    panel(
-        &mut img,
-        PANEL,
-        "accuracy %",
-        &epochs,
-        &series(|r| 100.0 * r.train_accuracy),
-        &series(|r| 100.0 * r.val_accuracy),
-    );
-    img
+/// The chart as an RGB bitmap.
+pub fn render(history: &[EpochRecord]) -> anyhow::Result<RgbImage> {
+    register_font()?;
+    let mut pixels = vec![0u8; WIDTH as usize * HEIGHT as usize * 3];
+    {
+        let backend =
+            BitMapBackend::<RGBPixel>::with_buffer_and_format(&mut pixels, (WIDTH, HEIGHT))
+                .map_err(|e| anyhow::anyhow!("cannot draw the metrics chart: {e}"))?;
+        draw(&backend.into_drawing_area(), history)
+            .map_err(|e| anyhow::anyhow!("cannot draw the metrics chart: {e}"))?;
+    }
+    RgbImage::from_raw(WIDTH, HEIGHT, pixels).context("cannot draw the metrics chart")
 }
 
-/// One panel at horizontal offset `left`: title, legend, grid, ticks and both curves.
-fn panel(img: &mut RgbImage, left: u32, title: &str, xs: &[f64], train: &[f64], val: &[f64]) {
-    let x0 = f64::from(left) + MARGIN_LEFT;
-    let x1 = f64::from(left + PANEL) - MARGIN_RIGHT;
-    let (y0, y1) = (MARGIN_TOP, f64::from(HEIGHT) - MARGIN_BOTTOM);
-    text(img, x0 as i64, 12, title, TEXT);
-    let mut legend_x = x1 as i64 - text_width("train   val") - 40;
-    for (name, color) in [("train", TRAIN), ("val", VAL)] {
-        fill(img, legend_x, 18, 16, 4, color);
-        text(img, legend_x + 22, 12, name, TEXT);
-        legend_x += 22 + text_width(name) + 24;
-    }
+/// The chart as an SVG document.
+pub fn svg(history: &[EpochRecord]) -> anyhow::Result<String> {
+    register_font()?;
+    let mut text = String::new();
+    draw(
+        &SVGBackend::with_string(&mut text, (WIDTH, HEIGHT)).into_drawing_area(),
+        history,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot draw the metrics chart: {e}"))?;
+    Ok(text)
+}
 
-    let max_epoch = xs.last().copied().unwrap_or(1.0).max(2.0);
-    let finite = train.iter().chain(val).copied().filter(|v| v.is_finite());
-    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+/// Makes the shipped font plotters' `sans-serif`, once per process.
+fn register_font() -> anyhow::Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let registered = *REGISTERED
+        .get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
+    anyhow::ensure!(registered, "the chart's built-in font cannot be read");
+    Ok(())
+}
+
+/// One curve: its legend name, colour and `(epoch, value)` points.
+type Curve = (&'static str, RGBColor, Vec<(u32, f64)>);
+
+/// Draws both panels on `root`.
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    history: &[EpochRecord],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, 2));
+    let curve = |name, color, value: fn(&EpochRecord) -> f64| -> Curve {
+        let points = history
+            .iter()
+            .map(|r| (r.epoch as u32, value(r)))
+            .filter(|(_, v)| v.is_finite())
+            .collect();
+        (name, color, points)
+    };
+    let last_epoch = history.last().map_or(1, |r| r.epoch as u32);
+    panel(
+        &panels[0],
+        "loss",
+        last_epoch,
+        [
+            curve("train", TRAIN, |r| r.train_loss),
+            curve("val", VAL, |r| r.val_loss),
+        ],
+        SeriesLabelPosition::UpperRight,
+    )?;
+    panel(
+        &panels[1],
+        "accuracy %",
+        last_epoch,
+        [
+            curve("train", TRAIN, |r| 100.0 * r.train_accuracy),
+            curve("val", VAL, |r| 100.0 * r.val_accuracy),
+        ],
+        SeriesLabelPosition::LowerRight,
+    )?;
+    root.present()
+}
+
+/// One panel: title, grid, axes with their ticks, both curves with a dot per epoch, and the
+/// legend at `legend` (where the curves are not likely to be).
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    last_epoch: u32,
+    curves: [Curve; 2],
+    legend: SeriesLabelPosition,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (lo, hi) = value_range(curves.iter().flat_map(|(_, _, points)| points));
+    let last_epoch = last_epoch.max(2);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FAMILY, 22))
+        .margin(14)
+        .x_label_area_size(46)
+        .y_label_area_size(60)
+        .build_cartesian_2d(1u32..last_epoch, lo..hi)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_labels(last_epoch.min(10) as usize)
+        .y_labels(6)
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 15))
+        .bold_line_style(GRID)
+        .light_line_style(WHITE)
+        .axis_style(AXIS)
+        .draw()?;
+    for (name, color, points) in curves {
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
+            });
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(legend)
+        .label_font((FAMILY, 14))
+        .background_style(WHITE.mix(0.9))
+        .border_style(GRID)
+        .draw()
+}
+
+/// The value axis: every finite value with a margin of 5% above and below, or a unit span
+/// around a constant.
+fn value_range<'a>(points: impl Iterator<Item = &'a (u32, f64)>) -> (f64, f64) {
+    let (lo, hi) = points.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &(_, v)| {
         (lo.min(v), hi.max(v))
     });
-    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
-    let (lo, hi) = if hi - lo < 1e-9 {
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let span = hi - lo;
+    if span < 1e-9 {
         (lo - 0.5, hi + 0.5)
     } else {
-        (lo, hi)
-    };
-    let (ticks, step) = nice_ticks(lo, hi, 5);
-    let (lo, hi) = (ticks[0], ticks[ticks.len() - 1]);
-    let decimals = (-step.log10().floor()).max(0.0) as usize;
-    let px = |x: f64| x0 + (x - 1.0) / (max_epoch - 1.0) * (x1 - x0);
-    let py = |y: f64| y1 - (y - lo) / (hi - lo) * (y1 - y0);
-
-    for &t in &ticks {
-        let y = py(t).round() as i64;
-        hline(img, x0 as i64, x1 as i64, y, GRID);
-        let label = format!("{t:.decimals$}");
-        text(img, x0 as i64 - 8 - text_width(&label), y - 7, &label, TEXT);
+        (lo - 0.05 * span, hi + 0.05 * span)
     }
-    let x_step = (max_epoch / 10.0).ceil().max(1.0) as usize;
-    for epoch in (1..=max_epoch as usize).step_by(x_step) {
-        let x = px(epoch as f64).round() as i64;
-        vline(img, x, y0 as i64, y1 as i64, GRID);
-        let label = epoch.to_string();
-        text(img, x - text_width(&label) / 2, y1 as i64 + 8, &label, TEXT);
-    }
-    text(
-        img,
-        ((x0 + x1) / 2.0) as i64 - text_width("epoch") / 2,
-        y1 as i64 + 28,
-        "epoch",
-        TEXT,
-    );
-    hline(img, x0 as i64, x1 as i64, y1 as i64, AXIS);
-    vline(img, x0 as i64, y0 as i64, y1 as i64, AXIS);
-
-    for (values, color) in [(train, TRAIN), (val, VAL)] {
-        let points: Vec<(f64, f64)> = xs
-            .iter()
-            .zip(values)
-            .filter(|(_, v)| v.is_finite())
-            .map(|(&x, &v)| (px(x), py(v)))
-            .collect();
-        for pair in points.windows(2) {
-            line(img, pair[0], pair[1], color);
-        }
-        for &(x, y) in &points {
-            fill(img, x as i64 - 3, y as i64 - 3, 7, 7, color);
-        }
-    }
-}
-
-/// Round tick values (1, 2 or 5 times a power of ten apart) covering `lo..=hi` with about
-/// `target` intervals, and their spacing.
-fn nice_ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, f64) {
-    let raw = (hi - lo) / target as f64;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * magnitude)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * magnitude);
-    let first = (lo / step).floor() as i64;
-    let last = (hi / step).ceil() as i64;
-    ((first..=last).map(|i| i as f64 * step).collect(), step)
-}
-
-fn put(img: &mut RgbImage, x: i64, y: i64, color: Rgb<u8>) {
-    if x >= 0 && y >= 0 && x < i64::from(img.width()) && y < i64::from(img.height()) {
-        img.put_pixel(x as u32, y as u32, color);
-    }
-}
-
-fn fill(img: &mut RgbImage, x: i64, y: i64, w: i64, h: i64, color: Rgb<u8>) {
-    for dy in 0..h {
-        for dx in 0..w {
-            put(img, x + dx, y + dy, color);
-        }
-    }
-}
-
-fn hline(img: &mut RgbImage, x0: i64, x1: i64, y: i64, color: Rgb<u8>) {
-    fill(img, x0, y, x1 - x0 + 1, 1, color);
-}
-
-fn vline(img: &mut RgbImage, x: i64, y0: i64, y1: i64, color: Rgb<u8>) {
-    fill(img, x, y0, 1, y1 - y0 + 1, color);
-}
-
-/// A 2-pixel-wide straight line.
-fn line(img: &mut RgbImage, (xa, ya): (f64, f64), (xb, yb): (f64, f64), color: Rgb<u8>) {
-    let steps = (xb - xa).abs().max((yb - ya).abs()).ceil().max(1.0) as i64;
-    for i in 0..=steps {
-        let t = i as f64 / steps as f64;
-        let (x, y) = (xa + t * (xb - xa), ya + t * (yb - ya));
-        fill(img, x.round() as i64 - 1, y.round() as i64 - 1, 2, 2, color);
-    }
-}
-
-/// Width in pixels of `s` in the built-in font.
-fn text_width(s: &str) -> i64 {
-    (s.chars().count() as i64 * 6 - 1).max(0) * i64::from(SCALE)
-}
-
-/// Draws `s` with its top-left corner at `(x, y)`; characters without a glyph are blank.
-fn text(img: &mut RgbImage, x: i64, y: i64, s: &str, color: Rgb<u8>) {
-    let scale = i64::from(SCALE);
-    for (i, c) in s.chars().enumerate() {
-        let Some(rows) = glyph(c) else { continue };
-        let left = x + i as i64 * 6 * scale;
-        for (row, bits) in rows.iter().enumerate() {
-            for col in 0..5 {
-                if bits & (0b10000 >> col) != 0 {
-                    fill(
-                        img,
-                        left + col * scale,
-                        y + row as i64 * scale,
-                        scale,
-                        scale,
-                        color,
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// The 5x7 bitmap of `c` (one row per byte, the leftmost pixel in bit 4), for the characters the
-/// chart writes.
-fn glyph(c: char) -> Option<[u8; 7]> {
-    Some(match c {
-        '0' => [0x0e, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0e],
-        '1' => [0x04, 0x0c, 0x04, 0x04, 0x04, 0x04, 0x0e],
-        '2' => [0x0e, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1f],
-        '3' => [0x1f, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0e],
-        '4' => [0x02, 0x06, 0x0a, 0x12, 0x1f, 0x02, 0x02],
-        '5' => [0x1f, 0x10, 0x1e, 0x01, 0x01, 0x11, 0x0e],
-        '6' => [0x06, 0x08, 0x10, 0x1e, 0x11, 0x11, 0x0e],
-        '7' => [0x1f, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        '8' => [0x0e, 0x11, 0x11, 0x0e, 0x11, 0x11, 0x0e],
-        '9' => [0x0e, 0x11, 0x11, 0x0f, 0x01, 0x02, 0x0c],
-        '.' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x0c],
-        '%' => [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03],
-        '-' => [0x00, 0x00, 0x00, 0x1f, 0x00, 0x00, 0x00],
-        'a' => [0x00, 0x00, 0x0e, 0x01, 0x0f, 0x11, 0x0f],
-        'c' => [0x00, 0x00, 0x0e, 0x10, 0x10, 0x11, 0x0e],
-        'e' => [0x00, 0x00, 0x0e, 0x11, 0x1f, 0x10, 0x0e],
-        'h' => [0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x11],
-        'i' => [0x04, 0x00, 0x0c, 0x04, 0x04, 0x04, 0x0e],
-        'l' => [0x0c, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0e],
-        'n' => [0x00, 0x00, 0x16, 0x19, 0x11, 0x11, 0x11],
-        'o' => [0x00, 0x00, 0x0e, 0x11, 0x11, 0x11, 0x0e],
-        'p' => [0x00, 0x00, 0x1e, 0x11, 0x1e, 0x10, 0x10],
-        'r' => [0x00, 0x00, 0x16, 0x19, 0x10, 0x10, 0x10],
-        's' => [0x00, 0x00, 0x0e, 0x10, 0x0e, 0x01, 0x1e],
-        't' => [0x08, 0x08, 0x1c, 0x08, 0x08, 0x09, 0x06],
-        'u' => [0x00, 0x00, 0x11, 0x11, 0x11, 0x13, 0x0d],
-        'v' => [0x00, 0x00, 0x11, 0x11, 0x11, 0x0a, 0x04],
-        'y' => [0x00, 0x00, 0x11, 0x11, 0x0f, 0x01, 0x0e],
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
@@ -257,32 +201,62 @@ mod tests {
     }
 
     #[test]
-    fn ticks_are_round_and_cover_the_range() {
-        let (ticks, step) = nice_ticks(0.23, 0.91, 5);
-        assert!((step - 0.2).abs() < 1e-12);
-        assert!(ticks[0] <= 0.23 && *ticks.last().unwrap() >= 0.91);
-        let (ticks, step) = nice_ticks(12.0, 88.0, 5);
-        assert_eq!((step, ticks.len()), (20.0, 6));
+    fn the_value_axis_covers_every_finite_value() {
+        let points = [(1, 0.2), (2, f64::NAN), (3, 1.2)];
+        let (lo, hi) = value_range(points.iter());
+        assert!(
+            (lo - 0.15).abs() < 1e-12 && (hi - 1.25).abs() < 1e-12,
+            "{lo} {hi}"
+        );
+        assert_eq!(value_range([(1, 3.0)].iter()), (2.5, 3.5));
+        assert_eq!(value_range([(1, f64::NAN)].iter()), (0.0, 1.0));
     }
 
     #[test]
-    fn curves_use_both_colours_and_every_glyph_fits() {
-        let img = render(&[
+    fn curves_use_both_colours_and_text_is_drawn() {
+        let history = [
             record(1, 1.2, 0.6),
             record(2, 0.8, 0.7),
             record(3, 0.5, 0.8),
-        ]);
+        ];
+        let img = render(&history).expect("a chart");
         assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
-        let count = |color| img.pixels().filter(|p| **p == color).count();
+        let count = |color: RGBColor| {
+            img.pixels()
+                .filter(|p| p.0 == [color.0, color.1, color.2])
+                .count()
+        };
         assert!(count(TRAIN) > 100 && count(VAL) > 100);
-        for c in "0123456789.%-accuracy loss train val epoch".chars() {
-            assert!(c == ' ' || glyph(c).is_some(), "no glyph for {c:?}");
+        // Dark, anti-aliased pixels are text: titles, tick labels and legends.
+        let dark = img.pixels().filter(|p| p.0.iter().all(|&c| c < 80)).count();
+        assert!(dark > 500, "{dark} dark pixels");
+        assert_eq!(png(&history).expect("a PNG"), png(&history).expect("a PNG"));
+    }
+
+    #[test]
+    fn the_svg_holds_both_curves_of_both_panels() {
+        let svg = svg(&[record(1, 1.2, 0.6), record(2, 0.8, 0.7)]).expect("an SVG");
+        assert!(svg.starts_with("<svg"), "{svg}");
+        // Each text element's content is a line of its own.
+        for text in ["loss", "accuracy %", "epoch", "train", "val"] {
+            assert!(
+                svg.lines().any(|l| l.trim() == text),
+                "no {text} in the SVG"
+            );
+        }
+        for color in ["#1F77B4", "#FF7F0E"] {
+            let curves = svg
+                .lines()
+                .filter(|l| l.contains("<polyline") && l.contains(color))
+                .count();
+            // One curve per panel, and one legend mark per panel.
+            assert_eq!(curves, 4, "{color}");
         }
     }
 
     #[test]
     fn a_single_epoch_and_non_finite_values_still_draw() {
-        let img = render(&[record(1, f64::NAN, 0.5)]);
+        let img = render(&[record(1, f64::NAN, 0.5)]).expect("a chart");
         assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
         assert!(png(&[record(1, 0.7, 0.5)]).is_ok_and(|b| b.starts_with(b"\x89PNG")));
     }

@@ -56,13 +56,15 @@ impl Evaluation {
 }
 
 /// Runs `net` in evaluation mode over every image of `dataset` (in order, `batch_size` at a
-/// time) prepared by `transform`.
+/// time, or all at once if it holds fewer) prepared by `transform`.
 pub fn evaluate(
     net: &mut Network,
     dataset: &Dataset,
     transform: &Transform,
     batch_size: usize,
 ) -> anyhow::Result<Evaluation> {
+    // A batch never holds more than the dataset: buffers are sized by that, not by the flag.
+    let batch_size = batch_size.min(dataset.len()).max(1);
     let mut loader = Loader::new(dataset, transform.clone(), LoaderConfig::eval(batch_size))?;
     let outputs = net.classes();
     let image_len = loader.image_len();

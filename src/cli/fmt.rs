@@ -50,6 +50,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if args.check {
         return check(&source, &text);
     }
+    if text.len() > cnnc_spec::MAX_SOURCE_BYTES {
+        // Written, it could be read by no cnnc command.
+        eprintln!(
+            "error: {} formatted is {} bytes, more than the limit of {} bytes (1 MiB) on a spec; \
+             nothing was written: shorten the spec (its comments, names or layers) first",
+            source.name(),
+            text.len(),
+            cnnc_spec::MAX_SOURCE_BYTES
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
     match &args.output {
         Some(path) => write_atomic(path, text.as_bytes())
             .with_context(|| format!("cannot write `{}`", path.display()))?,

@@ -1,0 +1,227 @@
+//! The hyper-parameters of a run: a new run's from its flags and the defaults, a resumed run's
+//! from its checkpoint (refusing flags that contradict it), and the optimizer and learning-rate
+//! schedule they make.
+
+use std::fmt::Write as _;
+use std::num::NonZeroUsize;
+use std::path::Path;
+
+use cnnc_runtime::optim::{AdamConfig, Optimizer, OptimizerConfig, SgdConfig};
+use cnnc_runtime::schedule::LrSchedule;
+
+use super::super::checkpoint::{OptimizerName, Recipe, Schedule};
+use super::super::job::refuse;
+use super::{Args, DEFAULT_BATCH, DEFAULT_EPOCHS, ScheduleName};
+
+/// The recipe of a new run: flags over defaults.
+pub fn fresh_recipe(args: &Args, epochs: usize) -> anyhow::Result<Recipe> {
+    let optimizer = args.optimizer.unwrap_or(OptimizerName::Sgd);
+    if optimizer != OptimizerName::Sgd && args.momentum.is_some() {
+        anyhow::bail!(
+            "--momentum applies to --optimizer sgd; adam and adamw use betas (0.9, 0.999)"
+        );
+    }
+    let recipe = Recipe {
+        optimizer,
+        lr: args.lr.unwrap_or(match optimizer {
+            OptimizerName::Sgd => 0.01,
+            OptimizerName::Adam | OptimizerName::Adamw => 1e-3,
+        }),
+        momentum: match optimizer {
+            OptimizerName::Sgd => args.momentum.unwrap_or(0.9),
+            OptimizerName::Adam | OptimizerName::Adamw => 0.0,
+        },
+        weight_decay: args.weight_decay.unwrap_or(match optimizer {
+            OptimizerName::Adamw => 0.01,
+            OptimizerName::Sgd | OptimizerName::Adam => 0.0,
+        }),
+        batch_size: args.batch_size.map_or(DEFAULT_BATCH, NonZeroUsize::get),
+        seed: args.seed.unwrap_or(0),
+        augment: args.augment,
+        schedule: schedule(args, epochs, None)?,
+    };
+    Ok(recipe)
+}
+
+/// The schedule the flags ask for; `saved` supplies what they leave open on a resume.
+fn schedule(args: &Args, epochs: usize, saved: Option<Schedule>) -> anyhow::Result<Schedule> {
+    let name = args.schedule.or(match saved {
+        None | Some(Schedule::None) => None,
+        Some(Schedule::Step { .. }) => Some(ScheduleName::Step),
+        Some(Schedule::Cosine { .. }) => Some(ScheduleName::Cosine),
+    });
+    let step_flags = args.step_size.is_some() || args.gamma.is_some();
+    Ok(match name.unwrap_or(ScheduleName::None) {
+        ScheduleName::Step => {
+            let (saved_size, saved_gamma) = match saved {
+                Some(Schedule::Step { step_size, gamma }) => (Some(step_size), Some(gamma)),
+                _ => (None, None),
+            };
+            Schedule::Step {
+                step_size: args
+                    .step_size
+                    .map(NonZeroUsize::get)
+                    .or(saved_size)
+                    .unwrap_or((epochs / 3).max(1)),
+                gamma: args.gamma.or(saved_gamma).unwrap_or(0.1),
+            }
+        }
+        _ if step_flags => anyhow::bail!("--step-size and --gamma apply to --schedule step"),
+        ScheduleName::None => Schedule::None,
+        ScheduleName::Cosine => match saved {
+            Some(cosine @ Schedule::Cosine { .. }) => cosine,
+            _ => Schedule::Cosine { t_max: epochs },
+        },
+    })
+}
+
+/// The resumed run's recipe, refusing flags that contradict it (every difference listed).
+pub fn resumed_recipe(args: &Args, saved: &Recipe, dir: &Path) -> anyhow::Result<Recipe> {
+    let mut wanted = saved.clone();
+    if let Some(optimizer) = args.optimizer {
+        wanted.optimizer = optimizer;
+    }
+    if let Some(lr) = args.lr {
+        wanted.lr = lr;
+    }
+    if let Some(momentum) = args.momentum {
+        wanted.momentum = momentum;
+    }
+    if let Some(weight_decay) = args.weight_decay {
+        wanted.weight_decay = weight_decay;
+    }
+    if let Some(batch) = args.batch_size {
+        wanted.batch_size = batch.get();
+    }
+    if let Some(seed) = args.seed {
+        wanted.seed = seed;
+    }
+    wanted.augment |= args.augment;
+    let t_max = match saved.schedule {
+        Schedule::Cosine { t_max } => t_max,
+        _ => args.epochs.map_or(DEFAULT_EPOCHS, NonZeroUsize::get),
+    };
+    wanted.schedule = schedule(args, t_max, Some(saved.schedule))?;
+    let mut differences = Vec::new();
+    let mut differ = |flag: &str, was: String, now: String| {
+        if was != now {
+            differences.push(format!("{flag} {was} (this command: {now})"));
+        }
+    };
+    differ("--optimizer", name(saved.optimizer), name(wanted.optimizer));
+    differ("--lr", saved.lr.to_string(), wanted.lr.to_string());
+    differ(
+        "--momentum",
+        saved.momentum.to_string(),
+        wanted.momentum.to_string(),
+    );
+    differ(
+        "--weight-decay",
+        saved.weight_decay.to_string(),
+        wanted.weight_decay.to_string(),
+    );
+    differ(
+        "--batch-size",
+        saved.batch_size.to_string(),
+        wanted.batch_size.to_string(),
+    );
+    differ("--seed", saved.seed.to_string(), wanted.seed.to_string());
+    differ(
+        "--augment",
+        saved.augment.to_string(),
+        wanted.augment.to_string(),
+    );
+    differ(
+        "--schedule",
+        describe_schedule(&saved.schedule),
+        describe_schedule(&wanted.schedule),
+    );
+    if !differences.is_empty() {
+        return Err(refuse(format!(
+            "cannot resume {}: its run used {}; drop these flags to continue it, or start a new \
+             run with another --out",
+            dir.display(),
+            differences.join(", ")
+        )));
+    }
+    Ok(wanted)
+}
+
+/// The optimizer `recipe` asks for.
+pub fn build_optimizer(recipe: &Recipe) -> anyhow::Result<Box<dyn Optimizer>> {
+    let config = match recipe.optimizer {
+        OptimizerName::Sgd => OptimizerConfig::Sgd(SgdConfig {
+            momentum: recipe.momentum,
+            weight_decay: recipe.weight_decay,
+            ..SgdConfig::new(recipe.lr)
+        }),
+        OptimizerName::Adam => OptimizerConfig::Adam(AdamConfig {
+            weight_decay: recipe.weight_decay,
+            ..AdamConfig::adam(recipe.lr)
+        }),
+        OptimizerName::Adamw => OptimizerConfig::Adam(AdamConfig {
+            weight_decay: recipe.weight_decay,
+            ..AdamConfig::adamw(recipe.lr)
+        }),
+    };
+    Ok(config.build()?)
+}
+
+/// The runtime schedule of `schedule`.
+pub fn lr_schedule(schedule: &Schedule) -> LrSchedule {
+    let nz = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+    match *schedule {
+        Schedule::None => LrSchedule::Constant,
+        Schedule::Step { step_size, gamma } => LrSchedule::Step {
+            step_size: nz(step_size),
+            gamma,
+        },
+        Schedule::Cosine { t_max } => LrSchedule::Cosine {
+            t_max: nz(t_max),
+            eta_min: 0.0,
+        },
+    }
+}
+
+/// `--optimizer`'s spelling of `optimizer`.
+fn name(optimizer: OptimizerName) -> String {
+    match optimizer {
+        OptimizerName::Sgd => "sgd",
+        OptimizerName::Adam => "adam",
+        OptimizerName::Adamw => "adamw",
+    }
+    .to_owned()
+}
+
+/// The schedule in words.
+fn describe_schedule(schedule: &Schedule) -> String {
+    match *schedule {
+        Schedule::None => "none".to_owned(),
+        Schedule::Step { step_size, gamma } => format!("step (every {step_size} epochs x{gamma})"),
+        Schedule::Cosine { t_max } => format!("cosine (over {t_max} epochs)"),
+    }
+}
+
+/// The recipe in one line, for the first line of a run.
+pub fn describe(recipe: &Recipe) -> String {
+    let mut text = format!(
+        "{} lr {} batch {}",
+        name(recipe.optimizer),
+        recipe.lr,
+        recipe.batch_size
+    );
+    if recipe.optimizer == OptimizerName::Sgd && recipe.momentum != 0.0 {
+        let _ = write!(text, " momentum {}", recipe.momentum);
+    }
+    if recipe.weight_decay != 0.0 {
+        let _ = write!(text, " weight decay {}", recipe.weight_decay);
+    }
+    if recipe.schedule != Schedule::None {
+        let _ = write!(text, " schedule {}", describe_schedule(&recipe.schedule));
+    }
+    if recipe.augment {
+        text.push_str(" augmented");
+    }
+    let _ = write!(text, " seed {}", recipe.seed);
+    text
+}
