@@ -553,7 +553,7 @@ impl<'s> Excerpt<'s> {
             return None;
         }
         let end = end.clamp(start, limit);
-        let start = start - self.offset;
+        let start = self.text.floor_char_boundary(start - self.offset);
         let end = self.text.floor_char_boundary(end - self.offset);
         Some(start..end.max(start))
     }
@@ -573,7 +573,10 @@ impl<'s> Excerpt<'s> {
             return rendered;
         };
         let start = (culprit.start as usize).clamp(self.offset, self.offset + self.text.len());
-        let shown = self.text[..start - self.offset].chars().count() + 1;
+        let shown = self.text[..self.text.floor_char_boundary(start - self.offset)]
+            .chars()
+            .count()
+            + 1;
         let wrong = format!(":{}:{shown}", at.line);
         // The header is the first line after the title.
         let Some(title_end) = rendered.find('\n') else {
@@ -824,6 +827,17 @@ mod tests {
         assert_eq!(shorten(prose.clone()), prose);
         let endless = "x ".repeat(10_000);
         assert_eq!(shorten(endless).chars().count(), MAX_TEXT_CHARS + 1);
+    }
+
+    #[test]
+    fn spans_inside_a_character_render_without_a_panic() {
+        let text = format!("input (1, 8, 8)\nrelu({})\n", "é".repeat(20_000));
+        let source = Source::new("odd.cnn", text, Format::Dsl);
+        for (start, end) in [(24, 25), (30_001, 30_004), (99_999, 99_999)] {
+            let d = Diagnostic::error(Code::DslSyntax, "m", Span::new(start, end), "here")
+                .secondary(Span::new(end, start + 7), "there");
+            let _ = render(&d, &source, false);
+        }
     }
 
     #[test]
