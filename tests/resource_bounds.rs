@@ -8,8 +8,8 @@
 //! `/proc/<pid>/status` while it runs (the final CPU time from its zombie, before it is reaped),
 //! so the test is Linux-only and needs no extra crates. CPU time, not wall time, is bounded: the
 //! machine may be busy with other builds. To bound another command (training on a hostile
-//! dataset, running on hostile weights), add a [`Case`] with the files it needs and its
-//! command lines.
+//! dataset, running on hostile weights), add a [`Case`] with the files it needs, its command
+//! lines and its limits, as the `.npy` case at the end does for `run`.
 
 #![cfg(target_os = "linux")]
 
@@ -377,4 +377,42 @@ fn proc_fields_are_read_as_linux_writes_them() {
     assert_eq!(state_and_cpu(""), (None, 0));
     let status = "Name:\tcnnc\nVmPeak:\t  9000 kB\nVmHWM:\t    2048 kB\n";
     assert_eq!(peak_resident(status), Some(2 << 20));
+}
+
+/// A `.npy` file: the format's header around `header_dict`, then `data`.
+fn npy(header_dict: &str, data: &[u8]) -> Vec<u8> {
+    let text = format!("{header_dict}\n");
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend(
+        u16::try_from(text.len())
+            .expect("a short header")
+            .to_le_bytes(),
+    );
+    bytes.extend(text.as_bytes());
+    bytes.extend(data);
+    bytes
+}
+
+#[test]
+fn run_on_an_input_whose_header_claims_2_to_the_60_samples() {
+    // The pattern for commands beyond the spec readers: the files they need, their command line.
+    let spec = "input (1, 4, 4)\nflatten\nlinear(out_features=2)\n";
+    let claim =
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1152921504606846976, 1, 4, 4), }";
+    let case = Case {
+        name: "a .npy header claiming 2^60 samples",
+        files: vec![
+            ("tiny.cnn", spec.as_bytes().to_vec()),
+            ("huge.npy", npy(claim, &[0; 64])),
+        ],
+        commands: vec![vec![
+            "run", "{}", "--input", "huge.npy", "--output", "y.npy",
+        ]],
+        limits: Limits {
+            cpu_seconds: 2.0,
+            peak_bytes: 64 << 20,
+            output_bytes: 4 << 10,
+        },
+    };
+    assert_bounded(&case);
 }
