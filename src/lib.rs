@@ -1,6 +1,7 @@
 //! cnnc: a compiler for declarative CNN specs. This facade crate is all a user depends on: it
-//! re-exports the [`cnn_model!`] macro, the runtime that generated models run on, and the spec
-//! front-end.
+//! re-exports the [`cnn_model!`] macro and the runtime that generated models run on; with features,
+//! the datasets (`data`, `download`) and the spec front-end (`spec`). README.md lists what each
+//! feature adds.
 //!
 //! A spec (YAML or the cnnc DSL) becomes a statically shaped Rust model at compile time; spec
 //! errors are compile errors. Training the reference CIFAR-10 network a few steps on random data:
@@ -39,12 +40,27 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "spec")]
 pub mod lower;
 
 pub use cnnc_macros::cnn_model;
-pub use cnnc_runtime as runtime;
 pub use cnnc_runtime::error::Error;
+/// The spec front-end: parsing, checking and diagnostics at run time (feature `spec`).
+#[cfg(feature = "spec")]
 pub use cnnc_spec as spec;
+
+/// Datasets, transforms and the batch loader (feature `data`; downloads with `download`).
+#[cfg(feature = "data")]
+pub use cnnc_data as data;
+
+/// The numeric runtime generated models run on: everything of `cnnc_runtime`, and its datasets as
+/// `runtime::data` (feature `data`), where they lived before they got a crate of their own.
+pub mod runtime {
+    /// Datasets, transforms and the batch loader; the same as [`crate::data`].
+    #[cfg(feature = "data")]
+    pub use cnnc_data as data;
+    pub use cnnc_runtime::*;
+}
 /// The ndarray version the runtime uses, for building inputs to `predict` and reading results.
 pub use ndarray;
 

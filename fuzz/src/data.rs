@@ -4,7 +4,7 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use cnnc_runtime::data::{ImageShape, cifar, folder, idx};
+use cnnc_data::{ImageShape, cifar, folder, idx};
 use cnnc_runtime::npy as npy_format;
 
 /// Bytes as a `.npy` file, as `cnnc run` reads inputs.

@@ -1,5 +1,5 @@
 //! The runtime's one error type: every fallible runtime operation (layers, the executor, weights,
-//! arrays and datasets I/O) reports through [`Error`].
+//! arrays I/O) reports through [`Error`].
 
 /// Everything that can go wrong in the runtime. Messages are lower-case and name the layer, the
 /// operation and the shapes involved.
@@ -52,9 +52,6 @@ pub enum Error {
     /// An optimizer was misconfigured or does not fit the model.
     #[error(transparent)]
     Optim(#[from] crate::optim::OptimError),
-    /// A dataset could not be read or does not fit the model.
-    #[error(transparent)]
-    Data(#[from] crate::data::DataError),
 }
 
 impl Error {

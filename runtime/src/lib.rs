@@ -1,13 +1,14 @@
 //! The cnnc numeric runtime: ndarray tensors, layers with forward and backward passes, losses,
-//! optimizers, PyTorch-matching initialisation, safetensors weights I/O and datasets. Knows nothing
-//! of parsing: models arrive as plain numeric layer descriptions ([`config`]).
+//! optimizers, PyTorch-matching initialisation, safetensors weights and `.npy` I/O. Knows nothing
+//! of parsing: models arrive as plain numeric layer descriptions ([`config`]). Datasets, image
+//! decoding and downloads live in the `cnnc-data` crate, so numerics pull none of them.
 
 pub mod config;
-pub mod data;
 pub mod error;
 pub mod exec;
-mod gemm;
+pub mod fsio;
 pub mod init;
+mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod npy;

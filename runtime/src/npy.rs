@@ -1,6 +1,7 @@
 //! NumPy `.npy` files (format versions 1, 2 and 3): what `cnnc run` reads inputs from and writes
 //! logits to. Arrays are read as `f32` in C order, converting from float64, int64, int32, uint8
-//! and big-endian data where every value survives the conversion, and from Fortran order.
+//! and big-endian data only where every value survives the conversion exactly, and from Fortran
+//! order. NaN and infinity are refused: no model input is meant to hold them.
 
 use std::fs::File;
 use std::io::Read;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
 
-use crate::weights::{read_whole, write_atomic};
+use crate::fsio::{read_whole, write_atomic};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
@@ -49,13 +50,32 @@ pub enum NpyError {
         /// NumPy's dtype descriptor, e.g. `<c8`.
         descr: String,
     },
-    /// A value does not survive conversion to `f32` (an integer beyond 2^24 that would round,
-    /// a float64 beyond `f32`'s range).
-    #[error("`{}`: value {value} at index {index:?} cannot be represented as f32", path.display())]
+    /// A value does not survive conversion to `f32` exactly (an integer beyond 2^24, a float64
+    /// with more precision than `f32` or beyond its range): it is never rounded silently.
+    #[error(
+        "`{}`: value {value} at index {index:?} cannot be represented exactly as f32 (the first \
+         such value); cnnc converts only exact values: save the array as float32 (numpy: \
+         `x.astype(np.float32)`) if rounding is what you want",
+        path.display()
+    )]
     Conversion {
         /// The file.
         path: PathBuf,
         /// The value, as written in the file.
+        value: String,
+        /// Its index (C order).
+        index: Vec<usize>,
+    },
+    /// A value is NaN or infinite.
+    #[error(
+        "`{}`: value {value} at index {index:?} is not a finite number (the first such value); \
+         replace NaN and infinities before saving the array",
+        path.display()
+    )]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The value, as written in the file (`NaN`, `inf`, `-inf`).
         value: String,
         /// Its index (C order).
         index: Vec<usize>,
@@ -141,6 +161,7 @@ enum Problem {
     Format(String),
     Dtype(String),
     Conversion { value: String, index: Vec<usize> },
+    NonFinite { value: String, index: Vec<usize> },
 }
 
 impl Problem {
@@ -150,6 +171,7 @@ impl Problem {
             Problem::Format(reason) => NpyError::Format { path, reason },
             Problem::Dtype(descr) => NpyError::Dtype { path, descr },
             Problem::Conversion { value, index } => NpyError::Conversion { path, value, index },
+            Problem::NonFinite { value, index } => NpyError::NonFinite { path, value, index },
         }
     }
 }
@@ -263,13 +285,26 @@ fn convert(header: &Header, data: &[u8]) -> Result<Vec<f32>, Problem> {
                 })
             }
         };
+        let non_finite = |value: String| Problem::NonFinite {
+            value,
+            index: file_index(i, header),
+        };
         let value = match header.element {
-            Element::F32 => f32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]),
+            Element::F32 => {
+                let v = f32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+                if !v.is_finite() {
+                    return Err(non_finite(v.to_string()));
+                }
+                v
+            }
             Element::U8 => f32::from(raw[0]),
             Element::F64 => {
                 let v = f64::from_le_bytes(raw);
+                if !v.is_finite() {
+                    return Err(non_finite(v.to_string()));
+                }
                 let f = v as f32;
-                exact(f.is_finite() || !v.is_finite(), v.to_string(), f)?
+                exact(f64::from(f) == v, v.to_string(), f)?
             }
             Element::I64 => {
                 let v = i64::from_le_bytes(raw);
@@ -570,15 +605,25 @@ mod tests {
 
     #[test]
     fn round_trips_through_bytes_including_non_standard_layouts() {
-        let array =
-            ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1.0, -2.5, 3.0, f32::NAN, 0.0, 7.0])
+        let mut array =
+            ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1.0, -2.5, 3.0, -0.0, 0.0, 7.0])
                 .expect("6 values fit [2, 3]");
         let transposed = array.t();
         let back = decode(&encode(transposed.view())).expect("our own encoding decodes");
         assert_eq!(back.shape(), &[3, 2]);
         for (a, b) in back.iter().zip(transposed.iter()) {
-            assert!(a == b || (a.is_nan() && b.is_nan()));
+            assert_eq!(a.to_bits(), b.to_bits());
         }
+        // NaN is written (logits can be NaN) but not read back as an input.
+        array[[1, 0]] = f32::NAN;
+        assert_eq!(
+            decode(&encode(array.t())).map_err(|p| p.at(Path::new("x.npy")).to_string()),
+            Err(
+                "`x.npy`: value NaN at index [0, 1] is not a finite number (the first such \
+                 value); replace NaN and infinities before saving the array"
+                    .to_owned()
+            )
+        );
     }
 
     #[test]

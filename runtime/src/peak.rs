@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::gemm::{fma_loop, isa};
+use crate::kernels::gemm::{fma_loop, isa};
 
 /// A measured peak.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,7 +71,10 @@ mod tests {
     #[test]
     fn the_loop_counts_two_operations_per_multiply_add() {
         let (flops, value) = fma_loop(10);
-        assert_eq!(flops, (10 * 2 * crate::gemm::MR * crate::gemm::NR) as f64);
+        assert_eq!(
+            flops,
+            (10 * 2 * crate::kernels::gemm::MR * crate::kernels::gemm::NR) as f64
+        );
         assert!(value.is_finite());
     }
 }

@@ -33,9 +33,9 @@ pub(crate) fn simd() -> Simd {
 /// and compares, and `f32::mul_add` (one rounding whatever the instructions; without FMA each is
 /// a call into a software routine). Nothing that sums across lanes belongs here.
 macro_rules! multiversion {
-    ($(#[$attr:meta])* fn $name:ident$(<$($lt:lifetime),*>)?($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident$(<$($lt:lifetime),*>)?($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$attr])*
-        fn $name$(<$($lt),*>)?($($arg: $ty),*) {
+        $vis fn $name$(<$($lt),*>)?($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx2,fma")]

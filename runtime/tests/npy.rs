@@ -40,13 +40,35 @@ fn reads_float32_in_every_version_layout_and_byte_order() {
     assert_eq!(read("f32_empty.npy").shape(), &[0, 3]);
 }
 
+/// A version 1.0 `.npy` file of `descr` elements with `shape`, holding `data`.
+fn npy_bytes(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+    let mut text = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + text.len() + 1) % 64 != 0 {
+        text.push(' ');
+    }
+    text.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((text.len() as u16).to_le_bytes());
+    bytes.extend(text.as_bytes());
+    bytes.extend(data);
+    bytes
+}
+
+fn f64_npy(values: &[f64]) -> Vec<u8> {
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    npy_bytes("<f8", &format!("(1, {})", values.len()), &data)
+}
+
 #[test]
 fn converts_other_dtypes_when_every_value_survives() {
-    let f64 = read("f64.npy");
-    assert_eq!(f64.shape(), &[1, 3]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("f64.npy");
+    fs::write(&path, f64_npy(&[0.5, -1.25, 1.0 / 1024.0, 16_777_216.0])).expect("write");
+    let f64 = read_f32(&path).expect("exact values convert");
+    assert_eq!(f64.shape(), &[1, 4]);
     assert_eq!(
         f64.iter().copied().collect::<Vec<_>>(),
-        [0.5, -1.25, 1e-3f64 as f32]
+        [0.5, -1.25, 1.0 / 1024.0, 16_777_216.0]
     );
     let i64 = read("i64.npy");
     assert_eq!(
@@ -64,6 +86,18 @@ fn refuses_lossy_and_unsupported_dtypes_with_the_file_name() {
     let error = read_f32(&fixture("i64_inexact.npy")).expect_err("2^24 + 1 is not an f32");
     assert!(
         matches!(&error, NpyError::Conversion { value, index, .. } if value == "16777217" && index == &[0])
+    );
+    // numpy's float64 [[0.5, -1.25, 1e-3]]: 1e-3 has no exact f32, and is not rounded silently.
+    let path = fixture("f64.npy");
+    let error = read_f32(&path).expect_err("1e-3 is not an f32");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "`{}`: value 0.001 at index [0, 2] cannot be represented exactly as f32 (the first \
+             such value); cnnc converts only exact values: save the array as float32 (numpy: \
+             `x.astype(np.float32)`) if rounding is what you want",
+            path.display()
+        )
     );
     let error = read_f32(&fixture("complex64.npy")).expect_err("complex");
     assert!(matches!(&error, NpyError::Dtype { descr, .. } if descr == "<c8"));
@@ -114,4 +148,30 @@ fn bad_files_are_errors_naming_the_file() {
     }
     let missing = read_f32(&dir.path().join("absent.npy")).expect_err("no such file");
     assert!(matches!(missing, NpyError::Io { action: "read", .. }));
+}
+
+#[test]
+fn nan_and_infinity_are_refused_with_their_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("x.npy");
+    let f32_data: Vec<u8> = [1.0f32, 2.0, f32::NAN, f32::INFINITY]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    fs::write(&path, npy_bytes("<f4", "(2, 2)", &f32_data)).expect("write");
+    let error = read_f32(&path).expect_err("NaN refused");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "`{}`: value NaN at index [1, 0] is not a finite number (the first such value); \
+             replace NaN and infinities before saving the array",
+            path.display()
+        )
+    );
+    fs::write(&path, f64_npy(&[0.5, f64::NEG_INFINITY])).expect("write");
+    let error = read_f32(&path).expect_err("infinity refused");
+    assert!(
+        matches!(&error, NpyError::NonFinite { value, index, .. } if value == "-inf" && index == &[0, 1]),
+        "{error}"
+    );
 }

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use cnnc_runtime::fsio::write_atomic;
 use cnnc_runtime::param::{Entry, Param, Visit};
 use cnnc_runtime::weights::{
-    LoadProblem, SaveError, TensorData, load, read_tensors, save, state_dict, write_atomic,
-    write_tensors,
+    LoadProblem, SaveError, TensorData, load, read_tensors, save, state_dict, write_tensors,
 };
 use ndarray::{ArrayD, IxDyn};
 use safetensors::Dtype;

@@ -2,7 +2,6 @@
 //! style or as one JSON array (at most [`cnnc_spec::MAX_SHOWN`] per spec, the rest counted);
 //! with `--fix`, first applies the fixes the diagnostics carry, like `cargo fix`.
 
-use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -205,7 +204,8 @@ fn fix(path: &Path, source: Source) -> anyhow::Result<Source> {
             cnnc_spec::MAX_SOURCE_BYTES
         );
     }
-    write_keeping_mode(path, current.text().as_bytes())
+    // Atomic, keeping the file's permissions, replacing a symlink's target.
+    cnnc_runtime::fsio::write_atomic(path, current.text().as_bytes())
         .with_context(|| format!("cannot write the fixed spec to {}", path.display()))?;
     let plural = if fixed.len() == 1 { "" } else { "es" };
     let count = fixed.len();
@@ -220,29 +220,4 @@ fn fix(path: &Path, source: Source) -> anyhow::Result<Source> {
         fixed.join("\n")
     );
     Ok(current)
-}
-
-/// Replaces the file at `path` (a symlink's target, as editors do) with `bytes` atomically: a
-/// synced temporary file in the same directory, given the old file's permissions before it holds
-/// anything, then renamed over it. A crash leaves the old file or the new one, never half of one.
-fn write_keeping_mode(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let target = fs::canonicalize(path)?;
-    let permissions = fs::metadata(&target)?.permissions();
-    let dir = target.parent().unwrap_or(Path::new("."));
-    let mut name = std::ffi::OsString::from(".");
-    name.push(target.file_name().unwrap_or_default());
-    name.push(format!(".{}.fix.tmp", std::process::id()));
-    let temp = dir.join(name);
-    let written = File::create_new(&temp).and_then(|mut file| {
-        file.set_permissions(permissions)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temp, &target)
-    });
-    if written.is_err() {
-        // Best effort: the temporary file is ours and useless; the write error matters more.
-        let _ = fs::remove_file(&temp);
-    }
-    written
 }

@@ -67,7 +67,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     };
     match &args.output {
-        Some(path) => cnnc_runtime::weights::write_atomic(path, code.as_bytes())
+        Some(path) => cnnc_runtime::fsio::write_atomic(path, code.as_bytes())
             .with_context(|| format!("cannot write `{}`", path.display()))?,
         None => std::io::stdout()
             .lock()

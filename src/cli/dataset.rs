@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cnnc_runtime::data::{
-    self, DataError, Dataset, DatasetKind, ImageShape, Normalization, SAMPLE_DIR, Splits, Transform,
+use cnnc_data::{
+    DataError, Dataset, DatasetKind, ImageShape, Normalization, SAMPLE_DIR, Splits, Transform,
 };
 
 use super::job::refuse;
@@ -80,9 +80,15 @@ pub struct Loaded {
     pub splits: Splits,
 }
 
-/// Loads `kind` from `dir` (or its default folder), downloading it first (from `args`'s mirror,
-/// if any) when `args.download` is set and the files are missing.
-pub fn load(kind: DatasetKind, dir: Option<&Path>, args: &DataArgs) -> anyhow::Result<Loaded> {
+/// Loads `kind` from `dir` (or its default folder) for a model whose input is `input`,
+/// downloading it first (from `args`'s mirror, if any) when `args.download` is set and the files
+/// are missing.
+pub fn load(
+    kind: DatasetKind,
+    dir: Option<&Path>,
+    args: &DataArgs,
+    input: ImageShape,
+) -> anyhow::Result<Loaded> {
     let download = args.download;
     let dir = match (kind, dir) {
         (_, Some(dir)) => dir.to_owned(),
@@ -106,24 +112,24 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>, args: &DataArgs) -> anyhow::R
     }
     let mirror = args.mirror().filter(|_| download);
     if let Some(url) = &mirror
-        && let Err(err) = data::download::mirrored_sources(kind, url)
+        && let Err(err) = cnnc_data::download::mirrored_sources(kind, url)
     {
         // A usage problem like a bad flag (exit 2), whether or not a download is needed.
         anyhow::bail!("--mirror or {MIRROR_ENV}: {err}");
     }
-    let splits = match kind.load(&dir) {
+    let splits = match kind.load_for(&dir, input) {
         Err(DataError::NotFound { .. }) if download => {
             let dir = match mirror {
                 None => {
                     eprintln!("downloading {kind} into {} ...", dir.display());
-                    data::download::download(kind, &dir, None)?
+                    cnnc_data::download::download(kind, &dir, None)?
                 }
                 Some(url) => {
                     eprintln!(
                         "downloading {kind} from the mirror {url} into {} ...",
                         dir.display()
                     );
-                    data::download::download(kind, &dir, Some(&url)).with_context(|| {
+                    cnnc_data::download::download(kind, &dir, Some(&url)).with_context(|| {
                         format!(
                             "cannot download {kind} from the mirror {url} (set by --mirror or \
                              {MIRROR_ENV}; it must serve the canonical files as \
@@ -133,7 +139,7 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>, args: &DataArgs) -> anyhow::R
                     })?
                 }
             };
-            kind.load(&dir)?
+            kind.load_for(&dir, input)?
         }
         Err(err @ DataError::NotFound { .. }) if kind != DatasetKind::Sample => {
             return Err(anyhow::Error::new(err).context(format!(
@@ -145,6 +151,37 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>, args: &DataArgs) -> anyhow::R
     };
     let dir = std::path::absolute(&dir).unwrap_or(dir);
     Ok(Loaded { dir, splits })
+}
+
+/// Loads `kind` from `recorded`, the folder a weights file's metadata says it was read from, for
+/// a model whose input is `input`. A file never chooses where cnnc writes: when `recorded` does
+/// not hold the dataset, it is looked for (and, with `--download`, fetched) in the default folder,
+/// as if nothing had been recorded.
+pub fn load_recorded(
+    kind: DatasetKind,
+    recorded: &Path,
+    args: &DataArgs,
+    input: ImageShape,
+) -> anyhow::Result<Loaded> {
+    match kind.load_for(recorded, input) {
+        Ok(splits) => Ok(Loaded {
+            dir: std::path::absolute(recorded).unwrap_or_else(|_| recorded.to_owned()),
+            splits,
+        }),
+        Err(DataError::NotFound { .. }) => {
+            eprintln!(
+                "notice: the weights were trained on {kind} read from {:?}, which does not hold \
+                 it now; looking in the default folder (pass --data DIR to choose)",
+                recorded.display().to_string()
+            );
+            load(kind, None, args, input)
+        }
+        Err(err) => Err(anyhow::Error::new(err).context(format!(
+            "cannot load {kind} from {:?}, the folder the weights' metadata names (pass --data \
+             DIR to choose another)",
+            recorded.display().to_string()
+        ))),
+    }
 }
 
 /// `$XDG_CACHE_HOME/cnnc/<dataset>`, `~/.cache/cnnc/<dataset>`, or `./data/<dataset>` when

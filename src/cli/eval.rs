@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cnnc_runtime::data::DatasetKind;
+use cnnc_data::DatasetKind;
 use serde::Serialize;
 
 use super::OutputFormat;
@@ -46,18 +46,32 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     let mut net = spec.network(0)?;
     let meta = load_weights(&mut net, &args.weights, &spec)?;
     // Without flags, evaluate on what the weights were trained on.
+    if args.data.dataset.is_none()
+        && let Some(name) = &meta.unknown_dataset
+    {
+        anyhow::bail!(
+            "{} were trained on the dataset {name:?} (their metadata `cnnc.dataset`), which cnnc \
+             does not know; pass --dataset ({}) and --data DIR to choose what to evaluate on",
+            args.weights.display(),
+            DatasetKind::ALL.map(DatasetKind::name).join(", ")
+        );
+    }
     let kind = args
         .data
         .dataset
         .map(DatasetKind::from)
         .or(meta.dataset)
         .unwrap_or(DatasetKind::Sample);
-    let dir = args.data.data.clone().or_else(|| {
-        (Some(kind) == meta.dataset)
-            .then(|| meta.data_dir.clone())
-            .flatten()
-    });
-    let loaded = dataset::load(kind, dir.as_deref(), &args.data)?;
+    // The folder the weights name is only read from: downloads go where the flags say.
+    let recorded = meta
+        .data_dir
+        .as_deref()
+        .filter(|_| Some(kind) == meta.dataset);
+    let loaded = match (&args.data.data, recorded) {
+        (Some(dir), _) => dataset::load(kind, Some(dir), &args.data, spec.input())?,
+        (None, Some(recorded)) => dataset::load_recorded(kind, recorded, &args.data, spec.input())?,
+        (None, None) => dataset::load(kind, None, &args.data, spec.input())?,
+    };
     let test = &loaded.splits.test;
     dataset::check_classes(test, net.classes(), &format!("{kind} test data"))?;
     let normalization = meta
@@ -71,7 +85,13 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {
-        OutputFormat::Human => out.write_all(human(&evaluation, &classes, kind).as_bytes())?,
+        OutputFormat::Human => {
+            let shown: Vec<String> = classes
+                .iter()
+                .map(|c| super::terminal::printable(c))
+                .collect();
+            out.write_all(human(&evaluation, &shown, kind).as_bytes())?
+        }
         OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &EvalJson::new(&evaluation, &classes, kind))?;
             writeln!(out)?;

@@ -2,7 +2,7 @@
 //! that per-class precision and recall come from. Shared by `train`'s validation and `eval`.
 
 use anyhow::Context;
-use cnnc_runtime::data::{Dataset, Loader, LoaderConfig, Transform};
+use cnnc_data::{Dataset, Loader, LoaderConfig, Transform};
 use cnnc_runtime::{Mode, Network, softmax_cross_entropy};
 use ndarray::{Array2, ArrayView2, ArrayView4};
 

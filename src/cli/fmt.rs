@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cnnc_runtime::weights::write_atomic;
+use cnnc_runtime::fsio::write_atomic;
 use cnnc_spec::{Format, Source};
 
 use super::{ColorWhen, EXIT_INVALID, Lang};

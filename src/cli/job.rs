@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use cnnc_runtime::data::DataError;
+use cnnc_data::DataError;
 use cnnc_runtime::npy::NpyError;
 use cnnc_runtime::optim::OptimError;
 use cnnc_runtime::weights::{LoadError, LoadProblem, SaveError};
@@ -27,7 +27,7 @@ pub fn refuse(message: impl Into<String>) -> anyhow::Error {
 pub fn finish(result: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
     match result {
         Err(err) if status(&err) == EXIT_INVALID => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", super::terminal::printable(&format!("{err:#}")));
             Ok(ExitCode::from(EXIT_INVALID))
         }
         other => other,

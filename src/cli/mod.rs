@@ -17,6 +17,7 @@ pub mod predict;
 pub mod progress;
 pub mod run;
 pub mod summary;
+pub mod terminal;
 pub mod train;
 
 use std::path::{Path, PathBuf};
@@ -86,7 +87,7 @@ pub fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", terminal::printable(&format!("{err:#}")));
             ExitCode::from(EXIT_TROUBLE)
         }
     }

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use cnnc_data::{DatasetKind, ImageShape, Normalization};
 use cnnc_runtime::Network;
 use cnnc_runtime::config::NetworkDef;
-use cnnc_runtime::data::{DatasetKind, ImageShape, Normalization};
 use cnnc_runtime::weights::{self, LoadProblem};
 use cnnc_spec::CheckedModel;
 use sha2::{Digest, Sha256};
@@ -109,6 +109,8 @@ pub struct WeightsMeta {
     pub normalization: Option<Normalization>,
     /// The dataset trained on.
     pub dataset: Option<DatasetKind>,
+    /// The dataset named by the metadata when cnnc does not know it (then `dataset` is `None`).
+    pub unknown_dataset: Option<String>,
     /// Where it was read from.
     pub data_dir: Option<PathBuf>,
     /// Shape of the dataset's images (before bridging to the model input).
@@ -163,7 +165,8 @@ impl WeightsMeta {
             match serde_json::from_str(text) {
                 Ok(value) => Some(value),
                 Err(err) => {
-                    eprintln!("notice: ignoring the weights' metadata `{key}`: {err}");
+                    let why = super::terminal::printable(&format!("`{key}`: {err}"));
+                    eprintln!("notice: ignoring the weights' metadata {why}");
                     None
                 }
             }
@@ -173,6 +176,10 @@ impl WeightsMeta {
             classes: parsed(map, CLASSES),
             normalization: parsed(map, NORMALIZATION),
             dataset: map.get(DATASET).and_then(|n| DatasetKind::from_name(n)),
+            unknown_dataset: map
+                .get(DATASET)
+                .filter(|n| DatasetKind::from_name(n).is_none())
+                .cloned(),
             data_dir: map.get(DATA_DIR).map(PathBuf::from),
             image_shape: parsed(map, IMAGE_SHAPE),
             step: map.get(STEP).and_then(|s| s.parse().ok()),
@@ -191,6 +198,7 @@ mod tests {
             classes: Some(vec!["cat".into(), "dog".into()]),
             normalization: Some(Normalization::fashion_mnist()),
             dataset: Some(DatasetKind::FashionMnist),
+            unknown_dataset: None,
             data_dir: Some("/data/fm".into()),
             image_shape: Some(ImageShape::new(1, 28, 28)),
             step: Some(42),
@@ -200,5 +208,9 @@ mod tests {
             WeightsMeta::from_map(&BTreeMap::new()),
             WeightsMeta::default()
         );
+        let unknown = BTreeMap::from([(DATASET.to_owned(), "imagenet".to_owned())]);
+        let meta = WeightsMeta::from_map(&unknown);
+        assert_eq!(meta.dataset, None);
+        assert_eq!(meta.unknown_dataset.as_deref(), Some("imagenet"));
     }
 }

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cnnc_runtime::Mode;
-use cnnc_runtime::data::folder::{decode_image, image_to_chw};
-use cnnc_runtime::data::{
+use cnnc_data::folder::{decode_image, image_to_chw};
+use cnnc_data::{
     CIFAR10_CLASSES, DatasetKind, FASHION_MNIST_CLASSES, ImageShape, MNIST_CLASSES, Normalization,
 };
+use cnnc_runtime::Mode;
 use ndarray::ArrayView4;
 use serde::Serialize;
 
@@ -19,6 +19,7 @@ use super::OutputFormat;
 use super::dataset::{self, DatasetName};
 use super::job::{self, refuse};
 use super::model::{Spec, load_weights};
+use super::terminal::printable;
 
 /// Arguments of `cnnc predict`.
 #[derive(Debug, clap::Args)]
@@ -113,19 +114,15 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     match args.format {
         OutputFormat::Human => {
             for result in &results {
-                writeln!(out, "{}", result.image)?;
-                let width = result
-                    .top
-                    .iter()
-                    .map(|t| t.class.chars().count())
-                    .max()
-                    .unwrap_or(0);
-                for (rank, t) in result.top.iter().enumerate() {
+                writeln!(out, "{}", printable(&result.image))?;
+                // Class names come from the weights' metadata: shown, never obeyed.
+                let classes: Vec<String> = result.top.iter().map(|t| printable(&t.class)).collect();
+                let width = classes.iter().map(|c| c.chars().count()).max().unwrap_or(0);
+                for (rank, (t, class)) in result.top.iter().zip(&classes).enumerate() {
                     writeln!(
                         out,
-                        "  {}. {:<width$}  {:>6.2}%",
+                        "  {}. {class:<width$}  {:>6.2}%",
                         rank + 1,
-                        t.class,
                         100.0 * t.probability
                     )?;
                 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cnnc_runtime::data::{Augment, DatasetKind, Loader, LoaderConfig};
+use cnnc_data::{Augment, DatasetKind, Loader, LoaderConfig};
 
 use super::checkpoint::{self, DataInfo, FolderLock, MODEL_FILE, OptimizerName, RunState};
 use super::dataset::{self, DataArgs};
@@ -138,7 +138,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         .data
         .clone()
         .or_else(|| saved.as_ref().map(|(_, s)| s.data.dir.clone()));
-    let loaded = dataset::load(kind, data_dir.as_deref(), &args.data)?;
+    let loaded = dataset::load(kind, data_dir.as_deref(), &args.data, spec.input())?;
     let (train, test) = (&loaded.splits.train, &loaded.splits.test);
     let data = data_info(kind, &loaded);
     if let Some((dir, state)) = &saved {

@@ -10,8 +10,10 @@ use super::{
 };
 use crate::config::LinearConfig;
 use crate::error::{Error, Result};
-use crate::gemm::{Grid, MR, NR, RunTable, Seg, Start, Tile, panels, rows_panel, sum_outer};
 use crate::init::{fan_in_bound, fill_uniform};
+use crate::kernels::gemm::{
+    Grid, MR, NR, RunTable, Seg, Start, Tile, panels, rows_panel, sum_outer,
+};
 use crate::param::{Entry, Param};
 use crate::tensor::{Dims, Mode};
 

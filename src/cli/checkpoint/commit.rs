@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cnnc_runtime::Network;
+use cnnc_runtime::fsio::{is_temp_file_of, sync_dir, write_atomic};
 use cnnc_runtime::optim::Optimizer;
-use cnnc_runtime::weights::{self, TensorData, sync_dir, write_atomic};
+use cnnc_runtime::weights::{self, TensorData};
 
 use super::super::model::WeightsMeta;
 use super::schema::{self, RunState};
@@ -258,9 +259,7 @@ fn temporary_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let Some(file_name) = file_name.to_str() else {
             continue;
         };
-        let ours = names
-            .iter()
-            .any(|name| weights::is_temp_file_of(file_name, name));
+        let ours = names.iter().any(|name| is_temp_file_of(file_name, name));
         if ours {
             found.push(entry.path());
         }

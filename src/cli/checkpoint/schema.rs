@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use cnnc_runtime::data::{Bridge, DatasetKind, ImageShape, LoaderState, Normalization};
+use cnnc_data::{Bridge, DatasetKind, ImageShape, LoaderState, Normalization};
 use serde::{Deserialize, Serialize};
 
 use super::super::job::refuse;
@@ -192,6 +192,7 @@ impl RunState {
             classes: Some(self.data.classes.clone()),
             normalization: Some(self.data.normalization.clone()),
             dataset: Some(self.data.dataset),
+            unknown_dataset: None,
             data_dir: Some(self.data.dir.clone()),
             image_shape: Some(self.data.image_shape),
             step: Some(self.step),

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use cnnc_data::{Dataset, Loader, Transform};
 use cnnc_runtime::Network;
-use cnnc_runtime::data::{Dataset, Loader, Transform};
 use cnnc_runtime::optim::Optimizer;
 use cnnc_runtime::schedule::LrSchedule;
 use ndarray::ArrayView4;

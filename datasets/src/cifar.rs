@@ -46,6 +46,10 @@ const TRAIN_FILES: [&str; 5] = [
 ];
 const TEST_FILE: &str = "test_batch.bin";
 
+/// What an empty batch should have held.
+const BATCH_HINT: &str =
+    "a CIFAR-10 batch holds 10,000 records of 3,073 bytes; the file is incomplete: fetch it again";
+
 /// Loads CIFAR-10's training (the five data batches) and test splits from `dir` or from
 /// `dir/cifar-10-batches-bin`. Class names come from `batches.meta.txt` when present. Normalised
 /// with CIFAR-10's standard statistics.
@@ -73,7 +77,7 @@ fn read_batches(
     let mut images = Vec::new();
     let mut labels = Vec::new();
     for path in paths {
-        if !path.is_file() {
+        if !path.exists() {
             return Err(DataError::NotFound {
                 path: path.clone(),
                 fix: format!(
@@ -96,6 +100,7 @@ fn read_batches(
 
 /// Appends the records of one CIFAR-10 binary batch to `images` (`[N, 3, 32, 32]`) and `labels`,
 /// checking the file is a non-empty whole number of records and every label is below `classes`.
+/// A directory or an empty file is named as such.
 pub fn read_cifar_batch(
     path: &Path,
     classes: usize,
@@ -104,8 +109,21 @@ pub fn read_cifar_batch(
 ) -> Result<(), DataError> {
     let io = |e| DataError::io(path, e);
     let file = File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
-    if len == 0 || len % RECORD as u64 != 0 {
+    let info = file.metadata().map_err(io)?;
+    if info.is_dir() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a directory; a CIFAR-10 batch is a file of 3073-byte records",
+        )));
+    }
+    let len = info.len();
+    if len == 0 {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+            hint: BATCH_HINT,
+        });
+    }
+    if len % RECORD as u64 != 0 {
         return Err(DataError::RecordLength {
             path: path.to_path_buf(),
             len,
@@ -136,7 +154,13 @@ pub fn parse_cifar_batch(
     images: &mut Vec<u8>,
     labels: &mut Vec<usize>,
 ) -> Result<(), DataError> {
-    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
+    if bytes.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+            hint: BATCH_HINT,
+        });
+    }
+    if !bytes.len().is_multiple_of(RECORD) {
         return Err(DataError::RecordLength {
             path: path.to_path_buf(),
             len: bytes.len() as u64,

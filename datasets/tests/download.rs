@@ -10,10 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cnnc_runtime::data::download::{
+use cnnc_data::download::{
     Source, download, download_sources, md5_file, mirrored_sources, sources,
 };
-use cnnc_runtime::data::{DataError, DatasetKind, cifar10, fashion_mnist};
+use cnnc_data::{DataError, DatasetKind, cifar10, fashion_mnist};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 

@@ -12,7 +12,7 @@
 //! since no published statistics exist for someone's own data; the test split reuses the training
 //! split's.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 use super::transform::Normalization;
-use super::{DataError, Dataset, ImageShape, Splits};
+use super::{DataError, Dataset, ImageShape, MAX_DATA_BYTES, MAX_IMAGES, Splits};
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
@@ -33,17 +33,29 @@ const MAX_IMAGE_VALUES: u64 = 1 << 31;
 /// Loads `root/<class>/…` images into one [`Dataset`], normalised with its own statistics.
 pub fn image_folder(root: &Path) -> Result<Dataset, DataError> {
     let mut first = None;
-    let decoded = decode_folder(root, &mut first)?;
-    let channels = if decoded.all_grey() { 1 } else { 3 };
-    let (shape, images, labels) = decoded.assemble(channels);
+    let scanned = scan_folder(root, None, &mut first)?;
+    let channels = if scanned.all_grey() { 1 } else { 3 };
+    check_total(root, &[&scanned], channels)?;
+    let (shape, images, labels) = scanned.decode(channels)?;
     let normalization = Normalization::compute(shape, &images);
-    Dataset::new(shape, images, labels, decoded.classes, normalization)
+    Dataset::new(shape, images, labels, scanned.classes, normalization)
 }
 
 /// Loads `root/train/<class>/…` as the training split and `root/test/<class>/…` (or
 /// `root/val/<class>/…`) as the test split. Both must have the same classes and image size; both
 /// are normalised with the training split's statistics.
 pub fn image_folder_splits(root: &Path) -> Result<Splits, DataError> {
+    splits(root, None)
+}
+
+/// [`image_folder_splits`] for a model whose input is `input`: an image taller or wider than the
+/// input (which no transform would bridge) is refused from its header, before any image is
+/// decoded.
+pub fn image_folder_splits_for(root: &Path, input: ImageShape) -> Result<Splits, DataError> {
+    splits(root, Some(input))
+}
+
+fn splits(root: &Path, input: Option<ImageShape>) -> Result<Splits, DataError> {
     let train_root = root.join("train");
     let test_root = ["test", "val"]
         .iter()
@@ -58,8 +70,8 @@ pub fn image_folder_splits(root: &Path) -> Result<Splits, DataError> {
         });
     };
     let mut first = None;
-    let train = decode_folder(&train_root, &mut first)?;
-    let test = decode_folder(&test_root, &mut first)?;
+    let train = scan_folder(&train_root, input, &mut first)?;
+    let test = scan_folder(&test_root, input, &mut first)?;
     if train.classes != test.classes {
         return Err(DataError::Folder {
             path: test_root,
@@ -75,8 +87,9 @@ pub fn image_folder_splits(root: &Path) -> Result<Splits, DataError> {
     } else {
         3
     };
-    let (shape, train_images, train_labels) = train.assemble(channels);
-    let (_, test_images, test_labels) = test.assemble(channels);
+    check_total(root, &[&train, &test], channels)?;
+    let (shape, train_images, train_labels) = train.decode(channels)?;
+    let (_, test_images, test_labels) = test.decode(channels)?;
     let normalization = Normalization::compute(shape, &train_images);
     Ok(Splits {
         train: Dataset::new(
@@ -93,46 +106,81 @@ pub fn image_folder_splits(root: &Path) -> Result<Splits, DataError> {
 /// The image that fixed the dataset's size: its path, width and height.
 type First = Option<(PathBuf, u32, u32)>;
 
-/// Decoded images of one folder, before they are laid out as a dataset.
-struct Decoded {
+/// One image as its header describes it.
+struct Header {
+    path: PathBuf,
+    label: usize,
+    /// Whether it decodes to grey (no colour channel).
+    grey: bool,
+}
+
+/// The images of one folder, known from their headers alone: nothing is decoded yet.
+struct Scanned {
     classes: Vec<String>,
     width: u32,
     height: u32,
-    /// Pixels (grey `[H, W]` or RGB `[H, W, 3]`), whether grey, and the label.
-    images: Vec<(Vec<u8>, bool, usize)>,
+    images: Vec<Header>,
 }
 
-impl Decoded {
+impl Scanned {
     fn all_grey(&self) -> bool {
-        self.images.iter().all(|(_, grey, _)| *grey)
+        self.images.iter().all(|image| image.grey)
     }
 
-    /// Lays the images out as `[N, channels, H, W]`, repeating grey images into RGB if needed.
-    fn assemble(&self, channels: usize) -> (ImageShape, Vec<u8>, Vec<usize>) {
+    /// Pixel bytes of these images laid out with `channels` channels.
+    fn bytes(&self, channels: usize) -> u128 {
+        self.images.len() as u128
+            * u128::from(self.width)
+            * u128::from(self.height)
+            * channels as u128
+    }
+
+    /// Decodes every image into one `[N, channels, H, W]` buffer, repeating grey images into RGB
+    /// if needed; each must still be what its header said.
+    fn decode(&self, channels: usize) -> Result<(ImageShape, Vec<u8>, Vec<usize>), DataError> {
         let (h, w) = (self.height as usize, self.width as usize);
         let shape = ImageShape::new(channels, h, w);
         let mut images = Vec::with_capacity(self.images.len() * shape.len());
-        for (pixels, grey, _) in &self.images {
-            if *grey {
+        for header in &self.images {
+            let image = decode(&header.path)?;
+            let grey = !image.color().has_color();
+            if (image.width(), image.height(), grey) != (self.width, self.height, header.grey) {
+                return Err(DataError::Folder {
+                    path: header.path.clone(),
+                    reason: "the image changed while the dataset was being read; read it again"
+                        .to_owned(),
+                });
+            }
+            if grey {
+                let pixels = image.into_luma8().into_raw();
                 for _ in 0..channels {
-                    images.extend_from_slice(pixels);
+                    images.extend_from_slice(&pixels);
                 }
             } else {
+                let pixels = image.into_rgb8().into_raw();
                 for c in 0..3 {
                     images.extend(pixels.iter().skip(c).step_by(3));
                 }
             }
         }
-        let labels = self.images.iter().map(|(_, _, label)| *label).collect();
-        (shape, images, labels)
+        let labels = self.images.iter().map(|image| image.label).collect();
+        Ok((shape, images, labels))
     }
 }
 
-fn decode_folder(root: &Path, first: &mut First) -> Result<Decoded, DataError> {
+/// Reads the header of every image below `root`'s class folders, checking before anything is
+/// decoded that all share the size of `first` (set by the first image seen) and, given the model
+/// `input`, that none is taller or wider than it.
+fn scan_folder(
+    root: &Path,
+    input: Option<ImageShape>,
+    first: &mut First,
+) -> Result<Scanned, DataError> {
     let classes = class_folders(root)?;
+    let mut walk = Walk::new(root)?;
     let mut images = Vec::new();
-    for (label, (_, dir)) in classes.iter().enumerate() {
-        let files = image_files(dir)?;
+    for (label, (name, dir)) in classes.iter().enumerate() {
+        let files = walk.image_files(dir, label, name)?;
         if files.is_empty() {
             return Err(DataError::Folder {
                 path: dir.clone(),
@@ -141,24 +189,72 @@ fn decode_folder(root: &Path, first: &mut First) -> Result<Decoded, DataError> {
             });
         }
         for path in files {
-            let image = decode(&path)?;
-            check_size(&path, &image, first)?;
-            let grey = !image.color().has_color();
-            let pixels = if grey {
-                image.into_luma8().into_raw()
-            } else {
-                image.into_rgb8().into_raw()
-            };
-            images.push((pixels, grey, label));
+            let (width, height, grey) = read_header(&path)?;
+            check_size(&path, width, height, first)?;
+            if let Some(input) = input {
+                check_fits(&path, width, height, input)?;
+            }
+            if images.len() as u64 >= MAX_IMAGES {
+                return Err(DataError::Folder {
+                    path: root.to_path_buf(),
+                    reason: format!(
+                        "more than {MAX_IMAGES} images, the limit for one dataset; use fewer"
+                    ),
+                });
+            }
+            images.push(Header { path, label, grey });
         }
     }
     let (width, height) = first.as_ref().map_or((0, 0), |(_, w, h)| (*w, *h));
-    Ok(Decoded {
+    Ok(Scanned {
         classes: classes.into_iter().map(|(name, _)| name).collect(),
         width,
         height,
         images,
     })
+}
+
+/// Refuses, before decoding, image folders whose pixels would not fit in [`MAX_DATA_BYTES`].
+fn check_total(root: &Path, parts: &[&Scanned], channels: usize) -> Result<(), DataError> {
+    let bytes: u128 = parts.iter().map(|part| part.bytes(channels)).sum();
+    if bytes > u128::from(MAX_DATA_BYTES) {
+        let count: usize = parts.iter().map(|part| part.images.len()).sum();
+        let (width, height) = (parts[0].width, parts[0].height);
+        return Err(DataError::Folder {
+            path: root.to_path_buf(),
+            reason: format!(
+                "{count} images of {width}x{height} pixels with {channels} channel(s) need \
+                 {bytes} bytes in memory, more than the limit of {MAX_DATA_BYTES} (4 GiB) for \
+                 one dataset; use fewer or smaller images"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an image taller or wider than the model input: training neither crops nor resizes.
+fn check_fits(path: &Path, width: u32, height: u32, input: ImageShape) -> Result<(), DataError> {
+    if height as usize > input.height || width as usize > input.width {
+        return Err(DataError::Folder {
+            path: path.to_path_buf(),
+            reason: format!(
+                "image is {width}x{height} (width x height) but the model input is {input}; \
+                 images larger than the model input are not cropped or resized for training: \
+                 resize them beforehand (e.g. ImageMagick `mogrify -resize {}x{}! FILE`) or \
+                 give the model a {height}x{width} input",
+                input.width, input.height
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Width, height and whether the image at `path` is grey, from its header alone.
+fn read_header(path: &Path) -> Result<(u32, u32, bool), DataError> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let decoder = open_decoder(BufReader::new(file), path)?;
+    let (width, height) = decoder.dimensions();
+    Ok((width, height, !decoder.color_type().has_color()))
 }
 
 fn decode(path: &Path) -> Result<DynamicImage, DataError> {
@@ -171,10 +267,21 @@ fn decode(path: &Path) -> Result<DynamicImage, DataError> {
 /// decoder's default memory limits. An image larger than its file could possibly encode is refused
 /// before anything is decoded: the JPEG decoder would otherwise fill a cut-off file in with grey,
 /// turning a few hundred bytes into hundreds of megabytes of pixels.
-pub fn decode_image(
-    mut reader: impl BufRead + Seek,
+pub fn decode_image(reader: impl BufRead + Seek, path: &Path) -> Result<DynamicImage, DataError> {
+    let failed = |error| DataError::Decode {
+        path: path.to_path_buf(),
+        error,
+    };
+    let decoder = open_decoder(reader, path)?;
+    DynamicImage::from_decoder(decoder).map_err(failed)
+}
+
+/// The decoder of the image in `reader`, its header read and checked against the file's size and
+/// the decoder's default memory limits.
+fn open_decoder<'a>(
+    mut reader: impl BufRead + Seek + 'a,
     path: &Path,
-) -> Result<DynamicImage, DataError> {
+) -> Result<impl ImageDecoder + 'a, DataError> {
     let io = |e| DataError::io(path, e);
     let start = reader.stream_position().map_err(io)?;
     let file_len = reader
@@ -211,7 +318,7 @@ pub fn decode_image(
     Limits::default()
         .reserve(decoder.total_bytes())
         .map_err(failed)?;
-    DynamicImage::from_decoder(decoder).map_err(failed)
+    Ok(decoder)
 }
 
 /// Most pixels a `file_len`-byte file in `format` can encode, or `None` if unbounded. A PNG
@@ -270,8 +377,7 @@ pub fn image_to_chw(image: &DynamicImage, shape: ImageShape) -> Result<Vec<u8>, 
     Ok(chw)
 }
 
-fn check_size(path: &Path, image: &DynamicImage, first: &mut First) -> Result<(), DataError> {
-    let (w, h) = (image.width(), image.height());
+fn check_size(path: &Path, w: u32, h: u32, first: &mut First) -> Result<(), DataError> {
     match first {
         None => *first = Some((path.to_path_buf(), w, h)),
         Some((first_path, width, height)) if (w, h) != (*width, *height) => {
@@ -307,35 +413,119 @@ fn class_folders(root: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
     Ok(classes)
 }
 
-/// PNG and JPEG files below `dir`, in torchvision's order: folders by path, files by name. Links
-/// are followed as torchvision does, but each real folder is read once, so that a link to a
-/// parent folder cannot make the walk endless.
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let mut folders = vec![dir.to_path_buf()];
-    let mut seen = HashSet::new();
-    let mut found: Vec<(PathBuf, Vec<PathBuf>)> = Vec::new();
-    while let Some(folder) = folders.pop() {
-        let real = std::fs::canonicalize(&folder).map_err(|e| DataError::io(&folder, e))?;
-        if !seen.insert(real) {
-            continue;
-        }
-        let mut entries = visible_entries(&folder)?;
-        // Sorted, and sub-folders stacked in reverse, so the walk and which of two paths to one
-        // folder it keeps do not depend on the order the file system lists entries in.
-        entries.sort();
-        let mut files = Vec::new();
-        for (name, path) in entries.into_iter().rev() {
-            if path.is_dir() {
-                folders.push(path);
-            } else if has_image_extension(&name) {
-                files.push(path);
-            }
-        }
-        files.sort();
-        found.push((folder, files));
+/// The walk over one split's class folders: which real folders and image files each class has
+/// taken, so that links cannot give one image two labels.
+struct Walk {
+    /// The split folder, resolved: a link to it or above it would reach every class.
+    root: PathBuf,
+    /// Real folder walked → (its class, the path it was reached by).
+    folders: HashMap<PathBuf, (usize, Reached)>,
+    /// Real image file → (its class, the path it was reached by).
+    files: HashMap<PathBuf, (usize, Reached)>,
+}
+
+impl Walk {
+    fn new(root: &Path) -> Result<Self, DataError> {
+        Ok(Walk {
+            root: std::fs::canonicalize(root).map_err(|e| DataError::io(root, e))?,
+            folders: HashMap::new(),
+            files: HashMap::new(),
+        })
     }
-    found.sort_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
-    Ok(found.into_iter().flat_map(|(_, files)| files).collect())
+
+    /// PNG and JPEG files below `dir`, the folder of class `label` (`class`), in torchvision's
+    /// order: folders by path, files by name. Links are followed as torchvision does, but each
+    /// real folder is read once, so that a link to a parent folder cannot make the walk endless.
+    /// A link that leads out of the class, to the split folder or above it, to another class's
+    /// folder or to one of its images, is refused: it would label the same images as two classes.
+    fn image_files(
+        &mut self,
+        dir: &Path,
+        label: usize,
+        class: &str,
+    ) -> Result<Vec<PathBuf>, DataError> {
+        let mut folders = vec![dir.to_path_buf()];
+        let mut found: Vec<(PathBuf, Vec<PathBuf>)> = Vec::new();
+        while let Some(folder) = folders.pop() {
+            let real = std::fs::canonicalize(&folder).map_err(|e| DataError::io(&folder, e))?;
+            if self.root.starts_with(&real) {
+                return Err(DataError::Folder {
+                    path: folder,
+                    reason: format!(
+                        "leads to {}, which holds the class folders themselves: its images would \
+                         all be labelled `{class}`; remove the link",
+                        real.display()
+                    ),
+                });
+            }
+            let here = Reached {
+                path: folder.clone(),
+                class: class.to_owned(),
+            };
+            match self.folders.get(&real) {
+                Some((seen, _)) if *seen == label => continue,
+                Some((_, other)) => return Err(twice(here, other)),
+                None => {}
+            }
+            self.folders.insert(real, (label, here));
+            let mut entries = visible_entries(&folder)?;
+            // Sorted, and sub-folders stacked in reverse, so the walk and which of two paths to
+            // one folder it keeps do not depend on the order the file system lists entries in.
+            entries.sort();
+            let mut files = Vec::new();
+            for (name, path) in entries.into_iter().rev() {
+                if path.is_dir() {
+                    folders.push(path);
+                } else if has_image_extension(&name) {
+                    let real = std::fs::canonicalize(&path).map_err(|e| DataError::io(&path, e))?;
+                    let here = Reached {
+                        path: path.clone(),
+                        class: class.to_owned(),
+                    };
+                    match self.files.get(&real) {
+                        Some((seen, other)) if *seen != label => return Err(twice(here, other)),
+                        Some(_) => {}
+                        None => {
+                            self.files.insert(real, (label, here));
+                        }
+                    }
+                    files.push(path);
+                }
+            }
+            files.sort();
+            found.push((folder, files));
+        }
+        found.sort_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
+        Ok(found.into_iter().flat_map(|(_, files)| files).collect())
+    }
+}
+
+/// A path the walk took, and the class it was taken for.
+#[derive(Clone)]
+struct Reached {
+    path: PathBuf,
+    class: String,
+}
+
+/// `a` and `b`, of two classes, are the same file or folder: one of them through a link, which
+/// the error names first.
+fn twice(a: Reached, b: &Reached) -> DataError {
+    let is_link = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_symlink());
+    let (link, other) = if !is_link(&a.path) && is_link(&b.path) {
+        (b, &a)
+    } else {
+        (&a, b)
+    };
+    DataError::Folder {
+        path: link.path.clone(),
+        reason: format!(
+            "is the same as {} (through a link): its images would be labelled both `{}` and \
+             `{}`; remove the link",
+            other.path.display(),
+            link.class,
+            other.class
+        ),
+    }
 }
 
 /// Entries of `dir` whose name does not start with `.`, as (name, path).

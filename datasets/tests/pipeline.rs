@@ -10,7 +10,7 @@
 //! ```
 //! which is computed here with the same f32 operations, so the comparison is exact.
 
-use cnnc_runtime::data::{
+use cnnc_data::{
     Augment, AugmentDraw, DataError, Dataset, ImageShape, Loader, LoaderConfig, LoaderState,
     Normalization, Transform,
 };

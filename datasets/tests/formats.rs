@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use cnnc_runtime::data::idx::{load_idx, read_idx_images, read_idx_labels};
-use cnnc_runtime::data::{
+use cnnc_data::idx::{load_idx, read_idx_images, read_idx_labels};
+use cnnc_data::{
     CIFAR10_CLASSES, DataError, FASHION_MNIST_CLASSES, ImageShape, Normalization, cifar10,
     fashion_mnist, image_folder, image_folder_splits, mnist,
 };
@@ -98,6 +98,47 @@ fn fashion_mnist_and_mnist_find_their_files() {
     let splits = mnist(tv.path()).unwrap();
     assert_eq!(splits.test.class_names()[7], "7");
     assert_eq!(splits.test.normalization(), &Normalization::mnist());
+}
+
+#[test]
+fn a_raw_idx_file_and_its_gzip_twin_must_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels, pixels) = tiny_idx();
+    // torchvision keeps both side by side: identical twins load.
+    for split in ["train", "t10k"] {
+        for (name, bytes) in [("images-idx3", &images), ("labels-idx1", &labels)] {
+            let stem = format!("FashionMNIST/raw/{split}-{name}-ubyte");
+            write(dir.path(), &stem, bytes);
+            write(dir.path(), &format!("{stem}.gz"), &gzip(bytes));
+        }
+    }
+    let splits = fashion_mnist(dir.path()).unwrap();
+    assert_eq!(splits.train.images(), pixels.as_slice());
+
+    // Twins that differ are refused, naming both: neither is silently preferred.
+    let mut other = pixels.clone();
+    other[4] ^= 1;
+    let stale = idx_bytes(0x803, &[3, 2, 3], &other);
+    let gz = write(
+        dir.path(),
+        "FashionMNIST/raw/t10k-images-idx3-ubyte.gz",
+        &gzip(&stale),
+    );
+    let raw = gz.with_extension("");
+    let err = fashion_mnist(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, DataError::Conflict { path, other } if *path == raw && *other == gz),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} and {} are both present but hold different data; cnnc cannot tell which one is \
+             meant: remove the stale one (or fetch both again)",
+            raw.display(),
+            gz.display()
+        )
+    );
 }
 
 #[test]
@@ -384,11 +425,29 @@ fn cifar_malformed_files_are_refused() {
     let err = cifar10(dir.path()).unwrap_err();
     assert!(err.to_string().contains("cifar-10-binary.tar.gz"), "{err}");
     // Empty batch.
-    write(dir.path(), "data_batch_2.bin", &[]);
-    assert!(matches!(
-        cifar10(dir.path()),
-        Err(DataError::RecordLength { len: 0, .. })
-    ));
+    let empty = write(dir.path(), "data_batch_2.bin", &[]);
+    assert_eq!(
+        cifar10(dir.path()).unwrap_err().to_string(),
+        format!(
+            "{}: the file is empty (0 bytes); a CIFAR-10 batch holds 10,000 records of 3,073 \
+             bytes; the file is incomplete: fetch it again",
+            empty.display()
+        )
+    );
+    // A directory where a batch belongs is named as one, not as missing.
+    std::fs::remove_file(&empty).unwrap();
+    std::fs::create_dir(&empty).unwrap();
+    let err = cifar10(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, DataError::Io { path, .. } if *path == empty),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with("it is a directory; a CIFAR-10 batch is a file of 3073-byte records"),
+        "{err}"
+    );
+    std::fs::remove_dir(&empty).unwrap();
     // Malformed class names.
     write(dir.path(), "data_batch_2.bin", &record);
     write(dir.path(), "batches.meta.txt", b"a\nb\n");

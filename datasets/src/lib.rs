@@ -1,9 +1,40 @@
-//! Datasets: strict readers for CIFAR-10 binaries, MNIST/Fashion-MNIST IDX files and image folders,
+//! cnnc's datasets, apart from the numeric runtime: strict readers for CIFAR-10 binaries, MNIST/Fashion-MNIST IDX files and image folders,
 //! the in-memory [`Dataset`] they all produce, transforms to normalised f32 model input, and a
 //! seeded, resumable batch loader.
 //!
 //! Readers never trust a header: sizes are checked against the file before anything is allocated,
 //! and every error names the file, the record or byte offset, and what to do about it.
+//!
+//! Image decoding (`image`) and gzip (`flate2`) are this crate's own dependencies; downloads over
+//! HTTPS (`ureq`, `rustls`) need the `download` feature. A model built with `cnn_model!` needs none
+//! of them: `cnnc` re-exports this crate as `cnnc::data` only with its `data` feature.
+//!
+//! A dataset held in memory, transformed for a model with a 3x4x4 input (grey 2x2 images are
+//! repeated to RGB and padded), in shuffled batches written into buffers the caller owns:
+//!
+//! ```
+//! use cnnc_data::{Dataset, ImageShape, Loader, LoaderConfig, Normalization, Transform};
+//!
+//! let shape = ImageShape::new(1, 2, 2);
+//! let pixels: Vec<u8> = (0..12).map(|v| v * 20).collect(); // three 1x2x2 images
+//! let classes = vec!["dark".to_owned(), "light".to_owned()];
+//! let norm = Normalization::new(vec![0.5], vec![0.25]);
+//! let data = Dataset::new(shape, pixels, vec![0, 1, 1], classes, norm)?;
+//!
+//! let input = ImageShape::new(3, 4, 4);
+//! let transform = Transform::new(data.shape(), data.normalization(), input)?;
+//! assert!(transform.bridge().is_some(), "1 -> 3 channels, 2x2 padded to 4x4");
+//! let mut loader = Loader::new(&data, transform, LoaderConfig::train(2, 7))?;
+//!
+//! // `[B, C, H, W]` floats, as a model's `predict` takes them.
+//! let (mut images, mut labels) = (vec![0.0; 2 * input.len()], vec![0; 2]);
+//! let mut seen = 0;
+//! while let Some(n) = loader.next_batch(&mut images, &mut labels)? {
+//!     seen += n;
+//! }
+//! assert_eq!(seen, 3);
+//! # Ok::<(), cnnc_data::DataError>(())
+//! ```
 
 pub mod cifar;
 #[cfg(feature = "download")]
@@ -20,7 +51,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use cifar::{CIFAR10_CLASSES, cifar10};
-pub use folder::{image_folder, image_folder_splits};
+pub use folder::{image_folder, image_folder_splits, image_folder_splits_for};
 pub use idx::{FASHION_MNIST_CLASSES, MNIST_CLASSES, fashion_mnist, mnist};
 pub use loader::{Loader, LoaderConfig, LoaderState};
 pub use sample::{SAMPLE_DIR, fashion_mnist_sample};
@@ -144,6 +175,14 @@ pub enum DataError {
         /// What the file should look like.
         hint: &'static str,
     },
+    /// A dataset file is empty.
+    #[error("{}: the file is empty (0 bytes); {hint}", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold.
+        hint: &'static str,
+    },
     /// A binary file is not a whole number of fixed-size records.
     #[error(
         "{}: {len} bytes is not a whole number of {record}-byte records ({records} records and \
@@ -159,6 +198,20 @@ pub enum DataError {
         len: u64,
         /// The record size the format requires.
         record: u64,
+    },
+    /// Two files that could each be the dataset's (a raw IDX file and its `.gz` twin) hold
+    /// different data.
+    #[error(
+        "{} and {} are both present but hold different data; cnnc cannot tell which one is meant: \
+         remove the stale one (or fetch both again)",
+        path.display(),
+        other.display()
+    )]
+    Conflict {
+        /// The file read first.
+        path: PathBuf,
+        /// Its twin.
+        other: PathBuf,
     },
     /// Image and label files of one split disagree on the number of examples.
     #[error(
@@ -237,7 +290,9 @@ pub enum DataError {
         /// The dataset's height.
         height: u32,
     },
-    /// An image folder has no class sub-folders, or a class folder has no image.
+    /// An image folder has no class sub-folders, a class folder has no image, a link inside it
+    /// would label images twice, or its images' headers show they cannot fit (larger than the
+    /// model input, or more pixels in total than [`MAX_DATA_BYTES`]).
     #[error("{}: {reason}", path.display())]
     Folder {
         /// The folder.
@@ -539,6 +594,16 @@ impl DatasetKind {
             DatasetKind::Mnist => mnist(dir),
             DatasetKind::Folder => image_folder_splits(dir),
             DatasetKind::Sample => fashion_mnist_sample(dir),
+        }
+    }
+
+    /// Loads both splits from `dir` for a model whose input is `input`: as [`DatasetKind::load`],
+    /// but image folders are refused from the images' headers, before anything is decoded, when
+    /// an image is larger than the input ([`image_folder_splits_for`]).
+    pub fn load_for(self, dir: &Path, input: ImageShape) -> Result<Splits, DataError> {
+        match self {
+            DatasetKind::Folder => image_folder_splits_for(dir, input),
+            other => other.load(dir),
         }
     }
 }

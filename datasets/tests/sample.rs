@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use cnnc_runtime::data::{DataError, DatasetKind, ImageShape, SAMPLE_DIR, fashion_mnist_sample};
+use cnnc_data::{DataError, DatasetKind, ImageShape, SAMPLE_DIR, fashion_mnist_sample};
 
 #[test]
 fn the_shipped_sample_is_the_balanced_subset() {

@@ -193,8 +193,18 @@ fn fetch(agent: &ureq::Agent, source: &Source, dir: &Path) -> Result<PathBuf, Da
         });
     }
     std::fs::rename(&part, &dest).map_err(|e| DataError::io(&dest, e))?;
-    crate::weights::sync_dir(dir).map_err(|e| DataError::io(dir, e))?;
+    sync_dir(dir).map_err(|e| DataError::io(dir, e))?;
     Ok(dest)
+}
+
+/// Makes the rename into `dir` durable (as `cnnc_runtime::weights` does for weights). Directories
+/// cannot be opened for syncing everywhere, so this is a no-op off Unix.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// Streams `source` into `part`, returning the MD5 of what was written.

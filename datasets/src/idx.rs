@@ -186,7 +186,18 @@ fn load_idx_splits(
     normalization: &Normalization,
     fix: &str,
 ) -> Result<Splits, DataError> {
-    let find = |stem: &str| find_idx_file(dir, torchvision_name, stem, fix);
+    let find = |stem: &str| {
+        let kind = if stem.contains("images") {
+            IdxKind::Images
+        } else {
+            IdxKind::Labels
+        };
+        let (path, twin) = find_idx_file(dir, torchvision_name, stem, fix)?;
+        if let Some(twin) = twin {
+            check_twins(&path, &twin, kind)?;
+        }
+        Ok::<_, DataError>(path)
+    };
     let train = load_idx(
         &find("train-images-idx3-ubyte")?,
         &find("train-labels-idx1-ubyte")?,
@@ -203,22 +214,25 @@ fn load_idx_splits(
 }
 
 /// The first existing file among `stem`, `stem.gz` and the variants with `.idx` (as some mirrors
-/// name them), in `dir` then in `dir/<torchvision_name>/raw`.
+/// name them), in `dir` then in `dir/<torchvision_name>/raw`; with it, its compressed or
+/// uncompressed twin when that exists too (torchvision keeps both side by side).
 fn find_idx_file(
     dir: &Path,
     torchvision_name: &str,
     stem: &str,
     fix: &str,
-) -> Result<PathBuf, DataError> {
+) -> Result<(PathBuf, Option<PathBuf>), DataError> {
     let dotted = stem.replacen("-idx", ".idx", 1);
     let torchvision = dir.join(torchvision_name).join("raw");
     for folder in [dir, torchvision.as_path()] {
         for name in [stem, dotted.as_str()] {
-            for ext in ["", ".gz"] {
-                let path = folder.join(format!("{name}{ext}"));
-                if path.is_file() {
-                    return Ok(path);
-                }
+            let raw = folder.join(name);
+            let gz = folder.join(format!("{name}.gz"));
+            match (raw.is_file(), gz.is_file()) {
+                (true, true) => return Ok((raw, Some(gz))),
+                (true, false) => return Ok((raw, None)),
+                (false, true) => return Ok((gz, None)),
+                (false, false) => {}
             }
         }
     }
@@ -226,6 +240,18 @@ fn find_idx_file(
         path: dir.join(format!("{stem}.gz")),
         fix: fix.to_owned(),
     })
+}
+
+/// Refuses a raw IDX file and its `.gz` twin that hold different data: which one cnnc read would
+/// otherwise decide, silently, what a model trains or is evaluated on.
+fn check_twins(raw: &Path, gz: &Path, kind: IdxKind) -> Result<(), DataError> {
+    if read_idx(raw, kind)? != read_idx(gz, kind)? {
+        return Err(DataError::Conflict {
+            path: raw.to_path_buf(),
+            other: gz.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

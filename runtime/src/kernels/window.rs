@@ -1,0 +1,348 @@
+//! Max-pooling window kernels over pixel-major activations, vectorised along channels: the
+//! maximum of a window and where it lies, and the routing of a gradient back to that position.
+//! Shared by the max pool layer and the max pool fused into a convolution.
+
+/// The `argmax` of an output value whose gradient goes nowhere: masked by the ReLU before.
+pub(crate) const NONE: u16 = u16::MAX;
+
+/// Whether the CPU runs the AVX-512 window kernels (detected once per pass).
+#[derive(Clone, Copy)]
+pub(crate) struct Wide(bool);
+
+impl Wide {
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        return Wide(crate::simd::simd() == crate::simd::Simd::Avx512);
+        #[cfg(not(target_arch = "x86_64"))]
+        Wide(false)
+    }
+}
+
+/// One pooling window in an image, `c` channels: position `(iy, ix)` of `rows x cols` holds them
+/// at `iy * row + ix * col`.
+#[derive(Clone, Copy)]
+pub(crate) struct Window {
+    rows: (usize, usize),
+    cols: (usize, usize),
+    row: usize,
+    col: usize,
+    c: usize,
+}
+
+impl Window {
+    /// The window `rows x cols` of a buffer whose rows lie `row` values apart and whose pixels
+    /// `col` apart, each with `c <= col` channels.
+    pub(crate) fn strided(
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        row: usize,
+        col: usize,
+        c: usize,
+    ) -> Self {
+        Window {
+            rows: (rows.start, rows.end),
+            cols: (cols.start, cols.end),
+            row,
+            col,
+            c,
+        }
+    }
+
+    /// Offsets of the window's positions in scan order (rows, then columns).
+    fn offsets(self) -> impl Iterator<Item = usize> {
+        (self.rows.0..self.rows.1).flat_map(move |iy| {
+            (self.cols.0..self.cols.1).map(move |ix| iy * self.row + ix * self.col)
+        })
+    }
+
+    /// Panics unless every position's channels lie in `len` values.
+    fn check(self, len: usize) {
+        let end = (self.rows.1 > self.rows.0 && self.cols.1 > self.cols.0)
+            .then(|| (self.rows.1 - 1) * self.row + (self.cols.1 - 1) * self.col + self.c);
+        assert!(end.unwrap_or(0) <= len, "pool window runs past its image");
+    }
+
+    /// `out[ch]` = the maximum of channel `ch` over the window and `argmax[ch]` its position in
+    /// scan order: the first maximum, or the last NaN, which wins as in PyTorch (an all -inf or
+    /// empty window gives position 0). With `relu`, [`NONE`] where the maximum is not positive.
+    pub(crate) fn max(
+        self,
+        wide: Wide,
+        x: &[f32],
+        out: &mut [f32],
+        argmax: &mut [u16],
+        relu: bool,
+    ) {
+        self.check(x.len());
+        assert!(
+            out.len() == self.c && argmax.len() == self.c,
+            "one output pixel"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if wide.0 {
+            // SAFETY: `check` bounds every read, `out` and `argmax` hold `c` values, and `wide`
+            // says the CPU has AVX-512F.
+            return unsafe {
+                avx512::max(
+                    self,
+                    x.as_ptr(),
+                    out.as_mut_ptr(),
+                    argmax.as_mut_ptr(),
+                    relu,
+                )
+            };
+        }
+        let _ = wide;
+        out.fill(f32::NEG_INFINITY);
+        argmax.fill(0);
+        for (p, at) in self.offsets().enumerate() {
+            let lanes = out.iter_mut().zip(argmax.iter_mut());
+            for ((m, i), &v) in lanes.zip(&x[at..at + self.c]) {
+                // Selects, not a branch, so the channel loop vectorises.
+                let take = v > *m || v.is_nan();
+                *m = if take { v } else { *m };
+                *i = if take { p as u16 } else { *i };
+            }
+        }
+        if relu {
+            for (i, &m) in argmax.iter_mut().zip(out.iter()) {
+                *i = if m > 0.0 { *i } else { NONE };
+            }
+        }
+    }
+
+    /// Stores the window's `dx` (the window overlaps no other): `0.0 + dy` at the position
+    /// `argmax` names, zeros elsewhere. The sum is what [`Window::add`] gives by adding into
+    /// zeros (it turns -0.0 into 0.0), so both give the same bits.
+    pub(crate) fn store(self, wide: Wide, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
+        self.check(dx.len());
+        assert!(
+            argmax.len() == self.c && dy.len() == self.c,
+            "one output pixel"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if wide.0 {
+            // SAFETY: `check` bounds every write to `dx`, `argmax` and `dy` hold `c` values, and
+            // `wide` says the CPU has AVX-512F.
+            return unsafe { avx512::store(self, argmax.as_ptr(), dy.as_ptr(), dx.as_mut_ptr()) };
+        }
+        let _ = wide;
+        for (p, at) in self.offsets().enumerate() {
+            let lanes = dx[at..at + self.c].iter_mut().zip(argmax.iter().zip(dy));
+            for (d, (&i, &grad)) in lanes {
+                *d = if usize::from(i) == p { 0.0 + grad } else { 0.0 };
+            }
+        }
+    }
+
+    /// Adds `dy` into `dx` at the positions `argmax` names: for windows that overlap, in the
+    /// order of the output pixels.
+    pub(crate) fn add(self, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
+        let width = self.cols.1 - self.cols.0;
+        for (ch, (&i, &grad)) in argmax.iter().zip(dy).enumerate() {
+            if i != NONE && width > 0 {
+                let (iy, ix) = (
+                    self.rows.0 + usize::from(i) / width,
+                    self.cols.0 + usize::from(i) % width,
+                );
+                if iy < self.rows.1 {
+                    dx[iy * self.row + ix * self.col + ch] += grad;
+                }
+            }
+        }
+    }
+}
+
+/// The [`Window`] kernels with AVX-512, 16 channels to a register, up to `GROUP` channels at a
+/// time held in registers. Positions go in scan order, every channel of a position before the
+/// next (the order the portable loops take), which keeps the reads sequential: taking 16
+/// channels over the whole window at a time instead doubled the time of the seed model's first
+/// pool. Masked loads and stores are slow here, so only a last, partial block uses them.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{NONE, Window};
+
+    /// Channels one pass over a window's positions handles: four registers.
+    const GROUP: usize = 64;
+
+    /// The 16-channel blocks of `c <= GROUP` channels: `(offset, mask)`, the last masked to the
+    /// channels left.
+    fn blocks(c: usize) -> impl Iterator<Item = (usize, __mmask16)> {
+        (0..c).step_by(16).map(move |c0| {
+            let width = (c - c0).min(16);
+            (c0, (((1u32 << width) - 1) & 0xffff) as __mmask16)
+        })
+    }
+
+    /// Loads the 16 channels from `p` that `k` selects (zeros elsewhere).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load(p: *const f32, k: __mmask16) -> __m512 {
+        // SAFETY: the caller bounds the lanes `k` selects; masked-off lanes are not read.
+        unsafe {
+            if k == 0xffff {
+                _mm512_loadu_ps(p)
+            } else {
+                _mm512_maskz_loadu_ps(k, p)
+            }
+        }
+    }
+
+    /// Stores the lanes of `v` that `k` selects to `p`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store_ps(p: *mut f32, k: __mmask16, v: __m512) {
+        // SAFETY: the caller bounds the lanes `k` selects; masked-off lanes are not written.
+        unsafe {
+            if k == 0xffff {
+                _mm512_storeu_ps(p, v)
+            } else {
+                _mm512_mask_storeu_ps(p, k, v)
+            }
+        }
+    }
+
+    /// See [`Window::max`]; the pointers must cover every offset it reads or writes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max(
+        w: Window,
+        x: *const f32,
+        out: *mut f32,
+        argmax: *mut u16,
+        relu: bool,
+    ) {
+        let (zero, none) = (_mm512_setzero_ps(), _mm512_set1_epi32(i32::from(NONE)));
+        for g0 in (0..w.c).step_by(GROUP) {
+            let c = (w.c - g0).min(GROUP);
+            let mut m = [_mm512_set1_ps(f32::NEG_INFINITY); GROUP / 16];
+            let mut at_max = [_mm512_setzero_si512(); GROUP / 16];
+            for (p, at) in w.offsets().enumerate() {
+                let pv = _mm512_set1_epi32(p as i32);
+                for (b, (c0, k)) in blocks(c).enumerate() {
+                    // SAFETY: the caller bounds every position's channels.
+                    let v = unsafe { load(x.add(at + g0 + c0), k) };
+                    let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, m[b])
+                        | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                    m[b] = _mm512_mask_mov_ps(m[b], take, v);
+                    at_max[b] = _mm512_mask_mov_epi32(at_max[b], take, pv);
+                }
+            }
+            for (b, (c0, k)) in blocks(c).enumerate() {
+                let i = if relu {
+                    _mm512_mask_mov_epi32(
+                        none,
+                        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m[b], zero),
+                        at_max[b],
+                    )
+                } else {
+                    at_max[b]
+                };
+                // SAFETY: `out` and `argmax` hold `c` values; masked-off lanes are not written.
+                unsafe {
+                    store_ps(out.add(g0 + c0), k, m[b]);
+                    _mm512_mask_cvtepi32_storeu_epi16(argmax.add(g0 + c0).cast(), k, i);
+                }
+            }
+        }
+    }
+
+    /// See [`Window::store`]; the pointers must cover every offset it reads or writes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn store(w: Window, argmax: *const u16, dy: *const f32, dx: *mut f32) {
+        let zero = _mm512_setzero_ps();
+        for g0 in (0..w.c).step_by(GROUP) {
+            let c = (w.c - g0).min(GROUP);
+            let mut grad = [zero; GROUP / 16];
+            let mut at_max = [_mm512_setzero_si512(); GROUP / 16];
+            for (b, (c0, k)) in blocks(c).enumerate() {
+                let mut lanes = [NONE; 16];
+                // SAFETY: `argmax` and `dy` hold `c` values; the copy takes the block's lanes.
+                unsafe {
+                    let width = (c - c0).min(16);
+                    std::ptr::copy_nonoverlapping(argmax.add(g0 + c0), lanes.as_mut_ptr(), width);
+                    grad[b] = _mm512_add_ps(zero, load(dy.add(g0 + c0), k));
+                    at_max[b] = _mm512_cvtepu16_epi32(_mm256_loadu_si256(lanes.as_ptr().cast()));
+                }
+            }
+            for (p, at) in w.offsets().enumerate() {
+                let pv = _mm512_set1_epi32(p as i32);
+                for (b, (c0, k)) in blocks(c).enumerate() {
+                    let hit = _mm512_cmpeq_epi32_mask(at_max[b], pv);
+                    // SAFETY: the caller bounds every position's channels.
+                    unsafe { store_ps(dx.add(at + g0 + c0), k, _mm512_maskz_mov_ps(hit, grad[b])) };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The window kernels (AVX-512 where the CPU has it, and the portable loops) against the
+    /// definition written out per channel: ragged channel counts, NaN, infinities, -0.0, ties.
+    #[test]
+    fn window_kernels_match_their_definition() {
+        let special = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            0.0,
+            1.0,
+            2.0,
+        ];
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let wides = [Wide(false), Wide::detect()];
+        for c in [1, 5, 16, 17, 32, 70] {
+            let (iw, ih) = (4, 3);
+            let x: Vec<f32> = (0..ih * iw * c)
+                .map(|i| special[(i * 7919 + c) % 13 % special.len()])
+                .collect();
+            let (rows, cols) = (0..3, 1..4);
+            let window = Window::strided(rows.clone(), cols.clone(), iw * c, c, c);
+            let positions: Vec<usize> = rows
+                .flat_map(|iy| cols.clone().map(move |ix| (iy * iw + ix) * c))
+                .collect();
+            let (mut want_max, mut want_at) = (vec![f32::NEG_INFINITY; c], vec![0u16; c]);
+            for (p, &at) in positions.iter().enumerate() {
+                for ch in 0..c {
+                    let v = x[at + ch];
+                    if v > want_max[ch] || v.is_nan() {
+                        (want_max[ch], want_at[ch]) = (v, p as u16);
+                    }
+                }
+            }
+            let dy: Vec<f32> = (0..c).map(|i| [-0.0, 1.5, -2.0][i % 3]).collect();
+            for wide in wides {
+                for relu in [false, true] {
+                    let (mut got, mut got_at) = (vec![7.0; c], vec![7u16; c]);
+                    window.max(wide, &x, &mut got, &mut got_at, relu);
+                    assert_eq!(bits(&got), bits(&want_max), "max, {c} channels");
+                    let want_at: Vec<u16> = want_at
+                        .iter()
+                        .zip(&want_max)
+                        .map(|(&i, &m)| if !relu || m > 0.0 { i } else { NONE })
+                        .collect();
+                    assert_eq!(got_at, want_at, "argmax, {c} channels, relu {relu}");
+
+                    let mut want = vec![9.0; x.len()];
+                    for &at in &positions {
+                        want[at..at + c].fill(0.0);
+                    }
+                    for ch in 0..c {
+                        if want_at[ch] != NONE {
+                            want[positions[usize::from(want_at[ch])] + ch] = 0.0 + dy[ch];
+                        }
+                    }
+                    let mut got = vec![9.0; x.len()];
+                    window.store(wide, &got_at, &dy, &mut got);
+                    assert_eq!(bits(&got), bits(&want), "store, {c} channels, relu {relu}");
+                }
+            }
+        }
+    }
+}

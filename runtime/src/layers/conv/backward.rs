@@ -1,0 +1,226 @@
+//! The convolution's gradients: the weight and bias gradients as sums of outer products over
+//! each image's pixels, and the input gradient as a convolution of the padded `dy` with the
+//! flipped kernel (stride 1) or from gathered `dy` rows (strided layers).
+
+use rayon::prelude::*;
+
+use super::Conv2d;
+use super::plan::{KernelRows, PIXELS_PER_TASK, PixelGrid, WGRAD_GROUP_BYTES, pixels_per_task};
+use super::tile::{add_pixels, store};
+use crate::kernels::gemm::{Grid, MR, NR, Start, panels, rows_panel, sum_outer};
+use crate::layers::assign;
+use crate::tensor::Tiling;
+
+impl Conv2d {
+    /// Weight and bias gradients of `batch` images from the padded input and `dy`: read in place
+    /// (`staged` is `None`), or from its copy staged in the layout
+    /// [`Geom::staged_dy`](super::geometry::Geom::staged_dy)`(border)` (`staged` is
+    /// `Some(border)`).
+    ///
+    /// Every gradient element is one chain of multiply-adds over the images in order and, within
+    /// an image, over the output pixels in row-major order. The threads split the gradient's
+    /// tiles between them, never the images, so no partial sums are added up afterwards and the
+    /// values do not depend on the number of threads. The images go in groups that stay in L2
+    /// while each tile of a thread passes over them.
+    pub(super) fn param_grads(&mut self, dy: &[f32], staged: Option<bool>, batch: usize) {
+        let g = self.g;
+        let (k, cs) = (g.k(), g.cs());
+        let (hp, wp) = g.padded_in();
+        // Where `dy`'s pixels are read from: the buffer, the length of an image in it, the
+        // distance between rows and between pixels, and the offset of an image's first pixel.
+        let (src, image, b_row, b_col, first) = match staged {
+            None => (dy, g.oh * g.ow * cs, g.ow * cs, cs, 0),
+            Some(border) => {
+                let (hd, wd, top, left) = g.staged_dy(border);
+                let first = (top * wd + left) * cs;
+                (&self.dyp[..], hd * wd * cs, wd * cs, cs, first)
+            }
+        };
+        let a_image = hp * wp * g.cin;
+        let grid = Grid {
+            images: 0,
+            rows: g.oh,
+            cols: g.ow,
+            a_image,
+            a_row: g.sh * wp * g.cin,
+            a_col: g.sw * g.cin,
+            b_image: image,
+            b_row,
+            b_col,
+        };
+        let per_image = (hp * wp * g.cin + image) * size_of::<f32>();
+        let group = (WGRAD_GROUP_BYTES / per_image).clamp(1, batch.max(1));
+        let (xp, blocks) = (&self.xp[..], &self.wgrad_blocks[..]);
+        let bias = self.bias.is_some().then_some(&mut self.bgrad[..]);
+        // Each thread owns a contiguous range of row blocks (and the rows they cover).
+        let threads = rayon::current_num_threads().clamp(1, blocks.len().max(1));
+        let mut shares = Vec::with_capacity(threads);
+        let mut rest = &mut self.wgrad[..k * cs];
+        let mut bias = bias;
+        for t in 0..threads {
+            let range = blocks.len() * t / threads..blocks.len() * (t + 1) / threads;
+            let rows: usize = blocks[range.clone()].iter().map(|b| b.rows).sum();
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(rows * cs);
+            rest = tail;
+            shares.push((&blocks[range], head, bias.take()));
+        }
+        shares
+            .into_par_iter()
+            .for_each(|(blocks, wgrad, mut bias)| {
+                if batch == 0 {
+                    wgrad.fill(0.0);
+                }
+                if let Some(b) = bias.as_deref_mut() {
+                    b.fill(0.0);
+                }
+                for n0 in (0..batch).step_by(group) {
+                    let images = n0..(n0 + group).min(batch);
+                    let grid = Grid {
+                        images: images.len(),
+                        ..grid
+                    };
+                    let mut row = 0;
+                    for block in blocks {
+                        let (rows, cols) = (block.out_rows.clone(), block.out_cols.clone());
+                        let skip = rows.start * grid.a_row + cols.start * grid.a_col;
+                        let a_rows = block.offsets.map(|o| o + n0 * a_image + skip);
+                        let grid = Grid {
+                            rows: rows.len(),
+                            cols: cols.len(),
+                            ..grid
+                        };
+                        for j in 0..cs / NR {
+                            let out = &mut wgrad[row * cs + j * NR..];
+                            let mut tile = [[0.0; NR]; MR];
+                            let start = if n0 == 0 {
+                                Start::Zero
+                            } else {
+                                for (t, src) in tile.iter_mut().zip(out.chunks(cs)).take(block.rows)
+                                {
+                                    t.copy_from_slice(&src[..NR]);
+                                }
+                                Start::Tile
+                            };
+                            let b0 = n0 * image
+                                + first
+                                + j * NR
+                                + rows.start * b_row
+                                + cols.start * b_col;
+                            sum_outer(&mut tile, start, xp, &a_rows, src, b0, grid);
+                            store(&tile, out, block.rows, NR, cs);
+                        }
+                        row += block.rows;
+                    }
+                    if let Some(b) = bias.as_deref_mut() {
+                        for n in images {
+                            for y in 0..g.oh {
+                                let line = n * image + first + y * b_row;
+                                add_pixels(
+                                    &mut b[..g.cout],
+                                    &src[line..line + g.ow * b_col],
+                                    b_col,
+                                );
+                            }
+                        }
+                    }
+                }
+            });
+        let wgrad = &self.wgrad[..k * cs];
+        let taps = g.kh * g.kw;
+        let oihw = (0..g.cout).flat_map(|co| {
+            (0..g.cin)
+                .flat_map(move |ci| (0..taps).map(move |tap| wgrad[(tap * g.cin + ci) * cs + co]))
+        });
+        assign(&mut self.weight.grad, oihw);
+        if let Some(bias) = &mut self.bias {
+            assign(&mut bias.grad, self.bgrad.iter().copied());
+        }
+    }
+
+    /// Input gradient of `batch` images from the padded `dy`.
+    pub(super) fn input_grad(&mut self, dx: &mut [f32], batch: usize) {
+        let g = self.g;
+        let (kb, rows) = (g.k_back(), batch * g.ih * g.iw);
+        let (packed_back, dyp) = (&self.packed_back[..], &self.dyp[..]);
+        match g.direct_back() {
+            Some(_) => {
+                let (hd, wd, top, _) = g.padded_dy();
+                let runs = &self.back_runs;
+                let cs = g.cs();
+                let pixels = PixelGrid {
+                    h: g.ih,
+                    w: g.iw,
+                    image: hd * wd * cs,
+                    row: wd * cs,
+                    col: cs,
+                };
+                // The flipped kernel's row `fy` at input row `iy` reads padded `dy` row
+                // `iy + fy * dh`; the real ones start after the border.
+                let kernel_rows = KernelRows {
+                    lo: top,
+                    hi: top + g.oh,
+                    stride: 1,
+                    dilation: g.dh,
+                    kh: g.kh,
+                };
+                let per_task = pixels_per_task(rows);
+                dx[..rows * g.cin]
+                    .par_chunks_mut(per_task * g.cin)
+                    .enumerate()
+                    .for_each(|(task, dx_task)| {
+                        let first = task * per_task;
+                        let end = first + dx_task.len() / g.cin;
+                        for t in (first..end).step_by(MR) {
+                            let (rows_at, span) = pixels.tile_rows(t, end);
+                            let taps = kernel_rows.hull(span);
+                            for j in 0..panels(g.cin) {
+                                let mut tile = [[0.0; NR]; MR];
+                                let panel = &packed_back[j * kb * NR..];
+                                let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
+                                rows_panel(&mut tile, Start::Zero, dyp, &rows_at, runs, panel);
+                                let cols = NR.min(g.cin - j * NR);
+                                let out = &mut dx_task[(t - first) * g.cin + j * NR..];
+                                store(&tile, out, MR.min(end - t), cols, g.cin);
+                            }
+                        }
+                    });
+            }
+            None => {
+                // Each lane gathers into its own scratch, one task of pixels at a time.
+                let whole = self.gather_run.all();
+                let tiling = Tiling::new(rows, PIXELS_PER_TASK);
+                dx[..rows * g.cin]
+                    .par_chunks_mut(tiling.lane_rows * g.cin)
+                    .zip(self.gathered.par_chunks_mut(PIXELS_PER_TASK * kb))
+                    .enumerate()
+                    .for_each(|(lane, (dx_lane, gathered))| {
+                        for (task, dx_task) in
+                            dx_lane.chunks_mut(PIXELS_PER_TASK * g.cin).enumerate()
+                        {
+                            let first = lane * tiling.lane_rows + task * PIXELS_PER_TASK;
+                            let pixels = dx_task.len() / g.cin;
+                            g.gather_dy(dyp, first, pixels, gathered);
+                            for t in (0..pixels).step_by(MR) {
+                                let rows_at = std::array::from_fn(|i| (t + i).min(pixels - 1) * kb);
+                                for j in 0..panels(g.cin) {
+                                    let mut tile = [[0.0; NR]; MR];
+                                    let panel = &packed_back[j * kb * NR..];
+                                    rows_panel(
+                                        &mut tile,
+                                        Start::Zero,
+                                        gathered,
+                                        &rows_at,
+                                        whole,
+                                        panel,
+                                    );
+                                    let cols = NR.min(g.cin - j * NR);
+                                    let out = &mut dx_task[t * g.cin + j * NR..];
+                                    store(&tile, out, MR.min(pixels - t), cols, g.cin);
+                                }
+                            }
+                        }
+                    });
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Every size of one convolution, resolved once: the output size (PyTorch's formula), the
+//! padded buffers' layouts, the reduction lengths and the runs a receptive field spans.
+
+use std::ops::Range;
+
+use crate::config::Conv2dConfig;
+use crate::error::{Error, Result};
+use crate::kernels::gemm::{NR, Seg, panels};
+use crate::layers::check_positive;
+
+/// Every size of one convolution, resolved: input `[cin, ih, iw]`, output `[cout, oh, ow]`,
+/// kernel `kh x kw`, stride `sh, sw`, padding `ph, pw`, dilation `dh, dw`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Geom {
+    pub(super) cin: usize,
+    pub(super) ih: usize,
+    pub(super) iw: usize,
+    pub(super) cout: usize,
+    pub(super) oh: usize,
+    pub(super) ow: usize,
+    pub(super) kh: usize,
+    pub(super) kw: usize,
+    pub(super) sh: usize,
+    pub(super) sw: usize,
+    pub(super) ph: usize,
+    pub(super) pw: usize,
+    pub(super) dh: usize,
+    pub(super) dw: usize,
+}
+
+impl Geom {
+    /// The geometry of convolution `c` over inputs of spatial size `input_hw`, checked: every
+    /// size positive and the kernel within the padded input.
+    pub(super) fn new(name: &str, c: &Conv2dConfig, input_hw: [usize; 2]) -> Result<Geom> {
+        check_positive(name, "kernel_size", c.kernel_size)?;
+        check_positive(name, "stride", c.stride)?;
+        check_positive(name, "dilation", c.dilation)?;
+        if c.in_channels == 0 || c.out_channels == 0 {
+            return Err(Error::config(
+                name,
+                "in_channels and out_channels must be positive",
+            ));
+        }
+        let out = |axis: usize| {
+            conv_out(
+                input_hw[axis],
+                c.kernel_size[axis],
+                c.stride[axis],
+                c.padding[axis],
+                c.dilation[axis],
+            )
+        };
+        let (Some(oh), Some(ow)) = (out(0), out(1)) else {
+            return Err(Error::config(
+                name,
+                format!(
+                    "kernel {:?} with dilation {:?} is larger than the padded input {:?} + 2 * {:?}",
+                    c.kernel_size, c.dilation, input_hw, c.padding
+                ),
+            ));
+        };
+        Ok(Geom {
+            cin: c.in_channels,
+            ih: input_hw[0],
+            iw: input_hw[1],
+            cout: c.out_channels,
+            oh,
+            ow,
+            kh: c.kernel_size[0],
+            kw: c.kernel_size[1],
+            sh: c.stride[0],
+            sw: c.stride[1],
+            ph: c.padding[0],
+            pw: c.padding[1],
+            dh: c.dilation[0],
+            dw: c.dilation[1],
+        })
+    }
+
+    /// The outputs along `axis` (0: rows, 1: columns) that read a real input pixel, not padding,
+    /// through kernel tap `tap`: `0 <= o * stride - pad + tap * dilation < input`.
+    pub(super) fn real_outputs(&self, tap: usize, axis: usize) -> Range<usize> {
+        let [out, input, stride, pad, dilation] = if axis == 0 {
+            [self.oh, self.ih, self.sh, self.ph, self.dh]
+        } else {
+            [self.ow, self.iw, self.sw, self.pw, self.dw]
+        };
+        let at = tap * dilation;
+        let lo = pad.saturating_sub(at).div_ceil(stride);
+        let hi = (input + pad).saturating_sub(at).div_ceil(stride).min(out);
+        lo.min(hi)..hi
+    }
+
+    /// Reduction length of the forward pass: one `(ky, kx, ci)` tap each.
+    pub(super) fn k(&self) -> usize {
+        self.kh * self.kw * self.cin
+    }
+
+    /// `dy`'s channel stride inside the layer: `cout` rounded up to whole panels, so the weight
+    /// gradient kernel can read full panel rows of it.
+    pub(super) fn cs(&self) -> usize {
+        panels(self.cout) * NR
+    }
+
+    /// Reduction length of the input-gradient pass: one `(ky, kx, co)` tap each, `co < cs`.
+    pub(super) fn k_back(&self) -> usize {
+        self.kh * self.kw * self.cs()
+    }
+
+    /// Padded input size `[height, width]`.
+    pub(super) fn padded_in(&self) -> (usize, usize) {
+        (self.ih + 2 * self.ph, self.iw + 2 * self.pw)
+    }
+
+    /// The border `[top, left]` of the padded `dy` that turns the input gradient into a stride-1
+    /// convolution with the flipped kernel, when the layer allows it.
+    pub(super) fn direct_back(&self) -> Option<(usize, usize)> {
+        let top = ((self.kh - 1) * self.dh).checked_sub(self.ph)?;
+        let left = ((self.kw - 1) * self.dw).checked_sub(self.pw)?;
+        (self.sh == 1 && self.sw == 1).then_some((top, left))
+    }
+
+    /// Padded `dy` size `[height, width]` and border `[top, left]`.
+    pub(super) fn padded_dy(&self) -> (usize, usize, usize, usize) {
+        let (top, left) = self.direct_back().unwrap_or((0, 0));
+        (self.oh + 2 * top, self.ow + 2 * left, top, left)
+    }
+
+    /// Runs over a pixel's window in a buffer of `channels`-wide pixels, `width` pixels a row: one
+    /// per kernel row when the kernel's columns are adjacent pixels, else one per tap.
+    pub(super) fn runs(&self, channels: usize, width: usize) -> Vec<Seg> {
+        let mut runs = Vec::new();
+        for ky in 0..self.kh {
+            let row = ky * self.dh * width * channels;
+            if self.dw == 1 {
+                runs.push(Seg {
+                    offset: row,
+                    len: self.kw * channels,
+                });
+            } else {
+                runs.extend((0..self.kw).map(|kx| Seg {
+                    offset: row + kx * self.dw * channels,
+                    len: channels,
+                }));
+            }
+        }
+        runs
+    }
+
+    /// The layout of a staged `dy` ([`Geom::stage_dy`]): `[height, width, top, left]`, with the
+    /// border of [`Geom::padded_dy`] or without one.
+    pub(super) fn staged_dy(&self, border: bool) -> (usize, usize, usize, usize) {
+        if border {
+            self.padded_dy()
+        } else {
+            (self.oh, self.ow, 0, 0)
+        }
+    }
+}
+
+/// The output coordinate whose tap `k` reads input coordinate `i`, if any:
+/// `o * stride - pad + k * dilation == i`.
+pub(super) fn source(
+    i: usize,
+    k: usize,
+    pad: usize,
+    dilation: usize,
+    stride: usize,
+    out: usize,
+) -> Option<usize> {
+    let t = (i + pad).checked_sub(k * dilation)?;
+    (t % stride == 0 && t / stride < out).then_some(t / stride)
+}
+
+/// Output length of a convolution along one axis, as PyTorch computes it.
+pub(crate) fn conv_out(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+) -> Option<usize> {
+    let span = dilation * (kernel - 1) + 1;
+    (input + 2 * pad).checked_sub(span).map(|d| d / stride + 1)
+}

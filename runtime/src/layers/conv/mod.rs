@@ -1,0 +1,263 @@
+//! 2-D convolution (`torch.nn.Conv2d`) as a direct convolution on pixel-major activations: the
+//! input is copied once into a zero-padded buffer, and the micro-kernels read each output pixel's
+//! receptive field from it in place (one contiguous run per kernel row), so no im2col matrix is
+//! built. The input gradient is the same kind of convolution of the padded `dy` with the flipped
+//! kernel (stride 1), or a gather of `dy` rows otherwise; the weight gradient sums outer products
+//! over the pixels of each image.
+//!
+//! One concern per file: [`geometry`] (sizes and layouts, and the output-size formula),
+//! [`plan`] (how the work is cut into tiles and tasks), [`pack`] (weights into panels),
+//! [`staging`] (inputs and gradients into the layouts the kernels read), [`tile`] (storing
+//! tiles), [`forward`], [`backward`] and [`fused_pool`].
+
+mod backward;
+mod forward;
+mod fused_pool;
+mod geometry;
+mod pack;
+mod plan;
+mod staging;
+mod tile;
+
+use rand_chacha::ChaCha8Rng;
+
+use super::{Layer, Stale, check_backward, check_forward, grow, visit_weight_bias, zero_param};
+use crate::config::{Conv2dConfig, Pool2dConfig};
+use crate::error::{Error, Result};
+use crate::init::{fan_in_bound, fill_uniform};
+use crate::kernels::gemm::{MR, NR, RunTable, Seg, panels};
+use crate::param::{Entry, Param};
+use crate::tensor::{Dims, MAX_LANES, Mode};
+use fused_pool::FusedPool;
+use geometry::Geom;
+use plan::{PIXELS_PER_TASK, WgradBlock};
+
+/// `torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=...)`
+/// on input `[N, in_channels, H, W]` giving `[N, out_channels, H_out, W_out]` (pixel-major inside).
+#[derive(Debug)]
+pub struct Conv2d {
+    name: String,
+    weight_name: String,
+    bias_name: String,
+    config: Conv2dConfig,
+    g: Geom,
+    /// `[out_channels, in_channels, kh, kw]` (PyTorch's OIHW).
+    weight: Param,
+    /// `[out_channels]`, when the layer has a bias.
+    bias: Option<Param>,
+    /// Runs of a forward receptive field in the padded input.
+    runs: RunTable,
+    /// Runs of an input-gradient receptive field in the padded `dy` (direct path).
+    back_runs: RunTable,
+    /// One run over a whole gathered row (the strided input gradient).
+    gather_run: RunTable,
+    /// The weight as forward panels: `[cout / NR][(ky, kx, ci)][NR]`, zero-padded.
+    packed: Vec<f32>,
+    /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cs)][NR]`.
+    packed_back: Vec<f32>,
+    /// The bias, zero-padded to whole panels (zeros without one).
+    bias_row: Vec<f32>,
+    /// Whether the layer applies the ReLU that follows it ([`Conv2d::fuse_relu`]).
+    relu: bool,
+    /// Whether `backward`'s `dy` arrives masked by that ReLU ([`Conv2d::relu_grad_masked`]).
+    relu_masked: bool,
+    /// The max pool after the ReLU, when the layer applies it too.
+    pool: Option<FusedPool>,
+    /// Whether `packed` and `packed_back` may be out of date.
+    stale: Stale,
+    /// The zero-padded input, `[N][H + 2 ph][W + 2 pw][cin]` plus `MR` floats the weight-gradient
+    /// kernel may read past the last pixel.
+    xp: Vec<f32>,
+    /// Images of the last forward's input that `xp` holds, for `backward`.
+    padded: usize,
+    /// The padded `dy` (see [`Geom::padded_dy`]).
+    dyp: Vec<f32>,
+    /// Per-lane gather rows for the strided input gradient.
+    gathered: Vec<f32>,
+    /// Row blocks of the weight gradient, in row order (see [`WgradBlock`]).
+    wgrad_blocks: Vec<WgradBlock>,
+    /// The weight gradient, `[(ky, kx, ci)][co < cs]`.
+    wgrad: Vec<f32>,
+    /// The bias gradient.
+    bgrad: Vec<f32>,
+}
+
+impl Conv2d {
+    /// Builds the layer for inputs of spatial size `input_hw`, initialised as PyTorch does:
+    /// weight and bias from `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, fan_in = in_channels * kh * kw,
+    /// drawn from `rng` (weight first).
+    pub fn new(
+        name: &str,
+        config: &Conv2dConfig,
+        input_hw: [usize; 2],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Self> {
+        let c = config;
+        let g = Geom::new(name, c, input_hw)?;
+        let mut weight = zero_param(&[g.cout, g.cin, g.kh, g.kw]);
+        let bound = fan_in_bound(g.k());
+        fill_uniform(weight.value.iter_mut(), bound, rng);
+        let bias = c.bias.then(|| {
+            let mut b = zero_param(&[g.cout]);
+            fill_uniform(b.value.iter_mut(), bound, rng);
+            b
+        });
+        let (_, wp) = g.padded_in();
+        let (_, wd, _, _) = g.padded_dy();
+        let gathered = if g.direct_back().is_some() {
+            0
+        } else {
+            MAX_LANES * PIXELS_PER_TASK * g.k_back()
+        };
+        Ok(Conv2d {
+            name: name.to_owned(),
+            weight_name: format!("{name}.weight"),
+            bias_name: format!("{name}.bias"),
+            config: c.clone(),
+            g,
+            weight,
+            bias,
+            runs: RunTable::new(g.runs(g.cin, wp)),
+            back_runs: RunTable::new(g.runs(g.cs(), wd)),
+            gather_run: RunTable::new(vec![Seg {
+                offset: 0,
+                len: g.k_back(),
+            }]),
+            packed: vec![0.0; panels(g.cout) * g.k() * NR],
+            packed_back: vec![0.0; panels(g.cin) * g.k_back() * NR],
+            bias_row: vec![0.0; g.cs()],
+            relu: false,
+            relu_masked: false,
+            pool: None,
+            stale: Stale::default(),
+            xp: Vec::new(),
+            padded: 0,
+            dyp: Vec::new(),
+            gathered: vec![0.0; gathered],
+            wgrad_blocks: WgradBlock::cover(&g),
+            wgrad: vec![0.0; g.k() * g.cs()],
+            bgrad: vec![0.0; g.cout],
+        })
+    }
+
+    weight_bias_accessors!();
+
+    /// The layer's arguments.
+    pub fn config(&self) -> &Conv2dConfig {
+        &self.config
+    }
+
+    /// Makes the layer apply the ReLU that follows it in the network: its output becomes
+    /// `relu(conv(x))`, computed as each output tile is stored, and `backward` takes `dy` as the
+    /// gradient with respect to that output. The model then skips the ReLU layer (it still
+    /// exists, for names), which saves a pass over the activations each way and their buffer.
+    /// Values are the same as with a separate ReLU, bit for bit.
+    pub fn fuse_relu(&mut self) {
+        self.relu = true;
+    }
+
+    /// Declares that `backward`'s `dy` arrives already masked by the fused ReLU (the next layer
+    /// masks it, see [`crate::layers::MaxPool2d::mask_relu_grad`]), so the layer does not mask it
+    /// again: when it needs no input gradient and its channels fill whole panels, the weight
+    /// gradient then reads `dy` where it lies, without staging it.
+    pub fn relu_grad_masked(&mut self) {
+        self.relu_masked = true;
+    }
+}
+
+impl Layer for Conv2d {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn input_dims(&self) -> Dims {
+        Dims::Image {
+            channels: self.g.cin,
+            height: self.g.ih,
+            width: self.g.iw,
+        }
+    }
+
+    fn output_dims(&self) -> Dims {
+        let (height, width) = match &self.pool {
+            Some(pool) => (pool.oh, pool.ow),
+            None => (self.g.oh, self.g.ow),
+        };
+        Dims::Image {
+            channels: self.g.cout,
+            height,
+            width,
+        }
+    }
+
+    /// Leaves its padded input for `backward`.
+    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+        let (_, ny) = check_forward(self, x, y, batch)?;
+        self.forward_batch(x, y, batch, ny)
+    }
+
+    fn backward(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        batch: usize,
+    ) -> Result<()> {
+        let (_, ny) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
+        if let Some(pool) = &self.pool
+            && pool.indexed < ny
+        {
+            return Err(Error::State(format!(
+                "layer `{}`: backward for a batch of {batch} needs a forward of at least as many samples first (its fused max pool's positions)",
+                self.name
+            )));
+        }
+        self.pack(true)?;
+        let g = self.g;
+        // The last forward's padded input, unless it had fewer images.
+        if self.padded < batch {
+            let (hp, wp) = g.padded_in();
+            grow(&mut self.xp, batch * hp * wp * g.cin + MR, 0.0);
+            g.pad_input(x, &mut self.xp, batch);
+        }
+        // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
+        // input gradient; with a fused pool, routed to the positions its forward picked) unless
+        // the weight gradient can read it as it is.
+        let mask = self.relu && !self.relu_masked;
+        let staged = (self.pool.is_some() || dx.is_some() || mask || g.cout != g.cs())
+            .then_some(dx.is_some());
+        if let Some(border) = staged {
+            let (hd, wd, _, _) = g.staged_dy(border);
+            grow(&mut self.dyp, batch * hd * wd * g.cs(), 0.0);
+            match &self.pool {
+                Some(pool) => g.unpool_dy(pool, &dy[..ny], &mut self.dyp, batch, border),
+                None => g.stage_dy(dy, mask.then_some(y), &mut self.dyp, batch, border),
+            }
+        }
+        self.param_grads(dy, staged, batch);
+        if let Some(dx) = dx {
+            self.input_grad(dx, batch);
+        }
+        Ok(())
+    }
+
+    fn fuse_relu(&mut self) -> bool {
+        Conv2d::fuse_relu(self);
+        true
+    }
+
+    fn fuse_max_pool(&mut self, config: &Pool2dConfig) -> bool {
+        Conv2d::fuse_max_pool(self, config)
+    }
+
+    fn relu_grad_masked(&mut self) {
+        Conv2d::relu_grad_masked(self);
+    }
+
+    fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
+        let names = [self.weight_name.as_str(), self.bias_name.as_str()];
+        self.stale.mark();
+        visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
+    }
+}

@@ -1,0 +1,217 @@
+//! How the convolution's work is cut: pixels per parallel task, where a tile's pixels lie, which
+//! kernel rows a tile skips because they read only padding, and the weight gradient's row blocks.
+
+use std::ops::Range;
+
+use super::geometry::Geom;
+use crate::kernels::gemm::{MR, NR, RunTable, Runs};
+
+/// Most output pixels per parallel task in the forward and input-gradient passes (in whole tiles;
+/// the results do not depend on it).
+pub(super) const PIXELS_PER_TASK: usize = 8 * MR;
+
+/// Pixels per parallel task for `pixels` output pixels: [`PIXELS_PER_TASK`], or fewer (whole
+/// tiles) when that would leave fewer than eight tasks per thread, so that small batches (batch 1
+/// has 64 pixels in the seed model's last convolution) still spread evenly over the threads.
+pub(super) fn pixels_per_task(pixels: usize) -> usize {
+    let tasks = 8 * rayon::current_num_threads();
+    pixels
+        .div_ceil(MR)
+        .div_ceil(tasks)
+        .clamp(1, PIXELS_PER_TASK / MR)
+        * MR
+}
+
+/// Bytes of padded input and `dy` the weight gradient streams per group of images: half of a
+/// Zen L2, so they stay there while every gradient tile passes over them.
+pub(super) const WGRAD_GROUP_BYTES: usize = 512 * 1024;
+
+/// Where the pixels of a batch of `h x w` images start in a buffer: pixel `x` of row `y` of image
+/// `n` at `n * image + y * row + x * col`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PixelGrid {
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) image: usize,
+    pub(super) row: usize,
+    pub(super) col: usize,
+}
+
+impl PixelGrid {
+    /// Offsets of the `MR` pixels `first..first + MR` (in batch order; the last one repeated
+    /// past `end`), with two divisions per tile rather than two per pixel, and the lowest and
+    /// highest image row among them.
+    pub(super) fn tile_rows(&self, first: usize, end: usize) -> ([usize; MR], (usize, usize)) {
+        let (mut n, pix) = (first / (self.h * self.w), first % (self.h * self.w));
+        let (mut y, mut x) = (pix / self.w, pix % self.w);
+        let mut rows = [0; MR];
+        let mut span = (y, y);
+        for (i, at) in rows.iter_mut().enumerate() {
+            *at = n * self.image + y * self.row + x * self.col;
+            span = (span.0.min(y), span.1.max(y));
+            if first + i + 1 < end {
+                x += 1;
+                if x == self.w {
+                    x = 0;
+                    y += 1;
+                    if y == self.h {
+                        y = 0;
+                        n += 1;
+                    }
+                }
+            }
+        }
+        (rows, span)
+    }
+}
+
+/// Which kernel rows of a tile read anything but padding: output row `r` reads buffer row
+/// `r * stride + ky * dilation`, whose real rows are `lo..hi` (the others are the zero border).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct KernelRows {
+    pub(super) lo: usize,
+    pub(super) hi: usize,
+    pub(super) stride: usize,
+    pub(super) dilation: usize,
+    pub(super) kh: usize,
+}
+
+impl KernelRows {
+    /// The kernel rows that read a real row for some output row in `rows` (lowest, highest),
+    /// and those between. The rows outside multiply zeros only: a tile skips them, and the top
+    /// and bottom tiles of a 5 x 5 kernel with padding 2 do 20-40 % less work.
+    pub(super) fn hull(&self, (low, high): (usize, usize)) -> Range<usize> {
+        let (mut first, mut end) = (self.kh, 0);
+        for r in low..=high {
+            let start = self
+                .lo
+                .saturating_sub(r * self.stride)
+                .div_ceil(self.dilation);
+            let stop = (self.hi.saturating_sub(r * self.stride))
+                .div_ceil(self.dilation)
+                .min(self.kh);
+            if start < stop {
+                (first, end) = (first.min(start), end.max(stop));
+            }
+        }
+        first.min(end)..end
+    }
+
+    /// The runs and the panel of the kernel rows `taps` (`runs` holds the same number of runs
+    /// for every kernel row, and the panel one row per step of the runs).
+    pub(super) fn select<'a>(
+        &self,
+        taps: Range<usize>,
+        runs: &'a RunTable,
+        panel: &'a [f32],
+    ) -> (Runs<'a>, &'a [f32]) {
+        let per_row = runs.len() / self.kh;
+        let (runs, before) = runs.view(taps.start * per_row..taps.end * per_row);
+        (runs, &panel[before * NR..])
+    }
+}
+
+/// At most `MR` consecutive rows of the weight gradient (reduction steps, `(ky, kx, ci)`), what
+/// one gradient tile covers. A block may span runs: each row has its own offset.
+#[derive(Clone, Debug)]
+pub(super) struct WgradBlock {
+    /// Offset of each row's step in a padded input image (its run's offset plus the steps before
+    /// it in the run); rows past `rows` repeat the last.
+    pub(super) offsets: [usize; MR],
+    /// Rows in the block, `1..=MR`.
+    pub(super) rows: usize,
+    /// The output rows and columns whose input pixel, for at least one of the block's taps, is
+    /// not padding. The others multiply only padding's zeros, so the weight gradient skips them:
+    /// 28% of the positions for an 8 x 8 image, 5 x 5 kernel and padding 2.
+    pub(super) out_rows: Range<usize>,
+    pub(super) out_cols: Range<usize>,
+}
+
+impl WgradBlock {
+    /// The blocks covering the reduction steps of `g` in order, `MR` at a time (fewer in the
+    /// last): conv1's 75 steps (5 runs of 15) fill 13 tiles instead of 15.
+    pub(super) fn cover(g: &Geom) -> Vec<Self> {
+        let (_, wp) = g.padded_in();
+        let steps: Vec<usize> = g
+            .runs(g.cin, wp)
+            .iter()
+            .flat_map(|run| (0..run.len).map(move |p| run.offset + p))
+            .collect();
+        steps
+            .chunks(MR)
+            .enumerate()
+            .map(|(b, rows)| {
+                // Steps are `(ky, kx, ci)` in order, whatever the runs.
+                let tap = |s: usize| (s / (g.kw * g.cin), s / g.cin % g.kw);
+                let ((ky0, kx0), (ky1, kx1)) = (tap(b * MR), tap(b * MR + rows.len() - 1));
+                let (kx_lo, kx_hi) = if ky0 == ky1 {
+                    (kx0, kx1)
+                } else {
+                    (0, g.kw - 1)
+                };
+                // The hull of the taps' ranges: a larger tap starts and ends earlier.
+                let hull = |hi_tap: Range<usize>, lo_tap: Range<usize>| {
+                    hi_tap.start..lo_tap.end.max(hi_tap.start)
+                };
+                WgradBlock {
+                    offsets: std::array::from_fn(|i| rows[i.min(rows.len() - 1)]),
+                    rows: rows.len(),
+                    out_rows: hull(g.real_outputs(ky1, 0), g.real_outputs(ky0, 0)),
+                    out_cols: hull(g.real_outputs(kx_hi, 1), g.real_outputs(kx_lo, 1)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The greatest common divisor of `a` and `b`.
+pub(super) fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel rows a tile keeps are exactly those that read a real row for one of its output
+    /// rows, over strides, dilations, borders and every span of rows.
+    #[test]
+    fn kernel_rows_keep_exactly_the_rows_that_read_real_values() {
+        for kh in 1..6 {
+            for stride in 1..4 {
+                for dilation in 1..4 {
+                    for lo in 0..5 {
+                        for real in 1..7 {
+                            let rows = KernelRows {
+                                lo,
+                                hi: lo + real,
+                                stride,
+                                dilation,
+                                kh,
+                            };
+                            let reads_real = |r: usize, ky: usize| {
+                                (lo..lo + real).contains(&(r * stride + ky * dilation))
+                            };
+                            for low in 0..8 {
+                                for high in low..8 {
+                                    let hull = rows.hull((low, high));
+                                    let needed: Vec<usize> = (0..kh)
+                                        .filter(|&ky| (low..=high).any(|r| reads_real(r, ky)))
+                                        .collect();
+                                    match (needed.first(), needed.last()) {
+                                        (Some(&a), Some(&b)) => assert_eq!(
+                                            hull,
+                                            a..b + 1,
+                                            "{rows:?}, output rows {low}..={high}"
+                                        ),
+                                        _ => assert!(hull.is_empty(), "{rows:?}, {low}..={high}"),
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
