@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Check specs for errors and warnings (exit 0: none, 1: errors, 2: usage or I/O).
     Check(cli::check::Args),
+    /// Explain a diagnostic code (`cnnc explain E0301`).
+    Explain(cli::explain::Args),
     /// Print a per-layer table of shapes, parameters and multiply-adds.
     Summary(cli::summary::Args),
     /// Re-format a spec, or convert it between YAML and the DSL.
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => cli::check::run(&args),
+        Command::Explain(args) => cli::explain::run(&args),
         Command::Summary(args) => cli::summary::run(&args),
         Command::Fmt(args) => cli::fmt::run(&args),
         Command::Run(args) => cli::run::run(&args),

@@ -76,3 +76,34 @@ fn check_passes_formatted_specs_and_diffs_the_rest_without_writing() {
     let output = cnnc(&["fmt", "--check", "--to", "yaml", &name]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn a_byte_order_mark_keeps_the_first_lines_comment_in_both_languages() {
+    for (spec, to) in [
+        ("spec/tests/corpus/valid/byte_order_mark.yaml", "yaml"),
+        ("spec/tests/corpus/valid/byte_order_mark.cnn", "yaml"),
+        ("spec/tests/corpus/valid/byte_order_mark.yaml", "dsl"),
+    ] {
+        let output = cnnc(&["fmt", "--to", to, spec]);
+        assert_eq!(output.status.code(), Some(0), "{spec}");
+        let text = stdout(&output);
+        assert!(
+            text.starts_with("# Saved by an editor that writes a byte order mark.\nmodel"),
+            "{spec} to {to}: {text}"
+        );
+    }
+}
+
+#[test]
+fn syntax_errors_are_capped_like_checks() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("many.yaml");
+    let keys: String = (0..300).map(|i| format!("k{i}: 1\n")).collect();
+    std::fs::write(&path, format!("input: [1, 8, 8]\nlayers: [relu]\n{keys}"))
+        .expect("spec written");
+    let output = cnnc(&["fmt", "--color", "never", &path.display().to_string()]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(text.matches("error[E0006]").count(), 100);
+    assert!(text.contains("note: 200 more errors in"), "{text}");
+}

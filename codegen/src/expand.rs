@@ -188,10 +188,15 @@ fn compile_errors(
         .iter()
         .filter(|d| d.is_error())
         .map(|d| {
-            let rendered = cnnc_spec::render(d, source, false);
+            // rustc cannot apply a fix from `compile_error!`: show it as the plain help line.
+            let d = cnnc_spec::Diagnostic {
+                fix: None,
+                ..d.clone()
+            };
+            let rendered = cnnc_spec::render(&d, source, false);
             // rustc prefixes the message with `error: ` itself.
             let message = rendered.strip_prefix("error").unwrap_or(&rendered);
-            syn::Error::new(at(d), message).to_compile_error()
+            syn::Error::new(at(&d), message).to_compile_error()
         })
         .collect()
 }

@@ -44,6 +44,8 @@ struct LineComment {
 }
 
 fn scan(text: &str, style: Style) -> Vec<LineComment> {
+    // A byte order mark is not part of the first line's text: `\u{feff}# title` is a comment.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut found = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let mut quote: Option<char> = None;
@@ -107,9 +109,12 @@ pub(crate) fn attach(model: &mut Model, source: &Source, style: Style) {
     for comment in comments {
         let line = comment.line;
         if !comment.own_line {
-            if let Some(i) = layer_lines
-                .iter()
-                .position(|&(s, e)| s <= line && line <= e)
+            // Layers are in line order (their first and last lines never decrease): binary
+            // searches keep many comments on many layers from being quadratic. The first layer
+            // ending at or after the line holds it if it starts at or before it.
+            let first_ending = layer_lines.partition_point(|&(_, e)| e < line);
+            if let Some(i) =
+                Some(first_ending).filter(|&i| layer_lines.get(i).is_some_and(|&(s, _)| s <= line))
             {
                 let trailing = &mut model.layers[i].comments.trailing;
                 *trailing = Some(match trailing.take() {
@@ -132,10 +137,8 @@ pub(crate) fn attach(model: &mut Model, source: &Source, style: Style) {
         match last_layer {
             Some(last) if line > last => model.comments.footer.push(comment.text),
             Some(_) if line > header_end => {
-                let i = layer_lines
-                    .iter()
-                    .position(|&(_, end)| end >= line)
-                    .unwrap_or(0);
+                let i = layer_lines.partition_point(|&(_, end)| end < line);
+                let i = if i < layer_lines.len() { i } else { 0 };
                 model.layers[i].comments.leading.push(comment.text);
             }
             _ => model.comments.header.push(comment.text),

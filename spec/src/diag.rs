@@ -2,10 +2,10 @@
 //! renderings — rustc-style text through annotate-snippets ([`render`]) and the JSON object of
 //! `cnnc check --format json` ([`JsonDiagnostic`]). Spans become lines and columns only here.
 
-use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
+use annotate_snippets::{AnnotationKind, Group, Level, Patch, Renderer, Snippet};
 use serde::Serialize;
 
-use crate::span::{Source, Span};
+use crate::span::{LineCol, Source, Span};
 
 /// How bad a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -34,6 +34,15 @@ macro_rules! codes {
             pub fn as_str(self) -> &'static str {
                 match self {
                     $(Code::$variant => $code,)*
+                }
+            }
+
+            /// The code's explanation, as `cnnc explain` prints it: Markdown, kept in
+            /// `spec/src/error_codes/CODE.md` (a `# CODE: title` line, what the code means and
+            /// how to fix it, and an example spec, whose fence names its corpus file).
+            pub fn explanation(self) -> &'static str {
+                match self {
+                    $(Code::$variant => include_str!(concat!("error_codes/", $code, ".md")),)*
                 }
             }
         }
@@ -98,6 +107,35 @@ codes! {
 }
 
 impl Code {
+    /// The code written `text` (`E0301`, any case), if there is one.
+    pub fn parse(text: &str) -> Option<Code> {
+        Code::ALL
+            .iter()
+            .copied()
+            .find(|code| code.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+
+    /// The code `text` was probably meant to be: a number without its letter (`301`, `0301`)
+    /// or a near miss (`E301`, `E03001`).
+    pub fn closest(text: &str) -> Option<Code> {
+        let text = text.trim();
+        if !text.is_empty() && text.len() <= 5 && text.bytes().all(|b| b.is_ascii_digit()) {
+            let number = format!("{text:0>4}");
+            return Code::ALL
+                .iter()
+                .copied()
+                .find(|code| code.as_str()[1..] == number);
+        }
+        let best = crate::suggest::closest(text, Code::ALL.iter().map(|code| code.as_str()))?;
+        Code::parse(best)
+    }
+
+    /// The title of the code's explanation (`size mismatch`).
+    pub fn title(self) -> &'static str {
+        let first = self.explanation().lines().next().unwrap_or_default();
+        first.split_once(": ").map_or(first, |(_, title)| title)
+    }
+
     /// Errors start with `E`, warnings with `W`.
     pub fn severity(self) -> Severity {
         if self.as_str().starts_with('W') {
@@ -115,6 +153,26 @@ pub struct Label {
     pub span: Span,
     /// What to say there.
     pub text: String,
+}
+
+/// One machine-applicable edit: the bytes `span` covers become `replacement` (an empty span
+/// inserts, an empty replacement deletes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edit {
+    /// The bytes replaced.
+    pub span: Span,
+    /// What replaces them.
+    pub replacement: String,
+}
+
+/// A fix a tool may apply without asking (`cnnc check --fix`): what it does, in words, and the
+/// edits that do it. Its edits never overlap one another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fix {
+    /// What the fix does, shown as the diagnostic's `help`.
+    pub message: String,
+    /// The edits, in source order.
+    pub edits: Vec<Edit>,
 }
 
 /// One finding about a spec.
@@ -136,12 +194,15 @@ pub struct Diagnostic {
     pub notes: Vec<String>,
     /// How to fix it.
     pub help: Option<String>,
+    /// The same help as edits a tool can apply, when the fix is certain.
+    pub fix: Option<Fix>,
     /// Name of the layer concerned, if any.
     pub layer: Option<String>,
 }
 
 impl Diagnostic {
-    /// A diagnostic with code `code` (its severity follows from the code).
+    /// A diagnostic with code `code` (its severity follows from the code). Over-long quoted
+    /// text in `message` and `label` (a 100,000-character name) is shortened in the middle.
     pub fn new(
         code: Code,
         message: impl Into<String>,
@@ -151,12 +212,13 @@ impl Diagnostic {
         Diagnostic {
             severity: code.severity(),
             code,
-            message: message.into(),
+            message: shorten(message.into()),
             span,
-            label: label.into(),
+            label: shorten(label.into()),
             secondary: Vec::new(),
             notes: Vec::new(),
             help: None,
+            fix: None,
             layer: None,
         }
     }
@@ -173,13 +235,39 @@ impl Diagnostic {
 
     /// Adds a note.
     pub fn note(mut self, note: impl Into<String>) -> Self {
-        self.notes.push(note.into());
+        self.notes.push(shorten(note.into()));
         self
     }
 
     /// Sets the help line.
     pub fn help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
+        self.help = Some(shorten(help.into()));
+        self
+    }
+
+    /// Sets the help line to `message` and carries it out as one edit: `span` becomes
+    /// `replacement`.
+    pub fn suggest(
+        self,
+        message: impl Into<String>,
+        span: Span,
+        replacement: impl Into<String>,
+    ) -> Self {
+        self.fix_with(
+            message,
+            vec![Edit {
+                span,
+                replacement: replacement.into(),
+            }],
+        )
+    }
+
+    /// Sets the help line to `message`, carried out by `edits` (which must not overlap).
+    pub fn fix_with(mut self, message: impl Into<String>, mut edits: Vec<Edit>) -> Self {
+        let message = shorten(message.into());
+        edits.sort_by_key(|edit| (edit.span.start, edit.span.end));
+        self.help = Some(message.clone());
+        self.fix = Some(Fix { message, edits });
         self
     }
 
@@ -187,7 +275,7 @@ impl Diagnostic {
     pub fn secondary(mut self, span: Span, text: impl Into<String>) -> Self {
         self.secondary.push(Label {
             span,
-            text: text.into(),
+            text: shorten(text.into()),
         });
         self
     }
@@ -209,45 +297,349 @@ impl Diagnostic {
         for label in &mut self.secondary {
             label.span = label.span.shifted(by);
         }
+        if let Some(fix) = &mut self.fix {
+            for edit in &mut fix.edits {
+                edit.span = edit.span.shifted(by);
+            }
+        }
         self
     }
 }
 
+/// Longest quoted piece (between backquotes) kept whole in a message, in characters.
+const MAX_QUOTED_CHARS: usize = 64;
+/// Longest message, label, note or help kept whole, in characters.
+const MAX_TEXT_CHARS: usize = 1024;
+
+/// `text` with every backquoted piece longer than [`MAX_QUOTED_CHARS`] cut to its two ends
+/// around `…`, and the whole cut the same way past [`MAX_TEXT_CHARS`]: a name can be as long as
+/// the spec, but it is quoted once, not repeated whole, in each headline.
+fn shorten(text: String) -> String {
+    if text.len() <= MAX_QUOTED_CHARS {
+        return text;
+    }
+    let pieces: Vec<&str> = text.split('`').collect();
+    let quoted_too_long = pieces
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .any(|piece| piece.chars().count() > MAX_QUOTED_CHARS);
+    let text = if quoted_too_long {
+        pieces
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                if i % 2 == 1 {
+                    elide(piece, MAX_QUOTED_CHARS)
+                } else {
+                    (*piece).to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("`")
+    } else {
+        text
+    };
+    elide(&text, MAX_TEXT_CHARS)
+}
+
+/// `text` if it has at most `max` characters, else its first and last `max / 2` around `…`.
+fn elide(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let keep = max / 2;
+    let head: String = text.chars().take(keep).collect();
+    let tail: String = text.chars().skip(count - keep).collect();
+    format!("{head}…{tail}")
+}
+
+/// Why the fixes of a spec cannot be applied together.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FixError {
+    /// Two fixes change the same bytes: applying one would invalidate the other.
+    #[error(
+        "the fixes at lines {first_line} and {second_line} change the same text; fix one by hand \
+         and run `--fix` again"
+    )]
+    Overlap {
+        /// Line of the first edit.
+        first_line: usize,
+        /// Line of the edit that overlaps it.
+        second_line: usize,
+    },
+    /// An edit reaches outside the text or splits a character.
+    #[error("a fix at line {line} does not fit the text")]
+    OutOfRange {
+        /// Line of the edit.
+        line: usize,
+    },
+}
+
+/// The text of `source` with the fix of every diagnostic in `diagnostics` that has one applied,
+/// and how many fixes that was. Refuses, changing nothing, when two edits overlap (touching
+/// edits are fine, two insertions at one place are not).
+pub fn apply_fixes(
+    source: &Source,
+    diagnostics: &[Diagnostic],
+) -> Result<(String, usize), FixError> {
+    let text = source.text();
+    let mut edits: Vec<&Edit> = Vec::new();
+    let mut fixes = 0;
+    for fix in diagnostics.iter().filter_map(|d| d.fix.as_ref()) {
+        fixes += 1;
+        edits.extend(&fix.edits);
+    }
+    edits.sort_by_key(|edit| (edit.span.start, edit.span.end));
+    for edit in &edits {
+        let range = edit.span.range();
+        if range.end > text.len()
+            || !text.is_char_boundary(range.start)
+            || !text.is_char_boundary(range.end)
+        {
+            return Err(FixError::OutOfRange {
+                line: source.line_col(range.start).line,
+            });
+        }
+    }
+    for pair in edits.windows(2) {
+        let (a, b) = (pair[0].span, pair[1].span);
+        let overlap = b.start < a.end || (a.start == b.start && (a.is_empty() || b.is_empty()));
+        if overlap {
+            return Err(FixError::Overlap {
+                first_line: source.line_col(a.start as usize).line,
+                second_line: source.line_col(b.start as usize).line,
+            });
+        }
+    }
+    let mut fixed = String::with_capacity(text.len());
+    let mut at = 0;
+    for edit in edits {
+        let range = edit.span.range();
+        fixed.push_str(&text[at..range.start]);
+        fixed.push_str(&edit.replacement);
+        at = range.end;
+    }
+    fixed.push_str(&text[at..]);
+    Ok((fixed, fixes))
+}
+
+/// Most diagnostics printed for one spec, in either format; the rest are counted in one closing
+/// line (see [`Shown`]), as rustc stops after its error limit. Keeps the output, and the time it
+/// takes, bounded for a spec of many errors.
+pub const MAX_SHOWN: usize = 100;
+
+/// The diagnostics of one spec that are printed, and a count of those that are not.
+#[derive(Clone, Copy, Debug)]
+pub struct Shown<'a> {
+    /// The first [`MAX_SHOWN`] diagnostics.
+    pub shown: &'a [Diagnostic],
+    /// Errors left out.
+    pub hidden_errors: usize,
+    /// Warnings left out.
+    pub hidden_warnings: usize,
+}
+
+impl<'a> Shown<'a> {
+    /// The first [`MAX_SHOWN`] of `diagnostics`, counting the rest.
+    pub fn of(diagnostics: &'a [Diagnostic]) -> Self {
+        let (shown, hidden) = diagnostics.split_at(diagnostics.len().min(MAX_SHOWN));
+        let hidden_errors = hidden.iter().filter(|d| d.is_error()).count();
+        Shown {
+            shown,
+            hidden_errors,
+            hidden_warnings: hidden.len() - hidden_errors,
+        }
+    }
+
+    /// `note: 149900 more errors not shown (...)` when some were left out.
+    pub fn omitted(&self, source: &Source) -> Option<String> {
+        let plural =
+            |n: usize, word: &str| format!("{n} more {word}{}", if n == 1 { "" } else { "s" });
+        let what = match (self.hidden_errors, self.hidden_warnings) {
+            (0, 0) => return None,
+            (e, 0) => plural(e, "error"),
+            (0, w) => plural(w, "warning"),
+            (e, w) => format!("{} and {}", plural(e, "error"), plural(w, "warning")),
+        };
+        Some(format!(
+            "note: {what} in {} not shown (only the first {MAX_SHOWN} diagnostics of a spec are \
+             printed)",
+            source.name()
+        ))
+    }
+}
+
+/// Every diagnostic of `source` as `cnnc check` prints them: the first [`MAX_SHOWN`] rendered,
+/// separated by blank lines, then the count of the rest.
+pub fn render_all(diagnostics: &[Diagnostic], source: &Source, color: bool) -> String {
+    let shown = Shown::of(diagnostics);
+    let mut blocks: Vec<String> = shown
+        .shown
+        .iter()
+        .map(|d| render(d, source, color))
+        .collect();
+    blocks.extend(shown.omitted(source));
+    blocks.join("\n\n")
+}
+
+/// Longest stretch of source a rendered diagnostic shows, in bytes: past it, only the culprit's
+/// line is shown, cut around the culprit.
+const MAX_EXCERPT_BYTES: usize = 16 * 1024;
+/// Bytes kept either side of the culprit when its line is cut.
+const CUT_CONTEXT_BYTES: usize = 512;
+
+/// The part of a source a rendering shows: whole lines around the spans, so rendering costs
+/// what is shown and not the size of the spec (annotate-snippets reads every byte it is given).
+struct Excerpt<'s> {
+    text: &'s str,
+    /// Byte offset of `text` in the source.
+    offset: usize,
+    /// Line of `text`'s first byte, from 1.
+    first_line: usize,
+    /// Where the culprit is, when `text` is cut from inside a line (annotate-snippets counts
+    /// columns from the cut).
+    cut_at: Option<LineCol>,
+}
+
+impl<'s> Excerpt<'s> {
+    /// The lines `spans` touch; past [`MAX_EXCERPT_BYTES`], the first span's line cut around it.
+    fn around(source: &'s Source, spans: &[Span]) -> Self {
+        let text = source.text();
+        let clamp = |at: u32| text.floor_char_boundary(at as usize);
+        let lo = spans.iter().map(|s| clamp(s.start)).min().unwrap_or(0);
+        let hi = spans
+            .iter()
+            .map(|s| clamp(s.end))
+            .max()
+            .unwrap_or(0)
+            .max(lo);
+        let first_line = source.line_col(lo).line;
+        let start = source.line_start(first_line);
+        let end = line_end(text, hi);
+        if end - start <= MAX_EXCERPT_BYTES {
+            return Excerpt {
+                text: &text[start..end],
+                offset: start,
+                first_line,
+                cut_at: None,
+            };
+        }
+        let culprit = spans.first().copied().unwrap_or_default();
+        let at = clamp(culprit.start);
+        let position = source.line_col(at);
+        let line_start = source.line_start(position.line);
+        let cut_start =
+            text.floor_char_boundary(at.saturating_sub(CUT_CONTEXT_BYTES).max(line_start));
+        let cut_end = text.floor_char_boundary(
+            (clamp(culprit.end).max(at) + CUT_CONTEXT_BYTES)
+                .min(at + MAX_EXCERPT_BYTES / 2)
+                .min(line_end(text, at)),
+        );
+        Excerpt {
+            text: &text[cut_start..cut_end.max(cut_start)],
+            offset: cut_start,
+            first_line: position.line,
+            cut_at: Some(position),
+        }
+    }
+
+    /// `span` relative to the excerpt, clipped to it; `None` when it lies outside.
+    fn local(&self, span: Span) -> Option<std::ops::Range<usize>> {
+        let (start, end) = (span.start as usize, span.end as usize);
+        let limit = self.offset + self.text.len();
+        if start < self.offset || start > limit {
+            return None;
+        }
+        let end = end.clamp(start, limit);
+        let start = self.text.floor_char_boundary(start - self.offset);
+        let end = self.text.floor_char_boundary(end - self.offset);
+        Some(start..end.max(start))
+    }
+
+    /// The snippet of the excerpt, headed by `source`'s name.
+    fn snippet<T: Clone>(&self, source: &'s Source) -> Snippet<'s, T> {
+        Snippet::source(self.text)
+            .line_start(self.first_line)
+            .path(source.name())
+            .fold(true)
+    }
+
+    /// `rendered` with the header's column made the true one when the excerpt is cut from
+    /// inside a line: annotate-snippets counts columns from the start of the text it is given.
+    fn fix_column(&self, rendered: String, culprit: Span) -> String {
+        let Some(at) = self.cut_at else {
+            return rendered;
+        };
+        let start = (culprit.start as usize).clamp(self.offset, self.offset + self.text.len());
+        let shown = self.text[..self.text.floor_char_boundary(start - self.offset)]
+            .chars()
+            .count()
+            + 1;
+        let wrong = format!(":{}:{shown}", at.line);
+        // The header is the first line after the title.
+        let Some(title_end) = rendered.find('\n') else {
+            return rendered;
+        };
+        match rendered[title_end..].find(&wrong) {
+            Some(i) => {
+                let i = title_end + i;
+                format!(
+                    "{}:{}:{}{}",
+                    &rendered[..i],
+                    at.line,
+                    at.column,
+                    &rendered[i + wrong.len()..]
+                )
+            }
+            None => rendered,
+        }
+    }
+}
+
+/// The end of the line holding byte `at` (before its `\n`), or of the text.
+fn line_end(text: &str, at: usize) -> usize {
+    text[at..].find('\n').map_or(text.len(), |i| at + i)
+}
+
 /// Renders `diagnostic` the way rustc does, against the source it refers to; with `color`, ANSI
-/// styles are included.
+/// styles are included. A fix is shown as rustc shows a suggestion: the line as it would read.
 pub fn render(diagnostic: &Diagnostic, source: &Source, color: bool) -> String {
     let level = match diagnostic.severity {
         Severity::Error => Level::ERROR,
         Severity::Warning => Level::WARNING,
     };
-    let clamp = |span: Span| {
-        let len = source.text().len();
-        let start = (span.start as usize).min(len);
-        start..(span.end as usize).clamp(start, len)
-    };
-    let mut snippet = Snippet::source(source.text())
-        .path(source.name())
-        .fold(true)
-        .annotation(
-            AnnotationKind::Primary
-                .span(clamp(diagnostic.span))
-                .label(&diagnostic.label),
-        );
+    let spans: Vec<Span> = std::iter::once(diagnostic.span)
+        .chain(diagnostic.secondary.iter().map(|label| label.span))
+        .collect();
+    let excerpt = Excerpt::around(source, &spans);
+    let mut snippet = excerpt.snippet(source).annotation(
+        AnnotationKind::Primary
+            .span(excerpt.local(diagnostic.span).unwrap_or(0..0))
+            .label(&diagnostic.label),
+    );
     for label in &diagnostic.secondary {
-        snippet = snippet.annotation(
-            AnnotationKind::Context
-                .span(clamp(label.span))
-                .label(&label.text),
-        );
+        if let Some(range) = excerpt.local(label.span) {
+            snippet = snippet.annotation(AnnotationKind::Context.span(range).label(&label.text));
+        }
     }
-    let mut group: Group<'_> = level
-        .primary_title(&diagnostic.message)
-        .id(diagnostic.code.as_str())
-        .element(snippet);
+    let mut group = Group::with_title(
+        level
+            .primary_title(&diagnostic.message)
+            .id(diagnostic.code.as_str()),
+    );
+    group = group.element(snippet);
     for note in &diagnostic.notes {
         group = group.element(Level::NOTE.message(note));
     }
-    if let Some(help) = &diagnostic.help {
+    let suggestion = diagnostic
+        .fix
+        .as_ref()
+        .and_then(|fix| suggestion(fix, source));
+    if suggestion.is_none()
+        && let Some(help) = &diagnostic.help
+    {
         group = group.element(Level::HELP.message(help));
     }
     let renderer = if color {
@@ -255,7 +647,27 @@ pub fn render(diagnostic: &Diagnostic, source: &Source, color: bool) -> String {
     } else {
         Renderer::plain()
     };
-    renderer.render(&[group])
+    let mut report = vec![group];
+    report.extend(suggestion);
+    excerpt.fix_column(renderer.render(&report), diagnostic.span)
+}
+
+/// A fix as a help group showing the patched lines; `None` when its lines are too long to show
+/// (then the help is printed as text).
+fn suggestion<'s>(fix: &'s Fix, source: &'s Source) -> Option<Group<'s>> {
+    let spans: Vec<Span> = fix.edits.iter().map(|edit| edit.span).collect();
+    let excerpt = Excerpt::around(source, &spans);
+    if excerpt.cut_at.is_some() {
+        return None;
+    }
+    let mut snippet = excerpt.snippet(source);
+    for edit in &fix.edits {
+        snippet = snippet.patch(Patch::new(
+            excerpt.local(edit.span)?,
+            edit.replacement.as_str(),
+        ));
+    }
+    Some(Group::with_title(Level::HELP.secondary_title(fix.message.as_str())).element(snippet))
 }
 
 /// The JSON form of a diagnostic, as `cnnc check --format json` prints it. The key names are a
@@ -287,6 +699,38 @@ pub struct JsonDiagnostic {
     pub notes: Vec<String>,
     /// How to fix it.
     pub help: Option<String>,
+    /// The help as edits `cnnc check --fix` applies, or null.
+    pub fix: Option<JsonFix>,
+}
+
+/// The JSON form of a [`Fix`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JsonFix {
+    /// What the fix does (the same text as `help`).
+    pub message: String,
+    /// The edits, in source order.
+    pub edits: Vec<JsonEdit>,
+}
+
+/// The JSON form of an [`Edit`]: the text from `line`:`column` up to `end_line`:`end_column`
+/// (positions as for the diagnostic) and its byte range `byte_start..byte_end` become
+/// `replacement`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JsonEdit {
+    /// Line of the first replaced character.
+    pub line: usize,
+    /// Column of the first replaced character.
+    pub column: usize,
+    /// Line of the end.
+    pub end_line: usize,
+    /// Column one past the last replaced character.
+    pub end_column: usize,
+    /// Byte offset of the first replaced byte.
+    pub byte_start: usize,
+    /// Byte offset one past the last replaced byte.
+    pub byte_end: usize,
+    /// The new text.
+    pub replacement: String,
 }
 
 impl JsonDiagnostic {
@@ -307,6 +751,105 @@ impl JsonDiagnostic {
             label: diagnostic.label.clone(),
             notes: diagnostic.notes.clone(),
             help: diagnostic.help.clone(),
+            fix: diagnostic.fix.as_ref().map(|fix| JsonFix {
+                message: fix.message.clone(),
+                edits: fix
+                    .edits
+                    .iter()
+                    .map(|edit| {
+                        let start = source.line_col(edit.span.start as usize);
+                        let end = source.line_col(edit.span.end as usize);
+                        JsonEdit {
+                            line: start.line,
+                            column: start.column,
+                            end_line: end.line,
+                            end_column: end.column,
+                            byte_start: edit.span.start as usize,
+                            byte_end: edit.span.end as usize,
+                            replacement: edit.replacement.clone(),
+                        }
+                    })
+                    .collect(),
+            }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::Format;
+
+    fn fixing(span: Span, with: &str) -> Diagnostic {
+        Diagnostic::error(Code::UnknownArgument, "m", span, "l").suggest("s", span, with)
+    }
+
+    #[test]
+    fn fixes_apply_together_unless_they_overlap() {
+        let source = Source::new("t.yaml", "abcdef", Format::Yaml);
+        let touching = [fixing(Span::new(3, 5), "Y"), fixing(Span::new(1, 3), "X")];
+        assert_eq!(apply_fixes(&source, &touching), Ok(("aXYf".to_owned(), 2)));
+        let overlapping = [fixing(Span::new(1, 4), "X"), fixing(Span::new(3, 5), "Y")];
+        assert_eq!(
+            apply_fixes(&source, &overlapping),
+            Err(FixError::Overlap {
+                first_line: 1,
+                second_line: 1
+            })
+        );
+        let same_place = [fixing(Span::new(2, 2), "X"), fixing(Span::new(2, 2), "Y")];
+        assert!(apply_fixes(&source, &same_place).is_err());
+        let outside = [fixing(Span::new(4, 9), "X")];
+        assert_eq!(
+            apply_fixes(&source, &outside),
+            Err(FixError::OutOfRange { line: 1 })
+        );
+        let split = Source::new("t.yaml", "é", Format::Yaml);
+        assert!(apply_fixes(&split, &[fixing(Span::new(1, 2), "e")]).is_err());
+    }
+
+    #[test]
+    fn long_quoted_text_is_cut_in_the_middle() {
+        let name = "a".repeat(100_000);
+        let d = Diagnostic::error(
+            Code::InvalidName,
+            format!("`{name}` is not a valid layer name"),
+            Span::new(0, 1),
+            "l",
+        );
+        let half = "a".repeat(MAX_QUOTED_CHARS / 2);
+        assert_eq!(
+            d.message,
+            format!("`{half}…{half}` is not a valid layer name")
+        );
+        // Short quotes and long prose stay whole; long prose past the limit is cut too.
+        let prose = format!("`ok` {}", "word ".repeat(100));
+        assert_eq!(shorten(prose.clone()), prose);
+        let endless = "x ".repeat(10_000);
+        assert_eq!(shorten(endless).chars().count(), MAX_TEXT_CHARS + 1);
+    }
+
+    #[test]
+    fn spans_inside_a_character_render_without_a_panic() {
+        let text = format!("input (1, 8, 8)\nrelu({})\n", "é".repeat(20_000));
+        let source = Source::new("odd.cnn", text, Format::Dsl);
+        for (start, end) in [(24, 25), (30_001, 30_004), (99_999, 99_999)] {
+            let d = Diagnostic::error(Code::DslSyntax, "m", Span::new(start, end), "here")
+                .secondary(Span::new(end, start + 7), "there");
+            let _ = render(&d, &source, false);
+        }
+    }
+
+    #[test]
+    fn a_culprit_deep_in_a_long_line_keeps_its_column() {
+        let text = format!("input (1, 8, 8)\nrelu({}x=1)\n", "y=1, ".repeat(20_000));
+        let at = text.find("x=1").expect("culprit");
+        let source = Source::new("long.cnn", text, Format::Dsl);
+        let d = Diagnostic::error(Code::UnknownArgument, "m", Span::new(at, at + 1), "here");
+        let rendered = render(&d, &source, false);
+        let header = rendered.lines().nth(1).expect("a header");
+        assert_eq!(header, format!(" --> long.cnn:2:{}", 6 + 5 * 20_000));
+        assert!(rendered.len() < 2_000, "{rendered}");
+        assert!(rendered.contains("^ here"), "{rendered}");
     }
 }

@@ -25,9 +25,19 @@ pub fn parse_dsl(text: &str) -> Result<Model, Vec<Diagnostic>> {
     if let Some(diagnostic) = refused {
         return Err(vec![diagnostic]);
     }
+    // A byte order mark (editors on Windows write one) is blanked to three spaces, its length in
+    // bytes, so every span still points into `text`; YAML skips it too.
+    let blanked;
+    let grammar_text = match text.strip_prefix('\u{feff}') {
+        Some(rest) => {
+            blanked = format!("   {rest}");
+            blanked.as_str()
+        }
+        None => text,
+    };
     // Collect the rules tried at the failure point, so errors name the expected token.
     pest::set_error_detail(true);
-    let file = match DslParser::parse(Rule::file, text) {
+    let file = match DslParser::parse(Rule::file, grammar_text) {
         Ok(mut pairs) => pairs.next(),
         Err(err) => return Err(vec![syntax_error(&err, text)]),
     };
@@ -165,6 +175,29 @@ fn control_character(text: &str) -> Option<Diagnostic> {
     )
 }
 
+/// Whether `c` shows as nothing (or as a plain space) in an editor, so quoting it in a message
+/// would show nothing: spaces other than ` `, zero-width and direction marks, byte order marks.
+fn invisible(c: char) -> bool {
+    (c.is_whitespace() && c != ' ')
+        || c.is_control()
+        || matches!(
+            c,
+            '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}'
+        )
+}
+
+/// An invisible character named by its code point, and its name when it is a common one.
+fn describe_invisible(c: char) -> String {
+    let name = match c {
+        '\t' => " (a tab)",
+        '\u{a0}' => " (a no-break space)",
+        '\u{200b}' => " (a zero-width space)",
+        '\u{feff}' => " (a byte order mark)",
+        _ => "",
+    };
+    format!("the invisible character U+{:04X}{name}", u32::from(c))
+}
+
 /// Brackets nested deeper than [`MAX_NESTING`], found before parsing so that the recursive
 /// grammar never sees them. Brackets in comments and strings do not count.
 fn nesting_error(text: &str) -> Option<Diagnostic> {
@@ -252,6 +285,7 @@ fn syntax_error(err: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
         None => "end of file".to_owned(),
         Some(_) if rest.trim().is_empty() => "end of file".to_owned(),
         Some('\n' | '\r') => "end of line".to_owned(),
+        Some(c) if invisible(c) => describe_invisible(c),
         Some(_) => format!("`{}`", &rest[..token_len]),
     };
     let mut expected: Vec<String> = Vec::new();
@@ -287,9 +321,19 @@ fn syntax_error(err: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
         Span::new(at, at + token_len),
         format!("expected {expected}"),
     );
-    if rest.starts_with(':') {
-        diagnostic = diagnostic.help(
+    if let Some(c) = rest.chars().next().filter(|&c| invisible(c)) {
+        // A look-alike space becomes a space; anything else that shows as nothing goes.
+        let (help, replacement) = if c.is_whitespace() {
+            ("replace it with a plain space", " ")
+        } else {
+            ("delete it: it cannot be seen in most editors", "")
+        };
+        diagnostic = diagnostic.suggest(help, Span::new(at, at + c.len_utf8()), replacement);
+    } else if rest.starts_with(':') {
+        diagnostic = diagnostic.suggest(
             "arguments are written `key=value`, e.g. `conv2d(out_channels=32, kernel_size=3)`",
+            Span::new(at, at + 1),
+            "=",
         );
     } else if rest.starts_with('{') {
         diagnostic = diagnostic

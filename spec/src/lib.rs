@@ -33,7 +33,10 @@ pub use cnnc_core::{
     self as core, BatchNorm2dConfig, CheckedLayer, Conv2dConfig, LayerConfig, LayerKind,
     LinearConfig, Model as CoreModel, Pair, Pool2dConfig, TensorInfo, TensorRole,
 };
-pub use diag::{Code, Diagnostic, JsonDiagnostic, Label, Severity, render};
+pub use diag::{
+    Code, Diagnostic, Edit, Fix, FixError, JsonDiagnostic, JsonEdit, JsonFix, Label, MAX_SHOWN,
+    Severity, Shown, apply_fixes, render, render_all,
+};
 pub use dsl::parse_dsl;
 pub use fmt::{to_dsl, to_yaml};
 pub use resolved::CheckedModel;
@@ -137,11 +140,7 @@ pub fn load(path: &Path) -> Result<CheckedModel, Error> {
         .map_err(|diagnostics| Error::Invalid {
             file: source.name().to_owned(),
             count: diagnostics.iter().filter(|d| d.is_error()).count(),
-            rendered: diagnostics
-                .iter()
-                .map(|d| render(d, &source, false))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            rendered: render_all(&diagnostics, &source, false),
         })
 }
 

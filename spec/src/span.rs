@@ -91,20 +91,32 @@ pub struct Source {
     text: String,
     format: Format,
     line_starts: Vec<usize>,
+    /// Whether each line is ASCII, so its columns are byte counts: a column costs nothing to
+    /// find however long the line, and many diagnostics on one long line stay linear.
+    ascii_lines: Vec<bool>,
 }
 
 impl Source {
     /// Wraps `text` named `name` (shown in diagnostics) written in `format`.
     pub fn new(name: impl Into<String>, text: impl Into<String>, format: Format) -> Self {
         let text = text.into();
-        let line_starts = std::iter::once(0)
+        let line_starts: Vec<usize> = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        let ascii_lines = line_starts
+            .iter()
+            .enumerate()
+            .map(|(line, &start)| {
+                let end = line_starts.get(line + 1).copied().unwrap_or(text.len());
+                text.as_bytes()[start..end].is_ascii()
+            })
             .collect();
         Source {
             name: name.into(),
             text,
             format,
             line_starts,
+            ascii_lines,
         }
     }
 
@@ -136,9 +148,14 @@ impl Source {
         }
         let line = self.line_starts.partition_point(|&start| start <= offset) - 1;
         let start = self.line_starts[line];
+        let column = if self.ascii_lines[line] {
+            offset - start
+        } else {
+            self.text[start..offset].chars().count()
+        };
         LineCol {
             line: line + 1,
-            column: self.text[start..offset].chars().count() + 1,
+            column: column + 1,
         }
     }
 

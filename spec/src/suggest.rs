@@ -31,34 +31,52 @@ fn normalize(word: &str) -> String {
         .collect()
 }
 
-/// Optimal-string-alignment distance: insertions, deletions, substitutions and transpositions.
+/// Longest word compared: long inputs cannot be typos of our short keywords.
+const MAX_WORD: usize = 64;
+
+/// Optimal-string-alignment distance: insertions, deletions, substitutions and transpositions;
+/// `usize::MAX` for words too long or too different in length to be typos of each other. Three
+/// rows on the stack: a spec with 60,000 misspelt keys asks for 200,000 distances.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    // Long inputs cannot be typos of our short keywords; bail out before quadratic work.
-    if a.len().abs_diff(b.len()) > 3 || a.len() > 64 || b.len() > 64 {
+    let mut a_chars = ['\0'; MAX_WORD];
+    let mut b_chars = ['\0'; MAX_WORD];
+    let (Some(n), Some(m)) = (fill(&mut a_chars, a), fill(&mut b_chars, b)) else {
+        return usize::MAX;
+    };
+    if n.abs_diff(m) > 3 {
         return usize::MAX;
     }
-    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in rows[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
+    let (a, b) = (&a_chars[..n], &b_chars[..m]);
+    // Rows i-2, i-1 and i of the usual table.
+    let mut before = [0usize; MAX_WORD + 1];
+    let mut previous: [usize; MAX_WORD + 1] = std::array::from_fn(|j| j);
+    let mut current = [0usize; MAX_WORD + 1];
+    for i in 1..=n {
+        current[0] = i;
+        for j in 1..=m {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (rows[i - 1][j] + 1)
-                .min(rows[i][j - 1] + 1)
-                .min(rows[i - 1][j - 1] + cost);
+            let mut best = (previous[j] + 1)
+                .min(current[j - 1] + 1)
+                .min(previous[j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(rows[i - 2][j - 2] + 1);
+                best = best.min(before[j - 2] + 1);
             }
-            rows[i][j] = best;
+            current[j] = best;
         }
+        before = previous;
+        previous = current;
     }
-    rows[a.len()][b.len()]
+    previous[m]
+}
+
+/// Copies the characters of `word` into `buffer`; their count, or `None` if they do not fit.
+fn fill(buffer: &mut [char; MAX_WORD], word: &str) -> Option<usize> {
+    let mut count = 0;
+    for c in word.chars() {
+        *buffer.get_mut(count)? = c;
+        count += 1;
+    }
+    Some(count)
 }
 
 #[cfg(test)]
@@ -76,5 +94,17 @@ mod tests {
         assert_eq!(closest("conv", kinds), Some("conv2d"));
         assert_eq!(closest("MaxPool", kinds), Some("maxpool2d"));
         assert_eq!(closest("transformer", kinds), None);
+    }
+
+    #[test]
+    fn distances_count_edits_and_give_up_on_long_words() {
+        assert_eq!(edit_distance("kernel", "kernel"), 0);
+        assert_eq!(edit_distance("kernal", "kernel"), 1);
+        assert_eq!(edit_distance("kenrel", "kernel"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("stride", "padding"), 6);
+        assert_eq!(edit_distance("a", "abcde"), usize::MAX);
+        assert_eq!(edit_distance(&"x".repeat(65), &"x".repeat(65)), usize::MAX);
+        assert_eq!(edit_distance(&"x".repeat(64), &"x".repeat(63)), 1);
     }
 }

@@ -4,6 +4,7 @@
 //! diagnostics here; argument names, types and values are left to the checker so that both
 //! languages report them identically.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -274,12 +275,97 @@ fn syntax_error(err: &serde_saphyr::Error, source: &Source) -> Diagnostic {
     }
     let message =
         serde_saphyr::MessageFormatter::format_message(&serde_saphyr::UserMessageFormatter, err);
-    Diagnostic::error(
+    let text = source.text();
+    if message.contains("found a tab") || message.contains("tabs disallowed") {
+        // The parser reports where the scalar or block it was reading began, often the line
+        // before; point at the tab itself.
+        if let Some(tab) = indenting_tab(text, span.start as usize) {
+            return Diagnostic::error(
+                Code::YamlSyntax,
+                "invalid YAML: a tab is used as indentation",
+                Span::new(tab, tab + 1),
+                "this tab",
+            )
+            .note(format!("the parser says: {message}"))
+            .help("YAML indents with spaces only: replace the tab with spaces");
+        }
+    }
+    let mut diagnostic = Diagnostic::error(
         Code::YamlSyntax,
         format!("invalid YAML: {message}"),
         span,
-        message.into_owned(),
-    )
+        message.clone().into_owned(),
+    );
+    if message.contains("flow mapping") || message.contains("flow sequence") {
+        // Reported where the parser gave up, lines later; show where the bracket opened.
+        if let Some(open) = unclosed_bracket(text, span.start as usize) {
+            let bracket = &text[open..open + 1];
+            diagnostic = diagnostic.secondary(
+                Span::new(open, open + 1),
+                format!("this `{bracket}` is not closed"),
+            );
+        }
+    }
+    diagnostic
+}
+
+/// The first tab in the indentation of the line holding `from` or of the lines after it, up to
+/// the first line with content after that one.
+fn indenting_tab(text: &str, from: usize) -> Option<usize> {
+    let from = text.floor_char_boundary(from.min(text.len()));
+    let mut line_start = text[..from].rfind('\n').map_or(0, |i| i + 1);
+    loop {
+        let line_end = text[line_start..]
+            .find('\n')
+            .map_or(text.len(), |i| line_start + i);
+        let line = &text[line_start..line_end];
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        if let Some(tab) = line[..indent].find('\t') {
+            return Some(line_start + tab);
+        }
+        if (line_start > from && indent < line.len()) || line_end == text.len() {
+            return None;
+        }
+        line_start = line_end + 1;
+    }
+}
+
+/// The innermost flow bracket (`{` or `[`) still open at byte `before`, outside comments and
+/// quoted strings.
+fn unclosed_bracket(text: &str, before: usize) -> Option<usize> {
+    let before = text.floor_char_boundary(before.min(text.len()));
+    let mut open = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut comment = false;
+    let mut previous = '\n';
+    for (at, c) in text[..before].char_indices() {
+        if comment {
+            comment = c != '\n';
+        } else if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if q == '"' && c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+        } else {
+            match c {
+                '#' if previous.is_whitespace() => comment = true,
+                '"' | '\'' if previous.is_whitespace() || "[{,:".contains(previous) => {
+                    quote = Some(c);
+                }
+                '{' | '[' => open.push(at),
+                '}' | ']' => {
+                    open.pop();
+                }
+                _ => {}
+            }
+        }
+        previous = c;
+    }
+    open.last().copied()
 }
 
 /// Whether the parser stopped at the nesting limit: block collections hit the depth budget, flow
@@ -376,7 +462,8 @@ impl Lower<'_> {
                 return model;
             }
         };
-        let mut seen: Vec<(String, Span)> = Vec::new();
+        // A map, not a list: a spec of 60,000 keys must not compare each with every other.
+        let mut seen: HashMap<String, Span> = HashMap::new();
         for (key, value) in entries {
             let Kind::Str(key_text) = &key.kind else {
                 self.diagnostics.push(Diagnostic::error(
@@ -387,7 +474,7 @@ impl Lower<'_> {
                 ));
                 continue;
             };
-            if let Some((_, first)) = seen.iter().find(|(k, _)| k == key_text) {
+            if let Some(first) = seen.get(key_text) {
                 self.diagnostics.push(
                     Diagnostic::error(
                         Code::DuplicateArgument,
@@ -399,7 +486,7 @@ impl Lower<'_> {
                 );
                 continue;
             }
-            seen.push((key_text.clone(), key.span));
+            seen.insert(key_text.clone(), key.span);
             match key_text.as_str() {
                 "model" => model.name = self.model_name(value),
                 "input" => model.input = Some(self.value(value)),
@@ -413,7 +500,8 @@ impl Lower<'_> {
                     )
                     .note("a spec has the keys `model`, `input` and `layers`");
                     if let Some(best) = suggest::closest(other, TOP_LEVEL_KEYS.iter().copied()) {
-                        diagnostic = diagnostic.help(format!("did you mean `{best}`?"));
+                        diagnostic =
+                            diagnostic.suggest(format!("did you mean `{best}`?"), key.span, best);
                     }
                     self.diagnostics.push(diagnostic);
                 }

@@ -202,3 +202,87 @@ fn invalid_specs_as_json() {
     }
     insta::assert_snapshot!("json_diagnostics", lines.join("\n"));
 }
+
+#[test]
+fn byte_order_marks_are_skipped_in_both_languages() {
+    let valid = corpus("valid");
+    let find = |name: &str| {
+        valid
+            .iter()
+            .find(|s| s.name() == name)
+            .unwrap_or_else(|| panic!("{name} in the corpus"))
+    };
+    let yaml = find("valid/byte_order_mark.yaml");
+    let dsl = find("valid/byte_order_mark.cnn");
+    assert!(yaml.text().starts_with('\u{feff}') && dsl.text().starts_with('\u{feff}'));
+    let from_yaml = parsed(yaml);
+    assert_eq!(without_spans(parsed(dsl)), without_spans(from_yaml.clone()));
+    // The first line's comment is kept, and printing drops the mark.
+    let printed = cnnc_spec::to_yaml(&from_yaml);
+    assert!(
+        printed.starts_with("# Saved by an editor that writes a byte order mark.\nmodel: Bom\n"),
+        "{printed}"
+    );
+}
+
+/// Applies every fix, round after round, as `cnnc check --fix` does.
+fn fixed(source: &Source) -> Source {
+    let mut current = source.clone();
+    for _ in 0..16 {
+        let diagnostics = match cnnc_spec::parse(&current) {
+            Ok(model) => cnnc_spec::check(&model).diagnostics,
+            Err(diagnostics) => diagnostics,
+        };
+        let (text, count) = cnnc_spec::apply_fixes(&current, &diagnostics)
+            .unwrap_or_else(|e| panic!("{}: {e}", source.name()));
+        if count == 0 {
+            break;
+        }
+        current = Source::new(current.name(), text, current.format());
+    }
+    current
+}
+
+#[test]
+fn fixes_make_the_fixable_specs_check_clean() {
+    let mut clean = Vec::new();
+    for source in corpus("invalid") {
+        let after = fixed(&source);
+        let diagnostics = match cnnc_spec::parse(&after) {
+            Ok(model) => cnnc_spec::check(&model).diagnostics,
+            Err(diagnostics) => diagnostics,
+        };
+        if diagnostics.is_empty() {
+            clean.push(source.name().to_owned());
+        }
+        // A fix never adds an error the spec did not have.
+        assert!(
+            diagnostics.iter().all(|d| d.fix.is_none()),
+            "{}: a fix is left unapplied",
+            source.name()
+        );
+    }
+    assert_eq!(
+        clean,
+        [
+            "invalid/dsl_colon_argument.cnn",
+            "invalid/dsl_invisible_character.cnn",
+            "invalid/in_channels_mismatch.cnn",
+            "invalid/in_features_mismatch.yaml",
+            "invalid/num_features_mismatch.yaml",
+            "invalid/unknown_argument.yaml",
+            "invalid/unknown_layer_conv.yaml",
+            "invalid/unknown_top_level_key.yaml",
+        ]
+    );
+}
+
+#[test]
+fn a_huge_invalid_name_is_quoted_short() {
+    let name = "a-".repeat(50_000);
+    let text = format!("input: [1, 8, 8]\nlayers:\n  - relu: {{name: \"{name}\"}}\n");
+    let source = Source::new("long_name.yaml", text, Format::Yaml);
+    let output = rendered(&source);
+    assert!(output.len() < 1_000, "{} bytes", output.len());
+    insta::assert_snapshot!(output);
+}

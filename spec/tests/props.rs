@@ -19,6 +19,11 @@ fn exercise(text: &str, format: Format) {
         let _ = cnnc_spec::render(diagnostic, &source, false);
         let _ = cnnc_spec::JsonDiagnostic::new(diagnostic, &source);
     }
+    // Fixes apply (or are refused) without a panic, and what they make parses or is reported.
+    if let Ok((fixed, _)) = cnnc_spec::apply_fixes(&source, &diagnostics) {
+        let fixed = Source::new("fixed", fixed, format);
+        let _ = cnnc_spec::parse(&fixed).map(|model| cnnc_spec::check(&model));
+    }
 }
 
 /// Fragments of real specs, so random sequences reach past the first token.
@@ -58,6 +63,11 @@ fn fragment() -> impl Strategy<Value = &'static str> {
         "dilation",
         "out_channels",
         "in_features",
+        "kernal_size",
+        "conv",
+        "\u{feff}",
+        "\u{200b}",
+        "\t",
         "out_features",
         "num_features",
         "ceil_mode",

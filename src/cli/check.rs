@@ -1,11 +1,13 @@
 //! `cnnc check`: the lint. Parses and checks every spec given, printing each diagnostic rustc
-//! style or as one JSON array.
+//! style or as one JSON array (at most [`cnnc_spec::MAX_SHOWN`] per spec, the rest counted);
+//! with `--fix`, first applies the fixes the diagnostics carry, like `cargo fix`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use cnnc_spec::{Diagnostic, JsonDiagnostic, Source};
+use anyhow::{Context, bail};
+use cnnc_spec::{Diagnostic, JsonDiagnostic, Shown, Source};
 
 use super::{ColorWhen, EXIT_INVALID, EXIT_TROUBLE, Lang, OutputFormat};
 
@@ -27,6 +29,10 @@ pub struct Args {
     /// Language of standard input (guessed when absent).
     #[arg(long, value_enum)]
     pub lang: Option<Lang>,
+    /// Apply the machine-applicable fixes first (replacing each file atomically, keeping its
+    /// mode), then report what is left.
+    #[arg(long)]
+    pub fix: bool,
 }
 
 /// What `--deny` can promote to an error.
@@ -54,7 +60,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut sources = Vec::new();
     let mut unreadable = 0;
     for path in super::collect_specs(&args.paths)? {
-        match super::read_source(&path, args.lang) {
+        if args.fix && path == Path::new("-") {
+            bail!("`--fix` rewrites files and cannot fix standard input; pass the spec's path");
+        }
+        let read = super::read_source(&path, args.lang).and_then(|source| {
+            if args.fix {
+                fix(&path, source)
+            } else {
+                Ok(source)
+            }
+        });
+        match read {
             Ok(source) => sources.push(source),
             Err(err) => {
                 eprintln!("error: {err:#}");
@@ -104,17 +120,24 @@ pub fn report(
     let mut json = Vec::new();
     for source in sources {
         tally.specs += 1;
-        for diagnostic in diagnose(source) {
-            if diagnostic.is_error() {
-                tally.errors += 1;
-            } else {
-                tally.warnings += 1;
-            }
+        let diagnostics = diagnose(source);
+        let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+        tally.errors += errors;
+        tally.warnings += diagnostics.len() - errors;
+        let shown = Shown::of(&diagnostics);
+        for diagnostic in shown.shown {
             match format {
                 OutputFormat::Human => {
-                    writeln!(out, "{}\n", cnnc_spec::render(&diagnostic, source, color))?
+                    writeln!(out, "{}\n", cnnc_spec::render(diagnostic, source, color))?
                 }
-                OutputFormat::Json => json.push(JsonDiagnostic::new(&diagnostic, source)),
+                OutputFormat::Json => json.push(JsonDiagnostic::new(diagnostic, source)),
+            }
+        }
+        if let Some(omitted) = shown.omitted(source) {
+            match format {
+                OutputFormat::Human => writeln!(out, "{omitted}\n")?,
+                // Standard output stays one JSON array; the count goes beside it.
+                OutputFormat::Json => eprintln!("{omitted}"),
             }
         }
     }
@@ -145,4 +168,56 @@ fn closing_line(tally: &Tally) -> String {
         "checked {}: {findings}{unreadable}",
         plural(tally.specs, "spec")
     )
+}
+
+/// Most rounds of fixing: a fix can uncover another (the DSL parser stops at its first error).
+const MAX_FIX_ROUNDS: usize = 16;
+
+/// `cnnc check --fix` on one spec: applies every fix its diagnostics carry, round after round
+/// until none is left, writes the result over `path` if anything changed, says what was fixed on
+/// standard error, and returns the fixed source for checking. Fixes whose edits overlap are
+/// refused, leaving the file as it was.
+fn fix(path: &Path, source: Source) -> anyhow::Result<Source> {
+    let mut current = source;
+    let mut fixed: Vec<String> = Vec::new();
+    for _ in 0..MAX_FIX_ROUNDS {
+        let diagnostics = diagnose(&current);
+        let (text, count) = cnnc_spec::apply_fixes(&current, &diagnostics)
+            .with_context(|| format!("cannot fix {}", current.name()))?;
+        if count == 0 || text == current.text() {
+            break;
+        }
+        fixed.extend(diagnostics.iter().filter_map(|d| {
+            let fix = d.fix.as_ref()?;
+            let line = current.line_col(d.span.start as usize).line;
+            Some(format!("  line {line}: {}", fix.message))
+        }));
+        current = Source::new(current.name().to_owned(), text, current.format());
+    }
+    if fixed.is_empty() {
+        return Ok(current);
+    }
+    if current.text().len() > cnnc_spec::MAX_SOURCE_BYTES {
+        bail!(
+            "cannot fix {}: the fixed spec would be larger than the limit of {} bytes",
+            current.name(),
+            cnnc_spec::MAX_SOURCE_BYTES
+        );
+    }
+    // Atomic, keeping the file's permissions, replacing a symlink's target.
+    cnnc_runtime::fsio::write_atomic(path, current.text().as_bytes())
+        .with_context(|| format!("cannot write the fixed spec to {}", path.display()))?;
+    let plural = if fixed.len() == 1 { "" } else { "es" };
+    let count = fixed.len();
+    // As many lines as diagnostics are shown, then a count.
+    if count > cnnc_spec::MAX_SHOWN {
+        fixed.truncate(cnnc_spec::MAX_SHOWN);
+        fixed.push(format!("  and {} more", count - cnnc_spec::MAX_SHOWN));
+    }
+    eprintln!(
+        "fixed {} ({count} fix{plural}):\n{}",
+        current.name(),
+        fixed.join("\n")
+    );
+    Ok(current)
 }

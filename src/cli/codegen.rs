@@ -79,7 +79,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 /// Prints diagnostics to standard error, as `cnnc check` renders them.
 fn report(diagnostics: &[Diagnostic], source: &Source, color: bool) {
-    for diagnostic in diagnostics {
+    let shown = cnnc_spec::Shown::of(diagnostics);
+    for diagnostic in shown.shown {
         eprintln!("{}", cnnc_spec::render(diagnostic, source, color));
+    }
+    if let Some(omitted) = shown.omitted(source) {
+        eprintln!("{omitted}");
     }
 }

@@ -43,9 +43,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Ok(text) => text,
         Err(rendered) => {
             let color = args.color.enabled();
-            for diagnostic in rendered {
-                eprintln!("{}\n", cnnc_spec::render(&diagnostic, &source, color));
-            }
+            eprintln!("{}\n", cnnc_spec::render_all(&rendered, &source, color));
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };

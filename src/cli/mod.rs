@@ -9,6 +9,7 @@ pub mod codegen;
 pub mod dataset;
 pub mod eval;
 pub mod evaluate;
+pub mod explain;
 pub mod fmt;
 pub mod job;
 pub mod model;
@@ -117,6 +118,8 @@ pub fn read_source(path: &Path, lang: Option<Lang>) -> anyhow::Result<Source> {
 /// Standard input without `--lang`: YAML if its first line of content is a YAML key.
 fn sniff(text: &str) -> Format {
     let first = text
+        .strip_prefix('\u{feff}')
+        .unwrap_or(text)
         .lines()
         .map(str::trim)
         .find(|line| !line.is_empty() && !line.starts_with('#'));

@@ -61,12 +61,19 @@ pub fn summarize(
             if let Some(model) = &model {
                 out.write_all(table(model, ok).as_bytes())?;
             }
-            for diagnostic in &diagnostics {
+            let shown = cnnc_spec::Shown::of(&diagnostics);
+            for diagnostic in shown.shown {
                 writeln!(out, "\n{}", cnnc_spec::render(diagnostic, source, color))?;
+            }
+            if let Some(omitted) = shown.omitted(source) {
+                writeln!(out, "\n{omitted}")?;
             }
         }
         OutputFormat::Json => {
             let json = SummaryJson::new(model.as_ref(), &diagnostics, source);
+            if let Some(omitted) = cnnc_spec::Shown::of(&diagnostics).omitted(source) {
+                eprintln!("{omitted}");
+            }
             serde_json::to_writer_pretty(&mut *out, &json)?;
             writeln!(out)?;
         }
@@ -104,18 +111,23 @@ pub fn table(model: &CheckedModel, complete: bool) -> String {
     }
     let line_width = widths.iter().sum::<usize>() + 3 * 4;
     let rule = |c: char| c.to_string().repeat(line_width);
+    // Padded by hand: `format!` widths stop at 65,535, and a layer name may be longer.
+    let pad = |cell: &str, width: usize, left: bool| {
+        let fill = " ".repeat(width.saturating_sub(cell.chars().count()));
+        if left {
+            format!("{cell}{fill}")
+        } else {
+            format!("{fill}{cell}")
+        }
+    };
     let format_row = |row: &[String; 4]| {
-        format!(
-            "{:<w0$}   {:<w1$}   {:>w2$}   {:>w3$}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3],
-        )
+        [
+            pad(&row[0], widths[0], true),
+            pad(&row[1], widths[1], true),
+            pad(&row[2], widths[2], false),
+            pad(&row[3], widths[3], false),
+        ]
+        .join("   ")
         .trim_end()
         .to_owned()
     };
@@ -195,6 +207,8 @@ struct SummaryJson {
     activation_bytes: u64,
     /// False when the spec has errors (then `layers` stops before the first failing layer).
     complete: bool,
+    /// The first [`cnnc_spec::MAX_SHOWN`] diagnostics (the count of the rest goes to standard
+    /// error).
     diagnostics: Vec<JsonDiagnostic>,
 }
 
@@ -232,7 +246,8 @@ impl SummaryJson {
             total_macs: model.map_or(0, |m| m.total_macs()),
             activation_bytes: model.map_or(0, |m| m.activation_bytes()),
             complete: !diagnostics.iter().any(Diagnostic::is_error),
-            diagnostics: diagnostics
+            diagnostics: cnnc_spec::Shown::of(diagnostics)
+                .shown
                 .iter()
                 .map(|d| JsonDiagnostic::new(d, source))
                 .collect(),

@@ -72,7 +72,9 @@ impl Checker {
                         None => diagnostic,
                     }
                 }
-                (Some(best), None) => diagnostic.help(format!("did you mean `{best}`?")),
+                (Some(best), None) => {
+                    diagnostic.suggest(format!("did you mean `{best}`?"), layer.kind.span, best)
+                }
                 (None, None) => diagnostic.note(format!(
                     "the layer kinds are {}",
                     LayerKind::ALL
@@ -102,7 +104,7 @@ impl Checker {
                 diagnostic = match suggest::closest(&key.text, keys) {
                     Some(best) => {
                         suggested.push(best);
-                        diagnostic.help(format!("did you mean `{best}`?"))
+                        diagnostic.suggest(format!("did you mean `{best}`?"), key.span, best)
                     }
                     None if spec.is_empty() => diagnostic.note(format!(
                         "`{}` takes no arguments other than `name`",

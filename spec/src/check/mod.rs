@@ -269,15 +269,19 @@ impl LayerContext<'_> {
 #[derive(Default)]
 struct Checker {
     diagnostics: Vec<Diagnostic>,
+    /// Errors among `diagnostics`, counted as they come: recounting them for every layer made
+    /// a spec of many bad layers quadratic.
+    errors: usize,
 }
 
 impl Checker {
     fn push(&mut self, diagnostic: Diagnostic) {
+        self.errors += usize::from(diagnostic.is_error());
         self.diagnostics.push(diagnostic);
     }
 
     fn error_count(&self) -> usize {
-        self.diagnostics.iter().filter(|d| d.is_error()).count()
+        self.errors
     }
 
     /// The checked model of the layers resolved so far. The checker has reported everything

@@ -225,9 +225,11 @@ impl Checker {
         );
         self.push(
             diagnostic
-                .help(format!(
-                    "set `{key}: {actual}`, or remove `{key}` to have it inferred"
-                ))
+                .suggest(
+                    format!("set `{key}: {actual}`, or remove `{key}` to have it inferred"),
+                    cx.span_of(key),
+                    actual.to_string(),
+                )
                 .layer(cx.name),
         );
         written
