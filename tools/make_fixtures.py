@@ -221,6 +221,15 @@ def layers():
     batchnorm("batch_norm2d_train", True)
     batchnorm("batch_norm2d_train_momentum", True, eps=1e-3, momentum=0.3)
     batchnorm("batch_norm2d_eval", False)
+    # Modern activations: scale 4 puts inputs on both sides of every kink (-3, 0, 3, 6).
+    layer_case("relu6", {"kind": "ReLU6"}, nn.ReLU6, (2, 3, 4, 5), scale=4.0)
+    layer_case("silu", {"kind": "SiLU"}, nn.SiLU, (2, 3, 4, 5), scale=4.0)
+    layer_case("gelu", {"kind": "GELU", "approximate": "none"}, nn.GELU, (2, 3, 4, 5), scale=3.0)
+    layer_case("hardswish", {"kind": "Hardswish"}, nn.Hardswish, (2, 3, 4, 5), scale=4.0)
+    layer_case("hardsigmoid", {"kind": "Hardsigmoid"}, nn.Hardsigmoid, (2, 3, 4, 5), scale=4.0)
+    layer_case("elu", {"kind": "ELU", "alpha": 0.7}, lambda: nn.ELU(0.7), (2, 3, 4, 5), scale=3.0)
+    layer_case("identity", {"kind": "Identity"}, nn.Identity, (2, 3, 4, 5))
+    layer_case("gelu_flat", {"kind": "GELU", "approximate": "none"}, nn.GELU, (4, 7), scale=3.0)
     cross_entropy()
 
 

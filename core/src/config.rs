@@ -44,6 +44,23 @@ pub enum LayerConfig {
     },
     /// `torch.nn.BatchNorm2d`.
     BatchNorm2d(BatchNorm2dConfig),
+    /// `torch.nn.ReLU6`.
+    Relu6,
+    /// `torch.nn.SiLU`.
+    Silu,
+    /// `torch.nn.GELU` (approximate='none': the erf form).
+    Gelu,
+    /// `torch.nn.Hardswish`.
+    Hardswish,
+    /// `torch.nn.Hardsigmoid`.
+    Hardsigmoid,
+    /// `torch.nn.ELU(alpha)`.
+    Elu {
+        /// Scale of the negative part, `alpha * (exp(x) - 1)`.
+        alpha: f32,
+    },
+    /// `torch.nn.Identity`.
+    Identity,
 }
 
 /// Arguments of `torch.nn.Conv2d`.
@@ -229,6 +246,13 @@ impl LayerConfig {
             LayerConfig::Linear(_) => LayerKind::Linear,
             LayerConfig::Dropout { .. } => LayerKind::Dropout,
             LayerConfig::BatchNorm2d(_) => LayerKind::BatchNorm2d,
+            LayerConfig::Relu6 => LayerKind::Relu6,
+            LayerConfig::Silu => LayerKind::Silu,
+            LayerConfig::Gelu => LayerKind::Gelu,
+            LayerConfig::Hardswish => LayerKind::Hardswish,
+            LayerConfig::Hardsigmoid => LayerKind::Hardsigmoid,
+            LayerConfig::Elu { .. } => LayerKind::Elu,
+            LayerConfig::Identity => LayerKind::Identity,
         }
     }
 
@@ -269,6 +293,7 @@ impl LayerConfig {
                 "momentum" => Float(f64::from(c.momentum)),
                 _ => return None,
             },
+            (LayerConfig::Elu { alpha }, "alpha") => Float(f64::from(*alpha)),
             _ => return None,
         })
     }
@@ -349,6 +374,15 @@ impl LayerConfig {
                 eps: float("eps")?,
                 momentum: float("momentum")?,
             }),
+            LayerKind::Relu6 => LayerConfig::Relu6,
+            LayerKind::Silu => LayerConfig::Silu,
+            LayerKind::Gelu => LayerConfig::Gelu,
+            LayerKind::Hardswish => LayerConfig::Hardswish,
+            LayerKind::Hardsigmoid => LayerConfig::Hardsigmoid,
+            LayerKind::Elu => LayerConfig::Elu {
+                alpha: float("alpha")?,
+            },
+            LayerKind::Identity => LayerConfig::Identity,
         })
     }
 
@@ -397,6 +431,13 @@ impl LayerConfig {
             LayerConfig::Relu | LayerConfig::Sigmoid | LayerConfig::Tanh | LayerConfig::Flatten => {
                 variant
             }
+            LayerConfig::Elu { alpha } => format!("{variant} {{ alpha: {} }}", float(*alpha)),
+            LayerConfig::Relu6
+            | LayerConfig::Silu
+            | LayerConfig::Gelu
+            | LayerConfig::Hardswish
+            | LayerConfig::Hardsigmoid
+            | LayerConfig::Identity => variant,
         }
     }
 
@@ -483,6 +524,13 @@ impl LayerConfig {
             | LayerConfig::Sigmoid
             | LayerConfig::Tanh
             | LayerConfig::Dropout { .. } => input,
+            LayerConfig::Relu6
+            | LayerConfig::Silu
+            | LayerConfig::Gelu
+            | LayerConfig::Hardswish
+            | LayerConfig::Hardsigmoid
+            | LayerConfig::Elu { .. }
+            | LayerConfig::Identity => input,
         })
     }
 
@@ -621,6 +669,8 @@ mod tests {
                 momentum: 0.1,
             }),
             LayerConfig::Relu,
+            LayerConfig::Elu { alpha: 0.5 },
+            LayerConfig::Gelu,
         ];
         for config in configs {
             let expr = config.rust_expr("c");

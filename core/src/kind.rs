@@ -30,6 +30,20 @@ pub enum LayerKind {
     Dropout,
     /// `torch.nn.BatchNorm2d`.
     BatchNorm2d,
+    /// `torch.nn.ReLU6`.
+    Relu6,
+    /// `torch.nn.SiLU`.
+    Silu,
+    /// `torch.nn.GELU` (approximate='none').
+    Gelu,
+    /// `torch.nn.Hardswish`.
+    Hardswish,
+    /// `torch.nn.Hardsigmoid`.
+    Hardsigmoid,
+    /// `torch.nn.ELU`.
+    Elu,
+    /// `torch.nn.Identity`.
+    Identity,
 }
 
 /// The type and allowed range of an argument.
@@ -207,7 +221,7 @@ const POOL2D: &[ArgInfo] = &[
 ];
 
 /// The layer table, in documentation order.
-pub const TABLE: [KindInfo; 11] = [
+pub const TABLE: [KindInfo; 18] = [
     KindInfo {
         kind: LayerKind::Conv2d,
         keyword: "conv2d",
@@ -417,12 +431,91 @@ pub const TABLE: [KindInfo; 11] = [
         init: Init::Constant,
         computes: "each channel normalised by its batch statistics in training, its running ones in eval",
     },
+    KindInfo {
+        kind: LayerKind::Relu6,
+        keyword: "relu6",
+        torch_name: "ReLU6",
+        layer_type: "Relu6",
+        input: Input::Any,
+        args: &[],
+        init: Init::None,
+        computes: "min(max(x, 0), 6) of each element",
+    },
+    KindInfo {
+        kind: LayerKind::Silu,
+        keyword: "silu",
+        torch_name: "SiLU",
+        layer_type: "Silu",
+        input: Input::Any,
+        args: &[],
+        init: Init::None,
+        computes: "x * sigmoid(x) of each element",
+    },
+    KindInfo {
+        kind: LayerKind::Gelu,
+        keyword: "gelu",
+        torch_name: "GELU",
+        layer_type: "Gelu",
+        input: Input::Any,
+        args: &[],
+        init: Init::None,
+        computes: "x * Φ(x), Φ the standard normal CDF, of each element",
+    },
+    KindInfo {
+        kind: LayerKind::Hardswish,
+        keyword: "hardswish",
+        torch_name: "Hardswish",
+        layer_type: "Hardswish",
+        input: Input::Any,
+        args: &[],
+        init: Init::None,
+        computes: "x * min(max(x + 3, 0), 6) / 6 of each element",
+    },
+    KindInfo {
+        kind: LayerKind::Hardsigmoid,
+        keyword: "hardsigmoid",
+        torch_name: "Hardsigmoid",
+        layer_type: "Hardsigmoid",
+        input: Input::Any,
+        args: &[],
+        init: Init::None,
+        computes: "min(max(x + 3, 0), 6) / 6 of each element",
+    },
+    KindInfo {
+        kind: LayerKind::Elu,
+        keyword: "elu",
+        torch_name: "ELU",
+        layer_type: "Elu",
+        input: Input::Any,
+        args: &[arg(
+            "alpha",
+            ArgType::Float {
+                min: -UNBOUNDED,
+                max: UNBOUNDED,
+                min_exclusive: false,
+            },
+            ArgDefault::Float(1.0),
+            "scale of the negative part, alpha * (exp(x) - 1)",
+        )],
+        init: Init::None,
+        computes: "x, or alpha * (exp(x) - 1) where x <= 0",
+    },
+    KindInfo {
+        kind: LayerKind::Identity,
+        keyword: "identity",
+        torch_name: "Identity",
+        layer_type: "Identity",
+        input: Input::Any,
+        args: &[],
+        init: Init::None,
+        computes: "its input unchanged",
+    },
 ];
 
 impl LayerKind {
     /// Every kind, in documentation order.
-    pub const ALL: [LayerKind; 11] = {
-        let mut all = [LayerKind::Conv2d; 11];
+    pub const ALL: [LayerKind; TABLE.len()] = {
+        let mut all = [LayerKind::Conv2d; TABLE.len()];
         let mut i = 0;
         while i < TABLE.len() {
             all[i] = TABLE[i].kind;

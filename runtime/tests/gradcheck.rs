@@ -8,8 +8,8 @@ use cnnc_runtime::config::{
 };
 use cnnc_runtime::init::{dropout_rng, init_rng};
 use cnnc_runtime::layers::{
-    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, LeakyRelu, Linear, MaxPool2d, Relu, Sigmoid,
-    Tanh,
+    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity,
+    LeakyRelu, Linear, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Tanh,
 };
 use cnnc_runtime::{Dims, Entry, Layer, Mode, Network, Visit, softmax_cross_entropy};
 use common::{Rand, STEP, check_layer, check_plain};
@@ -97,6 +97,21 @@ proptest! {
         check_plain(&mut LeakyRelu::new("leaky", dims, slope), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut Sigmoid::new("sigmoid", dims), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut Tanh::new("tanh", dims), &x, 2, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn modern_activations(c in 1..4usize, h in 1..5usize, w in 1..5usize, alpha in 0.1f32..2.0, seed: u64) {
+        let dims = image(c, h, w);
+        let mut rng = Rand(seed);
+        // Multiples of 0.11 stay at least 0.03 from every kink (0, ±3, 6): farther than STEP.
+        let x = rng.spaced(dims.len() * 2, 0.11);
+        check_plain(&mut Relu6::new("relu6", dims), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut Silu::new("silu", dims), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut Gelu::new("gelu", dims), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut Hardswish::new("hardswish", dims), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut Hardsigmoid::new("hardsigmoid", dims), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut Elu::new("elu", dims, alpha), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut Identity::new("identity", dims), &x, 2, &mut rng, TOL, Mode::Train);
     }
 
     #[test]

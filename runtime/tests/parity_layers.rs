@@ -8,7 +8,8 @@ mod common;
 use cnnc_runtime::config::{BatchNorm2dConfig, Conv2dConfig, LinearConfig, Pool2dConfig};
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{
-    AvgPool2d, BatchNorm2d, Conv2d, Flatten, LeakyRelu, Linear, MaxPool2d, Relu, Sigmoid, Tanh,
+    AvgPool2d, BatchNorm2d, Conv2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity,
+    LeakyRelu, Linear, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Tanh,
 };
 use cnnc_runtime::tensor::internal_to_nchw;
 use cnnc_runtime::{Dims, Layer, Mode, Param, softmax_cross_entropy};
@@ -139,6 +140,20 @@ fn run_case(name: &str) {
             }
             Box::new(bn)
         }
+        "ReLU6" => Box::new(Relu6::new(name, input)),
+        "SiLU" => Box::new(Silu::new(name, input)),
+        "GELU" => {
+            assert_eq!(config["approximate"], "none");
+            Box::new(Gelu::new(name, input))
+        }
+        "Hardswish" => Box::new(Hardswish::new(name, input)),
+        "Hardsigmoid" => Box::new(Hardsigmoid::new(name, input)),
+        "ELU" => Box::new(Elu::new(
+            name,
+            input,
+            config["alpha"].as_f64().unwrap() as f32,
+        )),
+        "Identity" => Box::new(Identity::new(name, input)),
         other => panic!("{name}: no runtime layer for fixture kind {other}"),
     };
 

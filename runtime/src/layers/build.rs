@@ -6,8 +6,8 @@
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, LeakyRelu, Linear, MaxPool2d, Relu,
-    Sigmoid, Tanh, image_input,
+    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity,
+    Layer, LeakyRelu, Linear, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Tanh, image_input,
 };
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
@@ -111,6 +111,13 @@ from_config!(Dropout, "dropout", |name, input, index, init| LayerConfig::Dropout
 from_config!(BatchNorm2d, "batchnorm2d", |name, input, index, init| LayerConfig::BatchNorm2d(c) => {
     BatchNorm2d::new(name, c, input)
 });
+from_config!(Relu6, "relu6", |name, input, index, init| LayerConfig::Relu6 => Ok(Relu6::new(name, input)));
+from_config!(Silu, "silu", |name, input, index, init| LayerConfig::Silu => Ok(Silu::new(name, input)));
+from_config!(Gelu, "gelu", |name, input, index, init| LayerConfig::Gelu => Ok(Gelu::new(name, input)));
+from_config!(Hardswish, "hardswish", |name, input, index, init| LayerConfig::Hardswish => Ok(Hardswish::new(name, input)));
+from_config!(Hardsigmoid, "hardsigmoid", |name, input, index, init| LayerConfig::Hardsigmoid => Ok(Hardsigmoid::new(name, input)));
+from_config!(Elu, "elu", |name, input, index, init| LayerConfig::Elu { alpha } => Ok(Elu::new(name, input, *alpha)));
+from_config!(Identity, "identity", |name, input, index, init| LayerConfig::Identity => Ok(Identity::new(name, input)));
 
 /// Builds the layer `config` describes, as the dynamic executor holds it.
 pub fn build(
@@ -141,6 +148,13 @@ pub fn build(
         LayerConfig::Linear(_) => boxed::<Linear>,
         LayerConfig::Dropout { .. } => boxed::<Dropout>,
         LayerConfig::BatchNorm2d(_) => boxed::<BatchNorm2d>,
+        LayerConfig::Relu6 => boxed::<Relu6>,
+        LayerConfig::Silu => boxed::<Silu>,
+        LayerConfig::Gelu => boxed::<Gelu>,
+        LayerConfig::Hardswish => boxed::<Hardswish>,
+        LayerConfig::Hardsigmoid => boxed::<Hardsigmoid>,
+        LayerConfig::Elu { .. } => boxed::<Elu>,
+        LayerConfig::Identity => boxed::<Identity>,
     };
     build(name, config, input, index, init)
 }

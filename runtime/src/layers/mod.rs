@@ -49,7 +49,9 @@ mod flatten;
 mod linear;
 mod pool;
 
-pub use activation::{LeakyRelu, Relu, Sigmoid, Tanh};
+pub use activation::{
+    Elu, Gelu, Hardsigmoid, Hardswish, Identity, LeakyRelu, Relu, Relu6, Sigmoid, Silu, Tanh,
+};
 pub use batchnorm::BatchNorm2d;
 pub use build::{FromConfig, Init, build};
 pub use conv::Conv2d;
