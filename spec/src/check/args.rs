@@ -377,7 +377,6 @@ const UNSUPPORTED: &[(&str, &str, &str)] = &[
         "normalises flat or 1-D inputs",
     ),
     ("batchnorm3d", "BatchNorm3d", "normalises 3-D inputs"),
-    ("relu6", "ReLU6", "clamps at 0 and 6"),
     ("prelu", "PReLU", "learns its negative slope"),
 ];
 
