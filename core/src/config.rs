@@ -61,6 +61,11 @@ pub enum LayerConfig {
     },
     /// `torch.nn.Identity`.
     Identity,
+    /// `torch.nn.Dropout2d(p)`, on `[C, H, W]` images.
+    Dropout2d {
+        /// Probability of zeroing a whole channel in training mode.
+        p: f32,
+    },
 }
 
 /// Arguments of `torch.nn.Conv2d`.
@@ -253,6 +258,7 @@ impl LayerConfig {
             LayerConfig::Hardsigmoid => LayerKind::Hardsigmoid,
             LayerConfig::Elu { .. } => LayerKind::Elu,
             LayerConfig::Identity => LayerKind::Identity,
+            LayerConfig::Dropout2d { .. } => LayerKind::Dropout2d,
         }
     }
 
@@ -294,6 +300,7 @@ impl LayerConfig {
                 _ => return None,
             },
             (LayerConfig::Elu { alpha }, "alpha") => Float(f64::from(*alpha)),
+            (LayerConfig::Dropout2d { p }, "p") => Float(f64::from(*p)),
             _ => return None,
         })
     }
@@ -383,6 +390,7 @@ impl LayerConfig {
                 alpha: float("alpha")?,
             },
             LayerKind::Identity => LayerConfig::Identity,
+            LayerKind::Dropout2d => LayerConfig::Dropout2d { p: float("p")? },
         })
     }
 
@@ -432,6 +440,7 @@ impl LayerConfig {
                 variant
             }
             LayerConfig::Elu { alpha } => format!("{variant} {{ alpha: {} }}", float(*alpha)),
+            LayerConfig::Dropout2d { p } => format!("{variant} {{ p: {} }}", float(*p)),
             LayerConfig::Relu6
             | LayerConfig::Silu
             | LayerConfig::Gelu
@@ -531,6 +540,10 @@ impl LayerConfig {
             | LayerConfig::Hardsigmoid
             | LayerConfig::Elu { .. }
             | LayerConfig::Identity => input,
+            LayerConfig::Dropout2d { .. } => {
+                image(input)?;
+                input
+            }
         })
     }
 
@@ -671,6 +684,7 @@ mod tests {
             LayerConfig::Relu,
             LayerConfig::Elu { alpha: 0.5 },
             LayerConfig::Gelu,
+            LayerConfig::Dropout2d { p: 0.125 },
         ];
         for config in configs {
             let expr = config.rust_expr("c");

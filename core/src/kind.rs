@@ -44,6 +44,8 @@ pub enum LayerKind {
     Elu,
     /// `torch.nn.Identity`.
     Identity,
+    /// `torch.nn.Dropout2d`.
+    Dropout2d,
 }
 
 /// The type and allowed range of an argument.
@@ -221,7 +223,7 @@ const POOL2D: &[ArgInfo] = &[
 ];
 
 /// The layer table, in documentation order.
-pub const TABLE: [KindInfo; 18] = [
+pub const TABLE: [KindInfo; 19] = [
     KindInfo {
         kind: LayerKind::Conv2d,
         keyword: "conv2d",
@@ -509,6 +511,21 @@ pub const TABLE: [KindInfo; 18] = [
         args: &[],
         init: Init::None,
         computes: "its input unchanged",
+    },
+    KindInfo {
+        kind: LayerKind::Dropout2d,
+        keyword: "dropout2d",
+        torch_name: "Dropout2d",
+        layer_type: "Dropout2d",
+        input: Input::Image,
+        args: &[arg(
+            "p",
+            PROBABILITY,
+            ArgDefault::Float(0.5),
+            "probability of zeroing a whole channel in training",
+        )],
+        init: Init::DropoutStream,
+        computes: "its input with whole channels zeroed at probability p in training",
     },
 ];
 

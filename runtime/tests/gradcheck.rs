@@ -8,8 +8,8 @@ use cnnc_runtime::config::{
 };
 use cnnc_runtime::init::{dropout_rng, init_rng};
 use cnnc_runtime::layers::{
-    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity,
-    LeakyRelu, Linear, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Tanh,
+    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish,
+    Identity, LeakyRelu, Linear, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Tanh,
 };
 use cnnc_runtime::{Dims, Entry, Layer, Mode, Network, Visit, softmax_cross_entropy};
 use common::{Rand, STEP, check_layer, check_plain};
@@ -138,6 +138,17 @@ proptest! {
         let mut rng = Rand(seed);
         let x = rng.vec(dims.len() * 2);
         // Draw the mask once, then hold it fixed for the analytic and numeric gradients.
+        let mut y = vec![0.0; x.len()];
+        layer.forward(&x, &mut y, 2, Mode::Train).unwrap();
+        check_layer(&mut layer, &x, 2, &mut rng, TOL, |l, x, y| l.forward_same_mask(x, y, 2).unwrap());
+    }
+
+    #[test]
+    fn dropout2d_with_fixed_mask(p in 0.0f32..0.9, c in 1..5usize, h in 1..5usize, seed: u64) {
+        let dims = image(c, h, 3);
+        let mut layer = Dropout2d::new("drop", dims, p, dropout_rng(seed, 0)).unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(dims.len() * 2);
         let mut y = vec![0.0; x.len()];
         layer.forward(&x, &mut y, 2, Mode::Train).unwrap();
         check_layer(&mut layer, &x, 2, &mut rng, TOL, |l, x, y| l.forward_same_mask(x, y, 2).unwrap());

@@ -6,8 +6,8 @@
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity,
-    Layer, LeakyRelu, Linear, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Tanh, image_input,
+    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish,
+    Identity, Layer, LeakyRelu, Linear, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Tanh, image_input,
 };
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
@@ -118,6 +118,9 @@ from_config!(Hardswish, "hardswish", |name, input, index, init| LayerConfig::Har
 from_config!(Hardsigmoid, "hardsigmoid", |name, input, index, init| LayerConfig::Hardsigmoid => Ok(Hardsigmoid::new(name, input)));
 from_config!(Elu, "elu", |name, input, index, init| LayerConfig::Elu { alpha } => Ok(Elu::new(name, input, *alpha)));
 from_config!(Identity, "identity", |name, input, index, init| LayerConfig::Identity => Ok(Identity::new(name, input)));
+from_config!(Dropout2d, "dropout2d", |name, input, index, init| LayerConfig::Dropout2d { p } => {
+    Dropout2d::new(name, input, *p, dropout_rng(init.seed, index))
+});
 
 /// Builds the layer `config` describes, as the dynamic executor holds it.
 pub fn build(
@@ -155,6 +158,7 @@ pub fn build(
         LayerConfig::Hardsigmoid => boxed::<Hardsigmoid>,
         LayerConfig::Elu { .. } => boxed::<Elu>,
         LayerConfig::Identity => boxed::<Identity>,
+        LayerConfig::Dropout2d { .. } => boxed::<Dropout2d>,
     };
     build(name, config, input, index, init)
 }

@@ -55,7 +55,7 @@ pub use activation::{
 pub use batchnorm::BatchNorm2d;
 pub use build::{FromConfig, Init, build};
 pub use conv::Conv2d;
-pub use dropout::Dropout;
+pub use dropout::{Dropout, Dropout2d};
 pub use flatten::Flatten;
 pub use linear::Linear;
 pub use pool::{AvgPool2d, MaxPool2d};

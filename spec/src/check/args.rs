@@ -340,10 +340,9 @@ impl Checker {
 
 /// PyTorch modules that cnnc does not have, by their name lower-cased without underscores,
 /// with their class and what they compute: a spec naming one gets no suggestion of a kind that
-/// is spelt alike but computes something else (`dropout2d` is not `dropout`).
+/// is spelt alike but computes something else (`dropout3d` is not `dropout`).
 const UNSUPPORTED: &[(&str, &str, &str)] = &[
     ("dropout1d", "Dropout1d", "zeroes whole channels"),
-    ("dropout2d", "Dropout2d", "zeroes whole channels"),
     ("dropout3d", "Dropout3d", "zeroes whole channels"),
     (
         "alphadropout",
