@@ -230,6 +230,13 @@ def layers():
     layer_case("elu", {"kind": "ELU", "alpha": 0.7}, lambda: nn.ELU(0.7), (2, 3, 4, 5), scale=3.0)
     layer_case("identity", {"kind": "Identity"}, nn.Identity, (2, 3, 4, 5))
     layer_case("gelu_flat", {"kind": "GELU", "approximate": "none"}, nn.GELU, (4, 7), scale=3.0)
+    # Softmax along each dimension cnnc accepts (channels, height, width, features), negative too.
+    for cls, prefix in ((nn.Softmax, "softmax"), (nn.LogSoftmax, "log_softmax")):
+        kind = cls.__name__
+        for dim in (1, 2, -1):
+            suffix = f"m{-dim}" if dim < 0 else str(dim)
+            layer_case(f"{prefix}_dim{suffix}", {"kind": kind, "dim": dim}, lambda: cls(dim=dim), (2, 3, 4, 5), scale=3.0)
+        layer_case(f"{prefix}_flat", {"kind": kind, "dim": -1}, lambda: cls(dim=-1), (4, 7), scale=3.0)
     cross_entropy()
 
 

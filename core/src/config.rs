@@ -66,6 +66,16 @@ pub enum LayerConfig {
         /// Probability of zeroing a whole channel in training mode.
         p: f32,
     },
+    /// `torch.nn.Softmax(dim)`.
+    Softmax {
+        /// Dimension of the batched tensor `[N, ...]`, as written (negative counts from the end).
+        dim: i64,
+    },
+    /// `torch.nn.LogSoftmax(dim)`.
+    LogSoftmax {
+        /// Dimension of the batched tensor `[N, ...]`, as written (negative counts from the end).
+        dim: i64,
+    },
 }
 
 /// Arguments of `torch.nn.Conv2d`.
@@ -171,6 +181,14 @@ pub enum ShapeError {
     PoolPadding,
     /// A max pool's window has more positions than [`MAX_POOL_WINDOW`].
     PoolWindow,
+    /// A `dim` outside the batched input's dimensions, or the batch dimension itself (layers
+    /// work on each sample alone).
+    BadDim {
+        /// The dimension as written.
+        dim: i64,
+        /// The rank of the batched input `[N, ...]`.
+        rank: usize,
+    },
     /// An argument is outside its type's range (the table's [`ArgType`]).
     BadArgument {
         /// The argument.
@@ -203,6 +221,13 @@ impl fmt::Display for ShapeError {
                 write!(f, "the window has more than {MAX_POOL_WINDOW} positions")
             }
             ShapeError::BadArgument { arg } => write!(f, "`{arg}` is out of range"),
+            ShapeError::BadDim { dim, rank } => write!(
+                f,
+                "dim {dim} is not one of the per-sample dimensions 1..{} (or -{}..-1) of a \
+                 rank-{rank} batched input",
+                rank - 1,
+                rank - 1
+            ),
         }
     }
 }
@@ -214,6 +239,28 @@ fn image(input: Shape) -> Result<[usize; 3], ShapeError> {
         Shape::Chw(dims) => Ok(dims),
         Shape::Flat(_) => Err(ShapeError::NeedsImage { found: input }),
     }
+}
+
+/// The rank of the batched tensor `[N, ...]` a layer with per-sample input `input` sees: 2 for
+/// flat features, 4 for images.
+pub fn batched_rank(input: Shape) -> usize {
+    match input {
+        Shape::Flat(_) => 2,
+        Shape::Chw(_) => 4,
+    }
+}
+
+/// PyTorch's `dim` for a batched input `[N, ...]` of per-sample shape `input`, made
+/// non-negative (`-1` is the last): `Some(1..rank)`, or `None` when out of range or the batch
+/// dimension 0, which cnnc refuses since its layers work on each sample alone.
+pub fn softmax_dim(dim: i64, input: Shape) -> Option<usize> {
+    let rank = batched_rank(input) as i64;
+    let d = if dim < 0 {
+        dim.saturating_add(rank)
+    } else {
+        dim
+    };
+    (1..rank).contains(&d).then_some(d as usize)
 }
 
 fn same(arg: &'static str, written: usize, actual: usize) -> Result<(), ShapeError> {
@@ -259,6 +306,8 @@ impl LayerConfig {
             LayerConfig::Elu { .. } => LayerKind::Elu,
             LayerConfig::Identity => LayerKind::Identity,
             LayerConfig::Dropout2d { .. } => LayerKind::Dropout2d,
+            LayerConfig::Softmax { .. } => LayerKind::Softmax,
+            LayerConfig::LogSoftmax { .. } => LayerKind::LogSoftmax,
         }
     }
 
@@ -301,6 +350,9 @@ impl LayerConfig {
             },
             (LayerConfig::Elu { alpha }, "alpha") => Float(f64::from(*alpha)),
             (LayerConfig::Dropout2d { p }, "p") => Float(f64::from(*p)),
+            (LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim }, "dim") => {
+                ArgValue::Dim(*dim)
+            }
             _ => return None,
         })
     }
@@ -323,6 +375,7 @@ impl LayerConfig {
                 ArgDefault::SameAs(other) => written(other),
                 ArgDefault::Float(v) => Some(ArgValue::Float(v)),
                 ArgDefault::Bool(v) => Some(ArgValue::Bool(v)),
+                ArgDefault::Dim(v) => Some(ArgValue::Dim(v)),
             })
         };
         let int = |name| match value(name)? {
@@ -341,6 +394,10 @@ impl LayerConfig {
         };
         let bool = |name| match value(name)? {
             ArgValue::Bool(v) => Some(v),
+            _ => None,
+        };
+        let dim = |name| match value(name)? {
+            ArgValue::Dim(v) => Some(v),
             _ => None,
         };
         let pool = || {
@@ -391,6 +448,8 @@ impl LayerConfig {
             },
             LayerKind::Identity => LayerConfig::Identity,
             LayerKind::Dropout2d => LayerConfig::Dropout2d { p: float("p")? },
+            LayerKind::Softmax => LayerConfig::Softmax { dim: dim("dim")? },
+            LayerKind::LogSoftmax => LayerConfig::LogSoftmax { dim: dim("dim")? },
         })
     }
 
@@ -441,6 +500,9 @@ impl LayerConfig {
             }
             LayerConfig::Elu { alpha } => format!("{variant} {{ alpha: {} }}", float(*alpha)),
             LayerConfig::Dropout2d { p } => format!("{variant} {{ p: {} }}", float(*p)),
+            LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim } => {
+                format!("{variant} {{ dim: {dim} }}")
+            }
             LayerConfig::Relu6
             | LayerConfig::Silu
             | LayerConfig::Gelu
@@ -465,6 +527,8 @@ impl LayerConfig {
                     Some(ArgValue::Float(v)),
                 ) => v.is_finite() && v <= max && if min_exclusive { v > min } else { v >= min },
                 (ArgType::Bool, Some(ArgValue::Bool(_))) => true,
+                // Its range depends on the input: checked by the shape rule.
+                (ArgType::Dim, Some(ArgValue::Dim(_))) => true,
                 _ => false,
             };
             if !ok {
@@ -543,6 +607,17 @@ impl LayerConfig {
             LayerConfig::Dropout2d { .. } => {
                 image(input)?;
                 input
+            }
+            LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim } => {
+                match softmax_dim(*dim, input) {
+                    Some(_) => input,
+                    None => {
+                        return Err(ShapeError::BadDim {
+                            dim: *dim,
+                            rank: batched_rank(input),
+                        });
+                    }
+                }
             }
         })
     }
@@ -652,6 +727,7 @@ mod tests {
                     ArgType::Pair { .. } => ArgValue::Pair([2, 2]),
                     ArgType::Float { .. } => ArgValue::Float(0.25),
                     ArgType::Bool => ArgValue::Bool(false),
+                    ArgType::Dim => ArgValue::Dim(-1),
                 })
             };
             let config = LayerConfig::from_args(kind, sample).unwrap();
@@ -685,6 +761,8 @@ mod tests {
             LayerConfig::Elu { alpha: 0.5 },
             LayerConfig::Gelu,
             LayerConfig::Dropout2d { p: 0.125 },
+            LayerConfig::Softmax { dim: -1 },
+            LayerConfig::LogSoftmax { dim: 2 },
         ];
         for config in configs {
             let expr = config.rust_expr("c");
@@ -725,5 +803,26 @@ mod tests {
             LayerConfig::Flatten.output_shape(Shape::Chw([2, 3, 4])),
             Ok(Shape::Flat(24))
         ));
+    }
+
+    #[test]
+    fn softmax_dims_count_the_batch() {
+        let image = Shape::Chw([2, 3, 4]);
+        assert_eq!(softmax_dim(1, image), Some(1));
+        assert_eq!(softmax_dim(-1, image), Some(3));
+        assert_eq!(softmax_dim(-3, image), Some(1));
+        assert_eq!(softmax_dim(0, image), None);
+        assert_eq!(softmax_dim(-4, image), None);
+        assert_eq!(softmax_dim(4, image), None);
+        assert_eq!(softmax_dim(-1, Shape::Flat(5)), Some(1));
+        assert_eq!(softmax_dim(2, Shape::Flat(5)), None);
+        assert_eq!(softmax_dim(i64::MIN, Shape::Flat(5)), None);
+        assert_eq!(softmax_dim(i64::MAX, Shape::Flat(5)), None);
+        let softmax = LayerConfig::Softmax { dim: 2 };
+        assert_eq!(softmax.output_shape(image), Ok(image));
+        assert_eq!(
+            softmax.output_shape(Shape::Flat(5)),
+            Err(ShapeError::BadDim { dim: 2, rank: 2 })
+        );
     }
 }

@@ -46,6 +46,10 @@ pub enum LayerKind {
     Identity,
     /// `torch.nn.Dropout2d`.
     Dropout2d,
+    /// `torch.nn.Softmax`.
+    Softmax,
+    /// `torch.nn.LogSoftmax`.
+    LogSoftmax,
 }
 
 /// The type and allowed range of an argument.
@@ -72,6 +76,9 @@ pub enum ArgType {
     },
     /// `true` / `false`.
     Bool,
+    /// A dimension of the batched tensor `[N, ...]`, PyTorch's `dim`: negative counts from the
+    /// end; its range depends on the input's rank and is checked with the shape.
+    Dim,
 }
 
 /// What an argument is when a spec leaves it out.
@@ -89,6 +96,8 @@ pub enum ArgDefault {
     Float(f64),
     /// This boolean.
     Bool(bool),
+    /// This dimension (PyTorch's `dim`, possibly negative).
+    Dim(i64),
 }
 
 /// One argument of a layer kind, with PyTorch's name, type and default.
@@ -127,6 +136,8 @@ pub enum ArgValue {
     Float(f64),
     /// A boolean.
     Bool(bool),
+    /// A dimension of the batched tensor, possibly negative.
+    Dim(i64),
 }
 
 /// How a kind's parameters and buffers start out (the runtime holds the numeric code).
@@ -222,8 +233,16 @@ const POOL2D: &[ArgInfo] = &[
     ),
 ];
 
+const SOFTMAX: &[ArgInfo] = &[arg(
+    "dim",
+    ArgType::Dim,
+    ArgDefault::Dim(1),
+    "dimension of [N, ...] to normalise along (default 1, the channels or features, PyTorch's \
+     implicit choice)",
+)];
+
 /// The layer table, in documentation order.
-pub const TABLE: [KindInfo; 19] = [
+pub const TABLE: [KindInfo; 21] = [
     KindInfo {
         kind: LayerKind::Conv2d,
         keyword: "conv2d",
@@ -526,6 +545,26 @@ pub const TABLE: [KindInfo; 19] = [
         )],
         init: Init::DropoutStream,
         computes: "its input with whole channels zeroed at probability p in training",
+    },
+    KindInfo {
+        kind: LayerKind::Softmax,
+        keyword: "softmax",
+        torch_name: "Softmax",
+        layer_type: "Softmax",
+        input: Input::Any,
+        args: SOFTMAX,
+        init: Init::None,
+        computes: "exp(x) / sum(exp(x)) along dim",
+    },
+    KindInfo {
+        kind: LayerKind::LogSoftmax,
+        keyword: "log_softmax",
+        torch_name: "LogSoftmax",
+        layer_type: "LogSoftmax",
+        input: Input::Any,
+        args: SOFTMAX,
+        init: Init::None,
+        computes: "x - log(sum(exp(x))) along dim",
     },
 ];
 

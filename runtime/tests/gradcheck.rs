@@ -9,7 +9,7 @@ use cnnc_runtime::config::{
 use cnnc_runtime::init::{dropout_rng, init_rng};
 use cnnc_runtime::layers::{
     AvgPool2d, BatchNorm2d, Conv2d, Dropout, Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish,
-    Identity, LeakyRelu, Linear, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Tanh,
+    Identity, LeakyRelu, Linear, LogSoftmax, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh,
 };
 use cnnc_runtime::{Dims, Entry, Layer, Mode, Network, Visit, softmax_cross_entropy};
 use common::{Rand, STEP, check_layer, check_plain};
@@ -141,6 +141,17 @@ proptest! {
         let mut y = vec![0.0; x.len()];
         layer.forward(&x, &mut y, 2, Mode::Train).unwrap();
         check_layer(&mut layer, &x, 2, &mut rng, TOL, |l, x, y| l.forward_same_mask(x, y, 2).unwrap());
+    }
+
+    #[test]
+    fn softmax_along_every_dim(c in 1..4usize, h in 1..4usize, w in 1..4usize, dim in -3i64..4, flat: bool, seed: u64) {
+        let dims = if flat { Dims::Flat { features: c * h * w } } else { image(c, h, w) };
+        // Flat: 1 or -1; images: every per-sample dim, 0 (the batch) standing for 1.
+        let dim = if flat { 1 - 2 * (dim & 1) } else if dim == 0 { 1 } else { dim };
+        let mut rng = Rand(seed);
+        let x = rng.vec(dims.len() * 2);
+        check_plain(&mut Softmax::new("softmax", dims, dim).unwrap(), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut LogSoftmax::new("log_softmax", dims, dim).unwrap(), &x, 2, &mut rng, TOL, Mode::Train);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use cnnc_runtime::config::{BatchNorm2dConfig, Conv2dConfig, LinearConfig, Pool2d
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{
     AvgPool2d, BatchNorm2d, Conv2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity,
-    LeakyRelu, Linear, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Tanh,
+    LeakyRelu, Linear, LogSoftmax, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh,
 };
 use cnnc_runtime::tensor::internal_to_nchw;
 use cnnc_runtime::{Dims, Layer, Mode, Param, softmax_cross_entropy};
@@ -154,6 +154,10 @@ fn run_case(name: &str) {
             config["alpha"].as_f64().unwrap() as f32,
         )),
         "Identity" => Box::new(Identity::new(name, input)),
+        "Softmax" => Box::new(Softmax::new(name, input, config["dim"].as_i64().unwrap()).unwrap()),
+        "LogSoftmax" => {
+            Box::new(LogSoftmax::new(name, input, config["dim"].as_i64().unwrap()).unwrap())
+        }
         other => panic!("{name}: no runtime layer for fixture kind {other}"),
     };
 

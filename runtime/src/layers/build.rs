@@ -7,7 +7,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{
     AvgPool2d, BatchNorm2d, Conv2d, Dropout, Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish,
-    Identity, Layer, LeakyRelu, Linear, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Tanh, image_input,
+    Identity, Layer, LeakyRelu, Linear, LogSoftmax, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Softmax,
+    Tanh, image_input,
 };
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
@@ -121,6 +122,8 @@ from_config!(Identity, "identity", |name, input, index, init| LayerConfig::Ident
 from_config!(Dropout2d, "dropout2d", |name, input, index, init| LayerConfig::Dropout2d { p } => {
     Dropout2d::new(name, input, *p, dropout_rng(init.seed, index))
 });
+from_config!(Softmax, "softmax", |name, input, index, init| LayerConfig::Softmax { dim } => Softmax::new(name, input, *dim));
+from_config!(LogSoftmax, "log_softmax", |name, input, index, init| LayerConfig::LogSoftmax { dim } => LogSoftmax::new(name, input, *dim));
 
 /// Builds the layer `config` describes, as the dynamic executor holds it.
 pub fn build(
@@ -159,6 +162,8 @@ pub fn build(
         LayerConfig::Elu { .. } => boxed::<Elu>,
         LayerConfig::Identity => boxed::<Identity>,
         LayerConfig::Dropout2d { .. } => boxed::<Dropout2d>,
+        LayerConfig::Softmax { .. } => boxed::<Softmax>,
+        LayerConfig::LogSoftmax { .. } => boxed::<LogSoftmax>,
     };
     build(name, config, input, index, init)
 }

@@ -48,6 +48,7 @@ mod dropout;
 mod flatten;
 mod linear;
 mod pool;
+mod softmax;
 
 pub use activation::{
     Elu, Gelu, Hardsigmoid, Hardswish, Identity, LeakyRelu, Relu, Relu6, Sigmoid, Silu, Tanh,
@@ -59,6 +60,7 @@ pub use dropout::{Dropout, Dropout2d};
 pub use flatten::Flatten;
 pub use linear::Linear;
 pub use pool::{AvgPool2d, MaxPool2d};
+pub use softmax::{LogSoftmax, Softmax};
 
 use std::fmt;
 

@@ -304,6 +304,14 @@ impl Checker {
                 }
                 Some(ArgValue::Float(v))
             }
+            ArgType::Dim => match value.kind {
+                // Its range depends on the input's rank: the shape rule checks it.
+                ValueKind::Int(v) => Some(ArgValue::Dim(v)),
+                _ => {
+                    self.push(wrong_type("an integer"));
+                    None
+                }
+            },
             ArgType::Bool => match value.kind {
                 ValueKind::Bool(b) => Some(ArgValue::Bool(b)),
                 _ => {

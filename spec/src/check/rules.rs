@@ -2,7 +2,7 @@
 //! diagnostics that explain a shape that does not work (the formula with numbers, the chain of
 //! sizes that led there). The sizes themselves come from the shared geometry and layer table.
 
-use cnnc_core::config::LayerConfig;
+use cnnc_core::config::{LayerConfig, batched_rank, softmax_dim};
 use cnnc_core::geometry::Window;
 use cnnc_core::{ArgValue, Input, LayerKind, TensorInfo};
 
@@ -157,6 +157,13 @@ impl Checker {
                 Shape::Flat(input.numel())
             }
             (LayerConfig::Linear(linear), _) => Shape::Flat(linear.out_features),
+            (LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim }, _) => {
+                // The output is the input whatever the dim: later layers are still checked.
+                if softmax_dim(*dim, input).is_none() {
+                    self.bad_dim(cx, *dim, input);
+                }
+                input
+            }
             _ => input,
         };
         self.limits(cx, &output, &config.tensors(cx.name))?;
@@ -191,6 +198,51 @@ impl Checker {
     /// An inferable size (`in_channels`, `in_features`, `num_features`): the actual one, after
     /// checking an explicit value against it. The explicit value is kept so later layers see
     /// what the spec says.
+    /// The error for a `dim` that is not a per-sample dimension of `input` batched.
+    fn bad_dim(&mut self, cx: &LayerContext<'_>, dim: i64, input: Shape) {
+        let rank = batched_rank(input) as i64;
+        let (batched, help) = match input {
+            Shape::Flat(n) => (
+                format!("[N, {n}]"),
+                "use `dim: 1` (or -1), the features".to_owned(),
+            ),
+            Shape::Chw([c, h, w]) => (
+                format!("[N, {c}, {h}, {w}]"),
+                "use a dim from 1 to 3: 1 (or -3) the channels, 2 (or -2) the height, 3 (or -1) \
+                 the width"
+                    .to_owned(),
+            ),
+        };
+        let (message, label, note) = if dim == 0 || dim == -rank {
+            (
+                format!("`dim` of {} is {dim}, the batch dimension of its input {batched}", cx.title()),
+                "the batch dimension".to_owned(),
+                "cnnc runs each sample through the layer on its own, so it cannot normalise across \
+                 the batch"
+                    .to_owned(),
+            )
+        } else {
+            (
+                format!(
+                    "`dim` of {} is {dim}, but its input {batched} has dims 0 to {}",
+                    cx.title(),
+                    rank - 1
+                ),
+                "out of range".to_owned(),
+                format!(
+                    "dims count the batch and negative ones count from the end, as in PyTorch: -1 is dim {}",
+                    rank - 1
+                ),
+            )
+        };
+        self.push(
+            Diagnostic::error(Code::BadDim, message, cx.span_of("dim"), label)
+                .note(note)
+                .help(help)
+                .layer(cx.name),
+        );
+    }
+
     fn explicit_size(
         &mut self,
         cx: &LayerContext<'_>,
