@@ -20,6 +20,8 @@ cnnc::cnn_model!(ActivationsYaml, "models/activations.yaml");
 cnnc::cnn_model!(ActivationsDsl, "models/activations.cnn");
 cnnc::cnn_model!(VggSmallYaml, "models/vgg_small.yaml");
 cnnc::cnn_model!(VggSmallDsl, "models/vgg_small.cnn");
+cnnc::cnn_model!(ModernActivationsYaml, "models/modern_activations.yaml");
+cnnc::cnn_model!(ModernActivationsDsl, "models/modern_activations.cnn");
 
 /// A model's state as exact bits: `(name, value bits, gradient bits)` per entry, in visit order.
 fn state(model: &mut dyn Visit) -> Vec<(String, Vec<u32>, Vec<u32>)> {
@@ -150,6 +152,8 @@ agrees_with_the_executor!(activations_yaml, ActivationsYaml);
 agrees_with_the_executor!(activations_dsl, ActivationsDsl);
 agrees_with_the_executor!(vgg_small_yaml, VggSmallYaml);
 agrees_with_the_executor!(vgg_small_dsl, VggSmallDsl);
+agrees_with_the_executor!(modern_activations_yaml, ModernActivationsYaml);
+agrees_with_the_executor!(modern_activations_dsl, ModernActivationsDsl);
 
 #[test]
 fn constants_describe_the_seed_model() {
