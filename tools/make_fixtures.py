@@ -230,6 +230,11 @@ def layers():
     layer_case("elu", {"kind": "ELU", "alpha": 0.7}, lambda: nn.ELU(0.7), (2, 3, 4, 5), scale=3.0)
     layer_case("identity", {"kind": "Identity"}, nn.Identity, (2, 3, 4, 5))
     layer_case("gelu_flat", {"kind": "GELU", "approximate": "none"}, nn.GELU, (4, 7), scale=3.0)
+    # Scale 2: past |x| = 5 the tanh form's gradient (~1e-6) is below f32's resolution of
+    # 1 - tanh^2, where PyTorch's vectorised tanh rounds to 1 and gives exactly 0.
+    layer_case(
+        "gelu_tanh", {"kind": "GELU", "approximate": "tanh"}, lambda: nn.GELU(approximate="tanh"), (2, 3, 4, 5), scale=2.0
+    )
     # Softmax along each dimension cnnc accepts (channels, height, width, features), negative too.
     for cls, prefix in ((nn.Softmax, "softmax"), (nn.LogSoftmax, "log_softmax")):
         kind = cls.__name__

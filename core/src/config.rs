@@ -48,8 +48,11 @@ pub enum LayerConfig {
     Relu6,
     /// `torch.nn.SiLU`.
     Silu,
-    /// `torch.nn.GELU` (approximate='none': the erf form).
-    Gelu,
+    /// `torch.nn.GELU(approximate)`.
+    Gelu {
+        /// The exact erf form or the tanh approximation.
+        approximate: GeluApproximate,
+    },
     /// `torch.nn.Hardswish`.
     Hardswish,
     /// `torch.nn.Hardsigmoid`.
@@ -76,6 +79,25 @@ pub enum LayerConfig {
         /// Dimension of the batched tensor `[N, ...]`, as written (negative counts from the end).
         dim: i64,
     },
+}
+
+/// `torch.nn.GELU`'s `approximate`: which formula it computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GeluApproximate {
+    /// `'none'`: `x * Φ(x)` through erf, exactly.
+    None,
+    /// `'tanh'`: `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))`.
+    Tanh,
+}
+
+impl GeluApproximate {
+    /// PyTorch's spelling (`none`, `tanh`).
+    pub fn word(self) -> &'static str {
+        match self {
+            GeluApproximate::None => "none",
+            GeluApproximate::Tanh => "tanh",
+        }
+    }
 }
 
 /// Arguments of `torch.nn.Conv2d`.
@@ -300,7 +322,7 @@ impl LayerConfig {
             LayerConfig::BatchNorm2d(_) => LayerKind::BatchNorm2d,
             LayerConfig::Relu6 => LayerKind::Relu6,
             LayerConfig::Silu => LayerKind::Silu,
-            LayerConfig::Gelu => LayerKind::Gelu,
+            LayerConfig::Gelu { .. } => LayerKind::Gelu,
             LayerConfig::Hardswish => LayerKind::Hardswish,
             LayerConfig::Hardsigmoid => LayerKind::Hardsigmoid,
             LayerConfig::Elu { .. } => LayerKind::Elu,
@@ -350,6 +372,9 @@ impl LayerConfig {
             },
             (LayerConfig::Elu { alpha }, "alpha") => Float(f64::from(*alpha)),
             (LayerConfig::Dropout2d { p }, "p") => Float(f64::from(*p)),
+            (LayerConfig::Gelu { approximate }, "approximate") => {
+                ArgValue::Word(approximate.word())
+            }
             (LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim }, "dim") => {
                 ArgValue::Dim(*dim)
             }
@@ -376,6 +401,7 @@ impl LayerConfig {
                 ArgDefault::Float(v) => Some(ArgValue::Float(v)),
                 ArgDefault::Bool(v) => Some(ArgValue::Bool(v)),
                 ArgDefault::Dim(v) => Some(ArgValue::Dim(v)),
+                ArgDefault::Word(v) => Some(ArgValue::Word(v)),
             })
         };
         let int = |name| match value(name)? {
@@ -440,7 +466,13 @@ impl LayerConfig {
             }),
             LayerKind::Relu6 => LayerConfig::Relu6,
             LayerKind::Silu => LayerConfig::Silu,
-            LayerKind::Gelu => LayerConfig::Gelu,
+            LayerKind::Gelu => LayerConfig::Gelu {
+                approximate: match value("approximate")? {
+                    ArgValue::Word("none") => GeluApproximate::None,
+                    ArgValue::Word("tanh") => GeluApproximate::Tanh,
+                    _ => return None,
+                },
+            },
             LayerKind::Hardswish => LayerConfig::Hardswish,
             LayerKind::Hardsigmoid => LayerConfig::Hardsigmoid,
             LayerKind::Elu => LayerConfig::Elu {
@@ -500,12 +532,14 @@ impl LayerConfig {
             }
             LayerConfig::Elu { alpha } => format!("{variant} {{ alpha: {} }}", float(*alpha)),
             LayerConfig::Dropout2d { p } => format!("{variant} {{ p: {} }}", float(*p)),
+            LayerConfig::Gelu { approximate } => {
+                format!("{variant} {{ approximate: {path}::GeluApproximate::{approximate:?} }}")
+            }
             LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim } => {
                 format!("{variant} {{ dim: {dim} }}")
             }
             LayerConfig::Relu6
             | LayerConfig::Silu
-            | LayerConfig::Gelu
             | LayerConfig::Hardswish
             | LayerConfig::Hardsigmoid
             | LayerConfig::Identity => variant,
@@ -529,6 +563,7 @@ impl LayerConfig {
                 (ArgType::Bool, Some(ArgValue::Bool(_))) => true,
                 // Its range depends on the input: checked by the shape rule.
                 (ArgType::Dim, Some(ArgValue::Dim(_))) => true,
+                (ArgType::Choice(words), Some(ArgValue::Word(w))) => words.contains(&w),
                 _ => false,
             };
             if !ok {
@@ -599,7 +634,7 @@ impl LayerConfig {
             | LayerConfig::Dropout { .. } => input,
             LayerConfig::Relu6
             | LayerConfig::Silu
-            | LayerConfig::Gelu
+            | LayerConfig::Gelu { .. }
             | LayerConfig::Hardswish
             | LayerConfig::Hardsigmoid
             | LayerConfig::Elu { .. }
@@ -728,6 +763,7 @@ mod tests {
                     ArgType::Float { .. } => ArgValue::Float(0.25),
                     ArgType::Bool => ArgValue::Bool(false),
                     ArgType::Dim => ArgValue::Dim(-1),
+                    ArgType::Choice(words) => ArgValue::Word(words[words.len() - 1]),
                 })
             };
             let config = LayerConfig::from_args(kind, sample).unwrap();
@@ -759,15 +795,18 @@ mod tests {
             }),
             LayerConfig::Relu,
             LayerConfig::Elu { alpha: 0.5 },
-            LayerConfig::Gelu,
+            LayerConfig::Gelu {
+                approximate: GeluApproximate::Tanh,
+            },
             LayerConfig::Dropout2d { p: 0.125 },
             LayerConfig::Softmax { dim: -1 },
             LayerConfig::LogSoftmax { dim: 2 },
         ];
         for config in configs {
             let expr = config.rust_expr("c");
-            let expected =
-                format!("{config:?}").replace("BatchNorm2dConfig", "c::BatchNorm2dConfig");
+            let expected = format!("{config:?}")
+                .replace("BatchNorm2dConfig", "c::BatchNorm2dConfig")
+                .replace("approximate: ", "approximate: c::GeluApproximate::");
             assert_eq!(expr, format!("c::LayerConfig::{expected}"));
         }
     }

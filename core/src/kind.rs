@@ -79,6 +79,8 @@ pub enum ArgType {
     /// A dimension of the batched tensor `[N, ...]`, PyTorch's `dim`: negative counts from the
     /// end; its range depends on the input's rank and is checked with the shape.
     Dim,
+    /// One of these words (PyTorch's string options, `approximate='tanh'`).
+    Choice(&'static [&'static str]),
 }
 
 /// What an argument is when a spec leaves it out.
@@ -98,6 +100,8 @@ pub enum ArgDefault {
     Bool(bool),
     /// This dimension (PyTorch's `dim`, possibly negative).
     Dim(i64),
+    /// This word of a [`ArgType::Choice`].
+    Word(&'static str),
 }
 
 /// One argument of a layer kind, with PyTorch's name, type and default.
@@ -138,6 +142,8 @@ pub enum ArgValue {
     Bool(bool),
     /// A dimension of the batched tensor, possibly negative.
     Dim(i64),
+    /// A word of a [`ArgType::Choice`], as the table spells it.
+    Word(&'static str),
 }
 
 /// How a kind's parameters and buffers start out (the runtime holds the numeric code).
@@ -478,7 +484,12 @@ pub const TABLE: [KindInfo; 21] = [
         torch_name: "GELU",
         layer_type: "Gelu",
         input: Input::Any,
-        args: &[],
+        args: &[arg(
+            "approximate",
+            ArgType::Choice(&["none", "tanh"]),
+            ArgDefault::Word("none"),
+            "`none` for the exact erf form, `tanh` for the tanh approximation",
+        )],
         init: Init::None,
         computes: "x * Φ(x), Φ the standard normal CDF, of each element",
     },

@@ -4,7 +4,8 @@
 mod common;
 
 use cnnc_runtime::config::{
-    BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig,
+    BatchNorm2dConfig, Conv2dConfig, GeluApproximate, LayerConfig, LayerDef, LinearConfig,
+    NetworkDef, Pool2dConfig,
 };
 use cnnc_runtime::init::{dropout_rng, init_rng};
 use cnnc_runtime::layers::{
@@ -107,7 +108,9 @@ proptest! {
         let x = rng.spaced(dims.len() * 2, 0.11);
         check_plain(&mut Relu6::new("relu6", dims), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut Silu::new("silu", dims), &x, 2, &mut rng, TOL, Mode::Train);
-        check_plain(&mut Gelu::new("gelu", dims), &x, 2, &mut rng, TOL, Mode::Train);
+        for approximate in [GeluApproximate::None, GeluApproximate::Tanh] {
+            check_plain(&mut Gelu::new("gelu", dims, approximate), &x, 2, &mut rng, TOL, Mode::Train);
+        }
         check_plain(&mut Hardswish::new("hardswish", dims), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut Hardsigmoid::new("hardsigmoid", dims), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut Elu::new("elu", dims, alpha), &x, 2, &mut rng, TOL, Mode::Train);

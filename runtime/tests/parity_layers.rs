@@ -5,7 +5,9 @@
 
 mod common;
 
-use cnnc_runtime::config::{BatchNorm2dConfig, Conv2dConfig, LinearConfig, Pool2dConfig};
+use cnnc_runtime::config::{
+    BatchNorm2dConfig, Conv2dConfig, GeluApproximate, LinearConfig, Pool2dConfig,
+};
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{
     AvgPool2d, BatchNorm2d, Conv2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity,
@@ -143,8 +145,12 @@ fn run_case(name: &str) {
         "ReLU6" => Box::new(Relu6::new(name, input)),
         "SiLU" => Box::new(Silu::new(name, input)),
         "GELU" => {
-            assert_eq!(config["approximate"], "none");
-            Box::new(Gelu::new(name, input))
+            let approximate = match config["approximate"].as_str() {
+                Some("none") => GeluApproximate::None,
+                Some("tanh") => GeluApproximate::Tanh,
+                other => panic!("{name}: approximate {other:?}"),
+            };
+            Box::new(Gelu::new(name, input, approximate))
         }
         "Hardswish" => Box::new(Hardswish::new(name, input)),
         "Hardsigmoid" => Box::new(Hardsigmoid::new(name, input)),

@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward};
+use crate::config::GeluApproximate;
 use crate::error::Result;
 use crate::simd::multiversion;
 use crate::tensor::{Dims, Mode};
@@ -482,23 +483,65 @@ fn erf(x: f32) -> f32 {
     (if x < 0.0 { -erf } else { erf }) as f32
 }
 
-pointwise_struct!(
-    /// `torch.nn.GELU()` (approximate='none'): `x * 0.5 * (1 + erf(x / sqrt(2)))`, any shape;
-    /// backward `dy * (cdf + x * pdf)`, the exact derivative, as PyTorch's `gelu_backward`.
-    Gelu
-);
+/// `torch.nn.GELU(approximate)`, any shape. `none`: `x * 0.5 * (1 + erf(x / sqrt(2)))`,
+/// backward `dy * (cdf + x * pdf)`, the exact derivative; `tanh`: `0.5 * x * (1 + tanh(inner))`
+/// with `inner = sqrt(2 / pi) * (x + 0.044715 * x^3)`, backward its exact derivative; both as
+/// PyTorch's `gelu` and `gelu_backward` compute them.
+#[derive(Debug)]
+pub struct Gelu {
+    name: String,
+    dims: Dims,
+    approximate: GeluApproximate,
+}
+
+impl Gelu {
+    /// Builds the layer for per-sample shape `dims`.
+    pub fn new(name: &str, dims: Dims, approximate: GeluApproximate) -> Self {
+        Gelu {
+            name: name.to_owned(),
+            dims,
+            approximate,
+        }
+    }
+}
+
+/// `sqrt(2 / pi)`, PyTorch's `M_SQRT2 * M_2_SQRTPI * 0.5`.
+const GELU_BETA: f32 = std::f32::consts::SQRT_2 * std::f32::consts::FRAC_2_SQRT_PI * 0.5;
+/// The cubic term's factor of the tanh approximation.
+const GELU_KAPPA: f32 = 0.044715;
 
 impl Pointwise for Gelu {
     const SAVES_OUTPUT: bool = false;
     fn f(&self, x: f32) -> f32 {
-        x * 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+        match self.approximate {
+            GeluApproximate::None => x * 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+            GeluApproximate::Tanh => {
+                let inner = GELU_BETA * (x + GELU_KAPPA * (x * x * x));
+                0.5 * x * (1.0 + inner.tanh())
+            }
+        }
     }
     fn df(&self, dy: f32, x: f32) -> f32 {
-        // 1 / sqrt(2 pi), PyTorch's M_2_SQRTPI * M_SQRT1_2 * 0.5.
-        const ALPHA: f32 = std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2 * 0.5;
-        let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-        let pdf = ALPHA * (x * x * -0.5).exp();
-        dy * (cdf + x * pdf)
+        match self.approximate {
+            GeluApproximate::None => {
+                // 1 / sqrt(2 pi), PyTorch's M_2_SQRTPI * M_SQRT1_2 * 0.5.
+                const ALPHA: f32 =
+                    std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2 * 0.5;
+                let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+                let pdf = ALPHA * (x * x * -0.5).exp();
+                dy * (cdf + x * pdf)
+            }
+            GeluApproximate::Tanh => {
+                let x_sq = x * x;
+                let inner = GELU_BETA * (x + GELU_KAPPA * (x_sq * x));
+                let tanh_inner = inner.tanh();
+                let left = 0.5 * x;
+                let right = 1.0 + tanh_inner;
+                let inner_derivative = GELU_BETA * (1.0 + 3.0 * GELU_KAPPA * x_sq);
+                let right_derivative = left * (1.0 - tanh_inner * tanh_inner) * inner_derivative;
+                dy * (0.5 * right + right_derivative)
+            }
+        }
     }
 }
 

@@ -114,7 +114,7 @@ from_config!(BatchNorm2d, "batchnorm2d", |name, input, index, init| LayerConfig:
 });
 from_config!(Relu6, "relu6", |name, input, index, init| LayerConfig::Relu6 => Ok(Relu6::new(name, input)));
 from_config!(Silu, "silu", |name, input, index, init| LayerConfig::Silu => Ok(Silu::new(name, input)));
-from_config!(Gelu, "gelu", |name, input, index, init| LayerConfig::Gelu => Ok(Gelu::new(name, input)));
+from_config!(Gelu, "gelu", |name, input, index, init| LayerConfig::Gelu { approximate } => Ok(Gelu::new(name, input, *approximate)));
 from_config!(Hardswish, "hardswish", |name, input, index, init| LayerConfig::Hardswish => Ok(Hardswish::new(name, input)));
 from_config!(Hardsigmoid, "hardsigmoid", |name, input, index, init| LayerConfig::Hardsigmoid => Ok(Hardsigmoid::new(name, input)));
 from_config!(Elu, "elu", |name, input, index, init| LayerConfig::Elu { alpha } => Ok(Elu::new(name, input, *alpha)));
@@ -156,7 +156,7 @@ pub fn build(
         LayerConfig::BatchNorm2d(_) => boxed::<BatchNorm2d>,
         LayerConfig::Relu6 => boxed::<Relu6>,
         LayerConfig::Silu => boxed::<Silu>,
-        LayerConfig::Gelu => boxed::<Gelu>,
+        LayerConfig::Gelu { .. } => boxed::<Gelu>,
         LayerConfig::Hardswish => boxed::<Hardswish>,
         LayerConfig::Hardsigmoid => boxed::<Hardsigmoid>,
         LayerConfig::Elu { .. } => boxed::<Elu>,

@@ -312,6 +312,38 @@ impl Checker {
                     None
                 }
             },
+            ArgType::Choice(words) => {
+                let one_of = words
+                    .iter()
+                    .map(|w| format!("`{w}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                match &value.kind {
+                    ValueKind::Str(word) => match words.iter().find(|w| **w == word.as_str()) {
+                        Some(w) => Some(ArgValue::Word(w)),
+                        None => {
+                            self.push(
+                                Diagnostic::error(
+                                    Code::InvalidValue,
+                                    format!(
+                                        "`{}` of `{}` must be {one_of}, found `{word}`",
+                                        spec.name,
+                                        kind.keyword()
+                                    ),
+                                    value.span,
+                                    format!("must be {one_of}"),
+                                )
+                                .layer(name),
+                            );
+                            None
+                        }
+                    },
+                    _ => {
+                        self.push(wrong_type(&one_of));
+                        None
+                    }
+                }
+            }
             ArgType::Bool => match value.kind {
                 ValueKind::Bool(b) => Some(ArgValue::Bool(b)),
                 _ => {
