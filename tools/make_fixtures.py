@@ -235,6 +235,16 @@ def layers():
     layer_case(
         "gelu_tanh", {"kind": "GELU", "approximate": "tanh"}, lambda: nn.GELU(approximate="tanh"), (2, 3, 4, 5), scale=2.0
     )
+    # PReLU: one shared slope, one per channel (random, so each channel's is checked), one per
+    # feature of a flat input.
+    def random_slopes(m):
+        m.weight.uniform_(-0.5, 0.5)
+
+    layer_case("prelu", {"kind": "PReLU", "num_parameters": 1}, nn.PReLU, (2, 3, 4, 5))
+    layer_case(
+        "prelu_channels", {"kind": "PReLU", "num_parameters": 3}, lambda: nn.PReLU(3), (2, 3, 4, 5), prepare=random_slopes
+    )
+    layer_case("prelu_flat", {"kind": "PReLU", "num_parameters": 7}, lambda: nn.PReLU(7), (4, 7), prepare=random_slopes)
     # Softmax along each dimension cnnc accepts (channels, height, width, features), negative too.
     for cls, prefix in ((nn.Softmax, "softmax"), (nn.LogSoftmax, "log_softmax")):
         kind = cls.__name__

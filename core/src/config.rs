@@ -79,6 +79,11 @@ pub enum LayerConfig {
         /// Dimension of the batched tensor `[N, ...]`, as written (negative counts from the end).
         dim: i64,
     },
+    /// `torch.nn.PReLU(num_parameters)`.
+    Prelu {
+        /// Learnt slopes: 1, or the input's channel (feature) count.
+        num_parameters: usize,
+    },
 }
 
 /// `torch.nn.GELU`'s `approximate`: which formula it computes.
@@ -330,6 +335,7 @@ impl LayerConfig {
             LayerConfig::Dropout2d { .. } => LayerKind::Dropout2d,
             LayerConfig::Softmax { .. } => LayerKind::Softmax,
             LayerConfig::LogSoftmax { .. } => LayerKind::LogSoftmax,
+            LayerConfig::Prelu { .. } => LayerKind::Prelu,
         }
     }
 
@@ -375,6 +381,7 @@ impl LayerConfig {
             (LayerConfig::Gelu { approximate }, "approximate") => {
                 ArgValue::Word(approximate.word())
             }
+            (LayerConfig::Prelu { num_parameters }, "num_parameters") => Int(*num_parameters),
             (LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim }, "dim") => {
                 ArgValue::Dim(*dim)
             }
@@ -482,6 +489,9 @@ impl LayerConfig {
             LayerKind::Dropout2d => LayerConfig::Dropout2d { p: float("p")? },
             LayerKind::Softmax => LayerConfig::Softmax { dim: dim("dim")? },
             LayerKind::LogSoftmax => LayerConfig::LogSoftmax { dim: dim("dim")? },
+            LayerKind::Prelu => LayerConfig::Prelu {
+                num_parameters: int("num_parameters")?,
+            },
         })
     }
 
@@ -537,6 +547,9 @@ impl LayerConfig {
             }
             LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim } => {
                 format!("{variant} {{ dim: {dim} }}")
+            }
+            LayerConfig::Prelu { num_parameters } => {
+                format!("{variant} {{ num_parameters: {num_parameters} }}")
             }
             LayerConfig::Relu6
             | LayerConfig::Silu
@@ -643,6 +656,16 @@ impl LayerConfig {
                 image(input)?;
                 input
             }
+            LayerConfig::Prelu { num_parameters } => {
+                let channels = match input {
+                    Shape::Chw([c, _, _]) => c,
+                    Shape::Flat(n) => n,
+                };
+                if *num_parameters != 1 {
+                    same("num_parameters", *num_parameters, channels)?;
+                }
+                input
+            }
             LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim } => {
                 match softmax_dim(*dim, input) {
                     Some(_) => input,
@@ -694,13 +717,16 @@ impl LayerConfig {
                     tensor(layer, TensorRole::NumBatchesTracked, Vec::new()),
                 ]
             }
+            LayerConfig::Prelu { num_parameters } => {
+                vec![tensor(layer, TensorRole::Weight, vec![*num_parameters])]
+            }
             _ => Vec::new(),
         }
     }
 
     /// Multiply-adds per sample producing `output`, counted as torchinfo does: a convolution's
     /// weight and bias elements times its output positions, a linear layer's weight and bias
-    /// elements, a batchnorm's `2 * num_features`, and 0 for the rest.
+    /// elements, a batchnorm's `2 * num_features`, a PReLU's slopes, and 0 for the rest.
     pub fn macs(&self, output: Shape) -> u64 {
         let params = || -> u64 {
             self.tensors("")
@@ -713,7 +739,10 @@ impl LayerConfig {
             (LayerConfig::Conv2d(_), Shape::Chw([_, h, w])) => {
                 params().saturating_mul((h as u64).saturating_mul(w as u64))
             }
-            (LayerConfig::Linear(_) | LayerConfig::BatchNorm2d(_), _) => params(),
+            (
+                LayerConfig::Linear(_) | LayerConfig::BatchNorm2d(_) | LayerConfig::Prelu { .. },
+                _,
+            ) => params(),
             _ => 0,
         }
     }

@@ -50,6 +50,8 @@ pub enum LayerKind {
     Softmax,
     /// `torch.nn.LogSoftmax`.
     LogSoftmax,
+    /// `torch.nn.PReLU`.
+    Prelu,
 }
 
 /// The type and allowed range of an argument.
@@ -154,7 +156,8 @@ pub enum Init {
     /// PyTorch's default for `Conv2d` and `Linear`: weight, then bias, from
     /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, drawn in layer order from the model's init stream.
     FanInUniform,
-    /// `BatchNorm2d`: weight 1, bias 0, running mean 0, running variance 1, no batches tracked.
+    /// Constants: `BatchNorm2d`'s weight 1, bias 0, running mean 0, running variance 1, no
+    /// batches tracked; `PReLU`'s slopes 0.25.
     Constant,
     /// No parameters; training masks come from the layer's own stream, seeded by its position.
     DropoutStream,
@@ -248,7 +251,7 @@ const SOFTMAX: &[ArgInfo] = &[arg(
 )];
 
 /// The layer table, in documentation order.
-pub const TABLE: [KindInfo; 21] = [
+pub const TABLE: [KindInfo; 22] = [
     KindInfo {
         kind: LayerKind::Conv2d,
         keyword: "conv2d",
@@ -576,6 +579,21 @@ pub const TABLE: [KindInfo; 21] = [
         args: SOFTMAX,
         init: Init::None,
         computes: "x - log(sum(exp(x))) along dim",
+    },
+    KindInfo {
+        kind: LayerKind::Prelu,
+        keyword: "prelu",
+        torch_name: "PReLU",
+        layer_type: "Prelu",
+        input: Input::Any,
+        args: &[arg(
+            "num_parameters",
+            SIZE,
+            ArgDefault::Int(1),
+            "learnt slopes: 1 shared, or one per channel (feature)",
+        )],
+        init: Init::Constant,
+        computes: "x, or a learnt slope times x where x <= 0",
     },
 ];
 

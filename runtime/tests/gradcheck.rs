@@ -10,7 +10,8 @@ use cnnc_runtime::config::{
 use cnnc_runtime::init::{dropout_rng, init_rng};
 use cnnc_runtime::layers::{
     AvgPool2d, BatchNorm2d, Conv2d, Dropout, Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish,
-    Identity, LeakyRelu, Linear, LogSoftmax, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh,
+    Identity, LeakyRelu, Linear, LogSoftmax, MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax,
+    Tanh,
 };
 use cnnc_runtime::{Dims, Entry, Layer, Mode, Network, Visit, softmax_cross_entropy};
 use common::{Rand, STEP, check_layer, check_plain};
@@ -144,6 +145,22 @@ proptest! {
         let mut y = vec![0.0; x.len()];
         layer.forward(&x, &mut y, 2, Mode::Train).unwrap();
         check_layer(&mut layer, &x, 2, &mut rng, TOL, |l, x, y| l.forward_same_mask(x, y, 2).unwrap());
+    }
+
+    #[test]
+    fn prelu(c in 1..4usize, h in 1..4usize, per_channel: bool, flat: bool, seed: u64) {
+        let dims = if flat { Dims::Flat { features: c * h } } else { image(c, h, 2) };
+        let n = match (per_channel, dims) {
+            (false, _) => 1,
+            (true, Dims::Image { channels, .. }) => channels,
+            (true, Dims::Flat { features }) => features,
+        };
+        let mut layer = Prelu::new("prelu", dims, n).unwrap();
+        let mut rng = Rand(seed);
+        let slopes = rng.vec(n);
+        layer.weight.value.iter_mut().zip(slopes).for_each(|(w, s)| *w = s);
+        let x = rng.spaced(dims.len() * 2, 0.05);
+        check_plain(&mut layer, &x, 2, &mut rng, TOL, Mode::Train);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use cnnc_runtime::config::{
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{
     AvgPool2d, BatchNorm2d, Conv2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity,
-    LeakyRelu, Linear, LogSoftmax, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh,
+    LeakyRelu, Linear, LogSoftmax, MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh,
 };
 use cnnc_runtime::tensor::internal_to_nchw;
 use cnnc_runtime::{Dims, Layer, Mode, Param, softmax_cross_entropy};
@@ -160,6 +160,11 @@ fn run_case(name: &str) {
             config["alpha"].as_f64().unwrap() as f32,
         )),
         "Identity" => Box::new(Identity::new(name, input)),
+        "PReLU" => {
+            let mut prelu = Prelu::new(name, input, usize_of(&config, "num_parameters")).unwrap();
+            set(&mut prelu.weight, &f, "param.weight");
+            Box::new(prelu)
+        }
         "Softmax" => Box::new(Softmax::new(name, input, config["dim"].as_i64().unwrap()).unwrap()),
         "LogSoftmax" => {
             Box::new(LogSoftmax::new(name, input, config["dim"].as_i64().unwrap()).unwrap())

@@ -7,8 +7,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{
     AvgPool2d, BatchNorm2d, Conv2d, Dropout, Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish,
-    Identity, Layer, LeakyRelu, Linear, LogSoftmax, MaxPool2d, Relu, Relu6, Sigmoid, Silu, Softmax,
-    Tanh, image_input,
+    Identity, Layer, LeakyRelu, Linear, LogSoftmax, MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu,
+    Softmax, Tanh, image_input,
 };
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
@@ -123,6 +123,7 @@ from_config!(Dropout2d, "dropout2d", |name, input, index, init| LayerConfig::Dro
     Dropout2d::new(name, input, *p, dropout_rng(init.seed, index))
 });
 from_config!(Softmax, "softmax", |name, input, index, init| LayerConfig::Softmax { dim } => Softmax::new(name, input, *dim));
+from_config!(Prelu, "prelu", |name, input, index, init| LayerConfig::Prelu { num_parameters } => Prelu::new(name, input, *num_parameters));
 from_config!(LogSoftmax, "log_softmax", |name, input, index, init| LayerConfig::LogSoftmax { dim } => LogSoftmax::new(name, input, *dim));
 
 /// Builds the layer `config` describes, as the dynamic executor holds it.
@@ -164,6 +165,7 @@ pub fn build(
         LayerConfig::Dropout2d { .. } => boxed::<Dropout2d>,
         LayerConfig::Softmax { .. } => boxed::<Softmax>,
         LayerConfig::LogSoftmax { .. } => boxed::<LogSoftmax>,
+        LayerConfig::Prelu { .. } => boxed::<Prelu>,
     };
     build(name, config, input, index, init)
 }

@@ -48,6 +48,7 @@ mod dropout;
 mod flatten;
 mod linear;
 mod pool;
+mod prelu;
 mod softmax;
 
 pub use activation::{
@@ -60,6 +61,7 @@ pub use dropout::{Dropout, Dropout2d};
 pub use flatten::Flatten;
 pub use linear::Linear;
 pub use pool::{AvgPool2d, MaxPool2d};
+pub use prelu::Prelu;
 pub use softmax::{LogSoftmax, Softmax};
 
 use std::fmt;

@@ -416,7 +416,6 @@ const UNSUPPORTED: &[(&str, &str, &str)] = &[
         "normalises flat or 1-D inputs",
     ),
     ("batchnorm3d", "BatchNorm3d", "normalises 3-D inputs"),
-    ("prelu", "PReLU", "learns its negative slope"),
 ];
 
 /// The PyTorch module `kind` names, if it is one cnnc lacks ([`UNSUPPORTED`]).

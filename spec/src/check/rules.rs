@@ -157,6 +157,29 @@ impl Checker {
                 Shape::Flat(input.numel())
             }
             (LayerConfig::Linear(linear), _) => Shape::Flat(linear.out_features),
+            (LayerConfig::Prelu { num_parameters }, _) => {
+                let (channels, what) = match input {
+                    Shape::Chw([c, _, _]) => (c, "channels"),
+                    Shape::Flat(n) => (n, "features"),
+                };
+                if *num_parameters != 1 && *num_parameters != channels {
+                    self.push(
+                        Diagnostic::error(
+                            Code::SizeMismatch,
+                            format!(
+                                "`num_parameters` of {} is {num_parameters}, but its input has {channels} {what}",
+                                cx.title()
+                            ),
+                            cx.span_of("num_parameters"),
+                            format!("expected 1 or {channels}"),
+                        )
+                        .note("PReLU learns one slope shared by all channels, or one per channel")
+                        .help(format!("use `num_parameters: {channels}`, or 1"))
+                        .layer(cx.name),
+                    );
+                }
+                input
+            }
             (LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim }, _) => {
                 // The output is the input whatever the dim: later layers are still checked.
                 if softmax_dim(*dim, input).is_none() {
