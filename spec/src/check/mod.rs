@@ -5,6 +5,7 @@
 //! are still checked. The model it returns is built by [`Model::new`], so its invariants hold.
 
 mod args;
+mod errors;
 mod rules;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS};
 use cnnc_core::Shape;
 
 use args::Args;
+use errors::{CheckError, Culprit};
 
 /// The result of [`check`]: the resolved model (complete when there are no errors) and every
 /// diagnostic, warnings included.
@@ -260,6 +262,14 @@ impl LayerContext<'_> {
         format!("{} ({})", self.who, self.kind.keyword())
     }
 
+    /// The layer as diagnostics name it.
+    fn culprit(&self) -> Culprit {
+        Culprit {
+            title: self.title(),
+            name: self.name.to_owned(),
+        }
+    }
+
     /// The span of argument `key` if written, else the layer kind.
     fn span_of(&self, key: &str) -> Span {
         self.args.span(key).unwrap_or(self.layer.kind.span)
@@ -278,6 +288,11 @@ impl Checker {
     fn push(&mut self, diagnostic: Diagnostic) {
         self.errors += usize::from(diagnostic.is_error());
         self.diagnostics.push(diagnostic);
+    }
+
+    /// Words `error` and records it.
+    fn report(&mut self, error: CheckError) {
+        self.push(error.render());
     }
 
     fn error_count(&self) -> usize {
