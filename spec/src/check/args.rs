@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use cnnc_core::{ArgInfo, ArgType, ArgValue, LayerKind};
 
-use super::{Checker, too_large_dim};
+use super::Checker;
+use super::errors::CheckError;
 use crate::MAX_DIM;
 use crate::ast::{Arg, Layer, Value, ValueKind};
 use crate::diag::{Code, Diagnostic};
@@ -331,7 +332,11 @@ impl Checker {
             return None;
         }
         if v as u64 > MAX_DIM as u64 {
-            self.push(too_large_dim(v, span).layer(name));
+            self.report(CheckError::DimTooLarge {
+                span,
+                value: v,
+                layer: Some(name.to_owned()),
+            });
             return None;
         }
         Some(v as usize)

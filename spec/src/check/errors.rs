@@ -12,7 +12,7 @@ use cnnc_core::geometry::Window;
 
 use crate::diag::{Code, Diagnostic, Label};
 use crate::span::Span;
-use crate::{MAX_ELEMENTS, MAX_POOL_WINDOW};
+use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS, MAX_POOL_WINDOW};
 
 /// Which layer a diagnostic is about, as messages refer to it.
 pub(super) struct Culprit {
@@ -40,6 +40,96 @@ pub(super) struct AxisLoss {
 
 /// One diagnostic of the checker, with its facts.
 pub(super) enum CheckError {
+    /// A model without layers.
+    NoLayers {
+        /// The model's name, or the start of the file.
+        span: Span,
+    },
+    /// More layers than [`MAX_LAYERS`].
+    TooManyLayers {
+        /// The first layer past the limit.
+        span: Span,
+        /// How many layers the model has.
+        count: usize,
+    },
+    /// A model the checker accepted but [`cnnc_core::Model::new`] refused: a bug in cnnc.
+    ModelBug {
+        /// The first layer.
+        span: Span,
+        /// The refusal.
+        error: String,
+        /// The layer it names.
+        layer: String,
+    },
+    /// A spec without `input`.
+    MissingInput {
+        /// The model's name, or the start of the file.
+        span: Span,
+    },
+    /// An `input` that is not a list.
+    InputNotList {
+        /// The `input` value.
+        span: Span,
+        /// What it is instead.
+        found: &'static str,
+    },
+    /// An `input` list of other than three dimensions.
+    InputRank {
+        /// The `input` value.
+        span: Span,
+        /// How many it has.
+        rank: usize,
+    },
+    /// An input dimension below 1.
+    InputDimBelowOne {
+        /// The dimension.
+        span: Span,
+        /// Its value.
+        value: i64,
+    },
+    /// An input dimension that is not an integer.
+    InputDimNotInt {
+        /// The dimension.
+        span: Span,
+        /// What it is instead.
+        found: &'static str,
+    },
+    /// An input with more elements than [`MAX_ELEMENTS`].
+    InputTooLarge {
+        /// The `input` value.
+        span: Span,
+        /// Its dimensions.
+        dims: [usize; 3],
+        /// Their product.
+        numel: u64,
+    },
+    /// A size beyond [`MAX_DIM`].
+    DimTooLarge {
+        /// The number.
+        span: Span,
+        /// Its value; `i64::MAX` when the literal did not fit 64 bits.
+        value: i64,
+        /// The layer it belongs to, if any.
+        layer: Option<String>,
+    },
+    /// A layer name that is not a state_dict prefix.
+    InvalidName {
+        /// The name.
+        span: Span,
+        /// Its text.
+        name: String,
+    },
+    /// Two layers with one name.
+    DuplicateName {
+        /// The second layer's name (or the layer, when unnamed).
+        span: Span,
+        /// The name.
+        name: String,
+        /// The first layer's name (or the layer, when unnamed).
+        earlier: Span,
+        /// The first layer's index when it is unnamed (named by its index).
+        earlier_unnamed: Option<usize>,
+    },
     /// A layer that needs a flat input receives an image.
     ExpectedFlat {
         /// The layer.
@@ -166,6 +256,105 @@ impl CheckError {
     /// The diagnostic: code, message, labels, notes, help and fix, all worded here.
     pub(super) fn render(self) -> Diagnostic {
         match self {
+            CheckError::NoLayers { span } => {
+                Diagnostic::error(Code::NoLayers, "the model has no layers", span, "this model")
+                    .help("add a `layers` list, e.g. `- conv2d: {out_channels: 32, kernel_size: 3}`")
+            }
+            CheckError::TooManyLayers { span, count } => Diagnostic::error(
+                Code::TooManyLayers,
+                format!("the model has {count} layers, more than the limit of {MAX_LAYERS}"),
+                span,
+                "the first layer past the limit",
+            ),
+            CheckError::ModelBug { span, error, layer } => Diagnostic::error(
+                Code::InvalidValue,
+                format!("cnnc bug: the checker accepted a model it cannot build: {error}"),
+                span,
+                "here",
+            )
+            .layer(layer),
+            CheckError::MissingInput { span } => Diagnostic::error(
+                Code::MissingInput,
+                "the spec has no `input` shape",
+                span,
+                "this model",
+            )
+            .help("add the per-sample input shape [channels, height, width], e.g. `input: [3, 32, 32]`"),
+            CheckError::InputNotList { span, found } => bad_input(
+                format!("`input` must be a list of three integers, found {found}"),
+                span,
+            ),
+            CheckError::InputRank { span, rank } => bad_input(
+                format!("`input` must have three dimensions [C, H, W], found {rank}"),
+                span,
+            ),
+            CheckError::InputDimBelowOne { span, value } => Diagnostic::error(
+                Code::BadInput,
+                format!("input dimensions must be at least 1, found {value}"),
+                span,
+                "must be at least 1",
+            ),
+            CheckError::InputDimNotInt { span, found } => Diagnostic::error(
+                Code::BadInput,
+                format!("input dimensions must be integers, found {found}"),
+                span,
+                "expected an integer",
+            ),
+            CheckError::InputTooLarge { span, dims, numel } => Diagnostic::error(
+                Code::TooLarge,
+                format!(
+                    "the input has {numel} elements per sample, more than the limit of {MAX_ELEMENTS}"
+                ),
+                span,
+                "too large",
+            )
+            .note(format!("{} = {numel}", dims.map(|d| d.to_string()).join("*"))),
+            CheckError::DimTooLarge { span, value, layer } => {
+                // Both front-ends saturate integers beyond 64 bits to i64::MAX; the label shows
+                // the literal.
+                let value = if value == i64::MAX {
+                    "the number".to_owned()
+                } else {
+                    value.to_string()
+                };
+                let diagnostic = Diagnostic::error(
+                    Code::TooLarge,
+                    format!("{value} is larger than the size limit of {MAX_DIM}"),
+                    span,
+                    "too large",
+                )
+                .note(format!("every size must be at most 2^20 = {MAX_DIM}"));
+                match layer {
+                    Some(layer) => diagnostic.layer(layer),
+                    None => diagnostic,
+                }
+            }
+            CheckError::InvalidName { span, name } => Diagnostic::error(
+                Code::InvalidName,
+                format!("`{name}` is not a valid layer name"),
+                span,
+                "not a state_dict prefix",
+            )
+            .note("a name is one or more dot-separated parts of letters, digits and `_`, like `fc1` or `layer1.0`")
+            .layer(name),
+            CheckError::DuplicateName { span, name, earlier, earlier_unnamed } => {
+                let how = match earlier_unnamed {
+                    None => "first used here".to_owned(),
+                    Some(j) => format!("layer {j} is unnamed, so it is named `{j}`"),
+                };
+                Diagnostic::error(
+                    Code::DuplicateName,
+                    format!("two layers are named `{name}`"),
+                    span,
+                    "used again here",
+                )
+                .secondary(earlier, how)
+                .note(format!(
+                    "parameters are saved as `{name}.weight`, `{name}.bias`, ..., so names must be unique"
+                ))
+                .help("rename one of the layers")
+                .layer(name)
+            }
             CheckError::ExpectedFlat { at, span, origin, input: [c, h, w] } => {
                 let input = Shape::Chw([c, h, w]);
                 Diagnostic::error(
@@ -293,6 +482,17 @@ impl CheckError {
             .layer(at.name),
         }
     }
+}
+
+/// The shared form of the malformed-`input` errors.
+fn bad_input(message: String, span: Span) -> Diagnostic {
+    Diagnostic::error(
+        Code::BadInput,
+        message,
+        span,
+        "expected [channels, height, width]",
+    )
+    .help("write the per-sample input shape as three positive integers, e.g. [3, 32, 32]")
 }
 
 /// The wording of [`CheckError::DropsInput`]: what is lost where, with the formula per axis.

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use cnnc_core::{LayerDef, LayerKind, Model, NetworkDef};
 
 use crate::ast::{Layer, Model as Spec, ValueKind};
-use crate::diag::{Code, Diagnostic, Label};
+use crate::diag::{Diagnostic, Label};
 use crate::resolved::CheckedModel;
 use crate::span::Span;
 use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS};
@@ -55,27 +55,14 @@ pub fn check(model: &Spec) -> Checked {
     let input = checker.input(model);
     if model.layers.is_empty() {
         let span = model.name.as_ref().map_or(Span::new(0, 0), |n| n.span);
-        checker.push(
-            Diagnostic::error(
-                Code::NoLayers,
-                "the model has no layers",
-                span,
-                "this model",
-            )
-            .help("add a `layers` list, e.g. `- conv2d: {out_channels: 32, kernel_size: 3}`"),
-        );
+        checker.report(CheckError::NoLayers { span });
     }
     if model.layers.len() > MAX_LAYERS {
         let span = model.layers[MAX_LAYERS].span;
-        checker.push(Diagnostic::error(
-            Code::TooManyLayers,
-            format!(
-                "the model has {} layers, more than the limit of {MAX_LAYERS}",
-                model.layers.len()
-            ),
+        checker.report(CheckError::TooManyLayers {
             span,
-            "the first layer past the limit",
-        ));
+            count: model.layers.len(),
+        });
         return checker.finish(None);
     }
     let names = checker.names(&model.layers);
@@ -312,15 +299,11 @@ impl Checker {
             Ok(model) => Some(CheckedModel::new(model, spans)),
             Err(err) => {
                 let span = spans.first().copied().unwrap_or_default();
-                self.push(
-                    Diagnostic::error(
-                        Code::InvalidValue,
-                        format!("cnnc bug: the checker accepted a model it cannot build: {err}"),
-                        span,
-                        "here",
-                    )
-                    .layer(err.layer()),
-                );
+                self.report(CheckError::ModelBug {
+                    span,
+                    error: err.to_string(),
+                    layer: err.layer().to_string(),
+                });
                 None
             }
         }
@@ -339,33 +322,21 @@ impl Checker {
     fn input(&mut self, model: &Spec) -> Option<[usize; 3]> {
         let Some(input) = &model.input else {
             let span = model.name.as_ref().map_or(Span::new(0, 0), |n| n.span);
-            self.push(
-                Diagnostic::error(Code::MissingInput, "the spec has no `input` shape", span, "this model")
-                    .help("add the per-sample input shape [channels, height, width], e.g. `input: [3, 32, 32]`"),
-            );
+            self.report(CheckError::MissingInput { span });
             return None;
         };
-        let bad = |message: String| {
-            Diagnostic::error(
-                Code::BadInput,
-                message,
-                input.span,
-                "expected [channels, height, width]",
-            )
-            .help("write the per-sample input shape as three positive integers, e.g. [3, 32, 32]")
-        };
         let ValueKind::List(items) = &input.kind else {
-            self.push(bad(format!(
-                "`input` must be a list of three integers, found {}",
-                input.kind.describe()
-            )));
+            self.report(CheckError::InputNotList {
+                span: input.span,
+                found: input.kind.describe(),
+            });
             return None;
         };
         if items.len() != 3 {
-            self.push(bad(format!(
-                "`input` must have three dimensions [C, H, W], found {}",
-                items.len()
-            )));
+            self.report(CheckError::InputRank {
+                span: input.span,
+                rank: items.len(),
+            });
             return None;
         }
         let mut dims = [0usize; 3];
@@ -373,43 +344,36 @@ impl Checker {
             match item.kind {
                 ValueKind::Int(v) if v >= 1 && v as u64 <= MAX_DIM as u64 => *dim = v as usize,
                 ValueKind::Int(v) if v >= 1 => {
-                    self.push(too_large_dim(v, item.span));
+                    self.report(CheckError::DimTooLarge {
+                        span: item.span,
+                        value: v,
+                        layer: None,
+                    });
                     return None;
                 }
                 ValueKind::Int(v) => {
-                    self.push(Diagnostic::error(
-                        Code::BadInput,
-                        format!("input dimensions must be at least 1, found {v}"),
-                        item.span,
-                        "must be at least 1",
-                    ));
+                    self.report(CheckError::InputDimBelowOne {
+                        span: item.span,
+                        value: v,
+                    });
                     return None;
                 }
                 ref other => {
-                    self.push(Diagnostic::error(
-                        Code::BadInput,
-                        format!(
-                            "input dimensions must be integers, found {}",
-                            other.describe()
-                        ),
-                        item.span,
-                        "expected an integer",
-                    ));
+                    self.report(CheckError::InputDimNotInt {
+                        span: item.span,
+                        found: other.describe(),
+                    });
                     return None;
                 }
             }
         }
         let numel = dims.iter().map(|&d| d as u64).product::<u64>();
         if numel > MAX_ELEMENTS {
-            self.push(
-                Diagnostic::error(
-                    Code::TooLarge,
-                    format!("the input has {numel} elements per sample, more than the limit of {MAX_ELEMENTS}"),
-                    input.span,
-                    "too large",
-                )
-                .note(format!("{} = {numel}", dims.map(|d| d.to_string()).join("*"))),
-            );
+            self.report(CheckError::InputTooLarge {
+                span: input.span,
+                dims,
+                numel,
+            });
             return None;
         }
         Some(dims)
@@ -432,16 +396,10 @@ impl Checker {
             if let Some(name) = &layer.name
                 && !is_valid_name(&name.text)
             {
-                self.push(
-                    Diagnostic::error(
-                        Code::InvalidName,
-                        format!("`{}` is not a valid layer name", name.text),
-                        name.span,
-                        "not a state_dict prefix",
-                    )
-                    .note("a name is one or more dot-separated parts of letters, digits and `_`, like `fc1` or `layer1.0`")
-                    .layer(name.text.clone()),
-                );
+                self.report(CheckError::InvalidName {
+                    span: name.span,
+                    name: name.text.clone(),
+                });
             }
         }
         let mut first: HashMap<&str, usize> = HashMap::new();
@@ -451,44 +409,15 @@ impl Checker {
                 continue;
             };
             let span_of = |j: usize| layers[j].name.as_ref().map_or(layers[j].span, |n| n.span);
-            let how = |j: usize| {
-                if layers[j].name.is_some() {
-                    "first used here".to_owned()
-                } else {
-                    format!("layer {j} is unnamed, so it is named `{j}`")
-                }
-            };
-            self.push(
-                Diagnostic::error(
-                    Code::DuplicateName,
-                    format!("two layers are named `{name}`"),
-                    span_of(i),
-                    "used again here",
-                )
-                .secondary(span_of(earlier), how(earlier))
-                .note(format!("parameters are saved as `{name}.weight`, `{name}.bias`, ..., so names must be unique"))
-                .help("rename one of the layers")
-                .layer(name.clone()),
-            );
+            self.report(CheckError::DuplicateName {
+                span: span_of(i),
+                name: name.clone(),
+                earlier: span_of(earlier),
+                earlier_unnamed: layers[earlier].name.is_none().then_some(earlier),
+            });
         }
         names
     }
-}
-
-fn too_large_dim(v: i64, span: Span) -> Diagnostic {
-    // Both front-ends saturate integers beyond 64 bits to i64::MAX; the label shows the literal.
-    let value = if v == i64::MAX {
-        "the number".to_owned()
-    } else {
-        v.to_string()
-    };
-    Diagnostic::error(
-        Code::TooLarge,
-        format!("{value} is larger than the size limit of {MAX_DIM}"),
-        span,
-        "too large",
-    )
-    .note(format!("every size must be at most 2^20 = {MAX_DIM}"))
 }
 
 /// How messages refer to a layer: by its explicit name, else by its position.
