@@ -7,11 +7,14 @@
 //! picks its [`Code`] (explained in `error_codes/CODE.md`) and words it. A new layer kind's
 //! diagnostics go here too.
 
-use cnnc_core::Shape;
 use cnnc_core::geometry::Window;
+use cnnc_core::{LayerKind, Shape};
 
 use crate::diag::{Code, Diagnostic, Label};
 use crate::span::Span;
+
+/// Bound of the layer table's unbounded numbers.
+const UNBOUNDED: f64 = f64::MAX;
 use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS, MAX_POOL_WINDOW};
 
 /// Which layer a diagnostic is about, as messages refer to it.
@@ -40,6 +43,127 @@ pub(super) struct AxisLoss {
 
 /// One diagnostic of the checker, with its facts.
 pub(super) enum CheckError {
+    /// A layer kind that does not exist.
+    UnknownLayer {
+        /// The kind as written.
+        span: Span,
+        /// Its text.
+        kind: String,
+        /// The layer.
+        layer: String,
+        /// The nearest kind's keyword, if any is near.
+        closest: Option<&'static str>,
+        /// The PyTorch module it names, if one cnnc lacks: its class and what it computes.
+        unsupported: Option<(&'static str, &'static str)>,
+    },
+    /// An argument the kind does not take.
+    UnknownArgument {
+        /// The key.
+        span: Span,
+        /// The layer kind.
+        kind: LayerKind,
+        /// The key as written.
+        key: String,
+        /// The layer.
+        layer: String,
+        /// The nearest argument name, if any is near.
+        best: Option<&'static str>,
+    },
+    /// An argument given twice.
+    DuplicateArgument {
+        /// The second key.
+        span: Span,
+        /// The first key.
+        first: Span,
+        /// The key.
+        key: String,
+        /// The layer.
+        layer: String,
+    },
+    /// A required argument left out.
+    MissingArgument {
+        /// The layer kind as written.
+        span: Span,
+        /// The layer kind.
+        kind: LayerKind,
+        /// The argument.
+        key: &'static str,
+        /// The layer.
+        layer: String,
+    },
+    /// An argument of the wrong type.
+    WrongType {
+        /// The value.
+        span: Span,
+        /// The layer kind.
+        kind: LayerKind,
+        /// The argument.
+        key: &'static str,
+        /// What it must be, e.g. "an integer".
+        expected: &'static str,
+        /// What it is.
+        found: &'static str,
+        /// The length of a list given for a pair.
+        list_len: Option<usize>,
+        /// The layer.
+        layer: String,
+    },
+    /// A pair holding something other than integers.
+    PairItemNotInt {
+        /// The item.
+        span: Span,
+        /// The layer kind.
+        kind: LayerKind,
+        /// The argument.
+        key: &'static str,
+        /// What the item is.
+        found: &'static str,
+        /// The layer.
+        layer: String,
+    },
+    /// PyTorch's string padding modes, `same` or `valid`.
+    PaddingMode {
+        /// The value.
+        span: Span,
+        /// `true` for `same`, `false` for `valid`.
+        same: bool,
+        /// The layer.
+        layer: String,
+    },
+    /// A number outside its argument's range (or outside it once stored as f32).
+    OutOfRange {
+        /// The value.
+        span: Span,
+        /// The layer kind.
+        kind: LayerKind,
+        /// The argument.
+        key: &'static str,
+        /// The range's lower bound, `-UNBOUNDED` when none.
+        min: f64,
+        /// The range's upper bound, [`UNBOUNDED`] when none.
+        max: f64,
+        /// Whether `min` itself is excluded.
+        min_exclusive: bool,
+        /// The value written.
+        value: f64,
+        /// The value as stored in 32 bits, when only that is out of range.
+        stored: Option<f64>,
+        /// The layer.
+        layer: String,
+    },
+    /// An integer size below its minimum.
+    BelowMin {
+        /// The number.
+        span: Span,
+        /// The argument.
+        key: String,
+        /// The minimum.
+        min: usize,
+        /// The value written.
+        value: i64,
+        /// The layer.
+        layer: String,
+    },
     /// A model without layers.
     NoLayers {
         /// The model's name, or the start of the file.
@@ -256,6 +380,178 @@ impl CheckError {
     /// The diagnostic: code, message, labels, notes, help and fix, all worded here.
     pub(super) fn render(self) -> Diagnostic {
         match self {
+            CheckError::UnknownLayer { span, kind, layer, closest, unsupported } => {
+                let diagnostic = Diagnostic::error(
+                    Code::UnknownLayer,
+                    format!("unknown layer kind `{kind}`"),
+                    span,
+                    "not a layer kind",
+                )
+                .layer(layer);
+                match (closest, unsupported) {
+                    // A PyTorch module cnnc lacks: the nearest spelling computes something else.
+                    (closest, Some((class, what))) => {
+                        let diagnostic = diagnostic.note(format!(
+                            "`{kind}` is PyTorch's `{class}`, which {what}; cnnc does not support it yet"
+                        ));
+                        match closest.and_then(LayerKind::from_keyword) {
+                            Some(near) => diagnostic.note(format!(
+                                "`{}` is not a substitute: it computes {}",
+                                near.keyword(),
+                                near.computes()
+                            )),
+                            None => diagnostic,
+                        }
+                    }
+                    (Some(best), None) => {
+                        diagnostic.suggest(format!("did you mean `{best}`?"), span, best)
+                    }
+                    (None, None) => diagnostic.note(format!(
+                        "the layer kinds are {}",
+                        LayerKind::ALL
+                            .map(|k| format!("`{}`", k.keyword()))
+                            .join(", ")
+                    )),
+                }
+            }
+            CheckError::UnknownArgument { span, kind, key, layer, best } => {
+                let diagnostic = Diagnostic::error(
+                    Code::UnknownArgument,
+                    format!("`{}` has no argument `{key}`", kind.keyword()),
+                    span,
+                    "unknown argument",
+                )
+                .layer(layer);
+                let spec = kind.args();
+                match best {
+                    Some(best) => diagnostic.suggest(format!("did you mean `{best}`?"), span, best),
+                    None if spec.is_empty() => diagnostic.note(format!(
+                        "`{}` takes no arguments other than `name`",
+                        kind.keyword()
+                    )),
+                    None => diagnostic.note(format!(
+                        "`{}` takes {}",
+                        kind.keyword(),
+                        spec.iter()
+                            .map(|s| format!("`{}`", s.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                }
+            }
+            CheckError::DuplicateArgument { span, first, key, layer } => Diagnostic::error(
+                Code::DuplicateArgument,
+                format!("argument `{key}` is given twice"),
+                span,
+                "given again here",
+            )
+            .secondary(first, "first given here")
+            .layer(layer),
+            CheckError::MissingArgument { span, kind, key, layer } => Diagnostic::error(
+                Code::MissingArgument,
+                format!("`{}` needs `{key}`", kind.keyword()),
+                span,
+                format!("`{key}` missing"),
+            )
+            .help(format!("add `{key}`, e.g. `{key}: {}`", example(key)))
+            .layer(layer),
+            CheckError::WrongType { span, kind, key, expected, found, list_len, layer } => {
+                let diagnostic = Diagnostic::error(
+                    Code::WrongType,
+                    format!("`{key}` of `{}` must be {expected}, found {found}", kind.keyword()),
+                    span,
+                    format!("expected {expected}"),
+                )
+                .layer(layer);
+                match list_len {
+                    Some(len) => {
+                        diagnostic.note(format!("found a list of {len} values; a pair has 2"))
+                    }
+                    None => diagnostic,
+                }
+            }
+            CheckError::PairItemNotInt { span, kind, key, found, layer } => Diagnostic::error(
+                Code::WrongType,
+                format!("`{key}` of `{}` must hold integers, found {found}", kind.keyword()),
+                span,
+                "expected an integer",
+            )
+            .layer(layer),
+            CheckError::PaddingMode { span, same, layer } => {
+                let (word, help) = if same {
+                    (
+                        "same",
+                        "write the padding in pixels: with stride 1 and an odd kernel_size, `same` is \
+                         `padding: (kernel_size - 1) / 2`, e.g. `padding: 1` for kernel_size 3, `padding: 2` \
+                         for 5",
+                    )
+                } else {
+                    (
+                        "valid",
+                        "`valid` means no padding: write `padding: 0`, or leave `padding` out",
+                    )
+                };
+                Diagnostic::error(
+                    Code::WrongType,
+                    format!("`padding: {word}` of `conv2d` is not supported yet"),
+                    span,
+                    "PyTorch's padding mode, not supported yet",
+                )
+                .note("cnnc takes the padding as a number of pixels on each side, an integer or a [height, width] pair")
+                .help(help)
+                .layer(layer)
+            }
+            CheckError::OutOfRange {
+                span,
+                kind,
+                key,
+                min,
+                max,
+                min_exclusive,
+                value,
+                stored,
+                layer,
+            } => {
+                let range = match (min_exclusive, max == UNBOUNDED, min == -UNBOUNDED) {
+                    (_, true, true) => "a finite number".to_owned(),
+                    (true, true, false) => format!("greater than {min}"),
+                    (false, true, false) => format!("at least {min}"),
+                    _ => format!("between {min} and {max}"),
+                };
+                let diagnostic = Diagnostic::error(
+                    Code::InvalidValue,
+                    format!(
+                        "`{key}` of `{}` must be {range}, found {}",
+                        kind.keyword(),
+                        number(value)
+                    ),
+                    span,
+                    format!("must be {range}"),
+                )
+                .layer(layer);
+                match stored {
+                    Some(stored) => diagnostic.note(format!(
+                        "cnnc computes in 32-bit floats, where {} is {}",
+                        number(value),
+                        number(stored)
+                    )),
+                    None => diagnostic,
+                }
+            }
+            CheckError::BelowMin { span, key, min, value, layer } => {
+                let diagnostic = Diagnostic::error(
+                    Code::InvalidValue,
+                    format!("`{key}` must be at least {min}, found {value}"),
+                    span,
+                    format!("must be at least {min}"),
+                )
+                .layer(layer);
+                if key == "stride" {
+                    diagnostic.note("a stride of 0 would never move the window")
+                } else {
+                    diagnostic
+                }
+            }
             CheckError::NoLayers { span } => {
                 Diagnostic::error(Code::NoLayers, "the model has no layers", span, "this model")
                     .help("add a `layers` list, e.g. `- conv2d: {out_channels: 32, kernel_size: 3}`")
@@ -481,6 +777,26 @@ impl CheckError {
             ))
             .layer(at.name),
         }
+    }
+}
+
+/// A number as messages show it: as written when short, else in exponent form (`1e300`).
+fn number(v: f64) -> String {
+    let plain = v.to_string();
+    if plain.len() > 16 {
+        format!("{v:e}")
+    } else {
+        plain
+    }
+}
+
+/// A plausible value for a required argument, for help lines.
+fn example(key: &str) -> &'static str {
+    match key {
+        "kernel_size" => "3",
+        "out_channels" => "32",
+        "out_features" => "10",
+        _ => "1",
     }
 }
 
