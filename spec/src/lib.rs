@@ -20,6 +20,7 @@ mod resolved;
 mod span;
 mod suggest;
 mod yaml;
+mod yaml_errors;
 
 use std::fs::File;
 use std::io::Read;
