@@ -10,7 +10,7 @@
 use cnnc_core::geometry::Window;
 use cnnc_core::{LayerKind, Shape};
 
-use crate::diag::{Code, Diagnostic, Label};
+use crate::diag::{Code, Diagnostic};
 use crate::span::Span;
 
 /// Bound of the layer table's unbounded numbers.
@@ -23,6 +23,106 @@ pub(super) struct Culprit {
     pub title: String,
     /// The layer's state_dict prefix.
     pub name: String,
+}
+
+/// What last set the channel or feature count, for the secondary label that points at it.
+#[derive(Clone)]
+pub(super) enum Origin {
+    /// The spec's `input` `[C, H, W]`.
+    Input([usize; 3]),
+    /// A convolution, with how messages refer to it.
+    Conv {
+        /// "`conv1`" or "layer 0".
+        who: String,
+        /// Its output channels.
+        channels: usize,
+    },
+    /// A linear layer, with how messages refer to it.
+    Linear {
+        /// "`fc1`" or "layer 3".
+        who: String,
+        /// Its output features.
+        features: usize,
+    },
+    /// A flatten.
+    Flatten {
+        /// What it flattens.
+        input: Shape,
+        /// The features it outputs.
+        features: usize,
+    },
+}
+
+impl Origin {
+    /// The label's text.
+    fn text(&self) -> String {
+        match self {
+            Origin::Input(input) => format!("the input is {}", Shape::Chw(*input)),
+            Origin::Conv { who, channels } => format!("{who} outputs {channels} channels"),
+            Origin::Linear { who, features } => format!("{who} outputs {features} features"),
+            Origin::Flatten { input, features } => {
+                format!("flattens {input} into {features} features")
+            }
+        }
+    }
+}
+
+/// A step of a [`FeatureChain`].
+#[derive(Clone, Copy)]
+pub(super) enum Step {
+    /// A convolution.
+    Conv,
+    /// A pooling layer.
+    Pool,
+}
+
+/// How a flat size came about: the input, the convolutions and poolings with their outputs,
+/// and the `[C, H, W]` that was flattened.
+pub(super) struct FeatureChain {
+    /// The spec's input.
+    pub input: [usize; 3],
+    /// The convolutions and poolings before the flatten, with their outputs.
+    pub steps: Vec<(Step, Shape)>,
+    /// The flattened shape.
+    pub before: [usize; 3],
+}
+
+impl FeatureChain {
+    /// E.g. `32 →conv→ 32 →pool→ 16 → … → [64, 4, 4] → 64*4*4 = 1024`, or
+    /// `flatten of [3, 4, 4] gives 3*4*4 = 48` without steps.
+    fn text(&self) -> String {
+        let [c, h, w] = self.before;
+        let before = Shape::Chw(self.before);
+        if self.steps.is_empty() {
+            return format!("flatten of {before} gives {c}*{h}*{w} = {}", c * h * w);
+        }
+        let hw = |shape: &Shape| match *shape {
+            Shape::Chw([_, h, w]) if h == w => h.to_string(),
+            Shape::Chw([_, h, w]) => format!("{h}×{w}"),
+            Shape::Flat(n) => n.to_string(),
+        };
+        let mut steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|(step, shape)| {
+                let op = match step {
+                    Step::Conv => "conv",
+                    Step::Pool => "pool",
+                };
+                format!("→{op}→ {}", hw(shape))
+            })
+            .collect();
+        if steps.len() > 6 {
+            steps.splice(2..steps.len() - 2, ["→ …".to_owned()]);
+        }
+        let mut chain = hw(&Shape::Chw(self.input));
+        for step in steps {
+            chain.push(' ');
+            chain.push_str(&step);
+        }
+        chain.push_str(&format!(" → {before} → {c}*{h}*{w} = {}", c * h * w));
+        chain
+    }
 }
 
 /// Input rows or columns of one axis that no window reads.
@@ -261,7 +361,7 @@ pub(super) enum CheckError {
         /// The layer kind's span.
         span: Span,
         /// Where the input's size was set.
-        origin: Label,
+        origin: (Span, Origin),
         /// The input `[C, H, W]`.
         input: [usize; 3],
     },
@@ -327,9 +427,9 @@ pub(super) enum CheckError {
         /// "channels" or "features".
         unit: String,
         /// Where the input's size was set.
-        origin: Label,
+        origin: (Span, Origin),
         /// How the size came about, when known.
-        chain: Option<String>,
+        chain: Option<FeatureChain>,
         /// The input.
         input: Shape,
     },
@@ -659,7 +759,7 @@ impl CheckError {
                     span,
                     format!("receives {input}"),
                 )
-                .secondary(origin.span, origin.text)
+                .secondary(origin.0, origin.1.text())
                 .note(format!("flatten of {input} gives {c}*{h}*{w} = {}", c * h * w))
                 .help("insert `flatten` before this layer")
                 .layer(at.name)
@@ -736,8 +836,11 @@ impl CheckError {
                 span,
                 format!("{key} is {written}"),
             )
-            .secondary(origin.span, origin.text)
-            .note(chain.unwrap_or_else(|| format!("the input of {} is {input}", at.title)))
+            .secondary(origin.0, origin.1.text())
+            .note(chain.map_or_else(
+                || format!("the input of {} is {input}", at.title),
+                |chain| chain.text(),
+            ))
             .suggest(
                 format!("set `{key}: {actual}`, or remove `{key}` to have it inferred"),
                 span,

@@ -13,14 +13,14 @@ use std::collections::HashMap;
 use cnnc_core::{LayerDef, LayerKind, Model, NetworkDef};
 
 use crate::ast::{Layer, Model as Spec, ValueKind};
-use crate::diag::{Diagnostic, Label};
+use crate::diag::Diagnostic;
 use crate::resolved::CheckedModel;
 use crate::span::Span;
 use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS};
 use cnnc_core::Shape;
 
 use args::Args;
-use errors::{CheckError, Culprit};
+use errors::{CheckError, Culprit, FeatureChain, Origin, Step};
 
 /// The result of [`check`]: the resolved model (complete when there are no errors) and every
 /// diagnostic, warnings included.
@@ -128,7 +128,7 @@ pub fn check(model: &Spec) -> Checked {
 struct Flow {
     shape: Shape,
     /// The place that last set the channel or feature count, for secondary labels.
-    origin: Label,
+    origin: (Span, Origin),
     /// Every layer so far with its output, for the size chain in notes.
     trail: Vec<(LayerKind, Shape)>,
     input: [usize; 3],
@@ -141,10 +141,7 @@ impl Flow {
     fn new(input: [usize; 3], span: Span) -> Self {
         Flow {
             shape: Shape::Chw(input),
-            origin: Label {
-                span,
-                text: format!("the input is {}", Shape::Chw(input)),
-            },
+            origin: (span, Origin::Input(input)),
             trail: Vec::new(),
             input,
             after_error: false,
@@ -157,28 +154,36 @@ impl Flow {
         let origin = match kind {
             LayerKind::Conv2d => Some((
                 args.span("out_channels").unwrap_or(span),
-                format!("{who} outputs {} channels", output.dims()[0]),
+                Origin::Conv {
+                    who: who.to_owned(),
+                    channels: output.dims()[0],
+                },
             )),
             LayerKind::Linear => Some((
                 args.span("out_features").unwrap_or(span),
-                format!("{who} outputs {} features", output.numel()),
+                Origin::Linear {
+                    who: who.to_owned(),
+                    features: output.numel(),
+                },
             )),
             LayerKind::Flatten => Some((
                 span,
-                format!("flattens {input} into {} features", output.numel()),
+                Origin::Flatten {
+                    input,
+                    features: output.numel(),
+                },
             )),
             _ => None,
         };
-        if let Some((span, text)) = origin {
-            self.origin = Label { span, text };
+        if let Some(origin) = origin {
+            self.origin = origin;
         }
         self.trail.push((kind, output));
     }
 
-    /// How the current flat size came about, e.g.
-    /// `32 →conv→ 32 →pool→ 16 → … → [64, 4, 4] → 64*4*4 = 1024`; `None` when the size does not
-    /// come from a `flatten` of the convolutional part.
-    fn feature_chain(&self) -> Option<String> {
+    /// How the current flat size came about (worded by [`FeatureChain::text`]); `None` when
+    /// the size does not come from a `flatten` of the convolutional part.
+    fn feature_chain(&self) -> Option<FeatureChain> {
         let flatten = self
             .trail
             .iter()
@@ -189,46 +194,27 @@ impl Flow {
         {
             return None;
         }
-        let hw = |shape: &Shape| match *shape {
-            Shape::Chw([_, h, w]) if h == w => h.to_string(),
-            Shape::Chw([_, h, w]) => format!("{h}×{w}"),
-            Shape::Flat(n) => n.to_string(),
-        };
-        let mut steps: Vec<String> = self.trail[..flatten]
+        let steps = self.trail[..flatten]
             .iter()
-            .filter_map(|(kind, shape)| {
-                let op = match kind {
-                    LayerKind::Conv2d => "conv",
-                    LayerKind::MaxPool2d | LayerKind::AvgPool2d => "pool",
-                    _ => return None,
-                };
-                Some(format!("→{op}→ {}", hw(shape)))
+            .filter_map(|(kind, shape)| match kind {
+                LayerKind::Conv2d => Some((Step::Conv, *shape)),
+                LayerKind::MaxPool2d | LayerKind::AvgPool2d => Some((Step::Pool, *shape)),
+                _ => None,
             })
             .collect();
-        if steps.len() > 6 {
-            steps.splice(2..steps.len() - 2, ["→ …".to_owned()]);
-        }
         let before = if flatten == 0 {
             Shape::Chw(self.input)
         } else {
             self.trail[flatten - 1].1
         };
-        let Shape::Chw([c, h, w]) = before else {
+        let Shape::Chw(before) = before else {
             return None;
         };
-        if steps.is_empty() {
-            return Some(format!(
-                "flatten of {before} gives {c}*{h}*{w} = {}",
-                c * h * w
-            ));
-        }
-        let mut chain = hw(&Shape::Chw(self.input));
-        for step in steps {
-            chain.push(' ');
-            chain.push_str(&step);
-        }
-        chain.push_str(&format!(" → {before} → {c}*{h}*{w} = {}", c * h * w));
-        Some(chain)
+        Some(FeatureChain {
+            input: self.input,
+            steps,
+            before,
+        })
     }
 }
 
