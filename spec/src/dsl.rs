@@ -11,6 +11,7 @@ use crate::MAX_NESTING;
 use crate::ast::{Arg, Ident, Layer, Model, ModelComments, Value, ValueKind};
 use crate::comments;
 use crate::diag::{Code, Diagnostic};
+use crate::front_errors::FrontError;
 use crate::span::{Format, Source, Span};
 
 #[derive(Parser)]
@@ -157,21 +158,11 @@ fn control_character(text: &str) -> Option<Diagnostic> {
             || matches!(c, '\u{fffe}' | '\u{ffff}')
     })?;
     Some(
-        Diagnostic::error(
-            Code::DslSyntax,
-            format!(
-                "{} U+{:04X} in the spec",
-                if c.is_control() {
-                    "control character"
-                } else {
-                    "noncharacter"
-                },
-                u32::from(c)
-            ),
-            Span::new(at, at + c.len_utf8()),
-            "not allowed here",
-        )
-        .help("a spec is plain text: remove the character (tabs and line breaks are allowed)"),
+        FrontError::ControlCharacter {
+            span: Span::new(at, at + c.len_utf8()),
+            c,
+        }
+        .render(),
     )
 }
 
@@ -219,13 +210,10 @@ fn nesting_error(text: &str) -> Option<Diagnostic> {
                 depth += 1;
                 if depth > MAX_NESTING {
                     return Some(
-                        Diagnostic::error(
-                            Code::NestingTooDeep,
-                            format!("brackets are nested more than {MAX_NESTING} deep"),
-                            Span::new(at, at + 1),
-                            "too deep",
-                        )
-                        .help("a spec needs at most two levels: `layer(kernel_size=(3, 3))`"),
+                        FrontError::BracketsTooDeep {
+                            span: Span::new(at, at + 1),
+                        }
+                        .render(),
                     );
                 }
             }

@@ -14,9 +14,9 @@ use crate::MAX_NESTING;
 use crate::ast::{Arg, Ident, Layer, Model, ModelComments, Value, ValueKind};
 use crate::comments;
 use crate::diag::{Code, Diagnostic};
+use crate::front_errors::FrontError;
 use crate::span::{Format, Source, Span};
 use crate::suggest;
-use crate::yaml_errors::YamlError;
 
 /// Top-level keys of a YAML spec.
 const TOP_LEVEL_KEYS: &[&str] = &["model", "input", "layers"];
@@ -252,27 +252,13 @@ fn syntax_error(err: &serde_saphyr::Error, source: &Source) -> Diagnostic {
             .get(start..)
             .and_then(|rest| rest.chars().next())
             .map_or(0, char::len_utf8);
-        return Diagnostic::error(
-            Code::NestingTooDeep,
-            format!("lists and mappings are nested more than {MAX_NESTING} deep"),
-            Span::new(start, start + width),
-            "too deep",
-        )
-        .help(
-            "a spec nests at most five deep: the spec, `layers`, a layer, its arguments and a \
-             `[height, width]` pair",
-        );
+        return FrontError::YamlTooDeep {
+            span: Span::new(start, start + width),
+        }
+        .render();
     }
     if let Some(message) = budget_message(err) {
-        return Diagnostic::error(
-            Code::YamlSyntax,
-            format!("invalid YAML: {message}"),
-            span,
-            "the limit is reached here",
-        )
-        .help(
-            "a spec has a few hundred values; write repeated parts out instead of aliasing them",
-        );
+        return FrontError::YamlBudget { span, message }.render();
     }
     let message =
         serde_saphyr::MessageFormatter::format_message(&serde_saphyr::UserMessageFormatter, err);
@@ -281,14 +267,11 @@ fn syntax_error(err: &serde_saphyr::Error, source: &Source) -> Diagnostic {
         // The parser reports where the scalar or block it was reading began, often the line
         // before; point at the tab itself.
         if let Some(tab) = indenting_tab(text, span.start as usize) {
-            return Diagnostic::error(
-                Code::YamlSyntax,
-                "invalid YAML: a tab is used as indentation",
-                Span::new(tab, tab + 1),
-                "this tab",
-            )
-            .note(format!("the parser says: {message}"))
-            .help("YAML indents with spaces only: replace the tab with spaces");
+            return FrontError::YamlTab {
+                span: Span::new(tab, tab + 1),
+                message: message.into_owned(),
+            }
+            .render();
         }
     }
     let mut diagnostic = Diagnostic::error(
@@ -433,7 +416,7 @@ struct Lower<'a> {
 
 impl Lower<'_> {
     /// Words `error` and records it.
-    fn report(&mut self, error: YamlError) {
+    fn report(&mut self, error: FrontError) {
         self.diagnostics.push(error.render());
     }
 
@@ -449,11 +432,11 @@ impl Lower<'_> {
         let entries = match root.kind {
             Kind::Map(entries) => entries,
             Kind::Null => {
-                self.report(YamlError::EmptySpec { span: root.span });
+                self.report(FrontError::EmptySpec { span: root.span });
                 return model;
             }
             other => {
-                self.report(YamlError::SpecNotMapping {
+                self.report(FrontError::SpecNotMapping {
                     span: root.span,
                     found: describe(&other),
                 });
@@ -464,14 +447,14 @@ impl Lower<'_> {
         let mut seen: HashMap<String, Span> = HashMap::new();
         for (key, value) in entries {
             let Kind::Str(key_text) = &key.kind else {
-                self.report(YamlError::KeyNotString {
+                self.report(FrontError::KeyNotString {
                     span: key.span,
                     found: describe(&key.kind),
                 });
                 continue;
             };
             if let Some(first) = seen.get(key_text) {
-                self.report(YamlError::DuplicateKey {
+                self.report(FrontError::DuplicateKey {
                     span: key.span,
                     first: *first,
                     key: key_text.clone(),
@@ -484,7 +467,7 @@ impl Lower<'_> {
                 "input" => model.input = Some(self.value(value)),
                 "layers" => model.layers = self.layers(value),
                 other => {
-                    self.report(YamlError::UnknownTopLevelKey {
+                    self.report(FrontError::UnknownTopLevelKey {
                         span: key.span,
                         key: other.to_owned(),
                         best: suggest::closest(other, TOP_LEVEL_KEYS.iter().copied()),
@@ -502,7 +485,7 @@ impl Lower<'_> {
                 span: node.span,
             }),
             other => {
-                self.report(YamlError::ModelNameNotString {
+                self.report(FrontError::ModelNameNotString {
                     span: node.span,
                     found: describe(&other),
                 });
@@ -516,7 +499,7 @@ impl Lower<'_> {
             Kind::Seq(items) => items.into_iter().filter_map(|n| self.layer(n)).collect(),
             Kind::Null => Vec::new(),
             other => {
-                self.report(YamlError::LayersNotList {
+                self.report(FrontError::LayersNotList {
                     span: node.span,
                     found: describe(&other),
                 });
@@ -538,7 +521,7 @@ impl Lower<'_> {
             Kind::Map(mut entries) if entries.len() == 1 => {
                 let (key, value) = entries.pop()?;
                 let Kind::Str(kind) = key.kind else {
-                    self.report(YamlError::LayerKindNotName {
+                    self.report(FrontError::LayerKindNotName {
                         span: key.span,
                         found: describe(&key.kind),
                     });
@@ -561,7 +544,7 @@ impl Lower<'_> {
                 let has_name = entries
                     .iter()
                     .any(|(k, _)| matches!(&k.kind, Kind::Str(s) if s == "name"));
-                self.report(YamlError::LayerManyKeys {
+                self.report(FrontError::LayerManyKeys {
                     span,
                     count: entries.len(),
                     has_name,
@@ -569,7 +552,7 @@ impl Lower<'_> {
                 None
             }
             other => {
-                self.report(YamlError::LayerNotNameOrMap {
+                self.report(FrontError::LayerNotNameOrMap {
                     span,
                     found: describe(&other),
                 });
@@ -584,7 +567,7 @@ impl Lower<'_> {
             Kind::Map(entries) => entries,
             Kind::Null => return Some((None, Vec::new())),
             other => {
-                self.report(YamlError::ArgumentsNotMapping {
+                self.report(FrontError::ArgumentsNotMapping {
                     span: node.span,
                     kind: kind.to_owned(),
                     found: describe(&other),
@@ -596,7 +579,7 @@ impl Lower<'_> {
         let mut args = Vec::new();
         for (key, value) in entries {
             let Kind::Str(key_text) = key.kind else {
-                self.report(YamlError::ArgumentNameNotString {
+                self.report(FrontError::ArgumentNameNotString {
                     span: key.span,
                     found: describe(&key.kind),
                 });
@@ -624,7 +607,7 @@ impl Lower<'_> {
             Kind::Str(text) => text,
             Kind::Int(i) if i >= 0 => i.to_string(),
             other => {
-                self.report(YamlError::LayerNameNotString {
+                self.report(FrontError::LayerNameNotString {
                     span: node.span,
                     found: describe(&other),
                 });

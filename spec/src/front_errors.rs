@@ -1,16 +1,58 @@
-//! The YAML front-end's structure diagnostics as data: one variant per distinct diagnostic,
-//! carrying the facts (what was found, where, the key), and [`YamlError::render`], the one place
-//! that words them. The lowering in `yaml.rs` constructs a variant; it writes no English.
+//! The front-ends' diagnostics as data: one variant per distinct diagnostic, carrying the facts
+//! (what was found, where, the key), and [`FrontError::render`], the one place that words them.
+//! `yaml.rs`, `dsl.rs`, `comments.rs` and `parse` construct a variant; they write no English
+//! (the parsers' own messages, quoted in YAML syntax errors, excepted).
 //!
 //! To add a diagnostic: add a variant with the facts it needs, then one arm in `render` that
 //! picks its [`Code`] (explained in `error_codes/CODE.md`) and words it.
 
 use crate::diag::{Code, Diagnostic};
 use crate::span::Span;
+use crate::{MAX_NESTING, MAX_SOURCE_BYTES};
 
-/// One structure diagnostic of the YAML front-end. `found` fields describe what was written
+/// One diagnostic of the front-ends. `found` fields describe what was written
 /// instead ("a list", "an integer").
-pub(crate) enum YamlError {
+pub(crate) enum FrontError {
+    /// A spec over [`MAX_SOURCE_BYTES`].
+    SourceTooLarge,
+    /// A `\r` not followed by `\n`.
+    LoneCarriageReturn {
+        /// The language's syntax code.
+        code: Code,
+        /// The character.
+        span: Span,
+    },
+    /// A control character or noncharacter in a DSL spec.
+    ControlCharacter {
+        /// The character.
+        span: Span,
+        /// Which one.
+        c: char,
+    },
+    /// DSL brackets nested beyond [`MAX_NESTING`].
+    BracketsTooDeep {
+        /// The bracket that opens one level too many.
+        span: Span,
+    },
+    /// YAML collections nested beyond [`MAX_NESTING`].
+    YamlTooDeep {
+        /// The bracket or dash that opens one level too many.
+        span: Span,
+    },
+    /// The YAML parser's budget (aliases, events) exhausted.
+    YamlBudget {
+        /// Where the limit was reached.
+        span: Span,
+        /// The parser's message.
+        message: String,
+    },
+    /// A tab indenting YAML.
+    YamlTab {
+        /// The tab.
+        span: Span,
+        /// The parser's message.
+        message: String,
+    },
     /// A file with no content.
     EmptySpec {
         /// The whole file.
@@ -110,35 +152,98 @@ pub(crate) enum YamlError {
     },
 }
 
-impl YamlError {
+impl FrontError {
     /// The diagnostic: code, message, labels, notes, help and fix, all worded here.
     pub(crate) fn render(self) -> Diagnostic {
         const SPEC_HELP: &str = "a spec is a mapping with `model`, `input` and `layers`";
         match self {
-            YamlError::EmptySpec { span } => {
+            FrontError::SourceTooLarge => Diagnostic::error(
+                Code::SourceTooLarge,
+                format!("the spec is larger than the limit of {MAX_SOURCE_BYTES} bytes (1 MiB)"),
+                Span::new(0, 0),
+                "this file",
+            )
+            .help("a model spec is a few kilobytes; is this the right file?"),
+            FrontError::LoneCarriageReturn { code, span } => Diagnostic::error(
+                code,
+                "carriage return without a line feed",
+                span,
+                "lone carriage return",
+            )
+            .help("save the file with LF (Unix) or CRLF (Windows) line endings"),
+            FrontError::ControlCharacter { span, c } => Diagnostic::error(
+                Code::DslSyntax,
+                format!(
+                    "{} U+{:04X} in the spec",
+                    if c.is_control() {
+                        "control character"
+                    } else {
+                        "noncharacter"
+                    },
+                    u32::from(c)
+                ),
+                span,
+                "not allowed here",
+            )
+            .help("a spec is plain text: remove the character (tabs and line breaks are allowed)"),
+            FrontError::BracketsTooDeep { span } => Diagnostic::error(
+                Code::NestingTooDeep,
+                format!("brackets are nested more than {MAX_NESTING} deep"),
+                span,
+                "too deep",
+            )
+            .help("a spec needs at most two levels: `layer(kernel_size=(3, 3))`"),
+            FrontError::YamlTooDeep { span } => Diagnostic::error(
+                Code::NestingTooDeep,
+                format!("lists and mappings are nested more than {MAX_NESTING} deep"),
+                span,
+                "too deep",
+            )
+            .help(
+                "a spec nests at most five deep: the spec, `layers`, a layer, its arguments and a \
+                 `[height, width]` pair",
+            ),
+            FrontError::YamlBudget { span, message } => Diagnostic::error(
+                Code::YamlSyntax,
+                format!("invalid YAML: {message}"),
+                span,
+                "the limit is reached here",
+            )
+            .help(
+                "a spec has a few hundred values; write repeated parts out instead of aliasing them",
+            ),
+            FrontError::YamlTab { span, message } => Diagnostic::error(
+                Code::YamlSyntax,
+                "invalid YAML: a tab is used as indentation",
+                span,
+                "this tab",
+            )
+            .note(format!("the parser says: {message}"))
+            .help("YAML indents with spaces only: replace the tab with spaces"),
+            FrontError::EmptySpec { span } => {
                 Diagnostic::error(Code::BadStructure, "the spec is empty", span, "").help(SPEC_HELP)
             }
-            YamlError::SpecNotMapping { span, found } => Diagnostic::error(
+            FrontError::SpecNotMapping { span, found } => Diagnostic::error(
                 Code::BadStructure,
                 format!("a spec must be a mapping, found {found}"),
                 span,
                 "expected `model`, `input` and `layers` keys",
             )
             .help(SPEC_HELP),
-            YamlError::KeyNotString { span, found } => Diagnostic::error(
+            FrontError::KeyNotString { span, found } => Diagnostic::error(
                 Code::BadStructure,
                 format!("a spec key must be a string, found {found}"),
                 span,
                 "expected `model`, `input` or `layers`",
             ),
-            YamlError::DuplicateKey { span, first, key } => Diagnostic::error(
+            FrontError::DuplicateKey { span, first, key } => Diagnostic::error(
                 Code::DuplicateArgument,
                 format!("duplicate key `{key}`"),
                 span,
                 "given again here",
             )
             .secondary(first, "first given here"),
-            YamlError::UnknownTopLevelKey { span, key, best } => {
+            FrontError::UnknownTopLevelKey { span, key, best } => {
                 let diagnostic = Diagnostic::error(
                     Code::UnknownTopLevelKey,
                     format!("unknown key `{key}`"),
@@ -151,26 +256,26 @@ impl YamlError {
                     None => diagnostic,
                 }
             }
-            YamlError::ModelNameNotString { span, found } => Diagnostic::error(
+            FrontError::ModelNameNotString { span, found } => Diagnostic::error(
                 Code::WrongType,
                 format!("`model` must be a name, found {found}"),
                 span,
                 "expected a string",
             ),
-            YamlError::LayersNotList { span, found } => Diagnostic::error(
+            FrontError::LayersNotList { span, found } => Diagnostic::error(
                 Code::BadStructure,
                 format!("`layers` must be a list, found {found}"),
                 span,
                 "expected a list of layers",
             )
             .help("write one layer per line: `- conv2d: {out_channels: 32, kernel_size: 5}`"),
-            YamlError::LayerKindNotName { span, found } => Diagnostic::error(
+            FrontError::LayerKindNotName { span, found } => Diagnostic::error(
                 Code::BadStructure,
                 format!("a layer kind must be a name, found {found}"),
                 span,
                 "expected a layer kind such as `conv2d`",
             ),
-            YamlError::LayerManyKeys {
+            FrontError::LayerManyKeys {
                 span,
                 count,
                 has_name,
@@ -187,14 +292,14 @@ impl YamlError {
                     diagnostic.help("write each layer as its own list item")
                 }
             }
-            YamlError::LayerNotNameOrMap { span, found } => Diagnostic::error(
+            FrontError::LayerNotNameOrMap { span, found } => Diagnostic::error(
                 Code::BadStructure,
                 format!("a layer must be a name or a one-key mapping, found {found}"),
                 span,
                 "expected a layer",
             )
             .help("write `- relu` or `- conv2d: {out_channels: 32, kernel_size: 3}`"),
-            YamlError::ArgumentsNotMapping { span, kind, found } => Diagnostic::error(
+            FrontError::ArgumentsNotMapping { span, kind, found } => Diagnostic::error(
                 Code::BadStructure,
                 format!("the arguments of `{kind}` must be a mapping, found {found}"),
                 span,
@@ -203,13 +308,13 @@ impl YamlError {
             .help(format!(
                 "write `{kind}: {{key: value}}`, or just `{kind}` for no arguments"
             )),
-            YamlError::ArgumentNameNotString { span, found } => Diagnostic::error(
+            FrontError::ArgumentNameNotString { span, found } => Diagnostic::error(
                 Code::BadStructure,
                 format!("an argument name must be a string, found {found}"),
                 span,
                 "expected an argument name",
             ),
-            YamlError::LayerNameNotString { span, found } => Diagnostic::error(
+            FrontError::LayerNameNotString { span, found } => Diagnostic::error(
                 Code::WrongType,
                 format!("a layer name must be a string, found {found}"),
                 span,
