@@ -10,9 +10,71 @@ use crate::diag::{Code, Diagnostic};
 use crate::span::Span;
 use crate::{MAX_NESTING, MAX_SOURCE_BYTES};
 
+/// What a DSL syntax error found where the grammar stopped.
+pub(crate) enum Found {
+    /// The end of the text (or only blanks before it).
+    EndOfFile,
+    /// A line break.
+    EndOfLine,
+    /// A character that shows as nothing or as a space.
+    Invisible(char),
+    /// A token, as written.
+    Token(String),
+}
+
+impl Found {
+    fn text(&self) -> String {
+        match self {
+            Found::EndOfFile => "end of file".to_owned(),
+            Found::EndOfLine => "end of line".to_owned(),
+            Found::Invisible(c) => {
+                // The common ones are named as well.
+                let name = match c {
+                    '\t' => " (a tab)",
+                    '\u{a0}' => " (a no-break space)",
+                    '\u{200b}' => " (a zero-width space)",
+                    '\u{feff}' => " (a byte order mark)",
+                    _ => "",
+                };
+                format!("the invisible character U+{:04X}{name}", u32::from(*c))
+            }
+            Found::Token(token) => format!("`{token}`"),
+        }
+    }
+}
+
+/// What a DSL syntax error suggests, from the character where the grammar stopped.
+pub(crate) enum SyntaxHint {
+    /// An invisible character, to replace with a space (`space`) or delete.
+    Invisible {
+        /// The character.
+        span: Span,
+        /// Whether it looks like a space.
+        space: bool,
+    },
+    /// A YAML-style `key: value` in the DSL.
+    Colon {
+        /// The colon.
+        span: Span,
+    },
+    /// A YAML-style `{...}` argument mapping.
+    Brace,
+}
+
 /// One diagnostic of the front-ends. `found` fields describe what was written
 /// instead ("a list", "an integer").
 pub(crate) enum FrontError {
+    /// DSL text the grammar does not accept.
+    DslSyntax {
+        /// The token where parsing stopped.
+        span: Span,
+        /// What the grammar wanted there, described.
+        expected: Vec<String>,
+        /// What is there.
+        found: Found,
+        /// A suggestion from the character there.
+        hint: Option<SyntaxHint>,
+    },
     /// A spec over [`MAX_SOURCE_BYTES`].
     SourceTooLarge,
     /// A `\r` not followed by `\n`.
@@ -157,6 +219,39 @@ impl FrontError {
     pub(crate) fn render(self) -> Diagnostic {
         const SPEC_HELP: &str = "a spec is a mapping with `model`, `input` and `layers`";
         match self {
+            FrontError::DslSyntax { span, expected, found, hint } => {
+                let expected = match expected.as_slice() {
+                    [] => "valid syntax".to_owned(),
+                    [one] => one.clone(),
+                    [init @ .., last] => format!("{} or {last}", init.join(", ")),
+                };
+                let diagnostic = Diagnostic::error(
+                    Code::DslSyntax,
+                    format!("expected {expected}, found {}", found.text()),
+                    span,
+                    format!("expected {expected}"),
+                );
+                match hint {
+                    // A look-alike space becomes a space; anything else that shows as nothing
+                    // goes.
+                    Some(SyntaxHint::Invisible { span, space: true }) => {
+                        diagnostic.suggest("replace it with a plain space", span, " ")
+                    }
+                    Some(SyntaxHint::Invisible { span, space: false }) => diagnostic.suggest(
+                        "delete it: it cannot be seen in most editors",
+                        span,
+                        "",
+                    ),
+                    Some(SyntaxHint::Colon { span }) => diagnostic.suggest(
+                        "arguments are written `key=value`, e.g. `conv2d(out_channels=32, kernel_size=3)`",
+                        span,
+                        "=",
+                    ),
+                    Some(SyntaxHint::Brace) => diagnostic
+                        .help("arguments go in parentheses: `conv2d(out_channels=32, kernel_size=3)`"),
+                    None => diagnostic,
+                }
+            }
             FrontError::SourceTooLarge => Diagnostic::error(
                 Code::SourceTooLarge,
                 format!("the spec is larger than the limit of {MAX_SOURCE_BYTES} bytes (1 MiB)"),
