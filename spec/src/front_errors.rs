@@ -64,6 +64,15 @@ pub(crate) enum SyntaxHint {
 /// One diagnostic of the front-ends. `found` fields describe what was written
 /// instead ("a list", "an integer").
 pub(crate) enum FrontError {
+    /// YAML the parser refuses, in the parser's words.
+    YamlSyntax {
+        /// Where the parser stopped.
+        span: Span,
+        /// The parser's message.
+        message: String,
+        /// The bracket left open, when the parser stopped lines after it.
+        unclosed: Option<(Span, String)>,
+    },
     /// DSL text the grammar does not accept.
     DslSyntax {
         /// The token where parsing stopped.
@@ -219,6 +228,24 @@ impl FrontError {
     pub(crate) fn render(self) -> Diagnostic {
         const SPEC_HELP: &str = "a spec is a mapping with `model`, `input` and `layers`";
         match self {
+            FrontError::YamlSyntax {
+                span,
+                message,
+                unclosed,
+            } => {
+                let diagnostic = Diagnostic::error(
+                    Code::YamlSyntax,
+                    format!("invalid YAML: {message}"),
+                    span,
+                    message,
+                );
+                match unclosed {
+                    Some((open, bracket)) => {
+                        diagnostic.secondary(open, format!("this `{bracket}` is not closed"))
+                    }
+                    None => diagnostic,
+                }
+            }
             FrontError::DslSyntax { span, expected, found, hint } => {
                 let expected = match expected.as_slice() {
                     [] => "valid syntax".to_owned(),

@@ -274,23 +274,19 @@ fn syntax_error(err: &serde_saphyr::Error, source: &Source) -> Diagnostic {
             .render();
         }
     }
-    let mut diagnostic = Diagnostic::error(
-        Code::YamlSyntax,
-        format!("invalid YAML: {message}"),
+    // Reported where the parser gave up, lines later; show where the bracket opened.
+    let unclosed = if message.contains("flow mapping") || message.contains("flow sequence") {
+        unclosed_bracket(text, span.start as usize)
+            .map(|open| (Span::new(open, open + 1), text[open..open + 1].to_owned()))
+    } else {
+        None
+    };
+    FrontError::YamlSyntax {
         span,
-        message.clone().into_owned(),
-    );
-    if message.contains("flow mapping") || message.contains("flow sequence") {
-        // Reported where the parser gave up, lines later; show where the bracket opened.
-        if let Some(open) = unclosed_bracket(text, span.start as usize) {
-            let bracket = &text[open..open + 1];
-            diagnostic = diagnostic.secondary(
-                Span::new(open, open + 1),
-                format!("this `{bracket}` is not closed"),
-            );
-        }
+        message: message.into_owned(),
+        unclosed,
     }
-    diagnostic
+    .render()
 }
 
 /// The first tab in the indentation of the line holding `from` or of the lines after it, up to
