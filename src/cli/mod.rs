@@ -16,6 +16,7 @@ pub mod model;
 pub mod predict;
 pub mod progress;
 pub mod run;
+pub mod schema;
 pub mod summary;
 pub mod terminal;
 pub mod train;
