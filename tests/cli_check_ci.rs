@@ -119,3 +119,69 @@ fn github_properties_escape_commas_and_colons() {
     assert!(first.contains("/a%2Cb%3Ac%25.cnn,line=3,col=1,"), "{first}");
     assert!(first.contains(",title=W0002::"), "{first}");
 }
+
+#[test]
+fn only_specs_skips_other_yaml_as_a_pre_commit_hook_passes_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let workflow = write(
+        dir.path(),
+        "ci.yml",
+        "on: push\njobs:\n  lint: {runs-on: x}\n",
+    );
+    let spec = write(
+        dir.path(),
+        "net.yaml",
+        "\u{feff}input: [1, 8, 8]\nlayers :\n  - flatten\n  - linear: {out_features: 2}\n",
+    );
+    let dsl = write(dir.path(), "net.cnn", "input (1, 8, 8)\nflatten\n");
+    let paths = [
+        support::arg(&workflow),
+        support::arg(&spec),
+        support::arg(&dsl),
+    ];
+    let mut args = vec!["check", "--only-specs"];
+    args.extend_from_slice(&paths);
+    let output = cnnc(&args);
+    assert_status(&output, 0);
+    assert!(stdout(&output).ends_with("checked 2 specs: no problems\n"));
+    // Without the flag the workflow is read as a spec, and fails.
+    let output = cnnc(&args[..1].iter().chain(&paths).copied().collect::<Vec<_>>());
+    assert_status(&output, 1);
+    // fmt --check skips it the same way (the spec is unformatted: `layers :`).
+    let mut args = vec!["fmt", "--check", "--only-specs", support::arg(&workflow)];
+    assert_status(&cnnc(&args), 0);
+    args.push(support::arg(&spec));
+    let output = cnnc(&args);
+    assert_status(&output, 1);
+    assert!(!stdout(&output).contains("ci.yml"));
+}
+
+#[test]
+fn pre_commit_hooks_pass_the_shipped_specs_and_skip_other_yaml() {
+    let text = std::fs::read_to_string(".pre-commit-hooks.yaml").expect("hooks file");
+    let hooks: Vec<Value> = serde_saphyr::from_str(&text).expect("hooks are YAML");
+    let ids: Vec<&str> = hooks.iter().filter_map(|h| h["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "cnnc-check",
+            "cnnc-fmt",
+            "cnnc-check-system",
+            "cnnc-fmt-system"
+        ]
+    );
+    for hook in &hooks {
+        let entry = hook["entry"].as_str().expect("entry");
+        let mut args: Vec<&str> = entry.split(' ').collect();
+        assert_eq!(args.remove(0), "cnnc", "{entry}");
+        // What pre-commit passes: spec files, and YAML that is no spec (this very file).
+        args.extend([
+            "models/custom_cnn.yaml",
+            "models/lenet5.cnn",
+            ".pre-commit-hooks.yaml",
+        ]);
+        assert_status(&cnnc(&args), 0);
+        let files = hook["files"].as_str().expect("files");
+        assert_eq!(files, r"\.(cnn|ya?ml)$", "{entry}");
+    }
+}

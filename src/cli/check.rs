@@ -34,6 +34,10 @@ pub struct Args {
     /// mode), then report what is left.
     #[arg(long)]
     pub fix: bool,
+    /// Skip YAML files without a top-level `layers:` key (CI configs and the like), as a
+    /// pre-commit hook given every YAML file needs.
+    #[arg(long)]
+    pub only_specs: bool,
 }
 
 /// `cnnc check --format`.
@@ -77,7 +81,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if args.fix && path == Path::new("-") {
             bail!("`--fix` rewrites files and cannot fix standard input; pass the spec's path");
         }
-        let read = super::read_source(&path, args.lang).and_then(|source| {
+        let read = super::read_source(&path, args.lang);
+        if args.only_specs && read.as_ref().is_ok_and(|source| !super::is_spec(source)) {
+            continue;
+        }
+        let read = read.and_then(|source| {
             if args.fix {
                 fix(&path, source)
             } else {
