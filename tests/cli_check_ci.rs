@@ -185,3 +185,23 @@ fn pre_commit_hooks_pass_the_shipped_specs_and_skip_other_yaml() {
         assert_eq!(files, r"\.(cnn|ya?ml)$", "{entry}");
     }
 }
+
+#[test]
+fn github_annotations_show_control_characters_and_never_start_a_command() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = write(
+        dir.path(),
+        "evil.yaml",
+        "input: [1, 8, 8]\nlayers:\n  - \"ev\\e[2Jil\\n::error::x\"\n",
+    );
+    let output = cnnc(&["check", "--format", "github", support::arg(&spec)]);
+    assert_status(&output, 1);
+    let text = stdout(&output);
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("::")).count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("ev\u{241b}[2Jil"), "{text}");
+}

@@ -1,8 +1,12 @@
 //! `cnnc check --format github`: one GitHub Actions workflow command per diagnostic
 //! (`::error file=...,line=...::message`), which a workflow run shows as an annotation on the
-//! spec's line.
+//! spec's line. Text from the spec is shown, never obeyed: control characters become visible
+//! symbols (as in the text rendering), and the runner's own escaping keeps a newline in a name
+//! from starting a command of its own.
 
 use cnnc_spec::{Diagnostic, Severity, Source};
+
+use super::terminal::printable;
 
 /// The workflow command for `diagnostic`: its place, its code as the title, and its message
 /// with notes and help as the annotation's lines.
@@ -13,16 +17,16 @@ pub fn annotation(diagnostic: &Diagnostic, source: &Source) -> String {
     };
     let start = source.line_col(diagnostic.span.start as usize);
     let end = source.line_col(diagnostic.span.end as usize);
-    let mut message = diagnostic.message.clone();
+    let mut message = printable(&diagnostic.message);
     for note in &diagnostic.notes {
-        message.push_str(&format!("\nnote: {note}"));
+        message.push_str(&format!("\nnote: {}", printable(note)));
     }
     if let Some(help) = &diagnostic.help {
-        message.push_str(&format!("\nhelp: {help}"));
+        message.push_str(&format!("\nhelp: {}", printable(help)));
     }
     format!(
         "::{command} file={},line={},col={},endLine={},endColumn={},title={}::{}",
-        property(source.name()),
+        property(&printable(source.name())),
         start.line,
         start.column,
         end.line,
