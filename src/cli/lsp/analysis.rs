@@ -383,3 +383,141 @@ pub fn completion_at(text: &str, format: Format, offset: usize) -> Completion {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The shipped models, each with its language.
+    fn models() -> Vec<(String, Format)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let mut models: Vec<_> = std::fs::read_dir(&dir)
+            .expect("models/")
+            .map(|entry| entry.expect("entry").path())
+            .filter_map(|path| {
+                let format = Format::from_path(&path)?;
+                Some((std::fs::read_to_string(&path).expect("model text"), format))
+            })
+            .collect();
+        models.sort_by(|a, b| a.0.cmp(&b.0));
+        assert!(models.len() >= 10, "{}", dir.display());
+        models
+    }
+
+    /// Everything an editor asks of a text, at `offset`: none of it may panic.
+    fn exercise(text: &str, format: Format, offset: usize) {
+        let source = Source::new("typed.cnn", text, format);
+        let analysis = analyze(&source);
+        for hint in analysis.shape_hints(&source) {
+            assert!(hint.offset <= text.len());
+        }
+        let _ = analysis.hover(offset);
+        let _ = analysis.name_references(offset);
+        let _ = analysis.symbols();
+        let _ = completion_at(text, format, offset);
+        let _ = is_spec(text, format);
+    }
+
+    #[test]
+    fn every_prefix_of_every_shipped_model_is_analysed_without_panic() {
+        for (text, format) in models() {
+            for (end, _) in text.char_indices() {
+                exercise(&text[..end], format, end);
+            }
+            // The complete model: one hint per layer, and no diagnostics.
+            let source = Source::new("model", text.as_str(), format);
+            let analysis = analyze(&source);
+            assert!(analysis.diagnostics.is_empty(), "{text}");
+            let layers = analysis.ast.as_ref().map_or(0, |ast| ast.layers.len());
+            assert_eq!(analysis.shape_hints(&source).len(), layers, "{text}");
+        }
+    }
+
+    #[test]
+    fn hints_sit_at_the_end_of_each_layers_line() {
+        let text = "input (1, 4, 4)\nconv2d(out_channels=2, kernel_size=3)  # c\nflatten\n";
+        let source = Source::new("t.cnn", text, Format::Dsl);
+        let hints = analyze(&source).shape_hints(&source);
+        let ends: Vec<_> = hints
+            .iter()
+            .map(|h| (&text[..h.offset], h.label.as_str()))
+            .collect();
+        assert_eq!(
+            ends,
+            [
+                (
+                    "input (1, 4, 4)\nconv2d(out_channels=2, kernel_size=3)  # c",
+                    "→ [2, 2, 2]"
+                ),
+                (
+                    "input (1, 4, 4)\nconv2d(out_channels=2, kernel_size=3)  # c\nflatten",
+                    "→ [8]"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn completion_reads_the_line_being_typed() {
+        let dsl = |text: &str| completion_at(text, Format::Dsl, text.len());
+        let yaml = |text: &str| completion_at(text, Format::Yaml, text.len());
+        assert_eq!(dsl("input (3, 8, 8)\n"), Completion::Kinds);
+        assert_eq!(dsl("input (3, 8, 8)\nfc: li"), Completion::Kinds);
+        assert_eq!(
+            dsl("conv2d(kernel_size=3, "),
+            Completion::Args(LayerKind::Conv2d, vec!["kernel_size".to_owned()])
+        );
+        assert!(matches!(dsl("conv2d(bias="), Completion::Values(info) if info.name == "bias"));
+        assert_eq!(dsl("conv2d(kernel_size="), Completion::Nothing);
+        assert_eq!(dsl("# a comment "), Completion::Nothing);
+        assert_eq!(dsl("nosuch("), Completion::Nothing);
+        assert_eq!(yaml("layers:\n  - "), Completion::Kinds);
+        assert_eq!(
+            yaml("layers:\n  - maxpool2d: {kernel_size: 2, "),
+            Completion::Args(LayerKind::MaxPool2d, vec!["kernel_size".to_owned()])
+        );
+        assert_eq!(
+            yaml("layers:\n  - linear:\n      out_features: 3\n      "),
+            Completion::Args(LayerKind::Linear, Vec::new())
+        );
+        assert_eq!(yaml("model: x\n"), Completion::Nothing);
+    }
+
+    #[test]
+    fn yaml_is_served_only_with_top_level_layers() {
+        assert!(is_spec(
+            "input: [1, 2, 2]\nlayers:\n  - relu\n",
+            Format::Yaml
+        ));
+        assert!(!is_spec("jobs:\n  layers: 3\n", Format::Yaml));
+        assert!(is_spec("anything", Format::Dsl));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A shipped model with a run of characters deleted and a few typed in, as an edit in
+        /// progress leaves it.
+        #[test]
+        fn edits_in_progress_never_panic(
+            model in 0usize..10,
+            at in 0usize..4096,
+            cut in 0usize..64,
+            typed in "[a-z0-9_(),=:{}\\[\\] \n-]{0,8}",
+        ) {
+            let models = models();
+            let (text, format) = &models[model % models.len()];
+            let mut start = at % (text.len() + 1);
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            let mut end = (start + cut).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let edited = format!("{}{typed}{}", &text[..start], &text[end..]);
+            exercise(&edited, *format, start + typed.len());
+        }
+    }
+}
