@@ -368,3 +368,46 @@ fn yaml_without_layers_is_left_alone_and_yaml_specs_are_served() {
     assert_eq!(padding.expect("padding offered")["insertText"], "padding: ");
     shutdown(client);
 }
+
+#[test]
+fn a_second_shutdown_is_refused_and_exit_without_shutdown_fails() {
+    let mut client = initialized();
+    assert_eq!(client.request("shutdown", Value::Null), Value::Null);
+    client.send(&json!({"jsonrpc": "2.0", "id": 99, "method": "shutdown"}));
+    let refused = client.receive();
+    assert_eq!(refused["id"], 99);
+    assert!(refused["error"]["message"].is_string(), "{refused}");
+    client.notify("exit", Value::Null);
+    assert!(client.child.wait().expect("status").success());
+
+    let mut client = initialized();
+    client.notify("exit", Value::Null);
+    assert_eq!(client.child.wait().expect("status").code(), Some(1));
+}
+
+#[test]
+fn unknown_requests_and_bad_parameters_get_errors_not_a_crash() {
+    let mut client = initialized();
+    client.send(&json!({"jsonrpc": "2.0", "id": 50, "method": "textDocument/hover", "params": {"nonsense": 1}}));
+    assert_eq!(client.receive()["error"]["code"], -32602);
+    client.send(&json!({"jsonrpc": "2.0", "id": 51, "method": "cnnc/unknown", "params": {}}));
+    assert_eq!(client.receive()["error"]["code"], -32601);
+    // A change far past the end of the text, and a hover on a document never opened.
+    client.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": URI, "version": 1}, "contentChanges": [{"text": "relu"}]}),
+    );
+    assert_eq!(client.request("textDocument/hover", at(0, 0)), Value::Null);
+    let diagnostics = open(&mut client, URI, "input (1, 2, 2)\nrelu\n");
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    client.notify(
+        "textDocument/didChange",
+        json!({
+            "textDocument": {"uri": URI, "version": 2},
+            "contentChanges": [{"range": {"start": {"line": 40, "character": 9}, "end": {"line": 2, "character": 0}}, "text": "🙂("}],
+        }),
+    );
+    let diagnostics = client.diagnostics(URI);
+    assert!(!diagnostics.is_empty());
+    shutdown(client);
+}

@@ -13,12 +13,12 @@ use anyhow::Context;
 use cnnc_spec::{Format, Source, Span};
 use lsp_server::{Connection, ErrorCode, Message, Notification, Request, RequestId, Response};
 use lsp_types::notification::{
-    DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, Notification as _,
+    DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, Exit, Notification as _,
     PublishDiagnostics,
 };
 use lsp_types::request::{
     CodeActionRequest, Completion, DocumentSymbolRequest, Formatting, GotoDefinition, HoverRequest,
-    InlayHintRequest, References, Rename, Request as _,
+    InlayHintRequest, References, Rename, Request as _, Shutdown,
 };
 use lsp_types::{
     CodeAction, CodeActionKind, CodeActionOrCommand, CodeActionParams,
@@ -47,19 +47,19 @@ pub struct Args {
     pub stdio: bool,
 }
 
-/// Runs `cnnc lsp` until the client says `exit`.
+/// Runs `cnnc lsp` until the client says `exit`: exit status 0 after `shutdown`, 1 without.
 pub fn run(_args: &Args) -> anyhow::Result<ExitCode> {
     let (connection, io_threads) = Connection::stdio();
     let capabilities = serde_json::to_value(capabilities())?;
     connection
         .initialize(capabilities)
         .context("the language client did not initialize")?;
-    Server::default().serve(&connection)?;
+    let shut_down = Server::default().serve(&connection)?;
     drop(connection);
     io_threads
         .join()
         .context("the language client's stream failed")?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(if shut_down { 0 } else { 1 }))
 }
 
 /// What the server offers.
@@ -120,9 +120,7 @@ fn format_of(uri: &Uri, language: Option<&str>) -> Format {
     let path = uri.path().as_str();
     if path.ends_with(".cnn") {
         Format::Dsl
-    } else if path.ends_with(".yaml") || path.ends_with(".yml") {
-        Format::Yaml
-    } else if language == Some("yaml") {
+    } else if path.ends_with(".yaml") || path.ends_with(".yml") || language == Some("yaml") {
         Format::Yaml
     } else {
         Format::Dsl
@@ -136,15 +134,29 @@ struct Server {
 }
 
 impl Server {
-    fn serve(&mut self, connection: &Connection) -> anyhow::Result<()> {
+    /// Serves until `exit`; whether `shutdown` came first (LSP's exit status 0, else 1). A client
+    /// that asks to shut down twice, or keeps asking afterwards, gets errors, not a crash.
+    fn serve(&mut self, connection: &Connection) -> anyhow::Result<bool> {
+        let mut shut_down = false;
         for message in &connection.receiver {
             match message {
                 Message::Request(request) => {
-                    if connection.handle_shutdown(&request)? {
-                        return Ok(());
-                    }
-                    let response = self.answer(request);
+                    let response = if shut_down {
+                        Response::new_err(
+                            request.id,
+                            ErrorCode::InvalidRequest as i32,
+                            "the server is shutting down".to_owned(),
+                        )
+                    } else if request.method == Shutdown::METHOD {
+                        shut_down = true;
+                        Response::new_ok(request.id, ())
+                    } else {
+                        self.answer(request)
+                    };
                     connection.sender.send(Message::Response(response))?;
+                }
+                Message::Notification(notification) if notification.method == Exit::METHOD => {
+                    return Ok(shut_down);
                 }
                 Message::Notification(notification) => {
                     if let Some(published) = self.notify(notification) {
@@ -154,7 +166,8 @@ impl Server {
                 Message::Response(_) => {}
             }
         }
-        Ok(())
+        // The client closed the stream without `exit`.
+        Ok(shut_down)
     }
 
     /// Handles a notification; the diagnostics to publish if a document changed.
