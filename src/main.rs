@@ -38,6 +38,8 @@ enum Command {
     Bench(cli::bench::Args),
     /// Print the JSON Schema of YAML specs (for editors' YAML language server).
     Schema(cli::schema::Args),
+    /// Serve editors over the Language Server Protocol on standard input and output.
+    Lsp(cli::lsp::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Codegen(args) => cli::codegen::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
         Command::Schema(args) => cli::schema::run(&args),
+        Command::Lsp(args) => cli::lsp::run(&args),
     };
     cli::exit(result)
 }

@@ -120,10 +120,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 /// Every diagnostic of one spec, parse and check together.
 pub fn diagnose(source: &Source) -> Vec<Diagnostic> {
-    match cnnc_spec::parse(source) {
-        Ok(model) => cnnc_spec::check(&model).diagnostics,
-        Err(diagnostics) => diagnostics,
-    }
+    // The analysis `cnnc lsp` publishes, so editor and command line never disagree.
+    super::lsp::analysis::analyze(source).diagnostics
 }
 
 /// Checks `sources` and writes the report to `out`: rendered diagnostics and a closing count

@@ -13,6 +13,7 @@ pub mod explain;
 pub mod fmt;
 pub mod github;
 pub mod job;
+pub mod lsp;
 pub mod model;
 pub mod predict;
 pub mod progress;
