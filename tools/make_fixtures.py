@@ -222,6 +222,22 @@ def layers():
     batchnorm("batch_norm2d_train_momentum", True, eps=1e-3, momentum=0.3)
     batchnorm("batch_norm2d_eval", False)
     cross_entropy()
+    resample_cases()
+
+
+def resample_cases():
+    """Adaptive pooling (non-divisible, global and growing sizes) and nearest upsampling."""
+    for kind, cls, prefix in (
+        ("AdaptiveAvgPool2d", nn.AdaptiveAvgPool2d, "adaptive_avg_pool2d"),
+        ("AdaptiveMaxPool2d", nn.AdaptiveMaxPool2d, "adaptive_max_pool2d"),
+    ):
+        for suffix, size, input_hw in (("5x7_to_3x2", (3, 2), (5, 7)), ("global", (1, 1), (4, 6)), ("grow", (5, 4), (3, 2))):
+            config = {"kind": kind, "output_size": list(size)}
+            layer_case(f"{prefix}_{suffix}", config, lambda cls=cls, size=size: cls(size), (2, 3, *input_hw))
+    for suffix, factor, input_hw in (("2", (2, 2), (3, 4)), ("3x1", (3, 1), (3, 4)), ("7x5", (7, 5), (2, 3))):
+        config = {"kind": "Upsample", "mode": "nearest", "scale_factor": list(factor)}
+        build = lambda factor=factor: nn.Upsample(scale_factor=tuple(float(f) for f in factor), mode="nearest")  # noqa: E731
+        layer_case(f"upsample_nearest_{suffix}", config, build, (2, 3, *input_hw))
 
 
 # Every optimizer configuration of optim.safetensors, with torch.optim's argument names.

@@ -44,6 +44,21 @@ pub enum LayerConfig {
     },
     /// `torch.nn.BatchNorm2d`.
     BatchNorm2d(BatchNorm2dConfig),
+    /// `torch.nn.AdaptiveAvgPool2d(output_size)`.
+    AdaptiveAvgPool2d {
+        /// Output `[height, width]`.
+        output_size: Pair,
+    },
+    /// `torch.nn.AdaptiveMaxPool2d(output_size)`.
+    AdaptiveMaxPool2d {
+        /// Output `[height, width]`.
+        output_size: Pair,
+    },
+    /// `torch.nn.Upsample(scale_factor, mode="nearest")` with integer factors.
+    Upsample {
+        /// Factor `[sh, sw]` by which height and width grow.
+        scale_factor: Pair,
+    },
 }
 
 /// Arguments of `torch.nn.Conv2d`.
@@ -229,6 +244,9 @@ impl LayerConfig {
             LayerConfig::Linear(_) => LayerKind::Linear,
             LayerConfig::Dropout { .. } => LayerKind::Dropout,
             LayerConfig::BatchNorm2d(_) => LayerKind::BatchNorm2d,
+            LayerConfig::AdaptiveAvgPool2d { .. } => LayerKind::AdaptiveAvgPool2d,
+            LayerConfig::AdaptiveMaxPool2d { .. } => LayerKind::AdaptiveMaxPool2d,
+            LayerConfig::Upsample { .. } => LayerKind::Upsample,
         }
     }
 
@@ -269,6 +287,12 @@ impl LayerConfig {
                 "momentum" => Float(f64::from(c.momentum)),
                 _ => return None,
             },
+            (
+                LayerConfig::AdaptiveAvgPool2d { output_size }
+                | LayerConfig::AdaptiveMaxPool2d { output_size },
+                "output_size",
+            ) => Pair(*output_size),
+            (LayerConfig::Upsample { scale_factor }, "scale_factor") => Pair(*scale_factor),
             _ => return None,
         })
     }
@@ -349,6 +373,15 @@ impl LayerConfig {
                 eps: float("eps")?,
                 momentum: float("momentum")?,
             }),
+            LayerKind::AdaptiveAvgPool2d => LayerConfig::AdaptiveAvgPool2d {
+                output_size: pair("output_size")?,
+            },
+            LayerKind::AdaptiveMaxPool2d => LayerConfig::AdaptiveMaxPool2d {
+                output_size: pair("output_size")?,
+            },
+            LayerKind::Upsample => LayerConfig::Upsample {
+                scale_factor: pair("scale_factor")?,
+            },
         })
     }
 
@@ -396,6 +429,13 @@ impl LayerConfig {
             ),
             LayerConfig::Relu | LayerConfig::Sigmoid | LayerConfig::Tanh | LayerConfig::Flatten => {
                 variant
+            }
+            LayerConfig::AdaptiveAvgPool2d { output_size }
+            | LayerConfig::AdaptiveMaxPool2d { output_size } => {
+                format!("{variant} {{ output_size: {} }}", pair(*output_size))
+            }
+            LayerConfig::Upsample { scale_factor } => {
+                format!("{variant} {{ scale_factor: {} }}", pair(*scale_factor))
             }
         }
     }
@@ -477,6 +517,21 @@ impl LayerConfig {
                 }
                 Shape::Chw(_) => return Err(ShapeError::NeedsFlat { found: input }),
             },
+            LayerConfig::AdaptiveAvgPool2d { output_size }
+            | LayerConfig::AdaptiveMaxPool2d { output_size } => {
+                // Any output size works, larger than the input too: PyTorch's windows then
+                // overlap, each keeping at least one element.
+                let [channels, _, _] = image(input)?;
+                Shape::Chw([channels, output_size[0], output_size[1]])
+            }
+            LayerConfig::Upsample { scale_factor } => {
+                let [channels, h, w] = image(input)?;
+                Shape::Chw([
+                    channels,
+                    h.saturating_mul(scale_factor[0]),
+                    w.saturating_mul(scale_factor[1]),
+                ])
+            }
             LayerConfig::Flatten => Shape::Flat(input.numel()),
             LayerConfig::Relu
             | LayerConfig::LeakyRelu { .. }

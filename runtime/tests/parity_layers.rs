@@ -8,7 +8,8 @@ mod common;
 use cnnc_runtime::config::{BatchNorm2dConfig, Conv2dConfig, LinearConfig, Pool2dConfig};
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{
-    AvgPool2d, BatchNorm2d, Conv2d, Flatten, LeakyRelu, Linear, MaxPool2d, Relu, Sigmoid, Tanh,
+    AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten, LeakyRelu,
+    Linear, MaxPool2d, Relu, Sigmoid, Tanh, Upsample,
 };
 use cnnc_runtime::tensor::internal_to_nchw;
 use cnnc_runtime::{Dims, Layer, Mode, Param, softmax_cross_entropy};
@@ -138,6 +139,16 @@ fn run_case(name: &str) {
                 mode = Mode::Eval;
             }
             Box::new(bn)
+        }
+        "AdaptiveAvgPool2d" => {
+            Box::new(AdaptiveAvgPool2d::new(name, pair(&config, "output_size"), input).unwrap())
+        }
+        "AdaptiveMaxPool2d" => {
+            Box::new(AdaptiveMaxPool2d::new(name, pair(&config, "output_size"), input).unwrap())
+        }
+        "Upsample" => {
+            assert_eq!(config["mode"], Value::from("nearest"));
+            Box::new(Upsample::new(name, pair(&config, "scale_factor"), input).unwrap())
         }
         other => panic!("{name}: no runtime layer for fixture kind {other}"),
     };

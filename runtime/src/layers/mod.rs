@@ -48,6 +48,7 @@ mod dropout;
 mod flatten;
 mod linear;
 mod pool;
+mod resample;
 
 pub use activation::{LeakyRelu, Relu, Sigmoid, Tanh};
 pub use batchnorm::BatchNorm2d;
@@ -57,6 +58,7 @@ pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use linear::Linear;
 pub use pool::{AvgPool2d, MaxPool2d};
+pub use resample::{AdaptiveAvgPool2d, AdaptiveMaxPool2d, Upsample};
 
 use std::fmt;
 

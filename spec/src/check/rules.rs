@@ -157,6 +157,12 @@ impl Checker {
                 Shape::Flat(input.numel())
             }
             (LayerConfig::Linear(linear), _) => Shape::Flat(linear.out_features),
+            (
+                LayerConfig::AdaptiveAvgPool2d { .. }
+                | LayerConfig::AdaptiveMaxPool2d { .. }
+                | LayerConfig::Upsample { .. },
+                _,
+            ) => config.output_shape(input).ok()?,
             _ => input,
         };
         self.limits(cx, &output, &config.tensors(cx.name))?;
