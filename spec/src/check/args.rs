@@ -362,16 +362,6 @@ const UNSUPPORTED: &[(&str, &str, &str)] = &[
     ("avgpool1d", "AvgPool1d", "pools over one dimension"),
     ("avgpool3d", "AvgPool3d", "pools over three dimensions"),
     (
-        "adaptiveavgpool2d",
-        "AdaptiveAvgPool2d",
-        "pools to a fixed output size",
-    ),
-    (
-        "adaptivemaxpool2d",
-        "AdaptiveMaxPool2d",
-        "pools to a fixed output size",
-    ),
-    (
         "batchnorm1d",
         "BatchNorm1d",
         "normalises flat or 1-D inputs",
@@ -435,6 +425,7 @@ fn example(key: &str) -> &'static str {
         "kernel_size" => "3",
         "out_channels" => "32",
         "out_features" => "10",
+        "scale_factor" => "2",
         _ => "1",
     }
 }
