@@ -223,6 +223,34 @@ def layers():
     batchnorm("batch_norm2d_eval", False)
     cross_entropy()
     resample_cases()
+    conv_transpose("conv_transpose2d_basic", 3, 4, 3, (4, 5))
+    conv_transpose("conv_transpose2d_stride2_outpad", 3, 4, 3, (4, 5), stride=2, padding=1, output_padding=1)
+    conv_transpose(
+        "conv_transpose2d_mixed", 3, 5, (3, 2), (4, 3), stride=(2, 3), padding=(1, 2), output_padding=(0, 1),
+        dilation=(2, 1),
+    )
+    conv_transpose("conv_transpose2d_no_bias", 3, 2, 4, (3, 3), stride=2, padding=1, bias=False)
+
+
+def conv_transpose(name, in_channels, out_channels, kernel_size, input_hw, stride=1, padding=0, output_padding=0,
+                   dilation=1, bias=True):
+    config = {
+        "kind": "ConvTranspose2d",
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "kernel_size": pair(kernel_size),
+        "stride": pair(stride),
+        "padding": pair(padding),
+        "output_padding": pair(output_padding),
+        "groups": 1,
+        "dilation": pair(dilation),
+        "bias": bias,
+    }
+    build = lambda: nn.ConvTranspose2d(  # noqa: E731
+        in_channels, out_channels, kernel_size, stride=stride, padding=padding, output_padding=output_padding,
+        bias=bias, dilation=dilation,
+    )
+    layer_case(name, config, build, (2, in_channels, *input_hw))
 
 
 def resample_cases():

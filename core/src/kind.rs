@@ -36,6 +36,8 @@ pub enum LayerKind {
     AdaptiveMaxPool2d,
     /// `torch.nn.Upsample` (mode `nearest`, integer `scale_factor`).
     Upsample,
+    /// `torch.nn.ConvTranspose2d`.
+    ConvTranspose2d,
 }
 
 /// The type and allowed range of an argument.
@@ -213,7 +215,7 @@ const POOL2D: &[ArgInfo] = &[
 ];
 
 /// The layer table, in documentation order.
-pub const TABLE: [KindInfo; 14] = [
+pub const TABLE: [KindInfo; 15] = [
     KindInfo {
         kind: LayerKind::Conv2d,
         keyword: "conv2d",
@@ -468,12 +470,77 @@ pub const TABLE: [KindInfo; 14] = [
         init: Init::None,
         computes: "each pixel repeated scale_factor times along each axis (nearest)",
     },
+    KindInfo {
+        kind: LayerKind::ConvTranspose2d,
+        keyword: "conv_transpose2d",
+        torch_name: "ConvTranspose2d",
+        layer_type: "ConvTranspose2d",
+        input: Input::Image,
+        args: &[
+            arg(
+                "in_channels",
+                SIZE,
+                ArgDefault::Inferred,
+                "input channels (inferred from the input)",
+            ),
+            arg(
+                "out_channels",
+                SIZE,
+                ArgDefault::Required,
+                "output channels",
+            ),
+            arg(
+                "kernel_size",
+                PAIR,
+                ArgDefault::Required,
+                "kernel size, an integer or [h, w]",
+            ),
+            arg(
+                "stride",
+                PAIR,
+                ArgDefault::Int(1),
+                "step between the input pixels' places in the output",
+            ),
+            arg(
+                "padding",
+                PADDING,
+                ArgDefault::Int(0),
+                "rows and columns cut from each side of the output",
+            ),
+            arg(
+                "output_padding",
+                PADDING,
+                ArgDefault::Int(0),
+                "rows and columns added to one side of the output",
+            ),
+            arg(
+                "groups",
+                SIZE,
+                ArgDefault::Int(1),
+                "channel groups (only 1 is supported yet)",
+            ),
+            arg(
+                "bias",
+                ArgType::Bool,
+                ArgDefault::Bool(true),
+                "whether the layer adds a learnable bias",
+            ),
+            arg(
+                "dilation",
+                PAIR,
+                ArgDefault::Int(1),
+                "spacing between kernel elements",
+            ),
+        ],
+        init: Init::FanInUniform,
+        computes: "a transposed 2-D convolution (the input gradient of a convolution)",
+    },
 ];
 
 impl LayerKind {
     /// Every kind, in documentation order.
-    pub const ALL: [LayerKind; 14] = {
-        let mut all = [LayerKind::Conv2d; 14];
+    pub const ALL: [LayerKind; 15] = {
+        let mut all = [LayerKind::Conv2d; 15];
         let mut i = 0;
         while i < TABLE.len() {
             all[i] = TABLE[i].kind;

@@ -5,7 +5,8 @@
 mod common;
 
 use cnnc_runtime::config::{
-    BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig,
+    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, LayerConfig, LayerDef, LinearConfig,
+    NetworkDef, Pool2dConfig,
 };
 use cnnc_runtime::init::dropout_rng;
 use cnnc_runtime::layers::{BatchNorm2d, Dropout};
@@ -105,8 +106,8 @@ fn snapshot(net: &mut Network) -> Vec<u32> {
     bits
 }
 
-/// An encoder-decoder with the resampling layers: pool down, upsample back, adaptive pools to a
-/// non-divisible size and to one pixel.
+/// An encoder-decoder with the resampling layers: pool down, upsample and a transposed
+/// convolution back, adaptive pools to a non-divisible size and to one pixel.
 fn resample_def() -> NetworkDef {
     NetworkDef {
         input: [3, 16, 16],
@@ -121,6 +122,20 @@ fn resample_def() -> NetworkDef {
                 },
             ),
             layer("c2", conv(8, 8, 3, 1)),
+            layer(
+                "ct",
+                LayerConfig::ConvTranspose2d(ConvTranspose2dConfig {
+                    in_channels: 8,
+                    out_channels: 8,
+                    kernel_size: [3, 3],
+                    stride: [2, 2],
+                    padding: [1, 1],
+                    output_padding: [1, 1],
+                    groups: 1,
+                    bias: true,
+                    dilation: [1, 1],
+                }),
+            ),
             layer(
                 "amax",
                 LayerConfig::AdaptiveMaxPool2d {
