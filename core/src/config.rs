@@ -836,4 +836,66 @@ mod tests {
             Ok(Shape::Flat(24))
         ));
     }
+
+    #[test]
+    fn resampling_shape_rules() {
+        let input = Shape::Chw([3, 5, 7]);
+        let adaptive = LayerConfig::AdaptiveMaxPool2d {
+            output_size: [9, 2],
+        };
+        assert_eq!(adaptive.output_shape(input), Ok(Shape::Chw([3, 9, 2])));
+        assert_eq!(adaptive.macs(Shape::Chw([3, 9, 2])), 0);
+        let up = LayerConfig::Upsample {
+            scale_factor: [2, 3],
+        };
+        assert_eq!(up.output_shape(input), Ok(Shape::Chw([3, 10, 21])));
+        assert!(matches!(
+            up.output_shape(Shape::Flat(4)),
+            Err(ShapeError::NeedsImage { .. })
+        ));
+        let convt = ConvTranspose2dConfig {
+            in_channels: 3,
+            out_channels: 4,
+            kernel_size: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+            output_padding: [1, 1],
+            groups: 1,
+            bias: true,
+            dilation: [1, 1],
+        };
+        // (5 - 1) * 2 - 2 + 2 + 1 + 1 = 10, (7 - 1) * 2 - 2 + 2 + 1 + 1 = 14.
+        let layer = LayerConfig::ConvTranspose2d(convt.clone());
+        assert_eq!(layer.output_shape(input), Ok(Shape::Chw([4, 10, 14])));
+        assert_eq!(layer.tensors("t")[0].shape, vec![3, 4, 3, 3]);
+        assert_eq!(
+            layer.macs(Shape::Chw([4, 10, 14])),
+            (3 * 4 * 9 + 4) * 10 * 14
+        );
+        let refused =
+            |c: ConvTranspose2dConfig| LayerConfig::ConvTranspose2d(c).output_shape(input);
+        assert_eq!(
+            refused(ConvTranspose2dConfig {
+                output_padding: [2, 0],
+                ..convt.clone()
+            }),
+            Err(ShapeError::BadArgument {
+                arg: "output_padding"
+            })
+        );
+        assert_eq!(
+            refused(ConvTranspose2dConfig {
+                groups: 3,
+                ..convt.clone()
+            }),
+            Err(ShapeError::BadArgument { arg: "groups" })
+        );
+        assert_eq!(
+            refused(ConvTranspose2dConfig {
+                padding: [9, 1],
+                ..convt
+            }),
+            Err(ShapeError::DoesNotFit { axis: 0 })
+        );
+    }
 }

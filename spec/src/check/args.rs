@@ -119,6 +119,15 @@ impl Checker {
                             .join(", ")
                     )),
                 };
+                if kind == LayerKind::Upsample
+                    && matches!(key.text.as_str(), "mode" | "size" | "align_corners")
+                {
+                    diagnostic = diagnostic.note(format!(
+                        "nn.Upsample's `{}` is not supported yet: cnnc's upsample is mode \
+                         `nearest` with an integer `scale_factor`",
+                        key.text
+                    ));
+                }
                 self.push(diagnostic);
                 continue;
             };
