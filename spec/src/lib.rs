@@ -16,6 +16,7 @@ mod comments;
 mod diag;
 mod dsl;
 mod fmt;
+mod front_errors;
 mod resolved;
 mod span;
 mod suggest;
@@ -106,15 +107,7 @@ pub enum Error {
 pub fn parse(source: &Source) -> Result<Model, Vec<Diagnostic>> {
     let text = source.text();
     if text.len() > MAX_SOURCE_BYTES {
-        return Err(vec![
-            Diagnostic::error(
-                Code::SourceTooLarge,
-                format!("the spec is larger than the limit of {MAX_SOURCE_BYTES} bytes (1 MiB)"),
-                Span::new(0, 0),
-                "this file",
-            )
-            .help("a model spec is a few kilobytes; is this the right file?"),
-        ]);
+        return Err(vec![front_errors::FrontError::SourceTooLarge.render()]);
     }
     match source.format() {
         Format::Yaml => parse_yaml(text),

@@ -6,15 +6,12 @@ use std::collections::HashMap;
 
 use cnnc_core::{ArgInfo, ArgType, ArgValue, LayerKind};
 
-use super::{Checker, too_large_dim};
+use super::Checker;
+use super::errors::CheckError;
 use crate::MAX_DIM;
 use crate::ast::{Arg, Layer, Value, ValueKind};
-use crate::diag::{Code, Diagnostic};
 use crate::span::Span;
 use crate::suggest;
-
-/// Bound of the table's unbounded numbers.
-const UNBOUNDED: f64 = f64::MAX;
 
 /// A layer's arguments after type and range checks, by key.
 #[derive(Default)]
@@ -47,42 +44,15 @@ impl Checker {
     /// the kind is unknown or an argument is unusable.
     pub(super) fn arguments(&mut self, layer: &Layer, name: &str) -> Option<(LayerKind, Args)> {
         let Some(kind) = LayerKind::from_keyword(&layer.kind.text) else {
-            let mut diagnostic = Diagnostic::error(
-                Code::UnknownLayer,
-                format!("unknown layer kind `{}`", layer.kind.text),
-                layer.kind.span,
-                "not a layer kind",
-            )
-            .layer(name);
             let closest =
                 suggest::closest(&layer.kind.text, LayerKind::ALL.iter().map(|k| k.keyword()));
-            diagnostic = match (closest, unsupported_module(&layer.kind.text)) {
-                // A PyTorch module cnnc lacks: the nearest spelling computes something else.
-                (closest, Some((class, what))) => {
-                    diagnostic = diagnostic.note(format!(
-                        "`{}` is PyTorch's `{class}`, which {what}; cnnc does not support it yet",
-                        layer.kind.text
-                    ));
-                    match closest.and_then(LayerKind::from_keyword) {
-                        Some(near) => diagnostic.note(format!(
-                            "`{}` is not a substitute: it computes {}",
-                            near.keyword(),
-                            near.computes()
-                        )),
-                        None => diagnostic,
-                    }
-                }
-                (Some(best), None) => {
-                    diagnostic.suggest(format!("did you mean `{best}`?"), layer.kind.span, best)
-                }
-                (None, None) => diagnostic.note(format!(
-                    "the layer kinds are {}",
-                    LayerKind::ALL
-                        .map(|k| format!("`{}`", k.keyword()))
-                        .join(", ")
-                )),
-            };
-            self.push(diagnostic);
+            self.report(CheckError::UnknownLayer {
+                span: layer.kind.span,
+                kind: layer.kind.text.clone(),
+                layer: name.to_owned(),
+                closest,
+                unsupported: unsupported_module(&layer.kind.text),
+            });
             return None;
         };
         let spec = kind.args();
@@ -93,55 +63,25 @@ impl Checker {
         let mut suggested: Vec<&str> = Vec::new();
         for Arg { key, value } in &layer.args {
             let Some(arg_spec) = spec.iter().find(|s| s.name == key.text) else {
-                let mut diagnostic = Diagnostic::error(
-                    Code::UnknownArgument,
-                    format!("`{}` has no argument `{}`", kind.keyword(), key.text),
-                    key.span,
-                    "unknown argument",
-                )
-                .layer(name);
                 let keys = spec.iter().map(|s| s.name).chain(["name"]);
-                diagnostic = match suggest::closest(&key.text, keys) {
-                    Some(best) => {
-                        suggested.push(best);
-                        diagnostic.suggest(format!("did you mean `{best}`?"), key.span, best)
-                    }
-                    None if spec.is_empty() => diagnostic.note(format!(
-                        "`{}` takes no arguments other than `name`",
-                        kind.keyword()
-                    )),
-                    None => diagnostic.note(format!(
-                        "`{}` takes {}",
-                        kind.keyword(),
-                        spec.iter()
-                            .map(|s| format!("`{}`", s.name))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                };
-                if kind == LayerKind::Upsample
-                    && matches!(key.text.as_str(), "mode" | "size" | "align_corners")
-                {
-                    diagnostic = diagnostic.note(format!(
-                        "nn.Upsample's `{}` is not supported yet: cnnc's upsample is mode \
-                         `nearest` with an integer `scale_factor`",
-                        key.text
-                    ));
-                }
-                self.push(diagnostic);
+                let best = suggest::closest(&key.text, keys);
+                suggested.extend(best);
+                self.report(CheckError::UnknownArgument {
+                    span: key.span,
+                    kind,
+                    key: key.text.clone(),
+                    layer: name.to_owned(),
+                    best,
+                });
                 continue;
             };
             if let Some(&first) = seen.get(key.text.as_str()) {
-                self.push(
-                    Diagnostic::error(
-                        Code::DuplicateArgument,
-                        format!("argument `{}` is given twice", key.text),
-                        key.span,
-                        "given again here",
-                    )
-                    .secondary(first, "first given here")
-                    .layer(name),
-                );
+                self.report(CheckError::DuplicateArgument {
+                    span: key.span,
+                    first,
+                    key: key.text.clone(),
+                    layer: name.to_owned(),
+                });
                 usable = false;
                 continue;
             }
@@ -161,21 +101,12 @@ impl Checker {
             if suggested.contains(&missing.name) {
                 continue;
             }
-            self.push(
-                Diagnostic::error(
-                    Code::MissingArgument,
-                    format!("`{}` needs `{}`", kind.keyword(), missing.name),
-                    layer.kind.span,
-                    format!("`{}` missing", missing.name),
-                )
-                .help(format!(
-                    "add `{}`, e.g. `{}: {}`",
-                    missing.name,
-                    missing.name,
-                    example(missing.name)
-                ))
-                .layer(name),
-            );
+            self.report(CheckError::MissingArgument {
+                span: layer.kind.span,
+                kind,
+                key: missing.name,
+                layer: name.to_owned(),
+            });
         }
         usable.then_some((kind, args))
     }
@@ -188,27 +119,23 @@ impl Checker {
         kind: LayerKind,
         name: &str,
     ) -> Option<ArgValue> {
-        let wrong_type = |expected: &str| {
-            Diagnostic::error(
-                Code::WrongType,
-                format!(
-                    "`{}` of `{}` must be {expected}, found {}",
-                    spec.name,
-                    kind.keyword(),
-                    value.kind.describe()
-                ),
-                value.span,
-                format!("expected {expected}"),
-            )
-            .layer(name)
+        let wrong_list = |expected: &'static str, list_len| CheckError::WrongType {
+            span: value.span,
+            kind,
+            key: spec.name,
+            expected,
+            found: value.kind.describe(),
+            list_len,
+            layer: name.to_owned(),
         };
+        let wrong_type = |expected| wrong_list(expected, None);
         match spec.ty {
             ArgType::Size { min } => match value.kind {
                 ValueKind::Int(v) => self
                     .size(spec.name, v, min, value.span, name)
                     .map(ArgValue::Int),
                 _ => {
-                    self.push(wrong_type("an integer"));
+                    self.report(wrong_type("an integer"));
                     None
                 }
             },
@@ -220,29 +147,28 @@ impl Checker {
                         Some(ArgValue::Pair([v, v]))
                     }
                     ValueKind::Str(word) if kind == LayerKind::Conv2d && spec.name == "padding" => {
-                        self.push(
-                            padding_mode(word, value, name).unwrap_or_else(|| wrong_type(expected)),
-                        );
+                        let error = match word.as_str() {
+                            "same" | "valid" => CheckError::PaddingMode {
+                                span: value.span,
+                                same: word == "same",
+                                layer: name.to_owned(),
+                            },
+                            _ => wrong_type(expected),
+                        };
+                        self.report(error);
                         None
                     }
                     ValueKind::List(items) if items.len() == 2 => {
                         let mut pair = [0; 2];
                         for (slot, item) in pair.iter_mut().zip(items) {
                             let ValueKind::Int(v) = item.kind else {
-                                self.push(
-                                    Diagnostic::error(
-                                        Code::WrongType,
-                                        format!(
-                                            "`{}` of `{}` must hold integers, found {}",
-                                            spec.name,
-                                            kind.keyword(),
-                                            item.kind.describe()
-                                        ),
-                                        item.span,
-                                        "expected an integer",
-                                    )
-                                    .layer(name),
-                                );
+                                self.report(CheckError::PairItemNotInt {
+                                    span: item.span,
+                                    kind,
+                                    key: spec.name,
+                                    found: item.kind.describe(),
+                                    layer: name.to_owned(),
+                                });
                                 return None;
                             };
                             *slot = self.size(spec.name, v, min, item.span, name)?;
@@ -250,14 +176,11 @@ impl Checker {
                         Some(ArgValue::Pair(pair))
                     }
                     ValueKind::List(items) => {
-                        self.push(wrong_type(expected).note(format!(
-                            "found a list of {} values; a pair has 2",
-                            items.len()
-                        )));
+                        self.report(wrong_list(expected, Some(items.len())));
                         None
                     }
                     _ => {
-                        self.push(wrong_type(expected));
+                        self.report(wrong_type(expected));
                         None
                     }
                 }
@@ -271,7 +194,7 @@ impl Checker {
                     ValueKind::Float(v) => v,
                     ValueKind::Int(v) => v as f64,
                     _ => {
-                        self.push(wrong_type("a number"));
+                        self.report(wrong_type("a number"));
                         return None;
                     }
                 };
@@ -283,32 +206,17 @@ impl Checker {
                 // range too (1e-50 rounds to 0, 1e300 to infinity).
                 let stored = v as f32;
                 if outside(v) || outside(f64::from(stored)) {
-                    let range = match (min_exclusive, max == UNBOUNDED, min == -UNBOUNDED) {
-                        (_, true, true) => "a finite number".to_owned(),
-                        (true, true, false) => format!("greater than {min}"),
-                        (false, true, false) => format!("at least {min}"),
-                        _ => format!("between {min} and {max}"),
-                    };
-                    let mut diagnostic = Diagnostic::error(
-                        Code::InvalidValue,
-                        format!(
-                            "`{}` of `{}` must be {range}, found {}",
-                            spec.name,
-                            kind.keyword(),
-                            number(v)
-                        ),
-                        value.span,
-                        format!("must be {range}"),
-                    )
-                    .layer(name);
-                    if !outside(v) {
-                        diagnostic = diagnostic.note(format!(
-                            "cnnc computes in 32-bit floats, where {} is {}",
-                            number(v),
-                            number(f64::from(stored))
-                        ));
-                    }
-                    self.push(diagnostic);
+                    self.report(CheckError::OutOfRange {
+                        span: value.span,
+                        kind,
+                        key: spec.name,
+                        min,
+                        max,
+                        min_exclusive,
+                        value: v,
+                        stored: (!outside(v)).then_some(f64::from(stored)),
+                        layer: name.to_owned(),
+                    });
                     return None;
                 }
                 Some(ArgValue::Float(v))
@@ -316,7 +224,7 @@ impl Checker {
             ArgType::Bool => match value.kind {
                 ValueKind::Bool(b) => Some(ArgValue::Bool(b)),
                 _ => {
-                    self.push(wrong_type("true or false"));
+                    self.report(wrong_type("true or false"));
                     None
                 }
             },
@@ -326,21 +234,21 @@ impl Checker {
     /// Range-checks an integer size: at least `min`, at most [`MAX_DIM`].
     fn size(&mut self, key: &str, v: i64, min: usize, span: Span, name: &str) -> Option<usize> {
         if v < min as i64 {
-            let mut diagnostic = Diagnostic::error(
-                Code::InvalidValue,
-                format!("`{key}` must be at least {min}, found {v}"),
+            self.report(CheckError::BelowMin {
                 span,
-                format!("must be at least {min}"),
-            )
-            .layer(name);
-            if key == "stride" {
-                diagnostic = diagnostic.note("a stride of 0 would never move the window");
-            }
-            self.push(diagnostic);
+                key: key.to_owned(),
+                min,
+                value: v,
+                layer: name.to_owned(),
+            });
             return None;
         }
         if v as u64 > MAX_DIM as u64 {
-            self.push(too_large_dim(v, span).layer(name));
+            self.report(CheckError::DimTooLarge {
+                span,
+                value: v,
+                layer: Some(name.to_owned()),
+            });
             return None;
         }
         Some(v as usize)
@@ -386,50 +294,4 @@ fn unsupported_module(kind: &str) -> Option<(&'static str, &'static str)> {
         .iter()
         .find(|(name, _, _)| *name == key)
         .map(|&(_, class, what)| (class, what))
-}
-
-/// The error for PyTorch's string padding modes (`padding='same'`, `padding='valid'`), which
-/// cnnc does not support yet; `None` for any other word.
-fn padding_mode(word: &str, value: &Value, name: &str) -> Option<Diagnostic> {
-    let help = match word {
-        "same" => {
-            "write the padding in pixels: with stride 1 and an odd kernel_size, `same` is \
-             `padding: (kernel_size - 1) / 2`, e.g. `padding: 1` for kernel_size 3, `padding: 2` \
-             for 5"
-        }
-        "valid" => "`valid` means no padding: write `padding: 0`, or leave `padding` out",
-        _ => return None,
-    };
-    Some(
-        Diagnostic::error(
-            Code::WrongType,
-            format!("`padding: {word}` of `conv2d` is not supported yet"),
-            value.span,
-            "PyTorch's padding mode, not supported yet",
-        )
-        .note("cnnc takes the padding as a number of pixels on each side, an integer or a [height, width] pair")
-        .help(help)
-        .layer(name),
-    )
-}
-
-/// A number as messages show it: as written when short, else in exponent form (`1e300`).
-fn number(v: f64) -> String {
-    let plain = v.to_string();
-    if plain.len() > 16 {
-        format!("{v:e}")
-    } else {
-        plain
-    }
-}
-
-/// A plausible value for a required argument, for help lines.
-fn example(key: &str) -> &'static str {
-    match key {
-        "kernel_size" => "3",
-        "out_channels" => "32",
-        "out_features" => "10",
-        "scale_factor" => "2",
-        _ => "1",
-    }
 }
