@@ -44,19 +44,23 @@ mod activation;
 mod batchnorm;
 mod build;
 mod conv;
+mod conv_transpose;
 mod dropout;
 mod flatten;
 mod linear;
 mod pool;
+mod resample;
 
 pub use activation::{LeakyRelu, Relu, Sigmoid, Tanh};
 pub use batchnorm::BatchNorm2d;
 pub use build::{FromConfig, Init, build};
 pub use conv::Conv2d;
+pub use conv_transpose::ConvTranspose2d;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use linear::Linear;
 pub use pool::{AvgPool2d, MaxPool2d};
+pub use resample::{AdaptiveAvgPool2d, AdaptiveMaxPool2d, Upsample};
 
 use std::fmt;
 
