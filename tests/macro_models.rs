@@ -20,6 +20,8 @@ cnnc::cnn_model!(ActivationsYaml, "models/activations.yaml");
 cnnc::cnn_model!(ActivationsDsl, "models/activations.cnn");
 cnnc::cnn_model!(VggSmallYaml, "models/vgg_small.yaml");
 cnnc::cnn_model!(VggSmallDsl, "models/vgg_small.cnn");
+cnnc::cnn_model!(UNetSmallYaml, "models/unet_small.yaml");
+cnnc::cnn_model!(UNetSmallDsl, "models/unet_small.cnn");
 cnnc::cnn_model!(ModernActivationsYaml, "models/modern_activations.yaml");
 cnnc::cnn_model!(ModernActivationsDsl, "models/modern_activations.cnn");
 
@@ -152,6 +154,8 @@ agrees_with_the_executor!(activations_yaml, ActivationsYaml);
 agrees_with_the_executor!(activations_dsl, ActivationsDsl);
 agrees_with_the_executor!(vgg_small_yaml, VggSmallYaml);
 agrees_with_the_executor!(vgg_small_dsl, VggSmallDsl);
+agrees_with_the_executor!(unet_small_yaml, UNetSmallYaml);
+agrees_with_the_executor!(unet_small_dsl, UNetSmallDsl);
 agrees_with_the_executor!(modern_activations_yaml, ModernActivationsYaml);
 agrees_with_the_executor!(modern_activations_dsl, ModernActivationsDsl);
 

@@ -253,6 +253,50 @@ def layers():
             layer_case(f"{prefix}_dim{suffix}", {"kind": kind, "dim": dim}, lambda: cls(dim=dim), (2, 3, 4, 5), scale=3.0)
         layer_case(f"{prefix}_flat", {"kind": kind, "dim": -1}, lambda: cls(dim=-1), (4, 7), scale=3.0)
     cross_entropy()
+    resample_cases()
+    conv_transpose("conv_transpose2d_basic", 3, 4, 3, (4, 5))
+    conv_transpose("conv_transpose2d_stride2_outpad", 3, 4, 3, (4, 5), stride=2, padding=1, output_padding=1)
+    conv_transpose(
+        "conv_transpose2d_mixed", 3, 5, (3, 2), (4, 3), stride=(2, 3), padding=(1, 2), output_padding=(0, 1),
+        dilation=(2, 1),
+    )
+    conv_transpose("conv_transpose2d_no_bias", 3, 2, 4, (3, 3), stride=2, padding=1, bias=False)
+
+
+def conv_transpose(name, in_channels, out_channels, kernel_size, input_hw, stride=1, padding=0, output_padding=0,
+                   dilation=1, bias=True):
+    config = {
+        "kind": "ConvTranspose2d",
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "kernel_size": pair(kernel_size),
+        "stride": pair(stride),
+        "padding": pair(padding),
+        "output_padding": pair(output_padding),
+        "groups": 1,
+        "dilation": pair(dilation),
+        "bias": bias,
+    }
+    build = lambda: nn.ConvTranspose2d(  # noqa: E731
+        in_channels, out_channels, kernel_size, stride=stride, padding=padding, output_padding=output_padding,
+        bias=bias, dilation=dilation,
+    )
+    layer_case(name, config, build, (2, in_channels, *input_hw))
+
+
+def resample_cases():
+    """Adaptive pooling (non-divisible, global and growing sizes) and nearest upsampling."""
+    for kind, cls, prefix in (
+        ("AdaptiveAvgPool2d", nn.AdaptiveAvgPool2d, "adaptive_avg_pool2d"),
+        ("AdaptiveMaxPool2d", nn.AdaptiveMaxPool2d, "adaptive_max_pool2d"),
+    ):
+        for suffix, size, input_hw in (("5x7_to_3x2", (3, 2), (5, 7)), ("global", (1, 1), (4, 6)), ("grow", (5, 4), (3, 2))):
+            config = {"kind": kind, "output_size": list(size)}
+            layer_case(f"{prefix}_{suffix}", config, lambda cls=cls, size=size: cls(size), (2, 3, *input_hw))
+    for suffix, factor, input_hw in (("2", (2, 2), (3, 4)), ("3x1", (3, 1), (3, 4)), ("7x5", (7, 5), (2, 3))):
+        config = {"kind": "Upsample", "mode": "nearest", "scale_factor": list(factor)}
+        build = lambda factor=factor: nn.Upsample(scale_factor=tuple(float(f) for f in factor), mode="nearest")  # noqa: E731
+        layer_case(f"upsample_nearest_{suffix}", config, build, (2, 3, *input_hw))
 
 
 # Every optimizer configuration of optim.safetensors, with torch.optim's argument names.

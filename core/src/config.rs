@@ -44,6 +44,23 @@ pub enum LayerConfig {
     },
     /// `torch.nn.BatchNorm2d`.
     BatchNorm2d(BatchNorm2dConfig),
+    /// `torch.nn.AdaptiveAvgPool2d(output_size)`.
+    AdaptiveAvgPool2d {
+        /// Output `[height, width]`.
+        output_size: Pair,
+    },
+    /// `torch.nn.AdaptiveMaxPool2d(output_size)`.
+    AdaptiveMaxPool2d {
+        /// Output `[height, width]`.
+        output_size: Pair,
+    },
+    /// `torch.nn.Upsample(scale_factor, mode="nearest")` with integer factors.
+    Upsample {
+        /// Factor `[sh, sw]` by which height and width grow.
+        scale_factor: Pair,
+    },
+    /// `torch.nn.ConvTranspose2d`.
+    ConvTranspose2d(ConvTranspose2dConfig),
     /// `torch.nn.ReLU6`.
     Relu6,
     /// `torch.nn.SiLU`.
@@ -84,6 +101,54 @@ pub enum LayerConfig {
         /// Learnt slopes: 1, or the input's channel (feature) count.
         num_parameters: usize,
     },
+}
+
+/// Arguments of `torch.nn.ConvTranspose2d`, in its order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2dConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel size `[kh, kw]`.
+    pub kernel_size: Pair,
+    /// Stride `[sh, sw]`.
+    pub stride: Pair,
+    /// Rows and columns `[ph, pw]` cut from each side of the full output.
+    pub padding: Pair,
+    /// Rows and columns `[oph, opw]` added at the bottom and right.
+    pub output_padding: Pair,
+    /// Channel groups (the runtime supports 1).
+    pub groups: usize,
+    /// Whether the layer has a bias.
+    pub bias: bool,
+    /// Dilation `[dh, dw]`.
+    pub dilation: Pair,
+}
+
+impl ConvTranspose2dConfig {
+    /// Output length along `axis` for an input of `input`: PyTorch's
+    /// `(in - 1) * s - 2p + d (k - 1) + output_padding + 1`; below 1 means no output.
+    pub fn output_len(&self, axis: usize, input: usize) -> i128 {
+        let [i, k, s, p, op, d] = [
+            input,
+            self.kernel_size[axis],
+            self.stride[axis],
+            self.padding[axis],
+            self.output_padding[axis],
+            self.dilation[axis],
+        ]
+        .map(|v| v as i128);
+        (i - 1) * s - 2 * p + d * (k - 1) + op + 1
+    }
+
+    /// Whether `output_padding` is smaller than the stride or the dilation on both axes, as
+    /// PyTorch requires.
+    pub fn output_padding_fits(&self) -> bool {
+        (0..2).all(|a| {
+            self.output_padding[a] < self.stride[a] || self.output_padding[a] < self.dilation[a]
+        })
+    }
 }
 
 /// `torch.nn.GELU`'s `approximate`: which formula it computes.
@@ -325,6 +390,10 @@ impl LayerConfig {
             LayerConfig::Linear(_) => LayerKind::Linear,
             LayerConfig::Dropout { .. } => LayerKind::Dropout,
             LayerConfig::BatchNorm2d(_) => LayerKind::BatchNorm2d,
+            LayerConfig::AdaptiveAvgPool2d { .. } => LayerKind::AdaptiveAvgPool2d,
+            LayerConfig::AdaptiveMaxPool2d { .. } => LayerKind::AdaptiveMaxPool2d,
+            LayerConfig::Upsample { .. } => LayerKind::Upsample,
+            LayerConfig::ConvTranspose2d(_) => LayerKind::ConvTranspose2d,
             LayerConfig::Relu6 => LayerKind::Relu6,
             LayerConfig::Silu => LayerKind::Silu,
             LayerConfig::Gelu { .. } => LayerKind::Gelu,
@@ -374,6 +443,24 @@ impl LayerConfig {
                 "num_features" => Int(c.num_features),
                 "eps" => Float(f64::from(c.eps)),
                 "momentum" => Float(f64::from(c.momentum)),
+                _ => return None,
+            },
+            (
+                LayerConfig::AdaptiveAvgPool2d { output_size }
+                | LayerConfig::AdaptiveMaxPool2d { output_size },
+                "output_size",
+            ) => Pair(*output_size),
+            (LayerConfig::Upsample { scale_factor }, "scale_factor") => Pair(*scale_factor),
+            (LayerConfig::ConvTranspose2d(c), _) => match name {
+                "in_channels" => Int(c.in_channels),
+                "out_channels" => Int(c.out_channels),
+                "kernel_size" => Pair(c.kernel_size),
+                "stride" => Pair(c.stride),
+                "padding" => Pair(c.padding),
+                "output_padding" => Pair(c.output_padding),
+                "groups" => Int(c.groups),
+                "bias" => Bool(c.bias),
+                "dilation" => Pair(c.dilation),
                 _ => return None,
             },
             (LayerConfig::Elu { alpha }, "alpha") => Float(f64::from(*alpha)),
@@ -471,6 +558,26 @@ impl LayerConfig {
                 eps: float("eps")?,
                 momentum: float("momentum")?,
             }),
+            LayerKind::AdaptiveAvgPool2d => LayerConfig::AdaptiveAvgPool2d {
+                output_size: pair("output_size")?,
+            },
+            LayerKind::AdaptiveMaxPool2d => LayerConfig::AdaptiveMaxPool2d {
+                output_size: pair("output_size")?,
+            },
+            LayerKind::Upsample => LayerConfig::Upsample {
+                scale_factor: pair("scale_factor")?,
+            },
+            LayerKind::ConvTranspose2d => LayerConfig::ConvTranspose2d(ConvTranspose2dConfig {
+                in_channels: int("in_channels")?,
+                out_channels: int("out_channels")?,
+                kernel_size: pair("kernel_size")?,
+                stride: pair("stride")?,
+                padding: pair("padding")?,
+                output_padding: pair("output_padding")?,
+                groups: int("groups")?,
+                bias: bool("bias")?,
+                dilation: pair("dilation")?,
+            }),
             LayerKind::Relu6 => LayerConfig::Relu6,
             LayerKind::Silu => LayerConfig::Silu,
             LayerKind::Gelu => LayerConfig::Gelu {
@@ -540,6 +647,27 @@ impl LayerConfig {
             LayerConfig::Relu | LayerConfig::Sigmoid | LayerConfig::Tanh | LayerConfig::Flatten => {
                 variant
             }
+            LayerConfig::AdaptiveAvgPool2d { output_size }
+            | LayerConfig::AdaptiveMaxPool2d { output_size } => {
+                format!("{variant} {{ output_size: {} }}", pair(*output_size))
+            }
+            LayerConfig::Upsample { scale_factor } => {
+                format!("{variant} {{ scale_factor: {} }}", pair(*scale_factor))
+            }
+            LayerConfig::ConvTranspose2d(c) => format!(
+                "{variant}({path}::ConvTranspose2dConfig {{ in_channels: {}, out_channels: {}, \
+                 kernel_size: {}, stride: {}, padding: {}, output_padding: {}, groups: {}, \
+                 bias: {}, dilation: {} }})",
+                c.in_channels,
+                c.out_channels,
+                pair(c.kernel_size),
+                pair(c.stride),
+                pair(c.padding),
+                pair(c.output_padding),
+                c.groups,
+                c.bias,
+                pair(c.dilation)
+            ),
             LayerConfig::Elu { alpha } => format!("{variant} {{ alpha: {} }}", float(*alpha)),
             LayerConfig::Dropout2d { p } => format!("{variant} {{ p: {} }}", float(*p)),
             LayerConfig::Gelu { approximate } => {
@@ -639,6 +767,40 @@ impl LayerConfig {
                 }
                 Shape::Chw(_) => return Err(ShapeError::NeedsFlat { found: input }),
             },
+            LayerConfig::AdaptiveAvgPool2d { output_size }
+            | LayerConfig::AdaptiveMaxPool2d { output_size } => {
+                // Any output size works, larger than the input too: PyTorch's windows then
+                // overlap, each keeping at least one element.
+                let [channels, _, _] = image(input)?;
+                Shape::Chw([channels, output_size[0], output_size[1]])
+            }
+            LayerConfig::Upsample { scale_factor } => {
+                let [channels, h, w] = image(input)?;
+                Shape::Chw([
+                    channels,
+                    h.saturating_mul(scale_factor[0]),
+                    w.saturating_mul(scale_factor[1]),
+                ])
+            }
+            LayerConfig::ConvTranspose2d(c) => {
+                let [channels, h, w] = image(input)?;
+                same("in_channels", c.in_channels, channels)?;
+                if c.groups != 1 {
+                    return Err(ShapeError::BadArgument { arg: "groups" });
+                }
+                if !c.output_padding_fits() {
+                    return Err(ShapeError::BadArgument {
+                        arg: "output_padding",
+                    });
+                }
+                let out = |axis: usize, size: usize| {
+                    usize::try_from(c.output_len(axis, size))
+                        .ok()
+                        .filter(|&n| n >= 1)
+                        .ok_or(ShapeError::DoesNotFit { axis })
+                };
+                Shape::Chw([c.out_channels, out(0, h)?, out(1, w)?])
+            }
             LayerConfig::Flatten => Shape::Flat(input.numel()),
             LayerConfig::Relu
             | LayerConfig::LeakyRelu { .. }
@@ -696,6 +858,18 @@ impl LayerConfig {
                 }
                 tensors
             }
+            LayerConfig::ConvTranspose2d(c) => {
+                let [kh, kw] = c.kernel_size;
+                let mut tensors = vec![tensor(
+                    layer,
+                    TensorRole::Weight,
+                    vec![c.in_channels, c.out_channels / c.groups.max(1), kh, kw],
+                )];
+                if c.bias {
+                    tensors.push(tensor(layer, TensorRole::Bias, vec![c.out_channels]));
+                }
+                tensors
+            }
             LayerConfig::Linear(c) => {
                 let mut tensors = vec![tensor(
                     layer,
@@ -736,7 +910,7 @@ impl LayerConfig {
                 .sum()
         };
         match (self, output) {
-            (LayerConfig::Conv2d(_), Shape::Chw([_, h, w])) => {
+            (LayerConfig::Conv2d(_) | LayerConfig::ConvTranspose2d(_), Shape::Chw([_, h, w])) => {
                 params().saturating_mul((h as u64).saturating_mul(w as u64))
             }
             (
@@ -891,6 +1065,68 @@ mod tests {
         assert_eq!(
             softmax.output_shape(Shape::Flat(5)),
             Err(ShapeError::BadDim { dim: 2, rank: 2 })
+        );
+    }
+
+    #[test]
+    fn resampling_shape_rules() {
+        let input = Shape::Chw([3, 5, 7]);
+        let adaptive = LayerConfig::AdaptiveMaxPool2d {
+            output_size: [9, 2],
+        };
+        assert_eq!(adaptive.output_shape(input), Ok(Shape::Chw([3, 9, 2])));
+        assert_eq!(adaptive.macs(Shape::Chw([3, 9, 2])), 0);
+        let up = LayerConfig::Upsample {
+            scale_factor: [2, 3],
+        };
+        assert_eq!(up.output_shape(input), Ok(Shape::Chw([3, 10, 21])));
+        assert!(matches!(
+            up.output_shape(Shape::Flat(4)),
+            Err(ShapeError::NeedsImage { .. })
+        ));
+        let convt = ConvTranspose2dConfig {
+            in_channels: 3,
+            out_channels: 4,
+            kernel_size: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+            output_padding: [1, 1],
+            groups: 1,
+            bias: true,
+            dilation: [1, 1],
+        };
+        // (5 - 1) * 2 - 2 + 2 + 1 + 1 = 10, (7 - 1) * 2 - 2 + 2 + 1 + 1 = 14.
+        let layer = LayerConfig::ConvTranspose2d(convt.clone());
+        assert_eq!(layer.output_shape(input), Ok(Shape::Chw([4, 10, 14])));
+        assert_eq!(layer.tensors("t")[0].shape, vec![3, 4, 3, 3]);
+        assert_eq!(
+            layer.macs(Shape::Chw([4, 10, 14])),
+            (3 * 4 * 9 + 4) * 10 * 14
+        );
+        let refused =
+            |c: ConvTranspose2dConfig| LayerConfig::ConvTranspose2d(c).output_shape(input);
+        assert_eq!(
+            refused(ConvTranspose2dConfig {
+                output_padding: [2, 0],
+                ..convt.clone()
+            }),
+            Err(ShapeError::BadArgument {
+                arg: "output_padding"
+            })
+        );
+        assert_eq!(
+            refused(ConvTranspose2dConfig {
+                groups: 3,
+                ..convt.clone()
+            }),
+            Err(ShapeError::BadArgument { arg: "groups" })
+        );
+        assert_eq!(
+            refused(ConvTranspose2dConfig {
+                padding: [9, 1],
+                ..convt
+            }),
+            Err(ShapeError::DoesNotFit { axis: 0 })
         );
     }
 }

@@ -30,6 +30,14 @@ pub enum LayerKind {
     Dropout,
     /// `torch.nn.BatchNorm2d`.
     BatchNorm2d,
+    /// `torch.nn.AdaptiveAvgPool2d`.
+    AdaptiveAvgPool2d,
+    /// `torch.nn.AdaptiveMaxPool2d`.
+    AdaptiveMaxPool2d,
+    /// `torch.nn.Upsample` (mode `nearest`, integer `scale_factor`).
+    Upsample,
+    /// `torch.nn.ConvTranspose2d`.
+    ConvTranspose2d,
     /// `torch.nn.ReLU6`.
     Relu6,
     /// `torch.nn.SiLU`.
@@ -251,7 +259,7 @@ const SOFTMAX: &[ArgInfo] = &[arg(
 )];
 
 /// The layer table, in documentation order.
-pub const TABLE: [KindInfo; 22] = [
+pub const TABLE: [KindInfo; 26] = [
     KindInfo {
         kind: LayerKind::Conv2d,
         keyword: "conv2d",
@@ -460,6 +468,116 @@ pub const TABLE: [KindInfo; 22] = [
         ],
         init: Init::Constant,
         computes: "each channel normalised by its batch statistics in training, its running ones in eval",
+    },
+    KindInfo {
+        kind: LayerKind::AdaptiveAvgPool2d,
+        keyword: "adaptive_avg_pool2d",
+        torch_name: "AdaptiveAvgPool2d",
+        layer_type: "AdaptiveAvgPool2d",
+        input: Input::Image,
+        args: &[arg(
+            "output_size",
+            PAIR,
+            ArgDefault::Required,
+            "output height and width, an integer or [h, w]",
+        )],
+        init: Init::None,
+        computes: "the mean of each of output_size windows spread over the input",
+    },
+    KindInfo {
+        kind: LayerKind::AdaptiveMaxPool2d,
+        keyword: "adaptive_max_pool2d",
+        torch_name: "AdaptiveMaxPool2d",
+        layer_type: "AdaptiveMaxPool2d",
+        input: Input::Image,
+        args: &[arg(
+            "output_size",
+            PAIR,
+            ArgDefault::Required,
+            "output height and width, an integer or [h, w]",
+        )],
+        init: Init::None,
+        computes: "the maximum of each of output_size windows spread over the input",
+    },
+    KindInfo {
+        kind: LayerKind::Upsample,
+        keyword: "upsample",
+        torch_name: "Upsample",
+        layer_type: "Upsample",
+        input: Input::Image,
+        args: &[arg(
+            "scale_factor",
+            PAIR,
+            ArgDefault::Required,
+            "integer factor for height and width, an integer or [h, w]",
+        )],
+        init: Init::None,
+        computes: "each pixel repeated scale_factor times along each axis (nearest)",
+    },
+    KindInfo {
+        kind: LayerKind::ConvTranspose2d,
+        keyword: "conv_transpose2d",
+        torch_name: "ConvTranspose2d",
+        layer_type: "ConvTranspose2d",
+        input: Input::Image,
+        args: &[
+            arg(
+                "in_channels",
+                SIZE,
+                ArgDefault::Inferred,
+                "input channels (inferred from the input)",
+            ),
+            arg(
+                "out_channels",
+                SIZE,
+                ArgDefault::Required,
+                "output channels",
+            ),
+            arg(
+                "kernel_size",
+                PAIR,
+                ArgDefault::Required,
+                "kernel size, an integer or [h, w]",
+            ),
+            arg(
+                "stride",
+                PAIR,
+                ArgDefault::Int(1),
+                "step between the input pixels' places in the output",
+            ),
+            arg(
+                "padding",
+                PADDING,
+                ArgDefault::Int(0),
+                "rows and columns cut from each side of the output",
+            ),
+            arg(
+                "output_padding",
+                PADDING,
+                ArgDefault::Int(0),
+                "rows and columns added to one side of the output",
+            ),
+            arg(
+                "groups",
+                SIZE,
+                ArgDefault::Int(1),
+                "channel groups (only 1 is supported yet)",
+            ),
+            arg(
+                "bias",
+                ArgType::Bool,
+                ArgDefault::Bool(true),
+                "whether the layer adds a learnable bias",
+            ),
+            arg(
+                "dilation",
+                PAIR,
+                ArgDefault::Int(1),
+                "spacing between kernel elements",
+            ),
+        ],
+        init: Init::FanInUniform,
+        computes: "a transposed 2-D convolution (the input gradient of a convolution)",
     },
     KindInfo {
         kind: LayerKind::Relu6,

@@ -4,14 +4,14 @@
 mod common;
 
 use cnnc_runtime::config::{
-    BatchNorm2dConfig, Conv2dConfig, GeluApproximate, LayerConfig, LayerDef, LinearConfig,
-    NetworkDef, Pool2dConfig,
+    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate, LayerConfig, LayerDef,
+    LinearConfig, NetworkDef, Pool2dConfig,
 };
 use cnnc_runtime::init::{dropout_rng, init_rng};
 use cnnc_runtime::layers::{
-    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish,
-    Identity, LeakyRelu, Linear, LogSoftmax, MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax,
-    Tanh,
+    AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout,
+    Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax,
+    MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
 };
 use cnnc_runtime::{Dims, Entry, Layer, Mode, Network, Visit, softmax_cross_entropy};
 use common::{Rand, STEP, check_layer, check_plain};
@@ -85,6 +85,50 @@ proptest! {
         let built = AvgPool2d::new("pool", &config, image(c, h, w));
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(layer.input_dims().len() * batch);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn conv_transpose2d(
+        cin in 1..4usize, cout in 1..4usize, kh in 1..4usize, kw in 1..4usize,
+        sh in 1..3usize, sw in 1..3usize, ph in 0..3usize, pw in 0..3usize,
+        oph in 0..2usize, opw in 0..2usize, dh in 1..3usize, dw in 1..3usize,
+        h in 1..6usize, w in 1..6usize, bias: bool, batch in 1..3usize, seed: u64,
+    ) {
+        let config = ConvTranspose2dConfig {
+            in_channels: cin, out_channels: cout, kernel_size: [kh, kw], stride: [sh, sw],
+            padding: [ph, pw], output_padding: [oph, opw], groups: 1, bias, dilation: [dh, dw],
+        };
+        let built = ConvTranspose2d::new("convt", &config, image(cin, h, w), &mut init_rng(seed));
+        prop_assume!(built.is_ok());
+        let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(layer.input_dims().len() * batch);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn adaptive_pools(
+        c in 1..3usize, h in 1..7usize, w in 1..7usize, oh in 1..8usize, ow in 1..8usize,
+        batch in 1..3usize, seed: u64,
+    ) {
+        let dims = image(c, h, w);
+        let mut rng = Rand(seed);
+        let x = rng.spaced(dims.len() * batch, 0.05);
+        let mut avg = AdaptiveAvgPool2d::new("avg", [oh, ow], dims).unwrap();
+        check_plain(&mut avg, &x, batch, &mut rng, TOL, Mode::Train);
+        let mut max = AdaptiveMaxPool2d::new("max", [oh, ow], dims).unwrap();
+        check_plain(&mut max, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn upsample(
+        c in 1..3usize, h in 1..5usize, w in 1..5usize, sh in 1..4usize, sw in 1..4usize,
+        batch in 1..3usize, seed: u64,
+    ) {
+        let mut layer = Upsample::new("up", [sh, sw], image(c, h, w)).unwrap();
         let mut rng = Rand(seed);
         let x = rng.vec(layer.input_dims().len() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);

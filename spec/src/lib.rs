@@ -18,6 +18,7 @@ mod dsl;
 mod fmt;
 mod front_errors;
 mod resolved;
+mod schema;
 mod span;
 mod suggest;
 mod yaml;
@@ -41,6 +42,7 @@ pub use diag::{
 pub use dsl::parse_dsl;
 pub use fmt::{to_dsl, to_yaml};
 pub use resolved::CheckedModel;
+pub use schema::json_schema;
 pub use span::{Format, LineCol, Source, Span};
 pub use yaml::parse_yaml;
 

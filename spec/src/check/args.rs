@@ -294,25 +294,10 @@ const UNSUPPORTED: &[(&str, &str, &str)] = &[
     ),
     ("conv1d", "Conv1d", "convolves over one dimension"),
     ("conv3d", "Conv3d", "convolves over three dimensions"),
-    (
-        "convtranspose2d",
-        "ConvTranspose2d",
-        "upsamples by a transposed convolution",
-    ),
     ("maxpool1d", "MaxPool1d", "pools over one dimension"),
     ("maxpool3d", "MaxPool3d", "pools over three dimensions"),
     ("avgpool1d", "AvgPool1d", "pools over one dimension"),
     ("avgpool3d", "AvgPool3d", "pools over three dimensions"),
-    (
-        "adaptiveavgpool2d",
-        "AdaptiveAvgPool2d",
-        "pools to a fixed output size",
-    ),
-    (
-        "adaptivemaxpool2d",
-        "AdaptiveMaxPool2d",
-        "pools to a fixed output size",
-    ),
     (
         "batchnorm1d",
         "BatchNorm1d",

@@ -562,6 +562,16 @@ impl CheckError {
                 )
                 .layer(layer);
                 let spec = kind.args();
+                let upsample = kind == LayerKind::Upsample
+                    && matches!(key.as_str(), "mode" | "size" | "align_corners");
+                let diagnostic = if upsample {
+                    diagnostic.note(format!(
+                        "nn.Upsample's `{key}` is not supported yet: cnnc's upsample is mode \
+                         `nearest` with an integer `scale_factor`"
+                    ))
+                } else {
+                    diagnostic
+                };
                 match best {
                     Some(best) => diagnostic.suggest(format!("did you mean `{best}`?"), span, best),
                     None if spec.is_empty() => diagnostic.note(format!(
@@ -1002,6 +1012,7 @@ fn example(key: &str) -> &'static str {
         "kernel_size" => "3",
         "out_channels" => "32",
         "out_features" => "10",
+        "scale_factor" => "2",
         _ => "1",
     }
 }

@@ -2,12 +2,13 @@
 //! diagnostics that explain a shape that does not work (the formula with numbers, the chain of
 //! sizes that led there). The sizes themselves come from the shared geometry and layer table.
 
-use cnnc_core::config::{LayerConfig, softmax_dim};
+use cnnc_core::config::{ConvTranspose2dConfig, LayerConfig, softmax_dim};
 use cnnc_core::geometry::Window;
 use cnnc_core::{ArgValue, Input, LayerKind, TensorInfo};
 
 use super::errors::{AxisLoss, CheckError};
 use super::{Checker, Flow, LayerContext};
+use crate::diag::{Code, Diagnostic};
 use crate::{MAX_ELEMENTS, MAX_POOL_WINDOW};
 use cnnc_core::Shape;
 
@@ -111,6 +112,16 @@ impl Checker {
                 Shape::Flat(input.numel())
             }
             (LayerConfig::Linear(linear), _) => Shape::Flat(linear.out_features),
+            (LayerConfig::ConvTranspose2d(conv), Shape::Chw([_, h, w])) => {
+                self.transposed_output(cx, conv, [h, w])?;
+                config.output_shape(input).ok()?
+            }
+            (
+                LayerConfig::AdaptiveAvgPool2d { .. }
+                | LayerConfig::AdaptiveMaxPool2d { .. }
+                | LayerConfig::Upsample { .. },
+                _,
+            ) => config.output_shape(input).ok()?,
             (LayerConfig::Prelu { num_parameters }, _) => {
                 let (channels, what) = match input {
                     Shape::Chw([c, _, _]) => (c, "channels"),
@@ -282,5 +293,86 @@ impl Checker {
             numel,
         });
         None
+    }
+}
+
+impl Checker {
+    /// The arguments of a transposed convolution that PyTorch refuses, and an output below 1,
+    /// each as a diagnostic. `None` when any was found.
+    fn transposed_output(
+        &mut self,
+        cx: &LayerContext<'_>,
+        conv: &ConvTranspose2dConfig,
+        input: [usize; 2],
+    ) -> Option<()> {
+        let mut ok = true;
+        if conv.groups != 1 {
+            self.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    format!(
+                        "{} has groups {}, which is not supported yet",
+                        cx.title(),
+                        conv.groups
+                    ),
+                    cx.span_of("groups"),
+                    "only groups 1 is supported",
+                )
+                .note("grouped transposed convolution is not implemented in cnnc's runtime")
+                .help("use `groups: 1`, or leave `groups` out")
+                .layer(cx.name),
+            );
+            ok = false;
+        }
+        for (i, axis) in ["height", "width"].into_iter().enumerate() {
+            let (op, s, d) = (conv.output_padding[i], conv.stride[i], conv.dilation[i]);
+            if op >= s && op >= d {
+                self.push(
+                    Diagnostic::error(
+                        Code::InvalidValue,
+                        format!(
+                            "the output_padding of {} is not smaller than its stride or dilation",
+                            cx.title()
+                        ),
+                        cx.span_of("output_padding"),
+                        format!("{op} >= stride {s} and >= dilation {d} ({axis})"),
+                    )
+                    .note("PyTorch requires output_padding < stride or output_padding < dilation on each axis")
+                    .help(format!("use at most `output_padding: {}`", s.max(d) - 1))
+                    .layer(cx.name),
+                );
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            return None;
+        }
+        for (i, axis) in ["height", "width"].into_iter().enumerate() {
+            let out = conv.output_len(i, input[i]);
+            if out < 1 {
+                self.push(
+                    Diagnostic::error(
+                        Code::OutputTooSmall,
+                        format!("{} would output a {axis} of {out}", cx.title()),
+                        cx.span_of("padding"),
+                        "the padding cuts more than the full output",
+                    )
+                    .note(format!(
+                        "output {axis} = ({} - 1)*{} - 2*{} + {}*({} - 1) + {} + 1 = {out}",
+                        input[i],
+                        conv.stride[i],
+                        conv.padding[i],
+                        conv.dilation[i],
+                        conv.kernel_size[i],
+                        conv.output_padding[i]
+                    ))
+                    .help("use less padding, or a larger kernel or stride")
+                    .layer(cx.name),
+                );
+                return None;
+            }
+        }
+        Some(())
     }
 }
