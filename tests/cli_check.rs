@@ -18,12 +18,19 @@ fn cnnc_stdin(args: &[&str], input: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cnnc runs");
-    child
+    let written = child
         .stdin
         .take()
         .expect("piped stdin")
-        .write_all(input.as_bytes())
-        .expect("stdin written");
+        .write_all(input.as_bytes());
+    // A command that refuses standard input may exit before reading it: the pipe is then closed.
+    if let Err(e) = written {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "stdin written: {e}"
+        );
+    }
     child.wait_with_output().expect("cnnc finishes")
 }
 
