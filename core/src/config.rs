@@ -61,8 +61,36 @@ pub struct Conv2dConfig {
     pub padding: Pair,
     /// Dilation `[dh, dw]`.
     pub dilation: Pair,
+    /// Channel groups: each output channel sees `in_channels / groups` input channels
+    /// (depthwise when it equals `in_channels`). Divides both channel counts.
+    pub groups: usize,
     /// Whether the layer has a bias.
     pub bias: bool,
+}
+
+impl Conv2dConfig {
+    /// Checks that `groups` divides both channel counts, as PyTorch requires.
+    pub fn check_groups(&self) -> Result<(), ShapeError> {
+        for (arg, channels) in [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+        ] {
+            if self.groups == 0 || !channels.is_multiple_of(self.groups) {
+                return Err(ShapeError::Groups {
+                    arg,
+                    channels,
+                    groups: self.groups,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether each input channel is convolved on its own (`groups == in_channels`), with
+    /// `out_channels / in_channels` filters each: a depthwise convolution.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.in_channels
+    }
 }
 
 /// Arguments of `torch.nn.MaxPool2d` / `torch.nn.AvgPool2d`.
@@ -149,6 +177,15 @@ pub enum ShapeError {
     PoolPadding,
     /// A max pool's window has more positions than [`MAX_POOL_WINDOW`].
     PoolWindow,
+    /// A convolution's `groups` does not divide its input or output channels.
+    Groups {
+        /// `in_channels` or `out_channels`.
+        arg: &'static str,
+        /// Its value.
+        channels: usize,
+        /// The groups.
+        groups: usize,
+    },
     /// An argument is outside its type's range (the table's [`ArgType`]).
     BadArgument {
         /// The argument.
@@ -180,6 +217,14 @@ impl fmt::Display for ShapeError {
             ShapeError::PoolWindow => {
                 write!(f, "the window has more than {MAX_POOL_WINDOW} positions")
             }
+            ShapeError::Groups {
+                arg,
+                channels,
+                groups,
+            } => write!(
+                f,
+                "{arg} ({channels}) is not divisible by groups ({groups})"
+            ),
             ShapeError::BadArgument { arg } => write!(f, "`{arg}` is out of range"),
         }
     }
@@ -243,6 +288,7 @@ impl LayerConfig {
                 "stride" => Pair(c.stride),
                 "padding" => Pair(c.padding),
                 "dilation" => Pair(c.dilation),
+                "groups" => Int(c.groups),
                 "bias" => Bool(c.bias),
                 _ => return None,
             },
@@ -327,6 +373,7 @@ impl LayerConfig {
                 stride: pair("stride")?,
                 padding: pair("padding")?,
                 dilation: pair("dilation")?,
+                groups: int("groups")?,
                 bias: bool("bias")?,
             }),
             LayerKind::MaxPool2d => LayerConfig::MaxPool2d(pool()?),
@@ -363,13 +410,14 @@ impl LayerConfig {
         match self {
             LayerConfig::Conv2d(c) => format!(
                 "{variant}({path}::Conv2dConfig {{ in_channels: {}, out_channels: {}, \
-                 kernel_size: {}, stride: {}, padding: {}, dilation: {}, bias: {} }})",
+                 kernel_size: {}, stride: {}, padding: {}, dilation: {}, groups: {}, bias: {} }})",
                 c.in_channels,
                 c.out_channels,
                 pair(c.kernel_size),
                 pair(c.stride),
                 pair(c.padding),
                 pair(c.dilation),
+                c.groups,
                 c.bias
             ),
             LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c) => format!(
@@ -430,6 +478,7 @@ impl LayerConfig {
             LayerConfig::Conv2d(c) => {
                 let [channels, h, w] = image(input)?;
                 same("in_channels", c.in_channels, channels)?;
+                c.check_groups()?;
                 let out = |axis: usize, size: usize| {
                     conv_output(
                         size,
@@ -495,7 +544,7 @@ impl LayerConfig {
                 let mut tensors = vec![tensor(
                     layer,
                     TensorRole::Weight,
-                    vec![c.out_channels, c.in_channels, kh, kw],
+                    vec![c.out_channels, c.in_channels / c.groups.max(1), kh, kw],
                 )];
                 if c.bias {
                     tensors.push(tensor(layer, TensorRole::Bias, vec![c.out_channels]));
@@ -639,6 +688,7 @@ mod tests {
             stride: [1, 1],
             padding: [2, 2],
             dilation: [1, 1],
+            groups: 1,
             bias: true,
         });
         assert_eq!(

@@ -252,6 +252,12 @@ pub const TABLE: [KindInfo; 11] = [
                 "spacing between kernel elements",
             ),
             arg(
+                "groups",
+                SIZE,
+                ArgDefault::Int(1),
+                "blocked connections: in and out channels split into this many groups (depthwise when groups = in_channels)",
+            ),
+            arg(
                 "bias",
                 ArgType::Bool,
                 ArgDefault::Bool(true),

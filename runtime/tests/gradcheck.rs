@@ -48,7 +48,27 @@ proptest! {
     ) {
         let config = Conv2dConfig {
             in_channels: cin, out_channels: cout, kernel_size: [kh, kw], stride: [sh, sw],
-            padding: [ph, pw], dilation: [dh, dw], bias,
+            padding: [ph, pw], dilation: [dh, dw], groups: 1, bias,
+        };
+        let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
+        prop_assume!(built.is_ok());
+        let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(layer.input_dims().len() * batch);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn grouped_conv2d(
+        groups in 1..4usize, cig in 1..3usize, cog in 1..3usize, kh in 1..4usize, kw in 1..4usize,
+        sh in 1..3usize, sw in 1..3usize, ph in 0..3usize, pw in 0..3usize,
+        dh in 1..3usize, dw in 1..3usize, h in 1..8usize, w in 1..8usize,
+        bias: bool, batch in 1..3usize, seed: u64,
+    ) {
+        // groups * cig input channels; cig = cog = 1 is depthwise.
+        let config = Conv2dConfig {
+            in_channels: groups * cig, out_channels: groups * cog, kernel_size: [kh, kw],
+            stride: [sh, sw], padding: [ph, pw], dilation: [dh, dw], groups, bias,
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
@@ -188,6 +208,7 @@ fn mixed_net() -> NetworkDef {
                     stride: [1, 1],
                     padding: [1, 1],
                     dilation: [1, 1],
+                    groups: 1,
                     bias: true,
                 }),
             ),
@@ -213,6 +234,7 @@ fn mixed_net() -> NetworkDef {
                     stride: [1, 2],
                     padding: [1, 1],
                     dilation: [2, 1],
+                    groups: 1,
                     bias: false,
                 }),
             ),

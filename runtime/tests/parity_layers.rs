@@ -86,6 +86,10 @@ fn run_case(name: &str) {
                 stride: pair(&config, "stride"),
                 padding: pair(&config, "padding"),
                 dilation: pair(&config, "dilation"),
+                groups: config
+                    .get("groups")
+                    .and_then(|g| g.as_u64())
+                    .map_or(1, |g| g as usize),
                 bias: config["bias"].as_bool().unwrap(),
             };
             let mut conv = Conv2d::new(name, &c, [in_shape[2], in_shape[3]], &mut rng).unwrap();

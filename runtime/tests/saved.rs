@@ -72,6 +72,7 @@ fn backward_after_other_forwards_gives_a_fresh_layers_gradients() {
             stride: [1, 1],
             padding: [1, 1],
             dilation: [1, 1],
+            groups: 1,
             bias: true,
         };
         Box::new(Conv2d::new("conv", &config, [6, 6], &mut init_rng(1)).unwrap())
@@ -119,6 +120,7 @@ fn fused_pool_backward_without_its_forward_is_an_error() {
         stride: [1, 1],
         padding: [1, 1],
         dilation: [1, 1],
+        groups: 1,
         bias: true,
     };
     let pool = Pool2dConfig {

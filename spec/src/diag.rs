@@ -98,6 +98,8 @@ codes! {
     ExpectedFlat = "E0305",
     /// A size, tensor or parameter count beyond the sane limits.
     TooLarge = "E0306",
+    /// A convolution's `groups` does not divide its input or output channels.
+    GroupsMismatch = "E0307",
     /// Pooling or a strided convolution silently drops trailing rows or columns.
     DropsInput = "W0001",
     /// `flatten` of an input that is already flat.

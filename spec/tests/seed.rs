@@ -81,6 +81,7 @@ fn seed_arguments_are_fully_resolved() {
             stride: [1, 1],
             padding: [2, 2],
             dilation: [1, 1],
+            groups: 1,
             bias: true,
         })
     );

@@ -79,6 +79,7 @@ impl CustomCNN {
                     stride: [1, 1],
                     padding: [2, 2],
                     dilation: [1, 1],
+                    groups: 1,
                     bias: true,
                 }),
                 ::cnnc::runtime::Dims::Image {
@@ -141,6 +142,7 @@ impl CustomCNN {
                     stride: [1, 1],
                     padding: [2, 2],
                     dilation: [1, 1],
+                    groups: 1,
                     bias: true,
                 }),
                 ::cnnc::runtime::Dims::Image {
@@ -203,6 +205,7 @@ impl CustomCNN {
                     stride: [1, 1],
                     padding: [2, 2],
                     dilation: [1, 1],
+                    groups: 1,
                     bias: true,
                 }),
                 ::cnnc::runtime::Dims::Image {

@@ -20,6 +20,7 @@ pub fn custom_cnn() -> NetworkDef {
             stride: [1, 1],
             padding: [2, 2],
             dilation: [1, 1],
+            groups: 1,
             bias: true,
         })
     };

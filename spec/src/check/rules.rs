@@ -2,7 +2,7 @@
 //! diagnostics that explain a shape that does not work (the formula with numbers, the chain of
 //! sizes that led there). The sizes themselves come from the shared geometry and layer table.
 
-use cnnc_core::config::LayerConfig;
+use cnnc_core::config::{Conv2dConfig, LayerConfig};
 use cnnc_core::geometry::Window;
 use cnnc_core::{ArgValue, Input, LayerKind, TensorInfo};
 
@@ -60,6 +60,7 @@ impl Checker {
         })?;
         let output = match (&config, input) {
             (LayerConfig::Conv2d(conv), Shape::Chw([_, h, w])) => {
+                self.groups(cx, conv)?;
                 let windows = [0, 1].map(|i| Window {
                     kernel: conv.kernel_size[i],
                     stride: conv.stride[i],
@@ -161,6 +162,60 @@ impl Checker {
         };
         self.limits(cx, &output, &config.tensors(cx.name))?;
         Some((config, output))
+    }
+
+    /// A convolution's `groups` must divide both channel counts (PyTorch's `in_channels must
+    /// be divisible by groups`); reports each that it does not.
+    fn groups(&mut self, cx: &LayerContext<'_>, conv: &Conv2dConfig) -> Option<()> {
+        if conv.groups == 0 {
+            // Out of its range: reported with the arguments.
+            return None;
+        }
+        let mut ok = true;
+        for (arg, channels) in [
+            ("in_channels", conv.in_channels),
+            ("out_channels", conv.out_channels),
+        ] {
+            if channels.is_multiple_of(conv.groups) {
+                continue;
+            }
+            ok = false;
+            let common = gcd(conv.in_channels, conv.out_channels);
+            let depthwise = if conv.out_channels.is_multiple_of(conv.in_channels) {
+                format!("; depthwise is `groups: {}`", conv.in_channels)
+            } else {
+                String::new()
+            };
+            let mut diagnostic = Diagnostic::error(
+                Code::GroupsMismatch,
+                format!(
+                    "`groups` of {} is {}, which does not divide its {arg} ({channels})",
+                    cx.title(),
+                    conv.groups
+                ),
+                cx.span_of("groups"),
+                format!("{arg} {channels} is not a multiple of {}", conv.groups),
+            );
+            if arg == "out_channels" {
+                diagnostic = diagnostic.secondary(
+                    cx.span_of("out_channels"),
+                    format!("out_channels is {channels}"),
+                );
+            }
+            self.push(
+                diagnostic
+                    .note(format!(
+                        "each of the {} groups convolves in_channels / groups input channels into out_channels / groups output channels",
+                        conv.groups
+                    ))
+                    .help(format!(
+                        "use a `groups` that divides both {} and {}: a divisor of {common}{depthwise}",
+                        conv.in_channels, conv.out_channels
+                    ))
+                    .layer(cx.name),
+            );
+        }
+        ok.then_some(())
     }
 
     /// The `[C, H, W]` input of a convolution, pooling or batchnorm layer.
@@ -384,4 +439,9 @@ fn formula(window: &Window, input: usize) -> String {
         "{rounding}(({input} + 2*{} - {}*({}-1) - 1) / {}) + 1",
         window.padding, window.dilation, window.kernel, window.stride
     )
+}
+
+/// Greatest common divisor (Euclid's).
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }

@@ -14,6 +14,7 @@ mod backward;
 mod forward;
 mod fused_pool;
 mod geometry;
+mod grouped;
 mod pack;
 mod plan;
 mod staging;
@@ -30,6 +31,7 @@ use crate::param::{Entry, Param};
 use crate::tensor::{Dims, MAX_LANES, Mode};
 use fused_pool::FusedPool;
 use geometry::Geom;
+use grouped::Grouped;
 use plan::{PIXELS_PER_TASK, WgradBlock};
 
 /// `torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=...)`
@@ -63,6 +65,9 @@ pub struct Conv2d {
     relu_masked: bool,
     /// The max pool after the ReLU, when the layer applies it too.
     pool: Option<FusedPool>,
+    /// The stencil that computes the layer instead when it has `groups > 1` (the dense
+    /// buffers then stay empty).
+    grouped: Option<Grouped>,
     /// Whether `packed` and `packed_back` may be out of date.
     stale: Stale,
     /// The zero-padded input, `[N][H + 2 ph][W + 2 pw][cin]` plus `MR` floats the weight-gradient
@@ -84,8 +89,8 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Builds the layer for inputs of spatial size `input_hw`, initialised as PyTorch does:
-    /// weight and bias from `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, fan_in = in_channels * kh * kw,
-    /// drawn from `rng` (weight first).
+    /// weight and bias from `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, fan_in = in_channels / groups
+    /// * kh * kw, drawn from `rng` (weight first).
     pub fn new(
         name: &str,
         config: &Conv2dConfig,
@@ -94,8 +99,18 @@ impl Conv2d {
     ) -> Result<Self> {
         let c = config;
         let g = Geom::new(name, c, input_hw)?;
-        let mut weight = zero_param(&[g.cout, g.cin, g.kh, g.kw]);
-        let bound = fan_in_bound(g.k());
+        if c.groups == 0 || !g.cin.is_multiple_of(c.groups) || !g.cout.is_multiple_of(c.groups) {
+            return Err(Error::config(
+                name,
+                format!(
+                    "groups ({}) must divide in_channels ({}) and out_channels ({})",
+                    c.groups, g.cin, g.cout
+                ),
+            ));
+        }
+        let dense = c.groups == 1;
+        let mut weight = zero_param(&[g.cout, g.cin / c.groups, g.kh, g.kw]);
+        let bound = fan_in_bound(g.k() / c.groups);
         fill_uniform(weight.value.iter_mut(), bound, rng);
         let bias = c.bias.then(|| {
             let mut b = zero_param(&[g.cout]);
@@ -104,7 +119,7 @@ impl Conv2d {
         });
         let (_, wp) = g.padded_in();
         let (_, wd, _, _) = g.padded_dy();
-        let gathered = if g.direct_back().is_some() {
+        let gathered = if !dense || g.direct_back().is_some() {
             0
         } else {
             MAX_LANES * PIXELS_PER_TASK * g.k_back()
@@ -123,9 +138,10 @@ impl Conv2d {
                 offset: 0,
                 len: g.k_back(),
             }]),
-            packed: vec![0.0; panels(g.cout) * g.k() * NR],
-            packed_back: vec![0.0; panels(g.cin) * g.k_back() * NR],
+            packed: vec![0.0; usize::from(dense) * panels(g.cout) * g.k() * NR],
+            packed_back: vec![0.0; usize::from(dense) * panels(g.cin) * g.k_back() * NR],
             bias_row: vec![0.0; g.cs()],
+            grouped: (!dense).then(|| Grouped::new(&g, c.groups)),
             relu: false,
             relu_masked: false,
             pool: None,
@@ -134,8 +150,12 @@ impl Conv2d {
             padded: 0,
             dyp: Vec::new(),
             gathered: vec![0.0; gathered],
-            wgrad_blocks: WgradBlock::cover(&g),
-            wgrad: vec![0.0; g.k() * g.cs()],
+            wgrad_blocks: if dense {
+                WgradBlock::cover(&g)
+            } else {
+                Vec::new()
+            },
+            wgrad: vec![0.0; usize::from(dense) * g.k() * g.cs()],
             bgrad: vec![0.0; g.cout],
         })
     }
@@ -193,6 +213,10 @@ impl Layer for Conv2d {
     /// Leaves its padded input for `backward`.
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
         let (_, ny) = check_forward(self, x, y, batch)?;
+        if let Some(grouped) = &mut self.grouped {
+            grouped.forward(self.g, &self.weight, self.bias.as_ref(), x, y, batch);
+            return Ok(());
+        }
         self.forward_batch(x, y, batch, ny)
     }
 
@@ -205,6 +229,11 @@ impl Layer for Conv2d {
         batch: usize,
     ) -> Result<()> {
         let (_, ny) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
+        if let Some(grouped) = &mut self.grouped {
+            let g = self.g;
+            grouped.backward(g, &mut self.weight, self.bias.as_mut(), x, dy, dx, batch);
+            return Ok(());
+        }
         if let Some(pool) = &self.pool
             && pool.indexed < ny
         {
@@ -243,12 +272,15 @@ impl Layer for Conv2d {
     }
 
     fn fuse_relu(&mut self) -> bool {
+        if self.grouped.is_some() {
+            return false;
+        }
         Conv2d::fuse_relu(self);
         true
     }
 
     fn fuse_max_pool(&mut self, config: &Pool2dConfig) -> bool {
-        Conv2d::fuse_max_pool(self, config)
+        self.grouped.is_none() && Conv2d::fuse_max_pool(self, config)
     }
 
     fn relu_grad_masked(&mut self) {
