@@ -20,6 +20,8 @@ cnnc::cnn_model!(ActivationsYaml, "models/activations.yaml");
 cnnc::cnn_model!(ActivationsDsl, "models/activations.cnn");
 cnnc::cnn_model!(VggSmallYaml, "models/vgg_small.yaml");
 cnnc::cnn_model!(VggSmallDsl, "models/vgg_small.cnn");
+cnnc::cnn_model!(MobileNetStyleYaml, "models/mobilenet_style.yaml");
+cnnc::cnn_model!(MobileNetStyleDsl, "models/mobilenet_style.cnn");
 
 /// A model's state as exact bits: `(name, value bits, gradient bits)` per entry, in visit order.
 fn state(model: &mut dyn Visit) -> Vec<(String, Vec<u32>, Vec<u32>)> {
@@ -150,6 +152,8 @@ agrees_with_the_executor!(activations_yaml, ActivationsYaml);
 agrees_with_the_executor!(activations_dsl, ActivationsDsl);
 agrees_with_the_executor!(vgg_small_yaml, VggSmallYaml);
 agrees_with_the_executor!(vgg_small_dsl, VggSmallDsl);
+agrees_with_the_executor!(mobilenet_style_yaml, MobileNetStyleYaml);
+agrees_with_the_executor!(mobilenet_style_dsl, MobileNetStyleDsl);
 
 #[test]
 fn constants_describe_the_seed_model() {
