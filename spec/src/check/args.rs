@@ -91,6 +91,7 @@ impl Checker {
         let mut seen: HashMap<&str, Span> = HashMap::new();
         // Keys suggested for misspelt arguments: no need to also call them missing.
         let mut suggested: Vec<&str> = Vec::new();
+        let mut same_padding = None;
         for Arg { key, value } in &layer.args {
             let Some(arg_spec) = spec.iter().find(|s| s.name == key.text) else {
                 let mut diagnostic = Diagnostic::error(
@@ -137,6 +138,14 @@ impl Checker {
                 continue;
             }
             seen.insert(arg_spec.name, key.span);
+            if kind == LayerKind::Conv2d
+                && arg_spec.name == "padding"
+                && matches!(&value.kind, ValueKind::Str(word) if word == "same")
+            {
+                // Resolved once the kernel, stride and dilation are known.
+                same_padding = Some(value.span);
+                continue;
+            }
             match self.typed(arg_spec, value, kind, name) {
                 Some(typed) => {
                     args.values.insert(arg_spec.name, (typed, value.span));
@@ -168,7 +177,70 @@ impl Checker {
                 .layer(name),
             );
         }
+        if let Some(span) = same_padding {
+            match self.same_padding(&args, span, name) {
+                Some(padding) => {
+                    args.values
+                        .insert("padding", (ArgValue::Pair(padding), span));
+                }
+                None => usable = false,
+            }
+        }
         usable.then_some((kind, args))
+    }
+
+    /// `padding: same` of a convolution as pixels per side, PyTorch's rule: total padding
+    /// `dilation * (kernel_size - 1)` per axis, refused with a stride above 1 as PyTorch refuses
+    /// it. An odd total (an even kernel) would pad one pixel more on the bottom or right, which
+    /// cnnc's symmetric padding cannot express yet: an error that says so.
+    fn same_padding(&mut self, args: &Args, span: Span, name: &str) -> Option<[usize; 2]> {
+        let pair = |key: &str, default: usize| match args.value(key) {
+            Some(ArgValue::Pair(p)) => Some(p),
+            Some(ArgValue::Int(v)) => Some([v, v]),
+            None => Some([default, default]),
+            _ => None,
+        };
+        // A missing kernel_size is reported on its own.
+        let kernel = pair("kernel_size", 1)?;
+        let [stride, dilation] = [pair("stride", 1)?, pair("dilation", 1)?];
+        let total = [0, 1].map(|i| dilation[i].saturating_mul(kernel[i].saturating_sub(1)));
+        if stride != [1, 1] {
+            self.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    "`padding: same` of `conv2d` needs stride 1",
+                    span,
+                    "not supported for strided convolutions",
+                )
+                .secondary(args.span("stride").unwrap_or(span), "stride above 1")
+                .note("PyTorch refuses padding='same' for strided convolutions: the output could not keep the input's size")
+                .help(format!(
+                    "write the padding in pixels, e.g. `padding: [{}, {}]`",
+                    total[0] / 2,
+                    total[1] / 2
+                ))
+                .layer(name),
+            );
+            return None;
+        }
+        if total.iter().any(|t| t % 2 == 1) {
+            self.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    "`padding: same` of `conv2d` would pad unevenly, which is not supported yet",
+                    span,
+                    format!(
+                        "needs {} rows and {} columns of padding in all",
+                        total[0], total[1]
+                    ),
+                )
+                .note("with an even kernel_size PyTorch pads one pixel more on the bottom or right; cnnc pads both sides equally")
+                .help("use an odd kernel_size, or write the padding in pixels")
+                .layer(name),
+            );
+            return None;
+        }
+        Some(total.map(|t| t / 2))
     }
 
     /// Type- and range-checks one argument value.
@@ -211,8 +283,12 @@ impl Checker {
                         Some(ArgValue::Pair([v, v]))
                     }
                     ValueKind::Str(word) if kind == LayerKind::Conv2d && spec.name == "padding" => {
+                        if word == "valid" {
+                            return Some(ArgValue::Pair([0, 0]));
+                        }
                         self.push(
-                            padding_mode(word, value, name).unwrap_or_else(|| wrong_type(expected)),
+                            wrong_type(expected)
+                                .note("PyTorch's padding modes `same` and `valid` are the words it also takes"),
                         );
                         None
                     }
@@ -392,31 +468,6 @@ fn unsupported_module(kind: &str) -> Option<(&'static str, &'static str)> {
         .iter()
         .find(|(name, _, _)| *name == key)
         .map(|&(_, class, what)| (class, what))
-}
-
-/// The error for PyTorch's string padding modes (`padding='same'`, `padding='valid'`), which
-/// cnnc does not support yet; `None` for any other word.
-fn padding_mode(word: &str, value: &Value, name: &str) -> Option<Diagnostic> {
-    let help = match word {
-        "same" => {
-            "write the padding in pixels: with stride 1 and an odd kernel_size, `same` is \
-             `padding: (kernel_size - 1) / 2`, e.g. `padding: 1` for kernel_size 3, `padding: 2` \
-             for 5"
-        }
-        "valid" => "`valid` means no padding: write `padding: 0`, or leave `padding` out",
-        _ => return None,
-    };
-    Some(
-        Diagnostic::error(
-            Code::WrongType,
-            format!("`padding: {word}` of `conv2d` is not supported yet"),
-            value.span,
-            "PyTorch's padding mode, not supported yet",
-        )
-        .note("cnnc takes the padding as a number of pixels on each side, an integer or a [height, width] pair")
-        .help(help)
-        .layer(name),
-    )
 }
 
 /// A number as messages show it: as written when short, else in exponent form (`1e300`).
