@@ -171,7 +171,8 @@ impl Conv2d {
     /// `relu(conv(x))`, computed as each output tile is stored, and `backward` takes `dy` as the
     /// gradient with respect to that output. The model then skips the ReLU layer (it still
     /// exists, for names), which saves a pass over the activations each way and their buffer.
-    /// Values are the same as with a separate ReLU, bit for bit.
+    /// Values are the same as with a separate ReLU, bit for bit. A grouped convolution
+    /// (`groups > 1`) cannot: [`Layer::fuse_relu`] refuses for it, and the plan never asks.
     pub fn fuse_relu(&mut self) {
         self.relu = true;
     }
