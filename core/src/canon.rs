@@ -52,6 +52,7 @@ pub fn layer_line(
             // Resolved numbers are f32: compare at that precision.
             ArgDefault::Float(d) => Some(ArgValue::Float(f64::from(d as f32))),
             ArgDefault::Bool(d) => Some(ArgValue::Bool(d)),
+            ArgDefault::Word(d) => Some(ArgValue::Word(d)),
         };
         if default == Some(v) {
             continue;
@@ -62,6 +63,7 @@ pub fn layer_line(
             ArgValue::Pair([a, b]) => write!(line, " {}=[{a}, {b}]", info.name),
             ArgValue::Float(x) => write!(line, " {}={:?}", info.name, x as f32),
             ArgValue::Bool(b) => write!(line, " {}={b}", info.name),
+            ArgValue::Word(w) => write!(line, " {}={w}", info.name),
         };
     }
     line
@@ -83,6 +85,7 @@ mod tests {
             dilation: [1, 1],
             groups: 1,
             bias: true,
+            padding_mode: Default::default(),
         });
         let pool = LayerConfig::MaxPool2d(Pool2dConfig {
             kernel_size: [2, 2],

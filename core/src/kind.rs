@@ -56,6 +56,11 @@ pub enum ArgType {
     },
     /// `true` / `false`.
     Bool,
+    /// One of these words (PyTorch's string arguments, `padding_mode`).
+    Word {
+        /// The words allowed, the default first.
+        options: &'static [&'static str],
+    },
 }
 
 /// What an argument is when a spec leaves it out.
@@ -73,6 +78,8 @@ pub enum ArgDefault {
     Float(f64),
     /// This boolean.
     Bool(bool),
+    /// This word (one of the argument's [`ArgType::Word`] options).
+    Word(&'static str),
 }
 
 /// One argument of a layer kind, with PyTorch's name, type and default.
@@ -111,6 +118,8 @@ pub enum ArgValue {
     Float(f64),
     /// A boolean.
     Bool(bool),
+    /// A word, one of the argument's [`ArgType::Word`] options.
+    Word(&'static str),
 }
 
 /// How a kind's parameters and buffers start out (the runtime holds the numeric code).
@@ -262,6 +271,14 @@ pub const TABLE: [KindInfo; 11] = [
                 ArgType::Bool,
                 ArgDefault::Bool(true),
                 "whether the layer adds a learnable bias",
+            ),
+            arg(
+                "padding_mode",
+                ArgType::Word {
+                    options: &["zeros", "reflect", "replicate", "circular"],
+                },
+                ArgDefault::Word("zeros"),
+                "what the padding holds: zeros, the input reflected, its edge repeated, or wrapped around",
             ),
         ],
         init: Init::FanInUniform,

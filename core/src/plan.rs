@@ -226,6 +226,7 @@ mod tests {
             dilation: [1, 1],
             groups: 1,
             bias: true,
+            padding_mode: Default::default(),
         })
     }
 

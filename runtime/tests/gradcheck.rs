@@ -48,8 +48,29 @@ proptest! {
     ) {
         let config = Conv2dConfig {
             in_channels: cin, out_channels: cout, kernel_size: [kh, kw], stride: [sh, sw],
-            padding: [ph, pw], dilation: [dh, dw], groups: 1, bias,
+            padding: [ph, pw], dilation: [dh, dw], groups: 1, bias, padding_mode: Default::default(),
         };
+        let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
+        prop_assume!(built.is_ok());
+        let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(layer.input_dims().len() * batch);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn conv2d_padding_modes(
+        mode in 1..4usize, groups in 1..3usize, k in 1..4usize, s in 1..3usize,
+        ph in 0..4usize, pw in 0..4usize, h in 1..6usize, w in 1..6usize, batch in 1..3usize,
+        seed: u64,
+    ) {
+        let padding_mode = cnnc_runtime::config::PaddingMode::ALL[mode];
+        let config = Conv2dConfig {
+            in_channels: 2 * groups, out_channels: 2 * groups, kernel_size: [k, k],
+            stride: [s, s], padding: [ph, pw], dilation: [1, 1], groups, bias: true,
+            padding_mode,
+        };
+        // Padding beyond the mode's limit is refused, as PyTorch refuses it.
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
@@ -68,7 +89,7 @@ proptest! {
         // groups * cig input channels; cig = cog = 1 is depthwise.
         let config = Conv2dConfig {
             in_channels: groups * cig, out_channels: groups * cog, kernel_size: [kh, kw],
-            stride: [sh, sw], padding: [ph, pw], dilation: [dh, dw], groups, bias,
+            stride: [sh, sw], padding: [ph, pw], dilation: [dh, dw], groups, bias, padding_mode: Default::default(),
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
@@ -210,6 +231,7 @@ fn mixed_net() -> NetworkDef {
                     dilation: [1, 1],
                     groups: 1,
                     bias: true,
+                    padding_mode: Default::default(),
                 }),
             ),
             layer(
@@ -236,6 +258,7 @@ fn mixed_net() -> NetworkDef {
                     dilation: [2, 1],
                     groups: 1,
                     bias: false,
+                    padding_mode: Default::default(),
                 }),
             ),
             layer(

@@ -24,6 +24,7 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, groups: usize) -> Conv
         dilation: [1, 1],
         groups,
         bias: true,
+        padding_mode: Default::default(),
     }
 }
 

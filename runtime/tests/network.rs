@@ -30,6 +30,7 @@ fn conv(cin: usize, cout: usize, k: usize, pad: usize) -> LayerConfig {
         dilation: [1, 1],
         groups: 1,
         bias: true,
+        padding_mode: Default::default(),
     })
 }
 

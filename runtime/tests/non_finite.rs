@@ -24,6 +24,7 @@ fn conv(cin: usize, cout: usize) -> LayerConfig {
         dilation: [1, 1],
         groups: 1,
         bias: true,
+        padding_mode: Default::default(),
     })
 }
 

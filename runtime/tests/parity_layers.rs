@@ -5,7 +5,9 @@
 
 mod common;
 
-use cnnc_runtime::config::{BatchNorm2dConfig, Conv2dConfig, LinearConfig, Pool2dConfig};
+use cnnc_runtime::config::{
+    BatchNorm2dConfig, Conv2dConfig, LinearConfig, PaddingMode, Pool2dConfig,
+};
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{
     AvgPool2d, BatchNorm2d, Conv2d, Flatten, LeakyRelu, Linear, MaxPool2d, Relu, Sigmoid, Tanh,
@@ -91,6 +93,10 @@ fn run_case(name: &str) {
                     .and_then(|g| g.as_u64())
                     .map_or(1, |g| g as usize),
                 bias: config["bias"].as_bool().unwrap(),
+                padding_mode: config
+                    .get("padding_mode")
+                    .and_then(|m| m.as_str())
+                    .map_or(PaddingMode::Zeros, |m| PaddingMode::from_word(m).unwrap()),
             };
             let mut conv = Conv2d::new(name, &c, [in_shape[2], in_shape[3]], &mut rng).unwrap();
             set(conv.weight_mut(), &f, "param.weight");

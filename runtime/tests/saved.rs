@@ -74,6 +74,7 @@ fn backward_after_other_forwards_gives_a_fresh_layers_gradients() {
             dilation: [1, 1],
             groups: 1,
             bias: true,
+            padding_mode: Default::default(),
         };
         Box::new(Conv2d::new("conv", &config, [6, 6], &mut init_rng(1)).unwrap())
     };
@@ -122,6 +123,7 @@ fn fused_pool_backward_without_its_forward_is_an_error() {
         dilation: [1, 1],
         groups: 1,
         bias: true,
+        padding_mode: Default::default(),
     };
     let pool = Pool2dConfig {
         kernel_size: [2, 2],

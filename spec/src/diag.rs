@@ -100,6 +100,8 @@ codes! {
     TooLarge = "E0306",
     /// A convolution's `groups` does not divide its input or output channels.
     GroupsMismatch = "E0307",
+    /// A convolution's padding beyond what its `padding_mode` allows for the input.
+    ModePaddingTooLarge = "E0308",
     /// Pooling or a strided convolution silently drops trailing rows or columns.
     DropsInput = "W0001",
     /// `flatten` of an input that is already flat.

@@ -83,6 +83,7 @@ fn seed_arguments_are_fully_resolved() {
             dilation: [1, 1],
             groups: 1,
             bias: true,
+            padding_mode: Default::default(),
         })
     );
     assert_eq!(

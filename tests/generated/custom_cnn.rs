@@ -81,6 +81,7 @@ impl CustomCNN {
                     dilation: [1, 1],
                     groups: 1,
                     bias: true,
+                    padding_mode: ::cnnc::runtime::config::PaddingMode::Zeros,
                 }),
                 ::cnnc::runtime::Dims::Image {
                     channels: 3,
@@ -144,6 +145,7 @@ impl CustomCNN {
                     dilation: [1, 1],
                     groups: 1,
                     bias: true,
+                    padding_mode: ::cnnc::runtime::config::PaddingMode::Zeros,
                 }),
                 ::cnnc::runtime::Dims::Image {
                     channels: 32,
@@ -207,6 +209,7 @@ impl CustomCNN {
                     dilation: [1, 1],
                     groups: 1,
                     bias: true,
+                    padding_mode: ::cnnc::runtime::config::PaddingMode::Zeros,
                 }),
                 ::cnnc::runtime::Dims::Image {
                     channels: 32,

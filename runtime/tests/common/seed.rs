@@ -22,6 +22,7 @@ pub fn custom_cnn() -> NetworkDef {
             dilation: [1, 1],
             groups: 1,
             bias: true,
+            padding_mode: Default::default(),
         })
     };
     let pool = || {

@@ -380,6 +380,44 @@ impl Checker {
                 }
                 Some(ArgValue::Float(v))
             }
+            ArgType::Word { options } => {
+                let expected = options
+                    .iter()
+                    .map(|o| format!("`{o}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                match &value.kind {
+                    ValueKind::Str(word) => match options.iter().find(|o| **o == word.as_str()) {
+                        Some(option) => Some(ArgValue::Word(option)),
+                        None => {
+                            let mut diagnostic = Diagnostic::error(
+                                Code::InvalidValue,
+                                format!(
+                                    "`{}` of `{}` must be one of {expected}, found `{word}`",
+                                    spec.name,
+                                    kind.keyword()
+                                ),
+                                value.span,
+                                "not one of its words",
+                            )
+                            .layer(name);
+                            if let Some(best) = suggest::closest(word, options.iter().copied()) {
+                                diagnostic = diagnostic.suggest(
+                                    format!("did you mean `{best}`?"),
+                                    value.span,
+                                    best,
+                                );
+                            }
+                            self.push(diagnostic);
+                            None
+                        }
+                    },
+                    _ => {
+                        self.push(wrong_type(&format!("one of {expected}")));
+                        None
+                    }
+                }
+            }
             ArgType::Bool => match value.kind {
                 ValueKind::Bool(b) => Some(ArgValue::Bool(b)),
                 _ => {

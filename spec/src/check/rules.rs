@@ -2,7 +2,7 @@
 //! diagnostics that explain a shape that does not work (the formula with numbers, the chain of
 //! sizes that led there). The sizes themselves come from the shared geometry and layer table.
 
-use cnnc_core::config::{Conv2dConfig, LayerConfig};
+use cnnc_core::config::{Conv2dConfig, LayerConfig, PaddingMode};
 use cnnc_core::geometry::Window;
 use cnnc_core::{ArgValue, Input, LayerKind, TensorInfo};
 
@@ -61,6 +61,7 @@ impl Checker {
         let output = match (&config, input) {
             (LayerConfig::Conv2d(conv), Shape::Chw([_, h, w])) => {
                 self.groups(cx, conv)?;
+                self.mode_padding(cx, conv, [h, w])?;
                 let windows = [0, 1].map(|i| Window {
                     kernel: conv.kernel_size[i],
                     stride: conv.stride[i],
@@ -216,6 +217,48 @@ impl Checker {
             );
         }
         ok.then_some(())
+    }
+
+    /// A convolution's padding within its `padding_mode`'s limit (PyTorch's): `reflect` pads
+    /// less than the input size, `circular` at most the size.
+    fn mode_padding(
+        &mut self,
+        cx: &LayerContext<'_>,
+        conv: &Conv2dConfig,
+        input: [usize; 2],
+    ) -> Option<()> {
+        let mode = conv.padding_mode;
+        let Some(axis) = (0..2).find(|&i| conv.padding[i] > mode.max_padding(input[i])) else {
+            return Some(());
+        };
+        let (size, padding) = (input[axis], conv.padding[axis]);
+        let dimension = ["height", "width"][axis];
+        let rule = match mode {
+            PaddingMode::Reflect => {
+                "reflect padding mirrors the input without repeating its edge, so it must be smaller than the input"
+            }
+            _ => "circular padding wraps the input around once, so it may not exceed the input",
+        };
+        self.push(
+            Diagnostic::error(
+                Code::ModePaddingTooLarge,
+                format!(
+                    "the padding of {} is too large for `padding_mode: {}` over an input {size} pixels in {dimension}",
+                    cx.title(),
+                    mode.word()
+                ),
+                cx.span_of("padding"),
+                format!("padding {padding} > {}", mode.max_padding(size)),
+            )
+            .secondary(cx.span_of("padding_mode"), format!("padding_mode is {}", mode.word()))
+            .note(format!("{rule} (PyTorch refuses it too); the input's {dimension} is {size}"))
+            .help(format!(
+                "use at most `padding: {}` along the {dimension}, or `padding_mode: replicate`",
+                mode.max_padding(size)
+            ))
+            .layer(cx.name),
+        );
+        None
     }
 
     /// The `[C, H, W]` input of a convolution, pooling or batchnorm layer.
