@@ -36,6 +36,10 @@ enum Command {
     Codegen(cli::codegen::Args),
     /// Measure training and inference speed and peak memory (JSON for tools with --format json).
     Bench(cli::bench::Args),
+    /// Print the JSON Schema of YAML specs (for editors' YAML language server).
+    Schema(cli::schema::Args),
+    /// Serve editors over the Language Server Protocol on standard input and output.
+    Lsp(cli::lsp::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,8 @@ fn main() -> ExitCode {
         Command::Predict(args) => cli::predict::run(&args),
         Command::Codegen(args) => cli::codegen::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
+        Command::Schema(args) => cli::schema::run(&args),
+        Command::Lsp(args) => cli::lsp::run(&args),
     };
     cli::exit(result)
 }

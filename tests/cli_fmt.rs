@@ -78,6 +78,32 @@ fn check_passes_formatted_specs_and_diffs_the_rest_without_writing() {
 }
 
 #[test]
+fn check_takes_several_specs_and_directories_as_pre_commit_passes_them() {
+    // Every shipped model is formatted, found through its directory.
+    let output = cnnc(&["fmt", "--check", "models", "models/custom_cnn.cnn"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let messy = dir.path().join("messy.cnn");
+    std::fs::write(&messy, "input [1,8,8]\nflatten\n").expect("spec written");
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "input: [1, 8, 8\n").expect("spec written");
+    let (messy, broken) = (messy.display().to_string(), broken.display().to_string());
+    let output = cnnc(&["fmt", "--check", "models/lenet5.yaml", &messy, &broken]);
+    assert_eq!(output.status.code(), Some(1));
+    let diff = stdout(&output);
+    assert!(diff.starts_with(&format!("--- {messy}\n")), "{diff}");
+    assert!(!diff.contains("lenet5"), "{diff}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("error[E0001]"));
+    // An unreadable spec outranks an unformatted one.
+    let output = cnnc(&["fmt", "--check", &messy, "no/such/spec.cnn"]);
+    assert_eq!(output.status.code(), Some(2));
+    // Without --check, one spec at a time.
+    let output = cnnc(&["fmt", "models/lenet5.cnn", "models/lenet5.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("one spec at a time"));
+}
+
+#[test]
 fn a_byte_order_mark_keeps_the_first_lines_comment_in_both_languages() {
     for (spec, to) in [
         ("spec/tests/corpus/valid/byte_order_mark.yaml", "yaml"),

@@ -28,7 +28,15 @@ const HEAVY: &[&str] = &[
 ];
 
 /// Crates only the `cnnc` binary needs: no library feature may bring them.
-const CLI_ONLY: &[&str] = &["clap", "indicatif", "plotters", "signal-hook", "anyhow"];
+const CLI_ONLY: &[&str] = &[
+    "clap",
+    "indicatif",
+    "plotters",
+    "signal-hook",
+    "anyhow",
+    "lsp-server",
+    "lsp-types",
+];
 
 /// A copy of the downstream crate whose `cnnc` dependency points at this repository, locked to the
 /// workspace's versions so that `--offline` finds every crate.

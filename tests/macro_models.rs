@@ -22,6 +22,10 @@ cnnc::cnn_model!(VggSmallYaml, "models/vgg_small.yaml");
 cnnc::cnn_model!(VggSmallDsl, "models/vgg_small.cnn");
 cnnc::cnn_model!(MobileNetStyleYaml, "models/mobilenet_style.yaml");
 cnnc::cnn_model!(MobileNetStyleDsl, "models/mobilenet_style.cnn");
+cnnc::cnn_model!(UNetSmallYaml, "models/unet_small.yaml");
+cnnc::cnn_model!(UNetSmallDsl, "models/unet_small.cnn");
+cnnc::cnn_model!(ModernActivationsYaml, "models/modern_activations.yaml");
+cnnc::cnn_model!(ModernActivationsDsl, "models/modern_activations.cnn");
 
 /// A model's state as exact bits: `(name, value bits, gradient bits)` per entry, in visit order.
 fn state(model: &mut dyn Visit) -> Vec<(String, Vec<u32>, Vec<u32>)> {
@@ -154,6 +158,10 @@ agrees_with_the_executor!(vgg_small_yaml, VggSmallYaml);
 agrees_with_the_executor!(vgg_small_dsl, VggSmallDsl);
 agrees_with_the_executor!(mobilenet_style_yaml, MobileNetStyleYaml);
 agrees_with_the_executor!(mobilenet_style_dsl, MobileNetStyleDsl);
+agrees_with_the_executor!(unet_small_yaml, UNetSmallYaml);
+agrees_with_the_executor!(unet_small_dsl, UNetSmallDsl);
+agrees_with_the_executor!(modern_activations_yaml, ModernActivationsYaml);
+agrees_with_the_executor!(modern_activations_dsl, ModernActivationsDsl);
 
 #[test]
 fn constants_describe_the_seed_model() {

@@ -258,7 +258,82 @@ def layers():
     batchnorm("batch_norm2d_train", True)
     batchnorm("batch_norm2d_train_momentum", True, eps=1e-3, momentum=0.3)
     batchnorm("batch_norm2d_eval", False)
+    # Modern activations: scale 4 puts inputs on both sides of every kink (-3, 0, 3, 6).
+    layer_case("relu6", {"kind": "ReLU6"}, nn.ReLU6, (2, 3, 4, 5), scale=4.0)
+    layer_case("silu", {"kind": "SiLU"}, nn.SiLU, (2, 3, 4, 5), scale=4.0)
+    layer_case("gelu", {"kind": "GELU", "approximate": "none"}, nn.GELU, (2, 3, 4, 5), scale=3.0)
+    layer_case("hardswish", {"kind": "Hardswish"}, nn.Hardswish, (2, 3, 4, 5), scale=4.0)
+    layer_case("hardsigmoid", {"kind": "Hardsigmoid"}, nn.Hardsigmoid, (2, 3, 4, 5), scale=4.0)
+    layer_case("elu", {"kind": "ELU", "alpha": 0.7}, lambda: nn.ELU(0.7), (2, 3, 4, 5), scale=3.0)
+    layer_case("identity", {"kind": "Identity"}, nn.Identity, (2, 3, 4, 5))
+    layer_case("gelu_flat", {"kind": "GELU", "approximate": "none"}, nn.GELU, (4, 7), scale=3.0)
+    # Scale 2: past |x| = 5 the tanh form's gradient (~1e-6) is below f32's resolution of
+    # 1 - tanh^2, where PyTorch's vectorised tanh rounds to 1 and gives exactly 0.
+    layer_case(
+        "gelu_tanh", {"kind": "GELU", "approximate": "tanh"}, lambda: nn.GELU(approximate="tanh"), (2, 3, 4, 5), scale=2.0
+    )
+    # PReLU: one shared slope, one per channel (random, so each channel's is checked), one per
+    # feature of a flat input.
+    def random_slopes(m):
+        m.weight.uniform_(-0.5, 0.5)
+
+    layer_case("prelu", {"kind": "PReLU", "num_parameters": 1}, nn.PReLU, (2, 3, 4, 5))
+    layer_case(
+        "prelu_channels", {"kind": "PReLU", "num_parameters": 3}, lambda: nn.PReLU(3), (2, 3, 4, 5), prepare=random_slopes
+    )
+    layer_case("prelu_flat", {"kind": "PReLU", "num_parameters": 7}, lambda: nn.PReLU(7), (4, 7), prepare=random_slopes)
+    # Softmax along each dimension cnnc accepts (channels, height, width, features), negative too.
+    for cls, prefix in ((nn.Softmax, "softmax"), (nn.LogSoftmax, "log_softmax")):
+        kind = cls.__name__
+        for dim in (1, 2, -1):
+            suffix = f"m{-dim}" if dim < 0 else str(dim)
+            layer_case(f"{prefix}_dim{suffix}", {"kind": kind, "dim": dim}, lambda: cls(dim=dim), (2, 3, 4, 5), scale=3.0)
+        layer_case(f"{prefix}_flat", {"kind": kind, "dim": -1}, lambda: cls(dim=-1), (4, 7), scale=3.0)
     cross_entropy()
+    resample_cases()
+    conv_transpose("conv_transpose2d_basic", 3, 4, 3, (4, 5))
+    conv_transpose("conv_transpose2d_stride2_outpad", 3, 4, 3, (4, 5), stride=2, padding=1, output_padding=1)
+    conv_transpose(
+        "conv_transpose2d_mixed", 3, 5, (3, 2), (4, 3), stride=(2, 3), padding=(1, 2), output_padding=(0, 1),
+        dilation=(2, 1),
+    )
+    conv_transpose("conv_transpose2d_no_bias", 3, 2, 4, (3, 3), stride=2, padding=1, bias=False)
+
+
+def conv_transpose(name, in_channels, out_channels, kernel_size, input_hw, stride=1, padding=0, output_padding=0,
+                   dilation=1, bias=True):
+    config = {
+        "kind": "ConvTranspose2d",
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "kernel_size": pair(kernel_size),
+        "stride": pair(stride),
+        "padding": pair(padding),
+        "output_padding": pair(output_padding),
+        "groups": 1,
+        "dilation": pair(dilation),
+        "bias": bias,
+    }
+    build = lambda: nn.ConvTranspose2d(  # noqa: E731
+        in_channels, out_channels, kernel_size, stride=stride, padding=padding, output_padding=output_padding,
+        bias=bias, dilation=dilation,
+    )
+    layer_case(name, config, build, (2, in_channels, *input_hw))
+
+
+def resample_cases():
+    """Adaptive pooling (non-divisible, global and growing sizes) and nearest upsampling."""
+    for kind, cls, prefix in (
+        ("AdaptiveAvgPool2d", nn.AdaptiveAvgPool2d, "adaptive_avg_pool2d"),
+        ("AdaptiveMaxPool2d", nn.AdaptiveMaxPool2d, "adaptive_max_pool2d"),
+    ):
+        for suffix, size, input_hw in (("5x7_to_3x2", (3, 2), (5, 7)), ("global", (1, 1), (4, 6)), ("grow", (5, 4), (3, 2))):
+            config = {"kind": kind, "output_size": list(size)}
+            layer_case(f"{prefix}_{suffix}", config, lambda cls=cls, size=size: cls(size), (2, 3, *input_hw))
+    for suffix, factor, input_hw in (("2", (2, 2), (3, 4)), ("3x1", (3, 1), (3, 4)), ("7x5", (7, 5), (2, 3))):
+        config = {"kind": "Upsample", "mode": "nearest", "scale_factor": list(factor)}
+        build = lambda factor=factor: nn.Upsample(scale_factor=tuple(float(f) for f in factor), mode="nearest")  # noqa: E731
+        layer_case(f"upsample_nearest_{suffix}", config, build, (2, 3, *input_hw))
 
 
 # Every optimizer configuration of optim.safetensors, with torch.optim's argument names.

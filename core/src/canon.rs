@@ -52,6 +52,7 @@ pub fn layer_line(
             // Resolved numbers are f32: compare at that precision.
             ArgDefault::Float(d) => Some(ArgValue::Float(f64::from(d as f32))),
             ArgDefault::Bool(d) => Some(ArgValue::Bool(d)),
+            ArgDefault::Dim(d) => Some(ArgValue::Dim(d)),
             ArgDefault::Word(d) => Some(ArgValue::Word(d)),
         };
         if default == Some(v) {
@@ -63,6 +64,7 @@ pub fn layer_line(
             ArgValue::Pair([a, b]) => write!(line, " {}=[{a}, {b}]", info.name),
             ArgValue::Float(x) => write!(line, " {}={:?}", info.name, x as f32),
             ArgValue::Bool(b) => write!(line, " {}={b}", info.name),
+            ArgValue::Dim(d) => write!(line, " {}={d}", info.name),
             ArgValue::Word(w) => write!(line, " {}={w}", info.name),
         };
     }

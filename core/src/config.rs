@@ -44,6 +44,130 @@ pub enum LayerConfig {
     },
     /// `torch.nn.BatchNorm2d`.
     BatchNorm2d(BatchNorm2dConfig),
+    /// `torch.nn.AdaptiveAvgPool2d(output_size)`.
+    AdaptiveAvgPool2d {
+        /// Output `[height, width]`.
+        output_size: Pair,
+    },
+    /// `torch.nn.AdaptiveMaxPool2d(output_size)`.
+    AdaptiveMaxPool2d {
+        /// Output `[height, width]`.
+        output_size: Pair,
+    },
+    /// `torch.nn.Upsample(scale_factor, mode="nearest")` with integer factors.
+    Upsample {
+        /// Factor `[sh, sw]` by which height and width grow.
+        scale_factor: Pair,
+    },
+    /// `torch.nn.ConvTranspose2d`.
+    ConvTranspose2d(ConvTranspose2dConfig),
+    /// `torch.nn.ReLU6`.
+    Relu6,
+    /// `torch.nn.SiLU`.
+    Silu,
+    /// `torch.nn.GELU(approximate)`.
+    Gelu {
+        /// The exact erf form or the tanh approximation.
+        approximate: GeluApproximate,
+    },
+    /// `torch.nn.Hardswish`.
+    Hardswish,
+    /// `torch.nn.Hardsigmoid`.
+    Hardsigmoid,
+    /// `torch.nn.ELU(alpha)`.
+    Elu {
+        /// Scale of the negative part, `alpha * (exp(x) - 1)`.
+        alpha: f32,
+    },
+    /// `torch.nn.Identity`.
+    Identity,
+    /// `torch.nn.Dropout2d(p)`, on `[C, H, W]` images.
+    Dropout2d {
+        /// Probability of zeroing a whole channel in training mode.
+        p: f32,
+    },
+    /// `torch.nn.Softmax(dim)`.
+    Softmax {
+        /// Dimension of the batched tensor `[N, ...]`, as written (negative counts from the end).
+        dim: i64,
+    },
+    /// `torch.nn.LogSoftmax(dim)`.
+    LogSoftmax {
+        /// Dimension of the batched tensor `[N, ...]`, as written (negative counts from the end).
+        dim: i64,
+    },
+    /// `torch.nn.PReLU(num_parameters)`.
+    Prelu {
+        /// Learnt slopes: 1, or the input's channel (feature) count.
+        num_parameters: usize,
+    },
+}
+
+/// Arguments of `torch.nn.ConvTranspose2d`, in its order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2dConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel size `[kh, kw]`.
+    pub kernel_size: Pair,
+    /// Stride `[sh, sw]`.
+    pub stride: Pair,
+    /// Rows and columns `[ph, pw]` cut from each side of the full output.
+    pub padding: Pair,
+    /// Rows and columns `[oph, opw]` added at the bottom and right.
+    pub output_padding: Pair,
+    /// Channel groups (the runtime supports 1).
+    pub groups: usize,
+    /// Whether the layer has a bias.
+    pub bias: bool,
+    /// Dilation `[dh, dw]`.
+    pub dilation: Pair,
+}
+
+impl ConvTranspose2dConfig {
+    /// Output length along `axis` for an input of `input`: PyTorch's
+    /// `(in - 1) * s - 2p + d (k - 1) + output_padding + 1`; below 1 means no output.
+    pub fn output_len(&self, axis: usize, input: usize) -> i128 {
+        let [i, k, s, p, op, d] = [
+            input,
+            self.kernel_size[axis],
+            self.stride[axis],
+            self.padding[axis],
+            self.output_padding[axis],
+            self.dilation[axis],
+        ]
+        .map(|v| v as i128);
+        (i - 1) * s - 2 * p + d * (k - 1) + op + 1
+    }
+
+    /// Whether `output_padding` is smaller than the stride or the dilation on both axes, as
+    /// PyTorch requires.
+    pub fn output_padding_fits(&self) -> bool {
+        (0..2).all(|a| {
+            self.output_padding[a] < self.stride[a] || self.output_padding[a] < self.dilation[a]
+        })
+    }
+}
+
+/// `torch.nn.GELU`'s `approximate`: which formula it computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GeluApproximate {
+    /// `'none'`: `x * Φ(x)` through erf, exactly.
+    None,
+    /// `'tanh'`: `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))`.
+    Tanh,
+}
+
+impl GeluApproximate {
+    /// PyTorch's spelling (`none`, `tanh`).
+    pub fn word(self) -> &'static str {
+        match self {
+            GeluApproximate::None => "none",
+            GeluApproximate::Tanh => "tanh",
+        }
+    }
 }
 
 /// Arguments of `torch.nn.Conv2d`.
@@ -277,6 +401,14 @@ pub enum ShapeError {
         /// The groups.
         groups: usize,
     },
+    /// A `dim` outside the batched input's dimensions, or the batch dimension itself (layers
+    /// work on each sample alone).
+    BadDim {
+        /// The dimension as written.
+        dim: i64,
+        /// The rank of the batched input `[N, ...]`.
+        rank: usize,
+    },
     /// An argument is outside its type's range (the table's [`ArgType`]).
     BadArgument {
         /// The argument.
@@ -322,6 +454,13 @@ impl fmt::Display for ShapeError {
                 "{arg} ({channels}) is not divisible by groups ({groups})"
             ),
             ShapeError::BadArgument { arg } => write!(f, "`{arg}` is out of range"),
+            ShapeError::BadDim { dim, rank } => write!(
+                f,
+                "dim {dim} is not one of the per-sample dimensions 1..{} (or -{}..-1) of a \
+                 rank-{rank} batched input",
+                rank - 1,
+                rank - 1
+            ),
         }
     }
 }
@@ -333,6 +472,28 @@ fn image(input: Shape) -> Result<[usize; 3], ShapeError> {
         Shape::Chw(dims) => Ok(dims),
         Shape::Flat(_) => Err(ShapeError::NeedsImage { found: input }),
     }
+}
+
+/// The rank of the batched tensor `[N, ...]` a layer with per-sample input `input` sees: 2 for
+/// flat features, 4 for images.
+pub fn batched_rank(input: Shape) -> usize {
+    match input {
+        Shape::Flat(_) => 2,
+        Shape::Chw(_) => 4,
+    }
+}
+
+/// PyTorch's `dim` for a batched input `[N, ...]` of per-sample shape `input`, made
+/// non-negative (`-1` is the last): `Some(1..rank)`, or `None` when out of range or the batch
+/// dimension 0, which cnnc refuses since its layers work on each sample alone.
+pub fn softmax_dim(dim: i64, input: Shape) -> Option<usize> {
+    let rank = batched_rank(input) as i64;
+    let d = if dim < 0 {
+        dim.saturating_add(rank)
+    } else {
+        dim
+    };
+    (1..rank).contains(&d).then_some(d as usize)
 }
 
 fn same(arg: &'static str, written: usize, actual: usize) -> Result<(), ShapeError> {
@@ -370,6 +531,21 @@ impl LayerConfig {
             LayerConfig::Linear(_) => LayerKind::Linear,
             LayerConfig::Dropout { .. } => LayerKind::Dropout,
             LayerConfig::BatchNorm2d(_) => LayerKind::BatchNorm2d,
+            LayerConfig::AdaptiveAvgPool2d { .. } => LayerKind::AdaptiveAvgPool2d,
+            LayerConfig::AdaptiveMaxPool2d { .. } => LayerKind::AdaptiveMaxPool2d,
+            LayerConfig::Upsample { .. } => LayerKind::Upsample,
+            LayerConfig::ConvTranspose2d(_) => LayerKind::ConvTranspose2d,
+            LayerConfig::Relu6 => LayerKind::Relu6,
+            LayerConfig::Silu => LayerKind::Silu,
+            LayerConfig::Gelu { .. } => LayerKind::Gelu,
+            LayerConfig::Hardswish => LayerKind::Hardswish,
+            LayerConfig::Hardsigmoid => LayerKind::Hardsigmoid,
+            LayerConfig::Elu { .. } => LayerKind::Elu,
+            LayerConfig::Identity => LayerKind::Identity,
+            LayerConfig::Dropout2d { .. } => LayerKind::Dropout2d,
+            LayerConfig::Softmax { .. } => LayerKind::Softmax,
+            LayerConfig::LogSoftmax { .. } => LayerKind::LogSoftmax,
+            LayerConfig::Prelu { .. } => LayerKind::Prelu,
         }
     }
 
@@ -412,6 +588,33 @@ impl LayerConfig {
                 "momentum" => Float(f64::from(c.momentum)),
                 _ => return None,
             },
+            (
+                LayerConfig::AdaptiveAvgPool2d { output_size }
+                | LayerConfig::AdaptiveMaxPool2d { output_size },
+                "output_size",
+            ) => Pair(*output_size),
+            (LayerConfig::Upsample { scale_factor }, "scale_factor") => Pair(*scale_factor),
+            (LayerConfig::ConvTranspose2d(c), _) => match name {
+                "in_channels" => Int(c.in_channels),
+                "out_channels" => Int(c.out_channels),
+                "kernel_size" => Pair(c.kernel_size),
+                "stride" => Pair(c.stride),
+                "padding" => Pair(c.padding),
+                "output_padding" => Pair(c.output_padding),
+                "groups" => Int(c.groups),
+                "bias" => Bool(c.bias),
+                "dilation" => Pair(c.dilation),
+                _ => return None,
+            },
+            (LayerConfig::Elu { alpha }, "alpha") => Float(f64::from(*alpha)),
+            (LayerConfig::Dropout2d { p }, "p") => Float(f64::from(*p)),
+            (LayerConfig::Gelu { approximate }, "approximate") => {
+                ArgValue::Word(approximate.word())
+            }
+            (LayerConfig::Prelu { num_parameters }, "num_parameters") => Int(*num_parameters),
+            (LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim }, "dim") => {
+                ArgValue::Dim(*dim)
+            }
             _ => return None,
         })
     }
@@ -434,6 +637,7 @@ impl LayerConfig {
                 ArgDefault::SameAs(other) => written(other),
                 ArgDefault::Float(v) => Some(ArgValue::Float(v)),
                 ArgDefault::Bool(v) => Some(ArgValue::Bool(v)),
+                ArgDefault::Dim(v) => Some(ArgValue::Dim(v)),
                 ArgDefault::Word(v) => Some(ArgValue::Word(v)),
             })
         };
@@ -453,6 +657,10 @@ impl LayerConfig {
         };
         let bool = |name| match value(name)? {
             ArgValue::Bool(v) => Some(v),
+            _ => None,
+        };
+        let dim = |name| match value(name)? {
+            ArgValue::Dim(v) => Some(v),
             _ => None,
         };
         let pool = || {
@@ -498,6 +706,47 @@ impl LayerConfig {
                 eps: float("eps")?,
                 momentum: float("momentum")?,
             }),
+            LayerKind::AdaptiveAvgPool2d => LayerConfig::AdaptiveAvgPool2d {
+                output_size: pair("output_size")?,
+            },
+            LayerKind::AdaptiveMaxPool2d => LayerConfig::AdaptiveMaxPool2d {
+                output_size: pair("output_size")?,
+            },
+            LayerKind::Upsample => LayerConfig::Upsample {
+                scale_factor: pair("scale_factor")?,
+            },
+            LayerKind::ConvTranspose2d => LayerConfig::ConvTranspose2d(ConvTranspose2dConfig {
+                in_channels: int("in_channels")?,
+                out_channels: int("out_channels")?,
+                kernel_size: pair("kernel_size")?,
+                stride: pair("stride")?,
+                padding: pair("padding")?,
+                output_padding: pair("output_padding")?,
+                groups: int("groups")?,
+                bias: bool("bias")?,
+                dilation: pair("dilation")?,
+            }),
+            LayerKind::Relu6 => LayerConfig::Relu6,
+            LayerKind::Silu => LayerConfig::Silu,
+            LayerKind::Gelu => LayerConfig::Gelu {
+                approximate: match value("approximate")? {
+                    ArgValue::Word("none") => GeluApproximate::None,
+                    ArgValue::Word("tanh") => GeluApproximate::Tanh,
+                    _ => return None,
+                },
+            },
+            LayerKind::Hardswish => LayerConfig::Hardswish,
+            LayerKind::Hardsigmoid => LayerConfig::Hardsigmoid,
+            LayerKind::Elu => LayerConfig::Elu {
+                alpha: float("alpha")?,
+            },
+            LayerKind::Identity => LayerConfig::Identity,
+            LayerKind::Dropout2d => LayerConfig::Dropout2d { p: float("p")? },
+            LayerKind::Softmax => LayerConfig::Softmax { dim: dim("dim")? },
+            LayerKind::LogSoftmax => LayerConfig::LogSoftmax { dim: dim("dim")? },
+            LayerKind::Prelu => LayerConfig::Prelu {
+                num_parameters: int("num_parameters")?,
+            },
         })
     }
 
@@ -549,6 +798,43 @@ impl LayerConfig {
             LayerConfig::Relu | LayerConfig::Sigmoid | LayerConfig::Tanh | LayerConfig::Flatten => {
                 variant
             }
+            LayerConfig::AdaptiveAvgPool2d { output_size }
+            | LayerConfig::AdaptiveMaxPool2d { output_size } => {
+                format!("{variant} {{ output_size: {} }}", pair(*output_size))
+            }
+            LayerConfig::Upsample { scale_factor } => {
+                format!("{variant} {{ scale_factor: {} }}", pair(*scale_factor))
+            }
+            LayerConfig::ConvTranspose2d(c) => format!(
+                "{variant}({path}::ConvTranspose2dConfig {{ in_channels: {}, out_channels: {}, \
+                 kernel_size: {}, stride: {}, padding: {}, output_padding: {}, groups: {}, \
+                 bias: {}, dilation: {} }})",
+                c.in_channels,
+                c.out_channels,
+                pair(c.kernel_size),
+                pair(c.stride),
+                pair(c.padding),
+                pair(c.output_padding),
+                c.groups,
+                c.bias,
+                pair(c.dilation)
+            ),
+            LayerConfig::Elu { alpha } => format!("{variant} {{ alpha: {} }}", float(*alpha)),
+            LayerConfig::Dropout2d { p } => format!("{variant} {{ p: {} }}", float(*p)),
+            LayerConfig::Gelu { approximate } => {
+                format!("{variant} {{ approximate: {path}::GeluApproximate::{approximate:?} }}")
+            }
+            LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim } => {
+                format!("{variant} {{ dim: {dim} }}")
+            }
+            LayerConfig::Prelu { num_parameters } => {
+                format!("{variant} {{ num_parameters: {num_parameters} }}")
+            }
+            LayerConfig::Relu6
+            | LayerConfig::Silu
+            | LayerConfig::Hardswish
+            | LayerConfig::Hardsigmoid
+            | LayerConfig::Identity => variant,
         }
     }
 
@@ -567,7 +853,9 @@ impl LayerConfig {
                     Some(ArgValue::Float(v)),
                 ) => v.is_finite() && v <= max && if min_exclusive { v > min } else { v >= min },
                 (ArgType::Bool, Some(ArgValue::Bool(_))) => true,
-                (ArgType::Word { options }, Some(ArgValue::Word(w))) => options.contains(&w),
+                // Its range depends on the input: checked by the shape rule.
+                (ArgType::Dim, Some(ArgValue::Dim(_))) => true,
+                (ArgType::Choice(words), Some(ArgValue::Word(w))) => words.contains(&w),
                 _ => false,
             };
             if !ok {
@@ -636,12 +924,78 @@ impl LayerConfig {
                 }
                 Shape::Chw(_) => return Err(ShapeError::NeedsFlat { found: input }),
             },
+            LayerConfig::AdaptiveAvgPool2d { output_size }
+            | LayerConfig::AdaptiveMaxPool2d { output_size } => {
+                // Any output size works, larger than the input too: PyTorch's windows then
+                // overlap, each keeping at least one element.
+                let [channels, _, _] = image(input)?;
+                Shape::Chw([channels, output_size[0], output_size[1]])
+            }
+            LayerConfig::Upsample { scale_factor } => {
+                let [channels, h, w] = image(input)?;
+                Shape::Chw([
+                    channels,
+                    h.saturating_mul(scale_factor[0]),
+                    w.saturating_mul(scale_factor[1]),
+                ])
+            }
+            LayerConfig::ConvTranspose2d(c) => {
+                let [channels, h, w] = image(input)?;
+                same("in_channels", c.in_channels, channels)?;
+                if c.groups != 1 {
+                    return Err(ShapeError::BadArgument { arg: "groups" });
+                }
+                if !c.output_padding_fits() {
+                    return Err(ShapeError::BadArgument {
+                        arg: "output_padding",
+                    });
+                }
+                let out = |axis: usize, size: usize| {
+                    usize::try_from(c.output_len(axis, size))
+                        .ok()
+                        .filter(|&n| n >= 1)
+                        .ok_or(ShapeError::DoesNotFit { axis })
+                };
+                Shape::Chw([c.out_channels, out(0, h)?, out(1, w)?])
+            }
             LayerConfig::Flatten => Shape::Flat(input.numel()),
             LayerConfig::Relu
             | LayerConfig::LeakyRelu { .. }
             | LayerConfig::Sigmoid
             | LayerConfig::Tanh
             | LayerConfig::Dropout { .. } => input,
+            LayerConfig::Relu6
+            | LayerConfig::Silu
+            | LayerConfig::Gelu { .. }
+            | LayerConfig::Hardswish
+            | LayerConfig::Hardsigmoid
+            | LayerConfig::Elu { .. }
+            | LayerConfig::Identity => input,
+            LayerConfig::Dropout2d { .. } => {
+                image(input)?;
+                input
+            }
+            LayerConfig::Prelu { num_parameters } => {
+                let channels = match input {
+                    Shape::Chw([c, _, _]) => c,
+                    Shape::Flat(n) => n,
+                };
+                if *num_parameters != 1 {
+                    same("num_parameters", *num_parameters, channels)?;
+                }
+                input
+            }
+            LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim } => {
+                match softmax_dim(*dim, input) {
+                    Some(_) => input,
+                    None => {
+                        return Err(ShapeError::BadDim {
+                            dim: *dim,
+                            rank: batched_rank(input),
+                        });
+                    }
+                }
+            }
         })
     }
 
@@ -655,6 +1009,18 @@ impl LayerConfig {
                     layer,
                     TensorRole::Weight,
                     vec![c.out_channels, c.in_channels / c.groups.max(1), kh, kw],
+                )];
+                if c.bias {
+                    tensors.push(tensor(layer, TensorRole::Bias, vec![c.out_channels]));
+                }
+                tensors
+            }
+            LayerConfig::ConvTranspose2d(c) => {
+                let [kh, kw] = c.kernel_size;
+                let mut tensors = vec![tensor(
+                    layer,
+                    TensorRole::Weight,
+                    vec![c.in_channels, c.out_channels / c.groups.max(1), kh, kw],
                 )];
                 if c.bias {
                     tensors.push(tensor(layer, TensorRole::Bias, vec![c.out_channels]));
@@ -682,13 +1048,16 @@ impl LayerConfig {
                     tensor(layer, TensorRole::NumBatchesTracked, Vec::new()),
                 ]
             }
+            LayerConfig::Prelu { num_parameters } => {
+                vec![tensor(layer, TensorRole::Weight, vec![*num_parameters])]
+            }
             _ => Vec::new(),
         }
     }
 
     /// Multiply-adds per sample producing `output`, counted as torchinfo does: a convolution's
     /// weight and bias elements times its output positions, a linear layer's weight and bias
-    /// elements, a batchnorm's `2 * num_features`, and 0 for the rest.
+    /// elements, a batchnorm's `2 * num_features`, a PReLU's slopes, and 0 for the rest.
     pub fn macs(&self, output: Shape) -> u64 {
         let params = || -> u64 {
             self.tensors("")
@@ -698,10 +1067,13 @@ impl LayerConfig {
                 .sum()
         };
         match (self, output) {
-            (LayerConfig::Conv2d(_), Shape::Chw([_, h, w])) => {
+            (LayerConfig::Conv2d(_) | LayerConfig::ConvTranspose2d(_), Shape::Chw([_, h, w])) => {
                 params().saturating_mul((h as u64).saturating_mul(w as u64))
             }
-            (LayerConfig::Linear(_) | LayerConfig::BatchNorm2d(_), _) => params(),
+            (
+                LayerConfig::Linear(_) | LayerConfig::BatchNorm2d(_) | LayerConfig::Prelu { .. },
+                _,
+            ) => params(),
             _ => 0,
         }
     }
@@ -750,7 +1122,8 @@ mod tests {
                     ArgType::Pair { .. } => ArgValue::Pair([2, 2]),
                     ArgType::Float { .. } => ArgValue::Float(0.25),
                     ArgType::Bool => ArgValue::Bool(false),
-                    ArgType::Word { options } => ArgValue::Word(options[options.len() - 1]),
+                    ArgType::Dim => ArgValue::Dim(-1),
+                    ArgType::Choice(words) => ArgValue::Word(words[words.len() - 1]),
                 })
             };
             let config = LayerConfig::from_args(kind, sample).unwrap();
@@ -781,11 +1154,19 @@ mod tests {
                 momentum: 0.1,
             }),
             LayerConfig::Relu,
+            LayerConfig::Elu { alpha: 0.5 },
+            LayerConfig::Gelu {
+                approximate: GeluApproximate::Tanh,
+            },
+            LayerConfig::Dropout2d { p: 0.125 },
+            LayerConfig::Softmax { dim: -1 },
+            LayerConfig::LogSoftmax { dim: 2 },
         ];
         for config in configs {
             let expr = config.rust_expr("c");
-            let expected =
-                format!("{config:?}").replace("BatchNorm2dConfig", "c::BatchNorm2dConfig");
+            let expected = format!("{config:?}")
+                .replace("BatchNorm2dConfig", "c::BatchNorm2dConfig")
+                .replace("approximate: ", "approximate: c::GeluApproximate::");
             assert_eq!(expr, format!("c::LayerConfig::{expected}"));
         }
     }
@@ -853,5 +1234,88 @@ mod tests {
             LayerConfig::Flatten.output_shape(Shape::Chw([2, 3, 4])),
             Ok(Shape::Flat(24))
         ));
+    }
+
+    #[test]
+    fn softmax_dims_count_the_batch() {
+        let image = Shape::Chw([2, 3, 4]);
+        assert_eq!(softmax_dim(1, image), Some(1));
+        assert_eq!(softmax_dim(-1, image), Some(3));
+        assert_eq!(softmax_dim(-3, image), Some(1));
+        assert_eq!(softmax_dim(0, image), None);
+        assert_eq!(softmax_dim(-4, image), None);
+        assert_eq!(softmax_dim(4, image), None);
+        assert_eq!(softmax_dim(-1, Shape::Flat(5)), Some(1));
+        assert_eq!(softmax_dim(2, Shape::Flat(5)), None);
+        assert_eq!(softmax_dim(i64::MIN, Shape::Flat(5)), None);
+        assert_eq!(softmax_dim(i64::MAX, Shape::Flat(5)), None);
+        let softmax = LayerConfig::Softmax { dim: 2 };
+        assert_eq!(softmax.output_shape(image), Ok(image));
+        assert_eq!(
+            softmax.output_shape(Shape::Flat(5)),
+            Err(ShapeError::BadDim { dim: 2, rank: 2 })
+        );
+    }
+
+    #[test]
+    fn resampling_shape_rules() {
+        let input = Shape::Chw([3, 5, 7]);
+        let adaptive = LayerConfig::AdaptiveMaxPool2d {
+            output_size: [9, 2],
+        };
+        assert_eq!(adaptive.output_shape(input), Ok(Shape::Chw([3, 9, 2])));
+        assert_eq!(adaptive.macs(Shape::Chw([3, 9, 2])), 0);
+        let up = LayerConfig::Upsample {
+            scale_factor: [2, 3],
+        };
+        assert_eq!(up.output_shape(input), Ok(Shape::Chw([3, 10, 21])));
+        assert!(matches!(
+            up.output_shape(Shape::Flat(4)),
+            Err(ShapeError::NeedsImage { .. })
+        ));
+        let convt = ConvTranspose2dConfig {
+            in_channels: 3,
+            out_channels: 4,
+            kernel_size: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+            output_padding: [1, 1],
+            groups: 1,
+            bias: true,
+            dilation: [1, 1],
+        };
+        // (5 - 1) * 2 - 2 + 2 + 1 + 1 = 10, (7 - 1) * 2 - 2 + 2 + 1 + 1 = 14.
+        let layer = LayerConfig::ConvTranspose2d(convt.clone());
+        assert_eq!(layer.output_shape(input), Ok(Shape::Chw([4, 10, 14])));
+        assert_eq!(layer.tensors("t")[0].shape, vec![3, 4, 3, 3]);
+        assert_eq!(
+            layer.macs(Shape::Chw([4, 10, 14])),
+            (3 * 4 * 9 + 4) * 10 * 14
+        );
+        let refused =
+            |c: ConvTranspose2dConfig| LayerConfig::ConvTranspose2d(c).output_shape(input);
+        assert_eq!(
+            refused(ConvTranspose2dConfig {
+                output_padding: [2, 0],
+                ..convt.clone()
+            }),
+            Err(ShapeError::BadArgument {
+                arg: "output_padding"
+            })
+        );
+        assert_eq!(
+            refused(ConvTranspose2dConfig {
+                groups: 3,
+                ..convt.clone()
+            }),
+            Err(ShapeError::BadArgument { arg: "groups" })
+        );
+        assert_eq!(
+            refused(ConvTranspose2dConfig {
+                padding: [9, 1],
+                ..convt
+            }),
+            Err(ShapeError::DoesNotFit { axis: 0 })
+        );
     }
 }

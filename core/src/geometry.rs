@@ -155,6 +155,33 @@ impl Window {
     }
 }
 
+/// The input rows (or columns) `start..end` that adaptive pooling's output index `i` of
+/// `output` covers over `input`: PyTorch's `start = floor(i * in / out)`,
+/// `end = ceil((i + 1) * in / out)` (`aten/src/ATen/native/AdaptivePooling.h`), so sizes that do
+/// not divide still match. Never empty when `input` and `output` are at least 1.
+pub const fn adaptive_window(i: usize, input: usize, output: usize) -> (usize, usize) {
+    let (i, input, output) = (i as u128, input as u128, output as u128);
+    let start = i * input / output;
+    let end = ((i + 1) * input).div_ceil(output);
+    (start as usize, end as usize)
+}
+
+/// The input row (or column) that nearest upsampling by the integer `scale_factor` reads for
+/// output index `dst`: PyTorch's `nearest_idx` (`aten/src/ATen/native/UpSample.h`), which halves
+/// for a factor of 2 and otherwise takes `floor(dst * (1 / scale_factor))` in f32, clamped to the
+/// last input index. Written in PyTorch's arithmetic so rounding picks the same pixel.
+pub fn nearest_source(dst: usize, input: usize, scale_factor: usize) -> usize {
+    let last = input.saturating_sub(1);
+    match scale_factor {
+        0 | 1 => dst.min(last),
+        2 => (dst >> 1).min(last),
+        s => {
+            let scale = (1.0 / s as f64) as f32;
+            ((dst as f32 * scale).floor() as usize).min(last)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +277,31 @@ mod tests {
         assert!(!pool_tiles([27, 28], [2, 2], [2, 2], [0, 0]));
         assert!(!pool_tiles([28, 28], [2, 2], [1, 1], [0, 0]));
         assert!(!pool_tiles([28, 28], [2, 2], [2, 2], [1, 0]));
+    }
+
+    #[test]
+    fn adaptive_windows_cover_the_input_like_pytorch() {
+        // 5 -> 3: [0, 2), [1, 4), [3, 5), as torch.nn.AdaptiveAvgPool1d(3) takes them.
+        let windows: Vec<_> = (0..3).map(|i| adaptive_window(i, 5, 3)).collect();
+        assert_eq!(windows, [(0, 2), (1, 4), (3, 5)]);
+        // Growing 2 -> 5: every window keeps at least one element.
+        for i in 0..5 {
+            let (start, end) = adaptive_window(i, 2, 5);
+            assert!(start < end && end <= 2, "{i}: {start}..{end}");
+        }
+        assert_eq!(adaptive_window(0, 7, 1), (0, 7));
+    }
+
+    #[test]
+    fn nearest_sources_repeat_each_input_pixel() {
+        for s in 1..12 {
+            for dst in 0..5 * s {
+                assert_eq!(
+                    nearest_source(dst, 5, s),
+                    dst / s,
+                    "factor {s}, index {dst}"
+                );
+            }
+        }
     }
 }

@@ -30,6 +30,36 @@ pub enum LayerKind {
     Dropout,
     /// `torch.nn.BatchNorm2d`.
     BatchNorm2d,
+    /// `torch.nn.AdaptiveAvgPool2d`.
+    AdaptiveAvgPool2d,
+    /// `torch.nn.AdaptiveMaxPool2d`.
+    AdaptiveMaxPool2d,
+    /// `torch.nn.Upsample` (mode `nearest`, integer `scale_factor`).
+    Upsample,
+    /// `torch.nn.ConvTranspose2d`.
+    ConvTranspose2d,
+    /// `torch.nn.ReLU6`.
+    Relu6,
+    /// `torch.nn.SiLU`.
+    Silu,
+    /// `torch.nn.GELU` (approximate='none').
+    Gelu,
+    /// `torch.nn.Hardswish`.
+    Hardswish,
+    /// `torch.nn.Hardsigmoid`.
+    Hardsigmoid,
+    /// `torch.nn.ELU`.
+    Elu,
+    /// `torch.nn.Identity`.
+    Identity,
+    /// `torch.nn.Dropout2d`.
+    Dropout2d,
+    /// `torch.nn.Softmax`.
+    Softmax,
+    /// `torch.nn.LogSoftmax`.
+    LogSoftmax,
+    /// `torch.nn.PReLU`.
+    Prelu,
 }
 
 /// The type and allowed range of an argument.
@@ -56,11 +86,11 @@ pub enum ArgType {
     },
     /// `true` / `false`.
     Bool,
-    /// One of these words (PyTorch's string arguments, `padding_mode`).
-    Word {
-        /// The words allowed, the default first.
-        options: &'static [&'static str],
-    },
+    /// A dimension of the batched tensor `[N, ...]`, PyTorch's `dim`: negative counts from the
+    /// end; its range depends on the input's rank and is checked with the shape.
+    Dim,
+    /// One of these words (PyTorch's string options, `approximate='tanh'`).
+    Choice(&'static [&'static str]),
 }
 
 /// What an argument is when a spec leaves it out.
@@ -78,7 +108,9 @@ pub enum ArgDefault {
     Float(f64),
     /// This boolean.
     Bool(bool),
-    /// This word (one of the argument's [`ArgType::Word`] options).
+    /// This dimension (PyTorch's `dim`, possibly negative).
+    Dim(i64),
+    /// This word of a [`ArgType::Choice`].
     Word(&'static str),
 }
 
@@ -118,7 +150,9 @@ pub enum ArgValue {
     Float(f64),
     /// A boolean.
     Bool(bool),
-    /// A word, one of the argument's [`ArgType::Word`] options.
+    /// A dimension of the batched tensor, possibly negative.
+    Dim(i64),
+    /// A word of a [`ArgType::Choice`], as the table spells it.
     Word(&'static str),
 }
 
@@ -130,7 +164,8 @@ pub enum Init {
     /// PyTorch's default for `Conv2d` and `Linear`: weight, then bias, from
     /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, drawn in layer order from the model's init stream.
     FanInUniform,
-    /// `BatchNorm2d`: weight 1, bias 0, running mean 0, running variance 1, no batches tracked.
+    /// Constants: `BatchNorm2d`'s weight 1, bias 0, running mean 0, running variance 1, no
+    /// batches tracked; `PReLU`'s slopes 0.25.
     Constant,
     /// No parameters; training masks come from the layer's own stream, seeded by its position.
     DropoutStream,
@@ -215,8 +250,16 @@ const POOL2D: &[ArgInfo] = &[
     ),
 ];
 
+const SOFTMAX: &[ArgInfo] = &[arg(
+    "dim",
+    ArgType::Dim,
+    ArgDefault::Dim(1),
+    "dimension of [N, ...] to normalise along (default 1, the channels or features, PyTorch's \
+     implicit choice)",
+)];
+
 /// The layer table, in documentation order.
-pub const TABLE: [KindInfo; 11] = [
+pub const TABLE: [KindInfo; 26] = [
     KindInfo {
         kind: LayerKind::Conv2d,
         keyword: "conv2d",
@@ -274,9 +317,7 @@ pub const TABLE: [KindInfo; 11] = [
             ),
             arg(
                 "padding_mode",
-                ArgType::Word {
-                    options: &["zeros", "reflect", "replicate", "circular"],
-                },
+                ArgType::Choice(&["zeros", "reflect", "replicate", "circular"]),
                 ArgDefault::Word("zeros"),
                 "what the padding holds: zeros, the input reflected, its edge repeated, or wrapped around",
             ),
@@ -440,12 +481,256 @@ pub const TABLE: [KindInfo; 11] = [
         init: Init::Constant,
         computes: "each channel normalised by its batch statistics in training, its running ones in eval",
     },
+    KindInfo {
+        kind: LayerKind::AdaptiveAvgPool2d,
+        keyword: "adaptive_avg_pool2d",
+        torch_name: "AdaptiveAvgPool2d",
+        layer_type: "AdaptiveAvgPool2d",
+        input: Input::Image,
+        args: &[arg(
+            "output_size",
+            PAIR,
+            ArgDefault::Required,
+            "output height and width, an integer or [h, w]",
+        )],
+        init: Init::None,
+        computes: "the mean of each of output_size windows spread over the input",
+    },
+    KindInfo {
+        kind: LayerKind::AdaptiveMaxPool2d,
+        keyword: "adaptive_max_pool2d",
+        torch_name: "AdaptiveMaxPool2d",
+        layer_type: "AdaptiveMaxPool2d",
+        input: Input::Image,
+        args: &[arg(
+            "output_size",
+            PAIR,
+            ArgDefault::Required,
+            "output height and width, an integer or [h, w]",
+        )],
+        init: Init::None,
+        computes: "the maximum of each of output_size windows spread over the input",
+    },
+    KindInfo {
+        kind: LayerKind::Upsample,
+        keyword: "upsample",
+        torch_name: "Upsample",
+        layer_type: "Upsample",
+        input: Input::Image,
+        args: &[arg(
+            "scale_factor",
+            PAIR,
+            ArgDefault::Required,
+            "integer factor for height and width, an integer or [h, w]",
+        )],
+        init: Init::None,
+        computes: "each pixel repeated scale_factor times along each axis (nearest)",
+    },
+    KindInfo {
+        kind: LayerKind::ConvTranspose2d,
+        keyword: "conv_transpose2d",
+        torch_name: "ConvTranspose2d",
+        layer_type: "ConvTranspose2d",
+        input: Input::Image,
+        args: &[
+            arg(
+                "in_channels",
+                SIZE,
+                ArgDefault::Inferred,
+                "input channels (inferred from the input)",
+            ),
+            arg(
+                "out_channels",
+                SIZE,
+                ArgDefault::Required,
+                "output channels",
+            ),
+            arg(
+                "kernel_size",
+                PAIR,
+                ArgDefault::Required,
+                "kernel size, an integer or [h, w]",
+            ),
+            arg(
+                "stride",
+                PAIR,
+                ArgDefault::Int(1),
+                "step between the input pixels' places in the output",
+            ),
+            arg(
+                "padding",
+                PADDING,
+                ArgDefault::Int(0),
+                "rows and columns cut from each side of the output",
+            ),
+            arg(
+                "output_padding",
+                PADDING,
+                ArgDefault::Int(0),
+                "rows and columns added to one side of the output",
+            ),
+            arg(
+                "groups",
+                SIZE,
+                ArgDefault::Int(1),
+                "channel groups (only 1 is supported yet)",
+            ),
+            arg(
+                "bias",
+                ArgType::Bool,
+                ArgDefault::Bool(true),
+                "whether the layer adds a learnable bias",
+            ),
+            arg(
+                "dilation",
+                PAIR,
+                ArgDefault::Int(1),
+                "spacing between kernel elements",
+            ),
+        ],
+        init: Init::FanInUniform,
+        computes: "a transposed 2-D convolution (the input gradient of a convolution)",
+    },
+    KindInfo {
+        kind: LayerKind::Relu6,
+        keyword: "relu6",
+        torch_name: "ReLU6",
+        layer_type: "Relu6",
+        input: Input::Any,
+        args: &[],
+        init: Init::None,
+        computes: "min(max(x, 0), 6) of each element",
+    },
+    KindInfo {
+        kind: LayerKind::Silu,
+        keyword: "silu",
+        torch_name: "SiLU",
+        layer_type: "Silu",
+        input: Input::Any,
+        args: &[],
+        init: Init::None,
+        computes: "x * sigmoid(x) of each element",
+    },
+    KindInfo {
+        kind: LayerKind::Gelu,
+        keyword: "gelu",
+        torch_name: "GELU",
+        layer_type: "Gelu",
+        input: Input::Any,
+        args: &[arg(
+            "approximate",
+            ArgType::Choice(&["none", "tanh"]),
+            ArgDefault::Word("none"),
+            "`none` for the exact erf form, `tanh` for the tanh approximation",
+        )],
+        init: Init::None,
+        computes: "x * Φ(x), Φ the standard normal CDF, of each element",
+    },
+    KindInfo {
+        kind: LayerKind::Hardswish,
+        keyword: "hardswish",
+        torch_name: "Hardswish",
+        layer_type: "Hardswish",
+        input: Input::Any,
+        args: &[],
+        init: Init::None,
+        computes: "x * min(max(x + 3, 0), 6) / 6 of each element",
+    },
+    KindInfo {
+        kind: LayerKind::Hardsigmoid,
+        keyword: "hardsigmoid",
+        torch_name: "Hardsigmoid",
+        layer_type: "Hardsigmoid",
+        input: Input::Any,
+        args: &[],
+        init: Init::None,
+        computes: "min(max(x + 3, 0), 6) / 6 of each element",
+    },
+    KindInfo {
+        kind: LayerKind::Elu,
+        keyword: "elu",
+        torch_name: "ELU",
+        layer_type: "Elu",
+        input: Input::Any,
+        args: &[arg(
+            "alpha",
+            ArgType::Float {
+                min: -UNBOUNDED,
+                max: UNBOUNDED,
+                min_exclusive: false,
+            },
+            ArgDefault::Float(1.0),
+            "scale of the negative part, alpha * (exp(x) - 1)",
+        )],
+        init: Init::None,
+        computes: "x, or alpha * (exp(x) - 1) where x <= 0",
+    },
+    KindInfo {
+        kind: LayerKind::Identity,
+        keyword: "identity",
+        torch_name: "Identity",
+        layer_type: "Identity",
+        input: Input::Any,
+        args: &[],
+        init: Init::None,
+        computes: "its input unchanged",
+    },
+    KindInfo {
+        kind: LayerKind::Dropout2d,
+        keyword: "dropout2d",
+        torch_name: "Dropout2d",
+        layer_type: "Dropout2d",
+        input: Input::Image,
+        args: &[arg(
+            "p",
+            PROBABILITY,
+            ArgDefault::Float(0.5),
+            "probability of zeroing a whole channel in training",
+        )],
+        init: Init::DropoutStream,
+        computes: "its input with whole channels zeroed at probability p in training",
+    },
+    KindInfo {
+        kind: LayerKind::Softmax,
+        keyword: "softmax",
+        torch_name: "Softmax",
+        layer_type: "Softmax",
+        input: Input::Any,
+        args: SOFTMAX,
+        init: Init::None,
+        computes: "exp(x) / sum(exp(x)) along dim",
+    },
+    KindInfo {
+        kind: LayerKind::LogSoftmax,
+        keyword: "log_softmax",
+        torch_name: "LogSoftmax",
+        layer_type: "LogSoftmax",
+        input: Input::Any,
+        args: SOFTMAX,
+        init: Init::None,
+        computes: "x - log(sum(exp(x))) along dim",
+    },
+    KindInfo {
+        kind: LayerKind::Prelu,
+        keyword: "prelu",
+        torch_name: "PReLU",
+        layer_type: "Prelu",
+        input: Input::Any,
+        args: &[arg(
+            "num_parameters",
+            SIZE,
+            ArgDefault::Int(1),
+            "learnt slopes: 1 shared, or one per channel (feature)",
+        )],
+        init: Init::Constant,
+        computes: "x, or a learnt slope times x where x <= 0",
+    },
 ];
 
 impl LayerKind {
     /// Every kind, in documentation order.
-    pub const ALL: [LayerKind; 11] = {
-        let mut all = [LayerKind::Conv2d; 11];
+    pub const ALL: [LayerKind; TABLE.len()] = {
+        let mut all = [LayerKind::Conv2d; TABLE.len()];
         let mut i = 0;
         while i < TABLE.len() {
             all[i] = TABLE[i].kind;

@@ -13,6 +13,7 @@ pub mod model;
 pub mod plan;
 pub mod shape;
 
+pub use config::ConvTranspose2dConfig;
 pub use config::{
     BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, PaddingMode,
     Pair, Pool2dConfig,

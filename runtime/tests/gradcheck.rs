@@ -4,12 +4,14 @@
 mod common;
 
 use cnnc_runtime::config::{
-    BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig,
+    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate, LayerConfig, LayerDef,
+    LinearConfig, NetworkDef, Pool2dConfig,
 };
 use cnnc_runtime::init::{dropout_rng, init_rng};
 use cnnc_runtime::layers::{
-    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, LeakyRelu, Linear, MaxPool2d, Relu, Sigmoid,
-    Tanh,
+    AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout,
+    Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax,
+    MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
 };
 use cnnc_runtime::{Dims, Entry, Layer, Mode, Network, Visit, softmax_cross_entropy};
 use common::{Rand, STEP, check_layer, check_plain};
@@ -130,6 +132,50 @@ proptest! {
     }
 
     #[test]
+    fn conv_transpose2d(
+        cin in 1..4usize, cout in 1..4usize, kh in 1..4usize, kw in 1..4usize,
+        sh in 1..3usize, sw in 1..3usize, ph in 0..3usize, pw in 0..3usize,
+        oph in 0..2usize, opw in 0..2usize, dh in 1..3usize, dw in 1..3usize,
+        h in 1..6usize, w in 1..6usize, bias: bool, batch in 1..3usize, seed: u64,
+    ) {
+        let config = ConvTranspose2dConfig {
+            in_channels: cin, out_channels: cout, kernel_size: [kh, kw], stride: [sh, sw],
+            padding: [ph, pw], output_padding: [oph, opw], groups: 1, bias, dilation: [dh, dw],
+        };
+        let built = ConvTranspose2d::new("convt", &config, image(cin, h, w), &mut init_rng(seed));
+        prop_assume!(built.is_ok());
+        let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(layer.input_dims().len() * batch);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn adaptive_pools(
+        c in 1..3usize, h in 1..7usize, w in 1..7usize, oh in 1..8usize, ow in 1..8usize,
+        batch in 1..3usize, seed: u64,
+    ) {
+        let dims = image(c, h, w);
+        let mut rng = Rand(seed);
+        let x = rng.spaced(dims.len() * batch, 0.05);
+        let mut avg = AdaptiveAvgPool2d::new("avg", [oh, ow], dims).unwrap();
+        check_plain(&mut avg, &x, batch, &mut rng, TOL, Mode::Train);
+        let mut max = AdaptiveMaxPool2d::new("max", [oh, ow], dims).unwrap();
+        check_plain(&mut max, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn upsample(
+        c in 1..3usize, h in 1..5usize, w in 1..5usize, sh in 1..4usize, sw in 1..4usize,
+        batch in 1..3usize, seed: u64,
+    ) {
+        let mut layer = Upsample::new("up", [sh, sw], image(c, h, w)).unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(layer.input_dims().len() * batch);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
     fn activations(c in 1..4usize, h in 1..5usize, w in 1..5usize, slope in -0.5f32..0.5, seed: u64) {
         let dims = image(c, h, w);
         let mut rng = Rand(seed);
@@ -138,6 +184,23 @@ proptest! {
         check_plain(&mut LeakyRelu::new("leaky", dims, slope), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut Sigmoid::new("sigmoid", dims), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut Tanh::new("tanh", dims), &x, 2, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn modern_activations(c in 1..4usize, h in 1..5usize, w in 1..5usize, alpha in 0.1f32..2.0, seed: u64) {
+        let dims = image(c, h, w);
+        let mut rng = Rand(seed);
+        // Multiples of 0.11 stay at least 0.03 from every kink (0, ±3, 6): farther than STEP.
+        let x = rng.spaced(dims.len() * 2, 0.11);
+        check_plain(&mut Relu6::new("relu6", dims), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut Silu::new("silu", dims), &x, 2, &mut rng, TOL, Mode::Train);
+        for approximate in [GeluApproximate::None, GeluApproximate::Tanh] {
+            check_plain(&mut Gelu::new("gelu", dims, approximate), &x, 2, &mut rng, TOL, Mode::Train);
+        }
+        check_plain(&mut Hardswish::new("hardswish", dims), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut Hardsigmoid::new("hardsigmoid", dims), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut Elu::new("elu", dims, alpha), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut Identity::new("identity", dims), &x, 2, &mut rng, TOL, Mode::Train);
     }
 
     #[test]
@@ -164,6 +227,44 @@ proptest! {
         let mut rng = Rand(seed);
         let x = rng.vec(dims.len() * 2);
         // Draw the mask once, then hold it fixed for the analytic and numeric gradients.
+        let mut y = vec![0.0; x.len()];
+        layer.forward(&x, &mut y, 2, Mode::Train).unwrap();
+        check_layer(&mut layer, &x, 2, &mut rng, TOL, |l, x, y| l.forward_same_mask(x, y, 2).unwrap());
+    }
+
+    #[test]
+    fn prelu(c in 1..4usize, h in 1..4usize, per_channel: bool, flat: bool, seed: u64) {
+        let dims = if flat { Dims::Flat { features: c * h } } else { image(c, h, 2) };
+        let n = match (per_channel, dims) {
+            (false, _) => 1,
+            (true, Dims::Image { channels, .. }) => channels,
+            (true, Dims::Flat { features }) => features,
+        };
+        let mut layer = Prelu::new("prelu", dims, n).unwrap();
+        let mut rng = Rand(seed);
+        let slopes = rng.vec(n);
+        layer.weight.value.iter_mut().zip(slopes).for_each(|(w, s)| *w = s);
+        let x = rng.spaced(dims.len() * 2, 0.05);
+        check_plain(&mut layer, &x, 2, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn softmax_along_every_dim(c in 1..4usize, h in 1..4usize, w in 1..4usize, dim in -3i64..4, flat: bool, seed: u64) {
+        let dims = if flat { Dims::Flat { features: c * h * w } } else { image(c, h, w) };
+        // Flat: 1 or -1; images: every per-sample dim, 0 (the batch) standing for 1.
+        let dim = if flat { 1 - 2 * (dim & 1) } else if dim == 0 { 1 } else { dim };
+        let mut rng = Rand(seed);
+        let x = rng.vec(dims.len() * 2);
+        check_plain(&mut Softmax::new("softmax", dims, dim).unwrap(), &x, 2, &mut rng, TOL, Mode::Train);
+        check_plain(&mut LogSoftmax::new("log_softmax", dims, dim).unwrap(), &x, 2, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn dropout2d_with_fixed_mask(p in 0.0f32..0.9, c in 1..5usize, h in 1..5usize, seed: u64) {
+        let dims = image(c, h, 3);
+        let mut layer = Dropout2d::new("drop", dims, p, dropout_rng(seed, 0)).unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(dims.len() * 2);
         let mut y = vec![0.0; x.len()];
         layer.forward(&x, &mut y, 2, Mode::Train).unwrap();
         check_layer(&mut layer, &x, 2, &mut rng, TOL, |l, x, y| l.forward_same_mask(x, y, 2).unwrap());

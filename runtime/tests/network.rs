@@ -5,7 +5,8 @@
 mod common;
 
 use cnnc_runtime::config::{
-    BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig,
+    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, LayerConfig, LayerDef, LinearConfig,
+    NetworkDef, Pool2dConfig,
 };
 use cnnc_runtime::init::dropout_rng;
 use cnnc_runtime::layers::{BatchNorm2d, Dropout};
@@ -107,14 +108,67 @@ fn snapshot(net: &mut Network) -> Vec<u32> {
     bits
 }
 
+/// An encoder-decoder with the resampling layers: pool down, upsample and a transposed
+/// convolution back, adaptive pools to a non-divisible size and to one pixel.
+fn resample_def() -> NetworkDef {
+    NetworkDef {
+        input: [3, 16, 16],
+        layers: vec![
+            layer("c1", conv(3, 8, 3, 1)),
+            layer("r1", LayerConfig::Relu),
+            layer("p1", max_pool(2)),
+            layer(
+                "up",
+                LayerConfig::Upsample {
+                    scale_factor: [2, 3],
+                },
+            ),
+            layer("c2", conv(8, 8, 3, 1)),
+            layer(
+                "ct",
+                LayerConfig::ConvTranspose2d(ConvTranspose2dConfig {
+                    in_channels: 8,
+                    out_channels: 8,
+                    kernel_size: [3, 3],
+                    stride: [2, 2],
+                    padding: [1, 1],
+                    output_padding: [1, 1],
+                    groups: 1,
+                    bias: true,
+                    dilation: [1, 1],
+                }),
+            ),
+            layer(
+                "amax",
+                LayerConfig::AdaptiveMaxPool2d {
+                    output_size: [5, 7],
+                },
+            ),
+            layer(
+                "aavg",
+                LayerConfig::AdaptiveAvgPool2d {
+                    output_size: [1, 1],
+                },
+            ),
+            layer("flat", LayerConfig::Flatten),
+            layer("fc", linear(8, 10)),
+        ],
+    }
+}
+
 /// A few steps of plain SGD; returns the losses and logits as bits plus the final state.
 fn train(threads: usize, batch: usize) -> Vec<u32> {
+    train_def(&net_def(), threads, batch)
+}
+
+/// [`train`] for the network `def`.
+fn train_def(def: &NetworkDef, threads: usize, batch: usize) -> Vec<u32> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
     pool.install(|| {
-        let mut net = Network::new(&net_def(), 42).unwrap();
+        let mut net = Network::new(def, 42).unwrap();
         let mut bits = Vec::new();
         for step in 0..3 {
             let (x, labels) = data(batch, step);
@@ -143,6 +197,24 @@ fn bit_identical_whatever_the_thread_count() {
         let one = train(1, batch);
         assert_eq!(one, train(2, batch), "batch {batch}: 1 vs 2 threads");
         assert_eq!(one, train(3, batch), "batch {batch}: 1 vs 3 threads");
+    }
+}
+
+#[test]
+fn resampling_layers_are_bit_identical_whatever_the_thread_count() {
+    let def = resample_def();
+    for batch in [1, 5, 17] {
+        let one = train_def(&def, 1, batch);
+        assert_eq!(
+            one,
+            train_def(&def, 2, batch),
+            "batch {batch}: 1 vs 2 threads"
+        );
+        assert_eq!(
+            one,
+            train_def(&def, 3, batch),
+            "batch {batch}: 1 vs 3 threads"
+        );
     }
 }
 

@@ -6,11 +6,14 @@
 mod common;
 
 use cnnc_runtime::config::{
-    BatchNorm2dConfig, Conv2dConfig, LinearConfig, PaddingMode, Pool2dConfig,
+    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate, LinearConfig,
+    PaddingMode, Pool2dConfig,
 };
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{
-    AvgPool2d, BatchNorm2d, Conv2d, Flatten, LeakyRelu, Linear, MaxPool2d, Relu, Sigmoid, Tanh,
+    AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Elu,
+    Flatten, Gelu, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax, MaxPool2d,
+    Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
 };
 use cnnc_runtime::tensor::internal_to_nchw;
 use cnnc_runtime::{Dims, Layer, Mode, Param, softmax_cross_entropy};
@@ -148,6 +151,62 @@ fn run_case(name: &str) {
                 mode = Mode::Eval;
             }
             Box::new(bn)
+        }
+        "AdaptiveAvgPool2d" => {
+            Box::new(AdaptiveAvgPool2d::new(name, pair(&config, "output_size"), input).unwrap())
+        }
+        "AdaptiveMaxPool2d" => {
+            Box::new(AdaptiveMaxPool2d::new(name, pair(&config, "output_size"), input).unwrap())
+        }
+        "ConvTranspose2d" => {
+            let c = ConvTranspose2dConfig {
+                in_channels: usize_of(&config, "in_channels"),
+                out_channels: usize_of(&config, "out_channels"),
+                kernel_size: pair(&config, "kernel_size"),
+                stride: pair(&config, "stride"),
+                padding: pair(&config, "padding"),
+                output_padding: pair(&config, "output_padding"),
+                groups: usize_of(&config, "groups"),
+                bias: config["bias"].as_bool().unwrap(),
+                dilation: pair(&config, "dilation"),
+            };
+            let mut conv = ConvTranspose2d::new(name, &c, input, &mut rng).unwrap();
+            set(conv.weight_mut(), &f, "param.weight");
+            if let Some(b) = conv.bias_mut() {
+                set(b, &f, "param.bias");
+            }
+            Box::new(conv)
+        }
+        "Upsample" => {
+            assert_eq!(config["mode"], Value::from("nearest"));
+            Box::new(Upsample::new(name, pair(&config, "scale_factor"), input).unwrap())
+        }
+        "ReLU6" => Box::new(Relu6::new(name, input)),
+        "SiLU" => Box::new(Silu::new(name, input)),
+        "GELU" => {
+            let approximate = match config["approximate"].as_str() {
+                Some("none") => GeluApproximate::None,
+                Some("tanh") => GeluApproximate::Tanh,
+                other => panic!("{name}: approximate {other:?}"),
+            };
+            Box::new(Gelu::new(name, input, approximate))
+        }
+        "Hardswish" => Box::new(Hardswish::new(name, input)),
+        "Hardsigmoid" => Box::new(Hardsigmoid::new(name, input)),
+        "ELU" => Box::new(Elu::new(
+            name,
+            input,
+            config["alpha"].as_f64().unwrap() as f32,
+        )),
+        "Identity" => Box::new(Identity::new(name, input)),
+        "PReLU" => {
+            let mut prelu = Prelu::new(name, input, usize_of(&config, "num_parameters")).unwrap();
+            set(&mut prelu.weight, &f, "param.weight");
+            Box::new(prelu)
+        }
+        "Softmax" => Box::new(Softmax::new(name, input, config["dim"].as_i64().unwrap()).unwrap()),
+        "LogSoftmax" => {
+            Box::new(LogSoftmax::new(name, input, config["dim"].as_i64().unwrap()).unwrap())
         }
         other => panic!("{name}: no runtime layer for fixture kind {other}"),
     };

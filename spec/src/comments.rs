@@ -3,6 +3,7 @@
 
 use crate::ast::Model;
 use crate::diag::{Code, Diagnostic};
+use crate::front_errors::FrontError;
 use crate::span::{Source, Span};
 
 /// A carriage return that does not end a line, as a `code` syntax error. YAML reads one as a line
@@ -14,13 +15,11 @@ pub(crate) fn lone_carriage_return(text: &str, code: Code) -> Option<Diagnostic>
         .map(|(at, _)| at)
         .find(|&at| !text[at + 1..].starts_with('\n'))?;
     Some(
-        Diagnostic::error(
+        FrontError::LoneCarriageReturn {
             code,
-            "carriage return without a line feed",
-            Span::new(at, at + 1),
-            "lone carriage return",
-        )
-        .help("save the file with LF (Unix) or CRLF (Windows) line endings"),
+            span: Span::new(at, at + 1),
+        }
+        .render(),
     )
 }
 

@@ -98,10 +98,12 @@ codes! {
     ExpectedFlat = "E0305",
     /// A size, tensor or parameter count beyond the sane limits.
     TooLarge = "E0306",
+    /// A `dim` that is not a per-sample dimension of the layer's batched input.
+    BadDim = "E0307",
     /// A convolution's `groups` does not divide its input or output channels.
-    GroupsMismatch = "E0307",
+    GroupsMismatch = "E0308",
     /// A convolution's padding beyond what its `padding_mode` allows for the input.
-    ModePaddingTooLarge = "E0308",
+    ModePaddingTooLarge = "E0309",
     /// Pooling or a strided convolution silently drops trailing rows or columns.
     DropsInput = "W0001",
     /// `flatten` of an input that is already flat.

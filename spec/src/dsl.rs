@@ -11,6 +11,7 @@ use crate::MAX_NESTING;
 use crate::ast::{Arg, Ident, Layer, Model, ModelComments, Value, ValueKind};
 use crate::comments;
 use crate::diag::{Code, Diagnostic};
+use crate::front_errors::{Found, FrontError, SyntaxHint};
 use crate::span::{Format, Source, Span};
 
 #[derive(Parser)]
@@ -157,21 +158,11 @@ fn control_character(text: &str) -> Option<Diagnostic> {
             || matches!(c, '\u{fffe}' | '\u{ffff}')
     })?;
     Some(
-        Diagnostic::error(
-            Code::DslSyntax,
-            format!(
-                "{} U+{:04X} in the spec",
-                if c.is_control() {
-                    "control character"
-                } else {
-                    "noncharacter"
-                },
-                u32::from(c)
-            ),
-            Span::new(at, at + c.len_utf8()),
-            "not allowed here",
-        )
-        .help("a spec is plain text: remove the character (tabs and line breaks are allowed)"),
+        FrontError::ControlCharacter {
+            span: Span::new(at, at + c.len_utf8()),
+            c,
+        }
+        .render(),
     )
 }
 
@@ -184,18 +175,6 @@ fn invisible(c: char) -> bool {
             c,
             '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}'
         )
-}
-
-/// An invisible character named by its code point, and its name when it is a common one.
-fn describe_invisible(c: char) -> String {
-    let name = match c {
-        '\t' => " (a tab)",
-        '\u{a0}' => " (a no-break space)",
-        '\u{200b}' => " (a zero-width space)",
-        '\u{feff}' => " (a byte order mark)",
-        _ => "",
-    };
-    format!("the invisible character U+{:04X}{name}", u32::from(c))
 }
 
 /// Brackets nested deeper than [`MAX_NESTING`], found before parsing so that the recursive
@@ -219,13 +198,10 @@ fn nesting_error(text: &str) -> Option<Diagnostic> {
                 depth += 1;
                 if depth > MAX_NESTING {
                     return Some(
-                        Diagnostic::error(
-                            Code::NestingTooDeep,
-                            format!("brackets are nested more than {MAX_NESTING} deep"),
-                            Span::new(at, at + 1),
-                            "too deep",
-                        )
-                        .help("a spec needs at most two levels: `layer(kernel_size=(3, 3))`"),
+                        FrontError::BracketsTooDeep {
+                            span: Span::new(at, at + 1),
+                        }
+                        .render(),
                     );
                 }
             }
@@ -282,11 +258,11 @@ fn syntax_error(err: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
         Some(c) => c.len_utf8(),
     };
     let found = match rest.chars().next() {
-        None => "end of file".to_owned(),
-        Some(_) if rest.trim().is_empty() => "end of file".to_owned(),
-        Some('\n' | '\r') => "end of line".to_owned(),
-        Some(c) if invisible(c) => describe_invisible(c),
-        Some(_) => format!("`{}`", &rest[..token_len]),
+        None => Found::EndOfFile,
+        Some(_) if rest.trim().is_empty() => Found::EndOfFile,
+        Some('\n' | '\r') => Found::EndOfLine,
+        Some(c) if invisible(c) => Found::Invisible(c),
+        Some(_) => Found::Token(rest[..token_len].to_owned()),
     };
     let mut expected: Vec<String> = Vec::new();
     // Punctuation the grammar wanted; whitespace, comments and character classes say nothing.
@@ -310,34 +286,22 @@ fn syntax_error(err: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
             }
         }
     }
-    let expected = match expected.as_slice() {
-        [] => "valid syntax".to_owned(),
-        [one] => one.clone(),
-        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    let hint = match rest.chars().next() {
+        Some(c) if invisible(c) => Some(SyntaxHint::Invisible {
+            span: Span::new(at, at + c.len_utf8()),
+            space: c.is_whitespace(),
+        }),
+        Some(':') => Some(SyntaxHint::Colon {
+            span: Span::new(at, at + 1),
+        }),
+        Some('{') => Some(SyntaxHint::Brace),
+        _ => None,
     };
-    let mut diagnostic = Diagnostic::error(
-        Code::DslSyntax,
-        format!("expected {expected}, found {found}"),
-        Span::new(at, at + token_len),
-        format!("expected {expected}"),
-    );
-    if let Some(c) = rest.chars().next().filter(|&c| invisible(c)) {
-        // A look-alike space becomes a space; anything else that shows as nothing goes.
-        let (help, replacement) = if c.is_whitespace() {
-            ("replace it with a plain space", " ")
-        } else {
-            ("delete it: it cannot be seen in most editors", "")
-        };
-        diagnostic = diagnostic.suggest(help, Span::new(at, at + c.len_utf8()), replacement);
-    } else if rest.starts_with(':') {
-        diagnostic = diagnostic.suggest(
-            "arguments are written `key=value`, e.g. `conv2d(out_channels=32, kernel_size=3)`",
-            Span::new(at, at + 1),
-            "=",
-        );
-    } else if rest.starts_with('{') {
-        diagnostic = diagnostic
-            .help("arguments go in parentheses: `conv2d(out_channels=32, kernel_size=3)`");
+    FrontError::DslSyntax {
+        span: Span::new(at, at + token_len),
+        expected,
+        found,
+        hint,
     }
-    diagnostic
+    .render()
 }

@@ -16,7 +16,9 @@ mod comments;
 mod diag;
 mod dsl;
 mod fmt;
+mod front_errors;
 mod resolved;
+mod schema;
 mod span;
 mod suggest;
 mod yaml;
@@ -40,6 +42,7 @@ pub use diag::{
 pub use dsl::parse_dsl;
 pub use fmt::{to_dsl, to_yaml};
 pub use resolved::CheckedModel;
+pub use schema::json_schema;
 pub use span::{Format, LineCol, Source, Span};
 pub use yaml::parse_yaml;
 
@@ -106,15 +109,7 @@ pub enum Error {
 pub fn parse(source: &Source) -> Result<Model, Vec<Diagnostic>> {
     let text = source.text();
     if text.len() > MAX_SOURCE_BYTES {
-        return Err(vec![
-            Diagnostic::error(
-                Code::SourceTooLarge,
-                format!("the spec is larger than the limit of {MAX_SOURCE_BYTES} bytes (1 MiB)"),
-                Span::new(0, 0),
-                "this file",
-            )
-            .help("a model spec is a few kilobytes; is this the right file?"),
-        ]);
+        return Err(vec![front_errors::FrontError::SourceTooLarge.render()]);
     }
     match source.format() {
         Format::Yaml => parse_yaml(text),

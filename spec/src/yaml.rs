@@ -14,6 +14,7 @@ use crate::MAX_NESTING;
 use crate::ast::{Arg, Ident, Layer, Model, ModelComments, Value, ValueKind};
 use crate::comments;
 use crate::diag::{Code, Diagnostic};
+use crate::front_errors::FrontError;
 use crate::span::{Format, Source, Span};
 use crate::suggest;
 
@@ -251,27 +252,13 @@ fn syntax_error(err: &serde_saphyr::Error, source: &Source) -> Diagnostic {
             .get(start..)
             .and_then(|rest| rest.chars().next())
             .map_or(0, char::len_utf8);
-        return Diagnostic::error(
-            Code::NestingTooDeep,
-            format!("lists and mappings are nested more than {MAX_NESTING} deep"),
-            Span::new(start, start + width),
-            "too deep",
-        )
-        .help(
-            "a spec nests at most five deep: the spec, `layers`, a layer, its arguments and a \
-             `[height, width]` pair",
-        );
+        return FrontError::YamlTooDeep {
+            span: Span::new(start, start + width),
+        }
+        .render();
     }
     if let Some(message) = budget_message(err) {
-        return Diagnostic::error(
-            Code::YamlSyntax,
-            format!("invalid YAML: {message}"),
-            span,
-            "the limit is reached here",
-        )
-        .help(
-            "a spec has a few hundred values; write repeated parts out instead of aliasing them",
-        );
+        return FrontError::YamlBudget { span, message }.render();
     }
     let message =
         serde_saphyr::MessageFormatter::format_message(&serde_saphyr::UserMessageFormatter, err);
@@ -280,33 +267,26 @@ fn syntax_error(err: &serde_saphyr::Error, source: &Source) -> Diagnostic {
         // The parser reports where the scalar or block it was reading began, often the line
         // before; point at the tab itself.
         if let Some(tab) = indenting_tab(text, span.start as usize) {
-            return Diagnostic::error(
-                Code::YamlSyntax,
-                "invalid YAML: a tab is used as indentation",
-                Span::new(tab, tab + 1),
-                "this tab",
-            )
-            .note(format!("the parser says: {message}"))
-            .help("YAML indents with spaces only: replace the tab with spaces");
+            return FrontError::YamlTab {
+                span: Span::new(tab, tab + 1),
+                message: message.into_owned(),
+            }
+            .render();
         }
     }
-    let mut diagnostic = Diagnostic::error(
-        Code::YamlSyntax,
-        format!("invalid YAML: {message}"),
+    // Reported where the parser gave up, lines later; show where the bracket opened.
+    let unclosed = if message.contains("flow mapping") || message.contains("flow sequence") {
+        unclosed_bracket(text, span.start as usize)
+            .map(|open| (Span::new(open, open + 1), text[open..open + 1].to_owned()))
+    } else {
+        None
+    };
+    FrontError::YamlSyntax {
         span,
-        message.clone().into_owned(),
-    );
-    if message.contains("flow mapping") || message.contains("flow sequence") {
-        // Reported where the parser gave up, lines later; show where the bracket opened.
-        if let Some(open) = unclosed_bracket(text, span.start as usize) {
-            let bracket = &text[open..open + 1];
-            diagnostic = diagnostic.secondary(
-                Span::new(open, open + 1),
-                format!("this `{bracket}` is not closed"),
-            );
-        }
+        message: message.into_owned(),
+        unclosed,
     }
-    diagnostic
+    .render()
 }
 
 /// The first tab in the indentation of the line holding `from` or of the lines after it, up to
@@ -431,6 +411,11 @@ struct Lower<'a> {
 }
 
 impl Lower<'_> {
+    /// Words `error` and records it.
+    fn report(&mut self, error: FrontError) {
+        self.diagnostics.push(error.render());
+    }
+
     fn model(&mut self, root: Node) -> Model {
         let span = Span::new(0, self.source.text().len());
         let mut model = Model {
@@ -443,22 +428,14 @@ impl Lower<'_> {
         let entries = match root.kind {
             Kind::Map(entries) => entries,
             Kind::Null => {
-                self.diagnostics.push(
-                    Diagnostic::error(Code::BadStructure, "the spec is empty", root.span, "")
-                        .help("a spec is a mapping with `model`, `input` and `layers`"),
-                );
+                self.report(FrontError::EmptySpec { span: root.span });
                 return model;
             }
             other => {
-                self.diagnostics.push(
-                    Diagnostic::error(
-                        Code::BadStructure,
-                        format!("a spec must be a mapping, found {}", describe(&other)),
-                        root.span,
-                        "expected `model`, `input` and `layers` keys",
-                    )
-                    .help("a spec is a mapping with `model`, `input` and `layers`"),
-                );
+                self.report(FrontError::SpecNotMapping {
+                    span: root.span,
+                    found: describe(&other),
+                });
                 return model;
             }
         };
@@ -466,24 +443,18 @@ impl Lower<'_> {
         let mut seen: HashMap<String, Span> = HashMap::new();
         for (key, value) in entries {
             let Kind::Str(key_text) = &key.kind else {
-                self.diagnostics.push(Diagnostic::error(
-                    Code::BadStructure,
-                    format!("a spec key must be a string, found {}", describe(&key.kind)),
-                    key.span,
-                    "expected `model`, `input` or `layers`",
-                ));
+                self.report(FrontError::KeyNotString {
+                    span: key.span,
+                    found: describe(&key.kind),
+                });
                 continue;
             };
             if let Some(first) = seen.get(key_text) {
-                self.diagnostics.push(
-                    Diagnostic::error(
-                        Code::DuplicateArgument,
-                        format!("duplicate key `{key_text}`"),
-                        key.span,
-                        "given again here",
-                    )
-                    .secondary(*first, "first given here"),
-                );
+                self.report(FrontError::DuplicateKey {
+                    span: key.span,
+                    first: *first,
+                    key: key_text.clone(),
+                });
                 continue;
             }
             seen.insert(key_text.clone(), key.span);
@@ -492,18 +463,11 @@ impl Lower<'_> {
                 "input" => model.input = Some(self.value(value)),
                 "layers" => model.layers = self.layers(value),
                 other => {
-                    let mut diagnostic = Diagnostic::error(
-                        Code::UnknownTopLevelKey,
-                        format!("unknown key `{other}`"),
-                        key.span,
-                        "not a spec key",
-                    )
-                    .note("a spec has the keys `model`, `input` and `layers`");
-                    if let Some(best) = suggest::closest(other, TOP_LEVEL_KEYS.iter().copied()) {
-                        diagnostic =
-                            diagnostic.suggest(format!("did you mean `{best}`?"), key.span, best);
-                    }
-                    self.diagnostics.push(diagnostic);
+                    self.report(FrontError::UnknownTopLevelKey {
+                        span: key.span,
+                        key: other.to_owned(),
+                        best: suggest::closest(other, TOP_LEVEL_KEYS.iter().copied()),
+                    });
                 }
             }
         }
@@ -517,12 +481,10 @@ impl Lower<'_> {
                 span: node.span,
             }),
             other => {
-                self.diagnostics.push(Diagnostic::error(
-                    Code::WrongType,
-                    format!("`model` must be a name, found {}", describe(&other)),
-                    node.span,
-                    "expected a string",
-                ));
+                self.report(FrontError::ModelNameNotString {
+                    span: node.span,
+                    found: describe(&other),
+                });
                 None
             }
         }
@@ -533,17 +495,10 @@ impl Lower<'_> {
             Kind::Seq(items) => items.into_iter().filter_map(|n| self.layer(n)).collect(),
             Kind::Null => Vec::new(),
             other => {
-                self.diagnostics.push(
-                    Diagnostic::error(
-                        Code::BadStructure,
-                        format!("`layers` must be a list, found {}", describe(&other)),
-                        node.span,
-                        "expected a list of layers",
-                    )
-                    .help(
-                        "write one layer per line: `- conv2d: {out_channels: 32, kernel_size: 5}`",
-                    ),
-                );
+                self.report(FrontError::LayersNotList {
+                    span: node.span,
+                    found: describe(&other),
+                });
                 Vec::new()
             }
         }
@@ -562,12 +517,10 @@ impl Lower<'_> {
             Kind::Map(mut entries) if entries.len() == 1 => {
                 let (key, value) = entries.pop()?;
                 let Kind::Str(kind) = key.kind else {
-                    self.diagnostics.push(Diagnostic::error(
-                        Code::BadStructure,
-                        format!("a layer kind must be a name, found {}", describe(&key.kind)),
-                        key.span,
-                        "expected a layer kind such as `conv2d`",
-                    ));
+                    self.report(FrontError::LayerKindNotName {
+                        span: key.span,
+                        found: describe(&key.kind),
+                    });
                     return None;
                 };
                 let kind = Ident {
@@ -584,43 +537,21 @@ impl Lower<'_> {
                 })
             }
             Kind::Map(entries) => {
-                let mut diagnostic = Diagnostic::error(
-                    Code::BadStructure,
-                    format!(
-                        "a layer must have exactly one kind, found {} keys",
-                        entries.len()
-                    ),
-                    span,
-                    "expected `kind: {arguments}`",
-                );
-                let keys: Vec<&str> = entries
+                let has_name = entries
                     .iter()
-                    .filter_map(|(k, _)| match &k.kind {
-                        Kind::Str(s) => Some(s.as_str()),
-                        _ => None,
-                    })
-                    .collect();
-                diagnostic = if keys.contains(&"name") {
-                    diagnostic.help("put `name` among the layer's arguments: `- conv2d: {name: conv1, out_channels: 32, kernel_size: 3}`")
-                } else {
-                    diagnostic.help("write each layer as its own list item")
-                };
-                self.diagnostics.push(diagnostic);
+                    .any(|(k, _)| matches!(&k.kind, Kind::Str(s) if s == "name"));
+                self.report(FrontError::LayerManyKeys {
+                    span,
+                    count: entries.len(),
+                    has_name,
+                });
                 None
             }
             other => {
-                self.diagnostics.push(
-                    Diagnostic::error(
-                        Code::BadStructure,
-                        format!(
-                            "a layer must be a name or a one-key mapping, found {}",
-                            describe(&other)
-                        ),
-                        span,
-                        "expected a layer",
-                    )
-                    .help("write `- relu` or `- conv2d: {out_channels: 32, kernel_size: 3}`"),
-                );
+                self.report(FrontError::LayerNotNameOrMap {
+                    span,
+                    found: describe(&other),
+                });
                 None
             }
         }
@@ -632,20 +563,11 @@ impl Lower<'_> {
             Kind::Map(entries) => entries,
             Kind::Null => return Some((None, Vec::new())),
             other => {
-                self.diagnostics.push(
-                    Diagnostic::error(
-                        Code::BadStructure,
-                        format!(
-                            "the arguments of `{kind}` must be a mapping, found {}",
-                            describe(&other)
-                        ),
-                        node.span,
-                        "expected `{key: value, ...}`",
-                    )
-                    .help(format!(
-                        "write `{kind}: {{key: value}}`, or just `{kind}` for no arguments"
-                    )),
-                );
+                self.report(FrontError::ArgumentsNotMapping {
+                    span: node.span,
+                    kind: kind.to_owned(),
+                    found: describe(&other),
+                });
                 return None;
             }
         };
@@ -653,15 +575,10 @@ impl Lower<'_> {
         let mut args = Vec::new();
         for (key, value) in entries {
             let Kind::Str(key_text) = key.kind else {
-                self.diagnostics.push(Diagnostic::error(
-                    Code::BadStructure,
-                    format!(
-                        "an argument name must be a string, found {}",
-                        describe(&key.kind)
-                    ),
-                    key.span,
-                    "expected an argument name",
-                ));
+                self.report(FrontError::ArgumentNameNotString {
+                    span: key.span,
+                    found: describe(&key.kind),
+                });
                 continue;
             };
             let key = Ident {
@@ -686,15 +603,10 @@ impl Lower<'_> {
             Kind::Str(text) => text,
             Kind::Int(i) if i >= 0 => i.to_string(),
             other => {
-                self.diagnostics.push(
-                    Diagnostic::error(
-                        Code::WrongType,
-                        format!("a layer name must be a string, found {}", describe(&other)),
-                        node.span,
-                        "expected a name such as `conv1` or `layer1.0`",
-                    )
-                    .help("quote the name: `name: \"layer1.0\"`"),
-                );
+                self.report(FrontError::LayerNameNotString {
+                    span: node.span,
+                    found: describe(&other),
+                });
                 return None;
             }
         };

@@ -267,9 +267,12 @@ fn fixes_make_the_fixable_specs_check_clean() {
         [
             "invalid/dsl_colon_argument.cnn",
             "invalid/dsl_invisible_character.cnn",
+            "invalid/dsl_no_break_space.cnn",
             "invalid/in_channels_mismatch.cnn",
             "invalid/in_features_mismatch.yaml",
             "invalid/num_features_mismatch.yaml",
+            "invalid/size_chain_elided.cnn",
+            "invalid/sizes_from_input_and_linear.cnn",
             "invalid/unknown_argument.yaml",
             "invalid/unknown_layer_conv.yaml",
             "invalid/unknown_top_level_key.yaml",

@@ -1,6 +1,7 @@
 //! `cnnc check`: the lint. Parses and checks every spec given, printing each diagnostic rustc
-//! style or as one JSON array (at most [`cnnc_spec::MAX_SHOWN`] per spec, the rest counted);
-//! with `--fix`, first applies the fixes the diagnostics carry, like `cargo fix`.
+//! style, as one JSON array, as a SARIF log or as GitHub workflow commands (at most
+//! [`cnnc_spec::MAX_SHOWN`] per spec, the rest counted); with `--fix`, first applies the fixes
+//! the diagnostics carry, like `cargo fix`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use cnnc_spec::{Diagnostic, JsonDiagnostic, Shown, Source};
 
-use super::{ColorWhen, EXIT_INVALID, EXIT_TROUBLE, Lang, OutputFormat};
+use super::{ColorWhen, EXIT_INVALID, EXIT_TROUBLE, Lang, github, sarif};
 
 /// Arguments of `cnnc check`.
 #[derive(Debug, clap::Args)]
@@ -18,8 +19,8 @@ pub struct Args {
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
-    pub format: OutputFormat,
+    #[arg(long, value_enum, default_value_t = CheckFormat::Human)]
+    pub format: CheckFormat,
     /// Treat these lints as errors (`warnings`: all warnings).
     #[arg(long, value_enum, value_name = "LINT")]
     pub deny: Vec<Deny>,
@@ -33,6 +34,23 @@ pub struct Args {
     /// mode), then report what is left.
     #[arg(long)]
     pub fix: bool,
+    /// Skip YAML files without a top-level `layers:` key (CI configs and the like), as a
+    /// pre-commit hook given every YAML file needs.
+    #[arg(long)]
+    pub only_specs: bool,
+}
+
+/// `cnnc check --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    /// Text for people, rustc style.
+    Human,
+    /// One JSON array of diagnostics, for tools.
+    Json,
+    /// A SARIF 2.1.0 log, for code-scanning services.
+    Sarif,
+    /// GitHub Actions workflow commands, shown as annotations on the lines.
+    Github,
 }
 
 /// What `--deny` can promote to an error.
@@ -63,7 +81,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if args.fix && path == Path::new("-") {
             bail!("`--fix` rewrites files and cannot fix standard input; pass the spec's path");
         }
-        let read = super::read_source(&path, args.lang).and_then(|source| {
+        let read = super::read_source(&path, args.lang);
+        if args.only_specs && read.as_ref().is_ok_and(|source| !super::is_spec(source)) {
+            continue;
+        }
+        let read = read.and_then(|source| {
             if args.fix {
                 fix(&path, source)
             } else {
@@ -98,18 +120,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 /// Every diagnostic of one spec, parse and check together.
 pub fn diagnose(source: &Source) -> Vec<Diagnostic> {
-    match cnnc_spec::parse(source) {
-        Ok(model) => cnnc_spec::check(&model).diagnostics,
-        Err(diagnostics) => diagnostics,
-    }
+    // The analysis `cnnc lsp` publishes, so editor and command line never disagree.
+    super::lsp::analysis::analyze(source).diagnostics
 }
 
 /// Checks `sources` and writes the report to `out`: rendered diagnostics and a closing count
-/// line (which also counts the `unreadable` specs), or one JSON array of all diagnostics.
+/// line (which also counts the `unreadable` specs), one JSON array or SARIF log of all
+/// diagnostics, or one workflow command per diagnostic and the count line.
 pub fn report(
     sources: &[Source],
     unreadable: usize,
-    format: OutputFormat,
+    format: CheckFormat,
     color: bool,
     out: &mut dyn Write,
 ) -> std::io::Result<Tally> {
@@ -118,6 +139,7 @@ pub fn report(
         ..Tally::default()
     };
     let mut json = Vec::new();
+    let mut sarif = Vec::new();
     for source in sources {
         tally.specs += 1;
         let diagnostics = diagnose(source);
@@ -127,24 +149,31 @@ pub fn report(
         let shown = Shown::of(&diagnostics);
         for diagnostic in shown.shown {
             match format {
-                OutputFormat::Human => {
+                CheckFormat::Human => {
                     writeln!(out, "{}\n", cnnc_spec::render(diagnostic, source, color))?
                 }
-                OutputFormat::Json => json.push(JsonDiagnostic::new(diagnostic, source)),
+                CheckFormat::Json => json.push(JsonDiagnostic::new(diagnostic, source)),
+                CheckFormat::Sarif => sarif.push(sarif::result(diagnostic, source)),
+                CheckFormat::Github => writeln!(out, "{}", github::annotation(diagnostic, source))?,
             }
         }
         if let Some(omitted) = shown.omitted(source) {
             match format {
-                OutputFormat::Human => writeln!(out, "{omitted}\n")?,
-                // Standard output stays one JSON array; the count goes beside it.
-                OutputFormat::Json => eprintln!("{omitted}"),
+                CheckFormat::Human => writeln!(out, "{omitted}\n")?,
+                // Standard output stays one JSON document; the count goes beside it.
+                CheckFormat::Json | CheckFormat::Sarif => eprintln!("{omitted}"),
+                CheckFormat::Github => writeln!(out, "{omitted}")?,
             }
         }
     }
     match format {
-        OutputFormat::Human => writeln!(out, "{}", closing_line(&tally))?,
-        OutputFormat::Json => {
+        CheckFormat::Human | CheckFormat::Github => writeln!(out, "{}", closing_line(&tally))?,
+        CheckFormat::Json => {
             serde_json::to_writer_pretty(&mut *out, &json)?;
+            writeln!(out)?;
+        }
+        CheckFormat::Sarif => {
+            serde_json::to_writer_pretty(&mut *out, &sarif::log(sarif))?;
             writeln!(out)?;
         }
     }

@@ -11,11 +11,15 @@ pub mod eval;
 pub mod evaluate;
 pub mod explain;
 pub mod fmt;
+pub mod github;
 pub mod job;
+pub mod lsp;
 pub mod model;
 pub mod predict;
 pub mod progress;
 pub mod run;
+pub mod sarif;
+pub mod schema;
 pub mod summary;
 pub mod terminal;
 pub mod train;
@@ -113,6 +117,22 @@ pub fn read_source(path: &Path, lang: Option<Lang>) -> anyhow::Result<Source> {
     };
     let text = cnnc_spec::read_text(path)?;
     Ok(Source::new(path.display().to_string(), text, format))
+}
+
+/// Whether `source` is a spec rather than some other YAML file: DSL text always is, YAML when
+/// a line starts with the top-level `layers:` key (the rule `cnnc lsp` and editors use too).
+/// `--only-specs` skips the rest, so a hook can pass every YAML file of a repository.
+pub fn is_spec(source: &Source) -> bool {
+    source.format() == Format::Dsl
+        || source
+            .text()
+            .strip_prefix('\u{feff}')
+            .unwrap_or(source.text())
+            .lines()
+            .any(|line| {
+                line.strip_prefix("layers")
+                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
+            })
 }
 
 /// Standard input without `--lang`: YAML if its first line of content is a YAML key.

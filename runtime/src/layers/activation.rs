@@ -1,35 +1,31 @@
-//! Element-wise activations (`torch.nn.ReLU`, `LeakyReLU`, `Sigmoid`, `Tanh`). They work on any
-//! layout, so they never convert; parallel chunks do not change any value.
+//! Element-wise activations (`torch.nn.ReLU`, `LeakyReLU`, `Sigmoid`, `Tanh`, `ReLU6`, `SiLU`,
+//! `GELU`, `Hardswish`, `Hardsigmoid`, `ELU`, `Identity`). They work on any layout, so they never
+//! convert; parallel chunks do not change any value, and neither does the vector width of the
+//! piecewise maps' kernels (selects, compares and single roundings only).
 
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward};
+use crate::config::GeluApproximate;
 use crate::error::Result;
+use crate::simd::multiversion;
 use crate::tensor::{Dims, Mode};
 
 /// Values per parallel task.
 const CHUNK: usize = 16 * 1024;
 
 /// `y[i] = f(x[i])` in parallel chunks.
-fn map(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+fn map<P: Pointwise>(layer: &P, x: &[f32], y: &mut [f32]) {
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = f(x);
-            }
-        });
+        .for_each(|(y, x)| layer.f_chunk(x, y));
 }
 
-/// `dx[i] = f(dy[i], saved[i])` in parallel chunks (`saved` is the input or the output).
-fn map_grad(dy: &[f32], saved: &[f32], dx: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+/// `dx[i] = df(dy[i], saved[i])` in parallel chunks (`saved` is the input or the output).
+fn map_grad<P: Pointwise>(layer: &P, dy: &[f32], saved: &[f32], dx: &mut [f32]) {
     dx.par_chunks_mut(CHUNK)
         .zip(dy.par_chunks(CHUNK).zip(saved.par_chunks(CHUNK)))
-        .for_each(|(dx, (dy, s))| {
-            for ((dx, &dy), &s) in dx.iter_mut().zip(dy).zip(s) {
-                *dx = f(dy, s);
-            }
-        });
+        .for_each(|(dx, (dy, s))| layer.df_chunk(dy, s, dx));
 }
 
 /// The scalar maps of an element-wise layer.
@@ -40,6 +36,19 @@ trait Pointwise: Sync {
     fn f(&self, x: f32) -> f32;
     /// `dx` from `dy` and the saved input or output.
     fn df(&self, dy: f32, saved: f32) -> f32;
+    /// [`Pointwise::f`] over a chunk; kinds whose map vectorises override it with a
+    /// [`multiversion!`] kernel computing the same values.
+    fn f_chunk(&self, x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = self.f(x);
+        }
+    }
+    /// [`Pointwise::df`] over a chunk, overridden as [`Pointwise::f_chunk`] is.
+    fn df_chunk(&self, dy: &[f32], saved: &[f32], dx: &mut [f32]) {
+        for ((dx, &dy), &s) in dx.iter_mut().zip(dy).zip(saved) {
+            *dx = self.df(dy, s);
+        }
+    }
 }
 
 /// Implements [`Layer`] for a shape-preserving element-wise layer through its [`Pointwise`] maps.
@@ -66,7 +75,7 @@ macro_rules! pointwise_layer {
                 _mode: Mode,
             ) -> Result<()> {
                 let (n, _) = check_forward(self, x, y, batch)?;
-                map(&x[..n], &mut y[..n], |x| self.f(x));
+                map(self, &x[..n], &mut y[..n]);
                 Ok(())
             }
 
@@ -81,7 +90,7 @@ macro_rules! pointwise_layer {
                 let (n, _) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
                 let Some(dx) = dx else { return Ok(()) };
                 let saved = if Self::SAVES_OUTPUT { &y[..n] } else { &x[..n] };
-                map_grad(&dy[..n], saved, &mut dx[..n], |dy, s| self.df(dy, s));
+                map_grad(self, &dy[..n], saved, &mut dx[..n]);
                 Ok(())
             }
         }
@@ -210,3 +219,466 @@ impl Pointwise for Tanh {
 }
 
 pointwise_layer!(Tanh);
+
+/// Declares an element-wise layer struct with a `name` and `dims` and its `new`.
+macro_rules! pointwise_struct {
+    ($(#[$attr:meta])* $ty:ident) => {
+        $(#[$attr])*
+        #[derive(Debug)]
+        pub struct $ty {
+            name: String,
+            dims: Dims,
+        }
+
+        impl $ty {
+            /// Builds the layer for per-sample shape `dims`.
+            pub fn new(name: &str, dims: Dims) -> Self {
+                $ty {
+                    name: name.to_owned(),
+                    dims,
+                }
+            }
+        }
+    };
+}
+
+/// `min(max(v, lo), hi)` with NaN passing through, as PyTorch's `clamp`.
+#[inline(always)]
+fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
+    if v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
+    }
+}
+
+pointwise_struct!(
+    /// `torch.nn.ReLU6`: `min(max(x, 0), 6)` (NaN propagates), any shape. Backward passes `dy`
+    /// where `0 < x < 6` and is 0 at and beyond the kinks, as PyTorch's `hardtanh_backward`.
+    Relu6
+);
+
+multiversion! {
+    /// [`Relu6`]'s forward over a chunk.
+    fn relu6_forward(x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = clamp(x, 0.0, 6.0);
+        }
+    }
+}
+
+multiversion! {
+    /// [`Relu6`]'s backward over a chunk, from the input.
+    fn relu6_backward(dy: &[f32], x: &[f32], dx: &mut [f32]) {
+        for ((dx, &dy), &x) in dx.iter_mut().zip(dy).zip(x) {
+            *dx = if x <= 0.0 || x >= 6.0 { 0.0 } else { dy };
+        }
+    }
+}
+
+impl Pointwise for Relu6 {
+    const SAVES_OUTPUT: bool = false;
+    fn f(&self, x: f32) -> f32 {
+        clamp(x, 0.0, 6.0)
+    }
+    fn df(&self, dy: f32, x: f32) -> f32 {
+        if x <= 0.0 || x >= 6.0 { 0.0 } else { dy }
+    }
+    fn f_chunk(&self, x: &[f32], y: &mut [f32]) {
+        relu6_forward(x, y);
+    }
+    fn df_chunk(&self, dy: &[f32], x: &[f32], dx: &mut [f32]) {
+        relu6_backward(dy, x, dx);
+    }
+}
+
+pointwise_layer!(Relu6);
+
+pointwise_struct!(
+    /// `torch.nn.Hardsigmoid`: `min(max(x + 3, 0), 6) / 6`, any shape. Backward is `dy / 6`
+    /// (times PyTorch's rounded 1/6) where `-3 < x < 3` and 0 at and beyond the kinks, as
+    /// PyTorch's `hardsigmoid_backward`.
+    Hardsigmoid
+);
+
+/// PyTorch's `1.0f / 6.0f`, by which the hard activations' gradients multiply.
+const ONE_SIXTH: f32 = 1.0 / 6.0;
+
+fn hardsigmoid(x: f32) -> f32 {
+    clamp(x + 3.0, 0.0, 6.0) / 6.0
+}
+
+fn hardsigmoid_grad(dy: f32, x: f32) -> f32 {
+    if x > -3.0 && x < 3.0 {
+        dy * ONE_SIXTH
+    } else {
+        0.0
+    }
+}
+
+multiversion! {
+    /// [`Hardsigmoid`]'s forward over a chunk.
+    fn hardsigmoid_forward(x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = hardsigmoid(x);
+        }
+    }
+}
+
+multiversion! {
+    /// [`Hardsigmoid`]'s backward over a chunk, from the input.
+    fn hardsigmoid_backward(dy: &[f32], x: &[f32], dx: &mut [f32]) {
+        for ((dx, &dy), &x) in dx.iter_mut().zip(dy).zip(x) {
+            *dx = hardsigmoid_grad(dy, x);
+        }
+    }
+}
+
+impl Pointwise for Hardsigmoid {
+    const SAVES_OUTPUT: bool = false;
+    fn f(&self, x: f32) -> f32 {
+        hardsigmoid(x)
+    }
+    fn df(&self, dy: f32, x: f32) -> f32 {
+        hardsigmoid_grad(dy, x)
+    }
+    fn f_chunk(&self, x: &[f32], y: &mut [f32]) {
+        hardsigmoid_forward(x, y);
+    }
+    fn df_chunk(&self, dy: &[f32], x: &[f32], dx: &mut [f32]) {
+        hardsigmoid_backward(dy, x, dx);
+    }
+}
+
+pointwise_layer!(Hardsigmoid);
+
+pointwise_struct!(
+    /// `torch.nn.Hardswish`: `x * min(max(x + 3, 0), 6) / 6`, any shape. Backward, as PyTorch's
+    /// `hardswish_backward`: 0 below -3, `dy * (x / 3 + 0.5)` from -3 to 3 (both kinks
+    /// included), `dy` above.
+    Hardswish
+);
+
+fn hardswish(x: f32) -> f32 {
+    x * clamp(x + 3.0, 0.0, 6.0) / 6.0
+}
+
+fn hardswish_grad(dy: f32, x: f32) -> f32 {
+    if x < -3.0 {
+        0.0
+    } else if x <= 3.0 {
+        dy * (x / 3.0 + 0.5)
+    } else {
+        dy
+    }
+}
+
+multiversion! {
+    /// [`Hardswish`]'s forward over a chunk.
+    fn hardswish_forward(x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = hardswish(x);
+        }
+    }
+}
+
+multiversion! {
+    /// [`Hardswish`]'s backward over a chunk, from the input.
+    fn hardswish_backward(dy: &[f32], x: &[f32], dx: &mut [f32]) {
+        for ((dx, &dy), &x) in dx.iter_mut().zip(dy).zip(x) {
+            *dx = hardswish_grad(dy, x);
+        }
+    }
+}
+
+impl Pointwise for Hardswish {
+    const SAVES_OUTPUT: bool = false;
+    fn f(&self, x: f32) -> f32 {
+        hardswish(x)
+    }
+    fn df(&self, dy: f32, x: f32) -> f32 {
+        hardswish_grad(dy, x)
+    }
+    fn f_chunk(&self, x: &[f32], y: &mut [f32]) {
+        hardswish_forward(x, y);
+    }
+    fn df_chunk(&self, dy: &[f32], x: &[f32], dx: &mut [f32]) {
+        hardswish_backward(dy, x, dx);
+    }
+}
+
+pointwise_layer!(Hardswish);
+
+pointwise_struct!(
+    /// `torch.nn.Identity`: its input, any shape; backward passes `dy`.
+    Identity
+);
+
+impl Pointwise for Identity {
+    const SAVES_OUTPUT: bool = false;
+    fn f(&self, x: f32) -> f32 {
+        x
+    }
+    fn df(&self, dy: f32, _x: f32) -> f32 {
+        dy
+    }
+    fn f_chunk(&self, x: &[f32], y: &mut [f32]) {
+        y.copy_from_slice(x);
+    }
+    fn df_chunk(&self, dy: &[f32], _x: &[f32], dx: &mut [f32]) {
+        dx.copy_from_slice(dy);
+    }
+}
+
+pointwise_layer!(Identity);
+
+pointwise_struct!(
+    /// `torch.nn.SiLU`: `x / (1 + exp(-x))`, any shape; backward `dy * s * (1 + x * (1 - s))`
+    /// with `s = sigmoid(x)`, as PyTorch's `silu_backward`.
+    Silu
+);
+
+impl Pointwise for Silu {
+    const SAVES_OUTPUT: bool = false;
+    fn f(&self, x: f32) -> f32 {
+        x / (1.0 + (-x).exp())
+    }
+    fn df(&self, dy: f32, x: f32) -> f32 {
+        let s = 1.0 / (1.0 + (-x).exp());
+        dy * s * (1.0 + x * (1.0 - s))
+    }
+}
+
+pointwise_layer!(Silu);
+
+/// `erf(x)` rounded to f32 (Rust's `f32` has no `erf` yet), computed in f64: by its Maclaurin
+/// series below 2 (terms shrink past the fourth; 40 reach f64's precision), above by Numerical
+/// Recipes' `erfcc` (a Chebyshev fit of `erfc(z) * exp(z^2)`, relative error 1.2e-7 of an
+/// `erfc` under 0.005, so far below f32's step near 1).
+fn erf(x: f32) -> f32 {
+    let z = f64::from(x).abs();
+    let erf = if z < 2.0 {
+        // erf(z) = 2/sqrt(pi) * sum (-1)^n z^(2n+1) / (n! (2n+1)).
+        let (mut term, mut sum) = (z, z);
+        for n in 1..40 {
+            term *= -z * z / f64::from(n);
+            sum += term / f64::from(2 * n + 1);
+        }
+        sum * std::f64::consts::FRAC_2_SQRT_PI
+    } else {
+        let t = 1.0 / (1.0 + 0.5 * z);
+        let poly = -z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+        1.0 - t * poly.exp()
+    };
+    (if x < 0.0 { -erf } else { erf }) as f32
+}
+
+/// `torch.nn.GELU(approximate)`, any shape. `none`: `x * 0.5 * (1 + erf(x / sqrt(2)))`,
+/// backward `dy * (cdf + x * pdf)`, the exact derivative; `tanh`: `0.5 * x * (1 + tanh(inner))`
+/// with `inner = sqrt(2 / pi) * (x + 0.044715 * x^3)`, backward its exact derivative; both as
+/// PyTorch's `gelu` and `gelu_backward` compute them.
+#[derive(Debug)]
+pub struct Gelu {
+    name: String,
+    dims: Dims,
+    approximate: GeluApproximate,
+}
+
+impl Gelu {
+    /// Builds the layer for per-sample shape `dims`.
+    pub fn new(name: &str, dims: Dims, approximate: GeluApproximate) -> Self {
+        Gelu {
+            name: name.to_owned(),
+            dims,
+            approximate,
+        }
+    }
+}
+
+/// `sqrt(2 / pi)`, PyTorch's `M_SQRT2 * M_2_SQRTPI * 0.5`.
+const GELU_BETA: f32 = std::f32::consts::SQRT_2 * std::f32::consts::FRAC_2_SQRT_PI * 0.5;
+/// The cubic term's factor of the tanh approximation.
+const GELU_KAPPA: f32 = 0.044715;
+
+impl Pointwise for Gelu {
+    const SAVES_OUTPUT: bool = false;
+    fn f(&self, x: f32) -> f32 {
+        match self.approximate {
+            GeluApproximate::None => x * 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+            GeluApproximate::Tanh => {
+                let inner = GELU_BETA * (x + GELU_KAPPA * (x * x * x));
+                0.5 * x * (1.0 + inner.tanh())
+            }
+        }
+    }
+    fn df(&self, dy: f32, x: f32) -> f32 {
+        match self.approximate {
+            GeluApproximate::None => {
+                // 1 / sqrt(2 pi), PyTorch's M_2_SQRTPI * M_SQRT1_2 * 0.5.
+                const ALPHA: f32 =
+                    std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2 * 0.5;
+                let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+                let pdf = ALPHA * (x * x * -0.5).exp();
+                dy * (cdf + x * pdf)
+            }
+            GeluApproximate::Tanh => {
+                let x_sq = x * x;
+                let inner = GELU_BETA * (x + GELU_KAPPA * (x_sq * x));
+                let tanh_inner = inner.tanh();
+                let left = 0.5 * x;
+                let right = 1.0 + tanh_inner;
+                let inner_derivative = GELU_BETA * (1.0 + 3.0 * GELU_KAPPA * x_sq);
+                let right_derivative = left * (1.0 - tanh_inner * tanh_inner) * inner_derivative;
+                dy * (0.5 * right + right_derivative)
+            }
+        }
+    }
+}
+
+pointwise_layer!(Gelu);
+
+/// `torch.nn.ELU(alpha)`: `x` where `x > 0`, else `alpha * (exp(x) - 1)`, any shape. Backward
+/// `dy` where `x > 0`, else `dy * alpha * exp(x)` (so `alpha * dy` at 0), as PyTorch's
+/// `elu_backward` on the input.
+#[derive(Debug)]
+pub struct Elu {
+    name: String,
+    dims: Dims,
+    alpha: f32,
+}
+
+impl Elu {
+    /// Builds the layer for per-sample shape `dims`.
+    pub fn new(name: &str, dims: Dims, alpha: f32) -> Self {
+        Elu {
+            name: name.to_owned(),
+            dims,
+            alpha,
+        }
+    }
+}
+
+impl Pointwise for Elu {
+    const SAVES_OUTPUT: bool = false;
+    fn f(&self, x: f32) -> f32 {
+        if x <= 0.0 { x.exp_m1() * self.alpha } else { x }
+    }
+    fn df(&self, dy: f32, x: f32) -> f32 {
+        if x <= 0.0 {
+            dy * self.alpha * x.exp()
+        } else {
+            dy
+        }
+    }
+}
+
+pointwise_layer!(Elu);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: Dims = Dims::Flat { features: 9 };
+
+    fn run(layer: &mut dyn Layer, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let mut y = vec![0.0; x.len()];
+        layer.forward(x, &mut y, 1, Mode::Train).unwrap();
+        let dy: Vec<f32> = (0..x.len()).map(|i| 1.0 + i as f32).collect();
+        let mut dx = vec![0.0; x.len()];
+        layer.backward(x, &y, &dy, Some(&mut dx), 1).unwrap();
+        let unit: Vec<f32> = dx.iter().zip(&dy).map(|(dx, dy)| dx / dy).collect();
+        (y, unit)
+    }
+
+    /// The kinks, as PyTorch defines their derivatives.
+    const KINKS: [f32; 9] = [-4.0, -3.0, -1.5, 0.0, 1.5, 3.0, 4.0, 6.0, 7.0];
+
+    #[test]
+    fn relu6_clamps_and_passes_gradient_strictly_inside() {
+        let (y, g) = run(&mut Relu6::new("r", ALL), &KINKS);
+        assert_eq!(y, [0.0, 0.0, 0.0, 0.0, 1.5, 3.0, 4.0, 6.0, 6.0]);
+        assert_eq!(g, [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn hard_activations_follow_pytorch_at_their_kinks() {
+        let (y, g) = run(&mut Hardsigmoid::new("h", ALL), &KINKS);
+        assert_eq!(y, [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]);
+        let sixth = 1.0 / 6.0;
+        assert_eq!(g, [0.0, 0.0, sixth, sixth, sixth, 0.0, 0.0, 0.0, 0.0]);
+        let (y, g) = run(&mut Hardswish::new("h", ALL), &KINKS);
+        assert_eq!(y, [-0.0, -0.0, -0.375, 0.0, 1.125, 3.0, 4.0, 6.0, 7.0]);
+        assert_eq!(g, [0.0, -0.5, 0.0, 0.5, 1.0, 1.5, 1.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn elu_gradient_at_zero_is_alpha() {
+        let (y, g) = run(&mut Elu::new("e", ALL, 0.5), &KINKS);
+        assert_eq!(y[3], 0.0);
+        assert_eq!(g[3], 0.5);
+        assert!((y[0] - 0.5 * ((-4.0f32).exp() - 1.0)).abs() < 1e-7);
+        assert_eq!(g[6], 1.0);
+    }
+
+    #[test]
+    fn erf_matches_reference_values() {
+        // From Python's math.erf.
+        for (x, want) in [
+            (0.5f32, 0.520_499_877_8f64),
+            (1.0, 0.842_700_792_9),
+            (1.99, 0.995_111_413_2),
+            (2.0, 0.995_322_265_0),
+            (3.0, 0.999_977_909_5),
+        ] {
+            assert!((f64::from(erf(x)) - want).abs() < 1e-7, "erf({x})");
+            assert!((f64::from(erf(-x)) + want).abs() < 1e-7, "erf(-{x})");
+        }
+        assert_eq!(erf(1e-3), 0.001_128_378_8_f64 as f32);
+        assert_eq!(erf(0.0), 0.0);
+        assert_eq!(erf(10.0), 1.0);
+    }
+
+    #[test]
+    fn nan_propagates_through_the_clamps() {
+        for layer in [
+            &mut Relu6::new("r", ALL) as &mut dyn Layer,
+            &mut Hardsigmoid::new("h", ALL),
+            &mut Hardswish::new("h", ALL),
+        ] {
+            let mut x = KINKS;
+            x[4] = f32::NAN;
+            let (y, _) = run(layer, &x);
+            assert!(y[4].is_nan(), "{}", layer.name());
+        }
+    }
+
+    #[test]
+    fn vector_kernels_match_the_scalar_maps() {
+        let x: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.0173).collect();
+        let dy: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
+        fn check<P: Pointwise>(p: &P, x: &[f32], dy: &[f32]) {
+            let mut y = vec![0.0; x.len()];
+            p.f_chunk(x, &mut y);
+            let mut dx = vec![0.0; x.len()];
+            p.df_chunk(dy, x, &mut dx);
+            for i in 0..x.len() {
+                assert_eq!(y[i].to_bits(), p.f(x[i]).to_bits());
+                assert_eq!(dx[i].to_bits(), p.df(dy[i], x[i]).to_bits());
+            }
+        }
+        check(&Relu6::new("r", ALL), &x, &dy);
+        check(&Hardsigmoid::new("h", ALL), &x, &dy);
+        check(&Hardswish::new("h", ALL), &x, &dy);
+        check(&Identity::new("i", ALL), &x, &dy);
+    }
+}

@@ -6,8 +6,9 @@
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, LeakyRelu, Linear, MaxPool2d, Relu,
-    Sigmoid, Tanh, image_input,
+    AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout,
+    Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity, Layer, LeakyRelu, Linear,
+    LogSoftmax, MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample, image_input,
 };
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
@@ -111,6 +112,31 @@ from_config!(Dropout, "dropout", |name, input, index, init| LayerConfig::Dropout
 from_config!(BatchNorm2d, "batchnorm2d", |name, input, index, init| LayerConfig::BatchNorm2d(c) => {
     BatchNorm2d::new(name, c, input)
 });
+from_config!(AdaptiveAvgPool2d, "adaptive_avg_pool2d", |name, input, index, init| LayerConfig::AdaptiveAvgPool2d { output_size } => {
+    AdaptiveAvgPool2d::new(name, *output_size, input)
+});
+from_config!(AdaptiveMaxPool2d, "adaptive_max_pool2d", |name, input, index, init| LayerConfig::AdaptiveMaxPool2d { output_size } => {
+    AdaptiveMaxPool2d::new(name, *output_size, input)
+});
+from_config!(Upsample, "upsample", |name, input, index, init| LayerConfig::Upsample { scale_factor } => {
+    Upsample::new(name, *scale_factor, input)
+});
+from_config!(ConvTranspose2d, "conv_transpose2d", |name, input, index, init| LayerConfig::ConvTranspose2d(c) => {
+    ConvTranspose2d::new(name, c, input, &mut init.rng)
+});
+from_config!(Relu6, "relu6", |name, input, index, init| LayerConfig::Relu6 => Ok(Relu6::new(name, input)));
+from_config!(Silu, "silu", |name, input, index, init| LayerConfig::Silu => Ok(Silu::new(name, input)));
+from_config!(Gelu, "gelu", |name, input, index, init| LayerConfig::Gelu { approximate } => Ok(Gelu::new(name, input, *approximate)));
+from_config!(Hardswish, "hardswish", |name, input, index, init| LayerConfig::Hardswish => Ok(Hardswish::new(name, input)));
+from_config!(Hardsigmoid, "hardsigmoid", |name, input, index, init| LayerConfig::Hardsigmoid => Ok(Hardsigmoid::new(name, input)));
+from_config!(Elu, "elu", |name, input, index, init| LayerConfig::Elu { alpha } => Ok(Elu::new(name, input, *alpha)));
+from_config!(Identity, "identity", |name, input, index, init| LayerConfig::Identity => Ok(Identity::new(name, input)));
+from_config!(Dropout2d, "dropout2d", |name, input, index, init| LayerConfig::Dropout2d { p } => {
+    Dropout2d::new(name, input, *p, dropout_rng(init.seed, index))
+});
+from_config!(Softmax, "softmax", |name, input, index, init| LayerConfig::Softmax { dim } => Softmax::new(name, input, *dim));
+from_config!(Prelu, "prelu", |name, input, index, init| LayerConfig::Prelu { num_parameters } => Prelu::new(name, input, *num_parameters));
+from_config!(LogSoftmax, "log_softmax", |name, input, index, init| LayerConfig::LogSoftmax { dim } => LogSoftmax::new(name, input, *dim));
 
 /// Builds the layer `config` describes, as the dynamic executor holds it.
 pub fn build(
@@ -141,6 +167,21 @@ pub fn build(
         LayerConfig::Linear(_) => boxed::<Linear>,
         LayerConfig::Dropout { .. } => boxed::<Dropout>,
         LayerConfig::BatchNorm2d(_) => boxed::<BatchNorm2d>,
+        LayerConfig::AdaptiveAvgPool2d { .. } => boxed::<AdaptiveAvgPool2d>,
+        LayerConfig::AdaptiveMaxPool2d { .. } => boxed::<AdaptiveMaxPool2d>,
+        LayerConfig::Upsample { .. } => boxed::<Upsample>,
+        LayerConfig::ConvTranspose2d(_) => boxed::<ConvTranspose2d>,
+        LayerConfig::Relu6 => boxed::<Relu6>,
+        LayerConfig::Silu => boxed::<Silu>,
+        LayerConfig::Gelu { .. } => boxed::<Gelu>,
+        LayerConfig::Hardswish => boxed::<Hardswish>,
+        LayerConfig::Hardsigmoid => boxed::<Hardsigmoid>,
+        LayerConfig::Elu { .. } => boxed::<Elu>,
+        LayerConfig::Identity => boxed::<Identity>,
+        LayerConfig::Dropout2d { .. } => boxed::<Dropout2d>,
+        LayerConfig::Softmax { .. } => boxed::<Softmax>,
+        LayerConfig::LogSoftmax { .. } => boxed::<LogSoftmax>,
+        LayerConfig::Prelu { .. } => boxed::<Prelu>,
     };
     build(name, config, input, index, init)
 }

@@ -44,19 +44,29 @@ mod activation;
 mod batchnorm;
 mod build;
 mod conv;
+mod conv_transpose;
 mod dropout;
 mod flatten;
 mod linear;
 mod pool;
+mod prelu;
+mod resample;
+mod softmax;
 
-pub use activation::{LeakyRelu, Relu, Sigmoid, Tanh};
+pub use activation::{
+    Elu, Gelu, Hardsigmoid, Hardswish, Identity, LeakyRelu, Relu, Relu6, Sigmoid, Silu, Tanh,
+};
 pub use batchnorm::BatchNorm2d;
 pub use build::{FromConfig, Init, build};
 pub use conv::Conv2d;
-pub use dropout::Dropout;
+pub use conv_transpose::ConvTranspose2d;
+pub use dropout::{Dropout, Dropout2d};
 pub use flatten::Flatten;
 pub use linear::Linear;
 pub use pool::{AvgPool2d, MaxPool2d};
+pub use prelu::Prelu;
+pub use resample::{AdaptiveAvgPool2d, AdaptiveMaxPool2d, Upsample};
+pub use softmax::{LogSoftmax, Softmax};
 
 use std::fmt;
 

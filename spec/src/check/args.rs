@@ -6,15 +6,12 @@ use std::collections::HashMap;
 
 use cnnc_core::{ArgInfo, ArgType, ArgValue, LayerKind};
 
-use super::{Checker, too_large_dim};
+use super::Checker;
+use super::errors::CheckError;
 use crate::MAX_DIM;
 use crate::ast::{Arg, Layer, Value, ValueKind};
-use crate::diag::{Code, Diagnostic};
 use crate::span::Span;
 use crate::suggest;
-
-/// Bound of the table's unbounded numbers.
-const UNBOUNDED: f64 = f64::MAX;
 
 /// A layer's arguments after type and range checks, by key.
 #[derive(Default)]
@@ -47,42 +44,15 @@ impl Checker {
     /// the kind is unknown or an argument is unusable.
     pub(super) fn arguments(&mut self, layer: &Layer, name: &str) -> Option<(LayerKind, Args)> {
         let Some(kind) = LayerKind::from_keyword(&layer.kind.text) else {
-            let mut diagnostic = Diagnostic::error(
-                Code::UnknownLayer,
-                format!("unknown layer kind `{}`", layer.kind.text),
-                layer.kind.span,
-                "not a layer kind",
-            )
-            .layer(name);
             let closest =
                 suggest::closest(&layer.kind.text, LayerKind::ALL.iter().map(|k| k.keyword()));
-            diagnostic = match (closest, unsupported_module(&layer.kind.text)) {
-                // A PyTorch module cnnc lacks: the nearest spelling computes something else.
-                (closest, Some((class, what))) => {
-                    diagnostic = diagnostic.note(format!(
-                        "`{}` is PyTorch's `{class}`, which {what}; cnnc does not support it yet",
-                        layer.kind.text
-                    ));
-                    match closest.and_then(LayerKind::from_keyword) {
-                        Some(near) => diagnostic.note(format!(
-                            "`{}` is not a substitute: it computes {}",
-                            near.keyword(),
-                            near.computes()
-                        )),
-                        None => diagnostic,
-                    }
-                }
-                (Some(best), None) => {
-                    diagnostic.suggest(format!("did you mean `{best}`?"), layer.kind.span, best)
-                }
-                (None, None) => diagnostic.note(format!(
-                    "the layer kinds are {}",
-                    LayerKind::ALL
-                        .map(|k| format!("`{}`", k.keyword()))
-                        .join(", ")
-                )),
-            };
-            self.push(diagnostic);
+            self.report(CheckError::UnknownLayer {
+                span: layer.kind.span,
+                kind: layer.kind.text.clone(),
+                layer: name.to_owned(),
+                closest,
+                unsupported: unsupported_module(&layer.kind.text),
+            });
             return None;
         };
         let spec = kind.args();
@@ -94,46 +64,25 @@ impl Checker {
         let mut same_padding = None;
         for Arg { key, value } in &layer.args {
             let Some(arg_spec) = spec.iter().find(|s| s.name == key.text) else {
-                let mut diagnostic = Diagnostic::error(
-                    Code::UnknownArgument,
-                    format!("`{}` has no argument `{}`", kind.keyword(), key.text),
-                    key.span,
-                    "unknown argument",
-                )
-                .layer(name);
                 let keys = spec.iter().map(|s| s.name).chain(["name"]);
-                diagnostic = match suggest::closest(&key.text, keys) {
-                    Some(best) => {
-                        suggested.push(best);
-                        diagnostic.suggest(format!("did you mean `{best}`?"), key.span, best)
-                    }
-                    None if spec.is_empty() => diagnostic.note(format!(
-                        "`{}` takes no arguments other than `name`",
-                        kind.keyword()
-                    )),
-                    None => diagnostic.note(format!(
-                        "`{}` takes {}",
-                        kind.keyword(),
-                        spec.iter()
-                            .map(|s| format!("`{}`", s.name))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                };
-                self.push(diagnostic);
+                let best = suggest::closest(&key.text, keys);
+                suggested.extend(best);
+                self.report(CheckError::UnknownArgument {
+                    span: key.span,
+                    kind,
+                    key: key.text.clone(),
+                    layer: name.to_owned(),
+                    best,
+                });
                 continue;
             };
             if let Some(&first) = seen.get(key.text.as_str()) {
-                self.push(
-                    Diagnostic::error(
-                        Code::DuplicateArgument,
-                        format!("argument `{}` is given twice", key.text),
-                        key.span,
-                        "given again here",
-                    )
-                    .secondary(first, "first given here")
-                    .layer(name),
-                );
+                self.report(CheckError::DuplicateArgument {
+                    span: key.span,
+                    first,
+                    key: key.text.clone(),
+                    layer: name.to_owned(),
+                });
                 usable = false;
                 continue;
             }
@@ -161,21 +110,12 @@ impl Checker {
             if suggested.contains(&missing.name) {
                 continue;
             }
-            self.push(
-                Diagnostic::error(
-                    Code::MissingArgument,
-                    format!("`{}` needs `{}`", kind.keyword(), missing.name),
-                    layer.kind.span,
-                    format!("`{}` missing", missing.name),
-                )
-                .help(format!(
-                    "add `{}`, e.g. `{}: {}`",
-                    missing.name,
-                    missing.name,
-                    example(missing.name)
-                ))
-                .layer(name),
-            );
+            self.report(CheckError::MissingArgument {
+                span: layer.kind.span,
+                kind,
+                key: missing.name,
+                layer: name.to_owned(),
+            });
         }
         if let Some(span) = same_padding {
             match self.same_padding(&args, span, name) {
@@ -205,39 +145,20 @@ impl Checker {
         let [stride, dilation] = [pair("stride", 1)?, pair("dilation", 1)?];
         let total = [0, 1].map(|i| dilation[i].saturating_mul(kernel[i].saturating_sub(1)));
         if stride != [1, 1] {
-            self.push(
-                Diagnostic::error(
-                    Code::InvalidValue,
-                    "`padding: same` of `conv2d` needs stride 1",
-                    span,
-                    "not supported for strided convolutions",
-                )
-                .secondary(args.span("stride").unwrap_or(span), "stride above 1")
-                .note("PyTorch refuses padding='same' for strided convolutions: the output could not keep the input's size")
-                .help(format!(
-                    "write the padding in pixels, e.g. `padding: [{}, {}]`",
-                    total[0] / 2,
-                    total[1] / 2
-                ))
-                .layer(name),
-            );
+            self.report(CheckError::SamePaddingStrided {
+                span,
+                stride: args.span("stride").unwrap_or(span),
+                total,
+                layer: name.to_owned(),
+            });
             return None;
         }
         if total.iter().any(|t| t % 2 == 1) {
-            self.push(
-                Diagnostic::error(
-                    Code::InvalidValue,
-                    "`padding: same` of `conv2d` would pad unevenly, which is not supported yet",
-                    span,
-                    format!(
-                        "needs {} rows and {} columns of padding in all",
-                        total[0], total[1]
-                    ),
-                )
-                .note("with an even kernel_size PyTorch pads one pixel more on the bottom or right; cnnc pads both sides equally")
-                .help("use an odd kernel_size, or write the padding in pixels")
-                .layer(name),
-            );
+            self.report(CheckError::SamePaddingUneven {
+                span,
+                total,
+                layer: name.to_owned(),
+            });
             return None;
         }
         Some(total.map(|t| t / 2))
@@ -251,27 +172,23 @@ impl Checker {
         kind: LayerKind,
         name: &str,
     ) -> Option<ArgValue> {
-        let wrong_type = |expected: &str| {
-            Diagnostic::error(
-                Code::WrongType,
-                format!(
-                    "`{}` of `{}` must be {expected}, found {}",
-                    spec.name,
-                    kind.keyword(),
-                    value.kind.describe()
-                ),
-                value.span,
-                format!("expected {expected}"),
-            )
-            .layer(name)
+        let wrong_list = |expected: &'static str, list_len| CheckError::WrongType {
+            span: value.span,
+            kind,
+            key: spec.name,
+            expected,
+            found: value.kind.describe(),
+            list_len,
+            layer: name.to_owned(),
         };
+        let wrong_type = |expected| wrong_list(expected, None);
         match spec.ty {
             ArgType::Size { min } => match value.kind {
                 ValueKind::Int(v) => self
                     .size(spec.name, v, min, value.span, name)
                     .map(ArgValue::Int),
                 _ => {
-                    self.push(wrong_type("an integer"));
+                    self.report(wrong_type("an integer"));
                     None
                 }
             },
@@ -286,30 +203,24 @@ impl Checker {
                         if word == "valid" {
                             return Some(ArgValue::Pair([0, 0]));
                         }
-                        self.push(
-                            wrong_type(expected)
-                                .note("PyTorch's padding modes `same` and `valid` are the words it also takes"),
-                        );
+                        self.report(CheckError::PaddingWord {
+                            span: value.span,
+                            found: value.kind.describe(),
+                            layer: name.to_owned(),
+                        });
                         None
                     }
                     ValueKind::List(items) if items.len() == 2 => {
                         let mut pair = [0; 2];
                         for (slot, item) in pair.iter_mut().zip(items) {
                             let ValueKind::Int(v) = item.kind else {
-                                self.push(
-                                    Diagnostic::error(
-                                        Code::WrongType,
-                                        format!(
-                                            "`{}` of `{}` must hold integers, found {}",
-                                            spec.name,
-                                            kind.keyword(),
-                                            item.kind.describe()
-                                        ),
-                                        item.span,
-                                        "expected an integer",
-                                    )
-                                    .layer(name),
-                                );
+                                self.report(CheckError::PairItemNotInt {
+                                    span: item.span,
+                                    kind,
+                                    key: spec.name,
+                                    found: item.kind.describe(),
+                                    layer: name.to_owned(),
+                                });
                                 return None;
                             };
                             *slot = self.size(spec.name, v, min, item.span, name)?;
@@ -317,14 +228,11 @@ impl Checker {
                         Some(ArgValue::Pair(pair))
                     }
                     ValueKind::List(items) => {
-                        self.push(wrong_type(expected).note(format!(
-                            "found a list of {} values; a pair has 2",
-                            items.len()
-                        )));
+                        self.report(wrong_list(expected, Some(items.len())));
                         None
                     }
                     _ => {
-                        self.push(wrong_type(expected));
+                        self.report(wrong_type(expected));
                         None
                     }
                 }
@@ -338,7 +246,7 @@ impl Checker {
                     ValueKind::Float(v) => v,
                     ValueKind::Int(v) => v as f64,
                     _ => {
-                        self.push(wrong_type("a number"));
+                        self.report(wrong_type("a number"));
                         return None;
                     }
                 };
@@ -350,78 +258,51 @@ impl Checker {
                 // range too (1e-50 rounds to 0, 1e300 to infinity).
                 let stored = v as f32;
                 if outside(v) || outside(f64::from(stored)) {
-                    let range = match (min_exclusive, max == UNBOUNDED, min == -UNBOUNDED) {
-                        (_, true, true) => "a finite number".to_owned(),
-                        (true, true, false) => format!("greater than {min}"),
-                        (false, true, false) => format!("at least {min}"),
-                        _ => format!("between {min} and {max}"),
-                    };
-                    let mut diagnostic = Diagnostic::error(
-                        Code::InvalidValue,
-                        format!(
-                            "`{}` of `{}` must be {range}, found {}",
-                            spec.name,
-                            kind.keyword(),
-                            number(v)
-                        ),
-                        value.span,
-                        format!("must be {range}"),
-                    )
-                    .layer(name);
-                    if !outside(v) {
-                        diagnostic = diagnostic.note(format!(
-                            "cnnc computes in 32-bit floats, where {} is {}",
-                            number(v),
-                            number(f64::from(stored))
-                        ));
-                    }
-                    self.push(diagnostic);
+                    self.report(CheckError::OutOfRange {
+                        span: value.span,
+                        kind,
+                        key: spec.name,
+                        min,
+                        max,
+                        min_exclusive,
+                        value: v,
+                        stored: (!outside(v)).then_some(f64::from(stored)),
+                        layer: name.to_owned(),
+                    });
                     return None;
                 }
                 Some(ArgValue::Float(v))
             }
-            ArgType::Word { options } => {
-                let expected = options
-                    .iter()
-                    .map(|o| format!("`{o}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                match &value.kind {
-                    ValueKind::Str(word) => match options.iter().find(|o| **o == word.as_str()) {
-                        Some(option) => Some(ArgValue::Word(option)),
-                        None => {
-                            let mut diagnostic = Diagnostic::error(
-                                Code::InvalidValue,
-                                format!(
-                                    "`{}` of `{}` must be one of {expected}, found `{word}`",
-                                    spec.name,
-                                    kind.keyword()
-                                ),
-                                value.span,
-                                "not one of its words",
-                            )
-                            .layer(name);
-                            if let Some(best) = suggest::closest(word, options.iter().copied()) {
-                                diagnostic = diagnostic.suggest(
-                                    format!("did you mean `{best}`?"),
-                                    value.span,
-                                    best,
-                                );
-                            }
-                            self.push(diagnostic);
-                            None
-                        }
-                    },
-                    _ => {
-                        self.push(wrong_type(&format!("one of {expected}")));
-                        None
-                    }
+            ArgType::Dim => match value.kind {
+                // Its range depends on the input's rank: the shape rule checks it.
+                ValueKind::Int(v) => Some(ArgValue::Dim(v)),
+                _ => {
+                    self.report(wrong_type("an integer"));
+                    None
                 }
+            },
+            ArgType::Choice(words) => {
+                let found = match &value.kind {
+                    ValueKind::Str(word) => match words.iter().find(|w| **w == word.as_str()) {
+                        Some(w) => return Some(ArgValue::Word(w)),
+                        None => Ok(word.clone()),
+                    },
+                    other => Err(other.describe()),
+                };
+                self.report(CheckError::BadChoice {
+                    span: value.span,
+                    kind,
+                    key: spec.name,
+                    words,
+                    found,
+                    layer: name.to_owned(),
+                });
+                None
             }
             ArgType::Bool => match value.kind {
                 ValueKind::Bool(b) => Some(ArgValue::Bool(b)),
                 _ => {
-                    self.push(wrong_type("true or false"));
+                    self.report(wrong_type("true or false"));
                     None
                 }
             },
@@ -431,21 +312,21 @@ impl Checker {
     /// Range-checks an integer size: at least `min`, at most [`MAX_DIM`].
     fn size(&mut self, key: &str, v: i64, min: usize, span: Span, name: &str) -> Option<usize> {
         if v < min as i64 {
-            let mut diagnostic = Diagnostic::error(
-                Code::InvalidValue,
-                format!("`{key}` must be at least {min}, found {v}"),
+            self.report(CheckError::BelowMin {
                 span,
-                format!("must be at least {min}"),
-            )
-            .layer(name);
-            if key == "stride" {
-                diagnostic = diagnostic.note("a stride of 0 would never move the window");
-            }
-            self.push(diagnostic);
+                key: key.to_owned(),
+                min,
+                value: v,
+                layer: name.to_owned(),
+            });
             return None;
         }
         if v as u64 > MAX_DIM as u64 {
-            self.push(too_large_dim(v, span).layer(name));
+            self.report(CheckError::DimTooLarge {
+                span,
+                value: v,
+                layer: Some(name.to_owned()),
+            });
             return None;
         }
         Some(v as usize)
@@ -454,10 +335,9 @@ impl Checker {
 
 /// PyTorch modules that cnnc does not have, by their name lower-cased without underscores,
 /// with their class and what they compute: a spec naming one gets no suggestion of a kind that
-/// is spelt alike but computes something else (`dropout2d` is not `dropout`).
+/// is spelt alike but computes something else (`dropout3d` is not `dropout`).
 const UNSUPPORTED: &[(&str, &str, &str)] = &[
     ("dropout1d", "Dropout1d", "zeroes whole channels"),
-    ("dropout2d", "Dropout2d", "zeroes whole channels"),
     ("dropout3d", "Dropout3d", "zeroes whole channels"),
     (
         "alphadropout",
@@ -466,33 +346,16 @@ const UNSUPPORTED: &[(&str, &str, &str)] = &[
     ),
     ("conv1d", "Conv1d", "convolves over one dimension"),
     ("conv3d", "Conv3d", "convolves over three dimensions"),
-    (
-        "convtranspose2d",
-        "ConvTranspose2d",
-        "upsamples by a transposed convolution",
-    ),
     ("maxpool1d", "MaxPool1d", "pools over one dimension"),
     ("maxpool3d", "MaxPool3d", "pools over three dimensions"),
     ("avgpool1d", "AvgPool1d", "pools over one dimension"),
     ("avgpool3d", "AvgPool3d", "pools over three dimensions"),
-    (
-        "adaptiveavgpool2d",
-        "AdaptiveAvgPool2d",
-        "pools to a fixed output size",
-    ),
-    (
-        "adaptivemaxpool2d",
-        "AdaptiveMaxPool2d",
-        "pools to a fixed output size",
-    ),
     (
         "batchnorm1d",
         "BatchNorm1d",
         "normalises flat or 1-D inputs",
     ),
     ("batchnorm3d", "BatchNorm3d", "normalises 3-D inputs"),
-    ("relu6", "ReLU6", "clamps at 0 and 6"),
-    ("prelu", "PReLU", "learns its negative slope"),
 ];
 
 /// The PyTorch module `kind` names, if it is one cnnc lacks ([`UNSUPPORTED`]).
@@ -506,24 +369,4 @@ fn unsupported_module(kind: &str) -> Option<(&'static str, &'static str)> {
         .iter()
         .find(|(name, _, _)| *name == key)
         .map(|&(_, class, what)| (class, what))
-}
-
-/// A number as messages show it: as written when short, else in exponent form (`1e300`).
-fn number(v: f64) -> String {
-    let plain = v.to_string();
-    if plain.len() > 16 {
-        format!("{v:e}")
-    } else {
-        plain
-    }
-}
-
-/// A plausible value for a required argument, for help lines.
-fn example(key: &str) -> &'static str {
-    match key {
-        "kernel_size" => "3",
-        "out_channels" => "32",
-        "out_features" => "10",
-        _ => "1",
-    }
 }

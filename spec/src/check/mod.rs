@@ -5,6 +5,7 @@
 //! are still checked. The model it returns is built by [`Model::new`], so its invariants hold.
 
 mod args;
+mod errors;
 mod rules;
 
 use std::collections::HashMap;
@@ -12,13 +13,14 @@ use std::collections::HashMap;
 use cnnc_core::{LayerDef, LayerKind, Model, NetworkDef};
 
 use crate::ast::{Layer, Model as Spec, ValueKind};
-use crate::diag::{Code, Diagnostic, Label};
+use crate::diag::Diagnostic;
 use crate::resolved::CheckedModel;
 use crate::span::Span;
 use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS};
 use cnnc_core::Shape;
 
 use args::Args;
+use errors::{CheckError, Culprit, FeatureChain, Origin, Step};
 
 /// The result of [`check`]: the resolved model (complete when there are no errors) and every
 /// diagnostic, warnings included.
@@ -53,27 +55,14 @@ pub fn check(model: &Spec) -> Checked {
     let input = checker.input(model);
     if model.layers.is_empty() {
         let span = model.name.as_ref().map_or(Span::new(0, 0), |n| n.span);
-        checker.push(
-            Diagnostic::error(
-                Code::NoLayers,
-                "the model has no layers",
-                span,
-                "this model",
-            )
-            .help("add a `layers` list, e.g. `- conv2d: {out_channels: 32, kernel_size: 3}`"),
-        );
+        checker.report(CheckError::NoLayers { span });
     }
     if model.layers.len() > MAX_LAYERS {
         let span = model.layers[MAX_LAYERS].span;
-        checker.push(Diagnostic::error(
-            Code::TooManyLayers,
-            format!(
-                "the model has {} layers, more than the limit of {MAX_LAYERS}",
-                model.layers.len()
-            ),
+        checker.report(CheckError::TooManyLayers {
             span,
-            "the first layer past the limit",
-        ));
+            count: model.layers.len(),
+        });
         return checker.finish(None);
     }
     let names = checker.names(&model.layers);
@@ -139,7 +128,7 @@ pub fn check(model: &Spec) -> Checked {
 struct Flow {
     shape: Shape,
     /// The place that last set the channel or feature count, for secondary labels.
-    origin: Label,
+    origin: (Span, Origin),
     /// Every layer so far with its output, for the size chain in notes.
     trail: Vec<(LayerKind, Shape)>,
     input: [usize; 3],
@@ -152,10 +141,7 @@ impl Flow {
     fn new(input: [usize; 3], span: Span) -> Self {
         Flow {
             shape: Shape::Chw(input),
-            origin: Label {
-                span,
-                text: format!("the input is {}", Shape::Chw(input)),
-            },
+            origin: (span, Origin::Input(input)),
             trail: Vec::new(),
             input,
             after_error: false,
@@ -168,28 +154,36 @@ impl Flow {
         let origin = match kind {
             LayerKind::Conv2d => Some((
                 args.span("out_channels").unwrap_or(span),
-                format!("{who} outputs {} channels", output.dims()[0]),
+                Origin::Conv {
+                    who: who.to_owned(),
+                    channels: output.dims()[0],
+                },
             )),
             LayerKind::Linear => Some((
                 args.span("out_features").unwrap_or(span),
-                format!("{who} outputs {} features", output.numel()),
+                Origin::Linear {
+                    who: who.to_owned(),
+                    features: output.numel(),
+                },
             )),
             LayerKind::Flatten => Some((
                 span,
-                format!("flattens {input} into {} features", output.numel()),
+                Origin::Flatten {
+                    input,
+                    features: output.numel(),
+                },
             )),
             _ => None,
         };
-        if let Some((span, text)) = origin {
-            self.origin = Label { span, text };
+        if let Some(origin) = origin {
+            self.origin = origin;
         }
         self.trail.push((kind, output));
     }
 
-    /// How the current flat size came about, e.g.
-    /// `32 →conv→ 32 →pool→ 16 → … → [64, 4, 4] → 64*4*4 = 1024`; `None` when the size does not
-    /// come from a `flatten` of the convolutional part.
-    fn feature_chain(&self) -> Option<String> {
+    /// How the current flat size came about (worded by [`FeatureChain::text`]); `None` when
+    /// the size does not come from a `flatten` of the convolutional part.
+    fn feature_chain(&self) -> Option<FeatureChain> {
         let flatten = self
             .trail
             .iter()
@@ -200,46 +194,27 @@ impl Flow {
         {
             return None;
         }
-        let hw = |shape: &Shape| match *shape {
-            Shape::Chw([_, h, w]) if h == w => h.to_string(),
-            Shape::Chw([_, h, w]) => format!("{h}×{w}"),
-            Shape::Flat(n) => n.to_string(),
-        };
-        let mut steps: Vec<String> = self.trail[..flatten]
+        let steps = self.trail[..flatten]
             .iter()
-            .filter_map(|(kind, shape)| {
-                let op = match kind {
-                    LayerKind::Conv2d => "conv",
-                    LayerKind::MaxPool2d | LayerKind::AvgPool2d => "pool",
-                    _ => return None,
-                };
-                Some(format!("→{op}→ {}", hw(shape)))
+            .filter_map(|(kind, shape)| match kind {
+                LayerKind::Conv2d => Some((Step::Conv, *shape)),
+                LayerKind::MaxPool2d | LayerKind::AvgPool2d => Some((Step::Pool, *shape)),
+                _ => None,
             })
             .collect();
-        if steps.len() > 6 {
-            steps.splice(2..steps.len() - 2, ["→ …".to_owned()]);
-        }
         let before = if flatten == 0 {
             Shape::Chw(self.input)
         } else {
             self.trail[flatten - 1].1
         };
-        let Shape::Chw([c, h, w]) = before else {
+        let Shape::Chw(before) = before else {
             return None;
         };
-        if steps.is_empty() {
-            return Some(format!(
-                "flatten of {before} gives {c}*{h}*{w} = {}",
-                c * h * w
-            ));
-        }
-        let mut chain = hw(&Shape::Chw(self.input));
-        for step in steps {
-            chain.push(' ');
-            chain.push_str(&step);
-        }
-        chain.push_str(&format!(" → {before} → {c}*{h}*{w} = {}", c * h * w));
-        Some(chain)
+        Some(FeatureChain {
+            input: self.input,
+            steps,
+            before,
+        })
     }
 }
 
@@ -258,6 +233,14 @@ impl LayerContext<'_> {
     /// "`fc1` (linear)" or "layer 3 (linear)".
     fn title(&self) -> String {
         format!("{} ({})", self.who, self.kind.keyword())
+    }
+
+    /// The layer as diagnostics name it.
+    fn culprit(&self) -> Culprit {
+        Culprit {
+            title: self.title(),
+            name: self.name.to_owned(),
+        }
     }
 
     /// The span of argument `key` if written, else the layer kind.
@@ -280,6 +263,11 @@ impl Checker {
         self.diagnostics.push(diagnostic);
     }
 
+    /// Words `error` and records it.
+    fn report(&mut self, error: CheckError) {
+        self.push(error.render());
+    }
+
     fn error_count(&self) -> usize {
         self.errors
     }
@@ -297,15 +285,11 @@ impl Checker {
             Ok(model) => Some(CheckedModel::new(model, spans)),
             Err(err) => {
                 let span = spans.first().copied().unwrap_or_default();
-                self.push(
-                    Diagnostic::error(
-                        Code::InvalidValue,
-                        format!("cnnc bug: the checker accepted a model it cannot build: {err}"),
-                        span,
-                        "here",
-                    )
-                    .layer(err.layer()),
-                );
+                self.report(CheckError::ModelBug {
+                    span,
+                    error: err.to_string(),
+                    layer: err.layer().to_string(),
+                });
                 None
             }
         }
@@ -324,33 +308,21 @@ impl Checker {
     fn input(&mut self, model: &Spec) -> Option<[usize; 3]> {
         let Some(input) = &model.input else {
             let span = model.name.as_ref().map_or(Span::new(0, 0), |n| n.span);
-            self.push(
-                Diagnostic::error(Code::MissingInput, "the spec has no `input` shape", span, "this model")
-                    .help("add the per-sample input shape [channels, height, width], e.g. `input: [3, 32, 32]`"),
-            );
+            self.report(CheckError::MissingInput { span });
             return None;
         };
-        let bad = |message: String| {
-            Diagnostic::error(
-                Code::BadInput,
-                message,
-                input.span,
-                "expected [channels, height, width]",
-            )
-            .help("write the per-sample input shape as three positive integers, e.g. [3, 32, 32]")
-        };
         let ValueKind::List(items) = &input.kind else {
-            self.push(bad(format!(
-                "`input` must be a list of three integers, found {}",
-                input.kind.describe()
-            )));
+            self.report(CheckError::InputNotList {
+                span: input.span,
+                found: input.kind.describe(),
+            });
             return None;
         };
         if items.len() != 3 {
-            self.push(bad(format!(
-                "`input` must have three dimensions [C, H, W], found {}",
-                items.len()
-            )));
+            self.report(CheckError::InputRank {
+                span: input.span,
+                rank: items.len(),
+            });
             return None;
         }
         let mut dims = [0usize; 3];
@@ -358,43 +330,36 @@ impl Checker {
             match item.kind {
                 ValueKind::Int(v) if v >= 1 && v as u64 <= MAX_DIM as u64 => *dim = v as usize,
                 ValueKind::Int(v) if v >= 1 => {
-                    self.push(too_large_dim(v, item.span));
+                    self.report(CheckError::DimTooLarge {
+                        span: item.span,
+                        value: v,
+                        layer: None,
+                    });
                     return None;
                 }
                 ValueKind::Int(v) => {
-                    self.push(Diagnostic::error(
-                        Code::BadInput,
-                        format!("input dimensions must be at least 1, found {v}"),
-                        item.span,
-                        "must be at least 1",
-                    ));
+                    self.report(CheckError::InputDimBelowOne {
+                        span: item.span,
+                        value: v,
+                    });
                     return None;
                 }
                 ref other => {
-                    self.push(Diagnostic::error(
-                        Code::BadInput,
-                        format!(
-                            "input dimensions must be integers, found {}",
-                            other.describe()
-                        ),
-                        item.span,
-                        "expected an integer",
-                    ));
+                    self.report(CheckError::InputDimNotInt {
+                        span: item.span,
+                        found: other.describe(),
+                    });
                     return None;
                 }
             }
         }
         let numel = dims.iter().map(|&d| d as u64).product::<u64>();
         if numel > MAX_ELEMENTS {
-            self.push(
-                Diagnostic::error(
-                    Code::TooLarge,
-                    format!("the input has {numel} elements per sample, more than the limit of {MAX_ELEMENTS}"),
-                    input.span,
-                    "too large",
-                )
-                .note(format!("{} = {numel}", dims.map(|d| d.to_string()).join("*"))),
-            );
+            self.report(CheckError::InputTooLarge {
+                span: input.span,
+                dims,
+                numel,
+            });
             return None;
         }
         Some(dims)
@@ -417,16 +382,10 @@ impl Checker {
             if let Some(name) = &layer.name
                 && !is_valid_name(&name.text)
             {
-                self.push(
-                    Diagnostic::error(
-                        Code::InvalidName,
-                        format!("`{}` is not a valid layer name", name.text),
-                        name.span,
-                        "not a state_dict prefix",
-                    )
-                    .note("a name is one or more dot-separated parts of letters, digits and `_`, like `fc1` or `layer1.0`")
-                    .layer(name.text.clone()),
-                );
+                self.report(CheckError::InvalidName {
+                    span: name.span,
+                    name: name.text.clone(),
+                });
             }
         }
         let mut first: HashMap<&str, usize> = HashMap::new();
@@ -436,44 +395,15 @@ impl Checker {
                 continue;
             };
             let span_of = |j: usize| layers[j].name.as_ref().map_or(layers[j].span, |n| n.span);
-            let how = |j: usize| {
-                if layers[j].name.is_some() {
-                    "first used here".to_owned()
-                } else {
-                    format!("layer {j} is unnamed, so it is named `{j}`")
-                }
-            };
-            self.push(
-                Diagnostic::error(
-                    Code::DuplicateName,
-                    format!("two layers are named `{name}`"),
-                    span_of(i),
-                    "used again here",
-                )
-                .secondary(span_of(earlier), how(earlier))
-                .note(format!("parameters are saved as `{name}.weight`, `{name}.bias`, ..., so names must be unique"))
-                .help("rename one of the layers")
-                .layer(name.clone()),
-            );
+            self.report(CheckError::DuplicateName {
+                span: span_of(i),
+                name: name.clone(),
+                earlier: span_of(earlier),
+                earlier_unnamed: layers[earlier].name.is_none().then_some(earlier),
+            });
         }
         names
     }
-}
-
-fn too_large_dim(v: i64, span: Span) -> Diagnostic {
-    // Both front-ends saturate integers beyond 64 bits to i64::MAX; the label shows the literal.
-    let value = if v == i64::MAX {
-        "the number".to_owned()
-    } else {
-        v.to_string()
-    };
-    Diagnostic::error(
-        Code::TooLarge,
-        format!("{value} is larger than the size limit of {MAX_DIM}"),
-        span,
-        "too large",
-    )
-    .note(format!("every size must be at most 2^20 = {MAX_DIM}"))
 }
 
 /// How messages refer to a layer: by its explicit name, else by its position.

@@ -2,10 +2,13 @@
 //! diagnostics that explain a shape that does not work (the formula with numbers, the chain of
 //! sizes that led there). The sizes themselves come from the shared geometry and layer table.
 
-use cnnc_core::config::{Conv2dConfig, LayerConfig, PaddingMode};
+use cnnc_core::config::{
+    Conv2dConfig, ConvTranspose2dConfig, LayerConfig, PaddingMode, softmax_dim,
+};
 use cnnc_core::geometry::Window;
 use cnnc_core::{ArgValue, Input, LayerKind, TensorInfo};
 
+use super::errors::{AxisLoss, CheckError};
 use super::{Checker, Flow, LayerContext};
 use crate::diag::{Code, Diagnostic};
 use crate::{MAX_ELEMENTS, MAX_POOL_WINDOW};
@@ -32,24 +35,12 @@ impl Checker {
                 key.map(|key| (key, self.explicit_size(cx, flow, key, n, "features")))
             }
             (Input::Flat, Shape::Chw([c, h, w])) => {
-                self.push(
-                    Diagnostic::error(
-                        Code::ExpectedFlat,
-                        format!(
-                            "{} needs a flat input, but its input is {input}",
-                            cx.title()
-                        ),
-                        cx.layer.kind.span,
-                        format!("receives {input}"),
-                    )
-                    .secondary(flow.origin.span, flow.origin.text.clone())
-                    .note(format!(
-                        "flatten of {input} gives {c}*{h}*{w} = {}",
-                        c * h * w
-                    ))
-                    .help("insert `flatten` before this layer")
-                    .layer(cx.name),
-                );
+                self.report(CheckError::ExpectedFlat {
+                    at: cx.culprit(),
+                    span: cx.layer.kind.span,
+                    origin: flow.origin.clone(),
+                    input: [c, h, w],
+                });
                 key.map(|key| (key, cx.args.int(key).unwrap_or(c * h * w)))
             }
             (Input::Any, _) => None,
@@ -71,17 +62,10 @@ impl Checker {
                 });
                 let [oh, ow] = self.slide(cx, &windows, [h, w], "stride")?;
                 if conv.bias && cx.next_kind == Some(LayerKind::BatchNorm2d) {
-                    self.push(
-                        Diagnostic::new(
-                            Code::BiasBeforeBatchNorm,
-                            format!("the bias of {} is cancelled by the batchnorm2d after it", cx.title()),
-                            cx.span_of("bias"),
-                            "this bias has no effect",
-                        )
-                        .note("batchnorm2d subtracts the per-channel mean, which removes any per-channel constant")
-                        .help("set `bias: false` to save the parameters")
-                        .layer(cx.name),
-                    );
+                    self.report(CheckError::BiasBeforeBatchNorm {
+                        at: cx.culprit(),
+                        span: cx.span_of("bias"),
+                    });
                 }
                 Shape::Chw([conv.out_channels, oh, ow])
             }
@@ -91,41 +75,22 @@ impl Checker {
             ) => {
                 for i in 0..2 {
                     if pool.padding[i] > pool.kernel_size[i] / 2 {
-                        self.push(
-                            Diagnostic::error(
-                                Code::PoolPaddingTooLarge,
-                                format!("the padding of {} is more than half its kernel size", cx.title()),
-                                cx.span_of("padding"),
-                                format!("padding {} > {} / 2", pool.padding[i], pool.kernel_size[i]),
-                            )
-                            .note(format!(
-                                "PyTorch requires padding <= kernel_size / 2 (rounded down), here {} / 2 = {}",
-                                pool.kernel_size[i],
-                                pool.kernel_size[i] / 2
-                            ))
-                            .help(format!("use at most `padding: {}`", pool.kernel_size[i] / 2))
-                            .layer(cx.name),
-                        );
+                        self.report(CheckError::PoolPaddingTooLarge {
+                            at: cx.culprit(),
+                            span: cx.span_of("padding"),
+                            padding: pool.padding[i],
+                            kernel: pool.kernel_size[i],
+                        });
                         break;
                     }
                 }
                 let [kh, kw] = pool.kernel_size;
                 if cx.kind == LayerKind::MaxPool2d && kh * kw > MAX_POOL_WINDOW {
-                    self.push(
-                        Diagnostic::error(
-                            Code::TooLarge,
-                            format!(
-                                "the window of {} has {} positions, more than the limit of {MAX_POOL_WINDOW}",
-                                cx.title(),
-                                kh * kw
-                            ),
-                            cx.span_of("kernel_size"),
-                            format!("{kh}*{kw} = {}", kh * kw),
-                        )
-                        .note("max pooling records where each window's maximum lies, in 16 bits")
-                        .help("use a smaller kernel_size, or avgpool2d")
-                        .layer(cx.name),
-                    );
+                    self.report(CheckError::PoolWindowTooLarge {
+                        at: cx.culprit(),
+                        span: cx.span_of("kernel_size"),
+                        kernel: [kh, kw],
+                    });
                     return None;
                 }
                 let windows = [0, 1].map(|i| Window {
@@ -142,23 +107,53 @@ impl Checker {
                 if let Shape::Flat(n) = input
                     && !flow.after_error
                 {
-                    self.push(
-                        Diagnostic::new(
-                            Code::RedundantFlatten,
-                            format!(
-                                "{} does nothing: its input [{n}] is already flat",
-                                cx.title()
-                            ),
-                            cx.layer.kind.span,
-                            "already flat",
-                        )
-                        .help("remove this layer")
-                        .layer(cx.name),
-                    );
+                    self.report(CheckError::RedundantFlatten {
+                        at: cx.culprit(),
+                        span: cx.layer.kind.span,
+                        features: n,
+                    });
                 }
                 Shape::Flat(input.numel())
             }
             (LayerConfig::Linear(linear), _) => Shape::Flat(linear.out_features),
+            (LayerConfig::ConvTranspose2d(conv), Shape::Chw([_, h, w])) => {
+                self.transposed_output(cx, conv, [h, w])?;
+                config.output_shape(input).ok()?
+            }
+            (
+                LayerConfig::AdaptiveAvgPool2d { .. }
+                | LayerConfig::AdaptiveMaxPool2d { .. }
+                | LayerConfig::Upsample { .. },
+                _,
+            ) => config.output_shape(input).ok()?,
+            (LayerConfig::Prelu { num_parameters }, _) => {
+                let (channels, what) = match input {
+                    Shape::Chw([c, _, _]) => (c, "channels"),
+                    Shape::Flat(n) => (n, "features"),
+                };
+                if *num_parameters != 1 && *num_parameters != channels {
+                    self.report(CheckError::PreluParameters {
+                        at: cx.culprit(),
+                        span: cx.span_of("num_parameters"),
+                        num_parameters: *num_parameters,
+                        channels,
+                        what,
+                    });
+                }
+                input
+            }
+            (LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim }, _) => {
+                // The output is the input whatever the dim: later layers are still checked.
+                if softmax_dim(*dim, input).is_none() {
+                    self.report(CheckError::BadDim {
+                        at: cx.culprit(),
+                        span: cx.span_of("dim"),
+                        dim: *dim,
+                        input,
+                    });
+                }
+                input
+            }
             _ => input,
         };
         self.limits(cx, &output, &config.tensors(cx.name))?;
@@ -181,40 +176,16 @@ impl Checker {
                 continue;
             }
             ok = false;
-            let common = gcd(conv.in_channels, conv.out_channels);
-            let depthwise = if conv.out_channels.is_multiple_of(conv.in_channels) {
-                format!("; depthwise is `groups: {}`", conv.in_channels)
-            } else {
-                String::new()
-            };
-            let mut diagnostic = Diagnostic::error(
-                Code::GroupsMismatch,
-                format!(
-                    "`groups` of {} is {}, which does not divide its {arg} ({channels})",
-                    cx.title(),
-                    conv.groups
-                ),
-                cx.span_of("groups"),
-                format!("{arg} {channels} is not a multiple of {}", conv.groups),
-            );
-            if arg == "out_channels" {
-                diagnostic = diagnostic.secondary(
-                    cx.span_of("out_channels"),
-                    format!("out_channels is {channels}"),
-                );
-            }
-            self.push(
-                diagnostic
-                    .note(format!(
-                        "each of the {} groups convolves in_channels / groups input channels into out_channels / groups output channels",
-                        conv.groups
-                    ))
-                    .help(format!(
-                        "use a `groups` that divides both {} and {}: a divisor of {common}{depthwise}",
-                        conv.in_channels, conv.out_channels
-                    ))
-                    .layer(cx.name),
-            );
+            self.report(CheckError::GroupsMismatch {
+                at: cx.culprit(),
+                span: cx.span_of("groups"),
+                out_channels_span: (arg == "out_channels").then(|| cx.span_of("out_channels")),
+                arg,
+                channels,
+                groups: conv.groups,
+                in_channels: conv.in_channels,
+                out_channels: conv.out_channels,
+            });
         }
         ok.then_some(())
     }
@@ -232,32 +203,17 @@ impl Checker {
             return Some(());
         };
         let (size, padding) = (input[axis], conv.padding[axis]);
-        let dimension = ["height", "width"][axis];
-        let rule = match mode {
-            PaddingMode::Reflect => {
-                "reflect padding mirrors the input without repeating its edge, so it must be smaller than the input"
-            }
-            _ => "circular padding wraps the input around once, so it may not exceed the input",
-        };
-        self.push(
-            Diagnostic::error(
-                Code::ModePaddingTooLarge,
-                format!(
-                    "the padding of {} is too large for `padding_mode: {}` over an input {size} pixels in {dimension}",
-                    cx.title(),
-                    mode.word()
-                ),
-                cx.span_of("padding"),
-                format!("padding {padding} > {}", mode.max_padding(size)),
-            )
-            .secondary(cx.span_of("padding_mode"), format!("padding_mode is {}", mode.word()))
-            .note(format!("{rule} (PyTorch refuses it too); the input's {dimension} is {size}"))
-            .help(format!(
-                "use at most `padding: {}` along the {dimension}, or `padding_mode: replicate`",
-                mode.max_padding(size)
-            ))
-            .layer(cx.name),
-        );
+        self.report(CheckError::ModePaddingTooLarge {
+            at: cx.culprit(),
+            span: cx.span_of("padding"),
+            mode_span: cx.span_of("padding_mode"),
+            mode: mode.word(),
+            reflect: mode == PaddingMode::Reflect,
+            size,
+            padding,
+            max: mode.max_padding(size),
+            dimension: ["height", "width"][axis],
+        });
         None
     }
 
@@ -270,17 +226,12 @@ impl Checker {
         match input {
             Shape::Chw(dims) => Some(dims),
             Shape::Flat(_) => {
-                self.push(
-                    Diagnostic::error(
-                        Code::ExpectedImage,
-                        format!("{} needs a [channels, height, width] input, but its input is {input}", cx.title()),
-                        cx.layer.kind.span,
-                        format!("receives {input}"),
-                    )
-                    .note(format!("after `flatten` or `linear` the data is a flat vector; `{}` works on images", cx.kind.keyword()))
-                    .help("move this layer before the `flatten`")
-                    .layer(cx.name),
-                );
+                self.report(CheckError::ExpectedImage {
+                    at: cx.culprit(),
+                    span: cx.layer.kind.span,
+                    input,
+                    keyword: cx.kind.keyword(),
+                });
                 None
             }
         }
@@ -303,33 +254,22 @@ impl Checker {
         if written == actual {
             return actual;
         }
-        let mut diagnostic = Diagnostic::error(
-            Code::SizeMismatch,
-            format!(
-                "`{key}` of {} is {written}, but its input has {actual} {unit}",
-                cx.title()
-            ),
-            cx.span_of(key),
-            format!("{key} is {written}"),
-        )
-        .secondary(flow.origin.span, flow.origin.text.clone());
         let chain = if unit == "features" {
             flow.feature_chain()
         } else {
             None
         };
-        diagnostic = diagnostic.note(
-            chain.unwrap_or_else(|| format!("the input of {} is {}", cx.title(), flow.shape)),
-        );
-        self.push(
-            diagnostic
-                .suggest(
-                    format!("set `{key}: {actual}`, or remove `{key}` to have it inferred"),
-                    cx.span_of(key),
-                    actual.to_string(),
-                )
-                .layer(cx.name),
-        );
+        self.report(CheckError::SizeMismatch {
+            at: cx.culprit(),
+            key: key.to_owned(),
+            span: cx.span_of(key),
+            written,
+            actual,
+            unit: unit.to_owned(),
+            origin: flow.origin.clone(),
+            chain,
+            input: flow.shape,
+        });
         written
     }
 
@@ -345,96 +285,41 @@ impl Checker {
         let mut out = [0usize; 2];
         // Input rows and columns no window reads: after the last window, and between windows
         // when the stride is larger than the kernel's span.
-        let (mut last, mut between, mut notes) = (Vec::new(), Vec::new(), Vec::new());
-        let mut lost = 0;
+        let mut losses = Vec::new();
         for (i, axis) in ["height", "width"].into_iter().enumerate() {
             let window = windows[i];
             let slide = window.slide(input[i]);
-            let formula = formula(&window, input[i]);
             if slide.output < 1 {
-                self.push(
-                    Diagnostic::error(
-                        Code::OutputTooSmall,
-                        format!("{} would output a {axis} of {}", cx.title(), slide.output),
-                        cx.span_of("kernel_size"),
-                        format!(
-                            "a window of {} does not fit in {}",
-                            window.effective_kernel(),
-                            input[i] + 2 * window.padding
-                        ),
-                    )
-                    .note(format!("output {axis} = {formula} = {}", slide.output))
-                    .help("use a smaller kernel, stride or dilation, or more padding")
-                    .layer(cx.name),
-                );
+                self.report(CheckError::OutputTooSmall {
+                    at: cx.culprit(),
+                    span: cx.span_of("kernel_size"),
+                    axis,
+                    window,
+                    input: input[i],
+                    output: slide.output,
+                });
                 return None;
             }
             out[i] = slide.output as usize;
-            if window.stride <= 1 {
-                continue;
-            }
-            let unit = if i == 0 { "row" } else { "column" };
-            let count = |n: usize| {
-                let (plural, verb) = if n == 1 { ("", "is") } else { ("s", "are") };
-                (format!("{n} {unit}{plural}"), verb)
-            };
-            if slide.dropped > 0 {
-                let (what, verb) = count(slide.dropped);
-                notes.push(format!(
-                    "output {axis} = {formula} = {}: the last {what} of {} {verb} never covered",
-                    out[i], input[i]
-                ));
-                last.push(what);
-                lost += slide.dropped;
-            }
-            if slide.skipped > 0 {
-                let (what, verb) = count(slide.skipped);
-                notes.push(format!(
-                    "windows of {} {unit}s start every {} {unit}s: {what} of {} between them {verb} never covered",
-                    window.effective_kernel(),
-                    window.stride,
-                    input[i],
-                ));
-                between.push(what);
-                lost += slide.skipped;
+            if window.stride > 1 && (slide.dropped > 0 || slide.skipped > 0) {
+                losses.push(AxisLoss {
+                    axis,
+                    window,
+                    input: input[i],
+                    output: out[i],
+                    dropped: slide.dropped,
+                    skipped: slide.skipped,
+                });
             }
         }
-        let mut parts = Vec::new();
-        if !last.is_empty() {
-            parts.push(format!("the last {}", last.join(" and ")));
-        }
-        if !between.is_empty() {
-            parts.push(format!("{} between windows", between.join(" and ")));
-        }
-        if !parts.is_empty() {
-            let lost_text = parts.join(" and ");
-            let verb = if lost == 1 { "is" } else { "are" };
-            let mut diagnostic = Diagnostic::new(
-                Code::DropsInput,
-                format!(
-                    "{} ignores {lost_text} of its {}×{} input",
-                    cx.title(),
-                    input[0],
-                    input[1]
-                ),
-                cx.span_of(blame),
-                format!("{lost_text} {verb} dropped"),
-            )
-            .layer(cx.name);
-            for note in notes {
-                diagnostic = diagnostic.note(note);
-            }
-            let pool = matches!(cx.kind, LayerKind::MaxPool2d | LayerKind::AvgPool2d);
-            diagnostic = if !between.is_empty() {
-                diagnostic.help("use a stride no larger than the kernel size, so that every input row and column is read")
-            } else if pool {
-                diagnostic
-                    .note("PyTorch rounds pooling output sizes down; Caffe rounds them up, a classic porting trap")
-                    .help("set `ceil_mode: true` to keep the edge (as Caffe does), or pad the input")
-            } else {
-                diagnostic.help("add padding or change the input size so the windows cover it")
-            };
-            self.push(diagnostic);
+        if !losses.is_empty() {
+            self.report(CheckError::DropsInput {
+                at: cx.culprit(),
+                span: cx.span_of(blame),
+                input,
+                losses,
+                pool: matches!(cx.kind, LayerKind::MaxPool2d | LayerKind::AvgPool2d),
+            });
         }
         Some(out)
     }
@@ -461,30 +346,94 @@ impl Checker {
         } else {
             return Some(());
         };
-        self.push(
-            Diagnostic::error(
-                Code::TooLarge,
-                format!("the {what} of {} would have {numel} elements, more than the limit of {MAX_ELEMENTS}", cx.title()),
-                cx.layer.span,
-                "too large",
-            )
-            .note(format!("{} = {numel}", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("*")))
-            .layer(cx.name),
-        );
+        self.report(CheckError::TensorTooLarge {
+            at: cx.culprit(),
+            span: cx.layer.span,
+            what,
+            dims: dims.to_vec(),
+            numel,
+        });
         None
     }
 }
 
-/// `floor((32 + 2*2 - 1*(5-1) - 1) / 1) + 1`, the PyTorch output-size formula with numbers.
-fn formula(window: &Window, input: usize) -> String {
-    let rounding = if window.ceil_mode { "ceil" } else { "floor" };
-    format!(
-        "{rounding}(({input} + 2*{} - {}*({}-1) - 1) / {}) + 1",
-        window.padding, window.dilation, window.kernel, window.stride
-    )
-}
-
-/// Greatest common divisor (Euclid's).
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
+impl Checker {
+    /// The arguments of a transposed convolution that PyTorch refuses, and an output below 1,
+    /// each as a diagnostic. `None` when any was found.
+    fn transposed_output(
+        &mut self,
+        cx: &LayerContext<'_>,
+        conv: &ConvTranspose2dConfig,
+        input: [usize; 2],
+    ) -> Option<()> {
+        let mut ok = true;
+        if conv.groups != 1 {
+            self.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    format!(
+                        "{} has groups {}, which is not supported yet",
+                        cx.title(),
+                        conv.groups
+                    ),
+                    cx.span_of("groups"),
+                    "only groups 1 is supported",
+                )
+                .note("grouped transposed convolution is not implemented in cnnc's runtime")
+                .help("use `groups: 1`, or leave `groups` out")
+                .layer(cx.name),
+            );
+            ok = false;
+        }
+        for (i, axis) in ["height", "width"].into_iter().enumerate() {
+            let (op, s, d) = (conv.output_padding[i], conv.stride[i], conv.dilation[i]);
+            if op >= s && op >= d {
+                self.push(
+                    Diagnostic::error(
+                        Code::InvalidValue,
+                        format!(
+                            "the output_padding of {} is not smaller than its stride or dilation",
+                            cx.title()
+                        ),
+                        cx.span_of("output_padding"),
+                        format!("{op} >= stride {s} and >= dilation {d} ({axis})"),
+                    )
+                    .note("PyTorch requires output_padding < stride or output_padding < dilation on each axis")
+                    .help(format!("use at most `output_padding: {}`", s.max(d) - 1))
+                    .layer(cx.name),
+                );
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            return None;
+        }
+        for (i, axis) in ["height", "width"].into_iter().enumerate() {
+            let out = conv.output_len(i, input[i]);
+            if out < 1 {
+                self.push(
+                    Diagnostic::error(
+                        Code::OutputTooSmall,
+                        format!("{} would output a {axis} of {out}", cx.title()),
+                        cx.span_of("padding"),
+                        "the padding cuts more than the full output",
+                    )
+                    .note(format!(
+                        "output {axis} = ({} - 1)*{} - 2*{} + {}*({} - 1) + {} + 1 = {out}",
+                        input[i],
+                        conv.stride[i],
+                        conv.padding[i],
+                        conv.dilation[i],
+                        conv.kernel_size[i],
+                        conv.output_padding[i]
+                    ))
+                    .help("use less padding, or a larger kernel or stride")
+                    .layer(cx.name),
+                );
+                return None;
+            }
+        }
+        Some(())
+    }
 }

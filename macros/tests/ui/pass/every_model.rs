@@ -12,6 +12,8 @@ cnnc::cnn_model!(ActivationsYaml, "models/activations.yaml");
 cnnc::cnn_model!(ActivationsDsl, "models/activations.cnn");
 cnnc::cnn_model!(VggSmallYaml, "models/vgg_small.yaml",);
 cnnc::cnn_model!(VggSmallDsl, "models/vgg_small.cnn");
+cnnc::cnn_model!(ModernActivationsYaml, "models/modern_activations.yaml");
+cnnc::cnn_model!(ModernActivationsDsl, "models/modern_activations.cnn");
 
 mod engine {
     pub use cnnc as reexported;
@@ -39,5 +41,6 @@ macro_rules! run {
 fn main() {
     run!(CustomCnnYaml, CustomCnnDsl, LeNet5Yaml, LeNet5Dsl, StridedYaml, StridedDsl);
     run!(ActivationsYaml, ActivationsDsl, VggSmallYaml, VggSmallDsl, Tiny);
+    run!(ModernActivationsYaml, ModernActivationsDsl);
     assert_eq!(Tiny::PARAM_COUNT, 2 * 9 + 2 + 72 * 3 + 3);
 }

@@ -1,0 +1,1259 @@
+//! The checker's diagnostics as data: one variant per distinct diagnostic, carrying the facts
+//! (names, numbers, shapes, spans), and [`CheckError::render`], the one place that words them
+//! (code, message, labels, notes, help, fix). Detection sites construct a variant and hand it to
+//! `Checker::report`; they write no English.
+//!
+//! To add a diagnostic: add a variant with the facts it needs, then one arm in `render` that
+//! picks its [`Code`] (explained in `error_codes/CODE.md`) and words it. A new layer kind's
+//! diagnostics go here too.
+
+use cnnc_core::geometry::Window;
+use cnnc_core::{LayerKind, Shape};
+
+use crate::diag::{Code, Diagnostic};
+use crate::span::Span;
+
+/// Bound of the layer table's unbounded numbers.
+const UNBOUNDED: f64 = f64::MAX;
+use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS, MAX_POOL_WINDOW};
+
+/// Which layer a diagnostic is about, as messages refer to it.
+pub(super) struct Culprit {
+    /// "`fc1` (linear)" or "layer 3 (linear)".
+    pub title: String,
+    /// The layer's state_dict prefix.
+    pub name: String,
+}
+
+/// What last set the channel or feature count, for the secondary label that points at it.
+#[derive(Clone)]
+pub(super) enum Origin {
+    /// The spec's `input` `[C, H, W]`.
+    Input([usize; 3]),
+    /// A convolution, with how messages refer to it.
+    Conv {
+        /// "`conv1`" or "layer 0".
+        who: String,
+        /// Its output channels.
+        channels: usize,
+    },
+    /// A linear layer, with how messages refer to it.
+    Linear {
+        /// "`fc1`" or "layer 3".
+        who: String,
+        /// Its output features.
+        features: usize,
+    },
+    /// A flatten.
+    Flatten {
+        /// What it flattens.
+        input: Shape,
+        /// The features it outputs.
+        features: usize,
+    },
+}
+
+impl Origin {
+    /// The label's text.
+    fn text(&self) -> String {
+        match self {
+            Origin::Input(input) => format!("the input is {}", Shape::Chw(*input)),
+            Origin::Conv { who, channels } => format!("{who} outputs {channels} channels"),
+            Origin::Linear { who, features } => format!("{who} outputs {features} features"),
+            Origin::Flatten { input, features } => {
+                format!("flattens {input} into {features} features")
+            }
+        }
+    }
+}
+
+/// A step of a [`FeatureChain`].
+#[derive(Clone, Copy)]
+pub(super) enum Step {
+    /// A convolution.
+    Conv,
+    /// A pooling layer.
+    Pool,
+}
+
+/// How a flat size came about: the input, the convolutions and poolings with their outputs,
+/// and the `[C, H, W]` that was flattened.
+pub(super) struct FeatureChain {
+    /// The spec's input.
+    pub input: [usize; 3],
+    /// The convolutions and poolings before the flatten, with their outputs.
+    pub steps: Vec<(Step, Shape)>,
+    /// The flattened shape.
+    pub before: [usize; 3],
+}
+
+impl FeatureChain {
+    /// E.g. `32 →conv→ 32 →pool→ 16 → … → [64, 4, 4] → 64*4*4 = 1024`, or
+    /// `flatten of [3, 4, 4] gives 3*4*4 = 48` without steps.
+    fn text(&self) -> String {
+        let [c, h, w] = self.before;
+        let before = Shape::Chw(self.before);
+        if self.steps.is_empty() {
+            return format!("flatten of {before} gives {c}*{h}*{w} = {}", c * h * w);
+        }
+        let hw = |shape: &Shape| match *shape {
+            Shape::Chw([_, h, w]) if h == w => h.to_string(),
+            Shape::Chw([_, h, w]) => format!("{h}×{w}"),
+            Shape::Flat(n) => n.to_string(),
+        };
+        let mut steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|(step, shape)| {
+                let op = match step {
+                    Step::Conv => "conv",
+                    Step::Pool => "pool",
+                };
+                format!("→{op}→ {}", hw(shape))
+            })
+            .collect();
+        if steps.len() > 6 {
+            steps.splice(2..steps.len() - 2, ["→ …".to_owned()]);
+        }
+        let mut chain = hw(&Shape::Chw(self.input));
+        for step in steps {
+            chain.push(' ');
+            chain.push_str(&step);
+        }
+        chain.push_str(&format!(" → {before} → {c}*{h}*{w} = {}", c * h * w));
+        chain
+    }
+}
+
+/// Input rows or columns of one axis that no window reads.
+pub(super) struct AxisLoss {
+    /// "height" or "width".
+    pub axis: &'static str,
+    /// The window along this axis.
+    pub window: Window,
+    /// The input size along this axis.
+    pub input: usize,
+    /// The output size along this axis.
+    pub output: usize,
+    /// Rows or columns after the last window.
+    pub dropped: usize,
+    /// Rows or columns between windows.
+    pub skipped: usize,
+}
+
+/// One diagnostic of the checker, with its facts.
+pub(super) enum CheckError {
+    /// A layer kind that does not exist.
+    UnknownLayer {
+        /// The kind as written.
+        span: Span,
+        /// Its text.
+        kind: String,
+        /// The layer.
+        layer: String,
+        /// The nearest kind's keyword, if any is near.
+        closest: Option<&'static str>,
+        /// The PyTorch module it names, if one cnnc lacks: its class and what it computes.
+        unsupported: Option<(&'static str, &'static str)>,
+    },
+    /// An argument the kind does not take.
+    UnknownArgument {
+        /// The key.
+        span: Span,
+        /// The layer kind.
+        kind: LayerKind,
+        /// The key as written.
+        key: String,
+        /// The layer.
+        layer: String,
+        /// The nearest argument name, if any is near.
+        best: Option<&'static str>,
+    },
+    /// An argument given twice.
+    DuplicateArgument {
+        /// The second key.
+        span: Span,
+        /// The first key.
+        first: Span,
+        /// The key.
+        key: String,
+        /// The layer.
+        layer: String,
+    },
+    /// A required argument left out.
+    MissingArgument {
+        /// The layer kind as written.
+        span: Span,
+        /// The layer kind.
+        kind: LayerKind,
+        /// The argument.
+        key: &'static str,
+        /// The layer.
+        layer: String,
+    },
+    /// An argument of the wrong type.
+    WrongType {
+        /// The value.
+        span: Span,
+        /// The layer kind.
+        kind: LayerKind,
+        /// The argument.
+        key: &'static str,
+        /// What it must be, e.g. "an integer".
+        expected: &'static str,
+        /// What it is.
+        found: &'static str,
+        /// The length of a list given for a pair.
+        list_len: Option<usize>,
+        /// The layer.
+        layer: String,
+    },
+    /// A pair holding something other than integers.
+    PairItemNotInt {
+        /// The item.
+        span: Span,
+        /// The layer kind.
+        kind: LayerKind,
+        /// The argument.
+        key: &'static str,
+        /// What the item is.
+        found: &'static str,
+        /// The layer.
+        layer: String,
+    },
+    /// A word other than `same` or `valid` for a convolution's `padding`.
+    PaddingWord {
+        /// The value.
+        span: Span,
+        /// What it is.
+        found: &'static str,
+        /// The layer.
+        layer: String,
+    },
+    /// `padding: same` of a strided convolution.
+    SamePaddingStrided {
+        /// The value.
+        span: Span,
+        /// The `stride` argument's span.
+        stride: Span,
+        /// The total padding per axis `same` would need.
+        total: [usize; 2],
+        /// The layer.
+        layer: String,
+    },
+    /// `padding: same` that would pad one side more than the other (an even kernel).
+    SamePaddingUneven {
+        /// The value.
+        span: Span,
+        /// The total padding per axis.
+        total: [usize; 2],
+        /// The layer.
+        layer: String,
+    },
+    /// A convolution's `groups` that does not divide its input or output channels.
+    GroupsMismatch {
+        /// The layer.
+        at: Culprit,
+        /// The `groups` argument's span.
+        span: Span,
+        /// The `out_channels` argument's span, when it is that count that groups miss.
+        out_channels_span: Option<Span>,
+        /// `in_channels` or `out_channels`.
+        arg: &'static str,
+        /// Its value.
+        channels: usize,
+        /// The groups.
+        groups: usize,
+        /// The convolution's input channels.
+        in_channels: usize,
+        /// Its output channels.
+        out_channels: usize,
+    },
+    /// A convolution's padding beyond what its `padding_mode` allows for the input.
+    ModePaddingTooLarge {
+        /// The layer.
+        at: Culprit,
+        /// The `padding` argument's span.
+        span: Span,
+        /// The `padding_mode` argument's span.
+        mode_span: Span,
+        /// The mode, as written.
+        mode: &'static str,
+        /// Whether the mode is `reflect` (else `circular`).
+        reflect: bool,
+        /// The input's size along the axis.
+        size: usize,
+        /// The padding along the axis.
+        padding: usize,
+        /// The most padding the mode allows there.
+        max: usize,
+        /// "height" or "width".
+        dimension: &'static str,
+    },
+    /// A number outside its argument's range (or outside it once stored as f32).
+    OutOfRange {
+        /// The value.
+        span: Span,
+        /// The layer kind.
+        kind: LayerKind,
+        /// The argument.
+        key: &'static str,
+        /// The range's lower bound, `-UNBOUNDED` when none.
+        min: f64,
+        /// The range's upper bound, [`UNBOUNDED`] when none.
+        max: f64,
+        /// Whether `min` itself is excluded.
+        min_exclusive: bool,
+        /// The value written.
+        value: f64,
+        /// The value as stored in 32 bits, when only that is out of range.
+        stored: Option<f64>,
+        /// The layer.
+        layer: String,
+    },
+    /// An integer size below its minimum.
+    BelowMin {
+        /// The number.
+        span: Span,
+        /// The argument.
+        key: String,
+        /// The minimum.
+        min: usize,
+        /// The value written.
+        value: i64,
+        /// The layer.
+        layer: String,
+    },
+    /// A model without layers.
+    NoLayers {
+        /// The model's name, or the start of the file.
+        span: Span,
+    },
+    /// More layers than [`MAX_LAYERS`].
+    TooManyLayers {
+        /// The first layer past the limit.
+        span: Span,
+        /// How many layers the model has.
+        count: usize,
+    },
+    /// A model the checker accepted but [`cnnc_core::Model::new`] refused: a bug in cnnc.
+    ModelBug {
+        /// The first layer.
+        span: Span,
+        /// The refusal.
+        error: String,
+        /// The layer it names.
+        layer: String,
+    },
+    /// A spec without `input`.
+    MissingInput {
+        /// The model's name, or the start of the file.
+        span: Span,
+    },
+    /// An `input` that is not a list.
+    InputNotList {
+        /// The `input` value.
+        span: Span,
+        /// What it is instead.
+        found: &'static str,
+    },
+    /// An `input` list of other than three dimensions.
+    InputRank {
+        /// The `input` value.
+        span: Span,
+        /// How many it has.
+        rank: usize,
+    },
+    /// An input dimension below 1.
+    InputDimBelowOne {
+        /// The dimension.
+        span: Span,
+        /// Its value.
+        value: i64,
+    },
+    /// An input dimension that is not an integer.
+    InputDimNotInt {
+        /// The dimension.
+        span: Span,
+        /// What it is instead.
+        found: &'static str,
+    },
+    /// An input with more elements than [`MAX_ELEMENTS`].
+    InputTooLarge {
+        /// The `input` value.
+        span: Span,
+        /// Its dimensions.
+        dims: [usize; 3],
+        /// Their product.
+        numel: u64,
+    },
+    /// A size beyond [`MAX_DIM`].
+    DimTooLarge {
+        /// The number.
+        span: Span,
+        /// Its value; `i64::MAX` when the literal did not fit 64 bits.
+        value: i64,
+        /// The layer it belongs to, if any.
+        layer: Option<String>,
+    },
+    /// A layer name that is not a state_dict prefix.
+    InvalidName {
+        /// The name.
+        span: Span,
+        /// Its text.
+        name: String,
+    },
+    /// Two layers with one name.
+    DuplicateName {
+        /// The second layer's name (or the layer, when unnamed).
+        span: Span,
+        /// The name.
+        name: String,
+        /// The first layer's name (or the layer, when unnamed).
+        earlier: Span,
+        /// The first layer's index when it is unnamed (named by its index).
+        earlier_unnamed: Option<usize>,
+    },
+    /// A layer that needs a flat input receives an image.
+    ExpectedFlat {
+        /// The layer.
+        at: Culprit,
+        /// The layer kind's span.
+        span: Span,
+        /// Where the input's size was set.
+        origin: (Span, Origin),
+        /// The input `[C, H, W]`.
+        input: [usize; 3],
+    },
+    /// A layer that needs an image receives a flat vector.
+    ExpectedImage {
+        /// The layer.
+        at: Culprit,
+        /// The layer kind's span.
+        span: Span,
+        /// The input.
+        input: Shape,
+        /// The kind's keyword.
+        keyword: &'static str,
+    },
+    /// A convolution's bias followed by batchnorm2d.
+    BiasBeforeBatchNorm {
+        /// The layer.
+        at: Culprit,
+        /// The `bias` argument's span.
+        span: Span,
+    },
+    /// A word argument that is not one of its kind's options (or not a word).
+    BadChoice {
+        /// The value.
+        span: Span,
+        /// The layer kind.
+        kind: LayerKind,
+        /// The argument.
+        key: &'static str,
+        /// Its options, from the layer table.
+        words: &'static [&'static str],
+        /// The word written, or what was written instead of a word.
+        found: Result<String, &'static str>,
+        /// The layer.
+        layer: String,
+    },
+    /// A softmax `dim` outside the batched input's dimensions, or the batch itself.
+    BadDim {
+        /// The layer.
+        at: Culprit,
+        /// The `dim` argument's span.
+        span: Span,
+        /// The dim as written.
+        dim: i64,
+        /// The per-sample input.
+        input: Shape,
+    },
+    /// A PReLU `num_parameters` neither 1 nor the channel (feature) count.
+    PreluParameters {
+        /// The layer.
+        at: Culprit,
+        /// The argument's span.
+        span: Span,
+        /// Its value.
+        num_parameters: usize,
+        /// The input's channels or features.
+        channels: usize,
+        /// "channels" or "features".
+        what: &'static str,
+    },
+    /// Pooling padding above half the kernel.
+    PoolPaddingTooLarge {
+        /// The layer.
+        at: Culprit,
+        /// The `padding` argument's span.
+        span: Span,
+        /// The padding along the offending axis.
+        padding: usize,
+        /// The kernel size along that axis.
+        kernel: usize,
+    },
+    /// A max-pooling window with more positions than its indices can hold.
+    PoolWindowTooLarge {
+        /// The layer.
+        at: Culprit,
+        /// The `kernel_size` argument's span.
+        span: Span,
+        /// The kernel `[kh, kw]`.
+        kernel: [usize; 2],
+    },
+    /// A flatten of an already flat input.
+    RedundantFlatten {
+        /// The layer.
+        at: Culprit,
+        /// The layer kind's span.
+        span: Span,
+        /// The flat input's size.
+        features: usize,
+    },
+    /// An explicit size that disagrees with the input.
+    SizeMismatch {
+        /// The layer.
+        at: Culprit,
+        /// The argument, e.g. `in_features`.
+        key: String,
+        /// The argument's span.
+        span: Span,
+        /// The value written.
+        written: usize,
+        /// The size of the input.
+        actual: usize,
+        /// "channels" or "features".
+        unit: String,
+        /// Where the input's size was set.
+        origin: (Span, Origin),
+        /// How the size came about, when known.
+        chain: Option<FeatureChain>,
+        /// The input.
+        input: Shape,
+    },
+    /// A window that does not fit its input.
+    OutputTooSmall {
+        /// The layer.
+        at: Culprit,
+        /// The `kernel_size` argument's span.
+        span: Span,
+        /// "height" or "width".
+        axis: &'static str,
+        /// The window along that axis.
+        window: Window,
+        /// The input size along that axis.
+        input: usize,
+        /// The output size the formula gives.
+        output: i128,
+    },
+    /// Input rows or columns that no window reads.
+    DropsInput {
+        /// The layer.
+        at: Culprit,
+        /// The span of the argument to blame.
+        span: Span,
+        /// The input `[h, w]`.
+        input: [usize; 2],
+        /// The losses, height first.
+        losses: Vec<AxisLoss>,
+        /// Whether the layer pools.
+        pool: bool,
+    },
+    /// An output or weight beyond [`MAX_ELEMENTS`].
+    TensorTooLarge {
+        /// The layer.
+        at: Culprit,
+        /// The layer's span.
+        span: Span,
+        /// "output" or "weight".
+        what: &'static str,
+        /// The tensor's dimensions.
+        dims: Vec<usize>,
+        /// Their product.
+        numel: u64,
+    },
+}
+
+impl CheckError {
+    /// The diagnostic: code, message, labels, notes, help and fix, all worded here.
+    pub(super) fn render(self) -> Diagnostic {
+        match self {
+            CheckError::UnknownLayer { span, kind, layer, closest, unsupported } => {
+                let diagnostic = Diagnostic::error(
+                    Code::UnknownLayer,
+                    format!("unknown layer kind `{kind}`"),
+                    span,
+                    "not a layer kind",
+                )
+                .layer(layer);
+                match (closest, unsupported) {
+                    // A PyTorch module cnnc lacks: the nearest spelling computes something else.
+                    (closest, Some((class, what))) => {
+                        let diagnostic = diagnostic.note(format!(
+                            "`{kind}` is PyTorch's `{class}`, which {what}; cnnc does not support it yet"
+                        ));
+                        match closest.and_then(LayerKind::from_keyword) {
+                            Some(near) => diagnostic.note(format!(
+                                "`{}` is not a substitute: it computes {}",
+                                near.keyword(),
+                                near.computes()
+                            )),
+                            None => diagnostic,
+                        }
+                    }
+                    (Some(best), None) => {
+                        diagnostic.suggest(format!("did you mean `{best}`?"), span, best)
+                    }
+                    (None, None) => diagnostic.note(format!(
+                        "the layer kinds are {}",
+                        LayerKind::ALL
+                            .map(|k| format!("`{}`", k.keyword()))
+                            .join(", ")
+                    )),
+                }
+            }
+            CheckError::UnknownArgument { span, kind, key, layer, best } => {
+                let diagnostic = Diagnostic::error(
+                    Code::UnknownArgument,
+                    format!("`{}` has no argument `{key}`", kind.keyword()),
+                    span,
+                    "unknown argument",
+                )
+                .layer(layer);
+                let spec = kind.args();
+                let upsample = kind == LayerKind::Upsample
+                    && matches!(key.as_str(), "mode" | "size" | "align_corners");
+                let diagnostic = if upsample {
+                    diagnostic.note(format!(
+                        "nn.Upsample's `{key}` is not supported yet: cnnc's upsample is mode \
+                         `nearest` with an integer `scale_factor`"
+                    ))
+                } else {
+                    diagnostic
+                };
+                match best {
+                    Some(best) => diagnostic.suggest(format!("did you mean `{best}`?"), span, best),
+                    None if spec.is_empty() => diagnostic.note(format!(
+                        "`{}` takes no arguments other than `name`",
+                        kind.keyword()
+                    )),
+                    None => diagnostic.note(format!(
+                        "`{}` takes {}",
+                        kind.keyword(),
+                        spec.iter()
+                            .map(|s| format!("`{}`", s.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                }
+            }
+            CheckError::DuplicateArgument { span, first, key, layer } => Diagnostic::error(
+                Code::DuplicateArgument,
+                format!("argument `{key}` is given twice"),
+                span,
+                "given again here",
+            )
+            .secondary(first, "first given here")
+            .layer(layer),
+            CheckError::MissingArgument { span, kind, key, layer } => Diagnostic::error(
+                Code::MissingArgument,
+                format!("`{}` needs `{key}`", kind.keyword()),
+                span,
+                format!("`{key}` missing"),
+            )
+            .help(format!("add `{key}`, e.g. `{key}: {}`", example(key)))
+            .layer(layer),
+            CheckError::WrongType { span, kind, key, expected, found, list_len, layer } => {
+                let diagnostic = Diagnostic::error(
+                    Code::WrongType,
+                    format!("`{key}` of `{}` must be {expected}, found {found}", kind.keyword()),
+                    span,
+                    format!("expected {expected}"),
+                )
+                .layer(layer);
+                match list_len {
+                    Some(len) => {
+                        diagnostic.note(format!("found a list of {len} values; a pair has 2"))
+                    }
+                    None => diagnostic,
+                }
+            }
+            CheckError::PairItemNotInt { span, kind, key, found, layer } => Diagnostic::error(
+                Code::WrongType,
+                format!("`{key}` of `{}` must hold integers, found {found}", kind.keyword()),
+                span,
+                "expected an integer",
+            )
+            .layer(layer),
+            CheckError::PaddingWord { span, found, layer } => CheckError::WrongType {
+                span,
+                kind: LayerKind::Conv2d,
+                key: "padding",
+                expected: "an integer or a [height, width] pair",
+                found,
+                list_len: None,
+                layer,
+            }
+            .render()
+            .note("PyTorch's padding modes `same` and `valid` are the words it also takes"),
+            CheckError::SamePaddingStrided { span, stride, total, layer } => Diagnostic::error(
+                Code::InvalidValue,
+                "`padding: same` of `conv2d` needs stride 1",
+                span,
+                "not supported for strided convolutions",
+            )
+            .secondary(stride, "stride above 1")
+            .note("PyTorch refuses padding='same' for strided convolutions: the output could not keep the input's size")
+            .help(format!(
+                "write the padding in pixels, e.g. `padding: [{}, {}]`",
+                total[0] / 2,
+                total[1] / 2
+            ))
+            .layer(layer),
+            CheckError::SamePaddingUneven { span, total, layer } => Diagnostic::error(
+                Code::InvalidValue,
+                "`padding: same` of `conv2d` would pad unevenly, which is not supported yet",
+                span,
+                format!("needs {} rows and {} columns of padding in all", total[0], total[1]),
+            )
+            .note("with an even kernel_size PyTorch pads one pixel more on the bottom or right; cnnc pads both sides equally")
+            .help("use an odd kernel_size, or write the padding in pixels")
+            .layer(layer),
+            CheckError::GroupsMismatch {
+                at,
+                span,
+                out_channels_span,
+                arg,
+                channels,
+                groups,
+                in_channels,
+                out_channels,
+            } => {
+                let common = gcd(in_channels, out_channels);
+                let depthwise = if out_channels.is_multiple_of(in_channels) {
+                    format!("; depthwise is `groups: {in_channels}`")
+                } else {
+                    String::new()
+                };
+                let mut diagnostic = Diagnostic::error(
+                    Code::GroupsMismatch,
+                    format!(
+                        "`groups` of {} is {groups}, which does not divide its {arg} ({channels})",
+                        at.title
+                    ),
+                    span,
+                    format!("{arg} {channels} is not a multiple of {groups}"),
+                );
+                if let Some(out_span) = out_channels_span {
+                    diagnostic = diagnostic.secondary(out_span, format!("out_channels is {channels}"));
+                }
+                diagnostic
+                    .note(format!(
+                        "each of the {groups} groups convolves in_channels / groups input channels into out_channels / groups output channels"
+                    ))
+                    .help(format!(
+                        "use a `groups` that divides both {in_channels} and {out_channels}: a divisor of {common}{depthwise}"
+                    ))
+                    .layer(at.name)
+            }
+            CheckError::ModePaddingTooLarge {
+                at,
+                span,
+                mode_span,
+                mode,
+                reflect,
+                size,
+                padding,
+                max,
+                dimension,
+            } => {
+                let rule = if reflect {
+                    "reflect padding mirrors the input without repeating its edge, so it must be smaller than the input"
+                } else {
+                    "circular padding wraps the input around once, so it may not exceed the input"
+                };
+                Diagnostic::error(
+                    Code::ModePaddingTooLarge,
+                    format!(
+                        "the padding of {} is too large for `padding_mode: {mode}` over an input {size} pixels in {dimension}",
+                        at.title
+                    ),
+                    span,
+                    format!("padding {padding} > {max}"),
+                )
+                .secondary(mode_span, format!("padding_mode is {mode}"))
+                .note(format!("{rule} (PyTorch refuses it too); the input's {dimension} is {size}"))
+                .help(format!(
+                    "use at most `padding: {max}` along the {dimension}, or `padding_mode: replicate`"
+                ))
+                .layer(at.name)
+            }
+            CheckError::OutOfRange {
+                span,
+                kind,
+                key,
+                min,
+                max,
+                min_exclusive,
+                value,
+                stored,
+                layer,
+            } => {
+                let range = match (min_exclusive, max == UNBOUNDED, min == -UNBOUNDED) {
+                    (_, true, true) => "a finite number".to_owned(),
+                    (true, true, false) => format!("greater than {min}"),
+                    (false, true, false) => format!("at least {min}"),
+                    _ => format!("between {min} and {max}"),
+                };
+                let diagnostic = Diagnostic::error(
+                    Code::InvalidValue,
+                    format!(
+                        "`{key}` of `{}` must be {range}, found {}",
+                        kind.keyword(),
+                        number(value)
+                    ),
+                    span,
+                    format!("must be {range}"),
+                )
+                .layer(layer);
+                match stored {
+                    Some(stored) => diagnostic.note(format!(
+                        "cnnc computes in 32-bit floats, where {} is {}",
+                        number(value),
+                        number(stored)
+                    )),
+                    None => diagnostic,
+                }
+            }
+            CheckError::BelowMin { span, key, min, value, layer } => {
+                let diagnostic = Diagnostic::error(
+                    Code::InvalidValue,
+                    format!("`{key}` must be at least {min}, found {value}"),
+                    span,
+                    format!("must be at least {min}"),
+                )
+                .layer(layer);
+                if key == "stride" {
+                    diagnostic.note("a stride of 0 would never move the window")
+                } else {
+                    diagnostic
+                }
+            }
+            CheckError::NoLayers { span } => {
+                Diagnostic::error(Code::NoLayers, "the model has no layers", span, "this model")
+                    .help("add a `layers` list, e.g. `- conv2d: {out_channels: 32, kernel_size: 3}`")
+            }
+            CheckError::TooManyLayers { span, count } => Diagnostic::error(
+                Code::TooManyLayers,
+                format!("the model has {count} layers, more than the limit of {MAX_LAYERS}"),
+                span,
+                "the first layer past the limit",
+            ),
+            CheckError::ModelBug { span, error, layer } => Diagnostic::error(
+                Code::InvalidValue,
+                format!("cnnc bug: the checker accepted a model it cannot build: {error}"),
+                span,
+                "here",
+            )
+            .layer(layer),
+            CheckError::MissingInput { span } => Diagnostic::error(
+                Code::MissingInput,
+                "the spec has no `input` shape",
+                span,
+                "this model",
+            )
+            .help("add the per-sample input shape [channels, height, width], e.g. `input: [3, 32, 32]`"),
+            CheckError::InputNotList { span, found } => bad_input(
+                format!("`input` must be a list of three integers, found {found}"),
+                span,
+            ),
+            CheckError::InputRank { span, rank } => bad_input(
+                format!("`input` must have three dimensions [C, H, W], found {rank}"),
+                span,
+            ),
+            CheckError::InputDimBelowOne { span, value } => Diagnostic::error(
+                Code::BadInput,
+                format!("input dimensions must be at least 1, found {value}"),
+                span,
+                "must be at least 1",
+            ),
+            CheckError::InputDimNotInt { span, found } => Diagnostic::error(
+                Code::BadInput,
+                format!("input dimensions must be integers, found {found}"),
+                span,
+                "expected an integer",
+            ),
+            CheckError::InputTooLarge { span, dims, numel } => Diagnostic::error(
+                Code::TooLarge,
+                format!(
+                    "the input has {numel} elements per sample, more than the limit of {MAX_ELEMENTS}"
+                ),
+                span,
+                "too large",
+            )
+            .note(format!("{} = {numel}", dims.map(|d| d.to_string()).join("*"))),
+            CheckError::DimTooLarge { span, value, layer } => {
+                // Both front-ends saturate integers beyond 64 bits to i64::MAX; the label shows
+                // the literal.
+                let value = if value == i64::MAX {
+                    "the number".to_owned()
+                } else {
+                    value.to_string()
+                };
+                let diagnostic = Diagnostic::error(
+                    Code::TooLarge,
+                    format!("{value} is larger than the size limit of {MAX_DIM}"),
+                    span,
+                    "too large",
+                )
+                .note(format!("every size must be at most 2^20 = {MAX_DIM}"));
+                match layer {
+                    Some(layer) => diagnostic.layer(layer),
+                    None => diagnostic,
+                }
+            }
+            CheckError::InvalidName { span, name } => Diagnostic::error(
+                Code::InvalidName,
+                format!("`{name}` is not a valid layer name"),
+                span,
+                "not a state_dict prefix",
+            )
+            .note("a name is one or more dot-separated parts of letters, digits and `_`, like `fc1` or `layer1.0`")
+            .layer(name),
+            CheckError::DuplicateName { span, name, earlier, earlier_unnamed } => {
+                let how = match earlier_unnamed {
+                    None => "first used here".to_owned(),
+                    Some(j) => format!("layer {j} is unnamed, so it is named `{j}`"),
+                };
+                Diagnostic::error(
+                    Code::DuplicateName,
+                    format!("two layers are named `{name}`"),
+                    span,
+                    "used again here",
+                )
+                .secondary(earlier, how)
+                .note(format!(
+                    "parameters are saved as `{name}.weight`, `{name}.bias`, ..., so names must be unique"
+                ))
+                .help("rename one of the layers")
+                .layer(name)
+            }
+            CheckError::ExpectedFlat { at, span, origin, input: [c, h, w] } => {
+                let input = Shape::Chw([c, h, w]);
+                Diagnostic::error(
+                    Code::ExpectedFlat,
+                    format!("{} needs a flat input, but its input is {input}", at.title),
+                    span,
+                    format!("receives {input}"),
+                )
+                .secondary(origin.0, origin.1.text())
+                .note(format!("flatten of {input} gives {c}*{h}*{w} = {}", c * h * w))
+                .help("insert `flatten` before this layer")
+                .layer(at.name)
+            }
+            CheckError::ExpectedImage { at, span, input, keyword } => Diagnostic::error(
+                Code::ExpectedImage,
+                format!(
+                    "{} needs a [channels, height, width] input, but its input is {input}",
+                    at.title
+                ),
+                span,
+                format!("receives {input}"),
+            )
+            .note(format!(
+                "after `flatten` or `linear` the data is a flat vector; `{keyword}` works on images"
+            ))
+            .help("move this layer before the `flatten`")
+            .layer(at.name),
+            CheckError::BiasBeforeBatchNorm { at, span } => Diagnostic::new(
+                Code::BiasBeforeBatchNorm,
+                format!("the bias of {} is cancelled by the batchnorm2d after it", at.title),
+                span,
+                "this bias has no effect",
+            )
+            .note("batchnorm2d subtracts the per-channel mean, which removes any per-channel constant")
+            .help("set `bias: false` to save the parameters")
+            .layer(at.name),
+            CheckError::BadChoice { span, kind, key, words, found, layer } => {
+                let one_of = words
+                    .iter()
+                    .map(|w| format!("`{w}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                let keyword = kind.keyword();
+                match found {
+                    Ok(word) => Diagnostic::error(
+                        Code::InvalidValue,
+                        format!("`{key}` of `{keyword}` must be {one_of}, found `{word}`"),
+                        span,
+                        format!("must be {one_of}"),
+                    ),
+                    Err(what) => Diagnostic::error(
+                        Code::WrongType,
+                        format!("`{key}` of `{keyword}` must be {one_of}, found {what}"),
+                        span,
+                        format!("expected {one_of}"),
+                    ),
+                }
+                .layer(layer)
+            }
+            CheckError::BadDim { at, span, dim, input } => {
+                let rank = cnnc_core::config::batched_rank(input) as i64;
+                let (batched, help) = match input {
+                    Shape::Flat(n) => (format!("[N, {n}]"), "use `dim: 1` (or -1), the features".to_owned()),
+                    Shape::Chw([c, h, w]) => (
+                        format!("[N, {c}, {h}, {w}]"),
+                        "use a dim from 1 to 3: 1 (or -3) the channels, 2 (or -2) the height, 3 (or -1) the width"
+                            .to_owned(),
+                    ),
+                };
+                let diagnostic = if dim == 0 || dim == -rank {
+                    Diagnostic::error(
+                        Code::BadDim,
+                        format!("`dim` of {} is {dim}, the batch dimension of its input {batched}", at.title),
+                        span,
+                        "the batch dimension",
+                    )
+                    .note("cnnc runs each sample through the layer on its own, so it cannot normalise across the batch")
+                } else {
+                    Diagnostic::error(
+                        Code::BadDim,
+                        format!("`dim` of {} is {dim}, but its input {batched} has dims 0 to {}", at.title, rank - 1),
+                        span,
+                        "out of range",
+                    )
+                    .note(format!(
+                        "dims count the batch and negative ones count from the end, as in PyTorch: -1 is dim {}",
+                        rank - 1
+                    ))
+                };
+                diagnostic.help(help).layer(at.name)
+            }
+            CheckError::PreluParameters { at, span, num_parameters, channels, what } => Diagnostic::error(
+                Code::SizeMismatch,
+                format!("`num_parameters` of {} is {num_parameters}, but its input has {channels} {what}", at.title),
+                span,
+                format!("expected 1 or {channels}"),
+            )
+            .note("PReLU learns one slope shared by all channels, or one per channel")
+            .help(format!("use `num_parameters: {channels}`, or 1"))
+            .layer(at.name),
+            CheckError::PoolPaddingTooLarge { at, span, padding, kernel } => Diagnostic::error(
+                Code::PoolPaddingTooLarge,
+                format!("the padding of {} is more than half its kernel size", at.title),
+                span,
+                format!("padding {padding} > {kernel} / 2"),
+            )
+            .note(format!(
+                "PyTorch requires padding <= kernel_size / 2 (rounded down), here {kernel} / 2 = {}",
+                kernel / 2
+            ))
+            .help(format!("use at most `padding: {}`", kernel / 2))
+            .layer(at.name),
+            CheckError::PoolWindowTooLarge { at, span, kernel: [kh, kw] } => Diagnostic::error(
+                Code::TooLarge,
+                format!(
+                    "the window of {} has {} positions, more than the limit of {MAX_POOL_WINDOW}",
+                    at.title,
+                    kh * kw
+                ),
+                span,
+                format!("{kh}*{kw} = {}", kh * kw),
+            )
+            .note("max pooling records where each window's maximum lies, in 16 bits")
+            .help("use a smaller kernel_size, or avgpool2d")
+            .layer(at.name),
+            CheckError::RedundantFlatten { at, span, features } => Diagnostic::new(
+                Code::RedundantFlatten,
+                format!("{} does nothing: its input [{features}] is already flat", at.title),
+                span,
+                "already flat",
+            )
+            .help("remove this layer")
+            .layer(at.name),
+            CheckError::SizeMismatch {
+                at,
+                key,
+                span,
+                written,
+                actual,
+                unit,
+                origin,
+                chain,
+                input,
+            } => Diagnostic::error(
+                Code::SizeMismatch,
+                format!("`{key}` of {} is {written}, but its input has {actual} {unit}", at.title),
+                span,
+                format!("{key} is {written}"),
+            )
+            .secondary(origin.0, origin.1.text())
+            .note(chain.map_or_else(
+                || format!("the input of {} is {input}", at.title),
+                |chain| chain.text(),
+            ))
+            .suggest(
+                format!("set `{key}: {actual}`, or remove `{key}` to have it inferred"),
+                span,
+                actual.to_string(),
+            )
+            .layer(at.name),
+            CheckError::OutputTooSmall { at, span, axis, window, input, output } => {
+                Diagnostic::error(
+                    Code::OutputTooSmall,
+                    format!("{} would output a {axis} of {output}", at.title),
+                    span,
+                    format!(
+                        "a window of {} does not fit in {}",
+                        window.effective_kernel(),
+                        input + 2 * window.padding
+                    ),
+                )
+                .note(format!("output {axis} = {} = {output}", formula(&window, input)))
+                .help("use a smaller kernel, stride or dilation, or more padding")
+                .layer(at.name)
+            }
+            CheckError::DropsInput { at, span, input, losses, pool } => {
+                drops_input(at, span, input, &losses, pool)
+            }
+            CheckError::TensorTooLarge { at, span, what, dims, numel } => Diagnostic::error(
+                Code::TooLarge,
+                format!(
+                    "the {what} of {} would have {numel} elements, more than the limit of {MAX_ELEMENTS}",
+                    at.title
+                ),
+                span,
+                "too large",
+            )
+            .note(format!(
+                "{} = {numel}",
+                dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("*")
+            ))
+            .layer(at.name),
+        }
+    }
+}
+
+/// A number as messages show it: as written when short, else in exponent form (`1e300`).
+fn number(v: f64) -> String {
+    let plain = v.to_string();
+    if plain.len() > 16 {
+        format!("{v:e}")
+    } else {
+        plain
+    }
+}
+
+/// A plausible value for a required argument, for help lines.
+fn example(key: &str) -> &'static str {
+    match key {
+        "kernel_size" => "3",
+        "out_channels" => "32",
+        "out_features" => "10",
+        "scale_factor" => "2",
+        _ => "1",
+    }
+}
+
+/// The shared form of the malformed-`input` errors.
+fn bad_input(message: String, span: Span) -> Diagnostic {
+    Diagnostic::error(
+        Code::BadInput,
+        message,
+        span,
+        "expected [channels, height, width]",
+    )
+    .help("write the per-sample input shape as three positive integers, e.g. [3, 32, 32]")
+}
+
+/// The wording of [`CheckError::DropsInput`]: what is lost where, with the formula per axis.
+fn drops_input(
+    at: Culprit,
+    span: Span,
+    input: [usize; 2],
+    losses: &[AxisLoss],
+    pool: bool,
+) -> Diagnostic {
+    let (mut last, mut between, mut notes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut lost = 0;
+    for loss in losses {
+        let unit = if loss.axis == "height" {
+            "row"
+        } else {
+            "column"
+        };
+        let count = |n: usize| {
+            let (plural, verb) = if n == 1 { ("", "is") } else { ("s", "are") };
+            (format!("{n} {unit}{plural}"), verb)
+        };
+        let formula = formula(&loss.window, loss.input);
+        if loss.dropped > 0 {
+            let (what, verb) = count(loss.dropped);
+            notes.push(format!(
+                "output {} = {formula} = {}: the last {what} of {} {verb} never covered",
+                loss.axis, loss.output, loss.input
+            ));
+            last.push(what);
+            lost += loss.dropped;
+        }
+        if loss.skipped > 0 {
+            let (what, verb) = count(loss.skipped);
+            notes.push(format!(
+                "windows of {} {unit}s start every {} {unit}s: {what} of {} between them {verb} never covered",
+                loss.window.effective_kernel(),
+                loss.window.stride,
+                loss.input,
+            ));
+            between.push(what);
+            lost += loss.skipped;
+        }
+    }
+    let mut parts = Vec::new();
+    if !last.is_empty() {
+        parts.push(format!("the last {}", last.join(" and ")));
+    }
+    if !between.is_empty() {
+        parts.push(format!("{} between windows", between.join(" and ")));
+    }
+    let lost_text = parts.join(" and ");
+    let verb = if lost == 1 { "is" } else { "are" };
+    let mut diagnostic = Diagnostic::new(
+        Code::DropsInput,
+        format!(
+            "{} ignores {lost_text} of its {}×{} input",
+            at.title, input[0], input[1]
+        ),
+        span,
+        format!("{lost_text} {verb} dropped"),
+    )
+    .layer(at.name);
+    for note in notes {
+        diagnostic = diagnostic.note(note);
+    }
+    if !between.is_empty() {
+        diagnostic.help(
+            "use a stride no larger than the kernel size, so that every input row and column is read",
+        )
+    } else if pool {
+        diagnostic
+            .note("PyTorch rounds pooling output sizes down; Caffe rounds them up, a classic porting trap")
+            .help("set `ceil_mode: true` to keep the edge (as Caffe does), or pad the input")
+    } else {
+        diagnostic.help("add padding or change the input size so the windows cover it")
+    }
+}
+
+/// `floor((32 + 2*2 - 1*(5-1) - 1) / 1) + 1`, the PyTorch output-size formula with numbers.
+fn formula(window: &Window, input: usize) -> String {
+    let rounding = if window.ceil_mode { "ceil" } else { "floor" };
+    format!(
+        "{rounding}(({input} + 2*{} - {}*({}-1) - 1) / {}) + 1",
+        window.padding, window.dilation, window.kernel, window.stride
+    )
+}
+
+/// Greatest common divisor (Euclid's).
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
