@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: cnnc against PyTorch on the seed model (CustomCNN), same machine.
 
+`--model mobilenet_style` measures the depthwise-separable network of
+models/mobilenet_style.yaml instead (grouped 3x3 convolutions, 1x1 ones, batchnorm2d), whose
+PyTorch twin is written below.
+
 Runs the four workloads of the performance issue on both, in the same invocation and alternating
 (cnnc, PyTorch, cnnc, ...) so both see the same machine load, then prints the median of each side
 and the ratio per workload:
@@ -17,6 +21,7 @@ batch sizes. The script installs nothing: it needs PyTorch in the Python that ru
 `cnnc` (cargo build --release). Usage:
 
     tools/.venv/bin/python bench/compare.py [--rounds 5] [--threads 2] [--cnnc target/release/cnnc]
+        [--model custom_cnn|mobilenet_style]
 """
 
 import argparse
@@ -28,7 +33,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPEC = os.path.join(ROOT, "models", "custom_cnn.yaml")
+MODELS = ("custom_cnn", "mobilenet_style")
 MEMORY_SAMPLES = 60_000
 MEMORY_STEPS = 20
 WARMUP = 3
@@ -75,6 +80,42 @@ def custom_cnn(torch):
 
     torch.manual_seed(0)
     return CustomCNN()
+
+
+def mobilenet_style(torch):
+    """The PyTorch twin of models/mobilenet_style.yaml (its layers in order; `.` in names is `_`)."""
+    nn = torch.nn
+
+    def conv_bn(name, cin, cout, k, stride=1, groups=1):
+        conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False)
+        return [(name, conv), (f"{name}_bn", nn.BatchNorm2d(cout)), (None, nn.ReLU())]
+
+    layers = [("stem.0", nn.Conv2d(3, 16, 3, padding=1, bias=False)), ("stem.1", nn.BatchNorm2d(16)),
+              (None, nn.ReLU())]
+    for block, (cin, cout, stride) in enumerate([(16, 32, 1), (32, 64, 2), (64, 128, 2)], start=1):
+        layers += conv_bn(f"block{block}.dw", cin, cin, 3, stride, groups=cin)
+        layers += conv_bn(f"block{block}.pw", cin, cout, 1)
+    layers += [(None, nn.AvgPool2d(8)), (None, nn.Flatten()), ("fc", nn.Linear(128, 10))]
+
+    class MobileNetStyle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+            for i, (name, module) in enumerate(layers):
+                name = name or str(i)
+                self.add_module(name.replace(".", "_"), module)
+                self.names.append(name.replace(".", "_"))
+
+        def forward(self, x):
+            for name in self.names:
+                x = getattr(self, name)(x)
+            return x
+
+    return MobileNetStyle()
+
+
+def build_model(torch, name):
+    return custom_cnn(torch) if name == "custom_cnn" else mobilenet_style(torch)
 
 
 def median_time(runs, fn):
@@ -125,11 +166,11 @@ def vm_hwm_mb():
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def torch_memory_child(threads):
+def torch_memory_child(threads, name):
     """The memory workload in this (fresh) process; prints VmHWM in MiB."""
     torch = import_torch()
     torch.set_num_threads(threads)
-    model = custom_cnn(torch)
+    model = build_model(torch, name)
     gen = torch.Generator().manual_seed(0)
     data = torch.randint(0, 256, (MEMORY_SAMPLES, 1, 28, 28), dtype=torch.uint8, generator=gen)
     labels = torch.arange(MEMORY_SAMPLES) % 10
@@ -144,17 +185,18 @@ def torch_memory_child(threads):
     print(f"{vm_hwm_mb():.1f}")
 
 
-def torch_memory(threads):
+def torch_memory(threads, name):
     out = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--torch-memory-child", "--threads", str(threads)],
+        [sys.executable, os.path.abspath(__file__), "--torch-memory-child", "--threads", str(threads),
+         "--model", name],
         check=True, capture_output=True, text=True,
     )
     return float(out.stdout.strip())
 
 
-def cnnc_round(cnnc, threads, runs, memory):
+def cnnc_round(cnnc, spec, threads, runs, memory):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-    cmd = [cnnc, "bench", SPEC, "--format", "json", "--runs", str(runs)]
+    cmd = [cnnc, "bench", spec, "--format", "json", "--runs", str(runs)]
     if not memory:
         cmd.append("--no-memory")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
@@ -169,26 +211,29 @@ def main():
     parser.add_argument("--cnnc", default=os.path.join(ROOT, "target", "release", "cnnc"),
                         help="the cnnc executable (default target/release/cnnc)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--model", choices=MODELS, default="custom_cnn",
+                        help="models/<MODEL>.yaml and its PyTorch twin (default custom_cnn)")
     parser.add_argument("--torch-memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.torch_memory_child:
-        return torch_memory_child(args.threads)
+        return torch_memory_child(args.threads, args.model)
 
     torch = import_torch()
     if not os.access(args.cnnc, os.X_OK):
         sys.exit(f"error: no cnnc executable at {args.cnnc}; build it with cargo build --release "
                  "or pass --cnnc PATH")
     torch.set_num_threads(args.threads)
-    model = custom_cnn(torch)
+    model = build_model(torch, args.model)
+    spec = os.path.join(ROOT, "models", f"{args.model}.yaml")
     load_before = os.getloadavg()
     ours, theirs = [], []
     for r in range(args.rounds):
-        ours.append(cnnc_round(args.cnnc, args.threads, args.runs, memory=(r == 0)))
+        ours.append(cnnc_round(args.cnnc, spec, args.threads, args.runs, memory=(r == 0)))
         theirs.append(torch_round(torch, model, args.runs))
         print(f"round {r + 1}/{args.rounds}: cnnc train {ours[-1]['train_images_per_s']:.0f} img/s, "
               f"PyTorch train {theirs[-1]['train_images_per_s']:.0f} img/s "
               f"(load {os.getloadavg()[0]:.1f})", file=sys.stderr)
-    theirs[0]["peak_rss_mb"] = torch_memory(args.threads)
+    theirs[0]["peak_rss_mb"] = torch_memory(args.threads, args.model)
     load_after = os.getloadavg()
 
     rows = []
@@ -204,14 +249,14 @@ def main():
                      "cnnc_range": [min(ours_k), max(ours_k)],
                      "pytorch_range": [min(theirs_k), max(theirs_k)]})
     pct = statistics.median(o["train_percent_of_peak"] for o in ours)
-    result = {"threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
+    result = {"model": args.model, "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
               "load_before": load_before, "load_after": load_after, "workloads": rows,
               "cnnc_train_percent_of_peak": pct,
               "peak_gflops": ours[0]["peak_gflops"]}
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"cnnc vs PyTorch {torch.__version__}, {args.threads} threads, median of {args.rounds} "
+    print(f"{args.model}: cnnc vs PyTorch {torch.__version__}, {args.threads} threads, median of {args.rounds} "
           f"alternating rounds; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print(f"  {'workload':<30} {'cnnc':>10} {'PyTorch':>10} {'ratio':>7} {'target':>8}")
     for row in rows:

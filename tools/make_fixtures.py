@@ -132,7 +132,19 @@ def layer_case(name, config, build, input_shape, *, scale=1.0, train=True, prepa
     write(os.path.join(OUT, "layers", f"{name}.safetensors"), tensors, meta(config=json.dumps(config)))
 
 
-def conv(name, in_channels, out_channels, kernel_size, input_hw, stride=1, padding=0, dilation=1, bias=True):
+def conv(
+    name,
+    in_channels,
+    out_channels,
+    kernel_size,
+    input_hw,
+    stride=1,
+    padding=0,
+    dilation=1,
+    bias=True,
+    groups=1,
+    padding_mode="zeros",
+):
     config = {
         "kind": "Conv2d",
         "in_channels": in_channels,
@@ -143,8 +155,20 @@ def conv(name, in_channels, out_channels, kernel_size, input_hw, stride=1, paddi
         "dilation": pair(dilation),
         "bias": bias,
     }
+    if groups != 1:
+        config["groups"] = groups
+    if padding_mode != "zeros":
+        config["padding_mode"] = padding_mode
     build = lambda: nn.Conv2d(  # noqa: E731
-        in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=bias
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        bias=bias,
+        groups=groups,
+        padding_mode=padding_mode,
     )
     layer_case(name, config, build, (2, in_channels, *input_hw))
 
@@ -201,6 +225,19 @@ def layers():
     conv("conv2d_rect_kernel", 3, 4, (3, 5), (7, 8), padding=(1, 2))
     conv("conv2d_no_bias", 3, 4, 3, (7, 8), padding=1, bias=False)
     conv("conv2d_mixed", 3, 5, (3, 2), (9, 10), stride=(2, 3), padding=(1, 2), dilation=(2, 1))
+    # Grouped and depthwise (groups = in_channels), with a channel multiplier, strides, dilation
+    # and more channels than one AVX-512 vector.
+    conv("conv2d_depthwise", 4, 4, 3, (7, 8), padding=1, groups=4)
+    conv("conv2d_depthwise_wide", 20, 20, 3, (6, 5), padding=1, groups=20)
+    conv("conv2d_depthwise_mult2_stride2", 3, 6, 3, (9, 8), stride=2, padding=1, groups=3)
+    conv("conv2d_depthwise_dilated", 5, 5, 3, (9, 10), stride=(1, 2), padding=2, dilation=2, groups=5, bias=False)
+    conv("conv2d_groups2", 4, 6, (3, 2), (7, 8), padding=(1, 0), dilation=(1, 2), groups=2)
+    # Padding modes, at their limits: reflect up to size - 1, circular up to the size.
+    conv("conv2d_reflect", 3, 4, 3, (7, 8), padding=(1, 2), padding_mode="reflect")
+    conv("conv2d_reflect_max", 2, 3, (5, 3), (4, 3), padding=(3, 2), padding_mode="reflect")
+    conv("conv2d_replicate", 3, 4, 3, (5, 6), stride=2, padding=(2, 3), padding_mode="replicate")
+    conv("conv2d_circular", 3, 4, (3, 5), (4, 5), padding=(2, 5), dilation=(2, 1), padding_mode="circular")
+    conv("conv2d_depthwise_reflect", 4, 4, 3, (6, 5), padding=1, groups=4, padding_mode="reflect")
     for kind, prefix in (("MaxPool2d", "max_pool2d"), ("AvgPool2d", "avg_pool2d")):
         pool(f"{prefix}_k2", kind, 2, (6, 8))
         pool(f"{prefix}_pad_ceil", kind, 3, (6, 5), stride=2, padding=1, ceil_mode=True)

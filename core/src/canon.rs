@@ -85,7 +85,9 @@ mod tests {
             stride: [1, 1],
             padding: [2, 2],
             dilation: [1, 1],
+            groups: 1,
             bias: true,
+            padding_mode: Default::default(),
         });
         let pool = LayerConfig::MaxPool2d(Pool2dConfig {
             kernel_size: [2, 2],
@@ -129,16 +131,16 @@ mod tests {
         let before = layer_line("conv1", "conv2d", LayerKind::Conv2d.args(), |n| {
             conv.config().arg(n)
         });
-        // The table as it would be with PyTorch's `groups` added, the layer using its default.
+        // The table as it would be with a new argument added, the layer using its default.
         let mut args = LayerKind::Conv2d.args().to_vec();
         args.push(ArgInfo {
-            name: "groups",
+            name: "future",
             ty: ArgType::Size { min: 1 },
             default: ArgDefault::Int(1),
             doc: "blocked connections from input to output channels",
         });
         let after = layer_line("conv1", "conv2d", &args, |n| {
-            if n == "groups" {
+            if n == "future" {
                 Some(ArgValue::Int(1))
             } else {
                 conv.config().arg(n)
@@ -146,13 +148,13 @@ mod tests {
         });
         assert_eq!(before, after);
         let grouped = layer_line("conv1", "conv2d", &args, |n| {
-            if n == "groups" {
+            if n == "future" {
                 Some(ArgValue::Int(2))
             } else {
                 conv.config().arg(n)
             }
         });
-        assert_eq!(grouped, format!("{before} groups=2"));
+        assert_eq!(grouped, format!("{before} future=2"));
     }
 
     #[test]

@@ -185,8 +185,121 @@ pub struct Conv2dConfig {
     pub padding: Pair,
     /// Dilation `[dh, dw]`.
     pub dilation: Pair,
+    /// Channel groups: each output channel sees `in_channels / groups` input channels
+    /// (depthwise when it equals `in_channels`). Divides both channel counts.
+    pub groups: usize,
     /// Whether the layer has a bias.
     pub bias: bool,
+    /// What the padding holds.
+    pub padding_mode: PaddingMode,
+}
+
+/// `torch.nn.Conv2d`'s `padding_mode`: what the `padding` pixels around the input hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PaddingMode {
+    /// Zeros (`'zeros'`, PyTorch's default).
+    #[default]
+    Zeros,
+    /// The input mirrored at its edge, the edge itself not repeated (`'reflect'`); the padding
+    /// must be smaller than the input.
+    Reflect,
+    /// The edge pixel repeated (`'replicate'`).
+    Replicate,
+    /// The input wrapped around (`'circular'`); the padding may not exceed the input.
+    Circular,
+}
+
+impl PaddingMode {
+    /// Every mode, as the table lists its words.
+    pub const ALL: [PaddingMode; 4] = [
+        PaddingMode::Zeros,
+        PaddingMode::Reflect,
+        PaddingMode::Replicate,
+        PaddingMode::Circular,
+    ];
+
+    /// PyTorch's word for it (`reflect`).
+    pub const fn word(self) -> &'static str {
+        match self {
+            PaddingMode::Zeros => "zeros",
+            PaddingMode::Reflect => "reflect",
+            PaddingMode::Replicate => "replicate",
+            PaddingMode::Circular => "circular",
+        }
+    }
+
+    /// The mode PyTorch spells `word`.
+    pub fn from_word(word: &str) -> Option<PaddingMode> {
+        PaddingMode::ALL.into_iter().find(|m| m.word() == word)
+    }
+
+    /// The largest padding PyTorch accepts around an input of `size` along an axis: below
+    /// the size for `reflect`, up to it for `circular`, unbounded otherwise.
+    pub const fn max_padding(self, size: usize) -> usize {
+        match self {
+            PaddingMode::Reflect => size.saturating_sub(1),
+            PaddingMode::Circular => size,
+            PaddingMode::Zeros | PaddingMode::Replicate => usize::MAX,
+        }
+    }
+
+    /// The input index padded position `i` (counting from the start of `padding` pixels before
+    /// the input) reads, along an axis of `size`; `None` for zeros and outside the input.
+    pub const fn source(self, i: usize, padding: usize, size: usize) -> Option<usize> {
+        let at = i as isize - padding as isize;
+        let n = size as isize;
+        if at >= 0 && at < n {
+            return Some(at as usize);
+        }
+        let index = match self {
+            PaddingMode::Zeros => return None,
+            PaddingMode::Reflect => {
+                if at < 0 {
+                    -at
+                } else {
+                    2 * (n - 1) - at
+                }
+            }
+            PaddingMode::Replicate => {
+                if at < 0 {
+                    0
+                } else {
+                    n - 1
+                }
+            }
+            PaddingMode::Circular => at.rem_euclid(n),
+        };
+        if index >= 0 && index < n {
+            Some(index as usize)
+        } else {
+            None
+        }
+    }
+}
+
+impl Conv2dConfig {
+    /// Checks that `groups` divides both channel counts, as PyTorch requires.
+    pub fn check_groups(&self) -> Result<(), ShapeError> {
+        for (arg, channels) in [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+        ] {
+            if self.groups == 0 || !channels.is_multiple_of(self.groups) {
+                return Err(ShapeError::Groups {
+                    arg,
+                    channels,
+                    groups: self.groups,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether each input channel is convolved on its own (`groups == in_channels`), with
+    /// `out_channels / in_channels` filters each: a depthwise convolution.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.in_channels
+    }
 }
 
 /// Arguments of `torch.nn.MaxPool2d` / `torch.nn.AvgPool2d`.
@@ -273,6 +386,21 @@ pub enum ShapeError {
     PoolPadding,
     /// A max pool's window has more positions than [`MAX_POOL_WINDOW`].
     PoolWindow,
+    /// A convolution's padding is too large for its `padding_mode` along an axis (0 height,
+    /// 1 width): `reflect` needs it below the input size, `circular` at most the size.
+    ModePadding {
+        /// The axis.
+        axis: usize,
+    },
+    /// A convolution's `groups` does not divide its input or output channels.
+    Groups {
+        /// `in_channels` or `out_channels`.
+        arg: &'static str,
+        /// Its value.
+        channels: usize,
+        /// The groups.
+        groups: usize,
+    },
     /// A `dim` outside the batched input's dimensions, or the batch dimension itself (layers
     /// work on each sample alone).
     BadDim {
@@ -312,6 +440,19 @@ impl fmt::Display for ShapeError {
             ShapeError::PoolWindow => {
                 write!(f, "the window has more than {MAX_POOL_WINDOW} positions")
             }
+            ShapeError::ModePadding { axis } => write!(
+                f,
+                "the padding is too large for the padding mode along the input's {}",
+                ["height", "width"][*axis % 2]
+            ),
+            ShapeError::Groups {
+                arg,
+                channels,
+                groups,
+            } => write!(
+                f,
+                "{arg} ({channels}) is not divisible by groups ({groups})"
+            ),
             ShapeError::BadArgument { arg } => write!(f, "`{arg}` is out of range"),
             ShapeError::BadDim { dim, rank } => write!(
                 f,
@@ -419,7 +560,9 @@ impl LayerConfig {
                 "stride" => Pair(c.stride),
                 "padding" => Pair(c.padding),
                 "dilation" => Pair(c.dilation),
+                "groups" => Int(c.groups),
                 "bias" => Bool(c.bias),
+                "padding_mode" => ArgValue::Word(c.padding_mode.word()),
                 _ => return None,
             },
             (LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c), _) => match name {
@@ -536,7 +679,12 @@ impl LayerConfig {
                 stride: pair("stride")?,
                 padding: pair("padding")?,
                 dilation: pair("dilation")?,
+                groups: int("groups")?,
                 bias: bool("bias")?,
+                padding_mode: match value("padding_mode")? {
+                    ArgValue::Word(w) => PaddingMode::from_word(w)?,
+                    _ => return None,
+                },
             }),
             LayerKind::MaxPool2d => LayerConfig::MaxPool2d(pool()?),
             LayerKind::AvgPool2d => LayerConfig::AvgPool2d(pool()?),
@@ -613,14 +761,17 @@ impl LayerConfig {
         match self {
             LayerConfig::Conv2d(c) => format!(
                 "{variant}({path}::Conv2dConfig {{ in_channels: {}, out_channels: {}, \
-                 kernel_size: {}, stride: {}, padding: {}, dilation: {}, bias: {} }})",
+                 kernel_size: {}, stride: {}, padding: {}, dilation: {}, groups: {}, bias: {}, \
+                 padding_mode: {path}::PaddingMode::{:?} }})",
                 c.in_channels,
                 c.out_channels,
                 pair(c.kernel_size),
                 pair(c.stride),
                 pair(c.padding),
                 pair(c.dilation),
-                c.bias
+                c.groups,
+                c.bias,
+                c.padding_mode
             ),
             LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c) => format!(
                 "{variant}({path}::Pool2dConfig {{ kernel_size: {}, stride: {}, padding: {}, \
@@ -720,6 +871,12 @@ impl LayerConfig {
             LayerConfig::Conv2d(c) => {
                 let [channels, h, w] = image(input)?;
                 same("in_channels", c.in_channels, channels)?;
+                c.check_groups()?;
+                for (axis, size) in [h, w].into_iter().enumerate() {
+                    if c.padding[axis] > c.padding_mode.max_padding(size) {
+                        return Err(ShapeError::ModePadding { axis });
+                    }
+                }
                 let out = |axis: usize, size: usize| {
                     conv_output(
                         size,
@@ -851,7 +1008,7 @@ impl LayerConfig {
                 let mut tensors = vec![tensor(
                     layer,
                     TensorRole::Weight,
-                    vec![c.out_channels, c.in_channels, kh, kw],
+                    vec![c.out_channels, c.in_channels / c.groups.max(1), kh, kw],
                 )];
                 if c.bias {
                     tensors.push(tensor(layer, TensorRole::Bias, vec![c.out_channels]));
@@ -1014,6 +1171,36 @@ mod tests {
         }
     }
 
+    // F.pad(torch.arange(4.).view(1, 1, 4), (3, 3), mode=m) for m in reflect, replicate,
+    // circular (PyTorch 2.15): [3, 2, 1, 0, 1, 2, 3, 2, 1, 0], [0, 0, 0, 0, 1, 2, 3, 3, 3, 3],
+    // [1, 2, 3, 0, 1, 2, 3, 0, 1, 2].
+    #[test]
+    fn padding_modes_read_pytorchs_positions() {
+        let read = |mode: PaddingMode| -> Vec<Option<usize>> {
+            (0..10).map(|i| mode.source(i, 3, 4)).collect()
+        };
+        let some = |v: [usize; 10]| v.map(Some).to_vec();
+        assert_eq!(
+            read(PaddingMode::Reflect),
+            some([3, 2, 1, 0, 1, 2, 3, 2, 1, 0])
+        );
+        assert_eq!(
+            read(PaddingMode::Replicate),
+            some([0, 0, 0, 0, 1, 2, 3, 3, 3, 3])
+        );
+        assert_eq!(
+            read(PaddingMode::Circular),
+            some([1, 2, 3, 0, 1, 2, 3, 0, 1, 2])
+        );
+        assert_eq!(PaddingMode::Zeros.source(2, 3, 4), None);
+        assert_eq!(PaddingMode::Zeros.source(3, 3, 4), Some(0));
+        assert_eq!(PaddingMode::Reflect.max_padding(4), 3);
+        assert_eq!(PaddingMode::Circular.max_padding(4), 4);
+        for mode in PaddingMode::ALL {
+            assert_eq!(PaddingMode::from_word(mode.word()), Some(mode));
+        }
+    }
+
     #[test]
     fn shape_rules() {
         let conv = LayerConfig::Conv2d(Conv2dConfig {
@@ -1023,7 +1210,9 @@ mod tests {
             stride: [1, 1],
             padding: [2, 2],
             dilation: [1, 1],
+            groups: 1,
             bias: true,
+            padding_mode: Default::default(),
         });
         assert_eq!(
             conv.output_shape(Shape::Chw([3, 32, 32])),

@@ -304,10 +304,22 @@ pub const TABLE: [KindInfo; 26] = [
                 "spacing between kernel elements",
             ),
             arg(
+                "groups",
+                SIZE,
+                ArgDefault::Int(1),
+                "blocked connections: in and out channels split into this many groups (depthwise when groups = in_channels)",
+            ),
+            arg(
                 "bias",
                 ArgType::Bool,
                 ArgDefault::Bool(true),
                 "whether the layer adds a learnable bias",
+            ),
+            arg(
+                "padding_mode",
+                ArgType::Choice(&["zeros", "reflect", "replicate", "circular"]),
+                ArgDefault::Word("zeros"),
+                "what the padding holds: zeros, the input reflected, its edge repeated, or wrapped around",
             ),
         ],
         init: Init::FanInUniform,

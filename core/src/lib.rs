@@ -15,8 +15,8 @@ pub mod shape;
 
 pub use config::ConvTranspose2dConfig;
 pub use config::{
-    BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Pair,
-    Pool2dConfig,
+    BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, PaddingMode,
+    Pair, Pool2dConfig,
 };
 pub use kind::{ArgDefault, ArgInfo, ArgType, ArgValue, Init, Input, LayerKind};
 pub use model::{CheckedLayer, Model, ModelError, TensorInfo, TensorRole};

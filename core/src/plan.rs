@@ -100,7 +100,8 @@ impl Plan {
             let mut fusion = Fusion::None;
             let mut last = i;
             let relu = sole(i).filter(|&r| {
-                matches!(layers[i].config(), LayerConfig::Conv2d(_))
+                // A grouped convolution runs its own stencil, which applies no ReLU.
+                matches!(layers[i].config(), LayerConfig::Conv2d(c) if c.groups == 1)
                     && matches!(layers[r].config(), LayerConfig::Relu)
             });
             let mut masked_pool = None;
@@ -223,7 +224,9 @@ mod tests {
             stride: [1, 1],
             padding: [1, 1],
             dilation: [1, 1],
+            groups: 1,
             bias: true,
+            padding_mode: Default::default(),
         })
     }
 

@@ -50,7 +50,48 @@ proptest! {
     ) {
         let config = Conv2dConfig {
             in_channels: cin, out_channels: cout, kernel_size: [kh, kw], stride: [sh, sw],
-            padding: [ph, pw], dilation: [dh, dw], bias,
+            padding: [ph, pw], dilation: [dh, dw], groups: 1, bias, padding_mode: Default::default(),
+        };
+        let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
+        prop_assume!(built.is_ok());
+        let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(layer.input_dims().len() * batch);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn conv2d_padding_modes(
+        mode in 1..4usize, groups in 1..3usize, k in 1..4usize, s in 1..3usize,
+        ph in 0..4usize, pw in 0..4usize, h in 1..6usize, w in 1..6usize, batch in 1..3usize,
+        seed: u64,
+    ) {
+        let padding_mode = cnnc_runtime::config::PaddingMode::ALL[mode];
+        let config = Conv2dConfig {
+            in_channels: 2 * groups, out_channels: 2 * groups, kernel_size: [k, k],
+            stride: [s, s], padding: [ph, pw], dilation: [1, 1], groups, bias: true,
+            padding_mode,
+        };
+        // Padding beyond the mode's limit is refused, as PyTorch refuses it.
+        let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
+        prop_assume!(built.is_ok());
+        let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(layer.input_dims().len() * batch);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn grouped_conv2d(
+        groups in 1..4usize, cig in 1..3usize, cog in 1..3usize, kh in 1..4usize, kw in 1..4usize,
+        sh in 1..3usize, sw in 1..3usize, ph in 0..3usize, pw in 0..3usize,
+        dh in 1..3usize, dw in 1..3usize, h in 1..8usize, w in 1..8usize,
+        bias: bool, batch in 1..3usize, seed: u64,
+    ) {
+        // groups * cig input channels; cig = cog = 1 is depthwise.
+        let config = Conv2dConfig {
+            in_channels: groups * cig, out_channels: groups * cog, kernel_size: [kh, kw],
+            stride: [sh, sw], padding: [ph, pw], dilation: [dh, dw], groups, bias, padding_mode: Default::default(),
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
@@ -289,7 +330,9 @@ fn mixed_net() -> NetworkDef {
                     stride: [1, 1],
                     padding: [1, 1],
                     dilation: [1, 1],
+                    groups: 1,
                     bias: true,
+                    padding_mode: Default::default(),
                 }),
             ),
             layer(
@@ -314,7 +357,9 @@ fn mixed_net() -> NetworkDef {
                     stride: [1, 2],
                     padding: [1, 1],
                     dilation: [2, 1],
+                    groups: 1,
                     bias: false,
+                    padding_mode: Default::default(),
                 }),
             ),
             layer(

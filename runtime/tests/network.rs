@@ -29,7 +29,9 @@ fn conv(cin: usize, cout: usize, k: usize, pad: usize) -> LayerConfig {
         stride: [1, 1],
         padding: [pad, pad],
         dilation: [1, 1],
+        groups: 1,
         bias: true,
+        padding_mode: Default::default(),
     })
 }
 

@@ -22,7 +22,9 @@ fn conv(cin: usize, cout: usize) -> LayerConfig {
         stride: [1, 1],
         padding: [1, 1],
         dilation: [1, 1],
+        groups: 1,
         bias: true,
+        padding_mode: Default::default(),
     })
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use cnnc_runtime::config::{
     BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate, LinearConfig,
-    Pool2dConfig,
+    PaddingMode, Pool2dConfig,
 };
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{
@@ -91,7 +91,15 @@ fn run_case(name: &str) {
                 stride: pair(&config, "stride"),
                 padding: pair(&config, "padding"),
                 dilation: pair(&config, "dilation"),
+                groups: config
+                    .get("groups")
+                    .and_then(|g| g.as_u64())
+                    .map_or(1, |g| g as usize),
                 bias: config["bias"].as_bool().unwrap(),
+                padding_mode: config
+                    .get("padding_mode")
+                    .and_then(|m| m.as_str())
+                    .map_or(PaddingMode::Zeros, |m| PaddingMode::from_word(m).unwrap()),
             };
             let mut conv = Conv2d::new(name, &c, [in_shape[2], in_shape[3]], &mut rng).unwrap();
             set(conv.weight_mut(), &f, "param.weight");

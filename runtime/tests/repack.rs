@@ -36,7 +36,9 @@ fn conv() -> Conv2d {
         stride: [1, 1],
         padding: [1, 1],
         dilation: [1, 1],
+        groups: 1,
         bias: true,
+        padding_mode: Default::default(),
     };
     Conv2d::new("conv", &config, [6, 6], &mut init_rng(7)).unwrap()
 }

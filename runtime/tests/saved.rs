@@ -72,7 +72,9 @@ fn backward_after_other_forwards_gives_a_fresh_layers_gradients() {
             stride: [1, 1],
             padding: [1, 1],
             dilation: [1, 1],
+            groups: 1,
             bias: true,
+            padding_mode: Default::default(),
         };
         Box::new(Conv2d::new("conv", &config, [6, 6], &mut init_rng(1)).unwrap())
     };
@@ -119,7 +121,9 @@ fn fused_pool_backward_without_its_forward_is_an_error() {
         stride: [1, 1],
         padding: [1, 1],
         dilation: [1, 1],
+        groups: 1,
         bias: true,
+        padding_mode: Default::default(),
     };
     let pool = Pool2dConfig {
         kernel_size: [2, 2],

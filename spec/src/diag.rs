@@ -100,6 +100,10 @@ codes! {
     TooLarge = "E0306",
     /// A `dim` that is not a per-sample dimension of the layer's batched input.
     BadDim = "E0307",
+    /// A convolution's `groups` does not divide its input or output channels.
+    GroupsMismatch = "E0308",
+    /// A convolution's padding beyond what its `padding_mode` allows for the input.
+    ModePaddingTooLarge = "E0309",
     /// Pooling or a strided convolution silently drops trailing rows or columns.
     DropsInput = "W0001",
     /// `flatten` of an input that is already flat.

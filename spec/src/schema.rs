@@ -4,6 +4,7 @@
 //! The schema catches what a YAML shape can show (unknown kinds and arguments, types, ranges);
 //! shapes that do not chain are the checker's.
 
+use cnnc_core::LayerKind;
 use cnnc_core::kind::{ArgDefault, ArgInfo, ArgType, KindInfo, TABLE};
 use serde_json::{Map, Value, json};
 
@@ -88,7 +89,15 @@ fn kind(info: &KindInfo) -> Value {
     let mut properties = Map::new();
     properties.insert("name".to_owned(), json!({ "$ref": "#/definitions/name" }));
     for arg in info.args {
-        properties.insert(arg.name.to_owned(), argument(arg));
+        let mut schema = argument(arg);
+        if info.kind == LayerKind::Conv2d && arg.name == "padding" {
+            // PyTorch's padding words, resolved to pixels by the checker.
+            schema["anyOf"]
+                .as_array_mut()
+                .expect("a pair's schema is an anyOf")
+                .push(json!({ "type": "string", "enum": ["same", "valid"] }));
+        }
+        properties.insert(arg.name.to_owned(), schema);
     }
     let required: Vec<&str> = info
         .args

@@ -81,7 +81,9 @@ fn seed_arguments_are_fully_resolved() {
             stride: [1, 1],
             padding: [2, 2],
             dilation: [1, 1],
+            groups: 1,
             bias: true,
+            padding_mode: Default::default(),
         })
     );
     assert_eq!(

@@ -79,7 +79,9 @@ impl CustomCNN {
                     stride: [1, 1],
                     padding: [2, 2],
                     dilation: [1, 1],
+                    groups: 1,
                     bias: true,
+                    padding_mode: ::cnnc::runtime::config::PaddingMode::Zeros,
                 }),
                 ::cnnc::runtime::Dims::Image {
                     channels: 3,
@@ -141,7 +143,9 @@ impl CustomCNN {
                     stride: [1, 1],
                     padding: [2, 2],
                     dilation: [1, 1],
+                    groups: 1,
                     bias: true,
+                    padding_mode: ::cnnc::runtime::config::PaddingMode::Zeros,
                 }),
                 ::cnnc::runtime::Dims::Image {
                     channels: 32,
@@ -203,7 +207,9 @@ impl CustomCNN {
                     stride: [1, 1],
                     padding: [2, 2],
                     dilation: [1, 1],
+                    groups: 1,
                     bias: true,
+                    padding_mode: ::cnnc::runtime::config::PaddingMode::Zeros,
                 }),
                 ::cnnc::runtime::Dims::Image {
                     channels: 32,

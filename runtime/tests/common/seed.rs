@@ -20,7 +20,9 @@ pub fn custom_cnn() -> NetworkDef {
             stride: [1, 1],
             padding: [2, 2],
             dilation: [1, 1],
+            groups: 1,
             bias: true,
+            padding_mode: Default::default(),
         })
     };
     let pool = || {

@@ -61,6 +61,7 @@ impl Checker {
         let mut seen: HashMap<&str, Span> = HashMap::new();
         // Keys suggested for misspelt arguments: no need to also call them missing.
         let mut suggested: Vec<&str> = Vec::new();
+        let mut same_padding = None;
         for Arg { key, value } in &layer.args {
             let Some(arg_spec) = spec.iter().find(|s| s.name == key.text) else {
                 let keys = spec.iter().map(|s| s.name).chain(["name"]);
@@ -86,6 +87,14 @@ impl Checker {
                 continue;
             }
             seen.insert(arg_spec.name, key.span);
+            if kind == LayerKind::Conv2d
+                && arg_spec.name == "padding"
+                && matches!(&value.kind, ValueKind::Str(word) if word == "same")
+            {
+                // Resolved once the kernel, stride and dilation are known.
+                same_padding = Some(value.span);
+                continue;
+            }
             match self.typed(arg_spec, value, kind, name) {
                 Some(typed) => {
                     args.values.insert(arg_spec.name, (typed, value.span));
@@ -108,7 +117,51 @@ impl Checker {
                 layer: name.to_owned(),
             });
         }
+        if let Some(span) = same_padding {
+            match self.same_padding(&args, span, name) {
+                Some(padding) => {
+                    args.values
+                        .insert("padding", (ArgValue::Pair(padding), span));
+                }
+                None => usable = false,
+            }
+        }
         usable.then_some((kind, args))
+    }
+
+    /// `padding: same` of a convolution as pixels per side, PyTorch's rule: total padding
+    /// `dilation * (kernel_size - 1)` per axis, refused with a stride above 1 as PyTorch refuses
+    /// it. An odd total (an even kernel) would pad one pixel more on the bottom or right, which
+    /// cnnc's symmetric padding cannot express yet: an error that says so.
+    fn same_padding(&mut self, args: &Args, span: Span, name: &str) -> Option<[usize; 2]> {
+        let pair = |key: &str, default: usize| match args.value(key) {
+            Some(ArgValue::Pair(p)) => Some(p),
+            Some(ArgValue::Int(v)) => Some([v, v]),
+            None => Some([default, default]),
+            _ => None,
+        };
+        // A missing kernel_size is reported on its own.
+        let kernel = pair("kernel_size", 1)?;
+        let [stride, dilation] = [pair("stride", 1)?, pair("dilation", 1)?];
+        let total = [0, 1].map(|i| dilation[i].saturating_mul(kernel[i].saturating_sub(1)));
+        if stride != [1, 1] {
+            self.report(CheckError::SamePaddingStrided {
+                span,
+                stride: args.span("stride").unwrap_or(span),
+                total,
+                layer: name.to_owned(),
+            });
+            return None;
+        }
+        if total.iter().any(|t| t % 2 == 1) {
+            self.report(CheckError::SamePaddingUneven {
+                span,
+                total,
+                layer: name.to_owned(),
+            });
+            return None;
+        }
+        Some(total.map(|t| t / 2))
     }
 
     /// Type- and range-checks one argument value.
@@ -147,15 +200,14 @@ impl Checker {
                         Some(ArgValue::Pair([v, v]))
                     }
                     ValueKind::Str(word) if kind == LayerKind::Conv2d && spec.name == "padding" => {
-                        let error = match word.as_str() {
-                            "same" | "valid" => CheckError::PaddingMode {
-                                span: value.span,
-                                same: word == "same",
-                                layer: name.to_owned(),
-                            },
-                            _ => wrong_type(expected),
-                        };
-                        self.report(error);
+                        if word == "valid" {
+                            return Some(ArgValue::Pair([0, 0]));
+                        }
+                        self.report(CheckError::PaddingWord {
+                            span: value.span,
+                            found: value.kind.describe(),
+                            layer: name.to_owned(),
+                        });
                         None
                     }
                     ValueKind::List(items) if items.len() == 2 => {

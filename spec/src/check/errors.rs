@@ -221,14 +221,74 @@ pub(super) enum CheckError {
         /// The layer.
         layer: String,
     },
-    /// PyTorch's string padding modes, `same` or `valid`.
-    PaddingMode {
+    /// A word other than `same` or `valid` for a convolution's `padding`.
+    PaddingWord {
         /// The value.
         span: Span,
-        /// `true` for `same`, `false` for `valid`.
-        same: bool,
+        /// What it is.
+        found: &'static str,
         /// The layer.
         layer: String,
+    },
+    /// `padding: same` of a strided convolution.
+    SamePaddingStrided {
+        /// The value.
+        span: Span,
+        /// The `stride` argument's span.
+        stride: Span,
+        /// The total padding per axis `same` would need.
+        total: [usize; 2],
+        /// The layer.
+        layer: String,
+    },
+    /// `padding: same` that would pad one side more than the other (an even kernel).
+    SamePaddingUneven {
+        /// The value.
+        span: Span,
+        /// The total padding per axis.
+        total: [usize; 2],
+        /// The layer.
+        layer: String,
+    },
+    /// A convolution's `groups` that does not divide its input or output channels.
+    GroupsMismatch {
+        /// The layer.
+        at: Culprit,
+        /// The `groups` argument's span.
+        span: Span,
+        /// The `out_channels` argument's span, when it is that count that groups miss.
+        out_channels_span: Option<Span>,
+        /// `in_channels` or `out_channels`.
+        arg: &'static str,
+        /// Its value.
+        channels: usize,
+        /// The groups.
+        groups: usize,
+        /// The convolution's input channels.
+        in_channels: usize,
+        /// Its output channels.
+        out_channels: usize,
+    },
+    /// A convolution's padding beyond what its `padding_mode` allows for the input.
+    ModePaddingTooLarge {
+        /// The layer.
+        at: Culprit,
+        /// The `padding` argument's span.
+        span: Span,
+        /// The `padding_mode` argument's span.
+        mode_span: Span,
+        /// The mode, as written.
+        mode: &'static str,
+        /// Whether the mode is `reflect` (else `circular`).
+        reflect: bool,
+        /// The input's size along the axis.
+        size: usize,
+        /// The padding along the axis.
+        padding: usize,
+        /// The most padding the mode allows there.
+        max: usize,
+        /// "height" or "width".
+        dimension: &'static str,
     },
     /// A number outside its argument's range (or outside it once stored as f32).
     OutOfRange {
@@ -626,29 +686,108 @@ impl CheckError {
                 "expected an integer",
             )
             .layer(layer),
-            CheckError::PaddingMode { span, same, layer } => {
-                let (word, help) = if same {
-                    (
-                        "same",
-                        "write the padding in pixels: with stride 1 and an odd kernel_size, `same` is \
-                         `padding: (kernel_size - 1) / 2`, e.g. `padding: 1` for kernel_size 3, `padding: 2` \
-                         for 5",
-                    )
+            CheckError::PaddingWord { span, found, layer } => CheckError::WrongType {
+                span,
+                kind: LayerKind::Conv2d,
+                key: "padding",
+                expected: "an integer or a [height, width] pair",
+                found,
+                list_len: None,
+                layer,
+            }
+            .render()
+            .note("PyTorch's padding modes `same` and `valid` are the words it also takes"),
+            CheckError::SamePaddingStrided { span, stride, total, layer } => Diagnostic::error(
+                Code::InvalidValue,
+                "`padding: same` of `conv2d` needs stride 1",
+                span,
+                "not supported for strided convolutions",
+            )
+            .secondary(stride, "stride above 1")
+            .note("PyTorch refuses padding='same' for strided convolutions: the output could not keep the input's size")
+            .help(format!(
+                "write the padding in pixels, e.g. `padding: [{}, {}]`",
+                total[0] / 2,
+                total[1] / 2
+            ))
+            .layer(layer),
+            CheckError::SamePaddingUneven { span, total, layer } => Diagnostic::error(
+                Code::InvalidValue,
+                "`padding: same` of `conv2d` would pad unevenly, which is not supported yet",
+                span,
+                format!("needs {} rows and {} columns of padding in all", total[0], total[1]),
+            )
+            .note("with an even kernel_size PyTorch pads one pixel more on the bottom or right; cnnc pads both sides equally")
+            .help("use an odd kernel_size, or write the padding in pixels")
+            .layer(layer),
+            CheckError::GroupsMismatch {
+                at,
+                span,
+                out_channels_span,
+                arg,
+                channels,
+                groups,
+                in_channels,
+                out_channels,
+            } => {
+                let common = gcd(in_channels, out_channels);
+                let depthwise = if out_channels.is_multiple_of(in_channels) {
+                    format!("; depthwise is `groups: {in_channels}`")
                 } else {
-                    (
-                        "valid",
-                        "`valid` means no padding: write `padding: 0`, or leave `padding` out",
-                    )
+                    String::new()
+                };
+                let mut diagnostic = Diagnostic::error(
+                    Code::GroupsMismatch,
+                    format!(
+                        "`groups` of {} is {groups}, which does not divide its {arg} ({channels})",
+                        at.title
+                    ),
+                    span,
+                    format!("{arg} {channels} is not a multiple of {groups}"),
+                );
+                if let Some(out_span) = out_channels_span {
+                    diagnostic = diagnostic.secondary(out_span, format!("out_channels is {channels}"));
+                }
+                diagnostic
+                    .note(format!(
+                        "each of the {groups} groups convolves in_channels / groups input channels into out_channels / groups output channels"
+                    ))
+                    .help(format!(
+                        "use a `groups` that divides both {in_channels} and {out_channels}: a divisor of {common}{depthwise}"
+                    ))
+                    .layer(at.name)
+            }
+            CheckError::ModePaddingTooLarge {
+                at,
+                span,
+                mode_span,
+                mode,
+                reflect,
+                size,
+                padding,
+                max,
+                dimension,
+            } => {
+                let rule = if reflect {
+                    "reflect padding mirrors the input without repeating its edge, so it must be smaller than the input"
+                } else {
+                    "circular padding wraps the input around once, so it may not exceed the input"
                 };
                 Diagnostic::error(
-                    Code::WrongType,
-                    format!("`padding: {word}` of `conv2d` is not supported yet"),
+                    Code::ModePaddingTooLarge,
+                    format!(
+                        "the padding of {} is too large for `padding_mode: {mode}` over an input {size} pixels in {dimension}",
+                        at.title
+                    ),
                     span,
-                    "PyTorch's padding mode, not supported yet",
+                    format!("padding {padding} > {max}"),
                 )
-                .note("cnnc takes the padding as a number of pixels on each side, an integer or a [height, width] pair")
-                .help(help)
-                .layer(layer)
+                .secondary(mode_span, format!("padding_mode is {mode}"))
+                .note(format!("{rule} (PyTorch refuses it too); the input's {dimension} is {size}"))
+                .help(format!(
+                    "use at most `padding: {max}` along the {dimension}, or `padding_mode: replicate`"
+                ))
+                .layer(at.name)
             }
             CheckError::OutOfRange {
                 span,
@@ -1112,4 +1251,9 @@ fn formula(window: &Window, input: usize) -> String {
         "{rounding}(({input} + 2*{} - {}*({}-1) - 1) / {}) + 1",
         window.padding, window.dilation, window.kernel, window.stride
     )
+}
+
+/// Greatest common divisor (Euclid's).
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }

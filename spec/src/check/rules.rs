@@ -2,7 +2,9 @@
 //! diagnostics that explain a shape that does not work (the formula with numbers, the chain of
 //! sizes that led there). The sizes themselves come from the shared geometry and layer table.
 
-use cnnc_core::config::{ConvTranspose2dConfig, LayerConfig, softmax_dim};
+use cnnc_core::config::{
+    Conv2dConfig, ConvTranspose2dConfig, LayerConfig, PaddingMode, softmax_dim,
+};
 use cnnc_core::geometry::Window;
 use cnnc_core::{ArgValue, Input, LayerKind, TensorInfo};
 
@@ -49,6 +51,8 @@ impl Checker {
         })?;
         let output = match (&config, input) {
             (LayerConfig::Conv2d(conv), Shape::Chw([_, h, w])) => {
+                self.groups(cx, conv)?;
+                self.mode_padding(cx, conv, [h, w])?;
                 let windows = [0, 1].map(|i| Window {
                     kernel: conv.kernel_size[i],
                     stride: conv.stride[i],
@@ -154,6 +158,63 @@ impl Checker {
         };
         self.limits(cx, &output, &config.tensors(cx.name))?;
         Some((config, output))
+    }
+
+    /// A convolution's `groups` must divide both channel counts (PyTorch's `in_channels must
+    /// be divisible by groups`); reports each that it does not.
+    fn groups(&mut self, cx: &LayerContext<'_>, conv: &Conv2dConfig) -> Option<()> {
+        if conv.groups == 0 {
+            // Out of its range: reported with the arguments.
+            return None;
+        }
+        let mut ok = true;
+        for (arg, channels) in [
+            ("in_channels", conv.in_channels),
+            ("out_channels", conv.out_channels),
+        ] {
+            if channels.is_multiple_of(conv.groups) {
+                continue;
+            }
+            ok = false;
+            self.report(CheckError::GroupsMismatch {
+                at: cx.culprit(),
+                span: cx.span_of("groups"),
+                out_channels_span: (arg == "out_channels").then(|| cx.span_of("out_channels")),
+                arg,
+                channels,
+                groups: conv.groups,
+                in_channels: conv.in_channels,
+                out_channels: conv.out_channels,
+            });
+        }
+        ok.then_some(())
+    }
+
+    /// A convolution's padding within its `padding_mode`'s limit (PyTorch's): `reflect` pads
+    /// less than the input size, `circular` at most the size.
+    fn mode_padding(
+        &mut self,
+        cx: &LayerContext<'_>,
+        conv: &Conv2dConfig,
+        input: [usize; 2],
+    ) -> Option<()> {
+        let mode = conv.padding_mode;
+        let Some(axis) = (0..2).find(|&i| conv.padding[i] > mode.max_padding(input[i])) else {
+            return Some(());
+        };
+        let (size, padding) = (input[axis], conv.padding[axis]);
+        self.report(CheckError::ModePaddingTooLarge {
+            at: cx.culprit(),
+            span: cx.span_of("padding"),
+            mode_span: cx.span_of("padding_mode"),
+            mode: mode.word(),
+            reflect: mode == PaddingMode::Reflect,
+            size,
+            padding,
+            max: mode.max_padding(size),
+            dimension: ["height", "width"][axis],
+        });
+        None
     }
 
     /// The `[C, H, W]` input of a convolution, pooling or batchnorm layer.

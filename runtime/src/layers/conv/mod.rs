@@ -14,6 +14,8 @@ mod backward;
 mod forward;
 mod fused_pool;
 mod geometry;
+mod grouped;
+mod mode_pad;
 mod pack;
 mod plan;
 mod staging;
@@ -22,7 +24,7 @@ mod tile;
 use rand_chacha::ChaCha8Rng;
 
 use super::{Layer, Stale, check_backward, check_forward, grow, visit_weight_bias, zero_param};
-use crate::config::{Conv2dConfig, Pool2dConfig};
+use crate::config::{Conv2dConfig, PaddingMode, Pool2dConfig};
 use crate::error::{Error, Result};
 use crate::init::{fan_in_bound, fill_uniform};
 use crate::kernels::gemm::{MR, NR, RunTable, Seg, panels};
@@ -30,6 +32,8 @@ use crate::param::{Entry, Param};
 use crate::tensor::{Dims, MAX_LANES, Mode};
 use fused_pool::FusedPool;
 use geometry::Geom;
+use grouped::Grouped;
+use mode_pad::ModePad;
 use plan::{PIXELS_PER_TASK, WgradBlock};
 
 /// `torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=...)`
@@ -63,6 +67,12 @@ pub struct Conv2d {
     relu_masked: bool,
     /// The max pool after the ReLU, when the layer applies it too.
     pool: Option<FusedPool>,
+    /// The stencil that computes the layer instead when it has `groups > 1` (the dense
+    /// buffers then stay empty).
+    grouped: Option<Grouped>,
+    /// The input padded as `padding_mode` says, when it is not zeros (the convolution then
+    /// runs unpadded on that copy, and `g` describes that).
+    mode_pad: Option<ModePad>,
     /// Whether `packed` and `packed_back` may be out of date.
     stale: Stale,
     /// The zero-padded input, `[N][H + 2 ph][W + 2 pw][cin]` plus `MR` floats the weight-gradient
@@ -84,8 +94,8 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Builds the layer for inputs of spatial size `input_hw`, initialised as PyTorch does:
-    /// weight and bias from `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, fan_in = in_channels * kh * kw,
-    /// drawn from `rng` (weight first).
+    /// weight and bias from `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, fan_in = in_channels / groups
+    /// * kh * kw, drawn from `rng` (weight first).
     pub fn new(
         name: &str,
         config: &Conv2dConfig,
@@ -93,9 +103,44 @@ impl Conv2d {
         rng: &mut ChaCha8Rng,
     ) -> Result<Self> {
         let c = config;
-        let g = Geom::new(name, c, input_hw)?;
-        let mut weight = zero_param(&[g.cout, g.cin, g.kh, g.kw]);
-        let bound = fan_in_bound(g.k());
+        let mode_pad = (c.padding_mode != PaddingMode::Zeros && c.padding != [0, 0])
+            .then(|| ModePad::new(c.padding_mode, c.padding, input_hw, c.in_channels));
+        if let Some(axis) = (0..2).find(|&i| c.padding[i] > c.padding_mode.max_padding(input_hw[i]))
+        {
+            return Err(Error::config(
+                name,
+                format!(
+                    "padding {} is too large for padding_mode {} over an input {} pixels {}",
+                    c.padding[axis],
+                    c.padding_mode.word(),
+                    input_hw[axis],
+                    ["high", "wide"][axis]
+                ),
+            ));
+        }
+        let g = match &mode_pad {
+            Some(mp) => {
+                let unpadded = Conv2dConfig {
+                    padding: [0, 0],
+                    padding_mode: PaddingMode::Zeros,
+                    ..c.clone()
+                };
+                Geom::new(name, &unpadded, mp.padded())?
+            }
+            None => Geom::new(name, c, input_hw)?,
+        };
+        if c.groups == 0 || !g.cin.is_multiple_of(c.groups) || !g.cout.is_multiple_of(c.groups) {
+            return Err(Error::config(
+                name,
+                format!(
+                    "groups ({}) must divide in_channels ({}) and out_channels ({})",
+                    c.groups, g.cin, g.cout
+                ),
+            ));
+        }
+        let dense = c.groups == 1;
+        let mut weight = zero_param(&[g.cout, g.cin / c.groups, g.kh, g.kw]);
+        let bound = fan_in_bound(g.k() / c.groups);
         fill_uniform(weight.value.iter_mut(), bound, rng);
         let bias = c.bias.then(|| {
             let mut b = zero_param(&[g.cout]);
@@ -104,7 +149,7 @@ impl Conv2d {
         });
         let (_, wp) = g.padded_in();
         let (_, wd, _, _) = g.padded_dy();
-        let gathered = if g.direct_back().is_some() {
+        let gathered = if !dense || g.direct_back().is_some() {
             0
         } else {
             MAX_LANES * PIXELS_PER_TASK * g.k_back()
@@ -123,9 +168,11 @@ impl Conv2d {
                 offset: 0,
                 len: g.k_back(),
             }]),
-            packed: vec![0.0; panels(g.cout) * g.k() * NR],
-            packed_back: vec![0.0; panels(g.cin) * g.k_back() * NR],
+            packed: vec![0.0; usize::from(dense) * panels(g.cout) * g.k() * NR],
+            packed_back: vec![0.0; usize::from(dense) * panels(g.cin) * g.k_back() * NR],
             bias_row: vec![0.0; g.cs()],
+            grouped: (!dense).then(|| Grouped::new(&g, c.groups)),
+            mode_pad,
             relu: false,
             relu_masked: false,
             pool: None,
@@ -134,8 +181,12 @@ impl Conv2d {
             padded: 0,
             dyp: Vec::new(),
             gathered: vec![0.0; gathered],
-            wgrad_blocks: WgradBlock::cover(&g),
-            wgrad: vec![0.0; g.k() * g.cs()],
+            wgrad_blocks: if dense {
+                WgradBlock::cover(&g)
+            } else {
+                Vec::new()
+            },
+            wgrad: vec![0.0; usize::from(dense) * g.k() * g.cs()],
             bgrad: vec![0.0; g.cout],
         })
     }
@@ -151,7 +202,8 @@ impl Conv2d {
     /// `relu(conv(x))`, computed as each output tile is stored, and `backward` takes `dy` as the
     /// gradient with respect to that output. The model then skips the ReLU layer (it still
     /// exists, for names), which saves a pass over the activations each way and their buffer.
-    /// Values are the same as with a separate ReLU, bit for bit.
+    /// Values are the same as with a separate ReLU, bit for bit. A grouped convolution
+    /// (`groups > 1`) cannot: [`Layer::fuse_relu`] refuses for it, and the plan never asks.
     pub fn fuse_relu(&mut self) {
         self.relu = true;
     }
@@ -171,10 +223,18 @@ impl Layer for Conv2d {
     }
 
     fn input_dims(&self) -> Dims {
+        let [height, width] = [0, 1].map(|i| {
+            let padded = [self.g.ih, self.g.iw][i];
+            padded
+                - self
+                    .mode_pad
+                    .as_ref()
+                    .map_or(0, |_| 2 * self.config.padding[i])
+        });
         Dims::Image {
             channels: self.g.cin,
-            height: self.g.ih,
-            width: self.g.iw,
+            height,
+            width,
         }
     }
 
@@ -192,8 +252,14 @@ impl Layer for Conv2d {
 
     /// Leaves its padded input for `backward`.
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
-        let (_, ny) = check_forward(self, x, y, batch)?;
-        self.forward_batch(x, y, batch, ny)
+        let (nx, ny) = check_forward(self, x, y, batch)?;
+        let Some(mut mode_pad) = self.mode_pad.take() else {
+            return self.forward_padded(x, y, batch, ny);
+        };
+        mode_pad.pad(&x[..nx], batch);
+        let result = self.forward_padded(&mode_pad.x, y, batch, ny);
+        self.mode_pad = Some(mode_pad);
+        result
     }
 
     fn backward(
@@ -204,7 +270,75 @@ impl Layer for Conv2d {
         dx: Option<&mut [f32]>,
         batch: usize,
     ) -> Result<()> {
-        let (_, ny) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
+        let (nx, ny) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
+        let Some(mut mode_pad) = self.mode_pad.take() else {
+            return self.backward_padded(x, y, dy, dx, batch, ny);
+        };
+        mode_pad.pad(&x[..nx], batch);
+        let result = match dx {
+            Some(dx) => {
+                mode_pad.grow_dx(batch);
+                let mut padded_dx = std::mem::take(&mut mode_pad.dx);
+                let result =
+                    self.backward_padded(&mode_pad.x, y, dy, Some(&mut padded_dx), batch, ny);
+                mode_pad.dx = padded_dx;
+                mode_pad.fold(dx, batch);
+                result
+            }
+            None => self.backward_padded(&mode_pad.x, y, dy, None, batch, ny),
+        };
+        self.mode_pad = Some(mode_pad);
+        result
+    }
+
+    fn fuse_relu(&mut self) -> bool {
+        if self.grouped.is_some() {
+            return false;
+        }
+        Conv2d::fuse_relu(self);
+        true
+    }
+
+    fn fuse_max_pool(&mut self, config: &Pool2dConfig) -> bool {
+        self.grouped.is_none() && Conv2d::fuse_max_pool(self, config)
+    }
+
+    fn relu_grad_masked(&mut self) {
+        Conv2d::relu_grad_masked(self);
+    }
+
+    fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
+        let names = [self.weight_name.as_str(), self.bias_name.as_str()];
+        self.stale.mark();
+        visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
+    }
+}
+
+impl Conv2d {
+    /// The forward pass over `x`, already padded when the padding mode is not zeros.
+    fn forward_padded(&mut self, x: &[f32], y: &mut [f32], batch: usize, ny: usize) -> Result<()> {
+        if let Some(grouped) = &mut self.grouped {
+            grouped.forward(self.g, &self.weight, self.bias.as_ref(), x, y, batch);
+            return Ok(());
+        }
+        self.forward_batch(x, y, batch, ny)
+    }
+
+    /// The backward pass over `x` (and into `dx`), padded when the padding mode is not zeros.
+    fn backward_padded(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        batch: usize,
+        ny: usize,
+    ) -> Result<()> {
+        if let Some(grouped) = &mut self.grouped {
+            let g = self.g;
+            grouped.backward(g, &mut self.weight, self.bias.as_mut(), x, dy, dx, batch);
+            return Ok(());
+        }
         if let Some(pool) = &self.pool
             && pool.indexed < ny
         {
@@ -240,24 +374,5 @@ impl Layer for Conv2d {
             self.input_grad(dx, batch);
         }
         Ok(())
-    }
-
-    fn fuse_relu(&mut self) -> bool {
-        Conv2d::fuse_relu(self);
-        true
-    }
-
-    fn fuse_max_pool(&mut self, config: &Pool2dConfig) -> bool {
-        Conv2d::fuse_max_pool(self, config)
-    }
-
-    fn relu_grad_masked(&mut self) {
-        Conv2d::relu_grad_masked(self);
-    }
-
-    fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
-        let names = [self.weight_name.as_str(), self.bias_name.as_str()];
-        self.stale.mark();
-        visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
     }
 }

@@ -1,0 +1,218 @@
+//! Grouped and depthwise convolution beyond the PyTorch fixtures: equal to a dense convolution
+//! with a block-diagonal weight, bit-identical whatever the thread count inside a network,
+//! PyTorch's init bound (fan_in = in_channels / groups * kh * kw), and a clear error for a
+//! `groups` that does not divide the channels.
+
+mod common;
+
+use cnnc_runtime::config::{
+    BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef,
+};
+use cnnc_runtime::init::init_rng;
+use cnnc_runtime::layers::Conv2d;
+use cnnc_runtime::{Entry, Error, Layer, Mode, Network, Visit};
+use common::Rand;
+use ndarray::Array4;
+
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, groups: usize) -> Conv2dConfig {
+    Conv2dConfig {
+        in_channels: cin,
+        out_channels: cout,
+        kernel_size: [k, k],
+        stride: [stride, stride],
+        padding: [k / 2, k / 2],
+        dilation: [1, 1],
+        groups,
+        bias: true,
+        padding_mode: Default::default(),
+    }
+}
+
+/// Forward output, input gradient, weight gradient and bias gradient of `layer` on `x`.
+fn run(layer: &mut Conv2d, x: &[f32], batch: usize, seed: u64) -> [Vec<f32>; 4] {
+    let ny = layer.output_dims().len() * batch;
+    let mut y = vec![0.0; ny];
+    layer.forward(x, &mut y, batch, Mode::Train).unwrap();
+    let dy = Rand(seed).vec(ny);
+    let mut dx = vec![0.0; x.len()];
+    layer.backward(x, &y, &dy, Some(&mut dx), batch).unwrap();
+    let wgrad = layer.weight().grad.iter().copied().collect();
+    let bgrad = layer.bias().unwrap().grad.iter().copied().collect();
+    [y, dx, wgrad, bgrad]
+}
+
+#[test]
+fn grouped_equals_dense_with_a_block_diagonal_weight() {
+    // (in, out, kernel, stride, groups): depthwise, depthwise with a multiplier, grouped.
+    for (cin, cout, k, stride, groups) in [
+        (24, 24, 3, 1, 24),
+        (24, 24, 3, 2, 24),
+        (5, 10, 3, 1, 5),
+        (6, 9, 3, 2, 3),
+        (8, 4, 1, 1, 2),
+    ] {
+        let (h, w, batch) = (7, 6, 3);
+        let mut grouped = Conv2d::new(
+            "g",
+            &conv(cin, cout, k, stride, groups),
+            [h, w],
+            &mut init_rng(1),
+        )
+        .unwrap();
+        let mut dense = Conv2d::new(
+            "d",
+            &conv(cin, cout, k, stride, 1),
+            [h, w],
+            &mut init_rng(1),
+        )
+        .unwrap();
+        let (cig, cog) = (cin / groups, cout / groups);
+        // The dense weight: the grouped one on the diagonal blocks, zeros elsewhere.
+        let small = grouped.weight().value.clone();
+        let full = &mut dense.weight_mut().value;
+        full.fill(0.0);
+        for co in 0..cout {
+            let group = co / cog;
+            for ci in 0..cig {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        full[[co, group * cig + ci, ky, kx]] = small[[co, ci, ky, kx]];
+                    }
+                }
+            }
+        }
+        let bias = grouped.bias().unwrap().value.clone();
+        dense.bias_mut().unwrap().value.assign(&bias);
+        let x = Rand(7).vec(cin * h * w * batch);
+        let [gy, gdx, gw, gb] = run(&mut grouped, &x, batch, 3);
+        let [dy, ddx, dw, db] = run(&mut dense, &x, batch, 3);
+        let case = format!("{cin}->{cout} k{k} s{stride} g{groups}");
+        common::fixture::assert_close(&format!("{case} output"), &gy, &dy, 1e-5, 1e-5);
+        common::fixture::assert_close(&format!("{case} dx"), &gdx, &ddx, 1e-5, 1e-5);
+        common::fixture::assert_close(&format!("{case} bias grad"), &gb, &db, 1e-4, 1e-5);
+        // Only the diagonal blocks of the dense weight gradient belong to the grouped layer.
+        let dw = ndarray::ArrayD::from_shape_vec(dense.weight().grad.shape(), dw).unwrap();
+        let mut expected = Vec::new();
+        for co in 0..cout {
+            let group = co / cog;
+            for ci in 0..cig {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        expected.push(dw[[co, group * cig + ci, ky, kx]]);
+                    }
+                }
+            }
+        }
+        common::fixture::assert_close(&format!("{case} weight grad"), &gw, &expected, 1e-4, 1e-5);
+    }
+}
+
+/// A depthwise-separable network: stem, depthwise (strided), pointwise, grouped, classifier.
+fn separable() -> NetworkDef {
+    let layer = |name: &str, config| LayerDef {
+        name: name.to_owned(),
+        config,
+    };
+    let bn = |n| {
+        LayerConfig::BatchNorm2d(BatchNorm2dConfig {
+            num_features: n,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    };
+    NetworkDef {
+        input: [3, 12, 12],
+        layers: vec![
+            layer("stem", LayerConfig::Conv2d(conv(3, 24, 3, 1, 1))),
+            layer("stem_bn", bn(24)),
+            layer("r0", LayerConfig::Relu),
+            layer("dw", LayerConfig::Conv2d(conv(24, 24, 3, 2, 24))),
+            layer("r1", LayerConfig::Relu),
+            layer("pw", LayerConfig::Conv2d(conv(24, 32, 1, 1, 1))),
+            layer("dw2", LayerConfig::Conv2d(conv(32, 64, 3, 1, 32))),
+            layer("grouped", LayerConfig::Conv2d(conv(64, 16, 3, 2, 4))),
+            layer("r2", LayerConfig::Relu),
+            layer("flat", LayerConfig::Flatten),
+            layer(
+                "fc",
+                LayerConfig::Linear(LinearConfig {
+                    in_features: 16 * 3 * 3,
+                    out_features: 10,
+                    bias: true,
+                }),
+            ),
+        ],
+    }
+}
+
+fn train(threads: usize, batch: usize) -> Vec<u32> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let mut net = Network::new(&separable(), 5).unwrap();
+        let mut bits = Vec::new();
+        for step in 0..2 {
+            let mut rng = Rand(step);
+            let x = Array4::from_shape_vec((batch, 3, 12, 12), rng.vec(batch * 3 * 144)).unwrap();
+            let labels: Vec<usize> = (0..batch).map(|i| (i * 3 + step as usize) % 10).collect();
+            bits.push(net.train_step(x.view(), &labels).unwrap().to_bits());
+            net.visit(&mut |e| {
+                if let Entry::Param { param, .. } = e {
+                    bits.extend(param.grad.iter().map(|v| v.to_bits()));
+                    param.value.zip_mut_with(&param.grad, |v, g| *v -= 0.05 * g);
+                }
+            });
+        }
+        bits
+    })
+}
+
+#[test]
+fn bit_identical_whatever_the_thread_count() {
+    for batch in [1, 5, 19] {
+        let one = train(1, batch);
+        assert_eq!(one, train(2, batch), "batch {batch}: 1 vs 2 threads");
+        assert_eq!(one, train(3, batch), "batch {batch}: 1 vs 3 threads");
+    }
+}
+
+#[test]
+fn init_bound_uses_the_channels_of_one_group() {
+    let mut net = Network::new(&separable(), 11).unwrap();
+    net.visit(&mut |e| {
+        if let Entry::Param { name, param } = e {
+            let fan_in = match name {
+                "dw.weight" | "dw.bias" => 9,
+                "dw2.weight" | "dw2.bias" => 9,
+                "grouped.weight" | "grouped.bias" => 16 * 9,
+                _ => return,
+            };
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let max = param.value.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(max <= bound, "{name}: {max} > {bound}");
+            if name.ends_with("weight") {
+                assert!(
+                    max > 0.7 * bound,
+                    "{name}: {max} spans too little of {bound}"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn groups_that_do_not_divide_the_channels_are_an_error() {
+    for (cin, cout, groups) in [(6, 8, 4), (8, 6, 4), (4, 4, 0)] {
+        let err = Conv2d::new(
+            "c",
+            &conv(cin, cout, 3, 1, groups),
+            [5, 5],
+            &mut init_rng(0),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err}");
+        assert!(err.to_string().contains("groups"), "{err}");
+    }
+}
