@@ -10,6 +10,7 @@ pub mod dataset;
 pub mod eval;
 pub mod evaluate;
 pub mod explain;
+pub mod export;
 pub mod fmt;
 pub mod github;
 pub mod job;

@@ -1,0 +1,227 @@
+//! PyTorch export: a checked model as `model.py`, a self-contained `nn.Module` whose
+//! `state_dict()` keys are cnnc's weight names (so cnnc's safetensors files load with
+//! `strict=True`), and `train.py`, a torchrun + DistributedDataParallel training script reading
+//! cnnc's datasets with cnnc's recipe flags and writing cnnc-loadable checkpoints.
+
+use std::fmt::Write as _;
+
+use cnnc_core::{LayerConfig, Model, Shape};
+
+/// What [`export`] needs besides the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PytorchOptions {
+    /// The spec's `model:` name (made a Python class name by [`class_name`]).
+    pub model_name: String,
+    /// The spec file, named in the files' headers.
+    pub spec_file: String,
+    /// The model's spec hash, recorded in checkpoints as `cnnc train` records it.
+    pub spec_hash: String,
+}
+
+/// `name` as a Python class name: letters, digits and `_` kept, anything else dropped, and a
+/// leading digit (or nothing at all) prefixed with `Model`.
+pub fn class_name(name: &str) -> String {
+    let kept: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    match kept.chars().next() {
+        Some(c) if !c.is_ascii_digit() => kept,
+        _ => format!("Model{kept}"),
+    }
+}
+
+/// A Python string literal of `text` (ASCII, escaped).
+fn py_str(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            ' '..='~' => out.push(c),
+            c => {
+                let _ = write!(out, "\\U{:08x}", c as u32);
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn py_bool(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
+fn pair(p: [usize; 2]) -> String {
+    format!("({}, {})", p[0], p[1])
+}
+
+/// A float as Python reads it back to the same `f32` (Rust's shortest round-trip form).
+fn py_float(v: f32) -> String {
+    format!("{v:?}")
+}
+
+/// The `torch.nn` constructor of one layer.
+pub fn module_expr(config: &LayerConfig) -> String {
+    match config {
+        LayerConfig::Conv2d(c) => format!(
+            "nn.Conv2d({}, {}, kernel_size={}, stride={}, padding={}, dilation={}, groups={}, \
+             bias={}, padding_mode={})",
+            c.in_channels,
+            c.out_channels,
+            pair(c.kernel_size),
+            pair(c.stride),
+            pair(c.padding),
+            pair(c.dilation),
+            c.groups,
+            py_bool(c.bias),
+            py_str(c.padding_mode.word())
+        ),
+        LayerConfig::ConvTranspose2d(c) => format!(
+            "nn.ConvTranspose2d({}, {}, kernel_size={}, stride={}, padding={}, \
+             output_padding={}, groups={}, bias={}, dilation={})",
+            c.in_channels,
+            c.out_channels,
+            pair(c.kernel_size),
+            pair(c.stride),
+            pair(c.padding),
+            pair(c.output_padding),
+            c.groups,
+            py_bool(c.bias),
+            pair(c.dilation)
+        ),
+        LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c) => format!(
+            "nn.{}(kernel_size={}, stride={}, padding={}, ceil_mode={})",
+            config.kind().torch_name(),
+            pair(c.kernel_size),
+            pair(c.stride),
+            pair(c.padding),
+            py_bool(c.ceil_mode)
+        ),
+        LayerConfig::Linear(c) => format!(
+            "nn.Linear({}, {}, bias={})",
+            c.in_features,
+            c.out_features,
+            py_bool(c.bias)
+        ),
+        LayerConfig::BatchNorm2d(c) => format!(
+            "nn.BatchNorm2d({}, eps={}, momentum={})",
+            c.num_features,
+            py_float(c.eps),
+            py_float(c.momentum)
+        ),
+        LayerConfig::LeakyRelu { negative_slope } => {
+            format!("nn.LeakyReLU(negative_slope={})", py_float(*negative_slope))
+        }
+        LayerConfig::Dropout { p } => format!("nn.Dropout(p={})", py_float(*p)),
+        LayerConfig::Dropout2d { p } => format!("nn.Dropout2d(p={})", py_float(*p)),
+        LayerConfig::AdaptiveAvgPool2d { output_size } => {
+            format!("nn.AdaptiveAvgPool2d({})", pair(*output_size))
+        }
+        LayerConfig::AdaptiveMaxPool2d { output_size } => {
+            format!("nn.AdaptiveMaxPool2d({})", pair(*output_size))
+        }
+        LayerConfig::Upsample { scale_factor } => format!(
+            "nn.Upsample(scale_factor=({}.0, {}.0), mode=\"nearest\")",
+            scale_factor[0], scale_factor[1]
+        ),
+        LayerConfig::Gelu { approximate } => {
+            format!("nn.GELU(approximate={})", py_str(approximate.word()))
+        }
+        LayerConfig::Elu { alpha } => format!("nn.ELU(alpha={})", py_float(*alpha)),
+        LayerConfig::Softmax { dim } => format!("nn.Softmax(dim={dim})"),
+        LayerConfig::LogSoftmax { dim } => format!("nn.LogSoftmax(dim={dim})"),
+        LayerConfig::Prelu { num_parameters } => {
+            format!("nn.PReLU(num_parameters={num_parameters})")
+        }
+        LayerConfig::Relu
+        | LayerConfig::Sigmoid
+        | LayerConfig::Tanh
+        | LayerConfig::Flatten
+        | LayerConfig::Relu6
+        | LayerConfig::Silu
+        | LayerConfig::Hardswish
+        | LayerConfig::Hardsigmoid
+        | LayerConfig::Identity => format!("nn.{}()", config.kind().torch_name()),
+    }
+}
+
+/// `model.py`: the module class, built without arguments.
+pub fn model_py(model: &Model, options: &PytorchOptions) -> String {
+    let class = class_name(&options.model_name);
+    let [c, h, w] = model.input();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\"\"\"{class}: written by `cnnc export --to pytorch` from {}; edit the spec, not this file.\n\n\
+         state_dict() keys are cnnc's weight names, so a cnnc safetensors file loads with\n\
+         `model.load_state_dict(safetensors.torch.load_file(path), strict=True)`.\n\"\"\"\n\n\
+         import torch\n\
+         from torch import nn\n\n\
+         INPUT_SHAPE = ({c}, {h}, {w})\n\
+         \"\"\"Per-sample input, [channels, height, width].\"\"\"\n\n\n\
+         def _put(root, path, module):\n    \
+             \"\"\"Registers `module` at the dotted `path`, making plain containers on the way.\"\"\"\n    \
+             *parents, leaf = path.split(\".\")\n    \
+             for part in parents:\n        \
+                 if part not in root._modules:\n            \
+                     root.add_module(part, nn.Module())\n        \
+                 root = root._modules[part]\n    \
+             root.add_module(leaf, module)\n\n\n\
+         class {class}(nn.Module):\n    \
+             \"\"\"The spec's network; forward takes [N, {c}, {h}, {w}] and returns [N, {}].\"\"\"\n\n    \
+             LAYERS = [",
+        py_str(&options.spec_file),
+        model.output_shape().numel()
+    );
+    for layer in model.layers() {
+        let _ = writeln!(
+            out,
+            "        ({}, lambda: {}),  # -> {}",
+            py_str(layer.name()),
+            module_expr(layer.config()),
+            shape_text(layer.output_shape())
+        );
+    }
+    let _ = writeln!(
+        out,
+        "    ]\n\n    \
+         def __init__(self):\n        \
+             super().__init__()\n        \
+             for name, make in self.LAYERS:\n            \
+                 _put(self, name, make())\n        \
+             # A plain list is not registered again: the modules live in the tree above.\n        \
+             self._run = [self.get_submodule(name) for name, _ in self.LAYERS]\n\n    \
+         def forward(self, input: torch.Tensor) -> torch.Tensor:\n        \
+             x = input\n        \
+             for layer in self._run:\n            \
+                 x = layer(x)\n        \
+             return x"
+    );
+    out
+}
+
+fn shape_text(shape: Shape) -> String {
+    let dims: Vec<String> = shape.dims().iter().map(usize::to_string).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// `train.py`: torchrun training of `model.py`'s class.
+pub fn train_py(model: &Model, options: &PytorchOptions) -> String {
+    let class = class_name(&options.model_name);
+    TRAIN_PY
+        .replace("{class}", &class)
+        .replace("{spec_file}", &py_str(&options.spec_file))
+        .replace("{spec_hash}", &py_str(&options.spec_hash))
+        .replace("{classes}", &model.output_shape().numel().to_string())
+}
+
+/// Both files, `(file name, text)`.
+pub fn export(model: &Model, options: &PytorchOptions) -> Vec<(&'static str, String)> {
+    vec![
+        ("model.py", model_py(model, options)),
+        ("train.py", train_py(model, options)),
+    ]
+}
+
+const TRAIN_PY: &str = include_str!("train.py.in");
