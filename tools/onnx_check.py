@@ -180,21 +180,31 @@ def check_torchrun(binary, tmp):
         cnnc(binary, "export", spec, "--to", "pytorch", "-o", folder)
         torchrun = Path(sys.executable).with_name("torchrun")
         out = folder / "run"
-        started = time.time()
-        result = subprocess.run(
-            [str(torchrun), "--nproc_per_node=2", str(folder / "train.py"), "--dataset", "sample",
-             "--data", str(ROOT / "data" / "fashion-mnist-sample"), "--epochs", "1", "--out", str(out)],
-            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-        seconds = time.time() - started
-        if result.returncode != 0:
-            raise RuntimeError(f"torchrun exited {result.returncode}: {result.stderr.strip()[-500:]}")
-        m = re.findall(r"test accuracy ([0-9.]+)", result.stdout)
-        torch_acc = float(m[-1])
-        text = cnnc(binary, "eval", spec, "--weights", out / "model.safetensors", "--format", "json")
-        cnnc_acc = json.loads(text)["accuracy"]
+
+        def train(*flags):
+            started = time.time()
+            result = subprocess.run(
+                [str(torchrun), "--nproc_per_node=2", str(folder / "train.py"), "--dataset", "sample",
+                 "--data", str(ROOT / "data" / "fashion-mnist-sample"), "--out", str(out), *flags],
+                capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"torchrun exited {result.returncode}: {result.stderr.strip()[-500:]}")
+            return result.stdout, time.time() - started
+
+        def compare(stdout):
+            torch_acc = float(re.findall(r"test accuracy ([0-9.]+)", stdout)[-1])
+            text = cnnc(binary, "eval", spec, "--weights", out / "model.safetensors", "--format", "json")
+            return torch_acc, json.loads(text)["accuracy"]
+
+        stdout, seconds = train("--epochs", "1")
+        torch_acc, cnnc_acc = compare(stdout)
         ok = abs(torch_acc - cnnc_acc) <= 1e-4
         report(name, ok, f"2 gloo processes, 1 epoch in {seconds:.0f} s: train.py test accuracy {torch_acc:.4f}, cnnc eval {cnnc_acc:.4f}")
+        stdout, seconds = train("--epochs", "2", "--resume")
+        torch_acc, cnnc_acc = compare(stdout)
+        ok = "resuming after epoch 1" in stdout and "epoch 1:" not in stdout and abs(torch_acc - cnnc_acc) <= 1e-4
+        report(f"{name} --resume", ok, f"epoch 2 after resuming, {seconds:.0f} s: train.py {torch_acc:.4f}, cnnc eval {cnnc_acc:.4f}")
     except Exception as err:  # noqa: BLE001
         report(name, False, str(err).splitlines()[0][:300])
 
