@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use cnnc_core::config::{GeluApproximate, softmax_dim};
+use cnnc_core::config::{GeluApproximate, Source, softmax_dim};
 use cnnc_core::geometry::pool_output;
 use cnnc_core::{LayerConfig, Model, PaddingMode, Pool2dConfig, Shape, TensorRole};
 use prost::Message;
@@ -146,16 +146,20 @@ pub fn export_proto(
     let layers = model.layers();
     let mut outputs: Vec<String> = Vec::with_capacity(layers.len());
     for (index, layer) in layers.iter().enumerate() {
-        let input = match index {
-            0 => INPUT.to_owned(),
-            _ => outputs[index - 1].clone(),
-        };
+        let inputs: Vec<String> = layer
+            .inputs()
+            .iter()
+            .map(|source| match source {
+                Source::Input => INPUT.to_owned(),
+                Source::Layer(i) => outputs[*i].clone(),
+            })
+            .collect();
         let output = if index + 1 == layers.len() {
             OUTPUT.to_owned()
         } else {
             format!("/{}/output", layer.name())
         };
-        graph.layer(layer, &[input], &output)?;
+        graph.layer(layer, &inputs, &output)?;
         outputs.push(output);
     }
     if layers.is_empty() {
@@ -508,6 +512,29 @@ impl Builder {
                 })?;
                 self.node(op, name, &[x], &[output], vec![int("axis", axis as i64)]);
             }
+            LayerConfig::Add => {
+                // Left to right, as `a + b + c` adds in PyTorch.
+                let mut sum = inputs[0].clone();
+                for (i, next) in inputs.iter().enumerate().skip(1) {
+                    let out = if i + 1 == inputs.len() {
+                        output.to_owned()
+                    } else {
+                        scoped(&format!("sum{i}"))
+                    };
+                    let node = if i + 1 == inputs.len() {
+                        name.to_owned()
+                    } else {
+                        out.clone()
+                    };
+                    self.node("Add", &node, &[sum, next.clone()], &[&out], Vec::new());
+                    sum = out;
+                }
+            }
+            LayerConfig::Concat(_) => {
+                // The checked model allows only dimension 1: channels or features.
+                self.node("Concat", name, inputs, &[output], vec![int("axis", 1)]);
+            }
+            LayerConfig::Mul => self.node("Mul", name, inputs, &[output], Vec::new()),
             LayerConfig::Prelu { num_parameters } => {
                 // PyTorch keeps one slope per channel, `[C]`; ONNX broadcasts from the right,
                 // so image inputs see the slopes as `[C, 1, 1]`.

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use cnnc_core::{LayerConfig, Model, Shape};
+use cnnc_core::{LayerConfig, Model, Shape, Source};
 
 /// What [`export`] needs besides the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,9 +61,13 @@ fn py_float(v: f32) -> String {
     format!("{v:?}")
 }
 
-/// The `torch.nn` constructor of one layer.
+/// The `torch.nn` constructor of one layer, or for the merge kinds, which PyTorch writes as
+/// expressions in `forward` rather than modules, the word `forward` acts on.
 pub fn module_expr(config: &LayerConfig) -> String {
     match config {
+        LayerConfig::Add => py_str("add"),
+        LayerConfig::Concat(_) => py_str("cat"),
+        LayerConfig::Mul => py_str("mul"),
         LayerConfig::Conv2d(c) => format!(
             "nn.Conv2d({}, {}, kernel_size={}, stride={}, padding={}, dilation={}, groups={}, \
              bias={}, padding_mode={})",
@@ -170,16 +174,32 @@ pub fn model_py(model: &Model, options: &PytorchOptions) -> String {
              root.add_module(leaf, module)\n\n\n\
          class {class}(nn.Module):\n    \
              \"\"\"The spec's network; forward takes [N, {c}, {h}, {w}] and returns [N, {}].\"\"\"\n\n    \
+             # (state_dict prefix, the layers it reads (-1: the model input), its module, or the\n    \
+             # merge `forward` computes: add (left to right), cat (channels) or mul).\n    \
              LAYERS = [",
         py_str(&options.spec_file),
         model.output_shape().numel()
     );
     for layer in model.layers() {
+        let inputs: Vec<String> = layer
+            .inputs()
+            .iter()
+            .map(|source| match source {
+                Source::Input => "-1".to_owned(),
+                Source::Layer(i) => i.to_string(),
+            })
+            .collect();
+        let make = match layer.config() {
+            LayerConfig::Add | LayerConfig::Concat(_) | LayerConfig::Mul => {
+                module_expr(layer.config())
+            }
+            config => format!("lambda: {}", module_expr(config)),
+        };
         let _ = writeln!(
             out,
-            "        ({}, lambda: {}),  # -> {}",
+            "        ({}, [{}], {make}),  # -> {}",
             py_str(layer.name()),
-            module_expr(layer.config()),
+            inputs.join(", "),
             shape_text(layer.output_shape())
         );
     }
