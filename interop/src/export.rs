@@ -817,6 +817,7 @@ mod tests {
             .map(|(i, config)| LayerDef {
                 name: format!("l{i}"),
                 config,
+                inputs: Vec::new(),
             })
             .collect();
         Model::new(Some("T".into()), NetworkDef { input, layers }).expect("a valid model")
@@ -989,5 +990,84 @@ mod tests {
             "rows, then columns"
         );
         assert_eq!(at(19), "Pad Conv");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod graph_tests {
+    use super::*;
+    use cnnc_core::config::ConcatConfig;
+    use cnnc_core::{LayerDef, NetworkDef};
+
+    fn layer(name: &str, config: LayerConfig, inputs: Vec<Source>) -> LayerDef {
+        LayerDef {
+            name: name.into(),
+            config,
+            inputs,
+        }
+    }
+
+    /// `a` = relu(input); `b.add` = a + input; `b.cat` = cat(b.add, a, input); `mul`; flatten.
+    pub(crate) fn graph() -> Model {
+        let def = NetworkDef {
+            input: [2, 3, 3],
+            layers: vec![
+                layer("a", LayerConfig::Relu, vec![]),
+                layer(
+                    "b.add",
+                    LayerConfig::Add,
+                    vec![Source::Layer(0), Source::Input],
+                ),
+                layer(
+                    "b.cat",
+                    LayerConfig::Concat(ConcatConfig { dim: 1 }),
+                    vec![Source::Layer(1), Source::Layer(0), Source::Input],
+                ),
+                layer(
+                    "sum",
+                    LayerConfig::Add,
+                    vec![Source::Layer(2), Source::Layer(2), Source::Layer(2)],
+                ),
+                layer(
+                    "mul",
+                    LayerConfig::Mul,
+                    vec![Source::Layer(3), Source::Layer(3)],
+                ),
+                layer("flat", LayerConfig::Flatten, vec![]),
+            ],
+        };
+        Model::new(Some("G".into()), def).expect("a valid graph")
+    }
+
+    #[test]
+    fn merges_read_their_sources() {
+        let m = graph();
+        let proto = export_proto(&m, &BTreeMap::new(), &ExportOptions::default()).expect("exports");
+        let nodes: Vec<String> = proto
+            .graph
+            .expect("a graph")
+            .node
+            .iter()
+            .map(|n| {
+                format!(
+                    "{}({}) -> {}",
+                    n.op_type,
+                    n.input.join(", "),
+                    n.output.join(", ")
+                )
+            })
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                "Relu(input) -> /a/output",
+                "Add(/a/output, input) -> /b.add/output",
+                "Concat(/b.add/output, /a/output, input) -> /b.cat/output",
+                "Add(/b.cat/output, /b.cat/output) -> /sum/sum1",
+                "Add(/sum/sum1, /b.cat/output) -> /sum/output",
+                "Mul(/sum/output, /sum/output) -> /mul/output",
+                "Flatten(/mul/output) -> logits",
+            ]
+        );
     }
 }

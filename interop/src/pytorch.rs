@@ -203,21 +203,7 @@ pub fn model_py(model: &Model, options: &PytorchOptions) -> String {
             shape_text(layer.output_shape())
         );
     }
-    let _ = writeln!(
-        out,
-        "    ]\n\n    \
-         def __init__(self):\n        \
-             super().__init__()\n        \
-             for name, make in self.LAYERS:\n            \
-                 _put(self, name, make())\n        \
-             # A plain list is not registered again: the modules live in the tree above.\n        \
-             self._run = [self.get_submodule(name) for name, _ in self.LAYERS]\n\n    \
-         def forward(self, input: torch.Tensor) -> torch.Tensor:\n        \
-             x = input\n        \
-             for layer in self._run:\n            \
-                 x = layer(x)\n        \
-             return x"
-    );
+    out.push_str(MODEL_TAIL);
     out
 }
 
@@ -245,3 +231,58 @@ pub fn export(model: &Model, options: &PytorchOptions) -> Vec<(&'static str, Str
 }
 
 const TRAIN_PY: &str = include_str!("train.py.in");
+
+/// The end of `model.py`'s class: building the module tree, and `forward` over `LAYERS`.
+const MODEL_TAIL: &str = r#"    ]
+
+    def __init__(self):
+        super().__init__()
+        for name, _, make in self.LAYERS:
+            if callable(make):
+                _put(self, name, make())
+        # A plain list is not registered again: the modules live in the tree above.
+        self._run = [
+            self.get_submodule(name) if callable(make) else make for name, _, make in self.LAYERS
+        ]
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for (_, sources, _), layer in zip(self.LAYERS, self._run):
+            xs = [input if i < 0 else outputs[i] for i in sources]
+            if layer == "add":
+                y = xs[0]
+                for x in xs[1:]:
+                    y = y + x
+            elif layer == "cat":
+                y = torch.cat(xs, dim=1)
+            elif layer == "mul":
+                y = xs[0] * xs[1]
+            else:
+                y = layer(xs[0])
+            outputs.append(y)
+        return outputs[-1]
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_names_are_python_identifiers() {
+        assert_eq!(class_name("ResNet20"), "ResNet20");
+        assert_eq!(class_name("my-net v2"), "mynetv2");
+        assert_eq!(class_name("3d"), "Model3d");
+        assert_eq!(class_name("ü"), "Model");
+        assert_eq!(py_str("a\"b\\c\u{e9}"), "\"a\\\"b\\\\c\\U000000e9\"");
+    }
+
+    #[test]
+    fn a_graph_model_py() {
+        let options = PytorchOptions {
+            model_name: "G".into(),
+            spec_file: "g.yaml".into(),
+            spec_hash: "0".into(),
+        };
+        insta::assert_snapshot!(model_py(&crate::export::graph_tests::graph(), &options));
+    }
+}
