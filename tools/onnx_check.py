@@ -19,6 +19,7 @@ failure and prints one line per check.
 """
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -172,6 +173,72 @@ def write_safetensors(path, state, metadata=None):
     path.write_bytes(len(text).to_bytes(8, "little") + text + b"".join(blobs))
 
 
+def check_import(binary, tmp):
+    """torch.onnx.export (eval mode, TorchScript exporter, opset 17) → cnnc import → the weights
+    loaded strictly into the original PyTorch module (when batch norm is kept) and the logits
+    compared, plus `cnnc check` and `cnnc run` of the imported spec."""
+    import torch
+    import torchvision
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from custom_cnn import CustomCNN
+
+    torch.manual_seed(0)
+    models = [
+        ("seed", CustomCNN(), (3, 32, 32)),
+        ("resnet18", torchvision.models.resnet18(), (3, 64, 64)),
+        ("mobilenet_v2", torchvision.models.mobilenet_v2(), (3, 64, 64)),
+    ]
+    for label, module, shape in models:
+        module.eval()
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+        x = random_batch(shape)
+        with torch.no_grad():
+            want = module(torch.from_numpy(x)).numpy()
+        for folding in (False, True):
+            name = f"import {label} ({'batch norm folded' if folding else 'batch norm kept'})"
+            try:
+                onnx_path = tmp / f"{label}_{folding}.onnx"
+                torch.onnx.export(
+                    module, torch.from_numpy(x), str(onnx_path), input_names=["input"], output_names=["logits"],
+                    dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, opset_version=17,
+                    do_constant_folding=folding, dynamo=False,
+                )
+                spec, weights = tmp / f"{label}_{folding}.yaml", tmp / f"{label}_{folding}.safetensors"
+                cnnc(binary, "import", onnx_path, "-o", spec, "--weights-out", weights)
+                details = []
+                ok = True
+                if not folding:
+                    # Every state_dict name and shape survives: the original module loads them.
+                    imported = read_safetensors(weights)
+                    clone = copy.deepcopy(module)
+                    for p in clone.state_dict().values():
+                        p.zero_()
+                    clone.load_state_dict(imported, strict=True)
+                    clone.eval()
+                    with torch.no_grad():
+                        got = clone(torch.from_numpy(x)).numpy()
+                    diff = float(np.abs(got - want).max())
+                    ok &= diff <= TOLERANCE * max(1.0, float(np.abs(want).max()))
+                    details.append(f"strict load into the torch module, max |diff| {diff:.2e}")
+                check = subprocess.run([str(binary), "check", str(spec)], capture_output=True, text=True)
+                if check.returncode == 0:
+                    got = cnnc_logits(binary, spec, x, tmp, weights)
+                    diff = float(np.abs(got - want).max())
+                    ok &= diff <= TOLERANCE * max(1.0, float(np.abs(want).max()))
+                    details.append(f"cnnc run max |diff| {diff:.2e}")
+                else:
+                    ok = False
+                    first = (check.stdout + check.stderr).strip().splitlines()
+                    details.append(f"cnnc check refuses the spec: {first[0] if first else '?'}")
+                report(name, ok, "; ".join(details))
+            except Exception as err:  # noqa: BLE001
+                report(name, False, str(err).splitlines()[0][:300])
+
+
 def check_torchrun(binary, tmp):
     name = "torchrun custom_cnn.yaml"
     try:
@@ -219,11 +286,7 @@ def main():
     import torch
 
     print(f"# {time.strftime('%Y-%m-%d')}: torch {torch.__version__}, onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}")
-    checks = {"export": check_export, "pytorch": check_pytorch, "torchrun": check_torchrun}
-    if "import" in args.only.split(","):
-        from onnx_import_check import check_import
-
-        checks["import"] = check_import
+    checks = {"export": check_export, "pytorch": check_pytorch, "import": check_import, "torchrun": check_torchrun}
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.only.split(","):
             checks[key](args.cnnc, Path(tmp))

@@ -8,4 +8,5 @@
 pub mod proto;
 
 pub mod export;
+pub mod import;
 pub mod pytorch;

@@ -13,6 +13,7 @@ pub mod explain;
 pub mod export;
 pub mod fmt;
 pub mod github;
+pub mod import;
 pub mod job;
 pub mod lsp;
 pub mod model;
