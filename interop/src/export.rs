@@ -555,11 +555,12 @@ impl Builder {
         Ok(())
     }
 
-    /// A max or average pool. PyTorch's `ceil_mode` adds a last, partial window (never one
-    /// starting in the right padding: then the count falls back to the floor rule's, so where
-    /// PyTorch adds a window, ONNX's ceil rule counts the same). A max pool gets it through
-    /// explicit end padding (-inf, ignored by the maximum); an average pool through ONNX's
-    /// `ceil_mode`, which divides by the window clipped to the padded input as PyTorch does.
+    /// A max or average pool. PyTorch's `ceil_mode` adds a last, partial window, but never one
+    /// starting in the right padding (then it counts as the floor rule does), so where PyTorch
+    /// adds a window ONNX's ceil rule counts the same, and both clip the window to the padded
+    /// input. Only when one axis gains a window and the other drops one do the rules differ:
+    /// a max pool then gets explicit end padding (-inf, ignored by the maximum) instead; an
+    /// average pool, whose divisor would change, is refused.
     fn pool(
         &mut self,
         layer: &cnnc_core::CheckedLayer,
@@ -573,40 +574,41 @@ impl Builder {
         let mut pad = pads(c.padding);
         let mut ceil = false;
         let mut onnx_ceil_agrees = true;
+        let mut end_pads = pad;
         for (axis, size) in [h, w].into_iter().enumerate() {
             let (k, s, p) = (c.kernel_size[axis], c.stride[axis], c.padding[axis]);
             let span = size + 2 * p - k;
             let floor = span / s + 1;
             let torch = pool_output(size, k, s, p, c.ceil_mode).unwrap_or(floor);
             onnx_ceil_agrees &= span.div_ceil(s) + 1 == torch;
-            if torch == floor {
-                continue;
-            }
-            if avg {
+            if torch > floor {
                 ceil = true;
-            } else {
                 // Enough end padding that the floor rule counts PyTorch's windows.
-                pad[axis + 2] = ((torch - 1) * s + k).saturating_sub(size + p);
+                end_pads[axis + 2] = ((torch - 1) * s + k).saturating_sub(size + p);
             }
         }
         if ceil && !onnx_ceil_agrees {
-            return Err(ExportError::Unsupported {
-                layer: name.to_owned(),
-                kind: layer.kind().keyword(),
-                why: "with ceil_mode it adds a partial window along one axis and drops one \
-                      starting in the padding along the other, which ONNX's AveragePool cannot \
-                      say at once; use ceil_mode: false or change the padding"
-                    .to_owned(),
-            });
+            if avg {
+                return Err(ExportError::Unsupported {
+                    layer: name.to_owned(),
+                    kind: layer.kind().keyword(),
+                    why: "with ceil_mode it adds a partial window along one axis and drops one \
+                          starting in the padding along the other, which ONNX's AveragePool \
+                          cannot say at once; use ceil_mode: false or change the padding"
+                        .to_owned(),
+                });
+            }
+            pad = end_pads;
+            ceil = false;
         }
         let mut attrs = vec![
             ints("kernel_shape", &c.kernel_size),
             ints("strides", &c.stride),
             ints("pads", &pad),
+            int("ceil_mode", i64::from(ceil)),
         ];
         let op = if avg {
             attrs.push(int("count_include_pad", 1));
-            attrs.push(int("ceil_mode", i64::from(ceil)));
             "AveragePool"
         } else {
             "MaxPool"
@@ -939,6 +941,24 @@ mod tests {
         let even = pool([1, 6, 6]);
         let proto = export_proto(&even, &zeros(&even), &ExportOptions::default());
         assert_eq!(proto.map(|p| ops(&p).join(" ")), Ok("AveragePool".into()));
+        // A max pool says the same with explicit end padding: 6 rows padded to 1 + 6 + 2.
+        let max = model(
+            [1, 6, 5],
+            vec![LayerConfig::MaxPool2d(Pool2dConfig {
+                kernel_size: [3, 2],
+                stride: [2, 2],
+                padding: [1, 1],
+                ceil_mode: true,
+            })],
+        );
+        let proto = export_proto(&max, &zeros(&max), &ExportOptions::default()).expect("exports");
+        let node = &proto.graph.expect("a graph").node[0];
+        let pads = node
+            .attribute
+            .iter()
+            .find(|a| a.name == "pads")
+            .expect("pads");
+        assert_eq!(pads.ints, [1, 1, 2, 1]);
     }
 
     #[test]

@@ -807,12 +807,10 @@ impl<'a> Importer<'a> {
                     tensors.push((n, self.required(node, i + 1, n)?.clone()));
                 }
                 let num_features = tensors[0].1.values.len();
-                let momentum = 1.0 - attr_float(node, "momentum", 0.9);
-                let momentum = if (momentum - 0.1).abs() < 1e-6 {
-                    0.1
-                } else {
-                    momentum
-                };
+                // ONNX keeps the running statistics' own weight, PyTorch the update's; six
+                // decimals undo the float rounding of `1 - momentum` (0.01 → 0.99 → 0.01).
+                let momentum = 1.0 - f64::from(attr_float(node, "momentum", 0.9));
+                let momentum = format!("{momentum:.6}").parse::<f32>().unwrap_or(0.1);
                 let config = LayerConfig::BatchNorm2d(BatchNorm2dConfig {
                     num_features,
                     eps: attr_float(node, "epsilon", 1e-5),
@@ -878,6 +876,43 @@ impl<'a> Importer<'a> {
                 }
                 let (c, s) = simple(LayerConfig::Flatten)?;
                 (c, s, None, Vec::new())
+            }
+            "Reshape"
+                if node
+                    .input
+                    .first()
+                    .is_some_and(|i| self.consts.contains_key(i.as_str())) =>
+            {
+                // A weight reshaped for broadcasting (PReLU's slopes as [C, 1, 1]).
+                let c = self.required(node, 0, "tensor")?.clone();
+                let shape = self.required(node, 1, "shape")?;
+                let fits = shape
+                    .values
+                    .iter()
+                    .all(|&d| d >= 1.0 && d <= MAX_DIM as f32);
+                let dims: Vec<usize> = shape.values.iter().map(|&d| d as usize).collect();
+                let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+                if !fits || count != Some(c.values.len()) {
+                    return Err(node_error(
+                        node,
+                        format!(
+                            "cannot reshape a constant of {} values to {:?}",
+                            c.values.len(),
+                            shape.values
+                        ),
+                    ));
+                }
+                let [output] = node.output.as_slice() else {
+                    return Err(node_error(node, "has no single output"));
+                };
+                self.consts.insert(
+                    output.as_str(),
+                    Const {
+                        dims,
+                        values: c.values,
+                    },
+                );
+                return Ok(());
             }
             "Reshape" => {
                 let shape = self.required(node, 1, "shape")?;
@@ -1147,5 +1182,78 @@ fn yaml_scalar(text: &str) -> String {
         text.to_owned()
     } else {
         format!("{text:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::{ExportOptions, export};
+
+    #[test]
+    fn a_graph_imports_back_with_its_sources() {
+        let model = crate::export::graph_tests::graph();
+        let bytes =
+            export(&model, &Default::default(), &ExportOptions::default()).expect("exports");
+        let imported = import(&bytes, "G").expect("imports");
+        let sources = |m: &Model| -> Vec<(String, LayerConfig, Vec<Source>)> {
+            m.layers()
+                .iter()
+                .map(|l| (l.name().to_owned(), l.config().clone(), l.inputs().to_vec()))
+                .collect()
+        };
+        let mut want = sources(&model);
+        // A three-way add is exported as two ONNX Adds, and imported as two adds.
+        want.splice(
+            3..4,
+            [
+                (
+                    "sum".into(),
+                    LayerConfig::Add,
+                    vec![Source::Layer(2), Source::Layer(2)],
+                ),
+                (
+                    "sum_1".into(),
+                    LayerConfig::Add,
+                    vec![Source::Layer(3), Source::Layer(2)],
+                ),
+            ],
+        );
+        want[5].2 = vec![Source::Layer(4), Source::Layer(4)];
+        want[6].2 = vec![Source::Layer(5)];
+        assert_eq!(sources(&imported.model), want);
+        insta::assert_snapshot!(imported.yaml, @r"
+        # Imported from ONNX by `cnnc import`.
+        model: G
+        input: [2, 3, 3]
+        layers:
+          - relu: {name: a}
+          - add: {name: b.add, inputs: [a, input]}
+          - concat: {name: b.cat, inputs: [b.add, a, input]}
+          - add: {name: sum, inputs: [b.cat, b.cat]}
+          - add: {name: sum_1, inputs: [sum, b.cat]}
+          - mul: {name: mul, inputs: [sum_1, sum_1]}
+          - flatten: {name: flat}
+        ");
+    }
+
+    #[test]
+    fn module_paths_follow_torch_scopes() {
+        let path = |name: &str| {
+            module_path(&NodeProto {
+                name: name.into(),
+                ..NodeProto::default()
+            })
+        };
+        assert_eq!(
+            path("/layer1/layer1.0/conv1/Conv").as_deref(),
+            Some("layer1.0.conv1")
+        );
+        assert_eq!(
+            path("/features/features.1/conv/conv.0/conv.0.0/Conv").as_deref(),
+            Some("features.1.conv.0.0")
+        );
+        assert_eq!(path("/Flatten"), None);
+        assert_eq!(path("conv1"), None);
     }
 }

@@ -39,15 +39,23 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let too_large = |bytes: u64| {
+        refuse(format!(
+            "cannot import {}: it has {bytes} bytes; cnnc reads ONNX files up to {MAX_FILE_BYTES}",
+            path.display()
+        ))
+    };
+    if let Ok(meta) = file.metadata()
+        && meta.len() > MAX_FILE_BYTES
+    {
+        return Err(too_large(meta.len()));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .with_context(|| format!("cannot read `{}`", path.display()))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(refuse(format!(
-            "cannot import {}: it is larger than {MAX_FILE_BYTES} bytes",
-            path.display()
-        )));
+        return Err(too_large(bytes.len() as u64));
     }
     Ok(bytes)
 }
