@@ -187,3 +187,28 @@ fn garbage_and_nesting_bombs_are_decode_errors() {
         Err(ImportError::Structure("the model has no graph".into()))
     );
 }
+
+#[test]
+fn every_truncation_and_byte_flip_of_the_seeds_is_handled() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/onnx");
+    let mut seeds: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the onnx seeds")
+        .map(|e| e.expect("an entry").path())
+        .collect();
+    seeds.sort();
+    assert!(seeds.len() >= 3);
+    let mut imported = 0;
+    for seed in seeds {
+        let bytes = std::fs::read(&seed).expect("a seed");
+        imported += usize::from(import(&bytes, "M").is_ok());
+        for i in 0..bytes.len() {
+            let _ = import(&bytes[..i], "M");
+            for flip in [0x01, 0x80, 0xff] {
+                let mut mutated = bytes.clone();
+                mutated[i] ^= flip;
+                let _ = import(&mutated, "M");
+            }
+        }
+    }
+    assert_eq!(imported, 3, "every seed imports");
+}
