@@ -22,7 +22,8 @@ made. Files written:
   projection shortcut, a channel concat and a squeeze-and-excitation gate) on 8x8 inputs:
   `state.<name>` (every state_dict entry, batchnorm statistics randomised), `input` [4,3,8,8],
   `labels`, `logits_eval`, then in train mode `logits`, `loss`, `grad.<name>` and `after.<buffer>`
-  (running statistics after that forward).
+  (running statistics after that forward); graph_state_dict.safetensors: its
+  `save_file(model.state_dict())`.
 
 Run with section names (`custom_cnn layers optim npy graph`) to write only those files.
 """
@@ -521,6 +522,8 @@ def graph():
         "then in train mode logits, loss = cross_entropy (mean), grads, running stats after"
     )
     write(os.path.join(OUT, "graph.safetensors"), tensors, meta(recipe=recipe))
+    # Exactly what a PyTorch user writes: the composed names (`down.downsample.0.weight`).
+    save_file(state, os.path.join(OUT, "graph_state_dict.safetensors"))
 
 
 SECTIONS = {"custom_cnn": custom_cnn, "layers": layers, "optim": optim, "npy": npy, "graph": graph}

@@ -162,6 +162,33 @@ fn logits_match_pytorch_in_eval_and_train_mode() {
 }
 
 #[test]
+fn pytorchs_state_dict_file_loads_strictly_and_saves_back_under_the_same_names() {
+    use cnnc_runtime::weights;
+    let f = Fixture::load("graph.safetensors");
+    let mut net = Network::new(&small_graph(), 9).unwrap();
+    weights::load(
+        &mut net,
+        &common::fixture::path("graph_state_dict.safetensors"),
+    )
+    .unwrap();
+    let (x, _) = batch(&f);
+    let got: Vec<f32> = net
+        .forward(x.view(), Mode::Eval)
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    assert_close("logits (eval)", &got, &f.f32("logits_eval").0, 1e-5, 0.0);
+    // Saved and loaded into a fresh network: the same state, bit for bit.
+    let saved = weights::serialize(&weights::state_dict(&mut net), &Default::default());
+    let mut fresh = Network::new(&small_graph(), 10).unwrap();
+    weights::load_bytes(&mut fresh, &saved, std::path::Path::new("saved")).unwrap();
+    let again = fresh.forward(x.view(), Mode::Eval).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(again.as_slice().unwrap()), bits(&got));
+}
+
+#[test]
 fn loss_gradients_and_batchnorm_statistics_match_pytorch() {
     let f = Fixture::load("graph.safetensors");
     let mut net = loaded(&f);
