@@ -159,6 +159,8 @@ impl<'a> Expander<'a> {
         input: Src,
     ) -> Sequence {
         let mut nodes: Vec<Node> = Vec::new();
+        // Positions name unnamed entries; an entry that fails to expand keeps its own.
+        let mut positions = 0usize;
         let mut previous = input;
         let mut last = None;
         // The names written in this sequence, to tell a later entry from an unknown one.
@@ -192,14 +194,19 @@ impl<'a> Expander<'a> {
                 );
             }
             for copy in 0..copies.unwrap_or(1) {
+                if self.stopped {
+                    break;
+                }
                 self.steps += 1;
                 if self.steps > MAX_STEPS || self.layers.len() > MAX_LAYERS {
+                    // At the top-level entry that grew too large: the nest inside it is what
+                    // multiplies.
                     cx.report_at(
                         CheckError::ExpansionTooLarge {
-                            span: entry.span,
+                            span: self.trail.first().map_or(entry.span, |i| i.span),
                             layers: self.layers.len(),
                         },
-                        &self.trail,
+                        &[],
                     );
                     self.stopped = true;
                     break;
@@ -214,7 +221,8 @@ impl<'a> Expander<'a> {
                         },
                     });
                 }
-                let position = nodes.len();
+                let position = positions;
+                positions += 1;
                 let local = match &entry.name {
                     Some(name) => match self.template(cx, name, &inner) {
                         Some(local) => local,
@@ -227,6 +235,7 @@ impl<'a> Expander<'a> {
                 } else {
                     format!("{prefix}.{local}")
                 };
+                let mut unresolved = false;
                 let (sources, spans) = if entry.inputs.is_empty() {
                     (vec![previous], vec![entry.kind.span])
                 } else {
@@ -239,7 +248,8 @@ impl<'a> Expander<'a> {
                     }
                     if sources.len() != entry.inputs.len() {
                         // Reported; the entry still expands, reading its previous entry, so
-                        // that the layers after it are checked.
+                        // that the layers in and after it are checked.
+                        unresolved = true;
                         (vec![previous], vec![entry.kind.span])
                     } else {
                         (sources, entry.inputs.iter().map(|i| i.span).collect())
@@ -309,7 +319,7 @@ impl<'a> Expander<'a> {
                         inputs: sources,
                         input_spans: spans,
                         trail: self.trail.clone(),
-                        broken,
+                        broken: broken || unresolved,
                     });
                     Some(Sequence {
                         nodes: Vec::new(),
@@ -530,11 +540,14 @@ impl<'a> Expander<'a> {
         let mut bound: Vec<Bound> = Vec::new();
         let mut ok = true;
         let mut seen: HashMap<&str, Span> = HashMap::new();
+        // Parameters suggested for misspelt arguments: no need to also call them missing.
+        let mut suggested: Vec<String> = Vec::new();
         for Arg { key, value } in &entry.args {
             let Some(param) = block.params.iter().find(|p| p.name.text == key.text) else {
                 let best =
                     suggest::closest(&key.text, block.params.iter().map(|p| p.name.text.as_str()))
                         .map(str::to_owned);
+                suggested.extend(best.clone());
                 cx.report_at(
                     CheckError::UnknownParam {
                         span: key.span,
@@ -583,6 +596,7 @@ impl<'a> Expander<'a> {
                     }),
                     None => ok = false,
                 },
+                None if suggested.contains(&param.name.text) => ok = false,
                 None => {
                     cx.report_at(
                         CheckError::MissingParam {
