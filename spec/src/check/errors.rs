@@ -326,7 +326,7 @@ pub(super) enum CheckError {
         at: Culprit,
         /// The layer kind's span.
         span: Span,
-        /// "exactly 1", "at least 2".
+        /// "exactly 1 input", "at least 2 inputs".
         expected: String,
         /// How many it reads.
         found: usize,
@@ -982,7 +982,7 @@ impl CheckError {
             }
             CheckError::InputCount { at, span, expected, found } => Diagnostic::error(
                 Code::InputCount,
-                format!("{} takes {expected} inputs, but reads {found}", at.title),
+                format!("{} takes {expected}, but reads {found}", at.title),
                 span,
                 format!("{found} input{}", if found == 1 { "" } else { "s" }),
             )

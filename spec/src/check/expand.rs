@@ -59,6 +59,9 @@ pub(super) struct Flat {
     pub trail: Vec<Instance>,
     /// An argument could not be evaluated (reported): the layer cannot be checked.
     pub broken: bool,
+    /// Parameters its arguments use: where each is used, its name, and where its value was
+    /// given (an instance's argument or the parameter's default).
+    pub given: Vec<(Span, String, Span)>,
 }
 
 /// A value bound to a name in a scope: a block parameter or the repetition index `i`.
@@ -94,6 +97,8 @@ struct Expander<'a> {
     /// The blocks being instantiated, innermost last, for recursion.
     stack: Vec<&'a str>,
     trail: Vec<Instance>,
+    /// The parameters used by the arguments being substituted, for [`Flat::given`].
+    given: Vec<(Span, String, Span)>,
 }
 
 /// What a sequence expands to.
@@ -139,6 +144,7 @@ impl Checker {
             stopped: false,
             stack: Vec::new(),
             trail: Vec::new(),
+            given: Vec::new(),
         };
         expander.sequence(self, &spec.layers, &[], "", Src::Input);
         Expansion {
@@ -309,6 +315,7 @@ impl<'a> Expander<'a> {
                     self.stack.pop();
                     sequence
                 } else {
+                    self.given.clear();
                     let (args, broken) = self.substitute(cx, &entry.args, &inner);
                     let mut layer = entry.clone();
                     layer.args = args;
@@ -322,6 +329,7 @@ impl<'a> Expander<'a> {
                         input_spans: spans,
                         trail: self.trail.clone(),
                         broken: broken || unresolved,
+                        given: std::mem::take(&mut self.given),
                     });
                     Some(Sequence {
                         nodes: Vec::new(),
@@ -638,7 +646,11 @@ impl<'a> Expander<'a> {
     fn value(&mut self, cx: &mut Checker, value: &Value, scope: &[Bound]) -> Option<Value> {
         let kind = match &value.kind {
             ValueKind::Str(word) => match scope.iter().rev().find(|b| &b.name == word) {
-                Some(bound) => bound.value.kind.clone(),
+                Some(bound) => {
+                    self.given
+                        .push((value.span, bound.name.clone(), bound.value.span));
+                    bound.value.kind.clone()
+                }
                 None => return Some(value.clone()),
             },
             ValueKind::Expr(e) => ValueKind::Int(self.eval(cx, e, scope)?),
