@@ -78,7 +78,30 @@ struct Node {
     /// Its output.
     output: Src,
     /// Its own entries (a group's or an instance's).
-    children: Vec<Node>,
+    children: Nodes,
+}
+
+/// The entries of a sequence so far, found by name in constant time: a spec of 10,000 entries
+/// each naming an earlier one must not compare every name with every other.
+#[derive(Default)]
+struct Nodes {
+    list: Vec<Node>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Nodes {
+    fn push(&mut self, node: Node) {
+        // A later entry of the same name is a duplicate (reported with the names); the first
+        // keeps the name.
+        self.by_name
+            .entry(node.local.clone())
+            .or_insert(self.list.len());
+        self.list.push(node);
+    }
+
+    fn get(&self, name: &str) -> Option<&Node> {
+        self.by_name.get(name).map(|&i| &self.list[i])
+    }
 }
 
 /// The expansion of a whole spec.
@@ -103,7 +126,7 @@ struct Expander<'a> {
 
 /// What a sequence expands to.
 struct Sequence {
-    nodes: Vec<Node>,
+    nodes: Nodes,
     output: Option<Src>,
 }
 
@@ -165,18 +188,20 @@ impl<'a> Expander<'a> {
         prefix: &str,
         input: Src,
     ) -> Sequence {
-        let mut nodes: Vec<Node> = Vec::new();
+        let mut nodes = Nodes::default();
         // Positions name unnamed entries; an entry that fails to expand keeps its own.
         let mut positions = 0usize;
         let mut previous = input;
         let mut last = None;
         // The names written in this sequence, to tell a later entry from an unknown one.
-        let written: Vec<(&str, usize)> = entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| e.name.as_ref().map(|n| (n.text.as_str(), i)))
-            .filter(|(name, _)| !name.contains('{'))
-            .collect();
+        let mut written: HashMap<&str, usize> = HashMap::new();
+        for (i, entry) in entries.iter().enumerate() {
+            if let Some(name) = &entry.name
+                && !name.text.contains('{')
+            {
+                written.entry(&name.text).or_insert(i);
+            }
+        }
         for (index, entry) in entries.iter().enumerate() {
             if self.stopped {
                 break;
@@ -332,7 +357,7 @@ impl<'a> Expander<'a> {
                         given: std::mem::take(&mut self.given),
                     });
                     Some(Sequence {
-                        nodes: Vec::new(),
+                        nodes: Nodes::default(),
                         output: Some(Src::Layer(index)),
                     })
                 };
@@ -484,9 +509,9 @@ impl<'a> Expander<'a> {
         &mut self,
         cx: &mut Checker,
         reference: &Ident,
-        nodes: &[Node],
+        nodes: &Nodes,
         input: Src,
-        written: &[(&str, usize)],
+        written: &HashMap<&str, usize>,
         index: usize,
         own: &str,
     ) -> Option<Src> {
@@ -496,10 +521,7 @@ impl<'a> Expander<'a> {
         if let Some(src) = lookup(nodes, &reference.text) {
             return Some(src);
         }
-        let later = written
-            .iter()
-            .find(|(name, _)| *name == reference.text)
-            .map(|&(_, i)| i);
+        let later = written.get(reference.text.as_str()).copied();
         if reference.text == own || later == Some(index) {
             cx.report_at(
                 CheckError::SelfReference {
@@ -518,7 +540,14 @@ impl<'a> Expander<'a> {
                 &self.trail,
             );
         } else {
-            let names = nodes.iter().map(|n| n.local.as_str()).chain(["input"]);
+            // The nearest entries only: many unknown names in a long sequence stay linear.
+            let names = nodes
+                .list
+                .iter()
+                .rev()
+                .take(32)
+                .map(|n| n.local.as_str())
+                .chain(["input"]);
             let best = suggest::closest(&reference.text, names).map(str::to_owned);
             cx.report_at(
                 CheckError::UnknownReference {
@@ -526,6 +555,7 @@ impl<'a> Expander<'a> {
                     name: reference.text.clone(),
                     best,
                     known: nodes
+                        .list
                         .iter()
                         .rev()
                         .take(8)
@@ -700,14 +730,14 @@ impl<'a> Expander<'a> {
 
 /// The output `path` names among `nodes`: the longest run of its dotted parts that names a
 /// node (names may contain dots: `layer1.0`), then the rest inside that node.
-fn lookup(nodes: &[Node], path: &str) -> Option<Src> {
-    if let Some(node) = nodes.iter().rev().find(|n| n.local == path) {
+fn lookup(nodes: &Nodes, path: &str) -> Option<Src> {
+    if let Some(node) = nodes.get(path) {
         return Some(node.output);
     }
     let mut split = path.len();
     while let Some(dot) = path[..split].rfind('.') {
         let (head, rest) = (&path[..dot], &path[dot + 1..]);
-        if let Some(node) = nodes.iter().rev().find(|n| n.local == head)
+        if let Some(node) = nodes.get(head)
             && let Some(src) = lookup(&node.children, rest)
         {
             return Some(src);
