@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::Checker;
 use super::errors::CheckError;
-use crate::ast::{Arg, Block, Ident, Layer, Model as Spec, Value, ValueKind};
+use crate::ast::{Arg, Block, ExprKind, Ident, Layer, Model as Spec, Value, ValueKind};
 use crate::expr::{self, Binding};
 use crate::span::Span;
 use crate::suggest;
@@ -683,7 +683,21 @@ impl<'a> Expander<'a> {
                 }
                 None => return Some(value.clone()),
             },
-            ValueKind::Expr(e) => ValueKind::Int(self.eval(cx, e, scope)?),
+            ValueKind::Expr(e) => {
+                let v = self.eval(cx, e, scope)?;
+                // Each parameter it uses, so that an error at the expression also points at
+                // the arguments behind it.
+                let mut names = Vec::new();
+                names_in(e, &mut names);
+                for name in names {
+                    if let Some(bound) = scope.iter().rev().find(|b| b.name == name)
+                        && !self.given.iter().any(|g| g.0 == e.span && g.1 == name)
+                    {
+                        self.given.push((e.span, name.to_owned(), bound.value.span));
+                    }
+                }
+                ValueKind::Int(v)
+            }
             ValueKind::List(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for item in items {
@@ -745,6 +759,19 @@ fn lookup(nodes: &Nodes, path: &str) -> Option<Src> {
         split = dot;
     }
     None
+}
+
+/// The names `expr` uses, in order.
+fn names_in<'e>(expr: &'e crate::ast::Expr, out: &mut Vec<&'e str>) {
+    match &expr.kind {
+        ExprKind::Name(name) => out.push(name),
+        ExprKind::Neg(operand) => names_in(operand, out),
+        ExprKind::Binary(_, left, right) => {
+            names_in(left, out);
+            names_in(right, out);
+        }
+        ExprKind::Int(_) => {}
+    }
 }
 
 /// A block name: a letter or `_`, then letters, digits and `_`.
