@@ -629,7 +629,8 @@ impl<'a> Expander<'a> {
                 continue;
             }
             match &param.default {
-                Some(default) => match self.value(cx, default, &[]) {
+                // A default may use the parameters given and those before it: `out=planes * 4`.
+                Some(default) => match self.value(cx, default, &bound) {
                     Some(value) => bound.push(Bound {
                         name: param.name.text.clone(),
                         value,
