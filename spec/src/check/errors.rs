@@ -345,6 +345,13 @@ pub(super) enum CheckError {
         /// Each input's branch back to their common ancestor.
         branches: Vec<Branch>,
     },
+    /// A block or group without entries: it has no output.
+    EmptyBody {
+        /// The block's name or the group.
+        span: Span,
+        /// "block `B`" or "this `sequential`".
+        what: String,
+    },
     /// An entry whose output nothing reads.
     UnusedOutput {
         /// The layer.
@@ -1022,6 +1029,14 @@ impl CheckError {
                 };
                 diagnostic.help(help).layer(at.name)
             }
+            CheckError::EmptyBody { span, what } => Diagnostic::error(
+                Code::BadStructure,
+                format!("{what} has no layers"),
+                span,
+                "empty",
+            )
+            .note("a block's or group's output is its last entry's, so it needs at least one")
+            .help("add its layers, or remove it"),
             CheckError::UnusedOutput { span, name } => Diagnostic::new(
                 Code::UnusedOutput,
                 format!("the output of `{name}` is never used"),

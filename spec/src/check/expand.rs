@@ -157,6 +157,12 @@ impl Checker {
                     name: block.name.text.clone(),
                 });
             }
+            if block.layers.is_empty() {
+                self.report(CheckError::EmptyBody {
+                    span: block.name.span,
+                    what: format!("block `{}`", block.name.text),
+                });
+            }
             blocks.insert(&block.name.text, block);
             self.block_names.push(block.name.text.clone());
         }
@@ -303,6 +309,13 @@ impl<'a> Expander<'a> {
                         );
                     }
                     if body.is_empty() {
+                        cx.report_at(
+                            CheckError::EmptyBody {
+                                span: entry.kind.span,
+                                what: "this `sequential`".to_owned(),
+                            },
+                            &self.trail,
+                        );
                         continue;
                     }
                     self.nested(cx, entry, &full, None, |this, cx| {
