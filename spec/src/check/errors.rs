@@ -872,13 +872,19 @@ impl CheckError {
                 .note(format!("the instances go {}", path.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(" → ")))
                 .help("a block cannot contain itself, directly or through other blocks: the network would be infinite")
             }
-            CheckError::BadRepeat { span, found } => Diagnostic::error(
-                Code::InvalidValue,
-                format!("`repeat` must be an integer from 1 to {MAX_LAYERS}, found {found}"),
-                span,
-                "not a repetition count",
-            )
-            .help("remove the entry instead of repeating it 0 times"),
+            CheckError::BadRepeat { span, found } => {
+                let diagnostic = Diagnostic::error(
+                    Code::InvalidValue,
+                    format!("`repeat` must be an integer from 1 to {MAX_LAYERS}, found {found}"),
+                    span,
+                    "not a repetition count",
+                );
+                if found == "0" {
+                    diagnostic.help("remove the entry instead of repeating it 0 times")
+                } else {
+                    diagnostic.note(format!("a model has at most {MAX_LAYERS} layers"))
+                }
+            }
             CheckError::TemplateSyntax { error } => {
                 crate::front_errors::FrontError::BadExpression { error }.render()
             }

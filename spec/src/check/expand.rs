@@ -212,7 +212,7 @@ impl<'a> Expander<'a> {
             if self.stopped {
                 break;
             }
-            let copies = match &entry.repeat {
+            let mut copies = match &entry.repeat {
                 None => None,
                 Some(value) => match self.repeat(cx, value, scope) {
                     Some(n) => Some(n),
@@ -230,6 +230,8 @@ impl<'a> Expander<'a> {
                     },
                     &self.trail,
                 );
+                // One copy keeps the entries after it checkable without a duplicate per copy.
+                copies = Some(1);
             }
             for copy in 0..copies.unwrap_or(1) {
                 if self.stopped {
