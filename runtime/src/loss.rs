@@ -16,16 +16,18 @@ pub fn softmax_cross_entropy(
     mut dlogits: ArrayViewMut2<f32>,
 ) -> Result<f32> {
     let (n, classes) = logits.dim();
-    if labels.len() != n || dlogits.dim() != (n, classes) {
+    if labels.len() != n {
+        return Err(Error::LabelCount {
+            expected: n,
+            found: labels.len(),
+        });
+    }
+    if dlogits.dim() != (n, classes) {
         return Err(Error::shape(
             "cross_entropy",
-            "loss",
-            format!("{n} labels and dlogits of shape [{n}, {classes}]"),
-            format!(
-                "{} labels and dlogits of shape {:?}",
-                labels.len(),
-                dlogits.shape()
-            ),
+            "loss gradient",
+            format!("[{n}, {classes}] (the logits' shape)"),
+            format!("{:?}", dlogits.shape()),
         ));
     }
     if let Some((index, &label)) = labels.iter().enumerate().find(|&(_, &l)| l >= classes) {
@@ -89,8 +91,14 @@ mod tests {
                 classes: 3
             })
         ));
+        let err = softmax_cross_entropy(x.view(), &[0], g.view_mut()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "1 labels for a batch of 2 samples; give one class index per sample"
+        );
+        let mut short = Array2::zeros((2, 2));
         assert!(matches!(
-            softmax_cross_entropy(x.view(), &[0], g.view_mut()),
+            softmax_cross_entropy(x.view(), &[0, 1], short.view_mut()),
             Err(Error::Shape { .. })
         ));
     }
