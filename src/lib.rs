@@ -50,6 +50,12 @@ pub use cnnc_spec as spec;
 #[cfg(feature = "data")]
 pub use cnnc_data as data;
 
+/// Classification metrics: accuracy, mean loss, per-class precision and recall and the confusion
+/// matrix, over any model's logits (feature `data`; the same as `cnnc::data::metrics`). `cnnc eval`
+/// and `cnnc train` report with these.
+#[cfg(feature = "data")]
+pub use cnnc_data::metrics;
+
 /// The numeric runtime generated models run on: everything of `cnnc_runtime`, and its datasets as
 /// `runtime::data` (feature `data`), where they lived before they got a crate of their own.
 pub mod runtime {
