@@ -10,6 +10,24 @@ use crate::error::{Error, Result};
 ///
 /// Errors when shapes disagree or a label is not below the number of classes. An empty batch has
 /// loss NaN, as in PyTorch.
+///
+/// ```
+/// use cnnc_runtime::softmax_cross_entropy;
+/// use ndarray::{Array2, array};
+///
+/// // Two samples, three classes: confident and right, then unsure.
+/// let logits = array![[4.0f32, 0.0, 0.0], [0.0, 0.0, 0.0]];
+/// let mut dlogits = Array2::zeros((2, 3));
+/// let loss = softmax_cross_entropy(logits.view(), &[0, 2], dlogits.view_mut())?;
+/// // (-ln softmax(4, 0, 0)[0] - ln(1/3)) / 2
+/// let expected = ((1.0 + 2.0 * (-4.0f32).exp()).ln() + 3.0f32.ln()) / 2.0;
+/// assert!((loss - expected).abs() < 1e-6);
+/// assert!(dlogits[[0, 0]] < 0.0 && dlogits[[1, 2]] < 0.0, "the gradient raises the true class");
+/// // One label per sample, each below the number of classes.
+/// assert!(softmax_cross_entropy(logits.view(), &[0], dlogits.view_mut()).is_err());
+/// assert!(softmax_cross_entropy(logits.view(), &[0, 3], dlogits.view_mut()).is_err());
+/// # Ok::<(), cnnc_runtime::Error>(())
+/// ```
 pub fn softmax_cross_entropy(
     logits: ArrayView2<f32>,
     labels: &[usize],
