@@ -50,6 +50,18 @@ pub enum Error {
         /// The batch's whole shape, `[N, C, H, W]`.
         found: Vec<usize>,
     },
+    /// A flat buffer is too short for the batch it should hold.
+    #[error("the buffer holds {found} values, but {batch} samples of shape {shape} need {need}")]
+    BufferLength {
+        /// Values given.
+        found: usize,
+        /// Values the batch needs.
+        need: usize,
+        /// Samples asked for.
+        batch: usize,
+        /// The per-sample shape, `[C, H, W]` or `[F]`.
+        shape: String,
+    },
     /// An input value is NaN or infinite.
     #[error(
         "input sample {sample} holds {value} at [{channel}, {row}, {column}] (channel, row, \

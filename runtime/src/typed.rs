@@ -50,11 +50,11 @@ fn batch_len(dims: Shape, batch: usize, op: &'static str) -> Result<usize> {
 fn check_view(dims: Shape, data: &[f32], batch: usize) -> Result<usize> {
     let need = batch_len(dims, batch, "view")?;
     if data.len() < need {
-        return Err(Error::Shape {
-            layer: "typed".to_owned(),
-            op: "view",
-            expected: format!("{need} values (batch {batch} x {dims})"),
-            found: format!("{} values", data.len()),
+        return Err(Error::BufferLength {
+            found: data.len(),
+            need,
+            batch,
+            shape: dims.to_string(),
         });
     }
     Ok(need)
