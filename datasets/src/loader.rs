@@ -155,6 +155,10 @@ impl<'a> Loader<'a> {
     /// Writes the next batch into `images` (at least `batch_size * image_len()` floats, `[B, C,
     /// H, W]`) and `labels` (at least `batch_size`), returning how many images it wrote; `None`
     /// once the epoch is exhausted, after which the loader has moved to the next epoch.
+    ///
+    /// `[B, C, H, W]` is PyTorch's layout: a generated model takes the batch through
+    /// `Images::from_nchw_slice(&images, n)` (or `predict` on an `ArrayView4` of it), never
+    /// through `Images::view_nhwc`, which reads the runtime's own pixel-major layout.
     pub fn next_batch(
         &mut self,
         images: &mut [f32],
