@@ -54,6 +54,7 @@ pub fn layer_line(
             ArgDefault::Bool(d) => Some(ArgValue::Bool(d)),
             ArgDefault::Dim(d) => Some(ArgValue::Dim(d)),
             ArgDefault::Word(d) => Some(ArgValue::Word(d)),
+            ArgDefault::None => Some(ArgValue::None),
         };
         if default == Some(v) {
             continue;
@@ -66,6 +67,7 @@ pub fn layer_line(
             ArgValue::Bool(b) => write!(line, " {}={b}", info.name),
             ArgValue::Dim(d) => write!(line, " {}={d}", info.name),
             ArgValue::Word(w) => write!(line, " {}={w}", info.name),
+            ArgValue::None => write!(line, " {}=null", info.name),
         };
     }
     line

@@ -22,7 +22,7 @@ pub enum LayerKind {
     Sigmoid,
     /// `torch.nn.Tanh`.
     Tanh,
-    /// `torch.nn.Flatten` (C, H, W order).
+    /// `torch.nn.Flatten` (C, H, W order; `start_dim`, `end_dim`).
     Flatten,
     /// `torch.nn.Linear`.
     Linear,
@@ -60,6 +60,8 @@ pub enum LayerKind {
     LogSoftmax,
     /// `torch.nn.PReLU`.
     Prelu,
+    /// `torch.nn.GroupNorm`.
+    GroupNorm,
 }
 
 /// The type and allowed range of an argument.
@@ -91,6 +93,8 @@ pub enum ArgType {
     Dim,
     /// One of these words (PyTorch's string options, `approximate='tanh'`).
     Choice(&'static [&'static str]),
+    /// This type, or `null` (PyTorch's `None`: `momentum=None`, `divisor_override=None`).
+    Optional(&'static ArgType),
 }
 
 /// What an argument is when a spec leaves it out.
@@ -112,6 +116,8 @@ pub enum ArgDefault {
     Dim(i64),
     /// This word of a [`ArgType::Choice`].
     Word(&'static str),
+    /// `null`, PyTorch's `None`, of an [`ArgType::Optional`].
+    None,
 }
 
 /// One argument of a layer kind, with PyTorch's name, type and default.
@@ -154,6 +160,8 @@ pub enum ArgValue {
     Dim(i64),
     /// A word of a [`ArgType::Choice`], as the table spells it.
     Word(&'static str),
+    /// `null`, PyTorch's `None`, of an [`ArgType::Optional`].
+    None,
 }
 
 /// How a kind's parameters and buffers start out (the runtime holds the numeric code).
@@ -164,8 +172,8 @@ pub enum Init {
     /// PyTorch's default for `Conv2d` and `Linear`: weight, then bias, from
     /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, drawn in layer order from the model's init stream.
     FanInUniform,
-    /// Constants: `BatchNorm2d`'s weight 1, bias 0, running mean 0, running variance 1, no
-    /// batches tracked; `PReLU`'s slopes 0.25.
+    /// Constants: `BatchNorm2d`'s and `GroupNorm`'s weight 1, bias 0, running mean 0, running
+    /// variance 1, no batches tracked; `PReLU`'s slopes 0.25.
     Constant,
     /// No parameters; training masks come from the layer's own stream, seeded by its position.
     DropoutStream,
@@ -259,7 +267,7 @@ const SOFTMAX: &[ArgInfo] = &[arg(
 )];
 
 /// The layer table, in documentation order.
-pub const TABLE: [KindInfo; 26] = [
+pub const TABLE: [KindInfo; 27] = [
     KindInfo {
         kind: LayerKind::Conv2d,
         keyword: "conv2d",
@@ -400,7 +408,20 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "Flatten",
         layer_type: "Flatten",
         input: Input::Any,
-        args: &[],
+        args: &[
+            arg(
+                "start_dim",
+                ArgType::Dim,
+                ArgDefault::Dim(1),
+                "first dimension of [N, ...] to flatten (default 1: everything but the batch)",
+            ),
+            arg(
+                "end_dim",
+                ArgType::Dim,
+                ArgDefault::Dim(-1),
+                "last dimension of [N, ...] to flatten (default -1, the last)",
+            ),
+        ],
         init: Init::None,
         computes: "[C, H, W] as [C*H*W] features",
     },
@@ -473,9 +494,21 @@ pub const TABLE: [KindInfo; 26] = [
             ),
             arg(
                 "momentum",
-                PROBABILITY,
+                ArgType::Optional(&PROBABILITY),
                 ArgDefault::Float(0.1),
-                "running statistics update factor",
+                "running statistics update factor; null for a cumulative average over all batches",
+            ),
+            arg(
+                "affine",
+                ArgType::Bool,
+                ArgDefault::Bool(true),
+                "whether the layer has a learnable per-channel weight and bias",
+            ),
+            arg(
+                "track_running_stats",
+                ArgType::Bool,
+                ArgDefault::Bool(true),
+                "whether the layer keeps running statistics for eval (else it uses batch statistics in eval too)",
             ),
         ],
         init: Init::Constant,
@@ -724,6 +757,45 @@ pub const TABLE: [KindInfo; 26] = [
         )],
         init: Init::Constant,
         computes: "x, or a learnt slope times x where x <= 0",
+    },
+    KindInfo {
+        kind: LayerKind::GroupNorm,
+        keyword: "groupnorm",
+        torch_name: "GroupNorm",
+        layer_type: "GroupNorm",
+        input: Input::Image,
+        args: &[
+            arg(
+                "num_groups",
+                SIZE,
+                ArgDefault::Required,
+                "groups the channels are split into, each normalised on its own; divides num_channels",
+            ),
+            arg(
+                "num_channels",
+                SIZE,
+                ArgDefault::Inferred,
+                "channels (inferred from the input)",
+            ),
+            arg(
+                "eps",
+                ArgType::Float {
+                    min: 0.0,
+                    max: UNBOUNDED,
+                    min_exclusive: true,
+                },
+                ArgDefault::Float(1e-5),
+                "added to the variance for numerical stability",
+            ),
+            arg(
+                "affine",
+                ArgType::Bool,
+                ArgDefault::Bool(true),
+                "whether the layer has a learnable per-channel weight and bias",
+            ),
+        ],
+        init: Init::Constant,
+        computes: "each sample's channel groups normalised by their own mean and variance",
     },
 ];
 

@@ -328,7 +328,7 @@ mod tests {
         };
         let model = Model::new(
             None,
-            def(vec![LayerConfig::Flatten, LayerConfig::Linear(linear)]),
+            def(vec![LayerConfig::FLATTEN, LayerConfig::Linear(linear)]),
         )
         .unwrap();
         assert_eq!(model.output_shape(), Shape::Flat(3));
@@ -346,7 +346,7 @@ mod tests {
         };
         let err = Model::new(
             None,
-            def(vec![LayerConfig::Flatten, LayerConfig::Linear(linear)]),
+            def(vec![LayerConfig::FLATTEN, LayerConfig::Linear(linear)]),
         )
         .unwrap_err();
         assert_eq!(err.layer(), "1");
@@ -373,7 +373,7 @@ mod tests {
         };
         let err = Model::new(
             None,
-            def(vec![LayerConfig::Flatten, LayerConfig::Linear(huge)]),
+            def(vec![LayerConfig::FLATTEN, LayerConfig::Linear(huge)]),
         );
         assert!(matches!(err, Err(ModelError::Size { .. })));
     }

@@ -268,7 +268,7 @@ mod tests {
             conv(1),
             LayerConfig::Relu,
             pool(2, 2),
-            LayerConfig::Flatten,
+            LayerConfig::FLATTEN,
             linear(32),
         ]);
         let steps = plan.steps();
@@ -290,7 +290,7 @@ mod tests {
             conv(1),
             LayerConfig::Relu,
             pool(3, 1),
-            LayerConfig::Flatten,
+            LayerConfig::FLATTEN,
             linear(72),
         ]);
         let steps = plan.steps();
@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn relu_after_anything_else_runs_alone() {
-        let plan = plan(vec![LayerConfig::Flatten, LayerConfig::Relu, linear(64)]);
+        let plan = plan(vec![LayerConfig::FLATTEN, LayerConfig::Relu, linear(64)]);
         assert_eq!(plan.steps().len(), 3);
         assert!(plan.steps().iter().all(|s| s.fusion == Fusion::None));
         assert_eq!(plan.output(), 3);

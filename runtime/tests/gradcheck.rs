@@ -364,7 +364,7 @@ fn mixed_net() -> NetworkDef {
                 "pool2",
                 LayerConfig::AvgPool2d(pool_config([2, 2], [1, 1], [1, 1], false)),
             ),
-            layer("flatten", LayerConfig::Flatten),
+            layer("flatten", LayerConfig::FLATTEN),
             layer(
                 "fc1",
                 LayerConfig::Linear(LinearConfig {

@@ -132,7 +132,7 @@ fn separable() -> NetworkDef {
             layer("dw2", LayerConfig::Conv2d(conv(32, 64, 3, 1, 32))),
             layer("grouped", LayerConfig::Conv2d(conv(64, 16, 3, 2, 4))),
             layer("r2", LayerConfig::Relu),
-            layer("flat", LayerConfig::Flatten),
+            layer("flat", LayerConfig::FLATTEN),
             layer(
                 "fc",
                 LayerConfig::Linear(LinearConfig {

@@ -71,7 +71,7 @@ fn net_def() -> NetworkDef {
             layer("c2", conv(8, 16, 3, 1)),
             layer("r2", LayerConfig::Relu),
             layer("p2", max_pool(2)),
-            layer("flat", LayerConfig::Flatten),
+            layer("flat", LayerConfig::FLATTEN),
             layer("fc1", linear(256, 32)),
             layer("drop", LayerConfig::Dropout { p: 0.3 }),
             layer("fc2", linear(32, 10)),
@@ -150,7 +150,7 @@ fn resample_def() -> NetworkDef {
                     output_size: [1, 1],
                 },
             ),
-            layer("flat", LayerConfig::Flatten),
+            layer("flat", LayerConfig::FLATTEN),
             layer("fc", linear(8, 10)),
         ],
     }

@@ -52,7 +52,7 @@ pub fn custom_cnn() -> NetworkDef {
             layer("layer3.0", conv(32, 64)),
             layer("layer3.1", LayerConfig::Relu),
             layer("layer3.2", pool()),
-            layer("flatten", LayerConfig::Flatten),
+            layer("flatten", LayerConfig::FLATTEN),
             layer("fc1", linear(1024, 64)),
             layer("fc1_relu", LayerConfig::Relu),
             layer("fc2", linear(64, 10)),
