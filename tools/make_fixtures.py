@@ -189,19 +189,39 @@ def pool(name, kind, kernel_size, input_hw, stride=None, padding=0, ceil_mode=Fa
     layer_case(name, config, build, (2, 3, *input_hw))
 
 
-def batchnorm(name, training, eps=1e-5, momentum=0.1):
+def batchnorm(name, training, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
     config = {"kind": "BatchNorm2d", "num_features": 3, "eps": eps, "momentum": momentum, "training": training}
+    if not affine:
+        config["affine"] = False
+    if not track_running_stats:
+        config["track_running_stats"] = False
 
     def prepare(bn):
         # Non-default affine parameters and running statistics, so that none of them is a no-op.
-        bn.weight.copy_(torch.randn(3))
-        bn.bias.copy_(torch.randn(3))
-        bn.running_mean.copy_(torch.randn(3))
-        bn.running_var.copy_(torch.rand(3) + 0.5)
-        bn.num_batches_tracked.fill_(2)
+        if affine:
+            bn.weight.copy_(torch.randn(3))
+            bn.bias.copy_(torch.randn(3))
+        if track_running_stats:
+            bn.running_mean.copy_(torch.randn(3))
+            bn.running_var.copy_(torch.rand(3) + 0.5)
+            bn.num_batches_tracked.fill_(2)
 
-    build = lambda: nn.BatchNorm2d(3, eps=eps, momentum=momentum)  # noqa: E731
+    build = lambda: nn.BatchNorm2d(  # noqa: E731
+        3, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats
+    )
     layer_case(name, config, build, (4, 3, 5, 4), scale=2.0, train=training, prepare=prepare)
+
+
+def groupnorm(name, num_groups, num_channels, input_hw, eps=1e-5, affine=True, training=True):
+    config = {"kind": "GroupNorm", "num_groups": num_groups, "num_channels": num_channels, "eps": eps, "affine": affine}
+
+    def prepare(gn):
+        if affine:
+            gn.weight.copy_(torch.randn(num_channels))
+            gn.bias.copy_(torch.randn(num_channels))
+
+    build = lambda: nn.GroupNorm(num_groups, num_channels, eps=eps, affine=affine)  # noqa: E731
+    layer_case(name, config, build, (3, num_channels, *input_hw), scale=2.0, train=training, prepare=prepare)
 
 
 def cross_entropy():
@@ -258,6 +278,18 @@ def layers():
     batchnorm("batch_norm2d_train", True)
     batchnorm("batch_norm2d_train_momentum", True, eps=1e-3, momentum=0.3)
     batchnorm("batch_norm2d_eval", False)
+    # momentum=None: the cumulative average, factor 1 / num_batches_tracked (3 after this step).
+    batchnorm("batch_norm2d_cumulative", True, momentum=None)
+    batchnorm("batch_norm2d_no_affine", True, affine=False)
+    # Without running statistics, eval normalises by the batch's (and has no buffers).
+    batchnorm("batch_norm2d_untracked_eval", False, track_running_stats=False)
+    batchnorm("batch_norm2d_untracked_train", True, affine=False, track_running_stats=False)
+    groupnorm("group_norm_2_of_6", 2, 6, (4, 5))
+    groupnorm("group_norm_instance", 4, 4, (3, 3), eps=1e-3)
+    groupnorm("group_norm_layer", 1, 3, (5, 2), training=False)
+    groupnorm("group_norm_no_affine", 3, 6, (2, 3), affine=False)
+    # One dim flattened: nothing changes, as in PyTorch.
+    layer_case("flatten_dim2", {"kind": "Flatten", "start_dim": 2, "end_dim": 2}, lambda: nn.Flatten(2, 2), (2, 3, 4, 5))
     # Modern activations: scale 4 puts inputs on both sides of every kink (-3, 0, 3, 6).
     layer_case("relu6", {"kind": "ReLU6"}, nn.ReLU6, (2, 3, 4, 5), scale=4.0)
     layer_case("silu", {"kind": "SiLU"}, nn.SiLU, (2, 3, 4, 5), scale=4.0)

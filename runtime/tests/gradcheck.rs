@@ -4,13 +4,13 @@
 mod common;
 
 use cnnc_runtime::config::{
-    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate, LayerConfig, LayerDef,
-    LinearConfig, NetworkDef, Pool2dConfig,
+    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate, GroupNormConfig,
+    LayerConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig,
 };
 use cnnc_runtime::init::{dropout_rng, init_rng};
 use cnnc_runtime::layers::{
     AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout,
-    Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax,
+    Dropout2d, Elu, Flatten, Gelu, GroupNorm, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax,
     MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
 };
 use cnnc_runtime::{Entry, Layer, Mode, Network, Shape, Visit, softmax_cross_entropy};
@@ -265,7 +265,7 @@ proptest! {
     #[test]
     fn batch_norm2d(c in 1..4usize, h in 1..4usize, w in 1..4usize, batch in 1..4usize, train: bool, seed: u64) {
         prop_assume!(!train || batch * h * w > 1);
-        let config = BatchNorm2dConfig { num_features: c, eps: 1e-5, momentum: 0.1 };
+        let config = BatchNorm2dConfig::new(c);
         let mut layer = BatchNorm2d::new("bn", &config, image(c, h, w)).unwrap();
         let mut rng = Rand(seed);
         // Non-trivial affine parameters and running statistics.
@@ -280,6 +280,62 @@ proptest! {
         let mode = if train { Mode::Train } else { Mode::Eval };
         // Normalising by batch statistics amplifies rounding when a channel has few values.
         check_plain(&mut layer, &x, batch, &mut rng, 2e-2, mode);
+    }
+
+    #[test]
+    fn batch_norm2d_options(
+        c in 1..4usize, h in 1..4usize, w in 1..4usize, batch in 1..4usize, affine: bool,
+        track: bool, cumulative: bool, train: bool, seed: u64,
+    ) {
+        // Without running statistics, eval normalises by the batch's too.
+        let batch_stats = train || !track;
+        prop_assume!(!batch_stats || batch * h * w > 1);
+        let config = BatchNorm2dConfig {
+            affine,
+            track_running_stats: track,
+            momentum: if cumulative { None } else { Some(0.1) },
+            ..BatchNorm2dConfig::new(c)
+        };
+        let mut layer = BatchNorm2d::new("bn", &config, image(c, h, w)).unwrap();
+        let mut rng = Rand(seed);
+        if affine {
+            for (v, r) in layer.weight.value.iter_mut().zip(rng.vec(c)) { *v = 1.0 + r; }
+            for (v, r) in layer.bias.value.iter_mut().zip(rng.vec(c)) { *v = r; }
+        }
+        for (v, r) in layer.running_mean.iter_mut().zip(rng.vec(c)) { *v = r; }
+        for (v, r) in layer.running_var.iter_mut().zip(rng.vec(c)) { *v = 1.5 + r; }
+        let x = rng.spaced(c * h * w * batch, 0.4);
+        let mode = if train { Mode::Train } else { Mode::Eval };
+        check_plain(&mut layer, &x, batch, &mut rng, 2e-2, mode);
+    }
+
+    #[test]
+    fn group_norm(
+        groups in 1..4usize, per_group in 1..3usize, h in 1..4usize, w in 1..4usize,
+        batch in 1..3usize, affine: bool, train: bool, seed: u64,
+    ) {
+        prop_assume!(per_group * h * w > 1);
+        let c = groups * per_group;
+        let config = GroupNormConfig { num_groups: groups, num_channels: c, eps: 1e-5, affine };
+        let mut layer = GroupNorm::new("gn", &config, image(c, h, w)).unwrap();
+        let mut rng = Rand(seed);
+        for (v, r) in layer.weight.value.iter_mut().zip(rng.vec(c)) { *v = 1.0 + r; }
+        for (v, r) in layer.bias.value.iter_mut().zip(rng.vec(c)) { *v = r; }
+        // Distinct values, as for batch norm: a group of nearly equal values is too steep to
+        // measure by finite differences.
+        let x = rng.spaced(c * h * w * batch, 0.4);
+        let mode = if train { Mode::Train } else { Mode::Eval };
+        check_plain(&mut layer, &x, batch, &mut rng, 2e-2, mode);
+    }
+
+    #[test]
+    fn flatten_with_dims(c in 1..4usize, h in 1..4usize, w in 1..4usize, dim in 1i64..4, all: bool, seed: u64) {
+        // All of C, H, W (reordered into PyTorch's order), or one dim (a copy).
+        let (start, end) = if all { (1, -1) } else { (dim, dim) };
+        let mut layer = Flatten::with_dims("flat", image(c, h, w), start, end).unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(c * h * w * 2);
+        check_plain(&mut layer, &x, 2, &mut rng, TOL, Mode::Train);
     }
 
     #[test]
@@ -329,11 +385,7 @@ fn mixed_net() -> NetworkDef {
             ),
             layer(
                 "bn1",
-                LayerConfig::BatchNorm2d(BatchNorm2dConfig {
-                    num_features: 3,
-                    eps: 1e-5,
-                    momentum: 0.1,
-                }),
+                LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(3)),
             ),
             layer("act1", LayerConfig::Tanh),
             layer(

@@ -114,11 +114,7 @@ fn separable() -> NetworkDef {
         config,
     };
     let bn = |n| {
-        LayerConfig::BatchNorm2d(BatchNorm2dConfig {
-            num_features: n,
-            eps: 1e-5,
-            momentum: 0.1,
-        })
+        LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(n))
     };
     NetworkDef {
         input: [3, 12, 12],

@@ -60,11 +60,7 @@ fn net_def() -> NetworkDef {
             layer("c1", conv(3, 8, 5, 2)),
             layer(
                 "bn",
-                LayerConfig::BatchNorm2d(BatchNorm2dConfig {
-                    num_features: 8,
-                    eps: 1e-5,
-                    momentum: 0.1,
-                }),
+                LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(8)),
             ),
             layer("r1", LayerConfig::Relu),
             layer("p1", max_pool(2)),
@@ -420,11 +416,7 @@ fn restoring_dropout_streams_refuses_unknown_missing_and_repeated_names() {
 
 #[test]
 fn batchnorm_train_uses_batch_stats_and_updates_running_stats_eval_uses_them() {
-    let config = BatchNorm2dConfig {
-        num_features: 2,
-        eps: 1e-5,
-        momentum: 0.1,
-    };
+    let config = BatchNorm2dConfig::new(2);
     let dims = Shape::Chw([2, 1, 2]);
     let mut bn = BatchNorm2d::new("bn", &config, dims).unwrap();
     // Two samples, pixel-major: channel 0 sees 1, 2, 3, 6; channel 1 sees 0, 0, 4, 4.
