@@ -104,6 +104,8 @@ codes! {
     GroupsMismatch = "E0308",
     /// A convolution's padding beyond what its `padding_mode` allows for the input.
     ModePaddingTooLarge = "E0309",
+    /// A `flatten` of `start_dim..=end_dim` that gives neither `[C, H, W]` nor flat features.
+    FlattenDims = "E0310",
     /// Pooling or a strided convolution silently drops trailing rows or columns.
     DropsInput = "W0001",
     /// `flatten` of an input that is already flat.
