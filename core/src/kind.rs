@@ -423,7 +423,7 @@ pub const TABLE: [KindInfo; 27] = [
             ),
         ],
         init: Init::None,
-        computes: "[C, H, W] as [C*H*W] features",
+        computes: "[C, H, W] as [C*H*W] features (dims start_dim to end_dim of [N, ...] merged)",
     },
     KindInfo {
         kind: LayerKind::Linear,

@@ -228,7 +228,10 @@ impl CustomCNN {
         let layer_9 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Flatten::from_config(
                 "9",
-                &::cnnc::runtime::config::LayerConfig::Flatten { start_dim: 1, end_dim: -1 },
+                &::cnnc::runtime::config::LayerConfig::Flatten {
+                    start_dim: 1,
+                    end_dim: -1,
+                },
                 ::cnnc::runtime::Shape::Chw([64, 4, 4]),
                 9,
                 &mut init,
