@@ -1457,7 +1457,11 @@ mod tests {
         });
         assert_eq!(
             names(&plain),
-            ["bn.running_mean", "bn.running_var", "bn.num_batches_tracked"]
+            [
+                "bn.running_mean",
+                "bn.running_var",
+                "bn.num_batches_tracked"
+            ]
         );
         assert_eq!(plain.macs(Shape::Chw([4, 5, 5])), 0);
         let untracked = LayerConfig::BatchNorm2d(BatchNorm2dConfig {
@@ -1489,7 +1493,10 @@ mod tests {
                 groups: 4
             })
         );
-        let plain = LayerConfig::GroupNorm(GroupNormConfig { affine: false, ..gn });
+        let plain = LayerConfig::GroupNorm(GroupNormConfig {
+            affine: false,
+            ..gn
+        });
         assert!(names(&plain).is_empty());
     }
 

@@ -10,8 +10,8 @@ use cnnc_runtime::config::{
 use cnnc_runtime::init::{dropout_rng, init_rng};
 use cnnc_runtime::layers::{
     AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout,
-    Dropout2d, Elu, Flatten, Gelu, GroupNorm, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax,
-    MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
+    Dropout2d, Elu, Flatten, Gelu, GroupNorm, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear,
+    LogSoftmax, MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
 };
 use cnnc_runtime::{Entry, Layer, Mode, Network, Shape, Visit, softmax_cross_entropy};
 use common::{Rand, STEP, check_layer, check_plain};
@@ -383,10 +383,7 @@ fn mixed_net() -> NetworkDef {
                     padding_mode: Default::default(),
                 }),
             ),
-            layer(
-                "bn1",
-                LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(3)),
-            ),
+            layer("bn1", LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(3))),
             layer("act1", LayerConfig::Tanh),
             layer(
                 "pool1",

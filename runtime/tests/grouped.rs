@@ -113,9 +113,7 @@ fn separable() -> NetworkDef {
         name: name.to_owned(),
         config,
     };
-    let bn = |n| {
-        LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(n))
-    };
+    let bn = |n| LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(n));
     NetworkDef {
         input: [3, 12, 12],
         layers: vec![

@@ -12,8 +12,8 @@ use cnnc_runtime::config::{
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{
     AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Elu,
-    Flatten, Gelu, GroupNorm, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax, MaxPool2d,
-    Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
+    Flatten, Gelu, GroupNorm, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax,
+    MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
 };
 use cnnc_runtime::tensor::internal_to_nchw;
 use cnnc_runtime::{Layer, Mode, Param, Shape, softmax_cross_entropy};

@@ -8,8 +8,9 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{
     AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout,
-    Dropout2d, Elu, Flatten, Gelu, GroupNorm, Hardsigmoid, Hardswish, Identity, Layer, LeakyRelu, Linear,
-    LogSoftmax, MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample, image_input,
+    Dropout2d, Elu, Flatten, Gelu, GroupNorm, Hardsigmoid, Hardswish, Identity, Layer, LeakyRelu,
+    Linear, LogSoftmax, MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
+    image_input,
 };
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};

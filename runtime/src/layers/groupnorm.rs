@@ -86,7 +86,10 @@ impl GroupNorm {
     /// Channels per group and elements per group of one sample.
     fn group_sizes(&self) -> (usize, usize) {
         let per_group = self.config.num_channels / self.config.num_groups;
-        (per_group, per_group * (self.dims.numel() / self.config.num_channels))
+        (
+            per_group,
+            per_group * (self.dims.numel() / self.config.num_channels),
+        )
     }
 }
 
@@ -127,7 +130,10 @@ impl Layer for GroupNorm {
                     let channels = g * per_group..(g + 1) * per_group;
                     let mut sum = 0.0;
                     for px in x.chunks_exact(c) {
-                        sum += px[channels.clone()].iter().map(|&v| f64::from(v)).sum::<f64>();
+                        sum += px[channels.clone()]
+                            .iter()
+                            .map(|&v| f64::from(v))
+                            .sum::<f64>();
                     }
                     let mean = sum / count as f64;
                     let mut var = 0.0;
@@ -200,7 +206,9 @@ impl Layer for GroupNorm {
             for ch in 0..c {
                 let [db, dw] = self.partials[..batch * c]
                     .chunks_exact(c)
-                    .fold([0.0, 0.0], |[a, b], part| [a + part[ch][0], b + part[ch][1]]);
+                    .fold([0.0, 0.0], |[a, b], part| {
+                        [a + part[ch][0], b + part[ch][1]]
+                    });
                 self.bias.grad[ch] = db as f32;
                 self.weight.grad[ch] = dw as f32;
             }

@@ -186,9 +186,15 @@ impl Checker {
             ArgType::Optional(inner) => match (&value.kind, *inner) {
                 (ValueKind::Null, _) => Some(ArgValue::None),
                 (ValueKind::Int(_) | ValueKind::Float(_), ArgType::Float { .. })
-                | (ValueKind::Int(_), ArgType::Size { .. }) => {
-                    self.typed(&ArgInfo { ty: *inner, ..*spec }, value, kind, name)
-                }
+                | (ValueKind::Int(_), ArgType::Size { .. }) => self.typed(
+                    &ArgInfo {
+                        ty: *inner,
+                        ..*spec
+                    },
+                    value,
+                    kind,
+                    name,
+                ),
                 (_, ArgType::Float { .. }) => {
                     self.report(wrong_type("a number or null"));
                     None
@@ -197,7 +203,15 @@ impl Checker {
                     self.report(wrong_type("an integer or null"));
                     None
                 }
-                _ => self.typed(&ArgInfo { ty: *inner, ..*spec }, value, kind, name),
+                _ => self.typed(
+                    &ArgInfo {
+                        ty: *inner,
+                        ..*spec
+                    },
+                    value,
+                    kind,
+                    name,
+                ),
             },
             ArgType::Size { min } => match value.kind {
                 ValueKind::Int(v) => self

@@ -1310,28 +1310,52 @@ fn flatten_dims(at: Culprit, span: Span, [start, end]: [i64; 2], input: Shape) -
         .chain(input.dims().iter().map(|d| d.to_string()))
         .collect();
     let batched = format!("[{}]", dims.join(", "));
-    let resolved = |d: i64| if d < 0 { d.saturating_add(rank as i64) } else { d };
+    let resolved = |d: i64| {
+        if d < 0 {
+            d.saturating_add(rank as i64)
+        } else {
+            d
+        }
+    };
     let (s, e) = (resolved(start), resolved(end));
     let range = |d: i64| (0..rank as i64).contains(&d);
     let rule = "cnnc's layers take [C, H, W] images or flat [features] per sample, so a flatten \
                 must flatten all of dims 1 to the last (the default) or a single dim (which \
                 changes nothing)";
     let (message, label, note) = if !range(s) || !range(e) {
-        let (which, d) = if range(s) { ("end_dim", end) } else { ("start_dim", start) };
+        let (which, d) = if range(s) {
+            ("end_dim", end)
+        } else {
+            ("start_dim", start)
+        };
         (
-            format!("`{which}` of {} is {d}, but its input {batched} has dims 0 to {}", at.title, rank - 1),
+            format!(
+                "`{which}` of {} is {d}, but its input {batched} has dims 0 to {}",
+                at.title,
+                rank - 1
+            ),
             "out of range".to_owned(),
-            format!("dims count the batch and negative ones count from the end, as in PyTorch: -1 is dim {}", rank - 1),
+            format!(
+                "dims count the batch and negative ones count from the end, as in PyTorch: -1 is dim {}",
+                rank - 1
+            ),
         )
     } else if s == 0 {
         (
-            format!("{} would flatten the batch dimension of its input {batched}", at.title),
+            format!(
+                "{} would flatten the batch dimension of its input {batched}",
+                at.title
+            ),
             "flattens the batch".to_owned(),
-            "cnnc runs each sample through the layer on its own, so it cannot merge samples".to_owned(),
+            "cnnc runs each sample through the layer on its own, so it cannot merge samples"
+                .to_owned(),
         )
     } else if s > e {
         (
-            format!("{} has `start_dim` {start} after its `end_dim` {end}", at.title),
+            format!(
+                "{} has `start_dim` {start} after its `end_dim` {end}",
+                at.title
+            ),
             format!("dim {s} is after dim {e}"),
             "PyTorch refuses it too: start_dim cannot come after end_dim".to_owned(),
         )
@@ -1341,7 +1365,11 @@ fn flatten_dims(at: Culprit, span: Span, [start, end]: [i64; 2], input: Shape) -
         shape.push(merged);
         shape.extend(dims[e as usize + 1..].iter().cloned());
         (
-            format!("{} would reshape its input {batched} into [{}]", at.title, shape.join(", ")),
+            format!(
+                "{} would reshape its input {batched} into [{}]",
+                at.title,
+                shape.join(", ")
+            ),
             "a partial flatten".to_owned(),
             rule.to_owned(),
         )
