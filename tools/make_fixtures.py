@@ -173,7 +173,9 @@ def conv(
     layer_case(name, config, build, (2, in_channels, *input_hw))
 
 
-def pool(name, kind, kernel_size, input_hw, stride=None, padding=0, ceil_mode=False):
+def pool(name, kind, kernel_size, input_hw, stride=None, padding=0, ceil_mode=False, **options):
+    """A max or average pool; `options` are dilation (max) or count_include_pad and
+    divisor_override (avg)."""
     stride = kernel_size if stride is None else stride
     config = {
         "kind": kind,
@@ -184,8 +186,12 @@ def pool(name, kind, kernel_size, input_hw, stride=None, padding=0, ceil_mode=Fa
     }
     cls = nn.MaxPool2d if kind == "MaxPool2d" else nn.AvgPool2d
     if kind == "AvgPool2d":
-        config["count_include_pad"] = True
-    build = lambda: cls(kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode)  # noqa: E731
+        config["count_include_pad"] = options.get("count_include_pad", True)
+        if options.get("divisor_override") is not None:
+            config["divisor_override"] = options["divisor_override"]
+    elif "dilation" in options:
+        config["dilation"] = pair(options["dilation"])
+    build = lambda: cls(kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode, **options)  # noqa: E731
     layer_case(name, config, build, (2, 3, *input_hw))
 
 
@@ -265,6 +271,16 @@ def layers():
         # the right padding, so PyTorch drops it (3 rows, not 4); width 6 keeps all 4 columns.
         pool(f"{prefix}_ceil_drop", kind, 2, (5, 6), stride=2, padding=1, ceil_mode=True)
         pool(f"{prefix}_stride1_rect", kind, (2, 3), (5, 6), stride=1, padding=(1, 1))
+    # Dilated max pools: overlapping, with padding and ceil_mode, and disjoint with gaps.
+    pool("max_pool2d_dilation2", "MaxPool2d", 3, (9, 8), stride=1, padding=1, dilation=2)
+    pool("max_pool2d_dilation_mixed_ceil", "MaxPool2d", (2, 3), (8, 9), stride=(2, 1), padding=1, dilation=(3, 2),
+         ceil_mode=True)
+    pool("max_pool2d_dilation_disjoint", "MaxPool2d", 2, (8, 8), stride=4, dilation=2)
+    # Average pools dividing by the input pixels only, and by a fixed divisor.
+    pool("avg_pool2d_exclude_pad", "AvgPool2d", 3, (6, 5), stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+    pool("avg_pool2d_divisor", "AvgPool2d", (2, 3), (5, 6), stride=1, padding=1, divisor_override=5)
+    pool("avg_pool2d_divisor_exclude_pad", "AvgPool2d", 2, (5, 5), stride=2, padding=1, count_include_pad=False,
+         divisor_override=3)
     layer_case("relu", {"kind": "ReLU"}, nn.ReLU, (2, 3, 4, 5))
     layer_case(
         "leaky_relu", {"kind": "LeakyReLU", "negative_slope": 0.2}, lambda: nn.LeakyReLU(0.2), (2, 3, 4, 5)

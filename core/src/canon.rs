@@ -96,6 +96,9 @@ mod tests {
             stride: [2, 2],
             padding: [0, 0],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         });
         let layers = [("conv1", conv), ("1", LayerConfig::Relu), ("pool", pool)];
         let layers = layers

@@ -5,13 +5,16 @@
 use std::fmt;
 
 use crate::MAX_POOL_WINDOW;
-use crate::geometry::{conv_output, pool_output};
+use crate::geometry::{conv_output, pool_output, pool_tiles};
 use crate::kind::{ArgDefault, ArgType, ArgValue, LayerKind};
 use crate::model::{TensorInfo, TensorRole};
 use crate::shape::Shape;
 
 /// A 2-D size or offset, `[height, width]`.
 pub type Pair = [usize; 2];
+
+/// `Option` as generated code names it, by its absolute path.
+const OPTION: &str = "::core::option::Option";
 
 /// One layer, fully resolved (every default applied, every inferred size filled in).
 #[derive(Clone, Debug, PartialEq)]
@@ -20,7 +23,7 @@ pub enum LayerConfig {
     Conv2d(Conv2dConfig),
     /// `torch.nn.MaxPool2d`.
     MaxPool2d(Pool2dConfig),
-    /// `torch.nn.AvgPool2d` (count_include_pad=True).
+    /// `torch.nn.AvgPool2d`.
     AvgPool2d(Pool2dConfig),
     /// `torch.nn.ReLU`.
     Relu,
@@ -328,6 +331,55 @@ pub struct Pool2dConfig {
     pub padding: Pair,
     /// Round the output size up instead of down.
     pub ceil_mode: bool,
+    /// Spacing `[dh, dw]` between window elements (max pooling's; `[1, 1]` for average).
+    pub dilation: Pair,
+    /// Average pooling divides by the window's size including its padding (else by the input
+    /// pixels it covers); `true` for max pooling, where it means nothing.
+    pub count_include_pad: bool,
+    /// Average pooling divides every window's sum by this instead; `None` for max pooling.
+    pub divisor_override: Option<usize>,
+}
+
+impl Pool2dConfig {
+    /// A window of `kernel_size` moving by `stride` over an input padded by `padding`, with
+    /// PyTorch's other defaults (no dilation, floor, padding counted, no divisor override).
+    pub fn new(kernel_size: Pair, stride: Pair, padding: Pair) -> Self {
+        Pool2dConfig {
+            kernel_size,
+            stride,
+            padding,
+            ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
+        }
+    }
+
+    /// This config as a Rust expression, naming the type through `path` (see
+    /// [`LayerConfig::rust_expr`]).
+    pub fn rust_expr(&self, path: &str) -> String {
+        let pair = |[a, b]: Pair| format!("[{a}, {b}]");
+        format!(
+            "{path}::Pool2dConfig {{ kernel_size: {}, stride: {}, padding: {}, ceil_mode: {}, \
+             dilation: {}, count_include_pad: {}, divisor_override: {} }}",
+            pair(self.kernel_size),
+            pair(self.stride),
+            pair(self.padding),
+            self.ceil_mode,
+            pair(self.dilation),
+            self.count_include_pad,
+            match self.divisor_override {
+                Some(d) => format!("{OPTION}::Some({d})"),
+                None => format!("{OPTION}::None"),
+            }
+        )
+    }
+
+    /// Whether the windows tile an `[h, w]` input exactly and can be fused into the
+    /// convolution before ([`pool_tiles`], and no dilation).
+    pub fn tiles(&self, input: Pair) -> bool {
+        self.dilation == [1, 1] && pool_tiles(input, self.kernel_size, self.stride, self.padding)
+    }
 }
 
 /// Arguments of `torch.nn.Linear`.
@@ -672,13 +724,19 @@ impl LayerConfig {
                 "padding_mode" => ArgValue::Word(c.padding_mode.word()),
                 _ => return None,
             },
-            (LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c), _) => match name {
-                "kernel_size" => Pair(c.kernel_size),
-                "stride" => Pair(c.stride),
-                "padding" => Pair(c.padding),
-                "ceil_mode" => Bool(c.ceil_mode),
-                _ => return None,
-            },
+            (LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c), _) => {
+                let avg = matches!(self, LayerConfig::AvgPool2d(_));
+                match name {
+                    "kernel_size" => Pair(c.kernel_size),
+                    "stride" => Pair(c.stride),
+                    "padding" => Pair(c.padding),
+                    "ceil_mode" => Bool(c.ceil_mode),
+                    "dilation" if !avg => Pair(c.dilation),
+                    "count_include_pad" if avg => Bool(c.count_include_pad),
+                    "divisor_override" if avg => c.divisor_override.map_or(ArgValue::None, Int),
+                    _ => return None,
+                }
+            }
             (LayerConfig::LeakyRelu { negative_slope }, "negative_slope") => {
                 Float(f64::from(*negative_slope))
             }
@@ -788,12 +846,25 @@ impl LayerConfig {
             ArgValue::Dim(v) => Some(v),
             _ => None,
         };
-        let pool = || {
+        // A max pool has no count_include_pad or divisor_override, an average pool no
+        // dilation: those take the values that mean nothing.
+        let pool = |avg: bool| {
             Some(Pool2dConfig {
                 kernel_size: pair("kernel_size")?,
                 stride: pair("stride")?,
                 padding: pair("padding")?,
                 ceil_mode: bool("ceil_mode")?,
+                dilation: if avg { [1, 1] } else { pair("dilation")? },
+                count_include_pad: !avg || bool("count_include_pad")?,
+                divisor_override: if avg {
+                    match value("divisor_override")? {
+                        ArgValue::Int(v) => Some(v),
+                        ArgValue::None => None,
+                        _ => return None,
+                    }
+                } else {
+                    None
+                },
             })
         };
         Some(match kind {
@@ -811,8 +882,8 @@ impl LayerConfig {
                     _ => return None,
                 },
             }),
-            LayerKind::MaxPool2d => LayerConfig::MaxPool2d(pool()?),
-            LayerKind::AvgPool2d => LayerConfig::AvgPool2d(pool()?),
+            LayerKind::MaxPool2d => LayerConfig::MaxPool2d(pool(false)?),
+            LayerKind::AvgPool2d => LayerConfig::AvgPool2d(pool(true)?),
             LayerKind::Relu => LayerConfig::Relu,
             LayerKind::LeakyRelu => LayerConfig::LeakyRelu {
                 negative_slope: float("negative_slope")?,
@@ -894,6 +965,10 @@ impl LayerConfig {
         // Debug is the shortest text that reads back as the same f32, with a `.` or exponent.
         let float = |v: f32| format!("{v:?}");
         let variant = format!("{path}::LayerConfig::{:?}", self.kind());
+        let option = |v: Option<String>| match v {
+            Some(v) => format!("{OPTION}::Some({v})"),
+            None => format!("{OPTION}::None"),
+        };
         match self {
             LayerConfig::Conv2d(c) => format!(
                 "{variant}({path}::Conv2dConfig {{ in_channels: {}, out_channels: {}, \
@@ -909,14 +984,9 @@ impl LayerConfig {
                 c.bias,
                 c.padding_mode
             ),
-            LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c) => format!(
-                "{variant}({path}::Pool2dConfig {{ kernel_size: {}, stride: {}, padding: {}, \
-                 ceil_mode: {} }})",
-                pair(c.kernel_size),
-                pair(c.stride),
-                pair(c.padding),
-                c.ceil_mode
-            ),
+            LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c) => {
+                format!("{variant}({})", c.rust_expr(path))
+            }
             LayerConfig::LeakyRelu { negative_slope } => {
                 format!("{variant} {{ negative_slope: {} }}", float(*negative_slope))
             }
@@ -930,8 +1000,7 @@ impl LayerConfig {
                  affine: {}, track_running_stats: {} }})",
                 c.num_features,
                 float(c.eps),
-                c.momentum
-                    .map_or_else(|| "None".to_owned(), |m| format!("Some({})", float(m))),
+                option(c.momentum.map(float)),
                 c.affine,
                 c.track_running_stats
             ),
@@ -1026,6 +1095,15 @@ impl LayerConfig {
                 if (0..2).any(|i| c.padding[i] > c.kernel_size[i] / 2) {
                     return Err(ShapeError::PoolPadding);
                 }
+                let avg = matches!(self, LayerConfig::AvgPool2d(_));
+                if avg && c.dilation != [1, 1] {
+                    return Err(ShapeError::BadArgument { arg: "dilation" });
+                }
+                if !avg && (!c.count_include_pad || c.divisor_override.is_some()) {
+                    return Err(ShapeError::BadArgument {
+                        arg: "count_include_pad",
+                    });
+                }
                 let [kh, kw] = c.kernel_size;
                 if matches!(self, LayerConfig::MaxPool2d(_))
                     && kh.saturating_mul(kw) > MAX_POOL_WINDOW
@@ -1038,6 +1116,7 @@ impl LayerConfig {
                         c.kernel_size[axis],
                         c.stride[axis],
                         c.padding[axis],
+                        c.dilation[axis],
                         c.ceil_mode,
                     )
                     .ok_or(ShapeError::DoesNotFit { axis })
@@ -1324,6 +1403,16 @@ mod tests {
                 eps: 1e-3,
                 affine: false,
             }),
+            LayerConfig::AvgPool2d(Pool2dConfig {
+                count_include_pad: false,
+                divisor_override: Some(3),
+                ..Pool2dConfig::new([3, 3], [2, 2], [1, 1])
+            }),
+            LayerConfig::MaxPool2d(Pool2dConfig {
+                dilation: [2, 1],
+                ceil_mode: true,
+                ..Pool2dConfig::new([3, 3], [1, 1], [0, 0])
+            }),
             LayerConfig::FLATTEN,
             LayerConfig::Flatten {
                 start_dim: 2,
@@ -1343,6 +1432,9 @@ mod tests {
             let expected = format!("{config:?}")
                 .replace("BatchNorm2dConfig", "c::BatchNorm2dConfig")
                 .replace("GroupNormConfig", "c::GroupNormConfig")
+                .replace("Pool2dConfig", "c::Pool2dConfig")
+                .replace("Some(", "::core::option::Option::Some(")
+                .replace(": None", ": ::core::option::Option::None")
                 .replace("approximate: ", "approximate: c::GeluApproximate::");
             assert_eq!(expr, format!("c::LayerConfig::{expected}"));
         }

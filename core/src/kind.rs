@@ -12,7 +12,7 @@ pub enum LayerKind {
     Conv2d,
     /// `torch.nn.MaxPool2d`.
     MaxPool2d,
-    /// `torch.nn.AvgPool2d` (count_include_pad=True).
+    /// `torch.nn.AvgPool2d`.
     AvgPool2d,
     /// `torch.nn.ReLU`.
     Relu,
@@ -231,30 +231,63 @@ const PROBABILITY: ArgType = ArgType::Float {
     min_exclusive: false,
 };
 
-const POOL2D: &[ArgInfo] = &[
+const KERNEL_SIZE: ArgInfo = arg(
+    "kernel_size",
+    PAIR,
+    ArgDefault::Required,
+    "window size, an integer or [h, w]",
+);
+const POOL_STRIDE: ArgInfo = arg(
+    "stride",
+    PAIR,
+    ArgDefault::SameAs("kernel_size"),
+    "step between windows (default: kernel_size)",
+);
+const POOL_PADDING: ArgInfo = arg(
+    "padding",
+    PADDING,
+    ArgDefault::Int(0),
+    "implicit padding on each side (at most half the kernel_size)",
+);
+const CEIL_MODE: ArgInfo = arg(
+    "ceil_mode",
+    ArgType::Bool,
+    ArgDefault::Bool(false),
+    "round the output size up instead of down",
+);
+
+/// `MaxPool2d`'s arguments, in its order (`return_indices` is not one: cnnc keeps the
+/// positions itself).
+const MAXPOOL2D: &[ArgInfo] = &[
+    KERNEL_SIZE,
+    POOL_STRIDE,
+    POOL_PADDING,
     arg(
-        "kernel_size",
+        "dilation",
         PAIR,
-        ArgDefault::Required,
-        "window size, an integer or [h, w]",
+        ArgDefault::Int(1),
+        "spacing between window elements",
     ),
+    CEIL_MODE,
+];
+
+/// `AvgPool2d`'s arguments, in its order.
+const AVGPOOL2D: &[ArgInfo] = &[
+    KERNEL_SIZE,
+    POOL_STRIDE,
+    POOL_PADDING,
+    CEIL_MODE,
     arg(
-        "stride",
-        PAIR,
-        ArgDefault::SameAs("kernel_size"),
-        "step between windows (default: kernel_size)",
-    ),
-    arg(
-        "padding",
-        PADDING,
-        ArgDefault::Int(0),
-        "implicit padding on each side",
-    ),
-    arg(
-        "ceil_mode",
+        "count_include_pad",
         ArgType::Bool,
-        ArgDefault::Bool(false),
-        "round the output size up instead of down",
+        ArgDefault::Bool(true),
+        "divide by the window's size including its padding (false: only the input pixels it covers)",
+    ),
+    arg(
+        "divisor_override",
+        ArgType::Optional(&SIZE),
+        ArgDefault::None,
+        "divide every window's sum by this instead (null: by the window's size)",
     ),
 ];
 
@@ -339,7 +372,7 @@ pub const TABLE: [KindInfo; 27] = [
         torch_name: "MaxPool2d",
         layer_type: "MaxPool2d",
         input: Input::Image,
-        args: POOL2D,
+        args: MAXPOOL2D,
         init: Init::None,
         computes: "the maximum of each window",
     },
@@ -349,7 +382,7 @@ pub const TABLE: [KindInfo; 27] = [
         torch_name: "AvgPool2d",
         layer_type: "AvgPool2d",
         input: Input::Image,
-        args: POOL2D,
+        args: AVGPOOL2D,
         init: Init::None,
         computes: "the mean of each window",
     },

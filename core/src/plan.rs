@@ -5,15 +5,15 @@
 //!
 //! Fusion is decided by data flow: a producer whose output has exactly one consumer may apply
 //! that consumer itself. A convolution applies the ReLU it feeds, and then the max pool that ReLU
-//! feeds when the pool's windows tile the convolution's output ([`pool_tiles`]); a max pool fed
-//! by a fused ReLU masks the gradient for it instead.
+//! feeds when the pool's windows tile the convolution's output
+//! ([`crate::config::Pool2dConfig::tiles`]); a max pool fed by a fused ReLU masks the gradient
+//! for it instead.
 //!
 //! Buffers follow liveness. Backward reads every step's input and output again, so in training
 //! each step's output keeps a buffer of its own until then; a gradient buffer is free again as
 //! soon as the step that reads it is done, which for a chain of steps leaves two, used in turn.
 
 use crate::config::LayerConfig;
-use crate::geometry::pool_tiles;
 use crate::model::Model;
 use crate::shape::Shape;
 
@@ -112,9 +112,7 @@ impl Plan {
                     && let LayerConfig::MaxPool2d(p) = layers[pool].config()
                 {
                     let tiles = match layers[i].output_shape() {
-                        Shape::Chw([_, h, w]) => {
-                            pool_tiles([h, w], p.kernel_size, p.stride, p.padding)
-                        }
+                        Shape::Chw([_, h, w]) => p.tiles([h, w]),
                         Shape::Flat(_) => false,
                     };
                     if tiles {
@@ -236,6 +234,9 @@ mod tests {
             stride: [s, s],
             padding: [0, 0],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         })
     }
 

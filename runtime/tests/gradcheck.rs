@@ -27,10 +27,8 @@ fn image(channels: usize, height: usize, width: usize) -> Shape {
 
 fn pool_config(k: [usize; 2], s: [usize; 2], p: [usize; 2], ceil_mode: bool) -> Pool2dConfig {
     Pool2dConfig {
-        kernel_size: k,
-        stride: s,
-        padding: [p[0].min(k[0] / 2), p[1].min(k[1] / 2)],
         ceil_mode,
+        ..Pool2dConfig::new(k, s, [p[0].min(k[0] / 2), p[1].min(k[1] / 2)])
     }
 }
 
@@ -113,12 +111,40 @@ proptest! {
     }
 
     #[test]
+    fn dilated_max_pool2d(
+        c in 1..3usize, kh in 1..4usize, kw in 1..4usize, sh in 1..4usize, sw in 1..4usize,
+        ph in 0..2usize, pw in 0..2usize, dh in 1..4usize, dw in 1..4usize, h in 1..9usize,
+        w in 1..9usize, ceil_mode: bool, batch in 1..3usize, seed: u64,
+    ) {
+        let config = Pool2dConfig {
+            dilation: [dh, dw],
+            ..pool_config([kh, kw], [sh, sw], [ph, pw], ceil_mode)
+        };
+        let built = MaxPool2d::new("pool", &config, image(c, h, w));
+        prop_assume!(built.is_ok());
+        let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.spaced(layer.input_shape().numel() * batch, 0.05);
+        // A window whose every position falls in the padding gives -inf, as in PyTorch (its
+        // gradient goes nowhere): no finite difference measures it.
+        let mut y = vec![0.0; layer.output_shape().numel() * batch];
+        layer.forward(&x, &mut y, batch, Mode::Train).unwrap();
+        prop_assume!(y.iter().all(|v| v.is_finite()));
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
     fn avg_pool2d(
         c in 1..3usize, kh in 1..4usize, kw in 1..4usize, sh in 1..3usize, sw in 1..3usize,
         ph in 0..2usize, pw in 0..2usize, h in 1..7usize, w in 1..7usize,
-        ceil_mode: bool, batch in 1..3usize, seed: u64,
+        ceil_mode: bool, count_include_pad: bool, divisor in 0..4usize, batch in 1..3usize,
+        seed: u64,
     ) {
-        let config = pool_config([kh, kw], [sh, sw], [ph, pw], ceil_mode);
+        let config = Pool2dConfig {
+            count_include_pad,
+            divisor_override: (divisor > 0).then_some(divisor),
+            ..pool_config([kh, kw], [sh, sw], [ph, pw], ceil_mode)
+        };
         let built = AvgPool2d::new("pool", &config, image(c, h, w));
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();

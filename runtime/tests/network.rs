@@ -41,6 +41,9 @@ fn max_pool(k: usize) -> LayerConfig {
         stride: [k, k],
         padding: [0, 0],
         ceil_mode: false,
+        dilation: [1, 1],
+        count_include_pad: true,
+        divisor_override: None,
     })
 }
 
@@ -608,6 +611,9 @@ fn bad_definitions_and_inputs_are_errors_not_panics() {
             stride: [0, 2],
             padding: [0, 0],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         }),
     );
     assert!(Network::new(&bad, 0).is_err(), "zero stride");
@@ -618,6 +624,9 @@ fn bad_definitions_and_inputs_are_errors_not_panics() {
             stride: [2, 2],
             padding: [2, 2],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         }),
     );
     assert!(

@@ -31,6 +31,9 @@ pub fn custom_cnn() -> NetworkDef {
             stride: [2, 2],
             padding: [0, 0],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         })
     };
     let linear = |i, o| {

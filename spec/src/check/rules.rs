@@ -97,7 +97,7 @@ impl Checker {
                     kernel: pool.kernel_size[i],
                     stride: pool.stride[i],
                     padding: pool.padding[i],
-                    dilation: 1,
+                    dilation: pool.dilation[i],
                     ceil_mode: pool.ceil_mode,
                 });
                 let [oh, ow] = self.slide(cx, &windows, [h, w], "kernel_size")?;
