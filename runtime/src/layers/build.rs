@@ -189,6 +189,15 @@ pub fn build(
         LayerConfig::LogSoftmax { .. } => boxed::<LogSoftmax>,
         LayerConfig::Prelu { .. } => boxed::<Prelu>,
         LayerConfig::GroupNorm(_) => boxed::<GroupNorm>,
+        LayerConfig::Add | LayerConfig::Concat(_) | LayerConfig::Mul => {
+            return Err(Error::config(
+                name,
+                format!(
+                    "{} reads several inputs; build it with `build_merge`",
+                    config.kind().keyword()
+                ),
+            ));
+        }
     };
     build(name, config, input, index, init)
 }
