@@ -224,16 +224,17 @@ impl Gen<'_> {
         }
     }
 
-    fn dims(&self, shape: Shape) -> TokenStream {
-        let dims = self.rt(quote!(Dims));
+    /// The runtime's `Shape` value for `shape`, as generated code spells it.
+    fn shape_value(&self, shape: Shape) -> TokenStream {
+        let ty = self.rt(quote!(Shape));
         match shape {
             Shape::Chw(d) => {
                 let [c, h, w] = d.map(lit);
-                quote!(#dims::Image { channels: #c, height: #h, width: #w })
+                quote!(#ty::Chw([#c, #h, #w]))
             }
             Shape::Flat(n) => {
                 let n = lit(n);
-                quote!(#dims::Flat { features: #n })
+                quote!(#ty::Flat(#n))
             }
         }
     }
@@ -363,13 +364,25 @@ impl Gen<'_> {
         let config = self.rt(quote!(config));
         let built = self.private(quote!(expect_built));
         let pool_config = |a: &cnnc_core::Pool2dConfig| {
-            let (k, s, p, ceil) = (
+            let (k, s, p, ceil, d, count) = (
                 pair(a.kernel_size),
                 pair(a.stride),
                 pair(a.padding),
                 a.ceil_mode,
+                pair(a.dilation),
+                a.count_include_pad,
             );
-            quote!(&#config::Pool2dConfig { kernel_size: #k, stride: #s, padding: #p, ceil_mode: #ceil })
+            let divisor = match a.divisor_override {
+                Some(v) => {
+                    let v = lit(v);
+                    quote!(::core::option::Option::Some(#v))
+                }
+                None => quote!(::core::option::Option::None),
+            };
+            quote!(&#config::Pool2dConfig {
+                kernel_size: #k, stride: #s, padding: #p, ceil_mode: #ceil, dilation: #d,
+                count_include_pad: #count, divisor_override: #divisor
+            })
         };
         let config_path = config.to_string();
         let mut lets = Vec::new();
@@ -377,12 +390,12 @@ impl Gen<'_> {
             let l = plan.layer;
             let field = &plan.field;
             let name = l.name();
-            let dims = self.dims(l.input_shape());
+            let input = self.shape_value(l.input_shape());
             let ty = format_ident!("{}", l.kind().layer_type());
             let config: syn::Expr = syn::parse_str(&l.config().rust_expr(&config_path))
                 .map_err(|e| Error::Unparsable(format!("the config of `{name}`: {e}")))?;
             let index = lit(plan.index);
-            let expr = quote!(#built(#layers::#ty::from_config(#name, &#config, #dims, #index, &mut init)));
+            let expr = quote!(#built(#layers::#ty::from_config(#name, &#config, #input, #index, &mut init)));
             // What the plan has this layer apply or mask, as the executor does.
             let step = self.exec.step_of(plan.index);
             let mut calls = Vec::new();
@@ -618,7 +631,7 @@ impl Gen<'_> {
                 #use_views
                 on_pool(|| {
                     let [#(#acts),*] = &mut self.workspace.acts;
-                    let x = <#first>::from_slice(#a0, batch)?;
+                    let x = <#first>::view_nhwc(#a0, batch)?;
                     #(#steps)*
                     Ok(())
                 })
@@ -652,6 +665,8 @@ impl Gen<'_> {
                     let g = &grads[b];
                     quote!(#g)
                 }
+                // Only graph models, refused above, have outputs nothing reads.
+                Grad::Unused => continue,
             };
             let dx = match step.dx {
                 None => quote!(None),

@@ -83,11 +83,7 @@ impl CustomCNN {
                     bias: true,
                     padding_mode: ::cnnc::runtime::config::PaddingMode::Zeros,
                 }),
-                ::cnnc::runtime::Dims::Image {
-                    channels: 3,
-                    height: 32,
-                    width: 32,
-                },
+                ::cnnc::runtime::Shape::Chw([3, 32, 32]),
                 0,
                 &mut init,
             ),
@@ -100,17 +96,16 @@ impl CustomCNN {
                     stride: [2, 2],
                     padding: [0, 0],
                     ceil_mode: false,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: ::core::option::Option::None,
                 },
             );
         let layer1_1 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Relu::from_config(
                 "layer1.1",
                 &::cnnc::runtime::config::LayerConfig::Relu,
-                ::cnnc::runtime::Dims::Image {
-                    channels: 32,
-                    height: 32,
-                    width: 32,
-                },
+                ::cnnc::runtime::Shape::Chw([32, 32, 32]),
                 1,
                 &mut init,
             ),
@@ -123,12 +118,11 @@ impl CustomCNN {
                     stride: [2, 2],
                     padding: [0, 0],
                     ceil_mode: false,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: ::core::option::Option::None,
                 }),
-                ::cnnc::runtime::Dims::Image {
-                    channels: 32,
-                    height: 32,
-                    width: 32,
-                },
+                ::cnnc::runtime::Shape::Chw([32, 32, 32]),
                 2,
                 &mut init,
             ),
@@ -147,11 +141,7 @@ impl CustomCNN {
                     bias: true,
                     padding_mode: ::cnnc::runtime::config::PaddingMode::Zeros,
                 }),
-                ::cnnc::runtime::Dims::Image {
-                    channels: 32,
-                    height: 16,
-                    width: 16,
-                },
+                ::cnnc::runtime::Shape::Chw([32, 16, 16]),
                 3,
                 &mut init,
             ),
@@ -164,17 +154,16 @@ impl CustomCNN {
                     stride: [2, 2],
                     padding: [0, 0],
                     ceil_mode: false,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: ::core::option::Option::None,
                 },
             );
         let layer2_1 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Relu::from_config(
                 "layer2.1",
                 &::cnnc::runtime::config::LayerConfig::Relu,
-                ::cnnc::runtime::Dims::Image {
-                    channels: 32,
-                    height: 16,
-                    width: 16,
-                },
+                ::cnnc::runtime::Shape::Chw([32, 16, 16]),
                 4,
                 &mut init,
             ),
@@ -187,12 +176,11 @@ impl CustomCNN {
                     stride: [2, 2],
                     padding: [0, 0],
                     ceil_mode: false,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: ::core::option::Option::None,
                 }),
-                ::cnnc::runtime::Dims::Image {
-                    channels: 32,
-                    height: 16,
-                    width: 16,
-                },
+                ::cnnc::runtime::Shape::Chw([32, 16, 16]),
                 5,
                 &mut init,
             ),
@@ -211,11 +199,7 @@ impl CustomCNN {
                     bias: true,
                     padding_mode: ::cnnc::runtime::config::PaddingMode::Zeros,
                 }),
-                ::cnnc::runtime::Dims::Image {
-                    channels: 32,
-                    height: 8,
-                    width: 8,
-                },
+                ::cnnc::runtime::Shape::Chw([32, 8, 8]),
                 6,
                 &mut init,
             ),
@@ -228,17 +212,16 @@ impl CustomCNN {
                     stride: [2, 2],
                     padding: [0, 0],
                     ceil_mode: false,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: ::core::option::Option::None,
                 },
             );
         let layer3_1 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Relu::from_config(
                 "layer3.1",
                 &::cnnc::runtime::config::LayerConfig::Relu,
-                ::cnnc::runtime::Dims::Image {
-                    channels: 64,
-                    height: 8,
-                    width: 8,
-                },
+                ::cnnc::runtime::Shape::Chw([64, 8, 8]),
                 7,
                 &mut init,
             ),
@@ -251,12 +234,11 @@ impl CustomCNN {
                     stride: [2, 2],
                     padding: [0, 0],
                     ceil_mode: false,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: ::core::option::Option::None,
                 }),
-                ::cnnc::runtime::Dims::Image {
-                    channels: 64,
-                    height: 8,
-                    width: 8,
-                },
+                ::cnnc::runtime::Shape::Chw([64, 8, 8]),
                 8,
                 &mut init,
             ),
@@ -264,12 +246,11 @@ impl CustomCNN {
         let layer_9 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Flatten::from_config(
                 "9",
-                &::cnnc::runtime::config::LayerConfig::Flatten,
-                ::cnnc::runtime::Dims::Image {
-                    channels: 64,
-                    height: 4,
-                    width: 4,
+                &::cnnc::runtime::config::LayerConfig::Flatten {
+                    start_dim: 1,
+                    end_dim: -1,
                 },
+                ::cnnc::runtime::Shape::Chw([64, 4, 4]),
                 9,
                 &mut init,
             ),
@@ -282,9 +263,7 @@ impl CustomCNN {
                     out_features: 64,
                     bias: true,
                 }),
-                ::cnnc::runtime::Dims::Flat {
-                    features: 1024,
-                },
+                ::cnnc::runtime::Shape::Flat(1024),
                 10,
                 &mut init,
             ),
@@ -293,9 +272,7 @@ impl CustomCNN {
             ::cnnc::runtime::layers::Relu::from_config(
                 "11",
                 &::cnnc::runtime::config::LayerConfig::Relu,
-                ::cnnc::runtime::Dims::Flat {
-                    features: 64,
-                },
+                ::cnnc::runtime::Shape::Flat(64),
                 11,
                 &mut init,
             ),
@@ -308,9 +285,7 @@ impl CustomCNN {
                     out_features: 10,
                     bias: true,
                 }),
-                ::cnnc::runtime::Dims::Flat {
-                    features: 64,
-                },
+                ::cnnc::runtime::Shape::Flat(64),
                 12,
                 &mut init,
             ),
@@ -481,7 +456,7 @@ impl CustomCNN {
         use ::cnnc::runtime::typed::{Features, Images};
         on_pool(|| {
             let [a0, a1, a2, a3, a4, a5, a6, a7] = &mut self.workspace.acts;
-            let x = <Images<3, 32, 32, &[f32]>>::from_slice(a0, batch)?;
+            let x = <Images<3, 32, 32, &[f32]>>::view_nhwc(a0, batch)?;
             // layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]
             let x: Images<32, 16, 16, &[f32]> = forward(
                 &mut self.layer1_0,
