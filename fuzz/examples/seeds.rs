@@ -338,7 +338,7 @@ fn onnx(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 LayerConfig::Mul,
                 vec![Source::Layer(2), Source::Layer(2)],
             ),
-            layer("e", LayerConfig::Flatten, vec![]),
+            layer("e", LayerConfig::FLATTEN, vec![]),
         ],
     };
     let model = cnnc_spec::core::Model::new(Some("Graph".into()), graph)?;

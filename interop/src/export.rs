@@ -409,19 +409,35 @@ impl Builder {
                     )));
                 }
             }
-            LayerConfig::BatchNorm2d(c) => self.node(
-                "BatchNormalization",
-                name,
-                &[
-                    x.to_owned(),
-                    format!("{name}.weight"),
-                    format!("{name}.bias"),
-                    format!("{name}.running_mean"),
-                    format!("{name}.running_var"),
-                ],
-                &[output],
-                vec![float("epsilon", c.eps), float("momentum", 1.0 - c.momentum)],
-            ),
+            LayerConfig::BatchNorm2d(c) => {
+                if !c.track_running_stats {
+                    return Err(unsupported(
+                        "without running statistics it normalises by the batch's in eval too, \
+                         while ONNX's BatchNormalization uses stored ones; use \
+                         track_running_stats: true"
+                            .to_owned(),
+                    ));
+                }
+                let [scale, bias] = self.affine(name, c.affine, c.num_features);
+                let mut attrs = vec![float("epsilon", c.eps)];
+                if let Some(m) = c.momentum {
+                    attrs.push(float("momentum", 1.0 - m));
+                }
+                self.node(
+                    "BatchNormalization",
+                    name,
+                    &[
+                        x.to_owned(),
+                        scale,
+                        bias,
+                        format!("{name}.running_mean"),
+                        format!("{name}.running_var"),
+                    ],
+                    &[output],
+                    attrs,
+                );
+            }
+            LayerConfig::GroupNorm(c) => self.group_norm(name, x, output, c, input_shape),
             LayerConfig::Linear(c) => {
                 let mut node_inputs = vec![x.to_owned(), format!("{name}.weight")];
                 if c.bias {
@@ -435,12 +451,27 @@ impl Builder {
                     vec![int("transB", 1)],
                 );
             }
-            LayerConfig::Flatten => match input_shape {
-                Shape::Chw(_) => {
+            LayerConfig::Flatten { .. } => {
+                let dims = layer.output_shape().dims();
+                if layer.output_shape() == input_shape {
+                    self.node("Identity", name, &[x], &[output], Vec::new());
+                } else if dims.len() == 1 {
                     self.node("Flatten", name, &[x], &[output], vec![int("axis", 1)]);
+                } else {
+                    // A partial flatten (start_dim or end_dim set): the batch copied (0), then
+                    // the per-sample output's dims.
+                    let mut shape = vec![0i64];
+                    shape.extend(dims.iter().map(|&d| d as i64));
+                    let shape = self.constant_i64(scoped("shape"), &shape);
+                    self.node(
+                        "Reshape",
+                        name,
+                        &[x.to_owned(), shape],
+                        &[output],
+                        Vec::new(),
+                    );
                 }
-                Shape::Flat(_) => self.node("Identity", name, &[x], &[output], Vec::new()),
-            },
+            }
             LayerConfig::Relu => self.node("Relu", name, &[x], &[output], Vec::new()),
             LayerConfig::LeakyRelu { negative_slope } => self.node(
                 "LeakyRelu",
@@ -576,15 +607,20 @@ impl Builder {
         let mut onnx_ceil_agrees = true;
         let mut end_pads = pad;
         for (axis, size) in [h, w].into_iter().enumerate() {
-            let (k, s, p) = (c.kernel_size[axis], c.stride[axis], c.padding[axis]);
-            let span = size + 2 * p - k;
+            let (k, s, p, d) = (
+                c.kernel_size[axis],
+                c.stride[axis],
+                c.padding[axis],
+                c.dilation[axis],
+            );
+            let span = (size + 2 * p).saturating_sub(d * (k - 1) + 1);
             let floor = span / s + 1;
-            let torch = pool_output(size, k, s, p, c.ceil_mode).unwrap_or(floor);
+            let torch = pool_output(size, k, s, p, d, c.ceil_mode).unwrap_or(floor);
             onnx_ceil_agrees &= span.div_ceil(s) + 1 == torch;
             if torch > floor {
                 ceil = true;
                 // Enough end padding that the floor rule counts PyTorch's windows.
-                end_pads[axis + 2] = ((torch - 1) * s + k).saturating_sub(size + p);
+                end_pads[axis + 2] = ((torch - 1) * s + d * (k - 1) + 1).saturating_sub(size + p);
             }
         }
         if ceil && !onnx_ceil_agrees {
@@ -607,14 +643,130 @@ impl Builder {
             ints("pads", &pad),
             int("ceil_mode", i64::from(ceil)),
         ];
-        let op = if avg {
-            attrs.push(int("count_include_pad", 1));
-            "AveragePool"
-        } else {
-            "MaxPool"
+        if !avg {
+            attrs.push(ints("dilations", &c.dilation));
+            self.node("MaxPool", name, &[x], &[output], attrs);
+            return Ok(());
+        }
+        let Some(divisor) = c.divisor_override else {
+            attrs.push(int("count_include_pad", i64::from(c.count_include_pad)));
+            self.node("AveragePool", name, &[x], &[output], attrs);
+            return Ok(());
         };
-        self.node(op, name, &[x], &[output], attrs);
+        if ceil {
+            return Err(ExportError::Unsupported {
+                layer: name.to_owned(),
+                kind: layer.kind().keyword(),
+                why: "divisor_override with a partial ceil_mode window has no ONNX form; use \
+                      ceil_mode: false"
+                    .to_owned(),
+            });
+        }
+        // Every window is whole (padding counted), so the mean times kh*kw / divisor is the
+        // sum over the divisor.
+        attrs.push(int("count_include_pad", 1));
+        let mean = format!("/{name}/mean");
+        self.node("AveragePool", &mean, &[x], &[&mean], attrs);
+        let window = (c.kernel_size[0] * c.kernel_size[1]) as f32;
+        let factor = self.constant_f32(format!("/{name}/factor"), &[], &[window / divisor as f32]);
+        self.node("Mul", name, &[mean, factor], &[output], Vec::new());
         Ok(())
+    }
+
+    /// A normalisation's `[scale, bias]` inputs: its `weight` and `bias` when affine, else
+    /// constant ones and zeros.
+    fn affine(&mut self, name: &str, affine: bool, channels: usize) -> [String; 2] {
+        if affine {
+            return [format!("{name}.weight"), format!("{name}.bias")];
+        }
+        let dims = [channels as i64];
+        [
+            self.constant_f32(format!("/{name}/ones"), &dims, &vec![1.0; channels]),
+            self.constant_f32(format!("/{name}/zeros"), &dims, &vec![0.0; channels]),
+        ]
+    }
+
+    /// GroupNorm as `torch.onnx.export` writes it before opset 21: the channels regrouped as
+    /// `[N, G, C/G * H * W]`, InstanceNormalization over each group, back to `[N, C, H, W]`,
+    /// then the per-channel weight and bias.
+    fn group_norm(
+        &mut self,
+        name: &str,
+        x: &str,
+        output: &str,
+        c: &cnnc_core::config::GroupNormConfig,
+        input: Shape,
+    ) {
+        let v = |what: &str| format!("/{name}/{what}");
+        let groups = c.num_groups as i64;
+        let grouped = self.constant_i64(v("grouped_shape"), &[0, groups, -1]);
+        self.node(
+            "Reshape",
+            &v("grouped"),
+            &[x.to_owned(), grouped],
+            &[&v("grouped")],
+            Vec::new(),
+        );
+        let ones = self.constant_f32(v("ones"), &[groups], &vec![1.0; c.num_groups]);
+        let zeros = self.constant_f32(v("zeros"), &[groups], &vec![0.0; c.num_groups]);
+        self.node(
+            "InstanceNormalization",
+            &v("normalized"),
+            &[v("grouped"), ones, zeros],
+            &[&v("normalized")],
+            vec![float("epsilon", c.eps)],
+        );
+        let mut shape = vec![0i64];
+        shape.extend(input.dims().iter().map(|&d| d as i64));
+        let shape = self.constant_i64(v("shape"), &shape);
+        let back = if c.affine {
+            v("ungrouped")
+        } else {
+            output.to_owned()
+        };
+        let node = if c.affine {
+            v("ungrouped")
+        } else {
+            name.to_owned()
+        };
+        self.node(
+            "Reshape",
+            &node,
+            &[v("normalized"), shape],
+            &[&back],
+            Vec::new(),
+        );
+        if !c.affine {
+            return;
+        }
+        // [C] broadcast over [N, C, H, W] (or [N, C]) as [C, 1, 1] (or [C]).
+        let mut per_channel = vec![c.num_channels as i64];
+        per_channel.extend(std::iter::repeat_n(1, input.dims().len() - 1));
+        let pc = self.constant_i64(v("channel_shape"), &per_channel);
+        for part in ["weight", "bias"] {
+            let shaped = v(part);
+            self.node(
+                "Reshape",
+                &shaped,
+                &[format!("{name}.{part}"), pc.clone()],
+                &[&shaped],
+                Vec::new(),
+            );
+        }
+        self.node(
+            "Mul",
+            &v("scaled"),
+            &[back, v("weight")],
+            &[&v("scaled")],
+            Vec::new(),
+        );
+        self.node(
+            "Add",
+            name,
+            &[v("scaled"), v("bias")],
+            &[output],
+            Vec::new(),
+        );
     }
 
     /// `reflect` / `replicate` / `circular` padding as its own node before the convolution.
@@ -847,7 +999,7 @@ mod tests {
 
     #[test]
     fn writes_the_contract_names_and_a_symbolic_batch() {
-        let m = model([1, 4, 4], vec![LayerConfig::Flatten, linear(16, 3)]);
+        let m = model([1, 4, 4], vec![LayerConfig::FLATTEN, linear(16, 3)]);
         let proto = export_proto(&m, &zeros(&m), &ExportOptions::default()).expect("exports");
         let graph = proto.graph.as_ref().expect("a graph");
         assert_eq!(graph.input[0].name, INPUT);
@@ -876,7 +1028,7 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_write_exactly() {
-        let m = model([1, 4, 4], vec![LayerConfig::Flatten, linear(16, 3)]);
+        let m = model([1, 4, 4], vec![LayerConfig::FLATTEN, linear(16, 3)]);
         let opset = ExportOptions {
             opset: 13,
             ..ExportOptions::default()
@@ -926,10 +1078,8 @@ mod tests {
             model(
                 input,
                 vec![LayerConfig::AvgPool2d(Pool2dConfig {
-                    kernel_size: [3, 2],
-                    stride: [2, 2],
-                    padding: [1, 1],
                     ceil_mode: true,
+                    ..Pool2dConfig::new([3, 2], [2, 2], [1, 1])
                 })],
             )
         };
@@ -945,10 +1095,8 @@ mod tests {
         let max = model(
             [1, 6, 5],
             vec![LayerConfig::MaxPool2d(Pool2dConfig {
-                kernel_size: [3, 2],
-                stride: [2, 2],
-                padding: [1, 1],
                 ceil_mode: true,
+                ..Pool2dConfig::new([3, 2], [2, 2], [1, 1])
             })],
         );
         let proto = export_proto(&max, &zeros(&max), &ExportOptions::default()).expect("exports");
@@ -1053,7 +1201,7 @@ pub(crate) mod graph_tests {
                     LayerConfig::Mul,
                     vec![Source::Layer(3), Source::Layer(3)],
                 ),
-                layer("flat", LayerConfig::Flatten, vec![]),
+                layer("flat", LayerConfig::FLATTEN, vec![]),
             ],
         };
         Model::new(Some("G".into()), def).expect("a valid graph")

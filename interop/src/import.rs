@@ -814,7 +814,9 @@ impl<'a> Importer<'a> {
                 let config = LayerConfig::BatchNorm2d(BatchNorm2dConfig {
                     num_features,
                     eps: attr_float(node, "epsilon", 1e-5),
-                    momentum,
+                    momentum: Some(momentum),
+                    affine: true,
+                    track_running_stats: true,
                 });
                 (
                     config,
@@ -825,25 +827,20 @@ impl<'a> Importer<'a> {
             }
             "MaxPool" | "AveragePool" => {
                 let kernel = pair_attr(node, "kernel_shape", 0, 1)?;
-                if pair_attr(node, "dilations", 1, 1)? != [1, 1] {
-                    return Err(node_error(node, "dilated pools are not supported"));
+                if op == "AveragePool" && pair_attr(node, "dilations", 1, 1)? != [1, 1] {
+                    return Err(node_error(node, "dilated average pools are not supported"));
                 }
                 let padding = pads_attr(node)?;
-                if op == "AveragePool"
-                    && attr_int(node, "count_include_pad", 0) == 0
-                    && padding != [0, 0]
-                {
-                    return Err(node_error(
-                        node,
-                        "count_include_pad=0 with padding is not supported (PyTorch's default counts the padding)",
-                    ));
+                let mut pool =
+                    Pool2dConfig::new(kernel, pair_attr(node, "strides", 1, 1)?, padding);
+                pool.ceil_mode = attr_int(node, "ceil_mode", 0) == 1;
+                if op == "MaxPool" {
+                    pool.dilation = pair_attr(node, "dilations", 1, 1)?;
+                } else {
+                    // Without padding both counts are the same: keep PyTorch's default.
+                    pool.count_include_pad =
+                        padding == [0, 0] || attr_int(node, "count_include_pad", 0) == 1;
                 }
-                let pool = Pool2dConfig {
-                    kernel_size: kernel,
-                    stride: pair_attr(node, "strides", 1, 1)?,
-                    padding,
-                    ceil_mode: attr_int(node, "ceil_mode", 0) == 1,
-                };
                 if node.output.len() > 1 {
                     return Err(node_error(node, "its indices output is not supported"));
                 }
@@ -874,7 +871,7 @@ impl<'a> Importer<'a> {
                         "only axis 1 (torch.flatten(x, 1)) is supported",
                     ));
                 }
-                let (c, s) = simple(LayerConfig::Flatten)?;
+                let (c, s) = simple(LayerConfig::FLATTEN)?;
                 (c, s, None, Vec::new())
             }
             "Reshape"
@@ -928,7 +925,7 @@ impl<'a> Importer<'a> {
                         ),
                     ));
                 }
-                let (c, s) = simple(LayerConfig::Flatten)?;
+                let (c, s) = simple(LayerConfig::FLATTEN)?;
                 (c, s, None, Vec::new())
             }
             "Relu" | "Sigmoid" | "Tanh" | "HardSwish" => {
@@ -1132,6 +1129,7 @@ pub fn to_yaml(model: &Model) -> String {
                 ArgDefault::Bool(d) => Some(ArgValue::Bool(d)),
                 ArgDefault::Dim(d) => Some(ArgValue::Dim(d)),
                 ArgDefault::Word(d) => Some(ArgValue::Word(d)),
+                ArgDefault::None => Some(ArgValue::None),
             };
             if default == Some(v) {
                 continue;
@@ -1144,6 +1142,7 @@ pub fn to_yaml(model: &Model) -> String {
                 ArgValue::Bool(b) => b.to_string(),
                 ArgValue::Dim(d) => d.to_string(),
                 ArgValue::Word(w) => w.to_owned(),
+                ArgValue::None => "null".to_owned(),
             };
             fields.push(format!("{}: {value}", info.name));
         }

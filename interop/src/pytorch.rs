@@ -94,13 +94,24 @@ pub fn module_expr(config: &LayerConfig) -> String {
             py_bool(c.bias),
             pair(c.dilation)
         ),
-        LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c) => format!(
-            "nn.{}(kernel_size={}, stride={}, padding={}, ceil_mode={})",
-            config.kind().torch_name(),
+        LayerConfig::MaxPool2d(c) => format!(
+            "nn.MaxPool2d(kernel_size={}, stride={}, padding={}, dilation={}, ceil_mode={})",
             pair(c.kernel_size),
             pair(c.stride),
             pair(c.padding),
+            pair(c.dilation),
             py_bool(c.ceil_mode)
+        ),
+        LayerConfig::AvgPool2d(c) => format!(
+            "nn.AvgPool2d(kernel_size={}, stride={}, padding={}, ceil_mode={}, \
+             count_include_pad={}, divisor_override={})",
+            pair(c.kernel_size),
+            pair(c.stride),
+            pair(c.padding),
+            py_bool(c.ceil_mode),
+            py_bool(c.count_include_pad),
+            c.divisor_override
+                .map_or_else(|| "None".to_owned(), |d| d.to_string())
         ),
         LayerConfig::Linear(c) => format!(
             "nn.Linear({}, {}, bias={})",
@@ -109,11 +120,23 @@ pub fn module_expr(config: &LayerConfig) -> String {
             py_bool(c.bias)
         ),
         LayerConfig::BatchNorm2d(c) => format!(
-            "nn.BatchNorm2d({}, eps={}, momentum={})",
+            "nn.BatchNorm2d({}, eps={}, momentum={}, affine={}, track_running_stats={})",
             c.num_features,
             py_float(c.eps),
-            py_float(c.momentum)
+            c.momentum.map_or_else(|| "None".to_owned(), py_float),
+            py_bool(c.affine),
+            py_bool(c.track_running_stats)
         ),
+        LayerConfig::GroupNorm(c) => format!(
+            "nn.GroupNorm({}, {}, eps={}, affine={})",
+            c.num_groups,
+            c.num_channels,
+            py_float(c.eps),
+            py_bool(c.affine)
+        ),
+        LayerConfig::Flatten { start_dim, end_dim } => {
+            format!("nn.Flatten(start_dim={start_dim}, end_dim={end_dim})")
+        }
         LayerConfig::LeakyRelu { negative_slope } => {
             format!("nn.LeakyReLU(negative_slope={})", py_float(*negative_slope))
         }
@@ -141,7 +164,6 @@ pub fn module_expr(config: &LayerConfig) -> String {
         LayerConfig::Relu
         | LayerConfig::Sigmoid
         | LayerConfig::Tanh
-        | LayerConfig::Flatten
         | LayerConfig::Relu6
         | LayerConfig::Silu
         | LayerConfig::Hardswish
