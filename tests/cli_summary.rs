@@ -46,3 +46,21 @@ fn table_stops_at_the_failing_layer() {
     let text = stdout(&output).replace(&path, "half.cnn");
     insta::assert_snapshot!(text);
 }
+
+#[test]
+fn depth_collapses_groups_into_sums() {
+    let output = cnnc(&["summary", "--depth", "1", "models/custom_cnn.yaml"]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = stdout(&output);
+    // A collapsed group sums its layers: layer1.0's convolution is all of layer1's parameters.
+    assert!(
+        text.contains("layer1 (group, 3 layers)   [32, 16, 16]     2,432   2,490,368"),
+        "{text}"
+    );
+    assert!(!text.contains("Conv2d"), "{text}");
+    assert!(text.contains("Total params: 145,578"));
+    insta::assert_snapshot!(text);
+
+    let refused = cnnc(&["summary", "--depth", "0", "models/custom_cnn.yaml"]);
+    assert_eq!(refused.status.code(), Some(2));
+}

@@ -12,6 +12,7 @@ pub mod evaluate;
 pub mod explain;
 pub mod fmt;
 pub mod github;
+pub mod hierarchy;
 pub mod job;
 pub mod lsp;
 pub mod model;

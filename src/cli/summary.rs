@@ -1,6 +1,7 @@
 //! `cnnc summary`: a torchinfo-style table of a spec's layers — output shape, parameters and
-//! multiply-adds — with totals. When the spec has errors the table runs up to the first failing
-//! layer and the diagnostics follow it.
+//! multiply-adds — with totals, as a tree of the groups the dotted names make (`--depth`
+//! collapses the deeper ones), and each layer's inputs when the model branches. When the spec
+//! has errors the table runs up to the first failing layer and the diagnostics follow it.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,7 +10,11 @@ use std::process::ExitCode;
 use cnnc_spec::{CheckedModel, Diagnostic, JsonDiagnostic, Source};
 use serde::Serialize;
 
+use super::hierarchy::{self, Row};
 use super::{ColorWhen, EXIT_INVALID, Lang, OutputFormat};
+
+/// torchinfo's default depth.
+pub const DEFAULT_DEPTH: u16 = 3;
 
 /// Arguments of `cnnc summary`.
 #[derive(Debug, clap::Args)]
@@ -26,6 +31,10 @@ pub struct Args {
     /// Language of standard input (guessed when absent).
     #[arg(long, value_enum)]
     pub lang: Option<Lang>,
+    /// How deep the table goes into the groups the dotted names make (`layer1.0.conv1` is at
+    /// depth 3): a group at this depth is one row with its layers' sums. JSON lists every layer.
+    #[arg(long, default_value_t = DEFAULT_DEPTH, value_parser = clap::value_parser!(u16).range(1..))]
+    pub depth: u16,
 }
 
 /// Runs `cnnc summary`.
@@ -36,16 +45,19 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         &source,
         args.format,
         args.color.enabled(),
+        usize::from(args.depth),
         &mut stdout.lock(),
     )?;
     Ok(ExitCode::from(if ok { 0 } else { EXIT_INVALID }))
 }
 
-/// Writes the summary of `source` to `out`; `false` when the spec has errors.
+/// Writes the summary of `source` to `out`, the table `depth` groups deep; `false` when the spec
+/// has errors.
 pub fn summarize(
     source: &Source,
     format: OutputFormat,
     color: bool,
+    depth: usize,
     out: &mut dyn Write,
 ) -> std::io::Result<bool> {
     let (model, diagnostics) = match cnnc_spec::parse(source) {
@@ -59,7 +71,7 @@ pub fn summarize(
     match format {
         OutputFormat::Human => {
             if let Some(model) = &model {
-                out.write_all(table(model, ok).as_bytes())?;
+                out.write_all(table(model, ok, depth).as_bytes())?;
             }
             let shown = cnnc_spec::Shown::of(&diagnostics);
             for diagnostic in shown.shown {
@@ -81,35 +93,78 @@ pub fn summarize(
     Ok(ok)
 }
 
-/// The table. `complete` is false when it stops at a failing layer.
-pub fn table(model: &CheckedModel, complete: bool) -> String {
-    let rows: Vec<[String; 4]> = model
-        .layers()
+/// The table, `depth` groups deep. `complete` is false when it stops at a failing layer.
+pub fn table(model: &CheckedModel, complete: bool, depth: usize) -> String {
+    let layers = model.layers();
+    let names: Vec<&str> = layers.iter().map(|l| l.name()).collect();
+    let all = hierarchy::rows(&names);
+    let shown: Vec<&Row> = hierarchy::visible(&all, depth).collect();
+    let prefixes = hierarchy::prefixes(shown.iter().copied());
+    let branches = !is_sequential(model);
+    let dash_if_zero = |n: u64| {
+        if n == 0 {
+            "--".to_owned()
+        } else {
+            thousands(n)
+        }
+    };
+    let rows: Vec<[String; 5]> = shown
         .iter()
-        .map(|layer| {
-            let dash_if_zero = |n: u64| {
-                if n == 0 {
+        .zip(&prefixes)
+        .map(|(row, prefix)| {
+            let members = &layers[row.layers.clone()];
+            let what = if row.group {
+                match members.len() {
+                    1 => "group, 1 layer".to_owned(),
+                    n => format!("group, {n} layers"),
+                }
+            } else {
+                members[0].kind().torch_name().to_owned()
+            };
+            let last = &members[members.len() - 1];
+            // As torchinfo: an expanded group's layers have rows of their own below it, so
+            // its sums are left to a collapsed one.
+            let expanded = row.group && row.depth < depth;
+            let sum = |count: fn(&cnnc_spec::CheckedLayer) -> u64| {
+                if expanded {
                     "--".to_owned()
                 } else {
-                    thousands(n)
+                    dash_if_zero(members.iter().map(count).sum())
                 }
             };
             [
-                format!("{} ({})", layer.name(), layer.kind().torch_name()),
-                layer.output_shape().to_string(),
-                dash_if_zero(layer.params()),
-                dash_if_zero(layer.macs()),
+                format!("{prefix}{} ({what})", row.label),
+                if branches {
+                    inputs_from_outside(model, row.layers.clone()).join(", ")
+                } else {
+                    String::new()
+                },
+                last.output_shape().to_string(),
+                sum(|l| l.params()),
+                sum(|l| l.macs()),
             ]
         })
         .collect();
-    let header = ["Layer (type)", "Output Shape", "Param #", "Mult-Adds"];
+    let header = [
+        "Layer (type)",
+        "Inputs",
+        "Output Shape",
+        "Param #",
+        "Mult-Adds",
+    ];
+    // The inputs column only when the model branches: a sequential table reads as before.
+    let columns: &[usize] = if branches {
+        &[0, 1, 2, 3, 4]
+    } else {
+        &[0, 2, 3, 4]
+    };
     let mut widths = header.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line_width = widths.iter().sum::<usize>() + 3 * 4;
+    let line_width = columns.iter().map(|&c| widths[c]).sum::<usize>() + 3 * (columns.len() - 1);
     let rule = |c: char| c.to_string().repeat(line_width);
     // Padded by hand: `format!` widths stop at 65,535, and a layer name may be longer.
     let pad = |cell: &str, width: usize, left: bool| {
@@ -120,16 +175,14 @@ pub fn table(model: &CheckedModel, complete: bool) -> String {
             format!("{fill}{cell}")
         }
     };
-    let format_row = |row: &[String; 4]| {
-        [
-            pad(&row[0], widths[0], true),
-            pad(&row[1], widths[1], true),
-            pad(&row[2], widths[2], false),
-            pad(&row[3], widths[3], false),
-        ]
-        .join("   ")
-        .trim_end()
-        .to_owned()
+    let format_row = |row: &[String; 5]| {
+        columns
+            .iter()
+            .map(|&c| pad(&row[c], widths[c], c < 3))
+            .collect::<Vec<_>>()
+            .join("   ")
+            .trim_end()
+            .to_owned()
     };
     let mut out = String::new();
     let title = model.name().unwrap_or("model");
@@ -181,6 +234,46 @@ pub fn table(model: &CheckedModel, complete: bool) -> String {
     out
 }
 
+/// The names of what layer `index` reads, `input` for the model's input.
+fn source_names(model: &CheckedModel, index: usize) -> Vec<String> {
+    sources(model, index)
+        .into_iter()
+        .map(|source| {
+            source.map_or_else(
+                || "input".to_owned(),
+                |i| model.layers()[i].name().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The names of what the layers `range` read from outside it, in order, once each: `input` for
+/// the model's input.
+fn inputs_from_outside(model: &CheckedModel, range: std::ops::Range<usize>) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut names = Vec::new();
+    for index in range.clone() {
+        for source in sources(model, index) {
+            if source.is_some_and(|i| range.contains(&i)) || !seen.insert(source) {
+                continue;
+            }
+            names.push(source.map_or_else(
+                || "input".to_owned(),
+                |i| model.layers()[i].name().to_owned(),
+            ));
+        }
+    }
+    names
+}
+
+// Stand-ins until the graph API lands (graph.md §1).
+fn is_sequential(_model: &CheckedModel) -> bool {
+    true
+}
+fn sources(_model: &CheckedModel, index: usize) -> Vec<Option<usize>> {
+    vec![index.checked_sub(1)]
+}
+
 /// `145578` → `145,578`.
 pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -216,6 +309,8 @@ struct SummaryJson {
 struct LayerJson {
     name: String,
     kind: &'static str,
+    /// Where it reads: earlier layers' names, `input` for the model's input.
+    inputs: Vec<String>,
     output_shape: Vec<usize>,
     params: u64,
     macs: u64,
@@ -231,9 +326,11 @@ impl SummaryJson {
                 .map(|m| {
                     m.layers()
                         .iter()
-                        .map(|l| LayerJson {
+                        .enumerate()
+                        .map(|(i, l)| LayerJson {
                             name: l.name().to_owned(),
                             kind: l.kind().keyword(),
+                            inputs: source_names(m, i),
                             output_shape: l.output_shape().dims(),
                             params: l.params(),
                             macs: l.macs(),
