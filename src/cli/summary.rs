@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cnnc_spec::core::Source as LayerSource;
 use cnnc_spec::{CheckedModel, Diagnostic, JsonDiagnostic, Source};
 use serde::Serialize;
 
@@ -100,7 +101,7 @@ pub fn table(model: &CheckedModel, complete: bool, depth: usize) -> String {
     let all = hierarchy::rows(&names);
     let shown: Vec<&Row> = hierarchy::visible(&all, depth).collect();
     let prefixes = hierarchy::prefixes(shown.iter().copied());
-    let branches = !is_sequential(model);
+    let branches = !model.is_sequential();
     let dash_if_zero = |n: u64| {
         if n == 0 {
             "--".to_owned()
@@ -236,42 +237,35 @@ pub fn table(model: &CheckedModel, complete: bool, depth: usize) -> String {
 
 /// The names of what layer `index` reads, `input` for the model's input.
 fn source_names(model: &CheckedModel, index: usize) -> Vec<String> {
-    sources(model, index)
-        .into_iter()
-        .map(|source| {
-            source.map_or_else(
-                || "input".to_owned(),
-                |i| model.layers()[i].name().to_owned(),
-            )
-        })
+    model.layers()[index]
+        .inputs()
+        .iter()
+        .map(|&source| source_name(model, source))
         .collect()
+}
+
+/// The name a source goes by in tables and drawings: the layer's, `input` for the model's.
+pub(crate) fn source_name(model: &CheckedModel, source: LayerSource) -> String {
+    match source {
+        LayerSource::Input => "input".to_owned(),
+        LayerSource::Layer(i) => model.layers()[i].name().to_owned(),
+    }
 }
 
 /// The names of what the layers `range` read from outside it, in order, once each: `input` for
 /// the model's input.
 fn inputs_from_outside(model: &CheckedModel, range: std::ops::Range<usize>) -> Vec<String> {
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = std::collections::HashSet::new();
     let mut names = Vec::new();
     for index in range.clone() {
-        for source in sources(model, index) {
-            if source.is_some_and(|i| range.contains(&i)) || !seen.insert(source) {
-                continue;
+        for &source in model.layers()[index].inputs() {
+            let inside = matches!(source, LayerSource::Layer(i) if range.contains(&i));
+            if !inside && seen.insert(source) {
+                names.push(source_name(model, source));
             }
-            names.push(source.map_or_else(
-                || "input".to_owned(),
-                |i| model.layers()[i].name().to_owned(),
-            ));
         }
     }
     names
-}
-
-// Stand-ins until the graph API lands (graph.md §1).
-fn is_sequential(_model: &CheckedModel) -> bool {
-    true
-}
-fn sources(_model: &CheckedModel, index: usize) -> Vec<Option<usize>> {
-    vec![index.checked_sub(1)]
 }
 
 /// `145578` → `145,578`.
