@@ -25,6 +25,8 @@ pub mod sarif;
 pub mod schema;
 pub mod summary;
 pub mod terminal;
+#[cfg(test)]
+mod test_models;
 pub mod train;
 
 use std::path::{Path, PathBuf};

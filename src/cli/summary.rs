@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cnnc_spec::core::Source as LayerSource;
-use cnnc_spec::{CheckedModel, Diagnostic, JsonDiagnostic, Source};
+use cnnc_spec::{CoreModel as CheckedModel, Diagnostic, JsonDiagnostic, Source};
 use serde::Serialize;
 
 use super::hierarchy::{self, Row};
@@ -83,7 +83,7 @@ pub fn summarize(
             }
         }
         OutputFormat::Json => {
-            let json = SummaryJson::new(model.as_ref(), &diagnostics, source);
+            let json = SummaryJson::new(model.as_deref(), &diagnostics, source);
             if let Some(omitted) = cnnc_spec::Shown::of(&diagnostics).omitted(source) {
                 eprintln!("{omitted}");
             }
@@ -343,5 +343,59 @@ impl SummaryJson {
                 .map(|d| JsonDiagnostic::new(d, source))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::test_models::tiny_resnet;
+
+    #[test]
+    fn a_graph_shows_its_inputs_and_collapses_by_depth() {
+        let model = tiny_resnet();
+        let full = table(&model, true, 3);
+        // The shortcut reads the stem's ReLU; the add reads both branches.
+        assert!(
+            full.contains("├─downsample (group, 2 layers)   relu     "),
+            "{full}"
+        );
+        assert!(
+            full.contains("layer1.0.bn2, layer1.0.downsample.1"),
+            "{full}"
+        );
+        insta::assert_snapshot!(full);
+        let collapsed = table(&model, true, 2);
+        // The block as one row: what it reads from outside, its output, its sums.
+        let block = collapsed
+            .lines()
+            .find(|l| l.starts_with("└─0 (group, 9 layers)"))
+            .map(|l| l.split_whitespace().skip(4).collect::<Vec<_>>());
+        assert_eq!(
+            block,
+            Some(vec!["relu", "[8,", "4,", "4]", "944", "14,384"]),
+            "{collapsed}"
+        );
+        insta::assert_snapshot!(collapsed);
+        assert!(collapsed.contains(&format!(
+            "Total params: {}",
+            thousands(model.total_params())
+        )));
+    }
+
+    #[test]
+    fn json_layers_name_their_inputs() {
+        let model = tiny_resnet();
+        let source = Source::new("tiny.cnn".to_owned(), String::new(), cnnc_spec::Format::Dsl);
+        let json =
+            serde_json::to_value(SummaryJson::new(Some(&model), &[], &source)).expect("serialises");
+        let inputs = |i: usize| json["layers"][i]["inputs"].clone();
+        assert_eq!(inputs(0), serde_json::json!(["input"]));
+        assert_eq!(inputs(8), serde_json::json!(["relu"]));
+        assert_eq!(
+            inputs(10),
+            serde_json::json!(["layer1.0.bn2", "layer1.0.downsample.1"])
+        );
+        assert_eq!(json["total_params"], model.total_params());
     }
 }
