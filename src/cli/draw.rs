@@ -28,7 +28,7 @@ const CHAR_WIDTH: f64 = 7.8;
 /// A node's height: two lines of text.
 const NODE_HEIGHT: f64 = 36.0;
 /// Longest detail line, in characters, before it is cut.
-const MAX_DETAIL: usize = 64;
+const MAX_DETAIL: usize = 80;
 
 /// Arguments of `cnnc draw`.
 #[derive(Debug, clap::Args)]
@@ -430,14 +430,57 @@ fn escape(text: &str) -> String {
 }
 
 #[cfg(test)]
+#[path = "../../tests/support/xml.rs"]
+mod xml;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::test_models::tiny_resnet;
 
     #[test]
     fn text_is_escaped() {
         assert_eq!(
             escape("a<b>&\"'\u{7}"),
             "a&lt;b&gt;&amp;&quot;&apos;\u{fffd}"
+        );
+    }
+
+    fn count(svg: &str, class: &str) -> usize {
+        svg.matches(&format!("<g class=\"{class}\">")).count()
+    }
+
+    #[test]
+    fn a_residual_block_is_drawn_with_its_boxes_and_shortcut() {
+        let model = tiny_resnet();
+        let svg = Drawing::new(&model, 9).svg(&model);
+        let elements = xml::elements(&svg).unwrap_or_else(|e| panic!("{e}\n{svg}"));
+        assert_eq!(elements[0], "svg");
+        // input, 15 layers, output; layer1, layer1.0 and layer1.0.downsample as boxes.
+        assert_eq!(count(&svg, "node"), 17);
+        assert_eq!(count(&svg, "group"), 3);
+        // One edge per layer input (the add has two) and the output's.
+        assert_eq!(count(&svg, "edge"), 17);
+        assert!(svg.contains(">layer1.0.downsample</text>"));
+        assert!(svg.contains(
+            ">conv2d(out_channels=8, kernel_size=3, stride=2, padding=1, bias=false)</text>"
+        ));
+        insta::assert_snapshot!(svg);
+        // The same model at depth 2: the block is one dashed node, the stem and head unchanged.
+        let svg = Drawing::new(&model, 2).svg(&model);
+        xml::elements(&svg).unwrap_or_else(|e| panic!("{e}\n{svg}"));
+        assert_eq!(count(&svg, "node"), 9);
+        assert_eq!(count(&svg, "group"), 1);
+        assert!(svg.contains(">9 layers, 944 params</text>"));
+        assert!(svg.contains("stroke-dasharray"));
+    }
+
+    #[test]
+    fn drawings_are_deterministic() {
+        let model = tiny_resnet();
+        assert_eq!(
+            Drawing::new(&model, 9).svg(&model),
+            Drawing::new(&model, 9).svg(&model)
         );
     }
 }
