@@ -55,25 +55,27 @@ fn wide_spec(dir: &std::path::Path, groups: usize, each: usize) -> std::path::Pa
 #[test]
 fn large_specs_are_collapsed_or_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let spec = wide_spec(dir.path(), 50, 10);
-    // 500 layers do not fit 400 nodes: without --depth the groups are collapsed, with a notice.
+    let spec = wide_spec(dir.path(), 60, 10);
+    // 600 layers in 60 groups do not fit 600 boxes: without --depth the groups are collapsed,
+    // with a notice.
     let run = cnnc(&["draw", arg(&spec), "-o", "-"]);
     assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
     assert!(stderr(&run).contains("drawn with its groups open to depth 1 (--depth 1)"));
-    assert_eq!(count(&stdout(&run), "node"), 54);
+    assert_eq!(count(&stdout(&run), "node"), 64);
     // Asked for explicitly, the full depth is refused, naming the depth that fits.
     let out = dir.path().join("wide.svg");
     let refused = cnnc(&["draw", arg(&spec), "--depth", "2", "-o", arg(&out)]);
     assert_eq!(refused.status.code(), Some(1));
     let message = stderr(&refused);
     assert!(
-        message.contains("at --depth 2 takes 504 nodes (cnnc draws at most 400)")
+        message
+            .contains("at --depth 2 takes 664 boxes, layers and groups (cnnc draws at most 600)")
             && message.contains("pass --depth 1"),
         "{message}"
     );
     assert!(!out.exists(), "nothing is written when refused");
-    // 500 layers at the top level: no depth helps.
-    let flat = wide_spec(dir.path(), 1, 500);
+    // 600 layers at the top level: no depth helps.
+    let flat = wide_spec(dir.path(), 1, 600);
     let text = std::fs::read_to_string(&flat)
         .expect("spec")
         .replace("b0.", "");

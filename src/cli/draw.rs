@@ -18,8 +18,9 @@ use super::job::refuse;
 use super::layout::{self, Graph, Node, PAD, Rect, TITLE};
 use super::{ColorWhen, EXIT_INVALID, Lang, summary::thousands};
 
-/// Most nodes a drawing holds; past it, groups are collapsed (or the drawing refused).
-pub const MAX_NODES: usize = 400;
+/// Most boxes a drawing holds, nodes and groups together; past it, groups are collapsed (or the
+/// drawing refused).
+pub const MAX_BOXES: usize = 600;
 /// Most nodes the layout places, the dummies that carry long edges included.
 pub const MAX_LAYOUT_NODES: usize = 4_000;
 
@@ -29,6 +30,8 @@ const CHAR_WIDTH: f64 = 7.8;
 const NODE_HEIGHT: f64 = 36.0;
 /// Longest detail line, in characters, before it is cut.
 const MAX_DETAIL: usize = 80;
+/// Longest name shown, in characters; a longer one is cut in the middle.
+const MAX_NAME: usize = 96;
 
 /// Arguments of `cnnc draw`.
 #[derive(Debug, clap::Args)]
@@ -40,8 +43,8 @@ pub struct Args {
     #[arg(short, long, value_name = "FILE.svg")]
     pub output: PathBuf,
     /// How deep to open the groups the dotted names make (`layer1.0.conv1` is at depth 3); a
-    /// group at this depth is drawn as one node [default: every group open, or the deepest that
-    /// fits in 400 nodes].
+    /// group at this depth is drawn as one node [default: every group open, or the deepest depth
+    /// that fits in 600 boxes].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub depth: Option<u16>,
     /// When to colour diagnostics.
@@ -81,7 +84,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
                 Some(d) if d < deepest => {
                     eprintln!(
                         "notice: {} drawn with its groups open to depth {d} (--depth {d}): \
-                         deeper, it takes more than {MAX_NODES} nodes",
+                         deeper, it takes more than {MAX_BOXES} boxes",
                         source.name()
                     );
                     d
@@ -127,23 +130,23 @@ fn deepest(model: &Model) -> usize {
         .unwrap_or(1)
 }
 
-/// Whether `drawing` is within the limits; else its node count and layout size.
+/// Whether `drawing` is within the limits; else its box count and layout size.
 fn fits(drawing: &Drawing) -> Result<(), (usize, usize)> {
-    let nodes = drawing.graph.nodes.len();
-    if nodes > MAX_NODES {
-        return Err((nodes, nodes));
+    let boxes = drawing.graph.nodes.len() + drawing.groups.len();
+    if boxes > MAX_BOXES {
+        return Err((boxes, boxes));
     }
     let placed = layout::size(&drawing.graph);
     if placed > MAX_LAYOUT_NODES {
-        return Err((nodes, placed));
+        return Err((boxes, placed));
     }
     Ok(())
 }
 
 /// The refusal of a drawing over the limits, naming the depth that fits if one does.
-fn too_big(model: &Model, name: &str, depth: usize, nodes: usize, placed: usize) -> anyhow::Error {
-    let what = if nodes > MAX_NODES {
-        format!("{nodes} nodes (cnnc draws at most {MAX_NODES})")
+fn too_big(model: &Model, name: &str, depth: usize, boxes: usize, placed: usize) -> anyhow::Error {
+    let what = if boxes > MAX_BOXES {
+        format!("{boxes} boxes, layers and groups (cnnc draws at most {MAX_BOXES})")
     } else {
         format!("{placed} places with its long edges (cnnc lays out at most {MAX_LAYOUT_NODES})")
     };
@@ -218,7 +221,7 @@ impl Drawing {
             }
             open.truncate(row.depth - 1);
             if row.group && row.depth < depth {
-                groups.push((row.full_name(&names), row.depth));
+                groups.push((shorten(&row.full_name(&names)), row.depth));
                 open.push(groups.len() - 1);
                 continue;
             }
@@ -226,14 +229,14 @@ impl Drawing {
             let label = if row.group {
                 let params: u64 = members.iter().map(|l| l.params()).sum();
                 Label {
-                    title: row.label.clone(),
+                    title: shorten(&row.label),
                     detail: format!("{} layers, {} params", members.len(), thousands(params)),
                     style: Style::Collapsed,
                 }
             } else {
                 let layer = &members[0];
                 Label {
-                    title: row.label.clone(),
+                    title: shorten(&row.label),
                     detail: detail(layer),
                     style: Style::Layer(fill(layer.kind().keyword())),
                 }
@@ -400,6 +403,18 @@ fn detail(layer: &cnnc_spec::core::CheckedLayer) -> String {
     }
 }
 
+/// `name` cut in the middle to [`MAX_NAME`] characters: a name may be as long as a spec.
+fn shorten(name: &str) -> String {
+    let count = name.chars().count();
+    if count <= MAX_NAME {
+        return name.to_owned();
+    }
+    let keep = (MAX_NAME - 1) / 2;
+    let head: String = name.chars().take(keep).collect();
+    let tail: String = name.chars().skip(count - keep).collect();
+    format!("{head}…{tail}")
+}
+
 /// A layer's fill colour, by what its kind does.
 fn fill(keyword: &str) -> &'static str {
     match keyword {
@@ -437,6 +452,15 @@ mod xml;
 mod tests {
     use super::*;
     use crate::cli::test_models::tiny_resnet;
+
+    #[test]
+    fn long_names_are_cut_in_the_middle() {
+        let name = format!("a{}z", "m".repeat(500));
+        let short = shorten(&name);
+        assert!(short.chars().count() <= MAX_NAME);
+        assert!(short.starts_with("am") && short.ends_with("mz") && short.contains('…'));
+        assert_eq!(shorten("conv1"), "conv1");
+    }
 
     #[test]
     fn text_is_escaped() {
