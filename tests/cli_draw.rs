@@ -110,3 +110,19 @@ fn bad_specs_and_paths_are_refused() {
     let usage = cnnc(&["draw", "models/custom_cnn.yaml"]);
     assert_eq!(usage.status.code(), Some(2), "-o is required");
 }
+
+#[test]
+fn graph_spec_drawing() {
+    let run = cnnc(&["draw", "tests/fixtures/grads/small_graph.cnn", "-o", "-"]);
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let svg = stdout(&run);
+    xml::elements(&svg).unwrap_or_else(|e| panic!("{e}"));
+    // input, 30 layers, output; block, down, down.downsample and se as boxes.
+    assert_eq!(count(&svg, "node"), 32);
+    assert_eq!(count(&svg, "group"), 4);
+    // One edge per layer input (two adds, a concat and a mul read two) and the output's.
+    assert_eq!(count(&svg, "edge"), 30 + 4 + 1);
+    assert!(svg.contains(">down.downsample</text>"));
+    assert!(svg.contains(">concat</text>"));
+    insta::assert_snapshot!(svg);
+}

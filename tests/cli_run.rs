@@ -403,3 +403,44 @@ fn labels_that_do_not_fit_are_refused() {
     assert_status(&usage, 2);
     assert!(stderr(&usage).contains("--output"), "{}", stderr(&usage));
 }
+
+#[test]
+fn graph_gradients_match_pytorch() {
+    // SmallGraph (tools/make_fixtures.py): shortcut adds, a concat, a squeeze-and-excitation mul,
+    // its parameters under composed names (`down.downsample.0.weight`).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fixture = "tests/fixtures/graph.safetensors";
+    let input = dir.path().join("x.npy");
+    npy::write_f32(&input, tensor(fixture, "input").view()).expect("npy written");
+    let labels = dir.path().join("t.npy");
+    let values: Vec<i64> = tensor(fixture, "labels")
+        .iter()
+        .map(|&v| v as i64)
+        .collect();
+    write_i64_npy(&labels, &values);
+    let grads = dir.path().join("g.safetensors");
+    let logits = dir.path().join("y.npy");
+    let run = cnnc(&[
+        "run",
+        "tests/fixtures/grads/small_graph.cnn",
+        "--weights",
+        "tests/fixtures/graph_state_dict.safetensors",
+        "--input",
+        arg(&input),
+        "--labels",
+        arg(&labels),
+        "--grads",
+        arg(&grads),
+        "--output",
+        arg(&logits),
+        "--train",
+    ]);
+    assert_status(&run, 0);
+    assert_grads_match(&grads, fixture, "grad.");
+    let want = tensor(fixture, "logits");
+    let got = npy::read_f32(&logits).expect("logits written");
+    assert_eq!(got.shape(), want.shape());
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-5, "train logits: {a} against {b}");
+    }
+}
