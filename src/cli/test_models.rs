@@ -20,11 +20,7 @@ fn conv(cin: usize, cout: usize, kernel: usize, stride: usize) -> LayerConfig {
 }
 
 fn bn(channels: usize) -> LayerConfig {
-    LayerConfig::BatchNorm2d(BatchNorm2dConfig {
-        num_features: channels,
-        eps: 1e-5,
-        momentum: 0.1,
-    })
+    LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(channels))
 }
 
 /// `conv1 → bn1 → relu → layer1.0 (conv1, bn1, relu, conv2, bn2; downsample.0/.1 from the block
@@ -58,7 +54,7 @@ pub fn tiny_resnet() -> Model {
             },
             vec![],
         ), // 12
-        ("flatten", LayerConfig::Flatten, vec![]),    // 13
+        ("flatten", LayerConfig::FLATTEN, vec![]),    // 13
         (
             "fc",
             LayerConfig::Linear(LinearConfig {
