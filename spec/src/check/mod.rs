@@ -258,7 +258,7 @@ impl Flow {
                     features: output.numel(),
                 },
             )),
-            LayerKind::Flatten => Some((
+            LayerKind::Flatten if matches!(output, Shape::Flat(_)) => Some((
                 span,
                 Origin::Flatten {
                     input,

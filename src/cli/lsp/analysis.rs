@@ -307,15 +307,19 @@ fn line_end(text: &str, offset: usize) -> usize {
 
 /// `integer ≥ 1, required: output channels`.
 pub fn describe_arg(info: &ArgInfo) -> String {
-    let ty = match info.ty {
-        ArgType::Size { min } => format!("integer ≥ {min}"),
-        ArgType::Pair { min } => format!("integer or [h, w], each ≥ {min}"),
-        ArgType::Float { min, max, .. } if max == f64::MAX => format!("number > {min}"),
-        ArgType::Float { min, max, .. } => format!("number in {min}..{max}"),
-        ArgType::Bool => "true or false".to_owned(),
-        ArgType::Dim => "integer dimension (negative counts from the end)".to_owned(),
-        ArgType::Choice(words) => format!("one of {}", words.join(", ")),
-    };
+    fn describe_type(ty: ArgType) -> String {
+        match ty {
+            ArgType::Size { min } => format!("integer ≥ {min}"),
+            ArgType::Pair { min } => format!("integer or [h, w], each ≥ {min}"),
+            ArgType::Float { min, max, .. } if max == f64::MAX => format!("number > {min}"),
+            ArgType::Float { min, max, .. } => format!("number in {min}..{max}"),
+            ArgType::Bool => "true or false".to_owned(),
+            ArgType::Dim => "integer dimension (negative counts from the end)".to_owned(),
+            ArgType::Choice(words) => format!("one of {}", words.join(", ")),
+            ArgType::Optional(inner) => format!("{} or null", describe_type(*inner)),
+        }
+    }
+    let ty = describe_type(info.ty);
     let default = match info.default {
         ArgDefault::Required => "required".to_owned(),
         ArgDefault::Inferred => "inferred from the input".to_owned(),
@@ -325,6 +329,7 @@ pub fn describe_arg(info: &ArgInfo) -> String {
         ArgDefault::Bool(b) => format!("default {b}"),
         ArgDefault::Dim(d) => format!("default {d}"),
         ArgDefault::Word(w) => format!("default {w}"),
+        ArgDefault::None => "default null".to_owned(),
     };
     format!("{ty}, {default}. {}", info.doc)
 }
