@@ -683,6 +683,9 @@ mod tests {
             stride: [2, 2],
             padding: [0, 0],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         };
         let dims = Shape::Chw([1, 2, 2]);
         let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
