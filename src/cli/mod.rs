@@ -7,14 +7,17 @@ pub mod check;
 pub mod checkpoint;
 pub mod codegen;
 pub mod dataset;
+pub mod draw;
 pub mod eval;
 pub mod evaluate;
 pub mod explain;
 pub mod export;
 pub mod fmt;
 pub mod github;
+pub mod hierarchy;
 pub mod import;
 pub mod job;
+pub mod layout;
 pub mod lsp;
 pub mod model;
 pub mod predict;
@@ -24,6 +27,8 @@ pub mod sarif;
 pub mod schema;
 pub mod summary;
 pub mod terminal;
+#[cfg(test)]
+mod test_models;
 pub mod train;
 
 use std::path::{Path, PathBuf};
