@@ -710,9 +710,7 @@ pub fn graph_net() -> NetworkDef {
             padding_mode: Default::default(),
         })
     };
-    let bn = |n| {
-        LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(n))
-    };
+    let bn = |n| LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(n));
     let linear = |i, o| {
         LayerConfig::Linear(LinearConfig {
             in_features: i,
