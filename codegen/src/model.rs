@@ -61,6 +61,16 @@ pub(crate) fn generate_with(
             shape: last.output_shape().to_string(),
         });
     }
+    if let Some((_, layer)) = model
+        .layers()
+        .iter()
+        .enumerate()
+        .find(|(i, l)| l.inputs() != [cnnc_core::Source::previous(*i)])
+    {
+        return Err(Error::Graph {
+            layer: layer.name().to_owned(),
+        });
+    }
     let exec = ExecPlan::new(model);
     // Generated models hold two gradient buffers, all a sequential model's plan uses.
     if exec.grad_buffers() > 2 {
@@ -755,6 +765,25 @@ mod tests {
         let model = checked("input (1, 8, 8)\nconv2d(out_channels=2, kernel_size=3)\n");
         let err = generate(&model, &options()).unwrap_err();
         assert!(matches!(err, Error::ImageOutput { .. }), "{err}");
+    }
+
+    #[test]
+    fn rejects_graph_models_until_it_generates_them() {
+        let model = checked("input (1, 4, 4)\nflatten\nlinear(out_features=16)\n");
+        let mut def = model.def();
+        def.layers.push(cnnc_core::LayerDef {
+            name: "sum".into(),
+            config: LayerConfig::Add,
+            inputs: vec![cnnc_core::Source::Layer(0), cnnc_core::Source::Layer(1)],
+        });
+        let graph = Model::new(None, def).unwrap();
+        let err = generate(&graph, &options()).unwrap_err();
+        assert_eq!(
+            err,
+            Error::Graph {
+                layer: "sum".into()
+            }
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The canonical text form of a checked model, what checkpoints are keyed on: a version line,
 //! the input, then one line per layer with its name, keyword and the arguments that differ from
-//! their defaults, in the table's order (as PyTorch's module repr omits defaults). A new argument
-//! with a default therefore leaves every existing model's form, and every checkpoint, unchanged.
+//! their defaults, in the table's order (as PyTorch's module repr omits defaults), and its
+//! inputs only where they are not the previous layer. A new argument with a default, and the
+//! graph inputs, therefore leave every existing model's form, and every checkpoint, unchanged.
 
 use std::fmt::Write;
 
+use crate::config::Source;
 use crate::kind::{ArgDefault, ArgInfo, ArgType, ArgValue};
 use crate::model::Model;
 
@@ -15,7 +17,7 @@ pub const VERSION: &str = "cnnc-model v1";
 pub fn canonical(model: &Model) -> String {
     let [c, h, w] = model.input();
     let mut text = format!("{VERSION}\ninput {c} {h} {w}\n");
-    for layer in model.layers() {
+    for (index, layer) in model.layers().iter().enumerate() {
         let kind = layer.kind();
         let config = layer.config();
         text.push_str(&layer_line(
@@ -24,9 +26,25 @@ pub fn canonical(model: &Model) -> String {
             kind.args(),
             |name| config.arg(name),
         ));
+        if !layer.reads_previous(index) {
+            text.push_str(&inputs_suffix(layer.inputs()));
+        }
         text.push('\n');
     }
     text
+}
+
+/// ` inputs=[input, 3]`: where a layer reads, `input` for the model's input and a layer by its
+/// index (names need not be unique; indices are).
+fn inputs_suffix(inputs: &[Source]) -> String {
+    let words: Vec<String> = inputs
+        .iter()
+        .map(|s| match s {
+            Source::Input => "input".to_owned(),
+            Source::Layer(i) => i.to_string(),
+        })
+        .collect();
+    format!(" inputs=[{}]", words.join(", "))
 }
 
 /// One layer's line: `name keyword arg=value ...`, leaving out every argument whose value is
@@ -101,6 +119,7 @@ mod tests {
             .map(|(name, config)| LayerDef {
                 name: name.to_owned(),
                 config,
+                inputs: vec![],
             })
             .collect();
         Model::new(
@@ -121,6 +140,35 @@ mod tests {
              conv1 conv2d in_channels=3 out_channels=8 kernel_size=5 padding=2\n\
              1 relu\n\
              pool maxpool2d kernel_size=2\n"
+        );
+    }
+
+    #[test]
+    fn inputs_are_written_only_where_they_are_not_the_previous_layer() {
+        let sequential = model();
+        let mut def = sequential.def();
+        // Writing the default inputs out keeps the form, so every checkpoint keeps its identity.
+        def.layers[0].inputs = vec![Source::Input];
+        def.layers[2].inputs = vec![Source::Layer(1)];
+        let explicit = Model::new(None, def.clone()).unwrap();
+        assert_eq!(canonical(&explicit), canonical(&sequential));
+        def.layers.push(LayerDef {
+            name: "cat".into(),
+            config: LayerConfig::Concat(crate::config::ConcatConfig { dim: 1 }),
+            inputs: vec![Source::Layer(2), Source::Layer(2)],
+        });
+        def.layers.push(LayerDef {
+            name: "gate".into(),
+            config: LayerConfig::Mul,
+            inputs: vec![Source::Layer(3), Source::Layer(3)],
+        });
+        let graph = Model::new(None, def).unwrap();
+        assert_eq!(
+            canonical(&graph),
+            format!(
+                "{}cat concat inputs=[2, 2]\ngate mul inputs=[3, 3]\n",
+                canonical(&sequential)
+            )
         );
     }
 

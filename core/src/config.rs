@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::MAX_POOL_WINDOW;
 use crate::geometry::{conv_output, pool_output};
-use crate::kind::{ArgDefault, ArgType, ArgValue, LayerKind};
+use crate::kind::{ArgDefault, ArgType, ArgValue, Arity, LayerKind};
 use crate::model::{TensorInfo, TensorRole};
 use crate::shape::Shape;
 
@@ -101,6 +101,22 @@ pub enum LayerConfig {
         /// Learnt slopes: 1, or the input's channel (feature) count.
         num_parameters: usize,
     },
+    /// `torch.add` (`a + b + ...`): two or more inputs of one shape, summed.
+    Add,
+    /// `torch.cat(inputs, dim)`: two or more inputs joined along `dim`.
+    Concat(ConcatConfig),
+    /// `torch.mul` (`a * b`): two inputs multiplied elementwise, a size-1 dimension of either
+    /// broadcast (`[C, 1, 1]` gate times `[C, H, W]` map).
+    Mul,
+}
+
+/// Arguments of `torch.cat`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConcatConfig {
+    /// Dimension of the batched tensor `[N, ...]`, as written: it must name dimension 1, the
+    /// channels of `[C, H, W]` images or the features of flat inputs (`-3` for images, `-1`
+    /// for flat inputs name it too).
+    pub dim: i64,
 }
 
 /// Arguments of `torch.nn.ConvTranspose2d`, in its order.
@@ -337,21 +353,46 @@ pub struct BatchNorm2dConfig {
     pub momentum: f32,
 }
 
-/// A named layer, not yet checked: `name` is the state_dict prefix (`layer1.0`, `fc1`, `3`).
+/// Where a layer reads one of its inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The model's input.
+    Input,
+    /// The output of `layers[i]`; `i` is smaller than the reading layer's own index.
+    Layer(usize),
+}
+
+impl Source {
+    /// What layer `index` reads when its inputs are not written: the layer before it, or the
+    /// model's input for the first.
+    pub const fn previous(index: usize) -> Source {
+        match index {
+            0 => Source::Input,
+            i => Source::Layer(i - 1),
+        }
+    }
+}
+
+/// A named layer, not yet checked: `name` is the state_dict prefix, dotted as PyTorch's module
+/// tree names it (`layer1.0.conv1`, `fc1`, `3`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerDef {
     /// State-dict prefix of this layer's parameters and buffers.
     pub name: String,
     /// What the layer computes.
     pub config: LayerConfig,
+    /// Where it reads its inputs, in order. Empty: the previous layer (the model's input for
+    /// the first), so a sequential network leaves every one empty.
+    pub inputs: Vec<Source>,
 }
 
-/// A sequential network as written, not yet checked ([`crate::Model::new`] checks it).
+/// A network as written, not yet checked ([`crate::Model::new`] checks it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetworkDef {
     /// Input shape per sample, `[channels, height, width]`.
     pub input: [usize; 3],
-    /// The layers, in order.
+    /// The layers, in topological order (each reads only the input and layers before it); the
+    /// last one's output is the network's.
     pub layers: Vec<LayerDef>,
 }
 
@@ -414,6 +455,38 @@ pub enum ShapeError {
         /// The argument.
         arg: &'static str,
     },
+    /// A layer reads a number of inputs its kind does not take ([`LayerKind::arity`]).
+    InputCount {
+        /// How many it takes.
+        expected: Arity,
+        /// How many it was given.
+        found: usize,
+    },
+    /// An `add`'s inputs differ in shape.
+    AddShapes {
+        /// Every input's shape, in order.
+        inputs: Vec<Shape>,
+    },
+    /// A `concat`'s inputs differ in rank, or images in height and width.
+    ConcatShapes {
+        /// Every input's shape, in order.
+        inputs: Vec<Shape>,
+    },
+    /// A `mul`'s inputs do not broadcast: a rank differs, or a dimension is neither equal nor 1
+    /// in one of them.
+    MulShapes {
+        /// Every input's shape, in order.
+        inputs: Vec<Shape>,
+    },
+}
+
+/// `[1, 2, 2], [3, 2, 2]`: shapes for a message.
+fn shape_list(shapes: &[Shape]) -> String {
+    shapes
+        .iter()
+        .map(Shape::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for ShapeError {
@@ -460,6 +533,22 @@ impl fmt::Display for ShapeError {
                  rank-{rank} batched input",
                 rank - 1,
                 rank - 1
+            ),
+            ShapeError::InputCount { expected, found } => {
+                write!(f, "takes {expected}, found {found}")
+            }
+            ShapeError::AddShapes { inputs } => {
+                write!(f, "needs inputs of one shape, found {}", shape_list(inputs))
+            }
+            ShapeError::ConcatShapes { inputs } => write!(
+                f,
+                "needs inputs of one rank and, for images, one height and width, found {}",
+                shape_list(inputs)
+            ),
+            ShapeError::MulShapes { inputs } => write!(
+                f,
+                "needs inputs of one rank whose dimensions are equal or 1, found {}",
+                shape_list(inputs)
             ),
         }
     }
@@ -546,6 +635,9 @@ impl LayerConfig {
             LayerConfig::Softmax { .. } => LayerKind::Softmax,
             LayerConfig::LogSoftmax { .. } => LayerKind::LogSoftmax,
             LayerConfig::Prelu { .. } => LayerKind::Prelu,
+            LayerConfig::Add => LayerKind::Add,
+            LayerConfig::Concat(_) => LayerKind::Concat,
+            LayerConfig::Mul => LayerKind::Mul,
         }
     }
 
@@ -615,6 +707,7 @@ impl LayerConfig {
             (LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim }, "dim") => {
                 ArgValue::Dim(*dim)
             }
+            (LayerConfig::Concat(c), "dim") => ArgValue::Dim(c.dim),
             _ => return None,
         })
     }
@@ -747,6 +840,9 @@ impl LayerConfig {
             LayerKind::Prelu => LayerConfig::Prelu {
                 num_parameters: int("num_parameters")?,
             },
+            LayerKind::Add => LayerConfig::Add,
+            LayerKind::Concat => LayerConfig::Concat(ConcatConfig { dim: dim("dim")? }),
+            LayerKind::Mul => LayerConfig::Mul,
         })
     }
 
@@ -830,11 +926,16 @@ impl LayerConfig {
             LayerConfig::Prelu { num_parameters } => {
                 format!("{variant} {{ num_parameters: {num_parameters} }}")
             }
+            LayerConfig::Concat(c) => {
+                format!("{variant}({path}::ConcatConfig {{ dim: {} }})", c.dim)
+            }
             LayerConfig::Relu6
             | LayerConfig::Silu
             | LayerConfig::Hardswish
             | LayerConfig::Hardsigmoid
-            | LayerConfig::Identity => variant,
+            | LayerConfig::Identity
+            | LayerConfig::Add
+            | LayerConfig::Mul => variant,
         }
     }
 
@@ -865,7 +966,82 @@ impl LayerConfig {
         Ok(())
     }
 
-    /// The per-sample output for `input`: PyTorch's shape rule for this kind.
+    /// The per-sample output for `inputs`, one shape per input in order: PyTorch's shape rule
+    /// for this kind, of any arity ([`LayerKind::arity`]).
+    pub fn output_shape_of(&self, inputs: &[Shape]) -> Result<Shape, ShapeError> {
+        let expected = self.kind().arity();
+        if !expected.accepts(inputs.len()) {
+            return Err(ShapeError::InputCount {
+                expected,
+                found: inputs.len(),
+            });
+        }
+        let first = inputs[0];
+        match self {
+            LayerConfig::Add => {
+                if inputs.iter().any(|&s| s != first) {
+                    return Err(ShapeError::AddShapes {
+                        inputs: inputs.to_vec(),
+                    });
+                }
+                Ok(first)
+            }
+            LayerConfig::Concat(c) => {
+                if softmax_dim(c.dim, first) != Some(1) {
+                    return Err(ShapeError::BadDim {
+                        dim: c.dim,
+                        rank: batched_rank(first),
+                    });
+                }
+                let mismatch = || ShapeError::ConcatShapes {
+                    inputs: inputs.to_vec(),
+                };
+                match first {
+                    Shape::Chw([_, h, w]) => {
+                        let mut channels = 0usize;
+                        for &s in inputs {
+                            match s {
+                                Shape::Chw([c, sh, sw]) if [sh, sw] == [h, w] => {
+                                    channels = channels.saturating_add(c);
+                                }
+                                _ => return Err(mismatch()),
+                            }
+                        }
+                        Ok(Shape::Chw([channels, h, w]))
+                    }
+                    Shape::Flat(_) => {
+                        let mut features = 0usize;
+                        for &s in inputs {
+                            match s {
+                                Shape::Flat(n) => features = features.saturating_add(n),
+                                Shape::Chw(_) => return Err(mismatch()),
+                            }
+                        }
+                        Ok(Shape::Flat(features))
+                    }
+                }
+            }
+            LayerConfig::Mul => {
+                let (a, b) = (first.dims(), inputs[1].dims());
+                let broadcast = a.len() == b.len()
+                    && a.iter().zip(&b).all(|(&x, &y)| x == y || x == 1 || y == 1);
+                if !broadcast {
+                    return Err(ShapeError::MulShapes {
+                        inputs: inputs.to_vec(),
+                    });
+                }
+                let out: Vec<usize> = a.iter().zip(&b).map(|(&x, &y)| x.max(y)).collect();
+                Ok(match out[..] {
+                    [c, h, w] => Shape::Chw([c, h, w]),
+                    _ => Shape::Flat(out[0]),
+                })
+            }
+            _ => self.output_shape(first),
+        }
+    }
+
+    /// The per-sample output for `input`: PyTorch's shape rule for this kind, for a kind that
+    /// reads one input (a merge kind's rule is [`LayerConfig::output_shape_of`]).
     pub fn output_shape(&self, input: Shape) -> Result<Shape, ShapeError> {
         Ok(match self {
             LayerConfig::Conv2d(c) => {
@@ -984,6 +1160,12 @@ impl LayerConfig {
                     same("num_parameters", *num_parameters, channels)?;
                 }
                 input
+            }
+            LayerConfig::Add | LayerConfig::Concat(_) | LayerConfig::Mul => {
+                return Err(ShapeError::InputCount {
+                    expected: self.kind().arity(),
+                    found: 1,
+                });
             }
             LayerConfig::Softmax { dim } | LayerConfig::LogSoftmax { dim } => {
                 match softmax_dim(*dim, input) {
@@ -1161,11 +1343,15 @@ mod tests {
             LayerConfig::Dropout2d { p: 0.125 },
             LayerConfig::Softmax { dim: -1 },
             LayerConfig::LogSoftmax { dim: 2 },
+            LayerConfig::Add,
+            LayerConfig::Mul,
+            LayerConfig::Concat(ConcatConfig { dim: -3 }),
         ];
         for config in configs {
             let expr = config.rust_expr("c");
             let expected = format!("{config:?}")
                 .replace("BatchNorm2dConfig", "c::BatchNorm2dConfig")
+                .replace("ConcatConfig", "c::ConcatConfig")
                 .replace("approximate: ", "approximate: c::GeluApproximate::");
             assert_eq!(expr, format!("c::LayerConfig::{expected}"));
         }
@@ -1234,6 +1420,84 @@ mod tests {
             LayerConfig::Flatten.output_shape(Shape::Chw([2, 3, 4])),
             Ok(Shape::Flat(24))
         ));
+    }
+
+    #[test]
+    fn merge_shape_rules() {
+        let image = |c, h, w| Shape::Chw([c, h, w]);
+        assert_eq!(
+            LayerConfig::Add.output_shape_of(&[image(2, 3, 3); 3]),
+            Ok(image(2, 3, 3))
+        );
+        let mixed = [image(2, 3, 3), image(2, 3, 4)];
+        assert_eq!(
+            LayerConfig::Add.output_shape_of(&mixed),
+            Err(ShapeError::AddShapes {
+                inputs: mixed.to_vec()
+            })
+        );
+        assert_eq!(
+            LayerConfig::Add.output_shape_of(&[image(2, 3, 3)]),
+            Err(ShapeError::InputCount {
+                expected: Arity::AtLeast(2),
+                found: 1
+            })
+        );
+        let cat = |dim| LayerConfig::Concat(ConcatConfig { dim });
+        assert_eq!(
+            cat(1).output_shape_of(&[image(2, 3, 3), image(5, 3, 3), image(1, 3, 3)]),
+            Ok(image(8, 3, 3))
+        );
+        assert_eq!(
+            cat(-3).output_shape_of(&[image(2, 3, 3), image(5, 3, 3)]),
+            Ok(image(7, 3, 3))
+        );
+        assert_eq!(
+            cat(-1).output_shape_of(&[Shape::Flat(4), Shape::Flat(6)]),
+            Ok(Shape::Flat(10))
+        );
+        assert_eq!(
+            cat(2).output_shape_of(&[image(2, 3, 3), image(2, 3, 3)]),
+            Err(ShapeError::BadDim { dim: 2, rank: 4 })
+        );
+        for inputs in [
+            vec![image(2, 3, 3), image(2, 4, 3)],
+            vec![image(2, 3, 3), Shape::Flat(18)],
+            vec![Shape::Flat(18), image(2, 3, 3)],
+        ] {
+            assert_eq!(
+                cat(1).output_shape_of(&inputs),
+                Err(ShapeError::ConcatShapes { inputs })
+            );
+        }
+        let mul = |a, b| LayerConfig::Mul.output_shape_of(&[a, b]);
+        assert_eq!(mul(image(4, 1, 1), image(4, 5, 6)), Ok(image(4, 5, 6)));
+        assert_eq!(mul(image(4, 5, 6), image(4, 1, 1)), Ok(image(4, 5, 6)));
+        assert_eq!(mul(image(1, 5, 6), image(4, 5, 1)), Ok(image(4, 5, 6)));
+        assert_eq!(mul(Shape::Flat(1), Shape::Flat(7)), Ok(Shape::Flat(7)));
+        assert_eq!(
+            mul(image(3, 1, 1), image(4, 5, 6)),
+            Err(ShapeError::MulShapes {
+                inputs: vec![image(3, 1, 1), image(4, 5, 6)]
+            })
+        );
+        assert!(matches!(
+            mul(Shape::Flat(4), image(4, 1, 1)),
+            Err(ShapeError::MulShapes { .. })
+        ));
+        assert_eq!(
+            mul(image(3, 1, 1), image(4, 5, 6)).unwrap_err().to_string(),
+            "needs inputs of one rank whose dimensions are equal or 1, found [3, 1, 1], [4, 5, 6]"
+        );
+        // A merge kind's single-input rule is an arity error, never a shape.
+        assert!(matches!(
+            LayerConfig::Mul.output_shape(image(1, 1, 1)),
+            Err(ShapeError::InputCount { found: 1, .. })
+        ));
+        for merge in [LayerConfig::Add, cat(1), LayerConfig::Mul] {
+            assert!(merge.tensors("m").is_empty());
+            assert_eq!(merge.macs(image(4, 5, 6)), 0);
+        }
     }
 
     #[test]

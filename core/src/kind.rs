@@ -60,6 +60,41 @@ pub enum LayerKind {
     LogSoftmax,
     /// `torch.nn.PReLU`.
     Prelu,
+    /// `torch.add` (`a + b + ...`): the sum of inputs of one shape.
+    Add,
+    /// `torch.cat(dim=1)`: the inputs joined along the channels (features).
+    Concat,
+    /// `torch.mul` (`a * b`): the product of two inputs, broadcast as PyTorch does.
+    Mul,
+}
+
+/// How many inputs a layer kind reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// Exactly this many (every single-input layer: 1).
+    Exactly(usize),
+    /// This many or more.
+    AtLeast(usize),
+}
+
+impl Arity {
+    /// Whether a layer of this arity may read `count` inputs.
+    pub const fn accepts(self, count: usize) -> bool {
+        match self {
+            Arity::Exactly(n) => count == n,
+            Arity::AtLeast(n) => count >= n,
+        }
+    }
+}
+
+impl std::fmt::Display for Arity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Arity::Exactly(1) => write!(f, "exactly 1 input"),
+            Arity::Exactly(n) => write!(f, "exactly {n} inputs"),
+            Arity::AtLeast(n) => write!(f, "at least {n} inputs"),
+        }
+    }
 }
 
 /// The type and allowed range of an argument.
@@ -194,8 +229,10 @@ pub struct KindInfo {
     /// The runtime's layer struct (`cnnc_runtime::layers::MaxPool2d`), which generated code
     /// names: the kind's Rust name.
     pub layer_type: &'static str,
-    /// The input it works on.
+    /// The input it works on (each of its inputs, for a merge kind).
     pub input: Input,
+    /// How many inputs it reads.
+    pub arity: Arity,
     /// Arguments, in PyTorch's order (`name` is every layer's and not listed).
     pub args: &'static [ArgInfo],
     /// How its tensors start out.
@@ -259,13 +296,14 @@ const SOFTMAX: &[ArgInfo] = &[arg(
 )];
 
 /// The layer table, in documentation order.
-pub const TABLE: [KindInfo; 26] = [
+pub const TABLE: [KindInfo; 29] = [
     KindInfo {
         kind: LayerKind::Conv2d,
         keyword: "conv2d",
         torch_name: "Conv2d",
         layer_type: "Conv2d",
         input: Input::Image,
+        arity: Arity::Exactly(1),
         args: &[
             arg(
                 "in_channels",
@@ -331,6 +369,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "MaxPool2d",
         layer_type: "MaxPool2d",
         input: Input::Image,
+        arity: Arity::Exactly(1),
         args: POOL2D,
         init: Init::None,
         computes: "the maximum of each window",
@@ -341,6 +380,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "AvgPool2d",
         layer_type: "AvgPool2d",
         input: Input::Image,
+        arity: Arity::Exactly(1),
         args: POOL2D,
         init: Init::None,
         computes: "the mean of each window",
@@ -351,6 +391,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "ReLU",
         layer_type: "Relu",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[],
         init: Init::None,
         computes: "max(x, 0) of each element",
@@ -361,6 +402,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "LeakyReLU",
         layer_type: "LeakyRelu",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[arg(
             "negative_slope",
             ArgType::Float {
@@ -380,6 +422,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "Sigmoid",
         layer_type: "Sigmoid",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[],
         init: Init::None,
         computes: "1 / (1 + exp(-x)) of each element",
@@ -390,6 +433,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "Tanh",
         layer_type: "Tanh",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[],
         init: Init::None,
         computes: "tanh(x) of each element",
@@ -400,6 +444,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "Flatten",
         layer_type: "Flatten",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[],
         init: Init::None,
         computes: "[C, H, W] as [C*H*W] features",
@@ -410,6 +455,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "Linear",
         layer_type: "Linear",
         input: Input::Flat,
+        arity: Arity::Exactly(1),
         args: &[
             arg(
                 "in_features",
@@ -439,6 +485,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "Dropout",
         layer_type: "Dropout",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[arg(
             "p",
             PROBABILITY,
@@ -454,6 +501,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "BatchNorm2d",
         layer_type: "BatchNorm2d",
         input: Input::Image,
+        arity: Arity::Exactly(1),
         args: &[
             arg(
                 "num_features",
@@ -487,6 +535,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "AdaptiveAvgPool2d",
         layer_type: "AdaptiveAvgPool2d",
         input: Input::Image,
+        arity: Arity::Exactly(1),
         args: &[arg(
             "output_size",
             PAIR,
@@ -502,6 +551,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "AdaptiveMaxPool2d",
         layer_type: "AdaptiveMaxPool2d",
         input: Input::Image,
+        arity: Arity::Exactly(1),
         args: &[arg(
             "output_size",
             PAIR,
@@ -517,6 +567,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "Upsample",
         layer_type: "Upsample",
         input: Input::Image,
+        arity: Arity::Exactly(1),
         args: &[arg(
             "scale_factor",
             PAIR,
@@ -532,6 +583,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "ConvTranspose2d",
         layer_type: "ConvTranspose2d",
         input: Input::Image,
+        arity: Arity::Exactly(1),
         args: &[
             arg(
                 "in_channels",
@@ -597,6 +649,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "ReLU6",
         layer_type: "Relu6",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[],
         init: Init::None,
         computes: "min(max(x, 0), 6) of each element",
@@ -607,6 +660,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "SiLU",
         layer_type: "Silu",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[],
         init: Init::None,
         computes: "x * sigmoid(x) of each element",
@@ -617,6 +671,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "GELU",
         layer_type: "Gelu",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[arg(
             "approximate",
             ArgType::Choice(&["none", "tanh"]),
@@ -632,6 +687,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "Hardswish",
         layer_type: "Hardswish",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[],
         init: Init::None,
         computes: "x * min(max(x + 3, 0), 6) / 6 of each element",
@@ -642,6 +698,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "Hardsigmoid",
         layer_type: "Hardsigmoid",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[],
         init: Init::None,
         computes: "min(max(x + 3, 0), 6) / 6 of each element",
@@ -652,6 +709,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "ELU",
         layer_type: "Elu",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[arg(
             "alpha",
             ArgType::Float {
@@ -671,6 +729,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "Identity",
         layer_type: "Identity",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[],
         init: Init::None,
         computes: "its input unchanged",
@@ -681,6 +740,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "Dropout2d",
         layer_type: "Dropout2d",
         input: Input::Image,
+        arity: Arity::Exactly(1),
         args: &[arg(
             "p",
             PROBABILITY,
@@ -696,6 +756,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "Softmax",
         layer_type: "Softmax",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: SOFTMAX,
         init: Init::None,
         computes: "exp(x) / sum(exp(x)) along dim",
@@ -706,6 +767,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "LogSoftmax",
         layer_type: "LogSoftmax",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: SOFTMAX,
         init: Init::None,
         computes: "x - log(sum(exp(x))) along dim",
@@ -716,6 +778,7 @@ pub const TABLE: [KindInfo; 26] = [
         torch_name: "PReLU",
         layer_type: "Prelu",
         input: Input::Any,
+        arity: Arity::Exactly(1),
         args: &[arg(
             "num_parameters",
             SIZE,
@@ -724,6 +787,45 @@ pub const TABLE: [KindInfo; 26] = [
         )],
         init: Init::Constant,
         computes: "x, or a learnt slope times x where x <= 0",
+    },
+    KindInfo {
+        kind: LayerKind::Add,
+        keyword: "add",
+        torch_name: "add",
+        layer_type: "Add",
+        input: Input::Any,
+        arity: Arity::AtLeast(2),
+        args: &[],
+        init: Init::None,
+        computes: "the elementwise sum of inputs of one shape",
+    },
+    KindInfo {
+        kind: LayerKind::Concat,
+        keyword: "concat",
+        torch_name: "cat",
+        layer_type: "Concat",
+        input: Input::Any,
+        arity: Arity::AtLeast(2),
+        args: &[arg(
+            "dim",
+            ArgType::Dim,
+            ArgDefault::Dim(1),
+            "dimension of [N, ...] to join along: 1, the channels of images or the features of \
+             flat inputs (the only one supported)",
+        )],
+        init: Init::None,
+        computes: "the inputs joined along the channels (features), in order",
+    },
+    KindInfo {
+        kind: LayerKind::Mul,
+        keyword: "mul",
+        torch_name: "mul",
+        layer_type: "Mul",
+        input: Input::Any,
+        arity: Arity::Exactly(2),
+        args: &[],
+        init: Init::None,
+        computes: "the elementwise product of two inputs, a size-1 dimension broadcast",
     },
 ];
 
@@ -779,6 +881,16 @@ impl LayerKind {
         self.info().computes
     }
 
+    /// How many inputs it reads: one for every kind but the merge kinds.
+    pub const fn arity(self) -> Arity {
+        self.info().arity
+    }
+
+    /// Whether it joins several inputs (`add`, `concat`, `mul`).
+    pub const fn is_merge(self) -> bool {
+        !matches!(self.arity(), Arity::Exactly(1))
+    }
+
     /// How its tensors start out.
     pub const fn init(self) -> Init {
         self.info().init
@@ -809,6 +921,23 @@ mod tests {
         assert_eq!(LayerKind::MaxPool2d.keyword(), "maxpool2d");
         assert_eq!(LayerKind::MaxPool2d.torch_name(), "MaxPool2d");
         assert_eq!(LayerKind::from_keyword("max_pool2d"), None);
+    }
+
+    #[test]
+    fn only_merge_kinds_read_several_inputs() {
+        for info in TABLE {
+            let merge = matches!(
+                info.kind,
+                LayerKind::Add | LayerKind::Concat | LayerKind::Mul
+            );
+            assert_eq!(info.kind.is_merge(), merge, "{}", info.keyword);
+            assert_eq!(info.arity.accepts(1), !merge, "{}", info.keyword);
+            assert_eq!(info.arity.accepts(2), merge, "{}", info.keyword);
+        }
+        assert!(LayerKind::Add.arity().accepts(5));
+        assert!(!LayerKind::Mul.arity().accepts(3));
+        assert_eq!(Arity::AtLeast(2).to_string(), "at least 2 inputs");
+        assert_eq!(Arity::Exactly(1).to_string(), "exactly 1 input");
     }
 
     #[test]

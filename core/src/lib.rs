@@ -15,10 +15,10 @@ pub mod shape;
 
 pub use config::ConvTranspose2dConfig;
 pub use config::{
-    BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, PaddingMode,
-    Pair, Pool2dConfig,
+    BatchNorm2dConfig, ConcatConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef,
+    PaddingMode, Pair, Pool2dConfig, Source,
 };
-pub use kind::{ArgDefault, ArgInfo, ArgType, ArgValue, Init, Input, LayerKind};
+pub use kind::{ArgDefault, ArgInfo, ArgType, ArgValue, Arity, Init, Input, LayerKind};
 pub use model::{CheckedLayer, Model, ModelError, TensorInfo, TensorRole};
 pub use plan::{Fusion, Grad, Plan, Step};
 pub use shape::Shape;

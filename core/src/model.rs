@@ -1,12 +1,14 @@
-//! The checked model: layers whose shapes chain from the input by each kind's rule, built only
-//! by [`Model::new`], so every stage after the checker (plan, executor, code generation) reads
-//! shapes, tensors and counts without re-deriving or re-validating them.
+//! The checked model: layers whose shapes follow from the input by each kind's rule, each
+//! reading the input or earlier layers (a directed acyclic graph in topological order, a chain
+//! for a sequential model), built only by [`Model::new`], so every stage after the checker
+//! (plan, executor, code generation) reads sources, shapes, tensors and counts without
+//! re-deriving or re-validating them.
 
 use std::fmt;
 
 use crate::MAX_ELEMENTS;
-use crate::config::{LayerConfig, LayerDef, NetworkDef, ShapeError};
-use crate::kind::LayerKind;
+use crate::config::{LayerConfig, LayerDef, NetworkDef, ShapeError, Source};
+use crate::kind::{Arity, LayerKind};
 use crate::shape::Shape;
 
 /// What a state_dict entry is for.
@@ -66,7 +68,8 @@ impl TensorInfo {
 pub struct CheckedLayer {
     name: String,
     config: LayerConfig,
-    input_shape: Shape,
+    inputs: Vec<Source>,
+    input_shapes: Vec<Shape>,
     output_shape: Shape,
     tensors: Vec<TensorInfo>,
     params: u64,
@@ -74,6 +77,12 @@ pub struct CheckedLayer {
 }
 
 impl CheckedLayer {
+    /// Whether it reads exactly what it would with its inputs left out: the previous layer's
+    /// output, or the model's input for layer 0.
+    pub(crate) fn reads_previous(&self, index: usize) -> bool {
+        self.inputs == [Source::previous(index)]
+    }
+
     /// State-dict prefix: the explicit name, or the layer's index (`"3"`) like `nn.Sequential`.
     pub fn name(&self) -> &str {
         &self.name
@@ -89,9 +98,20 @@ impl CheckedLayer {
         &self.config
     }
 
-    /// Per-sample input shape.
+    /// Where it reads its inputs, in order: resolved (the previous layer when the definition
+    /// left them out), never empty.
+    pub fn inputs(&self) -> &[Source] {
+        &self.inputs
+    }
+
+    /// Per-sample shape of each input, in the order of [`CheckedLayer::inputs`].
+    pub fn input_shapes(&self) -> &[Shape] {
+        &self.input_shapes
+    }
+
+    /// Per-sample shape of the (first) input.
     pub fn input_shape(&self) -> Shape {
-        self.input_shape
+        self.input_shapes[0]
     }
 
     /// Per-sample output shape.
@@ -139,6 +159,27 @@ pub enum ModelError {
         /// Its output shape.
         output: Shape,
     },
+    /// A layer reads a layer that is not before it (itself, a later one, or one that does not
+    /// exist): the layers must be in topological order.
+    Source {
+        /// The reading layer's name.
+        name: String,
+        /// Its index.
+        index: usize,
+        /// The source it names.
+        source: Source,
+    },
+    /// A layer reads a number of inputs its kind does not take.
+    InputCount {
+        /// The layer's name.
+        name: String,
+        /// Its keyword.
+        kind: LayerKind,
+        /// How many its kind takes.
+        expected: Arity,
+        /// How many it reads.
+        found: usize,
+    },
 }
 
 impl ModelError {
@@ -146,7 +187,10 @@ impl ModelError {
     pub fn layer(&self) -> &str {
         match self {
             ModelError::Input { .. } => "network",
-            ModelError::Layer { name, .. } | ModelError::Size { name, .. } => name,
+            ModelError::Layer { name, .. }
+            | ModelError::Size { name, .. }
+            | ModelError::Source { name, .. }
+            | ModelError::InputCount { name, .. } => name,
         }
     }
 }
@@ -160,13 +204,29 @@ impl fmt::Display for ModelError {
                 f,
                 "output {output} is empty, or it or a weight has more than {MAX_ELEMENTS} elements"
             ),
+            ModelError::Source { index, source, .. } => match source {
+                Source::Layer(i) => write!(
+                    f,
+                    "layer {index} reads layer {i}, which is not before it (layers must read \
+                     only the input and earlier layers)"
+                ),
+                Source::Input => write!(f, "layer {index} reads an invalid source"),
+            },
+            ModelError::InputCount {
+                kind,
+                expected,
+                found,
+                ..
+            } => write!(f, "{} takes {expected}, but reads {found}", kind.keyword()),
         }
     }
 }
 
 impl std::error::Error for ModelError {}
 
-/// A checked sequential model: the input, then layers whose shapes chain by their kinds' rules.
+/// A checked model: the input, then layers in topological order, each reading the input or
+/// earlier layers, whose shapes follow by their kinds' rules; the last layer's output is the
+/// model's.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
     name: Option<String>,
@@ -183,12 +243,47 @@ impl Model {
         if input.contains(&0) {
             return Err(ModelError::Input { input });
         }
-        let mut shape = Shape::Chw(input);
-        let mut layers = Vec::with_capacity(def.layers.len());
-        for LayerDef { name, config } in def.layers {
+        let mut layers: Vec<CheckedLayer> = Vec::with_capacity(def.layers.len());
+        for (
+            index,
+            LayerDef {
+                name,
+                config,
+                inputs,
+            },
+        ) in def.layers.into_iter().enumerate()
+        {
+            let inputs = if inputs.is_empty() {
+                vec![Source::previous(index)]
+            } else {
+                inputs
+            };
+            let mut input_shapes = Vec::with_capacity(inputs.len());
+            for &source in &inputs {
+                input_shapes.push(match source {
+                    Source::Input => Shape::Chw(input),
+                    Source::Layer(i) if i < index => layers[i].output_shape,
+                    Source::Layer(_) => {
+                        return Err(ModelError::Source {
+                            name,
+                            index,
+                            source,
+                        });
+                    }
+                });
+            }
+            let expected = config.kind().arity();
+            if !expected.accepts(inputs.len()) {
+                return Err(ModelError::InputCount {
+                    name,
+                    kind: config.kind(),
+                    expected,
+                    found: inputs.len(),
+                });
+            }
             let output = config
                 .check_args()
-                .and_then(|()| config.output_shape(shape))
+                .and_then(|()| config.output_shape_of(&input_shapes))
                 .map_err(|error| ModelError::Layer {
                     name: name.clone(),
                     kind: config.kind(),
@@ -212,13 +307,13 @@ impl Model {
             layers.push(CheckedLayer {
                 name,
                 config,
-                input_shape: shape,
+                inputs,
+                input_shapes,
                 output_shape: output,
                 tensors,
                 params,
                 macs,
             });
-            shape = output;
         }
         Ok(Model {
             name,
@@ -242,19 +337,54 @@ impl Model {
         &self.layers
     }
 
-    /// The unchecked description this model was built from.
+    /// The unchecked description this model was built from, each layer's inputs left empty
+    /// where they are the default (the previous layer), as a sequential spec writes them.
     pub fn def(&self) -> NetworkDef {
         NetworkDef {
             input: self.input,
             layers: self
                 .layers
                 .iter()
-                .map(|l| LayerDef {
+                .enumerate()
+                .map(|(i, l)| LayerDef {
                     name: l.name.clone(),
                     config: l.config.clone(),
+                    inputs: if l.reads_previous(i) {
+                        Vec::new()
+                    } else {
+                        l.inputs.clone()
+                    },
                 })
                 .collect(),
         }
+    }
+
+    /// The layers that read each layer's output, ascending and each once (a layer reading the
+    /// same output twice, `add(x, x)`, is listed once); empty for the last layer, whose output
+    /// is the model's, and for a layer nothing reads.
+    pub fn consumers(&self) -> Vec<Vec<usize>> {
+        let mut consumers = vec![Vec::new(); self.layers.len()];
+        for (reader, layer) in self.layers.iter().enumerate() {
+            for source in &layer.inputs {
+                if let Source::Layer(i) = *source {
+                    let list: &mut Vec<usize> = &mut consumers[i];
+                    // Readers come in ascending order: a repeat is the last one pushed.
+                    if list.last() != Some(&reader) {
+                        list.push(reader);
+                    }
+                }
+            }
+        }
+        consumers
+    }
+
+    /// Whether every layer reads just the one before it (the first, the input): a chain, as
+    /// every spec before graph specs.
+    pub fn is_sequential(&self) -> bool {
+        self.layers
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.reads_previous(i))
     }
 
     /// Per-sample input shape.
@@ -314,6 +444,7 @@ mod tests {
                 .map(|(i, config)| LayerDef {
                     name: i.to_string(),
                     config,
+                    inputs: vec![],
                 })
                 .collect(),
         }
@@ -376,5 +507,180 @@ mod tests {
             def(vec![LayerConfig::Flatten, LayerConfig::Linear(huge)]),
         );
         assert!(matches!(err, Err(ModelError::Size { .. })));
+    }
+
+    fn conv(cin: usize, cout: usize) -> LayerConfig {
+        LayerConfig::Conv2d(crate::config::Conv2dConfig {
+            in_channels: cin,
+            out_channels: cout,
+            kernel_size: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            groups: 1,
+            bias: false,
+            padding_mode: Default::default(),
+        })
+    }
+
+    fn graph(layers: Vec<(LayerConfig, Vec<Source>)>) -> NetworkDef {
+        NetworkDef {
+            input: [2, 4, 4],
+            layers: layers
+                .into_iter()
+                .enumerate()
+                .map(|(i, (config, inputs))| LayerDef {
+                    name: format!("l{i}"),
+                    config,
+                    inputs,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_sequential_model_resolves_its_inputs_to_the_previous_layer() {
+        let model = Model::new(
+            None,
+            def(vec![
+                LayerConfig::Relu,
+                LayerConfig::Flatten,
+                LayerConfig::Relu,
+            ]),
+        )
+        .unwrap();
+        assert!(model.is_sequential());
+        let inputs: Vec<_> = model.layers().iter().map(|l| l.inputs().to_vec()).collect();
+        assert_eq!(
+            inputs,
+            [
+                vec![Source::Input],
+                vec![Source::Layer(0)],
+                vec![Source::Layer(1)]
+            ]
+        );
+        assert_eq!(model.consumers(), [vec![1], vec![2], vec![]]);
+        // Written out, the default inputs stay empty, as the spec gave them.
+        assert!(model.def().layers.iter().all(|l| l.inputs.is_empty()));
+        // Writing the default explicitly makes the same model.
+        let mut explicit = model.def();
+        explicit.layers[1].inputs = vec![Source::Layer(0)];
+        assert_eq!(Model::new(None, explicit).unwrap(), model);
+    }
+
+    #[test]
+    fn a_residual_block_with_a_concat_and_a_gate_checks() {
+        use crate::config::ConcatConfig;
+        let model = Model::new(
+            None,
+            graph(vec![
+                (conv(2, 2), vec![]),                                      // 0
+                (LayerConfig::Relu, vec![]),                               // 1
+                (LayerConfig::Add, vec![Source::Layer(1), Source::Input]), // 2
+                (
+                    LayerConfig::Concat(ConcatConfig { dim: 1 }),
+                    vec![Source::Input, Source::Layer(2), Source::Layer(0)],
+                ), // 3: [6, 4, 4]
+                (
+                    LayerConfig::AdaptiveAvgPool2d {
+                        output_size: [1, 1],
+                    },
+                    vec![],
+                ), // 4: [6, 1, 1]
+                (LayerConfig::Mul, vec![Source::Layer(4), Source::Layer(3)]), // 5
+                (LayerConfig::Add, vec![Source::Layer(5), Source::Layer(5)]), // 6
+            ]),
+        )
+        .unwrap();
+        assert!(!model.is_sequential());
+        let out: Vec<_> = model.layers().iter().map(|l| l.output_shape()).collect();
+        assert_eq!(out[3], Shape::Chw([6, 4, 4]));
+        assert_eq!(out[5], Shape::Chw([6, 4, 4]));
+        assert_eq!(
+            model.layers()[5].input_shapes(),
+            [Shape::Chw([6, 1, 1]), Shape::Chw([6, 4, 4])]
+        );
+        assert_eq!(model.layers()[5].input_shape(), Shape::Chw([6, 1, 1]));
+        assert_eq!(
+            model.consumers(),
+            [
+                vec![1, 3],
+                vec![2],
+                vec![3],
+                vec![4, 5],
+                vec![5],
+                vec![6],
+                vec![]
+            ]
+        );
+        assert_eq!(model.output_shape(), Shape::Chw([6, 4, 4]));
+        assert_eq!(Model::new(None, model.def()).unwrap(), model);
+    }
+
+    #[test]
+    fn bad_sources_and_input_counts_are_refused() {
+        let err = Model::new(
+            None,
+            graph(vec![
+                (LayerConfig::Relu, vec![]),
+                (LayerConfig::Add, vec![Source::Layer(0), Source::Layer(1)]),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ModelError::Source {
+                name: "l1".into(),
+                index: 1,
+                source: Source::Layer(1)
+            }
+        );
+        assert_eq!(err.layer(), "l1");
+        let err = Model::new(
+            None,
+            graph(vec![(LayerConfig::Relu, vec![Source::Layer(7)])]),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ModelError::Source { index: 0, .. }));
+        let err = Model::new(None, graph(vec![(LayerConfig::Add, vec![])])).unwrap_err();
+        assert_eq!(err.to_string(), "add takes at least 2 inputs, but reads 1");
+        let err = Model::new(
+            None,
+            graph(vec![(
+                LayerConfig::Relu,
+                vec![Source::Input, Source::Input],
+            )]),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ModelError::InputCount {
+                expected: Arity::Exactly(1),
+                found: 2,
+                ..
+            }
+        ));
+        let err = Model::new(
+            None,
+            graph(vec![
+                (conv(2, 3), vec![]),
+                (LayerConfig::Add, vec![Source::Layer(0), Source::Input]),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ModelError::Layer {
+                name: "l1".into(),
+                kind: LayerKind::Add,
+                error: ShapeError::AddShapes {
+                    inputs: vec![Shape::Chw([3, 4, 4]), Shape::Chw([2, 4, 4])]
+                }
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "add needs inputs of one shape, found [3, 4, 4], [2, 4, 4]"
+        );
     }
 }

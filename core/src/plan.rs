@@ -248,6 +248,7 @@ mod tests {
                 .map(|(i, config)| LayerDef {
                     name: i.to_string(),
                     config,
+                    inputs: vec![],
                 })
                 .collect(),
         };

@@ -241,6 +241,12 @@ impl Network {
                 ),
             ));
         }
+        if !model.is_sequential() {
+            return Err(Error::config(
+                "network",
+                "a layer reads other layers than the one before it; graph models do not run yet",
+            ));
+        }
         let mut init = Init::new(seed);
         let mut layers = model
             .layers()

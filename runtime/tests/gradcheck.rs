@@ -317,6 +317,7 @@ fn mixed_net() -> NetworkDef {
     let layer = |name: &str, config| LayerDef {
         name: name.to_owned(),
         config,
+        inputs: Vec::new(),
     };
     NetworkDef {
         input: [2, 7, 6],

@@ -112,6 +112,7 @@ fn separable() -> NetworkDef {
     let layer = |name: &str, config| LayerDef {
         name: name.to_owned(),
         config,
+        inputs: Vec::new(),
     };
     let bn = |n| {
         LayerConfig::BatchNorm2d(BatchNorm2dConfig {

@@ -18,6 +18,7 @@ fn layer(name: &str, config: LayerConfig) -> LayerDef {
     LayerDef {
         name: name.to_owned(),
         config,
+        inputs: Vec::new(),
     }
 }
 

@@ -182,6 +182,15 @@ pub fn build(
         LayerConfig::Softmax { .. } => boxed::<Softmax>,
         LayerConfig::LogSoftmax { .. } => boxed::<LogSoftmax>,
         LayerConfig::Prelu { .. } => boxed::<Prelu>,
+        LayerConfig::Add | LayerConfig::Concat(_) | LayerConfig::Mul => {
+            return Err(Error::config(
+                name,
+                format!(
+                    "{} reads several inputs, which this runtime does not run yet",
+                    config.kind().keyword()
+                ),
+            ));
+        }
     };
     build(name, config, input, index, init)
 }

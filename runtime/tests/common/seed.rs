@@ -11,6 +11,7 @@ pub fn custom_cnn() -> NetworkDef {
     let layer = |name: &str, config| LayerDef {
         name: name.to_owned(),
         config,
+        inputs: Vec::new(),
     };
     let conv = |cin, cout| {
         LayerConfig::Conv2d(Conv2dConfig {

@@ -106,6 +106,7 @@ pub fn check(model: &Spec) -> Checked {
                         LayerDef {
                             name: name.clone(),
                             config,
+                            inputs: Vec::new(),
                         },
                         layer.span,
                     ));
