@@ -1,5 +1,7 @@
-//! The spec IR both front-ends lower to: a model, its input, and layers as a kind plus keyword
-//! arguments. Values are still untyped here; [`crate::check`] validates them. Two specs that say
+//! The spec IR both front-ends lower to: a model, its input, its blocks and its entries (a layer
+//! kind, a block instance or a `sequential` group, each with keyword arguments, the names it reads
+//! from and a repetition count). Values are still untyped here; [`crate::expand`] unrolls blocks
+//! and repetition and [`crate::check`] validates the result. Two specs that say
 //! the same thing compare equal after [`Model::clear_spans`], whichever language they came from.
 
 use crate::span::Span;
@@ -11,7 +13,9 @@ pub struct Model {
     pub name: Option<Ident>,
     /// The `input:` shape as written (validated by the checker).
     pub input: Option<Value>,
-    /// The layers, in order.
+    /// The block declarations (`blocks:` / `block Name(...) { ... }`), in source order.
+    pub blocks: Vec<Block>,
+    /// The entries, in order.
     pub layers: Vec<Layer>,
     /// Comments outside any layer.
     pub comments: ModelComments,
@@ -28,15 +32,48 @@ pub struct Ident {
     pub span: Span,
 }
 
-/// One layer: `kind` with arguments, and an optional explicit name.
+/// A reusable sub-network, like an `nn.Module` class: parameters and a body of entries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Block {
+    /// The block's name, used as a kind by its instances.
+    pub name: Ident,
+    /// Its parameters, in order.
+    pub params: Vec<Param>,
+    /// Its body; its output is the last entry's.
+    pub layers: Vec<Layer>,
+    /// Comments attached to the block's first line.
+    pub comments: Comments,
+    /// The whole declaration.
+    pub span: Span,
+}
+
+/// A block parameter: required, or with a default value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    /// The parameter's name.
+    pub name: Ident,
+    /// Its default, if it has one (`None`: the instance must give it).
+    pub default: Option<Value>,
+}
+
+/// One entry of a sequence: a layer kind, a block instance (`kind` names a block) or a
+/// `sequential` group (`body` holds its entries), with arguments, inputs, repetition and an
+/// optional explicit name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layer {
-    /// Layer kind as written (`conv2d`, `relu`, ...; validated by the checker).
+    /// Layer kind, block name or `sequential`, as written (validated by the checker).
     pub kind: Ident,
-    /// Explicit name (the state_dict prefix), if any.
+    /// Explicit name (the state_dict prefix), if any; may hold `{expr}` templates.
     pub name: Option<Ident>,
+    /// The entries it reads, as written (`inputs:` / positional names); empty: the previous
+    /// entry of the same sequence.
+    pub inputs: Vec<Ident>,
+    /// `repeat: N`, if given.
+    pub repeat: Option<Value>,
     /// Keyword arguments in source order.
     pub args: Vec<Arg>,
+    /// The entries of a `sequential` group; `None` for a layer or block instance.
+    pub body: Option<Vec<Layer>>,
     /// Comments attached to this layer.
     pub comments: Comments,
     /// The whole layer.
@@ -78,6 +115,123 @@ pub enum ValueKind {
     Map,
     /// YAML `null` / `~`.
     Null,
+    /// Integer arithmetic over names (`planes * 4`), evaluated when blocks are expanded.
+    Expr(Expr),
+}
+
+/// An integer expression: `+ - * // %`, parentheses, integers and names (block parameters,
+/// the repetition index `i`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expr {
+    /// What it is.
+    pub kind: ExprKind,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// The forms of an [`Expr`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExprKind {
+    /// An integer literal.
+    Int(i64),
+    /// A name.
+    Name(String),
+    /// `-operand`.
+    Neg(Box<Expr>),
+    /// `left op right`.
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+}
+
+/// A binary operator of an [`Expr`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    /// `+`.
+    Add,
+    /// `-`.
+    Sub,
+    /// `*`.
+    Mul,
+    /// `//`, rounding down as Python does.
+    FloorDiv,
+    /// `%`, with the divisor's sign as Python's.
+    Rem,
+}
+
+impl BinOp {
+    /// The operator as written.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::FloorDiv => "//",
+            BinOp::Rem => "%",
+        }
+    }
+
+    /// Binding strength: `* // %` bind tighter than `+ -`.
+    pub fn precedence(self) -> u8 {
+        match self {
+            BinOp::Add | BinOp::Sub => 1,
+            BinOp::Mul | BinOp::FloorDiv | BinOp::Rem => 2,
+        }
+    }
+}
+
+impl Expr {
+    /// The expression in canonical form: single spaces around operators, parentheses only
+    /// where needed.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out, 0);
+        out
+    }
+
+    fn write(&self, out: &mut String, min_precedence: u8) {
+        match &self.kind {
+            ExprKind::Int(v) => out.push_str(&v.to_string()),
+            ExprKind::Name(name) => out.push_str(name),
+            ExprKind::Neg(operand) => {
+                out.push('-');
+                // `-3` alone would read back as a negative literal, not an expression.
+                if matches!(operand.kind, ExprKind::Int(_)) {
+                    out.push('(');
+                    operand.write(out, 0);
+                    out.push(')');
+                } else {
+                    operand.write(out, 3);
+                }
+            }
+            ExprKind::Binary(op, left, right) => {
+                let own = op.precedence();
+                let parens = own < min_precedence;
+                if parens {
+                    out.push('(');
+                }
+                left.write(out, own);
+                out.push(' ');
+                out.push_str(op.symbol());
+                out.push(' ');
+                // Left-associative: a right operand of the same strength needs parentheses.
+                right.write(out, own + 1);
+                if parens {
+                    out.push(')');
+                }
+            }
+        }
+    }
+
+    fn clear_spans(&mut self) {
+        self.span = Span::default();
+        match &mut self.kind {
+            ExprKind::Neg(operand) => operand.clear_spans(),
+            ExprKind::Binary(_, left, right) => {
+                left.clear_spans();
+                right.clear_spans();
+            }
+            ExprKind::Int(_) | ExprKind::Name(_) => {}
+        }
+    }
 }
 
 impl ValueKind {
@@ -91,6 +245,7 @@ impl ValueKind {
             ValueKind::List(_) => "a list",
             ValueKind::Map => "a mapping",
             ValueKind::Null => "null",
+            ValueKind::Expr(_) => "an expression",
         }
     }
 }
@@ -128,16 +283,54 @@ impl Model {
         if let Some(input) = &mut self.input {
             input.clear_spans();
         }
-        for layer in &mut self.layers {
-            layer.span = Span::default();
-            layer.kind.span = Span::default();
-            if let Some(name) = &mut layer.name {
-                name.span = Span::default();
+        for block in &mut self.blocks {
+            block.span = Span::default();
+            block.name.span = Span::default();
+            for param in &mut block.params {
+                param.name.span = Span::default();
+                if let Some(default) = &mut param.default {
+                    default.clear_spans();
+                }
             }
-            for arg in &mut layer.args {
-                arg.key.span = Span::default();
-                arg.value.clear_spans();
-            }
+            block.layers.iter_mut().for_each(Layer::clear_spans);
+        }
+        self.layers.iter_mut().for_each(Layer::clear_spans);
+    }
+}
+
+impl Layer {
+    fn clear_spans(&mut self) {
+        self.span = Span::default();
+        self.kind.span = Span::default();
+        if let Some(name) = &mut self.name {
+            name.span = Span::default();
+        }
+        for input in &mut self.inputs {
+            input.span = Span::default();
+        }
+        if let Some(repeat) = &mut self.repeat {
+            repeat.clear_spans();
+        }
+        for arg in &mut self.args {
+            arg.key.span = Span::default();
+            arg.value.clear_spans();
+        }
+        if let Some(body) = &mut self.body {
+            body.iter_mut().for_each(Layer::clear_spans);
+        }
+    }
+
+    /// A plain layer of `kind` with nothing else written (for front-ends and tests).
+    pub fn new(kind: Ident, span: Span) -> Self {
+        Layer {
+            kind,
+            name: None,
+            inputs: Vec::new(),
+            repeat: None,
+            args: Vec::new(),
+            body: None,
+            comments: Comments::default(),
+            span,
         }
     }
 }
@@ -145,8 +338,10 @@ impl Model {
 impl Value {
     fn clear_spans(&mut self) {
         self.span = Span::default();
-        if let ValueKind::List(items) = &mut self.kind {
-            items.iter_mut().for_each(Value::clear_spans);
+        match &mut self.kind {
+            ValueKind::List(items) => items.iter_mut().for_each(Value::clear_spans),
+            ValueKind::Expr(expr) => expr.clear_spans(),
+            _ => {}
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `#` comments, which neither parser keeps: found by scanning the text line by line and attached
 //! to the IR by line number, so `cnnc fmt` can carry them across languages.
 
-use crate::ast::Model;
+use crate::ast::{Layer, Model};
 use crate::diag::{Code, Diagnostic};
 use crate::front_errors::FrontError;
 use crate::span::{Source, Span};
@@ -77,23 +77,89 @@ fn scan(text: &str, style: Style) -> Vec<LineComment> {
     found
 }
 
-/// Attaches the comments of `source` to `model`: a whole-line comment goes to the layer that
-/// follows it (or contains it), a comment after code to the layer on that line; the rest to the
-/// model's header, `model`/`input` lines or footer.
+/// The lines an entry (a block or a layer) covers, with its nested entries.
+struct Lines {
+    start: usize,
+    end: usize,
+    children: Vec<Lines>,
+}
+
+impl Lines {
+    fn of(span: Span, children: &[Layer], line_of: &dyn Fn(u32) -> usize) -> Lines {
+        Lines {
+            start: line_of(span.start),
+            end: line_of(span.end.saturating_sub(1).max(span.start)),
+            children: children
+                .iter()
+                .map(|layer| Lines::of(layer.span, layer.body.as_deref().unwrap_or(&[]), line_of))
+                .collect(),
+        }
+    }
+}
+
+/// Where a comment goes: a path of entry indices, and whether it trails the entry's line.
+enum Target {
+    Entry(Vec<usize>, bool),
+    Name,
+    Input,
+    Header,
+    Footer,
+}
+
+/// The path to the innermost entry holding `line` at the end of code (`trailing`), or the
+/// entry a whole-line comment at `line` is placed before: the first entry ending at or after
+/// it, descending into a group that contains it. Entries are in line order (their first and
+/// last lines never decrease): binary searches keep many comments on many layers from being
+/// quadratic.
+fn locate(entries: &[Lines], line: usize, trailing: bool) -> Option<Vec<usize>> {
+    let i = entries.partition_point(|e| e.end < line);
+    let entry = entries.get(i)?;
+    if trailing && entry.start > line {
+        return None;
+    }
+    let mut path = vec![i];
+    if entry.start < line
+        && let Some(rest) = locate(&entry.children, line, trailing)
+    {
+        path.extend(rest);
+    }
+    Some(path)
+}
+
+/// Attaches the comments of `source` to `model`: a whole-line comment goes to the entry that
+/// follows it (or contains it), a comment after code to the innermost entry on that line; the
+/// rest to the model's header, `model`/`input` lines or footer.
 pub(crate) fn attach(model: &mut Model, source: &Source, style: Style) {
     let comments = scan(source.text(), style);
     if comments.is_empty() {
         return;
     }
     let line_of = |offset: u32| source.line_col(offset as usize).line;
-    let layer_lines: Vec<(usize, usize)> = model
-        .layers
+    // Blocks and layers in line order, as (is a block, index).
+    let mut order: Vec<(bool, usize, u32)> = model
+        .blocks
         .iter()
-        .map(|layer| {
-            (
-                line_of(layer.span.start),
-                line_of(layer.span.end.saturating_sub(1).max(layer.span.start)),
-            )
+        .enumerate()
+        .map(|(i, b)| (true, i, b.span.start))
+        .chain(
+            model
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (false, i, l.span.start)),
+        )
+        .collect();
+    order.sort_by_key(|&(_, _, start)| start);
+    let entries: Vec<Lines> = order
+        .iter()
+        .map(|&(is_block, i, _)| {
+            if is_block {
+                let block = &model.blocks[i];
+                Lines::of(block.span, &block.layers, &line_of)
+            } else {
+                let layer = &model.layers[i];
+                Lines::of(layer.span, layer.body.as_deref().unwrap_or(&[]), &line_of)
+            }
         })
         .collect();
     let name_line = model.name.as_ref().map(|name| line_of(name.span.start));
@@ -104,43 +170,67 @@ pub(crate) fn attach(model: &mut Model, source: &Source, style: Style) {
         )
     });
     let header_end = name_line.max(input_lines.map(|(_, end)| end)).unwrap_or(0);
-    let last_layer = layer_lines.last().map(|&(_, end)| end);
+    let last_entry = entries.iter().map(|e| e.end).max();
+    let mut name_taken = model.comments.name.is_some();
+    let mut input_taken = model.comments.input.is_some();
     for comment in comments {
         let line = comment.line;
-        if !comment.own_line {
-            // Layers are in line order (their first and last lines never decrease): binary
-            // searches keep many comments on many layers from being quadratic. The first layer
-            // ending at or after the line holds it if it starts at or before it.
-            let first_ending = layer_lines.partition_point(|&(_, e)| e < line);
-            if let Some(i) =
-                Some(first_ending).filter(|&i| layer_lines.get(i).is_some_and(|&(s, _)| s <= line))
-            {
-                let trailing = &mut model.layers[i].comments.trailing;
-                *trailing = Some(match trailing.take() {
-                    Some(previous) => format!("{previous} {}", comment.text),
-                    None => comment.text,
-                });
-                continue;
+        let target = if comment.own_line {
+            None
+        } else if let Some(path) = locate(&entries, line, true) {
+            Some(Target::Entry(path, true))
+        } else if name_line == Some(line) && !name_taken {
+            name_taken = true;
+            Some(Target::Name)
+        } else if input_lines.is_some_and(|(s, e)| s <= line && line <= e) && !input_taken {
+            input_taken = true;
+            Some(Target::Input)
+        } else {
+            None
+        };
+        let target = target.unwrap_or_else(|| match last_entry {
+            Some(last) if line > last => Target::Footer,
+            Some(_) if line > header_end => Target::Entry(
+                locate(&entries, line, false).unwrap_or_else(|| vec![0]),
+                false,
+            ),
+            _ => Target::Header,
+        });
+        let text = comment.text;
+        match target {
+            Target::Name => model.comments.name = Some(text),
+            Target::Input => model.comments.input = Some(text),
+            Target::Header => model.comments.header.push(text),
+            Target::Footer => model.comments.footer.push(text),
+            Target::Entry(path, trailing) => {
+                let Some((&top, rest)) = path.split_first() else {
+                    continue;
+                };
+                let (is_block, i, _) = order[top];
+                let (comments, mut children) = if is_block {
+                    let block = &mut model.blocks[i];
+                    (&mut block.comments, Some(&mut block.layers))
+                } else {
+                    let layer = &mut model.layers[i];
+                    (&mut layer.comments, layer.body.as_mut())
+                };
+                let mut comments = comments;
+                for &child in rest {
+                    let Some(layer) = children.and_then(|c| c.get_mut(child)) else {
+                        break;
+                    };
+                    comments = &mut layer.comments;
+                    children = layer.body.as_mut();
+                }
+                if trailing {
+                    comments.trailing = Some(match comments.trailing.take() {
+                        Some(previous) => format!("{previous} {text}"),
+                        None => text,
+                    });
+                } else {
+                    comments.leading.push(text);
+                }
             }
-            if name_line == Some(line) && model.comments.name.is_none() {
-                model.comments.name = Some(comment.text);
-                continue;
-            }
-            if input_lines.is_some_and(|(s, e)| s <= line && line <= e)
-                && model.comments.input.is_none()
-            {
-                model.comments.input = Some(comment.text);
-                continue;
-            }
-        }
-        match last_layer {
-            Some(last) if line > last => model.comments.footer.push(comment.text),
-            Some(_) if line > header_end => {
-                let i = layer_lines.partition_point(|&(_, end)| end < line);
-                let i = if i < layer_lines.len() { i } else { 0 };
-                model.layers[i].comments.leading.push(comment.text);
-            }
-            _ => model.comments.header.push(comment.text),
         }
     }
 }

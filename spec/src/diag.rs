@@ -62,6 +62,8 @@ codes! {
     BadStructure = "E0005",
     /// A top-level key other than `model`, `input`, `layers`.
     UnknownTopLevelKey = "E0006",
+    /// Arithmetic in a value that does not parse.
+    BadExpression = "E0007",
     /// The spec has no `input`.
     MissingInput = "E0101",
     /// `input` is not three positive integers `[C, H, W]`.
@@ -104,12 +106,28 @@ codes! {
     GroupsMismatch = "E0308",
     /// A convolution's padding beyond what its `padding_mode` allows for the input.
     ModePaddingTooLarge = "E0309",
+    /// An input that names no earlier entry of its scope.
+    UnknownReference = "E0401",
+    /// An input that names the entry itself or a later one.
+    ForwardReference = "E0402",
+    /// The inputs of a merge layer (`add`, `concat`, `mul`) do not fit together.
+    MergeMismatch = "E0403",
+    /// An entry given more or fewer inputs than it takes.
+    InputCount = "E0404",
+    /// A block that instantiates itself, directly or through others.
+    RecursiveBlock = "E0405",
+    /// An expression without a value (division by zero, an unknown name, overflow).
+    BadExpressionValue = "E0406",
+    /// Blocks and groups nested too deep, or expanding to too many layers.
+    ExpansionTooLarge = "E0407",
     /// Pooling or a strided convolution silently drops trailing rows or columns.
     DropsInput = "W0001",
     /// `flatten` of an input that is already flat.
     RedundantFlatten = "W0002",
     /// A convolution bias that the following `batchnorm2d` cancels.
     BiasBeforeBatchNorm = "W0003",
+    /// An entry whose output nothing reads (and that is not the model's output).
+    UnusedOutput = "W0004",
 }
 
 impl Code {

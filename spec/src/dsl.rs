@@ -1,5 +1,5 @@
-//! The DSL front-end: a pest grammar (`dsl.pest`) with one layer per line, lowered to the same
-//! IR as YAML. Takes plain text and returns byte spans into it, so the `cnn_model!` macro can map
+//! The DSL front-end: a pest grammar (`dsl.pest`) with one entry per line (blocks and
+//! `sequential` groups in braces), lowered to the same IR as YAML. Takes plain text and returns byte spans into it, so the `cnn_model!` macro can map
 //! them back onto its tokens.
 
 use pest::Parser;
@@ -8,9 +8,10 @@ use pest::iterators::Pair;
 use pest_derive::Parser;
 
 use crate::MAX_NESTING;
-use crate::ast::{Arg, Ident, Layer, Model, ModelComments, Value, ValueKind};
+use crate::ast::{Arg, Block, Ident, Layer, Model, ModelComments, Param, Value, ValueKind};
 use crate::comments;
 use crate::diag::{Code, Diagnostic};
+use crate::expr;
 use crate::front_errors::{Found, FrontError, SyntaxHint};
 use crate::span::{Format, Source, Span};
 
@@ -45,10 +46,12 @@ pub fn parse_dsl(text: &str) -> Result<Model, Vec<Diagnostic>> {
     let mut model = Model {
         name: None,
         input: None,
+        blocks: Vec::new(),
         layers: Vec::new(),
         comments: ModelComments::default(),
         span: Span::new(0, text.len()),
     };
+    let mut errors = Vec::new();
     for pair in file.into_iter().flat_map(Pair::into_inner) {
         match pair.as_rule() {
             Rule::header_model => {
@@ -64,15 +67,70 @@ pub fn parse_dsl(text: &str) -> Result<Model, Vec<Diagnostic>> {
                 model.input = pair
                     .into_inner()
                     .find(|p| p.as_rule() == Rule::list)
-                    .map(value);
+                    .map(|p| value(p, &mut errors));
             }
-            Rule::layer => model.layers.push(layer(pair)),
+            Rule::layer => model.layers.push(layer(pair, &mut errors)),
+            Rule::block => model.blocks.push(block(pair, &mut errors)),
             _ => {}
         }
+    }
+    if !errors.is_empty() {
+        return Err(errors.into_iter().map(FrontError::render).collect());
     }
     let source = Source::new("", text, Format::Dsl);
     comments::attach(&mut model, &source, comments::Style::Dsl);
     Ok(model)
+}
+
+/// The span of a rule without the implicit whitespace pest counts after its last part.
+fn trimmed_span(pair: &Pair<'_, Rule>) -> Span {
+    let end = pair
+        .clone()
+        .into_inner()
+        .map(|part| part.as_span().end())
+        .max()
+        .unwrap_or(pair.as_span().end());
+    Span::new(pair.as_span().start(), end)
+}
+
+fn block(pair: Pair<'_, Rule>, errors: &mut Vec<FrontError>) -> Block {
+    let span = trimmed_span(&pair);
+    let mut block = Block {
+        name: Ident {
+            text: String::new(),
+            span,
+        },
+        params: Vec::new(),
+        layers: Vec::new(),
+        comments: Default::default(),
+        span,
+    };
+    for part in pair.into_inner() {
+        match part.as_rule() {
+            Rule::block_name => block.name = ident(&part),
+            Rule::params => {
+                for param in part.into_inner() {
+                    let mut inner = param.into_inner();
+                    if let Some(key) = inner.next() {
+                        block.params.push(Param {
+                            name: ident(&key),
+                            default: inner.next().map(|v| value(v, errors)),
+                        });
+                    }
+                }
+            }
+            Rule::body => block.layers = body(part, errors),
+            _ => {}
+        }
+    }
+    block
+}
+
+fn body(pair: Pair<'_, Rule>, errors: &mut Vec<FrontError>) -> Vec<Layer> {
+    pair.into_inner()
+        .filter(|p| p.as_rule() == Rule::layer)
+        .map(|p| layer(p, errors))
+        .collect()
 }
 
 fn span_of(pair: &Pair<'_, Rule>) -> Span {
@@ -87,54 +145,78 @@ fn ident(pair: &Pair<'_, Rule>) -> Ident {
     }
 }
 
-fn layer(pair: Pair<'_, Rule>) -> Layer {
+fn layer(pair: Pair<'_, Rule>, errors: &mut Vec<FrontError>) -> Layer {
     // pest's implicit whitespace after the kind (tried before the optional arguments) belongs
     // to the rule's span; the layer itself ends with its last part.
-    let end = pair
-        .clone()
-        .into_inner()
-        .map(|part| part.as_span().end())
-        .max()
-        .unwrap_or(pair.as_span().end());
-    let span = Span::new(pair.as_span().start(), end);
-    let mut name = None;
-    let mut kind = Ident {
-        text: String::new(),
+    let span = trimmed_span(&pair);
+    let mut layer = Layer::new(
+        Ident {
+            text: String::new(),
+            span,
+        },
         span,
-    };
-    let mut args = Vec::new();
+    );
     for part in pair.into_inner() {
         match part.as_rule() {
-            Rule::layer_name => name = Some(ident(&part)),
-            Rule::kind => kind = ident(&part),
+            Rule::layer_name => layer.name = Some(ident(&part)),
+            Rule::kind => layer.kind = ident(&part),
             Rule::args => {
+                let mut first_keyword = None;
                 for arg in part.into_inner() {
+                    if arg.as_rule() == Rule::reference {
+                        if let Some(keyword) = first_keyword {
+                            errors.push(FrontError::PositionalAfterKeyword {
+                                span: span_of(&arg),
+                                keyword,
+                            });
+                        }
+                        layer.inputs.push(ident(&arg));
+                        continue;
+                    }
+                    first_keyword.get_or_insert(span_of(&arg));
                     let mut inner = arg.into_inner();
-                    if let (Some(key), Some(val)) = (inner.next(), inner.next()) {
-                        args.push(Arg {
-                            key: ident(&key),
-                            value: value(val),
-                        });
+                    let (Some(key), Some(val)) = (inner.next(), inner.next()) else {
+                        continue;
+                    };
+                    let key = ident(&key);
+                    let val = value(val, errors);
+                    match key.text.as_str() {
+                        "repeat" if layer.repeat.is_none() => layer.repeat = Some(val),
+                        _ => layer.args.push(Arg { key, value: val }),
                     }
                 }
+            }
+            Rule::body => {
+                if layer.kind.text != "sequential" {
+                    errors.push(FrontError::BodyNotSequential {
+                        span: trimmed_span(&part),
+                        kind: layer.kind.text.clone(),
+                    });
+                }
+                layer.body = Some(body(part, errors));
             }
             _ => {}
         }
     }
-    Layer {
-        kind,
-        name,
-        args,
-        comments: Default::default(),
-        span,
+    if layer.kind.text == "sequential" && layer.body.is_none() {
+        errors.push(FrontError::SequentialWithoutLayers { span });
+        layer.body = Some(Vec::new());
     }
+    layer
 }
 
-fn value(pair: Pair<'_, Rule>) -> Value {
+fn value(pair: Pair<'_, Rule>, errors: &mut Vec<FrontError>) -> Value {
     let span = span_of(&pair);
     let text = pair.as_str();
     let kind = match pair.as_rule() {
-        Rule::list => ValueKind::List(pair.into_inner().map(value).collect()),
+        Rule::list => ValueKind::List(pair.into_inner().map(|v| value(v, errors)).collect()),
+        Rule::expr => match expr::parse(text, span.start as usize) {
+            Ok(parsed) => expr::into_value(parsed),
+            Err(error) => {
+                errors.push(FrontError::BadExpression { error });
+                ValueKind::Str(text.to_owned())
+            }
+        },
         // Beyond every size limit; the checker reports it as too large.
         Rule::int => ValueKind::Int(text.parse().unwrap_or(if text.starts_with('-') {
             i64::MIN
@@ -218,6 +300,13 @@ fn describe(rule: &Rule) -> Option<&'static str> {
         Rule::EOI => "end of file",
         Rule::header_model | Rule::kw_model => "`model NAME`",
         Rule::header_input | Rule::kw_input => "`input (C, H, W)`",
+        Rule::block | Rule::kw_block => "`block Name(params) { ... }`",
+        Rule::block_name => "a block name",
+        Rule::params | Rule::param => "a parameter",
+        Rule::body => "`{`",
+        Rule::reference => "an input name",
+        Rule::expr | Rule::operand | Rule::operator | Rule::inline_ws => "an expression",
+        Rule::name_part | Rule::template => "a layer name",
         Rule::model_name => "a model name",
         Rule::layer | Rule::layer_name | Rule::kind => "a layer",
         Rule::args => "`(`",
@@ -295,6 +384,15 @@ fn syntax_error(err: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
             span: Span::new(at, at + 1),
         }),
         Some('{') => Some(SyntaxHint::Brace),
+        // `conv2d {out_channels=32}`: a YAML-style mapping read as a body of entries.
+        Some('=')
+            if text[..at]
+                .rsplit('\n')
+                .next()
+                .is_some_and(|line| line.contains('{')) =>
+        {
+            Some(SyntaxHint::Brace)
+        }
         _ => None,
     };
     FrontError::DslSyntax {

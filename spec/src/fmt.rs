@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::ast::{Comments, Layer, Model, Value, ValueKind};
+use crate::ast::{Comments, Ident, Layer, Model, Value, ValueKind};
 
 /// The model as a canonical YAML spec.
 pub fn to_yaml(model: &Model) -> String {
@@ -20,15 +20,47 @@ pub fn to_yaml(model: &Model) -> String {
         yaml_value(&mut out, input);
         trailing(&mut out, &model.comments.input);
     }
-    out.push_str("layers:\n");
-    for layer in &model.layers {
-        comment_lines(&mut out, "  ", &layer.comments.leading);
-        out.push_str("  - ");
-        yaml_layer(&mut out, layer);
-        trailing(&mut out, &layer.comments.trailing);
+    if !model.blocks.is_empty() {
+        out.push_str("blocks:\n");
+        for block in &model.blocks {
+            comment_lines(&mut out, "  ", &block.comments.leading);
+            out.push_str("  ");
+            out.push_str(&yaml_str(&block.name.text));
+            out.push(':');
+            trailing(&mut out, &block.comments.trailing);
+            if !block.params.is_empty() {
+                out.push_str("    params: {");
+                for (i, param) in block.params.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&yaml_str(&param.name.text));
+                    out.push_str(": ");
+                    match &param.default {
+                        Some(default) => yaml_value(&mut out, default),
+                        None => out.push('~'),
+                    }
+                }
+                out.push_str("}\n");
+            }
+            out.push_str("    layers:\n");
+            yaml_layers(&mut out, "      ", &block.layers);
+        }
     }
+    out.push_str("layers:\n");
+    yaml_layers(&mut out, "  ", &model.layers);
     comment_lines(&mut out, "", &model.comments.footer);
     out
+}
+
+/// `layers` as YAML list items indented by `indent`.
+fn yaml_layers(out: &mut String, indent: &str, layers: &[Layer]) {
+    for layer in layers {
+        comment_lines(out, indent, &layer.comments.leading);
+        out.push_str(indent);
+        out.push_str("- ");
+        yaml_layer(out, indent, layer);
+    }
 }
 
 /// The model as a canonical DSL spec.
@@ -49,36 +81,88 @@ pub fn to_dsl(model: &Model) -> String {
         dsl_value(&mut out, input);
         trailing(&mut out, &model.comments.input);
     }
-    if !out.is_empty() && !model.layers.is_empty() {
+    if !out.is_empty() && !(model.layers.is_empty() && model.blocks.is_empty()) {
         out.push('\n');
     }
-    for layer in &model.layers {
+    for block in &model.blocks {
+        comment_lines(&mut out, "", &block.comments.leading);
+        out.push_str("block ");
+        out.push_str(&block.name.text);
+        if !block.params.is_empty() {
+            out.push('(');
+            for (i, param) in block.params.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&param.name.text);
+                if let Some(default) = &param.default {
+                    out.push('=');
+                    dsl_value(&mut out, default);
+                }
+            }
+            out.push(')');
+        }
+        out.push_str(" {");
+        trailing(&mut out, &block.comments.trailing);
+        dsl_layers(&mut out, "  ", &block.layers);
+        out.push_str("}\n\n");
+    }
+    dsl_layers(&mut out, "", &model.layers);
+    comment_lines(&mut out, "", &model.comments.footer);
+    out
+}
+
+/// `layers` as DSL lines indented by `indent`.
+fn dsl_layers(out: &mut String, indent: &str, layers: &[Layer]) {
+    for layer in layers {
         let Comments {
             leading,
             trailing: comment,
         } = &layer.comments;
-        comment_lines(&mut out, "", leading);
+        comment_lines(out, indent, leading);
+        out.push_str(indent);
         if let Some(name) = &layer.name {
             out.push_str(&name.text);
             out.push_str(": ");
         }
         out.push_str(&layer.kind.text);
-        if !layer.args.is_empty() {
+        if !layer.inputs.is_empty() || !layer.args.is_empty() || layer.repeat.is_some() {
             out.push('(');
-            for (i, arg) in layer.args.iter().enumerate() {
-                if i > 0 {
+            let mut first = true;
+            let mut separate = |out: &mut String| {
+                if !first {
                     out.push_str(", ");
                 }
+                first = false;
+            };
+            for input in &layer.inputs {
+                separate(out);
+                out.push_str(&input.text);
+            }
+            for arg in &layer.args {
+                separate(out);
                 out.push_str(&arg.key.text);
                 out.push('=');
-                dsl_value(&mut out, &arg.value);
+                dsl_value(out, &arg.value);
+            }
+            if let Some(repeat) = &layer.repeat {
+                separate(out);
+                out.push_str("repeat=");
+                dsl_value(out, repeat);
             }
             out.push(')');
         }
-        trailing(&mut out, comment);
+        match &layer.body {
+            Some(body) => {
+                out.push_str(" {");
+                trailing(out, comment);
+                dsl_layers(out, &format!("{indent}  "), body);
+                out.push_str(indent);
+                out.push_str("}\n");
+            }
+            None => trailing(out, comment),
+        }
     }
-    comment_lines(&mut out, "", &model.comments.footer);
-    out
 }
 
 fn comment_lines(out: &mut String, indent: &str, lines: &[String]) {
@@ -104,28 +188,92 @@ fn trailing(out: &mut String, comment: &Option<String>) {
     out.push('\n');
 }
 
-fn yaml_layer(out: &mut String, layer: &Layer) {
+/// One entry after its `- `: a flow mapping on one line, or a `sequential` as a block mapping
+/// (its `layers` nested below it).
+fn yaml_layer(out: &mut String, indent: &str, layer: &Layer) {
     out.push_str(&yaml_str(&layer.kind.text));
-    if layer.name.is_none() && layer.args.is_empty() {
+    if let Some(body) = &layer.body {
+        out.push(':');
+        trailing(out, &layer.comments.trailing);
+        let inner = format!("{indent}    ");
+        if let Some(name) = &layer.name {
+            let _ = writeln!(out, "{inner}name: {}", yaml_str(&name.text));
+        }
+        if !layer.inputs.is_empty() {
+            let _ = write!(out, "{inner}inputs: ");
+            yaml_inputs(out, &layer.inputs);
+            out.push('\n');
+        }
+        for arg in &layer.args {
+            let _ = write!(out, "{inner}{}: ", yaml_str(&arg.key.text));
+            yaml_value(out, &arg.value);
+            out.push('\n');
+        }
+        if let Some(repeat) = &layer.repeat {
+            let _ = write!(out, "{inner}repeat: ");
+            yaml_value(out, repeat);
+            out.push('\n');
+        }
+        let _ = writeln!(out, "{inner}layers:");
+        yaml_layers(out, &format!("{inner}  "), body);
+        return;
+    }
+    if layer.name.is_none()
+        && layer.inputs.is_empty()
+        && layer.args.is_empty()
+        && layer.repeat.is_none()
+    {
+        trailing(out, &layer.comments.trailing);
         return;
     }
     out.push_str(": {");
     let mut first = true;
-    if let Some(name) = &layer.name {
-        out.push_str("name: ");
-        out.push_str(&yaml_str(&name.text));
-        first = false;
-    }
-    for arg in &layer.args {
+    let mut separate = |out: &mut String| {
         if !first {
             out.push_str(", ");
         }
         first = false;
+    };
+    if let Some(name) = &layer.name {
+        separate(out);
+        out.push_str("name: ");
+        out.push_str(&yaml_str(&name.text));
+    }
+    if !layer.inputs.is_empty() {
+        separate(out);
+        out.push_str("inputs: ");
+        yaml_inputs(out, &layer.inputs);
+    }
+    for arg in &layer.args {
+        separate(out);
         out.push_str(&yaml_str(&arg.key.text));
         out.push_str(": ");
         yaml_value(out, &arg.value);
     }
+    if let Some(repeat) = &layer.repeat {
+        separate(out);
+        out.push_str("repeat: ");
+        yaml_value(out, repeat);
+    }
     out.push('}');
+    trailing(out, &layer.comments.trailing);
+}
+
+/// One input as a scalar, several as a flow list.
+fn yaml_inputs(out: &mut String, inputs: &[Ident]) {
+    match inputs {
+        [one] => out.push_str(&yaml_str(&one.text)),
+        many => {
+            out.push('[');
+            for (i, input) in many.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&yaml_str(&input.text));
+            }
+            out.push(']');
+        }
+    }
 }
 
 fn yaml_value(out: &mut String, value: &Value) {
@@ -141,6 +289,7 @@ fn yaml_value(out: &mut String, value: &Value) {
             out.push(']');
         }
         ValueKind::Str(s) => out.push_str(&yaml_str(s)),
+        ValueKind::Expr(expr) => out.push_str(&expr.to_text()),
         ValueKind::Map => out.push_str("{}"),
         ValueKind::Null => out.push_str("null"),
         other => scalar(out, other),
@@ -163,6 +312,7 @@ fn dsl_value(out: &mut String, value: &Value) {
         ValueKind::Str(s) => {
             let _ = write!(out, "\"{}\"", s.replace('"', "'"));
         }
+        ValueKind::Expr(expr) => out.push_str(&expr.to_text()),
         ValueKind::Map | ValueKind::Null => out.push_str("null"),
         other => scalar(out, other),
     }
@@ -187,7 +337,8 @@ fn scalar(out: &mut String, value: &ValueKind) {
 
 /// A YAML scalar for `s`: plain when it would read back as the same string, else quoted.
 fn yaml_str(s: &str) -> String {
-    if is_plain_word(s) && !is_reserved(s) {
+    // `model` and `input` are words of the DSL only.
+    if is_plain_word(s) && (matches!(s, "model" | "input") || !is_reserved(s)) {
         s.to_owned()
     } else {
         serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))

@@ -7,6 +7,7 @@
 //! picks its [`Code`] (explained in `error_codes/CODE.md`) and words it.
 
 use crate::diag::{Code, Diagnostic};
+use crate::expr::SyntaxError;
 use crate::span::Span;
 use crate::{MAX_NESTING, MAX_SOURCE_BYTES};
 
@@ -220,6 +221,88 @@ pub(crate) enum FrontError {
         span: Span,
         /// What it is.
         found: &'static str,
+    },
+    /// A `sequential` without its `layers` (YAML) or `{ ... }` body (DSL).
+    SequentialWithoutLayers {
+        /// The entry.
+        span: Span,
+    },
+    /// A body `{ ... }` on an entry other than `sequential`.
+    BodyNotSequential {
+        /// The body.
+        span: Span,
+        /// The entry's kind.
+        kind: String,
+    },
+    /// An `inputs` item that is not a name.
+    InputNotName {
+        /// The item.
+        span: Span,
+        /// What it is.
+        found: &'static str,
+    },
+    /// `inputs: []`.
+    EmptyInputs {
+        /// The value.
+        span: Span,
+    },
+    /// A DSL input name after a keyword argument.
+    PositionalAfterKeyword {
+        /// The input name.
+        span: Span,
+        /// The first keyword argument.
+        keyword: Span,
+    },
+    /// `blocks` that is not a mapping.
+    BlocksNotMapping {
+        /// The value.
+        span: Span,
+        /// What it is.
+        found: &'static str,
+    },
+    /// A block name that is not a string.
+    BlockNameNotString {
+        /// The key.
+        span: Span,
+        /// What it is.
+        found: &'static str,
+    },
+    /// A block declaration that is not a mapping.
+    BlockNotMapping {
+        /// The value.
+        span: Span,
+        /// The block.
+        name: String,
+        /// What it is.
+        found: &'static str,
+    },
+    /// A key of a block declaration other than `params` and `layers`.
+    UnknownBlockKey {
+        /// The key.
+        span: Span,
+        /// Its text.
+        key: String,
+        /// The nearest block key, if any is near.
+        best: Option<&'static str>,
+    },
+    /// A block declaration without `layers`.
+    BlockWithoutLayers {
+        /// The block's name.
+        span: Span,
+        /// The block.
+        name: String,
+    },
+    /// A block's `params` that is not a mapping.
+    ParamsNotMapping {
+        /// The value.
+        span: Span,
+        /// What it is.
+        found: &'static str,
+    },
+    /// Arithmetic that does not parse.
+    BadExpression {
+        /// What is wrong, and where.
+        error: SyntaxError,
     },
 }
 
@@ -443,6 +526,109 @@ impl FrontError {
                 "expected a name such as `conv1` or `layer1.0`",
             )
             .help("quote the name: `name: \"layer1.0\"`"),
+            FrontError::SequentialWithoutLayers { span } => Diagnostic::error(
+                Code::BadStructure,
+                "a `sequential` needs its layers",
+                span,
+                "no layers",
+            )
+            .help("YAML: `- sequential: {name: stage1, layers: [relu]}`; DSL: `stage1: sequential { relu }`"),
+            FrontError::BodyNotSequential { span, kind } => Diagnostic::error(
+                Code::BadStructure,
+                format!("`{kind}` cannot have a body: only `sequential` groups entries in braces"),
+                span,
+                "a body of entries",
+            )
+            .help(format!("write `name: sequential {{ ... }}`, or declare a block: `block {kind}(...) {{ ... }}`")),
+            FrontError::InputNotName { span, found } => Diagnostic::error(
+                Code::WrongType,
+                format!("an input must be the name of an earlier entry, found {found}"),
+                span,
+                "expected a name",
+            )
+            .help("write `inputs: conv1` or `inputs: [bn2, input]`; `input` is the model's (or the block's) input"),
+            FrontError::EmptyInputs { span } => Diagnostic::error(
+                Code::BadStructure,
+                "`inputs` names no entry",
+                span,
+                "empty",
+            )
+            .help("leave `inputs` out to read the previous entry, or name what this entry reads"),
+            FrontError::PositionalAfterKeyword { span, keyword } => Diagnostic::error(
+                Code::DslSyntax,
+                "an input name follows a keyword argument",
+                span,
+                "input name",
+            )
+            .secondary(keyword, "first keyword argument")
+            .help("put the inputs first: `conv2d(enc1, out_channels=8, kernel_size=3)`"),
+            FrontError::BlocksNotMapping { span, found } => Diagnostic::error(
+                Code::BadStructure,
+                format!("`blocks` must be a mapping from block names to blocks, found {found}"),
+                span,
+                "expected `Name: {params: ..., layers: [...]}`",
+            ),
+            FrontError::BlockNameNotString { span, found } => Diagnostic::error(
+                Code::BadStructure,
+                format!("a block name must be a string, found {found}"),
+                span,
+                "expected a name such as `BasicBlock`",
+            ),
+            FrontError::BlockNotMapping { span, name, found } => Diagnostic::error(
+                Code::BadStructure,
+                format!("block `{name}` must be a mapping with `params` and `layers`, found {found}"),
+                span,
+                "expected `{params: {...}, layers: [...]}`",
+            ),
+            FrontError::UnknownBlockKey { span, key, best } => {
+                let diagnostic = Diagnostic::error(
+                    Code::BadStructure,
+                    format!("unknown block key `{key}`"),
+                    span,
+                    "not a block key",
+                )
+                .note("a block has `params` (a mapping from names to defaults, `~` when required) and `layers`");
+                match best {
+                    Some(best) => diagnostic.suggest(format!("did you mean `{best}`?"), span, best),
+                    None => diagnostic,
+                }
+            }
+            FrontError::BlockWithoutLayers { span, name } => Diagnostic::error(
+                Code::BadStructure,
+                format!("block `{name}` has no `layers`"),
+                span,
+                "no layers",
+            )
+            .help("a block's output is its last layer: give it `layers: [...]`"),
+            FrontError::ParamsNotMapping { span, found } => Diagnostic::error(
+                Code::BadStructure,
+                format!("`params` must be a mapping from names to defaults, found {found}"),
+                span,
+                "expected `{planes: ~, stride: 1}`",
+            )
+            .help("write `~` for a parameter every instance must give"),
+            FrontError::BadExpression { error } => match error {
+                SyntaxError::Unexpected { span, found } => Diagnostic::error(
+                    Code::BadExpression,
+                    format!("invalid expression: unexpected {}", if found == "end of text" { found } else { format!("`{found}`") }),
+                    span,
+                    "expected an integer, a name or `(`",
+                )
+                .help("arithmetic is integers and names with `+ - * // %` and parentheses: `(i + 1) * 32`"),
+                SyntaxError::Slash { span } => Diagnostic::error(
+                    Code::BadExpression,
+                    "invalid expression: `/` divides into fractions",
+                    span,
+                    "true division",
+                )
+                .suggest("sizes are integers: use `//`, which rounds down as in Python", span, "//"),
+                SyntaxError::TooDeep { span } => Diagnostic::error(
+                    Code::BadExpression,
+                    format!("invalid expression: nested more than {MAX_NESTING} deep"),
+                    span,
+                    "too deep",
+                ),
+            },
         }
     }
 }

@@ -15,6 +15,8 @@ mod check;
 mod comments;
 mod diag;
 mod dsl;
+mod expand;
+mod expr;
 mod fmt;
 mod front_errors;
 mod resolved;
@@ -27,7 +29,10 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-pub use ast::{Arg, Comments, Ident, Layer, Model, ModelComments, Value, ValueKind};
+pub use ast::{
+    Arg, BinOp, Block, Comments, Expr, ExprKind, Ident, Layer, Model, ModelComments, Param, Value,
+    ValueKind,
+};
 pub use check::{Checked, check};
 pub use cnnc_core::Shape;
 pub use cnnc_core::geometry::{Slide, Window};

@@ -11,15 +11,20 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{DuplicateKeyPolicy, Location, Spanned};
 
 use crate::MAX_NESTING;
-use crate::ast::{Arg, Ident, Layer, Model, ModelComments, Value, ValueKind};
+use crate::ast::{
+    Arg, Block, Expr, ExprKind, Ident, Layer, Model, ModelComments, Param, Value, ValueKind,
+};
 use crate::comments;
 use crate::diag::{Code, Diagnostic};
+use crate::expr;
 use crate::front_errors::FrontError;
 use crate::span::{Format, Source, Span};
 use crate::suggest;
 
 /// Top-level keys of a YAML spec.
-const TOP_LEVEL_KEYS: &[&str] = &["model", "input", "layers"];
+const TOP_LEVEL_KEYS: &[&str] = &["model", "input", "blocks", "layers"];
+/// Keys of a block declaration.
+const BLOCK_KEYS: &[&str] = &["params", "layers"];
 
 /// Parses a YAML spec into the IR. Spans are byte offsets into `text`.
 pub fn parse_yaml(text: &str) -> Result<Model, Vec<Diagnostic>> {
@@ -421,6 +426,7 @@ impl Lower<'_> {
         let mut model = Model {
             name: None,
             input: None,
+            blocks: Vec::new(),
             layers: Vec::new(),
             comments: ModelComments::default(),
             span,
@@ -462,6 +468,7 @@ impl Lower<'_> {
                 "model" => model.name = self.model_name(value),
                 "input" => model.input = Some(self.value(value)),
                 "layers" => model.layers = self.layers(value),
+                "blocks" => model.blocks = self.blocks(value),
                 other => {
                     self.report(FrontError::UnknownTopLevelKey {
                         span: key.span,
@@ -507,13 +514,14 @@ impl Lower<'_> {
     fn layer(&mut self, node: Node) -> Option<Layer> {
         let span = node.span;
         match node.kind {
-            Kind::Str(kind) => Some(Layer {
-                kind: Ident { text: kind, span },
-                name: None,
-                args: Vec::new(),
-                comments: Default::default(),
-                span,
-            }),
+            Kind::Str(kind) => {
+                let mut layer = Layer::new(Ident { text: kind, span }, span);
+                if layer.kind.text == "sequential" {
+                    self.report(FrontError::SequentialWithoutLayers { span });
+                    layer.body = Some(Vec::new());
+                }
+                Some(layer)
+            }
             Kind::Map(mut entries) if entries.len() == 1 => {
                 let (key, value) = entries.pop()?;
                 let Kind::Str(kind) = key.kind else {
@@ -527,14 +535,9 @@ impl Lower<'_> {
                     text: kind,
                     span: key.span,
                 };
-                let (name, args) = self.arguments(&kind.text, value)?;
-                Some(Layer {
-                    kind,
-                    name,
-                    args,
-                    comments: Default::default(),
-                    span,
-                })
+                let mut layer = Layer::new(kind, span);
+                self.arguments(&mut layer, value)?;
+                Some(layer)
             }
             Kind::Map(entries) => {
                 let has_name = entries
@@ -557,15 +560,22 @@ impl Lower<'_> {
         }
     }
 
-    /// A layer's argument mapping: `name` is taken out, the rest become [`Arg`]s.
-    fn arguments(&mut self, kind: &str, node: Node) -> Option<(Option<Ident>, Vec<Arg>)> {
+    /// An entry's argument mapping: `name`, `inputs`, `repeat` and a sequential's `layers` are
+    /// taken out, the rest become [`Arg`]s.
+    fn arguments(&mut self, layer: &mut Layer, node: Node) -> Option<()> {
+        let sequential = layer.kind.text == "sequential";
         let entries = match node.kind {
             Kind::Map(entries) => entries,
-            Kind::Null => return Some((None, Vec::new())),
+            Kind::Null if !sequential => return Some(()),
+            Kind::Null => {
+                self.report(FrontError::SequentialWithoutLayers { span: layer.span });
+                layer.body = Some(Vec::new());
+                return Some(());
+            }
             other => {
                 self.report(FrontError::ArgumentsNotMapping {
                     span: node.span,
-                    kind: kind.to_owned(),
+                    kind: layer.kind.text.clone(),
                     found: describe(&other),
                 });
                 return None;
@@ -589,12 +599,203 @@ impl Lower<'_> {
                 name = self.layer_name(value);
                 continue;
             }
+            if key.text == "inputs" && layer.inputs.is_empty() {
+                layer.inputs = self.inputs(value);
+                continue;
+            }
+            if key.text == "repeat" && layer.repeat.is_none() {
+                layer.repeat = Some(self.value(value));
+                continue;
+            }
+            if sequential && key.text == "layers" && layer.body.is_none() {
+                layer.body = Some(self.layers(value));
+                continue;
+            }
             args.push(Arg {
                 key,
                 value: self.value(value),
             });
         }
-        Some((name, args))
+        if sequential && layer.body.is_none() {
+            self.report(FrontError::SequentialWithoutLayers { span: layer.span });
+            layer.body = Some(Vec::new());
+        }
+        layer.name = name;
+        layer.args = args;
+        Some(())
+    }
+
+    /// `inputs`: a name, or a list of names (an unnamed entry's position is a name too).
+    fn inputs(&mut self, node: Node) -> Vec<Ident> {
+        let items = match node.kind {
+            Kind::Seq(items) => items,
+            kind => vec![Node {
+                kind,
+                span: node.span,
+            }],
+        };
+        let mut inputs = Vec::new();
+        for item in items {
+            let text = match item.kind {
+                Kind::Str(text) => text,
+                Kind::Int(i) if i >= 0 => i.to_string(),
+                other => {
+                    self.report(FrontError::InputNotName {
+                        span: item.span,
+                        found: describe(&other),
+                    });
+                    continue;
+                }
+            };
+            inputs.push(Ident {
+                text,
+                span: item.span,
+            });
+        }
+        if inputs.is_empty() {
+            self.report(FrontError::EmptyInputs { span: node.span });
+        }
+        inputs
+    }
+
+    /// `blocks`: a mapping from block names to `{params: {...}, layers: [...]}`.
+    fn blocks(&mut self, node: Node) -> Vec<Block> {
+        let entries = match node.kind {
+            Kind::Map(entries) => entries,
+            Kind::Null => return Vec::new(),
+            other => {
+                self.report(FrontError::BlocksNotMapping {
+                    span: node.span,
+                    found: describe(&other),
+                });
+                return Vec::new();
+            }
+        };
+        let mut blocks = Vec::new();
+        for (key, value) in entries {
+            let Kind::Str(name) = key.kind else {
+                self.report(FrontError::BlockNameNotString {
+                    span: key.span,
+                    found: describe(&key.kind),
+                });
+                continue;
+            };
+            let span = Span::new(key.span.start as usize, value.span.end as usize);
+            let mut block = Block {
+                name: Ident {
+                    text: name,
+                    span: key.span,
+                },
+                params: Vec::new(),
+                layers: Vec::new(),
+                comments: Default::default(),
+                span,
+            };
+            let parts = match value.kind {
+                Kind::Map(parts) => parts,
+                other => {
+                    self.report(FrontError::BlockNotMapping {
+                        span: value.span,
+                        name: block.name.text.clone(),
+                        found: describe(&other),
+                    });
+                    continue;
+                }
+            };
+            let mut has_layers = false;
+            for (part, part_value) in parts {
+                match &part.kind {
+                    Kind::Str(key) if key == "params" => block.params = self.params(part_value),
+                    Kind::Str(key) if key == "layers" => {
+                        has_layers = true;
+                        block.layers = self.layers(part_value);
+                    }
+                    Kind::Str(key) => self.report(FrontError::UnknownBlockKey {
+                        span: part.span,
+                        key: key.clone(),
+                        best: suggest::closest(key, BLOCK_KEYS.iter().copied()),
+                    }),
+                    other => self.report(FrontError::KeyNotString {
+                        span: part.span,
+                        found: describe(other),
+                    }),
+                }
+            }
+            if !has_layers {
+                self.report(FrontError::BlockWithoutLayers {
+                    span: block.name.span,
+                    name: block.name.text.clone(),
+                });
+            }
+            blocks.push(block);
+        }
+        blocks
+    }
+
+    /// A block's `params`: a mapping from names to defaults, `~` (null) for a required one.
+    fn params(&mut self, node: Node) -> Vec<Param> {
+        let entries = match node.kind {
+            Kind::Map(entries) => entries,
+            Kind::Null => return Vec::new(),
+            other => {
+                self.report(FrontError::ParamsNotMapping {
+                    span: node.span,
+                    found: describe(&other),
+                });
+                return Vec::new();
+            }
+        };
+        let mut params = Vec::new();
+        for (key, value) in entries {
+            let Kind::Str(name) = key.kind else {
+                self.report(FrontError::ArgumentNameNotString {
+                    span: key.span,
+                    found: describe(&key.kind),
+                });
+                continue;
+            };
+            let default = match value.kind {
+                Kind::Null => None,
+                _ => Some(self.value(value)),
+            };
+            params.push(Param {
+                name: Ident {
+                    text: name,
+                    span: key.span,
+                },
+                default,
+            });
+        }
+        params
+    }
+
+    /// A string that reads as arithmetic, parsed; `None` for a plain string.
+    fn expression(&mut self, text: &str, span: Span) -> Option<ValueKind> {
+        if !expr::looks_like_expr(text) {
+            return None;
+        }
+        // A plain scalar's span is its text; a quoted one's starts with the quote.
+        let written = self
+            .source
+            .text()
+            .get(span.start as usize..span.end as usize)
+            .unwrap_or("");
+        let (base, exact) = match written.find(text) {
+            Some(at) => (span.start as usize + at, true),
+            None => (span.start as usize, false),
+        };
+        match expr::parse(text, base) {
+            Ok(mut parsed) => {
+                if !exact {
+                    set_spans(&mut parsed, span);
+                }
+                Some(expr::into_value(parsed))
+            }
+            Err(error) => {
+                self.report(FrontError::BadExpression { error });
+                Some(ValueKind::Str(text.to_owned()))
+            }
+        }
     }
 
     /// A layer name: a string, or an integer (`name: 3`) read as its digits.
@@ -637,7 +838,7 @@ impl Lower<'_> {
             // serde-saphyr reads integers beyond 64 bits as floats; they are still integers.
             Kind::Float(_) if self.is_digits(node.span) => ValueKind::Int(i64::MAX),
             Kind::Float(f) => ValueKind::Float(f),
-            Kind::Str(s) => ValueKind::Str(s),
+            Kind::Str(s) => self.expression(&s, node.span).unwrap_or(ValueKind::Str(s)),
             Kind::Seq(items) => ValueKind::List(items.into_iter().map(|n| self.value(n)).collect()),
             Kind::Map(_) => ValueKind::Map,
         };
@@ -645,6 +846,19 @@ impl Lower<'_> {
             kind,
             span: node.span,
         }
+    }
+}
+
+/// Points every part of `expr` at `span` (an expression whose text could not be located).
+fn set_spans(expr: &mut Expr, span: Span) {
+    expr.span = span;
+    match &mut expr.kind {
+        ExprKind::Neg(operand) => set_spans(operand, span),
+        ExprKind::Binary(_, left, right) => {
+            set_spans(left, span);
+            set_spans(right, span);
+        }
+        ExprKind::Int(_) | ExprKind::Name(_) => {}
     }
 }
 

@@ -1,0 +1,96 @@
+//! Graph specs: blocks, `sequential` groups, inputs, repetition and arithmetic, in both
+//! languages. The pairs under `tests/graph/` parse to one IR and print back canonically.
+
+use std::path::{Path, PathBuf};
+
+use cnnc_spec::{Format, Model, Source};
+
+fn graph_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graph")
+}
+
+fn source(name: &str) -> Source {
+    let path = graph_dir().join(name);
+    let text = std::fs::read_to_string(&path).expect("readable spec");
+    Source::new(
+        name,
+        text,
+        Format::from_path(&path).expect("spec extension"),
+    )
+}
+
+fn parsed(source: &Source) -> Model {
+    cnnc_spec::parse(source).unwrap_or_else(|diagnostics| {
+        panic!(
+            "{} does not parse:\n{}",
+            source.name(),
+            cnnc_spec::render_all(&diagnostics, source, false)
+        )
+    })
+}
+
+fn spanless(mut model: Model) -> Model {
+    model.clear_spans();
+    model
+}
+
+const PAIRS: &[&str] = &["resnet20", "densenet_small"];
+
+#[test]
+fn yaml_and_dsl_twins_parse_to_one_ir() {
+    for pair in PAIRS {
+        let yaml = parsed(&source(&format!("{pair}.yaml")));
+        let dsl = parsed(&source(&format!("{pair}.cnn")));
+        let (mut yaml, mut dsl) = (spanless(yaml), spanless(dsl));
+        // Comments are carried, but the twins' comments may differ in placement.
+        yaml.comments = Default::default();
+        dsl.comments = Default::default();
+        let (yaml, dsl) = (strip_comments(yaml), strip_comments(dsl));
+        assert_eq!(
+            cnnc_spec::to_yaml(&yaml),
+            cnnc_spec::to_yaml(&dsl),
+            "{pair}"
+        );
+        assert!(yaml == dsl, "{pair}: same text, different IR");
+    }
+}
+
+fn strip_comments(mut model: Model) -> Model {
+    fn layers(entries: &mut [cnnc_spec::Layer]) {
+        for layer in entries {
+            layer.comments = Default::default();
+            if let Some(body) = &mut layer.body {
+                layers(body);
+            }
+        }
+    }
+    model.comments = Default::default();
+    for block in &mut model.blocks {
+        block.comments = Default::default();
+        layers(&mut block.layers);
+    }
+    layers(&mut model.layers);
+    model
+}
+
+#[test]
+fn graph_specs_print_back_canonically_in_both_languages() {
+    for pair in PAIRS {
+        for ext in ["yaml", "cnn"] {
+            let model = parsed(&source(&format!("{pair}.{ext}")));
+            let yaml = cnnc_spec::to_yaml(&model);
+            let dsl = cnnc_spec::to_dsl(&model);
+            let from_yaml = parsed(&Source::new("printed.yaml", yaml.as_str(), Format::Yaml));
+            let from_dsl = parsed(&Source::new("printed.cnn", dsl.as_str(), Format::Dsl));
+            assert_eq!(cnnc_spec::to_yaml(&from_dsl), yaml, "{pair}.{ext}\n{dsl}");
+            assert_eq!(cnnc_spec::to_dsl(&from_yaml), dsl, "{pair}.{ext}\n{yaml}");
+            let original = spanless(model);
+            assert_eq!(
+                spanless(from_yaml),
+                original,
+                "{pair}.{ext} via YAML:\n{yaml}"
+            );
+            assert_eq!(spanless(from_dsl), original, "{pair}.{ext} via DSL:\n{dsl}");
+        }
+    }
+}
