@@ -21,10 +21,11 @@ pub mod tensor;
 pub mod typed;
 pub mod weights;
 
+pub use cnnc_core::Shape;
 pub use cnnc_core::config;
 pub use error::{Error, Result};
 pub use exec::{LayerTime, Network, NonFinite};
 pub use layers::Layer;
 pub use loss::softmax_cross_entropy;
 pub use param::{Entry, Param, Visit};
-pub use tensor::{Dims, Mode};
+pub use tensor::Mode;

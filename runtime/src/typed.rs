@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 
+use cnnc_core::Shape;
+
 use crate::error::{Error, Result};
 use crate::layers::Layer;
 use crate::loss::softmax_cross_entropy;
-use crate::tensor::{Dims, Mode, internal_to_nchw, nchw_to_internal};
+use crate::tensor::{Mode, internal_to_nchw, nchw_to_internal};
 
 /// A batch of images `[N, C, H, W]` whose per-sample shape `[C, H, W]` is part of the type.
 ///
@@ -32,8 +34,8 @@ pub struct Features<const F: usize, S = Vec<f32>> {
 }
 
 /// Values needed for `batch` samples of `dims`, or a shape error if that overflows.
-fn batch_len(dims: Dims, batch: usize, op: &'static str) -> Result<usize> {
-    dims.len().checked_mul(batch).ok_or_else(|| Error::Shape {
+fn batch_len(dims: Shape, batch: usize, op: &'static str) -> Result<usize> {
+    dims.numel().checked_mul(batch).ok_or_else(|| Error::Shape {
         layer: "typed".to_owned(),
         op,
         expected: format!("a batch of {dims} that fits in memory"),
@@ -42,7 +44,7 @@ fn batch_len(dims: Dims, batch: usize, op: &'static str) -> Result<usize> {
 }
 
 /// Checks that `data` holds at least `batch` samples of `dims`; returns the used length.
-fn check_view(dims: Dims, data: &[f32], batch: usize) -> Result<usize> {
+fn check_view(dims: Shape, data: &[f32], batch: usize) -> Result<usize> {
     let need = batch_len(dims, batch, "view")?;
     if data.len() < need {
         return Err(Error::Shape {
@@ -59,11 +61,7 @@ impl<const C: usize, const H: usize, const W: usize, S> Images<C, H, W, S> {
     /// Per-sample shape `[C, H, W]`.
     pub const SHAPE: [usize; 3] = [C, H, W];
     /// Per-sample shape as the layers see it.
-    pub const DIMS: Dims = Dims::Image {
-        channels: C,
-        height: H,
-        width: W,
-    };
+    pub const DIMS: Shape = Shape::Chw([C, H, W]);
 
     /// Number of samples.
     pub fn batch(&self) -> usize {
@@ -154,7 +152,7 @@ impl<const F: usize, S> Features<F, S> {
     /// Features per sample.
     pub const SIZE: usize = F;
     /// Per-sample shape as the layers see it.
-    pub const DIMS: Dims = Dims::Flat { features: F };
+    pub const DIMS: Shape = Shape::Flat(F);
 
     /// Number of samples.
     pub fn batch(&self) -> usize {
@@ -230,7 +228,7 @@ impl<const F: usize, S: AsRef<[f32]>> Features<F, S> {
 /// A typed activation borrowed from a buffer: [`Images`] or [`Features`] over `&[f32]`.
 pub trait Activation<'a>: Sized {
     /// Per-sample shape.
-    const DIMS: Dims;
+    const DIMS: Shape;
 
     /// Views the first `batch` samples of `data`.
     fn from_slice(data: &'a [f32], batch: usize) -> Result<Self>;
@@ -245,11 +243,7 @@ pub trait Activation<'a>: Sized {
 impl<'a, const C: usize, const H: usize, const W: usize> Activation<'a>
     for Images<C, H, W, &'a [f32]>
 {
-    const DIMS: Dims = Dims::Image {
-        channels: C,
-        height: H,
-        width: W,
-    };
+    const DIMS: Shape = Shape::Chw([C, H, W]);
 
     fn from_slice(data: &'a [f32], batch: usize) -> Result<Self> {
         Images::from_slice(data, batch)
@@ -265,7 +259,7 @@ impl<'a, const C: usize, const H: usize, const W: usize> Activation<'a>
 }
 
 impl<'a, const F: usize> Activation<'a> for Features<F, &'a [f32]> {
-    const DIMS: Dims = Dims::Flat { features: F };
+    const DIMS: Shape = Shape::Flat(F);
 
     fn from_slice(data: &'a [f32], batch: usize) -> Result<Self> {
         Features::from_slice(data, batch)
@@ -282,12 +276,12 @@ impl<'a, const F: usize> Activation<'a> for Features<F, &'a [f32]> {
 
 /// Checks that `layer` was built for activations of types `X` → `Y`.
 fn check_layer<'x, 'y, X: Activation<'x>, Y: Activation<'y>>(layer: &dyn Layer) -> Result<()> {
-    if layer.input_dims() != X::DIMS || layer.output_dims() != Y::DIMS {
+    if layer.input_shape() != X::DIMS || layer.output_shape() != Y::DIMS {
         return Err(Error::Shape {
             layer: layer.name().to_owned(),
             op: "typed layer",
             expected: format!("{} -> {}", X::DIMS, Y::DIMS),
-            found: format!("{} -> {}", layer.input_dims(), layer.output_dims()),
+            found: format!("{} -> {}", layer.input_shape(), layer.output_shape()),
         });
     }
     Ok(())
@@ -530,11 +524,7 @@ mod tests {
             padding: [0, 0],
             ceil_mode: false,
         };
-        let dims = Dims::Image {
-            channels: 1,
-            height: 2,
-            width: 2,
-        };
+        let dims = Shape::Chw([1, 2, 2]);
         let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
         let x = [1.0, 4.0, 2.0, 3.0];
         let mut y = [0.0; 1];

@@ -13,7 +13,7 @@ use cnnc_runtime::layers::{
     Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax,
     MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
 };
-use cnnc_runtime::{Dims, Entry, Layer, Mode, Network, Visit, softmax_cross_entropy};
+use cnnc_runtime::{Entry, Layer, Mode, Network, Shape, Visit, softmax_cross_entropy};
 use common::{Rand, STEP, check_layer, check_plain};
 use ndarray::{Array2, Array4};
 use proptest::prelude::*;
@@ -21,12 +21,8 @@ use proptest::prelude::*;
 /// Tolerance for f32 layers checked with step [`STEP`] (relative to `1 + |gradient|`).
 const TOL: f64 = 5e-3;
 
-fn image(channels: usize, height: usize, width: usize) -> Dims {
-    Dims::Image {
-        channels,
-        height,
-        width,
-    }
+fn image(channels: usize, height: usize, width: usize) -> Shape {
+    Shape::Chw([channels, height, width])
 }
 
 fn pool_config(k: [usize; 2], s: [usize; 2], p: [usize; 2], ceil_mode: bool) -> Pool2dConfig {
@@ -56,7 +52,7 @@ proptest! {
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(layer.input_dims().len() * batch);
+        let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -77,7 +73,7 @@ proptest! {
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(layer.input_dims().len() * batch);
+        let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -97,7 +93,7 @@ proptest! {
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(layer.input_dims().len() * batch);
+        let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -112,7 +108,7 @@ proptest! {
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
         let mut rng = Rand(seed);
-        let x = rng.spaced(layer.input_dims().len() * batch, 0.05);
+        let x = rng.spaced(layer.input_shape().numel() * batch, 0.05);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -127,7 +123,7 @@ proptest! {
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(layer.input_dims().len() * batch);
+        let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -146,7 +142,7 @@ proptest! {
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(layer.input_dims().len() * batch);
+        let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -157,7 +153,7 @@ proptest! {
     ) {
         let dims = image(c, h, w);
         let mut rng = Rand(seed);
-        let x = rng.spaced(dims.len() * batch, 0.05);
+        let x = rng.spaced(dims.numel() * batch, 0.05);
         let mut avg = AdaptiveAvgPool2d::new("avg", [oh, ow], dims).unwrap();
         check_plain(&mut avg, &x, batch, &mut rng, TOL, Mode::Train);
         let mut max = AdaptiveMaxPool2d::new("max", [oh, ow], dims).unwrap();
@@ -171,7 +167,7 @@ proptest! {
     ) {
         let mut layer = Upsample::new("up", [sh, sw], image(c, h, w)).unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(layer.input_dims().len() * batch);
+        let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -179,7 +175,7 @@ proptest! {
     fn activations(c in 1..4usize, h in 1..5usize, w in 1..5usize, slope in -0.5f32..0.5, seed: u64) {
         let dims = image(c, h, w);
         let mut rng = Rand(seed);
-        let x = rng.spaced(dims.len() * 2, 0.05);
+        let x = rng.spaced(dims.numel() * 2, 0.05);
         check_plain(&mut Relu::new("relu", dims), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut LeakyRelu::new("leaky", dims, slope), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut Sigmoid::new("sigmoid", dims), &x, 2, &mut rng, TOL, Mode::Train);
@@ -191,7 +187,7 @@ proptest! {
         let dims = image(c, h, w);
         let mut rng = Rand(seed);
         // Multiples of 0.11 stay at least 0.03 from every kink (0, ±3, 6): farther than STEP.
-        let x = rng.spaced(dims.len() * 2, 0.11);
+        let x = rng.spaced(dims.numel() * 2, 0.11);
         check_plain(&mut Relu6::new("relu6", dims), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut Silu::new("silu", dims), &x, 2, &mut rng, TOL, Mode::Train);
         for approximate in [GeluApproximate::None, GeluApproximate::Tanh] {
@@ -214,7 +210,7 @@ proptest! {
     #[test]
     fn linear(fin in 1..8usize, fout in 1..8usize, bias: bool, batch in 1..4usize, seed: u64) {
         let config = LinearConfig { in_features: fin, out_features: fout, bias };
-        let mut layer = Linear::new("fc", &config, Dims::Flat { features: fin }, &mut init_rng(seed)).unwrap();
+        let mut layer = Linear::new("fc", &config, Shape::Flat(fin), &mut init_rng(seed)).unwrap();
         let mut rng = Rand(seed);
         let x = rng.vec(fin * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
@@ -225,7 +221,7 @@ proptest! {
         let dims = image(c, h, 3);
         let mut layer = Dropout::new("drop", dims, p, dropout_rng(seed, 0)).unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(dims.len() * 2);
+        let x = rng.vec(dims.numel() * 2);
         // Draw the mask once, then hold it fixed for the analytic and numeric gradients.
         let mut y = vec![0.0; x.len()];
         layer.forward(&x, &mut y, 2, Mode::Train).unwrap();
@@ -234,27 +230,23 @@ proptest! {
 
     #[test]
     fn prelu(c in 1..4usize, h in 1..4usize, per_channel: bool, flat: bool, seed: u64) {
-        let dims = if flat { Dims::Flat { features: c * h } } else { image(c, h, 2) };
-        let n = match (per_channel, dims) {
-            (false, _) => 1,
-            (true, Dims::Image { channels, .. }) => channels,
-            (true, Dims::Flat { features }) => features,
-        };
+        let dims = if flat { Shape::Flat(c * h) } else { image(c, h, 2) };
+        let n = if per_channel { dims.channels() } else { 1 };
         let mut layer = Prelu::new("prelu", dims, n).unwrap();
         let mut rng = Rand(seed);
         let slopes = rng.vec(n);
         layer.weight.value.iter_mut().zip(slopes).for_each(|(w, s)| *w = s);
-        let x = rng.spaced(dims.len() * 2, 0.05);
+        let x = rng.spaced(dims.numel() * 2, 0.05);
         check_plain(&mut layer, &x, 2, &mut rng, TOL, Mode::Train);
     }
 
     #[test]
     fn softmax_along_every_dim(c in 1..4usize, h in 1..4usize, w in 1..4usize, dim in -3i64..4, flat: bool, seed: u64) {
-        let dims = if flat { Dims::Flat { features: c * h * w } } else { image(c, h, w) };
+        let dims = if flat { Shape::Flat(c * h * w) } else { image(c, h, w) };
         // Flat: 1 or -1; images: every per-sample dim, 0 (the batch) standing for 1.
         let dim = if flat { 1 - 2 * (dim & 1) } else if dim == 0 { 1 } else { dim };
         let mut rng = Rand(seed);
-        let x = rng.vec(dims.len() * 2);
+        let x = rng.vec(dims.numel() * 2);
         check_plain(&mut Softmax::new("softmax", dims, dim).unwrap(), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut LogSoftmax::new("log_softmax", dims, dim).unwrap(), &x, 2, &mut rng, TOL, Mode::Train);
     }
@@ -264,7 +256,7 @@ proptest! {
         let dims = image(c, h, 3);
         let mut layer = Dropout2d::new("drop", dims, p, dropout_rng(seed, 0)).unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(dims.len() * 2);
+        let x = rng.vec(dims.numel() * 2);
         let mut y = vec![0.0; x.len()];
         layer.forward(&x, &mut y, 2, Mode::Train).unwrap();
         check_layer(&mut layer, &x, 2, &mut rng, TOL, |l, x, y| l.forward_same_mask(x, y, 2).unwrap());
