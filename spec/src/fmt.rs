@@ -81,7 +81,8 @@ pub fn to_dsl(model: &Model) -> String {
         dsl_value(&mut out, input);
         trailing(&mut out, &model.comments.input);
     }
-    if !out.is_empty() && !(model.layers.is_empty() && model.blocks.is_empty()) {
+    let has_entries = !model.layers.is_empty() || !model.blocks.is_empty();
+    if !out.is_empty() && has_entries {
         out.push('\n');
     }
     for block in &model.blocks {

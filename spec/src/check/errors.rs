@@ -360,8 +360,8 @@ pub(super) enum CheckError {
         kind: String,
         /// The layer.
         layer: String,
-        /// The nearest kind's keyword, if any is near.
-        closest: Option<&'static str>,
+        /// The nearest kind's keyword or block name, if any is near.
+        closest: Option<String>,
         /// The PyTorch module it names, if one cnnc lacks: its class and what it computes.
         unsupported: Option<(&'static str, &'static str)>,
     },
@@ -962,7 +962,7 @@ impl CheckError {
                         Code::BadExpressionValue,
                         format!("`{name}` is {found}, not an integer, in `{text}`"),
                         span,
-                        format!("{found}"),
+                        found.to_owned(),
                     )
                     .note("arithmetic works on integers only"),
                     EvalError::DivisionByZero { span, divisor } => Diagnostic::error(
@@ -1044,7 +1044,7 @@ impl CheckError {
                         let diagnostic = diagnostic.note(format!(
                             "`{kind}` is PyTorch's `{class}`, which {what}; cnnc does not support it yet"
                         ));
-                        match closest.and_then(LayerKind::from_keyword) {
+                        match closest.as_deref().and_then(LayerKind::from_keyword) {
                             Some(near) => diagnostic.note(format!(
                                 "`{}` is not a substitute: it computes {}",
                                 near.keyword(),

@@ -130,6 +130,7 @@ impl Checker {
                 });
             }
             blocks.insert(&block.name.text, block);
+            self.block_names.push(block.name.text.clone());
         }
         let mut expander = Expander {
             blocks,
@@ -241,9 +242,10 @@ impl<'a> Expander<'a> {
                 } else {
                     let mut sources = Vec::new();
                     for reference in &entry.inputs {
-                        match self.resolve(cx, reference, &nodes, input, &written, index, &local) {
-                            Some(src) => sources.push(src),
-                            None => {}
+                        if let Some(src) =
+                            self.resolve(cx, reference, &nodes, input, &written, index, &local)
+                        {
+                            sources.push(src);
                         }
                     }
                     if sources.len() != entry.inputs.len() {

@@ -353,6 +353,8 @@ struct Checker {
     errors: usize,
     /// The instances around the layer being checked, labelled on its diagnostics.
     trail: Vec<Instance>,
+    /// The declared blocks' names, suggested for misspelt kinds.
+    block_names: Vec<String>,
     /// What was reported where: a block instantiated many times reports each problem of its
     /// body once.
     seen: HashSet<(&'static str, u32, u32, String)>,
