@@ -9,7 +9,8 @@
 //! wrote, or, for the models too big to ship, the same formula PyTorch filled them with, written
 //! here through the safetensors writer and read back through the loader users call); its eval
 //! logits match PyTorch's to 1e-5, and one training step (BatchNorm on batch statistics) gives
-//! PyTorch's loss, logits, every parameter gradient to 1e-4 and BatchNorm's running statistics.
+//! PyTorch's loss, logits, every parameter gradient to 1e-4 and BatchNorm's running statistics,
+//! each also within ten times what rounding alone moves it (see [`ROUNDING`]).
 //! Finally `cnnc train models/resnet20_cifar.yaml`, as the README shows it, runs.
 
 mod support;
@@ -156,16 +157,20 @@ fn unit(seed: u64, k: u64) -> f32 {
     (z >> 40) as f32 / (1u32 << 24) as f32
 }
 
-/// The formula's values of state_dict entry `key` of `shape`, row-major.
-fn formula(key: &str, shape: &[usize]) -> Vec<f32> {
+/// The formula's values of state_dict entry `key` of `shape`, row-major; `gain2` scales the
+/// weights' bound (`sqrt(gain2 / fan_in)`).
+fn formula(key: &str, shape: &[usize], gain2: u32) -> Vec<f32> {
     let n = shape.iter().product::<usize>() as u64;
     let seed = fnv1a(key);
+    let symmetric = |k| 2.0 * unit(seed, k) - 1.0;
     if key.ends_with("running_var") || (key.ends_with("weight") && shape.len() == 1) {
         (0..n).map(|k| 0.5 + unit(seed, k)).collect()
+    } else if shape.len() == 1 {
+        (0..n).map(|k| symmetric(k) * 0.1).collect()
     } else {
-        let fan_in: usize = shape.iter().skip(1).product();
-        let scale = 1.0 / (fan_in as f32).sqrt();
-        (0..n).map(|k| (2.0 * unit(seed, k) - 1.0) * scale).collect()
+        let fan_in = shape.iter().skip(1).product::<usize>() as f32;
+        let scale = (gain2 as f32 / fan_in).sqrt();
+        (0..n).map(|k| symmetric(k) * scale).collect()
     }
 }
 
@@ -184,11 +189,15 @@ fn weights_file(f: &Fixture, dir: &Path) -> PathBuf {
         "formula" => {
             let checks: BTreeMap<String, String> =
                 serde_json::from_str(f.meta("fill_check")).expect("fill_check is JSON");
+            let gain2: u32 = f
+                .meta("fill_gain2")
+                .parse()
+                .expect("fill_gain2 is a number");
             let mut tensors = Vec::new();
             for (key, dtype, shape) in f.state_dict() {
                 let tensor = match dtype.as_str() {
                     "F32" => {
-                        let values = formula(&key, &shape);
+                        let values = formula(&key, &shape, gain2);
                         assert_eq!(
                             fill_check(&values).to_string(),
                             checks[&key],
@@ -223,42 +232,60 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f64, rel: f64) {
     }
 }
 
+/// How many times PyTorch's own f32 rounding error (its distance from the same model in f64) a
+/// number may be off, on top of the relative tolerance: cnnc rounds differently, and a number
+/// that is badly conditioned (a gradient that is mathematically zero, or one that a ReLU input a
+/// rounding away from 0 decides) differs by about that much in any f32 implementation.
+const ROUNDING: f64 = 10.0;
+
 /// Compares a tensor with the fixture's summary of PyTorch's (`<prefix>.stats`: f64 sum, sum of
-/// magnitudes, L2 norm; `<prefix>.index`/`.sample`: elements at fixed places), relative to `rel`:
-/// the sum to `rel` of the sum of magnitudes (it may cancel to nothing), the norms to `rel`, and
-/// each sampled element to `rel` of itself plus `rel` of the tensor's root mean square.
-fn assert_matches_summary(f: &Fixture, prefix: &str, got: &[f32], rel: f64) {
+/// magnitudes, L2 norm, then PyTorch's f32 rounding error elementwise, of the sum and of the norm;
+/// `<prefix>.index`/`.sample`: elements at fixed places): the sum to `rel` of the sum of
+/// magnitudes (it may cancel to nothing), the norm to `rel`, each sampled element to `rel` of
+/// itself plus `rel` of the tensor's root mean square, each also to [`ROUNDING`] times PyTorch's
+/// rounding error. Returns the largest error as a fraction of its tolerance.
+fn assert_matches_summary(f: &Fixture, prefix: &str, got: &[f32], rel: f64) -> f64 {
     let stats = f.f64(&format!("{prefix}.stats"));
-    let (sum, abs_sum, l2) = (stats[0], stats[1], stats[2]);
+    let [sum, abs_sum, l2, noise, noise_sum, noise_l2] =
+        <[f64; 6]>::try_from(stats.as_slice().expect("contiguous")).expect("6 stats");
     let got_sum: f64 = got.iter().map(|&v| f64::from(v)).sum();
-    let got_abs: f64 = got.iter().map(|&v| f64::from(v).abs()).sum();
     let got_l2 = got
         .iter()
         .map(|&v| f64::from(v) * f64::from(v))
         .sum::<f64>()
         .sqrt();
     let name = format!("{}: {prefix}", f.name);
-    assert!(
-        (got_sum - sum).abs() <= rel * abs_sum + 1e-12,
-        "{name}: sum {got_sum} vs PyTorch's {sum}"
+    let mut worst = 0.0f64;
+    let mut check = |what: &str, got: f64, want: f64, tol: f64| {
+        let err = (got - want).abs();
+        assert!(
+            err <= tol,
+            "{name}: {what} {got:e} vs PyTorch's {want:e} (error {err:.3e}, tolerance {tol:.3e})"
+        );
+        worst = worst.max(err / tol);
+    };
+    check(
+        "sum",
+        got_sum,
+        sum,
+        rel * abs_sum + ROUNDING * noise_sum + 1e-30,
     );
-    assert!(
-        (got_abs - abs_sum).abs() <= rel * abs_sum + 1e-12,
-        "{name}: sum of |g| {got_abs} vs PyTorch's {abs_sum}"
-    );
-    assert!(
-        (got_l2 - l2).abs() <= rel * l2 + 1e-12,
-        "{name}: L2 norm {got_l2} vs PyTorch's {l2}"
+    check(
+        "L2 norm",
+        got_l2,
+        l2,
+        rel * l2 + ROUNDING * noise_l2 + 1e-30,
     );
     let rms = l2 / (got.len() as f64).sqrt();
     let index = f.i64(&format!("{prefix}.index"));
     let sample = f.f32(&format!("{prefix}.sample"));
-    let at: Vec<f32> = index
-        .iter()
-        .map(|&i| got[usize::try_from(i).expect("an index")])
-        .collect();
-    let want: Vec<f32> = sample.iter().copied().collect();
-    assert_close(&name, &at, &want, rel * rms, rel);
+    for (&i, &want) in index.iter().zip(sample) {
+        let i = usize::try_from(i).expect("an index");
+        let want = f64::from(want);
+        let tol = rel * (want.abs() + rms) + ROUNDING * noise + 1e-30;
+        check(&format!("[{i}]"), f64::from(got[i]), want, tol);
+    }
+    worst
 }
 
 /// PyTorch's state_dict names, dtypes and shapes against the network's, as sorted lists (a
@@ -309,22 +336,40 @@ fn matches_pytorch(name: &'static str) {
     assert_close(&format!("{name}: loss"), &[loss], &want, 1e-5, 1e-5);
     let want: Vec<f32> = f.f32("logits_train").iter().copied().collect();
     let got: Vec<f32> = net.logits().expect("logits").iter().copied().collect();
-    assert_close(&format!("{name}: train logits"), &got, &want, 1e-5, 0.0);
+    let noise = f.f64("logits_train_f32_error").iter().sum::<f64>();
+    assert_close(
+        &format!("{name}: train logits"),
+        &got,
+        &want,
+        1e-5 + ROUNDING * noise,
+        0.0,
+    );
 
-    let (mut grads, mut buffers) = (0, 0);
+    let (mut grads, mut buffers, mut worst) = (0, 0, 0.0f64);
     net.visit(&mut |e| match e {
         Entry::Param { name, param } => {
             let grad: Vec<f32> = param.grad.iter().copied().collect();
-            assert_matches_summary(&f, &format!("grad.{name}"), &grad, 1e-4);
+            worst = worst.max(assert_matches_summary(
+                &f,
+                &format!("grad.{name}"),
+                &grad,
+                1e-4,
+            ));
             grads += 1;
         }
         Entry::Buffer { name, value } => {
             let value: Vec<f32> = value.iter().copied().collect();
-            assert_matches_summary(&f, &format!("after.{name}"), &value, 1e-5);
+            worst = worst.max(assert_matches_summary(
+                &f,
+                &format!("after.{name}"),
+                &value,
+                1e-5,
+            ));
             buffers += 1;
         }
         Entry::Counter { .. } => {}
     });
+    println!("{name}: the largest error is {worst:.3} of its tolerance");
     let keys = f.file.tensors.keys();
     let count = |prefix: &str| {
         keys.clone()
@@ -382,7 +427,11 @@ fn parameter_counts_are_the_published_ones() {
         ("se_resnet", 20_694),
         ("unet", 57_290),
     ] {
-        assert_eq!(Fixture::load(name).meta("params"), params.to_string(), "{name}");
+        assert_eq!(
+            Fixture::load(name).meta("params"),
+            params.to_string(),
+            "{name}"
+        );
         assert_eq!(spec_def(name).1, params, "{name}");
     }
 }
@@ -394,12 +443,18 @@ fn the_weights_formula_is_the_documented_one() {
     assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
     assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
     // SplitMix64 from state 0: its first output is 0xe220a8397b1dcdaf.
-    assert_eq!(unit(0, 0), (0xe220_a839_7b1d_cdafu64 >> 40) as f32 / 16_777_216.0);
-    for v in formula("bn.running_var", &[64]) {
+    assert_eq!(
+        unit(0, 0),
+        (0xe220_a839_7b1d_cdafu64 >> 40) as f32 / 16_777_216.0
+    );
+    for v in formula("bn.running_var", &[64], 1) {
         assert!((0.5..1.5).contains(&v));
     }
-    let bound = 1.0 / (27.0f32).sqrt();
-    for v in formula("conv.weight", &[4, 3, 3, 3]) {
+    for v in formula("bn.bias", &[64], 1) {
+        assert!(v.abs() <= 0.1);
+    }
+    let bound = (6.0f32 / 27.0).sqrt();
+    for v in formula("conv.weight", &[4, 3, 3, 3], 6) {
         assert!(v.abs() <= bound);
     }
     assert_eq!(fill_check(&[1.0, 2.0]), 0x3f80_0000 + 3 * 0x4000_0000);

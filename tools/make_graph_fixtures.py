@@ -14,7 +14,7 @@ Models (spec in models/NAME.yaml and models/NAME.cnn, PyTorch definition, input)
     unet            tools/graph_examples.py UNet()                    3x32x32  weights: pytorch
     resnet18        torchvision resnet18(num_classes=10)              3x64x64  weights: formula
     mobilenet_v2    torchvision mobilenet_v2(num_classes=10)          3x64x64  weights: formula
-    squeezenet1_1   torchvision squeezenet1_1(num_classes=10)         3x64x64  weights: formula
+    squeezenet1_1   torchvision squeezenet1_1(num_classes=10)         3x65x65  weights: formula
     densenet121     torchvision densenet121(num_classes=10)           3x64x64  weights: formula
 
 Weights. "pytorch": PyTorch's own initialisation (torch.manual_seed(0)), then one training-mode
@@ -32,9 +32,13 @@ formula the Rust test reproduces bit for bit, and only its names, dtypes and sha
     u(k)     = (h(k) >> 40) / 2^24, in [0, 1), exact in f32
     element k (row-major) of a tensor, all f32 arithmetic, each step rounded to nearest:
       key ends in `running_var`, or a 1-D `weight` (batchnorm's gamma):  0.5 + u(k)
-      anything else (conv/linear weights, biases, running_mean):
-                                 (2 u(k) - 1) * (1 / sqrt(fan_in)), fan_in = product of shape[1:]
-                                 (1 for 1-D tensors)
+      any other 1-D tensor (biases, running_mean):  (2 u(k) - 1) * 0.1
+      conv and linear weights:   (2 u(k) - 1) * sqrt(gain2 / fan_in), fan_in = product of
+                                 shape[1:], gain2 from the metadata `fill_gain2`: 1 (PyTorch's
+                                 default bound) for the networks with BatchNorm, 6 (Kaiming's
+                                 uniform bound for ReLU) for SqueezeNet, whose 26 layers without
+                                 BatchNorm would shrink the signal to rounding noise otherwise
+    The shifts are small so that no gradient drowns in rounding.
     int64 tensors (num_batches_tracked) keep PyTorch's 0.
 
 The metadata `fill_check` holds, per filled tensor, sum over k of bits(element k) * (2k + 1)
@@ -46,11 +50,22 @@ Each NAME.safetensors holds:
 - `logits_eval`: model.eval() logits of `input`;
 - `logits_train`, `loss`: model.train() logits and mean cross-entropy of (`input`, `labels`), with
   every dropout's p set to 0 (PyTorch's and cnnc's masks come from different generators);
-- per parameter NAME, the gradient of that loss: `grad.NAME.stats` f64 [sum, sum of |g|, L2 norm]
-  (computed in f64), `grad.NAME.index` int64 [S] (S <= 16 element indices, row-major, spread over
-  the tensor) and `grad.NAME.sample` f32 [S] (the gradient there);
+- `logits_train_f32_error`: how far rounding moves `logits_train` (below);
+- per parameter NAME, the gradient of that loss: `grad.NAME.stats` f64 [sum, sum of |g|, L2 norm,
+  then how far rounding moves it: elementwise at most, its sum, its L2 norm], `grad.NAME.index`
+  int64 [S] (S <= 16 element indices, row-major, spread over the tensor) and `grad.NAME.sample`
+  f32 [S] (the gradient there);
 - per BatchNorm buffer NAME (running_mean/var) after that training step: `after.NAME.stats`,
   `after.NAME.index`, `after.NAME.sample`, the same way.
+
+How far rounding moves a number: its largest distance from the same model run in f64, over
+PyTorch's f32 run and three f64 runs on the input perturbed by up to 1e-6 relative (about eight
+f32 roundings, as rounding differences grow through a deep network; torch.rand, generator seeds
+1, 2, 3). Most numbers are well conditioned and move by a few f32 roundings; some
+are not, and any f32 implementation gets them only that far: a gradient that is mathematically
+zero (a bias followed by a training-mode BatchNorm) holds rounding only, and a ReLU input that lies
+a rounding away from 0 (DenseNet-121 has a few among its millions) switches a whole term of the
+gradients behind it on or off.
 
 Metadata: `state_dict` (JSON: [[key, dtype, shape], ...] in PyTorch's order), `params` (total
 parameter count), `weights` ("pytorch" or "formula"), `fill_check` (formula only), `torch_version`,
@@ -58,6 +73,7 @@ parameter count), `weights` ("pytorch" or "formula"), `fill_check` (formula only
 versions rewrites identical bytes.
 """
 
+import copy
 import json
 import os
 import sys
@@ -77,6 +93,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "graph")
 BATCH = 4
 SAMPLES = 16
+# f64 runs on inputs perturbed by up to 1e-6 relative, to measure each number's conditioning.
+PERTURBED = 3
 
 M64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
@@ -85,10 +103,10 @@ MODELS = {
     "resnet20_cifar": (ResNet20, (3, 32, 32), "pytorch"),
     "se_resnet": (SEResNet, (3, 32, 32), "pytorch"),
     "unet": (UNet, (3, 32, 32), "pytorch"),
-    "resnet18": (lambda: torchvision.models.resnet18(num_classes=10), (3, 64, 64), "formula"),
-    "mobilenet_v2": (lambda: torchvision.models.mobilenet_v2(num_classes=10), (3, 64, 64), "formula"),
-    "squeezenet1_1": (lambda: torchvision.models.squeezenet1_1(num_classes=10), (3, 64, 64), "formula"),
-    "densenet121": (lambda: torchvision.models.densenet121(num_classes=10), (3, 64, 64), "formula"),
+    "resnet18": (lambda: torchvision.models.resnet18(num_classes=10), (3, 64, 64), "formula 1"),
+    "mobilenet_v2": (lambda: torchvision.models.mobilenet_v2(num_classes=10), (3, 64, 64), "formula 1"),
+    "squeezenet1_1": (lambda: torchvision.models.squeezenet1_1(num_classes=10), (3, 65, 65), "formula 6"),
+    "densenet121": (lambda: torchvision.models.densenet121(num_classes=10), (3, 64, 64), "formula 1"),
 }
 
 
@@ -110,14 +128,16 @@ def uniform(seed, n):
     return (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
 
 
-def formula(key, shape):
+def formula(key, shape, gain2):
     n = int(np.prod(shape, dtype=np.int64))
     u = uniform(fnv1a(key), n)
     if key.endswith("running_var") or (key.endswith("weight") and len(shape) == 1):
         values = np.float32(0.5) + u
+    elif len(shape) == 1:
+        values = (np.float32(2.0) * u - np.float32(1.0)) * np.float32(0.1)
     else:
-        fan_in = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
-        scale = np.float32(1.0) / np.sqrt(np.float32(fan_in))
+        fan_in = np.float32(np.prod(shape[1:], dtype=np.int64))
+        scale = np.sqrt(np.float32(gain2) / fan_in)
         values = (np.float32(2.0) * u - np.float32(1.0)) * scale
     assert values.dtype == np.float32
     return values.reshape(shape)
@@ -131,14 +151,14 @@ def fill_check(values):
         return str(int(np.sum(bits * weights, dtype=np.uint64)))
 
 
-def fill(model):
+def fill(model, gain2):
     """Overwrites every floating-point state_dict tensor with the formula; returns the checks."""
     checks = {}
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
             if not tensor.is_floating_point():
                 continue
-            values = formula(key, tuple(tensor.shape))
+            values = formula(key, tuple(tensor.shape), gain2)
             tensor.copy_(torch.from_numpy(values))
             checks[key] = fill_check(values)
     return checks
@@ -154,10 +174,24 @@ def sample_indices(key, n):
     return np.array([k * stride + (offset + 7 * k) % stride for k in range(SAMPLES)], dtype=np.int64)
 
 
-def summary(prefix, key, tensor, out):
+def summary(prefix, key, tensor, reference, others, out):
+    """`tensor`'s summary. `reference` is the same tensor computed in f64, `others` more f64 runs
+    on perturbed inputs: their distances from `reference` measure how well conditioned each
+    number is."""
     flat = tensor.detach().reshape(-1)
     wide = flat.double()
-    out[f"{prefix}.{key}.stats"] = torch.stack([wide.sum(), wide.abs().sum(), wide.norm()])
+    exact = reference.detach().reshape(-1)
+    runs = [wide] + [o.detach().reshape(-1) for o in others]
+    out[f"{prefix}.{key}.stats"] = torch.stack(
+        [
+            wide.sum(),
+            wide.abs().sum(),
+            wide.norm(),
+            max((r - exact).abs().max() for r in runs),
+            max((r.sum() - exact.sum()).abs() for r in runs),
+            max((r.norm() - exact.norm()).abs() for r in runs),
+        ]
+    )
     index = sample_indices(key, flat.numel())
     out[f"{prefix}.{key}.index"] = torch.from_numpy(index)
     out[f"{prefix}.{key}.sample"] = flat[torch.from_numpy(index)].clone()
@@ -183,9 +217,11 @@ def make(name):
     build, shape, weights = MODELS[name]
     torch.manual_seed(0)
     model = build()
+    weights, _, gain2 = weights.partition(" ")
     meta = {"weights": weights}
     if weights == "formula":
-        meta["fill_check"] = json.dumps(fill(model), separators=(",", ":"))
+        meta["fill_gain2"] = gain2
+        meta["fill_check"] = json.dumps(fill(model, int(gain2)), separators=(",", ":"))
     else:
         # Running statistics that are not BatchNorm's defaults, from one batch.
         with torch.no_grad():
@@ -217,16 +253,30 @@ def make(name):
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.p = 0.0
+    wide = [copy.deepcopy(model).double() for _ in range(1 + PERTURBED)]
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     loss.backward()
+    wide_logits = []
+    for run, twin in enumerate(wide):
+        xp = x.double()
+        if run > 0:
+            noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(run), dtype=torch.float64)
+            xp = xp * (1 + (2 * noise - 1) * 1e-6)
+        wide_logits.append(twin(xp))
+        F.cross_entropy(wide_logits[-1], y).backward()
     tensors["logits_train"] = logits
+    tensors["logits_train_f32_error"] = max(
+        (other - wide_logits[0]).abs().max() for other in [logits.double()] + wide_logits[1:]
+    )
     tensors["loss"] = loss
+    params = [dict(twin.named_parameters()) for twin in wide]
     for key, p in model.named_parameters():
-        summary("grad", key, p.grad, tensors)
+        summary("grad", key, p.grad, params[0][key].grad, [q[key].grad for q in params[1:]], tensors)
+    buffers = [dict(twin.named_buffers()) for twin in wide]
     for key, b in model.named_buffers():
         if b.is_floating_point():
-            summary("after", key, b, tensors)
+            summary("after", key, b, buffers[0][key], [q[key] for q in buffers[1:]], tensors)
 
     meta.update(
         torch_version=torch.__version__,
