@@ -18,6 +18,14 @@ made. Files written:
   `grad_input`, `param.<name>`, `grad.<weight|bias>`, `after.<buffer>`; metadata `config` (JSON).
 - optim.safetensors: optimizers in isolation on given gradients, and learning-rate schedules.
 - npy/*.npy: small arrays written by numpy in the formats cnnc's .npy reader accepts or rejects.
+- graph.safetensors: SmallGraph, a graph model (a residual block, a downsampling block with a 1x1
+  projection shortcut, a channel concat and a squeeze-and-excitation gate) on 8x8 inputs:
+  `state.<name>` (every state_dict entry, batchnorm statistics randomised), `input` [4,3,8,8],
+  `labels`, `logits_eval`, then in train mode `logits`, `loss`, `grad.<name>` and `after.<buffer>`
+  (running statistics after that forward); graph_state_dict.safetensors: its
+  `save_file(model.state_dict())`.
+
+Run with section names (`custom_cnn layers optim npy graph`) to write only those files.
 """
 
 import json
@@ -173,7 +181,9 @@ def conv(
     layer_case(name, config, build, (2, in_channels, *input_hw))
 
 
-def pool(name, kind, kernel_size, input_hw, stride=None, padding=0, ceil_mode=False):
+def pool(name, kind, kernel_size, input_hw, stride=None, padding=0, ceil_mode=False, **options):
+    """A max or average pool; `options` are dilation (max) or count_include_pad and
+    divisor_override (avg)."""
     stride = kernel_size if stride is None else stride
     config = {
         "kind": kind,
@@ -184,24 +194,48 @@ def pool(name, kind, kernel_size, input_hw, stride=None, padding=0, ceil_mode=Fa
     }
     cls = nn.MaxPool2d if kind == "MaxPool2d" else nn.AvgPool2d
     if kind == "AvgPool2d":
-        config["count_include_pad"] = True
-    build = lambda: cls(kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode)  # noqa: E731
+        config["count_include_pad"] = options.get("count_include_pad", True)
+        if options.get("divisor_override") is not None:
+            config["divisor_override"] = options["divisor_override"]
+    elif "dilation" in options:
+        config["dilation"] = pair(options["dilation"])
+    build = lambda: cls(kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode, **options)  # noqa: E731
     layer_case(name, config, build, (2, 3, *input_hw))
 
 
-def batchnorm(name, training, eps=1e-5, momentum=0.1):
+def batchnorm(name, training, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
     config = {"kind": "BatchNorm2d", "num_features": 3, "eps": eps, "momentum": momentum, "training": training}
+    if not affine:
+        config["affine"] = False
+    if not track_running_stats:
+        config["track_running_stats"] = False
 
     def prepare(bn):
         # Non-default affine parameters and running statistics, so that none of them is a no-op.
-        bn.weight.copy_(torch.randn(3))
-        bn.bias.copy_(torch.randn(3))
-        bn.running_mean.copy_(torch.randn(3))
-        bn.running_var.copy_(torch.rand(3) + 0.5)
-        bn.num_batches_tracked.fill_(2)
+        if affine:
+            bn.weight.copy_(torch.randn(3))
+            bn.bias.copy_(torch.randn(3))
+        if track_running_stats:
+            bn.running_mean.copy_(torch.randn(3))
+            bn.running_var.copy_(torch.rand(3) + 0.5)
+            bn.num_batches_tracked.fill_(2)
 
-    build = lambda: nn.BatchNorm2d(3, eps=eps, momentum=momentum)  # noqa: E731
+    build = lambda: nn.BatchNorm2d(  # noqa: E731
+        3, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats
+    )
     layer_case(name, config, build, (4, 3, 5, 4), scale=2.0, train=training, prepare=prepare)
+
+
+def groupnorm(name, num_groups, num_channels, input_hw, eps=1e-5, affine=True, training=True):
+    config = {"kind": "GroupNorm", "num_groups": num_groups, "num_channels": num_channels, "eps": eps, "affine": affine}
+
+    def prepare(gn):
+        if affine:
+            gn.weight.copy_(torch.randn(num_channels))
+            gn.bias.copy_(torch.randn(num_channels))
+
+    build = lambda: nn.GroupNorm(num_groups, num_channels, eps=eps, affine=affine)  # noqa: E731
+    layer_case(name, config, build, (3, num_channels, *input_hw), scale=2.0, train=training, prepare=prepare)
 
 
 def cross_entropy():
@@ -245,6 +279,16 @@ def layers():
         # the right padding, so PyTorch drops it (3 rows, not 4); width 6 keeps all 4 columns.
         pool(f"{prefix}_ceil_drop", kind, 2, (5, 6), stride=2, padding=1, ceil_mode=True)
         pool(f"{prefix}_stride1_rect", kind, (2, 3), (5, 6), stride=1, padding=(1, 1))
+    # Dilated max pools: overlapping, with padding and ceil_mode, and disjoint with gaps.
+    pool("max_pool2d_dilation2", "MaxPool2d", 3, (9, 8), stride=1, padding=1, dilation=2)
+    pool("max_pool2d_dilation_mixed_ceil", "MaxPool2d", (2, 3), (8, 9), stride=(2, 1), padding=1, dilation=(3, 2),
+         ceil_mode=True)
+    pool("max_pool2d_dilation_disjoint", "MaxPool2d", 2, (8, 8), stride=4, dilation=2)
+    # Average pools dividing by the input pixels only, and by a fixed divisor.
+    pool("avg_pool2d_exclude_pad", "AvgPool2d", 3, (6, 5), stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+    pool("avg_pool2d_divisor", "AvgPool2d", (2, 3), (5, 6), stride=1, padding=1, divisor_override=5)
+    pool("avg_pool2d_divisor_exclude_pad", "AvgPool2d", 2, (5, 5), stride=2, padding=1, count_include_pad=False,
+         divisor_override=3)
     layer_case("relu", {"kind": "ReLU"}, nn.ReLU, (2, 3, 4, 5))
     layer_case(
         "leaky_relu", {"kind": "LeakyReLU", "negative_slope": 0.2}, lambda: nn.LeakyReLU(0.2), (2, 3, 4, 5)
@@ -258,6 +302,18 @@ def layers():
     batchnorm("batch_norm2d_train", True)
     batchnorm("batch_norm2d_train_momentum", True, eps=1e-3, momentum=0.3)
     batchnorm("batch_norm2d_eval", False)
+    # momentum=None: the cumulative average, factor 1 / num_batches_tracked (3 after this step).
+    batchnorm("batch_norm2d_cumulative", True, momentum=None)
+    batchnorm("batch_norm2d_no_affine", True, affine=False)
+    # Without running statistics, eval normalises by the batch's (and has no buffers).
+    batchnorm("batch_norm2d_untracked_eval", False, track_running_stats=False)
+    batchnorm("batch_norm2d_untracked_train", True, affine=False, track_running_stats=False)
+    groupnorm("group_norm_2_of_6", 2, 6, (4, 5))
+    groupnorm("group_norm_instance", 4, 4, (3, 3), eps=1e-3)
+    groupnorm("group_norm_layer", 1, 3, (5, 2), training=False)
+    groupnorm("group_norm_no_affine", 3, 6, (2, 3), affine=False)
+    # One dim flattened: nothing changes, as in PyTorch.
+    layer_case("flatten_dim2", {"kind": "Flatten", "start_dim": 2, "end_dim": 2}, lambda: nn.Flatten(2, 2), (2, 3, 4, 5))
     # Modern activations: scale 4 puts inputs on both sides of every kink (-3, 0, 3, 6).
     layer_case("relu6", {"kind": "ReLU6"}, nn.ReLU6, (2, 3, 4, 5), scale=4.0)
     layer_case("silu", {"kind": "SiLU"}, nn.SiLU, (2, 3, 4, 5), scale=4.0)
@@ -421,14 +477,116 @@ def npy():
             np.lib.format.write_array(f, a, version=version)
 
 
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock: conv-bn-relu-conv-bn, plus the input (or its projection)."""
+
+    def __init__(self, inplanes, planes, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class SqueezeExcitation(nn.Module):
+    """torchvision's SqueezeExcitation: a per-channel gate from the pooled map, `scale * input`."""
+
+    def __init__(self, channels, squeeze):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        scale = self.sigmoid(self.fc2(self.relu(self.fc1(self.avgpool(x)))))
+        return scale * x
+
+
+class SmallGraph(nn.Module):
+    """The graph of runtime/tests/parity_graph.rs: stem, a residual block, a downsampling block,
+    a 1x1 side branch concatenated with it, an SE gate, pooling and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.block = BasicBlock(8, 8)
+        self.down = BasicBlock(8, 16, stride=2)
+        self.side = nn.Conv2d(8, 8, 1, stride=2)
+        self.se = SqueezeExcitation(24, 6)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x):
+        x = self.block(self.relu(self.bn1(self.conv1(x))))
+        x = torch.cat([self.down(x), self.side(x)], 1)
+        x = self.avgpool(self.se(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+def graph():
+    torch.manual_seed(SEED)
+    model = SmallGraph()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+                m.num_batches_tracked.fill_(3)
+    state = contiguous(model.state_dict())
+    x = torch.randn(4, 3, 8, 8)
+    y = torch.randint(0, 10, (4,))
+    model.eval()
+    with torch.no_grad():
+        logits_eval = model(x)
+    model.train()
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    tensors = {"input": x, "labels": y, "logits_eval": logits_eval, "logits": logits, "loss": loss}
+    tensors.update({f"state.{k}": v for k, v in state.items()})
+    tensors.update({f"grad.{k}": p.grad for k, p in model.named_parameters()})
+    tensors.update({f"after.{k}": v for k, v in model.state_dict().items() if "running" in k})
+    recipe = (
+        "torch.manual_seed(0); model = SmallGraph(); batchnorm weight U(0.5,1.5), bias U(-0.5,0.5), "
+        "running_mean U(-0.5,0.5), running_var U(0.5,1.5), num_batches_tracked 3; "
+        "input = randn(4,3,8,8); labels = randint(0,10,(4,)); logits_eval in eval mode; "
+        "then in train mode logits, loss = cross_entropy (mean), grads, running stats after"
+    )
+    write(os.path.join(OUT, "graph.safetensors"), tensors, meta(recipe=recipe))
+    # Exactly what a PyTorch user writes: the composed names (`down.downsample.0.weight`).
+    save_file(state, os.path.join(OUT, "graph_state_dict.safetensors"))
+
+
+SECTIONS = {"custom_cnn": custom_cnn, "layers": layers, "optim": optim, "npy": npy, "graph": graph}
+
+
 def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     os.makedirs(OUT, exist_ok=True)
-    custom_cnn()
-    layers()
-    optim()
-    npy()
+    chosen = sys.argv[1:] or list(SECTIONS)
+    unknown = [c for c in chosen if c not in SECTIONS]
+    if unknown:
+        sys.exit(f"unknown sections {unknown}; choose from {list(SECTIONS)}")
+    for name in chosen:
+        SECTIONS[name]()
     total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(OUT) for f in fs)
     print(f"wrote {OUT} ({total / 1e6:.2f} MB) with torch {torch.__version__}")
 

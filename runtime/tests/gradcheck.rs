@@ -1,17 +1,19 @@
 //! Finite-difference gradient checks for every layer type and option, on random small shapes
-//! (proptest), plus the loss and a whole network.
+//! (proptest), the merge layers (`add`, `concat`, `mul` with broadcasting), the loss, a whole
+//! sequential network and a whole graph network (a shortcut, a concat and a gate).
 
 mod common;
 
 use cnnc_runtime::config::{
-    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate, LayerConfig, LayerDef,
-    LinearConfig, NetworkDef, Pool2dConfig,
+    BatchNorm2dConfig, ConcatConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate,
+    GroupNormConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig, Source,
 };
 use cnnc_runtime::init::{dropout_rng, init_rng};
 use cnnc_runtime::layers::{
     AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout,
-    Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax,
-    MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
+    Dropout2d, Elu, Flatten, Gelu, GroupNorm, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear,
+    LogSoftmax, MaxPool2d, Merge, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
+    build_merge,
 };
 use cnnc_runtime::{Entry, Layer, Mode, Network, Shape, Visit, softmax_cross_entropy};
 use common::{Rand, STEP, check_layer, check_plain};
@@ -27,10 +29,8 @@ fn image(channels: usize, height: usize, width: usize) -> Shape {
 
 fn pool_config(k: [usize; 2], s: [usize; 2], p: [usize; 2], ceil_mode: bool) -> Pool2dConfig {
     Pool2dConfig {
-        kernel_size: k,
-        stride: s,
-        padding: [p[0].min(k[0] / 2), p[1].min(k[1] / 2)],
         ceil_mode,
+        ..Pool2dConfig::new(k, s, [p[0].min(k[0] / 2), p[1].min(k[1] / 2)])
     }
 }
 
@@ -113,12 +113,40 @@ proptest! {
     }
 
     #[test]
+    fn dilated_max_pool2d(
+        c in 1..3usize, kh in 1..4usize, kw in 1..4usize, sh in 1..4usize, sw in 1..4usize,
+        ph in 0..2usize, pw in 0..2usize, dh in 1..4usize, dw in 1..4usize, h in 1..9usize,
+        w in 1..9usize, ceil_mode: bool, batch in 1..3usize, seed: u64,
+    ) {
+        let config = Pool2dConfig {
+            dilation: [dh, dw],
+            ..pool_config([kh, kw], [sh, sw], [ph, pw], ceil_mode)
+        };
+        let built = MaxPool2d::new("pool", &config, image(c, h, w));
+        prop_assume!(built.is_ok());
+        let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.spaced(layer.input_shape().numel() * batch, 0.05);
+        // A window whose every position falls in the padding gives -inf, as in PyTorch (its
+        // gradient goes nowhere): no finite difference measures it.
+        let mut y = vec![0.0; layer.output_shape().numel() * batch];
+        layer.forward(&x, &mut y, batch, Mode::Train).unwrap();
+        prop_assume!(y.iter().all(|v| v.is_finite()));
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
     fn avg_pool2d(
         c in 1..3usize, kh in 1..4usize, kw in 1..4usize, sh in 1..3usize, sw in 1..3usize,
         ph in 0..2usize, pw in 0..2usize, h in 1..7usize, w in 1..7usize,
-        ceil_mode: bool, batch in 1..3usize, seed: u64,
+        ceil_mode: bool, count_include_pad: bool, divisor in 0..4usize, batch in 1..3usize,
+        seed: u64,
     ) {
-        let config = pool_config([kh, kw], [sh, sw], [ph, pw], ceil_mode);
+        let config = Pool2dConfig {
+            count_include_pad,
+            divisor_override: (divisor > 0).then_some(divisor),
+            ..pool_config([kh, kw], [sh, sw], [ph, pw], ceil_mode)
+        };
         let built = AvgPool2d::new("pool", &config, image(c, h, w));
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
@@ -265,7 +293,7 @@ proptest! {
     #[test]
     fn batch_norm2d(c in 1..4usize, h in 1..4usize, w in 1..4usize, batch in 1..4usize, train: bool, seed: u64) {
         prop_assume!(!train || batch * h * w > 1);
-        let config = BatchNorm2dConfig { num_features: c, eps: 1e-5, momentum: 0.1 };
+        let config = BatchNorm2dConfig::new(c);
         let mut layer = BatchNorm2d::new("bn", &config, image(c, h, w)).unwrap();
         let mut rng = Rand(seed);
         // Non-trivial affine parameters and running statistics.
@@ -280,6 +308,62 @@ proptest! {
         let mode = if train { Mode::Train } else { Mode::Eval };
         // Normalising by batch statistics amplifies rounding when a channel has few values.
         check_plain(&mut layer, &x, batch, &mut rng, 2e-2, mode);
+    }
+
+    #[test]
+    fn batch_norm2d_options(
+        c in 1..4usize, h in 1..4usize, w in 1..4usize, batch in 1..4usize, affine: bool,
+        track: bool, cumulative: bool, train: bool, seed: u64,
+    ) {
+        // Without running statistics, eval normalises by the batch's too.
+        let batch_stats = train || !track;
+        prop_assume!(!batch_stats || batch * h * w > 1);
+        let config = BatchNorm2dConfig {
+            affine,
+            track_running_stats: track,
+            momentum: if cumulative { None } else { Some(0.1) },
+            ..BatchNorm2dConfig::new(c)
+        };
+        let mut layer = BatchNorm2d::new("bn", &config, image(c, h, w)).unwrap();
+        let mut rng = Rand(seed);
+        if affine {
+            for (v, r) in layer.weight.value.iter_mut().zip(rng.vec(c)) { *v = 1.0 + r; }
+            for (v, r) in layer.bias.value.iter_mut().zip(rng.vec(c)) { *v = r; }
+        }
+        for (v, r) in layer.running_mean.iter_mut().zip(rng.vec(c)) { *v = r; }
+        for (v, r) in layer.running_var.iter_mut().zip(rng.vec(c)) { *v = 1.5 + r; }
+        let x = rng.spaced(c * h * w * batch, 0.4);
+        let mode = if train { Mode::Train } else { Mode::Eval };
+        check_plain(&mut layer, &x, batch, &mut rng, 2e-2, mode);
+    }
+
+    #[test]
+    fn group_norm(
+        groups in 1..4usize, per_group in 1..3usize, h in 1..4usize, w in 1..4usize,
+        batch in 1..3usize, affine: bool, train: bool, seed: u64,
+    ) {
+        prop_assume!(per_group * h * w > 1);
+        let c = groups * per_group;
+        let config = GroupNormConfig { num_groups: groups, num_channels: c, eps: 1e-5, affine };
+        let mut layer = GroupNorm::new("gn", &config, image(c, h, w)).unwrap();
+        let mut rng = Rand(seed);
+        for (v, r) in layer.weight.value.iter_mut().zip(rng.vec(c)) { *v = 1.0 + r; }
+        for (v, r) in layer.bias.value.iter_mut().zip(rng.vec(c)) { *v = r; }
+        // Distinct values, as for batch norm: a group of nearly equal values is too steep to
+        // measure by finite differences.
+        let x = rng.spaced(c * h * w * batch, 0.4);
+        let mode = if train { Mode::Train } else { Mode::Eval };
+        check_plain(&mut layer, &x, batch, &mut rng, 2e-2, mode);
+    }
+
+    #[test]
+    fn flatten_with_dims(c in 1..4usize, h in 1..4usize, w in 1..4usize, dim in 1i64..4, all: bool, seed: u64) {
+        // All of C, H, W (reordered into PyTorch's order), or one dim (a copy).
+        let (start, end) = if all { (1, -1) } else { (dim, dim) };
+        let mut layer = Flatten::with_dims("flat", image(c, h, w), start, end).unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(c * h * w * 2);
+        check_plain(&mut layer, &x, 2, &mut rng, TOL, Mode::Train);
     }
 
     #[test]
@@ -301,6 +385,91 @@ proptest! {
                 prop_assert!((f64::from(grad[[i, j]]) - numeric).abs() < 2e-3, "[{i},{j}] {} vs {numeric}", grad[[i, j]]);
             }
         }
+    }
+}
+
+/// Checks every input gradient of a merge layer against central finite differences of
+/// `sum(forward(xs) * r)`, written and added onto values already there.
+fn check_merge(config: &LayerConfig, inputs: &[Shape], batch: usize, seed: u64) {
+    let mut layer = build_merge("m", config, inputs).unwrap();
+    let merge = layer.as_merge().unwrap();
+    let mut rng = Rand(seed);
+    let mut xs: Vec<Vec<f32>> = inputs.iter().map(|s| rng.vec(s.numel() * batch)).collect();
+    let out_len = merge.output_shape().numel() * batch;
+    let r = rng.vec(out_len);
+    let loss_at = |merge: &mut dyn Merge, xs: &[Vec<f32>]| {
+        let views: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+        let mut y = vec![0.0; out_len];
+        merge.forward_merge(&views, &mut y, batch).unwrap();
+        y.iter()
+            .zip(&r)
+            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+            .sum::<f64>()
+    };
+    loss_at(merge, &xs);
+    for input in 0..inputs.len() {
+        let views: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+        let mut dx = vec![0.0; xs[input].len()];
+        merge
+            .backward_merge(&views, &r, input, &mut dx, false, batch)
+            .unwrap();
+        let base = rng.vec(dx.len());
+        let mut added = base.clone();
+        merge
+            .backward_merge(&views, &r, input, &mut added, true, batch)
+            .unwrap();
+        for i in 0..dx.len() {
+            // Adding gives the written part plus what was there, to rounding.
+            assert!((added[i] - base[i] - dx[i]).abs() <= 1e-6 * (1.0 + dx[i].abs()));
+            let orig = xs[input][i];
+            xs[input][i] = orig + STEP;
+            let up = loss_at(merge, &xs);
+            xs[input][i] = orig - STEP;
+            let down = loss_at(merge, &xs);
+            xs[input][i] = orig;
+            let numeric = (up - down) / (2.0 * f64::from(STEP));
+            let err = (f64::from(dx[i]) - numeric).abs();
+            assert!(
+                err <= TOL * (1.0 + numeric.abs()),
+                "input {input}[{i}]: analytic {} vs finite difference {numeric}",
+                dx[i]
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn add(count in 2..4usize, c in 1..4usize, h in 1..4usize, w in 1..4usize, flat: bool,
+           batch in 1..3usize, seed: u64) {
+        let shape = if flat { Shape::Flat(c * h) } else { Shape::Chw([c, h, w]) };
+        check_merge(&LayerConfig::Add, &vec![shape; count], batch, seed);
+    }
+
+    #[test]
+    fn concat(widths in proptest::collection::vec(1..4usize, 2..4), h in 1..4usize,
+              w in 1..4usize, flat: bool, batch in 1..3usize, seed: u64) {
+        let inputs: Vec<Shape> = widths
+            .iter()
+            .map(|&c| if flat { Shape::Flat(c) } else { Shape::Chw([c, h, w]) })
+            .collect();
+        check_merge(&LayerConfig::Concat(ConcatConfig { dim: 1 }), &inputs, batch, seed);
+    }
+
+    #[test]
+    fn mul(c in 1..4usize, h in 1..4usize, w in 1..4usize, broadcast in 0..64usize,
+           batch in 1..3usize, seed: u64) {
+        // Each of the six dimensions (three per input) is the full size or 1, one input's
+        // bits picking which; a dimension broadcast in both is 1 in the output.
+        let pick = |bits: usize| {
+            let d = |bit: usize, n: usize| if bits & (1 << bit) != 0 { 1 } else { n };
+            Shape::Chw([d(0, c), d(1, h), d(2, w)])
+        };
+        let inputs = [pick(broadcast & 7), pick(broadcast >> 3)];
+        check_merge(&LayerConfig::Mul, &inputs, batch, seed);
+        check_merge(&LayerConfig::Mul, &[Shape::Flat(1), Shape::Flat(c)], batch, seed);
     }
 }
 
@@ -328,14 +497,7 @@ fn mixed_net() -> NetworkDef {
                     padding_mode: Default::default(),
                 }),
             ),
-            layer(
-                "bn1",
-                LayerConfig::BatchNorm2d(BatchNorm2dConfig {
-                    num_features: 3,
-                    eps: 1e-5,
-                    momentum: 0.1,
-                }),
-            ),
+            layer("bn1", LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(3))),
             layer("act1", LayerConfig::Tanh),
             layer(
                 "pool1",
@@ -365,7 +527,7 @@ fn mixed_net() -> NetworkDef {
                 "pool2",
                 LayerConfig::AvgPool2d(pool_config([2, 2], [1, 1], [1, 1], false)),
             ),
-            layer("flatten", LayerConfig::Flatten),
+            layer("flatten", LayerConfig::FLATTEN),
             layer(
                 "fc1",
                 LayerConfig::Linear(LinearConfig {
@@ -433,10 +595,22 @@ fn whole_network_gradients_match_finite_differences() {
         ]
         .concat()
     );
+    check_directions(&mut net, &x, &labels, &grads, &mut rng);
+}
+
+/// Checks each parameter tensor's gradient in `grads` (from the last training step on `x`)
+/// against central differences of the loss along random directions.
+fn check_directions(
+    net: &mut Network,
+    x: &Array4<f32>,
+    labels: &[usize],
+    grads: &[(String, Vec<f32>)],
+    rng: &mut Rand,
+) {
     let loss_at = |net: &mut Network| {
         let logits = net.forward(x.view(), Mode::Train).unwrap();
         let mut g = Array2::zeros(logits.dim());
-        f64::from(softmax_cross_entropy(logits.view(), &labels, g.view_mut()).unwrap())
+        f64::from(softmax_cross_entropy(logits.view(), labels, g.view_mut()).unwrap())
     };
     // Directional derivatives, one parameter tensor at a time: a per-element check would be
     // dominated by f32 rounding (the gradients of a mean loss go down to 1e-4) and by max-pool and
@@ -476,10 +650,10 @@ fn whole_network_gradients_match_finite_differences() {
                 });
                 v
             };
-            nudge(&mut net, NET_STEP);
-            let up = loss_at(&mut net);
-            nudge(&mut net, -2.0 * NET_STEP);
-            let down = loss_at(&mut net);
+            nudge(net, NET_STEP);
+            let up = loss_at(net);
+            nudge(net, -2.0 * NET_STEP);
+            let down = loss_at(net);
             let mut k = 0;
             net.visit(&mut |e| {
                 if let Entry::Param { param, .. } = e {
@@ -500,5 +674,137 @@ fn whole_network_gradients_match_finite_differences() {
                 "{name}: directional derivative {analytic} vs {numeric}"
             );
         }
+    }
+}
+
+/// Gradients of every parameter after one training step, by state_dict name.
+fn param_grads(net: &mut Network) -> Vec<(String, Vec<f32>)> {
+    let mut grads = Vec::new();
+    net.visit(&mut |e| {
+        if let Entry::Param { name, param } = e {
+            grads.push((name.to_owned(), param.grad.iter().copied().collect()));
+        }
+    });
+    grads
+}
+
+/// A small graph: a residual block whose input three layers read (so one-input layers add their
+/// gradient parts through the scratch buffer), a concat of the block with its input, and a
+/// squeeze-and-excitation gate multiplying the map by per-channel weights.
+pub fn graph_net() -> NetworkDef {
+    let layer = |name: &str, config, inputs: Vec<Source>| LayerDef {
+        name: name.to_owned(),
+        config,
+        inputs,
+    };
+    let conv = |cin, cout, k: usize, bias| {
+        LayerConfig::Conv2d(Conv2dConfig {
+            in_channels: cin,
+            out_channels: cout,
+            kernel_size: [k, k],
+            stride: [1, 1],
+            padding: [k / 2, k / 2],
+            dilation: [1, 1],
+            groups: 1,
+            bias,
+            padding_mode: Default::default(),
+        })
+    };
+    let bn = |n| {
+        LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(n))
+    };
+    let linear = |i, o| {
+        LayerConfig::Linear(LinearConfig {
+            in_features: i,
+            out_features: o,
+            bias: true,
+        })
+    };
+    let l = Source::Layer;
+    NetworkDef {
+        input: [2, 5, 4],
+        layers: vec![
+            layer("stem", conv(2, 3, 3, true), vec![]),         // 0
+            layer("stem_act", LayerConfig::Tanh, vec![]),       // 1
+            layer("block.conv1", conv(3, 3, 3, false), vec![]), // 2
+            layer("block.bn1", bn(3), vec![]),                  // 3
+            layer("block.act", LayerConfig::Sigmoid, vec![]),   // 4
+            layer("block.conv2", conv(3, 3, 1, true), vec![]),  // 5
+            layer("block.add", LayerConfig::Add, vec![l(5), l(1)]), // 6
+            layer("side", LayerConfig::Tanh, vec![l(1)]),       // 7
+            layer(
+                "cat",
+                LayerConfig::Concat(ConcatConfig { dim: 1 }),
+                vec![l(6), l(7), Source::Input],
+            ), // 8: [8, 5, 4]
+            layer(
+                "se.pool",
+                LayerConfig::AdaptiveAvgPool2d {
+                    output_size: [1, 1],
+                },
+                vec![],
+            ), // 9
+            layer("se.fc", conv(8, 8, 1, true), vec![]),        // 10
+            layer("se.gate", LayerConfig::Sigmoid, vec![]),     // 11
+            layer("se.mul", LayerConfig::Mul, vec![l(8), l(11)]), // 12
+            layer("flatten", LayerConfig::FLATTEN, vec![]),     // 13
+            layer("fc", linear(8 * 5 * 4, 3), vec![]),          // 14
+        ],
+    }
+}
+
+#[test]
+fn graph_network_gradients_match_finite_differences() {
+    let mut net = Network::new(&graph_net(), 5).unwrap();
+    let mut rng = Rand(17);
+    let x = Array4::from_shape_vec((3, 2, 5, 4), rng.vec(3 * 2 * 5 * 4)).unwrap();
+    let labels = [2, 0, 1];
+    net.train_step(x.view(), &labels).unwrap();
+    let grads = param_grads(&mut net);
+    let names: Vec<&str> = grads.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "stem.weight",
+            "stem.bias",
+            "block.conv1.weight",
+            "block.bn1.weight",
+            "block.bn1.bias",
+            "block.conv2.weight",
+            "block.conv2.bias",
+            "se.fc.weight",
+            "se.fc.bias",
+            "fc.weight",
+            "fc.bias"
+        ]
+    );
+    check_directions(&mut net, &x, &labels, &grads, &mut rng);
+}
+
+#[test]
+fn a_branch_nothing_reads_gets_zero_gradients() {
+    let mut def = graph_net();
+    // A linear head on the flattened map that nothing reads, before the real head.
+    def.layers.insert(
+        14,
+        LayerDef {
+            name: "unused".into(),
+            config: LayerConfig::Linear(LinearConfig {
+                in_features: 8 * 5 * 4,
+                out_features: 2,
+                bias: true,
+            }),
+            inputs: vec![],
+        },
+    );
+    def.layers[15].inputs = vec![Source::Layer(13)];
+    let mut net = Network::new(&def, 5).unwrap();
+    let mut rng = Rand(3);
+    let x = Array4::from_shape_vec((2, 2, 5, 4), rng.vec(2 * 2 * 5 * 4)).unwrap();
+    net.train_step(x.view(), &[0, 1]).unwrap();
+    let grads = param_grads(&mut net);
+    for (name, grad) in &grads {
+        let zero = grad.iter().all(|&g| g == 0.0);
+        assert_eq!(zero, name.starts_with("unused."), "{name}");
     }
 }

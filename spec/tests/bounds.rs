@@ -267,3 +267,28 @@ fn an_expression_nested_past_the_limit_is_refused_in_yaml() {
     let d = only(parse_yaml(&text));
     assert_eq!(d.code, Code::BadExpression);
 }
+
+#[test]
+fn many_references_are_resolved_in_linear_time() {
+    let count = 9_000;
+    let mut good = String::from("input (1, 2, 2)\nl0: relu\n");
+    let mut bad = good.clone();
+    for i in 1..count {
+        good.push_str(&format!("l{i}: relu(l{})\n", i - 1));
+        bad.push_str(&format!("l{i}: relu(m{})\n", i - 1));
+    }
+    good.push_str("flatten\n");
+    bad.push_str("flatten\n");
+    let started = std::time::Instant::now();
+    let source = Source::new("many.cnn", good, Format::Dsl);
+    let (model, _) = compile(&source).expect("valid");
+    assert_eq!(model.layers().len(), count + 1);
+    let errors = graph_errors(&bad);
+    assert_eq!(errors.len(), count - 1);
+    assert!(errors.iter().all(|e| e.code == Code::UnknownReference));
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "took {:?}",
+        started.elapsed()
+    );
+}

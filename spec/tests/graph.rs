@@ -178,3 +178,28 @@ fn dense_blocks_concatenate_and_name_their_layers_from_templates() {
     assert_eq!(layer_names(&model), layer_names(&yaml));
     assert_eq!(model.into_model(), yaml);
 }
+
+#[test]
+fn defaults_may_use_earlier_parameters_and_copies_their_index() {
+    let text = "input (3, 8, 8)\n\
+                block Bottleneck(planes, out=planes * 4) {\n\
+                \x20 conv: conv2d(out_channels=out, kernel_size=1)\n\
+                }\n\
+                stage{i}: Bottleneck(planes=(i + 1) * 2, repeat=2)\n\
+                flatten\n";
+    let source = Source::new("b.cnn", text, Format::Dsl);
+    let (model, _) = cnnc_spec::compile(&source).expect("valid");
+    let convs: Vec<(String, cnnc_spec::Shape)> = model
+        .layers()
+        .iter()
+        .filter(|l| l.kind() == cnnc_spec::LayerKind::Conv2d)
+        .map(|l| (l.name().to_owned(), l.output_shape()))
+        .collect();
+    assert_eq!(
+        convs,
+        [
+            ("stage0.conv".to_owned(), cnnc_spec::Shape::Chw([8, 8, 8])),
+            ("stage1.conv".to_owned(), cnnc_spec::Shape::Chw([16, 8, 8])),
+        ]
+    );
+}

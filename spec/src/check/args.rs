@@ -185,6 +185,36 @@ impl Checker {
         };
         let wrong_type = |expected| wrong_list(expected, None);
         match spec.ty {
+            ArgType::Optional(inner) => match (&value.kind, *inner) {
+                (ValueKind::Null, _) => Some(ArgValue::None),
+                (ValueKind::Int(_) | ValueKind::Float(_), ArgType::Float { .. })
+                | (ValueKind::Int(_), ArgType::Size { .. }) => self.typed(
+                    &ArgInfo {
+                        ty: *inner,
+                        ..*spec
+                    },
+                    value,
+                    kind,
+                    name,
+                ),
+                (_, ArgType::Float { .. }) => {
+                    self.report(wrong_type("a number or null"));
+                    None
+                }
+                (_, ArgType::Size { .. }) => {
+                    self.report(wrong_type("an integer or null"));
+                    None
+                }
+                _ => self.typed(
+                    &ArgInfo {
+                        ty: *inner,
+                        ..*spec
+                    },
+                    value,
+                    kind,
+                    name,
+                ),
+            },
             ArgType::Size { min } => match value.kind {
                 ValueKind::Int(v) => self
                     .size(spec.name, v, min, value.span, name)
