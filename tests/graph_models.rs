@@ -11,7 +11,8 @@
 //! logits match PyTorch's to 1e-5, and one training step (BatchNorm on batch statistics) gives
 //! PyTorch's loss, logits, every parameter gradient to 1e-4 and BatchNorm's running statistics,
 //! each also within ten times what rounding alone moves it (see [`ROUNDING`]).
-//! Finally `cnnc train models/resnet20_cifar.yaml`, as the README shows it, runs.
+//! Through the CLI, `cnnc run` with PyTorch's saved state_dict gives its logits, and
+//! `cnnc train models/resnet20_cifar.yaml`, as the README shows it, runs.
 
 mod support;
 
@@ -478,6 +479,37 @@ fn formula_weights_are_pytorchs_bit_for_bit() {
         ours.sort();
         theirs.sort();
         assert_eq!(ours, theirs, "{name}");
+    }
+}
+
+/// `cnnc run` with the state_dict file PyTorch saved gives PyTorch's eval logits: the CLI path
+/// users take, for the models whose PyTorch weights are shipped.
+#[test]
+fn cnnc_run_with_pytorchs_state_dict_gives_its_logits() {
+    use support::*;
+    let dir = tempfile::tempdir().expect("temp dir");
+    for name in ["resnet20_cifar", "se_resnet", "unet"] {
+        let f = Fixture::load(name);
+        let input = dir.path().join(format!("{name}_input.npy"));
+        cnnc::runtime::npy::write_f32(&input, f.f32("input").view()).expect("npy written");
+        let output = dir.path().join(format!("{name}_logits.npy"));
+        let weights = fixture_path(&format!("{name}_state_dict.safetensors"));
+        let run = cnnc(&[
+            "run",
+            &format!("models/{name}.cnn"),
+            "--weights",
+            arg(&weights),
+            "--input",
+            arg(&input),
+            "--output",
+            arg(&output),
+        ]);
+        assert_status(&run, 0);
+        let logits = cnnc::runtime::npy::read_f32(&output).expect("logits written");
+        assert_eq!(logits.shape(), f.f32("logits_eval").shape(), "{name}");
+        let got: Vec<f32> = logits.iter().copied().collect();
+        let want: Vec<f32> = f.f32("logits_eval").iter().copied().collect();
+        assert_close(&format!("{name}: cnnc run"), &got, &want, 1e-5, 0.0);
     }
 }
 
