@@ -258,11 +258,11 @@ fn block_nesting_deeper_than_the_limit_is_refused() {
 
 #[test]
 fn an_expression_nested_past_the_limit_is_refused_in_yaml() {
-    // The DSL refuses the brackets before parsing; YAML hands the string to the expression
-    // parser, which must not recurse without bound.
+    // The DSL refuses the brackets before parsing; YAML hands the plain scalar to the
+    // expression parser, which must not recurse without bound.
     let deep = format!("{}1{}", "(".repeat(100_000), " + 1)".repeat(100_000));
     let text = format!(
-        "input: [1, 4, 4]\nlayers:\n  - conv2d: {{out_channels: \"{deep}\", kernel_size: 1}}\n"
+        "input: [1, 4, 4]\nlayers:\n  - conv2d:\n      out_channels: {deep}\n      kernel_size: 1\n"
     );
     let d = only(parse_yaml(&text));
     assert_eq!(d.code, Code::BadExpression);

@@ -203,3 +203,22 @@ fn defaults_may_use_earlier_parameters_and_copies_their_index() {
         ]
     );
 }
+
+#[test]
+fn only_plain_yaml_scalars_are_arithmetic() {
+    let text = "input: [1, 4, 4]\nlayers:\n  - conv2d: {out_channels: 2 * 2, kernel_size: 1, padding_mode: \"a-b\"}\n";
+    let model = cnnc_spec::parse(&Source::new("q.yaml", text, Format::Yaml)).expect("parses");
+    let args = &model.layers[0].args;
+    assert!(matches!(args[0].value.kind, cnnc_spec::ValueKind::Expr(_)));
+    assert_eq!(
+        args[2].value.kind,
+        cnnc_spec::ValueKind::Str("a-b".to_owned())
+    );
+    // Printed and read back in either language, the string stays a string.
+    let dsl = cnnc_spec::to_dsl(&model);
+    let back = cnnc_spec::parse(&Source::new("q.cnn", dsl.as_str(), Format::Dsl)).expect("parses");
+    let yaml = cnnc_spec::to_yaml(&back);
+    let again =
+        cnnc_spec::parse(&Source::new("q2.yaml", yaml.as_str(), Format::Yaml)).expect("parses");
+    assert_eq!(spanless(again), spanless(model));
+}

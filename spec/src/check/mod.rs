@@ -1,8 +1,10 @@
-//! The checker's driver: validates the input and the layer names, then walks the layers,
-//! typing each one's arguments against the layer table ([`args`]) and inferring its output with
-//! its kind's rule ([`rules`]). It reports every independent problem in one run: a layer whose
-//! output shape cannot be known stops shape inference, but the arguments of the layers after it
-//! are still checked. The model it returns is built by [`Model::new`], so its invariants hold.
+//! The checker's driver: validates the input, expands blocks, groups and repetition into flat
+//! layers ([`expand`]), validates their names, then walks the layers, typing each one's arguments
+//! against the layer table ([`args`]) and inferring its output from its inputs' with its kind's
+//! rule ([`rules`]; merges by `LayerConfig::output_shape_of`). It reports every independent
+//! problem in one run: a layer whose output shape cannot be known stops shape inference for the
+//! layers that read it, but the arguments of every layer are still checked. The model it returns
+//! is built by [`Model::new`], so its invariants hold.
 
 mod args;
 mod errors;
