@@ -11,7 +11,8 @@
 //! logits match PyTorch's to 1e-5, and one training step (BatchNorm on batch statistics) gives
 //! PyTorch's loss, logits, every parameter gradient to 1e-4 and BatchNorm's running statistics,
 //! each also within ten times what rounding alone moves it (see [`ROUNDING`]).
-//! Through the CLI, `cnnc run` with PyTorch's saved state_dict gives its logits, and
+//! Through the CLI, `cnnc run` with PyTorch's saved state_dict gives its logits, `cnnc run --train
+//! --grads` writes its gradients, and
 //! `cnnc train models/resnet20_cifar.yaml`, as the README shows it, runs.
 
 mod support;
@@ -510,6 +511,75 @@ fn cnnc_run_with_pytorchs_state_dict_gives_its_logits() {
         let got: Vec<f32> = logits.iter().copied().collect();
         let want: Vec<f32> = f.f32("logits_eval").iter().copied().collect();
         assert_close(&format!("{name}: cnnc run"), &got, &want, 1e-5, 0.0);
+    }
+}
+
+/// `values` as a version 1.0 `.npy` file of little-endian int64, as `np.save` writes
+/// `torch.randint(...).numpy()`.
+fn write_i64_npy(path: &Path, values: &[i64]) {
+    let mut header = format!(
+        "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
+        values.len()
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).expect("labels written");
+}
+
+/// `cnnc run --train --grads` (how parity is checked from outside) writes PyTorch's gradients
+/// under its state_dict names, for a real and a formula-filled state_dict.
+#[test]
+fn cnnc_run_grads_are_pytorchs() {
+    use support::*;
+    let dir = tempfile::tempdir().expect("temp dir");
+    for name in ["resnet20_cifar", "densenet121"] {
+        let f = Fixture::load(name);
+        let input = dir.path().join(format!("{name}_input.npy"));
+        cnnc::runtime::npy::write_f32(&input, f.f32("input").view()).expect("npy written");
+        let labels = dir.path().join(format!("{name}_labels.npy"));
+        write_i64_npy(&labels, f.i64("labels").as_slice().expect("contiguous"));
+        let weights = weights_file(&f, dir.path());
+        let grads = dir.path().join(format!("{name}_grads.safetensors"));
+        let run = cnnc(&[
+            "run",
+            &format!("models/{name}.yaml"),
+            "--weights",
+            arg(&weights),
+            "--input",
+            arg(&input),
+            "--train",
+            "--labels",
+            arg(&labels),
+            "--grads",
+            arg(&grads),
+        ]);
+        assert_status(&run, 0);
+        let written = weights::read_tensors(&grads).expect("gradients written");
+        let mut expected: Vec<&str> = f
+            .file
+            .tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix("grad.")?.strip_suffix(".stats"))
+            .collect();
+        let mut got: Vec<&str> = written.tensors.keys().map(String::as_str).collect();
+        expected.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, expected, "{name}: the gradients --grads names");
+        for key in expected {
+            let TensorData::F32(grad) = &written.tensors[key] else {
+                panic!("{name}: {key} is not f32");
+            };
+            let grad: Vec<f32> = grad.iter().copied().collect();
+            assert_matches_summary(&f, &format!("grad.{key}"), &grad, 1e-4);
+        }
     }
 }
 
