@@ -11,9 +11,9 @@
 //! logits match PyTorch's to 1e-5, and one training step (BatchNorm on batch statistics) gives
 //! PyTorch's loss, logits, every parameter gradient to 1e-4 and BatchNorm's running statistics,
 //! each also within ten times what rounding alone moves it (see [`ROUNDING`]).
-//! Through the CLI, `cnnc run` with PyTorch's saved state_dict gives its logits, `cnnc run --train
-//! --grads` writes its gradients, and
-//! `cnnc train models/resnet20_cifar.yaml`, as the README shows it, runs.
+//! Through the CLI, `cnnc run` with PyTorch's saved state_dict gives its logits, `cnnc run
+//! --train --grads` writes its gradients, and `cnnc train models/resnet20_cifar.yaml`, as the
+//! README shows it, runs.
 
 mod support;
 
