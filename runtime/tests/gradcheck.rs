@@ -835,7 +835,14 @@ fn a_concat_of_more_inputs_than_gathered_on_the_stack_runs_and_backpropagates() 
             LayerConfig::Concat(ConcatConfig { dim: 1 }),
             (0..9).map(Source::Layer).collect(),
         ),
-        ("flatten", LayerConfig::Flatten, vec![]),
+        (
+            "flatten",
+            LayerConfig::Flatten {
+                start_dim: 1,
+                end_dim: -1,
+            },
+            vec![],
+        ),
         (
             "fc",
             LayerConfig::Linear(LinearConfig {
