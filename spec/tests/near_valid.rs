@@ -229,14 +229,17 @@ impl<'de> Visitor<'de> for TreeVisitor {
     }
 }
 
-/// `s` as a YAML scalar: plain when it reads back as the same string, else double-quoted.
+/// `s` as a YAML scalar: plain when it reads back as the same string, else double-quoted. An
+/// arithmetic argument (`bn_size * growth_rate`, `(kernel_size - 1) // 2`) stays plain: only
+/// plain scalars are arithmetic.
 fn word(s: &str) -> String {
     let plain = s
         .chars()
         .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '(')
+        && !s.ends_with(' ')
         && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            .all(|c| c.is_ascii_alphanumeric() || "_. +-*/%()".contains(c))
         && !matches!(
             s.to_ascii_lowercase().as_str(),
             "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n"
