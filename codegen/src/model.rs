@@ -652,6 +652,8 @@ impl Gen<'_> {
                     let g = &grads[b];
                     quote!(#g)
                 }
+                // Only graph models, refused above, have outputs nothing reads.
+                Grad::Unused => continue,
             };
             let dx = match step.dx {
                 None => quote!(None),

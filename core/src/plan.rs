@@ -1,18 +1,24 @@
 //! The execution plan, computed once from a checked model: which layers run as steps and which
-//! are applied by a step before them (fusion), which activation buffer each step reads and
+//! are applied by a step before them (fusion), which activation buffers each step reads and
 //! writes, and which gradient buffers backward passes between steps. The dynamic executor
 //! interprets it; code generation writes it out; both therefore compute the same way.
 //!
-//! Fusion is decided by data flow: a producer whose output has exactly one consumer may apply
-//! that consumer itself. A convolution applies the ReLU it feeds, and then the max pool that ReLU
-//! feeds when the pool's windows tile the convolution's output ([`pool_tiles`]); a max pool fed
-//! by a fused ReLU masks the gradient for it instead.
+//! Fusion is decided by data flow: a producer whose output has exactly one consumer, the next
+//! layer, may apply that consumer itself. A convolution applies the ReLU it feeds, and then the
+//! max pool that ReLU feeds when the pool's windows tile the convolution's output
+//! ([`pool_tiles`]); a max pool fed by a fused ReLU masks the gradient for it instead.
 //!
-//! Buffers follow liveness. Backward reads every step's input and output again, so in training
-//! each step's output keeps a buffer of its own until then; a gradient buffer is free again as
-//! soon as the step that reads it is done, which for a chain of steps leaves two, used in turn.
+//! Buffers follow liveness. Backward reads every step's inputs and output again, so each step's
+//! output keeps an activation buffer of its own until then. A gradient buffer holds the
+//! gradient of one step's output from the moment its last consumer (in forward order) writes it
+//! until that step's backward has read it; then it is free again, which for a chain of steps
+//! leaves two, used in turn. A tensor several layers read gets their parts of its gradient
+//! summed in one fixed order, the order backward visits them (descending consumer index, a
+//! consumer's inputs in order): the first part is written, the others added ([`GradTo`]), so the
+//! sum does not depend on the number of threads. A layer whose output nothing reads (and which
+//! is not the last) runs forward but not backward ([`Grad::Unused`]).
 
-use crate::config::LayerConfig;
+use crate::config::{LayerConfig, Source};
 use crate::geometry::pool_tiles;
 use crate::model::Model;
 use crate::shape::Shape;
@@ -35,6 +41,27 @@ pub enum Grad {
     Logits,
     /// Gradient buffer `n`.
     Buffer(usize),
+    /// Nothing reads the step's output (a graph branch that does not reach the model's output):
+    /// its backward does not run and its parameters' gradients are zero.
+    Unused,
+}
+
+/// Where a step's backward puts the gradient of one of its inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradTo {
+    /// Nowhere: the input is the model's input, or the step does not run backward.
+    Discard,
+    /// Gradient buffer `n`, overwritten: the first part of the input's gradient.
+    Write(usize),
+    /// Added to gradient buffer `into`, which holds the parts of later consumers already. A
+    /// merge layer adds in place; a one-input layer writes to gradient buffer `scratch` (given
+    /// for one-input layers only), which the caller then adds into `into`.
+    Add {
+        /// The buffer that accumulates the input's gradient.
+        into: usize,
+        /// Where a one-input layer writes its part first.
+        scratch: Option<usize>,
+    },
 }
 
 /// One step of the forward pass: a layer, and the layers it applies ([`Fusion`]).
@@ -46,8 +73,10 @@ pub struct Step {
     pub fusion: Fusion,
     /// The last layer it applies (its output is the step's).
     pub last: usize,
-    /// Activation buffer read (0 is the model input).
+    /// Activation buffer of the (first) input (0 is the model input).
     pub input: usize,
+    /// Activation buffer of each input of the layer, in order (`[input]` for one-input layers).
+    pub inputs: Vec<usize>,
     /// Activation buffer written.
     pub output: usize,
     /// The layer is a max pool fed by a ReLU fused into the step before: its backward masks
@@ -57,9 +86,12 @@ pub struct Step {
     pub relu_grad_masked: bool,
     /// Where backward reads the gradient of the output.
     pub dy: Grad,
-    /// The gradient buffer backward writes the input gradient to (`None` for the first step,
-    /// whose input is the data).
+    /// The gradient buffer a one-input layer's backward writes its input gradient to (`None`
+    /// when the input is the data, or the step does not run backward): the buffer of
+    /// [`GradTo::Write`], or the scratch of [`GradTo::Add`].
     pub dx: Option<usize>,
+    /// Where the gradient of each input goes, in the order of [`Step::inputs`].
+    pub dxs: Vec<GradTo>,
 }
 
 /// The plan of a model.
@@ -74,22 +106,14 @@ pub struct Plan {
     step_of: Vec<usize>,
 }
 
-/// The layers that read each layer's output: in a sequential model, the next one (none for the
-/// last, whose output goes to the loss).
-fn consumers(model: &Model) -> Vec<Vec<usize>> {
-    let n = model.layers().len();
-    (0..n)
-        .map(|i| if i + 1 < n { vec![i + 1] } else { Vec::new() })
-        .collect()
-}
-
 impl Plan {
     /// Plans `model`.
     pub fn new(model: &Model) -> Plan {
         let layers = model.layers();
-        let consumers = consumers(model);
-        let sole = |i: usize| match consumers[i].as_slice() {
-            [only] => Some(*only),
+        let consumers = model.consumers();
+        // The one layer reading layer `i`, when it is the next one: what a step may apply.
+        let next_sole = |i: usize| match consumers[i].as_slice() {
+            [only] if *only == i + 1 => Some(*only),
             _ => None,
         };
         let mut steps: Vec<Step> = Vec::new();
@@ -99,7 +123,7 @@ impl Plan {
         while i < layers.len() {
             let mut fusion = Fusion::None;
             let mut last = i;
-            let relu = sole(i).filter(|&r| {
+            let relu = next_sole(i).filter(|&r| {
                 // A grouped convolution runs its own stencil, which applies no ReLU.
                 matches!(layers[i].config(), LayerConfig::Conv2d(c) if c.groups == 1)
                     && matches!(layers[r].config(), LayerConfig::Relu)
@@ -108,7 +132,7 @@ impl Plan {
             if let Some(relu) = relu {
                 fusion = Fusion::Relu;
                 last = relu;
-                if let Some(pool) = sole(relu)
+                if let Some(pool) = next_sole(relu)
                     && let LayerConfig::MaxPool2d(p) = layers[pool].config()
                 {
                     let tiles = match layers[i].output_shape() {
@@ -127,13 +151,23 @@ impl Plan {
             }
             let index = steps.len();
             step_of[i..=last].fill(index);
-            let input = steps.last().map_or(0, |s: &Step| s.output);
+            // A layer read from outside its step is its step's last (fusion needs a sole
+            // reader), so every source is a step's output or the model's input.
+            let inputs: Vec<usize> = layers[i]
+                .inputs()
+                .iter()
+                .map(|source| match *source {
+                    Source::Input => 0,
+                    Source::Layer(j) => steps[step_of[j]].output,
+                })
+                .collect();
             buffers.push(layers[last].output_shape());
             steps.push(Step {
                 layer: i,
                 fusion,
                 last,
-                input,
+                input: inputs[0],
+                inputs,
                 output: buffers.len() - 1,
                 masks_relu_grad: steps
                     .last()
@@ -141,37 +175,11 @@ impl Plan {
                 relu_grad_masked: masked_pool.is_some(),
                 dy: Grad::Logits,
                 dx: None,
+                dxs: Vec::new(),
             });
             i = last + 1;
         }
-        // Backward visits the steps in reverse; each writes its input gradient to a free buffer,
-        // and the buffer it read is free once it is done.
-        let mut free: Vec<usize> = Vec::new();
-        let mut grad_buffers = 0;
-        let mut pending = Grad::Logits;
-        for (k, step) in steps.iter_mut().enumerate().rev() {
-            step.dy = pending;
-            if k > 0 {
-                let buffer = free.pop().unwrap_or_else(|| {
-                    grad_buffers += 1;
-                    grad_buffers - 1
-                });
-                step.dx = Some(buffer);
-                pending = Grad::Buffer(buffer);
-            }
-            if let Grad::Buffer(read) = step.dy {
-                free.insert(0, read);
-            }
-        }
-        // Numbered from the end, so that the first buffer written is the highest (the order
-        // generated code has always used).
-        let renumber = |b: usize| grad_buffers - 1 - b;
-        for step in &mut steps {
-            step.dx = step.dx.map(renumber);
-            if let Grad::Buffer(b) = step.dy {
-                step.dy = Grad::Buffer(renumber(b));
-            }
-        }
+        let grad_buffers = plan_gradients(model, &mut steps, &step_of);
         Plan {
             steps,
             buffers,
@@ -211,10 +219,124 @@ impl Plan {
     }
 }
 
+/// Assigns every step's gradient buffers (`dy`, `dx`, `dxs`) by liveness in backward order;
+/// returns how many buffers there are.
+fn plan_gradients(model: &Model, steps: &mut [Step], step_of: &[usize]) -> usize {
+    let layers = model.layers();
+    // Whether a step's output reaches the model's output (the last step's does).
+    let mut live = vec![false; steps.len()];
+    if let Some(last) = live.last_mut() {
+        *last = true;
+    }
+    for k in (0..steps.len()).rev() {
+        if live[k] {
+            for source in layers[steps[k].layer].inputs() {
+                if let Source::Layer(j) = *source {
+                    live[step_of[j]] = true;
+                }
+            }
+        }
+    }
+    // The gradient buffer of each step's output, from its first part until its backward.
+    let mut grad_of: Vec<Option<usize>> = vec![None; steps.len()];
+    let mut free: Vec<usize> = Vec::new();
+    let mut count = 0;
+    let mut take = |free: &mut Vec<usize>| {
+        free.pop().unwrap_or_else(|| {
+            count += 1;
+            count - 1
+        })
+    };
+    let last_step = steps.len().saturating_sub(1);
+    for k in (0..steps.len()).rev() {
+        let step = &mut steps[k];
+        if !live[k] {
+            step.dy = Grad::Unused;
+            step.dxs = vec![GradTo::Discard; step.inputs.len()];
+            continue;
+        }
+        step.dy = match grad_of[k] {
+            _ if k == last_step => Grad::Logits,
+            Some(b) => Grad::Buffer(b),
+            // Unreachable: a live step's output is read by a live step, which gave it a buffer.
+            None => Grad::Unused,
+        };
+        let one_input = layers[step.layer].inputs().len() == 1;
+        let mut scratches = Vec::new();
+        step.dxs = layers[step.layer]
+            .inputs()
+            .iter()
+            .map(|source| match *source {
+                Source::Input => GradTo::Discard,
+                Source::Layer(j) => {
+                    let s = step_of[j];
+                    match grad_of[s] {
+                        None => {
+                            let b = take(&mut free);
+                            grad_of[s] = Some(b);
+                            GradTo::Write(b)
+                        }
+                        Some(into) => {
+                            let scratch = one_input.then(|| take(&mut free));
+                            scratches.extend(scratch);
+                            GradTo::Add { into, scratch }
+                        }
+                    }
+                }
+            })
+            .collect();
+        step.dx = match step.dxs[0] {
+            GradTo::Write(b) => Some(b),
+            GradTo::Add { scratch, .. } => scratch,
+            GradTo::Discard => None,
+        };
+        free.extend(scratches);
+        if let Grad::Buffer(read) = step.dy {
+            free.insert(0, read);
+        }
+    }
+    // Numbered from the end, so that the first buffer written is the highest (the order
+    // generated code has always used).
+    let renumber = |b: usize| count - 1 - b;
+    for step in steps.iter_mut() {
+        step.dx = step.dx.map(renumber);
+        if let Grad::Buffer(b) = step.dy {
+            step.dy = Grad::Buffer(renumber(b));
+        }
+        for to in &mut step.dxs {
+            *to = match *to {
+                GradTo::Discard => GradTo::Discard,
+                GradTo::Write(b) => GradTo::Write(renumber(b)),
+                GradTo::Add { into, scratch } => GradTo::Add {
+                    into: renumber(into),
+                    scratch: scratch.map(renumber),
+                },
+            };
+        }
+    }
+    count
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Conv2dConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig};
+
+    fn graph(input: [usize; 3], layers: Vec<(LayerConfig, Vec<Source>)>) -> Plan {
+        let def = NetworkDef {
+            input,
+            layers: layers
+                .into_iter()
+                .enumerate()
+                .map(|(i, (config, inputs))| LayerDef {
+                    name: i.to_string(),
+                    config,
+                    inputs,
+                })
+                .collect(),
+        };
+        Plan::new(&Model::new(None, def).unwrap())
+    }
 
     fn conv(cin: usize) -> LayerConfig {
         LayerConfig::Conv2d(Conv2dConfig {
@@ -307,5 +429,131 @@ mod tests {
         assert_eq!(plan.steps().len(), 3);
         assert!(plan.steps().iter().all(|s| s.fusion == Fusion::None));
         assert_eq!(plan.output(), 3);
+    }
+
+    #[test]
+    fn a_sequential_plan_writes_every_input_gradient_once() {
+        let plan = plan(vec![conv(1), LayerConfig::Flatten, linear(128)]);
+        for (k, step) in plan.steps().iter().enumerate() {
+            assert_eq!(step.inputs, [step.input]);
+            let expected = step.dx.map_or(GradTo::Discard, GradTo::Write);
+            assert_eq!(step.dxs, [expected], "step {k}");
+        }
+    }
+
+    #[test]
+    fn a_shortcut_adds_its_gradient_to_the_branchs() {
+        let plan = graph(
+            [2, 8, 8],
+            vec![
+                (conv(2), vec![]),                                            // 0
+                (LayerConfig::Relu, vec![]),                                  // 1, fused
+                (conv(2), vec![]),                                            // 2
+                (LayerConfig::Add, vec![Source::Layer(2), Source::Layer(1)]), // 3
+                (LayerConfig::Flatten, vec![]),                               // 4
+                (linear(128), vec![]),                                        // 5
+            ],
+        );
+        let steps = plan.steps();
+        assert_eq!(steps.len(), 5);
+        assert_eq!((steps[0].fusion, steps[0].last), (Fusion::Relu, 1));
+        assert_eq!(steps[2].inputs, [2, 1]);
+        assert_eq!(plan.step_of(3).layer, 3);
+        // Backward: the add writes the gradients of both its inputs; the convolution reading
+        // the ReLU's output is its second reader in backward order, so its part is added.
+        assert_eq!(steps[4].dy, Grad::Logits);
+        assert_eq!(steps[4].dxs, [GradTo::Write(2)]);
+        assert_eq!(steps[3].dy, Grad::Buffer(2));
+        assert_eq!(steps[3].dxs, [GradTo::Write(1)]);
+        assert_eq!(steps[2].dy, Grad::Buffer(1));
+        assert_eq!(steps[2].dxs, [GradTo::Write(2), GradTo::Write(0)]);
+        assert_eq!(steps[1].dy, Grad::Buffer(2));
+        assert_eq!(
+            steps[1].dxs,
+            [GradTo::Add {
+                into: 0,
+                scratch: Some(1)
+            }]
+        );
+        assert_eq!(steps[1].dx, Some(1));
+        assert_eq!(steps[0].dy, Grad::Buffer(0));
+        assert_eq!(
+            (steps[0].dxs.as_slice(), steps[0].dx),
+            ([GradTo::Discard].as_slice(), None)
+        );
+        assert_eq!(plan.grad_buffers(), 3);
+    }
+
+    #[test]
+    fn a_layer_read_twice_by_one_merge_adds_in_place() {
+        let plan = graph(
+            [1, 4, 4],
+            vec![
+                (LayerConfig::Flatten, vec![]),
+                (LayerConfig::Mul, vec![Source::Layer(0), Source::Layer(0)]),
+            ],
+        );
+        let steps = plan.steps();
+        assert_eq!(
+            steps[1].dxs,
+            [
+                GradTo::Write(0),
+                GradTo::Add {
+                    into: 0,
+                    scratch: None
+                }
+            ]
+        );
+        assert_eq!(steps[0].dy, Grad::Buffer(0));
+    }
+
+    #[test]
+    fn a_branch_nothing_reads_runs_no_backward() {
+        let plan = graph(
+            [1, 4, 4],
+            vec![
+                (LayerConfig::Flatten, vec![]),
+                (linear(16), vec![]),                        // dead
+                (LayerConfig::Relu, vec![Source::Layer(1)]), // dead
+                (linear(16), vec![Source::Layer(0)]),
+            ],
+        );
+        let steps = plan.steps();
+        assert_eq!(steps[1].dy, Grad::Unused);
+        assert_eq!(steps[2].dy, Grad::Unused);
+        assert_eq!(steps[2].dxs, [GradTo::Discard]);
+        assert_eq!(steps[1].dx, None);
+        assert_eq!(steps[3].dxs, [GradTo::Write(0)]);
+        assert_eq!(steps[0].dy, Grad::Buffer(0));
+        assert_eq!(plan.grad_buffers(), 1);
+    }
+
+    #[test]
+    fn fusion_needs_the_next_layer_to_be_the_only_reader() {
+        // The convolution's output is read by the ReLU and the add: nothing fuses.
+        let plan = graph(
+            [1, 8, 8],
+            vec![
+                (conv(1), vec![]),
+                (LayerConfig::Relu, vec![]),
+                (LayerConfig::Add, vec![Source::Layer(1), Source::Layer(0)]),
+            ],
+        );
+        assert!(plan.steps().iter().all(|s| s.fusion == Fusion::None));
+        // The ReLU reads the convolution, but not as the next layer: nothing fuses either.
+        let plan = graph(
+            [1, 8, 8],
+            vec![
+                (conv(1), vec![]),
+                (LayerConfig::Identity, vec![Source::Input]),
+                (LayerConfig::Relu, vec![Source::Layer(0)]),
+                (
+                    LayerConfig::Concat(crate::config::ConcatConfig { dim: 1 }),
+                    vec![Source::Layer(2), Source::Layer(1)],
+                ),
+            ],
+        );
+        assert_eq!(plan.steps().len(), 4);
+        assert_eq!(plan.steps()[2].inputs, [1]);
     }
 }

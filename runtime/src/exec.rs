@@ -1,15 +1,18 @@
 //! The dynamic executor: a runnable model built at run time from a checked [`Model`] (what the
-//! CLI uses). It is a list of the same [`Layer`] structs generated models hold as fields, run as
-//! the model's [`Plan`] says (the plan code generation writes out), plus activation and gradient
-//! buffers sized for the largest batch seen and reused afterwards. When a training step goes
-//! non-finite, [`Network::find_non_finite`] names the layer where it started.
+//! CLI uses), sequential or any graph of layers. It is a list of the same [`Layer`] structs
+//! generated models hold as fields, run as the model's [`Plan`] says (the plan code generation
+//! writes out): each step reads its input buffers (several for a [`Merge`] layer) and writes
+//! its own, and backward hands each input's gradient to the buffer the plan names, written or
+//! added in the plan's fixed order. Activation and gradient buffers are sized for the largest
+//! batch seen and reused afterwards. When a training step goes non-finite,
+//! [`Network::find_non_finite`] names the layer where it started.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut2};
 
-use cnnc_core::{Fusion, Grad, Model, Plan, Shape};
+use cnnc_core::{Fusion, Grad, GradTo, Model, Plan, Shape};
 
 use crate::config::{LayerConfig, NetworkDef};
 use crate::error::{Error, Result};
@@ -18,7 +21,7 @@ use crate::loss::softmax_cross_entropy;
 use crate::param::{Entry, Visit};
 use crate::tensor::{Dims, Mode, nchw_to_internal, on_pool};
 
-/// A sequential network executed layer by layer. Parameters and buffers are visited (see
+/// A network (a chain of layers or a graph) executed step by step as its plan says. Parameters and buffers are visited (see
 /// [`Visit`]) in layer order under their PyTorch state_dict names.
 #[derive(Debug)]
 pub struct Network {
@@ -155,6 +158,70 @@ fn gradient_fault(
     })
 }
 
+/// Per-sample length of input `input` of `layer`.
+fn layer_input_len(layer: &mut dyn Layer, input: usize) -> usize {
+    match layer.as_merge() {
+        Some(merge) => merge.input_shapes().get(input).map_or(0, Shape::numel),
+        None => layer.input_dims().len(),
+    }
+}
+
+/// Sets every parameter gradient of `layer` to zero.
+fn zero_grads(layer: &mut dyn Layer) {
+    layer.visit(&mut |entry| {
+        if let Entry::Param { param, .. } = entry {
+            param.grad.fill(0.0);
+        }
+    });
+}
+
+/// Runs one step's backward from `dy`: writes or adds each input's gradient where the plan
+/// says, through a scratch buffer for a one-input layer whose input has another reader.
+fn backward_step(
+    layer: &mut dyn Layer,
+    step: &cnnc_core::Step,
+    acts: &[Vec<f32>],
+    grads: &mut [Vec<f32>],
+    dy: &[f32],
+    batch: usize,
+) -> Result<()> {
+    if let Some(merge) = layer.as_merge() {
+        let xs: Vec<&[f32]> = step.inputs.iter().map(|&b| &acts[b][..]).collect();
+        for (j, to) in step.dxs.iter().enumerate() {
+            let (buffer, add) = match *to {
+                GradTo::Discard => continue,
+                GradTo::Write(b) => (b, false),
+                GradTo::Add { into, .. } => (into, true),
+            };
+            merge.backward_merge(&xs, dy, j, &mut grads[buffer], add, batch)?;
+        }
+        return Ok(());
+    }
+    let (x, y) = (&acts[step.input], &acts[step.output]);
+    match step.dxs.first().copied().unwrap_or(GradTo::Discard) {
+        GradTo::Discard => layer.backward(x, y, dy, None, batch),
+        GradTo::Write(b) => layer.backward(x, y, dy, Some(&mut grads[b]), batch),
+        GradTo::Add {
+            into,
+            scratch: Some(scratch),
+        } => {
+            let [sum, part] = grads.get_disjoint_mut([into, scratch]).map_err(|_| {
+                Error::State("cnnc bug: a gradient is added into its own scratch".to_owned())
+            })?;
+            layer.backward(x, y, dy, Some(part), batch)?;
+            let n = batch * layer.input_dims().len();
+            sum[..n]
+                .iter_mut()
+                .zip(&part[..n])
+                .for_each(|(s, p)| *s += p);
+            Ok(())
+        }
+        GradTo::Add { scratch: None, .. } => Err(Error::State(
+            "cnnc bug: a one-input layer's gradient part has no scratch buffer".to_owned(),
+        )),
+    }
+}
+
 /// The first value of `values` that is NaN or infinite.
 fn first_non_finite(values: &[f32]) -> Option<f32> {
     values.iter().copied().find(|v| !v.is_finite())
@@ -241,18 +308,15 @@ impl Network {
                 ),
             ));
         }
-        if !model.is_sequential() {
-            return Err(Error::config(
-                "network",
-                "a layer reads other layers than the one before it; graph models do not run yet",
-            ));
-        }
         let mut init = Init::new(seed);
         let mut layers = model
             .layers()
             .iter()
             .enumerate()
             .map(|(index, layer)| {
+                if layer.kind().is_merge() {
+                    return layers::build_merge(layer.name(), layer.config(), layer.input_shapes());
+                }
                 let input = dims(layer.input_shape());
                 layers::build(layer.name(), layer.config(), input, index, &mut init)
             })
@@ -410,7 +474,13 @@ impl Network {
             let i = step.layer;
             let (before, after) = self.acts.split_at_mut(step.output);
             let start = Instant::now();
-            self.layers[i].forward(&before[step.input], &mut after[0], batch, mode)?;
+            match self.layers[i].as_merge() {
+                Some(merge) => {
+                    let xs: Vec<&[f32]> = step.inputs.iter().map(|&b| &before[b][..]).collect();
+                    merge.forward_merge(&xs, &mut after[0], batch)?;
+                }
+                None => self.layers[i].forward(&before[step.input], &mut after[0], batch, mode)?,
+            }
             if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {
                 t.forward += start.elapsed();
             }
@@ -486,27 +556,42 @@ impl Network {
         } = self;
         for step in plan.steps().iter().rev() {
             let i = step.layer;
-            let (dy, mut dx): (&[f32], Option<&mut [f32]>) = match (step.dy, step.dx) {
-                (Grad::Logits, None) => (dlogits, None),
-                (Grad::Logits, Some(b)) => (dlogits, Some(&mut grads[b])),
-                (Grad::Buffer(a), None) => (&grads[a], None),
-                (Grad::Buffer(a), Some(b)) => {
-                    let [dy, dx] = grads.get_disjoint_mut([a, b]).map_err(|_| {
-                        Error::State("cnnc bug: a step reads and writes one buffer".to_owned())
-                    })?;
-                    (dy, Some(dx))
+            let start = Instant::now();
+            // The gradient of the output, taken out of its buffer while the inputs' are written
+            // (the plan never names it as one of them) and put back after.
+            let mut dy_buffer = match step.dy {
+                Grad::Logits => std::mem::take(dlogits),
+                Grad::Buffer(a) => std::mem::take(&mut grads[a]),
+                Grad::Unused => {
+                    // Nothing reads this output: no gradient reaches the layer's parameters.
+                    zero_grads(&mut *layers[i]);
+                    continue;
                 }
             };
-            let start = Instant::now();
-            let (x, y) = (&acts[step.input], &acts[step.output]);
-            layers[i].backward(x, y, dy, dx.as_deref_mut(), batch)?;
+            let result = backward_step(&mut *layers[i], step, acts, grads, &dy_buffer, batch);
+            match step.dy {
+                Grad::Logits => std::mem::swap(dlogits, &mut dy_buffer),
+                Grad::Buffer(a) => std::mem::swap(&mut grads[a], &mut dy_buffer),
+                Grad::Unused => {}
+            }
+            result?;
             if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {
                 t.backward += start.elapsed();
             }
             if check {
-                let input_len = batch * layers[i].input_dims().len();
-                let input_grad = dx.map(|dx| &dx[..input_len]);
                 let layer = &mut *layers[i];
+                let mut input_grad = None;
+                for (j, to) in step.dxs.iter().enumerate() {
+                    let written = match *to {
+                        GradTo::Discard => continue,
+                        GradTo::Write(b) | GradTo::Add { into: b, .. } => b,
+                    };
+                    let grad = &grads[written][..batch * layer_input_len(layer, j)];
+                    if first_non_finite(grad).is_some() {
+                        input_grad = Some(grad);
+                        break;
+                    }
+                }
                 if let Some(found) = gradient_fault(layer, i, kinds[i], input_grad) {
                     return Ok(Some(found));
                 }

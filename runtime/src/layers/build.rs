@@ -186,7 +186,7 @@ pub fn build(
             return Err(Error::config(
                 name,
                 format!(
-                    "{} reads several inputs, which this runtime does not run yet",
+                    "{} reads several inputs; build it with `build_merge`",
                     config.kind().keyword()
                 ),
             ));

@@ -48,6 +48,7 @@ mod conv_transpose;
 mod dropout;
 mod flatten;
 mod linear;
+mod merge;
 mod pool;
 mod prelu;
 mod resample;
@@ -63,6 +64,7 @@ pub use conv_transpose::ConvTranspose2d;
 pub use dropout::{Dropout, Dropout2d};
 pub use flatten::Flatten;
 pub use linear::Linear;
+pub use merge::{Add, Concat, Merge, Mul, build_merge};
 pub use pool::{AvgPool2d, MaxPool2d};
 pub use prelu::Prelu;
 pub use resample::{AdaptiveAvgPool2d, AdaptiveMaxPool2d, Upsample};
@@ -76,7 +78,7 @@ use crate::error::{Error, Result};
 use crate::param::{Entry, Param};
 use crate::tensor::{Dims, Mode, check_len};
 
-/// A layer of a sequential network.
+/// A layer of a network: one input, one output (a layer reading several is also a [`Merge`]).
 pub trait Layer: Send + fmt::Debug {
     /// The layer's state_dict prefix (`layer1.0`, `fc1`), used in names and error messages.
     fn name(&self) -> &str;
@@ -135,6 +137,13 @@ pub trait Layer: Send + fmt::Debug {
     /// gradient itself ([`Layer::mask_relu_grad`]): `dy` in `backward` is already the gradient
     /// with respect to the ReLU's input. The default ignores it: masking twice changes nothing.
     fn relu_grad_masked(&mut self) {}
+
+    /// The layer as a [`Merge`] when it reads several inputs (`add`, `concat`, `mul`), which
+    /// runs through that interface instead of [`Layer::forward`] and [`Layer::backward`];
+    /// `None` (the default) for a one-input layer.
+    fn as_merge(&mut self) -> Option<&mut dyn Merge> {
+        None
+    }
 
     /// Yields the layer's parameters and buffers in PyTorch's order (none by default).
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {

@@ -1,0 +1,547 @@
+//! Layers that join several inputs (`torch.add`, `torch.cat(dim=1)`, `torch.mul` with
+//! broadcasting): what graph models use for shortcuts, skip connections and gates. They share
+//! one interface, [`Merge`], through which the executor runs any of them and hands each input's
+//! gradient to where the plan says, written or added in place (a tensor read by several layers
+//! has its gradient summed in the plan's fixed order). Work is split by samples, and every sum
+//! runs in a fixed order, so results do not depend on the number of threads.
+
+use rayon::prelude::*;
+
+use super::Layer;
+use crate::config::LayerConfig;
+use crate::error::{Error, Result};
+use crate::tensor::{Dims, Mode};
+use cnnc_core::Shape;
+
+/// A layer reading several inputs, each a buffer of `batch` samples in the runtime's layout.
+pub trait Merge: Send + std::fmt::Debug {
+    /// Per-sample shape of each input, in order.
+    fn input_shapes(&self) -> &[Shape];
+
+    /// Per-sample shape of the output.
+    fn output_shape(&self) -> Shape;
+
+    /// Computes `y` from the inputs `xs` (one buffer per input, in order).
+    fn forward_merge(&mut self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()>;
+
+    /// From `dy`, the gradient of the output, computes the gradient of input `input` into `dx`:
+    /// overwriting it, or with `add` adding it to what `dx` holds (another reader's part).
+    /// `xs` are the inputs of the last forward.
+    fn backward_merge(
+        &mut self,
+        xs: &[&[f32]],
+        dy: &[f32],
+        input: usize,
+        dx: &mut [f32],
+        add: bool,
+        batch: usize,
+    ) -> Result<()>;
+}
+
+/// The runtime's view of a per-sample shape.
+fn dims(shape: Shape) -> Dims {
+    match shape {
+        Shape::Chw([channels, height, width]) => Dims::Image {
+            channels,
+            height,
+            width,
+        },
+        Shape::Flat(features) => Dims::Flat { features },
+    }
+}
+
+/// `[C, H, W]`, a flat `[N]` as `[N, 1, 1]`: the same pixel-major layout.
+fn chw(shape: Shape) -> [usize; 3] {
+    match shape {
+        Shape::Chw(d) => d,
+        Shape::Flat(n) => [n, 1, 1],
+    }
+}
+
+/// The part of a merge layer every kind shares: its name and shapes, and the buffer checks.
+#[derive(Debug)]
+struct Joint {
+    name: String,
+    inputs: Vec<Shape>,
+    output: Shape,
+}
+
+impl Joint {
+    /// Checks `config` (of `kind`) against `inputs` by the layer table's shape rule.
+    fn new(name: &str, config: &LayerConfig, inputs: &[Shape]) -> Result<Joint> {
+        let output = config
+            .output_shape_of(inputs)
+            .map_err(|e| Error::config(name, format!("{} {e}", config.kind().keyword())))?;
+        Ok(Joint {
+            name: name.to_owned(),
+            inputs: inputs.to_vec(),
+            output,
+        })
+    }
+
+    /// Checks that there is one input buffer per input, each (and `y`) holding `batch`
+    /// samples.
+    fn check(&self, op: &'static str, xs: &[&[f32]], y: usize, batch: usize) -> Result<()> {
+        if xs.len() != self.inputs.len() {
+            return Err(Error::shape(
+                &self.name,
+                op,
+                format!("{} inputs", self.inputs.len()),
+                format!("{}", xs.len()),
+            ));
+        }
+        for (x, shape) in xs.iter().zip(&self.inputs) {
+            crate::tensor::check_len(&self.name, op, dims(*shape), batch, x.len())?;
+        }
+        crate::tensor::check_len(&self.name, op, dims(self.output), batch, y)?;
+        Ok(())
+    }
+
+    /// Checks a backward call's buffers; returns the input's per-sample length.
+    fn check_backward(
+        &self,
+        xs: &[&[f32]],
+        dy: &[f32],
+        input: usize,
+        dx: &[f32],
+        batch: usize,
+    ) -> Result<usize> {
+        self.check("backward", xs, dy.len(), batch)?;
+        let shape = *self.inputs.get(input).ok_or_else(|| {
+            Error::State(format!(
+                "layer `{}` has no input {input} to backpropagate to",
+                self.name
+            ))
+        })?;
+        crate::tensor::check_len(&self.name, "backward dx", dims(shape), batch, dx.len())?;
+        Ok(shape.numel())
+    }
+}
+
+/// `dst = src` or, with `add`, `dst += src`.
+fn put(dst: &mut [f32], src: impl Iterator<Item = f32>, add: bool) {
+    if add {
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+    } else {
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d = s);
+    }
+}
+
+/// Implements [`Layer`] for a merge layer: its name and shapes (the first input's), and
+/// forward and backward refusing to run on one buffer.
+macro_rules! merge_layer {
+    ($ty:ident, $keyword:literal) => {
+        impl Layer for $ty {
+            fn name(&self) -> &str {
+                &self.joint.name
+            }
+
+            fn input_dims(&self) -> Dims {
+                dims(self.joint.inputs[0])
+            }
+
+            fn output_dims(&self) -> Dims {
+                dims(self.joint.output)
+            }
+
+            fn forward(&mut self, _: &[f32], _: &mut [f32], _: usize, _: Mode) -> Result<()> {
+                Err(one_buffer(&self.joint.name, $keyword))
+            }
+
+            fn backward(
+                &mut self,
+                _: &[f32],
+                _: &[f32],
+                _: &[f32],
+                _: Option<&mut [f32]>,
+                _: usize,
+            ) -> Result<()> {
+                Err(one_buffer(&self.joint.name, $keyword))
+            }
+
+            fn as_merge(&mut self) -> Option<&mut dyn Merge> {
+                Some(self)
+            }
+        }
+    };
+}
+
+fn one_buffer(name: &str, keyword: &str) -> Error {
+    Error::State(format!(
+        "layer `{name}` ({keyword}) reads several inputs: run it through `Merge`"
+    ))
+}
+
+/// `torch.add` (`a + b + ...`): the sum of inputs of one shape, added in input order.
+#[derive(Debug)]
+pub struct Add {
+    joint: Joint,
+}
+
+impl Add {
+    /// Builds the layer for inputs of per-sample shapes `inputs` (two or more, all equal).
+    pub fn new(name: &str, inputs: &[Shape]) -> Result<Self> {
+        Ok(Add {
+            joint: Joint::new(name, &LayerConfig::Add, inputs)?,
+        })
+    }
+}
+
+/// Values per parallel task of the element-wise kinds.
+const CHUNK: usize = 16 * 1024;
+
+impl Merge for Add {
+    fn input_shapes(&self) -> &[Shape] {
+        &self.joint.inputs
+    }
+
+    fn output_shape(&self) -> Shape {
+        self.joint.output
+    }
+
+    fn forward_merge(&mut self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
+        self.joint.check("forward", xs, y.len(), batch)?;
+        let n = batch * self.joint.output.numel();
+        y[..n]
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(chunk, y)| {
+                let at = chunk * CHUNK;
+                y.copy_from_slice(&xs[0][at..at + y.len()]);
+                for x in &xs[1..] {
+                    put(y, x[at..at + y.len()].iter().copied(), true);
+                }
+            });
+        Ok(())
+    }
+
+    fn backward_merge(
+        &mut self,
+        xs: &[&[f32]],
+        dy: &[f32],
+        input: usize,
+        dx: &mut [f32],
+        add: bool,
+        batch: usize,
+    ) -> Result<()> {
+        let len = self.joint.check_backward(xs, dy, input, dx, batch)?;
+        let n = batch * len;
+        dx[..n]
+            .par_chunks_mut(CHUNK)
+            .zip(dy[..n].par_chunks(CHUNK))
+            .for_each(|(dx, dy)| put(dx, dy.iter().copied(), add));
+        Ok(())
+    }
+}
+
+merge_layer!(Add, "add");
+
+/// `torch.cat(inputs, dim=1)`: the inputs joined along the channels of `[C, H, W]` images
+/// (each pixel's channel row is the inputs' rows in order, as the pixel-major layout stores
+/// them) or the features of flat inputs.
+#[derive(Debug)]
+pub struct Concat {
+    joint: Joint,
+    /// Channels (features) of each input.
+    widths: Vec<usize>,
+}
+
+impl Concat {
+    /// Builds the layer for inputs of per-sample shapes `inputs` (two or more, one rank, images
+    /// of one height and width), joined along `config`'s `dim`.
+    pub fn new(name: &str, config: &cnnc_core::ConcatConfig, inputs: &[Shape]) -> Result<Self> {
+        let joint = Joint::new(name, &LayerConfig::Concat(config.clone()), inputs)?;
+        let widths = inputs.iter().map(|&s| chw(s)[0]).collect();
+        Ok(Concat { joint, widths })
+    }
+
+    /// Pixels per sample (1 for flat inputs) and the output's channels.
+    fn rows(&self) -> (usize, usize) {
+        let [c, h, w] = chw(self.joint.output);
+        (h * w, c)
+    }
+}
+
+impl Merge for Concat {
+    fn input_shapes(&self) -> &[Shape] {
+        &self.joint.inputs
+    }
+
+    fn output_shape(&self) -> Shape {
+        self.joint.output
+    }
+
+    fn forward_merge(&mut self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
+        self.joint.check("forward", xs, y.len(), batch)?;
+        let (pixels, channels) = self.rows();
+        let widths = &self.widths;
+        y[..batch * pixels * channels]
+            .par_chunks_mut(pixels * channels)
+            .enumerate()
+            .for_each(|(n, y)| {
+                for (p, row) in y.chunks_exact_mut(channels).enumerate() {
+                    let mut at = 0;
+                    for (x, &c) in xs.iter().zip(widths) {
+                        let from = (n * pixels + p) * c;
+                        row[at..at + c].copy_from_slice(&x[from..from + c]);
+                        at += c;
+                    }
+                }
+            });
+        Ok(())
+    }
+
+    fn backward_merge(
+        &mut self,
+        xs: &[&[f32]],
+        dy: &[f32],
+        input: usize,
+        dx: &mut [f32],
+        add: bool,
+        batch: usize,
+    ) -> Result<()> {
+        let len = self.joint.check_backward(xs, dy, input, dx, batch)?;
+        let (pixels, channels) = self.rows();
+        let c = self.widths[input];
+        let offset: usize = self.widths[..input].iter().sum();
+        dx[..batch * len]
+            .par_chunks_mut(len)
+            .zip(dy[..batch * pixels * channels].par_chunks(pixels * channels))
+            .for_each(|(dx, dy)| {
+                for (row, dy) in dx.chunks_exact_mut(c).zip(dy.chunks_exact(channels)) {
+                    put(row, dy[offset..offset + c].iter().copied(), add);
+                }
+            });
+        Ok(())
+    }
+}
+
+merge_layer!(Concat, "concat");
+
+/// `torch.mul` (`a * b`): the product of two inputs of one rank, a dimension of size 1 in one
+/// of them broadcast along the other's (a `[C, 1, 1]` gate times a `[C, H, W]` map, in either
+/// order). The gradient of a broadcast input sums its positions in a fixed order (pixels, then
+/// channels, ascending).
+#[derive(Debug)]
+pub struct Mul {
+    joint: Joint,
+}
+
+impl Mul {
+    /// Builds the layer for two inputs of per-sample shapes `inputs`.
+    pub fn new(name: &str, inputs: &[Shape]) -> Result<Self> {
+        Ok(Mul {
+            joint: Joint::new(name, &LayerConfig::Mul, inputs)?,
+        })
+    }
+}
+
+/// Where input `shape` (broadcast to the output) keeps position `(h, w, c)` of a sample:
+/// its strides along the output's height, width and channels, 0 along a broadcast dimension.
+fn strides(shape: Shape) -> [usize; 3] {
+    let [c, h, w] = chw(shape);
+    [
+        if h > 1 { w * c } else { 0 },
+        if w > 1 { c } else { 0 },
+        usize::from(c > 1),
+    ]
+}
+
+impl Merge for Mul {
+    fn input_shapes(&self) -> &[Shape] {
+        &self.joint.inputs
+    }
+
+    fn output_shape(&self) -> Shape {
+        self.joint.output
+    }
+
+    fn forward_merge(&mut self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
+        self.joint.check("forward", xs, y.len(), batch)?;
+        let out = self.joint.output.numel();
+        let [la, lb] = [0, 1].map(|i| self.joint.inputs[i].numel());
+        let [c, h, w] = chw(self.joint.output);
+        let [sa, sb] = [0, 1].map(|i| strides(self.joint.inputs[i]));
+        y[..batch * out]
+            .par_chunks_mut(out)
+            .enumerate()
+            .for_each(|(n, y)| {
+                let a = &xs[0][n * la..(n + 1) * la];
+                let b = &xs[1][n * lb..(n + 1) * lb];
+                if la == out && lb == out {
+                    put(y, a.iter().zip(b).map(|(a, b)| a * b), false);
+                    return;
+                }
+                let mut o = 0;
+                for i in 0..h {
+                    for j in 0..w {
+                        for k in 0..c {
+                            let ia = i * sa[0] + j * sa[1] + k * sa[2];
+                            let ib = i * sb[0] + j * sb[1] + k * sb[2];
+                            y[o] = a[ia] * b[ib];
+                            o += 1;
+                        }
+                    }
+                }
+            });
+        Ok(())
+    }
+
+    fn backward_merge(
+        &mut self,
+        xs: &[&[f32]],
+        dy: &[f32],
+        input: usize,
+        dx: &mut [f32],
+        add: bool,
+        batch: usize,
+    ) -> Result<()> {
+        let len = self.joint.check_backward(xs, dy, input, dx, batch)?;
+        let other = 1 - input;
+        let out = self.joint.output.numel();
+        let lo = self.joint.inputs[other].numel();
+        let [c, h, w] = chw(self.joint.output);
+        let [ci, hi, wi] = chw(self.joint.inputs[input]);
+        let so = strides(self.joint.inputs[other]);
+        dx[..batch * len]
+            .par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(n, dx)| {
+                let dy = &dy[n * out..(n + 1) * out];
+                let b = &xs[other][n * lo..(n + 1) * lo];
+                if len == out && lo == out {
+                    put(dx, dy.iter().zip(b).map(|(d, b)| d * b), add);
+                    return;
+                }
+                // Each element of the input sums the output positions it was broadcast to.
+                let span = |size: usize, own: usize, at: usize| {
+                    if own > 1 { at..at + 1 } else { 0..size }
+                };
+                let mut e = 0;
+                for a in 0..hi {
+                    for bj in 0..wi {
+                        for k in 0..ci {
+                            let mut sum = 0.0f32;
+                            for i in span(h, hi, a) {
+                                for j in span(w, wi, bj) {
+                                    for kk in span(c, ci, k) {
+                                        let o = (i * w + j) * c + kk;
+                                        sum += dy[o] * b[i * so[0] + j * so[1] + kk * so[2]];
+                                    }
+                                }
+                            }
+                            if add {
+                                dx[e] += sum;
+                            } else {
+                                dx[e] = sum;
+                            }
+                            e += 1;
+                        }
+                    }
+                }
+            });
+        Ok(())
+    }
+}
+
+merge_layer!(Mul, "mul");
+
+/// Builds the merge layer `config` describes (an `add`, `concat` or `mul`) for inputs of
+/// per-sample shapes `inputs`, as the dynamic executor holds it.
+pub fn build_merge(name: &str, config: &LayerConfig, inputs: &[Shape]) -> Result<Box<dyn Layer>> {
+    Ok(match config {
+        LayerConfig::Add => Box::new(Add::new(name, inputs)?),
+        LayerConfig::Concat(c) => Box::new(Concat::new(name, c, inputs)?),
+        LayerConfig::Mul => Box::new(Mul::new(name, inputs)?),
+        other => {
+            return Err(Error::config(
+                name,
+                format!(
+                    "{} reads one input; build it with `build`",
+                    other.kind().keyword()
+                ),
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(c: usize, h: usize, w: usize) -> Shape {
+        Shape::Chw([c, h, w])
+    }
+
+    #[test]
+    fn concat_interleaves_each_pixels_channels() {
+        // Two 1x2 images of 1 and 2 channels, batch 1, pixel-major.
+        let mut cat = Concat::new(
+            "cat",
+            &cnnc_core::ConcatConfig { dim: 1 },
+            &[image(1, 1, 2), image(2, 1, 2)],
+        )
+        .unwrap();
+        let (a, b) = ([1.0, 2.0], [10.0, 11.0, 20.0, 21.0]);
+        let mut y = [0.0; 6];
+        cat.forward_merge(&[&a, &b], &mut y, 1).unwrap();
+        assert_eq!(y, [1.0, 10.0, 11.0, 2.0, 20.0, 21.0]);
+        let dy = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut db = [100.0; 4];
+        cat.backward_merge(&[&a, &b], &dy, 1, &mut db, true, 1)
+            .unwrap();
+        assert_eq!(db, [102.0, 103.0, 105.0, 106.0]);
+        let mut da = [0.0; 2];
+        cat.backward_merge(&[&a, &b], &dy, 0, &mut da, false, 1)
+            .unwrap();
+        assert_eq!(da, [1.0, 4.0]);
+    }
+
+    #[test]
+    fn mul_broadcasts_a_gate_in_either_order() {
+        // A 2-channel gate times a 2x1 map of 2 channels, batch 1.
+        let gate = [2.0, 3.0];
+        let map = [1.0, 10.0, 4.0, 40.0];
+        for (order, inputs) in [
+            (0, [image(2, 1, 1), image(2, 2, 1)]),
+            (1, [image(2, 2, 1), image(2, 1, 1)]),
+        ] {
+            let mut mul = Mul::new("m", &inputs).unwrap();
+            let xs: [&[f32]; 2] = if order == 0 {
+                [&gate, &map]
+            } else {
+                [&map, &gate]
+            };
+            let mut y = [0.0; 4];
+            mul.forward_merge(&xs, &mut y, 1).unwrap();
+            assert_eq!(y, [2.0, 30.0, 8.0, 120.0]);
+            let dy = [1.0, 1.0, 0.5, 2.0];
+            let mut dgate = [0.0; 2];
+            mul.backward_merge(&xs, &dy, order, &mut dgate, false, 1)
+                .unwrap();
+            // Summed over the pixels: 1*1 + 0.5*4, 1*10 + 2*40.
+            assert_eq!(dgate, [3.0, 90.0]);
+            let mut dmap = [0.0; 4];
+            mul.backward_merge(&xs, &dy, 1 - order, &mut dmap, false, 1)
+                .unwrap();
+            assert_eq!(dmap, [2.0, 3.0, 1.0, 6.0]);
+        }
+    }
+
+    #[test]
+    fn add_sums_and_refuses_wrong_buffers() {
+        let mut add = Add::new("a", &[Shape::Flat(2); 3]).unwrap();
+        let mut y = [0.0; 2];
+        add.forward_merge(&[&[1.0, 2.0], &[3.0, 4.0], &[5.0, 6.0]], &mut y, 1)
+            .unwrap();
+        assert_eq!(y, [9.0, 12.0]);
+        let err = add.forward_merge(&[&[1.0, 2.0]], &mut y, 1).unwrap_err();
+        assert!(matches!(err, Error::Shape { .. }), "{err}");
+        let err = add
+            .forward_merge(&[&[1.0], &[3.0, 4.0], &[5.0, 6.0]], &mut y, 1)
+            .unwrap_err();
+        assert!(matches!(err, Error::Shape { .. }), "{err}");
+        assert!(Add::new("a", &[Shape::Flat(2), Shape::Flat(3)]).is_err());
+        assert!(add.forward(&[0.0; 2], &mut y, 1, Mode::Eval).is_err());
+    }
+}
