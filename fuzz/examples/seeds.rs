@@ -23,6 +23,8 @@ const SPEC_SEEDS: &[&str] = &[
     "valid/mixed_syntax.cnn",
     "valid/rectangular.cnn",
     "valid/sequential_names.yaml",
+    "valid/graph_residual.cnn",
+    "valid/graph_unet.yaml",
     "warn/bias_before_batchnorm.yaml",
     "warn/pool_drops_edge.yaml",
     "warn/redundant_flatten.cnn",
@@ -37,6 +39,11 @@ const SPEC_SEEDS: &[&str] = &[
     "invalid/nesting_too_deep.cnn",
     "invalid/tensor_over_limit.cnn",
     "invalid/pair_of_three.cnn",
+    "invalid/graph_add_shapes.yaml",
+    "invalid/graph_block_arguments.cnn",
+    "invalid/graph_expression_values.cnn",
+    "invalid/graph_unknown_reference.cnn",
+    "invalid/graph_recursive_block.yaml",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,1 +1,0 @@
-//! Expansion (in progress).

@@ -362,10 +362,9 @@ pub(crate) fn eval(
                         q
                     }
                 }),
-                BinOp::Rem => {
-                    a.checked_rem_euclid(b)
-                        .map(|r| if b < 0 && r != 0 { r + b } else { r })
-                }
+                BinOp::Rem => a
+                    .checked_rem_euclid(b)
+                    .map(|r| if b < 0 && r != 0 { r + b } else { r }),
             };
             value.ok_or(EvalError::Overflow { span: expr.span })
         }

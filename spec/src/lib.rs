@@ -15,7 +15,7 @@ mod check;
 mod comments;
 mod diag;
 mod dsl;
-mod expand;
+
 mod expr;
 mod fmt;
 mod front_errors;

@@ -196,3 +196,74 @@ fn max_pool_windows_beyond_sixteen_bit_positions_are_refused() {
     assert!(compile(&spec("maxpool2d", [2, 32767])).is_ok());
     assert!(compile(&spec("avgpool2d", [255, 257])).is_ok());
 }
+
+/// The errors of `text` (DSL), with their codes.
+fn graph_errors(text: &str) -> Vec<Diagnostic> {
+    let source = Source::new("graph.cnn", text, Format::Dsl);
+    compile(&source).expect_err("refused")
+}
+
+#[test]
+fn exponential_block_nests_are_refused_before_they_expand() {
+    // Block k holds two instances of block k-1: 2^40 layers if expanded.
+    let mut text = String::from("input (1, 4, 4)\nblock B0 { relu }\n");
+    for k in 1..=40 {
+        text.push_str(&format!("block B{k} {{ B{}(repeat=2) }}\n", k - 1));
+    }
+    text.push_str("B40\nflatten\n");
+    let started = std::time::Instant::now();
+    let errors = graph_errors(&text);
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].code, Code::ExpansionTooLarge);
+}
+
+#[test]
+fn wide_repetition_is_refused_at_the_layer_limit() {
+    let errors =
+        graph_errors("input (1, 4, 4)\nblock Two { relu\n relu }\nTwo(repeat=6000)\nflatten\n");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].code, Code::ExpansionTooLarge);
+    let errors = graph_errors("input (1, 4, 4)\nrelu(repeat=1000000000000)\nflatten\n");
+    assert_eq!(errors[0].code, Code::InvalidValue);
+    assert!(
+        errors[0].message.contains("`repeat`"),
+        "{}",
+        errors[0].message
+    );
+}
+
+#[test]
+fn block_nesting_deeper_than_the_limit_is_refused() {
+    // A chain of blocks, each holding the next: deep, not wide.
+    let depth = MAX_NESTING + 4;
+    let mut text = String::from("input (1, 4, 4)\n");
+    for k in 0..depth {
+        text.push_str(&format!("block C{k} {{ C{}(repeat=1) }}\n", k + 1));
+    }
+    text.push_str(&format!("block C{depth} {{ relu }}\nC0\nflatten\n"));
+    let errors = graph_errors(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].code, Code::ExpansionTooLarge);
+    assert!(
+        errors[0].message.contains("nested"),
+        "{}",
+        errors[0].message
+    );
+}
+
+#[test]
+fn an_expression_nested_past_the_limit_is_refused_in_yaml() {
+    // The DSL refuses the brackets before parsing; YAML hands the string to the expression
+    // parser, which must not recurse without bound.
+    let deep = format!("{}1{}", "(".repeat(100_000), " + 1)".repeat(100_000));
+    let text = format!(
+        "input: [1, 4, 4]\nlayers:\n  - conv2d: {{out_channels: \"{deep}\", kernel_size: 1}}\n"
+    );
+    let d = only(parse_yaml(&text));
+    assert_eq!(d.code, Code::BadExpression);
+}

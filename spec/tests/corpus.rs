@@ -268,6 +268,7 @@ fn fixes_make_the_fixable_specs_check_clean() {
             "invalid/dsl_colon_argument.cnn",
             "invalid/dsl_invisible_character.cnn",
             "invalid/dsl_no_break_space.cnn",
+            "invalid/graph_bad_expression.yaml",
             "invalid/in_channels_mismatch.cnn",
             "invalid/in_features_mismatch.yaml",
             "invalid/num_features_mismatch.yaml",

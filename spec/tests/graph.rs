@@ -94,3 +94,87 @@ fn graph_specs_print_back_canonically_in_both_languages() {
         }
     }
 }
+
+fn compiled(name: &str) -> cnnc_spec::CheckedModel {
+    let source = source(name);
+    let (model, warnings) = cnnc_spec::compile(&source).unwrap_or_else(|diagnostics| {
+        panic!(
+            "{name} does not check:\n{}",
+            cnnc_spec::render_all(&diagnostics, &source, false)
+        )
+    });
+    assert!(
+        warnings.is_empty(),
+        "{name}:\n{}",
+        cnnc_spec::render_all(&warnings, &source, false)
+    );
+    model
+}
+
+fn tensor_names(model: &cnnc_spec::CheckedModel) -> Vec<String> {
+    model
+        .layers()
+        .iter()
+        .flat_map(|layer| layer.tensors().iter().map(|t| t.name.clone()))
+        .collect()
+}
+
+#[test]
+fn resnet20_expands_to_torchvision_names_and_parameter_count() {
+    for name in ["resnet20.yaml", "resnet20.cnn"] {
+        let model = compiled(name);
+        assert_eq!(model.total_params(), 272_474, "{name}");
+        let names = tensor_names(&model);
+        for expected in [
+            "conv1.weight",
+            "bn1.running_mean",
+            "layer1.0.conv1.weight",
+            "layer1.2.bn2.num_batches_tracked",
+            "layer2.0.downsample.0.weight",
+            "layer2.0.downsample.1.running_var",
+            "layer3.2.conv2.weight",
+            "fc.bias",
+        ] {
+            assert!(names.iter().any(|n| n == expected), "{name}: no {expected}");
+        }
+        assert!(!model.is_sequential());
+    }
+    let yaml = compiled("resnet20.yaml").into_model();
+    let dsl = compiled("resnet20.cnn").into_model();
+    assert_eq!(yaml, dsl);
+}
+
+#[test]
+fn dense_blocks_concatenate_and_name_their_layers_from_templates() {
+    let model = compiled("densenet_small.cnn");
+    let names = tensor_names(&model);
+    assert!(
+        names
+            .iter()
+            .any(|n| n == "features.denseblock1.denselayer3.norm1.running_mean")
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n == "features.transition1.conv.weight")
+    );
+    // 16 + 3 * 8 channels after the first dense block, halved by the transition.
+    let transition = model
+        .layers()
+        .iter()
+        .find(|l| l.name() == "features.transition1.conv")
+        .expect("the transition's convolution");
+    assert_eq!(
+        transition.output_shape(),
+        cnnc_spec::Shape::Chw([20, 32, 32])
+    );
+    let yaml = compiled("densenet_small.yaml").into_model();
+    let layer_names = |m: &cnnc_spec::CoreModel| {
+        m.layers()
+            .iter()
+            .map(|l| format!("{} {:?}", l.name(), l.inputs()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(layer_names(&model), layer_names(&yaml));
+    assert_eq!(model.into_model(), yaml);
+}

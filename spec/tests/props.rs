@@ -89,6 +89,26 @@ fn fragment() -> impl Strategy<Value = &'static str> {
         "&a",
         "*a",
         "layer1.0",
+        "block",
+        "blocks",
+        "params",
+        "sequential",
+        "repeat",
+        "inputs",
+        "input",
+        "add",
+        "concat",
+        "mul",
+        "B",
+        "B(planes=2)",
+        "{i}",
+        "{i + 1}",
+        "planes",
+        " * ",
+        " // ",
+        " + ",
+        "-",
+        "%",
         "é",
         "\t",
     ])
@@ -130,6 +150,113 @@ proptest! {
             a.layers().iter().map(|l| (l.config(), l.output_shape())).collect::<Vec<_>>(),
             b.layers().iter().map(|l| (l.config(), l.output_shape())).collect::<Vec<_>>()
         );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn block_nests_expand_like_their_hand_unrolled_spec(levels in nest(), start in 1i64..4) {
+        let (nested, unrolled) = nest_texts(&levels, start);
+        let layers = |text: &str| {
+            let source = Source::new("nest.cnn", text, Format::Dsl);
+            let (model, _) = cnnc_spec::compile(&source).unwrap_or_else(|d| {
+                panic!("{text}\n{}", cnnc_spec::render_all(&d, &source, false))
+            });
+            model
+                .layers()
+                .iter()
+                .map(|l| (l.name().to_owned(), l.config().clone(), l.output_shape(), l.inputs().to_vec()))
+                .collect::<Vec<_>>()
+        };
+        prop_assert_eq!(layers(&nested), layers(&unrolled), "{}\n---\n{}", nested, unrolled);
+    }
+}
+
+/// An entry of a generated block body.
+#[derive(Clone, Debug)]
+enum Item {
+    /// `c{n}: conv2d(out_channels=w + j, kernel_size=1)`, `n` its place in the body.
+    Conv(i64),
+    /// An unnamed `relu`.
+    Relu,
+    /// The block one level down, `repeat` times, with `w=w * 2 + i`.
+    Sub(usize),
+}
+
+/// Block bodies from the innermost (level 0, no sub-blocks) out; each non-empty.
+fn nest() -> impl Strategy<Value = Vec<Vec<Item>>> {
+    let leaf = prop_oneof![(0i64..3).prop_map(Item::Conv), Just(Item::Relu)];
+    let any = prop_oneof![
+        (0i64..3).prop_map(Item::Conv),
+        Just(Item::Relu),
+        (1usize..3).prop_map(Item::Sub)
+    ];
+    (
+        prop::collection::vec(leaf, 1..4),
+        prop::collection::vec(prop::collection::vec(any, 1..4), 0..3),
+    )
+        .prop_map(|(first, rest)| std::iter::once(first).chain(rest).collect())
+}
+
+/// The nest as blocks, and the same network written out layer by layer with full names.
+fn nest_texts(levels: &[Vec<Item>], start: i64) -> (String, String) {
+    let mut nested = String::from("input (1, 4, 4)\n");
+    for (k, body) in levels.iter().enumerate() {
+        nested.push_str(&format!("block B{k}(w) {{\n"));
+        for (n, item) in body.iter().enumerate() {
+            match item {
+                Item::Conv(j) => nested.push_str(&format!(
+                    "  c{n}: conv2d(out_channels=w + {j}, kernel_size=1)\n"
+                )),
+                Item::Relu => nested.push_str("  relu\n"),
+                Item::Sub(r) if k > 0 => {
+                    nested.push_str(&format!("  B{}(w=w * 2 + i, repeat={r})\n", k - 1))
+                }
+                Item::Sub(_) => nested.push_str("  relu\n"),
+            }
+        }
+        nested.push_str("}\n");
+    }
+    nested.push_str(&format!(
+        "top: B{}(w={start})\nout: flatten\n",
+        levels.len() - 1
+    ));
+    let mut unrolled = String::from("input (1, 4, 4)\n");
+    unroll(levels, levels.len() - 1, "top", start, &mut unrolled);
+    unrolled.push_str("out: flatten\n");
+    (nested, unrolled)
+}
+
+fn unroll(levels: &[Vec<Item>], k: usize, prefix: &str, w: i64, out: &mut String) {
+    let mut position = 0;
+    for (n, item) in levels[k].iter().enumerate() {
+        match item {
+            Item::Conv(j) => {
+                out.push_str(&format!(
+                    "{prefix}.c{n}: conv2d(out_channels={}, kernel_size=1)\n",
+                    w + j
+                ));
+                position += 1;
+            }
+            Item::Sub(r) if k > 0 => {
+                for i in 0..*r as i64 {
+                    unroll(
+                        levels,
+                        k - 1,
+                        &format!("{prefix}.{position}"),
+                        w * 2 + i,
+                        out,
+                    );
+                    position += 1;
+                }
+            }
+            Item::Relu | Item::Sub(_) => {
+                out.push_str(&format!("{prefix}.{position}: relu\n"));
+                position += 1;
+            }
+        }
     }
 }
 

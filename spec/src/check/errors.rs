@@ -11,11 +11,12 @@ use cnnc_core::geometry::Window;
 use cnnc_core::{LayerKind, Shape};
 
 use crate::diag::{Code, Diagnostic};
+use crate::expr::{EvalError, SyntaxError};
 use crate::span::Span;
 
 /// Bound of the layer table's unbounded numbers.
 const UNBOUNDED: f64 = f64::MAX;
-use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS, MAX_POOL_WINDOW};
+use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS, MAX_NESTING, MAX_POOL_WINDOW};
 
 /// Which layer a diagnostic is about, as messages refer to it.
 pub(super) struct Culprit {
@@ -44,6 +45,13 @@ pub(super) enum Origin {
         /// Its output features.
         features: usize,
     },
+    /// A merge layer (`add`, `concat`, `mul`).
+    Merge {
+        /// "`layer1.0.2`".
+        who: String,
+        /// Its output.
+        shape: Shape,
+    },
     /// A flatten.
     Flatten {
         /// What it flattens.
@@ -60,6 +68,7 @@ impl Origin {
             Origin::Input(input) => format!("the input is {}", Shape::Chw(*input)),
             Origin::Conv { who, channels } => format!("{who} outputs {channels} channels"),
             Origin::Linear { who, features } => format!("{who} outputs {features} features"),
+            Origin::Merge { who, shape } => format!("{who} outputs {shape}"),
             Origin::Flatten { input, features } => {
                 format!("flattens {input} into {features} features")
             }
@@ -141,8 +150,208 @@ pub(super) struct AxisLoss {
     pub skipped: usize,
 }
 
+/// One branch of a merge: the layers from the common ancestor to one input, with outputs.
+pub(super) struct Branch {
+    /// Where the branch starts: the common ancestor's name and output (or the input's).
+    pub from: (String, Shape),
+    /// Each layer on it: its name and output.
+    pub steps: Vec<(String, Shape)>,
+}
+
+impl Branch {
+    /// `` `bn1` [16, 8, 8] → `conv2` [32, 8, 8] → `bn2` [32, 8, 8] ``.
+    fn text(&self) -> String {
+        let mut parts = vec![format!("{} {}", self.from.0, self.from.1)];
+        let mut steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|(name, shape)| format!("`{name}` {shape}"))
+            .collect();
+        if steps.len() > 6 {
+            steps.splice(2..steps.len() - 2, ["…".to_owned()]);
+        }
+        parts.extend(steps);
+        parts.join(" → ")
+    }
+}
+
 /// One diagnostic of the checker, with its facts.
 pub(super) enum CheckError {
+    /// A block name that is not an identifier.
+    InvalidBlockName {
+        /// The name.
+        span: Span,
+        /// Its text.
+        name: String,
+    },
+    /// Two blocks with one name.
+    DuplicateBlock {
+        /// The second.
+        span: Span,
+        /// The first.
+        first: Span,
+        /// The name.
+        name: String,
+    },
+    /// A block named like a layer kind or `sequential`.
+    BlockShadowsKind {
+        /// The name.
+        span: Span,
+        /// Its text.
+        name: String,
+    },
+    /// A repeated entry with a plain name: every copy would have it.
+    RepeatedName {
+        /// The name.
+        span: Span,
+        /// Its text.
+        name: String,
+    },
+    /// Expansion past [`MAX_LAYERS`] layers or its step budget.
+    ExpansionTooLarge {
+        /// The entry being expanded when the limit was reached.
+        span: Span,
+        /// Layers expanded so far.
+        layers: usize,
+    },
+    /// Blocks and groups nested beyond the depth limit.
+    NestingTooDeep {
+        /// The instance one level too deep.
+        span: Span,
+    },
+    /// Arguments other than `name`, `inputs` and `repeat` on a `sequential`.
+    GroupArguments {
+        /// The first such key.
+        span: Span,
+        /// Its text.
+        key: String,
+    },
+    /// A group or block instance given several inputs.
+    GroupInputs {
+        /// The second input.
+        span: Span,
+        /// `sequential` or the block's name.
+        what: String,
+        /// How many.
+        count: usize,
+    },
+    /// A block that instantiates itself.
+    RecursiveBlock {
+        /// The instance.
+        span: Span,
+        /// The block.
+        name: String,
+        /// The block's declaration.
+        definition: Span,
+        /// The blocks being instantiated, outermost first.
+        chain: Vec<String>,
+    },
+    /// A `repeat` that is not an integer from 1 to the layer limit.
+    BadRepeat {
+        /// The value.
+        span: Span,
+        /// What it is.
+        found: String,
+    },
+    /// A name template `{...}` that does not parse.
+    TemplateSyntax {
+        /// What is wrong.
+        error: SyntaxError,
+    },
+    /// An input naming the entry itself.
+    SelfReference {
+        /// The name.
+        span: Span,
+        /// Its text.
+        name: String,
+    },
+    /// An input naming a later entry.
+    LaterReference {
+        /// The name.
+        span: Span,
+        /// Its text.
+        name: String,
+        /// The later entry's position in its sequence.
+        position: usize,
+    },
+    /// An input naming nothing in scope.
+    UnknownReference {
+        /// The name.
+        span: Span,
+        /// Its text.
+        name: String,
+        /// The nearest name in scope.
+        best: Option<String>,
+        /// The latest names in scope, newest first.
+        known: Vec<String>,
+    },
+    /// An instance argument the block does not take.
+    UnknownParam {
+        /// The key.
+        span: Span,
+        /// Its text.
+        key: String,
+        /// The block.
+        block: String,
+        /// Its declaration.
+        definition: Span,
+        /// Its parameters.
+        params: Vec<String>,
+        /// The nearest parameter.
+        best: Option<String>,
+    },
+    /// A required block parameter not given.
+    MissingParam {
+        /// The instance's kind.
+        span: Span,
+        /// The parameter.
+        key: String,
+        /// The block.
+        block: String,
+        /// The parameter's declaration.
+        definition: Span,
+    },
+    /// An expression without a value.
+    Eval {
+        /// Why.
+        error: EvalError,
+        /// The expression, canonical.
+        text: String,
+        /// The names in scope.
+        names: Vec<String>,
+    },
+    /// A layer given a number of inputs its kind does not take.
+    InputCount {
+        /// The layer.
+        at: Culprit,
+        /// The layer kind's span.
+        span: Span,
+        /// "exactly 1", "at least 2".
+        expected: String,
+        /// How many it reads.
+        found: usize,
+    },
+    /// Merge inputs that do not fit: different shapes for `add`, different height and width
+    /// for `concat`, no broadcast for `mul`.
+    MergeMismatch {
+        /// The layer.
+        at: Culprit,
+        /// The layer kind's span.
+        span: Span,
+        /// The layer kind.
+        kind: LayerKind,
+        /// Each input: where it is named, its name and its shape.
+        inputs: Vec<(Span, String, Shape)>,
+        /// Each input's branch back to their common ancestor.
+        branches: Vec<Branch>,
+    },
+    /// An entry whose output nothing reads.
+    UnusedOutput {
+        /// The layer.
+        span: Span,
+        /// Its name.
+        name: String,
+    },
     /// A layer kind that does not exist.
     UnknownLayer {
         /// The kind as written.
@@ -579,6 +788,248 @@ impl CheckError {
     /// The diagnostic: code, message, labels, notes, help and fix, all worded here.
     pub(super) fn render(self) -> Diagnostic {
         match self {
+            CheckError::InvalidBlockName { span, name } => Diagnostic::error(
+                Code::InvalidName,
+                format!("`{name}` is not a valid block name"),
+                span,
+                "not an identifier",
+            )
+            .note("a block name is a letter or `_` followed by letters, digits and `_`, like `BasicBlock`"),
+            CheckError::DuplicateBlock { span, first, name } => Diagnostic::error(
+                Code::DuplicateName,
+                format!("two blocks are named `{name}`"),
+                span,
+                "declared again here",
+            )
+            .secondary(first, "first declared here")
+            .help("rename one of the blocks"),
+            CheckError::BlockShadowsKind { span, name } => Diagnostic::error(
+                Code::DuplicateName,
+                format!("block `{name}` has the name of a layer kind"),
+                span,
+                "a layer kind",
+            )
+            .note(format!("`{name}` in a layer list would be ambiguous"))
+            .help("give the block a name of its own, like `MyBlock`"),
+            CheckError::RepeatedName { span, name } => Diagnostic::error(
+                Code::DuplicateName,
+                format!("every copy of this repeated entry would be named `{name}`"),
+                span,
+                "the same name for each copy",
+            )
+            .help(format!(
+                "put the copy's index in the name, like `{name}{{i}}` or `{name}{{i + 1}}`, or leave the name out to number the copies"
+            )),
+            CheckError::ExpansionTooLarge { span, layers } => Diagnostic::error(
+                Code::ExpansionTooLarge,
+                format!("the spec expands to more than {MAX_LAYERS} layers"),
+                span,
+                "the limit is reached here",
+            )
+            .note(format!(
+                "{layers} layers had been expanded; blocks and `repeat` multiply: 4 blocks of 10 copies of 10 layers are 400"
+            ))
+            .help("check the `repeat` counts and how deeply blocks instantiate one another"),
+            CheckError::NestingTooDeep { span } => Diagnostic::error(
+                Code::ExpansionTooLarge,
+                format!("blocks and groups are nested more than {MAX_NESTING} deep"),
+                span,
+                "too deep",
+            )
+            .help("ResNet and DenseNet nest three deep: a group of block instances of layers"),
+            CheckError::GroupArguments { span, key } => Diagnostic::error(
+                Code::UnknownArgument,
+                format!("`sequential` has no argument `{key}`"),
+                span,
+                "unknown argument",
+            )
+            .note("a `sequential` takes `name`, `inputs`, `repeat` and its layers"),
+            CheckError::GroupInputs { span, what, count } => Diagnostic::error(
+                Code::InputCount,
+                format!("`{what}` reads one input, but {count} are given"),
+                span,
+                "a second input",
+            )
+            .note("inside, `input` names the one input of the group or block")
+            .help("merge the inputs first (`add`, `concat`), then feed the result"),
+            CheckError::RecursiveBlock { span, name, definition, chain } => {
+                let mut path = chain.clone();
+                path.push(name.clone());
+                Diagnostic::error(
+                    Code::RecursiveBlock,
+                    format!("block `{name}` instantiates itself"),
+                    span,
+                    "recursive instance",
+                )
+                .secondary(definition, format!("`{name}` is declared here"))
+                .note(format!("the instances go {}", path.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(" → ")))
+                .help("a block cannot contain itself, directly or through other blocks: the network would be infinite")
+            }
+            CheckError::BadRepeat { span, found } => Diagnostic::error(
+                Code::InvalidValue,
+                format!("`repeat` must be an integer from 1 to {MAX_LAYERS}, found {found}"),
+                span,
+                "not a repetition count",
+            )
+            .help("remove the entry instead of repeating it 0 times"),
+            CheckError::TemplateSyntax { error } => {
+                crate::front_errors::FrontError::BadExpression { error }.render()
+            }
+            CheckError::SelfReference { span, name } => Diagnostic::error(
+                Code::ForwardReference,
+                format!("`{name}` reads its own output"),
+                span,
+                "a cycle",
+            )
+            .note("a network computes each entry from earlier ones; an entry reading itself has no value to start from")
+            .help("name an earlier entry, or `input`"),
+            CheckError::LaterReference { span, name, position } => Diagnostic::error(
+                Code::ForwardReference,
+                format!("`{name}` is defined after the entry that reads it"),
+                span,
+                "not yet computed here",
+            )
+            .note(format!("`{name}` is entry {position} of this sequence; entries read only earlier ones, so the network has no cycles"))
+            .help(format!("move `{name}` before this entry")),
+            CheckError::UnknownReference { span, name, best, known } => {
+                let diagnostic = Diagnostic::error(
+                    Code::UnknownReference,
+                    format!("no entry named `{name}` in this scope"),
+                    span,
+                    "unknown name",
+                );
+                let diagnostic = if known.is_empty() {
+                    diagnostic.note("nothing precedes this entry: only `input` can be read here")
+                } else {
+                    diagnostic.note(format!(
+                        "earlier entries here: {}; `input` is the enclosing block's or group's input",
+                        known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                    ))
+                };
+                match best {
+                    Some(best) => diagnostic.suggest(format!("did you mean `{best}`?"), span, best),
+                    None => diagnostic.help("inputs name earlier entries of the same block or sequence, or a dotted path into one (`enc1.2`)"),
+                }
+            }
+            CheckError::UnknownParam { span, key, block, definition, params, best } => {
+                let diagnostic = Diagnostic::error(
+                    Code::UnknownArgument,
+                    format!("block `{block}` has no parameter `{key}`"),
+                    span,
+                    "unknown parameter",
+                )
+                .secondary(definition, format!("`{block}` is declared here"));
+                let list = if params.is_empty() {
+                    format!("`{block}` takes no parameters")
+                } else {
+                    format!("`{block}` takes {}", params.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "))
+                };
+                match best {
+                    Some(best) => diagnostic.note(list).suggest(format!("did you mean `{best}`?"), span, best),
+                    None => diagnostic.note(list),
+                }
+            }
+            CheckError::MissingParam { span, key, block, definition } => Diagnostic::error(
+                Code::MissingArgument,
+                format!("block `{block}` needs `{key}`"),
+                span,
+                format!("`{key}` missing"),
+            )
+            .secondary(definition, "declared without a default here")
+            .help(format!("give it: `{block}: {{{key}: ...}}` / `{block}({key}=...)`")),
+            CheckError::Eval { error, text, names } => {
+                let in_scope = if names.is_empty() {
+                    "no names are in scope here".to_owned()
+                } else {
+                    format!("in scope: {}", names.iter().rev().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))
+                };
+                match error {
+                    EvalError::UnknownName { span, name } => {
+                        let best = crate::suggest::closest(&name, names.iter().map(String::as_str)).map(str::to_owned);
+                        let diagnostic = Diagnostic::error(
+                            Code::BadExpressionValue,
+                            format!("unknown name `{name}` in `{text}`"),
+                            span,
+                            "not a parameter",
+                        )
+                        .note(in_scope);
+                        match best {
+                            Some(best) => diagnostic.suggest(format!("did you mean `{best}`?"), span, best),
+                            None => diagnostic.help("expressions use the block's parameters and `i`, the copy's index under `repeat`"),
+                        }
+                    }
+                    EvalError::NotInteger { span, name, found } => Diagnostic::error(
+                        Code::BadExpressionValue,
+                        format!("`{name}` is {found}, not an integer, in `{text}`"),
+                        span,
+                        format!("{found}"),
+                    )
+                    .note("arithmetic works on integers only"),
+                    EvalError::DivisionByZero { span, divisor } => Diagnostic::error(
+                        Code::BadExpressionValue,
+                        format!("division by zero in `{text}`"),
+                        span,
+                        "divides by zero",
+                    )
+                    .secondary(divisor, "this is 0"),
+                    EvalError::Overflow { span } => Diagnostic::error(
+                        Code::BadExpressionValue,
+                        format!("`{text}` overflows 64-bit integers"),
+                        span,
+                        "too large",
+                    ),
+                }
+            }
+            CheckError::InputCount { at, span, expected, found } => Diagnostic::error(
+                Code::InputCount,
+                format!("{} takes {expected} inputs, but reads {found}", at.title),
+                span,
+                format!("{found} input{}", if found == 1 { "" } else { "s" }),
+            )
+            .help(if found == 1 {
+                "name its inputs: `inputs: [a, b]` / `add(a, b)`".to_owned()
+            } else {
+                "a layer other than a merge reads one input: merge them first with `add` or `concat`".to_owned()
+            })
+            .layer(at.name),
+            CheckError::MergeMismatch { at, span, kind, inputs, branches } => {
+                let shapes = inputs.iter().map(|(_, _, s)| s.to_string()).collect::<Vec<_>>().join(" and ");
+                let (message, note) = match kind {
+                    LayerKind::Concat => (
+                        format!("{} joins inputs of different heights and widths: {shapes}", at.title),
+                        "concat stacks channels: every input must have the same height and width (and rank)",
+                    ),
+                    LayerKind::Mul => (
+                        format!("{} multiplies inputs that do not broadcast: {shapes}", at.title),
+                        "each dimension must be equal or 1 in one of them, as in PyTorch: [C, 1, 1] × [C, H, W]",
+                    ),
+                    _ => (
+                        format!("{} adds inputs of different shapes: {shapes}", at.title),
+                        "add sums element by element: every input must have the same shape",
+                    ),
+                };
+                let mut diagnostic = Diagnostic::error(Code::MergeMismatch, message, span, "inputs do not fit");
+                for (input_span, name, shape) in &inputs {
+                    diagnostic = diagnostic.secondary(*input_span, format!("`{name}` is {shape}"));
+                }
+                diagnostic = diagnostic.note(note);
+                for (i, branch) in branches.iter().enumerate() {
+                    diagnostic = diagnostic.note(format!("input {}: {}", i + 1, branch.text()));
+                }
+                let help = match kind {
+                    LayerKind::Concat => "resize one branch (a stride, a pool or padding) so the heights and widths agree",
+                    _ => "project the shortcut (a 1x1 conv2d with the same stride, then batchnorm2d) to the other branch's shape",
+                };
+                diagnostic.help(help).layer(at.name)
+            }
+            CheckError::UnusedOutput { span, name } => Diagnostic::new(
+                Code::UnusedOutput,
+                format!("the output of `{name}` is never used"),
+                span,
+                "computed, then dropped",
+            )
+            .note("only the last entry's output leaves the network; nothing reads this one")
+            .help("read it (`inputs: [...]`), or remove the entry"),
             CheckError::UnknownLayer { span, kind, layer, closest, unsupported } => {
                 let diagnostic = Diagnostic::error(
                     Code::UnknownLayer,

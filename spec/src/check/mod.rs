@@ -6,11 +6,15 @@
 
 mod args;
 mod errors;
+mod expand;
 mod rules;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
-use cnnc_core::{LayerDef, LayerKind, Model, NetworkDef};
+use cnnc_core::config::ShapeError;
+use cnnc_core::kind::Arity;
+use cnnc_core::{LayerConfig, LayerDef, LayerKind, Model, NetworkDef, Source};
 
 use crate::ast::{Layer, Model as Spec, ValueKind};
 use crate::diag::Diagnostic;
@@ -18,9 +22,10 @@ use crate::resolved::CheckedModel;
 use crate::span::Span;
 use crate::{MAX_DIM, MAX_ELEMENTS, MAX_LAYERS};
 use cnnc_core::Shape;
+use expand::{Flat, Instance, Src};
 
 use args::Args;
-use errors::{CheckError, Culprit, FeatureChain, Origin, Step};
+use errors::{Branch, CheckError, Culprit, FeatureChain, Origin, Step};
 
 /// The result of [`check`]: the resolved model (complete when there are no errors) and every
 /// diagnostic, warnings included.
@@ -65,73 +70,137 @@ pub fn check(model: &Spec) -> Checked {
         });
         return checker.finish(None);
     }
-    let names = checker.names(&model.layers);
-    let mut flow = input.map(|input| {
-        Flow::new(
-            input,
-            model.input.as_ref().map_or(Span::default(), |v| v.span),
-        )
-    });
+    let expansion = checker.expand(model);
+    if expansion.stopped {
+        return checker.finish(None);
+    }
+    let flat = expansion.layers;
+    if flat.len() > MAX_LAYERS {
+        let span = flat[MAX_LAYERS].layer.span;
+        checker.report(CheckError::TooManyLayers {
+            span,
+            count: flat.len(),
+        });
+        return checker.finish(None);
+    }
+    checker.names(&flat);
+    checker.unused(&flat);
+    let model_input = model.input.as_ref().map_or(Span::default(), |v| v.span);
+    // Each layer's output as checking left it: `None` when it cannot be known.
+    let mut outputs: Vec<Option<Flow>> = Vec::with_capacity(flat.len());
     let mut resolved = Vec::new();
     let mut complete = true;
-    for (index, layer) in model.layers.iter().enumerate() {
-        let name = &names[index];
+    for (index, entry) in flat.iter().enumerate() {
+        checker.trail = entry.trail.clone();
+        let layer = &entry.layer;
+        let name = &entry.name;
         let errors_before = checker.error_count();
-        let Some((kind, args)) = checker.arguments(layer, name) else {
-            flow = None;
+        let arguments = if entry.broken {
+            None
+        } else {
+            checker.arguments(layer, name)
+        };
+        let Some((kind, args)) = arguments else {
+            outputs.push(None);
             complete = false;
             continue;
         };
-        let next_kind = model
-            .layers
+        let next_kind = flat
             .get(index + 1)
-            .and_then(|next| LayerKind::from_keyword(&next.kind.text));
-        let Some(state) = flow.as_mut() else {
+            .filter(|next| next.inputs == [Src::Layer(index)])
+            .and_then(|next| LayerKind::from_keyword(&next.layer.kind.text));
+        let flows: Option<Vec<Flow>> = entry
+            .inputs
+            .iter()
+            .map(|src| match (src, input) {
+                (Src::Input, Some(input)) => Some(Flow::new(input, model_input)),
+                (Src::Layer(j), _) => outputs.get(*j).cloned().flatten(),
+                (Src::Input, None) => None,
+            })
+            .collect();
+        let Some(flows) = flows else {
+            outputs.push(None);
+            complete = false;
             continue;
         };
         let context = LayerContext {
             layer,
             name,
-            who: who(layer, index),
+            who: who(entry, index),
             kind,
             args: &args,
             next_kind,
         };
-        match checker.resolve(&context, state) {
-            Some((config, output)) => {
-                state.advance(kind, output, layer.span, &args, &context.who);
+        let result = if kind.arity() == Arity::Exactly(1) && flows.len() == 1 {
+            let mut state = flows[0].clone();
+            checker.resolve(&context, &state).map(|(config, output)| {
+                state.advance(kind, output, layer.span, &args, &context.who, index);
+                (config, state)
+            })
+        } else {
+            checker.merge(&context, &flat, &outputs, entry, &flows)
+        };
+        match result {
+            Some((config, mut state)) => {
                 state.after_error = checker.error_count() != errors_before;
                 if complete && !state.after_error {
+                    let inputs: Vec<Source> = entry.inputs.iter().map(|s| s.lowered()).collect();
+                    let inputs = if inputs == [Source::previous(index)] {
+                        Vec::new()
+                    } else {
+                        inputs
+                    };
                     resolved.push((
                         LayerDef {
                             name: name.clone(),
                             config,
-                            inputs: Vec::new(),
+                            inputs,
                         },
                         layer.span,
                     ));
                 } else {
                     complete = false;
                 }
+                outputs.push(Some(state));
             }
             None => {
-                flow = None;
+                outputs.push(None);
                 complete = false;
             }
         }
     }
+    checker.trail.clear();
     let name = model.name.as_ref().map(|n| n.text.clone());
     let model = input.and_then(|input| checker.model(name, input, resolved));
     checker.finish(model)
 }
 
+impl Src {
+    /// The core's form.
+    fn lowered(self) -> Source {
+        match self {
+            Src::Input => Source::Input,
+            Src::Layer(i) => Source::Layer(i),
+        }
+    }
+}
+
+/// One step of a [`Flow`]'s history: a layer's kind, output and index, and the step before.
+struct Trail {
+    kind: LayerKind,
+    shape: Shape,
+    index: usize,
+    previous: Option<Rc<Trail>>,
+}
+
 /// Where the shape flowing through the layers currently stands.
+#[derive(Clone)]
 struct Flow {
     shape: Shape,
     /// The place that last set the channel or feature count, for secondary labels.
     origin: (Span, Origin),
-    /// Every layer so far with its output, for the size chain in notes.
-    trail: Vec<(LayerKind, Shape)>,
+    /// The layers so far along first inputs, newest first, for the size chain in notes.
+    trail: Option<Rc<Trail>>,
     input: [usize; 3],
     /// The layer that produced `shape` had errors: the shape is a guess that lets checking go
     /// on, so warnings about it would mislead.
@@ -143,14 +212,34 @@ impl Flow {
         Flow {
             shape: Shape::Chw(input),
             origin: (span, Origin::Input(input)),
-            trail: Vec::new(),
+            trail: None,
             input,
             after_error: false,
         }
     }
 
-    /// Moves past a layer of `kind` (written at `span`) that outputs `output`.
-    fn advance(&mut self, kind: LayerKind, output: Shape, span: Span, args: &Args, who: &str) {
+    /// The layers so far, oldest first.
+    fn steps(&self) -> Vec<(LayerKind, Shape, usize)> {
+        let mut steps = Vec::new();
+        let mut at = self.trail.as_deref();
+        while let Some(step) = at {
+            steps.push((step.kind, step.shape, step.index));
+            at = step.previous.as_deref();
+        }
+        steps.reverse();
+        steps
+    }
+
+    /// Moves past layer `index` of `kind` (written at `span`) that outputs `output`.
+    fn advance(
+        &mut self,
+        kind: LayerKind,
+        output: Shape,
+        span: Span,
+        args: &Args,
+        who: &str,
+        index: usize,
+    ) {
         let input = std::mem::replace(&mut self.shape, output);
         let origin = match kind {
             LayerKind::Conv2d => Some((
@@ -179,23 +268,29 @@ impl Flow {
         if let Some(origin) = origin {
             self.origin = origin;
         }
-        self.trail.push((kind, output));
+        self.trail = Some(Rc::new(Trail {
+            kind,
+            shape: output,
+            index,
+            previous: self.trail.take(),
+        }));
     }
 
     /// How the current flat size came about (worded by [`FeatureChain::text`]); `None` when
     /// the size does not come from a `flatten` of the convolutional part.
     fn feature_chain(&self) -> Option<FeatureChain> {
-        let flatten = self
-            .trail
+        let trail: Vec<(LayerKind, Shape)> =
+            self.steps().into_iter().map(|(k, s, _)| (k, s)).collect();
+        let flatten = trail
             .iter()
             .rposition(|(kind, _)| *kind == LayerKind::Flatten)?;
-        if self.trail[flatten + 1..]
+        if trail[flatten + 1..]
             .iter()
             .any(|(kind, _)| *kind == LayerKind::Linear)
         {
             return None;
         }
-        let steps = self.trail[..flatten]
+        let steps = trail[..flatten]
             .iter()
             .filter_map(|(kind, shape)| match kind {
                 LayerKind::Conv2d => Some((Step::Conv, *shape)),
@@ -206,7 +301,7 @@ impl Flow {
         let before = if flatten == 0 {
             Shape::Chw(self.input)
         } else {
-            self.trail[flatten - 1].1
+            trail[flatten - 1].1
         };
         let Shape::Chw(before) = before else {
             return None;
@@ -256,17 +351,49 @@ struct Checker {
     /// Errors among `diagnostics`, counted as they come: recounting them for every layer made
     /// a spec of many bad layers quadratic.
     errors: usize,
+    /// The instances around the layer being checked, labelled on its diagnostics.
+    trail: Vec<Instance>,
+    /// What was reported where: a block instantiated many times reports each problem of its
+    /// body once.
+    seen: HashSet<(&'static str, u32, u32, String)>,
 }
 
 impl Checker {
     fn push(&mut self, diagnostic: Diagnostic) {
+        let key = (
+            diagnostic.code.as_str(),
+            diagnostic.span.start,
+            diagnostic.span.end,
+            diagnostic.label.clone(),
+        );
+        if !self.trail.is_empty() && !self.seen.insert(key) {
+            return;
+        }
         self.errors += usize::from(diagnostic.is_error());
         self.diagnostics.push(diagnostic);
     }
 
-    /// Words `error` and records it.
+    /// Words `error` and records it, with the instances around the current layer.
     fn report(&mut self, error: CheckError) {
-        self.push(error.render());
+        let trail = std::mem::take(&mut self.trail);
+        self.report_at(error, &trail);
+        self.trail = trail;
+    }
+
+    /// Words `error` and records it, labelling each instance of `trail` (innermost first) as
+    /// rustc labels the macro invocations an error comes from.
+    fn report_at(&mut self, error: CheckError, trail: &[Instance]) {
+        let mut diagnostic = error.render();
+        for instance in trail.iter().rev() {
+            let text = match &instance.block {
+                Some(block) => format!("in `{}`, an instance of `{block}`", instance.name),
+                None => format!("in group `{}`", instance.name),
+            };
+            diagnostic = diagnostic.secondary(instance.span, text);
+        }
+        let saved = std::mem::replace(&mut self.trail, trail.to_vec());
+        self.push(diagnostic);
+        self.trail = saved;
     }
 
     fn error_count(&self) -> usize {
@@ -366,52 +493,186 @@ impl Checker {
         Some(dims)
     }
 
-    /// Every layer's state_dict prefix: its explicit name or its index. Reports malformed and
-    /// duplicate names.
-    fn names(&mut self, layers: &[Layer]) -> Vec<String> {
-        let names: Vec<String> = layers
-            .iter()
-            .enumerate()
-            .map(|(i, layer)| {
-                layer
-                    .name
-                    .as_ref()
-                    .map_or_else(|| i.to_string(), |n| n.text.clone())
-            })
-            .collect();
+    /// Reports malformed and duplicate layer names (full names, after expansion).
+    fn names(&mut self, layers: &[Flat]) {
         for layer in layers {
-            if let Some(name) = &layer.name
-                && !is_valid_name(&name.text)
+            if let Some(name) = &layer.layer.name
+                && !is_valid_name(&layer.name)
             {
-                self.report(CheckError::InvalidName {
-                    span: name.span,
-                    name: name.text.clone(),
-                });
+                self.report_at(
+                    CheckError::InvalidName {
+                        span: name.span,
+                        name: layer.name.clone(),
+                    },
+                    &layer.trail,
+                );
             }
         }
         let mut first: HashMap<&str, usize> = HashMap::new();
-        for (i, name) in names.iter().enumerate() {
-            let Some(&earlier) = first.get(name.as_str()) else {
-                first.insert(name, i);
+        for (i, layer) in layers.iter().enumerate() {
+            let Some(&earlier) = first.get(layer.name.as_str()) else {
+                first.insert(&layer.name, i);
                 continue;
             };
-            let span_of = |j: usize| layers[j].name.as_ref().map_or(layers[j].span, |n| n.span);
-            self.report(CheckError::DuplicateName {
-                span: span_of(i),
-                name: name.clone(),
-                earlier: span_of(earlier),
-                earlier_unnamed: layers[earlier].name.is_none().then_some(earlier),
-            });
+            let span_of = |j: usize| {
+                let l = &layers[j].layer;
+                l.name.as_ref().map_or(l.span, |n| n.span)
+            };
+            let before = &layers[earlier];
+            let position = before.name.rsplit('.').next().and_then(|p| p.parse().ok());
+            self.report_at(
+                CheckError::DuplicateName {
+                    span: span_of(i),
+                    name: layer.name.clone(),
+                    earlier: span_of(earlier),
+                    earlier_unnamed: if before.named { None } else { position },
+                },
+                &layer.trail,
+            );
         }
-        names
+    }
+
+    /// Warns of layers whose output nothing reads, the last (the network's output) aside.
+    fn unused(&mut self, layers: &[Flat]) {
+        let mut read = vec![false; layers.len()];
+        for layer in layers {
+            for src in &layer.inputs {
+                if let Src::Layer(j) = src {
+                    read[*j] = true;
+                }
+            }
+        }
+        for (i, layer) in layers.iter().enumerate() {
+            if !read[i] && i + 1 < layers.len() {
+                self.report_at(
+                    CheckError::UnusedOutput {
+                        span: layer.layer.span,
+                        name: layer.name.clone(),
+                    },
+                    &layer.trail,
+                );
+            }
+        }
+    }
+
+    /// A merge layer (or a layer given several inputs): its output from its inputs' shapes by
+    /// its kind's rule, with each branch's history when they do not fit.
+    fn merge(
+        &mut self,
+        cx: &LayerContext<'_>,
+        layers: &[Flat],
+        outputs: &[Option<Flow>],
+        entry: &Flat,
+        flows: &[Flow],
+    ) -> Option<(LayerConfig, Flow)> {
+        let expected = cx.kind.arity();
+        if !expected.accepts(flows.len()) {
+            let expected = match expected {
+                Arity::Exactly(n) => format!("exactly {n}"),
+                Arity::AtLeast(n) => format!("at least {n}"),
+            };
+            self.report(CheckError::InputCount {
+                at: cx.culprit(),
+                span: cx.layer.kind.span,
+                expected,
+                found: flows.len(),
+            });
+            return None;
+        }
+        let config = LayerConfig::from_args(cx.kind, |key| cx.args.value(key))?;
+        let shapes: Vec<Shape> = flows.iter().map(|f| f.shape).collect();
+        match config.output_shape_of(&shapes) {
+            Ok(output) => {
+                let mut flow = flows[0].clone();
+                flow.shape = output;
+                flow.origin = (
+                    cx.layer.kind.span,
+                    Origin::Merge {
+                        who: cx.who.clone(),
+                        shape: output,
+                    },
+                );
+                flow.trail = Some(Rc::new(Trail {
+                    kind: cx.kind,
+                    shape: output,
+                    index: outputs.len(),
+                    previous: flow.trail.take(),
+                }));
+                Some((config, flow))
+            }
+            Err(ShapeError::BadDim { dim, .. }) => {
+                self.report(CheckError::BadDim {
+                    at: cx.culprit(),
+                    span: cx.span_of("dim"),
+                    dim,
+                    input: shapes[0],
+                });
+                None
+            }
+            Err(_) => {
+                let name_of = |src: &Src| match src {
+                    Src::Input => "input".to_owned(),
+                    Src::Layer(j) => layers[*j].name.clone(),
+                };
+                let inputs = entry
+                    .inputs
+                    .iter()
+                    .zip(&entry.input_spans)
+                    .zip(&shapes)
+                    .map(|((src, span), shape)| (*span, name_of(src), *shape))
+                    .collect();
+                let branches = branches(layers, flows);
+                self.report(CheckError::MergeMismatch {
+                    at: cx.culprit(),
+                    span: cx.layer.kind.span,
+                    kind: cx.kind,
+                    inputs,
+                    branches,
+                });
+                None
+            }
+        }
     }
 }
 
-/// How messages refer to a layer: by its explicit name, else by its position.
-fn who(layer: &Layer, index: usize) -> String {
-    match &layer.name {
-        Some(name) => format!("`{}`", name.text),
-        None => format!("layer {index}"),
+/// Each flow's layers after the last one all of them share (their common ancestor along first
+/// inputs), for the notes of a merge that does not fit.
+fn branches(layers: &[Flat], flows: &[Flow]) -> Vec<Branch> {
+    let histories: Vec<Vec<(LayerKind, Shape, usize)>> = flows.iter().map(Flow::steps).collect();
+    let shared = |index: usize| {
+        histories
+            .iter()
+            .all(|h| h.iter().any(|&(_, _, i)| i == index))
+    };
+    histories
+        .iter()
+        .zip(flows)
+        .map(|(history, flow)| {
+            let start = history
+                .iter()
+                .rposition(|&(_, _, i)| shared(i))
+                .map_or(0, |p| p + 1);
+            let from = match start.checked_sub(1).map(|p| history[p]) {
+                Some((_, shape, i)) => (format!("`{}`", layers[i].name), shape),
+                None => ("input".to_owned(), Shape::Chw(flow.input)),
+            };
+            Branch {
+                from,
+                steps: history[start..]
+                    .iter()
+                    .map(|&(_, shape, i)| (layers[i].name.clone(), shape))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// How messages refer to a layer: by its name when written or nested, else by its position.
+fn who(layer: &Flat, index: usize) -> String {
+    if layer.named || !layer.trail.is_empty() {
+        format!("`{}`", layer.name)
+    } else {
+        format!("layer {index}")
     }
 }
 

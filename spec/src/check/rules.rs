@@ -301,7 +301,9 @@ impl Checker {
                 return None;
             }
             out[i] = slide.output as usize;
-            if window.stride > 1 && (slide.dropped > 0 || slide.skipped > 0) {
+            // A strided 1x1 window subsamples on purpose: ResNet's projection shortcut.
+            let pointwise = window.effective_kernel() == 1;
+            if window.stride > 1 && !pointwise && (slide.dropped > 0 || slide.skipped > 0) {
                 losses.push(AxisLoss {
                     axis,
                     window,
