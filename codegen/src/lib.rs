@@ -15,6 +15,7 @@
 
 mod error;
 mod expand;
+mod graph;
 mod model;
 mod names;
 mod source;

@@ -21,6 +21,7 @@ pub mod tensor;
 pub mod typed;
 pub mod weights;
 
+pub use cnnc_core::Shape;
 pub use cnnc_core::config;
 pub use error::{Error, Result};
 pub use exec::{LayerTime, Network, NonFinite};
