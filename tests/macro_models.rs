@@ -29,6 +29,8 @@ cnnc::cnn_model!(ModernActivationsDsl, "models/modern_activations.cnn");
 // A graph: a residual add, a concat and a squeeze-and-excitation mul; one tensor read thrice.
 cnnc::cnn_model!(GraphMixYaml, "tests/generated/graph_mix.yaml");
 cnnc::cnn_model!(GraphMixDsl, "tests/generated/graph_mix.cnn");
+// A graph with a branch that reaches no output: its parameters get zero gradients.
+cnnc::cnn_model!(DeadBranch, "tests/generated/graph_dead_branch.cnn");
 
 /// A model's state as exact bits: `(name, value bits, gradient bits)` per entry, in visit order.
 fn state(model: &mut dyn Visit) -> Vec<(String, Vec<u32>, Vec<u32>)> {
@@ -167,6 +169,7 @@ agrees_with_the_executor!(modern_activations_yaml, ModernActivationsYaml);
 agrees_with_the_executor!(modern_activations_dsl, ModernActivationsDsl);
 agrees_with_the_executor!(graph_mix_yaml, GraphMixYaml);
 agrees_with_the_executor!(graph_mix_dsl, GraphMixDsl);
+agrees_with_the_executor!(graph_dead_branch, DeadBranch);
 
 #[test]
 fn constants_describe_the_seed_model() {

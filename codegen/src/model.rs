@@ -813,50 +813,10 @@ mod tests {
         assert!(matches!(err, Error::ImageOutput { .. }), "{err}");
     }
 
-    /// `tests/generated/graph_mix.cnn` built without the graph syntax: a chain whose stand-ins
-    /// have the merges' output shapes, then rewired.
-    pub(crate) fn graph_mix() -> Model {
-        let chain = checked(
-            "input (3, 8, 8)
-            stem: conv2d(out_channels=8, kernel_size=3, padding=1, bias=false)
-            bn: batchnorm2d
-            act: relu
-            conv_a: conv2d(out_channels=8, kernel_size=3, padding=1)
-            res: identity
-            branch: conv2d(out_channels=4, kernel_size=1)
-            branch_act: relu
-            cat: conv2d(out_channels=12, kernel_size=1)
-            squeeze: adaptive_avg_pool2d(output_size=1)
-            fc1: conv2d(out_channels=3, kernel_size=1)
-            fc1_act: relu
-            fc2: conv2d(out_channels=12, kernel_size=1)
-            gate: sigmoid
-            scaled: upsample(scale_factor=8)
-            pool: maxpool2d(kernel_size=2)
-            flatten
-            drop: dropout(p=0.25)
-            fc: linear(out_features=5)
-            ",
-        );
-        let mut def = chain.def();
-        let mut rewire = |name: &str, config: LayerConfig, inputs: &[usize]| {
-            let layer = def.layers.iter_mut().find(|l| l.name == name).unwrap();
-            layer.config = config;
-            layer.inputs = inputs.iter().map(|&i| Source::Layer(i)).collect();
-        };
-        rewire("res", LayerConfig::Add, &[3, 2]);
-        let branch = chain.layers()[5].config().clone();
-        rewire("branch", branch, &[2]);
-        let cat = LayerConfig::Concat(cnnc_core::ConcatConfig { dim: 1 });
-        rewire("cat", cat, &[4, 6]);
-        rewire("scaled", LayerConfig::Mul, &[12, 7]);
-        Model::new(Some("GraphMix".into()), def).unwrap()
-    }
-
     #[test]
     fn graph_models_bind_one_typed_tensor_per_step() {
-        let model = graph_mix();
-        let code = crate::source::source_of(&model, &options()).unwrap();
+        let model = checked(include_str!("../../tests/generated/graph_mix.cnn"));
+        let code = crate::to_source(&model, &options()).unwrap();
         // Every step's output is its own binding, typed by its shape; a tensor read again later
         // is lent as a view, and given away at its last read.
         let lines = [
@@ -894,13 +854,11 @@ mod tests {
 
     #[test]
     fn a_branch_that_reaches_no_output_zeroes_its_gradients() {
-        let chain = checked(
-            "input (1, 6, 6)\na: conv2d(out_channels=2, kernel_size=3)\nside: conv2d(out_channels=2, kernel_size=1)\nflatten\nhead: linear(out_features=3)\n",
+        let model = checked(
+            "input (1, 6, 6)\na: conv2d(out_channels=2, kernel_size=3)\n\
+             side: conv2d(out_channels=2, kernel_size=1)\nflatten(a)\nhead: linear(out_features=3)\n",
         );
-        let mut def = chain.def();
-        def.layers[2].inputs = vec![Source::Layer(0)];
-        let model = Model::new(None, def).unwrap();
-        let code = crate::source::source_of(&model, &options()).unwrap();
+        let code = crate::to_source(&model, &options()).unwrap();
         assert!(code.contains("zero_grads(&mut self.side);"), "{code}");
         assert!(!code.contains("backward::<Images<2, 4, 4, &[f32]>, Images<2, 4, 4, &[f32]>>"));
     }
@@ -908,7 +866,7 @@ mod tests {
     #[test]
     fn sequential_models_keep_the_chain() {
         let seed = checked(include_str!("../../models/custom_cnn.cnn"));
-        let code = crate::source::source_of(&seed, &options()).unwrap();
+        let code = crate::to_source(&seed, &options()).unwrap();
         assert!(
             code.contains("let x: Images<32, 16, 16, &[f32]> = forward("),
             "{code}"

@@ -2,7 +2,6 @@
 //! header and a comment giving the shape after each layer. prettyplease drops comments, so the
 //! generator places `__cnnc_comment!("...")` marker statements that are turned into comments here.
 
-use cnnc_core::Model;
 use cnnc_spec::CheckedModel;
 
 use crate::error::Error;
@@ -17,11 +16,6 @@ const MARK_WRAPPED: &str = "__cnnc_comment!(";
 /// spec and options, plus comments. It builds as a standalone module of a crate that depends on
 /// `cnnc`.
 pub fn to_source(model: &CheckedModel, options: &Options) -> Result<String, Error> {
-    source_of(model, options)
-}
-
-/// [`to_source`] of a model without spans.
-pub(crate) fn source_of(model: &Model, options: &Options) -> Result<String, Error> {
     let tokens = generate_with(model, options, true)?;
     let file: syn::File = syn::parse2(tokens).map_err(|e| Error::Unparsable(e.to_string()))?;
     let formatted = prettyplease::unparse(&file);
