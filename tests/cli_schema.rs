@@ -56,6 +56,7 @@ fn shipped_models_and_valid_specs_validate() {
         "models",
         "spec/tests/corpus/valid",
         "spec/tests/corpus/warn",
+        "spec/tests/graph",
     ] {
         for path in yaml_specs(dir) {
             let text = std::fs::read_to_string(&path).expect("spec");

@@ -18,6 +18,14 @@ made. Files written:
   `grad_input`, `param.<name>`, `grad.<weight|bias>`, `after.<buffer>`; metadata `config` (JSON).
 - optim.safetensors: optimizers in isolation on given gradients, and learning-rate schedules.
 - npy/*.npy: small arrays written by numpy in the formats cnnc's .npy reader accepts or rejects.
+- graph.safetensors: SmallGraph, a graph model (a residual block, a downsampling block with a 1x1
+  projection shortcut, a channel concat and a squeeze-and-excitation gate) on 8x8 inputs:
+  `state.<name>` (every state_dict entry, batchnorm statistics randomised), `input` [4,3,8,8],
+  `labels`, `logits_eval`, then in train mode `logits`, `loss`, `grad.<name>` and `after.<buffer>`
+  (running statistics after that forward); graph_state_dict.safetensors: its
+  `save_file(model.state_dict())`.
+
+Run with section names (`custom_cnn layers optim npy graph`) to write only those files.
 """
 
 import json
@@ -421,14 +429,116 @@ def npy():
             np.lib.format.write_array(f, a, version=version)
 
 
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock: conv-bn-relu-conv-bn, plus the input (or its projection)."""
+
+    def __init__(self, inplanes, planes, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class SqueezeExcitation(nn.Module):
+    """torchvision's SqueezeExcitation: a per-channel gate from the pooled map, `scale * input`."""
+
+    def __init__(self, channels, squeeze):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        scale = self.sigmoid(self.fc2(self.relu(self.fc1(self.avgpool(x)))))
+        return scale * x
+
+
+class SmallGraph(nn.Module):
+    """The graph of runtime/tests/parity_graph.rs: stem, a residual block, a downsampling block,
+    a 1x1 side branch concatenated with it, an SE gate, pooling and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.block = BasicBlock(8, 8)
+        self.down = BasicBlock(8, 16, stride=2)
+        self.side = nn.Conv2d(8, 8, 1, stride=2)
+        self.se = SqueezeExcitation(24, 6)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x):
+        x = self.block(self.relu(self.bn1(self.conv1(x))))
+        x = torch.cat([self.down(x), self.side(x)], 1)
+        x = self.avgpool(self.se(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+def graph():
+    torch.manual_seed(SEED)
+    model = SmallGraph()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+                m.num_batches_tracked.fill_(3)
+    state = contiguous(model.state_dict())
+    x = torch.randn(4, 3, 8, 8)
+    y = torch.randint(0, 10, (4,))
+    model.eval()
+    with torch.no_grad():
+        logits_eval = model(x)
+    model.train()
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    tensors = {"input": x, "labels": y, "logits_eval": logits_eval, "logits": logits, "loss": loss}
+    tensors.update({f"state.{k}": v for k, v in state.items()})
+    tensors.update({f"grad.{k}": p.grad for k, p in model.named_parameters()})
+    tensors.update({f"after.{k}": v for k, v in model.state_dict().items() if "running" in k})
+    recipe = (
+        "torch.manual_seed(0); model = SmallGraph(); batchnorm weight U(0.5,1.5), bias U(-0.5,0.5), "
+        "running_mean U(-0.5,0.5), running_var U(0.5,1.5), num_batches_tracked 3; "
+        "input = randn(4,3,8,8); labels = randint(0,10,(4,)); logits_eval in eval mode; "
+        "then in train mode logits, loss = cross_entropy (mean), grads, running stats after"
+    )
+    write(os.path.join(OUT, "graph.safetensors"), tensors, meta(recipe=recipe))
+    # Exactly what a PyTorch user writes: the composed names (`down.downsample.0.weight`).
+    save_file(state, os.path.join(OUT, "graph_state_dict.safetensors"))
+
+
+SECTIONS = {"custom_cnn": custom_cnn, "layers": layers, "optim": optim, "npy": npy, "graph": graph}
+
+
 def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     os.makedirs(OUT, exist_ok=True)
-    custom_cnn()
-    layers()
-    optim()
-    npy()
+    chosen = sys.argv[1:] or list(SECTIONS)
+    unknown = [c for c in chosen if c not in SECTIONS]
+    if unknown:
+        sys.exit(f"unknown sections {unknown}; choose from {list(SECTIONS)}")
+    for name in chosen:
+        SECTIONS[name]()
     total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(OUT) for f in fs)
     print(f"wrote {OUT} ({total / 1e6:.2f} MB) with torch {torch.__version__}")
 

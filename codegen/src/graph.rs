@@ -59,18 +59,8 @@ impl Gen<'_> {
     pub(crate) fn merge_layer(&self, layer: &CheckedLayer) -> Result<TokenStream, Error> {
         let layers = self.rt(quote!(layers));
         let built = self.private(quote!(expect_built));
-        let shape = self.rt(quote!(Shape));
         let name = layer.name();
-        let shapes = layer.input_shapes().iter().map(|s| match *s {
-            Shape::Chw(d) => {
-                let [c, h, w] = d.map(lit);
-                quote!(#shape::Chw([#c, #h, #w]))
-            }
-            Shape::Flat(n) => {
-                let n = lit(n);
-                quote!(#shape::Flat(#n))
-            }
-        });
+        let shapes = layer.input_shapes().iter().map(|&s| self.shape_value(s));
         let shapes = quote!(&[#(#shapes),*]);
         let new = match layer.config() {
             LayerConfig::Add => quote!(#layers::Add::new(#name, #shapes)),

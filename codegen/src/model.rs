@@ -240,16 +240,17 @@ impl Gen<'_> {
         }
     }
 
-    fn dims(&self, shape: Shape) -> TokenStream {
-        let dims = self.rt(quote!(Dims));
+    /// The runtime's `Shape` value for `shape`, as generated code spells it.
+    pub(crate) fn shape_value(&self, shape: Shape) -> TokenStream {
+        let ty = self.rt(quote!(Shape));
         match shape {
             Shape::Chw(d) => {
                 let [c, h, w] = d.map(lit);
-                quote!(#dims::Image { channels: #c, height: #h, width: #w })
+                quote!(#ty::Chw([#c, #h, #w]))
             }
             Shape::Flat(n) => {
                 let n = lit(n);
-                quote!(#dims::Flat { features: #n })
+                quote!(#ty::Flat(#n))
             }
         }
     }
@@ -417,7 +418,7 @@ impl Gen<'_> {
             let l = plan.layer;
             let field = &plan.field;
             let name = l.name();
-            let dims = self.dims(l.input_shape());
+            let input = self.shape_value(l.input_shape());
             let ty = format_ident!("{}", l.kind().layer_type());
             let config: syn::Expr = syn::parse_str(&l.config().rust_expr(&config_path))
                 .map_err(|e| Error::Unparsable(format!("the config of `{name}`: {e}")))?;
@@ -425,7 +426,7 @@ impl Gen<'_> {
             let expr = if l.kind().is_merge() {
                 self.merge_layer(l)?
             } else {
-                quote!(#built(#layers::#ty::from_config(#name, &#config, #dims, #index, &mut init)))
+                quote!(#built(#layers::#ty::from_config(#name, &#config, #input, #index, &mut init)))
             };
             // What the plan has this layer apply or mask, as the executor does.
             let step = self.exec.step_of(plan.index);

@@ -19,13 +19,13 @@ use crate::error::{Error, Result};
 use crate::layers::{self, Init, Layer};
 use crate::loss::softmax_cross_entropy;
 use crate::param::{Entry, Visit};
-use crate::tensor::{Dims, Mode, nchw_to_internal, on_pool};
+use crate::tensor::{Mode, nchw_to_internal, on_pool};
 
 /// A network (a chain of layers or a graph) executed step by step as its plan says. Parameters and buffers are visited (see
 /// [`Visit`]) in layer order under their PyTorch state_dict names.
 #[derive(Debug)]
 pub struct Network {
-    input: Dims,
+    input: Shape,
     layers: Vec<Box<dyn Layer>>,
     /// Each layer's spec keyword (`conv2d`, `linear`), for messages.
     kinds: Vec<&'static str>,
@@ -162,7 +162,7 @@ fn gradient_fault(
 fn layer_input_len(layer: &mut dyn Layer, input: usize) -> usize {
     match layer.as_merge() {
         Some(merge) => merge.input_shapes().get(input).map_or(0, Shape::numel),
-        None => layer.input_dims().len(),
+        None => layer.input_shape().numel(),
     }
 }
 
@@ -209,7 +209,7 @@ fn backward_step(
                 Error::State("cnnc bug: a gradient is added into its own scratch".to_owned())
             })?;
             layer.backward(x, y, dy, Some(part), batch)?;
-            let n = batch * layer.input_dims().len();
+            let n = batch * layer.input_shape().numel();
             sum[..n]
                 .iter_mut()
                 .zip(&part[..n])
@@ -234,18 +234,6 @@ pub struct LayerTime {
     pub forward: Duration,
     /// Time in `backward`.
     pub backward: Duration,
-}
-
-/// The runtime's view of a per-sample shape.
-fn dims(shape: Shape) -> Dims {
-    match shape {
-        Shape::Chw([channels, height, width]) => Dims::Image {
-            channels,
-            height,
-            width,
-        },
-        Shape::Flat(features) => Dims::Flat { features },
-    }
 }
 
 /// Applies the plan's fusion to the built layers; a layer that refuses what the plan asks is a
@@ -304,7 +292,7 @@ impl Network {
                 "network",
                 format!(
                     "the output must be flat [classes], found an image {}; end with flatten and linear",
-                    dims(model.output_shape())
+                    model.output_shape()
                 ),
             ));
         }
@@ -317,14 +305,19 @@ impl Network {
                 if layer.kind().is_merge() {
                     return layers::build_merge(layer.name(), layer.config(), layer.input_shapes());
                 }
-                let input = dims(layer.input_shape());
-                layers::build(layer.name(), layer.config(), input, index, &mut init)
+                layers::build(
+                    layer.name(),
+                    layer.config(),
+                    layer.input_shape(),
+                    index,
+                    &mut init,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         let plan = Plan::new(model);
         fuse(&mut layers, model, &plan)?;
         Ok(Network {
-            input: dims(model.input_shape()),
+            input: model.input_shape(),
             layers,
             kinds: model.layers().iter().map(|l| l.kind().keyword()).collect(),
             acts: vec![Vec::new(); plan.buffers().len()],
@@ -357,12 +350,8 @@ impl Network {
     /// Per-sample input shape `[channels, height, width]`.
     pub fn input_shape(&self) -> [usize; 3] {
         match self.input {
-            Dims::Image {
-                channels,
-                height,
-                width,
-            } => [channels, height, width],
-            Dims::Flat { features } => [features, 1, 1],
+            Shape::Chw([channels, height, width]) => [channels, height, width],
+            Shape::Flat(features) => [features, 1, 1],
         }
     }
 
@@ -386,7 +375,7 @@ impl Network {
 
     /// Number of logits per sample.
     pub fn classes(&self) -> usize {
-        self.layers.last().map_or(0, |l| l.output_dims().len())
+        self.layers.last().map_or(0, |l| l.output_shape().numel())
     }
 
     /// Number of trainable scalars (PyTorch's `sum(p.numel() for p in model.parameters())`).
@@ -612,13 +601,13 @@ impl Network {
         let (batch, _) = self
             .last
             .ok_or_else(|| Error::State("no training step has run yet".to_owned()))?;
-        let input_len = batch * self.input.len();
+        let input_len = batch * self.input.numel();
         if let Some(value) = first_non_finite(&self.acts[0][..input_len]) {
             return Ok(Some(NonFinite::Input { value }));
         }
         for step in self.plan.steps() {
             let (index, layer) = (step.layer, &self.layers[step.layer]);
-            let len = batch * layer.output_dims().len();
+            let len = batch * layer.output_shape().numel();
             if let Some(value) = first_non_finite(&self.acts[step.output][..len]) {
                 return Ok(Some(NonFinite::Activations {
                     index,

@@ -28,4 +28,4 @@ pub use exec::{LayerTime, Network, NonFinite};
 pub use layers::Layer;
 pub use loss::softmax_cross_entropy;
 pub use param::{Entry, Param, Visit};
-pub use tensor::{Dims, Mode};
+pub use tensor::Mode;

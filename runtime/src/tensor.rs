@@ -1,11 +1,11 @@
-//! Activation shapes and layouts. PyTorch (and every public API) sees NCHW; inside, image
-//! activations are pixel-major (NHWC: one row of channels per pixel) because convolution as GEMM is
-//! fastest with M = pixels and N = channels. Also the fixed row tiling that makes parallel work and
-//! batch reductions independent of the thread count.
-
-use std::fmt;
+//! Activation layouts; shapes are [`cnnc_core::Shape`]. PyTorch (and every public API) sees NCHW;
+//! inside, image activations are pixel-major (NHWC: one row of channels per pixel) because
+//! convolution as GEMM is fastest with M = pixels and N = channels. Also the fixed row tiling that
+//! makes parallel work and batch reductions independent of the thread count.
 
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
+
+use cnnc_core::Shape;
 
 use crate::error::{Error, Result};
 
@@ -18,67 +18,15 @@ pub enum Mode {
     Eval,
 }
 
-/// Per-sample shape of an activation (the batch dimension is always a runtime value).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dims {
-    /// A feature map `[channels, height, width]` in PyTorch terms, stored `[height, width,
-    /// channels]` (pixel-major) inside the runtime.
-    Image {
-        /// Channels.
-        channels: usize,
-        /// Height.
-        height: usize,
-        /// Width.
-        width: usize,
-    },
-    /// A feature vector `[features]` (after `flatten`).
-    Flat {
-        /// Features.
-        features: usize,
-    },
-}
-
-impl Dims {
-    /// Number of `f32` values per sample.
-    pub fn len(&self) -> usize {
-        match *self {
-            Dims::Image {
-                channels,
-                height,
-                width,
-            } => channels * height * width,
-            Dims::Flat { features } => features,
-        }
-    }
-
-    /// Whether a sample holds no values at all.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl fmt::Display for Dims {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Dims::Image {
-                channels,
-                height,
-                width,
-            } => write!(f, "[{channels}, {height}, {width}]"),
-            Dims::Flat { features } => write!(f, "[{features}]"),
-        }
-    }
-}
-
 /// Checks that `buf` holds at least `batch` samples of `dims` and returns the used prefix length.
 pub(crate) fn check_len(
     layer: &str,
     op: &'static str,
-    dims: Dims,
+    dims: Shape,
     batch: usize,
     len: usize,
 ) -> Result<usize> {
-    let need = dims.len() * batch;
+    let need = dims.numel() * batch;
     if len < need {
         return Err(Error::shape(
             layer,
@@ -111,20 +59,14 @@ pub fn nchw_to_internal(x: ArrayView4<f32>, out: &mut [f32]) {
 
 /// Copies `batch` internal-layout samples of `dims` into a PyTorch-layout array: `[N, C, H, W]`
 /// for images.
-pub fn internal_to_nchw(data: &[f32], dims: Dims, batch: usize) -> Array4<f32> {
+pub fn internal_to_nchw(data: &[f32], dims: Shape, batch: usize) -> Array4<f32> {
     match dims {
-        Dims::Image {
-            channels: c,
-            height: h,
-            width: w,
-        } => Array4::from_shape_fn((batch, c, h, w), |(n, ch, y, x)| {
+        Shape::Chw([c, h, w]) => Array4::from_shape_fn((batch, c, h, w), |(n, ch, y, x)| {
             data[((n * h + y) * w + x) * c + ch]
         }),
-        Dims::Flat { features } => {
-            Array4::from_shape_fn((batch, features, 1, 1), |(n, f, _, _)| {
-                data[n * features + f]
-            })
-        }
+        Shape::Flat(features) => Array4::from_shape_fn((batch, features, 1, 1), |(n, f, _, _)| {
+            data[n * features + f]
+        }),
     }
 }
 
@@ -198,11 +140,7 @@ mod tests {
         // Pixel (h=1, w=2) of sample 1 holds its three channels next to each other.
         let at = 4 * 5 * 3 + (5 + 2) * 3;
         assert_eq!(&buf[at..at + 3], &[1012.0, 1112.0, 1212.0]);
-        let dims = Dims::Image {
-            channels: 3,
-            height: 4,
-            width: 5,
-        };
+        let dims = Shape::Chw([3, 4, 5]);
         assert_eq!(internal_to_nchw(&buf, dims, 2), x);
         // The same values in another memory layout (an NHWC array seen as NCHW) copy the same.
         let nhwc = x

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 
-use crate::error::{Error, Result};
 use cnnc_core::Shape;
 
+use crate::error::{Error, Result};
 use crate::layers::{Layer, Merge};
 use crate::loss::softmax_cross_entropy;
-use crate::tensor::{Dims, Mode, internal_to_nchw, nchw_to_internal};
+use crate::tensor::{Mode, internal_to_nchw, nchw_to_internal};
 
 /// A batch of images `[N, C, H, W]` whose per-sample shape `[C, H, W]` is part of the type.
 ///
@@ -34,8 +34,8 @@ pub struct Features<const F: usize, S = Vec<f32>> {
 }
 
 /// Values needed for `batch` samples of `dims`, or a shape error if that overflows.
-fn batch_len(dims: Dims, batch: usize, op: &'static str) -> Result<usize> {
-    dims.len().checked_mul(batch).ok_or_else(|| Error::Shape {
+fn batch_len(dims: Shape, batch: usize, op: &'static str) -> Result<usize> {
+    dims.numel().checked_mul(batch).ok_or_else(|| Error::Shape {
         layer: "typed".to_owned(),
         op,
         expected: format!("a batch of {dims} that fits in memory"),
@@ -44,7 +44,7 @@ fn batch_len(dims: Dims, batch: usize, op: &'static str) -> Result<usize> {
 }
 
 /// Checks that `data` holds at least `batch` samples of `dims`; returns the used length.
-fn check_view(dims: Dims, data: &[f32], batch: usize) -> Result<usize> {
+fn check_view(dims: Shape, data: &[f32], batch: usize) -> Result<usize> {
     let need = batch_len(dims, batch, "view")?;
     if data.len() < need {
         return Err(Error::Shape {
@@ -61,11 +61,7 @@ impl<const C: usize, const H: usize, const W: usize, S> Images<C, H, W, S> {
     /// Per-sample shape `[C, H, W]`.
     pub const SHAPE: [usize; 3] = [C, H, W];
     /// Per-sample shape as the layers see it.
-    pub const DIMS: Dims = Dims::Image {
-        channels: C,
-        height: H,
-        width: W,
-    };
+    pub const DIMS: Shape = Shape::Chw([C, H, W]);
 
     /// Number of samples.
     pub fn batch(&self) -> usize {
@@ -156,7 +152,7 @@ impl<const F: usize, S> Features<F, S> {
     /// Features per sample.
     pub const SIZE: usize = F;
     /// Per-sample shape as the layers see it.
-    pub const DIMS: Dims = Dims::Flat { features: F };
+    pub const DIMS: Shape = Shape::Flat(F);
 
     /// Number of samples.
     pub fn batch(&self) -> usize {
@@ -232,7 +228,7 @@ impl<const F: usize, S: AsRef<[f32]>> Features<F, S> {
 /// A typed activation borrowed from a buffer: [`Images`] or [`Features`] over `&[f32]`.
 pub trait Activation<'a>: Sized {
     /// Per-sample shape.
-    const DIMS: Dims;
+    const DIMS: Shape;
 
     /// Views the first `batch` samples of `data`.
     fn from_slice(data: &'a [f32], batch: usize) -> Result<Self>;
@@ -247,11 +243,7 @@ pub trait Activation<'a>: Sized {
 impl<'a, const C: usize, const H: usize, const W: usize> Activation<'a>
     for Images<C, H, W, &'a [f32]>
 {
-    const DIMS: Dims = Dims::Image {
-        channels: C,
-        height: H,
-        width: W,
-    };
+    const DIMS: Shape = Shape::Chw([C, H, W]);
 
     fn from_slice(data: &'a [f32], batch: usize) -> Result<Self> {
         Images::from_slice(data, batch)
@@ -267,7 +259,7 @@ impl<'a, const C: usize, const H: usize, const W: usize> Activation<'a>
 }
 
 impl<'a, const F: usize> Activation<'a> for Features<F, &'a [f32]> {
-    const DIMS: Dims = Dims::Flat { features: F };
+    const DIMS: Shape = Shape::Flat(F);
 
     fn from_slice(data: &'a [f32], batch: usize) -> Result<Self> {
         Features::from_slice(data, batch)
@@ -284,12 +276,12 @@ impl<'a, const F: usize> Activation<'a> for Features<F, &'a [f32]> {
 
 /// Checks that `layer` was built for activations of types `X` → `Y`.
 fn check_layer<'x, 'y, X: Activation<'x>, Y: Activation<'y>>(layer: &dyn Layer) -> Result<()> {
-    if layer.input_dims() != X::DIMS || layer.output_dims() != Y::DIMS {
+    if layer.input_shape() != X::DIMS || layer.output_shape() != Y::DIMS {
         return Err(Error::Shape {
             layer: layer.name().to_owned(),
             op: "typed layer",
             expected: format!("{} -> {}", X::DIMS, Y::DIMS),
-            found: format!("{} -> {}", layer.input_dims(), layer.output_dims()),
+            found: format!("{} -> {}", layer.input_shape(), layer.output_shape()),
         });
     }
     Ok(())
@@ -545,18 +537,6 @@ pub struct Broadcast<'a, const C: usize, const H: usize, const W: usize> {
     batch: usize,
 }
 
-/// The layers' per-sample shape of a typed activation.
-fn shape(dims: Dims) -> Shape {
-    match dims {
-        Dims::Image {
-            channels,
-            height,
-            width,
-        } => Shape::Chw([channels, height, width]),
-        Dims::Flat { features } => Shape::Flat(features),
-    }
-}
-
 /// Whether `from` broadcasts to `to` as PyTorch does: each dimension equal or 1, same rank.
 fn broadcasts(from: Shape, to: Shape) -> bool {
     let (from, to) = (from.dims(), to.dims());
@@ -590,7 +570,7 @@ impl<'a, const C: usize, const H: usize, const W: usize> Images<C, H, W, &'a [f3
     pub fn any_channels(self) -> AnyChannels<'a, H, W> {
         AnyChannels {
             data: self.data,
-            shape: shape(Self::DIMS),
+            shape: Self::DIMS,
             batch: self.batch,
         }
     }
@@ -599,7 +579,7 @@ impl<'a, const C: usize, const H: usize, const W: usize> Images<C, H, W, &'a [f3
     pub fn as_broadcast(self) -> Broadcast<'a, C, H, W> {
         Broadcast {
             data: self.data,
-            shape: shape(Self::DIMS),
+            shape: Self::DIMS,
             batch: self.batch,
         }
     }
@@ -610,7 +590,7 @@ impl<'a, const C: usize, const H: usize, const W: usize> Images<C, H, W, &'a [f3
         self,
     ) -> Result<Broadcast<'a, C2, H2, W2>> {
         let to = Shape::Chw([C2, H2, W2]);
-        broadcast(self.data, shape(Self::DIMS), to, self.batch)
+        broadcast(self.data, Self::DIMS, to, self.batch)
     }
 }
 
@@ -620,7 +600,7 @@ impl<'a, const C: usize> Images<C, 1, 1, &'a [f32]> {
     pub fn expand_hw<const H: usize, const W: usize>(self) -> Broadcast<'a, C, H, W> {
         Broadcast {
             data: self.data,
-            shape: shape(Self::DIMS),
+            shape: Self::DIMS,
             batch: self.batch,
         }
     }
@@ -631,7 +611,7 @@ impl<'a, const F: usize> Features<F, &'a [f32]> {
     pub fn any_channels(self) -> AnyChannels<'a, 1, 1> {
         AnyChannels {
             data: self.data,
-            shape: shape(Self::DIMS),
+            shape: Self::DIMS,
             batch: self.batch,
         }
     }
@@ -640,14 +620,14 @@ impl<'a, const F: usize> Features<F, &'a [f32]> {
     pub fn as_broadcast(self) -> Broadcast<'a, F, 1, 1> {
         Broadcast {
             data: self.data,
-            shape: shape(Self::DIMS),
+            shape: Self::DIMS,
             batch: self.batch,
         }
     }
 
     /// This batch as a [`mul`] input of `F2` features: `F` is `F2` or 1 (checked here).
     pub fn expand<const F2: usize>(self) -> Result<Broadcast<'a, F2, 1, 1>> {
-        broadcast(self.data, shape(Self::DIMS), Shape::Flat(F2), self.batch)
+        broadcast(self.data, Self::DIMS, Shape::Flat(F2), self.batch)
     }
 }
 
@@ -663,7 +643,7 @@ pub enum GradOut<'a> {
 
 /// Checks that merge layer `layer` was built for inputs of `shapes` and output `Y`.
 fn check_merge<'y, Y: Activation<'y>>(layer: &dyn Merge, shapes: &[Shape]) -> Result<()> {
-    let output = shape(Y::DIMS);
+    let output = Y::DIMS;
     if layer.input_shapes() != shapes || layer.output_shape() != output {
         let list = |shapes: &[Shape]| {
             shapes
@@ -673,7 +653,7 @@ fn check_merge<'y, Y: Activation<'y>>(layer: &dyn Merge, shapes: &[Shape]) -> Re
                 .join(", ")
         };
         return Err(Error::Shape {
-            layer: "merge".to_owned(),
+            layer: layer.name().to_owned(),
             op: "typed merge",
             expected: format!("{} -> {output}", list(shapes)),
             found: format!("{} -> {}", list(layer.input_shapes()), layer.output_shape()),
@@ -709,7 +689,7 @@ where
 {
     let batch = xs.first().map_or(0, Activation::samples);
     let values = xs.each_ref().map(Activation::values);
-    merge_forward(layer, values, [shape(X::DIMS); K], batch, y)
+    merge_forward(layer, values, [X::DIMS; K], batch, y)
 }
 
 /// Runs `concat` (`torch.cat(dim=1)`) on `xs`, maps of one `H x W` (one array type, so
@@ -830,11 +810,7 @@ mod tests {
             padding: [0, 0],
             ceil_mode: false,
         };
-        let dims = Dims::Image {
-            channels: 1,
-            height: 2,
-            width: 2,
-        };
+        let dims = Shape::Chw([1, 2, 2]);
         let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
         let x = [1.0, 4.0, 2.0, 3.0];
         let mut y = [0.0; 1];

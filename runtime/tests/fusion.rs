@@ -49,7 +49,7 @@ fn separate(
     dz: &[f32],
     batch: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let ny = conv.output_dims().len() * batch;
+    let ny = conv.output_shape().numel() * batch;
     let (mut pre, mut post, mut z) = (vec![0.0; ny], vec![0.0; ny], vec![0.0; dz.len()]);
     conv.forward(x, &mut pre, batch, Mode::Train).unwrap();
     relu.forward(&pre, &mut post, batch, Mode::Train).unwrap();
@@ -106,10 +106,10 @@ proptest! {
         let mut plain = built.unwrap();
         let mut fused = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed)).unwrap();
         prop_assert!(Layer::fuse_relu(&mut fused));
-        let mut relu = Relu::new("relu", plain.output_dims());
+        let mut relu = Relu::new("relu", plain.output_shape());
 
         let mut rng = Rand(seed);
-        let (nx, ny) = (plain.input_dims().len() * batch, plain.output_dims().len() * batch);
+        let (nx, ny) = (plain.input_shape().numel() * batch, plain.output_shape().numel() * batch);
         let x = rng.vec(nx);
         let dy = rng.vec(ny);
 
@@ -140,21 +140,21 @@ proptest! {
         let mut plain = built.unwrap();
         let mut fused = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed)).unwrap();
         prop_assert!(Layer::fuse_relu(&mut fused));
-        let mut relu = Relu::new("relu", plain.output_dims());
+        let mut relu = Relu::new("relu", plain.output_shape());
         let pool_config = Pool2dConfig {
             kernel_size: [pool_k, pool_k], stride: [pool_stride, pool_stride],
             padding: [pool_pad, pool_pad], ceil_mode,
         };
-        let pool = MaxPool2d::new("pool", &pool_config, plain.output_dims());
+        let pool = MaxPool2d::new("pool", &pool_config, plain.output_shape());
         prop_assume!(pool.is_ok());
         let mut pool_plain = pool.unwrap();
-        let mut pool_masking = MaxPool2d::new("pool", &pool_config, plain.output_dims()).unwrap();
+        let mut pool_masking = MaxPool2d::new("pool", &pool_config, plain.output_shape()).unwrap();
         prop_assert!(Layer::mask_relu_grad(&mut pool_masking));
         Layer::relu_grad_masked(&mut fused);
 
         let mut rng = Rand(seed);
-        let (nx, ny) = (plain.input_dims().len() * batch, plain.output_dims().len() * batch);
-        let np = pool_plain.output_dims().len() * batch;
+        let (nx, ny) = (plain.input_shape().numel() * batch, plain.output_shape().numel() * batch);
+        let np = pool_plain.output_shape().numel() * batch;
         let x = rng.vec(nx);
         let dz = rng.vec(np);
 
@@ -190,20 +190,20 @@ proptest! {
         prop_assume!(built.is_ok());
         let mut plain = built.unwrap();
         let mut fused = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed)).unwrap();
-        let mut relu = Relu::new("relu", plain.output_dims());
+        let mut relu = Relu::new("relu", plain.output_shape());
         let pool_config = Pool2dConfig {
             kernel_size: [pool_k, pool_k], stride: [pool_k, pool_k], padding: [0, 0],
             ceil_mode: false,
         };
-        let mut pool = MaxPool2d::new("pool", &pool_config, plain.output_dims()).unwrap();
+        let mut pool = MaxPool2d::new("pool", &pool_config, plain.output_shape()).unwrap();
         prop_assert!(!Layer::fuse_max_pool(&mut fused, &pool_config), "needs the ReLU first");
         prop_assert!(Layer::fuse_relu(&mut fused));
         prop_assert!(Layer::fuse_max_pool(&mut fused, &pool_config));
-        prop_assert_eq!(fused.output_dims(), pool.output_dims());
+        prop_assert_eq!(fused.output_shape(), pool.output_shape());
 
         let mut rng = Rand(seed);
-        let nx = plain.input_dims().len() * batch;
-        let np = pool.output_dims().len() * batch;
+        let nx = plain.input_shape().numel() * batch;
+        let np = pool.output_shape().numel() * batch;
         let x = rng.vec(nx);
         let dz = rng.vec(np);
 

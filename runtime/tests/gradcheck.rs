@@ -1,19 +1,20 @@
 //! Finite-difference gradient checks for every layer type and option, on random small shapes
-//! (proptest), plus the loss and a whole network.
+//! (proptest), the merge layers (`add`, `concat`, `mul` with broadcasting), the loss, a whole
+//! sequential network and a whole graph network (a shortcut, a concat and a gate).
 
 mod common;
 
 use cnnc_runtime::config::{
-    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate, LayerConfig, LayerDef,
-    LinearConfig, NetworkDef, Pool2dConfig,
+    BatchNorm2dConfig, ConcatConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate,
+    LayerConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig, Source,
 };
 use cnnc_runtime::init::{dropout_rng, init_rng};
 use cnnc_runtime::layers::{
     AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout,
     Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax,
-    MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
+    MaxPool2d, Merge, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample, build_merge,
 };
-use cnnc_runtime::{Dims, Entry, Layer, Mode, Network, Visit, softmax_cross_entropy};
+use cnnc_runtime::{Entry, Layer, Mode, Network, Shape, Visit, softmax_cross_entropy};
 use common::{Rand, STEP, check_layer, check_plain};
 use ndarray::{Array2, Array4};
 use proptest::prelude::*;
@@ -21,12 +22,8 @@ use proptest::prelude::*;
 /// Tolerance for f32 layers checked with step [`STEP`] (relative to `1 + |gradient|`).
 const TOL: f64 = 5e-3;
 
-fn image(channels: usize, height: usize, width: usize) -> Dims {
-    Dims::Image {
-        channels,
-        height,
-        width,
-    }
+fn image(channels: usize, height: usize, width: usize) -> Shape {
+    Shape::Chw([channels, height, width])
 }
 
 fn pool_config(k: [usize; 2], s: [usize; 2], p: [usize; 2], ceil_mode: bool) -> Pool2dConfig {
@@ -56,7 +53,7 @@ proptest! {
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(layer.input_dims().len() * batch);
+        let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -77,7 +74,7 @@ proptest! {
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(layer.input_dims().len() * batch);
+        let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -97,7 +94,7 @@ proptest! {
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(layer.input_dims().len() * batch);
+        let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -112,7 +109,7 @@ proptest! {
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
         let mut rng = Rand(seed);
-        let x = rng.spaced(layer.input_dims().len() * batch, 0.05);
+        let x = rng.spaced(layer.input_shape().numel() * batch, 0.05);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -127,7 +124,7 @@ proptest! {
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(layer.input_dims().len() * batch);
+        let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -146,7 +143,7 @@ proptest! {
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(layer.input_dims().len() * batch);
+        let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -157,7 +154,7 @@ proptest! {
     ) {
         let dims = image(c, h, w);
         let mut rng = Rand(seed);
-        let x = rng.spaced(dims.len() * batch, 0.05);
+        let x = rng.spaced(dims.numel() * batch, 0.05);
         let mut avg = AdaptiveAvgPool2d::new("avg", [oh, ow], dims).unwrap();
         check_plain(&mut avg, &x, batch, &mut rng, TOL, Mode::Train);
         let mut max = AdaptiveMaxPool2d::new("max", [oh, ow], dims).unwrap();
@@ -171,7 +168,7 @@ proptest! {
     ) {
         let mut layer = Upsample::new("up", [sh, sw], image(c, h, w)).unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(layer.input_dims().len() * batch);
+        let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
     }
 
@@ -179,7 +176,7 @@ proptest! {
     fn activations(c in 1..4usize, h in 1..5usize, w in 1..5usize, slope in -0.5f32..0.5, seed: u64) {
         let dims = image(c, h, w);
         let mut rng = Rand(seed);
-        let x = rng.spaced(dims.len() * 2, 0.05);
+        let x = rng.spaced(dims.numel() * 2, 0.05);
         check_plain(&mut Relu::new("relu", dims), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut LeakyRelu::new("leaky", dims, slope), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut Sigmoid::new("sigmoid", dims), &x, 2, &mut rng, TOL, Mode::Train);
@@ -191,7 +188,7 @@ proptest! {
         let dims = image(c, h, w);
         let mut rng = Rand(seed);
         // Multiples of 0.11 stay at least 0.03 from every kink (0, ±3, 6): farther than STEP.
-        let x = rng.spaced(dims.len() * 2, 0.11);
+        let x = rng.spaced(dims.numel() * 2, 0.11);
         check_plain(&mut Relu6::new("relu6", dims), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut Silu::new("silu", dims), &x, 2, &mut rng, TOL, Mode::Train);
         for approximate in [GeluApproximate::None, GeluApproximate::Tanh] {
@@ -214,7 +211,7 @@ proptest! {
     #[test]
     fn linear(fin in 1..8usize, fout in 1..8usize, bias: bool, batch in 1..4usize, seed: u64) {
         let config = LinearConfig { in_features: fin, out_features: fout, bias };
-        let mut layer = Linear::new("fc", &config, Dims::Flat { features: fin }, &mut init_rng(seed)).unwrap();
+        let mut layer = Linear::new("fc", &config, Shape::Flat(fin), &mut init_rng(seed)).unwrap();
         let mut rng = Rand(seed);
         let x = rng.vec(fin * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
@@ -225,7 +222,7 @@ proptest! {
         let dims = image(c, h, 3);
         let mut layer = Dropout::new("drop", dims, p, dropout_rng(seed, 0)).unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(dims.len() * 2);
+        let x = rng.vec(dims.numel() * 2);
         // Draw the mask once, then hold it fixed for the analytic and numeric gradients.
         let mut y = vec![0.0; x.len()];
         layer.forward(&x, &mut y, 2, Mode::Train).unwrap();
@@ -234,27 +231,23 @@ proptest! {
 
     #[test]
     fn prelu(c in 1..4usize, h in 1..4usize, per_channel: bool, flat: bool, seed: u64) {
-        let dims = if flat { Dims::Flat { features: c * h } } else { image(c, h, 2) };
-        let n = match (per_channel, dims) {
-            (false, _) => 1,
-            (true, Dims::Image { channels, .. }) => channels,
-            (true, Dims::Flat { features }) => features,
-        };
+        let dims = if flat { Shape::Flat(c * h) } else { image(c, h, 2) };
+        let n = if per_channel { dims.channels() } else { 1 };
         let mut layer = Prelu::new("prelu", dims, n).unwrap();
         let mut rng = Rand(seed);
         let slopes = rng.vec(n);
         layer.weight.value.iter_mut().zip(slopes).for_each(|(w, s)| *w = s);
-        let x = rng.spaced(dims.len() * 2, 0.05);
+        let x = rng.spaced(dims.numel() * 2, 0.05);
         check_plain(&mut layer, &x, 2, &mut rng, TOL, Mode::Train);
     }
 
     #[test]
     fn softmax_along_every_dim(c in 1..4usize, h in 1..4usize, w in 1..4usize, dim in -3i64..4, flat: bool, seed: u64) {
-        let dims = if flat { Dims::Flat { features: c * h * w } } else { image(c, h, w) };
+        let dims = if flat { Shape::Flat(c * h * w) } else { image(c, h, w) };
         // Flat: 1 or -1; images: every per-sample dim, 0 (the batch) standing for 1.
         let dim = if flat { 1 - 2 * (dim & 1) } else if dim == 0 { 1 } else { dim };
         let mut rng = Rand(seed);
-        let x = rng.vec(dims.len() * 2);
+        let x = rng.vec(dims.numel() * 2);
         check_plain(&mut Softmax::new("softmax", dims, dim).unwrap(), &x, 2, &mut rng, TOL, Mode::Train);
         check_plain(&mut LogSoftmax::new("log_softmax", dims, dim).unwrap(), &x, 2, &mut rng, TOL, Mode::Train);
     }
@@ -264,7 +257,7 @@ proptest! {
         let dims = image(c, h, 3);
         let mut layer = Dropout2d::new("drop", dims, p, dropout_rng(seed, 0)).unwrap();
         let mut rng = Rand(seed);
-        let x = rng.vec(dims.len() * 2);
+        let x = rng.vec(dims.numel() * 2);
         let mut y = vec![0.0; x.len()];
         layer.forward(&x, &mut y, 2, Mode::Train).unwrap();
         check_layer(&mut layer, &x, 2, &mut rng, TOL, |l, x, y| l.forward_same_mask(x, y, 2).unwrap());
@@ -309,6 +302,91 @@ proptest! {
                 prop_assert!((f64::from(grad[[i, j]]) - numeric).abs() < 2e-3, "[{i},{j}] {} vs {numeric}", grad[[i, j]]);
             }
         }
+    }
+}
+
+/// Checks every input gradient of a merge layer against central finite differences of
+/// `sum(forward(xs) * r)`, written and added onto values already there.
+fn check_merge(config: &LayerConfig, inputs: &[Shape], batch: usize, seed: u64) {
+    let mut layer = build_merge("m", config, inputs).unwrap();
+    let merge = layer.as_merge().unwrap();
+    let mut rng = Rand(seed);
+    let mut xs: Vec<Vec<f32>> = inputs.iter().map(|s| rng.vec(s.numel() * batch)).collect();
+    let out_len = merge.output_shape().numel() * batch;
+    let r = rng.vec(out_len);
+    let loss_at = |merge: &mut dyn Merge, xs: &[Vec<f32>]| {
+        let views: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+        let mut y = vec![0.0; out_len];
+        merge.forward_merge(&views, &mut y, batch).unwrap();
+        y.iter()
+            .zip(&r)
+            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+            .sum::<f64>()
+    };
+    loss_at(merge, &xs);
+    for input in 0..inputs.len() {
+        let views: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+        let mut dx = vec![0.0; xs[input].len()];
+        merge
+            .backward_merge(&views, &r, input, &mut dx, false, batch)
+            .unwrap();
+        let base = rng.vec(dx.len());
+        let mut added = base.clone();
+        merge
+            .backward_merge(&views, &r, input, &mut added, true, batch)
+            .unwrap();
+        for i in 0..dx.len() {
+            // Adding gives the written part plus what was there, to rounding.
+            assert!((added[i] - base[i] - dx[i]).abs() <= 1e-6 * (1.0 + dx[i].abs()));
+            let orig = xs[input][i];
+            xs[input][i] = orig + STEP;
+            let up = loss_at(merge, &xs);
+            xs[input][i] = orig - STEP;
+            let down = loss_at(merge, &xs);
+            xs[input][i] = orig;
+            let numeric = (up - down) / (2.0 * f64::from(STEP));
+            let err = (f64::from(dx[i]) - numeric).abs();
+            assert!(
+                err <= TOL * (1.0 + numeric.abs()),
+                "input {input}[{i}]: analytic {} vs finite difference {numeric}",
+                dx[i]
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn add(count in 2..4usize, c in 1..4usize, h in 1..4usize, w in 1..4usize, flat: bool,
+           batch in 1..3usize, seed: u64) {
+        let shape = if flat { Shape::Flat(c * h) } else { Shape::Chw([c, h, w]) };
+        check_merge(&LayerConfig::Add, &vec![shape; count], batch, seed);
+    }
+
+    #[test]
+    fn concat(widths in proptest::collection::vec(1..4usize, 2..4), h in 1..4usize,
+              w in 1..4usize, flat: bool, batch in 1..3usize, seed: u64) {
+        let inputs: Vec<Shape> = widths
+            .iter()
+            .map(|&c| if flat { Shape::Flat(c) } else { Shape::Chw([c, h, w]) })
+            .collect();
+        check_merge(&LayerConfig::Concat(ConcatConfig { dim: 1 }), &inputs, batch, seed);
+    }
+
+    #[test]
+    fn mul(c in 1..4usize, h in 1..4usize, w in 1..4usize, broadcast in 0..64usize,
+           batch in 1..3usize, seed: u64) {
+        // Each of the six dimensions (three per input) is the full size or 1, one input's
+        // bits picking which; a dimension broadcast in both is 1 in the output.
+        let pick = |bits: usize| {
+            let d = |bit: usize, n: usize| if bits & (1 << bit) != 0 { 1 } else { n };
+            Shape::Chw([d(0, c), d(1, h), d(2, w)])
+        };
+        let inputs = [pick(broadcast & 7), pick(broadcast >> 3)];
+        check_merge(&LayerConfig::Mul, &inputs, batch, seed);
+        check_merge(&LayerConfig::Mul, &[Shape::Flat(1), Shape::Flat(c)], batch, seed);
     }
 }
 
@@ -441,10 +519,22 @@ fn whole_network_gradients_match_finite_differences() {
         ]
         .concat()
     );
+    check_directions(&mut net, &x, &labels, &grads, &mut rng);
+}
+
+/// Checks each parameter tensor's gradient in `grads` (from the last training step on `x`)
+/// against central differences of the loss along random directions.
+fn check_directions(
+    net: &mut Network,
+    x: &Array4<f32>,
+    labels: &[usize],
+    grads: &[(String, Vec<f32>)],
+    rng: &mut Rand,
+) {
     let loss_at = |net: &mut Network| {
         let logits = net.forward(x.view(), Mode::Train).unwrap();
         let mut g = Array2::zeros(logits.dim());
-        f64::from(softmax_cross_entropy(logits.view(), &labels, g.view_mut()).unwrap())
+        f64::from(softmax_cross_entropy(logits.view(), labels, g.view_mut()).unwrap())
     };
     // Directional derivatives, one parameter tensor at a time: a per-element check would be
     // dominated by f32 rounding (the gradients of a mean loss go down to 1e-4) and by max-pool and
@@ -484,10 +574,10 @@ fn whole_network_gradients_match_finite_differences() {
                 });
                 v
             };
-            nudge(&mut net, NET_STEP);
-            let up = loss_at(&mut net);
-            nudge(&mut net, -2.0 * NET_STEP);
-            let down = loss_at(&mut net);
+            nudge(net, NET_STEP);
+            let up = loss_at(net);
+            nudge(net, -2.0 * NET_STEP);
+            let down = loss_at(net);
             let mut k = 0;
             net.visit(&mut |e| {
                 if let Entry::Param { param, .. } = e {
@@ -508,5 +598,141 @@ fn whole_network_gradients_match_finite_differences() {
                 "{name}: directional derivative {analytic} vs {numeric}"
             );
         }
+    }
+}
+
+/// Gradients of every parameter after one training step, by state_dict name.
+fn param_grads(net: &mut Network) -> Vec<(String, Vec<f32>)> {
+    let mut grads = Vec::new();
+    net.visit(&mut |e| {
+        if let Entry::Param { name, param } = e {
+            grads.push((name.to_owned(), param.grad.iter().copied().collect()));
+        }
+    });
+    grads
+}
+
+/// A small graph: a residual block whose input three layers read (so one-input layers add their
+/// gradient parts through the scratch buffer), a concat of the block with its input, and a
+/// squeeze-and-excitation gate multiplying the map by per-channel weights.
+pub fn graph_net() -> NetworkDef {
+    let layer = |name: &str, config, inputs: Vec<Source>| LayerDef {
+        name: name.to_owned(),
+        config,
+        inputs,
+    };
+    let conv = |cin, cout, k: usize, bias| {
+        LayerConfig::Conv2d(Conv2dConfig {
+            in_channels: cin,
+            out_channels: cout,
+            kernel_size: [k, k],
+            stride: [1, 1],
+            padding: [k / 2, k / 2],
+            dilation: [1, 1],
+            groups: 1,
+            bias,
+            padding_mode: Default::default(),
+        })
+    };
+    let bn = |n| {
+        LayerConfig::BatchNorm2d(BatchNorm2dConfig {
+            num_features: n,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    };
+    let linear = |i, o| {
+        LayerConfig::Linear(LinearConfig {
+            in_features: i,
+            out_features: o,
+            bias: true,
+        })
+    };
+    let l = Source::Layer;
+    NetworkDef {
+        input: [2, 5, 4],
+        layers: vec![
+            layer("stem", conv(2, 3, 3, true), vec![]),         // 0
+            layer("stem_act", LayerConfig::Tanh, vec![]),       // 1
+            layer("block.conv1", conv(3, 3, 3, false), vec![]), // 2
+            layer("block.bn1", bn(3), vec![]),                  // 3
+            layer("block.act", LayerConfig::Sigmoid, vec![]),   // 4
+            layer("block.conv2", conv(3, 3, 1, true), vec![]),  // 5
+            layer("block.add", LayerConfig::Add, vec![l(5), l(1)]), // 6
+            layer("side", LayerConfig::Tanh, vec![l(1)]),       // 7
+            layer(
+                "cat",
+                LayerConfig::Concat(ConcatConfig { dim: 1 }),
+                vec![l(6), l(7), Source::Input],
+            ), // 8: [8, 5, 4]
+            layer(
+                "se.pool",
+                LayerConfig::AdaptiveAvgPool2d {
+                    output_size: [1, 1],
+                },
+                vec![],
+            ), // 9
+            layer("se.fc", conv(8, 8, 1, true), vec![]),        // 10
+            layer("se.gate", LayerConfig::Sigmoid, vec![]),     // 11
+            layer("se.mul", LayerConfig::Mul, vec![l(8), l(11)]), // 12
+            layer("flatten", LayerConfig::Flatten, vec![]),     // 13
+            layer("fc", linear(8 * 5 * 4, 3), vec![]),          // 14
+        ],
+    }
+}
+
+#[test]
+fn graph_network_gradients_match_finite_differences() {
+    let mut net = Network::new(&graph_net(), 5).unwrap();
+    let mut rng = Rand(17);
+    let x = Array4::from_shape_vec((3, 2, 5, 4), rng.vec(3 * 2 * 5 * 4)).unwrap();
+    let labels = [2, 0, 1];
+    net.train_step(x.view(), &labels).unwrap();
+    let grads = param_grads(&mut net);
+    let names: Vec<&str> = grads.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "stem.weight",
+            "stem.bias",
+            "block.conv1.weight",
+            "block.bn1.weight",
+            "block.bn1.bias",
+            "block.conv2.weight",
+            "block.conv2.bias",
+            "se.fc.weight",
+            "se.fc.bias",
+            "fc.weight",
+            "fc.bias"
+        ]
+    );
+    check_directions(&mut net, &x, &labels, &grads, &mut rng);
+}
+
+#[test]
+fn a_branch_nothing_reads_gets_zero_gradients() {
+    let mut def = graph_net();
+    // A linear head on the flattened map that nothing reads, before the real head.
+    def.layers.insert(
+        14,
+        LayerDef {
+            name: "unused".into(),
+            config: LayerConfig::Linear(LinearConfig {
+                in_features: 8 * 5 * 4,
+                out_features: 2,
+                bias: true,
+            }),
+            inputs: vec![],
+        },
+    );
+    def.layers[15].inputs = vec![Source::Layer(13)];
+    let mut net = Network::new(&def, 5).unwrap();
+    let mut rng = Rand(3);
+    let x = Array4::from_shape_vec((2, 2, 5, 4), rng.vec(2 * 2 * 5 * 4)).unwrap();
+    net.train_step(x.view(), &[0, 1]).unwrap();
+    let grads = param_grads(&mut net);
+    for (name, grad) in &grads {
+        let zero = grad.iter().all(|&g| g == 0.0);
+        assert_eq!(zero, name.starts_with("unused."), "{name}");
     }
 }

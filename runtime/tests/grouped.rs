@@ -30,7 +30,7 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, groups: usize) -> Conv
 
 /// Forward output, input gradient, weight gradient and bias gradient of `layer` on `x`.
 fn run(layer: &mut Conv2d, x: &[f32], batch: usize, seed: u64) -> [Vec<f32>; 4] {
-    let ny = layer.output_dims().len() * batch;
+    let ny = layer.output_shape().numel() * batch;
     let mut y = vec![0.0; ny];
     layer.forward(x, &mut y, batch, Mode::Train).unwrap();
     let dy = Rand(seed).vec(ny);

@@ -10,7 +10,7 @@ use cnnc_runtime::config::{
 };
 use cnnc_runtime::init::dropout_rng;
 use cnnc_runtime::layers::{BatchNorm2d, Dropout};
-use cnnc_runtime::{Dims, Entry, Error, Layer, Mode, Network, Visit};
+use cnnc_runtime::{Entry, Error, Layer, Mode, Network, Shape, Visit};
 use common::Rand;
 use ndarray::{Array2, Array4};
 
@@ -285,7 +285,7 @@ fn same_seed_same_model_and_pytorch_init_bounds() {
 
 #[test]
 fn dropout_scales_in_training_and_is_identity_in_eval() {
-    let dims = Dims::Flat { features: 10_000 };
+    let dims = Shape::Flat(10_000);
     let mut drop = Dropout::new("drop", dims, 0.25, dropout_rng(3, 0)).unwrap();
     let x = vec![1.0f32; 10_000];
     let mut y = vec![0.0; 10_000];
@@ -414,7 +414,7 @@ fn restoring_dropout_streams_refuses_unknown_missing_and_repeated_names() {
         .unwrap_err()
         .to_string();
     assert!(past_end.contains("past the stream's end"), "{past_end}");
-    let mut relu = cnnc_runtime::layers::Relu::new("r", Dims::Flat { features: 2 });
+    let mut relu = cnnc_runtime::layers::Relu::new("r", Shape::Flat(2));
     assert_eq!(relu.rng_state(), None);
     assert!(relu.set_rng_state(3).is_err());
 }
@@ -426,11 +426,7 @@ fn batchnorm_train_uses_batch_stats_and_updates_running_stats_eval_uses_them() {
         eps: 1e-5,
         momentum: 0.1,
     };
-    let dims = Dims::Image {
-        channels: 2,
-        height: 1,
-        width: 2,
-    };
+    let dims = Shape::Chw([2, 1, 2]);
     let mut bn = BatchNorm2d::new("bn", &config, dims).unwrap();
     // Two samples, pixel-major: channel 0 sees 1, 2, 3, 6; channel 1 sees 0, 0, 4, 4.
     let x = [1.0, 0.0, 2.0, 0.0, 3.0, 4.0, 6.0, 4.0];
@@ -450,11 +446,7 @@ fn batchnorm_train_uses_batch_stats_and_updates_running_stats_eval_uses_them() {
     assert_eq!(bn.num_batches_tracked, 1, "eval leaves the counter alone");
     // One value per channel cannot be normalised in training (PyTorch raises too).
     let mut one = [0.0; 2];
-    let single = Dims::Image {
-        channels: 2,
-        height: 1,
-        width: 1,
-    };
+    let single = Shape::Chw([2, 1, 1]);
     let mut bn1 = BatchNorm2d::new("bn", &config, single).unwrap();
     assert!(matches!(
         bn1.forward(&[1.0, 2.0], &mut one, 1, Mode::Train),
@@ -579,7 +571,7 @@ fn bad_definitions_and_inputs_are_errors_not_panics() {
         Err(Error::Shape { .. })
     ));
     // Short buffers handed to a layer directly are errors too.
-    let mut relu = cnnc_runtime::layers::Relu::new("r", Dims::Flat { features: 4 });
+    let mut relu = cnnc_runtime::layers::Relu::new("r", Shape::Flat(4));
     assert!(
         relu.forward(&[0.0; 3], &mut [0.0; 4], 1, Mode::Eval)
             .is_err()

@@ -16,7 +16,7 @@ use cnnc_runtime::layers::{
     Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
 };
 use cnnc_runtime::tensor::internal_to_nchw;
-use cnnc_runtime::{Dims, Layer, Mode, Param, softmax_cross_entropy};
+use cnnc_runtime::{Layer, Mode, Param, Shape, softmax_cross_entropy};
 use common::fixture::{Fixture, assert_close};
 use ndarray::Array2;
 use serde_json::Value;
@@ -36,14 +36,10 @@ fn usize_of(config: &Value, key: &str) -> usize {
 }
 
 /// Per-sample dims of an input of PyTorch shape `shape` (batch first).
-fn dims_of(shape: &[usize]) -> Dims {
+fn dims_of(shape: &[usize]) -> Shape {
     match shape {
-        [_, c, h, w] => Dims::Image {
-            channels: *c,
-            height: *h,
-            width: *w,
-        },
-        [_, f] => Dims::Flat { features: *f },
+        [_, c, h, w] => Shape::Chw([*c, *h, *w]),
+        [_, f] => Shape::Flat(*f),
         other => panic!("unexpected input shape {other:?}"),
     }
 }
@@ -54,13 +50,13 @@ fn set(param: &mut Param, f: &Fixture, key: &str) {
 }
 
 /// Back from the internal layout to PyTorch's, as flat values.
-fn to_torch(data: &[f32], dims: Dims, batch: usize) -> Vec<f32> {
+fn to_torch(data: &[f32], dims: Shape, batch: usize) -> Vec<f32> {
     match dims {
-        Dims::Image { .. } => internal_to_nchw(data, dims, batch)
+        Shape::Chw(_) => internal_to_nchw(data, dims, batch)
             .iter()
             .copied()
             .collect(),
-        Dims::Flat { .. } => data.to_vec(),
+        Shape::Flat(_) => data.to_vec(),
     }
 }
 
@@ -212,8 +208,8 @@ fn run_case(name: &str) {
     };
 
     let x = f.internal("input");
-    let out_dims = layer.output_dims();
-    let mut y = vec![0.0; out_dims.len() * batch];
+    let out_dims = layer.output_shape();
+    let mut y = vec![0.0; out_dims.numel() * batch];
     layer.forward(&x, &mut y, batch, mode).unwrap();
     let (want, _) = f.f32("output");
     assert_close(
@@ -225,7 +221,7 @@ fn run_case(name: &str) {
     );
 
     let mut dy = f.internal("grad_output");
-    if let Dims::Flat { .. } = out_dims {
+    if let Shape::Flat(_) = out_dims {
         // Flat outputs are already in PyTorch's order (internal() only converts 4-D tensors).
         dy = f.f32("grad_output").0;
     }

@@ -7,7 +7,7 @@ mod common;
 use cnnc_runtime::config::{Conv2dConfig, LinearConfig};
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{Conv2d, Linear};
-use cnnc_runtime::{Dims, Entry, Layer, Mode};
+use cnnc_runtime::{Entry, Layer, Mode, Shape};
 use common::Rand;
 
 /// Output and input gradient of `layer` on `x` and `dy`.
@@ -49,7 +49,7 @@ fn linear() -> Linear {
         out_features: 7,
         bias: true,
     };
-    Linear::new("fc", &config, Dims::Flat { features: 12 }, &mut init_rng(7)).unwrap()
+    Linear::new("fc", &config, Shape::Flat(12), &mut init_rng(7)).unwrap()
 }
 
 /// A layer used once, then changed, computes what a fresh layer with the changed weights does.
@@ -57,8 +57,8 @@ fn check<L: Layer>(make: fn() -> L, change: fn(&mut L)) {
     let batch = 2;
     let mut rng = Rand(3);
     let mut used = make();
-    let x = rng.vec(used.input_dims().len() * batch);
-    let dy = rng.vec(used.output_dims().len() * batch);
+    let x = rng.vec(used.input_shape().numel() * batch);
+    let dy = rng.vec(used.output_shape().numel() * batch);
     let before = run(&mut used, &x, &dy, batch);
     change(&mut used);
     let after = run(&mut used, &x, &dy, batch);

@@ -8,7 +8,7 @@ mod common;
 use cnnc_runtime::config::{Conv2dConfig, Pool2dConfig};
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{Conv2d, MaxPool2d};
-use cnnc_runtime::{Dims, Entry, Layer, Mode};
+use cnnc_runtime::{Entry, Layer, Mode, Shape};
 use common::Rand;
 
 /// `dx` and every parameter gradient of one backward, as bit patterns.
@@ -34,7 +34,7 @@ fn check(
     let mut rng = Rand(7);
     let (nin, nout) = {
         let l = build();
-        (l.input_dims().len(), l.output_dims().len())
+        (l.input_shape().numel(), l.output_shape().numel())
     };
     let batch = 3;
     let x = rng.vec(batch * nin);
@@ -85,15 +85,11 @@ fn backward_after_other_forwards_gives_a_fresh_layers_gradients() {
             padding: [0, 0],
             ceil_mode: false,
         };
-        let dims = Dims::Image {
-            channels: 5,
-            height: 6,
-            width: 6,
-        };
+        let dims = Shape::Chw([5, 6, 6]);
         Box::new(MaxPool2d::new("pool", &config, dims).unwrap())
     };
     for build in [&conv as &dyn Fn() -> Box<dyn Layer>, &pool] {
-        let nin = build().input_dims().len();
+        let nin = build().input_shape().numel();
         let mut rng = Rand(11);
         let other = |n: usize, rng: &mut Rand| rng.vec(n * nin);
         // Straight after a forward on `x`: what it saved.
@@ -134,7 +130,7 @@ fn fused_pool_backward_without_its_forward_is_an_error() {
     let mut conv = Conv2d::new("conv", &config, [4, 4], &mut init_rng(1)).unwrap();
     conv.fuse_relu();
     assert!(conv.fuse_max_pool(&pool));
-    let (nin, nout) = (conv.input_dims().len(), conv.output_dims().len());
+    let (nin, nout) = (conv.input_shape().numel(), conv.output_shape().numel());
     let x = Rand(3).vec(2 * nin);
     let (y, dy) = (vec![0.0; 2 * nout], vec![1.0; 2 * nout]);
     let err = conv.backward(&x, &y, &dy, None, 2).unwrap_err().to_string();

@@ -2,7 +2,8 @@
 //! exactly the kinds and arguments the checker accepts: what `cnnc schema` prints and
 //! `editors/cnnc.schema.json` ships, for the YAML language server's completion and validation.
 //! The schema catches what a YAML shape can show (unknown kinds and arguments, types, ranges);
-//! shapes that do not chain are the checker's.
+//! shapes that do not chain are the checker's. Block bodies are checked by structure only:
+//! their values may name parameters.
 
 use cnnc_core::LayerKind;
 use cnnc_core::kind::{ArgDefault, ArgInfo, ArgType, KindInfo, TABLE};
@@ -15,6 +16,12 @@ pub fn json_schema() -> Value {
     let mut definitions = Map::new();
     definitions.insert("layer".to_owned(), layer());
     definitions.insert("name".to_owned(), name());
+    definitions.insert("inputs".to_owned(), inputs());
+    definitions.insert("repeat".to_owned(), repeat());
+    definitions.insert("sequential".to_owned(), sequential());
+    definitions.insert("instance".to_owned(), instance());
+    definitions.insert("block".to_owned(), block());
+    definitions.insert("block_layer".to_owned(), block_layer());
     for info in &TABLE {
         definitions.insert(info.keyword.to_owned(), kind(info));
     }
@@ -36,8 +43,14 @@ pub fn json_schema() -> Value {
                 "maxItems": 3,
                 "examples": [[3, 32, 32]],
             },
+            "blocks": {
+                "description": "Reusable sub-networks, like nn.Module classes: each with `params` (defaults, `~` when required) and `layers`; used as a kind (`- BasicBlock: {planes: 16}`).",
+                "type": "object",
+                "propertyNames": { "pattern": BLOCK_NAME },
+                "additionalProperties": { "$ref": "#/definitions/block" },
+            },
             "layers": {
-                "description": "The layers, in order; each a kind (`- relu`) or a kind with its arguments (`- conv2d: {out_channels: 32, kernel_size: 3}`).",
+                "description": "The layers, in order; each a kind (`- relu`) or a kind with its arguments (`- conv2d: {out_channels: 32, kernel_size: 3}`), a `sequential` group or a block instance.",
                 "type": "array",
                 "items": { "$ref": "#/definitions/layer" },
                 "maxItems": MAX_LAYERS,
@@ -49,7 +62,105 @@ pub fn json_schema() -> Value {
     })
 }
 
-/// A layer: a bare kind that needs no argument, or a one-key mapping from kind to arguments.
+/// What the schema takes for a block name: a capital first letter (`BasicBlock`), so that a
+/// misspelt lower-case kind is still refused. The checker takes any identifier.
+const BLOCK_NAME: &str = "^[A-Z][A-Za-z0-9_]*$";
+
+/// An entry's inputs: the name of an earlier entry (or `input`), or a list of them.
+fn inputs() -> Value {
+    let one = json!({ "anyOf": [
+        { "type": "string", "pattern": "^[A-Za-z0-9_{}]+(\\.[A-Za-z0-9_{}]+)*$" },
+        { "type": "integer", "minimum": 0 },
+    ]});
+    json!({
+        "description": "What the entry reads: an earlier entry's name, a dotted path into a group (`enc1.2`) or `input`; a list for merges (`[bn2, input]`). By default the previous entry.",
+        "anyOf": [one, { "type": "array", "items": one, "minItems": 1 }],
+    })
+}
+
+/// `repeat: N`: an integer, or an expression over block parameters.
+fn repeat() -> Value {
+    json!({
+        "description": "Expands the entry to N consecutive copies (named by position, or by a `{i}` template in `name`).",
+        "anyOf": [
+            { "type": "integer", "minimum": 1, "maximum": MAX_LAYERS },
+            { "type": "string" },
+        ],
+    })
+}
+
+/// `- sequential: {name, inputs, repeat, layers}`.
+fn sequential() -> Value {
+    json!({
+        "description": "A named group of layers, like nn.Sequential: its children are named `group.0`, `group.1`, ... unless named.",
+        "type": "object",
+        "properties": { "sequential": {
+            "type": "object",
+            "properties": {
+                "name": { "$ref": "#/definitions/name" },
+                "inputs": { "$ref": "#/definitions/inputs" },
+                "repeat": { "$ref": "#/definitions/repeat" },
+                "layers": { "type": "array", "items": { "$ref": "#/definitions/layer" }, "minItems": 1 },
+            },
+            "required": ["layers"],
+            "additionalProperties": false,
+        }},
+        "required": ["sequential"],
+        "additionalProperties": false,
+    })
+}
+
+/// `- BasicBlock: {planes: 16, ...}`: an instance of a declared block.
+fn instance() -> Value {
+    json!({
+        "description": "An instance of a block declared under `blocks`, with its parameters.",
+        "type": "object",
+        "propertyNames": { "pattern": BLOCK_NAME },
+        "minProperties": 1,
+        "maxProperties": 1,
+        "additionalProperties": {
+            "type": ["object", "null"],
+            "properties": {
+                "name": { "$ref": "#/definitions/name" },
+                "inputs": { "$ref": "#/definitions/inputs" },
+                "repeat": { "$ref": "#/definitions/repeat" },
+            },
+        },
+    })
+}
+
+/// A block declaration: `params` and `layers`.
+fn block() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "params": {
+                "description": "The block's parameters and their defaults; `~` (null) for one every instance must give.",
+                "type": ["object", "null"],
+                "additionalProperties": { "type": ["integer", "number", "boolean", "string", "null"] },
+            },
+            "layers": {
+                "description": "The block's body; its output is the last entry's. Arguments may name parameters and use arithmetic (`planes * 4`).",
+                "type": "array",
+                "items": { "$ref": "#/definitions/block_layer" },
+                "minItems": 1,
+            },
+        },
+        "required": ["layers"],
+        "additionalProperties": false,
+    })
+}
+
+/// An entry of a block body: checked by structure only, since its values may be parameters.
+fn block_layer() -> Value {
+    json!({ "anyOf": [
+        { "type": "string" },
+        { "type": "object", "minProperties": 1, "maxProperties": 1 },
+    ]})
+}
+
+/// A layer: a bare kind that needs no argument, or a one-key mapping from kind to arguments,
+/// a `sequential` group or a block instance.
 fn layer() -> Value {
     let bare: Vec<&str> = TABLE
         .iter()
@@ -65,15 +176,22 @@ fn layer() -> Value {
             .iter()
             .map(|info| json!({ "$ref": format!("#/definitions/{}", info.keyword) })),
     );
+    any_of.push(json!({ "$ref": "#/definitions/sequential" }));
+    any_of.push(json!({ "$ref": "#/definitions/instance" }));
+    any_of.push(json!({
+        "description": "A block instance without arguments.",
+        "type": "string",
+        "pattern": BLOCK_NAME,
+    }));
     json!({ "anyOf": any_of })
 }
 
 /// A layer's name: its state_dict prefix.
 fn name() -> Value {
     json!({
-        "description": "The layer's name, its state_dict prefix (`layer1.0` gives `layer1.0.weight`); by default its position.",
+        "description": "The layer's name, its state_dict prefix (`layer1.0` gives `layer1.0.weight`); by default its position. Under `repeat`, `{i}` or `{i + 1}` puts the copy's index in it.",
         "anyOf": [
-            { "type": "string", "pattern": "^[A-Za-z0-9_]+(\\.[A-Za-z0-9_]+)*$" },
+            { "type": "string", "pattern": "^[A-Za-z0-9_]([A-Za-z0-9_]|\\{[^}]*\\})*(\\.[A-Za-z0-9_]([A-Za-z0-9_]|\\{[^}]*\\})*)*$" },
             { "type": "integer", "minimum": 0 },
         ],
     })
@@ -88,6 +206,14 @@ fn kind(info: &KindInfo) -> Value {
     );
     let mut properties = Map::new();
     properties.insert("name".to_owned(), json!({ "$ref": "#/definitions/name" }));
+    properties.insert(
+        "inputs".to_owned(),
+        json!({ "$ref": "#/definitions/inputs" }),
+    );
+    properties.insert(
+        "repeat".to_owned(),
+        json!({ "$ref": "#/definitions/repeat" }),
+    );
     for arg in info.args {
         let mut schema = argument(arg);
         if info.kind == LayerKind::Conv2d && arg.name == "padding" {

@@ -12,7 +12,7 @@ use cnnc_runtime::config::LayerConfig;
 use cnnc_runtime::optim::{Optimizer, Sgd, SgdConfig};
 use cnnc_runtime::peak;
 use cnnc_runtime::tensor::threads;
-use cnnc_runtime::{Dims, LayerTime, Mode, Network};
+use cnnc_runtime::{LayerTime, Mode, Network, Shape};
 use ndarray::{Array4, ArrayView4};
 use serde_json::json;
 
@@ -111,8 +111,8 @@ struct Report {
 fn flops(spec: &Spec, net: &Network) -> (f64, f64) {
     let (mut forward, mut train) = (0.0, 0.0);
     for (i, (def, layer)) in spec.def.layers.iter().zip(net.layers()).enumerate() {
-        let per_output = match (&def.config, layer.input_dims()) {
-            (LayerConfig::Conv2d(c), Dims::Image { channels, .. }) => {
+        let per_output = match (&def.config, layer.input_shape()) {
+            (LayerConfig::Conv2d(c), Shape::Chw([channels, ..])) => {
                 channels * c.kernel_size[0] * c.kernel_size[1]
             }
             (LayerConfig::Linear(c), _) => c.in_features,
@@ -123,8 +123,8 @@ fn flops(spec: &Spec, net: &Network) -> (f64, f64) {
         let computed = net
             .layers()
             .get(i + 1)
-            .map_or(layer.output_dims(), |next| next.input_dims());
-        let f = 2.0 * (computed.len() * per_output) as f64;
+            .map_or(layer.output_shape(), |next| next.input_shape());
+        let f = 2.0 * (computed.numel() * per_output) as f64;
         forward += f;
         train += if i == 0 { 2.0 * f } else { 3.0 * f };
     }

@@ -3,13 +3,14 @@
 //! convert; parallel chunks do not change any value, and neither does the vector width of the
 //! piecewise maps' kernels (selects, compares and single roundings only).
 
+use cnnc_core::Shape;
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward};
 use crate::config::GeluApproximate;
 use crate::error::Result;
 use crate::simd::multiversion;
-use crate::tensor::{Dims, Mode};
+use crate::tensor::Mode;
 
 /// Values per parallel task.
 const CHUNK: usize = 16 * 1024;
@@ -59,11 +60,11 @@ macro_rules! pointwise_layer {
                 &self.name
             }
 
-            fn input_dims(&self) -> Dims {
+            fn input_shape(&self) -> Shape {
                 self.dims
             }
 
-            fn output_dims(&self) -> Dims {
+            fn output_shape(&self) -> Shape {
                 self.dims
             }
 
@@ -102,12 +103,12 @@ macro_rules! pointwise_layer {
 #[derive(Debug)]
 pub struct Relu {
     name: String,
-    dims: Dims,
+    dims: Shape,
 }
 
 impl Relu {
     /// Builds the layer for per-sample shape `dims`.
-    pub fn new(name: &str, dims: Dims) -> Self {
+    pub fn new(name: &str, dims: Shape) -> Self {
         Relu {
             name: name.to_owned(),
             dims,
@@ -131,13 +132,13 @@ pointwise_layer!(Relu);
 #[derive(Debug)]
 pub struct LeakyRelu {
     name: String,
-    dims: Dims,
+    dims: Shape,
     negative_slope: f32,
 }
 
 impl LeakyRelu {
     /// Builds the layer for per-sample shape `dims`.
-    pub fn new(name: &str, dims: Dims, negative_slope: f32) -> Self {
+    pub fn new(name: &str, dims: Shape, negative_slope: f32) -> Self {
         LeakyRelu {
             name: name.to_owned(),
             dims,
@@ -166,12 +167,12 @@ pointwise_layer!(LeakyRelu);
 #[derive(Debug)]
 pub struct Sigmoid {
     name: String,
-    dims: Dims,
+    dims: Shape,
 }
 
 impl Sigmoid {
     /// Builds the layer for per-sample shape `dims`.
-    pub fn new(name: &str, dims: Dims) -> Self {
+    pub fn new(name: &str, dims: Shape) -> Self {
         Sigmoid {
             name: name.to_owned(),
             dims,
@@ -195,12 +196,12 @@ pointwise_layer!(Sigmoid);
 #[derive(Debug)]
 pub struct Tanh {
     name: String,
-    dims: Dims,
+    dims: Shape,
 }
 
 impl Tanh {
     /// Builds the layer for per-sample shape `dims`.
-    pub fn new(name: &str, dims: Dims) -> Self {
+    pub fn new(name: &str, dims: Shape) -> Self {
         Tanh {
             name: name.to_owned(),
             dims,
@@ -227,12 +228,12 @@ macro_rules! pointwise_struct {
         #[derive(Debug)]
         pub struct $ty {
             name: String,
-            dims: Dims,
+            dims: Shape,
         }
 
         impl $ty {
             /// Builds the layer for per-sample shape `dims`.
-            pub fn new(name: &str, dims: Dims) -> Self {
+            pub fn new(name: &str, dims: Shape) -> Self {
                 $ty {
                     name: name.to_owned(),
                     dims,
@@ -490,13 +491,13 @@ fn erf(x: f32) -> f32 {
 #[derive(Debug)]
 pub struct Gelu {
     name: String,
-    dims: Dims,
+    dims: Shape,
     approximate: GeluApproximate,
 }
 
 impl Gelu {
     /// Builds the layer for per-sample shape `dims`.
-    pub fn new(name: &str, dims: Dims, approximate: GeluApproximate) -> Self {
+    pub fn new(name: &str, dims: Shape, approximate: GeluApproximate) -> Self {
         Gelu {
             name: name.to_owned(),
             dims,
@@ -553,13 +554,13 @@ pointwise_layer!(Gelu);
 #[derive(Debug)]
 pub struct Elu {
     name: String,
-    dims: Dims,
+    dims: Shape,
     alpha: f32,
 }
 
 impl Elu {
     /// Builds the layer for per-sample shape `dims`.
-    pub fn new(name: &str, dims: Dims, alpha: f32) -> Self {
+    pub fn new(name: &str, dims: Shape, alpha: f32) -> Self {
         Elu {
             name: name.to_owned(),
             dims,
@@ -588,7 +589,7 @@ pointwise_layer!(Elu);
 mod tests {
     use super::*;
 
-    const ALL: Dims = Dims::Flat { features: 9 };
+    const ALL: Shape = Shape::Flat(9);
 
     fn run(layer: &mut dyn Layer, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let mut y = vec![0.0; x.len()];

@@ -2,6 +2,7 @@
 //! statistics are summed in f64 per fixed row lane and the lanes added in order, so they do not
 //! depend on the thread count.
 
+use cnnc_core::Shape;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
@@ -9,7 +10,7 @@ use super::{Layer, check_backward, check_forward, check_param, image_input, zero
 use crate::config::BatchNorm2dConfig;
 use crate::error::{Error, Result};
 use crate::param::{Entry, Param};
-use crate::tensor::{Dims, MAX_LANES, Mode, Tiling};
+use crate::tensor::{MAX_LANES, Mode, Tiling};
 
 /// Pixels per tile when summing statistics (only the lane split matters for the result).
 const STAT_TILE: usize = 64;
@@ -23,7 +24,7 @@ pub struct BatchNorm2d {
     name: String,
     names: [String; 5],
     config: BatchNorm2dConfig,
-    dims: Dims,
+    dims: Shape,
     /// `[num_features]`, initialised to 1.
     pub weight: Param,
     /// `[num_features]`, initialised to 0.
@@ -56,7 +57,7 @@ pub struct BatchNorm2d {
 impl BatchNorm2d {
     /// Builds the layer for per-sample input `input` (an image with `num_features` channels),
     /// initialised as PyTorch does: weight 1, bias 0, running mean 0, running variance 1.
-    pub fn new(name: &str, config: &BatchNorm2dConfig, input: Dims) -> Result<Self> {
+    pub fn new(name: &str, config: &BatchNorm2dConfig, input: Shape) -> Result<Self> {
         let (c, _, _) = image_input(name, "batch_norm2d", input)?;
         if c != config.num_features {
             return Err(Error::config(
@@ -164,11 +165,11 @@ impl Layer for BatchNorm2d {
         &self.name
     }
 
-    fn input_dims(&self) -> Dims {
+    fn input_shape(&self) -> Shape {
         self.dims
     }
 
-    fn output_dims(&self) -> Dims {
+    fn output_shape(&self) -> Shape {
         self.dims
     }
 

@@ -3,6 +3,7 @@
 //! computes it. The dynamic executor and generated models both build their layers here, drawing
 //! parameters from the same stream in the same order.
 
+use cnnc_core::Shape;
 use rand_chacha::ChaCha8Rng;
 
 use super::{
@@ -13,7 +14,6 @@ use super::{
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
 use crate::init::{dropout_rng, init_rng};
-use crate::tensor::Dims;
 
 /// Where a model's layers draw their initial values: parameters in layer order from
 /// [`init_rng`]`(seed)` (PyTorch's default init), dropout masks from [`dropout_rng`]`(seed,
@@ -41,7 +41,7 @@ pub trait FromConfig: Sized {
     fn from_config(
         name: &str,
         config: &LayerConfig,
-        input: Dims,
+        input: Shape,
         index: usize,
         init: &mut Init,
     ) -> Result<Self>;
@@ -65,7 +65,7 @@ macro_rules! from_config {
             fn from_config(
                 $name: &str,
                 config: &LayerConfig,
-                $input: Dims,
+                $input: Shape,
                 $index: usize,
                 $init: &mut Init,
             ) -> Result<Self> {
@@ -142,14 +142,14 @@ from_config!(LogSoftmax, "log_softmax", |name, input, index, init| LayerConfig::
 pub fn build(
     name: &str,
     config: &LayerConfig,
-    input: Dims,
+    input: Shape,
     index: usize,
     init: &mut Init,
 ) -> Result<Box<dyn Layer>> {
     fn boxed<T: FromConfig + Layer + 'static>(
         name: &str,
         config: &LayerConfig,
-        input: Dims,
+        input: Shape,
         index: usize,
         init: &mut Init,
     ) -> Result<Box<dyn Layer>> {
@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_config_of_another_kind_is_an_error() {
-        let dims = Dims::Flat { features: 4 };
+        let dims = Shape::Flat(4);
         let err = Relu::from_config("r", &LayerConfig::Tanh, dims, 0, &mut Init::new(0));
         assert!(matches!(err, Err(Error::Config { .. })));
         let built = build("r", &LayerConfig::Relu, dims, 0, &mut Init::new(0)).unwrap();

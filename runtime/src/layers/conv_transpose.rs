@@ -5,16 +5,18 @@
 //! over input rows; the weight gradient is one task per kernel position, each summing over the
 //! batch in order. Inner loops run over contiguous output channels.
 
+use cnnc_core::Shape;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward, check_positive, image_input, visit_weight_bias};
 use super::{check_param, zero_param};
+
 use crate::config::ConvTranspose2dConfig;
 use crate::error::{Error, Result};
 use crate::init::{fan_in_bound, fill_uniform};
 use crate::param::{Entry, Param};
-use crate::tensor::{Dims, Mode};
+use crate::tensor::Mode;
 
 /// Every size of one layer, resolved.
 #[derive(Clone, Copy, Debug)]
@@ -87,7 +89,7 @@ impl ConvTranspose2d {
     pub fn new(
         name: &str,
         config: &ConvTranspose2dConfig,
-        input: Dims,
+        input: Shape,
         rng: &mut ChaCha8Rng,
     ) -> Result<Self> {
         let c = config;
@@ -234,20 +236,12 @@ impl Layer for ConvTranspose2d {
         &self.name
     }
 
-    fn input_dims(&self) -> Dims {
-        Dims::Image {
-            channels: self.g.cin,
-            height: self.g.ih,
-            width: self.g.iw,
-        }
+    fn input_shape(&self) -> Shape {
+        Shape::Chw([self.g.cin, self.g.ih, self.g.iw])
     }
 
-    fn output_dims(&self) -> Dims {
-        Dims::Image {
-            channels: self.g.cout,
-            height: self.g.oh,
-            width: self.g.ow,
-        }
+    fn output_shape(&self) -> Shape {
+        Shape::Chw([self.g.cout, self.g.oh, self.g.ow])
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
@@ -423,12 +417,8 @@ mod tests {
         }
     }
 
-    fn image(c: usize, h: usize, w: usize) -> Dims {
-        Dims::Image {
-            channels: c,
-            height: h,
-            width: w,
-        }
+    fn image(c: usize, h: usize, w: usize) -> Shape {
+        Shape::Chw([c, h, w])
     }
 
     #[test]
@@ -442,7 +432,7 @@ mod tests {
             .iter_mut()
             .zip([1.0, 2.0, 3.0, 4.0])
             .for_each(|(w, v)| *w = v);
-        assert_eq!(layer.output_dims(), image(1, 2, 4));
+        assert_eq!(layer.output_shape(), image(1, 2, 4));
         let mut y = [0.0; 8];
         layer.forward(&[1.0, 10.0], &mut y, 1, Mode::Eval).unwrap();
         assert_eq!(y, [1.0, 2.0, 10.0, 20.0, 3.0, 4.0, 30.0, 40.0]);

@@ -2,12 +2,13 @@
 //! layer's own seeded ChaCha stream so training runs are reproducible (and identical in generated
 //! and dynamic models).
 
+use cnnc_core::Shape;
 use rand_chacha::ChaCha8Rng;
 
 use super::{Layer, check_backward, check_forward, image_input};
 use crate::error::{Error, Result};
 use crate::init::unit_f32;
-use crate::tensor::{Dims, Mode};
+use crate::tensor::Mode;
 
 /// Length of a ChaCha stream in 32-bit words: a 64-bit block counter times 16 words per block.
 const STREAM_WORDS: u128 = 1 << 68;
@@ -17,7 +18,7 @@ const STREAM_WORDS: u128 = 1 << 68;
 #[derive(Debug)]
 pub struct Dropout {
     name: String,
-    dims: Dims,
+    dims: Shape,
     p: f32,
     rng: ChaCha8Rng,
     /// Per value of the last training forward: 0 or `1 / (1 - p)`. Grows to the largest batch
@@ -30,7 +31,7 @@ pub struct Dropout {
 impl Dropout {
     /// Builds the layer for per-sample shape `dims`, drawing masks from `rng` (see
     /// [`crate::init::dropout_rng`]). `p` must lie in `[0, 1]`, as PyTorch requires.
-    pub fn new(name: &str, dims: Dims, p: f32, rng: ChaCha8Rng) -> Result<Self> {
+    pub fn new(name: &str, dims: Shape, p: f32, rng: ChaCha8Rng) -> Result<Self> {
         if !(0.0..=1.0).contains(&p) {
             return Err(Error::config(
                 name,
@@ -74,11 +75,11 @@ impl Layer for Dropout {
         &self.name
     }
 
-    fn input_dims(&self) -> Dims {
+    fn input_shape(&self) -> Shape {
         self.dims
     }
 
-    fn output_dims(&self) -> Dims {
+    fn output_shape(&self) -> Shape {
         self.dims
     }
 
@@ -158,7 +159,7 @@ impl Layer for Dropout {
 #[derive(Debug)]
 pub struct Dropout2d {
     name: String,
-    dims: Dims,
+    dims: Shape,
     channels: usize,
     p: f32,
     rng: ChaCha8Rng,
@@ -172,7 +173,7 @@ pub struct Dropout2d {
 impl Dropout2d {
     /// Builds the layer for per-sample image shape `dims`, drawing masks from `rng` (see
     /// [`crate::init::dropout_rng`]). `p` must lie in `[0, 1]`, as PyTorch requires.
-    pub fn new(name: &str, dims: Dims, p: f32, rng: ChaCha8Rng) -> Result<Self> {
+    pub fn new(name: &str, dims: Shape, p: f32, rng: ChaCha8Rng) -> Result<Self> {
         let (channels, _, _) = image_input(name, "dropout2d", dims)?;
         if !(0.0..=1.0).contains(&p) {
             return Err(Error::config(
@@ -199,7 +200,7 @@ impl Dropout2d {
     /// `out = v * mask` for `batch` samples: the internal layout is pixel-major, so each
     /// pixel's channels meet the sample's mask in order.
     fn apply(&self, v: &[f32], out: &mut [f32], batch: usize) {
-        let per_sample = self.dims.len();
+        let per_sample = self.dims.numel();
         for ((v, out), mask) in v
             .chunks_exact(per_sample)
             .zip(out.chunks_exact_mut(per_sample))
@@ -237,11 +238,11 @@ impl Layer for Dropout2d {
         &self.name
     }
 
-    fn input_dims(&self) -> Dims {
+    fn input_shape(&self) -> Shape {
         self.dims
     }
 
-    fn output_dims(&self) -> Dims {
+    fn output_shape(&self) -> Shape {
         self.dims
     }
 
@@ -316,14 +317,10 @@ mod tests {
     use super::*;
     use crate::init::dropout_rng;
 
-    const DIMS: Dims = Dims::Image {
-        channels: 5,
-        height: 3,
-        width: 2,
-    };
+    const DIMS: Shape = Shape::Chw([5, 3, 2]);
 
     fn forward(layer: &mut Dropout2d, batch: usize, mode: Mode) -> (Vec<f32>, Vec<f32>) {
-        let x: Vec<f32> = (0..DIMS.len() * batch).map(|i| 1.0 + i as f32).collect();
+        let x: Vec<f32> = (0..DIMS.numel() * batch).map(|i| 1.0 + i as f32).collect();
         let mut y = vec![0.0; x.len()];
         layer.forward(&x, &mut y, batch, mode).unwrap();
         (x, y)
@@ -334,7 +331,7 @@ mod tests {
         let mut layer = Dropout2d::new("d", DIMS, 0.5, dropout_rng(3, 1)).unwrap();
         let (x, y) = forward(&mut layer, 4, Mode::Train);
         let (mut zeroed, mut kept) = (0, 0);
-        for (x, y) in x.chunks(DIMS.len()).zip(y.chunks(DIMS.len())) {
+        for (x, y) in x.chunks(DIMS.numel()).zip(y.chunks(DIMS.numel())) {
             for c in 0..5 {
                 // Pixel-major: channel c of every pixel.
                 let ratios: Vec<f32> = (0..6).map(|p| y[p * 5 + c] / x[p * 5 + c]).collect();
@@ -379,7 +376,7 @@ mod tests {
             forward(&mut a, 3, Mode::Train),
             forward(&mut b, 3, Mode::Train)
         );
-        let flat = Dropout2d::new("d", Dims::Flat { features: 4 }, 0.3, dropout_rng(0, 0));
+        let flat = Dropout2d::new("d", Shape::Flat(4), 0.3, dropout_rng(0, 0));
         assert!(matches!(flat, Err(Error::Config { .. })));
         assert!(Dropout2d::new("d", DIMS, 1.5, dropout_rng(0, 0)).is_err());
     }

@@ -1,22 +1,23 @@
 //! `torch.nn.Flatten`: turns a pixel-major feature map into a feature vector in PyTorch's
 //! `(C, H, W)` order, so the following `Linear` uses PyTorch's weight layout unchanged.
 
+use cnnc_core::Shape;
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward};
 use crate::error::Result;
-use crate::tensor::{Dims, Mode};
+use crate::tensor::Mode;
 
 /// `torch.nn.Flatten()`: `[N, C, H, W]` to `[N, C*H*W]` (C, H, W order); flat inputs pass through.
 #[derive(Debug)]
 pub struct Flatten {
     name: String,
-    input: Dims,
+    input: Shape,
 }
 
 impl Flatten {
     /// Builds the layer for per-sample input `input`.
-    pub fn new(name: &str, input: Dims) -> Self {
+    pub fn new(name: &str, input: Shape) -> Self {
         Flatten {
             name: name.to_owned(),
             input,
@@ -29,28 +30,22 @@ impl Layer for Flatten {
         &self.name
     }
 
-    fn input_dims(&self) -> Dims {
+    fn input_shape(&self) -> Shape {
         self.input
     }
 
-    fn output_dims(&self) -> Dims {
-        Dims::Flat {
-            features: self.input.len(),
-        }
+    fn output_shape(&self) -> Shape {
+        Shape::Flat(self.input.numel())
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
         let (n, _) = check_forward(self, x, y, batch)?;
-        let len = self.input.len();
+        let len = self.input.numel();
         if len == 0 {
             return Ok(());
         }
         match self.input {
-            Dims::Image {
-                channels: c,
-                height: h,
-                width: w,
-            } => {
+            Shape::Chw([c, h, w]) => {
                 y[..n]
                     .par_chunks_mut(len)
                     .zip(x[..n].par_chunks(len))
@@ -62,7 +57,7 @@ impl Layer for Flatten {
                         }
                     });
             }
-            Dims::Flat { .. } => y[..n].copy_from_slice(&x[..n]),
+            Shape::Flat(_) => y[..n].copy_from_slice(&x[..n]),
         }
         Ok(())
     }
@@ -77,16 +72,12 @@ impl Layer for Flatten {
     ) -> Result<()> {
         let (n, _) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
         let Some(dx) = dx else { return Ok(()) };
-        let len = self.input.len();
+        let len = self.input.numel();
         if len == 0 {
             return Ok(());
         }
         match self.input {
-            Dims::Image {
-                channels: c,
-                height: h,
-                width: w,
-            } => {
+            Shape::Chw([c, h, w]) => {
                 dx[..n]
                     .par_chunks_mut(len)
                     .zip(dy[..n].par_chunks(len))
@@ -98,7 +89,7 @@ impl Layer for Flatten {
                         }
                     });
             }
-            Dims::Flat { .. } => dx[..n].copy_from_slice(&dy[..n]),
+            Shape::Flat(_) => dx[..n].copy_from_slice(&dy[..n]),
         }
         Ok(())
     }

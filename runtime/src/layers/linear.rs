@@ -2,6 +2,7 @@
 //! copied into panels for the forward and input-gradient products, and the weight gradient sums
 //! outer products over the batch, one output tile per parallel task.
 
+use cnnc_core::Shape;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -15,7 +16,7 @@ use crate::kernels::gemm::{
     Grid, MR, NR, RunTable, Seg, Start, Tile, panels, rows_panel, sum_outer,
 };
 use crate::param::{Entry, Param};
-use crate::tensor::{Dims, Mode};
+use crate::tensor::Mode;
 
 /// `torch.nn.Linear(in_features, out_features, bias=...)`: `[N, in_features]` to
 /// `[N, out_features]`, `y = x W^T + b`.
@@ -54,19 +55,19 @@ impl Linear {
     pub fn new(
         name: &str,
         config: &LinearConfig,
-        input: Dims,
+        input: Shape,
         rng: &mut ChaCha8Rng,
     ) -> Result<Self> {
         let (fin, fout) = (config.in_features, config.out_features);
         match input {
-            Dims::Flat { features } if features == fin => {}
-            Dims::Flat { features } => {
+            Shape::Flat(features) if features == fin => {}
+            Shape::Flat(features) => {
                 return Err(Error::config(
                     name,
                     format!("linear expects {fin} input features, found {features}"),
                 ));
             }
-            Dims::Image { .. } => {
+            Shape::Chw(_) => {
                 return Err(Error::config(
                     name,
                     format!(
@@ -202,16 +203,12 @@ impl Layer for Linear {
         &self.name
     }
 
-    fn input_dims(&self) -> Dims {
-        Dims::Flat {
-            features: self.config.in_features,
-        }
+    fn input_shape(&self) -> Shape {
+        Shape::Flat(self.config.in_features)
     }
 
-    fn output_dims(&self) -> Dims {
-        Dims::Flat {
-            features: self.config.out_features,
-        }
+    fn output_shape(&self) -> Shape {
+        Shape::Flat(self.config.out_features)
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {

@@ -10,16 +10,14 @@ use rayon::prelude::*;
 use super::Layer;
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
-use crate::tensor::{Dims, Mode};
+use crate::tensor::Mode;
 use cnnc_core::Shape;
 
-/// A layer reading several inputs, each a buffer of `batch` samples in the runtime's layout.
-pub trait Merge: Send + std::fmt::Debug {
+/// A layer reading several inputs, each a buffer of `batch` samples in the runtime's layout
+/// ([`Layer::input_shape`] is the first input's).
+pub trait Merge: Layer {
     /// Per-sample shape of each input, in order.
     fn input_shapes(&self) -> &[Shape];
-
-    /// Per-sample shape of the output.
-    fn output_shape(&self) -> Shape;
 
     /// Computes `y` from the inputs `xs` (one buffer per input, in order).
     fn forward_merge(&mut self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()>;
@@ -36,18 +34,6 @@ pub trait Merge: Send + std::fmt::Debug {
         add: bool,
         batch: usize,
     ) -> Result<()>;
-}
-
-/// The runtime's view of a per-sample shape.
-fn dims(shape: Shape) -> Dims {
-    match shape {
-        Shape::Chw([channels, height, width]) => Dims::Image {
-            channels,
-            height,
-            width,
-        },
-        Shape::Flat(features) => Dims::Flat { features },
-    }
 }
 
 /// `[C, H, W]`, a flat `[N]` as `[N, 1, 1]`: the same pixel-major layout.
@@ -91,9 +77,9 @@ impl Joint {
             ));
         }
         for (x, shape) in xs.iter().zip(&self.inputs) {
-            crate::tensor::check_len(&self.name, op, dims(*shape), batch, x.len())?;
+            crate::tensor::check_len(&self.name, op, *shape, batch, x.len())?;
         }
-        crate::tensor::check_len(&self.name, op, dims(self.output), batch, y)?;
+        crate::tensor::check_len(&self.name, op, self.output, batch, y)?;
         Ok(())
     }
 
@@ -113,7 +99,7 @@ impl Joint {
                 self.name
             ))
         })?;
-        crate::tensor::check_len(&self.name, "backward dx", dims(shape), batch, dx.len())?;
+        crate::tensor::check_len(&self.name, "backward dx", shape, batch, dx.len())?;
         Ok(shape.numel())
     }
 }
@@ -136,12 +122,12 @@ macro_rules! merge_layer {
                 &self.joint.name
             }
 
-            fn input_dims(&self) -> Dims {
-                dims(self.joint.inputs[0])
+            fn input_shape(&self) -> Shape {
+                self.joint.inputs[0]
             }
 
-            fn output_dims(&self) -> Dims {
-                dims(self.joint.output)
+            fn output_shape(&self) -> Shape {
+                self.joint.output
             }
 
             fn forward(&mut self, _: &[f32], _: &mut [f32], _: usize, _: Mode) -> Result<()> {
@@ -193,10 +179,6 @@ const CHUNK: usize = 16 * 1024;
 impl Merge for Add {
     fn input_shapes(&self) -> &[Shape] {
         &self.joint.inputs
-    }
-
-    fn output_shape(&self) -> Shape {
-        self.joint.output
     }
 
     fn forward_merge(&mut self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
@@ -265,10 +247,6 @@ impl Concat {
 impl Merge for Concat {
     fn input_shapes(&self) -> &[Shape] {
         &self.joint.inputs
-    }
-
-    fn output_shape(&self) -> Shape {
-        self.joint.output
     }
 
     fn forward_merge(&mut self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
@@ -350,10 +328,6 @@ fn strides(shape: Shape) -> [usize; 3] {
 impl Merge for Mul {
     fn input_shapes(&self) -> &[Shape] {
         &self.joint.inputs
-    }
-
-    fn output_shape(&self) -> Shape {
-        self.joint.output
     }
 
     fn forward_merge(&mut self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {

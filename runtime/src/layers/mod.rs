@@ -3,7 +3,7 @@
 //! same structs as fields and call the same methods, so both compute bit-identical results.
 //!
 //! Conventions shared by every layer:
-//! - `x`, `y`, `dy`, `dx` hold `batch` samples of [`Layer::input_dims`] / [`Layer::output_dims`]
+//! - `x`, `y`, `dy`, `dx` hold `batch` samples of [`Layer::input_shape`] / [`Layer::output_shape`]
 //!   (images pixel-major); longer buffers are fine (only the prefix is used), so buffers sized for
 //!   the largest batch serve smaller ones.
 //! - `backward` must get the `x` and `y` of the latest `forward`; it overwrites `dx` and every
@@ -74,9 +74,11 @@ use std::fmt;
 
 use ndarray::ArrayD;
 
+use cnnc_core::Shape;
+
 use crate::error::{Error, Result};
 use crate::param::{Entry, Param};
-use crate::tensor::{Dims, Mode, check_len};
+use crate::tensor::{Mode, check_len};
 
 /// A layer of a network: one input, one output (a layer reading several is also a [`Merge`]).
 pub trait Layer: Send + fmt::Debug {
@@ -84,10 +86,10 @@ pub trait Layer: Send + fmt::Debug {
     fn name(&self) -> &str;
 
     /// Per-sample shape of the input.
-    fn input_dims(&self) -> Dims;
+    fn input_shape(&self) -> Shape;
 
     /// Per-sample shape of the output.
-    fn output_dims(&self) -> Dims;
+    fn output_shape(&self) -> Shape;
 
     /// Computes `y` from `x` for `batch` samples.
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()>;
@@ -239,14 +241,14 @@ pub(crate) fn check_forward(
     let nx = check_len(
         layer.name(),
         "forward input",
-        layer.input_dims(),
+        layer.input_shape(),
         batch,
         x.len(),
     )?;
     let ny = check_len(
         layer.name(),
         "forward output",
-        layer.output_dims(),
+        layer.output_shape(),
         batch,
         y.len(),
     )?;
@@ -262,7 +264,7 @@ pub(crate) fn check_backward(
     dx: Option<&[f32]>,
     batch: usize,
 ) -> Result<(usize, usize)> {
-    let (name, input, output) = (layer.name(), layer.input_dims(), layer.output_dims());
+    let (name, input, output) = (layer.name(), layer.input_shape(), layer.output_shape());
     let nx = check_len(name, "backward input", input, batch, x.len())?;
     let ny = check_len(name, "backward output", output, batch, y.len())?;
     check_len(name, "backward dy", output, batch, dy.len())?;
@@ -334,14 +336,10 @@ pub(crate) fn check_param(layer: &str, name: &str, param: &Param, shape: &[usize
 }
 
 /// The image dims of a layer's input, or a config error naming what needs them.
-pub(crate) fn image_input(layer: &str, what: &str, input: Dims) -> Result<(usize, usize, usize)> {
+pub(crate) fn image_input(layer: &str, what: &str, input: Shape) -> Result<(usize, usize, usize)> {
     match input {
-        Dims::Image {
-            channels,
-            height,
-            width,
-        } => Ok((channels, height, width)),
-        Dims::Flat { features } => Err(Error::config(
+        Shape::Chw([channels, height, width]) => Ok((channels, height, width)),
+        Shape::Flat(features) => Err(Error::config(
             layer,
             format!(
                 "{what} needs an image input [channels, height, width], found flat [{features}]"

@@ -2,13 +2,14 @@
 //! activations, vectorised along channels. Backward runs one sample per task so overlapping
 //! windows add into `dx` in a fixed order.
 
+use cnnc_core::Shape;
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward, check_positive, grow, image_input};
 use crate::config::Pool2dConfig;
 use crate::error::{Error, Result};
 use crate::kernels::window::{NONE, Wide, Window};
-use crate::tensor::{Dims, Mode};
+use crate::tensor::Mode;
 
 /// Output pixels per parallel task in forward passes (results do not depend on it).
 const PIXELS_PER_TASK: usize = 256;
@@ -42,7 +43,7 @@ fn pool_out(
 }
 
 impl Geom {
-    fn new(layer: &str, kind: &str, config: &Pool2dConfig, input: Dims) -> Result<Self> {
+    fn new(layer: &str, kind: &str, config: &Pool2dConfig, input: Shape) -> Result<Self> {
         let (c, ih, iw) = image_input(layer, kind, input)?;
         check_positive(layer, "kernel_size", config.kernel_size)?;
         check_positive(layer, "stride", config.stride)?;
@@ -90,20 +91,12 @@ impl Geom {
         })
     }
 
-    fn input_dims(&self) -> Dims {
-        Dims::Image {
-            channels: self.c,
-            height: self.ih,
-            width: self.iw,
-        }
+    fn input_shape(&self) -> Shape {
+        Shape::Chw([self.c, self.ih, self.iw])
     }
 
-    fn output_dims(&self) -> Dims {
-        Dims::Image {
-            channels: self.c,
-            height: self.oh,
-            width: self.ow,
-        }
+    fn output_shape(&self) -> Shape {
+        Shape::Chw([self.c, self.oh, self.ow])
     }
 
     /// The window of output pixel `(oy, ox)`: input rows and columns clipped to the image, and
@@ -190,7 +183,7 @@ pub struct MaxPool2d {
 
 impl MaxPool2d {
     /// Builds the layer for per-sample input `input`.
-    pub fn new(name: &str, config: &Pool2dConfig, input: Dims) -> Result<Self> {
+    pub fn new(name: &str, config: &Pool2dConfig, input: Shape) -> Result<Self> {
         let g = Geom::new(name, "max_pool2d", config, input)?;
         if g.kh * g.kw >= usize::from(NONE) {
             return Err(Error::config(
@@ -235,12 +228,12 @@ impl Layer for MaxPool2d {
         &self.name
     }
 
-    fn input_dims(&self) -> Dims {
-        self.g.input_dims()
+    fn input_shape(&self) -> Shape {
+        self.g.input_shape()
     }
 
-    fn output_dims(&self) -> Dims {
-        self.g.output_dims()
+    fn output_shape(&self) -> Shape {
+        self.g.output_shape()
     }
 
     /// Also records where each maximum lies (PyTorch's saved indices), for `backward`.
@@ -346,7 +339,7 @@ pub struct AvgPool2d {
 
 impl AvgPool2d {
     /// Builds the layer for per-sample input `input`.
-    pub fn new(name: &str, config: &Pool2dConfig, input: Dims) -> Result<Self> {
+    pub fn new(name: &str, config: &Pool2dConfig, input: Shape) -> Result<Self> {
         let g = Geom::new(name, "avg_pool2d", config, input)?;
         Ok(AvgPool2d {
             name: name.to_owned(),
@@ -366,12 +359,12 @@ impl Layer for AvgPool2d {
         &self.name
     }
 
-    fn input_dims(&self) -> Dims {
-        self.g.input_dims()
+    fn input_shape(&self) -> Shape {
+        self.g.input_shape()
     }
 
-    fn output_dims(&self) -> Dims {
-        self.g.output_dims()
+    fn output_shape(&self) -> Shape {
+        self.g.output_shape()
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
@@ -456,11 +449,7 @@ mod tests {
             padding: [0, 0],
             ceil_mode: false,
         };
-        let dims = Dims::Image {
-            channels: 1,
-            height: 2,
-            width: 2,
-        };
+        let dims = Shape::Chw([1, 2, 2]);
         let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
         let mut y = [0.0];
         pool.forward(&x, &mut y, 1, Mode::Train).unwrap();
@@ -526,11 +515,7 @@ mod tests {
                     padding: [pad, pad],
                     ceil_mode,
                 };
-                let dims = Dims::Image {
-                    channels: c,
-                    height: size,
-                    width: size,
-                };
+                let dims = Shape::Chw([c, size, size]);
                 let batch = 2;
                 // Few distinct values, so windows tie often; NaN and -inf here and there.
                 let special = [f32::NAN, f32::NEG_INFINITY, -1.0, 0.0, 2.0, 3.0, 0.0, 2.0];
@@ -577,11 +562,7 @@ mod tests {
             padding: [0, 0],
             ceil_mode: false,
         };
-        let dims = Dims::Image {
-            channels: 1,
-            height: 256,
-            width: 256,
-        };
+        let dims = Shape::Chw([1, 256, 256]);
         let err = MaxPool2d::new("pool", &config, dims)
             .unwrap_err()
             .to_string();

@@ -1,12 +1,13 @@
 //! `torch.nn.PReLU`: a leaky ReLU whose negative slope is learnt, one for all channels or one per
 //! channel (the features of flat inputs).
 
+use cnnc_core::Shape;
 use ndarray::ArrayD;
 
 use super::{Layer, check_backward, check_forward, check_param};
 use crate::error::{Error, Result};
 use crate::param::{Entry, Param};
-use crate::tensor::{Dims, Mode};
+use crate::tensor::Mode;
 
 /// PyTorch's initial slope (`init=0.25`).
 const INIT: f32 = 0.25;
@@ -18,7 +19,7 @@ const INIT: f32 = 0.25;
 pub struct Prelu {
     name: String,
     weight_name: String,
-    dims: Dims,
+    dims: Shape,
     /// `[num_parameters]`.
     pub weight: Param,
 }
@@ -26,8 +27,8 @@ pub struct Prelu {
 impl Prelu {
     /// Builds the layer for per-sample shape `dims`, its slopes at PyTorch's 0.25.
     /// `num_parameters` must be 1 or the channel (feature) count.
-    pub fn new(name: &str, dims: Dims, num_parameters: usize) -> Result<Self> {
-        let channels = channels(dims);
+    pub fn new(name: &str, dims: Shape, num_parameters: usize) -> Result<Self> {
+        let channels = dims.channels();
         if num_parameters != 1 && num_parameters != channels {
             return Err(Error::config(
                 name,
@@ -53,15 +54,7 @@ impl Prelu {
     fn layout(&self) -> Result<(usize, usize)> {
         let n = self.weight.value.len();
         check_param(&self.name, "weight", &self.weight, &[n])?;
-        Ok((self.dims.len(), n))
-    }
-}
-
-/// The channel count (features of a flat input) of `dims`.
-fn channels(dims: Dims) -> usize {
-    match dims {
-        Dims::Image { channels, .. } => channels,
-        Dims::Flat { features } => features,
+        Ok((self.dims.numel(), n))
     }
 }
 
@@ -70,11 +63,11 @@ impl Layer for Prelu {
         &self.name
     }
 
-    fn input_dims(&self) -> Dims {
+    fn input_shape(&self) -> Shape {
         self.dims
     }
 
-    fn output_dims(&self) -> Dims {
+    fn output_shape(&self) -> Shape {
         self.dims
     }
 
@@ -82,7 +75,7 @@ impl Layer for Prelu {
         let (n, _) = check_forward(self, x, y, batch)?;
         let (_, slopes) = self.layout()?;
         let w: Vec<f32> = self.weight.value.iter().copied().collect();
-        let channels = channels(self.dims);
+        let channels = self.dims.channels();
         for (i, (y, &x)) in y[..n].iter_mut().zip(&x[..n]).enumerate() {
             let slope = if slopes == 1 { w[0] } else { w[i % channels] };
             *y = if x > 0.0 { x } else { slope * x };
@@ -101,7 +94,7 @@ impl Layer for Prelu {
         let (n, _) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
         let (_, slopes) = self.layout()?;
         let w: Vec<f32> = self.weight.value.iter().copied().collect();
-        let channels = channels(self.dims);
+        let channels = self.dims.channels();
         let slot = |i: usize| if slopes == 1 { 0 } else { i % channels };
         // Summed in value order, one pass: the same values whatever the thread count.
         let mut grad = vec![0.0f32; slopes];
@@ -135,11 +128,7 @@ mod tests {
 
     #[test]
     fn slopes_per_channel_follow_the_pixel_major_layout() {
-        let dims = Dims::Image {
-            channels: 2,
-            height: 1,
-            width: 2,
-        };
+        let dims = Shape::Chw([2, 1, 2]);
         let mut layer = Prelu::new("p", dims, 2).unwrap();
         layer.weight.value = ArrayD::from_shape_vec(vec![2], vec![0.5, 2.0]).unwrap();
         // (pixel 0: c0, c1), (pixel 1: c0, c1).
@@ -156,7 +145,7 @@ mod tests {
 
     #[test]
     fn num_parameters_is_one_or_the_channels() {
-        let dims = Dims::Flat { features: 3 };
+        let dims = Shape::Flat(3);
         assert!(Prelu::new("p", dims, 1).is_ok());
         assert!(Prelu::new("p", dims, 3).is_ok());
         assert!(matches!(

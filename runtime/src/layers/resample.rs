@@ -4,11 +4,12 @@
 //! are contiguous; forward passes are parallel over output rows, backward passes over samples,
 //! so every input gradient is summed in one fixed order whatever the thread count.
 
+use cnnc_core::Shape;
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward, check_positive, grow, image_input};
 use crate::error::{Error, Result};
-use crate::tensor::{Dims, Mode};
+use crate::tensor::Mode;
 use cnnc_core::geometry::{adaptive_window, nearest_source};
 
 /// The input and output sizes of one layer, resolved.
@@ -22,7 +23,7 @@ struct Resize {
 }
 
 impl Resize {
-    fn new(layer: &str, kind: &str, input: Dims, output: [usize; 2]) -> Result<Self> {
+    fn new(layer: &str, kind: &str, input: Shape, output: [usize; 2]) -> Result<Self> {
         let (c, ih, iw) = image_input(layer, kind, input)?;
         check_positive(layer, "output size", output)?;
         let [oh, ow] = output;
@@ -35,20 +36,12 @@ impl Resize {
         Ok(Resize { c, ih, iw, oh, ow })
     }
 
-    fn input_dims(&self) -> Dims {
-        Dims::Image {
-            channels: self.c,
-            height: self.ih,
-            width: self.iw,
-        }
+    fn input_shape(&self) -> Shape {
+        Shape::Chw([self.c, self.ih, self.iw])
     }
 
-    fn output_dims(&self) -> Dims {
-        Dims::Image {
-            channels: self.c,
-            height: self.oh,
-            width: self.ow,
-        }
+    fn output_shape(&self) -> Shape {
+        Shape::Chw([self.c, self.oh, self.ow])
     }
 
     fn in_len(&self) -> usize {
@@ -90,7 +83,7 @@ pub struct AdaptiveAvgPool2d {
 
 impl AdaptiveAvgPool2d {
     /// Builds the layer for per-sample input `input` and output `[height, width]`.
-    pub fn new(name: &str, output_size: [usize; 2], input: Dims) -> Result<Self> {
+    pub fn new(name: &str, output_size: [usize; 2], input: Shape) -> Result<Self> {
         Ok(AdaptiveAvgPool2d {
             name: name.to_owned(),
             r: Resize::new(name, "adaptive_avg_pool2d", input, output_size)?,
@@ -103,12 +96,12 @@ impl Layer for AdaptiveAvgPool2d {
         &self.name
     }
 
-    fn input_dims(&self) -> Dims {
-        self.r.input_dims()
+    fn input_shape(&self) -> Shape {
+        self.r.input_shape()
     }
 
-    fn output_dims(&self) -> Dims {
-        self.r.output_dims()
+    fn output_shape(&self) -> Shape {
+        self.r.output_shape()
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
@@ -192,7 +185,7 @@ pub struct AdaptiveMaxPool2d {
 
 impl AdaptiveMaxPool2d {
     /// Builds the layer for per-sample input `input` and output `[height, width]`.
-    pub fn new(name: &str, output_size: [usize; 2], input: Dims) -> Result<Self> {
+    pub fn new(name: &str, output_size: [usize; 2], input: Shape) -> Result<Self> {
         let r = Resize::new(name, "adaptive_max_pool2d", input, output_size)?;
         if u32::try_from(r.ih.saturating_mul(r.iw)).is_err() {
             return Err(Error::config(
@@ -255,12 +248,12 @@ impl Layer for AdaptiveMaxPool2d {
         &self.name
     }
 
-    fn input_dims(&self) -> Dims {
-        self.r.input_dims()
+    fn input_shape(&self) -> Shape {
+        self.r.input_shape()
     }
 
-    fn output_dims(&self) -> Dims {
-        self.r.output_dims()
+    fn output_shape(&self) -> Shape {
+        self.r.output_shape()
     }
 
     /// Also records where each maximum lies, for `backward`.
@@ -324,7 +317,7 @@ pub struct Upsample {
 
 impl Upsample {
     /// Builds the layer for per-sample input `input`, growing it by `scale_factor` `[sh, sw]`.
-    pub fn new(name: &str, scale_factor: [usize; 2], input: Dims) -> Result<Self> {
+    pub fn new(name: &str, scale_factor: [usize; 2], input: Shape) -> Result<Self> {
         let (_, ih, iw) = image_input(name, "upsample", input)?;
         check_positive(name, "scale_factor", scale_factor)?;
         let too_large = || Error::config(name, "upsample output is too large".to_owned());
@@ -348,12 +341,12 @@ impl Layer for Upsample {
         &self.name
     }
 
-    fn input_dims(&self) -> Dims {
-        self.r.input_dims()
+    fn input_shape(&self) -> Shape {
+        self.r.input_shape()
     }
 
-    fn output_dims(&self) -> Dims {
-        self.r.output_dims()
+    fn output_shape(&self) -> Shape {
+        self.r.output_shape()
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
@@ -410,12 +403,8 @@ impl Layer for Upsample {
 mod tests {
     use super::*;
 
-    fn image(c: usize, h: usize, w: usize) -> Dims {
-        Dims::Image {
-            channels: c,
-            height: h,
-            width: w,
-        }
+    fn image(c: usize, h: usize, w: usize) -> Shape {
+        Shape::Chw([c, h, w])
     }
 
     #[test]
@@ -448,7 +437,7 @@ mod tests {
     #[test]
     fn upsample_repeats_pixels_and_sums_their_gradients() {
         let mut up = Upsample::new("u", [2, 3], image(1, 1, 2)).unwrap();
-        assert_eq!(up.output_dims(), image(1, 2, 6));
+        assert_eq!(up.output_shape(), image(1, 2, 6));
         let x = [1.0, 2.0];
         let mut y = [0.0; 12];
         up.forward(&x, &mut y, 1, Mode::Eval).unwrap();

@@ -2,14 +2,13 @@
 //! numerically stable by subtracting each line's maximum first. Samples run in parallel; each
 //! line's sums run in a fixed order, so results do not depend on the number of threads.
 
+use cnnc_core::Shape;
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward};
-use cnnc_core::Shape;
-
 use crate::config::softmax_dim;
 use crate::error::{Error, Result};
-use crate::tensor::{Dims, Mode};
+use crate::tensor::Mode;
 
 /// How the values of one sample split into lines along the softmax dimension, in the internal
 /// layout (images pixel-major, `[H, W, C]`): `outer` blocks of `len * inner` values, each line
@@ -23,35 +22,20 @@ struct Lines {
 
 impl Lines {
     /// The lines of `dims` along PyTorch's `dim` of the batched tensor, or a config error.
-    fn new(name: &str, what: &str, dims: Dims, dim: i64) -> Result<Lines> {
-        let shape = match dims {
-            Dims::Flat { features } => Shape::Flat(features),
-            Dims::Image {
-                channels,
-                height,
-                width,
-            } => Shape::Chw([channels, height, width]),
-        };
-        let axis = softmax_dim(dim, shape).ok_or_else(|| {
+    fn new(name: &str, what: &str, dims: Shape, dim: i64) -> Result<Lines> {
+        let axis = softmax_dim(dim, dims).ok_or_else(|| {
             Error::config(
                 name,
-                format!("{what} dim {dim} is not a per-sample dimension of {shape}"),
+                format!("{what} dim {dim} is not a per-sample dimension of {dims}"),
             )
         })?;
         Ok(match (dims, axis) {
-            (Dims::Flat { features }, _) => Lines {
+            (Shape::Flat(features), _) => Lines {
                 outer: 1,
                 len: features,
                 inner: 1,
             },
-            (
-                Dims::Image {
-                    channels,
-                    height,
-                    width,
-                },
-                axis,
-            ) => match axis {
+            (Shape::Chw([channels, height, width]), axis) => match axis {
                 1 => Lines {
                     outer: height * width,
                     len: channels,
@@ -137,7 +121,7 @@ macro_rules! softmax_layer {
         #[derive(Debug)]
         pub struct $ty {
             name: String,
-            dims: Dims,
+            dims: Shape,
             dim: i64,
             lines: Lines,
         }
@@ -145,7 +129,7 @@ macro_rules! softmax_layer {
         impl $ty {
             /// Builds the layer for per-sample shape `dims`, along PyTorch's `dim` of the
             /// batched tensor `[N, ...]` (negative counts from the end; 0, the batch, is refused).
-            pub fn new(name: &str, dims: Dims, dim: i64) -> Result<Self> {
+            pub fn new(name: &str, dims: Shape, dim: i64) -> Result<Self> {
                 Ok($ty {
                     name: name.to_owned(),
                     dims,
@@ -165,17 +149,17 @@ macro_rules! softmax_layer {
                 &self.name
             }
 
-            fn input_dims(&self) -> Dims {
+            fn input_shape(&self) -> Shape {
                 self.dims
             }
 
-            fn output_dims(&self) -> Dims {
+            fn output_shape(&self) -> Shape {
                 self.dims
             }
 
             fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
                 let (n, _) = check_forward(self, x, y, batch)?;
-                let per = self.dims.len().max(1);
+                let per = self.dims.numel().max(1);
                 let lines = self.lines;
                 y[..n]
                     .par_chunks_mut(per)
@@ -194,7 +178,7 @@ macro_rules! softmax_layer {
             ) -> Result<()> {
                 let (n, _) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
                 let Some(dx) = dx else { return Ok(()) };
-                let per = self.dims.len().max(1);
+                let per = self.dims.numel().max(1);
                 let lines = self.lines;
                 dx[..n]
                     .par_chunks_mut(per)
@@ -228,7 +212,7 @@ mod tests {
 
     #[test]
     fn large_values_stay_finite_and_lines_sum_to_one() {
-        let dims = Dims::Flat { features: 3 };
+        let dims = Shape::Flat(3);
         let mut layer = Softmax::new("s", dims, -1).unwrap();
         let x = [1000.0, 1000.0, 0.0, -5.0, 0.0, 5.0];
         let mut y = [0.0; 6];
@@ -245,11 +229,7 @@ mod tests {
     #[test]
     fn image_dims_pick_the_internal_stride() {
         // [C=2, H=1, W=3], pixel-major: values (pixel, channel).
-        let dims = Dims::Image {
-            channels: 2,
-            height: 1,
-            width: 3,
-        };
+        let dims = Shape::Chw([2, 1, 3]);
         let x = [0.0, 1.0, 0.0, 2.0, 0.0, 3.0];
         let mut y = [0.0; 6];
         // Over channels: each pixel's pair sums to 1.
@@ -277,7 +257,7 @@ mod tests {
 
     #[test]
     fn the_batch_dimension_and_out_of_range_dims_are_refused() {
-        let dims = Dims::Flat { features: 3 };
+        let dims = Shape::Flat(3);
         for dim in [0, 2, -3] {
             assert!(matches!(
                 Softmax::new("s", dims, dim),

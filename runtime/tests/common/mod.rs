@@ -72,8 +72,8 @@ pub fn check_layer<L: Layer>(
     tol: f64,
     mut forward: impl FnMut(&mut L, &[f32], &mut [f32]),
 ) {
-    let out_len = layer.output_dims().len() * batch;
-    let in_len = layer.input_dims().len() * batch;
+    let out_len = layer.output_shape().numel() * batch;
+    let in_len = layer.input_shape().numel() * batch;
     assert_eq!(x.len(), in_len);
     let r = rng.vec(out_len);
     let mut y = vec![0.0; out_len];

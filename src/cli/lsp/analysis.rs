@@ -5,7 +5,8 @@
 
 use cnnc_spec::core::kind::{ArgDefault, ArgInfo, ArgType, ArgValue};
 use cnnc_spec::{
-    CheckedLayer, CheckedModel, Diagnostic, Format, Ident, LayerKind, Model, Shape, Source, Span,
+    CheckedLayer, CheckedModel, Diagnostic, Format, Ident, Layer, LayerKind, Model, Shape, Source,
+    Span,
 };
 
 /// Everything known about one spec text.
@@ -60,37 +61,71 @@ pub struct ShapeHint {
 }
 
 impl Analysis {
-    /// The output shape of every checked layer, at the end of its line.
+    /// The output shape of every checked layer, at the end of its line. A layer of a block
+    /// instantiated several times gets one hint with each distinct shape.
     pub fn shape_hints(&self, source: &Source) -> Vec<ShapeHint> {
         let Some(model) = &self.model else {
             return Vec::new();
         };
         let text = source.text();
-        model
-            .layers()
-            .iter()
-            .enumerate()
-            .map(|(i, layer)| ShapeHint {
-                offset: line_end(text, last_char(text, model.span(i))),
-                label: format!("→ {}", layer.output_shape()),
+        let mut hints: Vec<(Span, Vec<Shape>)> = Vec::new();
+        let mut by_span: std::collections::HashMap<Span, usize> = Default::default();
+        for (i, layer) in model.layers().iter().enumerate() {
+            let span = model.span(i);
+            let at = *by_span.entry(span).or_insert_with(|| {
+                hints.push((span, Vec::new()));
+                hints.len() - 1
+            });
+            let shapes = &mut hints[at].1;
+            if !shapes.contains(&layer.output_shape()) {
+                shapes.push(layer.output_shape());
+            }
+        }
+        hints
+            .into_iter()
+            .map(|(span, shapes)| {
+                let mut shown: Vec<String> = shapes.iter().take(3).map(Shape::to_string).collect();
+                if shapes.len() > 3 {
+                    shown.push("…".to_owned());
+                }
+                ShapeHint {
+                    offset: line_end(text, last_char(text, span)),
+                    label: format!("→ {}", shown.join(" | ")),
+                }
             })
             .collect()
     }
 
-    /// The index of the layer written at byte `offset`, if any.
-    pub fn layer_at(&self, offset: usize) -> Option<usize> {
+    /// The innermost entry written at byte `offset` (in a block, a group or at the top level).
+    pub fn entry_at(&self, offset: usize) -> Option<&Layer> {
+        fn find(layers: &[Layer], offset: usize) -> Option<&Layer> {
+            let layer = layers.iter().find(|layer| contains(layer.span, offset))?;
+            match &layer.body {
+                Some(body) => find(body, offset).or(Some(layer)),
+                None => Some(layer),
+            }
+        }
         let ast = self.ast.as_ref()?;
-        ast.layers
-            .iter()
-            .position(|layer| contains(layer.span, offset))
+        find(&ast.layers, offset).or_else(|| {
+            ast.blocks
+                .iter()
+                .find_map(|block| find(&block.layers, offset))
+        })
+    }
+
+    /// The index of the checked layer written at byte `offset`, if any (the first instance's,
+    /// for a layer of a block).
+    pub fn layer_at(&self, offset: usize) -> Option<usize> {
+        let entry = self.entry_at(offset)?;
+        let model = self.model.as_ref()?;
+        (0..model.layers().len()).find(|&i| model.span(i) == entry.span)
     }
 
     /// Hover text (Markdown) for byte `offset`: an argument's documentation on its key, else the
     /// layer: kind, PyTorch class, shapes, parameters, mult-adds, size arithmetic and arguments.
     pub fn hover(&self, offset: usize) -> Option<(Span, String)> {
-        let ast = self.ast.as_ref()?;
-        let index = self.layer_at(offset)?;
-        let layer = &ast.layers[index];
+        let layer = self.entry_at(offset)?;
+        let index = self.layer_at(offset);
         let kind = LayerKind::from_keyword(&layer.kind.text)?;
         if let Some(arg) = layer.args.iter().find(|a| contains(a.key.span, offset))
             && let Some(info) = kind.arg(&arg.key.text)
@@ -107,11 +142,17 @@ impl Analysis {
             kind.computes()
         );
         // The checked model holds the layers before the first error, in source order.
-        if let Some(checked) = self.model.as_ref().and_then(|m| m.layers().get(index)) {
+        if let Some(checked) = index.and_then(|i| self.model.as_ref()?.layers().get(i)) {
+            let inputs = checked
+                .input_shapes()
+                .iter()
+                .map(Shape::to_string)
+                .collect::<Vec<_>>()
+                .join(" + ");
             text.push_str(&format!(
                 "\n`{}`: {} → {}\n\nparameters: {} · mult-adds: {}\n",
                 checked.name(),
-                checked.input_shape(),
+                inputs,
                 checked.output_shape(),
                 checked.params(),
                 checked.macs(),
@@ -127,8 +168,8 @@ impl Analysis {
         Some((layer.span, text))
     }
 
-    /// Every place the layer name at byte `offset` is written (the first is its definition):
-    /// in a sequential spec names are only defined, so these are its duplicates.
+    /// Every place the layer name at byte `offset` is written: where it is defined (first) and
+    /// every input that names it.
     pub fn name_references(&self, offset: usize) -> Vec<Span> {
         let names = self.names();
         let Some(name) = names.iter().find(|n| contains(n.span, offset)) else {
@@ -141,12 +182,26 @@ impl Analysis {
             .collect()
     }
 
-    /// The explicit layer names, in order.
+    /// The explicit entry names and the inputs that name entries, in source order.
     pub fn names(&self) -> Vec<&Ident> {
-        self.ast
-            .iter()
-            .flat_map(|ast| ast.layers.iter().filter_map(|l| l.name.as_ref()))
-            .collect()
+        fn collect<'a>(layers: &'a [Layer], out: &mut Vec<&'a Ident>) {
+            for layer in layers {
+                out.extend(layer.name.as_ref());
+                out.extend(layer.inputs.iter().filter(|i| i.text != "input"));
+                if let Some(body) = &layer.body {
+                    collect(body, out);
+                }
+            }
+        }
+        let mut names = Vec::new();
+        if let Some(ast) = &self.ast {
+            for block in &ast.blocks {
+                collect(&block.layers, &mut names);
+            }
+            collect(&ast.layers, &mut names);
+        }
+        names.sort_by_key(|n| n.span.start);
+        names
     }
 
     /// The outline: each layer's display name, kind and output shape, span and name span.
@@ -154,11 +209,17 @@ impl Analysis {
         let Some(ast) = &self.ast else {
             return Vec::new();
         };
+        // Each written layer's first checked instance, by where it is written.
+        let mut by_span = std::collections::HashMap::new();
+        if let Some(model) = &self.model {
+            for (i, layer) in model.layers().iter().enumerate() {
+                by_span.entry(model.span(i)).or_insert(layer);
+            }
+        }
         ast.layers
             .iter()
-            .enumerate()
-            .map(|(i, layer)| {
-                let checked = self.model.as_ref().and_then(|m| m.layers().get(i));
+            .map(|layer| {
+                let checked = by_span.get(&layer.span).copied();
                 let name = layer
                     .name
                     .as_ref()
@@ -435,8 +496,13 @@ mod tests {
             let source = Source::new("model", text.as_str(), format);
             let analysis = analyze(&source);
             assert!(analysis.diagnostics.is_empty(), "{text}");
-            let layers = analysis.ast.as_ref().map_or(0, |ast| ast.layers.len());
-            assert_eq!(analysis.shape_hints(&source).len(), layers, "{text}");
+            let ast = analysis.ast.as_ref().expect("parsed");
+            let hints = analysis.shape_hints(&source);
+            if ast.blocks.is_empty() && ast.layers.iter().all(|l| l.body.is_none()) {
+                assert_eq!(hints.len(), ast.layers.len(), "{text}");
+            } else {
+                assert!(!hints.is_empty(), "{text}");
+            }
         }
     }
 
@@ -488,6 +554,44 @@ mod tests {
             Completion::Args(LayerKind::Linear, Vec::new())
         );
         assert_eq!(yaml("model: x\n"), Completion::Nothing);
+    }
+
+    #[test]
+    fn graph_specs_hover_hint_and_find_references_inside_blocks() {
+        let text = "input (4, 8, 8)\n\
+                    block Res(planes) {\n\
+                    \x20 conv: conv2d(out_channels=planes, kernel_size=3, padding=1)\n\
+                    \x20 add(conv, input)\n\
+                    }\n\
+                    stage: sequential {\n\
+                    \x20 Res(planes=4, repeat=2)\n\
+                    }\n\
+                    flatten\n";
+        let source = Source::new("g.cnn", text, Format::Dsl);
+        let analysis = analyze(&source);
+        assert!(
+            analysis.diagnostics.is_empty(),
+            "{:?}",
+            analysis.diagnostics
+        );
+        // The block's convolution: one hint for its two instances, a hover with its shapes.
+        let conv = text.find("conv2d").expect("conv2d");
+        let (_, hover) = analysis.hover(conv).expect("hover");
+        assert!(
+            hover.contains("`stage.0.conv`: [4, 8, 8] → [4, 8, 8]"),
+            "{hover}"
+        );
+        let add = text.find("add(").expect("add");
+        let (_, hover) = analysis.hover(add).expect("hover on add");
+        assert!(
+            hover.contains("[4, 8, 8] + [4, 8, 8] → [4, 8, 8]"),
+            "{hover}"
+        );
+        let hints = analysis.shape_hints(&source);
+        assert_eq!(hints.len(), 3, "{hints:?}");
+        // `conv` is defined once and read once.
+        let references = analysis.name_references(text.find("conv:").expect("name"));
+        assert_eq!(references.len(), 2, "{references:?}");
     }
 
     #[test]

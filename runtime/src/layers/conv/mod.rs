@@ -21,6 +21,7 @@ mod plan;
 mod staging;
 mod tile;
 
+use cnnc_core::Shape;
 use rand_chacha::ChaCha8Rng;
 
 use super::{Layer, Stale, check_backward, check_forward, grow, visit_weight_bias, zero_param};
@@ -29,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::init::{fan_in_bound, fill_uniform};
 use crate::kernels::gemm::{MR, NR, RunTable, Seg, panels};
 use crate::param::{Entry, Param};
-use crate::tensor::{Dims, MAX_LANES, Mode};
+use crate::tensor::{MAX_LANES, Mode};
 use fused_pool::FusedPool;
 use geometry::Geom;
 use grouped::Grouped;
@@ -222,7 +223,7 @@ impl Layer for Conv2d {
         &self.name
     }
 
-    fn input_dims(&self) -> Dims {
+    fn input_shape(&self) -> Shape {
         let [height, width] = [0, 1].map(|i| {
             let padded = [self.g.ih, self.g.iw][i];
             padded
@@ -231,23 +232,15 @@ impl Layer for Conv2d {
                     .as_ref()
                     .map_or(0, |_| 2 * self.config.padding[i])
         });
-        Dims::Image {
-            channels: self.g.cin,
-            height,
-            width,
-        }
+        Shape::Chw([self.g.cin, height, width])
     }
 
-    fn output_dims(&self) -> Dims {
+    fn output_shape(&self) -> Shape {
         let (height, width) = match &self.pool {
             Some(pool) => (pool.oh, pool.ow),
             None => (self.g.oh, self.g.ow),
         };
-        Dims::Image {
-            channels: self.g.cout,
-            height,
-            width,
-        }
+        Shape::Chw([self.g.cout, height, width])
     }
 
     /// Leaves its padded input for `backward`.
