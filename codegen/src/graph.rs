@@ -4,6 +4,8 @@
 //! read by several layers summed in the plan's fixed order. Sequential models keep the chain of
 //! [`Gen::run_forward`] and [`Gen::run_backward`].
 
+use std::collections::BTreeSet;
+
 use cnnc_core::{CheckedLayer, Grad, GradTo, LayerConfig, Shape, Step};
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
@@ -96,6 +98,9 @@ impl Gen<'_> {
         let mut reads = Reads::of(self.exec.steps(), buffers.len());
         let x0 = tensor(0);
         let mut lines = vec![quote!(let #x0 = <#first>::from_slice(#a0, batch)?;)];
+        // The helpers the steps call, imported by name (an unused import would warn in the
+        // user's crate).
+        let mut calls = BTreeSet::from(["on_pool"]);
         for plan in self.layers {
             let step = self.exec.step_of(plan.index);
             if plan.fused {
@@ -113,6 +118,12 @@ impl Gen<'_> {
             };
             let out = &acts[step.output];
             let field = &plan.field;
+            calls.insert(match plan.layer.config() {
+                LayerConfig::Add => "add",
+                LayerConfig::Concat(_) => "concat",
+                LayerConfig::Mul => "mul",
+                _ => "forward",
+            });
             let call = match plan.layer.config() {
                 LayerConfig::Add => {
                     let xs = step.inputs.iter().map(|&b| reads.take(b));
@@ -152,11 +163,12 @@ impl Gen<'_> {
                 let #binding: #ty = #call;
             });
         }
+        let calls = calls.into_iter().map(|call| format_ident!("{}", call));
         quote! {
             /// Runs every step of the plan on the `batch` samples in the input buffer; each
             /// tensor is a binding whose type carries its shape.
             fn run_forward(&mut self, batch: usize, mode: #mode) -> Result<(), #error> {
-                use #private{add, concat, forward, mul, on_pool};
+                use #private{#(#calls),*};
                 #use_views
                 on_pool(|| {
                     let [#(#acts),*] = &mut self.workspace.acts;
@@ -186,6 +198,8 @@ impl Gen<'_> {
             grad(b)
         };
         let mut lines = Vec::new();
+        let mut calls = BTreeSet::from(["on_pool"]);
+        let mut grad_out_used = false;
         for step in self.exec.steps().iter().rev() {
             let plan: &Plan<'_> = &self.layers[step.layer];
             let summary = plan.summary(self.model);
@@ -195,6 +209,7 @@ impl Gen<'_> {
                     lines.push(self.mark(format!(
                         "{summary}: reaches no output, so no gradient reaches its parameters"
                     )));
+                    calls.insert("zero_grads");
                     lines.push(quote!(zero_grads(&mut self.#field);));
                     continue;
                 }
@@ -210,6 +225,7 @@ impl Gen<'_> {
                 // One call per input, in input order, as the executor makes them.
                 let xs: Vec<&Ident> = step.inputs.iter().map(|&b| &acts[b]).collect();
                 for (input, to) in step.dxs.iter().enumerate() {
+                    grad_out_used |= *to != GradTo::Discard;
                     let dx = match *to {
                         GradTo::Discard => continue,
                         GradTo::Write(b) => {
@@ -225,6 +241,7 @@ impl Gen<'_> {
                     lines.push(quote! {
                         merge_backward::<#ty, _>(&mut self.#field, [#(#xs),*], #dy, #input, #dx, batch)?;
                     });
+                    calls.insert("merge_backward");
                 }
             } else {
                 let tx = Self::view_type(plan.layer.input_shape());
@@ -239,6 +256,7 @@ impl Gen<'_> {
                 lines.push(quote! {
                     backward::<#tx, #ty>(&mut self.#field, #x, #y, #dy, #dx, batch)?;
                 });
+                calls.insert("backward");
                 if let Some(GradTo::Add {
                     into,
                     scratch: Some(scratch),
@@ -248,9 +266,16 @@ impl Gen<'_> {
                     lines.push(quote! {
                         accumulate::<#tx>(&mut #into[..], #scratch, batch)?;
                     });
+                    calls.insert("accumulate");
                 }
             }
         }
+        let calls = calls.into_iter().map(|call| format_ident!("{}", call));
+        let use_grad_out = if grad_out_used {
+            quote!(use #grad_out;)
+        } else {
+            TokenStream::new()
+        };
         let names = used
             .iter()
             .enumerate()
@@ -265,8 +290,8 @@ impl Gen<'_> {
             /// from the last to the first, summing the gradient parts of a tensor several layers
             /// read in the plan's order.
             fn run_backward(&mut self, batch: usize) -> Result<(), #error> {
-                use #private{accumulate, backward, merge_backward, on_pool, zero_grads};
-                use #grad_out;
+                use #private{#(#calls),*};
+                #use_grad_out
                 #use_views
                 on_pool(|| {
                     let ws = &mut self.workspace;

@@ -566,9 +566,7 @@ impl GraphMix {
     /// from the last to the first, summing the gradient parts of a tensor several layers
     /// read in the plan's order.
     fn run_backward(&mut self, batch: usize) -> Result<(), ::cnnc::Error> {
-        use ::cnnc::__private::{
-            accumulate, backward, merge_backward, on_pool, zero_grads,
-        };
+        use ::cnnc::__private::{accumulate, backward, merge_backward, on_pool};
         use ::cnnc::runtime::typed::GradOut;
         use ::cnnc::runtime::typed::{Features, Images};
         on_pool(|| {
