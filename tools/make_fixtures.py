@@ -18,6 +18,10 @@ made. Files written:
   `grad_input`, `param.<name>`, `grad.<weight|bias>`, `after.<buffer>`; metadata `config` (JSON).
 - optim.safetensors: optimizers in isolation on given gradients, and learning-rate schedules.
 - npy/*.npy: small arrays written by numpy in the formats cnnc's .npy reader accepts or rejects.
+- grads/<case>.cnn, grads/<case>_state_dict.safetensors, grads/<case>.safetensors: what
+  `cnnc run --train --grads` is checked against: a spec, the weights PyTorch saves for the same
+  module (buffers included), and `input`, `labels` (int64), then per mode (`train.`, `eval.`)
+  `logits`, `loss` and `grad.<name>` of the mean cross-entropy loss.
 - graph.safetensors: SmallGraph, a graph model (a residual block, a downsampling block with a 1x1
   projection shortcut, a channel concat and a squeeze-and-excitation gate) on 8x8 inputs:
   `state.<name>` (every state_dict entry, batchnorm statistics randomised), `input` [4,3,8,8],
@@ -25,7 +29,7 @@ made. Files written:
   (running statistics after that forward); graph_state_dict.safetensors: its
   `save_file(model.state_dict())`.
 
-Run with section names (`custom_cnn layers optim npy graph`) to write only those files.
+Run with section names (`custom_cnn layers optim npy graph grads`) to write only those files.
 """
 
 import json
@@ -181,7 +185,9 @@ def conv(
     layer_case(name, config, build, (2, in_channels, *input_hw))
 
 
-def pool(name, kind, kernel_size, input_hw, stride=None, padding=0, ceil_mode=False):
+def pool(name, kind, kernel_size, input_hw, stride=None, padding=0, ceil_mode=False, **options):
+    """A max or average pool; `options` are dilation (max) or count_include_pad and
+    divisor_override (avg)."""
     stride = kernel_size if stride is None else stride
     config = {
         "kind": kind,
@@ -192,24 +198,48 @@ def pool(name, kind, kernel_size, input_hw, stride=None, padding=0, ceil_mode=Fa
     }
     cls = nn.MaxPool2d if kind == "MaxPool2d" else nn.AvgPool2d
     if kind == "AvgPool2d":
-        config["count_include_pad"] = True
-    build = lambda: cls(kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode)  # noqa: E731
+        config["count_include_pad"] = options.get("count_include_pad", True)
+        if options.get("divisor_override") is not None:
+            config["divisor_override"] = options["divisor_override"]
+    elif "dilation" in options:
+        config["dilation"] = pair(options["dilation"])
+    build = lambda: cls(kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode, **options)  # noqa: E731
     layer_case(name, config, build, (2, 3, *input_hw))
 
 
-def batchnorm(name, training, eps=1e-5, momentum=0.1):
+def batchnorm(name, training, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
     config = {"kind": "BatchNorm2d", "num_features": 3, "eps": eps, "momentum": momentum, "training": training}
+    if not affine:
+        config["affine"] = False
+    if not track_running_stats:
+        config["track_running_stats"] = False
 
     def prepare(bn):
         # Non-default affine parameters and running statistics, so that none of them is a no-op.
-        bn.weight.copy_(torch.randn(3))
-        bn.bias.copy_(torch.randn(3))
-        bn.running_mean.copy_(torch.randn(3))
-        bn.running_var.copy_(torch.rand(3) + 0.5)
-        bn.num_batches_tracked.fill_(2)
+        if affine:
+            bn.weight.copy_(torch.randn(3))
+            bn.bias.copy_(torch.randn(3))
+        if track_running_stats:
+            bn.running_mean.copy_(torch.randn(3))
+            bn.running_var.copy_(torch.rand(3) + 0.5)
+            bn.num_batches_tracked.fill_(2)
 
-    build = lambda: nn.BatchNorm2d(3, eps=eps, momentum=momentum)  # noqa: E731
+    build = lambda: nn.BatchNorm2d(  # noqa: E731
+        3, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats
+    )
     layer_case(name, config, build, (4, 3, 5, 4), scale=2.0, train=training, prepare=prepare)
+
+
+def groupnorm(name, num_groups, num_channels, input_hw, eps=1e-5, affine=True, training=True):
+    config = {"kind": "GroupNorm", "num_groups": num_groups, "num_channels": num_channels, "eps": eps, "affine": affine}
+
+    def prepare(gn):
+        if affine:
+            gn.weight.copy_(torch.randn(num_channels))
+            gn.bias.copy_(torch.randn(num_channels))
+
+    build = lambda: nn.GroupNorm(num_groups, num_channels, eps=eps, affine=affine)  # noqa: E731
+    layer_case(name, config, build, (3, num_channels, *input_hw), scale=2.0, train=training, prepare=prepare)
 
 
 def cross_entropy():
@@ -253,6 +283,16 @@ def layers():
         # the right padding, so PyTorch drops it (3 rows, not 4); width 6 keeps all 4 columns.
         pool(f"{prefix}_ceil_drop", kind, 2, (5, 6), stride=2, padding=1, ceil_mode=True)
         pool(f"{prefix}_stride1_rect", kind, (2, 3), (5, 6), stride=1, padding=(1, 1))
+    # Dilated max pools: overlapping, with padding and ceil_mode, and disjoint with gaps.
+    pool("max_pool2d_dilation2", "MaxPool2d", 3, (9, 8), stride=1, padding=1, dilation=2)
+    pool("max_pool2d_dilation_mixed_ceil", "MaxPool2d", (2, 3), (8, 9), stride=(2, 1), padding=1, dilation=(3, 2),
+         ceil_mode=True)
+    pool("max_pool2d_dilation_disjoint", "MaxPool2d", 2, (8, 8), stride=4, dilation=2)
+    # Average pools dividing by the input pixels only, and by a fixed divisor.
+    pool("avg_pool2d_exclude_pad", "AvgPool2d", 3, (6, 5), stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+    pool("avg_pool2d_divisor", "AvgPool2d", (2, 3), (5, 6), stride=1, padding=1, divisor_override=5)
+    pool("avg_pool2d_divisor_exclude_pad", "AvgPool2d", 2, (5, 5), stride=2, padding=1, count_include_pad=False,
+         divisor_override=3)
     layer_case("relu", {"kind": "ReLU"}, nn.ReLU, (2, 3, 4, 5))
     layer_case(
         "leaky_relu", {"kind": "LeakyReLU", "negative_slope": 0.2}, lambda: nn.LeakyReLU(0.2), (2, 3, 4, 5)
@@ -266,6 +306,18 @@ def layers():
     batchnorm("batch_norm2d_train", True)
     batchnorm("batch_norm2d_train_momentum", True, eps=1e-3, momentum=0.3)
     batchnorm("batch_norm2d_eval", False)
+    # momentum=None: the cumulative average, factor 1 / num_batches_tracked (3 after this step).
+    batchnorm("batch_norm2d_cumulative", True, momentum=None)
+    batchnorm("batch_norm2d_no_affine", True, affine=False)
+    # Without running statistics, eval normalises by the batch's (and has no buffers).
+    batchnorm("batch_norm2d_untracked_eval", False, track_running_stats=False)
+    batchnorm("batch_norm2d_untracked_train", True, affine=False, track_running_stats=False)
+    groupnorm("group_norm_2_of_6", 2, 6, (4, 5))
+    groupnorm("group_norm_instance", 4, 4, (3, 3), eps=1e-3)
+    groupnorm("group_norm_layer", 1, 3, (5, 2), training=False)
+    groupnorm("group_norm_no_affine", 3, 6, (2, 3), affine=False)
+    # One dim flattened: nothing changes, as in PyTorch.
+    layer_case("flatten_dim2", {"kind": "Flatten", "start_dim": 2, "end_dim": 2}, lambda: nn.Flatten(2, 2), (2, 3, 4, 5))
     # Modern activations: scale 4 puts inputs on both sides of every kink (-3, 0, 3, 6).
     layer_case("relu6", {"kind": "ReLU6"}, nn.ReLU6, (2, 3, 4, 5), scale=4.0)
     layer_case("silu", {"kind": "SiLU"}, nn.SiLU, (2, 3, 4, 5), scale=4.0)
@@ -429,6 +481,76 @@ def npy():
             np.lib.format.write_array(f, a, version=version)
 
 
+class BnCnn(nn.Module):
+    """A small sequential CNN with batch norm (so train and eval mode differ) and a fused pool."""
+
+    SPEC = """model BnCnn
+input (3, 12, 12)
+conv1: conv2d(out_channels=8, kernel_size=3, padding=1, bias=false)
+bn1: batchnorm2d
+relu
+maxpool2d(kernel_size=2)
+conv2: conv2d(out_channels=6, kernel_size=3, stride=2)
+bn2: batchnorm2d
+relu
+flatten
+fc: linear(out_features=5)
+"""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 6, 3, stride=2)
+        self.bn2 = nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6 * 2 * 2, 5)
+
+    def forward(self, x):
+        x = F.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 2)
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
+def grads_case(name, model, input_shape, classes, batch=6):
+    """Gradients of the mean cross-entropy loss with respect to every parameter, in train and in
+    eval mode, from the same weights (batch-norm running statistics made non-trivial first)."""
+    d = os.path.join(OUT, "grads")
+    os.makedirs(d, exist_ok=True)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(batch, *input_shape) * 2 + 0.5)
+    state = contiguous(model.state_dict())
+    x = torch.randn(batch, *input_shape)
+    y = torch.randint(0, classes, (batch,))
+    tensors = {"input": x, "labels": y}
+    for mode in ("train", "eval"):
+        model.load_state_dict(state)
+        model.train(mode == "train")
+        model.zero_grad()
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        tensors.update({f"{mode}.logits": logits, f"{mode}.loss": loss})
+        tensors.update({f"{mode}.grad.{k}": p.grad for k, p in model.named_parameters()})
+    recipe = (
+        f"torch.manual_seed(0); model = {type(model).__name__}(); two no_grad train-mode forwards on "
+        f"randn({batch},*input)*2+0.5 (running statistics); state = state_dict(); input = "
+        f"randn({batch},*input); labels = randint(0,{classes},({batch},)); per mode (model.train() / "
+        "model.eval()): logits, loss = cross_entropy(logits, labels) (mean), grad = p.grad"
+    )
+    write(os.path.join(d, f"{name}.safetensors"), tensors, meta(recipe=recipe))
+    save_file(state, os.path.join(d, f"{name}_state_dict.safetensors"))
+    with open(os.path.join(d, f"{name}.cnn"), "w") as f:
+        f.write(f"# Made by tools/make_fixtures.py: the spec of its {type(model).__name__}.\n")
+        f.write(model.SPEC)
+
+
+def grads():
+    torch.manual_seed(SEED)
+    grads_case("bn_cnn", BnCnn(), (3, 12, 12), 5)
+
+
 class BasicBlock(nn.Module):
     """torchvision's BasicBlock: conv-bn-relu-conv-bn, plus the input (or its projection)."""
 
@@ -526,7 +648,14 @@ def graph():
     save_file(state, os.path.join(OUT, "graph_state_dict.safetensors"))
 
 
-SECTIONS = {"custom_cnn": custom_cnn, "layers": layers, "optim": optim, "npy": npy, "graph": graph}
+SECTIONS = {
+    "custom_cnn": custom_cnn,
+    "layers": layers,
+    "optim": optim,
+    "npy": npy,
+    "graph": graph,
+    "grads": grads,
+}
 
 
 def main():

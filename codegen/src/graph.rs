@@ -97,7 +97,7 @@ impl Gen<'_> {
         let a0 = &acts[0];
         let mut reads = Reads::of(self.exec.steps(), buffers.len());
         let x0 = tensor(0);
-        let mut lines = vec![quote!(let #x0 = <#first>::from_slice(#a0, batch)?;)];
+        let mut lines = vec![quote!(let #x0 = <#first>::view_nhwc(#a0, batch)?;)];
         // The helpers the steps call, imported by name (an unused import would warn in the
         // user's crate).
         let mut calls = BTreeSet::from(["on_pool"]);

@@ -404,13 +404,25 @@ impl Gen<'_> {
         let config = self.rt(quote!(config));
         let built = self.private(quote!(expect_built));
         let pool_config = |a: &cnnc_core::Pool2dConfig| {
-            let (k, s, p, ceil) = (
+            let (k, s, p, ceil, d, count) = (
                 pair(a.kernel_size),
                 pair(a.stride),
                 pair(a.padding),
                 a.ceil_mode,
+                pair(a.dilation),
+                a.count_include_pad,
             );
-            quote!(&#config::Pool2dConfig { kernel_size: #k, stride: #s, padding: #p, ceil_mode: #ceil })
+            let divisor = match a.divisor_override {
+                Some(v) => {
+                    let v = lit(v);
+                    quote!(::core::option::Option::Some(#v))
+                }
+                None => quote!(::core::option::Option::None),
+            };
+            quote!(&#config::Pool2dConfig {
+                kernel_size: #k, stride: #s, padding: #p, ceil_mode: #ceil, dilation: #d,
+                count_include_pad: #count, divisor_override: #divisor
+            })
         };
         let config_path = config.to_string();
         let mut lets = Vec::new();
@@ -663,7 +675,7 @@ impl Gen<'_> {
                 #use_views
                 on_pool(|| {
                     let [#(#acts),*] = &mut self.workspace.acts;
-                    let x = <#first>::from_slice(#a0, batch)?;
+                    let x = <#first>::view_nhwc(#a0, batch)?;
                     #(#steps)*
                     Ok(())
                 })

@@ -72,6 +72,7 @@ pub fn layer_line(
             ArgDefault::Bool(d) => Some(ArgValue::Bool(d)),
             ArgDefault::Dim(d) => Some(ArgValue::Dim(d)),
             ArgDefault::Word(d) => Some(ArgValue::Word(d)),
+            ArgDefault::None => Some(ArgValue::None),
         };
         if default == Some(v) {
             continue;
@@ -84,6 +85,7 @@ pub fn layer_line(
             ArgValue::Bool(b) => write!(line, " {}={b}", info.name),
             ArgValue::Dim(d) => write!(line, " {}={d}", info.name),
             ArgValue::Word(w) => write!(line, " {}={w}", info.name),
+            ArgValue::None => write!(line, " {}=null", info.name),
         };
     }
     line
@@ -112,6 +114,9 @@ mod tests {
             stride: [2, 2],
             padding: [0, 0],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         });
         let layers = [("conv1", conv), ("1", LayerConfig::Relu), ("pool", pool)];
         let layers = layers

@@ -5,13 +5,16 @@
 use std::fmt;
 
 use crate::MAX_POOL_WINDOW;
-use crate::geometry::{conv_output, pool_output};
+use crate::geometry::{conv_output, pool_output, pool_tiles};
 use crate::kind::{ArgDefault, ArgType, ArgValue, Arity, LayerKind};
 use crate::model::{TensorInfo, TensorRole};
 use crate::shape::Shape;
 
 /// A 2-D size or offset, `[height, width]`.
 pub type Pair = [usize; 2];
+
+/// `Option` as generated code names it, by its absolute path.
+const OPTION: &str = "::core::option::Option";
 
 /// One layer, fully resolved (every default applied, every inferred size filled in).
 #[derive(Clone, Debug, PartialEq)]
@@ -20,7 +23,7 @@ pub enum LayerConfig {
     Conv2d(Conv2dConfig),
     /// `torch.nn.MaxPool2d`.
     MaxPool2d(Pool2dConfig),
-    /// `torch.nn.AvgPool2d` (count_include_pad=True).
+    /// `torch.nn.AvgPool2d`.
     AvgPool2d(Pool2dConfig),
     /// `torch.nn.ReLU`.
     Relu,
@@ -33,8 +36,13 @@ pub enum LayerConfig {
     Sigmoid,
     /// `torch.nn.Tanh`.
     Tanh,
-    /// `torch.nn.Flatten` (C, H, W order).
-    Flatten,
+    /// `torch.nn.Flatten(start_dim, end_dim)` (C, H, W order).
+    Flatten {
+        /// First dimension of the batched tensor `[N, ...]` to flatten, as written.
+        start_dim: i64,
+        /// Last dimension of the batched tensor `[N, ...]` to flatten, as written.
+        end_dim: i64,
+    },
     /// `torch.nn.Linear`.
     Linear(LinearConfig),
     /// `torch.nn.Dropout(p)`.
@@ -108,6 +116,8 @@ pub enum LayerConfig {
     /// `torch.mul` (`a * b`): two inputs multiplied elementwise, a size-1 dimension of either
     /// broadcast (`[C, 1, 1]` gate times `[C, H, W]` map).
     Mul,
+    /// `torch.nn.GroupNorm`.
+    GroupNorm(GroupNormConfig),
 }
 
 /// Arguments of `torch.cat`.
@@ -117,6 +127,14 @@ pub struct ConcatConfig {
     /// channels of `[C, H, W]` images or the features of flat inputs (`-3` for images, `-1`
     /// for flat inputs name it too).
     pub dim: i64,
+}
+
+impl LayerConfig {
+    /// `torch.nn.Flatten()` with its defaults: everything but the batch.
+    pub const FLATTEN: LayerConfig = LayerConfig::Flatten {
+        start_dim: 1,
+        end_dim: -1,
+    };
 }
 
 /// Arguments of `torch.nn.ConvTranspose2d`, in its order.
@@ -329,6 +347,55 @@ pub struct Pool2dConfig {
     pub padding: Pair,
     /// Round the output size up instead of down.
     pub ceil_mode: bool,
+    /// Spacing `[dh, dw]` between window elements (max pooling's; `[1, 1]` for average).
+    pub dilation: Pair,
+    /// Average pooling divides by the window's size including its padding (else by the input
+    /// pixels it covers); `true` for max pooling, where it means nothing.
+    pub count_include_pad: bool,
+    /// Average pooling divides every window's sum by this instead; `None` for max pooling.
+    pub divisor_override: Option<usize>,
+}
+
+impl Pool2dConfig {
+    /// A window of `kernel_size` moving by `stride` over an input padded by `padding`, with
+    /// PyTorch's other defaults (no dilation, floor, padding counted, no divisor override).
+    pub fn new(kernel_size: Pair, stride: Pair, padding: Pair) -> Self {
+        Pool2dConfig {
+            kernel_size,
+            stride,
+            padding,
+            ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
+        }
+    }
+
+    /// This config as a Rust expression, naming the type through `path` (see
+    /// [`LayerConfig::rust_expr`]).
+    pub fn rust_expr(&self, path: &str) -> String {
+        let pair = |[a, b]: Pair| format!("[{a}, {b}]");
+        format!(
+            "{path}::Pool2dConfig {{ kernel_size: {}, stride: {}, padding: {}, ceil_mode: {}, \
+             dilation: {}, count_include_pad: {}, divisor_override: {} }}",
+            pair(self.kernel_size),
+            pair(self.stride),
+            pair(self.padding),
+            self.ceil_mode,
+            pair(self.dilation),
+            self.count_include_pad,
+            match self.divisor_override {
+                Some(d) => format!("{OPTION}::Some({d})"),
+                None => format!("{OPTION}::None"),
+            }
+        )
+    }
+
+    /// Whether the windows tile an `[h, w]` input exactly and can be fused into the
+    /// convolution before ([`pool_tiles`], and no dilation).
+    pub fn tiles(&self, input: Pair) -> bool {
+        self.dilation == [1, 1] && pool_tiles(input, self.kernel_size, self.stride, self.padding)
+    }
 }
 
 /// Arguments of `torch.nn.Linear`.
@@ -349,8 +416,40 @@ pub struct BatchNorm2dConfig {
     pub num_features: usize,
     /// Added to the variance for numerical stability.
     pub eps: f32,
-    /// Running statistics update factor.
-    pub momentum: f32,
+    /// Running statistics update factor; `None` for PyTorch's cumulative moving average
+    /// (factor `1 / num_batches_tracked`).
+    pub momentum: Option<f32>,
+    /// Whether the layer has a learnable `weight` and `bias` (`[num_features]` each).
+    pub affine: bool,
+    /// Whether the layer keeps `running_mean`, `running_var` and `num_batches_tracked` and
+    /// normalises with them in eval; without them it uses batch statistics in eval too.
+    pub track_running_stats: bool,
+}
+
+impl BatchNorm2dConfig {
+    /// `torch.nn.BatchNorm2d(num_features)` with PyTorch's defaults.
+    pub fn new(num_features: usize) -> Self {
+        BatchNorm2dConfig {
+            num_features,
+            eps: 1e-5,
+            momentum: Some(0.1),
+            affine: true,
+            track_running_stats: true,
+        }
+    }
+}
+
+/// Arguments of `torch.nn.GroupNorm`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupNormConfig {
+    /// Groups the channels are split into; divides `num_channels`.
+    pub num_groups: usize,
+    /// Channels.
+    pub num_channels: usize,
+    /// Added to the variance for numerical stability.
+    pub eps: f32,
+    /// Whether the layer has a learnable `weight` and `bias` (`[num_channels]` each).
+    pub affine: bool,
 }
 
 /// Where a layer reads one of its inputs.
@@ -450,6 +549,16 @@ pub enum ShapeError {
         /// The rank of the batched input `[N, ...]`.
         rank: usize,
     },
+    /// A `flatten` whose `start_dim..=end_dim` gives a shape other than `[C, H, W]` or
+    /// `[N]` per sample, or that starts after it ends.
+    FlattenDims {
+        /// `start_dim` as written.
+        start_dim: i64,
+        /// `end_dim` as written.
+        end_dim: i64,
+        /// The rank of the batched input `[N, ...]`.
+        rank: usize,
+    },
     /// An argument is outside its type's range (the table's [`ArgType`]).
     BadArgument {
         /// The argument.
@@ -527,6 +636,15 @@ impl fmt::Display for ShapeError {
                 "{arg} ({channels}) is not divisible by groups ({groups})"
             ),
             ShapeError::BadArgument { arg } => write!(f, "`{arg}` is out of range"),
+            ShapeError::FlattenDims {
+                start_dim,
+                end_dim,
+                rank,
+            } => write!(
+                f,
+                "flattening dims {start_dim}..={end_dim} of a rank-{rank} batched input gives \
+                 neither [N, C, H, W] unchanged nor [N, features]"
+            ),
             ShapeError::BadDim { dim, rank } => write!(
                 f,
                 "dim {dim} is not one of the per-sample dimensions 1..{} (or -{}..-1) of a \
@@ -556,6 +674,29 @@ impl fmt::Display for ShapeError {
 
 impl std::error::Error for ShapeError {}
 
+/// Whether `value` has type `ty` and is within its range.
+fn fits(ty: ArgType, value: ArgValue) -> bool {
+    match (ty, value) {
+        (ArgType::Size { min }, ArgValue::Int(v)) => v >= min,
+        (ArgType::Pair { min }, ArgValue::Pair(p)) => p.iter().all(|&v| v >= min),
+        (
+            ArgType::Float {
+                min,
+                max,
+                min_exclusive,
+            },
+            ArgValue::Float(v),
+        ) => v.is_finite() && v <= max && if min_exclusive { v > min } else { v >= min },
+        (ArgType::Bool, ArgValue::Bool(_)) => true,
+        // Its range depends on the input: checked by the shape rule.
+        (ArgType::Dim, ArgValue::Dim(_)) => true,
+        (ArgType::Choice(words), ArgValue::Word(w)) => words.contains(&w),
+        (ArgType::Optional(_), ArgValue::None) => true,
+        (ArgType::Optional(inner), value) => fits(*inner, value),
+        _ => false,
+    }
+}
+
 fn image(input: Shape) -> Result<[usize; 3], ShapeError> {
     match input {
         Shape::Chw(dims) => Ok(dims),
@@ -583,6 +724,23 @@ pub fn softmax_dim(dim: i64, input: Shape) -> Option<usize> {
         dim
     };
     (1..rank).contains(&d).then_some(d as usize)
+}
+
+/// The per-sample output of `torch.nn.Flatten(start_dim, end_dim)` on per-sample input
+/// `input`, when cnnc can represent it: dims `1..=last` flattened give `[features]`, a single
+/// dim (`start_dim == end_dim`) leaves the input unchanged. `None` for a dim out of range, the
+/// batch dim 0, a start after the end, or a partial flatten (`[C*H, W]`), which is neither
+/// `[C, H, W]` nor flat.
+pub fn flatten_output(start_dim: i64, end_dim: i64, input: Shape) -> Option<Shape> {
+    let start = softmax_dim(start_dim, input)?;
+    let end = softmax_dim(end_dim, input)?;
+    if start == end {
+        Some(input)
+    } else if start == 1 && end == batched_rank(input) - 1 {
+        Some(Shape::Flat(input.numel()))
+    } else {
+        None
+    }
 }
 
 fn same(arg: &'static str, written: usize, actual: usize) -> Result<(), ShapeError> {
@@ -616,7 +774,7 @@ impl LayerConfig {
             LayerConfig::LeakyRelu { .. } => LayerKind::LeakyRelu,
             LayerConfig::Sigmoid => LayerKind::Sigmoid,
             LayerConfig::Tanh => LayerKind::Tanh,
-            LayerConfig::Flatten => LayerKind::Flatten,
+            LayerConfig::Flatten { .. } => LayerKind::Flatten,
             LayerConfig::Linear(_) => LayerKind::Linear,
             LayerConfig::Dropout { .. } => LayerKind::Dropout,
             LayerConfig::BatchNorm2d(_) => LayerKind::BatchNorm2d,
@@ -638,6 +796,7 @@ impl LayerConfig {
             LayerConfig::Add => LayerKind::Add,
             LayerConfig::Concat(_) => LayerKind::Concat,
             LayerConfig::Mul => LayerKind::Mul,
+            LayerConfig::GroupNorm(_) => LayerKind::GroupNorm,
         }
     }
 
@@ -657,13 +816,19 @@ impl LayerConfig {
                 "padding_mode" => ArgValue::Word(c.padding_mode.word()),
                 _ => return None,
             },
-            (LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c), _) => match name {
-                "kernel_size" => Pair(c.kernel_size),
-                "stride" => Pair(c.stride),
-                "padding" => Pair(c.padding),
-                "ceil_mode" => Bool(c.ceil_mode),
-                _ => return None,
-            },
+            (LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c), _) => {
+                let avg = matches!(self, LayerConfig::AvgPool2d(_));
+                match name {
+                    "kernel_size" => Pair(c.kernel_size),
+                    "stride" => Pair(c.stride),
+                    "padding" => Pair(c.padding),
+                    "ceil_mode" => Bool(c.ceil_mode),
+                    "dilation" if !avg => Pair(c.dilation),
+                    "count_include_pad" if avg => Bool(c.count_include_pad),
+                    "divisor_override" if avg => c.divisor_override.map_or(ArgValue::None, Int),
+                    _ => return None,
+                }
+            }
             (LayerConfig::LeakyRelu { negative_slope }, "negative_slope") => {
                 Float(f64::from(*negative_slope))
             }
@@ -677,7 +842,9 @@ impl LayerConfig {
             (LayerConfig::BatchNorm2d(c), _) => match name {
                 "num_features" => Int(c.num_features),
                 "eps" => Float(f64::from(c.eps)),
-                "momentum" => Float(f64::from(c.momentum)),
+                "momentum" => c.momentum.map_or(ArgValue::None, |m| Float(f64::from(m))),
+                "affine" => Bool(c.affine),
+                "track_running_stats" => Bool(c.track_running_stats),
                 _ => return None,
             },
             (
@@ -708,6 +875,15 @@ impl LayerConfig {
                 ArgValue::Dim(*dim)
             }
             (LayerConfig::Concat(c), "dim") => ArgValue::Dim(c.dim),
+            (LayerConfig::Flatten { start_dim, .. }, "start_dim") => ArgValue::Dim(*start_dim),
+            (LayerConfig::Flatten { end_dim, .. }, "end_dim") => ArgValue::Dim(*end_dim),
+            (LayerConfig::GroupNorm(c), _) => match name {
+                "num_groups" => Int(c.num_groups),
+                "num_channels" => Int(c.num_channels),
+                "eps" => Float(f64::from(c.eps)),
+                "affine" => Bool(c.affine),
+                _ => return None,
+            },
             _ => return None,
         })
     }
@@ -732,6 +908,7 @@ impl LayerConfig {
                 ArgDefault::Bool(v) => Some(ArgValue::Bool(v)),
                 ArgDefault::Dim(v) => Some(ArgValue::Dim(v)),
                 ArgDefault::Word(v) => Some(ArgValue::Word(v)),
+                ArgDefault::None => Some(ArgValue::None),
             })
         };
         let int = |name| match value(name)? {
@@ -748,6 +925,12 @@ impl LayerConfig {
             ArgValue::Float(v) => Some(v as f32),
             _ => None,
         };
+        // `Some(None)` for a `null` (PyTorch's `None`).
+        let optional_float = |name| match value(name)? {
+            ArgValue::Float(v) => Some(Some(v as f32)),
+            ArgValue::None => Some(None),
+            _ => None,
+        };
         let bool = |name| match value(name)? {
             ArgValue::Bool(v) => Some(v),
             _ => None,
@@ -756,12 +939,25 @@ impl LayerConfig {
             ArgValue::Dim(v) => Some(v),
             _ => None,
         };
-        let pool = || {
+        // A max pool has no count_include_pad or divisor_override, an average pool no
+        // dilation: those take the values that mean nothing.
+        let pool = |avg: bool| {
             Some(Pool2dConfig {
                 kernel_size: pair("kernel_size")?,
                 stride: pair("stride")?,
                 padding: pair("padding")?,
                 ceil_mode: bool("ceil_mode")?,
+                dilation: if avg { [1, 1] } else { pair("dilation")? },
+                count_include_pad: !avg || bool("count_include_pad")?,
+                divisor_override: if avg {
+                    match value("divisor_override")? {
+                        ArgValue::Int(v) => Some(v),
+                        ArgValue::None => None,
+                        _ => return None,
+                    }
+                } else {
+                    None
+                },
             })
         };
         Some(match kind {
@@ -779,15 +975,18 @@ impl LayerConfig {
                     _ => return None,
                 },
             }),
-            LayerKind::MaxPool2d => LayerConfig::MaxPool2d(pool()?),
-            LayerKind::AvgPool2d => LayerConfig::AvgPool2d(pool()?),
+            LayerKind::MaxPool2d => LayerConfig::MaxPool2d(pool(false)?),
+            LayerKind::AvgPool2d => LayerConfig::AvgPool2d(pool(true)?),
             LayerKind::Relu => LayerConfig::Relu,
             LayerKind::LeakyRelu => LayerConfig::LeakyRelu {
                 negative_slope: float("negative_slope")?,
             },
             LayerKind::Sigmoid => LayerConfig::Sigmoid,
             LayerKind::Tanh => LayerConfig::Tanh,
-            LayerKind::Flatten => LayerConfig::Flatten,
+            LayerKind::Flatten => LayerConfig::Flatten {
+                start_dim: dim("start_dim")?,
+                end_dim: dim("end_dim")?,
+            },
             LayerKind::Linear => LayerConfig::Linear(LinearConfig {
                 in_features: int("in_features")?,
                 out_features: int("out_features")?,
@@ -797,7 +996,9 @@ impl LayerConfig {
             LayerKind::BatchNorm2d => LayerConfig::BatchNorm2d(BatchNorm2dConfig {
                 num_features: int("num_features")?,
                 eps: float("eps")?,
-                momentum: float("momentum")?,
+                momentum: optional_float("momentum")?,
+                affine: bool("affine")?,
+                track_running_stats: bool("track_running_stats")?,
             }),
             LayerKind::AdaptiveAvgPool2d => LayerConfig::AdaptiveAvgPool2d {
                 output_size: pair("output_size")?,
@@ -843,6 +1044,12 @@ impl LayerConfig {
             LayerKind::Add => LayerConfig::Add,
             LayerKind::Concat => LayerConfig::Concat(ConcatConfig { dim: dim("dim")? }),
             LayerKind::Mul => LayerConfig::Mul,
+            LayerKind::GroupNorm => LayerConfig::GroupNorm(GroupNormConfig {
+                num_groups: int("num_groups")?,
+                num_channels: int("num_channels")?,
+                eps: float("eps")?,
+                affine: bool("affine")?,
+            }),
         })
     }
 
@@ -854,6 +1061,10 @@ impl LayerConfig {
         // Debug is the shortest text that reads back as the same f32, with a `.` or exponent.
         let float = |v: f32| format!("{v:?}");
         let variant = format!("{path}::LayerConfig::{:?}", self.kind());
+        let option = |v: Option<String>| match v {
+            Some(v) => format!("{OPTION}::Some({v})"),
+            None => format!("{OPTION}::None"),
+        };
         match self {
             LayerConfig::Conv2d(c) => format!(
                 "{variant}({path}::Conv2dConfig {{ in_channels: {}, out_channels: {}, \
@@ -869,14 +1080,9 @@ impl LayerConfig {
                 c.bias,
                 c.padding_mode
             ),
-            LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c) => format!(
-                "{variant}({path}::Pool2dConfig {{ kernel_size: {}, stride: {}, padding: {}, \
-                 ceil_mode: {} }})",
-                pair(c.kernel_size),
-                pair(c.stride),
-                pair(c.padding),
-                c.ceil_mode
-            ),
+            LayerConfig::MaxPool2d(c) | LayerConfig::AvgPool2d(c) => {
+                format!("{variant}({})", c.rust_expr(path))
+            }
             LayerConfig::LeakyRelu { negative_slope } => {
                 format!("{variant} {{ negative_slope: {} }}", float(*negative_slope))
             }
@@ -886,14 +1092,26 @@ impl LayerConfig {
             ),
             LayerConfig::Dropout { p } => format!("{variant} {{ p: {} }}", float(*p)),
             LayerConfig::BatchNorm2d(c) => format!(
-                "{variant}({path}::BatchNorm2dConfig {{ num_features: {}, eps: {}, momentum: {} }})",
+                "{variant}({path}::BatchNorm2dConfig {{ num_features: {}, eps: {}, momentum: {}, \
+                 affine: {}, track_running_stats: {} }})",
                 c.num_features,
                 float(c.eps),
-                float(c.momentum)
+                option(c.momentum.map(float)),
+                c.affine,
+                c.track_running_stats
             ),
-            LayerConfig::Relu | LayerConfig::Sigmoid | LayerConfig::Tanh | LayerConfig::Flatten => {
-                variant
+            LayerConfig::GroupNorm(c) => format!(
+                "{variant}({path}::GroupNormConfig {{ num_groups: {}, num_channels: {}, eps: {}, \
+                 affine: {} }})",
+                c.num_groups,
+                c.num_channels,
+                float(c.eps),
+                c.affine
+            ),
+            LayerConfig::Flatten { start_dim, end_dim } => {
+                format!("{variant} {{ start_dim: {start_dim}, end_dim: {end_dim} }}")
             }
+            LayerConfig::Relu | LayerConfig::Sigmoid | LayerConfig::Tanh => variant,
             LayerConfig::AdaptiveAvgPool2d { output_size }
             | LayerConfig::AdaptiveMaxPool2d { output_size } => {
                 format!("{variant} {{ output_size: {} }}", pair(*output_size))
@@ -942,24 +1160,7 @@ impl LayerConfig {
     /// Checks every argument against its type's range in the table.
     pub fn check_args(&self) -> Result<(), ShapeError> {
         for info in self.kind().args() {
-            let ok = match (info.ty, self.arg(info.name)) {
-                (ArgType::Size { min }, Some(ArgValue::Int(v))) => v >= min,
-                (ArgType::Pair { min }, Some(ArgValue::Pair(p))) => p.iter().all(|&v| v >= min),
-                (
-                    ArgType::Float {
-                        min,
-                        max,
-                        min_exclusive,
-                    },
-                    Some(ArgValue::Float(v)),
-                ) => v.is_finite() && v <= max && if min_exclusive { v > min } else { v >= min },
-                (ArgType::Bool, Some(ArgValue::Bool(_))) => true,
-                // Its range depends on the input: checked by the shape rule.
-                (ArgType::Dim, Some(ArgValue::Dim(_))) => true,
-                (ArgType::Choice(words), Some(ArgValue::Word(w))) => words.contains(&w),
-                _ => false,
-            };
-            if !ok {
+            if !self.arg(info.name).is_some_and(|v| fits(info.ty, v)) {
                 return Err(ShapeError::BadArgument { arg: info.name });
             }
         }
@@ -1070,6 +1271,15 @@ impl LayerConfig {
                 if (0..2).any(|i| c.padding[i] > c.kernel_size[i] / 2) {
                     return Err(ShapeError::PoolPadding);
                 }
+                let avg = matches!(self, LayerConfig::AvgPool2d(_));
+                if avg && c.dilation != [1, 1] {
+                    return Err(ShapeError::BadArgument { arg: "dilation" });
+                }
+                if !avg && (!c.count_include_pad || c.divisor_override.is_some()) {
+                    return Err(ShapeError::BadArgument {
+                        arg: "count_include_pad",
+                    });
+                }
                 let [kh, kw] = c.kernel_size;
                 if matches!(self, LayerConfig::MaxPool2d(_))
                     && kh.saturating_mul(kw) > MAX_POOL_WINDOW
@@ -1082,6 +1292,7 @@ impl LayerConfig {
                         c.kernel_size[axis],
                         c.stride[axis],
                         c.padding[axis],
+                        c.dilation[axis],
                         c.ceil_mode,
                     )
                     .ok_or(ShapeError::DoesNotFit { axis })
@@ -1134,7 +1345,25 @@ impl LayerConfig {
                 };
                 Shape::Chw([c.out_channels, out(0, h)?, out(1, w)?])
             }
-            LayerConfig::Flatten => Shape::Flat(input.numel()),
+            LayerConfig::Flatten { start_dim, end_dim } => {
+                flatten_output(*start_dim, *end_dim, input).ok_or(ShapeError::FlattenDims {
+                    start_dim: *start_dim,
+                    end_dim: *end_dim,
+                    rank: batched_rank(input),
+                })?
+            }
+            LayerConfig::GroupNorm(c) => {
+                let [channels, _, _] = image(input)?;
+                same("num_channels", c.num_channels, channels)?;
+                if c.num_groups == 0 || !channels.is_multiple_of(c.num_groups) {
+                    return Err(ShapeError::Groups {
+                        arg: "num_channels",
+                        channels,
+                        groups: c.num_groups,
+                    });
+                }
+                input
+            }
             LayerConfig::Relu
             | LayerConfig::LeakyRelu { .. }
             | LayerConfig::Sigmoid
@@ -1222,12 +1451,23 @@ impl LayerConfig {
             }
             LayerConfig::BatchNorm2d(c) => {
                 let n = c.num_features;
+                let mut tensors = Vec::new();
+                if c.affine {
+                    tensors.push(tensor(layer, TensorRole::Weight, vec![n]));
+                    tensors.push(tensor(layer, TensorRole::Bias, vec![n]));
+                }
+                if c.track_running_stats {
+                    tensors.push(tensor(layer, TensorRole::RunningMean, vec![n]));
+                    tensors.push(tensor(layer, TensorRole::RunningVar, vec![n]));
+                    tensors.push(tensor(layer, TensorRole::NumBatchesTracked, Vec::new()));
+                }
+                tensors
+            }
+            LayerConfig::GroupNorm(c) if c.affine => {
+                let n = c.num_channels;
                 vec![
                     tensor(layer, TensorRole::Weight, vec![n]),
                     tensor(layer, TensorRole::Bias, vec![n]),
-                    tensor(layer, TensorRole::RunningMean, vec![n]),
-                    tensor(layer, TensorRole::RunningVar, vec![n]),
-                    tensor(layer, TensorRole::NumBatchesTracked, Vec::new()),
                 ]
             }
             LayerConfig::Prelu { num_parameters } => {
@@ -1239,7 +1479,8 @@ impl LayerConfig {
 
     /// Multiply-adds per sample producing `output`, counted as torchinfo does: a convolution's
     /// weight and bias elements times its output positions, a linear layer's weight and bias
-    /// elements, a batchnorm's `2 * num_features`, a PReLU's slopes, and 0 for the rest.
+    /// elements, a batchnorm's or groupnorm's weight and bias (`2 * channels` when affine), a
+    /// PReLU's slopes, and 0 for the rest.
     pub fn macs(&self, output: Shape) -> u64 {
         let params = || -> u64 {
             self.tensors("")
@@ -1253,7 +1494,10 @@ impl LayerConfig {
                 params().saturating_mul((h as u64).saturating_mul(w as u64))
             }
             (
-                LayerConfig::Linear(_) | LayerConfig::BatchNorm2d(_) | LayerConfig::Prelu { .. },
+                LayerConfig::Linear(_)
+                | LayerConfig::BatchNorm2d(_)
+                | LayerConfig::GroupNorm(_)
+                | LayerConfig::Prelu { .. },
                 _,
             ) => params(),
             _ => 0,
@@ -1286,28 +1530,27 @@ mod tests {
         });
         assert_eq!(
             bn,
-            Some(LayerConfig::BatchNorm2d(BatchNorm2dConfig {
-                num_features: 8,
-                eps: 1e-5,
-                momentum: 0.1
-            }))
+            Some(LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(8)))
         );
+        let flatten = LayerConfig::from_args(LayerKind::Flatten, |_| None);
+        assert_eq!(flatten, Some(LayerConfig::FLATTEN));
     }
 
     #[test]
     fn arguments_read_back_as_written() {
         for kind in LayerKind::ALL {
-            let sample = |name: &str| {
-                let info = kind.arg(name)?;
-                Some(match info.ty {
+            fn of(ty: ArgType) -> ArgValue {
+                match ty {
                     ArgType::Size { .. } => ArgValue::Int(4),
                     ArgType::Pair { .. } => ArgValue::Pair([2, 2]),
                     ArgType::Float { .. } => ArgValue::Float(0.25),
                     ArgType::Bool => ArgValue::Bool(false),
                     ArgType::Dim => ArgValue::Dim(-1),
                     ArgType::Choice(words) => ArgValue::Word(words[words.len() - 1]),
-                })
-            };
+                    ArgType::Optional(_) => ArgValue::None,
+                }
+            }
+            let sample = |name: &str| Some(of(kind.arg(name)?.ty));
             let config = LayerConfig::from_args(kind, sample).unwrap();
             assert_eq!(config.kind(), kind);
             for info in kind.args() {
@@ -1330,11 +1573,33 @@ mod tests {
                 negative_slope: -0.2,
             },
             LayerConfig::Dropout { p: 1e-5 },
+            LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(3)),
             LayerConfig::BatchNorm2d(BatchNorm2dConfig {
-                num_features: 3,
-                eps: 1e-5,
-                momentum: 0.1,
+                momentum: None,
+                affine: false,
+                ..BatchNorm2dConfig::new(3)
             }),
+            LayerConfig::GroupNorm(GroupNormConfig {
+                num_groups: 2,
+                num_channels: 6,
+                eps: 1e-3,
+                affine: false,
+            }),
+            LayerConfig::AvgPool2d(Pool2dConfig {
+                count_include_pad: false,
+                divisor_override: Some(3),
+                ..Pool2dConfig::new([3, 3], [2, 2], [1, 1])
+            }),
+            LayerConfig::MaxPool2d(Pool2dConfig {
+                dilation: [2, 1],
+                ceil_mode: true,
+                ..Pool2dConfig::new([3, 3], [1, 1], [0, 0])
+            }),
+            LayerConfig::FLATTEN,
+            LayerConfig::Flatten {
+                start_dim: 2,
+                end_dim: 2,
+            },
             LayerConfig::Relu,
             LayerConfig::Elu { alpha: 0.5 },
             LayerConfig::Gelu {
@@ -1352,6 +1617,10 @@ mod tests {
             let expected = format!("{config:?}")
                 .replace("BatchNorm2dConfig", "c::BatchNorm2dConfig")
                 .replace("ConcatConfig", "c::ConcatConfig")
+                .replace("GroupNormConfig", "c::GroupNormConfig")
+                .replace("Pool2dConfig", "c::Pool2dConfig")
+                .replace("Some(", "::core::option::Option::Some(")
+                .replace(": None", ": ::core::option::Option::None")
                 .replace("approximate: ", "approximate: c::GeluApproximate::");
             assert_eq!(expr, format!("c::LayerConfig::{expected}"));
         }
@@ -1417,7 +1686,7 @@ mod tests {
             (8 * 3 * 25 + 8) * 32 * 32
         );
         assert!(matches!(
-            LayerConfig::Flatten.output_shape(Shape::Chw([2, 3, 4])),
+            LayerConfig::FLATTEN.output_shape(Shape::Chw([2, 3, 4])),
             Ok(Shape::Flat(24))
         ));
     }
@@ -1498,6 +1767,93 @@ mod tests {
             assert!(merge.tensors("m").is_empty());
             assert_eq!(merge.macs(image(4, 5, 6)), 0);
         }
+    }
+
+    #[test]
+    fn flatten_keeps_only_shapes_cnnc_can_represent() {
+        let image = Shape::Chw([2, 3, 4]);
+        assert_eq!(flatten_output(1, -1, image), Some(Shape::Flat(24)));
+        assert_eq!(flatten_output(-3, 3, image), Some(Shape::Flat(24)));
+        // A single dim flattens nothing.
+        assert_eq!(flatten_output(2, 2, image), Some(image));
+        assert_eq!(flatten_output(-1, -1, image), Some(image));
+        // [C*H, W], [C, H*W]: neither an image nor flat.
+        assert_eq!(flatten_output(1, 2, image), None);
+        assert_eq!(flatten_output(2, 3, image), None);
+        // The batch, a start after the end, out of range.
+        assert_eq!(flatten_output(0, -1, image), None);
+        assert_eq!(flatten_output(3, 1, image), None);
+        assert_eq!(flatten_output(1, 4, image), None);
+        assert_eq!(flatten_output(1, -1, Shape::Flat(5)), Some(Shape::Flat(5)));
+        assert_eq!(flatten_output(1, 2, Shape::Flat(5)), None);
+        assert_eq!(
+            LayerConfig::Flatten {
+                start_dim: 2,
+                end_dim: 3
+            }
+            .output_shape(image),
+            Err(ShapeError::FlattenDims {
+                start_dim: 2,
+                end_dim: 3,
+                rank: 4
+            })
+        );
+    }
+
+    #[test]
+    fn normalisation_tensors_follow_affine_and_tracking() {
+        let names = |c: &LayerConfig| -> Vec<String> {
+            c.tensors("bn").into_iter().map(|t| t.name).collect()
+        };
+        let bn = BatchNorm2dConfig::new(4);
+        assert_eq!(names(&LayerConfig::BatchNorm2d(bn.clone())).len(), 5);
+        let plain = LayerConfig::BatchNorm2d(BatchNorm2dConfig {
+            affine: false,
+            ..bn.clone()
+        });
+        assert_eq!(
+            names(&plain),
+            [
+                "bn.running_mean",
+                "bn.running_var",
+                "bn.num_batches_tracked"
+            ]
+        );
+        assert_eq!(plain.macs(Shape::Chw([4, 5, 5])), 0);
+        let untracked = LayerConfig::BatchNorm2d(BatchNorm2dConfig {
+            track_running_stats: false,
+            ..bn
+        });
+        assert_eq!(names(&untracked), ["bn.weight", "bn.bias"]);
+        assert_eq!(untracked.macs(Shape::Chw([4, 5, 5])), 8);
+        let gn = GroupNormConfig {
+            num_groups: 2,
+            num_channels: 6,
+            eps: 1e-5,
+            affine: true,
+        };
+        let layer = LayerConfig::GroupNorm(gn.clone());
+        assert_eq!(names(&layer), ["bn.weight", "bn.bias"]);
+        assert_eq!(layer.macs(Shape::Chw([6, 3, 3])), 12);
+        let input = Shape::Chw([6, 3, 3]);
+        assert_eq!(layer.output_shape(input), Ok(input));
+        assert_eq!(
+            LayerConfig::GroupNorm(GroupNormConfig {
+                num_groups: 4,
+                ..gn.clone()
+            })
+            .output_shape(input),
+            Err(ShapeError::Groups {
+                arg: "num_channels",
+                channels: 6,
+                groups: 4
+            })
+        );
+        let plain = LayerConfig::GroupNorm(GroupNormConfig {
+            affine: false,
+            ..gn
+        });
+        assert!(names(&plain).is_empty());
     }
 
     #[test]

@@ -52,17 +52,18 @@ pub const fn conv_output(
     positive(kernel, stride, dilation, output)
 }
 
-/// `torch.nn.MaxPool2d` / `AvgPool2d`'s output length along one axis; `None` when the window
-/// does not fit.
+/// `torch.nn.MaxPool2d` / `AvgPool2d`'s output length along one axis (average pooling's
+/// `dilation` is 1); `None` when the window does not fit.
 pub const fn pool_output(
     input: usize,
     kernel: usize,
     stride: usize,
     padding: usize,
+    dilation: usize,
     ceil_mode: bool,
 ) -> Option<usize> {
-    let output = window_output(input, kernel, stride, padding, 1, ceil_mode);
-    positive(kernel, stride, 1, output)
+    let output = window_output(input, kernel, stride, padding, dilation, ceil_mode);
+    positive(kernel, stride, dilation, output)
 }
 
 /// Whether a max pool's windows tile an `[h, w]` image exactly (`stride == kernel_size`, no
@@ -250,9 +251,12 @@ mod tests {
         // ceil_mode would give 4, but that window would start in the right padding.
         assert_eq!(pool(2, 2, 1, true).slide(5).output, 3);
         assert_eq!(pool(3, 3, 0, true).slide(10).output, 4);
-        assert_eq!(pool_output(5, 2, 2, 1, true), Some(3));
-        assert_eq!(pool_output(15, 2, 2, 0, true), Some(8));
-        assert_eq!(pool_output(1, 2, 2, 0, false), None);
+        assert_eq!(pool_output(5, 2, 2, 1, 1, true), Some(3));
+        assert_eq!(pool_output(15, 2, 2, 0, 1, true), Some(8));
+        assert_eq!(pool_output(1, 2, 2, 0, 1, false), None);
+        // MaxPool2d(3, stride=1, dilation=2) on 7: a window spans 5, so 3 fit.
+        assert_eq!(pool_output(7, 3, 1, 0, 2, false), Some(3));
+        assert_eq!(pool_output(4, 3, 1, 0, 2, false), None);
     }
 
     #[test]

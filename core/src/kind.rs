@@ -12,7 +12,7 @@ pub enum LayerKind {
     Conv2d,
     /// `torch.nn.MaxPool2d`.
     MaxPool2d,
-    /// `torch.nn.AvgPool2d` (count_include_pad=True).
+    /// `torch.nn.AvgPool2d`.
     AvgPool2d,
     /// `torch.nn.ReLU`.
     Relu,
@@ -22,7 +22,7 @@ pub enum LayerKind {
     Sigmoid,
     /// `torch.nn.Tanh`.
     Tanh,
-    /// `torch.nn.Flatten` (C, H, W order).
+    /// `torch.nn.Flatten` (C, H, W order; `start_dim`, `end_dim`).
     Flatten,
     /// `torch.nn.Linear`.
     Linear,
@@ -66,6 +66,8 @@ pub enum LayerKind {
     Concat,
     /// `torch.mul` (`a * b`): the product of two inputs, broadcast as PyTorch does.
     Mul,
+    /// `torch.nn.GroupNorm`.
+    GroupNorm,
 }
 
 /// How many inputs a layer kind reads.
@@ -126,6 +128,8 @@ pub enum ArgType {
     Dim,
     /// One of these words (PyTorch's string options, `approximate='tanh'`).
     Choice(&'static [&'static str]),
+    /// This type, or `null` (PyTorch's `None`: `momentum=None`, `divisor_override=None`).
+    Optional(&'static ArgType),
 }
 
 /// What an argument is when a spec leaves it out.
@@ -147,6 +151,8 @@ pub enum ArgDefault {
     Dim(i64),
     /// This word of a [`ArgType::Choice`].
     Word(&'static str),
+    /// `null`, PyTorch's `None`, of an [`ArgType::Optional`].
+    None,
 }
 
 /// One argument of a layer kind, with PyTorch's name, type and default.
@@ -189,6 +195,8 @@ pub enum ArgValue {
     Dim(i64),
     /// A word of a [`ArgType::Choice`], as the table spells it.
     Word(&'static str),
+    /// `null`, PyTorch's `None`, of an [`ArgType::Optional`].
+    None,
 }
 
 /// How a kind's parameters and buffers start out (the runtime holds the numeric code).
@@ -199,8 +207,8 @@ pub enum Init {
     /// PyTorch's default for `Conv2d` and `Linear`: weight, then bias, from
     /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, drawn in layer order from the model's init stream.
     FanInUniform,
-    /// Constants: `BatchNorm2d`'s weight 1, bias 0, running mean 0, running variance 1, no
-    /// batches tracked; `PReLU`'s slopes 0.25.
+    /// Constants: `BatchNorm2d`'s and `GroupNorm`'s weight 1, bias 0, running mean 0, running
+    /// variance 1, no batches tracked; `PReLU`'s slopes 0.25.
     Constant,
     /// No parameters; training masks come from the layer's own stream, seeded by its position.
     DropoutStream,
@@ -260,30 +268,63 @@ const PROBABILITY: ArgType = ArgType::Float {
     min_exclusive: false,
 };
 
-const POOL2D: &[ArgInfo] = &[
+const KERNEL_SIZE: ArgInfo = arg(
+    "kernel_size",
+    PAIR,
+    ArgDefault::Required,
+    "window size, an integer or [h, w]",
+);
+const POOL_STRIDE: ArgInfo = arg(
+    "stride",
+    PAIR,
+    ArgDefault::SameAs("kernel_size"),
+    "step between windows (default: kernel_size)",
+);
+const POOL_PADDING: ArgInfo = arg(
+    "padding",
+    PADDING,
+    ArgDefault::Int(0),
+    "implicit padding on each side (at most half the kernel_size)",
+);
+const CEIL_MODE: ArgInfo = arg(
+    "ceil_mode",
+    ArgType::Bool,
+    ArgDefault::Bool(false),
+    "round the output size up instead of down",
+);
+
+/// `MaxPool2d`'s arguments, in its order (`return_indices` is not one: cnnc keeps the
+/// positions itself).
+const MAXPOOL2D: &[ArgInfo] = &[
+    KERNEL_SIZE,
+    POOL_STRIDE,
+    POOL_PADDING,
     arg(
-        "kernel_size",
+        "dilation",
         PAIR,
-        ArgDefault::Required,
-        "window size, an integer or [h, w]",
+        ArgDefault::Int(1),
+        "spacing between window elements",
     ),
+    CEIL_MODE,
+];
+
+/// `AvgPool2d`'s arguments, in its order.
+const AVGPOOL2D: &[ArgInfo] = &[
+    KERNEL_SIZE,
+    POOL_STRIDE,
+    POOL_PADDING,
+    CEIL_MODE,
     arg(
-        "stride",
-        PAIR,
-        ArgDefault::SameAs("kernel_size"),
-        "step between windows (default: kernel_size)",
-    ),
-    arg(
-        "padding",
-        PADDING,
-        ArgDefault::Int(0),
-        "implicit padding on each side",
-    ),
-    arg(
-        "ceil_mode",
+        "count_include_pad",
         ArgType::Bool,
-        ArgDefault::Bool(false),
-        "round the output size up instead of down",
+        ArgDefault::Bool(true),
+        "divide by the window's size including its padding (false: only the input pixels it covers)",
+    ),
+    arg(
+        "divisor_override",
+        ArgType::Optional(&SIZE),
+        ArgDefault::None,
+        "divide every window's sum by this instead (null: by the window's size)",
     ),
 ];
 
@@ -296,7 +337,7 @@ const SOFTMAX: &[ArgInfo] = &[arg(
 )];
 
 /// The layer table, in documentation order.
-pub const TABLE: [KindInfo; 29] = [
+pub const TABLE: [KindInfo; 30] = [
     KindInfo {
         kind: LayerKind::Conv2d,
         keyword: "conv2d",
@@ -370,7 +411,7 @@ pub const TABLE: [KindInfo; 29] = [
         layer_type: "MaxPool2d",
         input: Input::Image,
         arity: Arity::Exactly(1),
-        args: POOL2D,
+        args: MAXPOOL2D,
         init: Init::None,
         computes: "the maximum of each window",
     },
@@ -381,7 +422,7 @@ pub const TABLE: [KindInfo; 29] = [
         layer_type: "AvgPool2d",
         input: Input::Image,
         arity: Arity::Exactly(1),
-        args: POOL2D,
+        args: AVGPOOL2D,
         init: Init::None,
         computes: "the mean of each window",
     },
@@ -445,9 +486,22 @@ pub const TABLE: [KindInfo; 29] = [
         layer_type: "Flatten",
         input: Input::Any,
         arity: Arity::Exactly(1),
-        args: &[],
+        args: &[
+            arg(
+                "start_dim",
+                ArgType::Dim,
+                ArgDefault::Dim(1),
+                "first dimension of [N, ...] to flatten (default 1: everything but the batch)",
+            ),
+            arg(
+                "end_dim",
+                ArgType::Dim,
+                ArgDefault::Dim(-1),
+                "last dimension of [N, ...] to flatten (default -1, the last)",
+            ),
+        ],
         init: Init::None,
-        computes: "[C, H, W] as [C*H*W] features",
+        computes: "[C, H, W] as [C*H*W] features (dims start_dim to end_dim of [N, ...] merged)",
     },
     KindInfo {
         kind: LayerKind::Linear,
@@ -521,9 +575,21 @@ pub const TABLE: [KindInfo; 29] = [
             ),
             arg(
                 "momentum",
-                PROBABILITY,
+                ArgType::Optional(&PROBABILITY),
                 ArgDefault::Float(0.1),
-                "running statistics update factor",
+                "running statistics update factor; null for a cumulative average over all batches",
+            ),
+            arg(
+                "affine",
+                ArgType::Bool,
+                ArgDefault::Bool(true),
+                "whether the layer has a learnable per-channel weight and bias",
+            ),
+            arg(
+                "track_running_stats",
+                ArgType::Bool,
+                ArgDefault::Bool(true),
+                "whether the layer keeps running statistics for eval (else it uses batch statistics in eval too)",
             ),
         ],
         init: Init::Constant,
@@ -826,6 +892,46 @@ pub const TABLE: [KindInfo; 29] = [
         args: &[],
         init: Init::None,
         computes: "the elementwise product of two inputs, a size-1 dimension broadcast",
+    },
+    KindInfo {
+        kind: LayerKind::GroupNorm,
+        keyword: "groupnorm",
+        torch_name: "GroupNorm",
+        layer_type: "GroupNorm",
+        input: Input::Image,
+        arity: Arity::Exactly(1),
+        args: &[
+            arg(
+                "num_groups",
+                SIZE,
+                ArgDefault::Required,
+                "groups the channels are split into, each normalised on its own; divides num_channels",
+            ),
+            arg(
+                "num_channels",
+                SIZE,
+                ArgDefault::Inferred,
+                "channels (inferred from the input)",
+            ),
+            arg(
+                "eps",
+                ArgType::Float {
+                    min: 0.0,
+                    max: UNBOUNDED,
+                    min_exclusive: true,
+                },
+                ArgDefault::Float(1e-5),
+                "added to the variance for numerical stability",
+            ),
+            arg(
+                "affine",
+                ArgType::Bool,
+                ArgDefault::Bool(true),
+                "whether the layer has a learnable per-channel weight and bias",
+            ),
+        ],
+        init: Init::Constant,
+        computes: "each sample's channel groups normalised by their own mean and variance",
     },
 ];
 

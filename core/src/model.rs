@@ -459,7 +459,7 @@ mod tests {
         };
         let model = Model::new(
             None,
-            def(vec![LayerConfig::Flatten, LayerConfig::Linear(linear)]),
+            def(vec![LayerConfig::FLATTEN, LayerConfig::Linear(linear)]),
         )
         .unwrap();
         assert_eq!(model.output_shape(), Shape::Flat(3));
@@ -477,7 +477,7 @@ mod tests {
         };
         let err = Model::new(
             None,
-            def(vec![LayerConfig::Flatten, LayerConfig::Linear(linear)]),
+            def(vec![LayerConfig::FLATTEN, LayerConfig::Linear(linear)]),
         )
         .unwrap_err();
         assert_eq!(err.layer(), "1");
@@ -504,7 +504,7 @@ mod tests {
         };
         let err = Model::new(
             None,
-            def(vec![LayerConfig::Flatten, LayerConfig::Linear(huge)]),
+            def(vec![LayerConfig::FLATTEN, LayerConfig::Linear(huge)]),
         );
         assert!(matches!(err, Err(ModelError::Size { .. })));
     }
@@ -544,7 +544,7 @@ mod tests {
             None,
             def(vec![
                 LayerConfig::Relu,
-                LayerConfig::Flatten,
+                LayerConfig::FLATTEN,
                 LayerConfig::Relu,
             ]),
         )

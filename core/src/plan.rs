@@ -6,7 +6,8 @@
 //! Fusion is decided by data flow: a producer whose output has exactly one consumer, the next
 //! layer, may apply that consumer itself. A convolution applies the ReLU it feeds, and then the
 //! max pool that ReLU feeds when the pool's windows tile the convolution's output
-//! ([`pool_tiles`]); a max pool fed by a fused ReLU masks the gradient for it instead.
+//! ([`crate::config::Pool2dConfig::tiles`]); a max pool fed by a fused ReLU masks the gradient
+//! for it instead.
 //!
 //! Buffers follow liveness. Backward reads every step's inputs and output again, so each step's
 //! output keeps an activation buffer of its own until then. A gradient buffer holds the
@@ -19,7 +20,6 @@
 //! is not the last) runs forward but not backward ([`Grad::Unused`]).
 
 use crate::config::{LayerConfig, Source};
-use crate::geometry::pool_tiles;
 use crate::model::Model;
 use crate::shape::Shape;
 
@@ -136,9 +136,7 @@ impl Plan {
                     && let LayerConfig::MaxPool2d(p) = layers[pool].config()
                 {
                     let tiles = match layers[i].output_shape() {
-                        Shape::Chw([_, h, w]) => {
-                            pool_tiles([h, w], p.kernel_size, p.stride, p.padding)
-                        }
+                        Shape::Chw([_, h, w]) => p.tiles([h, w]),
                         Shape::Flat(_) => false,
                     };
                     if tiles {
@@ -358,6 +356,9 @@ mod tests {
             stride: [s, s],
             padding: [0, 0],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         })
     }
 
@@ -391,7 +392,7 @@ mod tests {
             conv(1),
             LayerConfig::Relu,
             pool(2, 2),
-            LayerConfig::Flatten,
+            LayerConfig::FLATTEN,
             linear(32),
         ]);
         let steps = plan.steps();
@@ -413,7 +414,7 @@ mod tests {
             conv(1),
             LayerConfig::Relu,
             pool(3, 1),
-            LayerConfig::Flatten,
+            LayerConfig::FLATTEN,
             linear(72),
         ]);
         let steps = plan.steps();
@@ -425,7 +426,7 @@ mod tests {
 
     #[test]
     fn relu_after_anything_else_runs_alone() {
-        let plan = plan(vec![LayerConfig::Flatten, LayerConfig::Relu, linear(64)]);
+        let plan = plan(vec![LayerConfig::FLATTEN, LayerConfig::Relu, linear(64)]);
         assert_eq!(plan.steps().len(), 3);
         assert!(plan.steps().iter().all(|s| s.fusion == Fusion::None));
         assert_eq!(plan.output(), 3);
@@ -433,7 +434,7 @@ mod tests {
 
     #[test]
     fn a_sequential_plan_writes_every_input_gradient_once() {
-        let plan = plan(vec![conv(1), LayerConfig::Flatten, linear(128)]);
+        let plan = plan(vec![conv(1), LayerConfig::FLATTEN, linear(128)]);
         for (k, step) in plan.steps().iter().enumerate() {
             assert_eq!(step.inputs, [step.input]);
             let expected = step.dx.map_or(GradTo::Discard, GradTo::Write);
@@ -450,7 +451,7 @@ mod tests {
                 (LayerConfig::Relu, vec![]),                                  // 1, fused
                 (conv(2), vec![]),                                            // 2
                 (LayerConfig::Add, vec![Source::Layer(2), Source::Layer(1)]), // 3
-                (LayerConfig::Flatten, vec![]),                               // 4
+                (LayerConfig::FLATTEN, vec![]),                               // 4
                 (linear(128), vec![]),                                        // 5
             ],
         );
@@ -489,7 +490,7 @@ mod tests {
         let plan = graph(
             [1, 4, 4],
             vec![
-                (LayerConfig::Flatten, vec![]),
+                (LayerConfig::FLATTEN, vec![]),
                 (LayerConfig::Mul, vec![Source::Layer(0), Source::Layer(0)]),
             ],
         );
@@ -512,7 +513,7 @@ mod tests {
         let plan = graph(
             [1, 4, 4],
             vec![
-                (LayerConfig::Flatten, vec![]),
+                (LayerConfig::FLATTEN, vec![]),
                 (linear(16), vec![]),                        // dead
                 (LayerConfig::Relu, vec![Source::Layer(1)]), // dead
                 (linear(16), vec![Source::Layer(0)]),

@@ -143,7 +143,7 @@ proptest! {
         let mut relu = Relu::new("relu", plain.output_shape());
         let pool_config = Pool2dConfig {
             kernel_size: [pool_k, pool_k], stride: [pool_stride, pool_stride],
-            padding: [pool_pad, pool_pad], ceil_mode,
+            padding: [pool_pad, pool_pad], ceil_mode, dilation: [1, 1], count_include_pad: true, divisor_override: None,
         };
         let pool = MaxPool2d::new("pool", &pool_config, plain.output_shape());
         prop_assume!(pool.is_ok());
@@ -193,7 +193,7 @@ proptest! {
         let mut relu = Relu::new("relu", plain.output_shape());
         let pool_config = Pool2dConfig {
             kernel_size: [pool_k, pool_k], stride: [pool_k, pool_k], padding: [0, 0],
-            ceil_mode: false,
+            ceil_mode: false, dilation: [1, 1], count_include_pad: true, divisor_override: None,
         };
         let mut pool = MaxPool2d::new("pool", &pool_config, plain.output_shape()).unwrap();
         prop_assert!(!Layer::fuse_max_pool(&mut fused, &pool_config), "needs the ReLU first");
@@ -228,7 +228,7 @@ proptest! {
         prop_assert!(Layer::fuse_relu(&mut conv));
         let pool = Pool2dConfig {
             kernel_size: [pool_k, pool_k], stride: [stride, stride], padding: [pad, pad],
-            ceil_mode: false,
+            ceil_mode: false, dilation: [1, 1], count_include_pad: true, divisor_override: None,
         };
         let tiles = stride == pool_k && pad == 0 && size % pool_k == 0;
         prop_assert_eq!(Layer::fuse_max_pool(&mut conv, &pool), tiles);

@@ -6,13 +6,14 @@ mod common;
 
 use cnnc_runtime::config::{
     BatchNorm2dConfig, ConcatConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate,
-    LayerConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig, Source,
+    GroupNormConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig, Source,
 };
 use cnnc_runtime::init::{dropout_rng, init_rng};
 use cnnc_runtime::layers::{
     AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout,
-    Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax,
-    MaxPool2d, Merge, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample, build_merge,
+    Dropout2d, Elu, Flatten, Gelu, GroupNorm, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear,
+    LogSoftmax, MaxPool2d, Merge, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
+    build_merge,
 };
 use cnnc_runtime::{Entry, Layer, Mode, Network, Shape, Visit, softmax_cross_entropy};
 use common::{Rand, STEP, check_layer, check_plain};
@@ -28,10 +29,8 @@ fn image(channels: usize, height: usize, width: usize) -> Shape {
 
 fn pool_config(k: [usize; 2], s: [usize; 2], p: [usize; 2], ceil_mode: bool) -> Pool2dConfig {
     Pool2dConfig {
-        kernel_size: k,
-        stride: s,
-        padding: [p[0].min(k[0] / 2), p[1].min(k[1] / 2)],
         ceil_mode,
+        ..Pool2dConfig::new(k, s, [p[0].min(k[0] / 2), p[1].min(k[1] / 2)])
     }
 }
 
@@ -114,12 +113,40 @@ proptest! {
     }
 
     #[test]
+    fn dilated_max_pool2d(
+        c in 1..3usize, kh in 1..4usize, kw in 1..4usize, sh in 1..4usize, sw in 1..4usize,
+        ph in 0..2usize, pw in 0..2usize, dh in 1..4usize, dw in 1..4usize, h in 1..9usize,
+        w in 1..9usize, ceil_mode: bool, batch in 1..3usize, seed: u64,
+    ) {
+        let config = Pool2dConfig {
+            dilation: [dh, dw],
+            ..pool_config([kh, kw], [sh, sw], [ph, pw], ceil_mode)
+        };
+        let built = MaxPool2d::new("pool", &config, image(c, h, w));
+        prop_assume!(built.is_ok());
+        let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.spaced(layer.input_shape().numel() * batch, 0.05);
+        // A window whose every position falls in the padding gives -inf, as in PyTorch (its
+        // gradient goes nowhere): no finite difference measures it.
+        let mut y = vec![0.0; layer.output_shape().numel() * batch];
+        layer.forward(&x, &mut y, batch, Mode::Train).unwrap();
+        prop_assume!(y.iter().all(|v| v.is_finite()));
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
     fn avg_pool2d(
         c in 1..3usize, kh in 1..4usize, kw in 1..4usize, sh in 1..3usize, sw in 1..3usize,
         ph in 0..2usize, pw in 0..2usize, h in 1..7usize, w in 1..7usize,
-        ceil_mode: bool, batch in 1..3usize, seed: u64,
+        ceil_mode: bool, count_include_pad: bool, divisor in 0..4usize, batch in 1..3usize,
+        seed: u64,
     ) {
-        let config = pool_config([kh, kw], [sh, sw], [ph, pw], ceil_mode);
+        let config = Pool2dConfig {
+            count_include_pad,
+            divisor_override: (divisor > 0).then_some(divisor),
+            ..pool_config([kh, kw], [sh, sw], [ph, pw], ceil_mode)
+        };
         let built = AvgPool2d::new("pool", &config, image(c, h, w));
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
@@ -266,7 +293,7 @@ proptest! {
     #[test]
     fn batch_norm2d(c in 1..4usize, h in 1..4usize, w in 1..4usize, batch in 1..4usize, train: bool, seed: u64) {
         prop_assume!(!train || batch * h * w > 1);
-        let config = BatchNorm2dConfig { num_features: c, eps: 1e-5, momentum: 0.1 };
+        let config = BatchNorm2dConfig::new(c);
         let mut layer = BatchNorm2d::new("bn", &config, image(c, h, w)).unwrap();
         let mut rng = Rand(seed);
         // Non-trivial affine parameters and running statistics.
@@ -281,6 +308,62 @@ proptest! {
         let mode = if train { Mode::Train } else { Mode::Eval };
         // Normalising by batch statistics amplifies rounding when a channel has few values.
         check_plain(&mut layer, &x, batch, &mut rng, 2e-2, mode);
+    }
+
+    #[test]
+    fn batch_norm2d_options(
+        c in 1..4usize, h in 1..4usize, w in 1..4usize, batch in 1..4usize, affine: bool,
+        track: bool, cumulative: bool, train: bool, seed: u64,
+    ) {
+        // Without running statistics, eval normalises by the batch's too.
+        let batch_stats = train || !track;
+        prop_assume!(!batch_stats || batch * h * w > 1);
+        let config = BatchNorm2dConfig {
+            affine,
+            track_running_stats: track,
+            momentum: if cumulative { None } else { Some(0.1) },
+            ..BatchNorm2dConfig::new(c)
+        };
+        let mut layer = BatchNorm2d::new("bn", &config, image(c, h, w)).unwrap();
+        let mut rng = Rand(seed);
+        if affine {
+            for (v, r) in layer.weight.value.iter_mut().zip(rng.vec(c)) { *v = 1.0 + r; }
+            for (v, r) in layer.bias.value.iter_mut().zip(rng.vec(c)) { *v = r; }
+        }
+        for (v, r) in layer.running_mean.iter_mut().zip(rng.vec(c)) { *v = r; }
+        for (v, r) in layer.running_var.iter_mut().zip(rng.vec(c)) { *v = 1.5 + r; }
+        let x = rng.spaced(c * h * w * batch, 0.4);
+        let mode = if train { Mode::Train } else { Mode::Eval };
+        check_plain(&mut layer, &x, batch, &mut rng, 2e-2, mode);
+    }
+
+    #[test]
+    fn group_norm(
+        groups in 1..4usize, per_group in 1..3usize, h in 1..4usize, w in 1..4usize,
+        batch in 1..3usize, affine: bool, train: bool, seed: u64,
+    ) {
+        prop_assume!(per_group * h * w > 1);
+        let c = groups * per_group;
+        let config = GroupNormConfig { num_groups: groups, num_channels: c, eps: 1e-5, affine };
+        let mut layer = GroupNorm::new("gn", &config, image(c, h, w)).unwrap();
+        let mut rng = Rand(seed);
+        for (v, r) in layer.weight.value.iter_mut().zip(rng.vec(c)) { *v = 1.0 + r; }
+        for (v, r) in layer.bias.value.iter_mut().zip(rng.vec(c)) { *v = r; }
+        // Distinct values, as for batch norm: a group of nearly equal values is too steep to
+        // measure by finite differences.
+        let x = rng.spaced(c * h * w * batch, 0.4);
+        let mode = if train { Mode::Train } else { Mode::Eval };
+        check_plain(&mut layer, &x, batch, &mut rng, 2e-2, mode);
+    }
+
+    #[test]
+    fn flatten_with_dims(c in 1..4usize, h in 1..4usize, w in 1..4usize, dim in 1i64..4, all: bool, seed: u64) {
+        // All of C, H, W (reordered into PyTorch's order), or one dim (a copy).
+        let (start, end) = if all { (1, -1) } else { (dim, dim) };
+        let mut layer = Flatten::with_dims("flat", image(c, h, w), start, end).unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(c * h * w * 2);
+        check_plain(&mut layer, &x, 2, &mut rng, TOL, Mode::Train);
     }
 
     #[test]
@@ -414,14 +497,7 @@ fn mixed_net() -> NetworkDef {
                     padding_mode: Default::default(),
                 }),
             ),
-            layer(
-                "bn1",
-                LayerConfig::BatchNorm2d(BatchNorm2dConfig {
-                    num_features: 3,
-                    eps: 1e-5,
-                    momentum: 0.1,
-                }),
-            ),
+            layer("bn1", LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(3))),
             layer("act1", LayerConfig::Tanh),
             layer(
                 "pool1",
@@ -451,7 +527,7 @@ fn mixed_net() -> NetworkDef {
                 "pool2",
                 LayerConfig::AvgPool2d(pool_config([2, 2], [1, 1], [1, 1], false)),
             ),
-            layer("flatten", LayerConfig::Flatten),
+            layer("flatten", LayerConfig::FLATTEN),
             layer(
                 "fc1",
                 LayerConfig::Linear(LinearConfig {
@@ -634,13 +710,7 @@ pub fn graph_net() -> NetworkDef {
             padding_mode: Default::default(),
         })
     };
-    let bn = |n| {
-        LayerConfig::BatchNorm2d(BatchNorm2dConfig {
-            num_features: n,
-            eps: 1e-5,
-            momentum: 0.1,
-        })
-    };
+    let bn = |n| LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(n));
     let linear = |i, o| {
         LayerConfig::Linear(LinearConfig {
             in_features: i,
@@ -675,7 +745,7 @@ pub fn graph_net() -> NetworkDef {
             layer("se.fc", conv(8, 8, 1, true), vec![]),        // 10
             layer("se.gate", LayerConfig::Sigmoid, vec![]),     // 11
             layer("se.mul", LayerConfig::Mul, vec![l(8), l(11)]), // 12
-            layer("flatten", LayerConfig::Flatten, vec![]),     // 13
+            layer("flatten", LayerConfig::FLATTEN, vec![]),     // 13
             layer("fc", linear(8 * 5 * 4, 3), vec![]),          // 14
         ],
     }
@@ -735,4 +805,62 @@ fn a_branch_nothing_reads_gets_zero_gradients() {
         let zero = grad.iter().all(|&g| g == 0.0);
         assert_eq!(zero, name.starts_with("unused."), "{name}");
     }
+}
+
+#[test]
+fn a_concat_of_more_inputs_than_gathered_on_the_stack_runs_and_backpropagates() {
+    // Nine convolutions of the input joined by one concat: more inputs than the executor
+    // gathers inline.
+    let conv = LayerConfig::Conv2d(Conv2dConfig {
+        in_channels: 1,
+        out_channels: 1,
+        kernel_size: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        dilation: [1, 1],
+        groups: 1,
+        bias: true,
+        padding_mode: Default::default(),
+    });
+    let mut layers: Vec<LayerDef> = (0..9)
+        .map(|i| LayerDef {
+            name: format!("branch{i}"),
+            config: conv.clone(),
+            inputs: vec![Source::Input],
+        })
+        .collect();
+    let tail = [
+        (
+            "cat",
+            LayerConfig::Concat(ConcatConfig { dim: 1 }),
+            (0..9).map(Source::Layer).collect(),
+        ),
+        ("flatten", LayerConfig::Flatten, vec![]),
+        (
+            "fc",
+            LayerConfig::Linear(LinearConfig {
+                in_features: 9 * 9,
+                out_features: 3,
+                bias: true,
+            }),
+            vec![],
+        ),
+    ];
+    layers.extend(tail.into_iter().map(|(name, config, inputs)| LayerDef {
+        name: name.to_owned(),
+        config,
+        inputs,
+    }));
+    let def = NetworkDef {
+        input: [1, 3, 3],
+        layers,
+    };
+    let mut net = Network::new(&def, 2).unwrap();
+    let mut rng = Rand(5);
+    let x = Array4::from_shape_vec((2, 1, 3, 3), rng.vec(2 * 9)).unwrap();
+    let labels = [1, 2];
+    net.train_step(x.view(), &labels).unwrap();
+    let grads = param_grads(&mut net);
+    assert_eq!(grads.len(), 9 * 2 + 2);
+    check_directions(&mut net, &x, &labels, &grads, &mut rng);
 }

@@ -114,13 +114,7 @@ fn separable() -> NetworkDef {
         config,
         inputs: Vec::new(),
     };
-    let bn = |n| {
-        LayerConfig::BatchNorm2d(BatchNorm2dConfig {
-            num_features: n,
-            eps: 1e-5,
-            momentum: 0.1,
-        })
-    };
+    let bn = |n| LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(n));
     NetworkDef {
         input: [3, 12, 12],
         layers: vec![
@@ -133,7 +127,7 @@ fn separable() -> NetworkDef {
             layer("dw2", LayerConfig::Conv2d(conv(32, 64, 3, 1, 32))),
             layer("grouped", LayerConfig::Conv2d(conv(64, 16, 3, 2, 4))),
             layer("r2", LayerConfig::Relu),
-            layer("flat", LayerConfig::Flatten),
+            layer("flat", LayerConfig::FLATTEN),
             layer(
                 "fc",
                 LayerConfig::Linear(LinearConfig {

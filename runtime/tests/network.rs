@@ -5,8 +5,8 @@
 mod common;
 
 use cnnc_runtime::config::{
-    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, LayerConfig, LayerDef, LinearConfig,
-    NetworkDef, Pool2dConfig,
+    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GroupNormConfig, LayerConfig, LayerDef,
+    LinearConfig, NetworkDef, Pool2dConfig,
 };
 use cnnc_runtime::init::dropout_rng;
 use cnnc_runtime::layers::{BatchNorm2d, Dropout};
@@ -42,6 +42,9 @@ fn max_pool(k: usize) -> LayerConfig {
         stride: [k, k],
         padding: [0, 0],
         ceil_mode: false,
+        dilation: [1, 1],
+        count_include_pad: true,
+        divisor_override: None,
     })
 }
 
@@ -59,20 +62,13 @@ fn net_def() -> NetworkDef {
         input: [3, 16, 16],
         layers: vec![
             layer("c1", conv(3, 8, 5, 2)),
-            layer(
-                "bn",
-                LayerConfig::BatchNorm2d(BatchNorm2dConfig {
-                    num_features: 8,
-                    eps: 1e-5,
-                    momentum: 0.1,
-                }),
-            ),
+            layer("bn", LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(8))),
             layer("r1", LayerConfig::Relu),
             layer("p1", max_pool(2)),
             layer("c2", conv(8, 16, 3, 1)),
             layer("r2", LayerConfig::Relu),
             layer("p2", max_pool(2)),
-            layer("flat", LayerConfig::Flatten),
+            layer("flat", LayerConfig::FLATTEN),
             layer("fc1", linear(256, 32)),
             layer("drop", LayerConfig::Dropout { p: 0.3 }),
             layer("fc2", linear(32, 10)),
@@ -151,7 +147,7 @@ fn resample_def() -> NetworkDef {
                     output_size: [1, 1],
                 },
             ),
-            layer("flat", LayerConfig::Flatten),
+            layer("flat", LayerConfig::FLATTEN),
             layer("fc", linear(8, 10)),
         ],
     }
@@ -217,6 +213,131 @@ fn resampling_layers_are_bit_identical_whatever_the_thread_count() {
             "batch {batch}: 1 vs 3 threads"
         );
     }
+}
+
+/// The normalisation options: batch norm without affine parameters and with a cumulative
+/// average, batch norm without running statistics, group norm, and a one-dim flatten.
+fn normalisation_def() -> NetworkDef {
+    NetworkDef {
+        input: [3, 16, 16],
+        layers: vec![
+            layer("c1", conv(3, 6, 3, 1)),
+            layer(
+                "bn1",
+                LayerConfig::BatchNorm2d(BatchNorm2dConfig {
+                    affine: false,
+                    momentum: None,
+                    ..BatchNorm2dConfig::new(6)
+                }),
+            ),
+            layer(
+                "gn",
+                LayerConfig::GroupNorm(GroupNormConfig {
+                    num_groups: 3,
+                    num_channels: 6,
+                    eps: 1e-5,
+                    affine: true,
+                }),
+            ),
+            layer("r1", LayerConfig::Relu),
+            layer(
+                "same",
+                LayerConfig::Flatten {
+                    start_dim: 2,
+                    end_dim: 2,
+                },
+            ),
+            layer(
+                "bn2",
+                LayerConfig::BatchNorm2d(BatchNorm2dConfig {
+                    track_running_stats: false,
+                    ..BatchNorm2dConfig::new(6)
+                }),
+            ),
+            layer("p1", max_pool(2)),
+            layer("flat", LayerConfig::FLATTEN),
+            layer("fc", linear(384, 10)),
+        ],
+    }
+}
+
+#[test]
+fn normalisation_options_are_bit_identical_and_hold_pytorchs_tensors() {
+    let def = normalisation_def();
+    for batch in [1, 5, 17] {
+        let one = train_def(&def, 1, batch);
+        assert_eq!(
+            one,
+            train_def(&def, 2, batch),
+            "batch {batch}: 1 vs 2 threads"
+        );
+        assert_eq!(
+            one,
+            train_def(&def, 3, batch),
+            "batch {batch}: 1 vs 3 threads"
+        );
+    }
+    let mut net = Network::new(&def, 1).unwrap();
+    let mut names = Vec::new();
+    net.visit(&mut |e| {
+        names.push(match e {
+            Entry::Param { name, .. }
+            | Entry::Buffer { name, .. }
+            | Entry::Counter { name, .. } => name.to_owned(),
+        })
+    });
+    let expected: Vec<String> = def
+        .layers
+        .iter()
+        .flat_map(|l| l.config.tensors(&l.name))
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, expected);
+    assert!(names.contains(&"bn1.num_batches_tracked".to_owned()));
+    // bn1 has no affine parameters, bn2 no running statistics.
+    for absent in [
+        "bn1.weight",
+        "bn1.bias",
+        "bn2.running_mean",
+        "bn2.num_batches_tracked",
+    ] {
+        assert!(!names.iter().any(|n| n == absent), "{absent}");
+    }
+    assert!(names.iter().any(|n| n == "bn2.weight"));
+}
+
+#[test]
+fn cumulative_batchnorm_averages_every_batch_equally() {
+    // momentum None: after k batches the running mean is the plain mean of the k batch means.
+    let config = BatchNorm2dConfig {
+        momentum: None,
+        ..BatchNorm2dConfig::new(1)
+    };
+    let dims = Shape::Chw([1, 1, 2]);
+    let mut bn = BatchNorm2d::new("bn", &config, dims).unwrap();
+    let mut y = [0.0; 2];
+    for (k, x) in [[1.0, 3.0], [5.0, 7.0], [0.0, 0.0]].iter().enumerate() {
+        bn.forward(x, &mut y, 1, Mode::Train).unwrap();
+        assert_eq!(bn.num_batches_tracked, k as i64 + 1);
+    }
+    // Batch means 2, 6, 0: their average is 8 / 3.
+    assert!(
+        (bn.running_mean[0] - 8.0 / 3.0).abs() < 1e-6,
+        "{}",
+        bn.running_mean[0]
+    );
+    // Eval without running statistics normalises by the batch, as in training.
+    let untracked = BatchNorm2dConfig {
+        track_running_stats: false,
+        ..BatchNorm2dConfig::new(1)
+    };
+    let mut bn = BatchNorm2d::new("bn", &untracked, dims).unwrap();
+    bn.forward(&[1.0, 3.0], &mut y, 1, Mode::Eval).unwrap();
+    assert!(
+        (y[0] + 1.0).abs() < 1e-4 && (y[1] - 1.0).abs() < 1e-4,
+        "{y:?}"
+    );
+    assert_eq!(bn.num_batches_tracked, 0);
 }
 
 #[test]
@@ -421,11 +542,7 @@ fn restoring_dropout_streams_refuses_unknown_missing_and_repeated_names() {
 
 #[test]
 fn batchnorm_train_uses_batch_stats_and_updates_running_stats_eval_uses_them() {
-    let config = BatchNorm2dConfig {
-        num_features: 2,
-        eps: 1e-5,
-        momentum: 0.1,
-    };
+    let config = BatchNorm2dConfig::new(2);
     let dims = Shape::Chw([2, 1, 2]);
     let mut bn = BatchNorm2d::new("bn", &config, dims).unwrap();
     // Two samples, pixel-major: channel 0 sees 1, 2, 3, 6; channel 1 sees 0, 0, 4, 4.
@@ -495,6 +612,9 @@ fn bad_definitions_and_inputs_are_errors_not_panics() {
             stride: [0, 2],
             padding: [0, 0],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         }),
     );
     assert!(Network::new(&bad, 0).is_err(), "zero stride");
@@ -505,6 +625,9 @@ fn bad_definitions_and_inputs_are_errors_not_panics() {
             stride: [2, 2],
             padding: [2, 2],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         }),
     );
     assert!(

@@ -46,7 +46,7 @@ fn conv_net() -> Network {
             layer("layer1.1", LayerConfig::Relu),
             layer("layer2.0", conv(2, 2)),
             layer("layer2.1", LayerConfig::Relu),
-            layer("flatten", LayerConfig::Flatten),
+            layer("flatten", LayerConfig::FLATTEN),
             layer("fc1", linear(2 * 6 * 6, 3)),
         ],
     };
@@ -134,7 +134,7 @@ fn a_gradient_that_overflows_is_traced_to_its_layer_in_the_backward_pass() {
     let def = NetworkDef {
         input: [1, 2, 2],
         layers: vec![
-            layer("flatten", LayerConfig::Flatten),
+            layer("flatten", LayerConfig::FLATTEN),
             layer("fc1", linear(4, 3)),
             layer("act", LayerConfig::Relu),
             layer("fc2", linear(3, 2)),

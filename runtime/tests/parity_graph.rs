@@ -31,13 +31,7 @@ fn small_graph() -> NetworkDef {
             padding_mode: Default::default(),
         })
     };
-    let bn = |n| {
-        LayerConfig::BatchNorm2d(BatchNorm2dConfig {
-            num_features: n,
-            eps: 1e-5,
-            momentum: 0.1,
-        })
-    };
+    let bn = |n| LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(n));
     let pool = || LayerConfig::AdaptiveAvgPool2d {
         output_size: [1, 1],
     };
@@ -75,7 +69,7 @@ fn small_graph() -> NetworkDef {
         ("se.sigmoid", LayerConfig::Sigmoid, vec![]), // 25
         ("se.mul", LayerConfig::Mul, vec![l(25), l(20)]),
         ("avgpool", pool(), vec![]),
-        ("flatten", LayerConfig::Flatten, vec![]),
+        ("flatten", LayerConfig::FLATTEN, vec![]),
         (
             "fc",
             LayerConfig::Linear(LinearConfig {

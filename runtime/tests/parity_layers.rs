@@ -6,14 +6,14 @@
 mod common;
 
 use cnnc_runtime::config::{
-    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate, LinearConfig,
-    PaddingMode, Pool2dConfig,
+    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate, GroupNormConfig,
+    LinearConfig, PaddingMode, Pool2dConfig,
 };
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{
     AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Elu,
-    Flatten, Gelu, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax, MaxPool2d,
-    Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
+    Flatten, Gelu, GroupNorm, Hardsigmoid, Hardswish, Identity, LeakyRelu, Linear, LogSoftmax,
+    MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
 };
 use cnnc_runtime::tensor::internal_to_nchw;
 use cnnc_runtime::{Layer, Mode, Param, Shape, softmax_cross_entropy};
@@ -76,6 +76,18 @@ fn run_case(name: &str) {
         stride: pair(&config, "stride"),
         padding: pair(&config, "padding"),
         ceil_mode: config["ceil_mode"].as_bool().unwrap(),
+        // Older fixtures wrote none of these: PyTorch's defaults.
+        dilation: config
+            .get("dilation")
+            .map_or([1, 1], |_| pair(&config, "dilation")),
+        count_include_pad: config
+            .get("count_include_pad")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        divisor_override: config
+            .get("divisor_override")
+            .and_then(Value::as_u64)
+            .map(|d| d as usize),
     };
     let mut mode = Mode::Train;
     let mut layer: Box<dyn Layer> = match kind {
@@ -105,10 +117,7 @@ fn run_case(name: &str) {
             Box::new(conv)
         }
         "MaxPool2d" => Box::new(MaxPool2d::new(name, &pool(), input).unwrap()),
-        "AvgPool2d" => {
-            assert_eq!(config["count_include_pad"], Value::Bool(true));
-            Box::new(AvgPool2d::new(name, &pool(), input).unwrap())
-        }
+        "AvgPool2d" => Box::new(AvgPool2d::new(name, &pool(), input).unwrap()),
         "ReLU" => Box::new(Relu::new(name, input)),
         "LeakyReLU" => Box::new(LeakyRelu::new(
             name,
@@ -117,7 +126,15 @@ fn run_case(name: &str) {
         )),
         "Sigmoid" => Box::new(Sigmoid::new(name, input)),
         "Tanh" => Box::new(Tanh::new(name, input)),
-        "Flatten" => Box::new(Flatten::new(name, input)),
+        "Flatten" => Box::new(
+            Flatten::with_dims(
+                name,
+                input,
+                config["start_dim"].as_i64().unwrap(),
+                config["end_dim"].as_i64().unwrap(),
+            )
+            .unwrap(),
+        ),
         "Linear" => {
             let c = LinearConfig {
                 in_features: usize_of(&config, "in_features"),
@@ -132,21 +149,44 @@ fn run_case(name: &str) {
             Box::new(linear)
         }
         "BatchNorm2d" => {
+            // Fixtures before these options wrote neither: PyTorch's defaults.
+            let flag = |key: &str| config.get(key).and_then(Value::as_bool).unwrap_or(true);
             let c = BatchNorm2dConfig {
                 num_features: usize_of(&config, "num_features"),
                 eps: config["eps"].as_f64().unwrap() as f32,
-                momentum: config["momentum"].as_f64().unwrap() as f32,
+                // JSON null: PyTorch's momentum=None, the cumulative average.
+                momentum: config["momentum"].as_f64().map(|m| m as f32),
+                affine: flag("affine"),
+                track_running_stats: flag("track_running_stats"),
             };
             let mut bn = BatchNorm2d::new(name, &c, input).unwrap();
-            set(&mut bn.weight, &f, "param.weight");
-            set(&mut bn.bias, &f, "param.bias");
-            bn.running_mean = f.array("param.running_mean");
-            bn.running_var = f.array("param.running_var");
-            bn.num_batches_tracked = f.i64("param.num_batches_tracked")[0];
+            if c.affine {
+                set(&mut bn.weight, &f, "param.weight");
+                set(&mut bn.bias, &f, "param.bias");
+            }
+            if c.track_running_stats {
+                bn.running_mean = f.array("param.running_mean");
+                bn.running_var = f.array("param.running_var");
+                bn.num_batches_tracked = f.i64("param.num_batches_tracked")[0];
+            }
             if !config["training"].as_bool().unwrap() {
                 mode = Mode::Eval;
             }
             Box::new(bn)
+        }
+        "GroupNorm" => {
+            let c = GroupNormConfig {
+                num_groups: usize_of(&config, "num_groups"),
+                num_channels: usize_of(&config, "num_channels"),
+                eps: config["eps"].as_f64().unwrap() as f32,
+                affine: config["affine"].as_bool().unwrap(),
+            };
+            let mut gn = GroupNorm::new(name, &c, input).unwrap();
+            if c.affine {
+                set(&mut gn.weight, &f, "param.weight");
+                set(&mut gn.bias, &f, "param.bias");
+            }
+            Box::new(gn)
         }
         "AdaptiveAvgPool2d" => {
             Box::new(AdaptiveAvgPool2d::new(name, pair(&config, "output_size"), input).unwrap())

@@ -84,6 +84,9 @@ fn backward_after_other_forwards_gives_a_fresh_layers_gradients() {
             stride: [2, 2],
             padding: [0, 0],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         };
         let dims = Shape::Chw([5, 6, 6]);
         Box::new(MaxPool2d::new("pool", &config, dims).unwrap())
@@ -126,6 +129,9 @@ fn fused_pool_backward_without_its_forward_is_an_error() {
         stride: [2, 2],
         padding: [0, 0],
         ceil_mode: false,
+        dilation: [1, 1],
+        count_include_pad: true,
+        divisor_override: None,
     };
     let mut conv = Conv2d::new("conv", &config, [4, 4], &mut init_rng(1)).unwrap();
     conv.fuse_relu();

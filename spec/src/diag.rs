@@ -106,6 +106,8 @@ codes! {
     GroupsMismatch = "E0308",
     /// A convolution's padding beyond what its `padding_mode` allows for the input.
     ModePaddingTooLarge = "E0309",
+    /// A `flatten` of `start_dim..=end_dim` that gives neither `[C, H, W]` nor flat features.
+    FlattenDims = "E0310",
     /// An input that names no earlier entry of its scope.
     UnknownReference = "E0401",
     /// An input that names the entry itself or a later one.

@@ -226,6 +226,8 @@ fn value(pair: Pair<'_, Rule>, errors: &mut Vec<FrontError>) -> Value {
         Rule::float => ValueKind::Float(text.parse().unwrap_or(f64::NAN)),
         Rule::boolean => ValueKind::Bool(text.eq_ignore_ascii_case("true")),
         Rule::string => ValueKind::Str(text.trim_matches('"').to_owned()),
+        // YAML's `null` (what `cnnc fmt` writes), or Python's `None`: `momentum=None`.
+        Rule::word if text == "null" || text == "None" => ValueKind::Null,
         _ => ValueKind::Str(text.to_owned()),
     };
     Value { kind, span }

@@ -284,6 +284,18 @@ fn argument(arg: &ArgInfo) -> Value {
         ArgType::Bool => json!({ "type": "boolean" }),
         ArgType::Dim => json!({ "type": "integer" }),
         ArgType::Choice(words) => json!({ "type": "string", "enum": words }),
+        ArgType::Optional(inner) => {
+            // The inner type alone: the description and default go on the whole.
+            let mut inner = argument(&ArgInfo {
+                ty: *inner,
+                default: ArgDefault::Inferred,
+                ..*arg
+            });
+            if let Some(map) = inner.as_object_mut() {
+                map.remove("description");
+            }
+            json!({ "anyOf": [inner, { "type": "null" }] })
+        }
     };
     let doc = match arg.default {
         ArgDefault::Required => format!("{} (required)", arg.doc),
@@ -296,6 +308,7 @@ fn argument(arg: &ArgInfo) -> Value {
         ArgDefault::Bool(v) => schema["default"] = json!(v),
         ArgDefault::Dim(v) => schema["default"] = json!(v),
         ArgDefault::Word(v) => schema["default"] = json!(v),
+        ArgDefault::None => schema["default"] = Value::Null,
         ArgDefault::Required | ArgDefault::Inferred | ArgDefault::SameAs(_) => {}
     }
     schema

@@ -93,6 +93,9 @@ fn seed_arguments_are_fully_resolved() {
             stride: [2, 2],
             padding: [0, 0],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         })
     );
     assert_eq!(

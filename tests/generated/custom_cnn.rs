@@ -96,6 +96,9 @@ impl CustomCNN {
                     stride: [2, 2],
                     padding: [0, 0],
                     ceil_mode: false,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: ::core::option::Option::None,
                 },
             );
         let layer1_1 = ::cnnc::__private::expect_built(
@@ -115,6 +118,9 @@ impl CustomCNN {
                     stride: [2, 2],
                     padding: [0, 0],
                     ceil_mode: false,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: ::core::option::Option::None,
                 }),
                 ::cnnc::runtime::Shape::Chw([32, 32, 32]),
                 2,
@@ -148,6 +154,9 @@ impl CustomCNN {
                     stride: [2, 2],
                     padding: [0, 0],
                     ceil_mode: false,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: ::core::option::Option::None,
                 },
             );
         let layer2_1 = ::cnnc::__private::expect_built(
@@ -167,6 +176,9 @@ impl CustomCNN {
                     stride: [2, 2],
                     padding: [0, 0],
                     ceil_mode: false,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: ::core::option::Option::None,
                 }),
                 ::cnnc::runtime::Shape::Chw([32, 16, 16]),
                 5,
@@ -200,6 +212,9 @@ impl CustomCNN {
                     stride: [2, 2],
                     padding: [0, 0],
                     ceil_mode: false,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: ::core::option::Option::None,
                 },
             );
         let layer3_1 = ::cnnc::__private::expect_built(
@@ -219,6 +234,9 @@ impl CustomCNN {
                     stride: [2, 2],
                     padding: [0, 0],
                     ceil_mode: false,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: ::core::option::Option::None,
                 }),
                 ::cnnc::runtime::Shape::Chw([64, 8, 8]),
                 8,
@@ -228,7 +246,10 @@ impl CustomCNN {
         let layer_9 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Flatten::from_config(
                 "9",
-                &::cnnc::runtime::config::LayerConfig::Flatten,
+                &::cnnc::runtime::config::LayerConfig::Flatten {
+                    start_dim: 1,
+                    end_dim: -1,
+                },
                 ::cnnc::runtime::Shape::Chw([64, 4, 4]),
                 9,
                 &mut init,
@@ -435,7 +456,7 @@ impl CustomCNN {
         use ::cnnc::runtime::typed::{Features, Images};
         on_pool(|| {
             let [a0, a1, a2, a3, a4, a5, a6, a7] = &mut self.workspace.acts;
-            let x = <Images<3, 32, 32, &[f32]>>::from_slice(a0, batch)?;
+            let x = <Images<3, 32, 32, &[f32]>>::view_nhwc(a0, batch)?;
             // layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]
             let x: Images<32, 16, 16, &[f32]> = forward(
                 &mut self.layer1_0,

@@ -109,7 +109,9 @@ impl GraphMix {
                 &::cnnc::runtime::config::LayerConfig::BatchNorm2d(::cnnc::runtime::config::BatchNorm2dConfig {
                     num_features: 8,
                     eps: 1e-5,
-                    momentum: 0.1,
+                    momentum: ::core::option::Option::Some(0.1),
+                    affine: true,
+                    track_running_stats: true,
                 }),
                 ::cnnc::runtime::Shape::Chw([8, 8, 8]),
                 1,
@@ -279,6 +281,9 @@ impl GraphMix {
                     stride: [2, 2],
                     padding: [0, 0],
                     ceil_mode: false,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: ::core::option::Option::None,
                 }),
                 ::cnnc::runtime::Shape::Chw([12, 8, 8]),
                 14,
@@ -288,7 +293,10 @@ impl GraphMix {
         let layer_15 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Flatten::from_config(
                 "15",
-                &::cnnc::runtime::config::LayerConfig::Flatten,
+                &::cnnc::runtime::config::LayerConfig::Flatten {
+                    start_dim: 1,
+                    end_dim: -1,
+                },
                 ::cnnc::runtime::Shape::Chw([12, 4, 4]),
                 15,
                 &mut init,
@@ -501,7 +509,7 @@ impl GraphMix {
         on_pool(|| {
             let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15,
             a16] = &mut self.workspace.acts;
-            let x0 = <Images<3, 8, 8, &[f32]>>::from_slice(a0, batch)?;
+            let x0 = <Images<3, 8, 8, &[f32]>>::view_nhwc(a0, batch)?;
             // stem: conv2d [3, 8, 8] -> [8, 8, 8]
             let x1: Images<8, 8, 8, &[f32]> = forward(&mut self.stem, x0, a1, mode)?;
             // bn: batchnorm2d [8, 8, 8] -> [8, 8, 8]

@@ -15,19 +15,23 @@ use crate::tensor::{MAX_LANES, Mode, Tiling};
 /// Pixels per tile when summing statistics (only the lane split matters for the result).
 const STAT_TILE: usize = 64;
 
-/// `torch.nn.BatchNorm2d(num_features, eps, momentum)` (affine, tracking running statistics):
+/// `torch.nn.BatchNorm2d(num_features, eps, momentum, affine, track_running_stats)`:
 /// `[N, C, H, W]` to the same shape. Training normalises with the batch mean and biased variance
-/// and updates `running_mean` / `running_var` (with the unbiased variance) by `momentum`, and
-/// increments `num_batches_tracked`; evaluation uses the running statistics.
+/// and, when tracking, increments `num_batches_tracked` and updates `running_mean` /
+/// `running_var` (with the unbiased variance) by `momentum`, or by `1 / num_batches_tracked`
+/// (a cumulative average) when `momentum` is `None`; evaluation uses the running statistics,
+/// or the batch's when the layer does not track them. Without `affine` the weight stays 1 and
+/// the bias 0, and neither is a parameter ([`Layer::visit`] yields only what PyTorch's
+/// state_dict holds).
 #[derive(Debug)]
 pub struct BatchNorm2d {
     name: String,
     names: [String; 5],
     config: BatchNorm2dConfig,
     dims: Shape,
-    /// `[num_features]`, initialised to 1.
+    /// `[num_features]`, initialised to 1 (and kept at 1 without `affine`).
     pub weight: Param,
-    /// `[num_features]`, initialised to 0.
+    /// `[num_features]`, initialised to 0 (and kept at 0 without `affine`).
     pub bias: Param,
     /// `[num_features]`, initialised to 0.
     pub running_mean: ArrayD<f32>,
@@ -35,8 +39,9 @@ pub struct BatchNorm2d {
     pub running_var: ArrayD<f32>,
     /// Training forward passes so far (PyTorch's int64 `num_batches_tracked`).
     pub num_batches_tracked: i64,
-    /// Mode of the last forward.
-    mode: Mode,
+    /// Whether the last forward normalised with the batch's statistics (training, or a layer
+    /// that does not track running ones).
+    batch_stats: bool,
     /// Mean used by the last forward, per channel.
     mean: Vec<f32>,
     /// `1 / sqrt(var + eps)` used by the last forward, per channel.
@@ -87,7 +92,7 @@ impl BatchNorm2d {
             running_mean: ArrayD::zeros(vec![c]),
             running_var: ArrayD::ones(vec![c]),
             num_batches_tracked: 0,
-            mode: Mode::Eval,
+            batch_stats: false,
             mean: vec![0.0; c],
             invstd: vec![0.0; c],
             scale: vec![0.0; c],
@@ -179,48 +184,59 @@ impl Layer for BatchNorm2d {
         let c = self.config.num_features;
         let rows = n / c;
         let eps = f64::from(self.config.eps);
-        self.mode = mode;
-        match mode {
-            Mode::Train => {
-                if rows <= 1 {
-                    return Err(Error::config(
-                        &self.name,
-                        format!(
-                            "expected more than 1 value per channel when training, got batch {batch} of {}",
-                            self.dims
-                        ),
-                    ));
-                }
-                let x = &x[..n];
-                channel_sums(&mut self.partials, &mut self.sums, rows, |r, ch| {
-                    (f64::from(x[r * c + ch]), 0.0)
-                });
-                for (m, s) in self.mean64.iter_mut().zip(&self.sums) {
-                    *m = s[0] / rows as f64;
-                }
-                let mean = &self.mean64;
-                channel_sums(&mut self.partials, &mut self.sums, rows, |r, ch| {
-                    let d = f64::from(x[r * c + ch]) - mean[ch];
-                    (d * d, 0.0)
-                });
-                let momentum = f64::from(self.config.momentum);
-                for (ch, &m) in mean.iter().enumerate() {
-                    let var = self.sums[ch][0] / rows as f64;
-                    let unbiased = self.sums[ch][0] / (rows - 1) as f64;
-                    self.mean[ch] = m as f32;
-                    self.invstd[ch] = (1.0 / (var + eps).sqrt()) as f32;
+        let track = self.config.track_running_stats;
+        // PyTorch's `bn_training`: batch statistics in training, and in eval too without
+        // running ones.
+        self.batch_stats = mode == Mode::Train || !track;
+        if self.batch_stats {
+            if rows <= 1 {
+                return Err(Error::config(
+                    &self.name,
+                    format!(
+                        "expected more than 1 value per channel when training, got batch {batch} of {}",
+                        self.dims
+                    ),
+                ));
+            }
+            let x = &x[..n];
+            channel_sums(&mut self.partials, &mut self.sums, rows, |r, ch| {
+                (f64::from(x[r * c + ch]), 0.0)
+            });
+            for (m, s) in self.mean64.iter_mut().zip(&self.sums) {
+                *m = s[0] / rows as f64;
+            }
+            let mean = &self.mean64;
+            channel_sums(&mut self.partials, &mut self.sums, rows, |r, ch| {
+                let d = f64::from(x[r * c + ch]) - mean[ch];
+                (d * d, 0.0)
+            });
+            // Running statistics move only in training, and only when tracked.
+            let update = mode == Mode::Train && track;
+            if update {
+                self.num_batches_tracked = self.num_batches_tracked.saturating_add(1);
+            }
+            // PyTorch's `exponential_average_factor`: the momentum, or the cumulative
+            // average's 1 / num_batches_tracked.
+            let momentum = match self.config.momentum {
+                Some(m) => f64::from(m),
+                None => 1.0 / self.num_batches_tracked.max(1) as f64,
+            };
+            for (ch, &m) in mean.iter().enumerate() {
+                let var = self.sums[ch][0] / rows as f64;
+                let unbiased = self.sums[ch][0] / (rows - 1) as f64;
+                self.mean[ch] = m as f32;
+                self.invstd[ch] = (1.0 / (var + eps).sqrt()) as f32;
+                if update {
                     let rm = &mut self.running_mean[ch];
                     *rm = ((1.0 - momentum) * f64::from(*rm) + momentum * m) as f32;
                     let rv = &mut self.running_var[ch];
                     *rv = ((1.0 - momentum) * f64::from(*rv) + momentum * unbiased) as f32;
                 }
-                self.num_batches_tracked += 1;
             }
-            Mode::Eval => {
-                for ch in 0..c {
-                    self.mean[ch] = self.running_mean[ch];
-                    self.invstd[ch] = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
-                }
+        } else {
+            for ch in 0..c {
+                self.mean[ch] = self.running_mean[ch];
+                self.invstd[ch] = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
             }
         }
         for ch in 0..c {
@@ -260,13 +276,15 @@ impl Layer for BatchNorm2d {
             (d, d * (xv - f64::from(mean[ch])) * f64::from(invstd[ch]))
         });
         let sums = &self.sums;
-        for (ch, [dy_sum, dy_xhat_sum]) in sums.iter().enumerate() {
-            self.bias.grad[ch] = *dy_sum as f32;
-            self.weight.grad[ch] = *dy_xhat_sum as f32;
+        if self.config.affine {
+            for (ch, [dy_sum, dy_xhat_sum]) in sums.iter().enumerate() {
+                self.bias.grad[ch] = *dy_sum as f32;
+                self.weight.grad[ch] = *dy_xhat_sum as f32;
+            }
         }
         let Some(dx) = dx else { return Ok(()) };
         let weight = &self.weight.value;
-        let train = self.mode == Mode::Train;
+        let train = self.batch_stats;
         let count = rows as f32;
         // Per channel: dx = a * dy + b * (x - mean) + d, from PyTorch's batch_norm_backward.
         for (ch, coef) in self.coef.iter_mut().enumerate() {
@@ -303,14 +321,19 @@ impl Layer for BatchNorm2d {
 
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
         let [w, b, rm, rv, nbt] = &self.names;
-        f(Entry::Param {
-            name: w,
-            param: &mut self.weight,
-        });
-        f(Entry::Param {
-            name: b,
-            param: &mut self.bias,
-        });
+        if self.config.affine {
+            f(Entry::Param {
+                name: w,
+                param: &mut self.weight,
+            });
+            f(Entry::Param {
+                name: b,
+                param: &mut self.bias,
+            });
+        }
+        if !self.config.track_running_stats {
+            return;
+        }
         f(Entry::Buffer {
             name: rm,
             value: &mut self.running_mean,

@@ -8,8 +8,9 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{
     AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout,
-    Dropout2d, Elu, Flatten, Gelu, Hardsigmoid, Hardswish, Identity, Layer, LeakyRelu, Linear,
-    LogSoftmax, MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample, image_input,
+    Dropout2d, Elu, Flatten, Gelu, GroupNorm, Hardsigmoid, Hardswish, Identity, Layer, LeakyRelu,
+    Linear, LogSoftmax, MaxPool2d, Prelu, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh, Upsample,
+    image_input,
 };
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
@@ -102,7 +103,9 @@ from_config!(LeakyRelu, "leaky_relu", |name, input, index, init| LayerConfig::Le
 });
 from_config!(Sigmoid, "sigmoid", |name, input, index, init| LayerConfig::Sigmoid => Ok(Sigmoid::new(name, input)));
 from_config!(Tanh, "tanh", |name, input, index, init| LayerConfig::Tanh => Ok(Tanh::new(name, input)));
-from_config!(Flatten, "flatten", |name, input, index, init| LayerConfig::Flatten => Ok(Flatten::new(name, input)));
+from_config!(Flatten, "flatten", |name, input, index, init| LayerConfig::Flatten { start_dim, end_dim } => {
+    Flatten::with_dims(name, input, *start_dim, *end_dim)
+});
 from_config!(Linear, "linear", |name, input, index, init| LayerConfig::Linear(c) => {
     Linear::new(name, c, input, &mut init.rng)
 });
@@ -137,6 +140,9 @@ from_config!(Dropout2d, "dropout2d", |name, input, index, init| LayerConfig::Dro
 from_config!(Softmax, "softmax", |name, input, index, init| LayerConfig::Softmax { dim } => Softmax::new(name, input, *dim));
 from_config!(Prelu, "prelu", |name, input, index, init| LayerConfig::Prelu { num_parameters } => Prelu::new(name, input, *num_parameters));
 from_config!(LogSoftmax, "log_softmax", |name, input, index, init| LayerConfig::LogSoftmax { dim } => LogSoftmax::new(name, input, *dim));
+from_config!(GroupNorm, "groupnorm", |name, input, index, init| LayerConfig::GroupNorm(c) => {
+    GroupNorm::new(name, c, input)
+});
 
 /// Builds the layer `config` describes, as the dynamic executor holds it.
 pub fn build(
@@ -163,7 +169,7 @@ pub fn build(
         LayerConfig::LeakyRelu { .. } => boxed::<LeakyRelu>,
         LayerConfig::Sigmoid => boxed::<Sigmoid>,
         LayerConfig::Tanh => boxed::<Tanh>,
-        LayerConfig::Flatten => boxed::<Flatten>,
+        LayerConfig::Flatten { .. } => boxed::<Flatten>,
         LayerConfig::Linear(_) => boxed::<Linear>,
         LayerConfig::Dropout { .. } => boxed::<Dropout>,
         LayerConfig::BatchNorm2d(_) => boxed::<BatchNorm2d>,
@@ -182,6 +188,7 @@ pub fn build(
         LayerConfig::Softmax { .. } => boxed::<Softmax>,
         LayerConfig::LogSoftmax { .. } => boxed::<LogSoftmax>,
         LayerConfig::Prelu { .. } => boxed::<Prelu>,
+        LayerConfig::GroupNorm(_) => boxed::<GroupNorm>,
         LayerConfig::Add | LayerConfig::Concat(_) | LayerConfig::Mul => {
             return Err(Error::config(
                 name,

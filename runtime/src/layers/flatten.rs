@@ -5,23 +5,53 @@ use cnnc_core::Shape;
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward};
-use crate::error::Result;
+use crate::config::{batched_rank, flatten_output};
+use crate::error::{Error, Result};
 use crate::tensor::Mode;
 
-/// `torch.nn.Flatten()`: `[N, C, H, W]` to `[N, C*H*W]` (C, H, W order); flat inputs pass through.
+/// `torch.nn.Flatten(start_dim, end_dim)`: `[N, C, H, W]` to `[N, C*H*W]` (C, H, W order) by
+/// default; flat inputs, and a single flattened dim (`start_dim == end_dim`), pass through.
 #[derive(Debug)]
 pub struct Flatten {
     name: String,
     input: Shape,
+    output: Shape,
 }
 
 impl Flatten {
-    /// Builds the layer for per-sample input `input`.
+    /// Builds `torch.nn.Flatten()` (everything but the batch) for per-sample input `input`.
     pub fn new(name: &str, input: Shape) -> Self {
         Flatten {
             name: name.to_owned(),
             input,
+            output: Shape::Flat(input.numel()),
         }
+    }
+
+    /// Builds `torch.nn.Flatten(start_dim, end_dim)` for per-sample input `input`; errors when
+    /// the result is neither the input nor flat ([`flatten_output`]).
+    pub fn with_dims(name: &str, input: Shape, start_dim: i64, end_dim: i64) -> Result<Self> {
+        let output = flatten_output(start_dim, end_dim, input).ok_or_else(|| {
+            Error::config(
+                name,
+                format!(
+                    "flatten of dims {start_dim}..={end_dim} of a rank-{} batched {input} input \
+                     is neither the input nor flat",
+                    batched_rank(input)
+                ),
+            )
+        })?;
+        Ok(Flatten {
+            name: name.to_owned(),
+            input,
+            output,
+        })
+    }
+
+    /// Whether the layer reorders an image into PyTorch's flat `(C, H, W)` order (otherwise it
+    /// copies).
+    fn reorders(&self) -> bool {
+        matches!((self.input, self.output), (Shape::Chw(_), Shape::Flat(_)))
     }
 }
 
@@ -35,7 +65,7 @@ impl Layer for Flatten {
     }
 
     fn output_shape(&self) -> Shape {
-        Shape::Flat(self.input.numel())
+        self.output
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
@@ -45,7 +75,7 @@ impl Layer for Flatten {
             return Ok(());
         }
         match self.input {
-            Shape::Chw([c, h, w]) => {
+            Shape::Chw([c, h, w]) if self.reorders() => {
                 y[..n]
                     .par_chunks_mut(len)
                     .zip(x[..n].par_chunks(len))
@@ -57,7 +87,7 @@ impl Layer for Flatten {
                         }
                     });
             }
-            Shape::Flat(_) => y[..n].copy_from_slice(&x[..n]),
+            _ => y[..n].copy_from_slice(&x[..n]),
         }
         Ok(())
     }
@@ -77,7 +107,7 @@ impl Layer for Flatten {
             return Ok(());
         }
         match self.input {
-            Shape::Chw([c, h, w]) => {
+            Shape::Chw([c, h, w]) if self.reorders() => {
                 dx[..n]
                     .par_chunks_mut(len)
                     .zip(dy[..n].par_chunks(len))
@@ -89,7 +119,7 @@ impl Layer for Flatten {
                         }
                     });
             }
-            Shape::Flat(_) => dx[..n].copy_from_slice(&dy[..n]),
+            _ => dx[..n].copy_from_slice(&dy[..n]),
         }
         Ok(())
     }

@@ -28,6 +28,13 @@ struct Geom {
     sw: usize,
     ph: usize,
     pw: usize,
+    /// Dilation (max pooling's; 1 for average).
+    dh: usize,
+    dw: usize,
+    /// Average pooling's divisor: `None` for the window's size (with its padding when
+    /// `count_include_pad`), or the override.
+    count_include_pad: bool,
+    divisor_override: Option<usize>,
 }
 
 /// Output length of a pooling window along one axis: PyTorch's `pooling_output_shape`, including
@@ -37,9 +44,10 @@ fn pool_out(
     kernel: usize,
     stride: usize,
     pad: usize,
+    dilation: usize,
     ceil_mode: bool,
 ) -> Option<usize> {
-    cnnc_core::geometry::pool_output(input, kernel, stride, pad, ceil_mode)
+    cnnc_core::geometry::pool_output(input, kernel, stride, pad, dilation, ceil_mode)
 }
 
 impl Geom {
@@ -47,6 +55,10 @@ impl Geom {
         let (c, ih, iw) = image_input(layer, kind, input)?;
         check_positive(layer, "kernel_size", config.kernel_size)?;
         check_positive(layer, "stride", config.stride)?;
+        check_positive(layer, "dilation", config.dilation)?;
+        if config.divisor_override == Some(0) {
+            return Err(Error::config(layer, "divisor_override must not be 0"));
+        }
         for axis in 0..2 {
             if config.padding[axis] > config.kernel_size[axis] / 2 {
                 return Err(Error::config(
@@ -64,6 +76,7 @@ impl Geom {
                 config.kernel_size[axis],
                 config.stride[axis],
                 config.padding[axis],
+                config.dilation[axis],
                 config.ceil_mode,
             )
         };
@@ -88,6 +101,10 @@ impl Geom {
             sw: config.stride[1],
             ph: config.padding[0],
             pw: config.padding[1],
+            dh: config.dilation[0],
+            dw: config.dilation[1],
+            count_include_pad: config.count_include_pad,
+            divisor_override: config.divisor_override,
         })
     }
 
@@ -99,8 +116,9 @@ impl Geom {
         Shape::Chw([self.c, self.oh, self.ow])
     }
 
-    /// The window of output pixel `(oy, ox)`: input rows and columns clipped to the image, and
-    /// the size PyTorch's average pooling divides by (the window clipped to the padded input).
+    /// The window of output pixel `(oy, ox)` of an undilated pool: input rows and columns
+    /// clipped to the image, and what PyTorch's average pooling divides by: the override, or
+    /// the window clipped to the padded input (`count_include_pad`) or to the input.
     fn window(
         &self,
         oy: usize,
@@ -110,29 +128,66 @@ impl Geom {
         let x0 = (ox * self.sw) as isize - self.pw as isize;
         let y1 = (y0 + self.kh as isize).min((self.ih + self.ph) as isize);
         let x1 = (x0 + self.kw as isize).min((self.iw + self.pw) as isize);
-        let pool_size = ((y1 - y0) * (x1 - x0)) as usize;
         let clip = |v: isize, hi: usize| v.clamp(0, hi as isize) as usize;
-        (
+        let (rows, cols) = (
             clip(y0, self.ih)..clip(y1, self.ih),
             clip(x0, self.iw)..clip(x1, self.iw),
-            pool_size,
-        )
+        );
+        let divisor = match self.divisor_override {
+            Some(d) => d,
+            None if self.count_include_pad => ((y1 - y0) * (x1 - x0)) as usize,
+            None => rows.len() * cols.len(),
+        };
+        (rows, cols, divisor)
     }
 
-    /// The window `rows x cols` of an input image, for the window kernels.
-    fn input_window(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> Window {
-        Window::strided(rows, cols, self.iw * self.c, self.c, self.c)
+    /// The positions of a dilated window along one axis that lie in the input: the first
+    /// one's input index and how many there are (`start + i * dilation`, `i < kernel`).
+    fn dilated(start: isize, kernel: usize, dilation: usize, size: usize) -> (usize, usize) {
+        let d = dilation as isize;
+        // The first i with start + i * d >= 0, and the first with start + i * d >= size.
+        let first = if start < 0 { (-start + d - 1) / d } else { 0 };
+        let end = ((size as isize - start + d - 1) / d).clamp(0, kernel as isize);
+        let count = (end - first).max(0) as usize;
+        ((start + first * d).max(0) as usize, count)
     }
 
-    /// Whether no input pixel lies in two windows (kernel at most the stride on both axes).
+    /// The max-pooling window of output pixel `(oy, ox)` within one image, with its dilation:
+    /// the offset of its first position and the window from there. Without dilation it is
+    /// [`Geom::window`]'s rows and columns.
+    fn max_window(&self, oy: usize, ox: usize) -> (usize, Window) {
+        let y0 = (oy * self.sh) as isize - self.ph as isize;
+        let x0 = (ox * self.sw) as isize - self.pw as isize;
+        let (row, rows) = Geom::dilated(y0, self.kh, self.dh, self.ih);
+        let (col, cols) = Geom::dilated(x0, self.kw, self.dw, self.iw);
+        // An empty window (all of it in the padding) reads nothing: put it at the start.
+        let base = if rows == 0 || cols == 0 {
+            0
+        } else {
+            (row * self.iw + col) * self.c
+        };
+        let window = Window::strided(
+            0..rows,
+            0..cols,
+            self.dh * self.iw * self.c,
+            self.dw * self.c,
+            self.c,
+        );
+        (base, window)
+    }
+
+    /// Whether no input pixel lies in two windows (the dilated kernel's span at most the
+    /// stride on both axes).
     fn windows_disjoint(&self) -> bool {
-        self.kh <= self.sh && self.kw <= self.sw
+        self.dh * (self.kh - 1) < self.sh && self.dw * (self.kw - 1) < self.sw
     }
 
     /// Whether every input pixel lies in some window: windows tile the input exactly from its
     /// corner, with no padding, no gap between windows and no input left past the last one.
     fn windows_cover_input(&self) -> bool {
-        self.ph == 0
+        self.dh == 1
+            && self.dw == 1
+            && self.ph == 0
             && self.pw == 0
             && self.kh == self.sh
             && self.kw == self.sw
@@ -159,8 +214,9 @@ impl Geom {
     }
 }
 
-/// `torch.nn.MaxPool2d(kernel_size, stride, padding, ceil_mode=...)`: `[N, C, H, W]` to
-/// `[N, C, H_out, W_out]`; padding acts as -inf. Backward routes each output gradient to the first
+/// `torch.nn.MaxPool2d(kernel_size, stride, padding, dilation, ceil_mode=...)`: `[N, C, H, W]`
+/// to `[N, C, H_out, W_out]`; padding acts as -inf, and a window reads every `dilation`-th
+/// pixel. Backward routes each output gradient to the first
 /// maximum of its window in scan order (rows, then columns), as PyTorch does; NaN counts as a
 /// maximum, so it propagates. Like PyTorch's, forward records where each maximum lies and
 /// backward reads those positions instead of the input (for the seed model's first pool
@@ -290,10 +346,9 @@ fn max_forward(g: Geom, x: &[f32], y: &mut [f32], argmax: &mut [u16], relu: bool
             for (i, (out, argmax)) in pixels.enumerate() {
                 let p = task * PIXELS_PER_TASK + i;
                 let (n, pix) = (p / (g.oh * g.ow), p % (g.oh * g.ow));
-                let (rows, cols, _) = g.window(pix / g.ow, pix % g.ow);
+                let (base, window) = g.max_window(pix / g.ow, pix % g.ow);
                 let image = &x[n * g.ih * g.iw * g.c..(n + 1) * g.ih * g.iw * g.c];
-                g.input_window(rows, cols)
-                    .max(wide, image, out, argmax, relu);
+                window.max(wide, &image[base..], out, argmax, relu);
             }
         });
 }
@@ -313,23 +368,24 @@ fn max_backward(g: Geom, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
         }
         for oy in 0..g.oh {
             for ox in 0..g.ow {
-                let (rows, cols, _) = g.window(oy, ox);
+                let (base, window) = g.max_window(oy, ox);
                 let at = (oy * g.ow + ox) * g.c;
                 let (argmax, dy) = (&argmax[at..at + g.c], &dy[at..at + g.c]);
-                let window = g.input_window(rows, cols);
                 if disjoint {
-                    window.store(wide, argmax, dy, dx);
+                    window.store(wide, argmax, dy, &mut dx[base..]);
                 } else {
-                    window.add(argmax, dy, dx);
+                    window.add(argmax, dy, &mut dx[base..]);
                 }
             }
         }
     });
 }
 
-/// `torch.nn.AvgPool2d(kernel_size, stride, padding, ceil_mode=..., count_include_pad=True)`:
-/// `[N, C, H, W]` to `[N, C, H_out, W_out]`. Each window divides by its size clipped to the padded
-/// input (so padding counts, but a `ceil_mode` window running past the padding does not).
+/// `torch.nn.AvgPool2d(kernel_size, stride, padding, ceil_mode, count_include_pad,
+/// divisor_override)`: `[N, C, H, W]` to `[N, C, H_out, W_out]`. Each window's sum is divided by
+/// `divisor_override` when given, else by the window's size clipped to the padded input with
+/// `count_include_pad` (so padding counts, but a `ceil_mode` window running past the padding
+/// does not), else by the input pixels it covers.
 #[derive(Debug)]
 pub struct AvgPool2d {
     name: String,
@@ -340,6 +396,9 @@ pub struct AvgPool2d {
 impl AvgPool2d {
     /// Builds the layer for per-sample input `input`.
     pub fn new(name: &str, config: &Pool2dConfig, input: Shape) -> Result<Self> {
+        if config.dilation != [1, 1] {
+            return Err(Error::config(name, "avg_pool2d has no dilation"));
+        }
         let g = Geom::new(name, "avg_pool2d", config, input)?;
         Ok(AvgPool2d {
             name: name.to_owned(),
@@ -433,12 +492,12 @@ mod tests {
     #[test]
     fn output_sizes_follow_pytorch() {
         // torch.nn.MaxPool2d(2)(torch.zeros(1, 1, 5, 5)).shape == (1, 1, 2, 2); ceil_mode gives 3.
-        assert_eq!(pool_out(5, 2, 2, 0, false), Some(2));
-        assert_eq!(pool_out(5, 2, 2, 0, true), Some(3));
+        assert_eq!(pool_out(5, 2, 2, 0, 1, false), Some(2));
+        assert_eq!(pool_out(5, 2, 2, 0, 1, true), Some(3));
         // A ceil window that would start in the right padding is dropped: 4 windows become 3.
-        assert_eq!(pool_out(5, 2, 2, 1, true), Some(3));
-        assert_eq!(pool_out(6, 3, 2, 1, true), Some(4));
-        assert_eq!(pool_out(1, 3, 1, 0, false), None);
+        assert_eq!(pool_out(5, 2, 2, 1, 1, true), Some(3));
+        assert_eq!(pool_out(6, 3, 2, 1, 1, true), Some(4));
+        assert_eq!(pool_out(1, 3, 1, 0, 1, false), None);
     }
 
     /// Routes `dy = 1` through a 2x2 max pool over one 2x2 channel and returns `dx`.
@@ -448,6 +507,9 @@ mod tests {
             stride: [2, 2],
             padding: [0, 0],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         };
         let dims = Shape::Chw([1, 2, 2]);
         let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
@@ -514,6 +576,9 @@ mod tests {
                     stride: [stride, stride],
                     padding: [pad, pad],
                     ceil_mode,
+                    dilation: [1, 1],
+                    count_include_pad: true,
+                    divisor_override: None,
                 };
                 let dims = Shape::Chw([c, size, size]);
                 let batch = 2;
@@ -555,12 +620,54 @@ mod tests {
     }
 
     #[test]
+    fn a_dilated_window_all_in_the_padding_is_minus_infinity_and_drops_its_gradient() {
+        // y, i = F.max_pool2d(x, (2, 1), 1, (1, 0), (2, 1), return_indices=True) on a 1x3 input:
+        // y == [-inf, -inf, -inf] (each window reads rows -1 and 1 of a one-row input), and
+        // x.grad after y.backward(ones) is zeros.
+        let config = Pool2dConfig {
+            dilation: [2, 1],
+            ..Pool2dConfig::new([2, 1], [1, 1], [1, 0])
+        };
+        let dims = Shape::Chw([1, 1, 3]);
+        let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
+        let x = [1.0, 2.0, 3.0];
+        let mut y = [0.0; 3];
+        pool.forward(&x, &mut y, 1, Mode::Train).unwrap();
+        assert_eq!(y, [f32::NEG_INFINITY; 3]);
+        let mut dx = [9.0; 3];
+        pool.backward(&x, &y, &[1.0; 3], Some(&mut dx), 1).unwrap();
+        assert_eq!(dx, [0.0; 3]);
+    }
+
+    #[test]
+    fn dilated_windows_read_every_dilation_th_pixel() {
+        // F.max_pool2d(torch.tensor([5., 1., 0., 2., 7.]).view(1, 1, 1, 5), (1, 2), 1, 0, (1, 3))
+        // == [[[[5., 7.]]]]: windows {0, 3} and {1, 4}.
+        let config = Pool2dConfig {
+            dilation: [1, 3],
+            ..Pool2dConfig::new([1, 2], [1, 1], [0, 0])
+        };
+        let mut pool = MaxPool2d::new("pool", &config, Shape::Chw([1, 1, 5])).unwrap();
+        let x = [5.0, 1.0, 0.0, 2.0, 7.0];
+        let mut y = [0.0; 2];
+        pool.forward(&x, &mut y, 1, Mode::Train).unwrap();
+        assert_eq!(y, [5.0, 7.0]);
+        let mut dx = [9.0; 5];
+        pool.backward(&x, &y, &[1.0, 2.0], Some(&mut dx), 1)
+            .unwrap();
+        assert_eq!(dx, [1.0, 0.0, 0.0, 0.0, 2.0]);
+    }
+
+    #[test]
     fn max_pool_windows_too_large_for_an_index_are_refused() {
         let config = Pool2dConfig {
             kernel_size: [256, 256],
             stride: [1, 1],
             padding: [0, 0],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         };
         let dims = Shape::Chw([1, 256, 256]);
         let err = MaxPool2d::new("pool", &config, dims)

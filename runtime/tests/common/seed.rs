@@ -32,6 +32,9 @@ pub fn custom_cnn() -> NetworkDef {
             stride: [2, 2],
             padding: [0, 0],
             ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
         })
     };
     let linear = |i, o| {
@@ -53,7 +56,7 @@ pub fn custom_cnn() -> NetworkDef {
             layer("layer3.0", conv(32, 64)),
             layer("layer3.1", LayerConfig::Relu),
             layer("layer3.2", pool()),
-            layer("flatten", LayerConfig::Flatten),
+            layer("flatten", LayerConfig::FLATTEN),
             layer("fc1", linear(1024, 64)),
             layer("fc1_relu", LayerConfig::Relu),
             layer("fc2", linear(64, 10)),

@@ -44,8 +44,10 @@ impl Checker {
     /// the kind is unknown or an argument is unusable.
     pub(super) fn arguments(&mut self, layer: &Layer, name: &str) -> Option<(LayerKind, Args)> {
         let Some(kind) = LayerKind::from_keyword(&layer.kind.text) else {
+            let keywords = LayerKind::ALL.iter().map(|k| k.keyword());
+            let blocks = self.block_names.iter().map(String::as_str);
             let closest =
-                suggest::closest(&layer.kind.text, LayerKind::ALL.iter().map(|k| k.keyword()));
+                suggest::closest(&layer.kind.text, keywords.chain(blocks)).map(str::to_owned);
             self.report(CheckError::UnknownLayer {
                 span: layer.kind.span,
                 kind: layer.kind.text.clone(),
@@ -183,6 +185,36 @@ impl Checker {
         };
         let wrong_type = |expected| wrong_list(expected, None);
         match spec.ty {
+            ArgType::Optional(inner) => match (&value.kind, *inner) {
+                (ValueKind::Null, _) => Some(ArgValue::None),
+                (ValueKind::Int(_) | ValueKind::Float(_), ArgType::Float { .. })
+                | (ValueKind::Int(_), ArgType::Size { .. }) => self.typed(
+                    &ArgInfo {
+                        ty: *inner,
+                        ..*spec
+                    },
+                    value,
+                    kind,
+                    name,
+                ),
+                (_, ArgType::Float { .. }) => {
+                    self.report(wrong_type("a number or null"));
+                    None
+                }
+                (_, ArgType::Size { .. }) => {
+                    self.report(wrong_type("an integer or null"));
+                    None
+                }
+                _ => self.typed(
+                    &ArgInfo {
+                        ty: *inner,
+                        ..*spec
+                    },
+                    value,
+                    kind,
+                    name,
+                ),
+            },
             ArgType::Size { min } => match value.kind {
                 ValueKind::Int(v) => self
                     .size(spec.name, v, min, value.span, name)

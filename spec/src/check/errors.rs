@@ -326,7 +326,7 @@ pub(super) enum CheckError {
         at: Culprit,
         /// The layer kind's span.
         span: Span,
-        /// "exactly 1", "at least 2".
+        /// "exactly 1 input", "at least 2 inputs".
         expected: String,
         /// How many it reads.
         found: usize,
@@ -345,6 +345,13 @@ pub(super) enum CheckError {
         /// Each input's branch back to their common ancestor.
         branches: Vec<Branch>,
     },
+    /// A block or group without entries: it has no output.
+    EmptyBody {
+        /// The block's name or the group.
+        span: Span,
+        /// "block `B`" or "this `sequential`".
+        what: String,
+    },
     /// An entry whose output nothing reads.
     UnusedOutput {
         /// The layer.
@@ -360,8 +367,8 @@ pub(super) enum CheckError {
         kind: String,
         /// The layer.
         layer: String,
-        /// The nearest kind's keyword, if any is near.
-        closest: Option<&'static str>,
+        /// The nearest kind's keyword or block name, if any is near.
+        closest: Option<String>,
         /// The PyTorch module it names, if one cnnc lacks: its class and what it computes.
         unsupported: Option<(&'static str, &'static str)>,
     },
@@ -678,6 +685,31 @@ pub(super) enum CheckError {
         /// The per-sample input.
         input: Shape,
     },
+    /// A `flatten` whose `start_dim..=end_dim` cnnc cannot represent: the batch, out of range,
+    /// a start after the end, or a partial flatten that is neither `[C, H, W]` nor flat.
+    FlattenDims {
+        /// The layer.
+        at: Culprit,
+        /// The span of the argument at fault (`start_dim` or `end_dim`), or of the kind.
+        span: Span,
+        /// `start_dim` as written.
+        start_dim: i64,
+        /// `end_dim` as written.
+        end_dim: i64,
+        /// The per-sample input.
+        input: Shape,
+    },
+    /// A `groupnorm` whose `num_groups` does not divide its channels.
+    GroupNormGroups {
+        /// The layer.
+        at: Culprit,
+        /// The `num_groups` argument's span.
+        span: Span,
+        /// Its value.
+        num_groups: usize,
+        /// The input's channels.
+        channels: usize,
+    },
     /// A PReLU `num_parameters` neither 1 nor the channel (feature) count.
     PreluParameters {
         /// The layer.
@@ -865,13 +897,19 @@ impl CheckError {
                 .note(format!("the instances go {}", path.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(" → ")))
                 .help("a block cannot contain itself, directly or through other blocks: the network would be infinite")
             }
-            CheckError::BadRepeat { span, found } => Diagnostic::error(
-                Code::InvalidValue,
-                format!("`repeat` must be an integer from 1 to {MAX_LAYERS}, found {found}"),
-                span,
-                "not a repetition count",
-            )
-            .help("remove the entry instead of repeating it 0 times"),
+            CheckError::BadRepeat { span, found } => {
+                let diagnostic = Diagnostic::error(
+                    Code::InvalidValue,
+                    format!("`repeat` must be an integer from 1 to {MAX_LAYERS}, found {found}"),
+                    span,
+                    "not a repetition count",
+                );
+                if found == "0" {
+                    diagnostic.help("remove the entry instead of repeating it 0 times")
+                } else {
+                    diagnostic.note(format!("a model has at most {MAX_LAYERS} layers"))
+                }
+            }
             CheckError::TemplateSyntax { error } => {
                 crate::front_errors::FrontError::BadExpression { error }.render()
             }
@@ -962,7 +1000,7 @@ impl CheckError {
                         Code::BadExpressionValue,
                         format!("`{name}` is {found}, not an integer, in `{text}`"),
                         span,
-                        format!("{found}"),
+                        found.to_owned(),
                     )
                     .note("arithmetic works on integers only"),
                     EvalError::DivisionByZero { span, divisor } => Diagnostic::error(
@@ -982,7 +1020,7 @@ impl CheckError {
             }
             CheckError::InputCount { at, span, expected, found } => Diagnostic::error(
                 Code::InputCount,
-                format!("{} takes {expected} inputs, but reads {found}", at.title),
+                format!("{} takes {expected}, but reads {found}", at.title),
                 span,
                 format!("{found} input{}", if found == 1 { "" } else { "s" }),
             )
@@ -1022,6 +1060,14 @@ impl CheckError {
                 };
                 diagnostic.help(help).layer(at.name)
             }
+            CheckError::EmptyBody { span, what } => Diagnostic::error(
+                Code::BadStructure,
+                format!("{what} has no layers"),
+                span,
+                "empty",
+            )
+            .note("a block's or group's output is its last entry's, so it needs at least one")
+            .help("add its layers, or remove it"),
             CheckError::UnusedOutput { span, name } => Diagnostic::new(
                 Code::UnusedOutput,
                 format!("the output of `{name}` is never used"),
@@ -1044,7 +1090,7 @@ impl CheckError {
                         let diagnostic = diagnostic.note(format!(
                             "`{kind}` is PyTorch's `{class}`, which {what}; cnnc does not support it yet"
                         ));
-                        match closest.and_then(LayerKind::from_keyword) {
+                        match closest.as_deref().and_then(LayerKind::from_keyword) {
                             Some(near) => diagnostic.note(format!(
                                 "`{}` is not a substitute: it computes {}",
                                 near.keyword(),
@@ -1481,6 +1527,26 @@ impl CheckError {
                 };
                 diagnostic.help(help).layer(at.name)
             }
+            CheckError::FlattenDims { at, span, start_dim, end_dim, input } => {
+                flatten_dims(at, span, [start_dim, end_dim], input)
+            }
+            CheckError::GroupNormGroups { at, span, num_groups, channels } => {
+                let divisors: Vec<String> =
+                    (1..=channels).filter(|d| channels.is_multiple_of(*d)).map(|d| d.to_string()).collect();
+                let help = match divisors.len() {
+                    n if n <= 8 => format!("use a `num_groups` that divides {channels}: {}", divisors.join(", ")),
+                    _ => format!("use a `num_groups` that divides {channels}, such as 1, 2 or {channels}"),
+                };
+                Diagnostic::error(
+                    Code::GroupsMismatch,
+                    format!("`num_groups` of {} is {num_groups}, which does not divide its {channels} channels", at.title),
+                    span,
+                    format!("{channels} channels are not a multiple of {num_groups}"),
+                )
+                .note("GroupNorm splits the channels into num_groups groups of equal size, each normalised on its own; PyTorch requires num_channels divisible by num_groups")
+                .help(help)
+                .layer(at.name)
+            }
             CheckError::PreluParameters { at, span, num_parameters, channels, what } => Diagnostic::error(
                 Code::SizeMismatch,
                 format!("`num_parameters` of {} is {num_parameters}, but its input has {channels} {what}", at.title),
@@ -1707,4 +1773,85 @@ fn formula(window: &Window, input: usize) -> String {
 /// Greatest common divisor (Euclid's).
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Words a `flatten` whose dims cnnc cannot represent ([`CheckError::FlattenDims`]).
+fn flatten_dims(at: Culprit, span: Span, [start, end]: [i64; 2], input: Shape) -> Diagnostic {
+    let rank = cnnc_core::config::batched_rank(input);
+    let dims: Vec<String> = std::iter::once("N".to_owned())
+        .chain(input.dims().iter().map(|d| d.to_string()))
+        .collect();
+    let batched = format!("[{}]", dims.join(", "));
+    let resolved = |d: i64| {
+        if d < 0 {
+            d.saturating_add(rank as i64)
+        } else {
+            d
+        }
+    };
+    let (s, e) = (resolved(start), resolved(end));
+    let range = |d: i64| (0..rank as i64).contains(&d);
+    let rule = "cnnc's layers take [C, H, W] images or flat [features] per sample, so a flatten \
+                must flatten all of dims 1 to the last (the default) or a single dim (which \
+                changes nothing)";
+    let (message, label, note) = if !range(s) || !range(e) {
+        let (which, d) = if range(s) {
+            ("end_dim", end)
+        } else {
+            ("start_dim", start)
+        };
+        (
+            format!(
+                "`{which}` of {} is {d}, but its input {batched} has dims 0 to {}",
+                at.title,
+                rank - 1
+            ),
+            "out of range".to_owned(),
+            format!(
+                "dims count the batch and negative ones count from the end, as in PyTorch: -1 is dim {}",
+                rank - 1
+            ),
+        )
+    } else if s == 0 {
+        (
+            format!(
+                "{} would flatten the batch dimension of its input {batched}",
+                at.title
+            ),
+            "flattens the batch".to_owned(),
+            "cnnc runs each sample through the layer on its own, so it cannot merge samples"
+                .to_owned(),
+        )
+    } else if s > e {
+        (
+            format!(
+                "{} has `start_dim` {start} after its `end_dim` {end}",
+                at.title
+            ),
+            format!("dim {s} is after dim {e}"),
+            "PyTorch refuses it too: start_dim cannot come after end_dim".to_owned(),
+        )
+    } else {
+        let merged = dims[s as usize..=e as usize].join("*");
+        let mut shape: Vec<String> = dims[..s as usize].to_vec();
+        shape.push(merged);
+        shape.extend(dims[e as usize + 1..].iter().cloned());
+        (
+            format!(
+                "{} would reshape its input {batched} into [{}]",
+                at.title,
+                shape.join(", ")
+            ),
+            "a partial flatten".to_owned(),
+            rule.to_owned(),
+        )
+    };
+    let help = match input {
+        Shape::Chw(_) => "leave out `start_dim` and `end_dim` to flatten C, H and W into features",
+        Shape::Flat(_) => "the input is already flat: remove this layer",
+    };
+    Diagnostic::error(Code::FlattenDims, message, span, label)
+        .note(note)
+        .help(help)
+        .layer(at.name)
 }

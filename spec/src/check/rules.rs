@@ -3,7 +3,7 @@
 //! sizes that led there). The sizes themselves come from the shared geometry and layer table.
 
 use cnnc_core::config::{
-    Conv2dConfig, ConvTranspose2dConfig, LayerConfig, PaddingMode, softmax_dim,
+    Conv2dConfig, ConvTranspose2dConfig, LayerConfig, PaddingMode, flatten_output, softmax_dim,
 };
 use cnnc_core::geometry::Window;
 use cnnc_core::{ArgValue, Input, LayerKind, TensorInfo};
@@ -97,13 +97,27 @@ impl Checker {
                     kernel: pool.kernel_size[i],
                     stride: pool.stride[i],
                     padding: pool.padding[i],
-                    dilation: 1,
+                    dilation: pool.dilation[i],
                     ceil_mode: pool.ceil_mode,
                 });
                 let [oh, ow] = self.slide(cx, &windows, [h, w], "kernel_size")?;
                 Shape::Chw([c, oh, ow])
             }
-            (LayerConfig::Flatten, _) => {
+            (LayerConfig::Flatten { start_dim, end_dim }, _) => {
+                let Some(output) = flatten_output(*start_dim, *end_dim, input) else {
+                    let span = match softmax_dim(*start_dim, input) {
+                        Some(_) if cx.args.span("end_dim").is_some() => cx.span_of("end_dim"),
+                        _ => cx.span_of("start_dim"),
+                    };
+                    self.report(CheckError::FlattenDims {
+                        at: cx.culprit(),
+                        span,
+                        start_dim: *start_dim,
+                        end_dim: *end_dim,
+                        input,
+                    });
+                    return None;
+                };
                 if let Shape::Flat(n) = input
                     && !flow.after_error
                 {
@@ -113,7 +127,18 @@ impl Checker {
                         features: n,
                     });
                 }
-                Shape::Flat(input.numel())
+                output
+            }
+            (LayerConfig::GroupNorm(norm), _) => {
+                if !norm.num_channels.is_multiple_of(norm.num_groups.max(1)) {
+                    self.report(CheckError::GroupNormGroups {
+                        at: cx.culprit(),
+                        span: cx.span_of("num_groups"),
+                        num_groups: norm.num_groups,
+                        channels: norm.num_channels,
+                    });
+                }
+                input
             }
             (LayerConfig::Linear(linear), _) => Shape::Flat(linear.out_features),
             (LayerConfig::ConvTranspose2d(conv), Shape::Chw([_, h, w])) => {

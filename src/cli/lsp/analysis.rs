@@ -126,7 +126,9 @@ impl Analysis {
     pub fn hover(&self, offset: usize) -> Option<(Span, String)> {
         let layer = self.entry_at(offset)?;
         let index = self.layer_at(offset);
-        let kind = LayerKind::from_keyword(&layer.kind.text)?;
+        let Some(kind) = LayerKind::from_keyword(&layer.kind.text) else {
+            return self.block_hover(layer);
+        };
         if let Some(arg) = layer.args.iter().find(|a| contains(a.key.span, offset))
             && let Some(info) = kind.arg(&arg.key.text)
         {
@@ -166,6 +168,31 @@ impl Analysis {
             }
         }
         Some((layer.span, text))
+    }
+
+    /// Hover text for a block instance: the block's parameters and body.
+    fn block_hover(&self, layer: &Layer) -> Option<(Span, String)> {
+        let ast = self.ast.as_ref()?;
+        let block = ast.blocks.iter().find(|b| b.name.text == layer.kind.text)?;
+        let params = block
+            .params
+            .iter()
+            .map(|p| match &p.default {
+                Some(_) => format!("{}=…", p.name.text),
+                None => p.name.text.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let body = block
+            .layers
+            .iter()
+            .map(|l| format!("`{}`", l.kind.text))
+            .collect::<Vec<_>>()
+            .join(" → ");
+        Some((
+            layer.span,
+            format!("**{}**({params}) — block\n\n{body}\n", block.name.text),
+        ))
     }
 
     /// Every place the layer name at byte `offset` is written: where it is defined (first) and
@@ -280,15 +307,19 @@ fn line_end(text: &str, offset: usize) -> usize {
 
 /// `integer ≥ 1, required: output channels`.
 pub fn describe_arg(info: &ArgInfo) -> String {
-    let ty = match info.ty {
-        ArgType::Size { min } => format!("integer ≥ {min}"),
-        ArgType::Pair { min } => format!("integer or [h, w], each ≥ {min}"),
-        ArgType::Float { min, max, .. } if max == f64::MAX => format!("number > {min}"),
-        ArgType::Float { min, max, .. } => format!("number in {min}..{max}"),
-        ArgType::Bool => "true or false".to_owned(),
-        ArgType::Dim => "integer dimension (negative counts from the end)".to_owned(),
-        ArgType::Choice(words) => format!("one of {}", words.join(", ")),
-    };
+    fn describe_type(ty: ArgType) -> String {
+        match ty {
+            ArgType::Size { min } => format!("integer ≥ {min}"),
+            ArgType::Pair { min } => format!("integer or [h, w], each ≥ {min}"),
+            ArgType::Float { min, max, .. } if max == f64::MAX => format!("number > {min}"),
+            ArgType::Float { min, max, .. } => format!("number in {min}..{max}"),
+            ArgType::Bool => "true or false".to_owned(),
+            ArgType::Dim => "integer dimension (negative counts from the end)".to_owned(),
+            ArgType::Choice(words) => format!("one of {}", words.join(", ")),
+            ArgType::Optional(inner) => format!("{} or null", describe_type(*inner)),
+        }
+    }
+    let ty = describe_type(info.ty);
     let default = match info.default {
         ArgDefault::Required => "required".to_owned(),
         ArgDefault::Inferred => "inferred from the input".to_owned(),
@@ -298,6 +329,7 @@ pub fn describe_arg(info: &ArgInfo) -> String {
         ArgDefault::Bool(b) => format!("default {b}"),
         ArgDefault::Dim(d) => format!("default {d}"),
         ArgDefault::Word(w) => format!("default {w}"),
+        ArgDefault::None => "default null".to_owned(),
     };
     format!("{ty}, {default}. {}", info.doc)
 }
@@ -592,6 +624,9 @@ mod tests {
         // `conv` is defined once and read once.
         let references = analysis.name_references(text.find("conv:").expect("name"));
         assert_eq!(references.len(), 2, "{references:?}");
+        let instance = text.find("Res(planes=4").expect("instance");
+        let (_, hover) = analysis.hover(instance).expect("hover on an instance");
+        assert!(hover.starts_with("**Res**(planes) — block"), "{hover}");
     }
 
     #[test]

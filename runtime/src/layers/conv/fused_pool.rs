@@ -40,13 +40,7 @@ impl Conv2d {
     pub fn fuse_max_pool(&mut self, config: &Pool2dConfig) -> bool {
         let [kh, kw] = config.kernel_size;
         let g = self.g;
-        let fits = self.relu
-            && cnnc_core::geometry::pool_tiles(
-                [g.oh, g.ow],
-                config.kernel_size,
-                config.stride,
-                config.padding,
-            );
+        let fits = self.relu && config.tiles([g.oh, g.ow]);
         if fits {
             self.pool = Some(FusedPool {
                 kh,
