@@ -117,4 +117,6 @@ pub use ndarray;
 pub mod __private {
     pub use cnnc_runtime::tensor::on_pool;
     pub use cnnc_runtime::typed::{Workspace, backward, expect_built, forward};
+    // Graph models: the merges, their backward and the sum of a tensor's gradient parts.
+    pub use cnnc_runtime::typed::{accumulate, add, concat, merge_backward, mul, zero_grads};
 }

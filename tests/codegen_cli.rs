@@ -1,5 +1,6 @@
 //! End-to-end tests of `cnnc codegen`: the seed model's source (an insta snapshot, and the copy in
-//! `tests/generated/` that `codegen_module.rs` builds), writing with `-o`, and spec errors.
+//! `tests/generated/` that `codegen_module.rs` builds), a graph model's (committed there too),
+//! writing with `-o`, and spec errors.
 
 mod support;
 
@@ -32,6 +33,23 @@ fn committed_module_is_current() {
         text(&output.stdout) == committed,
         "tests/generated/custom_cnn.rs is stale"
     );
+}
+
+/// `tests/generated/graph_mix.rs`, a graph model's source (a residual add, a concat and a
+/// squeeze-and-excitation mul), is built by `codegen_module.rs`; it must be today's output.
+/// Regenerate it with `cnnc codegen tests/generated/graph_mix.cnn -o tests/generated/graph_mix.rs`.
+#[test]
+fn committed_graph_module_is_current() {
+    let output = cnnc(&["codegen", "tests/generated/graph_mix.cnn"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let source = text(&output.stdout);
+    assert!(source.contains("// res: add(conv_a, act) [8, 8, 8], [8, 8, 8] -> [8, 8, 8]\n"));
+    assert!(
+        source == include_str!("generated/graph_mix.rs"),
+        "tests/generated/graph_mix.rs is stale"
+    );
+    let yaml = text(&cnnc(&["codegen", "tests/generated/graph_mix.yaml"]).stdout);
+    assert_eq!(yaml.replace("graph_mix.yaml", "graph_mix.cnn"), source);
 }
 
 #[test]

@@ -26,6 +26,16 @@ cnnc::cnn_model!(UNetSmallYaml, "models/unet_small.yaml");
 cnnc::cnn_model!(UNetSmallDsl, "models/unet_small.cnn");
 cnnc::cnn_model!(ModernActivationsYaml, "models/modern_activations.yaml");
 cnnc::cnn_model!(ModernActivationsDsl, "models/modern_activations.cnn");
+// A graph: a residual add, a concat and a squeeze-and-excitation mul; one tensor read thrice.
+cnnc::cnn_model!(GraphMixYaml, "tests/generated/graph_mix.yaml");
+cnnc::cnn_model!(GraphMixDsl, "tests/generated/graph_mix.cnn");
+// A graph with a branch that reaches no output: its parameters get zero gradients. The spec
+// warns (W0004, a deprecation warning in cargo's output), which this test means to allow.
+#[allow(deprecated)]
+mod dead_branch {
+    cnnc::cnn_model!(pub DeadBranch, "tests/generated/graph_dead_branch.cnn");
+}
+use dead_branch::DeadBranch;
 
 /// A model's state as exact bits: `(name, value bits, gradient bits)` per entry, in visit order.
 fn state(model: &mut dyn Visit) -> Vec<(String, Vec<u32>, Vec<u32>)> {
@@ -162,6 +172,9 @@ agrees_with_the_executor!(unet_small_yaml, UNetSmallYaml);
 agrees_with_the_executor!(unet_small_dsl, UNetSmallDsl);
 agrees_with_the_executor!(modern_activations_yaml, ModernActivationsYaml);
 agrees_with_the_executor!(modern_activations_dsl, ModernActivationsDsl);
+agrees_with_the_executor!(graph_mix_yaml, GraphMixYaml);
+agrees_with_the_executor!(graph_mix_dsl, GraphMixDsl);
+agrees_with_the_executor!(graph_dead_branch, DeadBranch);
 
 #[test]
 fn constants_describe_the_seed_model() {

@@ -1,5 +1,6 @@
 //! trybuild cases for `cnn_model!` (under `macros/tests/ui/`): compile errors with committed
-//! `.stderr` (a bad spec file, a bad inline spec, a wrong input type, a missing file) and a
+//! `.stderr` (a bad spec file, a bad inline spec, a wrong input type, a missing file, a graph
+//! merge of mismatched shapes: `add` of two shapes, `concat` of two sizes) and a
 //! compile-pass case expanding every model in `models/`.
 
 use std::path::{Path, PathBuf};

@@ -65,7 +65,8 @@ pub fn warnings(
             quote! {
                 #[deprecated(note = #note)]
                 #[allow(non_upper_case_globals)]
-                const #name: () = ();
+                // Not `()`: `let _ = ();` would trip clippy's `let_unit_value` in the user's crate.
+                const #name: u8 = 0;
                 #used
             }
         })

@@ -17,16 +17,6 @@ pub enum Error {
         /// Its per-sample output shape.
         shape: String,
     },
-    /// A layer reads something other than the layer before it: a graph model, which code
-    /// generation does not write yet (the executor runs it).
-    #[error(
-        "layer `{layer}` reads other layers than the one before it; cnn_model! generates \
-         sequential models only so far (`cnnc train` and `cnnc run` execute graph models)"
-    )]
-    Graph {
-        /// The first layer that does.
-        layer: String,
-    },
     /// A layer's shapes or arguments contradict each other (a model not produced by the checker).
     #[error("layer `{layer}`: {message}")]
     Inconsistent {

@@ -16,6 +16,7 @@
 mod diagnostics;
 mod error;
 mod expand;
+mod graph;
 mod model;
 mod names;
 mod source;

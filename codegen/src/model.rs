@@ -4,7 +4,7 @@
 //! model (valid by construction) and the steps, fusions and buffers from its plan, the same plan
 //! the dynamic executor interprets.
 
-use cnnc_core::{CheckedLayer, Fusion, Grad, LayerConfig, Model, Plan as ExecPlan, Shape};
+use cnnc_core::{CheckedLayer, Fusion, Grad, LayerConfig, Model, Plan as ExecPlan, Shape, Source};
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 use syn::{Attribute, Path, Visibility};
@@ -61,19 +61,11 @@ pub(crate) fn generate_with(
             shape: last.output_shape().to_string(),
         });
     }
-    if let Some((_, layer)) = model
-        .layers()
-        .iter()
-        .enumerate()
-        .find(|(i, l)| l.inputs() != [cnnc_core::Source::previous(*i)])
-    {
-        return Err(Error::Graph {
-            layer: layer.name().to_owned(),
-        });
-    }
     let exec = ExecPlan::new(model);
-    // Generated models hold two gradient buffers, all a sequential model's plan uses.
-    if exec.grad_buffers() > 2 {
+    // Sequential models hold two gradient buffers, all their plan uses; graph models as many as
+    // their plan says.
+    let sequential = model.is_sequential();
+    if sequential && exec.grad_buffers() > 2 {
         return Err(inconsistent(
             last,
             "the plan needs more than two gradient buffers",
@@ -98,17 +90,18 @@ pub(crate) fn generate_with(
         layers: &layers,
         exec: &exec,
         marks,
+        sequential,
     };
     generator.items()
 }
 
 /// One layer as the generator sees it.
-struct Plan<'a> {
-    layer: &'a CheckedLayer,
-    index: usize,
-    field: Ident,
+pub(crate) struct Plan<'a> {
+    pub(crate) layer: &'a CheckedLayer,
+    pub(crate) index: usize,
+    pub(crate) field: Ident,
     /// Applied by the step of a layer before it ([`Fusion`]): skipped in forward and backward.
-    fused: bool,
+    pub(crate) fused: bool,
 }
 
 impl Plan<'_> {
@@ -116,25 +109,48 @@ impl Plan<'_> {
         !self.layer.tensors().is_empty()
     }
 
-    /// `layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]`.
-    fn summary(&self) -> String {
+    /// `layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]`; a layer that reads other layers than
+    /// the one before it names them: `add(bn2, relu) [16, 8, 8], [16, 8, 8] -> [16, 8, 8]`.
+    pub(crate) fn summary(&self, model: &Model) -> String {
         let l = self.layer;
+        if l.inputs() == [Source::previous(self.index)] {
+            return format!(
+                "{}: {} {} -> {}",
+                l.name(),
+                l.kind().keyword(),
+                l.input_shape(),
+                l.output_shape()
+            );
+        }
+        let names: Vec<&str> = l
+            .inputs()
+            .iter()
+            .map(|source| match *source {
+                Source::Input => "input",
+                Source::Layer(i) => model.layers()[i].name(),
+            })
+            .collect();
+        let shapes: Vec<String> = l.input_shapes().iter().map(Shape::to_string).collect();
         format!(
-            "{}: {} {} -> {}",
+            "{}: {}({}) {} -> {}",
             l.name(),
             l.kind().keyword(),
-            l.input_shape(),
+            names.join(", "),
+            shapes.join(", "),
             l.output_shape()
         )
     }
 }
 
-struct Gen<'a> {
-    model: &'a Model,
-    options: &'a Options,
-    layers: &'a [Plan<'a>],
-    exec: &'a ExecPlan,
-    marks: bool,
+pub(crate) struct Gen<'a> {
+    pub(crate) model: &'a Model,
+    pub(crate) options: &'a Options,
+    pub(crate) layers: &'a [Plan<'a>],
+    pub(crate) exec: &'a ExecPlan,
+    pub(crate) marks: bool,
+    /// Every layer reads the one before it: the chain code generation has always written,
+    /// one binding `x` shadowed step by step and two gradient buffers used in turn.
+    pub(crate) sequential: bool,
 }
 
 /// Doc attributes, one per line, as prettyplease prints `///` comments.
@@ -152,11 +168,11 @@ fn docs(lines: &[String]) -> TokenStream {
         .collect()
 }
 
-fn lit(n: usize) -> Literal {
+pub(crate) fn lit(n: usize) -> Literal {
     Literal::usize_unsuffixed(n)
 }
 
-fn pair(p: [usize; 2]) -> TokenStream {
+pub(crate) fn pair(p: [usize; 2]) -> TokenStream {
     let [a, b] = p.map(lit);
     quote!([#a, #b])
 }
@@ -175,33 +191,33 @@ fn thousands(n: u64) -> String {
 }
 
 impl Gen<'_> {
-    fn krate(&self) -> &Path {
+    pub(crate) fn krate(&self) -> &Path {
         &self.options.krate
     }
 
     /// Path of an item the generated code needs but users do not.
-    fn private(&self, item: TokenStream) -> TokenStream {
+    pub(crate) fn private(&self, item: TokenStream) -> TokenStream {
         let krate = self.krate();
         quote!(#krate::__private::#item)
     }
 
     /// Path of a public runtime item.
-    fn rt(&self, item: TokenStream) -> TokenStream {
+    pub(crate) fn rt(&self, item: TokenStream) -> TokenStream {
         let krate = self.krate();
         quote!(#krate::runtime::#item)
     }
 
-    fn typed(&self, item: TokenStream) -> TokenStream {
+    pub(crate) fn typed(&self, item: TokenStream) -> TokenStream {
         self.rt(quote!(typed::#item))
     }
 
     /// The `use` that [`Gen::view_type`] relies on.
-    fn use_views(&self) -> TokenStream {
+    pub(crate) fn use_views(&self) -> TokenStream {
         let typed = self.rt(quote!(typed));
         quote!(use #typed::{Features, Images};)
     }
 
-    fn mark(&self, text: String) -> TokenStream {
+    pub(crate) fn mark(&self, text: String) -> TokenStream {
         if self.marks {
             quote!(__cnnc_comment!(#text);)
         } else {
@@ -211,7 +227,7 @@ impl Gen<'_> {
 
     /// The typed view of an activation, `Images<C, H, W, &[f32]>` or `Features<F, &[f32]>`, for
     /// bodies that import both names ([`Gen::use_views`]).
-    fn view_type(shape: Shape) -> TokenStream {
+    pub(crate) fn view_type(shape: Shape) -> TokenStream {
         match shape {
             Shape::Chw(dims) => {
                 let [c, h, w] = dims.map(lit);
@@ -225,7 +241,7 @@ impl Gen<'_> {
     }
 
     /// The runtime's `Shape` value for `shape`, as generated code spells it.
-    fn shape_value(&self, shape: Shape) -> TokenStream {
+    pub(crate) fn shape_value(&self, shape: Shape) -> TokenStream {
         let ty = self.rt(quote!(Shape));
         match shape {
             Shape::Chw(d) => {
@@ -257,13 +273,24 @@ impl Gen<'_> {
             let field = &plan.field;
             let ty = format_ident!("{}", plan.layer.kind().layer_type());
             let l = plan.layer;
-            let mut doc = format!(
-                "`{}`: `torch.nn.{}`, {} -> {}",
-                l.name(),
-                l.kind().torch_name(),
-                l.input_shape(),
-                l.output_shape()
-            );
+            let mut doc = if l.kind().is_merge() {
+                let shapes: Vec<String> = l.input_shapes().iter().map(Shape::to_string).collect();
+                format!(
+                    "`{}`: `torch.{}`, {} -> {}",
+                    l.name(),
+                    l.kind().torch_name(),
+                    shapes.join(", "),
+                    l.output_shape()
+                )
+            } else {
+                format!(
+                    "`{}`: `torch.nn.{}`, {} -> {}",
+                    l.name(),
+                    l.kind().torch_name(),
+                    l.input_shape(),
+                    l.output_shape()
+                )
+            };
             if plan.has_tensors() {
                 doc.push_str(&format!(", {} parameters", thousands(l.params())));
             }
@@ -283,8 +310,17 @@ impl Gen<'_> {
         let new = self.new_fn()?;
         let methods = self.methods();
         let rng = self.rng_methods();
-        let run_forward = self.run_forward();
-        let run_backward = self.run_backward();
+        let (run_forward, run_backward) = if self.sequential {
+            (self.run_forward(), self.run_backward())
+        } else {
+            (self.graph_forward(), self.graph_backward())
+        };
+        let workspace_type = if self.sequential {
+            quote!(#workspace<#n_acts>)
+        } else {
+            let n_grads = lit(self.exec.grad_buffers());
+            quote!(#workspace<#n_acts, #n_grads>)
+        };
         let visit = self.visit_impl();
         Ok(quote! {
             #(#attrs)*
@@ -293,7 +329,7 @@ impl Gen<'_> {
             #vis struct #name {
                 #(#fields)*
                 /// Activation and gradient buffers, sized for the largest batch seen.
-                workspace: #workspace<#n_acts>,
+                workspace: #workspace_type,
             }
 
             // A model's API is complete whether or not a crate uses all of it.
@@ -330,7 +366,11 @@ impl Gen<'_> {
             ),
             String::new(),
         ];
-        lines.extend(self.layers.iter().map(|p| format!("- `{}`", p.summary())));
+        lines.extend(
+            self.layers
+                .iter()
+                .map(|p| format!("- `{}`", p.summary(self.model))),
+        );
         lines
     }
 
@@ -395,7 +435,11 @@ impl Gen<'_> {
             let config: syn::Expr = syn::parse_str(&l.config().rust_expr(&config_path))
                 .map_err(|e| Error::Unparsable(format!("the config of `{name}`: {e}")))?;
             let index = lit(plan.index);
-            let expr = quote!(#built(#layers::#ty::from_config(#name, &#config, #input, #index, &mut init)));
+            let expr = if l.kind().is_merge() {
+                self.merge_layer(l)?
+            } else {
+                quote!(#built(#layers::#ty::from_config(#name, &#config, #input, #index, &mut init)))
+            };
             // What the plan has this layer apply or mask, as the executor does.
             let step = self.exec.step_of(plan.index);
             let mut calls = Vec::new();
@@ -609,13 +653,13 @@ impl Gen<'_> {
             };
             steps.push(if plan.fused {
                 let before = self.layers[step.layer].layer.name();
-                let mark = self.mark(format!("{}, fused into {before}", plan.summary()));
+                let mark = self.mark(format!("{}, fused into {before}", plan.summary(self.model)));
                 quote! {
                     #mark
                     let #binding: #ty = x;
                 }
             } else {
-                let mark = self.mark(plan.summary());
+                let mark = self.mark(plan.summary(self.model));
                 let out = &acts[step.output];
                 quote! {
                     #mark
@@ -652,7 +696,7 @@ impl Gen<'_> {
         // step after it wrote its input gradient.
         for step in self.exec.steps().iter().rev() {
             let plan = &self.layers[step.layer];
-            let mark = self.mark(format!("backward {}", plan.summary()));
+            let mark = self.mark(format!("backward {}", plan.summary(self.model)));
             let (tx, ty) = (
                 Self::view_type(plan.layer.input_shape()),
                 Self::view_type(self.exec.buffers()[step.output]),
@@ -665,7 +709,7 @@ impl Gen<'_> {
                     let g = &grads[b];
                     quote!(#g)
                 }
-                // Only graph models, refused above, have outputs nothing reads.
+                // Every step of a chain reaches the logits.
                 Grad::Unused => continue,
             };
             let dx = match step.dx {
@@ -713,7 +757,7 @@ impl Gen<'_> {
     }
 
     /// The names that `let [a0, a1, ...] = acts` binds: one per buffer of the plan.
-    fn acts_pattern(&self) -> Vec<Ident> {
+    pub(crate) fn acts_pattern(&self) -> Vec<Ident> {
         (0..self.exec.buffers().len())
             .map(|i| format_ident!("a{}", i))
             .collect()
@@ -750,7 +794,7 @@ impl Gen<'_> {
     }
 }
 
-fn inconsistent(layer: &CheckedLayer, message: impl Into<String>) -> Error {
+pub(crate) fn inconsistent(layer: &CheckedLayer, message: impl Into<String>) -> Error {
     Error::Inconsistent {
         layer: layer.name().to_owned(),
         message: message.into(),
@@ -783,22 +827,65 @@ mod tests {
     }
 
     #[test]
-    fn rejects_graph_models_until_it_generates_them() {
-        let model = checked("input (1, 4, 4)\nflatten\nlinear(out_features=16)\n");
-        let mut def = model.def();
-        def.layers.push(cnnc_core::LayerDef {
-            name: "sum".into(),
-            config: LayerConfig::Add,
-            inputs: vec![cnnc_core::Source::Layer(0), cnnc_core::Source::Layer(1)],
-        });
-        let graph = Model::new(None, def).unwrap();
-        let err = generate(&graph, &options()).unwrap_err();
-        assert_eq!(
-            err,
-            Error::Graph {
-                layer: "sum".into()
-            }
+    fn graph_models_bind_one_typed_tensor_per_step() {
+        let model = checked(include_str!("../../tests/generated/graph_mix.cnn"));
+        let code = crate::to_source(&model, &options()).unwrap();
+        // Every step's output is its own binding, typed by its shape; a tensor read again later
+        // is lent as a view, and given away at its last read.
+        let lines = [
+            "let x3: Images<8, 8, 8, &[f32]> = forward(&mut self.act, x2, a3, mode)?;",
+            "let x5: Images<8, 8, 8, &[f32]> = add(&mut self.res, [x4, x3.view()], a5)?;",
+            "let x6: Images<4, 8, 8, &[f32]> = forward(&mut self.branch, x3, a6, mode)?;",
+            "[x5.any_channels(), x6.any_channels()],",
+            "[x11.expand_hw::<8, 8>(), x7.as_broadcast()],",
+            "let _: Features<5, &[f32]> = forward(&mut self.fc, x15, a16, mode)?;",
+            "// branch_act: relu [4, 8, 8] -> [4, 8, 8], fused into branch",
+            "workspace: ::cnnc::__private::Workspace<17, 3>,",
+        ];
+        for line in lines {
+            assert!(code.contains(line), "`{line}` missing from:\n{code}");
+        }
+        // `act` feeds conv_a, res and branch: branch writes its gradient, res adds its part in
+        // place, conv_a's goes through a scratch buffer and is added after (the plan's order).
+        let backward = &code[code.find("fn run_backward").unwrap()..];
+        let order = [
+            "(&mut self.branch, a3, a6, g1, Some(&mut g0[..]), batch)?;",
+            "(&mut self.res, [a4, a3], g2, 1, GradOut::Add(&mut g0[..]), batch)?;",
+            "(&mut self.conv_a, a3, a4, g1, Some(&mut g2[..]), batch)?;",
+            "accumulate::<Images<8, 8, 8, &[f32]>>(&mut g0[..], g2, batch)?;",
+            "(&mut self.act, a2, a3, g0, Some(&mut g2[..]), batch)?;",
+        ];
+        let at: Vec<usize> = order
+            .iter()
+            .map(|line| match backward.find(line) {
+                Some(at) => at,
+                None => panic!("`{line}` missing from:\n{backward}"),
+            })
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{backward}");
+    }
+
+    #[test]
+    fn a_branch_that_reaches_no_output_zeroes_its_gradients() {
+        let model = checked(
+            "input (1, 6, 6)\na: conv2d(out_channels=2, kernel_size=3)\n\
+             side: conv2d(out_channels=2, kernel_size=1)\nflatten(a)\nhead: linear(out_features=3)\n",
         );
+        let code = crate::to_source(&model, &options()).unwrap();
+        assert!(code.contains("zero_grads(&mut self.side);"), "{code}");
+        assert!(!code.contains("backward::<Images<2, 4, 4, &[f32]>, Images<2, 4, 4, &[f32]>>"));
+    }
+
+    #[test]
+    fn sequential_models_keep_the_chain() {
+        let seed = checked(include_str!("../../models/custom_cnn.cnn"));
+        let code = crate::to_source(&seed, &options()).unwrap();
+        assert!(
+            code.contains("let x: Images<32, 16, 16, &[f32]> = forward("),
+            "{code}"
+        );
+        assert!(code.contains("Workspace<8>,"), "{code}");
+        assert!(!code.contains("merge_backward") && !code.contains("let x1"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 use cnnc_core::Shape;
 
 use crate::error::{Error, Result};
-use crate::layers::Layer;
+use crate::layers::{Layer, Merge};
 use crate::loss::softmax_cross_entropy;
 use crate::tensor::{Mode, internal_to_nchw, nchw_to_internal};
 
@@ -454,15 +454,16 @@ impl Tape {
 static PASSES: AtomicU64 = AtomicU64::new(1);
 
 /// The buffers a generated model owns: the `N` activation buffers of its plan
-/// ([`cnnc_core::Plan::buffers`]: `acts[0]` the input, then each step's output), two gradient
-/// buffers used in turn by backward, and the logits' gradient.
+/// ([`cnnc_core::Plan::buffers`]: `acts[0]` the input, then each step's output), the `G`
+/// gradient buffers of its plan ([`cnnc_core::Plan::grad_buffers`]; a sequential model's two are
+/// used in turn by backward), and the logits' gradient.
 /// Sized for the largest batch seen and then reused, so a training step allocates nothing.
 #[derive(Debug)]
-pub struct Workspace<const N: usize> {
+pub struct Workspace<const N: usize, const G: usize = 2> {
     /// Activations, pixel-major, each holding [`Workspace::capacity`] samples.
     pub acts: [Vec<f32>; N],
     /// Gradient buffers, each as large as the largest activation.
-    pub grads: [Vec<f32>; 2],
+    pub grads: [Vec<f32>; G],
     /// Gradient of the loss with respect to the logits, `[batch, outputs]`.
     pub dlogits: Vec<f32>,
     lens: [usize; N],
@@ -471,13 +472,13 @@ pub struct Workspace<const N: usize> {
     last: Option<(u64, usize, Mode)>,
 }
 
-impl<const N: usize> Workspace<N> {
+impl<const N: usize, const G: usize> Workspace<N, G> {
     /// Empty buffers for a model whose activations hold `lens[i]` values per sample (`lens[0]`
     /// the input, the last the outputs).
     pub fn new(lens: [usize; N]) -> Self {
         Workspace {
             acts: std::array::from_fn(|_| Vec::new()),
-            grads: [Vec::new(), Vec::new()],
+            grads: std::array::from_fn(|_| Vec::new()),
             dlogits: Vec::new(),
             lens,
             capacity: 0,
@@ -603,6 +604,291 @@ pub fn expect_built<T>(built: Result<T>) -> T {
     }
 }
 
+/// Marks typed activations of the same per-sample shape (whatever buffers they borrow): what
+/// [`add`] requires of its inputs and output.
+pub trait SameShape<Y> {}
+
+impl<const C: usize, const H: usize, const W: usize> SameShape<Images<C, H, W, &[f32]>>
+    for Images<C, H, W, &[f32]>
+{
+}
+
+impl<const F: usize> SameShape<Features<F, &[f32]>> for Features<F, &[f32]> {}
+
+/// Marks typed activations of per-sample shape `[C, H, W]`, a flat `[F]` counting as
+/// `[F, 1, 1]` (its layout is the same): what [`mul`] requires of its output.
+pub trait Shaped<const C: usize, const H: usize, const W: usize> {}
+
+impl<const C: usize, const H: usize, const W: usize, S> Shaped<C, H, W> for Images<C, H, W, S> {}
+
+impl<const F: usize, S> Shaped<F, 1, 1> for Features<F, S> {}
+
+/// Marks typed activations whose samples are `H x W` maps of any channel count, a flat batch
+/// counting as `1 x 1`: what [`concat`] requires of its output.
+pub trait Plane<const H: usize, const W: usize> {}
+
+impl<const C: usize, const H: usize, const W: usize, S> Plane<H, W> for Images<C, H, W, S> {}
+
+impl<const F: usize, S> Plane<1, 1> for Features<F, S> {}
+
+/// A batch of `H x W` maps whose channel count is a run-time value: an input of [`concat`],
+/// which joins inputs of different channel counts but one `H x W`. Built by
+/// [`Images::any_channels`] (a flat batch, [`Features::any_channels`], is `1 x 1`), so that
+/// joining maps of different sizes does not compile: they would not share one array type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AnyChannels<'a, const H: usize, const W: usize> {
+    data: &'a [f32],
+    shape: Shape,
+    batch: usize,
+}
+
+/// A batch read as if it had per-sample shape `[C, H, W]`, its size-1 dimensions repeated as
+/// PyTorch broadcasts them: an input of [`mul`]. Built by [`Images::as_broadcast`] (the shape
+/// itself), [`Images::expand_hw`] (a `[C, 1, 1]` gate over `H x W`; only such a view has the
+/// method, so a gate of the wrong shape does not compile) or the checked [`Images::expand`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Broadcast<'a, const C: usize, const H: usize, const W: usize> {
+    data: &'a [f32],
+    shape: Shape,
+    batch: usize,
+}
+
+/// Whether `from` broadcasts to `to` as PyTorch does: each dimension equal or 1, same rank.
+fn broadcasts(from: Shape, to: Shape) -> bool {
+    let (from, to) = (from.dims(), to.dims());
+    from.len() == to.len() && from.iter().zip(&to).all(|(&a, &b)| a == b || a == 1)
+}
+
+/// A view of `data` as a `mul` input of shape `to`, when `from` broadcasts to it.
+fn broadcast<'a, const C: usize, const H: usize, const W: usize>(
+    data: &'a [f32],
+    from: Shape,
+    to: Shape,
+    batch: usize,
+) -> Result<Broadcast<'a, C, H, W>> {
+    if !broadcasts(from, to) {
+        return Err(Error::Shape {
+            layer: "typed".to_owned(),
+            op: "broadcast",
+            expected: format!("a shape that broadcasts to {to}"),
+            found: from.to_string(),
+        });
+    }
+    Ok(Broadcast {
+        data,
+        shape: from,
+        batch,
+    })
+}
+
+impl<'a, const C: usize, const H: usize, const W: usize> Images<C, H, W, &'a [f32]> {
+    /// This batch as a [`concat`] input: its `H x W` typed, its channels a value.
+    pub fn any_channels(self) -> AnyChannels<'a, H, W> {
+        AnyChannels {
+            data: self.data,
+            shape: Self::DIMS,
+            batch: self.batch,
+        }
+    }
+
+    /// This batch as a [`mul`] input of its own shape.
+    pub fn as_broadcast(self) -> Broadcast<'a, C, H, W> {
+        Broadcast {
+            data: self.data,
+            shape: Self::DIMS,
+            batch: self.batch,
+        }
+    }
+
+    /// This batch as a [`mul`] input of shape `[C2, H2, W2]`: every dimension of this shape is
+    /// that one's or 1 (checked here).
+    pub fn expand<const C2: usize, const H2: usize, const W2: usize>(
+        self,
+    ) -> Result<Broadcast<'a, C2, H2, W2>> {
+        let to = Shape::Chw([C2, H2, W2]);
+        broadcast(self.data, Self::DIMS, to, self.batch)
+    }
+}
+
+impl<'a, const C: usize> Images<C, 1, 1, &'a [f32]> {
+    /// This `[C, 1, 1]` batch (a squeeze-and-excitation gate) as a [`mul`] input spread over
+    /// `H x W`.
+    pub fn expand_hw<const H: usize, const W: usize>(self) -> Broadcast<'a, C, H, W> {
+        Broadcast {
+            data: self.data,
+            shape: Self::DIMS,
+            batch: self.batch,
+        }
+    }
+}
+
+impl<'a, const F: usize> Features<F, &'a [f32]> {
+    /// This flat batch as a [`concat`] input (features join as `1 x 1` maps' channels do).
+    pub fn any_channels(self) -> AnyChannels<'a, 1, 1> {
+        AnyChannels {
+            data: self.data,
+            shape: Self::DIMS,
+            batch: self.batch,
+        }
+    }
+
+    /// This batch as a [`mul`] input of its own shape.
+    pub fn as_broadcast(self) -> Broadcast<'a, F, 1, 1> {
+        Broadcast {
+            data: self.data,
+            shape: Self::DIMS,
+            batch: self.batch,
+        }
+    }
+
+    /// This batch as a [`mul`] input of `F2` features: `F` is `F2` or 1 (checked here).
+    pub fn expand<const F2: usize>(self) -> Result<Broadcast<'a, F2, 1, 1>> {
+        broadcast(self.data, Self::DIMS, Shape::Flat(F2), self.batch)
+    }
+}
+
+/// Where a merge layer's backward puts the gradient of one of its inputs (the plan's `GradTo`,
+/// with the buffer borrowed).
+#[derive(Debug)]
+pub enum GradOut<'a> {
+    /// Overwrites the buffer: the first part of the input's gradient.
+    Write(&'a mut [f32]),
+    /// Adds to the buffer, which holds the parts of the input's later readers already.
+    Add(&'a mut [f32]),
+}
+
+/// Checks that merge layer `layer` was built for inputs of `shapes` and output `Y`.
+fn check_merge<'y, Y: Activation<'y>>(layer: &dyn Merge, shapes: &[Shape]) -> Result<()> {
+    let output = Y::DIMS;
+    if layer.input_shapes() != shapes || layer.output_shape() != output {
+        let list = |shapes: &[Shape]| {
+            shapes
+                .iter()
+                .map(Shape::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(Error::Shape {
+            layer: layer.name().to_owned(),
+            op: "typed merge",
+            expected: format!("{} -> {output}", list(shapes)),
+            found: format!("{} -> {}", list(layer.input_shapes()), layer.output_shape()),
+        });
+    }
+    Ok(())
+}
+
+/// Runs merge layer `layer` on `values` (`batch` samples of each input, of `shapes`), writing
+/// `y`, and returns the output's typed view.
+fn merge_forward<'y, Y: Activation<'y>, const K: usize>(
+    layer: &mut dyn Merge,
+    values: [&[f32]; K],
+    shapes: [Shape; K],
+    batch: usize,
+    y: &'y mut [f32],
+) -> Result<Y> {
+    check_merge::<Y>(layer, &shapes)?;
+    layer.forward_merge(&values, y, batch)?;
+    Y::from_buffer(y, batch)
+}
+
+/// Runs `add` (`torch.add`, `a + b + ...`) on `xs`, inputs of one shape (one array type, so
+/// different shapes do not compile), writing the output into `y` and returning its typed view.
+pub fn add<'x, 'y, X, Y, const K: usize>(
+    layer: &mut dyn Merge,
+    xs: [X; K],
+    y: &'y mut [f32],
+) -> Result<Y>
+where
+    X: Activation<'x> + SameShape<Y>,
+    Y: Activation<'y>,
+{
+    let batch = xs.first().map_or(0, Activation::samples);
+    let values = xs.each_ref().map(Activation::values);
+    merge_forward(layer, values, [X::DIMS; K], batch, y)
+}
+
+/// Runs `concat` (`torch.cat(dim=1)`) on `xs`, maps of one `H x W` (one array type, so
+/// different sizes do not compile), writing the output into `y` and returning its typed view.
+pub fn concat<'y, Y, const H: usize, const W: usize, const K: usize>(
+    layer: &mut dyn Merge,
+    xs: [AnyChannels<'_, H, W>; K],
+    y: &'y mut [f32],
+) -> Result<Y>
+where
+    Y: Activation<'y> + Plane<H, W>,
+{
+    let batch = xs.first().map_or(0, |x| x.batch);
+    merge_forward(layer, xs.map(|x| x.data), xs.map(|x| x.shape), batch, y)
+}
+
+/// Runs `mul` (`torch.mul`, `a * b`, broadcast as PyTorch does) on `xs`, both read as the
+/// output's shape `[C, H, W]`, writing the output into `y` and returning its typed view.
+pub fn mul<'y, Y, const C: usize, const H: usize, const W: usize>(
+    layer: &mut dyn Merge,
+    xs: [Broadcast<'_, C, H, W>; 2],
+    y: &'y mut [f32],
+) -> Result<Y>
+where
+    Y: Activation<'y> + Shaped<C, H, W>,
+{
+    let batch = xs[0].batch;
+    merge_forward(layer, xs.map(|x| x.data), xs.map(|x| x.shape), batch, y)
+}
+
+/// Runs merge layer `layer` backward to input `input` for the batch of the latest forward:
+/// `xs` are its input buffers, `dy` the gradient of its output (read as `Y`); writes or adds
+/// the input's gradient as `dx` says.
+pub fn merge_backward<'y, Y: Activation<'y>, const K: usize>(
+    layer: &mut dyn Merge,
+    xs: [&[f32]; K],
+    dy: &'y [f32],
+    input: usize,
+    dx: GradOut<'_>,
+    batch: usize,
+) -> Result<()> {
+    let dy = Y::from_buffer(dy, batch)?;
+    let (dx, add) = match dx {
+        GradOut::Write(dx) => (dx, false),
+        GradOut::Add(dx) => (dx, true),
+    };
+    layer.backward_merge(&xs, dy.values(), input, dx, add, batch)
+}
+
+/// Adds `part`, one reader's part of the gradient of a tensor of `batch` samples of `X`, into
+/// `into`, which holds the parts of its later readers: how a tensor several layers read gets
+/// its gradient, in the plan's order (as the executor adds them).
+pub fn accumulate<'a, X: Activation<'a>>(
+    into: &mut [f32],
+    part: &[f32],
+    batch: usize,
+) -> Result<()> {
+    let len = batch_len(X::DIMS, batch, "accumulate")?;
+    if into.len() < len || part.len() < len {
+        return Err(Error::Shape {
+            layer: "typed".to_owned(),
+            op: "accumulate",
+            expected: format!("{len} values (batch {batch} x {})", X::DIMS),
+            found: format!("{} and {} values", into.len(), part.len()),
+        });
+    }
+    into[..len]
+        .iter_mut()
+        .zip(&part[..len])
+        .for_each(|(sum, part)| *sum += part);
+    Ok(())
+}
+
+/// Zeroes every parameter gradient of `layer`, a layer whose output reaches nothing: its
+/// backward does not run, and no gradient reaches its parameters (as the executor leaves them).
+pub fn zero_grads(layer: &mut dyn Layer) {
+    layer.visit(&mut |entry| {
+        if let crate::param::Entry::Param { param, .. } = entry {
+            param.grad.fill(0.0);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -708,7 +994,7 @@ mod tests {
 
     #[test]
     fn tapes_only_fit_the_latest_training_pass() {
-        let mut ws = Workspace::new([4, 2]);
+        let mut ws = Workspace::<2>::new([4, 2]);
         ws.load_input(&[0.0; 8], 2).unwrap();
         let tape = ws.finish_forward(2, Mode::Train);
         assert_eq!(ws.check_tape(&tape).unwrap(), 2);
