@@ -31,9 +31,7 @@ fn small_graph() -> NetworkDef {
             padding_mode: Default::default(),
         })
     };
-    let bn = |n| {
-        LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(n))
-    };
+    let bn = |n| LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(n));
     let pool = || LayerConfig::AdaptiveAvgPool2d {
         output_size: [1, 1],
     };
