@@ -4,7 +4,8 @@
 //! feature adds.
 //!
 //! A spec (YAML or the cnnc DSL) becomes a statically shaped Rust model at compile time; spec
-//! errors are compile errors. Training the reference CIFAR-10 network a few steps on random data:
+//! errors are compile errors and spec warnings `cargo build` warnings. Training the reference
+//! CIFAR-10 network a few steps on random data:
 //!
 //! ```
 //! use cnnc::ndarray::Array4;
@@ -37,7 +38,47 @@
 //! // The untyped entry point checks the input's dims and returns the logits.
 //! let logits = model.predict(pixels.view())?;
 //! assert_eq!(logits.dim(), (8, CustomCnn::OUTPUT_SIZE));
+//! // ... and says what it expected when they are wrong (per sample, in PyTorch's order).
+//! let err = model.predict(Array4::zeros((8, 1, 28, 28)).view()).unwrap_err();
+//! assert!(err.to_string().contains("inputs of shape [3, 32, 32] per sample"), "{err}");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! With the `data` feature, a dataset feeds the model through the batch loader, and
+//! [`metrics`] scores it (`examples/fashion_mnist.rs` is a whole training loop):
+//!
+//! ```
+//! # #[cfg(feature = "data")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use cnnc::data::{ImageShape, Loader, LoaderConfig, Transform, fashion_mnist_sample};
+//! use cnnc::metrics::Evaluation;
+//! use cnnc::runtime::typed::Images;
+//!
+//! cnnc::cnn_model!(pub CustomCnn, "models/custom_cnn.yaml");
+//!
+//! let splits = fashion_mnist_sample(std::path::Path::new(cnnc::data::SAMPLE_DIR))?;
+//! let test = &splits.test;
+//! // 1x28x28 grey images padded and repeated to the model's 3x32x32.
+//! let transform = Transform::new(test.shape(), test.normalization(), ImageShape::new(3, 32, 32))?;
+//! let mut loader = Loader::new(test, transform, LoaderConfig::eval(100))?;
+//!
+//! let mut model = CustomCnn::new(0);
+//! let (mut pixels, mut labels) = (vec![0.0; 100 * 3 * 32 * 32], vec![0; 100]);
+//! let mut evaluation = Evaluation::new(CustomCnn::CLASSES);
+//! while let Some(n) = loader.next_batch(&mut pixels, &mut labels)? {
+//!     // The loader writes [N, C, H, W]; `from_nchw_slice` reads exactly that.
+//!     let images = Images::<3, 32, 32>::from_nchw_slice(&pixels, n)?;
+//!     let logits = model.forward(&images)?;
+//!     evaluation.record(logits.as_slice(), &labels[..n], 0.0)?;
+//! }
+//! assert_eq!(evaluation.count, 1000);
+//! let untrained = evaluation.accuracy();
+//! assert!((0.0..=1.0).contains(&untrained));
+//! println!("accuracy {:.2}%, recall of class 0 {:?}", 100.0 * untrained, evaluation.recall(0));
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "data"))]
+//! # fn main() {}
 //! ```
 
 pub use cnnc_macros::cnn_model;
@@ -49,6 +90,12 @@ pub use cnnc_spec as spec;
 /// Datasets, transforms and the batch loader (feature `data`; downloads with `download`).
 #[cfg(feature = "data")]
 pub use cnnc_data as data;
+
+/// Classification metrics: accuracy, mean loss, per-class precision and recall and the confusion
+/// matrix, over any model's logits (feature `data`; the same as `cnnc::data::metrics`). `cnnc eval`
+/// and `cnnc train` report with these.
+#[cfg(feature = "data")]
+pub use cnnc_data::metrics;
 
 /// The numeric runtime generated models run on: everything of `cnnc_runtime`, and its datasets as
 /// `runtime::data` (feature `data`), where they lived before they got a crate of their own.

@@ -22,6 +22,8 @@ enum Command {
     Explain(cli::explain::Args),
     /// Print a per-layer table of shapes, parameters and multiply-adds.
     Summary(cli::summary::Args),
+    /// Draw a spec's network as SVG: a layered graph, its groups as boxes, shapes on the edges.
+    Draw(cli::draw::Args),
     /// Re-format a spec, or convert it between YAML and the DSL.
     Fmt(cli::fmt::Args),
     /// Run a spec's network on an NCHW .npy batch and write the logits as .npy.
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(&args),
         Command::Explain(args) => cli::explain::run(&args),
         Command::Summary(args) => cli::summary::run(&args),
+        Command::Draw(args) => cli::draw::run(&args),
         Command::Fmt(args) => cli::fmt::run(&args),
         Command::Run(args) => cli::run::run(&args),
         Command::Train(args) => cli::train::run(&args),

@@ -46,3 +46,65 @@ fn table_stops_at_the_failing_layer() {
     let text = stdout(&output).replace(&path, "half.cnn");
     insta::assert_snapshot!(text);
 }
+
+#[test]
+fn depth_collapses_groups_into_sums() {
+    let output = cnnc(&["summary", "--depth", "1", "models/custom_cnn.yaml"]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = stdout(&output);
+    // A collapsed group sums its layers: layer1.0's convolution is all of layer1's parameters.
+    assert!(
+        text.contains("layer1 (group, 3 layers)   [32, 16, 16]     2,432   2,490,368"),
+        "{text}"
+    );
+    assert!(!text.contains("Conv2d"), "{text}");
+    assert!(text.contains("Total params: 145,578"));
+    insta::assert_snapshot!(text);
+
+    let refused = cnnc(&["summary", "--depth", "0", "models/custom_cnn.yaml"]);
+    assert_eq!(refused.status.code(), Some(2));
+}
+
+#[test]
+fn graph_spec_table_and_json() {
+    let spec = "tests/fixtures/grads/small_graph.cnn";
+    let output = cnnc(&["summary", spec]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = stdout(&output);
+    // PyTorch's `sum(p.numel() for p in SmallGraph().parameters())`.
+    assert!(text.contains("Total params: 5,736"), "{text}");
+    assert!(
+        text.contains("Inputs"),
+        "a branching model names its inputs"
+    );
+    insta::assert_snapshot!(text);
+
+    let collapsed = stdout(&cnnc(&["summary", "--depth", "1", spec]));
+    assert!(collapsed.contains("down (group, 9 layers)"), "{collapsed}");
+    assert!(!collapsed.contains("downsample"), "{collapsed}");
+    assert!(collapsed.contains("Total params: 5,736"));
+
+    let json = cnnc(&["summary", "--format", "json", spec]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON output");
+    assert_eq!(json["total_params"], 5_736);
+    let layer = |name: &str| {
+        json["layers"]
+            .as_array()
+            .and_then(|layers| layers.iter().find(|l| l["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("layer {name}"))
+    };
+    assert_eq!(layer("conv1")["inputs"], serde_json::json!(["input"]));
+    assert_eq!(
+        layer("down.add")["inputs"],
+        serde_json::json!(["down.bn2", "down.downsample.1"])
+    );
+    assert_eq!(
+        layer("down.downsample.0")["inputs"],
+        serde_json::json!(["block.relu_out"])
+    );
+    assert_eq!(
+        layer("se.mul")["inputs"],
+        serde_json::json!(["se.sigmoid", "cat"])
+    );
+}

@@ -202,7 +202,8 @@ fn predict_checks_the_input_dims_once() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "layer `input`: typed images expects [N, 3, 32, 32], found [2, 1, 28, 28]"
+        "the model takes inputs of shape [3, 32, 32] per sample, but this batch has shape \
+         [2, 1, 28, 28] (2 samples of [1, 28, 28])"
     );
 }
 

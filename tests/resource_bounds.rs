@@ -52,7 +52,8 @@ struct Case {
 }
 
 impl Case {
-    /// `check` (as text and JSON), `summary`, `fmt`, `codegen` and `check --fix` on one spec.
+    /// `check` (as text and JSON), `summary`, `fmt`, `codegen`, `draw` and `check --fix` on one
+    /// spec.
     fn spec(name: &'static str, file: &'static str, text: String) -> Case {
         assert!(
             text.len() <= cnnc_spec::MAX_SOURCE_BYTES,
@@ -68,6 +69,7 @@ impl Case {
                 vec!["summary", "--color", "never", "{}"],
                 vec!["fmt", "--color", "never", "{}"],
                 vec!["codegen", "--color", "never", "{}"],
+                vec!["draw", "--color", "never", "{}", "-o", "-"],
                 // Last: it may rewrite the file.
                 vec!["check", "--fix", "--color", "never", "{}"],
             ],

@@ -18,6 +18,10 @@ made. Files written:
   `grad_input`, `param.<name>`, `grad.<weight|bias>`, `after.<buffer>`; metadata `config` (JSON).
 - optim.safetensors: optimizers in isolation on given gradients, and learning-rate schedules.
 - npy/*.npy: small arrays written by numpy in the formats cnnc's .npy reader accepts or rejects.
+- grads/<case>.cnn, grads/<case>_state_dict.safetensors, grads/<case>.safetensors: what
+  `cnnc run --train --grads` is checked against: a spec, the weights PyTorch saves for the same
+  module (buffers included), and `input`, `labels` (int64), then per mode (`train.`, `eval.`)
+  `logits`, `loss` and `grad.<name>` of the mean cross-entropy loss.
 - graph.safetensors: SmallGraph, a graph model (a residual block, a downsampling block with a 1x1
   projection shortcut, a channel concat and a squeeze-and-excitation gate) on 8x8 inputs:
   `state.<name>` (every state_dict entry, batchnorm statistics randomised), `input` [4,3,8,8],
@@ -25,7 +29,7 @@ made. Files written:
   (running statistics after that forward); graph_state_dict.safetensors: its
   `save_file(model.state_dict())`.
 
-Run with section names (`custom_cnn layers optim npy graph`) to write only those files.
+Run with section names (`custom_cnn layers optim npy graph grads`) to write only those files.
 """
 
 import json
@@ -495,6 +499,76 @@ def npy():
             np.lib.format.write_array(f, a, version=version)
 
 
+class BnCnn(nn.Module):
+    """A small sequential CNN with batch norm (so train and eval mode differ) and a fused pool."""
+
+    SPEC = """model BnCnn
+input (3, 12, 12)
+conv1: conv2d(out_channels=8, kernel_size=3, padding=1, bias=false)
+bn1: batchnorm2d
+relu
+maxpool2d(kernel_size=2)
+conv2: conv2d(out_channels=6, kernel_size=3, stride=2)
+bn2: batchnorm2d
+relu
+flatten
+fc: linear(out_features=5)
+"""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 6, 3, stride=2)
+        self.bn2 = nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6 * 2 * 2, 5)
+
+    def forward(self, x):
+        x = F.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 2)
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
+def grads_case(name, model, input_shape, classes, batch=6):
+    """Gradients of the mean cross-entropy loss with respect to every parameter, in train and in
+    eval mode, from the same weights (batch-norm running statistics made non-trivial first)."""
+    d = os.path.join(OUT, "grads")
+    os.makedirs(d, exist_ok=True)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(batch, *input_shape) * 2 + 0.5)
+    state = contiguous(model.state_dict())
+    x = torch.randn(batch, *input_shape)
+    y = torch.randint(0, classes, (batch,))
+    tensors = {"input": x, "labels": y}
+    for mode in ("train", "eval"):
+        model.load_state_dict(state)
+        model.train(mode == "train")
+        model.zero_grad()
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        tensors.update({f"{mode}.logits": logits, f"{mode}.loss": loss})
+        tensors.update({f"{mode}.grad.{k}": p.grad for k, p in model.named_parameters()})
+    recipe = (
+        f"torch.manual_seed(0); model = {type(model).__name__}(); two no_grad train-mode forwards on "
+        f"randn({batch},*input)*2+0.5 (running statistics); state = state_dict(); input = "
+        f"randn({batch},*input); labels = randint(0,{classes},({batch},)); per mode (model.train() / "
+        "model.eval()): logits, loss = cross_entropy(logits, labels) (mean), grad = p.grad"
+    )
+    write(os.path.join(d, f"{name}.safetensors"), tensors, meta(recipe=recipe))
+    save_file(state, os.path.join(d, f"{name}_state_dict.safetensors"))
+    with open(os.path.join(d, f"{name}.cnn"), "w") as f:
+        f.write(f"# Made by tools/make_fixtures.py: the spec of its {type(model).__name__}.\n")
+        f.write(model.SPEC)
+
+
+def grads():
+    torch.manual_seed(SEED)
+    grads_case("bn_cnn", BnCnn(), (3, 12, 12), 5)
+
+
 class BasicBlock(nn.Module):
     """torchvision's BasicBlock: conv-bn-relu-conv-bn, plus the input (or its projection)."""
 
@@ -592,7 +666,14 @@ def graph():
     save_file(state, os.path.join(OUT, "graph_state_dict.safetensors"))
 
 
-SECTIONS = {"custom_cnn": custom_cnn, "layers": layers, "optim": optim, "npy": npy, "graph": graph}
+SECTIONS = {
+    "custom_cnn": custom_cnn,
+    "layers": layers,
+    "optim": optim,
+    "npy": npy,
+    "graph": graph,
+    "grads": grads,
+}
 
 
 def main():

@@ -1,7 +1,7 @@
 //! The logic of the `cnn_model!` macro, as a plain function over token streams so that it is
 //! testable without a compiler: parse the invocation, read the spec (a file under the calling
 //! crate's root, or DSL written inline), check it, and either generate the model or turn every
-//! diagnostic into its own `compile_error!` at the right token.
+//! diagnostic into its own `compile_error!` (warnings: a deprecation warning) at the right token.
 //!
 //! ```text
 //! cnn_model!(pub CustomCnn, "models/custom_cnn.yaml");
@@ -17,6 +17,7 @@ use quote::quote;
 use syn::parse::{Parse, ParseStream};
 use syn::{Attribute, LitStr, Path, Token, Visibility};
 
+use crate::diagnostics::{diagnostics, warnings};
 use crate::model::{Options, generate};
 
 /// Expands a `cnn_model!` invocation (the tokens inside the macro's delimiters) into the model's
@@ -148,11 +149,15 @@ impl Invocation {
         };
         let source = Source::new(relative.clone(), text, format);
         let body = match cnnc_spec::compile(&source) {
-            Ok((model, _warnings)) => match generate(&model, &self.options(relative.clone())) {
-                Ok(tokens) => tokens,
-                Err(err) => error(format!("cannot generate a model from `{relative}`: {err}")),
-            },
-            Err(diagnostics) => compile_errors(&diagnostics, &source, |_| at),
+            Ok((model, warned)) => {
+                let model = match generate(&model, &self.options(relative.clone())) {
+                    Ok(tokens) => tokens,
+                    Err(err) => error(format!("cannot generate a model from `{relative}`: {err}")),
+                };
+                let warned = warnings(&warned, &source, |_| at);
+                quote!(#model #warned)
+            }
+            Err(found) => diagnostics(&found, &source, |_| at),
         };
         quote!(#body #track)
     }
@@ -161,44 +166,23 @@ impl Invocation {
         let file = self.name.span().file();
         let layout = Layout::of(tokens);
         let source = Source::new(file.clone(), layout.text.clone(), Format::Dsl);
+        let at = |d: &Diagnostic| layout.span_of(d.span.range()).unwrap_or(semi);
         match cnnc_spec::compile(&source) {
-            Ok((model, _warnings)) => match generate(&model, &self.options(file)) {
-                Ok(tokens) => tokens,
-                Err(err) => syn::Error::new(
-                    self.name.span(),
-                    format!("cannot generate this model: {err}"),
-                )
-                .to_compile_error(),
-            },
-            Err(diagnostics) => compile_errors(&diagnostics, &source, |d| {
-                layout.span_of(d.span.range()).unwrap_or(semi)
-            }),
+            Ok((model, warned)) => {
+                let model = match generate(&model, &self.options(file)) {
+                    Ok(tokens) => tokens,
+                    Err(err) => syn::Error::new(
+                        self.name.span(),
+                        format!("cannot generate this model: {err}"),
+                    )
+                    .to_compile_error(),
+                };
+                let warned = warnings(&warned, &source, at);
+                quote!(#model #warned)
+            }
+            Err(found) => diagnostics(&found, &source, at),
         }
     }
-}
-
-/// One `compile_error!` per error diagnostic (warnings cannot be emitted by a stable proc macro),
-/// carrying the text `cnnc check` prints, at the span `at` picks.
-fn compile_errors(
-    diagnostics: &[Diagnostic],
-    source: &Source,
-    at: impl Fn(&Diagnostic) -> Span,
-) -> TokenStream {
-    diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| {
-            // rustc cannot apply a fix from `compile_error!`: show it as the plain help line.
-            let d = cnnc_spec::Diagnostic {
-                fix: None,
-                ..d.clone()
-            };
-            let rendered = cnnc_spec::render(&d, source, false);
-            // rustc prefixes the message with `error: ` itself.
-            let message = rendered.strip_prefix("error").unwrap_or(&rendered);
-            syn::Error::new(at(&d), message).to_compile_error()
-        })
-        .collect()
 }
 
 /// Inline DSL rebuilt as text with its original layout (each token at its line and column, so

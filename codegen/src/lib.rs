@@ -13,6 +13,7 @@
 //! assert!(code.contains("pub struct Tiny"));
 //! ```
 
+mod diagnostics;
 mod error;
 mod expand;
 mod model;

@@ -631,7 +631,7 @@ impl Gen<'_> {
                 #use_views
                 on_pool(|| {
                     let [#(#acts),*] = &mut self.workspace.acts;
-                    let x = <#first>::from_slice(#a0, batch)?;
+                    let x = <#first>::view_nhwc(#a0, batch)?;
                     #(#steps)*
                     Ok(())
                 })

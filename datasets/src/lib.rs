@@ -1,6 +1,7 @@
 //! cnnc's datasets, apart from the numeric runtime: strict readers for CIFAR-10 binaries, MNIST/Fashion-MNIST IDX files and image folders,
-//! the in-memory [`Dataset`] they all produce, transforms to normalised f32 model input, and a
-//! seeded, resumable batch loader.
+//! the in-memory [`Dataset`] they all produce, transforms to normalised f32 model input, a
+//! seeded, resumable batch loader, and classification [`metrics`] (accuracy, per-class precision
+//! and recall, the confusion matrix).
 //!
 //! Readers never trust a header: sizes are checked against the file before anything is allocated,
 //! and every error names the file, the record or byte offset, and what to do about it.
@@ -42,6 +43,7 @@ pub mod download;
 pub mod folder;
 pub mod idx;
 pub mod loader;
+pub mod metrics;
 pub mod sample;
 pub mod transform;
 
@@ -53,7 +55,8 @@ use serde::{Deserialize, Serialize};
 pub use cifar::{CIFAR10_CLASSES, cifar10};
 pub use folder::{image_folder, image_folder_splits, image_folder_splits_for};
 pub use idx::{FASHION_MNIST_CLASSES, MNIST_CLASSES, fashion_mnist, mnist};
-pub use loader::{Loader, LoaderConfig, LoaderState};
+pub use loader::{Loader, LoaderConfig, LoaderState, RUN_SEED_SALT};
+pub use metrics::Evaluation;
 pub use sample::{SAMPLE_DIR, fashion_mnist_sample};
 pub use transform::{Augment, AugmentDraw, Bridge, Normalization, Transform};
 

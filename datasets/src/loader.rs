@@ -38,6 +38,12 @@ impl LoaderConfig {
         }
     }
 
+    /// The training batches of a run seeded `seed`, exactly as `cnnc train --seed` draws them:
+    /// shuffled with `seed ^ RUN_SEED_SALT`, without augmentation.
+    pub fn for_run(batch_size: usize, seed: u64) -> Self {
+        LoaderConfig::train(batch_size, seed ^ RUN_SEED_SALT)
+    }
+
     /// Batches in dataset order, without augmentation.
     pub fn eval(batch_size: usize) -> Self {
         LoaderConfig {
@@ -48,6 +54,10 @@ impl LoaderConfig {
         }
     }
 }
+
+/// What a training run mixes into its seed to seed its loader (`cnnc train --seed S` shuffles with
+/// `S ^ RUN_SEED_SALT`), so that shuffling does not replay the stream that initialised the weights.
+pub const RUN_SEED_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Where a [`Loader`] stands, enough to resume it exactly; serialisable for checkpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +155,10 @@ impl<'a> Loader<'a> {
     /// Writes the next batch into `images` (at least `batch_size * image_len()` floats, `[B, C,
     /// H, W]`) and `labels` (at least `batch_size`), returning how many images it wrote; `None`
     /// once the epoch is exhausted, after which the loader has moved to the next epoch.
+    ///
+    /// `[B, C, H, W]` is PyTorch's layout: a generated model takes the batch through
+    /// `Images::from_nchw_slice(&images, n)` (or `predict` on an `ArrayView4` of it), never
+    /// through `Images::view_nhwc`, which reads the runtime's own pixel-major layout.
     pub fn next_batch(
         &mut self,
         images: &mut [f32],

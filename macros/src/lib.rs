@@ -25,8 +25,13 @@ use proc_macro::TokenStream;
 /// ```
 ///
 /// `#[cnnc(crate = path::to::cnnc)]` before the name sets the path the generated code uses for the
-/// facade crate (for crates that re-export it); other attributes go on the generated struct. Spec
-/// errors are compile errors carrying the same text `cnnc check` prints.
+/// facade crate (for crates that re-export it); other attributes go on the generated struct.
+///
+/// Spec errors are compile errors and spec warnings are `cargo build` warnings, each carrying the
+/// text `cnnc check` prints (`error[E0301]: ...`, `warning[W0003]: ...`, the spec's line and the
+/// help) under rustc's own first line: `error: the spec does not check:` and, since a stable proc
+/// macro can only warn through a deprecated item, `warning: use of deprecated constant
+/// `_::W0003_0``. `#![deny(warnings)]` turns spec warnings into errors.
 #[proc_macro]
 pub fn cnn_model(input: TokenStream) -> TokenStream {
     cnnc_codegen::expand(input.into()).into()

@@ -37,6 +37,56 @@ pub enum Error {
         /// Number of classes (logits per sample).
         classes: usize,
     },
+    /// A batch given to a model does not have the model's per-sample input shape.
+    #[error(
+        "the model takes inputs of shape {expected:?} per sample, but this batch has shape \
+         {found:?} ({} samples of {:?})",
+        found.first().copied().unwrap_or(0),
+        found.get(1..).unwrap_or(&[])
+    )]
+    InputShape {
+        /// The model's per-sample input shape, `[C, H, W]`.
+        expected: [usize; 3],
+        /// The batch's whole shape, `[N, C, H, W]`.
+        found: Vec<usize>,
+    },
+    /// A flat buffer is too short for the batch it should hold.
+    #[error("the buffer holds {found} values, but {batch} samples of shape {shape} need {need}")]
+    BufferLength {
+        /// Values given.
+        found: usize,
+        /// Values the batch needs.
+        need: usize,
+        /// Samples asked for.
+        batch: usize,
+        /// The per-sample shape, `[C, H, W]` or `[F]`.
+        shape: String,
+    },
+    /// An input value is NaN or infinite.
+    #[error(
+        "input sample {sample} holds {value} at [{channel}, {row}, {column}] (channel, row, \
+         column); inputs must be finite numbers"
+    )]
+    NonFiniteInput {
+        /// Index of the sample in the batch.
+        sample: usize,
+        /// Where in the sample, in PyTorch's `[C, H, W]` terms.
+        channel: usize,
+        /// Row.
+        row: usize,
+        /// Column.
+        column: usize,
+        /// The value found (NaN, inf or -inf).
+        value: f32,
+    },
+    /// The number of labels is not the number of samples in the batch.
+    #[error("{found} labels for a batch of {expected} samples; give one class index per sample")]
+    LabelCount {
+        /// Samples in the batch.
+        expected: usize,
+        /// Labels given.
+        found: usize,
+    },
     /// An operation needs a state it cannot have here (e.g. backward before any forward).
     #[error("{0}")]
     State(String),

@@ -175,6 +175,22 @@ fn zero_grads(layer: &mut dyn Layer) {
     });
 }
 
+/// Calls `f` with the activation buffers `ids` of `acts`, gathered on the stack for up to 8
+/// inputs (every merge of the shipped models), so steps allocate nothing.
+fn with_inputs<R>(acts: &[Vec<f32>], ids: &[usize], f: impl FnOnce(&[&[f32]]) -> R) -> R {
+    const INLINE: usize = 8;
+    if ids.len() <= INLINE {
+        let mut inline: [&[f32]; INLINE] = [&[]; INLINE];
+        for (slot, &b) in inline.iter_mut().zip(ids) {
+            *slot = &acts[b];
+        }
+        f(&inline[..ids.len()])
+    } else {
+        let gathered: Vec<&[f32]> = ids.iter().map(|&b| &acts[b][..]).collect();
+        f(&gathered)
+    }
+}
+
 /// Runs one step's backward from `dy`: writes or adds each input's gradient where the plan
 /// says, through a scratch buffer for a one-input layer whose input has another reader.
 fn backward_step(
@@ -186,16 +202,17 @@ fn backward_step(
     batch: usize,
 ) -> Result<()> {
     if let Some(merge) = layer.as_merge() {
-        let xs: Vec<&[f32]> = step.inputs.iter().map(|&b| &acts[b][..]).collect();
-        for (j, to) in step.dxs.iter().enumerate() {
-            let (buffer, add) = match *to {
-                GradTo::Discard => continue,
-                GradTo::Write(b) => (b, false),
-                GradTo::Add { into, .. } => (into, true),
-            };
-            merge.backward_merge(&xs, dy, j, &mut grads[buffer], add, batch)?;
-        }
-        return Ok(());
+        return with_inputs(acts, &step.inputs, |xs| {
+            for (j, to) in step.dxs.iter().enumerate() {
+                let (buffer, add) = match *to {
+                    GradTo::Discard => continue,
+                    GradTo::Write(b) => (b, false),
+                    GradTo::Add { into, .. } => (into, true),
+                };
+                merge.backward_merge(xs, dy, j, &mut grads[buffer], add, batch)?;
+            }
+            Ok(())
+        });
     }
     let (x, y) = (&acts[step.input], &acts[step.output]);
     match step.dxs.first().copied().unwrap_or(GradTo::Discard) {
@@ -464,10 +481,9 @@ impl Network {
             let (before, after) = self.acts.split_at_mut(step.output);
             let start = Instant::now();
             match self.layers[i].as_merge() {
-                Some(merge) => {
-                    let xs: Vec<&[f32]> = step.inputs.iter().map(|&b| &before[b][..]).collect();
-                    merge.forward_merge(&xs, &mut after[0], batch)?;
-                }
+                Some(merge) => with_inputs(before, &step.inputs, |xs| {
+                    merge.forward_merge(xs, &mut after[0], batch)
+                })?,
                 None => self.layers[i].forward(&before[step.input], &mut after[0], batch, mode)?,
             }
             if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {

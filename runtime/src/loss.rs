@@ -10,22 +10,42 @@ use crate::error::{Error, Result};
 ///
 /// Errors when shapes disagree or a label is not below the number of classes. An empty batch has
 /// loss NaN, as in PyTorch.
+///
+/// ```
+/// use cnnc_runtime::softmax_cross_entropy;
+/// use ndarray::{Array2, array};
+///
+/// // Two samples, three classes: confident and right, then unsure.
+/// let logits = array![[4.0f32, 0.0, 0.0], [0.0, 0.0, 0.0]];
+/// let mut dlogits = Array2::zeros((2, 3));
+/// let loss = softmax_cross_entropy(logits.view(), &[0, 2], dlogits.view_mut())?;
+/// // (-ln softmax(4, 0, 0)[0] - ln(1/3)) / 2
+/// let expected = ((1.0 + 2.0 * (-4.0f32).exp()).ln() + 3.0f32.ln()) / 2.0;
+/// assert!((loss - expected).abs() < 1e-6);
+/// assert!(dlogits[[0, 0]] < 0.0 && dlogits[[1, 2]] < 0.0, "the gradient raises the true class");
+/// // One label per sample, each below the number of classes.
+/// assert!(softmax_cross_entropy(logits.view(), &[0], dlogits.view_mut()).is_err());
+/// assert!(softmax_cross_entropy(logits.view(), &[0, 3], dlogits.view_mut()).is_err());
+/// # Ok::<(), cnnc_runtime::Error>(())
+/// ```
 pub fn softmax_cross_entropy(
     logits: ArrayView2<f32>,
     labels: &[usize],
     mut dlogits: ArrayViewMut2<f32>,
 ) -> Result<f32> {
     let (n, classes) = logits.dim();
-    if labels.len() != n || dlogits.dim() != (n, classes) {
+    if labels.len() != n {
+        return Err(Error::LabelCount {
+            expected: n,
+            found: labels.len(),
+        });
+    }
+    if dlogits.dim() != (n, classes) {
         return Err(Error::shape(
             "cross_entropy",
-            "loss",
-            format!("{n} labels and dlogits of shape [{n}, {classes}]"),
-            format!(
-                "{} labels and dlogits of shape {:?}",
-                labels.len(),
-                dlogits.shape()
-            ),
+            "loss gradient",
+            format!("[{n}, {classes}] (the logits' shape)"),
+            format!("{:?}", dlogits.shape()),
         ));
     }
     if let Some((index, &label)) = labels.iter().enumerate().find(|&(_, &l)| l >= classes) {
@@ -89,8 +109,14 @@ mod tests {
                 classes: 3
             })
         ));
+        let err = softmax_cross_entropy(x.view(), &[0], g.view_mut()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "1 labels for a batch of 2 samples; give one class index per sample"
+        );
+        let mut short = Array2::zeros((2, 2));
         assert!(matches!(
-            softmax_cross_entropy(x.view(), &[0], g.view_mut()),
+            softmax_cross_entropy(x.view(), &[0, 1], short.view_mut()),
             Err(Error::Shape { .. })
         ));
     }

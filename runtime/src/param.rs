@@ -41,6 +41,43 @@ pub enum Entry<'a> {
 
 /// Visits every parameter and buffer of a model, always in the same order (layer order, then
 /// PyTorch's order within a layer: weight, bias, running_mean, running_var, num_batches_tracked).
+///
+/// Generated models and the executor implement it; so can a model of your own, and then the
+/// optimizers and the safetensors I/O work on it:
+///
+/// ```
+/// use ndarray::ArrayD;
+/// use cnnc_runtime::optim::{Optimizer, Sgd, SgdConfig};
+/// use cnnc_runtime::{Entry, Param, Visit};
+///
+/// /// `y = w * x`, one weight.
+/// struct Scale {
+///     w: Param,
+/// }
+///
+/// impl Visit for Scale {
+///     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
+///         f(Entry::Param { name: "scale.weight", param: &mut self.w });
+///     }
+/// }
+///
+/// let mut model = Scale {
+///     w: Param { value: ArrayD::from_elem(vec![1], 2.0), grad: ArrayD::zeros(vec![1]) },
+/// };
+/// model.w.grad[[0]] = 0.5; // what a backward pass writes
+/// let mut sgd = Sgd::new(SgdConfig::new(0.1))?;
+/// sgd.step(&mut model)?;
+/// assert_eq!(model.w.value[[0]], 2.0 - 0.1 * 0.5);
+///
+/// // Saved under its state_dict name, loaded back strictly.
+/// let path = std::env::temp_dir().join("cnnc_visit_doctest.safetensors");
+/// cnnc_runtime::weights::save(&mut model, &path, &Default::default())?;
+/// model.w.value[[0]] = 0.0;
+/// cnnc_runtime::weights::load(&mut model, &path)?;
+/// assert_eq!(model.w.value[[0]], 1.95);
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Visit {
     /// Calls `f` once per entry.
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>));

@@ -4,6 +4,18 @@ use std::f64::consts::PI;
 use std::num::NonZeroUsize;
 
 /// How the learning rate changes from epoch to epoch.
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use cnnc_runtime::schedule::LrSchedule;
+///
+/// let step = LrSchedule::Step { step_size: NonZeroUsize::new(2).unwrap(), gamma: 0.1 };
+/// let lrs: Vec<f64> = (0..5).map(|epoch| step.lr(1.0, epoch)).collect();
+/// assert_eq!(lrs.len(), 5);
+/// assert_eq!(lrs[..2], [1.0, 1.0]);
+/// assert!((lrs[2] - 0.1).abs() < 1e-12 && (lrs[4] - 0.01).abs() < 1e-12);
+/// // Between epochs: `optimizer.set_lr(schedule.lr(base_lr, epoch))`.
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LrSchedule {
     /// The base learning rate throughout.

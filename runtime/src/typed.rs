@@ -17,8 +17,11 @@ use crate::tensor::{Mode, internal_to_nchw, nchw_to_internal};
 
 /// A batch of images `[N, C, H, W]` whose per-sample shape `[C, H, W]` is part of the type.
 ///
-/// Stored pixel-major (the runtime's internal layout, see [`crate::tensor`]); `S` is the storage:
-/// `Vec<f32>` for an owned batch, `&[f32]` for a view into a model's buffers.
+/// Stored pixel-major (the runtime's internal layout, `[N, H, W, C]`, see [`crate::tensor`]); `S`
+/// is the storage: `Vec<f32>` for an owned batch, `&[f32]` for a view into a model's buffers.
+/// Every constructor over raw memory names the layout it reads: [`Images::from_nchw`] and
+/// [`Images::from_nchw_slice`] take PyTorch's (and the data loader's) `[N, C, H, W]` and copy;
+/// [`Images::view_nhwc`] views a buffer already in the runtime's layout.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Images<const C: usize, const H: usize, const W: usize, S = Vec<f32>> {
     data: S,
@@ -47,14 +50,66 @@ fn batch_len(dims: Shape, batch: usize, op: &'static str) -> Result<usize> {
 fn check_view(dims: Shape, data: &[f32], batch: usize) -> Result<usize> {
     let need = batch_len(dims, batch, "view")?;
     if data.len() < need {
-        return Err(Error::Shape {
-            layer: "typed".to_owned(),
-            op: "view",
-            expected: format!("{need} values (batch {batch} x {dims})"),
-            found: format!("{} values", data.len()),
+        return Err(Error::BufferLength {
+            found: data.len(),
+            need,
+            batch,
+            shape: dims.to_string(),
         });
     }
     Ok(need)
+}
+
+/// Index of the first NaN or infinite value of `values`. The common case, all finite, is one
+/// branch-free pass.
+fn first_non_finite(values: &[f32]) -> Option<usize> {
+    if values.iter().fold(true, |finite, v| finite & v.is_finite()) {
+        return None;
+    }
+    values.iter().position(|v| !v.is_finite())
+}
+
+/// Refuses a batch holding a NaN or an infinity, naming the sample and the `[c, h, w]` position of
+/// the first one. `at` turns a position in `values` into `(sample, [c, h, w])` for its layout.
+fn check_finite(values: &[f32], at: impl Fn(usize) -> (usize, [usize; 3])) -> Result<()> {
+    match first_non_finite(values) {
+        None => Ok(()),
+        Some(i) => {
+            let (sample, [channel, row, column]) = at(i);
+            Err(Error::NonFiniteInput {
+                sample,
+                channel,
+                row,
+                column,
+                value: values[i],
+            })
+        }
+    }
+}
+
+/// Where the `i`-th value of an `[N, C, H, W]` buffer lies.
+fn nchw_position(i: usize, [c, h, w]: [usize; 3]) -> (usize, [usize; 3]) {
+    let per = (c * h * w).max(1);
+    let (sample, rest) = (i / per, i % per);
+    (
+        sample,
+        [
+            rest / (h * w).max(1),
+            rest / w.max(1) % h.max(1),
+            rest % w.max(1),
+        ],
+    )
+}
+
+/// Where the `i`-th value of an `[N, H, W, C]` (pixel-major) buffer lies.
+fn nhwc_position(i: usize, [c, h, w]: [usize; 3]) -> (usize, [usize; 3]) {
+    let per = (c * h * w).max(1);
+    let (sample, rest) = (i / per, i % per);
+    let pixel = rest / c.max(1);
+    (
+        sample,
+        [rest % c.max(1), pixel / w.max(1), pixel % w.max(1)],
+    )
 }
 
 impl<const C: usize, const H: usize, const W: usize, S> Images<C, H, W, S> {
@@ -70,18 +125,30 @@ impl<const C: usize, const H: usize, const W: usize, S> Images<C, H, W, S> {
 }
 
 impl<const C: usize, const H: usize, const W: usize> Images<C, H, W> {
-    /// Checks that a PyTorch-layout batch is `[N, C, H, W]` for this type's `C`, `H`, `W`.
+    /// Checks that a PyTorch-layout batch is `[N, C, H, W]` for this type's `C`, `H`, `W` and
+    /// holds no NaN or infinity; the errors name the shapes, or the sample and position of the
+    /// first non-finite value.
     pub fn check_nchw(x: &ArrayView4<f32>) -> Result<()> {
         let (_, c, h, w) = x.dim();
         if [c, h, w] != [C, H, W] {
-            return Err(Error::Shape {
-                layer: "input".to_owned(),
-                op: "typed images",
-                expected: format!("[N, {C}, {H}, {W}]"),
-                found: format!("{:?}", x.shape()),
+            return Err(Error::InputShape {
+                expected: [C, H, W],
+                found: x.shape().to_vec(),
             });
         }
-        Ok(())
+        match x.as_slice() {
+            Some(values) => check_finite(values, |i| nchw_position(i, [C, H, W])),
+            None => match x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+                None => Ok(()),
+                Some(((sample, channel, row, column), &value)) => Err(Error::NonFiniteInput {
+                    sample,
+                    channel,
+                    row,
+                    column,
+                    value,
+                }),
+            },
+        }
     }
 
     /// A batch of `batch` all-zero images.
@@ -114,11 +181,58 @@ impl<const C: usize, const H: usize, const W: usize> Images<C, H, W> {
         self.batch = batch;
         Ok(())
     }
+
+    /// Copies the first `batch` images of a flat buffer in PyTorch's layout, `[N, C, H, W]`
+    /// row-major: what `cnnc::data::Loader::next_batch` writes, so a loader's buffer feeds a
+    /// model directly. Longer buffers are fine (the loader's last batch of an epoch is smaller);
+    /// a shorter one is an error naming both lengths, and a NaN or infinite value an error naming
+    /// its sample and `[c, h, w]` position.
+    ///
+    /// ```
+    /// use cnnc_runtime::typed::Images;
+    ///
+    /// // Two 2x1x2 images, NCHW: image 0 is channel 0 = [1, 2], channel 1 = [3, 4].
+    /// let nchw = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+    /// let images = Images::<2, 1, 2>::from_nchw_slice(&nchw, 2)?;
+    /// assert_eq!(images.to_nchw().as_slice(), Some(&nchw[..]));
+    /// // The runtime keeps the channels of a pixel together.
+    /// assert_eq!(images.as_slice(), &[1.0, 3.0, 2.0, 4.0, 5.0, 7.0, 6.0, 8.0]);
+    /// assert!(Images::<2, 1, 2>::from_nchw_slice(&nchw, 3).is_err());
+    /// # Ok::<(), cnnc_runtime::Error>(())
+    /// ```
+    pub fn from_nchw_slice(data: &[f32], batch: usize) -> Result<Self> {
+        let mut images = Images {
+            data: Vec::new(),
+            batch: 0,
+        };
+        images.copy_from_nchw_slice(data, batch)?;
+        Ok(images)
+    }
+
+    /// Overwrites this batch with the first `batch` images of a flat `[N, C, H, W]` buffer (see
+    /// [`Images::from_nchw_slice`]), reusing the allocation when it is large enough.
+    pub fn copy_from_nchw_slice(&mut self, data: &[f32], batch: usize) -> Result<()> {
+        let len = check_view(Self::DIMS, data, batch)?;
+        let x = ArrayView4::from_shape((batch, C, H, W), &data[..len])
+            .map_err(|e| Error::State(format!("an [N, C, H, W] view of {len} values: {e}")))?;
+        self.copy_from_nchw(x)
+    }
 }
 
 impl<'a, const C: usize, const H: usize, const W: usize> Images<C, H, W, &'a [f32]> {
-    /// Views the first `batch` samples of a pixel-major buffer (longer buffers are fine).
-    pub fn from_slice(data: &'a [f32], batch: usize) -> Result<Self> {
+    /// Views the first `batch` samples of a buffer in the runtime's own layout, pixel-major
+    /// `[N, H, W, C]` (what [`Images::as_slice`] returns), without copying; longer buffers are
+    /// fine. Not for PyTorch's or the data loader's `[N, C, H, W]`: that is
+    /// [`Images::from_nchw_slice`]. A NaN or infinite value is an error naming its sample and
+    /// `[c, h, w]` position.
+    pub fn view_nhwc(data: &'a [f32], batch: usize) -> Result<Self> {
+        let images = Self::view_buffer(data, batch)?;
+        check_finite(images.data, |i| nhwc_position(i, [C, H, W]))?;
+        Ok(images)
+    }
+
+    /// [`Images::view_nhwc`] without the look at the values, for a model's own buffers.
+    fn view_buffer(data: &'a [f32], batch: usize) -> Result<Self> {
         let len = check_view(Self::DIMS, data, batch)?;
         Ok(Images {
             data: &data[..len],
@@ -128,7 +242,8 @@ impl<'a, const C: usize, const H: usize, const W: usize> Images<C, H, W, &'a [f3
 }
 
 impl<const C: usize, const H: usize, const W: usize, S: AsRef<[f32]>> Images<C, H, W, S> {
-    /// The batch's values, pixel-major (`[N, H, W, C]` in memory).
+    /// The batch's values in the runtime's layout, pixel-major (`[N, H, W, C]` in memory);
+    /// [`Images::to_nchw`] gives PyTorch's.
     pub fn as_slice(&self) -> &[f32] {
         let len = C * H * W * self.batch;
         &self.data.as_ref()[..len]
@@ -230,8 +345,9 @@ pub trait Activation<'a>: Sized {
     /// Per-sample shape.
     const DIMS: Shape;
 
-    /// Views the first `batch` samples of `data`.
-    fn from_slice(data: &'a [f32], batch: usize) -> Result<Self>;
+    /// Views the first `batch` samples of `data`, a buffer in the runtime's layout (pixel-major
+    /// for images).
+    fn from_buffer(data: &'a [f32], batch: usize) -> Result<Self>;
 
     /// The batch's values.
     fn values(&self) -> &'a [f32];
@@ -245,8 +361,8 @@ impl<'a, const C: usize, const H: usize, const W: usize> Activation<'a>
 {
     const DIMS: Shape = Shape::Chw([C, H, W]);
 
-    fn from_slice(data: &'a [f32], batch: usize) -> Result<Self> {
-        Images::from_slice(data, batch)
+    fn from_buffer(data: &'a [f32], batch: usize) -> Result<Self> {
+        Images::view_buffer(data, batch)
     }
 
     fn values(&self) -> &'a [f32] {
@@ -261,7 +377,7 @@ impl<'a, const C: usize, const H: usize, const W: usize> Activation<'a>
 impl<'a, const F: usize> Activation<'a> for Features<F, &'a [f32]> {
     const DIMS: Shape = Shape::Flat(F);
 
-    fn from_slice(data: &'a [f32], batch: usize) -> Result<Self> {
+    fn from_buffer(data: &'a [f32], batch: usize) -> Result<Self> {
         Features::from_slice(data, batch)
     }
 
@@ -298,7 +414,7 @@ pub fn forward<'x, 'y, X: Activation<'x>, Y: Activation<'y>>(
     check_layer::<X, Y>(layer)?;
     let batch = x.samples();
     layer.forward(x.values(), y, batch, mode)?;
-    Y::from_slice(y, batch)
+    Y::from_buffer(y, batch)
 }
 
 /// Runs `layer` backward for the batch of the latest forward: `x` and `y` are its input and output
@@ -313,7 +429,7 @@ pub fn backward<'a, X: Activation<'a>, Y: Activation<'a>>(
     batch: usize,
 ) -> Result<()> {
     check_layer::<X, Y>(layer)?;
-    let (x, y) = (X::from_slice(x, batch)?, Y::from_slice(y, batch)?);
+    let (x, y) = (X::from_buffer(x, batch)?, Y::from_buffer(y, batch)?);
     layer.backward(x.values(), y.values(), dy, dx, batch)
 }
 
@@ -504,8 +620,52 @@ mod tests {
         let err = Images::<3, 4, 6>::from_nchw(x.view()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "layer `input`: typed images expects [N, 3, 4, 6], found [2, 3, 4, 5]"
+            "the model takes inputs of shape [3, 4, 6] per sample, but this batch has shape \
+             [2, 3, 4, 5] (2 samples of [3, 4, 5])"
         );
+    }
+
+    #[test]
+    fn non_finite_inputs_are_refused_where_they_are() {
+        // Sample 1, channel 2, row 0, column 3 of [2, 3, 4, 5], in both layouts.
+        let mut x = Array4::<f32>::zeros((2, 3, 4, 5));
+        x[[1, 2, 0, 3]] = f32::NAN;
+        let err = Images::<3, 4, 5>::from_nchw(x.view()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "input sample 1 holds NaN at [2, 0, 3] (channel, row, column); inputs must be finite \
+             numbers"
+        );
+        let flat = x.as_slice().unwrap();
+        assert!(matches!(
+            Images::<3, 4, 5>::from_nchw_slice(flat, 2),
+            Err(Error::NonFiniteInput {
+                sample: 1,
+                channel: 2,
+                row: 0,
+                column: 3,
+                ..
+            })
+        ));
+        let mut nhwc = vec![0.0; 2 * 60];
+        nchw_to_internal(x.view(), &mut nhwc);
+        assert!(matches!(
+            Images::<3, 4, 5, &[f32]>::view_nhwc(&nhwc, 2),
+            Err(Error::NonFiniteInput {
+                sample: 1,
+                channel: 2,
+                row: 0,
+                column: 3,
+                ..
+            })
+        ));
+        x[[1, 2, 0, 3]] = f32::NEG_INFINITY;
+        let transposed = x.view().reversed_axes();
+        let mut t = transposed.to_owned();
+        t.swap_axes(0, 3);
+        t.swap_axes(1, 2);
+        let err = Images::<3, 4, 5>::check_nchw(&t.view()).unwrap_err();
+        assert!(err.to_string().contains("holds -inf at [2, 0, 3]"), "{err}");
     }
 
     #[test]
@@ -531,7 +691,7 @@ mod tests {
         let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
         let x = [1.0, 4.0, 2.0, 3.0];
         let mut y = [0.0; 1];
-        let x = Images::<1, 2, 2, &[f32]>::from_slice(&x, 1).unwrap();
+        let x = Images::<1, 2, 2, &[f32]>::view_nhwc(&x, 1).unwrap();
         let out: Images<1, 1, 1, &[f32]> =
             forward(&mut pool, x.clone(), &mut y, Mode::Eval).unwrap();
         assert_eq!(out.as_slice(), &[4.0]);

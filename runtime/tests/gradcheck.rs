@@ -824,3 +824,68 @@ fn a_branch_nothing_reads_gets_zero_gradients() {
         assert_eq!(zero, name.starts_with("unused."), "{name}");
     }
 }
+
+#[test]
+fn a_concat_of_more_inputs_than_gathered_on_the_stack_runs_and_backpropagates() {
+    // Nine convolutions of the input joined by one concat: more inputs than the executor
+    // gathers inline.
+    let conv = LayerConfig::Conv2d(Conv2dConfig {
+        in_channels: 1,
+        out_channels: 1,
+        kernel_size: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        dilation: [1, 1],
+        groups: 1,
+        bias: true,
+        padding_mode: Default::default(),
+    });
+    let mut layers: Vec<LayerDef> = (0..9)
+        .map(|i| LayerDef {
+            name: format!("branch{i}"),
+            config: conv.clone(),
+            inputs: vec![Source::Input],
+        })
+        .collect();
+    let tail = [
+        (
+            "cat",
+            LayerConfig::Concat(ConcatConfig { dim: 1 }),
+            (0..9).map(Source::Layer).collect(),
+        ),
+        (
+            "flatten",
+            LayerConfig::Flatten {
+                start_dim: 1,
+                end_dim: -1,
+            },
+            vec![],
+        ),
+        (
+            "fc",
+            LayerConfig::Linear(LinearConfig {
+                in_features: 9 * 9,
+                out_features: 3,
+                bias: true,
+            }),
+            vec![],
+        ),
+    ];
+    layers.extend(tail.into_iter().map(|(name, config, inputs)| LayerDef {
+        name: name.to_owned(),
+        config,
+        inputs,
+    }));
+    let def = NetworkDef {
+        input: [1, 3, 3],
+        layers,
+    };
+    let mut net = Network::new(&def, 2).unwrap();
+    let mut rng = Rand(5);
+    let x = Array4::from_shape_vec((2, 1, 3, 3), rng.vec(2 * 9)).unwrap();
+    let labels = [1, 2];
+    net.train_step(x.view(), &labels).unwrap();
+    let grads = param_grads(&mut net);
+    assert_eq!(grads.len(), 9 * 2 + 2);
+    check_directions(&mut net, &x, &labels, &grads, &mut rng);
+}

@@ -81,7 +81,8 @@ pub fn to_dsl(model: &Model) -> String {
         dsl_value(&mut out, input);
         trailing(&mut out, &model.comments.input);
     }
-    if !out.is_empty() && !(model.layers.is_empty() && model.blocks.is_empty()) {
+    let has_entries = !model.layers.is_empty() || !model.blocks.is_empty();
+    if !out.is_empty() && has_entries {
         out.push('\n');
     }
     for block in &model.blocks {
@@ -259,17 +260,25 @@ fn yaml_layer(out: &mut String, indent: &str, layer: &Layer) {
     trailing(out, &layer.comments.trailing);
 }
 
-/// One input as a scalar, several as a flow list.
+/// One input as a scalar, several as a flow list; an unnamed entry's position as a number.
 fn yaml_inputs(out: &mut String, inputs: &[Ident]) {
+    let name = |input: &Ident| {
+        let digits = !input.text.is_empty() && input.text.bytes().all(|b| b.is_ascii_digit());
+        if digits && (input.text == "0" || !input.text.starts_with('0')) {
+            input.text.clone()
+        } else {
+            yaml_str(&input.text)
+        }
+    };
     match inputs {
-        [one] => out.push_str(&yaml_str(&one.text)),
+        [one] => out.push_str(&name(one)),
         many => {
             out.push('[');
             for (i, input) in many.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                out.push_str(&yaml_str(&input.text));
+                out.push_str(&name(input));
             }
             out.push(']');
         }

@@ -769,7 +769,7 @@ impl Lower<'_> {
         params
     }
 
-    /// A string that reads as arithmetic, parsed; `None` for a plain string.
+    /// A plain (unquoted) scalar that reads as arithmetic, parsed; `None` for a string.
     fn expression(&mut self, text: &str, span: Span) -> Option<ValueKind> {
         if !expr::looks_like_expr(text) {
             return None;
@@ -780,6 +780,10 @@ impl Lower<'_> {
             .text()
             .get(span.start as usize..span.end as usize)
             .unwrap_or("");
+        // A quoted scalar is a string, as a quoted DSL value is: only plain ones are arithmetic.
+        if written.starts_with(['"', '\'']) {
+            return None;
+        }
         let (base, exact) = match written.find(text) {
             Some(at) => (span.start as usize + at, true),
             None => (span.start as usize, false),

@@ -258,12 +258,37 @@ fn block_nesting_deeper_than_the_limit_is_refused() {
 
 #[test]
 fn an_expression_nested_past_the_limit_is_refused_in_yaml() {
-    // The DSL refuses the brackets before parsing; YAML hands the string to the expression
-    // parser, which must not recurse without bound.
+    // The DSL refuses the brackets before parsing; YAML hands the plain scalar to the
+    // expression parser, which must not recurse without bound.
     let deep = format!("{}1{}", "(".repeat(100_000), " + 1)".repeat(100_000));
     let text = format!(
-        "input: [1, 4, 4]\nlayers:\n  - conv2d: {{out_channels: \"{deep}\", kernel_size: 1}}\n"
+        "input: [1, 4, 4]\nlayers:\n  - conv2d:\n      out_channels: {deep}\n      kernel_size: 1\n"
     );
     let d = only(parse_yaml(&text));
     assert_eq!(d.code, Code::BadExpression);
+}
+
+#[test]
+fn many_references_are_resolved_in_linear_time() {
+    let count = 9_000;
+    let mut good = String::from("input (1, 2, 2)\nl0: relu\n");
+    let mut bad = good.clone();
+    for i in 1..count {
+        good.push_str(&format!("l{i}: relu(l{})\n", i - 1));
+        bad.push_str(&format!("l{i}: relu(m{})\n", i - 1));
+    }
+    good.push_str("flatten\n");
+    bad.push_str("flatten\n");
+    let started = std::time::Instant::now();
+    let source = Source::new("many.cnn", good, Format::Dsl);
+    let (model, _) = compile(&source).expect("valid");
+    assert_eq!(model.layers().len(), count + 1);
+    let errors = graph_errors(&bad);
+    assert_eq!(errors.len(), count - 1);
+    assert!(errors.iter().all(|e| e.code == Code::UnknownReference));
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "took {:?}",
+        started.elapsed()
+    );
 }

@@ -178,3 +178,47 @@ fn dense_blocks_concatenate_and_name_their_layers_from_templates() {
     assert_eq!(layer_names(&model), layer_names(&yaml));
     assert_eq!(model.into_model(), yaml);
 }
+
+#[test]
+fn defaults_may_use_earlier_parameters_and_copies_their_index() {
+    let text = "input (3, 8, 8)\n\
+                block Bottleneck(planes, out=planes * 4) {\n\
+                \x20 conv: conv2d(out_channels=out, kernel_size=1)\n\
+                }\n\
+                stage{i}: Bottleneck(planes=(i + 1) * 2, repeat=2)\n\
+                flatten\n";
+    let source = Source::new("b.cnn", text, Format::Dsl);
+    let (model, _) = cnnc_spec::compile(&source).expect("valid");
+    let convs: Vec<(String, cnnc_spec::Shape)> = model
+        .layers()
+        .iter()
+        .filter(|l| l.kind() == cnnc_spec::LayerKind::Conv2d)
+        .map(|l| (l.name().to_owned(), l.output_shape()))
+        .collect();
+    assert_eq!(
+        convs,
+        [
+            ("stage0.conv".to_owned(), cnnc_spec::Shape::Chw([8, 8, 8])),
+            ("stage1.conv".to_owned(), cnnc_spec::Shape::Chw([16, 8, 8])),
+        ]
+    );
+}
+
+#[test]
+fn only_plain_yaml_scalars_are_arithmetic() {
+    let text = "input: [1, 4, 4]\nlayers:\n  - conv2d: {out_channels: 2 * 2, kernel_size: 1, padding_mode: \"a-b\"}\n";
+    let model = cnnc_spec::parse(&Source::new("q.yaml", text, Format::Yaml)).expect("parses");
+    let args = &model.layers[0].args;
+    assert!(matches!(args[0].value.kind, cnnc_spec::ValueKind::Expr(_)));
+    assert_eq!(
+        args[2].value.kind,
+        cnnc_spec::ValueKind::Str("a-b".to_owned())
+    );
+    // Printed and read back in either language, the string stays a string.
+    let dsl = cnnc_spec::to_dsl(&model);
+    let back = cnnc_spec::parse(&Source::new("q.cnn", dsl.as_str(), Format::Dsl)).expect("parses");
+    let yaml = cnnc_spec::to_yaml(&back);
+    let again =
+        cnnc_spec::parse(&Source::new("q2.yaml", yaml.as_str(), Format::Yaml)).expect("parses");
+    assert_eq!(spanless(again), spanless(model));
+}

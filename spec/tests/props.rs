@@ -153,8 +153,45 @@ proptest! {
     }
 }
 
+/// The graph specs of the tests, each with its language.
+fn graph_specs() -> Vec<(String, Format)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graph");
+    let mut specs: Vec<(String, Format)> = std::fs::read_dir(&dir)
+        .expect("tests/graph")
+        .filter_map(|entry| {
+            let path = entry.expect("entry").path();
+            let format = Format::from_path(&path)?;
+            Some((std::fs::read_to_string(&path).expect("spec"), format))
+        })
+        .collect();
+    specs.sort_by(|a, b| a.0.cmp(&b.0));
+    specs
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A graph spec with a run of characters cut and a few fragments typed in.
+    #[test]
+    fn mutated_graph_specs_never_panic(
+        which in 0usize..4,
+        at in 0usize..4096,
+        cut in 0usize..48,
+        typed in prop::collection::vec(fragment(), 0..4),
+    ) {
+        let specs = graph_specs();
+        let (text, format) = &specs[which % specs.len()];
+        let mut start = at % (text.len() + 1);
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = (start + cut).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let edited = format!("{}{}{}", &text[..start], typed.concat(), &text[end..]);
+        exercise(&edited, *format);
+    }
 
     #[test]
     fn block_nests_expand_like_their_hand_unrolled_spec(levels in nest(), start in 1i64..4) {

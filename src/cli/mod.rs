@@ -7,12 +7,15 @@ pub mod check;
 pub mod checkpoint;
 pub mod codegen;
 pub mod dataset;
+pub mod draw;
 pub mod eval;
 pub mod evaluate;
 pub mod explain;
 pub mod fmt;
 pub mod github;
+pub mod hierarchy;
 pub mod job;
+pub mod layout;
 pub mod lsp;
 pub mod model;
 pub mod predict;
@@ -22,6 +25,8 @@ pub mod sarif;
 pub mod schema;
 pub mod summary;
 pub mod terminal;
+#[cfg(test)]
+mod test_models;
 pub mod train;
 
 use std::path::{Path, PathBuf};

@@ -73,12 +73,19 @@ pub fn spec_hash(model: &CoreModel) -> String {
 
 /// The identity checkpoints had before the canonical form: SHA-256 of the layer descriptions'
 /// `Debug` text. Still accepted so that those checkpoints resume; never written. Arguments added
-/// since (conv2d's `groups` and `padding_mode`) are left out at their defaults, the only values
-/// such checkpoints can have.
+/// since (conv2d's `groups` and `padding_mode`, a layer's `inputs`, max pooling's `dilation`
+/// and the average pool's divisor arguments, flatten's dims) are left out at their defaults, the
+/// only values such checkpoints can have.
 pub fn legacy_spec_hash(def: &NetworkDef) -> String {
     let text = format!("{def:?}")
         .replace(", groups: 1,", ",")
-        .replace(", padding_mode: Zeros", "");
+        .replace(", padding_mode: Zeros", "")
+        .replace(", inputs: []", "")
+        .replace(
+            ", dilation: [1, 1], count_include_pad: true, divisor_override: None",
+            "",
+        )
+        .replace("Flatten { start_dim: 1, end_dim: -1 }", "Flatten");
     hex(&Sha256::digest(text.as_bytes()))
 }
 

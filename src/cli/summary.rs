@@ -1,15 +1,21 @@
 //! `cnnc summary`: a torchinfo-style table of a spec's layers — output shape, parameters and
-//! multiply-adds — with totals. When the spec has errors the table runs up to the first failing
-//! layer and the diagnostics follow it.
+//! multiply-adds — with totals, as a tree of the groups the dotted names make (`--depth`
+//! collapses the deeper ones), and each layer's inputs when the model branches. When the spec
+//! has errors the table runs up to the first failing layer and the diagnostics follow it.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cnnc_spec::{CheckedModel, Diagnostic, JsonDiagnostic, Source};
+use cnnc_spec::core::Source as LayerSource;
+use cnnc_spec::{CoreModel as CheckedModel, Diagnostic, JsonDiagnostic, Source};
 use serde::Serialize;
 
+use super::hierarchy::{self, Row};
 use super::{ColorWhen, EXIT_INVALID, Lang, OutputFormat};
+
+/// torchinfo's default depth.
+pub const DEFAULT_DEPTH: u16 = 3;
 
 /// Arguments of `cnnc summary`.
 #[derive(Debug, clap::Args)]
@@ -26,6 +32,10 @@ pub struct Args {
     /// Language of standard input (guessed when absent).
     #[arg(long, value_enum)]
     pub lang: Option<Lang>,
+    /// How deep the table goes into the groups the dotted names make (`layer1.0.conv1` is at
+    /// depth 3): a group at this depth is one row with its layers' sums. JSON lists every layer.
+    #[arg(long, default_value_t = DEFAULT_DEPTH, value_parser = clap::value_parser!(u16).range(1..))]
+    pub depth: u16,
 }
 
 /// Runs `cnnc summary`.
@@ -36,16 +46,19 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         &source,
         args.format,
         args.color.enabled(),
+        usize::from(args.depth),
         &mut stdout.lock(),
     )?;
     Ok(ExitCode::from(if ok { 0 } else { EXIT_INVALID }))
 }
 
-/// Writes the summary of `source` to `out`; `false` when the spec has errors.
+/// Writes the summary of `source` to `out`, the table `depth` groups deep; `false` when the spec
+/// has errors.
 pub fn summarize(
     source: &Source,
     format: OutputFormat,
     color: bool,
+    depth: usize,
     out: &mut dyn Write,
 ) -> std::io::Result<bool> {
     let (model, diagnostics) = match cnnc_spec::parse(source) {
@@ -59,7 +72,7 @@ pub fn summarize(
     match format {
         OutputFormat::Human => {
             if let Some(model) = &model {
-                out.write_all(table(model, ok).as_bytes())?;
+                out.write_all(table(model, ok, depth).as_bytes())?;
             }
             let shown = cnnc_spec::Shown::of(&diagnostics);
             for diagnostic in shown.shown {
@@ -70,7 +83,7 @@ pub fn summarize(
             }
         }
         OutputFormat::Json => {
-            let json = SummaryJson::new(model.as_ref(), &diagnostics, source);
+            let json = SummaryJson::new(model.as_deref(), &diagnostics, source);
             if let Some(omitted) = cnnc_spec::Shown::of(&diagnostics).omitted(source) {
                 eprintln!("{omitted}");
             }
@@ -81,35 +94,78 @@ pub fn summarize(
     Ok(ok)
 }
 
-/// The table. `complete` is false when it stops at a failing layer.
-pub fn table(model: &CheckedModel, complete: bool) -> String {
-    let rows: Vec<[String; 4]> = model
-        .layers()
+/// The table, `depth` groups deep. `complete` is false when it stops at a failing layer.
+pub fn table(model: &CheckedModel, complete: bool, depth: usize) -> String {
+    let layers = model.layers();
+    let names: Vec<&str> = layers.iter().map(|l| l.name()).collect();
+    let all = hierarchy::rows(&names);
+    let shown: Vec<&Row> = hierarchy::visible(&all, depth).collect();
+    let prefixes = hierarchy::prefixes(shown.iter().copied());
+    let branches = !model.is_sequential();
+    let dash_if_zero = |n: u64| {
+        if n == 0 {
+            "--".to_owned()
+        } else {
+            thousands(n)
+        }
+    };
+    let rows: Vec<[String; 5]> = shown
         .iter()
-        .map(|layer| {
-            let dash_if_zero = |n: u64| {
-                if n == 0 {
+        .zip(&prefixes)
+        .map(|(row, prefix)| {
+            let members = &layers[row.layers.clone()];
+            let what = if row.group {
+                match members.len() {
+                    1 => "group, 1 layer".to_owned(),
+                    n => format!("group, {n} layers"),
+                }
+            } else {
+                members[0].kind().torch_name().to_owned()
+            };
+            let last = &members[members.len() - 1];
+            // As torchinfo: an expanded group's layers have rows of their own below it, so
+            // its sums are left to a collapsed one.
+            let expanded = row.group && row.depth < depth;
+            let sum = |count: fn(&cnnc_spec::CheckedLayer) -> u64| {
+                if expanded {
                     "--".to_owned()
                 } else {
-                    thousands(n)
+                    dash_if_zero(members.iter().map(count).sum())
                 }
             };
             [
-                format!("{} ({})", layer.name(), layer.kind().torch_name()),
-                layer.output_shape().to_string(),
-                dash_if_zero(layer.params()),
-                dash_if_zero(layer.macs()),
+                format!("{prefix}{} ({what})", row.label),
+                if branches {
+                    inputs_from_outside(model, row.layers.clone()).join(", ")
+                } else {
+                    String::new()
+                },
+                last.output_shape().to_string(),
+                sum(|l| l.params()),
+                sum(|l| l.macs()),
             ]
         })
         .collect();
-    let header = ["Layer (type)", "Output Shape", "Param #", "Mult-Adds"];
+    let header = [
+        "Layer (type)",
+        "Inputs",
+        "Output Shape",
+        "Param #",
+        "Mult-Adds",
+    ];
+    // The inputs column only when the model branches: a sequential table reads as before.
+    let columns: &[usize] = if branches {
+        &[0, 1, 2, 3, 4]
+    } else {
+        &[0, 2, 3, 4]
+    };
     let mut widths = header.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line_width = widths.iter().sum::<usize>() + 3 * 4;
+    let line_width = columns.iter().map(|&c| widths[c]).sum::<usize>() + 3 * (columns.len() - 1);
     let rule = |c: char| c.to_string().repeat(line_width);
     // Padded by hand: `format!` widths stop at 65,535, and a layer name may be longer.
     let pad = |cell: &str, width: usize, left: bool| {
@@ -120,16 +176,14 @@ pub fn table(model: &CheckedModel, complete: bool) -> String {
             format!("{fill}{cell}")
         }
     };
-    let format_row = |row: &[String; 4]| {
-        [
-            pad(&row[0], widths[0], true),
-            pad(&row[1], widths[1], true),
-            pad(&row[2], widths[2], false),
-            pad(&row[3], widths[3], false),
-        ]
-        .join("   ")
-        .trim_end()
-        .to_owned()
+    let format_row = |row: &[String; 5]| {
+        columns
+            .iter()
+            .map(|&c| pad(&row[c], widths[c], c < 3))
+            .collect::<Vec<_>>()
+            .join("   ")
+            .trim_end()
+            .to_owned()
     };
     let mut out = String::new();
     let title = model.name().unwrap_or("model");
@@ -181,6 +235,39 @@ pub fn table(model: &CheckedModel, complete: bool) -> String {
     out
 }
 
+/// The names of what layer `index` reads, `input` for the model's input.
+fn source_names(model: &CheckedModel, index: usize) -> Vec<String> {
+    model.layers()[index]
+        .inputs()
+        .iter()
+        .map(|&source| source_name(model, source))
+        .collect()
+}
+
+/// The name a source goes by in tables and drawings: the layer's, `input` for the model's.
+pub(crate) fn source_name(model: &CheckedModel, source: LayerSource) -> String {
+    match source {
+        LayerSource::Input => "input".to_owned(),
+        LayerSource::Layer(i) => model.layers()[i].name().to_owned(),
+    }
+}
+
+/// The names of what the layers `range` read from outside it, in order, once each: `input` for
+/// the model's input.
+fn inputs_from_outside(model: &CheckedModel, range: std::ops::Range<usize>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut names = Vec::new();
+    for index in range.clone() {
+        for &source in model.layers()[index].inputs() {
+            let inside = matches!(source, LayerSource::Layer(i) if range.contains(&i));
+            if !inside && seen.insert(source) {
+                names.push(source_name(model, source));
+            }
+        }
+    }
+    names
+}
+
 /// `145578` → `145,578`.
 pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -216,6 +303,8 @@ struct SummaryJson {
 struct LayerJson {
     name: String,
     kind: &'static str,
+    /// Where it reads: earlier layers' names, `input` for the model's input.
+    inputs: Vec<String>,
     output_shape: Vec<usize>,
     params: u64,
     macs: u64,
@@ -231,9 +320,11 @@ impl SummaryJson {
                 .map(|m| {
                     m.layers()
                         .iter()
-                        .map(|l| LayerJson {
+                        .enumerate()
+                        .map(|(i, l)| LayerJson {
                             name: l.name().to_owned(),
                             kind: l.kind().keyword(),
+                            inputs: source_names(m, i),
                             output_shape: l.output_shape().dims(),
                             params: l.params(),
                             macs: l.macs(),
@@ -252,5 +343,59 @@ impl SummaryJson {
                 .map(|d| JsonDiagnostic::new(d, source))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::test_models::tiny_resnet;
+
+    #[test]
+    fn a_graph_shows_its_inputs_and_collapses_by_depth() {
+        let model = tiny_resnet();
+        let full = table(&model, true, 3);
+        // The shortcut reads the stem's ReLU; the add reads both branches.
+        assert!(
+            full.contains("├─downsample (group, 2 layers)   relu     "),
+            "{full}"
+        );
+        assert!(
+            full.contains("layer1.0.bn2, layer1.0.downsample.1"),
+            "{full}"
+        );
+        insta::assert_snapshot!(full);
+        let collapsed = table(&model, true, 2);
+        // The block as one row: what it reads from outside, its output, its sums.
+        let block = collapsed
+            .lines()
+            .find(|l| l.starts_with("└─0 (group, 9 layers)"))
+            .map(|l| l.split_whitespace().skip(4).collect::<Vec<_>>());
+        assert_eq!(
+            block,
+            Some(vec!["relu", "[8,", "4,", "4]", "944", "14,384"]),
+            "{collapsed}"
+        );
+        insta::assert_snapshot!(collapsed);
+        assert!(collapsed.contains(&format!(
+            "Total params: {}",
+            thousands(model.total_params())
+        )));
+    }
+
+    #[test]
+    fn json_layers_name_their_inputs() {
+        let model = tiny_resnet();
+        let source = Source::new("tiny.cnn".to_owned(), String::new(), cnnc_spec::Format::Dsl);
+        let json =
+            serde_json::to_value(SummaryJson::new(Some(&model), &[], &source)).expect("serialises");
+        let inputs = |i: usize| json["layers"][i]["inputs"].clone();
+        assert_eq!(inputs(0), serde_json::json!(["input"]));
+        assert_eq!(inputs(8), serde_json::json!(["relu"]));
+        assert_eq!(
+            inputs(10),
+            serde_json::json!(["layer1.0.bn2", "layer1.0.downsample.1"])
+        );
+        assert_eq!(json["total_params"], model.total_params());
     }
 }

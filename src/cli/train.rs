@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cnnc_data::{Augment, DatasetKind, Loader, LoaderConfig};
+use cnnc_data::{Augment, DatasetKind, Loader, LoaderConfig, RUN_SEED_SALT};
 
 use super::checkpoint::{self, DataInfo, FolderLock, MODEL_FILE, OptimizerName, RunState};
 use super::dataset::{self, DataArgs};
@@ -93,9 +93,6 @@ pub enum ScheduleName {
 
 const DEFAULT_EPOCHS: usize = 5;
 const DEFAULT_BATCH: usize = 64;
-/// Mixed into `--seed` for the loader, so that shuffling does not reuse the initialisation's
-/// random stream.
-const LOADER_SEED_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// `--lr`, `--momentum` and `--weight-decay`: finite and at least 0.
 fn non_negative_flag(text: &str) -> Result<f64, String> {
@@ -168,7 +165,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         batch_size: recipe.batch_size.min(train.len()).max(1),
         shuffle: true,
         augment: recipe.augment.then(Augment::cifar),
-        seed: recipe.seed ^ LOADER_SEED_SALT,
+        seed: recipe.seed ^ RUN_SEED_SALT,
     };
     let mut loader = Loader::new(train, transform.clone(), loader_config)?;
 

@@ -456,7 +456,7 @@ impl CustomCNN {
         use ::cnnc::runtime::typed::{Features, Images};
         on_pool(|| {
             let [a0, a1, a2, a3, a4, a5, a6, a7] = &mut self.workspace.acts;
-            let x = <Images<3, 32, 32, &[f32]>>::from_slice(a0, batch)?;
+            let x = <Images<3, 32, 32, &[f32]>>::view_nhwc(a0, batch)?;
             // layer1.0: conv2d [3, 32, 32] -> [32, 32, 32]
             let x: Images<32, 16, 16, &[f32]> = forward(
                 &mut self.layer1_0,

@@ -44,8 +44,10 @@ impl Checker {
     /// the kind is unknown or an argument is unusable.
     pub(super) fn arguments(&mut self, layer: &Layer, name: &str) -> Option<(LayerKind, Args)> {
         let Some(kind) = LayerKind::from_keyword(&layer.kind.text) else {
+            let keywords = LayerKind::ALL.iter().map(|k| k.keyword());
+            let blocks = self.block_names.iter().map(String::as_str);
             let closest =
-                suggest::closest(&layer.kind.text, LayerKind::ALL.iter().map(|k| k.keyword()));
+                suggest::closest(&layer.kind.text, keywords.chain(blocks)).map(str::to_owned);
             self.report(CheckError::UnknownLayer {
                 span: layer.kind.span,
                 kind: layer.kind.text.clone(),

@@ -326,7 +326,7 @@ pub(super) enum CheckError {
         at: Culprit,
         /// The layer kind's span.
         span: Span,
-        /// "exactly 1", "at least 2".
+        /// "exactly 1 input", "at least 2 inputs".
         expected: String,
         /// How many it reads.
         found: usize,
@@ -345,6 +345,13 @@ pub(super) enum CheckError {
         /// Each input's branch back to their common ancestor.
         branches: Vec<Branch>,
     },
+    /// A block or group without entries: it has no output.
+    EmptyBody {
+        /// The block's name or the group.
+        span: Span,
+        /// "block `B`" or "this `sequential`".
+        what: String,
+    },
     /// An entry whose output nothing reads.
     UnusedOutput {
         /// The layer.
@@ -360,8 +367,8 @@ pub(super) enum CheckError {
         kind: String,
         /// The layer.
         layer: String,
-        /// The nearest kind's keyword, if any is near.
-        closest: Option<&'static str>,
+        /// The nearest kind's keyword or block name, if any is near.
+        closest: Option<String>,
         /// The PyTorch module it names, if one cnnc lacks: its class and what it computes.
         unsupported: Option<(&'static str, &'static str)>,
     },
@@ -903,13 +910,19 @@ impl CheckError {
                 .note(format!("the instances go {}", path.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(" → ")))
                 .help("a block cannot contain itself, directly or through other blocks: the network would be infinite")
             }
-            CheckError::BadRepeat { span, found } => Diagnostic::error(
-                Code::InvalidValue,
-                format!("`repeat` must be an integer from 1 to {MAX_LAYERS}, found {found}"),
-                span,
-                "not a repetition count",
-            )
-            .help("remove the entry instead of repeating it 0 times"),
+            CheckError::BadRepeat { span, found } => {
+                let diagnostic = Diagnostic::error(
+                    Code::InvalidValue,
+                    format!("`repeat` must be an integer from 1 to {MAX_LAYERS}, found {found}"),
+                    span,
+                    "not a repetition count",
+                );
+                if found == "0" {
+                    diagnostic.help("remove the entry instead of repeating it 0 times")
+                } else {
+                    diagnostic.note(format!("a model has at most {MAX_LAYERS} layers"))
+                }
+            }
             CheckError::TemplateSyntax { error } => {
                 crate::front_errors::FrontError::BadExpression { error }.render()
             }
@@ -1000,7 +1013,7 @@ impl CheckError {
                         Code::BadExpressionValue,
                         format!("`{name}` is {found}, not an integer, in `{text}`"),
                         span,
-                        format!("{found}"),
+                        found.to_owned(),
                     )
                     .note("arithmetic works on integers only"),
                     EvalError::DivisionByZero { span, divisor } => Diagnostic::error(
@@ -1020,7 +1033,7 @@ impl CheckError {
             }
             CheckError::InputCount { at, span, expected, found } => Diagnostic::error(
                 Code::InputCount,
-                format!("{} takes {expected} inputs, but reads {found}", at.title),
+                format!("{} takes {expected}, but reads {found}", at.title),
                 span,
                 format!("{found} input{}", if found == 1 { "" } else { "s" }),
             )
@@ -1060,6 +1073,14 @@ impl CheckError {
                 };
                 diagnostic.help(help).layer(at.name)
             }
+            CheckError::EmptyBody { span, what } => Diagnostic::error(
+                Code::BadStructure,
+                format!("{what} has no layers"),
+                span,
+                "empty",
+            )
+            .note("a block's or group's output is its last entry's, so it needs at least one")
+            .help("add its layers, or remove it"),
             CheckError::UnusedOutput { span, name } => Diagnostic::new(
                 Code::UnusedOutput,
                 format!("the output of `{name}` is never used"),
@@ -1082,7 +1103,7 @@ impl CheckError {
                         let diagnostic = diagnostic.note(format!(
                             "`{kind}` is PyTorch's `{class}`, which {what}; cnnc does not support it yet"
                         ));
-                        match closest.and_then(LayerKind::from_keyword) {
+                        match closest.as_deref().and_then(LayerKind::from_keyword) {
                             Some(near) => diagnostic.note(format!(
                                 "`{}` is not a substitute: it computes {}",
                                 near.keyword(),

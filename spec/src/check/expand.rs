@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::Checker;
 use super::errors::CheckError;
-use crate::ast::{Arg, Block, Ident, Layer, Model as Spec, Value, ValueKind};
+use crate::ast::{Arg, Block, ExprKind, Ident, Layer, Model as Spec, Value, ValueKind};
 use crate::expr::{self, Binding};
 use crate::span::Span;
 use crate::suggest;
@@ -59,6 +59,9 @@ pub(super) struct Flat {
     pub trail: Vec<Instance>,
     /// An argument could not be evaluated (reported): the layer cannot be checked.
     pub broken: bool,
+    /// Parameters its arguments use: where each is used, its name, and where its value was
+    /// given (an instance's argument or the parameter's default).
+    pub given: Vec<(Span, String, Span)>,
 }
 
 /// A value bound to a name in a scope: a block parameter or the repetition index `i`.
@@ -75,7 +78,30 @@ struct Node {
     /// Its output.
     output: Src,
     /// Its own entries (a group's or an instance's).
-    children: Vec<Node>,
+    children: Nodes,
+}
+
+/// The entries of a sequence so far, found by name in constant time: a spec of 10,000 entries
+/// each naming an earlier one must not compare every name with every other.
+#[derive(Default)]
+struct Nodes {
+    list: Vec<Node>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Nodes {
+    fn push(&mut self, node: Node) {
+        // A later entry of the same name is a duplicate (reported with the names); the first
+        // keeps the name.
+        self.by_name
+            .entry(node.local.clone())
+            .or_insert(self.list.len());
+        self.list.push(node);
+    }
+
+    fn get(&self, name: &str) -> Option<&Node> {
+        self.by_name.get(name).map(|&i| &self.list[i])
+    }
 }
 
 /// The expansion of a whole spec.
@@ -94,11 +120,13 @@ struct Expander<'a> {
     /// The blocks being instantiated, innermost last, for recursion.
     stack: Vec<&'a str>,
     trail: Vec<Instance>,
+    /// The parameters used by the arguments being substituted, for [`Flat::given`].
+    given: Vec<(Span, String, Span)>,
 }
 
 /// What a sequence expands to.
 struct Sequence {
-    nodes: Vec<Node>,
+    nodes: Nodes,
     output: Option<Src>,
 }
 
@@ -129,7 +157,14 @@ impl Checker {
                     name: block.name.text.clone(),
                 });
             }
+            if block.layers.is_empty() {
+                self.report(CheckError::EmptyBody {
+                    span: block.name.span,
+                    what: format!("block `{}`", block.name.text),
+                });
+            }
             blocks.insert(&block.name.text, block);
+            self.block_names.push(block.name.text.clone());
         }
         let mut expander = Expander {
             blocks,
@@ -138,6 +173,7 @@ impl Checker {
             stopped: false,
             stack: Vec::new(),
             trail: Vec::new(),
+            given: Vec::new(),
         };
         expander.sequence(self, &spec.layers, &[], "", Src::Input);
         Expansion {
@@ -158,23 +194,25 @@ impl<'a> Expander<'a> {
         prefix: &str,
         input: Src,
     ) -> Sequence {
-        let mut nodes: Vec<Node> = Vec::new();
+        let mut nodes = Nodes::default();
         // Positions name unnamed entries; an entry that fails to expand keeps its own.
         let mut positions = 0usize;
         let mut previous = input;
         let mut last = None;
         // The names written in this sequence, to tell a later entry from an unknown one.
-        let written: Vec<(&str, usize)> = entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| e.name.as_ref().map(|n| (n.text.as_str(), i)))
-            .filter(|(name, _)| !name.contains('{'))
-            .collect();
+        let mut written: HashMap<&str, usize> = HashMap::new();
+        for (i, entry) in entries.iter().enumerate() {
+            if let Some(name) = &entry.name
+                && !name.text.contains('{')
+            {
+                written.entry(&name.text).or_insert(i);
+            }
+        }
         for (index, entry) in entries.iter().enumerate() {
             if self.stopped {
                 break;
             }
-            let copies = match &entry.repeat {
+            let mut copies = match &entry.repeat {
                 None => None,
                 Some(value) => match self.repeat(cx, value, scope) {
                     Some(n) => Some(n),
@@ -192,6 +230,8 @@ impl<'a> Expander<'a> {
                     },
                     &self.trail,
                 );
+                // One copy keeps the entries after it checkable without a duplicate per copy.
+                copies = Some(1);
             }
             for copy in 0..copies.unwrap_or(1) {
                 if self.stopped {
@@ -241,9 +281,10 @@ impl<'a> Expander<'a> {
                 } else {
                     let mut sources = Vec::new();
                     for reference in &entry.inputs {
-                        match self.resolve(cx, reference, &nodes, input, &written, index, &local) {
-                            Some(src) => sources.push(src),
-                            None => {}
+                        if let Some(src) =
+                            self.resolve(cx, reference, &nodes, input, &written, index, &local)
+                        {
+                            sources.push(src);
                         }
                     }
                     if sources.len() != entry.inputs.len() {
@@ -270,6 +311,13 @@ impl<'a> Expander<'a> {
                         );
                     }
                     if body.is_empty() {
+                        cx.report_at(
+                            CheckError::EmptyBody {
+                                span: entry.kind.span,
+                                what: "this `sequential`".to_owned(),
+                            },
+                            &self.trail,
+                        );
                         continue;
                     }
                     self.nested(cx, entry, &full, None, |this, cx| {
@@ -307,6 +355,7 @@ impl<'a> Expander<'a> {
                     self.stack.pop();
                     sequence
                 } else {
+                    self.given.clear();
                     let (args, broken) = self.substitute(cx, &entry.args, &inner);
                     let mut layer = entry.clone();
                     layer.args = args;
@@ -320,9 +369,10 @@ impl<'a> Expander<'a> {
                         input_spans: spans,
                         trail: self.trail.clone(),
                         broken: broken || unresolved,
+                        given: std::mem::take(&mut self.given),
                     });
                     Some(Sequence {
-                        nodes: Vec::new(),
+                        nodes: Nodes::default(),
                         output: Some(Src::Layer(index)),
                     })
                 };
@@ -474,9 +524,9 @@ impl<'a> Expander<'a> {
         &mut self,
         cx: &mut Checker,
         reference: &Ident,
-        nodes: &[Node],
+        nodes: &Nodes,
         input: Src,
-        written: &[(&str, usize)],
+        written: &HashMap<&str, usize>,
         index: usize,
         own: &str,
     ) -> Option<Src> {
@@ -486,10 +536,7 @@ impl<'a> Expander<'a> {
         if let Some(src) = lookup(nodes, &reference.text) {
             return Some(src);
         }
-        let later = written
-            .iter()
-            .find(|(name, _)| *name == reference.text)
-            .map(|&(_, i)| i);
+        let later = written.get(reference.text.as_str()).copied();
         if reference.text == own || later == Some(index) {
             cx.report_at(
                 CheckError::SelfReference {
@@ -508,7 +555,14 @@ impl<'a> Expander<'a> {
                 &self.trail,
             );
         } else {
-            let names = nodes.iter().map(|n| n.local.as_str()).chain(["input"]);
+            // The nearest entries only: many unknown names in a long sequence stay linear.
+            let names = nodes
+                .list
+                .iter()
+                .rev()
+                .take(32)
+                .map(|n| n.local.as_str())
+                .chain(["input"]);
             let best = suggest::closest(&reference.text, names).map(str::to_owned);
             cx.report_at(
                 CheckError::UnknownReference {
@@ -516,6 +570,7 @@ impl<'a> Expander<'a> {
                     name: reference.text.clone(),
                     best,
                     known: nodes
+                        .list
                         .iter()
                         .rev()
                         .take(8)
@@ -589,7 +644,8 @@ impl<'a> Expander<'a> {
                 continue;
             }
             match &param.default {
-                Some(default) => match self.value(cx, default, &[]) {
+                // A default may use the parameters given and those before it: `out=planes * 4`.
+                Some(default) => match self.value(cx, default, &bound) {
                     Some(value) => bound.push(Bound {
                         name: param.name.text.clone(),
                         value,
@@ -636,10 +692,28 @@ impl<'a> Expander<'a> {
     fn value(&mut self, cx: &mut Checker, value: &Value, scope: &[Bound]) -> Option<Value> {
         let kind = match &value.kind {
             ValueKind::Str(word) => match scope.iter().rev().find(|b| &b.name == word) {
-                Some(bound) => bound.value.kind.clone(),
+                Some(bound) => {
+                    self.given
+                        .push((value.span, bound.name.clone(), bound.value.span));
+                    bound.value.kind.clone()
+                }
                 None => return Some(value.clone()),
             },
-            ValueKind::Expr(e) => ValueKind::Int(self.eval(cx, e, scope)?),
+            ValueKind::Expr(e) => {
+                let v = self.eval(cx, e, scope)?;
+                // Each parameter it uses, so that an error at the expression also points at
+                // the arguments behind it.
+                let mut names = Vec::new();
+                names_in(e, &mut names);
+                for name in names {
+                    if let Some(bound) = scope.iter().rev().find(|b| b.name == name)
+                        && !self.given.iter().any(|g| g.0 == e.span && g.1 == name)
+                    {
+                        self.given.push((e.span, name.to_owned(), bound.value.span));
+                    }
+                }
+                ValueKind::Int(v)
+            }
             ValueKind::List(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for item in items {
@@ -686,14 +760,14 @@ impl<'a> Expander<'a> {
 
 /// The output `path` names among `nodes`: the longest run of its dotted parts that names a
 /// node (names may contain dots: `layer1.0`), then the rest inside that node.
-fn lookup(nodes: &[Node], path: &str) -> Option<Src> {
-    if let Some(node) = nodes.iter().rev().find(|n| n.local == path) {
+fn lookup(nodes: &Nodes, path: &str) -> Option<Src> {
+    if let Some(node) = nodes.get(path) {
         return Some(node.output);
     }
     let mut split = path.len();
     while let Some(dot) = path[..split].rfind('.') {
         let (head, rest) = (&path[..dot], &path[dot + 1..]);
-        if let Some(node) = nodes.iter().rev().find(|n| n.local == head)
+        if let Some(node) = nodes.get(head)
             && let Some(src) = lookup(&node.children, rest)
         {
             return Some(src);
@@ -701,6 +775,19 @@ fn lookup(nodes: &[Node], path: &str) -> Option<Src> {
         split = dot;
     }
     None
+}
+
+/// The names `expr` uses, in order.
+fn names_in<'e>(expr: &'e crate::ast::Expr, out: &mut Vec<&'e str>) {
+    match &expr.kind {
+        ExprKind::Name(name) => out.push(name),
+        ExprKind::Neg(operand) => names_in(operand, out),
+        ExprKind::Binary(_, left, right) => {
+            names_in(left, out);
+            names_in(right, out);
+        }
+        ExprKind::Int(_) => {}
+    }
 }
 
 /// A block name: a letter or `_`, then letters, digits and `_`.

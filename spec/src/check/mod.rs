@@ -1,8 +1,10 @@
-//! The checker's driver: validates the input and the layer names, then walks the layers,
-//! typing each one's arguments against the layer table ([`args`]) and inferring its output with
-//! its kind's rule ([`rules`]). It reports every independent problem in one run: a layer whose
-//! output shape cannot be known stops shape inference, but the arguments of the layers after it
-//! are still checked. The model it returns is built by [`Model::new`], so its invariants hold.
+//! The checker's driver: validates the input, expands blocks, groups and repetition into flat
+//! layers ([`expand`]), validates their names, then walks the layers, typing each one's arguments
+//! against the layer table ([`args`]) and inferring its output from its inputs' with its kind's
+//! rule ([`rules`]; merges by `LayerConfig::output_shape_of`). It reports every independent
+//! problem in one run: a layer whose output shape cannot be known stops shape inference for the
+//! layers that read it, but the arguments of every layer are still checked. The model it returns
+//! is built by [`Model::new`], so its invariants hold.
 
 mod args;
 mod errors;
@@ -92,6 +94,7 @@ pub fn check(model: &Spec) -> Checked {
     let mut complete = true;
     for (index, entry) in flat.iter().enumerate() {
         checker.trail = entry.trail.clone();
+        checker.given = entry.given.clone();
         let layer = &entry.layer;
         let name = &entry.name;
         let errors_before = checker.error_count();
@@ -170,6 +173,7 @@ pub fn check(model: &Spec) -> Checked {
         }
     }
     checker.trail.clear();
+    checker.given.clear();
     let name = model.name.as_ref().map(|n| n.text.clone());
     let model = input.and_then(|input| checker.model(name, input, resolved));
     checker.finish(model)
@@ -353,6 +357,11 @@ struct Checker {
     errors: usize,
     /// The instances around the layer being checked, labelled on its diagnostics.
     trail: Vec<Instance>,
+    /// The parameters the current layer's arguments use (see [`Flat::given`]), labelled where
+    /// a diagnostic points at one.
+    given: Vec<(Span, String, Span)>,
+    /// The declared blocks' names, suggested for misspelt kinds.
+    block_names: Vec<String>,
     /// What was reported where: a block instantiated many times reports each problem of its
     /// body once.
     seen: HashSet<(&'static str, u32, u32, String)>,
@@ -373,17 +382,28 @@ impl Checker {
         self.diagnostics.push(diagnostic);
     }
 
-    /// Words `error` and records it, with the instances around the current layer.
+    /// Words `error` and records it, with the instances around the current layer and the
+    /// instance arguments behind a parameter it points at.
     fn report(&mut self, error: CheckError) {
         let trail = std::mem::take(&mut self.trail);
-        self.report_at(error, &trail);
+        let mut diagnostic = error.render();
+        for (used, name, given) in &self.given {
+            if *used == diagnostic.span && *given != diagnostic.span {
+                diagnostic = diagnostic.secondary(*given, format!("`{name}` is given here"));
+            }
+        }
+        self.report_rendered(diagnostic, &trail);
         self.trail = trail;
     }
 
     /// Words `error` and records it, labelling each instance of `trail` (innermost first) as
     /// rustc labels the macro invocations an error comes from.
     fn report_at(&mut self, error: CheckError, trail: &[Instance]) {
-        let mut diagnostic = error.render();
+        self.report_rendered(error.render(), trail);
+    }
+
+    /// Records `diagnostic` with the labels of `trail`.
+    fn report_rendered(&mut self, mut diagnostic: Diagnostic, trail: &[Instance]) {
         for instance in trail.iter().rev() {
             let text = match &instance.block {
                 Some(block) => format!("in `{}`, an instance of `{block}`", instance.name),
@@ -568,8 +588,9 @@ impl Checker {
         let expected = cx.kind.arity();
         if !expected.accepts(flows.len()) {
             let expected = match expected {
-                Arity::Exactly(n) => format!("exactly {n}"),
-                Arity::AtLeast(n) => format!("at least {n}"),
+                Arity::Exactly(1) => "exactly 1 input".to_owned(),
+                Arity::Exactly(n) => format!("exactly {n} inputs"),
+                Arity::AtLeast(n) => format!("at least {n} inputs"),
             };
             self.report(CheckError::InputCount {
                 at: cx.culprit(),

@@ -126,7 +126,9 @@ impl Analysis {
     pub fn hover(&self, offset: usize) -> Option<(Span, String)> {
         let layer = self.entry_at(offset)?;
         let index = self.layer_at(offset);
-        let kind = LayerKind::from_keyword(&layer.kind.text)?;
+        let Some(kind) = LayerKind::from_keyword(&layer.kind.text) else {
+            return self.block_hover(layer);
+        };
         if let Some(arg) = layer.args.iter().find(|a| contains(a.key.span, offset))
             && let Some(info) = kind.arg(&arg.key.text)
         {
@@ -166,6 +168,31 @@ impl Analysis {
             }
         }
         Some((layer.span, text))
+    }
+
+    /// Hover text for a block instance: the block's parameters and body.
+    fn block_hover(&self, layer: &Layer) -> Option<(Span, String)> {
+        let ast = self.ast.as_ref()?;
+        let block = ast.blocks.iter().find(|b| b.name.text == layer.kind.text)?;
+        let params = block
+            .params
+            .iter()
+            .map(|p| match &p.default {
+                Some(_) => format!("{}=…", p.name.text),
+                None => p.name.text.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let body = block
+            .layers
+            .iter()
+            .map(|l| format!("`{}`", l.kind.text))
+            .collect::<Vec<_>>()
+            .join(" → ");
+        Some((
+            layer.span,
+            format!("**{}**({params}) — block\n\n{body}\n", block.name.text),
+        ))
     }
 
     /// Every place the layer name at byte `offset` is written: where it is defined (first) and
@@ -597,6 +624,9 @@ mod tests {
         // `conv` is defined once and read once.
         let references = analysis.name_references(text.find("conv:").expect("name"));
         assert_eq!(references.len(), 2, "{references:?}");
+        let instance = text.find("Res(planes=4").expect("instance");
+        let (_, hover) = analysis.hover(instance).expect("hover on an instance");
+        assert!(hover.starts_with("**Res**(planes) — block"), "{hover}");
     }
 
     #[test]

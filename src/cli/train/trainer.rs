@@ -163,7 +163,7 @@ impl Trainer<'_> {
         if !loss.is_finite() || non_finite_entry(&mut self.net, Part::Gradients).is_some() {
             return Err(diverged(&mut self.net, &step, loss));
         }
-        let correct = count_correct(self.net.logits()?, labels);
+        let correct = count_correct(self.net.logits()?, labels)?;
         self.optimizer.step(&mut self.net)?;
         if let Some((name, value)) = non_finite_entry(&mut self.net, Part::Values) {
             return Err(refuse(format!(
