@@ -677,7 +677,10 @@ fn bad_definitions_and_inputs_are_errors_not_panics() {
     ));
     assert!(matches!(
         net.train_step(x.view(), &[0]),
-        Err(Error::Shape { .. })
+        Err(Error::LabelCount {
+            expected: 2,
+            found: 1
+        })
     ));
     net.forward(x.view(), Mode::Train).unwrap();
     assert!(matches!(
