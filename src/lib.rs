@@ -87,6 +87,10 @@ pub use cnnc_runtime::error::Error;
 #[cfg(feature = "spec")]
 pub use cnnc_spec as spec;
 
+/// ONNX export and import and PyTorch export (feature `interop`).
+#[cfg(feature = "interop")]
+pub use cnnc_interop as interop;
+
 /// Datasets, transforms and the batch loader (feature `data`; downloads with `download`).
 #[cfg(feature = "data")]
 pub use cnnc_data as data;

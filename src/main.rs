@@ -40,6 +40,10 @@ enum Command {
     Bench(cli::bench::Args),
     /// Print the JSON Schema of YAML specs (for editors' YAML language server).
     Schema(cli::schema::Args),
+    /// Export a spec's model as ONNX (`--to onnx`) or a PyTorch module and torchrun script.
+    Export(cli::export::Args),
+    /// Import an ONNX model exported by PyTorch as a spec and its weights.
+    Import(cli::import::Args),
     /// Serve editors over the Language Server Protocol on standard input and output.
     Lsp(cli::lsp::Args),
 }
@@ -59,6 +63,8 @@ fn main() -> ExitCode {
         Command::Codegen(args) => cli::codegen::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
         Command::Schema(args) => cli::schema::run(&args),
+        Command::Export(args) => cli::export::run(&args),
+        Command::Import(args) => cli::import::run(&args),
         Command::Lsp(args) => cli::lsp::run(&args),
     };
     cli::exit(result)

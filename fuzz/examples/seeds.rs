@@ -1,6 +1,6 @@
 //! Writes the seed corpus, `fuzz/corpus/<target>/`: every model in `models/` and a choice of
 //! `spec/tests/corpus` specs, the seed model's weights and a few small tensor files, and small
-//! npy, IDX (raw and gzip), CIFAR-10, PNG and JPEG files. Deterministic; rerun after changing it
+//! npy, IDX (raw and gzip), CIFAR-10, PNG and JPEG files, and small ONNX models. Deterministic; rerun after changing it
 //! with `cargo run -p cnnc-fuzz --example seeds`.
 
 use std::collections::BTreeMap;
@@ -61,6 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     idx(&corpus.join("idx"))?;
     cifar(&corpus.join("cifar"))?;
     images(&corpus.join("image"))?;
+    onnx(&corpus.join("onnx"))?;
     println!("wrote {}", corpus.display());
     Ok(())
 }
@@ -287,4 +288,72 @@ fn images(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     put(dir, "rgb_32x32.jpg", &encoded(&rgb, ImageFormat::Jpeg)?)?;
     put(dir, "grey_28x28.jpg", &encoded(&grey, ImageFormat::Jpeg)?)?;
     Ok(())
+}
+
+/// Small specs exported to ONNX with seeded weights: every kind `cnnc import` reads, in a few
+/// hundred bytes each, and a graph with add and concat.
+fn onnx(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    const SPECS: &[(&str, &str)] = &[
+        (
+            "conv_bn_pool",
+            "input (1, 6, 6)\nc: conv2d(out_channels=2, kernel_size=3, padding=1, bias=false)\n\
+             bn: batchnorm2d\nrelu\nmaxpool2d(kernel_size=2, ceil_mode=true)\nflatten\n\
+             fc: linear(out_features=3)\n",
+        ),
+        (
+            "activations",
+            "input (2, 4, 4)\nct: conv_transpose2d(out_channels=2, kernel_size=2, stride=2)\n\
+             p: prelu(num_parameters=2)\nhardswish\nupsample(scale_factor=2)\n\
+             avgpool2d(kernel_size=4)\nrelu6\nsigmoid\nadaptive_avg_pool2d(output_size=1)\n\
+             flatten\nsoftmax\n",
+        ),
+    ];
+    for (name, text) in SPECS {
+        let source = cnnc_spec::Source::new(
+            format!("{name}.cnn"),
+            text.to_string(),
+            cnnc_spec::Format::Dsl,
+        );
+        let (model, _) = cnnc_spec::compile(&source).map_err(|_| format!("{name} checks"))?;
+        put(dir, &format!("{name}.onnx"), &exported(&model)?)?;
+    }
+    use cnnc_spec::core::config::{ConcatConfig, LayerConfig, LayerDef, NetworkDef, Source};
+    let layer = |name: &str, config, inputs| LayerDef {
+        name: name.to_owned(),
+        config,
+        inputs,
+    };
+    let graph = NetworkDef {
+        input: [1, 2, 2],
+        layers: vec![
+            layer("a", LayerConfig::Relu, vec![]),
+            layer("b", LayerConfig::Add, vec![Source::Layer(0), Source::Input]),
+            layer(
+                "c",
+                LayerConfig::Concat(ConcatConfig { dim: 1 }),
+                vec![Source::Layer(1), Source::Input],
+            ),
+            layer(
+                "d",
+                LayerConfig::Mul,
+                vec![Source::Layer(2), Source::Layer(2)],
+            ),
+            layer("e", LayerConfig::FLATTEN, vec![]),
+        ],
+    };
+    let model = cnnc_spec::core::Model::new(Some("Graph".into()), graph)?;
+    put(dir, "graph.onnx", &exported(&model)?)?;
+    Ok(())
+}
+
+fn exported(model: &cnnc_spec::core::Model) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let weights: BTreeMap<String, Vec<f32>> = model
+        .tensors()
+        .map(|t| {
+            let values = (0..t.numel()).map(|i| (i % 5) as f32 / 4.0 + 0.5).collect();
+            (t.name.clone(), values)
+        })
+        .collect();
+    let options = cnnc_interop::export::ExportOptions::default();
+    Ok(cnnc_interop::export::export(model, &weights, &options)?)
 }

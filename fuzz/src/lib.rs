@@ -1,5 +1,6 @@
 //! Fuzz targets for every parser cnnc runs on files it is handed: the YAML and DSL spec
-//! front-ends, safetensors weights, `.npy` arrays, IDX and CIFAR-10 datasets, and PNG/JPEG images.
+//! front-ends, safetensors weights, `.npy` arrays, IDX and CIFAR-10 datasets, PNG/JPEG images, and
+//! ONNX models.
 //!
 //! Each target takes arbitrary bytes, runs the real code path on them and asserts what must hold
 //! beyond "no panic": spans inside the text, a valid spec printing and reading back to the same
@@ -8,10 +9,12 @@
 //! `tests/corpus.rs` replays the seed and regression corpora through them.
 
 mod data;
+mod onnx;
 mod spec;
 mod tensors;
 
 pub use data::{cifar, idx, image, npy};
+pub use onnx::onnx;
 pub use spec::{spec_dsl, spec_yaml};
 pub use tensors::safetensors;
 
@@ -28,4 +31,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("idx", idx),
     ("cifar", cifar),
     ("image", image),
+    ("onnx", onnx),
 ];

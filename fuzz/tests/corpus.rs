@@ -87,6 +87,11 @@ fn image() {
 
 /// A folder named after no target would silently never run.
 #[test]
+fn onnx() {
+    replay("onnx");
+}
+
+#[test]
 fn every_folder_names_a_target() {
     for folder in FOLDERS {
         let Ok(entries) = fs::read_dir(root().join(folder)) else {

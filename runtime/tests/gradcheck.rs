@@ -853,14 +853,7 @@ fn a_concat_of_more_inputs_than_gathered_on_the_stack_runs_and_backpropagates() 
             LayerConfig::Concat(ConcatConfig { dim: 1 }),
             (0..9).map(Source::Layer).collect(),
         ),
-        (
-            "flatten",
-            LayerConfig::Flatten {
-                start_dim: 1,
-                end_dim: -1,
-            },
-            vec![],
-        ),
+        ("flatten", LayerConfig::FLATTEN, vec![]),
         (
             "fc",
             LayerConfig::Linear(LinearConfig {

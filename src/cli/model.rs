@@ -73,9 +73,10 @@ pub fn spec_hash(model: &CoreModel) -> String {
 
 /// The identity checkpoints had before the canonical form: SHA-256 of the layer descriptions'
 /// `Debug` text. Still accepted so that those checkpoints resume; never written. Arguments added
-/// since (conv2d's `groups` and `padding_mode`, a layer's `inputs`, max pooling's `dilation`
-/// and the average pool's divisor arguments, flatten's dims) are left out at their defaults, the
-/// only values such checkpoints can have.
+/// since (conv2d's `groups` and `padding_mode`, a layer's `inputs`, the pools' `dilation`,
+/// `count_include_pad` and `divisor_override`, flatten's dimensions, batch norm's `affine` and
+/// `track_running_stats`, and its momentum as an option) are left out at their defaults, the only
+/// values such checkpoints can have.
 pub fn legacy_spec_hash(def: &NetworkDef) -> String {
     let text = format!("{def:?}")
         .replace(", groups: 1,", ",")
@@ -85,8 +86,31 @@ pub fn legacy_spec_hash(def: &NetworkDef) -> String {
             ", dilation: [1, 1], count_include_pad: true, divisor_override: None",
             "",
         )
-        .replace("Flatten { start_dim: 1, end_dim: -1 }", "Flatten");
+        .replace("Flatten { start_dim: 1, end_dim: -1 }", "Flatten")
+        .replace(", affine: true, track_running_stats: true", "");
+    let text = unwrap_momentum(&text);
     hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// `momentum: Some(0.1)` written as it was before momentum became optional, `momentum: 0.1`.
+fn unwrap_momentum(text: &str) -> String {
+    const OPTIONAL: &str = "momentum: Some(";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(OPTIONAL) {
+        out.push_str(&rest[..at]);
+        out.push_str("momentum: ");
+        rest = &rest[at + OPTIONAL.len()..];
+        match rest.find(')') {
+            Some(close) => {
+                out.push_str(&rest[..close]);
+                rest = &rest[close + 1..];
+            }
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn hex(digest: &[u8]) -> String {
@@ -223,6 +247,15 @@ impl WeightsMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn optional_momentum_reads_as_it_was_written_before() {
+        assert_eq!(
+            unwrap_momentum("BatchNorm2d(C { eps: 1e-5, momentum: Some(0.1) }), x: Some(2)"),
+            "BatchNorm2d(C { eps: 1e-5, momentum: 0.1 }), x: Some(2)"
+        );
+        assert_eq!(unwrap_momentum("momentum: None"), "momentum: None");
+    }
 
     #[test]
     fn metadata_round_trips() {

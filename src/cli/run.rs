@@ -160,7 +160,7 @@ fn read_labels(path: &Path, n: usize, classes: usize, input: &Path) -> anyhow::R
                      {classes} outputs, so labels are integers from 0 to {} (int64, as \
                      `torch.randint(0, {classes}, (N,))` gives)",
                     path.display(),
-                    classes - 1
+                    classes.saturating_sub(1)
                 )))
             }
         })

@@ -1,0 +1,1258 @@
+//! ONNX import: a model exported by `torch.onnx.export` (eval mode) from operators cnnc has layer
+//! kinds for becomes a checked [`Model`], its spec as YAML (a graph spec with `inputs:` where it
+//! branches) and its weights under state_dict names. Anything else is refused with the node, its
+//! operator and what is supported. The file is untrusted: its size, node count, every dimension
+//! and every initializer's byte count are checked before anything is allocated from them, and
+//! nodes may only read values produced before them (no cycles).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
+use cnnc_core::config::{BatchNorm2dConfig, ConcatConfig, ConvTranspose2dConfig};
+use cnnc_core::kind::{ArgDefault, ArgType, ArgValue};
+use cnnc_core::{
+    Conv2dConfig, LayerConfig, LayerDef, LinearConfig, MAX_DIM, MAX_ELEMENTS, Model, NetworkDef,
+    PaddingMode, Pool2dConfig, Source, TensorRole,
+};
+use prost::Message;
+
+use crate::proto::{
+    AttributeProto, ModelProto, NodeProto, TensorProto, attribute_proto::AttributeType,
+    tensor_proto::DataType, tensor_shape_proto::dimension, type_proto,
+};
+
+/// Largest ONNX file read: 1 GiB (protobuf's own limit is 2 GiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Most nodes in a graph.
+pub const MAX_NODES: usize = 100_000;
+
+/// The operators [`import`] understands, as its errors list them.
+pub const SUPPORTED_OPS: &[&str] = &[
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "BatchNormalization",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Flatten",
+    "Reshape (to [N, -1])",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Clip (0..6)",
+    "Elu",
+    "HardSigmoid",
+    "HardSwish",
+    "PRelu",
+    "Softmax",
+    "LogSoftmax",
+    "Resize (nearest, integer scales)",
+    "Add",
+    "Sum",
+    "Mul",
+    "Concat (axis 1)",
+    "Identity",
+    "Dropout",
+    "Constant",
+];
+
+/// Why an ONNX file cannot be imported.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ImportError {
+    /// The file is larger than [`MAX_FILE_BYTES`].
+    #[error("the file has {bytes} bytes; cnnc reads ONNX files up to {MAX_FILE_BYTES}")]
+    TooLarge {
+        /// Its size.
+        bytes: u64,
+    },
+    /// The bytes are not an ONNX protobuf message.
+    #[error("not an ONNX model (protobuf: {0})")]
+    Decode(String),
+    /// The model's structure is outside what cnnc imports (no graph, several inputs, ...).
+    #[error("{0}")]
+    Structure(String),
+    /// A node cnnc cannot import.
+    #[error("node `{node}` ({op}): {why}")]
+    Node {
+        /// The node's name (or its first output's, when unnamed).
+        node: String,
+        /// Its operator.
+        op: String,
+        /// What is wrong, and what would work.
+        why: String,
+    },
+    /// An initializer or constant tensor is malformed.
+    #[error("tensor `{name}`: {why}")]
+    Tensor {
+        /// Its name.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The layers do not form a model cnnc's checker accepts.
+    #[error("the imported layers do not check: {0}")]
+    Model(String),
+}
+
+/// An imported model: the checked model, its spec and its weights.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    /// The checked model.
+    pub model: Model,
+    /// The spec, YAML.
+    pub yaml: String,
+    /// The state_dict: name, PyTorch shape and values, in the model's tensor order
+    /// (`num_batches_tracked` is not listed: it is 0).
+    pub weights: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+/// Imports the ONNX model in `bytes`, naming it `name` (the spec's `model:`).
+pub fn import(bytes: &[u8], name: &str) -> Result<Imported, ImportError> {
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ImportError::TooLarge {
+            bytes: bytes.len() as u64,
+        });
+    }
+    let proto = ModelProto::decode(bytes).map_err(|e| ImportError::Decode(e.to_string()))?;
+    import_proto(&proto, name)
+}
+
+/// A float tensor read from the file: its dimensions and values.
+#[derive(Clone, Debug)]
+struct Const {
+    dims: Vec<usize>,
+    values: Vec<f32>,
+}
+
+/// What a value of the graph holds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Value {
+    Input,
+    Layer(usize),
+}
+
+/// One node as a layer: its config, the values it reads, its weight's name in the file (for
+/// naming), and its state_dict tensors by suffix.
+type Lowered<'n> = (
+    LayerConfig,
+    Vec<Value>,
+    Option<&'n str>,
+    Vec<(&'static str, Const)>,
+);
+
+struct Importer<'a> {
+    consts: HashMap<&'a str, Const>,
+    values: HashMap<&'a str, Value>,
+    layers: Vec<LayerDef>,
+    weights: Vec<(String, Vec<usize>, Vec<f32>)>,
+    names: HashSet<String>,
+}
+
+fn structure(why: impl Into<String>) -> ImportError {
+    ImportError::Structure(why.into())
+}
+
+/// [`import`], from the decoded message.
+pub fn import_proto(proto: &ModelProto, name: &str) -> Result<Imported, ImportError> {
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| structure("the model has no graph"))?;
+    if graph.node.len() > MAX_NODES {
+        return Err(structure(format!(
+            "the graph has {} nodes; cnnc imports up to {MAX_NODES}",
+            graph.node.len()
+        )));
+    }
+    let initializer_names: HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<_> = graph
+        .input
+        .iter()
+        .filter(|i| !initializer_names.contains(i.name.as_str()))
+        .collect();
+    let [input] = inputs.as_slice() else {
+        return Err(structure(format!(
+            "the graph has {} inputs; cnnc models take one image batch [N, C, H, W]",
+            inputs.len()
+        )));
+    };
+    let shape = input_shape(input)?;
+    let [output] = graph.output.as_slice() else {
+        return Err(structure(format!(
+            "the graph has {} outputs; cnnc models have one",
+            graph.output.len()
+        )));
+    };
+    let mut importer = Importer {
+        consts: HashMap::new(),
+        values: HashMap::new(),
+        layers: Vec::new(),
+        weights: Vec::new(),
+        names: HashSet::new(),
+    };
+    for tensor in &graph.initializer {
+        if let Some(c) = read_tensor(tensor)? {
+            importer.consts.insert(tensor.name.as_str(), c);
+        }
+    }
+    importer.values.insert(input.name.as_str(), Value::Input);
+    let produced_later: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    for node in &graph.node {
+        for input in node.input.iter().filter(|i| !i.is_empty()) {
+            let known = importer.values.contains_key(input.as_str())
+                || importer.consts.contains_key(input.as_str());
+            if !known {
+                let why = if produced_later.contains(input.as_str()) {
+                    format!(
+                        "reads `{input}` before a node produces it: the graph is not \
+                         topologically sorted, or has a cycle"
+                    )
+                } else {
+                    format!("reads `{input}`, which no node, initializer or input provides")
+                };
+                return Err(node_error(node, why));
+            }
+        }
+        importer.node(node)?;
+    }
+    let last = importer.layers.len().checked_sub(1);
+    match importer.values.get(output.name.as_str()) {
+        Some(Value::Layer(i)) if Some(*i) == last => {}
+        _ => {
+            return Err(structure(format!(
+                "the output `{}` is not computed by the last layer imported",
+                output.name
+            )));
+        }
+    }
+    let def = NetworkDef {
+        input: shape,
+        layers: importer.layers,
+    };
+    let model = Model::new(Some(name.to_owned()), def)
+        .map_err(|e| ImportError::Model(format!("layer `{}`: {e}", e.layer())))?;
+    let mut weights = importer.weights;
+    let order: HashMap<&str, usize> = model
+        .tensors()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    weights.sort_by_key(|(n, _, _)| order.get(n.as_str()).copied().unwrap_or(usize::MAX));
+    for info in model.tensors() {
+        if info.role == TensorRole::NumBatchesTracked {
+            continue;
+        }
+        let found = weights.iter().find(|(n, _, _)| *n == info.name);
+        match found {
+            Some((_, dims, _)) if *dims == info.shape => {}
+            Some((_, dims, _)) => {
+                return Err(ImportError::Tensor {
+                    name: info.name.clone(),
+                    why: format!("has shape {dims:?}; the layer needs {:?}", info.shape),
+                });
+            }
+            None => {
+                return Err(ImportError::Tensor {
+                    name: info.name.clone(),
+                    why: "is missing".to_owned(),
+                });
+            }
+        }
+    }
+    let yaml = to_yaml(&model);
+    Ok(Imported {
+        model,
+        yaml,
+        weights,
+    })
+}
+
+fn node_error(node: &NodeProto, why: impl Into<String>) -> ImportError {
+    let name = if node.name.is_empty() {
+        node.output.first().cloned().unwrap_or_default()
+    } else {
+        node.name.clone()
+    };
+    ImportError::Node {
+        node: name,
+        op: node.op_type.clone(),
+        why: why.into(),
+    }
+}
+
+fn input_shape(input: &crate::proto::ValueInfoProto) -> Result<[usize; 3], ImportError> {
+    let bad = || {
+        structure(format!(
+            "the input `{}` is not a float tensor [N, C, H, W] with known C, H and W",
+            input.name
+        ))
+    };
+    let Some(type_proto::Value::TensorType(t)) =
+        input.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Err(bad());
+    };
+    if t.elem_type != DataType::Float as i32 {
+        return Err(bad());
+    }
+    let dims = &t.shape.as_ref().ok_or_else(bad)?.dim;
+    if dims.len() != 4 {
+        return Err(bad());
+    }
+    let mut out = [0; 3];
+    for (slot, dim) in out.iter_mut().zip(&dims[1..]) {
+        match dim.value {
+            Some(dimension::Value::DimValue(v)) if v >= 1 && v as u64 <= MAX_DIM as u64 => {
+                *slot = v as usize;
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(out)
+}
+
+/// A float (or int64, as float) tensor's values, checked against its dims before any
+/// allocation; `None` for other element types (never read as weights).
+fn read_tensor(t: &TensorProto) -> Result<Option<Const>, ImportError> {
+    let bad = |why: String| ImportError::Tensor {
+        name: t.name.clone(),
+        why,
+    };
+    if t.data_location == crate::proto::tensor_proto::DataLocation::External as i32
+        || !t.external_data.is_empty()
+    {
+        return Err(bad(
+            "its data is in an external file, which cnnc does not read; save the model with \
+             its weights inside"
+                .to_owned(),
+        ));
+    }
+    let mut dims = Vec::with_capacity(t.dims.len().min(8));
+    let mut count: u64 = 1;
+    for &d in &t.dims {
+        if d < 0 || d as u64 > MAX_DIM as u64 {
+            return Err(bad(format!(
+                "dimension {d} is out of range (0..={MAX_DIM})"
+            )));
+        }
+        count = count.saturating_mul(d as u64);
+        dims.push(d as usize);
+    }
+    if count > MAX_ELEMENTS {
+        return Err(bad(format!(
+            "{count} elements, more than cnnc's {MAX_ELEMENTS}"
+        )));
+    }
+    let count = count as usize;
+    let size_error = |found: usize, unit: &str| {
+        bad(format!(
+            "its dims {dims:?} need {count} elements but it holds {found} {unit}",
+        ))
+    };
+    let values = if t.data_type == DataType::Float as i32 {
+        if !t.raw_data.is_empty() {
+            if t.raw_data.len() != count * 4 {
+                return Err(size_error(t.raw_data.len(), "bytes (4 each)"));
+            }
+            t.raw_data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        } else {
+            if t.float_data.len() != count {
+                return Err(size_error(t.float_data.len(), "floats"));
+            }
+            t.float_data.clone()
+        }
+    } else if t.data_type == DataType::Int64 as i32 {
+        if !t.raw_data.is_empty() {
+            if t.raw_data.len() != count * 8 {
+                return Err(size_error(t.raw_data.len(), "bytes (8 each)"));
+            }
+            t.raw_data
+                .chunks_exact(8)
+                .map(|b| {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(b);
+                    i64::from_le_bytes(a) as f32
+                })
+                .collect()
+        } else {
+            if t.int64_data.len() != count {
+                return Err(size_error(t.int64_data.len(), "integers"));
+            }
+            t.int64_data.iter().map(|&v| v as f32).collect()
+        }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Const { dims, values }))
+}
+
+fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+fn attr_int(node: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(node, name)
+        .filter(|a| a.r#type == AttributeType::Int as i32)
+        .map_or(default, |a| a.i)
+}
+
+fn attr_float(node: &NodeProto, name: &str, default: f32) -> f32 {
+    attr(node, name)
+        .filter(|a| a.r#type == AttributeType::Float as i32)
+        .map_or(default, |a| a.f)
+}
+
+fn attr_string(node: &NodeProto, name: &str, default: &str) -> String {
+    attr(node, name)
+        .filter(|a| a.r#type == AttributeType::String as i32)
+        .map_or_else(
+            || default.to_owned(),
+            |a| String::from_utf8_lossy(&a.s).into_owned(),
+        )
+}
+
+fn attr_ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(node, name)
+        .filter(|a| a.r#type == AttributeType::Ints as i32)
+        .map(|a| a.ints.clone())
+}
+
+/// A 2-D attribute (`strides`, `dilations`, `kernel_shape`), each value in `min..=MAX_DIM`.
+fn pair_attr(
+    node: &NodeProto,
+    name: &str,
+    default: usize,
+    min: i64,
+) -> Result<[usize; 2], ImportError> {
+    match attr_ints(node, name) {
+        None => Ok([default; 2]),
+        Some(v) if v.len() == 2 && v.iter().all(|&x| x >= min && x as u64 <= MAX_DIM as u64) => {
+            Ok([v[0] as usize, v[1] as usize])
+        }
+        Some(v) => Err(node_error(
+            node,
+            format!("`{name}` {v:?} is not two sizes of at least {min}"),
+        )),
+    }
+}
+
+/// `pads` `[top, left, bottom, right]`, which PyTorch's layers (and cnnc's) keep symmetric.
+fn pads_attr(node: &NodeProto) -> Result<[usize; 2], ImportError> {
+    let auto_pad = attr_string(node, "auto_pad", "NOTSET");
+    if auto_pad != "NOTSET" {
+        return Err(node_error(
+            node,
+            format!("auto_pad {auto_pad} is not supported: only explicit `pads`"),
+        ));
+    }
+    match attr_ints(node, "pads") {
+        None => Ok([0, 0]),
+        Some(p)
+            if p.len() == 4
+                && p[0] == p[2]
+                && p[1] == p[3]
+                && p.iter().all(|&x| x >= 0 && x as u64 <= MAX_DIM as u64) =>
+        {
+            Ok([p[0] as usize, p[1] as usize])
+        }
+        Some(p) => Err(node_error(
+            node,
+            format!(
+                "pads {p:?} are not the same on both sides of each axis, as PyTorch's layers pad"
+            ),
+        )),
+    }
+}
+
+/// `path` made a cnnc layer name: letters, digits, `_` and `.` kept, others `_`.
+fn clean_name(path: &str) -> String {
+    let name: String = path
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = name.trim_matches('.').to_owned();
+    if name.is_empty() || name == "input" {
+        format!("{name}_")
+    } else {
+        name
+    }
+}
+
+/// The module path of a node named as `torch.onnx.export` names them: each scope is a child's
+/// name, extending its parent's when the parent is a container (`/features/features.1/conv/
+/// conv.0/conv.0.0/Conv` → `features.1.conv.0.0`, `/layer1/layer1.0/conv1/Conv` →
+/// `layer1.0.conv1`).
+fn module_path(node: &NodeProto) -> Option<String> {
+    let path = node.name.strip_prefix('/')?;
+    let mut segments: Vec<&str> = path.split('/').collect();
+    segments.pop();
+    let mut full = String::new();
+    let mut previous = "";
+    for seg in segments.into_iter().filter(|s| !s.is_empty()) {
+        match seg
+            .strip_prefix(previous)
+            .filter(|rest| !previous.is_empty() && rest.starts_with('.'))
+        {
+            Some(rest) => full.push_str(rest),
+            None if full.is_empty() => full = seg.to_owned(),
+            None => {
+                full.push('.');
+                full.push_str(seg);
+            }
+        }
+        previous = seg;
+    }
+    (!full.is_empty()).then_some(full)
+}
+
+impl<'a> Importer<'a> {
+    fn value(&self, node: &NodeProto, name: &str) -> Result<Value, ImportError> {
+        self.values.get(name).copied().ok_or_else(|| {
+            node_error(
+                node,
+                format!("`{name}` is a constant where cnnc needs a computed tensor"),
+            )
+        })
+    }
+
+    fn constant(&self, node: &NodeProto, index: usize) -> Result<Option<&Const>, ImportError> {
+        let Some(name) = node.input.get(index).filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
+        self.consts.get(name.as_str()).map(Some).ok_or_else(|| {
+            node_error(
+                node,
+                format!(
+                    "input {index} `{name}` must be an initializer or a constant (a weight), \
+                     not a computed tensor"
+                ),
+            )
+        })
+    }
+
+    fn required(&self, node: &NodeProto, index: usize, what: &str) -> Result<&Const, ImportError> {
+        self.constant(node, index)?
+            .ok_or_else(|| node_error(node, format!("has no {what} (input {index})")))
+    }
+
+    /// The layer's name: the state_dict prefix of its weight when the exporter kept it, else its
+    /// module path, else the node's name when it is a plain word, else its kind; made unique.
+    fn name_for(&mut self, node: &NodeProto, weight: Option<&str>, keyword: &str) -> String {
+        let from_weight = weight
+            .and_then(|w| w.strip_suffix(".weight"))
+            .filter(|w| !w.contains("::"))
+            .map(str::to_owned);
+        let plain = |n: &String| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        };
+        let base = from_weight
+            .or_else(|| module_path(node))
+            .or_else(|| Some(node.name.clone()).filter(plain))
+            .unwrap_or_else(|| keyword.to_owned());
+        let base = clean_name(&base);
+        let mut name = base.clone();
+        let mut n = 1;
+        while self.names.contains(&name) {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
+        self.names.insert(name.clone());
+        name
+    }
+
+    fn push(
+        &mut self,
+        node: &'a NodeProto,
+        config: LayerConfig,
+        sources: &[Value],
+        weight: Option<&str>,
+        tensors: Vec<(&'static str, Const)>,
+    ) -> Result<(), ImportError> {
+        let name = self.name_for(node, weight, config.kind().keyword());
+        let index = self.layers.len();
+        let inputs: Vec<Source> = sources
+            .iter()
+            .map(|v| match v {
+                Value::Input => Source::Input,
+                Value::Layer(i) => Source::Layer(*i),
+            })
+            .collect();
+        let default = if index == 0 {
+            Source::Input
+        } else {
+            Source::Layer(index - 1)
+        };
+        let inputs = if inputs == [default] {
+            Vec::new()
+        } else {
+            inputs
+        };
+        for (suffix, c) in tensors {
+            self.weights
+                .push((format!("{name}.{suffix}"), c.dims, c.values));
+        }
+        self.layers.push(LayerDef {
+            name,
+            config,
+            inputs,
+        });
+        let [output] = node.output.as_slice() else {
+            return Err(node_error(
+                node,
+                format!("has {} outputs; cnnc reads one", node.output.len()),
+            ));
+        };
+        self.values.insert(output.as_str(), Value::Layer(index));
+        Ok(())
+    }
+
+    fn node(&mut self, node: &'a NodeProto) -> Result<(), ImportError> {
+        let op = node.op_type.as_str();
+        if !node.domain.is_empty() && node.domain != "ai.onnx" {
+            return Err(node_error(
+                node,
+                format!("domain `{}` is not ONNX's standard operators", node.domain),
+            ));
+        }
+        let first = || -> Result<Value, ImportError> {
+            let name = node
+                .input
+                .first()
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| node_error(node, "has no input"))?;
+            self.value(node, name)
+        };
+        let simple = |config: LayerConfig| -> Result<(LayerConfig, Vec<Value>), ImportError> {
+            Ok((config, vec![first()?]))
+        };
+        let (config, sources, weight, tensors): Lowered<'_> = match op {
+            "Constant" => {
+                let value = attr(node, "value")
+                    .and_then(|a| a.t.as_ref())
+                    .ok_or_else(|| node_error(node, "only `value` tensors are supported"))?;
+                let [output] = node.output.as_slice() else {
+                    return Err(node_error(node, "has no single output"));
+                };
+                if let Some(c) = read_tensor(value)? {
+                    self.consts.insert(output.as_str(), c);
+                }
+                return Ok(());
+            }
+            "Identity" | "Dropout" => {
+                let input = node.input.first().map(String::as_str).unwrap_or_default();
+                if let (Some(c), [output]) = (self.consts.get(input), node.output.as_slice()) {
+                    // The exporter shares one constant under two names.
+                    let c = c.clone();
+                    self.consts.insert(output.as_str(), c);
+                    return Ok(());
+                }
+                let v = first()?;
+                if node.output.len() > 1 && node.output[1..].iter().any(|o| !o.is_empty()) {
+                    return Err(node_error(node, "its mask output is not supported"));
+                }
+                let output = node
+                    .output
+                    .first()
+                    .ok_or_else(|| node_error(node, "has no output"))?;
+                self.values.insert(output.as_str(), v);
+                return Ok(());
+            }
+            "Conv" => {
+                let w = self.required(node, 1, "weight")?.clone();
+                let b = self.constant(node, 2)?.cloned();
+                let [out_channels, per_group, kh, kw] = dims4(node, &w)?;
+                let groups = usize::try_from(attr_int(node, "group", 1))
+                    .ok()
+                    .filter(|g| (1..=MAX_DIM).contains(g))
+                    .ok_or_else(|| node_error(node, "`group` is out of range"))?;
+                let config = LayerConfig::Conv2d(Conv2dConfig {
+                    in_channels: per_group.saturating_mul(groups),
+                    out_channels,
+                    kernel_size: [kh, kw],
+                    stride: pair_attr(node, "strides", 1, 1)?,
+                    padding: pads_attr(node)?,
+                    dilation: pair_attr(node, "dilations", 1, 1)?,
+                    groups,
+                    bias: b.is_some(),
+                    padding_mode: PaddingMode::Zeros,
+                });
+                check_kernel(node, [kh, kw])?;
+                let mut tensors = vec![("weight", w)];
+                tensors.extend(b.map(|b| ("bias", b)));
+                (
+                    config,
+                    vec![first()?],
+                    Some(node.input[1].as_str()),
+                    tensors,
+                )
+            }
+            "ConvTranspose" => {
+                if attr(node, "output_shape").is_some() {
+                    return Err(node_error(
+                        node,
+                        "`output_shape` is not supported; use pads and output_padding",
+                    ));
+                }
+                let w = self.required(node, 1, "weight")?.clone();
+                let b = self.constant(node, 2)?.cloned();
+                let [in_channels, per_group, kh, kw] = dims4(node, &w)?;
+                let groups = attr_int(node, "group", 1);
+                if groups != 1 {
+                    return Err(node_error(node, "only group 1 is supported"));
+                }
+                check_kernel(node, [kh, kw])?;
+                let config = LayerConfig::ConvTranspose2d(ConvTranspose2dConfig {
+                    in_channels,
+                    out_channels: per_group,
+                    kernel_size: [kh, kw],
+                    stride: pair_attr(node, "strides", 1, 1)?,
+                    padding: pads_attr(node)?,
+                    output_padding: pair_attr(node, "output_padding", 0, 0)?,
+                    groups: 1,
+                    bias: b.is_some(),
+                    dilation: pair_attr(node, "dilations", 1, 1)?,
+                });
+                let mut tensors = vec![("weight", w)];
+                tensors.extend(b.map(|b| ("bias", b)));
+                (
+                    config,
+                    vec![first()?],
+                    Some(node.input[1].as_str()),
+                    tensors,
+                )
+            }
+            "Gemm" => {
+                if attr_int(node, "transA", 0) != 0
+                    || attr_float(node, "alpha", 1.0) != 1.0
+                    || attr_float(node, "beta", 1.0) != 1.0
+                {
+                    return Err(node_error(
+                        node,
+                        "only transA=0, alpha=1 and beta=1 (torch.nn.Linear) are supported",
+                    ));
+                }
+                let mut w = self.required(node, 1, "weight")?.clone();
+                let b = self.constant(node, 2)?.cloned();
+                let [a, c] = match w.dims.as_slice() {
+                    [a, c] => [*a, *c],
+                    d => return Err(node_error(node, format!("weight dims {d:?} are not 2-D"))),
+                };
+                let (out_features, in_features) = if attr_int(node, "transB", 0) == 1 {
+                    (a, c)
+                } else {
+                    // [in, out]: store PyTorch's [out, in].
+                    let mut t = vec![0.0; w.values.len()];
+                    for i in 0..a {
+                        for o in 0..c {
+                            t[o * a + i] = w.values[i * c + o];
+                        }
+                    }
+                    w = Const {
+                        dims: vec![c, a],
+                        values: t,
+                    };
+                    (c, a)
+                };
+                if let Some(b) = &b
+                    && b.dims != [out_features]
+                {
+                    return Err(node_error(
+                        node,
+                        format!("bias dims {:?} are not [{out_features}]", b.dims),
+                    ));
+                }
+                let config = LayerConfig::Linear(LinearConfig {
+                    in_features,
+                    out_features,
+                    bias: b.is_some(),
+                });
+                let mut tensors = vec![("weight", w)];
+                tensors.extend(b.map(|b| ("bias", b)));
+                (
+                    config,
+                    vec![first()?],
+                    Some(node.input[1].as_str()),
+                    tensors,
+                )
+            }
+            "BatchNormalization" => {
+                if attr_int(node, "training_mode", 0) != 0 {
+                    return Err(node_error(
+                        node,
+                        "training_mode=1 is not supported: export in eval mode",
+                    ));
+                }
+                let names = ["weight", "bias", "running_mean", "running_var"];
+                let mut tensors = Vec::new();
+                for (i, n) in names.into_iter().enumerate() {
+                    tensors.push((n, self.required(node, i + 1, n)?.clone()));
+                }
+                let num_features = tensors[0].1.values.len();
+                // ONNX keeps the running statistics' own weight, PyTorch the update's; six
+                // decimals undo the float rounding of `1 - momentum` (0.01 → 0.99 → 0.01).
+                let momentum = 1.0 - f64::from(attr_float(node, "momentum", 0.9));
+                let momentum = format!("{momentum:.6}").parse::<f32>().unwrap_or(0.1);
+                let config = LayerConfig::BatchNorm2d(BatchNorm2dConfig {
+                    num_features,
+                    eps: attr_float(node, "epsilon", 1e-5),
+                    momentum: Some(momentum),
+                    affine: true,
+                    track_running_stats: true,
+                });
+                (
+                    config,
+                    vec![first()?],
+                    Some(node.input[1].as_str()),
+                    tensors,
+                )
+            }
+            "MaxPool" | "AveragePool" => {
+                let kernel = pair_attr(node, "kernel_shape", 0, 1)?;
+                if op == "AveragePool" && pair_attr(node, "dilations", 1, 1)? != [1, 1] {
+                    return Err(node_error(node, "dilated average pools are not supported"));
+                }
+                let padding = pads_attr(node)?;
+                let mut pool =
+                    Pool2dConfig::new(kernel, pair_attr(node, "strides", 1, 1)?, padding);
+                pool.ceil_mode = attr_int(node, "ceil_mode", 0) == 1;
+                if op == "MaxPool" {
+                    pool.dilation = pair_attr(node, "dilations", 1, 1)?;
+                } else {
+                    // Without padding both counts are the same: keep PyTorch's default.
+                    pool.count_include_pad =
+                        padding == [0, 0] || attr_int(node, "count_include_pad", 0) == 1;
+                }
+                if node.output.len() > 1 {
+                    return Err(node_error(node, "its indices output is not supported"));
+                }
+                let config = if op == "MaxPool" {
+                    LayerConfig::MaxPool2d(pool)
+                } else {
+                    LayerConfig::AvgPool2d(pool)
+                };
+                let (c, s) = simple(config)?;
+                (c, s, None, Vec::new())
+            }
+            "GlobalAveragePool" => {
+                let (c, s) = simple(LayerConfig::AdaptiveAvgPool2d {
+                    output_size: [1, 1],
+                })?;
+                (c, s, None, Vec::new())
+            }
+            "GlobalMaxPool" => {
+                let (c, s) = simple(LayerConfig::AdaptiveMaxPool2d {
+                    output_size: [1, 1],
+                })?;
+                (c, s, None, Vec::new())
+            }
+            "Flatten" => {
+                if attr_int(node, "axis", 1) != 1 {
+                    return Err(node_error(
+                        node,
+                        "only axis 1 (torch.flatten(x, 1)) is supported",
+                    ));
+                }
+                let (c, s) = simple(LayerConfig::FLATTEN)?;
+                (c, s, None, Vec::new())
+            }
+            "Reshape"
+                if node
+                    .input
+                    .first()
+                    .is_some_and(|i| self.consts.contains_key(i.as_str())) =>
+            {
+                // A weight reshaped for broadcasting (PReLU's slopes as [C, 1, 1]).
+                let c = self.required(node, 0, "tensor")?.clone();
+                let shape = self.required(node, 1, "shape")?;
+                let fits = shape
+                    .values
+                    .iter()
+                    .all(|&d| d >= 1.0 && d <= MAX_DIM as f32);
+                let dims: Vec<usize> = shape.values.iter().map(|&d| d as usize).collect();
+                let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+                if !fits || count != Some(c.values.len()) {
+                    return Err(node_error(
+                        node,
+                        format!(
+                            "cannot reshape a constant of {} values to {:?}",
+                            c.values.len(),
+                            shape.values
+                        ),
+                    ));
+                }
+                let [output] = node.output.as_slice() else {
+                    return Err(node_error(node, "has no single output"));
+                };
+                self.consts.insert(
+                    output.as_str(),
+                    Const {
+                        dims,
+                        values: c.values,
+                    },
+                );
+                return Ok(());
+            }
+            "Reshape" => {
+                let shape = self.required(node, 1, "shape")?;
+                let flat = shape.values.len() == 2
+                    && shape.values[1] == -1.0
+                    && matches!(shape.values[0], 0.0 | 1.0 | -1.0);
+                if !flat {
+                    return Err(node_error(
+                        node,
+                        format!(
+                            "only a reshape to [N, -1] (a flatten) is supported, not {:?}",
+                            shape.values
+                        ),
+                    ));
+                }
+                let (c, s) = simple(LayerConfig::FLATTEN)?;
+                (c, s, None, Vec::new())
+            }
+            "Relu" | "Sigmoid" | "Tanh" | "HardSwish" => {
+                let config = match op {
+                    "Relu" => LayerConfig::Relu,
+                    "Sigmoid" => LayerConfig::Sigmoid,
+                    "Tanh" => LayerConfig::Tanh,
+                    _ => LayerConfig::Hardswish,
+                };
+                let (c, s) = simple(config)?;
+                (c, s, None, Vec::new())
+            }
+            "LeakyRelu" => {
+                let (c, s) = simple(LayerConfig::LeakyRelu {
+                    negative_slope: attr_float(node, "alpha", 0.01),
+                })?;
+                (c, s, None, Vec::new())
+            }
+            "Elu" => {
+                let (c, s) = simple(LayerConfig::Elu {
+                    alpha: attr_float(node, "alpha", 1.0),
+                })?;
+                (c, s, None, Vec::new())
+            }
+            "HardSigmoid" => {
+                let (alpha, beta) = (
+                    attr_float(node, "alpha", 0.2),
+                    attr_float(node, "beta", 0.5),
+                );
+                if (alpha - 1.0 / 6.0).abs() > 1e-6 || beta != 0.5 {
+                    return Err(node_error(
+                        node,
+                        format!(
+                            "alpha {alpha} and beta {beta} are not PyTorch's Hardsigmoid (1/6, 0.5)"
+                        ),
+                    ));
+                }
+                let (c, s) = simple(LayerConfig::Hardsigmoid)?;
+                (c, s, None, Vec::new())
+            }
+            "Clip" => {
+                let bound = |i: usize, attr_name: &str, default: f32| -> Result<f32, ImportError> {
+                    match self.constant(node, i)? {
+                        Some(c) if c.values.len() == 1 => Ok(c.values[0]),
+                        Some(_) => Err(node_error(node, "its bounds are not scalars")),
+                        None => Ok(attr_float(node, attr_name, default)),
+                    }
+                };
+                let (min, max) = (bound(1, "min", f32::MIN)?, bound(2, "max", f32::MAX)?);
+                if (min, max) != (0.0, 6.0) {
+                    return Err(node_error(
+                        node,
+                        format!("clip to [{min}, {max}]: only [0, 6] (ReLU6) is supported"),
+                    ));
+                }
+                let (c, s) = simple(LayerConfig::Relu6)?;
+                (c, s, None, Vec::new())
+            }
+            "PRelu" => {
+                let slope = self.required(node, 1, "slope")?.clone();
+                let n = slope.values.len();
+                let fits = slope.dims.iter().filter(|&&d| d != 1).count() <= 1;
+                if !fits || n == 0 {
+                    return Err(node_error(
+                        node,
+                        format!("slope dims {:?} are not one per channel", slope.dims),
+                    ));
+                }
+                let slope = Const {
+                    dims: vec![n],
+                    values: slope.values,
+                };
+                let (c, s) = simple(LayerConfig::Prelu { num_parameters: n })?;
+                (c, s, Some(node.input[1].as_str()), vec![("weight", slope)])
+            }
+            "Softmax" | "LogSoftmax" => {
+                let dim = attr_int(node, "axis", -1);
+                let config = if op == "Softmax" {
+                    LayerConfig::Softmax { dim }
+                } else {
+                    LayerConfig::LogSoftmax { dim }
+                };
+                let (c, s) = simple(config)?;
+                (c, s, None, Vec::new())
+            }
+            "Resize" | "Upsample" => {
+                let mode = attr_string(node, "mode", "nearest");
+                if mode != "nearest" {
+                    return Err(node_error(
+                        node,
+                        format!("mode {mode}: only nearest is supported"),
+                    ));
+                }
+                let scales_at = if op == "Resize" { 2 } else { 1 };
+                let scales = self
+                    .constant(node, scales_at)?
+                    .filter(|c| !c.values.is_empty())
+                    .ok_or_else(|| {
+                        node_error(node, "only constant `scales` are supported, not `sizes`")
+                    })?;
+                let v = &scales.values;
+                let integral = |x: f32| x >= 1.0 && x.fract() == 0.0 && x <= MAX_DIM as f32;
+                if v.len() != 4 || v[0] != 1.0 || v[1] != 1.0 || !integral(v[2]) || !integral(v[3])
+                {
+                    return Err(node_error(
+                        node,
+                        format!(
+                            "scales {v:?}: only integer factors of height and width are supported"
+                        ),
+                    ));
+                }
+                let scale_factor = [v[2] as usize, v[3] as usize];
+                let (c, s) = simple(LayerConfig::Upsample { scale_factor })?;
+                (c, s, None, Vec::new())
+            }
+            "Add" | "Sum" | "Mul" | "Concat" => {
+                let sources = node
+                    .input
+                    .iter()
+                    .map(|i| self.value(node, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let config = match op {
+                    "Mul" => LayerConfig::Mul,
+                    "Concat" => {
+                        if attr_int(node, "axis", 1) != 1 {
+                            return Err(node_error(node, "only axis 1 (channels) is supported"));
+                        }
+                        LayerConfig::Concat(ConcatConfig { dim: 1 })
+                    }
+                    _ => LayerConfig::Add,
+                };
+                (config, sources, None, Vec::new())
+            }
+            _ => {
+                return Err(node_error(
+                    node,
+                    format!(
+                        "unsupported operator; cnnc imports {}",
+                        SUPPORTED_OPS.join(", ")
+                    ),
+                ));
+            }
+        };
+        self.push(node, config, &sources, weight, tensors)
+    }
+}
+
+fn dims4(node: &NodeProto, w: &Const) -> Result<[usize; 4], ImportError> {
+    match w.dims.as_slice() {
+        [a, b, c, d] => Ok([*a, *b, *c, *d]),
+        d => Err(node_error(
+            node,
+            format!("weight dims {d:?} are not [out, in, kh, kw]"),
+        )),
+    }
+}
+
+fn check_kernel(node: &NodeProto, weight: [usize; 2]) -> Result<(), ImportError> {
+    match attr_ints(node, "kernel_shape") {
+        Some(k) if k != [weight[0] as i64, weight[1] as i64] => Err(node_error(
+            node,
+            format!("kernel_shape {k:?} differs from the weight's {weight:?}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The spec of `model` in YAML: every layer named, its arguments that differ from their
+/// defaults, and `inputs:` where it does not read the layer before it.
+pub fn to_yaml(model: &Model) -> String {
+    let [c, h, w] = model.input();
+    let mut out = String::new();
+    let _ = writeln!(out, "# Imported from ONNX by `cnnc import`.");
+    let _ = writeln!(
+        out,
+        "model: {}",
+        yaml_scalar(model.name().unwrap_or("Imported"))
+    );
+    let _ = writeln!(out, "input: [{c}, {h}, {w}]");
+    let _ = writeln!(out, "layers:");
+    let names: Vec<&str> = model.layers().iter().map(|l| l.name()).collect();
+    for (index, layer) in model.layers().iter().enumerate() {
+        let kind = layer.kind();
+        let config = layer.config();
+        let mut fields = vec![format!("name: {}", yaml_scalar(layer.name()))];
+        for info in kind.args() {
+            if matches!(info.default, ArgDefault::Inferred) {
+                continue;
+            }
+            let Some(v) = config.arg(info.name) else {
+                continue;
+            };
+            let default = match info.default {
+                ArgDefault::Required | ArgDefault::Inferred => None,
+                ArgDefault::Int(d) => Some(match info.ty {
+                    ArgType::Pair { .. } => ArgValue::Pair([d, d]),
+                    _ => ArgValue::Int(d),
+                }),
+                ArgDefault::SameAs(other) => config.arg(other),
+                ArgDefault::Float(d) => Some(ArgValue::Float(f64::from(d as f32))),
+                ArgDefault::Bool(d) => Some(ArgValue::Bool(d)),
+                ArgDefault::Dim(d) => Some(ArgValue::Dim(d)),
+                ArgDefault::Word(d) => Some(ArgValue::Word(d)),
+                ArgDefault::None => Some(ArgValue::None),
+            };
+            if default == Some(v) {
+                continue;
+            }
+            let value = match v {
+                ArgValue::Int(n) => n.to_string(),
+                ArgValue::Pair([a, b]) if a == b => a.to_string(),
+                ArgValue::Pair([a, b]) => format!("[{a}, {b}]"),
+                ArgValue::Float(x) => format!("{:?}", x as f32),
+                ArgValue::Bool(b) => b.to_string(),
+                ArgValue::Dim(d) => d.to_string(),
+                ArgValue::Word(w) => w.to_owned(),
+                ArgValue::None => "null".to_owned(),
+            };
+            fields.push(format!("{}: {value}", info.name));
+        }
+        let default = if index == 0 {
+            Source::Input
+        } else {
+            Source::Layer(index - 1)
+        };
+        if layer.inputs() != [default] {
+            let refs: Vec<String> = layer
+                .inputs()
+                .iter()
+                .map(|s| match s {
+                    Source::Input => "input".to_owned(),
+                    Source::Layer(i) => yaml_scalar(names[*i]),
+                })
+                .collect();
+            fields.push(format!("inputs: [{}]", refs.join(", ")));
+        }
+        let _ = writeln!(out, "  - {}: {{{}}}", kind.keyword(), fields.join(", "));
+    }
+    out
+}
+
+/// A plain YAML scalar when safe (names are letters, digits, `_` and `.`), else quoted.
+fn yaml_scalar(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        && text
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if plain {
+        text.to_owned()
+    } else {
+        format!("{text:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::{ExportOptions, export};
+
+    #[test]
+    fn a_graph_imports_back_with_its_sources() {
+        let model = crate::export::graph_tests::graph();
+        let bytes =
+            export(&model, &Default::default(), &ExportOptions::default()).expect("exports");
+        let imported = import(&bytes, "G").expect("imports");
+        let sources = |m: &Model| -> Vec<(String, LayerConfig, Vec<Source>)> {
+            m.layers()
+                .iter()
+                .map(|l| (l.name().to_owned(), l.config().clone(), l.inputs().to_vec()))
+                .collect()
+        };
+        let mut want = sources(&model);
+        // A three-way add is exported as two ONNX Adds, and imported as two adds.
+        want.splice(
+            3..4,
+            [
+                (
+                    "sum".into(),
+                    LayerConfig::Add,
+                    vec![Source::Layer(2), Source::Layer(2)],
+                ),
+                (
+                    "sum_1".into(),
+                    LayerConfig::Add,
+                    vec![Source::Layer(3), Source::Layer(2)],
+                ),
+            ],
+        );
+        want[5].2 = vec![Source::Layer(4), Source::Layer(4)];
+        want[6].2 = vec![Source::Layer(5)];
+        assert_eq!(sources(&imported.model), want);
+        insta::assert_snapshot!(imported.yaml, @r"
+        # Imported from ONNX by `cnnc import`.
+        model: G
+        input: [2, 3, 3]
+        layers:
+          - relu: {name: a}
+          - add: {name: b.add, inputs: [a, input]}
+          - concat: {name: b.cat, inputs: [b.add, a, input]}
+          - add: {name: sum, inputs: [b.cat, b.cat]}
+          - add: {name: sum_1, inputs: [sum, b.cat]}
+          - mul: {name: mul, inputs: [sum_1, sum_1]}
+          - flatten: {name: flat}
+        ");
+    }
+
+    #[test]
+    fn module_paths_follow_torch_scopes() {
+        let path = |name: &str| {
+            module_path(&NodeProto {
+                name: name.into(),
+                ..NodeProto::default()
+            })
+        };
+        assert_eq!(
+            path("/layer1/layer1.0/conv1/Conv").as_deref(),
+            Some("layer1.0.conv1")
+        );
+        assert_eq!(
+            path("/features/features.1/conv/conv.0/conv.0.0/Conv").as_deref(),
+            Some("features.1.conv.0.0")
+        );
+        assert_eq!(path("/Flatten"), None);
+        assert_eq!(path("conv1"), None);
+    }
+}

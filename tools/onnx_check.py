@@ -1,0 +1,298 @@
+"""Interop checks with the real tools (not part of `cargo test`): results go into docs/INTEROP.md.
+
+    tools/.venv/bin/python tools/onnx_check.py [--cnnc target/debug/cnnc] [--only export,import,torchrun]
+
+export:   every spec in models/ through `cnnc export --to onnx`, then onnx.checker.check_model
+          (full_check=True), strict shape inference, and ONNX Runtime's logits against `cnnc run`'s
+          on the same random batch (max |difference| <= 1e-5).
+pytorch:  every spec in models/ through `cnnc export --to pytorch`: model.py built, a cnnc
+          safetensors file loaded with strict=True, and its logits against `cnnc run`'s.
+import:   models exported by torch.onnx.export (eval mode): the seed model, torchvision's
+          ResNet-18 and MobileNetV2 (random weights), through `cnnc import`, then `cnnc run` of
+          the imported spec and weights against PyTorch's logits.
+torchrun: `cnnc export --to pytorch` of the seed model, `torchrun --nproc_per_node=2` (gloo) for
+          one epoch on the Fashion-MNIST sample shipped in data/, then `cnnc eval` of the result:
+          the accuracies must agree.
+
+Needs torch, torchvision, onnx and onnxruntime (pip install into tools/.venv). Exits 1 on any
+failure and prints one line per check.
+"""
+
+import argparse
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = 1e-5
+failures = []
+
+
+def report(name, ok, detail):
+    print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}", flush=True)
+    if not ok:
+        failures.append(name)
+
+
+def cnnc(binary, *args):
+    result = subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"cnnc {' '.join(map(str, args))} exited {result.returncode}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def spec_input(spec):
+    """The spec's [C, H, W] input, from `cnnc summary --format json`... kept simple: the YAML line."""
+    text = spec.read_text()
+    m = re.search(r"^input:\s*\[(\d+),\s*(\d+),\s*(\d+)\]", text, re.M)
+    return tuple(int(v) for v in m.groups())
+
+
+def random_batch(shape, n=3, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+
+
+def cnnc_logits(binary, spec, x, tmp, weights=None):
+    xin, yout = tmp / "x.npy", tmp / "y.npy"
+    np.save(xin, x)
+    args = ["run", spec, "--input", xin, "--output", yout]
+    if weights:
+        args += ["--weights", weights]
+    cnnc(binary, *args)
+    return np.load(yout)
+
+
+def specs():
+    """The shipped models and the exporter's corner cases."""
+    return sorted((ROOT / "models").glob("*.yaml")) + sorted((ROOT / "interop" / "tests" / "specs").glob("*.yaml"))
+
+
+def check_export(binary, tmp):
+    import onnx
+    import onnxruntime as ort
+
+    runs = [(spec, 17) for spec in specs()]
+    # Opset 19 brings Pad's `wrap` (circular padding), 20 the Gelu operator.
+    runs += [(spec, opset) for spec in specs() if spec.stem == "corners" for opset in (19, 21)]
+    for spec, opset in runs:
+        name = f"export {spec.name} (opset {opset})"
+        try:
+            path = tmp / f"{spec.stem}.onnx"
+            cnnc(binary, "export", spec, "--to", "onnx", "-o", path, "--opset", opset)
+            model = onnx.load(str(path))
+            onnx.checker.check_model(model, full_check=True)
+            onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+            x = random_batch(spec_input(spec))
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            (ours,) = session.run(["logits"], {"input": x})
+            want = cnnc_logits(binary, spec, x, tmp)
+            diff = float(np.abs(ours - want).max())
+            report(name, diff <= TOLERANCE, f"checker ok, onnxruntime max |diff| {diff:.2e}")
+        except Exception as err:  # noqa: BLE001 - every failure is reported, then the next spec
+            report(name, False, str(err).splitlines()[0][:300])
+
+
+def load_model_py(folder):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"cnnc_export_{folder.name}", folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_safetensors(path):
+    import torch
+
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    header.pop("__metadata__", None)
+    dtypes = {"F32": np.float32, "I64": np.int64}
+    out = {}
+    for name, info in header.items():
+        start, end = info["data_offsets"]
+        array = np.frombuffer(data[8 + size + start : 8 + size + end], dtype=dtypes[info["dtype"]])
+        out[name] = torch.from_numpy(array.reshape(info["shape"]).copy())
+    return out
+
+
+def check_pytorch(binary, tmp):
+    import torch
+
+    for spec in specs():
+        name = f"pytorch {spec.name}"
+        try:
+            folder = tmp / f"pt_{spec.stem}"
+            cnnc(binary, "export", spec, "--to", "pytorch", "-o", folder)
+            module = load_model_py(folder)
+            (cls,) = [v for k, v in vars(module).items() if isinstance(v, type) and issubclass(v, torch.nn.Module) and v.__module__ == module.__name__]
+            model = cls()
+            # Random weights (and batch-norm statistics) written as safetensors: model.py loads
+            # them strictly, cnnc runs with them, and the logits must agree.
+            weights = folder / "w.safetensors"
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            for k, v in state.items():
+                if v.dtype == torch.float32:
+                    v.copy_(torch.randn_like(v) * 0.1)
+                    if k.endswith("running_var"):
+                        v.abs_().add_(0.5)
+            write_safetensors(weights, state)
+            model.load_state_dict(read_safetensors(weights), strict=True)
+            model.eval()
+            x = random_batch(spec_input(spec))
+            with torch.no_grad():
+                ours = model(torch.from_numpy(x)).numpy()
+            want = cnnc_logits(binary, spec, x, tmp, weights)
+            diff = float(np.abs(ours - want).max())
+            scale = max(1.0, float(np.abs(want).max()))
+            report(name, diff <= TOLERANCE * scale, f"strict load ok, max |diff| {diff:.2e} (logits up to {scale:.1f})")
+        except Exception as err:  # noqa: BLE001
+            report(name, False, str(err).splitlines()[0][:300])
+
+
+def write_safetensors(path, state, metadata=None):
+    header, blobs, offset = {"__metadata__": metadata or {"format": "pt"}}, [], 0
+    for name, tensor in state.items():
+        array = tensor.detach().cpu().contiguous().numpy()
+        dtype = {np.dtype("float32"): "F32", np.dtype("int64"): "I64"}[array.dtype]
+        blob = array.tobytes()
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + b"".join(blobs))
+
+
+def check_import(binary, tmp):
+    """torch.onnx.export (eval mode, TorchScript exporter, opset 17) → cnnc import → the weights
+    loaded strictly into the original PyTorch module (when batch norm is kept) and the logits
+    compared, plus `cnnc check` and `cnnc run` of the imported spec."""
+    import torch
+    import torchvision
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from custom_cnn import CustomCNN
+
+    torch.manual_seed(0)
+    models = [
+        ("seed", CustomCNN(), (3, 32, 32)),
+        ("resnet18", torchvision.models.resnet18(), (3, 64, 64)),
+        ("mobilenet_v2", torchvision.models.mobilenet_v2(), (3, 64, 64)),
+    ]
+    for label, module, shape in models:
+        module.eval()
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+        x = random_batch(shape)
+        with torch.no_grad():
+            want = module(torch.from_numpy(x)).numpy()
+        for folding in (False, True):
+            name = f"import {label} ({'batch norm folded' if folding else 'batch norm kept'})"
+            try:
+                onnx_path = tmp / f"{label}_{folding}.onnx"
+                torch.onnx.export(
+                    module, torch.from_numpy(x), str(onnx_path), input_names=["input"], output_names=["logits"],
+                    dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, opset_version=17,
+                    do_constant_folding=folding, dynamo=False,
+                )
+                spec, weights = tmp / f"{label}_{folding}.yaml", tmp / f"{label}_{folding}.safetensors"
+                cnnc(binary, "import", onnx_path, "-o", spec, "--weights-out", weights)
+                details = []
+                ok = True
+                if not folding:
+                    # Every state_dict name and shape survives: the original module loads them.
+                    imported = read_safetensors(weights)
+                    clone = copy.deepcopy(module)
+                    for p in clone.state_dict().values():
+                        p.zero_()
+                    clone.load_state_dict(imported, strict=True)
+                    clone.eval()
+                    with torch.no_grad():
+                        got = clone(torch.from_numpy(x)).numpy()
+                    diff = float(np.abs(got - want).max())
+                    ok &= diff <= TOLERANCE * max(1.0, float(np.abs(want).max()))
+                    details.append(f"strict load into the torch module, max |diff| {diff:.2e}")
+                check = subprocess.run([str(binary), "check", str(spec)], capture_output=True, text=True)
+                if check.returncode == 0:
+                    got = cnnc_logits(binary, spec, x, tmp, weights)
+                    diff = float(np.abs(got - want).max())
+                    ok &= diff <= TOLERANCE * max(1.0, float(np.abs(want).max()))
+                    details.append(f"cnnc run max |diff| {diff:.2e}")
+                else:
+                    ok = False
+                    first = (check.stdout + check.stderr).strip().splitlines()
+                    details.append(f"cnnc check refuses the spec: {first[0] if first else '?'}")
+                report(name, ok, "; ".join(details))
+            except Exception as err:  # noqa: BLE001
+                report(name, False, str(err).splitlines()[0][:300])
+
+
+def check_torchrun(binary, tmp):
+    name = "torchrun custom_cnn.yaml"
+    try:
+        spec = ROOT / "models" / "custom_cnn.yaml"
+        folder = tmp / "torchrun"
+        cnnc(binary, "export", spec, "--to", "pytorch", "-o", folder)
+        torchrun = Path(sys.executable).with_name("torchrun")
+        out = folder / "run"
+
+        def train(*flags):
+            started = time.time()
+            result = subprocess.run(
+                [str(torchrun), "--nproc_per_node=2", str(folder / "train.py"), "--dataset", "sample",
+                 "--data", str(ROOT / "data" / "fashion-mnist-sample"), "--out", str(out), *flags],
+                capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"torchrun exited {result.returncode}: {result.stderr.strip()[-500:]}")
+            return result.stdout, time.time() - started
+
+        def compare(stdout):
+            torch_acc = float(re.findall(r"test accuracy ([0-9.]+)", stdout)[-1])
+            text = cnnc(binary, "eval", spec, "--weights", out / "model.safetensors", "--format", "json")
+            return torch_acc, json.loads(text)["accuracy"]
+
+        stdout, seconds = train("--epochs", "1")
+        torch_acc, cnnc_acc = compare(stdout)
+        ok = abs(torch_acc - cnnc_acc) <= 1e-4
+        report(name, ok, f"2 gloo processes, 1 epoch in {seconds:.0f} s: train.py test accuracy {torch_acc:.4f}, cnnc eval {cnnc_acc:.4f}")
+        stdout, seconds = train("--epochs", "2", "--resume")
+        torch_acc, cnnc_acc = compare(stdout)
+        ok = "resuming after epoch 1" in stdout and "epoch 1:" not in stdout and abs(torch_acc - cnnc_acc) <= 1e-4
+        report(f"{name} --resume", ok, f"epoch 2 after resuming, {seconds:.0f} s: train.py {torch_acc:.4f}, cnnc eval {cnnc_acc:.4f}")
+    except Exception as err:  # noqa: BLE001
+        report(name, False, str(err).splitlines()[0][:300])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cnnc", type=Path, default=ROOT / "target" / "debug" / "cnnc")
+    parser.add_argument("--only", default="export,pytorch,import,torchrun")
+    args = parser.parse_args()
+    import onnx
+    import onnxruntime
+    import torch
+
+    print(f"# {time.strftime('%Y-%m-%d')}: torch {torch.__version__}, onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}")
+    checks = {"export": check_export, "pytorch": check_pytorch, "import": check_import, "torchrun": check_torchrun}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in args.only.split(","):
+            checks[key](args.cnnc, Path(tmp))
+    print(f"{len(failures)} failed" if failures else "all passed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
