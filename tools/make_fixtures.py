@@ -394,6 +394,24 @@ def resample_cases():
         config = {"kind": "Upsample", "mode": "nearest", "scale_factor": list(factor)}
         build = lambda factor=factor: nn.Upsample(scale_factor=tuple(float(f) for f in factor), mode="nearest")  # noqa: E731
         layer_case(f"upsample_nearest_{suffix}", config, build, (2, 3, *input_hw))
+    # By size: non-integer ratios growing and shrinking; bilinear by size and by factor, with and
+    # without align_corners (None meaning False).
+    for suffix, mode, size, factor, align, input_hw in (
+        ("nearest_size_7x5", "nearest", (7, 5), None, None, (3, 4)),
+        ("nearest_size_shrink", "nearest", (2, 3), None, None, (5, 7)),
+        ("bilinear_size", "bilinear", (7, 9), None, None, (3, 4)),
+        ("bilinear_size_align", "bilinear", (7, 9), None, True, (3, 4)),
+        ("bilinear_2", "bilinear", None, (2, 2), False, (3, 4)),
+        ("bilinear_3x2_align", "bilinear", None, (3, 2), True, (3, 4)),
+        ("bilinear_shrink", "bilinear", (2, 3), None, None, (5, 7)),
+        ("bilinear_one_pixel_align", "bilinear", (4, 1), None, True, (1, 3)),
+    ):
+        config = {"kind": "Upsample", "mode": mode, "size": size and list(size),
+                  "scale_factor": factor and list(factor), "align_corners": align}
+        build = lambda mode=mode, size=size, factor=factor, align=align: nn.Upsample(  # noqa: E731
+            size=size, scale_factor=factor and tuple(float(f) for f in factor), mode=mode, align_corners=align
+        )
+        layer_case(f"upsample_{suffix}", config, build, (2, 3, *input_hw))
 
 
 # Every optimizer configuration of optim.safetensors, with torch.optim's argument names.

@@ -62,11 +62,8 @@ pub enum LayerConfig {
         /// Output `[height, width]`.
         output_size: Pair,
     },
-    /// `torch.nn.Upsample(scale_factor, mode="nearest")` with integer factors.
-    Upsample {
-        /// Factor `[sh, sw]` by which height and width grow.
-        scale_factor: Pair,
-    },
+    /// `torch.nn.Upsample(size, scale_factor, mode, align_corners)`, integer factors.
+    Upsample(UpsampleConfig),
     /// `torch.nn.ConvTranspose2d`.
     ConvTranspose2d(ConvTranspose2dConfig),
     /// `torch.nn.ReLU6`.
@@ -135,6 +132,67 @@ impl LayerConfig {
         start_dim: 1,
         end_dim: -1,
     };
+}
+
+/// Arguments of `torch.nn.Upsample`: exactly one of `size` and `scale_factor`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpsampleConfig {
+    /// Output `[height, width]`.
+    pub size: Option<Pair>,
+    /// Integer factor `[sh, sw]` by which height and width grow.
+    pub scale_factor: Option<Pair>,
+    /// How output pixels are computed.
+    pub mode: UpsampleMode,
+    /// Bilinear only (`None` with `nearest`, as PyTorch requires): whether the corner pixels'
+    /// centres map onto each other; `None` means `false`.
+    pub align_corners: Option<bool>,
+}
+
+impl UpsampleConfig {
+    /// `torch.nn.Upsample(scale_factor=...)`, nearest.
+    pub fn nearest(scale_factor: Pair) -> Self {
+        UpsampleConfig {
+            size: None,
+            scale_factor: Some(scale_factor),
+            mode: UpsampleMode::Nearest,
+            align_corners: None,
+        }
+    }
+
+    /// The output `[height, width]` for an input of `[h, w]`: `size`, or the input times
+    /// `scale_factor` (`None` when neither or both are given, or it overflows).
+    pub fn output(&self, [h, w]: Pair) -> Option<Pair> {
+        match (self.size, self.scale_factor) {
+            (Some(size), None) => Some(size),
+            (None, Some([sh, sw])) => Some([h.checked_mul(sh)?, w.checked_mul(sw)?]),
+            _ => None,
+        }
+    }
+
+    /// The factor along `axis` that PyTorch's kernels receive: the written `scale_factor`, or
+    /// `None` when the output comes from `size` (the kernels then use input / output).
+    pub fn factor(&self, axis: usize) -> Option<usize> {
+        self.scale_factor.map(|s| s[axis])
+    }
+}
+
+/// `torch.nn.Upsample`'s `mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpsampleMode {
+    /// `'nearest'`: each output pixel copies the input pixel it falls in.
+    Nearest,
+    /// `'bilinear'`: each output pixel interpolates the four input pixels around it.
+    Bilinear,
+}
+
+impl UpsampleMode {
+    /// PyTorch's word for it.
+    pub const fn word(self) -> &'static str {
+        match self {
+            UpsampleMode::Nearest => "nearest",
+            UpsampleMode::Bilinear => "bilinear",
+        }
+    }
 }
 
 /// Arguments of `torch.nn.ConvTranspose2d`, in its order.
@@ -780,7 +838,7 @@ impl LayerConfig {
             LayerConfig::BatchNorm2d(_) => LayerKind::BatchNorm2d,
             LayerConfig::AdaptiveAvgPool2d { .. } => LayerKind::AdaptiveAvgPool2d,
             LayerConfig::AdaptiveMaxPool2d { .. } => LayerKind::AdaptiveMaxPool2d,
-            LayerConfig::Upsample { .. } => LayerKind::Upsample,
+            LayerConfig::Upsample(_) => LayerKind::Upsample,
             LayerConfig::ConvTranspose2d(_) => LayerKind::ConvTranspose2d,
             LayerConfig::Relu6 => LayerKind::Relu6,
             LayerConfig::Silu => LayerKind::Silu,
@@ -852,7 +910,13 @@ impl LayerConfig {
                 | LayerConfig::AdaptiveMaxPool2d { output_size },
                 "output_size",
             ) => Pair(*output_size),
-            (LayerConfig::Upsample { scale_factor }, "scale_factor") => Pair(*scale_factor),
+            (LayerConfig::Upsample(c), _) => match name {
+                "size" => c.size.map_or(ArgValue::None, Pair),
+                "scale_factor" => c.scale_factor.map_or(ArgValue::None, Pair),
+                "mode" => ArgValue::Word(c.mode.word()),
+                "align_corners" => c.align_corners.map_or(ArgValue::None, Bool),
+                _ => return None,
+            },
             (LayerConfig::ConvTranspose2d(c), _) => match name {
                 "in_channels" => Int(c.in_channels),
                 "out_channels" => Int(c.out_channels),
@@ -1006,9 +1070,28 @@ impl LayerConfig {
             LayerKind::AdaptiveMaxPool2d => LayerConfig::AdaptiveMaxPool2d {
                 output_size: pair("output_size")?,
             },
-            LayerKind::Upsample => LayerConfig::Upsample {
-                scale_factor: pair("scale_factor")?,
-            },
+            LayerKind::Upsample => {
+                let optional_pair = |name| match value(name)? {
+                    ArgValue::Pair(v) => Some(Some(v)),
+                    ArgValue::Int(v) => Some(Some([v, v])),
+                    ArgValue::None => Some(None),
+                    _ => None,
+                };
+                LayerConfig::Upsample(UpsampleConfig {
+                    size: optional_pair("size")?,
+                    scale_factor: optional_pair("scale_factor")?,
+                    mode: match value("mode")? {
+                        ArgValue::Word("nearest") => UpsampleMode::Nearest,
+                        ArgValue::Word("bilinear") => UpsampleMode::Bilinear,
+                        _ => return None,
+                    },
+                    align_corners: match value("align_corners")? {
+                        ArgValue::Bool(b) => Some(b),
+                        ArgValue::None => None,
+                        _ => return None,
+                    },
+                })
+            }
             LayerKind::ConvTranspose2d => LayerConfig::ConvTranspose2d(ConvTranspose2dConfig {
                 in_channels: int("in_channels")?,
                 out_channels: int("out_channels")?,
@@ -1116,9 +1199,14 @@ impl LayerConfig {
             | LayerConfig::AdaptiveMaxPool2d { output_size } => {
                 format!("{variant} {{ output_size: {} }}", pair(*output_size))
             }
-            LayerConfig::Upsample { scale_factor } => {
-                format!("{variant} {{ scale_factor: {} }}", pair(*scale_factor))
-            }
+            LayerConfig::Upsample(c) => format!(
+                "{variant}({path}::UpsampleConfig {{ size: {}, scale_factor: {}, mode: \
+                 {path}::UpsampleMode::{:?}, align_corners: {} }})",
+                option(c.size.map(pair)),
+                option(c.scale_factor.map(pair)),
+                c.mode,
+                option(c.align_corners.map(|b| b.to_string()))
+            ),
             LayerConfig::ConvTranspose2d(c) => format!(
                 "{variant}({path}::ConvTranspose2dConfig {{ in_channels: {}, out_channels: {}, \
                  kernel_size: {}, stride: {}, padding: {}, output_padding: {}, groups: {}, \
@@ -1318,13 +1406,21 @@ impl LayerConfig {
                 let [channels, _, _] = image(input)?;
                 Shape::Chw([channels, output_size[0], output_size[1]])
             }
-            LayerConfig::Upsample { scale_factor } => {
+            LayerConfig::Upsample(c) => {
                 let [channels, h, w] = image(input)?;
-                Shape::Chw([
-                    channels,
-                    h.saturating_mul(scale_factor[0]),
-                    w.saturating_mul(scale_factor[1]),
-                ])
+                if c.mode == UpsampleMode::Nearest && c.align_corners.is_some() {
+                    return Err(ShapeError::BadArgument {
+                        arg: "align_corners",
+                    });
+                }
+                // Exactly one of size and scale_factor; a product past usize saturates, and
+                // the size limits refuse it.
+                let [oh, ow] = match (c.size, c.scale_factor) {
+                    (Some(size), None) => size,
+                    (None, Some([sh, sw])) => [h.saturating_mul(sh), w.saturating_mul(sw)],
+                    _ => return Err(ShapeError::BadArgument { arg: "size" }),
+                };
+                Shape::Chw([channels, oh, ow])
             }
             LayerConfig::ConvTranspose2d(c) => {
                 let [channels, h, w] = image(input)?;
@@ -1606,6 +1702,13 @@ mod tests {
                 approximate: GeluApproximate::Tanh,
             },
             LayerConfig::Dropout2d { p: 0.125 },
+            LayerConfig::Upsample(UpsampleConfig::nearest([2, 3])),
+            LayerConfig::Upsample(UpsampleConfig {
+                size: Some([7, 9]),
+                scale_factor: None,
+                mode: UpsampleMode::Bilinear,
+                align_corners: Some(false),
+            }),
             LayerConfig::Softmax { dim: -1 },
             LayerConfig::LogSoftmax { dim: 2 },
             LayerConfig::Add,
@@ -1619,6 +1722,8 @@ mod tests {
                 .replace("ConcatConfig", "c::ConcatConfig")
                 .replace("GroupNormConfig", "c::GroupNormConfig")
                 .replace("Pool2dConfig", "c::Pool2dConfig")
+                .replace("UpsampleConfig", "c::UpsampleConfig")
+                .replace(" mode: ", " mode: c::UpsampleMode::")
                 .replace("Some(", "::core::option::Option::Some(")
                 .replace(": None", ": ::core::option::Option::None")
                 .replace("approximate: ", "approximate: c::GeluApproximate::");
@@ -1885,10 +1990,33 @@ mod tests {
         };
         assert_eq!(adaptive.output_shape(input), Ok(Shape::Chw([3, 9, 2])));
         assert_eq!(adaptive.macs(Shape::Chw([3, 9, 2])), 0);
-        let up = LayerConfig::Upsample {
-            scale_factor: [2, 3],
-        };
+        let up = LayerConfig::Upsample(UpsampleConfig::nearest([2, 3]));
         assert_eq!(up.output_shape(input), Ok(Shape::Chw([3, 10, 21])));
+        let sized = UpsampleConfig {
+            size: Some([8, 3]),
+            scale_factor: None,
+            mode: UpsampleMode::Bilinear,
+            align_corners: Some(true),
+        };
+        let layer = LayerConfig::Upsample(sized.clone());
+        assert_eq!(layer.output_shape(input), Ok(Shape::Chw([3, 8, 3])));
+        let refused = |c: UpsampleConfig| LayerConfig::Upsample(c).output_shape(input);
+        assert_eq!(
+            refused(UpsampleConfig {
+                scale_factor: Some([2, 2]),
+                ..sized.clone()
+            }),
+            Err(ShapeError::BadArgument { arg: "size" })
+        );
+        assert_eq!(
+            refused(UpsampleConfig {
+                mode: UpsampleMode::Nearest,
+                ..sized
+            }),
+            Err(ShapeError::BadArgument {
+                arg: "align_corners"
+            })
+        );
         assert!(matches!(
             up.output_shape(Shape::Flat(4)),
             Err(ShapeError::NeedsImage { .. })

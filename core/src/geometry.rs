@@ -172,15 +172,73 @@ pub const fn adaptive_window(i: usize, input: usize, output: usize) -> (usize, u
 /// for a factor of 2 and otherwise takes `floor(dst * (1 / scale_factor))` in f32, clamped to the
 /// last input index. Written in PyTorch's arithmetic so rounding picks the same pixel.
 pub fn nearest_source(dst: usize, input: usize, scale_factor: usize) -> usize {
+    nearest_sized_source(
+        dst,
+        input,
+        input.saturating_mul(scale_factor),
+        Some(scale_factor),
+    )
+}
+
+/// [`nearest_source`] for an output of `output` pixels: PyTorch's `nearest_idx` with its
+/// `scales` argument, the written integer `scale_factor`, or `None` when the output comes from
+/// `size` (the scale is then `input / output` in f32, so shrinking and non-integer ratios
+/// pick PyTorch's pixels too).
+pub fn nearest_sized_source(
+    dst: usize,
+    input: usize,
+    output: usize,
+    scale_factor: Option<usize>,
+) -> usize {
     let last = input.saturating_sub(1);
-    match scale_factor {
-        0 | 1 => dst.min(last),
-        2 => (dst >> 1).min(last),
-        s => {
-            let scale = (1.0 / s as f64) as f32;
-            ((dst as f32 * scale).floor() as usize).min(last)
-        }
+    if output == input {
+        return dst.min(last);
     }
+    if output == input.saturating_mul(2) {
+        return (dst >> 1).min(last);
+    }
+    let scale = source_scale(input, output, scale_factor);
+    ((dst as f32 * scale).floor() as usize).min(last)
+}
+
+/// PyTorch's `compute_scales_value` in f32: `1 / scale_factor` when one was written, else
+/// `input / output`.
+fn source_scale(input: usize, output: usize, scale_factor: Option<usize>) -> f32 {
+    match scale_factor {
+        Some(s) if s > 0 => (1.0 / s as f64) as f32,
+        _ => input as f32 / output.max(1) as f32,
+    }
+}
+
+/// The two input indices and their weights that bilinear upsampling interpolates for output
+/// index `dst` along an axis of `input` pixels resized to `output`: PyTorch's
+/// `area_pixel_compute_source_index` and `guard_index_and_lambda` in f32. With
+/// `align_corners` the source is `dst * (input - 1) / (output - 1)`; without, `(dst + 0.5) *
+/// scale - 0.5` clamped at 0, `scale` as in [`nearest_sized_source`]. Returns `(i0, i1, w0,
+/// w1)`: `i1` is `i0 + 1` except at the last pixel.
+pub fn linear_source(
+    dst: usize,
+    input: usize,
+    output: usize,
+    scale_factor: Option<usize>,
+    align_corners: bool,
+) -> (usize, usize, f32, f32) {
+    let last = input.saturating_sub(1);
+    let source = if align_corners {
+        let scale = if output > 1 {
+            last as f32 / (output - 1) as f32
+        } else {
+            0.0
+        };
+        scale * dst as f32
+    } else {
+        let scale = source_scale(input, output, scale_factor);
+        (scale * (dst as f32 + 0.5) - 0.5).max(0.0)
+    };
+    let i0 = (source.floor() as usize).min(last);
+    let w1 = (source - i0 as f32).clamp(0.0, 1.0);
+    let i1 = if i0 < last { i0 + 1 } else { i0 };
+    (i0, i1, 1.0 - w1, w1)
 }
 
 #[cfg(test)]
@@ -281,6 +339,36 @@ mod tests {
         assert!(!pool_tiles([27, 28], [2, 2], [2, 2], [0, 0]));
         assert!(!pool_tiles([28, 28], [2, 2], [1, 1], [0, 0]));
         assert!(!pool_tiles([28, 28], [2, 2], [2, 2], [1, 0]));
+    }
+
+    #[test]
+    fn bilinear_sources_follow_pytorch() {
+        // F.interpolate(torch.arange(4.).view(1, 1, 1, 4), size=(1, 7), mode='bilinear')
+        // == [0, 0.3571, 0.9286, 1.5, 2.0714, 2.6429, 3] (PyTorch 2.15): the source of dst is
+        // the weighted sum of the two indices.
+        let want = [
+            0.0, 0.3571429, 0.9285715, 1.5000001, 2.0714288, 2.6428573, 3.0,
+        ];
+        for (dst, want) in want.into_iter().enumerate() {
+            let (i0, i1, w0, w1) = linear_source(dst, 4, 7, None, false);
+            let got = w0 * i0 as f32 + w1 * i1 as f32;
+            assert!((got - want).abs() < 1e-6, "{dst}: {got} vs {want}");
+        }
+        // align_corners=True: 0, 0.5, 1, ..., 3 exactly.
+        for dst in 0..7 {
+            let (i0, i1, w0, w1) = linear_source(dst, 4, 7, None, true);
+            assert_eq!(w0 * i0 as f32 + w1 * i1 as f32, dst as f32 * 0.5);
+        }
+        // Past the last pixel's centre, it interpolates with itself (PyTorch keeps the weight).
+        let (i0, i1, w0, w1) = linear_source(6, 4, 7, None, false);
+        assert_eq!((i0, i1, w0 + w1), (3, 3, 1.0));
+        assert_eq!(linear_source(0, 1, 3, None, true), (0, 0, 1.0, 0.0));
+        // Nearest by size: 5 -> 3 reads 0, 1, 3 (floor(dst * 5 / 3)).
+        let picked: Vec<_> = (0..3)
+            .map(|d| nearest_sized_source(d, 5, 3, None))
+            .collect();
+        assert_eq!(picked, [0, 1, 3]);
+        assert_eq!(nearest_source(5, 3, 2), 2);
     }
 
     #[test]

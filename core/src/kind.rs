@@ -34,7 +34,8 @@ pub enum LayerKind {
     AdaptiveAvgPool2d,
     /// `torch.nn.AdaptiveMaxPool2d`.
     AdaptiveMaxPool2d,
-    /// `torch.nn.Upsample` (mode `nearest`, integer `scale_factor`).
+    /// `torch.nn.Upsample` (modes `nearest` and `bilinear`; `size` or an integer
+    /// `scale_factor`).
     Upsample,
     /// `torch.nn.ConvTranspose2d`.
     ConvTranspose2d,
@@ -634,14 +635,35 @@ pub const TABLE: [KindInfo; 30] = [
         layer_type: "Upsample",
         input: Input::Image,
         arity: Arity::Exactly(1),
-        args: &[arg(
-            "scale_factor",
-            PAIR,
-            ArgDefault::Required,
-            "integer factor for height and width, an integer or [h, w]",
-        )],
+        args: &[
+            arg(
+                "size",
+                ArgType::Optional(&PAIR),
+                ArgDefault::None,
+                "output height and width, an integer or [h, w] (give this or scale_factor)",
+            ),
+            arg(
+                "scale_factor",
+                ArgType::Optional(&PAIR),
+                ArgDefault::None,
+                "integer factor for height and width, an integer or [h, w] (give this or size)",
+            ),
+            arg(
+                "mode",
+                ArgType::Choice(&["nearest", "bilinear"]),
+                ArgDefault::Word("nearest"),
+                "`nearest` repeats pixels, `bilinear` interpolates between the four nearest",
+            ),
+            arg(
+                "align_corners",
+                ArgType::Optional(&ArgType::Bool),
+                ArgDefault::None,
+                "bilinear only: true maps the corner pixels' centres onto each other, false \
+                 (null's meaning) their outer edges",
+            ),
+        ],
         init: Init::None,
-        computes: "each pixel repeated scale_factor times along each axis (nearest)",
+        computes: "the image resized to size (or scale_factor times), by nearest or bilinear interpolation",
     },
     KindInfo {
         kind: LayerKind::ConvTranspose2d,

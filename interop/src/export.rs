@@ -485,7 +485,13 @@ impl Builder {
             LayerConfig::Dropout { .. } | LayerConfig::Dropout2d { .. } | LayerConfig::Identity => {
                 self.node("Identity", name, &[x], &[output], Vec::new());
             }
-            LayerConfig::Upsample { scale_factor } => {
+            // Nearest by an integer factor; other upsamples are not exported yet.
+            LayerConfig::Upsample(cnnc_core::config::UpsampleConfig {
+                size: None,
+                scale_factor: Some(scale_factor),
+                mode: cnnc_core::config::UpsampleMode::Nearest,
+                align_corners: None,
+            }) => {
                 let roi = self.constant_f32(scoped("roi"), &[0], &[]);
                 let scales = self.constant_f32(
                     scoped("scales"),
@@ -503,6 +509,11 @@ impl Builder {
                         string("nearest_mode", "floor"),
                     ],
                 );
+            }
+            LayerConfig::Upsample(_) => {
+                return Err(unsupported(
+                    "only nearest upsampling by an integer scale_factor is exported".to_owned(),
+                ));
             }
             LayerConfig::Relu6 => {
                 let min = self.constant_f32(scoped("min"), &[], &[0.0]);

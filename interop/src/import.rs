@@ -1038,7 +1038,9 @@ impl<'a> Importer<'a> {
                     ));
                 }
                 let scale_factor = [v[2] as usize, v[3] as usize];
-                let (c, s) = simple(LayerConfig::Upsample { scale_factor })?;
+                let (c, s) = simple(LayerConfig::Upsample(
+                    cnnc_core::config::UpsampleConfig::nearest(scale_factor),
+                ))?;
                 (c, s, None, Vec::new())
             }
             "Add" | "Sum" | "Mul" | "Concat" => {

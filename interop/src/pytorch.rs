@@ -148,10 +148,21 @@ pub fn module_expr(config: &LayerConfig) -> String {
         LayerConfig::AdaptiveMaxPool2d { output_size } => {
             format!("nn.AdaptiveMaxPool2d({})", pair(*output_size))
         }
-        LayerConfig::Upsample { scale_factor } => format!(
-            "nn.Upsample(scale_factor=({}.0, {}.0), mode=\"nearest\")",
-            scale_factor[0], scale_factor[1]
-        ),
+        LayerConfig::Upsample(up) => {
+            let size =
+                |v: Option<[usize; 2]>| v.map_or("None".to_owned(), |[h, w]| format!("({h}, {w})"));
+            let factor = up
+                .scale_factor
+                .map_or("None".to_owned(), |[h, w]| format!("({h}.0, {w}.0)"));
+            let align = up
+                .align_corners
+                .map_or("None", |a| if a { "True" } else { "False" });
+            format!(
+                "nn.Upsample(size={}, scale_factor={factor}, mode=\"{}\", align_corners={align})",
+                size(up.size),
+                up.mode.word()
+            )
+        }
         LayerConfig::Gelu { approximate } => {
             format!("nn.GELU(approximate={})", py_str(approximate.word()))
         }

@@ -7,6 +7,7 @@ mod common;
 use cnnc_runtime::config::{
     BatchNorm2dConfig, ConcatConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate,
     GroupNormConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Pool2dConfig, Source,
+    UpsampleConfig, UpsampleMode,
 };
 use cnnc_runtime::init::{dropout_rng, init_rng};
 use cnnc_runtime::layers::{
@@ -194,6 +195,23 @@ proptest! {
         batch in 1..3usize, seed: u64,
     ) {
         let mut layer = Upsample::new("up", [sh, sw], image(c, h, w)).unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(layer.input_shape().numel() * batch);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn upsample_by_size_and_bilinear(
+        c in 1..3usize, h in 1..5usize, w in 1..5usize, oh in 1..8usize, ow in 1..8usize,
+        by_size: bool, bilinear: bool, align: bool, batch in 1..3usize, seed: u64,
+    ) {
+        let config = UpsampleConfig {
+            size: by_size.then_some([oh, ow]),
+            scale_factor: (!by_size).then_some([1 + oh % 3, 1 + ow % 3]),
+            mode: if bilinear { UpsampleMode::Bilinear } else { UpsampleMode::Nearest },
+            align_corners: bilinear.then_some(align),
+        };
+        let mut layer = Upsample::with_config("up", &config, image(c, h, w)).unwrap();
         let mut rng = Rand(seed);
         let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);

@@ -6,7 +6,7 @@ mod common;
 
 use cnnc_runtime::config::{
     BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GroupNormConfig, LayerConfig, LayerDef,
-    LinearConfig, NetworkDef, Pool2dConfig,
+    LinearConfig, NetworkDef, Pool2dConfig, UpsampleConfig, UpsampleMode,
 };
 use cnnc_runtime::init::dropout_rng;
 use cnnc_runtime::layers::{BatchNorm2d, Dropout};
@@ -105,8 +105,9 @@ fn snapshot(net: &mut Network) -> Vec<u32> {
     bits
 }
 
-/// An encoder-decoder with the resampling layers: pool down, upsample and a transposed
-/// convolution back, adaptive pools to a non-divisible size and to one pixel.
+/// An encoder-decoder with the resampling layers: pool down, upsample (nearest by a factor,
+/// bilinear to a size) and a transposed convolution back, adaptive pools to a non-divisible
+/// size and to one pixel.
 fn resample_def() -> NetworkDef {
     NetworkDef {
         input: [3, 16, 16],
@@ -114,11 +115,15 @@ fn resample_def() -> NetworkDef {
             layer("c1", conv(3, 8, 3, 1)),
             layer("r1", LayerConfig::Relu),
             layer("p1", max_pool(2)),
+            layer("up", LayerConfig::Upsample(UpsampleConfig::nearest([2, 3]))),
             layer(
-                "up",
-                LayerConfig::Upsample {
-                    scale_factor: [2, 3],
-                },
+                "bilinear",
+                LayerConfig::Upsample(UpsampleConfig {
+                    size: Some([13, 19]),
+                    scale_factor: None,
+                    mode: UpsampleMode::Bilinear,
+                    align_corners: None,
+                }),
             ),
             layer("c2", conv(8, 8, 3, 1)),
             layer(

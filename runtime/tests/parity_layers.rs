@@ -7,7 +7,7 @@ mod common;
 
 use cnnc_runtime::config::{
     BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GeluApproximate, GroupNormConfig,
-    LinearConfig, PaddingMode, Pool2dConfig,
+    LinearConfig, PaddingMode, Pool2dConfig, UpsampleConfig, UpsampleMode,
 };
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{
@@ -214,8 +214,19 @@ fn run_case(name: &str) {
             Box::new(conv)
         }
         "Upsample" => {
-            assert_eq!(config["mode"], Value::from("nearest"));
-            Box::new(Upsample::new(name, pair(&config, "scale_factor"), input).unwrap())
+            // JSON null: not given.
+            let optional_pair = |key: &str| (!config[key].is_null()).then(|| pair(&config, key));
+            let c = UpsampleConfig {
+                size: config.get("size").and_then(|_| optional_pair("size")),
+                scale_factor: optional_pair("scale_factor"),
+                mode: match config["mode"].as_str() {
+                    Some("nearest") => UpsampleMode::Nearest,
+                    Some("bilinear") => UpsampleMode::Bilinear,
+                    other => panic!("{name}: mode {other:?}"),
+                },
+                align_corners: config.get("align_corners").and_then(Value::as_bool),
+            };
+            Box::new(Upsample::with_config(name, &c, input).unwrap())
         }
         "ReLU6" => Box::new(Relu6::new(name, input)),
         "SiLU" => Box::new(Silu::new(name, input)),

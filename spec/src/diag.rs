@@ -108,6 +108,9 @@ codes! {
     ModePaddingTooLarge = "E0309",
     /// A `flatten` of `start_dim..=end_dim` that gives neither `[C, H, W]` nor flat features.
     FlattenDims = "E0310",
+    /// An `upsample` with neither or both of `size` and `scale_factor`, or `align_corners`
+    /// with mode `nearest`.
+    UpsampleArguments = "E0311",
     /// An input that names no earlier entry of its scope.
     UnknownReference = "E0401",
     /// An input that names the entry itself or a later one.

@@ -121,8 +121,8 @@ from_config!(AdaptiveAvgPool2d, "adaptive_avg_pool2d", |name, input, index, init
 from_config!(AdaptiveMaxPool2d, "adaptive_max_pool2d", |name, input, index, init| LayerConfig::AdaptiveMaxPool2d { output_size } => {
     AdaptiveMaxPool2d::new(name, *output_size, input)
 });
-from_config!(Upsample, "upsample", |name, input, index, init| LayerConfig::Upsample { scale_factor } => {
-    Upsample::new(name, *scale_factor, input)
+from_config!(Upsample, "upsample", |name, input, index, init| LayerConfig::Upsample(c) => {
+    Upsample::with_config(name, c, input)
 });
 from_config!(ConvTranspose2d, "conv_transpose2d", |name, input, index, init| LayerConfig::ConvTranspose2d(c) => {
     ConvTranspose2d::new(name, c, input, &mut init.rng)
@@ -175,7 +175,7 @@ pub fn build(
         LayerConfig::BatchNorm2d(_) => boxed::<BatchNorm2d>,
         LayerConfig::AdaptiveAvgPool2d { .. } => boxed::<AdaptiveAvgPool2d>,
         LayerConfig::AdaptiveMaxPool2d { .. } => boxed::<AdaptiveMaxPool2d>,
-        LayerConfig::Upsample { .. } => boxed::<Upsample>,
+        LayerConfig::Upsample(_) => boxed::<Upsample>,
         LayerConfig::ConvTranspose2d(_) => boxed::<ConvTranspose2d>,
         LayerConfig::Relu6 => boxed::<Relu6>,
         LayerConfig::Silu => boxed::<Silu>,

@@ -1,6 +1,6 @@
 //! Layers that map an image to another size without weights: adaptive pooling
-//! (`torch.nn.AdaptiveAvgPool2d`, `torch.nn.AdaptiveMaxPool2d`) and nearest upsampling
-//! (`torch.nn.Upsample`), on pixel-major activations. Inner loops run along the channels, which
+//! (`torch.nn.AdaptiveAvgPool2d`, `torch.nn.AdaptiveMaxPool2d`) and nearest and bilinear
+//! upsampling (`torch.nn.Upsample`), on pixel-major activations. Inner loops run along the channels, which
 //! are contiguous; forward passes are parallel over output rows, backward passes over samples,
 //! so every input gradient is summed in one fixed order whatever the thread count.
 
@@ -8,9 +8,10 @@ use cnnc_core::Shape;
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward, check_positive, grow, image_input};
+use crate::config::{UpsampleConfig, UpsampleMode};
 use crate::error::{Error, Result};
 use crate::tensor::Mode;
-use cnnc_core::geometry::{adaptive_window, nearest_source};
+use cnnc_core::geometry::{adaptive_window, linear_source, nearest_sized_source};
 
 /// The input and output sizes of one layer, resolved.
 #[derive(Clone, Copy, Debug)]
@@ -306,33 +307,89 @@ impl Layer for AdaptiveMaxPool2d {
     }
 }
 
-/// `torch.nn.Upsample(scale_factor, mode="nearest")` with integer factors: output pixel
-/// `(oy, ox)` copies input pixel ([`nearest_source`]) `(oy / sh, ox / sw)`.
+/// One output row's (or column's) sources: the input indices `i0`, `i1` and their weights
+/// (nearest: `i0` alone).
+#[derive(Clone, Copy, Debug)]
+struct Tap {
+    i0: usize,
+    i1: usize,
+    w0: f32,
+    w1: f32,
+}
+
+/// `torch.nn.Upsample(size, scale_factor, mode, align_corners)` with integer factors. Nearest:
+/// output pixel `(oy, ox)` copies the input pixel [`nearest_sized_source`] names (`(oy / sh, ox
+/// / sw)` for a factor). Bilinear: it interpolates the four input pixels [`linear_source`]
+/// names, with PyTorch's weights for both `align_corners` settings.
 #[derive(Debug)]
 pub struct Upsample {
     name: String,
-    scale_factor: [usize; 2],
+    config: UpsampleConfig,
     r: Resize,
+    /// The sources of each output row and each output column, computed once.
+    rows: Vec<Tap>,
+    cols: Vec<Tap>,
 }
 
 impl Upsample {
-    /// Builds the layer for per-sample input `input`, growing it by `scale_factor` `[sh, sw]`.
+    /// Builds `torch.nn.Upsample(scale_factor=...)` (nearest) for per-sample input `input`,
+    /// growing it by `scale_factor` `[sh, sw]`.
     pub fn new(name: &str, scale_factor: [usize; 2], input: Shape) -> Result<Self> {
+        Upsample::with_config(name, &UpsampleConfig::nearest(scale_factor), input)
+    }
+
+    /// Builds the layer `config` describes for per-sample input `input`.
+    pub fn with_config(name: &str, config: &UpsampleConfig, input: Shape) -> Result<Self> {
         let (_, ih, iw) = image_input(name, "upsample", input)?;
-        check_positive(name, "scale_factor", scale_factor)?;
-        let too_large = || Error::config(name, "upsample output is too large".to_owned());
-        let oh = ih.checked_mul(scale_factor[0]).ok_or_else(too_large)?;
-        let ow = iw.checked_mul(scale_factor[1]).ok_or_else(too_large)?;
+        if let Some(factor) = config.scale_factor {
+            check_positive(name, "scale_factor", factor)?;
+        }
+        if config.mode == UpsampleMode::Nearest && config.align_corners.is_some() {
+            return Err(Error::config(
+                name,
+                "align_corners can only be set with mode bilinear",
+            ));
+        }
+        let [oh, ow] = config.output([ih, iw]).ok_or_else(|| {
+            Error::config(
+                name,
+                "upsample needs exactly one of size and scale_factor, and an output that fits",
+            )
+        })?;
+        let r = Resize::new(name, "upsample", input, [oh, ow])?;
+        let align = config.align_corners.unwrap_or(false);
+        let taps = |axis: usize, input: usize, output: usize| -> Vec<Tap> {
+            let factor = config.factor(axis);
+            (0..output)
+                .map(|dst| match config.mode {
+                    UpsampleMode::Nearest => {
+                        let i0 = nearest_sized_source(dst, input, output, factor);
+                        Tap {
+                            i0,
+                            i1: i0,
+                            w0: 1.0,
+                            w1: 0.0,
+                        }
+                    }
+                    UpsampleMode::Bilinear => {
+                        let (i0, i1, w0, w1) = linear_source(dst, input, output, factor, align);
+                        Tap { i0, i1, w0, w1 }
+                    }
+                })
+                .collect()
+        };
         Ok(Upsample {
             name: name.to_owned(),
-            scale_factor,
-            r: Resize::new(name, "upsample", input, [oh, ow])?,
+            config: config.clone(),
+            rows: taps(0, ih, oh),
+            cols: taps(1, iw, ow),
+            r,
         })
     }
 
-    /// The factor `[sh, sw]` by which height and width grow.
-    pub fn scale_factor(&self) -> [usize; 2] {
-        self.scale_factor
+    /// The layer's arguments.
+    pub fn config(&self) -> &UpsampleConfig {
+        &self.config
     }
 }
 
@@ -351,19 +408,39 @@ impl Layer for Upsample {
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
         let (_, ny) = check_forward(self, x, y, batch)?;
-        let (r, [sh, sw]) = (self.r, self.scale_factor);
-        r.for_each_row(&mut y[..ny], |n, oy, out| {
-            let iy = nearest_source(oy, r.ih, sh);
-            let row = &x[(n * r.ih + iy) * r.iw * r.c..(n * r.ih + iy + 1) * r.iw * r.c];
-            for (ox, out) in out.chunks_exact_mut(r.c).enumerate() {
-                let ix = nearest_source(ox, r.iw, sw);
-                out.copy_from_slice(&row[ix * r.c..(ix + 1) * r.c]);
-            }
-        });
+        let (r, rows, cols) = (self.r, &self.rows, &self.cols);
+        let row_of = |n: usize, iy: usize| {
+            let at = (n * r.ih + iy) * r.iw * r.c;
+            &x[at..at + r.iw * r.c]
+        };
+        match self.config.mode {
+            UpsampleMode::Nearest => r.for_each_row(&mut y[..ny], |n, oy, out| {
+                let row = row_of(n, rows[oy].i0);
+                for (out, tap) in out.chunks_exact_mut(r.c).zip(cols) {
+                    out.copy_from_slice(&row[tap.i0 * r.c..(tap.i0 + 1) * r.c]);
+                }
+            }),
+            UpsampleMode::Bilinear => r.for_each_row(&mut y[..ny], |n, oy, out| {
+                let ty = rows[oy];
+                let (top, bottom) = (row_of(n, ty.i0), row_of(n, ty.i1));
+                for (out, tx) in out.chunks_exact_mut(r.c).zip(cols) {
+                    let (a, b) = (tx.i0 * r.c, tx.i1 * r.c);
+                    let pixels = top[a..a + r.c]
+                        .iter()
+                        .zip(&top[b..b + r.c])
+                        .zip(bottom[a..a + r.c].iter().zip(&bottom[b..b + r.c]));
+                    for (o, ((&x00, &x01), (&x10, &x11))) in out.iter_mut().zip(pixels) {
+                        *o = ty.w0 * (tx.w0 * x00 + tx.w1 * x01)
+                            + ty.w1 * (tx.w0 * x10 + tx.w1 * x11);
+                    }
+                }
+            }),
+        }
         Ok(())
     }
 
-    /// Sums the gradients of every copy of an input pixel, in output scan order.
+    /// Adds each output gradient into the input pixels it came from (by their weights), in
+    /// output scan order, one sample per task.
     fn backward(
         &mut self,
         x: &[f32],
@@ -374,23 +451,38 @@ impl Layer for Upsample {
     ) -> Result<()> {
         let (nx, _) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
         let Some(dx) = dx else { return Ok(()) };
-        let (r, [sh, sw]) = (self.r, self.scale_factor);
+        let (r, rows, cols) = (self.r, &self.rows, &self.cols);
         if r.in_len() == 0 || r.out_len() == 0 {
             return Ok(());
         }
+        let bilinear = self.config.mode == UpsampleMode::Bilinear;
         dx[..nx]
             .par_chunks_mut(r.in_len())
             .enumerate()
             .for_each(|(n, dx)| {
                 dx.fill(0.0);
                 let dy = &dy[n * r.out_len()..(n + 1) * r.out_len()];
-                for (oy, grads) in dy.chunks_exact(r.ow * r.c).enumerate() {
-                    let iy = nearest_source(oy, r.ih, sh);
-                    let row = &mut dx[iy * r.iw * r.c..(iy + 1) * r.iw * r.c];
-                    for (ox, grad) in grads.chunks_exact(r.c).enumerate() {
-                        let ix = nearest_source(ox, r.iw, sw);
-                        for (d, &g) in row[ix * r.c..(ix + 1) * r.c].iter_mut().zip(grad) {
-                            *d += g;
+                let row_len = r.iw * r.c;
+                for (ty, grads) in rows.iter().zip(dy.chunks_exact(r.ow * r.c)) {
+                    for (tx, grad) in cols.iter().zip(grads.chunks_exact(r.c)) {
+                        if !bilinear {
+                            let at = ty.i0 * row_len + tx.i0 * r.c;
+                            for (d, &g) in dx[at..at + r.c].iter_mut().zip(grad) {
+                                *d += g;
+                            }
+                            continue;
+                        }
+                        let corners = [
+                            (ty.i0, tx.i0, ty.w0 * tx.w0),
+                            (ty.i0, tx.i1, ty.w0 * tx.w1),
+                            (ty.i1, tx.i0, ty.w1 * tx.w0),
+                            (ty.i1, tx.i1, ty.w1 * tx.w1),
+                        ];
+                        for (iy, ix, weight) in corners {
+                            let at = iy * row_len + ix * r.c;
+                            for (d, &g) in dx[at..at + r.c].iter_mut().zip(grad) {
+                                *d += weight * g;
+                            }
                         }
                     }
                 }

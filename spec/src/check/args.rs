@@ -119,6 +119,9 @@ impl Checker {
                 layer: name.to_owned(),
             });
         }
+        if kind == LayerKind::Upsample && usable && !self.upsample_arguments(&args, layer, name) {
+            usable = false;
+        }
         if let Some(span) = same_padding {
             match self.same_padding(&args, span, name) {
                 Some(padding) => {
@@ -164,6 +167,31 @@ impl Checker {
             return None;
         }
         Some(total.map(|t| t / 2))
+    }
+
+    /// An upsample's `size` and `scale_factor` (exactly one, as PyTorch requires) and its
+    /// `align_corners` (only with `bilinear`); reports a conflict and returns whether there was
+    /// none. A `null` counts as not written.
+    fn upsample_arguments(&mut self, args: &Args, layer: &Layer, name: &str) -> bool {
+        let given = |key: &str| !matches!(args.value(key), None | Some(ArgValue::None));
+        let nearest = !matches!(args.value("mode"), Some(ArgValue::Word("bilinear")));
+        let span = |key: &str| args.span(key).unwrap_or(layer.kind.span);
+        let (span, both, align_corners) = if nearest && given("align_corners") {
+            (span("align_corners"), None, true)
+        } else {
+            match (given("size"), given("scale_factor")) {
+                (true, true) => (span("size"), Some(span("scale_factor")), false),
+                (false, false) => (layer.kind.span, None, false),
+                _ => return true,
+            }
+        };
+        self.report(CheckError::UpsampleArguments {
+            layer: name.to_owned(),
+            span,
+            both,
+            align_corners,
+        });
+        false
     }
 
     /// Type- and range-checks one argument value.

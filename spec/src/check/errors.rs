@@ -699,6 +699,19 @@ pub(super) enum CheckError {
         /// The per-sample input.
         input: Shape,
     },
+    /// An `upsample` with neither or both of `size` and `scale_factor`, or `align_corners`
+    /// with mode `nearest`.
+    UpsampleArguments {
+        /// The layer's name.
+        layer: String,
+        /// The span of the argument at fault (or of the kind when one is missing).
+        span: Span,
+        /// `Some(other)`: both given, `other` the span of `scale_factor`; `None`: neither, or
+        /// `align_corners` with `nearest` when `align_corners` is set.
+        both: Option<Span>,
+        /// `align_corners` set with mode `nearest`.
+        align_corners: bool,
+    },
     /// A `groupnorm` whose `num_groups` does not divide its channels.
     GroupNormGroups {
         /// The layer.
@@ -1119,13 +1132,12 @@ impl CheckError {
                 )
                 .layer(layer);
                 let spec = kind.args();
-                let upsample = kind == LayerKind::Upsample
-                    && matches!(key.as_str(), "mode" | "size" | "align_corners");
+                let upsample = kind == LayerKind::Upsample && key == "recompute_scale_factor";
                 let diagnostic = if upsample {
-                    diagnostic.note(format!(
-                        "nn.Upsample's `{key}` is not supported yet: cnnc's upsample is mode \
-                         `nearest` with an integer `scale_factor`"
-                    ))
+                    diagnostic.note(
+                        "cnnc's scale factors are integers, so there is nothing to recompute; \
+                         for other ratios give `size`",
+                    )
                 } else {
                     diagnostic
                 };
@@ -1529,6 +1541,37 @@ impl CheckError {
             }
             CheckError::FlattenDims { at, span, start_dim, end_dim, input } => {
                 flatten_dims(at, span, [start_dim, end_dim], input)
+            }
+            CheckError::UpsampleArguments { layer, span, both, align_corners } => {
+                let diagnostic = if align_corners {
+                    Diagnostic::error(
+                        Code::UpsampleArguments,
+                        "`upsample` sets `align_corners` with mode `nearest`",
+                        span,
+                        "only for bilinear",
+                    )
+                    .note("align_corners says how bilinear interpolation lines up the corner pixels; PyTorch refuses it with nearest")
+                    .help("remove `align_corners`, or use `mode: bilinear`")
+                } else if let Some(other) = both {
+                    Diagnostic::error(
+                        Code::UpsampleArguments,
+                        "`upsample` gives both `size` and `scale_factor`",
+                        span,
+                        "size given here",
+                    )
+                    .secondary(other, "and scale_factor here")
+                    .note("the output size comes from one of them; PyTorch refuses both")
+                    .help("keep one: `size` for an exact output, `scale_factor` for a multiple of the input")
+                } else {
+                    Diagnostic::error(
+                        Code::UpsampleArguments,
+                        "`upsample` gives neither `size` nor `scale_factor`",
+                        span,
+                        "no output size",
+                    )
+                    .help("add `scale_factor: 2` (an integer, or [h, w]) or `size: [h, w]`")
+                };
+                diagnostic.layer(layer)
             }
             CheckError::GroupNormGroups { at, span, num_groups, channels } => {
                 let divisors: Vec<String> =

@@ -145,10 +145,11 @@ impl Checker {
                 self.transposed_output(cx, conv, [h, w])?;
                 config.output_shape(input).ok()?
             }
+            // The upsample's argument conflicts are reported with its arguments.
             (
                 LayerConfig::AdaptiveAvgPool2d { .. }
                 | LayerConfig::AdaptiveMaxPool2d { .. }
-                | LayerConfig::Upsample { .. },
+                | LayerConfig::Upsample(_),
                 _,
             ) => config.output_shape(input).ok()?,
             (LayerConfig::Prelu { num_parameters }, _) => {
