@@ -727,9 +727,10 @@ mod tests {
         x.extend([f32::NEG_INFINITY, f32::NAN, 0.999_999_9, 1.0, 1.000_000_1]);
         let dy: Vec<f32> = (0..x.len()).map(|i| 0.5 - (i % 7) as f32 * 0.3).collect();
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        type Backward<'a> = &'a dyn Fn(&[f32], &[f32], &mut [f32]);
         let check = |name: &str,
                      forward: &dyn Fn(&[f32], &mut [f32]),
-                     backward: &dyn Fn(&[f32], &[f32], &mut [f32]),
+                     backward: Backward,
                      f: &dyn Fn(f32) -> f32,
                      df: &dyn Fn(f32, f32) -> f32| {
             let mut y = vec![0.0; x.len()];
