@@ -1,5 +1,6 @@
 //! Turns a checked cnnc spec into Rust tokens: exactly what `cnn_model!` expands to and what
-//! `cnnc codegen` prints. The proc-macro crate is a shim over [`expand`]; everything here works on
+//! `cnnc codegen` prints (the macro adds one deprecated constant per spec warning, so that
+//! `cargo build` shows it; `cnnc codegen` prints warnings to standard error instead). The proc-macro crate is a shim over [`expand`]; everything here works on
 //! `proc_macro2` tokens, so it is tested without a compiler.
 //!
 //! ```

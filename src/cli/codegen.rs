@@ -1,6 +1,8 @@
-//! `cnnc codegen`: the Rust source of a spec's model, exactly what `cnnc::cnn_model!` expands to,
-//! formatted and commented with the shape after each layer; printed, or written atomically with
-//! `-o`. It builds as a standalone module of any crate that depends on `cnnc`.
+//! `cnnc codegen`: the Rust source of a spec's model, exactly what `cnnc::cnn_model!` expands to
+//! (less the deprecated constants through which the macro shows a spec's warnings in `cargo
+//! build`; here the warnings go to standard error), formatted and commented with the shape after
+//! each layer; printed, or written atomically with `-o`. It builds as a standalone module of any
+//! crate that depends on `cnnc`.
 
 use std::io::Write;
 use std::path::PathBuf;
