@@ -210,7 +210,8 @@ pub struct ConvTranspose2dConfig {
     pub padding: Pair,
     /// Rows and columns `[oph, opw]` added at the bottom and right.
     pub output_padding: Pair,
-    /// Channel groups (the runtime supports 1).
+    /// Channel groups: each input channel feeds `out_channels / groups` output channels.
+    /// Divides both channel counts.
     pub groups: usize,
     /// Whether the layer has a bias.
     pub bias: bool,
@@ -1425,8 +1426,17 @@ impl LayerConfig {
             LayerConfig::ConvTranspose2d(c) => {
                 let [channels, h, w] = image(input)?;
                 same("in_channels", c.in_channels, channels)?;
-                if c.groups != 1 {
-                    return Err(ShapeError::BadArgument { arg: "groups" });
+                for (arg, channels) in [
+                    ("in_channels", c.in_channels),
+                    ("out_channels", c.out_channels),
+                ] {
+                    if c.groups == 0 || !channels.is_multiple_of(c.groups) {
+                        return Err(ShapeError::Groups {
+                            arg,
+                            channels,
+                            groups: c.groups,
+                        });
+                    }
                 }
                 if !c.output_padding_fits() {
                     return Err(ShapeError::BadArgument {
@@ -2056,7 +2066,21 @@ mod tests {
                 groups: 3,
                 ..convt.clone()
             }),
-            Err(ShapeError::BadArgument { arg: "groups" })
+            Err(ShapeError::Groups {
+                arg: "out_channels",
+                channels: 4,
+                groups: 3
+            })
+        );
+        // Depthwise-style: groups 3 divides 3 inputs and 6 outputs.
+        let grouped = ConvTranspose2dConfig {
+            groups: 3,
+            out_channels: 6,
+            ..convt.clone()
+        };
+        assert_eq!(
+            LayerConfig::ConvTranspose2d(grouped).output_shape(input),
+            Ok(Shape::Chw([6, 10, 14]))
         );
         assert_eq!(
             refused(ConvTranspose2dConfig {

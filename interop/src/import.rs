@@ -715,19 +715,19 @@ impl<'a> Importer<'a> {
                 let w = self.required(node, 1, "weight")?.clone();
                 let b = self.constant(node, 2)?.cloned();
                 let [in_channels, per_group, kh, kw] = dims4(node, &w)?;
-                let groups = attr_int(node, "group", 1);
-                if groups != 1 {
-                    return Err(node_error(node, "only group 1 is supported"));
-                }
+                let groups = usize::try_from(attr_int(node, "group", 1))
+                    .ok()
+                    .filter(|g| (1..=MAX_DIM).contains(g))
+                    .ok_or_else(|| node_error(node, "`group` is out of range"))?;
                 check_kernel(node, [kh, kw])?;
                 let config = LayerConfig::ConvTranspose2d(ConvTranspose2dConfig {
                     in_channels,
-                    out_channels: per_group,
+                    out_channels: per_group.saturating_mul(groups),
                     kernel_size: [kh, kw],
                     stride: pair_attr(node, "strides", 1, 1)?,
                     padding: pads_attr(node)?,
                     output_padding: pair_attr(node, "output_padding", 0, 0)?,
-                    groups: 1,
+                    groups,
                     bias: b.is_some(),
                     dilation: pair_attr(node, "dilations", 1, 1)?,
                 });

@@ -23,6 +23,10 @@ use crate::tensor::Mode;
 struct Geom {
     cin: usize,
     cout: usize,
+    /// Input channels per group.
+    cin_g: usize,
+    /// Output channels per group.
+    cout_g: usize,
     ih: usize,
     iw: usize,
     oh: usize,
@@ -61,7 +65,7 @@ impl Geom {
 }
 
 /// `torch.nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding,
-/// output_padding, groups=1, bias, dilation)` on `[N, in_channels, H, W]`, giving
+/// output_padding, groups, bias, dilation)` on `[N, in_channels, H, W]`, giving
 /// `[N, out_channels, (H - 1) s - 2p + d (k - 1) + output_padding + 1, ...]`.
 #[derive(Debug)]
 pub struct ConvTranspose2d {
@@ -70,13 +74,14 @@ pub struct ConvTranspose2d {
     bias_name: String,
     config: ConvTranspose2dConfig,
     g: Geom,
-    /// `[in_channels, out_channels, kh, kw]` (PyTorch's layout for transposed convolutions).
+    /// `[in_channels, out_channels / groups, kh, kw]` (PyTorch's layout for transposed
+    /// convolutions).
     weight: Param,
     /// `[out_channels]`, when the layer has a bias.
     bias: Option<Param>,
-    /// The weight as `[ky][kx][ci][co]`, rebuilt from `weight` on every pass.
+    /// The weight as `[ky][kx][ci][co within the group]`, rebuilt from `weight` on every pass.
     taps: Vec<f32>,
-    /// The weight gradient as `[ky][kx][ci][co]`.
+    /// The weight gradient as `[ky][kx][ci][co within the group]`.
     wgrad: Vec<f32>,
     /// The bias gradient.
     bgrad: Vec<f32>,
@@ -106,12 +111,16 @@ impl ConvTranspose2d {
         check_positive(name, "kernel_size", c.kernel_size)?;
         check_positive(name, "stride", c.stride)?;
         check_positive(name, "dilation", c.dilation)?;
-        if c.groups != 1 {
+        if c.groups == 0
+            || !c.in_channels.is_multiple_of(c.groups)
+            || !c.out_channels.is_multiple_of(c.groups)
+        {
             return Err(Error::config(
                 name,
                 format!(
-                    "conv_transpose2d supports groups 1 only, found {}",
-                    c.groups
+                    "conv_transpose2d groups ({}) must divide in_channels ({}) and \
+                     out_channels ({})",
+                    c.groups, c.in_channels, c.out_channels
                 ),
             ));
         }
@@ -141,6 +150,8 @@ impl ConvTranspose2d {
         let g = Geom {
             cin,
             cout: c.out_channels,
+            cin_g: cin / c.groups,
+            cout_g: c.out_channels / c.groups,
             ih,
             iw,
             oh: out(0, ih)?,
@@ -157,12 +168,12 @@ impl ConvTranspose2d {
         let taps_len =
             g.kh.checked_mul(g.kw)
                 .and_then(|k| k.checked_mul(g.cin))
-                .and_then(|k| k.checked_mul(g.cout))
+                .and_then(|k| k.checked_mul(g.cout_g))
                 .ok_or_else(|| {
                     Error::config(name, "conv_transpose2d weight is too large".to_owned())
                 })?;
-        let mut weight = zero_param(&[g.cin, g.cout, g.kh, g.kw]);
-        let bound = fan_in_bound(g.cout * g.kh * g.kw);
+        let mut weight = zero_param(&[g.cin, g.cout_g, g.kh, g.kw]);
+        let bound = fan_in_bound(g.cout_g * g.kh * g.kw);
         fill_uniform(weight.value.iter_mut(), bound, rng);
         let bias = c.bias.then(|| {
             let mut b = zero_param(&[g.cout]);
@@ -188,7 +199,7 @@ impl ConvTranspose2d {
         &self.config
     }
 
-    /// The weight, `[in_channels, out_channels, kh, kw]`.
+    /// The weight, `[in_channels, out_channels / groups, kh, kw]`.
     pub fn weight(&self) -> &Param {
         &self.weight
     }
@@ -216,16 +227,16 @@ impl ConvTranspose2d {
             &self.name,
             "weight",
             &self.weight,
-            &[g.cin, g.cout, g.kh, g.kw],
+            &[g.cin, g.cout_g, g.kh, g.kw],
         )?;
         if let Some(b) = &self.bias {
             check_param(&self.name, "bias", b, &[g.cout])?;
         }
         let k = g.kh * g.kw;
         for (i, &v) in self.weight.value.iter().enumerate() {
-            // i = ((ci * cout + co) * kh + ky) * kw + kx
+            // i = ((ci * cout_g + co) * kh + ky) * kw + kx
             let (ci_co, tap) = (i / k, i % k);
-            self.taps[tap * g.cin * g.cout + ci_co] = v;
+            self.taps[tap * g.cin * g.cout_g + ci_co] = v;
         }
         Ok(())
     }
@@ -253,7 +264,7 @@ impl Layer for ConvTranspose2d {
             return Ok(());
         }
         let (taps, bias) = (&self.taps, self.bias.as_ref());
-        let block = g.cin * g.cout;
+        let block = g.cin * g.cout_g;
         y[..ny]
             .par_chunks_mut(row_len)
             .enumerate()
@@ -279,7 +290,10 @@ impl Layer for ConvTranspose2d {
                             };
                             let px = &sample[(iy * g.iw + ix) * g.cin..][..g.cin];
                             let tap = &taps[(ky * g.kw + kx) * block..][..block];
-                            for (&xv, w) in px.iter().zip(tap.chunks_exact(g.cout)) {
+                            for (ci, (&xv, w)) in
+                                px.iter().zip(tap.chunks_exact(g.cout_g)).enumerate()
+                            {
+                                let out = &mut out[ci / g.cin_g * g.cout_g..][..g.cout_g];
                                 for (o, &wv) in out.iter_mut().zip(w) {
                                     *o += xv * wv;
                                 }
@@ -302,7 +316,7 @@ impl Layer for ConvTranspose2d {
         let (nx, _) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
         self.load_taps()?;
         let g = self.g;
-        let block = g.cin * g.cout;
+        let block = g.cin * g.cout_g;
         if block == 0 {
             return Ok(());
         }
@@ -339,7 +353,10 @@ impl Layer for ConvTranspose2d {
                             };
                             let px = &sample[(iy * g.iw + ix) * g.cin..][..g.cin];
                             let grad = &grads[(oy * g.ow + ox) * g.cout..][..g.cout];
-                            for (&xv, a) in px.iter().zip(acc.chunks_exact_mut(g.cout)) {
+                            for (ci, (&xv, a)) in
+                                px.iter().zip(acc.chunks_exact_mut(g.cout_g)).enumerate()
+                            {
+                                let grad = &grad[ci / g.cin_g * g.cout_g..][..g.cout_g];
                                 for (a, &d) in a.iter_mut().zip(grad) {
                                     *a += xv * d;
                                 }
@@ -378,7 +395,10 @@ impl Layer for ConvTranspose2d {
                             };
                             let grad = &grads[(oy * g.ow + ox) * g.cout..][..g.cout];
                             let tap = &taps[(ky * g.kw + kx) * block..][..block];
-                            for (dv, w) in d.iter_mut().zip(tap.chunks_exact(g.cout)) {
+                            for (ci, (dv, w)) in
+                                d.iter_mut().zip(tap.chunks_exact(g.cout_g)).enumerate()
+                            {
+                                let grad = &grad[ci / g.cin_g * g.cout_g..][..g.cout_g];
                                 let mut s = 0.0;
                                 for (&wv, &gv) in w.iter().zip(grad) {
                                     s += wv * gv;
@@ -445,6 +465,7 @@ mod tests {
         assert!(ConvTranspose2d::new("t", &config(3, 2, 0, 2), image(1, 4, 4), rng).is_err());
         // Padding 3 cuts more than the full output of (1 - 1) * 1 + 3 = 3.
         assert!(ConvTranspose2d::new("t", &config(3, 1, 3, 0), image(1, 1, 1), rng).is_err());
+        // groups 2 does not divide one input channel.
         let grouped = ConvTranspose2dConfig {
             groups: 2,
             ..config(3, 1, 0, 0)

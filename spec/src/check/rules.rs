@@ -51,7 +51,7 @@ impl Checker {
         })?;
         let output = match (&config, input) {
             (LayerConfig::Conv2d(conv), Shape::Chw([_, h, w])) => {
-                self.groups(cx, conv)?;
+                self.groups(cx, conv.groups, [conv.in_channels, conv.out_channels])?;
                 self.mode_padding(cx, conv, [h, w])?;
                 let windows = [0, 1].map(|i| Window {
                     kernel: conv.kernel_size[i],
@@ -188,17 +188,19 @@ impl Checker {
 
     /// A convolution's `groups` must divide both channel counts (PyTorch's `in_channels must
     /// be divisible by groups`); reports each that it does not.
-    fn groups(&mut self, cx: &LayerContext<'_>, conv: &Conv2dConfig) -> Option<()> {
-        if conv.groups == 0 {
+    fn groups(
+        &mut self,
+        cx: &LayerContext<'_>,
+        groups: usize,
+        [in_channels, out_channels]: [usize; 2],
+    ) -> Option<()> {
+        if groups == 0 {
             // Out of its range: reported with the arguments.
             return None;
         }
         let mut ok = true;
-        for (arg, channels) in [
-            ("in_channels", conv.in_channels),
-            ("out_channels", conv.out_channels),
-        ] {
-            if channels.is_multiple_of(conv.groups) {
+        for (arg, channels) in [("in_channels", in_channels), ("out_channels", out_channels)] {
+            if channels.is_multiple_of(groups) {
                 continue;
             }
             ok = false;
@@ -208,9 +210,9 @@ impl Checker {
                 out_channels_span: (arg == "out_channels").then(|| cx.span_of("out_channels")),
                 arg,
                 channels,
-                groups: conv.groups,
-                in_channels: conv.in_channels,
-                out_channels: conv.out_channels,
+                groups,
+                in_channels,
+                out_channels,
             });
         }
         ok.then_some(())
@@ -394,25 +396,8 @@ impl Checker {
         conv: &ConvTranspose2dConfig,
         input: [usize; 2],
     ) -> Option<()> {
+        self.groups(cx, conv.groups, [conv.in_channels, conv.out_channels])?;
         let mut ok = true;
-        if conv.groups != 1 {
-            self.push(
-                Diagnostic::error(
-                    Code::InvalidValue,
-                    format!(
-                        "{} has groups {}, which is not supported yet",
-                        cx.title(),
-                        conv.groups
-                    ),
-                    cx.span_of("groups"),
-                    "only groups 1 is supported",
-                )
-                .note("grouped transposed convolution is not implemented in cnnc's runtime")
-                .help("use `groups: 1`, or leave `groups` out")
-                .layer(cx.name),
-            );
-            ok = false;
-        }
         for (i, axis) in ["height", "width"].into_iter().enumerate() {
             let (op, s, d) = (conv.output_padding[i], conv.stride[i], conv.dilation[i]);
             if op >= s && op >= d {
