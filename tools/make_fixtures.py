@@ -358,10 +358,13 @@ def layers():
         dilation=(2, 1),
     )
     conv_transpose("conv_transpose2d_no_bias", 3, 2, 4, (3, 3), stride=2, padding=1, bias=False)
+    conv_transpose("conv_transpose2d_groups", 4, 6, 3, (4, 5), stride=2, padding=1, output_padding=1, groups=2)
+    conv_transpose("conv_transpose2d_depthwise", 3, 3, (3, 2), (4, 3), stride=(1, 2), dilation=(2, 1), groups=3,
+                   bias=False)
 
 
 def conv_transpose(name, in_channels, out_channels, kernel_size, input_hw, stride=1, padding=0, output_padding=0,
-                   dilation=1, bias=True):
+                   dilation=1, bias=True, groups=1):
     config = {
         "kind": "ConvTranspose2d",
         "in_channels": in_channels,
@@ -370,13 +373,13 @@ def conv_transpose(name, in_channels, out_channels, kernel_size, input_hw, strid
         "stride": pair(stride),
         "padding": pair(padding),
         "output_padding": pair(output_padding),
-        "groups": 1,
+        "groups": groups,
         "dilation": pair(dilation),
         "bias": bias,
     }
     build = lambda: nn.ConvTranspose2d(  # noqa: E731
         in_channels, out_channels, kernel_size, stride=stride, padding=padding, output_padding=output_padding,
-        bias=bias, dilation=dilation,
+        groups=groups, bias=bias, dilation=dilation,
     )
     layer_case(name, config, build, (2, in_channels, *input_hw))
 

@@ -161,11 +161,13 @@ proptest! {
         cin in 1..4usize, cout in 1..4usize, kh in 1..4usize, kw in 1..4usize,
         sh in 1..3usize, sw in 1..3usize, ph in 0..3usize, pw in 0..3usize,
         oph in 0..2usize, opw in 0..2usize, dh in 1..3usize, dw in 1..3usize,
-        h in 1..6usize, w in 1..6usize, bias: bool, batch in 1..3usize, seed: u64,
+        h in 1..6usize, w in 1..6usize, bias: bool, batch in 1..3usize, groups in 1..3usize,
+        seed: u64,
     ) {
+        let (cin, cout) = (cin * groups, cout * groups);
         let config = ConvTranspose2dConfig {
             in_channels: cin, out_channels: cout, kernel_size: [kh, kw], stride: [sh, sw],
-            padding: [ph, pw], output_padding: [oph, opw], groups: 1, bias, dilation: [dh, dw],
+            padding: [ph, pw], output_padding: [oph, opw], groups, bias, dilation: [dh, dw],
         };
         let built = ConvTranspose2d::new("convt", &config, image(cin, h, w), &mut init_rng(seed));
         prop_assume!(built.is_ok());

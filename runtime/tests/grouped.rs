@@ -1,12 +1,15 @@
 //! Grouped and depthwise convolution beyond the PyTorch fixtures: equal to a dense convolution
 //! with a block-diagonal weight, bit-identical whatever the thread count inside a network,
 //! PyTorch's init bound (fan_in = in_channels / groups * kh * kw), and a clear error for a
-//! `groups` that does not divide the channels.
+//! `groups` that does not divide the channels. The network ends in a grouped transposed
+//! convolution, so its bit-identity and init bound (fan_in = out_channels / groups * kh * kw)
+//! are checked too.
 
 mod common;
 
 use cnnc_runtime::config::{
-    BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef,
+    BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, LayerConfig, LayerDef, LinearConfig,
+    NetworkDef,
 };
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::Conv2d;
@@ -107,7 +110,8 @@ fn grouped_equals_dense_with_a_block_diagonal_weight() {
     }
 }
 
-/// A depthwise-separable network: stem, depthwise (strided), pointwise, grouped, classifier.
+/// A depthwise-separable network: stem, depthwise (strided), pointwise, grouped, grouped
+/// transposed, classifier.
 fn separable() -> NetworkDef {
     let layer = |name: &str, config| LayerDef {
         name: name.to_owned(),
@@ -127,11 +131,25 @@ fn separable() -> NetworkDef {
             layer("dw2", LayerConfig::Conv2d(conv(32, 64, 3, 1, 32))),
             layer("grouped", LayerConfig::Conv2d(conv(64, 16, 3, 2, 4))),
             layer("r2", LayerConfig::Relu),
+            layer(
+                "up",
+                LayerConfig::ConvTranspose2d(ConvTranspose2dConfig {
+                    in_channels: 16,
+                    out_channels: 8,
+                    kernel_size: [3, 3],
+                    stride: [2, 2],
+                    padding: [1, 1],
+                    output_padding: [1, 1],
+                    groups: 4,
+                    bias: true,
+                    dilation: [1, 1],
+                }),
+            ),
             layer("flat", LayerConfig::FLATTEN),
             layer(
                 "fc",
                 LayerConfig::Linear(LinearConfig {
-                    in_features: 16 * 3 * 3,
+                    in_features: 8 * 6 * 6,
                     out_features: 10,
                     bias: true,
                 }),
@@ -182,6 +200,7 @@ fn init_bound_uses_the_channels_of_one_group() {
                 "dw.weight" | "dw.bias" => 9,
                 "dw2.weight" | "dw2.bias" => 9,
                 "grouped.weight" | "grouped.bias" => 16 * 9,
+                "up.weight" | "up.bias" => 2 * 9,
                 _ => return,
             };
             let bound = 1.0 / (fan_in as f32).sqrt();
