@@ -1,6 +1,12 @@
-//! Max-pooling window kernels over pixel-major activations, vectorised along channels: the
-//! maximum of a window and where it lies, and the routing of a gradient back to that position.
-//! Shared by the max pool layer and the max pool fused into a convolution.
+//! Pooling window kernels over pixel-major activations, vectorised along channels: the maximum
+//! of a window and where it lies, the routing of a gradient back to that position, a window's
+//! mean and the spreading of a gradient over it, and the channel-run arithmetic of the
+//! resampling layers. Shared by the max and average pools, the max pool fused into a
+//! convolution, the adaptive pools and upsampling. Every element is computed by the same
+//! operations in the same order on every path (no sum across lanes), so the vector width
+//! changes no bit.
+
+use crate::simd::multiversion;
 
 /// The `argmax` of an output value whose gradient goes nowhere: masked by the ReLU before.
 pub(crate) const NONE: u16 = u16::MAX;
@@ -135,6 +141,39 @@ impl Window {
         }
     }
 
+    /// The number of positions in the window.
+    pub(crate) fn len(self) -> usize {
+        (self.rows.1 - self.rows.0) * (self.cols.1 - self.cols.0)
+    }
+
+    /// The position with scan-order index `p` as `(row, column)` within the buffer's grid.
+    pub(crate) fn position(self, p: usize) -> (usize, usize) {
+        let width = (self.cols.1 - self.cols.0).max(1);
+        (self.rows.0 + p / width, self.cols.0 + p % width)
+    }
+
+    /// `out[ch]` = the sum of channel `ch` over the window, from `0.0` in scan order, divided by
+    /// `divisor`.
+    pub(crate) fn mean(self, x: &[f32], out: &mut [f32], divisor: f32) {
+        self.check(x.len());
+        assert!(out.len() == self.c, "one output pixel");
+        out.fill(0.0);
+        for at in self.offsets() {
+            add(out, &x[at..at + self.c]);
+        }
+        div(out, divisor);
+    }
+
+    /// Adds `grad[ch] / divisor` to channel `ch` of every position of the window in `dx`, in
+    /// scan order.
+    pub(crate) fn spread(self, grad: &[f32], divisor: f32, dx: &mut [f32]) {
+        self.check(dx.len());
+        assert!(grad.len() == self.c, "one output pixel");
+        for at in self.offsets() {
+            add_quotient(&mut dx[at..at + self.c], grad, divisor);
+        }
+    }
+
     /// Adds `dy` into `dx` at the positions `argmax` names: for windows that overlap, in the
     /// order of the output pixels.
     pub(crate) fn add(self, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
@@ -149,6 +188,59 @@ impl Window {
                     dx[iy * self.row + ix * self.col + ch] += grad;
                 }
             }
+        }
+    }
+}
+
+multiversion! {
+    /// `out[i] += x[i]`.
+    pub(crate) fn add(out: &mut [f32], x: &[f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o += v;
+        }
+    }
+}
+
+multiversion! {
+    /// `out[i] /= d`.
+    pub(crate) fn div(out: &mut [f32], d: f32) {
+        for o in out {
+            *o /= d;
+        }
+    }
+}
+
+multiversion! {
+    /// `out[i] += g[i] / d`.
+    pub(crate) fn add_quotient(out: &mut [f32], g: &[f32], d: f32) {
+        for (o, &v) in out.iter_mut().zip(g) {
+            *o += v / d;
+        }
+    }
+}
+
+multiversion! {
+    /// `out[i] += w * g[i]`.
+    pub(crate) fn add_scaled(out: &mut [f32], g: &[f32], w: f32) {
+        for (o, &v) in out.iter_mut().zip(g) {
+            *o += w * v;
+        }
+    }
+}
+
+multiversion! {
+    /// Bilinear interpolation of four pixels' channels: `out[i] = wy.0 * (wx.0 * top.0[i] +
+    /// wx.1 * top.1[i]) + wy.1 * (wx.0 * bottom.0[i] + wx.1 * bottom.1[i])`.
+    pub(crate) fn lerp2(
+        out: &mut [f32],
+        top: (&[f32], &[f32]),
+        bottom: (&[f32], &[f32]),
+        wy: (f32, f32),
+        wx: (f32, f32),
+    ) {
+        let pixels = top.0.iter().zip(top.1).zip(bottom.0.iter().zip(bottom.1));
+        for (o, ((&x00, &x01), (&x10, &x11))) in out.iter_mut().zip(pixels) {
+            *o = wy.0 * (wx.0 * x00 + wx.1 * x01) + wy.1 * (wx.0 * x10 + wx.1 * x11);
         }
     }
 }
