@@ -292,6 +292,9 @@ fn depthwise_store_applies_batch_norm_and_relu6_bit_for_bit() {
         fused.forward(&x, &mut got, batch, Mode::Eval).unwrap();
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&want), "{c} channels, stride {stride}");
+        let mut inferred = vec![f32::NAN; n];
+        fused.infer(&x, &mut inferred, batch).unwrap();
+        assert_eq!(bits(&inferred), bits(&want), "infer, {c} channels, stride {stride}");
         assert!(want.iter().any(|&v| v == 6.0) && want.iter().any(|&v| v == 0.0));
         assert!(fused.fuse_channel_store(None, f32::NEG_INFINITY, f32::INFINITY));
         fused.forward(&x, &mut got, batch, Mode::Eval).unwrap();
