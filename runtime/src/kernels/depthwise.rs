@@ -16,6 +16,10 @@ use std::ops::Range;
 /// the caller's general path.
 pub(crate) const MAX_TAPS: usize = 64;
 
+/// Output pixels the forward pass (and a stride-1 input gradient) computes at once where no
+/// tap reads padding: each weight vector loaded serves them all.
+const TILE: usize = 4;
+
 /// Which instructions the stencils run with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Path {
@@ -77,6 +81,25 @@ impl Axis {
     fn target(&self, i: usize, k: usize) -> Option<usize> {
         let t = (i + self.pad).checked_sub(k * self.dil)?;
         (t.is_multiple_of(self.stride) && t / self.stride < self.output).then_some(t / self.stride)
+    }
+
+    /// The outputs none of whose taps reads padding.
+    fn interior(&self) -> Range<usize> {
+        (0..self.kernel)
+            .map(|k| self.reading(k))
+            .fold(0..self.output, |a, r| {
+                a.start.max(r.start)..a.end.min(r.end)
+            })
+    }
+
+    /// With stride 1, the inputs every tap of which some output reads (`i + pad - k * dil` in
+    /// `0..output` for every `k`); empty for larger strides.
+    fn interior_targets(&self) -> Range<usize> {
+        if self.stride != 1 {
+            return 0..0;
+        }
+        let first = ((self.kernel - 1) * self.dil).saturating_sub(self.pad);
+        first..self.output.saturating_sub(self.pad).min(self.input)
     }
 
     /// The outputs whose tap `k` reads a real input (a range: the input read grows with the
@@ -171,8 +194,18 @@ impl Depthwise {
         assert!(oy < self.rows.output && out.len() == self.cols.output * c);
         assert!(start.is_none_or(|s| s.len() >= c));
         let raw = store.map(|s| raw_store(s, c));
+        let s = start.map_or(std::ptr::null(), |s| s.as_ptr());
+        let interior = self.cols.interior();
+        let step = self.cols.stride * c;
         let mut taps = [(std::ptr::null::<f32>(), std::ptr::null::<f32>()); MAX_TAPS];
-        for ox in 0..self.cols.output {
+        let mut ox = 0;
+        while ox < self.cols.output {
+            // `pixels` outputs from `ox`: a tile where no tap of any reads padding.
+            let pixels = if interior.contains(&ox) && ox + TILE <= interior.end {
+                TILE
+            } else {
+                1
+            };
             let mut n = 0;
             for ky in 0..self.rows.kernel {
                 let Some(iy) = self.rows.source(oy, ky) else {
@@ -184,15 +217,23 @@ impl Depthwise {
                     };
                     let at = (iy * self.cols.input + ix) * c;
                     let w = (ky * self.cols.kernel + kx) * c;
-                    taps[n] = (x[at..at + c].as_ptr(), wt[w..w + c].as_ptr());
+                    let span = (pixels - 1) * step + c;
+                    taps[n] = (x[at..at + span].as_ptr(), wt[w..w + c].as_ptr());
                     n += 1;
                 }
             }
-            let o = out[ox * c..(ox + 1) * c].as_mut_ptr();
-            let s = start.map_or(std::ptr::null(), |s| s.as_ptr());
-            // SAFETY: every tap points at `c` values of `x` and of `wt` (sliced above), `o` at
-            // `c` values of `out`, `s` (unless null) and the store's factors at `c` values.
-            unsafe { gather(path, o, c, s, &taps[..n], raw) };
+            let o = out[ox * c..(ox + pixels) * c].as_mut_ptr();
+            // SAFETY: every tap points at `pixels` runs of `c` values of `x`, `step` apart (sliced
+            // above), and at `c` values of `wt`; `o` at `pixels * c` values of `out`; `s` (unless
+            // null) and the store's factors at `c` values.
+            unsafe {
+                if pixels == TILE {
+                    gather_tile(path, o, c, s, &taps[..n], step, raw);
+                } else {
+                    gather(path, o, c, s, &taps[..n], raw);
+                }
+            }
+            ox += pixels;
         }
     }
 
@@ -210,8 +251,16 @@ impl Depthwise {
         assert!(self.taps() <= MAX_TAPS, "depthwise kernel too large");
         assert!(dy.len() >= self.out_len() && wt.len() >= self.taps() * c);
         assert!(iy < self.rows.input && out.len() == self.cols.input * c);
+        let interior = self.cols.interior_targets();
         let mut taps = [(std::ptr::null::<f32>(), std::ptr::null::<f32>()); MAX_TAPS];
-        for ix in 0..self.cols.input {
+        let mut ix = 0;
+        while ix < self.cols.input {
+            // With stride 1, consecutive inputs read consecutive outputs at every tap.
+            let pixels = if interior.contains(&ix) && ix + TILE <= interior.end {
+                TILE
+            } else {
+                1
+            };
             let mut n = 0;
             for ky in 0..self.rows.kernel {
                 let Some(oy) = self.rows.target(iy, ky) else {
@@ -223,13 +272,21 @@ impl Depthwise {
                     };
                     let at = (oy * self.cols.output + ox) * c;
                     let w = (ky * self.cols.kernel + kx) * c;
-                    taps[n] = (dy[at..at + c].as_ptr(), wt[w..w + c].as_ptr());
+                    taps[n] = (dy[at..at + pixels * c].as_ptr(), wt[w..w + c].as_ptr());
                     n += 1;
                 }
             }
-            let o = out[ix * c..(ix + 1) * c].as_mut_ptr();
-            // SAFETY: as in `forward_row`; no start, no store.
-            unsafe { gather(path, o, c, std::ptr::null(), &taps[..n], None) };
+            let o = out[ix * c..(ix + pixels) * c].as_mut_ptr();
+            let none = std::ptr::null();
+            // SAFETY: as in `forward_row`, with runs `c` apart; no start, no store.
+            unsafe {
+                if pixels == TILE {
+                    gather_tile(path, o, c, none, &taps[..n], c, None);
+                } else {
+                    gather(path, o, c, none, &taps[..n], None);
+                }
+            }
+            ix += pixels;
         }
     }
 
@@ -330,6 +387,33 @@ unsafe fn gather(
             #[cfg(target_arch = "x86_64")]
             Path::Avx2 => avx2::gather(out, c, start, taps, store),
             _ => portable::gather(out, c, start, taps, store),
+        }
+    }
+}
+
+/// [`gather`] for [`TILE`] pixels: pixel `p` writes `out[p * c..]` and reads each tap's
+/// source at `p * step` further on (the same weights).
+///
+/// # Safety
+/// As [`gather`], with `out` holding `TILE * c` values and every tap's source `TILE` runs of
+/// `c` values `step` apart.
+unsafe fn gather_tile(
+    path: Path,
+    out: *mut f32,
+    c: usize,
+    start: *const f32,
+    taps: &[(*const f32, *const f32)],
+    step: usize,
+    store: Option<RawStore>,
+) {
+    // SAFETY: the caller's contract, and the path's features checked at detection.
+    unsafe {
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512 => avx512::gather_tile(out, c, start, taps, step, store),
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => avx2::gather_tile(out, c, start, taps, step, store),
+            _ => portable::gather_tile(out, c, start, taps, step, store),
         }
     }
 }
@@ -489,6 +573,97 @@ macro_rules! stencil_kernels {
             }
         }
 
+        /// `G` vectors of channels from `c0` of [`TILE`] pixels: [`gather_tile`]'s chains in
+        /// registers, each weight vector loaded once for every pixel.
+        $(#[$attr])*
+        #[inline]
+        unsafe fn tile_block<const G: usize>(
+            out: *mut f32,
+            c0: usize,
+            c: usize,
+            start: *const f32,
+            taps: &[(*const f32, *const f32)],
+            step: usize,
+            store: Option<RawStore>,
+        ) {
+            // SAFETY: `c0 + G * N <= c` and the caller's bounds on the pixels.
+            unsafe {
+                let mut acc = [[splat(0.0); G]; TILE];
+                if !start.is_null() {
+                    for a in acc.iter_mut() {
+                        for (v, a) in a.iter_mut().enumerate() {
+                            *a = load(start.add(c0 + v * N));
+                        }
+                    }
+                }
+                for &(s, w) in taps {
+                    let mut wv = [splat(0.0); G];
+                    for (v, wv) in wv.iter_mut().enumerate() {
+                        *wv = load(w.add(c0 + v * N));
+                    }
+                    for (p, a) in acc.iter_mut().enumerate() {
+                        let sp = s.add(p * step + c0);
+                        for (v, a) in a.iter_mut().enumerate() {
+                            *a = fma(load(sp.add(v * N)), wv[v], *a);
+                        }
+                    }
+                }
+                for (p, a) in acc.iter().enumerate() {
+                    for (v, &a) in a.iter().enumerate() {
+                        let at = c0 + v * N;
+                        let a = match store {
+                            Some(st) => {
+                                let a = if st.scale.is_null() {
+                                    a
+                                } else {
+                                    add(mul(a, load(st.scale.add(at))), load(st.shift.add(at)))
+                                };
+                                clamp(a, st.lo, st.hi)
+                            }
+                            None => a,
+                        };
+                        store_v(out.add(p * c + at), a);
+                    }
+                }
+            }
+        }
+
+        /// See the module's `gather_tile`.
+        $(#[$attr])*
+        pub(super) unsafe fn gather_tile(
+            out: *mut f32,
+            c: usize,
+            start: *const f32,
+            taps: &[(*const f32, *const f32)],
+            step: usize,
+            store: Option<RawStore>,
+        ) {
+            // SAFETY: every block and channel below is under `c` (the caller's contract).
+            unsafe {
+                let mut c0 = 0;
+                while c0 + 2 * N <= c {
+                    tile_block::<2>(out, c0, c, start, taps, step, store);
+                    c0 += 2 * N;
+                }
+                if c0 + N <= c {
+                    tile_block::<1>(out, c0, c, start, taps, step, store);
+                    c0 += N;
+                }
+                for p in 0..TILE {
+                    for ch in c0..c {
+                        let mut a = if start.is_null() { 0.0 } else { *start.add(ch) };
+                        for &(s, w) in taps {
+                            a = (*s.add(p * step + ch)).mul_add(*w.add(ch), a);
+                        }
+                        *out.add(p * c + ch) = match store {
+                            Some(st) => store_one(a, ch, st),
+                            None => a,
+                        };
+                    }
+                }
+            }
+        }
+
         /// `G` vectors of channels from `c0`: [`dot_run`]'s chains held in registers.
         $(#[$attr])*
         #[inline]
@@ -583,7 +758,7 @@ macro_rules! stencil_kernels {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::RawStore;
+    use super::{RawStore, TILE};
 
     const N: usize = 16;
 
@@ -642,7 +817,7 @@ mod avx512 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::RawStore;
+    use super::{RawStore, TILE};
 
     const N: usize = 8;
 
@@ -698,7 +873,7 @@ mod avx2 {
 
 /// Plain scalar loops (`f32::mul_add`, a software routine without FMA): one channel a "vector".
 mod portable {
-    use super::RawStore;
+    use super::{RawStore, TILE};
 
     const N: usize = 1;
 
@@ -782,6 +957,24 @@ mod tests {
                 c,
                 rows: axis(7, 3, 2, 1, 1),
                 cols: axis(8, 3, 2, 1, 1),
+            });
+        }
+        for c in [5, 48] {
+            // Wide rows: tiles of four pixels, with and without stride.
+            out.push(Depthwise {
+                c,
+                rows: axis(4, 3, 1, 1, 1),
+                cols: axis(21, 3, 1, 1, 1),
+            });
+            out.push(Depthwise {
+                c,
+                rows: axis(5, 3, 2, 1, 1),
+                cols: axis(23, 3, 2, 1, 1),
+            });
+            out.push(Depthwise {
+                c,
+                rows: axis(3, 5, 1, 2, 1),
+                cols: axis(19, 5, 1, 2, 2),
             });
         }
         for c in [3, 32] {
@@ -975,6 +1168,17 @@ mod tests {
     fn reading_is_the_outputs_with_a_real_source() {
         for d in cases() {
             for axis in [d.rows, d.cols] {
+                let interior: Vec<usize> = (0..axis.output)
+                    .filter(|&o| (0..axis.kernel).all(|k| axis.source(o, k).is_some()))
+                    .collect();
+                assert_eq!(axis.interior().collect::<Vec<_>>(), interior, "{axis:?}");
+                if axis.stride == 1 {
+                    let targets: Vec<usize> = (0..axis.input)
+                        .filter(|&i| (0..axis.kernel).all(|k| axis.target(i, k).is_some()))
+                        .collect();
+                    let got: Vec<usize> = axis.interior_targets().collect();
+                    assert_eq!(got, targets, "{axis:?}");
+                }
                 for k in 0..axis.kernel {
                     let want: Vec<usize> = (0..axis.output)
                         .filter(|&o| axis.source(o, k).is_some())
