@@ -55,6 +55,7 @@ impl Window {
     }
 
     /// Offsets of the window's positions in scan order (rows, then columns).
+    #[inline]
     fn offsets(self) -> impl Iterator<Item = usize> {
         (self.rows.0..self.rows.1).flat_map(move |iy| {
             (self.cols.0..self.cols.1).map(move |ix| iy * self.row + ix * self.col)
@@ -158,9 +159,7 @@ impl Window {
         self.check(x.len());
         assert!(out.len() == self.c, "one output pixel");
         out.fill(0.0);
-        for at in self.offsets() {
-            add(out, &x[at..at + self.c]);
-        }
+        window_sum(self, x, out);
         div(out, divisor);
     }
 
@@ -169,9 +168,7 @@ impl Window {
     pub(crate) fn spread(self, grad: &[f32], divisor: f32, dx: &mut [f32]) {
         self.check(dx.len());
         assert!(grad.len() == self.c, "one output pixel");
-        for at in self.offsets() {
-            add_quotient(&mut dx[at..at + self.c], grad, divisor);
-        }
+        window_spread(self, grad, divisor, dx);
     }
 
     /// Adds `dy` into `dx` at the positions `argmax` names: for windows that overlap, in the
@@ -193,6 +190,29 @@ impl Window {
 }
 
 multiversion! {
+    /// `out[ch] += x[at + ch]` for every position `at` of `w`, in scan order (one dispatch for
+    /// the whole window).
+    fn window_sum(w: Window, x: &[f32], out: &mut [f32]) {
+        for at in w.offsets() {
+            for (o, &v) in out.iter_mut().zip(&x[at..at + w.c]) {
+                *o += v;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `dx[at + ch] += grad[ch] / d` for every position `at` of `w`, in scan order.
+    fn window_spread(w: Window, grad: &[f32], d: f32, dx: &mut [f32]) {
+        for at in w.offsets() {
+            for (o, &g) in dx[at..at + w.c].iter_mut().zip(grad) {
+                *o += g / d;
+            }
+        }
+    }
+}
+
+multiversion! {
     /// `out[i] += x[i]`.
     pub(crate) fn add(out: &mut [f32], x: &[f32]) {
         for (o, &v) in out.iter_mut().zip(x) {
@@ -206,15 +226,6 @@ multiversion! {
     pub(crate) fn div(out: &mut [f32], d: f32) {
         for o in out {
             *o /= d;
-        }
-    }
-}
-
-multiversion! {
-    /// `out[i] += g[i] / d`.
-    pub(crate) fn add_quotient(out: &mut [f32], g: &[f32], d: f32) {
-        for (o, &v) in out.iter_mut().zip(g) {
-            *o += v / d;
         }
     }
 }
