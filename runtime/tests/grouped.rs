@@ -294,7 +294,11 @@ fn depthwise_store_applies_batch_norm_and_relu6_bit_for_bit() {
         assert_eq!(bits(&got), bits(&want), "{c} channels, stride {stride}");
         let mut inferred = vec![f32::NAN; n];
         fused.infer(&x, &mut inferred, batch).unwrap();
-        assert_eq!(bits(&inferred), bits(&want), "infer, {c} channels, stride {stride}");
+        assert_eq!(
+            bits(&inferred),
+            bits(&want),
+            "infer, {c} channels, stride {stride}"
+        );
         assert!(want.iter().any(|&v| v == 6.0) && want.iter().any(|&v| v == 0.0));
         assert!(fused.fuse_channel_store(None, f32::NEG_INFINITY, f32::INFINITY));
         fused.forward(&x, &mut got, batch, Mode::Eval).unwrap();
