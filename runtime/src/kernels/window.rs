@@ -158,7 +158,6 @@ impl Window {
     pub(crate) fn mean(self, x: &[f32], out: &mut [f32], divisor: f32) {
         self.check(x.len());
         assert!(out.len() == self.c, "one output pixel");
-        out.fill(0.0);
         window_sum(self, x, out);
         div(out, divisor);
     }
@@ -189,25 +188,59 @@ impl Window {
     }
 }
 
+/// Channels a window sum or spread keeps in registers across the window's positions.
+const BLOCK: usize = 32;
+
 multiversion! {
-    /// `out[ch] += x[at + ch]` for every position `at` of `w`, in scan order (one dispatch for
-    /// the whole window).
+    /// `out[ch]` = `0.0 + x[at + ch]` over every position `at` of `w`, in scan order (one
+    /// dispatch for the whole window; blocks of channels summed in registers, stored once).
     fn window_sum(w: Window, x: &[f32], out: &mut [f32]) {
-        for at in w.offsets() {
-            for (o, &v) in out.iter_mut().zip(&x[at..at + w.c]) {
-                *o += v;
+        let mut c0 = 0;
+        while c0 + BLOCK <= w.c {
+            let mut acc = [0.0f32; BLOCK];
+            for iy in w.rows.0..w.rows.1 {
+                for ix in w.cols.0..w.cols.1 {
+                    let at = iy * w.row + ix * w.col + c0;
+                    for (a, &v) in acc.iter_mut().zip(&x[at..at + BLOCK]) {
+                        *a += v;
+                    }
+                }
+            }
+            out[c0..c0 + BLOCK].copy_from_slice(&acc);
+            c0 += BLOCK;
+        }
+        out[c0..].fill(0.0);
+        for iy in w.rows.0..w.rows.1 {
+            for ix in w.cols.0..w.cols.1 {
+                let at = iy * w.row + ix * w.col;
+                for (o, &v) in out[c0..].iter_mut().zip(&x[at + c0..at + w.c]) {
+                    *o += v;
+                }
             }
         }
     }
 }
 
 multiversion! {
-    /// `dx[at + ch] += grad[ch] / d` for every position `at` of `w`, in scan order.
+    /// `dx[at + ch] += grad[ch] / d` for every position `at` of `w`, in scan order (each
+    /// quotient computed once: the same value at every position).
     fn window_spread(w: Window, grad: &[f32], d: f32, dx: &mut [f32]) {
-        for at in w.offsets() {
-            for (o, &g) in dx[at..at + w.c].iter_mut().zip(grad) {
-                *o += g / d;
+        let mut c0 = 0;
+        while c0 < w.c {
+            let len = (w.c - c0).min(BLOCK);
+            let mut q = [0.0f32; BLOCK];
+            for (q, &g) in q.iter_mut().zip(&grad[c0..c0 + len]) {
+                *q = g / d;
             }
+            for iy in w.rows.0..w.rows.1 {
+                for ix in w.cols.0..w.cols.1 {
+                    let at = iy * w.row + ix * w.col + c0;
+                    for (o, &q) in dx[at..at + len].iter_mut().zip(&q) {
+                        *o += q;
+                    }
+                }
+            }
+            c0 += len;
         }
     }
 }
