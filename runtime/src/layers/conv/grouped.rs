@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use super::geometry::Geom;
 pub(crate) use crate::kernels::depthwise::Store;
 use crate::kernels::depthwise::{Axis, Depthwise, MAX_TAPS, Path};
+use crate::kernels::window;
 use crate::param::Param;
 use crate::simd::multiversion;
 use crate::tensor::{MAX_LANES, Tiling};
@@ -314,6 +315,9 @@ impl Grouped {
                     }
                 }
             });
+        // The lanes summed into the first, element by element from 0.0 in lane order, as
+        // vector adds; then transposed back to PyTorch's layout.
+        let wsum = sum_lanes(&mut self.wgrad[..lanes * len], len);
         let (kh, kw) = (g.kh, g.kw);
         if let Some(grad) = weight.grad.as_slice_mut() {
             for (i, out) in grad.iter_mut().enumerate() {
@@ -321,14 +325,12 @@ impl Grouped {
                 let ky = i / kw % kh;
                 let ci = i / (kw * kh) % s.cig;
                 let co = i / (kw * kh * s.cig);
-                let at = ((ky * kw + kx) * s.cig + ci) * g.cout + co;
-                *out = (0..lanes).fold(0.0, |sum, lane| sum + self.wgrad[lane * len + at]);
+                *out = wsum[((ky * kw + kx) * s.cig + ci) * g.cout + co];
             }
         }
+        let bsum = sum_lanes(&mut self.bgrad[..lanes * g.cout], g.cout);
         if let Some(grad) = bias.and_then(|b| b.grad.as_slice_mut()) {
-            for (co, out) in grad.iter_mut().enumerate() {
-                *out = (0..lanes).fold(0.0, |sum, lane| sum + self.bgrad[lane * g.cout + co]);
-            }
+            grad.copy_from_slice(bsum);
         }
     }
 
@@ -385,6 +387,19 @@ impl Grouped {
                 }
             });
     }
+}
+
+/// `0.0 + lane 0 + lane 1 + ...` per element of the `len`-value lanes of `lanes`, left in (and
+/// returned as) the first lane.
+fn sum_lanes(lanes: &mut [f32], len: usize) -> &[f32] {
+    let (first, rest) = lanes.split_at_mut(len);
+    for v in first.iter_mut() {
+        *v += 0.0;
+    }
+    for lane in rest.chunks_exact(len) {
+        window::add(first, lane);
+    }
+    first
 }
 
 /// One forward tap of the stencil: `out[co] += px[ci(co)] * tap[ci][co]` over every group.
