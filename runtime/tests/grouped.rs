@@ -299,7 +299,7 @@ fn depthwise_store_applies_batch_norm_and_relu6_bit_for_bit() {
             bits(&want),
             "infer, {c} channels, stride {stride}"
         );
-        assert!(want.iter().any(|&v| v == 6.0) && want.iter().any(|&v| v == 0.0));
+        assert!(want.contains(&6.0) && want.contains(&0.0));
         assert!(fused.fuse_channel_store(None, f32::NEG_INFINITY, f32::INFINITY));
         fused.forward(&x, &mut got, batch, Mode::Eval).unwrap();
         assert_eq!(bits(&got), bits(&y), "store turned off");
