@@ -282,9 +282,10 @@ fn run(
             Error::State(format!("a batch of {batch} samples does not fit in memory"))
         })
     };
-    let lens = (0..model.buffer_count())
-        .map(|b| len(model.buffer(b)))
-        .collect::<Result<Vec<usize>>>()?;
+    let mut lens = Vec::with_capacity(model.buffer_count());
+    for b in 0..model.buffer_count() {
+        lens.push(len(model.buffer(b))?);
+    }
     on_pool(|| {
         let mut acts: Vec<Scratch<f32>> = lens
             .iter()

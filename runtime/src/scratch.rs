@@ -49,27 +49,30 @@ pub(crate) struct Scratch<T: Pooled> {
 pub(crate) fn take<T: Pooled>(len: usize, tag: u64, fill: T) -> Scratch<T> {
     let found = T::pool().with(|pool| {
         let mut pool = pool.borrow_mut();
-        // Same tag and large enough, else the smallest large enough, else the largest.
-        let fits = |(_, b): &&(u64, Vec<T>)| b.len() >= len;
-        let best = pool
+        // A buffer of this tag first, then an untagged one, then any other: so buffers keep
+        // their tags from call to call and a tagged one is filled only the first time.
+        let rank = |entry_tag: u64| {
+            if tag != ANY && entry_tag == tag {
+                0
+            } else if entry_tag == ANY {
+                1
+            } else {
+                2
+            }
+        };
+        // The smallest large enough, else the largest (grown below).
+        let fitting = pool
             .iter()
             .enumerate()
-            .filter(|(_, e)| fits(e) && e.0 == tag && tag != ANY)
-            .map(|(i, _)| i)
-            .next()
-            .or_else(|| {
-                pool.iter()
-                    .enumerate()
-                    .filter(|(_, e)| fits(e))
-                    .min_by_key(|(_, (_, b))| b.len())
-                    .map(|(i, _)| i)
-            })
-            .or_else(|| {
-                pool.iter()
-                    .enumerate()
-                    .max_by_key(|(_, (_, b))| b.len())
-                    .map(|(i, _)| i)
-            });
+            .filter(|(_, (_, b))| b.len() >= len)
+            .min_by_key(|(_, (t, b))| (rank(*t), b.len()))
+            .map(|(i, _)| i);
+        let best = fitting.or_else(|| {
+            pool.iter()
+                .enumerate()
+                .min_by_key(|(_, (t, b))| (rank(*t), std::cmp::Reverse(b.len())))
+                .map(|(i, _)| i)
+        });
         best.map(|i| pool.swap_remove(i))
     });
     let (old_tag, mut buf) = found.unwrap_or((ANY, Vec::new()));
