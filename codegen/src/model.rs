@@ -294,6 +294,18 @@ impl Gen<'_> {
             if plan.has_tensors() {
                 doc.push_str(&format!(", {} parameters", thousands(l.params())));
             }
+            // A layer that applies the ones after it writes their output, not its own.
+            let step = self.exec.step_of(plan.index);
+            if step.layer == plan.index && step.last > plan.index {
+                let applied: Vec<String> = (plan.index + 1..=step.last)
+                    .map(|i| format!("`{}`", self.model.layers()[i].name()))
+                    .collect();
+                doc.push_str(&format!(
+                    "; it applies {} too and writes {}",
+                    applied.join(" and "),
+                    self.exec.buffers()[step.output]
+                ));
+            }
             let doc = docs(&[doc + "."]);
             // Parametric layers are public so that their weights can be read and replaced; the
             // others are implementation details.
