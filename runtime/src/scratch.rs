@@ -9,18 +9,21 @@ use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 use std::thread::LocalKey;
 
+/// A thread's free buffers of one type, each with the tag of its last user.
+type Pool<T> = RefCell<Vec<(u64, Vec<T>)>>;
+
 /// An element type the pool keeps buffers of.
 pub(crate) trait Pooled: Copy + 'static {
-    /// The thread's free buffers of this type, each with the tag of its last user.
-    fn pool() -> &'static LocalKey<RefCell<Vec<(u64, Vec<Self>)>>>;
+    /// The thread's free buffers of this type.
+    fn pool() -> &'static LocalKey<Pool<Self>>;
 }
 
 macro_rules! pooled {
     ($($ty:ty),*) => {$(
         impl Pooled for $ty {
-            fn pool() -> &'static LocalKey<RefCell<Vec<(u64, Vec<Self>)>>> {
+            fn pool() -> &'static LocalKey<Pool<Self>> {
                 thread_local! {
-                    static POOL: RefCell<Vec<(u64, Vec<$ty>)>> = const { RefCell::new(Vec::new()) };
+                    static POOL: Pool<$ty> = const { RefCell::new(Vec::new()) };
                 }
                 &POOL
             }
