@@ -1101,6 +1101,35 @@ mod tests {
     }
 
     #[test]
+    fn models_implement_the_trait_over_a_table_of_their_plan() {
+        let model = checked(include_str!("../../tests/generated/graph_mix.cnn"));
+        let code = crate::to_source(&model, &options()).unwrap();
+        for line in [
+            "#[derive(Clone, Debug)]",
+            "impl ::cnnc::runtime::VisitRef for Tiny {",
+            "impl ::cnnc::__private::Planned for Tiny {",
+            "impl ::cnnc::Model for Tiny {",
+            "::cnnc::__private::infer(self, Self::INPUT_SHAPE, x)",
+            "::cnnc::__private::activations(self, Self::INPUT_SHAPE, x, names)",
+            "::cnnc::runtime::weights::save_ref(self, path.as_ref(), &metadata)",
+        ] {
+            assert!(code.contains(line), "`{line}` missing from:\n{code}");
+        }
+        // One table entry per step, a merge listing every input it reads.
+        let plan = ExecPlan::new(&model);
+        assert_eq!(
+            code.matches("::cnnc::__private::StepRef {").count(),
+            plan.steps().len()
+        );
+        let merge = plan.steps().iter().find(|s| s.inputs.len() > 1).unwrap();
+        let inputs: Vec<String> = merge.inputs.iter().map(usize::to_string).collect();
+        assert!(
+            code.contains(&format!("inputs: &[{}]", inputs.join(", "))),
+            "{code}"
+        );
+    }
+
+    #[test]
     fn thousands_are_grouped() {
         assert_eq!(thousands(145_578), "145,578");
         assert_eq!(thousands(12), "12");
