@@ -191,7 +191,7 @@ pub trait Layer: Send + Sync + fmt::Debug + LayerClone {
         let _ = f;
     }
 
-    /// The layer as a [`Merge`] for `&self` use ([`Merge::infer_merge`]); `None` (the default)
+    /// The layer as a [`Merge`] for `&self` use ([`Merge::forward_merge`]); `None` (the default)
     /// for a one-input layer.
     fn as_merge_ref(&self) -> Option<&dyn Merge> {
         None
