@@ -4,6 +4,7 @@
 //! resolved arguments are [`config`]. Datasets, image decoding and downloads live in the
 //! `cnnc-data` crate, so numerics pull none of them.
 
+pub mod accumulate;
 pub mod error;
 pub mod exec;
 pub mod fsio;

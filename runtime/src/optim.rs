@@ -266,7 +266,9 @@ impl Slots {
         Some(OptimError::ModelChanged { reason })
     }
 
-    /// Runs `update(value, grad, slots)` on every parameter, in visit order.
+    /// Runs `update(value, grad, slots)` on every parameter that requires a gradient, in visit
+    /// order: frozen ones keep their value and their slots, as `torch.optim` skips a parameter
+    /// whose `grad` is `None`.
     fn for_each(
         &mut self,
         model: &mut dyn Visit,
@@ -277,11 +279,13 @@ impl Slots {
             let Entry::Param { param, .. } = entry else {
                 return;
             };
-            let (Some(value), Some(grad), Some(slots)) = (
-                param.value.as_slice_mut(),
-                param.grad.as_slice(),
-                buffers.next(),
-            ) else {
+            let slots = buffers.next();
+            if !param.requires_grad {
+                return;
+            }
+            let (Some(value), Some(grad), Some(slots)) =
+                (param.value.as_slice_mut(), param.grad.as_slice(), slots)
+            else {
                 // `check` ran first and rejected every model that could get here.
                 return;
             };
@@ -691,10 +695,7 @@ mod tests {
         fn new(value: &[f32]) -> Self {
             let value = arr1(value).into_dyn();
             One {
-                param: Param {
-                    grad: ArrayD::zeros(value.raw_dim()),
-                    value,
-                },
+                param: Param::new(value),
                 steps: 0,
             }
         }
