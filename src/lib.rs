@@ -104,6 +104,9 @@ pub use cnnc_data as data;
 #[cfg(feature = "data")]
 pub use cnnc_data::metrics;
 
+#[cfg(feature = "data")]
+pub mod train;
+
 /// The numeric runtime generated models run on: everything of `cnnc_runtime`, and its datasets as
 /// `runtime::data` (feature `data`), where they lived before they got a crate of their own.
 pub mod runtime {

@@ -191,6 +191,11 @@ impl<'a> Loader<'a> {
         self.dataset.len().div_ceil(self.config.batch_size)
     }
 
+    /// Images of the current epoch not yet handed out.
+    pub fn remaining(&self) -> usize {
+        self.dataset.len() - self.position
+    }
+
     /// The epoch the next batch belongs to, from 0.
     pub fn epoch(&self) -> u64 {
         self.epoch
