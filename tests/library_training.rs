@@ -5,8 +5,10 @@
 //! The trainer's own options are checked on a slice of the sample: gradient accumulation (two
 //! half-batches per step give the steps of whole batches, to float rounding, and a stopped run
 //! resumes bit for bit), frozen parameters (bit-unchanged while the others train) and divergence.
-
-mod support;
+//!
+//! The CLI is the package `cnnc-cli`: this test runs the `cnnc` binary cargo built beside it
+//! (`cargo test` from the repository root builds it for the CLI's own tests; with `-p cnnc` alone,
+//! `cargo build -p cnnc-cli` first).
 
 #[allow(dead_code)]
 #[path = "../examples/fashion_mnist.rs"]
@@ -14,7 +16,8 @@ mod example;
 
 use std::convert::Infallible;
 use std::num::NonZeroUsize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use cnnc::data::{Dataset, ImageShape, Loader, LoaderConfig, Transform, fashion_mnist_sample};
 use cnnc::runtime::optim::{OptimizerConfig, SgdConfig};
@@ -24,7 +27,32 @@ use cnnc::train::{
     freeze,
 };
 use example::CustomCnn;
-use support::{assert_status, cnnc, stdout};
+
+/// The `cnnc` binary in the target directory this test was built into (`target/<profile>/`).
+fn cnnc_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let binary = profile.join(format!("cnnc{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "no cnnc binary at {}: run `cargo test` from the repository root, or `cargo build -p cnnc-cli`",
+        binary.display()
+    );
+    binary
+}
+
+/// Runs `cnnc` with `args` from the repository root.
+fn cnnc(args: &[&str]) -> Output {
+    Command::new(cnnc_binary())
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cnnc runs")
+}
+
 
 #[test]
 fn the_library_trains_to_the_clis_numbers() {
@@ -49,8 +77,12 @@ fn the_library_trains_to_the_clis_numbers() {
         "--out",
         run.to_str().expect("a UTF-8 path"),
     ]);
-    assert_status(&output, 0);
-    let text = stdout(&output);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "cnnc train failed:\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let cli = text
         .lines()
         .find(|line| line.starts_with("epoch 1/1  train loss"))
