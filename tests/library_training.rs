@@ -53,7 +53,6 @@ fn cnnc(args: &[&str]) -> Output {
         .expect("cnnc runs")
 }
 
-
 #[test]
 fn the_library_trains_to_the_clis_numbers() {
     let mut report = example::Report::default();
