@@ -27,7 +27,7 @@
 //! let sgd = OptimizerConfig::Sgd(SgdConfig { momentum: 0.9, ..SgdConfig::new(0.01) });
 //!
 //! let mut model = CustomCnn::new(0);
-//! freeze(&mut model, "conv1")?; // conv1.weight and conv1.bias stay as initialised
+//! freeze(&mut model, "layer1")?; // layer1.0.weight and layer1.0.bias stay as initialised
 //! let config = TrainConfig::new(1, 0.01);
 //! let mut trainer = Trainer::new(model, sgd.build()?, loader, Some((test, transform)), config);
 //! assert_eq!(trainer.run(&mut Quiet)?, Outcome::Finished);
