@@ -78,6 +78,17 @@ fn an_accumulating_run_records_its_steps_and_resumes_bit_identically() {
         );
     }
 
+    // A count past any dataset makes each epoch one step; nothing is sized by it.
+    let huge = dir.path().join("huge");
+    let run = train(
+        &spec,
+        &data,
+        &huge,
+        &["--epochs", "1", "--accumulate", "18446744073709551615"],
+    );
+    assert_status(&run, 0);
+    assert_eq!(run_state(&huge)["step"], 1);
+
     let changed = cnnc(&[
         "train",
         arg(&spec),

@@ -186,7 +186,7 @@ impl<'a, M: Model> Trainer<'a, M> {
             let step_images = self
                 .loader
                 .remaining()
-                .min(micro * self.loader.batch_size());
+                .min(micro.saturating_mul(self.loader.batch_size()));
             let mut trained = 0;
             while trained < micro && self.loader.next_into(&mut batch)? {
                 let weight = (micro > 1).then(|| batch.len() as f32 / step_images as f32);
