@@ -187,8 +187,13 @@ impl<'a, M: Model> Trainer<'a, M> {
                 .loader
                 .remaining()
                 .min(micro.saturating_mul(self.loader.batch_size()));
-            let mut trained = 0;
-            while trained < micro && self.loader.next_into(&mut batch)? {
+            let (mut trained, mut exhausted) = (0, false);
+            while trained < micro {
+                if !self.loader.next_into(&mut batch)? {
+                    // The loader has moved on to the next epoch: this step is the epoch's last.
+                    exhausted = true;
+                    break;
+                }
                 let weight = (micro > 1).then(|| batch.len() as f32 / step_images as f32);
                 let (loss, correct) = self.micro_step(&batch, &mut dlogits, weight)?;
                 let p = &mut self.state.progress;
@@ -210,6 +215,10 @@ impl<'a, M: Model> Trainer<'a, M> {
                 accuracy: p.correct as f64 / p.seen as f64,
                 rate: (p.seen - before.seen) as f64 / elapsed.max(1e-9),
             });
+            if exhausted {
+                // A stop asked for now comes after the epoch's validation and checkpoint.
+                return Ok(true);
+            }
             if observer.should_stop() {
                 return Ok(false);
             }
