@@ -11,7 +11,7 @@ use cnnc_runtime::config::{
     BatchNorm2dConfig, Conv2dConfig, ConvTranspose2dConfig, GroupNormConfig, LayerConfig, LayerDef,
     LinearConfig, NetworkDef, Pool2dConfig,
 };
-use cnnc_runtime::optim::{AdamConfig, Optimizer, OptimizerConfig, SgdConfig};
+use cnnc_runtime::optim::{AdamConfig, OptimizerConfig, SgdConfig};
 use cnnc_runtime::{Entry, Error, Network, Visit, param};
 use common::Rand;
 use ndarray::{Array4, ArrayD, s};
