@@ -378,3 +378,59 @@ impl<'a> Loader<'a> {
         self.augment_rng.set_word_pos(u128::from(augment_words));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Normalization;
+
+    /// Five 1x2x2 images whose pixels are their index.
+    fn five() -> Dataset {
+        let shape = ImageShape::new(1, 2, 2);
+        let images = (0..5u8).flat_map(|i| [i; 4]).collect();
+        let norm = Normalization {
+            mean: vec![0.0],
+            std: vec![1.0],
+        };
+        Dataset::new(
+            shape,
+            images,
+            vec![0, 1, 0, 1, 0],
+            vec!["a".into(), "b".into()],
+            norm,
+        )
+        .expect("a dataset")
+    }
+
+    #[test]
+    fn a_batch_holds_what_next_batch_writes_as_nchw() {
+        let data = five();
+        let transform =
+            Transform::new(data.shape(), data.normalization(), data.shape()).expect("a transform");
+        let config = LoaderConfig::train(2, 9);
+        let mut flat = Loader::new(&data, transform.clone(), config).expect("a loader");
+        let mut typed = Loader::new(&data, transform.clone(), config).expect("a loader");
+        let mut batch = typed.batch();
+        assert!(batch.is_empty());
+        let (mut pixels, mut labels) = (vec![0.0; 8], vec![0; 2]);
+        let mut sizes = Vec::new();
+        while let Some(n) = flat.next_batch(&mut pixels, &mut labels).expect("a batch") {
+            assert!(typed.next_into(&mut batch).expect("a batch"));
+            assert_eq!(batch.images().dim(), (n, 1, 2, 2));
+            assert_eq!(batch.pixels(), &pixels[..n * 4]);
+            assert_eq!(batch.labels(), &labels[..n]);
+            sizes.push(n);
+        }
+        assert_eq!(sizes, [2, 2, 1]);
+        assert!(!typed.next_into(&mut batch).expect("the epoch's end"));
+        assert!(batch.is_empty());
+        assert_eq!(typed.epoch(), 1);
+
+        // A batch of another shape is refused, not misread.
+        let wider = Transform::new(data.shape(), data.normalization(), ImageShape::new(1, 4, 4))
+            .expect("a padding transform");
+        let mut other = Loader::new(&data, wider, config).expect("a loader").batch();
+        let err = typed.next_into(&mut other).expect_err("another shape");
+        assert!(err.to_string().contains("1x4x4"), "{err}");
+    }
+}
