@@ -273,6 +273,11 @@ impl Grouped {
         if let Some(dx) = dx {
             self.input_grad(s, dy, dx, batch);
         }
+        let bias = bias.filter(|b| b.requires_grad);
+        // Frozen parameters keep their gradients, as PyTorch computes none.
+        if !weight.requires_grad && bias.is_none() {
+            return;
+        }
         // Weight and bias gradients: fixed lanes of output rows, summed in lane order.
         let rows = batch * g.oh;
         let tiling = Tiling::new(rows, 1);
@@ -319,7 +324,9 @@ impl Grouped {
         // vector adds; then transposed back to PyTorch's layout.
         let wsum = sum_lanes(&mut self.wgrad[..lanes * len], len);
         let (kh, kw) = (g.kh, g.kw);
-        if let Some(grad) = weight.grad.as_slice_mut() {
+        if weight.requires_grad
+            && let Some(grad) = weight.grad.as_slice_mut()
+        {
             for (i, out) in grad.iter_mut().enumerate() {
                 let kx = i % kw;
                 let ky = i / kw % kh;

@@ -376,6 +376,12 @@ impl Conv2d {
         self.forward_batch(x, y, batch, ny)
     }
 
+    /// Whether backward computes any parameter gradient: not when the weight and the bias are
+    /// frozen (their gradients stay as they are, as PyTorch computes none).
+    fn trains_params(&self) -> bool {
+        self.weight.requires_grad || self.bias.as_ref().is_some_and(|b| b.requires_grad)
+    }
+
     /// The convolution's own output shape, before the ReLU and pool it may apply.
     fn unfused_shape(&self) -> Shape {
         Shape::Chw([self.g.cout, self.g.oh, self.g.ow])
@@ -464,7 +470,9 @@ impl Conv2d {
                 None => g.stage_dy(dy, mask.then_some(y), &mut self.dyp, batch, border),
             }
         }
-        self.param_grads(dy, staged, batch);
+        if self.trains_params() {
+            self.param_grads(dy, staged, batch);
+        }
         if let Some(dx) = dx {
             self.input_grad(dx, batch);
         }
