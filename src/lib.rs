@@ -46,8 +46,8 @@
 //! let model = std::sync::Arc::new(model);
 //! std::thread::scope(|s| {
 //!     for _ in 0..2 {
-//!         let (model, pixels) = (&model, &pixels);
-//!         s.spawn(move || assert_eq!(model.predict(pixels.view()).unwrap(), logits));
+//!         let (model, pixels, logits) = (&model, &pixels, &logits);
+//!         s.spawn(move || assert_eq!(&model.predict(pixels.view()).unwrap(), logits));
 //!     }
 //! });
 //! # Ok::<(), Box<dyn std::error::Error>>(())
