@@ -161,16 +161,10 @@ fn pre_commit_hooks_pass_the_shipped_specs_and_skip_other_yaml() {
     let text = std::fs::read_to_string("../.pre-commit-hooks.yaml").expect("hooks file");
     let hooks: Vec<Value> = serde_saphyr::from_str(&text).expect("hooks are YAML");
     let ids: Vec<&str> = hooks.iter().filter_map(|h| h["id"].as_str()).collect();
-    assert_eq!(
-        ids,
-        [
-            "cnnc-check",
-            "cnnc-fmt",
-            "cnnc-check-system",
-            "cnnc-fmt-system"
-        ]
-    );
+    assert_eq!(ids, ["cnnc-check", "cnnc-fmt"]);
     for hook in &hooks {
+        // pre-commit's `language: rust` would install the root package, the library.
+        assert_eq!(hook["language"].as_str(), Some("system"), "{hook:?}");
         let entry = hook["entry"].as_str().expect("entry");
         let mut args: Vec<&str> = entry.split(' ').collect();
         assert_eq!(args.remove(0), "cnnc", "{entry}");
@@ -204,4 +198,25 @@ fn github_annotations_show_control_characters_and_never_start_a_command() {
         "{text}"
     );
     assert!(text.contains("ev\u{241b}[2Jil"), "{text}");
+}
+
+/// The README's `repo: local` configuration runs the hooks `.pre-commit-hooks.yaml` ships.
+#[test]
+fn the_readmes_local_pre_commit_hooks_are_the_shipped_ones() {
+    let readme = std::fs::read_to_string("../README.md").expect("README");
+    let start = readme
+        .find("```yaml\nrepos:\n  - repo: local\n")
+        .expect("a `repo: local` block in README.md");
+    let block = &readme[start + "```yaml\n".len()..];
+    let block = &block[..block.find("```").expect("the block's end")];
+    let config: Value = serde_saphyr::from_str(block).expect("the block is YAML");
+    let local = config["repos"][0]["hooks"].as_array().expect("hooks");
+    let shipped = std::fs::read_to_string("../.pre-commit-hooks.yaml").expect("hooks file");
+    let shipped: Vec<Value> = serde_saphyr::from_str(&shipped).expect("hooks are YAML");
+    assert_eq!(local.len(), shipped.len());
+    for (local, shipped) in local.iter().zip(&shipped) {
+        for key in ["id", "name", "entry", "language", "files"] {
+            assert_eq!(local[key], shipped[key], "{key} of {}", shipped["id"]);
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! `cnnc lsp` driven over standard input and output with real LSP messages, as an editor sends
 //! them: initialize, open a broken spec, hover, inlay hints, completion, a code action whose edit
-//! is applied through an incremental change, and a clean shutdown.
+//! is applied through an incremental change, and a clean shutdown; and streams that are not LSP
+//! (a `Content-Length` over the limit, a header without end, a body that never comes), which end
+//! the server at once with the reason and without memory in proportion to the claim.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -410,4 +412,113 @@ fn unknown_requests_and_bad_parameters_get_errors_not_a_crash() {
     let diagnostics = client.diagnostics(URI);
     assert!(!diagnostics.is_empty());
     shutdown(client);
+}
+
+/// `cnnc lsp` with standard error captured, for streams that are not LSP.
+fn start_hostile() -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cnnc"))
+        .arg("lsp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cnnc lsp starts")
+}
+
+/// Waits at most 30 s for `child` to exit; its status and standard error.
+fn exited(mut child: Child) -> (Option<i32>, String) {
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("status").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().expect("killed");
+            panic!("cnnc lsp did not exit within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut stderr = String::new();
+    let mut pipe = child.stderr.take().expect("stderr");
+    pipe.read_to_string(&mut stderr).expect("stderr read");
+    (child.wait().expect("status").code(), stderr)
+}
+
+/// The peak resident memory of a running process, in KiB (Linux's `VmHWM`).
+#[cfg(target_os = "linux")]
+fn peak_kib(child: &Child) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmHWM line")
+}
+
+#[test]
+fn a_length_over_the_limit_ends_the_server_at_once_with_the_reason() {
+    // Before initialization and after it, with standard input left open: nothing waits for a
+    // body, and nothing is allocated for it (lsp-server's own reader would zero 1 TiB).
+    for initialize in [false, true] {
+        let mut child = start_hostile();
+        let mut stdin = child.stdin.take().expect("stdin");
+        if initialize {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}});
+            let body = serde_json::to_vec(&body).expect("json");
+            write!(stdin, "Content-Length: {}\r\n\r\n", body.len()).expect("header");
+            stdin.write_all(&body).expect("body");
+        }
+        stdin
+            .write_all(b"Content-Length: 1099511627776\r\n\r\n")
+            .expect("header");
+        stdin.flush().expect("flush");
+        let (code, stderr) = exited(child);
+        drop(stdin);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("claims 1099511627776 bytes, more than the limit of 67108864 bytes"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_header_line_without_end_is_refused() {
+    let mut child = start_hostile();
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Written from a thread: the server may close its input before taking all of it.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&vec![b'A'; 1 << 20]);
+        stdin
+    });
+    let (code, stderr) = exited(child);
+    drop(writer.join().expect("writer"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("a header line is longer than 1024 bytes"),
+        "{stderr}"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_claimed_body_costs_only_what_arrives() {
+    // 60 MiB claimed (within the limit), 2 bytes sent: the server waits for the rest holding
+    // only what came, then says where the stream ended.
+    let mut child = start_hostile();
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"Content-Length: 62914560\r\n\r\n{}")
+        .expect("header");
+    stdin.flush().expect("flush");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let peak = peak_kib(&child);
+    drop(stdin);
+    let (code, stderr) = exited(child);
+    assert!(
+        peak < 40 * 1024,
+        "peak {peak} KiB while waiting for a 60 MiB body"
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ended after 2 of the 62914560 bytes a message claimed"),
+        "{stderr}"
+    );
 }

@@ -114,3 +114,42 @@ fn class_names_from_metadata_are_shown_escaped() {
     let results: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("JSON");
     assert_eq!(results[0]["top"][0]["class"], classes[0]);
 }
+
+#[test]
+fn class_names_wider_than_format_widths_are_padded_not_a_panic() {
+    // `format!`'s `{:<width$}` panics past 65,535 columns; a name in metadata can be longer.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = tiny_spec(dir.path(), "tiny.cnn", 1, 4);
+    let mut classes: Vec<String> = (0..10).map(|k| format!("class{k}")).collect();
+    classes[0] = "c".repeat(70_000);
+    let metadata = BTreeMap::from([(
+        "cnnc.classes".to_owned(),
+        serde_json::to_string(&classes).expect("JSON"),
+    )]);
+    let w = weights(dir.path(), &[], metadata);
+    let image = dir.path().join("grey.png");
+    image::GrayImage::from_pixel(4, 4, image::Luma([90]))
+        .save(&image)
+        .expect("png");
+    let output = cnnc(&[
+        "predict",
+        arg(&spec),
+        "--weights",
+        arg(&w),
+        arg(&image),
+        "--top-k",
+        "2",
+    ]);
+    assert_status(&output, 0);
+    let text = stdout(&output);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    // Both rows padded to the long name: the percentages line up.
+    assert!(
+        rows[0].starts_with(&format!("  1. {}  ", classes[0])),
+        "{}",
+        &rows[0][..80]
+    );
+    assert!(rows[1].starts_with("  2. class1 "), "{}", &rows[1][..80]);
+    assert_eq!(rows[0].chars().count(), rows[1].chars().count());
+}

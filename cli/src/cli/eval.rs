@@ -13,6 +13,7 @@ use super::dataset::{self, DataArgs};
 use super::evaluate::{Evaluation, evaluate};
 use super::job;
 use super::model::{Spec, load_weights};
+use super::table::{self, Align};
 
 /// Arguments of `cnnc eval`.
 #[derive(Debug, clap::Args)]
@@ -103,12 +104,8 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
 /// The text report: summary line, per-class table, confusion matrix.
 fn human(e: &Evaluation, classes: &[String], kind: DatasetKind) -> String {
     let percent = |v: Option<f64>| v.map_or("--".to_owned(), |v| format!("{:.2}%", 100.0 * v));
-    let width = classes
-        .iter()
-        .map(|c| c.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(5);
+    let width = table::widest(classes).max(5);
+    let class_cell = |name: &str| table::pad(name, width, Align::Left);
     let mut text = format!(
         "{kind} test split: accuracy {:.2}% ({}/{}), loss {:.4}\n\n",
         100.0 * e.accuracy(),
@@ -117,12 +114,16 @@ fn human(e: &Evaluation, classes: &[String], kind: DatasetKind) -> String {
         e.loss()
     );
     text.push_str(&format!(
-        "{:<width$}  {:>9}  {:>9}  {:>7}\n",
-        "class", "precision", "recall", "support"
+        "{}  {:>9}  {:>9}  {:>7}\n",
+        class_cell("class"),
+        "precision",
+        "recall",
+        "support"
     ));
     for (k, class) in classes.iter().enumerate() {
         text.push_str(&format!(
-            "{class:<width$}  {:>9}  {:>9}  {:>7}\n",
+            "{}  {:>9}  {:>9}  {:>7}\n",
+            class_cell(class),
             percent(e.precision(k)),
             percent(e.recall(k)),
             e.support(k)
@@ -137,13 +138,13 @@ fn human(e: &Evaluation, classes: &[String], kind: DatasetKind) -> String {
         .unwrap_or(1)
         .max(classes.len().to_string().len());
     text.push_str("\nconfusion matrix (rows: true class, columns: predicted class)\n");
-    text.push_str(&format!("{:>width$}", ""));
+    text.push_str(&class_cell(""));
     for k in 0..classes.len() {
         text.push_str(&format!("  {k:>cell$}"));
     }
     text.push('\n');
     for (k, row) in e.confusion.iter().enumerate() {
-        text.push_str(&format!("{:<width$}", format!("{k} {}", classes[k])));
+        text.push_str(&class_cell(&format!("{k} {}", classes[k])));
         for n in row {
             text.push_str(&format!("  {n:>cell$}"));
         }

@@ -26,6 +26,7 @@ pub mod run;
 pub mod sarif;
 pub mod schema;
 pub mod summary;
+pub mod table;
 pub mod terminal;
 #[cfg(test)]
 mod test_models;

@@ -19,6 +19,7 @@ use super::OutputFormat;
 use super::dataset::{self, DatasetName};
 use super::job::{self, refuse};
 use super::model::{Spec, load_weights};
+use super::table::{self, Align};
 use super::terminal::printable;
 
 /// Arguments of `cnnc predict`.
@@ -117,12 +118,13 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{}", printable(&result.image))?;
                 // Class names come from the weights' metadata: shown, never obeyed.
                 let classes: Vec<String> = result.top.iter().map(|t| printable(&t.class)).collect();
-                let width = classes.iter().map(|c| c.chars().count()).max().unwrap_or(0);
+                let width = table::widest(&classes);
                 for (rank, (t, class)) in result.top.iter().zip(&classes).enumerate() {
                     writeln!(
                         out,
-                        "  {}. {class:<width$}  {:>6.2}%",
+                        "  {}. {}  {:>6.2}%",
                         rank + 1,
+                        table::pad(class, width, Align::Left),
                         100.0 * t.probability
                     )?;
                 }

@@ -12,6 +12,7 @@ use cnnc_spec::{CoreModel as CheckedModel, Diagnostic, JsonDiagnostic, Source};
 use serde::Serialize;
 
 use super::hierarchy::{self, Row};
+use super::table::{self, Align};
 use super::{ColorWhen, EXIT_INVALID, Lang, OutputFormat};
 
 /// torchinfo's default depth.
@@ -167,19 +168,12 @@ pub fn table(model: &CheckedModel, complete: bool, depth: usize) -> String {
     }
     let line_width = columns.iter().map(|&c| widths[c]).sum::<usize>() + 3 * (columns.len() - 1);
     let rule = |c: char| c.to_string().repeat(line_width);
-    // Padded by hand: `format!` widths stop at 65,535, and a layer name may be longer.
-    let pad = |cell: &str, width: usize, left: bool| {
-        let fill = " ".repeat(width.saturating_sub(cell.chars().count()));
-        if left {
-            format!("{cell}{fill}")
-        } else {
-            format!("{fill}{cell}")
-        }
-    };
+    // Padded by hand (`table::pad`): a layer name may be wider than `format!` pads.
+    let align = |c: usize| if c < 3 { Align::Left } else { Align::Right };
     let format_row = |row: &[String; 5]| {
         columns
             .iter()
-            .map(|&c| pad(&row[c], widths[c], c < 3))
+            .map(|&c| table::pad(&row[c], widths[c], align(c)))
             .collect::<Vec<_>>()
             .join("   ")
             .trim_end()

@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod position;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -47,18 +48,22 @@ pub struct Args {
     pub stdio: bool,
 }
 
-/// Runs `cnnc lsp` until the client says `exit`: exit status 0 after `shutdown`, 1 without.
+/// Runs `cnnc lsp` until the client says `exit`: exit status 0 after `shutdown`, 1 without, 2
+/// when the client's stream is not LSP (a message over [`transport::MAX_MESSAGE_BYTES`], a
+/// malformed header or body: the server stops reading and says why).
 pub fn run(_args: &Args) -> anyhow::Result<ExitCode> {
-    let (connection, io_threads) = Connection::stdio();
+    let (connection, transport) = transport::stdio();
+    let served = serve_connection(connection);
+    transport.finish(served)
+}
+
+/// Initializes and serves `connection`, dropping it at the end so that the writer finishes.
+fn serve_connection(connection: Connection) -> anyhow::Result<ExitCode> {
     let capabilities = serde_json::to_value(capabilities())?;
     connection
         .initialize(capabilities)
         .context("the language client did not initialize")?;
     let shut_down = Server::default().serve(&connection)?;
-    drop(connection);
-    io_threads
-        .join()
-        .context("the language client's stream failed")?;
     Ok(ExitCode::from(if shut_down { 0 } else { 1 }))
 }
 
