@@ -842,7 +842,13 @@ impl Builder {
     fn reduce(&mut self, op: &str, node: &str, x: &str, axes: &[i64], output: &str) {
         if self.opset >= 18 {
             let axes = self.constant_i64(format!("{node}/axes"), axes);
-            self.node(op, node, &[x.to_owned(), axes], &[output], vec![int("keepdims", 1)]);
+            self.node(
+                op,
+                node,
+                &[x.to_owned(), axes],
+                &[output],
+                vec![int("keepdims", 1)],
+            );
         } else {
             let attr = AttributeProto {
                 name: "axes".to_owned(),
@@ -998,7 +1004,13 @@ impl Builder {
             } else {
                 format!("/{name}/{what}")
             };
-            self.node("Concat", &node, &parts, &[&target], vec![int("axis", axis as i64)]);
+            self.node(
+                "Concat",
+                &node,
+                &parts,
+                &[&target],
+                vec![int("axis", axis as i64)],
+            );
             current = target;
         }
     }
@@ -1353,7 +1365,11 @@ mod tests {
         // PyTorch's rows 0..3 and 2..5 of 5: overlapping windows.
         let graph = proto.graph.as_ref().expect("a graph");
         let int = |name: &str| {
-            let t = graph.initializer.iter().find(|t| t.name == name).expect(name);
+            let t = graph
+                .initializer
+                .iter()
+                .find(|t| t.name == name)
+                .expect(name);
             i64::from_le_bytes(t.raw_data[..8].try_into().expect("8 bytes"))
         };
         assert_eq!(

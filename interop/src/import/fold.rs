@@ -390,7 +390,7 @@ fn axis_of(node: &NodeProto, axis: i64, rank: usize) -> Result<usize, ImportErro
     let a = if axis < 0 { axis + rank as i64 } else { axis };
     usize::try_from(a)
         .ok()
-        .filter(|&a| a < rank.max(1))
+        .filter(|&a| a < rank)
         .ok_or_else(|| node_error(node, format!("axis {axis} is out of range for rank {rank}")))
 }
 
@@ -473,6 +473,26 @@ mod tests {
         let pads = run("Cast", &[Some(&flat)]);
         assert_eq!(pads.dims, [8]);
         assert_eq!(pads.values, [0.0, 0.0, 2.0, 1.0, 0.0, 0.0, 2.0, 1.0]);
+    }
+
+    #[test]
+    fn scalars_have_no_axis() {
+        let scalar = c(&[], &[1.0]);
+        for op in ["Concat", "Gather"] {
+            let node = NodeProto {
+                op_type: op.into(),
+                ..NodeProto::default()
+            };
+            let err = fold(
+                &node,
+                &[Some(&scalar), Some(&scalar)],
+                &mut FOLD_BUDGET.clone(),
+            );
+            assert!(
+                err.is_err_and(|e| e.to_string().contains("out of range for rank 0")),
+                "{op}"
+            );
+        }
     }
 
     #[test]
