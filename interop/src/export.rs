@@ -1018,9 +1018,9 @@ impl Builder {
     /// `upsample` with a `size` or `mode: bilinear` as ONNX's `Resize` to the output's sizes
     /// (the batch and channels read from the input's `Shape`). Nearest: `asymmetric` source
     /// coordinates rounded down, PyTorch's `floor(dst * in / out)`. Bilinear: `align_corners`,
-    /// or `half_pixel` (PyTorch's `(dst + 0.5) * in / out - 0.5`, clamped at the edges; unlike
-    /// `pytorch_half_pixel` it does not map an output of one pixel to the first input pixel,
-    /// and neither does PyTorch).
+    /// or `half_pixel` (PyTorch's `(dst + 0.5) * in / out - 0.5`, clamped at the edges, as
+    /// `torch.onnx.export` writes it; `pytorch_half_pixel` would map an output of one pixel to
+    /// the first input pixel, which PyTorch does not).
     fn resize(
         &mut self,
         name: &str,

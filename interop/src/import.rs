@@ -45,6 +45,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "AveragePool",
     "GlobalAveragePool",
     "GlobalMaxPool",
+    "ReduceMean and ReduceMax over height and width, kept (global pools)",
     "Flatten",
     "Reshape (to [N, -1])",
     "Relu",
@@ -1051,6 +1052,40 @@ impl<'a> Importer<'a> {
                 let (c, s) = simple(LayerConfig::AdaptiveAvgPool2d {
                     output_size: [1, 1],
                 })?;
+                (c, s, None, Vec::new())
+            }
+            "ReduceMean" | "ReduceMax" => {
+                // torch's dynamo exporter writes `AdaptiveAvgPool2d(1)` as a mean over the
+                // height and width that keeps them.
+                let axes: Vec<i64> = match self.constant(node, 1)? {
+                    Some(c) => c.values.iter().map(|&v| v as i64).collect(),
+                    None => attr_ints(node, "axes").unwrap_or_default(),
+                };
+                let mut axes: Vec<i64> = axes
+                    .iter()
+                    .map(|&a| if a < 0 { a + 4 } else { a })
+                    .collect();
+                axes.sort_unstable();
+                if axes != [2, 3] || attr_int(node, "keepdims", 1) != 1 {
+                    return Err(node_error(
+                        node,
+                        format!(
+                            "only a reduction over height and width keeping them (a global \
+                             pool) is supported, not axes {axes:?} with keepdims {}",
+                            attr_int(node, "keepdims", 1)
+                        ),
+                    ));
+                }
+                let config = if op == "ReduceMean" {
+                    LayerConfig::AdaptiveAvgPool2d {
+                        output_size: [1, 1],
+                    }
+                } else {
+                    LayerConfig::AdaptiveMaxPool2d {
+                        output_size: [1, 1],
+                    }
+                };
+                let (c, s) = simple(config)?;
                 (c, s, None, Vec::new())
             }
             "GlobalMaxPool" => {

@@ -567,3 +567,32 @@ fn a_pad_folds_into_the_convolution_or_is_named() {
     let err = import_err(&model_of(nodes, vec![ints("pads", &[0; 8])], "y"));
     assert!(err.contains("only as the padding of the one Conv"), "{err}");
 }
+
+#[test]
+fn a_mean_over_height_and_width_is_a_global_pool() {
+    let reduce = |axes: &[i64], keepdims: i64| {
+        let mut mean = node("ReduceMean", &["input", "axes"], "y");
+        mean.attribute.push(cnnc_interop::proto::AttributeProto {
+            name: "keepdims".into(),
+            r#type: cnnc_interop::proto::attribute_proto::AttributeType::Int as i32,
+            i: keepdims,
+            ..Default::default()
+        });
+        import_proto(&model_of(vec![mean], vec![ints("axes", axes)], "y"), "M")
+    };
+    let imported = reduce(&[-1, -2], 1).expect("dynamo's AdaptiveAvgPool2d(1)");
+    assert_eq!(
+        imported.model.layers()[0].config(),
+        &cnnc_core::LayerConfig::AdaptiveAvgPool2d {
+            output_size: [1, 1]
+        }
+    );
+    for (axes, keepdims) in [([2, 3], 0), ([1, 2], 1)] {
+        let err = reduce(&axes, keepdims).expect_err("not a global pool");
+        assert!(
+            err.to_string()
+                .contains("only a reduction over height and width"),
+            "{err}"
+        );
+    }
+}
