@@ -1063,7 +1063,7 @@ impl<'a> Importer<'a> {
                 };
                 let mut axes: Vec<i64> = axes
                     .iter()
-                    .map(|&a| if a < 0 { a + 4 } else { a })
+                    .map(|&a| if a < 0 { a.saturating_add(4) } else { a })
                     .collect();
                 axes.sort_unstable();
                 if axes != [2, 3] || attr_int(node, "keepdims", 1) != 1 {

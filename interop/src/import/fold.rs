@@ -326,7 +326,9 @@ fn slice(
             if v < 0 { v.saturating_add(d) } else { v }
         };
         let (start, end) = (at(starts.values[k]), at(ends.values[k]));
-        let picked: Vec<i64> = if step > 0 {
+        let picked: Vec<i64> = if d == 0 {
+            Vec::new()
+        } else if step > 0 {
             let (s, e) = (start.clamp(0, d), end.clamp(0, d));
             (s..e).step_by(step as usize).collect()
         } else {
@@ -387,7 +389,11 @@ fn strides(dims: &[usize]) -> Vec<usize> {
 }
 
 fn axis_of(node: &NodeProto, axis: i64, rank: usize) -> Result<usize, ImportError> {
-    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    let a = if axis < 0 {
+        axis.saturating_add(rank as i64)
+    } else {
+        axis
+    };
     usize::try_from(a)
         .ok()
         .filter(|&a| a < rank)

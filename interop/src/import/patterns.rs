@@ -464,7 +464,7 @@ impl<'g, 'c> Graph<'g, 'c> {
                 .ok_or_else(|| refuse(format!("its axes `{a}` are not constant")))?
                 .values
                 .iter()
-                .map(|&v| if v < 0.0 { v as i64 + 4 } else { v as i64 })
+                .map(|&v| (v as i64).saturating_add(if v < 0.0 { 4 } else { 0 }))
                 .collect(),
             None => (0..4).collect(),
         };
