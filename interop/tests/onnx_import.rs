@@ -587,7 +587,7 @@ fn a_mean_over_height_and_width_is_a_global_pool() {
             output_size: [1, 1]
         }
     );
-    for (axes, keepdims) in [([2, 3], 0), ([1, 2], 1)] {
+    for (axes, keepdims) in [([2, 3], 0), ([1, 2], 1), ([i64::MIN, 3], 1)] {
         let err = reduce(&axes, keepdims).expect_err("not a global pool");
         assert!(
             err.to_string()

@@ -502,6 +502,37 @@ mod tests {
     }
 
     #[test]
+    fn hostile_axes_and_empty_slices_are_handled() {
+        // An empty axis sliced backwards picks nothing (no clamp to [0, -1]).
+        let empty = c(&[0], &[]);
+        let sliced = run(
+            "Slice",
+            &[
+                Some(&empty),
+                Some(&c(&[1], &[-1.0])),
+                Some(&c(&[1], &[-9.223_372e18])),
+                Some(&c(&[1], &[0.0])),
+                Some(&c(&[1], &[-1.0])),
+            ],
+        );
+        assert_eq!(sliced.dims, [0]);
+        // An axis of i64::MIN saturates instead of overflowing.
+        let node = NodeProto {
+            op_type: "Concat".into(),
+            attribute: vec![crate::proto::AttributeProto {
+                name: "axis".into(),
+                r#type: crate::proto::attribute_proto::AttributeType::Int as i32,
+                i: i64::MIN,
+                ..Default::default()
+            }],
+            ..NodeProto::default()
+        };
+        let one = c(&[1], &[1.0]);
+        let err = fold(&node, &[Some(&one), Some(&one)], &mut FOLD_BUDGET.clone());
+        assert!(err.is_err_and(|e| e.to_string().contains("out of range")));
+    }
+
+    #[test]
     fn folding_is_bounded() {
         let node = NodeProto {
             op_type: "ConstantOfShape".into(),
