@@ -1,10 +1,11 @@
 //! ONNX import: a model exported by `torch.onnx.export` (eval mode) from operators cnnc has layer
 //! kinds for becomes a checked [`Model`], its spec as YAML (a graph spec with `inputs:` where it
 //! branches) and its weights under state_dict names. Anything else is refused with the node, its
-//! operator and what is supported. The file is untrusted: its size, node count, every dimension
-//! and every initializer's byte count are checked before anything is allocated from them, and
-//! nodes may only read values produced before them (no cycles).
-
+//! operator and what is supported. Constant computations are folded first (`import/fold.rs`),
+//! then the layers torch writes as several nodes are matched exactly (`import/patterns.rs`), then
+//! every other node is lowered alone. The file is untrusted: its size, node count, every
+//! dimension and every initializer's byte count are checked before anything is allocated from
+//! them, folding has a budget, and nodes may only read values produced before them (no cycles).
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::rc::Rc;
@@ -47,7 +48,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "GlobalMaxPool",
     "ReduceMean and ReduceMax over height and width, kept (global pools)",
     "Flatten",
-    "Reshape (to [N, -1])",
+    "Reshape (a flatten: [N, -1] or [N, C*H*W])",
     "Relu",
     "LeakyRelu",
     "Sigmoid",
