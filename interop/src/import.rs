@@ -6,6 +6,7 @@
 //! every other node is lowered alone. The file is untrusted: its size, node count, every
 //! dimension and every initializer's byte count are checked before anything is allocated from
 //! them, folding has a budget, and nodes may only read values produced before them (no cycles).
+
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::rc::Rc;
