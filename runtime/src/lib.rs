@@ -6,6 +6,7 @@
 //! `cnn_model!`, or the executor [`Network`]) implements [`Model`]: inference from `&self`,
 //! training through `&mut self`.
 
+pub mod accumulate;
 pub mod error;
 pub mod exec;
 pub mod fsio;

@@ -396,10 +396,7 @@ pub(crate) fn grow<T: Copy>(buf: &mut Vec<T>, len: usize, fill: T) {
 
 /// A zero-initialised parameter of the given PyTorch shape.
 pub(crate) fn zero_param(shape: &[usize]) -> Param {
-    Param {
-        value: ArrayD::zeros(shape),
-        grad: ArrayD::zeros(shape),
-    }
+    Param::new(ArrayD::zeros(shape))
 }
 
 /// Checks that a parameter (value and grad) still has the shape the layer was built with: weights
