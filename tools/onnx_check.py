@@ -8,8 +8,12 @@ export:   every spec in models/ through `cnnc export --to onnx`, then onnx.check
 pytorch:  every spec in models/ through `cnnc export --to pytorch`: model.py built, a cnnc
           safetensors file loaded with strict=True, and its logits against `cnnc run`'s.
 import:   models exported by torch.onnx.export (eval mode): the seed model, torchvision's
-          ResNet-18 and MobileNetV2 (random weights), through `cnnc import`, then `cnnc run` of
-          the imported spec and weights against PyTorch's logits.
+          ResNet-18 and MobileNetV2 (random weights), and tools/make_onnx_fixtures.py's Patterns
+          (padding modes, group norm, both GELUs), by the legacy exporter (batch norm kept and
+          folded) and the dynamo one (opsets 18 and 20), through `cnnc import`, then `cnnc run`
+          of the imported spec and weights against PyTorch's logits.
+resize:   torch's own export of a bilinear upsample to one row (where ONNX's half_pixel and
+          pytorch_half_pixel differ) run by ONNX Runtime against torch, beside cnnc's export.
 torchrun: `cnnc export --to pytorch` of the seed model, `torchrun --nproc_per_node=2` (gloo) for
           one epoch on the Fashion-MNIST sample shipped in data/, then `cnnc eval` of the result:
           the accuracies must agree.
@@ -28,6 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import warnings
 
 import numpy as np
 
@@ -80,8 +86,10 @@ def check_export(binary, tmp):
     import onnxruntime as ort
 
     runs = [(spec, 17) for spec in specs()]
-    # Opset 19 brings Pad's `wrap` (circular padding), 20 the Gelu operator.
+    # Opset 19 brings Pad's `wrap` (circular padding), 20 the Gelu operator, 18 reductions
+    # whose axes are an input.
     runs += [(spec, opset) for spec in specs() if spec.stem == "corners" for opset in (19, 21)]
+    runs += [(spec, 18) for spec in specs() if spec.stem == "export_gaps"]
     for spec, opset in runs:
         name = f"export {spec.name} (opset {opset})"
         try:
@@ -182,12 +190,20 @@ def check_import(binary, tmp):
 
     sys.path.insert(0, str(ROOT / "tools"))
     from custom_cnn import CustomCNN
+    from make_onnx_fixtures import Patterns
 
     torch.manual_seed(0)
     models = [
         ("seed", CustomCNN(), (3, 32, 32)),
         ("resnet18", torchvision.models.resnet18(), (3, 64, 64)),
         ("mobilenet_v2", torchvision.models.mobilenet_v2(), (3, 64, 64)),
+        ("patterns", Patterns(), (3, 6, 5)),
+    ]
+    exports = [
+        ("legacy, batch norm kept", dict(dynamo=False, opset_version=17, do_constant_folding=False), True),
+        ("legacy, batch norm folded", dict(dynamo=False, opset_version=17, do_constant_folding=True), False),
+        ("dynamo, opset 18", dict(dynamo=True, opset_version=18), False),
+        ("dynamo, opset 20", dict(dynamo=True, opset_version=20), False),
     ]
     for label, module, shape in models:
         module.eval()
@@ -195,23 +211,30 @@ def check_import(binary, tmp):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 1.5)
+            if isinstance(m, torch.nn.GroupNorm) and m.affine:
+                m.weight.data.uniform_(0.5, 1.5)
+                m.bias.data.uniform_(-0.5, 0.5)
         x = random_batch(shape)
         with torch.no_grad():
             want = module(torch.from_numpy(x)).numpy()
-        for folding in (False, True):
-            name = f"import {label} ({'batch norm folded' if folding else 'batch norm kept'})"
+        for how, options, strict in exports:
+            name = f"import {label} ({how})"
+            tag = f"{label}_{how.replace(' ', '_').replace(',', '')}"
             try:
-                onnx_path = tmp / f"{label}_{folding}.onnx"
-                torch.onnx.export(
-                    module, torch.from_numpy(x), str(onnx_path), input_names=["input"], output_names=["logits"],
-                    dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, opset_version=17,
-                    do_constant_folding=folding, dynamo=False,
-                )
-                spec, weights = tmp / f"{label}_{folding}.yaml", tmp / f"{label}_{folding}.safetensors"
+                onnx_path = tmp / f"{tag}.onnx"
+                io = dict(input_names=["input"], output_names=["logits"])
+                if options["dynamo"]:
+                    dims = ({0: torch.export.Dim("N", min=1, max=1024)},)
+                    torch.onnx.export(module, (torch.from_numpy(x),), str(onnx_path), dynamic_shapes=dims,
+                                      external_data=False, verbose=False, **io, **options)
+                else:
+                    torch.onnx.export(module, torch.from_numpy(x), str(onnx_path),
+                                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, **io, **options)
+                spec, weights = tmp / f"{tag}.yaml", tmp / f"{tag}.safetensors"
                 cnnc(binary, "import", onnx_path, "-o", spec, "--weights-out", weights)
                 details = []
                 ok = True
-                if not folding:
+                if strict:
                     # Every state_dict name and shape survives: the original module loads them.
                     imported = read_safetensors(weights)
                     clone = copy.deepcopy(module)
@@ -237,6 +260,33 @@ def check_import(binary, tmp):
                 report(name, ok, "; ".join(details))
             except Exception as err:  # noqa: BLE001
                 report(name, False, str(err).splitlines()[0][:300])
+
+
+def check_resize(binary, tmp):
+    """Which coordinate transformation torch writes for a bilinear upsample, and whether ONNX
+    Runtime then gives torch's numbers, where an output of one row tells half_pixel (PyTorch's
+    formula) from pytorch_half_pixel (which maps it to the first input row)."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    for align in (False, True):
+        name = f"resize torch bilinear to 1x3, align_corners={align}"
+        try:
+            module = torch.nn.Upsample(size=(1, 3), mode="bilinear", align_corners=align).eval()
+            x = random_batch((2, 4, 5))
+            with torch.no_grad():
+                want = module(torch.from_numpy(x)).numpy()
+            path = tmp / f"resize_{align}.onnx"
+            torch.onnx.export(module, torch.from_numpy(x), str(path), input_names=["input"], output_names=["logits"],
+                              opset_version=17, dynamo=False)
+            (node,) = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Resize"]
+            mode = [a.s.decode() for a in node.attribute if a.name == "coordinate_transformation_mode"][0]
+            (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+            diff = float(np.abs(got - want).max())
+            report(name, True, f"torch writes {mode}; onnxruntime vs torch max |diff| {diff:.2e}")
+        except Exception as err:  # noqa: BLE001
+            report(name, False, str(err).splitlines()[0][:300])
 
 
 def check_torchrun(binary, tmp):
@@ -279,14 +329,16 @@ def check_torchrun(binary, tmp):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cnnc", type=Path, default=ROOT / "target" / "debug" / "cnnc")
-    parser.add_argument("--only", default="export,pytorch,import,torchrun")
+    parser.add_argument("--only", default="export,pytorch,import,resize,torchrun")
     args = parser.parse_args()
     import onnx
     import onnxruntime
     import torch
 
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     print(f"# {time.strftime('%Y-%m-%d')}: torch {torch.__version__}, onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}")
-    checks = {"export": check_export, "pytorch": check_pytorch, "import": check_import, "torchrun": check_torchrun}
+    checks = {"export": check_export, "pytorch": check_pytorch, "import": check_import, "resize": check_resize,
+              "torchrun": check_torchrun}
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.only.split(","):
             checks[key](args.cnnc, Path(tmp))

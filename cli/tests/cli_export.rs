@@ -86,7 +86,7 @@ fn refusals_name_the_problem_and_write_nothing() {
     let uneven = write(
         dir.path(),
         "uneven.cnn",
-        "input (1, 5, 5)\npool: adaptive_avg_pool2d(output_size=2)\nflatten\nlinear(out_features=2)\n",
+        "input (1, 5, 5)\npool: adaptive_avg_pool2d(output_size=300)\nflatten\nlinear(out_features=2)\n",
     );
     let output = cnnc(&["export", arg(&uneven), "--to", "onnx", "-o", arg(&out)]);
     assert_status(&output, 1);

@@ -74,7 +74,7 @@ fn refusals_write_nothing() {
     let weights = dir.path().join("m.safetensors");
     let export = [
         "export",
-        "models/modern_activations.yaml",
+        "interop/tests/specs/corners.yaml",
         "--to",
         "onnx",
         "-o",

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use cnnc_core::config::{GeluApproximate, Source, softmax_dim};
-use cnnc_core::geometry::pool_output;
+use cnnc_core::geometry::{adaptive_window, pool_output};
 use cnnc_core::{LayerConfig, Model, PaddingMode, Pool2dConfig, Shape, TensorRole};
 use prost::Message;
 
@@ -27,6 +27,9 @@ pub const INPUT: &str = "input";
 pub const OUTPUT: &str = "logits";
 /// Name of the symbolic batch dimension.
 pub const BATCH: &str = "N";
+/// Most output rows (and columns) of an adaptive pool whose windows do not divide its input:
+/// each is one `Slice` and one reduction in the exported graph.
+pub const MAX_ADAPTIVE_SLICES: usize = 256;
 
 /// Why a model cannot be exported.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -401,22 +404,21 @@ impl Builder {
                         &[output],
                         vec![ints("kernel_shape", &kernel), ints("strides", &kernel)],
                     );
+                } else if output_size.iter().all(|&o| o <= MAX_ADAPTIVE_SLICES) {
+                    self.adaptive_pool(name, x, output, avg, [h, w], *output_size);
                 } else {
                     return Err(unsupported(format!(
-                        "its {h}x{w} input does not divide into {}x{} equal windows, which \
-                         standard ONNX pools need; use an output_size dividing the input, or 1",
+                        "its {h}x{w} input does not divide into {}x{} equal windows, and each \
+                         uneven window is its own Slice: cnnc exports up to \
+                         {MAX_ADAPTIVE_SLICES} rows and columns",
                         output_size[0], output_size[1]
                     )));
                 }
             }
             LayerConfig::BatchNorm2d(c) => {
                 if !c.track_running_stats {
-                    return Err(unsupported(
-                        "without running statistics it normalises by the batch's in eval too, \
-                         while ONNX's BatchNormalization uses stored ones; use \
-                         track_running_stats: true"
-                            .to_owned(),
-                    ));
+                    self.batch_statistics_norm(name, x, output, c);
+                    return Ok(());
                 }
                 let [scale, bias] = self.affine(name, c.affine, c.num_features);
                 let mut attrs = vec![float("epsilon", c.eps)];
@@ -485,7 +487,7 @@ impl Builder {
             LayerConfig::Dropout { .. } | LayerConfig::Dropout2d { .. } | LayerConfig::Identity => {
                 self.node("Identity", name, &[x], &[output], Vec::new());
             }
-            // Nearest by an integer factor; other upsamples are not exported yet.
+            // Nearest by an integer factor: constant scales.
             LayerConfig::Upsample(cnnc_core::config::UpsampleConfig {
                 size: None,
                 scale_factor: Some(scale_factor),
@@ -510,11 +512,7 @@ impl Builder {
                     ],
                 );
             }
-            LayerConfig::Upsample(_) => {
-                return Err(unsupported(
-                    "only nearest upsampling by an integer scale_factor is exported".to_owned(),
-                ));
-            }
+            LayerConfig::Upsample(c) => self.resize(name, x, output, c, layer.output_shape()),
             LayerConfig::Relu6 => {
                 let min = self.constant_f32(scoped("min"), &[], &[0.0]);
                 let max = self.constant_f32(scoped("max"), &[], &[6.0]);
@@ -747,37 +745,10 @@ impl Builder {
             &[&back],
             Vec::new(),
         );
-        if !c.affine {
-            return;
+        if c.affine {
+            // [C] broadcast over [N, C, H, W] (or [N, C]) as [C, 1, 1] (or [C]).
+            self.per_channel_affine(name, &back, output, c.num_channels, input.dims().len());
         }
-        // [C] broadcast over [N, C, H, W] (or [N, C]) as [C, 1, 1] (or [C]).
-        let mut per_channel = vec![c.num_channels as i64];
-        per_channel.extend(std::iter::repeat_n(1, input.dims().len() - 1));
-        let pc = self.constant_i64(v("channel_shape"), &per_channel);
-        for part in ["weight", "bias"] {
-            let shaped = v(part);
-            self.node(
-                "Reshape",
-                &shaped,
-                &[format!("{name}.{part}"), pc.clone()],
-                &[&shaped],
-                Vec::new(),
-            );
-        }
-        self.node(
-            "Mul",
-            &v("scaled"),
-            &[back, v("weight")],
-            &[&v("scaled")],
-            Vec::new(),
-        );
-        self.node(
-            "Add",
-            name,
-            &[v("scaled"), v("bias")],
-            &[output],
-            Vec::new(),
-        );
     }
 
     /// `reflect` / `replicate` / `circular` padding as its own node before the convolution.
@@ -863,6 +834,245 @@ impl Builder {
             &[head, x.to_owned(), tail],
             &[output],
             vec![int("axis", axis)],
+        );
+    }
+
+    /// A `Reduce*` over `axes` keeping them: the axes an attribute before opset 18, an input
+    /// from it.
+    fn reduce(&mut self, op: &str, node: &str, x: &str, axes: &[i64], output: &str) {
+        if self.opset >= 18 {
+            let axes = self.constant_i64(format!("{node}/axes"), axes);
+            self.node(
+                op,
+                node,
+                &[x.to_owned(), axes],
+                &[output],
+                vec![int("keepdims", 1)],
+            );
+        } else {
+            let attr = AttributeProto {
+                name: "axes".to_owned(),
+                r#type: AttributeType::Ints as i32,
+                ints: axes.to_vec(),
+                ..AttributeProto::default()
+            };
+            self.node(op, node, &[x], &[output], vec![attr, int("keepdims", 1)]);
+        }
+    }
+
+    /// Batch norm without running statistics, which normalises by the batch's own in eval too:
+    /// `(x - mean) / sqrt(var + eps)` over batch, height and width (the biased variance), then
+    /// the weight and bias per channel.
+    fn batch_statistics_norm(
+        &mut self,
+        name: &str,
+        x: &str,
+        output: &str,
+        c: &cnnc_core::config::BatchNorm2dConfig,
+    ) {
+        let v = |what: &str| format!("/{name}/{what}");
+        let axes = [0, 2, 3];
+        self.reduce("ReduceMean", &v("mean"), x, &axes, &v("mean"));
+        self.node(
+            "Sub",
+            &v("centered"),
+            &[x.to_owned(), v("mean")],
+            &[&v("centered")],
+            Vec::new(),
+        );
+        self.node(
+            "Mul",
+            &v("squared"),
+            &[v("centered"), v("centered")],
+            &[&v("squared")],
+            Vec::new(),
+        );
+        self.reduce("ReduceMean", &v("var"), &v("squared"), &axes, &v("var"));
+        let eps = self.constant_f32(v("eps"), &[], &[c.eps]);
+        self.node(
+            "Add",
+            &v("var_eps"),
+            &[v("var"), eps],
+            &[&v("var_eps")],
+            Vec::new(),
+        );
+        self.node("Sqrt", &v("std"), &[v("var_eps")], &[&v("std")], Vec::new());
+        let normalized = if c.affine {
+            v("normalized")
+        } else {
+            output.to_owned()
+        };
+        let node = if c.affine {
+            v("normalized")
+        } else {
+            name.to_owned()
+        };
+        self.node(
+            "Div",
+            &node,
+            &[v("centered"), v("std")],
+            &[&normalized],
+            Vec::new(),
+        );
+        if c.affine {
+            self.per_channel_affine(name, &normalized, output, c.num_features, 3);
+        }
+    }
+
+    /// `x * weight + bias` with the layer's `[C]` weight and bias reshaped to broadcast over an
+    /// input of `rank` per-sample dims (`[C, 1, 1]` for images).
+    fn per_channel_affine(
+        &mut self,
+        name: &str,
+        x: &str,
+        output: &str,
+        channels: usize,
+        rank: usize,
+    ) {
+        let v = |what: &str| format!("/{name}/{what}");
+        let mut per_channel = vec![channels as i64];
+        per_channel.extend(std::iter::repeat_n(1, rank - 1));
+        let pc = self.constant_i64(v("channel_shape"), &per_channel);
+        for part in ["weight", "bias"] {
+            let shaped = v(part);
+            self.node(
+                "Reshape",
+                &shaped,
+                &[format!("{name}.{part}"), pc.clone()],
+                &[&shaped],
+                Vec::new(),
+            );
+        }
+        self.node(
+            "Mul",
+            &v("scaled"),
+            &[x.to_owned(), v("weight")],
+            &[&v("scaled")],
+            Vec::new(),
+        );
+        self.node(
+            "Add",
+            name,
+            &[v("scaled"), v("bias")],
+            &[output],
+            Vec::new(),
+        );
+    }
+
+    /// An adaptive pool whose windows do not divide the input: PyTorch's window of each output
+    /// row (`adaptive_window`) sliced and reduced over the height, the rows concatenated, then
+    /// the same for the columns. Every window is a rectangle of such rows and columns, so the
+    /// maximum of the column maxima is the window's maximum, and the mean of the column means
+    /// (each over the same rows) its mean.
+    fn adaptive_pool(
+        &mut self,
+        name: &str,
+        x: &str,
+        output: &str,
+        avg: bool,
+        input: [usize; 2],
+        output_size: [usize; 2],
+    ) {
+        let op = if avg { "ReduceMean" } else { "ReduceMax" };
+        let mut current = x.to_owned();
+        for (axis, what) in [(2usize, "rows"), (3, "cols")] {
+            let (size, out) = (input[axis - 2], output_size[axis - 2]);
+            let target = if axis == 3 {
+                output.to_owned()
+            } else {
+                format!("/{name}/{what}")
+            };
+            let axes = self.constant_i64(format!("/{name}/{what}/axes"), &[axis as i64]);
+            let mut parts = Vec::with_capacity(out);
+            for i in 0..out {
+                let (start, end) = adaptive_window(i, size, out);
+                let v = |what2: &str| format!("/{name}/{what}/{i}/{what2}");
+                let starts = self.constant_i64(v("starts"), &[start as i64]);
+                let ends = self.constant_i64(v("ends"), &[end as i64]);
+                self.node(
+                    "Slice",
+                    &v("slice"),
+                    &[current.clone(), starts, ends, axes.clone()],
+                    &[&v("slice")],
+                    Vec::new(),
+                );
+                self.reduce(op, &v("reduce"), &v("slice"), &[axis as i64], &v("reduce"));
+                parts.push(v("reduce"));
+            }
+            let node = if axis == 3 {
+                name.to_owned()
+            } else {
+                format!("/{name}/{what}")
+            };
+            self.node(
+                "Concat",
+                &node,
+                &parts,
+                &[&target],
+                vec![int("axis", axis as i64)],
+            );
+            current = target;
+        }
+    }
+
+    /// `upsample` with a `size` or `mode: bilinear` as ONNX's `Resize` to the output's sizes
+    /// (the batch and channels read from the input's `Shape`). Nearest: `asymmetric` source
+    /// coordinates rounded down, PyTorch's `floor(dst * in / out)`. Bilinear: `align_corners`,
+    /// or `half_pixel` (PyTorch's `(dst + 0.5) * in / out - 0.5`, clamped at the edges, as
+    /// `torch.onnx.export` writes it; `pytorch_half_pixel` would map an output of one pixel to
+    /// the first input pixel, which PyTorch does not).
+    fn resize(
+        &mut self,
+        name: &str,
+        x: &str,
+        output: &str,
+        c: &cnnc_core::config::UpsampleConfig,
+        out_shape: Shape,
+    ) {
+        let v = |what: &str| format!("/{name}/{what}");
+        let [_, oh, ow] = chw(out_shape);
+        self.node("Shape", &v("shape"), &[x], &[&v("shape")], Vec::new());
+        let starts = self.constant_i64(v("nc/starts"), &[0]);
+        let ends = self.constant_i64(v("nc/ends"), &[2]);
+        self.node(
+            "Slice",
+            &v("nc"),
+            &[v("shape"), starts, ends],
+            &[&v("nc")],
+            Vec::new(),
+        );
+        let hw = self.constant_i64(v("hw"), &[oh as i64, ow as i64]);
+        self.node(
+            "Concat",
+            &v("sizes"),
+            &[v("nc"), hw],
+            &[&v("sizes")],
+            vec![int("axis", 0)],
+        );
+        let attrs = match c.mode {
+            cnnc_core::config::UpsampleMode::Nearest => vec![
+                string("mode", "nearest"),
+                string("coordinate_transformation_mode", "asymmetric"),
+                string("nearest_mode", "floor"),
+            ],
+            cnnc_core::config::UpsampleMode::Bilinear => {
+                let transform = if c.align_corners == Some(true) {
+                    "align_corners"
+                } else {
+                    "half_pixel"
+                };
+                vec![
+                    string("mode", "linear"),
+                    string("coordinate_transformation_mode", transform),
+                ]
+            }
+        };
+        self.node(
+            "Resize",
+            name,
+            &[x.to_owned(), String::new(), String::new(), v("sizes")],
+            &[output],
+            attrs,
         );
     }
 
@@ -1069,14 +1279,16 @@ mod tests {
         let uneven = model(
             [2, 5, 5],
             vec![LayerConfig::AdaptiveAvgPool2d {
-                output_size: [2, 2],
+                output_size: [MAX_ADAPTIVE_SLICES + 1, 2],
             }],
         );
         let err = export(&uneven, &zeros(&uneven), &ExportOptions::default())
-            .expect_err("5 does not divide into 2");
+            .expect_err("too many uneven windows");
         assert!(
-            err.to_string()
-                .starts_with("layer `l0` (adaptive_avg_pool2d) cannot be exported: its 5x5 input"),
+            err.to_string().starts_with(
+                "layer `l0` (adaptive_avg_pool2d) cannot be exported: its 5x5 input does not \
+                 divide into 257x2 equal windows"
+            ),
             "{err}"
         );
     }
@@ -1118,6 +1330,58 @@ mod tests {
             .find(|a| a.name == "pads")
             .expect("pads");
         assert_eq!(pads.ints, [1, 1, 2, 1]);
+    }
+
+    #[test]
+    fn uneven_adaptive_pools_slice_each_window_and_batch_statistics_reduce() {
+        let m = model(
+            [2, 5, 4],
+            vec![
+                LayerConfig::AdaptiveMaxPool2d {
+                    output_size: [2, 1],
+                },
+                LayerConfig::BatchNorm2d(cnnc_core::config::BatchNorm2dConfig {
+                    num_features: 2,
+                    eps: 1e-5,
+                    momentum: Some(0.1),
+                    affine: false,
+                    track_running_stats: false,
+                }),
+            ],
+        );
+        let at = |opset| {
+            let options = ExportOptions {
+                opset,
+                ..ExportOptions::default()
+            };
+            export_proto(&m, &zeros(&m), &options).expect("exports")
+        };
+        let proto = at(17);
+        assert_eq!(
+            ops(&proto).join(" "),
+            "Slice ReduceMax Slice ReduceMax Concat Slice ReduceMax Concat \
+             ReduceMean Sub Mul ReduceMean Add Sqrt Div"
+        );
+        // PyTorch's rows 0..3 and 2..5 of 5: overlapping windows.
+        let graph = proto.graph.as_ref().expect("a graph");
+        let int = |name: &str| {
+            let t = graph
+                .initializer
+                .iter()
+                .find(|t| t.name == name)
+                .expect(name);
+            i64::from_le_bytes(t.raw_data[..8].try_into().expect("8 bytes"))
+        };
+        assert_eq!(
+            [int("/l0/rows/0/ends"), int("/l0/rows/1/starts")],
+            [3, 2],
+            "rows 0..3 and 2..5"
+        );
+        // From opset 18 the reductions read their axes as an input.
+        let proto = at(18);
+        let reduce = &proto.graph.as_ref().expect("a graph").node[1];
+        assert_eq!(reduce.input.len(), 2);
+        assert!(reduce.attribute.iter().all(|a| a.name != "axes"));
     }
 
     #[test]

@@ -1,18 +1,23 @@
 //! ONNX import: a model exported by `torch.onnx.export` (eval mode) from operators cnnc has layer
 //! kinds for becomes a checked [`Model`], its spec as YAML (a graph spec with `inputs:` where it
 //! branches) and its weights under state_dict names. Anything else is refused with the node, its
-//! operator and what is supported. The file is untrusted: its size, node count, every dimension
-//! and every initializer's byte count are checked before anything is allocated from them, and
-//! nodes may only read values produced before them (no cycles).
+//! operator and what is supported. Constant computations are folded first (`import/fold.rs`),
+//! then the layers torch writes as several nodes are matched exactly (`import/patterns.rs`), then
+//! every other node is lowered alone. The file is untrusted: its size, node count, every
+//! dimension and every initializer's byte count are checked before anything is allocated from
+//! them, folding has a budget, and nodes may only read values produced before them (no cycles).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::rc::Rc;
 
-use cnnc_core::config::{BatchNorm2dConfig, ConcatConfig, ConvTranspose2dConfig};
+use cnnc_core::config::{
+    BatchNorm2dConfig, ConcatConfig, ConvTranspose2dConfig, GeluApproximate, GroupNormConfig,
+};
 use cnnc_core::kind::{ArgDefault, ArgType, ArgValue};
 use cnnc_core::{
     Conv2dConfig, LayerConfig, LayerDef, LinearConfig, MAX_DIM, MAX_ELEMENTS, Model, NetworkDef,
-    PaddingMode, Pool2dConfig, Source, TensorRole,
+    PaddingMode, Pool2dConfig, Shape, Source, TensorRole,
 };
 use prost::Message;
 
@@ -20,6 +25,11 @@ use crate::proto::{
     AttributeProto, ModelProto, NodeProto, TensorProto, attribute_proto::AttributeType,
     tensor_proto::DataType, tensor_shape_proto::dimension, type_proto,
 };
+
+mod fold;
+mod patterns;
+
+use patterns::{Fused, GroupShape, Pattern};
 
 /// Largest ONNX file read: 1 GiB (protobuf's own limit is 2 GiB).
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
@@ -31,13 +41,15 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Conv",
     "ConvTranspose",
     "Gemm",
+    "MatMul (constant weight, then an Add of a constant bias or none: a linear layer)",
     "BatchNormalization",
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
     "GlobalMaxPool",
+    "ReduceMean and ReduceMax over height and width, kept (global pools)",
     "Flatten",
-    "Reshape (to [N, -1])",
+    "Reshape (a flatten: [N, -1] or [N, C*H*W])",
     "Relu",
     "LeakyRelu",
     "Sigmoid",
@@ -49,6 +61,12 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "PRelu",
     "Softmax",
     "LogSoftmax",
+    "Gelu",
+    "GELU's erf and tanh formulas (as torch.onnx.export writes them)",
+    "SiLU as x * Sigmoid(x)",
+    "group norm as Reshape, InstanceNormalization, Reshape, Mul and Add (as torch.onnx.export \
+     writes it)",
+    "Pad before a Conv (zeros, reflect, edge or wrap, folded into the convolution)",
     "Resize (nearest, integer scales)",
     "Add",
     "Sum",
@@ -121,7 +139,7 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, ImportError> {
 }
 
 /// A float tensor read from the file: its dimensions and values.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct Const {
     dims: Vec<usize>,
     values: Vec<f32>,
@@ -134,6 +152,9 @@ enum Value {
     Layer(usize),
 }
 
+/// A layer's state_dict tensors by suffix (`weight`, `bias`, ...).
+type Tensors = Vec<(&'static str, Const)>;
+
 /// One node as a layer: its config, the values it reads, its weight's name in the file (for
 /// naming), and its state_dict tensors by suffix.
 type Lowered<'n> = (
@@ -144,11 +165,19 @@ type Lowered<'n> = (
 );
 
 struct Importer<'a> {
-    consts: HashMap<&'a str, Const>,
+    consts: HashMap<&'a str, Rc<Const>>,
     values: HashMap<&'a str, Value>,
     layers: Vec<LayerDef>,
     weights: Vec<(String, Vec<usize>, Vec<f32>)>,
     names: HashSet<String>,
+    /// The input's per-sample shape, then each layer's output shape (`None` after a layer the
+    /// checker will refuse).
+    input_shape: Shape,
+    shapes: Vec<Option<Shape>>,
+    /// The graph input's batch size when the file fixes it (a static export).
+    batch: Option<usize>,
+    /// A `Pad` folded into the `Conv` being lowered: what it pads, how much and how.
+    pad: Option<(&'a str, [usize; 2], PaddingMode)>,
 }
 
 fn structure(why: impl Into<String>) -> ImportError {
@@ -180,7 +209,7 @@ pub fn import_proto(proto: &ModelProto, name: &str) -> Result<Imported, ImportEr
             inputs.len()
         )));
     };
-    let shape = input_shape(input)?;
+    let (shape, batch) = input_shape(input)?;
     let [output] = graph.output.as_slice() else {
         return Err(structure(format!(
             "the graph has {} outputs; cnnc models have one",
@@ -193,24 +222,55 @@ pub fn import_proto(proto: &ModelProto, name: &str) -> Result<Imported, ImportEr
         layers: Vec::new(),
         weights: Vec::new(),
         names: HashSet::new(),
+        input_shape: Shape::Chw(shape),
+        shapes: Vec::new(),
+        batch,
+        pad: None,
     };
     for tensor in &graph.initializer {
         if let Some(c) = read_tensor(tensor)? {
-            importer.consts.insert(tensor.name.as_str(), c);
+            importer.consts.insert(tensor.name.as_str(), Rc::new(c));
         }
     }
     importer.values.insert(input.name.as_str(), Value::Input);
+    // Constants first (in order, so a node reads only constants made before it): `Constant`
+    // nodes and the computations on constants torch leaves in a graph.
+    let mut folded = HashSet::new();
+    let mut budget = fold::FOLD_BUDGET;
+    for (index, node) in graph.node.iter().enumerate() {
+        if importer.constant_node(node, &mut budget)? {
+            folded.insert(index);
+        }
+    }
+    let fused = patterns::find(
+        &graph.node,
+        &[output.name.as_str()],
+        &importer.consts,
+        &folded,
+    )?;
+    let inside: HashSet<usize> = fused
+        .iter()
+        .flat_map(|(root, f)| f.nodes.iter().filter(move |n| *n != root).copied())
+        .collect();
     let produced_later: HashSet<&str> = graph
         .node
         .iter()
         .flat_map(|n| n.output.iter().map(String::as_str))
         .collect();
-    for node in &graph.node {
-        for input in node.input.iter().filter(|i| !i.is_empty()) {
-            let known = importer.values.contains_key(input.as_str())
-                || importer.consts.contains_key(input.as_str());
+    let mut fused = fused;
+    for (index, node) in graph.node.iter().enumerate() {
+        if folded.contains(&index) || inside.contains(&index) {
+            continue;
+        }
+        let pattern = fused.remove(&index);
+        let reads: Vec<&str> = match &pattern {
+            Some(f) => vec![f.input],
+            None => node.input.iter().map(String::as_str).collect(),
+        };
+        for input in reads.into_iter().filter(|i| !i.is_empty()) {
+            let known = importer.values.contains_key(input) || importer.consts.contains_key(input);
             if !known {
-                let why = if produced_later.contains(input.as_str()) {
+                let why = if produced_later.contains(input) {
                     format!(
                         "reads `{input}` before a node produces it: the graph is not \
                          topologically sorted, or has a cycle"
@@ -221,7 +281,10 @@ pub fn import_proto(proto: &ModelProto, name: &str) -> Result<Imported, ImportEr
                 return Err(node_error(node, why));
             }
         }
-        importer.node(node)?;
+        match pattern {
+            Some(f) => importer.fused(node, f)?,
+            None => importer.node(node)?,
+        }
     }
     let last = importer.layers.len().checked_sub(1);
     match importer.values.get(output.name.as_str()) {
@@ -288,7 +351,10 @@ fn node_error(node: &NodeProto, why: impl Into<String>) -> ImportError {
     }
 }
 
-fn input_shape(input: &crate::proto::ValueInfoProto) -> Result<[usize; 3], ImportError> {
+/// The input's `[C, H, W]`, and its batch size when the file fixes it.
+fn input_shape(
+    input: &crate::proto::ValueInfoProto,
+) -> Result<([usize; 3], Option<usize>), ImportError> {
     let bad = || {
         structure(format!(
             "the input `{}` is not a float tensor [N, C, H, W] with known C, H and W",
@@ -316,7 +382,11 @@ fn input_shape(input: &crate::proto::ValueInfoProto) -> Result<[usize; 3], Impor
             _ => return Err(bad()),
         }
     }
-    Ok(out)
+    let batch = match dims[0].value {
+        Some(dimension::Value::DimValue(n)) => usize::try_from(n).ok(),
+        _ => None,
+    };
+    Ok((out, batch))
 }
 
 /// A float (or int64, as float) tensor's values, checked against its dims before any
@@ -536,15 +606,18 @@ impl<'a> Importer<'a> {
         let Some(name) = node.input.get(index).filter(|n| !n.is_empty()) else {
             return Ok(None);
         };
-        self.consts.get(name.as_str()).map(Some).ok_or_else(|| {
-            node_error(
-                node,
-                format!(
-                    "input {index} `{name}` must be an initializer or a constant (a weight), \
+        self.consts
+            .get(name.as_str())
+            .map(|c| Some(&**c))
+            .ok_or_else(|| {
+                node_error(
+                    node,
+                    format!(
+                        "input {index} `{name}` must be an initializer or a constant (a weight), \
                      not a computed tensor"
-                ),
-            )
-        })
+                    ),
+                )
+            })
     }
 
     fn required(&self, node: &NodeProto, index: usize, what: &str) -> Result<&Const, ImportError> {
@@ -610,6 +683,12 @@ impl<'a> Importer<'a> {
             self.weights
                 .push((format!("{name}.{suffix}"), c.dims, c.values));
         }
+        let shape = sources
+            .iter()
+            .map(|v| self.shape_of(*v))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|shapes| config.output_shape_of(&shapes).ok());
+        self.shapes.push(shape);
         self.layers.push(LayerDef {
             name,
             config,
@@ -623,6 +702,123 @@ impl<'a> Importer<'a> {
         };
         self.values.insert(output.as_str(), Value::Layer(index));
         Ok(())
+    }
+
+    /// The per-sample shape of `value`, when the layers so far check.
+    fn shape_of(&self, value: Value) -> Option<Shape> {
+        match value {
+            Value::Input => Some(self.input_shape),
+            Value::Layer(i) => self.shapes.get(i).copied().flatten(),
+        }
+    }
+
+    /// Records `node`'s output as a constant when it is a `Constant` or computes only on
+    /// constants ([`fold::foldable`]); whether it did.
+    fn constant_node(
+        &mut self,
+        node: &'a NodeProto,
+        budget: &mut usize,
+    ) -> Result<bool, ImportError> {
+        let op = node.op_type.as_str();
+        let [output] = node.output.as_slice() else {
+            return Ok(false);
+        };
+        if op == "Constant" {
+            let value = attr(node, "value")
+                .and_then(|a| a.t.as_ref())
+                .ok_or_else(|| node_error(node, "only `value` tensors are supported"))?;
+            if let Some(c) = read_tensor(value)? {
+                self.consts.insert(output.as_str(), Rc::new(c));
+            }
+            return Ok(true);
+        }
+        let inputs: Vec<Option<Rc<Const>>> = node
+            .input
+            .iter()
+            .map(|i| (!i.is_empty()).then(|| self.consts.get(i.as_str()).cloned()))
+            .map(|c| c.map_or(Some(None), |c| c.map(Some)))
+            .collect::<Option<_>>()
+            .unwrap_or_default();
+        if node.input.is_empty() || inputs.len() != node.input.len() {
+            return Ok(false);
+        }
+        let c = match op {
+            // The exporter shares one constant under two names.
+            "Identity" | "Dropout" => match &inputs[0] {
+                Some(c) => Rc::clone(c),
+                None => return Ok(false),
+            },
+            _ if fold::foldable(op) => {
+                let refs: Vec<Option<&Const>> = inputs.iter().map(|c| c.as_deref()).collect();
+                Rc::new(fold::fold(node, &refs, budget)?)
+            }
+            _ => return Ok(false),
+        };
+        self.consts.insert(output.as_str(), c);
+        Ok(true)
+    }
+
+    /// Lowers a matched multi-node pattern whose last node is `root`.
+    fn fused(&mut self, root: &'a NodeProto, fused: Fused<'a>) -> Result<(), ImportError> {
+        let x = self.value(root, fused.input)?;
+        let (config, weight, tensors) = match fused.pattern {
+            Pattern::Gelu(approximate) => (LayerConfig::Gelu { approximate }, None, Vec::new()),
+            Pattern::Silu => (LayerConfig::Silu, None, Vec::new()),
+            Pattern::GroupNorm {
+                groups,
+                eps,
+                affine,
+                shape,
+            } => {
+                let input = self.shape_of(x);
+                let channels = match (&affine, input) {
+                    (Some((w, _)), _) => w.values.len(),
+                    (None, Some(s)) => s.channels(),
+                    (None, None) => {
+                        return Err(node_error(
+                            root,
+                            "group norm of a tensor whose shape is unknown (an earlier layer                              does not check)",
+                        ));
+                    }
+                };
+                if let GroupShape::Constant(values) = &shape {
+                    let want: Vec<f32> = input
+                        .map(|s| s.dims().iter().map(|&d| d as f32).collect())
+                        .unwrap_or_default();
+                    let batch_ok = values.first().is_some_and(|&n| {
+                        n == 0.0 || n == -1.0 || self.batch.is_some_and(|b| n == b as f32)
+                    });
+                    if !batch_ok || values.get(1..) != Some(&want[..]) {
+                        return Err(node_error(
+                            root,
+                            format!(
+                                "group norm's reshape to {values:?} does not restore its                                  input's shape {want:?}"
+                            ),
+                        ));
+                    }
+                }
+                let config = LayerConfig::GroupNorm(GroupNormConfig {
+                    num_groups: groups,
+                    num_channels: channels,
+                    eps,
+                    affine: affine.is_some(),
+                });
+                let tensors =
+                    affine.map_or_else(Vec::new, |(w, b)| vec![("weight", w), ("bias", b)]);
+                (config, None, tensors)
+            }
+            Pattern::Linear { weight, name, bias } => {
+                let (config, tensors) = linear_from_matmul(root, weight, bias)?;
+                (config, Some(name), tensors)
+            }
+            Pattern::PadConv { padding, mode } => {
+                self.pad = Some((fused.input, padding, mode));
+                let lowered = self.node(root);
+                self.pad = None;
+                return lowered;
+            }
+        };
+        self.push(root, config, &[x], weight, tensors)
     }
 
     fn node(&mut self, node: &'a NodeProto) -> Result<(), ImportError> {
@@ -646,25 +842,12 @@ impl<'a> Importer<'a> {
         };
         let (config, sources, weight, tensors): Lowered<'_> = match op {
             "Constant" => {
-                let value = attr(node, "value")
-                    .and_then(|a| a.t.as_ref())
-                    .ok_or_else(|| node_error(node, "only `value` tensors are supported"))?;
-                let [output] = node.output.as_slice() else {
-                    return Err(node_error(node, "has no single output"));
-                };
-                if let Some(c) = read_tensor(value)? {
-                    self.consts.insert(output.as_str(), c);
-                }
-                return Ok(());
+                return Err(node_error(
+                    node,
+                    "only `value` constants of one output are supported",
+                ));
             }
             "Identity" | "Dropout" => {
-                let input = node.input.first().map(String::as_str).unwrap_or_default();
-                if let (Some(c), [output]) = (self.consts.get(input), node.output.as_slice()) {
-                    // The exporter shares one constant under two names.
-                    let c = c.clone();
-                    self.consts.insert(output.as_str(), c);
-                    return Ok(());
-                }
                 let v = first()?;
                 if node.output.len() > 1 && node.output[1..].iter().any(|o| !o.is_empty()) {
                     return Err(node_error(node, "its mask output is not supported"));
@@ -684,23 +867,38 @@ impl<'a> Importer<'a> {
                     .ok()
                     .filter(|g| (1..=MAX_DIM).contains(g))
                     .ok_or_else(|| node_error(node, "`group` is out of range"))?;
+                let mut padding = pads_attr(node)?;
+                let mut padding_mode = PaddingMode::Zeros;
+                let mut source = None;
+                if let Some((x, pad, mode)) = self.pad {
+                    if mode != PaddingMode::Zeros && padding != [0, 0] {
+                        return Err(node_error(
+                            node,
+                            "pads both in the Pad before it and itself, which cnnc's padding \
+                             modes cannot say",
+                        ));
+                    }
+                    padding = [padding[0] + pad[0], padding[1] + pad[1]];
+                    padding_mode = mode;
+                    source = Some(self.value(node, x)?);
+                }
                 let config = LayerConfig::Conv2d(Conv2dConfig {
                     in_channels: per_group.saturating_mul(groups),
                     out_channels,
                     kernel_size: [kh, kw],
                     stride: pair_attr(node, "strides", 1, 1)?,
-                    padding: pads_attr(node)?,
+                    padding,
                     dilation: pair_attr(node, "dilations", 1, 1)?,
                     groups,
                     bias: b.is_some(),
-                    padding_mode: PaddingMode::Zeros,
+                    padding_mode,
                 });
                 check_kernel(node, [kh, kw])?;
                 let mut tensors = vec![("weight", w)];
                 tensors.extend(b.map(|b| ("bias", b)));
                 (
                     config,
-                    vec![first()?],
+                    vec![source.map_or_else(first, Ok)?],
                     Some(node.input[1].as_str()),
                     tensors,
                 )
@@ -858,6 +1056,40 @@ impl<'a> Importer<'a> {
                 })?;
                 (c, s, None, Vec::new())
             }
+            "ReduceMean" | "ReduceMax" => {
+                // torch's dynamo exporter writes `AdaptiveAvgPool2d(1)` as a mean over the
+                // height and width that keeps them.
+                let axes: Vec<i64> = match self.constant(node, 1)? {
+                    Some(c) => c.values.iter().map(|&v| v as i64).collect(),
+                    None => attr_ints(node, "axes").unwrap_or_default(),
+                };
+                let mut axes: Vec<i64> = axes
+                    .iter()
+                    .map(|&a| if a < 0 { a.saturating_add(4) } else { a })
+                    .collect();
+                axes.sort_unstable();
+                if axes != [2, 3] || attr_int(node, "keepdims", 1) != 1 {
+                    return Err(node_error(
+                        node,
+                        format!(
+                            "only a reduction over height and width keeping them (a global \
+                             pool) is supported, not axes {axes:?} with keepdims {}",
+                            attr_int(node, "keepdims", 1)
+                        ),
+                    ));
+                }
+                let config = if op == "ReduceMean" {
+                    LayerConfig::AdaptiveAvgPool2d {
+                        output_size: [1, 1],
+                    }
+                } else {
+                    LayerConfig::AdaptiveMaxPool2d {
+                        output_size: [1, 1],
+                    }
+                };
+                let (c, s) = simple(config)?;
+                (c, s, None, Vec::new())
+            }
             "GlobalMaxPool" => {
                 let (c, s) = simple(LayerConfig::AdaptiveMaxPool2d {
                     output_size: [1, 1],
@@ -874,53 +1106,24 @@ impl<'a> Importer<'a> {
                 let (c, s) = simple(LayerConfig::FLATTEN)?;
                 (c, s, None, Vec::new())
             }
-            "Reshape"
-                if node
-                    .input
-                    .first()
-                    .is_some_and(|i| self.consts.contains_key(i.as_str())) =>
-            {
-                // A weight reshaped for broadcasting (PReLU's slopes as [C, 1, 1]).
-                let c = self.required(node, 0, "tensor")?.clone();
-                let shape = self.required(node, 1, "shape")?;
-                let fits = shape
-                    .values
-                    .iter()
-                    .all(|&d| d >= 1.0 && d <= MAX_DIM as f32);
-                let dims: Vec<usize> = shape.values.iter().map(|&d| d as usize).collect();
-                let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-                if !fits || count != Some(c.values.len()) {
-                    return Err(node_error(
-                        node,
-                        format!(
-                            "cannot reshape a constant of {} values to {:?}",
-                            c.values.len(),
-                            shape.values
-                        ),
-                    ));
-                }
-                let [output] = node.output.as_slice() else {
-                    return Err(node_error(node, "has no single output"));
-                };
-                self.consts.insert(
-                    output.as_str(),
-                    Const {
-                        dims,
-                        values: c.values,
-                    },
-                );
-                return Ok(());
-            }
             "Reshape" => {
                 let shape = self.required(node, 1, "shape")?;
-                let flat = shape.values.len() == 2
-                    && shape.values[1] == -1.0
-                    && matches!(shape.values[0], 0.0 | 1.0 | -1.0);
+                // A flatten: [N, -1] (N as 0, -1, or the file's fixed batch), or [N, C*H*W].
+                let numel = self.shape_of(first()?).map(|s| s.numel() as f32);
+                let flat = match shape.values.as_slice() {
+                    [n, f] => {
+                        let batch = matches!(n, 0.0 | 1.0 | -1.0)
+                            || self.batch.is_some_and(|b| *n == b as f32);
+                        batch && (*f == -1.0 || Some(*f) == numel)
+                    }
+                    _ => false,
+                };
                 if !flat {
                     return Err(node_error(
                         node,
                         format!(
-                            "only a reshape to [N, -1] (a flatten) is supported, not {:?}",
+                            "only a reshape to [N, -1] or [N, C*H*W] (a flatten) is supported, \
+                             not {:?}",
                             shape.values
                         ),
                     ));
@@ -1011,6 +1214,32 @@ impl<'a> Importer<'a> {
                 let (c, s) = simple(config)?;
                 (c, s, None, Vec::new())
             }
+            "Gelu" => {
+                let approximate = match attr_string(node, "approximate", "none").as_str() {
+                    "none" => GeluApproximate::None,
+                    "tanh" => GeluApproximate::Tanh,
+                    other => {
+                        return Err(node_error(
+                            node,
+                            format!("approximate `{other}`: only none and tanh exist"),
+                        ));
+                    }
+                };
+                let (c, s) = simple(LayerConfig::Gelu { approximate })?;
+                (c, s, None, Vec::new())
+            }
+            "MatMul" => {
+                let w = self.required(node, 1, "weight")?.clone();
+                let (c, tensors) = linear_from_matmul(node, w, None)?;
+                (c, vec![first()?], Some(node.input[1].as_str()), tensors)
+            }
+            "Pad" => {
+                return Err(node_error(
+                    node,
+                    "a Pad is imported only as the padding of the one Conv that reads it (zeros, \
+                     reflect, edge or wrap, of height and width, the same on both sides)",
+                ));
+            }
             "Resize" | "Upsample" => {
                 let mode = attr_string(node, "mode", "nearest");
                 if mode != "nearest" {
@@ -1073,6 +1302,44 @@ impl<'a> Importer<'a> {
         };
         self.push(node, config, &sources, weight, tensors)
     }
+}
+
+/// `MatMul(x, W)` with `W` `[in, out]` (then `+ bias` `[out]`) as `nn.Linear`, whose weight
+/// is `W` transposed.
+fn linear_from_matmul(
+    node: &NodeProto,
+    w: Const,
+    bias: Option<Const>,
+) -> Result<(LayerConfig, Tensors), ImportError> {
+    let [in_features, out_features] = match w.dims.as_slice() {
+        [a, b] => [*a, *b],
+        d => {
+            return Err(node_error(
+                node,
+                format!("weight dims {d:?} are not [in, out] (a linear layer)"),
+            ));
+        }
+    };
+    let mut t = vec![0.0; w.values.len()];
+    for i in 0..in_features {
+        for o in 0..out_features {
+            t[o * in_features + i] = w.values[i * out_features + o];
+        }
+    }
+    let config = LayerConfig::Linear(LinearConfig {
+        in_features,
+        out_features,
+        bias: bias.is_some(),
+    });
+    let mut tensors = vec![(
+        "weight",
+        Const {
+            dims: vec![out_features, in_features],
+            values: t,
+        },
+    )];
+    tensors.extend(bias.map(|b| ("bias", b)));
+    Ok((config, tensors))
 }
 
 fn dims4(node: &NodeProto, w: &Const) -> Result<[usize; 4], ImportError> {

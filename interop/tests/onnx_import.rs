@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use cnnc_interop::export::{ExportOptions, export, export_proto};
-use cnnc_interop::import::{ImportError, MAX_NODES, import, import_proto};
+use cnnc_interop::import::{ImportError, Imported, MAX_NODES, import, import_proto};
 use cnnc_interop::proto::{ModelProto, NodeProto, TensorProto, tensor_proto::DataType};
-use cnnc_runtime::Network;
 use cnnc_runtime::weights::{TensorData, state_dict};
+use cnnc_runtime::{Entry, Mode, Network, Visit};
+use ndarray::{Array2, Array4};
 use prost::Message;
 
 fn exported(spec: &str) -> (cnnc_spec::CheckedModel, BTreeMap<String, Vec<f32>>, Vec<u8>) {
@@ -68,17 +69,187 @@ fn cnnc_exports_import_back_to_the_same_model_and_weights() {
 
 #[test]
 fn an_unsupported_operator_names_the_node_and_what_is_supported() {
-    // GELU before opset 20 is written with Erf, which no cnnc layer is alone.
-    let (_, _, bytes) = exported("models/modern_activations.yaml");
-    let err = import(&bytes, "M").expect_err("Erf is not a layer");
-    let text = err.to_string();
+    // Circular padding before opset 19 is written with Slice and Concat, which no cnnc layer is.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/specs/corners.yaml");
+    let model = cnnc_spec::load(&path).expect("the spec checks");
+    let mut net = Network::from_model(&model, 3).expect("the network builds");
+    let bytes = export(&model, &weights_of(&mut net), &ExportOptions::default()).expect("exports");
+    let err = import(&bytes, "M").expect_err("Slice is not a layer");
     assert!(
-        matches!(&err, ImportError::Node { op, .. } if op == "Div" || op == "Erf" || op == "Mul"),
-        "{text}"
+        matches!(&err, ImportError::Node { op, why, .. } if op == "Slice" && why.contains("cnnc imports Conv")),
+        "{err}"
     );
 }
 
-/// A model of one input `[N, 1, 4, 4]`, `nodes`, `initializers` and output `out`.
+fn weights_of(net: &mut Network) -> BTreeMap<String, Vec<f32>> {
+    state_dict(net)
+        .into_iter()
+        .filter_map(|(name, t)| match t {
+            TensorData::F32(a) => Some((name, a.iter().copied().collect())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The imported model run by cnnc's executor on `x` with the imported weights.
+fn run_imported(imported: &Imported, x: &Array4<f32>) -> Array2<f32> {
+    let mut net = Network::from_model(&imported.model, 0).expect("the network builds");
+    let mut loaded = 0;
+    net.visit(&mut |entry| {
+        let (name, value) = match entry {
+            Entry::Param { name, param } => (name, &mut param.value),
+            Entry::Buffer { name, value } => (name, value),
+            Entry::Counter { .. } => return,
+        };
+        let (_, _, values) = imported
+            .weights
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no weights for {name}"));
+        assert_eq!(value.len(), values.len(), "{name}");
+        value.iter_mut().zip(values).for_each(|(v, w)| *v = *w);
+        loaded += 1;
+    });
+    assert_eq!(
+        loaded,
+        imported.weights.len(),
+        "every imported tensor is loaded"
+    );
+    net.forward(x.view(), Mode::Eval).expect("cnnc runs")
+}
+
+/// torch.onnx.export's patterns (tools/make_onnx_fixtures.py: a Pad before a Conv for reflect,
+/// replicate and zero padding, group norm with and without affine, GELU by erf and by tanh,
+/// the flatten as a Reshape), from both exporters, import and give PyTorch's logits.
+#[test]
+fn torch_exports_of_multi_node_layers_import_and_match_torch() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/torch");
+    let bytes = std::fs::read(dir.join("patterns.logits")).expect("the logits");
+    let want: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let x = Array4::from_shape_fn((2, 3, 6, 5), |(n, c, y, x)| {
+        ((n * 31 + c * 17 + y * 7 + x * 3) % 23) as f32 / 11.0 - 1.0
+    });
+    let keys = std::fs::read_to_string(dir.join("patterns.keys")).expect("the keys");
+    let keys: Vec<&str> = keys.lines().collect();
+    for file in [
+        "patterns_legacy.onnx",
+        "patterns_legacy_folded.onnx",
+        "patterns_dynamo.onnx",
+        "patterns_dynamo_opset20.onnx",
+    ] {
+        let bytes = std::fs::read(dir.join(file)).expect("the fixture");
+        let imported = import(&bytes, "Patterns").unwrap_or_else(|e| panic!("{file}: {e}"));
+        let kinds: Vec<&str> = imported
+            .model
+            .layers()
+            .iter()
+            .map(|l| l.kind().keyword())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "conv2d",
+                "groupnorm",
+                "gelu",
+                "conv2d",
+                "groupnorm",
+                "gelu",
+                "conv2d",
+                "flatten",
+                "linear"
+            ],
+            "{file}"
+        );
+        let got = run_imported(&imported, &x);
+        assert_eq!(got.len(), want.len(), "{file}");
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff <= 1e-5, "{file}: cnnc and torch differ by {diff}");
+        if file == "patterns_legacy.onnx" {
+            let names: Vec<&str> = imported
+                .weights
+                .iter()
+                .map(|(n, _, _)| n.as_str())
+                .collect();
+            assert_eq!(names, keys, "every state_dict name survives");
+        }
+    }
+}
+
+#[test]
+fn cnnc_exports_of_gelu_group_norm_and_padding_modes_import_back() {
+    // Group norm with and without affine, both GELUs, and every padding mode (wrap needs
+    // opset 19).
+    let norms = "model: Norms\ninput: [3, 7, 6]\nlayers:\n\
+        - conv2d: {out_channels: 4, kernel_size: 3, padding: 1, padding_mode: reflect}\n\
+        - groupnorm: {num_groups: 2}\n\
+        - gelu: {approximate: tanh}\n\
+        - conv2d: {out_channels: 6, kernel_size: 3, padding: [2, 1], padding_mode: replicate}\n\
+        - groupnorm: {num_groups: 3, affine: false, eps: 0.001}\n\
+        - gelu\n\
+        - conv2d: {out_channels: 2, kernel_size: 3, padding: 1, padding_mode: circular}\n\
+        - flatten\n\
+        - linear: {out_features: 3}\n";
+    let norms = cnnc_spec::Source::new("norms.yaml", norms.to_owned(), cnnc_spec::Format::Yaml);
+    let norms = cnnc_spec::compile(&norms).expect("the spec checks").0;
+    let load = |spec: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(spec);
+        cnnc_spec::load(&path).expect("the spec checks")
+    };
+    for (spec, model, opset) in [
+        (
+            "modern_activations",
+            load("models/modern_activations.yaml"),
+            17,
+        ),
+        (
+            "modern_activations",
+            load("models/modern_activations.yaml"),
+            20,
+        ),
+        ("norms", norms.clone(), 19),
+        ("corners", load("interop/tests/specs/corners.yaml"), 19),
+    ] {
+        let mut net = Network::from_model(&model, 5).expect("the network builds");
+        let weights = weights_of(&mut net);
+        let options = ExportOptions {
+            opset,
+            ..ExportOptions::default()
+        };
+        let bytes = export(&model, &weights, &options).expect("exports");
+        let imported = import(&bytes, "M").unwrap_or_else(|e| panic!("{spec} ({opset}): {e}"));
+        // The same kinds (dropout and identity are not exported, adaptive pools over dividing
+        // windows come back as plain pools, softmax axes resolved), with the same numbers.
+        let kinds = |m: &cnnc_core::Model| -> Vec<&'static str> {
+            m.layers()
+                .iter()
+                .map(|l| match l.kind().keyword() {
+                    "adaptive_max_pool2d" => "maxpool2d",
+                    "adaptive_avg_pool2d" => "avgpool2d",
+                    k => k,
+                })
+                .filter(|k| !["dropout", "dropout2d", "identity"].contains(k))
+                .collect()
+        };
+        assert_eq!(kinds(&imported.model), kinds(&model), "{spec} ({opset})");
+        let [c, h, w] = model.input();
+        let x = Array4::from_shape_fn((2, c, h, w), |(n, c, y, x)| {
+            ((n * 31 + c * 17 + y * 7 + x * 3) % 23) as f32 / 11.0 - 1.0
+        });
+        let want = net.forward(x.view(), Mode::Eval).expect("cnnc runs");
+        let got = run_imported(&imported, &x);
+        assert_eq!(
+            got, want,
+            "{spec} ({opset}): the same layers give the same numbers"
+        );
+    }
+}
+
 fn model_of(nodes: Vec<NodeProto>, initializers: Vec<TensorProto>, out: &str) -> ModelProto {
     let (model, weights, _) = exported("models/lenet5.yaml");
     let mut proto = export_proto(&model, &weights, &ExportOptions::default()).expect("exports");
@@ -211,4 +382,217 @@ fn every_truncation_and_byte_flip_of_the_seeds_is_handled() {
         }
     }
     assert_eq!(imported, 3, "every seed imports");
+}
+
+fn floats(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DataType::Float as i32,
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..TensorProto::default()
+    }
+}
+
+fn ints(name: &str, values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![values.len() as i64],
+        data_type: DataType::Int64 as i32,
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..TensorProto::default()
+    }
+}
+
+/// GELU as `torch.onnx.export` (dynamo=False) writes it: x * (erf(x / sqrt 2) + 1) * `half`.
+fn gelu_nodes(half: f32) -> (Vec<NodeProto>, Vec<TensorProto>) {
+    let nodes = vec![
+        node("Div", &["input", "sqrt2"], "div"),
+        node("Erf", &["div"], "erf"),
+        node("Add", &["erf", "one"], "plus"),
+        node("Mul", &["input", "plus"], "xplus"),
+        node("Mul", &["xplus", "half"], "y"),
+    ];
+    let consts = vec![
+        floats("sqrt2", &[], &[std::f32::consts::SQRT_2]),
+        floats("one", &[], &[1.0]),
+        floats("half", &[], &[half]),
+    ];
+    (nodes, consts)
+}
+
+#[test]
+fn patterns_match_exactly_or_not_at_all() {
+    let (nodes, consts) = gelu_nodes(0.5);
+    let imported = import_proto(&model_of(nodes, consts, "y"), "M").expect("a GELU");
+    let kinds: Vec<&str> = imported
+        .model
+        .layers()
+        .iter()
+        .map(|l| l.kind().keyword())
+        .collect();
+    assert_eq!(kinds, ["gelu"]);
+    // Another constant is another function: the Div is then refused on its own.
+    let (nodes, consts) = gelu_nodes(0.4);
+    let err = import_proto(&model_of(nodes, consts, "y"), "M").expect_err("not GELU");
+    assert!(
+        matches!(&err, ImportError::Node { op, why, .. } if op == "Div" && why.contains("unsupported operator")),
+        "{err}"
+    );
+    // An intermediate read twice (here by a second output-side node) breaks the pattern.
+    let (mut nodes, consts) = gelu_nodes(0.5);
+    nodes.push(node("Add", &["y", "erf"], "z"));
+    let err = import_proto(&model_of(nodes, consts, "z"), "M").expect_err("erf is shared");
+    assert!(
+        matches!(&err, ImportError::Node { op, .. } if op == "Div"),
+        "{err}"
+    );
+}
+
+#[test]
+fn matmul_and_add_import_as_a_linear_layer_with_the_weight_transposed() {
+    let (model, _, _) = exported("models/lenet5.yaml");
+    let [c, h, w] = model.input();
+    let features = c * h * w;
+    let weight: Vec<f32> = (0..features * 3).map(|i| i as f32).collect();
+    let nodes = vec![
+        node("Flatten", &["input"], "flat"),
+        node("MatMul", &["flat", "w"], "product"),
+        node("Add", &["bias", "product"], "y"),
+    ];
+    let consts = vec![
+        floats("w", &[features as i64, 3], &weight),
+        floats("bias", &[3], &[1.0, 2.0, 3.0]),
+    ];
+    let imported = import_proto(&model_of(nodes, consts, "y"), "M").expect("a linear layer");
+    let layer = &imported.model.layers()[1];
+    assert_eq!(
+        layer.config(),
+        &cnnc_core::LayerConfig::Linear(cnnc_core::LinearConfig {
+            in_features: features,
+            out_features: 3,
+            bias: true,
+        })
+    );
+    let (_, dims, values) = &imported.weights[0];
+    assert_eq!(*dims, [3, features]);
+    // PyTorch's weight[o][i] is the MatMul's w[i][o].
+    assert_eq!(values[1], weight[3]);
+    assert_eq!(values[features], weight[1]);
+    assert_eq!(imported.weights[1].2, [1.0, 2.0, 3.0]);
+    // A MatMul alone is a linear layer without bias.
+    let nodes = vec![
+        node("Flatten", &["input"], "flat"),
+        node("MatMul", &["flat", "w"], "y"),
+    ];
+    let consts = vec![floats("w", &[features as i64, 3], &weight)];
+    let imported = import_proto(&model_of(nodes, consts, "y"), "M").expect("a linear layer");
+    assert!(matches!(
+        imported.model.layers()[1].config(),
+        cnnc_core::LayerConfig::Linear(l) if !l.bias
+    ));
+}
+
+#[test]
+fn a_pad_folds_into_the_convolution_or_is_named() {
+    let (model, _, _) = exported("models/lenet5.yaml");
+    let [c, _, _] = model.input();
+    let conv_weight = floats("w", &[2, c as i64, 3, 3], &vec![0.5; 2 * c * 9]);
+    let pad = |mode: &str, pads: &[i64], value: Option<f32>| {
+        let mut p = node("Pad", &["input", "pads"], "padded");
+        let mut consts = vec![ints("pads", pads), conv_weight.clone()];
+        if let Some(v) = value {
+            p.input.push("value".into());
+            consts.push(floats("value", &[], &[v]));
+        }
+        p.attribute.push(cnnc_interop::proto::AttributeProto {
+            name: "mode".into(),
+            r#type: cnnc_interop::proto::attribute_proto::AttributeType::String as i32,
+            s: mode.as_bytes().to_vec(),
+            ..Default::default()
+        });
+        let mut conv = node("Conv", &["padded", "w"], "y");
+        conv.attribute.push(cnnc_interop::proto::AttributeProto {
+            name: "pads".into(),
+            r#type: cnnc_interop::proto::attribute_proto::AttributeType::Ints as i32,
+            ints: if mode == "constant" {
+                vec![1, 1, 1, 1]
+            } else {
+                vec![0; 4]
+            },
+            ..Default::default()
+        });
+        model_of(vec![p, conv], consts, "y")
+    };
+    let conv = |proto: &ModelProto| match import_proto(proto, "M")
+        .map(|m| m.model.layers()[0].config().clone())
+    {
+        Ok(cnnc_core::LayerConfig::Conv2d(c)) => Ok((c.padding, c.padding_mode)),
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => Err(e.to_string()),
+    };
+    use cnnc_core::PaddingMode;
+    assert_eq!(
+        conv(&pad("constant", &[0, 0, 2, 1, 0, 0, 2, 1], Some(0.0))),
+        Ok(([3, 2], PaddingMode::Zeros))
+    );
+    assert_eq!(
+        conv(&pad("reflect", &[0, 0, 1, 2, 0, 0, 1, 2], None)),
+        Ok(([1, 2], PaddingMode::Reflect))
+    );
+    assert_eq!(
+        conv(&pad("edge", &[0, 0, 1, 1, 0, 0, 1, 1], None)),
+        Ok(([1, 1], PaddingMode::Replicate))
+    );
+    let refused = [
+        (
+            pad("constant", &[0, 0, 1, 1, 0, 0, 1, 1], Some(1.0)),
+            "not zeros",
+        ),
+        (pad("reflect", &[0, 0, 1, 1, 0, 0, 2, 1], None), "pads are"),
+        (pad("reflect", &[0, 1, 1, 1, 0, 0, 1, 1], None), "pads are"),
+    ];
+    for (proto, why) in refused {
+        let err = conv(&proto).expect_err("refused");
+        assert!(
+            err.starts_with("node `padded` (Pad): ") && err.contains(why),
+            "{err}"
+        );
+    }
+    // A Pad before anything else is refused on its own.
+    let nodes = vec![
+        node("Pad", &["input", "pads"], "padded"),
+        node("Relu", &["padded"], "y"),
+    ];
+    let err = import_err(&model_of(nodes, vec![ints("pads", &[0; 8])], "y"));
+    assert!(err.contains("only as the padding of the one Conv"), "{err}");
+}
+
+#[test]
+fn a_mean_over_height_and_width_is_a_global_pool() {
+    let reduce = |axes: &[i64], keepdims: i64| {
+        let mut mean = node("ReduceMean", &["input", "axes"], "y");
+        mean.attribute.push(cnnc_interop::proto::AttributeProto {
+            name: "keepdims".into(),
+            r#type: cnnc_interop::proto::attribute_proto::AttributeType::Int as i32,
+            i: keepdims,
+            ..Default::default()
+        });
+        import_proto(&model_of(vec![mean], vec![ints("axes", axes)], "y"), "M")
+    };
+    let imported = reduce(&[-1, -2], 1).expect("dynamo's AdaptiveAvgPool2d(1)");
+    assert_eq!(
+        imported.model.layers()[0].config(),
+        &cnnc_core::LayerConfig::AdaptiveAvgPool2d {
+            output_size: [1, 1]
+        }
+    );
+    for (axes, keepdims) in [([2, 3], 0), ([1, 2], 1), ([i64::MIN, 3], 1)] {
+        let err = reduce(&axes, keepdims).expect_err("not a global pool");
+        assert!(
+            err.to_string()
+                .contains("only a reduction over height and width"),
+            "{err}"
+        );
+    }
 }

@@ -515,7 +515,27 @@ impl Checker {
 
     /// Reports malformed and duplicate layer names (full names, after expansion).
     fn names(&mut self, layers: &[Flat]) {
+        let mut instances = HashSet::new();
         for layer in layers {
+            // A block instance or group named badly gives every layer in it a bad prefix:
+            // reported once, at the outermost such instance.
+            let bad = layer
+                .trail
+                .iter()
+                .position(|instance| !is_valid_name(&instance.name));
+            if let Some(depth) = bad {
+                let instance = &layer.trail[depth];
+                if instances.insert(instance.span) {
+                    self.report_at(
+                        CheckError::InvalidName {
+                            span: instance.span,
+                            name: instance.name.clone(),
+                        },
+                        &layer.trail[..depth],
+                    );
+                }
+                continue;
+            }
             if let Some(name) = &layer.layer.name
                 && !is_valid_name(&layer.name)
             {
