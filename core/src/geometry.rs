@@ -13,6 +13,18 @@ pub struct Pad {
     pub after: usize,
 }
 
+/// The padding's term in PyTorch's output-size formula: `2*p` when both sides are equal,
+/// `before+after` otherwise (`0+1`).
+impl std::fmt::Display for Pad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.before == self.after {
+            write!(f, "2*{}", self.before)
+        } else {
+            write!(f, "{}+{}", self.before, self.after)
+        }
+    }
+}
+
 impl Pad {
     /// `padding` pixels on each side.
     pub const fn even(padding: usize) -> Pad {

@@ -690,6 +690,7 @@ impl<'a> Importer<'a> {
                     kernel_size: [kh, kw],
                     stride: pair_attr(node, "strides", 1, 1)?,
                     padding: pads_attr(node)?,
+                    padding_end: pads_attr(node)?,
                     dilation: pair_attr(node, "dilations", 1, 1)?,
                     groups,
                     bias: b.is_some(),

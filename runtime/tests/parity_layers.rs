@@ -98,6 +98,7 @@ fn run_case(name: &str) {
                 kernel_size: pair(&config, "kernel_size"),
                 stride: pair(&config, "stride"),
                 padding: pair(&config, "padding"),
+                padding_end: pair(&config, "padding"),
                 dilation: pair(&config, "dilation"),
                 groups: config
                     .get("groups")

@@ -457,15 +457,6 @@ pub(super) enum CheckError {
         /// The layer.
         layer: String,
     },
-    /// `padding: same` that would pad one side more than the other (an even kernel).
-    SamePaddingUneven {
-        /// The value.
-        span: Span,
-        /// The total padding per axis.
-        total: [usize; 2],
-        /// The layer.
-        layer: String,
-    },
     /// A convolution's `groups` that does not divide its input or output channels.
     GroupsMismatch {
         /// The layer.
@@ -1220,15 +1211,6 @@ impl CheckError {
                 total[1] / 2
             ))
             .layer(layer),
-            CheckError::SamePaddingUneven { span, total, layer } => Diagnostic::error(
-                Code::InvalidValue,
-                "`padding: same` of `conv2d` would pad unevenly, which is not supported yet",
-                span,
-                format!("needs {} rows and {} columns of padding in all", total[0], total[1]),
-            )
-            .note("with an even kernel_size PyTorch pads one pixel more on the bottom or right; cnnc pads both sides equally")
-            .help("use an odd kernel_size, or write the padding in pixels")
-            .layer(layer),
             CheckError::GroupsMismatch {
                 at,
                 span,
@@ -1667,7 +1649,7 @@ impl CheckError {
                     format!(
                         "a window of {} does not fit in {}",
                         window.effective_kernel(),
-                        input + 2 * window.padding
+                        input + window.padding.total()
                     ),
                 )
                 .note(format!("output {axis} = {} = {output}", formula(&window, input)))
@@ -1808,7 +1790,7 @@ fn drops_input(
 fn formula(window: &Window, input: usize) -> String {
     let rounding = if window.ceil_mode { "ceil" } else { "floor" };
     format!(
-        "{rounding}(({input} + 2*{} - {}*({}-1) - 1) / {}) + 1",
+        "{rounding}(({input} + {} - {}*({}-1) - 1) / {}) + 1",
         window.padding, window.dilation, window.kernel, window.stride
     )
 }

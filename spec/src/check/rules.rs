@@ -5,7 +5,7 @@
 use cnnc_core::config::{
     Conv2dConfig, ConvTranspose2dConfig, LayerConfig, PaddingMode, flatten_output, softmax_dim,
 };
-use cnnc_core::geometry::Window;
+use cnnc_core::geometry::{Pad, Window};
 use cnnc_core::{ArgValue, Input, LayerKind, TensorInfo};
 
 use super::errors::{AxisLoss, CheckError};
@@ -56,7 +56,7 @@ impl Checker {
                 let windows = [0, 1].map(|i| Window {
                     kernel: conv.kernel_size[i],
                     stride: conv.stride[i],
-                    padding: conv.padding[i],
+                    padding: conv.pad(i),
                     dilation: conv.dilation[i],
                     ceil_mode: false,
                 });
@@ -96,7 +96,7 @@ impl Checker {
                 let windows = [0, 1].map(|i| Window {
                     kernel: pool.kernel_size[i],
                     stride: pool.stride[i],
-                    padding: pool.padding[i],
+                    padding: Pad::even(pool.padding[i]),
                     dilation: pool.dilation[i],
                     ceil_mode: pool.ceil_mode,
                 });
@@ -219,7 +219,8 @@ impl Checker {
     }
 
     /// A convolution's padding within its `padding_mode`'s limit (PyTorch's): `reflect` pads
-    /// less than the input size, `circular` at most the size.
+    /// less than the input size, `circular` at most the size, on each side (the side after the
+    /// input is the larger when `same` pads unevenly).
     fn mode_padding(
         &mut self,
         cx: &LayerContext<'_>,
@@ -227,10 +228,10 @@ impl Checker {
         input: [usize; 2],
     ) -> Option<()> {
         let mode = conv.padding_mode;
-        let Some(axis) = (0..2).find(|&i| conv.padding[i] > mode.max_padding(input[i])) else {
+        let Some(axis) = (0..2).find(|&i| conv.padding_end[i] > mode.max_padding(input[i])) else {
             return Some(());
         };
-        let (size, padding) = (input[axis], conv.padding[axis]);
+        let (size, padding) = (input[axis], conv.padding_end[axis]);
         self.report(CheckError::ModePaddingTooLarge {
             at: cx.culprit(),
             span: cx.span_of("padding"),
