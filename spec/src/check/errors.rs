@@ -150,6 +150,20 @@ pub(super) struct AxisLoss {
     pub skipped: usize,
 }
 
+/// A transposed convolution's arguments along one axis, for its output formula.
+pub(super) struct TransposedWindow {
+    /// Kernel size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Rows or columns cut from each side of the full output.
+    pub padding: usize,
+    /// Dilation.
+    pub dilation: usize,
+    /// Rows or columns added after the output.
+    pub output_padding: usize,
+}
+
 /// One branch of a merge: the layers from the common ancestor to one input, with outputs.
 pub(super) struct Branch {
     /// Where the branch starts: the common ancestor's name and output (or the input's).
@@ -789,6 +803,37 @@ pub(super) enum CheckError {
         window: Window,
         /// The input size along that axis.
         input: usize,
+        /// The output size the formula gives.
+        output: i128,
+    },
+    /// A transposed convolution's `output_padding` not smaller than its stride or dilation
+    /// along an axis (PyTorch refuses it).
+    OutputPaddingTooLarge {
+        /// The layer.
+        at: Culprit,
+        /// The `output_padding` argument's span.
+        span: Span,
+        /// "height" or "width".
+        axis: &'static str,
+        /// `output_padding`, `stride` and `dilation` along that axis.
+        output_padding: usize,
+        /// The stride along that axis.
+        stride: usize,
+        /// The dilation along that axis.
+        dilation: usize,
+    },
+    /// A transposed convolution whose padding cuts more than its full output along an axis.
+    TransposedOutputTooSmall {
+        /// The layer.
+        at: Culprit,
+        /// The `padding` argument's span.
+        span: Span,
+        /// "height" or "width".
+        axis: &'static str,
+        /// The input size along that axis.
+        input: usize,
+        /// The arguments along that axis: kernel, stride, padding, dilation, output_padding.
+        window: TransposedWindow,
         /// The output size the formula gives.
         output: i128,
     },
@@ -1654,6 +1699,39 @@ impl CheckError {
                 )
                 .note(format!("output {axis} = {} = {output}", formula(&window, input)))
                 .help("use a smaller kernel, stride or dilation, or more padding")
+                .layer(at.name)
+            }
+            CheckError::OutputPaddingTooLarge {
+                at,
+                span,
+                axis,
+                output_padding: op,
+                stride: s,
+                dilation: d,
+            } => Diagnostic::error(
+                Code::InvalidValue,
+                format!(
+                    "the output_padding of {} is not smaller than its stride or dilation",
+                    at.title
+                ),
+                span,
+                format!("{op} >= stride {s} and >= dilation {d} ({axis})"),
+            )
+            .note("PyTorch requires output_padding < stride or output_padding < dilation on each axis")
+            .help(format!("use at most `output_padding: {}`", s.max(d) - 1))
+            .layer(at.name),
+            CheckError::TransposedOutputTooSmall { at, span, axis, input, window: w, output } => {
+                Diagnostic::error(
+                    Code::OutputTooSmall,
+                    format!("{} would output a {axis} of {output}", at.title),
+                    span,
+                    "the padding cuts more than the full output",
+                )
+                .note(format!(
+                    "output {axis} = ({input} - 1)*{} - 2*{} + {}*({} - 1) + {} + 1 = {output}",
+                    w.stride, w.padding, w.dilation, w.kernel, w.output_padding
+                ))
+                .help("use less padding, or a larger kernel or stride")
                 .layer(at.name)
             }
             CheckError::DropsInput { at, span, input, losses, pool } => {

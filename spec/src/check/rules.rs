@@ -8,9 +8,8 @@ use cnnc_core::config::{
 use cnnc_core::geometry::{Pad, Window};
 use cnnc_core::{ArgValue, Input, LayerKind, TensorInfo};
 
-use super::errors::{AxisLoss, CheckError};
+use super::errors::{AxisLoss, CheckError, TransposedWindow};
 use super::{Checker, Flow, LayerContext};
-use crate::diag::{Code, Diagnostic};
 use crate::{MAX_ELEMENTS, MAX_POOL_WINDOW};
 use cnnc_core::Shape;
 
@@ -398,53 +397,37 @@ impl Checker {
         input: [usize; 2],
     ) -> Option<()> {
         self.groups(cx, conv.groups, [conv.in_channels, conv.out_channels])?;
-        let mut ok = true;
         for (i, axis) in ["height", "width"].into_iter().enumerate() {
             let (op, s, d) = (conv.output_padding[i], conv.stride[i], conv.dilation[i]);
             if op >= s && op >= d {
-                self.push(
-                    Diagnostic::error(
-                        Code::InvalidValue,
-                        format!(
-                            "the output_padding of {} is not smaller than its stride or dilation",
-                            cx.title()
-                        ),
-                        cx.span_of("output_padding"),
-                        format!("{op} >= stride {s} and >= dilation {d} ({axis})"),
-                    )
-                    .note("PyTorch requires output_padding < stride or output_padding < dilation on each axis")
-                    .help(format!("use at most `output_padding: {}`", s.max(d) - 1))
-                    .layer(cx.name),
-                );
-                ok = false;
-                break;
+                self.report(CheckError::OutputPaddingTooLarge {
+                    at: cx.culprit(),
+                    span: cx.span_of("output_padding"),
+                    axis,
+                    output_padding: op,
+                    stride: s,
+                    dilation: d,
+                });
+                return None;
             }
         }
-        if !ok {
-            return None;
-        }
         for (i, axis) in ["height", "width"].into_iter().enumerate() {
-            let out = conv.output_len(i, input[i]);
-            if out < 1 {
-                self.push(
-                    Diagnostic::error(
-                        Code::OutputTooSmall,
-                        format!("{} would output a {axis} of {out}", cx.title()),
-                        cx.span_of("padding"),
-                        "the padding cuts more than the full output",
-                    )
-                    .note(format!(
-                        "output {axis} = ({} - 1)*{} - 2*{} + {}*({} - 1) + {} + 1 = {out}",
-                        input[i],
-                        conv.stride[i],
-                        conv.padding[i],
-                        conv.dilation[i],
-                        conv.kernel_size[i],
-                        conv.output_padding[i]
-                    ))
-                    .help("use less padding, or a larger kernel or stride")
-                    .layer(cx.name),
-                );
+            let output = conv.output_len(i, input[i]);
+            if output < 1 {
+                self.report(CheckError::TransposedOutputTooSmall {
+                    at: cx.culprit(),
+                    span: cx.span_of("padding"),
+                    axis,
+                    input: input[i],
+                    window: TransposedWindow {
+                        kernel: conv.kernel_size[i],
+                        stride: conv.stride[i],
+                        padding: conv.padding[i],
+                        dilation: conv.dilation[i],
+                        output_padding: conv.output_padding[i],
+                    },
+                    output,
+                });
                 return None;
             }
         }
