@@ -548,6 +548,36 @@ fc: linear(out_features=5)
         return self.fc(torch.flatten(x, 1))
 
 
+class SameCnn(nn.Module):
+    """padding='same' with odd totals (the extra pixel on the bottom and right): a dense even
+    kernel before batch norm, a depthwise 4x4 and a dilated, reflect-padded rectangular one."""
+
+    SPEC = """model SameCnn
+input (3, 9, 10)
+conv1: conv2d(out_channels=8, kernel_size=2, padding=same, bias=false)
+bn1: batchnorm2d
+relu
+dw: conv2d(out_channels=8, kernel_size=4, padding=same, groups=8)
+pw: conv2d(out_channels=6, kernel_size=(2, 4), dilation=(3, 1), padding=same, padding_mode=reflect)
+relu
+flatten
+fc: linear(out_features=5)
+"""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 2, padding="same", bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 4, padding="same", groups=8)
+        self.pw = nn.Conv2d(8, 6, (2, 4), dilation=(3, 1), padding="same", padding_mode="reflect")
+        self.fc = nn.Linear(6 * 9 * 10, 5)
+
+    def forward(self, x):
+        x = self.dw(torch.relu(self.bn1(self.conv1(x))))
+        x = torch.relu(self.pw(x))
+        return self.fc(torch.flatten(x, 1))
+
+
 def grads_case(name, model, input_shape, classes, batch=6):
     """Gradients of the mean cross-entropy loss with respect to every parameter, in train and in
     eval mode, from the same weights (batch-norm running statistics made non-trivial first)."""
@@ -586,6 +616,8 @@ def grads_case(name, model, input_shape, classes, batch=6):
 def grads():
     torch.manual_seed(SEED)
     grads_case("bn_cnn", BnCnn(), (3, 12, 12), 5)
+    torch.manual_seed(SEED)
+    grads_case("same_cnn", SameCnn(), (3, 9, 10), 5)
 
 
 class BasicBlock(nn.Module):
