@@ -1304,6 +1304,26 @@ impl LayerConfig {
         }
     }
 
+    /// The padded copy of `input` a layer keeps, `[C, H + padding, W + padding]`, for a
+    /// convolution with padding (the runtime pads its input once, forward, and keeps it for
+    /// backward); `None` for the other kinds. `padding: same` with a large dilation keeps the
+    /// output small while this grows, so it has its own size limit.
+    pub fn padded_input(&self, input: Shape) -> Option<Shape> {
+        match (self, input) {
+            (LayerConfig::Conv2d(c), Shape::Chw([channels, h, w]))
+                if c.padding_total() != [0, 0] =>
+            {
+                let [ph, pw] = c.padding_total();
+                Some(Shape::Chw([
+                    channels,
+                    h.saturating_add(ph),
+                    w.saturating_add(pw),
+                ]))
+            }
+            _ => None,
+        }
+    }
+
     /// Checks every argument against its type's range in the table.
     pub fn check_args(&self) -> Result<(), ShapeError> {
         for info in self.kind().args() {

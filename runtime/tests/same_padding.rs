@@ -129,6 +129,14 @@ fn same_padding_is_an_unpadded_convolution_of_the_input_padded_by_hand() {
     }
 }
 
+#[test]
+fn a_padded_input_past_the_limit_is_refused_before_allocating() {
+    // The output keeps the 4x4 input's size; the padded copy would be (4 + 2^20)^2 pixels.
+    let huge = same(1, 1, [2, 2], [1 << 20, 1 << 20], 1);
+    let err = Conv2d::new("huge", &huge, [4, 4], &mut init_rng(0)).expect_err("refused");
+    assert!(err.to_string().contains("padded input"), "{err}");
+}
+
 /// Even-kernel `same` convolutions, dense, depthwise and reflect-padded, then a classifier.
 fn network() -> NetworkDef {
     let layer = |name: &str, config| LayerDef {

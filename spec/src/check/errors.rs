@@ -856,7 +856,7 @@ pub(super) enum CheckError {
         at: Culprit,
         /// The layer's span.
         span: Span,
-        /// "output" or "weight".
+        /// "output", "weight" or "padded input".
         what: &'static str,
         /// The tensor's dimensions.
         dims: Vec<usize>,

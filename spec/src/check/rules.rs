@@ -182,6 +182,19 @@ impl Checker {
             _ => input,
         };
         self.limits(cx, &output, &config.tensors(cx.name))?;
+        if let Some(padded) = config.padded_input(input) {
+            let numel = padded.dims().iter().map(|&d| d as u64).product::<u64>();
+            if numel > MAX_ELEMENTS {
+                self.report(CheckError::TensorTooLarge {
+                    at: cx.culprit(),
+                    span: cx.span_of("padding"),
+                    what: "padded input",
+                    dims: padded.dims().to_vec(),
+                    numel,
+                });
+                return None;
+            }
+        }
         Some((config, output))
     }
 

@@ -69,6 +69,26 @@ impl Geom {
                 ),
             ));
         };
+        // The padded copy is allocated for every batch: bounded as the checker bounds it.
+        let [th, tw] = c.padding_total();
+        let padded = [
+            input_hw[0].saturating_add(th),
+            input_hw[1].saturating_add(tw),
+        ];
+        let numel = (c.in_channels as u64)
+            .saturating_mul(padded[0] as u64)
+            .saturating_mul(padded[1] as u64);
+        if numel > cnnc_core::MAX_ELEMENTS {
+            return Err(Error::config(
+                name,
+                format!(
+                    "the padded input {padded:?} of {} channels has {numel} elements, more than \
+                     the limit of {}",
+                    c.in_channels,
+                    cnnc_core::MAX_ELEMENTS
+                ),
+            ));
+        }
         Ok(Geom {
             cin: c.in_channels,
             ih: input_hw[0],
