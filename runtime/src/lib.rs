@@ -17,6 +17,7 @@ pub mod optim;
 pub mod param;
 pub mod peak;
 pub mod schedule;
+mod scratch;
 mod simd;
 pub mod tensor;
 pub mod typed;
