@@ -504,12 +504,14 @@ pub(super) enum CheckError {
         reflect: bool,
         /// The input's size along the axis.
         size: usize,
-        /// The padding along the axis.
+        /// The padding along the axis (after the input, the larger side, for `same`).
         padding: usize,
         /// The most padding the mode allows there.
         max: usize,
         /// "height" or "width".
         dimension: &'static str,
+        /// Whether the padding is written `same` (then the kernel and dilation set it).
+        same: bool,
     },
     /// A number outside its argument's range (or outside it once stored as f32).
     OutOfRange {
@@ -1303,6 +1305,7 @@ impl CheckError {
                 padding,
                 max,
                 dimension,
+                same,
             } => {
                 let rule = if reflect {
                     "reflect padding mirrors the input without repeating its edge, so it must be smaller than the input"
@@ -1320,9 +1323,15 @@ impl CheckError {
                 )
                 .secondary(mode_span, format!("padding_mode is {mode}"))
                 .note(format!("{rule} (PyTorch refuses it too); the input's {dimension} is {size}"))
-                .help(format!(
-                    "use at most `padding: {max}` along the {dimension}, or `padding_mode: replicate`"
-                ))
+                .help(if same {
+                    format!(
+                        "`same` pads dilation * (kernel_size - 1) in all, the larger half after the input: use a smaller kernel_size or dilation along the {dimension}, or `padding_mode: replicate`"
+                    )
+                } else {
+                    format!(
+                        "use at most `padding: {max}` along the {dimension}, or `padding_mode: replicate`"
+                    )
+                })
                 .layer(at.name)
             }
             CheckError::OutOfRange {

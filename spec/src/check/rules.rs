@@ -254,6 +254,7 @@ impl Checker {
             padding,
             max: mode.max_padding(size),
             dimension: ["height", "width"][axis],
+            same: cx.args.value("padding") == Some(ArgValue::Word("same")),
         });
         None
     }
