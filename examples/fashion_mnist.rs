@@ -1,8 +1,8 @@
 //! Trains the seed model (`models/custom_cnn.yaml`) on Fashion-MNIST through the public library
-//! API alone: the dataset reader and transform, the seeded batch loader, the generated model, SGD
-//! and the metrics. It is `cnnc train`'s default recipe (SGD lr 0.01, momentum 0.9, batch 64, seed
-//! 0, validation on the test split after each epoch), and gives the same numbers bit for bit
-//! (`tests/library_training.rs` checks one epoch against the CLI).
+//! API alone: the dataset reader and transform, the seeded batch loader, the generated model, SGD,
+//! the library's [`Trainer`] and its metrics. It is `cnnc train`'s default recipe (SGD lr 0.01,
+//! momentum 0.9, batch 64, seed 0, validation on the test split after each epoch), and gives the
+//! same numbers bit for bit (`tests/library_training.rs` checks one epoch against the CLI).
 //!
 //! ```text
 //! cargo run --release --example fashion_mnist                     # the sample in data/, 1 epoch
@@ -12,111 +12,124 @@
 //! With a folder, it reads the full Fashion-MNIST IDX files there (raw or `.gz`); the second
 //! argument is the number of epochs.
 
+use std::convert::Infallible;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
 use cnnc::data::{
-    Dataset, ImageShape, Loader, LoaderConfig, Transform, fashion_mnist, fashion_mnist_sample,
+    ImageShape, Loader, LoaderConfig, Transform, fashion_mnist, fashion_mnist_sample,
 };
 use cnnc::metrics::Evaluation;
-use cnnc::ndarray::{Array2, s};
-use cnnc::runtime::optim::{Optimizer, Sgd, SgdConfig};
-use cnnc::runtime::softmax_cross_entropy;
-use cnnc::runtime::typed::{Features, Images};
+use cnnc::runtime::optim::{OptimizerConfig, SgdConfig};
+use cnnc::train::{
+    BatchProgress, EpochProgress, EpochRecord, Observer, TrainConfig, TrainState, Trainer,
+};
 
 cnnc::cnn_model!(pub CustomCnn, "models/custom_cnn.yaml");
 
 /// Images per training step.
 const BATCH: usize = 64;
-/// Images per validation forward pass (as `cnnc train` validates).
-const EVAL_BATCH: usize = 256;
 
-/// One epoch's results.
-pub struct Epoch {
-    /// Mean training loss and accuracy over the epoch (each batch before its update).
-    pub train_loss: f64,
-    /// Fraction of training images classified correctly.
-    pub train_accuracy: f64,
-    /// The test split after the epoch.
-    pub validation: Evaluation,
+/// Prints a line every tenth of an epoch and one per finished epoch, and keeps the last
+/// validation's confusion matrix for the per-class table.
+#[derive(Default)]
+pub struct Report {
+    /// Print progress lines (the test trains silently).
+    pub verbose: bool,
+    /// The last epoch's validation.
+    pub validation: Option<Evaluation>,
+    epochs: usize,
+    next_line: u64,
+}
+
+impl<M> Observer<M> for Report {
+    type Error = Infallible;
+
+    fn epoch_started(&mut self, _epoch: usize, epochs: usize, total: u64, seen: u64) {
+        self.epochs = epochs;
+        self.next_line = seen + total / 10;
+    }
+
+    fn batch(&mut self, p: &BatchProgress) {
+        if self.verbose && p.seen >= self.next_line {
+            self.next_line += p.total / 10;
+            eprintln!(
+                "  [{}/{}] loss {:.4} acc {:.2}% {:.0} img/s",
+                p.seen,
+                p.total,
+                p.loss,
+                100.0 * p.accuracy,
+                p.rate
+            );
+        }
+    }
+
+    fn epoch_finished(
+        &mut self,
+        r: &EpochRecord,
+        _training: &EpochProgress,
+        validation: &Evaluation,
+    ) -> Result<(), Infallible> {
+        if self.verbose {
+            println!("{}", epoch_line(r, self.epochs));
+        }
+        self.validation = Some(validation.clone());
+        Ok(())
+    }
+}
+
+/// `cnnc train`'s summary of epoch `r` of `epochs`, less the time.
+pub fn epoch_line(r: &EpochRecord, epochs: usize) -> String {
+    format!(
+        "epoch {}/{epochs}  train loss {:.4} acc {:.2}%  val loss {:.4} acc {:.2}%",
+        r.epoch,
+        r.train_loss,
+        100.0 * r.train_accuracy,
+        r.val_loss,
+        100.0 * r.val_accuracy
+    )
 }
 
 /// Trains a fresh `CustomCnn` (seed 0) for `epochs` epochs on the Fashion-MNIST in `dir` (the
-/// shipped sample when `None`) and validates after each.
-pub fn train(dir: Option<&Path>, epochs: usize) -> Result<Vec<Epoch>, Box<dyn Error>> {
+/// shipped sample when `None`), validating after each; reports through `report`.
+pub fn train(
+    dir: Option<&Path>,
+    epochs: usize,
+    report: &mut Report,
+) -> Result<TrainState, Box<dyn Error>> {
     let splits = match dir {
         Some(dir) => fashion_mnist(dir)?,
         None => fashion_mnist_sample(Path::new(cnnc::data::SAMPLE_DIR))?,
     };
     let [c, h, w] = CustomCnn::INPUT_SHAPE;
-    let input = ImageShape::new(c, h, w);
     // 1x28x28 grey images become the model's 3x32x32: 2 zero pixels around, the channel repeated.
-    let transform = Transform::new(splits.train.shape(), splits.train.normalization(), input)?;
+    let transform = Transform::new(
+        splits.train.shape(),
+        splits.train.normalization(),
+        ImageShape::new(c, h, w),
+    )?;
 
     let seed = 0;
-    let mut model = CustomCnn::new(seed);
-    let mut sgd = Sgd::new(SgdConfig {
+    let lr = 0.01;
+    let sgd = OptimizerConfig::Sgd(SgdConfig {
         momentum: 0.9,
-        ..SgdConfig::new(0.01)
-    })?;
-    let mut loader = Loader::new(
+        ..SgdConfig::new(lr)
+    });
+    // `for_run` salts the seed as `cnnc train` does, so the batches are the CLI's.
+    let loader = Loader::new(
         &splits.train,
         transform.clone(),
         LoaderConfig::for_run(BATCH, seed),
     )?;
-
-    // The loader writes `[B, C, H, W]` floats into buffers we own; `from_nchw_slice` reads
-    // exactly that layout into the model's typed input.
-    let mut pixels = vec![0f32; BATCH * input.len()];
-    let mut labels = vec![0usize; BATCH];
-    let mut images = Images::<3, 32, 32>::zeros(BATCH)?;
-    let mut history = Vec::with_capacity(epochs);
-    for _ in 0..epochs {
-        let mut train = Evaluation::new(CustomCnn::CLASSES);
-        while let Some(n) = loader.next_batch(&mut pixels, &mut labels)? {
-            images.copy_from_nchw_slice(&pixels, n)?;
-            // `model.train_step(&images, labels)` does these three steps in one call; spelt out,
-            // the logits are at hand for the training accuracy (before the update).
-            let (logits, tape) = model.forward_train(&images)?;
-            let mut grad = Array2::<f32>::zeros((n, CustomCnn::CLASSES));
-            let loss = softmax_cross_entropy(logits.as_array(), &labels[..n], grad.view_mut())?;
-            train.record(logits.as_slice(), &labels[..n], loss)?;
-            model.backward(tape, &Features::<10>::from_array(grad.view())?)?;
-            sgd.step(&mut model)?;
-        }
-        history.push(Epoch {
-            train_loss: train.loss(),
-            train_accuracy: train.accuracy(),
-            validation: evaluate(&mut model, &splits.test, &transform)?,
-        });
-    }
-    Ok(history)
-}
-
-/// Loss, accuracy and confusion matrix of `model` on every image of `dataset`, in order.
-pub fn evaluate(
-    model: &mut CustomCnn,
-    dataset: &Dataset,
-    transform: &Transform,
-) -> Result<Evaluation, Box<dyn Error>> {
-    let batch = EVAL_BATCH.min(dataset.len());
-    let mut loader = Loader::new(dataset, transform.clone(), LoaderConfig::eval(batch))?;
-    let mut pixels = vec![0f32; batch * loader.image_len()];
-    let mut labels = vec![0usize; batch];
-    let mut images = Images::<3, 32, 32>::zeros(batch)?;
-    let mut evaluation = Evaluation::new(CustomCnn::CLASSES);
-    let mut scratch = Array2::<f32>::zeros((batch, CustomCnn::CLASSES));
-    while let Some(n) = loader.next_batch(&mut pixels, &mut labels)? {
-        images.copy_from_nchw_slice(&pixels, n)?;
-        let logits = model.forward(&images)?;
-        let loss = softmax_cross_entropy(
-            logits.as_array(),
-            &labels[..n],
-            scratch.slice_mut(s![..n, ..]),
-        )?;
-        evaluation.record(logits.as_slice(), &labels[..n], loss)?;
-    }
-    Ok(evaluation)
+    let mut trainer = Trainer::new(
+        CustomCnn::new(seed),
+        sgd.build()?,
+        loader,
+        Some((&splits.test, transform)),
+        TrainConfig::new(epochs, lr),
+    );
+    trainer.run(report)?;
+    Ok(trainer.state)
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -130,20 +143,12 @@ fn main() -> Result<(), Box<dyn Error>> {
             .ok_or("the second argument is the number of epochs, a positive integer")?,
         None => 1,
     };
-    let history = train(dir.as_deref(), epochs)?;
-    for (i, epoch) in history.iter().enumerate() {
-        let v = &epoch.validation;
-        println!(
-            "epoch {}/{epochs}  train loss {:.4} acc {:.2}%  val loss {:.4} acc {:.2}%",
-            i + 1,
-            epoch.train_loss,
-            100.0 * epoch.train_accuracy,
-            v.loss(),
-            100.0 * v.accuracy()
-        );
-    }
-    if let Some(last) = history.last() {
-        let v = &last.validation;
+    let mut report = Report {
+        verbose: true,
+        ..Report::default()
+    };
+    train(dir.as_deref(), epochs, &mut report)?;
+    if let Some(v) = &report.validation {
         let names = cnnc::data::FASHION_MNIST_CLASSES;
         println!("\nclass        precision  recall");
         for (k, name) in names.iter().enumerate() {

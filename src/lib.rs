@@ -41,11 +41,22 @@
 //! // ... and says what it expected when they are wrong (per sample, in PyTorch's order).
 //! let err = model.predict(Array4::zeros((8, 1, 28, 28)).view()).unwrap_err();
 //! assert!(err.to_string().contains("inputs of shape [3, 32, 32] per sample"), "{err}");
+//!
+//! // `predict` takes `&self`: one model serves several threads, no lock.
+//! let model = std::sync::Arc::new(model);
+//! std::thread::scope(|s| {
+//!     for _ in 0..2 {
+//!         let (model, pixels) = (&model, &pixels);
+//!         s.spawn(move || assert_eq!(model.predict(pixels.view()).unwrap(), logits));
+//!     }
+//! });
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! With the `data` feature, a dataset feeds the model through the batch loader, and
-//! [`metrics`] scores it (`examples/fashion_mnist.rs` is a whole training loop):
+//! [`metrics`] scores it; [`train`] is the whole training loop `cnnc train` runs (a `Trainer`
+//! over any [`Model`], gradient accumulation, freezing by name), and `examples/fashion_mnist.rs`
+//! trains the seed model through it:
 //!
 //! ```
 //! # #[cfg(feature = "data")]
@@ -72,6 +83,12 @@
 //!     evaluation.record(logits.as_slice(), &labels[..n], 0.0)?;
 //! }
 //! assert_eq!(evaluation.count, 1000);
+//! // Or a `Batch`, whose images are the `ArrayView4` `predict` takes, no layout to know.
+//! let mut batch = loader.batch();
+//! while loader.next_into(&mut batch)? {
+//!     let logits = model.predict(batch.images())?;
+//!     assert_eq!(logits.dim(), (batch.len(), CustomCnn::CLASSES));
+//! }
 //! let untrained = evaluation.accuracy();
 //! assert!((0.0..=1.0).contains(&untrained));
 //! println!("accuracy {:.2}%, recall of class 0 {:?}", 100.0 * untrained, evaluation.recall(0));
@@ -103,6 +120,9 @@ pub use cnnc_data as data;
 /// and `cnnc train` report with these.
 #[cfg(feature = "data")]
 pub use cnnc_data::metrics;
+
+#[cfg(feature = "data")]
+pub mod train;
 
 /// The numeric runtime generated models run on: everything of `cnnc_runtime`, and its datasets as
 /// `runtime::data` (feature `data`), where they lived before they got a crate of their own.

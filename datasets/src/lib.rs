@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 pub use cifar::{CIFAR10_CLASSES, cifar10};
 pub use folder::{image_folder, image_folder_splits, image_folder_splits_for};
 pub use idx::{FASHION_MNIST_CLASSES, MNIST_CLASSES, fashion_mnist, mnist};
-pub use loader::{Loader, LoaderConfig, LoaderState, RUN_SEED_SALT};
+pub use loader::{Batch, Loader, LoaderConfig, LoaderState, RUN_SEED_SALT};
 pub use metrics::Evaluation;
 pub use sample::{SAMPLE_DIR, fashion_mnist_sample};
 pub use transform::{Augment, AugmentDraw, Bridge, Normalization, Transform};

@@ -6,12 +6,13 @@
 //! augmentation stream used)`: [`LoaderState`] saves it and [`Loader::restore`] resumes the exact
 //! sequence of batches an uninterrupted run would have produced.
 
+use ndarray::ArrayView4;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::transform::{Augment, AugmentDraw, Transform, uniform_below};
-use super::{DataError, Dataset};
+use super::{DataError, Dataset, ImageShape};
 
 /// How batches are drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +73,59 @@ pub struct LoaderState {
     pub dataset_len: usize,
     /// 32-bit words consumed from this epoch's augmentation stream.
     pub augment_words: u64,
+}
+
+/// One batch of images and labels as a [`Loader`] writes it: images in PyTorch's `[N, C, H, W]`
+/// layout, the model input's shape, so [`Batch::images`] goes to a model's `predict` or
+/// `train_step` with no conversion.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// `[capacity, C, H, W]`, the first `len` images filled.
+    images: Vec<f32>,
+    /// One class index per image, the first `len` filled.
+    labels: Vec<usize>,
+    len: usize,
+    shape: ImageShape,
+}
+
+impl Batch {
+    /// Images in the batch (the last batch of an epoch may hold fewer than the batch size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the batch holds no image (before the first fill, or after the epoch's end).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The images, `[N, C, H, W]`.
+    pub fn images(&self) -> ArrayView4<'_, f32> {
+        let ImageShape {
+            channels,
+            height,
+            width,
+        } = self.shape;
+        let values = &self.images[..self.len * self.shape.len()];
+        // Not user data: `values` holds exactly `len * C * H * W` floats, by construction.
+        ArrayView4::from_shape((self.len, channels, height, width), values)
+            .expect("a batch holds len * C * H * W floats")
+    }
+
+    /// The images as one flat `[N, C, H, W]` slice.
+    pub fn pixels(&self) -> &[f32] {
+        &self.images[..self.len * self.shape.len()]
+    }
+
+    /// The labels, one class index per image.
+    pub fn labels(&self) -> &[usize] {
+        &self.labels[..self.len]
+    }
+
+    /// The shape of one image, `[C, H, W]` of the model input.
+    pub fn image_shape(&self) -> ImageShape {
+        self.shape
+    }
 }
 
 /// Hands out batches of one dataset, transformed for the model.
@@ -135,6 +189,11 @@ impl<'a> Loader<'a> {
     /// Batches per epoch, counting a smaller last one.
     pub fn batches_per_epoch(&self) -> usize {
         self.dataset.len().div_ceil(self.config.batch_size)
+    }
+
+    /// Images of the current epoch not yet handed out.
+    pub fn remaining(&self) -> usize {
+        self.dataset.len() - self.position
     }
 
     /// The epoch the next batch belongs to, from 0.
@@ -203,6 +262,58 @@ impl<'a> Loader<'a> {
         Ok(Some(n))
     }
 
+    /// Buffers for this loader's batches, to fill with [`Loader::next_into`]: allocated once,
+    /// reused for every batch.
+    pub fn batch(&self) -> Batch {
+        let batch = self.config.batch_size;
+        Batch {
+            images: vec![0.0; batch * self.image_len()],
+            labels: vec![0; batch],
+            len: 0,
+            shape: self.transform.output_shape(),
+        }
+    }
+
+    /// Fills `batch` (made by [`Loader::batch`]) with the next batch; `false` once the epoch is
+    /// exhausted, after which the loader has moved to the next epoch. The same batches as
+    /// [`Loader::next_batch`], in a type that hands them to a model as they are:
+    ///
+    /// ```
+    /// use cnnc_data::{Loader, LoaderConfig, SAMPLE_DIR, Transform, fashion_mnist_sample};
+    ///
+    /// let splits = fashion_mnist_sample(std::path::Path::new(SAMPLE_DIR))?;
+    /// let test = &splits.test;
+    /// let transform = Transform::new(test.shape(), test.normalization(), test.shape())?;
+    /// let mut loader = Loader::new(test, transform, LoaderConfig::eval(256))?;
+    /// let mut batch = loader.batch();
+    /// let mut seen = 0;
+    /// while loader.next_into(&mut batch)? {
+    ///     // [N, C, H, W], PyTorch's layout: what `Model::predict` and `train_step` take.
+    ///     let images = batch.images();
+    ///     assert_eq!(images.dim(), (batch.len(), 1, 28, 28));
+    ///     assert_eq!(batch.labels().len(), batch.len());
+    ///     seen += batch.len();
+    /// }
+    /// assert_eq!(seen, test.len());
+    /// # Ok::<(), cnnc_data::DataError>(())
+    /// ```
+    pub fn next_into(&mut self, batch: &mut Batch) -> Result<bool, DataError> {
+        if batch.shape != self.transform.output_shape() {
+            return Err(DataError::invalid(
+                "loader",
+                format!(
+                    "the batch holds {} images but this loader writes {} images; make it with \
+                     this loader's `batch()`",
+                    batch.shape,
+                    self.transform.output_shape()
+                ),
+            ));
+        }
+        let n = self.next_batch(&mut batch.images, &mut batch.labels)?;
+        batch.len = n.unwrap_or(0);
+        Ok(n.is_some())
+    }
+
     /// The state to save in a checkpoint.
     pub fn state(&self) -> LoaderState {
         LoaderState {
@@ -265,5 +376,61 @@ impl<'a> Loader<'a> {
         self.augment_rng
             .set_stream(epoch.wrapping_mul(2).wrapping_add(1));
         self.augment_rng.set_word_pos(u128::from(augment_words));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Normalization;
+
+    /// Five 1x2x2 images whose pixels are their index.
+    fn five() -> Dataset {
+        let shape = ImageShape::new(1, 2, 2);
+        let images = (0..5u8).flat_map(|i| [i; 4]).collect();
+        let norm = Normalization {
+            mean: vec![0.0],
+            std: vec![1.0],
+        };
+        Dataset::new(
+            shape,
+            images,
+            vec![0, 1, 0, 1, 0],
+            vec!["a".into(), "b".into()],
+            norm,
+        )
+        .expect("a dataset")
+    }
+
+    #[test]
+    fn a_batch_holds_what_next_batch_writes_as_nchw() {
+        let data = five();
+        let transform =
+            Transform::new(data.shape(), data.normalization(), data.shape()).expect("a transform");
+        let config = LoaderConfig::train(2, 9);
+        let mut flat = Loader::new(&data, transform.clone(), config).expect("a loader");
+        let mut typed = Loader::new(&data, transform.clone(), config).expect("a loader");
+        let mut batch = typed.batch();
+        assert!(batch.is_empty());
+        let (mut pixels, mut labels) = (vec![0.0; 8], vec![0; 2]);
+        let mut sizes = Vec::new();
+        while let Some(n) = flat.next_batch(&mut pixels, &mut labels).expect("a batch") {
+            assert!(typed.next_into(&mut batch).expect("a batch"));
+            assert_eq!(batch.images().dim(), (n, 1, 2, 2));
+            assert_eq!(batch.pixels(), &pixels[..n * 4]);
+            assert_eq!(batch.labels(), &labels[..n]);
+            sizes.push(n);
+        }
+        assert_eq!(sizes, [2, 2, 1]);
+        assert!(!typed.next_into(&mut batch).expect("the epoch's end"));
+        assert!(batch.is_empty());
+        assert_eq!(typed.epoch(), 1);
+
+        // A batch of another shape is refused, not misread.
+        let wider = Transform::new(data.shape(), data.normalization(), ImageShape::new(1, 4, 4))
+            .expect("a padding transform");
+        let mut other = Loader::new(&data, wider, config).expect("a loader").batch();
+        let err = typed.next_into(&mut other).expect_err("another shape");
+        assert!(err.to_string().contains("1x4x4"), "{err}");
     }
 }

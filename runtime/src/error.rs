@@ -87,6 +87,18 @@ pub enum Error {
         /// Labels given.
         found: usize,
     },
+    /// A parameter name pattern (freezing by name) matches no parameter of the model.
+    #[error(
+        "no parameter matches `{pattern}`; the parameters are {}; a pattern is a name, a module \
+         prefix such as `layer1`, or a glob such as `layer1.*` or `*.bias`",
+        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+    )]
+    NoParamMatches {
+        /// The pattern given.
+        pattern: String,
+        /// Every parameter name of the model, in visit order.
+        names: Vec<String>,
+    },
     /// An activation was asked for by a name that is no layer of the model.
     #[error(
         "no layer named `{name}` in this model; its layers, closest first: {}",

@@ -10,6 +10,47 @@
 //! operation. On tests/fixtures/optim.safetensors every configuration is bit-identical to PyTorch
 //! 2.15 except AMSGrad, one ulp off on one element that PyTorch computes in its scalar tail loop
 //! (where its compiler fused `addcmul` too).
+//!
+//! A step reads each parameter's `grad` (what a backward pass wrote) and skips a frozen parameter
+//! ([`Param::requires_grad`] false), as `torch.optim` skips one whose `grad` is `None`:
+//!
+//! ```
+//! use ndarray::ArrayD;
+//! use cnnc_runtime::optim::{AdamConfig, Optimizer, OptimizerConfig, SgdConfig};
+//! use cnnc_runtime::{Entry, Param, Visit};
+//!
+//! struct Two { w: Param, frozen: Param }
+//! impl Visit for Two {
+//!     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
+//!         f(Entry::Param { name: "w", param: &mut self.w });
+//!         f(Entry::Param { name: "frozen", param: &mut self.frozen });
+//!     }
+//! }
+//! let mut model = Two {
+//!     w: Param::new(ArrayD::from_elem(vec![2], 1.0)),
+//!     frozen: Param::new(ArrayD::from_elem(vec![2], 1.0)),
+//! };
+//! model.frozen.requires_grad = false;
+//!
+//! // torch.optim.SGD(params, lr=0.1, momentum=0.9)
+//! let mut sgd = OptimizerConfig::Sgd(SgdConfig { momentum: 0.9, ..SgdConfig::new(0.1) }).build()?;
+//! for _ in 0..2 {
+//!     model.w.grad.fill(0.5); // what each backward pass writes
+//!     sgd.step(&mut model)?;
+//! }
+//! // Step 1: buffer 0.5, w = 1 - 0.05; step 2: buffer 0.9 * 0.5 + 0.5 = 0.95, w -= 0.095.
+//! assert!((model.w.value[[0]] - 0.855).abs() < 1e-6);
+//! assert_eq!(model.frozen.value[[0]], 1.0, "a frozen parameter is not stepped");
+//! // The momentum buffers, as `optimizer.state_dict()` names them, for a checkpoint.
+//! let state = sgd.export_state();
+//! assert_eq!(state.step, 2);
+//! assert_eq!(state.tensors[0].0, "w.momentum_buffer");
+//!
+//! // torch.optim.AdamW(params, lr=1e-3): decoupled weight decay 0.01.
+//! let adamw = OptimizerConfig::Adam(AdamConfig::adamw(1e-3)).build()?;
+//! assert_eq!(adamw.lr(), 1e-3);
+//! # Ok::<(), cnnc_runtime::optim::OptimError>(())
+//! ```
 
 use std::collections::HashMap;
 
@@ -266,7 +307,9 @@ impl Slots {
         Some(OptimError::ModelChanged { reason })
     }
 
-    /// Runs `update(value, grad, slots)` on every parameter, in visit order.
+    /// Runs `update(value, grad, slots)` on every parameter that requires a gradient, in visit
+    /// order: frozen ones keep their value and their slots, as `torch.optim` skips a parameter
+    /// whose `grad` is `None`.
     fn for_each(
         &mut self,
         model: &mut dyn Visit,
@@ -277,11 +320,13 @@ impl Slots {
             let Entry::Param { param, .. } = entry else {
                 return;
             };
-            let (Some(value), Some(grad), Some(slots)) = (
-                param.value.as_slice_mut(),
-                param.grad.as_slice(),
-                buffers.next(),
-            ) else {
+            let slots = buffers.next();
+            if !param.requires_grad {
+                return;
+            }
+            let (Some(value), Some(grad), Some(slots)) =
+                (param.value.as_slice_mut(), param.grad.as_slice(), slots)
+            else {
                 // `check` ran first and rejected every model that could get here.
                 return;
             };
@@ -691,10 +736,7 @@ mod tests {
         fn new(value: &[f32]) -> Self {
             let value = arr1(value).into_dyn();
             One {
-                param: Param {
-                    grad: ArrayD::zeros(value.raw_dim()),
-                    value,
-                },
+                param: Param::new(value),
                 steps: 0,
             }
         }

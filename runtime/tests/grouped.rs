@@ -12,7 +12,7 @@ use cnnc_runtime::config::{
     NetworkDef,
 };
 use cnnc_runtime::init::init_rng;
-use cnnc_runtime::layers::Conv2d;
+use cnnc_runtime::layers::{BatchNorm2d, Conv2d, Relu6};
 use cnnc_runtime::{Entry, Error, Layer, Mode, Network, Visit};
 use common::Rand;
 use ndarray::Array4;
@@ -230,4 +230,81 @@ fn groups_that_do_not_divide_the_channels_are_an_error() {
         assert!(matches!(err, Error::Config { .. }), "{err}");
         assert!(err.to_string().contains("groups"), "{err}");
     }
+}
+
+/// A depthwise convolution that applies an eval-mode batch norm's scale and shift and a ReLU6
+/// as it stores (`Conv2d::fuse_channel_store`, for the plan's conv -> BN -> ReLU6 fusion) gives
+/// the three layers' outputs bit for bit, strided or not, with ragged channel counts.
+#[test]
+fn depthwise_store_applies_batch_norm_and_relu6_bit_for_bit() {
+    for (c, stride) in [(24, 1), (40, 2), (7, 1)] {
+        let (h, w, batch) = (6, 7, 3);
+        let config = conv(c, c, 3, stride, c);
+        let mut plain = Conv2d::new("dw", &config, [h, w], &mut init_rng(3)).unwrap();
+        let mut fused = Conv2d::new("dw", &config, [h, w], &mut init_rng(3)).unwrap();
+        let out = plain.output_shape();
+        let mut bn = BatchNorm2d::new("bn", &BatchNorm2dConfig::new(c), out).unwrap();
+        // Statistics and affine factors far from the defaults, so scale and shift matter.
+        let mut rng = Rand(11);
+        bn.visit(&mut |e| match e {
+            Entry::Param { param, .. } => param.value.iter_mut().for_each(|v| *v = rng.vec(1)[0]),
+            Entry::Buffer { name, value } => value.iter_mut().for_each(|v| {
+                let r = rng.vec(1)[0];
+                *v = if name.ends_with("running_var") {
+                    0.2 + r.abs()
+                } else {
+                    3.0 * r
+                };
+            }),
+            _ => {}
+        });
+        let (mut scale, mut shift) = (vec![0.0f32; c], vec![0.0f32; c]);
+        let (mut mean, mut var, mut gamma, mut beta) = (vec![], vec![], vec![], vec![]);
+        bn.visit(&mut |e| match e {
+            Entry::Param { name, param } if name.ends_with("weight") => {
+                gamma = param.value.iter().copied().collect()
+            }
+            Entry::Param { param, .. } => beta = param.value.iter().copied().collect(),
+            Entry::Buffer { name, value } if name.ends_with("running_mean") => {
+                mean = value.iter().copied().collect()
+            }
+            Entry::Buffer { value, .. } => var = value.iter().copied().collect(),
+            _ => {}
+        });
+        // BatchNorm2d's eval factors, as it computes them.
+        for ch in 0..c {
+            let invstd = (1.0 / (f64::from(var[ch]) + f64::from(1e-5f32)).sqrt()) as f32;
+            scale[ch] = invstd * gamma[ch];
+            shift[ch] = beta[ch] - mean[ch] * scale[ch];
+        }
+        assert!(fused.fuse_channel_store(Some((scale, shift)), 0.0, 6.0));
+        let mut relu6 = Relu6::new("r", out);
+        let x: Vec<f32> = Rand(5)
+            .vec(batch * c * h * w)
+            .iter()
+            .map(|v| 40.0 * v)
+            .collect();
+        let n = out.numel() * batch;
+        let (mut y, mut z, mut want) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        plain.forward(&x, &mut y, batch, Mode::Eval).unwrap();
+        bn.forward(&y, &mut z, batch, Mode::Eval).unwrap();
+        relu6.forward(&z, &mut want, batch, Mode::Eval).unwrap();
+        let mut got = vec![f32::NAN; n];
+        fused.forward(&x, &mut got, batch, Mode::Eval).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{c} channels, stride {stride}");
+        let mut inferred = vec![f32::NAN; n];
+        fused.infer(&x, &mut inferred, batch).unwrap();
+        assert_eq!(
+            bits(&inferred),
+            bits(&want),
+            "infer, {c} channels, stride {stride}"
+        );
+        assert!(want.contains(&6.0) && want.contains(&0.0));
+        assert!(fused.fuse_channel_store(None, f32::NEG_INFINITY, f32::INFINITY));
+        fused.forward(&x, &mut got, batch, Mode::Eval).unwrap();
+        assert_eq!(bits(&got), bits(&y), "store turned off");
+    }
+    let mut dense = Conv2d::new("d", &conv(4, 4, 3, 1, 1), [5, 5], &mut init_rng(1)).unwrap();
+    assert!(!dense.fuse_channel_store(None, 0.0, 6.0));
 }

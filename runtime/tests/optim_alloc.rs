@@ -86,6 +86,7 @@ fn steps_after_the_first_allocate_nothing() {
                     Param {
                         value: ArrayD::from_elem(IxDyn(s), 1.0),
                         grad,
+                        requires_grad: true,
                     },
                 )
             })

@@ -47,7 +47,14 @@ impl Params {
             .map(|&n| {
                 let value = f32_tensor(file, &format!("{prefix}{n}"));
                 let grad = ArrayD::zeros(value.raw_dim());
-                (n.to_owned(), Param { value, grad })
+                (
+                    n.to_owned(),
+                    Param {
+                        value,
+                        grad,
+                        requires_grad: true,
+                    },
+                )
             })
             .collect();
         Params {

@@ -44,10 +44,7 @@ fn ramp(shape: &[usize], start: f32) -> ArrayD<f32> {
 }
 
 fn param(shape: &[usize], start: f32) -> Param {
-    Param {
-        value: ramp(shape, start),
-        grad: ArrayD::zeros(IxDyn(shape)),
-    }
+    Param::new(ramp(shape, start))
 }
 
 fn small_model(start: f32) -> Model {

@@ -21,10 +21,7 @@ struct Tiny(Param);
 
 impl Tiny {
     fn new() -> Tiny {
-        Tiny(Param {
-            value: ArrayD::zeros(IxDyn(&[2])),
-            grad: ArrayD::zeros(IxDyn(&[2])),
-        })
+        Tiny(Param::new(ArrayD::zeros(IxDyn(&[2]))))
     }
 }
 

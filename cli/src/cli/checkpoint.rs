@@ -23,8 +23,7 @@ use cnnc_runtime::weights::{self, TensorData};
 
 pub use commit::{Committing, FolderLock, Recovery, exists, lock, recover, save};
 pub use schema::{
-    DataInfo, EpochProgress, EpochRecord, OptimizerName, Recipe, RunState, Schedule, non_negative,
-    positive,
+    DataInfo, EpochRecord, OptimizerName, Recipe, RunState, Schedule, non_negative, positive,
 };
 
 use super::job::refuse;

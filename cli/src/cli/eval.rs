@@ -80,7 +80,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         .filter(|n| n.mean.len() == test.shape().channels)
         .unwrap_or_else(|| test.normalization().clone());
     let transform = dataset::transform(test.shape(), &normalization, spec.input())?;
-    let evaluation = evaluate(&mut net, test, &transform, args.batch_size)?;
+    let evaluation = evaluate(&net, test, &transform, args.batch_size)?;
     let classes = dataset::output_names(test.class_names(), net.classes());
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -4,8 +4,8 @@
 //! uninterrupted run. A step that goes NaN or infinite stops the run before the optimizer writes
 //! it into the weights, naming the layer where it started; the last checkpoint stays.
 //!
-//! This module turns flags and a checkpoint into a [`Trainer`] and reports how it ended; the
-//! loop is in [`trainer`].
+//! This module turns flags and a checkpoint into the library's [`Trainer`] (the loop) and a
+//! [`Run`] (what the command shows and writes, in [`trainer`]) and reports how it ended.
 
 mod divergence;
 mod interrupt;
@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cnnc::train::{EVAL_BATCH, Outcome, TrainConfig, Trainer};
 use cnnc_data::{Augment, DatasetKind, Loader, LoaderConfig, RUN_SEED_SALT};
 
 use super::checkpoint::{self, DataInfo, FolderLock, MODEL_FILE, OptimizerName, RunState};
@@ -25,7 +26,7 @@ use super::dataset::{self, DataArgs};
 use super::job::{self, refuse};
 use super::model::Spec;
 use interrupt::{Interrupt, Signal};
-use trainer::{Outcome, Trainer};
+use trainer::{Run, describe_failure};
 
 /// Arguments of `cnnc train`.
 #[derive(Debug, clap::Args)]
@@ -68,6 +69,14 @@ pub struct Args {
     /// Standard CIFAR augmentation: random crop with 4-pixel padding, horizontal flip.
     #[arg(long)]
     pub augment: bool,
+    /// Gradient accumulation: sum the gradients of N batches before each optimizer step (each
+    /// batch's mean loss weighted by its share of the step's images) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub accumulate: Option<NonZeroUsize>,
+    /// Keep the parameters PATTERN names as they are (requires_grad = False): a name, a module
+    /// prefix (`layer1`) or a glob (`layer1.*`, `*.bias`). Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub freeze: Vec<String>,
     /// Folder for the checkpoint, metrics.csv and metrics.png [default: runs/<spec name>, or
     /// the resumed folder].
     #[arg(long, value_name = "DIR")]
@@ -143,6 +152,10 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     }
 
     let mut net = spec.network(recipe.seed)?;
+    for pattern in &recipe.freeze {
+        cnnc::train::freeze(&mut net, pattern)
+            .map_err(|e| refuse(format!("--freeze {pattern}: {e}")))?;
+    }
     dataset::check_classes(train, net.classes(), &format!("{kind} training data"))?;
     let transform = dataset::transform(train.shape(), train.normalization(), spec.input())?;
     let data = DataInfo {
@@ -221,19 +234,20 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         recipe::describe(&recipe),
         out.display()
     );
-    let mut trainer = Trainer {
-        net,
-        optimizer,
-        loader,
-        validation: (test, transform),
-        state,
+    let config = TrainConfig {
+        epochs,
+        lr: recipe.lr,
         schedule: recipe::lr_schedule(&recipe.schedule),
-        out,
-        saved_step,
-        interrupt,
+        accumulate: NonZeroUsize::new(recipe.accumulate).unwrap_or(NonZeroUsize::MIN),
+        eval_batch: EVAL_BATCH,
     };
-    let outcome = trainer.run()?;
-    Ok(report(args, &trainer, outcome))
+    let mut trainer = Trainer::new(net, optimizer, loader, Some((test, transform)), config);
+    trainer.state = state.train_state();
+    let mut run = Run::new(state, out, saved_step, interrupt);
+    let outcome = trainer
+        .run(&mut run)
+        .map_err(|err| describe_failure(err, &mut trainer.model, &run))?;
+    Ok(report(args, &run, outcome))
 }
 
 /// Refuses `--out` or `--resume` naming a file before anything else.
@@ -315,8 +329,8 @@ fn hold_new_folder(out: &Path, new: bool) -> anyhow::Result<Option<FolderLock>> 
 }
 
 /// Says how the run ended, and the exit status that tells it.
-fn report(args: &Args, trainer: &Trainer<'_>, outcome: Outcome) -> ExitCode {
-    let (state, out) = (&trainer.state, &trainer.out);
+fn report(args: &Args, run: &Run, outcome: Outcome) -> ExitCode {
+    let (state, out) = (&run.state, &run.out);
     match outcome {
         Outcome::Finished => {
             if let Some(last) = state.history.last() {
@@ -330,7 +344,8 @@ fn report(args: &Args, trainer: &Trainer<'_>, outcome: Outcome) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Outcome::Interrupted { signal, mid_epoch } => {
+        Outcome::Stopped { mid_epoch } => {
+            let signal = run.signal.unwrap_or(Signal::Interrupt);
             let when = if mid_epoch {
                 format!(
                     "in epoch {} after {} of {} images",

@@ -1,4 +1,4 @@
-//! `exp` and `erf` in plain f32 arithmetic, without branches or library calls, so that loops
+//! `exp`, `erf` and `tanh` in plain f32 arithmetic, without branches or library calls, so that loops
 //! over them vectorise: every version of a [`crate::simd::multiversion!`] kernel (and the
 //! scalar fallback) computes the same basic operations in the same order, hence the same bits.
 //! Rust never fuses a multiply and an add on its own, so wider vectors do not change a value.
@@ -81,6 +81,31 @@ pub(crate) fn erf(x: f32) -> f32 {
     magnitude.copysign(x)
 }
 
+/// `tanh(x)` within 3 ulp: Cephes' `tanhf`, an odd polynomial below `|x| = 0.625`, else
+/// `1 - 2 / (e^{2|x|} + 1)` through [`exp`] (whose clamp gives exactly 1 from `|x| = 44` on,
+/// infinities included); both computed and one selected, so the loop stays branch-free. NaN
+/// stays NaN.
+#[inline(always)]
+pub(crate) fn tanh(x: f32) -> f32 {
+    let z = x.abs();
+    let z2 = z * z;
+    let small = horner(
+        z2,
+        &[
+            -5.704_988_7e-3,
+            2.063_908_8e-2,
+            -5.373_971_5e-2,
+            1.333_144_2e-1,
+            -3.333_328e-1,
+        ],
+    ) * z2
+        * z
+        + z;
+    let large = 1.0 - 2.0 / (exp(z + z) + 1.0);
+    let magnitude = if z < 0.625 { small } else { large };
+    magnitude.copysign(x)
+}
+
 /// `c[0] x^(n-1) + ... + c[n-1]` by Horner's rule, highest power first (unrolled: the
 /// coefficients are constants).
 #[inline(always)]
@@ -109,6 +134,30 @@ mod tests {
         assert!(exp(f32::NAN).is_nan());
         assert!(exp(-1e4) > 0.0 && exp(-1e4) < 2e-38);
         assert!(exp(1e4).is_finite());
+    }
+
+    #[test]
+    fn tanh_is_within_three_ulps_of_the_f64_library() {
+        let mut worst = 0;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 5e-5;
+            let want = f64::from(x).tanh() as f32;
+            worst = worst.max(ulps(tanh(x).abs(), want.abs()));
+        }
+        assert!(worst <= 3, "{worst} ulps");
+        for x in [1e-30f32, 1e-6, 0.624_999_94, 0.625, 20.0, 44.0, 1e30] {
+            let want = f64::from(x).tanh() as f32;
+            assert!(
+                ulps(tanh(x), want) <= 3,
+                "tanh({x}) = {}, want {want}",
+                tanh(x)
+            );
+            assert_eq!(tanh(-x).to_bits(), (-tanh(x)).to_bits(), "odd at {x}");
+        }
+        assert_eq!(tanh(f32::INFINITY), 1.0);
+        assert_eq!(tanh(f32::NEG_INFINITY), -1.0);
+        assert_eq!(tanh(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert!(tanh(f32::NAN).is_nan());
     }
 
     #[test]

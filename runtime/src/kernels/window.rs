@@ -1,6 +1,12 @@
-//! Max-pooling window kernels over pixel-major activations, vectorised along channels: the
-//! maximum of a window and where it lies, and the routing of a gradient back to that position.
-//! Shared by the max pool layer and the max pool fused into a convolution.
+//! Pooling window kernels over pixel-major activations, vectorised along channels: the maximum
+//! of a window and where it lies, the routing of a gradient back to that position, a window's
+//! mean and the spreading of a gradient over it, and the channel-run arithmetic of the
+//! resampling layers. Shared by the max and average pools, the max pool fused into a
+//! convolution, the adaptive pools and upsampling. Every element is computed by the same
+//! operations in the same order on every path (no sum across lanes), so the vector width
+//! changes no bit.
+
+use crate::simd::multiversion;
 
 /// The `argmax` of an output value whose gradient goes nowhere: masked by the ReLU before.
 pub(crate) const NONE: u16 = u16::MAX;
@@ -49,6 +55,7 @@ impl Window {
     }
 
     /// Offsets of the window's positions in scan order (rows, then columns).
+    #[inline]
     fn offsets(self) -> impl Iterator<Item = usize> {
         (self.rows.0..self.rows.1).flat_map(move |iy| {
             (self.cols.0..self.cols.1).map(move |ix| iy * self.row + ix * self.col)
@@ -135,6 +142,34 @@ impl Window {
         }
     }
 
+    /// The number of positions in the window.
+    pub(crate) fn len(self) -> usize {
+        (self.rows.1 - self.rows.0) * (self.cols.1 - self.cols.0)
+    }
+
+    /// The position with scan-order index `p` as `(row, column)` within the buffer's grid.
+    pub(crate) fn position(self, p: usize) -> (usize, usize) {
+        let width = (self.cols.1 - self.cols.0).max(1);
+        (self.rows.0 + p / width, self.cols.0 + p % width)
+    }
+
+    /// `out[ch]` = the sum of channel `ch` over the window, from `0.0` in scan order, divided by
+    /// `divisor`.
+    pub(crate) fn mean(self, x: &[f32], out: &mut [f32], divisor: f32) {
+        self.check(x.len());
+        assert!(out.len() == self.c, "one output pixel");
+        window_sum(self, x, out);
+        div(out, divisor);
+    }
+
+    /// Adds `grad[ch] / divisor` to channel `ch` of every position of the window in `dx`, in
+    /// scan order.
+    pub(crate) fn spread(self, grad: &[f32], divisor: f32, dx: &mut [f32]) {
+        self.check(dx.len());
+        assert!(grad.len() == self.c, "one output pixel");
+        window_spread(self, grad, divisor, dx);
+    }
+
     /// Adds `dy` into `dx` at the positions `argmax` names: for windows that overlap, in the
     /// order of the output pixels.
     pub(crate) fn add(self, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
@@ -149,6 +184,107 @@ impl Window {
                     dx[iy * self.row + ix * self.col + ch] += grad;
                 }
             }
+        }
+    }
+}
+
+/// Channels a window sum or spread keeps in registers across the window's positions.
+const BLOCK: usize = 32;
+
+multiversion! {
+    /// `out[ch]` = `0.0 + x[at + ch]` over every position `at` of `w`, in scan order (one
+    /// dispatch for the whole window; blocks of channels summed in registers, stored once).
+    fn window_sum(w: Window, x: &[f32], out: &mut [f32]) {
+        let mut c0 = 0;
+        while c0 + BLOCK <= w.c {
+            let mut acc = [0.0f32; BLOCK];
+            for iy in w.rows.0..w.rows.1 {
+                for ix in w.cols.0..w.cols.1 {
+                    let at = iy * w.row + ix * w.col + c0;
+                    for (a, &v) in acc.iter_mut().zip(&x[at..at + BLOCK]) {
+                        *a += v;
+                    }
+                }
+            }
+            out[c0..c0 + BLOCK].copy_from_slice(&acc);
+            c0 += BLOCK;
+        }
+        out[c0..].fill(0.0);
+        for iy in w.rows.0..w.rows.1 {
+            for ix in w.cols.0..w.cols.1 {
+                let at = iy * w.row + ix * w.col;
+                for (o, &v) in out[c0..].iter_mut().zip(&x[at + c0..at + w.c]) {
+                    *o += v;
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `dx[at + ch] += grad[ch] / d` for every position `at` of `w`, in scan order (each
+    /// quotient computed once: the same value at every position).
+    fn window_spread(w: Window, grad: &[f32], d: f32, dx: &mut [f32]) {
+        let mut c0 = 0;
+        while c0 < w.c {
+            let len = (w.c - c0).min(BLOCK);
+            let mut q = [0.0f32; BLOCK];
+            for (q, &g) in q.iter_mut().zip(&grad[c0..c0 + len]) {
+                *q = g / d;
+            }
+            for iy in w.rows.0..w.rows.1 {
+                for ix in w.cols.0..w.cols.1 {
+                    let at = iy * w.row + ix * w.col + c0;
+                    for (o, &q) in dx[at..at + len].iter_mut().zip(&q) {
+                        *o += q;
+                    }
+                }
+            }
+            c0 += len;
+        }
+    }
+}
+
+multiversion! {
+    /// `out[i] += x[i]`.
+    pub(crate) fn add(out: &mut [f32], x: &[f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o += v;
+        }
+    }
+}
+
+multiversion! {
+    /// `out[i] /= d`.
+    pub(crate) fn div(out: &mut [f32], d: f32) {
+        for o in out {
+            *o /= d;
+        }
+    }
+}
+
+multiversion! {
+    /// `out[i] += w * g[i]`.
+    pub(crate) fn add_scaled(out: &mut [f32], g: &[f32], w: f32) {
+        for (o, &v) in out.iter_mut().zip(g) {
+            *o += w * v;
+        }
+    }
+}
+
+multiversion! {
+    /// Bilinear interpolation of four pixels' channels: `out[i] = wy.0 * (wx.0 * top.0[i] +
+    /// wx.1 * top.1[i]) + wy.1 * (wx.0 * bottom.0[i] + wx.1 * bottom.1[i])`.
+    pub(crate) fn lerp2(
+        out: &mut [f32],
+        top: (&[f32], &[f32]),
+        bottom: (&[f32], &[f32]),
+        wy: (f32, f32),
+        wx: (f32, f32),
+    ) {
+        let pixels = top.0.iter().zip(top.1).zip(bottom.0.iter().zip(bottom.1));
+        for (o, ((&x00, &x01), (&x10, &x11))) in out.iter_mut().zip(pixels) {
+            *o = wy.0 * (wx.0 * x00 + wx.1 * x01) + wy.1 * (wx.0 * x10 + wx.1 * x11);
         }
     }
 }

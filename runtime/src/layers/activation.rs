@@ -2,7 +2,7 @@
 //! `GELU`, `Hardswish`, `Hardsigmoid`, `ELU`, `Identity`). They work on any layout, so they never
 //! convert; parallel chunks do not change any value, and neither does the vector width of the
 //! kernels (selects, compares and single roundings only; SiLU, the exact GELU and ELU use the
-//! branch-free `exp` and `erf` of [`crate::kernels::math`], the tanh GELU the library's tanh).
+//! branch-free `exp`, `erf` and `tanh` of [`crate::kernels::math`]).
 
 use cnnc_core::Shape;
 use rayon::prelude::*;
@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::{Layer, check_backward, check_forward};
 use crate::config::GeluApproximate;
 use crate::error::Result;
-use crate::kernels::math::{erf, exp};
+use crate::kernels::math::{erf, exp, tanh};
 use crate::simd::multiversion;
 
 /// Values per parallel task.
@@ -544,51 +544,68 @@ multiversion! {
     }
 }
 
+/// The tanh GELU, `0.5 x (1 + tanh(inner))`.
+#[inline(always)]
+fn gelu_tanh(x: f32) -> f32 {
+    let inner = GELU_BETA * (x + GELU_KAPPA * (x * x * x));
+    0.5 * x * (1.0 + tanh(inner))
+}
+
+/// The tanh GELU's gradient, its exact derivative as PyTorch's `gelu_backward` writes it.
+#[inline(always)]
+fn gelu_tanh_grad(dy: f32, x: f32) -> f32 {
+    let x_sq = x * x;
+    let inner = GELU_BETA * (x + GELU_KAPPA * (x_sq * x));
+    let tanh_inner = tanh(inner);
+    let left = 0.5 * x;
+    let right = 1.0 + tanh_inner;
+    let inner_derivative = GELU_BETA * (1.0 + 3.0 * GELU_KAPPA * x_sq);
+    let right_derivative = left * (1.0 - tanh_inner * tanh_inner) * inner_derivative;
+    dy * (0.5 * right + right_derivative)
+}
+
+multiversion! {
+    /// The tanh [`Gelu`]'s forward over a chunk.
+    fn gelu_tanh_forward(x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = gelu_tanh(x);
+        }
+    }
+}
+
+multiversion! {
+    /// The tanh [`Gelu`]'s backward over a chunk, from the input.
+    fn gelu_tanh_backward(dy: &[f32], x: &[f32], dx: &mut [f32]) {
+        for ((dx, &dy), &x) in dx.iter_mut().zip(dy).zip(x) {
+            *dx = gelu_tanh_grad(dy, x);
+        }
+    }
+}
+
 impl Pointwise for Gelu {
     const SAVES_OUTPUT: bool = false;
     fn f_chunk(&self, x: &[f32], y: &mut [f32]) {
         match self.approximate {
             GeluApproximate::None => gelu_erf_forward(x, y),
-            // tanh is a library call: element by element.
-            GeluApproximate::Tanh => {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = self.f(x);
-                }
-            }
+            GeluApproximate::Tanh => gelu_tanh_forward(x, y),
         }
     }
     fn df_chunk(&self, dy: &[f32], x: &[f32], dx: &mut [f32]) {
         match self.approximate {
             GeluApproximate::None => gelu_erf_backward(dy, x, dx),
-            GeluApproximate::Tanh => {
-                for ((dx, &dy), &x) in dx.iter_mut().zip(dy).zip(x) {
-                    *dx = self.df(dy, x);
-                }
-            }
+            GeluApproximate::Tanh => gelu_tanh_backward(dy, x, dx),
         }
     }
     fn f(&self, x: f32) -> f32 {
         match self.approximate {
             GeluApproximate::None => gelu_erf(x),
-            GeluApproximate::Tanh => {
-                let inner = GELU_BETA * (x + GELU_KAPPA * (x * x * x));
-                0.5 * x * (1.0 + inner.tanh())
-            }
+            GeluApproximate::Tanh => gelu_tanh(x),
         }
     }
     fn df(&self, dy: f32, x: f32) -> f32 {
         match self.approximate {
             GeluApproximate::None => gelu_erf_grad(dy, x),
-            GeluApproximate::Tanh => {
-                let x_sq = x * x;
-                let inner = GELU_BETA * (x + GELU_KAPPA * (x_sq * x));
-                let tanh_inner = inner.tanh();
-                let left = 0.5 * x;
-                let right = 1.0 + tanh_inner;
-                let inner_derivative = GELU_BETA * (1.0 + 3.0 * GELU_KAPPA * x_sq);
-                let right_derivative = left * (1.0 - tanh_inner * tanh_inner) * inner_derivative;
-                dy * (0.5 * right + right_derivative)
-            }
+            GeluApproximate::Tanh => gelu_tanh_grad(dy, x),
         }
     }
 }
@@ -743,6 +760,13 @@ mod tests {
             &gelu_erf_backward,
             &gelu_erf,
             &gelu_erf_grad,
+        );
+        check(
+            "gelu tanh",
+            &gelu_tanh_forward,
+            &gelu_tanh_backward,
+            &gelu_tanh,
+            &gelu_tanh_grad,
         );
         check(
             "elu",

@@ -290,10 +290,16 @@ impl Layer for BatchNorm2d {
             (d, d * (xv - f64::from(mean[ch])) * f64::from(invstd[ch]))
         });
         let sums = &self.sums;
+        // The sums serve the input gradient too; a frozen parameter only keeps its gradient.
         if self.config.affine {
+            let (weight, bias) = (self.weight.requires_grad, self.bias.requires_grad);
             for (ch, [dy_sum, dy_xhat_sum]) in sums.iter().enumerate() {
-                self.bias.grad[ch] = *dy_sum as f32;
-                self.weight.grad[ch] = *dy_xhat_sum as f32;
+                if bias {
+                    self.bias.grad[ch] = *dy_sum as f32;
+                }
+                if weight {
+                    self.weight.grad[ch] = *dy_xhat_sum as f32;
+                }
             }
         }
         let Some(dx) = dx else { return Ok(()) };

@@ -294,8 +294,10 @@ impl Layer for ConvTranspose2d {
         if block == 0 {
             return Ok(());
         }
-        // Bias: every output pixel's gradient, summed in order.
-        if let Some(b) = &mut self.bias {
+        // Bias: every output pixel's gradient, summed in order (none for a frozen bias).
+        if let Some(b) = &mut self.bias
+            && b.requires_grad
+        {
             let sum = &mut self.bgrad;
             sum.fill(0.0);
             for px in dy[..batch * g.out_len()].chunks_exact(g.cout) {
@@ -307,42 +309,45 @@ impl Layer for ConvTranspose2d {
                 *gv = s;
             }
         }
-        // Weight: one task per kernel position, summing over samples and input pixels in order.
-        self.wgrad
-            .par_chunks_mut(block)
-            .enumerate()
-            .for_each(|(tap, acc)| {
-                let (ky, kx) = (tap / g.kw, tap % g.kw);
-                acc.fill(0.0);
-                for n in 0..batch {
-                    let sample = &x[n * g.in_len()..(n + 1) * g.in_len()];
-                    let grads = &dy[n * g.out_len()..(n + 1) * g.out_len()];
-                    for iy in 0..g.ih {
-                        let Some(oy) = Geom::target(iy, ky, g.sh, g.ph, g.dh, g.oh) else {
-                            continue;
-                        };
-                        for ix in 0..g.iw {
-                            let Some(ox) = Geom::target(ix, kx, g.sw, g.pw, g.dw, g.ow) else {
+        // Weight: one task per kernel position, summing over samples and input pixels in order
+        // (none for a frozen weight).
+        if self.weight.requires_grad {
+            self.wgrad
+                .par_chunks_mut(block)
+                .enumerate()
+                .for_each(|(tap, acc)| {
+                    let (ky, kx) = (tap / g.kw, tap % g.kw);
+                    acc.fill(0.0);
+                    for n in 0..batch {
+                        let sample = &x[n * g.in_len()..(n + 1) * g.in_len()];
+                        let grads = &dy[n * g.out_len()..(n + 1) * g.out_len()];
+                        for iy in 0..g.ih {
+                            let Some(oy) = Geom::target(iy, ky, g.sh, g.ph, g.dh, g.oh) else {
                                 continue;
                             };
-                            let px = &sample[(iy * g.iw + ix) * g.cin..][..g.cin];
-                            let grad = &grads[(oy * g.ow + ox) * g.cout..][..g.cout];
-                            for (ci, (&xv, a)) in
-                                px.iter().zip(acc.chunks_exact_mut(g.cout_g)).enumerate()
-                            {
-                                let grad = &grad[ci / g.cin_g * g.cout_g..][..g.cout_g];
-                                for (a, &d) in a.iter_mut().zip(grad) {
-                                    *a += xv * d;
+                            for ix in 0..g.iw {
+                                let Some(ox) = Geom::target(ix, kx, g.sw, g.pw, g.dw, g.ow) else {
+                                    continue;
+                                };
+                                let px = &sample[(iy * g.iw + ix) * g.cin..][..g.cin];
+                                let grad = &grads[(oy * g.ow + ox) * g.cout..][..g.cout];
+                                for (ci, (&xv, a)) in
+                                    px.iter().zip(acc.chunks_exact_mut(g.cout_g)).enumerate()
+                                {
+                                    let grad = &grad[ci / g.cin_g * g.cout_g..][..g.cout_g];
+                                    for (a, &d) in a.iter_mut().zip(grad) {
+                                        *a += xv * d;
+                                    }
                                 }
                             }
                         }
                     }
-                }
-            });
-        let k = g.kh * g.kw;
-        for (i, gv) in self.weight.grad.iter_mut().enumerate() {
-            let (ci_co, tap) = (i / k, i % k);
-            *gv = self.wgrad[tap * block + ci_co];
+                });
+            let k = g.kh * g.kw;
+            for (i, gv) in self.weight.grad.iter_mut().enumerate() {
+                let (ci_co, tap) = (i / k, i % k);
+                *gv = self.wgrad[tap * block + ci_co];
+            }
         }
         // Input: the convolution of `dy` with the same taps, parallel over input rows.
         let Some(dx) = dx else { return Ok(()) };

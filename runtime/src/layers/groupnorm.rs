@@ -176,8 +176,13 @@ impl Layer for GroupNorm {
                     .fold([0.0, 0.0], |[a, b], part| {
                         [a + part[ch][0], b + part[ch][1]]
                     });
-                self.bias.grad[ch] = db as f32;
-                self.weight.grad[ch] = dw as f32;
+                // The sums serve the input gradient too; a frozen parameter keeps its gradient.
+                if self.bias.requires_grad {
+                    self.bias.grad[ch] = db as f32;
+                }
+                if self.weight.requires_grad {
+                    self.weight.grad[ch] = dw as f32;
+                }
             }
         }
         let Some(dx) = dx else { return Ok(()) };

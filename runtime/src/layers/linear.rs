@@ -92,7 +92,7 @@ impl Linear {
             fill_uniform(b.value.iter_mut(), bound, rng);
             b
         });
-        Ok(Linear {
+        let mut layer = Linear {
             name: name.to_owned(),
             weight_name: format!("{name}.weight"),
             bias_name: format!("{name}.bias"),
@@ -107,7 +107,10 @@ impl Linear {
             dy_copy: Vec::new(),
             x_copy: Vec::new(),
             wgrad: vec![0.0; fout * fin],
-        })
+        };
+        // Packed now, so that `&self` inference on a new layer reads panels.
+        layer.pack(false)?;
+        Ok(layer)
     }
 
     weight_bias_accessors!();
@@ -308,32 +311,37 @@ impl Layer for Linear {
             b_row: 0,
             b_col: fin_pad,
         };
-        let (dy_copy, x_copy) = (&self.dy_copy[..], &self.x_copy[..]);
-        self.wgrad
-            .par_chunks_mut(MR * fin)
-            .enumerate()
-            .for_each(|(t, wgrad)| {
-                let rows = wgrad.len() / fin;
-                for j in 0..panels(fin) {
-                    let mut tile = [[0.0; NR]; MR];
-                    let a_rows = std::array::from_fn(|i| t * MR + i);
-                    sum_outer(
-                        &mut tile,
-                        Start::Zero,
-                        dy_copy,
-                        &a_rows,
-                        x_copy,
-                        j * NR,
-                        grid,
-                    );
-                    let cols = NR.min(fin - j * NR);
-                    for (row, dst) in tile.iter().zip(wgrad.chunks_mut(fin)).take(rows) {
-                        dst[j * NR..j * NR + cols].copy_from_slice(&row[..cols]);
+        // A frozen weight keeps its gradient (zero): PyTorch computes none.
+        if self.weight.requires_grad {
+            let (dy_copy, x_copy) = (&self.dy_copy[..], &self.x_copy[..]);
+            self.wgrad
+                .par_chunks_mut(MR * fin)
+                .enumerate()
+                .for_each(|(t, wgrad)| {
+                    let rows = wgrad.len() / fin;
+                    for j in 0..panels(fin) {
+                        let mut tile = [[0.0; NR]; MR];
+                        let a_rows = std::array::from_fn(|i| t * MR + i);
+                        sum_outer(
+                            &mut tile,
+                            Start::Zero,
+                            dy_copy,
+                            &a_rows,
+                            x_copy,
+                            j * NR,
+                            grid,
+                        );
+                        let cols = NR.min(fin - j * NR);
+                        for (row, dst) in tile.iter().zip(wgrad.chunks_mut(fin)).take(rows) {
+                            dst[j * NR..j * NR + cols].copy_from_slice(&row[..cols]);
+                        }
                     }
-                }
-            });
-        assign(&mut self.weight.grad, self.wgrad.iter().copied());
-        if let Some(bias) = &mut self.bias {
+                });
+            assign(&mut self.weight.grad, self.wgrad.iter().copied());
+        }
+        if let Some(bias) = &mut self.bias
+            && bias.requires_grad
+        {
             let sums = (0..fout).map(|o| dy.chunks_exact(fout).fold(0.0, |s, row| s + row[o]));
             assign(&mut bias.grad, sums);
         }

@@ -437,21 +437,11 @@ impl Layer for AvgPool2d {
     fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         let (_, ny) = check_forward(self, x, y, batch)?;
         let g = self.g;
+        let in_len = g.ih * g.iw * g.c;
         g.for_each_output(&mut y[..ny], |n, oy, ox, out| {
             let (rows, cols, pool_size) = g.window(oy, ox);
-            out.fill(0.0);
-            for iy in rows {
-                for ix in cols.clone() {
-                    let at = ((n * g.ih + iy) * g.iw + ix) * g.c;
-                    for (s, &v) in out.iter_mut().zip(&x[at..at + g.c]) {
-                        *s += v;
-                    }
-                }
-            }
-            let scale = pool_size as f32;
-            for s in out {
-                *s /= scale;
-            }
+            let window = Window::strided(rows, cols, g.iw * g.c, g.c, g.c);
+            window.mean(&x[n * in_len..(n + 1) * in_len], out, pool_size as f32);
         });
         Ok(())
     }
@@ -478,14 +468,8 @@ impl Layer for AvgPool2d {
                     for ox in 0..g.ow {
                         let (rows, cols, pool_size) = g.window(oy, ox);
                         let grad = &dy[(oy * g.ow + ox) * g.c..(oy * g.ow + ox + 1) * g.c];
-                        for iy in rows {
-                            for ix in cols.clone() {
-                                let at = (iy * g.iw + ix) * g.c;
-                                for (d, &v) in dx[at..at + g.c].iter_mut().zip(grad) {
-                                    *d += v / pool_size as f32;
-                                }
-                            }
-                        }
+                        let window = Window::strided(rows, cols, g.iw * g.c, g.c, g.c);
+                        window.spread(grad, pool_size as f32, dx);
                     }
                 }
             });

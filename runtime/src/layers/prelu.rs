@@ -41,10 +41,7 @@ impl Prelu {
             name: name.to_owned(),
             weight_name: format!("{name}.weight"),
             dims,
-            weight: Param {
-                value: ArrayD::from_elem(vec![num_parameters], INIT),
-                grad: ArrayD::zeros(vec![num_parameters]),
-            },
+            weight: Param::new(ArrayD::from_elem(vec![num_parameters], INIT)),
         })
     }
 
@@ -95,15 +92,18 @@ impl Layer for Prelu {
         let w: Vec<f32> = self.weight.value.iter().copied().collect();
         let channels = self.dims.channels();
         let slot = |i: usize| if slopes == 1 { 0 } else { i % channels };
-        // Summed in value order, one pass: the same values whatever the thread count.
-        let mut grad = vec![0.0f32; slopes];
-        for (i, (&x, &dy)) in x[..n].iter().zip(&dy[..n]).enumerate() {
-            if x <= 0.0 {
-                grad[slot(i)] += x * dy;
+        // Summed in value order, one pass: the same values whatever the thread count (none for a
+        // frozen weight, whose gradient stays as it is).
+        if self.weight.requires_grad {
+            let mut grad = vec![0.0f32; slopes];
+            for (i, (&x, &dy)) in x[..n].iter().zip(&dy[..n]).enumerate() {
+                if x <= 0.0 {
+                    grad[slot(i)] += x * dy;
+                }
             }
-        }
-        for (g, v) in self.weight.grad.iter_mut().zip(grad) {
-            *g = v;
+            for (g, v) in self.weight.grad.iter_mut().zip(grad) {
+                *g = v;
+            }
         }
         if let Some(dx) = dx {
             for (i, ((dx, &x), &dy)) in dx[..n].iter_mut().zip(&x[..n]).zip(&dy[..n]).enumerate() {

@@ -1,8 +1,10 @@
 //! Layers that map an image to another size without weights: adaptive pooling
 //! (`torch.nn.AdaptiveAvgPool2d`, `torch.nn.AdaptiveMaxPool2d`) and nearest and bilinear
-//! upsampling (`torch.nn.Upsample`), on pixel-major activations. Inner loops run along the channels, which
-//! are contiguous; forward passes are parallel over output rows, backward passes over samples,
-//! so every input gradient is summed in one fixed order whatever the thread count.
+//! upsampling (`torch.nn.Upsample`), on pixel-major activations. Inner loops run along the
+//! channels, which are contiguous, through the vectorised window and channel-run kernels of
+//! [`crate::kernels::window`] that the pools use too; forward passes are parallel over output
+//! rows, backward passes over samples, so every input gradient is summed in one fixed order
+//! whatever the thread count.
 
 use cnnc_core::Shape;
 use rayon::prelude::*;
@@ -10,6 +12,7 @@ use rayon::prelude::*;
 use super::{Layer, check_backward, check_forward, check_positive, grow, image_input};
 use crate::config::{UpsampleConfig, UpsampleMode};
 use crate::error::{Error, Result};
+use crate::kernels::window::{self, NONE, Wide, Window};
 use crate::scratch;
 use crate::tensor::Mode;
 use cnnc_core::geometry::{adaptive_window, linear_source, nearest_sized_source};
@@ -54,11 +57,12 @@ impl Resize {
         self.oh * self.ow * self.c
     }
 
-    /// The input window of adaptive pooling's output pixel `(oy, ox)`: rows, columns.
-    fn window(&self, oy: usize, ox: usize) -> ([usize; 2], [usize; 2]) {
+    /// The input window of adaptive pooling's output pixel `(oy, ox)` in one sample, over
+    /// `c` channels from the first.
+    fn window(&self, oy: usize, ox: usize, c: usize) -> Window {
         let (h0, h1) = adaptive_window(oy, self.ih, self.oh);
         let (w0, w1) = adaptive_window(ox, self.iw, self.ow);
-        ([h0, h1], [w0, w1])
+        Window::strided(h0..h1, w0..w1, self.iw * self.c, self.c, c)
     }
 
     /// Calls `row(n, oy, out)` for every output row `out` (all its pixels and channels) of the
@@ -112,20 +116,8 @@ impl Layer for AdaptiveAvgPool2d {
         r.for_each_row(&mut y[..ny], |n, oy, out| {
             let sample = &x[n * r.in_len()..(n + 1) * r.in_len()];
             for (ox, out) in out.chunks_exact_mut(r.c).enumerate() {
-                let ([h0, h1], [w0, w1]) = r.window(oy, ox);
-                out.fill(0.0);
-                for iy in h0..h1 {
-                    let row = &sample[(iy * r.iw + w0) * r.c..(iy * r.iw + w1) * r.c];
-                    for px in row.chunks_exact(r.c) {
-                        for (s, &v) in out.iter_mut().zip(px) {
-                            *s += v;
-                        }
-                    }
-                }
-                let count = ((h1 - h0) * (w1 - w0)) as f32;
-                for s in out {
-                    *s /= count;
-                }
+                let window = r.window(oy, ox, r.c);
+                window.mean(sample, out, window.len() as f32);
             }
         });
         Ok(())
@@ -153,16 +145,8 @@ impl Layer for AdaptiveAvgPool2d {
                 dx.fill(0.0);
                 let dy = &dy[n * r.out_len()..(n + 1) * r.out_len()];
                 for (o, grad) in dy.chunks_exact(r.c).enumerate() {
-                    let ([h0, h1], [w0, w1]) = r.window(o / r.ow, o % r.ow);
-                    let count = ((h1 - h0) * (w1 - w0)) as f32;
-                    for iy in h0..h1 {
-                        let row = &mut dx[(iy * r.iw + w0) * r.c..(iy * r.iw + w1) * r.c];
-                        for px in row.chunks_exact_mut(r.c) {
-                            for (d, &g) in px.iter_mut().zip(grad) {
-                                *d += g / count;
-                            }
-                        }
-                    }
+                    let window = r.window(o / r.ow, o % r.ow, r.c);
+                    window.spread(grad, window.len() as f32, dx);
                 }
             });
         Ok(())
@@ -208,12 +192,17 @@ impl AdaptiveMaxPool2d {
     }
 }
 
+/// Channels [`Window::max`] takes at a time for adaptive max pooling (its positions on the
+/// stack).
+const MAX_BLOCK: usize = 64;
+
 /// Adaptive max pooling of `x` into `y`, and where each maximum lies into `argmax`.
 fn adaptive_max_forward(r: Resize, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
     let row_len = r.ow * r.c;
     if row_len == 0 {
         return;
     }
+    let wide = Wide::detect();
     y.par_chunks_mut(row_len)
         .zip(argmax.par_chunks_mut(row_len))
         .enumerate()
@@ -225,7 +214,26 @@ fn adaptive_max_forward(r: Resize, x: &[f32], y: &mut [f32], argmax: &mut [u32])
                 .zip(arg.chunks_exact_mut(r.c))
                 .enumerate()
             {
-                let ([h0, h1], [w0, w1]) = r.window(oy, ox);
+                let window = r.window(oy, ox, r.c);
+                // Windows with fewer positions than a u16 names go through the window kernel
+                // (the same first maximum, or last NaN, in scan order), channels in blocks.
+                if window.len() < usize::from(NONE) {
+                    let mut at = [0u16; MAX_BLOCK];
+                    for c0 in (0..r.c).step_by(MAX_BLOCK) {
+                        let cb = (r.c - c0).min(MAX_BLOCK);
+                        let block = r.window(oy, ox, cb);
+                        let (out, arg) = (&mut out[c0..c0 + cb], &mut arg[c0..c0 + cb]);
+                        block.max(wide, &sample[c0..], out, &mut at[..cb], false);
+                        for (a, &p) in arg.iter_mut().zip(&at[..cb]) {
+                            let (iy, ix) = block.position(usize::from(p));
+                            // Fits: the plane's size was checked against u32 at construction.
+                            *a = (iy * r.iw + ix) as u32;
+                        }
+                    }
+                    continue;
+                }
+                let (h0, h1) = adaptive_window(oy, r.ih, r.oh);
+                let (w0, w1) = adaptive_window(ox, r.iw, r.ow);
                 out.fill(f32::NEG_INFINITY);
                 // Fits: the plane's size was checked against u32 when the layer was built.
                 arg.fill((h0 * r.iw + w0) as u32);
@@ -433,14 +441,13 @@ impl Layer for Upsample {
                 let (top, bottom) = (row_of(n, ty.i0), row_of(n, ty.i1));
                 for (out, tx) in out.chunks_exact_mut(r.c).zip(cols) {
                     let (a, b) = (tx.i0 * r.c, tx.i1 * r.c);
-                    let pixels = top[a..a + r.c]
-                        .iter()
-                        .zip(&top[b..b + r.c])
-                        .zip(bottom[a..a + r.c].iter().zip(&bottom[b..b + r.c]));
-                    for (o, ((&x00, &x01), (&x10, &x11))) in out.iter_mut().zip(pixels) {
-                        *o = ty.w0 * (tx.w0 * x00 + tx.w1 * x01)
-                            + ty.w1 * (tx.w0 * x10 + tx.w1 * x11);
-                    }
+                    window::lerp2(
+                        out,
+                        (&top[a..a + r.c], &top[b..b + r.c]),
+                        (&bottom[a..a + r.c], &bottom[b..b + r.c]),
+                        (ty.w0, ty.w1),
+                        (tx.w0, tx.w1),
+                    );
                 }
             }),
         }
@@ -475,9 +482,7 @@ impl Layer for Upsample {
                     for (tx, grad) in cols.iter().zip(grads.chunks_exact(r.c)) {
                         if !bilinear {
                             let at = ty.i0 * row_len + tx.i0 * r.c;
-                            for (d, &g) in dx[at..at + r.c].iter_mut().zip(grad) {
-                                *d += g;
-                            }
+                            window::add(&mut dx[at..at + r.c], grad);
                             continue;
                         }
                         let corners = [
@@ -488,9 +493,7 @@ impl Layer for Upsample {
                         ];
                         for (iy, ix, weight) in corners {
                             let at = iy * row_len + ix * r.c;
-                            for (d, &g) in dx[at..at + r.c].iter_mut().zip(grad) {
-                                *d += weight * g;
-                            }
+                            window::add_scaled(&mut dx[at..at + r.c], grad, weight);
                         }
                     }
                 }
@@ -532,6 +535,76 @@ mod tests {
         pool.backward(&x, &y, &[1.0, 10.0, 100.0, 1000.0], Some(&mut dx), 1)
             .unwrap();
         assert_eq!(dx, [1.0, 0.0, 100.0, 10.0, 0.0, 1000.0]);
+    }
+
+    /// The window kernels (blocks of 64 channels, AVX-512 where the CPU has it) against the
+    /// definition per channel: overlapping non-divisible windows, ragged channel counts, NaN,
+    /// infinities, ties and `-0.0`; outputs, positions and gradients bit for bit.
+    #[test]
+    fn adaptive_pools_match_their_definition_bit_for_bit() {
+        let special = [
+            f32::NAN,
+            f32::NEG_INFINITY,
+            -0.0,
+            0.0,
+            1.0,
+            2.0,
+            2.0,
+            -3.5,
+            0.1,
+        ];
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for c in [1, 17, 64, 70, 130] {
+            let (ih, iw, oh, ow, batch) = (5, 7, 3, 4, 2);
+            let x: Vec<f32> = (0..batch * ih * iw * c)
+                .map(|i| special[(i * 7919 + c) % 31 % special.len()])
+                .collect();
+            let dy: Vec<f32> = (0..batch * oh * ow * c)
+                .map(|i| (i % 13) as f32 * 0.3 - 1.7)
+                .collect();
+            let (mut want_y, mut want_dx) = (vec![0.0; dy.len()], vec![0.0f32; x.len()]);
+            let (mut avg_y, mut avg_dx) = (vec![0.0; dy.len()], vec![0.0f32; x.len()]);
+            for n in 0..batch {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let (h0, h1) = adaptive_window(oy, ih, oh);
+                        let (w0, w1) = adaptive_window(ox, iw, ow);
+                        let count = ((h1 - h0) * (w1 - w0)) as f32;
+                        for ch in 0..c {
+                            let (mut m, mut at, mut sum) = (f32::NEG_INFINITY, h0 * iw + w0, 0.0);
+                            for iy in h0..h1 {
+                                for ix in w0..w1 {
+                                    let v = x[((n * ih + iy) * iw + ix) * c + ch];
+                                    sum += v;
+                                    if v > m || v.is_nan() {
+                                        (m, at) = (v, iy * iw + ix);
+                                    }
+                                }
+                            }
+                            let o = ((n * oh + oy) * ow + ox) * c + ch;
+                            (want_y[o], avg_y[o]) = (m, sum / count);
+                            want_dx[(n * ih * iw + at) * c + ch] += dy[o];
+                            for iy in h0..h1 {
+                                for ix in w0..w1 {
+                                    avg_dx[((n * ih + iy) * iw + ix) * c + ch] += dy[o] / count;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let mut pool = AdaptiveMaxPool2d::new("p", [oh, ow], image(c, ih, iw)).unwrap();
+            let (mut y, mut dx) = (vec![0.0; dy.len()], vec![0.0; x.len()]);
+            pool.forward(&x, &mut y, batch, Mode::Train).unwrap();
+            pool.backward(&x, &y, &dy, Some(&mut dx), batch).unwrap();
+            assert_eq!(bits(&y), bits(&want_y), "max, {c} channels");
+            assert_eq!(bits(&dx), bits(&want_dx), "max gradient, {c} channels");
+            let mut pool = AdaptiveAvgPool2d::new("p", [oh, ow], image(c, ih, iw)).unwrap();
+            pool.forward(&x, &mut y, batch, Mode::Train).unwrap();
+            pool.backward(&x, &y, &dy, Some(&mut dx), batch).unwrap();
+            assert_eq!(bits(&y), bits(&avg_y), "avg, {c} channels");
+            assert_eq!(bits(&dx), bits(&avg_dx), "avg gradient, {c} channels");
+        }
     }
 
     #[test]

@@ -3,6 +3,45 @@
 //! reported at once, the model untouched unless all is well), and plain named-tensor files for
 //! checkpoints and fixtures.
 //!
+//! ```
+//! use std::collections::BTreeMap;
+//! use ndarray::ArrayD;
+//! use cnnc_runtime::{Entry, Param, Visit, weights};
+//!
+//! struct Fc { weight: Param, bias: Param }
+//! impl Visit for Fc {
+//!     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
+//!         f(Entry::Param { name: "fc.weight", param: &mut self.weight });
+//!         f(Entry::Param { name: "fc.bias", param: &mut self.bias });
+//!     }
+//! }
+//! let fc = |v: f32| Fc {
+//!     weight: Param::new(ArrayD::from_elem(vec![2, 3], v)),
+//!     bias: Param::new(ArrayD::from_elem(vec![2], v)),
+//! };
+//! let dir = std::env::temp_dir().join(format!("cnnc-weights-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let path = dir.join("fc.safetensors");
+//!
+//! // `torch.save`'s counterpart: safetensors under state_dict names, metadata as strings.
+//! let meta = BTreeMap::from([("epoch".to_owned(), "3".to_owned())]);
+//! weights::save(&mut fc(0.5), &path, &meta)?;
+//!
+//! // `load_state_dict(strict=True)`: every tensor must be there with its shape.
+//! let mut model = fc(0.0);
+//! let read = weights::load(&mut model, &path)?;
+//! assert_eq!(model.weight.value[[1, 2]], 0.5);
+//! assert_eq!(read["epoch"], "3");
+//!
+//! // A model whose shapes differ is refused, naming the tensor, and left untouched.
+//! let mut wider = Fc { weight: Param::new(ArrayD::zeros(vec![2, 4])), ..fc(0.0) };
+//! let err = weights::load(&mut wider, &path).unwrap_err();
+//! assert!(err.to_string().contains("fc.weight"), "{err}");
+//! assert_eq!(wider.bias.value[[0]], 0.0);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! `container.rs` reads and validates the file format, `problems.rs` words what is wrong with a
 //! file, `load.rs` fits a file to a model, and `save.rs` writes one.
 //!

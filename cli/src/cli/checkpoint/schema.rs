@@ -67,6 +67,23 @@ pub struct Recipe {
     pub augment: bool,
     /// Learning-rate schedule.
     pub schedule: Schedule,
+    /// Batches whose gradients are summed into each optimizer step (`--accumulate`); 1, and
+    /// absent from the file, without accumulation.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub accumulate: usize,
+    /// The `--freeze` patterns, in the order given; absent from the file when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
+}
+
+/// [`Recipe::accumulate`]'s default: one batch per step, as checkpoints before it had.
+fn one() -> usize {
+    1
+}
+
+/// Whether `n` is 1 (a recipe without accumulation writes no `accumulate`).
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// What the run trains on.
@@ -90,7 +107,60 @@ pub struct DataInfo {
     pub bridge: Option<Bridge>,
 }
 
-/// One finished epoch, a row of `metrics.csv`.
+impl From<&cnnc::train::EpochRecord> for EpochRecord {
+    fn from(r: &cnnc::train::EpochRecord) -> Self {
+        EpochRecord {
+            epoch: r.epoch,
+            step: r.step,
+            lr: r.lr,
+            train_loss: r.train_loss,
+            train_accuracy: r.train_accuracy,
+            val_loss: r.val_loss,
+            val_accuracy: r.val_accuracy,
+            seconds: r.seconds,
+        }
+    }
+}
+
+impl From<&EpochRecord> for cnnc::train::EpochRecord {
+    fn from(r: &EpochRecord) -> Self {
+        cnnc::train::EpochRecord {
+            epoch: r.epoch,
+            step: r.step,
+            lr: r.lr,
+            train_loss: r.train_loss,
+            train_accuracy: r.train_accuracy,
+            val_loss: r.val_loss,
+            val_accuracy: r.val_accuracy,
+            seconds: r.seconds,
+        }
+    }
+}
+
+impl From<cnnc::train::EpochProgress> for EpochProgress {
+    fn from(p: cnnc::train::EpochProgress) -> Self {
+        EpochProgress {
+            loss_sum: p.loss_sum,
+            correct: p.correct,
+            seen: p.seen,
+            seconds: p.seconds,
+        }
+    }
+}
+
+impl From<EpochProgress> for cnnc::train::EpochProgress {
+    fn from(p: EpochProgress) -> Self {
+        cnnc::train::EpochProgress {
+            loss_sum: p.loss_sum,
+            correct: p.correct,
+            seen: p.seen,
+            seconds: p.seconds,
+        }
+    }
+}
+
+/// One finished epoch, a row of `metrics.csv` (the library's [`cnnc::train::EpochRecord`] as
+/// `checkpoint.json` spells it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// Epoch number, from 1.
@@ -182,6 +252,16 @@ impl RunState {
             progress: EpochProgress::default(),
             rng_states: BTreeMap::new(),
             history: Vec::new(),
+        }
+    }
+
+    /// The training loop's part of the state, for the library's trainer.
+    pub fn train_state(&self) -> cnnc::train::TrainState {
+        cnnc::train::TrainState {
+            step: self.step,
+            epochs_done: self.epochs_done,
+            progress: self.progress.into(),
+            history: self.history.iter().map(Into::into).collect(),
         }
     }
 
@@ -287,6 +367,7 @@ impl RunState {
         let mut counts = vec![
             ("epochs", at_least_one(self.epochs)),
             ("recipe.batch_size", at_least_one(recipe.batch_size)),
+            ("recipe.accumulate", at_least_one(recipe.accumulate)),
             ("data.train_len", at_least_one(self.data.train_len)),
         ];
         match recipe.schedule {
@@ -334,15 +415,21 @@ impl RunState {
                 ),
             );
         }
-        if recipe.batch_size == 0 || len == 0 {
+        if recipe.batch_size == 0 || recipe.accumulate == 0 || len == 0 {
             return problems;
         }
 
         // What the loader has handed out this epoch; the checks below count from it, so a wrong
-        // position is reported alone. Every batch is one optimizer step, and batches never hold
-        // more than the dataset.
+        // position is reported alone. Every `accumulate` batches are one optimizer step (a run
+        // stops only between steps), and batches never hold more than the dataset.
         let position = loader.position;
-        let batch = recipe.batch_size.min(len);
+        let per_batch = recipe.batch_size.min(len);
+        let batch = per_batch.saturating_mul(recipe.accumulate);
+        let unit = if recipe.accumulate == 1 {
+            "batches".to_owned()
+        } else {
+            format!("steps ({} batches each)", recipe.accumulate)
+        };
         if position > len {
             problem(
                 "loader.position",
@@ -353,7 +440,7 @@ impl RunState {
         if position % batch != 0 && position != len {
             problem(
                 "loader.position",
-                format!("is {position}, not a whole number of batches of {batch}"),
+                format!("is {position}, not a whole number of {unit} of {batch}"),
             );
             return problems;
         }
@@ -384,7 +471,7 @@ impl RunState {
             problem(
                 "step",
                 format!(
-                    "is {}, but {} finished epochs of {per_epoch} batches and {} batches of the \
+                    "is {}, but {} finished epochs of {per_epoch} {unit} and {} {unit} of the \
                      epoch in progress make {}",
                     self.step,
                     self.epochs_done,
@@ -460,6 +547,43 @@ mod tests {
         (state.progress.correct, state.progress.loss_sum) = (0, 0.0);
         state.history[0].step = 1;
         assert_eq!(state.problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn steps_count_accumulated_batches() {
+        // 100 images, batches of 30, two per step: steps of 60 images, 2 an epoch.
+        let mut state = stopped_run();
+        state.recipe.accumulate = 2;
+        state.step = 3;
+        state.history[0].step = 2;
+        assert_eq!(state.problems(), Vec::<String>::new());
+        // A stop between the two batches of a step is not one cnnc makes.
+        (state.loader.position, state.progress.seen) = (30, 30);
+        (state.progress.correct, state.progress.loss_sum) = (20, 15.0);
+        assert_eq!(
+            state.problems(),
+            ["`loader.position` is 30, not a whole number of steps (2 batches each) of 60"]
+        );
+        state.recipe.accumulate = 0;
+        assert_eq!(
+            state.problems(),
+            ["`recipe.accumulate` is 0, must be at least 1"]
+        );
+        // Written only when it is not 1, read as 1 when absent.
+        let mut state = stopped_run();
+        assert_eq!(state.recipe.accumulate, 1);
+        let json = serde_json::to_string(&state.recipe).expect("serialisable");
+        assert!(
+            !json.contains("accumulate") && !json.contains("freeze"),
+            "{json}"
+        );
+        state.recipe.accumulate = 4;
+        state.recipe.freeze = vec!["layer1".to_owned()];
+        let json = serde_json::to_string(&state.recipe).expect("serialisable");
+        assert!(
+            json.contains(r#""accumulate":4,"freeze":["layer1"]"#),
+            "{json}"
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub fn fresh_recipe(args: &Args, epochs: usize) -> anyhow::Result<Recipe> {
         seed: args.seed.unwrap_or(0),
         augment: args.augment,
         schedule: schedule(args, epochs, None)?,
+        accumulate: args.accumulate.map_or(1, NonZeroUsize::get),
+        freeze: args.freeze.clone(),
     };
     Ok(recipe)
 }
@@ -97,6 +99,12 @@ pub fn resumed_recipe(args: &Args, saved: &Recipe, dir: &Path) -> anyhow::Result
         wanted.seed = seed;
     }
     wanted.augment |= args.augment;
+    if let Some(accumulate) = args.accumulate {
+        wanted.accumulate = accumulate.get();
+    }
+    if !args.freeze.is_empty() {
+        wanted.freeze = args.freeze.clone();
+    }
     let t_max = match saved.schedule {
         Schedule::Cosine { t_max } => t_max,
         _ => args.epochs.map_or(DEFAULT_EPOCHS, NonZeroUsize::get),
@@ -135,6 +143,16 @@ pub fn resumed_recipe(args: &Args, saved: &Recipe, dir: &Path) -> anyhow::Result
         "--schedule",
         describe_schedule(&saved.schedule),
         describe_schedule(&wanted.schedule),
+    );
+    differ(
+        "--accumulate",
+        saved.accumulate.to_string(),
+        wanted.accumulate.to_string(),
+    );
+    differ(
+        "--freeze",
+        describe_freeze(&saved.freeze),
+        describe_freeze(&wanted.freeze),
     );
     if !differences.is_empty() {
         return Err(refuse(format!(
@@ -202,6 +220,15 @@ fn describe_schedule(schedule: &Schedule) -> String {
     }
 }
 
+/// The `--freeze` patterns in words.
+fn describe_freeze(patterns: &[String]) -> String {
+    if patterns.is_empty() {
+        "none".to_owned()
+    } else {
+        patterns.join(" ")
+    }
+}
+
 /// The recipe in one line, for the first line of a run.
 pub fn describe(recipe: &Recipe) -> String {
     let mut text = format!(
@@ -221,6 +248,12 @@ pub fn describe(recipe: &Recipe) -> String {
     }
     if recipe.augment {
         text.push_str(" augmented");
+    }
+    if recipe.accumulate != 1 {
+        let _ = write!(text, " accumulating {} batches a step", recipe.accumulate);
+    }
+    if !recipe.freeze.is_empty() {
+        let _ = write!(text, " frozen {}", recipe.freeze.join(" "));
     }
     let _ = write!(text, " seed {}", recipe.seed);
     text

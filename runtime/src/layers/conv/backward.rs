@@ -131,8 +131,12 @@ impl Conv2d {
             (0..g.cin)
                 .flat_map(move |ci| (0..taps).map(move |tap| wgrad[(tap * g.cin + ci) * cs + co]))
         });
-        assign(&mut self.weight.grad, oihw);
-        if let Some(bias) = &mut self.bias {
+        if self.weight.requires_grad {
+            assign(&mut self.weight.grad, oihw);
+        }
+        if let Some(bias) = &mut self.bias
+            && bias.requires_grad
+        {
             assign(&mut bias.grad, self.bgrad.iter().copied());
         }
     }

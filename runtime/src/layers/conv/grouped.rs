@@ -2,6 +2,8 @@
 //! each output pixel's channels are one contiguous run, so every kernel tap is a vector
 //! multiply-add along the channels (depthwise) or along each group's output channels. No GEMM
 //! panel is built: a depthwise convolution reads each input once per tap and is memory-bound.
+//! Depthwise convolutions (one filter per channel, kernels up to 8 x 8) run the register-blocked
+//! stencils of [`crate::kernels::depthwise`]; other groupings the loops below.
 //!
 //! Work is split by output rows (forward), input rows (input gradient, gathered, so no two
 //! rows write the same value) and fixed lanes of output rows summed in lane order (weight and
@@ -11,6 +13,9 @@
 use rayon::prelude::*;
 
 use super::geometry::Geom;
+pub(crate) use crate::kernels::depthwise::Store;
+use crate::kernels::depthwise::{Axis, Depthwise, MAX_TAPS, Path};
+use crate::kernels::window;
 use crate::param::Param;
 use crate::simd::multiversion;
 use crate::tensor::{MAX_LANES, Tiling};
@@ -28,6 +33,8 @@ pub(super) struct Grouped {
     wgrad: Vec<f32>,
     /// Per-lane partial bias gradients, `[lane][cout]`.
     bgrad: Vec<f32>,
+    /// What the forward pass applies as it stores each output (see [`Grouped::set_store`]).
+    store: Option<Store>,
 }
 
 /// The shared sizes of one call.
@@ -44,6 +51,30 @@ impl Shape {
     /// Whether every input channel has exactly one filter of its own.
     fn pure_depthwise(&self) -> bool {
         self.cig == 1 && self.cog == 1
+    }
+
+    /// The stencil of a depthwise convolution whose kernel the stencils hold, else `None`.
+    fn depthwise(&self) -> Option<Depthwise> {
+        let g = &self.g;
+        (self.pure_depthwise() && g.kh * g.kw <= MAX_TAPS).then_some(Depthwise {
+            c: g.cout,
+            rows: Axis {
+                input: g.ih,
+                output: g.oh,
+                kernel: g.kh,
+                stride: g.sh,
+                pad: g.ph,
+                dil: g.dh,
+            },
+            cols: Axis {
+                input: g.iw,
+                output: g.ow,
+                kernel: g.kw,
+                stride: g.sw,
+                pad: g.pw,
+                dil: g.dw,
+            },
+        })
     }
 
     /// Length of one tap's weights in the transposed layout.
@@ -105,7 +136,19 @@ impl Grouped {
             wt: vec![0.0; len],
             wgrad: vec![0.0; MAX_LANES * len],
             bgrad: vec![0.0; MAX_LANES * g.cout],
+            store: None,
         }
+    }
+
+    /// Makes the forward pass store `clamp(v * scale[c] + shift[c], lo, hi)` in place of each
+    /// output `v` (`None`: plain outputs again). For a batch norm in eval mode and a ReLU or
+    /// ReLU6 after the convolution, bit for bit what those layers compute from the plain
+    /// output (a multiply then an add, as `BatchNorm2d`'s eval forward; the clamp as theirs:
+    /// NaN passes, `-0.0` stays): the plan's fusion of conv -> BN -> ReLU6 for inference.
+    /// `backward` knows nothing of it: it is the convolution's own gradient, so a model that
+    /// trains must clear the store first.
+    pub(crate) fn set_store(&mut self, store: Option<Store>) {
+        self.store = store;
     }
 
     fn shape(&self, g: Geom) -> Shape {
@@ -144,12 +187,13 @@ impl Grouped {
         batch: usize,
     ) {
         let mut wt = std::mem::take(&mut self.wt);
-        self.forward_with(&mut wt, g, weight, bias, x, y, batch);
+        self.forward_with(&mut wt, g, weight, bias, x, y, batch, true);
         self.wt = wt;
     }
 
     /// [`Grouped::forward`] with the transposed weight in `wt` ([`Grouped::wt_len`] values), so
-    /// that `&self` inference can lay it out in scratch memory.
+    /// that `&self` inference can lay it out in scratch memory; without `fused`, the plain
+    /// convolution, leaving out the store [`Grouped::set_store`] set.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_with(
         &self,
@@ -160,6 +204,7 @@ impl Grouped {
         x: &[f32],
         y: &mut [f32],
         batch: usize,
+        fused: bool,
     ) {
         let s = self.shape(g);
         Self::pack(wt, s, weight);
@@ -167,6 +212,19 @@ impl Grouped {
         let bias = bias.and_then(|b| b.value.as_slice());
         let row_len = g.ow * g.cout;
         let image = g.ih * g.iw * g.cin;
+        let store = self.store.as_ref().filter(|_| fused);
+        if let Some(d) = s.depthwise() {
+            let path = Path::detect();
+            y[..batch * g.oh * row_len]
+                .par_chunks_mut(row_len)
+                .enumerate()
+                .for_each(|(r, out)| {
+                    let (n, oy) = (r / g.oh, r % g.oh);
+                    let x = &x[n * image..(n + 1) * image];
+                    d.forward_row(path, x, wt, bias, store, oy, out);
+                });
+            return;
+        }
         y[..batch * g.oh * row_len]
             .par_chunks_mut(row_len)
             .enumerate()
@@ -187,6 +245,11 @@ impl Grouped {
                             let px = &x[at..at + g.cin];
                             let tap = &wt[(ky * g.kw + kx) * s.tap_len()..][..s.tap_len()];
                             accumulate(s, out, px, tap);
+                        }
+                    }
+                    if let Some(store) = store {
+                        for (ch, v) in out.iter_mut().enumerate() {
+                            *v = store.apply(*v, ch);
                         }
                     }
                 }
@@ -210,6 +273,11 @@ impl Grouped {
         if let Some(dx) = dx {
             self.input_grad(s, dy, dx, batch);
         }
+        let bias = bias.filter(|b| b.requires_grad);
+        // Frozen parameters keep their gradients, as PyTorch computes none.
+        if !weight.requires_grad && bias.is_none() {
+            return;
+        }
         // Weight and bias gradients: fixed lanes of output rows, summed in lane order.
         let rows = batch * g.oh;
         let tiling = Tiling::new(rows, 1);
@@ -217,6 +285,7 @@ impl Grouped {
         let len = self.wt.len();
         let row_len = g.ow * g.cout;
         let image = g.ih * g.iw * g.cin;
+        let (depthwise, path) = (s.depthwise(), Path::detect());
         self.wgrad[..lanes * len]
             .par_chunks_mut(len)
             .zip(self.bgrad[..lanes * g.cout].par_chunks_mut(g.cout))
@@ -229,6 +298,10 @@ impl Grouped {
                     let (n, oy) = (r / g.oh, r % g.oh);
                     let x = &x[n * image..(n + 1) * image];
                     let dy_row = &dy[r * row_len..(r + 1) * row_len];
+                    if let Some(d) = depthwise {
+                        d.weight_grad_row(path, x, dy_row, oy, wg, Some(&mut *bg));
+                        continue;
+                    }
                     for (ox, d) in dy_row.chunks_exact(g.cout).enumerate() {
                         for (b, &v) in bg.iter_mut().zip(d) {
                             *b += v;
@@ -247,21 +320,24 @@ impl Grouped {
                     }
                 }
             });
+        // The lanes summed into the first, element by element from 0.0 in lane order, as
+        // vector adds; then transposed back to PyTorch's layout.
+        let wsum = sum_lanes(&mut self.wgrad[..lanes * len], len);
         let (kh, kw) = (g.kh, g.kw);
-        if let Some(grad) = weight.grad.as_slice_mut() {
+        if weight.requires_grad
+            && let Some(grad) = weight.grad.as_slice_mut()
+        {
             for (i, out) in grad.iter_mut().enumerate() {
                 let kx = i % kw;
                 let ky = i / kw % kh;
                 let ci = i / (kw * kh) % s.cig;
                 let co = i / (kw * kh * s.cig);
-                let at = ((ky * kw + kx) * s.cig + ci) * g.cout + co;
-                *out = (0..lanes).fold(0.0, |sum, lane| sum + self.wgrad[lane * len + at]);
+                *out = wsum[((ky * kw + kx) * s.cig + ci) * g.cout + co];
             }
         }
+        let bsum = sum_lanes(&mut self.bgrad[..lanes * g.cout], g.cout);
         if let Some(grad) = bias.and_then(|b| b.grad.as_slice_mut()) {
-            for (co, out) in grad.iter_mut().enumerate() {
-                *out = (0..lanes).fold(0.0, |sum, lane| sum + self.bgrad[lane * g.cout + co]);
-            }
+            grad.copy_from_slice(bsum);
         }
     }
 
@@ -271,6 +347,17 @@ impl Grouped {
         let wt = &self.wt[..];
         let row_len = g.iw * g.cin;
         let image = g.oh * g.ow * g.cout;
+        if let Some(d) = s.depthwise() {
+            let path = Path::detect();
+            dx[..batch * g.ih * row_len]
+                .par_chunks_mut(row_len)
+                .enumerate()
+                .for_each(|(r, row)| {
+                    let (n, iy) = (r / g.ih, r % g.ih);
+                    d.input_grad_row(path, &dy[n * image..(n + 1) * image], wt, iy, row);
+                });
+            return;
+        }
         dx[..batch * g.ih * row_len]
             .par_chunks_mut(row_len)
             .enumerate()
@@ -307,6 +394,19 @@ impl Grouped {
                 }
             });
     }
+}
+
+/// `0.0 + lane 0 + lane 1 + ...` per element of the `len`-value lanes of `lanes`, left in (and
+/// returned as) the first lane.
+fn sum_lanes(lanes: &mut [f32], len: usize) -> &[f32] {
+    let (first, rest) = lanes.split_at_mut(len);
+    for v in first.iter_mut() {
+        *v += 0.0;
+    }
+    for lane in rest.chunks_exact(len) {
+        window::add(first, lane);
+    }
+    first
 }
 
 /// One forward tap of the stencil: `out[co] += px[ci(co)] * tap[ci][co]` over every group.

@@ -162,7 +162,7 @@ impl Conv2d {
         } else {
             MAX_LANES * PIXELS_PER_TASK * g.k_back()
         };
-        Ok(Conv2d {
+        let mut layer = Conv2d {
             name: name.to_owned(),
             weight_name: format!("{name}.weight"),
             bias_name: format!("{name}.bias"),
@@ -196,7 +196,12 @@ impl Conv2d {
             },
             wgrad: vec![0.0; usize::from(dense) * g.k() * g.cs()],
             bgrad: vec![0.0; g.cout],
-        })
+        };
+        // Packed now, so that `&self` inference on a new layer reads panels.
+        if dense {
+            layer.pack(false)?;
+        }
+        Ok(layer)
     }
 
     weight_bias_accessors!();
@@ -214,6 +219,32 @@ impl Conv2d {
     /// (`groups > 1`) cannot: [`Layer::fuse_relu`] refuses for it, and the plan never asks.
     pub fn fuse_relu(&mut self) {
         self.relu = true;
+    }
+
+    /// Makes a grouped convolution's forward pass store `clamp(v * scale[c] + shift[c], lo,
+    /// hi)` for each output `v` of channel `c` (`affine` `None`: only the clamp; `lo`, `hi` the
+    /// infinities: no clamp), as it stores each pixel: an eval-mode batch norm (`scale` and
+    /// `shift` as `BatchNorm2d` computes them) and a ReLU or ReLU6 after a depthwise
+    /// convolution, bit for bit, without their passes. Inference only: `backward` stays the
+    /// convolution's own. `None` as `affine` with infinite bounds turns it off. Returns `false`
+    /// (and does nothing) for a dense convolution (`groups` 1) or factors not one per channel.
+    pub fn fuse_channel_store(
+        &mut self,
+        affine: Option<(Vec<f32>, Vec<f32>)>,
+        lo: f32,
+        hi: f32,
+    ) -> bool {
+        let Some(grouped) = &mut self.grouped else {
+            return false;
+        };
+        if let Some((scale, shift)) = &affine
+            && (scale.len() != self.g.cout || shift.len() != self.g.cout)
+        {
+            return false;
+        }
+        let off = affine.is_none() && lo == f32::NEG_INFINITY && hi == f32::INFINITY;
+        grouped.set_store((!off).then_some(grouped::Store { affine, lo, hi }));
+        true
     }
 
     /// Declares that `backward`'s `dy` arrives already masked by the fused ReLU (the next layer
@@ -348,6 +379,12 @@ impl Conv2d {
         self.forward_batch(x, y, batch, ny)
     }
 
+    /// Whether backward computes any parameter gradient: not when the weight and the bias are
+    /// frozen (their gradients stay as they are, as PyTorch computes none).
+    fn trains_params(&self) -> bool {
+        self.weight.requires_grad || self.bias.as_ref().is_some_and(|b| b.requires_grad)
+    }
+
     /// The convolution's own output shape, before the ReLU and pool it may apply.
     fn unfused_shape(&self) -> Shape {
         Shape::Chw([self.g.cout, self.g.oh, self.g.ow])
@@ -384,7 +421,8 @@ impl Conv2d {
             let len = grouped.wt_len();
             let mut wt = scratch::take(len, scratch::ANY, 0.0);
             let (g, bias) = (self.g, self.bias.as_ref());
-            grouped.forward_with(&mut wt[..len], g, &self.weight, bias, x, y, batch);
+            let fused = !unfused;
+            grouped.forward_with(&mut wt[..len], g, &self.weight, bias, x, y, batch, fused);
             return Ok(());
         }
         self.infer_batch(x, y, batch, ny, unfused)
@@ -435,7 +473,9 @@ impl Conv2d {
                 None => g.stage_dy(dy, mask.then_some(y), &mut self.dyp, batch, border),
             }
         }
-        self.param_grads(dy, staged, batch);
+        if self.trains_params() {
+            self.param_grads(dy, staged, batch);
+        }
         if let Some(dx) = dx {
             self.input_grad(dx, batch);
         }
