@@ -167,6 +167,12 @@ def conv(
         "dilation": pair(dilation),
         "bias": bias,
     }
+    if padding == "same":
+        # PyTorch's own choice of pixels: [left, right, top, bottom], the odd one after the input.
+        probe = nn.Conv2d(1, 1, kernel_size, dilation=dilation, padding="same")
+        left, right, top, bottom = probe._reversed_padding_repeated_twice
+        config["padding"] = [top, left]
+        config["padding_end"] = [bottom, right]
     if groups != 1:
         config["groups"] = groups
     if padding_mode != "zeros":
@@ -276,6 +282,16 @@ def layers():
     conv("conv2d_replicate", 3, 4, 3, (5, 6), stride=2, padding=(2, 3), padding_mode="replicate")
     conv("conv2d_circular", 3, 4, (3, 5), (4, 5), padding=(2, 5), dilation=(2, 1), padding_mode="circular")
     conv("conv2d_depthwise_reflect", 4, 4, 3, (6, 5), padding=1, groups=4, padding_mode="reflect")
+    # padding='same' whose total dilation * (kernel_size - 1) is odd: one more pixel after the input.
+    conv("conv2d_same_k2", 3, 4, 2, (7, 8), padding="same")
+    conv("conv2d_same_k4", 3, 4, 4, (7, 8), padding="same", bias=False)
+    conv("conv2d_same_rect_dilated", 3, 5, (4, 3), (9, 8), padding="same", dilation=(1, 2))
+    conv("conv2d_same_k2_dilation3", 2, 3, 2, (8, 7), padding="same", dilation=3)
+    conv("conv2d_same_groups", 4, 6, (2, 4), (7, 8), padding="same", groups=2)
+    conv("conv2d_same_depthwise", 4, 4, 4, (6, 7), padding="same", groups=4)
+    conv("conv2d_same_reflect", 3, 4, 4, (5, 6), padding="same", padding_mode="reflect")
+    conv("conv2d_same_circular", 3, 4, (2, 4), (4, 5), padding="same", dilation=(3, 1), padding_mode="circular")
+    conv("conv2d_same_replicate_depthwise", 3, 3, 2, (5, 4), padding="same", groups=3, padding_mode="replicate")
     for kind, prefix in (("MaxPool2d", "max_pool2d"), ("AvgPool2d", "avg_pool2d")):
         pool(f"{prefix}_k2", kind, 2, (6, 8))
         pool(f"{prefix}_pad_ceil", kind, 3, (6, 5), stride=2, padding=1, ceil_mode=True)
@@ -532,6 +548,36 @@ fc: linear(out_features=5)
         return self.fc(torch.flatten(x, 1))
 
 
+class SameCnn(nn.Module):
+    """padding='same' with odd totals (the extra pixel on the bottom and right): a dense even
+    kernel before batch norm, a depthwise 4x4 and a dilated, reflect-padded rectangular one."""
+
+    SPEC = """model SameCnn
+input (3, 9, 10)
+conv1: conv2d(out_channels=8, kernel_size=2, padding=same, bias=false)
+bn1: batchnorm2d
+relu
+dw: conv2d(out_channels=8, kernel_size=4, padding=same, groups=8)
+pw: conv2d(out_channels=6, kernel_size=(2, 4), dilation=(3, 1), padding=same, padding_mode=reflect)
+relu
+flatten
+fc: linear(out_features=5)
+"""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 2, padding="same", bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 4, padding="same", groups=8)
+        self.pw = nn.Conv2d(8, 6, (2, 4), dilation=(3, 1), padding="same", padding_mode="reflect")
+        self.fc = nn.Linear(6 * 9 * 10, 5)
+
+    def forward(self, x):
+        x = self.dw(torch.relu(self.bn1(self.conv1(x))))
+        x = torch.relu(self.pw(x))
+        return self.fc(torch.flatten(x, 1))
+
+
 def grads_case(name, model, input_shape, classes, batch=6):
     """Gradients of the mean cross-entropy loss with respect to every parameter, in train and in
     eval mode, from the same weights (batch-norm running statistics made non-trivial first)."""
@@ -570,6 +616,8 @@ def grads_case(name, model, input_shape, classes, batch=6):
 def grads():
     torch.manual_seed(SEED)
     grads_case("bn_cnn", BnCnn(), (3, 12, 12), 5)
+    torch.manual_seed(SEED)
+    grads_case("same_cnn", SameCnn(), (3, 9, 10), 5)
 
 
 class BasicBlock(nn.Module):

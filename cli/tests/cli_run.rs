@@ -184,7 +184,12 @@ fn inputs_and_weights_that_do_not_fit_are_refused() {
     assert!(!output.exists(), "nothing is written on failure");
 }
 
-const GRADS_CASE: &str = "tests/fixtures/grads/bn_cnn";
+/// The `cnnc run --grads` cases of tools/make_fixtures.py: batch norm and a fused pool, and
+/// `padding: same` with odd totals (an even kernel, a depthwise 4x4, a dilated reflect one).
+const GRADS_CASES: [&str; 2] = [
+    "tests/fixtures/grads/bn_cnn",
+    "tests/fixtures/grads/same_cnn",
+];
 
 /// A named tensor of a fixture file, as f32 (int64 labels converted).
 fn tensor(file: &str, name: &str) -> ArrayD<f32> {
@@ -248,7 +253,7 @@ fn assert_grads_match(actual: &Path, fixture: &str, prefix: &str) {
         for (a, b) in g.iter().zip(w) {
             assert!(
                 (a - b).abs() <= 1e-6 + 1e-5 * scale + 1e-4 * b.abs(),
-                "{name}: {a} against PyTorch's {b}"
+                "{fixture} {name}: {a} against PyTorch's {b}"
             );
         }
     }
@@ -256,8 +261,14 @@ fn assert_grads_match(actual: &Path, fixture: &str, prefix: &str) {
 
 #[test]
 fn gradients_match_pytorch_in_train_and_eval_mode() {
+    for case in GRADS_CASES {
+        gradients_match_pytorch(case);
+    }
+}
+
+fn gradients_match_pytorch(case: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let fixture = format!("{GRADS_CASE}.safetensors");
+    let fixture = format!("{case}.safetensors");
     let input = dir.path().join("x.npy");
     npy::write_f32(&input, tensor(&fixture, "input").view()).expect("npy written");
     let labels = dir.path().join("t.npy");
@@ -266,8 +277,8 @@ fn gradients_match_pytorch_in_train_and_eval_mode() {
         .map(|&v| v as i64)
         .collect();
     write_i64_npy(&labels, &values);
-    let state = format!("{GRADS_CASE}_state_dict.safetensors");
-    let spec = format!("{GRADS_CASE}.cnn");
+    let state = format!("{case}_state_dict.safetensors");
+    let spec = format!("{case}.cnn");
     for mode in ["train", "eval"] {
         let grads = dir.path().join(format!("{mode}.safetensors"));
         let logits = dir.path().join(format!("{mode}.npy"));
@@ -295,7 +306,10 @@ fn gradients_match_pytorch_in_train_and_eval_mode() {
         let got = npy::read_f32(&logits).expect("logits written");
         assert_eq!(got.shape(), want.shape());
         for (a, b) in got.iter().zip(&want) {
-            assert!((a - b).abs() <= 1e-5, "{mode} logits: {a} against {b}");
+            assert!(
+                (a - b).abs() <= 1e-5,
+                "{case} {mode} logits: {a} against {b}"
+            );
         }
         let loss: f32 = stdout(&run)
             .strip_prefix("loss ")
@@ -304,7 +318,7 @@ fn gradients_match_pytorch_in_train_and_eval_mode() {
         let want = tensor(&fixture, &format!("{mode}.loss"))[[]];
         assert!(
             (loss - want).abs() <= 1e-5,
-            "{mode} loss {loss} against {want}"
+            "{case} {mode} loss {loss} against {want}"
         );
     }
     // The two modes differ: batch norm on batch statistics against running statistics.

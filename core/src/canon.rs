@@ -104,6 +104,7 @@ mod tests {
             kernel_size: [5, 5],
             stride: [1, 1],
             padding: [2, 2],
+            padding_end: [2, 2],
             dilation: [1, 1],
             groups: 1,
             bias: true,
@@ -208,6 +209,37 @@ mod tests {
             }
         });
         assert_eq!(grouped, format!("{before} future=2"));
+    }
+
+    #[test]
+    fn same_padding_keeps_the_form_unless_it_is_uneven() {
+        let line = |kernel: usize, padding: ArgValue| {
+            let config = LayerConfig::from_args(LayerKind::Conv2d, |name| match name {
+                "in_channels" => Some(ArgValue::Int(3)),
+                "out_channels" => Some(ArgValue::Int(8)),
+                "kernel_size" => Some(ArgValue::Int(kernel)),
+                "padding" => Some(padding),
+                _ => None,
+            })
+            .unwrap();
+            layer_line("c", "conv2d", LayerKind::Conv2d.args(), |n| config.arg(n))
+        };
+        let head = "c conv2d in_channels=3 out_channels=8";
+        // An odd kernel's `same` is the padding it always was: checkpoints keep their identity.
+        assert_eq!(
+            line(5, ArgValue::Word("same")),
+            line(5, ArgValue::Pair([2, 2]))
+        );
+        assert_eq!(
+            line(5, ArgValue::Word("same")),
+            format!("{head} kernel_size=5 padding=2")
+        );
+        // An even kernel's pads one more pixel after the input: the word says so, and the form
+        // differs from no padding and from a pixel on each side.
+        let even = line(2, ArgValue::Word("same"));
+        assert_eq!(even, format!("{head} kernel_size=2 padding=same"));
+        assert_ne!(even, line(2, ArgValue::Pair([0, 0])));
+        assert_ne!(even, line(2, ArgValue::Pair([1, 1])));
     }
 
     #[test]

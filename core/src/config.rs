@@ -5,7 +5,7 @@
 use std::fmt;
 
 use crate::MAX_POOL_WINDOW;
-use crate::geometry::{conv_output, pool_output, pool_tiles};
+use crate::geometry::{Pad, conv_output, pool_output, pool_tiles, same_padding};
 use crate::kind::{ArgDefault, ArgType, ArgValue, Arity, LayerKind};
 use crate::model::{TensorInfo, TensorRole};
 use crate::shape::Shape;
@@ -274,8 +274,12 @@ pub struct Conv2dConfig {
     pub kernel_size: Pair,
     /// Stride `[sh, sw]`.
     pub stride: Pair,
-    /// Zero padding `[ph, pw]` on each side.
+    /// Padding `[ph, pw]` before the input: rows on the top, columns on the left.
     pub padding: Pair,
+    /// Padding `[ph, pw]` after the input, rows on the bottom and columns on the right: equal
+    /// to `padding` except for `padding: same` whose total `dilation * (kernel_size - 1)` is
+    /// odd, where PyTorch pads the extra pixel here ([`same_padding`]).
+    pub padding_end: Pair,
     /// Dilation `[dh, dw]`.
     pub dilation: Pair,
     /// Channel groups: each output channel sees `in_channels / groups` input channels
@@ -371,6 +375,40 @@ impl PaddingMode {
 }
 
 impl Conv2dConfig {
+    /// The padding along `axis` (0: rows, 1: columns), before and after the input.
+    pub fn pad(&self, axis: usize) -> Pad {
+        Pad {
+            before: self.padding[axis],
+            after: self.padding_end[axis],
+        }
+    }
+
+    /// Rows and columns of padding in all, `[before + after; 2]`: what the output size and the
+    /// padded input's size follow from.
+    pub fn padding_total(&self) -> Pair {
+        [0, 1].map(|axis| self.pad(axis).total())
+    }
+
+    /// Whether both sides are padded alike, as every written padding is; only `padding: same`
+    /// with an odd total pads one side more.
+    pub fn is_symmetric(&self) -> bool {
+        self.padding == self.padding_end
+    }
+
+    /// `padding: same` for this kernel and dilation on both axes: `padding` and `padding_end`.
+    pub fn same_padding(kernel_size: Pair, dilation: Pair) -> [Pair; 2] {
+        let pads = [0, 1].map(|axis| same_padding(kernel_size[axis], dilation[axis]));
+        [pads.map(|p| p.before), pads.map(|p| p.after)]
+    }
+
+    /// Whether the padding is `padding: same`'s for this layer and PyTorch takes it: stride 1
+    /// on both axes.
+    pub fn is_same_padding(&self) -> bool {
+        self.stride == [1, 1]
+            && Conv2dConfig::same_padding(self.kernel_size, self.dilation)
+                == [self.padding, self.padding_end]
+    }
+
     /// Checks that `groups` divides both channel counts, as PyTorch requires.
     pub fn check_groups(&self) -> Result<(), ShapeError> {
         for (arg, channels) in [
@@ -738,6 +776,8 @@ fn fits(ty: ArgType, value: ArgValue) -> bool {
     match (ty, value) {
         (ArgType::Size { min }, ArgValue::Int(v)) => v >= min,
         (ArgType::Pair { min }, ArgValue::Pair(p)) => p.iter().all(|&v| v >= min),
+        // A convolution's uneven `padding: same` (`LayerConfig::arg`); its shape rule checks it.
+        (ArgType::Pair { .. }, ArgValue::Word("same")) => true,
         (
             ArgType::Float {
                 min,
@@ -868,6 +908,9 @@ impl LayerConfig {
                 "out_channels" => Int(c.out_channels),
                 "kernel_size" => Pair(c.kernel_size),
                 "stride" => Pair(c.stride),
+                // Only `same` pads unevenly, and the word says how (so it stays in the
+                // canonical form, as PyTorch's repr keeps `padding=same`).
+                "padding" if !c.is_symmetric() => ArgValue::Word("same"),
                 "padding" => Pair(c.padding),
                 "dilation" => Pair(c.dilation),
                 "groups" => Int(c.groups),
@@ -1026,20 +1069,34 @@ impl LayerConfig {
             })
         };
         Some(match kind {
-            LayerKind::Conv2d => LayerConfig::Conv2d(Conv2dConfig {
-                in_channels: int("in_channels")?,
-                out_channels: int("out_channels")?,
-                kernel_size: pair("kernel_size")?,
-                stride: pair("stride")?,
-                padding: pair("padding")?,
-                dilation: pair("dilation")?,
-                groups: int("groups")?,
-                bias: bool("bias")?,
-                padding_mode: match value("padding_mode")? {
-                    ArgValue::Word(w) => PaddingMode::from_word(w)?,
-                    _ => return None,
-                },
-            }),
+            LayerKind::Conv2d => {
+                let [kernel_size, stride, dilation] =
+                    [pair("kernel_size")?, pair("stride")?, pair("dilation")?];
+                // `same` (stride 1 only, as PyTorch) resolves to pixels here, once the kernel
+                // and dilation are known.
+                let [padding, padding_end] = match value("padding")? {
+                    ArgValue::Word("same") if stride == [1, 1] => {
+                        Conv2dConfig::same_padding(kernel_size, dilation)
+                    }
+                    ArgValue::Word("valid") => [[0, 0]; 2],
+                    _ => [pair("padding")?; 2],
+                };
+                LayerConfig::Conv2d(Conv2dConfig {
+                    in_channels: int("in_channels")?,
+                    out_channels: int("out_channels")?,
+                    kernel_size,
+                    stride,
+                    padding,
+                    padding_end,
+                    dilation,
+                    groups: int("groups")?,
+                    bias: bool("bias")?,
+                    padding_mode: match value("padding_mode")? {
+                        ArgValue::Word(w) => PaddingMode::from_word(w)?,
+                        _ => return None,
+                    },
+                })
+            }
             LayerKind::MaxPool2d => LayerConfig::MaxPool2d(pool(false)?),
             LayerKind::AvgPool2d => LayerConfig::AvgPool2d(pool(true)?),
             LayerKind::Relu => LayerConfig::Relu,
@@ -1152,13 +1209,14 @@ impl LayerConfig {
         match self {
             LayerConfig::Conv2d(c) => format!(
                 "{variant}({path}::Conv2dConfig {{ in_channels: {}, out_channels: {}, \
-                 kernel_size: {}, stride: {}, padding: {}, dilation: {}, groups: {}, bias: {}, \
-                 padding_mode: {path}::PaddingMode::{:?} }})",
+                 kernel_size: {}, stride: {}, padding: {}, padding_end: {}, dilation: {}, \
+                 groups: {}, bias: {}, padding_mode: {path}::PaddingMode::{:?} }})",
                 c.in_channels,
                 c.out_channels,
                 pair(c.kernel_size),
                 pair(c.stride),
                 pair(c.padding),
+                pair(c.padding_end),
                 pair(c.dilation),
                 c.groups,
                 c.bias,
@@ -1243,6 +1301,26 @@ impl LayerConfig {
             | LayerConfig::Identity
             | LayerConfig::Add
             | LayerConfig::Mul => variant,
+        }
+    }
+
+    /// The padded copy of `input` a layer keeps, `[C, H + padding, W + padding]`, for a
+    /// convolution with padding (the runtime pads its input once, forward, and keeps it for
+    /// backward); `None` for the other kinds. `padding: same` with a large dilation keeps the
+    /// output small while this grows, so it has its own size limit.
+    pub fn padded_input(&self, input: Shape) -> Option<Shape> {
+        match (self, input) {
+            (LayerConfig::Conv2d(c), Shape::Chw([channels, h, w]))
+                if c.padding_total() != [0, 0] =>
+            {
+                let [ph, pw] = c.padding_total();
+                Some(Shape::Chw([
+                    channels,
+                    h.saturating_add(ph),
+                    w.saturating_add(pw),
+                ]))
+            }
+            _ => None,
         }
     }
 
@@ -1338,8 +1416,12 @@ impl LayerConfig {
                 let [channels, h, w] = image(input)?;
                 same("in_channels", c.in_channels, channels)?;
                 c.check_groups()?;
+                if !c.is_symmetric() && !c.is_same_padding() {
+                    return Err(ShapeError::BadArgument { arg: "padding" });
+                }
                 for (axis, size) in [h, w].into_iter().enumerate() {
-                    if c.padding[axis] > c.padding_mode.max_padding(size) {
+                    // The side after the input is the larger.
+                    if c.padding_end[axis] > c.padding_mode.max_padding(size) {
                         return Err(ShapeError::ModePadding { axis });
                     }
                 }
@@ -1348,7 +1430,7 @@ impl LayerConfig {
                         size,
                         c.kernel_size[axis],
                         c.stride[axis],
-                        c.padding[axis],
+                        c.pad(axis),
                         c.dilation[axis],
                     )
                     .ok_or(ShapeError::DoesNotFit { axis })
@@ -1671,6 +1753,85 @@ mod tests {
         }
     }
 
+    /// `conv2d` from its written arguments: 4 channels in, 2 out, `kernel_size` and the rest.
+    fn conv_of(args: &[(&str, ArgValue)]) -> Option<LayerConfig> {
+        LayerConfig::from_args(LayerKind::Conv2d, |name| match name {
+            "in_channels" => Some(ArgValue::Int(4)),
+            "out_channels" => Some(ArgValue::Int(2)),
+            _ => args.iter().find(|(n, _)| *n == name).map(|&(_, v)| v),
+        })
+    }
+
+    #[test]
+    fn same_padding_pads_the_odd_pixel_after_the_input() {
+        use ArgValue::{Pair, Word};
+        let same = Word("same");
+        // Kernel [2, 4], dilation [1, 3]: totals 1 and 9, as PyTorch's
+        // `_reversed_padding_repeated_twice == [4, 5, 0, 1]`.
+        let Some(LayerConfig::Conv2d(c)) = conv_of(&[
+            ("kernel_size", Pair([2, 4])),
+            ("dilation", Pair([1, 3])),
+            ("padding", same),
+        ]) else {
+            panic!("a convolution");
+        };
+        assert_eq!((c.padding, c.padding_end), ([0, 4], [1, 5]));
+        assert_eq!(c.padding_total(), [1, 9]);
+        assert!(!c.is_symmetric() && c.is_same_padding());
+        let conv = LayerConfig::Conv2d(c.clone());
+        assert_eq!(
+            conv.output_shape(Shape::Chw([4, 7, 12])),
+            Ok(Shape::Chw([2, 7, 12]))
+        );
+        // It reads back as the word, and the word builds it again.
+        assert_eq!(conv.arg("padding"), Some(same));
+        assert_eq!(conv.check_args(), Ok(()));
+        let again = conv_of(&[
+            ("kernel_size", Pair([2, 4])),
+            ("dilation", Pair([1, 3])),
+            ("padding", conv.arg("padding").unwrap()),
+        ]);
+        assert_eq!(again.as_ref(), Some(&conv));
+        // An odd total pads evenly and reads back as pixels, as it always did.
+        let odd = conv_of(&[("kernel_size", Pair([3, 5])), ("padding", same)]).unwrap();
+        assert_eq!(odd.arg("padding"), Some(Pair([1, 2])));
+        assert_eq!(
+            odd,
+            conv_of(&[("kernel_size", Pair([3, 5])), ("padding", Pair([1, 2]))]).unwrap()
+        );
+        // PyTorch refuses `same` for a strided convolution.
+        let strided = [
+            ("kernel_size", Pair([2, 2])),
+            ("stride", Pair([2, 2])),
+            ("padding", same),
+        ];
+        assert_eq!(conv_of(&strided), None);
+        // Uneven padding other than `same`'s is no convolution PyTorch can write.
+        let mut odd_one = c.clone();
+        odd_one.padding_end = [2, 5];
+        assert_eq!(
+            LayerConfig::Conv2d(odd_one).output_shape(Shape::Chw([4, 7, 12])),
+            Err(ShapeError::BadArgument { arg: "padding" })
+        );
+        let mut strided = c.clone();
+        strided.stride = [1, 2];
+        assert_eq!(
+            LayerConfig::Conv2d(strided).output_shape(Shape::Chw([4, 7, 12])),
+            Err(ShapeError::BadArgument { arg: "padding" })
+        );
+        // `reflect` pads at most size - 1 on each side: the larger side, after, decides.
+        let reflect = |h| {
+            let mut c = c.clone();
+            c.kernel_size = [4, 1];
+            c.dilation = [1, 1];
+            [c.padding, c.padding_end] = Conv2dConfig::same_padding(c.kernel_size, c.dilation);
+            c.padding_mode = PaddingMode::Reflect;
+            LayerConfig::Conv2d(c).output_shape(Shape::Chw([4, h, 5]))
+        };
+        assert_eq!(reflect(3), Ok(Shape::Chw([2, 3, 5])));
+        assert_eq!(reflect(2), Err(ShapeError::ModePadding { axis: 0 }));
+    }
+
     #[test]
     fn rust_expressions_read_back_as_the_config() {
         // The Debug text of a config is the expression without the paths.
@@ -1779,6 +1940,7 @@ mod tests {
             kernel_size: [5, 5],
             stride: [1, 1],
             padding: [2, 2],
+            padding_end: [2, 2],
             dilation: [1, 1],
             groups: 1,
             bias: true,

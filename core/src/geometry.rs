@@ -2,25 +2,75 @@
 //! (`aten/src/ATen/native/Pool.h`, `pooling_output_shape`), in exact integer arithmetic. The
 //! checker, the runtime's layer constructors, the plan and code generation all call these.
 
-/// Output length along one axis of a window sliding over `input` (with `padding` on each side):
-/// `floor((in + 2p - d(k-1) - 1) / s) + 1`, and with `ceil_mode` rounded up unless the last
-/// window would start in the right padding. May be below 1, which PyTorch rejects; a stride of 0
-/// counts as 1 (the checker refuses it before).
+/// The padding along one axis: before the input (top or left) and after it (bottom or right).
+/// Equal on both sides except for a convolution's `padding: same` with an odd total, where
+/// PyTorch pads the extra pixel after the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pad {
+    /// Pixels before the input (top or left).
+    pub before: usize,
+    /// Pixels after the input (bottom or right).
+    pub after: usize,
+}
+
+/// The padding's term in PyTorch's output-size formula: `2*p` when both sides are equal,
+/// `before+after` otherwise (`0+1`).
+impl std::fmt::Display for Pad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.before == self.after {
+            write!(f, "2*{}", self.before)
+        } else {
+            write!(f, "{}+{}", self.before, self.after)
+        }
+    }
+}
+
+impl Pad {
+    /// `padding` pixels on each side.
+    pub const fn even(padding: usize) -> Pad {
+        Pad {
+            before: padding,
+            after: padding,
+        }
+    }
+
+    /// Both sides together, saturating (sizes this large are refused anyway).
+    pub const fn total(self) -> usize {
+        self.before.saturating_add(self.after)
+    }
+}
+
+/// `padding='same'` along one axis, PyTorch's rule (`_reversed_padding_repeated_twice` in
+/// `torch/nn/modules/conv.py`): `dilation * (kernel - 1)` pixels in all, half of them (rounded
+/// down) before the input and the rest after it. Only meaningful with stride 1, where the
+/// output keeps the input's size.
+pub const fn same_padding(kernel: usize, dilation: usize) -> Pad {
+    let total = dilation.saturating_mul(kernel.saturating_sub(1));
+    Pad {
+        before: total / 2,
+        after: total - total / 2,
+    }
+}
+
+/// Output length along one axis of a window sliding over `input` padded by `padding`:
+/// `floor((in + before + after - d(k-1) - 1) / s) + 1`, and with `ceil_mode` rounded up unless
+/// the last window would start in the right padding. May be below 1, which PyTorch rejects; a
+/// stride of 0 counts as 1 (the checker refuses it before).
 pub const fn window_output(
     input: usize,
     kernel: usize,
     stride: usize,
-    padding: usize,
+    padding: Pad,
     dilation: usize,
     ceil_mode: bool,
 ) -> i128 {
     let input = input as i128;
-    let padding = padding as i128;
+    let before = padding.before as i128;
     let stride = if stride == 0 { 1 } else { stride as i128 };
-    let span = input + 2 * padding - effective_kernel(kernel, dilation);
+    let span = input + before + padding.after as i128 - effective_kernel(kernel, dilation);
     let round_up = if ceil_mode { stride - 1 } else { 0 };
     let mut output = (span + round_up).div_euclid(stride) + 1;
-    if ceil_mode && (output - 1) * stride >= input + padding {
+    if ceil_mode && (output - 1) * stride >= input + before {
         output -= 1;
     }
     output
@@ -40,12 +90,13 @@ const fn positive(kernel: usize, stride: usize, dilation: usize, output: i128) -
     }
 }
 
-/// `torch.nn.Conv2d`'s output length along one axis; `None` when the kernel does not fit.
+/// `torch.nn.Conv2d`'s output length along one axis, padded by `padding` (only its total
+/// matters); `None` when the kernel does not fit.
 pub const fn conv_output(
     input: usize,
     kernel: usize,
     stride: usize,
-    padding: usize,
+    padding: Pad,
     dilation: usize,
 ) -> Option<usize> {
     let output = window_output(input, kernel, stride, padding, dilation, false);
@@ -62,7 +113,14 @@ pub const fn pool_output(
     dilation: usize,
     ceil_mode: bool,
 ) -> Option<usize> {
-    let output = window_output(input, kernel, stride, padding, dilation, ceil_mode);
+    let output = window_output(
+        input,
+        kernel,
+        stride,
+        Pad::even(padding),
+        dilation,
+        ceil_mode,
+    );
     positive(kernel, stride, dilation, output)
 }
 
@@ -94,8 +152,8 @@ pub struct Window {
     pub kernel: usize,
     /// Stride.
     pub stride: usize,
-    /// Padding on each side.
-    pub padding: usize,
+    /// Padding before and after the input.
+    pub padding: Pad,
     /// Dilation (1 for pooling).
     pub dilation: usize,
     /// Round the output size up (pooling's `ceil_mode`).
@@ -135,7 +193,7 @@ impl Window {
         let (mut dropped, mut skipped) = (0, 0);
         if output >= 1 {
             let stride = (self.stride as i128).max(1);
-            let padding = self.padding as i128;
+            let padding = self.padding.before as i128;
             let real = |from: i128, to: i128| (to.min(input as i128) - from.max(0)).max(0);
             let kernel = self.effective_kernel();
             // Between consecutive windows: from the end of one to the start of the next.
@@ -249,7 +307,7 @@ mod tests {
         Window {
             kernel,
             stride,
-            padding,
+            padding: Pad::even(padding),
             dilation,
             ceil_mode: false,
         }
@@ -259,7 +317,7 @@ mod tests {
         Window {
             kernel,
             stride,
-            padding,
+            padding: Pad::even(padding),
             dilation: 1,
             ceil_mode,
         }
@@ -281,13 +339,44 @@ mod tests {
         assert_eq!(conv(3, 1, 0, 2).slide(10).output, 6);
         assert_eq!(conv(3, 3, 1, 3).slide(28).output, 8);
         assert_eq!(conv(7, 2, 3, 1).slide(224).output, 112);
-        assert_eq!(conv_output(224, 7, 2, 3, 1), Some(112));
-        assert_eq!(conv_output(28, 3, 3, 1, 3), Some(8));
+        assert_eq!(conv_output(224, 7, 2, Pad::even(3), 1), Some(112));
+        assert_eq!(conv_output(28, 3, 3, Pad::even(1), 3), Some(8));
         // A kernel larger than the padded input: PyTorch raises "Kernel size can't be greater
         // than actual input size".
         assert!(conv(5, 1, 0, 1).slide(3).output < 1);
-        assert_eq!(conv_output(3, 5, 1, 0, 1), None);
-        assert_eq!(conv_output(8, 3, 0, 0, 1), None);
+        assert_eq!(conv_output(3, 5, 1, Pad::even(0), 1), None);
+        assert_eq!(conv_output(8, 3, 0, Pad::even(0), 1), None);
+    }
+
+    // padding='same' pads d(k-1) in all, the odd pixel after the input (PyTorch 2.15):
+    //   nn.Conv2d(1, 1, 2, padding='same')._reversed_padding_repeated_twice       # [0, 1, 0, 1]
+    //   nn.Conv2d(1, 1, 4, padding='same')._reversed_padding_repeated_twice       # [1, 2, 1, 2]
+    //   nn.Conv2d(1, 1, 2, padding='same', dilation=3)._reversed_padding_repeated_twice  # [1, 2, 1, 2]
+    //   nn.Conv2d(1, 1, 4, padding='same')(torch.zeros(1, 1, 7, 7)).shape[-1]     # 7
+    #[test]
+    fn same_padding_puts_the_odd_pixel_after_the_input() {
+        let pad = |before, after| Pad { before, after };
+        assert_eq!(same_padding(2, 1), pad(0, 1));
+        assert_eq!(same_padding(4, 1), pad(1, 2));
+        assert_eq!(same_padding(2, 3), pad(1, 2));
+        assert_eq!(same_padding(3, 1), Pad::even(1));
+        assert_eq!(same_padding(3, 2), Pad::even(2));
+        assert_eq!(same_padding(1, 5), Pad::even(0));
+        for (kernel, dilation) in [(2, 1), (4, 1), (2, 3), (5, 2), (6, 1)] {
+            let padding = same_padding(kernel, dilation);
+            assert_eq!(padding.total(), dilation * (kernel - 1));
+            assert_eq!(conv_output(7, kernel, 1, padding, dilation), Some(7));
+        }
+        // The extra pixel after the input is covered: the last window starts at the last row.
+        let slide = Window {
+            kernel: 4,
+            stride: 1,
+            padding: same_padding(4, 1),
+            dilation: 1,
+            ceil_mode: false,
+        }
+        .slide(7);
+        assert_eq!((slide.output, slide.dropped, slide.skipped), (7, 0, 0));
     }
 
     //   nn.MaxPool2d(2)(torch.zeros(1, 1, 32, 32)).shape[-1]                        # 16

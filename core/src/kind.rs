@@ -294,6 +294,39 @@ const CEIL_MODE: ArgInfo = arg(
     "round the output size up instead of down",
 );
 
+// The arguments `conv2d` and `conv_transpose2d` share, as PyTorch's `_ConvNd` does.
+const CONV_IN_CHANNELS: ArgInfo = arg(
+    "in_channels",
+    SIZE,
+    ArgDefault::Inferred,
+    "input channels (inferred from the input)",
+);
+const CONV_OUT_CHANNELS: ArgInfo = arg(
+    "out_channels",
+    SIZE,
+    ArgDefault::Required,
+    "output channels",
+);
+const CONV_KERNEL_SIZE: ArgInfo = arg(
+    "kernel_size",
+    PAIR,
+    ArgDefault::Required,
+    "kernel size, an integer or [h, w]",
+);
+const CONV_DILATION: ArgInfo = arg(
+    "dilation",
+    PAIR,
+    ArgDefault::Int(1),
+    "spacing between kernel elements",
+);
+/// The convolutions' and `linear`'s `bias`.
+const BIAS: ArgInfo = arg(
+    "bias",
+    ArgType::Bool,
+    ArgDefault::Bool(true),
+    "whether the layer adds a learnable bias",
+);
+
 /// `MaxPool2d`'s arguments, in its order (`return_indices` is not one: cnnc keeps the
 /// positions itself).
 const MAXPOOL2D: &[ArgInfo] = &[
@@ -347,24 +380,9 @@ pub const TABLE: [KindInfo; 30] = [
         input: Input::Image,
         arity: Arity::Exactly(1),
         args: &[
-            arg(
-                "in_channels",
-                SIZE,
-                ArgDefault::Inferred,
-                "input channels (inferred from the input)",
-            ),
-            arg(
-                "out_channels",
-                SIZE,
-                ArgDefault::Required,
-                "output channels",
-            ),
-            arg(
-                "kernel_size",
-                PAIR,
-                ArgDefault::Required,
-                "kernel size, an integer or [h, w]",
-            ),
+            CONV_IN_CHANNELS,
+            CONV_OUT_CHANNELS,
+            CONV_KERNEL_SIZE,
             arg(
                 "stride",
                 PAIR,
@@ -375,26 +393,16 @@ pub const TABLE: [KindInfo; 30] = [
                 "padding",
                 PADDING,
                 ArgDefault::Int(0),
-                "zero padding on each side",
+                "padding on each side, or same (stride 1: the output keeps the input's size; an odd total pads the extra pixel on the bottom and right) or valid (none)",
             ),
-            arg(
-                "dilation",
-                PAIR,
-                ArgDefault::Int(1),
-                "spacing between kernel elements",
-            ),
+            CONV_DILATION,
             arg(
                 "groups",
                 SIZE,
                 ArgDefault::Int(1),
                 "blocked connections: in and out channels split into this many groups (depthwise when groups = in_channels)",
             ),
-            arg(
-                "bias",
-                ArgType::Bool,
-                ArgDefault::Bool(true),
-                "whether the layer adds a learnable bias",
-            ),
+            BIAS,
             arg(
                 "padding_mode",
                 ArgType::Choice(&["zeros", "reflect", "replicate", "circular"]),
@@ -524,12 +532,7 @@ pub const TABLE: [KindInfo; 30] = [
                 ArgDefault::Required,
                 "output features",
             ),
-            arg(
-                "bias",
-                ArgType::Bool,
-                ArgDefault::Bool(true),
-                "whether the layer adds a learnable bias",
-            ),
+            BIAS,
         ],
         init: Init::FanInUniform,
         computes: "an affine map of flat features",
@@ -673,24 +676,9 @@ pub const TABLE: [KindInfo; 30] = [
         input: Input::Image,
         arity: Arity::Exactly(1),
         args: &[
-            arg(
-                "in_channels",
-                SIZE,
-                ArgDefault::Inferred,
-                "input channels (inferred from the input)",
-            ),
-            arg(
-                "out_channels",
-                SIZE,
-                ArgDefault::Required,
-                "output channels",
-            ),
-            arg(
-                "kernel_size",
-                PAIR,
-                ArgDefault::Required,
-                "kernel size, an integer or [h, w]",
-            ),
+            CONV_IN_CHANNELS,
+            CONV_OUT_CHANNELS,
+            CONV_KERNEL_SIZE,
             arg(
                 "stride",
                 PAIR,
@@ -713,20 +701,10 @@ pub const TABLE: [KindInfo; 30] = [
                 "groups",
                 SIZE,
                 ArgDefault::Int(1),
-                "channel groups (only 1 is supported yet)",
+                "channel groups: in and out channels split into this many groups, each input group feeding its own output group",
             ),
-            arg(
-                "bias",
-                ArgType::Bool,
-                ArgDefault::Bool(true),
-                "whether the layer adds a learnable bias",
-            ),
-            arg(
-                "dilation",
-                PAIR,
-                ArgDefault::Int(1),
-                "spacing between kernel elements",
-            ),
+            BIAS,
+            CONV_DILATION,
         ],
         init: Init::FanInUniform,
         computes: "a transposed 2-D convolution (the input gradient of a convolution)",

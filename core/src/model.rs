@@ -152,7 +152,8 @@ pub enum ModelError {
         /// What does not fit.
         error: ShapeError,
     },
-    /// A layer's output or a tensor would have more than [`MAX_ELEMENTS`] elements, or none.
+    /// A layer's output, a tensor or a convolution's padded input would have more than
+    /// [`MAX_ELEMENTS`] elements, or the output none.
     Size {
         /// The layer's name.
         name: String,
@@ -202,7 +203,8 @@ impl fmt::Display for ModelError {
             ModelError::Layer { kind, error, .. } => write!(f, "{} {error}", kind.keyword()),
             ModelError::Size { output, .. } => write!(
                 f,
-                "output {output} is empty, or it or a weight has more than {MAX_ELEMENTS} elements"
+                "output {output} is empty, or it, a weight or the padded input has more than \
+                 {MAX_ELEMENTS} elements"
             ),
             ModelError::Source { index, source, .. } => match source {
                 Source::Layer(i) => write!(
@@ -292,9 +294,13 @@ impl Model {
             let tensors = config.tensors(&name);
             let elements =
                 |dims: &[usize]| dims.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64));
+            let padded = input_shapes
+                .first()
+                .and_then(|&input| config.padded_input(input));
             if output.numel() == 0
                 || elements(&output.dims()) > MAX_ELEMENTS
                 || tensors.iter().any(|t| elements(&t.shape) > MAX_ELEMENTS)
+                || padded.is_some_and(|p| elements(&p.dims()) > MAX_ELEMENTS)
             {
                 return Err(ModelError::Size { name, output });
             }
@@ -434,6 +440,7 @@ impl Model {
 mod tests {
     use super::*;
     use crate::config::LinearConfig;
+    use crate::kind::ArgValue;
 
     fn def(layers: Vec<LayerConfig>) -> NetworkDef {
         NetworkDef {
@@ -448,6 +455,30 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_padded_input_past_the_limit_is_refused() {
+        // `same` keeps a 4x4 output, but a dilation of 2^20 pads it to 2^20 + 4 pixels a side.
+        let conv = |dilation| {
+            LayerConfig::from_args(LayerKind::Conv2d, |name| match name {
+                "in_channels" | "out_channels" => Some(ArgValue::Int(1)),
+                "kernel_size" => Some(ArgValue::Int(2)),
+                "dilation" => Some(ArgValue::Int(dilation)),
+                "padding" => Some(ArgValue::Word("same")),
+                _ => None,
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            conv(3).padded_input(Shape::Chw([1, 4, 4])),
+            Some(Shape::Chw([1, 7, 7]))
+        );
+        assert!(Model::new(None, def(vec![conv(1 << 14)])).is_ok());
+        assert!(matches!(
+            Model::new(None, def(vec![conv(1 << 20)])),
+            Err(ModelError::Size { .. })
+        ));
     }
 
     #[test]
@@ -516,6 +547,7 @@ mod tests {
             kernel_size: [3, 3],
             stride: [1, 1],
             padding: [1, 1],
+            padding_end: [1, 1],
             dilation: [1, 1],
             groups: 1,
             bias: false,

@@ -335,10 +335,14 @@ impl Builder {
         match layer.config() {
             LayerConfig::Conv2d(c) => {
                 let mut x = x.to_owned();
-                let mut conv_pads = pads(c.padding);
-                if c.padding_mode != PaddingMode::Zeros && c.padding != [0, 0] {
+                // `[top, left, bottom, right]`: `same` with an odd total pads the bottom and
+                // right one more.
+                let [[top, left], [bottom, right]] = [c.padding, c.padding_end];
+                let mut conv_pads = [top, left, bottom, right];
+                if c.padding_mode != PaddingMode::Zeros && c.padding_total() != [0, 0] {
                     let padded = scoped("pad");
-                    self.pad_mode(name, &x, &padded, c.padding, c.padding_mode, input_shape);
+                    let padding = [c.padding, c.padding_end];
+                    self.pad_mode(name, &x, &padded, padding, c.padding_mode, input_shape);
                     x = padded;
                     conv_pads = [0; 4];
                 }
@@ -751,17 +755,18 @@ impl Builder {
         }
     }
 
-    /// `reflect` / `replicate` / `circular` padding as its own node before the convolution.
+    /// `reflect` / `replicate` / `circular` padding as its own node before the convolution:
+    /// `padding` is `[ph, pw]` before the input and `[ph, pw]` after it.
     fn pad_mode(
         &mut self,
         name: &str,
         x: &str,
         output: &str,
-        padding: [usize; 2],
+        padding: [[usize; 2]; 2],
         mode: PaddingMode,
         input: Shape,
     ) {
-        let [ph, pw] = padding.map(|p| p as i64);
+        let [[ph, pw], [ph_end, pw_end]] = padding.map(|p| p.map(|p| p as i64));
         let onnx_mode = match mode {
             PaddingMode::Reflect => "reflect",
             PaddingMode::Replicate => "edge",
@@ -770,11 +775,14 @@ impl Builder {
         if mode == PaddingMode::Circular && self.opset < 19 {
             // `wrap` arrived in opset 19: wrap around with slices and concatenations.
             let [_, h, w] = chw(input).map(|d| d as i64);
-            let rows = self.wrap(name, x, 2, ph, h, "rows");
-            self.wrap_into(name, &rows, 3, pw, w, "cols", output);
+            let rows = self.wrap(name, x, 2, [ph, ph_end], h, "rows");
+            self.wrap_into(name, &rows, 3, [pw, pw_end], w, "cols", output);
             return;
         }
-        let pads = self.constant_i64(format!("/{name}/pads"), &[0, 0, ph, pw, 0, 0, ph, pw]);
+        let pads = self.constant_i64(
+            format!("/{name}/pads"),
+            &[0, 0, ph, pw, 0, 0, ph_end, pw_end],
+        );
         self.node(
             "Pad",
             &format!("/{name}/pad"),
@@ -784,25 +792,34 @@ impl Builder {
         );
     }
 
-    fn wrap(&mut self, name: &str, x: &str, axis: i64, pad: i64, size: i64, what: &str) -> String {
+    fn wrap(
+        &mut self,
+        name: &str,
+        x: &str,
+        axis: i64,
+        pad: [i64; 2],
+        size: i64,
+        what: &str,
+    ) -> String {
         let out = format!("/{name}/wrap_{what}");
         self.wrap_into(name, x, axis, pad, size, what, &out);
         out
     }
 
-    /// `cat(x[size - pad:], x, x[:pad])` along `axis`: circular padding of `pad` on both sides.
+    /// `cat(x[size - before:], x, x[:after])` along `axis`: circular padding of `pad`,
+    /// `[before, after]`.
     #[allow(clippy::too_many_arguments)]
     fn wrap_into(
         &mut self,
         name: &str,
         x: &str,
         axis: i64,
-        pad: i64,
+        [before, after]: [i64; 2],
         size: i64,
         what: &str,
         output: &str,
     ) {
-        if pad == 0 {
+        if before == 0 && after == 0 {
             self.node(
                 "Identity",
                 &format!("/{name}/wrap_{what}"),
@@ -826,12 +843,19 @@ impl Builder {
             );
             out
         };
-        let head = slice("head", size - pad, size);
-        let tail = slice("tail", 0, pad);
+        // An empty side (`same` with a total of 1) gets no slice.
+        let mut parts = Vec::new();
+        if before > 0 {
+            parts.push(slice("head", size - before, size));
+        }
+        parts.push(x.to_owned());
+        if after > 0 {
+            parts.push(slice("tail", 0, after));
+        }
         self.node(
             "Concat",
             &format!("/{name}/wrap_{what}/concat"),
-            &[head, x.to_owned(), tail],
+            &parts,
             &[output],
             vec![int("axis", axis)],
         );
@@ -1413,6 +1437,7 @@ mod tests {
             kernel_size: [3, 3],
             stride: [1, 1],
             padding: [1, 1],
+            padding_end: [1, 1],
             dilation: [1, 1],
             groups: 1,
             bias: false,

@@ -545,6 +545,61 @@ fn pads_attr(node: &NodeProto) -> Result<[usize; 2], ImportError> {
     }
 }
 
+/// A `Conv`'s padding, `[top, left]` and `[bottom, right]`: even `pads`, or PyTorch's
+/// `padding='same'` with an odd total (the extra pixel on the bottom and right, stride 1), which
+/// `torch.onnx.export` writes as explicit uneven `pads` (dynamo) or `auto_pad: SAME_UPPER`
+/// (the TorchScript exporter).
+fn conv_pads(
+    node: &NodeProto,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+) -> Result<[[usize; 2]; 2], ImportError> {
+    let same = Conv2dConfig::same_padding(kernel, dilation);
+    let auto_pad = attr_string(node, "auto_pad", "NOTSET");
+    match auto_pad.as_str() {
+        "VALID" => return Ok([[0, 0]; 2]),
+        // SAME_LOWER pads the extra pixel before the input: the same only for even totals.
+        "SAME_UPPER" | "SAME_LOWER"
+            if stride == [1, 1] && (auto_pad == "SAME_UPPER" || same[0] == same[1]) =>
+        {
+            return Ok(same);
+        }
+        "NOTSET" => {}
+        _ => {
+            return Err(node_error(
+                node,
+                format!(
+                    "auto_pad {auto_pad} is not supported here: PyTorch's padding='same' is \
+                     SAME_UPPER with stride 1"
+                ),
+            ));
+        }
+    }
+    match attr_ints(node, "pads") {
+        None => Ok([[0, 0]; 2]),
+        Some(p) if p.len() == 4 && p.iter().all(|&x| x >= 0 && x as u64 <= MAX_DIM as u64) => {
+            let [top, left, bottom, right] = [p[0], p[1], p[2], p[3]].map(|x| x as usize);
+            let pads = [[top, left], [bottom, right]];
+            if pads[0] == pads[1] || (stride == [1, 1] && pads == same) {
+                Ok(pads)
+            } else {
+                Err(node_error(
+                    node,
+                    format!(
+                        "pads {p:?} are neither the same on both sides of each axis nor \
+                         padding='same''s with stride 1, as PyTorch's layers pad"
+                    ),
+                ))
+            }
+        }
+        Some(p) => Err(node_error(
+            node,
+            format!("pads {p:?} must be 4 sizes, [top, left, bottom, right]"),
+        )),
+    }
+}
+
 /// `path` made a cnnc layer name: letters, digits, `_` and `.` kept, others `_`.
 fn clean_name(path: &str) -> String {
     let name: String = path
@@ -867,11 +922,15 @@ impl<'a> Importer<'a> {
                     .ok()
                     .filter(|g| (1..=MAX_DIM).contains(g))
                     .ok_or_else(|| node_error(node, "`group` is out of range"))?;
-                let mut padding = pads_attr(node)?;
+                let [stride, dilation] = [
+                    pair_attr(node, "strides", 1, 1)?,
+                    pair_attr(node, "dilations", 1, 1)?,
+                ];
+                let [mut padding, mut padding_end] = conv_pads(node, [kh, kw], stride, dilation)?;
                 let mut padding_mode = PaddingMode::Zeros;
                 let mut source = None;
                 if let Some((x, pad, mode)) = self.pad {
-                    if mode != PaddingMode::Zeros && padding != [0, 0] {
+                    if mode != PaddingMode::Zeros && (padding != [0, 0] || padding_end != [0, 0]) {
                         return Err(node_error(
                             node,
                             "pads both in the Pad before it and itself, which cnnc's padding \
@@ -879,6 +938,7 @@ impl<'a> Importer<'a> {
                         ));
                     }
                     padding = [padding[0] + pad[0], padding[1] + pad[1]];
+                    padding_end = [padding_end[0] + pad[0], padding_end[1] + pad[1]];
                     padding_mode = mode;
                     source = Some(self.value(node, x)?);
                 }
@@ -886,9 +946,10 @@ impl<'a> Importer<'a> {
                     in_channels: per_group.saturating_mul(groups),
                     out_channels,
                     kernel_size: [kh, kw],
-                    stride: pair_attr(node, "strides", 1, 1)?,
+                    stride,
                     padding,
-                    dilation: pair_attr(node, "dilations", 1, 1)?,
+                    padding_end,
+                    dilation,
                     groups,
                     bias: b.is_some(),
                     padding_mode,

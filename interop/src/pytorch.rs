@@ -75,7 +75,12 @@ pub fn module_expr(config: &LayerConfig) -> String {
             c.out_channels,
             pair(c.kernel_size),
             pair(c.stride),
-            pair(c.padding),
+            // Uneven padding is only ever `same`'s, which PyTorch spells so.
+            if c.is_symmetric() {
+                pair(c.padding)
+            } else {
+                py_str("same")
+            },
             pair(c.dilation),
             c.groups,
             py_bool(c.bias),
@@ -299,6 +304,7 @@ const MODEL_TAIL: &str = r#"    ]
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cnnc_core::{Conv2dConfig, PaddingMode};
 
     #[test]
     fn class_names_are_python_identifiers() {
@@ -307,6 +313,32 @@ mod tests {
         assert_eq!(class_name("3d"), "Model3d");
         assert_eq!(class_name("ü"), "Model");
         assert_eq!(py_str("a\"b\\c\u{e9}"), "\"a\\\"b\\\\c\\U000000e9\"");
+    }
+
+    #[test]
+    fn uneven_padding_is_written_as_same() {
+        let conv = |kernel| {
+            let [padding, padding_end] = Conv2dConfig::same_padding([kernel, kernel], [1, 1]);
+            module_expr(&LayerConfig::Conv2d(Conv2dConfig {
+                in_channels: 3,
+                out_channels: 4,
+                kernel_size: [kernel, kernel],
+                stride: [1, 1],
+                padding,
+                padding_end,
+                dilation: [1, 1],
+                groups: 1,
+                bias: true,
+                padding_mode: PaddingMode::Reflect,
+            }))
+        };
+        assert_eq!(
+            conv(4),
+            "nn.Conv2d(3, 4, kernel_size=(4, 4), stride=(1, 1), padding=\"same\", \
+             dilation=(1, 1), groups=1, bias=True, padding_mode=\"reflect\")"
+        );
+        // An even total is the pixels it always was.
+        assert!(conv(3).contains("padding=(1, 1)"), "{}", conv(3));
     }
 
     #[test]

@@ -99,7 +99,7 @@ proptest! {
     ) {
         let config = Conv2dConfig {
             in_channels: cin, out_channels: cout, kernel_size: [k, k], stride: [stride, stride],
-            padding: [pad, pad], dilation: [dilation, dilation], groups: 1, bias, padding_mode: Default::default(),
+            padding: [pad, pad], padding_end: [pad, pad], dilation: [dilation, dilation], groups: 1, bias, padding_mode: Default::default(),
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
@@ -133,7 +133,7 @@ proptest! {
     ) {
         let config = Conv2dConfig {
             in_channels: cin, out_channels: cout, kernel_size: [k, k], stride: [1, 1],
-            padding: [pad, pad], dilation: [1, 1], groups: 1, bias: true, padding_mode: Default::default(),
+            padding: [pad, pad], padding_end: [pad, pad], dilation: [1, 1], groups: 1, bias: true, padding_mode: Default::default(),
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
@@ -184,7 +184,7 @@ proptest! {
         let (h, w) = (h.unwrap(), w.unwrap());
         let config = Conv2dConfig {
             in_channels: cin, out_channels: cout, kernel_size: [k, k], stride: [1, 1],
-            padding: [pad, pad], dilation: [1, 1], groups: 1, bias: true, padding_mode: Default::default(),
+            padding: [pad, pad], padding_end: [pad, pad], dilation: [1, 1], groups: 1, bias: true, padding_mode: Default::default(),
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
@@ -222,7 +222,7 @@ proptest! {
     ) {
         let config = Conv2dConfig {
             in_channels: 2, out_channels: 3, kernel_size: [3, 3], stride: [1, 1],
-            padding: [1, 1], dilation: [1, 1], groups: 1, bias: true, padding_mode: Default::default(),
+            padding: [1, 1], padding_end: [1, 1], dilation: [1, 1], groups: 1, bias: true, padding_mode: Default::default(),
         };
         let mut conv = Conv2d::new("conv", &config, [size, size], &mut init_rng(1)).unwrap();
         prop_assert!(Layer::fuse_relu(&mut conv));

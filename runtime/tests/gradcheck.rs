@@ -47,7 +47,8 @@ proptest! {
     ) {
         let config = Conv2dConfig {
             in_channels: cin, out_channels: cout, kernel_size: [kh, kw], stride: [sh, sw],
-            padding: [ph, pw], dilation: [dh, dw], groups: 1, bias, padding_mode: Default::default(),
+            padding: [ph, pw], padding_end: [ph, pw], dilation: [dh, dw], groups: 1, bias,
+            padding_mode: Default::default(),
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
@@ -66,13 +67,36 @@ proptest! {
         let padding_mode = cnnc_runtime::config::PaddingMode::ALL[mode];
         let config = Conv2dConfig {
             in_channels: 2 * groups, out_channels: 2 * groups, kernel_size: [k, k],
-            stride: [s, s], padding: [ph, pw], dilation: [1, 1], groups, bias: true,
-            padding_mode,
+            stride: [s, s], padding: [ph, pw], padding_end: [ph, pw], dilation: [1, 1], groups,
+            bias: true, padding_mode,
         };
         // Padding beyond the mode's limit is refused, as PyTorch refuses it.
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
         let mut layer = built.unwrap();
+        let mut rng = Rand(seed);
+        let x = rng.vec(layer.input_shape().numel() * batch);
+        check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
+    }
+
+    #[test]
+    fn conv2d_same_padding(
+        mode in 0..4usize, groups in 1..3usize, kh in 1..5usize, kw in 1..5usize,
+        dh in 1..3usize, dw in 1..3usize, h in 1..7usize, w in 1..7usize, batch in 1..3usize,
+        seed: u64,
+    ) {
+        // `padding: same`: an odd total pads the extra pixel after the input, dense and
+        // grouped, in every padding mode.
+        let [padding, padding_end] = Conv2dConfig::same_padding([kh, kw], [dh, dw]);
+        let config = Conv2dConfig {
+            in_channels: 2 * groups, out_channels: 2 * groups, kernel_size: [kh, kw],
+            stride: [1, 1], padding, padding_end, dilation: [dh, dw], groups, bias: true,
+            padding_mode: cnnc_runtime::config::PaddingMode::ALL[mode],
+        };
+        let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
+        prop_assume!(built.is_ok());
+        let mut layer = built.unwrap();
+        prop_assert_eq!(layer.output_shape(), layer.input_shape());
         let mut rng = Rand(seed);
         let x = rng.vec(layer.input_shape().numel() * batch);
         check_plain(&mut layer, &x, batch, &mut rng, TOL, Mode::Train);
@@ -88,7 +112,8 @@ proptest! {
         // groups * cig input channels; cig = cog = 1 is depthwise.
         let config = Conv2dConfig {
             in_channels: groups * cig, out_channels: groups * cog, kernel_size: [kh, kw],
-            stride: [sh, sw], padding: [ph, pw], dilation: [dh, dw], groups, bias, padding_mode: Default::default(),
+            stride: [sh, sw], padding: [ph, pw], padding_end: [ph, pw], dilation: [dh, dw], groups,
+            bias, padding_mode: Default::default(),
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
@@ -511,6 +536,7 @@ fn mixed_net() -> NetworkDef {
                     kernel_size: [3, 2],
                     stride: [1, 1],
                     padding: [1, 1],
+                    padding_end: [1, 1],
                     dilation: [1, 1],
                     groups: 1,
                     bias: true,
@@ -531,6 +557,7 @@ fn mixed_net() -> NetworkDef {
                     kernel_size: [2, 2],
                     stride: [1, 2],
                     padding: [1, 1],
+                    padding_end: [1, 1],
                     dilation: [2, 1],
                     groups: 1,
                     bias: false,
@@ -724,6 +751,7 @@ pub fn graph_net() -> NetworkDef {
             kernel_size: [k, k],
             stride: [1, 1],
             padding: [k / 2, k / 2],
+            padding_end: [k / 2, k / 2],
             dilation: [1, 1],
             groups: 1,
             bias,
@@ -837,6 +865,7 @@ fn a_concat_of_more_inputs_than_gathered_on_the_stack_runs_and_backpropagates() 
         kernel_size: [3, 3],
         stride: [1, 1],
         padding: [1, 1],
+        padding_end: [1, 1],
         dilation: [1, 1],
         groups: 1,
         bias: true,

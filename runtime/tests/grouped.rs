@@ -24,6 +24,7 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, groups: usize) -> Conv
         kernel_size: [k, k],
         stride: [stride, stride],
         padding: [k / 2, k / 2],
+        padding_end: [k / 2, k / 2],
         dilation: [1, 1],
         groups,
         bias: true,

@@ -29,6 +29,7 @@ fn conv(cin: usize, cout: usize, k: usize, pad: usize) -> LayerConfig {
         kernel_size: [k, k],
         stride: [1, 1],
         padding: [pad, pad],
+        padding_end: [pad, pad],
         dilation: [1, 1],
         groups: 1,
         bias: true,

@@ -25,6 +25,7 @@ fn small_graph() -> NetworkDef {
             kernel_size: [k, k],
             stride: [stride, stride],
             padding: [k / 2, k / 2],
+            padding_end: [k / 2, k / 2],
             dilation: [1, 1],
             groups: 1,
             bias,

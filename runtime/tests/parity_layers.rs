@@ -98,6 +98,15 @@ fn run_case(name: &str) {
                 kernel_size: pair(&config, "kernel_size"),
                 stride: pair(&config, "stride"),
                 padding: pair(&config, "padding"),
+                // Written only for `padding='same'` with an odd total (PyTorch's own pixels).
+                padding_end: pair(
+                    &config,
+                    if config.get("padding_end").is_some() {
+                        "padding_end"
+                    } else {
+                        "padding"
+                    },
+                ),
                 dilation: pair(&config, "dilation"),
                 groups: config
                     .get("groups")

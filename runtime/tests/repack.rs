@@ -36,6 +36,7 @@ fn conv() -> Conv2d {
         kernel_size: [3, 3],
         stride: [1, 1],
         padding: [1, 1],
+        padding_end: [1, 1],
         dilation: [1, 1],
         groups: 1,
         bias: true,

@@ -80,6 +80,7 @@ fn seed_arguments_are_fully_resolved() {
             kernel_size: [5, 5],
             stride: [1, 1],
             padding: [2, 2],
+            padding_end: [2, 2],
             dilation: [1, 1],
             groups: 1,
             bias: true,

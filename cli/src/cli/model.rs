@@ -78,7 +78,8 @@ pub fn spec_hash(model: &CoreModel) -> String {
 /// `track_running_stats`, and its momentum as an option) are left out at their defaults, the only
 /// values such checkpoints can have.
 pub fn legacy_spec_hash(def: &NetworkDef) -> String {
-    let text = format!("{def:?}")
+    let text = without_padding_end(&format!("{def:?}"));
+    let text = text
         .replace(", groups: 1,", ",")
         .replace(", padding_mode: Zeros", "")
         .replace(", inputs: []", "")
@@ -90,6 +91,26 @@ pub fn legacy_spec_hash(def: &NetworkDef) -> String {
         .replace(", affine: true, track_running_stats: true", "");
     let text = unwrap_momentum(&text);
     hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// A convolution's `, padding_end: [a, b]` left out where it equals its `padding` (it always
+/// did before uneven `same` padding; an uneven one stays, so such a model matches no old hash).
+fn without_padding_end(text: &str) -> String {
+    const END: &str = ", padding_end: ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(END) {
+        let (before, after) = rest.split_at(at);
+        let value_len = after[END.len()..].find(']').map_or(0, |close| close + 1);
+        let value = &after[END.len()..END.len() + value_len];
+        out.push_str(before);
+        if value.is_empty() || !before.ends_with(&format!("padding: {value}")) {
+            out.push_str(&after[..END.len() + value_len]);
+        }
+        rest = &after[END.len() + value_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `momentum: Some(0.1)` written as it was before momentum became optional, `momentum: 0.1`.
@@ -255,6 +276,17 @@ mod tests {
             "BatchNorm2d(C { eps: 1e-5, momentum: 0.1 }), x: Some(2)"
         );
         assert_eq!(unwrap_momentum("momentum: None"), "momentum: None");
+    }
+
+    #[test]
+    fn an_even_padding_end_reads_as_it_was_written_before() {
+        assert_eq!(
+            without_padding_end("C { padding: [1, 2], padding_end: [1, 2], dilation: [1, 1] }"),
+            "C { padding: [1, 2], dilation: [1, 1] }"
+        );
+        // `same` with an odd total keeps it: no checkpoint from before can match.
+        let uneven = "C { padding: [0, 1], padding_end: [1, 1], dilation: [1, 1] } padding: [2, 2]";
+        assert_eq!(without_padding_end(uneven), uneven);
     }
 
     #[test]

@@ -12,6 +12,7 @@ fn conv(cin: usize, cout: usize, kernel: usize, stride: usize) -> LayerConfig {
         kernel_size: [kernel, kernel],
         stride: [stride, stride],
         padding: [kernel / 2, kernel / 2],
+        padding_end: [kernel / 2, kernel / 2],
         dilation: [1, 1],
         groups: 1,
         bias: false,

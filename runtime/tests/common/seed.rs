@@ -20,6 +20,7 @@ pub fn custom_cnn() -> NetworkDef {
             kernel_size: [5, 5],
             stride: [1, 1],
             padding: [2, 2],
+            padding_end: [2, 2],
             dilation: [1, 1],
             groups: 1,
             bias: true,

@@ -123,50 +123,47 @@ impl Checker {
             usable = false;
         }
         if let Some(span) = same_padding {
-            match self.same_padding(&args, span, name) {
-                Some(padding) => {
-                    args.values
-                        .insert("padding", (ArgValue::Pair(padding), span));
-                }
-                None => usable = false,
+            if self.same_padding(&args, span, name) {
+                // Resolved to pixels with the rest (`LayerConfig::from_args`).
+                args.values
+                    .insert("padding", (ArgValue::Word("same"), span));
+            } else {
+                usable = false;
             }
         }
         usable.then_some((kind, args))
     }
 
-    /// `padding: same` of a convolution as pixels per side, PyTorch's rule: total padding
-    /// `dilation * (kernel_size - 1)` per axis, refused with a stride above 1 as PyTorch refuses
-    /// it. An odd total (an even kernel) would pad one pixel more on the bottom or right, which
-    /// cnnc's symmetric padding cannot express yet: an error that says so.
-    fn same_padding(&mut self, args: &Args, span: Span, name: &str) -> Option<[usize; 2]> {
+    /// Whether a convolution's `padding: same` is one PyTorch takes: stride 1 (PyTorch refuses
+    /// it for strided convolutions, whose output could not keep the input's size). Any kernel
+    /// and dilation will do: an odd total `dilation * (kernel_size - 1)` pads the extra pixel
+    /// on the bottom or right, as PyTorch does.
+    fn same_padding(&mut self, args: &Args, span: Span, name: &str) -> bool {
         let pair = |key: &str, default: usize| match args.value(key) {
             Some(ArgValue::Pair(p)) => Some(p),
             Some(ArgValue::Int(v)) => Some([v, v]),
             None => Some([default, default]),
             _ => None,
         };
-        // A missing kernel_size is reported on its own.
-        let kernel = pair("kernel_size", 1)?;
-        let [stride, dilation] = [pair("stride", 1)?, pair("dilation", 1)?];
+        // A missing or mistyped kernel_size or stride is reported on its own.
+        let (Some(kernel), Some(stride), Some(dilation)) = (
+            pair("kernel_size", 1),
+            pair("stride", 1),
+            pair("dilation", 1),
+        ) else {
+            return false;
+        };
+        if stride == [1, 1] {
+            return true;
+        }
         let total = [0, 1].map(|i| dilation[i].saturating_mul(kernel[i].saturating_sub(1)));
-        if stride != [1, 1] {
-            self.report(CheckError::SamePaddingStrided {
-                span,
-                stride: args.span("stride").unwrap_or(span),
-                total,
-                layer: name.to_owned(),
-            });
-            return None;
-        }
-        if total.iter().any(|t| t % 2 == 1) {
-            self.report(CheckError::SamePaddingUneven {
-                span,
-                total,
-                layer: name.to_owned(),
-            });
-            return None;
-        }
-        Some(total.map(|t| t / 2))
+        self.report(CheckError::SamePaddingStrided {
+            span,
+            stride: args.span("stride").unwrap_or(span),
+            total,
+            layer: name.to_owned(),
+        });
+        false
     }
 
     /// An upsample's `size` and `scale_factor` (exactly one, as PyTorch requires) and its

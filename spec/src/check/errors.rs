@@ -150,6 +150,20 @@ pub(super) struct AxisLoss {
     pub skipped: usize,
 }
 
+/// A transposed convolution's arguments along one axis, for its output formula.
+pub(super) struct TransposedWindow {
+    /// Kernel size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Rows or columns cut from each side of the full output.
+    pub padding: usize,
+    /// Dilation.
+    pub dilation: usize,
+    /// Rows or columns added after the output.
+    pub output_padding: usize,
+}
+
 /// One branch of a merge: the layers from the common ancestor to one input, with outputs.
 pub(super) struct Branch {
     /// Where the branch starts: the common ancestor's name and output (or the input's).
@@ -457,15 +471,6 @@ pub(super) enum CheckError {
         /// The layer.
         layer: String,
     },
-    /// `padding: same` that would pad one side more than the other (an even kernel).
-    SamePaddingUneven {
-        /// The value.
-        span: Span,
-        /// The total padding per axis.
-        total: [usize; 2],
-        /// The layer.
-        layer: String,
-    },
     /// A convolution's `groups` that does not divide its input or output channels.
     GroupsMismatch {
         /// The layer.
@@ -499,12 +504,14 @@ pub(super) enum CheckError {
         reflect: bool,
         /// The input's size along the axis.
         size: usize,
-        /// The padding along the axis.
+        /// The padding along the axis (after the input, the larger side, for `same`).
         padding: usize,
         /// The most padding the mode allows there.
         max: usize,
         /// "height" or "width".
         dimension: &'static str,
+        /// Whether the padding is written `same` (then the kernel and dilation set it).
+        same: bool,
     },
     /// A number outside its argument's range (or outside it once stored as f32).
     OutOfRange {
@@ -801,6 +808,37 @@ pub(super) enum CheckError {
         /// The output size the formula gives.
         output: i128,
     },
+    /// A transposed convolution's `output_padding` not smaller than its stride or dilation
+    /// along an axis (PyTorch refuses it).
+    OutputPaddingTooLarge {
+        /// The layer.
+        at: Culprit,
+        /// The `output_padding` argument's span.
+        span: Span,
+        /// "height" or "width".
+        axis: &'static str,
+        /// `output_padding`, `stride` and `dilation` along that axis.
+        output_padding: usize,
+        /// The stride along that axis.
+        stride: usize,
+        /// The dilation along that axis.
+        dilation: usize,
+    },
+    /// A transposed convolution whose padding cuts more than its full output along an axis.
+    TransposedOutputTooSmall {
+        /// The layer.
+        at: Culprit,
+        /// The `padding` argument's span.
+        span: Span,
+        /// "height" or "width".
+        axis: &'static str,
+        /// The input size along that axis.
+        input: usize,
+        /// The arguments along that axis: kernel, stride, padding, dilation, output_padding.
+        window: TransposedWindow,
+        /// The output size the formula gives.
+        output: i128,
+    },
     /// Input rows or columns that no window reads.
     DropsInput {
         /// The layer.
@@ -820,7 +858,7 @@ pub(super) enum CheckError {
         at: Culprit,
         /// The layer's span.
         span: Span,
-        /// "output" or "weight".
+        /// "output", "weight" or "padded input".
         what: &'static str,
         /// The tensor's dimensions.
         dims: Vec<usize>,
@@ -1220,15 +1258,6 @@ impl CheckError {
                 total[1] / 2
             ))
             .layer(layer),
-            CheckError::SamePaddingUneven { span, total, layer } => Diagnostic::error(
-                Code::InvalidValue,
-                "`padding: same` of `conv2d` would pad unevenly, which is not supported yet",
-                span,
-                format!("needs {} rows and {} columns of padding in all", total[0], total[1]),
-            )
-            .note("with an even kernel_size PyTorch pads one pixel more on the bottom or right; cnnc pads both sides equally")
-            .help("use an odd kernel_size, or write the padding in pixels")
-            .layer(layer),
             CheckError::GroupsMismatch {
                 at,
                 span,
@@ -1276,6 +1305,7 @@ impl CheckError {
                 padding,
                 max,
                 dimension,
+                same,
             } => {
                 let rule = if reflect {
                     "reflect padding mirrors the input without repeating its edge, so it must be smaller than the input"
@@ -1293,9 +1323,15 @@ impl CheckError {
                 )
                 .secondary(mode_span, format!("padding_mode is {mode}"))
                 .note(format!("{rule} (PyTorch refuses it too); the input's {dimension} is {size}"))
-                .help(format!(
-                    "use at most `padding: {max}` along the {dimension}, or `padding_mode: replicate`"
-                ))
+                .help(if same {
+                    format!(
+                        "`same` pads dilation * (kernel_size - 1) in all, the larger half after the input: use a smaller kernel_size or dilation along the {dimension}, or `padding_mode: replicate`"
+                    )
+                } else {
+                    format!(
+                        "use at most `padding: {max}` along the {dimension}, or `padding_mode: replicate`"
+                    )
+                })
                 .layer(at.name)
             }
             CheckError::OutOfRange {
@@ -1667,11 +1703,44 @@ impl CheckError {
                     format!(
                         "a window of {} does not fit in {}",
                         window.effective_kernel(),
-                        input + 2 * window.padding
+                        input + window.padding.total()
                     ),
                 )
                 .note(format!("output {axis} = {} = {output}", formula(&window, input)))
                 .help("use a smaller kernel, stride or dilation, or more padding")
+                .layer(at.name)
+            }
+            CheckError::OutputPaddingTooLarge {
+                at,
+                span,
+                axis,
+                output_padding: op,
+                stride: s,
+                dilation: d,
+            } => Diagnostic::error(
+                Code::InvalidValue,
+                format!(
+                    "the output_padding of {} is not smaller than its stride or dilation",
+                    at.title
+                ),
+                span,
+                format!("{op} >= stride {s} and >= dilation {d} ({axis})"),
+            )
+            .note("PyTorch requires output_padding < stride or output_padding < dilation on each axis")
+            .help(format!("use at most `output_padding: {}`", s.max(d) - 1))
+            .layer(at.name),
+            CheckError::TransposedOutputTooSmall { at, span, axis, input, window: w, output } => {
+                Diagnostic::error(
+                    Code::OutputTooSmall,
+                    format!("{} would output a {axis} of {output}", at.title),
+                    span,
+                    "the padding cuts more than the full output",
+                )
+                .note(format!(
+                    "output {axis} = ({input} - 1)*{} - 2*{} + {}*({} - 1) + {} + 1 = {output}",
+                    w.stride, w.padding, w.dilation, w.kernel, w.output_padding
+                ))
+                .help("use less padding, or a larger kernel or stride")
                 .layer(at.name)
             }
             CheckError::DropsInput { at, span, input, losses, pool } => {
@@ -1808,7 +1877,7 @@ fn drops_input(
 fn formula(window: &Window, input: usize) -> String {
     let rounding = if window.ceil_mode { "ceil" } else { "floor" };
     format!(
-        "{rounding}(({input} + 2*{} - {}*({}-1) - 1) / {}) + 1",
+        "{rounding}(({input} + {} - {}*({}-1) - 1) / {}) + 1",
         window.padding, window.dilation, window.kernel, window.stride
     )
 }

@@ -5,12 +5,11 @@
 use cnnc_core::config::{
     Conv2dConfig, ConvTranspose2dConfig, LayerConfig, PaddingMode, flatten_output, softmax_dim,
 };
-use cnnc_core::geometry::Window;
+use cnnc_core::geometry::{Pad, Window};
 use cnnc_core::{ArgValue, Input, LayerKind, TensorInfo};
 
-use super::errors::{AxisLoss, CheckError};
+use super::errors::{AxisLoss, CheckError, TransposedWindow};
 use super::{Checker, Flow, LayerContext};
-use crate::diag::{Code, Diagnostic};
 use crate::{MAX_ELEMENTS, MAX_POOL_WINDOW};
 use cnnc_core::Shape;
 
@@ -56,7 +55,7 @@ impl Checker {
                 let windows = [0, 1].map(|i| Window {
                     kernel: conv.kernel_size[i],
                     stride: conv.stride[i],
-                    padding: conv.padding[i],
+                    padding: conv.pad(i),
                     dilation: conv.dilation[i],
                     ceil_mode: false,
                 });
@@ -96,7 +95,7 @@ impl Checker {
                 let windows = [0, 1].map(|i| Window {
                     kernel: pool.kernel_size[i],
                     stride: pool.stride[i],
-                    padding: pool.padding[i],
+                    padding: Pad::even(pool.padding[i]),
                     dilation: pool.dilation[i],
                     ceil_mode: pool.ceil_mode,
                 });
@@ -183,6 +182,19 @@ impl Checker {
             _ => input,
         };
         self.limits(cx, &output, &config.tensors(cx.name))?;
+        if let Some(padded) = config.padded_input(input) {
+            let numel = padded.dims().iter().map(|&d| d as u64).product::<u64>();
+            if numel > MAX_ELEMENTS {
+                self.report(CheckError::TensorTooLarge {
+                    at: cx.culprit(),
+                    span: cx.span_of("padding"),
+                    what: "padded input",
+                    dims: padded.dims().to_vec(),
+                    numel,
+                });
+                return None;
+            }
+        }
         Some((config, output))
     }
 
@@ -219,7 +231,8 @@ impl Checker {
     }
 
     /// A convolution's padding within its `padding_mode`'s limit (PyTorch's): `reflect` pads
-    /// less than the input size, `circular` at most the size.
+    /// less than the input size, `circular` at most the size, on each side (the side after the
+    /// input is the larger when `same` pads unevenly).
     fn mode_padding(
         &mut self,
         cx: &LayerContext<'_>,
@@ -227,10 +240,10 @@ impl Checker {
         input: [usize; 2],
     ) -> Option<()> {
         let mode = conv.padding_mode;
-        let Some(axis) = (0..2).find(|&i| conv.padding[i] > mode.max_padding(input[i])) else {
+        let Some(axis) = (0..2).find(|&i| conv.padding_end[i] > mode.max_padding(input[i])) else {
             return Some(());
         };
-        let (size, padding) = (input[axis], conv.padding[axis]);
+        let (size, padding) = (input[axis], conv.padding_end[axis]);
         self.report(CheckError::ModePaddingTooLarge {
             at: cx.culprit(),
             span: cx.span_of("padding"),
@@ -241,6 +254,7 @@ impl Checker {
             padding,
             max: mode.max_padding(size),
             dimension: ["height", "width"][axis],
+            same: cx.args.value("padding") == Some(ArgValue::Word("same")),
         });
         None
     }
@@ -397,53 +411,37 @@ impl Checker {
         input: [usize; 2],
     ) -> Option<()> {
         self.groups(cx, conv.groups, [conv.in_channels, conv.out_channels])?;
-        let mut ok = true;
         for (i, axis) in ["height", "width"].into_iter().enumerate() {
             let (op, s, d) = (conv.output_padding[i], conv.stride[i], conv.dilation[i]);
             if op >= s && op >= d {
-                self.push(
-                    Diagnostic::error(
-                        Code::InvalidValue,
-                        format!(
-                            "the output_padding of {} is not smaller than its stride or dilation",
-                            cx.title()
-                        ),
-                        cx.span_of("output_padding"),
-                        format!("{op} >= stride {s} and >= dilation {d} ({axis})"),
-                    )
-                    .note("PyTorch requires output_padding < stride or output_padding < dilation on each axis")
-                    .help(format!("use at most `output_padding: {}`", s.max(d) - 1))
-                    .layer(cx.name),
-                );
-                ok = false;
-                break;
+                self.report(CheckError::OutputPaddingTooLarge {
+                    at: cx.culprit(),
+                    span: cx.span_of("output_padding"),
+                    axis,
+                    output_padding: op,
+                    stride: s,
+                    dilation: d,
+                });
+                return None;
             }
         }
-        if !ok {
-            return None;
-        }
         for (i, axis) in ["height", "width"].into_iter().enumerate() {
-            let out = conv.output_len(i, input[i]);
-            if out < 1 {
-                self.push(
-                    Diagnostic::error(
-                        Code::OutputTooSmall,
-                        format!("{} would output a {axis} of {out}", cx.title()),
-                        cx.span_of("padding"),
-                        "the padding cuts more than the full output",
-                    )
-                    .note(format!(
-                        "output {axis} = ({} - 1)*{} - 2*{} + {}*({} - 1) + {} + 1 = {out}",
-                        input[i],
-                        conv.stride[i],
-                        conv.padding[i],
-                        conv.dilation[i],
-                        conv.kernel_size[i],
-                        conv.output_padding[i]
-                    ))
-                    .help("use less padding, or a larger kernel or stride")
-                    .layer(cx.name),
-                );
+            let output = conv.output_len(i, input[i]);
+            if output < 1 {
+                self.report(CheckError::TransposedOutputTooSmall {
+                    at: cx.culprit(),
+                    span: cx.span_of("padding"),
+                    axis,
+                    input: input[i],
+                    window: TransposedWindow {
+                        kernel: conv.kernel_size[i],
+                        stride: conv.stride[i],
+                        padding: conv.padding[i],
+                        dilation: conv.dilation[i],
+                        output_padding: conv.output_padding[i],
+                    },
+                    output,
+                });
                 return None;
             }
         }

@@ -3,6 +3,8 @@
 //! behind them, what may be typed next, where a name is written). Byte offsets throughout; the
 //! protocol's positions are the server's business.
 
+use cnnc_spec::core::LayerConfig;
+use cnnc_spec::core::geometry::Pad;
 use cnnc_spec::core::kind::{ArgDefault, ArgInfo, ArgType, ArgValue};
 use cnnc_spec::{
     CheckedLayer, CheckedModel, Diagnostic, Format, Ident, Layer, LayerKind, Model, Shape, Source,
@@ -346,7 +348,11 @@ pub fn arithmetic(layer: &CheckedLayer) -> String {
         (Shape::Chw([_, h, w]), Shape::Chw([c, oh, ow])) if config.arg("kernel_size").is_some() => {
             let kernel = pair("kernel_size", 1);
             let stride = pair("stride", 1);
-            let padding = pair("padding", 0);
+            // A convolution's `same` may pad one more pixel after the input than before it.
+            let padding = match config {
+                LayerConfig::Conv2d(c) => [c.pad(0), c.pad(1)],
+                _ => pair("padding", 0).map(Pad::even),
+            };
             let dilation = pair("dilation", 1);
             let round = match config.arg("ceil_mode") {
                 Some(ArgValue::Bool(true)) => "ceil",
@@ -354,7 +360,7 @@ pub fn arithmetic(layer: &CheckedLayer) -> String {
             };
             let axis = |i: usize, input: usize, output: usize| {
                 format!(
-                    "{round}(({input} + 2*{} - {}*({}-1) - 1) / {}) + 1 = {output}",
+                    "{round}(({input} + {} - {}*({}-1) - 1) / {}) + 1 = {output}",
                     padding[i], dilation[i], kernel[i], stride[i]
                 )
             };
@@ -631,6 +637,25 @@ mod tests {
         let instance = text.find("Res(planes=4").expect("instance");
         let (_, hover) = analysis.hover(instance).expect("hover on an instance");
         assert!(hover.starts_with("**Res**(planes) — block"), "{hover}");
+    }
+
+    #[test]
+    fn hover_shows_the_uneven_padding_of_same() {
+        let text = "input (3, 7, 8)\n\
+                    conv2d(out_channels=4, kernel_size=(2, 3), padding=same)\n\
+                    flatten\n";
+        let analysis = analyze(&Source::new("s.cnn", text, Format::Dsl));
+        let (_, hover) = analysis
+            .hover(text.find("conv2d").expect("conv2d"))
+            .expect("hover");
+        // Height: one pixel in all, after the input; width: one on each side.
+        assert!(
+            hover.contains(
+                "height floor((7 + 0+1 - 1*(2-1) - 1) / 1) + 1 = 7; \
+                 width floor((8 + 2*1 - 1*(3-1) - 1) / 1) + 1 = 8"
+            ),
+            "{hover}"
+        );
     }
 
     #[test]

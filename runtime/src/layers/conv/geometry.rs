@@ -3,13 +3,18 @@
 
 use std::ops::Range;
 
+use cnnc_core::geometry::Pad;
+
 use crate::config::Conv2dConfig;
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{NR, Seg, panels};
 use crate::layers::check_positive;
 
 /// Every size of one convolution, resolved: input `[cin, ih, iw]`, output `[cout, oh, ow]`,
-/// kernel `kh x kw`, stride `sh, sw`, padding `ph, pw`, dilation `dh, dw`.
+/// kernel `kh x kw`, stride `sh, sw`, padding `ph, pw` before the input (top, left) and
+/// `ph_end, pw_end` after it (bottom, right; larger by one only for an uneven `padding: same`),
+/// dilation `dh, dw`. Everything reads positions from the top-left corner, so only the padded
+/// sizes see the padding after the input.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Geom {
     pub(super) cin: usize,
@@ -24,6 +29,8 @@ pub(super) struct Geom {
     pub(super) sw: usize,
     pub(super) ph: usize,
     pub(super) pw: usize,
+    pub(super) ph_end: usize,
+    pub(super) pw_end: usize,
     pub(super) dh: usize,
     pub(super) dw: usize,
 }
@@ -46,7 +53,7 @@ impl Geom {
                 input_hw[axis],
                 c.kernel_size[axis],
                 c.stride[axis],
-                c.padding[axis],
+                c.pad(axis),
                 c.dilation[axis],
             )
         };
@@ -54,11 +61,34 @@ impl Geom {
             return Err(Error::config(
                 name,
                 format!(
-                    "kernel {:?} with dilation {:?} is larger than the padded input {:?} + 2 * {:?}",
-                    c.kernel_size, c.dilation, input_hw, c.padding
+                    "kernel {:?} with dilation {:?} is larger than the padded input {:?} + {:?}",
+                    c.kernel_size,
+                    c.dilation,
+                    input_hw,
+                    c.padding_total()
                 ),
             ));
         };
+        // The padded copy is allocated for every batch: bounded as the checker bounds it.
+        let [th, tw] = c.padding_total();
+        let padded = [
+            input_hw[0].saturating_add(th),
+            input_hw[1].saturating_add(tw),
+        ];
+        let numel = (c.in_channels as u64)
+            .saturating_mul(padded[0] as u64)
+            .saturating_mul(padded[1] as u64);
+        if numel > cnnc_core::MAX_ELEMENTS {
+            return Err(Error::config(
+                name,
+                format!(
+                    "the padded input {padded:?} of {} channels has {numel} elements, more than \
+                     the limit of {}",
+                    c.in_channels,
+                    cnnc_core::MAX_ELEMENTS
+                ),
+            ));
+        }
         Ok(Geom {
             cin: c.in_channels,
             ih: input_hw[0],
@@ -72,6 +102,8 @@ impl Geom {
             sw: c.stride[1],
             ph: c.padding[0],
             pw: c.padding[1],
+            ph_end: c.padding_end[0],
+            pw_end: c.padding_end[1],
             dh: c.dilation[0],
             dw: c.dilation[1],
         })
@@ -109,21 +141,37 @@ impl Geom {
 
     /// Padded input size `[height, width]`.
     pub(super) fn padded_in(&self) -> (usize, usize) {
-        (self.ih + 2 * self.ph, self.iw + 2 * self.pw)
+        (
+            self.ih + self.ph + self.ph_end,
+            self.iw + self.pw + self.pw_end,
+        )
+    }
+
+    /// The border `[top, left, bottom, right]` of the padded `dy` that turns the input gradient
+    /// into a stride-1 convolution with the flipped kernel, when the layer allows it: each side
+    /// `dilation * (kernel - 1)` less the padding on the opposite side of the input.
+    fn border(&self) -> Option<[usize; 4]> {
+        let [span_h, span_w] = [(self.kh - 1) * self.dh, (self.kw - 1) * self.dw];
+        let border = [
+            span_h.checked_sub(self.ph)?,
+            span_w.checked_sub(self.pw)?,
+            span_h.checked_sub(self.ph_end)?,
+            span_w.checked_sub(self.pw_end)?,
+        ];
+        (self.sh == 1 && self.sw == 1).then_some(border)
     }
 
     /// The border `[top, left]` of the padded `dy` that turns the input gradient into a stride-1
     /// convolution with the flipped kernel, when the layer allows it.
     pub(super) fn direct_back(&self) -> Option<(usize, usize)> {
-        let top = ((self.kh - 1) * self.dh).checked_sub(self.ph)?;
-        let left = ((self.kw - 1) * self.dw).checked_sub(self.pw)?;
-        (self.sh == 1 && self.sw == 1).then_some((top, left))
+        self.border().map(|[top, left, _, _]| (top, left))
     }
 
-    /// Padded `dy` size `[height, width]` and border `[top, left]`.
+    /// Padded `dy` size `[height, width]` and border `[top, left]`: `ih + (kh - 1) dh` rows
+    /// and `iw + (kw - 1) dw` columns when the input gradient is direct.
     pub(super) fn padded_dy(&self) -> (usize, usize, usize, usize) {
-        let (top, left) = self.direct_back().unwrap_or((0, 0));
-        (self.oh + 2 * top, self.ow + 2 * left, top, left)
+        let [top, left, bottom, right] = self.border().unwrap_or([0; 4]);
+        (self.oh + top + bottom, self.ow + left + right, top, left)
     }
 
     /// Runs over a pixel's window in a buffer of `channels`-wide pixels, `width` pixels a row: one
@@ -177,7 +225,7 @@ pub(crate) fn conv_out(
     input: usize,
     kernel: usize,
     stride: usize,
-    pad: usize,
+    pad: Pad,
     dilation: usize,
 ) -> Option<usize> {
     cnnc_core::geometry::conv_output(input, kernel, stride, pad, dilation)

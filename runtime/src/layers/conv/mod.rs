@@ -80,7 +80,7 @@ pub struct Conv2d {
     mode_pad: Option<ModePad>,
     /// Whether `packed` and `packed_back` may be out of date.
     stale: Stale,
-    /// The zero-padded input, `[N][H + 2 ph][W + 2 pw][cin]` plus `MR` floats the weight-gradient
+    /// The zero-padded input, `[N][ph + H + ph_end][pw + W + pw_end][cin]` plus `MR` floats the weight-gradient
     /// kernel may read past the last pixel.
     xp: Vec<f32>,
     /// Images of the last forward's input that `xp` holds, for `backward`.
@@ -108,15 +108,17 @@ impl Conv2d {
         rng: &mut ChaCha8Rng,
     ) -> Result<Self> {
         let c = config;
-        let mode_pad = (c.padding_mode != PaddingMode::Zeros && c.padding != [0, 0])
-            .then(|| ModePad::new(c.padding_mode, c.padding, input_hw, c.in_channels));
-        if let Some(axis) = (0..2).find(|&i| c.padding[i] > c.padding_mode.max_padding(input_hw[i]))
+        let mode_pad = (c.padding_mode != PaddingMode::Zeros && c.padding_total() != [0, 0])
+            .then(|| ModePad::new(c, input_hw));
+        // The side after the input is the larger when `same` pads unevenly.
+        if let Some(axis) =
+            (0..2).find(|&i| c.padding_end[i] > c.padding_mode.max_padding(input_hw[i]))
         {
             return Err(Error::config(
                 name,
                 format!(
                     "padding {} is too large for padding_mode {} over an input {} pixels {}",
-                    c.padding[axis],
+                    c.padding_end[axis],
                     c.padding_mode.word(),
                     input_hw[axis],
                     ["high", "wide"][axis]
@@ -127,6 +129,7 @@ impl Conv2d {
             Some(mp) => {
                 let unpadded = Conv2dConfig {
                     padding: [0, 0],
+                    padding_end: [0, 0],
                     padding_mode: PaddingMode::Zeros,
                     ..c.clone()
                 };
@@ -265,7 +268,7 @@ impl Layer for Conv2d {
                 - self
                     .mode_pad
                     .as_ref()
-                    .map_or(0, |_| 2 * self.config.padding[i])
+                    .map_or(0, |_| self.config.padding_total()[i])
         });
         Shape::Chw([self.g.cin, height, width])
     }

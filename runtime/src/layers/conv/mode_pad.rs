@@ -5,45 +5,43 @@
 
 use rayon::prelude::*;
 
-use crate::config::PaddingMode;
+use crate::config::{Conv2dConfig, PaddingMode};
 use crate::layers::grow;
 
 /// The padded copies of one convolution with a non-zero padding mode.
 #[derive(Clone, Debug)]
 pub(super) struct ModePad {
     mode: PaddingMode,
-    /// Padding `[ph, pw]` on each side.
+    /// Padding `[ph, pw]` before the input (top, left).
     padding: [usize; 2],
+    /// Padding `[ph, pw]` after the input (bottom, right).
+    padding_end: [usize; 2],
     /// The input's `[h, w]`.
     input: [usize; 2],
     channels: usize,
-    /// The padded input, `[N][h + 2 ph][w + 2 pw][C]`.
+    /// The padded input, `[N][ph + h + ph_end][pw + w + pw_end][C]`.
     pub(super) x: Vec<f32>,
     /// The gradient with respect to the padded input, same layout.
     pub(super) dx: Vec<f32>,
 }
 
 impl ModePad {
-    /// The copies for `channels` channels of `input` pixels padded by `padding` in `mode`.
-    pub(super) fn new(
-        mode: PaddingMode,
-        padding: [usize; 2],
-        input: [usize; 2],
-        channels: usize,
-    ) -> ModePad {
+    /// The copies for convolution `c`'s inputs of `input` pixels, padded as it says.
+    pub(super) fn new(c: &Conv2dConfig, input: [usize; 2]) -> ModePad {
         ModePad {
-            mode,
-            padding,
+            mode: c.padding_mode,
+            padding: c.padding,
+            padding_end: c.padding_end,
             input,
-            channels,
+            channels: c.in_channels,
             x: Vec::new(),
             dx: Vec::new(),
         }
     }
 
-    /// `[h + 2 ph, w + 2 pw]`.
+    /// `[ph + h + ph_end, pw + w + pw_end]`.
     pub(super) fn padded(&self) -> [usize; 2] {
-        [0, 1].map(|i| self.input[i] + 2 * self.padding[i])
+        [0, 1].map(|i| self.padding[i] + self.input[i] + self.padding_end[i])
     }
 
     /// The input row (axis 0) or column (axis 1) padded position `i` copies.
