@@ -2,14 +2,42 @@
 //! reader, transform, seeded loader, generated model, SGD, metrics; no CLI code) trains one epoch
 //! on the shipped Fashion-MNIST sample and reports the same losses and accuracies as
 //! `cnnc train --epochs 1`, to the last printed digit.
+//!
+//! The CLI is the package `cnnc-cli`: this test runs the `cnnc` binary cargo built beside it
+//! (`cargo test` from the repository root builds it for the CLI's own tests; with `-p cnnc` alone,
+//! `cargo build -p cnnc-cli` first).
 
-mod support;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 #[allow(dead_code)]
 #[path = "../examples/fashion_mnist.rs"]
 mod example;
 
-use support::{assert_status, cnnc, stdout};
+/// The `cnnc` binary in the target directory this test was built into (`target/<profile>/`).
+fn cnnc_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let binary = profile.join(format!("cnnc{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "no cnnc binary at {}: run `cargo test` from the repository root, or `cargo build -p cnnc-cli`",
+        binary.display()
+    );
+    binary
+}
+
+/// Runs `cnnc` with `args` from the repository root.
+fn cnnc(args: &[&str]) -> Output {
+    Command::new(cnnc_binary())
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cnnc runs")
+}
 
 #[test]
 fn the_library_trains_to_the_clis_numbers() {
@@ -38,8 +66,12 @@ fn the_library_trains_to_the_clis_numbers() {
         "--out",
         run.to_str().expect("a UTF-8 path"),
     ]);
-    assert_status(&output, 0);
-    let text = stdout(&output);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "cnnc train failed:\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let cli = text
         .lines()
         .find(|line| line.starts_with("epoch 1/1  train loss"))

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the PyTorch parity fixtures of the graph specs in models/ under tests/fixtures/graph/
-(committed; tests/graph_models.rs reads them, the test suite never runs PyTorch).
+(committed; cli/tests/graph_models.rs reads them, the test suite never runs PyTorch).
 
 Regenerate, from the repository root, with the venv described in tools/README.md (plus
 torchvision):

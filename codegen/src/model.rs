@@ -322,10 +322,11 @@ impl Gen<'_> {
             quote!(#workspace<#n_acts, #n_grads>)
         };
         let visit = self.visit_impl();
+        let model = self.model_impls();
         Ok(quote! {
             #(#attrs)*
             #struct_doc
-            #[derive(Debug)]
+            #[derive(Clone, Debug)]
             #vis struct #name {
                 #(#fields)*
                 /// Activation and gradient buffers, sized for the largest batch seen.
@@ -344,6 +345,7 @@ impl Gen<'_> {
             }
 
             #visit
+            #model
         })
     }
 
@@ -506,6 +508,8 @@ impl Gen<'_> {
         let outputs = lit(self.model.output_shape().numel());
         let weights = self.rt(quote!(weights));
         let ndarray = quote!(#krate::ndarray);
+        let private_infer = self.private(quote!(infer));
+        let typed_infer = self.typed(quote!(infer));
         quote! {
             /// Inference: the logits `[N, OUTPUT_SIZE]` of a batch, as a view into the model's
             /// own buffer (dropout off, batch norm on its running statistics).
@@ -562,30 +566,36 @@ impl Gen<'_> {
                 Ok(loss)
             }
 
-            /// Inference on a PyTorch-layout batch `[N, C, H, W]`: checks its dims once and returns
-            /// the logits `[N, OUTPUT_SIZE]`.
+            /// Inference on a PyTorch-layout batch `[N, C, H, W]` from `&self` (dropout off,
+            /// batch norm on its running statistics): checks its dims and values once and
+            /// returns the logits `[N, OUTPUT_SIZE]`. Several threads may call it at once (an
+            /// `Arc` of the model); each works in scratch memory of its own.
             pub fn predict(
-                &mut self,
+                &self,
                 x: #ndarray::ArrayView4<f32>,
             ) -> Result<#ndarray::Array2<f32>, #error> {
-                #images::<#input>::check_nchw(&x)?;
-                let batch = x.dim().0;
-                self.workspace.load_nchw(x)?;
-                self.run_forward(batch, #mode::Eval)?;
-                let _ = self.workspace.finish_forward(batch, #mode::Eval);
-                Ok(self.workspace.outputs::<#outputs>(batch)?.to_array())
+                #private_infer(self, Self::INPUT_SHAPE, x)
+            }
+
+            /// Typed inference from `&self`: the logits of a batch as owned features, the same
+            /// values as [`Self::forward`]. Several threads may call it at once.
+            pub fn infer<S: AsRef<[f32]>>(
+                &self,
+                x: &#images<#input, S>,
+            ) -> Result<#features<#outputs>, #error> {
+                #typed_infer(self, x)
             }
 
             /// Saves the parameters and buffers as safetensors under their PyTorch state_dict
             /// names (atomically), with the model's name as metadata.
             pub fn save(
-                &mut self,
+                &self,
                 path: impl AsRef<::std::path::Path>,
             ) -> Result<(), #weights::SaveError> {
                 let metadata = ::std::collections::BTreeMap::from([
                     ("model".to_owned(), Self::NAME.to_owned()),
                 ]);
-                #weights::save(self, path.as_ref(), &metadata)
+                #weights::save_ref(self, path.as_ref(), &metadata)
             }
 
             /// Loads parameters and buffers from a safetensors file, strictly (every missing,
@@ -788,6 +798,196 @@ impl Gen<'_> {
                 /// names (`layer1.0.weight`, ...), as the optimizers and weights I/O expect.
                 fn visit(&mut self, f: &mut dyn FnMut(#entry<'_>)) {
                     #body
+                }
+            }
+        }
+    }
+}
+
+impl Gen<'_> {
+    /// The `VisitRef`, plan and `Model` impls: read-only parameter visiting, the plan's steps as
+    /// a table for the runtime's `&self` runner, and the trait over the inherent methods.
+    fn model_impls(&self) -> TokenStream {
+        let name = &self.options.name;
+        let krate = self.krate();
+        let error = quote!(#krate::Error);
+        let visit_ref = self.rt(quote!(VisitRef));
+        let entry_ref = self.rt(quote!(EntryRef));
+        let layer = self.rt(quote!(Layer));
+        let planned = self.private(quote!(Planned));
+        let step_ref = self.private(quote!(StepRef));
+        let shape = self.rt(quote!(Shape));
+        let weights = self.rt(quote!(weights));
+        let model_trait = quote!(#krate::Model);
+        let ndarray = quote!(#krate::ndarray);
+        let calls: Vec<TokenStream> = self
+            .layers
+            .iter()
+            .filter(|p| p.has_tensors())
+            .map(|p| {
+                let field = &p.field;
+                quote!(#layer::visit_ref(&self.#field, f);)
+            })
+            .collect();
+        let body = if calls.is_empty() {
+            quote!(let _ = f;)
+        } else {
+            quote!(#(#calls)*)
+        };
+        let arms = self.layers.iter().map(|p| {
+            let (index, field) = (lit(p.index), &p.field);
+            quote!(#index => ::core::option::Option::Some(&self.#field),)
+        });
+        let steps = self.exec.steps().iter().map(|step| {
+            let (layer, last, output) = (lit(step.layer), lit(step.last), lit(step.output));
+            let inputs = step.inputs.iter().map(|&b| lit(b));
+            quote!(#step_ref { layer: #layer, last: #last, inputs: &[#(#inputs),*], output: #output })
+        });
+        let buffers = self.exec.buffers().iter().map(|&b| self.shape_value(b));
+        let (n_layers, n_steps, n_buffers) = (
+            lit(self.layers.len()),
+            lit(self.exec.steps().len()),
+            lit(self.exec.buffers().len()),
+        );
+        let output = lit(self.exec.output());
+        let path = quote!(&::std::path::Path);
+        let map = quote!(::std::collections::BTreeMap);
+        let check_input = self.typed(quote!(check_input));
+        let features = self.typed(quote!(Features));
+        let mode = self.rt(quote!(Mode));
+        let outputs = lit(self.model.output_shape().numel());
+        quote! {
+            impl #visit_ref for #name {
+                /// Visits parameters and buffers read-only, in the order and under the names of
+                /// `Visit`.
+                fn visit_ref(&self, f: &mut dyn FnMut(#entry_ref<'_>)) {
+                    #body
+                }
+            }
+
+            impl #planned for #name {
+                fn layer(&self, index: usize) -> ::core::option::Option<&dyn #layer> {
+                    match index {
+                        #(#arms)*
+                        _ => ::core::option::Option::None,
+                    }
+                }
+
+                fn layer_count(&self) -> usize {
+                    #n_layers
+                }
+
+                fn step_count(&self) -> usize {
+                    #n_steps
+                }
+
+                fn step(&self, index: usize) -> #step_ref<'_> {
+                    const STEPS: [#step_ref<'static>; #n_steps] = [#(#steps),*];
+                    STEPS[index]
+                }
+
+                fn buffer(&self, index: usize) -> #shape {
+                    const BUFFERS: [#shape; #n_buffers] = [#(#buffers),*];
+                    BUFFERS[index]
+                }
+
+                fn buffer_count(&self) -> usize {
+                    #n_buffers
+                }
+
+                fn output_buffer(&self) -> usize {
+                    #output
+                }
+            }
+
+            impl #model_trait for #name {
+                fn predict(
+                    &self,
+                    x: #ndarray::ArrayView4<f32>,
+                ) -> Result<#ndarray::Array2<f32>, #error> {
+                    #name::predict(self, x)
+                }
+
+                fn input_shape(&self) -> [usize; 3] {
+                    Self::INPUT_SHAPE
+                }
+
+                fn output_size(&self) -> usize {
+                    Self::OUTPUT_SIZE
+                }
+
+                fn name(&self) -> &str {
+                    Self::NAME
+                }
+
+                fn param_count(&self) -> usize {
+                    Self::PARAM_COUNT
+                }
+
+                fn forward_train(
+                    &mut self,
+                    x: #ndarray::ArrayView4<f32>,
+                ) -> Result<#ndarray::Array2<f32>, #error> {
+                    #check_input(&x, Self::INPUT_SHAPE)?;
+                    let batch = x.dim().0;
+                    self.workspace.load_nchw(x)?;
+                    self.run_forward(batch, #mode::Train)?;
+                    let _ = self.workspace.finish_forward(batch, #mode::Train);
+                    Ok(self.workspace.outputs::<#outputs>(batch)?.to_array())
+                }
+
+                fn backward(
+                    &mut self,
+                    dlogits: #ndarray::ArrayView2<f32>,
+                ) -> Result<(), #error> {
+                    let tape = self.workspace.last_training_tape()?;
+                    let dlogits = #features::<#outputs>::from_array(dlogits)?;
+                    #name::backward(self, tape, &dlogits)
+                }
+
+                fn train_step(
+                    &mut self,
+                    x: #ndarray::ArrayView4<f32>,
+                    labels: &[usize],
+                ) -> Result<f32, #error> {
+                    #check_input(&x, Self::INPUT_SHAPE)?;
+                    let batch = x.dim().0;
+                    self.workspace.load_nchw(x)?;
+                    self.run_forward(batch, #mode::Train)?;
+                    let _ = self.workspace.finish_forward(batch, #mode::Train);
+                    let loss = self.workspace.cross_entropy::<#outputs>(labels, batch)?;
+                    self.run_backward(batch)?;
+                    Ok(loss)
+                }
+
+                fn activations(
+                    &self,
+                    x: #ndarray::ArrayView4<f32>,
+                    names: &[&str],
+                ) -> Result<#map<String, #ndarray::ArrayD<f32>>, #error> {
+                    #krate::__private::activations(self, Self::INPUT_SHAPE, x, names)
+                }
+
+                fn save(&self, path: #path) -> Result<(), #weights::SaveError> {
+                    #name::save(self, path)
+                }
+
+                fn load(
+                    &mut self,
+                    path: #path,
+                ) -> Result<#map<String, String>, #weights::LoadError> {
+                    #name::load(self, path)
+                }
+
+                fn rng_states(&self) -> Vec<(String, u128)> {
+                    #name::rng_states(self)
+                }
+
+                fn restore_rng_states(
+                    &mut self,
+                    states: &[(String, u128)],
+                ) -> Result<(), #error> {
+                    #name::restore_rng_states(self, states)
                 }
             }
         }

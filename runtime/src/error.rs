@@ -87,6 +87,17 @@ pub enum Error {
         /// Labels given.
         found: usize,
     },
+    /// An activation was asked for by a name that is no layer of the model.
+    #[error(
+        "no layer named `{name}` in this model; its layers, closest first: {}",
+        list_names(valid)
+    )]
+    UnknownLayer {
+        /// The name asked for.
+        name: String,
+        /// The model's layer names (state_dict prefixes), the closest to `name` first.
+        valid: Vec<String>,
+    },
     /// An operation needs a state it cannot have here (e.g. backward before any forward).
     #[error("{0}")]
     State(String),
@@ -102,6 +113,21 @@ pub enum Error {
     /// An optimizer was misconfigured or does not fit the model.
     #[error(transparent)]
     Optim(#[from] crate::optim::OptimError),
+}
+
+/// `` `a`, `b`, `c` `` for at most 12 names, then how many more.
+fn list_names(names: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 impl Error {

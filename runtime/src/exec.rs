@@ -7,10 +7,12 @@
 //! batch seen and reused afterwards. When a training step goes non-finite,
 //! [`Network::find_non_finite`] names the layer where it started.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut2};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayView4, ArrayViewMut2};
 
 use cnnc_core::{Fusion, Grad, GradTo, Model, Plan, Shape};
 
@@ -18,13 +20,22 @@ use crate::config::{LayerConfig, NetworkDef};
 use crate::error::{Error, Result};
 use crate::layers::{self, Init, Layer};
 use crate::loss::softmax_cross_entropy;
-use crate::param::{Entry, Visit};
+use crate::model::{Planned, StepRef};
+use crate::param::{Entry, EntryRef, Visit, VisitRef};
 use crate::tensor::{Mode, nchw_to_internal, on_pool};
+use crate::typed::check_input;
+use crate::weights::{self, LoadError, SaveError};
 
-/// A network (a chain of layers or a graph) executed step by step as its plan says. Parameters and buffers are visited (see
-/// [`Visit`]) in layer order under their PyTorch state_dict names.
-#[derive(Debug)]
+/// A network (a chain of layers or a graph) executed step by step as its plan says. Parameters
+/// and buffers are visited (see [`Visit`]) in layer order under their PyTorch state_dict names.
+///
+/// It implements [`crate::Model`]: [`Network::predict`] runs from `&self` (scratch memory per
+/// thread), so one network serves several threads; it is `Send + Sync + Clone`, and a clone is
+/// independent.
+#[derive(Clone, Debug)]
 pub struct Network {
+    /// The spec's model name (`network` when it has none).
+    name: String,
     input: Shape,
     layers: Vec<Box<dyn Layer>>,
     /// Each layer's spec keyword (`conv2d`, `linear`), for messages.
@@ -334,6 +345,7 @@ impl Network {
         let plan = Plan::new(model);
         fuse(&mut layers, model, &plan)?;
         Ok(Network {
+            name: model.name().unwrap_or("network").to_owned(),
             input: model.input_shape(),
             layers,
             kinds: model.layers().iter().map(|l| l.kind().keyword()).collect(),
@@ -396,14 +408,21 @@ impl Network {
     }
 
     /// Number of trainable scalars (PyTorch's `sum(p.numel() for p in model.parameters())`).
-    pub fn param_count(&mut self) -> usize {
-        let mut count = 0;
-        self.visit(&mut |e| {
-            if let Entry::Param { param, .. } = e {
-                count += param.value.len();
-            }
-        });
-        count
+    pub fn param_count(&self) -> usize {
+        crate::Model::param_count(self)
+    }
+
+    /// The spec's model name (`network` when it has none).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Inference (evaluation mode) on an NCHW batch `[N, C, H, W]` from `&self`: the logits
+    /// `[N, classes]`. Checks the input's shape and values first (errors name the expected and
+    /// found shapes, or the first NaN or infinity). Several threads may call it at once; each
+    /// works in scratch memory of its own, so the network is not changed.
+    pub fn predict(&self, x: ArrayView4<f32>) -> Result<Array2<f32>> {
+        crate::model::infer(self, self.input_shape(), x)
     }
 
     /// Sizes every buffer for batches of up to `max_batch` samples, so that later steps with
@@ -519,7 +538,7 @@ impl Network {
         if dlogits.dim() != (batch, classes) {
             return Err(Error::shape(
                 "network",
-                "backward dlogits",
+                "backward (the gradient of the loss with respect to the logits)",
                 format!("[{batch}, {classes}]"),
                 format!("{:?}", dlogits.shape()),
             ));
@@ -694,5 +713,106 @@ impl Visit for Network {
         for layer in &mut self.layers {
             layer.visit(f);
         }
+    }
+}
+
+impl VisitRef for Network {
+    fn visit_ref(&self, f: &mut dyn FnMut(EntryRef<'_>)) {
+        for layer in &self.layers {
+            layer.visit_ref(f);
+        }
+    }
+}
+
+impl Planned for Network {
+    fn layer(&self, index: usize) -> Option<&dyn Layer> {
+        self.layers.get(index).map(|l| &**l)
+    }
+
+    fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn step_count(&self) -> usize {
+        self.plan.steps().len()
+    }
+
+    fn step(&self, index: usize) -> StepRef<'_> {
+        let step = &self.plan.steps()[index];
+        StepRef {
+            layer: step.layer,
+            last: step.last,
+            inputs: &step.inputs,
+            output: step.output,
+        }
+    }
+
+    fn buffer(&self, index: usize) -> Shape {
+        self.plan.buffers()[index]
+    }
+
+    fn buffer_count(&self) -> usize {
+        self.plan.buffers().len()
+    }
+
+    fn output_buffer(&self) -> usize {
+        self.plan.output()
+    }
+}
+
+impl crate::Model for Network {
+    fn predict(&self, x: ArrayView4<f32>) -> Result<Array2<f32>> {
+        Network::predict(self, x)
+    }
+
+    fn input_shape(&self) -> [usize; 3] {
+        Network::input_shape(self)
+    }
+
+    fn output_size(&self) -> usize {
+        self.classes()
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn forward_train(&mut self, x: ArrayView4<f32>) -> Result<Array2<f32>> {
+        check_input(&x, Network::input_shape(self))?;
+        Network::forward(self, x, Mode::Train)
+    }
+
+    fn backward(&mut self, dlogits: ArrayView2<f32>) -> Result<()> {
+        Network::backward(self, dlogits)
+    }
+
+    fn train_step(&mut self, x: ArrayView4<f32>, labels: &[usize]) -> Result<f32> {
+        check_input(&x, Network::input_shape(self))?;
+        Network::train_step(self, x, labels)
+    }
+
+    fn activations(
+        &self,
+        x: ArrayView4<f32>,
+        names: &[&str],
+    ) -> Result<BTreeMap<String, ArrayD<f32>>> {
+        crate::model::activations(self, Network::input_shape(self), x, names)
+    }
+
+    fn save(&self, path: &Path) -> Result<(), SaveError> {
+        let metadata = BTreeMap::from([("model".to_owned(), self.name.clone())]);
+        weights::save_ref(self, path, &metadata)
+    }
+
+    fn load(&mut self, path: &Path) -> Result<BTreeMap<String, String>, LoadError> {
+        weights::load(self, path)
+    }
+
+    fn rng_states(&self) -> Vec<(String, u128)> {
+        Network::rng_states(self)
+    }
+
+    fn restore_rng_states(&mut self, states: &[(String, u128)]) -> Result<()> {
+        Network::restore_rng_states(self, states)
     }
 }

@@ -82,3 +82,48 @@ pub trait Visit {
     /// Calls `f` once per entry.
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>));
 }
+
+/// One entry of a model's state seen read-only, as [`VisitRef::visit_ref`] yields it: the same
+/// names and order as [`Entry`].
+#[derive(Debug)]
+pub enum EntryRef<'a> {
+    /// A trainable parameter (`<layer>.weight`, `<layer>.bias`).
+    Param {
+        /// Full state_dict name.
+        name: &'a str,
+        /// The tensor and its gradient.
+        param: &'a Param,
+    },
+    /// A float buffer that is saved but not trained (`running_mean`, `running_var`).
+    Buffer {
+        /// Full state_dict name.
+        name: &'a str,
+        /// The buffer.
+        value: &'a ArrayD<f32>,
+    },
+    /// An integer counter buffer (`num_batches_tracked`).
+    Counter {
+        /// Full state_dict name.
+        name: &'a str,
+        /// The counter.
+        value: i64,
+    },
+}
+
+impl EntryRef<'_> {
+    /// The entry's full state_dict name.
+    pub fn name(&self) -> &str {
+        match self {
+            EntryRef::Param { name, .. }
+            | EntryRef::Buffer { name, .. }
+            | EntryRef::Counter { name, .. } => name,
+        }
+    }
+}
+
+/// [`Visit`] without `&mut`: the same entries, in the same order, to read. Saving and counting
+/// parameters need nothing more, so they work on a model shared between threads.
+pub trait VisitRef {
+    /// Calls `f` once per entry.
+    fn visit_ref(&self, f: &mut dyn FnMut(EntryRef<'_>));
+}

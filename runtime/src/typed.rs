@@ -112,6 +112,32 @@ fn nhwc_position(i: usize, [c, h, w]: [usize; 3]) -> (usize, [usize; 3]) {
     )
 }
 
+/// Checks that a PyTorch-layout batch is `[N, C, H, W]` with `[C, H, W]` = `expected` and holds
+/// no NaN or infinity; the errors name the shapes, or the sample and position of the first
+/// non-finite value. What every model's `predict` checks first.
+pub fn check_input(x: &ArrayView4<f32>, expected: [usize; 3]) -> Result<()> {
+    let (_, c, h, w) = x.dim();
+    if [c, h, w] != expected {
+        return Err(Error::InputShape {
+            expected,
+            found: x.shape().to_vec(),
+        });
+    }
+    match x.as_slice() {
+        Some(values) => check_finite(values, |i| nchw_position(i, expected)),
+        None => match x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            None => Ok(()),
+            Some(((sample, channel, row, column), &value)) => Err(Error::NonFiniteInput {
+                sample,
+                channel,
+                row,
+                column,
+                value,
+            }),
+        },
+    }
+}
+
 impl<const C: usize, const H: usize, const W: usize, S> Images<C, H, W, S> {
     /// Per-sample shape `[C, H, W]`.
     pub const SHAPE: [usize; 3] = [C, H, W];
@@ -129,26 +155,7 @@ impl<const C: usize, const H: usize, const W: usize> Images<C, H, W> {
     /// holds no NaN or infinity; the errors name the shapes, or the sample and position of the
     /// first non-finite value.
     pub fn check_nchw(x: &ArrayView4<f32>) -> Result<()> {
-        let (_, c, h, w) = x.dim();
-        if [c, h, w] != [C, H, W] {
-            return Err(Error::InputShape {
-                expected: [C, H, W],
-                found: x.shape().to_vec(),
-            });
-        }
-        match x.as_slice() {
-            Some(values) => check_finite(values, |i| nchw_position(i, [C, H, W])),
-            None => match x.indexed_iter().find(|(_, v)| !v.is_finite()) {
-                None => Ok(()),
-                Some(((sample, channel, row, column), &value)) => Err(Error::NonFiniteInput {
-                    sample,
-                    channel,
-                    row,
-                    column,
-                    value,
-                }),
-            },
-        }
+        check_input(x, [C, H, W])
     }
 
     /// A batch of `batch` all-zero images.
@@ -433,6 +440,30 @@ pub fn backward<'a, X: Activation<'a>, Y: Activation<'a>>(
     layer.backward(x.values(), y.values(), dy, dx, batch)
 }
 
+/// Evaluation-mode inference from `&self` on a typed batch: the logits as owned features. What a
+/// generated model's `infer` calls (see [`crate::model::infer_internal`]).
+pub fn infer<M, const C: usize, const H: usize, const W: usize, S, const F: usize>(
+    model: &M,
+    x: &Images<C, H, W, S>,
+) -> Result<Features<F>>
+where
+    M: crate::model::Planned + ?Sized,
+    S: AsRef<[f32]>,
+{
+    let logits = crate::model::infer_internal(model, x.as_slice(), x.batch())?;
+    let batch = logits.nrows();
+    if logits.ncols() != F {
+        return Err(Error::State(format!(
+            "cnnc bug: the model gives {} outputs, its type says {F}",
+            logits.ncols()
+        )));
+    }
+    Ok(Features {
+        data: logits.into_raw_vec_and_offset().0,
+        batch,
+    })
+}
+
 /// Marks the latest training forward of a model; its `backward` takes it back, so a backward
 /// always follows the forward it belongs to (the model checks that no other forward ran since).
 #[derive(Debug, PartialEq, Eq)]
@@ -458,7 +489,7 @@ static PASSES: AtomicU64 = AtomicU64::new(1);
 /// gradient buffers of its plan ([`cnnc_core::Plan::grad_buffers`]; a sequential model's two are
 /// used in turn by backward), and the logits' gradient.
 /// Sized for the largest batch seen and then reused, so a training step allocates nothing.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Workspace<const N: usize, const G: usize = 2> {
     /// Activations, pixel-major, each holding [`Workspace::capacity`] samples.
     pub acts: [Vec<f32>; N],
@@ -553,6 +584,17 @@ impl<const N: usize, const G: usize> Workspace<N, G> {
             Some((pass, batch, Mode::Train)) if pass == tape.pass => Ok(batch),
             _ => Err(Error::State(
                 "backward needs the tape of this model's latest training forward".to_owned(),
+            )),
+        }
+    }
+
+    /// A tape for the latest forward when it was a training one (for `Model::backward`, which
+    /// takes no tape), or an error saying a training forward must come first.
+    pub fn last_training_tape(&self) -> Result<Tape> {
+        match self.last {
+            Some((pass, batch, Mode::Train)) => Ok(Tape { pass, batch }),
+            _ => Err(Error::State(
+                "backward needs a training forward (`forward_train`) first".to_owned(),
             )),
         }
     }

@@ -1,7 +1,8 @@
 //! A ReLU fused into the batch norm before it ([`Layer::fuse_relu`]) gives exactly what the two
 //! layers give separately: the same output and the same gradients (weight, bias and input), bit
 //! for bit, in training and in evaluation, with and without an input gradient, and with `dy`
-//! arriving already masked by a max pool ([`Layer::relu_grad_masked`]). Whole networks whose
+//! arriving already masked by a max pool ([`Layer::relu_grad_masked`]); `&self` inference too
+//! ([`Layer::infer`], and [`Layer::infer_unfused`] without the ReLU). Whole networks whose
 //! plans fuse them are checked against PyTorch and across thread counts in `parity_graph.rs`.
 
 mod common;
@@ -95,6 +96,14 @@ proptest! {
         relu.forward(&pre, &mut post, batch, mode).unwrap();
         fused.forward(&x, &mut got, batch, mode).unwrap();
         prop_assert_eq!(bits(&post), bits(&got));
+        if mode == Mode::Eval {
+            // `&self` inference: through the fused ReLU, and without it for reading activations.
+            let mut inferred = vec![0.0; n];
+            fused.infer(&x, &mut inferred, batch).unwrap();
+            prop_assert_eq!(bits(&post), bits(&inferred));
+            fused.infer_unfused(&x, &mut inferred, batch).unwrap();
+            prop_assert_eq!(bits(&pre), bits(&inferred));
+        }
         prop_assert_eq!(bits(plain.running_mean.as_slice().unwrap()), bits(fused.running_mean.as_slice().unwrap()));
         prop_assert_eq!(bits(plain.running_var.as_slice().unwrap()), bits(fused.running_var.as_slice().unwrap()));
 

@@ -18,7 +18,7 @@
 /// - `fc1: linear [1024] -> [64]`
 /// - `11: relu [64] -> [64]`
 /// - `fc2: linear [64] -> [10]`
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CustomCNN {
     /// `layer1.0`: `torch.nn.Conv2d`, [3, 32, 32] -> [32, 32, 32], 2,432 parameters.
     pub layer1_0: ::cnnc::runtime::layers::Conv2d,
@@ -363,29 +363,34 @@ impl CustomCNN {
         self.run_backward(batch)?;
         Ok(loss)
     }
-    /// Inference on a PyTorch-layout batch `[N, C, H, W]`: checks its dims once and returns
-    /// the logits `[N, OUTPUT_SIZE]`.
+    /// Inference on a PyTorch-layout batch `[N, C, H, W]` from `&self` (dropout off,
+    /// batch norm on its running statistics): checks its dims and values once and
+    /// returns the logits `[N, OUTPUT_SIZE]`. Several threads may call it at once (an
+    /// `Arc` of the model); each works in scratch memory of its own.
     pub fn predict(
-        &mut self,
+        &self,
         x: ::cnnc::ndarray::ArrayView4<f32>,
     ) -> Result<::cnnc::ndarray::Array2<f32>, ::cnnc::Error> {
-        ::cnnc::runtime::typed::Images::<3, 32, 32>::check_nchw(&x)?;
-        let batch = x.dim().0;
-        self.workspace.load_nchw(x)?;
-        self.run_forward(batch, ::cnnc::runtime::Mode::Eval)?;
-        let _ = self.workspace.finish_forward(batch, ::cnnc::runtime::Mode::Eval);
-        Ok(self.workspace.outputs::<10>(batch)?.to_array())
+        ::cnnc::__private::infer(self, Self::INPUT_SHAPE, x)
+    }
+    /// Typed inference from `&self`: the logits of a batch as owned features, the same
+    /// values as [`Self::forward`]. Several threads may call it at once.
+    pub fn infer<S: AsRef<[f32]>>(
+        &self,
+        x: &::cnnc::runtime::typed::Images<3, 32, 32, S>,
+    ) -> Result<::cnnc::runtime::typed::Features<10>, ::cnnc::Error> {
+        ::cnnc::runtime::typed::infer(self, x)
     }
     /// Saves the parameters and buffers as safetensors under their PyTorch state_dict
     /// names (atomically), with the model's name as metadata.
     pub fn save(
-        &mut self,
+        &self,
         path: impl AsRef<::std::path::Path>,
     ) -> Result<(), ::cnnc::runtime::weights::SaveError> {
         let metadata = ::std::collections::BTreeMap::from([
             ("model".to_owned(), Self::NAME.to_owned()),
         ]);
-        ::cnnc::runtime::weights::save(self, path.as_ref(), &metadata)
+        ::cnnc::runtime::weights::save_ref(self, path.as_ref(), &metadata)
     }
     /// Loads parameters and buffers from a safetensors file, strictly (every missing,
     /// unexpected or misshapen tensor is reported; the model is untouched on error).
@@ -548,5 +553,198 @@ impl ::cnnc::runtime::Visit for CustomCNN {
         ::cnnc::runtime::Layer::visit(&mut self.layer3_0, f);
         ::cnnc::runtime::Layer::visit(&mut self.fc1, f);
         ::cnnc::runtime::Layer::visit(&mut self.fc2, f);
+    }
+}
+impl ::cnnc::runtime::VisitRef for CustomCNN {
+    /// Visits parameters and buffers read-only, in the order and under the names of
+    /// `Visit`.
+    fn visit_ref(&self, f: &mut dyn FnMut(::cnnc::runtime::EntryRef<'_>)) {
+        ::cnnc::runtime::Layer::visit_ref(&self.layer1_0, f);
+        ::cnnc::runtime::Layer::visit_ref(&self.layer2_0, f);
+        ::cnnc::runtime::Layer::visit_ref(&self.layer3_0, f);
+        ::cnnc::runtime::Layer::visit_ref(&self.fc1, f);
+        ::cnnc::runtime::Layer::visit_ref(&self.fc2, f);
+    }
+}
+impl ::cnnc::__private::Planned for CustomCNN {
+    fn layer(
+        &self,
+        index: usize,
+    ) -> ::core::option::Option<&dyn ::cnnc::runtime::Layer> {
+        match index {
+            0 => ::core::option::Option::Some(&self.layer1_0),
+            1 => ::core::option::Option::Some(&self.layer1_1),
+            2 => ::core::option::Option::Some(&self.layer1_2),
+            3 => ::core::option::Option::Some(&self.layer2_0),
+            4 => ::core::option::Option::Some(&self.layer2_1),
+            5 => ::core::option::Option::Some(&self.layer2_2),
+            6 => ::core::option::Option::Some(&self.layer3_0),
+            7 => ::core::option::Option::Some(&self.layer3_1),
+            8 => ::core::option::Option::Some(&self.layer3_2),
+            9 => ::core::option::Option::Some(&self.layer_9),
+            10 => ::core::option::Option::Some(&self.fc1),
+            11 => ::core::option::Option::Some(&self.layer_11),
+            12 => ::core::option::Option::Some(&self.fc2),
+            _ => ::core::option::Option::None,
+        }
+    }
+    fn layer_count(&self) -> usize {
+        13
+    }
+    fn step_count(&self) -> usize {
+        7
+    }
+    fn step(&self, index: usize) -> ::cnnc::__private::StepRef<'_> {
+        const STEPS: [::cnnc::__private::StepRef<'static>; 7] = [
+            ::cnnc::__private::StepRef {
+                layer: 0,
+                last: 2,
+                inputs: &[0],
+                output: 1,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 3,
+                last: 5,
+                inputs: &[1],
+                output: 2,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 6,
+                last: 8,
+                inputs: &[2],
+                output: 3,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 9,
+                last: 9,
+                inputs: &[3],
+                output: 4,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 10,
+                last: 10,
+                inputs: &[4],
+                output: 5,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 11,
+                last: 11,
+                inputs: &[5],
+                output: 6,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 12,
+                last: 12,
+                inputs: &[6],
+                output: 7,
+            },
+        ];
+        STEPS[index]
+    }
+    fn buffer(&self, index: usize) -> ::cnnc::runtime::Shape {
+        const BUFFERS: [::cnnc::runtime::Shape; 8] = [
+            ::cnnc::runtime::Shape::Chw([3, 32, 32]),
+            ::cnnc::runtime::Shape::Chw([32, 16, 16]),
+            ::cnnc::runtime::Shape::Chw([32, 8, 8]),
+            ::cnnc::runtime::Shape::Chw([64, 4, 4]),
+            ::cnnc::runtime::Shape::Flat(1024),
+            ::cnnc::runtime::Shape::Flat(64),
+            ::cnnc::runtime::Shape::Flat(64),
+            ::cnnc::runtime::Shape::Flat(10),
+        ];
+        BUFFERS[index]
+    }
+    fn buffer_count(&self) -> usize {
+        8
+    }
+    fn output_buffer(&self) -> usize {
+        7
+    }
+}
+impl ::cnnc::Model for CustomCNN {
+    fn predict(
+        &self,
+        x: ::cnnc::ndarray::ArrayView4<f32>,
+    ) -> Result<::cnnc::ndarray::Array2<f32>, ::cnnc::Error> {
+        CustomCNN::predict(self, x)
+    }
+    fn input_shape(&self) -> [usize; 3] {
+        Self::INPUT_SHAPE
+    }
+    fn output_size(&self) -> usize {
+        Self::OUTPUT_SIZE
+    }
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn param_count(&self) -> usize {
+        Self::PARAM_COUNT
+    }
+    fn forward_train(
+        &mut self,
+        x: ::cnnc::ndarray::ArrayView4<f32>,
+    ) -> Result<::cnnc::ndarray::Array2<f32>, ::cnnc::Error> {
+        ::cnnc::runtime::typed::check_input(&x, Self::INPUT_SHAPE)?;
+        let batch = x.dim().0;
+        self.workspace.load_nchw(x)?;
+        self.run_forward(batch, ::cnnc::runtime::Mode::Train)?;
+        let _ = self.workspace.finish_forward(batch, ::cnnc::runtime::Mode::Train);
+        Ok(self.workspace.outputs::<10>(batch)?.to_array())
+    }
+    fn backward(
+        &mut self,
+        dlogits: ::cnnc::ndarray::ArrayView2<f32>,
+    ) -> Result<(), ::cnnc::Error> {
+        let tape = self.workspace.last_training_tape()?;
+        let dlogits = ::cnnc::runtime::typed::Features::<10>::from_array(dlogits)?;
+        CustomCNN::backward(self, tape, &dlogits)
+    }
+    fn train_step(
+        &mut self,
+        x: ::cnnc::ndarray::ArrayView4<f32>,
+        labels: &[usize],
+    ) -> Result<f32, ::cnnc::Error> {
+        ::cnnc::runtime::typed::check_input(&x, Self::INPUT_SHAPE)?;
+        let batch = x.dim().0;
+        self.workspace.load_nchw(x)?;
+        self.run_forward(batch, ::cnnc::runtime::Mode::Train)?;
+        let _ = self.workspace.finish_forward(batch, ::cnnc::runtime::Mode::Train);
+        let loss = self.workspace.cross_entropy::<10>(labels, batch)?;
+        self.run_backward(batch)?;
+        Ok(loss)
+    }
+    fn activations(
+        &self,
+        x: ::cnnc::ndarray::ArrayView4<f32>,
+        names: &[&str],
+    ) -> Result<
+        ::std::collections::BTreeMap<String, ::cnnc::ndarray::ArrayD<f32>>,
+        ::cnnc::Error,
+    > {
+        ::cnnc::__private::activations(self, Self::INPUT_SHAPE, x, names)
+    }
+    fn save(
+        &self,
+        path: &::std::path::Path,
+    ) -> Result<(), ::cnnc::runtime::weights::SaveError> {
+        CustomCNN::save(self, path)
+    }
+    fn load(
+        &mut self,
+        path: &::std::path::Path,
+    ) -> Result<
+        ::std::collections::BTreeMap<String, String>,
+        ::cnnc::runtime::weights::LoadError,
+    > {
+        CustomCNN::load(self, path)
+    }
+    fn rng_states(&self) -> Vec<(String, u128)> {
+        CustomCNN::rng_states(self)
+    }
+    fn restore_rng_states(
+        &mut self,
+        states: &[(String, u128)],
+    ) -> Result<(), ::cnnc::Error> {
+        CustomCNN::restore_rng_states(self, states)
     }
 }

@@ -23,7 +23,7 @@
 /// - `15: flatten [12, 4, 4] -> [192]`
 /// - `drop: dropout [192] -> [192]`
 /// - `fc: linear [192] -> [5]`
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct GraphMix {
     /// `stem`: `torch.nn.Conv2d`, [3, 8, 8] -> [8, 8, 8], 216 parameters.
     pub stem: ::cnnc::runtime::layers::Conv2d,
@@ -405,29 +405,34 @@ impl GraphMix {
         self.run_backward(batch)?;
         Ok(loss)
     }
-    /// Inference on a PyTorch-layout batch `[N, C, H, W]`: checks its dims once and returns
-    /// the logits `[N, OUTPUT_SIZE]`.
+    /// Inference on a PyTorch-layout batch `[N, C, H, W]` from `&self` (dropout off,
+    /// batch norm on its running statistics): checks its dims and values once and
+    /// returns the logits `[N, OUTPUT_SIZE]`. Several threads may call it at once (an
+    /// `Arc` of the model); each works in scratch memory of its own.
     pub fn predict(
-        &mut self,
+        &self,
         x: ::cnnc::ndarray::ArrayView4<f32>,
     ) -> Result<::cnnc::ndarray::Array2<f32>, ::cnnc::Error> {
-        ::cnnc::runtime::typed::Images::<3, 8, 8>::check_nchw(&x)?;
-        let batch = x.dim().0;
-        self.workspace.load_nchw(x)?;
-        self.run_forward(batch, ::cnnc::runtime::Mode::Eval)?;
-        let _ = self.workspace.finish_forward(batch, ::cnnc::runtime::Mode::Eval);
-        Ok(self.workspace.outputs::<5>(batch)?.to_array())
+        ::cnnc::__private::infer(self, Self::INPUT_SHAPE, x)
+    }
+    /// Typed inference from `&self`: the logits of a batch as owned features, the same
+    /// values as [`Self::forward`]. Several threads may call it at once.
+    pub fn infer<S: AsRef<[f32]>>(
+        &self,
+        x: &::cnnc::runtime::typed::Images<3, 8, 8, S>,
+    ) -> Result<::cnnc::runtime::typed::Features<5>, ::cnnc::Error> {
+        ::cnnc::runtime::typed::infer(self, x)
     }
     /// Saves the parameters and buffers as safetensors under their PyTorch state_dict
     /// names (atomically), with the model's name as metadata.
     pub fn save(
-        &mut self,
+        &self,
         path: impl AsRef<::std::path::Path>,
     ) -> Result<(), ::cnnc::runtime::weights::SaveError> {
         let metadata = ::std::collections::BTreeMap::from([
             ("model".to_owned(), Self::NAME.to_owned()),
         ]);
-        ::cnnc::runtime::weights::save(self, path.as_ref(), &metadata)
+        ::cnnc::runtime::weights::save_ref(self, path.as_ref(), &metadata)
     }
     /// Loads parameters and buffers from a safetensors file, strictly (every missing,
     /// unexpected or misshapen tensor is reported; the model is untouched on error).
@@ -691,5 +696,268 @@ impl ::cnnc::runtime::Visit for GraphMix {
         ::cnnc::runtime::Layer::visit(&mut self.fc1, f);
         ::cnnc::runtime::Layer::visit(&mut self.fc2, f);
         ::cnnc::runtime::Layer::visit(&mut self.fc, f);
+    }
+}
+impl ::cnnc::runtime::VisitRef for GraphMix {
+    /// Visits parameters and buffers read-only, in the order and under the names of
+    /// `Visit`.
+    fn visit_ref(&self, f: &mut dyn FnMut(::cnnc::runtime::EntryRef<'_>)) {
+        ::cnnc::runtime::Layer::visit_ref(&self.stem, f);
+        ::cnnc::runtime::Layer::visit_ref(&self.bn, f);
+        ::cnnc::runtime::Layer::visit_ref(&self.conv_a, f);
+        ::cnnc::runtime::Layer::visit_ref(&self.branch, f);
+        ::cnnc::runtime::Layer::visit_ref(&self.fc1, f);
+        ::cnnc::runtime::Layer::visit_ref(&self.fc2, f);
+        ::cnnc::runtime::Layer::visit_ref(&self.fc, f);
+    }
+}
+impl ::cnnc::__private::Planned for GraphMix {
+    fn layer(
+        &self,
+        index: usize,
+    ) -> ::core::option::Option<&dyn ::cnnc::runtime::Layer> {
+        match index {
+            0 => ::core::option::Option::Some(&self.stem),
+            1 => ::core::option::Option::Some(&self.bn),
+            2 => ::core::option::Option::Some(&self.act),
+            3 => ::core::option::Option::Some(&self.conv_a),
+            4 => ::core::option::Option::Some(&self.res),
+            5 => ::core::option::Option::Some(&self.branch),
+            6 => ::core::option::Option::Some(&self.branch_act),
+            7 => ::core::option::Option::Some(&self.cat),
+            8 => ::core::option::Option::Some(&self.squeeze),
+            9 => ::core::option::Option::Some(&self.fc1),
+            10 => ::core::option::Option::Some(&self.fc1_act),
+            11 => ::core::option::Option::Some(&self.fc2),
+            12 => ::core::option::Option::Some(&self.gate),
+            13 => ::core::option::Option::Some(&self.scaled),
+            14 => ::core::option::Option::Some(&self.pool),
+            15 => ::core::option::Option::Some(&self.layer_15),
+            16 => ::core::option::Option::Some(&self.drop),
+            17 => ::core::option::Option::Some(&self.fc),
+            _ => ::core::option::Option::None,
+        }
+    }
+    fn layer_count(&self) -> usize {
+        18
+    }
+    fn step_count(&self) -> usize {
+        16
+    }
+    fn step(&self, index: usize) -> ::cnnc::__private::StepRef<'_> {
+        const STEPS: [::cnnc::__private::StepRef<'static>; 16] = [
+            ::cnnc::__private::StepRef {
+                layer: 0,
+                last: 0,
+                inputs: &[0],
+                output: 1,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 1,
+                last: 1,
+                inputs: &[1],
+                output: 2,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 2,
+                last: 2,
+                inputs: &[2],
+                output: 3,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 3,
+                last: 3,
+                inputs: &[3],
+                output: 4,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 4,
+                last: 4,
+                inputs: &[4, 3],
+                output: 5,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 5,
+                last: 6,
+                inputs: &[3],
+                output: 6,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 7,
+                last: 7,
+                inputs: &[5, 6],
+                output: 7,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 8,
+                last: 8,
+                inputs: &[7],
+                output: 8,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 9,
+                last: 10,
+                inputs: &[8],
+                output: 9,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 11,
+                last: 11,
+                inputs: &[9],
+                output: 10,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 12,
+                last: 12,
+                inputs: &[10],
+                output: 11,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 13,
+                last: 13,
+                inputs: &[11, 7],
+                output: 12,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 14,
+                last: 14,
+                inputs: &[12],
+                output: 13,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 15,
+                last: 15,
+                inputs: &[13],
+                output: 14,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 16,
+                last: 16,
+                inputs: &[14],
+                output: 15,
+            },
+            ::cnnc::__private::StepRef {
+                layer: 17,
+                last: 17,
+                inputs: &[15],
+                output: 16,
+            },
+        ];
+        STEPS[index]
+    }
+    fn buffer(&self, index: usize) -> ::cnnc::runtime::Shape {
+        const BUFFERS: [::cnnc::runtime::Shape; 17] = [
+            ::cnnc::runtime::Shape::Chw([3, 8, 8]),
+            ::cnnc::runtime::Shape::Chw([8, 8, 8]),
+            ::cnnc::runtime::Shape::Chw([8, 8, 8]),
+            ::cnnc::runtime::Shape::Chw([8, 8, 8]),
+            ::cnnc::runtime::Shape::Chw([8, 8, 8]),
+            ::cnnc::runtime::Shape::Chw([8, 8, 8]),
+            ::cnnc::runtime::Shape::Chw([4, 8, 8]),
+            ::cnnc::runtime::Shape::Chw([12, 8, 8]),
+            ::cnnc::runtime::Shape::Chw([12, 1, 1]),
+            ::cnnc::runtime::Shape::Chw([3, 1, 1]),
+            ::cnnc::runtime::Shape::Chw([12, 1, 1]),
+            ::cnnc::runtime::Shape::Chw([12, 1, 1]),
+            ::cnnc::runtime::Shape::Chw([12, 8, 8]),
+            ::cnnc::runtime::Shape::Chw([12, 4, 4]),
+            ::cnnc::runtime::Shape::Flat(192),
+            ::cnnc::runtime::Shape::Flat(192),
+            ::cnnc::runtime::Shape::Flat(5),
+        ];
+        BUFFERS[index]
+    }
+    fn buffer_count(&self) -> usize {
+        17
+    }
+    fn output_buffer(&self) -> usize {
+        16
+    }
+}
+impl ::cnnc::Model for GraphMix {
+    fn predict(
+        &self,
+        x: ::cnnc::ndarray::ArrayView4<f32>,
+    ) -> Result<::cnnc::ndarray::Array2<f32>, ::cnnc::Error> {
+        GraphMix::predict(self, x)
+    }
+    fn input_shape(&self) -> [usize; 3] {
+        Self::INPUT_SHAPE
+    }
+    fn output_size(&self) -> usize {
+        Self::OUTPUT_SIZE
+    }
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn param_count(&self) -> usize {
+        Self::PARAM_COUNT
+    }
+    fn forward_train(
+        &mut self,
+        x: ::cnnc::ndarray::ArrayView4<f32>,
+    ) -> Result<::cnnc::ndarray::Array2<f32>, ::cnnc::Error> {
+        ::cnnc::runtime::typed::check_input(&x, Self::INPUT_SHAPE)?;
+        let batch = x.dim().0;
+        self.workspace.load_nchw(x)?;
+        self.run_forward(batch, ::cnnc::runtime::Mode::Train)?;
+        let _ = self.workspace.finish_forward(batch, ::cnnc::runtime::Mode::Train);
+        Ok(self.workspace.outputs::<5>(batch)?.to_array())
+    }
+    fn backward(
+        &mut self,
+        dlogits: ::cnnc::ndarray::ArrayView2<f32>,
+    ) -> Result<(), ::cnnc::Error> {
+        let tape = self.workspace.last_training_tape()?;
+        let dlogits = ::cnnc::runtime::typed::Features::<5>::from_array(dlogits)?;
+        GraphMix::backward(self, tape, &dlogits)
+    }
+    fn train_step(
+        &mut self,
+        x: ::cnnc::ndarray::ArrayView4<f32>,
+        labels: &[usize],
+    ) -> Result<f32, ::cnnc::Error> {
+        ::cnnc::runtime::typed::check_input(&x, Self::INPUT_SHAPE)?;
+        let batch = x.dim().0;
+        self.workspace.load_nchw(x)?;
+        self.run_forward(batch, ::cnnc::runtime::Mode::Train)?;
+        let _ = self.workspace.finish_forward(batch, ::cnnc::runtime::Mode::Train);
+        let loss = self.workspace.cross_entropy::<5>(labels, batch)?;
+        self.run_backward(batch)?;
+        Ok(loss)
+    }
+    fn activations(
+        &self,
+        x: ::cnnc::ndarray::ArrayView4<f32>,
+        names: &[&str],
+    ) -> Result<
+        ::std::collections::BTreeMap<String, ::cnnc::ndarray::ArrayD<f32>>,
+        ::cnnc::Error,
+    > {
+        ::cnnc::__private::activations(self, Self::INPUT_SHAPE, x, names)
+    }
+    fn save(
+        &self,
+        path: &::std::path::Path,
+    ) -> Result<(), ::cnnc::runtime::weights::SaveError> {
+        GraphMix::save(self, path)
+    }
+    fn load(
+        &mut self,
+        path: &::std::path::Path,
+    ) -> Result<
+        ::std::collections::BTreeMap<String, String>,
+        ::cnnc::runtime::weights::LoadError,
+    > {
+        GraphMix::load(self, path)
+    }
+    fn rng_states(&self) -> Vec<(String, u128)> {
+        GraphMix::rng_states(self)
+    }
+    fn restore_rng_states(
+        &mut self,
+        states: &[(String, u128)],
+    ) -> Result<(), ::cnnc::Error> {
+        GraphMix::restore_rng_states(self, states)
     }
 }

@@ -12,7 +12,6 @@ use crate::config::GeluApproximate;
 use crate::error::Result;
 use crate::kernels::math::{erf, exp};
 use crate::simd::multiversion;
-use crate::tensor::Mode;
 
 /// Values per parallel task.
 const CHUNK: usize = 16 * 1024;
@@ -70,13 +69,7 @@ macro_rules! pointwise_layer {
                 self.dims
             }
 
-            fn forward(
-                &mut self,
-                x: &[f32],
-                y: &mut [f32],
-                batch: usize,
-                _mode: Mode,
-            ) -> Result<()> {
+            fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
                 let (n, _) = check_forward(self, x, y, batch)?;
                 map(self, &x[..n], &mut y[..n]);
                 Ok(())
@@ -102,7 +95,7 @@ macro_rules! pointwise_layer {
 
 /// `torch.nn.ReLU`: `max(x, 0)` (NaN propagates), any shape. Backward passes `dy` where the output
 /// is positive, as PyTorch's `threshold_backward` on the result.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Relu {
     name: String,
     dims: Shape,
@@ -131,7 +124,7 @@ impl Pointwise for Relu {
 pointwise_layer!(Relu);
 
 /// `torch.nn.LeakyReLU(negative_slope)`: `x` if `x > 0` else `negative_slope * x`, any shape.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct LeakyRelu {
     name: String,
     dims: Shape,
@@ -166,7 +159,7 @@ impl Pointwise for LeakyRelu {
 pointwise_layer!(LeakyRelu);
 
 /// `torch.nn.Sigmoid`: `1 / (1 + exp(-x))`, any shape; backward `dy * y * (1 - y)`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Sigmoid {
     name: String,
     dims: Shape,
@@ -195,7 +188,7 @@ impl Pointwise for Sigmoid {
 pointwise_layer!(Sigmoid);
 
 /// `torch.nn.Tanh`, any shape; backward `dy * (1 - y^2)`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Tanh {
     name: String,
     dims: Shape,
@@ -227,7 +220,7 @@ pointwise_layer!(Tanh);
 macro_rules! pointwise_struct {
     ($(#[$attr:meta])* $ty:ident) => {
         $(#[$attr])*
-        #[derive(Debug)]
+        #[derive(Clone, Debug)]
         pub struct $ty {
             name: String,
             dims: Shape,
@@ -494,7 +487,7 @@ multiversion! {
 /// backward `dy * (cdf + x * pdf)`, the exact derivative; `tanh`: `0.5 * x * (1 + tanh(inner))`
 /// with `inner = sqrt(2 / pi) * (x + 0.044715 * x^3)`, backward its exact derivative; both as
 /// PyTorch's `gelu` and `gelu_backward` compute them.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Gelu {
     name: String,
     dims: Shape,
@@ -605,7 +598,7 @@ pointwise_layer!(Gelu);
 /// `torch.nn.ELU(alpha)`: `x` where `x > 0`, else `alpha * (exp(x) - 1)`, any shape. Backward
 /// `dy` where `x > 0`, else `dy * alpha * exp(x)` (so `alpha * dy` at 0), as PyTorch's
 /// `elu_backward` on the input.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Elu {
     name: String,
     dims: Shape,
@@ -675,6 +668,7 @@ multiversion! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::Mode;
 
     const ALL: Shape = Shape::Flat(9);
 

@@ -11,7 +11,8 @@ use rayon::prelude::*;
 use super::{Layer, check_backward, check_forward, check_param, image_input, zero_param};
 use crate::config::BatchNorm2dConfig;
 use crate::error::{Error, Result};
-use crate::param::{Entry, Param};
+use crate::param::{Entry, EntryRef, Param};
+use crate::scratch;
 use crate::simd::multiversion;
 use crate::tensor::{MAX_LANES, Mode, Tiling};
 
@@ -26,7 +27,7 @@ const STAT_TILE: usize = 64;
 /// or the batch's when the layer does not track them. Without `affine` the weight stays 1 and
 /// the bias 0, and neither is a parameter ([`Layer::visit`] yields only what PyTorch's
 /// state_dict holds).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct BatchNorm2d {
     name: String,
     names: [String; 5],
@@ -121,6 +122,35 @@ impl BatchNorm2d {
     /// separate ReLU, bit for bit.
     pub fn fuse_relu(&mut self) {
         self.relu = true;
+    }
+
+    /// Declares that `backward`'s `dy` arrives already masked by the fused ReLU (a max pool
+    /// after it masks it, see [`crate::layers::MaxPool2d::mask_relu_grad`]), so the layer does
+    /// not mask it again.
+    pub fn relu_grad_masked(&mut self) {
+        self.relu_masked = true;
+    }
+
+    /// [`Layer::infer`], through a ReLU when `relu` says so.
+    fn infer_relu(&self, x: &[f32], y: &mut [f32], batch: usize, relu: bool) -> Result<()> {
+        if !self.config.track_running_stats {
+            let mut copy = self.clone();
+            copy.relu = relu;
+            return copy.forward(x, y, batch, Mode::Eval);
+        }
+        let (n, _) = check_forward(self, x, y, batch)?;
+        self.check_state()?;
+        let c = self.config.num_features;
+        let eps = f64::from(self.config.eps);
+        let mut affine = scratch::take(2 * c, scratch::ANY, 0.0);
+        let (scale, shift) = affine.split_at_mut(c);
+        for ch in 0..c {
+            let invstd = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
+            scale[ch] = invstd * self.weight.value[ch];
+            shift[ch] = self.bias.value[ch] - self.running_mean[ch] * scale[ch];
+        }
+        scale_shift(scale, &shift[..c], &x[..n], &mut y[..n], relu);
+        Ok(())
     }
 
     /// The layer's arguments.
@@ -344,12 +374,21 @@ impl Layer for BatchNorm2d {
             self.scale[ch] = self.invstd[ch] * self.weight.value[ch];
             self.shift[ch] = self.bias.value[ch] - self.mean[ch] * self.scale[ch];
         }
-        let (scale, shift, relu) = (&self.scale, &self.shift, self.relu);
-        y[..n]
-            .par_chunks_mut(STAT_TILE * c)
-            .zip(x[..n].par_chunks(STAT_TILE * c))
-            .for_each(|(y, x)| normalize(y, x, scale, shift, relu));
+        scale_shift(&self.scale, &self.shift, &x[..n], &mut y[..n], self.relu);
         Ok(())
+    }
+
+    /// With running statistics, their scale and shift computed as [`Layer::forward`] does in
+    /// eval mode, into scratch memory. Without (`track_running_stats: false`, where PyTorch
+    /// normalises by the batch's statistics in eval mode too), a copy of the layer runs
+    /// `forward`: that uncommon configuration allocates on every call.
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
+        self.infer_relu(x, y, batch, self.relu)
+    }
+
+    /// Without the fused ReLU: the batch norm's own output.
+    fn infer_unfused(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
+        self.infer_relu(x, y, batch, false)
     }
 
     fn backward(
@@ -414,7 +453,7 @@ impl Layer for BatchNorm2d {
     }
 
     fn relu_grad_masked(&mut self) {
-        self.relu_masked = true;
+        BatchNorm2d::relu_grad_masked(self);
     }
 
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
@@ -445,4 +484,42 @@ impl Layer for BatchNorm2d {
             value: &mut self.num_batches_tracked,
         });
     }
+
+    fn visit_ref(&self, f: &mut dyn FnMut(EntryRef<'_>)) {
+        let [w, b, rm, rv, nbt] = &self.names;
+        if self.config.affine {
+            f(EntryRef::Param {
+                name: w,
+                param: &self.weight,
+            });
+            f(EntryRef::Param {
+                name: b,
+                param: &self.bias,
+            });
+        }
+        if !self.config.track_running_stats {
+            return;
+        }
+        f(EntryRef::Buffer {
+            name: rm,
+            value: &self.running_mean,
+        });
+        f(EntryRef::Buffer {
+            name: rv,
+            value: &self.running_var,
+        });
+        f(EntryRef::Counter {
+            name: nbt,
+            value: self.num_batches_tracked,
+        });
+    }
+}
+
+/// `y = x * scale + shift` per channel, over whole pixels (`scale.len()` channels each), through
+/// the fused ReLU with `relu`.
+fn scale_shift(scale: &[f32], shift: &[f32], x: &[f32], y: &mut [f32], relu: bool) {
+    let c = scale.len();
+    y.par_chunks_mut(STAT_TILE * c)
+        .zip(x.par_chunks(STAT_TILE * c))
+        .for_each(|(y, x)| normalize(y, x, scale, shift, relu));
 }

@@ -10,12 +10,13 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward, check_positive, image_input, visit_weight_bias};
-use super::{check_param, zero_param};
+use super::{check_param, visit_weight_bias_ref, zero_param};
 
 use crate::config::ConvTranspose2dConfig;
 use crate::error::{Error, Result};
 use crate::init::{fan_in_bound, fill_uniform};
-use crate::param::{Entry, Param};
+use crate::param::{Entry, EntryRef, Param};
+use crate::scratch;
 use crate::tensor::Mode;
 
 /// Every size of one layer, resolved.
@@ -67,7 +68,7 @@ impl Geom {
 /// `torch.nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding,
 /// output_padding, groups, bias, dilation)` on `[N, in_channels, H, W]`, giving
 /// `[N, out_channels, (H - 1) s - 2p + d (k - 1) + output_padding + 1, ...]`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ConvTranspose2d {
     name: String,
     weight_name: String,
@@ -222,6 +223,14 @@ impl ConvTranspose2d {
     /// Checks the parameters' shapes (they can be replaced from outside) and lays the weight
     /// out as `[ky][kx][ci][co]` in `taps`.
     fn load_taps(&mut self) -> Result<()> {
+        let mut taps = std::mem::take(&mut self.taps);
+        let result = self.taps_into(&mut taps);
+        self.taps = taps;
+        result
+    }
+
+    /// [`ConvTranspose2d::load_taps`] into `taps` (at least as long as the weight).
+    fn taps_into(&self, taps: &mut [f32]) -> Result<()> {
         let g = self.g;
         check_param(
             &self.name,
@@ -236,7 +245,7 @@ impl ConvTranspose2d {
         for (i, &v) in self.weight.value.iter().enumerate() {
             // i = ((ci * cout_g + co) * kh + ky) * kw + kx
             let (ci_co, tap) = (i / k, i % k);
-            self.taps[tap * g.cin * g.cout_g + ci_co] = v;
+            taps[tap * g.cin * g.cout_g + ci_co] = v;
         }
         Ok(())
     }
@@ -255,54 +264,19 @@ impl Layer for ConvTranspose2d {
         Shape::Chw([self.g.cout, self.g.oh, self.g.ow])
     }
 
+    /// Lays the taps out in scratch memory, as `forward` does in the layer's own.
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
+        check_forward(self, x, y, batch)?;
+        let mut taps = scratch::take(self.taps.len(), scratch::ANY, 0.0);
+        self.taps_into(&mut taps)?;
+        self.transpose_convolve(&taps, x, y, batch)
+    }
+
+    /// Keeps its taps for `backward`.
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
-        let (_, ny) = check_forward(self, x, y, batch)?;
+        check_forward(self, x, y, batch)?;
         self.load_taps()?;
-        let g = self.g;
-        let row_len = g.ow * g.cout;
-        if row_len == 0 || g.cin == 0 {
-            return Ok(());
-        }
-        let (taps, bias) = (&self.taps, self.bias.as_ref());
-        let block = g.cin * g.cout_g;
-        y[..ny]
-            .par_chunks_mut(row_len)
-            .enumerate()
-            .for_each(|(r, out_row)| {
-                let (n, oy) = (r / g.oh, r % g.oh);
-                let sample = &x[n * g.in_len()..(n + 1) * g.in_len()];
-                for (ox, out) in out_row.chunks_exact_mut(g.cout).enumerate() {
-                    match bias {
-                        Some(b) => {
-                            for (o, &v) in out.iter_mut().zip(b.value.iter()) {
-                                *o = v;
-                            }
-                        }
-                        None => out.fill(0.0),
-                    }
-                    for ky in 0..g.kh {
-                        let Some(iy) = Geom::source(oy, ky, g.sh, g.ph, g.dh, g.ih) else {
-                            continue;
-                        };
-                        for kx in 0..g.kw {
-                            let Some(ix) = Geom::source(ox, kx, g.sw, g.pw, g.dw, g.iw) else {
-                                continue;
-                            };
-                            let px = &sample[(iy * g.iw + ix) * g.cin..][..g.cin];
-                            let tap = &taps[(ky * g.kw + kx) * block..][..block];
-                            for (ci, (&xv, w)) in
-                                px.iter().zip(tap.chunks_exact(g.cout_g)).enumerate()
-                            {
-                                let out = &mut out[ci / g.cin_g * g.cout_g..][..g.cout_g];
-                                for (o, &wv) in out.iter_mut().zip(w) {
-                                    *o += xv * wv;
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        Ok(())
+        self.transpose_convolve(&self.taps, x, y, batch)
     }
 
     fn backward(
@@ -415,6 +389,69 @@ impl Layer for ConvTranspose2d {
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
         let names = [self.weight_name.as_str(), self.bias_name.as_str()];
         visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
+    }
+
+    fn visit_ref(&self, f: &mut dyn FnMut(EntryRef<'_>)) {
+        let names = [self.weight_name.as_str(), self.bias_name.as_str()];
+        visit_weight_bias_ref(f, names, &self.weight, self.bias.as_ref());
+    }
+}
+
+impl ConvTranspose2d {
+    /// The forward pass of `batch` samples with the weight laid out as `taps`.
+    fn transpose_convolve(
+        &self,
+        taps: &[f32],
+        x: &[f32],
+        y: &mut [f32],
+        batch: usize,
+    ) -> Result<()> {
+        let ny = batch * self.g.out_len();
+        let g = self.g;
+        let row_len = g.ow * g.cout;
+        if row_len == 0 || g.cin == 0 {
+            return Ok(());
+        }
+        let bias = self.bias.as_ref();
+        let block = g.cin * g.cout_g;
+        y[..ny]
+            .par_chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(r, out_row)| {
+                let (n, oy) = (r / g.oh, r % g.oh);
+                let sample = &x[n * g.in_len()..(n + 1) * g.in_len()];
+                for (ox, out) in out_row.chunks_exact_mut(g.cout).enumerate() {
+                    match bias {
+                        Some(b) => {
+                            for (o, &v) in out.iter_mut().zip(b.value.iter()) {
+                                *o = v;
+                            }
+                        }
+                        None => out.fill(0.0),
+                    }
+                    for ky in 0..g.kh {
+                        let Some(iy) = Geom::source(oy, ky, g.sh, g.ph, g.dh, g.ih) else {
+                            continue;
+                        };
+                        for kx in 0..g.kw {
+                            let Some(ix) = Geom::source(ox, kx, g.sw, g.pw, g.dw, g.iw) else {
+                                continue;
+                            };
+                            let px = &sample[(iy * g.iw + ix) * g.cin..][..g.cin];
+                            let tap = &taps[(ky * g.kw + kx) * block..][..block];
+                            for (ci, (&xv, w)) in
+                                px.iter().zip(tap.chunks_exact(g.cout_g)).enumerate()
+                            {
+                                let out = &mut out[ci / g.cin_g * g.cout_g..][..g.cout_g];
+                                for (o, &wv) in out.iter_mut().zip(w) {
+                                    *o += xv * wv;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        Ok(())
     }
 }
 

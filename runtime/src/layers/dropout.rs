@@ -15,7 +15,7 @@ const STREAM_WORDS: u128 = 1 << 68;
 
 /// `torch.nn.Dropout(p)`, any shape: in training each value is zeroed with probability `p` and
 /// the others scaled by `1 / (1 - p)`; in evaluation it is the identity.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Dropout {
     name: String,
     dims: Shape,
@@ -81,6 +81,13 @@ impl Layer for Dropout {
 
     fn output_shape(&self) -> Shape {
         self.dims
+    }
+
+    /// The identity, as in evaluation mode.
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
+        let (n, _) = check_forward(self, x, y, batch)?;
+        y[..n].copy_from_slice(&x[..n]);
+        Ok(())
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()> {
@@ -156,7 +163,7 @@ impl Layer for Dropout {
 /// `torch.nn.Dropout2d(p)`, on `[C, H, W]` images: in training each channel of each sample is
 /// zeroed whole with probability `p` and the others scaled by `1 / (1 - p)`; in evaluation it is
 /// the identity. One draw per sample and channel, in that order, from the layer's stream.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Dropout2d {
     name: String,
     dims: Shape,
@@ -244,6 +251,13 @@ impl Layer for Dropout2d {
 
     fn output_shape(&self) -> Shape {
         self.dims
+    }
+
+    /// The identity, as in evaluation mode.
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
+        let (n, _) = check_forward(self, x, y, batch)?;
+        y[..n].copy_from_slice(&x[..n]);
+        Ok(())
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()> {

@@ -7,11 +7,10 @@ use rayon::prelude::*;
 use super::{Layer, check_backward, check_forward};
 use crate::config::{batched_rank, flatten_output};
 use crate::error::{Error, Result};
-use crate::tensor::Mode;
 
 /// `torch.nn.Flatten(start_dim, end_dim)`: `[N, C, H, W]` to `[N, C*H*W]` (C, H, W order) by
 /// default; flat inputs, and a single flattened dim (`start_dim == end_dim`), pass through.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Flatten {
     name: String,
     input: Shape,
@@ -68,7 +67,7 @@ impl Layer for Flatten {
         self.output
     }
 
-    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         let (n, _) = check_forward(self, x, y, batch)?;
         let len = self.input.numel();
         if len == 0 {

@@ -3,20 +3,23 @@
 //! are summed in f64 per sample in a fixed order, and the parameter gradients summed over the
 //! samples in order, so results do not depend on the thread count.
 
+use std::mem::take;
+
 use cnnc_core::Shape;
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward, check_param, grow, image_input, zero_param};
 use crate::config::GroupNormConfig;
 use crate::error::{Error, Result};
-use crate::param::{Entry, Param};
+use crate::param::{Entry, EntryRef, Param};
+use crate::scratch;
 use crate::tensor::Mode;
 
 /// `torch.nn.GroupNorm(num_groups, num_channels, eps, affine)`: `[N, C, H, W]` to the same
 /// shape. Each sample's `num_channels / num_groups` consecutive channels form a group,
 /// normalised with the group's mean and biased variance, then scaled by the per-channel
 /// `weight` and shifted by `bias` (kept at 1 and 0, and not parameters, without `affine`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct GroupNorm {
     name: String,
     names: [String; 2],
@@ -106,58 +109,22 @@ impl Layer for GroupNorm {
         self.dims
     }
 
-    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
-        let (n, _) = check_forward(self, x, y, batch)?;
-        self.check_state()?;
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         let (c, groups) = (self.config.num_channels, self.config.num_groups);
-        let len = self.dims.numel();
-        if len == 0 || batch == 0 {
-            return Ok(());
-        }
-        let (per_group, count) = self.group_sizes();
-        let eps = f64::from(self.config.eps);
-        grow(&mut self.stats, batch * groups, [0.0; 2]);
-        grow(&mut self.affine, batch * c, [0.0; 2]);
-        let (weight, bias) = (&self.weight.value, &self.bias.value);
-        y[..n]
-            .par_chunks_mut(len)
-            .zip(x[..n].par_chunks(len))
-            .zip(self.stats.par_chunks_mut(groups))
-            .zip(self.affine.par_chunks_mut(c))
-            .for_each(|(((y, x), stats), affine)| {
-                // Two passes in f64, pixel by pixel: the mean, then the biased variance.
-                for (g, stat) in stats.iter_mut().enumerate() {
-                    let channels = g * per_group..(g + 1) * per_group;
-                    let mut sum = 0.0;
-                    for px in x.chunks_exact(c) {
-                        sum += px[channels.clone()]
-                            .iter()
-                            .map(|&v| f64::from(v))
-                            .sum::<f64>();
-                    }
-                    let mean = sum / count as f64;
-                    let mut var = 0.0;
-                    for px in x.chunks_exact(c) {
-                        var += px[channels.clone()]
-                            .iter()
-                            .map(|&v| (f64::from(v) - mean).powi(2))
-                            .sum::<f64>();
-                    }
-                    *stat = [mean, 1.0 / (var / count as f64 + eps).sqrt()];
-                }
-                for (ch, a) in affine.iter_mut().enumerate() {
-                    let [mean, invstd] = stats[ch / per_group];
-                    let scale = (invstd as f32) * weight[ch];
-                    *a = [scale, bias[ch] - mean as f32 * scale];
-                }
-                for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                    for ch in 0..c {
-                        let [scale, shift] = affine[ch];
-                        y[ch] = x[ch] * scale + shift;
-                    }
-                }
-            });
-        Ok(())
+        let mut stats = scratch::take(batch * groups, scratch::ANY, [0.0; 2]);
+        let mut affine = scratch::take(batch * c, scratch::ANY, [0.0; 2]);
+        self.normalize(x, y, batch, &mut stats, &mut affine)
+    }
+
+    /// Keeps each sample's statistics for `backward`.
+    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+        let (c, groups) = (self.config.num_channels, self.config.num_groups);
+        let (mut stats, mut affine) = (take(&mut self.stats), take(&mut self.affine));
+        grow(&mut stats, batch * groups, [0.0; 2]);
+        grow(&mut affine, batch * c, [0.0; 2]);
+        let result = self.normalize(x, y, batch, &mut stats, &mut affine);
+        (self.stats, self.affine) = (stats, affine);
+        result
     }
 
     fn backward(
@@ -259,5 +226,83 @@ impl Layer for GroupNorm {
             name: b,
             param: &mut self.bias,
         });
+    }
+
+    fn visit_ref(&self, f: &mut dyn FnMut(EntryRef<'_>)) {
+        if !self.config.affine {
+            return;
+        }
+        let [w, b] = &self.names;
+        f(EntryRef::Param {
+            name: w,
+            param: &self.weight,
+        });
+        f(EntryRef::Param {
+            name: b,
+            param: &self.bias,
+        });
+    }
+}
+
+impl GroupNorm {
+    /// The forward pass of `batch` samples, each sample's statistics into `stats` (at least
+    /// `batch * num_groups` long) and its per-channel scale and shift into `affine`.
+    fn normalize(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        batch: usize,
+        stats: &mut [[f64; 2]],
+        affine: &mut [[f32; 2]],
+    ) -> Result<()> {
+        let (n, _) = check_forward(self, x, y, batch)?;
+        self.check_state()?;
+        let (c, groups) = (self.config.num_channels, self.config.num_groups);
+        let len = self.dims.numel();
+        if len == 0 || batch == 0 {
+            return Ok(());
+        }
+        let (per_group, count) = self.group_sizes();
+        let eps = f64::from(self.config.eps);
+        let (weight, bias) = (&self.weight.value, &self.bias.value);
+        y[..n]
+            .par_chunks_mut(len)
+            .zip(x[..n].par_chunks(len))
+            .zip(stats.par_chunks_mut(groups))
+            .zip(affine.par_chunks_mut(c))
+            .for_each(|(((y, x), stats), affine)| {
+                // Two passes in f64, pixel by pixel: the mean, then the biased variance.
+                for (g, stat) in stats.iter_mut().enumerate() {
+                    let channels = g * per_group..(g + 1) * per_group;
+                    let mut sum = 0.0;
+                    for px in x.chunks_exact(c) {
+                        sum += px[channels.clone()]
+                            .iter()
+                            .map(|&v| f64::from(v))
+                            .sum::<f64>();
+                    }
+                    let mean = sum / count as f64;
+                    let mut var = 0.0;
+                    for px in x.chunks_exact(c) {
+                        var += px[channels.clone()]
+                            .iter()
+                            .map(|&v| (f64::from(v) - mean).powi(2))
+                            .sum::<f64>();
+                    }
+                    *stat = [mean, 1.0 / (var / count as f64 + eps).sqrt()];
+                }
+                for (ch, a) in affine.iter_mut().enumerate() {
+                    let [mean, invstd] = stats[ch / per_group];
+                    let scale = (invstd as f32) * weight[ch];
+                    *a = [scale, bias[ch] - mean as f32 * scale];
+                }
+                for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    for ch in 0..c {
+                        let [scale, shift] = affine[ch];
+                        y[ch] = x[ch] * scale + shift;
+                    }
+                }
+            });
+        Ok(())
     }
 }

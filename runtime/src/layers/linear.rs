@@ -7,7 +7,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{
-    Layer, Stale, assign, check_backward, check_forward, check_param, visit_weight_bias, zero_param,
+    Layer, Stale, assign, check_backward, check_forward, check_param, visit_weight_bias,
+    visit_weight_bias_ref, zero_param,
 };
 use crate::config::LinearConfig;
 use crate::error::{Error, Result};
@@ -15,12 +16,13 @@ use crate::init::{fan_in_bound, fill_uniform};
 use crate::kernels::gemm::{
     Grid, MR, NR, RunTable, Seg, Start, Tile, panels, rows_panel, sum_outer,
 };
-use crate::param::{Entry, Param};
+use crate::param::{Entry, EntryRef, Param};
+use crate::scratch;
 use crate::tensor::Mode;
 
 /// `torch.nn.Linear(in_features, out_features, bias=...)`: `[N, in_features]` to
 /// `[N, out_features]`, `y = x W^T + b`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Linear {
     name: String,
     weight_name: String,
@@ -116,43 +118,70 @@ impl Linear {
     }
 
     /// Checks the parameters' shapes and copies them into the forward panels (`back`: the
-    /// input-gradient panels instead).
+    /// input-gradient panels instead), when they may be out of date.
     fn pack(&mut self, back: bool) -> Result<()> {
+        self.check_params()?;
+        if self.stale.take(back) {
+            let mut packed = std::mem::take(if back {
+                &mut self.packed_back
+            } else {
+                &mut self.packed
+            });
+            self.pack_into(back, &mut packed);
+            *(if back {
+                &mut self.packed_back
+            } else {
+                &mut self.packed
+            }) = packed;
+        }
+        let mut bias_row = std::mem::take(&mut self.bias_row);
+        self.bias_into(&mut bias_row);
+        self.bias_row = bias_row;
+        Ok(())
+    }
+
+    /// Checks that the weight and bias still have the layer's shapes.
+    fn check_params(&self) -> Result<()> {
         let (fin, fout) = (self.config.in_features, self.config.out_features);
         check_param(&self.name, "weight", &self.weight, &[fout, fin])?;
-        if self.stale.take(back) {
-            // The logical `[out, in]` order as one slice (borrowed unless the layout differs).
-            let weight = self.weight.value.as_standard_layout();
-            let w = weight
-                .as_slice()
-                .expect("a standard-layout array is contiguous");
-            // Written in the panels' order, reading the weights out of order (see `Conv2d`).
-            let (width, rows, packed) = if back {
-                (fin, fout, &mut self.packed_back)
-            } else {
-                (fout, fin, &mut self.packed)
-            };
-            // Panel `j` of `width` (the output's columns), row `r` of `rows` (the reduction).
-            for (j, panel) in packed.chunks_exact_mut(rows * NR).enumerate() {
-                for (r, row) in panel.chunks_exact_mut(NR).enumerate() {
-                    for (l, dst) in row.iter_mut().enumerate() {
-                        let col = j * NR + l;
-                        let (o, i) = if back { (r, col) } else { (col, r) };
-                        *dst = if col < width { w[o * fin + i] } else { 0.0 };
-                    }
+        if let Some(b) = &self.bias {
+            check_param(&self.name, "bias", b, &[fout])?;
+        }
+        Ok(())
+    }
+
+    /// Copies the weight into forward panels (`back`: input-gradient panels) in `packed`.
+    fn pack_into(&self, back: bool, packed: &mut [f32]) {
+        let (fin, fout) = (self.config.in_features, self.config.out_features);
+        // The logical `[out, in]` order as one slice (borrowed unless the layout differs).
+        let weight = self.weight.value.as_standard_layout();
+        let w = weight
+            .as_slice()
+            .expect("a standard-layout array is contiguous");
+        // Written in the panels' order, reading the weights out of order (see `Conv2d`).
+        let (width, rows) = if back { (fin, fout) } else { (fout, fin) };
+        // Panel `j` of `width` (the output's columns), row `r` of `rows` (the reduction).
+        for (j, panel) in packed.chunks_exact_mut(rows * NR).enumerate() {
+            for (r, row) in panel.chunks_exact_mut(NR).enumerate() {
+                for (l, dst) in row.iter_mut().enumerate() {
+                    let col = j * NR + l;
+                    let (o, i) = if back { (r, col) } else { (col, r) };
+                    *dst = if col < width { w[o * fin + i] } else { 0.0 };
                 }
             }
         }
+    }
+
+    /// Copies the bias into `row` (zeros without one).
+    fn bias_into(&self, row: &mut [f32]) {
         match &self.bias {
             Some(b) => {
-                check_param(&self.name, "bias", b, &[fout])?;
-                for (dst, &v) in self.bias_row.iter_mut().zip(b.value.iter()) {
+                for (dst, &v) in row.iter_mut().zip(b.value.iter()) {
                     *dst = v;
                 }
             }
-            None => self.bias_row.fill(0.0),
+            None => row.fill(0.0),
         }
-        Ok(())
     }
 }
 
@@ -211,13 +240,33 @@ impl Layer for Linear {
         Shape::Flat(self.config.out_features)
     }
 
-    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+    /// Reads the packed weights; when a change through `weight_mut` or `bias_mut` left them
+    /// out of date, packs into scratch memory instead (see [`Layer::infer`]).
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         let (nx, _) = check_forward(self, x, y, batch)?;
-        self.pack(false)?;
+        self.check_params()?;
         let (fin, fout) = (self.config.in_features, self.config.out_features);
-        let (packed, bias_row, run) = (&self.packed, &self.bias_row, &self.rows[0]);
+        let run = &self.rows[0];
+        if !self.stale.forward_stale() {
+            let (packed, bias_row) = (&self.packed, &self.bias_row);
+            rows_times_panels(&x[..nx], fin, run, batch, packed, bias_row, y, fout);
+            return Ok(());
+        }
+        let mut packed = scratch::take(self.packed.len(), scratch::ANY, 0.0);
+        let mut bias_row = scratch::take(self.bias_row.len(), scratch::ANY, 0.0);
+        let (packed, bias_row) = (
+            &mut packed[..self.packed.len()],
+            &mut bias_row[..self.bias_row.len()],
+        );
+        self.pack_into(false, packed);
+        self.bias_into(bias_row);
         rows_times_panels(&x[..nx], fin, run, batch, packed, bias_row, y, fout);
         Ok(())
+    }
+
+    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+        self.pack(false)?;
+        self.infer(x, y, batch)
     }
 
     fn backward(
@@ -299,5 +348,13 @@ impl Layer for Linear {
         let names = [self.weight_name.as_str(), self.bias_name.as_str()];
         self.stale.mark();
         visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
+        // Repacked now, so `infer` reads fresh panels; a wrong shape is reported by the next
+        // forward.
+        let _ = self.pack(false);
+    }
+
+    fn visit_ref(&self, f: &mut dyn FnMut(EntryRef<'_>)) {
+        let names = [self.weight_name.as_str(), self.bias_name.as_str()];
+        visit_weight_bias_ref(f, names, &self.weight, self.bias.as_ref());
     }
 }

@@ -10,7 +10,6 @@ use rayon::prelude::*;
 use super::Layer;
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
-use crate::tensor::Mode;
 use cnnc_core::Shape;
 
 /// A layer reading several inputs, each a buffer of `batch` samples in the runtime's layout
@@ -19,8 +18,9 @@ pub trait Merge: Layer {
     /// Per-sample shape of each input, in order.
     fn input_shapes(&self) -> &[Shape];
 
-    /// Computes `y` from the inputs `xs` (one buffer per input, in order).
-    fn forward_merge(&mut self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()>;
+    /// Computes `y` from the inputs `xs` (one buffer per input, in order). Takes `&self`: a
+    /// merge keeps nothing for its backward but its inputs, so it is its own inference.
+    fn forward_merge(&self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()>;
 
     /// From `dy`, the gradient of the output, computes the gradient of input `input` into `dx`:
     /// overwriting it, or with `add` adding it to what `dx` holds (another reader's part).
@@ -45,7 +45,7 @@ fn chw(shape: Shape) -> [usize; 3] {
 }
 
 /// The part of a merge layer every kind shares: its name and shapes, and the buffer checks.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Joint {
     name: String,
     inputs: Vec<Shape>,
@@ -130,7 +130,7 @@ macro_rules! merge_layer {
                 self.joint.output
             }
 
-            fn forward(&mut self, _: &[f32], _: &mut [f32], _: usize, _: Mode) -> Result<()> {
+            fn infer(&self, _: &[f32], _: &mut [f32], _: usize) -> Result<()> {
                 Err(one_buffer(&self.joint.name, $keyword))
             }
 
@@ -148,6 +148,10 @@ macro_rules! merge_layer {
             fn as_merge(&mut self) -> Option<&mut dyn Merge> {
                 Some(self)
             }
+
+            fn as_merge_ref(&self) -> Option<&dyn Merge> {
+                Some(self)
+            }
         }
     };
 }
@@ -159,7 +163,7 @@ fn one_buffer(name: &str, keyword: &str) -> Error {
 }
 
 /// `torch.add` (`a + b + ...`): the sum of inputs of one shape, added in input order.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Add {
     joint: Joint,
 }
@@ -181,7 +185,7 @@ impl Merge for Add {
         &self.joint.inputs
     }
 
-    fn forward_merge(&mut self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
+    fn forward_merge(&self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
         self.joint.check("forward", xs, y.len(), batch)?;
         let n = batch * self.joint.output.numel();
         y[..n]
@@ -221,7 +225,7 @@ merge_layer!(Add, "add");
 /// `torch.cat(inputs, dim=1)`: the inputs joined along the channels of `[C, H, W]` images
 /// (each pixel's channel row is the inputs' rows in order, as the pixel-major layout stores
 /// them) or the features of flat inputs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Concat {
     joint: Joint,
     /// Channels (features) of each input.
@@ -249,7 +253,7 @@ impl Merge for Concat {
         &self.joint.inputs
     }
 
-    fn forward_merge(&mut self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
+    fn forward_merge(&self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
         self.joint.check("forward", xs, y.len(), batch)?;
         let (pixels, channels) = self.rows();
         let widths = &self.widths;
@@ -300,7 +304,7 @@ merge_layer!(Concat, "concat");
 /// of them broadcast along the other's (a `[C, 1, 1]` gate times a `[C, H, W]` map, in either
 /// order). The gradient of a broadcast input sums its positions in a fixed order (pixels, then
 /// channels, ascending).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Mul {
     joint: Joint,
 }
@@ -330,7 +334,7 @@ impl Merge for Mul {
         &self.joint.inputs
     }
 
-    fn forward_merge(&mut self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
+    fn forward_merge(&self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
         self.joint.check("forward", xs, y.len(), batch)?;
         let out = self.joint.output.numel();
         let [la, lb] = [0, 1].map(|i| self.joint.inputs[i].numel());
@@ -516,6 +520,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::Shape { .. }), "{err}");
         assert!(Add::new("a", &[Shape::Flat(2), Shape::Flat(3)]).is_err());
-        assert!(add.forward(&[0.0; 2], &mut y, 1, Mode::Eval).is_err());
+        assert!(
+            add.forward(&[0.0; 2], &mut y, 1, crate::tensor::Mode::Eval)
+                .is_err()
+        );
     }
 }

@@ -79,11 +79,15 @@ use ndarray::ArrayD;
 use cnnc_core::Shape;
 
 use crate::error::{Error, Result};
-use crate::param::{Entry, Param};
+use crate::param::{Entry, EntryRef, Param};
 use crate::tensor::{Mode, check_len};
 
 /// A layer of a network: one input, one output (a layer reading several is also a [`Merge`]).
-pub trait Layer: Send + fmt::Debug {
+///
+/// Every layer is `Send + Sync` and clones into an independent copy ([`LayerClone`], so
+/// `Box<dyn Layer>` is `Clone`): a model built of layers can be shared between threads for
+/// inference ([`Layer::infer`] takes `&self`) and cloned for training apart.
+pub trait Layer: Send + Sync + fmt::Debug + LayerClone {
     /// The layer's state_dict prefix (`layer1.0`, `fc1`), used in names and error messages.
     fn name(&self) -> &str;
 
@@ -93,8 +97,34 @@ pub trait Layer: Send + fmt::Debug {
     /// Per-sample shape of the output.
     fn output_shape(&self) -> Shape;
 
-    /// Computes `y` from `x` for `batch` samples.
-    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()>;
+    /// Inference: computes `y` from `x` for `batch` samples in evaluation mode (PyTorch's
+    /// `model.eval()`: dropout is the identity, batch norm uses its running statistics), changing
+    /// nothing in the layer. Scratch memory comes from a per-thread pool (grown once, then
+    /// reused), so concurrent calls on one layer from several threads are fine. The values are
+    /// those of [`Layer::forward`] in [`Mode::Eval`], bit for bit.
+    ///
+    /// Layers that pack their weights ([`Conv2d`], [`Linear`]) repack them whenever the
+    /// parameters may have changed through [`Layer::visit`] (optimizer steps, weight loading),
+    /// before `visit` returns; after a change through `weight_mut` or `bias_mut`, which cannot
+    /// repack when the change is made, `infer` packs into scratch memory on every call until
+    /// the next `&mut` forward or `visit` repacks.
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()>;
+
+    /// [`Layer::infer`] without the layers this one applies (a ReLU, [`Layer::fuse_relu`], and a
+    /// max pool, [`Layer::fuse_max_pool`]): the layer's own output, of the shape the next
+    /// layer's input has, for reading a fused layer's activations. The default is
+    /// [`Layer::infer`], for layers that fuse nothing.
+    fn infer_unfused(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
+        self.infer(x, y, batch)
+    }
+
+    /// Computes `y` from `x` for `batch` samples in `mode`, keeping what [`Layer::backward`]
+    /// needs. The default, for layers that keep nothing and behave the same in both modes, is
+    /// [`Layer::infer`].
+    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()> {
+        let _ = mode;
+        self.infer(x, y, batch)
+    }
 
     /// From `dy` (gradient of the loss with respect to `y`), writes `dx` (when asked for) and
     /// every parameter's `grad`. `x` and `y` are those of the layer's last forward, whose work a
@@ -154,6 +184,17 @@ pub trait Layer: Send + fmt::Debug {
         let _ = f;
     }
 
+    /// [`Layer::visit`] without `&mut`: the same entries, to read.
+    fn visit_ref(&self, f: &mut dyn FnMut(EntryRef<'_>)) {
+        let _ = f;
+    }
+
+    /// The layer as a [`Merge`] for `&self` use ([`Merge::infer_merge`]); `None` (the default)
+    /// for a one-input layer.
+    fn as_merge_ref(&self) -> Option<&dyn Merge> {
+        None
+    }
+
     /// Where the layer's random stream stands, in 32-bit words from its start, for layers that
     /// draw random numbers in training ([`Dropout`]); `None` (the default) for the others. With
     /// [`Layer::set_rng_state`] it lets a checkpoint continue bit-identically.
@@ -170,6 +211,25 @@ pub trait Layer: Send + fmt::Debug {
             "layer `{}` has no random stream to restore",
             self.name()
         )))
+    }
+}
+
+/// Clones a layer behind a `Box<dyn Layer>`: implemented for every `Layer + Clone`, so a layer
+/// only derives `Clone`.
+pub trait LayerClone {
+    /// An independent copy of the layer.
+    fn box_clone(&self) -> Box<dyn Layer>;
+}
+
+impl<T: Layer + Clone + 'static> LayerClone for T {
+    fn box_clone(&self) -> Box<dyn Layer> {
+        Box::new(self.clone())
+    }
+}
+
+impl Clone for Box<dyn Layer> {
+    fn clone(&self) -> Self {
+        self.box_clone()
     }
 }
 
@@ -295,6 +355,25 @@ pub(crate) fn visit_weight_bias(
     }
 }
 
+/// Yields a weight and its optional bias read-only, as [`visit_weight_bias`] does.
+pub(crate) fn visit_weight_bias_ref(
+    f: &mut dyn FnMut(EntryRef<'_>),
+    names: [&str; 2],
+    weight: &Param,
+    bias: Option<&Param>,
+) {
+    f(EntryRef::Param {
+        name: names[0],
+        param: weight,
+    });
+    if let Some(bias) = bias {
+        f(EntryRef::Param {
+            name: names[1],
+            param: bias,
+        });
+    }
+}
+
 /// Writes `values` into `array` in its logical order: through its slice when its layout is the
 /// standard one (as a layer's own arrays are; iterating the n-dimensional array costs ~5 ns a
 /// value, ~0.3 ms a training step for the seed model), else value by value.
@@ -367,7 +446,7 @@ pub(crate) fn check_positive(layer: &str, what: &str, pair: [usize; 2]) -> Resul
 /// and packing clears one; so a layer repacks after its weights may have changed and not on
 /// every call. At batch 1, repacking, or even comparing the weights with the packed copy, cost
 /// more than the multiplication (a tenth of the seed model's latency).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Stale([bool; 2]);
 
 impl Default for Stale {
@@ -380,6 +459,11 @@ impl Stale {
     /// Marks both copies out of date.
     pub fn mark(&mut self) {
         self.0 = [true; 2];
+    }
+
+    /// Whether the forward copy is out of date (read by `&self` inference, which cannot repack).
+    pub fn forward_stale(&self) -> bool {
+        self.0[0]
     }
 
     /// Whether copy `back` (the input-gradient panels) or the forward one is out of date; it

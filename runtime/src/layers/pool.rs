@@ -9,6 +9,7 @@ use super::{Layer, check_backward, check_forward, check_positive, grow, image_in
 use crate::config::Pool2dConfig;
 use crate::error::{Error, Result};
 use crate::kernels::window::{NONE, Wide, Window};
+use crate::scratch;
 use crate::tensor::Mode;
 
 /// Output pixels per parallel task in forward passes (results do not depend on it).
@@ -221,7 +222,7 @@ impl Geom {
 /// maximum, so it propagates. Like PyTorch's, forward records where each maximum lies and
 /// backward reads those positions instead of the input (for the seed model's first pool
 /// that halves the memory it reads: 0.74 to 0.38 ms a batch of 64).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct MaxPool2d {
     name: String,
     config: Pool2dConfig,
@@ -293,6 +294,13 @@ impl Layer for MaxPool2d {
     }
 
     /// Also records where each maximum lies (PyTorch's saved indices), for `backward`.
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
+        let (_, ny) = check_forward(self, x, y, batch)?;
+        let mut argmax = scratch::take(ny, scratch::ANY, NONE);
+        max_forward(self.g, x, &mut y[..ny], &mut argmax[..ny], self.relu_grad);
+        Ok(())
+    }
+
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
         let (_, ny) = check_forward(self, x, y, batch)?;
         grow(&mut self.argmax, ny, NONE);
@@ -386,7 +394,7 @@ fn max_backward(g: Geom, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
 /// `divisor_override` when given, else by the window's size clipped to the padded input with
 /// `count_include_pad` (so padding counts, but a `ceil_mode` window running past the padding
 /// does not), else by the input pixels it covers.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct AvgPool2d {
     name: String,
     config: Pool2dConfig,
@@ -426,7 +434,7 @@ impl Layer for AvgPool2d {
         self.g.output_shape()
     }
 
-    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         let (_, ny) = check_forward(self, x, y, batch)?;
         let g = self.g;
         g.for_each_output(&mut y[..ny], |n, oy, ox, out| {

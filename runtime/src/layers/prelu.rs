@@ -6,8 +6,7 @@ use ndarray::ArrayD;
 
 use super::{Layer, check_backward, check_forward, check_param};
 use crate::error::{Error, Result};
-use crate::param::{Entry, Param};
-use crate::tensor::Mode;
+use crate::param::{Entry, EntryRef, Param};
 
 /// PyTorch's initial slope (`init=0.25`).
 const INIT: f32 = 0.25;
@@ -15,7 +14,7 @@ const INIT: f32 = 0.25;
 /// `torch.nn.PReLU(num_parameters)`, any shape: `x` where `x > 0`, else `weight[c] * x`, `c` the
 /// channel (or feature) when `num_parameters` is their count, else 0. Backward: `dy` or
 /// `weight[c] * dy`, and the weight's gradient sums `x * dy` over the batch where `x <= 0`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Prelu {
     name: String,
     weight_name: String,
@@ -71,7 +70,7 @@ impl Layer for Prelu {
         self.dims
     }
 
-    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         let (n, _) = check_forward(self, x, y, batch)?;
         let (_, slopes) = self.layout()?;
         let w: Vec<f32> = self.weight.value.iter().copied().collect();
@@ -120,11 +119,19 @@ impl Layer for Prelu {
             param: &mut self.weight,
         });
     }
+
+    fn visit_ref(&self, f: &mut dyn FnMut(EntryRef<'_>)) {
+        f(EntryRef::Param {
+            name: &self.weight_name,
+            param: &self.weight,
+        });
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::Mode;
 
     #[test]
     fn slopes_per_channel_follow_the_pixel_major_layout() {

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use super::{Layer, check_backward, check_forward, check_positive, grow, image_input};
 use crate::config::{UpsampleConfig, UpsampleMode};
 use crate::error::{Error, Result};
+use crate::scratch;
 use crate::tensor::Mode;
 use cnnc_core::geometry::{adaptive_window, linear_source, nearest_sized_source};
 
@@ -76,7 +77,7 @@ impl Resize {
 
 /// `torch.nn.AdaptiveAvgPool2d(output_size)`: the mean of each window PyTorch's adaptive
 /// formula spreads over the input ([`adaptive_window`]), so any output size works.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct AdaptiveAvgPool2d {
     name: String,
     r: Resize,
@@ -105,7 +106,7 @@ impl Layer for AdaptiveAvgPool2d {
         self.r.output_shape()
     }
 
-    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         let (_, ny) = check_forward(self, x, y, batch)?;
         let r = self.r;
         r.for_each_row(&mut y[..ny], |n, oy, out| {
@@ -171,7 +172,7 @@ impl Layer for AdaptiveAvgPool2d {
 /// `torch.nn.AdaptiveMaxPool2d(output_size)`: the maximum of each adaptive window
 /// ([`adaptive_window`]); the gradient goes to the first maximum in scan order (the last NaN if
 /// there is one), as PyTorch's saved indices send it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct AdaptiveMaxPool2d {
     name: String,
     r: Resize,
@@ -258,6 +259,13 @@ impl Layer for AdaptiveMaxPool2d {
     }
 
     /// Also records where each maximum lies, for `backward`.
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
+        let (_, ny) = check_forward(self, x, y, batch)?;
+        let mut argmax = scratch::take(ny, scratch::ANY, 0);
+        adaptive_max_forward(self.r, x, &mut y[..ny], &mut argmax[..ny]);
+        Ok(())
+    }
+
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
         let (_, ny) = check_forward(self, x, y, batch)?;
         grow(&mut self.argmax, ny, 0);
@@ -321,7 +329,7 @@ struct Tap {
 /// output pixel `(oy, ox)` copies the input pixel [`nearest_sized_source`] names (`(oy / sh, ox
 /// / sw)` for a factor). Bilinear: it interpolates the four input pixels [`linear_source`]
 /// names, with PyTorch's weights for both `align_corners` settings.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Upsample {
     name: String,
     config: UpsampleConfig,
@@ -406,7 +414,7 @@ impl Layer for Upsample {
         self.r.output_shape()
     }
 
-    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         let (_, ny) = check_forward(self, x, y, batch)?;
         let (r, rows, cols) = (self.r, &self.rows, &self.cols);
         let row_of = |n: usize, iy: usize| {

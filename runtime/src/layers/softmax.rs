@@ -8,7 +8,6 @@ use rayon::prelude::*;
 use super::{Layer, check_backward, check_forward};
 use crate::config::softmax_dim;
 use crate::error::{Error, Result};
-use crate::tensor::Mode;
 
 /// How the values of one sample split into lines along the softmax dimension, in the internal
 /// layout (images pixel-major, `[H, W, C]`): `outer` blocks of `len * inner` values, each line
@@ -118,7 +117,7 @@ fn backward_sample(lines: Lines, log: bool, y: &[f32], dy: &[f32], dx: &mut [f32
 macro_rules! softmax_layer {
     ($(#[$attr:meta])* $ty:ident, $what:literal, $log:expr) => {
         $(#[$attr])*
-        #[derive(Debug)]
+        #[derive(Clone, Debug)]
         pub struct $ty {
             name: String,
             dims: Shape,
@@ -157,7 +156,7 @@ macro_rules! softmax_layer {
                 self.dims
             }
 
-            fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+            fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
                 let (n, _) = check_forward(self, x, y, batch)?;
                 let per = self.dims.numel().max(1);
                 let lines = self.lines;
@@ -209,6 +208,7 @@ softmax_layer!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::Mode;
 
     #[test]
     fn large_values_stay_finite_and_lines_sum_to_one() {

@@ -20,7 +20,7 @@ use ndarray::ArrayD;
 pub use container::{MAX_HEADER_BYTES, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_TENSORS};
 pub use load::{load, load_bytes, parse_tensors, read_tensors};
 pub use problems::{LoadError, LoadProblem, MAX_LISTED_PROBLEMS};
-pub use save::{SaveError, save, serialize, state_dict, write_tensors};
+pub use save::{SaveError, save, save_ref, serialize, state_dict, state_dict_ref, write_tensors};
 
 /// The atomic writes, kept under their old path for the callers that name them here.
 pub use crate::fsio::{is_temp_file_of, sync_dir, write_atomic};

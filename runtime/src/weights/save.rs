@@ -9,7 +9,7 @@ use ndarray::{ArrayD, IxDyn};
 
 use super::TensorData;
 use crate::fsio::write_atomic;
-use crate::param::{Entry, Visit};
+use crate::param::{Entry, EntryRef, Visit, VisitRef};
 
 /// Why a weights or tensor file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,31 @@ pub fn state_dict(model: &mut dyn Visit) -> Vec<(String, TensorData)> {
         tensors.push((name.to_owned(), tensor));
     });
     tensors
+}
+
+/// [`state_dict`] read through [`VisitRef`], so a model shared between threads can be saved.
+pub fn state_dict_ref(model: &dyn VisitRef) -> Vec<(String, TensorData)> {
+    let mut tensors = Vec::new();
+    model.visit_ref(&mut |entry| {
+        let tensor = match entry {
+            EntryRef::Param { param, .. } => TensorData::F32(param.value.clone()),
+            EntryRef::Buffer { value, .. } => TensorData::F32(value.clone()),
+            EntryRef::Counter { value, .. } => {
+                TensorData::I64(ArrayD::from_elem(IxDyn(&[]), value))
+            }
+        };
+        tensors.push((entry.name().to_owned(), tensor));
+    });
+    tensors
+}
+
+/// [`save`] through [`VisitRef`]: the same file, from `&model`.
+pub fn save_ref(
+    model: &dyn VisitRef,
+    path: &Path,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), SaveError> {
+    write_tensors(path, &state_dict_ref(model), metadata)
 }
 
 /// Saves `model` to `path` as safetensors (f32 parameters and buffers, 0-d I64 counters) keyed by

@@ -4,7 +4,7 @@
 cnnc::cnn_model!(pub Model, "model.cnn");
 
 fn main() -> Result<(), cnnc::Error> {
-    let mut model = Model::new(0);
+    let model = Model::new(0);
     let [c, h, w] = Model::INPUT_SHAPE;
     let logits = model.predict(cnnc::ndarray::Array4::zeros((2, c, h, w)).view())?;
     println!("params {} logits {:?}", Model::PARAM_COUNT, logits.dim());

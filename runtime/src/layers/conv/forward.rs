@@ -4,12 +4,14 @@
 use rayon::prelude::*;
 
 use super::Conv2d;
-use super::fused_pool::pool_bands;
+use super::fused_pool::{FusedPool, pool_bands};
 use super::plan::{KernelRows, PixelGrid, pixels_per_task};
 use super::tile::{store, store_relu};
 use crate::error::Result;
 use crate::kernels::gemm::{MR, NR, Start, panels, rows_panel};
+use crate::kernels::window::NONE;
 use crate::layers::grow;
+use crate::scratch;
 
 impl Conv2d {
     /// The forward pass of `batch` images into `y[..ny]`, leaving the padded input for
@@ -31,14 +33,84 @@ impl Conv2d {
         grow(&mut self.xp, batch * hp * wp * g.cin + MR, 0.0);
         g.pad_input(x, &mut self.xp, batch);
         self.padded = batch;
-        let (k, n) = (g.k(), g.cout);
-        let (xp, packed, bias_row, runs, relu) = (
-            &self.xp[..],
-            &self.packed[..],
-            &self.bias_row[..],
-            &self.runs,
-            self.relu,
+        let mut pool = self.pool.take();
+        let packed = (&self.packed[..], &self.bias_row[..]);
+        let relu = self.relu;
+        self.convolve_padded(&self.xp, packed, &mut y[..ny], batch, relu, pool.as_mut());
+        self.pool = pool;
+        Ok(())
+    }
+
+    /// The forward pass from `&self`: the padded input, the fused pool's band buffers and
+    /// positions (and, after a change through `weight_mut`, the packed weights) in scratch
+    /// memory of the calling thread. With `unfused`, the convolution's own output, without the
+    /// ReLU and pool it applies.
+    pub(super) fn infer_batch(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        batch: usize,
+        ny: usize,
+        unfused: bool,
+    ) -> Result<()> {
+        self.check_params()?;
+        if batch == 0 {
+            return Ok(());
+        }
+        let g = self.g;
+        let (hp, wp) = g.padded_in();
+        // The padding stays zero: only buffers last used for this layout are reused as they are.
+        let layout = scratch::tag(&[hp, wp, g.cin, g.ph, g.pw]);
+        let mut xp = scratch::take(batch * hp * wp * g.cin + MR, layout, 0.0);
+        g.pad_input(x, &mut xp, batch);
+        let (mut packed, mut bias_row);
+        let weights = if self.stale.forward_stale() {
+            packed = scratch::take(self.packed.len(), scratch::ANY, 0.0);
+            bias_row = scratch::take(self.bias_row.len(), scratch::ANY, 0.0);
+            self.pack_into(false, &mut packed[..self.packed.len()]);
+            self.bias_into(&mut bias_row[..self.bias_row.len()]);
+            (
+                &packed[..self.packed.len()],
+                &bias_row[..self.bias_row.len()],
+            )
+        } else {
+            (&self.packed[..], &self.bias_row[..])
+        };
+        let relu = self.relu && !unfused;
+        let Some(fused) = self.pool.as_ref().filter(|_| !unfused) else {
+            self.convolve_padded(&xp, weights, &mut y[..ny], batch, relu, None);
+            return Ok(());
+        };
+        let (mut argmax, mut bands) = (
+            scratch::take(0, scratch::ANY, NONE),
+            scratch::take(0, scratch::ANY, 0.0),
         );
+        let mut pool = FusedPool {
+            argmax: std::mem::take(argmax.vec_mut()),
+            bands: std::mem::take(bands.vec_mut()),
+            indexed: 0,
+            ..*fused
+        };
+        self.convolve_padded(&xp, weights, &mut y[..ny], batch, relu, Some(&mut pool));
+        (*argmax.vec_mut(), *bands.vec_mut()) = (pool.argmax, pool.bands);
+        Ok(())
+    }
+
+    /// Convolves `batch` padded images `xp` with the forward panels and bias row `packed` into
+    /// `y`, through the ReLU with `relu`, and through the fused max pool when `pool` is given.
+    fn convolve_padded(
+        &self,
+        xp: &[f32],
+        (packed, bias_row): (&[f32], &[f32]),
+        y: &mut [f32],
+        batch: usize,
+        relu: bool,
+        pool: Option<&mut FusedPool>,
+    ) {
+        let g = self.g;
+        let (hp, wp) = g.padded_in();
+        let (k, n) = (g.k(), g.cout);
+        let runs = &self.runs;
         let pixels = PixelGrid {
             h: g.oh,
             w: g.ow,
@@ -78,18 +150,16 @@ impl Conv2d {
                 }
             }
         };
-        let Some(pool) = &mut self.pool else {
+        let Some(pool) = pool else {
             let per_task = pixels_per_task(batch * g.oh * g.ow);
-            y[..ny]
-                .par_chunks_mut(per_task * n)
+            y.par_chunks_mut(per_task * n)
                 .enumerate()
                 .for_each(|(task, y_task)| {
                     let first = task * per_task;
                     convolve(first, first + y_task.len() / n, y_task);
                 });
-            return Ok(());
+            return;
         };
-        pool_bands(pool, g, &mut y[..ny], batch, &convolve);
-        Ok(())
+        pool_bands(pool, g, y, batch, &convolve);
     }
 }

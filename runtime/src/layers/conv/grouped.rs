@@ -17,7 +17,7 @@ use crate::tensor::{MAX_LANES, Tiling};
 
 /// The scratch of a grouped convolution: the weight transposed for the stencil and the
 /// per-lane partial gradients, sized once from the geometry.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Grouped {
     /// Channel groups.
     groups: usize,
@@ -116,15 +116,20 @@ impl Grouped {
         }
     }
 
+    /// Values of the transposed weight ([`Grouped::forward_with`]'s `wt`).
+    pub(super) fn wt_len(&self) -> usize {
+        self.wt.len()
+    }
+
     /// Transposes PyTorch's `[co][ci][ky][kx]` weight into `wt`.
-    fn pack(&mut self, s: Shape, weight: &Param) {
+    fn pack(wt: &mut [f32], s: Shape, weight: &Param) {
         let (kh, kw, cout) = (s.g.kh, s.g.kw, s.g.cout);
         for (i, &v) in weight.value.iter().enumerate() {
             let kx = i % kw;
             let ky = i / kw % kh;
             let ci = i / (kw * kh) % s.cig;
             let co = i / (kw * kh * s.cig);
-            self.wt[((ky * kw + kx) * s.cig + ci) * cout + co] = v;
+            wt[((ky * kw + kx) * s.cig + ci) * cout + co] = v;
         }
     }
 
@@ -138,9 +143,27 @@ impl Grouped {
         y: &mut [f32],
         batch: usize,
     ) {
+        let mut wt = std::mem::take(&mut self.wt);
+        self.forward_with(&mut wt, g, weight, bias, x, y, batch);
+        self.wt = wt;
+    }
+
+    /// [`Grouped::forward`] with the transposed weight in `wt` ([`Grouped::wt_len`] values), so
+    /// that `&self` inference can lay it out in scratch memory.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn forward_with(
+        &self,
+        wt: &mut [f32],
+        g: Geom,
+        weight: &Param,
+        bias: Option<&Param>,
+        x: &[f32],
+        y: &mut [f32],
+        batch: usize,
+    ) {
         let s = self.shape(g);
-        self.pack(s, weight);
-        let wt = &self.wt[..];
+        Self::pack(wt, s, weight);
+        let wt = &wt[..];
         let bias = bias.and_then(|b| b.value.as_slice());
         let row_len = g.ow * g.cout;
         let image = g.ih * g.iw * g.cin;
@@ -183,7 +206,7 @@ impl Grouped {
         batch: usize,
     ) {
         let s = self.shape(g);
-        self.pack(s, weight);
+        Self::pack(&mut self.wt, s, weight);
         if let Some(dx) = dx {
             self.input_grad(s, dy, dx, batch);
         }

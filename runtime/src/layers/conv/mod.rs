@@ -24,13 +24,17 @@ mod tile;
 use cnnc_core::Shape;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Layer, Stale, check_backward, check_forward, grow, visit_weight_bias, zero_param};
+use super::{
+    Layer, Stale, check_backward, check_forward, grow, visit_weight_bias, visit_weight_bias_ref,
+    zero_param,
+};
 use crate::config::{Conv2dConfig, PaddingMode, Pool2dConfig};
 use crate::error::{Error, Result};
 use crate::init::{fan_in_bound, fill_uniform};
 use crate::kernels::gemm::{MR, NR, RunTable, Seg, panels};
-use crate::param::{Entry, Param};
-use crate::tensor::{MAX_LANES, Mode};
+use crate::param::{Entry, EntryRef, Param};
+use crate::scratch;
+use crate::tensor::{MAX_LANES, Mode, check_len};
 use fused_pool::FusedPool;
 use geometry::Geom;
 use grouped::Grouped;
@@ -39,7 +43,7 @@ use plan::{PIXELS_PER_TASK, WgradBlock};
 
 /// `torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=...)`
 /// on input `[N, in_channels, H, W]` giving `[N, out_channels, H_out, W_out]` (pixel-major inside).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Conv2d {
     name: String,
     weight_name: String,
@@ -243,6 +247,20 @@ impl Layer for Conv2d {
         Shape::Chw([self.g.cout, height, width])
     }
 
+    /// Pads into scratch memory; reads the packed weights (see [`Layer::infer`] for the case a
+    /// change through `weight_mut` left them out of date).
+    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
+        let (_, ny) = check_forward(self, x, y, batch)?;
+        self.infer_with(x, y, batch, ny, false)
+    }
+
+    fn infer_unfused(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
+        let name = &self.name;
+        check_len(name, "forward input", self.input_shape(), batch, x.len())?;
+        let ny = check_len(name, "forward output", self.unfused_shape(), batch, y.len())?;
+        self.infer_with(x, y, batch, ny, true)
+    }
+
     /// Leaves its padded input for `backward`.
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
         let (nx, ny) = check_forward(self, x, y, batch)?;
@@ -304,6 +322,16 @@ impl Layer for Conv2d {
         let names = [self.weight_name.as_str(), self.bias_name.as_str()];
         self.stale.mark();
         visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
+        // Repacked now, so `infer` reads fresh panels; a wrong shape is reported by the next
+        // forward.
+        if self.grouped.is_none() {
+            let _ = self.pack(false);
+        }
+    }
+
+    fn visit_ref(&self, f: &mut dyn FnMut(EntryRef<'_>)) {
+        let names = [self.weight_name.as_str(), self.bias_name.as_str()];
+        visit_weight_bias_ref(f, names, &self.weight, self.bias.as_ref());
     }
 }
 
@@ -315,6 +343,48 @@ impl Conv2d {
             return Ok(());
         }
         self.forward_batch(x, y, batch, ny)
+    }
+
+    /// The convolution's own output shape, before the ReLU and pool it may apply.
+    fn unfused_shape(&self) -> Shape {
+        Shape::Chw([self.g.cout, self.g.oh, self.g.ow])
+    }
+
+    /// [`Layer::infer`] (with `unfused`, [`Layer::infer_unfused`]) into `y[..ny]`.
+    fn infer_with(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        batch: usize,
+        ny: usize,
+        unfused: bool,
+    ) -> Result<()> {
+        let Some(mode_pad) = &self.mode_pad else {
+            return self.infer_padded(x, y, batch, ny, unfused);
+        };
+        let nx = batch * self.input_shape().numel();
+        let mut padded = scratch::take(mode_pad.padded_len(batch), scratch::ANY, 0.0);
+        mode_pad.pad_into(&x[..nx], &mut padded, batch);
+        self.infer_padded(&padded, y, batch, ny, unfused)
+    }
+
+    /// [`Conv2d::forward_padded`] from `&self` (see [`Conv2d::infer_batch`]).
+    fn infer_padded(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        batch: usize,
+        ny: usize,
+        unfused: bool,
+    ) -> Result<()> {
+        if let Some(grouped) = &self.grouped {
+            let len = grouped.wt_len();
+            let mut wt = scratch::take(len, scratch::ANY, 0.0);
+            let (g, bias) = (self.g, self.bias.as_ref());
+            grouped.forward_with(&mut wt[..len], g, &self.weight, bias, x, y, batch);
+            return Ok(());
+        }
+        self.infer_batch(x, y, batch, ny, unfused)
     }
 
     /// The backward pass over `x` (and into `dx`), padded when the padding mode is not zeros.

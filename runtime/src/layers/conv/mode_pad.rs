@@ -9,7 +9,7 @@ use crate::config::PaddingMode;
 use crate::layers::grow;
 
 /// The padded copies of one convolution with a non-zero padding mode.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct ModePad {
     mode: PaddingMode,
     /// Padding `[ph, pw]` on each side.
@@ -56,14 +56,25 @@ impl ModePad {
 
     /// Copies `batch` images of `x` into [`ModePad::x`], padded.
     pub(super) fn pad(&mut self, x: &[f32], batch: usize) {
+        let mut out = std::mem::take(&mut self.x);
+        grow(&mut out, self.padded_len(batch), 0.0);
+        self.pad_into(x, &mut out, batch);
+        self.x = out;
+    }
+
+    /// Values of `batch` padded images.
+    pub(super) fn padded_len(&self, batch: usize) -> usize {
+        let [hp, wp] = self.padded();
+        batch * hp * wp * self.channels
+    }
+
+    /// Copies `batch` images of `x` into `out` ([`ModePad::padded_len`] values), padded.
+    pub(super) fn pad_into(&self, x: &[f32], out: &mut [f32], batch: usize) {
         let [hp, wp] = self.padded();
         let [h, w] = self.input;
         let c = self.channels;
-        grow(&mut self.x, batch * hp * wp * c, 0.0);
-        let this = &*self;
-        let rows: Vec<usize> = (0..hp).map(|py| this.source(0, py)).collect();
-        let cols: Vec<usize> = (0..wp).map(|px| this.source(1, px)).collect();
-        let mut out = std::mem::take(&mut self.x);
+        let rows: Vec<usize> = (0..hp).map(|py| self.source(0, py)).collect();
+        let cols: Vec<usize> = (0..wp).map(|px| self.source(1, px)).collect();
         out[..batch * hp * wp * c]
             .par_chunks_mut(wp * c)
             .enumerate()
@@ -74,7 +85,6 @@ impl ModePad {
                     pixel.copy_from_slice(&src[cols[px] * c..][..c]);
                 }
             });
-        self.x = out;
     }
 
     /// Sizes [`ModePad::dx`] for `batch` images.

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 pub fn cnnc(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cnnc"))
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .expect("cnnc runs")
 }

@@ -28,7 +28,7 @@ use ndarray::{Array4, ArrayD, IxDyn};
 
 /// `tests/fixtures/graph/<name>`.
 fn fixture_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .join("tests/fixtures/graph")
         .join(name)
 }
@@ -110,8 +110,10 @@ fn spec_def(name: &str) -> (NetworkDef, u64) {
     let mut params = 0;
     for ext in ["yaml", "cnn"] {
         let file = format!("models/{name}.{ext}");
-        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(&file))
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let text = std::fs::read_to_string(
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(&file),
+        )
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
         let format = Format::from_path(Path::new(&file)).expect("a spec extension");
         let source = Source::new(file.clone(), text, format);
         let render = |diagnostics: &[cnnc::spec::Diagnostic]| {

@@ -158,7 +158,7 @@ fn only_specs_skips_other_yaml_as_a_pre_commit_hook_passes_it() {
 
 #[test]
 fn pre_commit_hooks_pass_the_shipped_specs_and_skip_other_yaml() {
-    let text = std::fs::read_to_string(".pre-commit-hooks.yaml").expect("hooks file");
+    let text = std::fs::read_to_string("../.pre-commit-hooks.yaml").expect("hooks file");
     let hooks: Vec<Value> = serde_saphyr::from_str(&text).expect("hooks are YAML");
     let ids: Vec<&str> = hooks.iter().filter_map(|h| h["id"].as_str()).collect();
     assert_eq!(

@@ -28,7 +28,7 @@ fn seed_model_source() {
 #[test]
 fn committed_module_is_current() {
     let output = cnnc(&["codegen", "models/custom_cnn.yaml"]);
-    let committed = include_str!("generated/custom_cnn.rs");
+    let committed = include_str!("../../tests/generated/custom_cnn.rs");
     assert!(
         text(&output.stdout) == committed,
         "tests/generated/custom_cnn.rs is stale"
@@ -45,7 +45,7 @@ fn committed_graph_module_is_current() {
     let source = text(&output.stdout);
     assert!(source.contains("// res: add(conv_a, act) [8, 8, 8], [8, 8, 8] -> [8, 8, 8]\n"));
     assert!(
-        source == include_str!("generated/graph_mix.rs"),
+        source == include_str!("../../tests/generated/graph_mix.rs"),
         "tests/generated/graph_mix.rs is stale"
     );
     let yaml = text(&cnnc(&["codegen", "tests/generated/graph_mix.yaml"]).stdout);

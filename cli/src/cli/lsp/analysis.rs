@@ -490,7 +490,7 @@ mod tests {
 
     /// The shipped models, each with its language.
     fn models() -> Vec<(String, Format)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("models");
         let mut models: Vec<_> = std::fs::read_dir(&dir)
             .expect("models/")
             .map(|entry| entry.expect("entry").path())

@@ -9,10 +9,10 @@ use support::{cnnc, stdout};
 fn seed_converts_to_its_shipped_twin_and_back() {
     let dsl = cnnc(&["fmt", "--to", "dsl", "models/custom_cnn.yaml"]);
     assert_eq!(dsl.status.code(), Some(0));
-    let shipped_dsl = std::fs::read_to_string("models/custom_cnn.cnn").expect("twin");
+    let shipped_dsl = std::fs::read_to_string("../models/custom_cnn.cnn").expect("twin");
     assert_eq!(stdout(&dsl), shipped_dsl);
     let yaml = cnnc(&["fmt", "--to", "yaml", "models/custom_cnn.cnn"]);
-    let shipped_yaml = std::fs::read_to_string("models/custom_cnn.yaml").expect("seed");
+    let shipped_yaml = std::fs::read_to_string("../models/custom_cnn.yaml").expect("seed");
     assert_eq!(stdout(&yaml), shipped_yaml);
 }
 

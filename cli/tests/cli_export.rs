@@ -36,7 +36,7 @@ fn onnx_export_carries_the_weights_under_state_dict_names() {
     assert_eq!(graph.name, "CustomCNN");
     assert_eq!(graph.input[0].name, "input");
     assert_eq!(graph.output[0].name, "logits");
-    let fixture = read_tensors(STATE_DICT.as_ref()).expect("fixture");
+    let fixture = read_tensors(&std::path::Path::new("..").join(STATE_DICT)).expect("fixture");
     let mut checked = 0;
     for init in &graph.initializer {
         let Some(TensorData::F32(want)) = fixture.tensors.get(&init.name) else {

@@ -16,7 +16,7 @@ const STATE_DICT: &str = "tests/fixtures/custom_cnn_state_dict.safetensors";
 
 fn fixture_tensor(name: &str) -> ArrayD<f32> {
     let file = read_tensors(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .join(FIXTURE)
             .as_path(),
     )
@@ -162,7 +162,8 @@ fn inputs_and_weights_that_do_not_fit_are_refused() {
 
     let truncated = dir.path().join("truncated.safetensors");
     let full =
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(STATE_DICT)).expect("fixture");
+        std::fs::read(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(STATE_DICT))
+            .expect("fixture");
     std::fs::write(&truncated, &full[..full.len() / 2]).expect("written");
     let refused = run(&input, Some(&truncated));
     assert_status(&refused, 1);
@@ -187,7 +188,8 @@ const GRADS_CASE: &str = "tests/fixtures/grads/bn_cnn";
 
 /// A named tensor of a fixture file, as f32 (int64 labels converted).
 fn tensor(file: &str, name: &str) -> ArrayD<f32> {
-    let file = read_tensors(&Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).expect("fixture");
+    let file = read_tensors(&Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(file))
+        .expect("fixture");
     match file.tensors.get(name) {
         Some(TensorData::F32(t)) => t.clone(),
         Some(TensorData::I64(t)) => t.mapv(|v| v as f32),
@@ -221,7 +223,8 @@ fn write_i64_npy(path: &Path, values: &[i64]) {
 /// zero, which both sides get only up to rounding), and `actual` holds no other tensor.
 fn assert_grads_match(actual: &Path, fixture: &str, prefix: &str) {
     let got = read_tensors(actual).expect("gradients written");
-    let want = read_tensors(&Path::new(env!("CARGO_MANIFEST_DIR")).join(fixture)).expect("fixture");
+    let want = read_tensors(&Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(fixture))
+        .expect("fixture");
     let expected: Vec<&String> = want
         .tensors
         .keys()
@@ -382,7 +385,8 @@ fn labels_that_do_not_fit_are_refused() {
     let refused = run(&fractional);
     assert_status(&refused, 1);
     assert!(stderr(&refused).contains("label 0.5 at index 1"));
-    let complex = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/npy/complex64.npy");
+    let complex = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .join("tests/fixtures/npy/complex64.npy");
     let refused = run(&complex);
     assert_status(&refused, 1);
     assert!(stderr(&refused).contains("complex64.npy"));

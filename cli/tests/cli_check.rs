@@ -183,7 +183,7 @@ fn color_only_when_asked() {
 
 /// Copies a corpus spec into `dir`, returning its new path.
 fn corpus_copy(dir: &Path, name: &str) -> String {
-    let text = std::fs::read_to_string(Path::new("spec/tests/corpus").join(name))
+    let text = std::fs::read_to_string(Path::new("../spec/tests/corpus").join(name))
         .expect("corpus spec readable");
     let file = Path::new(name).file_name().expect("a file name");
     write(dir, &file.to_string_lossy(), &text)

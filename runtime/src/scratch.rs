@@ -1,0 +1,157 @@
+//! Per-thread scratch memory for the `&self` inference path ([`crate::Layer::infer`], a model's
+//! `predict`): a thread-local pool of buffers, grown once and reused, with no lock. A buffer is
+//! taken out of the pool for the length of one call and goes back when dropped, so nested calls
+//! on one thread (rayon may run another model's `predict` on a worker waiting inside a layer)
+//! simply take other buffers. Once a thread has served a call of a given shape, the same call
+//! allocates nothing.
+
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
+use std::thread::LocalKey;
+
+/// An element type the pool keeps buffers of.
+pub(crate) trait Pooled: Copy + 'static {
+    /// The thread's free buffers of this type, each with the tag of its last user.
+    fn pool() -> &'static LocalKey<RefCell<Vec<(u64, Vec<Self>)>>>;
+}
+
+macro_rules! pooled {
+    ($($ty:ty),*) => {$(
+        impl Pooled for $ty {
+            fn pool() -> &'static LocalKey<RefCell<Vec<(u64, Vec<Self>)>>> {
+                thread_local! {
+                    static POOL: RefCell<Vec<(u64, Vec<$ty>)>> = const { RefCell::new(Vec::new()) };
+                }
+                &POOL
+            }
+        }
+    )*};
+}
+
+pooled!(f32, u16, u32, [f32; 2], [f64; 2]);
+
+/// Tag of a buffer whose values no one relies on.
+pub(crate) const ANY: u64 = 0;
+
+/// A buffer borrowed from the thread's pool; it goes back when dropped.
+#[derive(Debug)]
+pub(crate) struct Scratch<T: Pooled> {
+    tag: u64,
+    buf: Vec<T>,
+}
+
+/// A buffer of at least `len` values from the thread's pool.
+///
+/// With `tag` [`ANY`], the values are whatever the buffer last held: the caller writes every
+/// value it reads. With another `tag` (a number standing for a layout, e.g. a convolution's
+/// padded input), values the caller never writes (the padding) are `fill`: a buffer last used
+/// under the same tag is reused as it is, any other is filled first.
+pub(crate) fn take<T: Pooled>(len: usize, tag: u64, fill: T) -> Scratch<T> {
+    let found = T::pool().with(|pool| {
+        let mut pool = pool.borrow_mut();
+        // Same tag and large enough, else the smallest large enough, else the largest.
+        let fits = |(_, b): &&(u64, Vec<T>)| b.len() >= len;
+        let best = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| fits(e) && e.0 == tag && tag != ANY)
+            .map(|(i, _)| i)
+            .next()
+            .or_else(|| {
+                pool.iter()
+                    .enumerate()
+                    .filter(|(_, e)| fits(e))
+                    .min_by_key(|(_, (_, b))| b.len())
+                    .map(|(i, _)| i)
+            })
+            .or_else(|| {
+                pool.iter()
+                    .enumerate()
+                    .max_by_key(|(_, (_, b))| b.len())
+                    .map(|(i, _)| i)
+            });
+        best.map(|i| pool.swap_remove(i))
+    });
+    let (old_tag, mut buf) = found.unwrap_or((ANY, Vec::new()));
+    if tag != ANY && old_tag != tag {
+        buf.fill(fill);
+    }
+    if buf.len() < len {
+        buf.resize(len, fill);
+    }
+    Scratch { tag, buf }
+}
+
+impl<T: Pooled> Scratch<T> {
+    /// The buffer itself, for code that grows its buffers as it goes (its length is then
+    /// whatever that code leaves).
+    pub(crate) fn vec_mut(&mut self) -> &mut Vec<T> {
+        &mut self.buf
+    }
+}
+
+impl<T: Pooled> Drop for Scratch<T> {
+    fn drop(&mut self) {
+        let entry = (self.tag, std::mem::take(&mut self.buf));
+        // During thread teardown the pool may be gone already; the buffer is then freed.
+        let _ = T::pool().try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut() {
+                pool.push(entry);
+            }
+        });
+    }
+}
+
+impl<T: Pooled> Deref for Scratch<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        &self.buf
+    }
+}
+
+impl<T: Pooled> DerefMut for Scratch<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.buf
+    }
+}
+
+/// A tag for a layout described by `parts` (sizes), for [`take`]: equal parts give equal tags.
+pub(crate) fn tag(parts: &[usize]) -> u64 {
+    // FNV-1a over the sizes; never ANY.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &p in parts {
+        for b in (p as u64).to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_reused_and_tagged_ones_keep_their_fill() {
+        let t = tag(&[3, 4]);
+        let ptr = {
+            let mut a = take::<f32>(16, t, 0.0);
+            assert!(a.iter().all(|&v| v == 0.0));
+            a[0] = 5.0; // a value the same layout would write again
+            a.as_ptr()
+        };
+        // The same layout gets the same buffer back, as it left it.
+        let b = take::<f32>(8, t, 0.0);
+        assert_eq!(b.as_ptr(), ptr);
+        assert_eq!(b[0], 5.0);
+        drop(b);
+        // Another layout gets it filled.
+        let c = take::<f32>(8, tag(&[9]), 0.0);
+        assert_eq!(c.as_ptr(), ptr);
+        assert!(c.iter().all(|&v| v == 0.0));
+        // Nested takes get distinct buffers.
+        let d = take::<f32>(8, ANY, 0.0);
+        assert_ne!(c.as_ptr(), d.as_ptr());
+    }
+}
