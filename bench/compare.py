@@ -151,9 +151,12 @@ def build_model(torch, name):
 
 
 def spec_input(spec):
-    """The `input: [C, H, W]` of a YAML spec (None when the file does not say it that way)."""
+    """The input size of a spec: YAML's `input: [C, H, W]` or the DSL's `input (C, H, W)` (None
+    when the file does not say it that way)."""
     with open(spec) as f:
-        m = re.search(r"^input:\s*\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]", f.read(), re.M)
+        text = f.read()
+    m = re.search(r"^input:\s*\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]", text, re.M) or re.search(
+        r"^input\s*\(\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\)", text, re.M)
     return tuple(int(v) for v in m.groups()) if m else None
 
 
@@ -162,9 +165,9 @@ def resized_spec(spec, shape, tmpdir):
     have = spec_input(spec)
     if have == tuple(shape):
         return spec
-    if have is None:
-        sys.exit(f"error: {spec}: --input needs a YAML spec with an `input: [C, H, W]` line; "
-                 "write the size into the spec instead")
+    if have is None or not spec.endswith((".yaml", ".yml")):
+        sys.exit(f"error: {spec}: running it at {'x'.join(map(str, shape))} needs a YAML spec with "
+                 "an `input: [C, H, W]` line; write the size into the spec instead")
     with open(spec) as f:
         text = f.read()
     text = re.sub(r"^input:.*$", f"input: [{shape[0]}, {shape[1]}, {shape[2]}]", text, count=1,
@@ -385,7 +388,9 @@ def main():
     if not os.access(args.cnnc, os.X_OK):
         sys.exit(f"error: no cnnc executable at {args.cnnc}; build it with cargo build --release "
                  "or pass --cnnc PATH")
-    shape = args.input or TORCH_MODELS.get(name) or spec_input(spec) or (3, 32, 32)
+    shape = args.input or TORCH_MODELS.get(name) or spec_input(spec)
+    if shape is None:
+        sys.exit(f"error: {spec}: cannot read its input size; pass --input C,H,W")
     tmpdir = tempfile.TemporaryDirectory(prefix="cnnc-compare-")
     spec = resized_spec(spec, shape, tmpdir.name)
     torch.set_num_threads(args.threads)
