@@ -41,6 +41,15 @@
 //! // ... and says what it expected when they are wrong (per sample, in PyTorch's order).
 //! let err = model.predict(Array4::zeros((8, 1, 28, 28)).view()).unwrap_err();
 //! assert!(err.to_string().contains("inputs of shape [3, 32, 32] per sample"), "{err}");
+//!
+//! // `predict` takes `&self`: one model serves several threads, no lock.
+//! let model = std::sync::Arc::new(model);
+//! std::thread::scope(|s| {
+//!     for _ in 0..2 {
+//!         let (model, pixels) = (&model, &pixels);
+//!         s.spawn(move || assert_eq!(model.predict(pixels.view()).unwrap(), logits));
+//!     }
+//! });
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!

@@ -10,7 +10,7 @@ cnnc::cnn_model!(LeNet5, "models/lenet5.cnn");
 
 #[test]
 fn predict_names_both_shapes_per_sample() {
-    let mut model = LeNet5::new(0);
+    let model = LeNet5::new(0);
     let err = model
         .predict(Array4::zeros((4, 3, 32, 32)).view())
         .unwrap_err();
@@ -23,7 +23,7 @@ fn predict_names_both_shapes_per_sample() {
 
 #[test]
 fn non_finite_inputs_are_errors_not_nan_results() {
-    let mut model = LeNet5::new(0);
+    let model = LeNet5::new(0);
     let mut x = Array4::<f32>::zeros((2, 1, 28, 28));
     x[[1, 0, 5, 7]] = f32::NAN;
     let err = model.predict(x.view()).unwrap_err();

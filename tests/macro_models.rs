@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use cnnc::Model;
 use cnnc::ndarray::{Array2, Array4};
 use cnnc::runtime::typed::{Features, Images};
 use cnnc::runtime::{Entry, Mode, Network, Visit};
@@ -131,6 +132,35 @@ macro_rules! agrees_with_the_executor {
                     .unwrap()
                     .to_array();
                 assert_eq!(array_bits(&typed), array_bits(&want));
+                // ... and from `&self`: the executor's, the typed one, and every layer's
+                // activation by name (fused layers included), the same from both.
+                assert_eq!(
+                    array_bits(&net.predict(x.view()).unwrap()),
+                    array_bits(&want)
+                );
+                let shared = model.infer(&Input::from_nchw(x.view()).unwrap()).unwrap();
+                assert_eq!(array_bits(&shared.to_array()), array_bits(&want));
+                let names: Vec<String> = net.layers().iter().map(|l| l.name().to_owned()).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let (ours, theirs) = (
+                    Model::activations(&model, x.view(), &names).unwrap(),
+                    Model::activations(&net, x.view(), &names).unwrap(),
+                );
+                assert_eq!(ours.len(), names.len());
+                for (name, act) in &ours {
+                    let bits = |a: &cnnc::ndarray::ArrayD<f32>| {
+                        (
+                            a.shape().to_vec(),
+                            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        )
+                    };
+                    assert_eq!(bits(act), bits(&theirs[name]), "activation `{name}`");
+                }
+                let last = &ours[*names.last().unwrap()];
+                assert_eq!(
+                    last.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    array_bits(&want)
+                );
 
                 // The explicit training forward and backward with an arbitrary upstream gradient
                 // (a one-output model's cross-entropy gradient is zero, which would test little).
@@ -209,7 +239,7 @@ fn constants_describe_the_seed_model() {
 
 #[test]
 fn predict_checks_the_input_dims_once() {
-    let mut model = CustomCnnYaml::new(0);
+    let model = CustomCnnYaml::new(0);
     let err = model
         .predict(Array4::zeros((2, 1, 28, 28)).view())
         .unwrap_err();
@@ -318,4 +348,42 @@ fn dropout_streams_resume_bit_identically_from_a_checkpoint() {
         );
         assert_eq!(resumed.rng_states(), net.rng_states());
     }
+}
+
+#[test]
+fn inference_after_a_change_through_weight_mut_reads_the_new_weights() {
+    let mut model = CustomCnnYaml::new(3);
+    let x = batch(2, CustomCnnYaml::INPUT_SHAPE, 1);
+    let before = model.predict(x.view()).unwrap();
+    // Changed without `visit`, the packed copies are stale: `&self` inference packs in scratch
+    // memory until a forward repacks; the values are those of the repacked layers.
+    model.layer1_0.weight_mut().value.mapv_inplace(|v| v * 0.5);
+    model.fc2.bias_mut().unwrap().value.fill(0.25);
+    let stale = model.predict(x.view()).unwrap();
+    assert_ne!(array_bits(&stale), array_bits(&before));
+    let typed = Images::<3, 32, 32>::from_nchw(x.view()).unwrap();
+    let repacked = model.forward(&typed).unwrap().to_array();
+    assert_eq!(array_bits(&stale), array_bits(&repacked));
+    assert_eq!(
+        array_bits(&model.predict(x.view()).unwrap()),
+        array_bits(&repacked)
+    );
+}
+
+#[test]
+fn a_clone_trains_apart_from_its_original() {
+    let original = VggSmallYaml::new(5);
+    let mut clone = original.clone();
+    let x = batch(2, VggSmallYaml::INPUT_SHAPE, 2);
+    let want = original.predict(x.view()).unwrap();
+    Model::train_step(&mut clone, x.view(), &[1, 2]).unwrap();
+    // Batch norm's running statistics moved in the clone only.
+    assert_eq!(
+        array_bits(&original.predict(x.view()).unwrap()),
+        array_bits(&want)
+    );
+    assert_ne!(
+        array_bits(&clone.predict(x.view()).unwrap()),
+        array_bits(&want)
+    );
 }

@@ -294,6 +294,18 @@ impl Gen<'_> {
             if plan.has_tensors() {
                 doc.push_str(&format!(", {} parameters", thousands(l.params())));
             }
+            // A layer that applies the ones after it writes their output, not its own.
+            let step = self.exec.step_of(plan.index);
+            if step.layer == plan.index && step.last > plan.index {
+                let applied: Vec<String> = (plan.index + 1..=step.last)
+                    .map(|i| format!("`{}`", self.model.layers()[i].name()))
+                    .collect();
+                doc.push_str(&format!(
+                    "; it applies {} too and writes {}",
+                    applied.join(" and "),
+                    self.exec.buffers()[step.output]
+                ));
+            }
             let doc = docs(&[doc + "."]);
             // Parametric layers are public so that their weights can be read and replaced; the
             // others are implementation details.
@@ -1087,6 +1099,35 @@ mod tests {
         );
         assert!(code.contains("Workspace<8>,"), "{code}");
         assert!(!code.contains("merge_backward") && !code.contains("let x1"));
+    }
+
+    #[test]
+    fn models_implement_the_trait_over_a_table_of_their_plan() {
+        let model = checked(include_str!("../../tests/generated/graph_mix.cnn"));
+        let code = crate::to_source(&model, &options()).unwrap();
+        for line in [
+            "#[derive(Clone, Debug)]",
+            "impl ::cnnc::runtime::VisitRef for Tiny {",
+            "impl ::cnnc::__private::Planned for Tiny {",
+            "impl ::cnnc::Model for Tiny {",
+            "::cnnc::__private::infer(self, Self::INPUT_SHAPE, x)",
+            "::cnnc::__private::activations(self, Self::INPUT_SHAPE, x, names)",
+            "::cnnc::runtime::weights::save_ref(self, path.as_ref(), &metadata)",
+        ] {
+            assert!(code.contains(line), "`{line}` missing from:\n{code}");
+        }
+        // One table entry per step, a merge listing every input it reads.
+        let plan = ExecPlan::new(&model);
+        assert_eq!(
+            code.matches("::cnnc::__private::StepRef {").count(),
+            plan.steps().len()
+        );
+        let merge = plan.steps().iter().find(|s| s.inputs.len() > 1).unwrap();
+        let inputs: Vec<String> = merge.inputs.iter().map(usize::to_string).collect();
+        assert!(
+            code.contains(&format!("inputs: &[{}]", inputs.join(", "))),
+            "{code}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The dynamic executor: a runnable model built at run time from a checked [`Model`] (what the
 //! CLI uses), sequential or any graph of layers. It is a list of the same [`Layer`] structs
 //! generated models hold as fields, run as the model's [`Plan`] says (the plan code generation
-//! writes out): each step reads its input buffers (several for a [`Merge`] layer) and writes
+//! writes out): each step reads its input buffers (several for a [`Merge`](crate::layers::Merge) layer) and writes
 //! its own, and backward hands each input's gradient to the buffer the plan names, written or
 //! added in the plan's fixed order. Activation and gradient buffers are sized for the largest
 //! batch seen and reused afterwards. When a training step goes non-finite,

@@ -263,6 +263,9 @@ fn to_torch(data: &[f32], shape: Shape, batch: usize) -> ArrayD<f32> {
     }
 }
 
+/// Named activations, in PyTorch's layout.
+type Activations = BTreeMap<String, ArrayD<f32>>;
+
 /// Runs every step of `model` on `x` in evaluation mode, from `&self`; returns the logits and
 /// the outputs of the layers `wanted` marks. A wanted layer that a step applies inside its
 /// first layer (a fused ReLU or max pool, or that first layer itself) is computed apart from
@@ -272,7 +275,7 @@ fn run(
     model: &(impl Planned + ?Sized),
     x: Input<'_>,
     wanted: &[bool],
-) -> Result<(Array2<f32>, BTreeMap<String, ArrayD<f32>>)> {
+) -> Result<(Array2<f32>, Activations)> {
     let batch = match x {
         Input::Nchw(x) => x.dim().0,
         Input::Internal(_, batch) => batch,
@@ -282,9 +285,10 @@ fn run(
             Error::State(format!("a batch of {batch} samples does not fit in memory"))
         })
     };
-    let lens = (0..model.buffer_count())
-        .map(|b| len(model.buffer(b)))
-        .collect::<Result<Vec<usize>>>()?;
+    let mut lens = Vec::with_capacity(model.buffer_count());
+    for b in 0..model.buffer_count() {
+        lens.push(len(model.buffer(b))?);
+    }
     on_pool(|| {
         let mut acts: Vec<Scratch<f32>> = lens
             .iter()
@@ -346,7 +350,7 @@ fn run(
                 let mut x = scratch::take(0, scratch::ANY, 0.0);
                 x.vec_mut().clear();
                 x.vec_mut().extend_from_slice(&before[step.inputs[0]]);
-                for i in step.layer..step.last {
+                for (i, &want) in wanted.iter().enumerate().take(step.last).skip(step.layer) {
                     let shape = layer_at(model, i + 1)?.input_shape();
                     let mut out = scratch::take(len(shape)?, scratch::ANY, 0.0);
                     let out_values = &mut out[..len(shape)?];
@@ -356,7 +360,7 @@ fn run(
                     } else {
                         layer.infer(&x, out_values, batch)?;
                     }
-                    if wanted[i] {
+                    if want {
                         let name = layer.name().to_owned();
                         found.insert(name, to_torch(out_values, shape, batch));
                     }

@@ -9,18 +9,21 @@ use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 use std::thread::LocalKey;
 
+/// A thread's free buffers of one type, each with the tag of its last user.
+type Pool<T> = RefCell<Vec<(u64, Vec<T>)>>;
+
 /// An element type the pool keeps buffers of.
 pub(crate) trait Pooled: Copy + 'static {
-    /// The thread's free buffers of this type, each with the tag of its last user.
-    fn pool() -> &'static LocalKey<RefCell<Vec<(u64, Vec<Self>)>>>;
+    /// The thread's free buffers of this type.
+    fn pool() -> &'static LocalKey<Pool<Self>>;
 }
 
 macro_rules! pooled {
     ($($ty:ty),*) => {$(
         impl Pooled for $ty {
-            fn pool() -> &'static LocalKey<RefCell<Vec<(u64, Vec<Self>)>>> {
+            fn pool() -> &'static LocalKey<Pool<Self>> {
                 thread_local! {
-                    static POOL: RefCell<Vec<(u64, Vec<$ty>)>> = const { RefCell::new(Vec::new()) };
+                    static POOL: Pool<$ty> = const { RefCell::new(Vec::new()) };
                 }
                 &POOL
             }
@@ -49,27 +52,30 @@ pub(crate) struct Scratch<T: Pooled> {
 pub(crate) fn take<T: Pooled>(len: usize, tag: u64, fill: T) -> Scratch<T> {
     let found = T::pool().with(|pool| {
         let mut pool = pool.borrow_mut();
-        // Same tag and large enough, else the smallest large enough, else the largest.
-        let fits = |(_, b): &&(u64, Vec<T>)| b.len() >= len;
-        let best = pool
+        // A buffer of this tag first, then an untagged one, then any other: so buffers keep
+        // their tags from call to call and a tagged one is filled only the first time.
+        let rank = |entry_tag: u64| {
+            if tag != ANY && entry_tag == tag {
+                0
+            } else if entry_tag == ANY {
+                1
+            } else {
+                2
+            }
+        };
+        // The smallest large enough, else the largest (grown below).
+        let fitting = pool
             .iter()
             .enumerate()
-            .filter(|(_, e)| fits(e) && e.0 == tag && tag != ANY)
-            .map(|(i, _)| i)
-            .next()
-            .or_else(|| {
-                pool.iter()
-                    .enumerate()
-                    .filter(|(_, e)| fits(e))
-                    .min_by_key(|(_, (_, b))| b.len())
-                    .map(|(i, _)| i)
-            })
-            .or_else(|| {
-                pool.iter()
-                    .enumerate()
-                    .max_by_key(|(_, (_, b))| b.len())
-                    .map(|(i, _)| i)
-            });
+            .filter(|(_, (_, b))| b.len() >= len)
+            .min_by_key(|(_, (t, b))| (rank(*t), b.len()))
+            .map(|(i, _)| i);
+        let best = fitting.or_else(|| {
+            pool.iter()
+                .enumerate()
+                .min_by_key(|(_, (t, b))| (rank(*t), std::cmp::Reverse(b.len())))
+                .map(|(i, _)| i)
+        });
         best.map(|i| pool.swap_remove(i))
     });
     let (old_tag, mut buf) = found.unwrap_or((ANY, Vec::new()));

@@ -188,6 +188,8 @@ fn train_def(def: &NetworkDef, threads: usize, batch: usize) -> Vec<u32> {
                 .iter()
                 .map(|v| v.to_bits()),
         );
+        // Inference from `&self` (scratch memory per thread) too.
+        bits.extend(net.predict(x.view()).unwrap().iter().map(|v| v.to_bits()));
         bits.extend(snapshot(&mut net));
         bits
     })

@@ -233,6 +233,9 @@ fn train(threads: usize, batch: usize) -> Vec<u32> {
                 Entry::Counter { .. } => {}
             });
         }
+        // Inference from `&self` after the steps, in the pool's scratch memory.
+        let x = Array4::from_shape_vec((batch, 3, 8, 8), rng.vec(batch * 3 * 64)).unwrap();
+        bits.extend(net.predict(x.view()).unwrap().iter().map(|v| v.to_bits()));
         bits
     })
 }

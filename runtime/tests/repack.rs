@@ -1,6 +1,7 @@
 //! Layers keep packed copies of their weights and repack them only after the weights may have
 //! changed: every way to change them (`weight_mut`, `bias_mut`, `Layer::visit`, which optimizers
-//! and weight loading use) must be seen, in the forward and in the input-gradient panels.
+//! and weight loading use) must be seen, in the forward and in the input-gradient panels, and by
+//! `&self` inference (`Layer::infer`) as well.
 
 mod common;
 
@@ -61,12 +62,17 @@ fn check<L: Layer>(make: fn() -> L, change: fn(&mut L)) {
     let dy = rng.vec(used.output_shape().numel() * batch);
     let before = run(&mut used, &x, &dy, batch);
     change(&mut used);
+    // `&self` inference first, before any `&mut` forward could repack: it must read the
+    // changed weights too (`visit` repacked them; after `weight_mut` it packs in scratch).
+    let mut inferred = vec![0.0; dy.len()];
+    used.infer(&x, &mut inferred, batch).unwrap();
     let after = run(&mut used, &x, &dy, batch);
     let mut fresh = make();
     change(&mut fresh);
     let want = run(&mut fresh, &x, &dy, batch);
     assert_ne!(before, want, "the change must matter");
     assert_eq!(after, want);
+    assert_eq!(inferred, want.0, "inference from &self after the change");
 }
 
 #[test]

@@ -20,19 +20,19 @@
 /// - `fc2: linear [64] -> [10]`
 #[derive(Clone, Debug)]
 pub struct CustomCNN {
-    /// `layer1.0`: `torch.nn.Conv2d`, [3, 32, 32] -> [32, 32, 32], 2,432 parameters.
+    /// `layer1.0`: `torch.nn.Conv2d`, [3, 32, 32] -> [32, 32, 32], 2,432 parameters; it applies `layer1.1` and `layer1.2` too and writes [32, 16, 16].
     pub layer1_0: ::cnnc::runtime::layers::Conv2d,
     /// `layer1.1`: `torch.nn.ReLU`, [32, 32, 32] -> [32, 32, 32].
     layer1_1: ::cnnc::runtime::layers::Relu,
     /// `layer1.2`: `torch.nn.MaxPool2d`, [32, 32, 32] -> [32, 16, 16].
     layer1_2: ::cnnc::runtime::layers::MaxPool2d,
-    /// `layer2.0`: `torch.nn.Conv2d`, [32, 16, 16] -> [32, 16, 16], 25,632 parameters.
+    /// `layer2.0`: `torch.nn.Conv2d`, [32, 16, 16] -> [32, 16, 16], 25,632 parameters; it applies `layer2.1` and `layer2.2` too and writes [32, 8, 8].
     pub layer2_0: ::cnnc::runtime::layers::Conv2d,
     /// `layer2.1`: `torch.nn.ReLU`, [32, 16, 16] -> [32, 16, 16].
     layer2_1: ::cnnc::runtime::layers::Relu,
     /// `layer2.2`: `torch.nn.MaxPool2d`, [32, 16, 16] -> [32, 8, 8].
     layer2_2: ::cnnc::runtime::layers::MaxPool2d,
-    /// `layer3.0`: `torch.nn.Conv2d`, [32, 8, 8] -> [64, 8, 8], 51,264 parameters.
+    /// `layer3.0`: `torch.nn.Conv2d`, [32, 8, 8] -> [64, 8, 8], 51,264 parameters; it applies `layer3.1` and `layer3.2` too and writes [64, 4, 4].
     pub layer3_0: ::cnnc::runtime::layers::Conv2d,
     /// `layer3.1`: `torch.nn.ReLU`, [64, 8, 8] -> [64, 8, 8].
     layer3_1: ::cnnc::runtime::layers::Relu,

@@ -35,7 +35,7 @@ pub struct GraphMix {
     pub conv_a: ::cnnc::runtime::layers::Conv2d,
     /// `res`: `torch.add`, [8, 8, 8], [8, 8, 8] -> [8, 8, 8].
     res: ::cnnc::runtime::layers::Add,
-    /// `branch`: `torch.nn.Conv2d`, [8, 8, 8] -> [4, 8, 8], 36 parameters.
+    /// `branch`: `torch.nn.Conv2d`, [8, 8, 8] -> [4, 8, 8], 36 parameters; it applies `branch_act` too and writes [4, 8, 8].
     pub branch: ::cnnc::runtime::layers::Conv2d,
     /// `branch_act`: `torch.nn.ReLU`, [4, 8, 8] -> [4, 8, 8].
     branch_act: ::cnnc::runtime::layers::Relu,
@@ -43,7 +43,7 @@ pub struct GraphMix {
     cat: ::cnnc::runtime::layers::Concat,
     /// `squeeze`: `torch.nn.AdaptiveAvgPool2d`, [12, 8, 8] -> [12, 1, 1].
     squeeze: ::cnnc::runtime::layers::AdaptiveAvgPool2d,
-    /// `fc1`: `torch.nn.Conv2d`, [12, 1, 1] -> [3, 1, 1], 39 parameters.
+    /// `fc1`: `torch.nn.Conv2d`, [12, 1, 1] -> [3, 1, 1], 39 parameters; it applies `fc1_act` too and writes [3, 1, 1].
     pub fc1: ::cnnc::runtime::layers::Conv2d,
     /// `fc1_act`: `torch.nn.ReLU`, [3, 1, 1] -> [3, 1, 1].
     fc1_act: ::cnnc::runtime::layers::Relu,

@@ -92,7 +92,7 @@ impl Linear {
             fill_uniform(b.value.iter_mut(), bound, rng);
             b
         });
-        Ok(Linear {
+        let mut layer = Linear {
             name: name.to_owned(),
             weight_name: format!("{name}.weight"),
             bias_name: format!("{name}.bias"),
@@ -107,7 +107,10 @@ impl Linear {
             dy_copy: Vec::new(),
             x_copy: Vec::new(),
             wgrad: vec![0.0; fout * fin],
-        })
+        };
+        // Packed now, so that `&self` inference on a new layer reads panels.
+        layer.pack(false)?;
+        Ok(layer)
     }
 
     weight_bias_accessors!();

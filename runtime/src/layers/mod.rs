@@ -21,7 +21,8 @@ macro_rules! weight_bias_accessors {
             &self.weight
         }
 
-        /// The weight, to change (the layer repacks it before its next use).
+        /// The weight, to change (the layer repacks it at its next `&mut` forward or `visit`;
+        /// until then `&self` inference packs it into scratch memory on every call).
         pub fn weight_mut(&mut self) -> &mut Param {
             self.stale.mark();
             &mut self.weight
@@ -32,7 +33,7 @@ macro_rules! weight_bias_accessors {
             self.bias.as_ref()
         }
 
-        /// The bias, to change.
+        /// The bias, to change (repacked as [`Self::weight_mut`] says).
         pub fn bias_mut(&mut self) -> Option<&mut Param> {
             self.stale.mark();
             self.bias.as_mut()
@@ -103,11 +104,12 @@ pub trait Layer: Send + Sync + fmt::Debug + LayerClone {
     /// reused), so concurrent calls on one layer from several threads are fine. The values are
     /// those of [`Layer::forward`] in [`Mode::Eval`], bit for bit.
     ///
-    /// Layers that pack their weights ([`Conv2d`], [`Linear`]) repack them whenever the
-    /// parameters may have changed through [`Layer::visit`] (optimizer steps, weight loading),
-    /// before `visit` returns; after a change through `weight_mut` or `bias_mut`, which cannot
-    /// repack when the change is made, `infer` packs into scratch memory on every call until
-    /// the next `&mut` forward or `visit` repacks.
+    /// Layers that pack their weights ([`Conv2d`], [`Linear`]) pack them when built and repack
+    /// them whenever the parameters may have changed through [`Layer::visit`] (optimizer steps,
+    /// weight loading), before `visit` returns, so serving after loading and predicting after a
+    /// training step read packed weights. After a change through `weight_mut` or `bias_mut`,
+    /// which cannot repack when the change is made, `infer` packs into scratch memory on every
+    /// call (correct, slower) until the next `&mut` forward or `visit` repacks.
     fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()>;
 
     /// [`Layer::infer`] without the layers this one applies (a ReLU, [`Layer::fuse_relu`], and a
@@ -189,7 +191,7 @@ pub trait Layer: Send + Sync + fmt::Debug + LayerClone {
         let _ = f;
     }
 
-    /// The layer as a [`Merge`] for `&self` use ([`Merge::infer_merge`]); `None` (the default)
+    /// The layer as a [`Merge`] for `&self` use ([`Merge::forward_merge`]); `None` (the default)
     /// for a one-input layer.
     fn as_merge_ref(&self) -> Option<&dyn Merge> {
         None

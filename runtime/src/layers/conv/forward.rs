@@ -81,10 +81,9 @@ impl Conv2d {
             self.convolve_padded(&xp, weights, &mut y[..ny], batch, relu, None);
             return Ok(());
         };
-        let (mut argmax, mut bands) = (
-            scratch::take(0, scratch::ANY, NONE),
-            scratch::take(0, scratch::ANY, 0.0),
-        );
+        // Tagged by the layer's geometry, so each call finds the buffers it grew before.
+        let own = scratch::tag(&[g.oh, g.ow, g.cout, fused.kh, fused.kw]);
+        let (mut argmax, mut bands) = (scratch::take(0, own, NONE), scratch::take(0, own, 0.0));
         let mut pool = FusedPool {
             argmax: std::mem::take(argmax.vec_mut()),
             bands: std::mem::take(bands.vec_mut()),

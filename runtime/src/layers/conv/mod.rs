@@ -160,7 +160,7 @@ impl Conv2d {
         } else {
             MAX_LANES * PIXELS_PER_TASK * g.k_back()
         };
-        Ok(Conv2d {
+        let mut layer = Conv2d {
             name: name.to_owned(),
             weight_name: format!("{name}.weight"),
             bias_name: format!("{name}.bias"),
@@ -194,7 +194,12 @@ impl Conv2d {
             },
             wgrad: vec![0.0; usize::from(dense) * g.k() * g.cs()],
             bgrad: vec![0.0; g.cout],
-        })
+        };
+        // Packed now, so that `&self` inference on a new layer reads panels.
+        if dense {
+            layer.pack(false)?;
+        }
+        Ok(layer)
     }
 
     weight_bias_accessors!();
