@@ -27,7 +27,7 @@
 pub struct GraphMix {
     /// `stem`: `torch.nn.Conv2d`, [3, 8, 8] -> [8, 8, 8], 216 parameters.
     pub stem: ::cnnc::runtime::layers::Conv2d,
-    /// `bn`: `torch.nn.BatchNorm2d`, [8, 8, 8] -> [8, 8, 8], 16 parameters.
+    /// `bn`: `torch.nn.BatchNorm2d`, [8, 8, 8] -> [8, 8, 8], 16 parameters; it applies `act` too and writes [8, 8, 8].
     pub bn: ::cnnc::runtime::layers::BatchNorm2d,
     /// `act`: `torch.nn.ReLU`, [8, 8, 8] -> [8, 8, 8].
     act: ::cnnc::runtime::layers::Relu,
