@@ -3,7 +3,14 @@
 
 `--model mobilenet_style` measures the depthwise-separable network of
 models/mobilenet_style.yaml instead (grouped 3x3 convolutions, 1x1 ones, batchnorm2d), whose
-PyTorch twin is written below.
+PyTorch twin is written below. `--spec models/X.yaml --torch NAME` measures any spec against the
+matching PyTorch model: `resnet20` (tools/resnet20_cifar.py, the model of
+models/resnet20_cifar.yaml), torchvision's `resnet18` and `mobilenet_v2` (num_classes=10), or one
+of the `--model` twins. `--input C,H,W` runs both at another input size (cnnc on a copy of the
+YAML spec with its `input:` line replaced); torchvision's models default to 3,32,32, as the
+performance issue measures them. `--profile` adds a per-layer breakdown of one training step on
+both sides: cnnc's per-layer forward and backward (`cnnc bench`'s `layers`, medians) and
+PyTorch's operators by input shape (torch.profiler).
 
 Runs the four workloads of the performance issue on both, in the same invocation and alternating
 (cnnc, PyTorch, cnnc, ...) so both see the same machine load, then prints the median of each side
@@ -21,19 +28,29 @@ batch sizes. The script installs nothing: it needs PyTorch in the Python that ru
 `cnnc` (cargo build --release). Usage:
 
     tools/.venv/bin/python bench/compare.py [--rounds 5] [--threads 2] [--cnnc target/release/cnnc]
-        [--model custom_cnn|mobilenet_style]
+        [--model custom_cnn|mobilenet_style | --spec SPEC --torch NAME [--input C,H,W]] [--profile]
 """
 
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("custom_cnn", "mobilenet_style")
+# --torch NAME: the PyTorch model, and the input size it runs at when --input does not say.
+TORCH_MODELS = {
+    "custom_cnn": None,
+    "mobilenet_style": None,
+    "resnet20": None,
+    "resnet18": (3, 32, 32),
+    "mobilenet_v2": (3, 32, 32),
+}
 MEMORY_SAMPLES = 60_000
 MEMORY_STEPS = 20
 WARMUP = 3
@@ -115,7 +132,60 @@ def mobilenet_style(torch):
 
 
 def build_model(torch, name):
-    return custom_cnn(torch) if name == "custom_cnn" else mobilenet_style(torch)
+    """The PyTorch model `name` (a key of TORCH_MODELS), seeded."""
+    torch.manual_seed(0)
+    if name == "custom_cnn":
+        return custom_cnn(torch)
+    if name == "mobilenet_style":
+        return mobilenet_style(torch)
+    if name == "resnet20":
+        sys.path.insert(0, os.path.join(ROOT, "tools"))
+        from resnet20_cifar import ResNet20
+
+        return ResNet20()
+    try:
+        import torchvision
+    except ImportError:
+        sys.exit(f"error: --torch {name} needs torchvision in this Python ({sys.executable})")
+    return getattr(torchvision.models, name)(num_classes=10)
+
+
+def spec_input(spec):
+    """The input size of a spec: YAML's `input: [C, H, W]` or the DSL's `input (C, H, W)` (None
+    when the file does not say it that way)."""
+    with open(spec) as f:
+        text = f.read()
+    m = re.search(r"^input:\s*\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]", text, re.M) or re.search(
+        r"^input\s*\(\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\)", text, re.M)
+    return tuple(int(v) for v in m.groups()) if m else None
+
+
+def resized_spec(spec, shape, tmpdir):
+    """`spec` itself when it already takes `shape`, else a copy whose `input:` line says `shape`."""
+    have = spec_input(spec)
+    if have == tuple(shape):
+        return spec
+    if have is None or not spec.endswith((".yaml", ".yml")):
+        sys.exit(f"error: {spec}: running it at {'x'.join(map(str, shape))} needs a YAML spec with "
+                 "an `input: [C, H, W]` line; write the size into the spec instead")
+    with open(spec) as f:
+        text = f.read()
+    text = re.sub(r"^input:.*$", f"input: [{shape[0]}, {shape[1]}, {shape[2]}]", text, count=1,
+                  flags=re.M)
+    path = os.path.join(tmpdir, os.path.basename(spec))
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def parse_input(text):
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W (three positive integers), got {text!r}")
+    return shape
 
 
 def median_time(runs, fn):
@@ -129,19 +199,27 @@ def median_time(runs, fn):
     return statistics.median(times)
 
 
-def torch_round(torch, model, runs):
-    """One round of the four timed workloads on PyTorch; same keys as `cnnc bench --format json`."""
+def torch_train_step(torch, model, shape):
+    """A training step at batch 64 (forward, cross-entropy, backward, SGD with momentum)."""
     f = torch.nn.functional
-    x64 = torch.rand(64, 3, 32, 32) * 2 - 1
+    x64 = torch.rand(64, *shape) * 2 - 1
     y64 = torch.arange(64) % 10
-    x256 = torch.rand(256, 3, 32, 32) * 2 - 1
-    x1 = torch.rand(1, 3, 32, 32) * 2 - 1
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def train():
         opt.zero_grad()
         f.cross_entropy(model(x64), y64).backward()
         opt.step()
+
+    return train
+
+
+def torch_round(torch, model, runs, shape):
+    """One round of the four timed workloads on PyTorch; same keys as `cnnc bench --format json`."""
+    x64 = torch.rand(64, *shape) * 2 - 1
+    x256 = torch.rand(256, *shape) * 2 - 1
+    x1 = torch.rand(1, *shape) * 2 - 1
+    train = torch_train_step(torch, model, shape)
 
     model.train()
     train_s = median_time(runs, train)
@@ -166,7 +244,7 @@ def vm_hwm_mb():
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def torch_memory_child(threads, name):
+def torch_memory_child(threads, name, shape):
     """The memory workload in this (fresh) process; prints VmHWM in MiB."""
     torch = import_torch()
     torch.set_num_threads(threads)
@@ -178,17 +256,20 @@ def torch_memory_child(threads, name):
     model.train()
     for step in range(MEMORY_STEPS):
         idx = (torch.arange(64) + step * 64) * 7919 % MEMORY_SAMPLES
-        x = torch.nn.functional.pad(data[idx].float() / 255, (2, 2, 2, 2)).expand(-1, 3, -1, -1)
+        # Centred in the model's input, zero-padded (or cropped), grey repeated over the channels.
+        top, left = (shape[1] - 28) // 2, (shape[2] - 28) // 2
+        pad = (left, shape[2] - 28 - left, top, shape[1] - 28 - top)
+        x = torch.nn.functional.pad(data[idx].float() / 255, pad).expand(-1, shape[0], -1, -1)
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), labels[idx]).backward()
         opt.step()
     print(f"{vm_hwm_mb():.1f}")
 
 
-def torch_memory(threads, name):
+def torch_memory(threads, name, shape):
     out = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--torch-memory-child", "--threads", str(threads),
-         "--model", name],
+         "--torch", name, "--input", ",".join(map(str, shape))],
         check=True, capture_output=True, text=True,
     )
     return float(out.stdout.strip())
@@ -203,6 +284,77 @@ def cnnc_round(cnnc, spec, threads, runs, memory):
     return json.loads(out.stdout)
 
 
+# The performance issue's targets for the models that are not the seed (None: no target).
+TARGETS = {
+    name: {"train_images_per_s": train, "infer64_images_per_s": None,
+           "infer256_images_per_s": infer256, "latency_batch1_ms": None}
+    for name, train, infer256 in [("resnet20", 1.5, 2.0), ("resnet18", 1.3, 1.5),
+                                  ("mobilenet_v2", 1.5, 1.5), ("mobilenet_style", 1.5, 1.5)]
+}
+PROFILE_STEPS = 10
+
+
+def cnnc_layers(rounds):
+    """cnnc's per-layer forward and backward ms of a training step, the median over the rounds."""
+    layers = []
+    for i, layer in enumerate(rounds[0]["layers"]):
+        fwd = statistics.median(r["layers"][i]["forward_ms"] for r in rounds)
+        bwd = statistics.median(r["layers"][i]["backward_ms"] for r in rounds)
+        layers.append({"name": layer["name"], "kind": layer.get("kind"), "forward_ms": fwd,
+                       "backward_ms": bwd, "fused_into": layer.get("fused_into")})
+    return layers
+
+
+def torch_profile(torch, model, shape):
+    """PyTorch's training step by operator and input shape (torch.profiler, self CPU time), ms per
+    step, largest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model.train()
+    train = torch_train_step(torch, model, shape)
+    for _ in range(WARMUP):
+        train()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(PROFILE_STEPS):
+            train()
+    ops = []
+    for event in prof.key_averages(group_by_input_shape=True):
+        ms = event.self_cpu_time_total / 1e3 / PROFILE_STEPS
+        if ms >= 0.01:
+            shapes = [s for s in (event.input_shapes or []) if s][:2]
+            ops.append({"op": event.key, "shapes": shapes, "ms": ms, "calls": event.count // PROFILE_STEPS})
+    return sorted(ops, key=lambda o: -o["ms"])
+
+
+def print_profile(layers, ops):
+    """Prints cnnc's per-layer times, totals by layer kind, and PyTorch's largest operators."""
+    total = sum(l["forward_ms"] + l["backward_ms"] for l in layers) or 1.0
+    print(f"  cnnc training step by layer (median ms; {total:.2f} ms in layers):")
+    print(f"    {'layer':<28} {'kind':<20} {'forward':>8} {'backward':>9} {'share':>6}")
+    for l in layers:
+        if l["fused_into"]:
+            print(f"    {l['name']:<28} {l['kind'] or '':<20} fused into {l['fused_into']}")
+            continue
+        t = l["forward_ms"] + l["backward_ms"]
+        print(f"    {l['name']:<28} {l['kind'] or '':<20} {l['forward_ms']:>8.3f} "
+              f"{l['backward_ms']:>9.3f} {100 * t / total:>5.1f}%")
+    kinds = {}
+    for l in layers:
+        k = kinds.setdefault(l["kind"] or "?", [0.0, 0.0])
+        k[0] += l["forward_ms"]
+        k[1] += l["backward_ms"]
+    print("  cnnc by layer kind (forward / backward ms):")
+    for kind, (f, b) in sorted(kinds.items(), key=lambda kv: -sum(kv[1])):
+        print(f"    {kind:<20} {f:>8.3f} {b:>9.3f} {100 * (f + b) / total:>5.1f}%")
+    torch_total = sum(o["ms"] for o in ops) or 1.0
+    print(f"  PyTorch training step by operator and input shape (self CPU ms per step; "
+          f"{torch_total:.2f} ms in all):")
+    for o in ops[:30]:
+        shapes = " ".join("x".join(map(str, s)) for s in o["shapes"])
+        print(f"    {o['op']:<40} {shapes:<28} {o['calls']:>4} {o['ms']:>8.3f} "
+              f"{100 * o['ms'] / torch_total:>5.1f}%")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
@@ -213,60 +365,88 @@ def main():
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--model", choices=MODELS, default="custom_cnn",
                         help="models/<MODEL>.yaml and its PyTorch twin (default custom_cnn)")
+    parser.add_argument("--spec", help="a spec to run instead of --model's (needs --torch)")
+    parser.add_argument("--torch", choices=sorted(TORCH_MODELS),
+                        help="the PyTorch model matching --spec")
+    parser.add_argument("--input", type=parse_input,
+                        help="C,H,W: the input size of both sides (default: the spec's, or 3,32,32 "
+                             "for torchvision's models)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print a per-layer breakdown of a training step on both sides")
     parser.add_argument("--torch-memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.torch_memory_child:
-        return torch_memory_child(args.threads, args.model)
+        return torch_memory_child(args.threads, args.torch or args.model, args.input or (3, 32, 32))
+    if (args.spec is None) != (args.torch is None):
+        parser.error("--spec and --torch go together")
+    name = args.torch or args.model
+    spec = args.spec or os.path.join(ROOT, "models", f"{args.model}.yaml")
+    if not os.path.isfile(spec):
+        sys.exit(f"error: no spec at {spec}")
 
     torch = import_torch()
     if not os.access(args.cnnc, os.X_OK):
         sys.exit(f"error: no cnnc executable at {args.cnnc}; build it with cargo build --release "
                  "or pass --cnnc PATH")
+    shape = args.input or TORCH_MODELS.get(name) or spec_input(spec)
+    if shape is None:
+        sys.exit(f"error: {spec}: cannot read its input size; pass --input C,H,W")
+    tmpdir = tempfile.TemporaryDirectory(prefix="cnnc-compare-")
+    spec = resized_spec(spec, shape, tmpdir.name)
     torch.set_num_threads(args.threads)
-    model = build_model(torch, args.model)
-    spec = os.path.join(ROOT, "models", f"{args.model}.yaml")
+    model = build_model(torch, name)
     load_before = os.getloadavg()
     ours, theirs = [], []
     for r in range(args.rounds):
         ours.append(cnnc_round(args.cnnc, spec, args.threads, args.runs, memory=(r == 0)))
-        theirs.append(torch_round(torch, model, args.runs))
+        theirs.append(torch_round(torch, model, args.runs, shape))
         print(f"round {r + 1}/{args.rounds}: cnnc train {ours[-1]['train_images_per_s']:.0f} img/s, "
               f"PyTorch train {theirs[-1]['train_images_per_s']:.0f} img/s "
               f"(load {os.getloadavg()[0]:.1f})", file=sys.stderr)
-    theirs[0]["peak_rss_mb"] = torch_memory(args.threads, args.model)
+    theirs[0]["peak_rss_mb"] = torch_memory(args.threads, name, shape)
+    profile = torch_profile(torch, model, shape) if args.profile else None
     load_after = os.getloadavg()
+    targets = TARGETS.get(name, {})
 
     rows = []
     for key, label, higher, target in WORKLOADS:
+        target = targets.get(key, target)
         ours_k = [o[key] for o in ours if o.get(key) is not None]
         theirs_k = [t[key] for t in theirs if t.get(key) is not None]
         a, b = statistics.median(ours_k), statistics.median(theirs_k)
         ratio = a / b
-        met = ratio >= target if higher else ratio <= target
+        met = None if target is None else ratio >= target if higher else ratio <= target
         # The spread over rounds: on a shared machine one side can change speed between rounds.
         rows.append({"workload": key, "label": label, "cnnc": a, "pytorch": b, "ratio": ratio,
-                     "target": f"{'>=' if higher else '<='} {target}", "met": met,
+                     "target": None if target is None else f"{'>=' if higher else '<='} {target}",
+                     "met": met,
                      "cnnc_range": [min(ours_k), max(ours_k)],
                      "pytorch_range": [min(theirs_k), max(theirs_k)]})
     pct = statistics.median(o["train_percent_of_peak"] for o in ours)
-    result = {"model": args.model, "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
+    result = {"model": name, "spec": args.spec or spec, "input": list(shape), "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
               "load_before": load_before, "load_after": load_after, "workloads": rows,
               "cnnc_train_percent_of_peak": pct,
               "peak_gflops": ours[0]["peak_gflops"]}
+    if args.profile:
+        result["cnnc_layers"] = cnnc_layers(ours)
+        result["pytorch_ops"] = profile
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.model}: cnnc vs PyTorch {torch.__version__}, {args.threads} threads, median of {args.rounds} "
+    print(f"{name} ({'x'.join(map(str, shape))}): cnnc vs PyTorch {torch.__version__}, {args.threads} threads, median of {args.rounds} "
           f"alternating rounds; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print(f"  {'workload':<30} {'cnnc':>10} {'PyTorch':>10} {'ratio':>7} {'target':>8}")
     for row in rows:
+        verdict = "" if row["met"] is None else "met" if row["met"] else "NOT met"
         print(f"  {row['label']:<30} {row['cnnc']:>10.2f} {row['pytorch']:>10.2f} "
-              f"{row['ratio']:>6.2f}x {row['target']:>8} {'met' if row['met'] else 'NOT met'}")
+              f"{row['ratio']:>6.2f}x {row['target'] or '-':>8} {verdict}")
     print(f"  cnnc training step: {pct:.0f}% of a {result['peak_gflops']:.0f} GFLOP/s peak (target >= 50%)")
     print("  spread over the rounds (min - max):")
     for row in rows:
         (c0, c1), (p0, p1) = row["cnnc_range"], row["pytorch_range"]
         print(f"  {row['label']:<30} cnnc {c0:.2f} - {c1:.2f}, PyTorch {p0:.2f} - {p1:.2f}")
+    if args.profile:
+        print_profile(result["cnnc_layers"], profile)
 
 
 if __name__ == "__main__":

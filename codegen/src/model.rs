@@ -1043,16 +1043,17 @@ mod tests {
         let model = checked(include_str!("../../tests/generated/graph_mix.cnn"));
         let code = crate::to_source(&model, &options()).unwrap();
         // Every step's output is its own binding, typed by its shape; a tensor read again later
-        // is lent as a view, and given away at its last read.
+        // is lent as a view, and given away at its last read. The batch norm applies `act`.
         let lines = [
-            "let x3: Images<8, 8, 8, &[f32]> = forward(&mut self.act, x2, a3, mode)?;",
-            "let x5: Images<8, 8, 8, &[f32]> = add(&mut self.res, [x4, x3.view()], a5)?;",
-            "let x6: Images<4, 8, 8, &[f32]> = forward(&mut self.branch, x3, a6, mode)?;",
-            "[x5.any_channels(), x6.any_channels()],",
-            "[x11.expand_hw::<8, 8>(), x7.as_broadcast()],",
-            "let _: Features<5, &[f32]> = forward(&mut self.fc, x15, a16, mode)?;",
+            "let x2: Images<8, 8, 8, &[f32]> = forward(&mut self.bn, x1, a2, mode)?;",
+            "// act: relu [8, 8, 8] -> [8, 8, 8], fused into bn",
+            "let x4: Images<8, 8, 8, &[f32]> = add(&mut self.res, [x3, x2.view()], a4)?;",
+            "let x5: Images<4, 8, 8, &[f32]> = forward(&mut self.branch, x2, a5, mode)?;",
+            "[x4.any_channels(), x5.any_channels()],",
+            "[x10.expand_hw::<8, 8>(), x6.as_broadcast()],",
+            "let _: Features<5, &[f32]> = forward(&mut self.fc, x14, a15, mode)?;",
             "// branch_act: relu [4, 8, 8] -> [4, 8, 8], fused into branch",
-            "workspace: ::cnnc::__private::Workspace<17, 3>,",
+            "workspace: ::cnnc::__private::Workspace<16, 3>,",
         ];
         for line in lines {
             assert!(code.contains(line), "`{line}` missing from:\n{code}");
@@ -1061,11 +1062,11 @@ mod tests {
         // place, conv_a's goes through a scratch buffer and is added after (the plan's order).
         let backward = &code[code.find("fn run_backward").unwrap()..];
         let order = [
-            "(&mut self.branch, a3, a6, g1, Some(&mut g0[..]), batch)?;",
-            "(&mut self.res, [a4, a3], g2, 1, GradOut::Add(&mut g0[..]), batch)?;",
-            "(&mut self.conv_a, a3, a4, g1, Some(&mut g2[..]), batch)?;",
+            "(&mut self.branch, a2, a5, g1, Some(&mut g0[..]), batch)?;",
+            "(&mut self.res, [a3, a2], g2, 1, GradOut::Add(&mut g0[..]), batch)?;",
+            "(&mut self.conv_a, a2, a3, g1, Some(&mut g2[..]), batch)?;",
             "accumulate::<Images<8, 8, 8, &[f32]>>(&mut g0[..], g2, batch)?;",
-            "(&mut self.act, a2, a3, g0, Some(&mut g2[..]), batch)?;",
+            "(&mut self.bn, a1, a2, g0, Some(&mut g2[..]), batch)?;",
         ];
         let at: Vec<usize> = order
             .iter()

@@ -4,10 +4,10 @@
 //! interprets it; code generation writes it out; both therefore compute the same way.
 //!
 //! Fusion is decided by data flow: a producer whose output has exactly one consumer, the next
-//! layer, may apply that consumer itself. A convolution applies the ReLU it feeds, and then the
-//! max pool that ReLU feeds when the pool's windows tile the convolution's output
-//! ([`crate::config::Pool2dConfig::tiles`]); a max pool fed by a fused ReLU masks the gradient
-//! for it instead.
+//! layer, may apply that consumer itself. A (dense) convolution or a batch norm applies the ReLU
+//! it feeds; a convolution then also the max pool that ReLU feeds when the pool's windows tile
+//! the convolution's output ([`crate::config::Pool2dConfig::tiles`]); any other max pool fed by
+//! a fused ReLU masks the gradient for it instead.
 //!
 //! Buffers follow liveness. Backward reads every step's inputs and output again, so each step's
 //! output keeps an activation buffer of its own until then. A gradient buffer holds the
@@ -28,7 +28,8 @@ use crate::shape::Shape;
 pub enum Fusion {
     /// Nothing.
     None,
-    /// The ReLU after it (`layer + 1`).
+    /// The ReLU after it (`layer + 1`): a dense convolution or a batch norm applies it as it
+    /// stores its output.
     Relu,
     /// The ReLU after it and the max pool after that (`layer + 2`).
     ReluMaxPool,
@@ -123,11 +124,12 @@ impl Plan {
         while i < layers.len() {
             let mut fusion = Fusion::None;
             let mut last = i;
-            let relu = next_sole(i).filter(|&r| {
-                // A grouped convolution runs its own stencil, which applies no ReLU.
-                matches!(layers[i].config(), LayerConfig::Conv2d(c) if c.groups == 1)
-                    && matches!(layers[r].config(), LayerConfig::Relu)
-            });
+            // A grouped convolution runs its own stencil, which applies no ReLU.
+            let dense_conv = matches!(layers[i].config(), LayerConfig::Conv2d(c) if c.groups == 1);
+            let applies_relu =
+                dense_conv || matches!(layers[i].config(), LayerConfig::BatchNorm2d(_));
+            let relu = next_sole(i)
+                .filter(|&r| applies_relu && matches!(layers[r].config(), LayerConfig::Relu));
             let mut masked_pool = None;
             if let Some(relu) = relu {
                 fusion = Fusion::Relu;
@@ -135,8 +137,10 @@ impl Plan {
                 if let Some(pool) = next_sole(relu)
                     && let LayerConfig::MaxPool2d(p) = layers[pool].config()
                 {
+                    // Only a convolution pools as it stores; a batch norm's pool masks the
+                    // ReLU's gradient instead.
                     let tiles = match layers[i].output_shape() {
-                        Shape::Chw([_, h, w]) => p.tiles([h, w]),
+                        Shape::Chw([_, h, w]) => dense_conv && p.tiles([h, w]),
                         Shape::Flat(_) => false,
                     };
                     if tiles {
@@ -423,6 +427,34 @@ mod tests {
         assert!(steps[0].relu_grad_masked);
         assert!(steps[1].masks_relu_grad && steps[1].layer == 2);
         assert!(!steps[2].masks_relu_grad);
+    }
+
+    fn bn(c: usize) -> LayerConfig {
+        LayerConfig::BatchNorm2d(crate::config::BatchNorm2dConfig::new(c))
+    }
+
+    #[test]
+    fn a_batch_norm_applies_the_relu_after_it_but_no_pool() {
+        let plan = plan(vec![
+            conv(1),
+            bn(2),
+            LayerConfig::Relu,
+            pool(2, 2),
+            LayerConfig::FLATTEN,
+            linear(32),
+        ]);
+        let steps = plan.steps();
+        assert_eq!(steps.len(), 5);
+        assert_eq!((steps[0].fusion, steps[0].last), (Fusion::None, 0));
+        assert_eq!(
+            (steps[1].layer, steps[1].fusion, steps[1].last),
+            (1, Fusion::Relu, 2)
+        );
+        assert!(plan.is_fused(2) && !plan.is_fused(3));
+        // The pool tiles, but only a convolution pools as it stores: it masks the gradient.
+        assert!(steps[1].relu_grad_masked);
+        assert!(steps[2].masks_relu_grad && steps[2].layer == 3);
+        assert_eq!(plan.buffers()[2], Shape::Chw([2, 8, 8]));
     }
 
     #[test]

@@ -27,7 +27,7 @@
 pub struct GraphMix {
     /// `stem`: `torch.nn.Conv2d`, [3, 8, 8] -> [8, 8, 8], 216 parameters.
     pub stem: ::cnnc::runtime::layers::Conv2d,
-    /// `bn`: `torch.nn.BatchNorm2d`, [8, 8, 8] -> [8, 8, 8], 16 parameters.
+    /// `bn`: `torch.nn.BatchNorm2d`, [8, 8, 8] -> [8, 8, 8], 16 parameters; it applies `act` too and writes [8, 8, 8].
     pub bn: ::cnnc::runtime::layers::BatchNorm2d,
     /// `act`: `torch.nn.ReLU`, [8, 8, 8] -> [8, 8, 8].
     act: ::cnnc::runtime::layers::Relu,
@@ -62,7 +62,7 @@ pub struct GraphMix {
     /// `fc`: `torch.nn.Linear`, [192] -> [5], 965 parameters.
     pub fc: ::cnnc::runtime::layers::Linear,
     /// Activation and gradient buffers, sized for the largest batch seen.
-    workspace: ::cnnc::__private::Workspace<17, 3>,
+    workspace: ::cnnc::__private::Workspace<16, 3>,
 }
 #[allow(dead_code)]
 impl GraphMix {
@@ -104,7 +104,7 @@ impl GraphMix {
                 &mut init,
             ),
         );
-        let bn = ::cnnc::__private::expect_built(
+        let mut bn = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::BatchNorm2d::from_config(
                 "bn",
                 &::cnnc::runtime::config::LayerConfig::BatchNorm2d(::cnnc::runtime::config::BatchNorm2dConfig {
@@ -119,6 +119,7 @@ impl GraphMix {
                 &mut init,
             ),
         );
+        bn.fuse_relu();
         let act = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Relu::from_config(
                 "act",
@@ -351,8 +352,7 @@ impl GraphMix {
             drop,
             fc,
             workspace: ::cnnc::__private::Workspace::new([
-                192, 512, 512, 512, 512, 512, 256, 768, 12, 3, 12, 12, 768, 192, 192,
-                192, 5,
+                192, 512, 512, 512, 512, 256, 768, 12, 3, 12, 12, 768, 192, 192, 192, 5,
             ]),
         }
     }
@@ -517,66 +517,66 @@ impl GraphMix {
         use ::cnnc::__private::{add, concat, forward, mul, on_pool};
         use ::cnnc::runtime::typed::{Features, Images};
         on_pool(|| {
-            let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15,
-            a16] = &mut self.workspace.acts;
+            let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15] = &mut self
+                .workspace
+                .acts;
             let x0 = <Images<3, 8, 8, &[f32]>>::view_nhwc(a0, batch)?;
             // stem: conv2d [3, 8, 8] -> [8, 8, 8]
             let x1: Images<8, 8, 8, &[f32]> = forward(&mut self.stem, x0, a1, mode)?;
             // bn: batchnorm2d [8, 8, 8] -> [8, 8, 8]
             let x2: Images<8, 8, 8, &[f32]> = forward(&mut self.bn, x1, a2, mode)?;
-            // act: relu [8, 8, 8] -> [8, 8, 8]
-            let x3: Images<8, 8, 8, &[f32]> = forward(&mut self.act, x2, a3, mode)?;
+            // act: relu [8, 8, 8] -> [8, 8, 8], fused into bn
             // conv_a: conv2d [8, 8, 8] -> [8, 8, 8]
-            let x4: Images<8, 8, 8, &[f32]> = forward(
+            let x3: Images<8, 8, 8, &[f32]> = forward(
                 &mut self.conv_a,
-                x3.view(),
-                a4,
+                x2.view(),
+                a3,
                 mode,
             )?;
             // res: add(conv_a, act) [8, 8, 8], [8, 8, 8] -> [8, 8, 8]
-            let x5: Images<8, 8, 8, &[f32]> = add(&mut self.res, [x4, x3.view()], a5)?;
+            let x4: Images<8, 8, 8, &[f32]> = add(&mut self.res, [x3, x2.view()], a4)?;
             // branch: conv2d(act) [8, 8, 8] -> [4, 8, 8]
-            let x6: Images<4, 8, 8, &[f32]> = forward(&mut self.branch, x3, a6, mode)?;
+            let x5: Images<4, 8, 8, &[f32]> = forward(&mut self.branch, x2, a5, mode)?;
             // branch_act: relu [4, 8, 8] -> [4, 8, 8], fused into branch
             // cat: concat(res, branch_act) [8, 8, 8], [4, 8, 8] -> [12, 8, 8]
-            let x7: Images<12, 8, 8, &[f32]> = concat(
+            let x6: Images<12, 8, 8, &[f32]> = concat(
                 &mut self.cat,
-                [x5.any_channels(), x6.any_channels()],
-                a7,
+                [x4.any_channels(), x5.any_channels()],
+                a6,
             )?;
             // squeeze: adaptive_avg_pool2d [12, 8, 8] -> [12, 1, 1]
-            let x8: Images<12, 1, 1, &[f32]> = forward(
+            let x7: Images<12, 1, 1, &[f32]> = forward(
                 &mut self.squeeze,
-                x7.view(),
-                a8,
+                x6.view(),
+                a7,
                 mode,
             )?;
             // fc1: conv2d [12, 1, 1] -> [3, 1, 1]
-            let x9: Images<3, 1, 1, &[f32]> = forward(&mut self.fc1, x8, a9, mode)?;
+            let x8: Images<3, 1, 1, &[f32]> = forward(&mut self.fc1, x7, a8, mode)?;
             // fc1_act: relu [3, 1, 1] -> [3, 1, 1], fused into fc1
             // fc2: conv2d [3, 1, 1] -> [12, 1, 1]
-            let x10: Images<12, 1, 1, &[f32]> = forward(&mut self.fc2, x9, a10, mode)?;
+            let x9: Images<12, 1, 1, &[f32]> = forward(&mut self.fc2, x8, a9, mode)?;
             // gate: sigmoid [12, 1, 1] -> [12, 1, 1]
-            let x11: Images<12, 1, 1, &[f32]> = forward(&mut self.gate, x10, a11, mode)?;
+            let x10: Images<12, 1, 1, &[f32]> = forward(&mut self.gate, x9, a10, mode)?;
             // scaled: mul(gate, cat) [12, 1, 1], [12, 8, 8] -> [12, 8, 8]
-            let x12: Images<12, 8, 8, &[f32]> = mul(
+            let x11: Images<12, 8, 8, &[f32]> = mul(
                 &mut self.scaled,
-                [x11.expand_hw::<8, 8>(), x7.as_broadcast()],
-                a12,
+                [x10.expand_hw::<8, 8>(), x6.as_broadcast()],
+                a11,
             )?;
             // pool: maxpool2d [12, 8, 8] -> [12, 4, 4]
-            let x13: Images<12, 4, 4, &[f32]> = forward(&mut self.pool, x12, a13, mode)?;
+            let x12: Images<12, 4, 4, &[f32]> = forward(&mut self.pool, x11, a12, mode)?;
             // 15: flatten [12, 4, 4] -> [192]
-            let x14: Features<192, &[f32]> = forward(
+            let x13: Features<192, &[f32]> = forward(
                 &mut self.layer_15,
-                x13,
-                a14,
+                x12,
+                a13,
                 mode,
             )?;
             // drop: dropout [192] -> [192]
-            let x15: Features<192, &[f32]> = forward(&mut self.drop, x14, a15, mode)?;
+            let x14: Features<192, &[f32]> = forward(&mut self.drop, x13, a14, mode)?;
             // fc: linear [192] -> [5]
-            let _: Features<5, &[f32]> = forward(&mut self.fc, x15, a16, mode)?;
+            let _: Features<5, &[f32]> = forward(&mut self.fc, x14, a15, mode)?;
             Ok(())
         })
     }
@@ -589,103 +589,98 @@ impl GraphMix {
         use ::cnnc::runtime::typed::{Features, Images};
         on_pool(|| {
             let ws = &mut self.workspace;
-            let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15,
-            a16] = &ws.acts;
+            let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15] = &ws
+                .acts;
             let [g0, g1, g2] = &mut ws.grads;
             // backward fc: linear [192] -> [5]
             backward::<
                 Features<192, &[f32]>,
                 Features<5, &[f32]>,
-            >(&mut self.fc, a15, a16, &ws.dlogits, Some(&mut g2[..]), batch)?;
+            >(&mut self.fc, a14, a15, &ws.dlogits, Some(&mut g2[..]), batch)?;
             // backward drop: dropout [192] -> [192]
             backward::<
                 Features<192, &[f32]>,
                 Features<192, &[f32]>,
-            >(&mut self.drop, a14, a15, g2, Some(&mut g1[..]), batch)?;
+            >(&mut self.drop, a13, a14, g2, Some(&mut g1[..]), batch)?;
             // backward 15: flatten [12, 4, 4] -> [192]
             backward::<
                 Images<12, 4, 4, &[f32]>,
                 Features<192, &[f32]>,
-            >(&mut self.layer_15, a13, a14, g1, Some(&mut g2[..]), batch)?;
+            >(&mut self.layer_15, a12, a13, g1, Some(&mut g2[..]), batch)?;
             // backward pool: maxpool2d [12, 8, 8] -> [12, 4, 4]
             backward::<
                 Images<12, 8, 8, &[f32]>,
                 Images<12, 4, 4, &[f32]>,
-            >(&mut self.pool, a12, a13, g2, Some(&mut g1[..]), batch)?;
+            >(&mut self.pool, a11, a12, g2, Some(&mut g1[..]), batch)?;
             // backward scaled: mul(gate, cat) [12, 1, 1], [12, 8, 8] -> [12, 8, 8]
             merge_backward::<
                 Images<12, 8, 8, &[f32]>,
                 _,
-            >(&mut self.scaled, [a11, a7], g1, 0, GradOut::Write(&mut g2[..]), batch)?;
+            >(&mut self.scaled, [a10, a6], g1, 0, GradOut::Write(&mut g2[..]), batch)?;
             merge_backward::<
                 Images<12, 8, 8, &[f32]>,
                 _,
-            >(&mut self.scaled, [a11, a7], g1, 1, GradOut::Write(&mut g0[..]), batch)?;
+            >(&mut self.scaled, [a10, a6], g1, 1, GradOut::Write(&mut g0[..]), batch)?;
             // backward gate: sigmoid [12, 1, 1] -> [12, 1, 1]
             backward::<
                 Images<12, 1, 1, &[f32]>,
                 Images<12, 1, 1, &[f32]>,
-            >(&mut self.gate, a10, a11, g2, Some(&mut g1[..]), batch)?;
+            >(&mut self.gate, a9, a10, g2, Some(&mut g1[..]), batch)?;
             // backward fc2: conv2d [3, 1, 1] -> [12, 1, 1]
             backward::<
                 Images<3, 1, 1, &[f32]>,
                 Images<12, 1, 1, &[f32]>,
-            >(&mut self.fc2, a9, a10, g1, Some(&mut g2[..]), batch)?;
+            >(&mut self.fc2, a8, a9, g1, Some(&mut g2[..]), batch)?;
             // backward fc1: conv2d [12, 1, 1] -> [3, 1, 1]
             backward::<
                 Images<12, 1, 1, &[f32]>,
                 Images<3, 1, 1, &[f32]>,
-            >(&mut self.fc1, a8, a9, g2, Some(&mut g1[..]), batch)?;
+            >(&mut self.fc1, a7, a8, g2, Some(&mut g1[..]), batch)?;
             // backward squeeze: adaptive_avg_pool2d [12, 8, 8] -> [12, 1, 1]
             backward::<
                 Images<12, 8, 8, &[f32]>,
                 Images<12, 1, 1, &[f32]>,
-            >(&mut self.squeeze, a7, a8, g1, Some(&mut g2[..]), batch)?;
+            >(&mut self.squeeze, a6, a7, g1, Some(&mut g2[..]), batch)?;
             accumulate::<Images<12, 8, 8, &[f32]>>(&mut g0[..], g2, batch)?;
             // backward cat: concat(res, branch_act) [8, 8, 8], [4, 8, 8] -> [12, 8, 8]
             merge_backward::<
                 Images<12, 8, 8, &[f32]>,
                 _,
-            >(&mut self.cat, [a5, a6], g0, 0, GradOut::Write(&mut g2[..]), batch)?;
+            >(&mut self.cat, [a4, a5], g0, 0, GradOut::Write(&mut g2[..]), batch)?;
             merge_backward::<
                 Images<12, 8, 8, &[f32]>,
                 _,
-            >(&mut self.cat, [a5, a6], g0, 1, GradOut::Write(&mut g1[..]), batch)?;
+            >(&mut self.cat, [a4, a5], g0, 1, GradOut::Write(&mut g1[..]), batch)?;
             // backward branch: conv2d(act) [8, 8, 8] -> [4, 8, 8]
             backward::<
                 Images<8, 8, 8, &[f32]>,
                 Images<4, 8, 8, &[f32]>,
-            >(&mut self.branch, a3, a6, g1, Some(&mut g0[..]), batch)?;
+            >(&mut self.branch, a2, a5, g1, Some(&mut g0[..]), batch)?;
             // backward res: add(conv_a, act) [8, 8, 8], [8, 8, 8] -> [8, 8, 8]
             merge_backward::<
                 Images<8, 8, 8, &[f32]>,
                 _,
-            >(&mut self.res, [a4, a3], g2, 0, GradOut::Write(&mut g1[..]), batch)?;
+            >(&mut self.res, [a3, a2], g2, 0, GradOut::Write(&mut g1[..]), batch)?;
             merge_backward::<
                 Images<8, 8, 8, &[f32]>,
                 _,
-            >(&mut self.res, [a4, a3], g2, 1, GradOut::Add(&mut g0[..]), batch)?;
+            >(&mut self.res, [a3, a2], g2, 1, GradOut::Add(&mut g0[..]), batch)?;
             // backward conv_a: conv2d [8, 8, 8] -> [8, 8, 8]
             backward::<
                 Images<8, 8, 8, &[f32]>,
                 Images<8, 8, 8, &[f32]>,
-            >(&mut self.conv_a, a3, a4, g1, Some(&mut g2[..]), batch)?;
+            >(&mut self.conv_a, a2, a3, g1, Some(&mut g2[..]), batch)?;
             accumulate::<Images<8, 8, 8, &[f32]>>(&mut g0[..], g2, batch)?;
-            // backward act: relu [8, 8, 8] -> [8, 8, 8]
-            backward::<
-                Images<8, 8, 8, &[f32]>,
-                Images<8, 8, 8, &[f32]>,
-            >(&mut self.act, a2, a3, g0, Some(&mut g2[..]), batch)?;
             // backward bn: batchnorm2d [8, 8, 8] -> [8, 8, 8]
             backward::<
                 Images<8, 8, 8, &[f32]>,
                 Images<8, 8, 8, &[f32]>,
-            >(&mut self.bn, a1, a2, g2, Some(&mut g1[..]), batch)?;
+            >(&mut self.bn, a1, a2, g0, Some(&mut g2[..]), batch)?;
             // backward stem: conv2d [3, 8, 8] -> [8, 8, 8]
             backward::<
                 Images<3, 8, 8, &[f32]>,
                 Images<8, 8, 8, &[f32]>,
-            >(&mut self.stem, a0, a1, g1, None, batch)?;
+            >(&mut self.stem, a0, a1, g2, None, batch)?;
             Ok(())
         })
     }
@@ -747,10 +742,10 @@ impl ::cnnc::__private::Planned for GraphMix {
         18
     }
     fn step_count(&self) -> usize {
-        16
+        15
     }
     fn step(&self, index: usize) -> ::cnnc::__private::StepRef<'_> {
-        const STEPS: [::cnnc::__private::StepRef<'static>; 16] = [
+        const STEPS: [::cnnc::__private::StepRef<'static>; 15] = [
             ::cnnc::__private::StepRef {
                 layer: 0,
                 last: 0,
@@ -759,101 +754,94 @@ impl ::cnnc::__private::Planned for GraphMix {
             },
             ::cnnc::__private::StepRef {
                 layer: 1,
-                last: 1,
+                last: 2,
                 inputs: &[1],
                 output: 2,
             },
             ::cnnc::__private::StepRef {
-                layer: 2,
-                last: 2,
+                layer: 3,
+                last: 3,
                 inputs: &[2],
                 output: 3,
             },
             ::cnnc::__private::StepRef {
-                layer: 3,
-                last: 3,
-                inputs: &[3],
-                output: 4,
-            },
-            ::cnnc::__private::StepRef {
                 layer: 4,
                 last: 4,
-                inputs: &[4, 3],
-                output: 5,
+                inputs: &[3, 2],
+                output: 4,
             },
             ::cnnc::__private::StepRef {
                 layer: 5,
                 last: 6,
-                inputs: &[3],
-                output: 6,
+                inputs: &[2],
+                output: 5,
             },
             ::cnnc::__private::StepRef {
                 layer: 7,
                 last: 7,
-                inputs: &[5, 6],
-                output: 7,
+                inputs: &[4, 5],
+                output: 6,
             },
             ::cnnc::__private::StepRef {
                 layer: 8,
                 last: 8,
-                inputs: &[7],
-                output: 8,
+                inputs: &[6],
+                output: 7,
             },
             ::cnnc::__private::StepRef {
                 layer: 9,
                 last: 10,
-                inputs: &[8],
-                output: 9,
+                inputs: &[7],
+                output: 8,
             },
             ::cnnc::__private::StepRef {
                 layer: 11,
                 last: 11,
-                inputs: &[9],
-                output: 10,
+                inputs: &[8],
+                output: 9,
             },
             ::cnnc::__private::StepRef {
                 layer: 12,
                 last: 12,
-                inputs: &[10],
-                output: 11,
+                inputs: &[9],
+                output: 10,
             },
             ::cnnc::__private::StepRef {
                 layer: 13,
                 last: 13,
-                inputs: &[11, 7],
-                output: 12,
+                inputs: &[10, 6],
+                output: 11,
             },
             ::cnnc::__private::StepRef {
                 layer: 14,
                 last: 14,
-                inputs: &[12],
-                output: 13,
+                inputs: &[11],
+                output: 12,
             },
             ::cnnc::__private::StepRef {
                 layer: 15,
                 last: 15,
-                inputs: &[13],
-                output: 14,
+                inputs: &[12],
+                output: 13,
             },
             ::cnnc::__private::StepRef {
                 layer: 16,
                 last: 16,
-                inputs: &[14],
-                output: 15,
+                inputs: &[13],
+                output: 14,
             },
             ::cnnc::__private::StepRef {
                 layer: 17,
                 last: 17,
-                inputs: &[15],
-                output: 16,
+                inputs: &[14],
+                output: 15,
             },
         ];
         STEPS[index]
     }
     fn buffer(&self, index: usize) -> ::cnnc::runtime::Shape {
-        const BUFFERS: [::cnnc::runtime::Shape; 17] = [
+        const BUFFERS: [::cnnc::runtime::Shape; 16] = [
             ::cnnc::runtime::Shape::Chw([3, 8, 8]),
-            ::cnnc::runtime::Shape::Chw([8, 8, 8]),
             ::cnnc::runtime::Shape::Chw([8, 8, 8]),
             ::cnnc::runtime::Shape::Chw([8, 8, 8]),
             ::cnnc::runtime::Shape::Chw([8, 8, 8]),
@@ -873,10 +861,10 @@ impl ::cnnc::__private::Planned for GraphMix {
         BUFFERS[index]
     }
     fn buffer_count(&self) -> usize {
-        17
+        16
     }
     fn output_buffer(&self) -> usize {
-        16
+        15
     }
 }
 impl ::cnnc::Model for GraphMix {

@@ -56,6 +56,8 @@ fn positive_gflops(text: &str) -> Result<f64, String> {
 #[derive(Debug)]
 struct LayerReport {
     name: String,
+    /// The layer's spec keyword (`conv2d`), so time can be summed by kind.
+    kind: &'static str,
     time: LayerTime,
     /// The layer before, when this one is a ReLU it applies (which then takes no time).
     fused_into: Option<String>,
@@ -207,10 +209,14 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
     } else {
         Some(memory_in_child(args)?)
     };
-    let names = spec.def.layers.iter().map(|l| l.name.clone());
+    let names = spec
+        .def
+        .layers
+        .iter()
+        .map(|l| (l.name.clone(), l.config.kind().keyword()));
     let layers = names
         .enumerate()
-        .map(|(i, name)| {
+        .map(|(i, (name, kind))| {
             let mut f: Vec<Duration> = layers.iter().map(|t| t[i].forward).collect();
             let mut b: Vec<Duration> = layers.iter().map(|t| t[i].backward).collect();
             f.sort();
@@ -227,6 +233,7 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
                 .map(|l| l.name.clone());
             LayerReport {
                 name,
+                kind,
                 time,
                 fused_into,
             }
@@ -361,6 +368,7 @@ impl Report {
             "infer256_percent_of_peak": self.percent(self.forward_flop, infer256),
             "layers": self.layers.iter().map(|l| json!({
                 "name": l.name,
+                "kind": l.kind,
                 "forward_ms": ms(l.time.forward),
                 "backward_ms": ms(l.time.backward),
                 "fused_into": l.fused_into,
@@ -445,6 +453,7 @@ mod tests {
             peak_rss_mb: Some(100.5),
             layers: vec![LayerReport {
                 name: "fc".to_owned(),
+                kind: "linear",
                 time: LayerTime::default(),
                 fused_into: None,
             }],
@@ -456,5 +465,6 @@ mod tests {
         assert_eq!(json["latency_batch1_ms"], 0.25);
         assert_eq!(json["peak_rss_mb"], 100.5);
         assert_eq!(json["layers"][0]["name"], "fc");
+        assert_eq!(json["layers"][0]["kind"], "linear");
     }
 }

@@ -2,6 +2,8 @@
 //! statistics are summed in f64 per fixed row lane and the lanes added in order, so they do not
 //! depend on the thread count.
 
+use std::ops::Range;
+
 use cnnc_core::Shape;
 use ndarray::ArrayD;
 use rayon::prelude::*;
@@ -11,6 +13,7 @@ use crate::config::BatchNorm2dConfig;
 use crate::error::{Error, Result};
 use crate::param::{Entry, EntryRef, Param};
 use crate::scratch;
+use crate::simd::multiversion;
 use crate::tensor::{MAX_LANES, Mode, Tiling};
 
 /// Pixels per tile when summing statistics (only the lane split matters for the result).
@@ -56,8 +59,13 @@ pub struct BatchNorm2d {
     sums: Vec<[f64; 2]>,
     /// Per-channel batch mean in f64 (for the variance pass).
     mean64: Vec<f64>,
-    /// Per-channel input-gradient coefficients `dx = a * dy + b * (x - mean) + d`.
-    coef: Vec<[f32; 3]>,
+    /// Per-channel input-gradient coefficients `dx = a * dy + b * (x - mean) + d`: every
+    /// channel's `a`, then every `b`, then every `d`.
+    coef: Vec<f32>,
+    /// Whether the layer applies the ReLU that follows it ([`BatchNorm2d::fuse_relu`]).
+    relu: bool,
+    /// Whether `backward`'s `dy` arrives masked by that ReLU already ([`Layer::relu_grad_masked`]).
+    relu_masked: bool,
 }
 
 impl BatchNorm2d {
@@ -101,8 +109,48 @@ impl BatchNorm2d {
             partials: vec![0.0; MAX_LANES * 2 * c],
             sums: vec![[0.0; 2]; c],
             mean64: vec![0.0; c],
-            coef: vec![[0.0; 3]; c],
+            coef: vec![0.0; 3 * c],
+            relu: false,
+            relu_masked: false,
         })
+    }
+
+    /// Makes the layer apply the ReLU that follows it in the network (`relu(bn(x))`, as each
+    /// value is stored) and take `dy` in `backward` as the gradient with respect to the ReLU's
+    /// output, masking it by that output as it reads it. The model then skips the ReLU layer,
+    /// which saves a pass over the activations each way and their buffer; values are those of a
+    /// separate ReLU, bit for bit.
+    pub fn fuse_relu(&mut self) {
+        self.relu = true;
+    }
+
+    /// Declares that `backward`'s `dy` arrives already masked by the fused ReLU (a max pool
+    /// after it masks it, see [`crate::layers::MaxPool2d::mask_relu_grad`]), so the layer does
+    /// not mask it again.
+    pub fn relu_grad_masked(&mut self) {
+        self.relu_masked = true;
+    }
+
+    /// [`Layer::infer`], through a ReLU when `relu` says so.
+    fn infer_relu(&self, x: &[f32], y: &mut [f32], batch: usize, relu: bool) -> Result<()> {
+        if !self.config.track_running_stats {
+            let mut copy = self.clone();
+            copy.relu = relu;
+            return copy.forward(x, y, batch, Mode::Eval);
+        }
+        let (n, _) = check_forward(self, x, y, batch)?;
+        self.check_state()?;
+        let c = self.config.num_features;
+        let eps = f64::from(self.config.eps);
+        let mut affine = scratch::take(2 * c, scratch::ANY, 0.0);
+        let (scale, shift) = affine.split_at_mut(c);
+        for ch in 0..c {
+            let invstd = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
+            scale[ch] = invstd * self.weight.value[ch];
+            shift[ch] = self.bias.value[ch] - self.running_mean[ch] * scale[ch];
+        }
+        scale_shift(scale, &shift[..c], &x[..n], &mut y[..n], relu);
+        Ok(())
     }
 
     /// The layer's arguments.
@@ -131,13 +179,15 @@ impl BatchNorm2d {
     }
 }
 
-/// Per channel, in fixed lanes over the `rows` pixels: `sums[c] = [sum f(row, c).0, sum f(row,
-/// c).1]`, each lane summed in f64 into `partials` and the lanes added in order.
+/// Per channel, in fixed lanes over the `rows` pixels: `sums[c] = [a, b]`, where `lane(rows,
+/// a, b)` adds the terms of pixels `rows` into the lane's f64 sums `a` and `b` (one per channel,
+/// each a chain over the pixels in order), and the lanes are added in order. The lanes depend
+/// on `rows` alone, so the sums do not depend on the thread count.
 fn channel_sums(
     partials: &mut [f64],
     sums: &mut [[f64; 2]],
     rows: usize,
-    terms: impl Fn(usize, usize) -> (f64, f64) + Sync,
+    lane: impl Fn(Range<usize>, &mut [f64], &mut [f64]) + Sync,
 ) {
     let c = sums.len();
     let tiling = Tiling::new(rows.max(1), STAT_TILE);
@@ -146,23 +196,104 @@ fn channel_sums(
     partials
         .par_chunks_mut(2 * c)
         .enumerate()
-        .for_each(|(lane, part)| {
+        .for_each(|(index, part)| {
             part.fill(0.0);
-            let end = ((lane + 1) * tiling.lane_rows).min(rows);
-            for row in lane * tiling.lane_rows..end {
-                for ch in 0..c {
-                    let (a, b) = terms(row, ch);
-                    part[2 * ch] += a;
-                    part[2 * ch + 1] += b;
-                }
-            }
+            let end = ((index + 1) * tiling.lane_rows).min(rows);
+            let (a, b) = part.split_at_mut(c);
+            lane(index * tiling.lane_rows..end, a, b);
         });
     for (ch, sum) in sums.iter_mut().enumerate() {
         *sum = partials
             .chunks_exact(2 * c)
-            .fold([0.0, 0.0], |[a, b], lane| {
-                [a + lane[2 * ch], b + lane[2 * ch + 1]]
-            });
+            .fold([0.0, 0.0], |[a, b], lane| [a + lane[ch], b + lane[c + ch]]);
+    }
+}
+
+multiversion! {
+    /// Adds each pixel of `x` (`sums.len()` channels each) into `sums`: the mean's sums.
+    fn add_values(sums: &mut [f64], x: &[f32]) {
+        for px in x.chunks_exact(sums.len()) {
+            for (s, &v) in sums.iter_mut().zip(px) {
+                *s += f64::from(v);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Adds each pixel's squared deviation from `mean` into `sums`: the variance's sums.
+    fn add_squares(sums: &mut [f64], x: &[f32], mean: &[f64]) {
+        for px in x.chunks_exact(sums.len()) {
+            for ((s, &v), &m) in sums.iter_mut().zip(px).zip(mean) {
+                let d = f64::from(v) - m;
+                *s += d * d;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Adds each pixel's gradient `g` into `dy_sums` and `g * (x - mean) * invstd` into
+    /// `dy_xhat_sums`, where `[x, y, dy]` are the layer's input, output and output gradient and
+    /// `g` is `dy`, or with `mask` `dy` passed through the fused ReLU whose output is `y` (as
+    /// `Relu`'s backward computes it).
+    fn add_grads(
+        dy_sums: &mut [f64],
+        dy_xhat_sums: &mut [f64],
+        pixels: [&[f32]; 3],
+        mean: &[f32],
+        invstd: &[f32],
+        mask: bool,
+    ) {
+        let c = dy_sums.len();
+        let [x, y, dy] = pixels;
+        // Every slice `c` long, so that the loop below needs no bounds checks.
+        let (dy_xhat_sums, mean, invstd) = (&mut dy_xhat_sums[..c], &mean[..c], &invstd[..c]);
+        let pixels = x.chunks_exact(c).zip(y.chunks_exact(c)).zip(dy.chunks_exact(c));
+        for ((x, y), dy) in pixels {
+            let (x, y, dy) = (&x[..c], &y[..c], &dy[..c]);
+            for ch in 0..c {
+                let g = if !mask || y[ch] > 0.0 { dy[ch] } else { 0.0 };
+                let d = f64::from(g);
+                dy_sums[ch] += d;
+                dy_xhat_sums[ch] += d * (f64::from(x[ch]) - f64::from(mean[ch])) * f64::from(invstd[ch]);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `y = x * scale + shift` per channel of each pixel, through the fused ReLU with `relu` (as
+    /// `Relu` computes it: NaN stays NaN).
+    fn normalize(y: &mut [f32], x: &[f32], scale: &[f32], shift: &[f32], relu: bool) {
+        let c = scale.len();
+        for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            for (((y, &x), &scale), &shift) in y.iter_mut().zip(x).zip(scale).zip(shift) {
+                let v = x * scale + shift;
+                *y = if relu && v < 0.0 { 0.0 } else { v };
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `dx = a * g + b * (x - mean) + d` per channel of each pixel, `coef` holding every
+    /// channel's `a`, then `b`, then `d`; `g` is `dy`, or with `mask` `dy` passed through the
+    /// fused ReLU whose output is `y`.
+    fn input_grad(dx: &mut [f32], x: &[f32], y: &[f32], dy: &[f32], mean: &[f32], coef: &[f32], mask: bool) {
+        let c = mean.len();
+        let (ca, rest) = coef.split_at(c);
+        let (cb, cd) = rest.split_at(c);
+        // Every slice `c` long, so that the loop below needs no bounds checks.
+        let (cb, cd) = (&cb[..c], &cd[..c]);
+        let pixels = dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(y.chunks_exact(c)).zip(dy.chunks_exact(c));
+        for (((dx, x), y), dy) in pixels {
+            let (dx, x, y, dy) = (&mut dx[..c], &x[..c], &y[..c], &dy[..c]);
+            for ch in 0..c {
+                let g = if !mask || y[ch] > 0.0 { dy[ch] } else { 0.0 };
+                dx[ch] = ca[ch] * g + cb[ch] * (x[ch] - mean[ch]) + cd[ch];
+            }
+        }
     }
 }
 
@@ -200,16 +331,15 @@ impl Layer for BatchNorm2d {
                 ));
             }
             let x = &x[..n];
-            channel_sums(&mut self.partials, &mut self.sums, rows, |r, ch| {
-                (f64::from(x[r * c + ch]), 0.0)
+            channel_sums(&mut self.partials, &mut self.sums, rows, |px, a, _| {
+                add_values(a, &x[px.start * c..px.end * c]);
             });
             for (m, s) in self.mean64.iter_mut().zip(&self.sums) {
                 *m = s[0] / rows as f64;
             }
             let mean = &self.mean64;
-            channel_sums(&mut self.partials, &mut self.sums, rows, |r, ch| {
-                let d = f64::from(x[r * c + ch]) - mean[ch];
-                (d * d, 0.0)
+            channel_sums(&mut self.partials, &mut self.sums, rows, |px, a, _| {
+                add_squares(a, &x[px.start * c..px.end * c], mean);
             });
             // Running statistics move only in training, and only when tracked.
             let update = mode == Mode::Train && track;
@@ -244,7 +374,7 @@ impl Layer for BatchNorm2d {
             self.scale[ch] = self.invstd[ch] * self.weight.value[ch];
             self.shift[ch] = self.bias.value[ch] - self.mean[ch] * self.scale[ch];
         }
-        scale_shift(&self.scale, &self.shift, &x[..n], &mut y[..n]);
+        scale_shift(&self.scale, &self.shift, &x[..n], &mut y[..n], self.relu);
         Ok(())
     }
 
@@ -253,22 +383,12 @@ impl Layer for BatchNorm2d {
     /// normalises by the batch's statistics in eval mode too), a copy of the layer runs
     /// `forward`: that uncommon configuration allocates on every call.
     fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
-        if !self.config.track_running_stats {
-            return self.clone().forward(x, y, batch, Mode::Eval);
-        }
-        let (n, _) = check_forward(self, x, y, batch)?;
-        self.check_state()?;
-        let c = self.config.num_features;
-        let eps = f64::from(self.config.eps);
-        let mut affine = scratch::take(2 * c, scratch::ANY, 0.0);
-        let (scale, shift) = affine.split_at_mut(c);
-        for ch in 0..c {
-            let invstd = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
-            scale[ch] = invstd * self.weight.value[ch];
-            shift[ch] = self.bias.value[ch] - self.running_mean[ch] * scale[ch];
-        }
-        scale_shift(scale, &shift[..c], &x[..n], &mut y[..n]);
-        Ok(())
+        self.infer_relu(x, y, batch, self.relu)
+    }
+
+    /// Without the fused ReLU: the batch norm's own output.
+    fn infer_unfused(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
+        self.infer_relu(x, y, batch, false)
     }
 
     fn backward(
@@ -283,11 +403,15 @@ impl Layer for BatchNorm2d {
         self.check_state()?;
         let c = self.config.num_features;
         let rows = n / c;
-        let (x, dy) = (&x[..n], &dy[..n]);
+        let (x, y, dy) = (&x[..n], &y[..n], &dy[..n]);
         let (mean, invstd) = (&self.mean, &self.invstd);
-        channel_sums(&mut self.partials, &mut self.sums, rows, |r, ch| {
-            let (xv, d) = (f64::from(x[r * c + ch]), f64::from(dy[r * c + ch]));
-            (d, d * (xv - f64::from(mean[ch])) * f64::from(invstd[ch]))
+        // The gradient with respect to the normalised value: `dy` itself, or through the fused
+        // ReLU as `Relu`'s backward computes it (passed where the output is positive).
+        let mask = self.relu && !self.relu_masked;
+        channel_sums(&mut self.partials, &mut self.sums, rows, |px, a, b| {
+            let at = px.start * c..px.end * c;
+            let pixels = [&x[at.clone()], &y[at.clone()], &dy[at]];
+            add_grads(a, b, pixels, mean, invstd, mask);
         });
         let sums = &self.sums;
         // The sums serve the input gradient too; a frozen parameter only keeps its gradient.
@@ -307,36 +431,35 @@ impl Layer for BatchNorm2d {
         let train = self.batch_stats;
         let count = rows as f32;
         // Per channel: dx = a * dy + b * (x - mean) + d, from PyTorch's batch_norm_backward.
-        for (ch, coef) in self.coef.iter_mut().enumerate() {
+        let (ca, rest) = self.coef.split_at_mut(c);
+        let (cb, cd) = rest.split_at_mut(c);
+        for ch in 0..c {
             let a = invstd[ch] * weight[ch];
-            *coef = if train {
+            (ca[ch], cb[ch], cd[ch]) = if train {
                 let mean_dy = sums[ch][0] as f32 / count;
                 let k = sums[ch][1] as f32 * invstd[ch] / count;
-                [a, -a * k, -a * mean_dy]
+                (a, -a * k, -a * mean_dy)
             } else {
-                [a, 0.0, 0.0]
+                (a, 0.0, 0.0)
             };
         }
         let coef = &self.coef;
+        let tile = STAT_TILE * c;
         dx[..n]
-            .par_chunks_mut(STAT_TILE * c)
-            .zip(
-                x.par_chunks(STAT_TILE * c)
-                    .zip(dy.par_chunks(STAT_TILE * c)),
-            )
-            .for_each(|(dx, (x, dy))| {
-                for ((dx, x), dy) in dx
-                    .chunks_exact_mut(c)
-                    .zip(x.chunks_exact(c))
-                    .zip(dy.chunks_exact(c))
-                {
-                    for ch in 0..c {
-                        let [a, b, d] = coef[ch];
-                        dx[ch] = a * dy[ch] + b * (x[ch] - mean[ch]) + d;
-                    }
-                }
-            });
+            .par_chunks_mut(tile)
+            .zip(x.par_chunks(tile).zip(dy.par_chunks(tile)))
+            .zip(y.par_chunks(tile))
+            .for_each(|((dx, (x, dy)), y)| input_grad(dx, x, y, dy, mean, coef, mask));
         Ok(())
+    }
+
+    fn fuse_relu(&mut self) -> bool {
+        BatchNorm2d::fuse_relu(self);
+        true
+    }
+
+    fn relu_grad_masked(&mut self) {
+        BatchNorm2d::relu_grad_masked(self);
     }
 
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
@@ -398,16 +521,11 @@ impl Layer for BatchNorm2d {
     }
 }
 
-/// `y = x * scale + shift` per channel, over whole pixels (`scale.len()` channels each).
-fn scale_shift(scale: &[f32], shift: &[f32], x: &[f32], y: &mut [f32]) {
+/// `y = x * scale + shift` per channel, over whole pixels (`scale.len()` channels each), through
+/// the fused ReLU with `relu`.
+fn scale_shift(scale: &[f32], shift: &[f32], x: &[f32], y: &mut [f32], relu: bool) {
     let c = scale.len();
     y.par_chunks_mut(STAT_TILE * c)
         .zip(x.par_chunks(STAT_TILE * c))
-        .for_each(|(y, x)| {
-            for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                for ch in 0..c {
-                    y[ch] = x[ch] * scale[ch] + shift[ch];
-                }
-            }
-        });
+        .for_each(|(y, x)| normalize(y, x, scale, shift, relu));
 }

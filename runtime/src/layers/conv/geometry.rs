@@ -134,9 +134,32 @@ impl Geom {
         panels(self.cout) * NR
     }
 
-    /// Reduction length of the input-gradient pass: one `(ky, kx, co)` tap each, `co < cs`.
+    /// Reduction length of the input-gradient pass: one `(ky, kx, co)` step each, `co < cout`.
+    /// `dy`'s channels `cout..cs` (zeros, as are the weights that would multiply them) are not
+    /// part of it: a 16-channel layer, whose `dy` pixels are a 32-wide panel, reads half. Each
+    /// dropped step would add `0 * 0` to a chain that starts at `+0`, which changes nothing
+    /// (but the sign of a zero that underflowed below the smallest subnormal).
     pub(super) fn k_back(&self) -> usize {
-        self.kh * self.kw * self.cs()
+        self.kh * self.kw * self.cout
+    }
+
+    /// Runs of an input-gradient receptive field in the padded `dy` (direct path, `width` pixels
+    /// of `cs` channels a row): one per kernel row where the channels fill the panels, else one
+    /// per tap over its `cout` real channels, in `(ky, kx, co)` order either way.
+    pub(super) fn back_runs(&self, width: usize) -> Vec<Seg> {
+        let cs = self.cs();
+        if self.cout == cs {
+            return self.runs(cs, width);
+        }
+        let (kw, dh, dw, cout) = (self.kw, self.dh, self.dw, self.cout);
+        (0..self.kh)
+            .flat_map(|ky| {
+                (0..kw).map(move |kx| Seg {
+                    offset: (ky * dh * width + kx * dw) * cs,
+                    len: cout,
+                })
+            })
+            .collect()
     }
 
     /// Padded input size `[height, width]`.

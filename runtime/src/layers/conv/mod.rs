@@ -56,13 +56,14 @@ pub struct Conv2d {
     bias: Option<Param>,
     /// Runs of a forward receptive field in the padded input.
     runs: RunTable,
-    /// Runs of an input-gradient receptive field in the padded `dy` (direct path).
+    /// Runs of an input-gradient receptive field in the padded `dy` (direct path; see
+    /// [`Geom::back_runs`]).
     back_runs: RunTable,
     /// One run over a whole gathered row (the strided input gradient).
     gather_run: RunTable,
     /// The weight as forward panels: `[cout / NR][(ky, kx, ci)][NR]`, zero-padded.
     packed: Vec<f32>,
-    /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cs)][NR]`.
+    /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cout)][NR]`.
     packed_back: Vec<f32>,
     /// The bias, zero-padded to whole panels (zeros without one).
     bias_row: Vec<f32>,
@@ -171,7 +172,7 @@ impl Conv2d {
             weight,
             bias,
             runs: RunTable::new(g.runs(g.cin, wp)),
-            back_runs: RunTable::new(g.runs(g.cs(), wd)),
+            back_runs: RunTable::new(g.back_runs(wd)),
             gather_run: RunTable::new(vec![Seg {
                 offset: 0,
                 len: g.k_back(),

@@ -50,7 +50,7 @@ impl Conv2d {
     /// `packed`, as long as the layer's own.
     pub(super) fn pack_into(&self, back: bool, packed: &mut [f32]) {
         let g = self.g;
-        let (k, kb, cs) = (g.k(), g.k_back(), g.cs());
+        let (k, kb) = (g.k(), g.k_back());
         // The logical OIHW order as one slice (borrowed unless the layout differs).
         let weight = self.weight.value.as_standard_layout();
         let w = weight
@@ -62,10 +62,10 @@ impl Conv2d {
         // Written in the panels' order, reading the weights (in cache) out of order:
         // scattered writes to the panels cost ~0.3 ms a step for the seed model.
         if back {
-            // Panel `j` of input channels; row `tap * cs + co`, `tap` over the flipped kernel.
+            // Panel `j` of input channels; row `tap * cout + co`, `tap` over the flipped kernel.
             for (j, panel) in packed.chunks_exact_mut(kb * NR).enumerate() {
                 for (r, row) in panel.chunks_exact_mut(NR).enumerate() {
-                    let (tap, co) = (r / cs, r % cs);
+                    let (tap, co) = (r / g.cout, r % g.cout);
                     let (ky, kx) = (g.kh - 1 - tap / g.kw, g.kw - 1 - tap % g.kw);
                     for (l, dst) in row.iter_mut().enumerate() {
                         let ci = j * NR + l;
