@@ -12,14 +12,14 @@
 use ndarray::ArrayD;
 
 use crate::error::{Error, Result};
-use crate::param::{Entry, Visit};
+use crate::param::{Entry, EntryRef, Visit, VisitRef};
 
 /// The running, weighted sum of a model's parameter gradients over micro-batches.
 ///
 /// ```
 /// use ndarray::ArrayD;
 /// use cnnc_runtime::accumulate::GradAccumulator;
-/// use cnnc_runtime::{Entry, Param, Visit};
+/// use cnnc_runtime::{Entry, EntryRef, Param, Visit, VisitRef};
 ///
 /// struct One(Param);
 /// impl Visit for One {
@@ -27,11 +27,16 @@ use crate::param::{Entry, Visit};
 ///         f(Entry::Param { name: "w", param: &mut self.0 });
 ///     }
 /// }
+/// impl VisitRef for One {
+///     fn visit_ref(&self, f: &mut dyn FnMut(EntryRef<'_>)) {
+///         f(EntryRef::Param { name: "w", param: &self.0 });
+///     }
+/// }
 /// let mut model = One(Param::new(ArrayD::zeros(vec![1])));
 /// let mut sum = GradAccumulator::new();
 /// for grad in [1.0, 3.0] {
 ///     model.0.grad[[0]] = grad; // what each micro-batch's backward writes
-///     sum.add(&mut model, 0.5)?; // (loss / 2).backward()
+///     sum.add(&model, 0.5)?; // (loss / 2).backward()
 /// }
 /// assert_eq!(sum.passes(), 2);
 /// sum.apply(&mut model)?;
@@ -61,13 +66,13 @@ impl GradAccumulator {
     /// Adds `weight` times every parameter gradient of `model` to the sum (the first pass after
     /// an apply replaces it). Frozen parameters add nothing. The model's parameters must be the
     /// ones of the previous passes (same count and shapes, in visit order).
-    pub fn add(&mut self, model: &mut dyn Visit, weight: f32) -> Result<()> {
+    pub fn add(&mut self, model: &dyn VisitRef, weight: f32) -> Result<()> {
         let first = self.passes == 0;
         let mut index = 0;
         let mut error = None;
         let sums = &mut self.sums;
-        model.visit(&mut |entry| {
-            let Entry::Param { name, param } = entry else {
+        model.visit_ref(&mut |entry| {
+            let EntryRef::Param { name, param } = entry else {
                 return;
             };
             if error.is_some() {
@@ -158,6 +163,19 @@ mod tests {
         }
     }
 
+    impl VisitRef for Two {
+        fn visit_ref(&self, f: &mut dyn FnMut(EntryRef<'_>)) {
+            f(EntryRef::Param {
+                name: "a",
+                param: &self.0,
+            });
+            f(EntryRef::Param {
+                name: "b",
+                param: &self.1,
+            });
+        }
+    }
+
     #[test]
     fn sums_weighted_passes_and_skips_frozen_parameters() {
         let mut model = Two(
@@ -169,14 +187,14 @@ mod tests {
         let mut sum = GradAccumulator::new();
         for (weight, grad) in [(0.25, [4.0, 8.0]), (0.75, [4.0, -8.0])] {
             model.0.grad.assign(&arr1(&grad).into_dyn());
-            sum.add(&mut model, weight).unwrap();
+            sum.add(&model, weight).unwrap();
         }
         sum.apply(&mut model).unwrap();
         assert_eq!(model.0.grad.as_slice().unwrap(), [4.0, -4.0]);
         assert_eq!(model.1.grad[[0]], 7.0, "a frozen gradient is left alone");
         // The next sum starts afresh.
         model.0.grad.fill(1.0);
-        sum.add(&mut model, 1.0).unwrap();
+        sum.add(&model, 1.0).unwrap();
         sum.apply(&mut model).unwrap();
         assert_eq!(model.0.grad.as_slice().unwrap(), [1.0, 1.0]);
     }
@@ -188,9 +206,9 @@ mod tests {
             Param::new(arr1(&[0.0]).into_dyn()),
         );
         let mut sum = GradAccumulator::new();
-        sum.add(&mut model, 1.0).unwrap();
+        sum.add(&model, 1.0).unwrap();
         model.1 = Param::new(arr1(&[0.0, 0.0, 0.0]).into_dyn());
-        let err = sum.add(&mut model, 1.0).unwrap_err().to_string();
+        let err = sum.add(&model, 1.0).unwrap_err().to_string();
         assert!(err.contains("parameter `b` has shape [3]"), "{err}");
     }
 }

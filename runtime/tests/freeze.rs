@@ -225,7 +225,7 @@ fn two_accumulated_half_batches_give_the_whole_batch_gradients() {
         split
             .train_step(x.slice(s![half.clone(), .., .., ..]), &labels[half])
             .unwrap();
-        sum.add(&mut split, 0.5).unwrap();
+        sum.add(&split, 0.5).unwrap();
     }
     sum.apply(&mut split).unwrap();
     for ((name, _, want), (_, _, got)) in params(&mut whole).iter().zip(&params(&mut split)) {

@@ -1,7 +1,7 @@
 //! Numbers that go wrong: the per-step scan for a NaN or infinity in the gradients or in the
 //! updated values, and the notice for an epoch whose loss is finite but far above chance.
 
-use cnnc_runtime::{Entry, Visit};
+use cnnc_runtime::{EntryRef, VisitRef};
 
 /// Which numbers of the parameters [`non_finite_entry`] scans.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,17 +13,18 @@ pub enum Part {
 }
 
 /// The first parameter (or float buffer, for [`Part::Values`]) holding a NaN or infinity, with
-/// that value: the per-step check, one pass over numbers already in memory.
-pub fn non_finite_entry(model: &mut dyn Visit, part: Part) -> Option<(String, f32)> {
+/// that value: the per-step check, one pass over numbers already in memory. It only reads, so it
+/// visits through [`VisitRef`] (a `&mut` visit would mark the model's packed weights stale).
+pub fn non_finite_entry(model: &dyn VisitRef, part: Part) -> Option<(String, f32)> {
     let mut found = None;
-    model.visit(&mut |entry| {
+    model.visit_ref(&mut |entry| {
         if found.is_some() {
             return;
         }
         let values = match (entry, part) {
-            (Entry::Param { name, param }, Part::Gradients) => Some((name, &param.grad)),
-            (Entry::Param { name, param }, Part::Values) => Some((name, &param.value)),
-            (Entry::Buffer { name, value }, Part::Values) => Some((name, &*value)),
+            (EntryRef::Param { name, param }, Part::Gradients) => Some((name, &param.grad)),
+            (EntryRef::Param { name, param }, Part::Values) => Some((name, &param.value)),
+            (EntryRef::Buffer { name, value }, Part::Values) => Some((name, value)),
             _ => None,
         };
         if let Some((name, values)) = values

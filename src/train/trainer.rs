@@ -240,7 +240,7 @@ impl<'a, M: Model> Trainer<'a, M> {
         let mut dlogits = dlogits.slice_mut(s![..n, ..]);
         let loss = softmax_cross_entropy(logits.view(), labels, dlogits.view_mut())?;
         self.model.backward(dlogits.view())?;
-        let gradient = non_finite_entry(&mut self.model, Part::Gradients);
+        let gradient = non_finite_entry(&self.model, Part::Gradients);
         if !loss.is_finite() || gradient.is_some() {
             return Err(TrainError::Diverged(Divergence {
                 step: self.state.step + 1,
@@ -251,7 +251,7 @@ impl<'a, M: Model> Trainer<'a, M> {
         }
         let correct = count_correct(logits.view(), labels)?;
         if let Some(weight) = weight {
-            self.accumulator.add(&mut self.model, weight)?;
+            self.accumulator.add(&self.model, weight)?;
         }
         Ok((loss, correct))
     }
@@ -261,7 +261,7 @@ impl<'a, M: Model> Trainer<'a, M> {
     fn optimizer_step<E>(&mut self) -> Result<(), TrainError<E>> {
         self.accumulator.apply(&mut self.model)?;
         self.optimizer.step(&mut self.model)?;
-        if let Some((name, value)) = non_finite_entry(&mut self.model, Part::Values) {
+        if let Some((name, value)) = non_finite_entry(&self.model, Part::Values) {
             return Err(TrainError::Diverged(Divergence {
                 step: self.state.step + 1,
                 epoch: self.state.epochs_done + 1,
