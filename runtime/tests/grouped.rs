@@ -15,7 +15,6 @@ use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{BatchNorm2d, Conv2d, Relu6};
 use cnnc_runtime::{Entry, Error, Layer, Mode, Network, Visit};
 use common::Rand;
-use ndarray::Array4;
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, groups: usize) -> Conv2dConfig {
     Conv2dConfig {
@@ -160,27 +159,7 @@ fn separable() -> NetworkDef {
 }
 
 fn train(threads: usize, batch: usize) -> Vec<u32> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| {
-        let mut net = Network::new(&separable(), 5).unwrap();
-        let mut bits = Vec::new();
-        for step in 0..2 {
-            let mut rng = Rand(step);
-            let x = Array4::from_shape_vec((batch, 3, 12, 12), rng.vec(batch * 3 * 144)).unwrap();
-            let labels: Vec<usize> = (0..batch).map(|i| (i * 3 + step as usize) % 10).collect();
-            bits.push(net.train_step(x.view(), &labels).unwrap().to_bits());
-            net.visit(&mut |e| {
-                if let Entry::Param { param, .. } = e {
-                    bits.extend(param.grad.iter().map(|v| v.to_bits()));
-                    param.value.zip_mut_with(&param.grad, |v, g| *v -= 0.05 * g);
-                }
-            });
-        }
-        bits
-    })
+    common::train_bits(&separable(), [3, 12, 12], 10, threads, batch)
 }
 
 #[test]

@@ -10,9 +10,8 @@ use cnnc_runtime::config::{
 };
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::Conv2d;
-use cnnc_runtime::{Entry, Layer, Mode, Network, Visit};
+use cnnc_runtime::{Entry, Layer, Mode};
 use common::Rand;
-use ndarray::Array4;
 
 /// A stride-1 convolution with `padding: same` for `kernel` and `dilation`.
 fn same(
@@ -170,27 +169,7 @@ fn network() -> NetworkDef {
 }
 
 fn train(threads: usize, batch: usize) -> Vec<u32> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| {
-        let mut net = Network::new(&network(), 5).unwrap();
-        let mut bits = Vec::new();
-        for step in 0..2 {
-            let mut rng = Rand(step);
-            let x = Array4::from_shape_vec((batch, 3, 9, 10), rng.vec(batch * 3 * 90)).unwrap();
-            let labels: Vec<usize> = (0..batch).map(|i| (i * 3 + step as usize) % 5).collect();
-            bits.push(net.train_step(x.view(), &labels).unwrap().to_bits());
-            net.visit(&mut |e| {
-                if let Entry::Param { param, .. } = e {
-                    bits.extend(param.grad.iter().map(|v| v.to_bits()));
-                    param.value.zip_mut_with(&param.grad, |v, g| *v -= 0.05 * g);
-                }
-            });
-        }
-        bits
-    })
+    common::train_bits(&network(), [3, 9, 10], 5, threads, batch)
 }
 
 #[test]

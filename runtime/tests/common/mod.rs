@@ -151,3 +151,42 @@ pub fn check_plain<L: Layer>(
 
 pub mod fixture;
 pub mod seed;
+
+/// The bits of two training steps of the network `def` on `threads` threads: each step's loss,
+/// then every parameter gradient, with a plain SGD update in between. Random `[batch, C, H, W]`
+/// inputs of `input` per sample and labels cycling through `classes`; what the thread-count
+/// tests compare.
+pub fn train_bits(
+    def: &cnnc_runtime::config::NetworkDef,
+    input: [usize; 3],
+    classes: usize,
+    threads: usize,
+    batch: usize,
+) -> Vec<u32> {
+    use cnnc_runtime::Visit;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let mut net = cnnc_runtime::exec::Network::new(def, 5).unwrap();
+        let [c, h, w] = input;
+        let mut bits = Vec::new();
+        for step in 0..2 {
+            let mut rng = Rand(step);
+            let x = ndarray::Array4::from_shape_vec((batch, c, h, w), rng.vec(batch * c * h * w))
+                .unwrap();
+            let labels: Vec<usize> = (0..batch)
+                .map(|i| (i * 3 + step as usize) % classes)
+                .collect();
+            bits.push(net.train_step(x.view(), &labels).unwrap().to_bits());
+            net.visit(&mut |e| {
+                if let Entry::Param { param, .. } = e {
+                    bits.extend(param.grad.iter().map(|v| v.to_bits()));
+                    param.value.zip_mut_with(&param.grad, |v, g| *v -= 0.05 * g);
+                }
+            });
+        }
+        bits
+    })
+}
