@@ -596,3 +596,151 @@ fn a_mean_over_height_and_width_is_a_global_pool() {
         );
     }
 }
+
+/// torch.onnx.export's resizes (tools/make_onnx_fixtures.py's `Resizes`: bilinear by scales
+/// and to sizes, `align_corners` true and false, an output of one row, nearest by a factor and
+/// to a size), from the legacy exporter at opsets 17 and 20 and the dynamo one at 18 and 20,
+/// import as `upsample` layers and give PyTorch's logits.
+#[test]
+fn torch_exports_of_bilinear_and_nearest_resizes_import_and_match_torch() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/torch");
+    let bytes = std::fs::read(dir.join("resizes.logits")).expect("the logits");
+    let want: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let x = Array4::from_shape_fn((2, 3, 6, 5), |(n, c, y, x)| {
+        ((n * 31 + c * 17 + y * 7 + x * 3) % 23) as f32 / 11.0 - 1.0
+    });
+    for file in [
+        "resizes_legacy_opset17.onnx",
+        "resizes_legacy_opset20.onnx",
+        "resizes_dynamo_opset18.onnx",
+        "resizes_dynamo_opset20.onnx",
+    ] {
+        let bytes = std::fs::read(dir.join(file)).expect("the fixture");
+        let imported = import(&bytes, "Resizes").unwrap_or_else(|e| panic!("{file}: {e}"));
+        let upsamples: Vec<String> = imported
+            .model
+            .layers()
+            .iter()
+            .filter_map(|l| match l.config() {
+                cnnc_core::LayerConfig::Upsample(c) => Some(format!(
+                    "{} {:?} {:?} {:?}",
+                    c.mode.word(),
+                    c.scale_factor,
+                    c.size,
+                    c.align_corners
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            upsamples,
+            [
+                "bilinear Some([2, 3]) None None",
+                "bilinear None Some([7, 9]) Some(true)",
+                "bilinear Some([2, 2]) None Some(true)",
+                "bilinear None Some([5, 11]) None",
+                "nearest Some([2, 2]) None None",
+                "nearest None Some([6, 3]) None",
+                "bilinear None Some([1, 3]) None",
+                "bilinear None Some([3, 3]) Some(true)",
+            ],
+            "{file}"
+        );
+        let got = run_imported(&imported, &x);
+        assert_eq!(got.len(), want.len(), "{file}");
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff <= 1e-5, "{file}: cnnc and torch differ by {diff}");
+    }
+}
+
+/// Running statistics off their defaults, so that importing them back is tested too.
+fn perturb_buffers(net: &mut Network) {
+    net.visit(&mut |entry| {
+        if let Entry::Buffer { name, value } = entry {
+            let var = name.ends_with("running_var");
+            for (i, v) in value.iter_mut().enumerate() {
+                let t = (i % 7) as f32 / 7.0;
+                *v = if var { 0.5 + t } else { t - 0.4 };
+            }
+        }
+    });
+}
+
+/// Every spec cnnc ships (models/ and tests/specs/), exported at opset 17 and at 19, imports
+/// back to a model whose logits equal the original's (1e-5 of the largest logit) and whose
+/// layers are the same kinds, up to what ONNX cannot say apart: dropout and identity are not
+/// exported, an adaptive pool over dividing windows comes back as a plain pool. The one
+/// export that does not import is circular padding before opset 19, written as slices and
+/// concatenations (`an_unsupported_operator_names_the_node_and_what_is_supported`).
+#[test]
+fn every_shipped_spec_exports_and_imports_back_to_the_same_logits() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut specs: Vec<_> = [root.join("../models"), root.join("tests/specs")]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).expect("the spec folder is readable"))
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    specs.sort();
+    assert!(specs.len() >= 19, "models/ and tests/specs/ hold the specs");
+    let kinds = |m: &cnnc_core::Model| -> Vec<&'static str> {
+        m.layers()
+            .iter()
+            .map(|l| match l.config() {
+                cnnc_core::LayerConfig::AdaptiveMaxPool2d { .. } => "pool",
+                cnnc_core::LayerConfig::AdaptiveAvgPool2d { .. } => "pool",
+                cnnc_core::LayerConfig::MaxPool2d(_) | cnnc_core::LayerConfig::AvgPool2d(_) => {
+                    "pool"
+                }
+                c => c.kind().keyword(),
+            })
+            .filter(|k| !["dropout", "dropout2d", "identity"].contains(k))
+            .collect()
+    };
+    for spec in &specs {
+        let model = cnnc_spec::load(spec).expect("the shipped spec checks");
+        let mut net = Network::from_model(&model, 7).expect("the network builds");
+        perturb_buffers(&mut net);
+        let weights = weights_of(&mut net);
+        let [c, h, w] = model.input();
+        let x = Array4::from_shape_fn((2, c, h, w), |(n, c, y, x)| {
+            ((n * 31 + c * 17 + y * 7 + x * 3) % 23) as f32 / 11.0 - 1.0
+        });
+        let want = net.forward(x.view(), Mode::Eval).expect("cnnc runs");
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let name = spec.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        for opset in [17, 19] {
+            if name == "corners.yaml" && opset < 19 {
+                continue;
+            }
+            let options = ExportOptions {
+                opset,
+                ..ExportOptions::default()
+            };
+            let bytes = export(&model, &weights, &options).expect("exports");
+            let imported =
+                import(&bytes, "M").unwrap_or_else(|e| panic!("{name} (opset {opset}): {e}"));
+            assert_eq!(
+                kinds(&imported.model),
+                kinds(&model),
+                "{name} (opset {opset})"
+            );
+            let got = run_imported(&imported, &x);
+            assert_eq!(got.shape(), want.shape(), "{name} (opset {opset})");
+            let diff = got
+                .iter()
+                .zip(want.iter())
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                diff <= 1e-5 * scale,
+                "{name} (opset {opset}): the import differs by {diff} (logits up to {scale})"
+            );
+        }
+    }
+}

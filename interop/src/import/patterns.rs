@@ -1,7 +1,8 @@
 //! The multi-node patterns `torch.onnx.export` (both exporters) and cnnc's own exporter write for
 //! one layer: GELU's erf and tanh formulas, SiLU as `x * Sigmoid(x)`, group norm as Reshape → InstanceNormalization →
-//! Reshape (→ Mul → Add), a linear layer as MatMul (→ Add), and a `Pad` folded into the `Conv`
-//! after it. Matching is exact: every intermediate value is read once, by the next node of the
+//! Reshape (→ Mul → Add), batch norm on batch statistics as cnnc exports it (reductions over
+//! batch, height and width), a linear layer as MatMul (→ Add), a `Resize` to sizes built from
+//! its input's `Shape`, and a `Pad` folded into the `Conv` after it. Matching is exact: every intermediate value is read once, by the next node of the
 //! pattern, and every constant equals the formula's (up to float rounding of the same number).
 
 use std::collections::{HashMap, HashSet};
@@ -10,7 +11,10 @@ use std::rc::Rc;
 use cnnc_core::PaddingMode;
 use cnnc_core::config::GeluApproximate;
 
-use super::{Const, ImportError, attr, attr_float, attr_int, attr_ints, attr_string, node_error};
+use super::{
+    Const, ImportError, attr, attr_float, attr_int, attr_ints, attr_string, node_error,
+    reduced_axes,
+};
 use crate::proto::NodeProto;
 
 /// What a matched pattern imports as.
@@ -33,6 +37,15 @@ pub(super) enum Pattern<'a> {
         name: &'a str,
         bias: Option<Const>,
     },
+    /// `nn.BatchNorm2d(track_running_stats=False)`: weight and bias `[C]` when affine.
+    BatchStatistics {
+        eps: f32,
+        affine: Option<(Const, Const)>,
+        weight: Option<&'a str>,
+    },
+    /// The `Resize` this pattern's root is, to output `[h, w]`: its sizes are the input's batch
+    /// and channels (`Shape` sliced to `[0, 2)`) concatenated with constant `[h, w]`.
+    ResizeTo { size: [usize; 2] },
     /// A `Pad` before the `Conv` this pattern's root is: padding `[h, w]` and its mode.
     PadConv {
         padding: [usize; 2],
@@ -105,8 +118,13 @@ pub(super) fn find<'g>(
         }
         let fused = match nodes[root].op_type.as_str() {
             "Mul" => g.gelu(root).or_else(|| g.silu(root)),
-            "Add" => g.group_norm(root).or_else(|| g.linear(root)),
+            "Add" => g
+                .group_norm(root)
+                .or_else(|| g.linear(root))
+                .or_else(|| g.batch_statistics(root)),
+            "Div" => g.batch_statistics(root),
             "Reshape" => g.group_norm(root),
+            "Resize" => g.resize_to(root),
             "Conv" => g.pad_conv(root)?,
             _ => None,
         };
@@ -419,6 +437,155 @@ impl<'g, 'c> Graph<'g, 'c> {
             },
             input: x,
             nodes: vec![root, i],
+        })
+    }
+
+    /// A `ReduceMean` over batch, height and width keeping them (the axes an attribute or a
+    /// constant input): the node's index and its input.
+    fn batch_mean(&self, name: &str, uses: usize) -> Option<(usize, &'g str)> {
+        let i = *self.producer.get(name)?;
+        let node = &self.nodes[i];
+        let fits = node.op_type == "ReduceMean"
+            && self.uses.get(name) == Some(&uses)
+            && !self.taken.contains(&i)
+            && attr_int(node, "keepdims", 1) == 1
+            && reduced_axes(node, |a| self.constant(a)).as_deref() == Some(&[0, 2, 3][..]);
+        let x = node.input.first().map(String::as_str)?;
+        fits.then_some((i, x))
+    }
+
+    /// Batch norm on batch statistics as cnnc exports it: `mean = ReduceMean(x)`,
+    /// `centered = x - mean`, `var = ReduceMean(centered * centered)`,
+    /// `Div(centered, Sqrt(var + eps))` (reductions over batch, height and width), then, when
+    /// affine, `Mul` by the weight and `Add` of the bias `[C, 1, 1]`. The root is the `Add`, or
+    /// the `Div` without affine.
+    fn batch_statistics(&self, root: usize) -> Option<Fused<'g>> {
+        let node = &self.nodes[root];
+        let mut nodes = vec![root];
+        let (div, affine, weight_name) = if node.op_type == "Add" {
+            let (a, b) = Self::pair(node)?;
+            let (scaled, bias) = if self.is_value(a) { (a, b) } else { (b, a) };
+            let bias = self.per_channel(bias)?;
+            let (i, mul) = self.inner_op(scaled, "Mul")?;
+            nodes.push(i);
+            let (a, b) = Self::pair(mul)?;
+            let (normalized, weight) = if self.is_value(a) { (a, b) } else { (b, a) };
+            let weight_name = self.origin(weight);
+            let weight = self.per_channel(weight)?;
+            if weight.values.len() != bias.values.len() {
+                return None;
+            }
+            let (j, div) = self.inner_op(normalized, "Div")?;
+            nodes.push(j);
+            (div, Some((weight, bias)), Some(weight_name))
+        } else {
+            (node, None, None)
+        };
+        let (centered, std) = Self::pair(div)?;
+        let (i, sqrt) = self.inner_op(std, "Sqrt")?;
+        nodes.push(i);
+        let (j, _) = self.inner_op(sqrt.input.first()?, "Add")?;
+        let (var, eps) = {
+            let (a, b) = Self::pair(&self.nodes[j])?;
+            match (self.scalar(a), self.scalar(b)) {
+                (None, Some(eps)) => (a, eps),
+                (Some(eps), None) => (b, eps),
+                _ => return None,
+            }
+        };
+        nodes.push(j);
+        let (k, squared) = self.batch_mean(var, 1)?;
+        nodes.push(k);
+        let (m, square) = self.inner_op(squared, "Mul")?;
+        if Self::pair(square)? != (centered, centered) {
+            return None;
+        }
+        nodes.push(m);
+        // `centered` is read three times: twice by the square, once by the division.
+        let s = *self.producer.get(centered)?;
+        let sub = &self.nodes[s];
+        if sub.op_type != "Sub" || self.uses.get(centered) != Some(&3) || self.taken.contains(&s) {
+            return None;
+        }
+        nodes.push(s);
+        let (x, mean) = Self::pair(sub)?;
+        let (n, of) = self.batch_mean(mean, 1)?;
+        if of != x || !self.is_value(x) || !(eps > 0.0) {
+            return None;
+        }
+        nodes.push(n);
+        Some(Fused {
+            pattern: Pattern::BatchStatistics {
+                eps,
+                affine,
+                weight: weight_name,
+            },
+            input: x,
+            nodes,
+        })
+    }
+
+    /// A `Resize` of `x` to `Concat(Shape(x)[0..2], [h, w])`, the batch and channels sliced by a
+    /// `Slice` (starts 0, ends 2) or by `Shape`'s own `start` and `end`, as both torch exporters
+    /// and cnnc write an interpolation to a size with a symbolic batch.
+    fn resize_to(&self, root: usize) -> Option<Fused<'g>> {
+        let node = &self.nodes[root];
+        let x = node.input.first().map(String::as_str)?;
+        let sizes = node.input.get(3).map(String::as_str)?;
+        if !self.is_value(x) || !self.is_value(sizes) {
+            return None;
+        }
+        let (c, concat) = self.inner_op(sizes, "Concat")?;
+        if attr_int(concat, "axis", 0) != 0 {
+            return None;
+        }
+        let (nc, hw) = Self::pair(concat)?;
+        let whole = |v: f32| v >= 1.0 && v.fract() == 0.0 && v <= cnnc_core::MAX_DIM as f32;
+        let [h, w] = self.constant(hw)?.values[..] else {
+            return None;
+        };
+        if !whole(h) || !whole(w) {
+            return None;
+        }
+        let mut nodes = vec![root, c];
+        let shape_of = match self.inner_op(nc, "Slice") {
+            Some((s, slice)) => {
+                let [data, bounds @ ..] = slice.input.as_slice() else {
+                    return None;
+                };
+                // starts, ends, then optional axes and steps.
+                let want: [&[f32]; 4] = [&[0.0], &[2.0], &[0.0], &[1.0]];
+                if !(2..=4).contains(&bounds.len()) {
+                    return None;
+                }
+                for (name, want) in bounds.iter().zip(want) {
+                    if self.constant(name)?.values != want {
+                        return None;
+                    }
+                }
+                nodes.push(s);
+                let (k, shape) = self.inner_op(data, "Shape")?;
+                if attr(shape, "start").is_some() || attr(shape, "end").is_some() {
+                    return None;
+                }
+                nodes.push(k);
+                shape
+            }
+            None => {
+                let (k, shape) = self.inner_op(nc, "Shape")?;
+                if attr_int(shape, "start", 0) != 0 || attr_int(shape, "end", i64::MAX) != 2 {
+                    return None;
+                }
+                nodes.push(k);
+                shape
+            }
+        };
+        (shape_of.input.first().map(String::as_str) == Some(x)).then(|| Fused {
+            pattern: Pattern::ResizeTo {
+                size: [h as usize, w as usize],
+            },
+            input: x,
+            nodes,
         })
     }
 
