@@ -491,31 +491,6 @@ impl Builder {
             LayerConfig::Dropout { .. } | LayerConfig::Dropout2d { .. } | LayerConfig::Identity => {
                 self.node("Identity", name, &[x], &[output], Vec::new());
             }
-            // Nearest by an integer factor: constant scales.
-            LayerConfig::Upsample(cnnc_core::config::UpsampleConfig {
-                size: None,
-                scale_factor: Some(scale_factor),
-                mode: cnnc_core::config::UpsampleMode::Nearest,
-                align_corners: None,
-            }) => {
-                let roi = self.constant_f32(scoped("roi"), &[0], &[]);
-                let scales = self.constant_f32(
-                    scoped("scales"),
-                    &[4],
-                    &[1.0, 1.0, scale_factor[0] as f32, scale_factor[1] as f32],
-                );
-                self.node(
-                    "Resize",
-                    name,
-                    &[x.to_owned(), roi, scales],
-                    &[output],
-                    vec![
-                        string("mode", "nearest"),
-                        string("coordinate_transformation_mode", "asymmetric"),
-                        string("nearest_mode", "floor"),
-                    ],
-                );
-            }
             LayerConfig::Upsample(c) => self.resize(name, x, output, c, layer.output_shape()),
             LayerConfig::Relu6 => {
                 let min = self.constant_f32(scoped("min"), &[], &[0.0]);
@@ -1039,12 +1014,13 @@ impl Builder {
         }
     }
 
-    /// `upsample` with a `size` or `mode: bilinear` as ONNX's `Resize` to the output's sizes
-    /// (the batch and channels read from the input's `Shape`). Nearest: `asymmetric` source
-    /// coordinates rounded down, PyTorch's `floor(dst * in / out)`. Bilinear: `align_corners`,
-    /// or `half_pixel` (PyTorch's `(dst + 0.5) * in / out - 0.5`, clamped at the edges, as
-    /// `torch.onnx.export` writes it; `pytorch_half_pixel` would map an output of one pixel to
-    /// the first input pixel, which PyTorch does not).
+    /// `upsample` as ONNX's `Resize`: by a `scale_factor`, constant `scales`; to a `size`, the
+    /// `sizes` of the batch and channels read from the input's `Shape` and the output's height
+    /// and width. Nearest: `asymmetric` source coordinates rounded down, PyTorch's
+    /// `floor(dst * in / out)`. Bilinear: `align_corners`, or `half_pixel` (PyTorch's
+    /// `(dst + 0.5) * in / out - 0.5`, clamped at the edges, as `torch.onnx.export` writes it;
+    /// `pytorch_half_pixel` would map an output of one pixel to the first input pixel, which
+    /// PyTorch does not).
     fn resize(
         &mut self,
         name: &str,
@@ -1054,25 +1030,36 @@ impl Builder {
         out_shape: Shape,
     ) {
         let v = |what: &str| format!("/{name}/{what}");
-        let [_, oh, ow] = chw(out_shape);
-        self.node("Shape", &v("shape"), &[x], &[&v("shape")], Vec::new());
-        let starts = self.constant_i64(v("nc/starts"), &[0]);
-        let ends = self.constant_i64(v("nc/ends"), &[2]);
-        self.node(
-            "Slice",
-            &v("nc"),
-            &[v("shape"), starts, ends],
-            &[&v("nc")],
-            Vec::new(),
-        );
-        let hw = self.constant_i64(v("hw"), &[oh as i64, ow as i64]);
-        self.node(
-            "Concat",
-            &v("sizes"),
-            &[v("nc"), hw],
-            &[&v("sizes")],
-            vec![int("axis", 0)],
-        );
+        let inputs = match c.scale_factor {
+            Some([sh, sw]) => {
+                let roi = self.constant_f32(v("roi"), &[0], &[]);
+                let scales =
+                    self.constant_f32(v("scales"), &[4], &[1.0, 1.0, sh as f32, sw as f32]);
+                vec![x.to_owned(), roi, scales]
+            }
+            None => {
+                let [_, oh, ow] = chw(out_shape);
+                self.node("Shape", &v("shape"), &[x], &[&v("shape")], Vec::new());
+                let starts = self.constant_i64(v("nc/starts"), &[0]);
+                let ends = self.constant_i64(v("nc/ends"), &[2]);
+                self.node(
+                    "Slice",
+                    &v("nc"),
+                    &[v("shape"), starts, ends],
+                    &[&v("nc")],
+                    Vec::new(),
+                );
+                let hw = self.constant_i64(v("hw"), &[oh as i64, ow as i64]);
+                self.node(
+                    "Concat",
+                    &v("sizes"),
+                    &[v("nc"), hw],
+                    &[&v("sizes")],
+                    vec![int("axis", 0)],
+                );
+                vec![x.to_owned(), String::new(), String::new(), v("sizes")]
+            }
+        };
         let attrs = match c.mode {
             cnnc_core::config::UpsampleMode::Nearest => vec![
                 string("mode", "nearest"),
@@ -1091,13 +1078,7 @@ impl Builder {
                 ]
             }
         };
-        self.node(
-            "Resize",
-            name,
-            &[x.to_owned(), String::new(), String::new(), v("sizes")],
-            &[output],
-            attrs,
-        );
+        self.node("Resize", name, &inputs, &[output], attrs);
     }
 
     /// GELU: ONNX's `Gelu` from opset 20, else its formula in elementary operators, as

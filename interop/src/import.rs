@@ -14,6 +14,7 @@ use std::rc::Rc;
 use cnnc_core::config::{
     BatchNorm2dConfig, ConcatConfig, ConvTranspose2dConfig, GeluApproximate, GroupNormConfig,
 };
+use cnnc_core::geometry::adaptive_window;
 use cnnc_core::kind::{ArgDefault, ArgType, ArgValue};
 use cnnc_core::{
     Conv2dConfig, LayerConfig, LayerDef, LinearConfig, MAX_DIM, MAX_ELEMENTS, Model, NetworkDef,
@@ -177,7 +178,7 @@ struct Importer<'a> {
     /// The graph input's batch size when the file fixes it (a static export).
     batch: Option<usize>,
     /// A `Pad` folded into the `Conv` being lowered: what it pads, how much and how.
-    pad: Option<(&'a str, [usize; 2], PaddingMode)>,
+    pad: Option<(&'a str, [[usize; 2]; 2], PaddingMode)>,
 }
 
 fn structure(why: impl Into<String>) -> ImportError {
@@ -282,7 +283,7 @@ pub fn import_proto(proto: &ModelProto, name: &str) -> Result<Imported, ImportEr
             }
         }
         match pattern {
-            Some(f) => importer.fused(node, f)?,
+            Some(f) => importer.fused(&graph.node, node, f)?,
             None => importer.node(node)?,
         }
     }
@@ -834,7 +835,12 @@ impl<'a> Importer<'a> {
     }
 
     /// Lowers a matched multi-node pattern whose last node is `root`.
-    fn fused(&mut self, root: &'a NodeProto, fused: Fused<'a>) -> Result<(), ImportError> {
+    fn fused(
+        &mut self,
+        nodes: &'a [NodeProto],
+        root: &'a NodeProto,
+        fused: Fused<'a>,
+    ) -> Result<(), ImportError> {
         let x = self.value(root, fused.input)?;
         let (config, weight, tensors) = match fused.pattern {
             Pattern::Gelu(approximate) => (LayerConfig::Gelu { approximate }, None, Vec::new()),
@@ -913,9 +919,49 @@ impl<'a> Importer<'a> {
                     affine.map_or_else(Vec::new, |(w, b)| vec![("weight", w), ("bias", b)]);
                 (config, weight, tensors)
             }
+            Pattern::AdaptivePool { avg, rows, cols } => {
+                let windows = |found: &[(usize, usize)], input: usize| {
+                    let n = found.len();
+                    (0..n).all(|i| found[i] == adaptive_window(i, input, n))
+                };
+                match self.shape_of(x) {
+                    Some(Shape::Chw([_, h, w])) if windows(&rows, h) && windows(&cols, w) => {}
+                    _ => {
+                        return Err(node_error(
+                            root,
+                            format!(
+                                "its slices (rows {rows:?}, columns {cols:?}) are not an \
+                                 adaptive pool's windows of its input {:?}",
+                                self.shape_of(x)
+                            ),
+                        ));
+                    }
+                }
+                let output_size = [rows.len(), cols.len()];
+                let config = if avg {
+                    LayerConfig::AdaptiveAvgPool2d { output_size }
+                } else {
+                    LayerConfig::AdaptiveMaxPool2d { output_size }
+                };
+                (config, None, Vec::new())
+            }
             Pattern::ResizeTo { size } => {
                 let config = self.upsample(root, ResizeTo::Sizes(size), x)?;
                 (LayerConfig::Upsample(config), None, Vec::new())
+            }
+            Pattern::DivisorPool { pool, divisor } => {
+                // The pool as written, then its divisor: its windows are whole, so the mean
+                // times kh * kw / divisor is the sum over the divisor.
+                self.node(&nodes[pool])?;
+                let index = self.layers.len() - 1;
+                if let LayerConfig::AvgPool2d(c) = &mut self.layers[index].config {
+                    c.divisor_override = Some(divisor);
+                }
+                let [output] = root.output.as_slice() else {
+                    return Err(node_error(root, "has several outputs; cnnc reads one"));
+                };
+                self.values.insert(output.as_str(), Value::Layer(index));
+                return Ok(());
             }
             Pattern::PadConv { padding, mode } => {
                 self.pad = Some((fused.input, padding, mode));
@@ -1022,7 +1068,8 @@ impl<'a> Importer<'a> {
                     _ => None,
                 };
                 let output = input.and_then(|[h, w]| {
-                    let scaled = |[sh, sw]: [usize; 2]| Some([h.checked_mul(sh)?, w.checked_mul(sw)?]);
+                    let scaled =
+                        |[sh, sw]: [usize; 2]| Some([h.checked_mul(sh)?, w.checked_mul(sw)?]);
                     size.or_else(|| scaled(scale_factor?))
                 });
                 match input.zip(output) {
@@ -1116,8 +1163,21 @@ impl<'a> Importer<'a> {
                              modes cannot say",
                         ));
                     }
-                    padding = [padding[0] + pad[0], padding[1] + pad[1]];
-                    padding_end = [padding_end[0] + pad[0], padding_end[1] + pad[1]];
+                    padding = [padding[0] + pad[0][0], padding[1] + pad[0][1]];
+                    padding_end = [padding_end[0] + pad[1][0], padding_end[1] + pad[1][1]];
+                    let same = Conv2dConfig::same_padding([kh, kw], dilation);
+                    if padding != padding_end
+                        && (stride != [1, 1] || [padding, padding_end] != same)
+                    {
+                        return Err(node_error(
+                            node,
+                            format!(
+                                "pads [{}, {}, {}, {}] with the Pad before it, neither the same \
+                                 on both sides nor padding='same''s with stride 1",
+                                padding[0], padding[1], padding_end[0], padding_end[1]
+                            ),
+                        ));
+                    }
                     padding_mode = mode;
                     source = Some(self.value(node, x)?);
                 }
@@ -1301,8 +1361,8 @@ impl<'a> Importer<'a> {
                 // height and width that keeps them.
                 // Axes given as an input must be a constant.
                 self.constant(node, 1)?;
-                let axes = reduced_axes(node, |a| self.consts.get(a).map(|c| &**c))
-                    .unwrap_or_default();
+                let axes =
+                    reduced_axes(node, |a| self.consts.get(a).map(|c| &**c)).unwrap_or_default();
                 if axes != [2, 3] || attr_int(node, "keepdims", 1) != 1 {
                     let batch_norm = if axes.contains(&0) && op == "ReduceMean" {
                         "; a mean over the batch is imported only as batch norm on batch \
@@ -1490,9 +1550,7 @@ impl<'a> Importer<'a> {
                 if mode != "nearest" {
                     return Err(node_error(
                         node,
-                        format!(
-                            "mode {mode}: only nearest is supported (bilinear as a `Resize`)"
-                        ),
+                        format!("mode {mode}: only nearest is supported (bilinear as a `Resize`)"),
                     ));
                 }
                 let scales = self

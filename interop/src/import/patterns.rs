@@ -46,9 +46,22 @@ pub(super) enum Pattern<'a> {
     /// The `Resize` this pattern's root is, to output `[h, w]`: its sizes are the input's batch
     /// and channels (`Shape` sliced to `[0, 2)`) concatenated with constant `[h, w]`.
     ResizeTo { size: [usize; 2] },
-    /// A `Pad` before the `Conv` this pattern's root is: padding `[h, w]` and its mode.
+    /// An adaptive pool whose windows do not divide its input, as cnnc exports it: each output
+    /// row's window sliced and reduced over the height, concatenated, then the same for the
+    /// columns. The windows (start, end) of the rows and of the columns, checked against
+    /// PyTorch's when the input's shape is known.
+    AdaptivePool {
+        avg: bool,
+        rows: Vec<(usize, usize)>,
+        cols: Vec<(usize, usize)>,
+    },
+    /// An average pool with `divisor_override`, as cnnc exports it: the `AveragePool`
+    /// (node `pool`, padding counted, no ceil mode) times `kh * kw / divisor`.
+    DivisorPool { pool: usize, divisor: usize },
+    /// A `Pad` before the `Conv` this pattern's root is: padding `[top, left]` and `[bottom,
+    /// right]`, and its mode.
     PadConv {
-        padding: [usize; 2],
+        padding: [[usize; 2]; 2],
         mode: PaddingMode,
     },
 }
@@ -117,7 +130,10 @@ pub(super) fn find<'g>(
             continue;
         }
         let fused = match nodes[root].op_type.as_str() {
-            "Mul" => g.gelu(root).or_else(|| g.silu(root)),
+            "Mul" => g
+                .gelu(root)
+                .or_else(|| g.silu(root))
+                .or_else(|| g.divisor_pool(root)),
             "Add" => g
                 .group_norm(root)
                 .or_else(|| g.linear(root))
@@ -125,6 +141,7 @@ pub(super) fn find<'g>(
             "Div" => g.batch_statistics(root),
             "Reshape" => g.group_norm(root),
             "Resize" => g.resize_to(root),
+            "Concat" => g.adaptive_pool(root),
             "Conv" => g.pad_conv(root)?,
             _ => None,
         };
@@ -510,7 +527,7 @@ impl<'g, 'c> Graph<'g, 'c> {
         nodes.push(s);
         let (x, mean) = Self::pair(sub)?;
         let (n, of) = self.batch_mean(mean, 1)?;
-        if of != x || !self.is_value(x) || !(eps > 0.0) {
+        if of != x || !self.is_value(x) || eps.is_nan() || eps <= 0.0 {
             return None;
         }
         nodes.push(n);
@@ -580,12 +597,149 @@ impl<'g, 'c> Graph<'g, 'c> {
                 shape
             }
         };
-        (shape_of.input.first().map(String::as_str) == Some(x)).then(|| Fused {
+        (shape_of.input.first().map(String::as_str) == Some(x)).then_some(Fused {
             pattern: Pattern::ResizeTo {
                 size: [h as usize, w as usize],
             },
             input: x,
             nodes,
+        })
+    }
+
+    /// One window of an uneven adaptive pool: `part` is `op(Slice(data, [start], [end],
+    /// [axis]))` reduced over `axis` and kept. The window, the slice's `data` and the two nodes.
+    fn window(
+        &self,
+        part: &str,
+        op: &str,
+        axis: i64,
+    ) -> Option<((usize, usize), &'g str, [usize; 2])> {
+        let (r, reduce) = self.inner_op(part, op)?;
+        let axes = reduced_axes(reduce, |a| self.constant(a))?;
+        if axes != [axis] || attr_int(reduce, "keepdims", 1) != 1 {
+            return None;
+        }
+        let (s, slice) = self.inner_op(reduce.input.first()?, "Slice")?;
+        let [data, starts, ends, axes, steps @ ..] = slice.input.as_slice() else {
+            return None;
+        };
+        let one = |name: &str| match self.constant(name)?.values[..] {
+            [v] if v >= 0.0 && v.fract() == 0.0 && v <= cnnc_core::MAX_DIM as f32 => {
+                Some(v as usize)
+            }
+            _ => None,
+        };
+        let (start, end) = (one(starts)?, one(ends)?);
+        let steps_ok = match steps {
+            [] => true,
+            [step] => one(step) == Some(1),
+            _ => false,
+        };
+        (one(axes)? == axis as usize && steps_ok && start < end).then_some((
+            (start, end),
+            data.as_str(),
+            [r, s],
+        ))
+    }
+
+    /// An uneven adaptive pool as cnnc exports it (`export::adaptive_pool`): the root
+    /// `Concat` on axis 3 of one window per output column of `rows`, itself a `Concat` on axis
+    /// 2 of one window per output row of `x`, every window a `Slice` reduced by the same
+    /// `ReduceMean` or `ReduceMax`.
+    fn adaptive_pool(&self, root: usize) -> Option<Fused<'g>> {
+        let node = &self.nodes[root];
+        if attr_int(node, "axis", 0) != 3 {
+            return None;
+        }
+        let first = node.input.first()?;
+        let op = self.inner(first)?.1.op_type.as_str();
+        if !matches!(op, "ReduceMean" | "ReduceMax") {
+            return None;
+        }
+        let mut nodes = vec![root];
+        let mut cols = Vec::with_capacity(node.input.len());
+        let mut rows_value = None;
+        for part in &node.input {
+            let (window, data, pair) = self.window(part, op, 3)?;
+            if rows_value.is_some_and(|r| r != data) {
+                return None;
+            }
+            rows_value = Some(data);
+            cols.push(window);
+            nodes.extend(pair);
+        }
+        let rows_value = rows_value?;
+        let r = *self.producer.get(rows_value)?;
+        let concat = &self.nodes[r];
+        let read_by_columns = self.uses.get(rows_value) == Some(&cols.len());
+        if concat.op_type != "Concat"
+            || attr_int(concat, "axis", 0) != 2
+            || !read_by_columns
+            || self.taken.contains(&r)
+        {
+            return None;
+        }
+        nodes.push(r);
+        let mut rows = Vec::with_capacity(concat.input.len());
+        let mut x = None;
+        for part in &concat.input {
+            let (window, data, pair) = self.window(part, op, 2)?;
+            if x.is_some_and(|x| x != data) {
+                return None;
+            }
+            x = Some(data);
+            rows.push(window);
+            nodes.extend(pair);
+        }
+        let x = x.filter(|x| self.is_value(x))?;
+        Some(Fused {
+            pattern: Pattern::AdaptivePool {
+                avg: op == "ReduceMean",
+                rows,
+                cols,
+            },
+            input: x,
+            nodes,
+        })
+    }
+
+    /// An average pool with a `divisor_override`: `Mul(AveragePool(x), kh * kw / divisor)`
+    /// (either order), the pool counting padding and without ceil mode, the factor exactly
+    /// what cnnc's export writes for a whole divisor.
+    fn divisor_pool(&self, root: usize) -> Option<Fused<'g>> {
+        let (a, b) = Self::pair(&self.nodes[root])?;
+        let (mean, factor) = match (self.scalar(a), self.scalar(b)) {
+            (None, Some(f)) => (a, f),
+            (Some(f), None) => (b, f),
+            _ => return None,
+        };
+        let (i, pool) = self.inner_op(mean, "AveragePool")?;
+        let kernel = attr_ints(pool, "kernel_shape")?;
+        let [kh, kw] = kernel[..] else {
+            return None;
+        };
+        let whole =
+            attr_int(pool, "count_include_pad", 0) == 1 && attr_int(pool, "ceil_mode", 0) == 0;
+        let window = (kh.checked_mul(kw)?) as f32;
+        if !whole || factor.is_nan() || factor <= 0.0 || window < 1.0 {
+            return None;
+        }
+        let divisor = (window / factor).round();
+        if !(1.0..=cnnc_core::MAX_DIM as f32).contains(&divisor) || window / divisor != factor {
+            return None;
+        }
+        let x = pool
+            .input
+            .first()
+            .map(String::as_str)
+            .filter(|x| self.is_value(x))?;
+        Some(Fused {
+            pattern: Pattern::DivisorPool {
+                pool: i,
+                divisor: divisor as usize,
+            },
+            input: x,
+            nodes: vec![root, i],
         })
     }
 
@@ -604,7 +758,8 @@ impl<'g, 'c> Graph<'g, 'c> {
                 pad,
                 format!(
                     "{why}; cnnc imports a Pad before a Conv when it pads only height and \
-                     width, the same on both sides, with zeros, reflect, edge or wrap"
+                     width, the same on both sides (or padding='same''s extra pixel on the \
+                     bottom and right, stride 1), with zeros, reflect, edge or wrap"
                 ),
             )
         };
@@ -647,10 +802,8 @@ impl<'g, 'c> Graph<'g, 'c> {
         }
         let [n0, c0, top, left, n1, c1, bottom, right] = full;
         let whole = |v: f32| v >= 0.0 && v.fract() == 0.0 && v <= cnnc_core::MAX_DIM as f32;
-        if [n0, c0, n1, c1] != [0.0; 4] || top != bottom || left != right || !whole(top) {
-            return Err(refuse(format!("its pads are {full:?}")));
-        }
-        if !whole(left) {
+        // Uneven pads are checked against the convolution's `padding='same'` when it is lowered.
+        if [n0, c0, n1, c1] != [0.0; 4] || ![top, left, bottom, right].into_iter().all(whole) {
             return Err(refuse(format!("its pads are {full:?}")));
         }
         let mode = match attr_string(pad, "mode", "constant").as_str() {
@@ -671,7 +824,10 @@ impl<'g, 'c> Graph<'g, 'c> {
         };
         Ok(Some(Fused {
             pattern: Pattern::PadConv {
-                padding: [top as usize, left as usize],
+                padding: [
+                    [top as usize, left as usize],
+                    [bottom as usize, right as usize],
+                ],
                 mode,
             },
             input: x,
