@@ -804,3 +804,229 @@ fn cnnc_exports_of_batch_statistics_resizes_and_uneven_pools_import_back_exactly
         assert_eq!(layers(&again), layers(&model), "opset {opset}: the YAML");
     }
 }
+
+fn string_attr(name: &str, value: &str) -> cnnc_interop::proto::AttributeProto {
+    cnnc_interop::proto::AttributeProto {
+        name: name.into(),
+        r#type: cnnc_interop::proto::attribute_proto::AttributeType::String as i32,
+        s: value.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int_attr(name: &str, value: i64) -> cnnc_interop::proto::AttributeProto {
+    cnnc_interop::proto::AttributeProto {
+        name: name.into(),
+        r#type: cnnc_interop::proto::attribute_proto::AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    }
+}
+
+/// A `Resize` imports where ONNX's coordinates are PyTorch's and is refused naming the node
+/// and the attribute elsewhere: cubic, antialias, exclude_outside, linear `asymmetric`,
+/// nearest `asymmetric` rounding to nearest, fractional scales, and `pytorch_half_pixel` to an
+/// output of one row (where ONNX reads the first input row and PyTorch the middle).
+#[test]
+fn resize_attributes_import_where_torch_agrees_or_are_named() {
+    let (model, _, _) = exported("models/lenet5.yaml");
+    let [c, h, _] = model.input();
+    assert!(h > 1, "the input has several rows");
+    // By scales, or (`sizes` given) to [1 or 2 rows, 3 columns].
+    let resize = |attrs: Vec<(&str, &str)>, ints: Vec<(&str, i64)>, to: Result<[f32; 2], i64>| {
+        let mut r = node("Resize", &["input", "", "scales"], "y");
+        let mut consts = vec![];
+        match to {
+            Ok([sh, sw]) => consts.push(floats("scales", &[4], &[1.0, 1.0, sh, sw])),
+            Err(rows) => {
+                r.input = vec!["input".into(), String::new(), String::new(), "sizes".into()];
+                consts.push(self::ints("sizes", &[1, c as i64, rows, 3]));
+            }
+        }
+        r.attribute
+            .extend(attrs.iter().map(|(name, value)| string_attr(name, value)));
+        r.attribute
+            .extend(ints.iter().map(|(name, value)| int_attr(name, *value)));
+        // The graph's batch is 1 for the constant sizes' batch to be the file's.
+        let mut proto = model_of(vec![r], consts, "y");
+        let graph = proto.graph.as_mut().expect("a graph");
+        let Some(cnnc_interop::proto::type_proto::Value::TensorType(t)) = graph.input[0]
+            .r#type
+            .as_mut()
+            .and_then(|t| t.value.as_mut())
+        else {
+            panic!("a tensor input")
+        };
+        t.shape.as_mut().expect("a shape").dim[0].value =
+            Some(cnnc_interop::proto::tensor_shape_proto::dimension::Value::DimValue(1));
+        match import_proto(&proto, "M") {
+            Ok(m) => match m.model.layers()[0].config() {
+                cnnc_core::LayerConfig::Upsample(u) => Ok(format!(
+                    "{} {:?} {:?} {:?}",
+                    u.mode.word(),
+                    u.scale_factor,
+                    u.size,
+                    u.align_corners
+                )),
+                other => panic!("{other:?}"),
+            },
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let linear = |transform: &'static str| {
+        vec![
+            ("mode", "linear"),
+            ("coordinate_transformation_mode", transform),
+        ]
+    };
+    let accepted = [
+        (
+            resize(linear("half_pixel"), vec![], Ok([2.0, 3.0])),
+            "bilinear Some([2, 3]) None None",
+        ),
+        (
+            resize(linear("align_corners"), vec![], Err(1)),
+            "bilinear None Some([1, 3]) Some(true)",
+        ),
+        (
+            resize(linear("pytorch_half_pixel"), vec![], Err(2)),
+            "bilinear None Some([2, 3]) None",
+        ),
+        // ONNX's defaults: nearest, half_pixel, round_prefer_floor: PyTorch's pixels for an
+        // integer factor.
+        (
+            resize(vec![], vec![], Ok([2.0, 2.0])),
+            "nearest Some([2, 2]) None None",
+        ),
+        (
+            resize(
+                vec![
+                    ("coordinate_transformation_mode", "asymmetric"),
+                    ("nearest_mode", "floor"),
+                ],
+                vec![],
+                Err(2),
+            ),
+            "nearest None Some([2, 3]) None",
+        ),
+        // cubic_coeff_a and nearest_mode do not apply to linear; exclude_outside 0 is ONNX's own.
+        (
+            resize(
+                [linear("half_pixel"), vec![("nearest_mode", "ceil")]].concat(),
+                vec![("exclude_outside", 0), ("antialias", 0)],
+                Ok([1.0, 2.0]),
+            ),
+            "bilinear Some([1, 2]) None None",
+        ),
+    ];
+    for (got, want) in accepted {
+        assert_eq!(got.as_deref(), Ok(want));
+    }
+    let refused = [
+        (
+            resize(vec![("mode", "cubic")], vec![], Ok([2.0, 2.0])),
+            "mode cubic",
+        ),
+        (
+            resize(linear("half_pixel"), vec![("antialias", 1)], Ok([2.0, 2.0])),
+            "antialias 1",
+        ),
+        (
+            resize(
+                linear("half_pixel"),
+                vec![("exclude_outside", 1)],
+                Ok([2.0, 2.0]),
+            ),
+            "exclude_outside 1",
+        ),
+        (
+            resize(linear("asymmetric"), vec![], Ok([2.0, 2.0])),
+            "coordinate_transformation_mode asymmetric with mode linear",
+        ),
+        (
+            resize(linear("tf_crop_and_resize"), vec![], Ok([2.0, 2.0])),
+            "coordinate_transformation_mode tf_crop_and_resize",
+        ),
+        (
+            resize(
+                vec![("coordinate_transformation_mode", "asymmetric")],
+                vec![],
+                Ok([2.0, 2.0]),
+            ),
+            "nearest_mode round_prefer_floor with asymmetric",
+        ),
+        (
+            resize(
+                vec![("coordinate_transformation_mode", "align_corners")],
+                vec![],
+                Ok([2.0, 2.0]),
+            ),
+            "coordinate_transformation_mode align_corners with mode nearest",
+        ),
+        // Nearest to sizes: only asymmetric + floor lands on PyTorch's pixels at any ratio.
+        (
+            resize(vec![], vec![], Err(2)),
+            "coordinate_transformation_mode half_pixel",
+        ),
+        (
+            resize(linear("half_pixel"), vec![], Ok([1.5, 2.0])),
+            "only integer factors",
+        ),
+        (
+            resize(linear("pytorch_half_pixel"), vec![], Err(1)),
+            "pytorch_half_pixel to an output of one pixel",
+        ),
+    ];
+    for (got, why) in refused {
+        let err = got.expect_err(why);
+        assert!(
+            err.starts_with("node `y` (Resize): ") && err.contains(why),
+            "{why}: {err}"
+        );
+    }
+}
+
+/// cnnc's batch-statistics batch norm export with one piece changed is refused, naming a node
+/// of it, never imported as something else.
+#[test]
+fn near_misses_of_batch_statistics_are_refused() {
+    let bn = |square: [&str; 2], axes: &[i64], eps: f32| {
+        let nodes = vec![
+            node("ReduceMean", &["input", "axes"], "mean"),
+            node("Sub", &["input", "mean"], "centered"),
+            node("Mul", &[square[0], square[1]], "squared"),
+            node("ReduceMean", &["squared", "axes"], "var"),
+            node("Add", &["var", "eps"], "var_eps"),
+            node("Sqrt", &["var_eps"], "std"),
+            node("Div", &["centered", "std"], "y"),
+        ];
+        let consts = vec![ints("axes", axes), floats("eps", &[], &[eps])];
+        import_proto(&model_of(nodes, consts, "y"), "M")
+    };
+    let imported = bn(["centered", "centered"], &[0, 2, 3], 1e-3).expect("batch norm");
+    match imported.model.layers()[0].config() {
+        cnnc_core::LayerConfig::BatchNorm2d(c) => {
+            assert!(
+                !c.track_running_stats && !c.affine && c.eps == 1e-3,
+                "{c:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Negative axes are the same axes.
+    assert!(bn(["centered", "centered"], &[0, -2, -1], 1e-5).is_ok());
+    for (square, axes, eps) in [
+        (["centered", "input"], &[0, 2, 3][..], 1e-5),
+        (["centered", "centered"], &[0, 2][..], 1e-5),
+        (["centered", "centered"], &[0, 2, 3][..], 0.0),
+    ] {
+        let err = bn(square, axes, eps)
+            .expect_err("not batch norm")
+            .to_string();
+        assert!(
+            err.starts_with("node `mean` (ReduceMean): ")
+                && err.contains("a mean over the batch is imported only as batch norm"),
+            "{square:?} {axes:?} {eps}: {err}"
+        );
+    }
+}
