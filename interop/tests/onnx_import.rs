@@ -14,6 +14,10 @@ use cnnc_runtime::{Entry, Mode, Network, Visit};
 use ndarray::{Array2, Array4};
 use prost::Message;
 
+mod common;
+
+use common::{batch, max_diff, perturb_buffers, specs, weights_of};
+
 fn exported(spec: &str) -> (cnnc_spec::CheckedModel, BTreeMap<String, Vec<f32>>, Vec<u8>) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(spec);
     let model = cnnc_spec::load(&path).expect("the spec checks");
@@ -81,16 +85,6 @@ fn an_unsupported_operator_names_the_node_and_what_is_supported() {
     );
 }
 
-fn weights_of(net: &mut Network) -> BTreeMap<String, Vec<f32>> {
-    state_dict(net)
-        .into_iter()
-        .filter_map(|(name, t)| match t {
-            TensorData::F32(a) => Some((name, a.iter().copied().collect())),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The imported model run by cnnc's executor on `x` with the imported weights.
 fn run_imported(imported: &Imported, x: &Array4<f32>) -> Array2<f32> {
     let mut net = Network::from_model(&imported.model, 0).expect("the network builds");
@@ -129,9 +123,7 @@ fn torch_exports_of_multi_node_layers_import_and_match_torch() {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    let x = Array4::from_shape_fn((2, 3, 6, 5), |(n, c, y, x)| {
-        ((n * 31 + c * 17 + y * 7 + x * 3) % 23) as f32 / 11.0 - 1.0
-    });
+    let x = batch([3, 6, 5]);
     let keys = std::fs::read_to_string(dir.join("patterns.keys")).expect("the keys");
     let keys: Vec<&str> = keys.lines().collect();
     for file in [
@@ -165,10 +157,7 @@ fn torch_exports_of_multi_node_layers_import_and_match_torch() {
         );
         let got = run_imported(&imported, &x);
         assert_eq!(got.len(), want.len(), "{file}");
-        let diff = got
-            .iter()
-            .zip(&want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let diff = max_diff(&got, &want);
         assert!(diff <= 1e-5, "{file}: cnnc and torch differ by {diff}");
         if file == "patterns_legacy.onnx" {
             let names: Vec<&str> = imported
@@ -237,10 +226,7 @@ fn cnnc_exports_of_gelu_group_norm_and_padding_modes_import_back() {
                 .collect()
         };
         assert_eq!(kinds(&imported.model), kinds(&model), "{spec} ({opset})");
-        let [c, h, w] = model.input();
-        let x = Array4::from_shape_fn((2, c, h, w), |(n, c, y, x)| {
-            ((n * 31 + c * 17 + y * 7 + x * 3) % 23) as f32 / 11.0 - 1.0
-        });
+        let x = batch(model.input());
         let want = net.forward(x.view(), Mode::Eval).expect("cnnc runs");
         let got = run_imported(&imported, &x);
         assert_eq!(
@@ -616,9 +602,7 @@ fn torch_exports_of_bilinear_and_nearest_resizes_import_and_match_torch() {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    let x = Array4::from_shape_fn((2, 3, 6, 5), |(n, c, y, x)| {
-        ((n * 31 + c * 17 + y * 7 + x * 3) % 23) as f32 / 11.0 - 1.0
-    });
+    let x = batch([3, 6, 5]);
     for file in [
         "resizes_legacy_opset17.onnx",
         "resizes_legacy_opset20.onnx",
@@ -658,25 +642,9 @@ fn torch_exports_of_bilinear_and_nearest_resizes_import_and_match_torch() {
         );
         let got = run_imported(&imported, &x);
         assert_eq!(got.len(), want.len(), "{file}");
-        let diff = got
-            .iter()
-            .zip(&want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let diff = max_diff(&got, &want);
         assert!(diff <= 1e-5, "{file}: cnnc and torch differ by {diff}");
     }
-}
-
-/// Running statistics off their defaults, so that importing them back is tested too.
-fn perturb_buffers(net: &mut Network) {
-    net.visit(&mut |entry| {
-        if let Entry::Buffer { name, value } = entry {
-            let var = name.ends_with("running_var");
-            for (i, v) in value.iter_mut().enumerate() {
-                let t = (i % 7) as f32 / 7.0;
-                *v = if var { 0.5 + t } else { t - 0.4 };
-            }
-        }
-    });
 }
 
 /// Every spec cnnc ships (models/ and tests/specs/), exported at opset 17 and at 19, imports
@@ -687,14 +655,7 @@ fn perturb_buffers(net: &mut Network) {
 /// opset 19 (`corners.yaml`, `same_padding.yaml`), written as slices and concatenations.
 #[test]
 fn every_shipped_spec_exports_and_imports_back_to_the_same_logits() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut specs: Vec<_> = [root.join("../models"), root.join("tests/specs")]
-        .iter()
-        .flat_map(|dir| std::fs::read_dir(dir).expect("the spec folder is readable"))
-        .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    specs.sort();
+    let specs = specs();
     assert!(specs.len() >= 19, "models/ and tests/specs/ hold the specs");
     let kinds = |m: &cnnc_core::Model| -> Vec<&'static str> {
         m.layers()
@@ -715,10 +676,7 @@ fn every_shipped_spec_exports_and_imports_back_to_the_same_logits() {
         let mut net = Network::from_model(&model, 7).expect("the network builds");
         perturb_buffers(&mut net);
         let weights = weights_of(&mut net);
-        let [c, h, w] = model.input();
-        let x = Array4::from_shape_fn((2, c, h, w), |(n, c, y, x)| {
-            ((n * 31 + c * 17 + y * 7 + x * 3) % 23) as f32 / 11.0 - 1.0
-        });
+        let x = batch(model.input());
         let want = net.forward(x.view(), Mode::Eval).expect("cnnc runs");
         let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
         let name = spec.file_name().and_then(|n| n.to_str()).unwrap_or("?");
@@ -742,10 +700,7 @@ fn every_shipped_spec_exports_and_imports_back_to_the_same_logits() {
             );
             let got = run_imported(&imported, &x);
             assert_eq!(got.shape(), want.shape(), "{name} (opset {opset})");
-            let diff = got
-                .iter()
-                .zip(want.iter())
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let diff = max_diff(&got, &want);
             assert!(
                 diff <= 1e-5 * scale,
                 "{name} (opset {opset}): the import differs by {diff} (logits up to {scale})"

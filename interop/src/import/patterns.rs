@@ -362,6 +362,29 @@ impl<'g, 'c> Graph<'g, 'c> {
         })
     }
 
+    /// `Add(Mul(y, weight), bias)` at `root` (either order in each), the weight and bias
+    /// `[C, 1, 1]` constants, `y` computed by an `op` node: the `Mul`'s and that node's indices,
+    /// the weight and bias as `[C]`, and the initializer the weight was reshaped from.
+    fn channel_affine(
+        &self,
+        root: usize,
+        op: &str,
+    ) -> Option<(usize, usize, Const, Const, &'g str)> {
+        let (a, b) = Self::pair(&self.nodes[root])?;
+        let (scaled, bias) = if self.is_value(a) { (a, b) } else { (b, a) };
+        let bias = self.per_channel(bias)?;
+        let (i, mul) = self.inner_op(scaled, "Mul")?;
+        let (a, b) = Self::pair(mul)?;
+        let (y, weight) = if self.is_value(a) { (a, b) } else { (b, a) };
+        let weight_name = self.origin(weight);
+        let weight = self.per_channel(weight)?;
+        if weight.values.len() != bias.values.len() {
+            return None;
+        }
+        let (j, _) = self.inner_op(y, op)?;
+        Some((i, j, weight, bias, weight_name))
+    }
+
     /// Group norm: `Reshape(x, [0, G, -1])` → `InstanceNormalization` with scale 1 and bias 0
     /// (`[G]`) → `Reshape` to `Shape(x)` or `[N, C, H, W]` → `Mul` by the weight `[C, 1, 1]`
     /// → `Add` of the bias `[C, 1, 1]` (the last two when affine).
@@ -369,20 +392,8 @@ impl<'g, 'c> Graph<'g, 'c> {
         let node = &self.nodes[root];
         let mut nodes = vec![root];
         let (back, affine) = if node.op_type == "Add" {
-            let (a, b) = Self::pair(node)?;
-            let (scaled, bias) = if self.is_value(a) { (a, b) } else { (b, a) };
-            let bias = self.per_channel(bias)?;
-            let (i, mul) = self.inner_op(scaled, "Mul")?;
-            nodes.push(i);
-            let (a, b) = Self::pair(mul)?;
-            let (back, weight) = if self.is_value(a) { (a, b) } else { (b, a) };
-            let weight_name = self.origin(weight);
-            let weight = self.per_channel(weight)?;
-            if weight.values.len() != bias.values.len() {
-                return None;
-            }
-            let (j, _) = self.inner_op(back, "Reshape")?;
-            nodes.push(j);
+            let (mul, j, weight, bias, weight_name) = self.channel_affine(root, "Reshape")?;
+            nodes.extend([mul, j]);
             // Without affine, the legacy exporter still multiplies by ones and adds zeros.
             let identity = weight.values.iter().all(|&v| v == 1.0)
                 && bias.values.iter().all(|&v| v == 0.0)
@@ -480,21 +491,9 @@ impl<'g, 'c> Graph<'g, 'c> {
         let node = &self.nodes[root];
         let mut nodes = vec![root];
         let (div, affine, weight_name) = if node.op_type == "Add" {
-            let (a, b) = Self::pair(node)?;
-            let (scaled, bias) = if self.is_value(a) { (a, b) } else { (b, a) };
-            let bias = self.per_channel(bias)?;
-            let (i, mul) = self.inner_op(scaled, "Mul")?;
-            nodes.push(i);
-            let (a, b) = Self::pair(mul)?;
-            let (normalized, weight) = if self.is_value(a) { (a, b) } else { (b, a) };
-            let weight_name = self.origin(weight);
-            let weight = self.per_channel(weight)?;
-            if weight.values.len() != bias.values.len() {
-                return None;
-            }
-            let (j, div) = self.inner_op(normalized, "Div")?;
-            nodes.push(j);
-            (div, Some((weight, bias)), Some(weight_name))
+            let (mul, j, weight, bias, weight_name) = self.channel_affine(root, "Div")?;
+            nodes.extend([mul, j]);
+            (&self.nodes[j], Some((weight, bias)), Some(weight_name))
         } else {
             (node, None, None)
         };
