@@ -112,17 +112,24 @@ fn run_imported(imported: &Imported, x: &Array4<f32>) -> Array2<f32> {
     net.forward(x.view(), Mode::Eval).expect("cnnc runs")
 }
 
+/// tests/torch/ (tools/make_onnx_fixtures.py's files) and the logits torch saved there as
+/// `{stem}.logits` (little-endian f32).
+fn torch_logits(stem: &str) -> (std::path::PathBuf, Vec<f32>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/torch");
+    let bytes = std::fs::read(dir.join(format!("{stem}.logits"))).expect("the logits");
+    let want = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (dir, want)
+}
+
 /// torch.onnx.export's patterns (tools/make_onnx_fixtures.py: a Pad before a Conv for reflect,
 /// replicate and zero padding, group norm with and without affine, GELU by erf and by tanh,
 /// the flatten as a Reshape), from both exporters, import and give PyTorch's logits.
 #[test]
 fn torch_exports_of_multi_node_layers_import_and_match_torch() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/torch");
-    let bytes = std::fs::read(dir.join("patterns.logits")).expect("the logits");
-    let want: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let (dir, want) = torch_logits("patterns");
     let x = batch([3, 6, 5]);
     let keys = std::fs::read_to_string(dir.join("patterns.keys")).expect("the keys");
     let keys: Vec<&str> = keys.lines().collect();
@@ -596,12 +603,7 @@ fn a_mean_over_height_and_width_is_a_global_pool() {
 /// import as `upsample` layers and give PyTorch's logits.
 #[test]
 fn torch_exports_of_bilinear_and_nearest_resizes_import_and_match_torch() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/torch");
-    let bytes = std::fs::read(dir.join("resizes.logits")).expect("the logits");
-    let want: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let (dir, want) = torch_logits("resizes");
     let x = batch([3, 6, 5]);
     for file in [
         "resizes_legacy_opset17.onnx",

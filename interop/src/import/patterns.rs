@@ -233,13 +233,18 @@ impl<'g, 'c> Graph<'g, 'c> {
     /// `x + c` (either order) with scalar `c == want`: `x` and the node.
     fn add_constant(&self, name: &str, want: f64) -> Option<(&'g str, usize)> {
         let (i, node) = self.inner_op(name, "Add")?;
+        let (other, v) = self.with_scalar(node)?;
+        (close(v, want) && self.is_value(other)).then_some((other, i))
+    }
+
+    /// A binary node's other input and its scalar constant input (either order).
+    fn with_scalar(&self, node: &'g NodeProto) -> Option<(&'g str, f32)> {
         let (a, b) = Self::pair(node)?;
-        let other = match (self.scalar(a), self.scalar(b)) {
-            (Some(v), None) if close(v, want) => b,
-            (None, Some(v)) if close(v, want) => a,
-            _ => return None,
-        };
-        self.is_value(other).then_some((other, i))
+        match (self.scalar(a), self.scalar(b)) {
+            (None, Some(v)) => Some((a, v)),
+            (Some(v), None) => Some((b, v)),
+            _ => None,
+        }
     }
 
     /// GELU: `x * 0.5 * (1 + inner)` as any tree of multiplications, where `inner` is
@@ -501,14 +506,7 @@ impl<'g, 'c> Graph<'g, 'c> {
         let (i, sqrt) = self.inner_op(std, "Sqrt")?;
         nodes.push(i);
         let (j, _) = self.inner_op(sqrt.input.first()?, "Add")?;
-        let (var, eps) = {
-            let (a, b) = Self::pair(&self.nodes[j])?;
-            match (self.scalar(a), self.scalar(b)) {
-                (None, Some(eps)) => (a, eps),
-                (Some(eps), None) => (b, eps),
-                _ => return None,
-            }
-        };
+        let (var, eps) = self.with_scalar(&self.nodes[j])?;
         nodes.push(j);
         let (k, squared) = self.batch_mean(var, 1)?;
         nodes.push(k);
@@ -706,12 +704,7 @@ impl<'g, 'c> Graph<'g, 'c> {
     /// (either order), the pool counting padding and without ceil mode, the factor exactly
     /// what cnnc's export writes for a whole divisor.
     fn divisor_pool(&self, root: usize) -> Option<Fused<'g>> {
-        let (a, b) = Self::pair(&self.nodes[root])?;
-        let (mean, factor) = match (self.scalar(a), self.scalar(b)) {
-            (None, Some(f)) => (a, f),
-            (Some(f), None) => (b, f),
-            _ => return None,
-        };
+        let (mean, factor) = self.with_scalar(&self.nodes[root])?;
         let (i, pool) = self.inner_op(mean, "AveragePool")?;
         let kernel = attr_ints(pool, "kernel_shape")?;
         let [kh, kw] = kernel[..] else {
