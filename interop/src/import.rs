@@ -69,6 +69,11 @@ pub const SUPPORTED_OPS: &[&str] = &[
      writes it)",
     "Pad before a Conv (zeros, reflect, edge or wrap, folded into the convolution)",
     "Resize (nearest or linear as nn.Upsample: integer scales, or sizes of height and width)",
+    "batch norm on batch statistics as cnnc exports it (ReduceMean, Sub, Mul, ReduceMean, Add, \
+     Sqrt, Div, then Mul and Add when affine)",
+    "an uneven adaptive pool as cnnc exports it (a Slice and ReduceMean or ReduceMax per window, \
+     concatenated)",
+    "AveragePool times kh*kw/divisor (divisor_override, as cnnc exports it)",
     "Add",
     "Sum",
     "Mul",
