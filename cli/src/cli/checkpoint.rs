@@ -104,6 +104,7 @@ pub fn restore(
     let optim_state = OptimizerState {
         optimizer: file.metadata.get("optimizer").cloned().unwrap_or_default(),
         step: state.step,
+        param_steps: Vec::new(),
         // The file orders tensors by name; the optimizer matches them by name.
         tensors,
     };
