@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cnnc_data::DatasetKind;
+use cnnc::data::DatasetKind;
 use serde::Serialize;
 
 use super::OutputFormat;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use cnnc_runtime::fsio::write_atomic;
+use cnnc::runtime::fsio::write_atomic;
 
 use super::super::chart;
 use super::super::checkpoint::EpochRecord;

@@ -1,13 +1,10 @@
 //! The hyper-parameters of a run: a new run's from its flags and the defaults, a resumed run's
-//! from its checkpoint (refusing flags that contradict it), and the optimizer and learning-rate
-//! schedule they make.
+//! from its checkpoint (refusing flags that contradict it). The optimizer, loader and
+//! learning-rate schedule they make are the library's ([`cnnc::train::checkpoint::Recipe`]).
 
 use std::fmt::Write as _;
 use std::num::NonZeroUsize;
 use std::path::Path;
-
-use cnnc_runtime::optim::{AdamConfig, Optimizer, OptimizerConfig, SgdConfig};
-use cnnc_runtime::schedule::LrSchedule;
 
 use super::super::checkpoint::{OptimizerName, Recipe, Schedule};
 use super::super::job::refuse;
@@ -15,7 +12,7 @@ use super::{Args, DEFAULT_BATCH, DEFAULT_EPOCHS, ScheduleName};
 
 /// The recipe of a new run: flags over defaults.
 pub fn fresh_recipe(args: &Args, epochs: usize) -> anyhow::Result<Recipe> {
-    let optimizer = args.optimizer.unwrap_or(OptimizerName::Sgd);
+    let optimizer = args.optimizer.map_or(OptimizerName::Sgd, Into::into);
     if optimizer != OptimizerName::Sgd && args.momentum.is_some() {
         anyhow::bail!(
             "--momentum applies to --optimizer sgd; adam and adamw use betas (0.9, 0.999)"
@@ -81,7 +78,7 @@ fn schedule(args: &Args, epochs: usize, saved: Option<Schedule>) -> anyhow::Resu
 pub fn resumed_recipe(args: &Args, saved: &Recipe, dir: &Path) -> anyhow::Result<Recipe> {
     let mut wanted = saved.clone();
     if let Some(optimizer) = args.optimizer {
-        wanted.optimizer = optimizer;
+        wanted.optimizer = optimizer.into();
     }
     if let Some(lr) = args.lr {
         wanted.lr = lr;
@@ -116,7 +113,11 @@ pub fn resumed_recipe(args: &Args, saved: &Recipe, dir: &Path) -> anyhow::Result
             differences.push(format!("{flag} {was} (this command: {now})"));
         }
     };
-    differ("--optimizer", name(saved.optimizer), name(wanted.optimizer));
+    differ(
+        "--optimizer",
+        saved.optimizer.name().to_owned(),
+        wanted.optimizer.name().to_owned(),
+    );
     differ("--lr", saved.lr.to_string(), wanted.lr.to_string());
     differ(
         "--momentum",
@@ -165,52 +166,6 @@ pub fn resumed_recipe(args: &Args, saved: &Recipe, dir: &Path) -> anyhow::Result
     Ok(wanted)
 }
 
-/// The optimizer `recipe` asks for.
-pub fn build_optimizer(recipe: &Recipe) -> anyhow::Result<Box<dyn Optimizer>> {
-    let config = match recipe.optimizer {
-        OptimizerName::Sgd => OptimizerConfig::Sgd(SgdConfig {
-            momentum: recipe.momentum,
-            weight_decay: recipe.weight_decay,
-            ..SgdConfig::new(recipe.lr)
-        }),
-        OptimizerName::Adam => OptimizerConfig::Adam(AdamConfig {
-            weight_decay: recipe.weight_decay,
-            ..AdamConfig::adam(recipe.lr)
-        }),
-        OptimizerName::Adamw => OptimizerConfig::Adam(AdamConfig {
-            weight_decay: recipe.weight_decay,
-            ..AdamConfig::adamw(recipe.lr)
-        }),
-    };
-    Ok(config.build()?)
-}
-
-/// The runtime schedule of `schedule`.
-pub fn lr_schedule(schedule: &Schedule) -> LrSchedule {
-    let nz = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
-    match *schedule {
-        Schedule::None => LrSchedule::Constant,
-        Schedule::Step { step_size, gamma } => LrSchedule::Step {
-            step_size: nz(step_size),
-            gamma,
-        },
-        Schedule::Cosine { t_max } => LrSchedule::Cosine {
-            t_max: nz(t_max),
-            eta_min: 0.0,
-        },
-    }
-}
-
-/// `--optimizer`'s spelling of `optimizer`.
-fn name(optimizer: OptimizerName) -> String {
-    match optimizer {
-        OptimizerName::Sgd => "sgd",
-        OptimizerName::Adam => "adam",
-        OptimizerName::Adamw => "adamw",
-    }
-    .to_owned()
-}
-
 /// The schedule in words.
 fn describe_schedule(schedule: &Schedule) -> String {
     match *schedule {
@@ -233,7 +188,7 @@ fn describe_freeze(patterns: &[String]) -> String {
 pub fn describe(recipe: &Recipe) -> String {
     let mut text = format!(
         "{} lr {} batch {}",
-        name(recipe.optimizer),
+        recipe.optimizer.name(),
         recipe.lr,
         recipe.batch_size
     );
