@@ -13,10 +13,11 @@ use std::path::Path;
 use cli::cnnc;
 use cnnc::data::{DatasetKind, ImageShape, Loader, SAMPLE_DIR, Transform, fashion_mnist_sample};
 use cnnc::runtime::Network;
+use cnnc::runtime::weights;
 use cnnc::train::checkpoint::{
     self, CheckpointError, DataInfo, OptimizerName, Recipe, Recovery, RunState, Saver, Schedule,
 };
-use cnnc::train::{Outcome, Trainer};
+use cnnc::train::{Outcome, Trainer, freeze};
 
 /// A small model over the sample's 28x28 images, with dropout.
 const SPEC: &str = "input (1, 28, 28)\nflatten\ndropout(p=0.2)\nlinear(out_features=10)\n";
@@ -76,6 +77,9 @@ fn train_library(spec: &Path, mut saver: Saver) -> Saver {
         Transform::new(train.shape(), train.normalization(), input).expect("a transform");
     let state = &saver.state;
     let mut model = Network::from_model(&checked, state.recipe.seed).expect("a network");
+    for pattern in &state.recipe.freeze {
+        freeze(&mut model, pattern).expect("the pattern names parameters");
+    }
     let mut optimizer = state
         .recipe
         .optimizer_config()
@@ -219,4 +223,81 @@ fn a_folder_in_use_or_damaged_is_refused_in_the_librarys_terms() {
     );
     let missing = Saver::open(&dir.path().join("nothing")).expect_err("no folder");
     assert!(matches!(missing, CheckpointError::Io { .. }), "{missing}");
+}
+
+/// Adam's per-parameter steps as `optimizer.state` in `dir` records them.
+fn param_steps(dir: &Path) -> Vec<(String, u64)> {
+    let file = weights::read_tensors(&dir.join(checkpoint::OPTIMIZER_FILE)).expect("the state");
+    let text = file
+        .metadata
+        .get("param_steps")
+        .expect("per-parameter steps");
+    serde_json::from_str(text).expect("[name, step] pairs")
+}
+
+#[test]
+fn adams_per_parameter_steps_survive_a_checkpoint_and_old_ones_read_the_global_step() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let spec = dir.path().join("small.cnn");
+    std::fs::write(&spec, SPEC).expect("spec written");
+    let run = dir.path().join("run");
+
+    // One epoch with the linear layer's bias frozen: its step stays 0.
+    let mut state = new_run(&spec, 1);
+    state.recipe.freeze = vec!["2.bias".to_owned()];
+    let steps = drop_saver(train_library(
+        &spec,
+        Saver::new(&run, state).expect("folder"),
+    ));
+    assert_eq!(
+        param_steps(&run),
+        [("2.weight".into(), steps), ("2.bias".into(), 0)]
+    );
+
+    // Kept aside as a checkpoint written before per-parameter steps: the same files, without.
+    let old = dir.path().join("old");
+    std::fs::create_dir(&old).expect("a folder");
+    for file in [checkpoint::MODEL_FILE, checkpoint::STATE_FILE] {
+        std::fs::copy(run.join(file), old.join(file)).expect("copied");
+    }
+    let mut file = weights::read_tensors(&run.join(checkpoint::OPTIMIZER_FILE)).expect("state");
+    file.metadata.remove("param_steps");
+    let tensors: Vec<_> = file.tensors.into_iter().collect();
+    weights::write_tensors(
+        &old.join(checkpoint::OPTIMIZER_FILE),
+        &tensors,
+        &file.metadata,
+    )
+    .expect("written");
+
+    // Unfrozen for a second epoch: the bias counts its own steps from 1, as PyTorch's does.
+    let mut saver = Saver::open(&run).expect("the checkpoint");
+    saver.state.epochs = 2;
+    saver.state.recipe.freeze.clear();
+    drop(train_library(&spec, saver));
+    assert_eq!(
+        param_steps(&run),
+        [("2.weight".into(), 2 * steps), ("2.bias".into(), steps)]
+    );
+
+    // The old checkpoint restores with every parameter at the optimizer's step.
+    let (state, _) = checkpoint::read_state(&old).expect("the old checkpoint");
+    let checked = cnnc::spec::load(&spec).expect("the spec checks");
+    let mut model = Network::from_model(&checked, 0).expect("a network");
+    let mut optimizer = state
+        .recipe
+        .optimizer_config()
+        .build()
+        .expect("an optimizer");
+    checkpoint::restore(&old, &state, &mut model, optimizer.as_mut()).expect("it restores");
+    let restored = optimizer.export_state().param_steps;
+    assert_eq!(
+        restored,
+        [("2.weight".into(), steps), ("2.bias".into(), steps)]
+    );
+}
+
+/// The optimizer steps of the run `saver` saved, once it has let the folder go.
+fn drop_saver(saver: Saver) -> u64 {
+    saver.state.step
 }

@@ -122,7 +122,6 @@ pub enum ScheduleName {
 }
 
 const DEFAULT_EPOCHS: usize = 5;
-const DEFAULT_BATCH: usize = 64;
 
 /// `--lr`, `--momentum` and `--weight-decay`: finite and at least 0.
 fn non_negative_flag(text: &str) -> Result<f64, String> {
@@ -388,32 +387,7 @@ fn report(args: &Args, run: &Run, outcome: Outcome) -> ExitCode {
 
 /// Refuses to resume over data other than the run's.
 fn check_same_data(dir: &Path, saved: &DataInfo, now: &DataInfo) -> anyhow::Result<()> {
-    let mut differences = Vec::new();
-    if saved.dataset != now.dataset {
-        differences.push(format!("dataset {} (now {})", saved.dataset, now.dataset));
-    } else {
-        if saved.train_len != now.train_len {
-            differences.push(format!(
-                "{} training images (now {})",
-                saved.train_len, now.train_len
-            ));
-        }
-        if saved.image_shape != now.image_shape {
-            differences.push(format!(
-                "{} images (now {})",
-                saved.image_shape, now.image_shape
-            ));
-        }
-        if saved.classes != now.classes {
-            differences.push(format!(
-                "classes {:?} (now {:?})",
-                saved.classes, now.classes
-            ));
-        }
-        if saved.normalization != now.normalization {
-            differences.push("other normalisation statistics".to_owned());
-        }
-    }
+    let differences = saved.differences(now);
     if differences.is_empty() {
         Ok(())
     } else {

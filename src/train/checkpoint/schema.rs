@@ -105,6 +105,39 @@ fn is_one(n: &usize) -> bool {
 }
 
 impl DataInfo {
+    /// How the data `now` differs from this, the data a run trained on, in words (`dataset
+    /// cifar10 (now fashion-mnist)`, `60000 training images (now 1000)`): empty when a run on
+    /// `now` may continue it. The folder it is read from may differ.
+    pub fn differences(&self, now: &DataInfo) -> Vec<String> {
+        let mut differences = Vec::new();
+        if self.dataset != now.dataset {
+            differences.push(format!("dataset {} (now {})", self.dataset, now.dataset));
+            return differences;
+        }
+        if self.train_len != now.train_len {
+            differences.push(format!(
+                "{} training images (now {})",
+                self.train_len, now.train_len
+            ));
+        }
+        if self.image_shape != now.image_shape {
+            differences.push(format!(
+                "{} images (now {})",
+                self.image_shape, now.image_shape
+            ));
+        }
+        if self.classes != now.classes {
+            differences.push(format!(
+                "classes {:?} (now {:?})",
+                self.classes, now.classes
+            ));
+        }
+        if self.normalization != now.normalization {
+            differences.push("other normalisation statistics".to_owned());
+        }
+        differences
+    }
+
     /// What a run on `splits` records, read from `dir` as `dataset`, with the images adapted to
     /// the model by `transform` (its [`Transform::bridge`]).
     pub fn new(dataset: DatasetKind, dir: &Path, splits: &Splits, transform: &Transform) -> Self {
@@ -123,6 +156,29 @@ impl DataInfo {
 }
 
 impl Recipe {
+    /// `cnnc train`'s recipe for `optimizer` when no flag changes it: learning rate 0.01 for SGD
+    /// (momentum 0.9) and 0.001 for Adam and AdamW, weight decay 0 (0.01 for AdamW), batches
+    /// of 64, seed 0, no augmentation, no schedule, one batch per step, nothing frozen.
+    pub fn new(optimizer: OptimizerName) -> Self {
+        let sgd = optimizer == OptimizerName::Sgd;
+        Recipe {
+            optimizer,
+            lr: if sgd { 0.01 } else { 1e-3 },
+            momentum: if sgd { 0.9 } else { 0.0 },
+            weight_decay: if optimizer == OptimizerName::Adamw {
+                0.01
+            } else {
+                0.0
+            },
+            batch_size: 64,
+            seed: 0,
+            augment: false,
+            schedule: Schedule::None,
+            accumulate: 1,
+            freeze: Vec::new(),
+        }
+    }
+
     /// The optimizer the recipe asks for (`torch.optim.SGD`, `Adam` or `AdamW`).
     pub fn optimizer_config(&self) -> OptimizerConfig {
         match self.optimizer {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::super::checkpoint::{OptimizerName, Recipe, Schedule};
 use super::super::job::refuse;
-use super::{Args, DEFAULT_BATCH, DEFAULT_EPOCHS, ScheduleName};
+use super::{Args, DEFAULT_EPOCHS, ScheduleName};
 
 /// The recipe of a new run: flags over defaults.
 pub fn fresh_recipe(args: &Args, epochs: usize) -> anyhow::Result<Recipe> {
@@ -18,26 +18,20 @@ pub fn fresh_recipe(args: &Args, epochs: usize) -> anyhow::Result<Recipe> {
             "--momentum applies to --optimizer sgd; adam and adamw use betas (0.9, 0.999)"
         );
     }
+    let defaults = Recipe::new(optimizer);
     let recipe = Recipe {
-        optimizer,
-        lr: args.lr.unwrap_or(match optimizer {
-            OptimizerName::Sgd => 0.01,
-            OptimizerName::Adam | OptimizerName::Adamw => 1e-3,
-        }),
-        momentum: match optimizer {
-            OptimizerName::Sgd => args.momentum.unwrap_or(0.9),
-            OptimizerName::Adam | OptimizerName::Adamw => 0.0,
-        },
-        weight_decay: args.weight_decay.unwrap_or(match optimizer {
-            OptimizerName::Adamw => 0.01,
-            OptimizerName::Sgd | OptimizerName::Adam => 0.0,
-        }),
-        batch_size: args.batch_size.map_or(DEFAULT_BATCH, NonZeroUsize::get),
-        seed: args.seed.unwrap_or(0),
+        lr: args.lr.unwrap_or(defaults.lr),
+        momentum: args.momentum.unwrap_or(defaults.momentum),
+        weight_decay: args.weight_decay.unwrap_or(defaults.weight_decay),
+        batch_size: args
+            .batch_size
+            .map_or(defaults.batch_size, NonZeroUsize::get),
+        seed: args.seed.unwrap_or(defaults.seed),
         augment: args.augment,
         schedule: schedule(args, epochs, None)?,
         accumulate: args.accumulate.map_or(1, NonZeroUsize::get),
         freeze: args.freeze.clone(),
+        ..defaults
     };
     Ok(recipe)
 }
