@@ -192,6 +192,20 @@ fn library_and_cli_continue_each_others_checkpoints() {
         assert_eq!(history(&state), history(&reference), "{}", folder.display());
         assert_eq!(state.rng_states, reference.rng_states);
         assert!(!state.rng_states.is_empty(), "the dropout stream is kept");
+        // `metrics.csv` as `cnnc train` writes it, by whichever side trained the last epoch.
+        let csv = std::fs::read_to_string(folder.join(checkpoint::METRICS_FILE)).expect("metrics");
+        let columns = |text: &str| -> Vec<String> {
+            // Every column but the time.
+            let cut = |line: &str| {
+                line.rsplit_once(',')
+                    .map_or("", |(rest, _)| rest)
+                    .to_owned()
+            };
+            text.lines().map(cut).collect()
+        };
+        let straight_csv = std::fs::read_to_string(straight.join(checkpoint::METRICS_FILE));
+        assert_eq!(columns(&csv), columns(&straight_csv.expect("metrics")));
+        assert_eq!(csv.lines().count(), 3, "{csv}");
     }
 }
 

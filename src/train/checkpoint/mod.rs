@@ -66,10 +66,12 @@ mod meta;
 mod schema;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use cnnc_data::Loader;
 use cnnc_runtime::Model;
+use cnnc_runtime::fsio::write_atomic;
 use cnnc_runtime::optim::{Optimizer, OptimizerState};
 use cnnc_runtime::weights::{self, TensorData};
 
@@ -81,7 +83,7 @@ pub use schema::{
     read_file,
 };
 
-use super::observer::{Checkpoint, Observer};
+use super::observer::{Checkpoint, EpochRecord, Observer};
 
 /// The weights file in a checkpoint folder.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -89,6 +91,8 @@ pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.state";
 /// The run state file.
 pub const STATE_FILE: &str = "checkpoint.json";
+/// One row per finished epoch, beside the checkpoint ([`metrics_csv`]).
+pub const METRICS_FILE: &str = "metrics.csv";
 /// The optimizer state's metadata key for the step it belongs to.
 const OPTIMIZER_STEP: &str = "step";
 /// The optimizer state's metadata key for Adam's per-parameter steps
@@ -235,9 +239,34 @@ fn optimizer_file(
     (tensors, metadata)
 }
 
+/// `metrics.csv` of a run whose finished epochs are `history`: a header, then one row per epoch
+/// (`epoch,step,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds`), as `cnnc train`
+/// writes it.
+pub fn metrics_csv(history: &[EpochRecord]) -> String {
+    let mut csv =
+        String::from("epoch,step,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n");
+    for r in history {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            csv,
+            "{},{},{},{:.6},{:.6},{:.6},{:.6},{:.3}",
+            r.epoch,
+            r.step,
+            r.lr,
+            r.train_loss,
+            r.train_accuracy,
+            r.val_loss,
+            r.val_accuracy,
+            r.seconds
+        );
+    }
+    csv
+}
+
 /// The [`Observer`] that keeps a run's checkpoint folder: it holds the folder ([`lock`], after
-/// [`recover`]ing it) while it lives and [`save`]s every checkpoint the trainer hands it, as
-/// `cnnc train` does (without its progress bars and metrics files).
+/// [`recover`]ing it) while it lives, [`save`]s every checkpoint the trainer hands it and, after
+/// each epoch's, rewrites [`METRICS_FILE`], as `cnnc train` does (without its progress bars and
+/// charts).
 #[derive(Debug)]
 pub struct Saver {
     /// The folder.
@@ -290,11 +319,16 @@ impl<M: Model> Observer<M> for Saver {
 
     fn checkpoint(&mut self, checkpoint: Checkpoint<'_, M>) -> Result<(), CheckpointError> {
         self.state.record(&checkpoint);
-        save(
-            &self.dir,
-            &mut self.state,
-            checkpoint.model,
-            checkpoint.optimizer,
-        )
+        let (model, optimizer) = (checkpoint.model, checkpoint.optimizer);
+        save(&self.dir, &mut self.state, model, optimizer)?;
+        if checkpoint.mid_epoch {
+            return Ok(());
+        }
+        let path = self.dir.join(METRICS_FILE);
+        let csv = metrics_csv(&self.state.history);
+        write_atomic(&path, csv.as_bytes()).map_err(CheckpointError::io(format!(
+            "cannot write `{}`",
+            path.display()
+        )))
     }
 }
