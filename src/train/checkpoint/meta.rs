@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use cnnc_core::canon;
-use cnnc_data::{DatasetKind, ImageShape, Normalization};
+use cnnc_data::{Dataset, DatasetKind, ImageShape, Normalization};
 use sha2::{Digest, Sha256};
 
 /// SHA-256 of the model's canonical form ([`cnnc_core::canon`]: every layer's name and the
@@ -79,6 +79,16 @@ impl WeightsMeta {
         map
     }
 
+    /// The normalisation to prepare `dataset`'s images with for weights carrying this metadata:
+    /// the one they were trained with when it fits the images' channels, else the dataset's own
+    /// (`cnnc eval`'s rule).
+    pub fn normalization_for(&self, dataset: &Dataset) -> Normalization {
+        self.normalization
+            .clone()
+            .filter(|n| n.mean.len() == dataset.shape().channels)
+            .unwrap_or_else(|| dataset.normalization().clone())
+    }
+
     /// Reads what it can from `map`, dropping malformed entries silently ([`WeightsMeta::read`]
     /// says which).
     pub fn from_map(map: &BTreeMap<String, String>) -> WeightsMeta {
@@ -141,6 +151,33 @@ mod tests {
         let meta = WeightsMeta::from_map(&unknown);
         assert_eq!(meta.dataset, None);
         assert_eq!(meta.unknown_dataset.as_deref(), Some("imagenet"));
+    }
+
+    #[test]
+    fn the_trained_normalisation_is_used_where_it_fits_the_images() {
+        let grey = |normalization| {
+            let names = vec!["a".to_owned(), "b".to_owned()];
+            let shape = ImageShape::new(1, 2, 2);
+            Dataset::new(shape, vec![0; 8], vec![0, 1], names, normalization).expect("a dataset")
+        };
+        let dataset = grey(Normalization::mnist());
+        let trained = WeightsMeta {
+            normalization: Some(Normalization::fashion_mnist()),
+            ..WeightsMeta::default()
+        };
+        assert_eq!(
+            trained.normalization_for(&dataset),
+            Normalization::fashion_mnist()
+        );
+        let rgb = WeightsMeta {
+            normalization: Some(Normalization::cifar10()),
+            ..WeightsMeta::default()
+        };
+        assert_eq!(rgb.normalization_for(&dataset), Normalization::mnist());
+        assert_eq!(
+            WeightsMeta::default().normalization_for(&dataset),
+            Normalization::mnist()
+        );
     }
 
     #[test]
