@@ -132,6 +132,12 @@ fn detect() -> Simd {
     Simd::None
 }
 
+/// The widest family this CPU has, whatever [`SIMD_VAR`] says: what tests may run.
+#[cfg(test)]
+pub(crate) fn cpu() -> Simd {
+    detect()
+}
+
 /// [`SIMD_VAR`] resolved against this CPU, read from the environment once. Tools call it at
 /// startup to refuse a bad value and print [`Override::capped`]'s warning; the kernels read
 /// [`simd`], which treats a bad value as unset.

@@ -5,9 +5,14 @@
 use rayon::prelude::*;
 
 use super::Conv2d;
-use super::plan::{KernelRows, PIXELS_PER_TASK, PixelGrid, WGRAD_GROUP_BYTES, pixels_per_task};
+use super::plan::{
+    KernelRows, PIXELS_PER_TASK, PixelGrid, WGRAD_GROUP_BYTES, pixels_per_task, tile_pixels,
+};
 use super::tile::{add_pixels, store};
-use crate::kernels::gemm::{Grid, MR, NR, Start, panels, rows_panel, sum_outer};
+use crate::kernels::gemm::{
+    Grid, MR, NARROW_MR, NARROW_NR, NR, NarrowTile, Start, Tile, halves, panels, rows_panel,
+    rows_panel_narrow, sum_outer, sum_outer_narrow,
+};
 use crate::layers::assign;
 use crate::tensor::Tiling;
 
@@ -89,6 +94,28 @@ impl Conv2d {
                             cols: cols.len(),
                             ..grid
                         };
+                        let b0 = n0 * image + first + rows.start * b_row + cols.start * b_col;
+                        if g.cout <= NARROW_NR {
+                            // One narrow tile of `NARROW_MR` rows covers the block's columns.
+                            let out = &mut wgrad[row * cs..];
+                            let mut tile: NarrowTile = [[0.0; NR]; NARROW_MR];
+                            let start = if n0 == 0 {
+                                Start::Zero
+                            } else {
+                                for (t, src) in tile.iter_mut().zip(out.chunks(cs)).take(block.rows)
+                                {
+                                    t[..NARROW_NR].copy_from_slice(&src[..NARROW_NR]);
+                                }
+                                Start::Tile
+                            };
+                            sum_outer_narrow(&mut tile, start, xp, &a_rows, src, b0, grid);
+                            for (t, dst) in tile.iter().zip(out.chunks_mut(cs)).take(block.rows) {
+                                dst[..NARROW_NR].copy_from_slice(&t[..NARROW_NR]);
+                            }
+                            row += block.rows;
+                            continue;
+                        }
+                        let a_rows: &[usize; MR] = a_rows[..MR].try_into().expect("MR rows");
                         for j in 0..cs / NR {
                             let out = &mut wgrad[row * cs + j * NR..];
                             let mut tile = [[0.0; NR]; MR];
@@ -101,12 +128,7 @@ impl Conv2d {
                                 }
                                 Start::Tile
                             };
-                            let b0 = n0 * image
-                                + first
-                                + j * NR
-                                + rows.start * b_row
-                                + cols.start * b_col;
-                            sum_outer(&mut tile, start, xp, &a_rows, src, b0, grid);
+                            sum_outer(&mut tile, start, xp, a_rows, src, b0 + j * NR, grid);
                             store(&tile, out, block.rows, NR, cs);
                         }
                         row += block.rows;
@@ -167,13 +189,34 @@ impl Conv2d {
                     dilation: g.dh,
                     kh: g.kh,
                 };
-                let per_task = pixels_per_task(rows);
+                let tile = tile_pixels(g.cin);
+                let per_task = pixels_per_task(rows, tile);
                 dx[..rows * g.cin]
                     .par_chunks_mut(per_task * g.cin)
                     .enumerate()
                     .for_each(|(task, dx_task)| {
                         let first = task * per_task;
                         let end = first + dx_task.len() / g.cin;
+                        if tile == NARROW_MR {
+                            // At most 16 input channels: the narrow tiles.
+                            for t in (first..end).step_by(NARROW_MR) {
+                                let (rows_at, span) = pixels.tile_rows(t, end);
+                                let mut tile = [[0.0; NR]; NARROW_MR];
+                                let taps = kernel_rows.hull(span);
+                                let (runs, panel) = kernel_rows.select(taps, runs, packed_back);
+                                rows_panel_narrow(
+                                    &mut tile,
+                                    Start::Zero,
+                                    dyp,
+                                    &rows_at,
+                                    runs,
+                                    panel,
+                                );
+                                let out = &mut dx_task[(t - first) * g.cin..];
+                                store_narrow(&tile, out, end - t, g.cin);
+                            }
+                            return;
+                        }
                         for t in (first..end).step_by(MR) {
                             let (rows_at, span) = pixels.tile_rows(t, end);
                             let taps = kernel_rows.hull(span);
@@ -204,6 +247,24 @@ impl Conv2d {
                             let first = lane * tiling.lane_rows + task * PIXELS_PER_TASK;
                             let pixels = dx_task.len() / g.cin;
                             g.gather_dy(dyp, first, pixels, gathered);
+                            if g.cin <= NARROW_NR {
+                                for t in (0..pixels).step_by(NARROW_MR) {
+                                    let rows_at =
+                                        std::array::from_fn(|i| (t + i).min(pixels - 1) * kb);
+                                    let mut tile = [[0.0; NR]; NARROW_MR];
+                                    rows_panel_narrow(
+                                        &mut tile,
+                                        Start::Zero,
+                                        gathered,
+                                        &rows_at,
+                                        whole,
+                                        packed_back,
+                                    );
+                                    let out = &mut dx_task[t * g.cin..];
+                                    store_narrow(&tile, out, pixels - t, g.cin);
+                                }
+                                continue;
+                            }
                             for t in (0..pixels).step_by(MR) {
                                 let rows_at = std::array::from_fn(|i| (t + i).min(pixels - 1) * kb);
                                 for j in 0..panels(g.cin) {
@@ -225,6 +286,24 @@ impl Conv2d {
                         }
                     });
             }
+        }
+    }
+}
+
+/// Stores the first `rows` rows (at most `NARROW_MR`) of the narrow `tile`, `cols` (at most
+/// `NARROW_NR`) columns each, at `out[r * cols + c]`: the pixels of a narrow input gradient.
+fn store_narrow(tile: &NarrowTile, out: &mut [f32], rows: usize, cols: usize) {
+    for (h, half) in halves(tile).into_iter().enumerate() {
+        let first = h * MR;
+        if first < rows {
+            let half: &Tile = half;
+            store(
+                half,
+                &mut out[first * cols..],
+                MR.min(rows - first),
+                cols,
+                cols,
+            );
         }
     }
 }
