@@ -137,11 +137,15 @@ impl Conv2d {
             }
         };
         let tile = tile_pixels(n);
+        // The bias as a narrow tile's start (the bias row may be narrower than a panel).
+        let mut narrow_bias = [0.0; NR];
+        let m = bias_row.len().min(NR);
+        narrow_bias[..m].copy_from_slice(&bias_row[..m]);
         // Output pixels `first..end` (in batch order) into `out`, `n` values a pixel.
         let convolve = |first: usize, end: usize, out: &mut [f32]| {
             if tile == NARROW_MR {
                 // At most 16 channels: twice the pixels a tile, all of its columns real.
-                let bias = bias_row[..NR].try_into().expect("NR values");
+                let bias = &narrow_bias;
                 for t in (first..end).step_by(NARROW_MR) {
                     let (rows_at, span) = pixels.tile_rows(t, end);
                     let mut tile = [[0.0; NR]; NARROW_MR];

@@ -7,7 +7,7 @@ use cnnc_core::geometry::Pad;
 
 use crate::config::Conv2dConfig;
 use crate::error::{Error, Result};
-use crate::kernels::gemm::{NR, Seg, panels};
+use crate::kernels::gemm::{NARROW_NR, NR, Seg, panels};
 use crate::layers::check_positive;
 
 /// Every size of one convolution, resolved: input `[cin, ih, iw]`, output `[cout, oh, ow]`,
@@ -129,14 +129,19 @@ impl Geom {
     }
 
     /// `dy`'s channel stride inside the layer: `cout` rounded up to whole panels, so the weight
-    /// gradient kernel can read full panel rows of it.
+    /// gradient kernel can read full panel rows of it; [`NARROW_NR`] for a layer of at most
+    /// that many channels, whose weight gradient takes the narrow tiles.
     pub(super) fn cs(&self) -> usize {
-        panels(self.cout) * NR
+        if self.cout <= NARROW_NR {
+            NARROW_NR
+        } else {
+            panels(self.cout) * NR
+        }
     }
 
     /// Reduction length of the input-gradient pass: one `(ky, kx, co)` step each, `co < cout`.
     /// `dy`'s channels `cout..cs` (zeros, as are the weights that would multiply them) are not
-    /// part of it: a 16-channel layer, whose `dy` pixels are a 32-wide panel, reads half. Each
+    /// part of it: a 40-channel layer, whose `dy` pixels are 64 wide, reads 40 of them. Each
     /// dropped step would add `0 * 0` to a chain that starts at `+0`, which changes nothing
     /// (but the sign of a zero that underflowed below the smallest subnormal).
     pub(super) fn k_back(&self) -> usize {
