@@ -10,7 +10,9 @@ of the `--model` twins. `--input C,H,W` runs both at another input size (cnnc on
 YAML spec with its `input:` line replaced); torchvision's models default to 3,32,32, as the
 performance issue measures them. `--profile` adds a per-layer breakdown of one training step on
 both sides: cnnc's per-layer forward and backward (`cnnc bench`'s `layers`, medians) and
-PyTorch's operators by input shape (torch.profiler).
+PyTorch's operators by input shape (torch.profiler). `--isa avx2` caps both sides' instructions
+(cnnc's CNNC_SIMD; PyTorch's ATEN_CPU_CAPABILITY and oneDNN's ONEDNN_MAX_CPU_ISA, set before torch
+is imported), so the AVX2 paths can be timed on an AVX-512 machine.
 
 Runs the four workloads of the performance issue on both, in the same invocation and alternating
 (cnnc, PyTorch, cnnc, ...) so both see the same machine load, then prints the median of each side
@@ -29,6 +31,7 @@ batch sizes. The script installs nothing: it needs PyTorch in the Python that ru
 
     tools/.venv/bin/python bench/compare.py [--rounds 5] [--threads 2] [--cnnc target/release/cnnc]
         [--model custom_cnn|mobilenet_style | --spec SPEC --torch NAME [--input C,H,W]] [--profile]
+        [--isa avx512|avx2]
 """
 
 import argparse
@@ -50,6 +53,13 @@ TORCH_MODELS = {
     "resnet20": None,
     "resnet18": (3, 32, 32),
     "mobilenet_v2": (3, 32, 32),
+}
+# --isa: the environment that caps each side at an instruction family (maxima, as the CPU's widest
+# is used when it has less). PyTorch reads its two when torch is imported and oneDNN starts.
+ISA_ENV = {
+    "avx512": {"CNNC_SIMD": "avx512", "ATEN_CPU_CAPABILITY": "avx512",
+               "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+    "avx2": {"CNNC_SIMD": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
 }
 MEMORY_SAMPLES = 60_000
 MEMORY_STEPS = 20
@@ -373,8 +383,15 @@ def main():
                              "for torchvision's models)")
     parser.add_argument("--profile", action="store_true",
                         help="also print a per-layer breakdown of a training step on both sides")
+    parser.add_argument("--isa", choices=sorted(ISA_ENV),
+                        help="cap both sides at this instruction family (default: the CPU's widest)")
     parser.add_argument("--torch-memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.isa:
+        if "torch" in sys.modules:
+            sys.exit("error: --isa must be set before torch is imported")
+        # Inherited by cnnc's rounds and PyTorch's memory child; read by torch when imported.
+        os.environ.update(ISA_ENV[args.isa])
     if args.torch_memory_child:
         return torch_memory_child(args.threads, args.torch or args.model, args.input or (3, 32, 32))
     if (args.spec is None) != (args.torch is None):
@@ -423,7 +440,9 @@ def main():
                      "cnnc_range": [min(ours_k), max(ours_k)],
                      "pytorch_range": [min(theirs_k), max(theirs_k)]})
     pct = statistics.median(o["train_percent_of_peak"] for o in ours)
+    isa = {"cnnc": ours[0].get("isa"), "pytorch": torch.backends.cpu.get_cpu_capability()}
     result = {"model": name, "spec": args.spec or spec, "input": list(shape), "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
+              "isa": isa,
               "load_before": load_before, "load_after": load_after, "workloads": rows,
               "cnnc_train_percent_of_peak": pct,
               "peak_gflops": ours[0]["peak_gflops"]}
@@ -434,7 +453,8 @@ def main():
         print(json.dumps(result, indent=2))
         return
     print(f"{name} ({'x'.join(map(str, shape))}): cnnc vs PyTorch {torch.__version__}, {args.threads} threads, median of {args.rounds} "
-          f"alternating rounds; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+          f"alternating rounds; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; "
+          f"kernels: cnnc {isa['cnnc']}, PyTorch {isa['pytorch']}")
     print(f"  {'workload':<30} {'cnnc':>10} {'PyTorch':>10} {'ratio':>7} {'target':>8}")
     for row in rows:
         verdict = "" if row["met"] is None else "met" if row["met"] else "NOT met"

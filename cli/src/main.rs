@@ -50,6 +50,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The commands that run a network refuse a bad `CNNC_SIMD` before they start.
+    let computes = matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Train(_)
+            | Command::Eval(_)
+            | Command::Predict(_)
+            | Command::Bench(_)
+    );
+    if computes && let Err(err) = cli::bench::check_simd() {
+        return cli::exit(Err(err));
+    }
     let result = match cli.command {
         Command::Check(args) => cli::check::run(&args),
         Command::Explain(args) => cli::explain::run(&args),

@@ -1,8 +1,10 @@
-//! `cnnc bench`: the JSON keys outside tools rely on, the measured or given peak, and a bad
-//! `--peak-gflops`. One timed run each, so the figures mean nothing here; only their presence
+//! `cnnc bench`: the JSON keys outside tools rely on, the measured or given peak, a bad
+//! `--peak-gflops`, and the instruction-family cap `CNNC_SIMD`. One timed run each, so the figures mean nothing here; only their presence
 //! and consistency are checked.
 
 mod support;
+
+use std::process::Command;
 
 use serde_json::Value;
 use support::{assert_status, cnnc, stderr, stdout};
@@ -94,4 +96,47 @@ fn a_peak_that_is_not_a_positive_number_is_refused() {
             stderr(&output)
         );
     }
+}
+
+/// `cnnc bench` on the seed model, once, with `CNNC_SIMD` set to `value`.
+fn bench_with_simd(value: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cnnc"))
+        .args([
+            "bench",
+            "models/custom_cnn.yaml",
+            "--runs",
+            "1",
+            "--no-memory",
+            "--format",
+            "json",
+        ])
+        .env("CNNC_SIMD", value)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("cnnc runs")
+}
+
+#[test]
+fn simd_cap_picks_the_kernels_and_the_report_names_them() {
+    let output = bench_with_simd("avx2");
+    assert_status(&output, 0);
+    let json: Value = serde_json::from_str(&stdout(&output)).expect("JSON output");
+    // AVX2 on any CPU that has it (a cap: a CPU without runs its widest, the portable loops).
+    let isa = json["isa"].as_str().unwrap_or_default();
+    assert!(["AVX2+FMA", "scalar"].contains(&isa), "{json}");
+    let source = json["peak_source"].as_str().unwrap_or_default();
+    assert!(source.contains(isa), "{source}");
+    assert!(json["train_images_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+}
+
+#[test]
+fn an_unknown_simd_cap_is_refused_naming_the_variable_and_the_values() {
+    let output = bench_with_simd("sse4");
+    assert_status(&output, 2);
+    let err = stderr(&output);
+    assert!(
+        err.contains("CNNC_SIMD=\"sse4\"") && err.contains("avx512, avx2, none"),
+        "{err}"
+    );
+    assert!(stdout(&output).is_empty(), "{}", stdout(&output));
 }

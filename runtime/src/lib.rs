@@ -67,7 +67,7 @@ pub mod param;
 pub mod peak;
 pub mod schedule;
 mod scratch;
-mod simd;
+pub mod simd;
 pub mod tensor;
 pub mod typed;
 pub mod weights;

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use cnnc_runtime::config::LayerConfig;
 use cnnc_runtime::optim::{Optimizer, Sgd, SgdConfig};
 use cnnc_runtime::peak;
+use cnnc_runtime::simd;
 use cnnc_runtime::tensor::threads;
 use cnnc_runtime::{LayerTime, Mode, Network, Shape};
 use ndarray::{Array4, ArrayView4};
@@ -74,6 +75,16 @@ const MEMORY_STEPS: usize = 20;
 const WARMUP: usize = 3;
 
 /// Runs `cnnc bench`.
+/// Checks `CNNC_SIMD` before a command computes: a value that names no instruction family is
+/// an error; one above what the CPU has runs the CPU's widest, with a warning on stderr.
+pub fn check_simd() -> anyhow::Result<()> {
+    let choice = simd::simd_override()?;
+    if let Some(warning) = choice.capped() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
+}
+
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let spec = Spec::load(&args.spec)?;
     if args.memory_child {
@@ -94,6 +105,8 @@ struct Report {
     spec: String,
     threads: usize,
     runs: u32,
+    /// The instructions the kernels ran: `AVX-512`, `AVX2+FMA` or `scalar`.
+    isa: &'static str,
     peak_gflops: f64,
     /// Where the peak comes from: `measured: AVX-512, 2 thread(s)` or `--peak-gflops`.
     peak_source: String,
@@ -243,6 +256,7 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
         spec: args.spec.display().to_string(),
         threads: threads(),
         runs: args.runs,
+        isa: simd::simd().label(),
         peak_gflops,
         peak_source,
         forward_flop,
@@ -351,6 +365,7 @@ impl Report {
             "spec": self.spec,
             "threads": self.threads,
             "runs": self.runs,
+            "isa": self.isa,
             "train_images_per_s": train,
             "train_step_ms": ms(self.train),
             "infer64_images_per_s": infer64,
@@ -379,8 +394,8 @@ impl Report {
     fn print(&self) {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "{}: {} thread(s), median of {} runs; % of a {:.0} GFLOP/s peak ({})",
-            self.spec, self.threads, self.runs, self.peak_gflops, self.peak_source
+            "{}: {} thread(s), {} kernels, median of {} runs; % of a {:.0} GFLOP/s peak ({})",
+            self.spec, self.threads, self.isa, self.runs, self.peak_gflops, self.peak_source
         );
         println!(
             "  {:<26} {:>6} {:>10} {:>10} {:>7}",
@@ -442,6 +457,7 @@ mod tests {
             spec: "m.yaml".to_owned(),
             threads: 2,
             runs: 5,
+            isa: "AVX2+FMA",
             peak_gflops: 180.0,
             peak_source: "--peak-gflops".to_owned(),
             forward_flop: 24.7e6,
@@ -466,5 +482,6 @@ mod tests {
         assert_eq!(json["peak_rss_mb"], 100.5);
         assert_eq!(json["layers"][0]["name"], "fc");
         assert_eq!(json["layers"][0]["kind"], "linear");
+        assert_eq!(json["isa"], "AVX2+FMA");
     }
 }

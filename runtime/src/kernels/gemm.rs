@@ -12,9 +12,11 @@
 //! - [`sum_outer`] sums outer products over a 2-D grid of positions (pixels): the weight gradient.
 //!
 //! The tile is 6 x 32: two 16-wide registers per row with AVX-512 (twelve accumulators), or two
-//! passes of 6 x 16 with AVX2. Which kernel runs is detected once at run time.
+//! passes of 6 x 16 with AVX2. Outputs of at most 16 columns (a 16-channel convolution) take the
+//! narrow tile instead, 12 x 16 ([`rows_panel_narrow`], [`sum_outer_narrow`]): one register per
+//! row with AVX-512, two passes of 6 x 16 with AVX2, so no multiply-add is spent on padding
+//! columns. Which kernel runs is chosen once at run time ([`crate::simd`]).
 
-#[cfg(target_arch = "x86_64")]
 use crate::simd::{Simd, simd};
 
 /// Rows of an output tile.
@@ -24,6 +26,28 @@ pub(crate) const NR: usize = 32;
 
 /// An output tile, accumulated in place.
 pub(crate) type Tile = [[f32; NR]; MR];
+
+/// Rows of a narrow output tile.
+pub(crate) const NARROW_MR: usize = 2 * MR;
+/// Columns a narrow tile computes: one AVX-512 register, two AVX2 ones.
+pub(crate) const NARROW_NR: usize = 16;
+
+/// A narrow output tile: `NARROW_MR` rows of which the first [`NARROW_NR`] columns are
+/// computed (the others are left as they are). Its two halves are [`Tile`]s ([`halves`]), so it
+/// is stored as two wide tiles are.
+pub(crate) type NarrowTile = [[f32; NR]; NARROW_MR];
+
+/// The two [`Tile`]s a narrow tile is made of: rows `0..MR` and `MR..2 * MR`.
+pub(crate) fn halves(tile: &NarrowTile) -> [&Tile; 2] {
+    let (top, bottom) = tile.split_at(MR);
+    [top, bottom].map(|half| half.try_into().expect("MR rows"))
+}
+
+/// The mutable halves of a narrow tile (see [`halves`]).
+fn halves_mut(tile: &mut NarrowTile) -> [&mut Tile; 2] {
+    let (top, bottom) = tile.split_at_mut(MR);
+    [top, bottom].map(|half| half.try_into().expect("MR rows"))
+}
 
 /// A run of `len` consecutive reduction steps whose left values start `offset` floats after a
 /// row's base offset.
@@ -50,12 +74,15 @@ pub(crate) enum Start<'a> {
 }
 
 impl Start<'_> {
-    /// Sets `tile` to the start, as the portable kernels begin.
-    fn apply(self, tile: &mut Tile) {
-        match self {
-            Start::Zero => *tile = [[0.0; NR]; MR],
-            Start::Row(row) => *tile = [*row; MR],
-            Start::Tile => {}
+    /// Sets the first `cols` columns of `tile`'s rows to the start, as the portable kernels
+    /// begin.
+    fn apply(self, tile: &mut [[f32; NR]], cols: usize) {
+        for row in tile {
+            match self {
+                Start::Zero => row[..cols].fill(0.0),
+                Start::Row(start) => row[..cols].copy_from_slice(&start[..cols]),
+                Start::Tile => {}
+            }
         }
     }
 }
@@ -134,11 +161,83 @@ pub(crate) fn rows_panel(
     runs: Runs<'_>,
     panel: &[f32],
 ) {
-    let segs = runs.segs;
-    let mut last = 0;
-    for &r in rows {
-        last = last.max(r);
+    check_rows_panel(a, rows, runs, panel);
+    // SAFETY: checked just above; `simd` never picks more than the CPU has.
+    unsafe { rows_panel_on(simd(), tile, start, a, rows, runs.segs, panel) }
+}
+
+/// [`rows_panel`] on the kernels of `path`.
+///
+/// # Safety
+/// The CPU supports `path`, and [`check_rows_panel`] passed for the arguments.
+unsafe fn rows_panel_on(
+    path: Simd,
+    tile: &mut Tile,
+    start: Start<'_>,
+    a: &[f32],
+    rows: &[usize; MR],
+    segs: &[Seg],
+    panel: &[f32],
+) {
+    let (ap, pp) = (a.as_ptr(), panel.as_ptr());
+    // SAFETY (both kernels): the check bounds every read (`a` up to `rows[i] + span`, `panel`
+    // up to `steps * NR`), and the CPU supports the kernel's target features.
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { avx512::rows_panel(tile, start, ap, rows, segs, pp) },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { avx2::rows_panel(tile, start, ap, rows, segs, pp, 2) },
+        _ => portable_rows_panel(tile, NR, start, a, rows, segs, panel),
     }
+}
+
+/// [`rows_panel`] into a narrow tile: the first [`NARROW_NR`] columns of the panel (whose rows
+/// are still `NR` floats apart), for `NARROW_MR` rows.
+pub(crate) fn rows_panel_narrow(
+    tile: &mut NarrowTile,
+    start: Start<'_>,
+    a: &[f32],
+    rows: &[usize; NARROW_MR],
+    runs: Runs<'_>,
+    panel: &[f32],
+) {
+    check_rows_panel(a, rows, runs, panel);
+    // SAFETY: checked just above; `simd` never picks more than the CPU has.
+    unsafe { rows_panel_narrow_on(simd(), tile, start, a, rows, runs.segs, panel) }
+}
+
+/// [`rows_panel_narrow`] on the kernels of `path`.
+///
+/// # Safety
+/// The CPU supports `path`, and [`check_rows_panel`] passed for the arguments.
+unsafe fn rows_panel_narrow_on(
+    path: Simd,
+    tile: &mut NarrowTile,
+    start: Start<'_>,
+    a: &[f32],
+    rows: &[usize; NARROW_MR],
+    segs: &[Seg],
+    panel: &[f32],
+) {
+    let (ap, pp) = (a.as_ptr(), panel.as_ptr());
+    // SAFETY (both kernels): as in `rows_panel_on`; each AVX2 pass reads half of the rows.
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { avx512_narrow::rows_panel(tile, start, ap, rows, segs, pp) },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => {
+            for (half, rows) in halves_mut(tile).into_iter().zip(rows.chunks_exact(MR)) {
+                let rows = rows.try_into().expect("MR rows");
+                unsafe { avx2::rows_panel(half, start, ap, rows, segs, pp, 1) };
+            }
+        }
+        _ => portable_rows_panel(tile, NARROW_NR, start, a, rows, segs, panel),
+    }
+}
+
+/// Checks that [`rows_panel`]'s reads stay inside `a` and `panel`.
+fn check_rows_panel(a: &[f32], rows: &[usize], runs: Runs<'_>, panel: &[f32]) {
+    let last = rows.iter().copied().max().unwrap_or(0);
     assert!(
         panel.len() >= runs.steps * NR,
         "rows_panel: panel too short"
@@ -147,27 +246,23 @@ pub(crate) fn rows_panel(
         last + runs.span <= a.len(),
         "rows_panel: a row runs past its buffer"
     );
-    // SAFETY (both kernels): the asserts above bound every read (`a` up to `rows[i] + span`,
-    // `panel` up to `steps * NR`), and the CPU supports the kernel's target features.
-    #[cfg(target_arch = "x86_64")]
-    match simd() {
-        Simd::Avx512 => {
-            return unsafe {
-                avx512::rows_panel(tile, start, a.as_ptr(), rows, segs, panel.as_ptr())
-            };
-        }
-        Simd::Avx2 => {
-            return unsafe {
-                avx2::rows_panel(tile, start, a.as_ptr(), rows, segs, panel.as_ptr())
-            };
-        }
-        Simd::None => {}
-    }
-    start.apply(tile);
+}
+
+/// The definition of [`rows_panel`] over the first `cols` columns, one `mul_add` at a time.
+fn portable_rows_panel<const R: usize>(
+    tile: &mut [[f32; NR]; R],
+    cols: usize,
+    start: Start<'_>,
+    a: &[f32],
+    rows: &[usize; R],
+    segs: &[Seg],
+    panel: &[f32],
+) {
+    start.apply(tile, cols);
     let mut k = 0;
     for s in segs {
         for p in 0..s.len {
-            let b = &panel[(k + p) * NR..(k + p + 1) * NR];
+            let b = &panel[(k + p) * NR..(k + p) * NR + cols];
             for (row, &r) in tile.iter_mut().zip(rows) {
                 let v = a[r + s.offset + p];
                 for (c, &w) in row.iter_mut().zip(b) {
@@ -227,37 +322,127 @@ pub(crate) fn sum_outer(
     b0: usize,
     g: Grid,
 ) {
-    if g.images == 0 || g.rows == 0 || g.cols == 0 {
-        start.apply(tile);
+    if !check_sum_outer(a, a_rows, b, b0 + NR, g) {
+        start.apply(tile, NR);
         return;
+    }
+    // SAFETY: checked just above; `simd` never picks more than the CPU has.
+    unsafe { sum_outer_on(simd(), tile, start, a, a_rows, b, b0, g) }
+}
+
+/// [`sum_outer`] on the kernels of `path`.
+///
+/// # Safety
+/// The CPU supports `path`, and [`check_sum_outer`] passed (and returned `true`) for the
+/// arguments.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sum_outer_on(
+    path: Simd,
+    tile: &mut Tile,
+    start: Start<'_>,
+    a: &[f32],
+    a_rows: &[usize; MR],
+    b: &[f32],
+    b0: usize,
+    g: Grid,
+) {
+    // SAFETY (both kernels): the check bounds the last (largest) offset read from each operand;
+    // every other offset is smaller. The CPU supports the kernel's target features.
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe {
+            avx512::sum_outer(tile, start, a.as_ptr(), a_rows, b.as_ptr().add(b0), g)
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe {
+            avx2::sum_outer(tile, start, a.as_ptr(), a_rows, b.as_ptr().add(b0), g, 2)
+        },
+        _ => portable_sum_outer(tile, NR, start, a, a_rows, b, b0, g),
+    }
+}
+
+/// [`sum_outer`] into a narrow tile: [`NARROW_NR`] columns of `b` for `NARROW_MR` rows of `a`.
+pub(crate) fn sum_outer_narrow(
+    tile: &mut NarrowTile,
+    start: Start<'_>,
+    a: &[f32],
+    a_rows: &[usize; NARROW_MR],
+    b: &[f32],
+    b0: usize,
+    g: Grid,
+) {
+    if !check_sum_outer(a, a_rows, b, b0 + NARROW_NR, g) {
+        start.apply(tile, NARROW_NR);
+        return;
+    }
+    // SAFETY: checked just above; `simd` never picks more than the CPU has.
+    unsafe { sum_outer_narrow_on(simd(), tile, start, a, a_rows, b, b0, g) }
+}
+
+/// [`sum_outer_narrow`] on the kernels of `path`.
+///
+/// # Safety
+/// As for [`sum_outer_on`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn sum_outer_narrow_on(
+    path: Simd,
+    tile: &mut NarrowTile,
+    start: Start<'_>,
+    a: &[f32],
+    a_rows: &[usize; NARROW_MR],
+    b: &[f32],
+    b0: usize,
+    g: Grid,
+) {
+    // SAFETY (both kernels): as in `sum_outer_on`; each AVX2 pass reads half of the rows.
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe {
+            avx512_narrow::sum_outer(tile, start, a.as_ptr(), a_rows, b.as_ptr().add(b0), g)
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => {
+            for (half, rows) in halves_mut(tile).into_iter().zip(a_rows.chunks_exact(MR)) {
+                let rows = rows.try_into().expect("MR rows");
+                unsafe { avx2::sum_outer(half, start, a.as_ptr(), rows, b.as_ptr().add(b0), g, 1) };
+            }
+        }
+        _ => portable_sum_outer(tile, NARROW_NR, start, a, a_rows, b, b0, g),
+    }
+}
+
+/// Whether [`sum_outer`] has positions to sum, having checked that its reads stay inside `a`
+/// and `b` (whose reads end before `b_end` past a position's offset).
+fn check_sum_outer(a: &[f32], a_rows: &[usize], b: &[f32], b_end: usize, g: Grid) -> bool {
+    if g.images == 0 || g.rows == 0 || g.cols == 0 {
+        return false;
     }
     let (a_span, b_span) = g.at(g.images - 1, g.rows - 1, g.cols - 1);
     assert!(
-        a_rows.iter().all(|&r| r + a_span < a.len()) && b0 + b_span + NR <= b.len(),
+        a_rows.iter().all(|&r| r + a_span < a.len()) && b_end + b_span <= b.len(),
         "sum_outer: grid runs past its buffers"
     );
-    // SAFETY (both kernels): the assert above bounds the last (largest) offset read from each
-    // operand; every other offset is smaller. The CPU supports the kernel's target features.
-    #[cfg(target_arch = "x86_64")]
-    match simd() {
-        Simd::Avx512 => {
-            return unsafe {
-                avx512::sum_outer(tile, start, a.as_ptr(), a_rows, b.as_ptr().add(b0), g)
-            };
-        }
-        Simd::Avx2 => {
-            return unsafe {
-                avx2::sum_outer(tile, start, a.as_ptr(), a_rows, b.as_ptr().add(b0), g)
-            };
-        }
-        Simd::None => {}
-    }
-    start.apply(tile);
+    true
+}
+
+/// The definition of [`sum_outer`] over the first `cols` columns, one `mul_add` at a time.
+#[allow(clippy::too_many_arguments)]
+fn portable_sum_outer<const R: usize>(
+    tile: &mut [[f32; NR]; R],
+    cols: usize,
+    start: Start<'_>,
+    a: &[f32],
+    a_rows: &[usize; R],
+    b: &[f32],
+    b0: usize,
+    g: Grid,
+) {
+    start.apply(tile, cols);
     for m in 0..g.images {
         for r in 0..g.rows {
             for c in 0..g.cols {
                 let (pa, pb) = g.at(m, r, c);
-                let bv = &b[b0 + pb..b0 + pb + NR];
+                let bv = &b[b0 + pb..b0 + pb + cols];
                 for (row, &ar) in tile.iter_mut().zip(a_rows) {
                     let v = a[ar + pa];
                     for (t, &w) in row.iter_mut().zip(bv) {
@@ -294,15 +479,9 @@ pub(crate) fn fma_loop(iters: u64) -> (f64, f32) {
     (per_step * iters as f64, tile[0][0])
 }
 
-/// The instructions the kernels use on this CPU, for reports.
+/// The instructions the kernels use (see [`crate::simd`]), for reports.
 pub(crate) fn isa() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    match simd() {
-        Simd::Avx512 => return "AVX-512",
-        Simd::Avx2 => return "AVX2+FMA",
-        Simd::None => {}
-    }
-    "scalar"
+    crate::simd::simd().label()
 }
 
 /// The kernels for x86-64 with AVX2 and FMA: each 16-column half of the tile in turn, in twelve
@@ -376,7 +555,8 @@ mod avx2 {
         }};
     }
 
-    /// See [`super::rows_panel`]; `a` and `panel` must cover every offset it reads.
+    /// See [`super::rows_panel`], over the first `col_halves` 16-column halves of the tile (2:
+    /// all of it; 1: a half of a narrow tile); `a` and `panel` must cover every offset it reads.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn rows_panel(
         tile: &mut Tile,
@@ -385,11 +565,12 @@ mod avx2 {
         rows: &[usize; MR],
         segs: &[Seg],
         panel: *const f32,
+        col_halves: usize,
     ) {
         // SAFETY: the caller checked every offset read below against the buffers' lengths; the
         // tile's rows hold `NR` floats each.
         unsafe {
-            for h in 0..2 {
+            for h in 0..col_halves {
                 with_tile!(tile, start, h, |step| {
                     let mut b = panel.add(h * 16);
                     for s in segs {
@@ -430,8 +611,9 @@ mod avx2 {
         tile.iter().flatten().sum()
     }
 
-    /// See [`super::sum_outer`]; `b` points at the first position, and `a` and `b` must cover
-    /// every offset it reads.
+    /// See [`super::sum_outer`], over the first `col_halves` 16-column halves of the tile (as
+    /// in [`rows_panel`]); `b` points at the first position, and `a` and `b` must cover every
+    /// offset it reads.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn sum_outer(
         tile: &mut Tile,
@@ -440,11 +622,12 @@ mod avx2 {
         a_rows: &[usize; MR],
         b: *const f32,
         g: Grid,
+        col_halves: usize,
     ) {
         // SAFETY: the caller checked the largest offset read from each operand; the tile's rows
         // hold `NR` floats each.
         unsafe {
-            for h in 0..2 {
+            for h in 0..col_halves {
                 with_tile!(tile, start, h, |step| {
                     for m in 0..g.images {
                         for r in 0..g.rows {
@@ -611,6 +794,115 @@ mod avx512 {
     }
 }
 
+/// The narrow kernels for x86-64 with AVX-512: a 12 x 16 tile in twelve 16-wide registers, one
+/// per row.
+#[cfg(target_arch = "x86_64")]
+mod avx512_narrow {
+    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps};
+
+    use super::{Grid, NARROW_MR, NR, NarrowTile, Seg, Start};
+
+    /// As the wide kernels' `with_tile`, for the narrow tile's first 16 columns.
+    macro_rules! with_narrow {
+        ($tile:expr, $start:expr, |$step:ident| $body:block) => {{
+            let t: &mut NarrowTile = $tile;
+            let start: Start<'_> = $start;
+            macro_rules! init {
+                ($i:expr) => {
+                    match start {
+                        Start::Zero => _mm512_setzero_ps(),
+                        Start::Row(row) => _mm512_loadu_ps(row.as_ptr()),
+                        Start::Tile => _mm512_loadu_ps(t[$i].as_ptr()),
+                    }
+                };
+            }
+            let (mut c0, mut c1, mut c2, mut c3) = (init!(0), init!(1), init!(2), init!(3));
+            let (mut c4, mut c5, mut c6, mut c7) = (init!(4), init!(5), init!(6), init!(7));
+            let (mut c8, mut c9, mut c10, mut c11) = (init!(8), init!(9), init!(10), init!(11));
+            macro_rules! $step {
+                ($b:expr, $a:expr) => {{
+                    let b = _mm512_loadu_ps($b);
+                    c0 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(0)), b, c0);
+                    c1 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(1)), b, c1);
+                    c2 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(2)), b, c2);
+                    c3 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(3)), b, c3);
+                    c4 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(4)), b, c4);
+                    c5 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(5)), b, c5);
+                    c6 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(6)), b, c6);
+                    c7 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(7)), b, c7);
+                    c8 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(8)), b, c8);
+                    c9 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(9)), b, c9);
+                    c10 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(10)), b, c10);
+                    c11 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(11)), b, c11);
+                }};
+            }
+            $body
+            let acc = [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11];
+            for (row, c) in t.iter_mut().zip(acc) {
+                std::arch::x86_64::_mm512_storeu_ps(row.as_mut_ptr(), c);
+            }
+        }};
+    }
+
+    /// See [`super::rows_panel_narrow`]; `a` and `panel` must cover every offset it reads.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows_panel(
+        tile: &mut NarrowTile,
+        start: Start<'_>,
+        a: *const f32,
+        rows: &[usize; NARROW_MR],
+        segs: &[Seg],
+        panel: *const f32,
+    ) {
+        // SAFETY: the caller checked every offset read below against the buffers' lengths; the
+        // tile's rows hold `NR` floats each.
+        unsafe {
+            with_narrow!(tile, start, |step| {
+                let mut b = panel;
+                for s in segs {
+                    let base: [*const f32; NARROW_MR] =
+                        std::array::from_fn(|i| a.add(rows[i] + s.offset));
+                    for p in 0..s.len {
+                        step!(b, |i: usize| base[i].add(p));
+                        b = b.add(NR);
+                    }
+                }
+            });
+        }
+    }
+
+    /// See [`super::sum_outer_narrow`]; `b` points at the first position, and `a` and `b` must
+    /// cover every offset it reads.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn sum_outer(
+        tile: &mut NarrowTile,
+        start: Start<'_>,
+        a: *const f32,
+        a_rows: &[usize; NARROW_MR],
+        b: *const f32,
+        g: Grid,
+    ) {
+        // SAFETY: the caller checked the largest offset read from each operand; the tile's rows
+        // hold `NR` floats each.
+        unsafe {
+            with_narrow!(tile, start, |step| {
+                for m in 0..g.images {
+                    for r in 0..g.rows {
+                        let (pa, pb) = g.at(m, r, 0);
+                        let base: [*const f32; NARROW_MR] =
+                            std::array::from_fn(|i| a.add(a_rows[i] + pa));
+                        let br = b.add(pb);
+                        for c in 0..g.cols {
+                            let ac = c * g.a_col;
+                            step!(br.add(c * g.b_col), |i: usize| base[i].add(ac));
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -724,61 +1016,118 @@ mod tests {
         assert_eq!(zeroed, want);
     }
 
-    /// On a CPU with AVX-512 the tests above exercise that kernel; this one runs the AVX2 kernels
-    /// too and checks they agree with it bit for bit.
-    #[cfg(target_arch = "x86_64")]
+    /// The paths this CPU can run, widest first.
+    fn paths() -> Vec<Simd> {
+        [Simd::Avx512, Simd::Avx2, Simd::None]
+            .into_iter()
+            .filter(|&path| path >= crate::simd::cpu())
+            .collect()
+    }
+
+    /// Every path this CPU runs, wide and narrow tiles, every start: each computed element is
+    /// the definition's chain bit for bit, and a narrow tile's other columns stay as they were.
     #[test]
-    fn avx2_kernels_match_the_dispatched_ones() {
-        if simd() == Simd::None {
-            return;
-        }
+    fn every_path_is_one_fma_chain_per_element() {
         let a = values(900, 6);
-        let panel = values(30 * NR, 7);
-        let rows = [3, 50, 51, 400, 2, 600];
-        let segs = [Seg { offset: 1, len: 30 }];
-        let (mut want, mut got) = ([[0.25; NR]; MR], [[0.25; NR]; MR]);
-        let row = std::array::from_fn(|j| j as f32 - 3.5);
-        for start in [Start::Zero, Start::Row(&row), Start::Tile] {
-            rows_panel(
-                &mut want,
-                start,
-                &a,
-                &rows,
-                RunTable::new(segs.to_vec()).all(),
-                &panel,
-            );
-            // SAFETY: the same reads the bounds-checked call above made; AVX2 and FMA are
-            // present (checked by `simd`).
-            unsafe { avx2::rows_panel(&mut got, start, a.as_ptr(), &rows, &segs, panel.as_ptr()) };
-            assert_eq!(want, got);
-        }
+        let panel = values(40 * NR, 7);
+        let rows = [3, 50, 51, 400, 2, 600, 601, 602, 10, 11, 12, 13];
+        let segs = [
+            Seg { offset: 1, len: 12 },
+            Seg {
+                offset: 200,
+                len: 18,
+            },
+        ];
+        let table = RunTable::new(segs.to_vec());
+        let row: [f32; NR] = std::array::from_fn(|j| j as f32 * 0.25 - 3.5);
+        let init = values(NARROW_MR * NR, 8);
+        let init: NarrowTile = std::array::from_fn(|i| std::array::from_fn(|j| init[i * NR + j]));
         let g = Grid {
             images: 2,
-            rows: 2,
+            rows: 3,
             cols: 4,
             a_image: 300,
-            a_row: 100,
+            a_row: 70,
             a_col: 9,
             b_image: 330,
-            b_row: 150,
+            b_row: 110,
             b_col: 33,
         };
-        let a_rows = [5, 6, 7, 20, 21, 0];
-        for start in [Start::Zero, Start::Tile] {
-            let (mut want, mut got) = ([[0.5; NR]; MR], [[0.5; NR]; MR]);
-            sum_outer(&mut want, start, &a, &a_rows, &panel, 1, g);
-            // SAFETY: as above.
-            unsafe {
-                avx2::sum_outer(
-                    &mut got,
-                    start,
-                    a.as_ptr(),
-                    &a_rows,
-                    panel.as_ptr().add(1),
-                    g,
-                )
-            };
-            assert_eq!(want, got);
+        let a_rows = [5, 6, 7, 20, 21, 0, 1, 2, 100, 101, 102, 103];
+        let b0 = 3;
+        // The definitions, one `mul_add` chain per element.
+        let (a, panel) = (&a, &panel);
+        let rows_chain = |r: usize, j: usize, first: f32| {
+            let steps = segs
+                .iter()
+                .flat_map(|s| (0..s.len).map(move |p| r + s.offset + p));
+            chain(
+                steps.enumerate().map(|(k, at)| (a[at], panel[k * NR + j])),
+                first,
+            )
+        };
+        let grid_chain = |ar: usize, j: usize, first: f32| {
+            let mut acc = first;
+            for m in 0..g.images {
+                for r in 0..g.rows {
+                    for c in 0..g.cols {
+                        let (pa, pb) = g.at(m, r, c);
+                        acc = a[ar + pa].mul_add(panel[b0 + pb + j], acc);
+                    }
+                }
+            }
+            acc
+        };
+        for path in paths() {
+            for start in [Start::Zero, Start::Row(&row), Start::Tile] {
+                let first = |i: usize, j: usize| match start {
+                    Start::Zero => 0.0,
+                    Start::Row(row) => row[j],
+                    Start::Tile => init[i][j],
+                };
+                let check = |tile: &[[f32; NR]], cols: usize, what: &str, sum: bool| {
+                    for (i, got) in tile.iter().enumerate() {
+                        for (j, &got) in got.iter().enumerate() {
+                            let want = if j >= cols {
+                                init[i][j]
+                            } else if sum {
+                                grid_chain(a_rows[i], j, first(i, j))
+                            } else {
+                                rows_chain(rows[i], j, first(i, j))
+                            };
+                            // Bit-identical, not merely close: the kernels promise the exact chain.
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{path:?} {what} {start:?} ({i}, {j})"
+                            );
+                        }
+                    }
+                };
+                check_rows_panel(a, &rows, table.all(), panel);
+                let mut wide: Tile = std::array::from_fn(|i| init[i]);
+                let wide_rows = rows[..MR].try_into().expect("MR rows");
+                // SAFETY: `paths` holds what the CPU runs; the reads were checked above.
+                unsafe { rows_panel_on(path, &mut wide, start, a, wide_rows, &segs, panel) };
+                check(&wide, NR, "rows_panel", false);
+                let mut narrow = init;
+                // SAFETY: as above.
+                unsafe { rows_panel_narrow_on(path, &mut narrow, start, a, &rows, &segs, panel) };
+                check(&narrow, NARROW_NR, "rows_panel_narrow", false);
+                if matches!(start, Start::Row(_)) {
+                    continue;
+                }
+                assert!(check_sum_outer(a, &a_rows, panel, b0 + NR, g));
+                let mut wide: Tile = std::array::from_fn(|i| init[i]);
+                let wide_rows = a_rows[..MR].try_into().expect("MR rows");
+                // SAFETY: as above.
+                unsafe { sum_outer_on(path, &mut wide, start, a, wide_rows, panel, b0, g) };
+                check(&wide, NR, "sum_outer", true);
+                let mut narrow = init;
+                // SAFETY: as above.
+                unsafe { sum_outer_narrow_on(path, &mut narrow, start, a, &a_rows, panel, b0, g) };
+                check(&narrow, NARROW_NR, "sum_outer_narrow", true);
+            }
         }
     }
 

@@ -1,15 +1,17 @@
 //! The convolution's gradients: the weight and bias gradients as sums of outer products over
 //! each image's pixels, and the input gradient as a convolution of the padded `dy` with the
-//! flipped kernel (stride 1) or from gathered `dy` rows (strided layers).
+//! flipped kernel (stride 1), or with its taps of each phase (strided layers).
 
 use rayon::prelude::*;
 
 use super::Conv2d;
-use super::plan::{KernelRows, PIXELS_PER_TASK, PixelGrid, WGRAD_GROUP_BYTES, pixels_per_task};
+use super::plan::{KernelRows, PixelGrid, WGRAD_GROUP_BYTES, pixels_per_task, tile_pixels};
 use super::tile::{add_pixels, store};
-use crate::kernels::gemm::{Grid, MR, NR, Start, panels, rows_panel, sum_outer};
-use crate::layers::assign;
-use crate::tensor::Tiling;
+use crate::kernels::gemm::{
+    Grid, MR, NARROW_MR, NARROW_NR, NR, NarrowTile, RunTable, Seg, Start, Tile, halves, panels,
+    rows_panel, rows_panel_narrow, sum_outer, sum_outer_narrow,
+};
+use crate::layers::{assign, grow};
 
 impl Conv2d {
     /// Weight and bias gradients of `batch` images from the padded input and `dy`: read in place
@@ -89,6 +91,28 @@ impl Conv2d {
                             cols: cols.len(),
                             ..grid
                         };
+                        let b0 = n0 * image + first + rows.start * b_row + cols.start * b_col;
+                        if g.cout <= NARROW_NR {
+                            // One narrow tile of `NARROW_MR` rows covers the block's columns.
+                            let out = &mut wgrad[row * cs..];
+                            let mut tile: NarrowTile = [[0.0; NR]; NARROW_MR];
+                            let start = if n0 == 0 {
+                                Start::Zero
+                            } else {
+                                for (t, src) in tile.iter_mut().zip(out.chunks(cs)).take(block.rows)
+                                {
+                                    t[..NARROW_NR].copy_from_slice(&src[..NARROW_NR]);
+                                }
+                                Start::Tile
+                            };
+                            sum_outer_narrow(&mut tile, start, xp, &a_rows, src, b0, grid);
+                            for (t, dst) in tile.iter().zip(out.chunks_mut(cs)).take(block.rows) {
+                                dst[..NARROW_NR].copy_from_slice(&t[..NARROW_NR]);
+                            }
+                            row += block.rows;
+                            continue;
+                        }
+                        let a_rows: &[usize; MR] = a_rows[..MR].try_into().expect("MR rows");
                         for j in 0..cs / NR {
                             let out = &mut wgrad[row * cs + j * NR..];
                             let mut tile = [[0.0; NR]; MR];
@@ -101,12 +125,7 @@ impl Conv2d {
                                 }
                                 Start::Tile
                             };
-                            let b0 = n0 * image
-                                + first
-                                + j * NR
-                                + rows.start * b_row
-                                + cols.start * b_col;
-                            sum_outer(&mut tile, start, xp, &a_rows, src, b0, grid);
+                            sum_outer(&mut tile, start, xp, a_rows, src, b0 + j * NR, grid);
                             store(&tile, out, block.rows, NR, cs);
                         }
                         row += block.rows;
@@ -167,13 +186,34 @@ impl Conv2d {
                     dilation: g.dh,
                     kh: g.kh,
                 };
-                let per_task = pixels_per_task(rows);
+                let tile = tile_pixels(g.cin);
+                let per_task = pixels_per_task(rows, tile);
                 dx[..rows * g.cin]
                     .par_chunks_mut(per_task * g.cin)
                     .enumerate()
                     .for_each(|(task, dx_task)| {
                         let first = task * per_task;
                         let end = first + dx_task.len() / g.cin;
+                        if tile == NARROW_MR {
+                            // At most 16 input channels: the narrow tiles.
+                            for t in (first..end).step_by(NARROW_MR) {
+                                let (rows_at, span) = pixels.tile_rows(t, end);
+                                let mut tile = [[0.0; NR]; NARROW_MR];
+                                let taps = kernel_rows.hull(span);
+                                let (runs, panel) = kernel_rows.select(taps, runs, packed_back);
+                                rows_panel_narrow(
+                                    &mut tile,
+                                    Start::Zero,
+                                    dyp,
+                                    &rows_at,
+                                    runs,
+                                    panel,
+                                );
+                                let out = &mut dx_task[(t - first) * g.cin..];
+                                store_narrow(&tile, out, end - t, g.cin);
+                            }
+                            return;
+                        }
                         for t in (first..end).step_by(MR) {
                             let (rows_at, span) = pixels.tile_rows(t, end);
                             let taps = kernel_rows.hull(span);
@@ -189,42 +229,166 @@ impl Conv2d {
                         }
                     });
             }
-            None => {
-                // Each lane gathers into its own scratch, one task of pixels at a time.
-                let whole = self.gather_run.all();
-                let tiling = Tiling::new(rows, PIXELS_PER_TASK);
-                dx[..rows * g.cin]
-                    .par_chunks_mut(tiling.lane_rows * g.cin)
-                    .zip(self.gathered.par_chunks_mut(PIXELS_PER_TASK * kb))
-                    .enumerate()
-                    .for_each(|(lane, (dx_lane, gathered))| {
-                        for (task, dx_task) in
-                            dx_lane.chunks_mut(PIXELS_PER_TASK * g.cin).enumerate()
-                        {
-                            let first = lane * tiling.lane_rows + task * PIXELS_PER_TASK;
-                            let pixels = dx_task.len() / g.cin;
-                            g.gather_dy(dyp, first, pixels, gathered);
-                            for t in (0..pixels).step_by(MR) {
-                                let rows_at = std::array::from_fn(|i| (t + i).min(pixels - 1) * kb);
-                                for j in 0..panels(g.cin) {
-                                    let mut tile = [[0.0; NR]; MR];
-                                    let panel = &packed_back[j * kb * NR..];
-                                    rows_panel(
-                                        &mut tile,
-                                        Start::Zero,
-                                        gathered,
-                                        &rows_at,
-                                        whole,
-                                        panel,
-                                    );
-                                    let cols = NR.min(g.cin - j * NR);
-                                    let out = &mut dx_task[t * g.cin + j * NR..];
-                                    store(&tile, out, MR.min(pixels - t), cols, g.cin);
-                                }
+            None => self.input_grad_phases(dx, batch),
+        }
+    }
+
+    /// [`Conv2d::input_grad`] of a layer whose input gradient is not direct (strided layers):
+    /// by phases ([`Geom::phases`](super::geometry::Geom::phases)). The input pixels of one
+    /// phase (row and column remainders modulo the stride) are read by the same taps, so their
+    /// gradient is a stride-1 convolution of the bordered `dy` with those taps' rows of the
+    /// flipped kernel: a 3 x 3 kernel at stride 2 reads 1, 2, 2 or 4 taps, not 9.
+    ///
+    /// Each chain is that of the flipped kernel over every tap (`(fy, fx, co)` in order)
+    /// without the taps that do not read the pixel, whose steps would add `0 * w` to a chain
+    /// that starts at `+0` and so change nothing.
+    fn input_grad_phases(&mut self, dx: &mut [f32], batch: usize) {
+        let g = self.g;
+        let (kb, cs) = (g.k_back(), g.cs());
+        let (hd, wd, top, left) = g.padded_dy();
+        let (row_phases, col_phases) = g.phases();
+        // Each phase's runs over the padded `dy` and its panels (`[cin / NR][steps][NR]`, the
+        // flipped kernel's rows of its taps in order) in `phase_panels`.
+        let mut phases = Vec::with_capacity(row_phases.len() * col_phases.len());
+        grow(&mut self.phase_panels, panels(g.cin) * kb * NR, 0.0);
+        let mut at = 0;
+        for rows in &row_phases {
+            for cols in &col_phases {
+                let ey0 = rows.taps.iter().map(|t| t.1).min().unwrap_or(0);
+                let ex0 = cols.taps.iter().map(|t| t.1).min().unwrap_or(0);
+                let steps = rows.taps.len() * cols.taps.len() * g.cout;
+                let mut segs: Vec<Seg> = Vec::new();
+                let mut k = 0;
+                for &(ky, ey) in &rows.taps {
+                    for &(kx, ex) in &cols.taps {
+                        let offset = ((ey - ey0) as usize * wd + (ex - ex0) as usize) * cs;
+                        match segs.last_mut() {
+                            // Consecutive in `dy` (its channels fill the pixels): one run.
+                            Some(last) if last.offset + last.len == offset => last.len += g.cout,
+                            _ => segs.push(Seg {
+                                offset,
+                                len: g.cout,
+                            }),
+                        }
+                        let tap = (g.kh - 1 - ky) * g.kw + (g.kw - 1 - kx);
+                        for j in 0..panels(g.cin) {
+                            let src = &self.packed_back[(j * kb + tap * g.cout) * NR..];
+                            let dst = &mut self.phase_panels[at + (j * steps + k) * NR..];
+                            dst[..g.cout * NR].copy_from_slice(&src[..g.cout * NR]);
+                        }
+                        k += g.cout;
+                    }
+                }
+                // Pixel `(u, v)` of the phase reads `dy` from row `top + u + ey0`, column
+                // `left + v + ex0` on.
+                let first_row = (top as isize + ey0) as usize;
+                let first_col = (left as isize + ex0) as usize;
+                phases.push(Phase {
+                    rows: (rows.phase, rows.count),
+                    cols: (cols.phase, cols.count),
+                    base: (first_row * wd + first_col) * cs,
+                    runs: RunTable::new(segs),
+                    panels: at,
+                    steps,
+                });
+                at += panels(g.cin) * steps * NR;
+            }
+        }
+        let (dyp, phase_panels) = (&self.dyp[..], &self.phase_panels[..]);
+        let image = g.ih * g.iw * g.cin;
+        let per_task = batch.div_ceil(4 * rayon::current_num_threads()).max(1);
+        dx[..batch * image]
+            .par_chunks_mut(per_task * image)
+            .enumerate()
+            .for_each(|(task, dx_task)| {
+                let n0 = task * per_task;
+                for phase in &phases {
+                    let ((py, nu), (px, nv)) = (phase.rows, phase.cols);
+                    let pixels = PixelGrid {
+                        h: nu,
+                        w: nv,
+                        image: hd * wd * cs,
+                        row: wd * cs,
+                        col: cs,
+                    };
+                    // The phase's pixels of this task's images, in batch order, and where
+                    // each lies in `dx_task`.
+                    let (first, end) =
+                        (n0 * nu * nv, n0 * nu * nv + dx_task.len() / image * nu * nv);
+                    let dst = |p: usize| {
+                        let (n, r) = (p / (nu * nv) - n0, p % (nu * nv));
+                        ((n * g.ih + py + g.sh * (r / nv)) * g.iw + px + g.sw * (r % nv)) * g.cin
+                    };
+                    let runs = phase.runs.all();
+                    let panel = |j: usize| &phase_panels[phase.panels + j * phase.steps * NR..];
+                    if g.cin <= NARROW_NR {
+                        for t in (first..end).step_by(NARROW_MR) {
+                            let (rows_at, _) = pixels.tile_rows(t, end);
+                            let rows_at = rows_at.map(|r| r + phase.base);
+                            let mut tile = [[0.0; NR]; NARROW_MR];
+                            rows_panel_narrow(
+                                &mut tile,
+                                Start::Zero,
+                                dyp,
+                                &rows_at,
+                                runs,
+                                panel(0),
+                            );
+                            for (i, row) in tile.iter().enumerate().take(end - t) {
+                                let at = dst(t + i);
+                                dx_task[at..at + g.cin].copy_from_slice(&row[..g.cin]);
                             }
                         }
-                    });
-            }
+                        continue;
+                    }
+                    for t in (first..end).step_by(MR) {
+                        let (rows_at, _) = pixels.tile_rows(t, end);
+                        let rows_at = rows_at.map(|r| r + phase.base);
+                        for j in 0..panels(g.cin) {
+                            let mut tile = [[0.0; NR]; MR];
+                            rows_panel(&mut tile, Start::Zero, dyp, &rows_at, runs, panel(j));
+                            let cols = NR.min(g.cin - j * NR);
+                            for (i, row) in tile.iter().enumerate().take(end - t) {
+                                let at = dst(t + i) + j * NR;
+                                dx_task[at..at + cols].copy_from_slice(&row[..cols]);
+                            }
+                        }
+                    }
+                }
+            });
+    }
+}
+
+/// One phase of a strided input gradient (see [`Conv2d::input_grad_phases`]).
+struct Phase {
+    /// The row phase (input rows `phase + stride * u`) and its number of rows.
+    rows: (usize, usize),
+    /// The column phase and its number of columns.
+    cols: (usize, usize),
+    /// Where pixel `(0, 0)` of an image reads the padded `dy` from.
+    base: usize,
+    /// The taps' runs from there.
+    runs: RunTable,
+    /// Where its panels start in `phase_panels`.
+    panels: usize,
+    /// Reduction steps: taps times `cout`.
+    steps: usize,
+}
+
+/// Stores the first `rows` rows (at most `NARROW_MR`) of the narrow `tile`, `cols` (at most
+/// `NARROW_NR`) columns each, at `out[r * cols + c]`: the pixels of a narrow input gradient.
+fn store_narrow(tile: &NarrowTile, out: &mut [f32], rows: usize, cols: usize) {
+    for (h, half) in halves(tile).into_iter().enumerate() {
+        let first = h * MR;
+        if first < rows {
+            let half: &Tile = half;
+            store(
+                half,
+                &mut out[first * cols..],
+                MR.min(rows - first),
+                cols,
+                cols,
+            );
         }
     }
 }

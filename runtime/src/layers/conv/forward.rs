@@ -5,10 +5,12 @@ use rayon::prelude::*;
 
 use super::Conv2d;
 use super::fused_pool::{FusedPool, pool_bands};
-use super::plan::{KernelRows, PixelGrid, pixels_per_task};
+use super::plan::{KernelRows, PixelGrid, pixels_per_task, tile_pixels};
 use super::tile::{store, store_relu};
 use crate::error::Result;
-use crate::kernels::gemm::{MR, NR, Start, panels, rows_panel};
+use crate::kernels::gemm::{
+    MR, NARROW_MR, NR, Start, Tile, halves, panels, rows_panel, rows_panel_narrow,
+};
 use crate::kernels::window::NONE;
 use crate::layers::grow;
 use crate::scratch;
@@ -126,8 +128,38 @@ impl Conv2d {
             dilation: g.dh,
             kh: g.kh,
         };
+        // The first `rows` pixels and `cols` channels of `tile` into `out`, `n` values a pixel.
+        let put = |tile: &Tile, out: &mut [f32], rows: usize, cols: usize| {
+            if relu {
+                store_relu(tile, out, rows, cols, n);
+            } else {
+                store(tile, out, rows, cols, n);
+            }
+        };
+        let tile = tile_pixels(n);
+        // The bias as a narrow tile's start (the bias row may be narrower than a panel).
+        let mut narrow_bias = [0.0; NR];
+        let m = bias_row.len().min(NR);
+        narrow_bias[..m].copy_from_slice(&bias_row[..m]);
         // Output pixels `first..end` (in batch order) into `out`, `n` values a pixel.
         let convolve = |first: usize, end: usize, out: &mut [f32]| {
+            if tile == NARROW_MR {
+                // At most 16 channels: twice the pixels a tile, all of its columns real.
+                let bias = &narrow_bias;
+                for t in (first..end).step_by(NARROW_MR) {
+                    let (rows_at, span) = pixels.tile_rows(t, end);
+                    let mut tile = [[0.0; NR]; NARROW_MR];
+                    let (runs, panel) = kernel_rows.select(kernel_rows.hull(span), runs, packed);
+                    rows_panel_narrow(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
+                    for (h, tile) in halves(&tile).into_iter().enumerate() {
+                        let t = t + h * MR;
+                        if t < end {
+                            put(tile, &mut out[(t - first) * n..], MR.min(end - t), n);
+                        }
+                    }
+                }
+                return;
+            }
             for t in (first..end).step_by(MR) {
                 let (rows_at, span) = pixels.tile_rows(t, end);
                 let taps = kernel_rows.hull(span);
@@ -140,17 +172,12 @@ impl Conv2d {
                     let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
                     rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
                     let out = &mut out[(t - first) * n + j * NR..];
-                    let (rows, cols) = (MR.min(end - t), NR.min(n - j * NR));
-                    if relu {
-                        store_relu(&tile, out, rows, cols, n);
-                    } else {
-                        store(&tile, out, rows, cols, n);
-                    }
+                    put(&tile, out, MR.min(end - t), NR.min(n - j * NR));
                 }
             }
         };
         let Some(pool) = pool else {
-            let per_task = pixels_per_task(batch * g.oh * g.ow);
+            let per_task = pixels_per_task(batch * g.oh * g.ow, tile);
             y.par_chunks_mut(per_task * n)
                 .enumerate()
                 .for_each(|(task, y_task)| {

@@ -5,9 +5,8 @@ use rayon::prelude::*;
 
 use super::Conv2d;
 use super::geometry::Geom;
-use super::plan::gcd;
+use super::plan::{gcd, tile_pixels};
 use crate::config::Pool2dConfig;
-use crate::kernels::gemm::MR;
 use crate::kernels::window::{NONE, Wide, Window};
 use crate::layers::grow;
 
@@ -74,7 +73,8 @@ pub(super) fn pool_bands(
     // Whole tiles per band, unless that leaves fewer than four bands a thread (batch 1):
     // then a band per pooled row, so every thread has work.
     let threads = rayon::current_num_threads();
-    let whole = MR / gcd(row_pixels, MR);
+    let tile = tile_pixels(n);
+    let whole = tile / gcd(row_pixels, tile);
     let m = if pooled_rows >= 4 * threads * whole {
         whole
     } else {

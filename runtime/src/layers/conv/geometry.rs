@@ -7,7 +7,7 @@ use cnnc_core::geometry::Pad;
 
 use crate::config::Conv2dConfig;
 use crate::error::{Error, Result};
-use crate::kernels::gemm::{NR, Seg, panels};
+use crate::kernels::gemm::{NARROW_NR, NR, Seg, panels};
 use crate::layers::check_positive;
 
 /// Every size of one convolution, resolved: input `[cin, ih, iw]`, output `[cout, oh, ow]`,
@@ -129,14 +129,19 @@ impl Geom {
     }
 
     /// `dy`'s channel stride inside the layer: `cout` rounded up to whole panels, so the weight
-    /// gradient kernel can read full panel rows of it.
+    /// gradient kernel can read full panel rows of it; [`NARROW_NR`] for a layer of at most
+    /// that many channels, whose weight gradient takes the narrow tiles.
     pub(super) fn cs(&self) -> usize {
-        panels(self.cout) * NR
+        if self.cout <= NARROW_NR {
+            NARROW_NR
+        } else {
+            panels(self.cout) * NR
+        }
     }
 
     /// Reduction length of the input-gradient pass: one `(ky, kx, co)` step each, `co < cout`.
     /// `dy`'s channels `cout..cs` (zeros, as are the weights that would multiply them) are not
-    /// part of it: a 16-channel layer, whose `dy` pixels are a 32-wide panel, reads half. Each
+    /// part of it: a 40-channel layer, whose `dy` pixels are 64 wide, reads 40 of them. Each
     /// dropped step would add `0 * 0` to a chain that starts at `+0`, which changes nothing
     /// (but the sign of a zero that underflowed below the smallest subnormal).
     pub(super) fn k_back(&self) -> usize {
@@ -191,10 +196,27 @@ impl Geom {
     }
 
     /// Padded `dy` size `[height, width]` and border `[top, left]`: `ih + (kh - 1) dh` rows
-    /// and `iw + (kw - 1) dw` columns when the input gradient is direct.
+    /// and `iw + (kw - 1) dw` columns when the input gradient is direct; otherwise the border
+    /// that every phase's taps read within ([`Geom::phases`]).
     pub(super) fn padded_dy(&self) -> (usize, usize, usize, usize) {
-        let [top, left, bottom, right] = self.border().unwrap_or([0; 4]);
+        let [top, left, bottom, right] = self.border().unwrap_or_else(|| {
+            let (rows, cols) = self.phases();
+            let ((top, bottom), (left, right)) =
+                (phase_border(&rows, self.oh), phase_border(&cols, self.ow));
+            [top, left, bottom, right]
+        });
         (self.oh + top + bottom, self.ow + left + right, top, left)
+    }
+
+    /// The phases of the input gradient when it is not direct (strided layers): along the rows
+    /// and along the columns (see [`axis_phases`]). The input pixels of one row phase and one
+    /// column phase are read by the same taps, so their gradient is a stride-1 convolution of
+    /// `dy` with those taps.
+    pub(super) fn phases(&self) -> (Vec<AxisPhase>, Vec<AxisPhase>) {
+        (
+            axis_phases(self.ih, self.kh, self.sh, self.ph, self.dh),
+            axis_phases(self.iw, self.kw, self.sw, self.pw, self.dw),
+        )
     }
 
     /// Runs over a pixel's window in a buffer of `channels`-wide pixels, `width` pixels a row: one
@@ -229,18 +251,57 @@ impl Geom {
     }
 }
 
-/// The output coordinate whose tap `k` reads input coordinate `i`, if any:
-/// `o * stride - pad + k * dilation == i`.
-pub(super) fn source(
-    i: usize,
-    k: usize,
+/// The taps of one phase of the input gradient along one axis: the input coordinates
+/// `phase + stride * u` (`u < count`) and, for each kernel tap `k` that reads them (in the
+/// flipped kernel's order, `k` descending), the `e` with which output `u + e` reads them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct AxisPhase {
+    pub(super) phase: usize,
+    pub(super) count: usize,
+    /// `(k, e)`, `k` descending.
+    pub(super) taps: Vec<(usize, isize)>,
+}
+
+/// The phases of an axis of `input` coordinates read by a kernel of `kernel` taps at `stride`,
+/// `pad` and `dilation`: input coordinate `i` is read by tap `k` of output `o` when
+/// `o * stride = i + pad - k * dilation` (PyTorch's convolution, whose gradient this inverts).
+pub(super) fn axis_phases(
+    input: usize,
+    kernel: usize,
+    stride: usize,
     pad: usize,
     dilation: usize,
-    stride: usize,
-    out: usize,
-) -> Option<usize> {
-    let t = (i + pad).checked_sub(k * dilation)?;
-    (t % stride == 0 && t / stride < out).then_some(t / stride)
+) -> Vec<AxisPhase> {
+    (0..stride.min(input))
+        .map(|phase| {
+            let taps = (0..kernel)
+                .rev()
+                .filter_map(|k| {
+                    let t = (phase + pad) as isize - (k * dilation) as isize;
+                    let s = stride as isize;
+                    (t.rem_euclid(s) == 0).then_some((k, t.div_euclid(s)))
+                })
+                .collect();
+            AxisPhase {
+                phase,
+                count: (input - phase).div_ceil(stride),
+                taps,
+            }
+        })
+        .collect()
+}
+
+/// The border `(before, after)` of `dy` along an axis of `out` outputs that every phase's taps
+/// read within.
+fn phase_border(phases: &[AxisPhase], out: usize) -> (usize, usize) {
+    let (mut before, mut after) = (0, 0);
+    for p in phases {
+        for &(_, e) in &p.taps {
+            before = before.max(-e);
+            after = after.max(p.count as isize - 1 + e - (out as isize - 1));
+        }
+    }
+    (before as usize, after as usize)
 }
 
 /// Output length of a convolution along one axis, as PyTorch computes it.
@@ -252,4 +313,58 @@ pub(crate) fn conv_out(
     dilation: usize,
 ) -> Option<usize> {
     cnnc_core::geometry::conv_output(input, kernel, stride, pad, dilation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every phase holds exactly the taps that read its coordinates, each with the output that
+    /// reads them (`o * stride = i + pad - k * dilation`, `0 <= o < out`, or the border), and
+    /// the border covers every such output.
+    #[test]
+    fn phases_hold_exactly_the_taps_that_read_each_coordinate() {
+        for input in 1..12 {
+            for kernel in 1..6 {
+                for stride in 1..5 {
+                    for pad in 0..4 {
+                        for dilation in 1..4 {
+                            let span = (kernel - 1) * dilation;
+                            if input + 2 * pad <= span {
+                                continue;
+                            }
+                            let out = (input + 2 * pad - span - 1) / stride + 1;
+                            let phases = axis_phases(input, kernel, stride, pad, dilation);
+                            let (before, after) = phase_border(&phases, out);
+                            let case = (input, kernel, stride, pad, dilation);
+                            let covered: usize = phases.iter().map(|p| p.count).sum();
+                            assert_eq!(covered, input, "{case:?}");
+                            for p in &phases {
+                                for u in 0..p.count {
+                                    let i = p.phase + stride * u;
+                                    // The definition: taps in descending order and the output
+                                    // each reads from, in range or not.
+                                    let want: Vec<(usize, isize)> = (0..kernel)
+                                        .rev()
+                                        .filter_map(|k| {
+                                            let t = (i + pad) as isize - (k * dilation) as isize;
+                                            (t.rem_euclid(stride as isize) == 0)
+                                                .then_some((k, t.div_euclid(stride as isize)))
+                                        })
+                                        .collect();
+                                    let got: Vec<(usize, isize)> =
+                                        p.taps.iter().map(|&(k, e)| (k, u as isize + e)).collect();
+                                    assert_eq!(got, want, "{case:?}, i {i}");
+                                    for (_, o) in got {
+                                        assert!(o >= -(before as isize), "{case:?}");
+                                        assert!(o < (out + after) as isize, "{case:?}");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

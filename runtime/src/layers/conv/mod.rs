@@ -31,15 +31,15 @@ use super::{
 use crate::config::{Conv2dConfig, PaddingMode, Pool2dConfig};
 use crate::error::{Error, Result};
 use crate::init::{fan_in_bound, fill_uniform};
-use crate::kernels::gemm::{MR, NR, RunTable, Seg, panels};
+use crate::kernels::gemm::{MR, NR, RunTable, panels};
 use crate::param::{Entry, EntryRef, Param};
 use crate::scratch;
-use crate::tensor::{MAX_LANES, Mode, check_len};
+use crate::tensor::{Mode, check_len};
 use fused_pool::FusedPool;
 use geometry::Geom;
 use grouped::Grouped;
 use mode_pad::ModePad;
-use plan::{PIXELS_PER_TASK, WgradBlock};
+use plan::WgradBlock;
 
 /// `torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=...)`
 /// on input `[N, in_channels, H, W]` giving `[N, out_channels, H_out, W_out]` (pixel-major inside).
@@ -59,8 +59,6 @@ pub struct Conv2d {
     /// Runs of an input-gradient receptive field in the padded `dy` (direct path; see
     /// [`Geom::back_runs`]).
     back_runs: RunTable,
-    /// One run over a whole gathered row (the strided input gradient).
-    gather_run: RunTable,
     /// The weight as forward panels: `[cout / NR][(ky, kx, ci)][NR]`, zero-padded.
     packed: Vec<f32>,
     /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cout)][NR]`.
@@ -88,8 +86,8 @@ pub struct Conv2d {
     padded: usize,
     /// The padded `dy` (see [`Geom::padded_dy`]).
     dyp: Vec<f32>,
-    /// Per-lane gather rows for the strided input gradient.
-    gathered: Vec<f32>,
+    /// The flipped kernel's panels of each phase of the strided input gradient.
+    phase_panels: Vec<f32>,
     /// Row blocks of the weight gradient, in row order (see [`WgradBlock`]).
     wgrad_blocks: Vec<WgradBlock>,
     /// The weight gradient, `[(ky, kx, ci)][co < cs]`.
@@ -158,11 +156,6 @@ impl Conv2d {
         });
         let (_, wp) = g.padded_in();
         let (_, wd, _, _) = g.padded_dy();
-        let gathered = if !dense || g.direct_back().is_some() {
-            0
-        } else {
-            MAX_LANES * PIXELS_PER_TASK * g.k_back()
-        };
         let mut layer = Conv2d {
             name: name.to_owned(),
             weight_name: format!("{name}.weight"),
@@ -173,10 +166,6 @@ impl Conv2d {
             bias,
             runs: RunTable::new(g.runs(g.cin, wp)),
             back_runs: RunTable::new(g.back_runs(wd)),
-            gather_run: RunTable::new(vec![Seg {
-                offset: 0,
-                len: g.k_back(),
-            }]),
             packed: vec![0.0; usize::from(dense) * panels(g.cout) * g.k() * NR],
             packed_back: vec![0.0; usize::from(dense) * panels(g.cin) * g.k_back() * NR],
             bias_row: vec![0.0; g.cs()],
@@ -189,7 +178,7 @@ impl Conv2d {
             xp: Vec::new(),
             padded: 0,
             dyp: Vec::new(),
-            gathered: vec![0.0; gathered],
+            phase_panels: Vec::new(),
             wgrad_blocks: if dense {
                 WgradBlock::cover(&g)
             } else {

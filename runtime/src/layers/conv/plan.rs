@@ -4,22 +4,29 @@
 use std::ops::Range;
 
 use super::geometry::Geom;
-use crate::kernels::gemm::{MR, NR, RunTable, Runs};
+use crate::kernels::gemm::{MR, NARROW_MR, NARROW_NR, NR, RunTable, Runs};
 
 /// Most output pixels per parallel task in the forward and input-gradient passes (in whole tiles;
 /// the results do not depend on it).
 pub(super) const PIXELS_PER_TASK: usize = 8 * MR;
 
-/// Pixels per parallel task for `pixels` output pixels: [`PIXELS_PER_TASK`], or fewer (whole
-/// tiles) when that would leave fewer than eight tasks per thread, so that small batches (batch 1
-/// has 64 pixels in the seed model's last convolution) still spread evenly over the threads.
-pub(super) fn pixels_per_task(pixels: usize) -> usize {
+/// Pixels per parallel task for `pixels` output pixels in tiles of `tile` pixels (`MR` or
+/// `NARROW_MR`, which divide it): [`PIXELS_PER_TASK`], or fewer (whole tiles) when that would
+/// leave fewer than eight tasks per thread, so that small batches (batch 1 has 64 pixels in the
+/// seed model's last convolution) still spread evenly over the threads.
+pub(super) fn pixels_per_task(pixels: usize, tile: usize) -> usize {
     let tasks = 8 * rayon::current_num_threads();
     pixels
-        .div_ceil(MR)
+        .div_ceil(tile)
         .div_ceil(tasks)
-        .clamp(1, PIXELS_PER_TASK / MR)
-        * MR
+        .clamp(1, PIXELS_PER_TASK / tile)
+        * tile
+}
+
+/// The pixels of one output tile of a layer whose tiles are `columns` wide: `NARROW_MR` when
+/// they fit the narrow kernels' [`NARROW_NR`] columns, else `MR`.
+pub(super) fn tile_pixels(columns: usize) -> usize {
+    if columns <= NARROW_NR { NARROW_MR } else { MR }
 }
 
 /// Bytes of padded input and `dy` the weight gradient streams per group of images: half of a
@@ -38,13 +45,17 @@ pub(super) struct PixelGrid {
 }
 
 impl PixelGrid {
-    /// Offsets of the `MR` pixels `first..first + MR` (in batch order; the last one repeated
+    /// Offsets of the `R` pixels `first..first + R` (in batch order; the last one repeated
     /// past `end`), with two divisions per tile rather than two per pixel, and the lowest and
     /// highest image row among them.
-    pub(super) fn tile_rows(&self, first: usize, end: usize) -> ([usize; MR], (usize, usize)) {
+    pub(super) fn tile_rows<const R: usize>(
+        &self,
+        first: usize,
+        end: usize,
+    ) -> ([usize; R], (usize, usize)) {
         let (mut n, pix) = (first / (self.h * self.w), first % (self.h * self.w));
         let (mut y, mut x) = (pix / self.w, pix % self.w);
-        let mut rows = [0; MR];
+        let mut rows = [0; R];
         let mut span = (y, y);
         for (i, at) in rows.iter_mut().enumerate() {
             *at = n * self.image + y * self.row + x * self.col;
@@ -112,13 +123,14 @@ impl KernelRows {
 }
 
 /// At most `MR` consecutive rows of the weight gradient (reduction steps, `(ky, kx, ci)`), what
-/// one gradient tile covers. A block may span runs: each row has its own offset.
+/// one gradient tile covers; `NARROW_MR` when the layer's `cout` fits a narrow tile. A block may
+/// span runs: each row has its own offset.
 #[derive(Clone, Debug)]
 pub(super) struct WgradBlock {
     /// Offset of each row's step in a padded input image (its run's offset plus the steps before
     /// it in the run); rows past `rows` repeat the last.
-    pub(super) offsets: [usize; MR],
-    /// Rows in the block, `1..=MR`.
+    pub(super) offsets: [usize; NARROW_MR],
+    /// Rows in the block, `1..=MR` (`1..=NARROW_MR` for a narrow layer).
     pub(super) rows: usize,
     /// The output rows and columns whose input pixel, for at least one of the block's taps, is
     /// not padding. The others multiply only padding's zeros, so the weight gradient skips them:
@@ -128,9 +140,11 @@ pub(super) struct WgradBlock {
 }
 
 impl WgradBlock {
-    /// The blocks covering the reduction steps of `g` in order, `MR` at a time (fewer in the
-    /// last): conv1's 75 steps (5 runs of 15) fill 13 tiles instead of 15.
+    /// The blocks covering the reduction steps of `g` in order, a tile's rows at a time (fewer
+    /// in the last; see [`tile_pixels`]): conv1's 75 steps (5 runs of 15) fill 13 tiles instead
+    /// of 15.
     pub(super) fn cover(g: &Geom) -> Vec<Self> {
+        let per_block = tile_pixels(g.cout);
         let (_, wp) = g.padded_in();
         let steps: Vec<usize> = g
             .runs(g.cin, wp)
@@ -138,12 +152,13 @@ impl WgradBlock {
             .flat_map(|run| (0..run.len).map(move |p| run.offset + p))
             .collect();
         steps
-            .chunks(MR)
+            .chunks(per_block)
             .enumerate()
             .map(|(b, rows)| {
                 // Steps are `(ky, kx, ci)` in order, whatever the runs.
                 let tap = |s: usize| (s / (g.kw * g.cin), s / g.cin % g.kw);
-                let ((ky0, kx0), (ky1, kx1)) = (tap(b * MR), tap(b * MR + rows.len() - 1));
+                let first = b * per_block;
+                let ((ky0, kx0), (ky1, kx1)) = (tap(first), tap(first + rows.len() - 1));
                 let (kx_lo, kx_hi) = if ky0 == ky1 {
                     (kx0, kx1)
                 } else {

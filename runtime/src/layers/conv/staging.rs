@@ -1,11 +1,10 @@
 //! Data copied into the layouts the kernels read: the zero-padded input, the staged (widened,
-//! masked, bordered) `dy`, `dy` routed through the fused pool's positions, and the gathered rows
-//! of the strided input gradient.
+//! masked, bordered) `dy`, and `dy` routed through the fused pool's positions.
 
 use rayon::prelude::*;
 
 use super::fused_pool::FusedPool;
-use super::geometry::{Geom, source};
+use super::geometry::Geom;
 use crate::kernels::window::{Wide, Window};
 
 impl Geom {
@@ -110,35 +109,6 @@ impl Geom {
                     window.store(wide, argmax, dy, dst);
                 }
             });
-    }
-
-    /// Writes the input-gradient gather rows `start..start + rows` (input pixels) into `out`: for
-    /// each flipped tap `(kh - 1 - ky, kw - 1 - kx)`, the `cout` channels of the output pixel
-    /// that read this input pixel through tap `(ky, kx)`, or zeros when none did. For strided
-    /// layers, where the input gradient is no plain convolution.
-    pub(super) fn gather_dy(&self, dyp: &[f32], start: usize, rows: usize, out: &mut [f32]) {
-        let g = *self;
-        let cs = g.cs();
-        for (r, dst) in out[..rows * g.k_back()]
-            .chunks_exact_mut(g.k_back())
-            .enumerate()
-        {
-            let row = start + r;
-            let (n, pix) = (row / (g.ih * g.iw), row % (g.ih * g.iw));
-            let (iy, ix) = (pix / g.iw, pix % g.iw);
-            for (fy, dst) in dst.chunks_exact_mut(g.kw * g.cout).enumerate() {
-                let oy = source(iy, g.kh - 1 - fy, g.ph, g.dh, g.sh, g.oh);
-                for (fx, tap) in dst.chunks_exact_mut(g.cout).enumerate() {
-                    match (oy, source(ix, g.kw - 1 - fx, g.pw, g.dw, g.sw, g.ow)) {
-                        (Some(oy), Some(ox)) => {
-                            let at = ((n * g.oh + oy) * g.ow + ox) * cs;
-                            tap.copy_from_slice(&dyp[at..at + g.cout]);
-                        }
-                        _ => tap.fill(0.0),
-                    }
-                }
-            }
-        }
     }
 }
 
