@@ -3,10 +3,10 @@
 
 use rayon::prelude::*;
 
-use super::Conv2d;
 use super::fused_pool::{FusedPool, pool_bands};
 use super::plan::{KernelRows, PixelGrid, pixels_per_task};
-use super::tile::{store, store_relu};
+use super::tile::TileStore;
+use super::{Apply, Conv2d};
 use crate::error::Result;
 use crate::kernels::gemm::{MR, NR, Start, panels, rows_panel};
 use crate::kernels::window::NONE;
@@ -43,15 +43,14 @@ impl Conv2d {
 
     /// The forward pass from `&self`: the padded input, the fused pool's band buffers and
     /// positions (and, after a change through `weight_mut`, the packed weights) in scratch
-    /// memory of the calling thread. With `unfused`, the convolution's own output, without the
-    /// ReLU and pool it applies.
+    /// memory of the calling thread; `apply` says what it applies besides the convolution.
     pub(super) fn infer_batch(
         &self,
         x: &[f32],
         y: &mut [f32],
         batch: usize,
         ny: usize,
-        unfused: bool,
+        apply: Apply<'_>,
     ) -> Result<()> {
         self.check_params()?;
         if batch == 0 {
@@ -76,9 +75,13 @@ impl Conv2d {
         } else {
             (&self.packed[..], &self.bias_row[..])
         };
-        let relu = self.relu && !unfused;
-        let Some(fused) = self.pool.as_ref().filter(|_| !unfused) else {
-            self.convolve_padded(&xp, weights, &mut y[..ny], batch, relu, None);
+        let store = match apply {
+            Apply::Own if self.relu => TileStore::Relu,
+            Apply::Own | Apply::Unfused => TileStore::Plain,
+            Apply::Store(map) => TileStore::Channels(map),
+        };
+        let Some(fused) = self.pool.as_ref().filter(|_| matches!(apply, Apply::Own)) else {
+            self.convolve_stored(&xp, weights, &mut y[..ny], batch, store, None);
             return Ok(());
         };
         // Tagged by the layer's geometry, so each call finds the buffers it grew before.
@@ -90,7 +93,7 @@ impl Conv2d {
             indexed: 0,
             ..*fused
         };
-        self.convolve_padded(&xp, weights, &mut y[..ny], batch, relu, Some(&mut pool));
+        self.convolve_stored(&xp, weights, &mut y[..ny], batch, store, Some(&mut pool));
         (*argmax.vec_mut(), *bands.vec_mut()) = (pool.argmax, pool.bands);
         Ok(())
     }
@@ -100,10 +103,28 @@ impl Conv2d {
     fn convolve_padded(
         &self,
         xp: &[f32],
-        (packed, bias_row): (&[f32], &[f32]),
+        packed: (&[f32], &[f32]),
         y: &mut [f32],
         batch: usize,
         relu: bool,
+        pool: Option<&mut FusedPool>,
+    ) {
+        let store = if relu {
+            TileStore::Relu
+        } else {
+            TileStore::Plain
+        };
+        self.convolve_stored(xp, packed, y, batch, store, pool);
+    }
+
+    /// [`Conv2d::convolve_padded`], storing each tile as `store` says.
+    fn convolve_stored(
+        &self,
+        xp: &[f32],
+        (packed, bias_row): (&[f32], &[f32]),
+        y: &mut [f32],
+        batch: usize,
+        store: TileStore<'_>,
         pool: Option<&mut FusedPool>,
     ) {
         let g = self.g;
@@ -141,11 +162,7 @@ impl Conv2d {
                     rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
                     let out = &mut out[(t - first) * n + j * NR..];
                     let (rows, cols) = (MR.min(end - t), NR.min(n - j * NR));
-                    if relu {
-                        store_relu(&tile, out, rows, cols, n);
-                    } else {
-                        store(&tile, out, rows, cols, n);
-                    }
+                    store.store(&tile, out, [rows, cols, n], t, j);
                 }
             }
         };
