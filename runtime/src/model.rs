@@ -310,20 +310,16 @@ fn run(
     };
     let step_at = |s: usize| step_at(model, s);
     // The buffers the steps read or write (the ones inference steps replace stay empty).
-    let mut used = vec![false; model.buffer_count()];
-    used[0] = true;
+    let mut lens = vec![0; model.buffer_count()];
+    let first = [0];
     for s in 0..count {
         let step = step_at(s);
         let read = step.inputs.iter().chain(&step.epilogue.residual);
-        for &b in read.chain([&step.output]) {
-            if let Some(u) = used.get_mut(b) {
-                *u = true;
+        for &b in read.chain([&step.output]).chain(&first) {
+            if b < lens.len() {
+                lens[b] = len(model.buffer(b))?;
             }
         }
-    }
-    let mut lens = Vec::with_capacity(model.buffer_count());
-    for (b, &used) in used.iter().enumerate() {
-        lens.push(if used { len(model.buffer(b))? } else { 0 });
     }
     on_pool(|| {
         let mut acts: Vec<Scratch<f32>> = lens
@@ -445,17 +441,19 @@ pub fn infer_step<'m, B: std::ops::Deref<Target = [f32]>>(
     if epilogue.is_none() {
         return layer.infer(x, y, batch);
     }
-    let mut factors = scratch::take(0, scratch::ANY, 0.0);
-    let affine = match epilogue.norm {
-        Some(norm) => {
-            let bn = layer_at(norm)?.as_batch_norm().ok_or_else(|| {
-                Error::State(format!(
-                    "cnnc bug: the plan folds layer {norm} into `{}` as a batch norm",
-                    layer.name()
-                ))
-            })?;
-            let c = bn.config().num_features;
-            factors.vec_mut().resize(2 * c, 0.0);
+    let norm = match epilogue.norm {
+        Some(norm) => Some(layer_at(norm)?.as_batch_norm().ok_or_else(|| {
+            Error::State(format!(
+                "cnnc bug: the plan folds layer {norm} into `{}` as a batch norm",
+                layer.name()
+            ))
+        })?),
+        None => None,
+    };
+    let c = norm.map_or(0, |bn| bn.config().num_features);
+    let mut factors = scratch::take(2 * c, scratch::ANY, 0.0);
+    let affine = match norm {
+        Some(bn) => {
             let (scale, shift) = factors[..2 * c].split_at_mut(c);
             bn.eval_affine(scale, shift)?;
             Some(factors[..2 * c].split_at(c))
