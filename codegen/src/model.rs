@@ -893,6 +893,20 @@ impl Gen<'_> {
         let steps = step_refs(self.exec.steps());
         let eval_steps = step_refs(self.exec.eval_steps());
         let n_eval_steps = lit(self.exec.eval_steps().len());
+        // Inference steps of their own only where they differ (the trait's default reads the
+        // steps).
+        let eval_fns = (self.exec.eval_steps() != self.exec.steps()).then(|| {
+            quote! {
+                fn eval_step_count(&self) -> usize {
+                    #n_eval_steps
+                }
+
+                fn eval_step(&self, index: usize) -> #step_ref<'_> {
+                    const STEPS: [#step_ref<'static>; #n_eval_steps] = [#(#eval_steps),*];
+                    STEPS[index]
+                }
+            }
+        });
         let buffers = self.exec.buffers().iter().map(|&b| self.shape_value(b));
         let (n_layers, n_steps, n_buffers) = (
             lit(self.layers.len()),
@@ -936,14 +950,7 @@ impl Gen<'_> {
                     STEPS[index]
                 }
 
-                fn eval_step_count(&self) -> usize {
-                    #n_eval_steps
-                }
-
-                fn eval_step(&self, index: usize) -> #step_ref<'_> {
-                    const STEPS: [#step_ref<'static>; #n_eval_steps] = [#(#eval_steps),*];
-                    STEPS[index]
-                }
+                #eval_fns
 
                 fn buffer(&self, index: usize) -> #shape {
                     const BUFFERS: [#shape; #n_buffers] = [#(#buffers),*];
@@ -1146,6 +1153,8 @@ mod tests {
         );
         assert!(code.contains("Workspace<8>,"), "{code}");
         assert!(!code.contains("merge_backward") && !code.contains("let x1"));
+        // Nothing folds in inference: the trait's default reads the steps.
+        assert!(!code.contains("fn eval_step"), "{code}");
     }
 
     #[test]
@@ -1163,8 +1172,8 @@ mod tests {
         ] {
             assert!(code.contains(line), "`{line}` missing from:\n{code}");
         }
-        // One table entry per step and per inference step, a merge listing every input it
-        // reads.
+        // One table entry per step and per inference step (this plan's differ), a merge
+        // listing every input it reads.
         let plan = ExecPlan::new(&model);
         assert_eq!(
             code.matches("::cnnc::__private::StepRef {").count(),

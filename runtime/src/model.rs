@@ -158,10 +158,15 @@ pub trait Planned: Sync {
     fn step_count(&self) -> usize;
     /// Step `index`, in forward order.
     fn step(&self, index: usize) -> StepRef<'_>;
-    /// Number of inference steps ([`cnnc_core::Plan::eval_steps`]).
-    fn eval_step_count(&self) -> usize;
-    /// Inference step `index`, in forward order.
-    fn eval_step(&self, index: usize) -> StepRef<'_>;
+    /// Number of inference steps ([`cnnc_core::Plan::eval_steps`]); the default, for a plan
+    /// whose inference steps are its steps, [`Planned::step_count`].
+    fn eval_step_count(&self) -> usize {
+        self.step_count()
+    }
+    /// Inference step `index`, in forward order; the default [`Planned::step`].
+    fn eval_step(&self, index: usize) -> StepRef<'_> {
+        self.step(index)
+    }
     /// Per-sample shape of each activation buffer (0 is the input).
     fn buffer(&self, index: usize) -> Shape;
     /// Number of activation buffers.

@@ -651,63 +651,6 @@ impl ::cnnc::__private::Planned for CustomCNN {
         ];
         STEPS[index]
     }
-    fn eval_step_count(&self) -> usize {
-        7
-    }
-    fn eval_step(&self, index: usize) -> ::cnnc::__private::StepRef<'_> {
-        const STEPS: [::cnnc::__private::StepRef<'static>; 7] = [
-            ::cnnc::__private::StepRef {
-                layer: 0,
-                last: 2,
-                inputs: &[0],
-                output: 1,
-                epilogue: ::cnnc::runtime::model::Epilogue::NONE,
-            },
-            ::cnnc::__private::StepRef {
-                layer: 3,
-                last: 5,
-                inputs: &[1],
-                output: 2,
-                epilogue: ::cnnc::runtime::model::Epilogue::NONE,
-            },
-            ::cnnc::__private::StepRef {
-                layer: 6,
-                last: 8,
-                inputs: &[2],
-                output: 3,
-                epilogue: ::cnnc::runtime::model::Epilogue::NONE,
-            },
-            ::cnnc::__private::StepRef {
-                layer: 9,
-                last: 9,
-                inputs: &[3],
-                output: 4,
-                epilogue: ::cnnc::runtime::model::Epilogue::NONE,
-            },
-            ::cnnc::__private::StepRef {
-                layer: 10,
-                last: 10,
-                inputs: &[4],
-                output: 5,
-                epilogue: ::cnnc::runtime::model::Epilogue::NONE,
-            },
-            ::cnnc::__private::StepRef {
-                layer: 11,
-                last: 11,
-                inputs: &[5],
-                output: 6,
-                epilogue: ::cnnc::runtime::model::Epilogue::NONE,
-            },
-            ::cnnc::__private::StepRef {
-                layer: 12,
-                last: 12,
-                inputs: &[6],
-                output: 7,
-                epilogue: ::cnnc::runtime::model::Epilogue::NONE,
-            },
-        ];
-        STEPS[index]
-    }
     fn buffer(&self, index: usize) -> ::cnnc::runtime::Shape {
         const BUFFERS: [::cnnc::runtime::Shape; 8] = [
             ::cnnc::runtime::Shape::Chw([3, 32, 32]),
