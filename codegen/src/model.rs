@@ -5,7 +5,7 @@
 //! the dynamic executor interprets.
 
 use cnnc_core::{
-    CheckedLayer, Clamp, Fusion, Grad, LayerConfig, Model, Plan as ExecPlan, Shape, Source,
+    CheckedLayer, Clamp, Fusion, Grad, LayerConfig, Model, Plan as ExecPlan, Shape, Slice, Source,
 };
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
@@ -878,7 +878,20 @@ impl Gen<'_> {
                             Clamp::Relu => quote!(Relu),
                             Clamp::Relu6 => quote!(Relu6),
                         };
-                        quote!(#epilogue_ty { norm: #norm, residual: #residual, clamp: #clamp_ty::#clamp })
+                        let slice = match e.slice {
+                            Some(Slice { offset, channels }) => {
+                                let (offset, channels) = (lit(offset), lit(channels));
+                                let slice_ty = self.rt(quote!(model::Slice));
+                                quote!(::core::option::Option::Some(#slice_ty { offset: #offset, channels: #channels }))
+                            }
+                            None => quote!(::core::option::Option::None),
+                        };
+                        quote!(#epilogue_ty {
+                            norm: #norm,
+                            residual: #residual,
+                            clamp: #clamp_ty::#clamp,
+                            slice: #slice,
+                        })
                     };
                     quote!(#step_ref {
                         layer: #layer,

@@ -14,7 +14,8 @@
 //! output, then the residual add that reads the batch norm (the add's other input read from its
 //! buffer) and the ReLU or ReLU6 after them ([`Epilogue`]). Training keeps the convolution's own
 //! output, which the batch norm's batch statistics and every backward read, so its steps stay
-//! as they are.
+//! as they are. A concatenation whose inputs dense convolutions make for it alone needs no
+//! inference step: they store into their channels of its buffer ([`Slice`]).
 //!
 //! Buffers follow liveness. Backward reads every step's inputs and output again, so each step's
 //! output keeps an activation buffer of its own until then. A gradient buffer holds the
@@ -66,6 +67,19 @@ pub struct Epilogue {
     pub residual: Option<usize>,
     /// The ReLU or ReLU6 applied last.
     pub clamp: Clamp,
+    /// The channels of a concatenation the step writes in place of a buffer of its own.
+    pub slice: Option<Slice>,
+}
+
+/// Where an inference step stores into a concatenation's buffer: its output is the channels
+/// `offset..offset + its own` of each pixel of `channels` (the concatenation then needs no
+/// step: its inputs' producers write its buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// The first channel written.
+    pub offset: usize,
+    /// Channels per pixel of the buffer.
+    pub channels: usize,
 }
 
 impl Epilogue {
@@ -74,6 +88,7 @@ impl Epilogue {
         norm: None,
         residual: None,
         clamp: Clamp::None,
+        slice: None,
     };
 
     /// Whether the store applies nothing.
@@ -337,7 +352,67 @@ fn plan_eval(model: &Model, steps: &[Step], step_of: &[usize]) -> Vec<Step> {
             }
         }
     }
+    concat_in_place(model, &mut eval);
     eval
+}
+
+/// Removes every concatenation whose inputs dense convolutions produce for it alone: each of
+/// those steps stores into its channels of the concatenation's buffer instead ([`Slice`]),
+/// applying the ReLU it fuses through its epilogue. A convolution that pools, or adds a
+/// residual (laid out with its own channels), keeps its buffer, and so does the concatenation.
+fn concat_in_place(model: &Model, eval: &mut Vec<Step>) {
+    let layers = model.layers();
+    let consumers = model.consumers();
+    let mut k = 0;
+    while k < eval.len() {
+        let concat = &eval[k];
+        let width = |shape: Shape| match shape {
+            Shape::Chw([c, _, _]) => Some(c),
+            Shape::Flat(_) => None,
+        };
+        let total = width(layers[concat.layer].output_shape());
+        let producers: Option<Vec<usize>> = match (layers[concat.layer].config(), total) {
+            (LayerConfig::Concat(_), Some(_)) => layers[concat.layer]
+                .inputs()
+                .iter()
+                .map(|source| {
+                    let Source::Layer(j) = *source else {
+                        return None;
+                    };
+                    let p = eval[..k].iter().position(|s| s.last == j)?;
+                    let step = &eval[p];
+                    let dense = matches!(layers[step.layer].config(), LayerConfig::Conv2d(c) if c.groups == 1);
+                    let alone = consumers[j] == [concat.layer];
+                    let plain = step.fusion != Fusion::ReluMaxPool
+                        && step.epilogue.residual.is_none()
+                        && step.epilogue.slice.is_none();
+                    (dense && alone && plain).then_some(p)
+                })
+                .collect(),
+            _ => None,
+        };
+        // Each input from a step of its own (not one tensor twice).
+        let distinct = |p: &Vec<usize>| p.iter().enumerate().all(|(i, a)| !p[..i].contains(a));
+        let (Some(producers), Some(total)) = (producers.filter(distinct), total) else {
+            k += 1;
+            continue;
+        };
+        let output = concat.output;
+        let mut offset = 0;
+        for p in producers {
+            let step = &mut eval[p];
+            if step.fusion == Fusion::Relu {
+                step.epilogue.clamp = Clamp::Relu;
+            }
+            step.epilogue.slice = Some(Slice {
+                offset,
+                channels: total,
+            });
+            step.output = output;
+            offset += width(layers[step.last].output_shape()).unwrap_or(0);
+        }
+        eval.remove(k);
+    }
 }
 
 /// The epilogue convolution `conv` applies in inference (a dense one, a residual add too), the
@@ -805,7 +880,8 @@ mod tests {
             Epilogue {
                 norm: Some(1),
                 residual: None,
-                clamp: Clamp::Relu
+                clamp: Clamp::Relu,
+                slice: None
             }
         );
         assert_eq!(
@@ -813,7 +889,8 @@ mod tests {
             Epilogue {
                 norm: Some(4),
                 residual: Some(0),
-                clamp: Clamp::Relu
+                clamp: Clamp::Relu,
+                slice: None
             }
         );
         // Each writes the buffer of the last training step it replaces, and reads what the
@@ -869,7 +946,8 @@ mod tests {
             Epilogue {
                 norm: Some(3),
                 residual: Some(eval[0].output),
-                clamp: Clamp::Relu
+                clamp: Clamp::Relu,
+                slice: None
             }
         );
     }
@@ -970,5 +1048,82 @@ mod tests {
             linear(32),
         ]);
         assert_eq!(plan.eval_steps(), plan.steps());
+    }
+
+    fn concat() -> LayerConfig {
+        LayerConfig::Concat(crate::config::ConcatConfig { dim: 1 })
+    }
+
+    #[test]
+    fn convolutions_made_for_a_concatenation_store_into_its_channels() {
+        // A fire module: squeeze, then two expand convolutions (one with BN) concatenated.
+        let plan = graph(
+            [2, 8, 8],
+            vec![
+                (conv(2), vec![]),                                    // 0 squeeze
+                (LayerConfig::Relu, vec![]),                          // 1
+                (conv(2), vec![Source::Layer(1)]),                    // 2 expand a
+                (LayerConfig::Relu, vec![]),                          // 3
+                (conv(2), vec![Source::Layer(1)]),                    // 4 expand b
+                (bn(2), vec![]),                                      // 5
+                (concat(), vec![Source::Layer(3), Source::Layer(5)]), // 6
+                (LayerConfig::FLATTEN, vec![]),                       // 7
+                (linear(256), vec![]),                                // 8
+            ],
+        );
+        let eval = plan.eval_steps();
+        let spans: Vec<(usize, usize)> = eval.iter().map(|s| (s.layer, s.last)).collect();
+        assert_eq!(spans, [(0, 1), (2, 3), (4, 5), (7, 7), (8, 8)]);
+        let cat = plan.step_of(6).output;
+        assert_eq!((eval[1].output, eval[2].output), (cat, cat));
+        assert_eq!(
+            eval[1].epilogue,
+            Epilogue {
+                clamp: Clamp::Relu,
+                slice: Some(Slice {
+                    offset: 0,
+                    channels: 4
+                }),
+                ..Epilogue::NONE
+            }
+        );
+        assert_eq!(eval[2].epilogue.norm, Some(5));
+        assert_eq!(
+            eval[2].epilogue.slice,
+            Some(Slice {
+                offset: 2,
+                channels: 4
+            })
+        );
+        assert_eq!(eval[3].inputs, [cat]);
+        // Training keeps the concatenation's step.
+        assert_eq!(plan.step_of(6).layer, 6);
+    }
+
+    #[test]
+    fn a_concatenation_of_anything_else_keeps_its_step() {
+        let plan = graph(
+            [2, 8, 8],
+            vec![
+                (conv(2), vec![]),                                            // 0, also read by 4
+                (conv(2), vec![Source::Input]),                               // 1
+                (concat(), vec![Source::Layer(0), Source::Layer(1)]),         // 2
+                (conv(4), vec![]),                                            // 3
+                (LayerConfig::Add, vec![Source::Layer(0), Source::Layer(0)]), // 4
+                (conv(2), vec![Source::Layer(4)]),                            // 5
+                (concat(), vec![Source::Layer(5), Source::Layer(5)]),         // 6: one tensor twice
+                (conv(4), vec![]),                                            // 7
+                (concat(), vec![Source::Layer(7), Source::Input]),            // 8: the input
+                (dw(4), vec![]),                                              // 9
+                (conv(4), vec![]),                                            // 10
+                (concat(), vec![Source::Layer(9), Source::Layer(10)]),        // 11: a depthwise
+                (LayerConfig::FLATTEN, vec![]),                               // 12
+            ],
+        );
+        let eval = plan.eval_steps();
+        for c in [2, 6, 8, 11] {
+            assert!(eval.iter().any(|s| s.layer == c), "concat {c} kept");
+        }
+        assert!(eval.iter().all(|s| s.epilogue.slice.is_none()));
     }
 }

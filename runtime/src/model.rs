@@ -8,7 +8,7 @@ use std::path::Path;
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayView4};
 
 use cnnc_core::Shape;
-pub use cnnc_core::{Clamp, Epilogue};
+pub use cnnc_core::{Clamp, Epilogue, Slice};
 
 use crate::error::{Error, Result};
 use crate::layers::{ChannelStore, Layer};
@@ -476,6 +476,7 @@ pub fn infer_step<'m, B: std::ops::Deref<Target = [f32]>>(
         residual,
         lo,
         hi,
+        slice: epilogue.slice.map(|s| (s.offset, s.channels)),
     };
     layer.infer_store(x, y, batch, &store)
 }

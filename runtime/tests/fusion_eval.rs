@@ -1,5 +1,6 @@
 //! Inference folds an eval-mode batch norm, a residual add and a ReLU/ReLU6 into the store of
-//! the convolution before them (the plan's inference steps): the logits, the named activations
+//! the convolution before them, and has the convolutions a concatenation reads store into its
+//! channels (the plan's inference steps): the logits, the named activations
 //! and a backward after an eval forward are bit for bit those of the same network with an
 //! identity after every convolution (which keeps every layer a step of its own), on one thread
 //! and on several, through `predict` and through `forward` in eval mode; and inference from
@@ -298,4 +299,94 @@ fn training_is_untouched_by_the_inference_steps() {
         losses.push((loss.to_bits(), grads(&mut net)));
     }
     assert_eq!(losses[0], losses[1]);
+}
+
+/// Two fire modules (SqueezeNet's: a squeeze convolution feeding a 1x1 and a 3x3 expand
+/// convolution, concatenated), the second with batch norms, then a head reading the
+/// concatenation.
+fn fire(gap: bool) -> NetworkDef {
+    let mut b = Builder {
+        layers: Vec::new(),
+        index: BTreeMap::new(),
+        gap,
+    };
+    b.conv("f1.squeeze", [3, 6], 1, 1, 1, true, &[]);
+    b.push("f1.squeeze_relu", LayerConfig::Relu, &[]);
+    b.conv("f1.e1", [6, 5], 1, 1, 1, true, &["f1.squeeze_relu"]);
+    b.push("f1.e1_relu", LayerConfig::Relu, &[]);
+    b.conv("f1.e3", [6, 19], 3, 1, 1, true, &["f1.squeeze_relu"]);
+    b.push("f1.e3_relu", LayerConfig::Relu, &[]);
+    let cat = LayerConfig::Concat(cnnc_runtime::config::ConcatConfig { dim: 1 });
+    b.push("f1.cat", cat.clone(), &["f1.e1_relu", "f1.e3_relu"]);
+    b.conv("f2.squeeze", [24, 8], 1, 1, 1, false, &[]);
+    b.bn("f2.squeeze_bn", 8);
+    b.push("f2.squeeze_relu", LayerConfig::Relu, &[]);
+    b.conv("f2.e1", [8, 17], 1, 1, 1, false, &["f2.squeeze_relu"]);
+    b.bn("f2.e1_bn", 17);
+    b.conv("f2.e3", [8, 16], 3, 2, 1, false, &["f2.squeeze_relu"]);
+    b.push("f2.e3_relu", LayerConfig::Relu, &[]);
+    b.conv("f2.e1s", [17, 17], 1, 2, 1, false, &["f2.e1_bn"]);
+    b.push("f2.cat", cat, &["f2.e3_relu", "f2.e1s"]);
+    b.push(
+        "pool",
+        LayerConfig::AdaptiveAvgPool2d {
+            output_size: [1, 1],
+        },
+        &[],
+    );
+    b.push("flatten", LayerConfig::FLATTEN, &[]);
+    b.push(
+        "fc",
+        LayerConfig::Linear(LinearConfig {
+            in_features: 33,
+            out_features: 7,
+            bias: true,
+        }),
+        &[],
+    );
+    NetworkDef {
+        input: [3, 12, 12],
+        layers: b.layers,
+    }
+}
+
+#[test]
+fn convolutions_store_into_the_concatenation_bit_for_bit() {
+    let built = |gap| {
+        let mut net = Network::new(&fire(gap), 4).unwrap();
+        let mut rng = Rand(12);
+        net.visit(&mut |entry| {
+            if let Entry::Buffer { name, value } = entry {
+                let var = name.ends_with("running_var");
+                value.mapv_inplace(|_| {
+                    if var {
+                        0.5 + rng.unit()
+                    } else {
+                        rng.unit() - 0.5
+                    }
+                });
+            }
+        });
+        net
+    };
+    let x = input(3);
+    let mut kept = built(true);
+    let reference = kept.forward(x.view(), Mode::Eval).unwrap();
+    // Both concatenations are written in place: their two steps go.
+    let folded = built(false);
+    assert_eq!(folded.step_count() - folded.eval_step_count(), 4);
+    for threads in [1, 3] {
+        on_threads(threads, || {
+            let mut folded = built(false);
+            assert_eq!(bits(&folded.predict(x.view()).unwrap()), bits(&reference));
+            let eval = folded.forward(x.view(), Mode::Eval).unwrap();
+            assert_eq!(bits(&eval), bits(&reference), "{threads} threads");
+        });
+    }
+    let dlogits = Array2::from_shape_fn((3, 7), |(n, c)| (n as f32 - 1.0) * 0.2 + c as f32 * 0.03);
+    let mut folded = built(false);
+    folded.forward(x.view(), Mode::Eval).unwrap();
+    folded.backward(dlogits.view()).unwrap();
+    kept.backward(dlogits.view()).unwrap();
+    assert_eq!(grads(&mut folded), grads(&mut kept));
 }

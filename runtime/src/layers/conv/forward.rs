@@ -147,7 +147,9 @@ impl Conv2d {
             dilation: g.dh,
             kh: g.kh,
         };
-        // Output pixels `first..end` (in batch order) into `out`, `n` values a pixel.
+        // Output pixels `first..end` (in batch order) into `out`, `stride` values a pixel (`n`
+        // of them this layer's, from `offset` on).
+        let (stride, offset) = store.layout(n);
         let convolve = |first: usize, end: usize, out: &mut [f32]| {
             for t in (first..end).step_by(MR) {
                 let (rows_at, span) = pixels.tile_rows(t, end);
@@ -160,19 +162,19 @@ impl Conv2d {
                     let panel = &packed[j * k * NR..];
                     let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
                     rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
-                    let out = &mut out[(t - first) * n + j * NR..];
+                    let out = &mut out[(t - first) * stride + offset + j * NR..];
                     let (rows, cols) = (MR.min(end - t), NR.min(n - j * NR));
-                    store.store(&tile, out, [rows, cols, n], t, j);
+                    store.store(&tile, out, [rows, cols, stride], t, j);
                 }
             }
         };
         let Some(pool) = pool else {
             let per_task = pixels_per_task(batch * g.oh * g.ow);
-            y.par_chunks_mut(per_task * n)
+            y.par_chunks_mut(per_task * stride)
                 .enumerate()
                 .for_each(|(task, y_task)| {
                     let first = task * per_task;
-                    convolve(first, first + y_task.len() / n, y_task);
+                    convolve(first, first + y_task.len() / stride, y_task);
                 });
             return;
         };

@@ -308,8 +308,9 @@ impl Layer for Conv2d {
         self.infer_with(x, y, batch, ny, Apply::Unfused)
     }
 
-    /// Refuses (a bug in cnnc's plan) when the layer fuses a ReLU or pool of its own, when a
-    /// grouped convolution is given a residual, or when the factors or the residual are short.
+    /// Refuses (a bug in cnnc's plan) when the layer fuses a pool (or a ReLU the store does not
+    /// clamp at 0), when a grouped convolution is given a residual or a concatenation's
+    /// channels, or when the factors, the residual or the concatenation's channels are short.
     fn infer_store(
         &self,
         x: &[f32],
@@ -319,12 +320,18 @@ impl Layer for Conv2d {
     ) -> Result<()> {
         let name = &self.name;
         check_len(name, "forward input", self.input_shape(), batch, x.len())?;
-        let ny = check_len(name, "forward output", self.unfused_shape(), batch, y.len())?;
-        let cout = self.g.cout;
-        let refused = if self.relu || self.pool.is_some() {
-            Some("applies a ReLU of its own")
-        } else if self.grouped.is_some() && store.residual.is_some() {
-            Some("is grouped and cannot add a residual")
+        let (cout, oh, ow) = (self.g.cout, self.g.oh, self.g.ow);
+        let (channels, offset) = store.slice.map_or((cout, 0), |(o, c)| (c, o));
+        let shape = Shape::Chw([channels, oh, ow]);
+        let ny = check_len(name, "forward output", shape, batch, y.len())?;
+        let refused = if self.pool.is_some() || (self.relu && store.lo != 0.0) {
+            Some("applies a ReLU or pool of its own")
+        } else if self.grouped.is_some() && (store.residual.is_some() || store.slice.is_some()) {
+            Some("is grouped and cannot add a residual or store into a concatenation")
+        } else if store.residual.is_some() && store.slice.is_some() {
+            Some("cannot add a residual as it stores into a concatenation")
+        } else if offset + cout > channels {
+            Some("fits the channels of the concatenation")
         } else if store
             .affine
             .is_some_and(|(a, b)| a.len() != cout || b.len() != cout)

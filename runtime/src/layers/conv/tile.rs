@@ -20,6 +20,9 @@ pub struct ChannelStore<'a> {
     pub lo: f32,
     /// Upper bound.
     pub hi: f32,
+    /// `(offset, channels)`: the output is channels `offset..offset + out_channels` of a
+    /// buffer of `channels` per pixel (a concatenation's), not a buffer of its own.
+    pub slice: Option<(usize, usize)>,
 }
 
 impl ChannelStore<'_> {
@@ -43,6 +46,18 @@ pub(super) enum TileStore<'a> {
 }
 
 impl TileStore<'_> {
+    /// Values per output pixel in the buffer stored to, and the first channel written, for a
+    /// convolution of `cout` channels.
+    pub(super) fn layout(self, cout: usize) -> (usize, usize) {
+        match self {
+            TileStore::Channels(ChannelStore {
+                slice: Some((offset, channels)),
+                ..
+            }) => (*channels, *offset),
+            _ => (cout, 0),
+        }
+    }
+
     /// Stores the first `rows` rows and `cols` columns of `tile`, the columns of panel `panel`
     /// of output pixel `pixel`, at `out[r * stride + c]`.
     #[inline(always)]
