@@ -868,6 +868,7 @@ impl ::cnnc::__private::Planned for GraphMix {
                     norm: ::core::option::Option::Some(1),
                     residual: ::core::option::Option::None,
                     clamp: ::cnnc::runtime::model::Clamp::Relu,
+                    slice: ::core::option::Option::None,
                 },
             },
             ::cnnc::__private::StepRef {
@@ -879,6 +880,7 @@ impl ::cnnc::__private::Planned for GraphMix {
                     norm: ::core::option::Option::None,
                     residual: ::core::option::Option::Some(2),
                     clamp: ::cnnc::runtime::model::Clamp::None,
+                    slice: ::core::option::Option::None,
                 },
             },
             ::cnnc::__private::StepRef {
