@@ -9,14 +9,21 @@ pytorch:  every spec in models/ through `cnnc export --to pytorch`: model.py bui
           safetensors file loaded with strict=True, and its logits against `cnnc run`'s.
 import:   models exported by torch.onnx.export (eval mode): the seed model, torchvision's
           ResNet-18 and MobileNetV2 (random weights), and tools/make_onnx_fixtures.py's Patterns
-          (padding modes, group norm, both GELUs), by the legacy exporter (batch norm kept and
+          (padding modes, group norm, both GELUs) and Resizes (bilinear and nearest upsampling by
+          factors and to sizes, both align_corners), by the legacy exporter (batch norm kept and
           folded) and the dynamo one (opsets 18 and 20), through `cnnc import`, then `cnnc run`
           of the imported spec and weights against PyTorch's logits.
 resize:   torch's own export of a bilinear upsample to one row (where ONNX's half_pixel and
           pytorch_half_pixel differ) run by ONNX Runtime against torch, beside cnnc's export.
-torchrun: `cnnc export --to pytorch` of the seed model, `torchrun --nproc_per_node=2` (gloo) for
-          one epoch on the Fashion-MNIST sample shipped in data/, then `cnnc eval` of the result:
-          the accuracies must agree.
+placement: train.py's device placement on simulated machines (no GPU is needed): the backend,
+          device, DistributedDataParallel arguments and pinned memory `placement` picks for
+          torchrun on GPUs (NCCL, LOCAL_RANK's GPU), --device cpu, no CUDA, and one process
+          without torchrun; the refusals (more processes than GPUs, --device cuda without CUDA);
+          and main() with CUDA faked: set_device before init_process_group("nccl"), the process
+          group destroyed after training, also when training fails.
+torchrun: `cnnc export --to pytorch` of the seed model, `torchrun --nproc_per_node=2` (gloo,
+          --device cpu) for one epoch on the Fashion-MNIST sample shipped in data/, then `cnnc
+          eval` of the result: the accuracies must agree; then --resume for a second epoch.
 
 Needs torch, torchvision, onnx and onnxruntime (pip install into tools/.venv). Exits 1 on any
 failure and prints one line per check.
@@ -190,7 +197,7 @@ def check_import(binary, tmp):
 
     sys.path.insert(0, str(ROOT / "tools"))
     from custom_cnn import CustomCNN
-    from make_onnx_fixtures import Patterns
+    from make_onnx_fixtures import Patterns, Resizes
 
     torch.manual_seed(0)
     models = [
@@ -198,6 +205,7 @@ def check_import(binary, tmp):
         ("resnet18", torchvision.models.resnet18(), (3, 64, 64)),
         ("mobilenet_v2", torchvision.models.mobilenet_v2(), (3, 64, 64)),
         ("patterns", Patterns(), (3, 6, 5)),
+        ("resizes", Resizes(), (3, 6, 5)),
     ]
     exports = [
         ("legacy, batch norm kept", dict(dynamo=False, opset_version=17, do_constant_folding=False), True),
@@ -289,6 +297,86 @@ def check_resize(binary, tmp):
             report(name, False, str(err).splitlines()[0][:300])
 
 
+def check_placement(binary, tmp):
+    """train.py's NCCL path without a GPU: `placement` on simulated machines, and `main` with
+    CUDA faked (torch.cuda and torch.distributed replaced by recorders, training by a stub)."""
+    import importlib.util
+    from unittest import mock
+
+    import torch
+
+    name = "train.py placement"
+    try:
+        folder = tmp / "placement"
+        cnnc(binary, "export", ROOT / "models" / "custom_cnn.yaml", "--to", "pytorch", "-o", folder)
+        loader = importlib.util.spec_from_file_location("cnnc_train", folder / "train.py")
+        train = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(train)
+        cpu, gpu1 = torch.device("cpu"), torch.device("cuda", 1)
+        torchrun = {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4"}
+        cases = [
+            ("torchrun, 2 GPUs", (None, torchrun, True, 2), ("nccl", gpu1, {"device_ids": [1], "output_device": 1}, True)),
+            ("torchrun, --device cpu", ("cpu", torchrun, True, 2), ("gloo", cpu, {}, False)),
+            ("torchrun, no CUDA", (None, torchrun, False, 0), ("gloo", cpu, {}, False)),
+            ("one process, 1 GPU", (None, {}, True, 1), (None, torch.device("cuda", 0), {"device_ids": [0], "output_device": 0}, True)),
+        ]
+        details = []
+        for label, given, want in cases:
+            got = train.placement(*given)
+            if got != want:
+                raise RuntimeError(f"{label}: {got}, expected {want}")
+        for label, given, words in [
+            ("LOCAL_RANK past the GPUs", (None, {"RANK": "2", "LOCAL_RANK": "2"}, True, 2), "LOCAL_RANK 2"),
+            ("--device cuda without CUDA", ("cuda", {}, False, 0), "--device cpu"),
+        ]:
+            try:
+                train.placement(*given)
+                raise RuntimeError(f"{label}: accepted")
+            except SystemExit as exit_:
+                if words not in str(exit_.code):
+                    raise RuntimeError(f"{label}: {exit_.code}") from None
+        details.append(f"{len(cases)} placements and 2 refusals as expected")
+        calls = []
+        fake = {
+            "torch.cuda.is_available": lambda: True,
+            "torch.cuda.device_count": lambda: 2,
+            "torch.cuda.set_device": lambda d: calls.append(("set_device", str(d))),
+        }
+        patches = [mock.patch(target, side) for target, side in fake.items()]
+        patches += [
+            mock.patch.object(train.dist, "init_process_group", lambda backend: calls.append(("init", backend))),
+            mock.patch.object(train.dist, "destroy_process_group", lambda: calls.append(("destroy",))),
+            mock.patch.dict(os.environ, torchrun),
+            mock.patch.object(sys, "argv", ["train.py", "--data", str(tmp)]),
+        ]
+        for failing in (False, True):
+            calls.clear()
+
+            def run(args, device, ddp, pin, distributed, failing=failing):
+                calls.append(("run", str(device), ddp["device_ids"], pin, distributed))
+                if failing:
+                    raise KeyboardInterrupt
+
+            with mock.patch.object(train, "run", run):
+                for p in patches:
+                    p.start()
+                try:
+                    train.main()
+                except KeyboardInterrupt:
+                    pass
+                finally:
+                    for p in reversed(patches):
+                        p.stop()
+            want = [("set_device", "cuda:1"), ("init", "nccl"), ("run", "cuda:1", [1], True, True), ("destroy",)]
+            if calls != want:
+                raise RuntimeError(f"main() with CUDA faked{' and training failing' if failing else ''}: {calls}")
+        details.append("main(): set_device(cuda:1), init_process_group(nccl), training, destroy_process_group "
+                       "(also when training raises)")
+        report(name, True, "; ".join(details))
+    except Exception as err:  # noqa: BLE001
+        report(name, False, str(err).splitlines()[0][:300])
+
+
 def check_torchrun(binary, tmp):
     name = "torchrun custom_cnn.yaml"
     try:
@@ -302,7 +390,7 @@ def check_torchrun(binary, tmp):
             started = time.time()
             result = subprocess.run(
                 [str(torchrun), "--nproc_per_node=2", str(folder / "train.py"), "--dataset", "sample",
-                 "--data", str(ROOT / "data" / "fashion-mnist-sample"), "--out", str(out), *flags],
+                 "--data", str(ROOT / "data" / "fashion-mnist-sample"), "--out", str(out), "--device", "cpu", *flags],
                 capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
             )
             if result.returncode != 0:
@@ -329,7 +417,7 @@ def check_torchrun(binary, tmp):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cnnc", type=Path, default=ROOT / "target" / "debug" / "cnnc")
-    parser.add_argument("--only", default="export,pytorch,import,resize,torchrun")
+    parser.add_argument("--only", default="export,pytorch,import,resize,placement,torchrun")
     args = parser.parse_args()
     import onnx
     import onnxruntime
@@ -338,7 +426,7 @@ def main():
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     print(f"# {time.strftime('%Y-%m-%d')}: torch {torch.__version__}, onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}")
     checks = {"export": check_export, "pytorch": check_pytorch, "import": check_import, "resize": check_resize,
-              "torchrun": check_torchrun}
+              "placement": check_placement, "torchrun": check_torchrun}
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.only.split(","):
             checks[key](args.cnnc, Path(tmp))

@@ -305,6 +305,19 @@ impl Builder {
         });
     }
 
+    /// A node inside a layer: `op` on `inputs`, named as the value it writes (`/{layer}/{what}`,
+    /// as torch names its nodes); returns that value.
+    fn inner<S: AsRef<str>>(
+        &mut self,
+        op: &str,
+        value: String,
+        inputs: &[S],
+        attribute: Vec<AttributeProto>,
+    ) -> String {
+        self.node(op, &value, inputs, &[&value], attribute);
+        value
+    }
+
     fn constant_f32(&mut self, name: String, dims: &[i64], values: &[f32]) -> String {
         self.initializers.push(f32_tensor(&name, dims, values));
         name
@@ -491,31 +504,6 @@ impl Builder {
             LayerConfig::Dropout { .. } | LayerConfig::Dropout2d { .. } | LayerConfig::Identity => {
                 self.node("Identity", name, &[x], &[output], Vec::new());
             }
-            // Nearest by an integer factor: constant scales.
-            LayerConfig::Upsample(cnnc_core::config::UpsampleConfig {
-                size: None,
-                scale_factor: Some(scale_factor),
-                mode: cnnc_core::config::UpsampleMode::Nearest,
-                align_corners: None,
-            }) => {
-                let roi = self.constant_f32(scoped("roi"), &[0], &[]);
-                let scales = self.constant_f32(
-                    scoped("scales"),
-                    &[4],
-                    &[1.0, 1.0, scale_factor[0] as f32, scale_factor[1] as f32],
-                );
-                self.node(
-                    "Resize",
-                    name,
-                    &[x.to_owned(), roi, scales],
-                    &[output],
-                    vec![
-                        string("mode", "nearest"),
-                        string("coordinate_transformation_mode", "asymmetric"),
-                        string("nearest_mode", "floor"),
-                    ],
-                );
-            }
             LayerConfig::Upsample(c) => self.resize(name, x, output, c, layer.output_shape()),
             LayerConfig::Relu6 => {
                 let min = self.constant_f32(scoped("min"), &[], &[0.0]);
@@ -587,9 +575,7 @@ impl Builder {
                     Shape::Chw(_) if *num_parameters > 1 => {
                         let shape = self
                             .constant_i64(scoped("slope_shape"), &[*num_parameters as i64, 1, 1]);
-                        let slope = scoped("slope");
-                        self.node("Reshape", &slope, &[weight, shape], &[&slope], Vec::new());
-                        slope
+                        self.inner("Reshape", scoped("slope"), &[weight, shape], Vec::new())
                     }
                     _ => weight,
                 };
@@ -678,8 +664,7 @@ impl Builder {
         // Every window is whole (padding counted), so the mean times kh*kw / divisor is the
         // sum over the divisor.
         attrs.push(int("count_include_pad", 1));
-        let mean = format!("/{name}/mean");
-        self.node("AveragePool", &mean, &[x], &[&mean], attrs);
+        let mean = self.inner("AveragePool", format!("/{name}/mean"), &[x], attrs);
         let window = (c.kernel_size[0] * c.kernel_size[1]) as f32;
         let factor = self.constant_f32(format!("/{name}/factor"), &[], &[window / divisor as f32]);
         self.node("Mul", name, &[mean, factor], &[output], Vec::new());
@@ -713,42 +698,25 @@ impl Builder {
         let v = |what: &str| format!("/{name}/{what}");
         let groups = c.num_groups as i64;
         let grouped = self.constant_i64(v("grouped_shape"), &[0, groups, -1]);
-        self.node(
+        let grouped = self.inner(
             "Reshape",
-            &v("grouped"),
+            v("grouped"),
             &[x.to_owned(), grouped],
-            &[&v("grouped")],
             Vec::new(),
         );
         let ones = self.constant_f32(v("ones"), &[groups], &vec![1.0; c.num_groups]);
         let zeros = self.constant_f32(v("zeros"), &[groups], &vec![0.0; c.num_groups]);
-        self.node(
+        let normalized = self.inner(
             "InstanceNormalization",
-            &v("normalized"),
-            &[v("grouped"), ones, zeros],
-            &[&v("normalized")],
+            v("normalized"),
+            &[grouped, ones, zeros],
             vec![float("epsilon", c.eps)],
         );
         let mut shape = vec![0i64];
         shape.extend(input.dims().iter().map(|&d| d as i64));
         let shape = self.constant_i64(v("shape"), &shape);
-        let back = if c.affine {
-            v("ungrouped")
-        } else {
-            output.to_owned()
-        };
-        let node = if c.affine {
-            v("ungrouped")
-        } else {
-            name.to_owned()
-        };
-        self.node(
-            "Reshape",
-            &node,
-            &[v("normalized"), shape],
-            &[&back],
-            Vec::new(),
-        );
+        let (node, back) = layer_end(name, "ungrouped", output, c.affine);
+        self.node("Reshape", &node, &[normalized, shape], &[&back], Vec::new());
         if c.affine {
             // [C] broadcast over [N, C, H, W] (or [N, C]) as [C, 1, 1] (or [C]).
             self.per_channel_affine(name, &back, output, c.num_channels, input.dims().len());
@@ -833,15 +801,12 @@ impl Builder {
         let mut slice = |part: &str, start: i64, end: i64| {
             let starts = self.constant_i64(format!("/{name}/wrap_{what}/{part}/starts"), &[start]);
             let ends = self.constant_i64(format!("/{name}/wrap_{what}/{part}/ends"), &[end]);
-            let out = format!("/{name}/wrap_{what}/{part}");
-            self.node(
+            self.inner(
                 "Slice",
-                &out,
+                format!("/{name}/wrap_{what}/{part}"),
                 &[x.to_owned(), starts, ends, axes.clone()],
-                &[&out],
                 Vec::new(),
-            );
-            out
+            )
         };
         // An empty side (`same` with a total of 1) gets no slice.
         let mut parts = Vec::new();
@@ -897,47 +862,15 @@ impl Builder {
         let v = |what: &str| format!("/{name}/{what}");
         let axes = [0, 2, 3];
         self.reduce("ReduceMean", &v("mean"), x, &axes, &v("mean"));
-        self.node(
-            "Sub",
-            &v("centered"),
-            &[x.to_owned(), v("mean")],
-            &[&v("centered")],
-            Vec::new(),
-        );
-        self.node(
-            "Mul",
-            &v("squared"),
-            &[v("centered"), v("centered")],
-            &[&v("squared")],
-            Vec::new(),
-        );
-        self.reduce("ReduceMean", &v("var"), &v("squared"), &axes, &v("var"));
+        let centered = self.inner("Sub", v("centered"), &[x.to_owned(), v("mean")], Vec::new());
+        let square = [centered.clone(), centered.clone()];
+        let squared = self.inner("Mul", v("squared"), &square, Vec::new());
+        self.reduce("ReduceMean", &v("var"), &squared, &axes, &v("var"));
         let eps = self.constant_f32(v("eps"), &[], &[c.eps]);
-        self.node(
-            "Add",
-            &v("var_eps"),
-            &[v("var"), eps],
-            &[&v("var_eps")],
-            Vec::new(),
-        );
-        self.node("Sqrt", &v("std"), &[v("var_eps")], &[&v("std")], Vec::new());
-        let normalized = if c.affine {
-            v("normalized")
-        } else {
-            output.to_owned()
-        };
-        let node = if c.affine {
-            v("normalized")
-        } else {
-            name.to_owned()
-        };
-        self.node(
-            "Div",
-            &node,
-            &[v("centered"), v("std")],
-            &[&normalized],
-            Vec::new(),
-        );
+        let var_eps = self.inner("Add", v("var_eps"), &[v("var"), eps], Vec::new());
+        let std = self.inner("Sqrt", v("std"), &[var_eps], Vec::new());
+        let (node, normalized) = layer_end(name, "normalized", output, c.affine);
+        self.node("Div", &node, &[centered, std], &[&normalized], Vec::new());
         if c.affine {
             self.per_channel_affine(name, &normalized, output, c.num_features, 3);
         }
@@ -957,30 +890,16 @@ impl Builder {
         let mut per_channel = vec![channels as i64];
         per_channel.extend(std::iter::repeat_n(1, rank - 1));
         let pc = self.constant_i64(v("channel_shape"), &per_channel);
-        for part in ["weight", "bias"] {
-            let shaped = v(part);
-            self.node(
+        let [weight, bias] = ["weight", "bias"].map(|part| {
+            self.inner(
                 "Reshape",
-                &shaped,
+                v(part),
                 &[format!("{name}.{part}"), pc.clone()],
-                &[&shaped],
                 Vec::new(),
-            );
-        }
-        self.node(
-            "Mul",
-            &v("scaled"),
-            &[x.to_owned(), v("weight")],
-            &[&v("scaled")],
-            Vec::new(),
-        );
-        self.node(
-            "Add",
-            name,
-            &[v("scaled"), v("bias")],
-            &[output],
-            Vec::new(),
-        );
+            )
+        });
+        let scaled = self.inner("Mul", v("scaled"), &[x.to_owned(), weight], Vec::new());
+        self.node("Add", name, &[scaled, bias], &[output], Vec::new());
     }
 
     /// An adaptive pool whose windows do not divide the input: PyTorch's window of each output
@@ -1013,14 +932,13 @@ impl Builder {
                 let v = |what2: &str| format!("/{name}/{what}/{i}/{what2}");
                 let starts = self.constant_i64(v("starts"), &[start as i64]);
                 let ends = self.constant_i64(v("ends"), &[end as i64]);
-                self.node(
+                let slice = self.inner(
                     "Slice",
-                    &v("slice"),
+                    v("slice"),
                     &[current.clone(), starts, ends, axes.clone()],
-                    &[&v("slice")],
                     Vec::new(),
                 );
-                self.reduce(op, &v("reduce"), &v("slice"), &[axis as i64], &v("reduce"));
+                self.reduce(op, &v("reduce"), &slice, &[axis as i64], &v("reduce"));
                 parts.push(v("reduce"));
             }
             let node = if axis == 3 {
@@ -1039,12 +957,13 @@ impl Builder {
         }
     }
 
-    /// `upsample` with a `size` or `mode: bilinear` as ONNX's `Resize` to the output's sizes
-    /// (the batch and channels read from the input's `Shape`). Nearest: `asymmetric` source
-    /// coordinates rounded down, PyTorch's `floor(dst * in / out)`. Bilinear: `align_corners`,
-    /// or `half_pixel` (PyTorch's `(dst + 0.5) * in / out - 0.5`, clamped at the edges, as
-    /// `torch.onnx.export` writes it; `pytorch_half_pixel` would map an output of one pixel to
-    /// the first input pixel, which PyTorch does not).
+    /// `upsample` as ONNX's `Resize`: by a `scale_factor`, constant `scales`; to a `size`, the
+    /// `sizes` of the batch and channels read from the input's `Shape` and the output's height
+    /// and width. Nearest: `asymmetric` source coordinates rounded down, PyTorch's
+    /// `floor(dst * in / out)`. Bilinear: `align_corners`, or `half_pixel` (PyTorch's
+    /// `(dst + 0.5) * in / out - 0.5`, clamped at the edges, as `torch.onnx.export` writes it;
+    /// `pytorch_half_pixel` would map an output of one pixel to the first input pixel, which
+    /// PyTorch does not).
     fn resize(
         &mut self,
         name: &str,
@@ -1054,25 +973,24 @@ impl Builder {
         out_shape: Shape,
     ) {
         let v = |what: &str| format!("/{name}/{what}");
-        let [_, oh, ow] = chw(out_shape);
-        self.node("Shape", &v("shape"), &[x], &[&v("shape")], Vec::new());
-        let starts = self.constant_i64(v("nc/starts"), &[0]);
-        let ends = self.constant_i64(v("nc/ends"), &[2]);
-        self.node(
-            "Slice",
-            &v("nc"),
-            &[v("shape"), starts, ends],
-            &[&v("nc")],
-            Vec::new(),
-        );
-        let hw = self.constant_i64(v("hw"), &[oh as i64, ow as i64]);
-        self.node(
-            "Concat",
-            &v("sizes"),
-            &[v("nc"), hw],
-            &[&v("sizes")],
-            vec![int("axis", 0)],
-        );
+        let inputs = match c.scale_factor {
+            Some([sh, sw]) => {
+                let roi = self.constant_f32(v("roi"), &[0], &[]);
+                let scales =
+                    self.constant_f32(v("scales"), &[4], &[1.0, 1.0, sh as f32, sw as f32]);
+                vec![x.to_owned(), roi, scales]
+            }
+            None => {
+                let [_, oh, ow] = chw(out_shape);
+                let shape = self.inner("Shape", v("shape"), &[x], Vec::new());
+                let starts = self.constant_i64(v("nc/starts"), &[0]);
+                let ends = self.constant_i64(v("nc/ends"), &[2]);
+                let nc = self.inner("Slice", v("nc"), &[shape, starts, ends], Vec::new());
+                let hw = self.constant_i64(v("hw"), &[oh as i64, ow as i64]);
+                let sizes = self.inner("Concat", v("sizes"), &[nc, hw], vec![int("axis", 0)]);
+                vec![x.to_owned(), String::new(), String::new(), sizes]
+            }
+        };
         let attrs = match c.mode {
             cnnc_core::config::UpsampleMode::Nearest => vec![
                 string("mode", "nearest"),
@@ -1091,13 +1009,7 @@ impl Builder {
                 ]
             }
         };
-        self.node(
-            "Resize",
-            name,
-            &[x.to_owned(), String::new(), String::new(), v("sizes")],
-            &[output],
-            attrs,
-        );
+        self.node("Resize", name, &inputs, &[output], attrs);
     }
 
     /// GELU: ONNX's `Gelu` from opset 20, else its formula in elementary operators, as
@@ -1120,15 +1032,8 @@ impl Builder {
             GeluApproximate::None => {
                 // 0.5 * x * (1 + erf(x / sqrt(2)))
                 let sqrt2 = self.constant_f32(v("sqrt2"), &[], &[std::f32::consts::SQRT_2]);
-                self.node(
-                    "Div",
-                    &v("div"),
-                    &[x.to_owned(), sqrt2],
-                    &[&v("div")],
-                    Vec::new(),
-                );
-                self.node("Erf", &v("erf"), &[v("div")], &[&v("erf")], Vec::new());
-                v("erf")
+                let div = self.inner("Div", v("div"), &[x.to_owned(), sqrt2], Vec::new());
+                self.inner("Erf", v("erf"), &[div], Vec::new())
             }
             GeluApproximate::Tanh => {
                 // 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))
@@ -1138,60 +1043,28 @@ impl Builder {
                     &[],
                     &[(2.0 / std::f64::consts::PI).sqrt() as f32],
                 );
-                self.node("Mul", &v("x2"), &[x, x], &[&v("x2")], Vec::new());
-                self.node(
-                    "Mul",
-                    &v("x3"),
-                    &[v("x2"), x.to_owned()],
-                    &[&v("x3")],
-                    Vec::new(),
-                );
-                self.node("Mul", &v("cx3"), &[v("x3"), c], &[&v("cx3")], Vec::new());
-                self.node(
-                    "Add",
-                    &v("sum"),
-                    &[x.to_owned(), v("cx3")],
-                    &[&v("sum")],
-                    Vec::new(),
-                );
-                self.node(
-                    "Mul",
-                    &v("scaled"),
-                    &[v("sum"), k],
-                    &[&v("scaled")],
-                    Vec::new(),
-                );
-                self.node(
-                    "Tanh",
-                    &v("tanh"),
-                    &[v("scaled")],
-                    &[&v("tanh")],
-                    Vec::new(),
-                );
-                v("tanh")
+                let x2 = self.inner("Mul", v("x2"), &[x, x], Vec::new());
+                let x3 = self.inner("Mul", v("x3"), &[x2, x.to_owned()], Vec::new());
+                let cx3 = self.inner("Mul", v("cx3"), &[x3, c], Vec::new());
+                let sum = self.inner("Add", v("sum"), &[x.to_owned(), cx3], Vec::new());
+                let scaled = self.inner("Mul", v("scaled"), &[sum, k], Vec::new());
+                self.inner("Tanh", v("tanh"), &[scaled], Vec::new())
             }
         };
-        self.node(
-            "Add",
-            &v("one_plus"),
-            &[inner, one],
-            &[&v("one_plus")],
-            Vec::new(),
-        );
-        self.node(
-            "Mul",
-            &v("xhalf"),
-            &[x.to_owned(), half],
-            &[&v("xhalf")],
-            Vec::new(),
-        );
-        self.node(
-            "Mul",
-            name,
-            &[v("xhalf"), v("one_plus")],
-            &[output],
-            Vec::new(),
-        );
+        let one_plus = self.inner("Add", v("one_plus"), &[inner, one], Vec::new());
+        let xhalf = self.inner("Mul", v("xhalf"), &[x.to_owned(), half], Vec::new());
+        self.node("Mul", name, &[xhalf, one_plus], &[output], Vec::new());
+    }
+}
+
+/// The node name and value of a layer's step that is its last unless `more` nodes follow:
+/// the layer's own `name` writing `output`, or `/{name}/{what}` for both.
+fn layer_end(name: &str, what: &str, output: &str, more: bool) -> (String, String) {
+    if more {
+        let value = format!("/{name}/{what}");
+        (value.clone(), value)
+    } else {
+        (name.to_owned(), output.to_owned())
     }
 }
 

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use cnnc_core::config::{
     BatchNorm2dConfig, ConcatConfig, ConvTranspose2dConfig, GeluApproximate, GroupNormConfig,
 };
+use cnnc_core::geometry::adaptive_window;
 use cnnc_core::kind::{ArgDefault, ArgType, ArgValue};
 use cnnc_core::{
     Conv2dConfig, LayerConfig, LayerDef, LinearConfig, MAX_DIM, MAX_ELEMENTS, Model, NetworkDef,
@@ -67,7 +68,12 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "group norm as Reshape, InstanceNormalization, Reshape, Mul and Add (as torch.onnx.export \
      writes it)",
     "Pad before a Conv (zeros, reflect, edge or wrap, folded into the convolution)",
-    "Resize (nearest, integer scales)",
+    "Resize (nearest or linear as nn.Upsample: integer scales, or sizes of height and width)",
+    "batch norm on batch statistics as cnnc exports it (ReduceMean, Sub, Mul, ReduceMean, Add, \
+     Sqrt, Div, then Mul and Add when affine)",
+    "an uneven adaptive pool as cnnc exports it (a Slice and ReduceMean or ReduceMax per window, \
+     concatenated)",
+    "AveragePool times kh*kw/divisor (divisor_override, as cnnc exports it)",
     "Add",
     "Sum",
     "Mul",
@@ -177,7 +183,7 @@ struct Importer<'a> {
     /// The graph input's batch size when the file fixes it (a static export).
     batch: Option<usize>,
     /// A `Pad` folded into the `Conv` being lowered: what it pads, how much and how.
-    pad: Option<(&'a str, [usize; 2], PaddingMode)>,
+    pad: Option<(&'a str, [[usize; 2]; 2], PaddingMode)>,
 }
 
 fn structure(why: impl Into<String>) -> ImportError {
@@ -282,7 +288,7 @@ pub fn import_proto(proto: &ModelProto, name: &str) -> Result<Imported, ImportEr
             }
         }
         match pattern {
-            Some(f) => importer.fused(node, f)?,
+            Some(f) => importer.fused(&graph.node, node, f)?,
             None => importer.node(node)?,
         }
     }
@@ -496,6 +502,26 @@ fn attr_ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
     attr(node, name)
         .filter(|a| a.r#type == AttributeType::Ints as i32)
         .map(|a| a.ints.clone())
+}
+
+/// The axes a `Reduce*` node reduces over a 4-D tensor, negative ones counted from the end,
+/// sorted: its constant input 1 (opset 18 on) or its `axes` attribute; `None` when input 1 is
+/// not a constant or an axis is out of range.
+fn reduced_axes<'c>(
+    node: &NodeProto,
+    constant: impl Fn(&str) -> Option<&'c Const>,
+) -> Option<Vec<i64>> {
+    let axes: Vec<i64> = match node.input.get(1).filter(|n| !n.is_empty()) {
+        Some(name) => constant(name)?.values.iter().map(|&v| v as i64).collect(),
+        None => attr_ints(node, "axes").unwrap_or_default(),
+    };
+    let mut axes = axes
+        .into_iter()
+        .map(|a| if a < 0 { a.checked_add(4) } else { Some(a) })
+        .map(|a| a.filter(|a| (0..4).contains(a)))
+        .collect::<Option<Vec<i64>>>()?;
+    axes.sort_unstable();
+    Some(axes)
 }
 
 /// A 2-D attribute (`strides`, `dilations`, `kernel_shape`), each value in `min..=MAX_DIM`.
@@ -814,7 +840,12 @@ impl<'a> Importer<'a> {
     }
 
     /// Lowers a matched multi-node pattern whose last node is `root`.
-    fn fused(&mut self, root: &'a NodeProto, fused: Fused<'a>) -> Result<(), ImportError> {
+    fn fused(
+        &mut self,
+        nodes: &'a [NodeProto],
+        root: &'a NodeProto,
+        fused: Fused<'a>,
+    ) -> Result<(), ImportError> {
         let x = self.value(root, fused.input)?;
         let (config, weight, tensors) = match fused.pattern {
             Pattern::Gelu(approximate) => (LayerConfig::Gelu { approximate }, None, Vec::new()),
@@ -866,6 +897,77 @@ impl<'a> Importer<'a> {
                 let (config, tensors) = linear_from_matmul(root, weight, bias)?;
                 (config, Some(name), tensors)
             }
+            Pattern::BatchStatistics {
+                eps,
+                affine,
+                weight,
+            } => {
+                let channels = match (&affine, self.shape_of(x)) {
+                    (Some((w, _)), _) => w.values.len(),
+                    (None, Some(s)) => s.channels(),
+                    (None, None) => {
+                        return Err(node_error(
+                            root,
+                            "batch norm of a tensor whose shape is unknown (an earlier layer \
+                             does not check)",
+                        ));
+                    }
+                };
+                let config = LayerConfig::BatchNorm2d(BatchNorm2dConfig {
+                    num_features: channels,
+                    eps,
+                    affine: affine.is_some(),
+                    track_running_stats: false,
+                    ..BatchNorm2dConfig::new(channels)
+                });
+                let tensors =
+                    affine.map_or_else(Vec::new, |(w, b)| vec![("weight", w), ("bias", b)]);
+                (config, weight, tensors)
+            }
+            Pattern::AdaptivePool { avg, rows, cols } => {
+                let windows = |found: &[(usize, usize)], input: usize| {
+                    let n = found.len();
+                    (0..n).all(|i| found[i] == adaptive_window(i, input, n))
+                };
+                match self.shape_of(x) {
+                    Some(Shape::Chw([_, h, w])) if windows(&rows, h) && windows(&cols, w) => {}
+                    _ => {
+                        return Err(node_error(
+                            root,
+                            format!(
+                                "its slices (rows {rows:?}, columns {cols:?}) are not an \
+                                 adaptive pool's windows of its input {:?}",
+                                self.shape_of(x)
+                            ),
+                        ));
+                    }
+                }
+                let output_size = [rows.len(), cols.len()];
+                let config = if avg {
+                    LayerConfig::AdaptiveAvgPool2d { output_size }
+                } else {
+                    LayerConfig::AdaptiveMaxPool2d { output_size }
+                };
+                (config, None, Vec::new())
+            }
+            Pattern::ResizeTo { size } => {
+                let config = self.upsample(root, ResizeTo::Sizes(size), x)?;
+                (LayerConfig::Upsample(config), None, Vec::new())
+            }
+            Pattern::DivisorPool { pool, divisor } => {
+                // The pool as written, then its divisor: its windows are whole, so the mean
+                // times kh * kw / divisor is the sum over the divisor.
+                self.node(&nodes[pool])?;
+                let index = self.layers.len() - 1;
+                if let LayerConfig::AvgPool2d(c) = &mut self.layers[index].config {
+                    c.divisor_override = Some(divisor);
+                }
+                let [output] = root.output.as_slice() else {
+                    return Err(node_error(root, "has several outputs; cnnc reads one"));
+                };
+                self.values.insert(output.as_str(), Value::Layer(index));
+                return Ok(());
+            }
             Pattern::PadConv { padding, mode } => {
                 self.pad = Some((fused.input, padding, mode));
                 let lowered = self.node(root);
@@ -874,6 +976,135 @@ impl<'a> Importer<'a> {
             }
         };
         self.push(root, config, &[x], weight, tensors)
+    }
+
+    /// A `Resize`'s constant `sizes` `[N, C, H, W]`: the channels its input's, the batch the
+    /// file's fixed one (a dynamic batch is never a constant).
+    fn constant_sizes(
+        &self,
+        node: &NodeProto,
+        sizes: &[f32],
+        x: Value,
+    ) -> Result<ResizeTo, ImportError> {
+        let channels = self.shape_of(x).map(|s| s.channels() as f32);
+        let whole = |v: f32| v >= 1.0 && v.fract() == 0.0 && v <= MAX_DIM as f32;
+        match sizes {
+            [n, c, h, w]
+                if self.batch.is_some_and(|b| *n == b as f32)
+                    && Some(*c) == channels
+                    && whole(*h)
+                    && whole(*w) =>
+            {
+                Ok(ResizeTo::Sizes([*h as usize, *w as usize]))
+            }
+            _ => Err(node_error(
+                node,
+                format!(
+                    "sizes {sizes:?}: only the input's batch and channels with a new height \
+                     and width are supported"
+                ),
+            )),
+        }
+    }
+
+    /// `Resize` as cnnc's `upsample`, where ONNX's coordinate transformation gives PyTorch's
+    /// `nn.Upsample` exactly: nearest by an integer factor (`asymmetric` rounding down, or
+    /// `half_pixel`/`pytorch_half_pixel`, which land on the same pixels for integer factors),
+    /// nearest to sizes (`asymmetric`, `floor`), and `linear` as bilinear with `align_corners`
+    /// (`align_corners: true`), `half_pixel` (false) or `pytorch_half_pixel` (false, where no
+    /// output axis has one pixel from several: there ONNX takes the first input pixel and
+    /// PyTorch interpolates the middle). Everything else is an error naming the attribute.
+    fn upsample(
+        &self,
+        node: &NodeProto,
+        to: ResizeTo,
+        x: Value,
+    ) -> Result<cnnc_core::config::UpsampleConfig, ImportError> {
+        use cnnc_core::config::{UpsampleConfig, UpsampleMode};
+        let refuse = |attribute: &str, why: String| {
+            node_error(
+                node,
+                format!(
+                    "{attribute} {why}; cnnc imports a Resize as nn.Upsample: mode nearest \
+                     (integer scales with asymmetric + floor, half_pixel or pytorch_half_pixel; \
+                     sizes with asymmetric + floor) or linear (align_corners, half_pixel, or \
+                     pytorch_half_pixel with no output axis of one pixel), without antialias, \
+                     exclude_outside, axes or a keep_aspect_ratio_policy other than stretch"
+                ),
+            )
+        };
+        if attr_int(node, "antialias", 0) != 0 {
+            return Err(refuse("antialias", "1".to_owned()));
+        }
+        if attr_int(node, "exclude_outside", 0) != 0 {
+            return Err(refuse("exclude_outside", "1".to_owned()));
+        }
+        if let Some(axes) = attr_ints(node, "axes") {
+            return Err(refuse("axes", format!("{axes:?}")));
+        }
+        let policy = attr_string(node, "keep_aspect_ratio_policy", "stretch");
+        if policy != "stretch" && matches!(to, ResizeTo::Sizes(_)) {
+            return Err(refuse("keep_aspect_ratio_policy", policy));
+        }
+        let transform = attr_string(node, "coordinate_transformation_mode", "half_pixel");
+        let nearest_mode = attr_string(node, "nearest_mode", "round_prefer_floor");
+        let (scale_factor, size) = match to {
+            ResizeTo::Scales(s) => (Some(s), None),
+            ResizeTo::Sizes(s) => (None, Some(s)),
+        };
+        let mode = attr_string(node, "mode", "nearest");
+        let (mode, align_corners) = match (mode.as_str(), transform.as_str()) {
+            ("nearest", "asymmetric") if nearest_mode == "floor" => (UpsampleMode::Nearest, None),
+            ("nearest", "asymmetric") => {
+                return Err(refuse(
+                    "nearest_mode",
+                    format!("{nearest_mode} with asymmetric coordinates"),
+                ));
+            }
+            // Integer factors: (dst + 0.5) / s - 0.5 rounds to floor(dst / s) whichever way.
+            ("nearest", "half_pixel" | "pytorch_half_pixel") if scale_factor.is_some() => {
+                (UpsampleMode::Nearest, None)
+            }
+            ("linear", "align_corners") => (UpsampleMode::Bilinear, Some(true)),
+            ("linear", "half_pixel") => (UpsampleMode::Bilinear, None),
+            ("linear", "pytorch_half_pixel") => {
+                let input = match self.shape_of(x) {
+                    Some(Shape::Chw([_, h, w])) => Some([h, w]),
+                    _ => None,
+                };
+                let output = input.and_then(|[h, w]| {
+                    let scaled =
+                        |[sh, sw]: [usize; 2]| Some([h.checked_mul(sh)?, w.checked_mul(sw)?]);
+                    size.or_else(|| scaled(scale_factor?))
+                });
+                match input.zip(output) {
+                    Some((i, o)) if (0..2).all(|a| o[a] > 1 || i[a] == 1) => {
+                        (UpsampleMode::Bilinear, None)
+                    }
+                    _ => {
+                        return Err(refuse(
+                            "coordinate_transformation_mode",
+                            "pytorch_half_pixel to an output of one pixel from several (ONNX \
+                             takes the first, PyTorch the middle)"
+                                .to_owned(),
+                        ));
+                    }
+                }
+            }
+            ("nearest" | "linear", other) => {
+                return Err(refuse(
+                    "coordinate_transformation_mode",
+                    format!("{other} with mode {mode}"),
+                ));
+            }
+            (other, _) => return Err(refuse("mode", other.to_owned())),
+        };
+        Ok(UpsampleConfig {
+            size,
+            scale_factor,
+            mode,
+            align_corners,
+        })
     }
 
     fn node(&mut self, node: &'a NodeProto) -> Result<(), ImportError> {
@@ -937,8 +1168,21 @@ impl<'a> Importer<'a> {
                              modes cannot say",
                         ));
                     }
-                    padding = [padding[0] + pad[0], padding[1] + pad[1]];
-                    padding_end = [padding_end[0] + pad[0], padding_end[1] + pad[1]];
+                    padding = [padding[0] + pad[0][0], padding[1] + pad[0][1]];
+                    padding_end = [padding_end[0] + pad[1][0], padding_end[1] + pad[1][1]];
+                    let same = Conv2dConfig::same_padding([kh, kw], dilation);
+                    if padding != padding_end
+                        && (stride != [1, 1] || [padding, padding_end] != same)
+                    {
+                        return Err(node_error(
+                            node,
+                            format!(
+                                "pads [{}, {}, {}, {}] with the Pad before it, neither the same \
+                                 on both sides nor padding='same''s with stride 1",
+                                padding[0], padding[1], padding_end[0], padding_end[1]
+                            ),
+                        ));
+                    }
                     padding_mode = mode;
                     source = Some(self.value(node, x)?);
                 }
@@ -1120,21 +1364,24 @@ impl<'a> Importer<'a> {
             "ReduceMean" | "ReduceMax" => {
                 // torch's dynamo exporter writes `AdaptiveAvgPool2d(1)` as a mean over the
                 // height and width that keeps them.
-                let axes: Vec<i64> = match self.constant(node, 1)? {
-                    Some(c) => c.values.iter().map(|&v| v as i64).collect(),
-                    None => attr_ints(node, "axes").unwrap_or_default(),
-                };
-                let mut axes: Vec<i64> = axes
-                    .iter()
-                    .map(|&a| if a < 0 { a.saturating_add(4) } else { a })
-                    .collect();
-                axes.sort_unstable();
+                // Axes given as an input must be a constant.
+                self.constant(node, 1)?;
+                let axes =
+                    reduced_axes(node, |a| self.consts.get(a).map(|c| &**c)).unwrap_or_default();
                 if axes != [2, 3] || attr_int(node, "keepdims", 1) != 1 {
+                    let batch_norm = if axes.contains(&0) && op == "ReduceMean" {
+                        "; a mean over the batch is imported only as batch norm on batch \
+                         statistics, exactly as cnnc exports it (ReduceMean over axes [0, 2, 3], \
+                         Sub, Mul, ReduceMean, Add of epsilon, Sqrt, Div, then Mul by the \
+                         weight and Add of the bias)"
+                    } else {
+                        ""
+                    };
                     return Err(node_error(
                         node,
                         format!(
                             "only a reduction over height and width keeping them (a global \
-                             pool) is supported, not axes {axes:?} with keepdims {}",
+                             pool) is supported, not axes {axes:?} with keepdims {}{batch_norm}",
                             attr_int(node, "keepdims", 1)
                         ),
                     ));
@@ -1301,37 +1548,44 @@ impl<'a> Importer<'a> {
                      reflect, edge or wrap, of height and width, the same on both sides)",
                 ));
             }
-            "Resize" | "Upsample" => {
+            "Upsample" => {
+                // The deprecated operator (opsets 7 to 9): its linear mode is `asymmetric`,
+                // which PyTorch's bilinear is not.
                 let mode = attr_string(node, "mode", "nearest");
                 if mode != "nearest" {
                     return Err(node_error(
                         node,
-                        format!("mode {mode}: only nearest is supported"),
+                        format!("mode {mode}: only nearest is supported (bilinear as a `Resize`)"),
                     ));
                 }
-                let scales_at = if op == "Resize" { 2 } else { 1 };
                 let scales = self
-                    .constant(node, scales_at)?
-                    .filter(|c| !c.values.is_empty())
-                    .ok_or_else(|| {
-                        node_error(node, "only constant `scales` are supported, not `sizes`")
-                    })?;
-                let v = &scales.values;
-                let integral = |x: f32| x >= 1.0 && x.fract() == 0.0 && x <= MAX_DIM as f32;
-                if v.len() != 4 || v[0] != 1.0 || v[1] != 1.0 || !integral(v[2]) || !integral(v[3])
-                {
-                    return Err(node_error(
-                        node,
-                        format!(
-                            "scales {v:?}: only integer factors of height and width are supported"
-                        ),
-                    ));
-                }
-                let scale_factor = [v[2] as usize, v[3] as usize];
-                let (c, s) = simple(LayerConfig::Upsample(
-                    cnnc_core::config::UpsampleConfig::nearest(scale_factor),
-                ))?;
+                    .constant(node, 1)?
+                    .ok_or_else(|| node_error(node, "has no constant `scales`"))?;
+                let config = integer_scales(node, &scales.values)
+                    .map(cnnc_core::config::UpsampleConfig::nearest)?;
+                let (c, s) = simple(LayerConfig::Upsample(config))?;
                 (c, s, None, Vec::new())
+            }
+            "Resize" => {
+                let to = match self.constant(node, 2)?.filter(|c| !c.values.is_empty()) {
+                    Some(scales) => ResizeTo::Scales(integer_scales(node, &scales.values)?),
+                    None => {
+                        let sizes = self.constant(node, 3)?.ok_or_else(|| {
+                            node_error(node, "has neither constant `scales` nor `sizes`")
+                        })?;
+                        self.constant_sizes(node, &sizes.values, first()?)?
+                    }
+                };
+                let config = self.upsample(node, to, first()?)?;
+                let (c, s) = simple(LayerConfig::Upsample(config))?;
+                (c, s, None, Vec::new())
+            }
+            "Shape" => {
+                return Err(node_error(
+                    node,
+                    "a Shape is imported only inside a Resize's sizes, \
+                     Concat(Shape(x)[0..2], [height, width]) with `x` the resized tensor",
+                ));
             }
             "Add" | "Sum" | "Mul" | "Concat" => {
                 let sources = node
@@ -1362,6 +1616,25 @@ impl<'a> Importer<'a> {
             }
         };
         self.push(node, config, &sources, weight, tensors)
+    }
+}
+
+/// What a `Resize` resizes to: integer scales of height and width, or output sizes.
+#[derive(Clone, Copy, Debug)]
+enum ResizeTo {
+    Scales([usize; 2]),
+    Sizes([usize; 2]),
+}
+
+/// `scales` `[1, 1, sh, sw]` with integer factors, as cnnc's `scale_factor`.
+fn integer_scales(node: &NodeProto, v: &[f32]) -> Result<[usize; 2], ImportError> {
+    let integral = |x: f32| x >= 1.0 && x.fract() == 0.0 && x <= MAX_DIM as f32;
+    match v {
+        [1.0, 1.0, h, w] if integral(*h) && integral(*w) => Ok([*h as usize, *w as usize]),
+        _ => Err(node_error(
+            node,
+            format!("scales {v:?}: only integer factors of height and width are supported"),
+        )),
     }
 }
 

@@ -11,7 +11,7 @@ use cnnc_runtime::config::{
 use cnnc_runtime::init::dropout_rng;
 use cnnc_runtime::layers::{BatchNorm2d, Dropout};
 use cnnc_runtime::{Entry, Error, Layer, Mode, Network, Shape, Visit};
-use common::Rand;
+use common::{Rand, Record};
 use ndarray::{Array2, Array4};
 
 fn layer(name: &str, config: LayerConfig) -> LayerDef {
@@ -164,35 +164,17 @@ fn train(threads: usize, batch: usize) -> Vec<u32> {
     train_def(&net_def(), threads, batch)
 }
 
-/// [`train`] for the network `def`.
+/// [`train`] for the network `def`: three steps, then the eval logits, `&self` inference
+/// (scratch memory per thread) and everything the model holds.
 fn train_def(def: &NetworkDef, threads: usize, batch: usize) -> Vec<u32> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| {
-        let mut net = Network::new(def, 42).unwrap();
-        let mut bits = Vec::new();
-        for step in 0..3 {
-            let (x, labels) = data(batch, step);
-            bits.push(net.train_step(x.view(), &labels).unwrap().to_bits());
-            net.visit(&mut |e| {
-                if let Entry::Param { param, .. } = e {
-                    param.value.zip_mut_with(&param.grad, |v, g| *v -= 0.05 * g);
-                }
-            });
-        }
-        let (x, _) = data(batch, 9);
-        bits.extend(
-            net.forward(x.view(), Mode::Eval)
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits()),
-        );
-        // Inference from `&self` (scratch memory per thread) too.
+    let make = || Network::new(def, 42).unwrap();
+    let data = |step: usize| data(batch, step as u64);
+    common::sgd_bits(threads, make, 3, data, Record::Loss, |net, data, bits| {
+        let (x, _) = data(9);
+        let eval = net.forward(x.view(), Mode::Eval).unwrap();
+        bits.extend(eval.iter().map(|v| v.to_bits()));
         bits.extend(net.predict(x.view()).unwrap().iter().map(|v| v.to_bits()));
-        bits.extend(snapshot(&mut net));
-        bits
+        bits.extend(snapshot(net));
     })
 }
 

@@ -1,47 +1,15 @@
 //! Optimizer steps after the first allocate nothing: counted with a global allocator that tallies
 //! the allocations of the current thread (so the test harness's own threads do not interfere).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod common;
 
 use cnnc_runtime::optim::{AdamConfig, OptimizerConfig, SgdConfig};
 use cnnc_runtime::param::{Entry, Param, Visit};
+use common::counting::{Counting, allocations};
 use ndarray::{ArrayD, IxDyn};
-
-thread_local! {
-    // `const` and `Cell<usize>`: no lazy initialisation and no destructor, hence no allocation.
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting touches only a
-// thread-local integer.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn allocations() -> usize {
-    ALLOCATIONS.with(Cell::get)
-}
 
 struct Model {
     params: Vec<(String, Param)>,
@@ -96,20 +64,16 @@ fn steps_after_the_first_allocate_nothing() {
             running_mean: ArrayD::zeros(IxDyn(&[4])),
         };
         let mut optimizer = config.build().expect("valid config");
-        let start = allocations();
-        optimizer.step(&mut model).expect("first step");
-        let before = allocations();
+        let first = allocations(|| optimizer.step(&mut model).expect("first step"));
         assert!(
-            before > start,
+            first > 0,
             "the counter sees the first step size the optimizer's state"
         );
-        for _ in 0..3 {
-            optimizer.step(&mut model).expect("step");
-        }
-        assert_eq!(
-            allocations() - before,
-            0,
-            "{config:?} allocated after its first step"
-        );
+        let later = allocations(|| {
+            for _ in 0..3 {
+                optimizer.step(&mut model).expect("step");
+            }
+        });
+        assert_eq!(later, 0, "{config:?} allocated after its first step");
     }
 }

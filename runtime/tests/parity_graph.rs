@@ -12,8 +12,8 @@ use cnnc_runtime::config::{
     Source,
 };
 use cnnc_runtime::{Entry, Mode, Network, Visit};
-use common::Rand;
 use common::fixture::{Fixture, assert_close};
+use common::{Rand, Record};
 use ndarray::Array4;
 
 /// SmallGraph, layer by layer, under PyTorch's state_dict names.
@@ -213,32 +213,25 @@ fn loss_gradients_and_batchnorm_statistics_match_pytorch() {
 /// Three SGD steps from the fixture's weights on random batches, as bits.
 fn train(threads: usize, batch: usize) -> Vec<u32> {
     let f = Fixture::load("graph.safetensors");
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| {
-        let mut net = loaded(&f);
-        let mut rng = Rand(batch as u64);
-        let mut bits = Vec::new();
-        for step in 0..3 {
-            let x = Array4::from_shape_vec((batch, 3, 8, 8), rng.vec(batch * 3 * 64)).unwrap();
-            let labels: Vec<usize> = (0..batch).map(|i| (i * 7 + step) % 10).collect();
-            bits.push(net.train_step(x.view(), &labels).unwrap().to_bits());
-            net.visit(&mut |e| match e {
-                Entry::Param { param, .. } => {
-                    param.value.zip_mut_with(&param.grad, |v, g| *v -= 0.05 * g);
-                    bits.extend(param.grad.iter().map(|g| g.to_bits()));
-                }
-                Entry::Buffer { value, .. } => bits.extend(value.iter().map(|v| v.to_bits())),
-                Entry::Counter { .. } => {}
-            });
-        }
-        // Inference from `&self` after the steps, in the pool's scratch memory.
+    let mut rng = Rand(batch as u64);
+    let data = move |step: usize| {
         let x = Array4::from_shape_vec((batch, 3, 8, 8), rng.vec(batch * 3 * 64)).unwrap();
-        bits.extend(net.predict(x.view()).unwrap().iter().map(|v| v.to_bits()));
-        bits
-    })
+        let labels: Vec<usize> = (0..batch).map(|i| (i * 7 + step) % 10).collect();
+        (x, labels)
+    };
+    let make = || loaded(&f);
+    common::sgd_bits(
+        threads,
+        make,
+        3,
+        data,
+        Record::GradsAndBuffers,
+        |net, data, bits| {
+            // Inference from `&self` after the steps, in the pool's scratch memory.
+            let (x, _) = data(3);
+            bits.extend(net.predict(x.view()).unwrap().iter().map(|v| v.to_bits()));
+        },
+    )
 }
 
 #[test]

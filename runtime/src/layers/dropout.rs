@@ -1,6 +1,8 @@
-//! `torch.nn.Dropout` and `torch.nn.Dropout2d` with inverted scaling, drawing their masks from the
-//! layer's own seeded ChaCha stream so training runs are reproducible (and identical in generated
-//! and dynamic models).
+//! `torch.nn.Dropout` and `torch.nn.Dropout2d` with inverted scaling, one mechanism whose mask
+//! is drawn per value or per channel, from the layer's own seeded ChaCha stream so training runs
+//! are reproducible (and identical in generated and dynamic models).
+
+use std::marker::PhantomData;
 
 use cnnc_core::Shape;
 use rand_chacha::ChaCha8Rng;
@@ -13,168 +15,62 @@ use crate::tensor::Mode;
 /// Length of a ChaCha stream in 32-bit words: a 64-bit block counter times 16 words per block.
 const STREAM_WORDS: u128 = 1 << 68;
 
-/// `torch.nn.Dropout(p)`, any shape: in training each value is zeroed with probability `p` and
-/// the others scaled by `1 / (1 - p)`; in evaluation it is the identity.
+/// Which values share one draw of a dropout mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unit {
+    /// Every value its own (`nn.Dropout`).
+    Value,
+    /// Each channel of each sample, whole (`nn.Dropout2d`), over this many channels.
+    Channel(usize),
+}
+
+/// Marks [`Dropout`]: a mask value per value.
+#[derive(Clone, Copy, Debug)]
+pub struct PerValue;
+
+/// Marks [`Dropout2d`]: a mask value per channel of each sample.
+#[derive(Clone, Copy, Debug)]
+pub struct PerChannel;
+
+/// What a [`MaskedDropout`] draws a mask value for: [`PerValue`] or [`PerChannel`].
+pub trait MaskUnit: Clone + std::fmt::Debug + Send + Sync + 'static {}
+
+impl MaskUnit for PerValue {}
+
+impl MaskUnit for PerChannel {}
+
+/// `torch.nn.Dropout(p)`, any shape.
+pub type Dropout = MaskedDropout<PerValue>;
+
+/// `torch.nn.Dropout2d(p)`, on `[C, H, W]` images.
+pub type Dropout2d = MaskedDropout<PerChannel>;
+
+/// Dropout with inverted scaling, drawing one mask value per value ([`Dropout`]) or per channel
+/// of each sample ([`Dropout2d`]): in training each value (or each channel, whole) is zeroed
+/// with probability `p` and the others scaled by `1 / (1 - p)`; in evaluation it is the
+/// identity. The draws come in order (per sample, then value or channel) from the layer's
+/// stream.
 #[derive(Clone, Debug)]
-pub struct Dropout {
+pub struct MaskedDropout<G> {
     name: String,
     dims: Shape,
     p: f32,
+    unit: Unit,
     rng: ChaCha8Rng,
-    /// Per value of the last training forward: 0 or `1 / (1 - p)`. Grows to the largest batch
+    /// Per draw of the last training forward: 0 or `1 / (1 - p)`. Grows to the largest batch
     /// seen, then is reused.
     mask: Vec<f32>,
     /// Mode of the last forward (backward must match it).
     mode: Mode,
+    kind: PhantomData<G>,
 }
 
 impl Dropout {
     /// Builds the layer for per-sample shape `dims`, drawing masks from `rng` (see
     /// [`crate::init::dropout_rng`]). `p` must lie in `[0, 1]`, as PyTorch requires.
     pub fn new(name: &str, dims: Shape, p: f32, rng: ChaCha8Rng) -> Result<Self> {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(Error::config(
-                name,
-                format!("dropout probability has to be between 0 and 1, found {p}"),
-            ));
-        }
-        Ok(Dropout {
-            name: name.to_owned(),
-            dims,
-            p,
-            rng,
-            mask: Vec::new(),
-            mode: Mode::Eval,
-        })
+        Self::with_granularity(name, dims, p, rng, Unit::Value)
     }
-
-    /// The probability of zeroing a value.
-    pub fn p(&self) -> f32 {
-        self.p
-    }
-
-    /// Applies the mask of the last training forward again (same `batch` or smaller), without
-    /// drawing: for gradient checks, which must hold the mask fixed.
-    pub fn forward_same_mask(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
-        let (n, _) = check_forward(self, x, y, batch)?;
-        if self.mode != Mode::Train || self.mask.len() < n {
-            return Err(Error::State(format!(
-                "layer `{}`: no training mask for a batch of {batch} to reuse",
-                self.name
-            )));
-        }
-        for ((y, &x), &m) in y[..n].iter_mut().zip(&x[..n]).zip(&self.mask) {
-            *y = x * m;
-        }
-        Ok(())
-    }
-}
-
-impl Layer for Dropout {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn input_shape(&self) -> Shape {
-        self.dims
-    }
-
-    fn output_shape(&self) -> Shape {
-        self.dims
-    }
-
-    /// The identity, as in evaluation mode.
-    fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
-        let (n, _) = check_forward(self, x, y, batch)?;
-        y[..n].copy_from_slice(&x[..n]);
-        Ok(())
-    }
-
-    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()> {
-        let (n, _) = check_forward(self, x, y, batch)?;
-        self.mode = mode;
-        if mode == Mode::Eval {
-            y[..n].copy_from_slice(&x[..n]);
-            return Ok(());
-        }
-        if self.mask.len() < n {
-            self.mask.resize(n, 0.0);
-        }
-        // PyTorch returns zeros for p = 1 instead of scaling by infinity.
-        let keep = 1.0 - self.p;
-        let scale = if keep > 0.0 { 1.0 / keep } else { 0.0 };
-        // Drawn sequentially: the mask is a function of the seed and the step alone.
-        for m in &mut self.mask[..n] {
-            *m = if unit_f32(&mut self.rng) < keep {
-                scale
-            } else {
-                0.0
-            };
-        }
-        for ((y, &x), &m) in y[..n].iter_mut().zip(&x[..n]).zip(&self.mask) {
-            *y = x * m;
-        }
-        Ok(())
-    }
-
-    fn backward(
-        &mut self,
-        x: &[f32],
-        y: &[f32],
-        dy: &[f32],
-        dx: Option<&mut [f32]>,
-        batch: usize,
-    ) -> Result<()> {
-        let (n, _) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
-        let Some(dx) = dx else { return Ok(()) };
-        match self.mode {
-            Mode::Eval => dx[..n].copy_from_slice(&dy[..n]),
-            Mode::Train => {
-                if self.mask.len() < n {
-                    return Err(Error::State(format!(
-                        "layer `{}`: backward for a batch of {batch} larger than the last forward's",
-                        self.name
-                    )));
-                }
-                for ((dx, &dy), &m) in dx[..n].iter_mut().zip(&dy[..n]).zip(&self.mask) {
-                    *dx = dy * m;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn rng_state(&self) -> Option<u128> {
-        Some(self.rng.get_word_pos())
-    }
-
-    fn set_rng_state(&mut self, state: u128) -> Result<()> {
-        if state >= STREAM_WORDS {
-            return Err(Error::State(format!(
-                "layer `{}`: random-stream position {state} is past the stream's end (2^68 words)",
-                self.name
-            )));
-        }
-        self.rng.set_word_pos(state);
-        Ok(())
-    }
-}
-
-/// `torch.nn.Dropout2d(p)`, on `[C, H, W]` images: in training each channel of each sample is
-/// zeroed whole with probability `p` and the others scaled by `1 / (1 - p)`; in evaluation it is
-/// the identity. One draw per sample and channel, in that order, from the layer's stream.
-#[derive(Clone, Debug)]
-pub struct Dropout2d {
-    name: String,
-    dims: Shape,
-    channels: usize,
-    p: f32,
-    rng: ChaCha8Rng,
-    /// Per sample and channel of the last training forward: 0 or `1 / (1 - p)`. Grows to the
-    /// largest batch seen, then is reused.
-    mask: Vec<f32>,
-    /// Mode of the last forward (backward must match it).
-    mode: Mode,
 }
 
 impl Dropout2d {
@@ -182,42 +78,66 @@ impl Dropout2d {
     /// [`crate::init::dropout_rng`]). `p` must lie in `[0, 1]`, as PyTorch requires.
     pub fn new(name: &str, dims: Shape, p: f32, rng: ChaCha8Rng) -> Result<Self> {
         let (channels, _, _) = image_input(name, "dropout2d", dims)?;
+        Self::with_granularity(name, dims, p, rng, Unit::Channel(channels))
+    }
+}
+
+impl<G: MaskUnit> MaskedDropout<G> {
+    fn with_granularity(
+        name: &str,
+        dims: Shape,
+        p: f32,
+        rng: ChaCha8Rng,
+        unit: Unit,
+    ) -> Result<Self> {
         if !(0.0..=1.0).contains(&p) {
             return Err(Error::config(
                 name,
                 format!("dropout probability has to be between 0 and 1, found {p}"),
             ));
         }
-        Ok(Dropout2d {
+        Ok(MaskedDropout {
             name: name.to_owned(),
             dims,
-            channels,
             p,
+            unit,
             rng,
             mask: Vec::new(),
             mode: Mode::Eval,
+            kind: PhantomData,
         })
     }
 
-    /// The probability of zeroing a channel.
+    /// The probability of zeroing a value (or a channel).
     pub fn p(&self) -> f32 {
         self.p
     }
 
-    /// `out = v * mask` for `batch` samples: the internal layout is pixel-major, so each
-    /// pixel's channels meet the sample's mask in order.
+    /// How many mask values `batch` samples draw.
+    fn draws(&self, batch: usize) -> usize {
+        match self.unit {
+            Unit::Value => batch * self.dims.numel(),
+            Unit::Channel(channels) => batch * channels,
+        }
+    }
+
+    /// `out = v * mask` for `batch` samples. Per channel, the internal layout is pixel-major,
+    /// so each pixel's channels meet the sample's mask in order.
     fn apply(&self, v: &[f32], out: &mut [f32], batch: usize) {
+        let Unit::Channel(channels) = self.unit else {
+            for ((o, &v), &m) in out.iter_mut().zip(v).zip(&self.mask) {
+                *o = v * m;
+            }
+            return;
+        };
         let per_sample = self.dims.numel();
         for ((v, out), mask) in v
             .chunks_exact(per_sample)
             .zip(out.chunks_exact_mut(per_sample))
-            .zip(self.mask.chunks_exact(self.channels))
+            .zip(self.mask.chunks_exact(channels))
             .take(batch)
         {
-            for (v, out) in v
-                .chunks_exact(self.channels)
-                .zip(out.chunks_exact_mut(self.channels))
-            {
+            for (v, out) in v.chunks_exact(channels).zip(out.chunks_exact_mut(channels)) {
                 for ((o, &v), &m) in out.iter_mut().zip(v).zip(mask) {
                     *o = v * m;
                 }
@@ -229,7 +149,7 @@ impl Dropout2d {
     /// drawing: for gradient checks, which must hold the mask fixed.
     pub fn forward_same_mask(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         let (n, _) = check_forward(self, x, y, batch)?;
-        if self.mode != Mode::Train || self.mask.len() < batch * self.channels {
+        if self.mode != Mode::Train || self.mask.len() < self.draws(batch) {
             return Err(Error::State(format!(
                 "layer `{}`: no training mask for a batch of {batch} to reuse",
                 self.name
@@ -240,7 +160,7 @@ impl Dropout2d {
     }
 }
 
-impl Layer for Dropout2d {
+impl<G: MaskUnit> Layer for MaskedDropout<G> {
     fn name(&self) -> &str {
         &self.name
     }
@@ -267,13 +187,14 @@ impl Layer for Dropout2d {
             y[..n].copy_from_slice(&x[..n]);
             return Ok(());
         }
-        let draws = batch * self.channels;
+        let draws = self.draws(batch);
         if self.mask.len() < draws {
             self.mask.resize(draws, 0.0);
         }
         // PyTorch returns zeros for p = 1 instead of scaling by infinity.
         let keep = 1.0 - self.p;
         let scale = if keep > 0.0 { 1.0 / keep } else { 0.0 };
+        // Drawn sequentially: the mask is a function of the seed and the step alone.
         for m in &mut self.mask[..draws] {
             *m = if unit_f32(&mut self.rng) < keep {
                 scale
@@ -298,7 +219,7 @@ impl Layer for Dropout2d {
         match self.mode {
             Mode::Eval => dx[..n].copy_from_slice(&dy[..n]),
             Mode::Train => {
-                if self.mask.len() < batch * self.channels {
+                if self.mask.len() < self.draws(batch) {
                     return Err(Error::State(format!(
                         "layer `{}`: backward for a batch of {batch} larger than the last forward's",
                         self.name

@@ -63,7 +63,7 @@ pub use batchnorm::BatchNorm2d;
 pub use build::{FromConfig, Init, build};
 pub use conv::{ChannelStore, Conv2d};
 pub use conv_transpose::ConvTranspose2d;
-pub use dropout::{Dropout, Dropout2d};
+pub use dropout::{Dropout, Dropout2d, MaskUnit, MaskedDropout, PerChannel, PerValue};
 pub use flatten::Flatten;
 pub use groupnorm::GroupNorm;
 pub use linear::Linear;

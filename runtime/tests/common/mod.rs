@@ -149,13 +149,68 @@ pub fn check_plain<L: Layer>(
     });
 }
 
+pub mod counting;
 pub mod fixture;
 pub mod seed;
 
-/// The bits of two training steps of the network `def` on `threads` threads: each step's loss,
-/// then every parameter gradient, with a plain SGD update in between. Random `[batch, C, H, W]`
-/// inputs of `input` per sample and labels cycling through `classes`; what the thread-count
-/// tests compare.
+/// What [`sgd_bits`] records after each step's loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// Nothing more.
+    Loss,
+    /// Every parameter's gradient.
+    Grads,
+    /// Every parameter's gradient and every buffer (running statistics).
+    GradsAndBuffers,
+}
+
+/// On a pool of `threads` threads: the network `make` builds, `steps` training steps on
+/// `data(step)` (a batch and its labels) each followed by a plain SGD update (learning rate
+/// 0.05), recording each step's loss bits and what `record` names, then what `finish` adds
+/// (inference, on a batch it asks `data` for). What the thread-count tests compare.
+pub fn sgd_bits<D>(
+    threads: usize,
+    make: impl FnOnce() -> cnnc_runtime::exec::Network + Send,
+    steps: usize,
+    mut data: D,
+    record: Record,
+    finish: impl FnOnce(&mut cnnc_runtime::exec::Network, &mut D, &mut Vec<u32>) + Send,
+) -> Vec<u32>
+where
+    D: FnMut(usize) -> (ndarray::Array4<f32>, Vec<usize>) + Send,
+{
+    use cnnc_runtime::Visit;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let mut net = make();
+        let mut bits = Vec::new();
+        for step in 0..steps {
+            let (x, labels) = data(step);
+            bits.push(net.train_step(x.view(), &labels).unwrap().to_bits());
+            net.visit(&mut |e| match e {
+                Entry::Param { param, .. } => {
+                    if record != Record::Loss {
+                        bits.extend(param.grad.iter().map(|v| v.to_bits()));
+                    }
+                    param.value.zip_mut_with(&param.grad, |v, g| *v -= 0.05 * g);
+                }
+                Entry::Buffer { value, .. } if record == Record::GradsAndBuffers => {
+                    bits.extend(value.iter().map(|v| v.to_bits()));
+                }
+                _ => {}
+            });
+        }
+        finish(&mut net, &mut data, &mut bits);
+        bits
+    })
+}
+
+/// The bits of two training steps of the network `def` on `threads` threads ([`sgd_bits`]:
+/// each step's loss, then every parameter gradient). Random `[batch, C, H, W]` inputs of
+/// `input` per sample and labels cycling through `classes`.
 pub fn train_bits(
     def: &cnnc_runtime::config::NetworkDef,
     input: [usize; 3],
@@ -163,30 +218,14 @@ pub fn train_bits(
     threads: usize,
     batch: usize,
 ) -> Vec<u32> {
-    use cnnc_runtime::Visit;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    pool.install(|| {
-        let mut net = cnnc_runtime::exec::Network::new(def, 5).unwrap();
-        let [c, h, w] = input;
-        let mut bits = Vec::new();
-        for step in 0..2 {
-            let mut rng = Rand(step);
-            let x = ndarray::Array4::from_shape_vec((batch, c, h, w), rng.vec(batch * c * h * w))
-                .unwrap();
-            let labels: Vec<usize> = (0..batch)
-                .map(|i| (i * 3 + step as usize) % classes)
-                .collect();
-            bits.push(net.train_step(x.view(), &labels).unwrap().to_bits());
-            net.visit(&mut |e| {
-                if let Entry::Param { param, .. } = e {
-                    bits.extend(param.grad.iter().map(|v| v.to_bits()));
-                    param.value.zip_mut_with(&param.grad, |v, g| *v -= 0.05 * g);
-                }
-            });
-        }
-        bits
-    })
+    let [c, h, w] = input;
+    let data = |step: usize| {
+        let mut rng = Rand(step as u64);
+        let x =
+            ndarray::Array4::from_shape_vec((batch, c, h, w), rng.vec(batch * c * h * w)).unwrap();
+        let labels: Vec<usize> = (0..batch).map(|i| (i * 3 + step) % classes).collect();
+        (x, labels)
+    };
+    let make = || cnnc_runtime::exec::Network::new(def, 5).unwrap();
+    sgd_bits(threads, make, 2, data, Record::Grads, |_, _, _| {})
 }
