@@ -4,7 +4,9 @@
 //! model (valid by construction) and the steps, fusions and buffers from its plan, the same plan
 //! the dynamic executor interprets.
 
-use cnnc_core::{CheckedLayer, Fusion, Grad, LayerConfig, Model, Plan as ExecPlan, Shape, Source};
+use cnnc_core::{
+    CheckedLayer, Clamp, Fusion, Grad, LayerConfig, Model, Plan as ExecPlan, Shape, Slice, Source,
+};
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 use syn::{Attribute, Path, Visibility};
@@ -850,10 +852,73 @@ impl Gen<'_> {
             let (index, field) = (lit(p.index), &p.field);
             quote!(#index => ::core::option::Option::Some(&self.#field),)
         });
-        let steps = self.exec.steps().iter().map(|step| {
-            let (layer, last, output) = (lit(step.layer), lit(step.last), lit(step.output));
-            let inputs = step.inputs.iter().map(|&b| lit(b));
-            quote!(#step_ref { layer: #layer, last: #last, inputs: &[#(#inputs),*], output: #output })
+        let epilogue_ty = self.rt(quote!(model::Epilogue));
+        let clamp_ty = self.rt(quote!(model::Clamp));
+        let step_refs = |steps: &[cnnc_core::Step]| -> Vec<TokenStream> {
+            steps
+                .iter()
+                .map(|step| {
+                    let (layer, last, output) =
+                        (lit(step.layer), lit(step.last), lit(step.output));
+                    let inputs = step.inputs.iter().map(|&b| lit(b));
+                    let e = step.epilogue;
+                    let epilogue = if e.is_none() {
+                        quote!(#epilogue_ty::NONE)
+                    } else {
+                        let option = |v: Option<usize>| match v {
+                            Some(v) => {
+                                let v = lit(v);
+                                quote!(::core::option::Option::Some(#v))
+                            }
+                            None => quote!(::core::option::Option::None),
+                        };
+                        let (norm, residual) = (option(e.norm), option(e.residual));
+                        let clamp = match e.clamp {
+                            Clamp::None => quote!(None),
+                            Clamp::Relu => quote!(Relu),
+                            Clamp::Relu6 => quote!(Relu6),
+                        };
+                        let slice = match e.slice {
+                            Some(Slice { offset, channels }) => {
+                                let (offset, channels) = (lit(offset), lit(channels));
+                                let slice_ty = self.rt(quote!(model::Slice));
+                                quote!(::core::option::Option::Some(#slice_ty { offset: #offset, channels: #channels }))
+                            }
+                            None => quote!(::core::option::Option::None),
+                        };
+                        quote!(#epilogue_ty {
+                            norm: #norm,
+                            residual: #residual,
+                            clamp: #clamp_ty::#clamp,
+                            slice: #slice,
+                        })
+                    };
+                    quote!(#step_ref {
+                        layer: #layer,
+                        last: #last,
+                        inputs: &[#(#inputs),*],
+                        output: #output,
+                        epilogue: #epilogue,
+                    })
+                })
+                .collect()
+        };
+        let steps = step_refs(self.exec.steps());
+        let eval_steps = step_refs(self.exec.eval_steps());
+        let n_eval_steps = lit(self.exec.eval_steps().len());
+        // Inference steps of their own only where they differ (the trait's default reads the
+        // steps).
+        let eval_fns = (self.exec.eval_steps() != self.exec.steps()).then(|| {
+            quote! {
+                fn eval_step_count(&self) -> usize {
+                    #n_eval_steps
+                }
+
+                fn eval_step(&self, index: usize) -> #step_ref<'_> {
+                    const STEPS: [#step_ref<'static>; #n_eval_steps] = [#(#eval_steps),*];
+                    STEPS[index]
+                }
+            }
         });
         let buffers = self.exec.buffers().iter().map(|&b| self.shape_value(b));
         let (n_layers, n_steps, n_buffers) = (
@@ -897,6 +962,8 @@ impl Gen<'_> {
                     const STEPS: [#step_ref<'static>; #n_steps] = [#(#steps),*];
                     STEPS[index]
                 }
+
+                #eval_fns
 
                 fn buffer(&self, index: usize) -> #shape {
                     const BUFFERS: [#shape; #n_buffers] = [#(#buffers),*];
@@ -1099,6 +1166,8 @@ mod tests {
         );
         assert!(code.contains("Workspace<8>,"), "{code}");
         assert!(!code.contains("merge_backward") && !code.contains("let x1"));
+        // Nothing folds in inference: the trait's default reads the steps.
+        assert!(!code.contains("fn eval_step"), "{code}");
     }
 
     #[test]
@@ -1116,11 +1185,12 @@ mod tests {
         ] {
             assert!(code.contains(line), "`{line}` missing from:\n{code}");
         }
-        // One table entry per step, a merge listing every input it reads.
+        // One table entry per step and per inference step (this plan's differ), a merge
+        // listing every input it reads.
         let plan = ExecPlan::new(&model);
         assert_eq!(
             code.matches("::cnnc::__private::StepRef {").count(),
-            plan.steps().len()
+            plan.steps().len() + plan.eval_steps().len()
         );
         let merge = plan.steps().iter().find(|s| s.inputs.len() > 1).unwrap();
         let inputs: Vec<String> = merge.inputs.iter().map(usize::to_string).collect();

@@ -9,6 +9,14 @@
 //! the convolution's output ([`crate::config::Pool2dConfig::tiles`]); any other max pool fed by
 //! a fused ReLU masks the gradient for it instead.
 //!
+//! Inference has steps of its own ([`Plan::eval_steps`]), over the same buffers: a convolution
+//! whose output only an eval-mode batch norm reads applies that batch norm as it stores its
+//! output, then the residual add that reads the batch norm (the add's other input read from its
+//! buffer) and the ReLU or ReLU6 after them ([`Epilogue`]). Training keeps the convolution's own
+//! output, which the batch norm's batch statistics and every backward read, so its steps stay
+//! as they are. A concatenation whose inputs dense convolutions make for it alone needs no
+//! inference step: they store into their channels of its buffer ([`Slice`]).
+//!
 //! Buffers follow liveness. Backward reads every step's inputs and output again, so each step's
 //! output keeps an activation buffer of its own until then. A gradient buffer holds the
 //! gradient of one step's output from the moment its last consumer (in forward order) writes it
@@ -33,6 +41,60 @@ pub enum Fusion {
     Relu,
     /// The ReLU after it and the max pool after that (`layer + 2`).
     ReluMaxPool,
+}
+
+/// The activation an inference step's store applies last ([`Epilogue::clamp`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clamp {
+    /// None.
+    None,
+    /// `torch.nn.ReLU`: `max(v, 0)`.
+    Relu,
+    /// `torch.nn.ReLU6`: `min(max(v, 0), 6)`.
+    Relu6,
+}
+
+/// What a convolution applies as it stores each output value `v` of channel `c` in an inference
+/// step, in the order the separate layers compute it: `v * scale[c] + shift[c]` with the eval
+/// scale and shift of batch norm `norm`, then `+ r` with `r` the value at the same place of
+/// activation buffer `residual` (an add's other input), then the clamp. [`Epilogue::NONE`] for
+/// every training step and every other layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Epilogue {
+    /// The batch norm (layer index) whose eval-mode scale and shift the store applies.
+    pub norm: Option<usize>,
+    /// The activation buffer the store adds (a two-input add's other input).
+    pub residual: Option<usize>,
+    /// The ReLU or ReLU6 applied last.
+    pub clamp: Clamp,
+    /// The channels of a concatenation the step writes in place of a buffer of its own.
+    pub slice: Option<Slice>,
+}
+
+/// Where an inference step stores into a concatenation's buffer: its output is the channels
+/// `offset..offset + its own` of each pixel of `channels` (the concatenation then needs no
+/// step: its inputs' producers write its buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// The first channel written.
+    pub offset: usize,
+    /// Channels per pixel of the buffer.
+    pub channels: usize,
+}
+
+impl Epilogue {
+    /// Nothing: the layer's own store.
+    pub const NONE: Epilogue = Epilogue {
+        norm: None,
+        residual: None,
+        clamp: Clamp::None,
+        slice: None,
+    };
+
+    /// Whether the store applies nothing.
+    pub fn is_none(&self) -> bool {
+        *self == Epilogue::NONE
+    }
 }
 
 /// Where a step's backward reads the gradient of its output.
@@ -93,12 +155,18 @@ pub struct Step {
     pub dx: Option<usize>,
     /// Where the gradient of each input goes, in the order of [`Step::inputs`].
     pub dxs: Vec<GradTo>,
+    /// What the convolution applies as it stores its output: in [`Plan::eval_steps`] only
+    /// ([`Epilogue::NONE`] in every training step).
+    pub epilogue: Epilogue,
 }
 
 /// The plan of a model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     steps: Vec<Step>,
+    /// The steps of inference: `steps`, with a convolution's eval-mode epilogue ([`Epilogue`])
+    /// in place of the steps it applies.
+    eval_steps: Vec<Step>,
     /// Per-sample shape of each activation buffer (0 is the input).
     buffers: Vec<Shape>,
     /// Number of gradient buffers backward uses.
@@ -178,12 +246,15 @@ impl Plan {
                 dy: Grad::Logits,
                 dx: None,
                 dxs: Vec::new(),
+                epilogue: Epilogue::NONE,
             });
             i = last + 1;
         }
         let grad_buffers = plan_gradients(model, &mut steps, &step_of);
+        let eval_steps = plan_eval(model, &steps, &step_of);
         Plan {
             steps,
+            eval_steps,
             buffers,
             grad_buffers,
             step_of,
@@ -193,6 +264,15 @@ impl Plan {
     /// The steps, in forward order.
     pub fn steps(&self) -> &[Step] {
         &self.steps
+    }
+
+    /// The steps of inference (evaluation mode), in forward order: [`Plan::steps`], where a
+    /// convolution applies the eval-mode batch norm, residual add and ReLU after it
+    /// ([`Step::epilogue`]) in place of their steps. They read and write the same buffers, and
+    /// leave the buffers of the steps they replace unwritten. Backward and named activations
+    /// use [`Plan::steps`].
+    pub fn eval_steps(&self) -> &[Step] {
+        &self.eval_steps
     }
 
     /// Per-sample shape of each activation buffer; buffer 0 holds the input.
@@ -219,6 +299,167 @@ impl Plan {
     pub fn output(&self) -> usize {
         self.buffers.len() - 1
     }
+}
+
+/// The steps of inference: `steps`, where a convolution whose output feeds an eval-mode batch
+/// norm, a two-input add or a ReLU/ReLU6 (each the next layer and the previous one's only
+/// reader) applies them as it stores ([`Epilogue`]); the steps of the layers it applies drop out.
+/// A dense convolution that applies a ReLU in training already keeps that step; a grouped one
+/// applies no residual (its stencil's store is per channel).
+fn plan_eval(model: &Model, steps: &[Step], step_of: &[usize]) -> Vec<Step> {
+    let layers = model.layers();
+    let consumers = model.consumers();
+    let next_sole = |i: usize| match consumers[i].as_slice() {
+        [only] if *only == i + 1 => Some(*only),
+        _ => None,
+    };
+    let mut eval = Vec::with_capacity(steps.len());
+    let mut k = 0;
+    while k < steps.len() {
+        let step = &steps[k];
+        let fused = match layers[step.layer].config() {
+            LayerConfig::Conv2d(c) if step.fusion == Fusion::None => {
+                epilogue(model, step.layer, c.groups == 1, &next_sole)
+            }
+            _ => None,
+        };
+        // The layers applied end a training step (so the buffer the step writes is the one
+        // later steps read), and their buffers: the residual is an earlier step's output.
+        let fused = fused.and_then(|(mut epilogue, last, other)| {
+            let end = step_of[last];
+            if steps[end].last != last {
+                return None;
+            }
+            epilogue.residual = other.map(|source| match source {
+                Source::Input => 0,
+                Source::Layer(j) => steps[step_of[j]].output,
+            });
+            Some((epilogue, end))
+        });
+        match fused {
+            Some((epilogue, end)) => {
+                eval.push(Step {
+                    last: steps[end].last,
+                    output: steps[end].output,
+                    epilogue,
+                    ..step.clone()
+                });
+                k = end + 1;
+            }
+            None => {
+                eval.push(step.clone());
+                k += 1;
+            }
+        }
+    }
+    concat_in_place(model, &mut eval);
+    eval
+}
+
+/// Removes every concatenation whose inputs dense convolutions produce for it alone: each of
+/// those steps stores into its channels of the concatenation's buffer instead ([`Slice`]),
+/// applying the ReLU it fuses through its epilogue. A convolution that pools, or adds a
+/// residual (laid out with its own channels), keeps its buffer, and so does the concatenation.
+fn concat_in_place(model: &Model, eval: &mut Vec<Step>) {
+    let layers = model.layers();
+    let consumers = model.consumers();
+    let mut k = 0;
+    while k < eval.len() {
+        let concat = &eval[k];
+        let width = |shape: Shape| match shape {
+            Shape::Chw([c, _, _]) => Some(c),
+            Shape::Flat(_) => None,
+        };
+        let total = width(layers[concat.layer].output_shape());
+        let producers: Option<Vec<usize>> = match (layers[concat.layer].config(), total) {
+            (LayerConfig::Concat(_), Some(_)) => layers[concat.layer]
+                .inputs()
+                .iter()
+                .map(|source| {
+                    let Source::Layer(j) = *source else {
+                        return None;
+                    };
+                    let p = eval[..k].iter().position(|s| s.last == j)?;
+                    let step = &eval[p];
+                    let dense = matches!(layers[step.layer].config(), LayerConfig::Conv2d(c) if c.groups == 1);
+                    let alone = consumers[j] == [concat.layer];
+                    let plain = step.fusion != Fusion::ReluMaxPool
+                        && step.epilogue.residual.is_none()
+                        && step.epilogue.slice.is_none();
+                    (dense && alone && plain).then_some(p)
+                })
+                .collect(),
+            _ => None,
+        };
+        // Each input from a step of its own (not one tensor twice).
+        let distinct = |p: &Vec<usize>| p.iter().enumerate().all(|(i, a)| !p[..i].contains(a));
+        let (Some(producers), Some(total)) = (producers.filter(distinct), total) else {
+            k += 1;
+            continue;
+        };
+        let output = concat.output;
+        let mut offset = 0;
+        for p in producers {
+            let step = &mut eval[p];
+            if step.fusion == Fusion::Relu {
+                step.epilogue.clamp = Clamp::Relu;
+            }
+            step.epilogue.slice = Some(Slice {
+                offset,
+                channels: total,
+            });
+            step.output = output;
+            offset += width(layers[step.last].output_shape()).unwrap_or(0);
+        }
+        eval.remove(k);
+    }
+}
+
+/// The epilogue convolution `conv` applies in inference (a dense one, a residual add too), the
+/// last layer it applies and the residual add's other input; `None` when it applies nothing.
+fn epilogue(
+    model: &Model,
+    conv: usize,
+    dense: bool,
+    next_sole: &impl Fn(usize) -> Option<usize>,
+) -> Option<(Epilogue, usize, Option<Source>)> {
+    let layers = model.layers();
+    let mut epilogue = Epilogue::NONE;
+    let mut last = conv;
+    let mut other = None;
+    if let Some(bn) = next_sole(last)
+        && let LayerConfig::BatchNorm2d(c) = layers[bn].config()
+        && c.track_running_stats
+    {
+        epilogue.norm = Some(bn);
+        last = bn;
+    }
+    if let Some(add) = next_sole(last).filter(|_| dense)
+        && let LayerConfig::Add = layers[add].config()
+        && let [a, b] = layers[add].inputs()
+    {
+        // The add's other input: a source other than the layer it follows.
+        let (ours, theirs) = if *a == Source::Layer(last) {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        if *ours == Source::Layer(last) && *theirs != Source::Layer(last) {
+            other = Some(*theirs);
+            last = add;
+        }
+    }
+    if let Some(act) = next_sole(last) {
+        epilogue.clamp = match layers[act].config() {
+            LayerConfig::Relu => Clamp::Relu,
+            LayerConfig::Relu6 => Clamp::Relu6,
+            _ => Clamp::None,
+        };
+        if epilogue.clamp != Clamp::None {
+            last = act;
+        }
+    }
+    (last != conv).then_some((epilogue, last, other))
 }
 
 /// Assigns every step's gradient buffers (`dy`, `dx`, `dxs`) by liveness in backward order;
@@ -589,5 +830,300 @@ mod tests {
         );
         assert_eq!(plan.steps().len(), 4);
         assert_eq!(plan.steps()[2].inputs, [1]);
+    }
+
+    fn dw(c: usize) -> LayerConfig {
+        let LayerConfig::Conv2d(mut config) = conv(c) else {
+            unreachable!()
+        };
+        config.out_channels = c;
+        config.groups = c;
+        LayerConfig::Conv2d(config)
+    }
+
+    fn bn_untracked(c: usize) -> LayerConfig {
+        let mut config = crate::config::BatchNorm2dConfig::new(c);
+        config.track_running_stats = false;
+        LayerConfig::BatchNorm2d(config)
+    }
+
+    /// A basic block: conv, bn, relu, conv, bn, add(bn, block input), relu; then a head.
+    fn basic_block(second_bn: LayerConfig) -> Plan {
+        graph(
+            [2, 8, 8],
+            vec![
+                (conv(2), vec![]),                                         // 0
+                (bn(2), vec![]),                                           // 1
+                (LayerConfig::Relu, vec![]),                               // 2
+                (conv(2), vec![]),                                         // 3
+                (second_bn, vec![]),                                       // 4
+                (LayerConfig::Add, vec![Source::Layer(4), Source::Input]), // 5
+                (LayerConfig::Relu, vec![]),                               // 6
+                (LayerConfig::FLATTEN, vec![]),                            // 7
+                (linear(128), vec![]),                                     // 8
+            ],
+        )
+    }
+
+    #[test]
+    fn inference_folds_batch_norm_residual_add_and_relu_into_the_convolution() {
+        let plan = basic_block(bn(2));
+        // Training keeps every convolution's own output for the batch norm after it.
+        let train: Vec<usize> = plan.steps().iter().map(|s| s.layer).collect();
+        assert_eq!(train, [0, 1, 3, 4, 5, 6, 7, 8]);
+        assert!(plan.steps().iter().all(|s| s.epilogue.is_none()));
+        let eval = plan.eval_steps();
+        let layers: Vec<(usize, usize)> = eval.iter().map(|s| (s.layer, s.last)).collect();
+        assert_eq!(layers, [(0, 2), (3, 6), (7, 7), (8, 8)]);
+        assert_eq!(
+            eval[0].epilogue,
+            Epilogue {
+                norm: Some(1),
+                residual: None,
+                clamp: Clamp::Relu,
+                slice: None
+            }
+        );
+        assert_eq!(
+            eval[1].epilogue,
+            Epilogue {
+                norm: Some(4),
+                residual: Some(0),
+                clamp: Clamp::Relu,
+                slice: None
+            }
+        );
+        // Each writes the buffer of the last training step it replaces, and reads what the
+        // training steps read.
+        assert_eq!(
+            (eval[0].inputs.as_slice(), eval[0].output),
+            ([0].as_slice(), 2)
+        );
+        assert_eq!(eval[1].inputs, [2]);
+        assert_eq!(eval[1].output, plan.step_of(6).output);
+        assert_eq!(eval[2].input, plan.step_of(6).output);
+        assert_eq!(eval.last().map(|s| s.output), Some(plan.output()));
+    }
+
+    #[test]
+    fn a_batch_norm_without_running_statistics_is_not_folded() {
+        // It normalises by the batch's statistics in eval too, which need the whole output.
+        let plan = basic_block(bn_untracked(2));
+        let eval: Vec<(usize, usize)> = plan
+            .eval_steps()
+            .iter()
+            .map(|s| (s.layer, s.last))
+            .collect();
+        assert_eq!(
+            eval,
+            [(0, 2), (3, 3), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8)]
+        );
+        assert!(plan.eval_steps()[1].epilogue.is_none());
+    }
+
+    #[test]
+    fn the_projection_shortcut_adds_the_residual_branch_as_it_stores() {
+        // conv2, bn2, then the 1x1 shortcut and its bn, add(bn2, shortcut), relu.
+        let plan = graph(
+            [2, 8, 8],
+            vec![
+                (conv(2), vec![]),                                            // 0
+                (bn(2), vec![]),                                              // 1
+                (conv(2), vec![Source::Input]),                               // 2
+                (bn(2), vec![]),                                              // 3
+                (LayerConfig::Add, vec![Source::Layer(1), Source::Layer(3)]), // 4
+                (LayerConfig::Relu, vec![]),                                  // 5
+                (LayerConfig::FLATTEN, vec![]),                               // 6
+                (linear(128), vec![]),                                        // 7
+            ],
+        );
+        let eval = plan.eval_steps();
+        let spans: Vec<(usize, usize)> = eval.iter().map(|s| (s.layer, s.last)).collect();
+        assert_eq!(spans, [(0, 1), (2, 5), (6, 6), (7, 7)]);
+        assert_eq!(eval[1].inputs, [0]);
+        assert_eq!(
+            eval[1].epilogue,
+            Epilogue {
+                norm: Some(3),
+                residual: Some(eval[0].output),
+                clamp: Clamp::Relu,
+                slice: None
+            }
+        );
+    }
+
+    #[test]
+    fn what_is_read_elsewhere_is_not_folded() {
+        let plan = graph(
+            [2, 8, 8],
+            vec![
+                // The convolution's output is read by the batch norm and the add.
+                (conv(2), vec![]),                                            // 0
+                (bn(2), vec![]),                                              // 1
+                (LayerConfig::Add, vec![Source::Layer(1), Source::Layer(0)]), // 2
+                // The batch norm's output is read by the ReLU and the add after it.
+                (conv(2), vec![]),                                            // 3
+                (bn(2), vec![]),                                              // 4
+                (LayerConfig::Relu, vec![]),                                  // 5
+                (LayerConfig::Add, vec![Source::Layer(5), Source::Layer(4)]), // 6
+                // An add of the batch norm with itself.
+                (conv(2), vec![]),                                            // 7
+                (bn(2), vec![]),                                              // 8
+                (LayerConfig::Add, vec![Source::Layer(8), Source::Layer(8)]), // 9
+                // An add of three.
+                (conv(2), vec![]), // 10
+                (bn(2), vec![]),   // 11
+                (
+                    LayerConfig::Add,
+                    vec![Source::Layer(11), Source::Layer(9), Source::Input],
+                ), // 12
+                (LayerConfig::FLATTEN, vec![]), // 13
+                (linear(128), vec![]), // 14
+            ],
+        );
+        let spans: Vec<(usize, usize)> = plan
+            .eval_steps()
+            .iter()
+            .map(|s| (s.layer, s.last))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (0, 0),
+                (1, 1),
+                (2, 2),
+                (3, 4),
+                (5, 5),
+                (6, 6),
+                (7, 8),
+                (9, 9),
+                (10, 11),
+                (12, 12),
+                (13, 13),
+                (14, 14)
+            ]
+        );
+        let norms: Vec<Option<usize>> = plan.eval_steps().iter().map(|s| s.epilogue.norm).collect();
+        assert_eq!(norms[3], Some(4));
+        assert!(
+            plan.eval_steps()
+                .iter()
+                .all(|s| s.epilogue.residual.is_none())
+        );
+    }
+
+    #[test]
+    fn a_depthwise_convolution_folds_batch_norm_and_relu6_but_no_add() {
+        let plan = graph(
+            [2, 8, 8],
+            vec![
+                (dw(2), vec![]),                                              // 0
+                (bn(2), vec![]),                                              // 1
+                (LayerConfig::Relu6, vec![]),                                 // 2
+                (dw(2), vec![]),                                              // 3
+                (bn(2), vec![]),                                              // 4
+                (LayerConfig::Add, vec![Source::Layer(4), Source::Layer(2)]), // 5
+                (LayerConfig::FLATTEN, vec![]),                               // 6
+                (linear(128), vec![]),                                        // 7
+            ],
+        );
+        let eval = plan.eval_steps();
+        let spans: Vec<(usize, usize)> = eval.iter().map(|s| (s.layer, s.last)).collect();
+        assert_eq!(spans, [(0, 2), (3, 4), (5, 5), (6, 6), (7, 7)]);
+        assert_eq!(eval[0].epilogue.clamp, Clamp::Relu6);
+        assert_eq!(eval[1].epilogue.residual, None);
+        assert_eq!(
+            eval[2].inputs,
+            [plan.step_of(4).output, plan.step_of(2).output]
+        );
+    }
+
+    #[test]
+    fn a_chain_without_batch_norm_folds_nothing_new() {
+        let plan = plan(vec![
+            conv(1),
+            LayerConfig::Relu,
+            pool(2, 2),
+            LayerConfig::FLATTEN,
+            linear(32),
+        ]);
+        assert_eq!(plan.eval_steps(), plan.steps());
+    }
+
+    fn concat() -> LayerConfig {
+        LayerConfig::Concat(crate::config::ConcatConfig { dim: 1 })
+    }
+
+    #[test]
+    fn convolutions_made_for_a_concatenation_store_into_its_channels() {
+        // A fire module: squeeze, then two expand convolutions (one with BN) concatenated.
+        let plan = graph(
+            [2, 8, 8],
+            vec![
+                (conv(2), vec![]),                                    // 0 squeeze
+                (LayerConfig::Relu, vec![]),                          // 1
+                (conv(2), vec![Source::Layer(1)]),                    // 2 expand a
+                (LayerConfig::Relu, vec![]),                          // 3
+                (conv(2), vec![Source::Layer(1)]),                    // 4 expand b
+                (bn(2), vec![]),                                      // 5
+                (concat(), vec![Source::Layer(3), Source::Layer(5)]), // 6
+                (LayerConfig::FLATTEN, vec![]),                       // 7
+                (linear(256), vec![]),                                // 8
+            ],
+        );
+        let eval = plan.eval_steps();
+        let spans: Vec<(usize, usize)> = eval.iter().map(|s| (s.layer, s.last)).collect();
+        assert_eq!(spans, [(0, 1), (2, 3), (4, 5), (7, 7), (8, 8)]);
+        let cat = plan.step_of(6).output;
+        assert_eq!((eval[1].output, eval[2].output), (cat, cat));
+        assert_eq!(
+            eval[1].epilogue,
+            Epilogue {
+                clamp: Clamp::Relu,
+                slice: Some(Slice {
+                    offset: 0,
+                    channels: 4
+                }),
+                ..Epilogue::NONE
+            }
+        );
+        assert_eq!(eval[2].epilogue.norm, Some(5));
+        assert_eq!(
+            eval[2].epilogue.slice,
+            Some(Slice {
+                offset: 2,
+                channels: 4
+            })
+        );
+        assert_eq!(eval[3].inputs, [cat]);
+        // Training keeps the concatenation's step.
+        assert_eq!(plan.step_of(6).layer, 6);
+    }
+
+    #[test]
+    fn a_concatenation_of_anything_else_keeps_its_step() {
+        let plan = graph(
+            [2, 8, 8],
+            vec![
+                (conv(2), vec![]),                                            // 0, also read by 4
+                (conv(2), vec![Source::Input]),                               // 1
+                (concat(), vec![Source::Layer(0), Source::Layer(1)]),         // 2
+                (conv(4), vec![]),                                            // 3
+                (LayerConfig::Add, vec![Source::Layer(0), Source::Layer(0)]), // 4
+                (conv(2), vec![Source::Layer(4)]),                            // 5
+                (concat(), vec![Source::Layer(5), Source::Layer(5)]),         // 6: one tensor twice
+                (conv(4), vec![]),                                            // 7
+                (concat(), vec![Source::Layer(7), Source::Input]),            // 8: the input
+                (dw(4), vec![]),                                              // 9
+                (conv(4), vec![]),                                            // 10
+                (concat(), vec![Source::Layer(9), Source::Layer(10)]),        // 11: a depthwise
+                (LayerConfig::FLATTEN, vec![]),                               // 12
+            ],
+        );
+        let eval = plan.eval_steps();
+        for c in [2, 6, 8, 11] {
+            assert!(eval.iter().any(|s| s.layer == c), "concat {c} kept");
+        }
+        assert!(eval.iter().all(|s| s.epilogue.slice.is_none()));
     }
 }

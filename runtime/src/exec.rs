@@ -57,6 +57,9 @@ pub struct Network {
     /// Whether `dlogits` holds the gradient for the last forward (a training step or a backward
     /// call followed it), so that backward can be replayed.
     dlogits_ready: bool,
+    /// Whether the last forward ran the plan's inference steps, which leave the buffers of the
+    /// layers a convolution applies unwritten: backward replays the forward first.
+    eval_fused: bool,
 }
 
 /// Where the last training step first produced a NaN or an infinity, as
@@ -356,6 +359,7 @@ impl Network {
             capacity: 0,
             last: None,
             dlogits_ready: false,
+            eval_fused: false,
         })
     }
 
@@ -482,28 +486,48 @@ impl Network {
         self.reserve(batch);
         self.last = None;
         self.dlogits_ready = false;
+        self.eval_fused = false;
         nchw_to_internal(x, &mut self.acts[0]);
-        on_pool(|| self.run_layers(batch, mode, times))?;
+        // Inference runs the inference steps (a convolution applying the eval-mode batch norm,
+        // residual add and ReLU after it as it stores), where the plan has any.
+        let fused = mode == Mode::Eval && self.plan.eval_steps().len() < self.plan.steps().len();
+        on_pool(|| self.run_layers(batch, mode, fused, times))?;
+        self.eval_fused = fused;
         self.last = Some((batch, mode));
         Ok(())
     }
 
-    /// Runs every layer forward on `acts[0]`, adding each layer's time to `times` when given.
+    /// Runs every layer forward on `acts[0]` (with `fused`, the plan's inference steps), adding
+    /// each layer's time to `times` when given.
     fn run_layers(
         &mut self,
         batch: usize,
         mode: Mode,
+        fused: bool,
         mut times: Option<&mut [LayerTime]>,
     ) -> Result<()> {
-        for step in self.plan.steps() {
+        let Network {
+            layers, plan, acts, ..
+        } = self;
+        let steps = if fused {
+            plan.eval_steps()
+        } else {
+            plan.steps()
+        };
+        for step in steps {
             let i = step.layer;
-            let (before, after) = self.acts.split_at_mut(step.output);
+            let (before, after) = acts.split_at_mut(step.output);
             let start = Instant::now();
-            match self.layers[i].as_merge() {
-                Some(merge) => with_inputs(before, &step.inputs, |xs| {
-                    merge.forward_merge(xs, &mut after[0], batch)
-                })?,
-                None => self.layers[i].forward(&before[step.input], &mut after[0], batch, mode)?,
+            if !step.epilogue.is_none() {
+                let find = |k: usize| layers.get(k).map(|l| &**l);
+                crate::model::infer_step(&find, &step_ref(step), before, &mut after[0], batch)?;
+            } else {
+                match layers[i].as_merge() {
+                    Some(merge) => with_inputs(before, &step.inputs, |xs| {
+                        merge.forward_merge(xs, &mut after[0], batch)
+                    })?,
+                    None => layers[i].forward(&before[step.input], &mut after[0], batch, mode)?,
+                }
             }
             if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {
                 t.forward += start.elapsed();
@@ -547,7 +571,19 @@ impl Network {
             *dst = v;
         }
         self.dlogits_ready = true;
+        self.unfuse(batch)?;
         self.backward_from_buffer(batch, None, false)?;
+        Ok(())
+    }
+
+    /// After a forward that ran the inference steps, runs the training steps (in eval mode)
+    /// over the same input, so that every buffer backward reads holds its layer's output (the
+    /// same values: both plans compute them bit for bit alike).
+    fn unfuse(&mut self, batch: usize) -> Result<()> {
+        if self.eval_fused {
+            on_pool(|| self.run_layers(batch, Mode::Eval, false, None))?;
+            self.eval_fused = false;
+        }
         Ok(())
     }
 
@@ -636,6 +672,7 @@ impl Network {
         let (batch, _) = self
             .last
             .ok_or_else(|| Error::State("no training step has run yet".to_owned()))?;
+        self.unfuse(batch)?;
         let input_len = batch * self.input.numel();
         if let Some(value) = first_non_finite(&self.acts[0][..input_len]) {
             return Ok(Some(NonFinite::Input { value }));
@@ -724,6 +761,17 @@ impl VisitRef for Network {
     }
 }
 
+/// A plan's step as the `&self` runner reads it.
+fn step_ref(step: &cnnc_core::Step) -> StepRef<'_> {
+    StepRef {
+        layer: step.layer,
+        last: step.last,
+        inputs: &step.inputs,
+        output: step.output,
+        epilogue: step.epilogue,
+    }
+}
+
 impl Planned for Network {
     fn layer(&self, index: usize) -> Option<&dyn Layer> {
         self.layers.get(index).map(|l| &**l)
@@ -738,13 +786,15 @@ impl Planned for Network {
     }
 
     fn step(&self, index: usize) -> StepRef<'_> {
-        let step = &self.plan.steps()[index];
-        StepRef {
-            layer: step.layer,
-            last: step.last,
-            inputs: &step.inputs,
-            output: step.output,
-        }
+        step_ref(&self.plan.steps()[index])
+    }
+
+    fn eval_step_count(&self) -> usize {
+        self.plan.eval_steps().len()
+    }
+
+    fn eval_step(&self, index: usize) -> StepRef<'_> {
+        step_ref(&self.plan.eval_steps()[index])
     }
 
     fn buffer(&self, index: usize) -> Shape {

@@ -8,9 +8,10 @@ use std::path::Path;
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayView4};
 
 use cnnc_core::Shape;
+pub use cnnc_core::{Clamp, Epilogue, Slice};
 
 use crate::error::{Error, Result};
-use crate::layers::Layer;
+use crate::layers::{ChannelStore, Layer};
 use crate::param::{EntryRef, Visit, VisitRef};
 use crate::scratch::{self, Scratch};
 use crate::tensor::{flat_to_array, internal_to_nchw, nchw_to_internal, on_pool};
@@ -128,7 +129,8 @@ pub trait Model: Visit + VisitRef + Send + Sync {
 
 /// One step of a model's plan as the `&self` runner reads it ([`cnnc_core::Step`]'s fields):
 /// layer `layer` runs, applying the layers after it up to `last`, reading activation buffers
-/// `inputs` and writing buffer `output`. Generated models list theirs as a constant.
+/// `inputs` and writing buffer `output`; in an inference step, a convolution stores through
+/// `epilogue`. Generated models list theirs as a constant.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug)]
 pub struct StepRef<'a> {
@@ -140,6 +142,8 @@ pub struct StepRef<'a> {
     pub inputs: &'a [usize],
     /// The activation buffer it writes.
     pub output: usize,
+    /// What its convolution applies as it stores ([`Epilogue::NONE`] but in inference steps).
+    pub epilogue: Epilogue,
 }
 
 /// A model's layers and plan, which [`infer`] and [`activations`] run from `&self`: what the
@@ -154,6 +158,15 @@ pub trait Planned: Sync {
     fn step_count(&self) -> usize;
     /// Step `index`, in forward order.
     fn step(&self, index: usize) -> StepRef<'_>;
+    /// Number of inference steps ([`cnnc_core::Plan::eval_steps`]); the default, for a plan
+    /// whose inference steps are its steps, [`Planned::step_count`].
+    fn eval_step_count(&self) -> usize {
+        self.step_count()
+    }
+    /// Inference step `index`, in forward order; the default [`Planned::step`].
+    fn eval_step(&self, index: usize) -> StepRef<'_> {
+        self.step(index)
+    }
     /// Per-sample shape of each activation buffer (0 is the input).
     fn buffer(&self, index: usize) -> Shape;
     /// Number of activation buffers.
@@ -267,10 +280,13 @@ fn to_torch(data: &[f32], shape: Shape, batch: usize) -> ArrayD<f32> {
 type Activations = BTreeMap<String, ArrayD<f32>>;
 
 /// Runs every step of `model` on `x` in evaluation mode, from `&self`; returns the logits and
-/// the outputs of the layers `wanted` marks. A wanted layer that a step applies inside its
-/// first layer (a fused ReLU or max pool, or that first layer itself) is computed apart from
-/// the step's input: the first layer without what it fuses ([`Layer::infer_unfused`]), then
-/// each applied layer on its own, which gives the fused step's values bit for bit.
+/// the outputs of the layers `wanted` marks. Without any, it runs the inference steps (a
+/// convolution applying the batch norm, add and ReLU after it, [`Epilogue`]); with some, the
+/// training steps, whose every step output lies in a buffer. A wanted layer that a step applies
+/// inside its first layer (a fused ReLU or max pool, or that first layer itself) is computed
+/// apart from the step's input: the first layer without what it fuses
+/// ([`Layer::infer_unfused`]), then each applied layer on its own, which gives the fused step's
+/// values bit for bit.
 fn run(
     model: &(impl Planned + ?Sized),
     x: Input<'_>,
@@ -285,9 +301,30 @@ fn run(
             Error::State(format!("a batch of {batch} samples does not fit in memory"))
         })
     };
-    let mut lens = Vec::with_capacity(model.buffer_count());
-    for b in 0..model.buffer_count() {
-        lens.push(len(model.buffer(b))?);
+    let eval = !wanted.contains(&true);
+    let (count, step_at) = if eval {
+        (
+            model.eval_step_count(),
+            Planned::eval_step as fn(&_, usize) -> StepRef<'_>,
+        )
+    } else {
+        (
+            model.step_count(),
+            Planned::step as fn(&_, usize) -> StepRef<'_>,
+        )
+    };
+    let step_at = |s: usize| step_at(model, s);
+    // The buffers the steps read or write (the ones inference steps replace stay empty).
+    let mut lens = vec![0; model.buffer_count()];
+    let first = [0];
+    for s in 0..count {
+        let step = step_at(s);
+        let read = step.inputs.iter().chain(&step.epilogue.residual);
+        for &b in read.chain([&step.output]).chain(&first) {
+            if b < lens.len() {
+                lens[b] = len(model.buffer(b))?;
+            }
+        }
     }
     on_pool(|| {
         let mut acts: Vec<Scratch<f32>> = lens
@@ -308,31 +345,11 @@ fn run(
             }
         }
         let mut found = BTreeMap::new();
-        for s in 0..model.step_count() {
-            let step = model.step(s);
+        for s in 0..count {
+            let step = step_at(s);
             let (before, after) = acts.split_at_mut(step.output);
             let y = &mut after[0][..lens[step.output]];
-            let layer = layer_at(model, step.layer)?;
-            match layer.as_merge_ref() {
-                Some(merge) => {
-                    // The inputs gathered on the stack (every merge of the shipped models has
-                    // at most 8), so a step allocates nothing.
-                    const INLINE: usize = 8;
-                    let mut inline: [&[f32]; INLINE] = [&[]; INLINE];
-                    let gathered: Vec<&[f32]>;
-                    let xs = if step.inputs.len() <= INLINE {
-                        for (slot, &b) in inline.iter_mut().zip(step.inputs) {
-                            *slot = &before[b];
-                        }
-                        &inline[..step.inputs.len()]
-                    } else {
-                        gathered = step.inputs.iter().map(|&b| &before[b][..]).collect();
-                        &gathered[..]
-                    };
-                    merge.forward_merge(xs, y, batch)?;
-                }
-                None => layer.infer(&before[step.inputs[0]], y, batch)?,
-            }
+            infer_step(&|i| model.layer(i), &step, before, y, batch)?;
             let last = layer_at(model, step.last)?;
             if wanted.get(step.last) == Some(&true) {
                 found.insert(
@@ -372,4 +389,94 @@ fn run(
         let logits = flat_to_array(&acts[model.output_buffer()], out, batch);
         Ok((logits, found))
     })
+}
+
+/// Runs one step of a plan from `&self` in evaluation mode into `y`: a merge from its input
+/// buffers, a convolution through its [`Epilogue`] (the batch norm's eval scale and shift
+/// computed here, in scratch memory), any other layer's [`Layer::infer`]. `before` holds the
+/// buffers before the step's output (every buffer a step reads comes before the one it writes);
+/// `layers` finds a layer by index.
+#[doc(hidden)]
+pub fn infer_step<'m, B: std::ops::Deref<Target = [f32]>>(
+    layers: &dyn Fn(usize) -> Option<&'m dyn Layer>,
+    step: &StepRef<'_>,
+    before: &[B],
+    y: &mut [f32],
+    batch: usize,
+) -> Result<()> {
+    let layer_at = |index: usize| {
+        layers(index).ok_or_else(|| {
+            Error::State(format!(
+                "cnnc bug: the plan names layer {index}, past the last"
+            ))
+        })
+    };
+    let buffer = |b: usize| {
+        before.get(b).map(|b| &b[..]).ok_or_else(|| {
+            Error::State(format!(
+                "cnnc bug: step {} reads buffer {b}, not written before its output",
+                step.layer
+            ))
+        })
+    };
+    let layer = layer_at(step.layer)?;
+    if let Some(merge) = layer.as_merge_ref() {
+        // The inputs gathered on the stack (every merge of the shipped models has at most 8),
+        // so a step allocates nothing.
+        const INLINE: usize = 8;
+        let mut inline: [&[f32]; INLINE] = [&[]; INLINE];
+        let gathered: Vec<&[f32]>;
+        let xs = if step.inputs.len() <= INLINE {
+            for (slot, &b) in inline.iter_mut().zip(step.inputs) {
+                *slot = buffer(b)?;
+            }
+            &inline[..step.inputs.len()]
+        } else {
+            gathered = step
+                .inputs
+                .iter()
+                .map(|&b| buffer(b))
+                .collect::<Result<_>>()?;
+            &gathered[..]
+        };
+        return merge.forward_merge(xs, y, batch);
+    }
+    let x = buffer(step.inputs.first().copied().unwrap_or(0))?;
+    let epilogue = step.epilogue;
+    if epilogue.is_none() {
+        return layer.infer(x, y, batch);
+    }
+    let norm = match epilogue.norm {
+        Some(norm) => Some(layer_at(norm)?.as_batch_norm().ok_or_else(|| {
+            Error::State(format!(
+                "cnnc bug: the plan folds layer {norm} into `{}` as a batch norm",
+                layer.name()
+            ))
+        })?),
+        None => None,
+    };
+    let c = norm.map_or(0, |bn| bn.config().num_features);
+    let mut factors = scratch::take(2 * c, scratch::ANY, 0.0);
+    let affine = match norm {
+        Some(bn) => {
+            let (scale, shift) = factors[..2 * c].split_at_mut(c);
+            bn.eval_affine(scale, shift)?;
+            Some(factors[..2 * c].split_at(c))
+        }
+        None => None,
+    };
+    let residual = epilogue.residual.map(buffer).transpose()?;
+    let (lo, hi) = match epilogue.clamp {
+        Clamp::None => (f32::NEG_INFINITY, f32::INFINITY),
+        Clamp::Relu => (0.0, f32::INFINITY),
+        Clamp::Relu6 => (0.0, 6.0),
+    };
+    let store = ChannelStore {
+        affine,
+        residual,
+        lo,
+        hi,
+        slice: epilogue.slice.map(|s| (s.offset, s.channels)),
+    };
+    layer.infer_store(x, y, batch, &store)
 }

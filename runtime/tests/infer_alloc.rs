@@ -84,3 +84,79 @@ fn batch_norm_without_running_statistics_infers_from_scratch_memory() {
         assert_eq!(first.unwrap(), eval);
     });
 }
+
+/// A block whose inference steps fold the batch norms, the residual add and the ReLUs into the
+/// convolutions' stores (their factors in scratch memory too).
+fn folded_block() -> cnnc_runtime::config::NetworkDef {
+    use cnnc_runtime::config::{
+        BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Source,
+    };
+    let conv = LayerConfig::Conv2d(Conv2dConfig {
+        in_channels: 8,
+        out_channels: 8,
+        kernel_size: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        padding_end: [1, 1],
+        dilation: [1, 1],
+        groups: 1,
+        bias: false,
+        padding_mode: Default::default(),
+    });
+    let bn = LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(8));
+    let layers = [
+        (conv.clone(), vec![]),
+        (bn.clone(), vec![]),
+        (LayerConfig::Relu, vec![]),
+        (conv, vec![]),
+        (bn, vec![]),
+        (LayerConfig::Add, vec![Source::Layer(4), Source::Input]),
+        (LayerConfig::Relu, vec![]),
+        (LayerConfig::FLATTEN, vec![]),
+        (
+            LayerConfig::Linear(LinearConfig {
+                in_features: 8 * 8 * 8,
+                out_features: 4,
+                bias: true,
+            }),
+            vec![],
+        ),
+    ];
+    NetworkDef {
+        input: [8, 8, 8],
+        layers: layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, (config, inputs))| LayerDef {
+                name: format!("l{i}"),
+                config,
+                inputs,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_warm_folded_predict_allocates_only_its_result() {
+    use cnnc_runtime::model::Planned;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let net = Network::new(&folded_block(), 0).unwrap();
+        assert!(net.eval_step_count() < net.step_count());
+        let x = Array4::from_shape_fn((4, 8, 8, 8), |(n, c, h, w)| {
+            ((n * 7 + c * 5 + h * 3 + w) % 17) as f32 / 17.0 - 0.5
+        });
+        let mut first = None;
+        let cold = allocations(|| first = Some(net.predict(x.view()).unwrap()));
+        let mut second = None;
+        let warm = allocations(|| second = Some(net.predict(x.view()).unwrap()));
+        assert_eq!(first, second);
+        assert!(
+            warm <= 3,
+            "{warm} allocations once warm (the first call made {cold})"
+        );
+    });
+}

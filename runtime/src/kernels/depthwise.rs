@@ -130,20 +130,20 @@ pub(crate) struct Depthwise {
 /// A per-channel affine map and a clamp applied as the forward pass stores its output:
 /// `clamp(v * scale[c] + shift[c], lo, hi)` (a multiply then an add, as batch norm's eval
 /// forward; the clamp as ReLU's and ReLU6's: NaN passes, `-0.0` stays).
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Store {
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Store<'a> {
     /// Per-channel factors, `[c]`; `None` leaves the value as it is.
-    pub(crate) affine: Option<(Vec<f32>, Vec<f32>)>,
+    pub(crate) affine: Option<(&'a [f32], &'a [f32])>,
     /// Lower bound (`f32::NEG_INFINITY` for none).
     pub(crate) lo: f32,
     /// Upper bound (`f32::INFINITY` for none).
     pub(crate) hi: f32,
 }
 
-impl Store {
+impl Store<'_> {
     /// The store's map of one value of channel `ch` (what the vector stores compute).
     pub(crate) fn apply(&self, v: f32, ch: usize) -> f32 {
-        let v = match &self.affine {
+        let v = match self.affine {
             Some((scale, shift)) => v * scale[ch] + shift[ch],
             None => v,
         };
@@ -348,7 +348,7 @@ impl Depthwise {
 
 /// The raw pointers of `store` (its factors checked to hold `c` values).
 fn raw_store(store: &Store, c: usize) -> RawStore {
-    let (scale, shift) = match &store.affine {
+    let (scale, shift) = match store.affine {
         Some((scale, shift)) => {
             assert!(
                 scale.len() >= c && shift.len() >= c,
@@ -1028,8 +1028,9 @@ mod tests {
                 lo: f32::NEG_INFINITY,
                 hi: f32::INFINITY,
             };
+            let (scale, shift) = (values(c, 4), values(c, 5));
             let fused = Store {
-                affine: Some((values(c, 4), values(c, 5))),
+                affine: Some((&scale, &shift)),
                 lo: 0.0,
                 hi: 0.5,
             };

@@ -140,11 +140,7 @@ impl BatchNorm2d {
         let mut affine = scratch::take(2 * c, scratch::ANY, 0.0);
         let (scale, shift) = affine.split_at_mut(c);
         if self.config.track_running_stats {
-            for ch in 0..c {
-                let invstd = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
-                scale[ch] = invstd * self.weight.value[ch];
-                shift[ch] = self.bias.value[ch] - self.running_mean[ch] * scale[ch];
-            }
+            self.eval_affine(scale, shift)?;
         } else {
             // The batch's statistics, as `forward` computes them, in the thread's scratch.
             let rows = n / c;
@@ -163,6 +159,29 @@ impl BatchNorm2d {
             }
         }
         scale_shift(scale, &shift[..c], &x[..n], &mut y[..n], relu);
+        Ok(())
+    }
+
+    /// The eval-mode per-channel `scale` and `shift` (`num_features` values each; the output
+    /// is `x * scale + shift`), from the running statistics as [`Layer::infer`] computes them:
+    /// what a convolution applies as it stores its output when the plan folds the batch norm
+    /// into it. Errors for a layer without running statistics (it normalises by the batch's in
+    /// eval too) or with misshapen parameters or buffers.
+    pub fn eval_affine(&self, scale: &mut [f32], shift: &mut [f32]) -> Result<()> {
+        self.check_state()?;
+        let c = self.config.num_features;
+        if !self.config.track_running_stats || scale.len() < c || shift.len() < c {
+            return Err(Error::State(format!(
+                "layer `{}` has no eval-mode scale and shift for {c} channels (running statistics: {})",
+                self.name, self.config.track_running_stats
+            )));
+        }
+        let eps = f64::from(self.config.eps);
+        for ch in 0..c {
+            let invstd = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
+            scale[ch] = invstd * self.weight.value[ch];
+            shift[ch] = self.bias.value[ch] - self.running_mean[ch] * scale[ch];
+        }
         Ok(())
     }
 
@@ -494,6 +513,10 @@ impl Layer for BatchNorm2d {
 
     fn relu_grad_masked(&mut self) {
         BatchNorm2d::relu_grad_masked(self);
+    }
+
+    fn as_batch_norm(&self) -> Option<&BatchNorm2d> {
+        Some(self)
     }
 
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {

@@ -61,7 +61,7 @@ pub use activation::{
 };
 pub use batchnorm::BatchNorm2d;
 pub use build::{FromConfig, Init, build};
-pub use conv::Conv2d;
+pub use conv::{ChannelStore, Conv2d};
 pub use conv_transpose::ConvTranspose2d;
 pub use dropout::{Dropout, Dropout2d, MaskUnit, MaskedDropout, PerChannel, PerValue};
 pub use flatten::Flatten;
@@ -118,6 +118,29 @@ pub trait Layer: Send + Sync + fmt::Debug + LayerClone {
     /// [`Layer::infer`], for layers that fuse nothing.
     fn infer_unfused(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         self.infer(x, y, batch)
+    }
+
+    /// [`Layer::infer`] of a convolution storing each output through `store` (an inference
+    /// step's epilogue: the batch norm, residual add and ReLU after it in the plan), in place of
+    /// what it applies itself. The default refuses: only [`Conv2d`] stores so.
+    fn infer_store(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        batch: usize,
+        store: &ChannelStore<'_>,
+    ) -> Result<()> {
+        let _ = (x, y, batch, store);
+        Err(Error::State(format!(
+            "cnnc bug: layer `{}` cannot apply the layers after it as it stores",
+            self.name()
+        )))
+    }
+
+    /// The layer as a batch norm, whose eval-mode factors an inference epilogue reads
+    /// ([`BatchNorm2d::eval_affine`]); `None` for every other kind.
+    fn as_batch_norm(&self) -> Option<&BatchNorm2d> {
+        None
     }
 
     /// Computes `y` from `x` for `batch` samples in `mode`, keeping what [`Layer::backward`]

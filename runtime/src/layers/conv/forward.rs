@@ -3,13 +3,13 @@
 
 use rayon::prelude::*;
 
-use super::Conv2d;
 use super::fused_pool::{FusedPool, pool_bands};
 use super::plan::{KernelRows, PixelGrid, pixels_per_task, tile_pixels};
-use super::tile::{store, store_relu};
+use super::tile::TileStore;
+use super::{Apply, Conv2d};
 use crate::error::Result;
 use crate::kernels::gemm::{
-    MR, NARROW_MR, NR, Start, Tile, halves, panels, rows_panel, rows_panel_narrow,
+    MR, NARROW_MR, NR, Start, halves, panels, rows_panel, rows_panel_narrow,
 };
 use crate::kernels::window::NONE;
 use crate::layers::grow;
@@ -45,15 +45,14 @@ impl Conv2d {
 
     /// The forward pass from `&self`: the padded input, the fused pool's band buffers and
     /// positions (and, after a change through `weight_mut`, the packed weights) in scratch
-    /// memory of the calling thread. With `unfused`, the convolution's own output, without the
-    /// ReLU and pool it applies.
+    /// memory of the calling thread; `apply` says what it applies besides the convolution.
     pub(super) fn infer_batch(
         &self,
         x: &[f32],
         y: &mut [f32],
         batch: usize,
         ny: usize,
-        unfused: bool,
+        apply: Apply<'_>,
     ) -> Result<()> {
         self.check_params()?;
         if batch == 0 {
@@ -78,9 +77,13 @@ impl Conv2d {
         } else {
             (&self.packed[..], &self.bias_row[..])
         };
-        let relu = self.relu && !unfused;
-        let Some(fused) = self.pool.as_ref().filter(|_| !unfused) else {
-            self.convolve_padded(&xp, weights, &mut y[..ny], batch, relu, None);
+        let store = match apply {
+            Apply::Own if self.relu => TileStore::Relu,
+            Apply::Own | Apply::Unfused => TileStore::Plain,
+            Apply::Store(map) => TileStore::Channels(map),
+        };
+        let Some(fused) = self.pool.as_ref().filter(|_| matches!(apply, Apply::Own)) else {
+            self.convolve_stored(&xp, weights, &mut y[..ny], batch, store, None);
             return Ok(());
         };
         // Tagged by the layer's geometry, so each call finds the buffers it grew before.
@@ -92,7 +95,7 @@ impl Conv2d {
             indexed: 0,
             ..*fused
         };
-        self.convolve_padded(&xp, weights, &mut y[..ny], batch, relu, Some(&mut pool));
+        self.convolve_stored(&xp, weights, &mut y[..ny], batch, store, Some(&mut pool));
         (*argmax.vec_mut(), *bands.vec_mut()) = (pool.argmax, pool.bands);
         Ok(())
     }
@@ -102,10 +105,28 @@ impl Conv2d {
     fn convolve_padded(
         &self,
         xp: &[f32],
-        (packed, bias_row): (&[f32], &[f32]),
+        packed: (&[f32], &[f32]),
         y: &mut [f32],
         batch: usize,
         relu: bool,
+        pool: Option<&mut FusedPool>,
+    ) {
+        let store = if relu {
+            TileStore::Relu
+        } else {
+            TileStore::Plain
+        };
+        self.convolve_stored(xp, packed, y, batch, store, pool);
+    }
+
+    /// [`Conv2d::convolve_padded`], storing each tile as `store` says.
+    fn convolve_stored(
+        &self,
+        xp: &[f32],
+        (packed, bias_row): (&[f32], &[f32]),
+        y: &mut [f32],
+        batch: usize,
+        store: TileStore<'_>,
         pool: Option<&mut FusedPool>,
     ) {
         let g = self.g;
@@ -128,20 +149,14 @@ impl Conv2d {
             dilation: g.dh,
             kh: g.kh,
         };
-        // The first `rows` pixels and `cols` channels of `tile` into `out`, `n` values a pixel.
-        let put = |tile: &Tile, out: &mut [f32], rows: usize, cols: usize| {
-            if relu {
-                store_relu(tile, out, rows, cols, n);
-            } else {
-                store(tile, out, rows, cols, n);
-            }
-        };
         let tile = tile_pixels(n);
         // The bias as a narrow tile's start (the bias row may be narrower than a panel).
         let mut narrow_bias = [0.0; NR];
         let m = bias_row.len().min(NR);
         narrow_bias[..m].copy_from_slice(&bias_row[..m]);
-        // Output pixels `first..end` (in batch order) into `out`, `n` values a pixel.
+        // Output pixels `first..end` (in batch order) into `out`, `stride` values a pixel (`n`
+        // of them this layer's, from `offset` on).
+        let (stride, offset) = store.layout(n);
         let convolve = |first: usize, end: usize, out: &mut [f32]| {
             if tile == NARROW_MR {
                 // At most 16 channels: twice the pixels a tile, all of its columns real.
@@ -154,7 +169,8 @@ impl Conv2d {
                     for (h, tile) in halves(&tile).into_iter().enumerate() {
                         let t = t + h * MR;
                         if t < end {
-                            put(tile, &mut out[(t - first) * n..], MR.min(end - t), n);
+                            let out = &mut out[(t - first) * stride + offset..];
+                            store.store(tile, out, [MR.min(end - t), n, stride], t, 0);
                         }
                     }
                 }
@@ -171,18 +187,19 @@ impl Conv2d {
                     let panel = &packed[j * k * NR..];
                     let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
                     rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
-                    let out = &mut out[(t - first) * n + j * NR..];
-                    put(&tile, out, MR.min(end - t), NR.min(n - j * NR));
+                    let out = &mut out[(t - first) * stride + offset + j * NR..];
+                    let (rows, cols) = (MR.min(end - t), NR.min(n - j * NR));
+                    store.store(&tile, out, [rows, cols, stride], t, j);
                 }
             }
         };
         let Some(pool) = pool else {
             let per_task = pixels_per_task(batch * g.oh * g.ow, tile);
-            y.par_chunks_mut(per_task * n)
+            y.par_chunks_mut(per_task * stride)
                 .enumerate()
                 .for_each(|(task, y_task)| {
                     let first = task * per_task;
-                    convolve(first, first + y_task.len() / n, y_task);
+                    convolve(first, first + y_task.len() / stride, y_task);
                 });
             return;
         };

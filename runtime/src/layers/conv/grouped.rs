@@ -34,7 +34,18 @@ pub(super) struct Grouped {
     /// Per-lane partial bias gradients, `[lane][cout]`.
     bgrad: Vec<f32>,
     /// What the forward pass applies as it stores each output (see [`Grouped::set_store`]).
-    store: Option<Store>,
+    store: Option<OwnedStore>,
+}
+
+/// A [`Store`] a layer keeps ([`Grouped::set_store`]).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct OwnedStore {
+    /// Per-channel `(scale, shift)`, `[c]` each.
+    pub(crate) affine: Option<(Vec<f32>, Vec<f32>)>,
+    /// Lower bound.
+    pub(crate) lo: f32,
+    /// Upper bound.
+    pub(crate) hi: f32,
 }
 
 /// The shared sizes of one call.
@@ -147,8 +158,17 @@ impl Grouped {
     /// NaN passes, `-0.0` stays): the plan's fusion of conv -> BN -> ReLU6 for inference.
     /// `backward` knows nothing of it: it is the convolution's own gradient, so a model that
     /// trains must clear the store first.
-    pub(crate) fn set_store(&mut self, store: Option<Store>) {
+    pub(crate) fn set_store(&mut self, store: Option<OwnedStore>) {
         self.store = store;
+    }
+
+    /// The store [`Grouped::set_store`] set, if any.
+    pub(super) fn store(&self) -> Option<Store<'_>> {
+        self.store.as_ref().map(|s| Store {
+            affine: s.affine.as_ref().map(|(a, b)| (&a[..], &b[..])),
+            lo: s.lo,
+            hi: s.hi,
+        })
     }
 
     fn shape(&self, g: Geom) -> Shape {
@@ -187,13 +207,13 @@ impl Grouped {
         batch: usize,
     ) {
         let mut wt = std::mem::take(&mut self.wt);
-        self.forward_with(&mut wt, g, weight, bias, x, y, batch, true);
+        self.forward_with(&mut wt, g, weight, bias, x, y, batch, self.store());
         self.wt = wt;
     }
 
     /// [`Grouped::forward`] with the transposed weight in `wt` ([`Grouped::wt_len`] values), so
-    /// that `&self` inference can lay it out in scratch memory; without `fused`, the plain
-    /// convolution, leaving out the store [`Grouped::set_store`] set.
+    /// that `&self` inference can lay it out in scratch memory; each output stored through
+    /// `store` when given (the one [`Grouped::set_store`] set, or an inference step's).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_with(
         &self,
@@ -204,7 +224,7 @@ impl Grouped {
         x: &[f32],
         y: &mut [f32],
         batch: usize,
-        fused: bool,
+        store: Option<Store<'_>>,
     ) {
         let s = self.shape(g);
         Self::pack(wt, s, weight);
@@ -212,7 +232,7 @@ impl Grouped {
         let bias = bias.and_then(|b| b.value.as_slice());
         let row_len = g.ow * g.cout;
         let image = g.ih * g.iw * g.cin;
-        let store = self.store.as_ref().filter(|_| fused);
+        let store = store.as_ref();
         if let Some(d) = s.depthwise() {
             let path = Path::detect();
             y[..batch * g.oh * row_len]

@@ -40,6 +40,18 @@ use geometry::Geom;
 use grouped::Grouped;
 use mode_pad::ModePad;
 use plan::WgradBlock;
+pub use tile::ChannelStore;
+
+/// What a `&self` forward pass applies besides the convolution.
+#[derive(Clone, Copy, Debug)]
+enum Apply<'a> {
+    /// What the layer applies in the model: the ReLU and max pool it fuses.
+    Own,
+    /// Nothing: the convolution's own output.
+    Unfused,
+    /// An inference step's epilogue (the layer fuses nothing else).
+    Store(&'a ChannelStore<'a>),
+}
 
 /// `torch.nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=...)`
 /// on input `[N, in_channels, H, W]` giving `[N, out_channels, H_out, W_out]` (pixel-major inside).
@@ -233,7 +245,7 @@ impl Conv2d {
             return false;
         }
         let off = affine.is_none() && lo == f32::NEG_INFINITY && hi == f32::INFINITY;
-        grouped.set_store((!off).then_some(grouped::Store { affine, lo, hi }));
+        grouped.set_store((!off).then_some(grouped::OwnedStore { affine, lo, hi }));
         true
     }
 
@@ -275,14 +287,56 @@ impl Layer for Conv2d {
     /// change through `weight_mut` left them out of date).
     fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         let (_, ny) = check_forward(self, x, y, batch)?;
-        self.infer_with(x, y, batch, ny, false)
+        self.infer_with(x, y, batch, ny, Apply::Own)
     }
 
     fn infer_unfused(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         let name = &self.name;
         check_len(name, "forward input", self.input_shape(), batch, x.len())?;
         let ny = check_len(name, "forward output", self.unfused_shape(), batch, y.len())?;
-        self.infer_with(x, y, batch, ny, true)
+        self.infer_with(x, y, batch, ny, Apply::Unfused)
+    }
+
+    /// Refuses (a bug in cnnc's plan) when the layer fuses a pool (or a ReLU the store does not
+    /// clamp at 0), when a grouped convolution is given a residual or a concatenation's
+    /// channels, or when the factors, the residual or the concatenation's channels are short.
+    fn infer_store(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        batch: usize,
+        store: &ChannelStore<'_>,
+    ) -> Result<()> {
+        let name = &self.name;
+        check_len(name, "forward input", self.input_shape(), batch, x.len())?;
+        let (cout, oh, ow) = (self.g.cout, self.g.oh, self.g.ow);
+        let (channels, offset) = store.slice.map_or((cout, 0), |(o, c)| (c, o));
+        let shape = Shape::Chw([channels, oh, ow]);
+        let ny = check_len(name, "forward output", shape, batch, y.len())?;
+        let refused = if self.pool.is_some() || (self.relu && store.lo != 0.0) {
+            Some("applies a ReLU or pool of its own")
+        } else if self.grouped.is_some() && (store.residual.is_some() || store.slice.is_some()) {
+            Some("is grouped and cannot add a residual or store into a concatenation")
+        } else if store.residual.is_some() && store.slice.is_some() {
+            Some("cannot add a residual as it stores into a concatenation")
+        } else if offset + cout > channels {
+            Some("fits the channels of the concatenation")
+        } else if store
+            .affine
+            .is_some_and(|(a, b)| a.len() != cout || b.len() != cout)
+        {
+            Some("has a factor per output channel")
+        } else if store.residual.is_some_and(|r| r.len() < ny) {
+            Some("reads a residual as large as its output")
+        } else {
+            None
+        };
+        if let Some(what) = refused {
+            return Err(Error::State(format!(
+                "cnnc bug: layer `{name}` applies an epilogue the plan gave it, but it {what}"
+            )));
+        }
+        self.infer_with(x, y, batch, ny, Apply::Store(store))
     }
 
     /// Leaves its padded input for `backward`.
@@ -380,22 +434,22 @@ impl Conv2d {
         Shape::Chw([self.g.cout, self.g.oh, self.g.ow])
     }
 
-    /// [`Layer::infer`] (with `unfused`, [`Layer::infer_unfused`]) into `y[..ny]`.
+    /// [`Layer::infer`] into `y[..ny]`, applying what `apply` says.
     fn infer_with(
         &self,
         x: &[f32],
         y: &mut [f32],
         batch: usize,
         ny: usize,
-        unfused: bool,
+        apply: Apply<'_>,
     ) -> Result<()> {
         let Some(mode_pad) = &self.mode_pad else {
-            return self.infer_padded(x, y, batch, ny, unfused);
+            return self.infer_padded(x, y, batch, ny, apply);
         };
         let nx = batch * self.input_shape().numel();
         let mut padded = scratch::take(mode_pad.padded_len(batch), scratch::ANY, 0.0);
         mode_pad.pad_into(&x[..nx], &mut padded, batch);
-        self.infer_padded(&padded, y, batch, ny, unfused)
+        self.infer_padded(&padded, y, batch, ny, apply)
     }
 
     /// [`Conv2d::forward_padded`] from `&self` (see [`Conv2d::infer_batch`]).
@@ -405,17 +459,25 @@ impl Conv2d {
         y: &mut [f32],
         batch: usize,
         ny: usize,
-        unfused: bool,
+        apply: Apply<'_>,
     ) -> Result<()> {
         if let Some(grouped) = &self.grouped {
             let len = grouped.wt_len();
             let mut wt = scratch::take(len, scratch::ANY, 0.0);
             let (g, bias) = (self.g, self.bias.as_ref());
-            let fused = !unfused;
-            grouped.forward_with(&mut wt[..len], g, &self.weight, bias, x, y, batch, fused);
+            let store = match apply {
+                Apply::Own => grouped.store(),
+                Apply::Unfused => None,
+                Apply::Store(map) => Some(grouped::Store {
+                    affine: map.affine,
+                    lo: map.lo,
+                    hi: map.hi,
+                }),
+            };
+            grouped.forward_with(&mut wt[..len], g, &self.weight, bias, x, y, batch, store);
             return Ok(());
         }
-        self.infer_batch(x, y, batch, ny, unfused)
+        self.infer_batch(x, y, batch, ny, apply)
     }
 
     /// The backward pass over `x` (and into `dx`), padded when the padding mode is not zeros.
