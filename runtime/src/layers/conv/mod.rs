@@ -25,7 +25,7 @@ use cnnc_core::Shape;
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    Layer, Stale, check_backward, check_forward, grow, visit_weight_bias, visit_weight_bias_ref,
+    Layer, Stale, check_backward, check_forward, visit_weight_bias, visit_weight_bias_ref,
     zero_param,
 };
 use crate::config::{Conv2dConfig, PaddingMode, Pool2dConfig};
@@ -63,7 +63,10 @@ pub struct Conv2d {
     gather_run: RunTable,
     /// The weight as forward panels: `[cout / NR][(ky, kx, ci)][NR]`, zero-padded.
     packed: Vec<f32>,
-    /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cout)][NR]`.
+    /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cout)][NR]`,
+    /// packed by each backward pass into a buffer lent from the training workspace
+    /// ([`scratch::lend`]) and handed back at its end (empty between passes), as are `xp`,
+    /// `dyp`, `gathered` and `wgrad`: a network holds one set of them, not one per layer.
     packed_back: Vec<f32>,
     /// The bias, zero-padded to whole panels (zeros without one).
     bias_row: Vec<f32>,
@@ -81,11 +84,10 @@ pub struct Conv2d {
     mode_pad: Option<ModePad>,
     /// Whether `packed` and `packed_back` may be out of date.
     stale: Stale,
-    /// The zero-padded input, `[N][ph + H + ph_end][pw + W + pw_end][cin]` plus `MR` floats the weight-gradient
-    /// kernel may read past the last pixel.
+    /// The zero-padded input, `[N][ph + H + ph_end][pw + W + pw_end][cin]` plus `MR` zeros the
+    /// weight-gradient kernel may read past the last pixel; backward pads the input again from
+    /// the activation buffer the network keeps anyway.
     xp: Vec<f32>,
-    /// Images of the last forward's input that `xp` holds, for `backward`.
-    padded: usize,
     /// The padded `dy` (see [`Geom::padded_dy`]).
     dyp: Vec<f32>,
     /// Per-lane gather rows for the strided input gradient.
@@ -158,11 +160,6 @@ impl Conv2d {
         });
         let (_, wp) = g.padded_in();
         let (_, wd, _, _) = g.padded_dy();
-        let gathered = if !dense || g.direct_back().is_some() {
-            0
-        } else {
-            MAX_LANES * PIXELS_PER_TASK * g.k_back()
-        };
         let mut layer = Conv2d {
             name: name.to_owned(),
             weight_name: format!("{name}.weight"),
@@ -178,7 +175,7 @@ impl Conv2d {
                 len: g.k_back(),
             }]),
             packed: vec![0.0; usize::from(dense) * panels(g.cout) * g.k() * NR],
-            packed_back: vec![0.0; usize::from(dense) * panels(g.cin) * g.k_back() * NR],
+            packed_back: Vec::new(),
             bias_row: vec![0.0; g.cs()],
             grouped: (!dense).then(|| Grouped::new(&g, c.groups)),
             mode_pad,
@@ -187,15 +184,14 @@ impl Conv2d {
             pool: None,
             stale: Stale::default(),
             xp: Vec::new(),
-            padded: 0,
             dyp: Vec::new(),
-            gathered: vec![0.0; gathered],
+            gathered: Vec::new(),
             wgrad_blocks: if dense {
                 WgradBlock::cover(&g)
             } else {
                 Vec::new()
             },
-            wgrad: vec![0.0; usize::from(dense) * g.k() * g.cs()],
+            wgrad: Vec::new(),
             bgrad: vec![0.0; g.cout],
         };
         // Packed now, so that `&self` inference on a new layer reads panels.
@@ -452,13 +448,12 @@ impl Conv2d {
                 self.name
             )));
         }
-        self.pack(true)?;
+        self.check_params()?;
         let g = self.g;
-        // The last forward's padded input, unless it had fewer images.
-        if self.padded < batch {
-            let (hp, wp) = g.padded_in();
-            grow(&mut self.xp, batch * hp * wp * g.cin + MR, 0.0);
-            g.pad_input(x, &mut self.xp, batch);
+        let trains = self.trains_params();
+        // The padded input again, for the weight gradient only.
+        if trains {
+            self.xp = self.padded_input(x, batch);
         }
         // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
         // input gradient; with a fused pool, routed to the positions its forward picked) unless
@@ -468,18 +463,47 @@ impl Conv2d {
             .then_some(dx.is_some());
         if let Some(border) = staged {
             let (hd, wd, _, _) = g.staged_dy(border);
-            grow(&mut self.dyp, batch * hd * wd * g.cs(), 0.0);
+            self.dyp = scratch::lend(batch * hd * wd * g.cs());
             match &self.pool {
                 Some(pool) => g.unpool_dy(pool, &dy[..ny], &mut self.dyp, batch, border),
                 None => g.stage_dy(dy, mask.then_some(y), &mut self.dyp, batch, border),
             }
         }
-        if self.trains_params() {
+        if trains {
+            self.wgrad = scratch::lend(g.k() * g.cs());
             self.param_grads(dy, staged, batch);
         }
         if let Some(dx) = dx {
+            let len = panels(g.cin) * g.k_back() * NR;
+            let mut packed_back = scratch::lend(len);
+            self.pack_into(true, &mut packed_back[..len]);
+            self.packed_back = packed_back;
+            if g.direct_back().is_none() {
+                self.gathered = scratch::lend(MAX_LANES * PIXELS_PER_TASK * g.k_back());
+            }
             self.input_grad(dx, batch);
         }
+        for buf in [
+            &mut self.xp,
+            &mut self.dyp,
+            &mut self.wgrad,
+            &mut self.packed_back,
+            &mut self.gathered,
+        ] {
+            scratch::give_back(std::mem::take(buf));
+        }
         Ok(())
+    }
+
+    /// `batch` images of `x` zero-padded into a buffer lent from the training workspace, followed
+    /// by the `MR` zeros the kernels may read past the last pixel.
+    fn padded_input(&self, x: &[f32], batch: usize) -> Vec<f32> {
+        let g = self.g;
+        let (hp, wp) = g.padded_in();
+        let len = batch * hp * wp * g.cin;
+        let mut xp = scratch::lend(len + MR);
+        g.pad_input(x, &mut xp, batch);
+        xp[len..len + MR].fill(0.0);
+        xp
     }
 }
