@@ -151,7 +151,10 @@ impl Workspace {
     /// See [`lend`].
     fn lend(&self, len: usize) -> Vec<f32> {
         let found = {
-            let mut free = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut free = self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let fitting = free
                 .iter()
                 .enumerate()
@@ -180,7 +183,10 @@ impl Workspace {
     /// See [`give_back`].
     fn give_back(&self, buf: Vec<f32>) {
         if !buf.is_empty() {
-            let mut free = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut free = self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             free.push(buf);
         }
     }

@@ -21,7 +21,7 @@ mod plan;
 mod staging;
 mod tile;
 
-use cnnc_core::Shape;
+use cnnc_core::{Reads, Shape};
 use rand_chacha::ChaCha8Rng;
 
 use super::{
@@ -331,6 +331,15 @@ impl Layer for Conv2d {
         };
         self.mode_pad = Some(mode_pad);
         result
+    }
+
+    /// The input, and the output only to mask `dy` by the fused ReLU (with a fused pool, the
+    /// positions the pool kept do that).
+    fn backward_reads(&self) -> Reads {
+        Reads {
+            inputs: true,
+            output: self.grouped.is_none() && self.relu && !self.relu_masked && self.pool.is_none(),
+        }
     }
 
     fn fuse_relu(&mut self) -> bool {
