@@ -9,11 +9,11 @@
 //! the convolution's output ([`crate::config::Pool2dConfig::tiles`]); any other max pool fed by
 //! a fused ReLU masks the gradient for it instead.
 //!
-//! Buffers follow liveness. Backward reads every step's inputs and output again, so each step's
-//! output keeps an activation buffer of its own until then. A gradient buffer holds the
-//! gradient of one step's output from the moment its last consumer (in forward order) writes it
-//! until that step's backward has read it; then it is free again, which for a chain of steps
-//! leaves two, used in turn. A tensor several layers read gets their parts of its gradient
+//! Buffers follow liveness. Each step's output is an activation buffer of its own
+//! ([`Plan::buffers`]); backward reads many of them again, and training keeps those until then
+//! (see [`Plan::storage`] below). A gradient buffer holds the gradient of one step's output from
+//! the moment its last consumer (in forward order) writes it until that step's backward has read
+//! it; then it is free again, which for a chain of steps leaves two, used in turn. A tensor several layers read gets their parts of its gradient
 //! summed in one fixed order, the order backward visits them (descending consumer index, a
 //! consumer's inputs in order): the first part is written, the others added ([`GradTo`]), so the
 //! sum does not depend on the number of threads. A layer whose output nothing reads (and which
