@@ -481,6 +481,9 @@ impl Conv2d {
         if trains {
             self.wgrad = scratch::lend(g.k() * g.cs());
             self.param_grads(dy, staged, batch);
+            // Back before the input gradient borrows its panels, which may reuse them.
+            scratch::give_back(std::mem::take(&mut self.xp));
+            scratch::give_back(std::mem::take(&mut self.wgrad));
         }
         if let Some(dx) = dx {
             let len = panels(g.cin) * g.k_back() * NR;
@@ -492,13 +495,7 @@ impl Conv2d {
             }
             self.input_grad(dx, batch);
         }
-        for buf in [
-            &mut self.xp,
-            &mut self.dyp,
-            &mut self.wgrad,
-            &mut self.packed_back,
-            &mut self.gathered,
-        ] {
+        for buf in [&mut self.dyp, &mut self.packed_back, &mut self.gathered] {
             scratch::give_back(std::mem::take(buf));
         }
         Ok(())
