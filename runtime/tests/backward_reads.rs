@@ -168,12 +168,12 @@ fn merges_read_their_inputs_only_when_they_say() {
         let dy = values(y.len(), 4);
         let nan = vec![f32::NAN; xs[0].len()];
         let garbage = [&nan[..], &nan[..]];
-        for input in 0..2 {
-            let mut kept = vec![0.0; xs[input].len()];
+        for (input, x) in xs.iter().enumerate() {
+            let mut kept = vec![0.0; x.len()];
             merge
                 .backward_merge(&views, &dy, input, &mut kept, false, batch)
                 .unwrap();
-            let mut reused = vec![0.0; xs[input].len()];
+            let mut reused = vec![0.0; x.len()];
             let xs2 = if reads.inputs { &views } else { &garbage };
             merge
                 .backward_merge(xs2, &dy, input, &mut reused, false, batch)
