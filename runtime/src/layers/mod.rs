@@ -147,7 +147,9 @@ pub trait Layer: Send + Sync + fmt::Debug + LayerClone {
     /// layer says otherwise). A training network reuses the memory of a buffer no backward
     /// reads ([`cnnc_core::Plan::storage`]), so a layer answering `false` must not read it:
     /// `backward` then gets a buffer of at least the right length holding other values. Asked
-    /// once fusion is set up.
+    /// once fusion is set up. A layer whose forward draws random numbers (dropout) answers
+    /// `output: true`: an output that is not kept is computed again by
+    /// [`crate::Network::find_non_finite`], which must give the same values.
     fn backward_reads(&self) -> Reads {
         Reads::ALL
     }

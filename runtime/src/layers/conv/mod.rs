@@ -82,7 +82,8 @@ pub struct Conv2d {
     /// The input padded as `padding_mode` says, when it is not zeros (the convolution then
     /// runs unpadded on that copy, and `g` describes that).
     mode_pad: Option<ModePad>,
-    /// Whether `packed` and `packed_back` may be out of date.
+    /// Whether `packed` may be out of date (`packed_back` is packed by every backward pass, so
+    /// `pack(true)` is no longer called).
     stale: Stale,
     /// The zero-padded input, `[N][ph + H + ph_end][pw + W + pw_end][cin]` plus `MR` zeros the
     /// weight-gradient kernel may read past the last pixel; backward pads the input again from
