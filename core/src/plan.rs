@@ -17,15 +17,20 @@
 //! as they are. A concatenation whose inputs dense convolutions make for it alone needs no
 //! inference step: they store into their channels of its buffer ([`Slice`]).
 //!
-//! Buffers follow liveness. Backward reads every step's inputs and output again, so each step's
-//! output keeps an activation buffer of its own until then. A gradient buffer holds the
-//! gradient of one step's output from the moment its last consumer (in forward order) writes it
-//! until that step's backward has read it; then it is free again, which for a chain of steps
-//! leaves two, used in turn. A tensor several layers read gets their parts of its gradient
+//! Buffers follow liveness. Each step's output is an activation buffer of its own
+//! ([`Plan::buffers`]); backward reads many of them again, and training keeps those until then
+//! (see [`Plan::storage`] below). A gradient buffer holds the gradient of one step's output from
+//! the moment its last consumer (in forward order) writes it until that step's backward has read
+//! it; then it is free again, which for a chain of steps leaves two, used in turn. A tensor several layers read gets their parts of its gradient
 //! summed in one fixed order, the order backward visits them (descending consumer index, a
 //! consumer's inputs in order): the first part is written, the others added ([`GradTo`]), so the
 //! sum does not depend on the number of threads. A layer whose output nothing reads (and which
 //! is not the last) runs forward but not backward ([`Grad::Unused`]).
+//!
+//! Training stores the activation buffers by liveness too ([`Plan::storage`]): a buffer that no
+//! backward reads (a batch norm's output that only an add reads, the add's output that only a
+//! ReLU reads, which differentiates from its own output) lives only until its last reader's
+//! forward, in a slot later such buffers reuse; every other buffer keeps a slot of its own.
 
 use crate::config::{LayerConfig, Source};
 use crate::model::Model;
@@ -158,6 +163,36 @@ pub struct Step {
     /// What the convolution applies as it stores its output: in [`Plan::eval_steps`] only
     /// ([`Epilogue::NONE`] in every training step).
     pub epilogue: Epilogue,
+}
+
+/// What a step's backward reads of the activations around it, as its layer says
+/// (`Layer::backward_reads` in the runtime).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reads {
+    /// The step's input buffers (all of them, for a merge).
+    pub inputs: bool,
+    /// The step's output buffer.
+    pub output: bool,
+}
+
+impl Reads {
+    /// Both: what a layer is assumed to read unless it says otherwise.
+    pub const ALL: Reads = Reads {
+        inputs: true,
+        output: true,
+    };
+}
+
+/// Where a training pass stores each activation buffer of a plan ([`Plan::storage`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Storage {
+    /// The slot of each activation buffer.
+    pub slot: Vec<usize>,
+    /// Per-sample length of each slot: the largest buffer it holds.
+    pub len: Vec<usize>,
+    /// Whether each activation buffer keeps its values until backward (its slot is its own);
+    /// the others are overwritten once their last reader's forward has run.
+    pub kept: Vec<bool>,
 }
 
 /// The plan of a model.
@@ -298,6 +333,88 @@ impl Plan {
     /// The activation buffer holding the model's output.
     pub fn output(&self) -> usize {
         self.buffers.len() - 1
+    }
+
+    /// Stores the activation buffers for training (and for the inference steps, whose buffers
+    /// keep slots of their own), given what each step's backward reads
+    /// (`reads[k]` for step `k`; a missing entry counts as [`Reads::ALL`]). The model's input and
+    /// output, and every buffer a backward that runs reads, keep a slot of their own; any other
+    /// buffer takes a shared slot when its step writes it and frees it once the last step
+    /// reading it has run forward (after that step took its own output's slot, so a step never
+    /// writes where it reads). A free slot goes to the next buffer if it is large enough (the
+    /// smallest such), else the largest free one grows.
+    pub fn storage(&self, reads: &[Reads]) -> Storage {
+        let n = self.buffers.len();
+        let mut kept = vec![false; n];
+        kept[0] = true;
+        kept[self.output()] = true;
+        let mut last_read = vec![None; n];
+        for (k, step) in self.steps.iter().enumerate() {
+            let r = match step.dy {
+                // Its backward does not run.
+                Grad::Unused => Reads {
+                    inputs: false,
+                    output: false,
+                },
+                _ => reads.get(k).copied().unwrap_or(Reads::ALL),
+            };
+            kept[step.output] |= r.output;
+            for &b in &step.inputs {
+                kept[b] |= r.inputs;
+                last_read[b] = Some(k);
+            }
+        }
+        // An inference step with an epilogue reads and writes at other moments than the training
+        // steps it replaces (the residual read by the convolution, a concatenation's buffer
+        // written by its producers): what it touches keeps a slot of its own, so the training
+        // slots serve the inference steps too.
+        for step in self.eval_steps.iter().filter(|s| !s.epilogue.is_none()) {
+            let touched = step.inputs.iter().chain(&step.epilogue.residual);
+            for &b in touched.chain([&step.output]) {
+                kept[b] = true;
+            }
+        }
+        let mut slot = vec![0; n];
+        let mut len: Vec<usize> = Vec::new();
+        for b in (0..n).filter(|&b| kept[b]) {
+            slot[b] = len.len();
+            len.push(self.buffers[b].numel());
+        }
+        let mut free: Vec<usize> = Vec::new();
+        for (k, step) in self.steps.iter().enumerate() {
+            let out = step.output;
+            if !kept[out] {
+                let need = self.buffers[out].numel();
+                let fitting = free
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &s)| len[s] >= need)
+                    .min_by_key(|&(_, &s)| len[s]);
+                let best =
+                    fitting.or_else(|| free.iter().enumerate().max_by_key(|&(_, &s)| len[s]));
+                slot[out] = match best.map(|(i, _)| i) {
+                    Some(i) => {
+                        let s = free.swap_remove(i);
+                        len[s] = len[s].max(need);
+                        s
+                    }
+                    None => {
+                        len.push(need);
+                        len.len() - 1
+                    }
+                };
+                // A buffer nothing reads is free at once.
+                if last_read[out].is_none() {
+                    free.push(slot[out]);
+                }
+            }
+            for &b in &step.inputs {
+                if !kept[b] && last_read[b] == Some(k) && !free.contains(&slot[b]) {
+                    free.push(slot[b]);
+                }
+            }
+        }
+        Storage { slot, len, kept }
     }
 }
 
@@ -1125,5 +1242,110 @@ mod tests {
             assert!(eval.iter().any(|s| s.layer == c), "concat {c} kept");
         }
         assert!(eval.iter().all(|s| s.epilogue.slice.is_none()));
+    }
+
+    /// What the runtime's layers say their backward reads, by kind and fusion.
+    fn reads(plan: &Plan, layers: &[LayerConfig]) -> Vec<Reads> {
+        plan.steps()
+            .iter()
+            .map(|step| match &layers[step.layer] {
+                LayerConfig::Conv2d(_) | LayerConfig::BatchNorm2d(_) => Reads {
+                    inputs: true,
+                    output: step.fusion != Fusion::None,
+                },
+                LayerConfig::Add | LayerConfig::Flatten { .. } => Reads {
+                    inputs: false,
+                    output: false,
+                },
+                LayerConfig::Relu => Reads {
+                    inputs: false,
+                    output: true,
+                },
+                _ => Reads::ALL,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn buffers_no_backward_reads_share_slots_and_the_rest_keep_their_own() {
+        // Two residual blocks: conv, bn + relu, conv, bn, add, relu.
+        let mut layers: Vec<(LayerConfig, Vec<Source>)> = Vec::new();
+        for block in 0..2 {
+            let input = match block {
+                0 => Source::Input,
+                _ => Source::Layer(layers.len() - 1),
+            };
+            let at = layers.len();
+            layers.push((conv(2), vec![input]));
+            layers.push((bn(2), vec![]));
+            layers.push((LayerConfig::Relu, vec![]));
+            layers.push((conv(2), vec![]));
+            layers.push((bn(2), vec![]));
+            let sum = vec![Source::Layer(at + 4), input];
+            layers.push((LayerConfig::Add, sum));
+            layers.push((LayerConfig::Relu, vec![]));
+        }
+        layers.push((LayerConfig::FLATTEN, vec![]));
+        layers.push((linear(128), vec![]));
+        let configs: Vec<LayerConfig> = layers.iter().map(|(c, _)| c.clone()).collect();
+        let plan = graph([2, 8, 8], layers);
+        let storage = plan.storage(&reads(&plan, &configs));
+        let steps = plan.steps();
+        // Per block: conv, bn+relu, conv, bn, add, relu; then flatten, linear.
+        assert_eq!(steps.len(), 14);
+        let transient: Vec<usize> = (0..plan.buffers().len())
+            .filter(|&b| !storage.kept[b])
+            .collect();
+        // Each block's second batch norm (read only by the add) and its add (read only by a
+        // ReLU, which differentiates from its output).
+        assert_eq!(transient, [4, 5, 10, 11]);
+        // Two shared slots serve all four, besides one per kept buffer.
+        let kept = storage.kept.iter().filter(|&&k| k).count();
+        assert_eq!(storage.len.len(), kept + 2);
+        assert_eq!(storage.slot[4], storage.slot[10]);
+        assert_eq!(storage.slot[5], storage.slot[11]);
+        assert_ne!(storage.slot[4], storage.slot[5]);
+        // Kept buffers have slots of their own, of their own length.
+        for b in (0..plan.buffers().len()).filter(|&b| storage.kept[b]) {
+            let sharing = storage
+                .slot
+                .iter()
+                .filter(|&&s| s == storage.slot[b])
+                .count();
+            assert_eq!(sharing, 1, "buffer {b}");
+            assert_eq!(storage.len[storage.slot[b]], plan.buffers()[b].numel());
+        }
+        // No step writes a slot it reads.
+        for step in steps {
+            for &b in &step.inputs {
+                assert_ne!(storage.slot[b], storage.slot[step.output], "{step:?}");
+            }
+        }
+        // Layers that say nothing keep every buffer.
+        let all = plan.storage(&[]);
+        assert!(all.kept.iter().all(|&k| k));
+        assert_eq!(all.len.len(), plan.buffers().len());
+    }
+
+    #[test]
+    fn an_output_only_a_relu_reads_is_not_kept() {
+        // flatten (read by nothing that keeps it) -> relu -> flatten -> linear: the first
+        // flatten's output is only read by the ReLU, which reads its own output.
+        let plan = plan(vec![
+            LayerConfig::FLATTEN,
+            LayerConfig::Relu,
+            LayerConfig::FLATTEN,
+            linear(64),
+        ]);
+        let configs = [
+            LayerConfig::FLATTEN,
+            LayerConfig::Relu,
+            LayerConfig::FLATTEN,
+            linear(64),
+        ];
+        let storage = plan.storage(&reads(&plan, &configs));
+        assert_eq!(storage.kept, [true, false, true, true, true]);
+        assert_eq!(storage.len.len(), 5);
+        assert_eq!(storage.len[storage.slot[1]], 64);
     }
 }

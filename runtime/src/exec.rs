@@ -3,8 +3,10 @@
 //! generated models hold as fields, run as the model's [`Plan`] says (the plan code generation
 //! writes out): each step reads its input buffers (several for a [`Merge`](crate::layers::Merge) layer) and writes
 //! its own, and backward hands each input's gradient to the buffer the plan names, written or
-//! added in the plan's fixed order. Activation and gradient buffers are sized for the largest
-//! batch seen and reused afterwards. When a training step goes non-finite,
+//! added in the plan's fixed order. Activation buffers are stored as [`Plan::storage`] says (one
+//! slot per buffer a backward reads; the others share slots once their readers have run), and
+//! they and the gradient buffers are sized for the largest batch seen and reused afterwards.
+//! When a training step goes non-finite,
 //! [`Network::find_non_finite`] names the layer where it started.
 
 use std::collections::BTreeMap;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayView4, ArrayViewMut2};
 
-use cnnc_core::{Fusion, Grad, GradTo, Model, Plan, Shape};
+use cnnc_core::{Fusion, Grad, GradTo, Model, Plan, Reads, Shape, Storage};
 
 use crate::config::{LayerConfig, NetworkDef};
 use crate::error::{Error, Result};
@@ -43,8 +45,10 @@ pub struct Network {
     /// Which layers run, which they apply (a ReLU by the convolution before it, a max pool after
     /// such a ReLU too), and the buffers each step reads and writes.
     plan: Plan,
-    /// The plan's activation buffers: `acts[0]` the input (internal layout), then each step's
-    /// output.
+    /// Where each of the plan's activation buffers (0 the input, in the internal layout, then
+    /// each step's output) is stored: the slots of `acts`.
+    storage: Storage,
+    /// The slots of the activation buffers.
     acts: Vec<Vec<f32>>,
     /// The plan's gradient buffers, each as large as the largest activation.
     grads: Vec<Vec<f32>>,
@@ -189,18 +193,24 @@ fn zero_grads(layer: &mut dyn Layer) {
     });
 }
 
-/// Calls `f` with the activation buffers `ids` of `acts`, gathered on the stack for up to 8
-/// inputs (every merge of the shipped models), so steps allocate nothing.
-fn with_inputs<R>(acts: &[Vec<f32>], ids: &[usize], f: impl FnOnce(&[&[f32]]) -> R) -> R {
+/// Calls `f` with the activation buffers `ids` (stored in the slots `slot` names of `acts`),
+/// gathered on the stack for up to 8 inputs (every merge of the shipped models), so steps
+/// allocate nothing.
+fn with_inputs<R>(
+    acts: &[Vec<f32>],
+    slot: &[usize],
+    ids: &[usize],
+    f: impl FnOnce(&[&[f32]]) -> R,
+) -> R {
     const INLINE: usize = 8;
     if ids.len() <= INLINE {
         let mut inline: [&[f32]; INLINE] = [&[]; INLINE];
-        for (slot, &b) in inline.iter_mut().zip(ids) {
-            *slot = &acts[b];
+        for (input, &b) in inline.iter_mut().zip(ids) {
+            *input = &acts[slot[b]];
         }
         f(&inline[..ids.len()])
     } else {
-        let gathered: Vec<&[f32]> = ids.iter().map(|&b| &acts[b][..]).collect();
+        let gathered: Vec<&[f32]> = ids.iter().map(|&b| &acts[slot[b]][..]).collect();
         f(&gathered)
     }
 }
@@ -210,13 +220,13 @@ fn with_inputs<R>(acts: &[Vec<f32>], ids: &[usize], f: impl FnOnce(&[&[f32]]) ->
 fn backward_step(
     layer: &mut dyn Layer,
     step: &cnnc_core::Step,
-    acts: &[Vec<f32>],
+    (acts, slot): (&[Vec<f32>], &[usize]),
     grads: &mut [Vec<f32>],
     dy: &[f32],
     batch: usize,
 ) -> Result<()> {
     if let Some(merge) = layer.as_merge() {
-        return with_inputs(acts, &step.inputs, |xs| {
+        return with_inputs(acts, slot, &step.inputs, |xs| {
             for (j, to) in step.dxs.iter().enumerate() {
                 let (buffer, add) = match *to {
                     GradTo::Discard => continue,
@@ -228,7 +238,7 @@ fn backward_step(
             Ok(())
         });
     }
-    let (x, y) = (&acts[step.input], &acts[step.output]);
+    let (x, y) = (&acts[slot[step.input]], &acts[slot[step.output]]);
     match step.dxs.first().copied().unwrap_or(GradTo::Discard) {
         GradTo::Discard => layer.backward(x, y, dy, None, batch),
         GradTo::Write(b) => layer.backward(x, y, dy, Some(&mut grads[b]), batch),
@@ -347,12 +357,19 @@ impl Network {
             .collect::<Result<Vec<_>>>()?;
         let plan = Plan::new(model);
         fuse(&mut layers, model, &plan)?;
+        let reads: Vec<Reads> = plan
+            .steps()
+            .iter()
+            .map(|step| layers[step.layer].backward_reads())
+            .collect();
+        let storage = plan.storage(&reads);
         Ok(Network {
             name: model.name().unwrap_or("network").to_owned(),
             input: model.input_shape(),
             layers,
             kinds: model.layers().iter().map(|l| l.kind().keyword()).collect(),
-            acts: vec![Vec::new(); plan.buffers().len()],
+            acts: vec![Vec::new(); storage.len.len()],
+            storage,
             grads: vec![Vec::new(); plan.grad_buffers()],
             plan,
             dlogits: Vec::new(),
@@ -377,7 +394,13 @@ impl Network {
 
     /// The buffer holding the network's output (the logits).
     fn output(&self) -> &[f32] {
-        &self.acts[self.plan.output()]
+        self.act(self.plan.output())
+    }
+
+    /// Activation buffer `b` (its values are the last forward's only if `storage.kept[b]` or
+    /// no later step has reused its slot).
+    fn act(&self, b: usize) -> &[f32] {
+        &self.acts[self.storage.slot[b]]
     }
 
     /// Per-sample input shape `[channels, height, width]`.
@@ -435,8 +458,7 @@ impl Network {
         if max_batch <= self.capacity {
             return;
         }
-        let lens = self.plan.buffers().iter().map(Shape::numel);
-        for (act, len) in self.acts.iter_mut().zip(lens) {
+        for (act, len) in self.acts.iter_mut().zip(&self.storage.len) {
             act.resize(len * max_batch, 0.0);
         }
         let largest = self
@@ -487,7 +509,7 @@ impl Network {
         self.last = None;
         self.dlogits_ready = false;
         self.eval_fused = false;
-        nchw_to_internal(x, &mut self.acts[0]);
+        nchw_to_internal(x, &mut self.acts[self.storage.slot[0]]);
         // Inference runs the inference steps (a convolution applying the eval-mode batch norm,
         // residual add and ReLU after it as it stores), where the plan has any.
         let fused = mode == Mode::Eval && self.plan.eval_steps().len() < self.plan.steps().len();
@@ -507,8 +529,13 @@ impl Network {
         mut times: Option<&mut [LayerTime]>,
     ) -> Result<()> {
         let Network {
-            layers, plan, acts, ..
+            layers,
+            plan,
+            storage,
+            acts,
+            ..
         } = self;
+        let slot = &storage.slot[..];
         let steps = if fused {
             plan.eval_steps()
         } else {
@@ -516,19 +543,25 @@ impl Network {
         };
         for step in steps {
             let i = step.layer;
-            let (before, after) = acts.split_at_mut(step.output);
+            // The output's slot, taken out while the inputs' are read (never one of them).
+            let mut y = std::mem::take(&mut acts[slot[step.output]]);
             let start = Instant::now();
-            if !step.epilogue.is_none() {
+            let result = if !step.epilogue.is_none() {
                 let find = |k: usize| layers.get(k).map(|l| &**l);
-                crate::model::infer_step(&find, &step_ref(step), before, &mut after[0], batch)?;
+                // The buffers before the output by number, as an inference step reads them
+                // (what it reads keeps a slot of its own: `Plan::storage`).
+                let before: Vec<&[f32]> = (0..step.output).map(|b| &acts[slot[b]][..]).collect();
+                crate::model::infer_step(&find, &step_ref(step), &before, &mut y, batch)
             } else {
                 match layers[i].as_merge() {
-                    Some(merge) => with_inputs(before, &step.inputs, |xs| {
-                        merge.forward_merge(xs, &mut after[0], batch)
-                    })?,
-                    None => layers[i].forward(&before[step.input], &mut after[0], batch, mode)?,
+                    Some(merge) => with_inputs(acts, slot, &step.inputs, |xs| {
+                        merge.forward_merge(xs, &mut y, batch)
+                    }),
+                    None => layers[i].forward(&acts[slot[step.input]], &mut y, batch, mode),
                 }
-            }
+            };
+            acts[slot[step.output]] = y;
+            result?;
             if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {
                 t.forward += start.elapsed();
             }
@@ -609,11 +642,13 @@ impl Network {
             layers,
             kinds,
             plan,
+            storage,
             acts,
             grads,
             dlogits,
             ..
         } = self;
+        let activations = (&acts[..], &storage.slot[..]);
         for step in plan.steps().iter().rev() {
             let i = step.layer;
             let start = Instant::now();
@@ -628,7 +663,8 @@ impl Network {
                     continue;
                 }
             };
-            let result = backward_step(&mut *layers[i], step, acts, grads, &dy_buffer, batch);
+            let result =
+                backward_step(&mut *layers[i], step, activations, grads, &dy_buffer, batch);
             match step.dy {
                 Grad::Logits => std::mem::swap(dlogits, &mut dy_buffer),
                 Grad::Buffer(a) => std::mem::swap(&mut grads[a], &mut dy_buffer),
@@ -663,24 +699,35 @@ impl Network {
     /// Locates the first NaN or infinity of the last training step (a forward followed by
     /// [`Network::train_step`]'s loss or by [`Network::backward`]): in the input batch, then in
     /// each layer's output in forward order, then in the loss gradient, then in each layer's
-    /// parameter and input gradients in backward order. Backward is replayed to see the input
-    /// gradients (which the step does not keep); it rewrites the same parameter gradients and
-    /// leaves every value and buffer as it was. `Ok(None)` when all of them are finite (a loss
+    /// parameter and input gradients in backward order. An output no backward reads, whose slot
+    /// a later step reused, is computed again from its inputs by a copy of its layer; backward
+    /// is replayed to see the input gradients (which the step does not keep): it rewrites the
+    /// same parameter gradients and leaves every value and buffer as it was. `Ok(None)` when all
+    /// of them are finite (a loss
     /// that overflowed on finite logits). Meant to be called once a cheap check (the loss, the
     /// parameter gradients) has failed, before the optimizer step.
     pub fn find_non_finite(&mut self) -> Result<Option<NonFinite>> {
-        let (batch, _) = self
+        let (batch, mode) = self
             .last
             .ok_or_else(|| Error::State("no training step has run yet".to_owned()))?;
         self.unfuse(batch)?;
         let input_len = batch * self.input.numel();
-        if let Some(value) = first_non_finite(&self.acts[0][..input_len]) {
+        if let Some(value) = first_non_finite(&self.act(0)[..input_len]) {
             return Ok(Some(NonFinite::Input { value }));
         }
+        // Outputs whose slots later steps reused, computed again.
+        let mut replayed: Vec<Option<Vec<f32>>> = vec![None; self.plan.buffers().len()];
         for step in self.plan.steps() {
             let (index, layer) = (step.layer, &self.layers[step.layer]);
             let len = batch * layer.output_shape().numel();
-            if let Some(value) = first_non_finite(&self.acts[step.output][..len]) {
+            if !self.storage.kept[step.output] {
+                let again = self.replay(step, batch, mode, &replayed)?;
+                replayed[step.output] = Some(again);
+            }
+            let output = replayed[step.output]
+                .as_deref()
+                .unwrap_or_else(|| self.act(step.output));
+            if let Some(value) = first_non_finite(&output[..len]) {
                 return Ok(Some(NonFinite::Activations {
                     index,
                     name: layer.name().to_owned(),
@@ -697,6 +744,31 @@ impl Network {
             return Ok(Some(NonFinite::LossGradient { value }));
         }
         self.backward_from_buffer(batch, None, true)
+    }
+
+    /// The output `step` wrote in the last forward (of `batch` samples in `mode`), computed again
+    /// by a copy of its layer (so that nothing the forward updates, batch norm's running
+    /// statistics say, changes) from its inputs: their slots, or `replayed` for those whose
+    /// slots were reused. Only for a layer whose output no backward reads, which never draws
+    /// random numbers (dropout keeps its output).
+    fn replay(
+        &self,
+        step: &cnnc_core::Step,
+        batch: usize,
+        mode: Mode,
+        replayed: &[Option<Vec<f32>>],
+    ) -> Result<Vec<f32>> {
+        let input = |b: usize| replayed[b].as_deref().unwrap_or_else(|| self.act(b));
+        let mut layer = self.layers[step.layer].clone();
+        let mut y = vec![0.0; batch * layer.output_shape().numel()];
+        match layer.as_merge() {
+            Some(merge) => {
+                let xs: Vec<&[f32]> = step.inputs.iter().map(|&b| input(b)).collect();
+                merge.forward_merge(&xs, &mut y, batch)?;
+            }
+            None => layer.forward(input(step.input), &mut y, batch, mode)?,
+        }
+        Ok(y)
     }
 
     /// One training step's computation: forward in training mode, softmax cross-entropy (mean)
@@ -730,7 +802,7 @@ impl Network {
         self.forward_timed(x, Mode::Train, times.as_deref_mut())?;
         let classes = self.classes();
         let logits_len = batch * classes;
-        let logits = &self.acts[self.plan.output()][..logits_len];
+        let logits = &self.acts[self.storage.slot[self.plan.output()]][..logits_len];
         let dlogits = &mut self.dlogits;
         let shape_err = |e: ndarray::ShapeError| Error::State(format!("logits buffer: {e}"));
         let loss = softmax_cross_entropy(

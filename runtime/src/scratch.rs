@@ -4,9 +4,16 @@
 //! on one thread (rayon may run another model's `predict` on a worker waiting inside a layer)
 //! simply take other buffers. Once a thread has served a call of a given shape, the same call
 //! allocates nothing.
+//!
+//! Training's per-call workspaces (a convolution's padded input, its staged `dy`, its weight
+//! gradient and input-gradient panels) come from one process-wide pool instead ([`lend`],
+//! [`give_back`]): a layer holds them only while its forward or backward runs, so a network
+//! needs as many as one layer uses at once, whatever its depth and whichever worker thread runs
+//! the pass, rather than one set per layer kept between passes.
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
+use std::sync::Mutex;
 use std::thread::LocalKey;
 
 /// A thread's free buffers of one type, each with the tag of its last user.
@@ -134,6 +141,72 @@ pub(crate) fn tag(parts: &[usize]) -> u64 {
     h.max(1)
 }
 
+/// Free buffers lent for the length of one pass ([`lend`], [`give_back`]).
+struct Workspace(Mutex<Vec<Vec<f32>>>);
+
+/// The process-wide training workspace.
+static WORKSPACE: Workspace = Workspace(Mutex::new(Vec::new()));
+
+impl Workspace {
+    /// See [`lend`].
+    fn lend(&self, len: usize) -> Vec<f32> {
+        let found = {
+            let mut free = self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let fitting = free
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.len() >= len)
+                .min_by_key(|(_, b)| b.len())
+                .map(|(i, _)| i);
+            let best = fitting.or_else(|| {
+                free.iter()
+                    .enumerate()
+                    .max_by_key(|(_, b)| b.len())
+                    .map(|(i, _)| i)
+            });
+            best.map(|i| free.swap_remove(i))
+        };
+        match found {
+            Some(buf) if buf.len() >= len => buf,
+            // Dropped before the larger one is allocated, so the two are never held at once.
+            Some(short) => {
+                drop(short);
+                vec![0.0; len]
+            }
+            None => vec![0.0; len],
+        }
+    }
+
+    /// See [`give_back`].
+    fn give_back(&self, buf: Vec<f32>) {
+        if !buf.is_empty() {
+            let mut free = self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            free.push(buf);
+        }
+    }
+}
+
+/// Lends a buffer of at least `len` values from the process-wide training workspace, to be
+/// handed back with [`give_back`] when the pass that uses it ends. Its values are whatever it
+/// last held: the caller writes every value it reads. The shortest free buffer that is long
+/// enough is lent; when none is, the longest is replaced by one of `len` zeros (memory the system
+/// maps lazily), so once a training step of a given batch size has run, the next allocates
+/// nothing.
+pub(crate) fn lend(len: usize) -> Vec<f32> {
+    WORKSPACE.lend(len)
+}
+
+/// Hands a buffer from [`lend`] back to the workspace (an empty one is simply dropped).
+pub(crate) fn give_back(buf: Vec<f32>) {
+    WORKSPACE.give_back(buf);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +232,30 @@ mod tests {
         // Nested takes get distinct buffers.
         let d = take::<f32>(8, ANY, 0.0);
         assert_ne!(c.as_ptr(), d.as_ptr());
+    }
+
+    #[test]
+    fn the_workspace_lends_the_shortest_buffer_that_fits_and_replaces_the_longest() {
+        let pool = Workspace(Mutex::new(Vec::new()));
+        let a = pool.lend(100);
+        assert!(a.len() == 100 && a.iter().all(|&v| v == 0.0));
+        let b = pool.lend(300);
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        pool.give_back(a);
+        pool.give_back(b);
+        // Both back: a request the shorter one meets gets it, the next the longer one.
+        let first = pool.lend(50);
+        let second = pool.lend(101);
+        assert_eq!((first.as_ptr(), second.as_ptr()), (pa, pb));
+        assert_eq!((first.len(), second.len()), (100, 300));
+        pool.give_back(first);
+        // None fits: the longest free one is replaced, so the pool holds one buffer, not two.
+        let grown = pool.lend(1000);
+        assert_eq!(grown.len(), 1000);
+        assert!(pool.0.lock().unwrap().is_empty());
+        pool.give_back(grown);
+        pool.give_back(second);
+        pool.give_back(Vec::new());
+        assert_eq!(pool.0.lock().unwrap().len(), 2);
     }
 }

@@ -201,3 +201,43 @@ fn a_healthy_step_has_nothing_to_report_and_is_left_alone() {
     assert_eq!(net.find_non_finite().expect("a diagnosis"), None);
     assert!(snapshot(&mut net) == before);
 }
+
+#[test]
+fn an_output_whose_memory_a_later_layer_reused_is_computed_again() {
+    // fc1's and fc2's outputs are read only by ReLUs, which differentiate from their own
+    // outputs: no backward reads them, so fc2's output is written where fc1's was. A NaN from
+    // fc2 must not be blamed on fc1.
+    let def = NetworkDef {
+        input: [1, 6, 6],
+        layers: vec![
+            layer("flatten", LayerConfig::FLATTEN),
+            layer("fc1", linear(36, 8)),
+            layer("relu1", LayerConfig::Relu),
+            layer("fc2", linear(8, 8)),
+            layer("relu2", LayerConfig::Relu),
+            layer("fc3", linear(8, 3)),
+        ],
+    };
+    let mut net = Network::new(&def, 7).expect("a valid network");
+    set(
+        &mut net,
+        "fc2.bias",
+        |i, v| if i == 1 { f32::NAN } else { v },
+    );
+    let loss = net.train_step(batch(1.0).view(), &[0, 2]).expect("a step");
+    assert!(loss.is_nan(), "loss {loss}");
+    let before = snapshot(&mut net);
+    match net.find_non_finite().expect("a diagnosis") {
+        Some(NonFinite::Activations {
+            index, name, value, ..
+        }) => {
+            assert_eq!((index, name.as_str()), (3, "fc2"));
+            assert!(value.is_nan());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        snapshot(&mut net) == before,
+        "the diagnosis changed the network"
+    );
+}

@@ -4,7 +4,7 @@
 //! kernels (selects, compares and single roundings only; SiLU, the exact GELU and ELU use the
 //! branch-free `exp`, `erf` and `tanh` of [`crate::kernels::math`]).
 
-use cnnc_core::Shape;
+use cnnc_core::{Reads, Shape};
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward};
@@ -88,6 +88,13 @@ macro_rules! pointwise_layer {
                 let saved = if Self::SAVES_OUTPUT { &y[..n] } else { &x[..n] };
                 map_grad(self, &dy[..n], saved, &mut dx[..n]);
                 Ok(())
+            }
+
+            fn backward_reads(&self) -> Reads {
+                Reads {
+                    inputs: !Self::SAVES_OUTPUT,
+                    output: Self::SAVES_OUTPUT,
+                }
             }
         }
     };
@@ -252,7 +259,9 @@ fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
 
 pointwise_struct!(
     /// `torch.nn.ReLU6`: `min(max(x, 0), 6)` (NaN propagates), any shape. Backward passes `dy`
-    /// where `0 < x < 6` and is 0 at and beyond the kinks, as PyTorch's `hardtanh_backward`.
+    /// where `0 < x < 6` and is 0 at and beyond the kinks, as PyTorch's `hardtanh_backward`; it
+    /// reads the output, which lies strictly between 0 and 6 exactly where the input does (and
+    /// is NaN where it is), so the input need not be kept.
     Relu6
 );
 
@@ -266,27 +275,27 @@ multiversion! {
 }
 
 multiversion! {
-    /// [`Relu6`]'s backward over a chunk, from the input.
-    fn relu6_backward(dy: &[f32], x: &[f32], dx: &mut [f32]) {
-        for ((dx, &dy), &x) in dx.iter_mut().zip(dy).zip(x) {
-            *dx = if x <= 0.0 || x >= 6.0 { 0.0 } else { dy };
+    /// [`Relu6`]'s backward over a chunk, from the output.
+    fn relu6_backward(dy: &[f32], y: &[f32], dx: &mut [f32]) {
+        for ((dx, &dy), &y) in dx.iter_mut().zip(dy).zip(y) {
+            *dx = if y <= 0.0 || y >= 6.0 { 0.0 } else { dy };
         }
     }
 }
 
 impl Pointwise for Relu6 {
-    const SAVES_OUTPUT: bool = false;
+    const SAVES_OUTPUT: bool = true;
     fn f(&self, x: f32) -> f32 {
         clamp(x, 0.0, 6.0)
     }
-    fn df(&self, dy: f32, x: f32) -> f32 {
-        if x <= 0.0 || x >= 6.0 { 0.0 } else { dy }
+    fn df(&self, dy: f32, y: f32) -> f32 {
+        if y <= 0.0 || y >= 6.0 { 0.0 } else { dy }
     }
     fn f_chunk(&self, x: &[f32], y: &mut [f32]) {
         relu6_forward(x, y);
     }
-    fn df_chunk(&self, dy: &[f32], x: &[f32], dx: &mut [f32]) {
-        relu6_backward(dy, x, dx);
+    fn df_chunk(&self, dy: &[f32], y: &[f32], dx: &mut [f32]) {
+        relu6_backward(dy, y, dx);
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use cnnc_core::Shape;
+use cnnc_core::{Reads, Shape};
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
@@ -442,6 +442,14 @@ impl Layer for BatchNorm2d {
     /// Without the fused ReLU: the batch norm's own output.
     fn infer_unfused(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         self.infer_relu(x, y, batch, false)
+    }
+
+    /// The input, and the output only to mask `dy` by the fused ReLU.
+    fn backward_reads(&self) -> Reads {
+        Reads {
+            inputs: true,
+            output: self.relu && !self.relu_masked,
+        }
     }
 
     fn backward(

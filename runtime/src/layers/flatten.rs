@@ -1,7 +1,7 @@
 //! `torch.nn.Flatten`: turns a pixel-major feature map into a feature vector in PyTorch's
 //! `(C, H, W)` order, so the following `Linear` uses PyTorch's weight layout unchanged.
 
-use cnnc_core::Shape;
+use cnnc_core::{Reads, Shape};
 use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward};
@@ -89,6 +89,14 @@ impl Layer for Flatten {
             _ => y[..n].copy_from_slice(&x[..n]),
         }
         Ok(())
+    }
+
+    /// Neither: the gradient is `dy` reordered.
+    fn backward_reads(&self) -> Reads {
+        Reads {
+            inputs: false,
+            output: false,
+        }
     }
 
     fn backward(

@@ -2,7 +2,7 @@
 //! copied into panels for the forward and input-gradient products, and the weight gradient sums
 //! outer products over the batch, one output tile per parallel task.
 
-use cnnc_core::Shape;
+use cnnc_core::{Reads, Shape};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -270,6 +270,14 @@ impl Layer for Linear {
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
         self.pack(false)?;
         self.infer(x, y, batch)
+    }
+
+    /// The input only.
+    fn backward_reads(&self) -> Reads {
+        Reads {
+            inputs: true,
+            output: false,
+        }
     }
 
     fn backward(

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::Layer;
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
-use cnnc_core::Shape;
+use cnnc_core::{Reads, Shape};
 
 /// A layer reading several inputs, each a buffer of `batch` samples in the runtime's layout
 /// ([`Layer::input_shape`] is the first input's).
@@ -116,10 +116,17 @@ fn put(dst: &mut [f32], src: impl Iterator<Item = f32>, add: bool) {
 /// Implements [`Layer`] for a merge layer: its name and shapes (the first input's), and
 /// forward and backward refusing to run on one buffer.
 macro_rules! merge_layer {
-    ($ty:ident, $keyword:literal) => {
+    ($ty:ident, $keyword:literal, reads_inputs: $reads:literal) => {
         impl Layer for $ty {
             fn name(&self) -> &str {
                 &self.joint.name
+            }
+
+            fn backward_reads(&self) -> Reads {
+                Reads {
+                    inputs: $reads,
+                    output: false,
+                }
             }
 
             fn input_shape(&self) -> Shape {
@@ -220,7 +227,7 @@ impl Merge for Add {
     }
 }
 
-merge_layer!(Add, "add");
+merge_layer!(Add, "add", reads_inputs: false);
 
 /// `torch.cat(inputs, dim=1)`: the inputs joined along the channels of `[C, H, W]` images
 /// (each pixel's channel row is the inputs' rows in order, as the pixel-major layout stores
@@ -298,7 +305,7 @@ impl Merge for Concat {
     }
 }
 
-merge_layer!(Concat, "concat");
+merge_layer!(Concat, "concat", reads_inputs: false);
 
 /// `torch.mul` (`a * b`): the product of two inputs of one rank, a dimension of size 1 in one
 /// of them broadcast along the other's (a `[C, 1, 1]` gate times a `[C, H, W]` map, in either
@@ -422,7 +429,7 @@ impl Merge for Mul {
     }
 }
 
-merge_layer!(Mul, "mul");
+merge_layer!(Mul, "mul", reads_inputs: true);
 
 /// Builds the merge layer `config` describes (an `add`, `concat` or `mul`) for inputs of
 /// per-sample shapes `inputs`, as the dynamic executor holds it.

@@ -77,7 +77,7 @@ use std::fmt;
 
 use ndarray::ArrayD;
 
-use cnnc_core::Shape;
+use cnnc_core::{Reads, Shape};
 
 use crate::error::{Error, Result};
 use crate::param::{Entry, EntryRef, Param};
@@ -154,8 +154,9 @@ pub trait Layer: Send + Sync + fmt::Debug + LayerClone {
     /// From `dy` (gradient of the loss with respect to `y`), writes `dx` (when asked for) and
     /// every parameter's `grad`. `x` and `y` are those of the layer's last forward, whose work a
     /// layer may reuse, as PyTorch's saved tensors: [`Dropout`] its mask (of the last training
-    /// forward), [`MaxPool2d`] where each maximum lies, [`Conv2d`] its padded input. The last two
-    /// compute it again when that forward had fewer than `batch` samples.
+    /// forward), [`MaxPool2d`] where each maximum lies (computed again when that forward had
+    /// fewer than `batch` samples). A buffer [`Layer::backward_reads`] says it does not read
+    /// holds other values.
     fn backward(
         &mut self,
         x: &[f32],
@@ -164,6 +165,17 @@ pub trait Layer: Send + Sync + fmt::Debug + LayerClone {
         dx: Option<&mut [f32]>,
         batch: usize,
     ) -> Result<()>;
+
+    /// What `backward` reads of the activations: its input `x`, its output `y` (both unless the
+    /// layer says otherwise). A training network reuses the memory of a buffer no backward
+    /// reads ([`cnnc_core::Plan::storage`]), so a layer answering `false` must not read it:
+    /// `backward` then gets a buffer of at least the right length holding other values. Asked
+    /// once fusion is set up. A layer whose forward draws random numbers (dropout) answers
+    /// `output: true`: an output that is not kept is computed again by
+    /// [`crate::Network::find_non_finite`], which must give the same values.
+    fn backward_reads(&self) -> Reads {
+        Reads::ALL
+    }
 
     /// Asks the layer to apply the ReLU that follows it in the network as it writes its output,
     /// and to take `dy` in `backward` as the gradient with respect to the ReLU's output, so the

@@ -12,12 +12,11 @@ use crate::kernels::gemm::{
     MR, NARROW_MR, NR, Start, halves, panels, rows_panel, rows_panel_narrow,
 };
 use crate::kernels::window::NONE;
-use crate::layers::grow;
 use crate::scratch;
 
 impl Conv2d {
-    /// The forward pass of `batch` images into `y[..ny]`, leaving the padded input for
-    /// `backward`.
+    /// The forward pass of `batch` images into `y[..ny]`, the padded input in a buffer lent from
+    /// the training workspace for the length of the call.
     pub(super) fn forward_batch(
         &mut self,
         x: &[f32],
@@ -25,21 +24,17 @@ impl Conv2d {
         batch: usize,
         ny: usize,
     ) -> Result<()> {
-        self.padded = 0;
         if batch == 0 {
             return Ok(());
         }
         self.pack(false)?;
-        let g = self.g;
-        let (hp, wp) = g.padded_in();
-        grow(&mut self.xp, batch * hp * wp * g.cin + MR, 0.0);
-        g.pad_input(x, &mut self.xp, batch);
-        self.padded = batch;
+        let xp = self.padded_input(x, batch);
         let mut pool = self.pool.take();
         let packed = (&self.packed[..], &self.bias_row[..]);
         let relu = self.relu;
-        self.convolve_padded(&self.xp, packed, &mut y[..ny], batch, relu, pool.as_mut());
+        self.convolve_padded(&xp, packed, &mut y[..ny], batch, relu, pool.as_mut());
         self.pool = pool;
+        scratch::give_back(xp);
         Ok(())
     }
 

@@ -21,11 +21,11 @@ mod plan;
 mod staging;
 mod tile;
 
-use cnnc_core::Shape;
+use cnnc_core::{Reads, Shape};
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    Layer, Stale, check_backward, check_forward, grow, visit_weight_bias, visit_weight_bias_ref,
+    Layer, Stale, check_backward, check_forward, visit_weight_bias, visit_weight_bias_ref,
     zero_param,
 };
 use crate::config::{Conv2dConfig, PaddingMode, Pool2dConfig};
@@ -73,7 +73,10 @@ pub struct Conv2d {
     back_runs: RunTable,
     /// The weight as forward panels: `[cout / NR][(ky, kx, ci)][NR]`, zero-padded.
     packed: Vec<f32>,
-    /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cout)][NR]`.
+    /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cout)][NR]`,
+    /// packed by each backward pass into a buffer lent from the training workspace
+    /// ([`scratch::lend`]) and handed back at its end (empty between passes), as are `xp`,
+    /// `dyp`, `gathered` and `wgrad`: a network holds one set of them, not one per layer.
     packed_back: Vec<f32>,
     /// The bias, zero-padded to whole panels (zeros without one).
     bias_row: Vec<f32>,
@@ -89,13 +92,13 @@ pub struct Conv2d {
     /// The input padded as `padding_mode` says, when it is not zeros (the convolution then
     /// runs unpadded on that copy, and `g` describes that).
     mode_pad: Option<ModePad>,
-    /// Whether `packed` and `packed_back` may be out of date.
+    /// Whether `packed` may be out of date (`packed_back` is packed by every backward pass, so
+    /// `pack(true)` is no longer called).
     stale: Stale,
-    /// The zero-padded input, `[N][ph + H + ph_end][pw + W + pw_end][cin]` plus `MR` floats the weight-gradient
-    /// kernel may read past the last pixel.
+    /// The zero-padded input, `[N][ph + H + ph_end][pw + W + pw_end][cin]` plus `MR` zeros the
+    /// weight-gradient kernel may read past the last pixel; backward pads the input again from
+    /// the activation buffer the network keeps anyway.
     xp: Vec<f32>,
-    /// Images of the last forward's input that `xp` holds, for `backward`.
-    padded: usize,
     /// The padded `dy` (see [`Geom::padded_dy`]).
     dyp: Vec<f32>,
     /// The flipped kernel's panels of each phase of the strided input gradient.
@@ -179,7 +182,7 @@ impl Conv2d {
             runs: RunTable::new(g.runs(g.cin, wp)),
             back_runs: RunTable::new(g.back_runs(wd)),
             packed: vec![0.0; usize::from(dense) * panels(g.cout) * g.k() * NR],
-            packed_back: vec![0.0; usize::from(dense) * panels(g.cin) * g.k_back() * NR],
+            packed_back: Vec::new(),
             bias_row: vec![0.0; g.cs()],
             grouped: (!dense).then(|| Grouped::new(&g, c.groups)),
             mode_pad,
@@ -188,7 +191,6 @@ impl Conv2d {
             pool: None,
             stale: Stale::default(),
             xp: Vec::new(),
-            padded: 0,
             dyp: Vec::new(),
             phase_panels: Vec::new(),
             wgrad_blocks: if dense {
@@ -196,7 +198,7 @@ impl Conv2d {
             } else {
                 Vec::new()
             },
-            wgrad: vec![0.0; usize::from(dense) * g.k() * g.cs()],
+            wgrad: Vec::new(),
             bgrad: vec![0.0; g.cout],
         };
         // Packed now, so that `&self` inference on a new layer reads panels.
@@ -380,6 +382,15 @@ impl Layer for Conv2d {
         result
     }
 
+    /// The input, and the output only to mask `dy` by the fused ReLU (with a fused pool, the
+    /// positions the pool kept do that).
+    fn backward_reads(&self) -> Reads {
+        Reads {
+            inputs: true,
+            output: self.grouped.is_none() && self.relu && !self.relu_masked && self.pool.is_none(),
+        }
+    }
+
     fn fuse_relu(&mut self) -> bool {
         if self.grouped.is_some() {
             return false;
@@ -503,13 +514,12 @@ impl Conv2d {
                 self.name
             )));
         }
-        self.pack(true)?;
+        self.check_params()?;
         let g = self.g;
-        // The last forward's padded input, unless it had fewer images.
-        if self.padded < batch {
-            let (hp, wp) = g.padded_in();
-            grow(&mut self.xp, batch * hp * wp * g.cin + MR, 0.0);
-            g.pad_input(x, &mut self.xp, batch);
+        let trains = self.trains_params();
+        // The padded input again, for the weight gradient only.
+        if trains {
+            self.xp = self.padded_input(x, batch);
         }
         // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
         // input gradient; with a fused pool, routed to the positions its forward picked) unless
@@ -519,18 +529,41 @@ impl Conv2d {
             .then_some(dx.is_some());
         if let Some(border) = staged {
             let (hd, wd, _, _) = g.staged_dy(border);
-            grow(&mut self.dyp, batch * hd * wd * g.cs(), 0.0);
+            self.dyp = scratch::lend(batch * hd * wd * g.cs());
             match &self.pool {
                 Some(pool) => g.unpool_dy(pool, &dy[..ny], &mut self.dyp, batch, border),
                 None => g.stage_dy(dy, mask.then_some(y), &mut self.dyp, batch, border),
             }
         }
-        if self.trains_params() {
+        if trains {
+            self.wgrad = scratch::lend(g.k() * g.cs());
             self.param_grads(dy, staged, batch);
+            // Back before the input gradient borrows its panels, which may reuse them.
+            scratch::give_back(std::mem::take(&mut self.xp));
+            scratch::give_back(std::mem::take(&mut self.wgrad));
         }
         if let Some(dx) = dx {
+            let len = panels(g.cin) * g.k_back() * NR;
+            let mut packed_back = scratch::lend(len);
+            self.pack_into(true, &mut packed_back[..len]);
+            self.packed_back = packed_back;
             self.input_grad(dx, batch);
         }
+        for buf in [&mut self.dyp, &mut self.packed_back] {
+            scratch::give_back(std::mem::take(buf));
+        }
         Ok(())
+    }
+
+    /// `batch` images of `x` zero-padded into a buffer lent from the training workspace, followed
+    /// by the `MR` zeros the kernels may read past the last pixel.
+    fn padded_input(&self, x: &[f32], batch: usize) -> Vec<f32> {
+        let g = self.g;
+        let (hp, wp) = g.padded_in();
+        let len = batch * hp * wp * g.cin;
+        let mut xp = scratch::lend(len + MR);
+        g.pad_input(x, &mut xp, batch);
+        xp[len..len + MR].fill(0.0);
+        xp
     }
 }
