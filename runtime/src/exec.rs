@@ -752,6 +752,11 @@ impl Visit for Network {
             layer.visit(f);
         }
     }
+
+    /// Reads through [`VisitRef`]: the layers repack nothing.
+    fn visit_read(&mut self, f: &mut dyn FnMut(EntryRef<'_>)) {
+        self.visit_ref(f);
+    }
 }
 
 impl VisitRef for Network {
