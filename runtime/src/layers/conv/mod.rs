@@ -357,10 +357,12 @@ impl Layer for Conv2d {
         let names = [self.weight_name.as_str(), self.bias_name.as_str()];
         self.stale.mark();
         visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
-        // Repacked now, so `infer` reads fresh panels; a wrong shape is reported by the next
-        // forward.
+        // Repacked now, so `infer` reads fresh panels, and the input-gradient panels too while
+        // the weights are in cache (an optimizer has just written them); a wrong shape is
+        // reported by the next forward.
         if self.grouped.is_none() {
             let _ = self.pack(false);
+            let _ = self.pack(true);
         }
     }
 
