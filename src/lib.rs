@@ -124,6 +124,8 @@ pub use cnnc_data::metrics;
 #[cfg(feature = "data")]
 pub mod train;
 
+pub mod predict;
+
 /// The numeric runtime generated models run on: everything of `cnnc_runtime`, and its datasets as
 /// `runtime::data` (feature `data`), where they lived before they got a crate of their own.
 pub mod runtime {

@@ -7,18 +7,19 @@
 //! resumes bit for bit), frozen parameters (bit-unchanged while the others train) and divergence.
 //!
 //! The CLI is the package `cnnc-cli`: this test runs the `cnnc` binary cargo built beside it
-//! (`cargo test` from the repository root builds it for the CLI's own tests; with `-p cnnc` alone,
-//! `cargo build -p cnnc-cli` first).
+//! (`tests/support/cli.rs`).
 
+#[path = "support/cli.rs"]
+mod cli;
 #[allow(dead_code)]
 #[path = "../examples/fashion_mnist.rs"]
 mod example;
 
 use std::convert::Infallible;
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
+use cli::cnnc;
 use cnnc::data::{Dataset, ImageShape, Loader, LoaderConfig, Transform, fashion_mnist_sample};
 use cnnc::runtime::optim::{OptimizerConfig, SgdConfig};
 use cnnc::runtime::{Entry, Visit};
@@ -27,31 +28,6 @@ use cnnc::train::{
     freeze,
 };
 use example::CustomCnn;
-
-/// The `cnnc` binary in the target directory this test was built into (`target/<profile>/`).
-fn cnnc_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("tests run from target/<profile>/deps");
-    let binary = profile.join(format!("cnnc{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.is_file(),
-        "no cnnc binary at {}: run `cargo test` from the repository root, or `cargo build -p cnnc-cli`",
-        binary.display()
-    );
-    binary
-}
-
-/// Runs `cnnc` with `args` from the repository root.
-fn cnnc(args: &[&str]) -> Output {
-    Command::new(cnnc_binary())
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cnnc runs")
-}
 
 #[test]
 fn the_library_trains_to_the_clis_numbers() {

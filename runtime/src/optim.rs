@@ -201,13 +201,19 @@ fn join(problems: &[String]) -> String {
     problems.join("; ")
 }
 
-/// An optimizer's state in a form a checkpoint can store: named `f32` tensors and a step count.
+/// An optimizer's state in a form a checkpoint can store: named `f32` tensors and step counts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimizerState {
     /// `sgd`, `adam` or `adamw`: state only imports into the same kind of optimizer.
     pub optimizer: String,
-    /// Optimizer steps taken (PyTorch's per-parameter `step`, equal for every parameter here).
+    /// Optimizer steps taken.
     pub step: u64,
+    /// Adam's per-parameter step (PyTorch's `state[p]["step"]`), by parameter name in visit
+    /// order: a parameter's step advances only on the steps that update it, so one frozen for a
+    /// while and then unfrozen has fewer than [`OptimizerState::step`], and its bias correction
+    /// restarts as PyTorch's does. Empty for SGD (which has none) and in states saved before
+    /// per-parameter steps were kept: importing one, every parameter's step is `step`.
+    pub param_steps: Vec<(String, u64)>,
     /// Per-parameter tensors named `<parameter>.<slot>`, with PyTorch's slot names
     /// (`momentum_buffer`, `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`), each of the parameter's
     /// shape, in visit order.
@@ -244,6 +250,8 @@ struct Slots {
     params: Vec<(String, Vec<usize>)>,
     /// `buffers[i][k]`: slot `k` of parameter `i`.
     buffers: Vec<Vec<Vec<f32>>>,
+    /// `steps[i]`: the updates parameter `i` has had (Adam's per-parameter step; SGD keeps none).
+    steps: Vec<u64>,
 }
 
 impl Slots {
@@ -334,6 +342,39 @@ impl Slots {
         });
     }
 
+    /// Like [`Slots::for_each`], handing `update` the parameter's step counting this update
+    /// (from 1), which advances only for the parameters updated.
+    fn for_each_counted(
+        &mut self,
+        model: &mut dyn Visit,
+        mut update: impl FnMut(&mut [f32], &[f32], &mut [Vec<f32>], u64),
+    ) {
+        let mut buffers = self.buffers.iter_mut().zip(self.steps.iter_mut());
+        model.visit(&mut |entry| {
+            let Entry::Param { param, .. } = entry else {
+                return;
+            };
+            let slots = buffers.next();
+            if !param.requires_grad {
+                return;
+            }
+            let (Some(value), Some(grad), Some((slots, step))) =
+                (param.value.as_slice_mut(), param.grad.as_slice(), slots)
+            else {
+                // `check` ran first and rejected every model that could get here.
+                return;
+            };
+            *step += 1;
+            update(value, grad, slots, *step);
+        });
+    }
+
+    /// The per-parameter steps by name, for [`OptimizerState::param_steps`].
+    fn export_steps(&self) -> Vec<(String, u64)> {
+        let names = self.params.iter().map(|(name, _)| name.clone());
+        names.zip(self.steps.iter().copied()).collect()
+    }
+
     fn export(&self, slot_names: &[&str]) -> Vec<(String, ArrayD<f32>)> {
         let mut tensors = Vec::new();
         for ((name, shape), slots) in self.params.iter().zip(&self.buffers) {
@@ -353,10 +394,14 @@ impl Slots {
         state: &OptimizerState,
         optimizer: &'static str,
         slot_names: &[&str],
+        counted: bool,
     ) -> Result<Slots, OptimError> {
         let mut problems = Vec::new();
         if state.optimizer != optimizer {
             problems.push(format!("the state was saved by `{}`", state.optimizer));
+        }
+        if !counted && !state.param_steps.is_empty() {
+            problems.push(format!("{optimizer} keeps no per-parameter steps"));
         }
         let empty = Slots::default();
         let params = empty.check(model, true)?;
@@ -391,6 +436,10 @@ impl Slots {
                 .iter()
                 .map(|name| format!("unexpected tensor `{name}`")),
         );
+        let steps = match counted {
+            true => import_steps(state, &params, &mut problems),
+            false => Vec::new(),
+        };
         if !problems.is_empty() {
             return Err(OptimError::State {
                 optimizer,
@@ -400,8 +449,53 @@ impl Slots {
         if state.step == 0 {
             return Ok(Slots::default());
         }
-        Ok(Slots { params, buffers })
+        Ok(Slots {
+            params,
+            buffers,
+            steps,
+        })
     }
+}
+
+/// Each of `params`' step from `state`: its [`OptimizerState::param_steps`] entry, or the
+/// optimizer's step for every parameter when the state has none (saved before they were kept).
+/// Adds a problem for a parameter missing or listed twice, an unknown name, and a step past the
+/// optimizer's.
+fn import_steps(
+    state: &OptimizerState,
+    params: &[(String, Vec<usize>)],
+    problems: &mut Vec<String>,
+) -> Vec<u64> {
+    if state.param_steps.is_empty() {
+        return vec![state.step; params.len()];
+    }
+    let mut given: HashMap<&str, u64> = HashMap::new();
+    for (name, step) in &state.param_steps {
+        if given.insert(name, *step).is_some() {
+            problems.push(format!("the step of `{name}` appears twice"));
+        }
+        if *step > state.step {
+            problems.push(format!(
+                "`{name}` is at step {step}, past the optimizer's step {}",
+                state.step
+            ));
+        }
+    }
+    let mut steps = Vec::with_capacity(params.len());
+    for (name, _) in params {
+        match given.remove(name.as_str()) {
+            Some(step) => steps.push(step),
+            None => problems.push(format!("no step for `{name}`")),
+        }
+    }
+    let mut unexpected: Vec<&str> = given.into_keys().collect();
+    unexpected.sort_unstable();
+    problems.extend(
+        unexpected
+            .iter()
+            .map(|name| format!("a step for unknown parameter `{name}`")),
+    );
+    steps
 }
 
 fn check_param(name: &str, param: &Param) -> Result<(), OptimError> {
@@ -430,6 +524,7 @@ fn prepare(slots: &mut Slots, model: &mut dyn Visit, count: usize) -> Result<(),
             .iter()
             .map(|(_, shape)| vec![vec![0.0; shape.iter().product()]; count])
             .collect();
+        slots.steps = vec![0; params.len()];
         slots.params = params;
     }
     Ok(())
@@ -600,6 +695,7 @@ impl Optimizer for Sgd {
         OptimizerState {
             optimizer: "sgd".into(),
             step: self.steps,
+            param_steps: Vec::new(),
             tensors: self.slots.export(self.slot_names()),
         }
     }
@@ -609,7 +705,7 @@ impl Optimizer for Sgd {
         model: &mut dyn Visit,
         state: &OptimizerState,
     ) -> Result<(), OptimError> {
-        self.slots = Slots::import(model, state, "sgd", self.slot_names())?;
+        self.slots = Slots::import(model, state, "sgd", self.slot_names(), false)?;
         self.steps = state.step;
         Ok(())
     }
@@ -684,25 +780,26 @@ fn lerp(start: f32, end: f32, weight: f32) -> f32 {
 }
 
 multiversion! {
-    /// Adam's (or AdamW's) update of every parameter at step `step` (from 1).
-    fn adam_update(slots: &mut Slots, model: &mut dyn Visit, c: AdamConfig, step: u64) {
+    /// Adam's (or AdamW's) update of every parameter, each at its own step (PyTorch's
+    /// per-parameter `step`, counting this update).
+    fn adam_update(slots: &mut Slots, model: &mut dyn Visit, c: AdamConfig) {
         let [beta1, beta2] = c.betas;
-        // PyTorch evaluates these in Python floats from the float step count.
-        let step = step as f64;
-        let bias_correction1 = 1.0 - beta1.powf(step);
-        let bias_correction2_sqrt = (1.0 - beta2.powf(step)).powf(0.5);
-        let neg_step_size = (-(c.lr / bias_correction1)) as f32;
-        let bias_correction2_sqrt = bias_correction2_sqrt as f32;
         let decay = (1.0 - c.lr * c.weight_decay) as f32;
         let weight_decay = c.weight_decay as f32;
         let (one_minus_beta1, beta2_f32) = ((1.0 - beta1) as f32, beta2 as f32);
         let one_minus_beta2 = (1.0 - beta2) as f32;
         let eps = c.eps as f32;
         let decays = c.weight_decay != 0.0;
-        slots.for_each(model, |value, grad, slots| {
+        slots.for_each_counted(model, |value, grad, slots, step| {
             let [exp_avg, exp_avg_sq, rest @ ..] = slots else {
                 return;
             };
+            // PyTorch evaluates these in Python floats from the parameter's float step count.
+            let step = step as f64;
+            let bias_correction1 = 1.0 - beta1.powf(step);
+            let bias_correction2_sqrt = (1.0 - beta2.powf(step)).powf(0.5);
+            let neg_step_size = (-(c.lr / bias_correction1)) as f32;
+            let bias_correction2_sqrt = bias_correction2_sqrt as f32;
             let mut max_exp_avg_sq = rest.first_mut().map(|m| m.as_mut_slice());
             for (i, (p, &g)) in value.iter_mut().zip(grad).enumerate() {
                 let mut g = g;
@@ -731,7 +828,7 @@ impl Optimizer for Adam {
     fn step(&mut self, model: &mut dyn Visit) -> Result<(), OptimError> {
         let count = self.slot_names().len();
         prepare(&mut self.slots, model, count)?;
-        adam_update(&mut self.slots, model, self.config, self.steps + 1);
+        adam_update(&mut self.slots, model, self.config);
         self.steps += 1;
         Ok(())
     }
@@ -752,6 +849,7 @@ impl Optimizer for Adam {
         OptimizerState {
             optimizer: self.name().into(),
             step: self.steps,
+            param_steps: self.slots.export_steps(),
             tensors: self.slots.export(self.slot_names()),
         }
     }
@@ -761,7 +859,7 @@ impl Optimizer for Adam {
         model: &mut dyn Visit,
         state: &OptimizerState,
     ) -> Result<(), OptimError> {
-        self.slots = Slots::import(model, state, self.name(), self.slot_names())?;
+        self.slots = Slots::import(model, state, self.name(), self.slot_names(), true)?;
         self.steps = state.step;
         Ok(())
     }
@@ -949,6 +1047,7 @@ mod tests {
         let state = OptimizerState {
             optimizer: "sgd".into(),
             step: 4,
+            param_steps: Vec::new(),
             tensors: vec![
                 ("p.exp_avg".into(), ArrayD::zeros(IxDyn(&[3]))),
                 ("q.exp_avg".into(), ArrayD::zeros(IxDyn(&[2]))),
@@ -968,6 +1067,153 @@ mod tests {
             ]
         );
         assert_eq!(opt.steps(), 0, "a failed import changes nothing");
+    }
+
+    /// Parameters `a` and `b`, one value each.
+    struct Pair {
+        a: Param,
+        b: Param,
+    }
+
+    impl Pair {
+        fn new() -> Self {
+            let one = || Param::new(arr1(&[1.0f32]).into_dyn());
+            Pair { a: one(), b: one() }
+        }
+
+        /// One step with gradients `ga` and `gb` (what a backward pass writes).
+        fn step(&mut self, optimizer: &mut dyn Optimizer, ga: f32, gb: f32) -> [f32; 2] {
+            self.a.grad.fill(ga);
+            self.b.grad.fill(gb);
+            optimizer.step(self).expect("valid step");
+            [self.a.value[[0]], self.b.value[[0]]]
+        }
+    }
+
+    impl Visit for Pair {
+        fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
+            f(Entry::Param {
+                name: "a",
+                param: &mut self.a,
+            });
+            f(Entry::Param {
+                name: "b",
+                param: &mut self.b,
+            });
+        }
+    }
+
+    /// `b` frozen for three steps of `a`, then unfrozen: the optimizer and its state.
+    fn unfrozen_after_three_steps() -> (Pair, Adam) {
+        let mut model = Pair::new();
+        let mut opt = Adam::new(AdamConfig::adam(0.1)).expect("valid config");
+        model.b.requires_grad = false;
+        for _ in 0..3 {
+            model.step(&mut opt, 0.5, 0.0);
+        }
+        model.b.requires_grad = true;
+        (model, opt)
+    }
+
+    #[test]
+    fn adam_bias_correction_counts_each_parameters_own_steps() {
+        // torch.optim.Adam keeps `state[p]["step"]` per parameter and advances it only when `p`
+        // has a gradient: a parameter unfrozen after 3 steps takes its first step as step 1,
+        // `lr * g / (|g| + eps)` (bias correction turns m and v into g and g^2), not as step 4
+        // (`lr * (0.1 g / (1 - 0.9^4)) / (sqrt(0.001 g^2 / (1 - 0.999^4)) + eps)`, ~0.058).
+        // PyTorch 2.15:
+        //   a, b = (torch.nn.Parameter(torch.ones(1)) for _ in range(2))
+        //   opt = torch.optim.Adam([a, b], lr=0.1); b.requires_grad_(False)
+        //   for _ in range(3): a.grad = torch.full((1,), 0.5); opt.step()
+        //   b.requires_grad_(True); a.grad = torch.full((1,), 0.5); b.grad = torch.full((1,), 0.25)
+        //   opt.step()  # b: 0.9000000357627869, state steps 4 and 1
+        let (mut model, mut opt) = unfrozen_after_three_steps();
+        let [_, b] = model.step(&mut opt, 0.5, 0.25);
+        let mut alone = One::new(&[1.0]);
+        let fresh = alone.step(
+            &mut Adam::new(AdamConfig::adam(0.1)).expect("valid"),
+            &[0.25],
+        );
+        assert_eq!(b, fresh[0], "the first step of `b` is a fresh parameter's");
+        assert_eq!(b, 0.900_000_04, "PyTorch's value");
+        let state = opt.export_state();
+        assert_eq!(state.step, 4);
+        assert_eq!(
+            state.param_steps,
+            [("a".to_owned(), 4), ("b".to_owned(), 1)]
+        );
+    }
+
+    #[test]
+    fn per_parameter_steps_round_trip_and_old_states_read_the_global_step() {
+        let (mut model, mut opt) = unfrozen_after_three_steps();
+        model.step(&mut opt, 0.5, 0.25);
+        let state = opt.export_state();
+        let mut copy = (
+            Pair::new(),
+            Adam::new(AdamConfig::adam(0.1)).expect("valid"),
+        );
+        copy.0.a.value.assign(&model.a.value);
+        copy.0.b.value.assign(&model.b.value);
+        copy.1
+            .import_state(&mut copy.0, &state)
+            .expect("state fits");
+        assert_eq!(copy.1.export_state(), state);
+        let continued = model.step(&mut opt, -0.5, 0.125);
+        assert_eq!(copy.0.step(&mut copy.1, -0.5, 0.125), continued);
+
+        // A state saved before per-parameter steps: every parameter at the optimizer's step.
+        let old = OptimizerState {
+            param_steps: Vec::new(),
+            ..state.clone()
+        };
+        let mut resumed = Adam::new(AdamConfig::adam(0.1)).expect("valid");
+        resumed
+            .import_state(&mut Pair::new(), &old)
+            .expect("old state");
+        assert_eq!(
+            resumed.export_state().param_steps,
+            [("a".to_owned(), 4), ("b".to_owned(), 4)]
+        );
+
+        // Steps that do not fit the model are refused, every problem named.
+        let bad = OptimizerState {
+            param_steps: vec![
+                ("a".to_owned(), 5),
+                ("a".to_owned(), 1),
+                ("c".to_owned(), 1),
+            ],
+            ..state.clone()
+        };
+        let error = resumed
+            .import_state(&mut Pair::new(), &bad)
+            .expect_err("bad steps");
+        let OptimError::State { problems, .. } = &error else {
+            panic!("{error}")
+        };
+        assert_eq!(
+            problems,
+            &[
+                "`a` is at step 5, past the optimizer's step 4",
+                "the step of `a` appears twice",
+                "no step for `b`",
+                "a step for unknown parameter `c`",
+            ]
+        );
+        let sgd_state = OptimizerState {
+            optimizer: "sgd".into(),
+            tensors: Vec::new(),
+            ..state
+        };
+        let error = sgd(SgdConfig::new(0.1))
+            .import_state(&mut Pair::new(), &sgd_state)
+            .expect_err("sgd has no steps");
+        assert!(
+            error
+                .to_string()
+                .contains("sgd keeps no per-parameter steps"),
+            "{error}"
+        );
     }
 
     /// A model whose one parameter is several update runs long, counting its `&mut` visits

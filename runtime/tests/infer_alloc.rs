@@ -78,3 +78,46 @@ fn a_warm_predict_allocates_only_its_result() {
         );
     });
 }
+
+#[test]
+fn batch_norm_without_running_statistics_infers_from_scratch_memory() {
+    use cnnc_runtime::Mode;
+    use cnnc_runtime::config::{BatchNorm2dConfig, LayerConfig, LayerDef};
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        // The seed model with a batch norm on the batch's statistics after its first convolution
+        // (fused with the ReLU that follows): PyTorch normalises by the batch in eval mode too.
+        let mut def = custom_cnn();
+        let config = BatchNorm2dConfig {
+            track_running_stats: false,
+            ..BatchNorm2dConfig::new(32)
+        };
+        def.layers.insert(
+            1,
+            LayerDef {
+                name: "layer1.bn".to_owned(),
+                config: LayerConfig::BatchNorm2d(config),
+                inputs: Vec::new(),
+            },
+        );
+        let mut net = Network::new(&def, 0).unwrap();
+        let x = Array4::from_shape_fn((4, 3, 32, 32), |(n, c, h, w)| {
+            ((n * 7 + c * 5 + h * 3 + w) % 17) as f32 / 17.0 - 0.5
+        });
+        let mut first = None;
+        let cold = allocations(|| first = Some(net.predict(x.view()).unwrap()));
+        let mut second = None;
+        let warm = allocations(|| second = Some(net.predict(x.view()).unwrap()));
+        assert_eq!(first, second);
+        assert!(
+            warm <= 3,
+            "{warm} allocations once warm (the first call made {cold})"
+        );
+        // The same numbers as the training forward in eval mode, bit for bit.
+        let eval = net.forward(x.view(), Mode::Eval).unwrap();
+        assert_eq!(first.unwrap(), eval);
+    });
+}

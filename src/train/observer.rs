@@ -9,8 +9,8 @@ use cnnc_data::LoaderState;
 use cnnc_data::metrics::Evaluation;
 use cnnc_runtime::optim::Optimizer;
 
-/// One finished epoch: a row of `cnnc train`'s `metrics.csv`.
-#[derive(Clone, Debug, PartialEq)]
+/// One finished epoch: a row of `cnnc train`'s `metrics.csv` (and of a checkpoint's history).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochRecord {
     /// Epoch number, from 1.
     pub epoch: usize,
@@ -31,7 +31,7 @@ pub struct EpochRecord {
 }
 
 /// Running sums of the epoch in progress, what a checkpoint taken within an epoch keeps.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochProgress {
     /// Sum of the per-image training loss.
     pub loss_sum: f64,

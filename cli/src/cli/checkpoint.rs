@@ -1,128 +1,96 @@
-//! A training run's checkpoint folder: `model.safetensors` (the weights, loadable by PyTorch with
-//! `strict=True`, with cnnc's metadata), `optimizer.state` (the optimizer's tensors, safetensors
-//! format under another extension so that the folder holds exactly one `*.safetensors`) and
-//! `checkpoint.json` (everything else needed to continue bit-identically: recipe, loader and
-//! epoch state, dropout random-stream positions, metrics history). Each file records the optimizer
-//! step it belongs to.
-//!
-//! A save commits the three files together, so that a crash at any moment (SIGKILL, power cut,
-//! full disk) leaves either the previous checkpoint or the new one, and `model.safetensors` is
-//! always a complete weights file. Two parts: [`schema`], the JSON layout of `checkpoint.json` and
-//! the checks that a file read back is consistent; [`commit`], the protocol that writes, commits,
-//! recovers and locks a folder. This module reads a checkpoint back into a run.
+//! A training run's checkpoint folder as `cnnc train` reports it. The format, the commit protocol,
+//! the recovery of an interrupted save and the folder lock are the library's
+//! ([`cnnc::train::checkpoint`]); this module words their errors for the command line (the
+//! flags to use, and exit 1 for a checkpoint that cannot be resumed, 2 for I/O and usage) and
+//! prints the notices the library returns.
 
-mod commit;
-mod schema;
-
+use std::fmt;
 use std::path::Path;
 
-use anyhow::Context;
-use cnnc_runtime::Network;
-use cnnc_runtime::optim::{Optimizer, OptimizerState};
-use cnnc_runtime::weights::{self, TensorData};
+use cnnc::runtime::Network;
+use cnnc::runtime::optim::Optimizer;
+use cnnc::train::checkpoint::{self as lib, CheckpointError};
 
-pub use commit::{Committing, FolderLock, Recovery, exists, lock, recover, save};
-pub use schema::{
-    DataInfo, EpochRecord, OptimizerName, Recipe, RunState, Schedule, non_negative, positive,
+pub use cnnc::train::EpochRecord;
+pub use lib::{
+    DataInfo, FolderLock, MODEL_FILE, OptimizerName, Recipe, Recovery, RunState, Schedule, exists,
+    non_negative, positive,
 };
 
 use super::job::refuse;
-use super::model::WeightsMeta;
 
-/// The weights file in a checkpoint folder.
-pub const MODEL_FILE: &str = "model.safetensors";
-/// The optimizer state file.
-pub const OPTIMIZER_FILE: &str = "optimizer.state";
-/// The run state file.
-pub const STATE_FILE: &str = "checkpoint.json";
-/// The optimizer state's metadata key for the step it belongs to.
-const OPTIMIZER_STEP: &str = "step";
+/// The library's error as the command line reports it: the same messages, in the chain of
+/// causes [`super::job::status`] reads the exit status from.
+fn cli_error(err: CheckpointError) -> anyhow::Error {
+    match err {
+        CheckpointError::Io { context, source } => anyhow::Error::new(source).context(context),
+        // A usage problem, as a folder that already holds a checkpoint is: exit 2.
+        CheckpointError::InUse { dir, lock } => anyhow::anyhow!(
+            "{} is in use by another `cnnc train` (it holds {}); wait for that run to end, or \
+             choose another --out",
+            dir.display(),
+            lock.display()
+        ),
+        CheckpointError::Invalid(message) => refuse(message),
+        CheckpointError::Weights(e) => e.into(),
+        CheckpointError::Save(e) => e.into(),
+        CheckpointError::Optimizer { path, source } => anyhow::Error::new(source).context(format!(
+            "cannot restore the optimizer from {}",
+            path.display()
+        )),
+        CheckpointError::Committing(inner) => cli_error(*inner).context(Committing),
+    }
+}
 
-/// Reads the run state of the checkpoint in `dir`, after [`recover`]ing the folder (with a notice
+/// The context of a [`save`] that failed after every file of the new checkpoint was written:
+/// the folder then holds the new checkpoint in full, which `--resume` commits.
+#[derive(Debug)]
+pub struct Committing;
+
+impl fmt::Display for Committing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the new checkpoint is written in full; `--resume` finishes committing it")
+    }
+}
+
+/// [`lib::lock`]: takes `dir` for this run, creating the folder if `create`.
+pub fn lock(dir: &Path, create: bool) -> anyhow::Result<FolderLock> {
+    lib::lock(dir, create).map_err(cli_error)
+}
+
+/// [`lib::recover`]: brings `dir` back to one consistent checkpoint after a crash.
+pub fn recover(dir: &Path) -> anyhow::Result<Recovery> {
+    lib::recover(dir).map_err(cli_error)
+}
+
+/// Reads the run state of the checkpoint in `dir`, after recovering the folder (with a notice
 /// when it finished or dropped an interrupted save).
 pub fn read_state(dir: &Path) -> anyhow::Result<RunState> {
-    let recovery = recover(dir)?;
+    let (state, recovery) = lib::read_state(dir).map_err(cli_error)?;
     if recovery != Recovery::Clean {
         eprintln!("notice: {}: {recovery}", dir.display());
     }
-    let path = dir.join(STATE_FILE);
-    let text = schema::read_file(&path).with_context(|| {
-        format!(
-            "cannot resume from {}: cannot read {}",
-            dir.display(),
-            path.display()
-        )
-    })?;
-    schema::parse(&path, &text)
+    Ok(state)
 }
 
-/// Loads the weights and optimizer state of the checkpoint in `dir` into `net` and `optimizer`,
-/// checking both belong to the save `state` describes.
+/// [`lib::restore`]: the weights and optimizer state of the checkpoint in `dir` into `net` and
+/// `optimizer`, and the dropout streams' positions.
 pub fn restore(
     dir: &Path,
     state: &RunState,
     net: &mut Network,
     optimizer: &mut dyn Optimizer,
 ) -> anyhow::Result<()> {
-    let model_path = dir.join(MODEL_FILE);
-    let meta = WeightsMeta::from_map(&weights::load(net, &model_path)?);
-    let optim_path = dir.join(OPTIMIZER_FILE);
-    let file = weights::read_tensors(&optim_path)?;
-    let mut tensors = Vec::with_capacity(file.tensors.len());
-    for (name, tensor) in file.tensors {
-        match tensor {
-            TensorData::F32(t) => tensors.push((name, t)),
-            other => {
-                return Err(refuse(format!(
-                    "{}: tensor `{name}` is {}, optimizer state is F32",
-                    optim_path.display(),
-                    other.dtype()
-                )));
-            }
-        }
-    }
-    let optim_step = file
-        .metadata
-        .get(OPTIMIZER_STEP)
-        .and_then(|s| s.parse::<u64>().ok());
-    let mismatched = [
-        (model_path.as_path(), meta.step),
-        (optim_path.as_path(), optim_step),
-    ]
-    .into_iter()
-    .find(|(_, step)| *step != Some(state.step));
-    if let Some((path, step)) = mismatched {
-        let found = step.map_or("no step".to_owned(), |s| format!("step {s}"));
-        return Err(refuse(format!(
-            "{} is from {found} but {} is from step {}: the files come from different saves \
-             (was one copied in by hand?); the checkpoint cannot be resumed",
-            path.display(),
-            dir.join(STATE_FILE).display(),
-            state.step
-        )));
-    }
-    let optim_state = OptimizerState {
-        optimizer: file.metadata.get("optimizer").cloned().unwrap_or_default(),
-        step: state.step,
-        // The file orders tensors by name; the optimizer matches them by name.
-        tensors,
-    };
-    optimizer
-        .import_state(net, &optim_state)
-        .with_context(|| format!("cannot restore the optimizer from {}", optim_path.display()))?;
-    let state_path = dir.join(STATE_FILE);
-    let mut positions = Vec::with_capacity(state.rng_states.len());
-    for (name, position) in &state.rng_states {
-        let position = position.parse::<u128>().map_err(|_| {
-            refuse(format!(
-                "{}: the random-stream position of layer `{name}` is `{position}`, not a \
-                 non-negative integer",
-                state_path.display()
-            ))
-        })?;
-        positions.push((name.clone(), position));
-    }
-    net.restore_rng_states(&positions)
-        .map_err(|e| refuse(format!("cannot resume from {}: {e}", state_path.display())))?;
+    lib::restore(dir, state, net, optimizer).map_err(cli_error)?;
     Ok(())
+}
+
+/// [`lib::save`]: a checkpoint into `dir`, replacing the previous one as a whole.
+pub fn save(
+    dir: &Path,
+    state: &mut RunState,
+    net: &mut Network,
+    optimizer: &dyn Optimizer,
+) -> anyhow::Result<()> {
+    lib::save(dir, state, net, optimizer).map_err(cli_error)
 }

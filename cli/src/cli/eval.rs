@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cnnc_data::DatasetKind;
+use cnnc::data::DatasetKind;
 use serde::Serialize;
 
 use super::OutputFormat;
@@ -75,11 +75,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let test = &loaded.splits.test;
     dataset::check_classes(test, net.classes(), &format!("{kind} test data"))?;
-    let normalization = meta
-        .normalization
-        .clone()
-        .filter(|n| n.mean.len() == test.shape().channels)
-        .unwrap_or_else(|| test.normalization().clone());
+    let normalization = meta.normalization_for(test);
     let transform = dataset::transform(test.shape(), &normalization, spec.input())?;
     let evaluation = evaluate(&net, test, &transform, args.batch_size)?;
     let classes = dataset::output_names(test.class_names(), net.classes());

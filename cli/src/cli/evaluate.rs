@@ -3,10 +3,10 @@
 //! errors as the command line reports them. `eval` uses it; `train` validates through the
 //! library's trainer, which calls the same function.
 
+use cnnc::data::{Dataset, Transform};
 pub use cnnc::metrics::Evaluation;
+use cnnc::runtime::Network;
 use cnnc::train::TrainError;
-use cnnc_data::{Dataset, Transform};
-use cnnc_runtime::Network;
 
 /// Runs `net` in evaluation mode over every image of `dataset` (in order, `batch_size` at a
 /// time, or all at once if it holds fewer) prepared by `transform`.

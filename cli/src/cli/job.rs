@@ -5,10 +5,10 @@
 
 use std::process::ExitCode;
 
-use cnnc_data::DataError;
-use cnnc_runtime::npy::NpyError;
-use cnnc_runtime::optim::OptimError;
-use cnnc_runtime::weights::{LoadError, LoadProblem, SaveError};
+use cnnc::data::DataError;
+use cnnc::runtime::npy::NpyError;
+use cnnc::runtime::optim::OptimError;
+use cnnc::runtime::weights::{LoadError, LoadProblem, SaveError};
 
 use super::{EXIT_INVALID, EXIT_TROUBLE};
 
@@ -38,11 +38,11 @@ pub fn finish(result: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
 pub fn status(err: &anyhow::Error) -> u8 {
     let by_kind = |invalid: bool| if invalid { EXIT_INVALID } else { EXIT_TROUBLE };
     for cause in err.chain() {
-        if cause.is::<Refusal>() || cause.is::<cnnc_runtime::Error>() {
+        if cause.is::<Refusal>() || cause.is::<cnnc::runtime::Error>() {
             return EXIT_INVALID;
         }
-        if let Some(e) = cause.downcast_ref::<cnnc_spec::Error>() {
-            return by_kind(matches!(e, cnnc_spec::Error::Invalid { .. }));
+        if let Some(e) = cause.downcast_ref::<cnnc::spec::Error>() {
+            return by_kind(matches!(e, cnnc::spec::Error::Invalid { .. }));
         }
         if let Some(e) = cause.downcast_ref::<LoadError>() {
             let unreadable = e.problems.iter().all(|p| matches!(p, LoadProblem::Io(_)));

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cnnc_data::{DatasetKind, ImageShape, Normalization};
-use cnnc_runtime::Network;
-use cnnc_runtime::config::NetworkDef;
-use cnnc_runtime::weights::{self, LoadProblem};
-use cnnc_spec::core::canon;
-use cnnc_spec::{CheckedModel, CoreModel};
+use cnnc::data::ImageShape;
+use cnnc::runtime::Network;
+use cnnc::runtime::config::NetworkDef;
+use cnnc::runtime::weights::{self, LoadProblem};
+use cnnc::spec::CheckedModel;
 use sha2::{Digest, Sha256};
+
+pub use cnnc::train::checkpoint::{WeightsMeta, spec_hash};
 
 /// A checked spec and its runtime description.
 pub struct Spec {
@@ -31,7 +32,7 @@ pub struct Spec {
 impl Spec {
     /// Reads and checks the spec at `path` (a spec with errors exits 1 with its diagnostics).
     pub fn load(path: &Path) -> anyhow::Result<Spec> {
-        let checked = cnnc_spec::load(path)?;
+        let checked = cnnc::spec::load(path)?;
         let def = checked.def();
         let hash = spec_hash(&checked);
         let legacy_hash = legacy_spec_hash(&def);
@@ -61,14 +62,6 @@ impl Spec {
         Network::from_model(&self.checked, seed)
             .with_context(|| format!("cannot build the network of {}", self.path.display()))
     }
-}
-
-/// SHA-256 of the model's canonical form ([`cnnc_spec::core::canon`]: every layer's name and
-/// the arguments that differ from their defaults, and the input shape), in hex. Comments,
-/// formatting and the model's name do not change it; anything that changes what the weights mean
-/// does; a new argument with a default does not.
-pub fn spec_hash(model: &CoreModel) -> String {
-    hex(&Sha256::digest(canon::canonical(model).as_bytes()))
 }
 
 /// The identity checkpoints had before the canonical form: SHA-256 of the layer descriptions'
@@ -162,7 +155,7 @@ pub fn load_weights(net: &mut Network, path: &Path, spec: &Spec) -> anyhow::Resu
             err
         }
     })?;
-    let meta = WeightsMeta::from_map(&metadata);
+    let meta = read_meta(&metadata);
     if let Some(hash) = &meta.spec_hash
         && !spec.is_hash(hash)
     {
@@ -175,94 +168,14 @@ pub fn load_weights(net: &mut Network, path: &Path, spec: &Spec) -> anyhow::Resu
     Ok(meta)
 }
 
-/// What cnnc records in a weights file's safetensors metadata, all optional: files written by
-/// PyTorch carry none of it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct WeightsMeta {
-    /// [`spec_hash`] of the spec trained.
-    pub spec_hash: Option<String>,
-    /// Class name of each output.
-    pub classes: Option<Vec<String>>,
-    /// Normalisation applied to the training images.
-    pub normalization: Option<Normalization>,
-    /// The dataset trained on.
-    pub dataset: Option<DatasetKind>,
-    /// The dataset named by the metadata when cnnc does not know it (then `dataset` is `None`).
-    pub unknown_dataset: Option<String>,
-    /// Where it was read from.
-    pub data_dir: Option<PathBuf>,
-    /// Shape of the dataset's images (before bridging to the model input).
-    pub image_shape: Option<ImageShape>,
-    /// Optimizer steps taken when saved.
-    pub step: Option<u64>,
-}
-
-const SPEC_HASH: &str = "cnnc.spec_hash";
-const CLASSES: &str = "cnnc.classes";
-const NORMALIZATION: &str = "cnnc.normalization";
-const DATASET: &str = "cnnc.dataset";
-const DATA_DIR: &str = "cnnc.data_dir";
-const IMAGE_SHAPE: &str = "cnnc.image_shape";
-const STEP: &str = "cnnc.step";
-
-impl WeightsMeta {
-    /// The safetensors metadata strings (values JSON-encoded where not plain text). `format: pt`
-    /// is what `safetensors.torch.save_file` writes.
-    pub fn to_map(&self) -> BTreeMap<String, String> {
-        let mut map = BTreeMap::new();
-        map.insert("format".to_owned(), "pt".to_owned());
-        let mut put = |key: &str, value: Option<String>| {
-            if let Some(value) = value {
-                map.insert(key.to_owned(), value);
-            }
-        };
-        fn json<T: serde::Serialize>(value: &T) -> String {
-            // Plain data (strings, numbers, vectors of them) always serialises.
-            serde_json::to_string(value).unwrap_or_default()
-        }
-        put(SPEC_HASH, self.spec_hash.clone());
-        put(CLASSES, self.classes.as_ref().map(json));
-        put(NORMALIZATION, self.normalization.as_ref().map(json));
-        put(DATASET, self.dataset.map(|d| d.name().to_owned()));
-        put(
-            DATA_DIR,
-            self.data_dir.as_ref().map(|d| d.display().to_string()),
-        );
-        put(IMAGE_SHAPE, self.image_shape.as_ref().map(json));
-        put(STEP, self.step.map(|s| s.to_string()));
-        map
+/// The cnnc metadata in a weights file's `map`, with a notice for each malformed entry dropped.
+pub fn read_meta(map: &BTreeMap<String, String>) -> WeightsMeta {
+    let (meta, notices) = WeightsMeta::read(map);
+    for notice in notices {
+        let why = super::terminal::printable(&notice);
+        eprintln!("notice: ignoring the weights' metadata {why}");
     }
-
-    /// Reads what it can from `map`; a malformed entry is dropped with a notice.
-    pub fn from_map(map: &BTreeMap<String, String>) -> WeightsMeta {
-        fn parsed<T: serde::de::DeserializeOwned>(
-            map: &BTreeMap<String, String>,
-            key: &str,
-        ) -> Option<T> {
-            let text = map.get(key)?;
-            match serde_json::from_str(text) {
-                Ok(value) => Some(value),
-                Err(err) => {
-                    let why = super::terminal::printable(&format!("`{key}`: {err}"));
-                    eprintln!("notice: ignoring the weights' metadata {why}");
-                    None
-                }
-            }
-        }
-        WeightsMeta {
-            spec_hash: map.get(SPEC_HASH).cloned(),
-            classes: parsed(map, CLASSES),
-            normalization: parsed(map, NORMALIZATION),
-            dataset: map.get(DATASET).and_then(|n| DatasetKind::from_name(n)),
-            unknown_dataset: map
-                .get(DATASET)
-                .filter(|n| DatasetKind::from_name(n).is_none())
-                .cloned(),
-            data_dir: map.get(DATA_DIR).map(PathBuf::from),
-            image_shape: parsed(map, IMAGE_SHAPE),
-            step: map.get(STEP).and_then(|s| s.parse().ok()),
-        }
-    }
+    meta
 }
 
 #[cfg(test)]
@@ -287,28 +200,5 @@ mod tests {
         // `same` with an odd total keeps it: no checkpoint from before can match.
         let uneven = "C { padding: [0, 1], padding_end: [1, 1], dilation: [1, 1] } padding: [2, 2]";
         assert_eq!(without_padding_end(uneven), uneven);
-    }
-
-    #[test]
-    fn metadata_round_trips() {
-        let meta = WeightsMeta {
-            spec_hash: Some("abc".into()),
-            classes: Some(vec!["cat".into(), "dog".into()]),
-            normalization: Some(Normalization::fashion_mnist()),
-            dataset: Some(DatasetKind::FashionMnist),
-            unknown_dataset: None,
-            data_dir: Some("/data/fm".into()),
-            image_shape: Some(ImageShape::new(1, 28, 28)),
-            step: Some(42),
-        };
-        assert_eq!(WeightsMeta::from_map(&meta.to_map()), meta);
-        assert_eq!(
-            WeightsMeta::from_map(&BTreeMap::new()),
-            WeightsMeta::default()
-        );
-        let unknown = BTreeMap::from([(DATASET.to_owned(), "imagenet".to_owned())]);
-        let meta = WeightsMeta::from_map(&unknown);
-        assert_eq!(meta.dataset, None);
-        assert_eq!(meta.unknown_dataset.as_deref(), Some("imagenet"));
     }
 }

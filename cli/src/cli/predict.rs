@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cnnc_data::folder::{decode_image, image_to_chw};
-use cnnc_data::{
+use cnnc::data::folder::{decode_image, image_to_chw};
+use cnnc::data::{
     CIFAR10_CLASSES, DatasetKind, FASHION_MNIST_CLASSES, ImageShape, MNIST_CLASSES, Normalization,
 };
-use cnnc_runtime::Mode;
+use cnnc::predict::{softmax, top_k};
+use cnnc::runtime::Mode;
 use ndarray::ArrayView4;
 use serde::Serialize;
 
@@ -204,25 +205,6 @@ fn read_image(path: &Path, shape: ImageShape) -> anyhow::Result<Vec<u8>> {
     Ok(image_to_chw(&image, shape)?)
 }
 
-/// Probabilities from logits, computed stably in f64.
-fn softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits
-        .iter()
-        .map(|&v| f64::from(v))
-        .fold(f64::NEG_INFINITY, f64::max);
-    let exp: Vec<f64> = logits.iter().map(|&v| (f64::from(v) - max).exp()).collect();
-    let sum: f64 = exp.iter().sum();
-    exp.iter().map(|e| e / sum).collect()
-}
-
-/// The `k` most probable classes, most probable first (ties: lower index first).
-fn top_k(probabilities: &[f64], k: usize) -> Vec<(usize, f64)> {
-    let mut ranked: Vec<(usize, f64)> = probabilities.iter().copied().enumerate().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    ranked.truncate(k);
-    ranked
-}
-
 #[derive(Serialize)]
 struct ImageJson {
     image: String,
@@ -234,21 +216,4 @@ struct ClassJson {
     class: String,
     index: usize,
     probability: f64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn softmax_is_stable_and_sums_to_one() {
-        let p = softmax(&[1000.0, 1000.0, 0.0]);
-        assert!((p[0] - 0.5).abs() < 1e-12 && (p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn top_k_ranks_by_probability() {
-        assert_eq!(top_k(&[0.1, 0.6, 0.3], 2), vec![(1, 0.6), (2, 0.3)]);
-        assert_eq!(top_k(&[0.5, 0.5], 5).len(), 2);
-    }
 }

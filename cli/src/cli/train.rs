@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cnnc::data::{DatasetKind, Loader};
 use cnnc::train::{EVAL_BATCH, Outcome, TrainConfig, Trainer};
-use cnnc_data::{Augment, DatasetKind, Loader, LoaderConfig, RUN_SEED_SALT};
 
 use super::checkpoint::{self, DataInfo, FolderLock, MODEL_FILE, OptimizerName, RunState};
 use super::dataset::{self, DataArgs};
@@ -44,7 +44,7 @@ pub struct Args {
     pub batch_size: Option<NonZeroUsize>,
     /// Optimizer [default: sgd].
     #[arg(long, value_enum)]
-    pub optimizer: Option<OptimizerName>,
+    pub optimizer: Option<OptimizerFlag>,
     /// Learning rate [default: 0.01 for sgd, 0.001 for adam and adamw].
     #[arg(long, allow_negative_numbers = true, value_parser = non_negative_flag)]
     pub lr: Option<f64>,
@@ -89,6 +89,27 @@ pub struct Args {
     pub overwrite: bool,
 }
 
+/// The optimizers `--optimizer` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptimizerFlag {
+    /// `torch.optim.SGD` (with `--momentum`).
+    Sgd,
+    /// `torch.optim.Adam`.
+    Adam,
+    /// `torch.optim.AdamW` (decoupled weight decay).
+    Adamw,
+}
+
+impl From<OptimizerFlag> for OptimizerName {
+    fn from(flag: OptimizerFlag) -> Self {
+        match flag {
+            OptimizerFlag::Sgd => OptimizerName::Sgd,
+            OptimizerFlag::Adam => OptimizerName::Adam,
+            OptimizerFlag::Adamw => OptimizerName::Adamw,
+        }
+    }
+}
+
 /// The schedules `--schedule` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScheduleName {
@@ -101,7 +122,6 @@ pub enum ScheduleName {
 }
 
 const DEFAULT_EPOCHS: usize = 5;
-const DEFAULT_BATCH: usize = 64;
 
 /// `--lr`, `--momentum` and `--weight-decay`: finite and at least 0.
 fn non_negative_flag(text: &str) -> Result<f64, String> {
@@ -162,7 +182,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         bridge: transform.bridge(),
         ..data
     };
-    let mut optimizer = recipe::build_optimizer(&recipe)?;
+    let mut optimizer = recipe.optimizer_config().build()?;
     // Batches larger than the dataset hold the whole dataset: buffers are sized by what a batch
     // can hold, not by the flag.
     if recipe.batch_size > train.len() {
@@ -174,12 +194,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
             train.len()
         );
     }
-    let loader_config = LoaderConfig {
-        batch_size: recipe.batch_size.min(train.len()).max(1),
-        shuffle: true,
-        augment: recipe.augment.then(Augment::cifar),
-        seed: recipe.seed ^ RUN_SEED_SALT,
-    };
+    let loader_config = recipe.loader_config(train.len());
     let mut loader = Loader::new(train, transform.clone(), loader_config)?;
 
     let out = out_dir(args, &spec, saved.as_ref().map(|(dir, _)| *dir))?;
@@ -237,7 +252,7 @@ fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     let config = TrainConfig {
         epochs,
         lr: recipe.lr,
-        schedule: recipe::lr_schedule(&recipe.schedule),
+        schedule: recipe.schedule.lr_schedule(),
         accumulate: NonZeroUsize::new(recipe.accumulate).unwrap_or(NonZeroUsize::MIN),
         eval_batch: EVAL_BATCH,
     };
@@ -372,32 +387,7 @@ fn report(args: &Args, run: &Run, outcome: Outcome) -> ExitCode {
 
 /// Refuses to resume over data other than the run's.
 fn check_same_data(dir: &Path, saved: &DataInfo, now: &DataInfo) -> anyhow::Result<()> {
-    let mut differences = Vec::new();
-    if saved.dataset != now.dataset {
-        differences.push(format!("dataset {} (now {})", saved.dataset, now.dataset));
-    } else {
-        if saved.train_len != now.train_len {
-            differences.push(format!(
-                "{} training images (now {})",
-                saved.train_len, now.train_len
-            ));
-        }
-        if saved.image_shape != now.image_shape {
-            differences.push(format!(
-                "{} images (now {})",
-                saved.image_shape, now.image_shape
-            ));
-        }
-        if saved.classes != now.classes {
-            differences.push(format!(
-                "classes {:?} (now {:?})",
-                saved.classes, now.classes
-            ));
-        }
-        if saved.normalization != now.normalization {
-            differences.push("other normalisation statistics".to_owned());
-        }
-    }
+    let differences = saved.differences(now);
     if differences.is_empty() {
         Ok(())
     } else {

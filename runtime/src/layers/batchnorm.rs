@@ -133,23 +133,50 @@ impl BatchNorm2d {
 
     /// [`Layer::infer`], through a ReLU when `relu` says so.
     fn infer_relu(&self, x: &[f32], y: &mut [f32], batch: usize, relu: bool) -> Result<()> {
-        if !self.config.track_running_stats {
-            let mut copy = self.clone();
-            copy.relu = relu;
-            return copy.forward(x, y, batch, Mode::Eval);
-        }
         let (n, _) = check_forward(self, x, y, batch)?;
         self.check_state()?;
         let c = self.config.num_features;
         let eps = f64::from(self.config.eps);
         let mut affine = scratch::take(2 * c, scratch::ANY, 0.0);
         let (scale, shift) = affine.split_at_mut(c);
-        for ch in 0..c {
-            let invstd = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
-            scale[ch] = invstd * self.weight.value[ch];
-            shift[ch] = self.bias.value[ch] - self.running_mean[ch] * scale[ch];
+        if self.config.track_running_stats {
+            for ch in 0..c {
+                let invstd = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
+                scale[ch] = invstd * self.weight.value[ch];
+                shift[ch] = self.bias.value[ch] - self.running_mean[ch] * scale[ch];
+            }
+        } else {
+            // The batch's statistics, as `forward` computes them, in the thread's scratch.
+            let rows = n / c;
+            self.check_rows(rows, batch)?;
+            let mut partials = scratch::take(MAX_LANES * c, scratch::ANY, [0.0; 2]);
+            let mut sums = scratch::take(c, scratch::ANY, [0.0; 2]);
+            let mut mean64 = scratch::take(c.div_ceil(2), scratch::ANY, [0.0; 2]);
+            let mean64 = &mut mean64.as_flattened_mut()[..c];
+            let partials = &mut partials.as_flattened_mut()[..MAX_LANES * 2 * c];
+            batch_moments(&x[..n], rows, partials, &mut sums[..c], mean64);
+            for ch in 0..c {
+                let var = sums[ch][0] / rows as f64;
+                let invstd = (1.0 / (var + eps).sqrt()) as f32;
+                scale[ch] = invstd * self.weight.value[ch];
+                shift[ch] = self.bias.value[ch] - mean64[ch] as f32 * scale[ch];
+            }
         }
         scale_shift(scale, &shift[..c], &x[..n], &mut y[..n], relu);
+        Ok(())
+    }
+
+    /// Refuses batch statistics over a single value per channel, as PyTorch does.
+    fn check_rows(&self, rows: usize, batch: usize) -> Result<()> {
+        if rows <= 1 {
+            return Err(Error::config(
+                &self.name,
+                format!(
+                    "expected more than 1 value per channel when training, got batch {batch} of {}",
+                    self.dims
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -207,6 +234,29 @@ fn channel_sums(
             .chunks_exact(2 * c)
             .fold([0.0, 0.0], |[a, b], lane| [a + lane[ch], b + lane[c + ch]]);
     }
+}
+
+/// The batch mean of each channel of the `rows` pixels of `x` into `mean` (`sums.len()`
+/// channels), and the sum of each channel's squared deviations from it into `sums[c][0]`, in the
+/// fixed lanes of [`channel_sums`].
+fn batch_moments(
+    x: &[f32],
+    rows: usize,
+    partials: &mut [f64],
+    sums: &mut [[f64; 2]],
+    mean: &mut [f64],
+) {
+    let c = sums.len();
+    channel_sums(partials, sums, rows, |px, a, _| {
+        add_values(a, &x[px.start * c..px.end * c]);
+    });
+    for (m, s) in mean.iter_mut().zip(sums.iter()) {
+        *m = s[0] / rows as f64;
+    }
+    let mean = &*mean;
+    channel_sums(partials, sums, rows, |px, a, _| {
+        add_squares(a, &x[px.start * c..px.end * c], mean);
+    });
 }
 
 multiversion! {
@@ -321,26 +371,10 @@ impl Layer for BatchNorm2d {
         // running ones.
         self.batch_stats = mode == Mode::Train || !track;
         if self.batch_stats {
-            if rows <= 1 {
-                return Err(Error::config(
-                    &self.name,
-                    format!(
-                        "expected more than 1 value per channel when training, got batch {batch} of {}",
-                        self.dims
-                    ),
-                ));
-            }
-            let x = &x[..n];
-            channel_sums(&mut self.partials, &mut self.sums, rows, |px, a, _| {
-                add_values(a, &x[px.start * c..px.end * c]);
-            });
-            for (m, s) in self.mean64.iter_mut().zip(&self.sums) {
-                *m = s[0] / rows as f64;
-            }
+            self.check_rows(rows, batch)?;
+            let (partials, sums) = (&mut self.partials, &mut self.sums);
+            batch_moments(&x[..n], rows, partials, sums, &mut self.mean64);
             let mean = &self.mean64;
-            channel_sums(&mut self.partials, &mut self.sums, rows, |px, a, _| {
-                add_squares(a, &x[px.start * c..px.end * c], mean);
-            });
             // Running statistics move only in training, and only when tracked.
             let update = mode == Mode::Train && track;
             if update {
@@ -380,8 +414,8 @@ impl Layer for BatchNorm2d {
 
     /// With running statistics, their scale and shift computed as [`Layer::forward`] does in
     /// eval mode, into scratch memory. Without (`track_running_stats: false`, where PyTorch
-    /// normalises by the batch's statistics in eval mode too), a copy of the layer runs
-    /// `forward`: that uncommon configuration allocates on every call.
+    /// normalises by the batch's statistics in eval mode too), the batch's statistics as
+    /// `forward` computes them, also in scratch memory: no call allocates once warm.
     fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         self.infer_relu(x, y, batch, self.relu)
     }

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use cnnc_runtime::Network;
-use cnnc_runtime::exec::NonFinite;
+use cnnc::runtime::Network;
+use cnnc::runtime::exec::NonFinite;
 
 use super::super::job::refuse;
 

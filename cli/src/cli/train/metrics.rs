@@ -1,14 +1,14 @@
 //! The run's metrics files: `metrics.csv` (one row per finished epoch) and the chart of it,
 //! `metrics.png` and `metrics.svg`.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use cnnc_runtime::fsio::write_atomic;
+use cnnc::runtime::fsio::write_atomic;
 
 use super::super::chart;
 use super::super::checkpoint::EpochRecord;
+use cnnc::train::checkpoint::metrics_csv;
 
 /// Rewrites the chart and `metrics.csv` if the CSV does not show the whole history.
 pub fn refresh_metrics(out: &Path, history: &[EpochRecord]) -> anyhow::Result<()> {
@@ -20,28 +20,6 @@ pub fn refresh_metrics(out: &Path, history: &[EpochRecord]) -> anyhow::Result<()
         return Ok(());
     }
     write_metrics(out, history)
-}
-
-/// `metrics.csv`: one row per finished epoch.
-fn metrics_csv(history: &[EpochRecord]) -> String {
-    let mut csv =
-        String::from("epoch,step,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n");
-    for r in history {
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            csv,
-            "{},{},{},{:.6},{:.6},{:.6},{:.6},{:.3}",
-            r.epoch,
-            r.step,
-            r.lr,
-            r.train_loss,
-            r.train_accuracy,
-            r.val_loss,
-            r.val_accuracy,
-            r.seconds
-        );
-    }
-    csv
 }
 
 /// `metrics.png`, `metrics.svg` and `metrics.csv` from the whole history, each written

@@ -1,46 +1,37 @@
 //! The hyper-parameters of a run: a new run's from its flags and the defaults, a resumed run's
-//! from its checkpoint (refusing flags that contradict it), and the optimizer and learning-rate
-//! schedule they make.
+//! from its checkpoint (refusing flags that contradict it). The optimizer, loader and
+//! learning-rate schedule they make are the library's ([`cnnc::train::checkpoint::Recipe`]).
 
 use std::fmt::Write as _;
 use std::num::NonZeroUsize;
 use std::path::Path;
 
-use cnnc_runtime::optim::{AdamConfig, Optimizer, OptimizerConfig, SgdConfig};
-use cnnc_runtime::schedule::LrSchedule;
-
 use super::super::checkpoint::{OptimizerName, Recipe, Schedule};
 use super::super::job::refuse;
-use super::{Args, DEFAULT_BATCH, DEFAULT_EPOCHS, ScheduleName};
+use super::{Args, DEFAULT_EPOCHS, ScheduleName};
 
 /// The recipe of a new run: flags over defaults.
 pub fn fresh_recipe(args: &Args, epochs: usize) -> anyhow::Result<Recipe> {
-    let optimizer = args.optimizer.unwrap_or(OptimizerName::Sgd);
+    let optimizer = args.optimizer.map_or(OptimizerName::Sgd, Into::into);
     if optimizer != OptimizerName::Sgd && args.momentum.is_some() {
         anyhow::bail!(
             "--momentum applies to --optimizer sgd; adam and adamw use betas (0.9, 0.999)"
         );
     }
+    let defaults = Recipe::new(optimizer);
     let recipe = Recipe {
-        optimizer,
-        lr: args.lr.unwrap_or(match optimizer {
-            OptimizerName::Sgd => 0.01,
-            OptimizerName::Adam | OptimizerName::Adamw => 1e-3,
-        }),
-        momentum: match optimizer {
-            OptimizerName::Sgd => args.momentum.unwrap_or(0.9),
-            OptimizerName::Adam | OptimizerName::Adamw => 0.0,
-        },
-        weight_decay: args.weight_decay.unwrap_or(match optimizer {
-            OptimizerName::Adamw => 0.01,
-            OptimizerName::Sgd | OptimizerName::Adam => 0.0,
-        }),
-        batch_size: args.batch_size.map_or(DEFAULT_BATCH, NonZeroUsize::get),
-        seed: args.seed.unwrap_or(0),
+        lr: args.lr.unwrap_or(defaults.lr),
+        momentum: args.momentum.unwrap_or(defaults.momentum),
+        weight_decay: args.weight_decay.unwrap_or(defaults.weight_decay),
+        batch_size: args
+            .batch_size
+            .map_or(defaults.batch_size, NonZeroUsize::get),
+        seed: args.seed.unwrap_or(defaults.seed),
         augment: args.augment,
         schedule: schedule(args, epochs, None)?,
         accumulate: args.accumulate.map_or(1, NonZeroUsize::get),
         freeze: args.freeze.clone(),
+        ..defaults
     };
     Ok(recipe)
 }
@@ -81,7 +72,7 @@ fn schedule(args: &Args, epochs: usize, saved: Option<Schedule>) -> anyhow::Resu
 pub fn resumed_recipe(args: &Args, saved: &Recipe, dir: &Path) -> anyhow::Result<Recipe> {
     let mut wanted = saved.clone();
     if let Some(optimizer) = args.optimizer {
-        wanted.optimizer = optimizer;
+        wanted.optimizer = optimizer.into();
     }
     if let Some(lr) = args.lr {
         wanted.lr = lr;
@@ -116,7 +107,11 @@ pub fn resumed_recipe(args: &Args, saved: &Recipe, dir: &Path) -> anyhow::Result
             differences.push(format!("{flag} {was} (this command: {now})"));
         }
     };
-    differ("--optimizer", name(saved.optimizer), name(wanted.optimizer));
+    differ(
+        "--optimizer",
+        saved.optimizer.name().to_owned(),
+        wanted.optimizer.name().to_owned(),
+    );
     differ("--lr", saved.lr.to_string(), wanted.lr.to_string());
     differ(
         "--momentum",
@@ -165,52 +160,6 @@ pub fn resumed_recipe(args: &Args, saved: &Recipe, dir: &Path) -> anyhow::Result
     Ok(wanted)
 }
 
-/// The optimizer `recipe` asks for.
-pub fn build_optimizer(recipe: &Recipe) -> anyhow::Result<Box<dyn Optimizer>> {
-    let config = match recipe.optimizer {
-        OptimizerName::Sgd => OptimizerConfig::Sgd(SgdConfig {
-            momentum: recipe.momentum,
-            weight_decay: recipe.weight_decay,
-            ..SgdConfig::new(recipe.lr)
-        }),
-        OptimizerName::Adam => OptimizerConfig::Adam(AdamConfig {
-            weight_decay: recipe.weight_decay,
-            ..AdamConfig::adam(recipe.lr)
-        }),
-        OptimizerName::Adamw => OptimizerConfig::Adam(AdamConfig {
-            weight_decay: recipe.weight_decay,
-            ..AdamConfig::adamw(recipe.lr)
-        }),
-    };
-    Ok(config.build()?)
-}
-
-/// The runtime schedule of `schedule`.
-pub fn lr_schedule(schedule: &Schedule) -> LrSchedule {
-    let nz = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
-    match *schedule {
-        Schedule::None => LrSchedule::Constant,
-        Schedule::Step { step_size, gamma } => LrSchedule::Step {
-            step_size: nz(step_size),
-            gamma,
-        },
-        Schedule::Cosine { t_max } => LrSchedule::Cosine {
-            t_max: nz(t_max),
-            eta_min: 0.0,
-        },
-    }
-}
-
-/// `--optimizer`'s spelling of `optimizer`.
-fn name(optimizer: OptimizerName) -> String {
-    match optimizer {
-        OptimizerName::Sgd => "sgd",
-        OptimizerName::Adam => "adam",
-        OptimizerName::Adamw => "adamw",
-    }
-    .to_owned()
-}
-
 /// The schedule in words.
 fn describe_schedule(schedule: &Schedule) -> String {
     match *schedule {
@@ -233,7 +182,7 @@ fn describe_freeze(patterns: &[String]) -> String {
 pub fn describe(recipe: &Recipe) -> String {
     let mut text = format!(
         "{} lr {} batch {}",
-        name(recipe.optimizer),
+        recipe.optimizer.name(),
         recipe.lr,
         recipe.batch_size
     );

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use cnnc::metrics::Evaluation;
+use cnnc::runtime::Network;
 use cnnc::train::{Cause, Checkpoint, EpochProgress, EpochRecord, Observer, TrainError};
-use cnnc_runtime::Network;
 
 use super::super::checkpoint::{self, RunState};
 use super::super::job::refuse;
@@ -54,7 +54,7 @@ impl Run {
     fn save(
         &mut self,
         net: &mut Network,
-        optimizer: &dyn cnnc_runtime::optim::Optimizer,
+        optimizer: &dyn cnnc::runtime::optim::Optimizer,
     ) -> anyhow::Result<()> {
         let out: &Path = &self.out;
         checkpoint::save(out, &mut self.state, net, optimizer).map_err(|err| {
@@ -125,11 +125,7 @@ impl Observer<Network> for Run {
     }
 
     fn checkpoint(&mut self, c: Checkpoint<'_, Network>) -> anyhow::Result<()> {
-        self.state.step = c.state.step;
-        self.state.epochs_done = c.state.epochs_done;
-        self.state.progress = c.state.progress.into();
-        self.state.history = c.state.history.iter().map(Into::into).collect();
-        self.state.loader = c.loader;
+        self.state.record(&c);
         self.save(c.model, c.optimizer)?;
         if c.mid_epoch {
             return Ok(());

@@ -5,19 +5,25 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
-use cnnc_data::{Bridge, DatasetKind, ImageShape, LoaderState, Normalization};
+use cnnc_data::{Augment, Bridge, DatasetKind, ImageShape, LoaderConfig, LoaderState};
+use cnnc_data::{Normalization, RUN_SEED_SALT, Splits, Transform};
+use cnnc_runtime::optim::{AdamConfig, OptimizerConfig, SgdConfig};
+use cnnc_runtime::schedule::LrSchedule;
 use serde::{Deserialize, Serialize};
 
-use super::super::job::refuse;
-use super::super::model::WeightsMeta;
+use super::super::observer::{Checkpoint, EpochProgress, EpochRecord, TrainState};
+use super::super::trainer::{EVAL_BATCH, TrainConfig};
+use super::CheckpointError;
+use super::meta::WeightsMeta;
 
 /// Version of `checkpoint.json`'s layout.
 pub const FORMAT: u32 = 1;
 
-/// The optimizers `--optimizer` names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// The optimizers a recipe names (`cnnc train --optimizer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerName {
     /// `torch.optim.SGD` (with `--momentum`).
@@ -26,6 +32,17 @@ pub enum OptimizerName {
     Adam,
     /// `torch.optim.AdamW` (decoupled weight decay).
     Adamw,
+}
+
+impl OptimizerName {
+    /// Its name in a recipe and on the command line: `sgd`, `adam`, `adamw`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerName::Sgd => "sgd",
+            OptimizerName::Adam => "adam",
+            OptimizerName::Adamw => "adamw",
+        }
+    }
 }
 
 /// A learning-rate schedule with every parameter resolved.
@@ -48,7 +65,8 @@ pub enum Schedule {
     },
 }
 
-/// The hyper-parameters a resumed run must share with the run it continues.
+/// The hyper-parameters a resumed run must share with the run it continues (`cnnc train`'s
+/// flags and their defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
     /// The optimizer.
@@ -86,6 +104,132 @@ fn is_one(n: &usize) -> bool {
     *n == 1
 }
 
+impl DataInfo {
+    /// How the data `now` differs from this, the data a run trained on, in words (`dataset
+    /// cifar10 (now fashion-mnist)`, `60000 training images (now 1000)`): empty when a run on
+    /// `now` may continue it. The folder it is read from may differ.
+    pub fn differences(&self, now: &DataInfo) -> Vec<String> {
+        let mut differences = Vec::new();
+        if self.dataset != now.dataset {
+            differences.push(format!("dataset {} (now {})", self.dataset, now.dataset));
+            return differences;
+        }
+        if self.train_len != now.train_len {
+            differences.push(format!(
+                "{} training images (now {})",
+                self.train_len, now.train_len
+            ));
+        }
+        if self.image_shape != now.image_shape {
+            differences.push(format!(
+                "{} images (now {})",
+                self.image_shape, now.image_shape
+            ));
+        }
+        if self.classes != now.classes {
+            differences.push(format!(
+                "classes {:?} (now {:?})",
+                self.classes, now.classes
+            ));
+        }
+        if self.normalization != now.normalization {
+            differences.push("other normalisation statistics".to_owned());
+        }
+        differences
+    }
+
+    /// What a run on `splits` records, read from `dir` as `dataset`, with the images adapted to
+    /// the model by `transform` (its [`Transform::bridge`]).
+    pub fn new(dataset: DatasetKind, dir: &Path, splits: &Splits, transform: &Transform) -> Self {
+        let train = &splits.train;
+        DataInfo {
+            dataset,
+            dir: dir.to_owned(),
+            train_len: train.len(),
+            test_len: splits.test.len(),
+            image_shape: train.shape(),
+            classes: train.class_names().to_vec(),
+            normalization: train.normalization().clone(),
+            bridge: transform.bridge(),
+        }
+    }
+}
+
+impl Recipe {
+    /// `cnnc train`'s recipe for `optimizer` when no flag changes it: learning rate 0.01 for SGD
+    /// (momentum 0.9) and 0.001 for Adam and AdamW, weight decay 0 (0.01 for AdamW), batches
+    /// of 64, seed 0, no augmentation, no schedule, one batch per step, nothing frozen.
+    pub fn new(optimizer: OptimizerName) -> Self {
+        let sgd = optimizer == OptimizerName::Sgd;
+        Recipe {
+            optimizer,
+            lr: if sgd { 0.01 } else { 1e-3 },
+            momentum: if sgd { 0.9 } else { 0.0 },
+            weight_decay: if optimizer == OptimizerName::Adamw {
+                0.01
+            } else {
+                0.0
+            },
+            batch_size: 64,
+            seed: 0,
+            augment: false,
+            schedule: Schedule::None,
+            accumulate: 1,
+            freeze: Vec::new(),
+        }
+    }
+
+    /// The optimizer the recipe asks for (`torch.optim.SGD`, `Adam` or `AdamW`).
+    pub fn optimizer_config(&self) -> OptimizerConfig {
+        match self.optimizer {
+            OptimizerName::Sgd => OptimizerConfig::Sgd(SgdConfig {
+                momentum: self.momentum,
+                weight_decay: self.weight_decay,
+                ..SgdConfig::new(self.lr)
+            }),
+            OptimizerName::Adam => OptimizerConfig::Adam(AdamConfig {
+                weight_decay: self.weight_decay,
+                ..AdamConfig::adam(self.lr)
+            }),
+            OptimizerName::Adamw => OptimizerConfig::Adam(AdamConfig {
+                weight_decay: self.weight_decay,
+                ..AdamConfig::adamw(self.lr)
+            }),
+        }
+    }
+
+    /// The training loader's configuration over `train_len` images: shuffled from the seed
+    /// (salted as every run's is), CIFAR augmentation when asked, and batches no larger than the
+    /// dataset (a batch size above it makes one batch of all of it).
+    pub fn loader_config(&self, train_len: usize) -> LoaderConfig {
+        LoaderConfig {
+            batch_size: self.batch_size.min(train_len).max(1),
+            shuffle: true,
+            augment: self.augment.then(Augment::cifar),
+            seed: self.seed ^ RUN_SEED_SALT,
+        }
+    }
+}
+
+impl Schedule {
+    /// The trainer's schedule (a step size or `t_max` of 0, which no valid recipe holds, reads
+    /// as 1).
+    pub fn lr_schedule(&self) -> LrSchedule {
+        let nz = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        match *self {
+            Schedule::None => LrSchedule::Constant,
+            Schedule::Step { step_size, gamma } => LrSchedule::Step {
+                step_size: nz(step_size),
+                gamma,
+            },
+            Schedule::Cosine { t_max } => LrSchedule::Cosine {
+                t_max: nz(t_max),
+                eta_min: 0.0,
+            },
+        }
+    }
+}
+
 /// What the run trains on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataInfo {
@@ -105,93 +249,6 @@ pub struct DataInfo {
     pub normalization: Normalization,
     /// How images are adapted to the model input, if they are.
     pub bridge: Option<Bridge>,
-}
-
-impl From<&cnnc::train::EpochRecord> for EpochRecord {
-    fn from(r: &cnnc::train::EpochRecord) -> Self {
-        EpochRecord {
-            epoch: r.epoch,
-            step: r.step,
-            lr: r.lr,
-            train_loss: r.train_loss,
-            train_accuracy: r.train_accuracy,
-            val_loss: r.val_loss,
-            val_accuracy: r.val_accuracy,
-            seconds: r.seconds,
-        }
-    }
-}
-
-impl From<&EpochRecord> for cnnc::train::EpochRecord {
-    fn from(r: &EpochRecord) -> Self {
-        cnnc::train::EpochRecord {
-            epoch: r.epoch,
-            step: r.step,
-            lr: r.lr,
-            train_loss: r.train_loss,
-            train_accuracy: r.train_accuracy,
-            val_loss: r.val_loss,
-            val_accuracy: r.val_accuracy,
-            seconds: r.seconds,
-        }
-    }
-}
-
-impl From<cnnc::train::EpochProgress> for EpochProgress {
-    fn from(p: cnnc::train::EpochProgress) -> Self {
-        EpochProgress {
-            loss_sum: p.loss_sum,
-            correct: p.correct,
-            seen: p.seen,
-            seconds: p.seconds,
-        }
-    }
-}
-
-impl From<EpochProgress> for cnnc::train::EpochProgress {
-    fn from(p: EpochProgress) -> Self {
-        cnnc::train::EpochProgress {
-            loss_sum: p.loss_sum,
-            correct: p.correct,
-            seen: p.seen,
-            seconds: p.seconds,
-        }
-    }
-}
-
-/// One finished epoch, a row of `metrics.csv` (the library's [`cnnc::train::EpochRecord`] as
-/// `checkpoint.json` spells it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// Epoch number, from 1.
-    pub epoch: usize,
-    /// Optimizer steps taken by its end.
-    pub step: u64,
-    /// Learning rate used.
-    pub lr: f64,
-    /// Mean training loss.
-    pub train_loss: f64,
-    /// Training accuracy (fraction).
-    pub train_accuracy: f64,
-    /// Mean validation loss.
-    pub val_loss: f64,
-    /// Validation accuracy (fraction).
-    pub val_accuracy: f64,
-    /// Seconds spent (training and validation).
-    pub seconds: f64,
-}
-
-/// Running sums of the epoch in progress.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct EpochProgress {
-    /// Sum of the per-image training loss.
-    pub loss_sum: f64,
-    /// Images classified correctly (before the update they caused).
-    pub correct: u64,
-    /// Images seen.
-    pub seen: u64,
-    /// Seconds spent so far.
-    pub seconds: f64,
 }
 
 /// `checkpoint.json`.
@@ -229,7 +286,9 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// A new run's state before its first step.
+    /// A new run's state before its first step: `spec` is the spec file trained (as the user
+    /// named it) and `spec_hash` its identity ([`super::spec_hash`] for `cnnc train` to resume
+    /// it), `loader` the training loader's [`cnnc_data::Loader::state`].
     pub fn new(
         spec: &Path,
         spec_hash: &str,
@@ -255,13 +314,35 @@ impl RunState {
         }
     }
 
-    /// The training loop's part of the state, for the library's trainer.
-    pub fn train_state(&self) -> cnnc::train::TrainState {
-        cnnc::train::TrainState {
+    /// The training loop's part of the state, for [`Trainer::state`](super::super::Trainer).
+    pub fn train_state(&self) -> TrainState {
+        TrainState {
             step: self.step,
             epochs_done: self.epochs_done,
-            progress: self.progress.into(),
-            history: self.history.iter().map(Into::into).collect(),
+            progress: self.progress,
+            history: self.history.clone(),
+        }
+    }
+
+    /// Takes where the run stands from a [`Checkpoint`] the trainer hands its observer: the
+    /// training loop's state and the loader's. [`super::save`] then writes it.
+    pub fn record<M>(&mut self, checkpoint: &Checkpoint<'_, M>) {
+        self.step = checkpoint.state.step;
+        self.epochs_done = checkpoint.state.epochs_done;
+        self.progress = checkpoint.state.progress;
+        self.history.clone_from(&checkpoint.state.history);
+        self.loader = checkpoint.loader;
+    }
+
+    /// The trainer's configuration for this run: [`RunState::epochs`] and the recipe's
+    /// learning rate, schedule and accumulation.
+    pub fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            lr: self.recipe.lr,
+            schedule: self.recipe.schedule.lr_schedule(),
+            accumulate: NonZeroUsize::new(self.recipe.accumulate).unwrap_or(NonZeroUsize::MIN),
+            eval_batch: EVAL_BATCH,
         }
     }
 
@@ -297,17 +378,17 @@ pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The run state in `bytes`, read from `path`: refused (exit 1) unless it is a `checkpoint.json`
-/// of this format whose fields fit together ([`RunState::problems`]).
-pub fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<RunState> {
+/// The run state in `bytes`, read from `path`: refused ([`CheckpointError::Invalid`]) unless
+/// it is a `checkpoint.json` of this format whose fields fit together ([`RunState::problems`]).
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<RunState, CheckpointError> {
     let state: RunState = serde_json::from_slice(bytes).map_err(|e| {
-        refuse(format!(
+        CheckpointError::Invalid(format!(
             "{} is not a cnnc checkpoint state: {e}",
             path.display()
         ))
     })?;
     if state.format != FORMAT {
-        return Err(refuse(format!(
+        return Err(CheckpointError::Invalid(format!(
             "{} has checkpoint format {}, this cnnc reads format {FORMAT}",
             path.display(),
             state.format
@@ -315,7 +396,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<RunState> {
     }
     let problems = state.problems();
     if !problems.is_empty() {
-        return Err(refuse(format!(
+        return Err(CheckpointError::Invalid(format!(
             "{} does not describe a run cnnc could have saved (was it edited by hand?): {}; \
              restore the file from a copy, or start a new run",
             path.display(),

@@ -6,19 +6,17 @@
 //! previous checkpoint. A run holds its folder ([`lock`]) from before it reads or recovers it
 //! until it ends, so that two runs never write, or recover, one folder at once.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use cnnc_runtime::Network;
+use cnnc_runtime::Model;
 use cnnc_runtime::fsio::{is_temp_file_of, sync_dir, write_atomic};
 use cnnc_runtime::optim::Optimizer;
-use cnnc_runtime::weights::{self, TensorData};
+use cnnc_runtime::weights;
 
-use super::super::model::WeightsMeta;
+use super::meta::WeightsMeta;
 use super::schema::{self, RunState};
-use super::{MODEL_FILE, OPTIMIZER_FILE, OPTIMIZER_STEP, STATE_FILE};
+use super::{CheckpointError, MODEL_FILE, OPTIMIZER_FILE, OPTIMIZER_STEP, STATE_FILE};
 
 /// The checkpoint's files in the order a save commits them: the run state last, so that a
 /// committed `checkpoint.json` always describes committed weights and optimizer state.
@@ -36,12 +34,16 @@ pub struct FolderLock {
     _file: std::fs::File,
 }
 
-/// Takes `dir` for this run, creating the folder if `create`. Refuses while another `cnnc train`
+/// Takes `dir` for this run, creating the folder if `create`. Refuses
+/// ([`CheckpointError::InUse`]) while another run (a `cnnc train`, or a program calling this)
 /// holds it: two runs writing one folder would mix their checkpoints, and one's recovery could
 /// delete the other's save in progress.
-pub fn lock(dir: &Path, create: bool) -> anyhow::Result<FolderLock> {
+pub fn lock(dir: &Path, create: bool) -> Result<FolderLock, CheckpointError> {
     if create {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(CheckpointError::io(format!(
+            "cannot create {}",
+            dir.display()
+        )))?;
     }
     let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
@@ -49,19 +51,20 @@ pub fn lock(dir: &Path, create: bool) -> anyhow::Result<FolderLock> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+        .map_err(CheckpointError::io(format!(
+            "cannot open {}",
+            path.display()
+        )))?;
     match file.try_lock() {
         Ok(()) => Ok(FolderLock { _file: file }),
-        // A usage problem, as a folder that already holds a checkpoint is: exit 2.
-        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
-            "{} is in use by another `cnnc train` (it holds {}); wait for that run to end, or \
-             choose another --out",
-            dir.display(),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CheckpointError::InUse {
+            dir: dir.to_owned(),
+            lock: path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(CheckpointError::io(format!(
+            "cannot lock {}",
             path.display()
-        )),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("cannot lock {}", path.display()))
-        }
+        ))(e)),
     }
 }
 
@@ -77,73 +80,60 @@ fn pending(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}.pending"))
 }
 
-/// Saves a checkpoint into `dir` (weights, optimizer state and the run state, with the network's
+/// Saves a checkpoint into `dir` (weights, optimizer state and the run state, with the model's
 /// dropout stream positions recorded into it), replacing the previous one as a whole: see the
 /// module documentation. On an error while writing (a full disk), the new files are removed and
-/// the previous checkpoint is left as it was.
-pub fn save(
+/// the previous checkpoint is left as it was; an error after every file was written is
+/// [`CheckpointError::Committing`]. The caller holds the folder ([`lock`]).
+pub fn save<M: Model>(
     dir: &Path,
     state: &mut RunState,
-    net: &mut Network,
+    model: &mut M,
     optimizer: &dyn Optimizer,
-) -> anyhow::Result<()> {
-    state.rng_states = net
+) -> Result<(), CheckpointError> {
+    state.rng_states = model
         .rng_states()
         .into_iter()
         .map(|(name, position)| (name, position.to_string()))
         .collect();
-    if let Err(err) = stage(dir, state, net, optimizer) {
+    if let Err(err) = stage(dir, state, model, optimizer) {
         for name in FILES {
             // Best effort: what could not be written matters more than a leftover.
             let _ = std::fs::remove_file(pending(dir, name));
         }
         return Err(err);
     }
-    commit(dir).context(Committing)
-}
-
-/// The context of a [`save`] that failed after every file of the new checkpoint was written:
-/// the folder then holds the new checkpoint in full, which [`recover`] commits.
-#[derive(Debug)]
-pub struct Committing;
-
-impl fmt::Display for Committing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the new checkpoint is written in full; `--resume` finishes committing it")
-    }
+    commit(dir).map_err(|e| CheckpointError::Committing(Box::new(e)))
 }
 
 /// Writes the three files of a save as pending files, each complete and synced.
-fn stage(
+fn stage<M: Model>(
     dir: &Path,
     state: &RunState,
-    net: &mut Network,
+    model: &mut M,
     optimizer: &dyn Optimizer,
-) -> anyhow::Result<()> {
+) -> Result<(), CheckpointError> {
     weights::save(
-        net,
+        model,
         &pending(dir, MODEL_FILE),
         &state.weights_meta().to_map(),
     )?;
-    let optim = optimizer.export_state();
-    let tensors: Vec<(String, TensorData)> = optim
-        .tensors
-        .into_iter()
-        .map(|(name, t)| (name, TensorData::F32(t)))
-        .collect();
-    let metadata = BTreeMap::from([
-        ("optimizer".to_owned(), optim.optimizer),
-        (OPTIMIZER_STEP.to_owned(), optim.step.to_string()),
-    ]);
+    let (tensors, metadata) = super::optimizer_file(optimizer);
     weights::write_tensors(&pending(dir, OPTIMIZER_FILE), &tensors, &metadata)?;
-    let json = serde_json::to_vec_pretty(state).context("cannot encode the run state")?;
     let path = pending(dir, STATE_FILE);
-    write_atomic(&path, &json).with_context(|| format!("cannot write `{}`", path.display()))
+    // Plain data (numbers, strings, maps with string keys) always encodes.
+    let json = serde_json::to_vec_pretty(state).map_err(|e| {
+        CheckpointError::io("cannot encode the run state".to_owned())(std::io::Error::other(e))
+    })?;
+    write_atomic(&path, &json).map_err(CheckpointError::io(format!(
+        "cannot write `{}`",
+        path.display()
+    )))
 }
 
 /// Renames the pending files still there over the committed ones, in [`FILES`] order, each
 /// rename made durable before the next.
-fn commit(dir: &Path) -> anyhow::Result<()> {
+fn commit(dir: &Path) -> Result<(), CheckpointError> {
     for name in FILES {
         let from = pending(dir, name);
         if !from.exists() {
@@ -152,7 +142,11 @@ fn commit(dir: &Path) -> anyhow::Result<()> {
         let to = dir.join(name);
         std::fs::rename(&from, &to)
             .and_then(|()| sync_dir(dir))
-            .with_context(|| format!("cannot move `{}` to `{}`", from.display(), to.display()))?;
+            .map_err(CheckpointError::io(format!(
+                "cannot move `{}` to `{}`",
+                from.display(),
+                to.display()
+            )))?;
     }
     Ok(())
 }
@@ -194,7 +188,7 @@ impl fmt::Display for Recovery {
 /// Brings `dir` back to one consistent checkpoint after a crash: commits a save whose pending
 /// files all exist and belong to one step, otherwise deletes pending files; also deletes the
 /// temporary files of interrupted writes. Idempotent; a missing folder is [`Recovery::Clean`].
-pub fn recover(dir: &Path) -> anyhow::Result<Recovery> {
+pub fn recover(dir: &Path) -> Result<Recovery, CheckpointError> {
     if !dir.is_dir() {
         return Ok(Recovery::Clean);
     }
@@ -212,8 +206,10 @@ pub fn recover(dir: &Path) -> anyhow::Result<Recovery> {
         .collect();
     leftovers.extend(temporary_files(dir)?);
     for path in leftovers {
-        std::fs::remove_file(&path)
-            .with_context(|| format!("cannot remove `{}`", path.display()))?;
+        std::fs::remove_file(&path).map_err(CheckpointError::io(format!(
+            "cannot remove `{}`",
+            path.display()
+        )))?;
         if recovery == Recovery::Clean {
             recovery = Recovery::Discarded;
         }
@@ -243,18 +239,18 @@ fn complete_save(dir: &Path) -> Option<u64> {
 
 /// The temporary files of writes into `dir` that never finished, for the files `cnnc train`
 /// writes there.
-fn temporary_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+fn temporary_files(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
     let names: Vec<String> = FILES
         .iter()
         .chain(&OTHER_FILES)
         .map(|name| (*name).to_owned())
         .chain(FILES.iter().map(|name| format!(".{name}.pending")))
         .collect();
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot list `{}`", dir.display()))?;
+    let list = || CheckpointError::io(format!("cannot list `{}`", dir.display()));
+    let entries = std::fs::read_dir(dir).map_err(list())?;
     let mut found = Vec::new();
     for entry in entries {
-        let entry = entry.with_context(|| format!("cannot list `{}`", dir.display()))?;
+        let entry = entry.map_err(list())?;
         let file_name = entry.file_name();
         let Some(file_name) = file_name.to_str() else {
             continue;
