@@ -806,12 +806,19 @@ impl Gen<'_> {
         } else {
             quote!(#(#calls)*)
         };
+        let entry_ref = self.rt(quote!(EntryRef));
+        let visit_ref = self.rt(quote!(VisitRef));
         quote! {
             impl #visit for #name {
                 /// Visits parameters and buffers in layer order under their PyTorch state_dict
                 /// names (`layer1.0.weight`, ...), as the optimizers and weights I/O expect.
                 fn visit(&mut self, f: &mut dyn FnMut(#entry<'_>)) {
                     #body
+                }
+
+                /// Reads through `VisitRef`: nothing is repacked.
+                fn visit_read(&mut self, f: &mut dyn FnMut(#entry_ref<'_>)) {
+                    #visit_ref::visit_ref(self, f);
                 }
             }
         }

@@ -277,6 +277,24 @@ pub struct LayerTime {
     pub backward: Duration,
 }
 
+/// Where a profiled training step's time went ([`Network::profile_train_step`]): each layer's
+/// forward and backward, and the phases around them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepProfile {
+    /// The mean loss of the batch.
+    pub loss: f32,
+    /// Each layer's forward and backward time, in layer order.
+    pub layers: Vec<LayerTime>,
+    /// Checking the batch and copying it into the internal layout (and sizing the buffers).
+    pub input: Duration,
+    /// The whole forward pass over the layers (their times and what lies between them).
+    pub forward: Duration,
+    /// The softmax cross-entropy and its gradient with respect to the logits.
+    pub loss_time: Duration,
+    /// The whole backward pass over the layers.
+    pub backward: Duration,
+}
+
 /// Applies the plan's fusion to the built layers; a layer that refuses what the plan asks is a
 /// bug in cnnc (both read the same geometry).
 fn fuse(layers: &mut [Box<dyn Layer>], model: &Model, plan: &Plan) -> Result<()> {
@@ -483,14 +501,15 @@ impl Network {
         self.logits()
     }
 
-    /// Checks and loads the input, runs every layer (timing them into `times` when given) and
-    /// records the batch and mode for backward.
+    /// Checks and loads the input, runs every layer (timing them and the input's loading into
+    /// `profile` when given) and records the batch and mode for backward.
     fn forward_timed(
         &mut self,
         x: ArrayView4<f32>,
         mode: Mode,
-        times: Option<&mut [LayerTime]>,
+        profile: Option<&mut StepProfile>,
     ) -> Result<()> {
+        let start = Instant::now();
         let (batch, c, h, w) = x.dim();
         if [c, h, w] != self.input_shape() {
             return Err(Error::shape(
@@ -513,7 +532,15 @@ impl Network {
         // Inference runs the inference steps (a convolution applying the eval-mode batch norm,
         // residual add and ReLU after it as it stores), where the plan has any.
         let fused = mode == Mode::Eval && self.plan.eval_steps().len() < self.plan.steps().len();
-        on_pool(|| self.run_layers(batch, mode, fused, times))?;
+        let layers_start = Instant::now();
+        match profile {
+            Some(p) => {
+                on_pool(|| self.run_layers(batch, mode, fused, Some(&mut p.layers)))?;
+                p.input = layers_start - start;
+                p.forward = layers_start.elapsed();
+            }
+            None => on_pool(|| self.run_layers(batch, mode, fused, None))?,
+        }
         self.eval_fused = fused;
         self.last = Some((batch, mode));
         Ok(())
@@ -780,26 +807,31 @@ impl Network {
     }
 
     /// [`Network::train_step`], also returning the wall time of every layer's forward and
-    /// backward call (in layer order): what `cnnc bench` reports to show the slow layer.
+    /// backward call (in layer order) and of the phases around them: what `cnnc bench` reports
+    /// to show where a step goes.
     pub fn profile_train_step(
         &mut self,
         x: ArrayView4<f32>,
         labels: &[usize],
-    ) -> Result<(f32, Vec<LayerTime>)> {
-        let mut times = vec![LayerTime::default(); self.layers.len()];
-        let loss = self.step(x, labels, Some(&mut times))?;
-        Ok((loss, times))
+    ) -> Result<StepProfile> {
+        let mut profile = StepProfile {
+            layers: vec![LayerTime::default(); self.layers.len()],
+            ..StepProfile::default()
+        };
+        profile.loss = self.step(x, labels, Some(&mut profile))?;
+        Ok(profile)
     }
 
-    /// A training step's computation, timing the layers into `times` when given.
+    /// A training step's computation, timing the layers and phases into `profile` when given.
     fn step(
         &mut self,
         x: ArrayView4<f32>,
         labels: &[usize],
-        mut times: Option<&mut [LayerTime]>,
+        mut profile: Option<&mut StepProfile>,
     ) -> Result<f32> {
         let batch = x.dim().0;
-        self.forward_timed(x, Mode::Train, times.as_deref_mut())?;
+        self.forward_timed(x, Mode::Train, profile.as_deref_mut())?;
+        let loss_start = Instant::now();
         let classes = self.classes();
         let logits_len = batch * classes;
         let logits = &self.acts[self.storage.slot[self.plan.output()]][..logits_len];
@@ -812,7 +844,13 @@ impl Network {
                 .map_err(shape_err)?,
         )?;
         self.dlogits_ready = true;
+        let backward_start = Instant::now();
+        let times = profile.as_deref_mut().map(|p| &mut p.layers[..]);
         self.backward_from_buffer(batch, times, false)?;
+        if let Some(p) = profile {
+            p.loss_time = backward_start - loss_start;
+            p.backward = backward_start.elapsed();
+        }
         Ok(loss)
     }
 }
@@ -822,6 +860,11 @@ impl Visit for Network {
         for layer in &mut self.layers {
             layer.visit(f);
         }
+    }
+
+    /// Reads through [`VisitRef`]: the layers repack nothing.
+    fn visit_read(&mut self, f: &mut dyn FnMut(EntryRef<'_>)) {
+        self.visit_ref(f);
     }
 }
 

@@ -56,7 +56,7 @@ use std::collections::HashMap;
 
 use ndarray::ArrayD;
 
-use crate::param::{Entry, Param, Visit};
+use crate::param::{Entry, EntryRef, Param, Visit};
 use crate::simd::multiversion;
 
 /// Hyper-parameters of `torch.optim.SGD` (same names, same defaults).
@@ -270,8 +270,8 @@ impl Slots {
         let mut seen = Vec::new();
         let mut index = 0;
         let mut error = None;
-        model.visit(&mut |entry| {
-            let Entry::Param { name, param } = entry else {
+        model.visit_read(&mut |entry| {
+            let EntryRef::Param { name, param } = entry else {
                 return;
             };
             if error.is_some() {
@@ -589,38 +589,85 @@ impl Sgd {
     }
 }
 
+/// Most elements one task of an optimizer's update covers: parameters this large or larger are
+/// updated by several threads at once, in runs of this many (the update is element-wise, so the
+/// values do not depend on how it is split). Smaller ones are updated by the calling thread.
+const UPDATE_RUN: usize = 1 << 15;
+
+/// Runs `update(values, grads, buffers)` over `value`, `grad` and `buffer` (when there is one)
+/// in matching runs of [`UPDATE_RUN`] elements, in parallel when there are several.
+fn par_runs(
+    value: &mut [f32],
+    grad: &[f32],
+    buffer: Option<&mut [f32]>,
+    update: impl Fn(&mut [f32], &[f32], Option<&mut [f32]>) + Sync,
+) {
+    use rayon::prelude::*;
+    if value.len() <= UPDATE_RUN {
+        return update(value, grad, buffer);
+    }
+    let runs = value
+        .par_chunks_mut(UPDATE_RUN)
+        .zip(grad.par_chunks(UPDATE_RUN));
+    match buffer {
+        Some(buffer) => runs
+            .zip(buffer.par_chunks_mut(UPDATE_RUN))
+            .for_each(|((v, g), b)| update(v, g, Some(b))),
+        None => runs.for_each(|(v, g)| update(v, g, None)),
+    }
+}
+
 multiversion! {
-    /// SGD's update of every parameter (`first`: the step that starts the momentum buffers).
-    fn sgd_update(slots: &mut Slots, model: &mut dyn Visit, c: SgdConfig, first: bool) {
+    /// SGD's update of a run of one parameter's elements and of its momentum buffer, when it
+    /// has one (`first`: the step that starts the buffers).
+    fn sgd_run(value: &mut [f32], grad: &[f32], buffer: Option<&mut [f32]>, c: SgdConfig, first: bool) {
         let weight_decay = c.weight_decay as f32;
         let momentum = c.momentum as f32;
         let keep = (1.0 - c.dampening) as f32;
         let neg_lr = (-c.lr) as f32;
-        slots.for_each(model, |value, grad, slots| {
-            let mut buffer = slots.first_mut().map(|b| b.as_mut_slice());
-            for (i, (p, &g)) in value.iter_mut().zip(grad).enumerate() {
-                let mut d = g;
-                if c.weight_decay != 0.0 {
-                    d = p.mul_add(weight_decay, d);
+        let plain = c.weight_decay == 0.0 && !c.nesterov && !first;
+        match buffer {
+            // The common case (momentum, no weight decay, no Nesterov) as a loop of its own, with
+            // exactly the operations of the general one below.
+            Some(buffer) if plain => {
+                for ((p, &g), b) in value.iter_mut().zip(grad).zip(buffer.iter_mut()) {
+                    *b = g.mul_add(keep, *b * momentum);
+                    *p = b.mul_add(neg_lr, *p);
                 }
-                if let Some(buffer) = buffer.as_deref_mut() {
-                    // PyTorch starts the buffer as a copy of the first gradient, undampened.
-                    let b = if first {
-                        d
-                    } else {
-                        d.mul_add(keep, buffer[i] * momentum)
-                    };
-                    buffer[i] = b;
-                    d = if c.nesterov {
-                        b.mul_add(momentum, d)
-                    } else {
-                        b
-                    };
-                }
-                *p = d.mul_add(neg_lr, *p);
             }
-        });
+            mut buffer => {
+                for (i, (p, &g)) in value.iter_mut().zip(grad).enumerate() {
+                    let mut d = g;
+                    if c.weight_decay != 0.0 {
+                        d = p.mul_add(weight_decay, d);
+                    }
+                    if let Some(buffer) = buffer.as_deref_mut() {
+                        // PyTorch starts the buffer as a copy of the first gradient, undampened.
+                        let b = if first {
+                            d
+                        } else {
+                            d.mul_add(keep, buffer[i] * momentum)
+                        };
+                        buffer[i] = b;
+                        d = if c.nesterov {
+                            b.mul_add(momentum, d)
+                        } else {
+                            b
+                        };
+                    }
+                    *p = d.mul_add(neg_lr, *p);
+                }
+            }
+        }
     }
+}
+
+/// SGD's update of every parameter (`first`: the step that starts the momentum buffers).
+fn sgd_update(slots: &mut Slots, model: &mut dyn Visit, c: SgdConfig, first: bool) {
+    slots.for_each(model, |value, grad, slots| {
+        let buffer = slots.first_mut().map(|b| b.as_mut_slice());
+        par_runs(value, grad, buffer, |v, g, b| sgd_run(v, g, b, c, first));
+    });
 }
 
 impl Optimizer for Sgd {
@@ -1167,5 +1214,105 @@ mod tests {
                 .contains("sgd keeps no per-parameter steps"),
             "{error}"
         );
+    }
+
+    /// A model whose one parameter is several update runs long, counting its `&mut` visits
+    /// (reads go through `visit_read`, which it overrides as the executor does).
+    struct Large {
+        param: Param,
+        visits: usize,
+    }
+
+    impl Visit for Large {
+        fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
+            self.visits += 1;
+            f(Entry::Param {
+                name: "w",
+                param: &mut self.param,
+            });
+        }
+
+        fn visit_read(&mut self, f: &mut dyn FnMut(EntryRef<'_>)) {
+            f(EntryRef::Param {
+                name: "w",
+                param: &self.param,
+            });
+        }
+    }
+
+    /// `torch.optim.SGD`'s update of one element, written out as the single-tensor loop does.
+    fn sgd_reference(p: &mut f32, g: f32, buf: &mut f32, c: SgdConfig, first: bool) {
+        let mut d = g;
+        if c.weight_decay != 0.0 {
+            d = p.mul_add(c.weight_decay as f32, d);
+        }
+        if c.momentum != 0.0 {
+            *buf = if first {
+                d
+            } else {
+                d.mul_add((1.0 - c.dampening) as f32, *buf * c.momentum as f32)
+            };
+            d = if c.nesterov {
+                buf.mul_add(c.momentum as f32, d)
+            } else {
+                *buf
+            };
+        }
+        *p = d.mul_add((-c.lr) as f32, *p);
+    }
+
+    #[test]
+    fn sgd_updates_long_parameters_in_parallel_runs_bit_for_bit() {
+        let n = 3 * UPDATE_RUN + 17;
+        let configs = [
+            SgdConfig {
+                momentum: 0.9,
+                ..SgdConfig::new(0.01)
+            },
+            SgdConfig {
+                momentum: 0.8,
+                dampening: 0.25,
+                weight_decay: 5e-4,
+                ..SgdConfig::new(0.1)
+            },
+            SgdConfig {
+                momentum: 0.9,
+                nesterov: true,
+                weight_decay: 1e-3,
+                ..SgdConfig::new(0.05)
+            },
+            SgdConfig::new(0.3),
+        ];
+        let value = |i: usize| ((i * 7919) % 1000) as f32 / 250.0 - 2.0;
+        let grad = |step: usize, i: usize| ((i * 104_729 + step * 31) % 997) as f32 / 500.0 - 1.0;
+        for config in configs {
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("a thread pool");
+                let mut model = Large {
+                    param: Param::new(ArrayD::from_shape_fn(IxDyn(&[n]), |i| value(i[0]))),
+                    visits: 0,
+                };
+                let mut expected: Vec<f32> = (0..n).map(value).collect();
+                let mut buffers = vec![0.0; n];
+                let mut opt = sgd(config);
+                for step in 0..3 {
+                    model.param.grad = ArrayD::from_shape_fn(IxDyn(&[n]), |i| grad(step, i[0]));
+                    pool.install(|| opt.step(&mut model)).expect("valid step");
+                    for (i, (p, b)) in expected.iter_mut().zip(&mut buffers).enumerate() {
+                        sgd_reference(p, grad(step, i), b, config, step == 0);
+                    }
+                    let got = model.param.value.as_slice().expect("contiguous");
+                    let same = got
+                        .iter()
+                        .zip(&expected)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{config:?}, {threads} thread(s), step {step}");
+                }
+                assert_eq!(model.visits, 3, "one changing visit a step, reads apart");
+            }
+        }
     }
 }

@@ -101,6 +101,29 @@ pub enum Entry<'a> {
 pub trait Visit {
     /// Calls `f` once per entry.
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>));
+
+    /// Calls `f` once per entry for a caller that only reads them (an optimizer checking the
+    /// model before it changes anything): the entries of [`Visit::visit`], in its order. The
+    /// default calls `visit`; a model whose `visit` also does work for the changes `f` may make
+    /// (the executor's and generated models' convolutions repack their weights) overrides it to
+    /// skip that work.
+    fn visit_read(&mut self, f: &mut dyn FnMut(EntryRef<'_>)) {
+        self.visit(&mut |entry| f(entry.read()));
+    }
+}
+
+impl Entry<'_> {
+    /// The entry, read-only.
+    pub fn read(&self) -> EntryRef<'_> {
+        match self {
+            Entry::Param { name, param } => EntryRef::Param { name, param },
+            Entry::Buffer { name, value } => EntryRef::Buffer { name, value },
+            Entry::Counter { name, value } => EntryRef::Counter {
+                name,
+                value: **value,
+            },
+        }
+    }
 }
 
 /// One entry of a model's state seen read-only, as [`VisitRef::visit_ref`] yields it: the same

@@ -697,6 +697,10 @@ impl ::cnnc::runtime::Visit for GraphMix {
         ::cnnc::runtime::Layer::visit(&mut self.fc2, f);
         ::cnnc::runtime::Layer::visit(&mut self.fc, f);
     }
+    /// Reads through `VisitRef`: nothing is repacked.
+    fn visit_read(&mut self, f: &mut dyn FnMut(::cnnc::runtime::EntryRef<'_>)) {
+        ::cnnc::runtime::VisitRef::visit_ref(self, f);
+    }
 }
 impl ::cnnc::runtime::VisitRef for GraphMix {
     /// Visits parameters and buffers read-only, in the order and under the names of

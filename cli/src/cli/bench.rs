@@ -13,7 +13,7 @@ use cnnc_runtime::optim::{Optimizer, Sgd, SgdConfig};
 use cnnc_runtime::peak;
 use cnnc_runtime::simd;
 use cnnc_runtime::tensor::threads;
-use cnnc_runtime::{LayerTime, Mode, Network, Shape};
+use cnnc_runtime::{LayerTime, Mode, Network, Shape, StepProfile};
 use ndarray::{Array4, ArrayView4};
 use serde_json::json;
 
@@ -62,6 +62,39 @@ struct LayerReport {
     time: LayerTime,
     /// The layer before, when this one is a ReLU it applies (which then takes no time).
     fused_into: Option<String>,
+}
+
+/// Median times of a training step's phases: the layers' and what lies around them.
+#[derive(Debug, Default)]
+struct Phases {
+    /// Checking the batch and copying it into the internal layout.
+    input: Duration,
+    /// The forward pass over the layers.
+    forward: Duration,
+    /// The loss and its gradient.
+    loss: Duration,
+    /// The backward pass over the layers.
+    backward: Duration,
+    /// The optimizer's step (SGD with momentum), with the repacking of the weights it changed.
+    optimizer: Duration,
+}
+
+impl Phases {
+    /// The median of each phase over `steps` (profiles and optimizer step times).
+    fn median(steps: &[(StepProfile, Duration)]) -> Phases {
+        let mid = |f: &dyn Fn(&(StepProfile, Duration)) -> Duration| {
+            let mut v: Vec<Duration> = steps.iter().map(f).collect();
+            v.sort();
+            v.get(v.len() / 2).copied().unwrap_or_default()
+        };
+        Phases {
+            input: mid(&|s| s.0.input),
+            forward: mid(&|s| s.0.forward),
+            loss: mid(&|s| s.0.loss_time),
+            backward: mid(&|s| s.0.backward),
+            optimizer: mid(&|s| s.1),
+        }
+    }
 }
 
 /// Batch of the training workload.
@@ -118,6 +151,8 @@ struct Report {
     latency: Duration,
     peak_rss_mb: Option<f64>,
     layers: Vec<LayerReport>,
+    /// The profiled training step's phases.
+    phases: Phases,
 }
 
 /// Floating-point operations per sample of a forward pass and of a training step (forward, input
@@ -189,11 +224,17 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
         opt.step(&mut net)?;
         Ok(())
     })?;
-    let mut layers: Vec<Vec<LayerTime>> = Vec::with_capacity(args.runs as usize);
+    // The profiled steps take the optimizer's step too, so each starts from freshly updated
+    // weights as a training step does.
+    let mut steps: Vec<(StepProfile, Duration)> = Vec::with_capacity(args.runs as usize);
     median(args.runs, || {
-        layers.push(net.profile_train_step(x.view(), &labels)?.1);
+        let profile = net.profile_train_step(x.view(), &labels)?;
+        let start = Instant::now();
+        opt.step(&mut net)?;
+        steps.push((profile, start.elapsed()));
         Ok(())
     })?;
+    let phases = Phases::median(&steps);
     let infer = |net: &mut Network, x: ArrayView4<f32>| {
         median(args.runs, || {
             net.forward_view(x, Mode::Eval)?;
@@ -230,8 +271,8 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
     let layers = names
         .enumerate()
         .map(|(i, (name, kind))| {
-            let mut f: Vec<Duration> = layers.iter().map(|t| t[i].forward).collect();
-            let mut b: Vec<Duration> = layers.iter().map(|t| t[i].backward).collect();
+            let mut f: Vec<Duration> = steps.iter().map(|s| s.0.layers[i].forward).collect();
+            let mut b: Vec<Duration> = steps.iter().map(|s| s.0.layers[i].backward).collect();
             f.sort();
             b.sort();
             let time = LayerTime {
@@ -267,6 +308,7 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
         latency,
         peak_rss_mb,
         layers,
+        phases,
     })
 }
 
@@ -388,6 +430,15 @@ impl Report {
                 "backward_ms": ms(l.time.backward),
                 "fused_into": l.fused_into,
             })).collect::<Vec<_>>(),
+            "train_phases": {
+                "input_ms": ms(self.phases.input),
+                "forward_ms": ms(self.phases.forward),
+                "loss_ms": ms(self.phases.loss),
+                "backward_ms": ms(self.phases.backward),
+                "optimizer_ms": ms(self.phases.optimizer),
+                "layers_forward_ms": self.layers.iter().map(|l| ms(l.time.forward)).sum::<f64>(),
+                "layers_backward_ms": self.layers.iter().map(|l| ms(l.time.backward)).sum::<f64>(),
+            },
         })
     }
 
@@ -428,6 +479,16 @@ impl Report {
             }
             None => println!("  peak memory: not measured (--no-memory)"),
         }
+        let p = &self.phases;
+        println!(
+            "\n  training step by phase (medians, ms): input {:.3}, forward {:.3}, loss {:.3}, \
+             backward {:.3}, optimizer {:.3}",
+            ms(p.input),
+            ms(p.forward),
+            ms(p.loss),
+            ms(p.backward),
+            ms(p.optimizer)
+        );
         println!(
             "\n  per layer, training step at batch {TRAIN_BATCH} (medians)\n  {:<20} {:>11} {:>12}",
             "layer", "forward ms", "backward ms"
@@ -473,6 +534,10 @@ mod tests {
                 time: LayerTime::default(),
                 fused_into: None,
             }],
+            phases: Phases {
+                optimizer: Duration::from_millis(3),
+                ..Phases::default()
+            },
         };
         let json = report.json();
         assert_eq!(json["train_images_per_s"], 3200.0);
@@ -483,5 +548,7 @@ mod tests {
         assert_eq!(json["layers"][0]["name"], "fc");
         assert_eq!(json["layers"][0]["kind"], "linear");
         assert_eq!(json["isa"], "AVX2+FMA");
+        assert_eq!(json["train_phases"]["optimizer_ms"], 3.0);
+        assert_eq!(json["train_phases"]["input_ms"], 0.0);
     }
 }

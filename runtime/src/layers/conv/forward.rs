@@ -27,7 +27,7 @@ impl Conv2d {
         if batch == 0 {
             return Ok(());
         }
-        self.pack(false)?;
+        self.pack()?;
         let xp = self.padded_input(x, batch);
         let mut pool = self.pool.take();
         let packed = (&self.packed[..], &self.bias_row[..]);

@@ -92,8 +92,7 @@ pub struct Conv2d {
     /// The input padded as `padding_mode` says, when it is not zeros (the convolution then
     /// runs unpadded on that copy, and `g` describes that).
     mode_pad: Option<ModePad>,
-    /// Whether `packed` may be out of date (`packed_back` is packed by every backward pass, so
-    /// `pack(true)` is no longer called).
+    /// Whether `packed` may be out of date (`packed_back` is packed by every backward pass).
     stale: Stale,
     /// The zero-padded input, `[N][ph + H + ph_end][pw + W + pw_end][cin]` plus `MR` zeros the
     /// weight-gradient kernel may read past the last pixel; backward pads the input again from
@@ -203,7 +202,7 @@ impl Conv2d {
         };
         // Packed now, so that `&self` inference on a new layer reads panels.
         if dense {
-            layer.pack(false)?;
+            layer.pack()?;
         }
         Ok(layer)
     }
@@ -411,10 +410,11 @@ impl Layer for Conv2d {
         let names = [self.weight_name.as_str(), self.bias_name.as_str()];
         self.stale.mark();
         visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
-        // Repacked now, so `infer` reads fresh panels; a wrong shape is reported by the next
-        // forward.
+        // Repacked now, so `infer` reads fresh panels (the input-gradient panels are packed by
+        // each backward pass, into the training workspace); a wrong shape is reported by the
+        // next forward.
         if self.grouped.is_none() {
-            let _ = self.pack(false);
+            let _ = self.pack();
         }
     }
 
