@@ -1244,6 +1244,44 @@ mod tests {
         assert!(eval.iter().all(|s| s.epilogue.slice.is_none()));
     }
 
+    #[test]
+    fn what_an_inference_step_touches_keeps_a_slot_of_its_own() {
+        // The projection shortcut's batch norm is read only by the add: in training its output
+        // is transient, but the inference step of the other branch reads it as its residual,
+        // later than the training steps would, so it must not share a slot.
+        let layers = vec![
+            (conv(2), vec![]),                                            // 0
+            (bn(2), vec![]),                                              // 1
+            (conv(2), vec![Source::Input]),                               // 2
+            (bn(2), vec![]),                                              // 3
+            (LayerConfig::Add, vec![Source::Layer(1), Source::Layer(3)]), // 4
+            (LayerConfig::FLATTEN, vec![]),                               // 5
+            (linear(128), vec![]),                                        // 6
+        ];
+        let configs: Vec<LayerConfig> = layers.iter().map(|(c, _)| c.clone()).collect();
+        let plan = graph([2, 8, 8], layers);
+        let storage = plan.storage(&reads(&plan, &configs));
+        let residual = plan.step_of(1).output;
+        let folded: Vec<&Step> = plan
+            .eval_steps()
+            .iter()
+            .filter(|s| !s.epilogue.is_none())
+            .collect();
+        assert!(folded.iter().any(|s| s.epilogue.residual == Some(residual)));
+        for step in folded {
+            let touched = step.inputs.iter().chain(&step.epilogue.residual);
+            for &b in touched.chain([&step.output]) {
+                assert!(storage.kept[b], "buffer {b} of {step:?}");
+                let sharing = storage
+                    .slot
+                    .iter()
+                    .filter(|&&s| s == storage.slot[b])
+                    .count();
+                assert_eq!(sharing, 1, "buffer {b}");
+            }
+        }
+    }
+
     /// What the runtime's layers say their backward reads, by kind and fusion.
     fn reads(plan: &Plan, layers: &[LayerConfig]) -> Vec<Reads> {
         plan.steps()
