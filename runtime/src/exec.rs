@@ -575,9 +575,10 @@ impl Network {
             let start = Instant::now();
             let result = if !step.epilogue.is_none() {
                 let find = |k: usize| layers.get(k).map(|l| &**l);
-                // The buffers before the output by number, as an inference step reads them
-                // (what it reads keeps a slot of its own: `Plan::storage`).
-                let before: Vec<&[f32]> = (0..step.output).map(|b| &acts[slot[b]][..]).collect();
+                // The buffers before the output by number, in their slots (what an inference
+                // step reads keeps a slot of its own: `Plan::storage`).
+                let acts = &*acts;
+                let before = |b: usize| (b < step.output).then(|| &acts[slot[b]][..]);
                 crate::model::infer_step(&find, &step_ref(step), &before, &mut y, batch)
             } else {
                 match layers[i].as_merge() {

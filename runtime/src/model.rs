@@ -349,7 +349,14 @@ fn run(
             let step = step_at(s);
             let (before, after) = acts.split_at_mut(step.output);
             let y = &mut after[0][..lens[step.output]];
-            infer_step(&|i| model.layer(i), &step, before, y, batch)?;
+            let before = &*before;
+            infer_step(
+                &|i| model.layer(i),
+                &step,
+                &|b| before.get(b).map(|v| &v[..]),
+                y,
+                batch,
+            )?;
             let last = layer_at(model, step.last)?;
             if wanted.get(step.last) == Some(&true) {
                 found.insert(
@@ -393,14 +400,14 @@ fn run(
 
 /// Runs one step of a plan from `&self` in evaluation mode into `y`: a merge from its input
 /// buffers, a convolution through its [`Epilogue`] (the batch norm's eval scale and shift
-/// computed here, in scratch memory), any other layer's [`Layer::infer`]. `before` holds the
-/// buffers before the step's output (every buffer a step reads comes before the one it writes);
-/// `layers` finds a layer by index.
+/// computed here, in scratch memory), any other layer's [`Layer::infer`]. `before` finds a
+/// buffer before the step's output by number (every buffer a step reads comes before the one it
+/// writes; `None` past them); `layers` finds a layer by index.
 #[doc(hidden)]
-pub fn infer_step<'m, B: std::ops::Deref<Target = [f32]>>(
+pub fn infer_step<'m, 'b>(
     layers: &dyn Fn(usize) -> Option<&'m dyn Layer>,
     step: &StepRef<'_>,
-    before: &[B],
+    before: &dyn Fn(usize) -> Option<&'b [f32]>,
     y: &mut [f32],
     batch: usize,
 ) -> Result<()> {
@@ -412,7 +419,7 @@ pub fn infer_step<'m, B: std::ops::Deref<Target = [f32]>>(
         })
     };
     let buffer = |b: usize| {
-        before.get(b).map(|b| &b[..]).ok_or_else(|| {
+        before(b).ok_or_else(|| {
             Error::State(format!(
                 "cnnc bug: step {} reads buffer {b}, not written before its output",
                 step.layer
