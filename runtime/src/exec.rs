@@ -226,6 +226,7 @@ fn backward_step(
     batch: usize,
 ) -> Result<()> {
     if let Some(merge) = layer.as_merge() {
+        let y = &acts[slot[step.output]];
         return with_inputs(acts, slot, &step.inputs, |xs| {
             for (j, to) in step.dxs.iter().enumerate() {
                 let (buffer, add) = match *to {
@@ -233,7 +234,7 @@ fn backward_step(
                     GradTo::Write(b) => (b, false),
                     GradTo::Add { into, .. } => (into, true),
                 };
-                merge.backward_merge(xs, dy, j, &mut grads[buffer], add, batch)?;
+                merge.backward_merge(xs, [y, dy], j, &mut grads[buffer], add, batch)?;
             }
             Ok(())
         });
