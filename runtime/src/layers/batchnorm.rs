@@ -556,6 +556,9 @@ impl Layer for BatchNorm2d {
         // The gradient with respect to the normalised value: `dy` itself, or through the fused
         // ReLU as `Relu`'s backward computes it (passed where the output is positive).
         let mask = self.relu && !self.relu_masked;
+        // Unmasked, the kernels read no output: hand them `dy` in its place, a stream already
+        // read, so that a vectorised select costs no pass over memory.
+        let y = if mask { y } else { dy };
         channel_sums(&mut self.partials, &mut self.sums, rows, |px, a, b| {
             let at = px.start * c..px.end * c;
             let pixels = [&x[at.clone()], &y[at.clone()], &dy[at]];
