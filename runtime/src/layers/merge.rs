@@ -43,6 +43,22 @@ pub trait Merge: Layer {
         add: bool,
         batch: usize,
     ) -> Result<()>;
+
+    /// [`Merge::backward_merge`] for inputs 0 and 1 of a two-input layer at once, into two
+    /// distinct buffers `dxs` (each written, or with its `add` added to): the same values, in
+    /// one pass over `dy` for kinds that can. The default makes the two calls.
+    fn backward_merge_pair(
+        &mut self,
+        xs: &[&[f32]],
+        output: [&[f32]; 2],
+        dxs: [&mut [f32]; 2],
+        add: [bool; 2],
+        batch: usize,
+    ) -> Result<()> {
+        let [dx0, dx1] = dxs;
+        self.backward_merge(xs, output, 0, dx0, add[0], batch)?;
+        self.backward_merge(xs, output, 1, dx1, add[1], batch)
+    }
 }
 
 /// `[C, H, W]`, a flat `[N]` as `[N, 1, 1]`: the same pixel-major layout.
@@ -264,6 +280,21 @@ impl Add {
 }
 
 multiversion! {
+    /// `dxs[j] = g` or, with `add[j]`, `dxs[j] += g` for both buffers in one pass, where `g` is
+    /// `dy`, or with `mask` `dy` passed through a ReLU whose output is `y`: the values of
+    /// [`put`] and [`put_masked`] into each.
+    fn put_pair(dxs: [&mut [f32]; 2], y: &[f32], dy: &[f32], mask: bool, add: [bool; 2]) {
+        let [dx0, dx1] = dxs;
+        let values = dx0.iter_mut().zip(dx1.iter_mut()).zip(y).zip(dy);
+        values.for_each(|(((d0, d1), &y), &dy)| {
+            let g = if !mask || y > 0.0 { dy } else { 0.0 };
+            *d0 = if add[0] { *d0 + g } else { g };
+            *d1 = if add[1] { *d1 + g } else { g };
+        });
+    }
+}
+
+multiversion! {
     /// `dst = g` or, with `add`, `dst += g`, where `g` is `dy` passed through a ReLU whose
     /// output is `y` (as `Relu`'s backward computes it: where the output is positive).
     fn put_masked(dst: &mut [f32], y: &[f32], dy: &[f32], add: bool) {
@@ -321,6 +352,38 @@ impl Merge for Add {
             .par_chunks_mut(CHUNK)
             .zip(dy[..n].par_chunks(CHUNK))
             .for_each(|(dx, dy)| put(dx, dy.iter().copied(), add));
+        Ok(())
+    }
+
+    fn backward_merge_pair(
+        &mut self,
+        xs: &[&[f32]],
+        [y, dy]: [&[f32]; 2],
+        dxs: [&mut [f32]; 2],
+        add: [bool; 2],
+        batch: usize,
+    ) -> Result<()> {
+        let [dx0, dx1] = dxs;
+        let len = self.joint.check_backward(xs, dy, 0, dx0, batch)?;
+        self.joint.check_backward(xs, dy, 1, dx1, batch)?;
+        let n = batch * len;
+        // Unmasked, the kernel reads no output: `dy` stands in for it.
+        let masks = MergeRelu::masks(self);
+        if masks {
+            crate::tensor::check_len(
+                &self.joint.name,
+                "backward y",
+                self.joint.output,
+                batch,
+                y.len(),
+            )?;
+        }
+        let y = if masks { &y[..n] } else { &dy[..n] };
+        dx0[..n]
+            .par_chunks_mut(CHUNK)
+            .zip(dx1[..n].par_chunks_mut(CHUNK))
+            .zip(dy[..n].par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+            .for_each(|((dx0, dx1), (dy, y))| put_pair([dx0, dx1], y, dy, masks, add));
         Ok(())
     }
 }
@@ -694,5 +757,36 @@ mod tests {
             .backward_merge(&[&a, &b], [&[], &g], 0, &mut dx, false, 2)
             .unwrap();
         assert_eq!(bits(&dx), bits(&g));
+    }
+
+    #[test]
+    fn both_gradients_in_one_pass_are_the_two_calls_bit_for_bit() {
+        let shape = image(3, 5, 7);
+        let n = 2 * shape.numel();
+        let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let b: Vec<f32> = (0..n).map(|i| (i as f32 * 1.3).cos() * 2.0).collect();
+        let dy: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).sin()).collect();
+        let base = |k: usize| -> Vec<f32> { (0..n).map(|i| (i * k) as f32 * 0.01).collect() };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for relu in [false, true] {
+            let mut add = Add::new("a", &[shape; 2]).unwrap();
+            if relu {
+                add.fuse_relu();
+            }
+            let mut y = vec![0.0; n];
+            add.forward_merge(&[&a, &b], &mut y, 2).unwrap();
+            for flags in [[false, false], [false, true], [true, false], [true, true]] {
+                let (mut one, mut two) = (base(1), base(2));
+                for (input, dx) in [&mut one, &mut two].into_iter().enumerate() {
+                    add.backward_merge(&[&a, &b], [&y, &dy], input, dx, flags[input], 2)
+                        .unwrap();
+                }
+                let (mut pair0, mut pair1) = (base(1), base(2));
+                add.backward_merge_pair(&[&a, &b], [&y, &dy], [&mut pair0, &mut pair1], flags, 2)
+                    .unwrap();
+                assert_eq!(bits(&pair0), bits(&one), "relu {relu}, {flags:?}");
+                assert_eq!(bits(&pair1), bits(&two), "relu {relu}, {flags:?}");
+            }
+        }
     }
 }
