@@ -1095,6 +1095,236 @@ mod tests {
         }
     }
 
+    /// The kernels' rate on each path this CPU runs, against that path's own peak (the
+    /// `fma_loop` step), for the shapes of ResNet-20's and the seed model's convolutions, operands
+    /// in L1: the fastest of many short calls, so a loaded machine's preemptions drop out.
+    /// `cargo test --release -p cnnc-runtime --lib kernel_rates -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a timing report, not a check"]
+    fn kernel_rates() {
+        use std::time::Instant;
+        /// GFLOP/s of the fastest of `reps` rounds of `calls` calls of `f`, each `flops`.
+        fn rate(flops: f64, mut f: impl FnMut()) -> f64 {
+            let (calls, reps) = (64, 400);
+            let mut best = f64::INFINITY;
+            for _ in 0..reps {
+                let t = Instant::now();
+                for _ in 0..calls {
+                    f();
+                }
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            flops * calls as f64 / best / 1e9
+        }
+        /// GFLOP/s of the fastest of 15 calls of `f`, each `flops`.
+        fn rate_once(flops: f64, mut f: impl FnMut()) -> f64 {
+            let mut best = f64::INFINITY;
+            for _ in 0..15 {
+                let t = Instant::now();
+                f();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            flops / best / 1e9
+        }
+        // (what, pixel stride in `a`, runs, run length, narrow)
+        let shapes = [
+            ("3x3 16->16 (narrow)", 16, 3, 48, true),
+            ("3x3 32->32", 32, 3, 96, false),
+            ("3x3 64->64", 64, 3, 192, false),
+            ("seed 5x5 3->32 (K=75)", 3, 5, 15, false),
+            ("seed 5x5 32->32", 32, 5, 160, false),
+            ("1x1 16->32", 16, 1, 16, false),
+        ];
+        for path in paths() {
+            if path == Simd::None {
+                continue;
+            }
+            // SAFETY: `paths` holds what the CPU runs.
+            let peak = rate((2 * MR * NR * 1000) as f64, || unsafe {
+                std::hint::black_box(match path {
+                    Simd::Avx512 => x86::fma_loop_avx512(1000),
+                    _ => x86::fma_loop_avx2(1000),
+                });
+            });
+            println!("{path:?}: peak {peak:.1} GFLOP/s (one thread)");
+            // The forward pass over a batch: consecutive tiles of pixels of a 4 MiB input,
+            // each against the whole panel (which L1 does not hold past K = 64).
+            for (what, cin, kw, narrow) in [
+                ("3x3 16->16 (narrow)", 16, 3, true),
+                ("3x3 32->32", 32, 3, false),
+                ("3x3 64->64", 64, 3, false),
+                ("seed 5x5 3->32 (K=75)", 3, 5, false),
+                ("seed 5x5 32->32", 32, 5, false),
+            ] {
+                let (rows, cols) = if narrow {
+                    (NARROW_MR, NARROW_NR)
+                } else {
+                    (MR, NR)
+                };
+                let row_len = 34 * cin;
+                let segs: Vec<Seg> = (0..kw)
+                    .map(|r| Seg {
+                        offset: r * row_len,
+                        len: kw * cin,
+                    })
+                    .collect();
+                let steps = kw * kw * cin;
+                let pixels = (1 << 20) / cin / rows * rows;
+                let a = values(pixels * cin + kw * row_len + 64, 1);
+                let panel = values(steps * NR, 2);
+                let tiles = pixels / rows - 2 * row_len / cin;
+                let flops = (2 * rows * cols * steps * tiles) as f64;
+                let mut tile = [[0.0f32; NR]; NARROW_MR];
+                let got = rate_once(flops, || {
+                    for t in 0..tiles {
+                        let at: [usize; NARROW_MR] = std::array::from_fn(|i| (t * rows + i) * cin);
+                        // SAFETY: every read lies inside `a` and `panel` (sized above).
+                        unsafe {
+                            if narrow {
+                                rows_panel_on::<NARROW_MR, NARROW_NR>(
+                                    path,
+                                    &mut tile,
+                                    Start::Zero,
+                                    &a,
+                                    &at,
+                                    &segs,
+                                    &panel,
+                                );
+                            } else {
+                                let wide: &mut Tile = (&mut tile[..MR]).try_into().expect("MR");
+                                let at: &[usize; MR] = at[..MR].try_into().expect("MR");
+                                rows_panel_on::<MR, NR>(
+                                    path,
+                                    wide,
+                                    Start::Zero,
+                                    &a,
+                                    at,
+                                    &segs,
+                                    &panel,
+                                );
+                            }
+                        }
+                        std::hint::black_box(&mut tile);
+                    }
+                });
+                println!(
+                    "  batch      {what:24} {got:6.1} GFLOP/s {:5.1} % of peak",
+                    100.0 * got / peak
+                );
+            }
+            for (what, stride, runs, len, narrow) in shapes {
+                let segs: Vec<Seg> = (0..runs)
+                    .map(|r| Seg {
+                        offset: r * 40 * stride,
+                        len,
+                    })
+                    .collect();
+                let steps = runs * len;
+                let a = values(runs * 40 * stride + 12 * stride + len, 1);
+                let panel = values(steps * NR, 2);
+                let (rows, cols) = if narrow {
+                    (NARROW_MR, NARROW_NR)
+                } else {
+                    (MR, NR)
+                };
+                let flops = (2 * rows * cols * steps) as f64;
+                let mut tile = [[0.0f32; NR]; NARROW_MR];
+                let at: [usize; NARROW_MR] = std::array::from_fn(|i| i * stride);
+                let got = if narrow {
+                    // SAFETY: every read lies inside `a` and `panel` (sized above).
+                    rate(flops, || unsafe {
+                        rows_panel_on::<NARROW_MR, NARROW_NR>(
+                            path,
+                            &mut tile,
+                            Start::Zero,
+                            &a,
+                            &at,
+                            &segs,
+                            &panel,
+                        );
+                        std::hint::black_box(&mut tile);
+                    })
+                } else {
+                    let mut wide: Tile = [[0.0; NR]; MR];
+                    let at: [usize; MR] = std::array::from_fn(|i| at[i]);
+                    // SAFETY: as above.
+                    rate(flops, || unsafe {
+                        rows_panel_on::<MR, NR>(
+                            path,
+                            &mut wide,
+                            Start::Zero,
+                            &a,
+                            &at,
+                            &segs,
+                            &panel,
+                        );
+                        std::hint::black_box(&mut wide);
+                    })
+                };
+                println!(
+                    "  rows_panel {what:24} {got:6.1} GFLOP/s {:5.1} % of peak",
+                    100.0 * got / peak
+                );
+            }
+            // The weight gradient: 6 (or 12) rows of the padded input against `dy`, over the
+            // pixels of 16 x 16 images (cin 16 or 32: a pixel's channels are `cin` apart).
+            for (what, cin, narrow) in [
+                ("wgrad 16 ch (narrow)", 16, true),
+                ("wgrad 32 ch", 32, false),
+            ] {
+                let (rows, cols) = if narrow {
+                    (NARROW_MR, NARROW_NR)
+                } else {
+                    (MR, NR)
+                };
+                let g = Grid {
+                    images: 2,
+                    rows: 16,
+                    cols: 16,
+                    a_image: 18 * 18 * cin,
+                    a_row: 18 * cin,
+                    a_col: cin,
+                    b_image: 256 * cols,
+                    b_row: 16 * cols,
+                    b_col: cols,
+                };
+                let a = values(2 * 18 * 18 * cin + 16, 3);
+                let b = values(2 * 256 * cols + NR, 4);
+                let flops = (2 * rows * cols * 512) as f64;
+                let a_rows: [usize; NARROW_MR] = std::array::from_fn(|i| i);
+                let got = if narrow {
+                    let mut tile = [[0.0f32; NR]; NARROW_MR];
+                    // SAFETY: every read lies inside `a` and `b` (sized above).
+                    rate(flops, || unsafe {
+                        sum_outer_on::<NARROW_MR, NARROW_NR>(
+                            path,
+                            &mut tile,
+                            Start::Zero,
+                            &a,
+                            &a_rows,
+                            &b,
+                            0,
+                            g,
+                        );
+                        std::hint::black_box(&mut tile);
+                    })
+                } else {
+                    let mut tile: Tile = [[0.0; NR]; MR];
+                    let a_rows: [usize; MR] = std::array::from_fn(|i| a_rows[i]);
+                    // SAFETY: as above.
+                    rate(flops, || unsafe {
+                        sum_outer_on::<MR, NR>(path, &mut tile, Start::Zero, &a, &a_rows, &b, 0, g);
+                        std::hint::black_box(&mut tile);
+                    })
+                };
+                println!(
+                    "  sum_outer  {what:24} {got:6.1} GFLOP/s {:5.1} % of peak",
+                    100.0 * got / peak
+                );
+            }
+        }
+    }
+
     #[test]
     #[should_panic(expected = "past its buffer")]
     fn rejects_rows_past_the_buffer() {
