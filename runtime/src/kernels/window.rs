@@ -100,22 +100,7 @@ impl Window {
             };
         }
         let _ = wide;
-        out.fill(f32::NEG_INFINITY);
-        argmax.fill(0);
-        for (p, at) in self.offsets().enumerate() {
-            let lanes = out.iter_mut().zip(argmax.iter_mut());
-            for ((m, i), &v) in lanes.zip(&x[at..at + self.c]) {
-                // Selects, not a branch, so the channel loop vectorises.
-                let take = v > *m || v.is_nan();
-                *m = if take { v } else { *m };
-                *i = if take { p as u16 } else { *i };
-            }
-        }
-        if relu {
-            for (i, &m) in argmax.iter_mut().zip(out.iter()) {
-                *i = if m > 0.0 { *i } else { NONE };
-            }
-        }
+        window_max(self, x, out, argmax, relu);
     }
 
     /// Stores the window's `dx` (the window overlaps no other): `0.0 + dy` at the position
@@ -134,12 +119,7 @@ impl Window {
             return unsafe { avx512::store(self, argmax.as_ptr(), dy.as_ptr(), dx.as_mut_ptr()) };
         }
         let _ = wide;
-        for (p, at) in self.offsets().enumerate() {
-            let lanes = dx[at..at + self.c].iter_mut().zip(argmax.iter().zip(dy));
-            for (d, (&i, &grad)) in lanes {
-                *d = if usize::from(i) == p { 0.0 + grad } else { 0.0 };
-            }
-        }
+        window_store(self, argmax, dy, dx);
     }
 
     /// The number of positions in the window.
@@ -190,6 +170,41 @@ impl Window {
 
 /// Channels a window sum or spread keeps in registers across the window's positions.
 const BLOCK: usize = 32;
+
+multiversion! {
+    /// [`Window::max`] without the AVX-512 kernel: selects, not branches, so the channel loop
+    /// vectorises (with AVX2 where the CPU has it; the portable build's SSE2 loop took six
+    /// times as long as the AVX-512 kernel in the seed model's fused max pool).
+    fn window_max(w: Window, x: &[f32], out: &mut [f32], argmax: &mut [u16], relu: bool) {
+        out.fill(f32::NEG_INFINITY);
+        argmax.fill(0);
+        for (p, at) in w.offsets().enumerate() {
+            let lanes = out.iter_mut().zip(argmax.iter_mut());
+            for ((m, i), &v) in lanes.zip(&x[at..at + w.c]) {
+                let take = v > *m || v.is_nan();
+                *m = if take { v } else { *m };
+                *i = if take { p as u16 } else { *i };
+            }
+        }
+        if relu {
+            for (i, &m) in argmax.iter_mut().zip(out.iter()) {
+                *i = if m > 0.0 { *i } else { NONE };
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`Window::store`] without the AVX-512 kernel (vectorised as [`window_max`]).
+    fn window_store(w: Window, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
+        for (p, at) in w.offsets().enumerate() {
+            let lanes = dx[at..at + w.c].iter_mut().zip(argmax.iter().zip(dy));
+            for (d, (&i, &grad)) in lanes {
+                *d = if usize::from(i) == p { 0.0 + grad } else { 0.0 };
+            }
+        }
+    }
+}
 
 multiversion! {
     /// `out[ch]` = `0.0 + x[at + ch]` over every position `at` of `w`, in scan order (one
