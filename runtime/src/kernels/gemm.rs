@@ -626,7 +626,7 @@ mod x86 {
         rows: &[usize; R],
         mut block: impl FnMut(&mut [[f32; NR]], &[usize], usize),
     ) {
-        debug_assert!(R % BR == 0 && COLS % (BC * V::WIDTH) == 0 && COLS <= NR);
+        debug_assert!(R.is_multiple_of(BR) && COLS.is_multiple_of(BC * V::WIDTH) && COLS <= NR);
         for (tile, rows) in tile.chunks_exact_mut(BR).zip(rows.chunks_exact(BR)) {
             for col in (0..COLS).step_by(BC * V::WIDTH) {
                 block(tile, rows, col);
