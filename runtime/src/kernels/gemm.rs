@@ -1271,14 +1271,16 @@ mod tests {
             for (what, cin, narrow) in [
                 ("wgrad 16 ch (narrow)", 16, true),
                 ("wgrad 32 ch", 32, false),
+                ("wgrad 64 ch, 8 images", 64, false),
             ] {
+                let images = if cin == 64 { 8 } else { 2 };
                 let (rows, cols) = if narrow {
                     (NARROW_MR, NARROW_NR)
                 } else {
                     (MR, NR)
                 };
                 let g = Grid {
-                    images: 2,
+                    images,
                     rows: 16,
                     cols: 16,
                     a_image: 18 * 18 * cin,
@@ -1288,9 +1290,9 @@ mod tests {
                     b_row: 16 * cols,
                     b_col: cols,
                 };
-                let a = values(2 * 18 * 18 * cin + 16, 3);
-                let b = values(2 * 256 * cols + NR, 4);
-                let flops = (2 * rows * cols * 512) as f64;
+                let a = values(images * 18 * 18 * cin + 16, 3);
+                let b = values(images * 256 * cols + NR, 4);
+                let flops = (2 * rows * cols * 256 * images) as f64;
                 let a_rows: [usize; NARROW_MR] = std::array::from_fn(|i| i);
                 let got = if narrow {
                     let mut tile = [[0.0f32; NR]; NARROW_MR];
