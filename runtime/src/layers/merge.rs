@@ -2,8 +2,9 @@
 //! broadcasting): what graph models use for shortcuts, skip connections and gates. They share
 //! one interface, [`Merge`], through which the executor runs any of them and hands each input's
 //! gradient to where the plan says, written or added in place (a tensor read by several layers
-//! has its gradient summed in the plan's fixed order). Work is split by samples, and every sum
-//! runs in a fixed order, so results do not depend on the number of threads.
+//! has its gradient summed in the plan's fixed order). An add may apply the ReLU after it, as a
+//! convolution does ([`Add::fuse_relu`]). Work is split by samples, and every sum runs in a
+//! fixed order, so results do not depend on the number of threads.
 
 use rayon::prelude::*;
 
