@@ -224,6 +224,7 @@ impl Gen<'_> {
             if plan.layer.kind().is_merge() {
                 // One call per input, in input order, as the executor makes them.
                 let xs: Vec<&Ident> = step.inputs.iter().map(|&b| &acts[b]).collect();
+                let y = &acts[step.output];
                 for (input, to) in step.dxs.iter().enumerate() {
                     grad_out_used |= *to != GradTo::Discard;
                     let dx = match *to {
@@ -239,7 +240,7 @@ impl Gen<'_> {
                     };
                     let input = lit(input);
                     lines.push(quote! {
-                        merge_backward::<#ty, _>(&mut self.#field, [#(#xs),*], #dy, #input, #dx, batch)?;
+                        merge_backward::<#ty, _>(&mut self.#field, [#(#xs),*], [#y, #dy], #input, #dx, batch)?;
                     });
                     calls.insert("merge_backward");
                 }

@@ -1117,11 +1117,13 @@ mod tests {
         let model = checked(include_str!("../../tests/generated/graph_mix.cnn"));
         let code = crate::to_source(&model, &options()).unwrap();
         // Every step's output is its own binding, typed by its shape; a tensor read again later
-        // is lent as a view, and given away at its last read. The batch norm applies `act`.
+        // is lent as a view, and given away at its last read. The batch norm applies `act`, the
+        // add `res_act`.
         let lines = [
             "let x2: Images<8, 8, 8, &[f32]> = forward(&mut self.bn, x1, a2, mode)?;",
             "// act: relu [8, 8, 8] -> [8, 8, 8], fused into bn",
             "let x4: Images<8, 8, 8, &[f32]> = add(&mut self.res, [x3, x2.view()], a4)?;",
+            "// res_act: relu [8, 8, 8] -> [8, 8, 8], fused into res",
             "let x5: Images<4, 8, 8, &[f32]> = forward(&mut self.branch, x2, a5, mode)?;",
             "[x4.any_channels(), x5.any_channels()],",
             "[x10.expand_hw::<8, 8>(), x6.as_broadcast()],",
@@ -1133,11 +1135,12 @@ mod tests {
             assert!(code.contains(line), "`{line}` missing from:\n{code}");
         }
         // `act` feeds conv_a, res and branch: branch writes its gradient, res adds its part in
-        // place, conv_a's goes through a scratch buffer and is added after (the plan's order).
+        // place (masked by its ReLU's output, `a4`), conv_a's goes through a scratch buffer and
+        // is added after (the plan's order).
         let backward = &code[code.find("fn run_backward").unwrap()..];
         let order = [
             "(&mut self.branch, a2, a5, g1, Some(&mut g0[..]), batch)?;",
-            "(&mut self.res, [a3, a2], g2, 1, GradOut::Add(&mut g0[..]), batch)?;",
+            "(&mut self.res, [a3, a2], [a4, g2], 1, GradOut::Add(&mut g0[..]), batch)?;",
             "(&mut self.conv_a, a2, a3, g1, Some(&mut g2[..]), batch)?;",
             "accumulate::<Images<8, 8, 8, &[f32]>>(&mut g0[..], g2, batch)?;",
             "(&mut self.bn, a1, a2, g0, Some(&mut g2[..]), batch)?;",

@@ -4,10 +4,11 @@
 //! interprets it; code generation writes it out; both therefore compute the same way.
 //!
 //! Fusion is decided by data flow: a producer whose output has exactly one consumer, the next
-//! layer, may apply that consumer itself. A (dense) convolution or a batch norm applies the ReLU
-//! it feeds; a convolution then also the max pool that ReLU feeds when the pool's windows tile
-//! the convolution's output ([`crate::config::Pool2dConfig::tiles`]); any other max pool fed by
-//! a fused ReLU masks the gradient for it instead.
+//! layer, may apply that consumer itself. A (dense) convolution, a batch norm or an add applies
+//! the ReLU it feeds (a residual block's last ReLU, in training too: one pass over the sum each
+//! way instead of two); a convolution then also the max pool that ReLU feeds when the pool's
+//! windows tile the convolution's output ([`crate::config::Pool2dConfig::tiles`]); any other
+//! max pool fed by a fused ReLU masks the gradient for it instead.
 //!
 //! Inference has steps of its own ([`Plan::eval_steps`]), over the same buffers: a convolution
 //! whose output only an eval-mode batch norm reads applies that batch norm as it stores its
@@ -28,9 +29,9 @@
 //! is not the last) runs forward but not backward ([`Grad::Unused`]).
 //!
 //! Training stores the activation buffers by liveness too ([`Plan::storage`]): a buffer that no
-//! backward reads (a batch norm's output that only an add reads, the add's output that only a
-//! ReLU reads, which differentiates from its own output) lives only until its last reader's
-//! forward, in a slot later such buffers reuse; every other buffer keeps a slot of its own.
+//! backward reads (a batch norm's output that only an add reads) lives only until its last
+//! reader's forward, in a slot later such buffers reuse; every other buffer keeps a slot of its
+//! own.
 
 use crate::config::{LayerConfig, Source};
 use crate::model::Model;
@@ -41,8 +42,8 @@ use crate::shape::Shape;
 pub enum Fusion {
     /// Nothing.
     None,
-    /// The ReLU after it (`layer + 1`): a dense convolution or a batch norm applies it as it
-    /// stores its output.
+    /// The ReLU after it (`layer + 1`): a dense convolution, a batch norm or an add applies it
+    /// as it stores its output.
     Relu,
     /// The ReLU after it and the max pool after that (`layer + 2`).
     ReluMaxPool,
@@ -229,8 +230,11 @@ impl Plan {
             let mut last = i;
             // A grouped convolution runs its own stencil, which applies no ReLU.
             let dense_conv = matches!(layers[i].config(), LayerConfig::Conv2d(c) if c.groups == 1);
-            let applies_relu =
-                dense_conv || matches!(layers[i].config(), LayerConfig::BatchNorm2d(_));
+            let applies_relu = dense_conv
+                || matches!(
+                    layers[i].config(),
+                    LayerConfig::BatchNorm2d(_) | LayerConfig::Add
+                );
             let relu = next_sole(i)
                 .filter(|&r| applies_relu && matches!(layers[r].config(), LayerConfig::Relu));
             let mut masked_pool = None;
@@ -240,8 +244,8 @@ impl Plan {
                 if let Some(pool) = next_sole(relu)
                     && let LayerConfig::MaxPool2d(p) = layers[pool].config()
                 {
-                    // Only a convolution pools as it stores; a batch norm's pool masks the
-                    // ReLU's gradient instead.
+                    // Only a convolution pools as it stores; a batch norm's or an add's pool
+                    // masks the ReLU's gradient instead.
                     let tiles = match layers[i].output_shape() {
                         Shape::Chw([_, h, w]) => dense_conv && p.tiles([h, w]),
                         Shape::Flat(_) => false,
@@ -816,6 +820,42 @@ mod tests {
     }
 
     #[test]
+    fn an_add_applies_the_relu_after_it_in_training() {
+        let plan = basic_block(bn(2));
+        let add = plan.step_of(5);
+        assert_eq!((add.layer, add.fusion, add.last), (5, Fusion::Relu, 6));
+        assert!(plan.is_fused(6) && !add.relu_grad_masked);
+        // Its output is the ReLU's, which the head reads; the head's backward writes its
+        // gradient, which the add masks by that output and hands to the batch norm (the
+        // model's input gets none).
+        assert_eq!(plan.step_of(7).input, add.output);
+        assert!(matches!(add.dy, Grad::Buffer(_)));
+        assert!(matches!(add.dxs[..], [GradTo::Write(_), GradTo::Discard]));
+    }
+
+    #[test]
+    fn a_pool_after_an_adds_relu_masks_its_gradient() {
+        let plan = graph(
+            [2, 8, 8],
+            vec![
+                (conv(2), vec![]),                                         // 0
+                (LayerConfig::Add, vec![Source::Layer(0), Source::Input]), // 1
+                (LayerConfig::Relu, vec![]),                               // 2
+                (pool(2, 2), vec![]),                                      // 3
+                (LayerConfig::FLATTEN, vec![]),                            // 4
+                (linear(32), vec![]),                                      // 5
+            ],
+        );
+        let steps = plan.steps();
+        assert_eq!(
+            (steps[1].layer, steps[1].fusion, steps[1].last),
+            (1, Fusion::Relu, 2)
+        );
+        assert!(steps[1].relu_grad_masked);
+        assert!(steps[2].masks_relu_grad && steps[2].layer == 3);
+    }
+
+    #[test]
     fn relu_after_anything_else_runs_alone() {
         let plan = plan(vec![LayerConfig::FLATTEN, LayerConfig::Relu, linear(64)]);
         assert_eq!(plan.steps().len(), 3);
@@ -987,7 +1027,7 @@ mod tests {
         let plan = basic_block(bn(2));
         // Training keeps every convolution's own output for the batch norm after it.
         let train: Vec<usize> = plan.steps().iter().map(|s| s.layer).collect();
-        assert_eq!(train, [0, 1, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(train, [0, 1, 3, 4, 5, 7, 8]);
         assert!(plan.steps().iter().all(|s| s.epilogue.is_none()));
         let eval = plan.eval_steps();
         let layers: Vec<(usize, usize)> = eval.iter().map(|s| (s.layer, s.last)).collect();
@@ -1031,10 +1071,7 @@ mod tests {
             .iter()
             .map(|s| (s.layer, s.last))
             .collect();
-        assert_eq!(
-            eval,
-            [(0, 2), (3, 3), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8)]
-        );
+        assert_eq!(eval, [(0, 2), (3, 3), (4, 4), (5, 6), (7, 7), (8, 8)]);
         assert!(plan.eval_steps()[1].epilogue.is_none());
     }
 
@@ -1291,7 +1328,11 @@ mod tests {
                     inputs: true,
                     output: step.fusion != Fusion::None,
                 },
-                LayerConfig::Add | LayerConfig::Flatten { .. } => Reads {
+                LayerConfig::Add => Reads {
+                    inputs: false,
+                    output: step.fusion != Fusion::None,
+                },
+                LayerConfig::Flatten { .. } => Reads {
                     inputs: false,
                     output: false,
                 },
@@ -1329,20 +1370,18 @@ mod tests {
         let plan = graph([2, 8, 8], layers);
         let storage = plan.storage(&reads(&plan, &configs));
         let steps = plan.steps();
-        // Per block: conv, bn+relu, conv, bn, add, relu; then flatten, linear.
-        assert_eq!(steps.len(), 14);
+        // Per block: conv, bn+relu, conv, bn, add+relu; then flatten, linear.
+        assert_eq!(steps.len(), 12);
         let transient: Vec<usize> = (0..plan.buffers().len())
             .filter(|&b| !storage.kept[b])
             .collect();
-        // Each block's second batch norm (read only by the add) and its add (read only by a
-        // ReLU, which differentiates from its output).
-        assert_eq!(transient, [4, 5, 10, 11]);
-        // Two shared slots serve all four, besides one per kept buffer.
+        // Each block's second batch norm, read only by the add (whose backward reads its own
+        // output, to mask the gradient by the ReLU it applies).
+        assert_eq!(transient, [4, 9]);
+        // One shared slot serves both, besides one per kept buffer.
         let kept = storage.kept.iter().filter(|&&k| k).count();
-        assert_eq!(storage.len.len(), kept + 2);
-        assert_eq!(storage.slot[4], storage.slot[10]);
-        assert_eq!(storage.slot[5], storage.slot[11]);
-        assert_ne!(storage.slot[4], storage.slot[5]);
+        assert_eq!(storage.len.len(), kept + 1);
+        assert_eq!(storage.slot[4], storage.slot[9]);
         // Kept buffers have slots of their own, of their own length.
         for b in (0..plan.buffers().len()).filter(|&b| storage.kept[b]) {
             let sharing = storage

@@ -226,6 +226,21 @@ fn backward_step(
     batch: usize,
 ) -> Result<()> {
     if let Some(merge) = layer.as_merge() {
+        let y = &acts[slot[step.output]];
+        let target = |to: GradTo| match to {
+            GradTo::Discard => None,
+            GradTo::Write(b) => Some((b, false)),
+            GradTo::Add { into, .. } => Some((into, true)),
+        };
+        // Two inputs into two buffers: both gradients in one pass (an add reads `dy` once).
+        if let [to0, to1] = step.dxs[..]
+            && let (Some((b0, add0)), Some((b1, add1))) = (target(to0), target(to1))
+            && let Ok([dx0, dx1]) = grads.get_disjoint_mut([b0, b1])
+        {
+            return with_inputs(acts, slot, &step.inputs, |xs| {
+                merge.backward_merge_pair(xs, [y, dy], [dx0, dx1], [add0, add1], batch)
+            });
+        }
         return with_inputs(acts, slot, &step.inputs, |xs| {
             for (j, to) in step.dxs.iter().enumerate() {
                 let (buffer, add) = match *to {
@@ -233,7 +248,7 @@ fn backward_step(
                     GradTo::Write(b) => (b, false),
                     GradTo::Add { into, .. } => (into, true),
                 };
-                merge.backward_merge(xs, dy, j, &mut grads[buffer], add, batch)?;
+                merge.backward_merge(xs, [y, dy], j, &mut grads[buffer], add, batch)?;
             }
             Ok(())
         });

@@ -379,7 +379,11 @@ fn run(
                     let mut out = scratch::take(len(shape)?, scratch::ANY, 0.0);
                     let out_values = &mut out[..len(shape)?];
                     let layer = layer_at(model, i)?;
-                    if i == step.layer {
+                    if let (true, Some(merge)) = (i == step.layer, layer.as_merge_ref()) {
+                        // A merge that applies a ReLU (an add's) reads all its inputs.
+                        let xs: Vec<&[f32]> = step.inputs.iter().map(|&b| &before[b][..]).collect();
+                        merge.forward_merge_unfused(&xs, out_values, batch)?;
+                    } else if i == step.layer {
                         layer.infer_unfused(&x, out_values, batch)?;
                     } else {
                         layer.infer(&x, out_values, batch)?;

@@ -879,12 +879,13 @@ where
 }
 
 /// Runs merge layer `layer` backward to input `input` for the batch of the latest forward:
-/// `xs` are its input buffers, `dy` the gradient of its output (read as `Y`); writes or adds
-/// the input's gradient as `dx` says.
+/// `xs` are its input buffers, `[y, dy]` its output buffer (which an add masks its gradient by,
+/// when it applies the ReLU after it) and the gradient of its output (read as `Y`); writes or
+/// adds the input's gradient as `dx` says.
 pub fn merge_backward<'y, Y: Activation<'y>, const K: usize>(
     layer: &mut dyn Merge,
     xs: [&[f32]; K],
-    dy: &'y [f32],
+    [y, dy]: [&'y [f32]; 2],
     input: usize,
     dx: GradOut<'_>,
     batch: usize,
@@ -894,7 +895,7 @@ pub fn merge_backward<'y, Y: Activation<'y>, const K: usize>(
         GradOut::Write(dx) => (dx, false),
         GradOut::Add(dx) => (dx, true),
     };
-    layer.backward_merge(&xs, dy.values(), input, dx, add, batch)
+    layer.backward_merge(&xs, [y, dy.values()], input, dx, add, batch)
 }
 
 /// Adds `part`, one reader's part of the gradient of a tensor of `batch` samples of `X`, into

@@ -145,17 +145,20 @@ fn layers_read_in_backward_only_what_they_say() {
 #[test]
 fn merges_read_their_inputs_only_when_they_say() {
     let image = Shape::Chw([3, 4, 4]);
-    for config in [
-        LayerConfig::Add,
-        LayerConfig::Concat(ConcatConfig { dim: 1 }),
-        LayerConfig::Mul,
+    // An add that applies the ReLU after it reads its output, to mask the gradient.
+    for (config, relu) in [
+        (LayerConfig::Add, false),
+        (LayerConfig::Add, true),
+        (LayerConfig::Concat(ConcatConfig { dim: 1 }), false),
+        (LayerConfig::Mul, false),
     ] {
         let mut layer = build_merge("merge", &config, &[image, image]).unwrap();
+        // Only an add applies a ReLU.
+        if relu || config != LayerConfig::Add {
+            assert_eq!(layer.fuse_relu(), relu, "{config:?}");
+        }
         let reads = layer.backward_reads();
-        assert!(
-            !reads.output,
-            "{config:?}: a merge's backward gets no output"
-        );
+        assert_eq!(reads.output, relu, "{config:?}");
         let merge = layer.as_merge().unwrap();
         let batch = 2;
         let xs = [
@@ -171,12 +174,13 @@ fn merges_read_their_inputs_only_when_they_say() {
         for (input, x) in xs.iter().enumerate() {
             let mut kept = vec![0.0; x.len()];
             merge
-                .backward_merge(&views, &dy, input, &mut kept, false, batch)
+                .backward_merge(&views, [&y, &dy], input, &mut kept, false, batch)
                 .unwrap();
             let mut reused = vec![0.0; x.len()];
             let xs2 = if reads.inputs { &views } else { &garbage };
+            let y2 = if reads.output { &y[..] } else { &nan[..] };
             merge
-                .backward_merge(xs2, &dy, input, &mut reused, false, batch)
+                .backward_merge(xs2, [y2, &dy], input, &mut reused, false, batch)
                 .unwrap();
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
             assert_eq!(bits(&kept), bits(&reused), "{config:?}, input {input}");

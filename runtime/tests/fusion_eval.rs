@@ -208,11 +208,11 @@ fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
 #[test]
 fn the_plan_folds_what_the_identities_keep_apart() {
     let (folded, kept) = (built(false), built(true));
-    // Training steps an inference step replaces: the stem's BN (+ReLU) 1; block 1's 1 and 3
-    // (BN, add, ReLU); block 2's 1, 1 and 3 (the add folded into the shortcut's convolution);
-    // the depthwise's BN and ReLU6 2; `pw`'s BN 1; `skip`'s add and ReLU 2. Not `tail`'s BN,
+    // Training steps an inference step replaces: the stem's BN (+ReLU) 1; block 1's 1 and 2
+    // (BN, add + ReLU); block 2's 1, 1 and 2 (the add folded into the shortcut's convolution);
+    // the depthwise's BN and ReLU6 2; `pw`'s BN 1; `skip`'s add (+ ReLU) 1. Not `tail`'s BN,
     // which has no running statistics.
-    assert_eq!(folded.step_count() - folded.eval_step_count(), 15);
+    assert_eq!(folded.step_count() - folded.eval_step_count(), 12);
     assert_eq!(kept.step_count(), kept.eval_step_count());
 }
 
@@ -264,6 +264,26 @@ fn every_folded_layer_stays_readable_by_name() {
             .all(|(p, q)| p.to_bits() == q.to_bits());
         assert!(same, "{name} differs");
     }
+    // The add applies the ReLU after it in training: its own output, asked for by name, is the
+    // sum of its inputs, and the ReLU's is that sum through the ReLU.
+    let (sum, relu) = (&a["b1.add"], &a["b1.relu2"]);
+    let inputs = folded
+        .activations(x.view(), &["b1.bn2", "stem_relu"])
+        .unwrap();
+    let expected = &inputs["b1.bn2"] + &inputs["stem_relu"];
+    assert_eq!(sum.shape(), expected.shape());
+    assert!(
+        sum.iter()
+            .zip(&expected)
+            .all(|(p, q)| p.to_bits() == q.to_bits())
+    );
+    assert!(sum.iter().any(|&v| v < 0.0));
+    let through = sum.mapv(|v| if v < 0.0 { 0.0 } else { v });
+    assert!(
+        relu.iter()
+            .zip(&through)
+            .all(|(p, q)| p.to_bits() == q.to_bits())
+    );
     let logits = folded.predict(x.view()).unwrap();
     let named: Vec<u32> = a["fc"].iter().map(|v| v.to_bits()).collect();
     assert_eq!(bits(&logits), named);

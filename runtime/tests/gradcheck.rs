@@ -452,16 +452,20 @@ fn check_merge(config: &LayerConfig, inputs: &[Shape], batch: usize, seed: u64) 
             .sum::<f64>()
     };
     loss_at(merge, &xs);
+    // The output, which an add that applies a ReLU masks the gradient by.
+    let mut y = vec![0.0; out_len];
+    let views: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+    merge.forward_merge(&views, &mut y, batch).unwrap();
     for input in 0..inputs.len() {
         let views: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
         let mut dx = vec![0.0; xs[input].len()];
         merge
-            .backward_merge(&views, &r, input, &mut dx, false, batch)
+            .backward_merge(&views, [&y, &r], input, &mut dx, false, batch)
             .unwrap();
         let base = rng.vec(dx.len());
         let mut added = base.clone();
         merge
-            .backward_merge(&views, &r, input, &mut added, true, batch)
+            .backward_merge(&views, [&y, &r], input, &mut added, true, batch)
             .unwrap();
         for i in 0..dx.len() {
             // Adding gives the written part plus what was there, to rounding.

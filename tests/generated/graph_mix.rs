@@ -10,9 +10,10 @@
 /// - `act: relu [8, 8, 8] -> [8, 8, 8]`
 /// - `conv_a: conv2d [8, 8, 8] -> [8, 8, 8]`
 /// - `res: add(conv_a, act) [8, 8, 8], [8, 8, 8] -> [8, 8, 8]`
+/// - `res_act: relu [8, 8, 8] -> [8, 8, 8]`
 /// - `branch: conv2d(act) [8, 8, 8] -> [4, 8, 8]`
 /// - `branch_act: relu [4, 8, 8] -> [4, 8, 8]`
-/// - `cat: concat(res, branch_act) [8, 8, 8], [4, 8, 8] -> [12, 8, 8]`
+/// - `cat: concat(res_act, branch_act) [8, 8, 8], [4, 8, 8] -> [12, 8, 8]`
 /// - `squeeze: adaptive_avg_pool2d [12, 8, 8] -> [12, 1, 1]`
 /// - `fc1: conv2d [12, 1, 1] -> [3, 1, 1]`
 /// - `fc1_act: relu [3, 1, 1] -> [3, 1, 1]`
@@ -20,7 +21,7 @@
 /// - `gate: sigmoid [12, 1, 1] -> [12, 1, 1]`
 /// - `scaled: mul(gate, cat) [12, 1, 1], [12, 8, 8] -> [12, 8, 8]`
 /// - `pool: maxpool2d [12, 8, 8] -> [12, 4, 4]`
-/// - `15: flatten [12, 4, 4] -> [192]`
+/// - `16: flatten [12, 4, 4] -> [192]`
 /// - `drop: dropout [192] -> [192]`
 /// - `fc: linear [192] -> [5]`
 #[derive(Clone, Debug)]
@@ -33,8 +34,10 @@ pub struct GraphMix {
     act: ::cnnc::runtime::layers::Relu,
     /// `conv_a`: `torch.nn.Conv2d`, [8, 8, 8] -> [8, 8, 8], 584 parameters.
     pub conv_a: ::cnnc::runtime::layers::Conv2d,
-    /// `res`: `torch.add`, [8, 8, 8], [8, 8, 8] -> [8, 8, 8].
+    /// `res`: `torch.add`, [8, 8, 8], [8, 8, 8] -> [8, 8, 8]; it applies `res_act` too and writes [8, 8, 8].
     res: ::cnnc::runtime::layers::Add,
+    /// `res_act`: `torch.nn.ReLU`, [8, 8, 8] -> [8, 8, 8].
+    res_act: ::cnnc::runtime::layers::Relu,
     /// `branch`: `torch.nn.Conv2d`, [8, 8, 8] -> [4, 8, 8], 36 parameters; it applies `branch_act` too and writes [4, 8, 8].
     pub branch: ::cnnc::runtime::layers::Conv2d,
     /// `branch_act`: `torch.nn.ReLU`, [4, 8, 8] -> [4, 8, 8].
@@ -55,8 +58,8 @@ pub struct GraphMix {
     scaled: ::cnnc::runtime::layers::Mul,
     /// `pool`: `torch.nn.MaxPool2d`, [12, 8, 8] -> [12, 4, 4].
     pool: ::cnnc::runtime::layers::MaxPool2d,
-    /// `15`: `torch.nn.Flatten`, [12, 4, 4] -> [192].
-    layer_15: ::cnnc::runtime::layers::Flatten,
+    /// `16`: `torch.nn.Flatten`, [12, 4, 4] -> [192].
+    layer_16: ::cnnc::runtime::layers::Flatten,
     /// `drop`: `torch.nn.Dropout`, [192] -> [192].
     drop: ::cnnc::runtime::layers::Dropout,
     /// `fc`: `torch.nn.Linear`, [192] -> [5], 965 parameters.
@@ -149,13 +152,23 @@ impl GraphMix {
                 &mut init,
             ),
         );
-        let res = ::cnnc::__private::expect_built(
+        let mut res = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Add::new(
                 "res",
                 &[
                     ::cnnc::runtime::Shape::Chw([8, 8, 8]),
                     ::cnnc::runtime::Shape::Chw([8, 8, 8]),
                 ],
+            ),
+        );
+        res.fuse_relu();
+        let res_act = ::cnnc::__private::expect_built(
+            ::cnnc::runtime::layers::Relu::from_config(
+                "res_act",
+                &::cnnc::runtime::config::LayerConfig::Relu,
+                ::cnnc::runtime::Shape::Chw([8, 8, 8]),
+                5,
+                &mut init,
             ),
         );
         let mut branch = ::cnnc::__private::expect_built(
@@ -174,7 +187,7 @@ impl GraphMix {
                     padding_mode: ::cnnc::runtime::config::PaddingMode::Zeros,
                 }),
                 ::cnnc::runtime::Shape::Chw([8, 8, 8]),
-                5,
+                6,
                 &mut init,
             ),
         );
@@ -184,7 +197,7 @@ impl GraphMix {
                 "branch_act",
                 &::cnnc::runtime::config::LayerConfig::Relu,
                 ::cnnc::runtime::Shape::Chw([4, 8, 8]),
-                6,
+                7,
                 &mut init,
             ),
         );
@@ -207,7 +220,7 @@ impl GraphMix {
                     output_size: [1, 1],
                 },
                 ::cnnc::runtime::Shape::Chw([12, 8, 8]),
-                8,
+                9,
                 &mut init,
             ),
         );
@@ -227,7 +240,7 @@ impl GraphMix {
                     padding_mode: ::cnnc::runtime::config::PaddingMode::Zeros,
                 }),
                 ::cnnc::runtime::Shape::Chw([12, 1, 1]),
-                9,
+                10,
                 &mut init,
             ),
         );
@@ -237,7 +250,7 @@ impl GraphMix {
                 "fc1_act",
                 &::cnnc::runtime::config::LayerConfig::Relu,
                 ::cnnc::runtime::Shape::Chw([3, 1, 1]),
-                10,
+                11,
                 &mut init,
             ),
         );
@@ -257,7 +270,7 @@ impl GraphMix {
                     padding_mode: ::cnnc::runtime::config::PaddingMode::Zeros,
                 }),
                 ::cnnc::runtime::Shape::Chw([3, 1, 1]),
-                11,
+                12,
                 &mut init,
             ),
         );
@@ -266,7 +279,7 @@ impl GraphMix {
                 "gate",
                 &::cnnc::runtime::config::LayerConfig::Sigmoid,
                 ::cnnc::runtime::Shape::Chw([12, 1, 1]),
-                12,
+                13,
                 &mut init,
             ),
         );
@@ -292,19 +305,19 @@ impl GraphMix {
                     divisor_override: ::core::option::Option::None,
                 }),
                 ::cnnc::runtime::Shape::Chw([12, 8, 8]),
-                14,
+                15,
                 &mut init,
             ),
         );
-        let layer_15 = ::cnnc::__private::expect_built(
+        let layer_16 = ::cnnc::__private::expect_built(
             ::cnnc::runtime::layers::Flatten::from_config(
-                "15",
+                "16",
                 &::cnnc::runtime::config::LayerConfig::Flatten {
                     start_dim: 1,
                     end_dim: -1,
                 },
                 ::cnnc::runtime::Shape::Chw([12, 4, 4]),
-                15,
+                16,
                 &mut init,
             ),
         );
@@ -315,7 +328,7 @@ impl GraphMix {
                     p: 0.25,
                 },
                 ::cnnc::runtime::Shape::Flat(192),
-                16,
+                17,
                 &mut init,
             ),
         );
@@ -328,7 +341,7 @@ impl GraphMix {
                     bias: true,
                 }),
                 ::cnnc::runtime::Shape::Flat(192),
-                17,
+                18,
                 &mut init,
             ),
         );
@@ -338,6 +351,7 @@ impl GraphMix {
             act,
             conv_a,
             res,
+            res_act,
             branch,
             branch_act,
             cat,
@@ -348,7 +362,7 @@ impl GraphMix {
             gate,
             scaled,
             pool,
-            layer_15,
+            layer_16,
             drop,
             fc,
             workspace: ::cnnc::__private::Workspace::new([
@@ -455,12 +469,13 @@ impl GraphMix {
     /// [`Self::restore_rng_states`], what lets a checkpoint of a model with dropout
     /// continue bit-identically. Empty for a model without dropout.
     pub fn rng_states(&self) -> Vec<(String, u128)> {
-        let layers: [&dyn ::cnnc::runtime::Layer; 18] = [
+        let layers: [&dyn ::cnnc::runtime::Layer; 19] = [
             &self.stem,
             &self.bn,
             &self.act,
             &self.conv_a,
             &self.res,
+            &self.res_act,
             &self.branch,
             &self.branch_act,
             &self.cat,
@@ -471,7 +486,7 @@ impl GraphMix {
             &self.gate,
             &self.scaled,
             &self.pool,
-            &self.layer_15,
+            &self.layer_16,
             &self.drop,
             &self.fc,
         ];
@@ -485,12 +500,13 @@ impl GraphMix {
         &mut self,
         states: &[(String, u128)],
     ) -> Result<(), ::cnnc::Error> {
-        let layers: [&mut dyn ::cnnc::runtime::Layer; 18] = [
+        let layers: [&mut dyn ::cnnc::runtime::Layer; 19] = [
             &mut self.stem,
             &mut self.bn,
             &mut self.act,
             &mut self.conv_a,
             &mut self.res,
+            &mut self.res_act,
             &mut self.branch,
             &mut self.branch_act,
             &mut self.cat,
@@ -501,7 +517,7 @@ impl GraphMix {
             &mut self.gate,
             &mut self.scaled,
             &mut self.pool,
-            &mut self.layer_15,
+            &mut self.layer_16,
             &mut self.drop,
             &mut self.fc,
         ];
@@ -535,10 +551,11 @@ impl GraphMix {
             )?;
             // res: add(conv_a, act) [8, 8, 8], [8, 8, 8] -> [8, 8, 8]
             let x4: Images<8, 8, 8, &[f32]> = add(&mut self.res, [x3, x2.view()], a4)?;
+            // res_act: relu [8, 8, 8] -> [8, 8, 8], fused into res
             // branch: conv2d(act) [8, 8, 8] -> [4, 8, 8]
             let x5: Images<4, 8, 8, &[f32]> = forward(&mut self.branch, x2, a5, mode)?;
             // branch_act: relu [4, 8, 8] -> [4, 8, 8], fused into branch
-            // cat: concat(res, branch_act) [8, 8, 8], [4, 8, 8] -> [12, 8, 8]
+            // cat: concat(res_act, branch_act) [8, 8, 8], [4, 8, 8] -> [12, 8, 8]
             let x6: Images<12, 8, 8, &[f32]> = concat(
                 &mut self.cat,
                 [x4.any_channels(), x5.any_channels()],
@@ -566,9 +583,9 @@ impl GraphMix {
             )?;
             // pool: maxpool2d [12, 8, 8] -> [12, 4, 4]
             let x12: Images<12, 4, 4, &[f32]> = forward(&mut self.pool, x11, a12, mode)?;
-            // 15: flatten [12, 4, 4] -> [192]
+            // 16: flatten [12, 4, 4] -> [192]
             let x13: Features<192, &[f32]> = forward(
-                &mut self.layer_15,
+                &mut self.layer_16,
                 x12,
                 a13,
                 mode,
@@ -602,11 +619,11 @@ impl GraphMix {
                 Features<192, &[f32]>,
                 Features<192, &[f32]>,
             >(&mut self.drop, a13, a14, g2, Some(&mut g1[..]), batch)?;
-            // backward 15: flatten [12, 4, 4] -> [192]
+            // backward 16: flatten [12, 4, 4] -> [192]
             backward::<
                 Images<12, 4, 4, &[f32]>,
                 Features<192, &[f32]>,
-            >(&mut self.layer_15, a12, a13, g1, Some(&mut g2[..]), batch)?;
+            >(&mut self.layer_16, a12, a13, g1, Some(&mut g2[..]), batch)?;
             // backward pool: maxpool2d [12, 8, 8] -> [12, 4, 4]
             backward::<
                 Images<12, 8, 8, &[f32]>,
@@ -616,11 +633,25 @@ impl GraphMix {
             merge_backward::<
                 Images<12, 8, 8, &[f32]>,
                 _,
-            >(&mut self.scaled, [a10, a6], g1, 0, GradOut::Write(&mut g2[..]), batch)?;
+            >(
+                &mut self.scaled,
+                [a10, a6],
+                [a11, g1],
+                0,
+                GradOut::Write(&mut g2[..]),
+                batch,
+            )?;
             merge_backward::<
                 Images<12, 8, 8, &[f32]>,
                 _,
-            >(&mut self.scaled, [a10, a6], g1, 1, GradOut::Write(&mut g0[..]), batch)?;
+            >(
+                &mut self.scaled,
+                [a10, a6],
+                [a11, g1],
+                1,
+                GradOut::Write(&mut g0[..]),
+                batch,
+            )?;
             // backward gate: sigmoid [12, 1, 1] -> [12, 1, 1]
             backward::<
                 Images<12, 1, 1, &[f32]>,
@@ -642,15 +673,15 @@ impl GraphMix {
                 Images<12, 1, 1, &[f32]>,
             >(&mut self.squeeze, a6, a7, g1, Some(&mut g2[..]), batch)?;
             accumulate::<Images<12, 8, 8, &[f32]>>(&mut g0[..], g2, batch)?;
-            // backward cat: concat(res, branch_act) [8, 8, 8], [4, 8, 8] -> [12, 8, 8]
+            // backward cat: concat(res_act, branch_act) [8, 8, 8], [4, 8, 8] -> [12, 8, 8]
             merge_backward::<
                 Images<12, 8, 8, &[f32]>,
                 _,
-            >(&mut self.cat, [a4, a5], g0, 0, GradOut::Write(&mut g2[..]), batch)?;
+            >(&mut self.cat, [a4, a5], [a6, g0], 0, GradOut::Write(&mut g2[..]), batch)?;
             merge_backward::<
                 Images<12, 8, 8, &[f32]>,
                 _,
-            >(&mut self.cat, [a4, a5], g0, 1, GradOut::Write(&mut g1[..]), batch)?;
+            >(&mut self.cat, [a4, a5], [a6, g0], 1, GradOut::Write(&mut g1[..]), batch)?;
             // backward branch: conv2d(act) [8, 8, 8] -> [4, 8, 8]
             backward::<
                 Images<8, 8, 8, &[f32]>,
@@ -660,11 +691,11 @@ impl GraphMix {
             merge_backward::<
                 Images<8, 8, 8, &[f32]>,
                 _,
-            >(&mut self.res, [a3, a2], g2, 0, GradOut::Write(&mut g1[..]), batch)?;
+            >(&mut self.res, [a3, a2], [a4, g2], 0, GradOut::Write(&mut g1[..]), batch)?;
             merge_backward::<
                 Images<8, 8, 8, &[f32]>,
                 _,
-            >(&mut self.res, [a3, a2], g2, 1, GradOut::Add(&mut g0[..]), batch)?;
+            >(&mut self.res, [a3, a2], [a4, g2], 1, GradOut::Add(&mut g0[..]), batch)?;
             // backward conv_a: conv2d [8, 8, 8] -> [8, 8, 8]
             backward::<
                 Images<8, 8, 8, &[f32]>,
@@ -726,24 +757,25 @@ impl ::cnnc::__private::Planned for GraphMix {
             2 => ::core::option::Option::Some(&self.act),
             3 => ::core::option::Option::Some(&self.conv_a),
             4 => ::core::option::Option::Some(&self.res),
-            5 => ::core::option::Option::Some(&self.branch),
-            6 => ::core::option::Option::Some(&self.branch_act),
-            7 => ::core::option::Option::Some(&self.cat),
-            8 => ::core::option::Option::Some(&self.squeeze),
-            9 => ::core::option::Option::Some(&self.fc1),
-            10 => ::core::option::Option::Some(&self.fc1_act),
-            11 => ::core::option::Option::Some(&self.fc2),
-            12 => ::core::option::Option::Some(&self.gate),
-            13 => ::core::option::Option::Some(&self.scaled),
-            14 => ::core::option::Option::Some(&self.pool),
-            15 => ::core::option::Option::Some(&self.layer_15),
-            16 => ::core::option::Option::Some(&self.drop),
-            17 => ::core::option::Option::Some(&self.fc),
+            5 => ::core::option::Option::Some(&self.res_act),
+            6 => ::core::option::Option::Some(&self.branch),
+            7 => ::core::option::Option::Some(&self.branch_act),
+            8 => ::core::option::Option::Some(&self.cat),
+            9 => ::core::option::Option::Some(&self.squeeze),
+            10 => ::core::option::Option::Some(&self.fc1),
+            11 => ::core::option::Option::Some(&self.fc1_act),
+            12 => ::core::option::Option::Some(&self.fc2),
+            13 => ::core::option::Option::Some(&self.gate),
+            14 => ::core::option::Option::Some(&self.scaled),
+            15 => ::core::option::Option::Some(&self.pool),
+            16 => ::core::option::Option::Some(&self.layer_16),
+            17 => ::core::option::Option::Some(&self.drop),
+            18 => ::core::option::Option::Some(&self.fc),
             _ => ::core::option::Option::None,
         }
     }
     fn layer_count(&self) -> usize {
-        18
+        19
     }
     fn step_count(&self) -> usize {
         15
@@ -773,84 +805,84 @@ impl ::cnnc::__private::Planned for GraphMix {
             },
             ::cnnc::__private::StepRef {
                 layer: 4,
-                last: 4,
+                last: 5,
                 inputs: &[3, 2],
                 output: 4,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 5,
-                last: 6,
+                layer: 6,
+                last: 7,
                 inputs: &[2],
                 output: 5,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 7,
-                last: 7,
+                layer: 8,
+                last: 8,
                 inputs: &[4, 5],
                 output: 6,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 8,
-                last: 8,
+                layer: 9,
+                last: 9,
                 inputs: &[6],
                 output: 7,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 9,
-                last: 10,
+                layer: 10,
+                last: 11,
                 inputs: &[7],
                 output: 8,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 11,
-                last: 11,
+                layer: 12,
+                last: 12,
                 inputs: &[8],
                 output: 9,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 12,
-                last: 12,
+                layer: 13,
+                last: 13,
                 inputs: &[9],
                 output: 10,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 13,
-                last: 13,
+                layer: 14,
+                last: 14,
                 inputs: &[10, 6],
                 output: 11,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 14,
-                last: 14,
+                layer: 15,
+                last: 15,
                 inputs: &[11],
                 output: 12,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 15,
-                last: 15,
+                layer: 16,
+                last: 16,
                 inputs: &[12],
                 output: 13,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 16,
-                last: 16,
+                layer: 17,
+                last: 17,
                 inputs: &[13],
                 output: 14,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 17,
-                last: 17,
+                layer: 18,
+                last: 18,
                 inputs: &[14],
                 output: 15,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
@@ -877,89 +909,89 @@ impl ::cnnc::__private::Planned for GraphMix {
             },
             ::cnnc::__private::StepRef {
                 layer: 3,
-                last: 4,
+                last: 5,
                 inputs: &[2],
                 output: 4,
                 epilogue: ::cnnc::runtime::model::Epilogue {
                     norm: ::core::option::Option::None,
                     residual: ::core::option::Option::Some(2),
-                    clamp: ::cnnc::runtime::model::Clamp::None,
+                    clamp: ::cnnc::runtime::model::Clamp::Relu,
                     slice: ::core::option::Option::None,
                 },
             },
             ::cnnc::__private::StepRef {
-                layer: 5,
-                last: 6,
+                layer: 6,
+                last: 7,
                 inputs: &[2],
                 output: 5,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 7,
-                last: 7,
+                layer: 8,
+                last: 8,
                 inputs: &[4, 5],
                 output: 6,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 8,
-                last: 8,
+                layer: 9,
+                last: 9,
                 inputs: &[6],
                 output: 7,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 9,
-                last: 10,
+                layer: 10,
+                last: 11,
                 inputs: &[7],
                 output: 8,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 11,
-                last: 11,
+                layer: 12,
+                last: 12,
                 inputs: &[8],
                 output: 9,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 12,
-                last: 12,
+                layer: 13,
+                last: 13,
                 inputs: &[9],
                 output: 10,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 13,
-                last: 13,
+                layer: 14,
+                last: 14,
                 inputs: &[10, 6],
                 output: 11,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 14,
-                last: 14,
+                layer: 15,
+                last: 15,
                 inputs: &[11],
                 output: 12,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 15,
-                last: 15,
+                layer: 16,
+                last: 16,
                 inputs: &[12],
                 output: 13,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 16,
-                last: 16,
+                layer: 17,
+                last: 17,
                 inputs: &[13],
                 output: 14,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,
             },
             ::cnnc::__private::StepRef {
-                layer: 17,
-                last: 17,
+                layer: 18,
+                last: 18,
                 inputs: &[14],
                 output: 15,
                 epilogue: ::cnnc::runtime::model::Epilogue::NONE,

@@ -278,27 +278,123 @@ fn batch_moments(
     });
 }
 
+/// Splits `c` channels into the blocks the statistics kernels keep in registers: the widest of
+/// 32, 16, 8, 4 and 1 channels (at most `widest`) that fits what is left, from channel 0 up;
+/// calls `block(first channel, width)` for each. A channel's sum stays one chain over the
+/// pixels in order whatever its block, so the blocks change no value: they only keep the
+/// running sums out of memory, whose store-to-load latency bounded the chains before.
+#[inline(always)]
+fn for_blocks(c: usize, widest: usize, mut block: impl FnMut(usize, usize)) {
+    let mut at = 0;
+    while at < c {
+        let left = c - at;
+        let width = [32, 16, 8, 4]
+            .into_iter()
+            .find(|&w| w <= left && w <= widest)
+            .unwrap_or(1);
+        block(at, width);
+        at += width;
+    }
+}
+
+/// Calls `$kernel::<W>($args)` for the block width `$width` ([`for_blocks`]'s).
+macro_rules! by_width {
+    ($width:expr, $kernel:ident($($arg:expr),* $(,)?)) => {
+        match $width {
+            32 => $kernel::<32>($($arg),*),
+            16 => $kernel::<16>($($arg),*),
+            8 => $kernel::<8>($($arg),*),
+            4 => $kernel::<4>($($arg),*),
+            _ => $kernel::<1>($($arg),*),
+        }
+    };
+}
+
+/// The `B` values at channel `at` of a pixel (or of a per-channel slice).
+#[inline(always)]
+fn block<T: Copy, const B: usize>(values: &[T], at: usize) -> [T; B] {
+    let mut out = [values[at]; B];
+    out.copy_from_slice(&values[at..at + B]);
+    out
+}
+
+/// [`add_values`] for channels `at..at + B` of every pixel of `x` (`c` channels each).
+#[inline(always)]
+fn values_block<const B: usize>(sums: &mut [f64], x: &[f32], c: usize, at: usize) {
+    let mut acc: [f64; B] = block(sums, at);
+    for px in x.chunks_exact(c) {
+        let v: [f32; B] = block(px, at);
+        for ch in 0..B {
+            acc[ch] += f64::from(v[ch]);
+        }
+    }
+    sums[at..at + B].copy_from_slice(&acc);
+}
+
+/// [`add_squares`] for channels `at..at + B` of every pixel of `x` (`c` channels each).
+#[inline(always)]
+fn squares_block<const B: usize>(sums: &mut [f64], x: &[f32], mean: &[f64], c: usize, at: usize) {
+    let mut acc: [f64; B] = block(sums, at);
+    let m: [f64; B] = block(mean, at);
+    for px in x.chunks_exact(c) {
+        let v: [f32; B] = block(px, at);
+        for ch in 0..B {
+            let d = f64::from(v[ch]) - m[ch];
+            acc[ch] += d * d;
+        }
+    }
+    sums[at..at + B].copy_from_slice(&acc);
+}
+
 multiversion! {
     /// Adds each pixel of `x` (`sums.len()` channels each) into `sums`: the mean's sums.
     fn add_values(sums: &mut [f64], x: &[f32]) {
-        for px in x.chunks_exact(sums.len()) {
-            for (s, &v) in sums.iter_mut().zip(px) {
-                *s += f64::from(v);
-            }
-        }
+        let c = sums.len();
+        for_blocks(c, 32, |at, width| by_width!(width, values_block(sums, x, c, at)));
     }
 }
 
 multiversion! {
     /// Adds each pixel's squared deviation from `mean` into `sums`: the variance's sums.
     fn add_squares(sums: &mut [f64], x: &[f32], mean: &[f64]) {
-        for px in x.chunks_exact(sums.len()) {
-            for ((s, &v), &m) in sums.iter_mut().zip(px).zip(mean) {
-                let d = f64::from(v) - m;
-                *s += d * d;
-            }
+        let c = sums.len();
+        for_blocks(c, 32, |at, width| by_width!(width, squares_block(sums, x, mean, c, at)));
+    }
+}
+
+/// [`add_grads`] for channels `at..at + B`; `stats` holds the channels' mean and `invstd`.
+#[inline(always)]
+fn grads_block<const B: usize>(
+    sums: [&mut [f64]; 2],
+    pixels: [&[f32]; 3],
+    stats: [&[f32]; 2],
+    mask: bool,
+    at: usize,
+) {
+    let [dy_sums, dy_xhat_sums] = sums;
+    let [x, y, dy] = pixels;
+    let c = dy_sums.len();
+    let mut acc: [f64; B] = block(dy_sums, at);
+    let mut acc_xhat: [f64; B] = block(dy_xhat_sums, at);
+    // Widened once: `f64::from` is exact, so the products are those of the scalar form.
+    let mean: [f64; B] = block::<f32, B>(stats[0], at).map(f64::from);
+    let invstd: [f64; B] = block::<f32, B>(stats[1], at).map(f64::from);
+    let rows = x
+        .chunks_exact(c)
+        .zip(y.chunks_exact(c))
+        .zip(dy.chunks_exact(c));
+    for ((x, y), dy) in rows {
+        let (x, y, dy): ([f32; B], [f32; B], [f32; B]) =
+            (block(x, at), block(y, at), block(dy, at));
+        for ch in 0..B {
+            let g = if !mask || y[ch] > 0.0 { dy[ch] } else { 0.0 };
+            let d = f64::from(g);
+            acc[ch] += d;
+            acc_xhat[ch] += d * (f64::from(x[ch]) - mean[ch]) * invstd[ch];
         }
     }
+    dy_sums[at..at + B].copy_from_slice(&acc);
+    dy_xhat_sums[at..at + B].copy_from_slice(&acc_xhat);
 }
 
 multiversion! {
@@ -315,19 +411,10 @@ multiversion! {
         mask: bool,
     ) {
         let c = dy_sums.len();
-        let [x, y, dy] = pixels;
-        // Every slice `c` long, so that the loop below needs no bounds checks.
-        let (dy_xhat_sums, mean, invstd) = (&mut dy_xhat_sums[..c], &mean[..c], &invstd[..c]);
-        let pixels = x.chunks_exact(c).zip(y.chunks_exact(c)).zip(dy.chunks_exact(c));
-        for ((x, y), dy) in pixels {
-            let (x, y, dy) = (&x[..c], &y[..c], &dy[..c]);
-            for ch in 0..c {
-                let g = if !mask || y[ch] > 0.0 { dy[ch] } else { 0.0 };
-                let d = f64::from(g);
-                dy_sums[ch] += d;
-                dy_xhat_sums[ch] += d * (f64::from(x[ch]) - f64::from(mean[ch])) * f64::from(invstd[ch]);
-            }
-        }
+        for_blocks(c, 16, |at, width| {
+            let sums = [&mut *dy_sums, &mut *dy_xhat_sums];
+            by_width!(width, grads_block(sums, pixels, [mean, invstd], mask, at))
+        });
     }
 }
 
@@ -469,6 +556,9 @@ impl Layer for BatchNorm2d {
         // The gradient with respect to the normalised value: `dy` itself, or through the fused
         // ReLU as `Relu`'s backward computes it (passed where the output is positive).
         let mask = self.relu && !self.relu_masked;
+        // Unmasked, the kernels read no output: hand them `dy` in its place, a stream already
+        // read, so that a vectorised select costs no pass over memory.
+        let y = if mask { y } else { dy };
         channel_sums(&mut self.partials, &mut self.sums, rows, |px, a, b| {
             let at = px.start * c..px.end * c;
             let pixels = [&x[at.clone()], &y[at.clone()], &dy[at]];
@@ -593,4 +683,69 @@ fn scale_shift(scale: &[f32], shift: &[f32], x: &[f32], y: &mut [f32], relu: boo
     y.par_chunks_mut(STAT_TILE * c)
         .zip(x.par_chunks(STAT_TILE * c))
         .for_each(|(y, x)| normalize(y, x, scale, shift, relu));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values of every magnitude and sign, so that any change in the order of a chain shows.
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let unit = (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+                unit * [1e-3, 1.0, 37.0, 1e4][(state % 4) as usize]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_blocked_sums_are_the_per_channel_chains_bit_for_bit() {
+        // Widths that fill each block size, leave every kind of tail, and the shipped models'.
+        for c in [1, 3, 4, 5, 8, 13, 16, 17, 24, 32, 33, 48, 64, 70, 96] {
+            let pixels = 37;
+            let (x, y, dy) = (
+                values(pixels * c, 1),
+                values(pixels * c, 2),
+                values(pixels * c, 3),
+            );
+            let mean64: Vec<f64> = values(c, 4).iter().map(|&v| f64::from(v)).collect();
+            let (mean, invstd) = (values(c, 5), values(c, 6));
+            // Each channel's chain over the pixels in order, as the kernels promise.
+            let chain = |term: &dyn Fn(usize, usize) -> f64| -> Vec<f64> {
+                (0..c)
+                    .map(|ch| (0..pixels).fold(0.5, |s, p| s + term(p, ch)))
+                    .collect()
+            };
+            let mut sums = vec![0.5; c];
+            add_values(&mut sums, &x);
+            let expected = chain(&|p, ch| f64::from(x[p * c + ch]));
+            assert_eq!(sums, expected, "values, {c} channels");
+            let mut sums = vec![0.5; c];
+            add_squares(&mut sums, &x, &mean64);
+            let expected = chain(&|p, ch| {
+                let d = f64::from(x[p * c + ch]) - mean64[ch];
+                d * d
+            });
+            assert_eq!(sums, expected, "squares, {c} channels");
+            for mask in [false, true] {
+                let g = |p: usize, ch: usize| {
+                    let i = p * c + ch;
+                    f64::from(if !mask || y[i] > 0.0 { dy[i] } else { 0.0 })
+                };
+                let (mut a, mut b) = (vec![0.5; c], vec![0.5; c]);
+                add_grads(&mut a, &mut b, [&x, &y, &dy], &mean, &invstd, mask);
+                assert_eq!(a, chain(&g), "dy sums, {c} channels, mask {mask}");
+                let xhat = chain(&|p, ch| {
+                    let centred = f64::from(x[p * c + ch]) - f64::from(mean[ch]);
+                    g(p, ch) * centred * f64::from(invstd[ch])
+                });
+                assert_eq!(b, xhat, "dy * xhat sums, {c} channels, mask {mask}");
+            }
+        }
+    }
 }

@@ -2,14 +2,16 @@
 //! broadcasting): what graph models use for shortcuts, skip connections and gates. They share
 //! one interface, [`Merge`], through which the executor runs any of them and hands each input's
 //! gradient to where the plan says, written or added in place (a tensor read by several layers
-//! has its gradient summed in the plan's fixed order). Work is split by samples, and every sum
-//! runs in a fixed order, so results do not depend on the number of threads.
+//! has its gradient summed in the plan's fixed order). An add may apply the ReLU after it, as a
+//! convolution does ([`Add::fuse_relu`]). Work is split by samples, and every sum runs in a
+//! fixed order, so results do not depend on the number of threads.
 
 use rayon::prelude::*;
 
 use super::Layer;
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
+use crate::simd::multiversion;
 use cnnc_core::{Reads, Shape};
 
 /// A layer reading several inputs, each a buffer of `batch` samples in the runtime's layout
@@ -22,18 +24,42 @@ pub trait Merge: Layer {
     /// merge keeps nothing for its backward but its inputs, so it is its own inference.
     fn forward_merge(&self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()>;
 
+    /// [`Merge::forward_merge`] without the ReLU the layer applies ([`Add::fuse_relu`]): its
+    /// own output, for reading a fused layer's activations. The default is `forward_merge`, for
+    /// kinds that fuse nothing.
+    fn forward_merge_unfused(&self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
+        self.forward_merge(xs, y, batch)
+    }
+
     /// From `dy`, the gradient of the output, computes the gradient of input `input` into `dx`:
     /// overwriting it, or with `add` adding it to what `dx` holds (another reader's part).
-    /// `xs` are the inputs of the last forward.
+    /// `xs` are the inputs of the last forward and `[y, dy]` its output (read only by an add
+    /// that applies a ReLU, [`Add::fuse_relu`]) and the output's gradient.
     fn backward_merge(
         &mut self,
         xs: &[&[f32]],
-        dy: &[f32],
+        output: [&[f32]; 2],
         input: usize,
         dx: &mut [f32],
         add: bool,
         batch: usize,
     ) -> Result<()>;
+
+    /// [`Merge::backward_merge`] for inputs 0 and 1 of a two-input layer at once, into two
+    /// distinct buffers `dxs` (each written, or with its `add` added to): the same values, in
+    /// one pass over `dy` for kinds that can. The default makes the two calls.
+    fn backward_merge_pair(
+        &mut self,
+        xs: &[&[f32]],
+        output: [&[f32]; 2],
+        dxs: [&mut [f32]; 2],
+        add: [bool; 2],
+        batch: usize,
+    ) -> Result<()> {
+        let [dx0, dx1] = dxs;
+        self.backward_merge(xs, output, 0, dx0, add[0], batch)?;
+        self.backward_merge(xs, output, 1, dx1, add[1], batch)
+    }
 }
 
 /// `[C, H, W]`, a flat `[N]` as `[N, 1, 1]`: the same pixel-major layout.
@@ -113,8 +139,23 @@ fn put(dst: &mut [f32], src: impl Iterator<Item = f32>, add: bool) {
     }
 }
 
-/// Implements [`Layer`] for a merge layer: its name and shapes (the first input's), and
-/// forward and backward refusing to run on one buffer.
+/// The ReLU a merge kind may apply after it ([`Add::fuse_relu`]); the others apply none.
+trait MergeRelu {
+    /// Applies the ReLU after the layer; whether the kind can.
+    fn fuse(&mut self) -> bool {
+        false
+    }
+    /// `dy` arrives masked by the fused ReLU already.
+    fn masked(&mut self) {}
+    /// Whether backward masks `dy` by the output (which it then reads).
+    fn masks(&self) -> bool {
+        false
+    }
+}
+
+/// Implements [`Layer`] for a merge layer: its name and shapes (the first input's), forward
+/// and backward refusing to run on one buffer, its fused ReLU ([`MergeRelu`]) and what
+/// backward reads: the inputs as `reads_inputs` says, the output to mask by that ReLU.
 macro_rules! merge_layer {
     ($ty:ident, $keyword:literal, reads_inputs: $reads:literal) => {
         impl Layer for $ty {
@@ -125,8 +166,16 @@ macro_rules! merge_layer {
             fn backward_reads(&self) -> Reads {
                 Reads {
                     inputs: $reads,
-                    output: false,
+                    output: MergeRelu::masks(self),
                 }
+            }
+
+            fn fuse_relu(&mut self) -> bool {
+                MergeRelu::fuse(self)
+            }
+
+            fn relu_grad_masked(&mut self) {
+                MergeRelu::masked(self)
             }
 
             fn input_shape(&self) -> Shape {
@@ -173,6 +222,10 @@ fn one_buffer(name: &str, keyword: &str) -> Error {
 #[derive(Clone, Debug)]
 pub struct Add {
     joint: Joint,
+    /// Whether the layer applies the ReLU that follows it ([`Add::fuse_relu`]).
+    relu: bool,
+    /// Whether `dy` arrives masked by that ReLU already ([`Add::relu_grad_masked`]).
+    relu_masked: bool,
 }
 
 impl Add {
@@ -180,7 +233,78 @@ impl Add {
     pub fn new(name: &str, inputs: &[Shape]) -> Result<Self> {
         Ok(Add {
             joint: Joint::new(name, &LayerConfig::Add, inputs)?,
+            relu: false,
+            relu_masked: false,
         })
+    }
+
+    /// Makes the layer apply the ReLU that follows it in the network (`relu(a + b)`, as each
+    /// sum is stored; a residual block's last ReLU) and take `dy` in backward as the gradient
+    /// with respect to the ReLU's output, masking it by that output as it passes it to each
+    /// input. The model then skips the ReLU layer: a pass over the activations fewer each way,
+    /// and one buffer; values are those of a separate ReLU, bit for bit.
+    pub fn fuse_relu(&mut self) {
+        self.relu = true;
+    }
+
+    /// Declares that backward's `dy` arrives already masked by the fused ReLU (a max pool
+    /// after it masks it, see [`crate::layers::MaxPool2d::mask_relu_grad`]).
+    pub fn relu_grad_masked(&mut self) {
+        self.relu_masked = true;
+    }
+
+    /// `y = xs[0] + xs[1] + ...` in input order, through the ReLU with `relu`.
+    fn sum(&self, xs: &[&[f32]], y: &mut [f32], batch: usize, relu: bool) -> Result<()> {
+        self.joint.check("forward", xs, y.len(), batch)?;
+        let n = batch * self.joint.output.numel();
+        y[..n]
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(chunk, y)| {
+                let at = chunk * CHUNK;
+                y.copy_from_slice(&xs[0][at..at + y.len()]);
+                for (k, x) in xs.iter().enumerate().skip(1) {
+                    let x = &x[at..at + y.len()];
+                    if relu && k + 1 == xs.len() {
+                        // The last sum through the ReLU as `Relu` computes it (NaN stays NaN).
+                        y.iter_mut().zip(x).for_each(|(y, &x)| {
+                            let v = *y + x;
+                            *y = if v < 0.0 { 0.0 } else { v };
+                        });
+                    } else {
+                        put(y, x.iter().copied(), true);
+                    }
+                }
+            });
+        Ok(())
+    }
+}
+
+multiversion! {
+    /// `dxs[j] = g` or, with `add[j]`, `dxs[j] += g` for both buffers in one pass, where `g` is
+    /// `dy`, or with `mask` `dy` passed through a ReLU whose output is `y`: the values of
+    /// [`put`] and [`put_masked`] into each.
+    fn put_pair(dxs: [&mut [f32]; 2], y: &[f32], dy: &[f32], mask: bool, add: [bool; 2]) {
+        let [dx0, dx1] = dxs;
+        let values = dx0.iter_mut().zip(dx1.iter_mut()).zip(y).zip(dy);
+        values.for_each(|(((d0, d1), &y), &dy)| {
+            let g = if !mask || y > 0.0 { dy } else { 0.0 };
+            *d0 = if add[0] { *d0 + g } else { g };
+            *d1 = if add[1] { *d1 + g } else { g };
+        });
+    }
+}
+
+multiversion! {
+    /// `dst = g` or, with `add`, `dst += g`, where `g` is `dy` passed through a ReLU whose
+    /// output is `y` (as `Relu`'s backward computes it: where the output is positive).
+    fn put_masked(dst: &mut [f32], y: &[f32], dy: &[f32], add: bool) {
+        let values = dst.iter_mut().zip(y).zip(dy);
+        if add {
+            values.for_each(|((d, &y), &dy)| *d += if y > 0.0 { dy } else { 0.0 });
+        } else {
+            values.for_each(|((d, &y), &dy)| *d = if y > 0.0 { dy } else { 0.0 });
+        }
     }
 }
 
@@ -193,25 +317,17 @@ impl Merge for Add {
     }
 
     fn forward_merge(&self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
-        self.joint.check("forward", xs, y.len(), batch)?;
-        let n = batch * self.joint.output.numel();
-        y[..n]
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(chunk, y)| {
-                let at = chunk * CHUNK;
-                y.copy_from_slice(&xs[0][at..at + y.len()]);
-                for x in &xs[1..] {
-                    put(y, x[at..at + y.len()].iter().copied(), true);
-                }
-            });
-        Ok(())
+        self.sum(xs, y, batch, self.relu)
+    }
+
+    fn forward_merge_unfused(&self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
+        self.sum(xs, y, batch, false)
     }
 
     fn backward_merge(
         &mut self,
         xs: &[&[f32]],
-        dy: &[f32],
+        [y, dy]: [&[f32]; 2],
         input: usize,
         dx: &mut [f32],
         add: bool,
@@ -219,11 +335,70 @@ impl Merge for Add {
     ) -> Result<()> {
         let len = self.joint.check_backward(xs, dy, input, dx, batch)?;
         let n = batch * len;
+        if MergeRelu::masks(self) {
+            crate::tensor::check_len(
+                &self.joint.name,
+                "backward y",
+                self.joint.output,
+                batch,
+                y.len(),
+            )?;
+            dx[..n]
+                .par_chunks_mut(CHUNK)
+                .zip(dy[..n].par_chunks(CHUNK).zip(y[..n].par_chunks(CHUNK)))
+                .for_each(|(dx, (dy, y))| put_masked(dx, y, dy, add));
+            return Ok(());
+        }
         dx[..n]
             .par_chunks_mut(CHUNK)
             .zip(dy[..n].par_chunks(CHUNK))
             .for_each(|(dx, dy)| put(dx, dy.iter().copied(), add));
         Ok(())
+    }
+
+    fn backward_merge_pair(
+        &mut self,
+        xs: &[&[f32]],
+        [y, dy]: [&[f32]; 2],
+        dxs: [&mut [f32]; 2],
+        add: [bool; 2],
+        batch: usize,
+    ) -> Result<()> {
+        let [dx0, dx1] = dxs;
+        let len = self.joint.check_backward(xs, dy, 0, dx0, batch)?;
+        self.joint.check_backward(xs, dy, 1, dx1, batch)?;
+        let n = batch * len;
+        // Unmasked, the kernel reads no output: `dy` stands in for it.
+        let masks = MergeRelu::masks(self);
+        if masks {
+            crate::tensor::check_len(
+                &self.joint.name,
+                "backward y",
+                self.joint.output,
+                batch,
+                y.len(),
+            )?;
+        }
+        let y = if masks { &y[..n] } else { &dy[..n] };
+        dx0[..n]
+            .par_chunks_mut(CHUNK)
+            .zip(dx1[..n].par_chunks_mut(CHUNK))
+            .zip(dy[..n].par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+            .for_each(|((dx0, dx1), (dy, y))| put_pair([dx0, dx1], y, dy, masks, add));
+        Ok(())
+    }
+}
+
+impl MergeRelu for Add {
+    fn fuse(&mut self) -> bool {
+        Add::fuse_relu(self);
+        true
+    }
+    fn masked(&mut self) {
+        Add::relu_grad_masked(self);
+    }
+    fn masks(&self) -> bool {
+        self.relu && !self.relu_masked
     }
 }
 
@@ -283,7 +458,7 @@ impl Merge for Concat {
     fn backward_merge(
         &mut self,
         xs: &[&[f32]],
-        dy: &[f32],
+        [_, dy]: [&[f32]; 2],
         input: usize,
         dx: &mut [f32],
         add: bool,
@@ -304,6 +479,8 @@ impl Merge for Concat {
         Ok(())
     }
 }
+
+impl MergeRelu for Concat {}
 
 merge_layer!(Concat, "concat", reads_inputs: false);
 
@@ -375,7 +552,7 @@ impl Merge for Mul {
     fn backward_merge(
         &mut self,
         xs: &[&[f32]],
-        dy: &[f32],
+        [_, dy]: [&[f32]; 2],
         input: usize,
         dx: &mut [f32],
         add: bool,
@@ -429,6 +606,8 @@ impl Merge for Mul {
     }
 }
 
+impl MergeRelu for Mul {}
+
 merge_layer!(Mul, "mul", reads_inputs: true);
 
 /// Builds the merge layer `config` describes (an `add`, `concat` or `mul`) for inputs of
@@ -473,11 +652,11 @@ mod tests {
         assert_eq!(y, [1.0, 10.0, 11.0, 2.0, 20.0, 21.0]);
         let dy = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let mut db = [100.0; 4];
-        cat.backward_merge(&[&a, &b], &dy, 1, &mut db, true, 1)
+        cat.backward_merge(&[&a, &b], [&y, &dy], 1, &mut db, true, 1)
             .unwrap();
         assert_eq!(db, [102.0, 103.0, 105.0, 106.0]);
         let mut da = [0.0; 2];
-        cat.backward_merge(&[&a, &b], &dy, 0, &mut da, false, 1)
+        cat.backward_merge(&[&a, &b], [&y, &dy], 0, &mut da, false, 1)
             .unwrap();
         assert_eq!(da, [1.0, 4.0]);
     }
@@ -502,12 +681,12 @@ mod tests {
             assert_eq!(y, [2.0, 30.0, 8.0, 120.0]);
             let dy = [1.0, 1.0, 0.5, 2.0];
             let mut dgate = [0.0; 2];
-            mul.backward_merge(&xs, &dy, order, &mut dgate, false, 1)
+            mul.backward_merge(&xs, [&y, &dy], order, &mut dgate, false, 1)
                 .unwrap();
             // Summed over the pixels: 1*1 + 0.5*4, 1*10 + 2*40.
             assert_eq!(dgate, [3.0, 90.0]);
             let mut dmap = [0.0; 4];
-            mul.backward_merge(&xs, &dy, 1 - order, &mut dmap, false, 1)
+            mul.backward_merge(&xs, [&y, &dy], 1 - order, &mut dmap, false, 1)
                 .unwrap();
             assert_eq!(dmap, [2.0, 3.0, 1.0, 6.0]);
         }
@@ -531,5 +710,84 @@ mod tests {
             add.forward(&[0.0; 2], &mut y, 1, crate::tensor::Mode::Eval)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn an_add_with_its_relu_is_the_add_then_the_relu_bit_for_bit() {
+        use crate::layers::Relu;
+        let shape = image(3, 2, 2);
+        let n = 2 * shape.numel();
+        // Sums of every sign, exact zeros and a NaN among them.
+        let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let mut b: Vec<f32> = (0..n).map(|i| (i as f32 * 1.3).cos() * 2.0).collect();
+        b[3] = -a[3];
+        b[7] = f32::NAN;
+        let dy: Vec<f32> = (0..n).map(|i| i as f32 - 9.5).collect();
+        let mut plain = Add::new("a", &[shape; 2]).unwrap();
+        let mut relu = Relu::new("r", shape);
+        let (mut sum, mut y) = (vec![0.0; n], vec![0.0; n]);
+        plain.forward_merge(&[&a, &b], &mut sum, 2).unwrap();
+        relu.forward(&sum, &mut y, 2, crate::tensor::Mode::Train)
+            .unwrap();
+        let mut g = vec![0.0; n];
+        relu.backward(&sum, &y, &dy, Some(&mut g), 2).unwrap();
+        let mut fused = Add::new("a", &[shape; 2]).unwrap();
+        assert!(Layer::fuse_relu(&mut fused));
+        assert!(fused.backward_reads().output);
+        let mut fused_y = vec![0.0; n];
+        fused.forward_merge(&[&a, &b], &mut fused_y, 2).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused_y), bits(&y));
+        // Written to one input, added to what the other's buffer holds.
+        for (input, add) in [(0, false), (1, true)] {
+            let base: Vec<f32> = (0..n).map(|i| i as f32 * 0.25).collect();
+            let (mut expected, mut found) = (base.clone(), base.clone());
+            plain
+                .backward_merge(&[&a, &b], [&sum, &g], input, &mut expected, add, 2)
+                .unwrap();
+            fused
+                .backward_merge(&[&a, &b], [&fused_y, &dy], input, &mut found, add, 2)
+                .unwrap();
+            assert_eq!(bits(&found), bits(&expected), "input {input}");
+        }
+        // A pool after the ReLU masks the gradient instead: `dy` passes as it is.
+        Layer::relu_grad_masked(&mut fused);
+        assert!(!fused.backward_reads().output);
+        let mut dx = vec![0.0; n];
+        fused
+            .backward_merge(&[&a, &b], [&[], &g], 0, &mut dx, false, 2)
+            .unwrap();
+        assert_eq!(bits(&dx), bits(&g));
+    }
+
+    #[test]
+    fn both_gradients_in_one_pass_are_the_two_calls_bit_for_bit() {
+        let shape = image(3, 5, 7);
+        let n = 2 * shape.numel();
+        let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let b: Vec<f32> = (0..n).map(|i| (i as f32 * 1.3).cos() * 2.0).collect();
+        let dy: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).sin()).collect();
+        let base = |k: usize| -> Vec<f32> { (0..n).map(|i| (i * k) as f32 * 0.01).collect() };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for relu in [false, true] {
+            let mut add = Add::new("a", &[shape; 2]).unwrap();
+            if relu {
+                add.fuse_relu();
+            }
+            let mut y = vec![0.0; n];
+            add.forward_merge(&[&a, &b], &mut y, 2).unwrap();
+            for flags in [[false, false], [false, true], [true, false], [true, true]] {
+                let (mut one, mut two) = (base(1), base(2));
+                for (input, dx) in [&mut one, &mut two].into_iter().enumerate() {
+                    add.backward_merge(&[&a, &b], [&y, &dy], input, dx, flags[input], 2)
+                        .unwrap();
+                }
+                let (mut pair0, mut pair1) = (base(1), base(2));
+                add.backward_merge_pair(&[&a, &b], [&y, &dy], [&mut pair0, &mut pair1], flags, 2)
+                    .unwrap();
+                assert_eq!(bits(&pair0), bits(&one), "relu {relu}, {flags:?}");
+                assert_eq!(bits(&pair1), bits(&two), "relu {relu}, {flags:?}");
+            }
+        }
     }
 }
