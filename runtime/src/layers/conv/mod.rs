@@ -525,8 +525,12 @@ impl Conv2d {
         self.check_params()?;
         let g = self.g;
         let trains = self.trains_params();
-        // The padded input again, for the weight gradient only.
+        // The padded input again, for the weight gradient only. The weight gradient's buffer is
+        // borrowed first: the workspace lends the smallest free buffer that fits, and a 512-channel
+        // layer's `dy`, borrowed before it, took the one its gradient needed, which then made the
+        // workspace allocate a second (ResNet-18: 9.4 MB).
         if trains {
+            self.wgrad = scratch::lend(g.k() * g.cs());
             self.xp = self.padded_input(x, batch);
         }
         // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
@@ -544,7 +548,6 @@ impl Conv2d {
             }
         }
         if trains {
-            self.wgrad = scratch::lend(g.k() * g.cs());
             self.param_grads(dy, staged, batch);
             // Back before the input gradient borrows its panels, which may reuse them.
             scratch::give_back(std::mem::take(&mut self.xp));
