@@ -1007,3 +1007,92 @@ impl crate::Model for Network {
         Network::restore_rng_states(self, states)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Conv2dConfig, LayerDef, LinearConfig, Pool2dConfig, Source};
+
+    /// A residual block after a pool: the stem's gradient (8 x 8 pixels) is four times the
+    /// block's (4 x 4). Each gradient buffer is as long as the largest gradient that passes
+    /// through it, so only one holds the stem's; a training step runs with them.
+    #[test]
+    fn gradient_buffers_are_sized_by_what_they_hold() {
+        let conv = |cin, cout| {
+            LayerConfig::Conv2d(Conv2dConfig {
+                in_channels: cin,
+                out_channels: cout,
+                kernel_size: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1],
+                padding_end: [1, 1],
+                dilation: [1, 1],
+                groups: 1,
+                bias: true,
+                padding_mode: Default::default(),
+            })
+        };
+        let pool = LayerConfig::MaxPool2d(Pool2dConfig {
+            kernel_size: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
+        });
+        let layer = |name: &str, config, inputs: Vec<Source>| LayerDef {
+            name: name.to_owned(),
+            config,
+            inputs,
+        };
+        let def = NetworkDef {
+            input: [4, 8, 8],
+            layers: vec![
+                layer("stem", conv(4, 8), vec![]),
+                layer("pool", pool, vec![]),
+                layer("conv", conv(8, 8), vec![]),
+                layer("relu", LayerConfig::Relu, vec![]),
+                layer(
+                    "add",
+                    LayerConfig::Add,
+                    vec![Source::Layer(3), Source::Layer(1)],
+                ),
+                layer("flat", LayerConfig::FLATTEN, vec![]),
+                layer(
+                    "fc",
+                    LayerConfig::Linear(LinearConfig {
+                        in_features: 128,
+                        out_features: 3,
+                        bias: true,
+                    }),
+                    vec![],
+                ),
+            ],
+        };
+        let mut net = Network::new(&def, 1).expect("a valid network");
+        let sizes = grad_sizes(&net.plan);
+        assert!(sizes.len() >= 2, "{sizes:?}");
+        assert_eq!(sizes.iter().max(), Some(&(8 * 8 * 8)), "{sizes:?}");
+        let stem = sizes.iter().filter(|&&s| s == 8 * 8 * 8).count();
+        assert_eq!(
+            stem, 1,
+            "only the pool's input gradient is 8 x 8: {sizes:?}"
+        );
+        for step in net.plan.steps() {
+            for (to, &input) in step.dxs.iter().zip(&step.inputs) {
+                if let GradTo::Write(b) | GradTo::Add { into: b, .. } = *to {
+                    assert!(sizes[b] >= net.plan.buffers()[input].numel());
+                }
+            }
+        }
+        let batch = 2;
+        let x = ndarray::Array4::from_shape_fn((batch, 4, 8, 8), |(n, c, y, x)| {
+            ((n * 31 + c * 7 + y * 3 + x) % 11) as f32 / 5.0 - 1.0
+        });
+        net.train_step(x.view(), &[0, 2]).expect("a training step");
+        for (g, &s) in net.grads.iter().zip(&sizes) {
+            assert_eq!(g.len(), s * batch);
+        }
+    }
+}
