@@ -188,7 +188,7 @@ impl Conv2d {
     /// Input gradient of `batch` images from the padded `dy`.
     pub(super) fn input_grad(&mut self, dx: &mut [f32], batch: usize) {
         let g = self.g;
-        let (kb, rows) = (g.k_back(), batch * g.ih * g.iw);
+        let (kb, rows) = (self.back_steps(), batch * g.ih * g.iw);
         let (packed_back, dyp) = (&self.packed_back[..], &self.dyp[..]);
         match g.direct_back() {
             Some(_) => {
@@ -596,8 +596,9 @@ mod tests {
     /// Over images so small that most kernel positions read only padding (1 x 1 and 2 x 2, as
     /// in ResNet-18's layer3 and layer4, at strides 1 and 2), the weight gradient of those
     /// positions is written as exact zeros without being computed and the input gradient reads
-    /// only the kernel rows packed for it: both must match a plain sum over the definition,
-    /// with the workspace's buffers and the gradient holding NaN beforehand.
+    /// only the kernel rows and columns packed for it (as does the forward pass): all must match
+    /// a plain sum over the definition, with the workspace's buffers and the gradient holding
+    /// NaN beforehand.
     #[test]
     fn gradients_over_tiny_images_skip_padding_only_taps() {
         let (cin, cout, batch) = (40, 36, 5);
@@ -649,6 +650,7 @@ mod tests {
             // output `(oy, ox)` reads input `(oy * s - 1 + ky, ox * s - 1 + kx)`.
             let mut want_w = vec![(0.0f64, 0.0f64); cout * cin * 9];
             let mut want_x = vec![(0.0f64, 0.0f64); x.len()];
+            let mut want_y = vec![(0.0f64, 0.0f64); y.len()];
             for n in 0..batch {
                 for (oy, ox) in (0..g.oh).flat_map(|oy| (0..g.ow).map(move |ox| (oy, ox))) {
                     for (ky, kx) in (0..3).flat_map(|ky| (0..3).map(move |kx| (ky, kx))) {
@@ -667,6 +669,9 @@ mod tests {
                                 let (pw, px) = (f64::from(x[at]) * d, f64::from(w[k]) * d);
                                 want_w[k] = (want_w[k].0 + pw, want_w[k].1 + pw.abs());
                                 want_x[at] = (want_x[at].0 + px, want_x[at].1 + px.abs());
+                                let py = f64::from(w[k]) * f64::from(x[at]);
+                                let o = ((n * g.oh + oy) * g.ow + ox) * cout + co;
+                                want_y[o] = (want_y[o].0 + py, want_y[o].1 + py.abs());
                             }
                         }
                     }
@@ -680,6 +685,10 @@ mod tests {
                 } else {
                     assert_eq!(got.to_bits(), 0, "{case:?} weight {k} reads only padding");
                 }
+            }
+            for (i, (&got, &(sum, scale))) in y.iter().zip(&want_y).enumerate() {
+                let error = (f64::from(got) - sum).abs();
+                assert!(error <= 2e-5 * scale, "{case:?} y {i}: {got} vs {sum}");
             }
             for (i, (&got, &(sum, scale))) in dx.iter().zip(&want_x).enumerate() {
                 let error = (f64::from(got) - sum).abs();

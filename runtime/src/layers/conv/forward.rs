@@ -136,7 +136,7 @@ impl Conv2d {
     ) {
         let g = self.g;
         let (hp, wp) = g.padded_in();
-        let (k, n) = (g.k(), g.cout);
+        let (k, n) = (self.forward_steps(), g.cout);
         let runs = &self.runs;
         let pixels = PixelGrid {
             h: g.oh,

@@ -41,6 +41,7 @@ use fused_pool::FusedPool;
 use geometry::Geom;
 use grouped::Grouped;
 use mode_pad::ModePad;
+use pack::{live_cols, runs_in};
 use plan::WgradBlock;
 pub use tile::ChannelStore;
 
@@ -187,8 +188,11 @@ impl Conv2d {
             g,
             weight,
             bias,
-            runs: RunTable::new(g.runs(g.cin, wp)),
-            back_runs: RunTable::new(g.back_runs(wd)),
+            runs: RunTable::new(runs_in(g.runs(g.cin, wp), g.kh, g.kw, live_cols(&g))),
+            back_runs: RunTable::new(runs_in(g.back_runs(wd), g.kh, g.kw, {
+                let cols = live_cols(&g);
+                g.kw - cols.end..g.kw - cols.start
+            })),
             packed: OnceLock::new(),
             packed_back: Vec::new(),
             bias_row: vec![0.0; g.cs()],
@@ -557,7 +561,7 @@ impl Conv2d {
             // The direct input gradient reads only the kernel rows that read real pixels (the
             // phases of a strided one fill their own panels).
             if g.direct_back().is_some() {
-                let len = panels(g.cin) * g.k_back() * NR;
+                let len = panels(g.cin) * self.back_steps() * NR;
                 let mut packed_back = scratch::lend(len);
                 self.pack_read(true, &mut packed_back[..len]);
                 self.packed_back = packed_back;

@@ -1,12 +1,14 @@
 //! The weights copied into the panels the kernels read: forward panels of output channels, and
 //! the flipped kernel as input-gradient panels of input channels.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::Conv2d;
 use super::geometry::Geom;
 use crate::error::Result;
-use crate::kernels::gemm::{NR, panels};
+use crate::kernels::gemm::{NR, Seg, panels};
 use crate::layers::check_param;
 
 impl Conv2d {
@@ -27,7 +29,7 @@ impl Conv2d {
 
     /// Values in the forward panels: `cout` in whole panels, times the reduction length.
     pub(super) fn packed_len(&self) -> usize {
-        panels(self.g.cout) * self.g.k() * NR
+        panels(self.g.cout) * self.forward_steps() * NR
     }
 
     /// The forward panels for `&self` inference, packed by the first call after the weights
@@ -79,36 +81,59 @@ impl Conv2d {
             .as_slice()
             .expect("a standard-layout array is contiguous");
         let at = |co: usize, ci: usize, tap: usize| w[(co * g.cin + ci) * taps + tap];
+        let cols = live_cols(&g);
+        let (first, width) = (cols.start, cols.len());
+        let slots = g.kh * width;
         // The threads take whole panels (a copy: the values do not depend on the split).
         if back {
-            // Panel `j` of input channels; row `tap * cout + co`, `tap` over the flipped kernel.
-            let keep = |tap: usize| keep(g.kh - 1 - tap / g.kw);
+            // Panel `j` of input channels; row `slot * cout + co`, the slots over the flipped
+            // kernel's rows and its columns that read pixels (the flipped `cols`).
+            let flipped = |slot: usize| (slot / width) * g.kw + g.kw - first - width + slot % width;
+            let keep = |slot: usize| keep(g.kh - 1 - slot / width);
             packed
-                .par_chunks_exact_mut(g.k_back() * NR)
+                .par_chunks_exact_mut(self.back_steps() * NR)
                 .enumerate()
                 .for_each(|(j, panel)| {
-                    fill_panel(panel, taps, g.cout, &keep, |tap, co, l| {
+                    fill_panel(panel, slots, g.cout, &keep, |slot, co, l| {
                         let ci = j * NR + l;
                         if ci < g.cin {
-                            at(co, ci, taps - 1 - tap)
+                            at(co, ci, taps - 1 - flipped(slot))
                         } else {
                             0.0
                         }
                     });
                 });
         } else {
-            // Panel `j` of output channels; row `(ky * kw + kx) * cin + ci`.
-            let keep = |tap: usize| keep(tap / g.kw);
+            // Panel `j` of output channels; row `slot * cin + ci`, the slots over the kernel's
+            // rows and its columns `cols`.
+            let tap = |slot: usize| (slot / width) * g.kw + first + slot % width;
+            let keep = |slot: usize| keep(slot / width);
             packed
-                .par_chunks_exact_mut(g.k() * NR)
+                .par_chunks_exact_mut(self.forward_steps() * NR)
                 .enumerate()
                 .for_each(|(j, panel)| {
-                    fill_panel(panel, taps, g.cin, &keep, |tap, ci, l| {
+                    fill_panel(panel, slots, g.cin, &keep, |slot, ci, l| {
                         let co = j * NR + l;
-                        if co < g.cout { at(co, ci, tap) } else { 0.0 }
+                        if co < g.cout {
+                            at(co, ci, tap(slot))
+                        } else {
+                            0.0
+                        }
                     });
                 });
         }
+    }
+
+    /// Reduction steps of the forward pass: `(ky, kx, ci)` over the kernel columns that read
+    /// pixels ([`live_cols`]); `g.k()` unless the images are narrower than the kernel reaches.
+    pub(super) fn forward_steps(&self) -> usize {
+        self.g.k() / self.g.kw * live_cols(&self.g).len()
+    }
+
+    /// Reduction steps of the direct input gradient: `(ky, kx, co)` of the flipped kernel over
+    /// its columns that read pixels; `g.k_back()` unless the images are that narrow.
+    pub(super) fn back_steps(&self) -> usize {
+        self.g.k_back() / self.g.kw * live_cols(&self.g).len()
     }
 
     /// Copies the bias into `row` (zeros without one).
@@ -140,24 +165,61 @@ pub(super) fn live_tap(g: &Geom, tap: usize) -> bool {
     live_row(g, tap / g.kw) && !g.real_outputs(tap % g.kw, 1).is_empty()
 }
 
+/// The kernel columns `kx` that read a real input column for some output column (the hull of
+/// them; every column when none does). The others multiply only padding: the forward pass and
+/// the direct input gradient leave them out of their runs and panels, so a 3 x 3 convolution
+/// over 1 x 1 images (ResNet-18's layer4) reduces over its middle column only. For the flipped
+/// kernel of the input gradient they are the columns `kw - end..kw - start`.
+pub(super) fn live_cols(g: &Geom) -> Range<usize> {
+    let live = |kx: &usize| !g.real_outputs(*kx, 1).is_empty();
+    match ((0..g.kw).find(live), (0..g.kw).rev().find(live)) {
+        (Some(first), Some(last)) => first..last + 1,
+        _ => 0..g.kw,
+    }
+}
+
+/// `runs` (over a window of `kh` rows of `kw` columns: one run per kernel row of `kw` columns,
+/// or one per tap, in order) restricted to the columns `cols`.
+pub(super) fn runs_in(runs: Vec<Seg>, kh: usize, kw: usize, cols: Range<usize>) -> Vec<Seg> {
+    if cols == (0..kw) {
+        return runs;
+    }
+    if runs.len() == kh {
+        runs.into_iter()
+            .map(|run| {
+                let column = run.len / kw;
+                Seg {
+                    offset: run.offset + cols.start * column,
+                    len: cols.len() * column,
+                }
+            })
+            .collect()
+    } else {
+        (runs.into_iter().enumerate())
+            .filter(|(i, _)| cols.contains(&(i % kw)))
+            .map(|(_, run)| run)
+            .collect()
+    }
+}
+
 /// Channels of a panel's rows [`fill_panel`] copies for every kernel position before it moves
 /// on: the weights they read (this many channels of each of the panel's `NR` weight rows) stay
 /// in L1 across the kernel positions.
 const PACK_BLOCK: usize = 8;
 
-/// Fills `panel`, whose row `tap * channels + c` holds `value(tap, c, l)` in lane `l`, for the
-/// kernel positions `keep` names, a block of [`PACK_BLOCK`] channels at a time. Row by row, each kernel position re-read the whole
+/// Fills `panel`, whose row `slot * channels + c` holds `value(slot, c, l)` in lane `l`, for the
+/// `slots` (kernel positions) `keep` names, a block of [`PACK_BLOCK`] channels at a time. Row by row, each kernel position re-read the whole
 /// panel's weights from L2 (or memory): repacking after every optimizer step cost ~15% of a
 /// ResNet-18 training step.
 fn fill_panel(
     panel: &mut [f32],
-    taps: usize,
+    slots: usize,
     channels: usize,
     keep: &impl Fn(usize) -> bool,
     value: impl Fn(usize, usize, usize) -> f32,
 ) {
     for c0 in (0..channels).step_by(PACK_BLOCK) {
-        for tap in (0..taps).filter(|&tap| keep(tap)) {
+        for tap in (0..slots).filter(|&tap| keep(tap)) {
             for c in c0..(c0 + PACK_BLOCK).min(channels) {
                 let row = &mut panel[(tap * channels + c) * NR..][..NR];
                 for (l, dst) in row.iter_mut().enumerate() {
