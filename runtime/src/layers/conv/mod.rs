@@ -74,13 +74,15 @@ pub struct Conv2d {
     /// Runs of an input-gradient receptive field in the padded `dy` (direct path; see
     /// [`Geom::back_runs`]).
     back_runs: RunTable,
-    /// The weight as forward panels, `[cout / NR][(ky, kx, ci)][NR]`, zero-padded, for `&self`
+    /// The weight as forward panels, `[cout / NR][(ky, kx, ci)][NR]` (`kx` over the columns
+    /// that read pixels, [`pack::live_cols`]), zero-padded, for `&self`
     /// inference: packed by its first call after the weights changed and forgotten when they
     /// change ([`Conv2d::pack`]). A training forward does not fill it: it packs into a buffer
     /// lent from the training workspace, so training holds no copy of the weights besides
     /// their gradients and the optimizer's state.
     packed: OnceLock<Vec<f32>>,
-    /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cout)][NR]`,
+    /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cout)][NR]` (`kx`
+    /// over the flipped columns that read pixels),
     /// packed by each backward pass that takes the direct input gradient (the kernel rows it
     /// reads) into a buffer lent from the training workspace
     /// ([`scratch::lend`]) and handed back at its end (empty between passes), as are `xp`,
