@@ -11,11 +11,12 @@
 //!   way (one run per kernel row), so no im2col matrix is ever built.
 //! - [`sum_outer`] sums outer products over a 2-D grid of positions (pixels): the weight gradient.
 //!
-//! The tile is 6 x 32: two 16-wide registers per row with AVX-512 (twelve accumulators), or two
-//! passes of 6 x 16 with AVX2. Outputs of at most 16 columns (a 16-channel convolution) take the
-//! narrow tile instead, 12 x 16 ([`rows_panel_narrow`], [`sum_outer_narrow`]): one register per
-//! row with AVX-512, two passes of 6 x 16 with AVX2, so no multiply-add is spent on padding
-//! columns. Which kernel runs is chosen once at run time ([`crate::simd`]).
+//! The tile is 6 x 32. Outputs of at most 16 columns (a 16-channel convolution) take the narrow
+//! tile instead, 12 x 16 ([`rows_panel_narrow`], [`sum_outer_narrow`]), so no multiply-add is
+//! spent on padding columns. One micro-kernel, generic over the register type and the register
+//! block, serves both tiles on both instruction families (`x86`): AVX-512 computes a tile as
+//! one block (6 x 2 or 12 x 1 registers), AVX2 as two blocks of 6 x 2. Which family runs is
+//! chosen once at run time ([`crate::simd`]).
 
 use crate::simd::{Simd, simd};
 
@@ -40,12 +41,6 @@ pub(crate) type NarrowTile = [[f32; NR]; NARROW_MR];
 /// The two [`Tile`]s a narrow tile is made of: rows `0..MR` and `MR..2 * MR`.
 pub(crate) fn halves(tile: &NarrowTile) -> [&Tile; 2] {
     let (top, bottom) = tile.split_at(MR);
-    [top, bottom].map(|half| half.try_into().expect("MR rows"))
-}
-
-/// The mutable halves of a narrow tile (see [`halves`]).
-fn halves_mut(tile: &mut NarrowTile) -> [&mut Tile; 2] {
-    let (top, bottom) = tile.split_at_mut(MR);
     [top, bottom].map(|half| half.try_into().expect("MR rows"))
 }
 
@@ -161,34 +156,7 @@ pub(crate) fn rows_panel(
     runs: Runs<'_>,
     panel: &[f32],
 ) {
-    check_rows_panel(a, rows, runs, panel);
-    // SAFETY: checked just above; `simd` never picks more than the CPU has.
-    unsafe { rows_panel_on(simd(), tile, start, a, rows, runs.segs, panel) }
-}
-
-/// [`rows_panel`] on the kernels of `path`.
-///
-/// # Safety
-/// The CPU supports `path`, and [`check_rows_panel`] passed for the arguments.
-unsafe fn rows_panel_on(
-    path: Simd,
-    tile: &mut Tile,
-    start: Start<'_>,
-    a: &[f32],
-    rows: &[usize; MR],
-    segs: &[Seg],
-    panel: &[f32],
-) {
-    let (ap, pp) = (a.as_ptr(), panel.as_ptr());
-    // SAFETY (both kernels): the check bounds every read (`a` up to `rows[i] + span`, `panel`
-    // up to `steps * NR`), and the CPU supports the kernel's target features.
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => unsafe { avx512::rows_panel(tile, start, ap, rows, segs, pp) },
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => unsafe { avx2::rows_panel(tile, start, ap, rows, segs, pp, 2) },
-        _ => portable_rows_panel(tile, NR, start, a, rows, segs, panel),
-    }
+    rows_panel_cols::<MR, NR>(tile, start, a, rows, runs, panel);
 }
 
 /// [`rows_panel`] into a narrow tile: the first [`NARROW_NR`] columns of the panel (whose rows
@@ -201,37 +169,48 @@ pub(crate) fn rows_panel_narrow(
     runs: Runs<'_>,
     panel: &[f32],
 ) {
-    check_rows_panel(a, rows, runs, panel);
-    // SAFETY: checked just above; `simd` never picks more than the CPU has.
-    unsafe { rows_panel_narrow_on(simd(), tile, start, a, rows, runs.segs, panel) }
+    rows_panel_cols::<NARROW_MR, NARROW_NR>(tile, start, a, rows, runs, panel);
 }
 
-/// [`rows_panel_narrow`] on the kernels of `path`.
+/// [`rows_panel`] for a tile of `R` rows of which the first `COLS` columns are computed (the
+/// others are left as they are).
+fn rows_panel_cols<const R: usize, const COLS: usize>(
+    tile: &mut [[f32; NR]; R],
+    start: Start<'_>,
+    a: &[f32],
+    rows: &[usize; R],
+    runs: Runs<'_>,
+    panel: &[f32],
+) {
+    check_rows_panel(a, rows, runs, panel);
+    // SAFETY: checked just above; `simd` never picks more than the CPU has.
+    unsafe { rows_panel_on::<R, COLS>(simd(), tile, start, a, rows, runs.segs, panel) }
+}
+
+/// [`rows_panel_cols`] on the kernels of `path`.
 ///
 /// # Safety
 /// The CPU supports `path`, and [`check_rows_panel`] passed for the arguments.
-unsafe fn rows_panel_narrow_on(
+unsafe fn rows_panel_on<const R: usize, const COLS: usize>(
     path: Simd,
-    tile: &mut NarrowTile,
+    tile: &mut [[f32; NR]; R],
     start: Start<'_>,
     a: &[f32],
-    rows: &[usize; NARROW_MR],
+    rows: &[usize; R],
     segs: &[Seg],
     panel: &[f32],
 ) {
     let (ap, pp) = (a.as_ptr(), panel.as_ptr());
-    // SAFETY (both kernels): as in `rows_panel_on`; each AVX2 pass reads half of the rows.
+    // SAFETY (both kernels): the check bounds every read (`a` up to `rows[i] + span`, `panel`
+    // up to `steps * NR`), and the CPU supports the kernel's target features.
     match path {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => unsafe { avx512_narrow::rows_panel(tile, start, ap, rows, segs, pp) },
+        Simd::Avx512 => unsafe {
+            x86::rows_panel_avx512::<R, COLS>(tile, start, ap, rows, segs, pp)
+        },
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => {
-            for (half, rows) in halves_mut(tile).into_iter().zip(rows.chunks_exact(MR)) {
-                let rows = rows.try_into().expect("MR rows");
-                unsafe { avx2::rows_panel(half, start, ap, rows, segs, pp, 1) };
-            }
-        }
-        _ => portable_rows_panel(tile, NARROW_NR, start, a, rows, segs, panel),
+        Simd::Avx2 => unsafe { x86::rows_panel_avx2::<R, COLS>(tile, start, ap, rows, segs, pp) },
+        _ => portable_rows_panel(tile, COLS, start, a, rows, segs, panel),
     }
 }
 
@@ -322,43 +301,7 @@ pub(crate) fn sum_outer(
     b0: usize,
     g: Grid,
 ) {
-    if !check_sum_outer(a, a_rows, b, b0 + NR, g) {
-        start.apply(tile, NR);
-        return;
-    }
-    // SAFETY: checked just above; `simd` never picks more than the CPU has.
-    unsafe { sum_outer_on(simd(), tile, start, a, a_rows, b, b0, g) }
-}
-
-/// [`sum_outer`] on the kernels of `path`.
-///
-/// # Safety
-/// The CPU supports `path`, and [`check_sum_outer`] passed (and returned `true`) for the
-/// arguments.
-#[allow(clippy::too_many_arguments)]
-unsafe fn sum_outer_on(
-    path: Simd,
-    tile: &mut Tile,
-    start: Start<'_>,
-    a: &[f32],
-    a_rows: &[usize; MR],
-    b: &[f32],
-    b0: usize,
-    g: Grid,
-) {
-    // SAFETY (both kernels): the check bounds the last (largest) offset read from each operand;
-    // every other offset is smaller. The CPU supports the kernel's target features.
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => unsafe {
-            avx512::sum_outer(tile, start, a.as_ptr(), a_rows, b.as_ptr().add(b0), g)
-        },
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => unsafe {
-            avx2::sum_outer(tile, start, a.as_ptr(), a_rows, b.as_ptr().add(b0), g, 2)
-        },
-        _ => portable_sum_outer(tile, NR, start, a, a_rows, b, b0, g),
-    }
+    sum_outer_cols::<MR, NR>(tile, start, a, a_rows, b, b0, g);
 }
 
 /// [`sum_outer`] into a narrow tile: [`NARROW_NR`] columns of `b` for `NARROW_MR` rows of `a`.
@@ -371,43 +314,56 @@ pub(crate) fn sum_outer_narrow(
     b0: usize,
     g: Grid,
 ) {
-    if !check_sum_outer(a, a_rows, b, b0 + NARROW_NR, g) {
-        start.apply(tile, NARROW_NR);
-        return;
-    }
-    // SAFETY: checked just above; `simd` never picks more than the CPU has.
-    unsafe { sum_outer_narrow_on(simd(), tile, start, a, a_rows, b, b0, g) }
+    sum_outer_cols::<NARROW_MR, NARROW_NR>(tile, start, a, a_rows, b, b0, g);
 }
 
-/// [`sum_outer_narrow`] on the kernels of `path`.
-///
-/// # Safety
-/// As for [`sum_outer_on`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn sum_outer_narrow_on(
-    path: Simd,
-    tile: &mut NarrowTile,
+/// [`sum_outer`] for a tile of `R` rows of which the first `COLS` columns are computed (the
+/// others are left as they are).
+fn sum_outer_cols<const R: usize, const COLS: usize>(
+    tile: &mut [[f32; NR]; R],
     start: Start<'_>,
     a: &[f32],
-    a_rows: &[usize; NARROW_MR],
+    a_rows: &[usize; R],
     b: &[f32],
     b0: usize,
     g: Grid,
 ) {
-    // SAFETY (both kernels): as in `sum_outer_on`; each AVX2 pass reads half of the rows.
+    if !check_sum_outer(a, a_rows, b, b0 + COLS, g) {
+        start.apply(tile, COLS);
+        return;
+    }
+    // SAFETY: checked just above; `simd` never picks more than the CPU has.
+    unsafe { sum_outer_on::<R, COLS>(simd(), tile, start, a, a_rows, b, b0, g) }
+}
+
+/// [`sum_outer_cols`] on the kernels of `path`.
+///
+/// # Safety
+/// The CPU supports `path`, and [`check_sum_outer`] passed (and returned `true`) for the
+/// arguments.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sum_outer_on<const R: usize, const COLS: usize>(
+    path: Simd,
+    tile: &mut [[f32; NR]; R],
+    start: Start<'_>,
+    a: &[f32],
+    a_rows: &[usize; R],
+    b: &[f32],
+    b0: usize,
+    g: Grid,
+) {
+    // SAFETY (both kernels): the check bounds the last (largest) offset read from each operand;
+    // every other offset is smaller. The CPU supports the kernel's target features.
     match path {
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 => unsafe {
-            avx512_narrow::sum_outer(tile, start, a.as_ptr(), a_rows, b.as_ptr().add(b0), g)
+            x86::sum_outer_avx512::<R, COLS>(tile, start, a.as_ptr(), a_rows, b.as_ptr().add(b0), g)
         },
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => {
-            for (half, rows) in halves_mut(tile).into_iter().zip(a_rows.chunks_exact(MR)) {
-                let rows = rows.try_into().expect("MR rows");
-                unsafe { avx2::sum_outer(half, start, a.as_ptr(), rows, b.as_ptr().add(b0), g, 1) };
-            }
-        }
-        _ => portable_sum_outer(tile, NARROW_NR, start, a, a_rows, b, b0, g),
+        Simd::Avx2 => unsafe {
+            x86::sum_outer_avx2::<R, COLS>(tile, start, a.as_ptr(), a_rows, b.as_ptr().add(b0), g)
+        },
+        _ => portable_sum_outer(tile, COLS, start, a, a_rows, b, b0, g),
     }
 }
 
@@ -463,8 +419,16 @@ pub(crate) fn fma_loop(iters: u64) -> (f64, f32) {
     #[cfg(target_arch = "x86_64")]
     match simd() {
         // SAFETY: the CPU supports the kernel's target features (checked by `simd`).
-        Simd::Avx512 => return (per_step * iters as f64, unsafe { avx512::fma_loop(iters) }),
-        Simd::Avx2 => return (per_step * iters as f64, unsafe { avx2::fma_loop(iters) }),
+        Simd::Avx512 => {
+            return (per_step * iters as f64, unsafe {
+                x86::fma_loop_avx512(iters)
+            });
+        }
+        Simd::Avx2 => {
+            return (per_step * iters as f64, unsafe {
+                x86::fma_loop_avx2(iters)
+            });
+        }
         Simd::None => {}
     }
     let mut tile = [[1.0f32; NR]; MR];
@@ -484,422 +448,397 @@ pub(crate) fn isa() -> &'static str {
     crate::simd::simd().label()
 }
 
-/// The kernels for x86-64 with AVX2 and FMA: each 16-column half of the tile in turn, in twelve
-/// 8-wide registers named one by one (an array of registers is kept in memory by the compiler,
-/// and every step then stores the tile).
+/// The micro-kernel for x86-64, written once over the register type ([`x86::Lanes`]: 16-wide
+/// AVX-512 or 8-wide AVX2) and the register block (`BR` rows of `BC` registers), and compiled
+/// for each family by the entry points' target features:
+///
+/// - AVX-512: the 6 x 32 tile as one block of 6 x 2 registers; the narrow 12 x 16 tile as one
+///   block of 12 x 1 (the inner step is one or two panel loads and twelve `vfmadd231ps` with
+///   embedded broadcasts).
+/// - AVX2 (16 registers): blocks of 6 x 2 (6 rows x 16 columns: twelve accumulators, two
+///   panel registers and a broadcast), two column blocks for the wide tile and two row blocks
+///   for the narrow one.
+///
+/// The accumulators are an array indexed by constants only: once the block's loops are
+/// unrolled the compiler keeps each in a register (a dynamically indexed array would be kept in
+/// memory and stored on every step).
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod x86 {
     use std::arch::x86_64::{
-        _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+        __m256, __m512, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+        _mm512_storeu_ps,
     };
 
-    use super::{Grid, MR, NR, Seg, Start, Tile};
+    use super::{Grid, MR, NR, Seg, Start};
 
-    /// Runs `$body` (which calls `step!(b, a)`: `b` points at 16 panel floats, `a(i)` at row
-    /// `i`'s value) with columns `$h * 16..` of the tile loaded into registers, then stores them
-    /// back.
-    macro_rules! with_tile {
-        ($tile:expr, $start:expr, $h:expr, |$step:ident| $body:block) => {{
-            let t: &mut Tile = $tile;
-            let h: usize = $h * 16;
-            let r = |i: usize| t[i].as_ptr().add(h);
-            let start: Start<'_> = $start;
-            macro_rules! init {
-                ($i:expr) => {
-                    match start {
-                        Start::Zero => (_mm256_setzero_ps(), _mm256_setzero_ps()),
-                        Start::Row(row) => {
-                            let p = row.as_ptr().add(h);
-                            (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
-                        }
-                        Start::Tile => (_mm256_loadu_ps(r($i)), _mm256_loadu_ps(r($i).add(8))),
-                    }
-                };
-            }
-            let (mut c00, mut c01) = init!(0);
-            let (mut c10, mut c11) = init!(1);
-            let (mut c20, mut c21) = init!(2);
-            let (mut c30, mut c31) = init!(3);
-            let (mut c40, mut c41) = init!(4);
-            let (mut c50, mut c51) = init!(5);
-            macro_rules! $step {
-                ($b:expr, $a:expr) => {{
-                    let b: *const f32 = $b;
-                    let (b0, b1) = (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)));
-                    let v = _mm256_broadcast_ss(&*$a(0));
-                    c00 = _mm256_fmadd_ps(v, b0, c00);
-                    c01 = _mm256_fmadd_ps(v, b1, c01);
-                    let v = _mm256_broadcast_ss(&*$a(1));
-                    c10 = _mm256_fmadd_ps(v, b0, c10);
-                    c11 = _mm256_fmadd_ps(v, b1, c11);
-                    let v = _mm256_broadcast_ss(&*$a(2));
-                    c20 = _mm256_fmadd_ps(v, b0, c20);
-                    c21 = _mm256_fmadd_ps(v, b1, c21);
-                    let v = _mm256_broadcast_ss(&*$a(3));
-                    c30 = _mm256_fmadd_ps(v, b0, c30);
-                    c31 = _mm256_fmadd_ps(v, b1, c31);
-                    let v = _mm256_broadcast_ss(&*$a(4));
-                    c40 = _mm256_fmadd_ps(v, b0, c40);
-                    c41 = _mm256_fmadd_ps(v, b1, c41);
-                    let v = _mm256_broadcast_ss(&*$a(5));
-                    c50 = _mm256_fmadd_ps(v, b0, c50);
-                    c51 = _mm256_fmadd_ps(v, b1, c51);
-                }};
-            }
-            $body
-            let acc = [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)];
-            for (row, (lo, hi)) in t.iter_mut().zip(acc) {
-                _mm256_storeu_ps(row.as_mut_ptr().add(h), lo);
-                _mm256_storeu_ps(row.as_mut_ptr().add(h + 8), hi);
-            }
-        }};
+    /// A SIMD register of [`Lanes::WIDTH`] floats and the operations the micro-kernel does on
+    /// it. The methods are inlined into the target-feature entry points below, so they compile
+    /// to single instructions of the entry point's family.
+    pub(super) trait Lanes: Copy {
+        /// Floats per register.
+        const WIDTH: usize;
+        /// All zeros.
+        ///
+        /// # Safety
+        /// The CPU supports the register's family.
+        unsafe fn zero() -> Self;
+        /// `WIDTH` floats from `p`.
+        ///
+        /// # Safety
+        /// As for [`Lanes::zero`], and `p` points at `WIDTH` readable floats.
+        unsafe fn load(p: *const f32) -> Self;
+        /// Stores `v` at `p`.
+        ///
+        /// # Safety
+        /// As for [`Lanes::zero`], and `p` points at `WIDTH` writable floats.
+        unsafe fn store(p: *mut f32, v: Self);
+        /// `*a * b + c` in every lane, rounded once.
+        ///
+        /// # Safety
+        /// As for [`Lanes::zero`], and `a` points at a readable float.
+        unsafe fn fma(a: *const f32, b: Self, c: Self) -> Self;
     }
 
-    /// See [`super::rows_panel`], over the first `col_halves` 16-column halves of the tile (2:
-    /// all of it; 1: a half of a narrow tile); `a` and `panel` must cover every offset it reads.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn rows_panel(
-        tile: &mut Tile,
-        start: Start<'_>,
-        a: *const f32,
-        rows: &[usize; MR],
-        segs: &[Seg],
-        panel: *const f32,
-        col_halves: usize,
+    impl Lanes for __m512 {
+        const WIDTH: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            // SAFETY: the caller's CPU has AVX-512F.
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: as the trait says.
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: Self) {
+            // SAFETY: as the trait says.
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: *const f32, b: Self, c: Self) -> Self {
+            // SAFETY: as the trait says (an embedded broadcast once inlined).
+            unsafe { _mm512_fmadd_ps(_mm512_set1_ps(*a), b, c) }
+        }
+    }
+
+    impl Lanes for __m256 {
+        const WIDTH: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            // SAFETY: the caller's CPU has AVX.
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: as the trait says.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: Self) {
+            // SAFETY: as the trait says.
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: *const f32, b: Self, c: Self) -> Self {
+            // SAFETY: as the trait says; the caller's CPU has FMA too.
+            unsafe { _mm256_fmadd_ps(_mm256_broadcast_ss(&*a), b, c) }
+        }
+    }
+
+    /// A register block: `BR` tile rows of `BC` registers, columns `col..col + BC * WIDTH`.
+    struct Block<V, const BR: usize, const BC: usize> {
+        acc: [[V; BC]; BR],
+        col: usize,
+    }
+
+    impl<V: Lanes, const BR: usize, const BC: usize> Block<V, BR, BC> {
+        /// Loads the block's start: zeros, the start row's columns, or the tile's own values
+        /// (`tile` holds the block's `BR` rows). The kernels load it themselves: a tile written
+        /// with narrower stores just before and then loaded whole stalls on store forwarding.
+        ///
+        /// # Safety
+        /// The CPU supports `V`'s family; `col + BC * WIDTH <= NR`.
+        #[inline(always)]
+        unsafe fn start(tile: &[[f32; NR]], col: usize, start: Start<'_>) -> Self {
+            // SAFETY: `zero` needs only the CPU's support.
+            let mut acc = [[unsafe { V::zero() }; BC]; BR];
+            for (i, regs) in acc.iter_mut().enumerate() {
+                for (j, reg) in regs.iter_mut().enumerate() {
+                    let at = col + j * V::WIDTH;
+                    // SAFETY: rows hold `NR` floats, and `at + WIDTH <= NR` (the caller).
+                    *reg = unsafe {
+                        match start {
+                            Start::Zero => V::zero(),
+                            Start::Row(row) => V::load(row.as_ptr().add(at)),
+                            Start::Tile => V::load(tile[i].as_ptr().add(at)),
+                        }
+                    };
+                }
+            }
+            Block { acc, col }
+        }
+
+        /// One reduction step: `acc[i] += *a(i) * b[..BC * WIDTH]` for every row `i`.
+        ///
+        /// # Safety
+        /// The CPU supports `V`'s family; `b` points at `BC * WIDTH` readable floats and each
+        /// `a(i)` at one.
+        #[inline(always)]
+        unsafe fn step(&mut self, b: *const f32, a: impl Fn(usize) -> *const f32) {
+            // SAFETY: as the caller promises.
+            unsafe {
+                let mut bv = [V::zero(); BC];
+                for (j, reg) in bv.iter_mut().enumerate() {
+                    *reg = V::load(b.add(j * V::WIDTH));
+                }
+                for (i, regs) in self.acc.iter_mut().enumerate() {
+                    let ai = a(i);
+                    for (reg, &bj) in regs.iter_mut().zip(&bv) {
+                        *reg = V::fma(ai, bj, *reg);
+                    }
+                }
+            }
+        }
+
+        /// Stores the block into its rows of `tile` (the block's `BR` rows).
+        ///
+        /// # Safety
+        /// As for [`Block::start`].
+        #[inline(always)]
+        unsafe fn store(self, tile: &mut [[f32; NR]]) {
+            for (row, regs) in tile.iter_mut().zip(self.acc) {
+                for (j, reg) in regs.into_iter().enumerate() {
+                    // SAFETY: as in `start`.
+                    unsafe { V::store(row.as_mut_ptr().add(self.col + j * V::WIDTH), reg) };
+                }
+            }
+        }
+    }
+
+    /// Runs `block(tile rows, rows' offsets, first column)` over a tile of `R` rows and `COLS`
+    /// computed columns, cut into blocks of `BR` rows and `BC` registers.
+    #[inline(always)]
+    fn blocks<V: Lanes, const R: usize, const COLS: usize, const BR: usize, const BC: usize>(
+        tile: &mut [[f32; NR]; R],
+        rows: &[usize; R],
+        mut block: impl FnMut(&mut [[f32; NR]], &[usize], usize),
     ) {
-        // SAFETY: the caller checked every offset read below against the buffers' lengths; the
-        // tile's rows hold `NR` floats each.
-        unsafe {
-            for h in 0..col_halves {
-                with_tile!(tile, start, h, |step| {
-                    let mut b = panel.add(h * 16);
-                    for s in segs {
-                        let base: [*const f32; MR] = [
-                            a.add(rows[0] + s.offset),
-                            a.add(rows[1] + s.offset),
-                            a.add(rows[2] + s.offset),
-                            a.add(rows[3] + s.offset),
-                            a.add(rows[4] + s.offset),
-                            a.add(rows[5] + s.offset),
-                        ];
-                        for p in 0..s.len {
-                            step!(b, |i: usize| base[i].add(p));
-                            b = b.add(NR);
-                        }
-                    }
-                });
+        debug_assert!(R.is_multiple_of(BR) && COLS.is_multiple_of(BC * V::WIDTH) && COLS <= NR);
+        for (tile, rows) in tile.chunks_exact_mut(BR).zip(rows.chunks_exact(BR)) {
+            for col in (0..COLS).step_by(BC * V::WIDTH) {
+                block(tile, rows, col);
             }
         }
     }
 
-    /// See [`super::fma_loop`].
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn fma_loop(iters: u64) -> f32 {
-        let mut tile = [[1.0f32; NR]; MR];
-        let (scale, shift) = ([0.999_999f32; NR], [1e-7f32; MR]);
-        // SAFETY: `scale` holds `NR` floats and `shift` `MR`, all the macro reads; the CPU
-        // supports the target features.
-        unsafe {
-            for h in 0..2 {
-                with_tile!(&mut tile, Start::Tile, h, |step| {
-                    for _ in 0..iters {
-                        step!(scale.as_ptr(), |i: usize| shift.as_ptr().add(i));
-                    }
-                });
-            }
-        }
-        tile.iter().flatten().sum()
-    }
-
-    /// See [`super::sum_outer`], over the first `col_halves` 16-column halves of the tile (as
-    /// in [`rows_panel`]); `b` points at the first position, and `a` and `b` must cover every
-    /// offset it reads.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn sum_outer(
-        tile: &mut Tile,
+    /// [`super::rows_panel`] over `R` rows and the first `COLS` columns, in blocks of `BR x
+    /// BC` registers.
+    ///
+    /// # Safety
+    /// The CPU supports `V`'s family; `a` and `panel` cover every offset read.
+    #[inline(always)]
+    unsafe fn rows_panel<
+        V: Lanes,
+        const R: usize,
+        const COLS: usize,
+        const BR: usize,
+        const BC: usize,
+    >(
+        tile: &mut [[f32; NR]; R],
         start: Start<'_>,
         a: *const f32,
-        a_rows: &[usize; MR],
-        b: *const f32,
-        g: Grid,
-        col_halves: usize,
-    ) {
-        // SAFETY: the caller checked the largest offset read from each operand; the tile's rows
-        // hold `NR` floats each.
-        unsafe {
-            for h in 0..col_halves {
-                with_tile!(tile, start, h, |step| {
-                    for m in 0..g.images {
-                        for r in 0..g.rows {
-                            let (pa, pb) = g.at(m, r, 0);
-                            let base: [*const f32; MR] =
-                                std::array::from_fn(|i| a.add(a_rows[i] + pa));
-                            let br = b.add(pb + h * 16);
-                            for c in 0..g.cols {
-                                let ac = c * g.a_col;
-                                step!(br.add(c * g.b_col), |i: usize| base[i].add(ac));
-                            }
-                        }
-                    }
-                });
-            }
-        }
-    }
-}
-
-/// The kernels for x86-64 with AVX-512: the whole 6 x 32 tile in twelve 16-wide registers.
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::{
-        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
-    };
-
-    use super::{Grid, MR, NR, Seg, Start, Tile};
-
-    /// As the AVX2 module's, with 16-wide registers covering the whole tile at once.
-    macro_rules! with_tile {
-        ($tile:expr, $start:expr, |$step:ident| $body:block) => {{
-            let t: &mut Tile = $tile;
-            let r = |i: usize| t[i].as_ptr();
-            let start: Start<'_> = $start;
-            macro_rules! init {
-                ($i:expr) => {
-                    match start {
-                        Start::Zero => (_mm512_setzero_ps(), _mm512_setzero_ps()),
-                        Start::Row(row) => {
-                            let p = row.as_ptr();
-                            (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)))
-                        }
-                        Start::Tile => (_mm512_loadu_ps(r($i)), _mm512_loadu_ps(r($i).add(16))),
-                    }
-                };
-            }
-            let (mut c00, mut c01) = init!(0);
-            let (mut c10, mut c11) = init!(1);
-            let (mut c20, mut c21) = init!(2);
-            let (mut c30, mut c31) = init!(3);
-            let (mut c40, mut c41) = init!(4);
-            let (mut c50, mut c51) = init!(5);
-            macro_rules! $step {
-                ($b:expr, $a:expr) => {{
-                    let b: *const f32 = $b;
-                    let (b0, b1) = (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)));
-                    let v = _mm512_set1_ps(*$a(0));
-                    c00 = _mm512_fmadd_ps(v, b0, c00);
-                    c01 = _mm512_fmadd_ps(v, b1, c01);
-                    let v = _mm512_set1_ps(*$a(1));
-                    c10 = _mm512_fmadd_ps(v, b0, c10);
-                    c11 = _mm512_fmadd_ps(v, b1, c11);
-                    let v = _mm512_set1_ps(*$a(2));
-                    c20 = _mm512_fmadd_ps(v, b0, c20);
-                    c21 = _mm512_fmadd_ps(v, b1, c21);
-                    let v = _mm512_set1_ps(*$a(3));
-                    c30 = _mm512_fmadd_ps(v, b0, c30);
-                    c31 = _mm512_fmadd_ps(v, b1, c31);
-                    let v = _mm512_set1_ps(*$a(4));
-                    c40 = _mm512_fmadd_ps(v, b0, c40);
-                    c41 = _mm512_fmadd_ps(v, b1, c41);
-                    let v = _mm512_set1_ps(*$a(5));
-                    c50 = _mm512_fmadd_ps(v, b0, c50);
-                    c51 = _mm512_fmadd_ps(v, b1, c51);
-                }};
-            }
-            $body
-            let acc = [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)];
-            for (row, (lo, hi)) in t.iter_mut().zip(acc) {
-                _mm512_storeu_ps(row.as_mut_ptr(), lo);
-                _mm512_storeu_ps(row.as_mut_ptr().add(16), hi);
-            }
-        }};
-    }
-
-    /// See [`super::rows_panel`]; `a` and `panel` must cover every offset it reads.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn rows_panel(
-        tile: &mut Tile,
-        start: Start<'_>,
-        a: *const f32,
-        rows: &[usize; MR],
+        rows: &[usize; R],
         segs: &[Seg],
         panel: *const f32,
     ) {
-        // SAFETY: the caller checked every offset read below against the buffers' lengths; the
-        // tile's rows hold `NR` floats each.
-        unsafe {
-            with_tile!(tile, start, |step| {
-                let mut b = panel;
+        blocks::<V, R, COLS, BR, BC>(tile, rows, |tile, rows, col| {
+            // SAFETY: the caller checked every offset read below against the buffers' lengths;
+            // the tile's rows hold `NR` floats each.
+            unsafe {
+                let mut acc = Block::<V, BR, BC>::start(tile, col, start);
+                let mut b = panel.add(col);
                 for s in segs {
-                    let base: [*const f32; MR] = [
-                        a.add(rows[0] + s.offset),
-                        a.add(rows[1] + s.offset),
-                        a.add(rows[2] + s.offset),
-                        a.add(rows[3] + s.offset),
-                        a.add(rows[4] + s.offset),
-                        a.add(rows[5] + s.offset),
-                    ];
+                    let mut base = [a; BR];
+                    for (at, &r) in base.iter_mut().zip(rows) {
+                        *at = a.add(r + s.offset);
+                    }
                     for p in 0..s.len {
-                        step!(b, |i: usize| base[i].add(p));
+                        acc.step(b, |i| base[i].add(p));
                         b = b.add(NR);
                     }
                 }
-            });
-        }
+                acc.store(tile);
+            }
+        });
     }
 
-    /// See [`super::fma_loop`].
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn fma_loop(iters: u64) -> f32 {
+    /// [`super::sum_outer`] over `R` rows and the first `COLS` columns, in blocks of `BR x
+    /// BC` registers; `b` points at the first position.
+    ///
+    /// # Safety
+    /// The CPU supports `V`'s family; `a` and `b` cover every offset read.
+    #[inline(always)]
+    unsafe fn sum_outer<
+        V: Lanes,
+        const R: usize,
+        const COLS: usize,
+        const BR: usize,
+        const BC: usize,
+    >(
+        tile: &mut [[f32; NR]; R],
+        start: Start<'_>,
+        a: *const f32,
+        a_rows: &[usize; R],
+        b: *const f32,
+        g: Grid,
+    ) {
+        blocks::<V, R, COLS, BR, BC>(tile, a_rows, |tile, a_rows, col| {
+            // SAFETY: the caller checked the largest offset read from each operand; the tile's
+            // rows hold `NR` floats each.
+            unsafe {
+                let mut acc = Block::<V, BR, BC>::start(tile, col, start);
+                for m in 0..g.images {
+                    for r in 0..g.rows {
+                        let (pa, pb) = g.at(m, r, 0);
+                        let mut base = [a; BR];
+                        for (at, &ar) in base.iter_mut().zip(a_rows) {
+                            *at = a.add(ar + pa);
+                        }
+                        let br = b.add(pb + col);
+                        for c in 0..g.cols {
+                            let ac = c * g.a_col;
+                            acc.step(br.add(c * g.b_col), |i| base[i].add(ac));
+                        }
+                    }
+                }
+                acc.store(tile);
+            }
+        });
+    }
+
+    /// [`super::fma_loop`]: `iters` steps of each 6 x 2 register block of the 6 x 32 tile.
+    ///
+    /// # Safety
+    /// The CPU supports `V`'s family.
+    #[inline(always)]
+    unsafe fn fma_loop<V: Lanes>(iters: u64) -> f32 {
         let mut tile = [[1.0f32; NR]; MR];
         let (scale, shift) = ([0.999_999f32; NR], [1e-7f32; MR]);
-        // SAFETY: `scale` holds `NR` floats and `shift` `MR`, all the macro reads; the CPU
-        // supports the target features.
-        unsafe {
-            with_tile!(&mut tile, Start::Tile, |step| {
+        for col in (0..NR).step_by(2 * V::WIDTH) {
+            // SAFETY: `scale` holds `NR` floats and `shift` `MR`, all the steps read.
+            unsafe {
+                let mut acc = Block::<V, MR, 2>::start(&tile, col, Start::Tile);
                 for _ in 0..iters {
-                    step!(scale.as_ptr(), |i: usize| shift.as_ptr().add(i));
+                    acc.step(scale.as_ptr(), |i| shift.as_ptr().add(i));
                 }
-            });
+                acc.store(&mut tile);
+            }
         }
         tile.iter().flatten().sum()
     }
 
-    /// See [`super::sum_outer`]; `b` points at the first position, and `a` and `b` must cover
-    /// every offset it reads.
+    /// [`super::rows_panel_cols`] with AVX-512: a 16-column tile in blocks of 12 x 1 registers,
+    /// a wider one in blocks of 6 x 2.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a` and `panel` cover every offset read.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn sum_outer(
-        tile: &mut Tile,
+    pub(super) unsafe fn rows_panel_avx512<const R: usize, const COLS: usize>(
+        tile: &mut [[f32; NR]; R],
         start: Start<'_>,
         a: *const f32,
-        a_rows: &[usize; MR],
-        b: *const f32,
-        g: Grid,
-    ) {
-        // SAFETY: the caller checked the largest offset read from each operand; the tile's rows
-        // hold `NR` floats each.
-        unsafe {
-            with_tile!(tile, start, |step| {
-                for m in 0..g.images {
-                    for r in 0..g.rows {
-                        let (pa, pb) = g.at(m, r, 0);
-                        let base: [*const f32; MR] = std::array::from_fn(|i| a.add(a_rows[i] + pa));
-                        let br = b.add(pb);
-                        for c in 0..g.cols {
-                            let ac = c * g.a_col;
-                            step!(br.add(c * g.b_col), |i: usize| base[i].add(ac));
-                        }
-                    }
-                }
-            });
-        }
-    }
-}
-
-/// The narrow kernels for x86-64 with AVX-512: a 12 x 16 tile in twelve 16-wide registers, one
-/// per row.
-#[cfg(target_arch = "x86_64")]
-mod avx512_narrow {
-    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps};
-
-    use super::{Grid, NARROW_MR, NR, NarrowTile, Seg, Start};
-
-    /// As the wide kernels' `with_tile`, for the narrow tile's first 16 columns.
-    macro_rules! with_narrow {
-        ($tile:expr, $start:expr, |$step:ident| $body:block) => {{
-            let t: &mut NarrowTile = $tile;
-            let start: Start<'_> = $start;
-            macro_rules! init {
-                ($i:expr) => {
-                    match start {
-                        Start::Zero => _mm512_setzero_ps(),
-                        Start::Row(row) => _mm512_loadu_ps(row.as_ptr()),
-                        Start::Tile => _mm512_loadu_ps(t[$i].as_ptr()),
-                    }
-                };
-            }
-            let (mut c0, mut c1, mut c2, mut c3) = (init!(0), init!(1), init!(2), init!(3));
-            let (mut c4, mut c5, mut c6, mut c7) = (init!(4), init!(5), init!(6), init!(7));
-            let (mut c8, mut c9, mut c10, mut c11) = (init!(8), init!(9), init!(10), init!(11));
-            macro_rules! $step {
-                ($b:expr, $a:expr) => {{
-                    let b = _mm512_loadu_ps($b);
-                    c0 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(0)), b, c0);
-                    c1 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(1)), b, c1);
-                    c2 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(2)), b, c2);
-                    c3 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(3)), b, c3);
-                    c4 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(4)), b, c4);
-                    c5 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(5)), b, c5);
-                    c6 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(6)), b, c6);
-                    c7 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(7)), b, c7);
-                    c8 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(8)), b, c8);
-                    c9 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(9)), b, c9);
-                    c10 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(10)), b, c10);
-                    c11 = _mm512_fmadd_ps(_mm512_set1_ps(*$a(11)), b, c11);
-                }};
-            }
-            $body
-            let acc = [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11];
-            for (row, c) in t.iter_mut().zip(acc) {
-                std::arch::x86_64::_mm512_storeu_ps(row.as_mut_ptr(), c);
-            }
-        }};
-    }
-
-    /// See [`super::rows_panel_narrow`]; `a` and `panel` must cover every offset it reads.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn rows_panel(
-        tile: &mut NarrowTile,
-        start: Start<'_>,
-        a: *const f32,
-        rows: &[usize; NARROW_MR],
+        rows: &[usize; R],
         segs: &[Seg],
         panel: *const f32,
     ) {
-        // SAFETY: the caller checked every offset read below against the buffers' lengths; the
-        // tile's rows hold `NR` floats each.
+        // SAFETY: as the caller promises.
         unsafe {
-            with_narrow!(tile, start, |step| {
-                let mut b = panel;
-                for s in segs {
-                    let base: [*const f32; NARROW_MR] =
-                        std::array::from_fn(|i| a.add(rows[i] + s.offset));
-                    for p in 0..s.len {
-                        step!(b, |i: usize| base[i].add(p));
-                        b = b.add(NR);
-                    }
-                }
-            });
+            if COLS == 16 {
+                rows_panel::<__m512, R, COLS, 12, 1>(tile, start, a, rows, segs, panel);
+            } else {
+                rows_panel::<__m512, R, COLS, 6, 2>(tile, start, a, rows, segs, panel);
+            }
         }
     }
 
-    /// See [`super::sum_outer_narrow`]; `b` points at the first position, and `a` and `b` must
-    /// cover every offset it reads.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn sum_outer(
-        tile: &mut NarrowTile,
+    /// [`super::rows_panel_cols`] with AVX2: blocks of 6 x 2 registers (6 rows x 16 columns).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `a` and `panel` cover every offset read.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows_panel_avx2<const R: usize, const COLS: usize>(
+        tile: &mut [[f32; NR]; R],
         start: Start<'_>,
         a: *const f32,
-        a_rows: &[usize; NARROW_MR],
+        rows: &[usize; R],
+        segs: &[Seg],
+        panel: *const f32,
+    ) {
+        // SAFETY: as the caller promises.
+        unsafe { rows_panel::<__m256, R, COLS, 6, 2>(tile, start, a, rows, segs, panel) }
+    }
+
+    /// [`super::sum_outer_cols`] with AVX-512, blocked as [`rows_panel_avx512`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a` and `b` cover every offset read.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn sum_outer_avx512<const R: usize, const COLS: usize>(
+        tile: &mut [[f32; NR]; R],
+        start: Start<'_>,
+        a: *const f32,
+        a_rows: &[usize; R],
         b: *const f32,
         g: Grid,
     ) {
-        // SAFETY: the caller checked the largest offset read from each operand; the tile's rows
-        // hold `NR` floats each.
+        // SAFETY: as the caller promises.
         unsafe {
-            with_narrow!(tile, start, |step| {
-                for m in 0..g.images {
-                    for r in 0..g.rows {
-                        let (pa, pb) = g.at(m, r, 0);
-                        let base: [*const f32; NARROW_MR] =
-                            std::array::from_fn(|i| a.add(a_rows[i] + pa));
-                        let br = b.add(pb);
-                        for c in 0..g.cols {
-                            let ac = c * g.a_col;
-                            step!(br.add(c * g.b_col), |i: usize| base[i].add(ac));
-                        }
-                    }
-                }
-            });
+            if COLS == 16 {
+                sum_outer::<__m512, R, COLS, 12, 1>(tile, start, a, a_rows, b, g);
+            } else {
+                sum_outer::<__m512, R, COLS, 6, 2>(tile, start, a, a_rows, b, g);
+            }
         }
+    }
+
+    /// [`super::sum_outer_cols`] with AVX2, blocked as [`rows_panel_avx2`].
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `a` and `b` cover every offset read.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sum_outer_avx2<const R: usize, const COLS: usize>(
+        tile: &mut [[f32; NR]; R],
+        start: Start<'_>,
+        a: *const f32,
+        a_rows: &[usize; R],
+        b: *const f32,
+        g: Grid,
+    ) {
+        // SAFETY: as the caller promises.
+        unsafe { sum_outer::<__m256, R, COLS, 6, 2>(tile, start, a, a_rows, b, g) }
+    }
+
+    /// [`super::fma_loop`] with AVX-512.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fma_loop_avx512(iters: u64) -> f32 {
+        // SAFETY: as the caller promises.
+        unsafe { fma_loop::<__m512>(iters) }
+    }
+
+    /// [`super::fma_loop`] with AVX2.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn fma_loop_avx2(iters: u64) -> f32 {
+        // SAFETY: as the caller promises.
+        unsafe { fma_loop::<__m256>(iters) }
     }
 }
 
@@ -1108,11 +1047,23 @@ mod tests {
                 let mut wide: Tile = std::array::from_fn(|i| init[i]);
                 let wide_rows = rows[..MR].try_into().expect("MR rows");
                 // SAFETY: `paths` holds what the CPU runs; the reads were checked above.
-                unsafe { rows_panel_on(path, &mut wide, start, a, wide_rows, &segs, panel) };
+                unsafe {
+                    rows_panel_on::<MR, NR>(path, &mut wide, start, a, wide_rows, &segs, panel)
+                };
                 check(&wide, NR, "rows_panel", false);
                 let mut narrow = init;
                 // SAFETY: as above.
-                unsafe { rows_panel_narrow_on(path, &mut narrow, start, a, &rows, &segs, panel) };
+                unsafe {
+                    rows_panel_on::<NARROW_MR, NARROW_NR>(
+                        path,
+                        &mut narrow,
+                        start,
+                        a,
+                        &rows,
+                        &segs,
+                        panel,
+                    )
+                };
                 check(&narrow, NARROW_NR, "rows_panel_narrow", false);
                 if matches!(start, Start::Row(_)) {
                     continue;
@@ -1121,12 +1072,257 @@ mod tests {
                 let mut wide: Tile = std::array::from_fn(|i| init[i]);
                 let wide_rows = a_rows[..MR].try_into().expect("MR rows");
                 // SAFETY: as above.
-                unsafe { sum_outer_on(path, &mut wide, start, a, wide_rows, panel, b0, g) };
+                unsafe {
+                    sum_outer_on::<MR, NR>(path, &mut wide, start, a, wide_rows, panel, b0, g)
+                };
                 check(&wide, NR, "sum_outer", true);
                 let mut narrow = init;
                 // SAFETY: as above.
-                unsafe { sum_outer_narrow_on(path, &mut narrow, start, a, &a_rows, panel, b0, g) };
+                unsafe {
+                    sum_outer_on::<NARROW_MR, NARROW_NR>(
+                        path,
+                        &mut narrow,
+                        start,
+                        a,
+                        &a_rows,
+                        panel,
+                        b0,
+                        g,
+                    )
+                };
                 check(&narrow, NARROW_NR, "sum_outer_narrow", true);
+            }
+        }
+    }
+
+    /// The kernels' rate on each path this CPU runs, against that path's own peak (the
+    /// `fma_loop` step), for the shapes of ResNet-20's and the seed model's convolutions, operands
+    /// in L1: the fastest of many short calls, so a loaded machine's preemptions drop out.
+    /// `cargo test --release -p cnnc-runtime --lib kernel_rates -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a timing report, not a check"]
+    fn kernel_rates() {
+        use std::time::Instant;
+        /// GFLOP/s of the fastest of `reps` rounds of `calls` calls of `f`, each `flops`.
+        fn rate(flops: f64, mut f: impl FnMut()) -> f64 {
+            let (calls, reps) = (64, 400);
+            let mut best = f64::INFINITY;
+            for _ in 0..reps {
+                let t = Instant::now();
+                for _ in 0..calls {
+                    f();
+                }
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            flops * calls as f64 / best / 1e9
+        }
+        /// GFLOP/s of the fastest of 15 calls of `f`, each `flops`.
+        fn rate_once(flops: f64, mut f: impl FnMut()) -> f64 {
+            let mut best = f64::INFINITY;
+            for _ in 0..15 {
+                let t = Instant::now();
+                f();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            flops / best / 1e9
+        }
+        // (what, pixel stride in `a`, runs, run length, narrow)
+        let shapes = [
+            ("3x3 16->16 (narrow)", 16, 3, 48, true),
+            ("3x3 32->32", 32, 3, 96, false),
+            ("3x3 64->64", 64, 3, 192, false),
+            ("seed 5x5 3->32 (K=75)", 3, 5, 15, false),
+            ("seed 5x5 32->32", 32, 5, 160, false),
+            ("1x1 16->32", 16, 1, 16, false),
+        ];
+        for path in paths() {
+            if path == Simd::None {
+                continue;
+            }
+            // SAFETY: `paths` holds what the CPU runs.
+            let peak = rate((2 * MR * NR * 1000) as f64, || unsafe {
+                std::hint::black_box(match path {
+                    Simd::Avx512 => x86::fma_loop_avx512(1000),
+                    _ => x86::fma_loop_avx2(1000),
+                });
+            });
+            println!("{path:?}: peak {peak:.1} GFLOP/s (one thread)");
+            // The forward pass over a batch: consecutive tiles of pixels of a 4 MiB input,
+            // each against the whole panel (which L1 does not hold past K = 64).
+            for (what, cin, kw, narrow) in [
+                ("3x3 16->16 (narrow)", 16, 3, true),
+                ("3x3 32->32", 32, 3, false),
+                ("3x3 64->64", 64, 3, false),
+                ("seed 5x5 3->32 (K=75)", 3, 5, false),
+                ("seed 5x5 32->32", 32, 5, false),
+            ] {
+                let (rows, cols) = if narrow {
+                    (NARROW_MR, NARROW_NR)
+                } else {
+                    (MR, NR)
+                };
+                let row_len = 34 * cin;
+                let segs: Vec<Seg> = (0..kw)
+                    .map(|r| Seg {
+                        offset: r * row_len,
+                        len: kw * cin,
+                    })
+                    .collect();
+                let steps = kw * kw * cin;
+                let pixels = (1 << 20) / cin / rows * rows;
+                let a = values(pixels * cin + kw * row_len + 64, 1);
+                let panel = values(steps * NR, 2);
+                let tiles = pixels / rows - 2 * row_len / cin;
+                let flops = (2 * rows * cols * steps * tiles) as f64;
+                let mut tile = [[0.0f32; NR]; NARROW_MR];
+                let got = rate_once(flops, || {
+                    for t in 0..tiles {
+                        let at: [usize; NARROW_MR] = std::array::from_fn(|i| (t * rows + i) * cin);
+                        // SAFETY: every read lies inside `a` and `panel` (sized above).
+                        unsafe {
+                            if narrow {
+                                rows_panel_on::<NARROW_MR, NARROW_NR>(
+                                    path,
+                                    &mut tile,
+                                    Start::Zero,
+                                    &a,
+                                    &at,
+                                    &segs,
+                                    &panel,
+                                );
+                            } else {
+                                let wide: &mut Tile = (&mut tile[..MR]).try_into().expect("MR");
+                                let at: &[usize; MR] = at[..MR].try_into().expect("MR");
+                                rows_panel_on::<MR, NR>(
+                                    path,
+                                    wide,
+                                    Start::Zero,
+                                    &a,
+                                    at,
+                                    &segs,
+                                    &panel,
+                                );
+                            }
+                        }
+                        std::hint::black_box(&mut tile);
+                    }
+                });
+                println!(
+                    "  batch      {what:24} {got:6.1} GFLOP/s {:5.1} % of peak",
+                    100.0 * got / peak
+                );
+            }
+            for (what, stride, runs, len, narrow) in shapes {
+                let segs: Vec<Seg> = (0..runs)
+                    .map(|r| Seg {
+                        offset: r * 40 * stride,
+                        len,
+                    })
+                    .collect();
+                let steps = runs * len;
+                let a = values(runs * 40 * stride + 12 * stride + len, 1);
+                let panel = values(steps * NR, 2);
+                let (rows, cols) = if narrow {
+                    (NARROW_MR, NARROW_NR)
+                } else {
+                    (MR, NR)
+                };
+                let flops = (2 * rows * cols * steps) as f64;
+                let mut tile = [[0.0f32; NR]; NARROW_MR];
+                let at: [usize; NARROW_MR] = std::array::from_fn(|i| i * stride);
+                let got = if narrow {
+                    // SAFETY: every read lies inside `a` and `panel` (sized above).
+                    rate(flops, || unsafe {
+                        rows_panel_on::<NARROW_MR, NARROW_NR>(
+                            path,
+                            &mut tile,
+                            Start::Zero,
+                            &a,
+                            &at,
+                            &segs,
+                            &panel,
+                        );
+                        std::hint::black_box(&mut tile);
+                    })
+                } else {
+                    let mut wide: Tile = [[0.0; NR]; MR];
+                    let at: [usize; MR] = std::array::from_fn(|i| at[i]);
+                    // SAFETY: as above.
+                    rate(flops, || unsafe {
+                        rows_panel_on::<MR, NR>(
+                            path,
+                            &mut wide,
+                            Start::Zero,
+                            &a,
+                            &at,
+                            &segs,
+                            &panel,
+                        );
+                        std::hint::black_box(&mut wide);
+                    })
+                };
+                println!(
+                    "  rows_panel {what:24} {got:6.1} GFLOP/s {:5.1} % of peak",
+                    100.0 * got / peak
+                );
+            }
+            // The weight gradient: 6 (or 12) rows of the padded input against `dy`, over the
+            // pixels of 16 x 16 images (cin 16 or 32: a pixel's channels are `cin` apart).
+            for (what, cin, narrow) in [
+                ("wgrad 16 ch (narrow)", 16, true),
+                ("wgrad 32 ch", 32, false),
+                ("wgrad 64 ch, 8 images", 64, false),
+            ] {
+                let images = if cin == 64 { 8 } else { 2 };
+                let (rows, cols) = if narrow {
+                    (NARROW_MR, NARROW_NR)
+                } else {
+                    (MR, NR)
+                };
+                let g = Grid {
+                    images,
+                    rows: 16,
+                    cols: 16,
+                    a_image: 18 * 18 * cin,
+                    a_row: 18 * cin,
+                    a_col: cin,
+                    b_image: 256 * cols,
+                    b_row: 16 * cols,
+                    b_col: cols,
+                };
+                let a = values(images * 18 * 18 * cin + 16, 3);
+                let b = values(images * 256 * cols + NR, 4);
+                let flops = (2 * rows * cols * 256 * images) as f64;
+                let a_rows: [usize; NARROW_MR] = std::array::from_fn(|i| i);
+                let got = if narrow {
+                    let mut tile = [[0.0f32; NR]; NARROW_MR];
+                    // SAFETY: every read lies inside `a` and `b` (sized above).
+                    rate(flops, || unsafe {
+                        sum_outer_on::<NARROW_MR, NARROW_NR>(
+                            path,
+                            &mut tile,
+                            Start::Zero,
+                            &a,
+                            &a_rows,
+                            &b,
+                            0,
+                            g,
+                        );
+                        std::hint::black_box(&mut tile);
+                    })
+                } else {
+                    let mut tile: Tile = [[0.0; NR]; MR];
+                    let a_rows: [usize; MR] = std::array::from_fn(|i| a_rows[i]);
+                    // SAFETY: as above.
+                    rate(flops, || unsafe {
+                        sum_outer_on::<MR, NR>(path, &mut tile, Start::Zero, &a, &a_rows, &b, 0, g);
+                        std::hint::black_box(&mut tile);
+                    })
+                };
+                println!(
+                    "  sum_outer  {what:24} {got:6.1} GFLOP/s {:5.1} % of peak",
+                    100.0 * got / peak
+                );
             }
         }
     }

@@ -99,23 +99,30 @@ impl Window {
                 )
             };
         }
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::simd() == crate::simd::Simd::Avx2 && self.c >= 8 {
+            // Whole blocks of eight channels in the AVX2 kernel, the rest in the loop below.
+            let full = self.c / 8 * 8;
+            // SAFETY: `check` bounds every read of the window's first `full <= c` channels,
+            // `out` and `argmax` hold `c` values, and the CPU has AVX2.
+            unsafe {
+                avx2::max(
+                    Window { c: full, ..self },
+                    x.as_ptr(),
+                    out.as_mut_ptr(),
+                    argmax.as_mut_ptr(),
+                    relu,
+                )
+            };
+            let tail = Window {
+                c: self.c - full,
+                ..self
+            };
+            let (x, out, argmax) = (&x[full..], &mut out[full..], &mut argmax[full..]);
+            return window_max(tail, x, out, argmax, relu);
+        }
         let _ = wide;
-        out.fill(f32::NEG_INFINITY);
-        argmax.fill(0);
-        for (p, at) in self.offsets().enumerate() {
-            let lanes = out.iter_mut().zip(argmax.iter_mut());
-            for ((m, i), &v) in lanes.zip(&x[at..at + self.c]) {
-                // Selects, not a branch, so the channel loop vectorises.
-                let take = v > *m || v.is_nan();
-                *m = if take { v } else { *m };
-                *i = if take { p as u16 } else { *i };
-            }
-        }
-        if relu {
-            for (i, &m) in argmax.iter_mut().zip(out.iter()) {
-                *i = if m > 0.0 { *i } else { NONE };
-            }
-        }
+        window_max(self, x, out, argmax, relu);
     }
 
     /// Stores the window's `dx` (the window overlaps no other): `0.0 + dy` at the position
@@ -133,13 +140,28 @@ impl Window {
             // `wide` says the CPU has AVX-512F.
             return unsafe { avx512::store(self, argmax.as_ptr(), dy.as_ptr(), dx.as_mut_ptr()) };
         }
-        let _ = wide;
-        for (p, at) in self.offsets().enumerate() {
-            let lanes = dx[at..at + self.c].iter_mut().zip(argmax.iter().zip(dy));
-            for (d, (&i, &grad)) in lanes {
-                *d = if usize::from(i) == p { 0.0 + grad } else { 0.0 };
-            }
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::simd() == crate::simd::Simd::Avx2 && self.c >= 8 {
+            // As in `max`: whole blocks of eight channels in the AVX2 kernel.
+            let full = self.c / 8 * 8;
+            // SAFETY: `check` bounds every write of the window's first `full <= c` channels,
+            // `argmax` and `dy` hold `c` values, and the CPU has AVX2.
+            unsafe {
+                avx2::store(
+                    Window { c: full, ..self },
+                    argmax.as_ptr(),
+                    dy.as_ptr(),
+                    dx.as_mut_ptr(),
+                )
+            };
+            let tail = Window {
+                c: self.c - full,
+                ..self
+            };
+            return window_store(tail, &argmax[full..], &dy[full..], &mut dx[full..]);
         }
+        let _ = wide;
+        window_store(self, argmax, dy, dx);
     }
 
     /// The number of positions in the window.
@@ -190,6 +212,41 @@ impl Window {
 
 /// Channels a window sum or spread keeps in registers across the window's positions.
 const BLOCK: usize = 32;
+
+multiversion! {
+    /// [`Window::max`] without the AVX-512 kernel: selects, not branches, so the channel loop
+    /// vectorises (with AVX2 where the CPU has it; the portable build's SSE2 loop took six
+    /// times as long as the AVX-512 kernel in the seed model's fused max pool).
+    fn window_max(w: Window, x: &[f32], out: &mut [f32], argmax: &mut [u16], relu: bool) {
+        out.fill(f32::NEG_INFINITY);
+        argmax.fill(0);
+        for (p, at) in w.offsets().enumerate() {
+            let lanes = out.iter_mut().zip(argmax.iter_mut());
+            for ((m, i), &v) in lanes.zip(&x[at..at + w.c]) {
+                let take = v > *m || v.is_nan();
+                *m = if take { v } else { *m };
+                *i = if take { p as u16 } else { *i };
+            }
+        }
+        if relu {
+            for (i, &m) in argmax.iter_mut().zip(out.iter()) {
+                *i = if m > 0.0 { *i } else { NONE };
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`Window::store`] without the AVX-512 kernel (vectorised as [`window_max`]).
+    fn window_store(w: Window, argmax: &[u16], dy: &[f32], dx: &mut [f32]) {
+        for (p, at) in w.offsets().enumerate() {
+            let lanes = dx[at..at + w.c].iter_mut().zip(argmax.iter().zip(dy));
+            for (d, (&i, &grad)) in lanes {
+                *d = if usize::from(i) == p { 0.0 + grad } else { 0.0 };
+            }
+        }
+    }
+}
 
 multiversion! {
     /// `out[ch]` = `0.0 + x[at + ch]` over every position `at` of `w`, in scan order (one
@@ -414,6 +471,101 @@ mod avx512 {
     }
 }
 
+/// The max pool's window kernels for x86-64 with AVX2: blocks of eight channels, up to four
+/// blocks held in registers across the window's positions (the caller takes the channels left
+/// over). The same compares and selects as the portable loops, so the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{NONE, Window};
+
+    /// Channels one pass over a window's positions handles: four registers.
+    const GROUP: usize = 32;
+
+    /// See [`Window::max`], for a window of whole blocks of eight channels; the pointers must
+    /// cover every offset it reads or writes.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn max(
+        w: Window,
+        x: *const f32,
+        out: *mut f32,
+        argmax: *mut u16,
+        relu: bool,
+    ) {
+        let (zero, none) = (_mm256_setzero_ps(), _mm256_set1_epi32(i32::from(NONE)));
+        for g0 in (0..w.c).step_by(GROUP) {
+            let blocks = (w.c - g0).min(GROUP) / 8;
+            let mut m = [_mm256_set1_ps(f32::NEG_INFINITY); GROUP / 8];
+            let mut at_max = [_mm256_setzero_ps(); GROUP / 8];
+            for (p, at) in w.offsets().enumerate() {
+                let pv = _mm256_castsi256_ps(_mm256_set1_epi32(p as i32));
+                for b in 0..blocks {
+                    // SAFETY: the caller bounds every position's channels.
+                    let v = unsafe { _mm256_loadu_ps(x.add(at + g0 + 8 * b)) };
+                    let take = _mm256_or_ps(
+                        _mm256_cmp_ps::<_CMP_GT_OQ>(v, m[b]),
+                        _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
+                    );
+                    m[b] = _mm256_blendv_ps(m[b], v, take);
+                    at_max[b] = _mm256_blendv_ps(at_max[b], pv, take);
+                }
+            }
+            for b in 0..blocks {
+                let mut i = _mm256_castps_si256(at_max[b]);
+                if relu {
+                    let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(m[b], zero);
+                    i = _mm256_castps_si256(_mm256_blendv_ps(
+                        _mm256_castsi256_ps(none),
+                        _mm256_castsi256_ps(i),
+                        positive,
+                    ));
+                }
+                let mut lanes = [0i32; 8];
+                // SAFETY: `out` and `argmax` hold the block's eight values; `lanes` eight.
+                unsafe {
+                    _mm256_storeu_ps(out.add(g0 + 8 * b), m[b]);
+                    _mm256_storeu_si256(lanes.as_mut_ptr().cast(), i);
+                    for (k, &l) in lanes.iter().enumerate() {
+                        // Positions and NONE fit 16 bits (the pool refuses larger windows).
+                        *argmax.add(g0 + 8 * b + k) = l as u16;
+                    }
+                }
+            }
+        }
+    }
+
+    /// See [`Window::store`], for a window of whole blocks of eight channels; the pointers must
+    /// cover every offset it reads or writes.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn store(w: Window, argmax: *const u16, dy: *const f32, dx: *mut f32) {
+        let zero = _mm256_setzero_ps();
+        for g0 in (0..w.c).step_by(GROUP) {
+            let blocks = (w.c - g0).min(GROUP) / 8;
+            let mut grad = [zero; GROUP / 8];
+            let mut at_max = [_mm256_setzero_si256(); GROUP / 8];
+            for b in 0..blocks {
+                // SAFETY: `argmax` and `dy` hold the block's eight values.
+                unsafe {
+                    grad[b] = _mm256_add_ps(zero, _mm256_loadu_ps(dy.add(g0 + 8 * b)));
+                    at_max[b] =
+                        _mm256_cvtepu16_epi32(_mm_loadu_si128(argmax.add(g0 + 8 * b).cast()));
+                }
+            }
+            for (p, at) in w.offsets().enumerate() {
+                let pv = _mm256_set1_epi32(p as i32);
+                for b in 0..blocks {
+                    let hit = _mm256_castsi256_ps(_mm256_cmpeq_epi32(at_max[b], pv));
+                    // SAFETY: the caller bounds every position's channels.
+                    unsafe {
+                        _mm256_storeu_ps(dx.add(at + g0 + 8 * b), _mm256_and_ps(hit, grad[b]))
+                    };
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,6 +629,29 @@ mod tests {
                     let mut got = vec![9.0; x.len()];
                     window.store(wide, &got_at, &dy, &mut got);
                     assert_eq!(bits(&got), bits(&want), "store, {c} channels, relu {relu}");
+
+                    // The AVX2 kernels on the whole blocks of eight channels, whatever path
+                    // `CNNC_SIMD` picks for the calls above.
+                    let full = c / 8 * 8;
+                    #[cfg(target_arch = "x86_64")]
+                    if full > 0 && crate::simd::cpu() <= crate::simd::Simd::Avx2 {
+                        let blocks = Window { c: full, ..window };
+                        let (mut m, mut at) = (vec![7.0; c], vec![7u16; c]);
+                        // SAFETY: the window's reads lie in `x`, `m` and `at` hold `c >= full`
+                        // values, and the CPU has AVX2.
+                        unsafe {
+                            avx2::max(blocks, x.as_ptr(), m.as_mut_ptr(), at.as_mut_ptr(), relu)
+                        };
+                        assert_eq!(bits(&m[..full]), bits(&want_max[..full]), "avx2 max, {c}");
+                        assert_eq!(at[..full], want_at[..full], "avx2 argmax, {c}, relu {relu}");
+                        let mut got = vec![9.0; x.len()];
+                        // SAFETY: as above; the writes lie in `got`.
+                        unsafe { avx2::store(blocks, at.as_ptr(), dy.as_ptr(), got.as_mut_ptr()) };
+                        for &p in &positions {
+                            let (got, want) = (&got[p..p + full], &want[p..p + full]);
+                            assert_eq!(bits(got), bits(want), "avx2 store, {c}, relu {relu}");
+                        }
+                    }
                 }
             }
         }
