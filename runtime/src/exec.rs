@@ -184,6 +184,38 @@ fn layer_input_len(layer: &mut dyn Layer, input: usize) -> usize {
     }
 }
 
+/// The length per sample of each of `plan`'s gradient buffers: the largest gradient it holds
+/// (an input gradient a step writes or adds there, or an output gradient backward reads from
+/// it). ResNet-18 at 32 x 32 needs two buffers as large as the stem's 4 MiB gradient, and a
+/// third only for the residual branches, whose largest gradient is a quarter of that.
+fn grad_sizes(plan: &Plan) -> Vec<usize> {
+    let numel = |b: usize| plan.buffers().get(b).map_or(0, Shape::numel);
+    let mut held = vec![0; plan.grad_buffers()];
+    let mut hold = |buffer: usize, len: usize| {
+        if let Some(h) = held.get_mut(buffer) {
+            *h = (*h).max(len);
+        }
+    };
+    for step in plan.steps() {
+        for (to, &input) in step.dxs.iter().zip(&step.inputs) {
+            match *to {
+                GradTo::Discard => {}
+                GradTo::Write(b) => hold(b, numel(input)),
+                GradTo::Add { into, scratch } => {
+                    hold(into, numel(input));
+                    if let Some(s) = scratch {
+                        hold(s, numel(input));
+                    }
+                }
+            }
+        }
+        if let Grad::Buffer(a) = step.dy {
+            hold(a, numel(step.output));
+        }
+    }
+    held
+}
+
 /// Sets every parameter gradient of `layer` to zero.
 fn zero_grads(layer: &mut dyn Layer) {
     layer.visit(&mut |entry| {
@@ -494,15 +526,8 @@ impl Network {
         for (act, len) in self.acts.iter_mut().zip(&self.storage.len) {
             act.resize(len * max_batch, 0.0);
         }
-        let largest = self
-            .plan
-            .buffers()
-            .iter()
-            .map(Shape::numel)
-            .max()
-            .unwrap_or(0);
-        for g in &mut self.grads {
-            g.resize(largest * max_batch, 0.0);
+        for (g, held) in self.grads.iter_mut().zip(grad_sizes(&self.plan)) {
+            g.resize(held * max_batch, 0.0);
         }
         self.dlogits.resize(self.classes() * max_batch, 0.0);
         self.capacity = max_batch;
@@ -995,5 +1020,94 @@ impl crate::Model for Network {
 
     fn restore_rng_states(&mut self, states: &[(String, u128)]) -> Result<()> {
         Network::restore_rng_states(self, states)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Conv2dConfig, LayerDef, LinearConfig, Pool2dConfig, Source};
+
+    /// A residual block after a pool: the stem's gradient (8 x 8 pixels) is four times the
+    /// block's (4 x 4). Each gradient buffer is as long as the largest gradient that passes
+    /// through it, so only one holds the stem's; a training step runs with them.
+    #[test]
+    fn gradient_buffers_are_sized_by_what_they_hold() {
+        let conv = |cin, cout| {
+            LayerConfig::Conv2d(Conv2dConfig {
+                in_channels: cin,
+                out_channels: cout,
+                kernel_size: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1],
+                padding_end: [1, 1],
+                dilation: [1, 1],
+                groups: 1,
+                bias: true,
+                padding_mode: Default::default(),
+            })
+        };
+        let pool = LayerConfig::MaxPool2d(Pool2dConfig {
+            kernel_size: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            ceil_mode: false,
+            dilation: [1, 1],
+            count_include_pad: true,
+            divisor_override: None,
+        });
+        let layer = |name: &str, config, inputs: Vec<Source>| LayerDef {
+            name: name.to_owned(),
+            config,
+            inputs,
+        };
+        let def = NetworkDef {
+            input: [4, 8, 8],
+            layers: vec![
+                layer("stem", conv(4, 8), vec![]),
+                layer("pool", pool, vec![]),
+                layer("conv", conv(8, 8), vec![]),
+                layer("relu", LayerConfig::Relu, vec![]),
+                layer(
+                    "add",
+                    LayerConfig::Add,
+                    vec![Source::Layer(3), Source::Layer(1)],
+                ),
+                layer("flat", LayerConfig::FLATTEN, vec![]),
+                layer(
+                    "fc",
+                    LayerConfig::Linear(LinearConfig {
+                        in_features: 128,
+                        out_features: 3,
+                        bias: true,
+                    }),
+                    vec![],
+                ),
+            ],
+        };
+        let mut net = Network::new(&def, 1).expect("a valid network");
+        let sizes = grad_sizes(&net.plan);
+        assert!(sizes.len() >= 2, "{sizes:?}");
+        assert_eq!(sizes.iter().max(), Some(&(8 * 8 * 8)), "{sizes:?}");
+        let stem = sizes.iter().filter(|&&s| s == 8 * 8 * 8).count();
+        assert_eq!(
+            stem, 1,
+            "only the pool's input gradient is 8 x 8: {sizes:?}"
+        );
+        for step in net.plan.steps() {
+            for (to, &input) in step.dxs.iter().zip(&step.inputs) {
+                if let GradTo::Write(b) | GradTo::Add { into: b, .. } = *to {
+                    assert!(sizes[b] >= net.plan.buffers()[input].numel());
+                }
+            }
+        }
+        let batch = 2;
+        let x = ndarray::Array4::from_shape_fn((batch, 4, 8, 8), |(n, c, y, x)| {
+            ((n * 31 + c * 7 + y * 3 + x) % 11) as f32 / 5.0 - 1.0
+        });
+        net.train_step(x.view(), &[0, 2]).expect("a training step");
+        for (g, &s) in net.grads.iter().zip(&sizes) {
+            assert_eq!(g.len(), s * batch);
+        }
     }
 }

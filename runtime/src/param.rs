@@ -105,8 +105,8 @@ pub trait Visit {
     /// Calls `f` once per entry for a caller that only reads them (an optimizer checking the
     /// model before it changes anything): the entries of [`Visit::visit`], in its order. The
     /// default calls `visit`; a model whose `visit` also does work for the changes `f` may make
-    /// (the executor's and generated models' convolutions repack their weights) overrides it to
-    /// skip that work.
+    /// (the executor's and generated models' layers repack or forget their packed weights)
+    /// overrides it to skip that work.
     fn visit_read(&mut self, f: &mut dyn FnMut(EntryRef<'_>)) {
         self.visit(&mut |entry| f(entry.read()));
     }

@@ -62,10 +62,13 @@ fn check<L: Layer>(make: fn() -> L, change: fn(&mut L)) {
     let x = rng.vec(used.input_shape().numel() * batch);
     let dy = rng.vec(used.output_shape().numel() * batch);
     let before = run(&mut used, &x, &dy, batch);
+    // Inference packs the panels it keeps for later calls: the change must make it drop them.
+    let mut inferred = vec![0.0; dy.len()];
+    used.infer(&x, &mut inferred, batch).unwrap();
+    assert_eq!(inferred, before.0, "inference before the change");
     change(&mut used);
     // `&self` inference first, before any `&mut` forward could repack: it must read the
-    // changed weights too (`visit` repacked them; after `weight_mut` it packs in scratch).
-    let mut inferred = vec![0.0; dy.len()];
+    // changed weights too (`visit` dropped its panels; after `weight_mut` it packs in scratch).
     used.infer(&x, &mut inferred, batch).unwrap();
     let after = run(&mut used, &x, &dy, batch);
     let mut fresh = make();

@@ -104,12 +104,14 @@ pub trait Layer: Send + Sync + fmt::Debug + LayerClone {
     /// reused), so concurrent calls on one layer from several threads are fine. The values are
     /// those of [`Layer::forward`] in [`Mode::Eval`], bit for bit.
     ///
-    /// Layers that pack their weights ([`Conv2d`], [`Linear`]) pack them when built and repack
-    /// them whenever the parameters may have changed through [`Layer::visit`] (optimizer steps,
-    /// weight loading), before `visit` returns, so serving after loading and predicting after a
-    /// training step read packed weights. After a change through `weight_mut` or `bias_mut`,
-    /// which cannot repack when the change is made, `infer` packs into scratch memory on every
-    /// call (correct, slower) until the next `&mut` forward or `visit` repacks.
+    /// Layers that pack their weights read packed weights here: [`Linear`] packs them when built
+    /// and repacks them whenever the parameters may have changed through [`Layer::visit`]
+    /// (optimizer steps, weight loading), before `visit` returns; [`Conv2d`] packs them at the
+    /// first `infer` after such a change and keeps them for the calls after (a training step
+    /// holds no packed copy), so serving after loading and predicting after a training step read
+    /// packed weights from their second call on. After a change through `weight_mut` or
+    /// `bias_mut`, which cannot repack when the change is made, `infer` packs into scratch memory
+    /// on every call (correct, slower) until the next `&mut` forward or `visit`.
     fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()>;
 
     /// [`Layer::infer`] without the layers this one applies (a ReLU, [`Layer::fuse_relu`], and a
@@ -477,8 +479,8 @@ pub(crate) fn check_positive(layer: &str, what: &str, pair: [usize; 2]) -> Resul
 /// Which of a layer's two packed copies of its weight (forward and input-gradient panels) may be
 /// out of date. Every way to the weight's values that can change them (`Layer::visit`, which
 /// optimizers and weight loading use, and the layers' `weight_mut` and `bias_mut`) marks both,
-/// and packing clears one; so a layer repacks after its weights may have changed and not on
-/// every call. At batch 1, repacking, or even comparing the weights with the packed copy, cost
+/// and packing (for a convolution, forgetting its forward panels) clears one; so a layer
+/// repacks after its weights may have changed and not on every call. At batch 1, repacking, or even comparing the weights with the packed copy, cost
 /// more than the multiplication (a tenth of the seed model's latency).
 #[derive(Clone, Debug)]
 pub(crate) struct Stale([bool; 2]);

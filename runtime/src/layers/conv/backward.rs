@@ -5,13 +5,15 @@
 use rayon::prelude::*;
 
 use super::Conv2d;
+use super::pack::live_tap;
 use super::plan::{KernelRows, PixelGrid, WGRAD_GROUP_BYTES, pixels_per_task, tile_pixels};
 use super::tile::{add_pixels, store};
 use crate::kernels::gemm::{
     Grid, MR, NARROW_MR, NARROW_NR, NR, NarrowTile, RunTable, Seg, Start, Tile, halves, panels,
     rows_panel, rows_panel_narrow, sum_outer, sum_outer_narrow,
 };
-use crate::layers::{assign, grow};
+use crate::layers::assign;
+use crate::scratch;
 
 impl Conv2d {
     /// Weight and bias gradients of `batch` images from the padded input and `dy`: read in place
@@ -91,9 +93,9 @@ impl Conv2d {
                     let mut row = 0;
                     for block in blocks {
                         let (rows, cols) = (block.out_rows.clone(), block.out_cols.clone());
-                        if n0 > 0 && (rows.is_empty() || cols.is_empty()) {
-                            // Taps that read only padding: their rows stay the zeros stored
-                            // for the first group.
+                        if rows.is_empty() || cols.is_empty() {
+                            // Taps that read only padding: their gradient is zero, which
+                            // `to_oihw` writes without reading these rows.
                             row += block.rows;
                             continue;
                         }
@@ -159,13 +161,17 @@ impl Conv2d {
             });
         if self.weight.requires_grad {
             let wgrad = &self.wgrad[..k * cs];
+            let live = |tap: usize| live_tap(&g, tap);
             match self.weight.grad.as_slice_mut() {
-                Some(oihw) => to_oihw(wgrad, oihw, g.cin, g.kh * g.kw, cs),
+                Some(oihw) => to_oihw(wgrad, oihw, g.cin, g.kh * g.kw, cs, live),
                 None => {
                     let taps = g.kh * g.kw;
                     let oihw = (0..g.cout).flat_map(|co| {
                         (0..g.cin).flat_map(move |ci| {
-                            (0..taps).map(move |tap| wgrad[(tap * g.cin + ci) * cs + co])
+                            (0..taps).map(move |tap| {
+                                let at = (tap * g.cin + ci) * cs + co;
+                                if live(tap) { wgrad[at] } else { 0.0 }
+                            })
                         })
                     });
                     assign(&mut self.weight.grad, oihw);
@@ -182,7 +188,7 @@ impl Conv2d {
     /// Input gradient of `batch` images from the padded `dy`.
     pub(super) fn input_grad(&mut self, dx: &mut [f32], batch: usize) {
         let g = self.g;
-        let (kb, rows) = (g.k_back(), batch * g.ih * g.iw);
+        let (kb, rows) = (self.back_steps(), batch * g.ih * g.iw);
         let (packed_back, dyp) = (&self.packed_back[..], &self.dyp[..]);
         match g.direct_back() {
             Some(_) => {
@@ -263,14 +269,17 @@ impl Conv2d {
     /// that starts at `+0` and so change nothing.
     fn input_grad_phases(&mut self, dx: &mut [f32], batch: usize) {
         let g = self.g;
-        let (kb, cs) = (g.k_back(), g.cs());
+        let cs = g.cs();
         let (hd, wd, top, left) = g.padded_dy();
         let (row_phases, col_phases) = g.phases();
-        // Each phase's runs over the padded `dy` and its panels (`[cin / NR][steps][NR]`, the
-        // flipped kernel's rows of its taps in order) in `phase_panels`.
+        // Each phase's runs over the padded `dy`, and its panels in `phase_panels`: panel `j`
+        // of every phase (`[steps][NR]`, the flipped kernel's rows of its taps in order) in
+        // `[cin / NR][phases]`, filled from the weight directly (see below).
         let mut phases = Vec::with_capacity(row_phases.len() * col_phases.len());
-        grow(&mut self.phase_panels, panels(g.cin) * kb * NR, 0.0);
-        let mut at = 0;
+        // Each tap of each phase: its kernel position (unflipped) and its first step among
+        // all the phases' steps.
+        let mut order = Vec::with_capacity(g.kh * g.kw);
+        let mut total = 0;
         for rows in &row_phases {
             for cols in &col_phases {
                 let ey0 = rows.taps.iter().map(|t| t.1).min().unwrap_or(0);
@@ -289,12 +298,7 @@ impl Conv2d {
                                 len: g.cout,
                             }),
                         }
-                        let tap = (g.kh - 1 - ky) * g.kw + (g.kw - 1 - kx);
-                        for j in 0..panels(g.cin) {
-                            let src = &self.packed_back[(j * kb + tap * g.cout) * NR..];
-                            let dst = &mut self.phase_panels[at + (j * steps + k) * NR..];
-                            dst[..g.cout * NR].copy_from_slice(&src[..g.cout * NR]);
-                        }
+                        order.push((ky * g.kw + kx, total + k));
                         k += g.cout;
                     }
                 }
@@ -307,12 +311,41 @@ impl Conv2d {
                     cols: (cols.phase, cols.count),
                     base: (first_row * wd + first_col) * cs,
                     runs: RunTable::new(segs),
-                    panels: at,
-                    steps,
+                    panels: total,
                 });
-                at += panels(g.cin) * steps * NR;
+                total += steps;
             }
         }
+        // Row `step + co` of panel `j` holds the weights of input channels `j * NR..` (zeros
+        // past `cin`) for output channel `co` at the step's kernel position: the rows the
+        // input-gradient panels hold for that tap, copied from the weight in parallel over the
+        // panels rather than packed whole and copied again (ResNet-18's layer4.0.conv1: 4.7 MB).
+        let len = panels(g.cin) * total * NR;
+        self.phase_panels = scratch::lend(len);
+        let taps = g.kh * g.kw;
+        let weight = self.weight.value.as_standard_layout();
+        let w = weight
+            .as_slice()
+            .expect("a standard-layout array is contiguous");
+        // (No taps at all when the stride skips every input pixel: `dx` is then zeros.)
+        self.phase_panels[..len]
+            .par_chunks_exact_mut(total.max(1) * NR)
+            .enumerate()
+            .for_each(|(j, panel)| {
+                for co in 0..g.cout {
+                    for &(tap, step) in &order {
+                        let row = &mut panel[(step + co) * NR..][..NR];
+                        for (l, dst) in row.iter_mut().enumerate() {
+                            let ci = j * NR + l;
+                            *dst = if ci < g.cin {
+                                w[(co * g.cin + ci) * taps + tap]
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                }
+            });
         let (dyp, phase_panels) = (&self.dyp[..], &self.phase_panels[..]);
         let image = g.ih * g.iw * g.cin;
         let per_task = batch.div_ceil(4 * rayon::current_num_threads()).max(1);
@@ -339,7 +372,7 @@ impl Conv2d {
                         ((n * g.ih + py + g.sh * (r / nv)) * g.iw + px + g.sw * (r % nv)) * g.cin
                     };
                     let runs = phase.runs.all();
-                    let panel = |j: usize| &phase_panels[phase.panels + j * phase.steps * NR..];
+                    let panel = |j: usize| &phase_panels[(j * total + phase.panels) * NR..];
                     if g.cin <= NARROW_NR {
                         for t in (first..end).step_by(NARROW_MR) {
                             let (rows_at, _) = pixels.tile_rows(t, end);
@@ -388,10 +421,9 @@ struct Phase {
     base: usize,
     /// The taps' runs from there.
     runs: RunTable,
-    /// Where its panels start in `phase_panels`.
+    /// Its first step among all the phases' (where its rows start in each panel of
+    /// `phase_panels`).
     panels: usize,
-    /// Reduction steps: taps times `cout`.
-    steps: usize,
 }
 
 /// Stores the first `rows` rows (at most `NARROW_MR`) of the narrow `tile`, `cols` (at most
@@ -422,13 +454,21 @@ const OIHW_INPUTS: usize = 8;
 const OIHW_TAPS: usize = 9;
 
 /// Writes the weight gradient `wgrad` (`[(tap, ci)][co < cs]`) into `oihw` in PyTorch's layout
-/// (`[co][ci][tap]`, `taps` kernel positions). Each thread takes a range of output channels;
+/// (`[co][ci][tap]`, `taps` kernel positions), zeros for the positions `live` says read only
+/// padding (whose rows of `wgrad` it does not read: the weight gradient skips them). Each thread takes a range of output channels;
 /// for [`OIHW_INPUTS`] input channels at a time it moves blocks of [`OIHW_CHANNELS`] output
 /// channels through a small buffer, so the gradient rows it reads stay in cache across its
 /// blocks and it writes runs of `OIHW_INPUTS * taps` values. Element by element in PyTorch's
 /// order, the 9.4 MB gradient of a 512-channel 3 x 3 convolution took ~13x as long (a page
 /// apart on every read).
-fn to_oihw(wgrad: &[f32], oihw: &mut [f32], cin: usize, taps: usize, cs: usize) {
+fn to_oihw(
+    wgrad: &[f32],
+    oihw: &mut [f32],
+    cin: usize,
+    taps: usize,
+    cs: usize,
+    live: impl Fn(usize) -> bool + Sync,
+) {
     let row = cin * taps;
     if row == 0 {
         return;
@@ -449,6 +489,14 @@ fn to_oihw(wgrad: &[f32], oihw: &mut [f32], cin: usize, taps: usize, cs: usize) 
                     for l0 in (0..channels).step_by(OIHW_CHANNELS) {
                         let lanes = OIHW_CHANNELS.min(channels - l0);
                         for tap in 0..ts {
+                            if !live(t0 + tap) {
+                                for values in &mut block[..lanes] {
+                                    for c in 0..inputs {
+                                        values[c * ts + tap] = 0.0;
+                                    }
+                                }
+                                continue;
+                            }
                             for c in 0..inputs {
                                 let at = ((t0 + tap) * cin + c0 + c) * cs + first + l0;
                                 for (l, &v) in wgrad[at..][..lanes].iter().enumerate() {
@@ -545,6 +593,110 @@ mod tests {
         }
     }
 
+    /// Over images so small that most kernel positions read only padding (1 x 1 and 2 x 2, as
+    /// in ResNet-18's layer3 and layer4, at strides 1 and 2), the weight gradient of those
+    /// positions is written as exact zeros without being computed and the input gradient reads
+    /// only the kernel rows and columns packed for it (as does the forward pass): all must match
+    /// a plain sum over the definition, with the workspace's buffers and the gradient holding
+    /// NaN beforehand.
+    #[test]
+    fn gradients_over_tiny_images_skip_padding_only_taps() {
+        let (cin, cout, batch) = (40, 36, 5);
+        for (input, stride) in [
+            ([1, 1], 1),
+            ([2, 2], 1),
+            ([2, 2], 2),
+            ([1, 3], 1),
+            ([3, 1], 2),
+        ] {
+            let config = Conv2dConfig {
+                in_channels: cin,
+                out_channels: cout,
+                kernel_size: [3, 3],
+                stride: [stride; 2],
+                padding: [1, 1],
+                padding_end: [1, 1],
+                dilation: [1, 1],
+                groups: 1,
+                bias: false,
+                padding_mode: Default::default(),
+            };
+            let mut layer = Conv2d::new("conv", &config, input, &mut init_rng(9)).expect("valid");
+            let g = layer.g;
+            let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
+            let x: Vec<f32> = (0..batch * g.ih * g.iw * cin).map(value).collect();
+            let dy: Vec<f32> = (0..batch * g.oh * g.ow * cout)
+                .map(|i| value(i * 3 + 1))
+                .collect();
+            let poisoned: Vec<Vec<f32>> = (0..6).map(|_| vec![f32::NAN; 1 << 16]).collect();
+            poisoned.into_iter().for_each(scratch::give_back);
+            let mut y = vec![0.0; dy.len()];
+            layer
+                .forward(&x, &mut y, batch, Mode::Train)
+                .expect("forward");
+            layer.weight_mut().grad.fill(f32::NAN);
+            let mut dx = vec![f32::NAN; x.len()];
+            layer
+                .backward(&x, &y, &dy, Some(&mut dx), batch)
+                .expect("backward");
+            let w = layer
+                .weight()
+                .value
+                .as_slice()
+                .expect("contiguous")
+                .to_vec();
+            let grad = layer.weight().grad.as_slice().expect("contiguous");
+            // Sums in f64 and the sums of the products' magnitudes, by the definition:
+            // output `(oy, ox)` reads input `(oy * s - 1 + ky, ox * s - 1 + kx)`.
+            let mut want_w = vec![(0.0f64, 0.0f64); cout * cin * 9];
+            let mut want_x = vec![(0.0f64, 0.0f64); x.len()];
+            let mut want_y = vec![(0.0f64, 0.0f64); y.len()];
+            for n in 0..batch {
+                for (oy, ox) in (0..g.oh).flat_map(|oy| (0..g.ow).map(move |ox| (oy, ox))) {
+                    for (ky, kx) in (0..3).flat_map(|ky| (0..3).map(move |kx| (ky, kx))) {
+                        let (iy, ix) = (
+                            (oy * stride + ky).wrapping_sub(1),
+                            (ox * stride + kx).wrapping_sub(1),
+                        );
+                        if iy >= g.ih || ix >= g.iw {
+                            continue;
+                        }
+                        for co in 0..cout {
+                            let d = f64::from(dy[((n * g.oh + oy) * g.ow + ox) * cout + co]);
+                            for ci in 0..cin {
+                                let at = ((n * g.ih + iy) * g.iw + ix) * cin + ci;
+                                let k = (co * cin + ci) * 9 + ky * 3 + kx;
+                                let (pw, px) = (f64::from(x[at]) * d, f64::from(w[k]) * d);
+                                want_w[k] = (want_w[k].0 + pw, want_w[k].1 + pw.abs());
+                                want_x[at] = (want_x[at].0 + px, want_x[at].1 + px.abs());
+                                let py = f64::from(w[k]) * f64::from(x[at]);
+                                let o = ((n * g.oh + oy) * g.ow + ox) * cout + co;
+                                want_y[o] = (want_y[o].0 + py, want_y[o].1 + py.abs());
+                            }
+                        }
+                    }
+                }
+            }
+            let case = (input, stride);
+            for (k, (&got, &(sum, scale))) in grad.iter().zip(&want_w).enumerate() {
+                if live_tap(&g, k % 9) {
+                    let error = (f64::from(got) - sum).abs();
+                    assert!(error <= 2e-5 * scale, "{case:?} weight {k}: {got} vs {sum}");
+                } else {
+                    assert_eq!(got.to_bits(), 0, "{case:?} weight {k} reads only padding");
+                }
+            }
+            for (i, (&got, &(sum, scale))) in y.iter().zip(&want_y).enumerate() {
+                let error = (f64::from(got) - sum).abs();
+                assert!(error <= 2e-5 * scale, "{case:?} y {i}: {got} vs {sum}");
+            }
+            for (i, (&got, &(sum, scale))) in dx.iter().zip(&want_x).enumerate() {
+                let error = (f64::from(got) - sum).abs();
+                assert!(error <= 2e-5 * scale, "{case:?} dx {i}: {got} vs {sum}");
+            }
+        }
+    }
+
     /// The blocked transposition puts gradient `(tap, ci, co)` at PyTorch's `[co][ci][tap]`,
     /// for channel counts on and off its block of output channels.
     #[test]
@@ -559,7 +711,7 @@ mod tests {
             let cs = cout.div_ceil(NR) * NR;
             let wgrad: Vec<f32> = (0..taps * cin * cs).map(|i| i as f32).collect();
             let mut oihw = vec![f32::NAN; cout * cin * taps];
-            to_oihw(&wgrad, &mut oihw, cin, taps, cs);
+            to_oihw(&wgrad, &mut oihw, cin, taps, cs, |_| true);
             for co in 0..cout {
                 for ci in 0..cin {
                     for tap in 0..taps {

@@ -15,8 +15,9 @@ use crate::kernels::window::NONE;
 use crate::scratch;
 
 impl Conv2d {
-    /// The forward pass of `batch` images into `y[..ny]`, the padded input in a buffer lent from
-    /// the training workspace for the length of the call.
+    /// The forward pass of `batch` images into `y[..ny]`, the padded input and (unless `&self`
+    /// inference has packed them since the weights changed) the kernel rows of the forward
+    /// panels it reads in buffers lent from the training workspace for the length of the call.
     pub(super) fn forward_batch(
         &mut self,
         x: &[f32],
@@ -28,13 +29,24 @@ impl Conv2d {
             return Ok(());
         }
         self.pack()?;
+        let lent = self.packed.get().is_none().then(|| {
+            let len = self.packed_len();
+            let mut panels = scratch::lend(len);
+            self.pack_read(false, &mut panels[..len]);
+            panels
+        });
         let xp = self.padded_input(x, batch);
         let mut pool = self.pool.take();
-        let packed = (&self.packed[..], &self.bias_row[..]);
+        let panels = match &lent {
+            Some(lent) => &lent[..self.packed_len()],
+            None => self.packed_panels(),
+        };
         let relu = self.relu;
+        let packed = (panels, &self.bias_row[..]);
         self.convolve_padded(&xp, packed, &mut y[..ny], batch, relu, pool.as_mut());
         self.pool = pool;
         scratch::give_back(xp);
+        scratch::give_back(lent.unwrap_or_default());
         Ok(())
     }
 
@@ -61,16 +73,14 @@ impl Conv2d {
         g.pad_input(x, &mut xp, batch);
         let (mut packed, mut bias_row);
         let weights = if self.stale.forward_stale() {
-            packed = scratch::take(self.packed.len(), scratch::ANY, 0.0);
+            let len = self.packed_len();
+            packed = scratch::take(len, scratch::ANY, 0.0);
             bias_row = scratch::take(self.bias_row.len(), scratch::ANY, 0.0);
-            self.pack_into(false, &mut packed[..self.packed.len()]);
+            self.pack_into(false, &mut packed[..len]);
             self.bias_into(&mut bias_row[..self.bias_row.len()]);
-            (
-                &packed[..self.packed.len()],
-                &bias_row[..self.bias_row.len()],
-            )
+            (&packed[..len], &bias_row[..self.bias_row.len()])
         } else {
-            (&self.packed[..], &self.bias_row[..])
+            (self.packed_panels(), &self.bias_row[..])
         };
         let store = match apply {
             Apply::Own if self.relu => TileStore::Relu,
@@ -126,7 +136,7 @@ impl Conv2d {
     ) {
         let g = self.g;
         let (hp, wp) = g.padded_in();
-        let (k, n) = (g.k(), g.cout);
+        let (k, n) = (self.forward_steps(), g.cout);
         let runs = &self.runs;
         let pixels = PixelGrid {
             h: g.oh,

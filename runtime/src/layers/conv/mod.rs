@@ -21,6 +21,8 @@ mod plan;
 mod staging;
 mod tile;
 
+use std::sync::OnceLock;
+
 use cnnc_core::{Reads, Shape};
 use rand_chacha::ChaCha8Rng;
 
@@ -39,6 +41,7 @@ use fused_pool::FusedPool;
 use geometry::Geom;
 use grouped::Grouped;
 use mode_pad::ModePad;
+use pack::{live_cols, runs_in};
 use plan::WgradBlock;
 pub use tile::ChannelStore;
 
@@ -71,10 +74,17 @@ pub struct Conv2d {
     /// Runs of an input-gradient receptive field in the padded `dy` (direct path; see
     /// [`Geom::back_runs`]).
     back_runs: RunTable,
-    /// The weight as forward panels: `[cout / NR][(ky, kx, ci)][NR]`, zero-padded.
-    packed: Vec<f32>,
-    /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cout)][NR]`,
-    /// packed by each backward pass into a buffer lent from the training workspace
+    /// The weight as forward panels, `[cout / NR][(ky, kx, ci)][NR]` (`kx` over the columns
+    /// that read pixels, [`pack::live_cols`]), zero-padded, for `&self`
+    /// inference: packed by its first call after the weights changed and forgotten when they
+    /// change ([`Conv2d::pack`]). A training forward does not fill it: it packs into a buffer
+    /// lent from the training workspace, so training holds no copy of the weights besides
+    /// their gradients and the optimizer's state.
+    packed: OnceLock<Vec<f32>>,
+    /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cout)][NR]` (`kx`
+    /// over the flipped columns that read pixels),
+    /// packed by each backward pass that takes the direct input gradient (the kernel rows it
+    /// reads) into a buffer lent from the training workspace
     /// ([`scratch::lend`]) and handed back at its end (empty between passes), as are `xp`,
     /// `dyp`, `gathered` and `wgrad`: a network holds one set of them, not one per layer.
     packed_back: Vec<f32>,
@@ -92,7 +102,8 @@ pub struct Conv2d {
     /// The input padded as `padding_mode` says, when it is not zeros (the convolution then
     /// runs unpadded on that copy, and `g` describes that).
     mode_pad: Option<ModePad>,
-    /// Whether `packed` may be out of date (`packed_back` is packed by every backward pass).
+    /// Whether `packed` and `bias_row` may be out of date (`packed_back` is packed by every
+    /// backward pass).
     stale: Stale,
     /// The zero-padded input, `[N][ph + H + ph_end][pw + W + pw_end][cin]` plus `MR` zeros the
     /// weight-gradient kernel may read past the last pixel; backward pads the input again from
@@ -100,7 +111,8 @@ pub struct Conv2d {
     xp: Vec<f32>,
     /// The padded `dy` (see [`Geom::padded_dy`]).
     dyp: Vec<f32>,
-    /// The flipped kernel's panels of each phase of the strided input gradient.
+    /// The flipped kernel's panels of each phase of the strided input gradient (lent from the
+    /// training workspace for the length of a backward pass).
     phase_panels: Vec<f32>,
     /// Row blocks of the weight gradient, in row order (see [`WgradBlock`]).
     wgrad_blocks: Vec<WgradBlock>,
@@ -178,9 +190,12 @@ impl Conv2d {
             g,
             weight,
             bias,
-            runs: RunTable::new(g.runs(g.cin, wp)),
-            back_runs: RunTable::new(g.back_runs(wd)),
-            packed: vec![0.0; usize::from(dense) * panels(g.cout) * g.k() * NR],
+            runs: RunTable::new(runs_in(g.runs(g.cin, wp), g.kh, g.kw, live_cols(&g))),
+            back_runs: RunTable::new(runs_in(g.back_runs(wd), g.kh, g.kw, {
+                let cols = live_cols(&g);
+                g.kw - cols.end..g.kw - cols.start
+            })),
+            packed: OnceLock::new(),
             packed_back: Vec::new(),
             bias_row: vec![0.0; g.cs()],
             grouped: (!dense).then(|| Grouped::new(&g, c.groups)),
@@ -200,7 +215,6 @@ impl Conv2d {
             wgrad: Vec::new(),
             bgrad: vec![0.0; g.cout],
         };
-        // Packed now, so that `&self` inference on a new layer reads panels.
         if dense {
             layer.pack()?;
         }
@@ -410,9 +424,9 @@ impl Layer for Conv2d {
         let names = [self.weight_name.as_str(), self.bias_name.as_str()];
         self.stale.mark();
         visit_weight_bias(f, names, &mut self.weight, self.bias.as_mut());
-        // Repacked now, so `infer` reads fresh panels (the input-gradient panels are packed by
-        // each backward pass, into the training workspace); a wrong shape is reported by the
-        // next forward.
+        // The forward panels are forgotten (the next `infer` packs them, a training forward packs
+        // its own into the workspace) and the bias row copied; the input-gradient panels are
+        // packed by each backward pass. A wrong shape is reported by the next forward.
         if self.grouped.is_none() {
             let _ = self.pack();
         }
@@ -517,8 +531,12 @@ impl Conv2d {
         self.check_params()?;
         let g = self.g;
         let trains = self.trains_params();
-        // The padded input again, for the weight gradient only.
+        // The padded input again, for the weight gradient only. The weight gradient's buffer is
+        // borrowed first: the workspace lends the smallest free buffer that fits, and a 512-channel
+        // layer's `dy`, borrowed before it, took the one its gradient needed, which then made the
+        // workspace allocate a second (ResNet-18: 9.4 MB).
         if trains {
+            self.wgrad = scratch::lend(g.k() * g.cs());
             self.xp = self.padded_input(x, batch);
         }
         // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
@@ -536,20 +554,23 @@ impl Conv2d {
             }
         }
         if trains {
-            self.wgrad = scratch::lend(g.k() * g.cs());
             self.param_grads(dy, staged, batch);
             // Back before the input gradient borrows its panels, which may reuse them.
             scratch::give_back(std::mem::take(&mut self.xp));
             scratch::give_back(std::mem::take(&mut self.wgrad));
         }
         if let Some(dx) = dx {
-            let len = panels(g.cin) * g.k_back() * NR;
-            let mut packed_back = scratch::lend(len);
-            self.pack_into(true, &mut packed_back[..len]);
-            self.packed_back = packed_back;
+            // The direct input gradient reads only the kernel rows that read real pixels (the
+            // phases of a strided one fill their own panels).
+            if g.direct_back().is_some() {
+                let len = panels(g.cin) * self.back_steps() * NR;
+                let mut packed_back = scratch::lend(len);
+                self.pack_read(true, &mut packed_back[..len]);
+                self.packed_back = packed_back;
+            }
             self.input_grad(dx, batch);
         }
-        for buf in [&mut self.dyp, &mut self.packed_back] {
+        for buf in [&mut self.dyp, &mut self.packed_back, &mut self.phase_panels] {
             scratch::give_back(std::mem::take(buf));
         }
         Ok(())

@@ -1,27 +1,45 @@
 //! The weights copied into the panels the kernels read: forward panels of output channels, and
 //! the flipped kernel as input-gradient panels of input channels.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::Conv2d;
+use super::geometry::Geom;
 use crate::error::Result;
-use crate::kernels::gemm::NR;
+use crate::kernels::gemm::{NR, Seg, panels};
 use crate::layers::check_param;
 
 impl Conv2d {
-    /// Checks the parameters' shapes and copies them into the forward panels, when they may be
-    /// out of date.
+    /// Checks the parameters' shapes, forgets the forward panels when they may be out of date
+    /// (the next `&self` forward packs them again; a training forward packs the kernel rows it
+    /// reads into the training workspace instead, so training does not hold a copy of every
+    /// weight through the step) and copies the bias into its row.
     pub(super) fn pack(&mut self) -> Result<()> {
         self.check_params()?;
         if self.stale.take(false) {
-            let mut packed = std::mem::take(&mut self.packed);
-            self.pack_into(false, &mut packed);
-            self.packed = packed;
+            self.packed.take();
         }
         let mut bias_row = std::mem::take(&mut self.bias_row);
         self.bias_into(&mut bias_row);
         self.bias_row = bias_row;
         Ok(())
+    }
+
+    /// Values in the forward panels: `cout` in whole panels, times the reduction length.
+    pub(super) fn packed_len(&self) -> usize {
+        panels(self.g.cout) * self.forward_steps() * NR
+    }
+
+    /// The forward panels for `&self` inference, packed by the first call after the weights
+    /// changed ([`Conv2d::pack`] forgets them).
+    pub(super) fn packed_panels(&self) -> &[f32] {
+        self.packed.get_or_init(|| {
+            let mut packed = vec![0.0; self.packed_len()];
+            self.pack_into(false, &mut packed);
+            packed
+        })
     }
 
     /// Checks that the weight and bias still have the layer's shapes.
@@ -42,6 +60,19 @@ impl Conv2d {
     /// Copies the weight into the forward panels (`back`: the input-gradient panels) in
     /// `packed`, as long as the layer's own.
     pub(super) fn pack_into(&self, back: bool, packed: &mut [f32]) {
+        self.pack_rows(back, packed, |_| true);
+    }
+
+    /// [`Conv2d::pack_into`] of only the kernel rows that read real input ([`live_row`]):
+    /// those the forward pass and the direct input gradient read. The panel rows of the others
+    /// keep whatever `packed` held. ResNet-18's layer4 (1 x 1 images) packs a third of each
+    /// 3 x 3 kernel.
+    pub(super) fn pack_read(&self, back: bool, packed: &mut [f32]) {
+        self.pack_rows(back, packed, |ky| live_row(&self.g, ky));
+    }
+
+    /// [`Conv2d::pack_into`] of the kernel rows `ky` (unflipped) for which `keep(ky)` holds.
+    fn pack_rows(&self, back: bool, packed: &mut [f32], keep: impl Fn(usize) -> bool + Sync) {
         let g = self.g;
         let taps = g.kh * g.kw;
         // The logical OIHW order as one slice (borrowed unless the layout differs).
@@ -50,34 +81,59 @@ impl Conv2d {
             .as_slice()
             .expect("a standard-layout array is contiguous");
         let at = |co: usize, ci: usize, tap: usize| w[(co * g.cin + ci) * taps + tap];
+        let cols = live_cols(&g);
+        let (first, width) = (cols.start, cols.len());
+        let slots = g.kh * width;
         // The threads take whole panels (a copy: the values do not depend on the split).
         if back {
-            // Panel `j` of input channels; row `tap * cout + co`, `tap` over the flipped kernel.
+            // Panel `j` of input channels; row `slot * cout + co`, the slots over the flipped
+            // kernel's rows and its columns that read pixels (the flipped `cols`).
+            let flipped = |slot: usize| (slot / width) * g.kw + g.kw - first - width + slot % width;
+            let keep = |slot: usize| keep(g.kh - 1 - slot / width);
             packed
-                .par_chunks_exact_mut(g.k_back() * NR)
+                .par_chunks_exact_mut(self.back_steps() * NR)
                 .enumerate()
                 .for_each(|(j, panel)| {
-                    fill_panel(panel, taps, g.cout, |tap, co, l| {
+                    fill_panel(panel, slots, g.cout, &keep, |slot, co, l| {
                         let ci = j * NR + l;
                         if ci < g.cin {
-                            at(co, ci, taps - 1 - tap)
+                            at(co, ci, taps - 1 - flipped(slot))
                         } else {
                             0.0
                         }
                     });
                 });
         } else {
-            // Panel `j` of output channels; row `(ky * kw + kx) * cin + ci`.
+            // Panel `j` of output channels; row `slot * cin + ci`, the slots over the kernel's
+            // rows and its columns `cols`.
+            let tap = |slot: usize| (slot / width) * g.kw + first + slot % width;
+            let keep = |slot: usize| keep(slot / width);
             packed
-                .par_chunks_exact_mut(g.k() * NR)
+                .par_chunks_exact_mut(self.forward_steps() * NR)
                 .enumerate()
                 .for_each(|(j, panel)| {
-                    fill_panel(panel, taps, g.cin, |tap, ci, l| {
+                    fill_panel(panel, slots, g.cin, &keep, |slot, ci, l| {
                         let co = j * NR + l;
-                        if co < g.cout { at(co, ci, tap) } else { 0.0 }
+                        if co < g.cout {
+                            at(co, ci, tap(slot))
+                        } else {
+                            0.0
+                        }
                     });
                 });
         }
+    }
+
+    /// Reduction steps of the forward pass: `(ky, kx, ci)` over the kernel columns that read
+    /// pixels ([`live_cols`]); `g.k()` unless the images are narrower than the kernel reaches.
+    pub(super) fn forward_steps(&self) -> usize {
+        self.g.k() / self.g.kw * live_cols(&self.g).len()
+    }
+
+    /// Reduction steps of the direct input gradient: `(ky, kx, co)` of the flipped kernel over
+    /// its columns that read pixels; `g.k_back()` unless the images are that narrow.
+    pub(super) fn back_steps(&self) -> usize {
+        self.g.k_back() / self.g.kw * live_cols(&self.g).len()
     }
 
     /// Copies the bias into `row` (zeros without one).
@@ -93,23 +149,77 @@ impl Conv2d {
     }
 }
 
+/// Whether kernel row `ky` of `g` reads a real input row for some output row. A row that does
+/// not multiplies only padding: no pass reads its panel rows (forward and the direct input
+/// gradient skip it, see [`KernelRows::hull`](super::plan::KernelRows::hull)), and its weight
+/// gradient is zero.
+pub(super) fn live_row(g: &Geom, ky: usize) -> bool {
+    !g.real_outputs(ky, 0).is_empty()
+}
+
+/// Whether kernel position `tap` (`ky * kw + kx`) of `g` reads a real input pixel for some
+/// output pixel. The weight gradient of one that does not is exactly zero (every product reads
+/// padding), so it is written as such and never computed: 8 of the 9 positions of a 3 x 3
+/// convolution over 1 x 1 images (ResNet-18's layer4).
+pub(super) fn live_tap(g: &Geom, tap: usize) -> bool {
+    live_row(g, tap / g.kw) && !g.real_outputs(tap % g.kw, 1).is_empty()
+}
+
+/// The kernel columns `kx` that read a real input column for some output column (the hull of
+/// them; every column when none does). The others multiply only padding: the forward pass and
+/// the direct input gradient leave them out of their runs and panels, so a 3 x 3 convolution
+/// over 1 x 1 images (ResNet-18's layer4) reduces over its middle column only. For the flipped
+/// kernel of the input gradient they are the columns `kw - end..kw - start`.
+pub(super) fn live_cols(g: &Geom) -> Range<usize> {
+    let live = |kx: &usize| !g.real_outputs(*kx, 1).is_empty();
+    match ((0..g.kw).find(live), (0..g.kw).rev().find(live)) {
+        (Some(first), Some(last)) => first..last + 1,
+        _ => 0..g.kw,
+    }
+}
+
+/// `runs` (over a window of `kh` rows of `kw` columns: one run per kernel row of `kw` columns,
+/// or one per tap, in order) restricted to the columns `cols`.
+pub(super) fn runs_in(runs: Vec<Seg>, kh: usize, kw: usize, cols: Range<usize>) -> Vec<Seg> {
+    if cols == (0..kw) {
+        return runs;
+    }
+    if runs.len() == kh {
+        runs.into_iter()
+            .map(|run| {
+                let column = run.len / kw;
+                Seg {
+                    offset: run.offset + cols.start * column,
+                    len: cols.len() * column,
+                }
+            })
+            .collect()
+    } else {
+        (runs.into_iter().enumerate())
+            .filter(|(i, _)| cols.contains(&(i % kw)))
+            .map(|(_, run)| run)
+            .collect()
+    }
+}
+
 /// Channels of a panel's rows [`fill_panel`] copies for every kernel position before it moves
 /// on: the weights they read (this many channels of each of the panel's `NR` weight rows) stay
 /// in L1 across the kernel positions.
 const PACK_BLOCK: usize = 8;
 
-/// Fills `panel`, whose row `tap * channels + c` holds `value(tap, c, l)` in lane `l`, a block
-/// of [`PACK_BLOCK`] channels at a time. Row by row, each kernel position re-read the whole
+/// Fills `panel`, whose row `slot * channels + c` holds `value(slot, c, l)` in lane `l`, for the
+/// `slots` (kernel positions) `keep` names, a block of [`PACK_BLOCK`] channels at a time. Row by row, each kernel position re-read the whole
 /// panel's weights from L2 (or memory): repacking after every optimizer step cost ~15% of a
 /// ResNet-18 training step.
 fn fill_panel(
     panel: &mut [f32],
-    taps: usize,
+    slots: usize,
     channels: usize,
+    keep: &impl Fn(usize) -> bool,
     value: impl Fn(usize, usize, usize) -> f32,
 ) {
     for c0 in (0..channels).step_by(PACK_BLOCK) {
-        for tap in 0..taps {
+        for tap in (0..slots).filter(|&tap| keep(tap)) {
             for c in c0..(c0 + PACK_BLOCK).min(channels) {
                 let row = &mut panel[(tap * channels + c) * NR..][..NR];
                 for (l, dst) in row.iter_mut().enumerate() {
@@ -125,9 +235,12 @@ mod tests {
     use super::*;
     use crate::config::Conv2dConfig;
     use crate::init::init_rng;
-    use crate::kernels::gemm::panels;
 
     fn conv(cin: usize, cout: usize, kernel: [usize; 2]) -> Conv2d {
+        conv_over(cin, cout, kernel, [5, 6])
+    }
+
+    fn conv_over(cin: usize, cout: usize, kernel: [usize; 2], input: [usize; 2]) -> Conv2d {
         let config = Conv2dConfig {
             in_channels: cin,
             out_channels: cout,
@@ -140,7 +253,7 @@ mod tests {
             bias: false,
             padding_mode: Default::default(),
         };
-        Conv2d::new("conv", &config, [5, 6], &mut init_rng(3)).expect("a valid convolution")
+        Conv2d::new("conv", &config, input, &mut init_rng(3)).expect("a valid convolution")
     }
 
     /// The blocked copies lay the weights out exactly as the panels' definitions say, for
@@ -189,6 +302,36 @@ mod tests {
                     want.to_bits(),
                     "back {cin}->{cout} {kernel:?} at {i}"
                 );
+            }
+        }
+    }
+
+    /// Over one-row images (padding 1), a 3 x 3 kernel's first and last rows read only padding:
+    /// `pack_read` fills the middle row's panel rows as `pack_into` does and leaves the others
+    /// as they were, in both layouts.
+    #[test]
+    fn pack_read_fills_exactly_the_rows_that_read_pixels() {
+        let (cin, cout) = (19, 40);
+        let layer = conv_over(cin, cout, [3, 3], [1, 7]);
+        assert!(!live_row(&layer.g, 0) && live_row(&layer.g, 1) && !live_row(&layer.g, 2));
+        for (back, width, steps) in [(false, cout, 9 * cin), (true, cin, 9 * cout)] {
+            let len = panels(width) * steps * NR;
+            let mut full = vec![f32::NAN; len];
+            layer.pack_into(back, &mut full);
+            let mut read = vec![f32::NAN; len];
+            layer.pack_read(back, &mut read);
+            let per_row = steps / 3;
+            for (i, (&got, &want)) in read.iter().zip(&full).enumerate() {
+                // The (flipped, for `back`) kernel row of this panel row: the middle one either way.
+                let row = i / NR % steps / per_row;
+                if row == 1 {
+                    assert_eq!(got.to_bits(), want.to_bits(), "back {back}, at {i}");
+                } else {
+                    assert!(
+                        got.is_nan(),
+                        "back {back}, at {i}: a row of padding was packed"
+                    );
+                }
             }
         }
     }
