@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::fused_pool::{FusedPool, pool_bands};
-use super::plan::{KernelRows, PixelGrid, pixels_per_task, tile_pixels};
+use super::plan::{KernelRows, PixelGrid, gcd, pixels_per_task, tile_pixels};
 use super::tile::TileStore;
 use super::{Apply, Conv2d};
 use crate::error::Result;
@@ -16,7 +16,8 @@ use crate::scratch;
 
 impl Conv2d {
     /// The forward pass of `batch` images into `y[..ny]`, the padded input in a buffer lent from
-    /// the training workspace for the length of the call.
+    /// the training workspace for the length of the call (or, in large batches, each task's
+    /// images in scratch memory of its thread: [`Conv2d::images_per_task`]).
     pub(super) fn forward_batch(
         &mut self,
         x: &[f32],
@@ -28,13 +29,31 @@ impl Conv2d {
             return Ok(());
         }
         self.pack()?;
-        let xp = self.padded_input(x, batch);
+        let store = if self.relu {
+            TileStore::Relu
+        } else {
+            TileStore::Plain
+        };
         let mut pool = self.pool.take();
         let packed = (&self.packed[..], &self.bias_row[..]);
-        let relu = self.relu;
-        self.convolve_padded(&xp, packed, &mut y[..ny], batch, relu, pool.as_mut());
+        let y = &mut y[..ny];
+        match pool
+            .is_none()
+            .then(|| self.images_per_task(batch))
+            .flatten()
+        {
+            Some(images) => {
+                let input = Padded::ByTask { x, images };
+                self.convolve_stored(input, packed, y, batch, store, None);
+            }
+            None => {
+                let xp = self.padded_input(x, batch);
+                let input = Padded::Batch(&xp);
+                self.convolve_stored(input, packed, y, batch, store, pool.as_mut());
+                scratch::give_back(xp);
+            }
+        }
         self.pool = pool;
-        scratch::give_back(xp);
         Ok(())
     }
 
@@ -55,10 +74,25 @@ impl Conv2d {
         }
         let g = self.g;
         let (hp, wp) = g.padded_in();
-        // The padding stays zero: only buffers last used for this layout are reused as they are.
-        let layout = scratch::tag(&[hp, wp, g.cin, g.ph, g.pw]);
-        let mut xp = scratch::take(batch * hp * wp * g.cin + MR, layout, 0.0);
-        g.pad_input(x, &mut xp, batch);
+        let fused = self.pool.as_ref().filter(|_| matches!(apply, Apply::Own));
+        // Large batches without a fused pool: each task pads its own images.
+        let by_task = fused
+            .is_none()
+            .then(|| self.images_per_task(batch))
+            .flatten();
+        let xp;
+        let input = match by_task {
+            Some(images) => Padded::ByTask { x, images },
+            None => {
+                // The padding stays zero: only buffers last used for this layout are reused as
+                // they are.
+                let layout = scratch::tag(&[hp, wp, g.cin, g.ph, g.pw]);
+                let mut padded = scratch::take(batch * hp * wp * g.cin + MR, layout, 0.0);
+                g.pad_input(x, &mut padded, batch);
+                xp = padded;
+                Padded::Batch(&xp)
+            }
+        };
         let (mut packed, mut bias_row);
         let weights = if self.stale.forward_stale() {
             packed = scratch::take(self.packed.len(), scratch::ANY, 0.0);
@@ -77,8 +111,8 @@ impl Conv2d {
             Apply::Own | Apply::Unfused => TileStore::Plain,
             Apply::Store(map) => TileStore::Channels(map),
         };
-        let Some(fused) = self.pool.as_ref().filter(|_| matches!(apply, Apply::Own)) else {
-            self.convolve_stored(&xp, weights, &mut y[..ny], batch, store, None);
+        let Some(fused) = fused else {
+            self.convolve_stored(input, weights, &mut y[..ny], batch, store, None);
             return Ok(());
         };
         // Tagged by the layer's geometry, so each call finds the buffers it grew before.
@@ -90,34 +124,31 @@ impl Conv2d {
             indexed: 0,
             ..*fused
         };
-        self.convolve_stored(&xp, weights, &mut y[..ny], batch, store, Some(&mut pool));
+        self.convolve_stored(input, weights, &mut y[..ny], batch, store, Some(&mut pool));
         (*argmax.vec_mut(), *bands.vec_mut()) = (pool.argmax, pool.bands);
         Ok(())
     }
 
-    /// Convolves `batch` padded images `xp` with the forward panels and bias row `packed` into
-    /// `y`, through the ReLU with `relu`, and through the fused max pool when `pool` is given.
-    fn convolve_padded(
-        &self,
-        xp: &[f32],
-        packed: (&[f32], &[f32]),
-        y: &mut [f32],
-        batch: usize,
-        relu: bool,
-        pool: Option<&mut FusedPool>,
-    ) {
-        let store = if relu {
-            TileStore::Relu
-        } else {
-            TileStore::Plain
-        };
-        self.convolve_stored(xp, packed, y, batch, store, pool);
+    /// Images per parallel task when each task pads its own (so they stay in the cache of the
+    /// thread that reads them), or `None` to pad the whole batch first: tasks of whole tiles
+    /// (the same tiles as the batch's, so the same kernel rows skipped and the same values) of
+    /// at most [`TASK_BYTES`] padded, at least four a thread.
+    fn images_per_task(&self, batch: usize) -> Option<usize> {
+        let g = self.g;
+        let (hp, wp) = g.padded_in();
+        let (pixels, tile) = (g.oh * g.ow, tile_pixels(g.cout));
+        let images = tile / gcd(pixels, tile);
+        let bytes = images * hp * wp * g.cin * std::mem::size_of::<f32>();
+        let tasks = batch / images;
+        (bytes <= TASK_BYTES && tasks >= 4 * rayon::current_num_threads()).then_some(images)
     }
 
-    /// [`Conv2d::convolve_padded`], storing each tile as `store` says.
+    /// Convolves `batch` images from `input` with the forward panels and bias row `packed` into
+    /// `y`, storing each tile as `store` says, and through the fused max pool when `pool` is
+    /// given.
     fn convolve_stored(
         &self,
-        xp: &[f32],
+        input: Padded<'_>,
         (packed, bias_row): (&[f32], &[f32]),
         y: &mut [f32],
         batch: usize,
@@ -150,14 +181,15 @@ impl Conv2d {
         let m = bias_row.len().min(NR);
         narrow_bias[..m].copy_from_slice(&bias_row[..m]);
         // Output pixels `first..end` (in batch order) into `out`, `stride` values a pixel (`n`
-        // of them this layer's, from `offset` on).
+        // of them this layer's, from `offset` on), from `xp` holding the padded images from
+        // pixel `base` on.
         let (stride, offset) = store.layout(n);
-        let convolve = |first: usize, end: usize, out: &mut [f32]| {
+        let convolve = |xp: &[f32], base: usize, first: usize, end: usize, out: &mut [f32]| {
             if tile == NARROW_MR {
                 // At most 16 channels: twice the pixels a tile, all of its columns real.
                 let bias = &narrow_bias;
                 for t in (first..end).step_by(NARROW_MR) {
-                    let (rows_at, span) = pixels.tile_rows(t, end);
+                    let (rows_at, span) = pixels.tile_rows(t - base, end - base);
                     let mut tile = [[0.0; NR]; NARROW_MR];
                     let (runs, panel) = kernel_rows.select(kernel_rows.hull(span), runs, packed);
                     rows_panel_narrow(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
@@ -172,7 +204,7 @@ impl Conv2d {
                 return;
             }
             for t in (first..end).step_by(MR) {
-                let (rows_at, span) = pixels.tile_rows(t, end);
+                let (rows_at, span) = pixels.tile_rows(t - base, end - base);
                 let taps = kernel_rows.hull(span);
                 for j in 0..panels(n) {
                     let bias = bias_row[j * NR..(j + 1) * NR]
@@ -188,16 +220,162 @@ impl Conv2d {
                 }
             }
         };
-        let Some(pool) = pool else {
-            let per_task = pixels_per_task(batch * g.oh * g.ow, tile);
-            y.par_chunks_mut(per_task * stride)
-                .enumerate()
-                .for_each(|(task, y_task)| {
-                    let first = task * per_task;
-                    convolve(first, first + y_task.len() / stride, y_task);
+        let image = g.oh * g.ow;
+        match (input, pool) {
+            (Padded::Batch(xp), None) => {
+                let per_task = pixels_per_task(batch * image, tile);
+                y.par_chunks_mut(per_task * stride)
+                    .enumerate()
+                    .for_each(|(task, y_task)| {
+                        let first = task * per_task;
+                        convolve(xp, 0, first, first + y_task.len() / stride, y_task);
+                    });
+            }
+            (Padded::ByTask { x, images }, None) => {
+                let (x_image, padded) = (g.ih * g.iw * g.cin, hp * wp * g.cin);
+                y.par_chunks_mut(images * image * stride)
+                    .zip(x.par_chunks(images * x_image))
+                    .enumerate()
+                    .for_each(|(task, (y_task, x_task))| {
+                        // Every value is written: the images with their borders, then the
+                        // tail a tile's loads may run into.
+                        let count = y_task.len() / (image * stride);
+                        let mut xp = scratch::take(count * padded + MR, scratch::ANY, 0.0);
+                        let (xp_images, tail) =
+                            xp[..count * padded + MR].split_at_mut(count * padded);
+                        for (dst, src) in xp_images
+                            .chunks_exact_mut(padded)
+                            .zip(x_task.chunks_exact(x_image))
+                        {
+                            g.pad_image(src, dst);
+                        }
+                        tail.fill(0.0);
+                        let first = task * images * image;
+                        convolve(&xp, first, first, first + count * image, y_task);
+                    });
+            }
+            (Padded::Batch(xp), Some(pool)) => {
+                pool_bands(pool, g, y, batch, &|first, end, out: &mut [f32]| {
+                    convolve(xp, 0, first, end, out)
                 });
-            return;
+            }
+            (Padded::ByTask { x, .. }, Some(pool)) => {
+                // Not chosen with a fused pool (its bands are tasks of their own).
+                let mut xp = scratch::take(batch * hp * wp * g.cin + MR, scratch::ANY, 0.0);
+                g.pad_input(x, &mut xp, batch);
+                let len = batch * hp * wp * g.cin;
+                xp[len..len + MR].fill(0.0);
+                let xp = &xp[..];
+                pool_bands(pool, g, y, batch, &|first, end, out: &mut [f32]| {
+                    convolve(xp, 0, first, end, out)
+                });
+            }
+        }
+    }
+}
+
+/// Most bytes of padded input one task of [`Padded::ByTask`] pads: a third of a 1 MiB L2, so
+/// the images stay there while the task's tiles read them.
+const TASK_BYTES: usize = 320 * 1024;
+
+/// Where [`Conv2d::convolve_stored`] reads its padded input.
+#[derive(Clone, Copy, Debug)]
+enum Padded<'a> {
+    /// The whole batch, padded (with `MR` values after it).
+    Batch(&'a [f32]),
+    /// The batch unpadded: tasks of `images` images, each padding its own into scratch memory
+    /// of the thread running it.
+    ByTask {
+        /// The unpadded input.
+        x: &'a [f32],
+        /// Images a task.
+        images: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Conv2dConfig;
+    use crate::init::init_rng;
+    use crate::layers::Layer;
+    use crate::layers::conv::tile::ChannelStore;
+
+    fn conv(cin: usize, cout: usize, stride: usize, hw: usize) -> Conv2d {
+        let config = Conv2dConfig {
+            in_channels: cin,
+            out_channels: cout,
+            kernel_size: [3, 3],
+            stride: [stride, stride],
+            padding: [1, 1],
+            padding_end: [1, 1],
+            dilation: [1, 1],
+            groups: 1,
+            bias: true,
+            padding_mode: Default::default(),
         };
-        pool_bands(pool, g, y, batch, &convolve);
+        Conv2d::new("conv", &config, [hw, hw], &mut init_rng(7)).expect("a valid convolution")
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7 + seed * 13) % 23) as f32 / 11.0 - 1.0)
+            .collect()
+    }
+
+    /// A batch whose tasks pad their own images gives, bit for bit, what each image gives alone
+    /// (padded whole, in tasks of pixels): the plain store and the epilogue (batch norm factors,
+    /// a residual read at each pixel's own place, the clamp), for narrow and wide tiles, a
+    /// stride and image sizes whose tiles cross images, on one thread and on three.
+    #[test]
+    fn tasks_padding_their_own_images_match_one_image_at_a_time() {
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a thread pool");
+            pool.install(|| {
+                for (cin, cout, stride, hw) in [(5, 16, 1, 4), (3, 40, 2, 6), (16, 12, 1, 6)] {
+                    let layer = conv(cin, cout, stride, hw);
+                    let batch = 64;
+                    let images = layer.images_per_task(batch);
+                    assert!(images.is_some(), "{cin}->{cout} /{stride} {hw}x{hw}");
+                    let (nx, ny) = (layer.input_shape().numel(), layer.output_shape().numel());
+                    let x = values(batch * nx, cout);
+                    let residual = values(batch * ny, cin);
+                    let (scale, shift) = (values(cout, 1), values(cout, 2));
+                    let store = ChannelStore {
+                        affine: Some((&scale, &shift)),
+                        residual: Some(&residual),
+                        lo: 0.0,
+                        hi: 6.0,
+                        slice: None,
+                    };
+                    let mut whole = vec![f32::NAN; batch * ny];
+                    let mut stored = vec![f32::NAN; batch * ny];
+                    layer.infer(&x, &mut whole, batch).expect("inference");
+                    layer
+                        .infer_store(&x, &mut stored, batch, &store)
+                        .expect("inference with an epilogue");
+                    for n in 0..batch {
+                        let x = &x[n * nx..][..nx];
+                        let mut one = vec![f32::NAN; ny];
+                        layer.infer(x, &mut one, 1).expect("inference");
+                        let one_store = ChannelStore {
+                            residual: Some(&residual[n * ny..][..ny]),
+                            ..store
+                        };
+                        let mut one_stored = vec![f32::NAN; ny];
+                        layer
+                            .infer_store(x, &mut one_stored, 1, &one_store)
+                            .expect("inference with an epilogue");
+                        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                        let at = n * ny..(n + 1) * ny;
+                        assert_eq!(bits(&whole[at.clone()]), bits(&one), "image {n}");
+                        assert_eq!(bits(&stored[at]), bits(&one_stored), "image {n}");
+                    }
+                }
+            });
+        }
     }
 }
