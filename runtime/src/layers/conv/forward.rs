@@ -4,12 +4,13 @@
 use rayon::prelude::*;
 
 use super::fused_pool::{FusedPool, pool_bands};
+use super::geometry::Geom;
 use super::plan::{KernelRows, PixelGrid, gcd, pixels_per_task, tile_pixels};
 use super::tile::TileStore;
 use super::{Apply, Conv2d};
 use crate::error::Result;
 use crate::kernels::gemm::{
-    MR, NARROW_MR, NR, Start, halves, panels, rows_panel, rows_panel_narrow,
+    MR, NARROW_MR, NR, RunTable, Seg, Start, halves, panels, rows_panel, rows_panel_narrow,
 };
 use crate::kernels::window::NONE;
 use crate::scratch;
@@ -212,8 +213,18 @@ impl Conv2d {
                         .expect("NR values");
                     let mut tile = [[0.0; NR]; MR];
                     let panel = &packed[j * k * NR..];
-                    let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
-                    rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
+                    if !self.single_pixel.is_empty() {
+                        // Each real kernel row's real columns, the chains continued in order.
+                        let mut start = Start::Row(bias);
+                        for (runs, step) in &self.single_pixel {
+                            let panel = &panel[step * NR..];
+                            rows_panel(&mut tile, start, xp, &rows_at, runs.all(), panel);
+                            start = Start::Tile;
+                        }
+                    } else {
+                        let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
+                        rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
+                    }
                     let out = &mut out[(t - first) * stride + offset + j * NR..];
                     let (rows, cols) = (MR.min(end - t), NR.min(n - j * NR));
                     store.store(&tile, out, [rows, cols, stride], t, j);
@@ -274,6 +285,37 @@ impl Conv2d {
     }
 }
 
+/// For a layer whose output is one pixel an image (a 3 x 3 kernel over ResNet-18's 1 x 1 images
+/// at 32 x 32, where only the centre tap reads anything but padding): for each kernel row that
+/// reads a real input row, the run of its real columns (from the image's first padded value)
+/// and that run's first step in a forward panel, whose rows are `(ky, kx, ci)`. Skipping the
+/// taps that multiply only padding's zeros leaves the sums as they are (each chain adds the
+/// real taps' products in the same order). Empty for other layers, and where a kernel row's
+/// real columns are not one run (a column dilation) or there are none.
+pub(super) fn single_pixel_runs(g: &Geom) -> Vec<(RunTable, usize)> {
+    let (_, wp) = g.padded_in();
+    // Taps `k` whose input position `k * dilation - padding` lies inside `0..size`.
+    let real = |taps: usize, dilation: usize, pad: usize, size: usize| {
+        (0..taps).filter(move |&k| (pad..pad + size).contains(&(k * dilation)))
+    };
+    let columns: Vec<usize> = real(g.kw, 1, g.pw, g.iw).collect();
+    let (Some(&first), Some(&last)) = (columns.first(), columns.last()) else {
+        return Vec::new();
+    };
+    if g.oh != 1 || g.ow != 1 || g.dw != 1 {
+        return Vec::new();
+    }
+    real(g.kh, g.dh, g.ph, g.ih)
+        .map(|ky| {
+            let run = Seg {
+                offset: (ky * g.dh * wp + first) * g.cin,
+                len: (last + 1 - first) * g.cin,
+            };
+            (RunTable::new(vec![run]), (ky * g.kw + first) * g.cin)
+        })
+        .collect()
+}
+
 /// Most bytes of padded input one task of [`Padded::ByTask`] pads: a third of a 1 MiB L2, so
 /// the images stay there while the task's tiles read them.
 const TASK_BYTES: usize = 320 * 1024;
@@ -315,6 +357,82 @@ mod tests {
             padding_mode: Default::default(),
         };
         Conv2d::new("conv", &config, [hw, hw], &mut init_rng(7)).expect("a valid convolution")
+    }
+
+    /// The convolution of `x` (`[N][H][W][cin]`) by the definition, in f64.
+    fn reference(layer: &Conv2d, x: &[f32], batch: usize) -> Vec<f64> {
+        let g = layer.g;
+        let w = layer.weight.value.as_standard_layout();
+        let w = w.as_slice().expect("contiguous");
+        let bias = layer
+            .bias
+            .as_ref()
+            .map(|b| b.value.as_slice().expect("contiguous"));
+        let mut y = Vec::new();
+        for n in 0..batch {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    for co in 0..g.cout {
+                        let mut sum = bias.map_or(0.0, |b| f64::from(b[co]));
+                        for ((ky, kx), ci) in (0..g.kh)
+                            .flat_map(|ky| (0..g.kw).map(move |kx| (ky, kx)))
+                            .flat_map(|tap| (0..g.cin).map(move |ci| (tap, ci)))
+                        {
+                            let iy = (oy * g.sh + ky * g.dh).checked_sub(g.ph);
+                            let ix = (ox * g.sw + kx * g.dw).checked_sub(g.pw);
+                            if let (Some(iy), Some(ix)) = (iy, ix)
+                                && iy < g.ih
+                                && ix < g.iw
+                            {
+                                let v = x[((n * g.ih + iy) * g.iw + ix) * g.cin + ci];
+                                let wt = w[((co * g.cin + ci) * g.kh + ky) * g.kw + kx];
+                                sum += f64::from(v) * f64::from(wt);
+                            }
+                        }
+                        y.push(sum);
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// A layer whose output is one pixel an image convolves only its real taps' kernel rows, and
+    /// its values are the convolution's, in training and inference alike: a 3 x 3 kernel over a
+    /// 1 x 1 image (the centre tap), over a 2 x 2 image with stride 2 (four taps, two kernel
+    /// rows), and with a row dilation.
+    #[test]
+    fn single_pixel_outputs_convolve_only_the_real_taps() {
+        for (hw, stride, dilation, rows) in [(1, 1, 1, 1), (2, 2, 1, 2), (3, 1, 2, 1)] {
+            let config = Conv2dConfig {
+                in_channels: 7,
+                out_channels: 40,
+                kernel_size: [3, 3],
+                stride: [stride, stride],
+                padding: [1, 1],
+                padding_end: [1, 1],
+                dilation: [dilation, 1],
+                groups: 1,
+                bias: true,
+                padding_mode: Default::default(),
+            };
+            let hw_in = [hw, if dilation == 1 { hw } else { 1 }];
+            let mut layer = Conv2d::new("conv", &config, hw_in, &mut init_rng(9)).expect("valid");
+            assert_eq!((layer.g.oh, layer.g.ow), (1, 1), "{config:?}");
+            assert_eq!(layer.single_pixel.len(), rows, "{config:?}");
+            let batch = 13;
+            let x = values(batch * layer.input_shape().numel(), 3);
+            let mut y = vec![f32::NAN; batch * 40];
+            layer
+                .forward(&x, &mut y, batch, crate::Mode::Eval)
+                .expect("forward");
+            let mut inferred = vec![f32::NAN; batch * 40];
+            layer.infer(&x, &mut inferred, batch).expect("inference");
+            for ((&got, &inf), want) in y.iter().zip(&inferred).zip(reference(&layer, &x, batch)) {
+                assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
+                assert_eq!(got.to_bits(), inf.to_bits());
+            }
+        }
     }
 
     fn values(len: usize, seed: usize) -> Vec<f32> {
