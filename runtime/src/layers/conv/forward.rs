@@ -1,5 +1,7 @@
-//! The convolution's forward pass: the input padded once, then tiles of output pixels from the
-//! packed weights, stored through the fused ReLU, or pooled in bands with the fused max pool.
+//! The convolution's forward pass: the input padded (the whole batch, or in large batches each
+//! task its own images), then tiles of output pixels from the packed weights (only the real
+//! taps' where the output is one pixel an image), stored through the fused ReLU or an inference
+//! epilogue, or pooled in bands with the fused max pool.
 
 use rayon::prelude::*;
 
