@@ -140,7 +140,12 @@ impl Conv2d {
         let g = self.g;
         let (hp, wp) = g.padded_in();
         let (pixels, tile) = (g.oh * g.ow, tile_pixels(g.cout));
-        let images = tile / gcd(pixels, tile);
+        // Tiles of one position across images need a tile's worth of images.
+        let images = if self.positions.is_empty() {
+            tile / gcd(pixels, tile)
+        } else {
+            MR
+        };
         let bytes = images * hp * wp * g.cin * std::mem::size_of::<f32>();
         let tasks = batch / images;
         (bytes <= TASK_BYTES && tasks >= 4 * rayon::current_num_threads()).then_some(images)
@@ -187,6 +192,8 @@ impl Conv2d {
         // of them this layer's, from `offset` on), from `xp` holding the padded images from
         // pixel `base` on.
         let (stride, offset) = store.layout(n);
+        // A fused pool's bands are not whole images.
+        let by_position = !self.positions.is_empty() && pool.is_none();
         let convolve = |xp: &[f32], base: usize, first: usize, end: usize, out: &mut [f32]| {
             if tile == NARROW_MR {
                 // At most 16 channels: twice the pixels a tile, all of its columns real.
@@ -200,7 +207,41 @@ impl Conv2d {
                         let t = t + h * MR;
                         if t < end {
                             let out = &mut out[(t - first) * stride + offset..];
-                            store.store(tile, out, [MR.min(end - t), n, stride], t, 0);
+                            let shape = [MR.min(end - t), n, stride];
+                            store.store(tile, out, shape, t * stride, 0);
+                        }
+                    }
+                }
+                return;
+            }
+            if by_position {
+                // Tiles of one output position across images (`first..end` are whole images),
+                // each kernel row's real columns, the chains continued in order.
+                let count = self.positions.len();
+                let (images, skip) = ((end - first) / count, (first - base) / count);
+                for (p, position) in self.positions.iter().enumerate() {
+                    let at = (p / g.ow) * pixels.row + (p % g.ow) * pixels.col;
+                    for i in (0..images).step_by(MR) {
+                        let rows = MR.min(images - i);
+                        let rows_at: [usize; MR] = std::array::from_fn(|r| {
+                            (skip + i + r.min(rows - 1)) * pixels.image + at
+                        });
+                        let t = first + i * count + p;
+                        for j in 0..panels(n) {
+                            let bias = bias_row[j * NR..(j + 1) * NR]
+                                .try_into()
+                                .expect("NR values");
+                            let mut tile = [[0.0; NR]; MR];
+                            let panel = &packed[j * k * NR..];
+                            let mut start = Start::Row(bias);
+                            for (runs, step) in position {
+                                let panel = &panel[step * NR..];
+                                rows_panel(&mut tile, start, xp, &rows_at, runs.all(), panel);
+                                start = Start::Tile;
+                            }
+                            let out = &mut out[(t - first) * stride + offset + j * NR..];
+                            let shape = [rows, NR.min(n - j * NR), count * stride];
+                            store.store(&tile, out, shape, t * stride, j);
                         }
                     }
                 }
@@ -215,28 +256,23 @@ impl Conv2d {
                         .expect("NR values");
                     let mut tile = [[0.0; NR]; MR];
                     let panel = &packed[j * k * NR..];
-                    if !self.single_pixel.is_empty() {
-                        // Each real kernel row's real columns, the chains continued in order.
-                        let mut start = Start::Row(bias);
-                        for (runs, step) in &self.single_pixel {
-                            let panel = &panel[step * NR..];
-                            rows_panel(&mut tile, start, xp, &rows_at, runs.all(), panel);
-                            start = Start::Tile;
-                        }
-                    } else {
-                        let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
-                        rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
-                    }
+                    let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
+                    rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
                     let out = &mut out[(t - first) * stride + offset + j * NR..];
                     let (rows, cols) = (MR.min(end - t), NR.min(n - j * NR));
-                    store.store(&tile, out, [rows, cols, stride], t, j);
+                    store.store(&tile, out, [rows, cols, stride], t * stride, j);
                 }
             }
         };
         let image = g.oh * g.ow;
         match (input, pool) {
             (Padded::Batch(xp), None) => {
-                let per_task = pixels_per_task(batch * image, tile);
+                let per_task = if !by_position {
+                    pixels_per_task(batch * image, tile)
+                } else {
+                    // Whole images, a tile's worth of them.
+                    MR * image
+                };
                 y.par_chunks_mut(per_task * stride)
                     .enumerate()
                     .for_each(|(task, y_task)| {
@@ -287,35 +323,50 @@ impl Conv2d {
     }
 }
 
-/// For a layer whose output is one pixel an image (a 3 x 3 kernel over ResNet-18's 1 x 1 images
-/// at 32 x 32, where only the centre tap reads anything but padding): for each kernel row that
-/// reads a real input row, the run of its real columns (from the image's first padded value)
-/// and that run's first step in a forward panel, whose rows are `(ky, kx, ci)`. Skipping the
-/// taps that multiply only padding's zeros leaves the sums as they are (each chain adds the
-/// real taps' products in the same order). Empty for other layers, and where a kernel row's
-/// real columns are not one run (a column dilation) or there are none.
-pub(super) fn single_pixel_runs(g: &Geom) -> Vec<(RunTable, usize)> {
+/// Most output pixels an image for which a layer convolves tiles of one output position across
+/// images ([`position_runs`]).
+const POSITIONS: usize = 4;
+
+/// For a layer whose output has at most [`POSITIONS`] pixels an image (ResNet-18's last two
+/// stages at 32 x 32: 3 x 3 kernels over 2 x 2 and 1 x 1 images, where most taps read only
+/// padding), for each output position (row-major): for each kernel row that reads a real input
+/// row, the run of its real columns (from the image's first padded value) and that run's first
+/// step in a forward panel, whose rows are `(ky, kx, ci)`. Skipping the taps that multiply only
+/// padding's zeros leaves the sums as they are (each chain adds the real taps' products in the
+/// same order). Empty for other layers, for narrow ones (at most 16 channels), and where a
+/// kernel row's real columns are not one run (a column dilation) or a position has none.
+pub(super) fn position_runs(g: &Geom) -> Vec<Vec<(RunTable, usize)>> {
     let (_, wp) = g.padded_in();
-    // Taps `k` whose input position `k * dilation - padding` lies inside `0..size`.
-    let real = |taps: usize, dilation: usize, pad: usize, size: usize| {
-        (0..taps).filter(move |&k| (pad..pad + size).contains(&(k * dilation)))
-    };
-    let columns: Vec<usize> = real(g.kw, 1, g.pw, g.iw).collect();
-    let (Some(&first), Some(&last)) = (columns.first(), columns.last()) else {
-        return Vec::new();
-    };
-    if g.oh != 1 || g.ow != 1 || g.dw != 1 {
+    if g.oh * g.ow > POSITIONS || g.dw != 1 || tile_pixels(g.cout) != MR {
         return Vec::new();
     }
-    real(g.kh, g.dh, g.ph, g.ih)
-        .map(|ky| {
-            let run = Seg {
-                offset: (ky * g.dh * wp + first) * g.cin,
-                len: (last + 1 - first) * g.cin,
-            };
-            (RunTable::new(vec![run]), (ky * g.kw + first) * g.cin)
-        })
-        .collect()
+    // Taps `k` whose input position `out * stride + k * dilation - padding` lies in `0..size`.
+    let real =
+        |taps: usize, out: usize, stride: usize, dilation: usize, pad: usize, size: usize| {
+            (0..taps).filter(move |&k| (pad..pad + size).contains(&(out * stride + k * dilation)))
+        };
+    let mut positions = Vec::new();
+    for (oy, ox) in (0..g.oh).flat_map(|oy| (0..g.ow).map(move |ox| (oy, ox))) {
+        let columns: Vec<usize> = real(g.kw, ox, g.sw, 1, g.pw, g.iw).collect();
+        let (Some(&first), Some(&last)) = (columns.first(), columns.last()) else {
+            return Vec::new();
+        };
+        let rows: Vec<(RunTable, usize)> = real(g.kh, oy, g.sh, g.dh, g.ph, g.ih)
+            .map(|ky| {
+                // Relative to the output pixel's own first value, as `tile_rows` gives it.
+                let run = Seg {
+                    offset: (ky * g.dh * wp + first) * g.cin,
+                    len: (last + 1 - first) * g.cin,
+                };
+                (RunTable::new(vec![run]), (ky * g.kw + first) * g.cin)
+            })
+            .collect();
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        positions.push(rows);
+    }
+    positions
 }
 
 /// Most bytes of padded input one task of [`Padded::ByTask`] pads: a third of a 1 MiB L2, so
@@ -399,13 +450,22 @@ mod tests {
         y
     }
 
-    /// A layer whose output is one pixel an image convolves only its real taps' kernel rows, and
-    /// its values are the convolution's, in training and inference alike: a 3 x 3 kernel over a
-    /// 1 x 1 image (the centre tap), over a 2 x 2 image with stride 2 (four taps, two kernel
-    /// rows), and with a row dilation.
+    /// A layer whose output has at most four pixels an image convolves only its real taps'
+    /// kernel rows, a position at a time, and its values are the convolution's, in training and
+    /// inference alike, in batches that pad whole and in tasks: a 3 x 3 kernel over a 1 x 1
+    /// image (the centre tap), over a 2 x 2 image (four positions of two kernel rows each) and
+    /// with stride 2 (one position, two rows), and with a row dilation; a 3 x 3 output has no
+    /// positions.
     #[test]
-    fn single_pixel_outputs_convolve_only_the_real_taps() {
-        for (hw, stride, dilation, rows) in [(1, 1, 1, 1), (2, 2, 1, 2), (3, 1, 2, 1)] {
+    fn small_outputs_convolve_only_the_real_taps() {
+        let cases: [(usize, usize, usize, &[usize]); 5] = [
+            (1, 1, 1, &[1]),
+            (2, 1, 1, &[2, 2, 2, 2]),
+            (2, 2, 1, &[2]),
+            (3, 1, 2, &[1]),
+            (3, 1, 1, &[]),
+        ];
+        for (hw, stride, dilation, rows) in cases {
             let config = Conv2dConfig {
                 in_channels: 7,
                 out_channels: 40,
@@ -420,19 +480,22 @@ mod tests {
             };
             let hw_in = [hw, if dilation == 1 { hw } else { 1 }];
             let mut layer = Conv2d::new("conv", &config, hw_in, &mut init_rng(9)).expect("valid");
-            assert_eq!((layer.g.oh, layer.g.ow), (1, 1), "{config:?}");
-            assert_eq!(layer.single_pixel.len(), rows, "{config:?}");
-            let batch = 13;
-            let x = values(batch * layer.input_shape().numel(), 3);
-            let mut y = vec![f32::NAN; batch * 40];
-            layer
-                .forward(&x, &mut y, batch, crate::Mode::Eval)
-                .expect("forward");
-            let mut inferred = vec![f32::NAN; batch * 40];
-            layer.infer(&x, &mut inferred, batch).expect("inference");
-            for ((&got, &inf), want) in y.iter().zip(&inferred).zip(reference(&layer, &x, batch)) {
-                assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
-                assert_eq!(got.to_bits(), inf.to_bits());
+            let found: Vec<usize> = layer.positions.iter().map(Vec::len).collect();
+            assert_eq!(found, rows, "{config:?}");
+            for batch in [13, 64] {
+                let ny = layer.output_shape().numel();
+                let x = values(batch * layer.input_shape().numel(), 3);
+                let mut y = vec![f32::NAN; batch * ny];
+                layer
+                    .forward(&x, &mut y, batch, crate::Mode::Eval)
+                    .expect("forward");
+                let mut inferred = vec![f32::NAN; batch * ny];
+                layer.infer(&x, &mut inferred, batch).expect("inference");
+                let want = reference(&layer, &x, batch);
+                for ((&got, &inf), want) in y.iter().zip(&inferred).zip(want) {
+                    assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
+                    assert_eq!(got.to_bits(), inf.to_bits());
+                }
             }
         }
     }
@@ -446,7 +509,8 @@ mod tests {
     /// A batch whose tasks pad their own images gives, bit for bit, what each image gives alone
     /// (padded whole, in tasks of pixels): the plain store and the epilogue (batch norm factors,
     /// a residual read at each pixel's own place, the clamp), for narrow and wide tiles, a
-    /// stride and image sizes whose tiles cross images, on one thread and on three.
+    /// stride, image sizes whose tiles cross images and 2 x 2 outputs (tiles of one position
+    /// across images), on one thread and on three.
     #[test]
     fn tasks_padding_their_own_images_match_one_image_at_a_time() {
         for threads in [1, 3] {
@@ -455,9 +519,10 @@ mod tests {
                 .build()
                 .expect("a thread pool");
             pool.install(|| {
-                for (cin, cout, stride, hw) in [(5, 16, 1, 4), (3, 40, 2, 6), (16, 12, 1, 6)] {
+                let layers = [(5, 16, 1, 4), (3, 40, 2, 6), (16, 12, 1, 6), (8, 40, 1, 2)];
+                for (cin, cout, stride, hw) in layers {
                     let layer = conv(cin, cout, stride, hw);
-                    let batch = 64;
+                    let batch = 96;
                     let images = layer.images_per_task(batch);
                     assert!(images.is_some(), "{cin}->{cout} /{stride} {hw}x{hw}");
                     let (nx, ny) = (layer.input_shape().numel(), layer.output_shape().numel());

@@ -22,7 +22,7 @@ mod staging;
 mod tile;
 
 use cnnc_core::{Reads, Shape};
-use forward::single_pixel_runs;
+use forward::position_runs;
 use rand_chacha::ChaCha8Rng;
 
 use super::{
@@ -69,9 +69,10 @@ pub struct Conv2d {
     bias: Option<Param>,
     /// Runs of a forward receptive field in the padded input.
     runs: RunTable,
-    /// When the output is one pixel an image: the forward runs of its real taps, one table a
-    /// kernel row, with each one's first step in a forward panel ([`single_pixel_runs`]).
-    single_pixel: Vec<(RunTable, usize)>,
+    /// When the output has at most four pixels an image: for each position, the forward runs
+    /// of its real taps, one table a kernel row, with each one's first step in a forward panel
+    /// ([`position_runs`]).
+    positions: Vec<Vec<(RunTable, usize)>>,
     /// Runs of an input-gradient receptive field in the padded `dy` (direct path; see
     /// [`Geom::back_runs`]).
     back_runs: RunTable,
@@ -183,7 +184,7 @@ impl Conv2d {
             weight,
             bias,
             runs: RunTable::new(g.runs(g.cin, wp)),
-            single_pixel: single_pixel_runs(&g),
+            positions: position_runs(&g),
             back_runs: RunTable::new(g.back_runs(wd)),
             packed: vec![0.0; usize::from(dense) * panels(g.cout) * g.k() * NR],
             packed_back: Vec::new(),

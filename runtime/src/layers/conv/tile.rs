@@ -58,15 +58,16 @@ impl TileStore<'_> {
         }
     }
 
-    /// Stores the first `rows` rows and `cols` columns of `tile`, the columns of panel `panel`
-    /// of output pixel `pixel`, at `out[r * stride + c]`.
+    /// Stores the first `rows` rows and `cols` columns of `tile`, the columns of panel `panel`,
+    /// at `out[r * stride + c]`; `first` is where the tile's first row starts in a buffer laid
+    /// out as the output (a residual's), its rows `stride` apart there too.
     #[inline(always)]
     pub(super) fn store(
         self,
         tile: &Tile,
         out: &mut [f32],
         [rows, cols, stride]: [usize; 3],
-        pixel: usize,
+        first: usize,
         panel: usize,
     ) {
         match self {
@@ -77,7 +78,7 @@ impl TileStore<'_> {
                 let affine = map
                     .affine
                     .map(|(scale, shift)| (&scale[at..], &shift[at..]));
-                let residual = map.residual.map(|r| &r[pixel * stride + at..]);
+                let residual = map.residual.map(|r| &r[first + at..]);
                 store_channels(tile, out, [rows, cols, stride], affine, residual, map);
             }
         }
