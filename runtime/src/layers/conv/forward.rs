@@ -1,7 +1,8 @@
 //! The convolution's forward pass: the input padded (the whole batch, or in large batches each
-//! task its own images), then tiles of output pixels from the packed weights (only the real
-//! taps' where the output is one pixel an image), stored through the fused ReLU or an inference
-//! epilogue, or pooled in bands with the fused max pool.
+//! task its own images), then tiles of output pixels from the packed weights (for outputs of at
+//! most four pixels an image, tiles of one position across images with only its real taps),
+//! stored through the fused ReLU or an inference epilogue, or pooled in bands with the fused
+//! max pool.
 
 use rayon::prelude::*;
 
@@ -192,8 +193,9 @@ impl Conv2d {
         // of them this layer's, from `offset` on), from `xp` holding the padded images from
         // pixel `base` on.
         let (stride, offset) = store.layout(n);
-        // A fused pool's bands are not whole images.
-        let by_position = !self.positions.is_empty() && pool.is_none();
+        // A fused pool's bands are not whole images; fewer images than a tile's rows would
+        // compute mostly repeated rows.
+        let by_position = !self.positions.is_empty() && pool.is_none() && batch >= MR;
         let convolve = |xp: &[f32], base: usize, first: usize, end: usize, out: &mut [f32]| {
             if tile == NARROW_MR {
                 // At most 16 channels: twice the pixels a tile, all of its columns real.
