@@ -24,6 +24,7 @@ mod tile;
 use std::sync::OnceLock;
 
 use cnnc_core::{Reads, Shape};
+use forward::position_runs;
 use rand_chacha::ChaCha8Rng;
 
 use super::{
@@ -71,6 +72,10 @@ pub struct Conv2d {
     bias: Option<Param>,
     /// Runs of a forward receptive field in the padded input.
     runs: RunTable,
+    /// When the output has at most four pixels an image: for each position, the forward runs
+    /// of its real taps, one table a kernel row, with each one's first step in a forward panel
+    /// ([`position_runs`]).
+    positions: Vec<Vec<(RunTable, usize)>>,
     /// Runs of an input-gradient receptive field in the padded `dy` (direct path; see
     /// [`Geom::back_runs`]).
     back_runs: RunTable,
@@ -191,6 +196,7 @@ impl Conv2d {
             weight,
             bias,
             runs: RunTable::new(runs_in(g.runs(g.cin, wp), g.kh, g.kw, live_cols(&g))),
+            positions: position_runs(&g),
             back_runs: RunTable::new(runs_in(g.back_runs(wd), g.kh, g.kw, {
                 let cols = live_cols(&g);
                 g.kw - cols.end..g.kw - cols.start

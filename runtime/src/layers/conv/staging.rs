@@ -16,13 +16,21 @@ impl Geom {
         xp[..batch * padded]
             .par_chunks_mut(padded)
             .zip(x.par_chunks(image))
-            .for_each(|(dst, src)| {
-                let line = g.iw * g.cin;
-                let rows = inner_rows(dst, wp * g.cin, (g.ph, g.ih), (g.pw * g.cin, line));
-                for (middle, line) in rows.zip(src.chunks_exact(line)) {
-                    middle.copy_from_slice(line);
-                }
-            });
+            .for_each(|(dst, src)| g.pad_image(src, dst));
+    }
+
+    /// Copies one image `x` into `xp`, surrounded by `ph`/`pw` zeros.
+    pub(super) fn pad_image(&self, x: &[f32], xp: &mut [f32]) {
+        let (line, wp) = (self.iw * self.cin, self.padded_in().1);
+        let rows = inner_rows(
+            xp,
+            wp * self.cin,
+            (self.ph, self.ih),
+            (self.pw * self.cin, line),
+        );
+        for (middle, line) in rows.zip(x.chunks_exact(line)) {
+            middle.copy_from_slice(line);
+        }
     }
 
     /// Copies `batch` images of `dy` into `dyp`: channels widened to `cs`, inside the layout of
