@@ -22,26 +22,35 @@ use crate::scratch;
 impl Conv2d {
     /// The forward pass of `batch` images into `y[..ny]`, the padded input in a buffer lent from
     /// the training workspace for the length of the call (or, in large batches, each task's
-    /// images in scratch memory of its thread: [`Conv2d::images_per_task`]), and (unless `&self`
-    /// inference has packed them since the weights changed) the kernel rows of the forward
-    /// panels it reads in a buffer lent from the training workspace.
+    /// images in scratch memory of its thread: [`Conv2d::images_per_task`]). With `keep` (eval
+    /// mode) it reads the forward panels `&self` inference keeps, packing them if the weights
+    /// changed; otherwise (training) the kernel rows it reads, in a buffer lent from the
+    /// training workspace (the kept panels, if any, go there after the call).
     pub(super) fn forward_batch(
         &mut self,
         x: &[f32],
         y: &mut [f32],
         batch: usize,
         ny: usize,
+        keep: bool,
     ) -> Result<()> {
         if batch == 0 {
             return Ok(());
         }
         self.pack()?;
-        let lent = self.packed.get().is_none().then(|| {
-            let len = self.packed_len();
-            let mut panels = scratch::lend(len);
-            self.pack_read(false, &mut panels[..len]);
-            panels
-        });
+        let lent = if keep {
+            self.packed_panels();
+            None
+        } else {
+            // A training forward keeps no panels past the call: those an eval forward or
+            // `&self` inference kept go to the workspace after it.
+            Some(self.packed.take().unwrap_or_else(|| {
+                let len = self.packed_len();
+                let mut panels = scratch::lend(len);
+                self.pack_read(false, &mut panels[..len]);
+                panels
+            }))
+        };
         let store = if self.relu {
             TileStore::Relu
         } else {
@@ -412,6 +421,7 @@ mod tests {
     use crate::init::init_rng;
     use crate::layers::Layer;
     use crate::layers::conv::tile::ChannelStore;
+    use crate::tensor::Mode;
 
     fn conv(cin: usize, cout: usize, stride: usize, hw: usize) -> Conv2d {
         let config = Conv2dConfig {
@@ -473,6 +483,36 @@ mod tests {
     /// image (the centre tap), over a 2 x 2 image (four positions of two kernel rows each) and
     /// with stride 2 (one position, two rows), and with a row dilation; a 3 x 3 output has no
     /// positions.
+    #[test]
+    fn eval_forwards_keep_the_panels_and_training_forwards_do_not() {
+        let mut layer = conv(5, 24, 1, 6);
+        let batch = 3;
+        let x: Vec<f32> = (0..batch * 6 * 6 * 5)
+            .map(|i| (i % 11) as f32 - 5.0)
+            .collect();
+        let mut y = vec![0.0; batch * 6 * 6 * 24];
+        let mut again = y.clone();
+        layer
+            .forward(&x, &mut y, batch, Mode::Eval)
+            .expect("forward");
+        assert!(
+            layer.packed.get().is_some(),
+            "an eval forward keeps its panels"
+        );
+        layer
+            .forward(&x, &mut again, batch, Mode::Eval)
+            .expect("forward");
+        assert_eq!(y, again);
+        layer
+            .forward(&x, &mut again, batch, Mode::Train)
+            .expect("forward");
+        assert!(
+            layer.packed.get().is_none(),
+            "a training forward keeps none"
+        );
+        assert_eq!(y, again, "kept and lent panels give the same values");
+    }
+
     #[test]
     fn small_outputs_convolve_only_the_real_taps() {
         let cases: [(usize, usize, usize, &[usize]); 5] = [

@@ -360,14 +360,17 @@ impl Layer for Conv2d {
         self.infer_with(x, y, batch, ny, Apply::Store(store))
     }
 
-    /// Leaves its padded input for `backward`.
-    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, _mode: Mode) -> Result<()> {
+    /// Leaves its padded input for `backward`. In eval mode the forward panels are packed once
+    /// and kept until the weights change, as `&self` inference keeps them; a training forward
+    /// packs them into the training workspace each step.
+    fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()> {
         let (nx, ny) = check_forward(self, x, y, batch)?;
+        let keep = mode == Mode::Eval;
         let Some(mut mode_pad) = self.mode_pad.take() else {
-            return self.forward_padded(x, y, batch, ny);
+            return self.forward_padded(x, y, batch, ny, keep);
         };
         mode_pad.pad(&x[..nx], batch);
-        let result = self.forward_padded(&mode_pad.x, y, batch, ny);
+        let result = self.forward_padded(&mode_pad.x, y, batch, ny, keep);
         self.mode_pad = Some(mode_pad);
         result
     }
@@ -446,12 +449,20 @@ impl Layer for Conv2d {
 
 impl Conv2d {
     /// The forward pass over `x`, already padded when the padding mode is not zeros.
-    fn forward_padded(&mut self, x: &[f32], y: &mut [f32], batch: usize, ny: usize) -> Result<()> {
+    /// `keep`: keep the forward panels packed (eval mode, [`Layer::forward`]).
+    fn forward_padded(
+        &mut self,
+        x: &[f32],
+        y: &mut [f32],
+        batch: usize,
+        ny: usize,
+        keep: bool,
+    ) -> Result<()> {
         if let Some(grouped) = &mut self.grouped {
             grouped.forward(self.g, &self.weight, self.bias.as_ref(), x, y, batch);
             return Ok(());
         }
-        self.forward_batch(x, y, batch, ny)
+        self.forward_batch(x, y, batch, ny, keep)
     }
 
     /// Whether backward computes any parameter gradient: not when the weight and the bias are
