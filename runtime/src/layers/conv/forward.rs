@@ -112,10 +112,12 @@ impl Conv2d {
             Some(images) => Padded::ByTask { x, images },
             None => {
                 // The padding stays zero: only buffers last used for this layout are reused as
-                // they are.
+                // they are. The tail after the images held a larger batch's pixels: zeros again.
                 let layout = scratch::tag(&[hp, wp, g.cin, g.ph, g.pw]);
-                let mut padded = scratch::take(batch * hp * wp * g.cin + MR, layout, 0.0);
+                let len = batch * hp * wp * g.cin;
+                let mut padded = scratch::take(len + MR, layout, 0.0);
                 g.pad_input(x, &mut padded, batch);
+                padded[len..len + MR].fill(0.0);
                 xp = padded;
                 Padded::Batch(&xp)
             }
