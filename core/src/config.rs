@@ -375,6 +375,35 @@ impl PaddingMode {
 }
 
 impl Conv2dConfig {
+    /// `torch.nn.Conv2d(in_channels, out_channels, kernel_size)` with PyTorch's defaults for the
+    /// rest: stride 1, no padding, dilation 1, one group, a bias, zeros padding. Set the others
+    /// with struct update syntax:
+    ///
+    /// ```
+    /// use cnnc_core::config::Conv2dConfig;
+    ///
+    /// let conv = Conv2dConfig {
+    ///     padding: [1, 1],
+    ///     padding_end: [1, 1],
+    ///     ..Conv2dConfig::new(16, 32, [3, 3])
+    /// };
+    /// assert_eq!((conv.stride, conv.groups, conv.bias), ([1, 1], 1, true));
+    /// ```
+    pub fn new(in_channels: usize, out_channels: usize, kernel_size: Pair) -> Self {
+        Conv2dConfig {
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride: [1, 1],
+            padding: [0, 0],
+            padding_end: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+            bias: true,
+            padding_mode: PaddingMode::Zeros,
+        }
+    }
+
     /// The padding along `axis` (0: rows, 1: columns), before and after the input.
     pub fn pad(&self, axis: usize) -> Pad {
         Pad {

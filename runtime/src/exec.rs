@@ -1035,16 +1035,9 @@ mod tests {
     fn gradient_buffers_are_sized_by_what_they_hold() {
         let conv = |cin, cout| {
             LayerConfig::Conv2d(Conv2dConfig {
-                in_channels: cin,
-                out_channels: cout,
-                kernel_size: [3, 3],
-                stride: [1, 1],
                 padding: [1, 1],
                 padding_end: [1, 1],
-                dilation: [1, 1],
-                groups: 1,
-                bias: true,
-                padding_mode: Default::default(),
+                ..Conv2dConfig::new(cin, cout, [3, 3])
             })
         };
         let pool = LayerConfig::MaxPool2d(Pool2dConfig {

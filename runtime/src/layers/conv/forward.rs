@@ -427,16 +427,10 @@ mod tests {
 
     fn conv(cin: usize, cout: usize, stride: usize, hw: usize) -> Conv2d {
         let config = Conv2dConfig {
-            in_channels: cin,
-            out_channels: cout,
-            kernel_size: [3, 3],
             stride: [stride, stride],
             padding: [1, 1],
             padding_end: [1, 1],
-            dilation: [1, 1],
-            groups: 1,
-            bias: true,
-            padding_mode: Default::default(),
+            ..Conv2dConfig::new(cin, cout, [3, 3])
         };
         Conv2d::new("conv", &config, [hw, hw], &mut init_rng(7)).expect("a valid convolution")
     }
@@ -526,16 +520,11 @@ mod tests {
         ];
         for (hw, stride, dilation, rows) in cases {
             let config = Conv2dConfig {
-                in_channels: 7,
-                out_channels: 40,
-                kernel_size: [3, 3],
                 stride: [stride, stride],
                 padding: [1, 1],
                 padding_end: [1, 1],
                 dilation: [dilation, 1],
-                groups: 1,
-                bias: true,
-                padding_mode: Default::default(),
+                ..Conv2dConfig::new(7, 40, [3, 3])
             };
             let hw_in = [hw, if dilation == 1 { hw } else { 1 }];
             let mut layer = Conv2d::new("conv", &config, hw_in, &mut init_rng(9)).expect("valid");
