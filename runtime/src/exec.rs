@@ -1040,15 +1040,7 @@ mod tests {
                 ..Conv2dConfig::new(cin, cout, [3, 3])
             })
         };
-        let pool = LayerConfig::MaxPool2d(Pool2dConfig {
-            kernel_size: [2, 2],
-            stride: [2, 2],
-            padding: [0, 0],
-            ceil_mode: false,
-            dilation: [1, 1],
-            count_include_pad: true,
-            divisor_override: None,
-        });
+        let pool = LayerConfig::MaxPool2d(Pool2dConfig::new([2, 2], [2, 2], [0, 0]));
         let layer = |name: &str, config, inputs: Vec<Source>| LayerDef {
             name: name.to_owned(),
             config,
