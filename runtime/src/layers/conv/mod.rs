@@ -82,9 +82,10 @@ pub struct Conv2d {
     /// The weight as forward panels, `[cout / NR][(ky, kx, ci)][NR]` (`kx` over the columns
     /// that read pixels, [`pack::live_cols`]), zero-padded, for `&self`
     /// inference: packed by its first call after the weights changed and forgotten when they
-    /// change ([`Conv2d::pack`]). A training forward does not fill it: it packs into a buffer
-    /// lent from the training workspace, so training holds no copy of the weights besides
-    /// their gradients and the optimizer's state.
+    /// change ([`Conv2d::pack`]), and by an eval-mode forward likewise. A training forward
+    /// does not fill it: it packs into a buffer lent from the training workspace (and hands
+    /// panels kept here to it), so training holds no copy of the weights besides their
+    /// gradients and the optimizer's state.
     packed: OnceLock<Vec<f32>>,
     /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cout)][NR]` (`kx`
     /// over the flipped columns that read pixels),
