@@ -16,8 +16,9 @@ use crate::layers::assign;
 use crate::scratch;
 
 impl Conv2d {
-    /// Weight and bias gradients of `batch` images from the padded input and `dy`: read in place
-    /// (`staged` is `None`), or from its copy staged in the layout
+    /// Weight and bias gradients of `batch` images from the padded input (`x` itself for a
+    /// layer without padding, else its padded copy `xp`) and `dy`: read in place (`staged` is
+    /// `None`), or from its copy staged in the layout
     /// [`Geom::staged_dy`](super::geometry::Geom::staged_dy)`(border)` (`staged` is
     /// `Some(border)`).
     ///
@@ -26,7 +27,13 @@ impl Conv2d {
     /// tiles between them, never the images, so no partial sums are added up afterwards and the
     /// values do not depend on the number of threads. The images go in groups that stay in L2
     /// while each tile of a thread passes over them.
-    pub(super) fn param_grads(&mut self, dy: &[f32], staged: Option<bool>, batch: usize) {
+    pub(super) fn param_grads(
+        &mut self,
+        x: &[f32],
+        dy: &[f32],
+        staged: Option<bool>,
+        batch: usize,
+    ) {
         let g = self.g;
         let (k, cs) = (g.k(), g.cs());
         let (hp, wp) = g.padded_in();
@@ -61,7 +68,8 @@ impl Conv2d {
         } else {
             (WGRAD_GROUP_BYTES / per_image).clamp(1, batch.max(1))
         };
-        let (xp, blocks) = (&self.xp[..], &self.wgrad_blocks[..]);
+        let xp = if g.unpadded() { x } else { &self.xp[..] };
+        let blocks = &self.wgrad_blocks[..];
         let bias = self.bias.is_some().then_some(&mut self.bgrad[..]);
         // Each thread owns a contiguous range of row blocks (and the rows they cover).
         let threads = rayon::current_num_threads().clamp(1, blocks.len().max(1));
@@ -185,11 +193,14 @@ impl Conv2d {
         }
     }
 
-    /// Input gradient of `batch` images from the padded `dy`.
-    pub(super) fn input_grad(&mut self, dx: &mut [f32], batch: usize) {
+    /// Input gradient of `batch` images from the padded `dy`: its staged copy, or `dy` itself
+    /// where the layer reads it without a border
+    /// ([`Geom::borderless_dy`](super::geometry::Geom::borderless_dy)).
+    pub(super) fn input_grad(&mut self, dx: &mut [f32], dy: Option<&[f32]>, batch: usize) {
         let g = self.g;
         let (kb, rows) = (self.back_steps(), batch * g.ih * g.iw);
-        let (packed_back, dyp) = (&self.packed_back[..], &self.dyp[..]);
+        let dyp = dy.unwrap_or(&self.dyp[..]);
+        let packed_back = &self.packed_back[..];
         match g.direct_back() {
             Some(_) => {
                 let (hd, wd, top, _) = g.padded_dy();
@@ -254,7 +265,7 @@ impl Conv2d {
                         }
                     });
             }
-            None => self.input_grad_phases(dx, batch),
+            None => self.input_grad_phases(dx, dy, batch),
         }
     }
 
@@ -267,7 +278,7 @@ impl Conv2d {
     /// Each chain is that of the flipped kernel over every tap (`(fy, fx, co)` in order)
     /// without the taps that do not read the pixel, whose steps would add `0 * w` to a chain
     /// that starts at `+0` and so change nothing.
-    fn input_grad_phases(&mut self, dx: &mut [f32], batch: usize) {
+    fn input_grad_phases(&mut self, dx: &mut [f32], dy: Option<&[f32]>, batch: usize) {
         let g = self.g;
         let cs = g.cs();
         let (hd, wd, top, left) = g.padded_dy();
@@ -312,6 +323,7 @@ impl Conv2d {
                     base: (first_row * wd + first_col) * cs,
                     runs: RunTable::new(segs),
                     panels: total,
+                    tapless: steps == 0,
                 });
                 total += steps;
             }
@@ -346,15 +358,21 @@ impl Conv2d {
                     }
                 }
             });
-        let (dyp, phase_panels) = (&self.dyp[..], &self.phase_panels[..]);
+        let (dyp, phase_panels) = (dy.unwrap_or(&self.dyp[..]), &self.phase_panels[..]);
         let image = g.ih * g.iw * g.cin;
         let per_task = batch.div_ceil(4 * rayon::current_num_threads()).max(1);
+        let tapless = phases.iter().any(|phase| phase.tapless);
         dx[..batch * image]
             .par_chunks_mut(per_task * image)
             .enumerate()
             .for_each(|(task, dx_task)| {
                 let n0 = task * per_task;
-                for phase in &phases {
+                // The pixels no tap reads get the `+0` their empty chains would be, in one
+                // sequential pass rather than a tile of zeros for every twelve of them.
+                if tapless {
+                    dx_task.fill(0.0);
+                }
+                for phase in phases.iter().filter(|phase| !phase.tapless) {
                     let ((py, nu), (px, nv)) = (phase.rows, phase.cols);
                     let pixels = PixelGrid {
                         h: nu,
@@ -424,6 +442,9 @@ struct Phase {
     /// Its first step among all the phases' (where its rows start in each panel of
     /// `phase_panels`).
     panels: usize,
+    /// Whether no tap reads its pixels (a 1 x 1 kernel at stride 2 reads one phase of four):
+    /// their gradient is zeros.
+    tapless: bool,
 }
 
 /// Stores the first `rows` rows (at most `NARROW_MR`) of the narrow `tile`, `cols` (at most
@@ -693,6 +714,110 @@ mod tests {
             for (i, (&got, &(sum, scale))) in dx.iter().zip(&want_x).enumerate() {
                 let error = (f64::from(got) - sum).abs();
                 assert!(error <= 2e-5 * scale, "{case:?} dx {i}: {got} vs {sum}");
+            }
+        }
+    }
+
+    /// Every gradient of a 1 x 1 convolution without padding, which reads its input and `dy`
+    /// in place (no padded copy, no bordered `dy`) and at stride 2 fills the pixels no tap reads
+    /// with zeros apart from the phase that reads them: the weight, bias and input gradients
+    /// match sums over the definition, over narrow and wide channel counts, odd image sizes
+    /// (the last row and column at stride 2), strides 1 and 2, and a fused ReLU (whose mask
+    /// stages `dy` after all), with the workspace's buffers, `dx` and the gradients holding NaN
+    /// beforehand.
+    #[test]
+    fn pointwise_gradients_read_input_and_dy_in_place() {
+        let batch = 3;
+        for (cin, cout) in [(16, 32), (8, 16), (40, 36), (3, 70)] {
+            for (stride, relu) in [
+                ([1, 1], false),
+                ([2, 2], false),
+                ([2, 2], true),
+                ([2, 1], false),
+            ] {
+                let config = Conv2dConfig {
+                    stride,
+                    bias: true,
+                    ..Conv2dConfig::new(cin, cout, [1, 1])
+                };
+                let input = [5, 7];
+                let mut layer =
+                    Conv2d::new("conv", &config, input, &mut init_rng(3)).expect("valid");
+                if relu {
+                    layer.fuse_relu();
+                }
+                let g = layer.g;
+                let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
+                let x: Vec<f32> = (0..batch * g.ih * g.iw * cin).map(value).collect();
+                let dy: Vec<f32> = (0..batch * g.oh * g.ow * cout)
+                    .map(|i| value(i * 3 + 1))
+                    .collect();
+                let poisoned: Vec<Vec<f32>> = (0..6).map(|_| vec![f32::NAN; 1 << 16]).collect();
+                poisoned.into_iter().for_each(scratch::give_back);
+                let mut y = vec![0.0; dy.len()];
+                layer
+                    .forward(&x, &mut y, batch, Mode::Train)
+                    .expect("forward");
+                layer.weight_mut().grad.fill(f32::NAN);
+                let mut dx = vec![f32::NAN; x.len()];
+                layer
+                    .backward(&x, &y, &dy, Some(&mut dx), batch)
+                    .expect("backward");
+                let w = layer
+                    .weight()
+                    .value
+                    .as_slice()
+                    .expect("contiguous")
+                    .to_vec();
+                let grad = layer.weight().grad.as_slice().expect("contiguous");
+                let bias = layer
+                    .bias()
+                    .expect("a bias")
+                    .grad
+                    .as_slice()
+                    .expect("contiguous");
+                // Sums in f64 and the sums of the products' magnitudes; `dy` through the
+                // ReLU's mask where one is fused.
+                let mut want_w = vec![(0.0f64, 0.0f64); cout * cin];
+                let mut want_b = vec![(0.0f64, 0.0f64); cout];
+                let mut want_x = vec![(0.0f64, 0.0f64); x.len()];
+                for n in 0..batch {
+                    for (oy, ox) in (0..g.oh).flat_map(|oy| (0..g.ow).map(move |ox| (oy, ox))) {
+                        let (iy, ix) = (oy * g.sh, ox * g.sw);
+                        for co in 0..cout {
+                            let o = ((n * g.oh + oy) * g.ow + ox) * cout + co;
+                            let d = if relu && y[o] <= 0.0 {
+                                0.0
+                            } else {
+                                f64::from(dy[o])
+                            };
+                            want_b[co] = (want_b[co].0 + d, want_b[co].1 + d.abs());
+                            for ci in 0..cin {
+                                let at = ((n * g.ih + iy) * g.iw + ix) * cin + ci;
+                                let k = co * cin + ci;
+                                let (pw, px) = (f64::from(x[at]) * d, f64::from(w[k]) * d);
+                                want_w[k] = (want_w[k].0 + pw, want_w[k].1 + pw.abs());
+                                want_x[at] = (want_x[at].0 + px, want_x[at].1 + px.abs());
+                            }
+                        }
+                    }
+                }
+                let case = (cin, cout, stride, relu);
+                let close = |got: f32, (sum, scale): (f64, f64)| {
+                    (f64::from(got) - sum).abs() <= 2e-5 * scale
+                };
+                for (k, (&got, &want)) in grad.iter().zip(&want_w).enumerate() {
+                    assert!(close(got, want), "{case:?} weight {k}: {got} vs {want:?}");
+                }
+                for (co, (&got, &want)) in bias.iter().zip(&want_b).enumerate() {
+                    assert!(close(got, want), "{case:?} bias {co}: {got} vs {want:?}");
+                }
+                for (i, (&got, &want)) in dx.iter().zip(&want_x).enumerate() {
+                    assert!(close(got, want), "{case:?} dx {i}: {got} vs {want:?}");
+                    if want.1 == 0.0 {
+                        assert_eq!(got.to_bits(), 0, "{case:?} dx {i} is read by no tap");
+                    }
+                }
             }
         }
     }

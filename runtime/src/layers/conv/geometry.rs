@@ -175,6 +175,18 @@ impl Geom {
         )
     }
 
+    /// Whether the layer has no padding: its padded input is the input itself, which the weight
+    /// gradient then reads in place.
+    pub(super) fn unpadded(&self) -> bool {
+        self.padded_in() == (self.ih, self.iw)
+    }
+
+    /// Whether the input gradient reads `dy` without a border ([`Geom::padded_dy`] is `dy`'s
+    /// own layout): a 1 x 1 kernel without padding, at any stride.
+    pub(super) fn borderless_dy(&self) -> bool {
+        self.padded_dy() == (self.oh, self.ow, 0, 0)
+    }
+
     /// The border `[top, left, bottom, right]` of the padded `dy` that turns the input gradient
     /// into a stride-1 convolution with the flipped kernel, when the layer allows it: each side
     /// `dilation * (kernel - 1)` less the padding on the opposite side of the input.

@@ -113,7 +113,8 @@ pub struct Conv2d {
     stale: Stale,
     /// The zero-padded input, `[N][ph + H + ph_end][pw + W + pw_end][cin]` plus `MR` zeros the
     /// weight-gradient kernel may read past the last pixel; backward pads the input again from
-    /// the activation buffer the network keeps anyway.
+    /// the activation buffer the network keeps anyway (not for a layer without padding, whose
+    /// weight gradient reads the input in place: this stays empty).
     xp: Vec<f32>,
     /// The padded `dy` (see [`Geom::padded_dy`]).
     dyp: Vec<f32>,
@@ -553,16 +554,22 @@ impl Conv2d {
         // borrowed first: the workspace lends the smallest free buffer that fits, and a 512-channel
         // layer's `dy`, borrowed before it, took the one its gradient needed, which then made the
         // workspace allocate a second (ResNet-18: 9.4 MB).
+        // Without padding the weight gradient reads `x` itself (a strided 1 x 1 convolution's
+        // only its pixels at the stride, a quarter of a copy's traffic).
         if trains {
             self.wgrad = scratch::lend(g.k() * g.cs());
-            self.xp = self.padded_input(x, batch);
+            if !g.unpadded() {
+                self.xp = self.padded_input(x, batch);
+            }
         }
         // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
         // input gradient; with a fused pool, routed to the positions its forward picked) unless
-        // the weight gradient can read it as it is.
+        // the gradients can read it as it is: a 1 x 1 convolution's input gradient needs no
+        // border.
         let mask = self.relu && !self.relu_masked;
-        let staged = (self.pool.is_some() || dx.is_some() || mask || g.cout != g.cs())
-            .then_some(dx.is_some());
+        let bordered = dx.is_some() && !g.borderless_dy();
+        let staged =
+            (self.pool.is_some() || bordered || mask || g.cout != g.cs()).then_some(dx.is_some());
         if let Some(border) = staged {
             let (hd, wd, _, _) = g.staged_dy(border);
             self.dyp = scratch::lend(batch * hd * wd * g.cs());
@@ -572,7 +579,7 @@ impl Conv2d {
             }
         }
         if trains {
-            self.param_grads(dy, staged, batch);
+            self.param_grads(x, dy, staged, batch);
             // Back before the input gradient borrows its panels, which may reuse them.
             scratch::give_back(std::mem::take(&mut self.xp));
             scratch::give_back(std::mem::take(&mut self.wgrad));
@@ -586,7 +593,7 @@ impl Conv2d {
                 self.pack_read(true, &mut packed_back[..len]);
                 self.packed_back = packed_back;
             }
-            self.input_grad(dx, batch);
+            self.input_grad(dx, staged.is_none().then_some(dy), batch);
         }
         for buf in [&mut self.dyp, &mut self.packed_back, &mut self.phase_panels] {
             scratch::give_back(std::mem::take(buf));
