@@ -230,15 +230,17 @@ impl Conv2d {
                     .for_each(|(task, dx_task)| {
                         let first = task * per_task;
                         let end = first + dx_task.len() / g.cin;
+                        // One tile for the task (the kernels start each from zeros): not a
+                        // 1.5 KB array zeroed for every twelve pixels.
                         if tile == NARROW_MR {
                             // At most 16 input channels: the narrow tiles.
+                            let mut acc: NarrowTile = [[0.0; NR]; NARROW_MR];
                             for t in (first..end).step_by(NARROW_MR) {
                                 let (rows_at, span) = pixels.tile_rows(t, end);
-                                let mut tile = [[0.0; NR]; NARROW_MR];
                                 let taps = kernel_rows.hull(span);
                                 let (runs, panel) = kernel_rows.select(taps, runs, packed_back);
                                 rows_panel_narrow(
-                                    &mut tile,
+                                    &mut acc,
                                     Start::Zero,
                                     dyp,
                                     &rows_at,
@@ -246,15 +248,15 @@ impl Conv2d {
                                     panel,
                                 );
                                 let out = &mut dx_task[(t - first) * g.cin..];
-                                store_narrow(&tile, out, end - t, g.cin);
+                                store_narrow(&acc, out, end - t, g.cin);
                             }
                             return;
                         }
+                        let mut tile: Tile = [[0.0; NR]; MR];
                         for t in (first..end).step_by(MR) {
                             let (rows_at, span) = pixels.tile_rows(t, end);
                             let taps = kernel_rows.hull(span);
                             for j in 0..panels(g.cin) {
-                                let mut tile = [[0.0; NR]; MR];
                                 let panel = &packed_back[j * kb * NR..];
                                 let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
                                 rows_panel(&mut tile, Start::Zero, dyp, &rows_at, runs, panel);
@@ -372,6 +374,9 @@ impl Conv2d {
                 if tapless {
                     dx_task.fill(0.0);
                 }
+                // One tile of each width for the task (the kernels start each from zeros).
+                let mut narrow: NarrowTile = [[0.0; NR]; NARROW_MR];
+                let mut wide: Tile = [[0.0; NR]; MR];
                 for phase in phases.iter().filter(|phase| !phase.tapless) {
                     let ((py, nu), (px, nv)) = (phase.rows, phase.cols);
                     let pixels = PixelGrid {
@@ -382,30 +387,35 @@ impl Conv2d {
                         col: cs,
                     };
                     // The phase's pixels of this task's images, in batch order, and where
-                    // each lies in `dx_task`.
+                    // each lies in `dx_task`: pixel `(u, v)` of image `n` at `origin` and
+                    // `outputs`' offsets (a tile's at once, not four divisions a pixel).
                     let (first, end) =
                         (n0 * nu * nv, n0 * nu * nv + dx_task.len() / image * nu * nv);
-                    let dst = |p: usize| {
-                        let (n, r) = (p / (nu * nv) - n0, p % (nu * nv));
-                        ((n * g.ih + py + g.sh * (r / nv)) * g.iw + px + g.sw * (r % nv)) * g.cin
+                    let outputs = PixelGrid {
+                        h: nu,
+                        w: nv,
+                        image,
+                        row: g.sh * g.iw * g.cin,
+                        col: g.sw * g.cin,
                     };
+                    let origin = (py * g.iw + px) * g.cin;
                     let runs = phase.runs.all();
                     let panel = |j: usize| &phase_panels[(j * total + phase.panels) * NR..];
                     if g.cin <= NARROW_NR {
                         for t in (first..end).step_by(NARROW_MR) {
                             let (rows_at, _) = pixels.tile_rows(t, end);
                             let rows_at = rows_at.map(|r| r + phase.base);
-                            let mut tile = [[0.0; NR]; NARROW_MR];
+                            let (dst, _) = outputs.tile_rows::<NARROW_MR>(t - first, end - first);
                             rows_panel_narrow(
-                                &mut tile,
+                                &mut narrow,
                                 Start::Zero,
                                 dyp,
                                 &rows_at,
                                 runs,
                                 panel(0),
                             );
-                            for (i, row) in tile.iter().enumerate().take(end - t) {
-                                let at = dst(t + i);
+                            for (row, at) in narrow.iter().zip(dst).take(end - t) {
+                                let at = origin + at;
                                 dx_task[at..at + g.cin].copy_from_slice(&row[..g.cin]);
                             }
                         }
@@ -414,12 +424,12 @@ impl Conv2d {
                     for t in (first..end).step_by(MR) {
                         let (rows_at, _) = pixels.tile_rows(t, end);
                         let rows_at = rows_at.map(|r| r + phase.base);
+                        let (dst, _) = outputs.tile_rows::<MR>(t - first, end - first);
                         for j in 0..panels(g.cin) {
-                            let mut tile = [[0.0; NR]; MR];
-                            rows_panel(&mut tile, Start::Zero, dyp, &rows_at, runs, panel(j));
+                            rows_panel(&mut wide, Start::Zero, dyp, &rows_at, runs, panel(j));
                             let cols = NR.min(g.cin - j * NR);
-                            for (i, row) in tile.iter().enumerate().take(end - t) {
-                                let at = dst(t + i) + j * NR;
+                            for (row, at) in wide.iter().zip(dst).take(end - t) {
+                                let at = origin + at + j * NR;
                                 dx_task[at..at + cols].copy_from_slice(&row[..cols]);
                             }
                         }
