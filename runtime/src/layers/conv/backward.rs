@@ -9,8 +9,8 @@ use super::pack::live_tap;
 use super::plan::{KernelRows, PixelGrid, WGRAD_GROUP_BYTES, pixels_per_task, tile_pixels};
 use super::tile::{add_pixels, store};
 use crate::kernels::gemm::{
-    Grid, MR, NARROW_MR, NARROW_NR, NR, NarrowTile, RunTable, Seg, Start, Tile, halves, panels,
-    rows_panel, rows_panel_narrow, sum_outer, sum_outer_narrow,
+    Grid, MR, NARROW_MR, NARROW_NR, NR, NarrowTile, RunTable, Seg, Start, Tile, panels, rows_panel,
+    rows_panel_narrow, sum_outer, sum_outer_narrow,
 };
 use crate::layers::assign;
 use crate::scratch;
@@ -262,7 +262,10 @@ impl Conv2d {
                                 rows_panel(&mut tile, Start::Zero, dyp, &rows_at, runs, panel);
                                 let cols = NR.min(g.cin - j * NR);
                                 let out = &mut dx_task[(t - first) * g.cin + j * NR..];
-                                store(&tile, out, MR.min(end - t), cols, g.cin);
+                                let rows = tile.iter().zip(out.chunks_mut(g.cin));
+                                for (row, dst) in rows.take(MR.min(end - t)) {
+                                    put(dst, row, cols);
+                                }
                             }
                         }
                     });
@@ -415,8 +418,7 @@ impl Conv2d {
                                 panel(0),
                             );
                             for (row, at) in narrow.iter().zip(dst).take(end - t) {
-                                let at = origin + at;
-                                dx_task[at..at + g.cin].copy_from_slice(&row[..g.cin]);
+                                put(&mut dx_task[origin + at..], row, g.cin);
                             }
                         }
                         continue;
@@ -429,8 +431,7 @@ impl Conv2d {
                             rows_panel(&mut wide, Start::Zero, dyp, &rows_at, runs, panel(j));
                             let cols = NR.min(g.cin - j * NR);
                             for (row, at) in wide.iter().zip(dst).take(end - t) {
-                                let at = origin + at + j * NR;
-                                dx_task[at..at + cols].copy_from_slice(&row[..cols]);
+                                put(&mut dx_task[origin + at + j * NR..], row, cols);
                             }
                         }
                     }
@@ -460,18 +461,29 @@ struct Phase {
 /// Stores the first `rows` rows (at most `NARROW_MR`) of the narrow `tile`, `cols` (at most
 /// `NARROW_NR`) columns each, at `out[r * cols + c]`: the pixels of a narrow input gradient.
 fn store_narrow(tile: &NarrowTile, out: &mut [f32], rows: usize, cols: usize) {
-    for (h, half) in halves(tile).into_iter().enumerate() {
-        let first = h * MR;
-        if first < rows {
-            let half: &Tile = half;
-            store(
-                half,
-                &mut out[first * cols..],
-                MR.min(rows - first),
-                cols,
-                cols,
-            );
-        }
+    for (row, dst) in tile.iter().zip(out.chunks_mut(cols)).take(rows) {
+        put(dst, row, cols);
+    }
+}
+
+/// Copies the first `cols` values of `row` to the start of `dst`: a whole 16- or 32-wide row
+/// as one fixed-size copy (a register or two), not a `memcpy` call for every pixel, which took a
+/// sixth of a strided 16-channel input gradient's time.
+#[inline(always)]
+fn put(dst: &mut [f32], row: &[f32; NR], cols: usize) {
+    if cols == NR
+        && let Some(dst) = dst.first_chunk_mut::<NR>()
+    {
+        *dst = *row;
+    } else if cols == NARROW_NR
+        && let (Some(dst), Some(row)) = (
+            dst.first_chunk_mut::<NARROW_NR>(),
+            row.first_chunk::<NARROW_NR>(),
+        )
+    {
+        *dst = *row;
+    } else {
+        dst[..cols].copy_from_slice(&row[..cols]);
     }
 }
 
