@@ -806,14 +806,14 @@ mod tests {
                 for n in 0..batch {
                     for (oy, ox) in (0..g.oh).flat_map(|oy| (0..g.ow).map(move |ox| (oy, ox))) {
                         let (iy, ix) = (oy * g.sh, ox * g.sw);
-                        for co in 0..cout {
+                        for (co, bias) in want_b.iter_mut().enumerate() {
                             let o = ((n * g.oh + oy) * g.ow + ox) * cout + co;
                             let d = if relu && y[o] <= 0.0 {
                                 0.0
                             } else {
                                 f64::from(dy[o])
                             };
-                            want_b[co] = (want_b[co].0 + d, want_b[co].1 + d.abs());
+                            *bias = (bias.0 + d, bias.1 + d.abs());
                             for ci in 0..cin {
                                 let at = ((n * g.ih + iy) * g.iw + ix) * cin + ci;
                                 let k = co * cin + ci;
