@@ -175,6 +175,23 @@ impl Conv2d {
         (bytes <= TASK_BYTES && tasks >= 4 * rayon::current_num_threads()).then_some(images)
     }
 
+    /// [`crate::layers::Layer::batch_grain`] of a dense convolution: the fewest images whose
+    /// output pixels are whole tiles (a group of a multiple of them starts on a tile of the whole
+    /// batch, so its tiles, and the kernel rows each skips, are the batch's), or a tile's worth
+    /// where tiles hold one position across images. `None` with a fused max pool (its bands are
+    /// rows of the batch) or grouped weights.
+    pub(super) fn dense_grain(&self) -> Option<usize> {
+        if self.pool.is_some() || self.grouped.is_some() {
+            return None;
+        }
+        let (pixels, tile) = (self.g.oh * self.g.ow, tile_pixels(self.g.cout));
+        Some(if self.positions.is_empty() {
+            tile / gcd(pixels, tile)
+        } else {
+            MR
+        })
+    }
+
     /// Convolves `batch` images from `input` with the forward panels and bias row `packed` into
     /// `y`, storing each tile as `store` says, and through the fused max pool when `pool` is
     /// given.
