@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayView4, ArrayViewMut2};
+use rayon::prelude::*;
 
 use cnnc_core::{Fusion, Grad, GradTo, Model, Plan, Reads, Shape, Storage};
 
@@ -286,9 +287,23 @@ fn backward_step(
         });
     }
     let (x, y) = (&acts[slot[step.input]], &acts[slot[step.output]]);
-    match step.dxs.first().copied().unwrap_or(GradTo::Discard) {
-        GradTo::Discard => layer.backward(x, y, dy, None, batch),
-        GradTo::Write(b) => layer.backward(x, y, dy, Some(&mut grads[b]), batch),
+    let n = batch * layer.input_shape().numel();
+    let to = step.dxs.first().copied().unwrap_or(GradTo::Discard);
+    one_input_backward(to, grads, n, |dx| layer.backward(x, y, dy, dx, batch))
+}
+
+/// Runs a one-input layer's backward, `run` given where its input gradient goes (its first `n`
+/// values) as `to` says: nowhere, a buffer of its own, or a scratch buffer then added into the
+/// sum of the input's gradient.
+fn one_input_backward(
+    to: GradTo,
+    grads: &mut [Vec<f32>],
+    n: usize,
+    run: impl FnOnce(Option<&mut [f32]>) -> Result<()>,
+) -> Result<()> {
+    match to {
+        GradTo::Discard => run(None),
+        GradTo::Write(b) => run(Some(&mut grads[b])),
         GradTo::Add {
             into,
             scratch: Some(scratch),
@@ -296,18 +311,90 @@ fn backward_step(
             let [sum, part] = grads.get_disjoint_mut([into, scratch]).map_err(|_| {
                 Error::State("cnnc bug: a gradient is added into its own scratch".to_owned())
             })?;
-            layer.backward(x, y, dy, Some(part), batch)?;
-            let n = batch * layer.input_shape().numel();
+            run(Some(part))?;
+            // Each value alone: the same sums in any split.
+            const CHUNK: usize = 1 << 14;
             sum[..n]
-                .iter_mut()
-                .zip(&part[..n])
-                .for_each(|(s, p)| *s += p);
+                .par_chunks_mut(CHUNK)
+                .zip(part[..n].par_chunks(CHUNK))
+                .for_each(|(sum, part)| sum.iter_mut().zip(part).for_each(|(s, p)| *s += p));
             Ok(())
         }
         GradTo::Add { scratch: None, .. } => Err(Error::State(
             "cnnc bug: a one-input layer's gradient part has no scratch buffer".to_owned(),
         )),
     }
+}
+
+/// How a batch norm's backward hands its input gradient to the convolution before it, which
+/// computes it as it stages its `dy` ([`layers::Conv2d::backward_from_norm`]).
+#[derive(Clone, Copy, Debug)]
+struct Deferred {
+    /// The convolution's step.
+    conv: usize,
+    /// Where the convolution's input gradient goes: the plan's, except that a gradient the plan
+    /// writes into the buffer the batch norm's `dy` is read from (still read while the
+    /// convolution stages) goes to the buffer the batch norm would have written, the two
+    /// buffers then trading places.
+    to: GradTo,
+    /// Whether they trade places.
+    swap: bool,
+}
+
+/// Whether batch-norm step `k` defers its input gradient to the convolution step before it
+/// ([`Deferred`]): the convolution writes the batch norm's input, which nothing else reads
+/// (the batch norm writes its gradient whole), and takes its `dy` from the buffer the batch
+/// norm would write.
+fn deferred_norm(
+    steps: &[cnnc_core::Step],
+    k: usize,
+    layers: &mut [Box<dyn Layer>],
+    grads: &[Vec<f32>],
+) -> Option<Deferred> {
+    let (step, prev) = (&steps[k], steps.get(k.checked_sub(1)?)?);
+    let (&[GradTo::Write(b)], Grad::Buffer(from), Grad::Buffer(a)) =
+        (&step.dxs[..], prev.dy, step.dy)
+    else {
+        return None;
+    };
+    let takes = b == from && prev.output == step.input && prev.layer < step.layer;
+    let norm = takes && layers[step.layer].as_batch_norm_mut().is_some();
+    let conv = norm
+        && layers[prev.layer]
+            .as_conv_mut()
+            .is_some_and(|c| c.stages_norm_grad());
+    if !conv {
+        return None;
+    }
+    let to = prev.dxs.first().copied().unwrap_or(GradTo::Discard);
+    let (to, swap) = match to {
+        GradTo::Write(t) if t == a => (GradTo::Write(b), true),
+        GradTo::Add {
+            into,
+            scratch: Some(s),
+        } if s == a => (
+            GradTo::Add {
+                into,
+                scratch: Some(b),
+            },
+            false,
+        ),
+        to => (to, false),
+    };
+    // The buffer written instead holds as much as the plan's (they trade places for good).
+    let fits = |t: usize| t != a || grads[a].len() == grads[b].len();
+    let fits = match prev.dxs.first() {
+        Some(&GradTo::Write(t))
+        | Some(&GradTo::Add {
+            scratch: Some(t), ..
+        }) => fits(t),
+        _ => true,
+    };
+    fits.then_some(Deferred {
+        conv: k - 1,
+        to,
+        swap,
+    })
 }
 
 /// The first value of `values` that is NaN or infinite.
@@ -717,9 +804,55 @@ impl Network {
             ..
         } = self;
         let activations = (&acts[..], &storage.slot[..]);
-        for step in plan.steps().iter().rev() {
+        let steps = plan.steps();
+        let mut k = steps.len();
+        while k > 0 {
+            k -= 1;
+            let step = &steps[k];
             let i = step.layer;
             let start = Instant::now();
+            // A batch norm after a convolution leaves its input gradient to the convolution's
+            // staging of `dy` (not when checking, which reads every input gradient).
+            if !check && let Some(deferred) = deferred_norm(steps, k, layers, grads) {
+                let prev = &steps[deferred.conv];
+                let (Grad::Buffer(a), Grad::Buffer(b)) = (step.dy, prev.dy) else {
+                    return Err(Error::State(
+                        "cnnc bug: a deferred batch norm's gradients are not in buffers".to_owned(),
+                    ));
+                };
+                let dy = std::mem::take(&mut grads[a]);
+                let slot = &storage.slot[..];
+                let (x, y) = (&acts[slot[step.input]], &acts[slot[step.output]]);
+                let (head, tail) = layers.split_at_mut(i);
+                let (Some(norm), Some(conv)) =
+                    (tail[0].as_batch_norm_mut(), head[prev.layer].as_conv_mut())
+                else {
+                    return Err(Error::State(
+                        "cnnc bug: a deferred batch norm gradient without its layers".to_owned(),
+                    ));
+                };
+                let mut norm_time = Duration::ZERO;
+                let result = norm.backward_deferred(x, y, &dy, batch).and_then(|grad| {
+                    norm_time = start.elapsed();
+                    let (cx, cy) = (&acts[slot[prev.input]], &acts[slot[prev.output]]);
+                    let n = batch * conv.input_shape().numel();
+                    one_input_backward(deferred.to, grads, n, |dx| {
+                        conv.backward_from_norm(cx, cy, &grad, dx, batch)
+                    })
+                });
+                grads[a] = if deferred.swap {
+                    std::mem::replace(&mut grads[b], dy)
+                } else {
+                    dy
+                };
+                result?;
+                if let Some(t) = times.as_deref_mut() {
+                    t[i].backward += norm_time;
+                    t[prev.layer].backward += start.elapsed() - norm_time;
+                }
+                k = deferred.conv;
+                continue;
+            }
             // The gradient of the output, taken out of its buffer while the inputs' are written
             // (the plan never names it as one of them) and put back after.
             let mut dy_buffer = match step.dy {
