@@ -326,6 +326,32 @@ fn one_input_backward(
     }
 }
 
+/// When training step `k` is a batch norm whose output only the two-input add of the next step
+/// reads, and no backward: that step, the add's other input and whether the add applies a ReLU
+/// ([`layers::BatchNorm2d::forward_add`] computes the sum as the batch norm stores).
+fn norm_add<'a>(
+    steps: &'a [cnnc_core::Step],
+    k: usize,
+    layers: &mut [Box<dyn Layer>],
+    storage: &Storage,
+) -> Option<(&'a cnnc_core::Step, usize, bool)> {
+    let (step, add) = (&steps[k], steps.get(k + 1)?);
+    let out = step.output;
+    let residual = match add.inputs[..] {
+        [a, b] if a == out && b != out => b,
+        [a, b] if b == out && a != out => a,
+        _ => return None,
+    };
+    let alone = !storage.kept[out]
+        && step.fusion == Fusion::None
+        && steps.iter().filter(|s| s.inputs.contains(&out)).count() == 1;
+    if !alone || layers[step.layer].as_batch_norm_mut().is_none() {
+        return None;
+    }
+    let relu = layers[add.layer].as_merge()?.sum_relu()?;
+    Some((add, residual, relu))
+}
+
 /// How a batch norm's backward hands its input gradient to the convolution before it, which
 /// computes it as it stages its `dy` ([`layers::Conv2d::backward_from_norm`]).
 #[derive(Clone, Copy, Debug)]
@@ -695,11 +721,32 @@ impl Network {
         } else {
             plan.steps()
         };
-        for step in steps {
+        let mut k = 0;
+        while k < steps.len() {
+            let step = &steps[k];
+            k += 1;
             let i = step.layer;
+            let start = Instant::now();
+            // A batch norm whose output only the add after it reads stores the sum instead.
+            if !fused && let Some((add, residual, relu)) = norm_add(steps, k - 1, layers, storage) {
+                let mut out = std::mem::take(&mut acts[slot[add.output]]);
+                let (x, r) = (&acts[slot[step.input]], &acts[slot[residual]]);
+                let result = match layers[i].as_batch_norm_mut() {
+                    Some(norm) => norm.forward_add(x, r, &mut out, batch, mode, relu),
+                    None => Err(Error::State(
+                        "cnnc bug: a batch norm's add without the batch norm".to_owned(),
+                    )),
+                };
+                acts[slot[add.output]] = out;
+                result?;
+                if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {
+                    t.forward += start.elapsed();
+                }
+                k += 1;
+                continue;
+            }
             // The output's slot, taken out while the inputs' are read (never one of them).
             let mut y = std::mem::take(&mut acts[slot[step.output]]);
-            let start = Instant::now();
             let result = if !step.epilogue.is_none() {
                 let find = |k: usize| layers.get(k).map(|l| &**l);
                 // The buffers before the output by number, in their slots (what an inference

@@ -153,3 +153,58 @@ fn a_norm_gradient_of_another_size_is_refused() {
         .to_string();
     assert!(err.contains("conv") && err.contains("batch norm"), "{err}");
 }
+
+/// Times (least of 60, alternating) a stage-1 ResNet-20 pair's backward (3x3 convolution,
+/// 16 -> 16 channels, 32 x 32, batch 64, and its batch norm, with and without a fused ReLU):
+/// the batch norm writing its input gradient and the convolution reading it, against the
+/// convolution staging it. `cargo test -p cnnc-runtime --release --test fusion_norm_grad --
+/// --ignored --nocapture` (set `RAYON_NUM_THREADS`).
+#[test]
+#[ignore = "a timing, not a check"]
+fn staged_norm_gradient_timing() {
+    use std::time::{Duration, Instant};
+    let config = Conv2dConfig {
+        padding: [1, 1],
+        padding_end: [1, 1],
+        bias: false,
+        ..Conv2dConfig::new(16, 16, [3, 3])
+    };
+    let batch = 64;
+    for bn_relu in [false, true] {
+        let (mut conv, mut bn) = pair(&config, [32, 32], (false, bn_relu), 7).unwrap();
+        let mut rng = Rand(3);
+        let (nx, ny) = (16 * 32 * 32 * batch, 16 * 32 * 32 * batch);
+        let x = rng.vec(nx);
+        let dz = rng.vec(ny);
+        let (mut y, mut z) = (vec![0.0; ny], vec![0.0; ny]);
+        conv.forward(&x, &mut y, batch, Mode::Train).unwrap();
+        bn.forward(&y, &mut z, batch, Mode::Train).unwrap();
+        let (mut dy, mut dx) = (vec![0.0; ny], vec![0.0; nx]);
+        let (mut written, mut staged) = ([Duration::MAX; 2], [Duration::MAX; 2]);
+        for _ in 0..60 {
+            let start = Instant::now();
+            bn.backward(&y, &z, &dz, Some(&mut dy), batch).unwrap();
+            let mid = Instant::now();
+            conv.backward(&x, &y, &dy, Some(&mut dx), batch).unwrap();
+            let end = Instant::now();
+            written[0] = written[0].min(mid - start);
+            written[1] = written[1].min(end - mid);
+            let start = Instant::now();
+            let grad = bn.backward_deferred(&y, &z, &dz, batch).unwrap();
+            let mid = Instant::now();
+            conv.backward_from_norm(&x, &y, &grad, Some(&mut dx), batch)
+                .unwrap();
+            let end = Instant::now();
+            staged[0] = staged[0].min(mid - start);
+            staged[1] = staged[1].min(end - mid);
+        }
+        let ms = |d: [Duration; 2]| d.map(|d| d.as_secs_f64() * 1e3);
+        println!(
+            "bn relu {bn_relu}: written bn {:.3} + conv {:.3} ms; staged bn {:.3} + conv {:.3} ms",
+            ms(written)[0],
+            ms(written)[1],
+            ms(staged)[0],
+            ms(staged)[1]
+        );
+    }
+}

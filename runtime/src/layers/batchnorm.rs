@@ -185,6 +185,112 @@ impl BatchNorm2d {
         Ok(())
     }
 
+    /// [`Layer::forward`], then the two-input add after it and the ReLU after that, in one
+    /// pass: `out = relu(bn(x) + residual)` (without `relu`, the sum), the values the three
+    /// layers store, bit for bit (a sum of two is the same in either order). The batch norm's
+    /// own output is not stored: for a training step where only the add reads it and no
+    /// backward does (its backward reads its input, and its output only to mask the gradient by
+    /// a ReLU of its own, which it then does not apply). Errors for a layer that applies a ReLU
+    /// itself and for a residual shorter than the output.
+    pub fn forward_add(
+        &mut self,
+        x: &[f32],
+        residual: &[f32],
+        out: &mut [f32],
+        batch: usize,
+        mode: Mode,
+        relu: bool,
+    ) -> Result<()> {
+        if self.relu {
+            return Err(Error::State(format!(
+                "cnnc bug: layer `{}` applies a ReLU and cannot add a residual before it",
+                self.name
+            )));
+        }
+        let n = batch * self.dims.numel();
+        if residual.len() < n {
+            return Err(Error::shape(
+                &self.name,
+                "forward residual",
+                format!("{n} values (batch {batch} x {})", self.dims),
+                format!("{} values", residual.len()),
+            ));
+        }
+        self.forward_with(x, Some((residual, relu)), out, batch, mode)
+    }
+
+    /// [`Layer::forward`], adding `residual` (and applying the ReLU with its flag) as it
+    /// stores, when given ([`BatchNorm2d::forward_add`]).
+    fn forward_with(
+        &mut self,
+        x: &[f32],
+        residual: Option<(&[f32], bool)>,
+        y: &mut [f32],
+        batch: usize,
+        mode: Mode,
+    ) -> Result<()> {
+        let (n, _) = check_forward(self, x, y, batch)?;
+        self.check_state()?;
+
+        let c = self.config.num_features;
+        let rows = n / c;
+        let eps = f64::from(self.config.eps);
+        let track = self.config.track_running_stats;
+        // PyTorch's `bn_training`: batch statistics in training, and in eval too without
+        // running ones.
+        self.batch_stats = mode == Mode::Train || !track;
+        if self.batch_stats {
+            self.check_rows(rows, batch)?;
+            let (partials, sums) = (&mut self.partials, &mut self.sums);
+            batch_moments(&x[..n], rows, partials, sums, &mut self.mean64);
+            let mean = &self.mean64;
+            // Running statistics move only in training, and only when tracked.
+            let update = mode == Mode::Train && track;
+            if update {
+                self.num_batches_tracked = self.num_batches_tracked.saturating_add(1);
+            }
+            // PyTorch's `exponential_average_factor`: the momentum, or the cumulative
+            // average's 1 / num_batches_tracked.
+            let momentum = match self.config.momentum {
+                Some(m) => f64::from(m),
+                None => 1.0 / self.num_batches_tracked.max(1) as f64,
+            };
+            for (ch, &m) in mean.iter().enumerate() {
+                let var = self.sums[ch][0] / rows as f64;
+                let unbiased = self.sums[ch][0] / (rows - 1) as f64;
+                self.mean[ch] = m as f32;
+                self.invstd[ch] = (1.0 / (var + eps).sqrt()) as f32;
+                if update {
+                    let rm = &mut self.running_mean[ch];
+                    *rm = ((1.0 - momentum) * f64::from(*rm) + momentum * m) as f32;
+                    let rv = &mut self.running_var[ch];
+                    *rv = ((1.0 - momentum) * f64::from(*rv) + momentum * unbiased) as f32;
+                }
+            }
+        } else {
+            for ch in 0..c {
+                self.mean[ch] = self.running_mean[ch];
+                self.invstd[ch] = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
+            }
+        }
+        for ch in 0..c {
+            self.scale[ch] = self.invstd[ch] * self.weight.value[ch];
+            self.shift[ch] = self.bias.value[ch] - self.mean[ch] * self.scale[ch];
+        }
+        match residual {
+            None => scale_shift(&self.scale, &self.shift, &x[..n], &mut y[..n], self.relu),
+            Some((r, relu)) => {
+                let (scale, shift) = (&self.scale[..], &self.shift[..]);
+                y[..n]
+                    .par_chunks_mut(STAT_TILE * c)
+                    .zip(x[..n].par_chunks(STAT_TILE * c))
+                    .zip(r[..n].par_chunks(STAT_TILE * c))
+                    .for_each(|((y, x), r)| normalize_add(y, x, r, scale, shift, relu));
+            }
+        }
+        Ok(())
+    }
+
     /// [`Layer::backward`] without writing the input gradient: the parameter gradients (from
     /// the two reductions over `dy`), and the input gradient as a [`NormGrad`] that whoever
     /// reads it computes as it reads (a convolution staging its `dy`,
@@ -560,6 +666,22 @@ multiversion! {
 }
 
 multiversion! {
+    /// `y = x * scale + shift + r` per channel of each pixel, through the ReLU with `relu` (as
+    /// an add that applies one computes it: NaN stays NaN).
+    fn normalize_add(y: &mut [f32], x: &[f32], r: &[f32], scale: &[f32], shift: &[f32], relu: bool) {
+        let c = scale.len();
+        let pixels = y.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(r.chunks_exact(c));
+        for ((y, x), r) in pixels {
+            let values = y.iter_mut().zip(x).zip(r).zip(scale).zip(shift);
+            for ((((y, &x), &r), &scale), &shift) in values {
+                let v = x * scale + shift + r;
+                *y = if relu && v < 0.0 { 0.0 } else { v };
+            }
+        }
+    }
+}
+
+multiversion! {
     /// `dx = a * g + b * (x - mean) + d` per channel of each pixel, `coef` holding every
     /// channel's `a`, then `b`, then `d`; `g` is `dy`, or with `mask` `dy` passed through the
     /// fused ReLU whose output is `y`.
@@ -594,55 +716,7 @@ impl Layer for BatchNorm2d {
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()> {
-        let (n, _) = check_forward(self, x, y, batch)?;
-        self.check_state()?;
-        let c = self.config.num_features;
-        let rows = n / c;
-        let eps = f64::from(self.config.eps);
-        let track = self.config.track_running_stats;
-        // PyTorch's `bn_training`: batch statistics in training, and in eval too without
-        // running ones.
-        self.batch_stats = mode == Mode::Train || !track;
-        if self.batch_stats {
-            self.check_rows(rows, batch)?;
-            let (partials, sums) = (&mut self.partials, &mut self.sums);
-            batch_moments(&x[..n], rows, partials, sums, &mut self.mean64);
-            let mean = &self.mean64;
-            // Running statistics move only in training, and only when tracked.
-            let update = mode == Mode::Train && track;
-            if update {
-                self.num_batches_tracked = self.num_batches_tracked.saturating_add(1);
-            }
-            // PyTorch's `exponential_average_factor`: the momentum, or the cumulative
-            // average's 1 / num_batches_tracked.
-            let momentum = match self.config.momentum {
-                Some(m) => f64::from(m),
-                None => 1.0 / self.num_batches_tracked.max(1) as f64,
-            };
-            for (ch, &m) in mean.iter().enumerate() {
-                let var = self.sums[ch][0] / rows as f64;
-                let unbiased = self.sums[ch][0] / (rows - 1) as f64;
-                self.mean[ch] = m as f32;
-                self.invstd[ch] = (1.0 / (var + eps).sqrt()) as f32;
-                if update {
-                    let rm = &mut self.running_mean[ch];
-                    *rm = ((1.0 - momentum) * f64::from(*rm) + momentum * m) as f32;
-                    let rv = &mut self.running_var[ch];
-                    *rv = ((1.0 - momentum) * f64::from(*rv) + momentum * unbiased) as f32;
-                }
-            }
-        } else {
-            for ch in 0..c {
-                self.mean[ch] = self.running_mean[ch];
-                self.invstd[ch] = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
-            }
-        }
-        for ch in 0..c {
-            self.scale[ch] = self.invstd[ch] * self.weight.value[ch];
-            self.shift[ch] = self.bias.value[ch] - self.mean[ch] * self.scale[ch];
-        }
-        scale_shift(&self.scale, &self.shift, &x[..n], &mut y[..n], self.relu);
-        Ok(())
+        self.forward_with(x, None, y, batch, mode)
     }
 
     /// With running statistics, their scale and shift computed as [`Layer::forward`] does in
