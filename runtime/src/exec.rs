@@ -367,20 +367,53 @@ struct Deferred {
     swap: bool,
 }
 
+/// When add step `k` would write the same values, its masked `dy`, whole into both of its
+/// inputs' gradient buffers: the input whose buffer only the previous step reads, as its `dy`
+/// (it makes that input), the buffer of the other input, which that step may read instead, and
+/// its own. Nothing writes that other buffer before the previous step has read it (neither that
+/// step nor the convolution before it, which may compute the previous step's input gradient
+/// with it), so it holds the values there; the add then writes one buffer, not two.
+fn shared_add_grad(
+    steps: &[cnnc_core::Step],
+    k: usize,
+    layers: &mut [Box<dyn Layer>],
+) -> Option<(usize, usize, usize)> {
+    let (step, prev) = (&steps[k], steps.get(k.checked_sub(1)?)?);
+    layers[step.layer].as_merge()?.sum_relu()?;
+    let (&[GradTo::Write(b0), GradTo::Write(b1)], &[i0, i1]) = (&step.dxs[..], &step.inputs[..])
+    else {
+        return None;
+    };
+    let (other, mine, theirs) = match (i0 == prev.output, i1 == prev.output) {
+        (true, false) => (1, b0, b1),
+        (false, true) => (0, b1, b0),
+        _ => return None,
+    };
+    let writes = |s: &cnnc_core::Step| {
+        s.dx == Some(theirs)
+            || s.dxs.iter().any(|to| match *to {
+                GradTo::Discard => false,
+                GradTo::Write(b) => b == theirs,
+                GradTo::Add { into, scratch } => into == theirs || scratch == Some(theirs),
+            })
+    };
+    let readers = &steps[k.saturating_sub(2)..k];
+    (prev.dy == Grad::Buffer(mine) && !readers.iter().any(writes)).then_some((other, theirs, mine))
+}
+
 /// Whether batch-norm step `k` defers its input gradient to the convolution step before it
 /// ([`Deferred`]): the convolution writes the batch norm's input, which nothing else reads
 /// (the batch norm writes its gradient whole), and takes its `dy` from the buffer the batch
-/// norm would write.
+/// norm would write. `a` holds the batch norm's `dy`.
 fn deferred_norm(
     steps: &[cnnc_core::Step],
     k: usize,
     layers: &mut [Box<dyn Layer>],
     grads: &[Vec<f32>],
+    a: usize,
 ) -> Option<Deferred> {
     let (step, prev) = (&steps[k], steps.get(k.checked_sub(1)?)?);
-    let (&[GradTo::Write(b)], Grad::Buffer(from), Grad::Buffer(a)) =
-        (&step.dxs[..], prev.dy, step.dy)
-    else {
+    let (&[GradTo::Write(b)], Grad::Buffer(from)) = (&step.dxs[..], prev.dy) else {
         return None;
     };
     let takes = b == from && prev.output == step.input && prev.layer < step.layer;
@@ -852,17 +885,33 @@ impl Network {
         } = self;
         let activations = (&acts[..], &storage.slot[..]);
         let steps = plan.steps();
+        // A gradient buffer of the plan whose values another holds (`shared_add_grad`), for
+        // the next step, which reads it.
+        let mut shared: Option<(usize, usize)> = None;
         let mut k = steps.len();
         while k > 0 {
             k -= 1;
             let step = &steps[k];
             let i = step.layer;
             let start = Instant::now();
+            let held = shared.take();
+            // Where the output's gradient lies.
+            let at = |a: usize| match held {
+                Some((planned, holder)) if planned == a => holder,
+                _ => a,
+            };
             // A batch norm after a convolution leaves its input gradient to the convolution's
             // staging of `dy` (not when checking, which reads every input gradient).
-            if !check && let Some(deferred) = deferred_norm(steps, k, layers, grads) {
+            let dy_at = match step.dy {
+                Grad::Buffer(a) => Some(at(a)),
+                _ => None,
+            };
+            let deferred = dy_at
+                .filter(|_| !check)
+                .and_then(|a| deferred_norm(steps, k, layers, grads, a));
+            if let Some(deferred) = deferred {
                 let prev = &steps[deferred.conv];
-                let (Grad::Buffer(a), Grad::Buffer(b)) = (step.dy, prev.dy) else {
+                let (Some(a), Grad::Buffer(b)) = (dy_at, prev.dy) else {
                     return Err(Error::State(
                         "cnnc bug: a deferred batch norm's gradients are not in buffers".to_owned(),
                     ));
@@ -904,18 +953,37 @@ impl Network {
             // (the plan never names it as one of them) and put back after.
             let mut dy_buffer = match step.dy {
                 Grad::Logits => std::mem::take(dlogits),
-                Grad::Buffer(a) => std::mem::take(&mut grads[a]),
+                Grad::Buffer(a) => std::mem::take(&mut grads[at(a)]),
                 Grad::Unused => {
                     // Nothing reads this output: no gradient reaches the layer's parameters.
                     zero_grads(&mut *layers[i]);
                     continue;
                 }
             };
-            let result =
-                backward_step(&mut *layers[i], step, activations, grads, &dy_buffer, batch);
+            // An add whose two input gradients are the same values writes one buffer, which the
+            // next step reads as well.
+            let share = (!check)
+                .then(|| shared_add_grad(steps, k, layers))
+                .flatten();
+            let result = match share {
+                Some((other, theirs, mine)) => {
+                    shared = Some((mine, theirs));
+                    let y = &acts[storage.slot[step.output]];
+                    let merge = layers[i].as_merge().ok_or_else(|| {
+                        Error::State("cnnc bug: a shared add gradient without the add".to_owned())
+                    });
+                    merge.and_then(|merge| {
+                        with_inputs(activations.0, activations.1, &step.inputs, |xs| {
+                            let dx = &mut grads[theirs];
+                            merge.backward_merge(xs, [y, &dy_buffer], other, dx, false, batch)
+                        })
+                    })
+                }
+                None => backward_step(&mut *layers[i], step, activations, grads, &dy_buffer, batch),
+            };
             match step.dy {
                 Grad::Logits => std::mem::swap(dlogits, &mut dy_buffer),
-                Grad::Buffer(a) => std::mem::swap(&mut grads[a], &mut dy_buffer),
+                Grad::Buffer(a) => std::mem::swap(&mut grads[at(a)], &mut dy_buffer),
                 Grad::Unused => {}
             }
             result?;
@@ -1206,7 +1274,9 @@ impl crate::Model for Network {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Conv2dConfig, LayerDef, LinearConfig, Pool2dConfig, Source};
+    use crate::config::{
+        BatchNorm2dConfig, Conv2dConfig, LayerDef, LinearConfig, Pool2dConfig, Source,
+    };
 
     /// A residual block after a pool: the stem's gradient (8 x 8 pixels) is four times the
     /// block's (4 x 4). Each gradient buffer is as long as the largest gradient that passes
@@ -1274,5 +1344,102 @@ mod tests {
         for (g, &s) in net.grads.iter().zip(&sizes) {
             assert_eq!(g.len(), s * batch);
         }
+    }
+
+    /// A residual block (`conv → bn → relu`, twice, the second batch norm added to the block's
+    /// input, then a ReLU): the training step joins every batch norm to the convolution before
+    /// it in backward, the second to the add in forward, and shares the add's two gradients;
+    /// the gradients are those of the plan's steps one by one (backward replayed as a check
+    /// runs it, without any of the three), bit for bit.
+    #[test]
+    fn the_joined_steps_give_the_gradients_of_the_plans_steps() {
+        let conv = |cin, cout| {
+            LayerConfig::Conv2d(Conv2dConfig {
+                padding: [1, 1],
+                padding_end: [1, 1],
+                bias: false,
+                ..Conv2dConfig::new(cin, cout, [3, 3])
+            })
+        };
+        let bn = || LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(8));
+        let layer = |name: &str, config, inputs: Vec<Source>| LayerDef {
+            name: name.to_owned(),
+            config,
+            inputs,
+        };
+        let def = NetworkDef {
+            input: [3, 6, 6],
+            layers: vec![
+                layer("stem", conv(3, 8), vec![]),
+                layer("bn0", bn(), vec![]),
+                layer("relu0", LayerConfig::Relu, vec![]),
+                layer("conv1", conv(8, 8), vec![]),
+                layer("bn1", bn(), vec![]),
+                layer("relu1", LayerConfig::Relu, vec![]),
+                layer("conv2", conv(8, 8), vec![]),
+                layer("bn2", bn(), vec![]),
+                layer(
+                    "add",
+                    LayerConfig::Add,
+                    vec![Source::Layer(7), Source::Layer(2)],
+                ),
+                layer("relu", LayerConfig::Relu, vec![]),
+                layer("flat", LayerConfig::FLATTEN, vec![]),
+                layer(
+                    "fc",
+                    LayerConfig::Linear(LinearConfig {
+                        in_features: 288,
+                        out_features: 3,
+                        bias: true,
+                    }),
+                    vec![],
+                ),
+            ],
+        };
+        let mut net = Network::new(&def, 3).expect("a valid network");
+        let batch = 3;
+        net.reserve(batch);
+        let Network {
+            plan,
+            layers,
+            grads,
+            storage,
+            ..
+        } = &mut net;
+        let steps = plan.steps();
+        let of = |layer: usize| steps.iter().position(|s| s.layer == layer).unwrap();
+        for (norm, conv) in [(1, 0), (4, 3), (7, 6)] {
+            let Grad::Buffer(a) = steps[of(norm)].dy else {
+                panic!("bn {norm} reads a gradient buffer")
+            };
+            let deferred = deferred_norm(steps, of(norm), layers, grads, a);
+            assert_eq!(deferred.map(|d| steps[d.conv].layer), Some(conv));
+        }
+        let joined =
+            norm_add(steps, of(7), layers, storage).map(|(add, _, relu)| (add.layer, relu));
+        assert_eq!(joined, Some((8, true)));
+        assert!(shared_add_grad(steps, of(8), layers).is_some());
+
+        let x = ndarray::Array4::from_shape_fn((batch, 3, 6, 6), |(n, c, y, x)| {
+            ((n * 31 + c * 7 + y * 3 + x) % 11) as f32 / 5.0 - 1.0
+        });
+        let grad_bits = |net: &mut Network| {
+            let mut out = Vec::new();
+            net.visit(&mut |e| {
+                if let Entry::Param { param, .. } = e {
+                    out.extend(param.grad.iter().map(|v| v.to_bits()));
+                }
+            });
+            out
+        };
+        net.train_step(x.view(), &[0, 2, 1])
+            .expect("a training step");
+        let joined = grad_bits(&mut net);
+        assert!(joined.iter().any(|&b| b != 0));
+        let found = net
+            .backward_from_buffer(batch, None, true)
+            .expect("the plan's steps one by one");
+        assert!(found.is_none());
+        assert_eq!(grad_bits(&mut net), joined);
     }
 }
