@@ -99,26 +99,11 @@ mod tests {
 
     fn model() -> Model {
         let conv = LayerConfig::Conv2d(Conv2dConfig {
-            in_channels: 3,
-            out_channels: 8,
-            kernel_size: [5, 5],
-            stride: [1, 1],
             padding: [2, 2],
             padding_end: [2, 2],
-            dilation: [1, 1],
-            groups: 1,
-            bias: true,
-            padding_mode: Default::default(),
+            ..Conv2dConfig::new(3, 8, [5, 5])
         });
-        let pool = LayerConfig::MaxPool2d(Pool2dConfig {
-            kernel_size: [2, 2],
-            stride: [2, 2],
-            padding: [0, 0],
-            ceil_mode: false,
-            dilation: [1, 1],
-            count_include_pad: true,
-            divisor_override: None,
-        });
+        let pool = LayerConfig::MaxPool2d(Pool2dConfig::new([2, 2], [2, 2], [0, 0]));
         let layers = [("conv1", conv), ("1", LayerConfig::Relu), ("pool", pool)];
         let layers = layers
             .into_iter()

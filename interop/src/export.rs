@@ -1305,16 +1305,11 @@ mod tests {
     #[test]
     fn circular_padding_wraps_by_slices_before_opset_19() {
         let conv = LayerConfig::Conv2d(cnnc_core::Conv2dConfig {
-            in_channels: 1,
-            out_channels: 1,
-            kernel_size: [3, 3],
-            stride: [1, 1],
             padding: [1, 1],
             padding_end: [1, 1],
-            dilation: [1, 1],
-            groups: 1,
             bias: false,
             padding_mode: PaddingMode::Circular,
+            ..cnnc_core::Conv2dConfig::new(1, 1, [3, 3])
         });
         let m = model([1, 4, 4], vec![conv]);
         let at = |opset| {

@@ -320,16 +320,10 @@ mod tests {
         let conv = |kernel| {
             let [padding, padding_end] = Conv2dConfig::same_padding([kernel, kernel], [1, 1]);
             module_expr(&LayerConfig::Conv2d(Conv2dConfig {
-                in_channels: 3,
-                out_channels: 4,
-                kernel_size: [kernel, kernel],
-                stride: [1, 1],
                 padding,
                 padding_end,
-                dilation: [1, 1],
-                groups: 1,
-                bias: true,
                 padding_mode: PaddingMode::Reflect,
+                ..Conv2dConfig::new(3, 4, [kernel, kernel])
             }))
         };
         assert_eq!(

@@ -1007,15 +1007,7 @@ mod tests {
 
     #[test]
     fn typed_forward_checks_the_layer_and_types_its_output() {
-        let config = Pool2dConfig {
-            kernel_size: [2, 2],
-            stride: [2, 2],
-            padding: [0, 0],
-            ceil_mode: false,
-            dilation: [1, 1],
-            count_include_pad: true,
-            divisor_override: None,
-        };
+        let config = Pool2dConfig::new([2, 2], [2, 2], [0, 0]);
         let dims = Shape::Chw([1, 2, 2]);
         let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
         let x = [1.0, 4.0, 2.0, 3.0];

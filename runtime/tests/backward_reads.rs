@@ -67,16 +67,10 @@ fn check(what: &str, mut layer: Box<dyn Layer>, batch: usize) {
 
 fn conv(cin: usize, cout: usize, stride: usize) -> LayerConfig {
     LayerConfig::Conv2d(Conv2dConfig {
-        in_channels: cin,
-        out_channels: cout,
-        kernel_size: [3, 3],
         stride: [stride, stride],
         padding: [1, 1],
         padding_end: [1, 1],
-        dilation: [1, 1],
-        groups: 1,
-        bias: true,
-        padding_mode: Default::default(),
+        ..Conv2dConfig::new(cin, cout, [3, 3])
     })
 }
 

@@ -26,16 +26,10 @@ fn layer(name: &str, config: LayerConfig) -> LayerDef {
 
 fn conv(cin: usize, cout: usize, groups: usize) -> LayerConfig {
     LayerConfig::Conv2d(Conv2dConfig {
-        in_channels: cin,
-        out_channels: cout,
-        kernel_size: [3, 3],
-        stride: [1, 1],
         padding: [1, 1],
         padding_end: [1, 1],
-        dilation: [1, 1],
         groups,
-        bias: true,
-        padding_mode: Default::default(),
+        ..Conv2dConfig::new(cin, cout, [3, 3])
     })
 }
 

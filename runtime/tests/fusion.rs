@@ -98,8 +98,12 @@ proptest! {
         h in 3..9usize, w in 3..9usize, bias: bool, batch in 1..4usize, with_dx: bool, seed: u64,
     ) {
         let config = Conv2dConfig {
-            in_channels: cin, out_channels: cout, kernel_size: [k, k], stride: [stride, stride],
-            padding: [pad, pad], padding_end: [pad, pad], dilation: [dilation, dilation], groups: 1, bias, padding_mode: Default::default(),
+            stride: [stride, stride],
+            padding: [pad, pad],
+            padding_end: [pad, pad],
+            dilation: [dilation, dilation],
+            bias,
+            ..Conv2dConfig::new(cin, cout, [k, k])
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
@@ -132,8 +136,9 @@ proptest! {
         batch in 1..3usize, with_dx: bool, seed: u64,
     ) {
         let config = Conv2dConfig {
-            in_channels: cin, out_channels: cout, kernel_size: [k, k], stride: [1, 1],
-            padding: [pad, pad], padding_end: [pad, pad], dilation: [1, 1], groups: 1, bias: true, padding_mode: Default::default(),
+            padding: [pad, pad],
+            padding_end: [pad, pad],
+            ..Conv2dConfig::new(cin, cout, [k, k])
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
@@ -142,8 +147,8 @@ proptest! {
         prop_assert!(Layer::fuse_relu(&mut fused));
         let mut relu = Relu::new("relu", plain.output_shape());
         let pool_config = Pool2dConfig {
-            kernel_size: [pool_k, pool_k], stride: [pool_stride, pool_stride],
-            padding: [pool_pad, pool_pad], ceil_mode, dilation: [1, 1], count_include_pad: true, divisor_override: None,
+            ceil_mode,
+            ..Pool2dConfig::new([pool_k, pool_k], [pool_stride, pool_stride], [pool_pad, pool_pad])
         };
         let pool = MaxPool2d::new("pool", &pool_config, plain.output_shape());
         prop_assume!(pool.is_ok());
@@ -183,18 +188,16 @@ proptest! {
         prop_assume!(h.is_some_and(|h| h > 0) && w.is_some_and(|w| w > 0));
         let (h, w) = (h.unwrap(), w.unwrap());
         let config = Conv2dConfig {
-            in_channels: cin, out_channels: cout, kernel_size: [k, k], stride: [1, 1],
-            padding: [pad, pad], padding_end: [pad, pad], dilation: [1, 1], groups: 1, bias: true, padding_mode: Default::default(),
+            padding: [pad, pad],
+            padding_end: [pad, pad],
+            ..Conv2dConfig::new(cin, cout, [k, k])
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
         let mut plain = built.unwrap();
         let mut fused = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed)).unwrap();
         let mut relu = Relu::new("relu", plain.output_shape());
-        let pool_config = Pool2dConfig {
-            kernel_size: [pool_k, pool_k], stride: [pool_k, pool_k], padding: [0, 0],
-            ceil_mode: false, dilation: [1, 1], count_include_pad: true, divisor_override: None,
-        };
+        let pool_config = Pool2dConfig::new([pool_k, pool_k], [pool_k, pool_k], [0, 0]);
         let mut pool = MaxPool2d::new("pool", &pool_config, plain.output_shape()).unwrap();
         prop_assert!(!Layer::fuse_max_pool(&mut fused, &pool_config), "needs the ReLU first");
         prop_assert!(Layer::fuse_relu(&mut fused));
@@ -221,15 +224,13 @@ proptest! {
         size in 2..9usize, pool_k in 1..4usize, stride in 1..4usize, pad in 0..2usize,
     ) {
         let config = Conv2dConfig {
-            in_channels: 2, out_channels: 3, kernel_size: [3, 3], stride: [1, 1],
-            padding: [1, 1], padding_end: [1, 1], dilation: [1, 1], groups: 1, bias: true, padding_mode: Default::default(),
+            padding: [1, 1],
+            padding_end: [1, 1],
+            ..Conv2dConfig::new(2, 3, [3, 3])
         };
         let mut conv = Conv2d::new("conv", &config, [size, size], &mut init_rng(1)).unwrap();
         prop_assert!(Layer::fuse_relu(&mut conv));
-        let pool = Pool2dConfig {
-            kernel_size: [pool_k, pool_k], stride: [stride, stride], padding: [pad, pad],
-            ceil_mode: false, dilation: [1, 1], count_include_pad: true, divisor_override: None,
-        };
+        let pool = Pool2dConfig::new([pool_k, pool_k], [stride, stride], [pad, pad]);
         let tiles = stride == pool_k && pad == 0 && size % pool_k == 0;
         prop_assert_eq!(Layer::fuse_max_pool(&mut conv, &pool), tiles);
     }

@@ -65,16 +65,12 @@ impl Builder {
     ) {
         let p = k / 2;
         let config = LayerConfig::Conv2d(Conv2dConfig {
-            in_channels: cin,
-            out_channels: cout,
-            kernel_size: [k, k],
             stride: [stride, stride],
             padding: [p, p],
             padding_end: [p, p],
-            dilation: [1, 1],
             groups,
             bias,
-            padding_mode: Default::default(),
+            ..Conv2dConfig::new(cin, cout, [k, k])
         });
         self.push(name, config, inputs);
     }

@@ -46,9 +46,12 @@ proptest! {
         bias: bool, batch in 1..3usize, seed: u64,
     ) {
         let config = Conv2dConfig {
-            in_channels: cin, out_channels: cout, kernel_size: [kh, kw], stride: [sh, sw],
-            padding: [ph, pw], padding_end: [ph, pw], dilation: [dh, dw], groups: 1, bias,
-            padding_mode: Default::default(),
+            stride: [sh, sw],
+            padding: [ph, pw],
+            padding_end: [ph, pw],
+            dilation: [dh, dw],
+            bias,
+            ..Conv2dConfig::new(cin, cout, [kh, kw])
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
@@ -66,9 +69,12 @@ proptest! {
     ) {
         let padding_mode = cnnc_runtime::config::PaddingMode::ALL[mode];
         let config = Conv2dConfig {
-            in_channels: 2 * groups, out_channels: 2 * groups, kernel_size: [k, k],
-            stride: [s, s], padding: [ph, pw], padding_end: [ph, pw], dilation: [1, 1], groups,
-            bias: true, padding_mode,
+            stride: [s, s],
+            padding: [ph, pw],
+            padding_end: [ph, pw],
+            groups,
+            padding_mode,
+            ..Conv2dConfig::new(2 * groups, 2 * groups, [k, k])
         };
         // Padding beyond the mode's limit is refused, as PyTorch refuses it.
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
@@ -89,9 +95,12 @@ proptest! {
         // grouped, in every padding mode.
         let [padding, padding_end] = Conv2dConfig::same_padding([kh, kw], [dh, dw]);
         let config = Conv2dConfig {
-            in_channels: 2 * groups, out_channels: 2 * groups, kernel_size: [kh, kw],
-            stride: [1, 1], padding, padding_end, dilation: [dh, dw], groups, bias: true,
+            padding,
+            padding_end,
+            dilation: [dh, dw],
+            groups,
             padding_mode: cnnc_runtime::config::PaddingMode::ALL[mode],
+            ..Conv2dConfig::new(2 * groups, 2 * groups, [kh, kw])
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
@@ -111,9 +120,13 @@ proptest! {
     ) {
         // groups * cig input channels; cig = cog = 1 is depthwise.
         let config = Conv2dConfig {
-            in_channels: groups * cig, out_channels: groups * cog, kernel_size: [kh, kw],
-            stride: [sh, sw], padding: [ph, pw], padding_end: [ph, pw], dilation: [dh, dw], groups,
-            bias, padding_mode: Default::default(),
+            stride: [sh, sw],
+            padding: [ph, pw],
+            padding_end: [ph, pw],
+            dilation: [dh, dw],
+            groups,
+            bias,
+            ..Conv2dConfig::new(groups * cig, groups * cog, [kh, kw])
         };
         let built = Conv2d::new("conv", &config, [h, w], &mut init_rng(seed));
         prop_assume!(built.is_ok());
@@ -535,16 +548,9 @@ fn mixed_net() -> NetworkDef {
             layer(
                 "conv1",
                 LayerConfig::Conv2d(Conv2dConfig {
-                    in_channels: 2,
-                    out_channels: 3,
-                    kernel_size: [3, 2],
-                    stride: [1, 1],
                     padding: [1, 1],
                     padding_end: [1, 1],
-                    dilation: [1, 1],
-                    groups: 1,
-                    bias: true,
-                    padding_mode: Default::default(),
+                    ..Conv2dConfig::new(2, 3, [3, 2])
                 }),
             ),
             layer("bn1", LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(3))),
@@ -556,16 +562,12 @@ fn mixed_net() -> NetworkDef {
             layer(
                 "conv2",
                 LayerConfig::Conv2d(Conv2dConfig {
-                    in_channels: 3,
-                    out_channels: 4,
-                    kernel_size: [2, 2],
                     stride: [1, 2],
                     padding: [1, 1],
                     padding_end: [1, 1],
                     dilation: [2, 1],
-                    groups: 1,
                     bias: false,
-                    padding_mode: Default::default(),
+                    ..Conv2dConfig::new(3, 4, [2, 2])
                 }),
             ),
             layer(
@@ -750,16 +752,10 @@ pub fn graph_net() -> NetworkDef {
     };
     let conv = |cin, cout, k: usize, bias| {
         LayerConfig::Conv2d(Conv2dConfig {
-            in_channels: cin,
-            out_channels: cout,
-            kernel_size: [k, k],
-            stride: [1, 1],
             padding: [k / 2, k / 2],
             padding_end: [k / 2, k / 2],
-            dilation: [1, 1],
-            groups: 1,
             bias,
-            padding_mode: Default::default(),
+            ..Conv2dConfig::new(cin, cout, [k, k])
         })
     };
     let bn = |n| LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(n));
@@ -864,16 +860,9 @@ fn a_concat_of_more_inputs_than_gathered_on_the_stack_runs_and_backpropagates() 
     // Nine convolutions of the input joined by one concat: more inputs than the executor
     // gathers inline.
     let conv = LayerConfig::Conv2d(Conv2dConfig {
-        in_channels: 1,
-        out_channels: 1,
-        kernel_size: [3, 3],
-        stride: [1, 1],
         padding: [1, 1],
         padding_end: [1, 1],
-        dilation: [1, 1],
-        groups: 1,
-        bias: true,
-        padding_mode: Default::default(),
+        ..Conv2dConfig::new(1, 1, [3, 3])
     });
     let mut layers: Vec<LayerDef> = (0..9)
         .map(|i| LayerDef {

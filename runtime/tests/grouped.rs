@@ -18,16 +18,11 @@ use common::Rand;
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, groups: usize) -> Conv2dConfig {
     Conv2dConfig {
-        in_channels: cin,
-        out_channels: cout,
-        kernel_size: [k, k],
         stride: [stride, stride],
         padding: [k / 2, k / 2],
         padding_end: [k / 2, k / 2],
-        dilation: [1, 1],
         groups,
-        bias: true,
-        padding_mode: Default::default(),
+        ..Conv2dConfig::new(cin, cout, [k, k])
     }
 }
 

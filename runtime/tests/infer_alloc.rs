@@ -92,16 +92,10 @@ fn folded_block() -> cnnc_runtime::config::NetworkDef {
         BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Source,
     };
     let conv = LayerConfig::Conv2d(Conv2dConfig {
-        in_channels: 8,
-        out_channels: 8,
-        kernel_size: [3, 3],
-        stride: [1, 1],
         padding: [1, 1],
         padding_end: [1, 1],
-        dilation: [1, 1],
-        groups: 1,
         bias: false,
-        padding_mode: Default::default(),
+        ..Conv2dConfig::new(8, 8, [3, 3])
     });
     let bn = LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(8));
     let layers = [

@@ -24,29 +24,14 @@ fn layer(name: &str, config: LayerConfig) -> LayerDef {
 
 fn conv(cin: usize, cout: usize, k: usize, pad: usize) -> LayerConfig {
     LayerConfig::Conv2d(Conv2dConfig {
-        in_channels: cin,
-        out_channels: cout,
-        kernel_size: [k, k],
-        stride: [1, 1],
         padding: [pad, pad],
         padding_end: [pad, pad],
-        dilation: [1, 1],
-        groups: 1,
-        bias: true,
-        padding_mode: Default::default(),
+        ..Conv2dConfig::new(cin, cout, [k, k])
     })
 }
 
 fn max_pool(k: usize) -> LayerConfig {
-    LayerConfig::MaxPool2d(Pool2dConfig {
-        kernel_size: [k, k],
-        stride: [k, k],
-        padding: [0, 0],
-        ceil_mode: false,
-        dilation: [1, 1],
-        count_include_pad: true,
-        divisor_override: None,
-    })
+    LayerConfig::MaxPool2d(Pool2dConfig::new([k, k], [k, k], [0, 0]))
 }
 
 fn linear(i: usize, o: usize) -> LayerConfig {
@@ -597,28 +582,12 @@ fn bad_definitions_and_inputs_are_errors_not_panics() {
     let mut bad = net_def();
     bad.layers[3] = layer(
         "p1",
-        LayerConfig::MaxPool2d(Pool2dConfig {
-            kernel_size: [2, 2],
-            stride: [0, 2],
-            padding: [0, 0],
-            ceil_mode: false,
-            dilation: [1, 1],
-            count_include_pad: true,
-            divisor_override: None,
-        }),
+        LayerConfig::MaxPool2d(Pool2dConfig::new([2, 2], [0, 2], [0, 0])),
     );
     assert!(Network::new(&bad, 0).is_err(), "zero stride");
     bad.layers[3] = layer(
         "p1",
-        LayerConfig::AvgPool2d(Pool2dConfig {
-            kernel_size: [2, 2],
-            stride: [2, 2],
-            padding: [2, 2],
-            ceil_mode: false,
-            dilation: [1, 1],
-            count_include_pad: true,
-            divisor_override: None,
-        }),
+        LayerConfig::AvgPool2d(Pool2dConfig::new([2, 2], [2, 2], [2, 2])),
     );
     assert!(
         Network::new(&bad, 0).is_err(),

@@ -20,16 +20,11 @@ use ndarray::Array4;
 fn small_graph() -> NetworkDef {
     let conv = |cin, cout, k: usize, stride: usize, bias| {
         LayerConfig::Conv2d(Conv2dConfig {
-            in_channels: cin,
-            out_channels: cout,
-            kernel_size: [k, k],
             stride: [stride, stride],
             padding: [k / 2, k / 2],
             padding_end: [k / 2, k / 2],
-            dilation: [1, 1],
-            groups: 1,
             bias,
-            padding_mode: Default::default(),
+            ..Conv2dConfig::new(cin, cout, [k, k])
         })
     };
     let bn = |n| LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(n));

@@ -31,16 +31,9 @@ fn shift_by_visit(layer: &mut dyn Layer, delta: f32) {
 
 fn conv() -> Conv2d {
     let config = Conv2dConfig {
-        in_channels: 3,
-        out_channels: 5,
-        kernel_size: [3, 3],
-        stride: [1, 1],
         padding: [1, 1],
         padding_end: [1, 1],
-        dilation: [1, 1],
-        groups: 1,
-        bias: true,
-        padding_mode: Default::default(),
+        ..Conv2dConfig::new(3, 5, [3, 3])
     };
     Conv2d::new("conv", &config, [6, 6], &mut init_rng(7)).unwrap()
 }

@@ -23,16 +23,11 @@ fn same(
 ) -> Conv2dConfig {
     let [padding, padding_end] = Conv2dConfig::same_padding(kernel, dilation);
     Conv2dConfig {
-        in_channels: cin,
-        out_channels: cout,
-        kernel_size: kernel,
-        stride: [1, 1],
         padding,
         padding_end,
         dilation,
         groups,
-        bias: true,
-        padding_mode: PaddingMode::Zeros,
+        ..Conv2dConfig::new(cin, cout, kernel)
     }
 }
 

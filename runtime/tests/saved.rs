@@ -66,29 +66,14 @@ fn check(
 fn backward_after_other_forwards_gives_a_fresh_layers_gradients() {
     let conv = || -> Box<dyn Layer> {
         let config = Conv2dConfig {
-            in_channels: 3,
-            out_channels: 5,
-            kernel_size: [3, 3],
-            stride: [1, 1],
             padding: [1, 1],
             padding_end: [1, 1],
-            dilation: [1, 1],
-            groups: 1,
-            bias: true,
-            padding_mode: Default::default(),
+            ..Conv2dConfig::new(3, 5, [3, 3])
         };
         Box::new(Conv2d::new("conv", &config, [6, 6], &mut init_rng(1)).unwrap())
     };
     let pool = || -> Box<dyn Layer> {
-        let config = Pool2dConfig {
-            kernel_size: [2, 2],
-            stride: [2, 2],
-            padding: [0, 0],
-            ceil_mode: false,
-            dilation: [1, 1],
-            count_include_pad: true,
-            divisor_override: None,
-        };
+        let config = Pool2dConfig::new([2, 2], [2, 2], [0, 0]);
         let dims = Shape::Chw([5, 6, 6]);
         Box::new(MaxPool2d::new("pool", &config, dims).unwrap())
     };
@@ -115,26 +100,11 @@ fn backward_after_other_forwards_gives_a_fresh_layers_gradients() {
 #[test]
 fn fused_pool_backward_without_its_forward_is_an_error() {
     let config = Conv2dConfig {
-        in_channels: 2,
-        out_channels: 3,
-        kernel_size: [3, 3],
-        stride: [1, 1],
         padding: [1, 1],
         padding_end: [1, 1],
-        dilation: [1, 1],
-        groups: 1,
-        bias: true,
-        padding_mode: Default::default(),
+        ..Conv2dConfig::new(2, 3, [3, 3])
     };
-    let pool = Pool2dConfig {
-        kernel_size: [2, 2],
-        stride: [2, 2],
-        padding: [0, 0],
-        ceil_mode: false,
-        dilation: [1, 1],
-        count_include_pad: true,
-        divisor_override: None,
-    };
+    let pool = Pool2dConfig::new([2, 2], [2, 2], [0, 0]);
     let mut conv = Conv2d::new("conv", &config, [4, 4], &mut init_rng(1)).unwrap();
     conv.fuse_relu();
     assert!(conv.fuse_max_pool(&pool));

@@ -87,16 +87,11 @@ fn layer(name: &str, config: LayerConfig, inputs: Vec<Source>) -> LayerDef {
 fn conv(cin: usize, cout: usize, kernel: usize, stride: usize) -> LayerConfig {
     let pad = kernel / 2;
     LayerConfig::Conv2d(Conv2dConfig {
-        in_channels: cin,
-        out_channels: cout,
-        kernel_size: [kernel, kernel],
         stride: [stride, stride],
         padding: [pad, pad],
         padding_end: [pad, pad],
-        dilation: [1, 1],
-        groups: 1,
         bias: false,
-        padding_mode: Default::default(),
+        ..Conv2dConfig::new(cin, cout, [kernel, kernel])
     })
 }
 

@@ -75,29 +75,14 @@ fn seed_arguments_are_fully_resolved() {
     assert_eq!(
         *layer("layer2.0").config(),
         LayerConfig::Conv2d(Conv2dConfig {
-            in_channels: 32,
-            out_channels: 32,
-            kernel_size: [5, 5],
-            stride: [1, 1],
             padding: [2, 2],
             padding_end: [2, 2],
-            dilation: [1, 1],
-            groups: 1,
-            bias: true,
-            padding_mode: Default::default(),
+            ..Conv2dConfig::new(32, 32, [5, 5])
         })
     );
     assert_eq!(
         *layer("layer3.2").config(),
-        LayerConfig::MaxPool2d(Pool2dConfig {
-            kernel_size: [2, 2],
-            stride: [2, 2],
-            padding: [0, 0],
-            ceil_mode: false,
-            dilation: [1, 1],
-            count_include_pad: true,
-            divisor_override: None,
-        })
+        LayerConfig::MaxPool2d(Pool2dConfig::new([2, 2], [2, 2], [0, 0]))
     );
     assert_eq!(
         *layer("fc2").config(),

@@ -7,16 +7,11 @@ use cnnc_spec::core::{
 
 fn conv(cin: usize, cout: usize, kernel: usize, stride: usize) -> LayerConfig {
     LayerConfig::Conv2d(Conv2dConfig {
-        in_channels: cin,
-        out_channels: cout,
-        kernel_size: [kernel, kernel],
         stride: [stride, stride],
         padding: [kernel / 2, kernel / 2],
         padding_end: [kernel / 2, kernel / 2],
-        dilation: [1, 1],
-        groups: 1,
         bias: false,
-        padding_mode: Default::default(),
+        ..Conv2dConfig::new(cin, cout, [kernel, kernel])
     })
 }
 

@@ -1097,7 +1097,9 @@ mod tests {
 
     /// The kernels' rate on each path this CPU runs, against that path's own peak (the
     /// `fma_loop` step), for the shapes of ResNet-20's and the seed model's convolutions, operands
-    /// in L1: the fastest of many short calls, so a loaded machine's preemptions drop out.
+    /// in L1: the fastest of many short calls, so a loaded machine's preemptions drop out. Then
+    /// ResNet-20's three stages as their layers call the kernels (`replay_layer`), timed in the
+    /// thread's CPU time.
     /// `cargo test --release -p cnnc-runtime --lib kernel_rates -- --ignored --nocapture`.
     #[test]
     #[ignore = "a timing report, not a check"]
@@ -1324,7 +1326,213 @@ mod tests {
                     100.0 * got / peak
                 );
             }
+            // ResNet-20's 3x3 stride-1 layers at batch 64, the kernels called as the layer
+            // calls them: the forward (and the input gradient, the same shape when `cin ==
+            // cout`) over every output pixel of the padded batch in tiles of consecutive pixels
+            // (tiles cross image rows and images), and the weight gradient's row blocks over the
+            // images in the groups `conv/backward.rs` makes (`dy` staged with a border). The
+            // operands stream from L2 and memory as in the layer; thread CPU time, fastest of 5.
+            for (what, c, side) in [
+                ("stage 1, 16 ch 32x32", 16, 32),
+                ("stage 2, 32 ch 16x16", 32, 16),
+                ("stage 3, 64 ch 8x8", 64, 8),
+            ] {
+                let [fwd, wgrad] = replay_layer(path, c, side, 64);
+                println!(
+                    "  layer fwd  {what:24} {:6.1} GFLOP/s {:5.1} % of peak",
+                    fwd,
+                    100.0 * fwd / peak
+                );
+                println!(
+                    "  layer wgr  {what:24} {:6.1} GFLOP/s {:5.1} % of peak",
+                    wgrad,
+                    100.0 * wgrad / peak
+                );
+            }
         }
+    }
+
+    /// Seconds of CPU time this thread has run: unlike wall time, it stops while the thread is
+    /// preempted, so timings on a loaded machine stay meaningful.
+    #[cfg(target_os = "linux")]
+    fn thread_cpu_s() -> f64 {
+        #[repr(C)]
+        struct Timespec {
+            sec: i64,
+            nsec: i64,
+        }
+        unsafe extern "C" {
+            fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+        }
+        const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+        let mut ts = Timespec { sec: 0, nsec: 0 };
+        // SAFETY: `ts` is a valid `struct timespec` for the call to fill.
+        let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+        ts.sec as f64 + ts.nsec as f64 * 1e-9
+    }
+
+    /// Elsewhere, seconds of wall time since the first call.
+    #[cfg(not(target_os = "linux"))]
+    fn thread_cpu_s() -> f64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+    }
+
+    /// GFLOP/s of the fastest of 5 calls of `f` (each `flops`), in thread CPU time.
+    fn rate_cpu(flops: f64, mut f: impl FnMut()) -> f64 {
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t = thread_cpu_s();
+            f();
+            best = best.min(thread_cpu_s() - t);
+        }
+        flops / best / 1e9
+    }
+
+    /// The forward's and the weight gradient's GFLOP/s on `path` for a 3x3 stride-1 `c -> c`
+    /// convolution over `batch` images of `side x side`, the kernels called as the layer calls
+    /// them (see `kernel_rates`).
+    fn replay_layer(path: Simd, c: usize, side: usize, batch: usize) -> [f64; 2] {
+        let wp = side + 2;
+        let image = wp * wp * c;
+        let k = 9 * c;
+        let narrow = c <= NARROW_NR;
+        let (tile_rows, cols) = if narrow {
+            (NARROW_MR, NARROW_NR)
+        } else {
+            (MR, NR)
+        };
+        // The padded input (and, the same layout, the staged `dy` and the padded `dy`).
+        let xp = values(batch * image, 1);
+        let dyp = values(batch * image, 2);
+        let packed = values(panels(c) * k * NR, 3);
+        let segs: Vec<Seg> = (0..3)
+            .map(|ky| Seg {
+                offset: ky * wp * c,
+                len: 3 * c,
+            })
+            .collect();
+        let pixels = batch * side * side;
+        let at = |p: usize| {
+            let (n, y, x) = (p / (side * side), p / side % side, p % side);
+            n * image + (y * wp + x) * c
+        };
+        let tiles = pixels.div_ceil(tile_rows);
+        // The last pixel's window ends the batch; the panels hold `k` rows each.
+        assert!(at(pixels - 1) + 2 * wp * c + 3 * c <= xp.len());
+        assert!(packed.len() >= panels(c) * k * NR);
+        let mut tile = [[0.0f32; NR]; NARROW_MR];
+        let flops = (2 * tiles * tile_rows * k * c) as f64;
+        let fwd = rate_cpu(flops, || {
+            for t in 0..tiles {
+                let rows: [usize; NARROW_MR] =
+                    std::array::from_fn(|i| at((t * tile_rows + i).min(pixels - 1)));
+                // SAFETY: every read lies inside `xp` and `packed` (asserted above); `paths`
+                // holds what the CPU runs.
+                unsafe {
+                    if narrow {
+                        rows_panel_on::<NARROW_MR, NARROW_NR>(
+                            path,
+                            &mut tile,
+                            Start::Zero,
+                            &xp,
+                            &rows,
+                            &segs,
+                            &packed,
+                        );
+                    } else {
+                        let wide: &mut Tile = (&mut tile[..MR]).try_into().expect("MR");
+                        let rows: &[usize; MR] = rows[..MR].try_into().expect("MR");
+                        for j in 0..panels(c) {
+                            let panel = &packed[j * k * NR..];
+                            rows_panel_on::<MR, NR>(
+                                path,
+                                wide,
+                                Start::Zero,
+                                &xp,
+                                rows,
+                                &segs,
+                                panel,
+                            );
+                        }
+                    }
+                }
+                std::hint::black_box(&mut tile);
+            }
+        });
+        // The weight gradient: rows `(ky, kx, ci)` in blocks of a tile's rows, `cs = c`
+        // columns, images in groups of half an L2 (`WGRAD_GROUP_BYTES`).
+        let group = (512 * 1024 / (2 * image * size_of::<f32>())).clamp(1, batch);
+        let offsets: Vec<usize> = (0..k)
+            .map(|j| {
+                let (tap, ci) = (j / c, j % c);
+                ((tap / 3) * wp + tap % 3) * c + ci
+            })
+            .collect();
+        let blocks = k / tile_rows;
+        let mut tiles = vec![[[0.0f32; NR]; NARROW_MR]; blocks * c.div_ceil(cols)];
+        let first = (wp + 1) * c;
+        let flops = (2 * k * c * pixels) as f64;
+        let wgrad = rate_cpu(flops, || {
+            for n0 in (0..batch).step_by(group) {
+                let grid = Grid {
+                    images: group.min(batch - n0),
+                    rows: side,
+                    cols: side,
+                    a_image: image,
+                    a_row: wp * c,
+                    a_col: c,
+                    b_image: image,
+                    b_row: wp * c,
+                    b_col: c,
+                };
+                let start = if n0 == 0 { Start::Zero } else { Start::Tile };
+                for (b, per_block) in tiles.chunks_mut(c.div_ceil(cols)).enumerate() {
+                    let a_rows: [usize; NARROW_MR] = std::array::from_fn(|i| {
+                        offsets[(b * tile_rows + i).min(k - 1)] + n0 * image
+                    });
+                    let b0 = n0 * image + first;
+                    assert!(check_sum_outer(&xp, &a_rows, &dyp, b0 + c, grid));
+                    // SAFETY: the reads were checked just above; `paths` holds what the CPU
+                    // runs.
+                    unsafe {
+                        if narrow {
+                            sum_outer_on::<NARROW_MR, NARROW_NR>(
+                                path,
+                                &mut per_block[0],
+                                start,
+                                &xp,
+                                &a_rows,
+                                &dyp,
+                                b0,
+                                grid,
+                            );
+                        } else {
+                            let a_rows: &[usize; MR] = a_rows[..MR].try_into().expect("MR");
+                            for (j, tile) in per_block.iter_mut().enumerate() {
+                                let wide: &mut Tile = (&mut tile[..MR]).try_into().expect("MR");
+                                sum_outer_on::<MR, NR>(
+                                    path,
+                                    wide,
+                                    start,
+                                    &xp,
+                                    a_rows,
+                                    &dyp,
+                                    b0 + j * NR,
+                                    grid,
+                                );
+                            }
+                        }
+                    }
+                }
+                std::hint::black_box(&mut tiles);
+            }
+        });
+        [fwd, wgrad]
     }
 
     #[test]

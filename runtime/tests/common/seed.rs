@@ -15,29 +15,12 @@ pub fn custom_cnn() -> NetworkDef {
     };
     let conv = |cin, cout| {
         LayerConfig::Conv2d(Conv2dConfig {
-            in_channels: cin,
-            out_channels: cout,
-            kernel_size: [5, 5],
-            stride: [1, 1],
             padding: [2, 2],
             padding_end: [2, 2],
-            dilation: [1, 1],
-            groups: 1,
-            bias: true,
-            padding_mode: Default::default(),
+            ..Conv2dConfig::new(cin, cout, [5, 5])
         })
     };
-    let pool = || {
-        LayerConfig::MaxPool2d(Pool2dConfig {
-            kernel_size: [2, 2],
-            stride: [2, 2],
-            padding: [0, 0],
-            ceil_mode: false,
-            dilation: [1, 1],
-            count_include_pad: true,
-            divisor_override: None,
-        })
-    };
+    let pool = || LayerConfig::MaxPool2d(Pool2dConfig::new([2, 2], [2, 2], [0, 0]));
     let linear = |i, o| {
         LayerConfig::Linear(LinearConfig {
             in_features: i,
