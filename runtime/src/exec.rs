@@ -719,6 +719,18 @@ impl Network {
         // residual add and ReLU after it as it stores), where the plan has any.
         let fused = mode == Mode::Eval && self.plan.eval_steps().len() < self.plan.steps().len();
         let layers_start = Instant::now();
+        if fused && profile.is_none() && crate::model::group_images(&*self, batch).is_some() {
+            // Large batches: the whole network a group of images at a time, from `&self`.
+            let x = &self.act(0)[..batch * self.input.numel()];
+            let logits = crate::model::infer_internal(&*self, x, batch)?;
+            let out = self.storage.slot[self.plan.output()];
+            for (dst, &v) in self.acts[out].iter_mut().zip(logits.iter()) {
+                *dst = v;
+            }
+            self.eval_fused = true;
+            self.last = Some((batch, mode));
+            return Ok(());
+        }
         match profile {
             Some(p) => {
                 on_pool(|| self.run_layers(batch, mode, fused, Some(&mut p.layers)))?;

@@ -69,6 +69,10 @@ macro_rules! pointwise_layer {
                 self.dims
             }
 
+            fn batch_grain(&self) -> Option<usize> {
+                Some(1)
+            }
+
             fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
                 let (n, _) = check_forward(self, x, y, batch)?;
                 map(self, &x[..n], &mut y[..n]);

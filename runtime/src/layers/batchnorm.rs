@@ -715,6 +715,11 @@ impl Layer for BatchNorm2d {
         self.dims
     }
 
+    /// Per sample with running statistics; without, eval mode normalises by the batch's.
+    fn batch_grain(&self) -> Option<usize> {
+        self.config.track_running_stats.then_some(1)
+    }
+
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()> {
         self.forward_with(x, None, y, batch, mode)
     }

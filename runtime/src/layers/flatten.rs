@@ -67,6 +67,10 @@ impl Layer for Flatten {
         self.output
     }
 
+    fn batch_grain(&self) -> Option<usize> {
+        Some(1)
+    }
+
     fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {
         let (n, _) = check_forward(self, x, y, batch)?;
         let len = self.input.numel();

@@ -243,6 +243,11 @@ impl Layer for Linear {
         Shape::Flat(self.config.out_features)
     }
 
+    /// Each sample's row of the product is its own chain of multiply-adds.
+    fn batch_grain(&self) -> Option<usize> {
+        Some(1)
+    }
+
     /// Reads the packed weights; when a change through `weight_mut` or `bias_mut` left them
     /// out of date, packs into scratch memory instead (see [`Layer::infer`]).
     fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {

@@ -195,6 +195,10 @@ macro_rules! merge_layer {
                 self.joint.output
             }
 
+            fn batch_grain(&self) -> Option<usize> {
+                Some(1)
+            }
+
             fn infer(&self, _: &[f32], _: &mut [f32], _: usize) -> Result<()> {
                 Err(one_buffer(&self.joint.name, $keyword))
             }

@@ -139,6 +139,15 @@ pub trait Layer: Send + Sync + fmt::Debug + LayerClone {
         )))
     }
 
+    /// How many samples [`Layer::infer`] must be given together for its values to be the whole
+    /// batch's: a batch cut into groups of a multiple of this many samples (the last group
+    /// larger) gives, group by group, bit for bit what the whole batch gives. `Some(1)` where
+    /// each sample's values are its own; `None` (the default) where that is not known, and
+    /// inference then runs whole batches (see [`crate::model::infer`]).
+    fn batch_grain(&self) -> Option<usize> {
+        None
+    }
+
     /// The layer as a batch norm, whose eval-mode factors an inference epilogue reads
     /// ([`BatchNorm2d::eval_affine`]); `None` for every other kind.
     fn as_batch_norm(&self) -> Option<&BatchNorm2d> {

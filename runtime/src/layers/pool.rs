@@ -285,6 +285,11 @@ impl Layer for MaxPool2d {
         &self.name
     }
 
+    /// Each window lies in one sample.
+    fn batch_grain(&self) -> Option<usize> {
+        Some(1)
+    }
+
     fn input_shape(&self) -> Shape {
         self.g.input_shape()
     }
@@ -424,6 +429,11 @@ impl AvgPool2d {
 impl Layer for AvgPool2d {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Each window lies in one sample.
+    fn batch_grain(&self) -> Option<usize> {
+        Some(1)
     }
 
     fn input_shape(&self) -> Shape {

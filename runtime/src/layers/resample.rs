@@ -102,6 +102,10 @@ impl Layer for AdaptiveAvgPool2d {
         &self.name
     }
 
+    fn batch_grain(&self) -> Option<usize> {
+        Some(1)
+    }
+
     fn input_shape(&self) -> Shape {
         self.r.input_shape()
     }

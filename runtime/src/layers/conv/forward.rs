@@ -175,6 +175,23 @@ impl Conv2d {
         (bytes <= TASK_BYTES && tasks >= 4 * rayon::current_num_threads()).then_some(images)
     }
 
+    /// [`crate::layers::Layer::batch_grain`] of a dense convolution: the fewest images whose
+    /// output pixels are whole tiles (a group of a multiple of them starts on a tile of the whole
+    /// batch, so its tiles, and the kernel rows each skips, are the batch's), or a tile's worth
+    /// where tiles hold one position across images. `None` with a fused max pool (its bands are
+    /// rows of the batch) or grouped weights.
+    pub(super) fn dense_grain(&self) -> Option<usize> {
+        if self.pool.is_some() || self.grouped.is_some() {
+            return None;
+        }
+        let (pixels, tile) = (self.g.oh * self.g.ow, tile_pixels(self.g.cout));
+        Some(if self.positions.is_empty() {
+            tile / gcd(pixels, tile)
+        } else {
+            MR
+        })
+    }
+
     /// Convolves `batch` images from `input` with the forward panels and bias row `packed` into
     /// `y`, storing each tile as `store` says, and through the fused max pool when `pool` is
     /// given.
@@ -223,9 +240,11 @@ impl Conv2d {
             if tile == NARROW_MR {
                 // At most 16 channels: twice the pixels a tile, all of its columns real.
                 let bias = &narrow_bias;
+                // Every tile's rows are written whole by the kernel before they are stored.
+                let mut tile = [[0.0; NR]; NARROW_MR];
+                let mut cursor = pixels.cursor(first - base);
                 for t in (first..end).step_by(NARROW_MR) {
-                    let (rows_at, span) = pixels.tile_rows(t - base, end - base);
-                    let mut tile = [[0.0; NR]; NARROW_MR];
+                    let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t - base, end - base);
                     let (runs, panel) = kernel_rows.select(kernel_rows.hull(span), runs, packed);
                     rows_panel_narrow(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
                     for (h, tile) in halves(&tile).into_iter().enumerate() {
@@ -272,14 +291,15 @@ impl Conv2d {
                 }
                 return;
             }
+            let mut tile = [[0.0; NR]; MR];
+            let mut cursor = pixels.cursor(first - base);
             for t in (first..end).step_by(MR) {
-                let (rows_at, span) = pixels.tile_rows(t - base, end - base);
+                let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t - base, end - base);
                 let taps = kernel_rows.hull(span);
                 for j in 0..panels(n) {
                     let bias = bias_row[j * NR..(j + 1) * NR]
                         .try_into()
                         .expect("NR values");
-                    let mut tile = [[0.0; NR]; MR];
                     let panel = &packed[j * k * NR..];
                     let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
                     rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);

@@ -305,6 +305,10 @@ impl Layer for Conv2d {
         Shape::Chw([self.g.cout, height, width])
     }
 
+    fn batch_grain(&self) -> Option<usize> {
+        self.dense_grain()
+    }
+
     /// Pads into scratch memory; reads the packed weights (see [`Layer::infer`] for the case a
     /// change through `weight_mut` left them out of date).
     fn infer(&self, x: &[f32], y: &mut [f32], batch: usize) -> Result<()> {

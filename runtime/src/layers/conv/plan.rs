@@ -53,8 +53,26 @@ impl PixelGrid {
         first: usize,
         end: usize,
     ) -> ([usize; R], (usize, usize)) {
-        let (mut n, pix) = (first / (self.h * self.w), first % (self.h * self.w));
-        let (mut y, mut x) = (pix / self.w, pix % self.w);
+        self.tile_rows_from(&mut self.cursor(first), first, end)
+    }
+
+    /// Image, row and column of pixel `first` (in batch order).
+    pub(super) fn cursor(&self, first: usize) -> [usize; 3] {
+        let (n, pix) = (first / (self.h * self.w), first % (self.h * self.w));
+        [n, pix / self.w, pix % self.w]
+    }
+
+    /// [`PixelGrid::tile_rows`] from `cursor`, pixel `first`'s place ([`PixelGrid::cursor`]),
+    /// which it leaves at pixel `first + R` when that is before `end`: the tiles of a task in
+    /// order find their pixels without the two divisions a tile.
+    #[inline(always)]
+    pub(super) fn tile_rows_from<const R: usize>(
+        &self,
+        cursor: &mut [usize; 3],
+        first: usize,
+        end: usize,
+    ) -> ([usize; R], (usize, usize)) {
+        let [mut n, mut y, mut x] = *cursor;
         let mut rows = [0; R];
         let mut span = (y, y);
         for (i, at) in rows.iter_mut().enumerate() {
@@ -72,6 +90,7 @@ impl PixelGrid {
                 }
             }
         }
+        *cursor = [n, y, x];
         (rows, span)
     }
 }
@@ -93,14 +112,17 @@ impl KernelRows {
     /// and bottom tiles of a 5 x 5 kernel with padding 2 do 20-40 % less work.
     pub(super) fn hull(&self, (low, high): (usize, usize)) -> Range<usize> {
         let (mut first, mut end) = (self.kh, 0);
+        // Without a dilation (nearly every layer), no division for each tile.
+        let taps = |rows: usize| {
+            if self.dilation == 1 {
+                rows
+            } else {
+                rows.div_ceil(self.dilation)
+            }
+        };
         for r in low..=high {
-            let start = self
-                .lo
-                .saturating_sub(r * self.stride)
-                .div_ceil(self.dilation);
-            let stop = (self.hi.saturating_sub(r * self.stride))
-                .div_ceil(self.dilation)
-                .min(self.kh);
+            let start = taps(self.lo.saturating_sub(r * self.stride));
+            let stop = taps(self.hi.saturating_sub(r * self.stride)).min(self.kh);
             if start < stop {
                 (first, end) = (first.min(start), end.max(stop));
             }
@@ -187,6 +209,32 @@ pub(super) fn gcd(a: usize, b: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Walking a task's tiles from a cursor gives each tile the pixels and rows that finding it
+    /// from its first pixel gives, over image sizes, tasks that start and end anywhere and tiles
+    /// that cross images.
+    #[test]
+    fn a_cursor_finds_each_tiles_pixels_as_a_fresh_start_does() {
+        for (h, w) in [(1, 1), (2, 3), (4, 4), (5, 7), (32, 32)] {
+            let grid = PixelGrid {
+                h,
+                w,
+                image: 1000,
+                row: 37,
+                col: 3,
+            };
+            let pixels = 5 * h * w;
+            for first in [0, 1, w, h * w - 1, 2 * h * w + 1] {
+                for end in [first + 1, first + 11, first + 12, first + 13, pixels] {
+                    let mut cursor = grid.cursor(first);
+                    for t in (first..end).step_by(12) {
+                        let walked = grid.tile_rows_from::<12>(&mut cursor, t, end);
+                        assert_eq!(walked, grid.tile_rows::<12>(t, end), "{h}x{w} {t} {end}");
+                    }
+                }
+            }
+        }
+    }
 
     /// The kernel rows a tile keeps are exactly those that read a real row for one of its output
     /// rows, over strides, dilations, borders and every span of rows.
