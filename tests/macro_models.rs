@@ -27,6 +27,9 @@ cnnc::cnn_model!(UNetSmallYaml, "models/unet_small.yaml");
 cnnc::cnn_model!(UNetSmallDsl, "models/unet_small.cnn");
 cnnc::cnn_model!(ModernActivationsYaml, "models/modern_activations.yaml");
 cnnc::cnn_model!(ModernActivationsDsl, "models/modern_activations.cnn");
+// Residual blocks whose batch norms the executor's training step joins to the add after them
+// and to the convolution before them (in backward); generated code runs them apart.
+cnnc::cnn_model!(ResNet20Dsl, "models/resnet20_cifar.cnn");
 // A graph: a residual add, a concat and a squeeze-and-excitation mul; one tensor read thrice.
 cnnc::cnn_model!(GraphMixYaml, "tests/generated/graph_mix.yaml");
 cnnc::cnn_model!(GraphMixDsl, "tests/generated/graph_mix.cnn");
@@ -202,6 +205,7 @@ agrees_with_the_executor!(unet_small_yaml, UNetSmallYaml);
 agrees_with_the_executor!(unet_small_dsl, UNetSmallDsl);
 agrees_with_the_executor!(modern_activations_yaml, ModernActivationsYaml);
 agrees_with_the_executor!(modern_activations_dsl, ModernActivationsDsl);
+agrees_with_the_executor!(resnet20_dsl, ResNet20Dsl);
 agrees_with_the_executor!(graph_mix_yaml, GraphMixYaml);
 agrees_with_the_executor!(graph_mix_dsl, GraphMixDsl);
 agrees_with_the_executor!(graph_dead_branch, DeadBranch);

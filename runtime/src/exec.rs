@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayView4, ArrayViewMut2};
+use rayon::prelude::*;
 
 use cnnc_core::{Fusion, Grad, GradTo, Model, Plan, Reads, Shape, Storage};
 
@@ -286,9 +287,23 @@ fn backward_step(
         });
     }
     let (x, y) = (&acts[slot[step.input]], &acts[slot[step.output]]);
-    match step.dxs.first().copied().unwrap_or(GradTo::Discard) {
-        GradTo::Discard => layer.backward(x, y, dy, None, batch),
-        GradTo::Write(b) => layer.backward(x, y, dy, Some(&mut grads[b]), batch),
+    let n = batch * layer.input_shape().numel();
+    let to = step.dxs.first().copied().unwrap_or(GradTo::Discard);
+    one_input_backward(to, grads, n, |dx| layer.backward(x, y, dy, dx, batch))
+}
+
+/// Runs a one-input layer's backward, `run` given where its input gradient goes (its first `n`
+/// values) as `to` says: nowhere, a buffer of its own, or a scratch buffer then added into the
+/// sum of the input's gradient.
+fn one_input_backward(
+    to: GradTo,
+    grads: &mut [Vec<f32>],
+    n: usize,
+    run: impl FnOnce(Option<&mut [f32]>) -> Result<()>,
+) -> Result<()> {
+    match to {
+        GradTo::Discard => run(None),
+        GradTo::Write(b) => run(Some(&mut grads[b])),
         GradTo::Add {
             into,
             scratch: Some(scratch),
@@ -296,18 +311,149 @@ fn backward_step(
             let [sum, part] = grads.get_disjoint_mut([into, scratch]).map_err(|_| {
                 Error::State("cnnc bug: a gradient is added into its own scratch".to_owned())
             })?;
-            layer.backward(x, y, dy, Some(part), batch)?;
-            let n = batch * layer.input_shape().numel();
+            run(Some(part))?;
+            // Each value alone: the same sums in any split.
+            const CHUNK: usize = 1 << 14;
             sum[..n]
-                .iter_mut()
-                .zip(&part[..n])
-                .for_each(|(s, p)| *s += p);
+                .par_chunks_mut(CHUNK)
+                .zip(part[..n].par_chunks(CHUNK))
+                .for_each(|(sum, part)| sum.iter_mut().zip(part).for_each(|(s, p)| *s += p));
             Ok(())
         }
         GradTo::Add { scratch: None, .. } => Err(Error::State(
             "cnnc bug: a one-input layer's gradient part has no scratch buffer".to_owned(),
         )),
     }
+}
+
+/// When training step `k` is a batch norm whose output only the two-input add of the next step
+/// reads, and no backward: that step, the add's other input and whether the add applies a ReLU
+/// ([`layers::BatchNorm2d::forward_add`] computes the sum as the batch norm stores).
+fn norm_add<'a>(
+    steps: &'a [cnnc_core::Step],
+    k: usize,
+    layers: &mut [Box<dyn Layer>],
+    storage: &Storage,
+) -> Option<(&'a cnnc_core::Step, usize, bool)> {
+    let (step, add) = (&steps[k], steps.get(k + 1)?);
+    let out = step.output;
+    let residual = match add.inputs[..] {
+        [a, b] if a == out && b != out => b,
+        [a, b] if b == out && a != out => a,
+        _ => return None,
+    };
+    let alone = !storage.kept[out]
+        && step.fusion == Fusion::None
+        && steps.iter().filter(|s| s.inputs.contains(&out)).count() == 1;
+    if !alone || layers[step.layer].as_batch_norm_mut().is_none() {
+        return None;
+    }
+    let relu = layers[add.layer].as_merge()?.sum_relu()?;
+    Some((add, residual, relu))
+}
+
+/// How a batch norm's backward hands its input gradient to the convolution before it, which
+/// computes it as it stages its `dy` ([`layers::Conv2d::backward_from_norm`]).
+#[derive(Clone, Copy, Debug)]
+struct Deferred {
+    /// The convolution's step.
+    conv: usize,
+    /// Where the convolution's input gradient goes: the plan's, except that a gradient the plan
+    /// writes into the buffer the batch norm's `dy` is read from (still read while the
+    /// convolution stages) goes to the buffer the batch norm would have written, the two
+    /// buffers then trading places.
+    to: GradTo,
+    /// Whether they trade places.
+    swap: bool,
+}
+
+/// When add step `k` would write the same values, its masked `dy`, whole into both of its
+/// inputs' gradient buffers: the input whose buffer only the previous step reads, as its `dy`
+/// (it makes that input), the buffer of the other input, which that step may read instead, and
+/// its own. Nothing writes that other buffer before the previous step has read it (neither that
+/// step nor the convolution before it, which may compute the previous step's input gradient
+/// with it), so it holds the values there; the add then writes one buffer, not two.
+fn shared_add_grad(
+    steps: &[cnnc_core::Step],
+    k: usize,
+    layers: &mut [Box<dyn Layer>],
+) -> Option<(usize, usize, usize)> {
+    let (step, prev) = (&steps[k], steps.get(k.checked_sub(1)?)?);
+    layers[step.layer].as_merge()?.sum_relu()?;
+    let (&[GradTo::Write(b0), GradTo::Write(b1)], &[i0, i1]) = (&step.dxs[..], &step.inputs[..])
+    else {
+        return None;
+    };
+    let (other, mine, theirs) = match (i0 == prev.output, i1 == prev.output) {
+        (true, false) => (1, b0, b1),
+        (false, true) => (0, b1, b0),
+        _ => return None,
+    };
+    let writes = |s: &cnnc_core::Step| {
+        s.dx == Some(theirs)
+            || s.dxs.iter().any(|to| match *to {
+                GradTo::Discard => false,
+                GradTo::Write(b) => b == theirs,
+                GradTo::Add { into, scratch } => into == theirs || scratch == Some(theirs),
+            })
+    };
+    let readers = &steps[k.saturating_sub(2)..k];
+    (prev.dy == Grad::Buffer(mine) && !readers.iter().any(writes)).then_some((other, theirs, mine))
+}
+
+/// Whether batch-norm step `k` defers its input gradient to the convolution step before it
+/// ([`Deferred`]): the convolution writes the batch norm's input, which nothing else reads
+/// (the batch norm writes its gradient whole), and takes its `dy` from the buffer the batch
+/// norm would write. `a` holds the batch norm's `dy`.
+fn deferred_norm(
+    steps: &[cnnc_core::Step],
+    k: usize,
+    layers: &mut [Box<dyn Layer>],
+    grads: &[Vec<f32>],
+    a: usize,
+) -> Option<Deferred> {
+    let (step, prev) = (&steps[k], steps.get(k.checked_sub(1)?)?);
+    let (&[GradTo::Write(b)], Grad::Buffer(from)) = (&step.dxs[..], prev.dy) else {
+        return None;
+    };
+    let takes = b == from && prev.output == step.input && prev.layer < step.layer;
+    let norm = takes && layers[step.layer].as_batch_norm_mut().is_some();
+    let conv = norm
+        && layers[prev.layer]
+            .as_conv_mut()
+            .is_some_and(|c| c.stages_norm_grad());
+    if !conv {
+        return None;
+    }
+    let to = prev.dxs.first().copied().unwrap_or(GradTo::Discard);
+    let (to, swap) = match to {
+        GradTo::Write(t) if t == a => (GradTo::Write(b), true),
+        GradTo::Add {
+            into,
+            scratch: Some(s),
+        } if s == a => (
+            GradTo::Add {
+                into,
+                scratch: Some(b),
+            },
+            false,
+        ),
+        to => (to, false),
+    };
+    // The buffer written instead holds as much as the plan's (they trade places for good).
+    let fits = |t: usize| t != a || grads[a].len() == grads[b].len();
+    let fits = match prev.dxs.first() {
+        Some(&GradTo::Write(t))
+        | Some(&GradTo::Add {
+            scratch: Some(t), ..
+        }) => fits(t),
+        _ => true,
+    };
+    fits.then_some(Deferred {
+        conv: k - 1,
+        to,
+        swap,
+    })
 }
 
 /// The first value of `values` that is NaN or infinite.
@@ -620,11 +766,32 @@ impl Network {
         } else {
             plan.steps()
         };
-        for step in steps {
+        let mut k = 0;
+        while k < steps.len() {
+            let step = &steps[k];
+            k += 1;
             let i = step.layer;
+            let start = Instant::now();
+            // A batch norm whose output only the add after it reads stores the sum instead.
+            if !fused && let Some((add, residual, relu)) = norm_add(steps, k - 1, layers, storage) {
+                let mut out = std::mem::take(&mut acts[slot[add.output]]);
+                let (x, r) = (&acts[slot[step.input]], &acts[slot[residual]]);
+                let result = match layers[i].as_batch_norm_mut() {
+                    Some(norm) => norm.forward_add(x, r, &mut out, batch, mode, relu),
+                    None => Err(Error::State(
+                        "cnnc bug: a batch norm's add without the batch norm".to_owned(),
+                    )),
+                };
+                acts[slot[add.output]] = out;
+                result?;
+                if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(i)) {
+                    t.forward += start.elapsed();
+                }
+                k += 1;
+                continue;
+            }
             // The output's slot, taken out while the inputs' are read (never one of them).
             let mut y = std::mem::take(&mut acts[slot[step.output]]);
-            let start = Instant::now();
             let result = if !step.epilogue.is_none() {
                 let find = |k: usize| layers.get(k).map(|l| &**l);
                 // The buffers before the output by number, in their slots (what an inference
@@ -729,25 +896,106 @@ impl Network {
             ..
         } = self;
         let activations = (&acts[..], &storage.slot[..]);
-        for step in plan.steps().iter().rev() {
+        let steps = plan.steps();
+        // A gradient buffer of the plan whose values another holds (`shared_add_grad`), for
+        // the next step, which reads it.
+        let mut shared: Option<(usize, usize)> = None;
+        let mut k = steps.len();
+        while k > 0 {
+            k -= 1;
+            let step = &steps[k];
             let i = step.layer;
             let start = Instant::now();
+            let held = shared.take();
+            // Where the output's gradient lies.
+            let at = |a: usize| match held {
+                Some((planned, holder)) if planned == a => holder,
+                _ => a,
+            };
+            // A batch norm after a convolution leaves its input gradient to the convolution's
+            // staging of `dy` (not when checking, which reads every input gradient).
+            let dy_at = match step.dy {
+                Grad::Buffer(a) => Some(at(a)),
+                _ => None,
+            };
+            let deferred = dy_at
+                .filter(|_| !check)
+                .and_then(|a| deferred_norm(steps, k, layers, grads, a));
+            if let Some(deferred) = deferred {
+                let prev = &steps[deferred.conv];
+                let (Some(a), Grad::Buffer(b)) = (dy_at, prev.dy) else {
+                    return Err(Error::State(
+                        "cnnc bug: a deferred batch norm's gradients are not in buffers".to_owned(),
+                    ));
+                };
+                let dy = std::mem::take(&mut grads[a]);
+                let slot = &storage.slot[..];
+                let (x, y) = (&acts[slot[step.input]], &acts[slot[step.output]]);
+                let (head, tail) = layers.split_at_mut(i);
+                let (Some(norm), Some(conv)) =
+                    (tail[0].as_batch_norm_mut(), head[prev.layer].as_conv_mut())
+                else {
+                    return Err(Error::State(
+                        "cnnc bug: a deferred batch norm gradient without its layers".to_owned(),
+                    ));
+                };
+                let mut norm_time = Duration::ZERO;
+                let result = norm.backward_deferred(x, y, &dy, batch).and_then(|grad| {
+                    norm_time = start.elapsed();
+                    let (cx, cy) = (&acts[slot[prev.input]], &acts[slot[prev.output]]);
+                    let n = batch * conv.input_shape().numel();
+                    one_input_backward(deferred.to, grads, n, |dx| {
+                        conv.backward_from_norm(cx, cy, &grad, dx, batch)
+                    })
+                });
+                grads[a] = if deferred.swap {
+                    std::mem::replace(&mut grads[b], dy)
+                } else {
+                    dy
+                };
+                result?;
+                if let Some(t) = times.as_deref_mut() {
+                    t[i].backward += norm_time;
+                    t[prev.layer].backward += start.elapsed() - norm_time;
+                }
+                k = deferred.conv;
+                continue;
+            }
             // The gradient of the output, taken out of its buffer while the inputs' are written
             // (the plan never names it as one of them) and put back after.
             let mut dy_buffer = match step.dy {
                 Grad::Logits => std::mem::take(dlogits),
-                Grad::Buffer(a) => std::mem::take(&mut grads[a]),
+                Grad::Buffer(a) => std::mem::take(&mut grads[at(a)]),
                 Grad::Unused => {
                     // Nothing reads this output: no gradient reaches the layer's parameters.
                     zero_grads(&mut *layers[i]);
                     continue;
                 }
             };
-            let result =
-                backward_step(&mut *layers[i], step, activations, grads, &dy_buffer, batch);
+            // An add whose two input gradients are the same values writes one buffer, which the
+            // next step reads as well.
+            let share = (!check)
+                .then(|| shared_add_grad(steps, k, layers))
+                .flatten();
+            let result = match share {
+                Some((other, theirs, mine)) => {
+                    shared = Some((mine, theirs));
+                    let y = &acts[storage.slot[step.output]];
+                    let merge = layers[i].as_merge().ok_or_else(|| {
+                        Error::State("cnnc bug: a shared add gradient without the add".to_owned())
+                    });
+                    merge.and_then(|merge| {
+                        with_inputs(activations.0, activations.1, &step.inputs, |xs| {
+                            let dx = &mut grads[theirs];
+                            merge.backward_merge(xs, [y, &dy_buffer], other, dx, false, batch)
+                        })
+                    })
+                }
+                None => backward_step(&mut *layers[i], step, activations, grads, &dy_buffer, batch),
+            };
             match step.dy {
                 Grad::Logits => std::mem::swap(dlogits, &mut dy_buffer),
-                Grad::Buffer(a) => std::mem::swap(&mut grads[a], &mut dy_buffer),
+                Grad::Buffer(a) => std::mem::swap(&mut grads[at(a)], &mut dy_buffer),
                 Grad::Unused => {}
             }
             result?;
@@ -1038,7 +1286,9 @@ impl crate::Model for Network {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Conv2dConfig, LayerDef, LinearConfig, Pool2dConfig, Source};
+    use crate::config::{
+        BatchNorm2dConfig, Conv2dConfig, LayerDef, LinearConfig, Pool2dConfig, Source,
+    };
 
     /// A residual block after a pool: the stem's gradient (8 x 8 pixels) is four times the
     /// block's (4 x 4). Each gradient buffer is as long as the largest gradient that passes
@@ -1106,5 +1356,102 @@ mod tests {
         for (g, &s) in net.grads.iter().zip(&sizes) {
             assert_eq!(g.len(), s * batch);
         }
+    }
+
+    /// A residual block (`conv → bn → relu`, twice, the second batch norm added to the block's
+    /// input, then a ReLU): the training step joins every batch norm to the convolution before
+    /// it in backward, the second to the add in forward, and shares the add's two gradients;
+    /// the gradients are those of the plan's steps one by one (backward replayed as a check
+    /// runs it, without any of the three), bit for bit.
+    #[test]
+    fn the_joined_steps_give_the_gradients_of_the_plans_steps() {
+        let conv = |cin, cout| {
+            LayerConfig::Conv2d(Conv2dConfig {
+                padding: [1, 1],
+                padding_end: [1, 1],
+                bias: false,
+                ..Conv2dConfig::new(cin, cout, [3, 3])
+            })
+        };
+        let bn = || LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(8));
+        let layer = |name: &str, config, inputs: Vec<Source>| LayerDef {
+            name: name.to_owned(),
+            config,
+            inputs,
+        };
+        let def = NetworkDef {
+            input: [3, 6, 6],
+            layers: vec![
+                layer("stem", conv(3, 8), vec![]),
+                layer("bn0", bn(), vec![]),
+                layer("relu0", LayerConfig::Relu, vec![]),
+                layer("conv1", conv(8, 8), vec![]),
+                layer("bn1", bn(), vec![]),
+                layer("relu1", LayerConfig::Relu, vec![]),
+                layer("conv2", conv(8, 8), vec![]),
+                layer("bn2", bn(), vec![]),
+                layer(
+                    "add",
+                    LayerConfig::Add,
+                    vec![Source::Layer(7), Source::Layer(2)],
+                ),
+                layer("relu", LayerConfig::Relu, vec![]),
+                layer("flat", LayerConfig::FLATTEN, vec![]),
+                layer(
+                    "fc",
+                    LayerConfig::Linear(LinearConfig {
+                        in_features: 288,
+                        out_features: 3,
+                        bias: true,
+                    }),
+                    vec![],
+                ),
+            ],
+        };
+        let mut net = Network::new(&def, 3).expect("a valid network");
+        let batch = 3;
+        net.reserve(batch);
+        let Network {
+            plan,
+            layers,
+            grads,
+            storage,
+            ..
+        } = &mut net;
+        let steps = plan.steps();
+        let of = |layer: usize| steps.iter().position(|s| s.layer == layer).unwrap();
+        for (norm, conv) in [(1, 0), (4, 3), (7, 6)] {
+            let Grad::Buffer(a) = steps[of(norm)].dy else {
+                panic!("bn {norm} reads a gradient buffer")
+            };
+            let deferred = deferred_norm(steps, of(norm), layers, grads, a);
+            assert_eq!(deferred.map(|d| steps[d.conv].layer), Some(conv));
+        }
+        let joined =
+            norm_add(steps, of(7), layers, storage).map(|(add, _, relu)| (add.layer, relu));
+        assert_eq!(joined, Some((8, true)));
+        assert!(shared_add_grad(steps, of(8), layers).is_some());
+
+        let x = ndarray::Array4::from_shape_fn((batch, 3, 6, 6), |(n, c, y, x)| {
+            ((n * 31 + c * 7 + y * 3 + x) % 11) as f32 / 5.0 - 1.0
+        });
+        let grad_bits = |net: &mut Network| {
+            let mut out = Vec::new();
+            net.visit(&mut |e| {
+                if let Entry::Param { param, .. } = e {
+                    out.extend(param.grad.iter().map(|v| v.to_bits()));
+                }
+            });
+            out
+        };
+        net.train_step(x.view(), &[0, 2, 1])
+            .expect("a training step");
+        let joined = grad_bits(&mut net);
+        assert!(joined.iter().any(|&b| b != 0));
+        let found = net
+            .backward_from_buffer(batch, None, true)
+            .expect("the plan's steps one by one");
+        assert!(found.is_none());
+        assert_eq!(grad_bits(&mut net), joined);
     }
 }

@@ -185,6 +185,195 @@ impl BatchNorm2d {
         Ok(())
     }
 
+    /// [`Layer::forward`], then the two-input add after it and the ReLU after that, in one
+    /// pass: `out = relu(bn(x) + residual)` (without `relu`, the sum), the values the three
+    /// layers store, bit for bit (a sum of two is the same in either order). The batch norm's
+    /// own output is not stored: for a training step where only the add reads it and no
+    /// backward does (its backward reads its input, and its output only to mask the gradient by
+    /// a ReLU of its own, which it then does not apply). Errors for a layer that applies a ReLU
+    /// itself and for a residual shorter than the output.
+    pub fn forward_add(
+        &mut self,
+        x: &[f32],
+        residual: &[f32],
+        out: &mut [f32],
+        batch: usize,
+        mode: Mode,
+        relu: bool,
+    ) -> Result<()> {
+        if self.relu {
+            return Err(Error::State(format!(
+                "cnnc bug: layer `{}` applies a ReLU and cannot add a residual before it",
+                self.name
+            )));
+        }
+        let n = batch * self.dims.numel();
+        if residual.len() < n {
+            return Err(Error::shape(
+                &self.name,
+                "forward residual",
+                format!("{n} values (batch {batch} x {})", self.dims),
+                format!("{} values", residual.len()),
+            ));
+        }
+        self.forward_with(x, Some((residual, relu)), out, batch, mode)
+    }
+
+    /// [`Layer::forward`], adding `residual` (and applying the ReLU with its flag) as it
+    /// stores, when given ([`BatchNorm2d::forward_add`]).
+    fn forward_with(
+        &mut self,
+        x: &[f32],
+        residual: Option<(&[f32], bool)>,
+        y: &mut [f32],
+        batch: usize,
+        mode: Mode,
+    ) -> Result<()> {
+        let (n, _) = check_forward(self, x, y, batch)?;
+        self.check_state()?;
+
+        let c = self.config.num_features;
+        let rows = n / c;
+        let eps = f64::from(self.config.eps);
+        let track = self.config.track_running_stats;
+        // PyTorch's `bn_training`: batch statistics in training, and in eval too without
+        // running ones.
+        self.batch_stats = mode == Mode::Train || !track;
+        if self.batch_stats {
+            self.check_rows(rows, batch)?;
+            let (partials, sums) = (&mut self.partials, &mut self.sums);
+            batch_moments(&x[..n], rows, partials, sums, &mut self.mean64);
+            let mean = &self.mean64;
+            // Running statistics move only in training, and only when tracked.
+            let update = mode == Mode::Train && track;
+            if update {
+                self.num_batches_tracked = self.num_batches_tracked.saturating_add(1);
+            }
+            // PyTorch's `exponential_average_factor`: the momentum, or the cumulative
+            // average's 1 / num_batches_tracked.
+            let momentum = match self.config.momentum {
+                Some(m) => f64::from(m),
+                None => 1.0 / self.num_batches_tracked.max(1) as f64,
+            };
+            for (ch, &m) in mean.iter().enumerate() {
+                let var = self.sums[ch][0] / rows as f64;
+                let unbiased = self.sums[ch][0] / (rows - 1) as f64;
+                self.mean[ch] = m as f32;
+                self.invstd[ch] = (1.0 / (var + eps).sqrt()) as f32;
+                if update {
+                    let rm = &mut self.running_mean[ch];
+                    *rm = ((1.0 - momentum) * f64::from(*rm) + momentum * m) as f32;
+                    let rv = &mut self.running_var[ch];
+                    *rv = ((1.0 - momentum) * f64::from(*rv) + momentum * unbiased) as f32;
+                }
+            }
+        } else {
+            for ch in 0..c {
+                self.mean[ch] = self.running_mean[ch];
+                self.invstd[ch] = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
+            }
+        }
+        for ch in 0..c {
+            self.scale[ch] = self.invstd[ch] * self.weight.value[ch];
+            self.shift[ch] = self.bias.value[ch] - self.mean[ch] * self.scale[ch];
+        }
+        match residual {
+            None => scale_shift(&self.scale, &self.shift, &x[..n], &mut y[..n], self.relu),
+            Some((r, relu)) => {
+                let (scale, shift) = (&self.scale[..], &self.shift[..]);
+                y[..n]
+                    .par_chunks_mut(STAT_TILE * c)
+                    .zip(x[..n].par_chunks(STAT_TILE * c))
+                    .zip(r[..n].par_chunks(STAT_TILE * c))
+                    .for_each(|((y, x), r)| normalize_add(y, x, r, scale, shift, relu));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Layer::backward`] without writing the input gradient: the parameter gradients (from
+    /// the two reductions over `dy`), and the input gradient as a [`NormGrad`] that whoever
+    /// reads it computes as it reads (a convolution staging its `dy`,
+    /// [`Conv2d::backward_from_norm`](super::Conv2d::backward_from_norm)), bit for bit the
+    /// values `backward` writes. Saves writing the gradient and reading it back.
+    pub fn backward_deferred<'a>(
+        &'a mut self,
+        x: &'a [f32],
+        y: &'a [f32],
+        dy: &'a [f32],
+        batch: usize,
+    ) -> Result<NormGrad<'a>> {
+        let (n, _) = check_backward(self, x, y, dy, None, batch)?;
+        self.grad_sums(x, y, dy, n, true)
+    }
+
+    /// Backward's reductions over the first `n` values: the parameter gradients and, with
+    /// `wants_dx`, the per-channel coefficients of the input gradient it returns.
+    fn grad_sums<'a>(
+        &'a mut self,
+        x: &'a [f32],
+        y: &'a [f32],
+        dy: &'a [f32],
+        n: usize,
+        wants_dx: bool,
+    ) -> Result<NormGrad<'a>> {
+        self.check_state()?;
+        let c = self.config.num_features;
+        let rows = n / c;
+        let (x, y, dy) = (&x[..n], &y[..n], &dy[..n]);
+        let (mean, invstd) = (&self.mean, &self.invstd);
+        // The gradient with respect to the normalised value: `dy` itself, or through the fused
+        // ReLU as `Relu`'s backward computes it (passed where the output is positive).
+        let mask = self.relu && !self.relu_masked;
+        // Unmasked, the kernels read no output: hand them `dy` in its place, a stream already
+        // read, so that a vectorised select costs no pass over memory.
+        let y = if mask { y } else { dy };
+        channel_sums(&mut self.partials, &mut self.sums, rows, |px, a, b| {
+            let at = px.start * c..px.end * c;
+            let pixels = [&x[at.clone()], &y[at.clone()], &dy[at]];
+            add_grads(a, b, pixels, mean, invstd, mask);
+        });
+        let sums = &self.sums;
+        // The sums serve the input gradient too; a frozen parameter only keeps its gradient.
+        if self.config.affine {
+            let (weight, bias) = (self.weight.requires_grad, self.bias.requires_grad);
+            for (ch, [dy_sum, dy_xhat_sum]) in sums.iter().enumerate() {
+                if bias {
+                    self.bias.grad[ch] = *dy_sum as f32;
+                }
+                if weight {
+                    self.weight.grad[ch] = *dy_xhat_sum as f32;
+                }
+            }
+        }
+        if wants_dx {
+            let weight = &self.weight.value;
+            let train = self.batch_stats;
+            let count = rows as f32;
+            // Per channel: dx = a * dy + b * (x - mean) + d, from PyTorch's batch_norm_backward.
+            let (ca, rest) = self.coef.split_at_mut(c);
+            let (cb, cd) = rest.split_at_mut(c);
+            for ch in 0..c {
+                let a = invstd[ch] * weight[ch];
+                (ca[ch], cb[ch], cd[ch]) = if train {
+                    let mean_dy = sums[ch][0] as f32 / count;
+                    let k = sums[ch][1] as f32 * invstd[ch] / count;
+                    (a, -a * k, -a * mean_dy)
+                } else {
+                    (a, 0.0, 0.0)
+                };
+            }
+        }
+        Ok(NormGrad {
+            x,
+            y,
+            dy,
+            mean: &self.mean,
+            coef: &self.coef,
+            mask,
+        })
+    }
+
     /// Refuses batch statistics over a single value per channel, as PyTorch does.
     fn check_rows(&self, rows: usize, batch: usize) -> Result<()> {
         if rows <= 1 {
@@ -222,6 +411,50 @@ impl BatchNorm2d {
             }
         }
         Ok(())
+    }
+}
+
+/// A batch norm's input gradient, computed where it is read
+/// ([`BatchNorm2d::backward_deferred`]): `dx = a * g + b * (x - mean) + d` per channel of each
+/// pixel, `g` being `dy` (or `dy` masked by the fused ReLU's output).
+#[derive(Clone, Copy, Debug)]
+pub struct NormGrad<'a> {
+    /// The batch norm's input, `[pixels][channels]`.
+    x: &'a [f32],
+    /// Its output (read only to mask `dy` by the fused ReLU; `dy` again otherwise).
+    y: &'a [f32],
+    /// The gradient of its output.
+    dy: &'a [f32],
+    /// The batch mean of each channel.
+    mean: &'a [f32],
+    /// Every channel's `a`, then every `b`, then every `d`.
+    coef: &'a [f32],
+    /// Whether `dy` passes only where `y` is positive.
+    mask: bool,
+}
+
+impl NormGrad<'_> {
+    /// The number of values (the batch's pixels times the channels).
+    pub fn len(&self) -> usize {
+        self.x.len()
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.x.is_empty()
+    }
+
+    /// Channels per pixel.
+    pub fn channels(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// Writes the gradient of values `at..at + out.len()` into `out`; `at` and `out.len()` are
+    /// whole pixels. Each value is computed alone, so any split gives the same values.
+    pub fn write(&self, at: usize, out: &mut [f32]) {
+        let r = at..at + out.len();
+        let (x, y, dy) = (&self.x[r.clone()], &self.y[r.clone()], &self.dy[r]);
+        input_grad(out, x, y, dy, self.mean, self.coef, self.mask);
     }
 }
 
@@ -433,6 +666,22 @@ multiversion! {
 }
 
 multiversion! {
+    /// `y = x * scale + shift + r` per channel of each pixel, through the ReLU with `relu` (as
+    /// an add that applies one computes it: NaN stays NaN).
+    fn normalize_add(y: &mut [f32], x: &[f32], r: &[f32], scale: &[f32], shift: &[f32], relu: bool) {
+        let c = scale.len();
+        let pixels = y.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(r.chunks_exact(c));
+        for ((y, x), r) in pixels {
+            let values = y.iter_mut().zip(x).zip(r).zip(scale).zip(shift);
+            for ((((y, &x), &r), &scale), &shift) in values {
+                let v = x * scale + shift + r;
+                *y = if relu && v < 0.0 { 0.0 } else { v };
+            }
+        }
+    }
+}
+
+multiversion! {
     /// `dx = a * g + b * (x - mean) + d` per channel of each pixel, `coef` holding every
     /// channel's `a`, then `b`, then `d`; `g` is `dy`, or with `mask` `dy` passed through the
     /// fused ReLU whose output is `y`.
@@ -472,55 +721,7 @@ impl Layer for BatchNorm2d {
     }
 
     fn forward(&mut self, x: &[f32], y: &mut [f32], batch: usize, mode: Mode) -> Result<()> {
-        let (n, _) = check_forward(self, x, y, batch)?;
-        self.check_state()?;
-        let c = self.config.num_features;
-        let rows = n / c;
-        let eps = f64::from(self.config.eps);
-        let track = self.config.track_running_stats;
-        // PyTorch's `bn_training`: batch statistics in training, and in eval too without
-        // running ones.
-        self.batch_stats = mode == Mode::Train || !track;
-        if self.batch_stats {
-            self.check_rows(rows, batch)?;
-            let (partials, sums) = (&mut self.partials, &mut self.sums);
-            batch_moments(&x[..n], rows, partials, sums, &mut self.mean64);
-            let mean = &self.mean64;
-            // Running statistics move only in training, and only when tracked.
-            let update = mode == Mode::Train && track;
-            if update {
-                self.num_batches_tracked = self.num_batches_tracked.saturating_add(1);
-            }
-            // PyTorch's `exponential_average_factor`: the momentum, or the cumulative
-            // average's 1 / num_batches_tracked.
-            let momentum = match self.config.momentum {
-                Some(m) => f64::from(m),
-                None => 1.0 / self.num_batches_tracked.max(1) as f64,
-            };
-            for (ch, &m) in mean.iter().enumerate() {
-                let var = self.sums[ch][0] / rows as f64;
-                let unbiased = self.sums[ch][0] / (rows - 1) as f64;
-                self.mean[ch] = m as f32;
-                self.invstd[ch] = (1.0 / (var + eps).sqrt()) as f32;
-                if update {
-                    let rm = &mut self.running_mean[ch];
-                    *rm = ((1.0 - momentum) * f64::from(*rm) + momentum * m) as f32;
-                    let rv = &mut self.running_var[ch];
-                    *rv = ((1.0 - momentum) * f64::from(*rv) + momentum * unbiased) as f32;
-                }
-            }
-        } else {
-            for ch in 0..c {
-                self.mean[ch] = self.running_mean[ch];
-                self.invstd[ch] = (1.0 / (f64::from(self.running_var[ch]) + eps).sqrt()) as f32;
-            }
-        }
-        for ch in 0..c {
-            self.scale[ch] = self.invstd[ch] * self.weight.value[ch];
-            self.shift[ch] = self.bias.value[ch] - self.mean[ch] * self.scale[ch];
-        }
-        scale_shift(&self.scale, &self.shift, &x[..n], &mut y[..n], self.relu);
-        Ok(())
+        self.forward_with(x, None, y, batch, mode)
     }
 
     /// With running statistics, their scale and shift computed as [`Layer::forward`] does in
@@ -553,59 +754,15 @@ impl Layer for BatchNorm2d {
         batch: usize,
     ) -> Result<()> {
         let (n, _) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
-        self.check_state()?;
-        let c = self.config.num_features;
-        let rows = n / c;
-        let (x, y, dy) = (&x[..n], &y[..n], &dy[..n]);
-        let (mean, invstd) = (&self.mean, &self.invstd);
-        // The gradient with respect to the normalised value: `dy` itself, or through the fused
-        // ReLU as `Relu`'s backward computes it (passed where the output is positive).
-        let mask = self.relu && !self.relu_masked;
-        // Unmasked, the kernels read no output: hand them `dy` in its place, a stream already
-        // read, so that a vectorised select costs no pass over memory.
-        let y = if mask { y } else { dy };
-        channel_sums(&mut self.partials, &mut self.sums, rows, |px, a, b| {
-            let at = px.start * c..px.end * c;
-            let pixels = [&x[at.clone()], &y[at.clone()], &dy[at]];
-            add_grads(a, b, pixels, mean, invstd, mask);
-        });
-        let sums = &self.sums;
-        // The sums serve the input gradient too; a frozen parameter only keeps its gradient.
-        if self.config.affine {
-            let (weight, bias) = (self.weight.requires_grad, self.bias.requires_grad);
-            for (ch, [dy_sum, dy_xhat_sum]) in sums.iter().enumerate() {
-                if bias {
-                    self.bias.grad[ch] = *dy_sum as f32;
-                }
-                if weight {
-                    self.weight.grad[ch] = *dy_xhat_sum as f32;
-                }
-            }
+        let wants_dx = dx.is_some();
+        let grad = self.grad_sums(x, y, dy, n, wants_dx)?;
+        if let Some(dx) = dx {
+            let tile = STAT_TILE * grad.mean.len();
+            dx[..n]
+                .par_chunks_mut(tile)
+                .enumerate()
+                .for_each(|(t, dx)| grad.write(t * tile, dx));
         }
-        let Some(dx) = dx else { return Ok(()) };
-        let weight = &self.weight.value;
-        let train = self.batch_stats;
-        let count = rows as f32;
-        // Per channel: dx = a * dy + b * (x - mean) + d, from PyTorch's batch_norm_backward.
-        let (ca, rest) = self.coef.split_at_mut(c);
-        let (cb, cd) = rest.split_at_mut(c);
-        for ch in 0..c {
-            let a = invstd[ch] * weight[ch];
-            (ca[ch], cb[ch], cd[ch]) = if train {
-                let mean_dy = sums[ch][0] as f32 / count;
-                let k = sums[ch][1] as f32 * invstd[ch] / count;
-                (a, -a * k, -a * mean_dy)
-            } else {
-                (a, 0.0, 0.0)
-            };
-        }
-        let coef = &self.coef;
-        let tile = STAT_TILE * c;
-        dx[..n]
-            .par_chunks_mut(tile)
-            .zip(x.par_chunks(tile).zip(dy.par_chunks(tile)))
-            .zip(y.par_chunks(tile))
-            .for_each(|((dx, (x, dy)), y)| input_grad(dx, x, y, dy, mean, coef, mask));
         Ok(())
     }
 
@@ -619,6 +776,10 @@ impl Layer for BatchNorm2d {
     }
 
     fn as_batch_norm(&self) -> Option<&BatchNorm2d> {
+        Some(self)
+    }
+
+    fn as_batch_norm_mut(&mut self) -> Option<&mut BatchNorm2d> {
         Some(self)
     }
 

@@ -45,6 +45,15 @@ pub trait Merge: Layer {
         batch: usize,
     ) -> Result<()>;
 
+    /// For a layer whose output is the sum of its inputs in order (an add): `Some(relu)`, where
+    /// `relu` says whether it applies the ReLU after the sum ([`Add::fuse_relu`]). A training
+    /// step may then compute a two-input sum in the pass that makes one of its inputs
+    /// ([`BatchNorm2d::forward_add`](super::BatchNorm2d::forward_add)). `None` for every
+    /// other kind.
+    fn sum_relu(&self) -> Option<bool> {
+        None
+    }
+
     /// [`Merge::backward_merge`] for inputs 0 and 1 of a two-input layer at once, into two
     /// distinct buffers `dxs` (each written, or with its `add` added to): the same values, in
     /// one pass over `dy` for kinds that can. The default makes the two calls.
@@ -326,6 +335,10 @@ impl Merge for Add {
 
     fn forward_merge_unfused(&self, xs: &[&[f32]], y: &mut [f32], batch: usize) -> Result<()> {
         self.sum(xs, y, batch, false)
+    }
+
+    fn sum_relu(&self) -> Option<bool> {
+        Some(self.relu)
     }
 
     fn backward_merge(

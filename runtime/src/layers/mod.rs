@@ -59,7 +59,7 @@ mod softmax;
 pub use activation::{
     Elu, Gelu, Hardsigmoid, Hardswish, Identity, LeakyRelu, Relu, Relu6, Sigmoid, Silu, Tanh,
 };
-pub use batchnorm::BatchNorm2d;
+pub use batchnorm::{BatchNorm2d, NormGrad};
 pub use build::{FromConfig, Init, build};
 pub use conv::{ChannelStore, Conv2d};
 pub use conv_transpose::ConvTranspose2d;
@@ -151,6 +151,18 @@ pub trait Layer: Send + Sync + fmt::Debug + LayerClone {
     /// The layer as a batch norm, whose eval-mode factors an inference epilogue reads
     /// ([`BatchNorm2d::eval_affine`]); `None` for every other kind.
     fn as_batch_norm(&self) -> Option<&BatchNorm2d> {
+        None
+    }
+
+    /// The layer as a batch norm, whose backward a training step may defer into the
+    /// convolution before it ([`BatchNorm2d::backward_deferred`]); `None` for every other kind.
+    fn as_batch_norm_mut(&mut self) -> Option<&mut BatchNorm2d> {
+        None
+    }
+
+    /// The layer as a convolution, which may stage a batch norm's input gradient as its `dy`
+    /// ([`Conv2d::backward_from_norm`]); `None` for every other kind.
+    fn as_conv_mut(&mut self) -> Option<&mut Conv2d> {
         None
     }
 

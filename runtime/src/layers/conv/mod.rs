@@ -28,8 +28,8 @@ use forward::position_runs;
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    Layer, Stale, check_backward, check_forward, visit_weight_bias, visit_weight_bias_ref,
-    zero_param,
+    Layer, NormGrad, Stale, check_backward, check_forward, visit_weight_bias,
+    visit_weight_bias_ref, zero_param,
 };
 use crate::config::{Conv2dConfig, PaddingMode, Pool2dConfig};
 use crate::error::{Error, Result};
@@ -391,7 +391,7 @@ impl Layer for Conv2d {
     ) -> Result<()> {
         let (nx, ny) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
         let Some(mut mode_pad) = self.mode_pad.take() else {
-            return self.backward_padded(x, y, dy, dx, batch, ny);
+            return self.backward_padded(x, y, dy, dx, batch, ny, None);
         };
         mode_pad.pad(&x[..nx], batch);
         let result = match dx {
@@ -399,12 +399,12 @@ impl Layer for Conv2d {
                 mode_pad.grow_dx(batch);
                 let mut padded_dx = std::mem::take(&mut mode_pad.dx);
                 let result =
-                    self.backward_padded(&mode_pad.x, y, dy, Some(&mut padded_dx), batch, ny);
+                    self.backward_padded(&mode_pad.x, y, dy, Some(&mut padded_dx), batch, ny, None);
                 mode_pad.dx = padded_dx;
                 mode_pad.fold(dx, batch);
                 result
             }
-            None => self.backward_padded(&mode_pad.x, y, dy, None, batch, ny),
+            None => self.backward_padded(&mode_pad.x, y, dy, None, batch, ny, None),
         };
         self.mode_pad = Some(mode_pad);
         result
@@ -433,6 +433,10 @@ impl Layer for Conv2d {
 
     fn relu_grad_masked(&mut self) {
         Conv2d::relu_grad_masked(self);
+    }
+
+    fn as_conv_mut(&mut self) -> Option<&mut Conv2d> {
+        Some(self)
     }
 
     fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
@@ -529,6 +533,9 @@ impl Conv2d {
     }
 
     /// The backward pass over `x` (and into `dx`), padded when the padding mode is not zeros.
+    /// With `norm`, `dy` is that batch norm's input gradient, staged as it is computed
+    /// ([`Conv2d::backward_from_norm`]).
+    #[allow(clippy::too_many_arguments)]
     fn backward_padded(
         &mut self,
         x: &[f32],
@@ -537,6 +544,7 @@ impl Conv2d {
         dx: Option<&mut [f32]>,
         batch: usize,
         ny: usize,
+        norm: Option<&NormGrad<'_>>,
     ) -> Result<()> {
         if let Some(grouped) = &mut self.grouped {
             let g = self.g;
@@ -572,14 +580,16 @@ impl Conv2d {
         // border.
         let mask = self.relu && !self.relu_masked;
         let bordered = dx.is_some() && !g.borderless_dy();
-        let staged =
-            (self.pool.is_some() || bordered || mask || g.cout != g.cs()).then_some(dx.is_some());
+        // A batch norm's input gradient exists only as it is staged.
+        let staged = (self.pool.is_some() || bordered || mask || g.cout != g.cs())
+            .then_some(dx.is_some())
+            .or(norm.map(|_| dx.is_some()));
         if let Some(border) = staged {
             let (hd, wd, _, _) = g.staged_dy(border);
             self.dyp = scratch::lend(batch * hd * wd * g.cs());
             match &self.pool {
                 Some(pool) => g.unpool_dy(pool, &dy[..ny], &mut self.dyp, batch, border),
-                None => g.stage_dy(dy, mask.then_some(y), &mut self.dyp, batch, border),
+                None => g.stage_dy(dy, norm, mask.then_some(y), &mut self.dyp, batch, border),
             }
         }
         if trains {

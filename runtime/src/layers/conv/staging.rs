@@ -5,6 +5,8 @@ use rayon::prelude::*;
 
 use super::fused_pool::FusedPool;
 use super::geometry::Geom;
+use super::{Conv2d, NormGrad, check_backward};
+use crate::error::{Error, Result};
 use crate::kernels::window::{Wide, Window};
 
 impl Geom {
@@ -34,11 +36,14 @@ impl Geom {
     }
 
     /// Copies `batch` images of `dy` into `dyp`: channels widened to `cs`, inside the layout of
-    /// [`Geom::staged_dy`]`(border)` whose other values are zeros. With `relu_out` (the output of
-    /// a fused ReLU), only where that output is positive: the gradient before the ReLU.
+    /// [`Geom::staged_dy`]`(border)` whose other values are zeros. With `norm`, the values are
+    /// that batch norm's input gradient, computed here (`dy` is not read). With `relu_out` (the
+    /// output of a fused ReLU), only where that output is positive: the gradient before the
+    /// ReLU.
     pub(super) fn stage_dy(
         &self,
         dy: &[f32],
+        norm: Option<&NormGrad<'_>>,
         relu_out: Option<&[f32]>,
         dyp: &mut [f32],
         batch: usize,
@@ -51,28 +56,35 @@ impl Geom {
             .par_chunks_mut(staged)
             .enumerate()
             .for_each(|(n, dst)| {
-                // A copy of a whole row where the channels fill the panels and no mask applies.
                 let line = g.ow * g.cout;
                 let rows = inner_rows(dst, wd * cs, (top, g.oh), (left * cs, g.ow * cs));
                 for (y, middle) in rows.enumerate() {
                     let at = n * image + y * line;
-                    let src = &dy[at..at + line];
-                    match relu_out.map(|out| &out[at..at + line]) {
-                        None if cs == g.cout => middle.copy_from_slice(src),
-                        mask => {
-                            for (p, px) in middle.chunks_exact_mut(cs).enumerate() {
-                                let (px, widened) = px.split_at_mut(g.cout);
-                                let src = &src[p * g.cout..(p + 1) * g.cout];
-                                match mask {
-                                    Some(mask) => {
-                                        let mask = &mask[p * g.cout..(p + 1) * g.cout];
-                                        for ((o, &d), &y) in px.iter_mut().zip(src).zip(mask) {
-                                            *o = if y > 0.0 { d } else { 0.0 };
-                                        }
-                                    }
-                                    None => px.copy_from_slice(src),
-                                }
-                                widened.fill(0.0);
+                    // The row's values, into its pixels (widened, each pixel's first `cout`).
+                    if cs == g.cout {
+                        match norm {
+                            Some(norm) => norm.write(at, middle),
+                            None => middle.copy_from_slice(&dy[at..at + line]),
+                        }
+                    } else {
+                        for (p, px) in middle.chunks_exact_mut(cs).enumerate() {
+                            let (px, widened) = px.split_at_mut(g.cout);
+                            let from = at + p * g.cout;
+                            match norm {
+                                Some(norm) => norm.write(from, px),
+                                None => px.copy_from_slice(&dy[from..from + g.cout]),
+                            }
+                            widened.fill(0.0);
+                        }
+                    }
+                    let Some(mask) = relu_out.map(|out| &out[at..at + line]) else {
+                        continue;
+                    };
+                    let pixels = middle.chunks_exact_mut(cs).zip(mask.chunks_exact(g.cout));
+                    for (px, mask) in pixels {
+                        for (o, &y) in px.iter_mut().zip(mask) {
+                            if y <= 0.0 || y.is_nan() {
+                                *o = 0.0;
                             }
                         }
                     }
@@ -141,4 +153,45 @@ fn inner_rows(
         after.fill(0.0);
         middle
     })
+}
+
+impl Conv2d {
+    /// Whether [`Conv2d::backward_from_norm`] can take this layer's `dy` from a batch norm: a
+    /// dense convolution padded with zeros, without a fused pool (whose positions route `dy`).
+    pub fn stages_norm_grad(&self) -> bool {
+        self.grouped.is_none() && self.mode_pad.is_none() && self.pool.is_none()
+    }
+
+    /// [`Layer::backward`](super::Layer::backward) where `dy` is batch norm `norm`'s input
+    /// gradient, computed as it is staged (the batch norm's backward deferred it:
+    /// [`BatchNorm2d::backward_deferred`](super::BatchNorm2d::backward_deferred)): the same
+    /// values as the batch norm writing it and this layer reading it, without that buffer's
+    /// write and read. Errors for a layer [`Conv2d::stages_norm_grad`] refuses (a bug in the
+    /// caller) and for a gradient of another size than the output.
+    pub fn backward_from_norm(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        norm: &NormGrad<'_>,
+        dx: Option<&mut [f32]>,
+        batch: usize,
+    ) -> Result<()> {
+        if !self.stages_norm_grad() {
+            return Err(Error::State(format!(
+                "cnnc bug: layer `{}` cannot stage a batch norm's gradient",
+                self.name
+            )));
+        }
+        // The output stands in for `dy`, which is not read: only its length is checked.
+        let (_, ny) = check_backward(self, x, y, y, dx.as_deref(), batch)?;
+        if norm.len() != ny || norm.channels() != self.g.cout {
+            return Err(Error::shape(
+                &self.name,
+                "backward output gradient (a batch norm's input gradient)",
+                format!("{ny} values of {} channels", self.g.cout),
+                format!("{} values of {} channels", norm.len(), norm.channels()),
+            ));
+        }
+        self.backward_padded(x, y, &[], dx, batch, ny, Some(norm))
+    }
 }
