@@ -666,28 +666,7 @@ mod tests {
             };
             let mut layer = Conv2d::new("conv", &config, input, &mut init_rng(9)).expect("valid");
             let g = layer.g;
-            let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
-            let x: Vec<f32> = (0..batch * g.ih * g.iw * cin).map(value).collect();
-            let dy: Vec<f32> = (0..batch * g.oh * g.ow * cout)
-                .map(|i| value(i * 3 + 1))
-                .collect();
-            let poisoned: Vec<Vec<f32>> = (0..6).map(|_| vec![f32::NAN; 1 << 16]).collect();
-            poisoned.into_iter().for_each(scratch::give_back);
-            let mut y = vec![0.0; dy.len()];
-            layer
-                .forward(&x, &mut y, batch, Mode::Train)
-                .expect("forward");
-            layer.weight_mut().grad.fill(f32::NAN);
-            let mut dx = vec![f32::NAN; x.len()];
-            layer
-                .backward(&x, &y, &dy, Some(&mut dx), batch)
-                .expect("backward");
-            let w = layer
-                .weight()
-                .value
-                .as_slice()
-                .expect("contiguous")
-                .to_vec();
+            let Poisoned { x, dy, y, dx, w } = forward_backward(&mut layer, batch);
             let grad = layer.weight().grad.as_slice().expect("contiguous");
             // Sums in f64 and the sums of the products' magnitudes, by the definition:
             // output `(oy, ox)` reads input `(oy * s - 1 + ky, ox * s - 1 + kx)`.
@@ -769,28 +748,7 @@ mod tests {
                     layer.fuse_relu();
                 }
                 let g = layer.g;
-                let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
-                let x: Vec<f32> = (0..batch * g.ih * g.iw * cin).map(value).collect();
-                let dy: Vec<f32> = (0..batch * g.oh * g.ow * cout)
-                    .map(|i| value(i * 3 + 1))
-                    .collect();
-                let poisoned: Vec<Vec<f32>> = (0..6).map(|_| vec![f32::NAN; 1 << 16]).collect();
-                poisoned.into_iter().for_each(scratch::give_back);
-                let mut y = vec![0.0; dy.len()];
-                layer
-                    .forward(&x, &mut y, batch, Mode::Train)
-                    .expect("forward");
-                layer.weight_mut().grad.fill(f32::NAN);
-                let mut dx = vec![f32::NAN; x.len()];
-                layer
-                    .backward(&x, &y, &dy, Some(&mut dx), batch)
-                    .expect("backward");
-                let w = layer
-                    .weight()
-                    .value
-                    .as_slice()
-                    .expect("contiguous")
-                    .to_vec();
+                let Poisoned { x, dy, y, dx, w } = forward_backward(&mut layer, batch);
                 let grad = layer.weight().grad.as_slice().expect("contiguous");
                 let bias = layer
                     .bias()
@@ -842,6 +800,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A convolution's input, `dy`, output, input gradient and weights after a training forward
+    /// and backward of [`forward_backward`].
+    struct Poisoned {
+        x: Vec<f32>,
+        dy: Vec<f32>,
+        y: Vec<f32>,
+        dx: Vec<f32>,
+        w: Vec<f32>,
+    }
+
+    /// A training forward and backward of `batch` images of fixed values through `layer`, with
+    /// the workspace's buffers, the weight gradient and `dx` holding NaN beforehand (so that a
+    /// value the backward fails to write shows).
+    fn forward_backward(layer: &mut Conv2d, batch: usize) -> Poisoned {
+        let g = layer.g;
+        let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
+        let x: Vec<f32> = (0..batch * g.ih * g.iw * g.cin).map(value).collect();
+        let dy: Vec<f32> = (0..batch * g.oh * g.ow * g.cout)
+            .map(|i| value(i * 3 + 1))
+            .collect();
+        let poisoned: Vec<Vec<f32>> = (0..6).map(|_| vec![f32::NAN; 1 << 16]).collect();
+        poisoned.into_iter().for_each(scratch::give_back);
+        let mut y = vec![0.0; dy.len()];
+        layer
+            .forward(&x, &mut y, batch, Mode::Train)
+            .expect("forward");
+        layer.weight_mut().grad.fill(f32::NAN);
+        let mut dx = vec![f32::NAN; x.len()];
+        layer
+            .backward(&x, &y, &dy, Some(&mut dx), batch)
+            .expect("backward");
+        let w = layer
+            .weight()
+            .value
+            .as_slice()
+            .expect("contiguous")
+            .to_vec();
+        Poisoned { x, dy, y, dx, w }
     }
 
     /// The blocked transposition puts gradient `(tap, ci, co)` at PyTorch's `[co][ci][tap]`,
