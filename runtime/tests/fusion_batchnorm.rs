@@ -9,31 +9,9 @@ mod common;
 
 use cnnc_runtime::config::BatchNorm2dConfig;
 use cnnc_runtime::layers::{BatchNorm2d, Relu};
-use cnnc_runtime::{Entry, Layer, Mode, Shape, Visit};
-use common::Rand;
+use cnnc_runtime::{Layer, Mode, Shape};
+use common::{Rand, bits, grad_bits};
 use proptest::prelude::*;
-
-/// Every parameter gradient of `layer`, in visit order.
-fn grads(layer: &mut BatchNorm2d) -> Vec<Vec<u32>> {
-    struct One<'a>(&'a mut BatchNorm2d);
-    impl Visit for One<'_> {
-        fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
-            Layer::visit(self.0, f);
-        }
-    }
-    let mut out = Vec::new();
-    One(layer).visit(&mut |e| {
-        if let Entry::Param { param, .. } = e {
-            out.push(bits(param.grad.as_slice().unwrap_or_default()));
-        }
-    });
-    out
-}
-
-/// Bit patterns, so that NaN compares equal to itself and -0.0 differs from 0.0.
-fn bits(values: &[f32]) -> Vec<u32> {
-    values.iter().map(|v| v.to_bits()).collect()
-}
 
 /// A batch norm over `c` channels of `h x w` images whose weight and bias are not 1 and 0.
 fn batch_norm(
@@ -122,7 +100,7 @@ proptest! {
         plain.backward(&x, &pre, &dpre, want_dx, batch).unwrap();
         fused.backward(&x, &got, fused_dy, got_dx, batch).unwrap();
         prop_assert_eq!(bits(&dx_plain), bits(&dx_fused));
-        prop_assert_eq!(grads(&mut plain), grads(&mut fused));
+        prop_assert_eq!(grad_bits(&mut plain), grad_bits(&mut fused));
     }
 }
 

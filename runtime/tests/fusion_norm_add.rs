@@ -10,13 +10,8 @@ mod common;
 use cnnc_runtime::config::BatchNorm2dConfig;
 use cnnc_runtime::layers::{Add, BatchNorm2d, Merge};
 use cnnc_runtime::{Layer, Mode, Shape};
-use common::Rand;
+use common::{Rand, bits};
 use proptest::prelude::*;
-
-/// Bit patterns, so that NaN compares equal to itself and -0.0 differs from 0.0.
-fn bits(values: &[f32]) -> Vec<u32> {
-    values.iter().map(|v| v.to_bits()).collect()
-}
 
 /// A batch norm over `c` channels of `h x w` images whose parameters are not their defaults.
 fn batch_norm(c: usize, h: usize, w: usize, rng: &mut Rand) -> BatchNorm2d {

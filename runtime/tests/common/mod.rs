@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use cnnc_runtime::{Entry, Layer, Mode};
+use cnnc_runtime::{Entry, Layer, Mode, Visit};
 
 /// A small deterministic generator (SplitMix64), so tests need no extra dependency.
 pub struct Rand(pub u64);
@@ -228,4 +228,26 @@ pub fn train_bits(
     };
     let make = || cnnc_runtime::exec::Network::new(def, 5).unwrap();
     sgd_bits(threads, make, 2, data, Record::Grads, |_, _, _| {})
+}
+
+/// Bit patterns, so that NaN compares equal to itself and -0.0 differs from 0.0.
+pub fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Every parameter gradient of `layer`, in visit order, as bit patterns.
+pub fn grad_bits(layer: &mut dyn Layer) -> Vec<Vec<u32>> {
+    struct One<'a>(&'a mut dyn Layer);
+    impl Visit for One<'_> {
+        fn visit(&mut self, f: &mut dyn FnMut(Entry<'_>)) {
+            self.0.visit(f);
+        }
+    }
+    let mut out = Vec::new();
+    One(layer).visit(&mut |e| {
+        if let Entry::Param { param, .. } = e {
+            out.push(bits(param.grad.as_slice().unwrap_or_default()));
+        }
+    });
+    out
 }
