@@ -704,29 +704,14 @@ mod tests {
 
     fn conv(cin: usize) -> LayerConfig {
         LayerConfig::Conv2d(Conv2dConfig {
-            in_channels: cin,
-            out_channels: 2,
-            kernel_size: [3, 3],
-            stride: [1, 1],
             padding: [1, 1],
             padding_end: [1, 1],
-            dilation: [1, 1],
-            groups: 1,
-            bias: true,
-            padding_mode: Default::default(),
+            ..Conv2dConfig::new(cin, 2, [3, 3])
         })
     }
 
     fn pool(k: usize, s: usize) -> LayerConfig {
-        LayerConfig::MaxPool2d(Pool2dConfig {
-            kernel_size: [k, k],
-            stride: [s, s],
-            padding: [0, 0],
-            ceil_mode: false,
-            dilation: [1, 1],
-            count_include_pad: true,
-            divisor_override: None,
-        })
+        LayerConfig::MaxPool2d(Pool2dConfig::new([k, k], [s, s], [0, 0]))
     }
 
     fn plan(layers: Vec<LayerConfig>) -> Plan {

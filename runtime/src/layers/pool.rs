@@ -504,15 +504,7 @@ mod tests {
 
     /// Routes `dy = 1` through a 2x2 max pool over one 2x2 channel and returns `dx`.
     fn route(x: [f32; 4]) -> Vec<f32> {
-        let config = Pool2dConfig {
-            kernel_size: [2, 2],
-            stride: [2, 2],
-            padding: [0, 0],
-            ceil_mode: false,
-            dilation: [1, 1],
-            count_include_pad: true,
-            divisor_override: None,
-        };
+        let config = Pool2dConfig::new([2, 2], [2, 2], [0, 0]);
         let dims = Shape::Chw([1, 2, 2]);
         let mut pool = MaxPool2d::new("pool", &config, dims).unwrap();
         let mut y = [0.0];
@@ -574,13 +566,8 @@ mod tests {
         for (size, k, stride, pad, ceil_mode) in cases {
             for c in [1, 17, 32, 70] {
                 let config = Pool2dConfig {
-                    kernel_size: [k, k],
-                    stride: [stride, stride],
-                    padding: [pad, pad],
                     ceil_mode,
-                    dilation: [1, 1],
-                    count_include_pad: true,
-                    divisor_override: None,
+                    ..Pool2dConfig::new([k, k], [stride, stride], [pad, pad])
                 };
                 let dims = Shape::Chw([c, size, size]);
                 let batch = 2;
@@ -662,15 +649,7 @@ mod tests {
 
     #[test]
     fn max_pool_windows_too_large_for_an_index_are_refused() {
-        let config = Pool2dConfig {
-            kernel_size: [256, 256],
-            stride: [1, 1],
-            padding: [0, 0],
-            ceil_mode: false,
-            dilation: [1, 1],
-            count_include_pad: true,
-            divisor_override: None,
-        };
+        let config = Pool2dConfig::new([256, 256], [1, 1], [0, 0]);
         let dims = Shape::Chw([1, 256, 256]);
         let err = MaxPool2d::new("pool", &config, dims)
             .unwrap_err()

@@ -580,16 +580,9 @@ mod tests {
     fn weight_gradient_over_image_groups_keeps_padding_rows_zero() {
         let (cin, cout, width, batch) = (64, 8, 40, 64);
         let config = Conv2dConfig {
-            in_channels: cin,
-            out_channels: cout,
-            kernel_size: [3, 3],
-            stride: [1, 1],
             padding: [1, 1],
             padding_end: [1, 1],
-            dilation: [1, 1],
-            groups: 1,
-            bias: true,
-            padding_mode: Default::default(),
+            ..Conv2dConfig::new(cin, cout, [3, 3])
         };
         let mut layer = Conv2d::new("conv", &config, [1, width], &mut init_rng(5)).expect("valid");
         let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
@@ -653,16 +646,11 @@ mod tests {
             ([3, 1], 2),
         ] {
             let config = Conv2dConfig {
-                in_channels: cin,
-                out_channels: cout,
-                kernel_size: [3, 3],
                 stride: [stride; 2],
                 padding: [1, 1],
                 padding_end: [1, 1],
-                dilation: [1, 1],
-                groups: 1,
                 bias: false,
-                padding_mode: Default::default(),
+                ..Conv2dConfig::new(cin, cout, [3, 3])
             };
             let mut layer = Conv2d::new("conv", &config, input, &mut init_rng(9)).expect("valid");
             let g = layer.g;

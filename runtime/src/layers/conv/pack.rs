@@ -242,16 +242,10 @@ mod tests {
 
     fn conv_over(cin: usize, cout: usize, kernel: [usize; 2], input: [usize; 2]) -> Conv2d {
         let config = Conv2dConfig {
-            in_channels: cin,
-            out_channels: cout,
-            kernel_size: kernel,
-            stride: [1, 1],
             padding: [1, 1],
             padding_end: [1, 1],
-            dilation: [1, 1],
-            groups: 1,
             bias: false,
-            padding_mode: Default::default(),
+            ..Conv2dConfig::new(cin, cout, kernel)
         };
         Conv2d::new("conv", &config, input, &mut init_rng(3)).expect("a valid convolution")
     }
