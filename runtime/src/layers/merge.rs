@@ -266,6 +266,17 @@ impl Add {
         self.relu_masked = true;
     }
 
+    /// The first `n` values of the output `y` that backward masks `dy` by (checked against
+    /// `batch`), or `None` when it masks nothing (no fused ReLU, or `dy` arrives masked).
+    fn mask_by<'a>(&self, y: &'a [f32], n: usize, batch: usize) -> Result<Option<&'a [f32]>> {
+        if !MergeRelu::masks(self) {
+            return Ok(None);
+        }
+        let output = self.joint.output;
+        crate::tensor::check_len(&self.joint.name, "backward y", output, batch, y.len())?;
+        Ok(Some(&y[..n]))
+    }
+
     /// `y = xs[0] + xs[1] + ...` in input order, through the ReLU with `relu`.
     fn sum(&self, xs: &[&[f32]], y: &mut [f32], batch: usize, relu: bool) -> Result<()> {
         self.joint.check("forward", xs, y.len(), batch)?;
@@ -352,17 +363,10 @@ impl Merge for Add {
     ) -> Result<()> {
         let len = self.joint.check_backward(xs, dy, input, dx, batch)?;
         let n = batch * len;
-        if MergeRelu::masks(self) {
-            crate::tensor::check_len(
-                &self.joint.name,
-                "backward y",
-                self.joint.output,
-                batch,
-                y.len(),
-            )?;
+        if let Some(y) = self.mask_by(y, n, batch)? {
             dx[..n]
                 .par_chunks_mut(CHUNK)
-                .zip(dy[..n].par_chunks(CHUNK).zip(y[..n].par_chunks(CHUNK)))
+                .zip(dy[..n].par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
                 .for_each(|(dx, (dy, y))| put_masked(dx, y, dy, add));
             return Ok(());
         }
@@ -385,18 +389,10 @@ impl Merge for Add {
         let len = self.joint.check_backward(xs, dy, 0, dx0, batch)?;
         self.joint.check_backward(xs, dy, 1, dx1, batch)?;
         let n = batch * len;
+        let mask = self.mask_by(y, n, batch)?;
+        let masks = mask.is_some();
         // Unmasked, the kernel reads no output: `dy` stands in for it.
-        let masks = MergeRelu::masks(self);
-        if masks {
-            crate::tensor::check_len(
-                &self.joint.name,
-                "backward y",
-                self.joint.output,
-                batch,
-                y.len(),
-            )?;
-        }
-        let y = if masks { &y[..n] } else { &dy[..n] };
+        let y = mask.unwrap_or(&dy[..n]);
         dx0[..n]
             .par_chunks_mut(CHUNK)
             .zip(dx1[..n].par_chunks_mut(CHUNK))
