@@ -7,44 +7,10 @@
 
 mod common;
 
-use cnnc_runtime::config::BatchNorm2dConfig;
-use cnnc_runtime::layers::{BatchNorm2d, Relu};
-use cnnc_runtime::{Layer, Mode, Shape};
-use common::{Rand, bits, grad_bits};
+use cnnc_runtime::layers::Relu;
+use cnnc_runtime::{Layer, Mode};
+use common::{Rand, batch_norm, bits, grad_bits};
 use proptest::prelude::*;
-
-/// A batch norm over `c` channels of `h x w` images whose weight and bias are not 1 and 0.
-fn batch_norm(
-    c: usize,
-    h: usize,
-    w: usize,
-    affine: bool,
-    track: bool,
-    rng: &mut Rand,
-) -> BatchNorm2d {
-    let config = BatchNorm2dConfig {
-        num_features: c,
-        eps: 1e-5,
-        momentum: Some(0.1),
-        affine,
-        track_running_stats: track,
-    };
-    let mut bn = BatchNorm2d::new("bn", &config, Shape::Chw([c, h, w])).unwrap();
-    if affine {
-        bn.weight
-            .value
-            .iter_mut()
-            .for_each(|v| *v = 0.5 + rng.unit());
-        bn.bias.value.iter_mut().for_each(|v| *v = rng.unit() - 0.5);
-    }
-    bn.running_mean
-        .iter_mut()
-        .for_each(|v| *v = rng.unit() - 0.5);
-    bn.running_var
-        .iter_mut()
-        .for_each(|v| *v = 0.5 + rng.unit());
-    bn
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]

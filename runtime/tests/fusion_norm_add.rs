@@ -7,32 +7,10 @@
 
 mod common;
 
-use cnnc_runtime::config::BatchNorm2dConfig;
-use cnnc_runtime::layers::{Add, BatchNorm2d, Merge};
-use cnnc_runtime::{Layer, Mode, Shape};
-use common::{Rand, bits};
+use cnnc_runtime::layers::{Add, Merge};
+use cnnc_runtime::{Layer, Mode};
+use common::{Rand, batch_norm, bits};
 use proptest::prelude::*;
-
-/// A batch norm over `c` channels of `h x w` images whose parameters are not their defaults.
-fn batch_norm(c: usize, h: usize, w: usize, rng: &mut Rand) -> BatchNorm2d {
-    let config = BatchNorm2dConfig {
-        num_features: c,
-        eps: 1e-5,
-        momentum: Some(0.1),
-        affine: true,
-        track_running_stats: true,
-    };
-    let mut bn = BatchNorm2d::new("bn", &config, Shape::Chw([c, h, w])).unwrap();
-    bn.weight
-        .value
-        .iter_mut()
-        .for_each(|v| *v = 0.5 + rng.unit());
-    bn.bias.value.iter_mut().for_each(|v| *v = rng.unit() - 0.5);
-    bn.running_var
-        .iter_mut()
-        .for_each(|v| *v = 0.5 + rng.unit());
-    bn
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
@@ -45,8 +23,8 @@ proptest! {
         prop_assume!(!train || batch * h * w > 1);
         let mode = if train { Mode::Train } else { Mode::Eval };
         let mut rng = Rand(seed);
-        let mut plain = batch_norm(c, h, w, &mut Rand(seed ^ 1));
-        let mut fused = batch_norm(c, h, w, &mut Rand(seed ^ 1));
+        let mut plain = batch_norm(c, h, w, true, true, &mut Rand(seed ^ 1));
+        let mut fused = batch_norm(c, h, w, true, true, &mut Rand(seed ^ 1));
         let shape = plain.output_shape();
         let mut add = Add::new("add", &[shape, shape]).unwrap();
         if relu {
@@ -78,7 +56,7 @@ proptest! {
 /// would come before the add), are refused with the layer's name.
 #[test]
 fn a_short_residual_or_a_relu_of_its_own_is_refused() {
-    let mut bn = batch_norm(2, 3, 3, &mut Rand(1));
+    let mut bn = batch_norm(2, 3, 3, true, true, &mut Rand(1));
     let (batch, n) = (2, 2 * 2 * 9);
     let (x, mut out) = (vec![0.5; n], vec![0.0; n]);
     let err = bn
@@ -103,7 +81,7 @@ fn a_short_residual_or_a_relu_of_its_own_is_refused() {
 fn norm_add_timing() {
     use std::time::{Duration, Instant};
     let (c, h, w, batch) = (16, 32, 32, 64);
-    let mut bn = batch_norm(c, h, w, &mut Rand(1));
+    let mut bn = batch_norm(c, h, w, true, true, &mut Rand(1));
     let shape = bn.output_shape();
     let mut add = Add::new("add", &[shape, shape]).unwrap();
     assert!(Layer::fuse_relu(&mut add));

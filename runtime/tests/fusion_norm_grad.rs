@@ -9,11 +9,11 @@
 
 mod common;
 
-use cnnc_runtime::config::{BatchNorm2dConfig, Conv2dConfig};
+use cnnc_runtime::config::Conv2dConfig;
 use cnnc_runtime::init::init_rng;
 use cnnc_runtime::layers::{BatchNorm2d, Conv2d};
 use cnnc_runtime::{Layer, Mode, Shape};
-use common::{Rand, bits, grad_bits};
+use common::{Rand, batch_norm, bits, grad_bits};
 use proptest::prelude::*;
 
 /// A convolution and the batch norm after it, built alike from `seed` each call.
@@ -27,24 +27,10 @@ fn pair(
     if conv_relu {
         assert!(Layer::fuse_relu(&mut conv));
     }
-    let c = config.out_channels;
-    let bn_config = BatchNorm2dConfig {
-        num_features: c,
-        eps: 1e-5,
-        momentum: Some(0.1),
-        affine: true,
-        track_running_stats: true,
+    let Shape::Chw([c, oh, ow]) = conv.output_shape() else {
+        return None;
     };
-    let mut bn = BatchNorm2d::new("bn", &bn_config, conv.output_shape()).ok()?;
-    let mut rng = Rand(seed ^ 0x5eed);
-    bn.weight
-        .value
-        .iter_mut()
-        .for_each(|v| *v = 0.5 + rng.unit());
-    bn.bias.value.iter_mut().for_each(|v| *v = rng.unit() - 0.5);
-    bn.running_var
-        .iter_mut()
-        .for_each(|v| *v = 0.5 + rng.unit());
+    let mut bn = batch_norm(c, oh, ow, true, true, &mut Rand(seed ^ 0x5eed));
     if bn_relu {
         bn.fuse_relu();
     }

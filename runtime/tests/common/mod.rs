@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
-use cnnc_runtime::{Entry, Layer, Mode, Visit};
+use cnnc_runtime::config::BatchNorm2dConfig;
+use cnnc_runtime::layers::BatchNorm2d;
+use cnnc_runtime::{Entry, Layer, Mode, Shape, Visit};
 
 /// A small deterministic generator (SplitMix64), so tests need no extra dependency.
 pub struct Rand(pub u64);
@@ -147,6 +149,40 @@ pub fn check_plain<L: Layer>(
     check_layer(layer, x, batch, rng, tol, |l, x, y| {
         l.forward(x, y, batch, mode).unwrap()
     });
+}
+
+/// A batch norm over `c` channels of `h x w` images whose parameters and running statistics are
+/// not their defaults (with `affine`, the weight and bias too), drawn from `rng`.
+pub fn batch_norm(
+    c: usize,
+    h: usize,
+    w: usize,
+    affine: bool,
+    track: bool,
+    rng: &mut Rand,
+) -> BatchNorm2d {
+    let config = BatchNorm2dConfig {
+        num_features: c,
+        eps: 1e-5,
+        momentum: Some(0.1),
+        affine,
+        track_running_stats: track,
+    };
+    let mut bn = BatchNorm2d::new("bn", &config, Shape::Chw([c, h, w])).unwrap();
+    if affine {
+        bn.weight
+            .value
+            .iter_mut()
+            .for_each(|v| *v = 0.5 + rng.unit());
+        bn.bias.value.iter_mut().for_each(|v| *v = rng.unit() - 0.5);
+    }
+    bn.running_mean
+        .iter_mut()
+        .for_each(|v| *v = rng.unit() - 0.5);
+    bn.running_var
+        .iter_mut()
+        .for_each(|v| *v = 0.5 + rng.unit());
+    bn
 }
 
 pub mod counting;
