@@ -4,6 +4,8 @@
 //! model (valid by construction) and the steps, fusions and buffers from its plan, the same plan
 //! the dynamic executor interprets.
 
+use std::collections::BTreeSet;
+
 use cnnc_core::{
     CheckedLayer, Clamp, Fusion, Grad, LayerConfig, Model, Plan as ExecPlan, Shape, Slice, Source,
 };
@@ -716,9 +718,26 @@ impl Gen<'_> {
         let grads = [format_ident!("g0"), format_ident!("g1")];
         let mut used = [false; 2];
         let mut steps = Vec::new();
+        let mut calls = BTreeSet::from(["on_pool"]);
+        // The convolution step whose backward a batch norm's joined with its own.
+        let mut done = None;
         // The plan's steps from the logits back, each reading its output gradient where the
         // step after it wrote its input gradient.
-        for step in self.exec.steps().iter().rev() {
+        for (k, step) in self.exec.steps().iter().enumerate().rev() {
+            if done == Some(k) {
+                continue;
+            }
+            if let (Some(join), Some(conv)) = (step.join.norm_grad, k.checked_sub(1)) {
+                let mut grad = |b: usize| {
+                    if let Some(u) = used.get_mut(b) {
+                        *u = true;
+                    }
+                    format_ident!("g{}", b)
+                };
+                steps.extend(self.norm_conv_backward(step, conv, join, &mut grad, &mut calls));
+                done = Some(conv);
+                continue;
+            }
             let plan = &self.layers[step.layer];
             let mark = self.mark(format!("backward {}", plan.summary(self.model)));
             let (tx, ty) = (
@@ -745,6 +764,7 @@ impl Gen<'_> {
                 }
             };
             let field = &plan.field;
+            calls.insert("backward");
             steps.push(quote! {
                 #mark
                 backward::<#tx, #ty>(&mut self.#field, #x, #y, #dy, #dx, batch)?;
@@ -763,11 +783,12 @@ impl Gen<'_> {
                 quote!(let [#(#names),*] = &mut ws.grads;)
             }
         };
+        let calls = calls.into_iter().map(|call| format_ident!("{}", call));
         quote! {
             /// Backpropagates the gradient in the logits' gradient buffer through every layer, from
             /// the last to the first.
             fn run_backward(&mut self, batch: usize) -> Result<(), #error> {
-                use #private{backward, on_pool};
+                use #private{#(#calls),*};
                 #use_views
                 on_pool(|| {
                     let ws = &mut self.workspace;
@@ -915,7 +936,9 @@ impl Gen<'_> {
         let n_eval_steps = lit(self.exec.eval_steps().len());
         // Inference steps of their own only where they differ (the trait's default reads the
         // steps).
-        let eval_fns = (self.exec.eval_steps() != self.exec.steps()).then(|| {
+        let eval_fns = (eval_steps.len() != steps.len()
+            || eval_steps.iter().zip(&steps).any(|(e, s)| e.to_string() != s.to_string()))
+        .then(|| {
             quote! {
                 fn eval_step_count(&self) -> usize {
                     #n_eval_steps
