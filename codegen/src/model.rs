@@ -937,7 +937,10 @@ impl Gen<'_> {
         // Inference steps of their own only where they differ (the trait's default reads the
         // steps).
         let eval_fns = (eval_steps.len() != steps.len()
-            || eval_steps.iter().zip(&steps).any(|(e, s)| e.to_string() != s.to_string()))
+            || eval_steps
+                .iter()
+                .zip(&steps)
+                .any(|(e, s)| e.to_string() != s.to_string()))
         .then(|| {
             quote! {
                 fn eval_step_count(&self) -> usize {

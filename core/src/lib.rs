@@ -21,8 +21,8 @@ pub use config::{
 pub use kind::{ArgDefault, ArgInfo, ArgType, ArgValue, Arity, Init, Input, LayerKind};
 pub use model::{CheckedLayer, Model, ModelError, TensorInfo, TensorRole};
 pub use plan::{
-    Clamp, Epilogue, Fusion, Grad, GradTo, Join, JoinedAdd, JoinedNormGrad, Plan, Reads, Slice, Step,
-    Storage,
+    Clamp, Epilogue, Fusion, Grad, GradTo, Join, JoinedAdd, JoinedNormGrad, Plan, Reads, Slice,
+    Step, Storage,
 };
 pub use shape::Shape;
 

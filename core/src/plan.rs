@@ -1657,4 +1657,221 @@ mod tests {
         assert_eq!(storage.len.len(), 5);
         assert_eq!(storage.len[storage.slot[1]], 64);
     }
+
+    /// A stem (`conv → bn → relu`, layers 0–2), a residual block on it (`conv → bn → relu →
+    /// conv → bn`, 3–7), the add of the block's last batch norm and the stem (8) and its ReLU
+    /// (9), then `tail` (each reading the layer before unless it names its inputs) and the
+    /// classifier.
+    fn residual_block(tail: Vec<(LayerConfig, Vec<Source>)>) -> Plan {
+        let mut layers = vec![
+            (conv(2), vec![]),
+            (bn(2), vec![]),
+            (LayerConfig::Relu, vec![]),
+            (conv(2), vec![]),
+            (bn(2), vec![]),
+            (LayerConfig::Relu, vec![]),
+            (conv(2), vec![]),
+            (bn(2), vec![]),
+            (LayerConfig::Add, vec![Source::Layer(7), Source::Layer(2)]),
+            (LayerConfig::Relu, vec![]),
+        ];
+        layers.extend(tail);
+        layers.push((LayerConfig::FLATTEN, vec![]));
+        layers.push((linear(128), vec![]));
+        graph([2, 8, 8], layers)
+    }
+
+    /// The join on the step of layer `layer`.
+    fn join_of(plan: &Plan, layer: usize) -> Join {
+        plan.step_of(layer).join
+    }
+
+    #[test]
+    fn a_residual_block_joins_its_batch_norms_and_its_add() {
+        let plan = residual_block(vec![]);
+        // Every batch norm gives its input gradient to the convolution before it.
+        for norm in [1, 4, 7] {
+            let join = join_of(&plan, norm).norm_grad.expect("a joined gradient");
+            // Where the convolution's input gradient goes: the plan's, or the batch norm's own
+            // buffer (which then trades places with the one its `dy` is read from).
+            let conv = &plan.steps()[plan.step_of[norm] - 1];
+            let norm_step = plan.step_of(norm);
+            match join.swap {
+                Some([a, b]) => {
+                    assert_eq!(norm_step.dy, Grad::Buffer(a));
+                    assert_eq!(norm_step.dx, Some(b));
+                    assert_eq!(conv.dxs[0], GradTo::Write(a));
+                    assert_eq!(join.conv_dx, GradTo::Write(b));
+                    assert_eq!(plan.grad_lens()[a], plan.grad_lens()[b]);
+                }
+                None if norm == 1 => assert_eq!(join.conv_dx, GradTo::Discard),
+                None => assert!(
+                    join.conv_dx == conv.dxs[0]
+                        || matches!(join.conv_dx, GradTo::Add { scratch, .. } if scratch == norm_step.dx),
+                    "{join:?}"
+                ),
+            }
+        }
+        // The block's last batch norm stores the add and its ReLU; the others apply a ReLU.
+        let add = join_of(&plan, 7)
+            .add
+            .expect("the add stored by the batch norm");
+        assert_eq!(add.residual, plan.step_of(2).output);
+        assert_eq!(add.output, plan.step_of(8).output);
+        assert!(add.relu);
+        assert_eq!((join_of(&plan, 1).add, join_of(&plan, 4).add), (None, None));
+        // The add writes the stem's gradient only; the batch norm reads its `dy` there.
+        let add_step = plan.step_of(8);
+        assert_eq!(add_step.join.same_grad, Some(0));
+        let GradTo::Write(theirs) = add_step.dxs[1] else {
+            panic!("the stem's gradient is written whole: {:?}", add_step.dxs)
+        };
+        assert_eq!(plan.step_of(7).dy, Grad::Buffer(theirs));
+        // Inference steps join nothing.
+        assert!(plan.eval_steps().iter().all(|s| s.join.is_none()));
+    }
+
+    #[test]
+    fn an_output_another_step_reads_is_not_joined() {
+        // The block's last batch norm read by a second add too: it stores its own output.
+        let plan = residual_block(vec![(
+            LayerConfig::Add,
+            vec![Source::Layer(9), Source::Layer(7)],
+        )]);
+        assert_eq!(join_of(&plan, 7).add, None);
+        // The stem read by the block's first convolution and the add; a third reader after the
+        // add adds its part first: the add adds its own, and shares nothing.
+        let plan = residual_block(vec![(
+            LayerConfig::Add,
+            vec![Source::Layer(9), Source::Layer(2)],
+        )]);
+        assert!(matches!(plan.step_of(8).dxs[1], GradTo::Add { .. }));
+        assert_eq!(join_of(&plan, 8).same_grad, None);
+        // A convolution whose output a second layer reads keeps the batch norm's gradient
+        // apart (the batch norm's part is added to the other's).
+        let plan = graph(
+            [2, 8, 8],
+            vec![
+                (conv(2), vec![]),                                            // 0
+                (bn(2), vec![]),                                              // 1
+                (LayerConfig::Add, vec![Source::Layer(1), Source::Layer(0)]), // 2
+                (LayerConfig::FLATTEN, vec![]),                               // 3
+                (linear(128), vec![]),                                        // 4
+            ],
+        );
+        assert_eq!(join_of(&plan, 1).norm_grad, None);
+        assert!(join_of(&plan, 1).add.is_some());
+    }
+
+    #[test]
+    fn a_relu_between_stops_the_join() {
+        // `bn → relu → add`: the batch norm applies the ReLU, so the add reads the ReLU's
+        // output; it is not stored by the batch norm.
+        let block = graph(
+            [2, 8, 8],
+            vec![
+                (conv(2), vec![]),                                         // 0
+                (bn(2), vec![]),                                           // 1
+                (LayerConfig::Relu, vec![]),                               // 2
+                (LayerConfig::Add, vec![Source::Layer(2), Source::Input]), // 3
+                (LayerConfig::FLATTEN, vec![]),                            // 4
+                (linear(128), vec![]),                                     // 5
+            ],
+        );
+        assert_eq!(block.step_of(1).fusion, Fusion::Relu);
+        assert_eq!(join_of(&block, 1).add, None);
+        // `dwconv → relu → bn`: a grouped convolution applies no ReLU, so the ReLU's step
+        // lies between it and the batch norm, which takes its own gradient.
+        let chain = plan(vec![
+            conv(1),
+            dw(2),
+            LayerConfig::Relu,
+            bn(2),
+            LayerConfig::FLATTEN,
+            linear(128),
+        ]);
+        assert_eq!(chain.steps()[2].layer, 2);
+        assert_eq!(join_of(&chain, 3).norm_grad, None);
+    }
+
+    #[test]
+    fn a_batch_norm_without_a_convolution_that_stages_before_it_takes_its_own_gradient() {
+        // After a pool, after the model's input, after a grouped convolution: no join.
+        for layers in [
+            vec![conv(1), pool(2, 2), bn(2), LayerConfig::FLATTEN, linear(32)],
+            vec![bn(1), conv(1), LayerConfig::FLATTEN, linear(128)],
+            vec![conv(1), dw(2), bn(2), LayerConfig::FLATTEN, linear(128)],
+        ] {
+            let chain = plan(layers);
+            assert!(
+                chain.steps().iter().all(|s| s.join.norm_grad.is_none()),
+                "{:?}",
+                chain.steps()
+            );
+        }
+        // A convolution that applies a max pool routes its `dy` through the pool's positions.
+        let chain = plan(vec![
+            conv(1),
+            conv(2),
+            LayerConfig::Relu,
+            pool(2, 2),
+            bn(2),
+            LayerConfig::FLATTEN,
+            linear(32),
+        ]);
+        assert_eq!(chain.steps()[1].fusion, Fusion::ReluMaxPool);
+        assert_eq!(join_of(&chain, 4).norm_grad, None);
+    }
+
+    #[test]
+    fn buffers_trade_places_only_at_one_length() {
+        // `conv → conv → bn → flatten → linear`: the second convolution's input gradient goes
+        // where the batch norm's `dy` is read from, so it takes the batch norm's own buffer,
+        // and the two trade places, both as long as the activations.
+        let strided = |stride: usize| {
+            LayerConfig::Conv2d(Conv2dConfig {
+                padding: [1, 1],
+                padding_end: [1, 1],
+                stride: [stride, stride],
+                ..Conv2dConfig::new(2, 2, [3, 3])
+            })
+        };
+        let plan = graph(
+            [1, 8, 8],
+            vec![
+                (conv(1), vec![]),
+                (strided(1), vec![]),
+                (bn(2), vec![]),
+                (LayerConfig::FLATTEN, vec![]),
+                (linear(128), vec![]),
+            ],
+        );
+        let join = join_of(&plan, 2).norm_grad.expect("a joined gradient");
+        let norm = plan.step_of(2);
+        let (Grad::Buffer(a), Some(b)) = (norm.dy, norm.dx) else {
+            panic!("{norm:?}")
+        };
+        assert_eq!(plan.step_of(1).dxs[0], GradTo::Write(a));
+        assert_eq!(join.conv_dx, GradTo::Write(b));
+        assert_eq!(join.swap, Some([a, b]));
+        // Strided, the convolution's input gradient (8 x 8) is four times the batch norm's
+        // (4 x 4): the buffers differ in length, and the batch norm takes its own gradient.
+        let plan = graph(
+            [1, 8, 8],
+            vec![
+                (conv(1), vec![]),
+                (strided(2), vec![]),
+                (bn(2), vec![]),
+                (LayerConfig::FLATTEN, vec![]),
+                (linear(32), vec![]),
+            ],
+        );
+        let norm = plan.step_of(2);
+        let (Grad::Buffer(a), Some(b)) = (norm.dy, norm.dx) else {
+            panic!("{norm:?}")
+        };
+        assert_eq!(plan.step_of(1).dxs[0], GradTo::Write(a));
+        assert_ne!(plan.grad_lens()[a], plan.grad_lens()[b]);
+        assert_eq!(join_of(&plan, 2).norm_grad, None);
+    }
 }

@@ -361,7 +361,10 @@ fn fuse(layers: &mut [Box<dyn Layer>], model: &Model, plan: &Plan) -> Result<()>
             let conv = k.checked_sub(1).map(|c| plan.steps()[c].layer);
             let stages = conv.and_then(|c| layers[c].as_conv_mut().map(|c| c.stages_norm_grad()));
             if stages != Some(true) {
-                return Err(refused(&*layers[step.layer], "give its input gradient to a convolution"));
+                return Err(refused(
+                    &*layers[step.layer],
+                    "give its input gradient to a convolution",
+                ));
             }
         }
         if step.join.add.is_some() && layers[step.layer].backward_reads().output {
