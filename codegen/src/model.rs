@@ -1162,14 +1162,15 @@ mod tests {
         }
         // `act` feeds conv_a, res and branch: branch writes its gradient, res adds its part in
         // place (masked by its ReLU's output, `a4`), conv_a's goes through a scratch buffer and
-        // is added after (the plan's order).
+        // is added after (the plan's order). The batch norm's input gradient is computed by the
+        // stem's backward (the plan joins them), which has no input gradient of its own.
         let backward = &code[code.find("fn run_backward").unwrap()..];
         let order = [
             "(&mut self.branch, a2, a5, g1, Some(&mut g0[..]), batch)?;",
             "(&mut self.res, [a3, a2], [a4, g2], 1, GradOut::Add(&mut g0[..]), batch)?;",
             "(&mut self.conv_a, a2, a3, g1, Some(&mut g2[..]), batch)?;",
             "accumulate::<Images<8, 8, 8, &[f32]>>(&mut g0[..], g2, batch)?;",
-            "(&mut self.bn, a1, a2, g0, Some(&mut g2[..]), batch)?;",
+            "(&mut self.bn, &mut self.stem, [a0, a1], a2, g0, None, batch)?;",
         ];
         let at: Vec<usize> = order
             .iter()
@@ -1179,6 +1180,33 @@ mod tests {
             })
             .collect();
         assert!(at.windows(2).all(|w| w[0] < w[1]), "{backward}");
+    }
+
+    #[test]
+    fn a_resnet_runs_the_joins_the_plan_records() {
+        let model = checked(include_str!("../../models/resnet20_cifar.cnn"));
+        let plan = ExecPlan::new(&model);
+        let code = crate::to_source(&model, &options()).unwrap();
+        let count = |what: &str| code.matches(what).count();
+        let joins =
+            |f: fn(&cnnc_core::Join) -> bool| plan.steps().iter().filter(|s| f(&s.join)).count();
+        // Each block's last batch norm (and each projection's) stores the add and its ReLU.
+        assert_eq!(count("= norm_add("), joins(|j| j.add.is_some()));
+        assert_eq!(count("= norm_add("), 9);
+        assert!(code.contains("// layer1.0.5: add(layer1.0.bn2, relu) [16, 32, 32], [16, 32, 32] -> [16, 32, 32], stored by layer1.0.bn2"));
+        // Every batch norm's input gradient is computed by the convolution before it, the
+        // buffers trading places where the plan says.
+        assert_eq!(
+            count("norm_conv_backward::<"),
+            joins(|j| j.norm_grad.is_some())
+        );
+        assert_eq!(count("norm_conv_backward::<"), 21);
+        let swaps = joins(|j| j.norm_grad.is_some_and(|n| n.swap.is_some()));
+        assert_eq!(count("::core::mem::swap("), swaps);
+        assert!(swaps > 0);
+        // An add writes its shared gradient once: one call per add, not one per input.
+        assert_eq!(joins(|j| j.same_grad.is_some()), 9);
+        assert_eq!(count("merge_backward::<"), 9);
     }
 
     #[test]
