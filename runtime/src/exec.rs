@@ -367,7 +367,12 @@ fn fuse(layers: &mut [Box<dyn Layer>], model: &Model, plan: &Plan) -> Result<()>
                 ));
             }
         }
-        if step.join.add.is_some() && layers[step.layer].backward_reads().output {
+        // The batch norm's output, never written, must be read by no backward.
+        let add_reads = |k: usize| {
+            let add = plan.steps().get(k + 1).map(|s| s.layer);
+            add.is_none_or(|a| layers[a].backward_reads().inputs)
+        };
+        if step.join.add.is_some() && (layers[step.layer].backward_reads().output || add_reads(k)) {
             return Err(refused(&*layers[step.layer], "store the add after it"));
         }
     }
