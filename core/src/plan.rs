@@ -198,9 +198,9 @@ pub struct JoinedNormGrad {
     /// one the batch norm's `dy` is read from (still read while the convolution stages it) is
     /// replaced by the batch norm's own gradient buffer, unused now.
     pub conv_dx: GradTo,
-    /// Whether those two buffers then trade places (the convolution wrote its gradient whole
-    /// where later steps do not look for it); only between buffers of one length
-    /// ([`Plan::grad_lens`]).
+    /// The two buffers that then trade places, `[the batch norm's dy, its own gradient]`,
+    /// when the convolution wrote its gradient whole where later steps do not look for it;
+    /// only buffers of one length ([`Plan::grad_lens`]) trade.
     pub swap: Option<[usize; 2]>,
 }
 
