@@ -562,17 +562,14 @@ impl Conv2d {
         self.check_params()?;
         let g = self.g;
         let trains = self.trains_params();
-        // The padded input again, for the weight gradient only. The weight gradient's buffer is
-        // borrowed first: the workspace lends the smallest free buffer that fits, and a 512-channel
-        // layer's `dy`, borrowed before it, took the one its gradient needed, which then made the
-        // workspace allocate a second (ResNet-18: 9.4 MB).
-        // Without padding the weight gradient reads `x` itself (a strided 1 x 1 convolution's
-        // only its pixels at the stride, a quarter of a copy's traffic).
+        // The weight gradient's buffer is borrowed first: the workspace lends the smallest free
+        // buffer that fits, and a 512-channel layer's `dy`, borrowed before it, took the one its
+        // gradient needed, which then made the workspace allocate a second (ResNet-18: 9.4 MB).
+        // The weight gradient pads the input itself, a group of images at a time
+        // ([`Conv2d::param_grads`]); without padding it reads `x` in place (a strided 1 x 1
+        // convolution's only its pixels at the stride, a quarter of a copy's traffic).
         if trains {
             self.wgrad = scratch::lend(g.k() * g.cs());
-            if !g.unpadded() {
-                self.xp = self.padded_input(x, batch);
-            }
         }
         // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
         // input gradient; with a fused pool, routed to the positions its forward picked) unless
