@@ -104,7 +104,8 @@ impl Conv2d {
                     b.fill(0.0);
                 }
                 // The group's padded images and the `MR` values the kernels may read past them.
-                let mut padded = own.then(|| scratch::take(group * a_image + MR, scratch::ANY, 0.0));
+                let mut padded =
+                    own.then(|| scratch::take(group * a_image + MR, scratch::ANY, 0.0));
                 for n0 in (0..batch).step_by(group) {
                     let images = n0..(n0 + group).min(batch);
                     let grid = Grid {
@@ -220,8 +221,15 @@ impl Conv2d {
 
     /// Input gradient of `batch` images from the padded `dy`: its staged copy, or `dy` itself
     /// where the layer reads it without a border
-    /// ([`Geom::borderless_dy`](super::geometry::Geom::borderless_dy)).
-    pub(super) fn input_grad(&mut self, dx: &mut [f32], dy: Option<&[f32]>, batch: usize) {
+    /// ([`Geom::borderless_dy`](super::geometry::Geom::borderless_dy)). With `add`, each value
+    /// is added into what `dx` holds (`dx + part`, as adding the written gradient made it).
+    pub(super) fn input_grad(
+        &mut self,
+        dx: &mut [f32],
+        dy: Option<&[f32]>,
+        batch: usize,
+        add: bool,
+    ) {
         let g = self.g;
         let (kb, rows) = (self.back_steps(), batch * g.ih * g.iw);
         let dyp = dy.unwrap_or(&self.dyp[..]);
@@ -273,7 +281,7 @@ impl Conv2d {
                                     panel,
                                 );
                                 let out = &mut dx_task[(t - first) * g.cin..];
-                                store_narrow(&acc, out, end - t, g.cin);
+                                store_narrow(&acc, out, end - t, g.cin, add);
                             }
                             return;
                         }
@@ -289,13 +297,13 @@ impl Conv2d {
                                 let out = &mut dx_task[(t - first) * g.cin + j * NR..];
                                 let rows = tile.iter().zip(out.chunks_mut(g.cin));
                                 for (row, dst) in rows.take(MR.min(end - t)) {
-                                    put(dst, row, cols);
+                                    put(dst, row, cols, add);
                                 }
                             }
                         }
                     });
             }
-            None => self.input_grad_phases(dx, dy, batch),
+            None => self.input_grad_phases(dx, dy, batch, add),
         }
     }
 
@@ -308,7 +316,7 @@ impl Conv2d {
     /// Each chain is that of the flipped kernel over every tap (`(fy, fx, co)` in order)
     /// without the taps that do not read the pixel, whose steps would add `0 * w` to a chain
     /// that starts at `+0` and so change nothing.
-    fn input_grad_phases(&mut self, dx: &mut [f32], dy: Option<&[f32]>, batch: usize) {
+    fn input_grad_phases(&mut self, dx: &mut [f32], dy: Option<&[f32]>, batch: usize, add: bool) {
         let g = self.g;
         let cs = g.cs();
         let (hd, wd, top, left) = g.padded_dy();
@@ -398,14 +406,15 @@ impl Conv2d {
             .for_each(|(task, dx_task)| {
                 let n0 = task * per_task;
                 // The pixels no tap reads get the `+0` their empty chains would be, in one
-                // sequential pass rather than a tile of zeros for every twelve of them.
-                if tapless {
+                // sequential pass rather than a tile of zeros for every twelve of them (added
+                // phase by phase below: `-0 + +0` is `+0`, so other pixels must not get it).
+                if tapless && !add {
                     dx_task.fill(0.0);
                 }
                 // One tile of each width for the task (the kernels start each from zeros).
                 let mut narrow: NarrowTile = [[0.0; NR]; NARROW_MR];
                 let mut wide: Tile = [[0.0; NR]; MR];
-                for phase in phases.iter().filter(|phase| !phase.tapless) {
+                for phase in phases.iter().filter(|phase| add || !phase.tapless) {
                     let ((py, nu), (px, nv)) = (phase.rows, phase.cols);
                     let pixels = PixelGrid {
                         h: nu,
@@ -427,6 +436,21 @@ impl Conv2d {
                         col: g.sw * g.cin,
                     };
                     let origin = (py * g.iw + px) * g.cin;
+                    if phase.tapless {
+                        // Adding: the empty chains' `+0` into each of the phase's pixels.
+                        let (row, col) = (outputs.row, outputs.col);
+                        let images = dx_task.len() / image;
+                        let pixels = (0..images).flat_map(|n| {
+                            (0..nu).flat_map(move |u| (0..nv).map(move |v| (n, u, v)))
+                        });
+                        for (n, u, v) in pixels {
+                            let at = n * image + u * row + v * col;
+                            for d in &mut dx_task[origin + at..][..g.cin] {
+                                *d += 0.0;
+                            }
+                        }
+                        continue;
+                    }
                     let runs = phase.runs.all();
                     let panel = |j: usize| &phase_panels[(j * total + phase.panels) * NR..];
                     if g.cin <= NARROW_NR {
@@ -443,7 +467,7 @@ impl Conv2d {
                                 panel(0),
                             );
                             for (row, at) in narrow.iter().zip(dst).take(end - t) {
-                                put(&mut dx_task[origin + at..], row, g.cin);
+                                put(&mut dx_task[origin + at..], row, g.cin, add);
                             }
                         }
                         continue;
@@ -456,7 +480,7 @@ impl Conv2d {
                             rows_panel(&mut wide, Start::Zero, dyp, &rows_at, runs, panel(j));
                             let cols = NR.min(g.cin - j * NR);
                             for (row, at) in wide.iter().zip(dst).take(end - t) {
-                                put(&mut dx_task[origin + at + j * NR..], row, cols);
+                                put(&mut dx_task[origin + at + j * NR..], row, cols, add);
                             }
                         }
                     }
@@ -484,19 +508,23 @@ struct Phase {
 }
 
 /// Stores the first `rows` rows (at most `NARROW_MR`) of the narrow `tile`, `cols` (at most
-/// `NARROW_NR`) columns each, at `out[r * cols + c]`: the pixels of a narrow input gradient.
-fn store_narrow(tile: &NarrowTile, out: &mut [f32], rows: usize, cols: usize) {
+/// `NARROW_NR`) columns each, at `out[r * cols + c]`: the pixels of a narrow input gradient
+/// (added into them with `add`).
+fn store_narrow(tile: &NarrowTile, out: &mut [f32], rows: usize, cols: usize, add: bool) {
     for (row, dst) in tile.iter().zip(out.chunks_mut(cols)).take(rows) {
-        put(dst, row, cols);
+        put(dst, row, cols, add);
     }
 }
 
-/// Copies the first `cols` values of `row` to the start of `dst`: a whole 16- or 32-wide row
-/// as one fixed-size copy (a register or two), not a `memcpy` call for every pixel, which took a
-/// sixth of a strided 16-channel input gradient's time.
+/// Copies the first `cols` values of `row` to the start of `dst` (adds them into it with
+/// `add`): a whole 16- or 32-wide row as one fixed-size copy (a register or two), not a
+/// `memcpy` call for every pixel, which took a sixth of a strided 16-channel input gradient's
+/// time.
 #[inline(always)]
-fn put(dst: &mut [f32], row: &[f32; NR], cols: usize) {
-    if cols == NR
+fn put(dst: &mut [f32], row: &[f32; NR], cols: usize, add: bool) {
+    if add {
+        add_row(dst, row, cols);
+    } else if cols == NR
         && let Some(dst) = dst.first_chunk_mut::<NR>()
     {
         *dst = *row;
@@ -509,6 +537,26 @@ fn put(dst: &mut [f32], row: &[f32; NR], cols: usize) {
         *dst = *row;
     } else {
         dst[..cols].copy_from_slice(&row[..cols]);
+    }
+}
+
+/// Adds the first `cols` values of `row` into the start of `dst`, a whole 16- or 32-wide row as
+/// fixed-size arrays (vector adds).
+#[inline(always)]
+fn add_row(dst: &mut [f32], row: &[f32; NR], cols: usize) {
+    if cols == NR
+        && let Some(dst) = dst.first_chunk_mut::<NR>()
+    {
+        dst.iter_mut().zip(row).for_each(|(d, r)| *d += r);
+    } else if cols == NARROW_NR
+        && let (Some(dst), Some(row)) = (
+            dst.first_chunk_mut::<NARROW_NR>(),
+            row.first_chunk::<NARROW_NR>(),
+        )
+    {
+        dst.iter_mut().zip(row).for_each(|(d, r)| *d += r);
+    } else {
+        dst[..cols].iter_mut().zip(row).for_each(|(d, r)| *d += r);
     }
 }
 

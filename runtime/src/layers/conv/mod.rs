@@ -391,20 +391,28 @@ impl Layer for Conv2d {
     ) -> Result<()> {
         let (nx, ny) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
         let Some(mut mode_pad) = self.mode_pad.take() else {
-            return self.backward_padded(x, y, dy, dx, batch, ny, None);
+            return self.backward_padded(x, y, dy, dx, batch, ny, None, false);
         };
         mode_pad.pad(&x[..nx], batch);
         let result = match dx {
             Some(dx) => {
                 mode_pad.grow_dx(batch);
                 let mut padded_dx = std::mem::take(&mut mode_pad.dx);
-                let result =
-                    self.backward_padded(&mode_pad.x, y, dy, Some(&mut padded_dx), batch, ny, None);
+                let result = self.backward_padded(
+                    &mode_pad.x,
+                    y,
+                    dy,
+                    Some(&mut padded_dx),
+                    batch,
+                    ny,
+                    None,
+                    false,
+                );
                 mode_pad.dx = padded_dx;
                 mode_pad.fold(dx, batch);
                 result
             }
-            None => self.backward_padded(&mode_pad.x, y, dy, None, batch, ny, None),
+            None => self.backward_padded(&mode_pad.x, y, dy, None, batch, ny, None, false),
         };
         self.mode_pad = Some(mode_pad);
         result
@@ -534,7 +542,8 @@ impl Conv2d {
 
     /// The backward pass over `x` (and into `dx`), padded when the padding mode is not zeros.
     /// With `norm`, `dy` is that batch norm's input gradient, staged as it is computed
-    /// ([`Conv2d::backward_from_norm`]).
+    /// ([`Conv2d::backward_from_norm`]). With `add_dx`, the input gradient is added into what
+    /// `dx` holds as it is stored ([`Conv2d::backward_from_norm_adding`]), not written.
     #[allow(clippy::too_many_arguments)]
     fn backward_padded(
         &mut self,
@@ -545,6 +554,7 @@ impl Conv2d {
         batch: usize,
         ny: usize,
         norm: Option<&NormGrad<'_>>,
+        add_dx: bool,
     ) -> Result<()> {
         if let Some(grouped) = &mut self.grouped {
             let g = self.g;
@@ -604,7 +614,7 @@ impl Conv2d {
                 self.pack_read(true, &mut packed_back[..len]);
                 self.packed_back = packed_back;
             }
-            self.input_grad(dx, staged.is_none().then_some(dy), batch);
+            self.input_grad(dx, staged.is_none().then_some(dy), batch, add_dx);
         }
         for buf in [&mut self.dyp, &mut self.packed_back, &mut self.phase_panels] {
             scratch::give_back(std::mem::take(buf));
