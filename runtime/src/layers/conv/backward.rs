@@ -264,12 +264,14 @@ impl Conv2d {
                         let first = task * per_task;
                         let end = first + dx_task.len() / g.cin;
                         // One tile for the task (the kernels start each from zeros): not a
-                        // 1.5 KB array zeroed for every twelve pixels.
+                        // 1.5 KB array zeroed for every twelve pixels. The tiles find their
+                        // pixels from a cursor, without two divisions a tile.
+                        let mut cursor = pixels.cursor(first);
                         if tile == NARROW_MR {
                             // At most 16 input channels: the narrow tiles.
                             let mut acc: NarrowTile = [[0.0; NR]; NARROW_MR];
                             for t in (first..end).step_by(NARROW_MR) {
-                                let (rows_at, span) = pixels.tile_rows(t, end);
+                                let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t, end);
                                 let taps = kernel_rows.hull(span);
                                 let (runs, panel) = kernel_rows.select(taps, runs, packed_back);
                                 rows_panel_narrow(
@@ -287,7 +289,7 @@ impl Conv2d {
                         }
                         let mut tile: Tile = [[0.0; NR]; MR];
                         for t in (first..end).step_by(MR) {
-                            let (rows_at, span) = pixels.tile_rows(t, end);
+                            let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t, end);
                             let taps = kernel_rows.hull(span);
                             for j in 0..panels(g.cin) {
                                 let panel = &packed_back[j * kb * NR..];
@@ -453,11 +455,17 @@ impl Conv2d {
                     }
                     let runs = phase.runs.all();
                     let panel = |j: usize| &phase_panels[(j * total + phase.panels) * NR..];
+                    // Cursors over the phase's pixels in `dy` and in `dx_task`.
+                    let (mut from, mut to) = (pixels.cursor(first), outputs.cursor(0));
                     if g.cin <= NARROW_NR {
                         for t in (first..end).step_by(NARROW_MR) {
-                            let (rows_at, _) = pixels.tile_rows(t, end);
+                            let (rows_at, _) = pixels.tile_rows_from(&mut from, t, end);
                             let rows_at = rows_at.map(|r| r + phase.base);
-                            let (dst, _) = outputs.tile_rows::<NARROW_MR>(t - first, end - first);
+                            let (dst, _) = outputs.tile_rows_from::<NARROW_MR>(
+                                &mut to,
+                                t - first,
+                                end - first,
+                            );
                             rows_panel_narrow(
                                 &mut narrow,
                                 Start::Zero,
@@ -473,9 +481,10 @@ impl Conv2d {
                         continue;
                     }
                     for t in (first..end).step_by(MR) {
-                        let (rows_at, _) = pixels.tile_rows(t, end);
+                        let (rows_at, _) = pixels.tile_rows_from(&mut from, t, end);
                         let rows_at = rows_at.map(|r| r + phase.base);
-                        let (dst, _) = outputs.tile_rows::<MR>(t - first, end - first);
+                        let (dst, _) =
+                            outputs.tile_rows_from::<MR>(&mut to, t - first, end - first);
                         for j in 0..panels(g.cin) {
                             rows_panel(&mut wide, Start::Zero, dyp, &rows_at, runs, panel(j));
                             let cols = NR.min(g.cin - j * NR);
