@@ -9,8 +9,8 @@ use super::pack::live_tap;
 use super::plan::{KernelRows, PixelGrid, WGRAD_GROUP_BYTES, pixels_per_task, tile_pixels};
 use super::tile::{add_pixels, store};
 use crate::kernels::gemm::{
-    Grid, MR, NARROW_MR, NARROW_NR, NR, NarrowTile, RunTable, Seg, Start, Tile, panels, rows_panel,
-    rows_panel_narrow, sum_outer, sum_outer_narrow,
+    Grid, MR, NARROW_MR, NARROW_NR, NR, NarrowTile, RunTable, SHORT_MR, Seg, ShortTile, Start,
+    Tile, panels, rows_panel, rows_panel_narrow, sum_outer, sum_outer_narrow, sum_outer_short,
 };
 use crate::layers::assign;
 use crate::scratch;
@@ -142,21 +142,21 @@ impl Conv2d {
                         };
                         let b0 = n0 * image + first + rows.start * b_row + cols.start * b_col;
                         if g.cout <= NARROW_NR {
-                            // One narrow tile of `NARROW_MR` rows covers the block's columns.
+                            // One narrow tile of `NARROW_MR` rows covers the block's columns;
+                            // a short one a block of at most `SHORT_MR` rows (the stem's last).
                             let out = &mut wgrad[row * cs..];
-                            let mut tile: NarrowTile = [[0.0; NR]; NARROW_MR];
-                            let start = if n0 == 0 {
-                                Start::Zero
+                            let (rows, first) = (block.rows, n0 == 0);
+                            if rows <= SHORT_MR {
+                                let a_rows = a_rows[..SHORT_MR].try_into().expect("SHORT_MR rows");
+                                let kernel = |tile: &mut ShortTile, start: Start<'_>| {
+                                    sum_outer_short(tile, start, xp, a_rows, src, b0, grid);
+                                };
+                                narrow_block(out, rows, cs, first, kernel);
                             } else {
-                                for (t, src) in tile.iter_mut().zip(out.chunks(cs)).take(block.rows)
-                                {
-                                    t[..NARROW_NR].copy_from_slice(&src[..NARROW_NR]);
-                                }
-                                Start::Tile
-                            };
-                            sum_outer_narrow(&mut tile, start, xp, &a_rows, src, b0, grid);
-                            for (t, dst) in tile.iter().zip(out.chunks_mut(cs)).take(block.rows) {
-                                dst[..NARROW_NR].copy_from_slice(&t[..NARROW_NR]);
+                                let kernel = |tile: &mut NarrowTile, start: Start<'_>| {
+                                    sum_outer_narrow(tile, start, xp, &a_rows, src, b0, grid);
+                                };
+                                narrow_block(out, rows, cs, first, kernel);
                             }
                             row += block.rows;
                             continue;
@@ -516,6 +516,32 @@ struct Phase {
     tapless: bool,
 }
 
+/// One narrow weight-gradient tile of `R` rows over a group of images: `kernel` from zeros
+/// (`first`, the first group) or from the first `rows` rows of `out` (`cs` apart, their first
+/// [`NARROW_NR`] values), which then get the tile's rows back.
+#[inline(always)]
+fn narrow_block<const R: usize>(
+    out: &mut [f32],
+    rows: usize,
+    cs: usize,
+    first: bool,
+    kernel: impl FnOnce(&mut [[f32; NR]; R], Start<'_>),
+) {
+    let mut tile = [[0.0; NR]; R];
+    let start = if first {
+        Start::Zero
+    } else {
+        for (t, src) in tile.iter_mut().zip(out.chunks(cs)).take(rows) {
+            t[..NARROW_NR].copy_from_slice(&src[..NARROW_NR]);
+        }
+        Start::Tile
+    };
+    kernel(&mut tile, start);
+    for (t, dst) in tile.iter().zip(out.chunks_mut(cs)).take(rows) {
+        dst[..NARROW_NR].copy_from_slice(&t[..NARROW_NR]);
+    }
+}
+
 /// Stores the first `rows` rows (at most `NARROW_MR`) of the narrow `tile`, `cols` (at most
 /// `NARROW_NR`) columns each, at `out[r * cols + c]`: the pixels of a narrow input gradient
 /// (added into them with `add`).
@@ -716,17 +742,25 @@ mod tests {
     /// positions is written as exact zeros without being computed and the input gradient reads
     /// only the kernel rows and columns packed for it (as does the forward pass): all must match
     /// a plain sum over the definition, with the workspace's buffers and the gradient holding
-    /// NaN beforehand.
+    /// NaN beforehand. Wide tiles (40 -> 36) and narrow ones (3 -> 16 and 7 -> 16: the 27 and
+    /// 63 reduction steps end in a block of 3 rows, the short narrow tile), and images of 5 x 7.
     #[test]
     fn gradients_over_tiny_images_skip_padding_only_taps() {
-        let (cin, cout, batch) = (40, 36, 5);
-        for (input, stride) in [
+        let batch = 5;
+        let shapes = [
             ([1, 1], 1),
             ([2, 2], 1),
             ([2, 2], 2),
             ([1, 3], 1),
             ([3, 1], 2),
-        ] {
+            ([5, 7], 1),
+            ([5, 7], 2),
+        ];
+        let channels = [(40, 36), (3, 16), (7, 16)];
+        for ((input, stride), (cin, cout)) in shapes
+            .into_iter()
+            .flat_map(|shape| channels.map(|c| (shape, c)))
+        {
             let config = Conv2dConfig {
                 stride: [stride; 2],
                 padding: [1, 1],
@@ -769,7 +803,7 @@ mod tests {
                     }
                 }
             }
-            let case = (input, stride);
+            let case = (input, stride, cin, cout);
             for (k, (&got, &(sum, scale))) in grad.iter().zip(&want_w).enumerate() {
                 if live_tap(&g, k % 9) {
                     let error = (f64::from(got) - sum).abs();
