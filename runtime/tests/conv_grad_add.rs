@@ -119,3 +119,59 @@ fn pixels_no_tap_reads_get_plus_zero_added() {
         }
     }
 }
+
+/// Times (least of 40, alternating) a residual block's first convolution's backward with the
+/// input gradient written into a buffer of its own and then added into the sum (as the executor
+/// did, the add split over the threads), against added as it is stored: ResNet-20's
+/// `layer1.1.conv1` (3 x 3, 16 -> 16, 32 x 32) and `layer2.0.conv1` (stride 2, 16 -> 32), batch
+/// 64. `cargo test -p cnnc-runtime --release --test conv_grad_add -- --ignored --nocapture` (set
+/// `RAYON_NUM_THREADS`).
+#[test]
+#[ignore = "a timing, not a check"]
+fn added_input_gradient_timing() {
+    use rayon::prelude::*;
+    use std::time::{Duration, Instant};
+    let batch = 64;
+    for (cout, stride) in [(16, 1), (32, 2)] {
+        let config = Conv2dConfig {
+            stride: [stride; 2],
+            padding: [1, 1],
+            padding_end: [1, 1],
+            bias: false,
+            ..Conv2dConfig::new(16, cout, [3, 3])
+        };
+        let (mut conv, mut bn) = pair(&config, [32, 32], 7).unwrap();
+        let mut rng = Rand(3);
+        let (nx, ny) = (
+            conv.input_shape().numel() * batch,
+            conv.output_shape().numel() * batch,
+        );
+        let (x, dz) = (rng.vec(nx), rng.vec(ny));
+        let (mut y, mut z) = (vec![0.0; ny], vec![0.0; ny]);
+        conv.forward(&x, &mut y, batch, Mode::Train).unwrap();
+        bn.forward(&y, &mut z, batch, Mode::Train).unwrap();
+        let (mut sum, mut part) = (rng.vec(nx), vec![0.0; nx]);
+        let (mut written, mut added) = (Duration::MAX, Duration::MAX);
+        for _ in 0..40 {
+            let grad = bn.backward_deferred(&y, &z, &dz, batch).unwrap();
+            let start = Instant::now();
+            conv.backward_from_norm(&x, &y, &grad, Some(&mut part), batch)
+                .unwrap();
+            sum.par_chunks_mut(1 << 14)
+                .zip(part.par_chunks(1 << 14))
+                .for_each(|(s, p)| s.iter_mut().zip(p).for_each(|(s, p)| *s += p));
+            written = written.min(start.elapsed());
+            let grad = bn.backward_deferred(&y, &z, &dz, batch).unwrap();
+            let start = Instant::now();
+            conv.backward_from_norm_adding(&x, &y, &grad, &mut sum, batch)
+                .unwrap();
+            added = added.min(start.elapsed());
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "16 -> {cout}, stride {stride}: written and added {:.3} ms, added as stored {:.3} ms",
+            ms(written),
+            ms(added)
+        );
+    }
+}
