@@ -786,9 +786,16 @@ impl Network {
                     norm_time = start.elapsed();
                     let (cx, cy) = (&acts[slot[prev.input]], &acts[slot[prev.output]]);
                     let n = batch * conv.input_shape().numel();
-                    one_input_backward(join.conv_dx, grads, n, |dx| {
-                        conv.backward_from_norm(cx, cy, &grad, dx, batch)
-                    })
+                    match join.conv_dx {
+                        // Added into the sum as the convolution stores it: no scratch buffer.
+                        GradTo::Add { into, .. } => {
+                            let sum = &mut grads[into][..];
+                            conv.backward_from_norm_adding(cx, cy, &grad, sum, batch)
+                        }
+                        to => one_input_backward(to, grads, n, |dx| {
+                            conv.backward_from_norm(cx, cy, &grad, dx, batch)
+                        }),
+                    }
                 });
                 grads[a] = dy;
                 if let Some(pair) = join.swap {

@@ -38,6 +38,12 @@ pub(crate) const NARROW_NR: usize = 16;
 /// is stored as two wide tiles are.
 pub(crate) type NarrowTile = [[f32; NR]; NARROW_MR];
 
+/// Rows of a short narrow tile ([`sum_outer_short`]).
+pub(crate) const SHORT_MR: usize = 4;
+
+/// A short narrow tile: `SHORT_MR` rows of which the first [`NARROW_NR`] columns are computed.
+pub(crate) type ShortTile = [[f32; NR]; SHORT_MR];
+
 /// The two [`Tile`]s a narrow tile is made of: rows `0..MR` and `MR..2 * MR`.
 pub(crate) fn halves(tile: &NarrowTile) -> [&Tile; 2] {
     let (top, bottom) = tile.split_at(MR);
@@ -315,6 +321,21 @@ pub(crate) fn sum_outer_narrow(
     g: Grid,
 ) {
     sum_outer_cols::<NARROW_MR, NARROW_NR>(tile, start, a, a_rows, b, b0, g);
+}
+
+/// [`sum_outer_narrow`] into a short tile of [`SHORT_MR`] rows: a weight gradient's last block
+/// of a few rows (the stem's 27 reduction steps end in a block of 3), a third of the narrow
+/// tile's multiply-adds for each position rather than all of them.
+pub(crate) fn sum_outer_short(
+    tile: &mut ShortTile,
+    start: Start<'_>,
+    a: &[f32],
+    a_rows: &[usize; SHORT_MR],
+    b: &[f32],
+    b0: usize,
+    g: Grid,
+) {
+    sum_outer_cols::<SHORT_MR, NARROW_NR>(tile, start, a, a_rows, b, b0, g);
 }
 
 /// [`sum_outer`] for a tile of `R` rows of which the first `COLS` columns are computed (the
@@ -796,7 +817,9 @@ mod x86 {
     ) {
         // SAFETY: as the caller promises.
         unsafe {
-            if COLS == 16 {
+            if COLS == 16 && R == super::SHORT_MR {
+                sum_outer::<__m512, R, COLS, { super::SHORT_MR }, 1>(tile, start, a, a_rows, b, g);
+            } else if COLS == 16 {
                 sum_outer::<__m512, R, COLS, 12, 1>(tile, start, a, a_rows, b, g);
             } else {
                 sum_outer::<__m512, R, COLS, 6, 2>(tile, start, a, a_rows, b, g);
@@ -818,7 +841,13 @@ mod x86 {
         g: Grid,
     ) {
         // SAFETY: as the caller promises.
-        unsafe { sum_outer::<__m256, R, COLS, 6, 2>(tile, start, a, a_rows, b, g) }
+        unsafe {
+            if R == super::SHORT_MR {
+                sum_outer::<__m256, R, COLS, { super::SHORT_MR }, 2>(tile, start, a, a_rows, b, g);
+            } else {
+                sum_outer::<__m256, R, COLS, 6, 2>(tile, start, a, a_rows, b, g);
+            }
+        }
     }
 
     /// [`super::fma_loop`] with AVX-512.
@@ -1091,6 +1120,15 @@ mod tests {
                     )
                 };
                 check(&narrow, NARROW_NR, "sum_outer_narrow", true);
+                let mut short: ShortTile = std::array::from_fn(|i| init[i]);
+                let short_rows = a_rows[..SHORT_MR].try_into().expect("SHORT_MR rows");
+                // SAFETY: as above.
+                unsafe {
+                    sum_outer_on::<SHORT_MR, NARROW_NR>(
+                        path, &mut short, start, a, short_rows, panel, b0, g,
+                    )
+                };
+                check(&short, NARROW_NR, "sum_outer_short", true);
             }
         }
     }

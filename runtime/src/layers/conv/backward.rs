@@ -9,15 +9,16 @@ use super::pack::live_tap;
 use super::plan::{KernelRows, PixelGrid, WGRAD_GROUP_BYTES, pixels_per_task, tile_pixels};
 use super::tile::{add_pixels, store};
 use crate::kernels::gemm::{
-    Grid, MR, NARROW_MR, NARROW_NR, NR, NarrowTile, RunTable, Seg, Start, Tile, panels, rows_panel,
-    rows_panel_narrow, sum_outer, sum_outer_narrow,
+    Grid, MR, NARROW_MR, NARROW_NR, NR, NarrowTile, RunTable, SHORT_MR, Seg, ShortTile, Start,
+    Tile, panels, rows_panel, rows_panel_narrow, sum_outer, sum_outer_narrow, sum_outer_short,
 };
 use crate::layers::assign;
 use crate::scratch;
 
 impl Conv2d {
     /// Weight and bias gradients of `batch` images from the padded input (`x` itself for a
-    /// layer without padding, else its padded copy `xp`) and `dy`: read in place (`staged` is
+    /// layer without padding, else its copy padded a group of images at a time by each thread,
+    /// or once into `xp` for a group of the whole batch) and `dy`: read in place (`staged` is
     /// `None`), or from its copy staged in the layout
     /// [`Geom::staged_dy`](super::geometry::Geom::staged_dy)`(border)` (`staged` is
     /// `Some(border)`).
@@ -63,12 +64,22 @@ impl Conv2d {
         // A gradient larger than the whole batch's images (layer4 of ResNet-18: 9.4 MB against
         // 1.3 MB) is written once, the images in one group: each further group would read and
         // write it all again.
-        let group = if k * cs * size_of::<f32>() > batch * per_image {
+        let whole = k * cs * size_of::<f32>() > batch * per_image;
+        let group = if whole {
             batch.max(1)
         } else {
             (WGRAD_GROUP_BYTES / per_image).clamp(1, batch.max(1))
         };
-        let xp = if g.unpadded() { x } else { &self.xp[..] };
+        // The padded input: each thread pads the images of a group into its own buffer as it
+        // comes to them, so that its blocks read them from L2 just written (stage 1 of
+        // ResNet-20: 220 KB a group) rather than the whole batch padded into memory first and
+        // read back (4.7 MB). A whole-batch group is padded once for all the threads.
+        let own = !g.unpadded() && !whole;
+        if !g.unpadded() && whole {
+            self.xp = self.padded_input(x, batch);
+        }
+        let shared = if g.unpadded() { x } else { &self.xp[..] };
+        let x_image = g.ih * g.iw * g.cin;
         let blocks = &self.wgrad_blocks[..];
         let bias = self.bias.is_some().then_some(&mut self.bgrad[..]);
         // Each thread owns a contiguous range of row blocks (and the rows they cover).
@@ -92,11 +103,26 @@ impl Conv2d {
                 if let Some(b) = bias.as_deref_mut() {
                     b.fill(0.0);
                 }
+                // The group's padded images and the `MR` values the kernels may read past them.
+                let mut padded =
+                    own.then(|| scratch::take(group * a_image + MR, scratch::ANY, 0.0));
                 for n0 in (0..batch).step_by(group) {
                     let images = n0..(n0 + group).min(batch);
                     let grid = Grid {
                         images: images.len(),
                         ..grid
+                    };
+                    // Where the group's first padded image starts, in `xp`.
+                    let (xp, base) = match padded.as_deref_mut() {
+                        Some(buf) => {
+                            let src = x[n0 * x_image..images.end * x_image].chunks_exact(x_image);
+                            for (dst, src) in buf.chunks_exact_mut(a_image).zip(src) {
+                                g.pad_image(src, dst);
+                            }
+                            buf[images.len() * a_image..][..MR].fill(0.0);
+                            (&buf[..], 0)
+                        }
+                        None => (shared, n0 * a_image),
                     };
                     let mut row = 0;
                     for block in blocks {
@@ -108,7 +134,7 @@ impl Conv2d {
                             continue;
                         }
                         let skip = rows.start * grid.a_row + cols.start * grid.a_col;
-                        let a_rows = block.offsets.map(|o| o + n0 * a_image + skip);
+                        let a_rows = block.offsets.map(|o| o + base + skip);
                         let grid = Grid {
                             rows: rows.len(),
                             cols: cols.len(),
@@ -116,21 +142,21 @@ impl Conv2d {
                         };
                         let b0 = n0 * image + first + rows.start * b_row + cols.start * b_col;
                         if g.cout <= NARROW_NR {
-                            // One narrow tile of `NARROW_MR` rows covers the block's columns.
+                            // One narrow tile of `NARROW_MR` rows covers the block's columns;
+                            // a short one a block of at most `SHORT_MR` rows (the stem's last).
                             let out = &mut wgrad[row * cs..];
-                            let mut tile: NarrowTile = [[0.0; NR]; NARROW_MR];
-                            let start = if n0 == 0 {
-                                Start::Zero
+                            let (rows, first) = (block.rows, n0 == 0);
+                            if rows <= SHORT_MR {
+                                let a_rows = a_rows[..SHORT_MR].try_into().expect("SHORT_MR rows");
+                                let kernel = |tile: &mut ShortTile, start: Start<'_>| {
+                                    sum_outer_short(tile, start, xp, a_rows, src, b0, grid);
+                                };
+                                narrow_block(out, rows, cs, first, kernel);
                             } else {
-                                for (t, src) in tile.iter_mut().zip(out.chunks(cs)).take(block.rows)
-                                {
-                                    t[..NARROW_NR].copy_from_slice(&src[..NARROW_NR]);
-                                }
-                                Start::Tile
-                            };
-                            sum_outer_narrow(&mut tile, start, xp, &a_rows, src, b0, grid);
-                            for (t, dst) in tile.iter().zip(out.chunks_mut(cs)).take(block.rows) {
-                                dst[..NARROW_NR].copy_from_slice(&t[..NARROW_NR]);
+                                let kernel = |tile: &mut NarrowTile, start: Start<'_>| {
+                                    sum_outer_narrow(tile, start, xp, &a_rows, src, b0, grid);
+                                };
+                                narrow_block(out, rows, cs, first, kernel);
                             }
                             row += block.rows;
                             continue;
@@ -195,8 +221,15 @@ impl Conv2d {
 
     /// Input gradient of `batch` images from the padded `dy`: its staged copy, or `dy` itself
     /// where the layer reads it without a border
-    /// ([`Geom::borderless_dy`](super::geometry::Geom::borderless_dy)).
-    pub(super) fn input_grad(&mut self, dx: &mut [f32], dy: Option<&[f32]>, batch: usize) {
+    /// ([`Geom::borderless_dy`](super::geometry::Geom::borderless_dy)). With `add`, each value
+    /// is added into what `dx` holds (`dx + part`, as adding the written gradient made it).
+    pub(super) fn input_grad(
+        &mut self,
+        dx: &mut [f32],
+        dy: Option<&[f32]>,
+        batch: usize,
+        add: bool,
+    ) {
         let g = self.g;
         let (kb, rows) = (self.back_steps(), batch * g.ih * g.iw);
         let dyp = dy.unwrap_or(&self.dyp[..]);
@@ -231,12 +264,14 @@ impl Conv2d {
                         let first = task * per_task;
                         let end = first + dx_task.len() / g.cin;
                         // One tile for the task (the kernels start each from zeros): not a
-                        // 1.5 KB array zeroed for every twelve pixels.
+                        // 1.5 KB array zeroed for every twelve pixels. The tiles find their
+                        // pixels from a cursor, without two divisions a tile.
+                        let mut cursor = pixels.cursor(first);
                         if tile == NARROW_MR {
                             // At most 16 input channels: the narrow tiles.
                             let mut acc: NarrowTile = [[0.0; NR]; NARROW_MR];
                             for t in (first..end).step_by(NARROW_MR) {
-                                let (rows_at, span) = pixels.tile_rows(t, end);
+                                let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t, end);
                                 let taps = kernel_rows.hull(span);
                                 let (runs, panel) = kernel_rows.select(taps, runs, packed_back);
                                 rows_panel_narrow(
@@ -248,13 +283,13 @@ impl Conv2d {
                                     panel,
                                 );
                                 let out = &mut dx_task[(t - first) * g.cin..];
-                                store_narrow(&acc, out, end - t, g.cin);
+                                store_narrow(&acc, out, end - t, g.cin, add);
                             }
                             return;
                         }
                         let mut tile: Tile = [[0.0; NR]; MR];
                         for t in (first..end).step_by(MR) {
-                            let (rows_at, span) = pixels.tile_rows(t, end);
+                            let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t, end);
                             let taps = kernel_rows.hull(span);
                             for j in 0..panels(g.cin) {
                                 let panel = &packed_back[j * kb * NR..];
@@ -264,13 +299,13 @@ impl Conv2d {
                                 let out = &mut dx_task[(t - first) * g.cin + j * NR..];
                                 let rows = tile.iter().zip(out.chunks_mut(g.cin));
                                 for (row, dst) in rows.take(MR.min(end - t)) {
-                                    put(dst, row, cols);
+                                    put(dst, row, cols, add);
                                 }
                             }
                         }
                     });
             }
-            None => self.input_grad_phases(dx, dy, batch),
+            None => self.input_grad_phases(dx, dy, batch, add),
         }
     }
 
@@ -283,7 +318,7 @@ impl Conv2d {
     /// Each chain is that of the flipped kernel over every tap (`(fy, fx, co)` in order)
     /// without the taps that do not read the pixel, whose steps would add `0 * w` to a chain
     /// that starts at `+0` and so change nothing.
-    fn input_grad_phases(&mut self, dx: &mut [f32], dy: Option<&[f32]>, batch: usize) {
+    fn input_grad_phases(&mut self, dx: &mut [f32], dy: Option<&[f32]>, batch: usize, add: bool) {
         let g = self.g;
         let cs = g.cs();
         let (hd, wd, top, left) = g.padded_dy();
@@ -373,14 +408,15 @@ impl Conv2d {
             .for_each(|(task, dx_task)| {
                 let n0 = task * per_task;
                 // The pixels no tap reads get the `+0` their empty chains would be, in one
-                // sequential pass rather than a tile of zeros for every twelve of them.
-                if tapless {
+                // sequential pass rather than a tile of zeros for every twelve of them (added
+                // phase by phase below: `-0 + +0` is `+0`, so other pixels must not get it).
+                if tapless && !add {
                     dx_task.fill(0.0);
                 }
                 // One tile of each width for the task (the kernels start each from zeros).
                 let mut narrow: NarrowTile = [[0.0; NR]; NARROW_MR];
                 let mut wide: Tile = [[0.0; NR]; MR];
-                for phase in phases.iter().filter(|phase| !phase.tapless) {
+                for phase in phases.iter().filter(|phase| add || !phase.tapless) {
                     let ((py, nu), (px, nv)) = (phase.rows, phase.cols);
                     let pixels = PixelGrid {
                         h: nu,
@@ -402,13 +438,34 @@ impl Conv2d {
                         col: g.sw * g.cin,
                     };
                     let origin = (py * g.iw + px) * g.cin;
+                    if phase.tapless {
+                        // Adding: the empty chains' `+0` into each of the phase's pixels.
+                        let (row, col) = (outputs.row, outputs.col);
+                        let images = dx_task.len() / image;
+                        let pixels = (0..images).flat_map(|n| {
+                            (0..nu).flat_map(move |u| (0..nv).map(move |v| (n, u, v)))
+                        });
+                        for (n, u, v) in pixels {
+                            let at = n * image + u * row + v * col;
+                            for d in &mut dx_task[origin + at..][..g.cin] {
+                                *d += 0.0;
+                            }
+                        }
+                        continue;
+                    }
                     let runs = phase.runs.all();
                     let panel = |j: usize| &phase_panels[(j * total + phase.panels) * NR..];
+                    // Cursors over the phase's pixels in `dy` and in `dx_task`.
+                    let (mut from, mut to) = (pixels.cursor(first), outputs.cursor(0));
                     if g.cin <= NARROW_NR {
                         for t in (first..end).step_by(NARROW_MR) {
-                            let (rows_at, _) = pixels.tile_rows(t, end);
+                            let (rows_at, _) = pixels.tile_rows_from(&mut from, t, end);
                             let rows_at = rows_at.map(|r| r + phase.base);
-                            let (dst, _) = outputs.tile_rows::<NARROW_MR>(t - first, end - first);
+                            let (dst, _) = outputs.tile_rows_from::<NARROW_MR>(
+                                &mut to,
+                                t - first,
+                                end - first,
+                            );
                             rows_panel_narrow(
                                 &mut narrow,
                                 Start::Zero,
@@ -418,20 +475,21 @@ impl Conv2d {
                                 panel(0),
                             );
                             for (row, at) in narrow.iter().zip(dst).take(end - t) {
-                                put(&mut dx_task[origin + at..], row, g.cin);
+                                put(&mut dx_task[origin + at..], row, g.cin, add);
                             }
                         }
                         continue;
                     }
                     for t in (first..end).step_by(MR) {
-                        let (rows_at, _) = pixels.tile_rows(t, end);
+                        let (rows_at, _) = pixels.tile_rows_from(&mut from, t, end);
                         let rows_at = rows_at.map(|r| r + phase.base);
-                        let (dst, _) = outputs.tile_rows::<MR>(t - first, end - first);
+                        let (dst, _) =
+                            outputs.tile_rows_from::<MR>(&mut to, t - first, end - first);
                         for j in 0..panels(g.cin) {
                             rows_panel(&mut wide, Start::Zero, dyp, &rows_at, runs, panel(j));
                             let cols = NR.min(g.cin - j * NR);
                             for (row, at) in wide.iter().zip(dst).take(end - t) {
-                                put(&mut dx_task[origin + at + j * NR..], row, cols);
+                                put(&mut dx_task[origin + at + j * NR..], row, cols, add);
                             }
                         }
                     }
@@ -458,20 +516,50 @@ struct Phase {
     tapless: bool,
 }
 
-/// Stores the first `rows` rows (at most `NARROW_MR`) of the narrow `tile`, `cols` (at most
-/// `NARROW_NR`) columns each, at `out[r * cols + c]`: the pixels of a narrow input gradient.
-fn store_narrow(tile: &NarrowTile, out: &mut [f32], rows: usize, cols: usize) {
-    for (row, dst) in tile.iter().zip(out.chunks_mut(cols)).take(rows) {
-        put(dst, row, cols);
+/// One narrow weight-gradient tile of `R` rows over a group of images: `kernel` from zeros
+/// (`first`, the first group) or from the first `rows` rows of `out` (`cs` apart, their first
+/// [`NARROW_NR`] values), which then get the tile's rows back.
+#[inline(always)]
+fn narrow_block<const R: usize>(
+    out: &mut [f32],
+    rows: usize,
+    cs: usize,
+    first: bool,
+    kernel: impl FnOnce(&mut [[f32; NR]; R], Start<'_>),
+) {
+    let mut tile = [[0.0; NR]; R];
+    let start = if first {
+        Start::Zero
+    } else {
+        for (t, src) in tile.iter_mut().zip(out.chunks(cs)).take(rows) {
+            t[..NARROW_NR].copy_from_slice(&src[..NARROW_NR]);
+        }
+        Start::Tile
+    };
+    kernel(&mut tile, start);
+    for (t, dst) in tile.iter().zip(out.chunks_mut(cs)).take(rows) {
+        dst[..NARROW_NR].copy_from_slice(&t[..NARROW_NR]);
     }
 }
 
-/// Copies the first `cols` values of `row` to the start of `dst`: a whole 16- or 32-wide row
-/// as one fixed-size copy (a register or two), not a `memcpy` call for every pixel, which took a
-/// sixth of a strided 16-channel input gradient's time.
+/// Stores the first `rows` rows (at most `NARROW_MR`) of the narrow `tile`, `cols` (at most
+/// `NARROW_NR`) columns each, at `out[r * cols + c]`: the pixels of a narrow input gradient
+/// (added into them with `add`).
+fn store_narrow(tile: &NarrowTile, out: &mut [f32], rows: usize, cols: usize, add: bool) {
+    for (row, dst) in tile.iter().zip(out.chunks_mut(cols)).take(rows) {
+        put(dst, row, cols, add);
+    }
+}
+
+/// Copies the first `cols` values of `row` to the start of `dst` (adds them into it with
+/// `add`): a whole 16- or 32-wide row as one fixed-size copy (a register or two), not a
+/// `memcpy` call for every pixel, which took a sixth of a strided 16-channel input gradient's
+/// time.
 #[inline(always)]
-fn put(dst: &mut [f32], row: &[f32; NR], cols: usize) {
-    if cols == NR
+fn put(dst: &mut [f32], row: &[f32; NR], cols: usize, add: bool) {
+    if add {
+        add_row(dst, row, cols);
+    } else if cols == NR
         && let Some(dst) = dst.first_chunk_mut::<NR>()
     {
         *dst = *row;
@@ -484,6 +572,26 @@ fn put(dst: &mut [f32], row: &[f32; NR], cols: usize) {
         *dst = *row;
     } else {
         dst[..cols].copy_from_slice(&row[..cols]);
+    }
+}
+
+/// Adds the first `cols` values of `row` into the start of `dst`, a whole 16- or 32-wide row as
+/// fixed-size arrays (vector adds).
+#[inline(always)]
+fn add_row(dst: &mut [f32], row: &[f32; NR], cols: usize) {
+    if cols == NR
+        && let Some(dst) = dst.first_chunk_mut::<NR>()
+    {
+        dst.iter_mut().zip(row).for_each(|(d, r)| *d += r);
+    } else if cols == NARROW_NR
+        && let (Some(dst), Some(row)) = (
+            dst.first_chunk_mut::<NARROW_NR>(),
+            row.first_chunk::<NARROW_NR>(),
+        )
+    {
+        dst.iter_mut().zip(row).for_each(|(d, r)| *d += r);
+    } else {
+        dst[..cols].iter_mut().zip(row).for_each(|(d, r)| *d += r);
     }
 }
 
@@ -634,17 +742,25 @@ mod tests {
     /// positions is written as exact zeros without being computed and the input gradient reads
     /// only the kernel rows and columns packed for it (as does the forward pass): all must match
     /// a plain sum over the definition, with the workspace's buffers and the gradient holding
-    /// NaN beforehand.
+    /// NaN beforehand. Wide tiles (40 -> 36) and narrow ones (3 -> 16 and 7 -> 16: the 27 and
+    /// 63 reduction steps end in a block of 3 rows, the short narrow tile), and images of 5 x 7.
     #[test]
     fn gradients_over_tiny_images_skip_padding_only_taps() {
-        let (cin, cout, batch) = (40, 36, 5);
-        for (input, stride) in [
+        let batch = 5;
+        let shapes = [
             ([1, 1], 1),
             ([2, 2], 1),
             ([2, 2], 2),
             ([1, 3], 1),
             ([3, 1], 2),
-        ] {
+            ([5, 7], 1),
+            ([5, 7], 2),
+        ];
+        let channels = [(40, 36), (3, 16), (7, 16)];
+        for ((input, stride), (cin, cout)) in shapes
+            .into_iter()
+            .flat_map(|shape| channels.map(|c| (shape, c)))
+        {
             let config = Conv2dConfig {
                 stride: [stride; 2],
                 padding: [1, 1],
@@ -687,7 +803,7 @@ mod tests {
                     }
                 }
             }
-            let case = (input, stride);
+            let case = (input, stride, cin, cout);
             for (k, (&got, &(sum, scale))) in grad.iter().zip(&want_w).enumerate() {
                 if live_tap(&g, k % 9) {
                     let error = (f64::from(got) - sum).abs();

@@ -391,20 +391,28 @@ impl Layer for Conv2d {
     ) -> Result<()> {
         let (nx, ny) = check_backward(self, x, y, dy, dx.as_deref(), batch)?;
         let Some(mut mode_pad) = self.mode_pad.take() else {
-            return self.backward_padded(x, y, dy, dx, batch, ny, None);
+            return self.backward_padded(x, y, dy, dx, batch, ny, None, false);
         };
         mode_pad.pad(&x[..nx], batch);
         let result = match dx {
             Some(dx) => {
                 mode_pad.grow_dx(batch);
                 let mut padded_dx = std::mem::take(&mut mode_pad.dx);
-                let result =
-                    self.backward_padded(&mode_pad.x, y, dy, Some(&mut padded_dx), batch, ny, None);
+                let result = self.backward_padded(
+                    &mode_pad.x,
+                    y,
+                    dy,
+                    Some(&mut padded_dx),
+                    batch,
+                    ny,
+                    None,
+                    false,
+                );
                 mode_pad.dx = padded_dx;
                 mode_pad.fold(dx, batch);
                 result
             }
-            None => self.backward_padded(&mode_pad.x, y, dy, None, batch, ny, None),
+            None => self.backward_padded(&mode_pad.x, y, dy, None, batch, ny, None, false),
         };
         self.mode_pad = Some(mode_pad);
         result
@@ -534,7 +542,8 @@ impl Conv2d {
 
     /// The backward pass over `x` (and into `dx`), padded when the padding mode is not zeros.
     /// With `norm`, `dy` is that batch norm's input gradient, staged as it is computed
-    /// ([`Conv2d::backward_from_norm`]).
+    /// ([`Conv2d::backward_from_norm`]). With `add_dx`, the input gradient is added into what
+    /// `dx` holds as it is stored ([`Conv2d::backward_from_norm_adding`]), not written.
     #[allow(clippy::too_many_arguments)]
     fn backward_padded(
         &mut self,
@@ -545,6 +554,7 @@ impl Conv2d {
         batch: usize,
         ny: usize,
         norm: Option<&NormGrad<'_>>,
+        add_dx: bool,
     ) -> Result<()> {
         if let Some(grouped) = &mut self.grouped {
             let g = self.g;
@@ -562,17 +572,14 @@ impl Conv2d {
         self.check_params()?;
         let g = self.g;
         let trains = self.trains_params();
-        // The padded input again, for the weight gradient only. The weight gradient's buffer is
-        // borrowed first: the workspace lends the smallest free buffer that fits, and a 512-channel
-        // layer's `dy`, borrowed before it, took the one its gradient needed, which then made the
-        // workspace allocate a second (ResNet-18: 9.4 MB).
-        // Without padding the weight gradient reads `x` itself (a strided 1 x 1 convolution's
-        // only its pixels at the stride, a quarter of a copy's traffic).
+        // The weight gradient's buffer is borrowed first: the workspace lends the smallest free
+        // buffer that fits, and a 512-channel layer's `dy`, borrowed before it, took the one its
+        // gradient needed, which then made the workspace allocate a second (ResNet-18: 9.4 MB).
+        // The weight gradient pads the input itself, a group of images at a time
+        // ([`Conv2d::param_grads`]); without padding it reads `x` in place (a strided 1 x 1
+        // convolution's only its pixels at the stride, a quarter of a copy's traffic).
         if trains {
             self.wgrad = scratch::lend(g.k() * g.cs());
-            if !g.unpadded() {
-                self.xp = self.padded_input(x, batch);
-            }
         }
         // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
         // input gradient; with a fused pool, routed to the positions its forward picked) unless
@@ -607,7 +614,7 @@ impl Conv2d {
                 self.pack_read(true, &mut packed_back[..len]);
                 self.packed_back = packed_back;
             }
-            self.input_grad(dx, staged.is_none().then_some(dy), batch);
+            self.input_grad(dx, staged.is_none().then_some(dy), batch, add_dx);
         }
         for buf in [&mut self.dyp, &mut self.packed_back, &mut self.phase_panels] {
             scratch::give_back(std::mem::take(buf));

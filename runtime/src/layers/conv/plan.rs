@@ -47,7 +47,9 @@ pub(super) struct PixelGrid {
 impl PixelGrid {
     /// Offsets of the `R` pixels `first..first + R` (in batch order; the last one repeated
     /// past `end`), with two divisions per tile rather than two per pixel, and the lowest and
-    /// highest image row among them.
+    /// highest image row among them. (The layers walk their tiles with
+    /// [`PixelGrid::tile_rows_from`]; the tests check that walk against this.)
+    #[cfg(test)]
     pub(super) fn tile_rows<const R: usize>(
         &self,
         first: usize,

@@ -176,6 +176,34 @@ impl Conv2d {
         dx: Option<&mut [f32]>,
         batch: usize,
     ) -> Result<()> {
+        self.backward_norm_grad(x, y, norm, dx, batch, false)
+    }
+
+    /// [`Conv2d::backward_from_norm`] adding the input gradient into `sum` (the gradient of an
+    /// input with another reader, e.g. a residual block's input) as it stores each tile, rather
+    /// than writing it into a buffer of its own that is then added into `sum`: each value
+    /// becomes `sum + part` as that addition made it, without the part's write and read.
+    pub fn backward_from_norm_adding(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        norm: &NormGrad<'_>,
+        sum: &mut [f32],
+        batch: usize,
+    ) -> Result<()> {
+        self.backward_norm_grad(x, y, norm, Some(sum), batch, true)
+    }
+
+    /// [`Conv2d::backward_from_norm`], the input gradient added into `dx` with `add_dx`.
+    fn backward_norm_grad(
+        &mut self,
+        x: &[f32],
+        y: &[f32],
+        norm: &NormGrad<'_>,
+        dx: Option<&mut [f32]>,
+        batch: usize,
+        add_dx: bool,
+    ) -> Result<()> {
         if !self.stages_norm_grad() {
             return Err(Error::State(format!(
                 "cnnc bug: layer `{}` cannot stage a batch norm's gradient",
@@ -192,6 +220,6 @@ impl Conv2d {
                 format!("{} values of {} channels", norm.len(), norm.channels()),
             ));
         }
-        self.backward_padded(x, y, &[], dx, batch, ny, Some(norm))
+        self.backward_padded(x, y, &[], dx, batch, ny, Some(norm), add_dx)
     }
 }
