@@ -400,16 +400,17 @@ impl Gen<'_> {
             Grad::Logits => quote!(&ws.dlogits),
             Grad::Unused => return lines,
         };
-        let (dx, sum) = match join.conv_dx {
-            GradTo::Discard => (quote!(None), None),
+        let grad_out = self.typed(quote!(GradOut));
+        let dx = match join.conv_dx {
+            GradTo::Discard => quote!(None),
             GradTo::Write(b) => {
                 let g = grad(b);
-                (quote!(Some(&mut #g[..])), None)
+                quote!(Some(#grad_out::Write(&mut #g[..])))
             }
-            GradTo::Add { into, scratch } => {
-                let part = scratch.unwrap_or(into);
-                let g = grad(part);
-                (quote!(Some(&mut #g[..])), Some((grad(into), g)))
+            // Added into the sum as the convolution stores it, as the executor does.
+            GradTo::Add { into, .. } => {
+                let g = grad(into);
+                quote!(Some(#grad_out::Add(&mut #g[..])))
             }
         };
         let (norm, conv) = (&norm_plan.field, &conv_plan.field);
@@ -417,10 +418,6 @@ impl Gen<'_> {
         lines.push(quote! {
             norm_conv_backward::<#tx, #ty>(&mut self.#norm, &mut self.#conv, [#x, #y], #norm_y, #dy, #dx, batch)?;
         });
-        if let Some((into, part)) = sum {
-            calls.insert("accumulate");
-            lines.push(quote!(accumulate::<#tx>(&mut #into[..], #part, batch)?;));
-        }
         if let Some([a, b]) = join.swap {
             let (a, b) = (grad(a), grad(b));
             lines.push(quote!(::core::mem::swap(#a, #b);));

@@ -1201,6 +1201,15 @@ mod tests {
             joins(|j| j.norm_grad.is_some())
         );
         assert_eq!(count("norm_conv_backward::<"), 21);
+        // Each block's first convolution adds its input gradient into the block input's sum
+        // as it stores it, no part written apart and accumulated after.
+        let adds = joins(|j| {
+            j.norm_grad
+                .is_some_and(|n| matches!(n.conv_dx, cnnc_core::GradTo::Add { .. }))
+        });
+        assert_eq!(adds, 9);
+        assert_eq!(count("GradOut::Add("), adds);
+        assert!(!code.contains("accumulate::<"), "{code}");
         let swaps = joins(|j| j.norm_grad.is_some_and(|n| n.swap.is_some()));
         assert_eq!(count("::core::mem::swap("), swaps);
         assert!(swaps > 0);

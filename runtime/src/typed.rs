@@ -466,15 +466,16 @@ where
 /// which computes the batch norm's input gradient as it stages it. `[x, y]` are the
 /// convolution's input and output buffers (read as `X` and `Y`; `y` is the batch norm's
 /// input), `norm_y` the batch norm's output and `dy` its gradient; writes the convolution's
-/// input gradient into `dx` when given. The values of [`backward`] for each, bit for bit,
-/// without writing the batch norm's input gradient.
+/// input gradient into `dx` when given, or adds it into the sum there as it stores it
+/// ([`GradOut::Add`]). The values of [`backward`] (and [`accumulate`]) for each, bit for bit,
+/// without writing the batch norm's input gradient or the added part.
 pub fn norm_conv_backward<'a, X: Activation<'a>, Y: Activation<'a>>(
     norm: &mut BatchNorm2d,
     conv: &mut Conv2d,
     [x, y]: [&'a [f32]; 2],
     norm_y: &'a [f32],
     dy: &[f32],
-    dx: Option<&mut [f32]>,
+    dx: Option<GradOut<'_>>,
     batch: usize,
 ) -> Result<()> {
     check_layer::<X, Y>(conv)?;
@@ -482,7 +483,15 @@ pub fn norm_conv_backward<'a, X: Activation<'a>, Y: Activation<'a>>(
     let (x, y) = (X::from_buffer(x, batch)?, Y::from_buffer(y, batch)?);
     let norm_y = Y::from_buffer(norm_y, batch)?;
     let grad = norm.backward_deferred(y.values(), norm_y.values(), dy, batch)?;
-    conv.backward_from_norm(x.values(), y.values(), &grad, dx, batch)
+    match dx {
+        Some(GradOut::Add(sum)) => {
+            conv.backward_from_norm_adding(x.values(), y.values(), &grad, sum, batch)
+        }
+        Some(GradOut::Write(dx)) => {
+            conv.backward_from_norm(x.values(), y.values(), &grad, Some(dx), batch)
+        }
+        None => conv.backward_from_norm(x.values(), y.values(), &grad, None, batch),
+    }
 }
 
 /// Evaluation-mode inference from `&self` on a typed batch: the logits as owned features. What a
