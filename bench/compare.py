@@ -304,6 +304,16 @@ TARGETS = {
 PROFILE_STEPS = 10
 
 
+def round_trip(bench):
+    """How far apart cnnc's threads ran in one round (`cnnc bench`'s `thread_round_trip_ns`): a
+    cache line's round trip of tens of ns means one die, hundreds means two, where every buffer
+    one thread writes and the other reads costs more; read rounds of the two placements apart."""
+    t = bench.get("thread_round_trip_ns")
+    if not t:
+        return "round trip not measured"
+    return f"round trip {t['before']:.0f} / {t['after']:.0f} ns"
+
+
 def cnnc_layers(rounds):
     """cnnc's per-layer forward and backward ms of a training step, the median over the rounds."""
     layers = []
@@ -419,7 +429,7 @@ def main():
         theirs.append(torch_round(torch, model, args.runs, shape))
         print(f"round {r + 1}/{args.rounds}: cnnc train {ours[-1]['train_images_per_s']:.0f} img/s, "
               f"PyTorch train {theirs[-1]['train_images_per_s']:.0f} img/s "
-              f"(load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+              f"(load {os.getloadavg()[0]:.1f}; {round_trip(ours[-1])})", file=sys.stderr)
     theirs[0]["peak_rss_mb"] = torch_memory(args.threads, name, shape)
     profile = torch_profile(torch, model, shape) if args.profile else None
     load_after = os.getloadavg()
@@ -445,6 +455,7 @@ def main():
               "isa": isa,
               "load_before": load_before, "load_after": load_after, "workloads": rows,
               "cnnc_train_percent_of_peak": pct,
+              "thread_round_trip_ns": [o.get("thread_round_trip_ns") for o in ours],
               "peak_gflops": ours[0]["peak_gflops"]}
     if args.profile:
         result["cnnc_layers"] = cnnc_layers(ours)
@@ -461,6 +472,8 @@ def main():
         print(f"  {row['label']:<30} {row['cnnc']:>10.2f} {row['pytorch']:>10.2f} "
               f"{row['ratio']:>6.2f}x {row['target'] or '-':>8} {verdict}")
     print(f"  cnnc training step: {pct:.0f}% of a {result['peak_gflops']:.0f} GFLOP/s peak (target >= 50%)")
+    print("  cache-line round trip between cnnc's threads, before / after each round: "
+          + ", ".join(round_trip(o) for o in ours))
     print("  spread over the rounds (min - max):")
     for row in rows:
         (c0, c1), (p0, p1) = row["cnnc_range"], row["pytorch_range"]

@@ -98,8 +98,8 @@ fn a_peak_that_is_not_a_positive_number_is_refused() {
     }
 }
 
-/// `cnnc bench` on the seed model, once, with `CNNC_SIMD` set to `value`.
-fn bench_with_simd(value: &str) -> std::process::Output {
+/// `cnnc bench` on the seed model, once, with the environment variable `key` set to `value`.
+fn bench_with(key: &str, value: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_cnnc"))
         .args([
             "bench",
@@ -110,15 +110,35 @@ fn bench_with_simd(value: &str) -> std::process::Output {
             "--format",
             "json",
         ])
-        .env("CNNC_SIMD", value)
+        .env(key, value)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .expect("cnnc runs")
 }
 
 #[test]
+fn the_threads_round_trip_is_measured_with_two_threads_only() {
+    let json = |threads: &str| -> Value {
+        let output = bench_with("RAYON_NUM_THREADS", threads);
+        assert_status(&output, 0);
+        serde_json::from_str(&stdout(&output)).expect("JSON output")
+    };
+    assert!(json("1")["thread_round_trip_ns"].is_null());
+    // Two threads: a round trip before and after the workloads, or null where the machine was
+    // too busy to run both threads at once for half a second.
+    let two = json("2");
+    let trip = &two["thread_round_trip_ns"];
+    if !trip.is_null() {
+        for side in ["before", "after"] {
+            let ns = trip[side].as_f64().unwrap_or(f64::NAN);
+            assert!(ns > 0.0 && ns < 1e6, "{side}: {trip}");
+        }
+    }
+}
+
+#[test]
 fn simd_cap_picks_the_kernels_and_the_report_names_them() {
-    let output = bench_with_simd("avx2");
+    let output = bench_with("CNNC_SIMD", "avx2");
     assert_status(&output, 0);
     let json: Value = serde_json::from_str(&stdout(&output)).expect("JSON output");
     // AVX2 on any CPU that has it (a cap: a CPU without runs its widest, the portable loops).
@@ -131,7 +151,7 @@ fn simd_cap_picks_the_kernels_and_the_report_names_them() {
 
 #[test]
 fn an_unknown_simd_cap_is_refused_naming_the_variable_and_the_values() {
-    let output = bench_with_simd("sse4");
+    let output = bench_with("CNNC_SIMD", "sse4");
     assert_status(&output, 2);
     let err = stderr(&output);
     assert!(

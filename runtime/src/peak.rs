@@ -3,7 +3,15 @@
 //! independent multiply-add chains on the widest vectors the kernels use, operands in registers or
 //! L1) for about 20 ms at once; the best of several rounds is the peak. It is the rate the
 //! kernels could reach if memory, loop overhead and scheduling cost nothing.
+//!
+//! Beside it, how far apart the pool's threads sit: the round trip of a cache line between two
+//! of them ([`round_trip`]). On one die it is tens of nanoseconds; across dies (the chiplets of
+//! an EPYC or Ryzen, sockets, or a virtual machine whose CPUs the host moves between them) it is
+//! several times that, and every buffer one thread writes and another reads pays for it, so
+//! timings taken in the two placements differ and should be read apart.
 
+use std::hint::spin_loop;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::kernels::gemm::{fma_loop, isa};
@@ -56,6 +64,100 @@ pub fn measure() -> Peak {
     }
 }
 
+/// Exchanges of a cache line timed in one round of [`round_trip`].
+const EXCHANGES: u32 = 10_000;
+
+/// The round trip of a cache line between the pool's first two threads: one stores a value, the
+/// other sees it and stores the next, and back; the fastest of [`ROUNDS`] rounds of
+/// [`EXCHANGES`] each. `None` with one thread, or when the two did not run at once within
+/// `patience` (a machine too busy to say).
+pub fn round_trip(patience: Duration) -> Option<Duration> {
+    if rayon::current_num_threads() < 2 {
+        return None;
+    }
+    (0..ROUNDS)
+        .map(|_| exchange(patience))
+        .min_by_key(|t| t.unwrap_or(Duration::MAX))
+        .flatten()
+}
+
+/// One round of [`round_trip`], on the pool's threads 0 and 1.
+fn exchange(patience: Duration) -> Option<Duration> {
+    let line = Line::new(patience);
+    let times = rayon::broadcast(|ctx| match ctx.index() {
+        0 => line.lead(),
+        1 => {
+            line.follow();
+            None
+        }
+        _ => None,
+    });
+    times[0]
+}
+
+/// The cache line two threads pass back and forth: the leader stores the odd values and waits
+/// for the even ones the follower stores. Either gives up (and tells the other) once the
+/// deadline has passed.
+struct Line {
+    value: AtomicU32,
+    gave_up: AtomicBool,
+    deadline: Instant,
+}
+
+impl Line {
+    fn new(patience: Duration) -> Self {
+        Line {
+            value: AtomicU32::new(0),
+            gave_up: AtomicBool::new(false),
+            deadline: Instant::now() + patience,
+        }
+    }
+
+    /// Spins until the line holds `want`; false once the deadline passed or the other gave up.
+    fn wait(&self, want: u32) -> bool {
+        let mut spins = 0u32;
+        while self.value.load(Ordering::Acquire) != want {
+            spin_loop();
+            spins = spins.wrapping_add(1);
+            // The clock is read rarely, so that it does not add to the latency measured.
+            if spins.is_multiple_of(4096)
+                && (self.gave_up.load(Ordering::Relaxed) || Instant::now() > self.deadline)
+            {
+                self.gave_up.store(true, Ordering::Relaxed);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The leader's side: one untimed exchange (both threads are running once it has come
+    /// back), then [`EXCHANGES`] timed ones; the time of one.
+    fn lead(&self) -> Option<Duration> {
+        self.value.store(1, Ordering::Release);
+        if !self.wait(2) {
+            return None;
+        }
+        let start = Instant::now();
+        for i in 1..=EXCHANGES {
+            self.value.store(2 * i + 1, Ordering::Release);
+            if !self.wait(2 * i + 2) {
+                return None;
+            }
+        }
+        Some(start.elapsed() / EXCHANGES)
+    }
+
+    /// The follower's side.
+    fn follow(&self) {
+        for i in 0..=EXCHANGES {
+            if !self.wait(2 * i + 1) {
+                return;
+            }
+            self.value.store(2 * i + 2, Ordering::Release);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +168,33 @@ mod tests {
         assert!(peak.gflops.is_finite() && peak.gflops > 0.0, "{peak:?}");
         assert_eq!(peak.threads, rayon::current_num_threads());
         assert!(["AVX-512", "AVX2+FMA", "scalar"].contains(&peak.isa));
+    }
+
+    #[test]
+    fn round_trip_needs_two_threads_and_takes_time() {
+        let pool = |n| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .expect("pool")
+        };
+        assert_eq!(
+            pool(1).install(|| round_trip(Duration::from_secs(10))),
+            None
+        );
+        // A generous patience: even a loaded machine runs both threads within it.
+        let t = pool(2).install(|| round_trip(Duration::from_secs(10)));
+        let t = t.expect("two threads exchange a cache line");
+        assert!(t > Duration::ZERO && t < Duration::from_millis(1), "{t:?}");
+    }
+
+    #[test]
+    fn either_side_gives_up_without_the_other() {
+        let patience = Duration::from_millis(20);
+        assert_eq!(Line::new(patience).lead(), None);
+        let start = Instant::now();
+        Line::new(patience).follow();
+        assert!(start.elapsed() >= patience);
     }
 
     #[test]

@@ -106,6 +106,8 @@ const MEMORY_SAMPLES: usize = 60_000;
 const MEMORY_STEPS: usize = 20;
 /// Untimed runs before each timed workload (buffers sized, caches and thread pool warm).
 const WARMUP: usize = 3;
+/// How long the round-trip probe waits for the second thread before it reports nothing.
+const ROUND_TRIP_PATIENCE: Duration = Duration::from_millis(500);
 
 /// Runs `cnnc bench`.
 /// Checks `CNNC_SIMD` before a command computes: a value that names no instruction family is
@@ -153,6 +155,9 @@ struct Report {
     layers: Vec<LayerReport>,
     /// The profiled training step's phases.
     phases: Phases,
+    /// A cache line's round trip between two of the pool's threads before the workloads and
+    /// after them (`None` with one thread): how far apart the threads ran.
+    round_trip: [Option<Duration>; 2],
 }
 
 /// Floating-point operations per sample of a forward pass and of a training step (forward, input
@@ -218,6 +223,7 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
     let (forward_flop, train_flop) = flops(spec, &net);
     let mut opt = sgd()?;
 
+    let before = peak::round_trip(ROUND_TRIP_PATIENCE);
     let (x, labels) = batch(TRAIN_BATCH, input, classes);
     let train = median(args.runs, || {
         net.train_step(x.view(), &labels)?;
@@ -250,6 +256,7 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
         net.forward_view(x1.view(), Mode::Eval)?;
         Ok(())
     })?;
+    let after = peak::round_trip(ROUND_TRIP_PATIENCE);
     let (peak_gflops, peak_source) = match args.peak_gflops {
         Some(gflops) => (gflops, "--peak-gflops".to_owned()),
         None => {
@@ -309,6 +316,7 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
         peak_rss_mb,
         layers,
         phases,
+        round_trip: [before, after],
     })
 }
 
@@ -430,6 +438,10 @@ impl Report {
                 "backward_ms": ms(l.time.backward),
                 "fused_into": l.fused_into,
             })).collect::<Vec<_>>(),
+            "thread_round_trip_ns": self.round_trip[0].zip(self.round_trip[1]).map(|(b, a)| json!({
+                "before": b.as_secs_f64() * 1e9,
+                "after": a.as_secs_f64() * 1e9,
+            })),
             "train_phases": {
                 "input_ms": ms(self.phases.input),
                 "forward_ms": ms(self.phases.forward),
@@ -478,6 +490,18 @@ impl Report {
                 )
             }
             None => println!("  peak memory: not measured (--no-memory)"),
+        }
+        let ns = |t: Option<Duration>| match t {
+            Some(t) => format!("{:.0} ns", t.as_secs_f64() * 1e9),
+            None => "not measured (the threads did not run at once: a busy machine)".to_owned(),
+        };
+        if self.threads > 1 {
+            println!(
+                "  a cache line's round trip between two threads: {} before, {} after the \
+                 workloads (tens of ns: one die; hundreds: different dies, slower to share data)",
+                ns(self.round_trip[0]),
+                ns(self.round_trip[1])
+            );
         }
         let p = &self.phases;
         println!(
@@ -538,6 +562,10 @@ mod tests {
                 optimizer: Duration::from_millis(3),
                 ..Phases::default()
             },
+            round_trip: [
+                Some(Duration::from_nanos(55)),
+                Some(Duration::from_nanos(330)),
+            ],
         };
         let json = report.json();
         assert_eq!(json["train_images_per_s"], 3200.0);
@@ -550,5 +578,12 @@ mod tests {
         assert_eq!(json["isa"], "AVX2+FMA");
         assert_eq!(json["train_phases"]["optimizer_ms"], 3.0);
         assert_eq!(json["train_phases"]["input_ms"], 0.0);
+        assert_eq!(json["thread_round_trip_ns"]["before"], 55.0);
+        assert_eq!(json["thread_round_trip_ns"]["after"], 330.0);
+        let one_thread = Report {
+            round_trip: [None, None],
+            ..report
+        };
+        assert!(one_thread.json()["thread_round_trip_ns"].is_null());
     }
 }
