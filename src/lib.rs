@@ -145,4 +145,6 @@ pub mod __private {
     pub use cnnc_runtime::typed::{Workspace, backward, expect_built, forward};
     // Graph models: the merges, their backward and the sum of a tensor's gradient parts.
     pub use cnnc_runtime::typed::{accumulate, add, concat, merge_backward, mul, zero_grads};
+    // The training steps the plan joins.
+    pub use cnnc_runtime::typed::{norm_add, norm_conv_backward};
 }

@@ -27,8 +27,8 @@ cnnc::cnn_model!(UNetSmallYaml, "models/unet_small.yaml");
 cnnc::cnn_model!(UNetSmallDsl, "models/unet_small.cnn");
 cnnc::cnn_model!(ModernActivationsYaml, "models/modern_activations.yaml");
 cnnc::cnn_model!(ModernActivationsDsl, "models/modern_activations.cnn");
-// Residual blocks whose batch norms the executor's training step joins to the add after them
-// and to the convolution before them (in backward); generated code runs them apart.
+// Residual blocks whose batch norms the plan joins to the add after them and to the
+// convolution before them (in backward): generated code runs the same joins as the executor.
 cnnc::cnn_model!(ResNet20Dsl, "models/resnet20_cifar.cnn");
 // A graph: a residual add, a concat and a squeeze-and-excitation mul; one tensor read thrice.
 cnnc::cnn_model!(GraphMixYaml, "tests/generated/graph_mix.yaml");

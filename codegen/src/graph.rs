@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use cnnc_core::{CheckedLayer, Grad, GradTo, LayerConfig, Shape, Step};
+use cnnc_core::{CheckedLayer, Grad, GradTo, JoinedNormGrad, LayerConfig, Shape, Step};
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
@@ -32,10 +32,21 @@ struct Reads {
 impl Reads {
     fn of(steps: &[Step], buffers: usize) -> Reads {
         let mut left = vec![0; buffers];
-        for step in steps {
-            for &input in &step.inputs {
-                left[input] += 1;
-            }
+        let mut k = 0;
+        while k < steps.len() {
+            let step = &steps[k];
+            k += 1;
+            let Some(add) = step.join.add else {
+                for &input in &step.inputs {
+                    left[input] += 1;
+                }
+                continue;
+            };
+            // A batch norm that stores the add after it reads its input and the add's other
+            // input; the add's step does not run forward.
+            left[step.input] += 1;
+            left[add.residual] += 1;
+            k += 1;
         }
         Reads { left }
     }
@@ -101,11 +112,47 @@ impl Gen<'_> {
         // The helpers the steps call, imported by name (an unused import would warn in the
         // user's crate).
         let mut calls = BTreeSet::from(["on_pool"]);
+        // The add a batch norm stored ([`cnnc_core::Join::add`]): its layer and the batch norm's.
+        let mut joined: Option<(usize, &str)> = None;
         for plan in self.layers {
             let step = self.exec.step_of(plan.index);
             if plan.fused {
                 let before = self.layers[step.layer].layer.name();
                 lines.push(self.mark(format!("{}, fused into {before}", plan.summary(self.model))));
+                continue;
+            }
+            if let Some((_, norm)) = joined.filter(|&(add, _)| add == plan.index) {
+                let summary = plan.summary(self.model);
+                lines.push(self.mark(format!("{summary}, stored by {norm}")));
+                continue;
+            }
+            if let Some(add) = step.join.add {
+                let Some(add_step) = self.exec.steps().iter().find(|s| s.output == add.output)
+                else {
+                    continue;
+                };
+                let name = plan.layer.name();
+                joined = Some((add_step.layer, name));
+                let add_plan = &self.layers[add_step.layer];
+                let mark = self.mark(format!(
+                    "{} and {}",
+                    plan.summary(self.model),
+                    add_plan.summary(self.model)
+                ));
+                let ty = Self::view_type(buffers[add.output]);
+                let binding = if reads.is_read(add.output) {
+                    let x = tensor(add.output);
+                    quote!(#x)
+                } else {
+                    quote!(_)
+                };
+                let (x, r) = (reads.take(step.input), reads.take(add.residual));
+                let (out, field, relu) = (&acts[add.output], &plan.field, add.relu);
+                calls.insert("norm_add");
+                lines.push(quote! {
+                    #mark
+                    let #binding: #ty = norm_add(&mut self.#field, [#x, #r], #out, mode, #relu)?;
+                });
                 continue;
             }
             let mark = self.mark(plan.summary(self.model));
@@ -200,7 +247,17 @@ impl Gen<'_> {
         let mut lines = Vec::new();
         let mut calls = BTreeSet::from(["on_pool"]);
         let mut grad_out_used = false;
-        for step in self.exec.steps().iter().rev() {
+        // The convolution step whose backward a batch norm's joined with its own.
+        let mut done = None;
+        for (k, step) in self.exec.steps().iter().enumerate().rev() {
+            if done == Some(k) {
+                continue;
+            }
+            if let (Some(join), Some(conv)) = (step.join.norm_grad, k.checked_sub(1)) {
+                lines.extend(self.norm_conv_backward(step, conv, join, &mut use_grad, &mut calls));
+                done = Some(conv);
+                continue;
+            }
             let plan: &Plan<'_> = &self.layers[step.layer];
             let summary = plan.summary(self.model);
             let field = &plan.field;
@@ -226,6 +283,10 @@ impl Gen<'_> {
                 let xs: Vec<&Ident> = step.inputs.iter().map(|&b| &acts[b]).collect();
                 let y = &acts[step.output];
                 for (input, to) in step.dxs.iter().enumerate() {
+                    // An input whose gradient is the other's, read there.
+                    if step.join.same_grad == Some(input) {
+                        continue;
+                    }
                     grad_out_used |= *to != GradTo::Discard;
                     let dx = match *to {
                         GradTo::Discard => continue,
@@ -303,6 +364,68 @@ impl Gen<'_> {
                 })
             }
         }
+    }
+}
+
+impl Gen<'_> {
+    /// The backward of batch-norm step `step` joined with that of convolution step `conv`
+    /// before it ([`cnnc_core::Join::norm_grad`]): one call, the convolution's input gradient
+    /// where `join` puts it (added into its sum after), and the trade of two buffers' places
+    /// it asks. `grad` names a gradient buffer's binding.
+    pub(crate) fn norm_conv_backward(
+        &self,
+        step: &Step,
+        conv: usize,
+        join: JoinedNormGrad,
+        grad: &mut dyn FnMut(usize) -> Ident,
+        calls: &mut BTreeSet<&'static str>,
+    ) -> Vec<TokenStream> {
+        let acts = self.acts_pattern();
+        let buffers = self.exec.buffers();
+        let conv = &self.exec.steps()[conv];
+        let (norm_plan, conv_plan) = (&self.layers[step.layer], &self.layers[conv.layer]);
+        let mut lines = vec![self.mark(format!(
+            "backward {} and {}",
+            norm_plan.summary(self.model),
+            conv_plan.summary(self.model)
+        ))];
+        let tx = Self::view_type(conv_plan.layer.input_shape());
+        let ty = Self::view_type(buffers[conv.output]);
+        let (x, y, norm_y) = (&acts[conv.input], &acts[conv.output], &acts[step.output]);
+        let dy = match step.dy {
+            Grad::Buffer(b) => {
+                let g = grad(b);
+                quote!(#g)
+            }
+            Grad::Logits => quote!(&ws.dlogits),
+            Grad::Unused => return lines,
+        };
+        let (dx, sum) = match join.conv_dx {
+            GradTo::Discard => (quote!(None), None),
+            GradTo::Write(b) => {
+                let g = grad(b);
+                (quote!(Some(&mut #g[..])), None)
+            }
+            GradTo::Add { into, scratch } => {
+                let part = scratch.unwrap_or(into);
+                let g = grad(part);
+                (quote!(Some(&mut #g[..])), Some((grad(into), g)))
+            }
+        };
+        let (norm, conv) = (&norm_plan.field, &conv_plan.field);
+        calls.insert("norm_conv_backward");
+        lines.push(quote! {
+            norm_conv_backward::<#tx, #ty>(&mut self.#norm, &mut self.#conv, [#x, #y], #norm_y, #dy, #dx, batch)?;
+        });
+        if let Some((into, part)) = sum {
+            calls.insert("accumulate");
+            lines.push(quote!(accumulate::<#tx>(&mut #into[..], #part, batch)?;));
+        }
+        if let Some([a, b]) = join.swap {
+            let (a, b) = (grad(a), grad(b));
+            lines.push(quote!(::core::mem::swap(#a, #b);));
+        }
+        lines
     }
 }
 

@@ -4,6 +4,8 @@
 //! model (valid by construction) and the steps, fusions and buffers from its plan, the same plan
 //! the dynamic executor interprets.
 
+use std::collections::BTreeSet;
+
 use cnnc_core::{
     CheckedLayer, Clamp, Fusion, Grad, LayerConfig, Model, Plan as ExecPlan, Shape, Slice, Source,
 };
@@ -716,9 +718,26 @@ impl Gen<'_> {
         let grads = [format_ident!("g0"), format_ident!("g1")];
         let mut used = [false; 2];
         let mut steps = Vec::new();
+        let mut calls = BTreeSet::from(["on_pool"]);
+        // The convolution step whose backward a batch norm's joined with its own.
+        let mut done = None;
         // The plan's steps from the logits back, each reading its output gradient where the
         // step after it wrote its input gradient.
-        for step in self.exec.steps().iter().rev() {
+        for (k, step) in self.exec.steps().iter().enumerate().rev() {
+            if done == Some(k) {
+                continue;
+            }
+            if let (Some(join), Some(conv)) = (step.join.norm_grad, k.checked_sub(1)) {
+                let mut grad = |b: usize| {
+                    if let Some(u) = used.get_mut(b) {
+                        *u = true;
+                    }
+                    format_ident!("g{}", b)
+                };
+                steps.extend(self.norm_conv_backward(step, conv, join, &mut grad, &mut calls));
+                done = Some(conv);
+                continue;
+            }
             let plan = &self.layers[step.layer];
             let mark = self.mark(format!("backward {}", plan.summary(self.model)));
             let (tx, ty) = (
@@ -745,6 +764,7 @@ impl Gen<'_> {
                 }
             };
             let field = &plan.field;
+            calls.insert("backward");
             steps.push(quote! {
                 #mark
                 backward::<#tx, #ty>(&mut self.#field, #x, #y, #dy, #dx, batch)?;
@@ -763,11 +783,12 @@ impl Gen<'_> {
                 quote!(let [#(#names),*] = &mut ws.grads;)
             }
         };
+        let calls = calls.into_iter().map(|call| format_ident!("{}", call));
         quote! {
             /// Backpropagates the gradient in the logits' gradient buffer through every layer, from
             /// the last to the first.
             fn run_backward(&mut self, batch: usize) -> Result<(), #error> {
-                use #private{backward, on_pool};
+                use #private{#(#calls),*};
                 #use_views
                 on_pool(|| {
                     let ws = &mut self.workspace;
@@ -915,7 +936,12 @@ impl Gen<'_> {
         let n_eval_steps = lit(self.exec.eval_steps().len());
         // Inference steps of their own only where they differ (the trait's default reads the
         // steps).
-        let eval_fns = (self.exec.eval_steps() != self.exec.steps()).then(|| {
+        let eval_fns = (eval_steps.len() != steps.len()
+            || eval_steps
+                .iter()
+                .zip(&steps)
+                .any(|(e, s)| e.to_string() != s.to_string()))
+        .then(|| {
             quote! {
                 fn eval_step_count(&self) -> usize {
                     #n_eval_steps
@@ -1136,14 +1162,15 @@ mod tests {
         }
         // `act` feeds conv_a, res and branch: branch writes its gradient, res adds its part in
         // place (masked by its ReLU's output, `a4`), conv_a's goes through a scratch buffer and
-        // is added after (the plan's order).
+        // is added after (the plan's order). The batch norm's input gradient is computed by the
+        // stem's backward (the plan joins them), which has no input gradient of its own.
         let backward = &code[code.find("fn run_backward").unwrap()..];
         let order = [
             "(&mut self.branch, a2, a5, g1, Some(&mut g0[..]), batch)?;",
             "(&mut self.res, [a3, a2], [a4, g2], 1, GradOut::Add(&mut g0[..]), batch)?;",
             "(&mut self.conv_a, a2, a3, g1, Some(&mut g2[..]), batch)?;",
             "accumulate::<Images<8, 8, 8, &[f32]>>(&mut g0[..], g2, batch)?;",
-            "(&mut self.bn, a1, a2, g0, Some(&mut g2[..]), batch)?;",
+            "(&mut self.bn, &mut self.stem, [a0, a1], a2, g0, None, batch)?;",
         ];
         let at: Vec<usize> = order
             .iter()
@@ -1153,6 +1180,33 @@ mod tests {
             })
             .collect();
         assert!(at.windows(2).all(|w| w[0] < w[1]), "{backward}");
+    }
+
+    #[test]
+    fn a_resnet_runs_the_joins_the_plan_records() {
+        let model = checked(include_str!("../../models/resnet20_cifar.cnn"));
+        let plan = ExecPlan::new(&model);
+        let code = crate::to_source(&model, &options()).unwrap();
+        let count = |what: &str| code.matches(what).count();
+        let joins =
+            |f: fn(&cnnc_core::Join) -> bool| plan.steps().iter().filter(|s| f(&s.join)).count();
+        // Each block's last batch norm (and each projection's) stores the add and its ReLU.
+        assert_eq!(count("= norm_add("), joins(|j| j.add.is_some()));
+        assert_eq!(count("= norm_add("), 9);
+        assert!(code.contains("// layer1.0.5: add(layer1.0.bn2, relu) [16, 32, 32], [16, 32, 32] -> [16, 32, 32], stored by layer1.0.bn2"));
+        // Every batch norm's input gradient is computed by the convolution before it, the
+        // buffers trading places where the plan says.
+        assert_eq!(
+            count("norm_conv_backward::<"),
+            joins(|j| j.norm_grad.is_some())
+        );
+        assert_eq!(count("norm_conv_backward::<"), 21);
+        let swaps = joins(|j| j.norm_grad.is_some_and(|n| n.swap.is_some()));
+        assert_eq!(count("::core::mem::swap("), swaps);
+        assert!(swaps > 0);
+        // An add writes its shared gradient once: one call per add, not one per input.
+        assert_eq!(joins(|j| j.same_grad.is_some()), 9);
+        assert_eq!(count("merge_backward::<"), 9);
     }
 
     #[test]

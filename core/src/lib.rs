@@ -20,7 +20,10 @@ pub use config::{
 };
 pub use kind::{ArgDefault, ArgInfo, ArgType, ArgValue, Arity, Init, Input, LayerKind};
 pub use model::{CheckedLayer, Model, ModelError, TensorInfo, TensorRole};
-pub use plan::{Clamp, Epilogue, Fusion, Grad, GradTo, Plan, Reads, Slice, Step, Storage};
+pub use plan::{
+    Clamp, Epilogue, Fusion, Grad, GradTo, Join, JoinedAdd, JoinedNormGrad, Plan, Reads, Slice,
+    Step, Storage,
+};
 pub use shape::Shape;
 
 /// Largest size (channels, features, height, kernel, ...) a spec may use: 2^20.

@@ -32,6 +32,12 @@
 //! backward reads (a batch norm's output that only an add reads) lives only until its last
 //! reader's forward, in a slot later such buffers reuse; every other buffer keeps a slot of its
 //! own.
+//!
+//! A training step may run together with a step next to it where the buffers allow ([`Join`],
+//! decided once here from the layers and the gradient buffers assigned): a batch norm stores the
+//! residual add after it, a batch norm's input gradient is computed by the convolution before
+//! it as it stages its `dy`, and an add writes its two equal input gradients once. The executor
+//! and generated code run the joins the plan records; every value is that of the steps apart.
 
 use crate::config::{LayerConfig, Source};
 use crate::model::Model;
@@ -133,6 +139,71 @@ pub enum GradTo {
     },
 }
 
+/// What a training step runs together with a step next to it ([`Step::join`]): the values
+/// are those of the two steps apart, bit for bit, with fewer passes over memory. Empty in
+/// every inference step; a run that must see every input gradient (the search for a
+/// non-finite value) runs the steps apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Join {
+    /// Forward, on a batch norm's step: the next step is a two-input add reading its output,
+    /// which nothing else reads (and no backward: the batch norm applies no ReLU, the add masks
+    /// by its own output); the batch norm stores the add's output itself, and the add's step
+    /// does not run forward (its backward does).
+    pub add: Option<JoinedAdd>,
+    /// Backward, on a batch norm's step: the step before it is the convolution that makes its
+    /// input, read by nothing else; the batch norm hands it its input gradient, which the
+    /// convolution computes as it stages its `dy`. The batch norm's input gradient buffer
+    /// ([`Step::dx`]) is neither written nor read.
+    pub norm_grad: Option<JoinedNormGrad>,
+    /// Backward, on a two-input add's step: the gradient of input `j` (the previous step's
+    /// output) is the same values as the other input's, written whole to both; the step is
+    /// run writing the other's only, and the previous step reads its `dy` from there
+    /// ([`Step::dy`]; nothing writes that buffer before it and the convolution before it
+    /// have read it).
+    pub same_grad: Option<usize>,
+}
+
+impl Join {
+    /// No join: the step runs alone.
+    pub const NONE: Join = Join {
+        add: None,
+        norm_grad: None,
+        same_grad: None,
+    };
+
+    /// Whether the step runs alone.
+    pub fn is_none(&self) -> bool {
+        *self == Join::NONE
+    }
+}
+
+/// The residual add a batch norm stores ([`Join::add`]): `relu(bn(x) + r)` (the ReLU when
+/// the add applies one) into the add's buffer, the batch norm's own output never written (a
+/// sum of two is the same in either order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinedAdd {
+    /// Activation buffer of the add's other input (`r`).
+    pub residual: usize,
+    /// Activation buffer written: the add's output.
+    pub output: usize,
+    /// Whether the add applies the ReLU after it.
+    pub relu: bool,
+}
+
+/// Where the convolution before a batch norm puts its own input gradient when it computes the
+/// batch norm's as it stages its `dy` ([`Join::norm_grad`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinedNormGrad {
+    /// The convolution's [`Step::dxs`]`[0]`, except that a buffer the plan names which is the
+    /// one the batch norm's `dy` is read from (still read while the convolution stages it) is
+    /// replaced by the batch norm's own gradient buffer, unused now.
+    pub conv_dx: GradTo,
+    /// The two buffers that then trade places, `[the batch norm's dy, its own gradient]`,
+    /// when the convolution wrote its gradient whole where later steps do not look for it;
+    /// only buffers of one length ([`Plan::grad_lens`]) trade.
+    pub swap: Option<[usize; 2]>,
+}
+
 /// One step of the forward pass: a layer, and the layers it applies ([`Fusion`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
@@ -164,6 +235,9 @@ pub struct Step {
     /// What the convolution applies as it stores its output: in [`Plan::eval_steps`] only
     /// ([`Epilogue::NONE`] in every training step).
     pub epilogue: Epilogue,
+    /// What the step runs together with a step next to it: in [`Plan::steps`] only
+    /// ([`Join::NONE`] in every inference step).
+    pub join: Join,
 }
 
 /// What a step's backward reads of the activations around it, as its layer says
@@ -207,6 +281,8 @@ pub struct Plan {
     buffers: Vec<Shape>,
     /// Number of gradient buffers backward uses.
     grad_buffers: usize,
+    /// Per-sample length of each gradient buffer.
+    grad_lens: Vec<usize>,
     /// Step index of every layer (the step that runs or applies it).
     step_of: Vec<usize>,
 }
@@ -286,16 +362,20 @@ impl Plan {
                 dx: None,
                 dxs: Vec::new(),
                 epilogue: Epilogue::NONE,
+                join: Join::NONE,
             });
             i = last + 1;
         }
         let grad_buffers = plan_gradients(model, &mut steps, &step_of);
+        let grad_lens = grad_lens(&steps, &buffers, grad_buffers);
+        join_steps(model, &mut steps, &grad_lens);
         let eval_steps = plan_eval(model, &steps, &step_of);
         Plan {
             steps,
             eval_steps,
             buffers,
             grad_buffers,
+            grad_lens,
             step_of,
         }
     }
@@ -319,9 +399,17 @@ impl Plan {
         &self.buffers
     }
 
-    /// Number of gradient buffers, each as large as the largest activation.
+    /// Number of gradient buffers.
     pub fn grad_buffers(&self) -> usize {
         self.grad_buffers
+    }
+
+    /// The length per sample of each gradient buffer: the largest gradient it holds (an input
+    /// gradient a step writes or adds there, or an output gradient a backward reads from it).
+    /// ResNet-18 at 32 x 32 needs two buffers as large as the stem's 4 MiB gradient, and a
+    /// third only for the residual branches, whose largest gradient is a quarter of that.
+    pub fn grad_lens(&self) -> &[usize] {
+        &self.grad_lens
     }
 
     /// The step that runs or applies layer `layer`.
@@ -530,12 +618,16 @@ fn plan_eval(model: &Model, steps: &[Step], step_of: &[usize]) -> Vec<Step> {
                     last: steps[end].last,
                     output: steps[end].output,
                     epilogue,
+                    join: Join::NONE,
                     ..step.clone()
                 });
                 k = end + 1;
             }
             None => {
-                eval.push(step.clone());
+                eval.push(Step {
+                    join: Join::NONE,
+                    ..step.clone()
+                });
                 k += 1;
             }
         }
@@ -648,6 +740,161 @@ fn epilogue(
         }
     }
     (last != conv).then_some((epilogue, last, other))
+}
+
+/// The length per sample of each of the `count` gradient buffers `steps` use
+/// ([`Plan::grad_lens`]), activation buffer `b` holding `buffers[b]`.
+fn grad_lens(steps: &[Step], buffers: &[Shape], count: usize) -> Vec<usize> {
+    let numel = |b: usize| buffers.get(b).map_or(0, Shape::numel);
+    let mut held = vec![0; count];
+    let mut hold = |buffer: usize, len: usize| {
+        if let Some(h) = held.get_mut(buffer) {
+            *h = (*h).max(len);
+        }
+    };
+    for step in steps {
+        for (to, &input) in step.dxs.iter().zip(&step.inputs) {
+            match *to {
+                GradTo::Discard => {}
+                GradTo::Write(b) => hold(b, numel(input)),
+                GradTo::Add { into, scratch } => {
+                    hold(into, numel(input));
+                    if let Some(s) = scratch {
+                        hold(s, numel(input));
+                    }
+                }
+            }
+        }
+        if let Grad::Buffer(a) = step.dy {
+            hold(a, numel(step.output));
+        }
+    }
+    held
+}
+
+/// Whether `step` writes or adds anything to gradient buffer `buffer` in backward.
+fn writes_grad(step: &Step, buffer: usize) -> bool {
+    step.dx == Some(buffer)
+        || step.dxs.iter().any(|to| match *to {
+            GradTo::Discard => false,
+            GradTo::Write(b) => b == buffer,
+            GradTo::Add { into, scratch } => into == buffer || scratch == Some(buffer),
+        })
+}
+
+/// Decides every training step's [`Join`]: first the adds whose two input gradients are the
+/// same (the batch norm before such an add then reads its `dy` from the buffer the add
+/// writes), then the batch norms whose input gradient the convolution before them computes,
+/// then the batch norms that store the add after them. `lens` are the gradient buffers'
+/// lengths ([`Plan::grad_lens`]: they hold what the steps joined read and write too).
+fn join_steps(model: &Model, steps: &mut [Step], lens: &[usize]) {
+    let layers = model.layers();
+    let is = |step: &Step, kind: fn(&LayerConfig) -> bool| kind(layers[step.layer].config());
+    let is_norm = |c: &LayerConfig| matches!(c, LayerConfig::BatchNorm2d(_));
+    let is_add = |c: &LayerConfig| matches!(c, LayerConfig::Add);
+    for k in 1..steps.len() {
+        if let Some((j, theirs)) = same_grad(steps, k).filter(|_| is(&steps[k], is_add)) {
+            steps[k].join.same_grad = Some(j);
+            steps[k - 1].dy = Grad::Buffer(theirs);
+        }
+    }
+    for k in 1..steps.len() {
+        let (prev, step) = (&steps[k - 1], &steps[k]);
+        let stages = match layers[prev.layer].config() {
+            // What `Conv2d::backward_from_norm` takes: a dense convolution padded with zeros
+            // (or not at all), without a pool whose positions route its `dy`.
+            LayerConfig::Conv2d(c) => {
+                c.groups == 1
+                    && (c.padding_mode == crate::config::PaddingMode::Zeros
+                        || c.padding_total() == [0, 0])
+                    && prev.fusion != Fusion::ReluMaxPool
+            }
+            _ => false,
+        };
+        if stages && is(step, is_norm) {
+            steps[k].join.norm_grad = norm_grad(prev, step, lens);
+        }
+    }
+    for k in 0..steps.len().saturating_sub(1) {
+        let (step, add) = (&steps[k], &steps[k + 1]);
+        let out = step.output;
+        let residual = match add.inputs[..] {
+            [a, b] if a == out && b != out => b,
+            [a, b] if b == out && a != out => a,
+            _ => continue,
+        };
+        // The batch norm applies no ReLU (its backward reads its input only), and nothing but
+        // the add reads its output (the add's backward masks by its own output).
+        let alone = step.fusion == Fusion::None
+            && steps.iter().filter(|s| s.inputs.contains(&out)).count() == 1;
+        if alone && is(step, is_norm) && is(add, is_add) {
+            steps[k].join.add = Some(JoinedAdd {
+                residual,
+                output: add.output,
+                relu: add.fusion == Fusion::Relu,
+            });
+        }
+    }
+}
+
+/// For add step `k`: when it writes its gradient whole into both inputs' buffers, the step
+/// before it makes one of them and reads its `dy` from that buffer, and neither that step nor
+/// the one before it (a convolution that may compute its input gradient with it) writes the
+/// other input's buffer, that input's index and the other's buffer, where the step before may
+/// read its `dy` instead.
+fn same_grad(steps: &[Step], k: usize) -> Option<(usize, usize)> {
+    let (step, prev) = (&steps[k], &steps[k.checked_sub(1)?]);
+    let (&[GradTo::Write(b0), GradTo::Write(b1)], &[i0, i1]) = (&step.dxs[..], &step.inputs[..])
+    else {
+        return None;
+    };
+    let (j, mine, theirs) = match (i0 == prev.output, i1 == prev.output) {
+        (true, false) => (0, b0, b1),
+        (false, true) => (1, b1, b0),
+        _ => return None,
+    };
+    let readers = &steps[k.saturating_sub(2)..k];
+    (prev.dy == Grad::Buffer(mine) && !readers.iter().any(|s| writes_grad(s, theirs)))
+        .then_some((j, theirs))
+}
+
+/// The [`JoinedNormGrad`] of batch norm step `step` after convolution step `prev` (one that
+/// can stage it), when the convolution makes the batch norm's input and the batch norm writes
+/// its whole gradient into the buffer the convolution reads its `dy` from (so nothing else
+/// reads that input); `None` when the convolution's own input gradient would need a buffer of
+/// another length.
+fn norm_grad(prev: &Step, step: &Step, lens: &[usize]) -> Option<JoinedNormGrad> {
+    let (&[GradTo::Write(b)], Grad::Buffer(from), Grad::Buffer(a)) =
+        (&step.dxs[..], prev.dy, step.dy)
+    else {
+        return None;
+    };
+    if b != from || prev.output != step.input || prev.layer >= step.layer {
+        return None;
+    }
+    let (conv_dx, swap) = match prev.dxs.first().copied().unwrap_or(GradTo::Discard) {
+        GradTo::Write(t) if t == a => (GradTo::Write(b), Some([a, b])),
+        GradTo::Add {
+            into,
+            scratch: Some(s),
+        } if s == a => (
+            GradTo::Add {
+                into,
+                scratch: Some(b),
+            },
+            None,
+        ),
+        to => (to, None),
+    };
+    // The buffer written instead holds as much as the plan's (they trade places for good).
+    let fits = match prev.dxs.first() {
+        Some(&GradTo::Write(t))
+        | Some(&GradTo::Add {
+            scratch: Some(t), ..
+        }) => t != a || lens.get(a) == lens.get(b),
+        _ => true,
+    };
+    fits.then_some(JoinedNormGrad { conv_dx, swap })
 }
 
 /// Assigns every step's gradient buffers (`dy`, `dx`, `dxs`) by liveness in backward order;
@@ -1567,5 +1814,222 @@ mod tests {
             ],
         );
         check_eval_storage(&fire);
+    }
+
+    /// A stem (`conv → bn → relu`, layers 0–2), a residual block on it (`conv → bn → relu →
+    /// conv → bn`, 3–7), the add of the block's last batch norm and the stem (8) and its ReLU
+    /// (9), then `tail` (each reading the layer before unless it names its inputs) and the
+    /// classifier.
+    fn residual_block(tail: Vec<(LayerConfig, Vec<Source>)>) -> Plan {
+        let mut layers = vec![
+            (conv(2), vec![]),
+            (bn(2), vec![]),
+            (LayerConfig::Relu, vec![]),
+            (conv(2), vec![]),
+            (bn(2), vec![]),
+            (LayerConfig::Relu, vec![]),
+            (conv(2), vec![]),
+            (bn(2), vec![]),
+            (LayerConfig::Add, vec![Source::Layer(7), Source::Layer(2)]),
+            (LayerConfig::Relu, vec![]),
+        ];
+        layers.extend(tail);
+        layers.push((LayerConfig::FLATTEN, vec![]));
+        layers.push((linear(128), vec![]));
+        graph([2, 8, 8], layers)
+    }
+
+    /// The join on the step of layer `layer`.
+    fn join_of(plan: &Plan, layer: usize) -> Join {
+        plan.step_of(layer).join
+    }
+
+    #[test]
+    fn a_residual_block_joins_its_batch_norms_and_its_add() {
+        let plan = residual_block(vec![]);
+        // Every batch norm gives its input gradient to the convolution before it.
+        for norm in [1, 4, 7] {
+            let join = join_of(&plan, norm).norm_grad.expect("a joined gradient");
+            // Where the convolution's input gradient goes: the plan's, or the batch norm's own
+            // buffer (which then trades places with the one its `dy` is read from).
+            let conv = &plan.steps()[plan.step_of[norm] - 1];
+            let norm_step = plan.step_of(norm);
+            match join.swap {
+                Some([a, b]) => {
+                    assert_eq!(norm_step.dy, Grad::Buffer(a));
+                    assert_eq!(norm_step.dx, Some(b));
+                    assert_eq!(conv.dxs[0], GradTo::Write(a));
+                    assert_eq!(join.conv_dx, GradTo::Write(b));
+                    assert_eq!(plan.grad_lens()[a], plan.grad_lens()[b]);
+                }
+                None if norm == 1 => assert_eq!(join.conv_dx, GradTo::Discard),
+                None => assert!(
+                    join.conv_dx == conv.dxs[0]
+                        || matches!(join.conv_dx, GradTo::Add { scratch, .. } if scratch == norm_step.dx),
+                    "{join:?}"
+                ),
+            }
+        }
+        // The block's last batch norm stores the add and its ReLU; the others apply a ReLU.
+        let add = join_of(&plan, 7)
+            .add
+            .expect("the add stored by the batch norm");
+        assert_eq!(add.residual, plan.step_of(2).output);
+        assert_eq!(add.output, plan.step_of(8).output);
+        assert!(add.relu);
+        assert_eq!((join_of(&plan, 1).add, join_of(&plan, 4).add), (None, None));
+        // The add writes the stem's gradient only; the batch norm reads its `dy` there.
+        let add_step = plan.step_of(8);
+        assert_eq!(add_step.join.same_grad, Some(0));
+        let GradTo::Write(theirs) = add_step.dxs[1] else {
+            panic!("the stem's gradient is written whole: {:?}", add_step.dxs)
+        };
+        assert_eq!(plan.step_of(7).dy, Grad::Buffer(theirs));
+        // Inference steps join nothing.
+        assert!(plan.eval_steps().iter().all(|s| s.join.is_none()));
+    }
+
+    #[test]
+    fn an_output_another_step_reads_is_not_joined() {
+        // The block's last batch norm read by a second add too: it stores its own output.
+        let plan = residual_block(vec![(
+            LayerConfig::Add,
+            vec![Source::Layer(9), Source::Layer(7)],
+        )]);
+        assert_eq!(join_of(&plan, 7).add, None);
+        // The stem read by the block's first convolution and the add; a third reader after the
+        // add adds its part first: the add adds its own, and shares nothing.
+        let plan = residual_block(vec![(
+            LayerConfig::Add,
+            vec![Source::Layer(9), Source::Layer(2)],
+        )]);
+        assert!(matches!(plan.step_of(8).dxs[1], GradTo::Add { .. }));
+        assert_eq!(join_of(&plan, 8).same_grad, None);
+        // A convolution whose output a second layer reads keeps the batch norm's gradient
+        // apart (the batch norm's part is added to the other's).
+        let plan = graph(
+            [2, 8, 8],
+            vec![
+                (conv(2), vec![]),                                            // 0
+                (bn(2), vec![]),                                              // 1
+                (LayerConfig::Add, vec![Source::Layer(1), Source::Layer(0)]), // 2
+                (LayerConfig::FLATTEN, vec![]),                               // 3
+                (linear(128), vec![]),                                        // 4
+            ],
+        );
+        assert_eq!(join_of(&plan, 1).norm_grad, None);
+        assert!(join_of(&plan, 1).add.is_some());
+    }
+
+    #[test]
+    fn a_relu_between_stops_the_join() {
+        // `bn → relu → add`: the batch norm applies the ReLU, so the add reads the ReLU's
+        // output; it is not stored by the batch norm.
+        let block = graph(
+            [2, 8, 8],
+            vec![
+                (conv(2), vec![]),                                         // 0
+                (bn(2), vec![]),                                           // 1
+                (LayerConfig::Relu, vec![]),                               // 2
+                (LayerConfig::Add, vec![Source::Layer(2), Source::Input]), // 3
+                (LayerConfig::FLATTEN, vec![]),                            // 4
+                (linear(128), vec![]),                                     // 5
+            ],
+        );
+        assert_eq!(block.step_of(1).fusion, Fusion::Relu);
+        assert_eq!(join_of(&block, 1).add, None);
+        // `dwconv → relu → bn`: a grouped convolution applies no ReLU, so the ReLU's step
+        // lies between it and the batch norm, which takes its own gradient.
+        let chain = plan(vec![
+            conv(1),
+            dw(2),
+            LayerConfig::Relu,
+            bn(2),
+            LayerConfig::FLATTEN,
+            linear(128),
+        ]);
+        assert_eq!(chain.steps()[2].layer, 2);
+        assert_eq!(join_of(&chain, 3).norm_grad, None);
+    }
+
+    #[test]
+    fn a_batch_norm_without_a_convolution_that_stages_before_it_takes_its_own_gradient() {
+        // After a pool, after the model's input, after a grouped convolution: no join.
+        for layers in [
+            vec![conv(1), pool(2, 2), bn(2), LayerConfig::FLATTEN, linear(32)],
+            vec![bn(1), conv(1), LayerConfig::FLATTEN, linear(128)],
+            vec![conv(1), dw(2), bn(2), LayerConfig::FLATTEN, linear(128)],
+        ] {
+            let chain = plan(layers);
+            assert!(
+                chain.steps().iter().all(|s| s.join.norm_grad.is_none()),
+                "{:?}",
+                chain.steps()
+            );
+        }
+        // A convolution that applies a max pool routes its `dy` through the pool's positions.
+        let chain = plan(vec![
+            conv(1),
+            conv(2),
+            LayerConfig::Relu,
+            pool(2, 2),
+            bn(2),
+            LayerConfig::FLATTEN,
+            linear(32),
+        ]);
+        assert_eq!(chain.steps()[1].fusion, Fusion::ReluMaxPool);
+        assert_eq!(join_of(&chain, 4).norm_grad, None);
+    }
+
+    #[test]
+    fn buffers_trade_places_only_at_one_length() {
+        // `conv → conv → bn → flatten → linear`: the second convolution's input gradient goes
+        // where the batch norm's `dy` is read from, so it takes the batch norm's own buffer,
+        // and the two trade places, both as long as the activations.
+        let strided = |stride: usize| {
+            LayerConfig::Conv2d(Conv2dConfig {
+                padding: [1, 1],
+                padding_end: [1, 1],
+                stride: [stride, stride],
+                ..Conv2dConfig::new(2, 2, [3, 3])
+            })
+        };
+        let plan = graph(
+            [1, 8, 8],
+            vec![
+                (conv(1), vec![]),
+                (strided(1), vec![]),
+                (bn(2), vec![]),
+                (LayerConfig::FLATTEN, vec![]),
+                (linear(128), vec![]),
+            ],
+        );
+        let join = join_of(&plan, 2).norm_grad.expect("a joined gradient");
+        let norm = plan.step_of(2);
+        let (Grad::Buffer(a), Some(b)) = (norm.dy, norm.dx) else {
+            panic!("{norm:?}")
+        };
+        assert_eq!(plan.step_of(1).dxs[0], GradTo::Write(a));
+        assert_eq!(join.conv_dx, GradTo::Write(b));
+        assert_eq!(join.swap, Some([a, b]));
+        // Strided, the convolution's input gradient (8 x 8) is four times the batch norm's
+        // (4 x 4): the buffers differ in length, and the batch norm takes its own gradient.
+        let plan = graph(
+            [1, 8, 8],
+            vec![
+                (conv(1), vec![]),
+                (strided(2), vec![]),
+                (bn(2), vec![]),
+                (LayerConfig::FLATTEN, vec![]),
+                (linear(32), vec![]),
+            ],
+        );
+        let norm = plan.step_of(2);
+        let (Grad::Buffer(a), Some(b)) = (norm.dy, norm.dx) else {
+            panic!("{norm:?}")
+        };
+        assert_eq!(plan.step_of(1).dxs[0], GradTo::Write(a));
+        assert_ne!(plan.grad_lens()[a], plan.grad_lens()[b]);
+        assert_eq!(join_of(&plan, 2).norm_grad, None);
     }
 }

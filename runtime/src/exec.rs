@@ -207,38 +207,6 @@ fn layer_input_len(layer: &mut dyn Layer, input: usize) -> usize {
     }
 }
 
-/// The length per sample of each of `plan`'s gradient buffers: the largest gradient it holds
-/// (an input gradient a step writes or adds there, or an output gradient backward reads from
-/// it). ResNet-18 at 32 x 32 needs two buffers as large as the stem's 4 MiB gradient, and a
-/// third only for the residual branches, whose largest gradient is a quarter of that.
-fn grad_sizes(plan: &Plan) -> Vec<usize> {
-    let numel = |b: usize| plan.buffers().get(b).map_or(0, Shape::numel);
-    let mut held = vec![0; plan.grad_buffers()];
-    let mut hold = |buffer: usize, len: usize| {
-        if let Some(h) = held.get_mut(buffer) {
-            *h = (*h).max(len);
-        }
-    };
-    for step in plan.steps() {
-        for (to, &input) in step.dxs.iter().zip(&step.inputs) {
-            match *to {
-                GradTo::Discard => {}
-                GradTo::Write(b) => hold(b, numel(input)),
-                GradTo::Add { into, scratch } => {
-                    hold(into, numel(input));
-                    if let Some(s) = scratch {
-                        hold(s, numel(input));
-                    }
-                }
-            }
-        }
-        if let Grad::Buffer(a) = step.dy {
-            hold(a, numel(step.output));
-        }
-    }
-    held
-}
-
 /// Sets every parameter gradient of `layer` to zero.
 fn zero_grads(layer: &mut dyn Layer) {
     layer.visit(&mut |entry| {
@@ -348,136 +316,6 @@ fn one_input_backward(
     }
 }
 
-/// When training step `k` is a batch norm whose output only the two-input add of the next step
-/// reads, and no backward: that step, the add's other input and whether the add applies a ReLU
-/// ([`layers::BatchNorm2d::forward_add`] computes the sum as the batch norm stores).
-fn norm_add<'a>(
-    steps: &'a [cnnc_core::Step],
-    k: usize,
-    layers: &mut [Box<dyn Layer>],
-    storage: &Storage,
-) -> Option<(&'a cnnc_core::Step, usize, bool)> {
-    let (step, add) = (&steps[k], steps.get(k + 1)?);
-    let out = step.output;
-    let residual = match add.inputs[..] {
-        [a, b] if a == out && b != out => b,
-        [a, b] if b == out && a != out => a,
-        _ => return None,
-    };
-    let alone = !storage.kept[out]
-        && step.fusion == Fusion::None
-        && steps.iter().filter(|s| s.inputs.contains(&out)).count() == 1;
-    if !alone || layers[step.layer].as_batch_norm_mut().is_none() {
-        return None;
-    }
-    let relu = layers[add.layer].as_merge()?.sum_relu()?;
-    Some((add, residual, relu))
-}
-
-/// How a batch norm's backward hands its input gradient to the convolution before it, which
-/// computes it as it stages its `dy` ([`layers::Conv2d::backward_from_norm`]).
-#[derive(Clone, Copy, Debug)]
-struct Deferred {
-    /// The convolution's step.
-    conv: usize,
-    /// Where the convolution's input gradient goes: the plan's, except that a gradient the plan
-    /// writes into the buffer the batch norm's `dy` is read from (still read while the
-    /// convolution stages) goes to the buffer the batch norm would have written, the two
-    /// buffers then trading places.
-    to: GradTo,
-    /// Whether they trade places.
-    swap: bool,
-}
-
-/// When add step `k` would write the same values, its masked `dy`, whole into both of its
-/// inputs' gradient buffers: the input whose buffer only the previous step reads, as its `dy`
-/// (it makes that input), the buffer of the other input, which that step may read instead, and
-/// its own. Nothing writes that other buffer before the previous step has read it (neither that
-/// step nor the convolution before it, which may compute the previous step's input gradient
-/// with it), so it holds the values there; the add then writes one buffer, not two.
-fn shared_add_grad(
-    steps: &[cnnc_core::Step],
-    k: usize,
-    layers: &mut [Box<dyn Layer>],
-) -> Option<(usize, usize, usize)> {
-    let (step, prev) = (&steps[k], steps.get(k.checked_sub(1)?)?);
-    layers[step.layer].as_merge()?.sum_relu()?;
-    let (&[GradTo::Write(b0), GradTo::Write(b1)], &[i0, i1]) = (&step.dxs[..], &step.inputs[..])
-    else {
-        return None;
-    };
-    let (other, mine, theirs) = match (i0 == prev.output, i1 == prev.output) {
-        (true, false) => (1, b0, b1),
-        (false, true) => (0, b1, b0),
-        _ => return None,
-    };
-    let writes = |s: &cnnc_core::Step| {
-        s.dx == Some(theirs)
-            || s.dxs.iter().any(|to| match *to {
-                GradTo::Discard => false,
-                GradTo::Write(b) => b == theirs,
-                GradTo::Add { into, scratch } => into == theirs || scratch == Some(theirs),
-            })
-    };
-    let readers = &steps[k.saturating_sub(2)..k];
-    (prev.dy == Grad::Buffer(mine) && !readers.iter().any(writes)).then_some((other, theirs, mine))
-}
-
-/// Whether batch-norm step `k` defers its input gradient to the convolution step before it
-/// ([`Deferred`]): the convolution writes the batch norm's input, which nothing else reads
-/// (the batch norm writes its gradient whole), and takes its `dy` from the buffer the batch
-/// norm would write. `a` holds the batch norm's `dy`.
-fn deferred_norm(
-    steps: &[cnnc_core::Step],
-    k: usize,
-    layers: &mut [Box<dyn Layer>],
-    grads: &[Vec<f32>],
-    a: usize,
-) -> Option<Deferred> {
-    let (step, prev) = (&steps[k], steps.get(k.checked_sub(1)?)?);
-    let (&[GradTo::Write(b)], Grad::Buffer(from)) = (&step.dxs[..], prev.dy) else {
-        return None;
-    };
-    let takes = b == from && prev.output == step.input && prev.layer < step.layer;
-    let norm = takes && layers[step.layer].as_batch_norm_mut().is_some();
-    let conv = norm
-        && layers[prev.layer]
-            .as_conv_mut()
-            .is_some_and(|c| c.stages_norm_grad());
-    if !conv {
-        return None;
-    }
-    let to = prev.dxs.first().copied().unwrap_or(GradTo::Discard);
-    let (to, swap) = match to {
-        GradTo::Write(t) if t == a => (GradTo::Write(b), true),
-        GradTo::Add {
-            into,
-            scratch: Some(s),
-        } if s == a => (
-            GradTo::Add {
-                into,
-                scratch: Some(b),
-            },
-            false,
-        ),
-        to => (to, false),
-    };
-    // The buffer written instead holds as much as the plan's (they trade places for good).
-    let fits = |t: usize| t != a || grads[a].len() == grads[b].len();
-    let fits = match prev.dxs.first() {
-        Some(&GradTo::Write(t))
-        | Some(&GradTo::Add {
-            scratch: Some(t), ..
-        }) => fits(t),
-        _ => true,
-    };
-    fits.then_some(Deferred {
-        conv: k - 1,
-        to,
-        swap,
-    })
-}
-
 /// The first value of `values` that is NaN or infinite.
 fn first_non_finite(values: &[f32]) -> Option<f32> {
     values.iter().copied().find(|v| !v.is_finite())
@@ -537,6 +375,27 @@ fn fuse(layers: &mut [Box<dyn Layer>], model: &Model, plan: &Plan) -> Result<()>
         }
         if step.masks_relu_grad && !layer.mask_relu_grad() {
             return Err(refused(&**layer, "mask the ReLU gradient"));
+        }
+    }
+    // What the joins the plan records take of the layers.
+    for (k, step) in plan.steps().iter().enumerate() {
+        if step.join.norm_grad.is_some() {
+            let conv = k.checked_sub(1).map(|c| plan.steps()[c].layer);
+            let stages = conv.and_then(|c| layers[c].as_conv_mut().map(|c| c.stages_norm_grad()));
+            if stages != Some(true) {
+                return Err(refused(
+                    &*layers[step.layer],
+                    "give its input gradient to a convolution",
+                ));
+            }
+        }
+        // The batch norm's output, never written, must be read by no backward.
+        let add_reads = |k: usize| {
+            let add = plan.steps().get(k + 1).map(|s| s.layer);
+            add.is_none_or(|a| layers[a].backward_reads().inputs)
+        };
+        if step.join.add.is_some() && (layers[step.layer].backward_reads().output || add_reads(k)) {
+            return Err(refused(&*layers[step.layer], "store the add after it"));
         }
     }
     Ok(())
@@ -704,7 +563,7 @@ impl Network {
         for (act, len) in self.acts.iter_mut().zip(&self.storage.len) {
             act.resize(len * max_batch, 0.0);
         }
-        for (g, held) in self.grads.iter_mut().zip(grad_sizes(&self.plan)) {
+        for (g, held) in self.grads.iter_mut().zip(self.plan.grad_lens()) {
             g.resize(held * max_batch, 0.0);
         }
         self.dlogits.resize(self.classes() * max_batch, 0.0);
@@ -859,12 +718,12 @@ impl Network {
             k += 1;
             let i = step.layer;
             let start = Instant::now();
-            // A batch norm whose output only the add after it reads stores the sum instead.
-            if !fused && let Some((add, residual, relu)) = norm_add(steps, k - 1, layers, storage) {
+            // A batch norm the plan joins to the add after it stores the sum instead.
+            if let Some(add) = step.join.add {
                 let mut out = std::mem::take(&mut acts[slot[add.output]]);
-                let (x, r) = (&acts[slot[step.input]], &acts[slot[residual]]);
+                let (x, r) = (&acts[slot[step.input]], &acts[slot[add.residual]]);
                 let result = match layers[i].as_batch_norm_mut() {
-                    Some(norm) => norm.forward_add(x, r, &mut out, batch, mode, relu),
+                    Some(norm) => norm.forward_add(x, r, &mut out, batch, mode, add.relu),
                     None => Err(Error::State(
                         "cnnc bug: a batch norm's add without the batch norm".to_owned(),
                     )),
@@ -1005,35 +864,18 @@ impl Network {
         } = self;
         let activations = (&acts[..], &storage.slot[..]);
         let steps = plan.steps();
-        // A gradient buffer of the plan whose values another holds (`shared_add_grad`), for
-        // the next step, which reads it.
-        let mut shared: Option<(usize, usize)> = None;
         let mut k = steps.len();
         while k > 0 {
             k -= 1;
             let step = &steps[k];
             let i = step.layer;
             let start = Instant::now();
-            let held = shared.take();
-            // Where the output's gradient lies.
-            let at = |a: usize| match held {
-                Some((planned, holder)) if planned == a => holder,
-                _ => a,
-            };
-            // A batch norm after a convolution leaves its input gradient to the convolution's
-            // staging of `dy` (not when checking, which reads every input gradient).
-            let dy_at = match step.dy {
-                Grad::Buffer(a) => Some(at(a)),
-                _ => None,
-            };
-            let deferred = dy_at
-                .filter(|_| !check)
-                .and_then(|a| deferred_norm(steps, k, layers, grads, a));
-            if let Some(deferred) = deferred {
-                let prev = &steps[deferred.conv];
-                let (Some(a), Grad::Buffer(b)) = (dy_at, prev.dy) else {
+            // The joins the plan records, except when checking (which reads every input
+            // gradient): a batch norm's input gradient computed by the convolution before it.
+            if let (Some(join), Grad::Buffer(a), false) = (step.join.norm_grad, step.dy, check) {
+                let Some(prev) = k.checked_sub(1).map(|c| &steps[c]) else {
                     return Err(Error::State(
-                        "cnnc bug: a deferred batch norm's gradients are not in buffers".to_owned(),
+                        "cnnc bug: a batch norm's joined gradient has no convolution".to_owned(),
                     ));
                 };
                 let dy = std::mem::take(&mut grads[a]);
@@ -1044,7 +886,7 @@ impl Network {
                     (tail[0].as_batch_norm_mut(), head[prev.layer].as_conv_mut())
                 else {
                     return Err(Error::State(
-                        "cnnc bug: a deferred batch norm gradient without its layers".to_owned(),
+                        "cnnc bug: a joined batch norm gradient without its layers".to_owned(),
                     ));
                 };
                 let mut norm_time = Duration::ZERO;
@@ -1052,50 +894,57 @@ impl Network {
                     norm_time = start.elapsed();
                     let (cx, cy) = (&acts[slot[prev.input]], &acts[slot[prev.output]]);
                     let n = batch * conv.input_shape().numel();
-                    one_input_backward(deferred.to, grads, n, |dx| {
+                    one_input_backward(join.conv_dx, grads, n, |dx| {
                         conv.backward_from_norm(cx, cy, &grad, dx, batch)
                     })
                 });
-                grads[a] = if deferred.swap {
-                    std::mem::replace(&mut grads[b], dy)
-                } else {
-                    dy
-                };
+                grads[a] = dy;
+                if let Some(pair) = join.swap {
+                    let [x, y] = grads.get_disjoint_mut(pair).map_err(|_| {
+                        Error::State("cnnc bug: a gradient buffer trades places with itself".into())
+                    })?;
+                    std::mem::swap(x, y);
+                }
                 result?;
                 if let Some(t) = times.as_deref_mut() {
                     t[i].backward += norm_time;
                     t[prev.layer].backward += start.elapsed() - norm_time;
                 }
-                k = deferred.conv;
+                k -= 1;
                 continue;
             }
             // The gradient of the output, taken out of its buffer while the inputs' are written
             // (the plan never names it as one of them) and put back after.
             let mut dy_buffer = match step.dy {
                 Grad::Logits => std::mem::take(dlogits),
-                Grad::Buffer(a) => std::mem::take(&mut grads[at(a)]),
+                Grad::Buffer(a) => std::mem::take(&mut grads[a]),
                 Grad::Unused => {
                     // Nothing reads this output: no gradient reaches the layer's parameters.
                     zero_grads(&mut *layers[i]);
                     continue;
                 }
             };
-            // An add whose two input gradients are the same values writes one buffer, which the
-            // next step reads as well.
-            let share = (!check)
-                .then(|| shared_add_grad(steps, k, layers))
-                .flatten();
-            let result = match share {
-                Some((other, theirs, mine)) => {
-                    shared = Some((mine, theirs));
+            // An add whose two input gradients are the same values writes one buffer, which
+            // the step before reads.
+            let result = match step.join.same_grad.filter(|_| !check) {
+                Some(same) => {
                     let y = &acts[storage.slot[step.output]];
+                    let other = usize::from(same == 0);
+                    let theirs = match step.dxs.get(other) {
+                        Some(&GradTo::Write(b)) => Ok(b),
+                        _ => Err(Error::State(
+                            "cnnc bug: a shared add gradient is not written whole".to_owned(),
+                        )),
+                    };
                     let merge = layers[i].as_merge().ok_or_else(|| {
                         Error::State("cnnc bug: a shared add gradient without the add".to_owned())
                     });
-                    merge.and_then(|merge| {
-                        with_inputs(activations.0, activations.1, &step.inputs, |xs| {
-                            let dx = &mut grads[theirs];
-                            merge.backward_merge(xs, [y, &dy_buffer], other, dx, false, batch)
+                    theirs.and_then(|theirs| {
+                        merge.and_then(|merge| {
+                            with_inputs(activations.0, activations.1, &step.inputs, |xs| {
+                                let dx = &mut grads[theirs];
+                                merge.backward_merge(xs, [y, &dy_buffer], other, dx, false, batch)
+                            })
                         })
                     })
                 }
@@ -1103,7 +952,7 @@ impl Network {
             };
             match step.dy {
                 Grad::Logits => std::mem::swap(dlogits, &mut dy_buffer),
-                Grad::Buffer(a) => std::mem::swap(&mut grads[at(a)], &mut dy_buffer),
+                Grad::Buffer(a) => std::mem::swap(&mut grads[a], &mut dy_buffer),
                 Grad::Unused => {}
             }
             result?;
@@ -1136,8 +985,9 @@ impl Network {
     /// [`Network::train_step`]'s loss or by [`Network::backward`]): in the input batch, then in
     /// each layer's output in forward order, then in the loss gradient, then in each layer's
     /// parameter and input gradients in backward order. An output no backward reads, whose slot
-    /// a later step reused, is computed again from its inputs by a copy of its layer; backward
-    /// is replayed to see the input gradients (which the step does not keep): it rewrites the
+    /// a later step reused (or which a batch norm joined to the add after it never wrote), is
+    /// computed again from its inputs by a copy of its layer; backward is replayed without the
+    /// plan's joins to see the input gradients (which the step does not keep): it rewrites the
     /// same parameter gradients and leaves every value and buffer as it was. `Ok(None)` when all
     /// of them are finite (a loss
     /// that overflowed on finite logits). Meant to be called once a cheap check (the loss, the
@@ -1156,7 +1006,9 @@ impl Network {
         for step in self.plan.steps() {
             let (index, layer) = (step.layer, &self.layers[step.layer]);
             let len = batch * layer.output_shape().numel();
-            if !self.storage.kept[step.output] {
+            // An output no backward reads whose slot a later step reused, or that the step
+            // did not write (a batch norm that stored the add after it).
+            if !self.storage.kept[step.output] || step.join.add.is_some() {
                 let again = self.replay(step, batch, mode, &replayed)?;
                 replayed[step.output] = Some(again);
             }
@@ -1441,7 +1293,7 @@ mod tests {
             ],
         };
         let mut net = Network::new(&def, 1).expect("a valid network");
-        let sizes = grad_sizes(&net.plan);
+        let sizes = net.plan.grad_lens().to_vec();
         assert!(sizes.len() >= 2, "{sizes:?}");
         assert_eq!(sizes.iter().max(), Some(&(8 * 8 * 8)), "{sizes:?}");
         let stem = sizes.iter().filter(|&&s| s == 8 * 8 * 8).count();
@@ -1467,10 +1319,10 @@ mod tests {
     }
 
     /// A residual block (`conv → bn → relu`, twice, the second batch norm added to the block's
-    /// input, then a ReLU): the training step joins every batch norm to the convolution before
-    /// it in backward, the second to the add in forward, and shares the add's two gradients;
-    /// the gradients are those of the plan's steps one by one (backward replayed as a check
-    /// runs it, without any of the three), bit for bit.
+    /// input, then a ReLU): the plan joins every batch norm to the convolution before it in
+    /// backward, the second to the add in forward, and shares the add's two gradients; the
+    /// executor's gradients with the joins are those of the plan's steps one by one (backward
+    /// replayed as a check runs it, without any of the three), bit for bit.
     #[test]
     fn the_joined_steps_give_the_gradients_of_the_plans_steps() {
         let conv = |cin, cout| {
@@ -1518,27 +1370,14 @@ mod tests {
         };
         let mut net = Network::new(&def, 3).expect("a valid network");
         let batch = 3;
-        net.reserve(batch);
-        let Network {
-            plan,
-            layers,
-            grads,
-            storage,
-            ..
-        } = &mut net;
-        let steps = plan.steps();
-        let of = |layer: usize| steps.iter().position(|s| s.layer == layer).unwrap();
-        for (norm, conv) in [(1, 0), (4, 3), (7, 6)] {
-            let Grad::Buffer(a) = steps[of(norm)].dy else {
-                panic!("bn {norm} reads a gradient buffer")
-            };
-            let deferred = deferred_norm(steps, of(norm), layers, grads, a);
-            assert_eq!(deferred.map(|d| steps[d.conv].layer), Some(conv));
+        let steps = net.plan.steps();
+        let of = |layer: usize| &steps[steps.iter().position(|s| s.layer == layer).unwrap()];
+        for norm in [1, 4, 7] {
+            assert!(of(norm).join.norm_grad.is_some(), "bn {norm}");
         }
-        let joined =
-            norm_add(steps, of(7), layers, storage).map(|(add, _, relu)| (add.layer, relu));
-        assert_eq!(joined, Some((8, true)));
-        assert!(shared_add_grad(steps, of(8), layers).is_some());
+        let add = of(7).join.add.expect("bn2 stores the add");
+        assert!(add.relu);
+        assert!(of(8).join.same_grad.is_some());
 
         let x = ndarray::Array4::from_shape_fn((batch, 3, 6, 6), |(n, c, y, x)| {
             ((n * 31 + c * 7 + y * 3 + x) % 11) as f32 / 5.0 - 1.0

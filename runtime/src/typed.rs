@@ -11,7 +11,7 @@ use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 use cnnc_core::Shape;
 
 use crate::error::{Error, Result};
-use crate::layers::{Layer, Merge};
+use crate::layers::{BatchNorm2d, Conv2d, Layer, Merge};
 use crate::loss::softmax_cross_entropy;
 use crate::tensor::{Mode, internal_to_nchw, nchw_to_internal};
 
@@ -438,6 +438,51 @@ pub fn backward<'a, X: Activation<'a>, Y: Activation<'a>>(
     check_layer::<X, Y>(layer)?;
     let (x, y) = (X::from_buffer(x, batch)?, Y::from_buffer(y, batch)?);
     layer.backward(x.values(), y.values(), dy, dx, batch)
+}
+
+/// Runs batch norm `norm` forward on `x` together with the residual add after it (the plan's
+/// `JoinedAdd`): writes `relu(bn(x) + residual)` (the sum without `relu`) into `y`, the add's
+/// output buffer, and returns its typed view; the batch norm's own output is not written. The
+/// values of [`forward`] and [`add`] one after the other, bit for bit.
+pub fn norm_add<'x, 'y, X, Y>(
+    norm: &mut BatchNorm2d,
+    [x, residual]: [X; 2],
+    y: &'y mut [f32],
+    mode: Mode,
+    relu: bool,
+) -> Result<Y>
+where
+    X: Activation<'x> + SameShape<Y>,
+    Y: Activation<'y>,
+{
+    check_layer::<X, Y>(norm)?;
+    let batch = x.samples();
+    norm.forward_add(x.values(), residual.values(), y, batch, mode, relu)?;
+    Y::from_buffer(y, batch)
+}
+
+/// Runs batch norm `norm` backward together with convolution `conv` before it (the plan's
+/// `JoinedNormGrad`): the batch norm's parameter gradients, then the convolution's backward,
+/// which computes the batch norm's input gradient as it stages it. `[x, y]` are the
+/// convolution's input and output buffers (read as `X` and `Y`; `y` is the batch norm's
+/// input), `norm_y` the batch norm's output and `dy` its gradient; writes the convolution's
+/// input gradient into `dx` when given. The values of [`backward`] for each, bit for bit,
+/// without writing the batch norm's input gradient.
+pub fn norm_conv_backward<'a, X: Activation<'a>, Y: Activation<'a>>(
+    norm: &mut BatchNorm2d,
+    conv: &mut Conv2d,
+    [x, y]: [&'a [f32]; 2],
+    norm_y: &'a [f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    batch: usize,
+) -> Result<()> {
+    check_layer::<X, Y>(conv)?;
+    check_layer::<Y, Y>(norm)?;
+    let (x, y) = (X::from_buffer(x, batch)?, Y::from_buffer(y, batch)?);
+    let norm_y = Y::from_buffer(norm_y, batch)?;
+    let grad = norm.backward_deferred(y.values(), norm_y.values(), dy, batch)?;
+    conv.backward_from_norm(x.values(), y.values(), &grad, dx, batch)
 }
 
 /// Evaluation-mode inference from `&self` on a typed batch: the logits as owned features. What a

@@ -2,7 +2,9 @@
 //! layer at fault and the pass (forward activations or backward gradients), and leaves the
 //! network as the step left it.
 
-use cnnc_runtime::config::{Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef};
+use cnnc_runtime::config::{
+    BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Source,
+};
 use cnnc_runtime::exec::NonFinite;
 use cnnc_runtime::{Entry, Error, Network, Visit};
 use ndarray::{Array4, ArrayD};
@@ -117,6 +119,50 @@ fn a_nan_weight_is_traced_to_its_layer_in_the_forward_pass() {
             snapshot(&mut net) == before,
             "{planted}: the diagnosis changed the network"
         );
+    }
+}
+
+/// A batch norm the plan joins to the add after it (`Join::add`) never writes its own output
+/// in training; the search computes it again, so a NaN it makes is its own, not the add's.
+/// With a grouped convolution before it, the batch norm's buffer keeps a slot of its own (the
+/// inference step writes it), which the training step leaves as it was.
+#[test]
+fn a_batch_norm_that_stores_its_add_is_named_for_its_own_nan() {
+    for groups in [1, 2] {
+        let mut mid = conv(2, 2);
+        if let LayerConfig::Conv2d(c) = &mut mid {
+            c.groups = groups;
+        }
+        let def = NetworkDef {
+            input: [1, 6, 6],
+            layers: vec![
+                layer("stem", conv(1, 2)),
+                layer("mid", mid),
+                layer("bn", LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(2))),
+                LayerDef {
+                    inputs: vec![Source::Layer(2), Source::Layer(0)],
+                    ..layer("add", LayerConfig::Add)
+                },
+                layer("flatten", LayerConfig::FLATTEN),
+                layer("fc", linear(2 * 6 * 6, 3)),
+            ],
+        };
+        let mut net = Network::new(&def, 3).expect("a valid network");
+        let plan = cnnc_core::Plan::new(&cnnc_core::Model::new(None, def).expect("a valid model"));
+        assert!(plan.step_of(2).join.add.is_some(), "groups {groups}");
+        set(
+            &mut net,
+            "bn.weight",
+            |i, v| if i == 1 { f32::NAN } else { v },
+        );
+        let loss = net.train_step(batch(1.0).view(), &[0, 2]).expect("a step");
+        assert!(loss.is_nan(), "groups {groups}: loss {loss}");
+        match net.find_non_finite().expect("a diagnosis") {
+            Some(NonFinite::Activations { index, kind, .. }) => {
+                assert_eq!((index, kind), (2, "batchnorm2d"), "groups {groups}");
+            }
+            other => panic!("groups {groups}: {other:?}"),
+        }
     }
 }
 

@@ -601,7 +601,9 @@ impl GraphMix {
     /// from the last to the first, summing the gradient parts of a tensor several layers
     /// read in the plan's order.
     fn run_backward(&mut self, batch: usize) -> Result<(), ::cnnc::Error> {
-        use ::cnnc::__private::{accumulate, backward, merge_backward, on_pool};
+        use ::cnnc::__private::{
+            accumulate, backward, merge_backward, norm_conv_backward, on_pool,
+        };
         use ::cnnc::runtime::typed::GradOut;
         use ::cnnc::runtime::typed::{Features, Images};
         on_pool(|| {
@@ -702,16 +704,11 @@ impl GraphMix {
                 Images<8, 8, 8, &[f32]>,
             >(&mut self.conv_a, a2, a3, g1, Some(&mut g2[..]), batch)?;
             accumulate::<Images<8, 8, 8, &[f32]>>(&mut g0[..], g2, batch)?;
-            // backward bn: batchnorm2d [8, 8, 8] -> [8, 8, 8]
-            backward::<
-                Images<8, 8, 8, &[f32]>,
-                Images<8, 8, 8, &[f32]>,
-            >(&mut self.bn, a1, a2, g0, Some(&mut g2[..]), batch)?;
-            // backward stem: conv2d [3, 8, 8] -> [8, 8, 8]
-            backward::<
+            // backward bn: batchnorm2d [8, 8, 8] -> [8, 8, 8] and stem: conv2d [3, 8, 8] -> [8, 8, 8]
+            norm_conv_backward::<
                 Images<3, 8, 8, &[f32]>,
                 Images<8, 8, 8, &[f32]>,
-            >(&mut self.stem, a0, a1, g2, None, batch)?;
+            >(&mut self.bn, &mut self.stem, [a0, a1], a2, g0, None, batch)?;
             Ok(())
         })
     }
