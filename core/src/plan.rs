@@ -508,6 +508,73 @@ impl Plan {
         }
         Storage { slot, len, kept }
     }
+
+    /// Stores the activation buffers for inference alone ([`Plan::eval_steps`], no backward):
+    /// the model's input and output keep a slot of their own; any other buffer takes a shared
+    /// slot at the first step that writes it (a concatenation's buffer is written by each of its
+    /// producers) and frees it after the last step that reads or writes it (a step's residual
+    /// counts as read), so a step never writes where it reads. A free slot goes to the next
+    /// buffer as in [`Plan::storage`]. The buffers of the steps the inference steps replace
+    /// take no slot (slot 0, never touched).
+    pub fn eval_storage(&self) -> Storage {
+        let n = self.buffers.len();
+        let mut kept = vec![false; n];
+        kept[0] = true;
+        kept[self.output()] = true;
+        let mut last_use = vec![None; n];
+        for (k, step) in self.eval_steps.iter().enumerate() {
+            let touched = step.inputs.iter().chain(&step.epilogue.residual);
+            for &b in touched.chain([&step.output]) {
+                last_use[b] = Some(k);
+            }
+        }
+        let mut slot: Vec<Option<usize>> = vec![None; n];
+        let mut len: Vec<usize> = Vec::new();
+        for b in (0..n).filter(|&b| kept[b]) {
+            slot[b] = Some(len.len());
+            len.push(self.buffers[b].numel());
+        }
+        let mut free: Vec<usize> = Vec::new();
+        for (k, step) in self.eval_steps.iter().enumerate() {
+            let out = step.output;
+            if slot[out].is_none() {
+                let need = self.buffers[out].numel();
+                let fitting = free
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &s)| len[s] >= need)
+                    .min_by_key(|&(_, &s)| len[s]);
+                let best =
+                    fitting.or_else(|| free.iter().enumerate().max_by_key(|&(_, &s)| len[s]));
+                slot[out] = Some(match best.map(|(i, _)| i) {
+                    Some(i) => {
+                        let s = free.swap_remove(i);
+                        len[s] = len[s].max(need);
+                        s
+                    }
+                    None => {
+                        len.push(need);
+                        len.len() - 1
+                    }
+                });
+            }
+            let touched = step.inputs.iter().chain(&step.epilogue.residual);
+            for &b in touched.chain([&out]) {
+                if let Some(s) = slot[b]
+                    && !kept[b]
+                    && last_use[b] == Some(k)
+                    && !free.contains(&s)
+                {
+                    free.push(s);
+                }
+            }
+        }
+        Storage {
+            slot: slot.into_iter().map(|s| s.unwrap_or(0)).collect(),
+            len,
+            kept,
+        }
+    }
 }
 
 /// The steps of inference: `steps`, where a convolution whose output feeds an eval-mode batch
@@ -1656,6 +1723,97 @@ mod tests {
         assert_eq!(storage.kept, [true, false, true, true, true]);
         assert_eq!(storage.len.len(), 5);
         assert_eq!(storage.len[storage.slot[1]], 64);
+    }
+
+    /// Checks `plan.eval_storage()`: no two buffers whose lives overlap (from the first
+    /// inference step writing one, the input from the start, to the last step touching it, the
+    /// output to the end) share a slot, every slot holds its buffers, and the input and output
+    /// keep slots of their own. Returns the number of slots.
+    fn check_eval_storage(plan: &Plan) -> usize {
+        let storage = plan.eval_storage();
+        let n = plan.buffers().len();
+        let mut life: Vec<Option<(usize, usize)>> = vec![None; n];
+        life[0] = Some((0, 0));
+        for (k, step) in plan.eval_steps().iter().enumerate() {
+            let touched = step.inputs.iter().chain(&step.epilogue.residual);
+            for &b in touched.chain([&step.output]) {
+                let (start, _) = life[b].unwrap_or((k, k));
+                life[b] = Some((start, k));
+            }
+        }
+        life[plan.output()] = life[plan.output()].map(|(start, _)| (start, usize::MAX));
+        for a in 0..n {
+            let Some((a0, a1)) = life[a] else { continue };
+            assert!(
+                storage.len[storage.slot[a]] >= plan.buffers()[a].numel(),
+                "buffer {a}"
+            );
+            for (b, other) in life.iter().enumerate().skip(a + 1) {
+                let Some((b0, b1)) = *other else { continue };
+                if a0 <= b1 && b0 <= a1 {
+                    assert_ne!(storage.slot[a], storage.slot[b], "buffers {a} and {b}");
+                }
+            }
+        }
+        assert_eq!(storage.kept.iter().filter(|&&k| k).count(), 2);
+        assert!(storage.kept[0] && storage.kept[plan.output()]);
+        storage.len.len()
+    }
+
+    #[test]
+    fn inference_shares_slots_by_liveness_alone() {
+        // Two residual blocks: conv, bn + relu, conv, bn, add, relu; the second with a
+        // projection shortcut whose batch norm is the residual of the other branch.
+        let mut layers: Vec<(LayerConfig, Vec<Source>)> = Vec::new();
+        for block in 0..2 {
+            let input = match block {
+                0 => Source::Input,
+                _ => Source::Layer(layers.len() - 1),
+            };
+            let at = layers.len();
+            layers.push((conv(2), vec![input]));
+            layers.push((bn(2), vec![]));
+            layers.push((LayerConfig::Relu, vec![]));
+            layers.push((conv(2), vec![]));
+            layers.push((bn(2), vec![]));
+            let shortcut = match block {
+                0 => input,
+                _ => {
+                    layers.push((conv(2), vec![input]));
+                    layers.push((bn(2), vec![]));
+                    Source::Layer(at + 6)
+                }
+            };
+            layers.push((LayerConfig::Add, vec![Source::Layer(at + 4), shortcut]));
+            layers.push((LayerConfig::Relu, vec![]));
+        }
+        layers.push((LayerConfig::FLATTEN, vec![]));
+        layers.push((linear(128), vec![]));
+        let blocks = graph([2, 8, 8], layers);
+        assert!(blocks.eval_steps().len() < blocks.steps().len());
+        let slots = check_eval_storage(&blocks);
+        // The input and the logits, and three shared slots (a block's input, its branch and
+        // the projection's output live at once), however deep the network.
+        assert_eq!(slots, 5);
+        // A chain without folds shares two slots between its steps.
+        let chain = plan(vec![conv(1), pool(2, 2), LayerConfig::FLATTEN, linear(32)]);
+        assert_eq!(check_eval_storage(&chain), 4);
+        // The convolutions of a concatenation write its buffer, which lives from the first.
+        let fire = graph(
+            [2, 8, 8],
+            vec![
+                (conv(2), vec![]),
+                (LayerConfig::Relu, vec![]),
+                (conv(2), vec![Source::Layer(1)]),
+                (LayerConfig::Relu, vec![]),
+                (conv(2), vec![Source::Layer(1)]),
+                (bn(2), vec![]),
+                (concat(), vec![Source::Layer(3), Source::Layer(5)]),
+                (LayerConfig::FLATTEN, vec![]),
+                (linear(256), vec![]),
+            ],
+        );
+        check_eval_storage(&fire);
     }
 
     /// A stem (`conv → bn → relu`, layers 0–2), a residual block on it (`conv → bn → relu →

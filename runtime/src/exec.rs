@@ -51,6 +51,14 @@ pub struct Network {
     storage: Storage,
     /// The slots of the activation buffers.
     acts: Vec<Vec<f32>>,
+    /// Where an eval-mode forward stores the activation buffers of the inference steps
+    /// ([`Plan::eval_storage`]): their slots are shared by liveness alone, as no backward
+    /// reads them.
+    eval_storage: Storage,
+    /// The slots of the inference steps' buffers: sized by an eval-mode forward, which sizes
+    /// none of `acts`, `grads` and `dlogits` (a batch run in groups only the input's and the
+    /// output's).
+    eval_acts: Vec<Vec<f32>>,
     /// The plan's gradient buffers, each as large as the largest activation.
     grads: Vec<Vec<f32>>,
     /// Gradient of the loss with respect to the logits, `[batch, classes]`.
@@ -62,9 +70,23 @@ pub struct Network {
     /// Whether `dlogits` holds the gradient for the last forward (a training step or a backward
     /// call followed it), so that backward can be replayed.
     dlogits_ready: bool,
-    /// Whether the last forward ran the plan's inference steps, which leave the buffers of the
-    /// layers a convolution applies unwritten: backward replays the forward first.
+    /// Whether the last forward ran the plan's inference steps in `eval_acts`, which leaves the
+    /// training buffers unsized or stale: backward replays the forward first, through the
+    /// training steps (from the input `eval_acts` keeps).
     eval_fused: bool,
+}
+
+/// The bytes of the buffers a [`Network`] holds ([`Network::buffer_bytes`]): a training
+/// forward sizes the training activations and the gradients for its batch, an eval-mode forward
+/// only the inference steps' buffers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufferBytes {
+    /// The training steps' activation buffers (the slots of [`Plan::storage`]).
+    pub training: usize,
+    /// The gradient buffers and the gradient of the logits.
+    pub gradients: usize,
+    /// The inference steps' activation buffers (the slots of [`Plan::eval_storage`]).
+    pub inference: usize,
 }
 
 /// Where the last training step first produced a NaN or an infinity, as
@@ -433,6 +455,7 @@ impl Network {
             .map(|step| layers[step.layer].backward_reads())
             .collect();
         let storage = plan.storage(&reads);
+        let eval_storage = plan.eval_storage();
         Ok(Network {
             name: model.name().unwrap_or("network").to_owned(),
             input: model.input_shape(),
@@ -440,6 +463,8 @@ impl Network {
             kinds: model.layers().iter().map(|l| l.kind().keyword()).collect(),
             acts: vec![Vec::new(); storage.len.len()],
             storage,
+            eval_acts: vec![Vec::new(); eval_storage.len.len()],
+            eval_storage,
             grads: vec![Vec::new(); plan.grad_buffers()],
             plan,
             dlogits: Vec::new(),
@@ -462,9 +487,14 @@ impl Network {
         index < self.layers.len() && self.plan.is_fused(index)
     }
 
-    /// The buffer holding the network's output (the logits).
+    /// The buffer holding the network's output (the logits): the inference storage's after an
+    /// eval-mode forward.
     fn output(&self) -> &[f32] {
-        self.act(self.plan.output())
+        let output = self.plan.output();
+        match self.eval_fused {
+            true => &self.eval_acts[self.eval_storage.slot[output]],
+            false => self.act(output),
+        }
     }
 
     /// Activation buffer `b` (its values are the last forward's only if `storage.kept[b]` or
@@ -522,8 +552,10 @@ impl Network {
         crate::model::infer(self, self.input_shape(), x)
     }
 
-    /// Sizes every buffer for batches of up to `max_batch` samples, so that later steps with
-    /// batches this large or smaller allocate nothing. Forward calls it as needed.
+    /// Sizes every training buffer (activations, gradients) for batches of up to `max_batch`
+    /// samples, so that later training steps with batches this large or smaller allocate
+    /// nothing. A training forward calls it as needed, and so does a backward after an
+    /// eval-mode forward (which sizes only the inference steps' buffers).
     pub fn reserve(&mut self, max_batch: usize) {
         if max_batch <= self.capacity {
             return;
@@ -569,27 +601,18 @@ impl Network {
                 format!("{:?}", x.shape()),
             ));
         }
-        self.reserve(batch);
         self.last = None;
         self.dlogits_ready = false;
         self.eval_fused = false;
+        if mode == Mode::Eval && profile.is_none() {
+            return self.forward_eval(x, batch);
+        }
+        self.reserve(batch);
         nchw_to_internal(x, &mut self.acts[self.storage.slot[0]]);
-        // Inference runs the inference steps (a convolution applying the eval-mode batch norm,
-        // residual add and ReLU after it as it stores), where the plan has any.
+        // A timed inference runs the inference steps (a convolution applying the eval-mode batch
+        // norm, residual add and ReLU after it as it stores) in the training buffers.
         let fused = mode == Mode::Eval && self.plan.eval_steps().len() < self.plan.steps().len();
         let layers_start = Instant::now();
-        if fused && profile.is_none() && crate::model::group_images(&*self, batch).is_some() {
-            // Large batches: the whole network a group of images at a time, from `&self`.
-            let x = &self.act(0)[..batch * self.input.numel()];
-            let logits = crate::model::infer_internal(&*self, x, batch)?;
-            let out = self.storage.slot[self.plan.output()];
-            for (dst, &v) in self.acts[out].iter_mut().zip(logits.iter()) {
-                *dst = v;
-            }
-            self.eval_fused = true;
-            self.last = Some((batch, mode));
-            return Ok(());
-        }
         match profile {
             Some(p) => {
                 on_pool(|| self.run_layers(batch, mode, fused, Some(&mut p.layers)))?;
@@ -600,6 +623,70 @@ impl Network {
         }
         self.eval_fused = fused;
         self.last = Some((batch, mode));
+        Ok(())
+    }
+
+    /// An eval-mode forward of a checked batch: the inference steps in the inference storage
+    /// (`eval_acts`), nothing of the training buffers. Large batches run the whole network a
+    /// group of images at a time from `&self` ([`crate::model::infer_internal`]), which needs
+    /// only the input (kept for a backward's replay) and the logits here; others run a step at
+    /// a time over the whole batch in the slots [`Plan::eval_storage`] shares by liveness.
+    fn forward_eval(&mut self, x: ArrayView4<f32>, batch: usize) -> Result<()> {
+        let (input, output) = (0, self.plan.output());
+        let grouped = on_pool(|| crate::model::group_images(&*self, batch)).is_some();
+        let too_large =
+            || Error::State(format!("a batch of {batch} samples does not fit in memory"));
+        let Network {
+            eval_storage,
+            eval_acts,
+            ..
+        } = self;
+        for (s, &len) in eval_storage.len.iter().enumerate() {
+            let held = s == eval_storage.slot[input] || s == eval_storage.slot[output];
+            if held || !grouped {
+                let need = len.checked_mul(batch).ok_or_else(too_large)?;
+                if eval_acts[s].len() < need {
+                    eval_acts[s].resize(need, 0.0);
+                }
+            }
+        }
+        nchw_to_internal(x, &mut eval_acts[eval_storage.slot[input]]);
+        if grouped {
+            let x = &self.eval_acts[self.eval_storage.slot[input]][..batch * self.input.numel()];
+            let logits = crate::model::infer_internal(&*self, x, batch)?;
+            let out = &mut self.eval_acts[self.eval_storage.slot[output]];
+            for (dst, &v) in out.iter_mut().zip(logits.iter()) {
+                *dst = v;
+            }
+        } else {
+            on_pool(|| self.run_eval_steps(batch))?;
+        }
+        self.eval_fused = true;
+        self.last = Some((batch, Mode::Eval));
+        Ok(())
+    }
+
+    /// Runs the plan's inference steps over the whole batch in `eval_acts`, from the input in
+    /// its slot, as [`crate::model::infer_step`] runs each.
+    fn run_eval_steps(&mut self, batch: usize) -> Result<()> {
+        let Network {
+            layers,
+            plan,
+            eval_storage,
+            eval_acts,
+            ..
+        } = self;
+        let slot = &eval_storage.slot[..];
+        let find = |k: usize| layers.get(k).map(|l| &**l);
+        for step in plan.eval_steps() {
+            // The output's slot, taken out while the inputs' are read (never one of them).
+            let mut y = std::mem::take(&mut eval_acts[slot[step.output]]);
+            let acts = &*eval_acts;
+            let before = |b: usize| (b < step.output).then(|| &acts[slot[b]][..]);
+            let result = crate::model::infer_step(&find, &step_ref(step), &before, &mut y, batch);
+            eval_acts[slot[step.output]] = y;
+            result?;
+        }
         Ok(())
     }
 
@@ -706,24 +793,45 @@ impl Network {
                 format!("{:?}", dlogits.shape()),
             ));
         }
+        self.unfuse(batch)?;
         for (dst, &v) in self.dlogits.iter_mut().zip(dlogits.iter()) {
             *dst = v;
         }
         self.dlogits_ready = true;
-        self.unfuse(batch)?;
         self.backward_from_buffer(batch, None, false)?;
         Ok(())
     }
 
-    /// After a forward that ran the inference steps, runs the training steps (in eval mode)
-    /// over the same input, so that every buffer backward reads holds its layer's output (the
-    /// same values: both plans compute them bit for bit alike).
+    /// After an eval-mode forward (the inference steps in the inference storage), sizes the
+    /// training buffers and runs the training steps (in eval mode) over the same input, so that
+    /// every buffer backward reads holds its layer's output (the same values: both plans
+    /// compute them bit for bit alike).
     fn unfuse(&mut self, batch: usize) -> Result<()> {
         if self.eval_fused {
+            self.reserve(batch);
+            let n = batch * self.input.numel();
+            let input = &self.eval_acts[self.eval_storage.slot[0]][..n];
+            self.acts[self.storage.slot[0]][..n].copy_from_slice(input);
             on_pool(|| self.run_layers(batch, Mode::Eval, false, None))?;
             self.eval_fused = false;
         }
         Ok(())
+    }
+
+    /// The bytes of activation and gradient buffers the network holds now: what its forwards
+    /// and backwards have sized (see [`BufferBytes`]).
+    pub fn buffer_bytes(&self) -> BufferBytes {
+        let bytes = |buffers: &[Vec<f32>]| {
+            buffers
+                .iter()
+                .map(|b| b.capacity() * std::mem::size_of::<f32>())
+                .sum()
+        };
+        BufferBytes {
+            training: bytes(&self.acts),
+            gradients: bytes(&self.grads) + self.dlogits.capacity() * std::mem::size_of::<f32>(),
+            inference: bytes(&self.eval_acts),
+        }
     }
 
     /// Backward from `self.dlogits`, adding each layer's time to `times` when given. With

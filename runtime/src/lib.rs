@@ -75,7 +75,7 @@ pub mod weights;
 pub use cnnc_core::Shape;
 pub use cnnc_core::config;
 pub use error::{Error, Result};
-pub use exec::{LayerTime, Network, NonFinite, StepProfile};
+pub use exec::{BufferBytes, LayerTime, Network, NonFinite, StepProfile};
 pub use layers::Layer;
 pub use loss::softmax_cross_entropy;
 pub use model::Model;

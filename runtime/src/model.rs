@@ -431,7 +431,8 @@ fn run(
     // the last step that reads each. A group of [`run_grouped`] (`into` given) takes each
     // output from the thread's pool just before its step and hands a buffer back after its
     // last reader, so that outputs reuse buffers still in the cache: the few in use stay in the
-    // thread's L2.
+    // thread's L2. (A whole batch takes every buffer first: handed back and taken again in
+    // other sizes, the pool's buffers would settle only after a few calls, each allocating.)
     let recycle = eval && into.is_some();
     let mut lens = vec![(0, usize::MAX); model.buffer_count()];
     let first = [0];
@@ -455,24 +456,31 @@ fn run(
         ))
     };
     on_pool(|| {
+        // Buffer 0, the input: read in place where its layout is the runtime's (a batch already
+        // converted, or one channel), else converted into scratch.
+        let n = lens[0].0;
+        let mut converted: Scratch<f32>;
+        let input: &[f32] = match x {
+            Input::Nchw(x) => match x.to_slice() {
+                Some(x) if x.len() == n && same_layout(model.buffer(0)) => x,
+                _ => {
+                    converted = scratch::take(n, scratch::ANY, 0.0);
+                    nchw_to_internal(x, &mut converted[..n]);
+                    &converted[..n]
+                }
+            },
+            Input::Internal(x, _) => x.get(..n).ok_or_else(|| Error::BufferLength {
+                found: x.len(),
+                need: n,
+                batch,
+                shape: model.buffer(0).to_string(),
+            })?,
+        };
         let mut acts: Vec<Option<Scratch<f32>>> = lens
             .iter()
-            .map(|&(n, _)| (!recycle).then(|| scratch::take(n, scratch::ANY, 0.0)))
+            .enumerate()
+            .map(|(b, &(n, _))| (!recycle && b > 0).then(|| scratch::take(n, scratch::ANY, 0.0)))
             .collect();
-        let input = acts[0].get_or_insert_with(|| scratch::take(lens[0].0, scratch::ANY, 0.0));
-        match x {
-            Input::Nchw(x) => nchw_to_internal(x, input),
-            Input::Internal(x, _) => {
-                let n = lens[0].0;
-                let x = x.get(..n).ok_or_else(|| Error::BufferLength {
-                    found: x.len(),
-                    need: n,
-                    batch,
-                    shape: model.buffer(0).to_string(),
-                })?;
-                input[..n].copy_from_slice(x);
-            }
-        }
         let mut found = BTreeMap::new();
         for s in 0..count {
             let step = step_at(s);
@@ -480,7 +488,10 @@ fn run(
             let n = lens[step.output].0;
             let y = &mut after[0].get_or_insert_with(|| scratch::take(n, scratch::ANY, 0.0))[..n];
             let before = &*before;
-            let read = |b: usize| before.get(b).and_then(|v| v.as_deref());
+            let read = |b: usize| match b {
+                0 => Some(input),
+                _ => before.get(b).and_then(|v| v.as_deref()),
+            };
             infer_step(&|i| model.layer(i), &step, &read, y, batch)?;
             let last = layer_at(model, step.last)?;
             if wanted.get(step.last) == Some(&true) {
@@ -546,6 +557,15 @@ fn run(
         };
         Ok((logits, found))
     })
+}
+
+/// Whether samples of `shape` in PyTorch's layout are in the runtime's (pixel-major) too: one
+/// channel, or one pixel.
+fn same_layout(shape: Shape) -> bool {
+    match shape {
+        Shape::Chw([c, h, w]) => c == 1 || h * w == 1,
+        Shape::Flat(_) => true,
+    }
 }
 
 /// Runs one step of a plan from `&self` in evaluation mode into `y`: a merge from its input
@@ -647,7 +667,7 @@ mod tests {
         Pool2dConfig, Source,
     };
     use crate::tensor::Mode;
-    use ndarray::{Array4, s};
+    use ndarray::{Array4, ShapeBuilder, s};
 
     /// A residual network over 3 x 16 x 16 images: a 16-channel stage (narrow tiles of 12
     /// pixels), a stride-2 32-channel one (tiles of 6), a 2 x 2 one of 40 channels (tiles of one
@@ -752,6 +772,49 @@ mod tests {
         // A head of 40 x 30,000 weights: 4.8 MB.
         let wide = Network::new(&resnet(false, 1, 30_000), 3).expect("a valid network");
         assert_eq!(on_threads(1, || group_images(&wide, 4096)), None);
+    }
+
+    /// A one-channel batch in PyTorch's layout is the runtime's too: inference reads it in
+    /// place, to the values it gives when it converts the same batch from another memory order.
+    #[test]
+    fn a_one_channel_batch_is_read_in_place() {
+        let conv = Conv2dConfig {
+            padding: [1, 1],
+            padding_end: [1, 1],
+            ..Conv2dConfig::new(1, 4, [3, 3])
+        };
+        let layer = |name: &str, config| LayerDef {
+            name: name.to_owned(),
+            config,
+            inputs: vec![],
+        };
+        let fc = LinearConfig {
+            in_features: 4 * 6 * 6,
+            out_features: 3,
+            bias: true,
+        };
+        let def = NetworkDef {
+            input: [1, 6, 6],
+            layers: vec![
+                layer("conv", LayerConfig::Conv2d(conv)),
+                layer("relu", LayerConfig::Relu),
+                layer("flat", LayerConfig::FLATTEN),
+                layer("fc", LayerConfig::Linear(fc)),
+            ],
+        };
+        assert!(same_layout(Shape::Chw([1, 6, 6])) && !same_layout(Shape::Chw([2, 6, 6])));
+        let net = Network::new(&def, 1).expect("a valid network");
+        let x = Array4::from_shape_fn((5, 1, 6, 6), |(n, _, y, x)| {
+            ((n * 13 + y * 5 + x * 3) % 11) as f32 / 5.0 - 1.0
+        });
+        let mut fortran = Array4::zeros((5, 1, 6, 6).f());
+        fortran.assign(&x);
+        assert!(x.as_slice().is_some() && fortran.as_slice().is_none());
+        let in_place = net.predict(x.view()).expect("inference");
+        let converted = net.predict(fortran.view()).expect("inference");
+        let bits_of = |a: &Array2<f32>| bits(a.as_slice().expect("contiguous"));
+        assert_eq!(bits_of(&in_place), bits_of(&converted));
+        assert!(in_place.iter().any(|&v| v != 0.0));
     }
 
     /// Inference in groups gives, bit for bit, what each image gives alone (a batch of one, run

@@ -4,7 +4,8 @@
 //! and a backward after an eval forward are bit for bit those of the same network with an
 //! identity after every convolution (which keeps every layer a step of its own), on one thread
 //! and on several, through `predict` and through `forward` in eval mode; and inference from
-//! `&self` through the folded steps allocates nothing once warm.
+//! `&self` through the folded steps allocates nothing once warm. An eval forward sizes only the
+//! inference steps' buffers, none of training's.
 
 mod common;
 
@@ -14,7 +15,7 @@ use cnnc_runtime::config::{
     BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Source,
 };
 use cnnc_runtime::model::Planned;
-use cnnc_runtime::{Entry, Mode, Network, Visit};
+use cnnc_runtime::{BufferBytes, Entry, Mode, Network, Visit};
 use common::Rand;
 use ndarray::{Array2, Array4};
 
@@ -302,6 +303,110 @@ fn backward_after_a_folded_eval_forward_sees_every_layers_output() {
     }
     assert_eq!(results[0], results[1]);
     assert!(results[0].iter().any(|&v| f32::from_bits(v) != 0.0));
+}
+
+/// Bytes of the inference storage of `def` for `batch` samples.
+fn eval_storage_bytes(def: &NetworkDef, batch: usize) -> usize {
+    let model = cnnc_core::Model::new(None, def.clone()).unwrap();
+    let storage = cnnc_core::Plan::new(&model).eval_storage();
+    storage.len.iter().sum::<usize>() * batch * size_of::<f32>()
+}
+
+#[test]
+fn an_eval_forward_sizes_the_inference_storage_and_backward_the_training_buffers() {
+    let x = input(4);
+    let dlogits = Array2::from_shape_fn((4, 7), |(n, c)| (n as f32 - 1.5) * 0.1 - c as f32 * 0.02);
+    for gap in [false, true] {
+        let mut net = built(gap);
+        net.forward(x.view(), Mode::Eval).unwrap();
+        let eval = BufferBytes {
+            training: 0,
+            gradients: 0,
+            inference: eval_storage_bytes(&network(gap), 4),
+        };
+        assert_eq!(net.buffer_bytes(), eval, "gap {gap}");
+        // Backward replays the forward through the training steps: their buffers now.
+        net.backward(dlogits.view()).unwrap();
+        let trained = net.buffer_bytes();
+        assert!(trained.training > eval.inference, "gap {gap}: {trained:?}");
+        assert!(trained.gradients > 0, "gap {gap}: {trained:?}");
+        assert_eq!(trained.inference, eval.inference);
+        // A smaller eval batch reuses what the larger one sized.
+        net.forward(x.slice(ndarray::s![..2, .., .., ..]), Mode::Eval)
+            .unwrap();
+        assert_eq!(net.buffer_bytes(), trained);
+    }
+}
+
+/// A residual block on running statistics alone (no batch norm normalises by the batch), so
+/// that large eval batches run in groups of images.
+fn block() -> NetworkDef {
+    let mut b = Builder {
+        layers: Vec::new(),
+        index: BTreeMap::new(),
+        gap: false,
+    };
+    b.conv("stem", [3, 20], 3, 1, 1, false, &[]);
+    b.bn("stem_bn", 20);
+    b.push("stem_relu", LayerConfig::Relu, &[]);
+    b.conv("conv1", [20, 20], 3, 1, 1, false, &[]);
+    b.bn("bn1", 20);
+    b.push("relu1", LayerConfig::Relu, &[]);
+    b.conv("conv2", [20, 20], 3, 1, 1, false, &[]);
+    b.bn("bn2", 20);
+    b.push("add", LayerConfig::Add, &["bn2", "stem_relu"]);
+    b.push("relu2", LayerConfig::Relu, &[]);
+    let pool = LayerConfig::AdaptiveAvgPool2d {
+        output_size: [1, 1],
+    };
+    b.push("pool", pool, &[]);
+    b.push("flatten", LayerConfig::FLATTEN, &[]);
+    let fc = LayerConfig::Linear(LinearConfig {
+        in_features: 20,
+        out_features: 7,
+        bias: true,
+    });
+    b.push("fc", fc, &[]);
+    NetworkDef {
+        input: [3, 12, 12],
+        layers: b.layers,
+    }
+}
+
+#[test]
+fn a_grouped_eval_forward_holds_only_the_input_and_the_logits() {
+    // 96 images on one thread run in groups (of 22: a quarter MiB of the largest buffer) from
+    // `&self`, which leaves the network only the input and the logits to hold.
+    let def = block();
+    let batch = 96;
+    let x = input(batch);
+    let dlogits = Array2::from_shape_fn((batch, 7), |(n, c)| ((n + c) % 5) as f32 * 0.1 - 0.2);
+    let inference = (3 * 12 * 12 + 7) * batch * size_of::<f32>();
+    assert!(inference < eval_storage_bytes(&def, batch));
+    let run = |threads: usize| {
+        on_threads(threads, || {
+            let mut net = Network::new(&def, 0).unwrap();
+            let logits = net.forward(x.view(), Mode::Eval).unwrap();
+            let held = net.buffer_bytes();
+            assert_eq!(bits(&logits), bits(&net.predict(x.view()).unwrap()));
+            // Backward replays the forward from the input the inference storage keeps.
+            net.backward(dlogits.view()).unwrap();
+            (held, bits(&logits), grads(&mut net))
+        })
+    };
+    let (grouped, logits, gradients) = run(1);
+    let only = BufferBytes {
+        training: 0,
+        gradients: 0,
+        inference,
+    };
+    assert_eq!(grouped, only);
+    assert!(gradients.iter().any(|&v| f32::from_bits(v) != 0.0));
+    // On two threads the groups would be too few: a step at a time over the whole batch, in
+    // the inference storage, to the same values.
+    let (whole, logits_whole, gradients_whole) = run(2);
+    assert_eq!(whole.inference, eval_storage_bytes(&def, batch));
+    assert_eq!((logits_whole, gradients_whole), (logits, gradients));
 }
 
 #[test]

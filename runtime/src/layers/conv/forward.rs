@@ -1,5 +1,5 @@
 //! The convolution's forward pass: the input padded (the whole batch, or in large batches each
-//! task its own images), then tiles of output pixels from the packed weights (for outputs of at
+//! task its own images; read in place for a layer without padding), then tiles of output pixels from the packed weights (for outputs of at
 //! most four pixels an image, tiles of one position across images with only its real taps),
 //! stored through the fused ReLU or an inference epilogue, or pooled in bands with the fused
 //! max pool.
@@ -63,11 +63,16 @@ impl Conv2d {
         };
         let packed = (panels, &self.bias_row[..]);
         let y = &mut y[..ny];
-        match pool
+        let by_task = pool
             .is_none()
             .then(|| self.images_per_task(batch))
-            .flatten()
-        {
+            .flatten();
+        match by_task {
+            // Without padding the padded input is the input: read in place, not copied.
+            _ if self.g.unpadded() => {
+                let input = Padded::Batch(x);
+                self.convolve_stored(input, packed, y, batch, store, pool.as_mut());
+            }
             Some(images) => {
                 let input = Padded::ByTask { x, images };
                 self.convolve_stored(input, packed, y, batch, store, None);
@@ -109,6 +114,8 @@ impl Conv2d {
             .flatten();
         let xp;
         let input = match by_task {
+            // Without padding the padded input is the input: read in place, not copied.
+            _ if g.unpadded() => Padded::Batch(x),
             Some(images) => Padded::ByTask { x, images },
             None => {
                 // The padding stays zero: only buffers last used for this layout are reused as
@@ -424,7 +431,8 @@ const TASK_BYTES: usize = 320 * 1024;
 /// Where [`Conv2d::convolve_stored`] reads its padded input.
 #[derive(Clone, Copy, Debug)]
 enum Padded<'a> {
-    /// The whole batch, padded (with `MR` values after it).
+    /// The whole batch, padded (with `MR` values after it), or for a layer without padding the
+    /// input itself.
     Batch(&'a [f32]),
     /// The batch unpadded: tasks of `images` images, each padding its own into scratch memory
     /// of the thread running it.
@@ -563,6 +571,45 @@ mod tests {
                 for ((&got, &inf), want) in y.iter().zip(&inferred).zip(want) {
                     assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
                     assert_eq!(got.to_bits(), inf.to_bits());
+                }
+            }
+        }
+    }
+
+    /// A layer without padding (ResNet's 1x1 stride-2 shortcut; a 3x3 valid convolution,
+    /// narrow; a 3 x 3 kernel over 3 x 3 images, one position) reads its input in place, in
+    /// buffers of exactly the batch (no slack after the last image), in small batches and in
+    /// those that would pad by task: the convolution's values, the same bits in training, eval
+    /// and `&self` inference.
+    #[test]
+    fn unpadded_layers_read_their_input_in_place() {
+        for (cin, cout, kernel, stride, hw) in
+            [(16, 32, 1, 2, 8), (5, 12, 3, 1, 6), (7, 40, 3, 1, 3)]
+        {
+            let config = Conv2dConfig {
+                stride: [stride, stride],
+                ..Conv2dConfig::new(cin, cout, [kernel, kernel])
+            };
+            let mut layer =
+                Conv2d::new("conv", &config, [hw, hw], &mut init_rng(5)).expect("valid");
+            assert!(layer.g.unpadded());
+            for batch in [1, 5, 96] {
+                let (nx, ny) = (layer.input_shape().numel(), layer.output_shape().numel());
+                let x = values(batch * nx, cin + batch);
+                let want = reference(&layer, &x, batch);
+                let mut train = vec![f32::NAN; batch * ny];
+                let mut eval = vec![f32::NAN; batch * ny];
+                let mut inferred = vec![f32::NAN; batch * ny];
+                layer
+                    .forward(&x, &mut train, batch, Mode::Train)
+                    .expect("forward");
+                layer
+                    .forward(&x, &mut eval, batch, Mode::Eval)
+                    .expect("forward");
+                layer.infer(&x, &mut inferred, batch).expect("inference");
+                for (((&t, &e), &i), w) in train.iter().zip(&eval).zip(&inferred).zip(want) {
+                    assert!((f64::from(t) - w).abs() < 1e-4, "{t} vs {w}");
+                    assert_eq!((t.to_bits(), t.to_bits()), (e.to_bits(), i.to_bits()));
                 }
             }
         }
