@@ -1647,24 +1647,7 @@ mod tests {
     #[test]
     fn buffers_no_backward_reads_share_slots_and_the_rest_keep_their_own() {
         // Two residual blocks: conv, bn + relu, conv, bn, add, relu.
-        let mut layers: Vec<(LayerConfig, Vec<Source>)> = Vec::new();
-        for block in 0..2 {
-            let input = match block {
-                0 => Source::Input,
-                _ => Source::Layer(layers.len() - 1),
-            };
-            let at = layers.len();
-            layers.push((conv(2), vec![input]));
-            layers.push((bn(2), vec![]));
-            layers.push((LayerConfig::Relu, vec![]));
-            layers.push((conv(2), vec![]));
-            layers.push((bn(2), vec![]));
-            let sum = vec![Source::Layer(at + 4), input];
-            layers.push((LayerConfig::Add, sum));
-            layers.push((LayerConfig::Relu, vec![]));
-        }
-        layers.push((LayerConfig::FLATTEN, vec![]));
-        layers.push((linear(128), vec![]));
+        let layers = residual_blocks(2, |_| false);
         let configs: Vec<LayerConfig> = layers.iter().map(|(c, _)| c.clone()).collect();
         let plan = graph([2, 8, 8], layers);
         let storage = plan.storage(&reads(&plan, &configs));
@@ -1764,32 +1747,7 @@ mod tests {
     fn inference_shares_slots_by_liveness_alone() {
         // Two residual blocks: conv, bn + relu, conv, bn, add, relu; the second with a
         // projection shortcut whose batch norm is the residual of the other branch.
-        let mut layers: Vec<(LayerConfig, Vec<Source>)> = Vec::new();
-        for block in 0..2 {
-            let input = match block {
-                0 => Source::Input,
-                _ => Source::Layer(layers.len() - 1),
-            };
-            let at = layers.len();
-            layers.push((conv(2), vec![input]));
-            layers.push((bn(2), vec![]));
-            layers.push((LayerConfig::Relu, vec![]));
-            layers.push((conv(2), vec![]));
-            layers.push((bn(2), vec![]));
-            let shortcut = match block {
-                0 => input,
-                _ => {
-                    layers.push((conv(2), vec![input]));
-                    layers.push((bn(2), vec![]));
-                    Source::Layer(at + 6)
-                }
-            };
-            layers.push((LayerConfig::Add, vec![Source::Layer(at + 4), shortcut]));
-            layers.push((LayerConfig::Relu, vec![]));
-        }
-        layers.push((LayerConfig::FLATTEN, vec![]));
-        layers.push((linear(128), vec![]));
-        let blocks = graph([2, 8, 8], layers);
+        let blocks = graph([2, 8, 8], residual_blocks(2, |b| b == 1));
         assert!(blocks.eval_steps().len() < blocks.steps().len());
         let slots = check_eval_storage(&blocks);
         // The input and the logits, and three shared slots (a block's input, its branch and
@@ -1814,6 +1772,40 @@ mod tests {
             ],
         );
         check_eval_storage(&fire);
+    }
+
+    /// `blocks` residual blocks (`conv → bn → relu → conv → bn`, the add of the last batch norm
+    /// and the shortcut, its ReLU), the shortcut of block `b` a projection (`conv → bn` of the
+    /// block's input) where `projection(b)`, else the input itself; then the classifier.
+    fn residual_blocks(
+        blocks: usize,
+        projection: impl Fn(usize) -> bool,
+    ) -> Vec<(LayerConfig, Vec<Source>)> {
+        let mut layers: Vec<(LayerConfig, Vec<Source>)> = Vec::new();
+        for block in 0..blocks {
+            let input = match block {
+                0 => Source::Input,
+                _ => Source::Layer(layers.len() - 1),
+            };
+            let at = layers.len();
+            layers.push((conv(2), vec![input]));
+            layers.push((bn(2), vec![]));
+            layers.push((LayerConfig::Relu, vec![]));
+            layers.push((conv(2), vec![]));
+            layers.push((bn(2), vec![]));
+            let shortcut = if projection(block) {
+                layers.push((conv(2), vec![input]));
+                layers.push((bn(2), vec![]));
+                Source::Layer(at + 6)
+            } else {
+                input
+            };
+            layers.push((LayerConfig::Add, vec![Source::Layer(at + 4), shortcut]));
+            layers.push((LayerConfig::Relu, vec![]));
+        }
+        layers.push((LayerConfig::FLATTEN, vec![]));
+        layers.push((linear(128), vec![]));
+        layers
     }
 
     /// A stem (`conv → bn → relu`, layers 0–2), a residual block on it (`conv → bn → relu →
