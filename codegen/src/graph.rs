@@ -370,8 +370,8 @@ impl Gen<'_> {
 impl Gen<'_> {
     /// The backward of batch-norm step `step` joined with that of convolution step `conv`
     /// before it ([`cnnc_core::Join::norm_grad`]): one call, the convolution's input gradient
-    /// where `join` puts it (added into its sum after), and the trade of two buffers' places
-    /// it asks. `grad` names a gradient buffer's binding.
+    /// where `join` puts it (written, or added into its sum as the convolution stores it), and
+    /// the trade of two buffers' places it asks. `grad` names a gradient buffer's binding.
     pub(crate) fn norm_conv_backward(
         &self,
         step: &Step,
