@@ -75,6 +75,46 @@ fn json_holds_the_contract_keys_and_a_measured_peak() {
 }
 
 #[test]
+fn an_add_a_batch_norm_stores_names_it_and_keeps_its_backward() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let spec = support::write(
+        dir.path(),
+        "block.cnn",
+        "input (2, 8, 8)\n\
+         conv: conv2d(out_channels=2, kernel_size=3, padding=1, bias=false)\n\
+         bn: batchnorm2d\n\
+         sum: add(bn, input)\n\
+         act: relu\n\
+         flatten\n\
+         fc: linear(out_features=3)\n",
+    );
+    let output = cnnc(&[
+        "bench",
+        support::arg(&spec),
+        "--runs",
+        "1",
+        "--no-memory",
+        "--format",
+        "json",
+    ]);
+    assert_status(&output, 0);
+    let json: Value = serde_json::from_str(&stdout(&output)).expect("JSON output");
+    let layers = json["layers"].as_array().expect("layers");
+    let layer = |name: &str| {
+        layers
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("no layer {name}: {json}"))
+    };
+    // The batch norm stores the sum and its ReLU; the add's backward is its own.
+    assert_eq!(layer("sum")["stored_by"], "bn");
+    assert_eq!(layer("sum")["forward_ms"], 0.0);
+    assert_eq!(layer("act")["fused_into"], "sum");
+    assert!(layer("bn")["stored_by"].is_null());
+    assert!(layer("conv")["stored_by"].is_null());
+}
+
+#[test]
 fn a_given_peak_replaces_the_measurement() {
     let json = bench_json(&["--peak-gflops", "100"]);
     assert_eq!(json["peak_gflops"], 100.0);

@@ -487,6 +487,17 @@ impl Network {
         index < self.layers.len() && self.plan.is_fused(index)
     }
 
+    /// The layer whose training forward stores the output of layer `index` (a two-input add
+    /// that the batch norm before it computes as it stores, [`cnnc_core::Join::add`]): the
+    /// add's forward then takes no time of its own, its backward does.
+    pub fn stored_by(&self, index: usize) -> Option<usize> {
+        let steps = self.plan.steps();
+        steps.windows(2).find_map(|pair| {
+            let add = pair[0].join.add?;
+            (pair[1].layer == index && pair[1].output == add.output).then_some(pair[0].layer)
+        })
+    }
+
     /// The buffer holding the network's output (the logits): the inference storage's after an
     /// eval-mode forward.
     fn output(&self) -> &[f32] {

@@ -62,6 +62,9 @@ struct LayerReport {
     time: LayerTime,
     /// The layer before, when this one is a ReLU it applies (which then takes no time).
     fused_into: Option<String>,
+    /// The batch norm that stores this add's output in a training step (the add's forward
+    /// time is in the batch norm's; its backward is its own).
+    stored_by: Option<String>,
 }
 
 /// Median times of a training step's phases: the layers' and what lies around them.
@@ -292,11 +295,16 @@ fn measure(spec: &Spec, args: &Args) -> anyhow::Result<Report> {
                 .filter(|_| net.is_fused(i))
                 .and_then(|p| spec.def.layers.get(p))
                 .map(|l| l.name.clone());
+            let stored_by = net
+                .stored_by(i)
+                .and_then(|p| spec.def.layers.get(p))
+                .map(|l| l.name.clone());
             LayerReport {
                 name,
                 kind,
                 time,
                 fused_into,
+                stored_by,
             }
         })
         .collect();
@@ -437,6 +445,7 @@ impl Report {
                 "forward_ms": ms(l.time.forward),
                 "backward_ms": ms(l.time.backward),
                 "fused_into": l.fused_into,
+                "stored_by": l.stored_by,
             })).collect::<Vec<_>>(),
             "thread_round_trip_ns": self.round_trip[0].zip(self.round_trip[1]).map(|(b, a)| json!({
                 "before": b.as_secs_f64() * 1e9,
@@ -518,9 +527,15 @@ impl Report {
             "layer", "forward ms", "backward ms"
         );
         for l in &self.layers {
-            match &l.fused_into {
-                Some(into) => println!("  {:<20}   (fused into {into})", l.name),
-                None => println!(
+            match (&l.fused_into, &l.stored_by) {
+                (Some(into), _) => println!("  {:<20}   (fused into {into})", l.name),
+                (None, Some(by)) => println!(
+                    "  {:<20} {:>11} {:>12.3}   (forward stored by {by})",
+                    l.name,
+                    "-",
+                    ms(l.time.backward)
+                ),
+                (None, None) => println!(
                     "  {:<20} {:>11.3} {:>12.3}",
                     l.name,
                     ms(l.time.forward),
@@ -557,6 +572,7 @@ mod tests {
                 kind: "linear",
                 time: LayerTime::default(),
                 fused_into: None,
+                stored_by: None,
             }],
             phases: Phases {
                 optimizer: Duration::from_millis(3),
