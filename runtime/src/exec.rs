@@ -1268,6 +1268,15 @@ mod tests {
         BatchNorm2dConfig, Conv2dConfig, LayerDef, LinearConfig, Pool2dConfig, Source,
     };
 
+    /// A layer of a test network: `inputs` empty reads the layer before.
+    fn layer(name: &str, config: LayerConfig, inputs: Vec<Source>) -> LayerDef {
+        LayerDef {
+            name: name.to_owned(),
+            config,
+            inputs,
+        }
+    }
+
     /// A residual block after a pool: the stem's gradient (8 x 8 pixels) is four times the
     /// block's (4 x 4). Each gradient buffer is as long as the largest gradient that passes
     /// through it, so only one holds the stem's; a training step runs with them.
@@ -1281,11 +1290,6 @@ mod tests {
             })
         };
         let pool = LayerConfig::MaxPool2d(Pool2dConfig::new([2, 2], [2, 2], [0, 0]));
-        let layer = |name: &str, config, inputs: Vec<Source>| LayerDef {
-            name: name.to_owned(),
-            config,
-            inputs,
-        };
         let def = NetworkDef {
             input: [4, 8, 8],
             layers: vec![
@@ -1352,11 +1356,6 @@ mod tests {
             })
         };
         let bn = || LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(8));
-        let layer = |name: &str, config, inputs: Vec<Source>| LayerDef {
-            name: name.to_owned(),
-            config,
-            inputs,
-        };
         let def = NetworkDef {
             input: [3, 6, 6],
             layers: vec![
