@@ -323,6 +323,21 @@ pub(crate) fn sum_outer_narrow(
     sum_outer_cols::<NARROW_MR, NARROW_NR>(tile, start, a, a_rows, b, b0, g);
 }
 
+/// [`sum_outer`] over the first [`NARROW_NR`] columns only (of `b`, and of the tile): half a
+/// wide tile, what one AVX2 register block computes in a pass over the positions. The AVX2
+/// weight gradient calls it once for each half, each half's `b` packed on its own.
+pub(crate) fn sum_outer_half(
+    tile: &mut Tile,
+    start: Start<'_>,
+    a: &[f32],
+    a_rows: &[usize; MR],
+    b: &[f32],
+    b0: usize,
+    g: Grid,
+) {
+    sum_outer_cols::<MR, NARROW_NR>(tile, start, a, a_rows, b, b0, g);
+}
+
 /// [`sum_outer_narrow`] into a short tile of [`SHORT_MR`] rows: a weight gradient's last block
 /// of a few rows (the stem's 27 reduction steps end in a block of 3), a third of the narrow
 /// tile's multiply-adds for each position rather than all of them.
@@ -817,8 +832,8 @@ mod x86 {
     ) {
         // SAFETY: as the caller promises.
         unsafe {
-            if COLS == 16 && R == super::SHORT_MR {
-                sum_outer::<__m512, R, COLS, { super::SHORT_MR }, 1>(tile, start, a, a_rows, b, g);
+            if COLS == 16 && R <= MR {
+                sum_outer::<__m512, R, COLS, R, 1>(tile, start, a, a_rows, b, g);
             } else if COLS == 16 {
                 sum_outer::<__m512, R, COLS, 12, 1>(tile, start, a, a_rows, b, g);
             } else {
@@ -1129,6 +1144,75 @@ mod tests {
                     )
                 };
                 check(&short, NARROW_NR, "sum_outer_short", true);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// [`sum_outer_half`] on every path this CPU runs, over grids from a single position
+        /// up (one image, row or column; strides from packed slices of 16 values a position to
+        /// wider ones), from zeros or the tile: each of its 16 columns is the definition's chain
+        /// bit for bit, and the other 16 stay as they were.
+        #[test]
+        fn sum_outer_half_is_one_fma_chain_per_element(
+            images in 1usize..4,
+            rows in 1usize..5,
+            cols in 1usize..7,
+            a_col in 1usize..40,
+            b_col in 16usize..40,
+            from_tile: bool,
+            seed in 0usize..1000,
+        ) {
+            let g = Grid {
+                images,
+                rows,
+                cols,
+                a_image: rows * (cols * a_col + 3) + 5,
+                a_row: cols * a_col + 3,
+                a_col,
+                b_image: rows * (cols * b_col + 2) + 1,
+                b_row: cols * b_col + 2,
+                b_col,
+            };
+            let a_rows: [usize; MR] = std::array::from_fn(|i| (i * 5 + seed) % 50);
+            let b0 = seed % 7;
+            let (pa, pb) = g.at(images - 1, rows - 1, cols - 1);
+            let a = values(50 + pa, seed);
+            let b = values(b0 + pb + NARROW_NR, seed + 1);
+            let init = values(MR * NR, seed + 2);
+            let init: Tile = std::array::from_fn(|i| std::array::from_fn(|j| init[i * NR + j]));
+            let start = if from_tile { Start::Tile } else { Start::Zero };
+            for path in paths() {
+                let mut tile = init;
+                proptest::prop_assert!(check_sum_outer(&a, &a_rows, &b, b0 + NARROW_NR, g));
+                // SAFETY: `paths` holds what the CPU runs; the reads were checked just above.
+                unsafe {
+                    sum_outer_on::<MR, NARROW_NR>(path, &mut tile, start, &a, &a_rows, &b, b0, g)
+                };
+                for (i, row) in tile.iter().enumerate() {
+                    for (j, &got) in row.iter().enumerate() {
+                        let want = if j >= NARROW_NR {
+                            init[i][j]
+                        } else {
+                            let positions = (0..images).flat_map(|m| {
+                                (0..rows).flat_map(move |r| (0..cols).map(move |c| (m, r, c)))
+                            });
+                            let terms = positions.map(|(m, r, c)| {
+                                let (pa, pb) = g.at(m, r, c);
+                                (a[a_rows[i] + pa], b[b0 + pb + j])
+                            });
+                            chain(terms, if from_tile { init[i][j] } else { 0.0 })
+                        };
+                        proptest::prop_assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{:?} ({}, {})",
+                            path,
+                            i,
+                            j
+                        );
+                    }
+                }
             }
         }
     }

@@ -10,10 +10,12 @@ use super::plan::{KernelRows, PixelGrid, WGRAD_GROUP_BYTES, pixels_per_task, til
 use super::tile::{add_pixels, store};
 use crate::kernels::gemm::{
     Grid, MR, NARROW_MR, NARROW_NR, NR, NarrowTile, RunTable, SHORT_MR, Seg, ShortTile, Start,
-    Tile, panels, rows_panel, rows_panel_narrow, sum_outer, sum_outer_narrow, sum_outer_short,
+    Tile, panels, rows_panel, rows_panel_narrow, sum_outer, sum_outer_half, sum_outer_narrow,
+    sum_outer_short,
 };
 use crate::layers::assign;
 use crate::scratch;
+use crate::simd::{Simd, simd};
 
 impl Conv2d {
     /// Weight and bias gradients of `batch` images from the padded input (`x` itself for a
@@ -75,6 +77,12 @@ impl Conv2d {
         // ResNet-20: 220 KB a group) rather than the whole batch padded into memory first and
         // read back (4.7 MB). A whole-batch group is padded once for all the threads.
         let own = !g.unpadded() && !whole;
+        // On AVX2 a wide tile is two passes over the group, one for each half of its columns,
+        // each reading 64 bytes of every pixel's `dy` (of 128 or 256): they read the group's
+        // `dy` from a copy in slices of `NARROW_NR` channels instead ([`slice_dy`]), each half
+        // a slice whose pixels follow one another, which streams whole lines from L2.
+        let sliced = !whole && g.cout > NARROW_NR && simd() == Simd::Avx2;
+        let width = NARROW_NR;
         if !g.unpadded() && whole {
             self.xp = self.padded_input(x, batch);
         }
@@ -106,6 +114,8 @@ impl Conv2d {
                 // The group's padded images and the `MR` values the kernels may read past them.
                 let mut padded =
                     own.then(|| scratch::take(group * a_image + MR, scratch::ANY, 0.0));
+                let mut slices =
+                    sliced.then(|| scratch::take(group * g.oh * g.ow * cs, scratch::ANY, 0.0));
                 for n0 in (0..batch).step_by(group) {
                     let images = n0..(n0 + group).min(batch);
                     let grid = Grid {
@@ -124,6 +134,12 @@ impl Conv2d {
                         }
                         None => (shared, n0 * a_image),
                     };
+                    // The slices of the group's `dy`, `slice` values apart.
+                    let slice = images.len() * g.oh * g.ow * width;
+                    if let Some(buf) = slices.as_deref_mut() {
+                        let at = |n, y, x| n * image + first + y * b_row + x * b_col;
+                        slice_dy(src, at, images.clone(), (g.oh, g.ow, cs), width, buf);
+                    }
                     let mut row = 0;
                     for block in blocks {
                         let (rows, cols) = (block.out_rows.clone(), block.out_cols.clone());
@@ -162,6 +178,33 @@ impl Conv2d {
                             continue;
                         }
                         let a_rows: &[usize; MR] = a_rows[..MR].try_into().expect("MR rows");
+                        if let Some(dys) = slices.as_deref() {
+                            let grid = Grid {
+                                b_image: g.oh * g.ow * width,
+                                b_row: g.ow * width,
+                                b_col: width,
+                                ..grid
+                            };
+                            let skip = rows.start * grid.b_row + cols.start * grid.b_col;
+                            for h in 0..cs / width {
+                                let out = &mut wgrad[row * cs + h * width..];
+                                let mut tile = [[0.0; NR]; MR];
+                                let start = if n0 == 0 {
+                                    Start::Zero
+                                } else {
+                                    let from = out.chunks(cs).take(block.rows);
+                                    for (t, src) in tile.iter_mut().zip(from) {
+                                        t[..width].copy_from_slice(&src[..width]);
+                                    }
+                                    Start::Tile
+                                };
+                                let b0 = h * slice + skip;
+                                sum_outer_half(&mut tile, start, xp, a_rows, dys, b0, grid);
+                                store(&tile, out, block.rows, width, cs);
+                            }
+                            row += block.rows;
+                            continue;
+                        }
                         for j in 0..cs / NR {
                             let out = &mut wgrad[row * cs + j * NR..];
                             let mut tile = [[0.0; NR]; MR];
@@ -498,6 +541,32 @@ impl Conv2d {
     }
 }
 
+/// Copies the `dy` of `images` (`oh x ow` pixels of `cs` values, pixel `(n, y, x)` at `at(n, y,
+/// x)` in `src`) into `dst` in slices of `width` channels: slice `h` holds channels `h * width..
+/// (h + 1) * width` of every pixel, the pixels in order, `width` values each.
+fn slice_dy(
+    src: &[f32],
+    at: impl Fn(usize, usize, usize) -> usize,
+    images: std::ops::Range<usize>,
+    (oh, ow, cs): (usize, usize, usize),
+    width: usize,
+    dst: &mut [f32],
+) {
+    let slice = images.len() * oh * ow * width;
+    let mut p = 0;
+    for n in images {
+        for y in 0..oh {
+            for x in 0..ow {
+                let pixel = &src[at(n, y, x)..][..cs];
+                for (h, values) in pixel.chunks_exact(width).enumerate() {
+                    dst[h * slice + p..][..width].copy_from_slice(values);
+                }
+                p += width;
+            }
+        }
+    }
+}
+
 /// One phase of a strided input gradient (see [`Conv2d::input_grad_phases`]).
 struct Phase {
     /// The row phase (input rows `phase + stride * u`) and its number of rows.
@@ -819,6 +888,61 @@ mod tests {
             for (i, (&got, &(sum, scale))) in dx.iter().zip(&want_x).enumerate() {
                 let error = (f64::from(got) - sum).abs();
                 assert!(error <= 2e-5 * scale, "{case:?} dx {i}: {got} vs {sum}");
+            }
+        }
+    }
+
+    /// The weight gradient of wide layers (more than 16 output channels: on AVX2 each half of
+    /// a tile reads the group's `dy` sliced 16 channels at a time) over several groups of
+    /// images, the last partial, at strides 1 and 2, padded or not: every element is the
+    /// definition's chain of `mul_add`s over the images, rows and columns in order, bit for
+    /// bit (the padding's zeros add nothing to a chain that is not `-0`, and none is here).
+    #[test]
+    fn wide_weight_gradient_is_one_chain_over_the_positions() {
+        let batch = 5;
+        for (cin, cout, kernel, stride, pad, side) in [
+            (16, 40, 3, 1, 1, 24),
+            (6, 32, 3, 2, 1, 23),
+            (8, 64, 1, 2, 0, 30),
+            (3, 33, 3, 1, 1, 31),
+        ] {
+            let config = Conv2dConfig {
+                stride: [stride; 2],
+                padding: [pad; 2],
+                padding_end: [pad; 2],
+                bias: false,
+                ..Conv2dConfig::new(cin, cout, [kernel, kernel])
+            };
+            let mut layer =
+                Conv2d::new("conv", &config, [side, side], &mut init_rng(5)).expect("valid");
+            let g = layer.g;
+            let Poisoned { x, dy, .. } = forward_backward(&mut layer, batch);
+            let grad = layer.weight().grad.as_slice().expect("contiguous");
+            for (k, &got) in grad.iter().enumerate() {
+                let (co, ci, ky, kx) = (
+                    k / (cin * kernel * kernel),
+                    k / (kernel * kernel) % cin,
+                    k / kernel % kernel,
+                    k % kernel,
+                );
+                let mut want = 0.0f32;
+                for n in 0..batch {
+                    for (oy, ox) in (0..g.oh).flat_map(|oy| (0..g.ow).map(move |ox| (oy, ox))) {
+                        let (iy, ix) = (
+                            (oy * stride + ky).wrapping_sub(pad),
+                            (ox * stride + kx).wrapping_sub(pad),
+                        );
+                        let v = if iy < g.ih && ix < g.iw {
+                            x[((n * g.ih + iy) * g.iw + ix) * cin + ci]
+                        } else {
+                            0.0
+                        };
+                        let d = dy[((n * g.oh + oy) * g.ow + ox) * cout + co];
+                        want = v.mul_add(d, want);
+                    }
+                }
+                let case = (cin, cout, kernel, stride, side);
+                assert_eq!(got.to_bits(), want.to_bits(), "{case:?} weight {k}");
             }
         }
     }
