@@ -10,6 +10,8 @@
 //!   runs ([`Seg`]) of consecutive values: convolution reads the zero-padded input directly this
 //!   way (one run per kernel row), so no im2col matrix is ever built.
 //! - [`sum_outer`] sums outer products over a 2-D grid of positions (pixels): the weight gradient.
+//!   [`sum_outer_half`] computes half its columns, so that AVX2's two passes over the positions
+//!   (one per register block) can each read their own copy of `b`.
 //!
 //! The tile is 6 x 32. Outputs of at most 16 columns (a 16-channel convolution) take the narrow
 //! tile instead, 12 x 16 ([`rows_panel_narrow`], [`sum_outer_narrow`]), so no multiply-add is
