@@ -1461,7 +1461,7 @@ mod tests {
                 ("stage 2, 32 ch 16x16", 32, 16),
                 ("stage 3, 64 ch 8x8", 64, 8),
             ] {
-                let [fwd, wgrad] = replay_layer(path, c, side, 64);
+                let [fwd, wgrad, sliced] = replay_layer(path, c, side, 64);
                 println!(
                     "  layer fwd  {what:24} {:6.1} GFLOP/s {:5.1} % of peak",
                     fwd,
@@ -1472,6 +1472,14 @@ mod tests {
                     wgrad,
                     100.0 * wgrad / peak
                 );
+                if path == Simd::Avx2 && c > NARROW_NR {
+                    println!(
+                        "  layer wgr  {:24} {:6.1} GFLOP/s {:5.1} % of peak",
+                        "  dy sliced (as the layer)",
+                        sliced,
+                        100.0 * sliced / peak
+                    );
+                }
             }
         }
     }
@@ -1520,7 +1528,7 @@ mod tests {
     /// The forward's and the weight gradient's GFLOP/s on `path` for a 3x3 stride-1 `c -> c`
     /// convolution over `batch` images of `side x side`, the kernels called as the layer calls
     /// them (see `kernel_rates`).
-    fn replay_layer(path: Simd, c: usize, side: usize, batch: usize) -> [f64; 2] {
+    fn replay_layer(path: Simd, c: usize, side: usize, batch: usize) -> [f64; 3] {
         let wp = side + 2;
         let image = wp * wp * c;
         let k = 9 * c;
@@ -1656,7 +1664,71 @@ mod tests {
                 std::hint::black_box(&mut tiles);
             }
         });
-        [fwd, wgrad]
+        // The wide weight gradient as AVX2 runs it in the layer: each group's `dy` copied into
+        // slices of 16 channels (the copy timed too), one half-tile pass per slice.
+        let mut slices = vec![0.0f32; group * side * side * c];
+        if path != Simd::Avx2 || narrow {
+            return [fwd, wgrad, 0.0];
+        }
+        let sliced = rate_cpu(flops, || {
+            for n0 in (0..batch).step_by(group) {
+                let images = group.min(batch - n0);
+                let slice = images * side * side * NARROW_NR;
+                for (p, (n, y, x)) in (0..images)
+                    .flat_map(|n| (0..side).flat_map(move |y| (0..side).map(move |x| (n, y, x))))
+                    .enumerate()
+                {
+                    let pixel = &dyp[(n0 + n) * image + first + (y * wp + x) * c..][..c];
+                    for (h, values) in pixel.chunks_exact(NARROW_NR).enumerate() {
+                        slices[h * slice + p * NARROW_NR..][..NARROW_NR].copy_from_slice(values);
+                    }
+                }
+                let grid = Grid {
+                    images,
+                    rows: side,
+                    cols: side,
+                    a_image: image,
+                    a_row: wp * c,
+                    a_col: c,
+                    b_image: side * side * NARROW_NR,
+                    b_row: side * NARROW_NR,
+                    b_col: NARROW_NR,
+                };
+                let start = if n0 == 0 { Start::Zero } else { Start::Tile };
+                for (b, per_block) in tiles.chunks_mut(c.div_ceil(cols)).enumerate() {
+                    let a_rows: [usize; MR] = std::array::from_fn(|i| {
+                        offsets[(b * tile_rows + i).min(k - 1)] + n0 * image
+                    });
+                    for h in 0..c / NARROW_NR {
+                        let tile = &mut per_block[h / 2];
+                        let half: &mut Tile = (&mut tile[..MR]).try_into().expect("MR");
+                        assert!(check_sum_outer(
+                            &xp,
+                            &a_rows,
+                            &slices,
+                            h * slice + NARROW_NR,
+                            grid
+                        ));
+                        // SAFETY: the reads were checked just above; `paths` holds what the
+                        // CPU runs.
+                        unsafe {
+                            sum_outer_on::<MR, NARROW_NR>(
+                                path,
+                                half,
+                                start,
+                                &xp,
+                                &a_rows,
+                                &slices,
+                                h * slice,
+                                grid,
+                            )
+                        };
+                    }
+                }
+                std::hint::black_box(&mut tiles);
+            }
+        });
+        [fwd, wgrad, sliced]
     }
 
     #[test]
