@@ -14,7 +14,8 @@ use super::tile::TileStore;
 use super::{Apply, Conv2d};
 use crate::error::Result;
 use crate::kernels::gemm::{
-    MR, NARROW_MR, NR, RunTable, Seg, Start, halves, panels, rows_panel, rows_panel_narrow,
+    MR, NARROW_MR, NARROW_NR, NR, RunTable, Seg, Start, halves, panels, rows_panel,
+    rows_panel_into, rows_panel_narrow, rows_panel_narrow_into,
 };
 use crate::kernels::window::NONE;
 use crate::scratch;
@@ -253,6 +254,15 @@ impl Conv2d {
                 for t in (first..end).step_by(NARROW_MR) {
                     let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t - base, end - base);
                     let (runs, panel) = kernel_rows.select(kernel_rows.hull(span), runs, packed);
+                    if t + NARROW_MR <= end && n == NARROW_NR {
+                        // A whole tile: stored straight into its output rows.
+                        let out = &mut out[(t - first) * stride + offset..];
+                        let epilogue = store.epilogue(t * stride, 0);
+                        rows_panel_narrow_into(
+                            out, stride, epilogue, bias, xp, &rows_at, runs, panel,
+                        );
+                        continue;
+                    }
                     rows_panel_narrow(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
                     for (h, tile) in halves(&tile).into_iter().enumerate() {
                         let t = t + h * MR;
@@ -309,9 +319,15 @@ impl Conv2d {
                         .expect("NR values");
                     let panel = &packed[j * k * NR..];
                     let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
-                    rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
                     let out = &mut out[(t - first) * stride + offset + j * NR..];
                     let (rows, cols) = (MR.min(end - t), NR.min(n - j * NR));
+                    if (rows, cols) == (MR, NR) {
+                        // A whole tile: stored straight into its output rows.
+                        let epilogue = store.epilogue(t * stride, j);
+                        rows_panel_into(out, stride, epilogue, bias, xp, &rows_at, runs, panel);
+                        continue;
+                    }
+                    rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
                     store.store(&tile, out, [rows, cols, stride], t * stride, j);
                 }
             }
