@@ -233,6 +233,10 @@ impl Conv2d {
             kh: g.kh,
         };
         let tile = tile_pixels(n);
+        // Tiles within these output rows keep every kernel row: no hull to find.
+        let interior = kernel_rows.interior();
+        let inside =
+            |(low, high): (usize, usize)| interior.contains(&low) && interior.contains(&high);
         // The bias as a narrow tile's start (the bias row may be narrower than a panel).
         let mut narrow_bias = [0.0; NR];
         let m = bias_row.len().min(NR);
@@ -253,7 +257,12 @@ impl Conv2d {
                 let mut cursor = pixels.cursor(first - base);
                 for t in (first..end).step_by(NARROW_MR) {
                     let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t - base, end - base);
-                    let (runs, panel) = kernel_rows.select(kernel_rows.hull(span), runs, packed);
+                    let taps = if inside(span) {
+                        0..g.kh
+                    } else {
+                        kernel_rows.hull(span)
+                    };
+                    let (runs, panel) = kernel_rows.select(taps, runs, packed);
                     if t + NARROW_MR <= end && n == NARROW_NR {
                         // A whole tile: stored straight into its output rows.
                         let out = &mut out[(t - first) * stride + offset..];
@@ -312,7 +321,11 @@ impl Conv2d {
             let mut cursor = pixels.cursor(first - base);
             for t in (first..end).step_by(MR) {
                 let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t - base, end - base);
-                let taps = kernel_rows.hull(span);
+                let taps = if inside(span) {
+                    0..g.kh
+                } else {
+                    kernel_rows.hull(span)
+                };
                 for j in 0..panels(n) {
                     let bias = bias_row[j * NR..(j + 1) * NR]
                         .try_into()
