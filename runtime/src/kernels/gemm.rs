@@ -300,7 +300,7 @@ impl Epilogue<'_> {
 pub(crate) fn rows_panel_into(
     out: &mut [f32],
     stride: usize,
-    epilogue: Epilogue<'_>,
+    epilogue: &Epilogue<'_>,
     bias: &[f32; NR],
     a: &[f32],
     rows: &[usize; MR],
@@ -315,7 +315,7 @@ pub(crate) fn rows_panel_into(
 pub(crate) fn rows_panel_narrow_into(
     out: &mut [f32],
     stride: usize,
-    epilogue: Epilogue<'_>,
+    epilogue: &Epilogue<'_>,
     bias: &[f32; NR],
     a: &[f32],
     rows: &[usize; NARROW_MR],
@@ -330,7 +330,7 @@ pub(crate) fn rows_panel_narrow_into(
 fn rows_panel_cols_into<const R: usize, const COLS: usize>(
     out: &mut [f32],
     stride: usize,
-    epilogue: Epilogue<'_>,
+    epilogue: &Epilogue<'_>,
     bias: &[f32; NR],
     a: &[f32],
     rows: &[usize; R],
@@ -338,7 +338,7 @@ fn rows_panel_cols_into<const R: usize, const COLS: usize>(
     panel: &[f32],
 ) {
     check_rows_panel(a, rows, runs, panel);
-    check_into::<R, COLS>(out.len(), stride, &epilogue);
+    check_into::<R, COLS>(out.len(), stride, epilogue);
     // SAFETY: checked just above; `simd` never picks more than the CPU has.
     unsafe {
         rows_panel_into_on::<R, COLS>(simd(), out, stride, epilogue, bias, a, rows, runs, panel)
@@ -376,7 +376,7 @@ unsafe fn rows_panel_into_on<const R: usize, const COLS: usize>(
     path: Simd,
     out: &mut [f32],
     stride: usize,
-    epilogue: Epilogue<'_>,
+    epilogue: &Epilogue<'_>,
     bias: &[f32; NR],
     a: &[f32],
     rows: &[usize; R],
@@ -390,13 +390,13 @@ unsafe fn rows_panel_into_on<const R: usize, const COLS: usize>(
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 => unsafe {
             x86::rows_panel_into_avx512::<R, COLS>(
-                op, stride, &epilogue, bias, ap, rows, runs.segs, pp,
+                op, stride, epilogue, bias, ap, rows, runs.segs, pp,
             )
         },
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 => unsafe {
             x86::rows_panel_into_avx2::<R, COLS>(
-                op, stride, &epilogue, bias, ap, rows, runs.segs, pp,
+                op, stride, epilogue, bias, ap, rows, runs.segs, pp,
             )
         },
         _ => {
@@ -1592,7 +1592,7 @@ mod tests {
                     path,
                     &mut got[at..],
                     stride,
-                    epilogue,
+                    &epilogue,
                     &bias,
                     a,
                     rows,

@@ -255,8 +255,10 @@ impl Conv2d {
                 // Every tile's rows are written whole by the kernel before they are stored.
                 let mut tile = [[0.0; NR]; NARROW_MR];
                 let mut cursor = pixels.cursor(first - base);
+                let mut rows_at = [0; NARROW_MR];
                 for t in (first..end).step_by(NARROW_MR) {
-                    let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t - base, end - base);
+                    let span =
+                        pixels.tile_rows_into(&mut cursor, &mut rows_at, t - base, end - base);
                     let taps = if inside(span) {
                         0..g.kh
                     } else {
@@ -268,7 +270,7 @@ impl Conv2d {
                         let out = &mut out[(t - first) * stride + offset..];
                         let epilogue = store.epilogue(t * stride, 0);
                         rows_panel_narrow_into(
-                            out, stride, epilogue, bias, xp, &rows_at, runs, panel,
+                            out, stride, &epilogue, bias, xp, &rows_at, runs, panel,
                         );
                         continue;
                     }
@@ -319,8 +321,9 @@ impl Conv2d {
             }
             let mut tile = [[0.0; NR]; MR];
             let mut cursor = pixels.cursor(first - base);
+            let mut rows_at = [0; MR];
             for t in (first..end).step_by(MR) {
-                let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t - base, end - base);
+                let span = pixels.tile_rows_into(&mut cursor, &mut rows_at, t - base, end - base);
                 let taps = if inside(span) {
                     0..g.kh
                 } else {
@@ -337,7 +340,7 @@ impl Conv2d {
                     if (rows, cols) == (MR, NR) {
                         // A whole tile: stored straight into its output rows.
                         let epilogue = store.epilogue(t * stride, j);
-                        rows_panel_into(out, stride, epilogue, bias, xp, &rows_at, runs, panel);
+                        rows_panel_into(out, stride, &epilogue, bias, xp, &rows_at, runs, panel);
                         continue;
                     }
                     rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);

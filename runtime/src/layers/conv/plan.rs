@@ -74,8 +74,23 @@ impl PixelGrid {
         first: usize,
         end: usize,
     ) -> ([usize; R], (usize, usize)) {
-        let [mut n, mut y, mut x] = *cursor;
         let mut rows = [0; R];
+        let span = self.tile_rows_into(cursor, &mut rows, first, end);
+        (rows, span)
+    }
+
+    /// [`PixelGrid::tile_rows_from`] into `rows`, the array a task's tiles reuse: a tile's
+    /// offsets written as scalars and then copied whole into the array the kernel reads stalled
+    /// on store forwarding (~2 % of a forward's time).
+    #[inline(always)]
+    pub(super) fn tile_rows_into<const R: usize>(
+        &self,
+        cursor: &mut [usize; 3],
+        rows: &mut [usize; R],
+        first: usize,
+        end: usize,
+    ) -> (usize, usize) {
+        let [mut n, mut y, mut x] = *cursor;
         if x + R < self.w && first + R < end {
             // Inside one image row (most tiles of a wide image): consecutive columns.
             let at = n * self.image + y * self.row + x * self.col;
@@ -83,7 +98,7 @@ impl PixelGrid {
                 *row = at + i * self.col;
             }
             cursor[2] = x + R;
-            return (rows, (y, y));
+            return (y, y);
         }
         let mut span = (y, y);
         for (i, at) in rows.iter_mut().enumerate() {
@@ -102,7 +117,7 @@ impl PixelGrid {
             }
         }
         *cursor = [n, y, x];
-        (rows, span)
+        span
     }
 }
 

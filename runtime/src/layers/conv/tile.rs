@@ -306,7 +306,7 @@ mod tests {
                     store.store(&tile, &mut old[at..], [MR, NR, stride], t * stride, j);
                     let epilogue = store.epilogue(t * stride, j);
                     let out = &mut new[at..];
-                    rows_panel_into(out, stride, epilogue, &bias, &a, wide, runs.all(), panel);
+                    rows_panel_into(out, stride, &epilogue, &bias, &a, wide, runs.all(), panel);
                     assert_eq!(bits(&new), bits(&old), "wide {store:?}");
                     // Narrow: 16 channels, tile 7, stored as its two halves.
                     let (stride, offset) = store.layout(16);
@@ -325,7 +325,7 @@ mod tests {
                     rows_panel_narrow_into(
                         out,
                         stride,
-                        epilogue,
+                        &epilogue,
                         &bias,
                         &a,
                         &rows,
