@@ -13,6 +13,7 @@ use crate::kernels::gemm::{
     Tile, panels, rows_panel, rows_panel_narrow, sum_outer, sum_outer_narrow, sum_outer_short,
 };
 use crate::layers::assign;
+use crate::par;
 use crate::scratch;
 
 impl Conv2d {
@@ -257,10 +258,10 @@ impl Conv2d {
                 };
                 let tile = tile_pixels(g.cin);
                 let per_task = pixels_per_task(rows, tile);
-                dx[..rows * g.cin]
-                    .par_chunks_mut(per_task * g.cin)
-                    .enumerate()
-                    .for_each(|(task, dx_task)| {
+                par::chunks_mut(
+                    &mut dx[..rows * g.cin],
+                    per_task * g.cin,
+                    |task, dx_task| {
                         let first = task * per_task;
                         let end = first + dx_task.len() / g.cin;
                         // One tile for the task (the kernels start each from zeros): not a
@@ -303,7 +304,8 @@ impl Conv2d {
                                 }
                             }
                         }
-                    });
+                    },
+                );
             }
             None => self.input_grad_phases(dx, dy, batch, add),
         }
@@ -402,10 +404,10 @@ impl Conv2d {
         let image = g.ih * g.iw * g.cin;
         let per_task = batch.div_ceil(4 * rayon::current_num_threads()).max(1);
         let tapless = phases.iter().any(|phase| phase.tapless);
-        dx[..batch * image]
-            .par_chunks_mut(per_task * image)
-            .enumerate()
-            .for_each(|(task, dx_task)| {
+        par::chunks_mut(
+            &mut dx[..batch * image],
+            per_task * image,
+            |task, dx_task| {
                 let n0 = task * per_task;
                 // The pixels no tap reads get the `+0` their empty chains would be, in one
                 // sequential pass rather than a tile of zeros for every twelve of them (added
@@ -494,7 +496,8 @@ impl Conv2d {
                         }
                     }
                 }
-            });
+            },
+        );
     }
 }
 
