@@ -84,14 +84,11 @@ impl Conv2d {
                     images: images.len(),
                     ..grid
                 };
-                let (xp, base) = if g.unpadded() {
-                    (x, images.start * a_image)
-                } else {
-                    (&[][..], 0)
-                };
+                // The group's images padded into this thread's buffer (and the `MR` values the
+                // kernels may read past them), or read in place without padding.
                 let mut padded = (!g.unpadded())
                     .then(|| scratch::take(images.len() * a_image + MR, scratch::ANY, 0.0));
-                let xp = match padded.as_deref_mut() {
+                let (xp, base) = match padded.as_deref_mut() {
                     Some(buf) => {
                         let src =
                             x[images.start * x_image..images.end * x_image].chunks_exact(x_image);
@@ -99,9 +96,9 @@ impl Conv2d {
                             g.pad_image(src, dst);
                         }
                         buf[images.len() * a_image..][..MR].fill(0.0);
-                        &buf[..]
+                        (&buf[..], 0)
                     }
-                    None => xp,
+                    None => (x, images.start * a_image),
                 };
                 let b0 = images.start * image + b_first;
                 sum_blocks(blocks, wgrad, cs, g.cout, (xp, base), (src, b0), grid);
