@@ -4,8 +4,6 @@
 //! stored through the fused ReLU or an inference epilogue, or pooled in bands with the fused
 //! max pool.
 
-use rayon::prelude::*;
-
 use super::fused_pool::{FusedPool, pool_bands};
 use super::geometry::Geom;
 use super::pack::live_cols;
@@ -18,6 +16,7 @@ use crate::kernels::gemm::{
     rows_panel_into, rows_panel_narrow, rows_panel_narrow_into,
 };
 use crate::kernels::window::NONE;
+use crate::par;
 use crate::scratch;
 
 impl Conv2d {
@@ -357,35 +356,31 @@ impl Conv2d {
                     // Whole images, a tile's worth of them.
                     MR * image
                 };
-                y.par_chunks_mut(per_task * stride)
-                    .enumerate()
-                    .for_each(|(task, y_task)| {
-                        let first = task * per_task;
-                        convolve(xp, 0, first, first + y_task.len() / stride, y_task);
-                    });
+                par::chunks_mut(y, per_task * stride, |task, y_task| {
+                    let first = task * per_task;
+                    convolve(xp, 0, first, first + y_task.len() / stride, y_task);
+                });
             }
             (Padded::ByTask { x, images }, None) => {
                 let (x_image, padded) = (g.ih * g.iw * g.cin, hp * wp * g.cin);
-                y.par_chunks_mut(images * image * stride)
-                    .zip(x.par_chunks(images * x_image))
-                    .enumerate()
-                    .for_each(|(task, (y_task, x_task))| {
-                        // Every value is written: the images with their borders, then the
-                        // tail a tile's loads may run into.
-                        let count = y_task.len() / (image * stride);
-                        let mut xp = scratch::take(count * padded + MR, scratch::ANY, 0.0);
-                        let (xp_images, tail) =
-                            xp[..count * padded + MR].split_at_mut(count * padded);
-                        for (dst, src) in xp_images
-                            .chunks_exact_mut(padded)
-                            .zip(x_task.chunks_exact(x_image))
-                        {
-                            g.pad_image(src, dst);
-                        }
-                        tail.fill(0.0);
-                        let first = task * images * image;
-                        convolve(&xp, first, first, first + count * image, y_task);
-                    });
+                par::chunks_mut(y, images * image * stride, |task, y_task| {
+                    let from = (task * images * x_image).min(x.len());
+                    let x_task = &x[from..(from + images * x_image).min(x.len())];
+                    // Every value is written: the images with their borders, then the
+                    // tail a tile's loads may run into.
+                    let count = y_task.len() / (image * stride);
+                    let mut xp = scratch::take(count * padded + MR, scratch::ANY, 0.0);
+                    let (xp_images, tail) = xp[..count * padded + MR].split_at_mut(count * padded);
+                    for (dst, src) in xp_images
+                        .chunks_exact_mut(padded)
+                        .zip(x_task.chunks_exact(x_image))
+                    {
+                        g.pad_image(src, dst);
+                    }
+                    tail.fill(0.0);
+                    let first = task * images * image;
+                    convolve(&xp, first, first, first + count * image, y_task);
+                });
             }
             (Padded::Batch(xp), Some(pool)) => {
                 pool_bands(pool, g, y, batch, &|first, end, out: &mut [f32]| {
