@@ -24,6 +24,14 @@ pub fn share(n: usize, t: usize, threads: usize) -> Range<usize> {
 pub fn chunks_mut<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let chunk = chunk.max(1);
     let threads = rayon::current_num_threads().max(1);
+    if threads == 1 {
+        // One share: the chunks in order here, with no list of parts (inference allocates
+        // nothing once warm).
+        for (i, c) in data.chunks_mut(chunk).enumerate() {
+            f(i, c);
+        }
+        return;
+    }
     let n = data.len().div_ceil(chunk);
     let parts = split(data, chunk, n, threads);
     each_part(parts, |(first, part)| {
@@ -46,6 +54,13 @@ pub fn chunks_mut2<A: Send, B: Send>(
     let threads = rayon::current_num_threads().max(1);
     let n = a.len().div_ceil(ca);
     let b_len = b.len().min(n * cb);
+    if threads == 1 {
+        // As in `chunks_mut`: one share, no list of parts.
+        for (i, (a, b)) in a.chunks_mut(ca).zip(b[..b_len].chunks_mut(cb)).enumerate() {
+            f(i, a, b);
+        }
+        return;
+    }
     let parts = split(a, ca, n, threads)
         .into_iter()
         .zip(split(&mut b[..b_len], cb, n, threads));
