@@ -15,7 +15,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayView4, ArrayViewMut2};
-use rayon::prelude::*;
 
 use cnnc_core::{Fusion, Grad, GradTo, Model, Plan, Reads, Shape, Storage};
 
@@ -24,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::layers::{self, Init, Layer};
 use crate::loss::softmax_cross_entropy;
 use crate::model::{Planned, StepRef};
+use crate::par;
 use crate::param::{Entry, EntryRef, Visit, VisitRef};
 use crate::tensor::{Mode, nchw_to_internal, on_pool};
 use crate::typed::check_input;
@@ -304,10 +304,10 @@ fn one_input_backward(
             run(Some(part))?;
             // Each value alone: the same sums in any split.
             const CHUNK: usize = 1 << 14;
-            sum[..n]
-                .par_chunks_mut(CHUNK)
-                .zip(part[..n].par_chunks(CHUNK))
-                .for_each(|(sum, part)| sum.iter_mut().zip(part).for_each(|(s, p)| *s += p));
+            par::chunks_mut(&mut sum[..n], CHUNK, |i, sum| {
+                let part = &part[i * CHUNK..][..sum.len()];
+                sum.iter_mut().zip(part).for_each(|(s, p)| *s += p);
+            });
             Ok(())
         }
         GradTo::Add { scratch: None, .. } => Err(Error::State(

@@ -63,6 +63,7 @@ pub mod loss;
 pub mod model;
 pub mod npy;
 pub mod optim;
+mod par;
 pub mod param;
 pub mod peak;
 pub mod schedule;

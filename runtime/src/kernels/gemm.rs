@@ -261,6 +261,158 @@ fn portable_rows_panel<const R: usize>(
     }
 }
 
+/// What [`rows_panel_into`] and [`rows_panel_narrow_into`] apply to each computed value `v`
+/// of column `c` as they store it, in this order (an inference epilogue's, or a ReLU's):
+/// `v * scale[c] + shift[c]` (a multiply, then an add), then `+ residual[r * stride + c]`, then
+/// `min(max(v, lo), hi)` with NaN passing (`v < lo` gives `lo`, then `v > hi` gives `hi`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Epilogue<'a> {
+    /// Per-column `(scale, shift)`, from the tile's first column on.
+    pub affine: Option<(&'a [f32], &'a [f32])>,
+    /// Values added, laid out as the output rows (`stride` apart) from the tile's first value.
+    pub residual: Option<&'a [f32]>,
+    /// `(lo, hi)`.
+    pub clamp: Option<(f32, f32)>,
+}
+
+impl Epilogue<'_> {
+    /// The epilogue applied to `v` of column `c` in row `r`, as the kernels apply it.
+    fn apply(&self, v: f32, r: usize, c: usize, stride: usize) -> f32 {
+        let mut v = v;
+        if let Some((scale, shift)) = self.affine {
+            v = v * scale[c] + shift[c];
+        }
+        if let Some(residual) = self.residual {
+            v += residual[r * stride + c];
+        }
+        if let Some((lo, hi)) = self.clamp {
+            v = if v < lo { lo } else { v };
+            v = if v > hi { hi } else { v };
+        }
+        v
+    }
+}
+
+/// [`rows_panel`] from the start row `bias`, its `MR x NR` tile stored straight into `out`
+/// (row `i` at `out[i * stride..][..NR]`) through `epilogue`, instead of into a tile the
+/// caller copies out: a whole tile's round trip through the stack fewer.
+///
+/// Panics if a read or write would leave its buffer (a runtime bug, as for [`rows_panel`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rows_panel_into(
+    out: &mut [f32],
+    stride: usize,
+    epilogue: &Epilogue<'_>,
+    bias: &[f32; NR],
+    a: &[f32],
+    rows: &[usize; MR],
+    runs: Runs<'_>,
+    panel: &[f32],
+) {
+    rows_panel_cols_into::<MR, NR>(out, stride, epilogue, bias, a, rows, runs, panel);
+}
+
+/// [`rows_panel_into`] for a narrow tile: `NARROW_MR` rows of [`NARROW_NR`] columns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rows_panel_narrow_into(
+    out: &mut [f32],
+    stride: usize,
+    epilogue: &Epilogue<'_>,
+    bias: &[f32; NR],
+    a: &[f32],
+    rows: &[usize; NARROW_MR],
+    runs: Runs<'_>,
+    panel: &[f32],
+) {
+    rows_panel_cols_into::<NARROW_MR, NARROW_NR>(out, stride, epilogue, bias, a, rows, runs, panel);
+}
+
+/// [`rows_panel_into`] for `R` rows of `COLS` columns.
+#[allow(clippy::too_many_arguments)]
+fn rows_panel_cols_into<const R: usize, const COLS: usize>(
+    out: &mut [f32],
+    stride: usize,
+    epilogue: &Epilogue<'_>,
+    bias: &[f32; NR],
+    a: &[f32],
+    rows: &[usize; R],
+    runs: Runs<'_>,
+    panel: &[f32],
+) {
+    check_rows_panel(a, rows, runs, panel);
+    check_into::<R, COLS>(out.len(), stride, epilogue);
+    // SAFETY: checked just above; `simd` never picks more than the CPU has.
+    unsafe {
+        rows_panel_into_on::<R, COLS>(simd(), out, stride, epilogue, bias, a, rows, runs, panel)
+    }
+}
+
+/// Checks that [`rows_panel_into`]'s stores stay inside `out` (of `len` values) and its
+/// epilogue's reads inside their buffers.
+fn check_into<const R: usize, const COLS: usize>(len: usize, stride: usize, epilogue: &Epilogue) {
+    let extent = (R - 1) * stride + COLS;
+    assert!(
+        stride >= COLS && len >= extent,
+        "rows_panel_into: the tile runs past its output"
+    );
+    if let Some((scale, shift)) = epilogue.affine {
+        assert!(
+            scale.len() >= COLS && shift.len() >= COLS,
+            "rows_panel_into: too few factors"
+        );
+    }
+    if let Some(residual) = epilogue.residual {
+        assert!(
+            residual.len() >= extent,
+            "rows_panel_into: the residual is too short"
+        );
+    }
+}
+
+/// [`rows_panel_cols_into`] on the kernels of `path`.
+///
+/// # Safety
+/// The CPU supports `path`; [`check_rows_panel`] and [`check_into`] passed for the arguments.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_panel_into_on<const R: usize, const COLS: usize>(
+    path: Simd,
+    out: &mut [f32],
+    stride: usize,
+    epilogue: &Epilogue<'_>,
+    bias: &[f32; NR],
+    a: &[f32],
+    rows: &[usize; R],
+    runs: Runs<'_>,
+    panel: &[f32],
+) {
+    let (ap, pp, op) = (a.as_ptr(), panel.as_ptr(), out.as_mut_ptr());
+    // SAFETY (both kernels): the checks bound every read and write, and the CPU supports the
+    // kernel's target features.
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe {
+            x86::rows_panel_into_avx512::<R, COLS>(
+                op, stride, epilogue, bias, ap, rows, runs.segs, pp,
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe {
+            x86::rows_panel_into_avx2::<R, COLS>(
+                op, stride, epilogue, bias, ap, rows, runs.segs, pp,
+            )
+        },
+        _ => {
+            let mut tile = [[0.0; NR]; R];
+            portable_rows_panel(&mut tile, COLS, Start::Row(bias), a, rows, runs.segs, panel);
+            for (r, row) in tile.iter().enumerate() {
+                for (c, &v) in row[..COLS].iter().enumerate() {
+                    out[r * stride + c] = epilogue.apply(v, r, c, stride);
+                }
+            }
+        }
+    }
+}
+
 /// Positions of a batch of 2-D grids (`images` of `rows x cols` pixels) and how far apart they
 /// lie in the two operands of [`sum_outer`].
 #[derive(Clone, Copy, Debug)]
@@ -503,12 +655,13 @@ pub(crate) fn isa() -> &'static str {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m256, __m512, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
-        _mm256_storeu_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
-        _mm512_storeu_ps,
+        __m256, __m512, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps,
+        _mm256_max_ps, _mm256_min_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_max_ps,
+        _mm512_min_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
     };
 
-    use super::{Grid, MR, NR, Seg, Start};
+    use super::{Epilogue, Grid, MR, NR, Seg, Start};
 
     /// A SIMD register of [`Lanes::WIDTH`] floats and the operations the micro-kernel does on
     /// it. The methods are inlined into the target-feature entry points below, so they compile
@@ -536,6 +689,31 @@ mod x86 {
         /// # Safety
         /// As for [`Lanes::zero`], and `a` points at a readable float.
         unsafe fn fma(a: *const f32, b: Self, c: Self) -> Self;
+        /// `v` in every lane.
+        ///
+        /// # Safety
+        /// As for [`Lanes::zero`].
+        unsafe fn splat(v: f32) -> Self;
+        /// `a + b` in every lane.
+        ///
+        /// # Safety
+        /// As for [`Lanes::zero`].
+        unsafe fn add(a: Self, b: Self) -> Self;
+        /// `a * b` in every lane.
+        ///
+        /// # Safety
+        /// As for [`Lanes::zero`].
+        unsafe fn mul(a: Self, b: Self) -> Self;
+        /// `if a > b { a } else { b }` in every lane (`b` when either is NaN).
+        ///
+        /// # Safety
+        /// As for [`Lanes::zero`].
+        unsafe fn max(a: Self, b: Self) -> Self;
+        /// `if a < b { a } else { b }` in every lane (`b` when either is NaN).
+        ///
+        /// # Safety
+        /// As for [`Lanes::zero`].
+        unsafe fn min(a: Self, b: Self) -> Self;
     }
 
     impl Lanes for __m512 {
@@ -560,6 +738,31 @@ mod x86 {
             // SAFETY: as the trait says (an embedded broadcast once inlined).
             unsafe { _mm512_fmadd_ps(_mm512_set1_ps(*a), b, c) }
         }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            // SAFETY: the caller's CPU has AVX-512F.
+            unsafe { _mm512_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            // SAFETY: the caller's CPU has AVX-512F.
+            unsafe { _mm512_add_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn mul(a: Self, b: Self) -> Self {
+            // SAFETY: the caller's CPU has AVX-512F.
+            unsafe { _mm512_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn max(a: Self, b: Self) -> Self {
+            // SAFETY: the caller's CPU has AVX-512F.
+            unsafe { _mm512_max_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn min(a: Self, b: Self) -> Self {
+            // SAFETY: the caller's CPU has AVX-512F.
+            unsafe { _mm512_min_ps(a, b) }
+        }
     }
 
     impl Lanes for __m256 {
@@ -583,6 +786,31 @@ mod x86 {
         unsafe fn fma(a: *const f32, b: Self, c: Self) -> Self {
             // SAFETY: as the trait says; the caller's CPU has FMA too.
             unsafe { _mm256_fmadd_ps(_mm256_broadcast_ss(&*a), b, c) }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            // SAFETY: the caller's CPU has AVX.
+            unsafe { _mm256_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            // SAFETY: the caller's CPU has AVX.
+            unsafe { _mm256_add_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn mul(a: Self, b: Self) -> Self {
+            // SAFETY: the caller's CPU has AVX.
+            unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn max(a: Self, b: Self) -> Self {
+            // SAFETY: the caller's CPU has AVX.
+            unsafe { _mm256_max_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn min(a: Self, b: Self) -> Self {
+            // SAFETY: the caller's CPU has AVX.
+            unsafe { _mm256_min_ps(a, b) }
         }
     }
 
@@ -651,6 +879,92 @@ mod x86 {
                 for (j, reg) in regs.into_iter().enumerate() {
                     // SAFETY: as in `start`.
                     unsafe { V::store(row.as_mut_ptr().add(self.col + j * V::WIDTH), reg) };
+                }
+            }
+        }
+    }
+
+    impl<V: Lanes, const BR: usize, const BC: usize> Block<V, BR, BC> {
+        /// Stores the block into `out` (its first row; rows `stride` apart) through
+        /// `epilogue`, whose factors start at the tile's first column and whose residual at
+        /// the block's first row.
+        ///
+        /// # Safety
+        /// The CPU supports `V`'s family; `out`, the factors and the residual cover the
+        /// block's `BR` rows of `col + BC * WIDTH` columns.
+        #[inline(always)]
+        unsafe fn store_into(self, out: *mut f32, stride: usize, epilogue: &Epilogue<'_>) {
+            // SAFETY: as the caller promises.
+            unsafe {
+                let clamp = epilogue.clamp.map(|(lo, hi)| (V::splat(lo), V::splat(hi)));
+                for (i, regs) in self.acc.into_iter().enumerate() {
+                    for (j, mut v) in regs.into_iter().enumerate() {
+                        let at = self.col + j * V::WIDTH;
+                        if let Some((scale, shift)) = epilogue.affine {
+                            let scale = V::load(scale.as_ptr().add(at));
+                            v = V::add(V::mul(v, scale), V::load(shift.as_ptr().add(at)));
+                        }
+                        if let Some(residual) = epilogue.residual {
+                            v = V::add(v, V::load(residual.as_ptr().add(i * stride + at)));
+                        }
+                        if let Some((lo, hi)) = clamp {
+                            // `v < lo` gives `lo`, then `v > hi` gives `hi`; NaN passes.
+                            v = V::min(hi, V::max(lo, v));
+                        }
+                        V::store(out.add(i * stride + at), v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`super::rows_panel_into`] over `R` rows and the first `COLS` columns, in blocks of
+    /// `BR x BC` registers, each stored straight into `out` through `epilogue`.
+    ///
+    /// # Safety
+    /// The CPU supports `V`'s family; `a`, `panel`, `out` and the epilogue's buffers cover
+    /// every offset read or written.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn rows_panel_into<
+        V: Lanes,
+        const R: usize,
+        const COLS: usize,
+        const BR: usize,
+        const BC: usize,
+    >(
+        out: *mut f32,
+        stride: usize,
+        epilogue: &Epilogue<'_>,
+        bias: &[f32; NR],
+        a: *const f32,
+        rows: &[usize; R],
+        segs: &[Seg],
+        panel: *const f32,
+    ) {
+        debug_assert!(R.is_multiple_of(BR) && COLS.is_multiple_of(BC * V::WIDTH) && COLS <= NR);
+        for (block, rows) in rows.chunks_exact(BR).enumerate() {
+            let first = block * BR * stride;
+            let epilogue = Epilogue {
+                residual: epilogue.residual.map(|r| &r[first..]),
+                ..*epilogue
+            };
+            for col in (0..COLS).step_by(BC * V::WIDTH) {
+                // SAFETY: the caller checked every offset read or written below.
+                unsafe {
+                    let mut acc = Block::<V, BR, BC>::start(&[], col, Start::Row(bias));
+                    let mut b = panel.add(col);
+                    for s in segs {
+                        let mut base = [a; BR];
+                        for (at, &r) in base.iter_mut().zip(rows) {
+                            *at = a.add(r + s.offset);
+                        }
+                        for p in 0..s.len {
+                            acc.step(b, |i| base[i].add(p));
+                            b = b.add(NR);
+                        }
+                    }
+                    acc.store_into(out.add(first), stride, &epilogue);
                 }
             }
         }
@@ -817,6 +1131,62 @@ mod x86 {
     ) {
         // SAFETY: as the caller promises.
         unsafe { rows_panel::<__m256, R, COLS, 6, 2>(tile, start, a, rows, segs, panel) }
+    }
+
+    /// [`super::rows_panel_into`] with AVX-512, blocked as [`rows_panel_avx512`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a`, `panel`, `out` and the epilogue's buffers cover every offset
+    /// read or written.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows_panel_into_avx512<const R: usize, const COLS: usize>(
+        out: *mut f32,
+        stride: usize,
+        epilogue: &Epilogue<'_>,
+        bias: &[f32; NR],
+        a: *const f32,
+        rows: &[usize; R],
+        segs: &[Seg],
+        panel: *const f32,
+    ) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            if COLS == 16 {
+                rows_panel_into::<__m512, R, COLS, 12, 1>(
+                    out, stride, epilogue, bias, a, rows, segs, panel,
+                );
+            } else {
+                rows_panel_into::<__m512, R, COLS, 6, 2>(
+                    out, stride, epilogue, bias, a, rows, segs, panel,
+                );
+            }
+        }
+    }
+
+    /// [`super::rows_panel_into`] with AVX2, blocked as [`rows_panel_avx2`].
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `a`, `panel`, `out` and the epilogue's buffers cover every
+    /// offset read or written.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows_panel_into_avx2<const R: usize, const COLS: usize>(
+        out: *mut f32,
+        stride: usize,
+        epilogue: &Epilogue<'_>,
+        bias: &[f32; NR],
+        a: *const f32,
+        rows: &[usize; R],
+        segs: &[Seg],
+        panel: *const f32,
+    ) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            rows_panel_into::<__m256, R, COLS, 6, 2>(
+                out, stride, epilogue, bias, a, rows, segs, panel,
+            )
+        }
     }
 
     /// [`super::sum_outer_cols`] with AVX-512, blocked as [`rows_panel_avx512`].
@@ -1150,73 +1520,168 @@ mod tests {
         }
     }
 
-    proptest::proptest! {
-        /// [`sum_outer_half`] on every path this CPU runs, over grids from a single position
-        /// up (one image, row or column; strides from packed slices of 16 values a position to
-        /// wider ones), from zeros or the tile: each of its 16 columns is the definition's chain
-        /// bit for bit, and the other 16 stay as they were.
-        #[test]
-        fn sum_outer_half_is_one_fma_chain_per_element(
-            images in 1usize..4,
-            rows in 1usize..5,
-            cols in 1usize..7,
-            a_col in 1usize..40,
-            b_col in 16usize..40,
-            from_tile: bool,
-            seed in 0usize..1000,
-        ) {
-            let g = Grid {
-                images,
-                rows,
-                cols,
-                a_image: rows * (cols * a_col + 3) + 5,
-                a_row: cols * a_col + 3,
-                a_col,
-                b_image: rows * (cols * b_col + 2) + 1,
-                b_row: cols * b_col + 2,
-                b_col,
-            };
-            let a_rows: [usize; MR] = std::array::from_fn(|i| (i * 5 + seed) % 50);
-            let b0 = seed % 7;
-            let (pa, pb) = g.at(images - 1, rows - 1, cols - 1);
-            let a = values(50 + pa, seed);
-            let b = values(b0 + pb + NARROW_NR, seed + 1);
-            let init = values(MR * NR, seed + 2);
-            let init: Tile = std::array::from_fn(|i| std::array::from_fn(|j| init[i * NR + j]));
-            let start = if from_tile { Start::Tile } else { Start::Zero };
-            for path in paths() {
-                let mut tile = init;
-                proptest::prop_assert!(check_sum_outer(&a, &a_rows, &b, b0 + NARROW_NR, g));
-                // SAFETY: `paths` holds what the CPU runs; the reads were checked just above.
-                unsafe {
-                    sum_outer_on::<MR, NARROW_NR>(path, &mut tile, start, &a, &a_rows, &b, b0, g)
-                };
-                for (i, row) in tile.iter().enumerate() {
-                    for (j, &got) in row.iter().enumerate() {
-                        let want = if j >= NARROW_NR {
-                            init[i][j]
-                        } else {
-                            let positions = (0..images).flat_map(|m| {
-                                (0..rows).flat_map(move |r| (0..cols).map(move |c| (m, r, c)))
-                            });
-                            let terms = positions.map(|(m, r, c)| {
-                                let (pa, pb) = g.at(m, r, c);
-                                (a[a_rows[i] + pa], b[b0 + pb + j])
-                            });
-                            chain(terms, if from_tile { init[i][j] } else { 0.0 })
-                        };
-                        proptest::prop_assert_eq!(
-                            got.to_bits(),
-                            want.to_bits(),
-                            "{:?} ({}, {})",
-                            path,
-                            i,
-                            j
-                        );
-                    }
+    /// The reference for [`rows_panel_into`]: the tile from the start row, then each value
+    /// through the epilogue as the separate layers compute it (`v * scale + shift`, `+ r`,
+    /// `v < lo` gives `lo`, `v > hi` gives `hi`).
+    fn into_reference<const R: usize>(
+        tile: &[[f32; NR]; R],
+        cols: usize,
+        stride: usize,
+        epilogue: &Epilogue<'_>,
+        out: &mut [f32],
+    ) {
+        for (r, row) in tile.iter().enumerate() {
+            for (c, &v) in row[..cols].iter().enumerate() {
+                let mut v = v;
+                if let Some((scale, shift)) = epilogue.affine {
+                    v = v * scale[c] + shift[c];
                 }
+                if let Some(residual) = epilogue.residual {
+                    v += residual[r * stride + c];
+                }
+                if let Some((lo, hi)) = epilogue.clamp {
+                    v = if v < lo { lo } else { v };
+                    v = if v > hi { hi } else { v };
+                }
+                out[r * stride + c] = v;
             }
         }
+    }
+
+    /// Values with the edge cases an epilogue must pass through unchanged: NaN, signed zeros,
+    /// infinities, and values either side of a ReLU6's bounds.
+    fn edgy(len: usize, seed: usize) -> Vec<f32> {
+        let special = [
+            f32::NAN,
+            -0.0,
+            0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            6.0,
+            -7.5,
+            9.25,
+        ];
+        (0..len)
+            .map(|i| match (i * 31 + seed * 17) % 29 {
+                k if k < special.len() => special[k],
+                _ => (((i + seed) * 7919) % 203) as f32 / 20.0 - 5.0,
+            })
+            .collect()
+    }
+
+    /// One case of [`rows_panel_into`] on every path this CPU runs, wide and narrow: each value
+    /// stored is, bit for bit, the kernel's tile through the epilogue's definition; the rest of
+    /// the output is untouched.
+    #[allow(clippy::too_many_arguments)]
+    fn check_into_case<const R: usize, const COLS: usize>(
+        a: &[f32],
+        panel: &[f32],
+        rows: &[usize; R],
+        segs: &[Seg],
+        stride: usize,
+        at: usize,
+        factors: &[f32],
+        residual: &[f32],
+        (affine, add, clamp): (bool, bool, Option<(f32, f32)>),
+    ) {
+        let table = RunTable::new(segs.to_vec());
+        let bias: [f32; NR] = std::array::from_fn(|j| panel[j] * 0.5);
+        let epilogue = Epilogue {
+            affine: affine.then(|| (&factors[..COLS], &factors[NR..NR + COLS])),
+            residual: add.then(|| &residual[at..]),
+            clamp,
+        };
+        let len = at + (R - 1) * stride + COLS + 5;
+        for path in paths() {
+            let mut want = vec![-1234.5; len];
+            let mut tile = [[0.0; NR]; R];
+            check_rows_panel(a, rows, table.all(), panel);
+            // SAFETY: `paths` holds what the CPU runs; `check_rows_panel` bounds the reads.
+            unsafe {
+                rows_panel_on::<R, COLS>(path, &mut tile, Start::Row(&bias), a, rows, segs, panel)
+            };
+            into_reference(&tile, COLS, stride, &epilogue, &mut want[at..]);
+            let mut got = vec![-1234.5; len];
+            check_into::<R, COLS>(len - at, stride, &epilogue);
+            // SAFETY: as above, and `check_into` bounds the writes and the epilogue's reads.
+            unsafe {
+                rows_panel_into_on::<R, COLS>(
+                    path,
+                    &mut got[at..],
+                    stride,
+                    &epilogue,
+                    &bias,
+                    a,
+                    rows,
+                    table.all(),
+                    panel,
+                )
+            };
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{path:?} {R} x {COLS} {epilogue:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// The kernels that store straight into the output, over run shapes, row offsets,
+        /// output strides and offsets, and every form of the epilogue, wide and narrow.
+        #[test]
+        fn storing_into_the_output_is_the_tile_through_the_epilogue(
+            seed in 0usize..1000,
+            runs in proptest::collection::vec((0usize..60, 1usize..20), 1..4),
+            offsets in proptest::collection::vec(0usize..400, NARROW_MR),
+            extra in 0usize..40,
+            at in 0usize..7,
+            affine: bool,
+            add: bool,
+            clamp in 0usize..4,
+        ) {
+            let segs: Vec<Seg> = runs.iter().map(|&(offset, len)| Seg { offset, len }).collect();
+            let steps: usize = segs.iter().map(|s| s.len).sum();
+            // Finite sums; the epilogue's operands carry the edge cases.
+            let a = values(400 + 80, seed);
+            let panel = values(steps * NR, seed + 1);
+            let factors = edgy(2 * NR, seed + 2);
+            let clamp = [None, Some((0.0, f32::INFINITY)), Some((0.0, 6.0)), Some((-1.0, 2.5))][clamp];
+            let narrow: [usize; NARROW_MR] = offsets.clone().try_into().expect("NARROW_MR offsets");
+            let wide: [usize; MR] = offsets[..MR].try_into().expect("MR offsets");
+            let stride = NR + extra;
+            let residual = edgy(at + NARROW_MR * stride, seed + 3);
+            let form = (affine, add, clamp);
+            check_into_case::<MR, NR>(&a, &panel, &wide, &segs, stride, at, &factors, &residual, form);
+            let stride = NARROW_NR + extra;
+            check_into_case::<NARROW_MR, NARROW_NR>(
+                &a, &panel, &narrow, &segs, stride, at, &factors, &residual, form,
+            );
+        }
+    }
+
+    /// A tile that would run past its output, or an epilogue too short for it, is refused.
+    #[test]
+    fn storing_into_a_short_output_is_refused() {
+        let fits = std::panic::catch_unwind(|| {
+            check_into::<MR, NR>(5 * 40 + NR, 40, &Epilogue::default())
+        });
+        assert!(fits.is_ok());
+        let short = std::panic::catch_unwind(|| {
+            check_into::<MR, NR>(5 * 40 + NR - 1, 40, &Epilogue::default())
+        });
+        assert!(short.is_err());
+        let narrow_stride =
+            std::panic::catch_unwind(|| check_into::<MR, NR>(10_000, NR - 1, &Epilogue::default()));
+        assert!(narrow_stride.is_err());
+        let residual = [0.0; 5 * 40 + NR - 1];
+        let epilogue = Epilogue {
+            residual: Some(&residual),
+            ..Epilogue::default()
+        };
+        assert!(std::panic::catch_unwind(|| check_into::<MR, NR>(10_000, 40, &epilogue)).is_err());
     }
 
     /// The kernels' rate on each path this CPU runs, against that path's own peak (the

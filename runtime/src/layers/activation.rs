@@ -5,12 +5,12 @@
 //! branch-free `exp`, `erf` and `tanh` of [`crate::kernels::math`]).
 
 use cnnc_core::{Reads, Shape};
-use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward};
 use crate::config::GeluApproximate;
 use crate::error::Result;
 use crate::kernels::math::{erf, exp, tanh};
+use crate::par;
 use crate::simd::multiversion;
 
 /// Values per parallel task.
@@ -18,16 +18,17 @@ const CHUNK: usize = 16 * 1024;
 
 /// `y[i] = f(x[i])` in parallel chunks.
 fn map<P: Pointwise>(layer: &P, x: &[f32], y: &mut [f32]) {
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| layer.f_chunk(x, y));
+    par::chunks_mut(y, CHUNK, |i, y| {
+        layer.f_chunk(&x[i * CHUNK..][..y.len()], y)
+    });
 }
 
 /// `dx[i] = df(dy[i], saved[i])` in parallel chunks (`saved` is the input or the output).
 fn map_grad<P: Pointwise>(layer: &P, dy: &[f32], saved: &[f32], dx: &mut [f32]) {
-    dx.par_chunks_mut(CHUNK)
-        .zip(dy.par_chunks(CHUNK).zip(saved.par_chunks(CHUNK)))
-        .for_each(|(dx, (dy, s))| layer.df_chunk(dy, s, dx));
+    par::chunks_mut(dx, CHUNK, |i, dx| {
+        let at = i * CHUNK..i * CHUNK + dx.len();
+        layer.df_chunk(&dy[at.clone()], &saved[at], dx);
+    });
 }
 
 /// The scalar maps of an element-wise layer.

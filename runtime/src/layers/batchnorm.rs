@@ -6,11 +6,11 @@ use std::ops::Range;
 
 use cnnc_core::{Reads, Shape};
 use ndarray::ArrayD;
-use rayon::prelude::*;
 
 use super::{Layer, check_backward, check_forward, check_param, image_input, zero_param};
 use crate::config::BatchNorm2dConfig;
 use crate::error::{Error, Result};
+use crate::par;
 use crate::param::{Entry, EntryRef, Param};
 use crate::scratch;
 use crate::simd::multiversion;
@@ -281,11 +281,11 @@ impl BatchNorm2d {
             None => scale_shift(&self.scale, &self.shift, &x[..n], &mut y[..n], self.relu),
             Some((r, relu)) => {
                 let (scale, shift) = (&self.scale[..], &self.shift[..]);
-                y[..n]
-                    .par_chunks_mut(STAT_TILE * c)
-                    .zip(x[..n].par_chunks(STAT_TILE * c))
-                    .zip(r[..n].par_chunks(STAT_TILE * c))
-                    .for_each(|((y, x), r)| normalize_add(y, x, r, scale, shift, relu));
+                let tile = STAT_TILE * c;
+                par::chunks_mut(&mut y[..n], tile, |i, y| {
+                    let at = i * tile..i * tile + y.len();
+                    normalize_add(y, &x[at.clone()], &r[at], scale, shift, relu);
+                });
             }
         }
         Ok(())
@@ -472,15 +472,12 @@ fn channel_sums(
     let tiling = Tiling::new(rows.max(1), STAT_TILE);
     let lanes = if rows == 0 { 0 } else { tiling.lanes(rows) };
     let partials = &mut partials[..lanes * 2 * c];
-    partials
-        .par_chunks_mut(2 * c)
-        .enumerate()
-        .for_each(|(index, part)| {
-            part.fill(0.0);
-            let end = ((index + 1) * tiling.lane_rows).min(rows);
-            let (a, b) = part.split_at_mut(c);
-            lane(index * tiling.lane_rows..end, a, b);
-        });
+    par::chunks_mut(partials, 2 * c, |index, part| {
+        part.fill(0.0);
+        let end = ((index + 1) * tiling.lane_rows).min(rows);
+        let (a, b) = part.split_at_mut(c);
+        lane(index * tiling.lane_rows..end, a, b);
+    });
     for (ch, sum) in sums.iter_mut().enumerate() {
         *sum = partials
             .chunks_exact(2 * c)
@@ -758,10 +755,7 @@ impl Layer for BatchNorm2d {
         let grad = self.grad_sums(x, y, dy, n, wants_dx)?;
         if let Some(dx) = dx {
             let tile = STAT_TILE * grad.mean.len();
-            dx[..n]
-                .par_chunks_mut(tile)
-                .enumerate()
-                .for_each(|(t, dx)| grad.write(t * tile, dx));
+            par::chunks_mut(&mut dx[..n], tile, |t, dx| grad.write(t * tile, dx));
         }
         Ok(())
     }
@@ -846,9 +840,10 @@ impl Layer for BatchNorm2d {
 /// the fused ReLU with `relu`.
 fn scale_shift(scale: &[f32], shift: &[f32], x: &[f32], y: &mut [f32], relu: bool) {
     let c = scale.len();
-    y.par_chunks_mut(STAT_TILE * c)
-        .zip(x.par_chunks(STAT_TILE * c))
-        .for_each(|(y, x)| normalize(y, x, scale, shift, relu));
+    let tile = STAT_TILE * c;
+    par::chunks_mut(y, tile, |i, y| {
+        normalize(y, &x[i * tile..][..y.len()], scale, shift, relu);
+    });
 }
 
 #[cfg(test)]

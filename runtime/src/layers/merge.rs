@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::Layer;
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
+use crate::par;
 use crate::simd::multiversion;
 use cnnc_core::{Reads, Shape};
 
@@ -281,25 +282,22 @@ impl Add {
     fn sum(&self, xs: &[&[f32]], y: &mut [f32], batch: usize, relu: bool) -> Result<()> {
         self.joint.check("forward", xs, y.len(), batch)?;
         let n = batch * self.joint.output.numel();
-        y[..n]
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(chunk, y)| {
-                let at = chunk * CHUNK;
-                y.copy_from_slice(&xs[0][at..at + y.len()]);
-                for (k, x) in xs.iter().enumerate().skip(1) {
-                    let x = &x[at..at + y.len()];
-                    if relu && k + 1 == xs.len() {
-                        // The last sum through the ReLU as `Relu` computes it (NaN stays NaN).
-                        y.iter_mut().zip(x).for_each(|(y, &x)| {
-                            let v = *y + x;
-                            *y = if v < 0.0 { 0.0 } else { v };
-                        });
-                    } else {
-                        put(y, x.iter().copied(), true);
-                    }
+        par::chunks_mut(&mut y[..n], CHUNK, |chunk, y| {
+            let at = chunk * CHUNK;
+            y.copy_from_slice(&xs[0][at..at + y.len()]);
+            for (k, x) in xs.iter().enumerate().skip(1) {
+                let x = &x[at..at + y.len()];
+                if relu && k + 1 == xs.len() {
+                    // The last sum through the ReLU as `Relu` computes it (NaN stays NaN).
+                    y.iter_mut().zip(x).for_each(|(y, &x)| {
+                        let v = *y + x;
+                        *y = if v < 0.0 { 0.0 } else { v };
+                    });
+                } else {
+                    put(y, x.iter().copied(), true);
                 }
-            });
+            }
+        });
         Ok(())
     }
 }
@@ -364,16 +362,16 @@ impl Merge for Add {
         let len = self.joint.check_backward(xs, dy, input, dx, batch)?;
         let n = batch * len;
         if let Some(y) = self.mask_by(y, n, batch)? {
-            dx[..n]
-                .par_chunks_mut(CHUNK)
-                .zip(dy[..n].par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-                .for_each(|(dx, (dy, y))| put_masked(dx, y, dy, add));
+            par::chunks_mut(&mut dx[..n], CHUNK, |chunk, dx| {
+                let at = chunk * CHUNK..chunk * CHUNK + dx.len();
+                put_masked(dx, &y[at.clone()], &dy[at], add);
+            });
             return Ok(());
         }
-        dx[..n]
-            .par_chunks_mut(CHUNK)
-            .zip(dy[..n].par_chunks(CHUNK))
-            .for_each(|(dx, dy)| put(dx, dy.iter().copied(), add));
+        par::chunks_mut(&mut dx[..n], CHUNK, |chunk, dx| {
+            let dy = &dy[chunk * CHUNK..][..dx.len()];
+            put(dx, dy.iter().copied(), add);
+        });
         Ok(())
     }
 
@@ -393,11 +391,16 @@ impl Merge for Add {
         let masks = mask.is_some();
         // Unmasked, the kernel reads no output: `dy` stands in for it.
         let y = mask.unwrap_or(&dy[..n]);
-        dx0[..n]
-            .par_chunks_mut(CHUNK)
-            .zip(dx1[..n].par_chunks_mut(CHUNK))
-            .zip(dy[..n].par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-            .for_each(|((dx0, dx1), (dy, y))| put_pair([dx0, dx1], y, dy, masks, add));
+        par::chunks_mut2(
+            &mut dx0[..n],
+            CHUNK,
+            &mut dx1[..n],
+            CHUNK,
+            |chunk, dx0, dx1| {
+                let at = chunk * CHUNK..chunk * CHUNK + dx0.len();
+                put_pair([dx0, dx1], &y[at.clone()], &dy[at], masks, add);
+            },
+        );
         Ok(())
     }
 }

@@ -4,8 +4,6 @@
 //! stored through the fused ReLU or an inference epilogue, or pooled in bands with the fused
 //! max pool.
 
-use rayon::prelude::*;
-
 use super::fused_pool::{FusedPool, pool_bands};
 use super::geometry::Geom;
 use super::pack::live_cols;
@@ -14,9 +12,11 @@ use super::tile::TileStore;
 use super::{Apply, Conv2d};
 use crate::error::Result;
 use crate::kernels::gemm::{
-    MR, NARROW_MR, NR, RunTable, Seg, Start, halves, panels, rows_panel, rows_panel_narrow,
+    MR, NARROW_MR, NARROW_NR, NR, RunTable, Seg, Start, halves, panels, rows_panel,
+    rows_panel_into, rows_panel_narrow, rows_panel_narrow_into,
 };
 use crate::kernels::window::NONE;
+use crate::par;
 use crate::scratch;
 
 impl Conv2d {
@@ -232,6 +232,10 @@ impl Conv2d {
             kh: g.kh,
         };
         let tile = tile_pixels(n);
+        // Tiles within these output rows keep every kernel row: no hull to find.
+        let interior = kernel_rows.interior();
+        let inside =
+            |(low, high): (usize, usize)| interior.contains(&low) && interior.contains(&high);
         // The bias as a narrow tile's start (the bias row may be narrower than a panel).
         let mut narrow_bias = [0.0; NR];
         let m = bias_row.len().min(NR);
@@ -250,9 +254,25 @@ impl Conv2d {
                 // Every tile's rows are written whole by the kernel before they are stored.
                 let mut tile = [[0.0; NR]; NARROW_MR];
                 let mut cursor = pixels.cursor(first - base);
+                let mut rows_at = [0; NARROW_MR];
                 for t in (first..end).step_by(NARROW_MR) {
-                    let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t - base, end - base);
-                    let (runs, panel) = kernel_rows.select(kernel_rows.hull(span), runs, packed);
+                    let span =
+                        pixels.tile_rows_into(&mut cursor, &mut rows_at, t - base, end - base);
+                    let taps = if inside(span) {
+                        0..g.kh
+                    } else {
+                        kernel_rows.hull(span)
+                    };
+                    let (runs, panel) = kernel_rows.select(taps, runs, packed);
+                    if t + NARROW_MR <= end && n == NARROW_NR {
+                        // A whole tile: stored straight into its output rows.
+                        let out = &mut out[(t - first) * stride + offset..];
+                        let epilogue = store.epilogue(t * stride, 0);
+                        rows_panel_narrow_into(
+                            out, stride, &epilogue, bias, xp, &rows_at, runs, panel,
+                        );
+                        continue;
+                    }
                     rows_panel_narrow(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
                     for (h, tile) in halves(&tile).into_iter().enumerate() {
                         let t = t + h * MR;
@@ -300,18 +320,29 @@ impl Conv2d {
             }
             let mut tile = [[0.0; NR]; MR];
             let mut cursor = pixels.cursor(first - base);
+            let mut rows_at = [0; MR];
             for t in (first..end).step_by(MR) {
-                let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t - base, end - base);
-                let taps = kernel_rows.hull(span);
+                let span = pixels.tile_rows_into(&mut cursor, &mut rows_at, t - base, end - base);
+                let taps = if inside(span) {
+                    0..g.kh
+                } else {
+                    kernel_rows.hull(span)
+                };
                 for j in 0..panels(n) {
                     let bias = bias_row[j * NR..(j + 1) * NR]
                         .try_into()
                         .expect("NR values");
                     let panel = &packed[j * k * NR..];
                     let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
-                    rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
                     let out = &mut out[(t - first) * stride + offset + j * NR..];
                     let (rows, cols) = (MR.min(end - t), NR.min(n - j * NR));
+                    if (rows, cols) == (MR, NR) {
+                        // A whole tile: stored straight into its output rows.
+                        let epilogue = store.epilogue(t * stride, j);
+                        rows_panel_into(out, stride, &epilogue, bias, xp, &rows_at, runs, panel);
+                        continue;
+                    }
+                    rows_panel(&mut tile, Start::Row(bias), xp, &rows_at, runs, panel);
                     store.store(&tile, out, [rows, cols, stride], t * stride, j);
                 }
             }
@@ -325,35 +356,31 @@ impl Conv2d {
                     // Whole images, a tile's worth of them.
                     MR * image
                 };
-                y.par_chunks_mut(per_task * stride)
-                    .enumerate()
-                    .for_each(|(task, y_task)| {
-                        let first = task * per_task;
-                        convolve(xp, 0, first, first + y_task.len() / stride, y_task);
-                    });
+                par::chunks_mut(y, per_task * stride, |task, y_task| {
+                    let first = task * per_task;
+                    convolve(xp, 0, first, first + y_task.len() / stride, y_task);
+                });
             }
             (Padded::ByTask { x, images }, None) => {
                 let (x_image, padded) = (g.ih * g.iw * g.cin, hp * wp * g.cin);
-                y.par_chunks_mut(images * image * stride)
-                    .zip(x.par_chunks(images * x_image))
-                    .enumerate()
-                    .for_each(|(task, (y_task, x_task))| {
-                        // Every value is written: the images with their borders, then the
-                        // tail a tile's loads may run into.
-                        let count = y_task.len() / (image * stride);
-                        let mut xp = scratch::take(count * padded + MR, scratch::ANY, 0.0);
-                        let (xp_images, tail) =
-                            xp[..count * padded + MR].split_at_mut(count * padded);
-                        for (dst, src) in xp_images
-                            .chunks_exact_mut(padded)
-                            .zip(x_task.chunks_exact(x_image))
-                        {
-                            g.pad_image(src, dst);
-                        }
-                        tail.fill(0.0);
-                        let first = task * images * image;
-                        convolve(&xp, first, first, first + count * image, y_task);
-                    });
+                par::chunks_mut(y, images * image * stride, |task, y_task| {
+                    let from = (task * images * x_image).min(x.len());
+                    let x_task = &x[from..(from + images * x_image).min(x.len())];
+                    // Every value is written: the images with their borders, then the
+                    // tail a tile's loads may run into.
+                    let count = y_task.len() / (image * stride);
+                    let mut xp = scratch::take(count * padded + MR, scratch::ANY, 0.0);
+                    let (xp_images, tail) = xp[..count * padded + MR].split_at_mut(count * padded);
+                    for (dst, src) in xp_images
+                        .chunks_exact_mut(padded)
+                        .zip(x_task.chunks_exact(x_image))
+                    {
+                        g.pad_image(src, dst);
+                    }
+                    tail.fill(0.0);
+                    let first = task * images * image;
+                    convolve(&xp, first, first, first + count * image, y_task);
+                });
             }
             (Padded::Batch(xp), Some(pool)) => {
                 pool_bands(pool, g, y, batch, &|first, end, out: &mut [f32]| {

@@ -74,8 +74,32 @@ impl PixelGrid {
         first: usize,
         end: usize,
     ) -> ([usize; R], (usize, usize)) {
-        let [mut n, mut y, mut x] = *cursor;
         let mut rows = [0; R];
+        let span = self.tile_rows_into(cursor, &mut rows, first, end);
+        (rows, span)
+    }
+
+    /// [`PixelGrid::tile_rows_from`] into `rows`, the array a task's tiles reuse: a tile's
+    /// offsets written as scalars and then copied whole into the array the kernel reads stalled
+    /// on store forwarding (~2 % of a forward's time).
+    #[inline(always)]
+    pub(super) fn tile_rows_into<const R: usize>(
+        &self,
+        cursor: &mut [usize; 3],
+        rows: &mut [usize; R],
+        first: usize,
+        end: usize,
+    ) -> (usize, usize) {
+        let [mut n, mut y, mut x] = *cursor;
+        if x + R < self.w && first + R < end {
+            // Inside one image row (most tiles of a wide image): consecutive columns.
+            let at = n * self.image + y * self.row + x * self.col;
+            for (i, row) in rows.iter_mut().enumerate() {
+                *row = at + i * self.col;
+            }
+            cursor[2] = x + R;
+            return (y, y);
+        }
         let mut span = (y, y);
         for (i, at) in rows.iter_mut().enumerate() {
             *at = n * self.image + y * self.row + x * self.col;
@@ -93,7 +117,7 @@ impl PixelGrid {
             }
         }
         *cursor = [n, y, x];
-        (rows, span)
+        span
     }
 }
 
@@ -130,6 +154,19 @@ impl KernelRows {
             }
         }
         first.min(end)..end
+    }
+
+    /// The output rows whose every kernel row reads a real row (`r * stride >= lo` and
+    /// `r * stride + (kh - 1) * dilation < hi`): a tile within them keeps all `kh` rows, the
+    /// [`KernelRows::hull`] of any of its spans, without computing it.
+    pub(super) fn interior(&self) -> Range<usize> {
+        let start = self.lo.div_ceil(self.stride);
+        let reach = (self.kh - 1) * self.dilation;
+        let end = match self.hi.checked_sub(reach + 1) {
+            Some(last) => last / self.stride + 1,
+            None => 0,
+        };
+        start..end.max(start)
     }
 
     /// The runs and the panel of the kernel rows `taps` (`runs` holds the same number of runs
@@ -213,11 +250,12 @@ mod tests {
     use super::*;
 
     /// Walking a task's tiles from a cursor gives each tile the pixels and rows that finding it
-    /// from its first pixel gives, over image sizes, tasks that start and end anywhere and tiles
-    /// that cross images.
+    /// from its first pixel gives, and those are each pixel's own place (the last repeated past
+    /// the end), over image sizes, tasks that start and end anywhere, tiles within one image
+    /// row and tiles that cross rows and images.
     #[test]
     fn a_cursor_finds_each_tiles_pixels_as_a_fresh_start_does() {
-        for (h, w) in [(1, 1), (2, 3), (4, 4), (5, 7), (32, 32)] {
+        for (h, w) in [(1, 1), (2, 3), (4, 4), (5, 7), (3, 13), (32, 32)] {
             let grid = PixelGrid {
                 h,
                 w,
@@ -232,6 +270,17 @@ mod tests {
                     for t in (first..end).step_by(12) {
                         let walked = grid.tile_rows_from::<12>(&mut cursor, t, end);
                         assert_eq!(walked, grid.tile_rows::<12>(t, end), "{h}x{w} {t} {end}");
+                        // Each pixel by its own divisions.
+                        let place = |p: usize| {
+                            let (n, pix) = (p / (h * w), p % (h * w));
+                            (n * 1000 + pix / w * 37 + pix % w * 3, pix / w)
+                        };
+                        let pixels: Vec<_> = (0..12).map(|i| place((t + i).min(end - 1))).collect();
+                        let rows: Vec<usize> = pixels.iter().map(|p| p.0).collect();
+                        let low = pixels.iter().map(|p| p.1).min();
+                        let high = pixels.iter().map(|p| p.1).max();
+                        assert_eq!(walked.0.to_vec(), rows, "{h}x{w} {t} {end}");
+                        assert_eq!(Some(walked.1), low.zip(high), "{h}x{w} {t} {end}");
                     }
                 }
             }
@@ -257,6 +306,11 @@ mod tests {
                             let reads_real = |r: usize, ky: usize| {
                                 (lo..lo + real).contains(&(r * stride + ky * dilation))
                             };
+                            let interior = rows.interior();
+                            for r in 0..12 {
+                                let whole = rows.hull((r, r)) == (0..kh);
+                                assert_eq!(interior.contains(&r), whole, "{rows:?}, row {r}");
+                            }
                             for low in 0..8 {
                                 for high in low..8 {
                                     let hull = rows.hull((low, high));

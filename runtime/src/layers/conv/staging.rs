@@ -1,13 +1,12 @@
 //! Data copied into the layouts the kernels read: the zero-padded input, the staged (widened,
 //! masked, bordered) `dy`, and `dy` routed through the fused pool's positions.
 
-use rayon::prelude::*;
-
 use super::fused_pool::FusedPool;
 use super::geometry::Geom;
 use super::{Conv2d, NormGrad, check_backward};
 use crate::error::{Error, Result};
 use crate::kernels::window::{Wide, Window};
+use crate::par;
 
 impl Geom {
     /// Copies `batch` images of `x` into `xp`, surrounded by `ph`/`pw` zeros.
@@ -15,10 +14,9 @@ impl Geom {
         let g = *self;
         let (hp, wp) = g.padded_in();
         let (image, padded) = (g.ih * g.iw * g.cin, hp * wp * g.cin);
-        xp[..batch * padded]
-            .par_chunks_mut(padded)
-            .zip(x.par_chunks(image))
-            .for_each(|(dst, src)| g.pad_image(src, dst));
+        par::chunks_mut(&mut xp[..batch * padded], padded, |n, dst| {
+            g.pad_image(&x[n * image..][..image], dst);
+        });
     }
 
     /// Copies one image `x` into `xp`, surrounded by `ph`/`pw` zeros.
@@ -52,44 +50,41 @@ impl Geom {
         let g = *self;
         let (hd, wd, top, left) = g.staged_dy(border);
         let (cs, image, staged) = (g.cs(), g.oh * g.ow * g.cout, hd * wd * g.cs());
-        dyp[..batch * staged]
-            .par_chunks_mut(staged)
-            .enumerate()
-            .for_each(|(n, dst)| {
-                let line = g.ow * g.cout;
-                let rows = inner_rows(dst, wd * cs, (top, g.oh), (left * cs, g.ow * cs));
-                for (y, middle) in rows.enumerate() {
-                    let at = n * image + y * line;
-                    // The row's values, into its pixels (widened, each pixel's first `cout`).
-                    if cs == g.cout {
-                        match norm {
-                            Some(norm) => norm.write(at, middle),
-                            None => middle.copy_from_slice(&dy[at..at + line]),
-                        }
-                    } else {
-                        for (p, px) in middle.chunks_exact_mut(cs).enumerate() {
-                            let (px, widened) = px.split_at_mut(g.cout);
-                            let from = at + p * g.cout;
-                            match norm {
-                                Some(norm) => norm.write(from, px),
-                                None => px.copy_from_slice(&dy[from..from + g.cout]),
-                            }
-                            widened.fill(0.0);
-                        }
+        par::chunks_mut(&mut dyp[..batch * staged], staged, |n, dst| {
+            let line = g.ow * g.cout;
+            let rows = inner_rows(dst, wd * cs, (top, g.oh), (left * cs, g.ow * cs));
+            for (y, middle) in rows.enumerate() {
+                let at = n * image + y * line;
+                // The row's values, into its pixels (widened, each pixel's first `cout`).
+                if cs == g.cout {
+                    match norm {
+                        Some(norm) => norm.write(at, middle),
+                        None => middle.copy_from_slice(&dy[at..at + line]),
                     }
-                    let Some(mask) = relu_out.map(|out| &out[at..at + line]) else {
-                        continue;
-                    };
-                    let pixels = middle.chunks_exact_mut(cs).zip(mask.chunks_exact(g.cout));
-                    for (px, mask) in pixels {
-                        for (o, &y) in px.iter_mut().zip(mask) {
-                            if y <= 0.0 || y.is_nan() {
-                                *o = 0.0;
-                            }
+                } else {
+                    for (p, px) in middle.chunks_exact_mut(cs).enumerate() {
+                        let (px, widened) = px.split_at_mut(g.cout);
+                        let from = at + p * g.cout;
+                        match norm {
+                            Some(norm) => norm.write(from, px),
+                            None => px.copy_from_slice(&dy[from..from + g.cout]),
+                        }
+                        widened.fill(0.0);
+                    }
+                }
+                let Some(mask) = relu_out.map(|out| &out[at..at + line]) else {
+                    continue;
+                };
+                let pixels = middle.chunks_exact_mut(cs).zip(mask.chunks_exact(g.cout));
+                for (px, mask) in pixels {
+                    for (o, &y) in px.iter_mut().zip(mask) {
+                        if y <= 0.0 || y.is_nan() {
+                            *o = 0.0;
                         }
                     }
                 }
-            });
+            }
+        });
     }
 
     /// [`Geom::stage_dy`] for a layer with a fused max pool: `dy` (pooled, `batch` images) goes
@@ -109,26 +104,23 @@ impl Geom {
         let (hd, wd, top, left) = g.staged_dy(border);
         let (cs, pooled, staged) = (g.cs(), pool.oh * pool.ow * g.cout, hd * wd * g.cs());
         let wide = Wide::detect();
-        dyp[..batch * staged]
-            .par_chunks_mut(staged)
-            .enumerate()
-            .for_each(|(n, dst)| {
-                for middle in inner_rows(dst, wd * cs, (top, g.oh), (left * cs, g.ow * cs)) {
-                    if cs != g.cout {
-                        middle.fill(0.0);
-                    }
+        par::chunks_mut(&mut dyp[..batch * staged], staged, |n, dst| {
+            for middle in inner_rows(dst, wd * cs, (top, g.oh), (left * cs, g.ow * cs)) {
+                if cs != g.cout {
+                    middle.fill(0.0);
                 }
-                let at = n * pooled;
-                let (argmax, dy) = (&pool.argmax[at..at + pooled], &dy[at..at + pooled]);
-                let pixels = argmax.chunks_exact(g.cout).zip(dy.chunks_exact(g.cout));
-                for (p, (argmax, dy)) in pixels.enumerate() {
-                    let (py, px) = (p / pool.ow, p % pool.ow);
-                    let rows = top + py * pool.kh..top + (py + 1) * pool.kh;
-                    let cols = left + px * pool.kw..left + (px + 1) * pool.kw;
-                    let window = Window::strided(rows, cols, wd * cs, cs, g.cout);
-                    window.store(wide, argmax, dy, dst);
-                }
-            });
+            }
+            let at = n * pooled;
+            let (argmax, dy) = (&pool.argmax[at..at + pooled], &dy[at..at + pooled]);
+            let pixels = argmax.chunks_exact(g.cout).zip(dy.chunks_exact(g.cout));
+            for (p, (argmax, dy)) in pixels.enumerate() {
+                let (py, px) = (p / pool.ow, p % pool.ow);
+                let rows = top + py * pool.kh..top + (py + 1) * pool.kh;
+                let cols = left + px * pool.kw..left + (px + 1) * pool.kw;
+                let window = Window::strided(rows, cols, wd * cs, cs, g.cout);
+                window.store(wide, argmax, dy, dst);
+            }
+        });
     }
 }
 

@@ -1,7 +1,7 @@
 //! Storing finished output tiles (plain, through the fused ReLU, or through an inference
 //! epilogue: batch norm, residual add, clamp) and the bias gradient's sums.
 
-use crate::kernels::gemm::{NARROW_NR, NR, Tile};
+use crate::kernels::gemm::{Epilogue, NARROW_NR, NR, Tile};
 use crate::simd::multiversion;
 
 /// What a convolution applies to each output value `v` of channel `c` as it stores it in an
@@ -45,7 +45,32 @@ pub(super) enum TileStore<'a> {
     Channels(&'a ChannelStore<'a>),
 }
 
-impl TileStore<'_> {
+impl<'a> TileStore<'a> {
+    /// What a kernel that stores a tile straight into the output applies as it stores it
+    /// (the same values [`TileStore::store`] stores): `first` is where the tile's first row
+    /// starts in a buffer laid out as the output, `panel` the panel of its columns.
+    pub(super) fn epilogue(self, first: usize, panel: usize) -> Epilogue<'a> {
+        match self {
+            TileStore::Plain => Epilogue::default(),
+            TileStore::Relu => Epilogue {
+                clamp: Some((0.0, f32::INFINITY)),
+                ..Epilogue::default()
+            },
+            TileStore::Channels(map) => {
+                let at = panel * NR;
+                Epilogue {
+                    affine: map
+                        .affine
+                        .map(|(scale, shift)| (&scale[at..], &shift[at..])),
+                    residual: map.residual.map(|r| &r[first + at..]),
+                    // Clamping to the infinities leaves every value as it is.
+                    clamp: (map.lo > f32::NEG_INFINITY || map.hi < f32::INFINITY)
+                        .then_some((map.lo, map.hi)),
+                }
+            }
+        }
+    }
+
     /// Values per output pixel in the buffer stored to, and the first channel written, for a
     /// convolution of `cout` channels.
     pub(super) fn layout(self, cout: usize) -> (usize, usize) {
@@ -216,6 +241,98 @@ fn store_channels_by(
                 let dst = &mut out[r * stride..][..cols];
                 for c in 0..cols {
                     dst[c] = map.clamp(row[c]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::gemm::{
+        MR, NARROW_MR, NarrowTile, RunTable, Seg, Start, halves, rows_panel, rows_panel_into,
+        rows_panel_narrow, rows_panel_narrow_into,
+    };
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        let special = [f32::NAN, -0.0, 0.0, 6.0, -3.0];
+        (0..len)
+            .map(|i| match (i * 13 + seed * 7) % 31 {
+                k if k < special.len() => special[k],
+                _ => ((i * 7 + seed * 13) % 23) as f32 / 4.0 - 3.0,
+            })
+            .collect()
+    }
+
+    /// A kernel storing straight into the output through [`TileStore::epilogue`] stores, bit
+    /// for bit, what [`TileStore::store`] stores from the kernel's tile: plain, through the
+    /// ReLU, and through the epilogue's forms (factors, a residual read at the tile's own
+    /// place, a ReLU6, no clamp, into a concatenation's slice), for a wide tile of a panel
+    /// past the first and for a narrow tile.
+    #[test]
+    fn storing_from_the_kernel_stores_what_the_tile_store_stores() {
+        let a = values(2000, 1);
+        let runs = RunTable::new(vec![Seg { offset: 3, len: 40 }]);
+        let panel = values(2 * 40 * NR, 2);
+        let (scale, shift) = (values(64, 3), values(64, 4));
+        let residual = values(40 * 100, 5);
+        let rows: [usize; NARROW_MR] = std::array::from_fn(|i| 37 * i + (i % 3) * 400);
+        for (slice, clamp) in [
+            (None, (0.0, f32::INFINITY)),
+            (Some((8, 80)), (0.0, 6.0)),
+            (None, (f32::NEG_INFINITY, f32::INFINITY)),
+        ] {
+            for (affine, res) in [(true, true), (true, false), (false, true), (false, false)] {
+                let map = ChannelStore {
+                    affine: affine.then_some((&scale[..], &shift[..])),
+                    residual: res.then_some(&residual[..]),
+                    lo: clamp.0,
+                    hi: clamp.1,
+                    slice,
+                };
+                for store in [TileStore::Plain, TileStore::Relu, TileStore::Channels(&map)] {
+                    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    // Wide: 64 channels, the second panel of tile 5.
+                    let (stride, offset) = store.layout(64);
+                    let (t, j) = (5, 1);
+                    let bias: [f32; NR] = values(NR, 6 + j).try_into().expect("NR values");
+                    let panel = &panel[j * 40 * NR..];
+                    let at = t * stride + offset + j * NR;
+                    let (mut old, mut new) = (vec![7.0; 20 * stride], vec![7.0; 20 * stride]);
+                    let mut tile = [[0.0; NR]; MR];
+                    let wide = rows[..MR].try_into().expect("MR rows");
+                    rows_panel(&mut tile, Start::Row(&bias), &a, wide, runs.all(), panel);
+                    store.store(&tile, &mut old[at..], [MR, NR, stride], t * stride, j);
+                    let epilogue = store.epilogue(t * stride, j);
+                    let out = &mut new[at..];
+                    rows_panel_into(out, stride, &epilogue, &bias, &a, wide, runs.all(), panel);
+                    assert_eq!(bits(&new), bits(&old), "wide {store:?}");
+                    // Narrow: 16 channels, tile 7, stored as its two halves.
+                    let (stride, offset) = store.layout(16);
+                    let t = 7;
+                    let at = t * stride + offset;
+                    let (mut old, mut new) = (vec![7.0; 30 * stride], vec![7.0; 30 * stride]);
+                    let mut tile: NarrowTile = [[0.0; NR]; NARROW_MR];
+                    rows_panel_narrow(&mut tile, Start::Row(&bias), &a, &rows, runs.all(), panel);
+                    for (h, half) in halves(&tile).into_iter().enumerate() {
+                        let t = t + h * MR;
+                        let out = &mut old[t * stride + offset..];
+                        store.store(half, out, [MR, 16, stride], t * stride, 0);
+                    }
+                    let epilogue = store.epilogue(t * stride, 0);
+                    let out = &mut new[at..];
+                    rows_panel_narrow_into(
+                        out,
+                        stride,
+                        &epilogue,
+                        &bias,
+                        &a,
+                        &rows,
+                        runs.all(),
+                        panel,
+                    );
+                    assert_eq!(bits(&new), bits(&old), "narrow {store:?}");
                 }
             }
         }
