@@ -310,7 +310,8 @@ fn run_grouped(model: &(impl Planned + ?Sized), x: Input<'_>) -> Result<Array2<f
                 Input::Internal(x, end - first)
             }
         };
-        run(model, part, &[], Some(into)).map(|_| ())
+        // The group is this thread's own: its layers' passes run here, not spread again.
+        crate::par::own(|| run(model, part, &[], Some(into))).map(|_| ())
     };
     on_pool(|| {
         use rayon::prelude::*;

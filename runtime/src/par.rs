@@ -6,8 +6,37 @@
 //! Only *which thread* runs an item changes: the items, their boundaries and what each computes
 //! stay those of the caller, so no value depends on the number of threads.
 
+use std::cell::Cell;
 use std::ops::Range;
 use std::sync::Mutex;
+
+thread_local! {
+    /// Whether this thread is already running a share of its own ([`each_part`], [`own`]): a
+    /// pass it starts then runs in place, on its own images, rather than waking every thread
+    /// (which, from inside another thread's parallel work, would make each wait on the other).
+    static OWN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` as this thread's own share of some parallel work (a group of images of a batch
+/// that several threads run at once): the passes [`chunks_mut`] and [`chunks_mut2`] start inside
+/// it run in place, in order, on this thread.
+pub fn own<R>(f: impl FnOnce() -> R) -> R {
+    /// Puts the thread's flag back as it was, also when `f` unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OWN.with(|own| own.set(self.0));
+        }
+    }
+    let _restore = Restore(OWN.with(|own| own.replace(true)));
+    f()
+}
+
+/// Whether a pass of `n` chunks runs in place on this thread: with one thread, one chunk, or
+/// inside a share of this thread's own.
+fn in_place(n: usize, threads: usize) -> bool {
+    threads == 1 || n <= 1 || OWN.with(Cell::get)
+}
 
 /// The items of `n` that thread `t` of `threads` takes: contiguous, in order, covering `0..n`
 /// once over `t = 0..threads`, sizes differing by at most one.
@@ -19,20 +48,20 @@ pub fn share(n: usize, t: usize, threads: usize) -> Range<usize> {
 /// Runs `f(i, chunk)` for the `chunk`-long chunks of `data` (the last may be shorter): thread
 /// `t` of the current rayon pool (the global one from outside a pool) the chunks `i` of its
 /// [`share`], in order; waits for all. Called from inside the pool (also from inside another
-/// call of this), the calling thread runs its own share and takes other work while it waits;
-/// with one thread, `f` runs in place.
+/// call of this), the calling thread runs its own share and takes other work while it waits.
+/// With one thread, one chunk, or inside a share of the thread's own ([`own`]), `f` runs in
+/// place on every chunk in order, with no list of parts (inference allocates nothing once warm)
+/// and no other thread woken.
 pub fn chunks_mut<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let chunk = chunk.max(1);
     let threads = rayon::current_num_threads().max(1);
-    if threads == 1 {
-        // One share: the chunks in order here, with no list of parts (inference allocates
-        // nothing once warm).
+    let n = data.len().div_ceil(chunk);
+    if in_place(n, threads) {
         for (i, c) in data.chunks_mut(chunk).enumerate() {
             f(i, c);
         }
         return;
     }
-    let n = data.len().div_ceil(chunk);
     let parts = split(data, chunk, n, threads);
     each_part(parts, |(first, part)| {
         for (i, c) in part.chunks_mut(chunk).enumerate() {
@@ -54,8 +83,8 @@ pub fn chunks_mut2<A: Send, B: Send>(
     let threads = rayon::current_num_threads().max(1);
     let n = a.len().div_ceil(ca);
     let b_len = b.len().min(n * cb);
-    if threads == 1 {
-        // As in `chunks_mut`: one share, no list of parts.
+    if in_place(n, threads) {
+        // As in `chunks_mut`.
         for (i, (a, b)) in a.chunks_mut(ca).zip(b[..b_len].chunks_mut(cb)).enumerate() {
             f(i, a, b);
         }
@@ -101,7 +130,7 @@ fn each_part<P: Send>(mut parts: Vec<P>, f: impl Fn(P) + Sync) {
             .get(ctx.index())
             .and_then(|slot| slot.lock().ok().and_then(|mut p| p.take()));
         if let Some(part) = part {
-            f(part);
+            own(|| f(part));
         }
     });
 }
@@ -148,8 +177,15 @@ mod tests {
                             assert_eq!(o[0], usize::MAX);
                             o[0] = rayon::current_thread_index().expect("a pool thread");
                         });
+                        let here = rayon::current_thread_index();
                         for (i, &t) in owner.iter().enumerate() {
-                            assert!(share(n, t, threads).contains(&i), "item {i} ran on {t}");
+                            // A single chunk runs in place, on the calling thread.
+                            let on = if n == 1 {
+                                here == Some(t)
+                            } else {
+                                share(n, t, threads).contains(&i)
+                            };
+                            assert!(on, "item {i} ran on {t}");
                         }
                     }
                     // Nested: each outer chunk runs an inner partition of its own.
@@ -161,6 +197,34 @@ mod tests {
                 }
             });
         }
+    }
+
+    /// Inside [`own`] a pass runs every chunk in order on the calling thread (a group of images
+    /// that is already one thread's work), and after it the chunks spread over the threads again.
+    #[test]
+    fn a_threads_own_work_runs_its_passes_in_place() {
+        pool(2).install(|| {
+            let here = rayon::current_thread_index();
+            let order = Mutex::new(Vec::new());
+            let mut data = vec![0usize; 8];
+            own(|| {
+                chunks_mut(&mut data, 1, |i, c| {
+                    assert_eq!(rayon::current_thread_index(), here);
+                    c[0] = i + 1;
+                    order.lock().expect("not poisoned").push(i);
+                });
+            });
+            assert_eq!(data, [1, 2, 3, 4, 5, 6, 7, 8]);
+            assert_eq!(
+                *order.lock().expect("not poisoned"),
+                (0..8).collect::<Vec<_>>()
+            );
+            let mut owner = vec![usize::MAX; 8];
+            chunks_mut(&mut owner, 1, |_, o| {
+                o[0] = rayon::current_thread_index().expect("a pool thread")
+            });
+            assert_eq!(owner, [0, 0, 0, 0, 1, 1, 1, 1]);
+        });
     }
 
     /// From outside any pool the global pool runs the shares; with one thread, in place.
