@@ -1,0 +1,116 @@
+//! Times the training forward and the backward of ResNet-20's convolutions at batch 64, one
+//! layer of each kind, for A/B comparisons between builds (they call only [`Layer::forward`]
+//! and [`Layer::backward`], so the same file builds against older code): the least of 40
+//! passes, in the thread's CPU time with one thread (a loaded machine's preemptions drop out)
+//! and in wall time with more.
+//! `cargo test -p cnnc-runtime --release --test conv_timing -- --ignored --nocapture`, or name
+//! `conv_forward_timing` / `conv_backward_timing` (set `RAYON_NUM_THREADS`, and
+//! `CNNC_SIMD=avx2` for the AVX2 path).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cnnc_runtime::config::Conv2dConfig;
+use cnnc_runtime::init::init_rng;
+use cnnc_runtime::layers::Conv2d;
+use cnnc_runtime::{Layer, Mode};
+use common::Rand;
+
+const BATCH: usize = 64;
+
+/// A layer to time: (name, cin, cout, kernel, stride, padding, input size, whether its backward
+/// computes an input gradient).
+type Timed = (&'static str, usize, usize, usize, usize, usize, usize, bool);
+
+/// One of each kind of ResNet-20's convolutions.
+const LAYERS: [Timed; 7] = [
+    ("conv1 (stem, 3 -> 16)", 3, 16, 3, 1, 1, 32, false),
+    ("layer1 3x3 16 -> 16", 16, 16, 3, 1, 1, 32, true),
+    ("layer2.0.conv1 s2 16 -> 32", 16, 32, 3, 2, 1, 32, true),
+    ("layer2.0.downsample 1x1 s2", 16, 32, 1, 2, 0, 32, true),
+    ("layer2 3x3 32 -> 32", 32, 32, 3, 1, 1, 16, true),
+    ("layer3.0.conv1 s2 32 -> 64", 32, 64, 3, 2, 1, 16, true),
+    ("layer3 3x3 64 -> 64", 64, 64, 3, 1, 1, 8, true),
+];
+
+/// The calling thread's CPU time.
+fn thread_time() -> Duration {
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: `ts` is a valid `timespec` for the call to fill.
+    unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.sec as u64, ts.nsec as u32)
+}
+
+/// `struct timespec` on Linux x86-64.
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+
+unsafe extern "C" {
+    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+}
+
+/// Prints, for each of [`LAYERS`], the least time of 40 calls of `pass` on the layer, its input
+/// `x`, its output `y` (forwarded once first) and a `dy`, whether it computes an input gradient.
+fn time_layers(mut pass: impl FnMut(&mut Conv2d, &[f32], &mut [f32], &[f32], bool) + Send) {
+    let threads = rayon::current_num_threads();
+    let one = threads == 1;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    for (name, cin, cout, k, stride, pad, size, with_dx) in LAYERS {
+        let config = Conv2dConfig {
+            stride: [stride; 2],
+            padding: [pad; 2],
+            padding_end: [pad; 2],
+            bias: false,
+            ..Conv2dConfig::new(cin, cout, [k, k])
+        };
+        let mut conv = Conv2d::new("conv", &config, [size, size], &mut init_rng(7)).unwrap();
+        let (nx, ny) = (
+            conv.input_shape().numel() * BATCH,
+            conv.output_shape().numel() * BATCH,
+        );
+        let mut rng = Rand(3);
+        let (x, dy) = (rng.vec(nx), rng.vec(ny));
+        let mut y = vec![0.0; ny];
+        conv.forward(&x, &mut y, BATCH, Mode::Train).unwrap();
+        let mut best = Duration::MAX;
+        for _ in 0..40 {
+            // On a thread of the pool, so that with one thread all the work is on this one.
+            let took = pool.install(|| {
+                let (wall, cpu) = (Instant::now(), thread_time());
+                pass(&mut conv, &x, &mut y, &dy, with_dx);
+                if one {
+                    thread_time() - cpu
+                } else {
+                    wall.elapsed()
+                }
+            });
+            best = best.min(took);
+        }
+        println!("{name:30} {:.3} ms", best.as_secs_f64() * 1e3);
+    }
+}
+
+#[test]
+#[ignore = "a timing, not a check"]
+fn conv_forward_timing() {
+    time_layers(|conv, x, y, _, _| conv.forward(x, y, BATCH, Mode::Train).unwrap());
+}
+
+#[test]
+#[ignore = "a timing, not a check"]
+fn conv_backward_timing() {
+    let mut dx = vec![0.0; LAYERS.iter().map(|l| l.1 * l.6 * l.6).max().unwrap_or(0) * BATCH];
+    time_layers(move |conv, x, y, dy, with_dx| {
+        let dx = with_dx.then_some(&mut dx[..x.len()]);
+        conv.backward(x, y, dy, dx, BATCH).unwrap();
+    });
+}
