@@ -637,23 +637,15 @@ fn sum_blocks(
     (src, b0): (&[f32], usize),
     grid: Grid,
 ) {
-    let mut row = 0;
-    for block in blocks {
-        let (rows, cols) = (block.out_rows.clone(), block.out_cols.clone());
-        if rows.is_empty() || cols.is_empty() {
-            // Taps that read only padding: their gradient is zero, which `to_oihw` writes
-            // without reading these rows.
-            row += block.rows;
-            continue;
-        }
-        let skip = rows.start * grid.a_row + cols.start * grid.a_col;
-        let a_rows = block.offsets.map(|o| o + base + skip);
-        let grid = Grid {
-            rows: rows.len(),
-            cols: cols.len(),
-            ..grid
-        };
-        let b0 = b0 + rows.start * grid.b_row + cols.start * grid.b_col;
+    for LiveBlock {
+        block,
+        row,
+        a_rows,
+        grid,
+        b0: at,
+    } in live_blocks(blocks, base, grid)
+    {
+        let b0 = b0 + at;
         if cout <= NARROW_NR {
             // One narrow tile of `NARROW_MR` rows covers the block's columns; a short one a
             // block of at most `SHORT_MR` rows (the stem's last).
@@ -671,7 +663,6 @@ fn sum_blocks(
                 };
                 narrow_block(out, rows, cs, kernel);
             }
-            row += block.rows;
             continue;
         }
         let a_rows: &[usize; MR] = a_rows[..MR].try_into().expect("MR rows");
@@ -681,8 +672,54 @@ fn sum_blocks(
             sum_outer(&mut tile, Start::Zero, xp, a_rows, src, b0 + j * NR, grid);
             store(&tile, out, block.rows, NR, cs);
         }
-        row += block.rows;
     }
+}
+
+/// A block of a weight gradient whose taps read at least one real pixel, cut to those pixels.
+struct LiveBlock<'a> {
+    block: &'a WgradBlock,
+    /// The block's first row in the gradient.
+    row: usize,
+    /// Where each of its rows' steps starts in the padded input, at the first pixel it reads.
+    a_rows: [usize; NARROW_MR],
+    /// The grid cut to the output pixels it reads.
+    grid: Grid,
+    /// The offset of the first of those pixels in `dy`'s grid.
+    b0: usize,
+}
+
+/// The blocks of `blocks` whose taps read a real pixel of the padded input at `base`, in
+/// order. The others read only padding: their gradient is zero, which `to_oihw` writes without
+/// reading their rows.
+fn live_blocks(
+    blocks: &[WgradBlock],
+    base: usize,
+    grid: Grid,
+) -> impl Iterator<Item = LiveBlock<'_>> {
+    let starts = blocks.iter().scan(0, |row, block| {
+        let first = *row;
+        *row += block.rows;
+        Some(first)
+    });
+    blocks
+        .iter()
+        .zip(starts)
+        .filter(|(block, _)| !block.out_rows.is_empty() && !block.out_cols.is_empty())
+        .map(move |(block, row)| {
+            let (rows, cols) = (block.out_rows.clone(), block.out_cols.clone());
+            let skip = rows.start * grid.a_row + cols.start * grid.a_col;
+            LiveBlock {
+                block,
+                row,
+                a_rows: block.offsets.map(|o| o + base + skip),
+                grid: Grid {
+                    rows: rows.len(),
+                    cols: cols.len(),
+                    ..grid
+                },
+                b0: rows.start * grid.b_row + cols.start * grid.b_col,
+            }
+        })
 }
 
 /// [`sum_blocks`] for wide tiles on AVX2 from `dy` in slices ([`slice_dy`], `slice` values
@@ -696,22 +733,15 @@ fn sum_halves(
     (slices, slice): (&[f32], usize),
     grid: Grid,
 ) {
-    let mut row = 0;
-    for block in blocks {
-        let (rows, cols) = (block.out_rows.clone(), block.out_cols.clone());
-        if rows.is_empty() || cols.is_empty() {
-            row += block.rows;
-            continue;
-        }
-        let skip = rows.start * grid.a_row + cols.start * grid.a_col;
-        let a_rows = block.offsets.map(|o| o + base + skip);
+    for LiveBlock {
+        block,
+        row,
+        a_rows,
+        grid,
+        b0,
+    } in live_blocks(blocks, base, grid)
+    {
         let a_rows: &[usize; MR] = a_rows[..MR].try_into().expect("MR rows");
-        let grid = Grid {
-            rows: rows.len(),
-            cols: cols.len(),
-            ..grid
-        };
-        let b0 = rows.start * grid.b_row + cols.start * grid.b_col;
         for h in 0..cs / NARROW_NR {
             let out = &mut wgrad[row * cs + h * NARROW_NR..];
             let mut tile = [[0.0; NR]; MR];
@@ -726,7 +756,6 @@ fn sum_halves(
             );
             store(&tile, out, block.rows, NARROW_NR, cs);
         }
-        row += block.rows;
     }
 }
 
