@@ -117,13 +117,7 @@ fn split<T>(data: &mut [T], chunk: usize, n: usize, threads: usize) -> Vec<(usiz
 }
 
 /// Hands `parts[t]` to thread `t` of the current pool (one part a thread) and runs `f` on it.
-fn each_part<P: Send>(mut parts: Vec<P>, f: impl Fn(P) + Sync) {
-    if parts.len() == 1 {
-        if let Some(part) = parts.pop() {
-            f(part);
-        }
-        return;
-    }
+fn each_part<P: Send>(parts: Vec<P>, f: impl Fn(P) + Sync) {
     let slots: Vec<Mutex<Option<P>>> = parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
     rayon::broadcast(|ctx| {
         let part = slots
