@@ -413,6 +413,106 @@ unsafe fn rows_panel_into_on<const R: usize, const COLS: usize>(
     }
 }
 
+/// [`rows_panel`] from zeros, tile row `i` stored straight into `out[at[i]..][..NR]` (with
+/// `add`, added into what it holds: `out + v`), instead of into a tile the caller copies out:
+/// the input gradient's whole tiles, whose pixels need not be evenly spaced in `dx` (a strided
+/// layer's phase wraps from one of its rows to the next).
+///
+/// Panics if a read or write would leave its buffer (a runtime bug, as for [`rows_panel`]).
+pub(crate) fn rows_panel_to(
+    out: &mut [f32],
+    at: &[usize; MR],
+    add: bool,
+    a: &[f32],
+    rows: &[usize; MR],
+    runs: Runs<'_>,
+    panel: &[f32],
+) {
+    rows_panel_cols_to::<MR, NR>(out, at, add, a, rows, runs, panel);
+}
+
+/// [`rows_panel_to`] for a narrow tile: `NARROW_MR` rows of [`NARROW_NR`] columns.
+pub(crate) fn rows_panel_narrow_to(
+    out: &mut [f32],
+    at: &[usize; NARROW_MR],
+    add: bool,
+    a: &[f32],
+    rows: &[usize; NARROW_MR],
+    runs: Runs<'_>,
+    panel: &[f32],
+) {
+    rows_panel_cols_to::<NARROW_MR, NARROW_NR>(out, at, add, a, rows, runs, panel);
+}
+
+/// [`rows_panel_to`] for `R` rows of `COLS` columns.
+fn rows_panel_cols_to<const R: usize, const COLS: usize>(
+    out: &mut [f32],
+    at: &[usize; R],
+    add: bool,
+    a: &[f32],
+    rows: &[usize; R],
+    runs: Runs<'_>,
+    panel: &[f32],
+) {
+    check_rows_panel(a, rows, runs, panel);
+    check_to::<COLS>(out.len(), at);
+    // SAFETY: checked just above; `simd` never picks more than the CPU has.
+    unsafe { rows_panel_to_on::<R, COLS>(simd(), out, at, add, a, rows, runs, panel) }
+}
+
+/// Checks that [`rows_panel_to`]'s rows, `COLS` values from each of `at`, follow one another
+/// in `out` (of `len` values) without overlapping: a row written over another would leave its
+/// values to the order of the stores.
+fn check_to<const COLS: usize>(len: usize, at: &[usize]) {
+    assert!(
+        at.windows(2).all(|w| w[0] + COLS <= w[1]),
+        "rows_panel_to: rows out of order or overlapping"
+    );
+    assert!(
+        at.last().is_none_or(|&r| r + COLS <= len),
+        "rows_panel_to: a row runs past its output"
+    );
+}
+
+/// [`rows_panel_cols_to`] on the kernels of `path`.
+///
+/// # Safety
+/// The CPU supports `path`; [`check_rows_panel`] and [`check_to`] passed for the arguments.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_panel_to_on<const R: usize, const COLS: usize>(
+    path: Simd,
+    out: &mut [f32],
+    at: &[usize; R],
+    add: bool,
+    a: &[f32],
+    rows: &[usize; R],
+    runs: Runs<'_>,
+    panel: &[f32],
+) {
+    let (ap, pp, op) = (a.as_ptr(), panel.as_ptr(), out.as_mut_ptr());
+    // SAFETY (both kernels): the checks bound every read and write, and the CPU supports the
+    // kernel's target features.
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe {
+            x86::rows_panel_to_avx512::<R, COLS>(op, at, add, ap, rows, runs.segs, pp)
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe {
+            x86::rows_panel_to_avx2::<R, COLS>(op, at, add, ap, rows, runs.segs, pp)
+        },
+        _ => {
+            let mut tile = [[0.0; NR]; R];
+            portable_rows_panel(&mut tile, COLS, Start::Zero, a, rows, runs.segs, panel);
+            for (row, &r) in tile.iter().zip(at) {
+                for (o, &v) in out[r..r + COLS].iter_mut().zip(row) {
+                    *o = if add { *o + v } else { v };
+                }
+            }
+        }
+    }
+}
+
 /// Positions of a batch of 2-D grids (`images` of `rows x cols` pixels) and how far apart they
 /// lie in the two operands of [`sum_outer`].
 #[derive(Clone, Copy, Debug)]
@@ -918,6 +1018,74 @@ mod x86 {
         }
     }
 
+    impl<V: Lanes, const BR: usize, const BC: usize> Block<V, BR, BC> {
+        /// Stores the block's row `i` at `out + at[i]` (from the block's first column), or
+        /// with `add` adds it into what is there (`out + v`).
+        ///
+        /// # Safety
+        /// The CPU supports `V`'s family; each `out + at[i]` covers `col + BC * WIDTH`
+        /// floats.
+        #[inline(always)]
+        unsafe fn store_to(self, out: *mut f32, at: &[usize], add: bool) {
+            // SAFETY: as the caller promises.
+            unsafe {
+                for (regs, &r) in self.acc.into_iter().zip(at) {
+                    for (j, v) in regs.into_iter().enumerate() {
+                        let p = out.add(r + self.col + j * V::WIDTH);
+                        let v = if add { V::add(V::load(p), v) } else { v };
+                        V::store(p, v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`super::rows_panel_to`] over `R` rows and the first `COLS` columns, in blocks of `BR x
+    /// BC` registers, each row stored straight to its offset in `out`.
+    ///
+    /// # Safety
+    /// The CPU supports `V`'s family; `a`, `panel` and `out` cover every offset read or
+    /// written.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn rows_panel_to<
+        V: Lanes,
+        const R: usize,
+        const COLS: usize,
+        const BR: usize,
+        const BC: usize,
+    >(
+        out: *mut f32,
+        at: &[usize; R],
+        add: bool,
+        a: *const f32,
+        rows: &[usize; R],
+        segs: &[Seg],
+        panel: *const f32,
+    ) {
+        debug_assert!(R.is_multiple_of(BR) && COLS.is_multiple_of(BC * V::WIDTH) && COLS <= NR);
+        for (rows, at) in rows.chunks_exact(BR).zip(at.chunks_exact(BR)) {
+            for col in (0..COLS).step_by(BC * V::WIDTH) {
+                // SAFETY: the caller checked every offset read or written below.
+                unsafe {
+                    let mut acc = Block::<V, BR, BC>::start(&[], col, Start::Zero);
+                    let mut b = panel.add(col);
+                    for s in segs {
+                        let mut base = [a; BR];
+                        for (p, &r) in base.iter_mut().zip(rows) {
+                            *p = a.add(r + s.offset);
+                        }
+                        for p in 0..s.len {
+                            acc.step(b, |i| base[i].add(p));
+                            b = b.add(NR);
+                        }
+                    }
+                    acc.store_to(out, at, add);
+                }
+            }
+        }
+    }
+
     /// [`super::rows_panel_into`] over `R` rows and the first `COLS` columns, in blocks of
     /// `BR x BC` registers, each stored straight into `out` through `epilogue`.
     ///
@@ -1187,6 +1355,48 @@ mod x86 {
                 out, stride, epilogue, bias, a, rows, segs, panel,
             )
         }
+    }
+
+    /// [`super::rows_panel_to`] with AVX-512, blocked as [`rows_panel_avx512`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a`, `panel` and `out` cover every offset read or written.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows_panel_to_avx512<const R: usize, const COLS: usize>(
+        out: *mut f32,
+        at: &[usize; R],
+        add: bool,
+        a: *const f32,
+        rows: &[usize; R],
+        segs: &[Seg],
+        panel: *const f32,
+    ) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            if COLS == 16 {
+                rows_panel_to::<__m512, R, COLS, 12, 1>(out, at, add, a, rows, segs, panel);
+            } else {
+                rows_panel_to::<__m512, R, COLS, 6, 2>(out, at, add, a, rows, segs, panel);
+            }
+        }
+    }
+
+    /// [`super::rows_panel_to`] with AVX2, blocked as [`rows_panel_avx2`].
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `a`, `panel` and `out` cover every offset read or written.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows_panel_to_avx2<const R: usize, const COLS: usize>(
+        out: *mut f32,
+        at: &[usize; R],
+        add: bool,
+        a: *const f32,
+        rows: &[usize; R],
+        segs: &[Seg],
+        panel: *const f32,
+    ) {
+        // SAFETY: as the caller promises.
+        unsafe { rows_panel_to::<__m256, R, COLS, 6, 2>(out, at, add, a, rows, segs, panel) }
     }
 
     /// [`super::sum_outer_cols`] with AVX-512, blocked as [`rows_panel_avx512`].
@@ -1659,6 +1869,90 @@ mod tests {
             check_into_case::<NARROW_MR, NARROW_NR>(
                 &a, &panel, &narrow, &segs, stride, at, &factors, &residual, form,
             );
+        }
+    }
+
+    /// One case of [`rows_panel_to`] on every path this CPU runs: each row is, bit for bit, the
+    /// kernel's tile from zeros written at its offset (or added into what `out` held, `out +
+    /// v`); the rest of `out` is untouched.
+    fn check_to_case<const R: usize, const COLS: usize>(
+        a: &[f32],
+        panel: &[f32],
+        rows: &[usize; R],
+        segs: &[Seg],
+        at: &[usize; R],
+        held: &[f32],
+        add: bool,
+    ) {
+        let table = RunTable::new(segs.to_vec());
+        for path in paths() {
+            let mut tile = [[0.0; NR]; R];
+            check_rows_panel(a, rows, table.all(), panel);
+            // SAFETY: `paths` holds what the CPU runs; `check_rows_panel` bounds the reads.
+            unsafe { rows_panel_on::<R, COLS>(path, &mut tile, Start::Zero, a, rows, segs, panel) };
+            let mut want = held.to_vec();
+            for (row, &r) in tile.iter().zip(at) {
+                for (w, &v) in want[r..r + COLS].iter_mut().zip(row) {
+                    *w = if add { *w + v } else { v };
+                }
+            }
+            let mut got = held.to_vec();
+            check_to::<COLS>(got.len(), at);
+            // SAFETY: as above, and `check_to` bounds the writes.
+            unsafe {
+                rows_panel_to_on::<R, COLS>(path, &mut got, at, add, a, rows, table.all(), panel)
+            };
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{path:?} {R} x {COLS} add {add}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// The kernels that store each row at its own offset (the input gradient's pixels),
+        /// written or added into values with signed zeros, infinities and NaN, wide and
+        /// narrow, rows evenly spaced or not.
+        #[test]
+        fn storing_to_pixels_is_the_tile_written_or_added(
+            seed in 0usize..1000,
+            runs in proptest::collection::vec((0usize..60, 1usize..20), 1..4),
+            offsets in proptest::collection::vec(0usize..400, NARROW_MR),
+            gaps in proptest::collection::vec(0usize..40, NARROW_MR),
+            add: bool,
+        ) {
+            let segs: Vec<Seg> = runs.iter().map(|&(offset, len)| Seg { offset, len }).collect();
+            let steps: usize = segs.iter().map(|s| s.len).sum();
+            let a = values(400 + 80, seed);
+            let panel = values(steps * NR, seed + 1);
+            // Row `i` starts `gaps[i]` after the end of the row before (the first at `gaps[0]`).
+            let at = |cols: usize| {
+                gaps.iter().scan(0, move |end, &gap| {
+                    let at = *end + gap;
+                    *end = at + cols;
+                    Some(at)
+                })
+            };
+            let narrow: [usize; NARROW_MR] = offsets.clone().try_into().expect("NARROW_MR offsets");
+            let wide: [usize; MR] = offsets[..MR].try_into().expect("MR offsets");
+            let to_wide: Vec<usize> = at(NR).take(MR).collect();
+            let held = edgy(to_wide[MR - 1] + NR + 7, seed + 2);
+            let to_wide = to_wide.try_into().expect("MR offsets");
+            check_to_case::<MR, NR>(&a, &panel, &wide, &segs, &to_wide, &held, add);
+            let to_narrow: Vec<usize> = at(NARROW_NR).collect();
+            let held = edgy(to_narrow[NARROW_MR - 1] + NARROW_NR + 7, seed + 3);
+            let to_narrow = to_narrow.try_into().expect("NARROW_MR offsets");
+            check_to_case::<NARROW_MR, NARROW_NR>(&a, &panel, &narrow, &segs, &to_narrow, &held, add);
+        }
+    }
+
+    /// Rows stored at offsets out of order, overlapping or past the output are refused.
+    #[test]
+    fn storing_rows_that_overlap_or_run_past_is_refused() {
+        let fits = std::panic::catch_unwind(|| check_to::<NR>(100, &[0, 32, 68]));
+        assert!(fits.is_ok());
+        for (len, at) in [(100, [0, 31, 68]), (100, [32, 0, 68]), (99, [0, 32, 68])] {
+            assert!(std::panic::catch_unwind(|| check_to::<NR>(len, &at)).is_err());
         }
     }
 

@@ -12,8 +12,8 @@ use super::plan::{
 use super::tile::{add_pixels, store};
 use crate::kernels::gemm::{
     Grid, MR, NARROW_MR, NARROW_NR, NR, NarrowTile, RunTable, SHORT_MR, Seg, ShortTile, Start,
-    Tile, panels, rows_panel, rows_panel_narrow, sum_outer, sum_outer_half, sum_outer_narrow,
-    sum_outer_short,
+    Tile, panels, rows_panel, rows_panel_narrow, rows_panel_narrow_to, rows_panel_to, sum_outer,
+    sum_outer_half, sum_outer_narrow, sum_outer_short,
 };
 use crate::layers::assign;
 use crate::par;
@@ -273,6 +273,13 @@ impl Conv2d {
                                 let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t, end);
                                 let taps = kernel_rows.hull(span);
                                 let (runs, panel) = kernel_rows.select(taps, runs, packed_back);
+                                let out = &mut dx_task[(t - first) * g.cin..];
+                                if t + NARROW_MR <= end && g.cin == NARROW_NR {
+                                    // A whole tile: stored straight into its pixels.
+                                    let at = std::array::from_fn(|i| i * NARROW_NR);
+                                    rows_panel_narrow_to(out, &at, add, dyp, &rows_at, runs, panel);
+                                    continue;
+                                }
                                 rows_panel_narrow(
                                     &mut acc,
                                     Start::Zero,
@@ -281,7 +288,6 @@ impl Conv2d {
                                     runs,
                                     panel,
                                 );
-                                let out = &mut dx_task[(t - first) * g.cin..];
                                 store_narrow(&acc, out, end - t, g.cin, add);
                             }
                             return;
@@ -293,9 +299,15 @@ impl Conv2d {
                             for j in 0..panels(g.cin) {
                                 let panel = &packed_back[j * kb * NR..];
                                 let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
-                                rows_panel(&mut tile, Start::Zero, dyp, &rows_at, runs, panel);
                                 let cols = NR.min(g.cin - j * NR);
                                 let out = &mut dx_task[(t - first) * g.cin + j * NR..];
+                                if t + MR <= end && cols == NR {
+                                    // A whole tile: stored straight into its pixels.
+                                    let at = std::array::from_fn(|i| i * g.cin);
+                                    rows_panel_to(out, &at, add, dyp, &rows_at, runs, panel);
+                                    continue;
+                                }
+                                rows_panel(&mut tile, Start::Zero, dyp, &rows_at, runs, panel);
                                 let rows = tile.iter().zip(out.chunks_mut(g.cin));
                                 for (row, dst) in rows.take(MR.min(end - t)) {
                                     put(dst, row, cols, add);
@@ -466,6 +478,20 @@ impl Conv2d {
                                 t - first,
                                 end - first,
                             );
+                            if t + NARROW_MR <= end && g.cin == NARROW_NR {
+                                // A whole tile: stored straight into its pixels.
+                                let at = dst.map(|at| origin + at);
+                                rows_panel_narrow_to(
+                                    dx_task,
+                                    &at,
+                                    add,
+                                    dyp,
+                                    &rows_at,
+                                    runs,
+                                    panel(0),
+                                );
+                                continue;
+                            }
                             rows_panel_narrow(
                                 &mut narrow,
                                 Start::Zero,
@@ -486,8 +512,14 @@ impl Conv2d {
                         let (dst, _) =
                             outputs.tile_rows_from::<MR>(&mut to, t - first, end - first);
                         for j in 0..panels(g.cin) {
-                            rows_panel(&mut wide, Start::Zero, dyp, &rows_at, runs, panel(j));
                             let cols = NR.min(g.cin - j * NR);
+                            if t + MR <= end && cols == NR {
+                                // A whole tile: stored straight into its pixels.
+                                let at = dst.map(|at| origin + at + j * NR);
+                                rows_panel_to(dx_task, &at, add, dyp, &rows_at, runs, panel(j));
+                                continue;
+                            }
+                            rows_panel(&mut wide, Start::Zero, dyp, &rows_at, runs, panel(j));
                             for (row, at) in wide.iter().zip(dst).take(end - t) {
                                 put(&mut dx_task[origin + at + j * NR..], row, cols, add);
                             }
