@@ -1,11 +1,11 @@
 //! Times the training forward and the backward of ResNet-20's convolutions at batch 64, one
-//! layer of each kind, for A/B comparisons between builds (they call only [`Layer::forward`]
-//! and [`Layer::backward`], so the same file builds against older code): the least of 40
-//! passes, in the thread's CPU time with one thread (a loaded machine's preemptions drop out)
-//! and in wall time with more.
+//! layer of each kind, and of the seed's (CustomCNN's) three, for A/B comparisons between
+//! builds (they call only [`Layer::forward`] and [`Layer::backward`], so the same file builds
+//! against older code): the least of 40 passes, in the thread's CPU time with one thread (a
+//! loaded machine's preemptions drop out) and in wall time with more.
 //! `cargo test -p cnnc-runtime --release --test conv_timing -- --ignored --nocapture`, or name
-//! `conv_forward_timing` / `conv_backward_timing` (set `RAYON_NUM_THREADS`, and
-//! `CNNC_SIMD=avx2` for the AVX2 path).
+//! `conv_forward_timing` / `conv_backward_timing` (set `RAYON_NUM_THREADS`, `CNNC_SIMD=avx2`
+//! for the AVX2 path, and `CONV_TIMING_ONLY` to time only the layers whose names contain it).
 
 mod common;
 
@@ -23,8 +23,9 @@ const BATCH: usize = 64;
 /// computes an input gradient).
 type Timed = (&'static str, usize, usize, usize, usize, usize, usize, bool);
 
-/// One of each kind of ResNet-20's convolutions.
-const LAYERS: [Timed; 7] = [
+/// One of each kind of ResNet-20's convolutions, then the seed's (CustomCNN's, with bias in the
+/// model; these without).
+const LAYERS: [Timed; 10] = [
     ("conv1 (stem, 3 -> 16)", 3, 16, 3, 1, 1, 32, false),
     ("layer1 3x3 16 -> 16", 16, 16, 3, 1, 1, 32, true),
     ("layer2.0.conv1 s2 16 -> 32", 16, 32, 3, 2, 1, 32, true),
@@ -32,6 +33,9 @@ const LAYERS: [Timed; 7] = [
     ("layer2 3x3 32 -> 32", 32, 32, 3, 1, 1, 16, true),
     ("layer3.0.conv1 s2 32 -> 64", 32, 64, 3, 2, 1, 16, true),
     ("layer3 3x3 64 -> 64", 64, 64, 3, 1, 1, 8, true),
+    ("seed layer1.0 5x5 3 -> 32", 3, 32, 5, 1, 2, 32, false),
+    ("seed layer2.0 5x5 32 -> 32", 32, 32, 5, 1, 2, 16, true),
+    ("seed layer3.0 5x5 32 -> 64", 32, 64, 5, 1, 2, 8, true),
 ];
 
 /// The calling thread's CPU time.
@@ -64,7 +68,11 @@ fn time_layers(mut pass: impl FnMut(&mut Conv2d, &[f32], &mut [f32], &[f32], boo
         .num_threads(threads)
         .build()
         .unwrap();
+    let only = std::env::var("CONV_TIMING_ONLY").unwrap_or_default();
     for (name, cin, cout, k, stride, pad, size, with_dx) in LAYERS {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let config = Conv2dConfig {
             stride: [stride; 2],
             padding: [pad; 2],

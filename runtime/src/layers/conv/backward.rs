@@ -23,19 +23,22 @@ use crate::simd::{Simd, simd};
 impl Conv2d {
     /// Weight and bias gradients of `batch` images from the padded input (`x` itself for a
     /// layer without padding, else its copy padded a group of images at a time by the thread
-    /// that sums the group, or once into `xp` for a group of the whole batch) and `dy`: read in
-    /// place (`staged` is `None`), or from its copy staged in the layout
+    /// that sums the group, or once into `xp` for a single run of the whole batch) and `dy`:
+    /// read in place (`staged` is `None`), or from its copy staged in the layout
     /// [`Geom::staged_dy`](super::geometry::Geom::staged_dy)`(border)` (`staged` is
     /// `Some(border)`).
     ///
-    /// The images go in fixed groups ([`wgrad_groups`]: sized by the layer and the batch, never
-    /// the threads) that stay in L2 while the gradient's tiles pass over them. Each group's
-    /// gradient is one chain of multiply-adds from zero over its images in order and, within an
-    /// image, over the output pixels in row-major order; the groups' gradients are then added in
-    /// group order (`((g0 + g1) + g2) + ...`). Each thread takes a contiguous run of groups
-    /// ([`par::chunks_mut`]): its own images, as every other pass of the step, padded once and
-    /// read from its own cache. With a single group the threads split the gradient's rows
-    /// instead. Either way the values do not depend on the number of threads.
+    /// The images go in fixed runs ([`wgrad_runs`]: sized by the layer and the batch, never
+    /// the threads). Each run's gradient is one chain of multiply-adds from zero over its images
+    /// in order and, within an image, over the output pixels in row-major order, into a slot of
+    /// its own; the runs' gradients are then added in run order (`((r0 + r1) + r2) + ...`). A
+    /// run passes over its images a group at a time ([`wgrad_group_images`]: groups that stay in
+    /// L2 while the gradient's tiles pass over them), each tile's chains going on from the
+    /// sums the group before stored in the slot, so the groups do not change a value. Each
+    /// thread takes a contiguous share of the runs ([`par::chunks_mut`]): its own images, as
+    /// every other pass of the step, padded once and read from its own cache. With a single run
+    /// the threads split the gradient's rows instead. Either way the values do not depend on
+    /// the number of threads.
     pub(super) fn param_grads(
         &mut self,
         x: &[f32],
@@ -69,7 +72,8 @@ impl Conv2d {
             b_col,
         };
         let per_image = (hp * wp * g.cin + image) * size_of::<f32>();
-        let groups = wgrad_groups(k * cs, per_image, batch);
+        let runs = wgrad_runs(k * cs, per_image, batch);
+        let group = wgrad_group_images(per_image);
         let x_image = g.ih * g.iw * g.cin;
         let blocks = &self.wgrad_blocks[..];
         let (b_first, has_bias) = (first, self.bias.is_some());
@@ -81,72 +85,84 @@ impl Conv2d {
         // 192 passes, 5-10 % faster), not for a few (its 1 x 1 16 -> 32: 6 passes, 28 % slower).
         let passes = blocks.len() * cs / NARROW_NR;
         let sliced = g.cout > NARROW_NR && passes >= SLICE_PASSES && simd() == Simd::Avx2;
-        if groups > 1 {
-            // Each group's gradient from zeros into its own slot, then the slots added in
-            // group order: the threads take contiguous runs of groups (their own images,
-            // padded once, and their own staged `dy`), and no value depends on which.
+        if runs > 1 {
+            // Each run's gradient into its own slot, one chain over the run's images, then the
+            // slots added in run order: the threads take contiguous runs (their own images,
+            // padded a group at a time, and their own staged `dy`), and no value depends on
+            // which.
             let slot = k * cs + g.cout;
-            let mut partials = scratch::lend(groups * slot);
-            par::chunks_mut(&mut partials[..groups * slot], slot, |gi, part| {
-                let images = par::share(batch, gi, groups);
+            let mut partials = scratch::lend(runs * slot);
+            par::chunks_mut(&mut partials[..runs * slot], slot, |ri, part| {
+                let run = par::share(batch, ri, runs);
                 let (wgrad, bias) = part.split_at_mut(k * cs);
-                let grid = Grid {
-                    images: images.len(),
-                    ..grid
-                };
+                let count = run.len().div_ceil(group);
+                let most = run.len().div_ceil(count);
                 // The group's images padded into this thread's buffer (and the `MR` values the
                 // kernels may read past them), or read in place without padding.
-                let mut padded = (!g.unpadded())
-                    .then(|| scratch::take(images.len() * a_image + MR, scratch::ANY, 0.0));
-                let (xp, base) = match padded.as_deref_mut() {
-                    Some(buf) => {
-                        let src =
-                            x[images.start * x_image..images.end * x_image].chunks_exact(x_image);
-                        for (dst, src) in buf.chunks_exact_mut(a_image).zip(src) {
-                            g.pad_image(src, dst);
-                        }
-                        buf[images.len() * a_image..][..MR].fill(0.0);
-                        (&buf[..], 0)
-                    }
-                    None => (x, images.start * a_image),
-                };
-                let b0 = images.start * image + b_first;
-                if sliced {
-                    let mut slices =
-                        scratch::take(images.len() * g.oh * g.ow * cs, scratch::ANY, 0.0);
-                    let at = |n, y, x| n * image + b_first + y * b_row + x * b_col;
-                    slice_dy(
-                        src,
-                        at,
-                        images.clone(),
-                        (g.oh, g.ow, cs),
-                        NARROW_NR,
-                        &mut slices,
-                    );
-                    let slice = images.len() * g.oh * g.ow * NARROW_NR;
+                let mut padded =
+                    (!g.unpadded()).then(|| scratch::take(most * a_image + MR, scratch::ANY, 0.0));
+                let mut slices =
+                    sliced.then(|| scratch::take(most * g.oh * g.ow * cs, scratch::ANY, 0.0));
+                for gi in 0..count {
+                    let part = par::share(run.len(), gi, count);
+                    let images = run.start + part.start..run.start + part.end;
+                    let first = gi == 0;
                     let grid = Grid {
-                        b_image: g.oh * g.ow * NARROW_NR,
-                        b_row: g.ow * NARROW_NR,
-                        b_col: NARROW_NR,
+                        images: images.len(),
                         ..grid
                     };
-                    sum_halves(blocks, wgrad, cs, (xp, base), (&slices, slice), grid);
-                } else {
-                    sum_blocks(blocks, wgrad, cs, g.cout, (xp, base), (src, b0), grid);
-                }
-                if !has_bias {
-                    return;
-                }
-                bias.fill(0.0);
-                for n in images {
-                    for y in 0..g.oh {
-                        let line = n * image + b_first + y * b_row;
-                        add_pixels(bias, &src[line..line + g.ow * b_col], b_col);
+                    let (xp, base) = match padded.as_deref_mut() {
+                        Some(buf) => {
+                            let src = x[images.start * x_image..images.end * x_image]
+                                .chunks_exact(x_image);
+                            for (dst, src) in buf.chunks_exact_mut(a_image).zip(src) {
+                                g.pad_image(src, dst);
+                            }
+                            buf[images.len() * a_image..][..MR].fill(0.0);
+                            (&buf[..], 0)
+                        }
+                        None => (x, images.start * a_image),
+                    };
+                    let b0 = images.start * image + b_first;
+                    if let Some(slices) = slices.as_deref_mut() {
+                        let at = |n, y, x| n * image + b_first + y * b_row + x * b_col;
+                        slice_dy(src, at, images.clone(), (g.oh, g.ow, cs), NARROW_NR, slices);
+                        let slice = images.len() * g.oh * g.ow * NARROW_NR;
+                        let grid = Grid {
+                            b_image: g.oh * g.ow * NARROW_NR,
+                            b_row: g.ow * NARROW_NR,
+                            b_col: NARROW_NR,
+                            ..grid
+                        };
+                        sum_halves(blocks, wgrad, cs, first, (xp, base), (slices, slice), grid);
+                    } else {
+                        sum_blocks(
+                            blocks,
+                            wgrad,
+                            cs,
+                            g.cout,
+                            first,
+                            (xp, base),
+                            (src, b0),
+                            grid,
+                        );
+                    }
+                    if !has_bias {
+                        continue;
+                    }
+                    if first {
+                        bias.fill(0.0);
+                    }
+                    for n in images {
+                        for y in 0..g.oh {
+                            let line = n * image + b_first + y * b_row;
+                            add_pixels(bias, &src[line..line + g.ow * b_col], b_col);
+                        }
                     }
                 }
             });
-            // Group 0's values, then each further group's added: one chain per value.
-            let sums = &partials[..groups * slot];
+            // Run 0's values, then each further run's added: one chain per value.
+            let sums = &partials[..runs * slot];
             par::chunks_mut(&mut self.wgrad[..k * cs], SUM_CHUNK, |i, out| {
                 let at = i * SUM_CHUNK;
                 out.copy_from_slice(&sums[at..at + out.len()]);
@@ -167,7 +183,7 @@ impl Conv2d {
             }
             scratch::give_back(partials);
         } else {
-            // One group: the threads split the gradient's rows, each over every image.
+            // One run: the threads split the gradient's rows, each over every image.
             if !g.unpadded() {
                 self.xp = self.padded_input(x, batch);
             }
@@ -579,24 +595,38 @@ struct Phase {
     tapless: bool,
 }
 
-/// Values a thread adds up at a time when the weight gradient's groups are summed.
+/// Values a thread adds up at a time when the weight gradient's runs are summed.
 const SUM_CHUNK: usize = 4096;
 
-/// Groups of images a weight gradient of `grad` values sums apart (then adds in group order),
-/// for `batch` images of `per_image` bytes of padded input and `dy`: groups of about
-/// [`WGRAD_GROUP_BYTES`] (so that a group stays in L2 while the gradient's tiles pass over it),
-/// their count rounded up to even (as many groups for each of two threads; a multiple of six
-/// would suit three too, but cost ResNet-20's stage 3 twelve groups' partial sums for seven) but
-/// at most the images, and at most the images' bytes over the gradient's (the partial sums are
-/// written and read again: a gradient as large as the images, ResNet-18's layer4, is better
-/// summed in one group, the threads splitting its rows). Depends on the layer and the batch
-/// only, never on the threads, so neither do the values.
-fn wgrad_groups(grad: usize, per_image: usize, batch: usize) -> usize {
-    let images = batch * per_image;
-    let most = images / (grad * size_of::<f32>()).max(1);
-    let by_bytes = batch.div_ceil((WGRAD_GROUP_BYTES / per_image.max(1)).max(1));
-    let groups = by_bytes.next_multiple_of(2).min(batch).min(most);
-    groups.max(1)
+/// Runs of images a weight gradient of `grad` values sums apart, each into a slot of its own
+/// (then added in run order), for `batch` images of `per_image` bytes of padded input and `dy`:
+/// as many as keep the slots' bytes at most a [`SLOT_SHARE`]th of the images' (each slot is
+/// written once more and read by the adds, where the images' tiles stay in L2), rounded down to
+/// even (as many runs for each of two threads), at least two (the work of two threads), at most
+/// the groups of about [`WGRAD_GROUP_BYTES`] the images make (rounded up to even) and the
+/// images. One run where the gradient is larger than half the images (ResNet-18's layer4 at
+/// 32 x 32: its 9.4 MB gradient against 4.2 MB of images, better summed once, the threads
+/// splitting its rows) or for a single image. Depends on the layer and the batch only, never
+/// on the threads, so neither do the values.
+fn wgrad_runs(grad: usize, per_image: usize, batch: usize) -> usize {
+    let (images, grad) = (batch * per_image, grad * size_of::<f32>());
+    if batch < 2 || images < 2 * grad {
+        return 1;
+    }
+    let groups = batch.div_ceil(wgrad_group_images(per_image));
+    let slots = images / (grad * SLOT_SHARE).max(1) / 2 * 2;
+    slots.clamp(2, groups.next_multiple_of(2)).min(batch)
+}
+
+/// The most bytes of images a weight gradient's slot may stand for: 32 times its own
+/// ([`wgrad_runs`]).
+const SLOT_SHARE: usize = 32;
+
+/// The images of a group, at most: about [`WGRAD_GROUP_BYTES`] of padded input and `dy`, at
+/// least one image. A run's images go in as few groups as hold them, of equal size (within
+/// one); the groups do not change a value (a run's chains go on from one group to the next).
+fn wgrad_group_images(per_image: usize) -> usize {
+    (WGRAD_GROUP_BYTES / per_image.max(1)).max(1)
 }
 
 /// Where a weight gradient reads `dy`'s pixels: the buffer, the offset of an image's first pixel
@@ -610,7 +640,7 @@ struct DyRows<'a> {
     col: usize,
 }
 
-/// The weight gradient (and the bias's, with `bias`) of all `batch` images as one group: the
+/// The weight gradient (and the bias's, with `bias`) of all `batch` images as one run: the
 /// threads take contiguous runs of the row blocks, each over every image of the padded input
 /// `xp`. `(oh, ow, cout)` is the output's size.
 #[allow(clippy::too_many_arguments)]
@@ -652,19 +682,31 @@ fn grads_by_rows(
             return;
         }
         let block = std::slice::from_ref(&blocks[i]);
-        sum_blocks(block, out, cs, cout, (xp, 0), (dy.src, dy.first), grid);
+        sum_blocks(
+            block,
+            out,
+            cs,
+            cout,
+            true,
+            (xp, 0),
+            (dy.src, dy.first),
+            grid,
+        );
     });
 }
 
 /// The gradient of the `grid.images` images of a group into the rows of `blocks` in `wgrad`
-/// (`cs` values a row; `cout` of them real), from zeros: one chain per value over the images
-/// and, within one, the output pixels in row-major order. The group's padded input is `xp` from
-/// `base`, its `dy` is `src` from `b0`.
+/// (`cs` values a row; `cout` of them real), from zeros for a run's `first` group, else going on
+/// from the sums those rows hold: one chain per value over the images and, within one, the
+/// output pixels in row-major order. The group's padded input is `xp` from `base`, its `dy` is
+/// `src` from `b0`.
+#[allow(clippy::too_many_arguments)]
 fn sum_blocks(
     blocks: &[WgradBlock],
     wgrad: &mut [f32],
     cs: usize,
     cout: usize,
+    first: bool,
     (xp, base): (&[f32], usize),
     (src, b0): (&[f32], usize),
     grid: Grid,
@@ -688,12 +730,12 @@ fn sum_blocks(
                 let kernel = |tile: &mut ShortTile, start: Start<'_>| {
                     sum_outer_short(tile, start, xp, a_rows, src, b0, grid);
                 };
-                narrow_block(out, rows, cs, kernel);
+                narrow_block(out, rows, cs, first, kernel);
             } else {
                 let kernel = |tile: &mut NarrowTile, start: Start<'_>| {
                     sum_outer_narrow(tile, start, xp, &a_rows, src, b0, grid);
                 };
-                narrow_block(out, rows, cs, kernel);
+                narrow_block(out, rows, cs, first, kernel);
             }
             continue;
         }
@@ -701,7 +743,8 @@ fn sum_blocks(
         for j in 0..cs / NR {
             let out = &mut wgrad[row * cs + j * NR..];
             let mut tile = [[0.0; NR]; MR];
-            sum_outer(&mut tile, Start::Zero, xp, a_rows, src, b0 + j * NR, grid);
+            let start = resume(&mut tile, out, block.rows, NR, cs, first);
+            sum_outer(&mut tile, start, xp, a_rows, src, b0 + j * NR, grid);
             store(&tile, out, block.rows, NR, cs);
         }
     }
@@ -756,11 +799,12 @@ fn live_blocks(
 
 /// [`sum_blocks`] for wide tiles on AVX2 from `dy` in slices ([`slice_dy`], `slice` values
 /// apart, from the group's first pixel): each half of a tile one [`sum_outer_half`] pass over
-/// its slice, from zeros.
+/// its slice, from zeros or going on ([`resume`]).
 fn sum_halves(
     blocks: &[WgradBlock],
     wgrad: &mut [f32],
     cs: usize,
+    first: bool,
     (xp, base): (&[f32], usize),
     (slices, slice): (&[f32], usize),
     grid: Grid,
@@ -777,34 +821,51 @@ fn sum_halves(
         for h in 0..cs / NARROW_NR {
             let out = &mut wgrad[row * cs + h * NARROW_NR..];
             let mut tile = [[0.0; NR]; MR];
-            sum_outer_half(
-                &mut tile,
-                Start::Zero,
-                xp,
-                a_rows,
-                slices,
-                h * slice + b0,
-                grid,
-            );
+            let start = resume(&mut tile, out, block.rows, NARROW_NR, cs, first);
+            sum_outer_half(&mut tile, start, xp, a_rows, slices, h * slice + b0, grid);
             store(&tile, out, block.rows, NARROW_NR, cs);
         }
     }
 }
 
-/// One narrow weight-gradient tile of `R` rows over a group of images: `kernel` from zeros,
-/// its first `rows` rows stored into `out` (`cs` apart, their first [`NARROW_NR`] values).
+/// One narrow weight-gradient tile of `R` rows over a group of images: `kernel` from zeros or
+/// going on ([`resume`]), its first `rows` rows stored into `out` (`cs` apart, their first
+/// [`NARROW_NR`] values).
 #[inline(always)]
 fn narrow_block<const R: usize>(
     out: &mut [f32],
     rows: usize,
     cs: usize,
+    first: bool,
     kernel: impl FnOnce(&mut [[f32; NR]; R], Start<'_>),
 ) {
     let mut tile = [[0.0; NR]; R];
-    kernel(&mut tile, Start::Zero);
+    let start = resume(&mut tile, out, rows, NARROW_NR, cs, first);
+    kernel(&mut tile, start);
     for (t, dst) in tile.iter().zip(out.chunks_mut(cs)).take(rows) {
         dst[..NARROW_NR].copy_from_slice(&t[..NARROW_NR]);
     }
+}
+
+/// Where a weight-gradient tile's chains start: from zeros for a run's first group
+/// ([`Start::Zero`]), else from the sums so far, the first `rows` rows of `out` (`cs` apart,
+/// their first `cols` values) loaded into `tile` ([`Start::Tile`]).
+#[inline(always)]
+fn resume<const R: usize>(
+    tile: &mut [[f32; NR]; R],
+    out: &[f32],
+    rows: usize,
+    cols: usize,
+    cs: usize,
+    first: bool,
+) -> Start<'static> {
+    if first {
+        return Start::Zero;
+    }
+    for (t, src) in tile.iter_mut().zip(out.chunks(cs)).take(rows) {
+        t[..cols].copy_from_slice(&src[..cols]);
+    }
+    Start::Tile
 }
 
 /// Stores the first `rows` rows (at most `NARROW_MR`) of the narrow `tile`, `cols` (at most
@@ -947,8 +1008,8 @@ mod tests {
     use crate::tensor::Mode;
 
     /// One-row images with padding 1: the top and bottom kernel rows read only padding. The
-    /// batch is large enough that the images go in several groups, which skip those rows'
-    /// (zero) tiles after the first; every gradient element must still be its sum.
+    /// batch is large enough that the images go in two runs of several groups, which skip those
+    /// rows' (zero) tiles; every gradient element must still be its sum.
     #[test]
     fn weight_gradient_over_image_groups_keeps_padding_rows_zero() {
         let (cin, cout, width, batch) = (64, 8, 40, 64);
@@ -1090,7 +1151,7 @@ mod tests {
 
     /// The weight gradient of wide layers (more than 16 output channels: on AVX2 each half of
     /// a tile reads the group's `dy` sliced 16 channels at a time, where the tiles pass over it
-    /// often enough) over several groups of images, the last partial, at strides 1 and 2, with
+    /// often enough) over several runs of images, the last partial, runs of several groups, at strides 1 and 2, with
     /// a partial last block of rows and a partial panel of columns, one-row images, and a 1 x 1
     /// layer (few passes: not sliced): every element is the definition's chain of `mul_add`s
     /// over the images, rows and columns in order, bit for bit (the padding's zeros add nothing
@@ -1104,6 +1165,9 @@ mod tests {
             (7, 33, 3, 1, 1, [31, 30]),
             (16, 64, 3, 1, 1, [1, 40]),
             (8, 64, 1, 2, 0, [30, 30]),
+            // Images of 450 KB: a group holds one, so each of the two runs' chains goes on
+            // from one group (image) to the next.
+            (32, 32, 3, 1, 1, [40, 40]),
         ] {
             let config = Conv2dConfig {
                 stride: [stride; 2],
@@ -1116,9 +1180,9 @@ mod tests {
             let g = layer.g;
             let Poisoned { x, dy, .. } = forward_backward(&mut layer, batch);
             let grad = layer.weight().grad.as_slice().expect("contiguous");
-            // The gradient over the images in `groups` groups (`par::share`), each one chain
-            // from zero, the groups added in order: the layer's for one of the group counts.
-            let want = |k: usize, groups: usize| {
+            // The gradient over the images in `runs` runs (`par::share`), each one chain from
+            // zero, the runs added in order: the layer's for one of the run counts.
+            let want = |k: usize, runs: usize| {
                 let (co, ci, ky, kx) = (
                     k / (cin * kernel * kernel),
                     k / (kernel * kernel) % cin,
@@ -1144,14 +1208,14 @@ mod tests {
                     }
                     want
                 };
-                let sums = (0..groups).map(|gi| chain(crate::par::share(batch, gi, groups)));
+                let sums = (0..runs).map(|r| chain(crate::par::share(batch, r, runs)));
                 sums.reduce(|a, b| a + b).unwrap_or(0.0)
             };
             let case = (cin, cout, kernel, stride, input);
-            let matches = (1..=batch).any(|groups| {
+            let matches = (1..=batch).any(|runs| {
                 grad.iter()
                     .enumerate()
-                    .all(|(k, &got)| got.to_bits() == want(k, groups).to_bits())
+                    .all(|(k, &got)| got.to_bits() == want(k, runs).to_bits())
             });
             assert!(
                 matches,
@@ -1323,9 +1387,9 @@ mod tests {
             ..proptest::prelude::ProptestConfig::default()
         })]
 
-        /// Over shapes and batch sizes (batches that are not a multiple of the groups, single
-        /// groups, gradients larger than the images), the weight and bias gradients summed by
-        /// image groups are the same bits at 1, 2 and 3 threads (the tests above check the
+        /// Over shapes and batch sizes (batches that are not a multiple of the runs, single
+        /// runs, gradients larger than the images), the weight and bias gradients summed by
+        /// runs of images are the same bits at 1, 2 and 3 threads (the tests above check the
         /// values against their sums).
         #[test]
         fn weight_gradient_groups_do_not_depend_on_threads(
@@ -1359,24 +1423,34 @@ mod tests {
         }
     }
 
-    /// The groups depend on the layer and the batch only: about half an L2 of images each,
-    /// their count even where the batch allows, one group when the gradient is as
-    /// large as the batch's images (ResNet-18's layer4) or the batch is a single image.
+    /// The runs depend on the layer and the batch only: as many as keep the slots at most a
+    /// 32nd of the images, even, at least two, at most the half-L2 groups and the images; one
+    /// run when the gradient is larger than half the batch's images (ResNet-18's layer4) or the
+    /// batch is a single image.
     #[test]
-    fn weight_gradient_groups_follow_layer_and_batch() {
-        // ResNet-20's stage 1 and stage 3 at batch 64 (padded input and staged `dy`).
+    fn weight_gradient_runs_follow_layer_and_batch() {
+        // ResNet-20's stages at batch 64 (padded input and staged `dy`): stage 1's 9 KB
+        // gradient in 22 runs (one for each group of three images), stage 2's 37 KB in 4,
+        // stage 3's 147 KB in 2.
         let stage1 = (34 * 34 * 16 + 34 * 34 * 16) * 4;
+        let stage2 = (18 * 18 * 32 + 18 * 18 * 32) * 4;
         let stage3 = (10 * 10 * 64 + 10 * 10 * 64) * 4;
-        assert_eq!(wgrad_groups(16 * 9 * 16, stage1, 64), 22);
-        assert_eq!(wgrad_groups(64 * 9 * 64, stage3, 64), 8);
-        // Five images of three a group: two groups; three images, one group rounded up to two.
-        assert_eq!(wgrad_groups(16 * 9 * 16, stage1, 5), 2);
-        assert_eq!(wgrad_groups(16 * 9 * 16, stage1, 3), 2);
-        assert_eq!(wgrad_groups(16 * 9 * 16, stage1, 1), 1);
-        // ResNet-18's layer4 at 32 x 32 input (2 x 2 images): its 9.4 MB gradient in one group.
+        assert_eq!(wgrad_runs(16 * 9 * 16, stage1, 64), 22);
+        assert_eq!(wgrad_runs(32 * 9 * 32, stage2, 64), 4);
+        assert_eq!(wgrad_runs(64 * 9 * 64, stage3, 64), 2);
+        // The seed's layer2.0 (5 x 5, 32 -> 32 at 16 x 16): a 102 KB gradient, two runs of
+        // seven groups.
+        let seed2 = (20 * 20 * 32 + 20 * 20 * 32) * 4;
+        assert_eq!(wgrad_runs(800 * 32, seed2, 64), 2);
+        assert_eq!(wgrad_group_images(seed2), 5);
+        // Five images of three a group: two runs; three images, two runs; one image, one.
+        assert_eq!(wgrad_runs(16 * 9 * 16, stage1, 5), 2);
+        assert_eq!(wgrad_runs(16 * 9 * 16, stage1, 3), 2);
+        assert_eq!(wgrad_runs(16 * 9 * 16, stage1, 1), 1);
+        // ResNet-18's layer4 at 32 x 32 input (2 x 2 images): its 9.4 MB gradient in one run.
         let layer4 = (4 * 4 * 512 + 4 * 4 * 512) * 4;
-        assert_eq!(wgrad_groups(512 * 9 * 512, layer4, 64), 1);
-        assert_eq!(wgrad_groups(100, 4, 0), 1);
+        assert_eq!(wgrad_runs(512 * 9 * 512, layer4, 64), 1);
+        assert_eq!(wgrad_runs(100, 4, 0), 1);
     }
 
     /// The blocked transposition puts gradient `(tap, ci, co)` at PyTorch's `[co][ci][tap]`,
