@@ -149,9 +149,25 @@ def main():
     parser.add_argument("--big", action="store_true")
     parser.add_argument("--spec", nargs="*")
     args = parser.parse_args()
-    args.threads = [int(t) for t in args.threads.split(",")]
+    try:
+        args.threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        args.threads = []
+    if not args.threads or min(args.threads) < 1:
+        parser.error("--threads: give thread counts of at least 1, separated by commas (1,2,3)")
     args.isa = args.isa.split(",")
+    for isa in args.isa:
+        if isa not in ("native", "avx512", "avx2", "none"):
+            parser.error(f"--isa {isa!r}: each must be native, avx512, avx2 or none")
     args.cnnc = os.path.abspath(args.cnnc)
+    if not (os.path.isfile(args.cnnc) and os.access(args.cnnc, os.X_OK)):
+        parser.error(f"--cnnc {args.cnnc}: not an executable file (cargo build --release makes "
+                     "target/release/cnnc)")
+    if args.base and not os.path.isdir(args.base):
+        parser.error(f"--base {args.base}: not a directory (an earlier run's --out)")
+    for spec in args.spec or []:
+        if not os.path.isfile(spec):
+            parser.error(f"--spec {spec}: no such file")
     os.makedirs(args.out, exist_ok=True)
     specs = args.spec or sorted(
         os.path.join(ROOT, "models", f) for f in os.listdir(os.path.join(ROOT, "models"))
