@@ -47,7 +47,7 @@ impl Conv2d {
             Some(self.packed.take().unwrap_or_else(|| {
                 let len = self.packed_len();
                 let mut panels = scratch::lend(len);
-                self.pack_read(false, &mut panels[..len]);
+                self.pack_forward(&mut panels[..len]);
                 panels
             }))
         };
@@ -68,6 +68,8 @@ impl Conv2d {
             .then(|| self.images_per_task(batch))
             .flatten();
         match by_task {
+            // Winograd's tiles read the unpadded input.
+            _ if self.winograd() => self.winograd_stored(x, packed, y, batch, store),
             // Without padding the padded input is the input: read in place, not copied.
             _ if self.g.unpadded() => {
                 let input = Padded::Batch(x);
@@ -107,6 +109,7 @@ impl Conv2d {
         let g = self.g;
         let (hp, wp) = g.padded_in();
         let fused = self.pool.as_ref().filter(|_| matches!(apply, Apply::Own));
+        let winograd = self.winograd();
         // Large batches without a fused pool: each task pads its own images.
         let by_task = fused
             .is_none()
@@ -114,8 +117,9 @@ impl Conv2d {
             .flatten();
         let xp;
         let input = match by_task {
-            // Without padding the padded input is the input: read in place, not copied.
-            _ if g.unpadded() => Padded::Batch(x),
+            // Without padding the padded input is the input: read in place, not copied; and
+            // Winograd's tiles read the unpadded input.
+            _ if g.unpadded() || winograd => Padded::Batch(x),
             Some(images) => Padded::ByTask { x, images },
             None => {
                 // The padding stays zero: only buffers last used for this layout are reused as
@@ -134,7 +138,7 @@ impl Conv2d {
             let len = self.packed_len();
             packed = scratch::take(len, scratch::ANY, 0.0);
             bias_row = scratch::take(self.bias_row.len(), scratch::ANY, 0.0);
-            self.pack_into(false, &mut packed[..len]);
+            self.pack_forward(&mut packed[..len]);
             self.bias_into(&mut bias_row[..self.bias_row.len()]);
             (&packed[..len], &bias_row[..self.bias_row.len()])
         } else {
@@ -146,6 +150,10 @@ impl Conv2d {
             Apply::Store(map) => TileStore::Channels(map),
         };
         let Some(fused) = fused else {
+            if winograd {
+                self.winograd_stored(x, weights, &mut y[..ny], batch, store);
+                return Ok(());
+            }
             self.convolve_stored(input, weights, &mut y[..ny], batch, store, None);
             return Ok(());
         };
@@ -202,7 +210,7 @@ impl Conv2d {
     /// Convolves `batch` images from `input` with the forward panels and bias row `packed` into
     /// `y`, storing each tile as `store` says, and through the fused max pool when `pool` is
     /// given.
-    fn convolve_stored(
+    pub(super) fn convolve_stored(
         &self,
         input: Padded<'_>,
         (packed, bias_row): (&[f32], &[f32]),
@@ -404,7 +412,7 @@ impl Conv2d {
 
 /// Most output pixels an image for which a layer convolves tiles of one output position across
 /// images ([`position_runs`]).
-const POSITIONS: usize = 4;
+pub(super) const POSITIONS: usize = 4;
 
 /// For a layer whose output has at most [`POSITIONS`] pixels an image (ResNet-18's last two
 /// stages at 32 x 32: 3 x 3 kernels over 2 x 2 and 1 x 1 images, where most taps read only
@@ -457,7 +465,7 @@ const TASK_BYTES: usize = 320 * 1024;
 
 /// Where [`Conv2d::convolve_stored`] reads its padded input.
 #[derive(Clone, Copy, Debug)]
-enum Padded<'a> {
+pub(super) enum Padded<'a> {
     /// The whole batch, padded (with `MR` values after it), or for a layer without padding the
     /// input itself.
     Batch(&'a [f32]),

@@ -20,6 +20,7 @@ mod pack;
 mod plan;
 mod staging;
 mod tile;
+mod winograd;
 
 use std::sync::OnceLock;
 
@@ -436,7 +437,12 @@ impl Layer for Conv2d {
     }
 
     fn fuse_max_pool(&mut self, config: &Pool2dConfig) -> bool {
-        self.grouped.is_none() && Conv2d::fuse_max_pool(self, config)
+        let fused = self.grouped.is_none() && Conv2d::fuse_max_pool(self, config);
+        if fused {
+            // The pooled layer takes the direct path: panels packed for Winograd's go.
+            self.packed.take();
+        }
+        fused
     }
 
     fn relu_grad_masked(&mut self) {
@@ -481,6 +487,11 @@ impl Conv2d {
             return Ok(());
         }
         self.forward_batch(x, y, batch, ny, keep)
+    }
+
+    /// Whether the forward runs as Winograd's F(2 x 2, 3 x 3) ([`winograd::chosen`]).
+    fn winograd(&self) -> bool {
+        winograd::chosen(&self.g, self.config.groups, self.pool.is_some())
     }
 
     /// Whether backward computes any parameter gradient: not when the weight and the bias are

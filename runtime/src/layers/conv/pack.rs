@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::Conv2d;
 use super::geometry::Geom;
+use super::winograd;
 use crate::error::Result;
 use crate::kernels::gemm::{NR, Seg, panels};
 use crate::layers::check_param;
@@ -29,6 +30,9 @@ impl Conv2d {
 
     /// Values in the forward panels: `cout` in whole panels, times the reduction length.
     pub(super) fn packed_len(&self) -> usize {
+        if self.winograd() {
+            return winograd::panels_len(&self.g);
+        }
         panels(self.g.cout) * self.forward_steps() * NR
     }
 
@@ -37,9 +41,24 @@ impl Conv2d {
     pub(super) fn packed_panels(&self) -> &[f32] {
         self.packed.get_or_init(|| {
             let mut packed = vec![0.0; self.packed_len()];
-            self.pack_into(false, &mut packed);
+            self.pack_forward(&mut packed);
             packed
         })
+    }
+
+    /// Fills `packed` ([`Conv2d::packed_len`] values) with the forward panels the layer's path
+    /// reads: Winograd's transformed weights ([`winograd::pack`]), or the kernel rows that read
+    /// real input ([`Conv2d::pack_read`]; the others keep what `packed` held).
+    pub(super) fn pack_forward(&self, packed: &mut [f32]) {
+        if self.winograd() {
+            let weight = self.weight.value.as_standard_layout();
+            let w = weight
+                .as_slice()
+                .expect("a standard-layout array is contiguous");
+            winograd::pack(&self.g, w, packed);
+        } else {
+            self.pack_read(false, packed);
+        }
     }
 
     /// Checks that the weight and bias still have the layer's shapes.
@@ -58,7 +77,9 @@ impl Conv2d {
     }
 
     /// Copies the weight into the forward panels (`back`: the input-gradient panels) in
-    /// `packed`, as long as the layer's own.
+    /// `packed`, as long as the layer's own: every kernel row (the passes pack only those they
+    /// read, [`Conv2d::pack_read`]; the tests check that against this).
+    #[cfg(test)]
     pub(super) fn pack_into(&self, back: bool, packed: &mut [f32]) {
         self.pack_rows(back, packed, |_| true);
     }
