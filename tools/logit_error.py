@@ -3,7 +3,9 @@
 (batch norms with random running statistics), saved as safetensors, a seeded input batch, each
 build's `cnnc run --weights` logits, and the same network in PyTorch (`cnnc export --to pytorch`)
 in float64 on that input. Prints, per spec and build, the largest absolute error and the largest
-error relative to the largest reference logit. Needs PyTorch (tools/.venv); from the repository
+error relative to the largest reference logit; then the same in training mode for every
+parameter's gradient of the cross-entropy loss (`cnnc run --train --grads`), the largest
+relative L2 error over the parameters and which one. Needs PyTorch (tools/.venv); from the repository
 root:
 
     tools/.venv/bin/python tools/logit_error.py --cnnc old=/path/cnnc --cnnc new=target/release/cnnc \
@@ -20,6 +22,7 @@ import tempfile
 
 import numpy as np
 import torch
+from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
 
@@ -80,6 +83,25 @@ def main():
                 err = np.abs(np.load(ypath).astype(np.float64) - ref)
                 print(f"{name:16} {label:8} max abs {err.max():.3e}  max rel {err.max() / scale:.3e}"
                       f"  (largest logit {scale:.3f}, batch {args.batch})")
+            labels = torch.arange(args.batch) * 7 % 10
+            lpath = os.path.join(tmp, f"{name}.labels.npy")
+            np.save(lpath, labels.numpy())
+            model.train()
+            loss = torch.nn.functional.cross_entropy(model(x.double()), labels)
+            loss.backward()
+            grads = {k: p.grad.numpy() for k, p in model.named_parameters()}
+            for label, cnnc in builds:
+                gpath = os.path.join(tmp, f"{name}.{label}.safetensors")
+                done = subprocess.run([cnnc, "run", spec, "--weights", weights, "--input", xpath,
+                                       "--train", "--labels", lpath, "--grads", gpath],
+                                      capture_output=True, text=True)
+                if done.returncode != 0:
+                    sys.exit(f"{cnnc} run --train failed:\n{done.stderr}")
+                got = load_file(gpath)
+                worst = max((np.linalg.norm(got[k].astype(np.float64) - g) / np.linalg.norm(g), k)
+                            for k, g in grads.items() if np.linalg.norm(g) > 0)
+                print(f"{name:16} {label:8} gradients: largest relative L2 error {worst[0]:.3e}"
+                      f" ({worst[1]})")
 
 
 if __name__ == "__main__":

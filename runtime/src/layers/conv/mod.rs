@@ -8,7 +8,8 @@
 //! One concern per file: [`geometry`] (sizes and layouts, and the output-size formula),
 //! [`plan`] (how the work is cut into tiles and tasks), [`pack`] (weights into panels),
 //! [`staging`] (inputs and gradients into the layouts the kernels read), [`tile`] (storing
-//! tiles), [`forward`], [`backward`] and [`fused_pool`].
+//! tiles), [`forward`], [`backward`], [`fused_pool`] and [`winograd`] (the forward of 3 x 3,
+//! stride-1 'same' convolutions of many channels as Winograd's F(2 x 2, 3 x 3)).
 
 mod backward;
 mod forward;
