@@ -85,9 +85,10 @@ fn batch_norm_without_running_statistics_infers_from_scratch_memory() {
     });
 }
 
-/// A block whose inference steps fold the batch norms, the residual add and the ReLUs into the
-/// convolutions' stores (their factors in scratch memory too).
-fn folded_block() -> cnnc_runtime::config::NetworkDef {
+/// A block of `c`-channel 3 x 3 convolutions over 8 x 8 images whose inference steps fold the
+/// batch norms, the residual add and the ReLUs into the convolutions' stores (their factors in
+/// scratch memory too); at 64 channels the convolutions take Winograd's path.
+fn folded_block(c: usize) -> cnnc_runtime::config::NetworkDef {
     use cnnc_runtime::config::{
         BatchNorm2dConfig, Conv2dConfig, LayerConfig, LayerDef, LinearConfig, NetworkDef, Source,
     };
@@ -95,9 +96,9 @@ fn folded_block() -> cnnc_runtime::config::NetworkDef {
         padding: [1, 1],
         padding_end: [1, 1],
         bias: false,
-        ..Conv2dConfig::new(8, 8, [3, 3])
+        ..Conv2dConfig::new(c, c, [3, 3])
     });
-    let bn = LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(8));
+    let bn = LayerConfig::BatchNorm2d(BatchNorm2dConfig::new(c));
     let layers = [
         (conv.clone(), vec![]),
         (bn.clone(), vec![]),
@@ -109,7 +110,7 @@ fn folded_block() -> cnnc_runtime::config::NetworkDef {
         (LayerConfig::FLATTEN, vec![]),
         (
             LayerConfig::Linear(LinearConfig {
-                in_features: 8 * 8 * 8,
+                in_features: c * 8 * 8,
                 out_features: 4,
                 bias: true,
             }),
@@ -117,7 +118,7 @@ fn folded_block() -> cnnc_runtime::config::NetworkDef {
         ),
     ];
     NetworkDef {
-        input: [8, 8, 8],
+        input: [c, 8, 8],
         layers: layers
             .into_iter()
             .enumerate()
@@ -138,19 +139,21 @@ fn a_warm_folded_predict_allocates_only_its_result() {
         .build()
         .unwrap();
     pool.install(|| {
-        let net = Network::new(&folded_block(), 0).unwrap();
-        assert!(net.eval_step_count() < net.step_count());
-        let x = Array4::from_shape_fn((4, 8, 8, 8), |(n, c, h, w)| {
-            ((n * 7 + c * 5 + h * 3 + w) % 17) as f32 / 17.0 - 0.5
-        });
-        let mut first = None;
-        let cold = allocations(|| first = Some(net.predict(x.view()).unwrap()));
-        let mut second = None;
-        let warm = allocations(|| second = Some(net.predict(x.view()).unwrap()));
-        assert_eq!(first, second);
-        assert!(
-            warm <= 3,
-            "{warm} allocations once warm (the first call made {cold})"
-        );
+        for channels in [8, 64] {
+            let net = Network::new(&folded_block(channels), 0).unwrap();
+            assert!(net.eval_step_count() < net.step_count());
+            let x = Array4::from_shape_fn((4, channels, 8, 8), |(n, c, h, w)| {
+                ((n * 7 + c * 5 + h * 3 + w) % 17) as f32 / 17.0 - 0.5
+            });
+            let mut first = None;
+            let cold = allocations(|| first = Some(net.predict(x.view()).unwrap()));
+            let mut second = None;
+            let warm = allocations(|| second = Some(net.predict(x.view()).unwrap()));
+            assert_eq!(first, second);
+            assert!(
+                warm <= 3,
+                "{channels} channels: {warm} allocations once warm (the first call made {cold})"
+            );
+        }
     });
 }

@@ -36,7 +36,7 @@ use super::{
 use crate::config::{Conv2dConfig, PaddingMode, Pool2dConfig};
 use crate::error::{Error, Result};
 use crate::init::{fan_in_bound, fill_uniform};
-use crate::kernels::gemm::{MR, NR, RunTable, panels};
+use crate::kernels::gemm::{MR, NR, RunTable, Seg, panels};
 use crate::param::{Entry, EntryRef, Param};
 use crate::scratch;
 use crate::tensor::{Mode, check_len};
@@ -78,6 +78,9 @@ pub struct Conv2d {
     /// of its real taps, one table a kernel row, with each one's first step in a forward panel
     /// ([`position_runs`]).
     positions: Vec<Vec<(RunTable, usize)>>,
+    /// The one run of a Winograd GEMM's rows: `in_channels` transformed values
+    /// ([`winograd`]).
+    winograd_runs: RunTable,
     /// Runs of an input-gradient receptive field in the padded `dy` (direct path; see
     /// [`Geom::back_runs`]).
     back_runs: RunTable,
@@ -201,6 +204,10 @@ impl Conv2d {
             bias,
             runs: RunTable::new(runs_in(g.runs(g.cin, wp), g.kh, g.kw, live_cols(&g))),
             positions: position_runs(&g),
+            winograd_runs: RunTable::new(vec![Seg {
+                offset: 0,
+                len: g.cin,
+            }]),
             back_runs: RunTable::new(runs_in(g.back_runs(wd), g.kh, g.kw, {
                 let cols = live_cols(&g);
                 g.kw - cols.end..g.kw - cols.start

@@ -17,7 +17,7 @@ use super::Conv2d;
 use super::forward::POSITIONS;
 use super::geometry::Geom;
 use super::tile::TileStore;
-use crate::kernels::gemm::{Epilogue, MR, NR, RunTable, Seg, Tile, panels, rows_panel_into};
+use crate::kernels::gemm::{Epilogue, MR, NR, Tile, panels, rows_panel_into};
 use crate::par;
 use crate::scratch;
 use crate::simd::multiversion;
@@ -204,10 +204,7 @@ impl Conv2d {
             input_transform(&lines, v, g.iw, cin);
         }
         // The GEMMs: position `p` of every tile, `[tiles x cin] x [cin x cout]`.
-        let runs = RunTable::new(vec![Seg {
-            offset: 0,
-            len: cin,
-        }]);
+        let runs = &self.winograd_runs;
         let zero_bias = [0.0; NR];
         let none = Epilogue::default();
         let per_tap = panels(g.cout) * cin * NR;
