@@ -752,7 +752,8 @@ pub(crate) fn isa() -> &'static str {
 ///   embedded broadcasts).
 /// - AVX2 (16 registers): blocks of 6 x 2 (6 rows x 16 columns: twelve accumulators, two
 ///   panel registers and a broadcast), two column blocks for the wide tile and two row blocks
-///   for the narrow one.
+///   for the narrow one. The weight gradient's blocks take turns over chunks of positions
+///   (`SUM_CHUNK_POSITIONS`), so the later ones read from L1.
 ///
 /// The accumulators are an array indexed by constants only: once the block's loops are
 /// unrolled the compiler keeps each in a register (a dynamically indexed array would be kept in
