@@ -547,6 +547,11 @@ impl Grid {
     }
 }
 
+/// About how many positions the x86 [`sum_outer`] passes over with each of a tile's register
+/// blocks in turn, where the tile is more than one block (AVX2): their operands (a `dy` line
+/// and one or two lines of the input a position) stay in L1 for the next block.
+const SUM_CHUNK_POSITIONS: usize = 128;
+
 /// `tile[i][j] = start[i][j] + sum over positions (m, r, c) in order (images, then rows, then
 /// columns) of a[a_rows[i] + p_a] * b[b0 + p_b + j]`, where `(p_a, p_b)` is the position's
 /// offset in each operand ([`Grid`]). `start` is [`Start::Zero`] or [`Start::Tile`].
@@ -747,7 +752,8 @@ pub(crate) fn isa() -> &'static str {
 ///   embedded broadcasts).
 /// - AVX2 (16 registers): blocks of 6 x 2 (6 rows x 16 columns: twelve accumulators, two
 ///   panel registers and a broadcast), two column blocks for the wide tile and two row blocks
-///   for the narrow one.
+///   for the narrow one. The weight gradient's blocks take turns over chunks of positions
+///   (`SUM_CHUNK_POSITIONS`), so the later ones read from L1.
 ///
 /// The accumulators are an array indexed by constants only: once the block's loops are
 /// unrolled the compiler keeps each in a register (a dynamically indexed array would be kept in
@@ -1215,13 +1221,19 @@ mod x86 {
         b: *const f32,
         g: Grid,
     ) {
-        blocks::<V, R, COLS, BR, BC>(tile, a_rows, |tile, a_rows, col| {
+        // The positions of images `m` and rows `rows` of each, for one register block.
+        let pass = |tile: &mut [[f32; NR]],
+                    a_rows: &[usize],
+                    col: usize,
+                    start: Start<'_>,
+                    images: std::ops::Range<usize>,
+                    rows: std::ops::Range<usize>| {
             // SAFETY: the caller checked the largest offset read from each operand; the tile's
             // rows hold `NR` floats each.
             unsafe {
                 let mut acc = Block::<V, BR, BC>::start(tile, col, start);
-                for m in 0..g.images {
-                    for r in 0..g.rows {
+                for m in images {
+                    for r in rows.clone() {
                         let (pa, pb) = g.at(m, r, 0);
                         let mut base = [a; BR];
                         for (at, &ar) in base.iter_mut().zip(a_rows) {
@@ -1236,7 +1248,29 @@ mod x86 {
                 }
                 acc.store(tile);
             }
-        });
+        };
+        if R == BR && COLS == BC * V::WIDTH {
+            // One block: one pass over every position.
+            blocks::<V, R, COLS, BR, BC>(tile, a_rows, |tile, a_rows, col| {
+                pass(tile, a_rows, col, start, 0..g.images, 0..g.rows);
+            });
+            return;
+        }
+        // Several blocks (AVX2): each pass over a few rows of an image at a time, every block
+        // in turn, so the blocks after the first read the chunk's `a` and `b` from L1 rather
+        // than all the positions again from L2. Each block's chains go on across the chunks
+        // from the values it stored in the tile.
+        let chunk = (super::SUM_CHUNK_POSITIONS / g.cols.max(1)).max(1);
+        let mut start = start;
+        for m in 0..g.images {
+            for r0 in (0..g.rows).step_by(chunk) {
+                let rows = r0..(r0 + chunk).min(g.rows);
+                blocks::<V, R, COLS, BR, BC>(tile, a_rows, |tile, a_rows, col| {
+                    pass(tile, a_rows, col, start, m..m + 1, rows.clone());
+                });
+                start = Start::Tile;
+            }
+        }
     }
 
     /// [`super::fma_loop`]: `iters` steps of each 6 x 2 register block of the 6 x 32 tile.
@@ -1726,6 +1760,98 @@ mod tests {
                     )
                 };
                 check(&short, NARROW_NR, "sum_outer_short", true);
+            }
+        }
+    }
+
+    /// Grids longer than a chunk of positions ([`SUM_CHUNK_POSITIONS`]: several chunks in
+    /// an image, the last partial; rows longer than a chunk; several images), on every path,
+    /// wide, narrow and short tiles, from zeros and from the tile: each element is the chain
+    /// over every position in order, bit for bit, however the blocks take turns.
+    #[test]
+    fn sum_outer_over_many_positions_is_one_fma_chain_per_element() {
+        let chunk = SUM_CHUNK_POSITIONS;
+        for (images, rows, cols) in [(2, 3 * chunk / 5 + 1, 5), (3, 2, chunk + 3), (1, 1, 1)] {
+            let g = Grid {
+                images,
+                rows,
+                cols,
+                a_image: rows * (cols * 3 + 1) + 17,
+                a_row: cols * 3 + 1,
+                a_col: 3,
+                b_image: rows * (cols * 20 + 4) + 9,
+                b_row: cols * 20 + 4,
+                b_col: 20,
+            };
+            let a = values(images * g.a_image + 40, 9);
+            let b = values(images * g.b_image + NR, 10);
+            let a_rows = [0, 1, 2, 5, 30, 31, 32, 33, 7, 8, 9, 10];
+            let init = values(NARROW_MR * NR, 11);
+            let init: NarrowTile =
+                std::array::from_fn(|i| std::array::from_fn(|j| init[i * NR + j]));
+            let chain = |ar: usize, j: usize, first: f32| {
+                let mut acc = first;
+                for m in 0..g.images {
+                    for r in 0..g.rows {
+                        for c in 0..g.cols {
+                            let (pa, pb) = g.at(m, r, c);
+                            acc = a[ar + pa].mul_add(b[pb + j], acc);
+                        }
+                    }
+                }
+                acc
+            };
+            assert!(check_sum_outer(&a, &a_rows, &b, NR, g));
+            for path in paths() {
+                for start in [Start::Zero, Start::Tile] {
+                    let check = |tile: &[[f32; NR]], cols: usize, what: &str| {
+                        for (i, got) in tile.iter().enumerate() {
+                            for (j, &got) in got.iter().enumerate() {
+                                let want = match (j < cols, start) {
+                                    (false, _) => init[i][j],
+                                    (true, Start::Zero) => chain(a_rows[i], j, 0.0),
+                                    (true, _) => chain(a_rows[i], j, init[i][j]),
+                                };
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "{path:?} {what} {start:?} {images}x{rows}x{cols} ({i}, {j})"
+                                );
+                            }
+                        }
+                    };
+                    let mut wide: Tile = std::array::from_fn(|i| init[i]);
+                    let wide_rows = a_rows[..MR].try_into().expect("MR rows");
+                    // SAFETY: `paths` holds what the CPU runs; the reads were checked above.
+                    unsafe {
+                        sum_outer_on::<MR, NR>(path, &mut wide, start, &a, wide_rows, &b, 0, g)
+                    };
+                    check(&wide, NR, "sum_outer");
+                    let mut narrow = init;
+                    // SAFETY: as above.
+                    unsafe {
+                        sum_outer_on::<NARROW_MR, NARROW_NR>(
+                            path,
+                            &mut narrow,
+                            start,
+                            &a,
+                            &a_rows,
+                            &b,
+                            0,
+                            g,
+                        )
+                    };
+                    check(&narrow, NARROW_NR, "sum_outer_narrow");
+                    let mut short: ShortTile = std::array::from_fn(|i| init[i]);
+                    let short_rows = a_rows[..SHORT_MR].try_into().expect("SHORT_MR rows");
+                    // SAFETY: as above.
+                    unsafe {
+                        sum_outer_on::<SHORT_MR, NARROW_NR>(
+                            path, &mut short, start, &a, short_rows, &b, 0, g,
+                        )
+                    };
+                    check(&short, NARROW_NR, "sum_outer_short");
+                }
             }
         }
     }

@@ -270,6 +270,15 @@ impl Conv2d {
                     dilation: g.dh,
                     kh: g.kh,
                 };
+                // Tiles within these input rows keep every kernel row: no hull to find.
+                let interior = kernel_rows.interior();
+                let taps = |span: (usize, usize)| {
+                    if interior.contains(&span.0) && interior.contains(&span.1) {
+                        0..g.kh
+                    } else {
+                        kernel_rows.hull(span)
+                    }
+                };
                 let tile = tile_pixels(g.cin);
                 let per_task = pixels_per_task(rows, tile);
                 par::chunks_mut(
@@ -281,14 +290,18 @@ impl Conv2d {
                         // One tile for the task (the kernels start each from zeros): not a
                         // 1.5 KB array zeroed for every twelve pixels. The tiles find their
                         // pixels from a cursor, without two divisions a tile.
+                        // Each tile's offsets go into one array for the task, written as the
+                        // kernel reads them (an array returned and copied whole stalled on
+                        // store forwarding: a third of this loop's own time).
                         let mut cursor = pixels.cursor(first);
                         if tile == NARROW_MR {
                             // At most 16 input channels: the narrow tiles.
                             let mut acc: NarrowTile = [[0.0; NR]; NARROW_MR];
+                            let mut rows_at = [0; NARROW_MR];
                             for t in (first..end).step_by(NARROW_MR) {
-                                let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t, end);
-                                let taps = kernel_rows.hull(span);
-                                let (runs, panel) = kernel_rows.select(taps, runs, packed_back);
+                                let span = pixels.tile_rows_into(&mut cursor, &mut rows_at, t, end);
+                                let (runs, panel) =
+                                    kernel_rows.select(taps(span), runs, packed_back);
                                 let out = &mut dx_task[(t - first) * g.cin..];
                                 if t + NARROW_MR <= end && g.cin == NARROW_NR {
                                     // A whole tile: stored straight into its pixels.
@@ -309,9 +322,10 @@ impl Conv2d {
                             return;
                         }
                         let mut tile: Tile = [[0.0; NR]; MR];
+                        let mut rows_at = [0; MR];
                         for t in (first..end).step_by(MR) {
-                            let (rows_at, span) = pixels.tile_rows_from(&mut cursor, t, end);
-                            let taps = kernel_rows.hull(span);
+                            let span = pixels.tile_rows_into(&mut cursor, &mut rows_at, t, end);
+                            let taps = taps(span);
                             for j in 0..panels(g.cin) {
                                 let panel = &packed_back[j * kb * NR..];
                                 let (runs, panel) = kernel_rows.select(taps.clone(), runs, panel);
@@ -483,61 +497,52 @@ impl Conv2d {
                     }
                     let runs = phase.runs.all();
                     let panel = |j: usize| &phase_panels[(j * total + phase.panels) * NR..];
+                    // The phase's `dy` from its pixel `(0, 0)`'s reads, its `dx` from that
+                    // pixel, so that a tile's offsets go to the kernel as the cursors write them
+                    // into the task's arrays (an array mapped whole after scalar stores stalls on
+                    // store forwarding).
+                    let (src, out) = (&dyp[phase.base..], &mut dx_task[origin..]);
                     // Cursors over the phase's pixels in `dy` and in `dx_task`.
                     let (mut from, mut to) = (pixels.cursor(first), outputs.cursor(0));
                     if g.cin <= NARROW_NR {
+                        let (mut rows_at, mut dst) = ([0; NARROW_MR], [0; NARROW_MR]);
                         for t in (first..end).step_by(NARROW_MR) {
-                            let (rows_at, _) = pixels.tile_rows_from(&mut from, t, end);
-                            let rows_at = rows_at.map(|r| r + phase.base);
-                            let (dst, _) = outputs.tile_rows_from::<NARROW_MR>(
-                                &mut to,
-                                t - first,
-                                end - first,
-                            );
+                            pixels.tile_rows_into(&mut from, &mut rows_at, t, end);
+                            outputs.tile_rows_into(&mut to, &mut dst, t - first, end - first);
                             if t + NARROW_MR <= end && g.cin == NARROW_NR {
                                 // A whole tile: stored straight into its pixels.
-                                let at = dst.map(|at| origin + at);
-                                rows_panel_narrow_to(
-                                    dx_task,
-                                    &at,
-                                    add,
-                                    dyp,
-                                    &rows_at,
-                                    runs,
-                                    panel(0),
-                                );
+                                rows_panel_narrow_to(out, &dst, add, src, &rows_at, runs, panel(0));
                                 continue;
                             }
                             rows_panel_narrow(
                                 &mut narrow,
                                 Start::Zero,
-                                dyp,
+                                src,
                                 &rows_at,
                                 runs,
                                 panel(0),
                             );
-                            for (row, at) in narrow.iter().zip(dst).take(end - t) {
-                                put(&mut dx_task[origin + at..], row, g.cin, add);
+                            for (row, &at) in narrow.iter().zip(&dst).take(end - t) {
+                                put(&mut out[at..], row, g.cin, add);
                             }
                         }
                         continue;
                     }
+                    let (mut rows_at, mut dst) = ([0; MR], [0; MR]);
                     for t in (first..end).step_by(MR) {
-                        let (rows_at, _) = pixels.tile_rows_from(&mut from, t, end);
-                        let rows_at = rows_at.map(|r| r + phase.base);
-                        let (dst, _) =
-                            outputs.tile_rows_from::<MR>(&mut to, t - first, end - first);
+                        pixels.tile_rows_into(&mut from, &mut rows_at, t, end);
+                        outputs.tile_rows_into(&mut to, &mut dst, t - first, end - first);
                         for j in 0..panels(g.cin) {
                             let cols = NR.min(g.cin - j * NR);
+                            let out = &mut out[j * NR..];
                             if t + MR <= end && cols == NR {
                                 // A whole tile: stored straight into its pixels.
-                                let at = dst.map(|at| origin + at + j * NR);
-                                rows_panel_to(dx_task, &at, add, dyp, &rows_at, runs, panel(j));
+                                rows_panel_to(out, &dst, add, src, &rows_at, runs, panel(j));
                                 continue;
                             }
-                            rows_panel(&mut wide, Start::Zero, dyp, &rows_at, runs, panel(j));
-                            for (row, at) in wide.iter().zip(dst).take(end - t) {
-                                put(&mut dx_task[origin + at + j * NR..], row, cols, add);
+                            rows_panel(&mut wide, Start::Zero, src, &rows_at, runs, panel(j));
+                            for (row, &at) in wide.iter().zip(&dst).take(end - t) {
+                                put(&mut out[at..], row, cols, add);
                             }
                         }
                     }

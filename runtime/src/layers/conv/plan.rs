@@ -48,14 +48,16 @@ impl PixelGrid {
     /// Offsets of the `R` pixels `first..first + R` (in batch order; the last one repeated
     /// past `end`), with two divisions per tile rather than two per pixel, and the lowest and
     /// highest image row among them. (The layers walk their tiles with
-    /// [`PixelGrid::tile_rows_from`]; the tests check that walk against this.)
+    /// [`PixelGrid::tile_rows_into`]; the tests check that walk against this.)
     #[cfg(test)]
     pub(super) fn tile_rows<const R: usize>(
         &self,
         first: usize,
         end: usize,
     ) -> ([usize; R], (usize, usize)) {
-        self.tile_rows_from(&mut self.cursor(first), first, end)
+        let mut rows = [0; R];
+        let span = self.tile_rows_into(&mut self.cursor(first), &mut rows, first, end);
+        (rows, span)
     }
 
     /// Image, row and column of pixel `first` (in batch order).
@@ -65,23 +67,11 @@ impl PixelGrid {
     }
 
     /// [`PixelGrid::tile_rows`] from `cursor`, pixel `first`'s place ([`PixelGrid::cursor`]),
-    /// which it leaves at pixel `first + R` when that is before `end`: the tiles of a task in
-    /// order find their pixels without the two divisions a tile.
-    #[inline(always)]
-    pub(super) fn tile_rows_from<const R: usize>(
-        &self,
-        cursor: &mut [usize; 3],
-        first: usize,
-        end: usize,
-    ) -> ([usize; R], (usize, usize)) {
-        let mut rows = [0; R];
-        let span = self.tile_rows_into(cursor, &mut rows, first, end);
-        (rows, span)
-    }
-
-    /// [`PixelGrid::tile_rows_from`] into `rows`, the array a task's tiles reuse: a tile's
+    /// which it leaves at pixel `first + R` when that is before `end`, into `rows`, the array
+    /// a task's tiles reuse: the tiles of a task in order find their pixels without the two
+    /// divisions a tile, and the kernel reads the offsets where they were written (a tile's
     /// offsets written as scalars and then copied whole into the array the kernel reads stalled
-    /// on store forwarding (~2 % of a forward's time).
+    /// on store forwarding: ~2 % of a forward's time, a third of the input gradient's own).
     #[inline(always)]
     pub(super) fn tile_rows_into<const R: usize>(
         &self,
@@ -266,9 +256,10 @@ mod tests {
             let pixels = 5 * h * w;
             for first in [0, 1, w, h * w - 1, 2 * h * w + 1] {
                 for end in [first + 1, first + 11, first + 12, first + 13, pixels] {
-                    let mut cursor = grid.cursor(first);
+                    let (mut cursor, mut rows_at) = (grid.cursor(first), [0; 12]);
                     for t in (first..end).step_by(12) {
-                        let walked = grid.tile_rows_from::<12>(&mut cursor, t, end);
+                        let span = grid.tile_rows_into(&mut cursor, &mut rows_at, t, end);
+                        let walked = (rows_at, span);
                         assert_eq!(walked, grid.tile_rows::<12>(t, end), "{h}x{w} {t} {end}");
                         // Each pixel by its own divisions.
                         let place = |p: usize| {
