@@ -7,7 +7,8 @@ use rayon::prelude::*;
 use super::Conv2d;
 use super::pack::live_tap;
 use super::plan::{
-    KernelRows, PixelGrid, WGRAD_GROUP_BYTES, WgradBlock, pixels_per_task, tile_pixels,
+    GROUP_TILES, KernelRows, PixelGrid, RowChunks, WGRAD_GROUP_BYTES, WgradBlock, pixels_per_task,
+    tile_pixels,
 };
 use super::tile::{add_pixels, store};
 use crate::kernels::gemm::{
@@ -281,6 +282,7 @@ impl Conv2d {
                 };
                 let tile = tile_pixels(g.cin);
                 let per_task = pixels_per_task(rows, tile);
+                let row_chunks = RowChunks::new(kb, g.kh);
                 par::chunks_mut(
                     &mut dx[..rows * g.cin],
                     per_task * g.cin,
@@ -318,6 +320,47 @@ impl Conv2d {
                                     panel,
                                 );
                                 store_narrow(&acc, out, end - t, g.cin, add);
+                            }
+                            return;
+                        }
+                        if let Some(chunks) = row_chunks {
+                            // Panels larger than L1: a group of tiles at a time, a chunk of
+                            // kernel rows over each in turn.
+                            let mut tiles = [[[0.0; NR]; MR]; GROUP_TILES];
+                            let mut rows_at = [[0; MR]; GROUP_TILES];
+                            let mut taps = [(0, 0); GROUP_TILES];
+                            for group in (first..end).step_by(GROUP_TILES * MR) {
+                                let count = (end - group).div_ceil(MR).min(GROUP_TILES);
+                                for i in 0..count {
+                                    let t = group + i * MR;
+                                    let span =
+                                        pixels.tile_rows_into(&mut cursor, &mut rows_at[i], t, end);
+                                    let hull = kernel_rows.hull(span);
+                                    taps[i] = (hull.start, hull.end);
+                                }
+                                for j in 0..panels(g.cin) {
+                                    let panel = &packed_back[j * kb * NR..];
+                                    let (tiles, rows_at) = (&mut tiles[..count], &rows_at[..count]);
+                                    chunks.tiles(
+                                        tiles,
+                                        Start::Zero,
+                                        dyp,
+                                        rows_at,
+                                        &taps[..count],
+                                        &kernel_rows,
+                                        runs,
+                                        panel,
+                                    );
+                                    let cols = NR.min(g.cin - j * NR);
+                                    for (i, tile) in tiles.iter().enumerate() {
+                                        let t = group + i * MR;
+                                        let out = &mut dx_task[(t - first) * g.cin + j * NR..];
+                                        let rows = tile.iter().zip(out.chunks_mut(g.cin));
+                                        for (row, dst) in rows.take(MR.min(end - t)) {
+                                            put(dst, row, cols, add);
+                                        }
+                                    }
+                                }
                             }
                             return;
                         }

@@ -7,7 +7,9 @@
 use super::fused_pool::{FusedPool, pool_bands};
 use super::geometry::Geom;
 use super::pack::live_cols;
-use super::plan::{KernelRows, PixelGrid, gcd, pixels_per_task, tile_pixels};
+use super::plan::{
+    GROUP_TILES, KernelRows, PixelGrid, RowChunks, gcd, pixels_per_task, tile_pixels,
+};
 use super::tile::TileStore;
 use super::{Apply, Conv2d};
 use crate::error::Result;
@@ -255,6 +257,7 @@ impl Conv2d {
         // A fused pool's bands are not whole images; fewer images than a tile's rows would
         // compute mostly repeated rows.
         let by_position = !self.positions.is_empty() && pool.is_none() && batch >= MR;
+        let row_chunks = RowChunks::new(k, g.kh);
         let convolve = |xp: &[f32], base: usize, first: usize, end: usize, out: &mut [f32]| {
             if tile == NARROW_MR {
                 // At most 16 channels: twice the pixels a tile, all of its columns real.
@@ -321,6 +324,46 @@ impl Conv2d {
                             let out = &mut out[(t - first) * stride + offset + j * NR..];
                             let shape = [rows, NR.min(n - j * NR), count * stride];
                             store.store(&tile, out, shape, t * stride, j);
+                        }
+                    }
+                }
+                return;
+            }
+            if let Some(chunks) = row_chunks {
+                // Panels larger than L1: a group of tiles at a time, a chunk of kernel rows
+                // over each in turn.
+                let mut tiles = [[[0.0; NR]; MR]; GROUP_TILES];
+                let mut rows_at = [[0; MR]; GROUP_TILES];
+                let mut taps = [(0, 0); GROUP_TILES];
+                let mut cursor = pixels.cursor(first - base);
+                for group in (first..end).step_by(GROUP_TILES * MR) {
+                    let count = (end - group).div_ceil(MR).min(GROUP_TILES);
+                    for (i, (rows_at, taps)) in rows_at.iter_mut().zip(&mut taps).enumerate() {
+                        let t = group + i * MR;
+                        if i < count {
+                            let span =
+                                pixels.tile_rows_into(&mut cursor, rows_at, t - base, end - base);
+                            let hull = if inside(span) {
+                                0..g.kh
+                            } else {
+                                kernel_rows.hull(span)
+                            };
+                            *taps = (hull.start, hull.end);
+                        }
+                    }
+                    for j in 0..panels(n) {
+                        let bias = bias_row[j * NR..(j + 1) * NR]
+                            .try_into()
+                            .expect("NR values");
+                        let (tiles, panel) = (&mut tiles[..count], &packed[j * k * NR..]);
+                        let (rows_at, taps) = (&rows_at[..count], &taps[..count]);
+                        let start = Start::Row(bias);
+                        chunks.tiles(tiles, start, xp, rows_at, taps, &kernel_rows, runs, panel);
+                        for (i, tile) in tiles.iter().enumerate() {
+                            let t = group + i * MR;
+                            let out = &mut out[(t - first) * stride + offset + j * NR..];
+                            let (rows, cols) = (MR.min(end - t), NR.min(n - j * NR));
+                            store.store(tile, out, [rows, cols, stride], t * stride, j);
                         }
                     }
                 }

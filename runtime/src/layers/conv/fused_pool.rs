@@ -7,7 +7,7 @@ use super::Conv2d;
 use super::geometry::Geom;
 use super::plan::{gcd, tile_pixels};
 use crate::config::Pool2dConfig;
-use crate::kernels::window::{NONE, Wide, Window};
+use crate::kernels::window::{NONE, Tiles, Wide};
 use crate::layers::grow;
 
 /// A max pool fused into the convolution after its fused ReLU ([`Conv2d::fuse_max_pool`]):
@@ -86,7 +86,15 @@ pub(super) fn pool_bands(
     grow(&mut pool.bands, lanes * m * row_pixels * n, 0.0);
     grow(&mut pool.argmax, ny, NONE);
     let wide = Wide::detect();
-    let (kh, kw) = (pool.kh, pool.kw);
+    // The pool's windows over a band, pooled in one call.
+    let tiles = Tiles {
+        kh: pool.kh,
+        kw: pool.kw,
+        per_row: pool.ow,
+        row: g.ow * n,
+        col: n,
+        c: n,
+    };
     y.par_chunks_mut(per_lane * out_row)
         .zip(pool.argmax[..ny].par_chunks_mut(per_lane * out_row))
         .zip(pool.bands.par_chunks_mut(m * row_pixels * n))
@@ -101,21 +109,7 @@ pub(super) fn pool_bands(
                 let rows = out.len() / out_row;
                 let first = first_row * row_pixels;
                 convolve(first, first + rows * row_pixels, band);
-                for (p, (out, argmax)) in out
-                    .chunks_exact_mut(n)
-                    .zip(argmax.chunks_exact_mut(n))
-                    .enumerate()
-                {
-                    let (r, px) = (p / pool.ow, p % pool.ow);
-                    let window = Window::strided(
-                        r * kh..(r + 1) * kh,
-                        px * kw..(px + 1) * kw,
-                        g.ow * n,
-                        n,
-                        n,
-                    );
-                    window.max(wide, band, out, argmax, true);
-                }
+                tiles.max(wide, band, out, argmax, true);
             }
         });
     pool.indexed = ny;

@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use super::geometry::Geom;
-use crate::kernels::gemm::{MR, NARROW_MR, NARROW_NR, NR, RunTable, Runs};
+use crate::kernels::gemm::{MR, NARROW_MR, NARROW_NR, NR, RunTable, Runs, Start, Tile, rows_panel};
 
 /// Most output pixels per parallel task in the forward and input-gradient passes (in whole tiles;
 /// the results do not depend on it).
@@ -173,6 +173,74 @@ impl KernelRows {
     }
 }
 
+/// Most bytes of a panel the tiles read whole (an L1 holds 32 to 48 KiB): a larger one (the
+/// seed's 5 x 5 layers over 32 and 64 channels: 100 and 200 KB) is read a chunk of kernel rows
+/// at a time over a group of tiles ([`RowChunks`]).
+const PANEL_L1_BYTES: usize = 40 * 1024;
+
+/// Most bytes of panel rows in one chunk, unless one kernel row is larger.
+const CHUNK_BYTES: usize = 24 * 1024;
+
+/// Tiles a chunk of kernel rows passes over while its panel rows stay in L1.
+pub(super) const GROUP_TILES: usize = 8;
+
+/// How a layer whose panels are larger than L1 convolves a group of tiles: each chunk of kernel
+/// rows over every tile of the group while its panel rows stay in L1, each tile's chains going
+/// on from the chunk before. The steps of each chain are those of a tile computed whole, in the
+/// same order, so the values are too.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RowChunks {
+    /// Kernel rows a chunk.
+    rows: usize,
+    kh: usize,
+}
+
+impl RowChunks {
+    /// The chunks for panels of `steps` rows over `kh` kernel rows, or `None` where a panel
+    /// fits L1 (or has one kernel row: a 1 x 1 convolution's panel is read whole).
+    pub(super) fn new(steps: usize, kh: usize) -> Option<Self> {
+        let row_bytes = steps / kh.max(1) * NR * std::mem::size_of::<f32>();
+        (kh > 1 && kh * row_bytes > PANEL_L1_BYTES).then(|| RowChunks {
+            rows: (CHUNK_BYTES / row_bytes).max(1),
+            kh,
+        })
+    }
+
+    /// Tiles `tiles` (at most [`GROUP_TILES`]) of one panel: tile `i` from `start` over the
+    /// kernel rows `taps[i]` of `panel` (whose runs are `runs`, [`KernelRows::select`]), its
+    /// rows at `rows_at[i]` in `a`. A tile without taps is its start.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn tiles(
+        self,
+        tiles: &mut [Tile],
+        start: Start<'_>,
+        a: &[f32],
+        rows_at: &[[usize; MR]],
+        taps: &[(usize, usize)],
+        kernel_rows: &KernelRows,
+        runs: &RunTable,
+        panel: &[f32],
+    ) {
+        for chunk in (0..self.kh).step_by(self.rows) {
+            let chunk = chunk..(chunk + self.rows).min(self.kh);
+            for ((tile, rows_at), &(lo, hi)) in tiles.iter_mut().zip(rows_at).zip(taps) {
+                let read = lo.max(chunk.start)..hi.min(chunk.end);
+                if read.is_empty() && !(lo == hi && chunk.start == 0) {
+                    continue;
+                }
+                // The chunk with the tile's first kernel row starts its chains.
+                let from = if chunk.start <= lo {
+                    start
+                } else {
+                    Start::Tile
+                };
+                let (runs, panel) = kernel_rows.select(read, runs, panel);
+                rows_panel(tile, from, a, rows_at, runs, panel);
+            }
+        }
+    }
+}
+
 /// At most `MR` consecutive rows of the weight gradient (reduction steps, `(ky, kx, ci)`), what
 /// one gradient tile covers; `NARROW_MR` when the layer's `cout` fits a narrow tile. A block may
 /// span runs: each row has its own offset.
@@ -238,6 +306,7 @@ pub(super) fn gcd(a: usize, b: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::gemm::Seg;
 
     /// Walking a task's tiles from a cursor gives each tile the pixels and rows that finding it
     /// from its first pixel gives, and those are each pixel's own place (the last repeated past
@@ -273,6 +342,75 @@ mod tests {
                         assert_eq!(walked.0.to_vec(), rows, "{h}x{w} {t} {end}");
                         assert_eq!(Some(walked.1), low.zip(high), "{h}x{w} {t} {end}");
                     }
+                }
+            }
+        }
+    }
+
+    /// A group of tiles convolved a chunk of kernel rows at a time gives each tile the bits of
+    /// the tile convolved whole over its kernel rows, whatever the chunk: from a bias row or
+    /// zeros, over tiles whose kernel rows start and end anywhere (none at all included).
+    #[test]
+    fn chunks_of_kernel_rows_give_the_whole_tiles_bits() {
+        let (kh, per_row, width) = (5, 3, 40);
+        let segs: Vec<Seg> = (0..kh * per_row)
+            .map(|r| Seg {
+                offset: r / per_row * width + r % per_row * 11,
+                len: 7 + r % 3,
+            })
+            .collect();
+        let steps = segs.iter().map(|s| s.len).sum::<usize>();
+        let runs = RunTable::new(segs);
+        let values = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 + seed * 104_729) % 1999) as f32 / 999.5 - 1.0)
+                .collect()
+        };
+        let (a, panel) = (values(64 * 64, 1), values(steps * NR, 2));
+        let bias: [f32; NR] = values(NR, 3).try_into().expect("NR values");
+        let kernel_rows = KernelRows {
+            lo: 0,
+            hi: kh,
+            stride: 1,
+            dilation: 1,
+            kh,
+        };
+        let taps = [(0, 5), (1, 4), (2, 3), (0, 0), (3, 5), (0, 2), (4, 5)];
+        let rows_at: Vec<[usize; MR]> = (0..taps.len())
+            .map(|t| std::array::from_fn(|i| (t * 37 + i * 13) % 200))
+            .collect();
+        for start in [Start::Row(&bias), Start::Zero] {
+            let want: Vec<Tile> = taps
+                .iter()
+                .zip(&rows_at)
+                .map(|(&(lo, hi), rows_at)| {
+                    let mut tile = [[f32::NAN; NR]; MR];
+                    let (runs, panel) = kernel_rows.select(lo..hi, &runs, &panel);
+                    rows_panel(&mut tile, start, &a, rows_at, runs, panel);
+                    tile
+                })
+                .collect();
+            for rows in 1..=kh {
+                let mut tiles = vec![[[f32::NAN; NR]; MR]; taps.len()];
+                let chunks = RowChunks { rows, kh };
+                chunks.tiles(
+                    &mut tiles,
+                    start,
+                    &a,
+                    &rows_at,
+                    &taps,
+                    &kernel_rows,
+                    &runs,
+                    &panel,
+                );
+                for (i, (got, want)) in tiles.iter().zip(&want).enumerate() {
+                    let bits = |t: &Tile| {
+                        t.as_flattened()
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(bits(got), bits(want), "tile {i}, {rows} rows a chunk");
                 }
             }
         }

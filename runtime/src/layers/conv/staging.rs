@@ -5,7 +5,7 @@ use super::fused_pool::FusedPool;
 use super::geometry::Geom;
 use super::{Conv2d, NormGrad, check_backward};
 use crate::error::{Error, Result};
-use crate::kernels::window::{Wide, Window};
+use crate::kernels::window::{Tiles, Wide};
 use crate::par;
 
 impl Geom {
@@ -112,14 +112,15 @@ impl Geom {
             }
             let at = n * pooled;
             let (argmax, dy) = (&pool.argmax[at..at + pooled], &dy[at..at + pooled]);
-            let pixels = argmax.chunks_exact(g.cout).zip(dy.chunks_exact(g.cout));
-            for (p, (argmax, dy)) in pixels.enumerate() {
-                let (py, px) = (p / pool.ow, p % pool.ow);
-                let rows = top + py * pool.kh..top + (py + 1) * pool.kh;
-                let cols = left + px * pool.kw..left + (px + 1) * pool.kw;
-                let window = Window::strided(rows, cols, wd * cs, cs, g.cout);
-                window.store(wide, argmax, dy, dst);
-            }
+            let tiles = Tiles {
+                kh: pool.kh,
+                kw: pool.kw,
+                per_row: pool.ow,
+                row: wd * cs,
+                col: cs,
+                c: g.cout,
+            };
+            tiles.store(wide, argmax, dy, &mut dst[(top * wd + left) * cs..]);
         });
     }
 }
