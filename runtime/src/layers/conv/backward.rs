@@ -271,15 +271,7 @@ impl Conv2d {
                     dilation: g.dh,
                     kh: g.kh,
                 };
-                // Tiles within these input rows keep every kernel row: no hull to find.
-                let interior = kernel_rows.interior();
-                let taps = |span: (usize, usize)| {
-                    if interior.contains(&span.0) && interior.contains(&span.1) {
-                        0..g.kh
-                    } else {
-                        kernel_rows.hull(span)
-                    }
-                };
+                let taps = kernel_rows.taps();
                 let tile = tile_pixels(g.cin);
                 let per_task = pixels_per_task(rows, tile);
                 let row_chunks = RowChunks::new(kb, g.kh);

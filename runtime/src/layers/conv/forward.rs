@@ -242,10 +242,7 @@ impl Conv2d {
             kh: g.kh,
         };
         let tile = tile_pixels(n);
-        // Tiles within these output rows keep every kernel row: no hull to find.
-        let interior = kernel_rows.interior();
-        let inside =
-            |(low, high): (usize, usize)| interior.contains(&low) && interior.contains(&high);
+        let taps_of = kernel_rows.taps();
         // The bias as a narrow tile's start (the bias row may be narrower than a panel).
         let mut narrow_bias = [0.0; NR];
         let m = bias_row.len().min(NR);
@@ -269,11 +266,7 @@ impl Conv2d {
                 for t in (first..end).step_by(NARROW_MR) {
                     let span =
                         pixels.tile_rows_into(&mut cursor, &mut rows_at, t - base, end - base);
-                    let taps = if inside(span) {
-                        0..g.kh
-                    } else {
-                        kernel_rows.hull(span)
-                    };
+                    let taps = taps_of(span);
                     let (runs, panel) = kernel_rows.select(taps, runs, packed);
                     if t + NARROW_MR <= end && n == NARROW_NR {
                         // A whole tile: stored straight into its output rows.
@@ -343,11 +336,7 @@ impl Conv2d {
                         if i < count {
                             let span =
                                 pixels.tile_rows_into(&mut cursor, rows_at, t - base, end - base);
-                            let hull = if inside(span) {
-                                0..g.kh
-                            } else {
-                                kernel_rows.hull(span)
-                            };
+                            let hull = taps_of(span);
                             *taps = (hull.start, hull.end);
                         }
                     }
@@ -374,11 +363,7 @@ impl Conv2d {
             let mut rows_at = [0; MR];
             for t in (first..end).step_by(MR) {
                 let span = pixels.tile_rows_into(&mut cursor, &mut rows_at, t - base, end - base);
-                let taps = if inside(span) {
-                    0..g.kh
-                } else {
-                    kernel_rows.hull(span)
-                };
+                let taps = taps_of(span);
                 for j in 0..panels(n) {
                     let bias = bias_row[j * NR..(j + 1) * NR]
                         .try_into()
@@ -523,7 +508,7 @@ pub(super) enum Padded<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::Conv2dConfig;
     use crate::init::init_rng;
@@ -541,8 +526,13 @@ mod tests {
         Conv2d::new("conv", &config, [hw, hw], &mut init_rng(7)).expect("a valid convolution")
     }
 
-    /// The convolution of `x` (`[N][H][W][cin]`) by the definition, in f64.
-    fn reference(layer: &Conv2d, x: &[f32], batch: usize) -> Vec<f64> {
+    /// The convolution of `x` (`[N][H][W][cin]`) by the definition, in f64, and each output's
+    /// sum of the products' magnitudes (what its rounding error scales with).
+    pub(in crate::layers::conv) fn reference(
+        layer: &Conv2d,
+        x: &[f32],
+        batch: usize,
+    ) -> Vec<(f64, f64)> {
         let g = layer.g;
         let w = layer.weight.value.as_standard_layout();
         let w = w.as_slice().expect("contiguous");
@@ -555,7 +545,8 @@ mod tests {
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
                     for co in 0..g.cout {
-                        let mut sum = bias.map_or(0.0, |b| f64::from(b[co]));
+                        let b = bias.map_or(0.0, |b| f64::from(b[co]));
+                        let (mut sum, mut mag) = (b, b.abs());
                         for ((ky, kx), ci) in (0..g.kh)
                             .flat_map(|ky| (0..g.kw).map(move |kx| (ky, kx)))
                             .flat_map(|tap| (0..g.cin).map(move |ci| (tap, ci)))
@@ -566,12 +557,13 @@ mod tests {
                                 && iy < g.ih
                                 && ix < g.iw
                             {
-                                let v = x[((n * g.ih + iy) * g.iw + ix) * g.cin + ci];
-                                let wt = w[((co * g.cin + ci) * g.kh + ky) * g.kw + kx];
-                                sum += f64::from(v) * f64::from(wt);
+                                let v = f64::from(x[((n * g.ih + iy) * g.iw + ix) * g.cin + ci]);
+                                let wt = f64::from(w[((co * g.cin + ci) * g.kh + ky) * g.kw + kx]);
+                                sum += v * wt;
+                                mag += (v * wt).abs();
                             }
                         }
-                        y.push(sum);
+                        y.push((sum, mag));
                     }
                 }
             }
@@ -645,7 +637,7 @@ mod tests {
                     .expect("forward");
                 let mut inferred = vec![f32::NAN; batch * ny];
                 layer.infer(&x, &mut inferred, batch).expect("inference");
-                let want = reference(&layer, &x, batch);
+                let want = reference(&layer, &x, batch).into_iter().map(|(sum, _)| sum);
                 for ((&got, &inf), want) in y.iter().zip(&inferred).zip(want) {
                     assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
                     assert_eq!(got.to_bits(), inf.to_bits());
@@ -674,7 +666,7 @@ mod tests {
             for batch in [1, 5, 96] {
                 let (nx, ny) = (layer.input_shape().numel(), layer.output_shape().numel());
                 let x = values(batch * nx, cin + batch);
-                let want = reference(&layer, &x, batch);
+                let want = reference(&layer, &x, batch).into_iter().map(|(sum, _)| sum);
                 let mut train = vec![f32::NAN; batch * ny];
                 let mut eval = vec![f32::NAN; batch * ny];
                 let mut inferred = vec![f32::NAN; batch * ny];

@@ -159,6 +159,20 @@ impl KernelRows {
         start..end.max(start)
     }
 
+    /// The kernel rows a tile spanning output rows `(lowest, highest)` reads: every row for a
+    /// tile within the [`KernelRows::interior`] rows (found once, here), else its
+    /// [`KernelRows::hull`].
+    pub(super) fn taps(&self) -> impl Fn((usize, usize)) -> Range<usize> + '_ {
+        let interior = self.interior();
+        move |(low, high)| {
+            if interior.contains(&low) && interior.contains(&high) {
+                0..self.kh
+            } else {
+                self.hull((low, high))
+            }
+        }
+    }
+
     /// The runs and the panel of the kernel rows `taps` (`runs` holds the same number of runs
     /// for every kernel row, and the panel one row per step of the runs).
     pub(super) fn select<'a>(

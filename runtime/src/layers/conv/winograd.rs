@@ -414,6 +414,7 @@ fn output_lanes<const L: usize>(
 #[cfg(test)]
 mod tests {
     use super::super::forward::Padded;
+    use super::super::forward::tests::reference;
     use super::*;
     use crate::config::{Conv2dConfig, Pool2dConfig};
     use crate::init::init_rng;
@@ -440,46 +441,6 @@ mod tests {
                 (h >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
             })
             .collect()
-    }
-
-    /// The convolution by the definition in f64, and each output's sum of the products'
-    /// magnitudes (what its rounding error scales with).
-    fn reference(layer: &Conv2d, x: &[f32], batch: usize) -> Vec<(f64, f64)> {
-        let g = layer.g;
-        let w = layer.weight.value.as_slice().expect("contiguous");
-        let bias = layer
-            .bias
-            .as_ref()
-            .map(|b| b.value.as_slice().expect("contiguous"));
-        let mut y = Vec::new();
-        for n in 0..batch {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    for co in 0..g.cout {
-                        let b = bias.map_or(0.0, |b| f64::from(b[co]));
-                        let (mut sum, mut mag) = (b, b.abs());
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let (iy, ix) =
-                                    ((oy + ky).wrapping_sub(1), (ox + kx).wrapping_sub(1));
-                                if iy >= g.ih || ix >= g.iw {
-                                    continue;
-                                }
-                                for ci in 0..g.cin {
-                                    let v =
-                                        f64::from(x[((n * g.ih + iy) * g.iw + ix) * g.cin + ci]);
-                                    let wt = f64::from(w[((co * g.cin + ci) * 3 + ky) * 3 + kx]);
-                                    sum += v * wt;
-                                    mag += (v * wt).abs();
-                                }
-                            }
-                        }
-                        y.push((sum, mag));
-                    }
-                }
-            }
-        }
-        y
     }
 
     fn bits(v: &[f32]) -> Vec<u32> {
