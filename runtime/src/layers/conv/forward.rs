@@ -71,7 +71,9 @@ impl Conv2d {
             .flatten();
         match by_task {
             // Winograd's tiles read the unpadded input.
-            _ if self.winograd() => self.winograd_stored(x, packed, y, batch, store),
+            _ if let Some(tiling) = self.winograd() => {
+                self.winograd_forward(tiling, x, packed, y, batch, store)
+            }
             // Without padding the padded input is the input: read in place, not copied.
             _ if self.g.unpadded() => {
                 let input = Padded::Batch(x);
@@ -121,7 +123,7 @@ impl Conv2d {
         let input = match by_task {
             // Without padding the padded input is the input: read in place, not copied; and
             // Winograd's tiles read the unpadded input.
-            _ if g.unpadded() || winograd => Padded::Batch(x),
+            _ if g.unpadded() || winograd.is_some() => Padded::Batch(x),
             Some(images) => Padded::ByTask { x, images },
             None => {
                 // The padding stays zero: only buffers last used for this layout are reused as
@@ -152,8 +154,8 @@ impl Conv2d {
             Apply::Store(map) => TileStore::Channels(map),
         };
         let Some(fused) = fused else {
-            if winograd {
-                self.winograd_stored(x, weights, &mut y[..ny], batch, store);
+            if let Some(tiling) = winograd {
+                self.winograd_forward(tiling, x, weights, &mut y[..ny], batch, store);
                 return Ok(());
             }
             self.convolve_stored(input, weights, &mut y[..ny], batch, store, None);

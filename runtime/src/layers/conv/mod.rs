@@ -9,7 +9,8 @@
 //! [`plan`] (how the work is cut into tiles and tasks), [`pack`] (weights into panels),
 //! [`staging`] (inputs and gradients into the layouts the kernels read), [`tile`] (storing
 //! tiles), [`forward`], [`backward`], [`fused_pool`] and [`winograd`] (the forward of 3 x 3,
-//! stride-1 'same' convolutions of many channels as Winograd's F(2 x 2, 3 x 3)).
+//! stride-1 'same' convolutions of many channels as Winograd's F(2 x 2, 3 x 3)) and
+//! [`winograd4`] (of fewer channels, as F(4 x 4, 3 x 3)).
 
 mod backward;
 mod forward;
@@ -22,6 +23,7 @@ mod plan;
 mod staging;
 mod tile;
 mod winograd;
+mod winograd4;
 
 use std::sync::OnceLock;
 
@@ -47,6 +49,8 @@ use mode_pad::ModePad;
 use pack::{live_cols, runs_in};
 use plan::WgradBlock;
 pub use tile::ChannelStore;
+use tile::TileStore;
+use winograd::Tiling;
 
 /// What a `&self` forward pass applies besides the convolution.
 #[derive(Clone, Copy, Debug)]
@@ -497,9 +501,26 @@ impl Conv2d {
         self.forward_batch(x, y, batch, ny, keep)
     }
 
-    /// Whether the forward runs as Winograd's F(2 x 2, 3 x 3) ([`winograd::chosen`]).
-    fn winograd(&self) -> bool {
+    /// Which Winograd tiles the forward runs as, if any ([`winograd::chosen`]).
+    fn winograd(&self) -> Option<Tiling> {
         winograd::chosen(&self.g, self.config.groups, self.pool.is_some())
+    }
+
+    /// The forward of `batch` images `x` (unpadded) as Winograd's `tiling` with its panels and
+    /// bias row `weights`, into `y` through `store`.
+    fn winograd_forward(
+        &self,
+        tiling: Tiling,
+        x: &[f32],
+        weights: (&[f32], &[f32]),
+        y: &mut [f32],
+        batch: usize,
+        store: TileStore<'_>,
+    ) {
+        match tiling {
+            Tiling::F2 => self.winograd_stored(x, weights, y, batch, store),
+            Tiling::F4 => self.winograd4_stored(x, weights, y, batch, store),
+        }
     }
 
     /// Whether backward computes any parameter gradient: not when the weight and the bias are

@@ -7,7 +7,8 @@ use rayon::prelude::*;
 
 use super::Conv2d;
 use super::geometry::Geom;
-use super::winograd;
+use super::winograd::{self, Tiling};
+use super::winograd4;
 use crate::error::Result;
 use crate::kernels::gemm::{NR, Seg, panels};
 use crate::layers::check_param;
@@ -30,10 +31,11 @@ impl Conv2d {
 
     /// Values in the forward panels: `cout` in whole panels, times the reduction length.
     pub(super) fn packed_len(&self) -> usize {
-        if self.winograd() {
-            return winograd::panels_len(&self.g);
+        match self.winograd() {
+            Some(Tiling::F2) => winograd::panels_len(&self.g),
+            Some(Tiling::F4) => winograd4::panels_len(&self.g),
+            None => panels(self.g.cout) * self.forward_steps() * NR,
         }
-        panels(self.g.cout) * self.forward_steps() * NR
     }
 
     /// The forward panels for `&self` inference, packed by the first call after the weights
@@ -47,17 +49,20 @@ impl Conv2d {
     }
 
     /// Fills `packed` ([`Conv2d::packed_len`] values) with the forward panels the layer's path
-    /// reads: Winograd's transformed weights ([`winograd::pack`]), or the kernel rows that read
+    /// reads: Winograd's transformed weights ([`winograd::pack`], [`winograd4::pack`]), or the kernel rows that read
     /// real input ([`Conv2d::pack_read`]; the others keep what `packed` held).
     pub(super) fn pack_forward(&self, packed: &mut [f32]) {
-        if self.winograd() {
-            let weight = self.weight.value.as_standard_layout();
-            let w = weight
-                .as_slice()
-                .expect("a standard-layout array is contiguous");
-            winograd::pack(&self.g, w, packed);
-        } else {
+        let Some(tiling) = self.winograd() else {
             self.pack_read(false, packed);
+            return;
+        };
+        let weight = self.weight.value.as_standard_layout();
+        let w = weight
+            .as_slice()
+            .expect("a standard-layout array is contiguous");
+        match tiling {
+            Tiling::F2 => winograd::pack(&self.g, w, packed),
+            Tiling::F4 => winograd4::pack(&self.g, w, packed),
         }
     }
 

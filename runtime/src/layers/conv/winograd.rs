@@ -30,27 +30,50 @@ const TAPS: usize = 16;
 /// weights beside them.
 const BLOCK_BYTES: usize = 256 * 1024;
 
-/// Fewest input and output channels for which Winograd's tiles are faster than the direct
-/// convolution: its transforms cost in proportion to the channels, its GEMMs to their product,
-/// and with one-thread CPU time at batch 64 (least of 75, five rounds) 64 -> 64 at 8 x 8 took
-/// 0.83x the direct forward's time (1.14x to 1.30x faster over three runs), 128 -> 128 at 16 x 16
-/// 0.58x, 256 -> 256 at 8 x 8 0.74x, where 32 -> 32 at 16 x 16 took 0.9x to 1.04x and 16 -> 16 at
-/// 32 x 32 1.4x to 2x (docs/PERFORMANCE.md, session 14).
+/// Fewest input and output channels for which Winograd's F(2 x 2) tiles are faster than the
+/// direct convolution: its transforms cost in proportion to the channels, its GEMMs to their
+/// product, and with one-thread CPU time at batch 64 (least of 75, five rounds) 64 -> 64 at 8 x 8
+/// took 0.83x the direct forward's time (1.14x to 1.30x faster over three runs), 128 -> 128 at
+/// 16 x 16 0.58x, 256 -> 256 at 8 x 8 0.74x, where 32 -> 32 at 16 x 16 took 0.9x to 1.04x and
+/// 16 -> 16 at 32 x 32 1.4x to 2x (docs/PERFORMANCE.md, session 14). Layers of
+/// [`F4_CHANNELS`] take F(4 x 4) instead.
 const MIN_CHANNELS: usize = 64;
 
-/// Whether a convolution of geometry `g` runs as Winograd's F(2 x 2, 3 x 3): a dense 3 x 3
-/// kernel, stride 1, dilation 1, padding 1 on every side, at least [`MIN_CHANNELS`] in and out,
-/// with more than [`POSITIONS`] output pixels an image (smaller outputs convolve only their
-/// real taps), without a fused max pool (`pooled`; its bands are the direct path's). The one
-/// place the path is chosen: from the layer's shape, never from the threads or the instruction
-/// family.
-pub(super) fn chosen(g: &Geom, groups: usize, pooled: bool) -> bool {
-    groups == 1
+/// The fewest input and output channels (`min(cin, cout)`) for which Winograd's F(4 x 4) tiles
+/// ([`super::winograd4`]) are taken, over F(2 x 2)'s and the direct path's: with one-thread CPU
+/// time at batch 64 (least of 75), 32 -> 32 at 16 x 16 took 0.5x to 0.85x the direct forward's
+/// time, 64 -> 64 at 8 x 8 to 32 x 32 0.42x to 0.5x (F(2 x 2): 0.68x to 0.8x), 128 -> 128 at
+/// 8 x 8 0.52x (F(2 x 2) 0.68x) but at 16 x 16 0.69x (F(2 x 2) 0.59x), and 16 -> 16 at 32 x 32
+/// 0.77x to 1.14x, no gain (docs/PERFORMANCE.md, session 15).
+const F4_CHANNELS: std::ops::Range<usize> = 17..128;
+
+/// Which Winograd tiles a layer's forward runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Tiling {
+    /// F(2 x 2, 3 x 3): this module's.
+    F2,
+    /// F(4 x 4, 3 x 3): [`super::winograd4`]'s.
+    F4,
+}
+
+/// Which Winograd tiles, if any, a convolution of geometry `g` runs its forward as: a dense
+/// 3 x 3 kernel, stride 1, dilation 1, padding 1 on every side, with more than [`POSITIONS`]
+/// output pixels an image (smaller outputs convolve only their real taps), without a fused max
+/// pool (`pooled`; its bands are the direct path's); F(4 x 4) for [`F4_CHANNELS`] in and out,
+/// else F(2 x 2) from [`MIN_CHANNELS`]. The one place the path is chosen: from the layer's
+/// shape, never from the threads or the instruction family.
+pub(super) fn chosen(g: &Geom, groups: usize, pooled: bool) -> Option<Tiling> {
+    let shape = groups == 1
         && !pooled
         && (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
         && (g.ph, g.pw, g.ph_end, g.pw_end) == (1, 1, 1, 1)
-        && g.cin.min(g.cout) >= MIN_CHANNELS
-        && g.oh * g.ow > POSITIONS
+        && g.oh * g.ow > POSITIONS;
+    match g.cin.min(g.cout) {
+        _ if !shape => None,
+        c if F4_CHANNELS.contains(&c) => Some(Tiling::F4),
+        c if c >= MIN_CHANNELS => Some(Tiling::F2),
+        _ => None,
+    }
 }
 
 /// The transformed weight `G g Gᵀ` of one `3 x 3` kernel `g` (row-major), in f64 and rounded
@@ -453,7 +476,7 @@ mod tests {
     /// stored from the kernel the same bits as applied to the plain output afterwards.
     fn check(cin: usize, cout: usize, hw: [usize; 2], batch: usize, bias: bool) {
         let mut conv = layer(cin, cout, hw, bias, (cin * 31 + cout) as u64);
-        assert!(conv.winograd(), "{cin}->{cout} {hw:?}");
+        assert_eq!(conv.winograd(), Some(Tiling::F2), "{cin}->{cout} {hw:?}");
         let (nx, ny) = (conv.input_shape().numel(), conv.output_shape().numel());
         let x = values(batch * nx, cin + 7 * cout);
         let mut y = vec![f32::NAN; batch * ny];
@@ -529,13 +552,13 @@ mod tests {
     #[test]
     fn winograd_matches_the_definition_on_every_path() {
         for (cin, cout, hw, batch, bias) in [
-            (64, 64, [8, 8], 13, false),
-            (64, 64, [3, 3], 1, true),
-            (67, 70, [5, 7], 3, true),
-            (65, 97, [6, 9], 1, false),
-            (80, 64, [4, 3], 2, true),
-            (64, 66, [11, 2], 2, true),
-            (64, 64, [1, 9], 2, false),
+            (128, 128, [8, 8], 5, false),
+            (128, 128, [3, 3], 1, true),
+            (131, 134, [5, 7], 3, true),
+            (129, 161, [6, 9], 1, false),
+            (144, 128, [4, 3], 2, true),
+            (128, 130, [11, 2], 2, true),
+            (128, 128, [1, 9], 2, false),
         ] {
             check(cin, cout, hw, batch, bias);
         }
@@ -547,16 +570,16 @@ mod tests {
             ..proptest::prelude::ProptestConfig::default()
         })]
 
-        /// [`check`] over random shapes: 64 to 79 channels in and 64 to 129 out (partial
+        /// [`check`] over random shapes: 128 to 139 channels in and 128 to 193 out (partial
         /// panels), images of 1 to 9 rows and 3 to 9 columns of more than four pixels, batches 1
         /// to 4.
         #[test]
         fn winograd_matches_the_definition_over_shapes(
-            cin in 64usize..80,
-            cout in 64usize..130,
-            h in 1usize..10,
-            w in 5usize..10,
-            batch in 1usize..5,
+            cin in 128usize..140,
+            cout in 128usize..194,
+            h in 1usize..8,
+            w in 5usize..8,
+            batch in 1usize..3,
             bias in proptest::bool::ANY,
         ) {
             check(cin, cout, [h, w], batch, bias);
@@ -570,12 +593,13 @@ mod tests {
         let base = Conv2dConfig {
             padding: [1, 1],
             padding_end: [1, 1],
-            ..Conv2dConfig::new(64, 64, [3, 3])
+            ..Conv2dConfig::new(128, 128, [3, 3])
         };
         let chosen = |config: &Conv2dConfig, hw: [usize; 2]| {
             Conv2d::new("conv", config, hw, &mut init_rng(1))
                 .expect("a valid convolution")
                 .winograd()
+                == Some(Tiling::F2)
         };
         assert!(chosen(&base, [32, 32]));
         assert!(chosen(&base, [5, 1]));
@@ -611,27 +635,31 @@ mod tests {
             },
             [32, 32]
         ));
-        assert!(!chosen(&Conv2dConfig::new(64, 64, [5, 5]), [32, 32]));
+        assert!(!chosen(&Conv2dConfig::new(128, 128, [5, 5]), [32, 32]));
         let channels = |cin, cout| Conv2dConfig {
             padding: [1, 1],
             padding_end: [1, 1],
             ..Conv2dConfig::new(cin, cout, [3, 3])
         };
-        assert!(chosen(&channels(64, 65), [8, 8]));
-        assert!(!chosen(&channels(32, 64), [8, 8]), "too few input channels");
+        assert!(chosen(&channels(128, 129), [8, 8]));
         assert!(
-            !chosen(&channels(64, 32), [8, 8]),
-            "too few output channels"
+            !chosen(&channels(64, 128), [8, 8]),
+            "F(4 x 4): fewer inputs"
+        );
+        assert!(
+            !chosen(&channels(128, 64), [8, 8]),
+            "F(4 x 4): fewer outputs"
         );
         let mut pooled = Conv2d::new("conv", &base, [8, 8], &mut init_rng(1)).expect("valid");
-        assert!(pooled.winograd());
+        assert_eq!(pooled.winograd(), Some(Tiling::F2));
         pooled.fuse_relu();
         assert!(Layer::fuse_max_pool(
             &mut pooled,
             &Pool2dConfig::new([2, 2], [2, 2], [0, 0])
         ));
-        assert!(
-            !pooled.winograd(),
+        assert_eq!(
+            pooled.winograd(),
+            None,
             "a fused pool's bands are the direct path's"
         );
     }
