@@ -41,10 +41,11 @@ const MIN_CHANNELS: usize = 64;
 
 /// The fewest input and output channels (`min(cin, cout)`) for which Winograd's F(4 x 4) tiles
 /// ([`super::winograd4`]) are taken, over F(2 x 2)'s and the direct path's: with one-thread CPU
-/// time at batch 64 (least of 75), 32 -> 32 at 16 x 16 took 0.5x to 0.85x the direct forward's
-/// time, 64 -> 64 at 8 x 8 to 32 x 32 0.42x to 0.5x (F(2 x 2): 0.68x to 0.8x), 128 -> 128 at
-/// 8 x 8 0.52x (F(2 x 2) 0.68x) but at 16 x 16 0.69x (F(2 x 2) 0.59x), and 16 -> 16 at 32 x 32
-/// 0.77x to 1.14x, no gain (docs/PERFORMANCE.md, session 15).
+/// time at batch 64 (least of 75), 32 -> 32 at 16 x 16 took 0.47x to 0.84x the direct
+/// forward's time, 64 -> 64 at 8 x 8 to 32 x 32 0.42x to 0.67x (F(2 x 2): 0.68x to 0.81x),
+/// 128 -> 128 at 8 x 8 0.43x to 0.52x (F(2 x 2): 0.6x to 0.68x) but at 16 x 16 on AVX-512 0.69x
+/// (F(2 x 2): 0.59x), and 16 -> 16 at 32 x 32 0.99x to 1.18x, no gain (docs/PERFORMANCE.md,
+/// session 15).
 const F4_CHANNELS: std::ops::Range<usize> = 17..128;
 
 /// Which Winograd tiles a layer's forward runs.
