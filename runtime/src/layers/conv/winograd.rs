@@ -39,13 +39,15 @@ const BLOCK_BYTES: usize = 256 * 1024;
 /// [`F4_CHANNELS`] take F(4 x 4) instead.
 const MIN_CHANNELS: usize = 64;
 
-/// The fewest input and output channels (`min(cin, cout)`) for which Winograd's F(4 x 4) tiles
+/// The input and output channels (both) for which Winograd's F(4 x 4) tiles
 /// ([`super::winograd4`]) are taken, over F(2 x 2)'s and the direct path's: with one-thread CPU
 /// time at batch 64 (least of 75), 32 -> 32 at 16 x 16 took 0.47x to 0.84x the direct
 /// forward's time, 64 -> 64 at 8 x 8 to 32 x 32 0.42x to 0.67x (F(2 x 2): 0.68x to 0.81x),
 /// 128 -> 128 at 8 x 8 0.43x to 0.52x (F(2 x 2): 0.6x to 0.68x) but at 16 x 16 on AVX-512 0.69x
 /// (F(2 x 2): 0.59x), and 16 -> 16 at 32 x 32 0.99x to 1.18x, no gain (docs/PERFORMANCE.md,
-/// session 15).
+/// session 15). Both, not the fewer: a tile's transformed input and products grow with
+/// `cin + cout`, and DenseNet's 128 -> 32 layers on F(4 x 4) moved a badly conditioned gradient
+/// past its PyTorch parity tolerance (`cli/tests/graph_models.rs`), so they keep their path.
 const F4_CHANNELS: std::ops::Range<usize> = 17..128;
 
 /// Which Winograd tiles a layer's forward runs.
@@ -60,8 +62,8 @@ pub(super) enum Tiling {
 /// Which Winograd tiles, if any, a convolution of geometry `g` runs its forward as: a dense
 /// 3 x 3 kernel, stride 1, dilation 1, padding 1 on every side, with more than [`POSITIONS`]
 /// output pixels an image (smaller outputs convolve only their real taps), without a fused max
-/// pool (`pooled`; its bands are the direct path's); F(4 x 4) for [`F4_CHANNELS`] in and out,
-/// else F(2 x 2) from [`MIN_CHANNELS`]. The one place the path is chosen: from the layer's
+/// pool (`pooled`; its bands are the direct path's); F(4 x 4) when both the input and the
+/// output channels are in [`F4_CHANNELS`], else F(2 x 2) from [`MIN_CHANNELS`] in and out. The one place the path is chosen: from the layer's
 /// shape, never from the threads or the instruction family.
 pub(super) fn chosen(g: &Geom, groups: usize, pooled: bool) -> Option<Tiling> {
     let shape = groups == 1
@@ -69,11 +71,14 @@ pub(super) fn chosen(g: &Geom, groups: usize, pooled: bool) -> Option<Tiling> {
         && (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
         && (g.ph, g.pw, g.ph_end, g.pw_end) == (1, 1, 1, 1)
         && g.oh * g.ow > POSITIONS;
-    match g.cin.min(g.cout) {
-        _ if !shape => None,
-        c if F4_CHANNELS.contains(&c) => Some(Tiling::F4),
-        c if c >= MIN_CHANNELS => Some(Tiling::F2),
-        _ => None,
+    if !shape {
+        None
+    } else if F4_CHANNELS.contains(&g.cin) && F4_CHANNELS.contains(&g.cout) {
+        Some(Tiling::F4)
+    } else if g.cin.min(g.cout) >= MIN_CHANNELS {
+        Some(Tiling::F2)
+    } else {
+        None
     }
 }
 
@@ -643,13 +648,15 @@ mod tests {
             ..Conv2dConfig::new(cin, cout, [3, 3])
         };
         assert!(chosen(&channels(128, 129), [8, 8]));
+        assert!(chosen(&channels(64, 128), [8, 8]));
+        assert!(chosen(&channels(128, 64), [8, 8]));
         assert!(
-            !chosen(&channels(64, 128), [8, 8]),
-            "F(4 x 4): fewer inputs"
+            !chosen(&channels(32, 128), [8, 8]),
+            "too few input channels"
         );
         assert!(
-            !chosen(&channels(128, 64), [8, 8]),
-            "F(4 x 4): fewer outputs"
+            !chosen(&channels(128, 32), [8, 8]),
+            "too few output channels"
         );
         let mut pooled = Conv2d::new("conv", &base, [8, 8], &mut init_rng(1)).expect("valid");
         assert_eq!(pooled.winograd(), Some(Tiling::F2));

@@ -564,8 +564,9 @@ mod tests {
         }
     }
 
-    /// Channels choose the tiles: F(4 x 4) from 17 to 127 in and out, F(2 x 2) from 128, the
-    /// direct path below 17; the other conditions are F(2 x 2)'s.
+    /// Channels choose the tiles: F(4 x 4) when both the input and output channels are 17 to
+    /// 127, else F(2 x 2) from 64 in and out, else the direct path; the other conditions are
+    /// F(2 x 2)'s.
     #[test]
     fn winograd4_is_chosen_from_the_channels() {
         let chosen = |cin, cout, hw: [usize; 2]| {
@@ -583,9 +584,11 @@ mod tests {
         assert_eq!(chosen(64, 32, [8, 8]), Some(Tiling::F4));
         assert_eq!(chosen(32, 64, [8, 8]), Some(Tiling::F4));
         assert_eq!(chosen(64, 64, [8, 8]), Some(Tiling::F4));
-        assert_eq!(chosen(127, 300, [8, 8]), Some(Tiling::F4));
+        assert_eq!(chosen(127, 17, [8, 8]), Some(Tiling::F4));
+        assert_eq!(chosen(127, 300, [8, 8]), Some(Tiling::F2));
         assert_eq!(chosen(128, 128, [8, 8]), Some(Tiling::F2));
-        assert_eq!(chosen(128, 64, [8, 8]), Some(Tiling::F4));
+        assert_eq!(chosen(128, 64, [8, 8]), Some(Tiling::F2));
+        assert_eq!(chosen(128, 32, [14, 14]), None, "DenseNet's: direct");
         assert_eq!(chosen(16, 16, [32, 32]), None);
         assert_eq!(chosen(16, 32, [32, 32]), None);
         assert_eq!(
