@@ -906,3 +906,50 @@ fn a_concat_of_more_inputs_than_gathered_on_the_stack_runs_and_backpropagates() 
     assert_eq!(grads.len(), 9 * 2 + 2);
     check_directions(&mut net, &x, &labels, &grads, &mut rng);
 }
+
+/// The input gradient of a 3x3 'same' convolution of 64 channels in and out, the shape whose
+/// input gradient runs as Winograd's F(2x2, 3x3) (over more than four pixels an image): 3 x 5
+/// images (a last tile one pixel high and wide), batch 2, `dy` read where it lies (no ReLU or
+/// batch norm to stage it through), against central differences of `sum(y * r)` at every
+/// fifth input value.
+#[test]
+fn winograd_input_gradient_matches_finite_differences() {
+    let config = Conv2dConfig {
+        padding: [1, 1],
+        padding_end: [1, 1],
+        bias: true,
+        ..Conv2dConfig::new(64, 64, [3, 3])
+    };
+    let (batch, mut rng) = (2, Rand(16));
+    let mut layer = Conv2d::new("conv", &config, [3, 5], &mut init_rng(16)).unwrap();
+    let x = rng.vec(layer.input_shape().numel() * batch);
+    let r = rng.vec(layer.output_shape().numel() * batch);
+    let loss = |layer: &mut Conv2d, x: &[f32]| {
+        let mut y = vec![0.0; r.len()];
+        layer.forward(x, &mut y, batch, Mode::Train).unwrap();
+        let sum: f64 = y
+            .iter()
+            .zip(&r)
+            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+            .sum();
+        (sum, y)
+    };
+    let (_, y) = loss(&mut layer, &x);
+    let mut dx = vec![f32::NAN; x.len()];
+    layer.backward(&x, &y, &r, Some(&mut dx), batch).unwrap();
+    let mut xp = x.clone();
+    for i in (0..x.len()).step_by(5) {
+        xp[i] = x[i] + STEP;
+        let (up, _) = loss(&mut layer, &xp);
+        xp[i] = x[i] - STEP;
+        let (down, _) = loss(&mut layer, &xp);
+        xp[i] = x[i];
+        let numeric = (up - down) / (2.0 * f64::from(STEP));
+        let err = (f64::from(dx[i]) - numeric).abs();
+        assert!(
+            err <= TOL * (1.0 + numeric.abs()),
+            "dx[{i}]: {} vs {numeric}",
+            dx[i]
+        );
+    }
+}

@@ -922,7 +922,7 @@ fn store_narrow(tile: &NarrowTile, out: &mut [f32], rows: usize, cols: usize, ad
 /// `memcpy` call for every pixel, which took a sixth of a strided 16-channel input gradient's
 /// time.
 #[inline(always)]
-fn put(dst: &mut [f32], row: &[f32; NR], cols: usize, add: bool) {
+pub(super) fn put(dst: &mut [f32], row: &[f32; NR], cols: usize, add: bool) {
     if add {
         add_row(dst, row, cols);
     } else if cols == NR

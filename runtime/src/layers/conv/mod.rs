@@ -9,8 +9,8 @@
 //! [`plan`] (how the work is cut into tiles and tasks), [`pack`] (weights into panels),
 //! [`staging`] (inputs and gradients into the layouts the kernels read), [`tile`] (storing
 //! tiles), [`forward`], [`backward`], [`fused_pool`] and [`winograd`] (the forward of 3 x 3,
-//! stride-1 'same' convolutions of many channels as Winograd's F(2 x 2, 3 x 3)) and
-//! [`winograd4`] (of fewer channels, as F(4 x 4, 3 x 3)).
+//! stride-1 'same' convolutions of many channels as Winograd's F(2 x 2, 3 x 3); their input
+//! gradient in [`winograd::grad`]) and [`winograd4`] (of fewer channels, as F(4 x 4, 3 x 3)).
 
 mod backward;
 mod forward;
@@ -85,6 +85,9 @@ pub struct Conv2d {
     /// The one run of a Winograd GEMM's rows: `in_channels` transformed values
     /// ([`winograd`]).
     winograd_runs: RunTable,
+    /// The one run of a Winograd input gradient's GEMM rows: `out_channels` transformed `dy`
+    /// values ([`winograd::grad`]).
+    winograd_back_runs: RunTable,
     /// Runs of an input-gradient receptive field in the padded `dy` (direct path; see
     /// [`Geom::back_runs`]).
     back_runs: RunTable,
@@ -97,9 +100,9 @@ pub struct Conv2d {
     /// gradients and the optimizer's state.
     packed: OnceLock<Vec<f32>>,
     /// The flipped weight as input-gradient panels: `[cin / NR][(ky, kx, co < cout)][NR]` (`kx`
-    /// over the flipped columns that read pixels),
-    /// packed by each backward pass that takes the direct input gradient (the kernel rows it
-    /// reads) into a buffer lent from the training workspace
+    /// over the flipped columns that read pixels), or Winograd's transformed panels of it
+    /// ([`winograd::grad`]), packed by each backward pass that computes the input gradient (the
+    /// direct path: the kernel rows it reads) into a buffer lent from the training workspace
     /// ([`scratch::lend`]) and handed back at its end (empty between passes), as are `xp`,
     /// `dyp`, `gathered` and `wgrad`: a network holds one set of them, not one per layer.
     packed_back: Vec<f32>,
@@ -211,6 +214,10 @@ impl Conv2d {
             winograd_runs: RunTable::new(vec![Seg {
                 offset: 0,
                 len: g.cin,
+            }]),
+            winograd_back_runs: RunTable::new(vec![Seg {
+                offset: 0,
+                len: g.cout,
             }]),
             back_runs: RunTable::new(runs_in(g.back_runs(wd), g.kh, g.kw, {
                 let cols = live_cols(&g);
@@ -523,6 +530,11 @@ impl Conv2d {
         }
     }
 
+    /// Whether the input gradient runs as Winograd's F(2 x 2, 3 x 3) ([`winograd::grad::chosen`]).
+    fn winograd_dx(&self) -> bool {
+        winograd::grad::chosen(&self.g, self.config.groups)
+    }
+
     /// Whether backward computes any parameter gradient: not when the weight and the bias are
     /// frozen (their gradients stay as they are, as PyTorch computes none).
     fn trains_params(&self) -> bool {
@@ -625,12 +637,14 @@ impl Conv2d {
         // input gradient; with a fused pool, routed to the positions its forward picked) unless
         // the gradients can read it as it is: a 1 x 1 convolution's input gradient needs no
         // border.
+        // Winograd's input gradient reads `dy` without a border (zeros outside the image).
         let mask = self.relu && !self.relu_masked;
-        let bordered = dx.is_some() && !g.borderless_dy();
+        let winograd_dx = dx.is_some() && self.winograd_dx();
+        let bordered = dx.is_some() && !g.borderless_dy() && !winograd_dx;
         // A batch norm's input gradient exists only as it is staged.
         let staged = (self.pool.is_some() || bordered || mask || g.cout != g.cs())
-            .then_some(dx.is_some())
-            .or(norm.map(|_| dx.is_some()));
+            .then_some(bordered)
+            .or(norm.map(|_| bordered));
         if let Some(border) = staged {
             let (hd, wd, _, _) = g.staged_dy(border);
             self.dyp = scratch::lend(batch * hd * wd * g.cs());
@@ -646,15 +660,25 @@ impl Conv2d {
             scratch::give_back(std::mem::take(&mut self.wgrad));
         }
         if let Some(dx) = dx {
-            // The direct input gradient reads only the kernel rows that read real pixels (the
-            // phases of a strided one fill their own panels).
-            if g.direct_back().is_some() {
-                let len = panels(g.cin) * self.back_steps() * NR;
+            if winograd_dx {
+                // Winograd's transformed panels of the flipped kernel, and `dy` unbordered.
+                let len = winograd::grad::panels_len(&g);
                 let mut packed_back = scratch::lend(len);
-                self.pack_read(true, &mut packed_back[..len]);
+                self.pack_winograd_back(&mut packed_back[..len]);
                 self.packed_back = packed_back;
+                let dy = if staged.is_some() { &self.dyp[..] } else { dy };
+                self.winograd_input_grad(dx, dy, &self.packed_back[..len], batch, add_dx);
+            } else {
+                // The direct input gradient reads only the kernel rows that read real pixels
+                // (the phases of a strided one fill their own panels).
+                if g.direct_back().is_some() {
+                    let len = panels(g.cin) * self.back_steps() * NR;
+                    let mut packed_back = scratch::lend(len);
+                    self.pack_read(true, &mut packed_back[..len]);
+                    self.packed_back = packed_back;
+                }
+                self.input_grad(dx, staged.is_none().then_some(dy), batch, add_dx);
             }
-            self.input_grad(dx, staged.is_none().then_some(dy), batch, add_dx);
         }
         for buf in [&mut self.dyp, &mut self.packed_back, &mut self.phase_panels] {
             scratch::give_back(std::mem::take(buf));

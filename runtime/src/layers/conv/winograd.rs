@@ -13,6 +13,8 @@
 //! are adds and subtracts only, in one order on every instruction family, and the GEMM's chains
 //! are the micro-kernels' own, so they do not depend on the SIMD path either.
 
+pub(super) mod grad;
+
 use super::Conv2d;
 use super::forward::POSITIONS;
 use super::geometry::Geom;
@@ -63,8 +65,9 @@ pub(super) enum Tiling {
 /// 3 x 3 kernel, stride 1, dilation 1, padding 1 on every side, with more than [`POSITIONS`]
 /// output pixels an image (smaller outputs convolve only their real taps), without a fused max
 /// pool (`pooled`; its bands are the direct path's); F(4 x 4) when both the input and the
-/// output channels are in [`F4_CHANNELS`], else F(2 x 2) from [`MIN_CHANNELS`] in and out. The one place the path is chosen: from the layer's
-/// shape, never from the threads or the instruction family.
+/// output channels are in [`F4_CHANNELS`], else F(2 x 2) from [`MIN_CHANNELS`] in and out.
+/// The one place the forward's path is chosen: from the layer's shape, never from the threads
+/// or the instruction family.
 pub(super) fn chosen(g: &Geom, groups: usize, pooled: bool) -> Option<Tiling> {
     let shape = groups == 1
         && !pooled
@@ -452,7 +455,7 @@ mod tests {
     use crate::tensor::Mode;
 
     /// A 3 x 3 'same' convolution of `hw` images.
-    fn layer(cin: usize, cout: usize, hw: [usize; 2], bias: bool, seed: u64) -> Conv2d {
+    pub(super) fn layer(cin: usize, cout: usize, hw: [usize; 2], bias: bool, seed: u64) -> Conv2d {
         let config = Conv2dConfig {
             padding: [1, 1],
             padding_end: [1, 1],
@@ -462,7 +465,7 @@ mod tests {
         Conv2d::new("conv", &config, hw, &mut init_rng(seed)).expect("a valid convolution")
     }
 
-    fn values(len: usize, seed: usize) -> Vec<f32> {
+    pub(super) fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
             .map(|i| {
                 let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seed as u64);
@@ -472,7 +475,7 @@ mod tests {
             .collect()
     }
 
-    fn bits(v: &[f32]) -> Vec<u32> {
+    pub(super) fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|v| v.to_bits()).collect()
     }
 
@@ -673,7 +676,7 @@ mod tests {
     }
 
     /// The least thread CPU time of `runs` calls of `f`, in ms.
-    fn least_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    pub(super) fn least_ms(runs: usize, mut f: impl FnMut()) -> f64 {
         fn now() -> std::time::Duration {
             let mut ts = libc_timespec { sec: 0, nsec: 0 };
             // SAFETY: `ts` is a valid `timespec` for the call to fill.
