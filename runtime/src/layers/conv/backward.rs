@@ -991,6 +991,7 @@ fn to_oihw(
         return;
     }
     let cout = oihw.len() / row;
+    let live: Vec<bool> = (0..taps).map(live).collect();
     let threads = rayon::current_num_threads().max(1);
     let per_thread = cout.div_ceil(threads).div_ceil(OIHW_CHANNELS) * OIHW_CHANNELS;
     oihw.par_chunks_mut(per_thread.max(1) * row)
@@ -1003,17 +1004,16 @@ fn to_oihw(
                 let inputs = OIHW_INPUTS.min(cin - c0);
                 for t0 in (0..taps).step_by(OIHW_TAPS) {
                     let ts = OIHW_TAPS.min(taps - t0);
+                    let live = &live[t0..t0 + ts];
+                    // The positions that read only padding are zeros in every block of this
+                    // `(c0, t0)`: written once here, not for every block of output channels
+                    // (8 of 9 positions of ResNet-18's layer4 at 32 x 32).
+                    if live.contains(&false) {
+                        block.iter_mut().for_each(|values| values.fill(0.0));
+                    }
                     for l0 in (0..channels).step_by(OIHW_CHANNELS) {
                         let lanes = OIHW_CHANNELS.min(channels - l0);
-                        for tap in 0..ts {
-                            if !live(t0 + tap) {
-                                for values in &mut block[..lanes] {
-                                    for c in 0..inputs {
-                                        values[c * ts + tap] = 0.0;
-                                    }
-                                }
-                                continue;
-                            }
+                        for (tap, _) in live.iter().enumerate().filter(|(_, live)| **live) {
                             for c in 0..inputs {
                                 let at = ((t0 + tap) * cin + c0 + c) * cs + first + l0;
                                 for (l, &v) in wgrad[at..][..lanes].iter().enumerate() {
