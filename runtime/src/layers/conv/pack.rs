@@ -254,10 +254,19 @@ pub(super) fn fill_panel(
     for c in 0..channels {
         let dst = &mut panel[c * NR..];
         let row = source.base + c * source.per_row;
-        for l in 0..source.lanes {
-            let kernel = &w[row + l * source.per_lane..];
+        if source.per_lane == 1 {
+            // The lanes' weights adjacent in `w` (a 1 x 1 kernel's input-gradient panels): one
+            // copy a row.
             for &(offset, tap) in live {
-                dst[offset + l] = kernel[tap];
+                let lanes = &w[row + tap..][..source.lanes];
+                dst[offset..offset + source.lanes].copy_from_slice(lanes);
+            }
+        } else {
+            for l in 0..source.lanes {
+                let kernel = &w[row + l * source.per_lane..];
+                for &(offset, tap) in live {
+                    dst[offset + l] = kernel[tap];
+                }
             }
         }
         for l in source.lanes..NR {
