@@ -44,6 +44,18 @@ const LAYERS: [Timed; 10] = [
     ("seed layer3.0 5x5 32 -> 64", 32, 64, 5, 1, 2, 8, true),
 ];
 
+/// ResNet-18's at a 32 x 32 input: the stem and the small-spatial layers of layer3 and layer4
+/// (`r18_forward_timing`, `r18_backward_timing`).
+const R18: [Timed; 7] = [
+    ("r18 conv1 7x7 s2 3 -> 64", 3, 64, 7, 2, 3, 32, false),
+    ("r18 layer3.0.conv1 s2 128->256", 128, 256, 3, 2, 1, 4, true),
+    ("r18 layer3.0.downsample 1x1 s2", 128, 256, 1, 2, 0, 4, true),
+    ("r18 layer3 3x3 256 at 2x2", 256, 256, 3, 1, 1, 2, true),
+    ("r18 layer4.0.conv1 s2 256->512", 256, 512, 3, 2, 1, 2, true),
+    ("r18 layer4.0.downsample 1x1 s2", 256, 512, 1, 2, 0, 2, true),
+    ("r18 layer4 3x3 512 at 1x1", 512, 512, 3, 1, 1, 1, true),
+];
+
 /// The seed's convolutions (with bias, as in the model), each fusing its ReLU and 2 x 2 max pool.
 const SEED: [Timed; 3] = [
     ("seed layer1.0 + relu + pool", 3, 32, 5, 1, 2, 32, false),
@@ -148,6 +160,24 @@ fn conv_forward_timing() {
 fn conv_backward_timing() {
     let mut dx = vec![0.0; LAYERS.iter().map(|l| l.1 * l.6 * l.6).max().unwrap_or(0) * BATCH];
     time_layers(&LAYERS, false, move |conv, x, y, dy, with_dx| {
+        let dx = with_dx.then_some(&mut dx[..x.len()]);
+        conv.backward(x, y, dy, dx, BATCH).unwrap();
+    });
+}
+
+#[test]
+#[ignore = "a timing, not a check"]
+fn r18_forward_timing() {
+    time_layers(&R18, false, |conv, x, y, _, _| {
+        conv.forward(x, y, BATCH, Mode::Train).unwrap()
+    });
+}
+
+#[test]
+#[ignore = "a timing, not a check"]
+fn r18_backward_timing() {
+    let mut dx = vec![0.0; R18.iter().map(|l| l.1 * l.6 * l.6).max().unwrap_or(0) * BATCH];
+    time_layers(&R18, false, move |conv, x, y, dy, with_dx| {
         let dx = with_dx.then_some(&mut dx[..x.len()]);
         conv.backward(x, y, dy, dx, BATCH).unwrap();
     });

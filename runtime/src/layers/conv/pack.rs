@@ -106,46 +106,51 @@ impl Conv2d {
         let w = weight
             .as_slice()
             .expect("a standard-layout array is contiguous");
-        let at = |co: usize, ci: usize, tap: usize| w[(co * g.cin + ci) * taps + tap];
         let cols = live_cols(&g);
         let (first, width) = (cols.start, cols.len());
         let slots = g.kh * width;
         // The threads take whole panels (a copy: the values do not depend on the split).
         if back {
             // Panel `j` of input channels; row `slot * cout + co`, the slots over the flipped
-            // kernel's rows and its columns that read pixels (the flipped `cols`).
+            // kernel's rows and its columns that read pixels (the flipped `cols`): slot `s`
+            // holds kernel position `taps - 1 - flipped(s)` of weight `(co, j * NR + l)`.
             let flipped = |slot: usize| (slot / width) * g.kw + g.kw - first - width + slot % width;
-            let keep = |slot: usize| keep(g.kh - 1 - slot / width);
+            let live: Vec<(usize, usize)> = (0..slots)
+                .filter(|&slot| keep(g.kh - 1 - slot / width))
+                .map(|slot| (slot * g.cout * NR, taps - 1 - flipped(slot)))
+                .collect();
             packed
                 .par_chunks_exact_mut(self.back_steps() * NR)
                 .enumerate()
                 .for_each(|(j, panel)| {
-                    fill_panel(panel, slots, g.cout, &keep, |slot, co, l| {
-                        let ci = j * NR + l;
-                        if ci < g.cin {
-                            at(co, ci, taps - 1 - flipped(slot))
-                        } else {
-                            0.0
-                        }
-                    });
+                    let source = Source {
+                        base: j * NR * taps,
+                        per_row: g.cin * taps,
+                        per_lane: taps,
+                        lanes: NR.min(g.cin - j * NR),
+                    };
+                    fill_panel(panel, g.cout, &live, w, source);
                 });
         } else {
             // Panel `j` of output channels; row `slot * cin + ci`, the slots over the kernel's
-            // rows and its columns `cols`.
+            // rows and its columns `cols`: slot `s` holds kernel position `tap(s)` of weight
+            // `(j * NR + l, ci)`.
             let tap = |slot: usize| (slot / width) * g.kw + first + slot % width;
-            let keep = |slot: usize| keep(slot / width);
+            let live: Vec<(usize, usize)> = (0..slots)
+                .filter(|&slot| keep(slot / width))
+                .map(|slot| (slot * g.cin * NR, tap(slot)))
+                .collect();
             packed
                 .par_chunks_exact_mut(self.forward_steps() * NR)
                 .enumerate()
                 .for_each(|(j, panel)| {
-                    fill_panel(panel, slots, g.cin, &keep, |slot, ci, l| {
-                        let co = j * NR + l;
-                        if co < g.cout {
-                            at(co, ci, tap(slot))
-                        } else {
-                            0.0
-                        }
-                    });
+                    let source = Source {
+                        base: j * NR * g.cin * taps,
+                        per_row: taps,
+                        per_lane: g.cin * taps,
+                        lanes: NR.min(g.cout - j * NR),
+                    };
+                    fill_panel(panel, g.cin, &live, w, source);
                 });
         }
     }
@@ -228,29 +233,50 @@ pub(super) fn runs_in(runs: Vec<Seg>, kh: usize, kw: usize, cols: Range<usize>) 
     }
 }
 
-/// Channels of a panel's rows [`fill_panel`] copies for every kernel position before it moves
-/// on: the weights they read (this many channels of each of the panel's `NR` weight rows) stay
-/// in L1 across the kernel positions.
-const PACK_BLOCK: usize = 8;
+/// Where [`fill_panel`] reads the kernel positions of lane `l` of a panel's rows for channel
+/// `c`: the OIHW weight from `base + c * per_row + l * per_lane`, for the first `lanes` lanes
+/// (the others, past the weight's channels, are zeros).
+pub(super) struct Source {
+    pub(super) base: usize,
+    pub(super) per_row: usize,
+    pub(super) per_lane: usize,
+    pub(super) lanes: usize,
+}
 
-/// Fills `panel`, whose row `slot * channels + c` holds `value(slot, c, l)` in lane `l`, for the
-/// `slots` (kernel positions) `keep` names, a block of [`PACK_BLOCK`] channels at a time. Row by row, each kernel position re-read the whole
-/// panel's weights from L2 (or memory): repacking after every optimizer step cost ~15% of a
-/// ResNet-18 training step.
-fn fill_panel(
+/// Fills `panel`, whose rows for channel `c` start at `offset + c * NR` for each `(offset, tap)`
+/// of `live` and hold in lane `l` kernel position `tap` of the weight `w` that `source` says.
+/// A weight's kernel positions lie together, so each lane reads one short run of `w` and
+/// writes its value into each of the few rows it fills. Kernel position by kernel position and
+/// lane by lane, every value was a gather a kernel apart (3 ns a value: a tenth of a ResNet-18
+/// training step went to packing).
+pub(super) fn fill_panel(
     panel: &mut [f32],
-    slots: usize,
     channels: usize,
-    keep: &impl Fn(usize) -> bool,
-    value: impl Fn(usize, usize, usize) -> f32,
+    live: &[(usize, usize)],
+    w: &[f32],
+    source: Source,
 ) {
-    for c0 in (0..channels).step_by(PACK_BLOCK) {
-        for tap in (0..slots).filter(|&tap| keep(tap)) {
-            for c in c0..(c0 + PACK_BLOCK).min(channels) {
-                let row = &mut panel[(tap * channels + c) * NR..][..NR];
-                for (l, dst) in row.iter_mut().enumerate() {
-                    *dst = value(tap, c, l);
+    for c in 0..channels {
+        let dst = &mut panel[c * NR..];
+        let row = source.base + c * source.per_row;
+        if source.per_lane == 1 {
+            // The lanes' weights adjacent in `w` (a 1 x 1 kernel's input-gradient panels): one
+            // copy a row.
+            for &(offset, tap) in live {
+                let lanes = &w[row + tap..][..source.lanes];
+                dst[offset..offset + source.lanes].copy_from_slice(lanes);
+            }
+        } else {
+            for l in 0..source.lanes {
+                let kernel = &w[row + l * source.per_lane..];
+                for &(offset, tap) in live {
+                    dst[offset + l] = kernel[tap];
                 }
+            }
+        }
+        for l in source.lanes..NR {
+            for &(offset, _) in live {
+                dst[offset + l] = 0.0;
             }
         }
     }
