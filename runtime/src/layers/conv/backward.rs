@@ -460,7 +460,6 @@ impl Conv2d {
         // panels rather than packed whole and copied again (ResNet-18's layer4.0.conv1: 4.7 MB).
         let len = panels(g.cin) * total * NR;
         self.phase_panels = scratch::lend(len);
-        let taps = g.kh * g.kw;
         let weight = self.weight.value.as_standard_layout();
         let w = weight
             .as_slice()
@@ -471,13 +470,7 @@ impl Conv2d {
             .par_chunks_exact_mut(total.max(1) * NR)
             .enumerate()
             .for_each(|(j, panel)| {
-                let source = Source {
-                    base: j * NR * taps,
-                    per_row: g.cin * taps,
-                    per_lane: taps,
-                    lanes: NR.min(g.cin - j * NR),
-                };
-                fill_panel(panel, g.cout, &rows, w, source);
+                fill_panel(panel, g.cout, &rows, w, Source::input_lanes(&g, j));
             });
         let (dyp, phase_panels) = (dy.unwrap_or(&self.dyp[..]), &self.phase_panels[..]);
         let image = g.ih * g.iw * g.cin;

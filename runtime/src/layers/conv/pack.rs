@@ -7,8 +7,7 @@ use rayon::prelude::*;
 
 use super::Conv2d;
 use super::geometry::Geom;
-use super::winograd::{self, Tiling};
-use super::winograd4;
+use super::winograd;
 use crate::error::Result;
 use crate::kernels::gemm::{NR, Seg, panels};
 use crate::layers::check_param;
@@ -32,8 +31,7 @@ impl Conv2d {
     /// Values in the forward panels: `cout` in whole panels, times the reduction length.
     pub(super) fn packed_len(&self) -> usize {
         match self.winograd() {
-            Some(Tiling::F2) => winograd::panels_len(&self.g),
-            Some(Tiling::F4) => winograd4::panels_len(&self.g),
+            Some(tiling) => winograd::panels_len(&self.g, tiling),
             None => panels(self.g.cout) * self.forward_steps() * NR,
         }
     }
@@ -49,7 +47,7 @@ impl Conv2d {
     }
 
     /// Fills `packed` ([`Conv2d::packed_len`] values) with the forward panels the layer's path
-    /// reads: Winograd's transformed weights ([`winograd::pack`], [`winograd4::pack`]), or the kernel rows that read
+    /// reads: Winograd's transformed weights ([`winograd::pack`]), or the kernel rows that read
     /// real input ([`Conv2d::pack_read`]; the others keep what `packed` held).
     pub(super) fn pack_forward(&self, packed: &mut [f32]) {
         let Some(tiling) = self.winograd() else {
@@ -60,10 +58,7 @@ impl Conv2d {
         let w = weight
             .as_slice()
             .expect("a standard-layout array is contiguous");
-        match tiling {
-            Tiling::F2 => winograd::pack(&self.g, w, packed),
-            Tiling::F4 => winograd4::pack(&self.g, w, packed),
-        }
+        winograd::pack(&self.g, w, packed, tiling);
     }
 
     /// Checks that the weight and bias still have the layer's shapes.
@@ -123,13 +118,7 @@ impl Conv2d {
                 .par_chunks_exact_mut(self.back_steps() * NR)
                 .enumerate()
                 .for_each(|(j, panel)| {
-                    let source = Source {
-                        base: j * NR * taps,
-                        per_row: g.cin * taps,
-                        per_lane: taps,
-                        lanes: NR.min(g.cin - j * NR),
-                    };
-                    fill_panel(panel, g.cout, &live, w, source);
+                    fill_panel(panel, g.cout, &live, w, Source::input_lanes(&g, j));
                 });
         } else {
             // Panel `j` of output channels; row `slot * cin + ci`, the slots over the kernel's
@@ -144,13 +133,7 @@ impl Conv2d {
                 .par_chunks_exact_mut(self.forward_steps() * NR)
                 .enumerate()
                 .for_each(|(j, panel)| {
-                    let source = Source {
-                        base: j * NR * g.cin * taps,
-                        per_row: taps,
-                        per_lane: g.cin * taps,
-                        lanes: NR.min(g.cout - j * NR),
-                    };
-                    fill_panel(panel, g.cin, &live, w, source);
+                    fill_panel(panel, g.cin, &live, w, Source::output_lanes(&g, j));
                 });
         }
     }
@@ -237,10 +220,36 @@ pub(super) fn runs_in(runs: Vec<Seg>, kh: usize, kw: usize, cols: Range<usize>) 
 /// `c`: the OIHW weight from `base + c * per_row + l * per_lane`, for the first `lanes` lanes
 /// (the others, past the weight's channels, are zeros).
 pub(super) struct Source {
-    pub(super) base: usize,
-    pub(super) per_row: usize,
-    pub(super) per_lane: usize,
-    pub(super) lanes: usize,
+    base: usize,
+    per_row: usize,
+    per_lane: usize,
+    lanes: usize,
+}
+
+impl Source {
+    /// Panel `j` of the forward: output channels `j * NR..` in the lanes, a row per input
+    /// channel.
+    fn output_lanes(g: &Geom, j: usize) -> Self {
+        let taps = g.kh * g.kw;
+        Source {
+            base: j * NR * g.cin * taps,
+            per_row: taps,
+            per_lane: g.cin * taps,
+            lanes: NR.min(g.cout - j * NR),
+        }
+    }
+
+    /// Panel `j` of an input gradient: input channels `j * NR..` in the lanes, a row per
+    /// output channel (the transposed kernel).
+    pub(super) fn input_lanes(g: &Geom, j: usize) -> Self {
+        let taps = g.kh * g.kw;
+        Source {
+            base: j * NR * taps,
+            per_row: g.cin * taps,
+            per_lane: taps,
+            lanes: NR.min(g.cin - j * NR),
+        }
+    }
 }
 
 /// Fills `panel`, whose rows for channel `c` start at `offset + c * NR` for each `(offset, tap)`

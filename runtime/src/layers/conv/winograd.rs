@@ -19,7 +19,8 @@ use super::Conv2d;
 use super::forward::POSITIONS;
 use super::geometry::Geom;
 use super::tile::TileStore;
-use crate::kernels::gemm::{Epilogue, MR, NR, Tile, panels, rows_panel_into};
+use super::winograd4;
+use crate::kernels::gemm::{Epilogue, MR, NR, Runs, Tile, panels, rows_panel_into};
 use crate::par;
 use crate::scratch;
 use crate::simd::multiversion;
@@ -104,26 +105,112 @@ fn weight_tile(g: &[f32]) -> [f32; TAPS] {
     u
 }
 
-/// Values in the Winograd panels of a layer: `[TAPS][panels(cout)][cin][NR]`.
-pub(super) fn panels_len(g: &Geom) -> usize {
-    TAPS * panels(g.cout) * g.cin * NR
+/// Values in a layer's Winograd panels for `tiling`: `[positions][panels(cout)][cin][NR]`.
+pub(super) fn panels_len(g: &Geom, tiling: Tiling) -> usize {
+    let positions = match tiling {
+        Tiling::F2 => TAPS,
+        Tiling::F4 => winograd4::TAPS,
+    };
+    positions * panels(g.cout) * g.cin * NR
 }
 
-/// Fills `packed` ([`panels_len`] values) with the transformed weights of `w` (OIHW, 3 x 3):
-/// position `p`'s panel `j` holds row `ci`, column `l` = `U[p]` of output channel
+/// Fills `packed` ([`panels_len`] values) with the weights `w` (OIHW, 3 x 3) transformed for
+/// `tiling`: position `p`'s panel `j` holds row `ci`, column `l` = `U[p]` of output channel
 /// `j * NR + l` and input channel `ci`, zeros past `cout`.
-pub(super) fn pack(g: &Geom, w: &[f32], packed: &mut [f32]) {
+pub(super) fn pack(g: &Geom, w: &[f32], packed: &mut [f32], tiling: Tiling) {
+    match tiling {
+        Tiling::F2 => pack_tiles(g, w, packed, weight_tile),
+        Tiling::F4 => pack_tiles(g, w, packed, winograd4::weight_tile),
+    }
+}
+
+/// [`pack`] with the kernel transform `tile` of `T` positions.
+fn pack_tiles<const T: usize>(
+    g: &Geom,
+    w: &[f32],
+    packed: &mut [f32],
+    tile: fn(&[f32]) -> [f32; T],
+) {
     let (cin, cout) = (g.cin, g.cout);
     let panel = cin * NR;
     let per_tap = panels(cout) * panel;
-    packed[..TAPS * per_tap].fill(0.0);
+    packed[..T * per_tap].fill(0.0);
     for co in 0..cout {
         let (j, l) = (co / NR, co % NR);
         for ci in 0..cin {
             let at = (co * cin + ci) * 9;
-            let u = weight_tile(&w[at..at + 9]);
+            let u = tile(&w[at..at + 9]);
             for (p, &v) in u.iter().enumerate() {
                 packed[p * per_tap + j * panel + ci * NR + l] = v;
+            }
+        }
+    }
+}
+
+/// Runs `block(rows, out, pixel)` over the tile rows of `batch` images of `h x w` pixels cut
+/// into tiles of `side x side`, each block at most `block_rows` tile rows (counted over the
+/// batch), `out` from the block's first pixel `pixel` (in batch order; `stride` values a
+/// pixel). Parallel tasks take whole tile rows, a block's or fewer where that leaves fewer than
+/// four tasks a thread; whole images when a tile row's pixels are not a fixed count (`h` not a
+/// multiple of `side`, its last tile row shorter).
+pub(super) fn for_blocks(
+    out: &mut [f32],
+    stride: usize,
+    (batch, [h, w]): (usize, [usize; 2]),
+    side: usize,
+    block_rows: usize,
+    block: impl Fn(std::ops::Range<usize>, &mut [f32], usize) + Sync,
+) {
+    let th = h.div_ceil(side);
+    let rows = batch * th;
+    let want = rows
+        .div_ceil(4 * rayon::current_num_threads())
+        .clamp(1, block_rows);
+    let (task_rows, task_pixels) = if h.is_multiple_of(side) {
+        (want, want * side * w)
+    } else {
+        let images = want.div_ceil(th);
+        (images * th, images * h * w)
+    };
+    let first_pixel = |row: usize| row / th * h * w + (row % th) * side * w;
+    par::chunks_mut(out, task_pixels * stride, |task, out| {
+        let first = task * task_rows;
+        let end = (first + task_rows).min(rows);
+        let mut at = first;
+        while at < end {
+            let stop = (at + block_rows).min(end);
+            let pixel = first_pixel(at);
+            block(
+                at..stop,
+                &mut out[(pixel - first_pixel(first)) * stride..],
+                pixel,
+            );
+            at = stop;
+        }
+    });
+}
+
+/// The GEMMs of a block of `tiles` transformed tiles of `taps` positions: for each position `p`
+/// and each of the `outs` output panels `j`, `[tiles x k] x [k x NR]` of the rows of `v` (tile
+/// `t`'s position `p` at `(t * taps + p) * width`; `runs` says which of its values are reduced)
+/// with `panel(p, j)`, into the products `m` (tile `t`'s position `p` at `(t * taps + p) * cs`,
+/// panel `j` from column `j * NR`). `m` holds whole GEMM tiles: the rows past the last tile
+/// repeat it, into products never read.
+pub(super) fn gemms<'p>(
+    (v, width): (&[f32], usize),
+    (m, cs): (&mut [f32], usize),
+    [tiles, taps, outs]: [usize; 3],
+    runs: Runs<'_>,
+    panel: impl Fn(usize, usize) -> &'p [f32],
+) {
+    let (zero_bias, none) = ([0.0; NR], Epilogue::default());
+    for p in 0..taps {
+        for j in 0..outs {
+            let panel = panel(p, j);
+            for t in (0..tiles).step_by(MR) {
+                let out = &mut m[(t * taps + p) * cs + j * NR..];
+                let rows = std::array::from_fn(|i| ((t + i).min(tiles - 1) * taps + p) * width);
+                rows_panel_into(out, taps * cs, &none, &zero_bias, v, &rows, runs, panel);
             }
         }
     }
@@ -167,29 +254,9 @@ impl Conv2d {
         // Tile rows of the batch a block holds (at least one).
         let row_bytes = lay.tw * TAPS * (g.cin + lay.cs) * std::mem::size_of::<f32>();
         let block_rows = (BLOCK_BYTES / row_bytes).max(1);
-        let rows = batch * lay.th;
-        // A task's tile rows: a block's, or fewer where that leaves fewer than four tasks a
-        // thread; whole images when a tile row's pixels are not a fixed count.
-        let want = rows
-            .div_ceil(4 * rayon::current_num_threads())
-            .clamp(1, block_rows);
-        let (task_rows, task_pixels) = if g.oh.is_multiple_of(2) {
-            (want, want * 2 * g.ow)
-        } else {
-            let images = want.div_ceil(lay.th);
-            (images * lay.th, images * g.oh * g.ow)
-        };
-        par::chunks_mut(y, task_pixels * stride, |task, y_task| {
-            let first = task * task_rows;
-            let end = (first + task_rows).min(rows);
-            let mut at = first;
-            while at < end {
-                let stop = (at + block_rows).min(end);
-                let pixel = first_pixel(&g, &lay, at);
-                let out = &mut y_task[(pixel - first_pixel(&g, &lay, first)) * stride..];
-                self.winograd_block(x, packed, bias_row, at..stop, out, pixel, store, lay);
-                at = stop;
-            }
+        let images = (batch, [g.oh, g.ow]);
+        for_blocks(y, stride, images, 2, block_rows, |rows, out, pixel| {
+            self.winograd_block(x, packed, bias_row, rows, out, pixel, store, lay);
         });
     }
 
@@ -236,22 +303,11 @@ impl Conv2d {
             input_transform(&lines, v, g.iw, cin);
         }
         // The GEMMs: position `p` of every tile, `[tiles x cin] x [cin x cout]`.
-        let runs = &self.winograd_runs;
-        let zero_bias = [0.0; NR];
-        let none = Epilogue::default();
         let per_tap = panels(g.cout) * cin * NR;
-        for p in 0..TAPS {
-            let panels_p = &packed[p * per_tap..][..per_tap];
-            for j in 0..panels(g.cout) {
-                let panel = &panels_p[j * cin * NR..][..cin * NR];
-                for t in (0..tiles).step_by(MR) {
-                    let out = &mut m[(t * TAPS + p) * cs + j * NR..];
-                    let rows = std::array::from_fn(|i| ((t + i).min(tiles - 1) * TAPS + p) * cin);
-                    let (v, runs) = (&v[..], runs.all());
-                    rows_panel_into(out, TAPS * cs, &none, &zero_bias, v, &rows, runs, panel);
-                }
-            }
-        }
+        let panel = |p: usize, j: usize| &packed[p * per_tap + j * cin * NR..][..cin * NR];
+        let shape = [tiles, TAPS, panels(g.cout)];
+        let runs = self.winograd_runs.all();
+        gemms((&v[..], cin), (&mut m[..], cs), shape, runs, panel);
         // The output transform: three tiles of a tile row at a time, as two tiles of six
         // pixels (the top and bottom output rows), one panel of channels at a time.
         let (stride, offset) = store.layout(g.cout);
@@ -286,11 +342,6 @@ impl Conv2d {
             }
         }
     }
-}
-
-/// The first pixel (in batch order) of tile row `row` of the batch.
-fn first_pixel(g: &Geom, lay: &Layout, row: usize) -> usize {
-    row / lay.th * g.oh * g.ow + (row % lay.th) * 2 * g.ow
 }
 
 /// Channels a transform handles at once: an AVX-512 register, two AVX2 ones.
@@ -444,7 +495,7 @@ fn output_lanes<const L: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::forward::Padded;
     use super::super::forward::tests::reference;
     use super::*;
@@ -455,7 +506,13 @@ mod tests {
     use crate::tensor::Mode;
 
     /// A 3 x 3 'same' convolution of `hw` images.
-    pub(super) fn layer(cin: usize, cout: usize, hw: [usize; 2], bias: bool, seed: u64) -> Conv2d {
+    pub(in crate::layers::conv) fn layer(
+        cin: usize,
+        cout: usize,
+        hw: [usize; 2],
+        bias: bool,
+        seed: u64,
+    ) -> Conv2d {
         let config = Conv2dConfig {
             padding: [1, 1],
             padding_end: [1, 1],
@@ -465,7 +522,7 @@ mod tests {
         Conv2d::new("conv", &config, hw, &mut init_rng(seed)).expect("a valid convolution")
     }
 
-    pub(super) fn values(len: usize, seed: usize) -> Vec<f32> {
+    pub(in crate::layers::conv) fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
             .map(|i| {
                 let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seed as u64);
@@ -475,7 +532,7 @@ mod tests {
             .collect()
     }
 
-    pub(super) fn bits(v: &[f32]) -> Vec<u32> {
+    pub(in crate::layers::conv) fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|v| v.to_bits()).collect()
     }
 
@@ -484,8 +541,23 @@ mod tests {
     /// threads; and the epilogue (factors, a residual, a ReLU6 clamp; a concatenation's slice)
     /// stored from the kernel the same bits as applied to the plain output afterwards.
     fn check(cin: usize, cout: usize, hw: [usize; 2], batch: usize, bias: bool) {
+        check_tiling(Tiling::F2, 4e-7, cin, cout, hw, batch, bias);
+    }
+
+    /// A convolution of `cin -> cout` channels at `hw`, which takes `tiling`, against the f64
+    /// definition within `tolerance` of each output's sum of the products' magnitudes, then
+    /// every other path (eval, `&self` inference, the threads, the epilogues) against it.
+    pub(in crate::layers::conv) fn check_tiling(
+        tiling: Tiling,
+        tolerance: f64,
+        cin: usize,
+        cout: usize,
+        hw: [usize; 2],
+        batch: usize,
+        bias: bool,
+    ) {
         let mut conv = layer(cin, cout, hw, bias, (cin * 31 + cout) as u64);
-        assert_eq!(conv.winograd(), Some(Tiling::F2), "{cin}->{cout} {hw:?}");
+        assert_eq!(conv.winograd(), Some(tiling), "{cin}->{cout} {hw:?}");
         let (nx, ny) = (conv.input_shape().numel(), conv.output_shape().numel());
         let x = values(batch * nx, cin + 7 * cout);
         let mut y = vec![f32::NAN; batch * ny];
@@ -494,7 +566,7 @@ mod tests {
         for (&got, (want, mag)) in y.iter().zip(reference(&conv, &x, batch)) {
             let err = (f64::from(got) - want).abs();
             assert!(
-                err <= 4e-7 * mag.max(1.0),
+                err <= tolerance * mag.max(1.0),
                 "{got} vs {want} ({cin}->{cout} {hw:?})"
             );
         }
@@ -676,7 +748,7 @@ mod tests {
     }
 
     /// The least thread CPU time of `runs` calls of `f`, in ms.
-    pub(super) fn least_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    pub(in crate::layers::conv) fn least_ms(runs: usize, mut f: impl FnMut()) -> f64 {
         fn now() -> std::time::Duration {
             let mut ts = libc_timespec { sec: 0, nsec: 0 };
             // SAFETY: `ts` is a valid `timespec` for the call to fill.
@@ -728,9 +800,9 @@ mod tests {
                 let direct_len = panels(cout) * conv.forward_steps() * NR;
                 let mut direct = vec![0.0; direct_len];
                 conv.pack_read(false, &mut direct);
-                let mut wino = vec![0.0; panels_len(&conv.g)];
+                let mut wino = vec![0.0; panels_len(&conv.g, Tiling::F2)];
                 let w = conv.weight.value.as_slice().expect("contiguous");
-                pack(&conv.g, w, &mut wino);
+                pack(&conv.g, w, &mut wino, Tiling::F2);
                 let bias = conv.bias_row.clone();
                 let (mut old, mut new) = (f64::INFINITY, f64::INFINITY);
                 for _ in 0..5 {

@@ -24,13 +24,13 @@
 use super::Conv2d;
 use super::geometry::Geom;
 use super::tile::TileStore;
-use crate::kernels::gemm::{Epilogue, MR, NR, Tile, panels, rows_panel_into};
-use crate::par;
+use super::winograd::{for_blocks, gemms};
+use crate::kernels::gemm::{MR, NR, Tile, panels};
 use crate::scratch;
 use crate::simd::multiversion;
 
 /// Values of a transformed tile: 6 x 6.
-const TAPS: usize = 36;
+pub(super) const TAPS: usize = 36;
 
 /// Output pixels a tile has on a side.
 const SIDE: usize = 4;
@@ -42,7 +42,7 @@ const BLOCK_BYTES: usize = 256 * 1024;
 /// The transformed weight `G g Gᵀ` of one `3 x 3` kernel `g` (row-major), in f64 and rounded
 /// once: `G = [[1/4, 0, 0], [-1/6, -1/6, -1/6], [-1/6, 1/6, -1/6], [1/24, 1/12, 1/6],
 /// [1/24, -1/12, 1/6], [0, 0, 1]]`, applied to the kernel's columns, then to the rows of that.
-fn weight_tile(g: &[f32]) -> [f32; TAPS] {
+pub(super) fn weight_tile(g: &[f32]) -> [f32; TAPS] {
     let g: [f64; 9] = std::array::from_fn(|k| f64::from(g[k]));
     // `G v` of three values.
     let apply = |v0: f64, v1: f64, v2: f64| {
@@ -65,31 +65,6 @@ fn weight_tile(g: &[f32]) -> [f32; TAPS] {
         }
     }
     u
-}
-
-/// Values in the F(4 x 4) panels of a layer: `[TAPS][panels(cout)][cin][NR]`.
-pub(super) fn panels_len(g: &Geom) -> usize {
-    TAPS * panels(g.cout) * g.cin * NR
-}
-
-/// Fills `packed` ([`panels_len`] values) with the transformed weights of `w` (OIHW, 3 x 3):
-/// position `p`'s panel `j` holds row `ci`, column `l` = `U[p]` of output channel
-/// `j * NR + l` and input channel `ci`, zeros past `cout`.
-pub(super) fn pack(g: &Geom, w: &[f32], packed: &mut [f32]) {
-    let (cin, cout) = (g.cin, g.cout);
-    let panel = cin * NR;
-    let per_tap = panels(cout) * panel;
-    packed[..TAPS * per_tap].fill(0.0);
-    for co in 0..cout {
-        let (j, l) = (co / NR, co % NR);
-        for ci in 0..cin {
-            let at = (co * cin + ci) * 9;
-            let u = weight_tile(&w[at..at + 9]);
-            for (p, &v) in u.iter().enumerate() {
-                packed[p * per_tap + j * panel + ci * NR + l] = v;
-            }
-        }
-    }
 }
 
 /// The F(4 x 4) layout of a layer's forward.
@@ -130,29 +105,9 @@ impl Conv2d {
         // Tile rows of the batch a block holds: at least a GEMM tile's rows of tiles.
         let row_bytes = lay.tw * TAPS * (g.cin + lay.cs) * std::mem::size_of::<f32>();
         let block_rows = (BLOCK_BYTES / row_bytes).max(MR.div_ceil(lay.tw));
-        let rows = batch * lay.th;
-        // A task's tile rows: a block's, or fewer where that leaves fewer than four tasks a
-        // thread; whole images when a tile row's pixels are not a fixed count.
-        let want = rows
-            .div_ceil(4 * rayon::current_num_threads())
-            .clamp(1, block_rows);
-        let (task_rows, task_pixels) = if g.oh.is_multiple_of(SIDE) {
-            (want, want * SIDE * g.ow)
-        } else {
-            let images = want.div_ceil(lay.th);
-            (images * lay.th, images * g.oh * g.ow)
-        };
-        par::chunks_mut(y, task_pixels * stride, |task, y_task| {
-            let first = task * task_rows;
-            let end = (first + task_rows).min(rows);
-            let mut at = first;
-            while at < end {
-                let stop = (at + block_rows).min(end);
-                let pixel = first_pixel(&g, &lay, at);
-                let out = &mut y_task[(pixel - first_pixel(&g, &lay, first)) * stride..];
-                self.winograd4_block(x, packed, bias_row, at..stop, out, pixel, store, lay);
-                at = stop;
-            }
+        let images = (batch, [g.oh, g.ow]);
+        for_blocks(y, stride, images, SIDE, block_rows, |rows, out, pixel| {
+            self.winograd4_block(x, packed, bias_row, rows, out, pixel, store, lay);
         });
     }
 
@@ -199,23 +154,11 @@ impl Conv2d {
             input_transform(&lines, v, g.iw, cin);
         }
         // The GEMMs: position `p` of every tile, `[tiles x cin] x [cin x cout]`.
-        let runs = self.winograd_runs.all();
-        let zero_bias = [0.0; NR];
-        let none = Epilogue::default();
         let per_tap = panels(g.cout) * cin * NR;
-        let row = |t: usize, p: usize| (t.min(tiles - 1) * TAPS + p) * cin;
-        for p in 0..TAPS {
-            let panels_p = &packed[p * per_tap..][..per_tap];
-            for j in 0..panels(g.cout) {
-                let panel = &panels_p[j * cin * NR..][..cin * NR];
-                for t in (0..tiles).step_by(MR) {
-                    let out = &mut m[(t * TAPS + p) * cs + j * NR..];
-                    let rows = std::array::from_fn(|i| row(t + i, p));
-                    let (stride, v) = (TAPS * cs, &v[..]);
-                    rows_panel_into(out, stride, &none, &zero_bias, v, &rows, runs, panel);
-                }
-            }
-        }
+        let panel = |p: usize, j: usize| &packed[p * per_tap + j * cin * NR..][..cin * NR];
+        let shape = [tiles, TAPS, panels(g.cout)];
+        let runs = self.winograd_runs.all();
+        gemms((&v[..], cin), (&mut m[..], cs), shape, runs, panel);
         // The output transform: a tile at a time, its four output rows as four tiles of (up
         // to) four pixels, one panel of channels at a time.
         let (stride, offset) = store.layout(g.cout);
@@ -244,11 +187,6 @@ impl Conv2d {
             }
         }
     }
-}
-
-/// The first pixel (in batch order) of tile row `row` of the batch.
-fn first_pixel(g: &Geom, lay: &Layout, row: usize) -> usize {
-    row / lay.th * g.oh * g.ow + (row % lay.th) * SIDE * g.ow
 }
 
 /// Channels a transform handles at once: an AVX-512 register, two AVX2 ones.
@@ -411,115 +349,15 @@ fn output_lanes<const L: usize>(
 #[cfg(test)]
 mod tests {
     use super::super::forward::Padded;
-    use super::super::forward::tests::reference;
+    use super::super::winograd::tests::{layer, least_ms, values};
     use super::super::winograd::{self, Tiling};
     use super::*;
     use crate::config::Conv2dConfig;
     use crate::init::init_rng;
     use crate::layers::Layer;
-    use crate::layers::conv::tile::ChannelStore;
-    use crate::tensor::Mode;
 
-    /// A 3 x 3 'same' convolution of `hw` images.
-    fn layer(cin: usize, cout: usize, hw: [usize; 2], bias: bool, seed: u64) -> Conv2d {
-        let config = Conv2dConfig {
-            padding: [1, 1],
-            padding_end: [1, 1],
-            bias,
-            ..Conv2dConfig::new(cin, cout, [3, 3])
-        };
-        Conv2d::new("conv", &config, hw, &mut init_rng(seed)).expect("a valid convolution")
-    }
-
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seed as u64);
-                let h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                (h >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|v| v.to_bits()).collect()
-    }
-
-    /// Checks one layer over `batch` images: the training forward within `1e-5` of the sum of
-    /// the products' magnitudes of the definition (F(4 x 4)'s transforms round values up to 10x
-    /// larger than the inputs); eval and `&self` inference the same bits; the same bits at 1, 2
-    /// and 3 threads; and the epilogue (factors, a residual, a ReLU6 clamp; a concatenation's
-    /// slice) stored from the kernel the same bits as applied to the plain output afterwards.
     fn check(cin: usize, cout: usize, hw: [usize; 2], batch: usize, bias: bool) {
-        let mut conv = layer(cin, cout, hw, bias, (cin * 31 + cout) as u64);
-        assert_eq!(conv.winograd(), Some(Tiling::F4), "{cin}->{cout} {hw:?}");
-        let (nx, ny) = (conv.input_shape().numel(), conv.output_shape().numel());
-        let x = values(batch * nx, cin + 7 * cout);
-        let mut y = vec![f32::NAN; batch * ny];
-        conv.forward(&x, &mut y, batch, Mode::Train)
-            .expect("forward");
-        for (&got, (want, mag)) in y.iter().zip(reference(&conv, &x, batch)) {
-            let err = (f64::from(got) - want).abs();
-            assert!(
-                err <= 1e-5 * mag.max(1.0),
-                "{got} vs {want} ({cin}->{cout} {hw:?})"
-            );
-        }
-        let mut eval = vec![f32::NAN; batch * ny];
-        conv.forward(&x, &mut eval, batch, Mode::Eval)
-            .expect("forward");
-        assert_eq!(bits(&eval), bits(&y));
-        let (scale, shift) = (values(cout, 1), values(cout, 2));
-        let residual = values(batch * ny, 3);
-        let clamp = |v: f32| {
-            let v = if v < 0.0 { 0.0 } else { v };
-            if v > 0.5 { 0.5 } else { v }
-        };
-        for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("a thread pool");
-            pool.install(|| {
-                let mut inferred = vec![f32::NAN; batch * ny];
-                conv.infer(&x, &mut inferred, batch).expect("inference");
-                assert_eq!(bits(&inferred), bits(&y), "{threads} threads");
-                let store = ChannelStore {
-                    affine: Some((&scale, &shift)),
-                    residual: Some(&residual),
-                    lo: 0.0,
-                    hi: 0.5,
-                    slice: None,
-                };
-                let mut stored = vec![f32::NAN; batch * ny];
-                conv.infer_store(&x, &mut stored, batch, &store)
-                    .expect("epilogue");
-                let want: Vec<f32> = (0..batch * ny)
-                    .map(|i| clamp(y[i] * scale[i % cout] + shift[i % cout] + residual[i]))
-                    .collect();
-                assert_eq!(bits(&stored), bits(&want), "{threads} threads");
-                // Channels 3.. of a concatenation of `cout + 5`, through the ReLU only.
-                let channels = cout + 5;
-                let store = ChannelStore {
-                    affine: None,
-                    residual: None,
-                    lo: 0.0,
-                    hi: f32::INFINITY,
-                    slice: Some((3, channels)),
-                };
-                let mut cat = vec![7.0; batch * ny / cout * channels];
-                conv.infer_store(&x, &mut cat, batch, &store)
-                    .expect("epilogue");
-                for (px, cat) in cat.chunks_exact(channels).enumerate() {
-                    let own = &y[px * cout..][..cout];
-                    let relu: Vec<f32> =
-                        own.iter().map(|&v| if v < 0.0 { 0.0 } else { v }).collect();
-                    assert_eq!(bits(&cat[3..3 + cout]), bits(&relu));
-                    assert_eq!(bits(&cat[..3]), bits(&[7.0; 3]));
-                    assert_eq!(bits(&cat[3 + cout..]), bits(&[7.0; 2]));
-                }
-            });
-        }
+        winograd::tests::check_tiling(Tiling::F4, 1e-5, cin, cout, hw, batch, bias);
     }
 
     /// ResNet-20's shapes and borders: heights and widths that are not multiples of 4 (a last
@@ -606,31 +444,6 @@ mod tests {
         assert_eq!(conv.winograd(), None);
     }
 
-    /// The least thread CPU time of `runs` calls of `f`, in ms.
-    fn least_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-        fn now() -> std::time::Duration {
-            let mut ts = libc_timespec { sec: 0, nsec: 0 };
-            // SAFETY: `ts` is a valid `timespec` for the call to fill.
-            unsafe { clock_gettime(3, &mut ts) };
-            std::time::Duration::new(ts.sec as u64, ts.nsec as u32)
-        }
-        #[repr(C)]
-        struct libc_timespec {
-            sec: i64,
-            nsec: i64,
-        }
-        unsafe extern "C" {
-            fn clock_gettime(clock: i32, ts: *mut libc_timespec) -> i32;
-        }
-        (0..runs)
-            .map(|_| {
-                let start = now();
-                f();
-                (now() - start).as_secs_f64() * 1e3
-            })
-            .fold(f64::INFINITY, f64::min)
-    }
-
     /// One thread, batch 64: the direct forward, F(2 x 2)'s and F(4 x 4)'s of the same layer,
     /// alternating, the least CPU time of 15 calls each, five rounds (`cargo test --release -p
     /// cnnc-runtime --lib winograd4_timing -- --ignored --nocapture`).
@@ -661,10 +474,10 @@ mod tests {
                 let mut direct = vec![0.0; direct_len];
                 conv.pack_read(false, &mut direct);
                 let w = conv.weight.value.as_slice().expect("contiguous");
-                let mut f2 = vec![0.0; winograd::panels_len(&conv.g)];
-                winograd::pack(&conv.g, w, &mut f2);
-                let mut f4 = vec![0.0; panels_len(&conv.g)];
-                pack(&conv.g, w, &mut f4);
+                let mut f2 = vec![0.0; winograd::panels_len(&conv.g, Tiling::F2)];
+                winograd::pack(&conv.g, w, &mut f2, Tiling::F2);
+                let mut f4 = vec![0.0; winograd::panels_len(&conv.g, Tiling::F4)];
+                winograd::pack(&conv.g, w, &mut f4, Tiling::F4);
                 let bias = conv.bias_row.clone();
                 let mut best = [f64::INFINITY; 3];
                 for _ in 0..5 {

@@ -12,8 +12,11 @@
 use super::super::Conv2d;
 use super::super::backward::put;
 use super::super::geometry::Geom;
-use super::{BLOCK_BYTES, MIN_CHANNELS, TAPS, input_transform, output_transform, weight_tile};
-use crate::kernels::gemm::{Epilogue, MR, NR, Tile, panels, rows_panel_into};
+use super::{
+    BLOCK_BYTES, MIN_CHANNELS, TAPS, for_blocks, gemms, input_transform, output_transform,
+    weight_tile,
+};
+use crate::kernels::gemm::{MR, NR, Tile, panels};
 use crate::par;
 use crate::scratch;
 
@@ -107,31 +110,15 @@ impl Conv2d {
         };
         let row_bytes = lay.tw * TAPS * (lay.ds + lay.cs) * std::mem::size_of::<f32>();
         let block_rows = (BLOCK_BYTES / row_bytes).max(MIN_TILES.div_ceil(lay.tw));
-        let rows = batch * lay.th;
-        let want = rows
-            .div_ceil(4 * rayon::current_num_threads())
-            .clamp(1, block_rows);
-        let (task_rows, task_pixels) = if g.ih.is_multiple_of(2) {
-            (want, want * 2 * g.iw)
-        } else {
-            let images = want.div_ceil(lay.th);
-            (images * lay.th, images * g.ih * g.iw)
-        };
-        let first_pixel = |row: usize| row / lay.th * g.ih * g.iw + (row % lay.th) * 2 * g.iw;
-        par::chunks_mut(
-            &mut dx[..batch * g.ih * g.iw * g.cin],
-            task_pixels * g.cin,
-            |task, dx_task| {
-                let first = task * task_rows;
-                let end = (first + task_rows).min(rows);
-                let mut at = first;
-                while at < end {
-                    let stop = (at + block_rows).min(end);
-                    let pixel = first_pixel(at);
-                    let out = &mut dx_task[(pixel - first_pixel(first)) * g.cin..];
-                    self.winograd_grad_block(dy, packed, at..stop, out, pixel, add, lay);
-                    at = stop;
-                }
+        let dx = &mut dx[..batch * g.ih * g.iw * g.cin];
+        for_blocks(
+            dx,
+            g.cin,
+            (batch, [g.ih, g.iw]),
+            2,
+            block_rows,
+            |rows, out, pixel| {
+                self.winograd_grad_block(dy, packed, rows, out, pixel, add, lay);
             },
         );
     }
@@ -179,20 +166,12 @@ impl Conv2d {
         }
         // The GEMMs: position `p` of every tile, `[tiles x cout] x [cout x cin]` (the first
         // `cout` of each row's `ds` values).
-        let runs = self.winograd_back_runs.all();
-        let zero = [0.0; NR];
-        let none = Epilogue::default();
         let panel_len = g.cout * NR;
-        for p in 0..TAPS {
-            for j in 0..panels(g.cin) {
-                let panel = &packed[(j * TAPS + p) * panel_len..][..panel_len];
-                for t in (0..tiles).step_by(MR) {
-                    let out = &mut m[(t * TAPS + p) * cs + j * NR..];
-                    let rows = std::array::from_fn(|i| ((t + i).min(tiles - 1) * TAPS + p) * ds);
-                    rows_panel_into(out, TAPS * cs, &none, &zero, &v, &rows, runs, panel);
-                }
-            }
-        }
+        let panel = |p: usize, j: usize| &packed[(j * TAPS + p) * panel_len..][..panel_len];
+        let shape = [tiles, TAPS, panels(g.cin)];
+        let runs = self.winograd_back_runs.all();
+        gemms((&v[..], ds), (&mut m[..], cs), shape, runs, panel);
+        let zero = [0.0; NR];
         // The output transform (adding zeros for the bias), three tiles of a tile row at a
         // time, stored or added into `dx` a pixel row of each at a time.
         let mut top: Tile = [[0.0; NR]; MR];
