@@ -636,8 +636,7 @@ impl Conv2d {
         // `dy` is staged (widened to whole panels, masked by a fused ReLU, bordered for the
         // input gradient; with a fused pool, routed to the positions its forward picked) unless
         // the gradients can read it as it is: a 1 x 1 convolution's input gradient needs no
-        // border.
-        // Winograd's input gradient reads `dy` without a border (zeros outside the image).
+        // border, nor does Winograd's (its patches read zeros outside the image).
         let mask = self.relu && !self.relu_masked;
         let winograd_dx = dx.is_some() && self.winograd_dx();
         let bordered = dx.is_some() && !g.borderless_dy() && !winograd_dx;
@@ -663,11 +662,11 @@ impl Conv2d {
             if winograd_dx {
                 // Winograd's transformed panels of the flipped kernel, and `dy` unbordered.
                 let len = winograd::grad::panels_len(&g);
-                let mut packed_back = scratch::lend(len);
-                self.pack_winograd_back(&mut packed_back[..len]);
-                self.packed_back = packed_back;
+                let mut packed = scratch::lend(len);
+                self.pack_winograd_back(&mut packed[..len]);
                 let dy = if staged.is_some() { &self.dyp[..] } else { dy };
-                self.winograd_input_grad(dx, dy, &self.packed_back[..len], batch, add_dx);
+                self.winograd_input_grad(dx, dy, &packed[..len], batch, add_dx);
+                scratch::give_back(packed);
             } else {
                 // The direct input gradient reads only the kernel rows that read real pixels
                 // (the phases of a strided one fill their own panels).
