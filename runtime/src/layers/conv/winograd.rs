@@ -56,10 +56,11 @@ const F4_CHANNELS: std::ops::Range<usize> = 17..128;
 
 /// Fewest input and output channels (both) for which Winograd's F(2 x 2, 5 x 5) tiles
 /// ([`super::winograd5`]) are taken over the direct path's: with one-thread CPU time at batch 64
-/// (least of 75), with and without the fused ReLU and 2 x 2 pool, 32 -> 32 at 16 x 16 took
-/// 0.76x the direct forward's time on AVX-512 and 0.56x on AVX2, 32 -> 64 at 8 x 8 0.71x to
-/// 0.76x and 0.57x to 0.6x, 64 -> 64 at 8 x 8 0.59x and 0.49x, where 16 -> 16 at 32 x 32 took
-/// 1.6x and 1.3x (docs/PERFORMANCE.md, session 16).
+/// (least of 75, two runs), through the fused ReLU and 2 x 2 pool, 32 -> 32 at 16 x 16 took
+/// 0.72x to 0.75x the direct forward's time on AVX-512 and 0.56x to 0.57x on AVX2, 32 -> 64 at
+/// 8 x 8 0.67x and 0.51x to 0.53x, 64 -> 64 at 8 x 8 0.55x to 0.57x and 0.48x (unpooled within a
+/// few per cent of those), where 16 -> 16 at 32 x 32 took 1.6x and 1.3x (docs/PERFORMANCE.md,
+/// session 16).
 const F2R5_CHANNELS: usize = 32;
 
 /// Which Winograd tiles a layer's forward runs.
