@@ -546,7 +546,8 @@ mod tests {
     /// Checks one pooled layer over `batch` images: the pooled values and positions the same
     /// bits as the unpooled F(2 x 2, 5 x 5) output (checked against the definition) through a
     /// separate ReLU and pool, in a training forward, an eval one and `&self` inference, at
-    /// 1, 2 and 3 threads; and the backward runs from the recorded positions.
+    /// 1, 2 and 3 threads (and the unfused inference the unpooled output's bits); and the
+    /// backward runs from the recorded positions.
     fn check_pooled(cin: usize, cout: usize, hw: [usize; 2], batch: usize, bias: bool) {
         let seed = (cin * 31 + cout) as u64;
         let mut conv = pooled(cin, cout, hw, bias, seed);
@@ -588,6 +589,11 @@ mod tests {
                 assert_eq!(bits(&y), bits(&want), "{threads} threads");
                 let pool = conv.pool.as_ref().expect("a fused pool");
                 assert_eq!(pool.argmax[..batch * ny], want_at[..], "{threads} threads");
+                // Without its ReLU and pool (the plan's unfused inference): the plain layer's.
+                let mut unfused = vec![f32::NAN; batch * nz];
+                conv.infer_unfused(&x, &mut unfused, batch)
+                    .expect("inference");
+                assert_eq!(bits(&unfused), bits(&z), "{threads} threads");
             });
         }
         let dy = values(batch * ny, 5);
