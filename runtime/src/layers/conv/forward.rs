@@ -58,9 +58,11 @@ impl Conv2d {
         } else {
             TileStore::Plain
         };
+        // The path and the panels' length as chosen with the pool, before it is taken.
+        let (winograd, len) = (self.winograd(), self.packed_len());
         let mut pool = self.pool.take();
         let panels = match &lent {
-            Some(lent) => &lent[..self.packed_len()],
+            Some(lent) => &lent[..len],
             None => self.packed_panels(),
         };
         let packed = (panels, &self.bias_row[..]);
@@ -71,8 +73,8 @@ impl Conv2d {
             .flatten();
         match by_task {
             // Winograd's tiles read the unpadded input.
-            _ if let Some(tiling) = self.winograd() => {
-                self.winograd_forward(tiling, x, packed, y, batch, store)
+            _ if let Some(tiling) = winograd => {
+                self.winograd_forward(tiling, x, packed, y, batch, store, pool.as_mut())
             }
             // Without padding the padded input is the input: read in place, not copied.
             _ if self.g.unpadded() => {
@@ -155,7 +157,7 @@ impl Conv2d {
         };
         let Some(fused) = fused else {
             if let Some(tiling) = winograd {
-                self.winograd_forward(tiling, x, weights, &mut y[..ny], batch, store);
+                self.winograd_forward(tiling, x, weights, &mut y[..ny], batch, store, None);
                 return Ok(());
             }
             self.convolve_stored(input, weights, &mut y[..ny], batch, store, None);
@@ -170,7 +172,13 @@ impl Conv2d {
             indexed: 0,
             ..*fused
         };
-        self.convolve_stored(input, weights, &mut y[..ny], batch, store, Some(&mut pool));
+        let y = &mut y[..ny];
+        match winograd {
+            Some(tiling) => {
+                self.winograd_forward(tiling, x, weights, y, batch, store, Some(&mut pool))
+            }
+            None => self.convolve_stored(input, weights, y, batch, store, Some(&mut pool)),
+        }
         (*argmax.vec_mut(), *bands.vec_mut()) = (pool.argmax, pool.bands);
         Ok(())
     }

@@ -10,7 +10,9 @@
 //! [`staging`] (inputs and gradients into the layouts the kernels read), [`tile`] (storing
 //! tiles), [`forward`], [`backward`], [`fused_pool`] and [`winograd`] (the forward of 3 x 3,
 //! stride-1 'same' convolutions of many channels as Winograd's F(2 x 2, 3 x 3); their input
-//! gradient in [`winograd::grad`]) and [`winograd4`] (of fewer channels, as F(4 x 4, 3 x 3)).
+//! gradient in [`winograd::grad`]), [`winograd4`] (of fewer channels, as F(4 x 4, 3 x 3)) and
+//! [`winograd5`] (of 5 x 5 'same' convolutions, as F(2 x 2, 5 x 5), also through a fused
+//! 2 x 2 max pool).
 
 mod backward;
 mod forward;
@@ -24,6 +26,7 @@ mod staging;
 mod tile;
 mod winograd;
 mod winograd4;
+mod winograd5;
 
 use std::sync::OnceLock;
 
@@ -458,7 +461,8 @@ impl Layer for Conv2d {
     fn fuse_max_pool(&mut self, config: &Pool2dConfig) -> bool {
         let fused = self.grouped.is_none() && Conv2d::fuse_max_pool(self, config);
         if fused {
-            // The pooled layer takes the direct path: panels packed for Winograd's go.
+            // The pooled layer may take another path (the direct one for 3 x 3 kernels,
+            // F(2 x 2, 5 x 5) for 5 x 5 ones): panels packed for the unpooled one go.
             self.packed.take();
         }
         fused
@@ -508,13 +512,16 @@ impl Conv2d {
         self.forward_batch(x, y, batch, ny, keep)
     }
 
-    /// Which Winograd tiles the forward runs as, if any ([`winograd::chosen`]).
+    /// Which Winograd tiles the forward runs as, if any ([`winograd::forward_tiling`]).
     fn winograd(&self) -> Option<Tiling> {
-        winograd::chosen(&self.g, self.config.groups, self.pool.is_some())
+        let pool = self.pool.as_ref().map(|pool| [pool.kh, pool.kw]);
+        winograd::forward_tiling(&self.g, self.config.groups, pool)
     }
 
     /// The forward of `batch` images `x` (unpadded) as Winograd's `tiling` with its panels and
-    /// bias row `weights`, into `y` through `store`.
+    /// bias row `weights`, into `y` through `store`, or through the fused ReLU and max pool
+    /// `pool` (F(2 x 2, 5 x 5) only: [`winograd::forward_tiling`] takes no other with a pool).
+    #[allow(clippy::too_many_arguments)]
     fn winograd_forward(
         &self,
         tiling: Tiling,
@@ -523,10 +530,14 @@ impl Conv2d {
         y: &mut [f32],
         batch: usize,
         store: TileStore<'_>,
+        pool: Option<&mut FusedPool>,
     ) {
-        match tiling {
-            Tiling::F2 => self.winograd_stored(x, weights, y, batch, store),
-            Tiling::F4 => self.winograd4_stored(x, weights, y, batch, store),
+        match (tiling, pool) {
+            (Tiling::F2R5, Some(pool)) => self.winograd5_pooled(x, weights, y, batch, pool),
+            (Tiling::F2R5, None) => self.winograd5_stored(x, weights, y, batch, store),
+            (Tiling::F2, None) => self.winograd_stored(x, weights, y, batch, store),
+            (Tiling::F4, None) => self.winograd4_stored(x, weights, y, batch, store),
+            (_, Some(_)) => unreachable!("F(2 x 2, 3 x 3) and F(4 x 4, 3 x 3) are not pooled"),
         }
     }
 

@@ -20,6 +20,7 @@ use super::forward::POSITIONS;
 use super::geometry::Geom;
 use super::tile::TileStore;
 use super::winograd4;
+use super::winograd5;
 use crate::kernels::gemm::{Epilogue, MR, NR, Runs, Tile, panels, rows_panel_into};
 use crate::par;
 use crate::scratch;
@@ -53,6 +54,15 @@ const MIN_CHANNELS: usize = 64;
 /// past its PyTorch parity tolerance (`cli/tests/graph_models.rs`), so they keep their path.
 const F4_CHANNELS: std::ops::Range<usize> = 17..128;
 
+/// Fewest input and output channels (both) for which Winograd's F(2 x 2, 5 x 5) tiles
+/// ([`super::winograd5`]) are taken over the direct path's: with one-thread CPU time at batch 64
+/// (least of 75, two runs), through the fused ReLU and 2 x 2 pool, 32 -> 32 at 16 x 16 took
+/// 0.72x to 0.75x the direct forward's time on AVX-512 and 0.56x to 0.57x on AVX2, 32 -> 64 at
+/// 8 x 8 0.67x and 0.51x to 0.53x, 64 -> 64 at 8 x 8 0.55x to 0.57x and 0.48x (unpooled within a
+/// few per cent of those), where 16 -> 16 at 32 x 32 took 1.6x and 1.3x (docs/PERFORMANCE.md,
+/// session 16).
+const F2R5_CHANNELS: usize = 32;
+
 /// Which Winograd tiles a layer's forward runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Tiling {
@@ -60,6 +70,8 @@ pub(super) enum Tiling {
     F2,
     /// F(4 x 4, 3 x 3): [`super::winograd4`]'s.
     F4,
+    /// F(2 x 2, 5 x 5): [`super::winograd5`]'s.
+    F2R5,
 }
 
 /// Which Winograd tiles, if any, a convolution of geometry `g` runs its forward as: a dense
@@ -67,8 +79,8 @@ pub(super) enum Tiling {
 /// output pixels an image (smaller outputs convolve only their real taps), without a fused max
 /// pool (`pooled`; its bands are the direct path's); F(4 x 4) when both the input and the
 /// output channels are in [`F4_CHANNELS`], else F(2 x 2) from [`MIN_CHANNELS`] in and out.
-/// The one place the forward's path is chosen: from the layer's shape, never from the threads
-/// or the instruction family.
+/// With [`forward_tiling`] (5 x 5 kernels), the one place the forward's path is chosen: from the
+/// layer's shape, never from the threads or the instruction family.
 pub(super) fn chosen(g: &Geom, groups: usize, pooled: bool) -> Option<Tiling> {
     let shape = groups == 1
         && !pooled
@@ -105,22 +117,43 @@ fn weight_tile(g: &[f32]) -> [f32; TAPS] {
     u
 }
 
+/// The Winograd tiles a layer's forward runs as, if any, with a fused max pool of window `pool`:
+/// [`chosen`]'s for 3 x 3 kernels; F(2 x 2, 5 x 5) for a dense 5 x 5 kernel, stride 1,
+/// dilation 1, padding 2 on every side, more than [`POSITIONS`] output pixels an image and
+/// [`F2R5_CHANNELS`] in and out, without a fused pool or with a 2 x 2 one (a tile is its
+/// window).
+pub(super) fn forward_tiling(g: &Geom, groups: usize, pool: Option<[usize; 2]>) -> Option<Tiling> {
+    let five = groups == 1
+        && (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (5, 5, 1, 1, 1, 1)
+        && (g.ph, g.pw, g.ph_end, g.pw_end) == (2, 2, 2, 2)
+        && g.oh * g.ow > POSITIONS
+        && matches!(pool, None | Some([2, 2]))
+        && g.cin.min(g.cout) >= F2R5_CHANNELS;
+    if five {
+        Some(Tiling::F2R5)
+    } else {
+        chosen(g, groups, pool.is_some())
+    }
+}
+
 /// Values in a layer's Winograd panels for `tiling`: `[positions][panels(cout)][cin][NR]`.
 pub(super) fn panels_len(g: &Geom, tiling: Tiling) -> usize {
     let positions = match tiling {
         Tiling::F2 => TAPS,
         Tiling::F4 => winograd4::TAPS,
+        Tiling::F2R5 => winograd5::TAPS,
     };
     positions * panels(g.cout) * g.cin * NR
 }
 
-/// Fills `packed` ([`panels_len`] values) with the weights `w` (OIHW, 3 x 3) transformed for
-/// `tiling`: position `p`'s panel `j` holds row `ci`, column `l` = `U[p]` of output channel
-/// `j * NR + l` and input channel `ci`, zeros past `cout`.
+/// Fills `packed` ([`panels_len`] values) with the weights `w` (OIHW, 3 x 3 or, for
+/// [`Tiling::F2R5`], 5 x 5) transformed for `tiling`: position `p`'s panel `j` holds row `ci`,
+/// column `l` = `U[p]` of output channel `j * NR + l` and input channel `ci`, zeros past `cout`.
 pub(super) fn pack(g: &Geom, w: &[f32], packed: &mut [f32], tiling: Tiling) {
     match tiling {
         Tiling::F2 => pack_tiles(g, w, packed, weight_tile),
         Tiling::F4 => pack_tiles(g, w, packed, winograd4::weight_tile),
+        Tiling::F2R5 => pack_tiles(g, w, packed, winograd5::weight_tile),
     }
 }
 
@@ -131,15 +164,15 @@ fn pack_tiles<const T: usize>(
     packed: &mut [f32],
     tile: fn(&[f32]) -> [f32; T],
 ) {
-    let (cin, cout) = (g.cin, g.cout);
+    let (cin, cout, taps) = (g.cin, g.cout, g.kh * g.kw);
     let panel = cin * NR;
     let per_tap = panels(cout) * panel;
     packed[..T * per_tap].fill(0.0);
     for co in 0..cout {
         let (j, l) = (co / NR, co % NR);
         for ci in 0..cin {
-            let at = (co * cin + ci) * 9;
-            let u = tile(&w[at..at + 9]);
+            let at = (co * cin + ci) * taps;
+            let u = tile(&w[at..at + taps]);
             for (p, &v) in u.iter().enumerate() {
                 packed[p * per_tap + j * panel + ci * NR + l] = v;
             }
@@ -556,7 +589,18 @@ pub(super) mod tests {
         batch: usize,
         bias: bool,
     ) {
-        let mut conv = layer(cin, cout, hw, bias, (cin * 31 + cout) as u64);
+        let conv = layer(cin, cout, hw, bias, (cin * 31 + cout) as u64);
+        check_layer(tiling, tolerance, conv, batch);
+    }
+
+    /// [`check_tiling`] of the layer `conv`.
+    pub(in crate::layers::conv) fn check_layer(
+        tiling: Tiling,
+        tolerance: f64,
+        mut conv: Conv2d,
+        batch: usize,
+    ) {
+        let (cin, cout, hw) = (conv.g.cin, conv.g.cout, [conv.g.ih, conv.g.iw]);
         assert_eq!(conv.winograd(), Some(tiling), "{cin}->{cout} {hw:?}");
         let (nx, ny) = (conv.input_shape().numel(), conv.output_shape().numel());
         let x = values(batch * nx, cin + 7 * cout);
@@ -745,6 +789,28 @@ pub(super) mod tests {
             None,
             "a fused pool's bands are the direct path's"
         );
+    }
+
+    /// A pooled 3 x 3 layer of Winograd's channels (F(4 x 4)'s and F(2 x 2)'s) trains through
+    /// the direct path, its panels packed and read for it: the training forward (which takes the
+    /// pool out of the layer for the call) the same bits as `&self` inference.
+    #[test]
+    fn pooled_layers_of_winograd_channels_run_the_direct_path() {
+        for channels in [32, 64] {
+            let mut conv = layer(channels, channels, [8, 8], true, 3);
+            conv.fuse_relu();
+            let pool = Pool2dConfig::new([2, 2], [2, 2], [0, 0]);
+            assert!(Layer::fuse_max_pool(&mut conv, &pool));
+            let batch = 2;
+            let (nx, ny) = (conv.input_shape().numel(), conv.output_shape().numel());
+            let x = values(batch * nx, 9);
+            let mut y = vec![f32::NAN; batch * ny];
+            conv.forward(&x, &mut y, batch, Mode::Train)
+                .expect("forward");
+            let mut inferred = vec![f32::NAN; batch * ny];
+            conv.infer(&x, &mut inferred, batch).expect("inference");
+            assert_eq!(bits(&y), bits(&inferred), "{channels} channels");
+        }
     }
 
     /// The least thread CPU time of `runs` calls of `f`, in ms.

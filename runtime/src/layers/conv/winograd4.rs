@@ -190,13 +190,13 @@ impl Conv2d {
 }
 
 /// Channels a transform handles at once: an AVX-512 register, two AVX2 ones.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// `Bᵀ x` of six vectors: `Bᵀ = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
 /// [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]`, as differences scaled by
 /// powers of two (exact) and added in this order.
 #[inline(always)]
-fn bt<const L: usize>(x: [&[f32; L]; 6]) -> [[f32; L]; 6] {
+pub(super) fn bt<const L: usize>(x: [&[f32; L]; 6]) -> [[f32; L]; 6] {
     let mut y = [[0.0f32; L]; 6];
     for l in 0..L {
         let a = x[4][l] - 4.0 * x[2][l];
