@@ -541,8 +541,8 @@ impl Conv2d {
         }
     }
 
-    /// Whether the input gradient runs as Winograd's F(2 x 2, 3 x 3) ([`winograd::grad::chosen`]).
-    fn winograd_dx(&self) -> bool {
+    /// Which Winograd tiles the input gradient runs as, if any ([`winograd::grad::chosen`]).
+    fn winograd_dx(&self) -> Option<Tiling> {
         winograd::grad::chosen(&self.g, self.config.groups)
     }
 
@@ -649,8 +649,8 @@ impl Conv2d {
         // the gradients can read it as it is: a 1 x 1 convolution's input gradient needs no
         // border, nor does Winograd's (its patches read zeros outside the image).
         let mask = self.relu && !self.relu_masked;
-        let winograd_dx = dx.is_some() && self.winograd_dx();
-        let bordered = dx.is_some() && !g.borderless_dy() && !winograd_dx;
+        let winograd_dx = dx.is_some().then(|| self.winograd_dx()).flatten();
+        let bordered = dx.is_some() && !g.borderless_dy() && winograd_dx.is_none();
         // A batch norm's input gradient exists only as it is staged.
         let staged = (self.pool.is_some() || bordered || mask || g.cout != g.cs())
             .then_some(bordered)
@@ -670,13 +670,13 @@ impl Conv2d {
             scratch::give_back(std::mem::take(&mut self.wgrad));
         }
         if let Some(dx) = dx {
-            if winograd_dx {
+            if let Some(tiling) = winograd_dx {
                 // Winograd's transformed panels of the flipped kernel, and `dy` unbordered.
-                let len = winograd::grad::panels_len(&g);
+                let len = winograd::grad::panels_len(&g, tiling);
                 let mut packed = scratch::lend(len);
-                self.pack_winograd_back(&mut packed[..len]);
+                self.pack_winograd_back(&mut packed[..len], tiling);
                 let dy = if staged.is_some() { &self.dyp[..] } else { dy };
-                self.winograd_input_grad(dx, dy, &packed[..len], batch, add_dx);
+                self.winograd_input_grad(dx, dy, (&packed[..len], tiling), batch, add_dx);
                 scratch::give_back(packed);
             } else {
                 // The direct input gradient reads only the kernel rows that read real pixels

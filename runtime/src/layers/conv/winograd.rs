@@ -100,18 +100,35 @@ pub(super) fn chosen(g: &Geom, groups: usize, pooled: bool) -> Option<Tiling> {
 
 /// The transformed weight `G g Gᵀ` of one `3 x 3` kernel `g` (row-major), in f64 and rounded
 /// once: `G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]`, applied to the
-/// kernel's columns, then to the rows of that.
+/// kernel's columns, then to the rows of that ([`weight_tiles`] of one kernel).
 fn weight_tile(g: &[f32]) -> [f32; TAPS] {
-    let g: [f64; 9] = std::array::from_fn(|k| f64::from(g[k]));
+    weight_tiles(&std::array::from_fn(|k| [f64::from(g[k])])).map(|[u]| u)
+}
+
+/// [`weight_tile`] of `L` kernels at once, tap `k` of kernel `l` at `g[k][l]`: the same
+/// operations on each lane, so each kernel's values are [`weight_tile`]'s.
+#[inline(always)]
+pub(super) fn weight_tiles<const L: usize>(g: &[[f64; L]; 9]) -> [[f32; L]; TAPS] {
     // `G v` of three values.
-    let apply = |v0: f64, v1: f64, v2: f64| [v0, (v0 + v1 + v2) * 0.5, (v0 - v1 + v2) * 0.5, v2];
+    let apply = |v0: &[f64; L], v1: &[f64; L], v2: &[f64; L]| {
+        let mut y = [[0.0; L]; 4];
+        for l in 0..L {
+            y[0][l] = v0[l];
+            y[1][l] = (v0[l] + v1[l] + v2[l]) * 0.5;
+            y[2][l] = (v0[l] - v1[l] + v2[l]) * 0.5;
+            y[3][l] = v2[l];
+        }
+        y
+    };
     // `G g`: row `a` of it, over the kernel's columns.
-    let cols: [[f64; 4]; 3] = std::array::from_fn(|l| apply(g[l], g[3 + l], g[6 + l]));
-    let mut u = [0.0; TAPS];
+    let cols: [[[f64; L]; 4]; 3] = std::array::from_fn(|c| apply(&g[c], &g[3 + c], &g[6 + c]));
+    let mut u = [[0.0; L]; TAPS];
     for a in 0..4 {
-        let row = apply(cols[0][a], cols[1][a], cols[2][a]);
+        let row = apply(&cols[0][a], &cols[1][a], &cols[2][a]);
         for b in 0..4 {
-            u[4 * a + b] = row[b] as f32;
+            for l in 0..L {
+                u[4 * a + b][l] = row[b][l] as f32;
+            }
         }
     }
     u

@@ -33,7 +33,7 @@ use crate::simd::multiversion;
 pub(super) const TAPS: usize = 36;
 
 /// Output pixels a tile has on a side.
-const SIDE: usize = 4;
+pub(super) const SIDE: usize = 4;
 
 /// Most bytes of transformed input and products one block of tiles holds: a quarter of a 1 MiB
 /// L2, as [`super::winograd`]'s.
@@ -41,27 +41,39 @@ const BLOCK_BYTES: usize = 256 * 1024;
 
 /// The transformed weight `G g Gᵀ` of one `3 x 3` kernel `g` (row-major), in f64 and rounded
 /// once: `G = [[1/4, 0, 0], [-1/6, -1/6, -1/6], [-1/6, 1/6, -1/6], [1/24, 1/12, 1/6],
-/// [1/24, -1/12, 1/6], [0, 0, 1]]`, applied to the kernel's columns, then to the rows of that.
+/// [1/24, -1/12, 1/6], [0, 0, 1]]`, applied to the kernel's columns, then to the rows of that
+/// ([`weight_tiles`] of one kernel).
 pub(super) fn weight_tile(g: &[f32]) -> [f32; TAPS] {
-    let g: [f64; 9] = std::array::from_fn(|k| f64::from(g[k]));
+    weight_tiles(&std::array::from_fn(|k| [f64::from(g[k])])).map(|[u]| u)
+}
+
+/// [`weight_tile`] of `L` kernels at once, tap `k` of kernel `l` at `g[k][l]`: the same
+/// operations on each lane (the divisions too), so each kernel's values are [`weight_tile`]'s.
+#[inline(always)]
+pub(super) fn weight_tiles<const L: usize>(g: &[[f64; L]; 9]) -> [[f32; L]; TAPS] {
     // `G v` of three values.
-    let apply = |v0: f64, v1: f64, v2: f64| {
-        [
-            v0 / 4.0,
-            -(v0 + v1 + v2) / 6.0,
-            -(v0 - v1 + v2) / 6.0,
-            (v0 + 2.0 * v1 + 4.0 * v2) / 24.0,
-            (v0 - 2.0 * v1 + 4.0 * v2) / 24.0,
-            v2,
-        ]
+    let apply = |v0: &[f64; L], v1: &[f64; L], v2: &[f64; L]| {
+        let mut y = [[0.0; L]; 6];
+        for l in 0..L {
+            let (v0, v1, v2) = (v0[l], v1[l], v2[l]);
+            y[0][l] = v0 / 4.0;
+            y[1][l] = -(v0 + v1 + v2) / 6.0;
+            y[2][l] = -(v0 - v1 + v2) / 6.0;
+            y[3][l] = (v0 + 2.0 * v1 + 4.0 * v2) / 24.0;
+            y[4][l] = (v0 - 2.0 * v1 + 4.0 * v2) / 24.0;
+            y[5][l] = v2;
+        }
+        y
     };
     // `G g`: row `a` of it, over the kernel's columns.
-    let cols: [[f64; 6]; 3] = std::array::from_fn(|l| apply(g[l], g[3 + l], g[6 + l]));
-    let mut u = [0.0; TAPS];
+    let cols: [[[f64; L]; 6]; 3] = std::array::from_fn(|c| apply(&g[c], &g[3 + c], &g[6 + c]));
+    let mut u = [[0.0; L]; TAPS];
     for a in 0..6 {
-        let row = apply(cols[0][a], cols[1][a], cols[2][a]);
+        let row = apply(&cols[0][a], &cols[1][a], &cols[2][a]);
         for b in 0..6 {
-            u[6 * a + b] = row[b] as f32;
+            for l in 0..L {
+                u[6 * a + b][l] = row[b][l] as f32;
+            }
         }
     }
     u
@@ -235,7 +247,7 @@ multiversion! {
     /// (patch row `i` from `lines[i]`, an input row of `iw` pixels; column `j` of tile `tx` its
     /// pixel `4 tx + j - 1`, zeros outside), tile `tx`'s position `p` into
     /// `v[(tx * 36 + p) * cin..]`: the rows first, then the columns.
-    fn input_transform(lines: &[&[f32]; 6], v: &mut [f32], iw: usize, cin: usize) {
+    pub(super) fn input_transform(lines: &[&[f32]; 6], v: &mut [f32], iw: usize, cin: usize) {
         for (tx, v) in v.chunks_exact_mut(TAPS * cin).enumerate() {
             // Columns `first..first + 6`; wrapped (huge) where `first` is -1.
             let first = (SIDE * tx).wrapping_sub(1);
@@ -298,7 +310,7 @@ multiversion! {
     /// `Aᵀ m A + bias` ([`at`]) of one tile's products `m` (position `p` at `m[p * cs..]`),
     /// columns `..cols`: the rows first, then the columns, then the bias; output row `i`'s
     /// pixels into `pixels[i][..4]`.
-    fn output_transform(m: &[f32], cs: usize, bias: &[f32], pixels: &mut [Tile; SIDE], cols: usize) {
+    pub(super) fn output_transform(m: &[f32], cs: usize, bias: &[f32], pixels: &mut [Tile; SIDE], cols: usize) {
         let mut c = 0;
         while c + LANES <= cols {
             output_lanes::<LANES>(m, cs, bias, pixels, c);
