@@ -542,7 +542,7 @@ impl Conv2d {
     }
 
     /// Which Winograd tiles the input gradient runs as, if any ([`winograd::grad::chosen`]).
-    fn winograd_dx(&self) -> Option<Tiling> {
+    fn winograd_dx(&self) -> Option<winograd::grad::DxTiling> {
         winograd::grad::chosen(&self.g, self.config.groups)
     }
 

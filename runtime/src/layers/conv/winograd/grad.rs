@@ -15,13 +15,22 @@ use super::super::backward::put;
 use super::super::geometry::Geom;
 use super::super::winograd4;
 use super::{
-    BLOCK_BYTES, F4_CHANNELS, MIN_CHANNELS, Tiling, for_blocks, gemms, input_transform,
-    output_transform,
+    BLOCK_BYTES, F4_CHANNELS, MIN_CHANNELS, for_blocks, gemms, input_transform, output_transform,
 };
 use crate::kernels::gemm::{MR, NR, Tile, panels};
 use crate::par;
 use crate::scratch;
 use crate::simd::multiversion;
+
+/// Which Winograd tiles an input gradient runs: the 3 x 3 kernels' (a 5 x 5 kernel's forward
+/// tiles, [`super::Tiling::F2R5`], have no input gradient of their own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::layers::conv) enum DxTiling {
+    /// F(2 x 2, 3 x 3), [`super`]'s transforms.
+    F2,
+    /// F(4 x 4, 3 x 3), [`winograd4`]'s transforms.
+    F4,
+}
 
 /// Which Winograd tiles, if any, the input gradient of a convolution of geometry `g` with
 /// `groups` runs as: the forward's shape rule ([`super::chosen`]) on the transposed
@@ -36,15 +45,15 @@ use crate::simd::multiversion;
 /// 64 8 x 8 and 96 -> 96 8 x 8, and 0.8x to 0.9x F(2 x 2)'s, but at 64 -> 64 4 x 4 1.05x
 /// (F(2 x 2): 0.9x), 6 x 6 1.2x and 9 x 9 1.03x; 16 -> 16 32 x 32 1.1x. The one place this
 /// path is chosen: from the shape, never from the threads or the instruction family.
-pub(in crate::layers::conv) fn chosen(g: &Geom, groups: usize) -> Option<Tiling> {
+pub(in crate::layers::conv) fn chosen(g: &Geom, groups: usize) -> Option<DxTiling> {
     super::chosen(g, groups, false)?;
     let side = winograd4::SIDE;
     let tiles = g.ih.div_ceil(side) * g.iw.div_ceil(side);
     let fits = tiles > 1 && 3 * tiles * side * side <= 4 * g.ih * g.iw;
     if fits && F4_CHANNELS.contains(&g.cin) && F4_CHANNELS.contains(&g.cout) {
-        Some(Tiling::F4)
+        Some(DxTiling::F4)
     } else if g.cin.min(g.cout) >= MIN_CHANNELS {
-        Some(Tiling::F2)
+        Some(DxTiling::F2)
     } else {
         None
     }
@@ -58,15 +67,15 @@ pub(in crate::layers::conv) fn chosen(g: &Geom, groups: usize) -> Option<Tiling>
 const MIN_TILES: usize = 48;
 
 /// Positions of a transformed tile and output pixels a tile has on a side, for `tiling`.
-fn taps_side(tiling: Tiling) -> (usize, usize) {
+fn taps_side(tiling: DxTiling) -> (usize, usize) {
     match tiling {
-        Tiling::F2 => (super::TAPS, 2),
-        Tiling::F4 => (winograd4::TAPS, winograd4::SIDE),
+        DxTiling::F2 => (super::TAPS, 2),
+        DxTiling::F4 => (winograd4::TAPS, winograd4::SIDE),
     }
 }
 
 /// Values in the input gradient's Winograd panels for `tiling`: `[panels(cin)][taps][cout][NR]`.
-pub(in crate::layers::conv) fn panels_len(g: &Geom, tiling: Tiling) -> usize {
+pub(in crate::layers::conv) fn panels_len(g: &Geom, tiling: DxTiling) -> usize {
     taps_side(tiling).0 * panels(g.cin) * g.cout * NR
 }
 
@@ -74,15 +83,15 @@ pub(in crate::layers::conv) fn panels_len(g: &Geom, tiling: Tiling) -> usize {
 /// 3 x 3) transformed for `tiling`: panel `j`'s position `p` holds row `co`, column `l` =
 /// `U'[p]` of input channel `j * NR + l` and output channel `co`, zeros past `cin`. The threads
 /// take whole panels (each value is one kernel's transform, wherever it is computed).
-fn pack(g: &Geom, w: &[f32], packed: &mut [f32], tiling: Tiling) {
+fn pack(g: &Geom, w: &[f32], packed: &mut [f32], tiling: DxTiling) {
     let channels = (g.cin, g.cout);
     let len = taps_side(tiling).0 * g.cout * NR;
     par::chunks_mut(
         &mut packed[..panels(g.cin) * len],
         len,
         |j, packed| match tiling {
-            Tiling::F2 => pack_panel2(w, channels, j, packed),
-            Tiling::F4 => pack_panel4(w, channels, j, packed),
+            DxTiling::F2 => pack_panel2(w, channels, j, packed),
+            DxTiling::F4 => pack_panel4(w, channels, j, packed),
         },
     );
 }
@@ -150,7 +159,7 @@ fn pack_panel<const T: usize>(
 /// transformed `dy` row and a product row.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
-    tiling: Tiling,
+    tiling: DxTiling,
     /// Positions of a transformed tile, and pixels a tile has on a side.
     taps: usize,
     side: usize,
@@ -166,7 +175,7 @@ struct Layout {
 impl Conv2d {
     /// Fills `packed` ([`panels_len`] values) with the layer's input-gradient Winograd panels
     /// for `tiling`.
-    pub(in crate::layers::conv) fn pack_winograd_back(&self, packed: &mut [f32], tiling: Tiling) {
+    pub(in crate::layers::conv) fn pack_winograd_back(&self, packed: &mut [f32], tiling: DxTiling) {
         let weight = self.weight.value.as_standard_layout();
         let w = weight
             .as_slice()
@@ -183,7 +192,7 @@ impl Conv2d {
         &self,
         dx: &mut [f32],
         dy: &[f32],
-        (packed, tiling): (&[f32], Tiling),
+        (packed, tiling): (&[f32], DxTiling),
         batch: usize,
         add: bool,
     ) {
@@ -254,11 +263,11 @@ impl Conv2d {
                 }
             });
             match lay.tiling {
-                Tiling::F2 => {
+                DxTiling::F2 => {
                     let lines = lines.first_chunk().expect("four rows");
                     input_transform(lines, v, g.ow, ds);
                 }
-                Tiling::F4 => winograd4::input_transform(&lines, v, g.ow, ds),
+                DxTiling::F4 => winograd4::input_transform(&lines, v, g.ow, ds),
             }
         }
         // The GEMMs: position `p` of every tile, `[tiles x cout] x [cout x cin]` (the first
@@ -278,10 +287,10 @@ impl Conv2d {
             // The tile row's first pixel, relative to `out`.
             let row_pixel = r / lay.th * g.ih * g.iw + side * ty * g.iw - pixel;
             match lay.tiling {
-                Tiling::F2 => {
+                DxTiling::F2 => {
                     self.f2_row(&m[row * tw * taps * cs..], row_pixel, high, out, add, lay);
                 }
-                Tiling::F4 => {
+                DxTiling::F4 => {
                     let mut pixels: [Tile; winograd4::SIDE] = [[[0.0; NR]; MR]; winograd4::SIDE];
                     for tx in 0..tw {
                         let wide = (g.iw - side * tx).min(side);
@@ -416,7 +425,7 @@ mod tests {
     /// Winograd's input gradient of `layer` as `tiling`'s tiles from the unbordered `dy`.
     fn winograd(
         layer: &Conv2d,
-        tiling: Tiling,
+        tiling: DxTiling,
         dy: &[f32],
         dx: &mut [f32],
         batch: usize,
@@ -433,7 +442,7 @@ mod tests {
     /// threads; and, added into a `dx` that holds values, the bits of those values plus the
     /// written gradient.
     fn check_tiling(
-        tiling: Tiling,
+        tiling: DxTiling,
         tolerance: f64,
         cin: usize,
         cout: usize,
@@ -476,13 +485,13 @@ mod tests {
 
     /// [`check_tiling`] of a layer on F(2 x 2), within a few roundings of the definition.
     fn check2(cin: usize, cout: usize, hw: [usize; 2], batch: usize) {
-        check_tiling(Tiling::F2, 4e-7, cin, cout, hw, batch);
+        check_tiling(DxTiling::F2, 4e-7, cin, cout, hw, batch);
     }
 
     /// [`check_tiling`] of a layer on F(4 x 4), within the forward's tolerance (its
     /// transforms' values grow by up to 10x).
     fn check4(cin: usize, cout: usize, hw: [usize; 2], batch: usize) {
-        check_tiling(Tiling::F4, 1e-5, cin, cout, hw, batch);
+        check_tiling(DxTiling::F4, 1e-5, cin, cout, hw, batch);
     }
 
     /// ResNet's shapes and borders: odd heights and widths (a last tile row or column one to
@@ -562,7 +571,7 @@ mod tests {
             let conv = layer(cin, cout, [8, 8], false, 3);
             let w = conv.weight.value.as_standard_layout();
             let w = w.as_slice().expect("contiguous");
-            for tiling in [Tiling::F2, Tiling::F4] {
+            for tiling in [DxTiling::F2, DxTiling::F4] {
                 let (taps, _) = taps_side(tiling);
                 let mut packed = vec![f32::NAN; panels_len(&conv.g, tiling)];
                 conv.pack_winograd_back(&mut packed, tiling);
@@ -573,8 +582,8 @@ mod tests {
                     let flipped: [f32; 9] =
                         std::array::from_fn(|k| if ci < cin { w[at + 8 - k] } else { 0.0 });
                     let want = match tiling {
-                        Tiling::F2 => super::super::weight_tile(&flipped).to_vec(),
-                        Tiling::F4 => winograd4::weight_tile(&flipped).to_vec(),
+                        DxTiling::F2 => super::super::weight_tile(&flipped).to_vec(),
+                        DxTiling::F4 => winograd4::weight_tile(&flipped).to_vec(),
                     };
                     for (p, want) in want.into_iter().enumerate() {
                         let got = packed[((ci / NR * taps + p) * cout + co) * NR + ci % NR];
@@ -602,7 +611,7 @@ mod tests {
             };
             Conv2d::new("conv", &config, hw, &mut init_rng(1)).expect("a valid convolution")
         };
-        let (f2, f4) = (Some(Tiling::F2), Some(Tiling::F4));
+        let (f2, f4) = (Some(DxTiling::F2), Some(DxTiling::F4));
         assert_eq!(conv(32, 32, 1, [16, 16]).winograd_dx(), f4);
         assert_eq!(conv(64, 64, 1, [8, 8]).winograd_dx(), f4);
         assert_eq!(conv(64, 64, 1, [7, 7]).winograd_dx(), f4);
@@ -681,8 +690,8 @@ mod tests {
                 let mut dx = vec![0.0; batch * hw * hw * cin];
                 conv.dyp = dyp;
                 conv.packed_back = vec![0.0; panels(cin) * conv.back_steps() * NR];
-                let mut f2 = vec![0.0; panels_len(&conv.g, Tiling::F2)];
-                let mut f4 = vec![0.0; panels_len(&conv.g, Tiling::F4)];
+                let mut f2 = vec![0.0; panels_len(&conv.g, DxTiling::F2)];
+                let mut f4 = vec![0.0; panels_len(&conv.g, DxTiling::F4)];
                 let mut best = [f64::INFINITY; 3];
                 for _ in 0..5 {
                     best[0] = best[0].min(least_ms(15, || {
@@ -694,7 +703,7 @@ mod tests {
                     let (_, tiled) = best.split_at_mut(1);
                     for ((best, tiling), packed) in tiled
                         .iter_mut()
-                        .zip([Tiling::F2, Tiling::F4])
+                        .zip([DxTiling::F2, DxTiling::F4])
                         .zip([&mut f2, &mut f4])
                     {
                         *best = best.min(least_ms(15, || {
