@@ -11,6 +11,9 @@
 //! the image), for each of the 36 positions a GEMM `[tiles x cin] x [cin x cout]` on the packed
 //! micro-kernels (stored straight into the products),
 //! then the output transform `Aᵀ m A` plus the bias, stored through the layer's [`TileStore`].
+//! A layer of 16 channels in and out ([`narrow`]: ResNet-20's stage 1) runs its GEMMs as
+//! [`rows_by_square`] instead (16 x 16 squares of the panels held in registers, no padding
+//! columns), over blocks of one tile row that stay in L1.
 //!
 //! The transforms multiply only by powers of two (exact) and add in one fixed order, the
 //! weights are transformed in f64 and rounded once, and the GEMM's chains are the
@@ -25,7 +28,7 @@ use super::Conv2d;
 use super::geometry::Geom;
 use super::tile::TileStore;
 use super::winograd::{for_blocks, gemms};
-use crate::kernels::gemm::{MR, NR, Tile, panels};
+use crate::kernels::gemm::{MR, NARROW_NR, NR, SQUARE, Tile, panels, rows_by_square};
 use crate::scratch;
 use crate::simd::multiversion;
 
@@ -38,6 +41,11 @@ const SIDE: usize = 4;
 /// Most bytes of transformed input and products one block of tiles holds: a quarter of a 1 MiB
 /// L2, as [`super::winograd`]'s.
 const BLOCK_BYTES: usize = 256 * 1024;
+
+/// Most bytes of transformed input and products a block of the narrow GEMMs' tiles
+/// ([`narrow`]) holds: within a 48 KiB L1 with a position's panel, so the products are written
+/// and read back there (ResNet-20's stage 1: a tile row of eight tiles, 36 KiB).
+const NARROW_BLOCK_BYTES: usize = 40 * 1024;
 
 /// The transformed weight `G g Gᵀ` of one `3 x 3` kernel `g` (row-major), in f64 and rounded
 /// once: `G = [[1/4, 0, 0], [-1/6, -1/6, -1/6], [-1/6, 1/6, -1/6], [1/24, 1/12, 1/6],
@@ -82,9 +90,24 @@ impl Layout {
         Layout {
             th: g.oh.div_ceil(SIDE),
             tw: g.ow.div_ceil(SIDE),
-            cs: panels(g.cout) * NR,
+            cs: if narrow(g) {
+                NARROW
+            } else {
+                panels(g.cout) * NR
+            },
         }
     }
+}
+
+/// Input and output channels of the narrow GEMMs ([`narrow_gemms`]): one AVX-512 register,
+/// two AVX2 ones.
+const NARROW: usize = NARROW_NR;
+
+/// Whether a layer's GEMMs are the narrow ones ([`narrow_gemms`]): [`NARROW`] input and output
+/// channels, whose 6 x 32 micro-kernel tiles would be half padding columns. Such a layer takes
+/// F(4 x 4) too ([`super::winograd::chosen`]).
+pub(super) fn narrow(g: &Geom) -> bool {
+    (g.cin, g.cout) == (NARROW, NARROW)
 }
 
 impl Conv2d {
@@ -104,8 +127,25 @@ impl Conv2d {
         let (stride, _) = store.layout(g.cout);
         // Tile rows of the batch a block holds: at least a GEMM tile's rows of tiles.
         let row_bytes = lay.tw * TAPS * (g.cin + lay.cs) * std::mem::size_of::<f32>();
-        let block_rows = (BLOCK_BYTES / row_bytes).max(MR.div_ceil(lay.tw));
+        let bytes = if narrow(&g) {
+            NARROW_BLOCK_BYTES
+        } else {
+            BLOCK_BYTES
+        };
+        let block_rows = (bytes / row_bytes).max(MR.div_ceil(lay.tw));
         let images = (batch, [g.oh, g.ow]);
+        // The narrow GEMMs read each position's panel as a square, cut once for all the blocks.
+        let squares = narrow(&g).then(|| {
+            let mut squares = scratch::take(TAPS * SQUARE, scratch::ANY, 0.0);
+            for (row, square) in squares[..TAPS * SQUARE]
+                .chunks_exact_mut(NARROW)
+                .enumerate()
+            {
+                square.copy_from_slice(&packed[row * NR..][..NARROW]);
+            }
+            squares
+        });
+        let packed = squares.as_deref().unwrap_or(packed);
         for_blocks(y, stride, images, SIDE, block_rows, |rows, out, pixel| {
             self.winograd4_block(x, packed, bias_row, rows, out, pixel, store, lay);
         });
@@ -113,6 +153,8 @@ impl Conv2d {
 
     /// One block of tile rows `rows` (counted over the batch): the input transform, the 36
     /// GEMMs and the output transform into `out`, whose first pixel is the batch's `pixel`.
+    /// `packed` holds the panels ([`pack`]), or for the narrow GEMMs ([`narrow`]) their first
+    /// [`NARROW`] columns, a square of [`NARROW`] rows a position.
     #[allow(clippy::too_many_arguments)]
     fn winograd4_block(
         &self,
@@ -155,10 +197,18 @@ impl Conv2d {
         }
         // The GEMMs: position `p` of every tile, `[tiles x cin] x [cin x cout]`.
         let per_tap = panels(g.cout) * cin * NR;
-        let panel = |p: usize, j: usize| &packed[p * per_tap + j * cin * NR..][..cin * NR];
-        let shape = [tiles, TAPS, panels(g.cout)];
-        let runs = self.winograd_runs.all();
-        gemms((&v[..], cin), (&mut m[..], cs), shape, runs, panel);
+        if narrow(&g) {
+            narrow_gemms(
+                &v[..tiles * TAPS * cin],
+                &mut m[..tiles * TAPS * cs],
+                packed,
+            );
+        } else {
+            let panel = |p: usize, j: usize| &packed[p * per_tap + j * cin * NR..][..cin * NR];
+            let shape = [tiles, TAPS, panels(g.cout)];
+            let runs = self.winograd_runs.all();
+            gemms((&v[..], cin), (&mut m[..], cs), shape, runs, panel);
+        }
         // The output transform: a tile at a time, its four output rows as four tiles of (up
         // to) four pixels, one panel of channels at a time.
         let (stride, offset) = store.layout(g.cout);
@@ -191,6 +241,19 @@ impl Conv2d {
 
 /// Channels a transform handles at once: an AVX-512 register, two AVX2 ones.
 const LANES: usize = 16;
+
+/// The 36 GEMMs of a block of tiles of [`NARROW`] input and output channels ([`narrow`]),
+/// without the micro-kernels' padding columns: position `p` of every
+/// tile `t` (its input channels at `v[(t * 36 + p) * NARROW..]`) times the square `p` of
+/// `squares` (the first [`NARROW`] columns of position `p`'s panel), into
+/// `m[(t * 36 + p) * NARROW..]`, on [`rows_by_square`].
+fn narrow_gemms(v: &[f32], m: &mut [f32], squares: &[f32]) {
+    let tiles = v.len() / (TAPS * NARROW);
+    for (p, u) in squares.chunks_exact(SQUARE).take(TAPS).enumerate() {
+        let u = u.try_into().expect("SQUARE values");
+        rows_by_square::<{ TAPS * NARROW }>(&v[p * NARROW..], u, &mut m[p * NARROW..], tiles);
+    }
+}
 
 /// `Bᵀ x` of six vectors: `Bᵀ = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
 /// [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]`, as differences scaled by
@@ -376,6 +439,11 @@ mod tests {
             (63, 20, [4, 3], 2, true),
             (32, 34, [11, 2], 2, true),
             (20, 32, [1, 9], 2, false),
+            (16, 16, [32, 32], 2, false),
+            (16, 16, [7, 5], 3, true),
+            (16, 16, [1, 9], 1, true),
+            (16, 16, [3, 3], 1, false),
+            (16, 16, [13, 6], 2, true),
         ] {
             check(cin, cout, hw, batch, bias);
         }
@@ -400,11 +468,23 @@ mod tests {
         ) {
             check(cin, cout, [h, w], batch, bias);
         }
+
+        /// [`check`] of the narrow GEMMs (16 -> 16) over random shapes: images of 1 to 13 rows
+        /// and 5 to 13 columns (tile groups cut short, borders), batches 1 to 4.
+        #[test]
+        fn winograd4_narrow_matches_the_definition_over_shapes(
+            h in 1usize..14,
+            w in 5usize..14,
+            batch in 1usize..5,
+            bias in proptest::bool::ANY,
+        ) {
+            check(16, 16, [h, w], batch, bias);
+        }
     }
 
     /// Channels choose the tiles: F(4 x 4) when both the input and output channels are 17 to
-    /// 127, else F(2 x 2) from 64 in and out, else the direct path; the other conditions are
-    /// F(2 x 2)'s.
+    /// 127 or both are 16, else F(2 x 2) from 64 in and out, else the direct path; the other
+    /// conditions are F(2 x 2)'s.
     #[test]
     fn winograd4_is_chosen_from_the_channels() {
         let chosen = |cin, cout, hw: [usize; 2]| {
@@ -427,8 +507,20 @@ mod tests {
         assert_eq!(chosen(128, 128, [8, 8]), Some(Tiling::F2));
         assert_eq!(chosen(128, 64, [8, 8]), Some(Tiling::F2));
         assert_eq!(chosen(128, 32, [14, 14]), None, "DenseNet's: direct");
-        assert_eq!(chosen(16, 16, [32, 32]), None);
+        assert_eq!(
+            chosen(16, 16, [32, 32]),
+            Some(Tiling::F4),
+            "the narrow GEMMs"
+        );
+        assert_eq!(chosen(16, 16, [5, 1]), Some(Tiling::F4));
+        assert_eq!(
+            chosen(16, 16, [2, 2]),
+            None,
+            "four pixels: only the real taps"
+        );
         assert_eq!(chosen(16, 32, [32, 32]), None);
+        assert_eq!(chosen(32, 16, [32, 32]), None);
+        assert_eq!(chosen(15, 15, [32, 32]), None);
         assert_eq!(
             chosen(32, 32, [2, 2]),
             None,
