@@ -193,7 +193,11 @@ impl Conv2d {
                     &zeros[..line]
                 }
             });
-            input_transform(&lines, v, g.iw, cin);
+            if narrow(&g) {
+                narrow_input_transform(&lines, v, g.iw);
+            } else {
+                input_transform(&lines, v, g.iw, cin);
+            }
         }
         // The GEMMs: position `p` of every tile, `[tiles x cin] x [cin x cout]`.
         let per_tap = panels(g.cout) * cin * NR;
@@ -311,6 +315,44 @@ multiversion! {
             while c < cin {
                 input_lanes::<1>(lines, v, first, inside, iw, c, cin);
                 c += 1;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`input_transform`] of a tile row of [`NARROW`] channels ([`narrow`]), the same values:
+    /// each input column's `Bᵀ` over the six rows once (zeros outside the image), which the
+    /// two tiles whose patches share the column both read, then each tile's `B` over its six
+    /// columns of that.
+    fn narrow_input_transform(lines: &[&[f32]; 6], v: &mut [f32], iw: usize) {
+        let tw = v.len() / (TAPS * NARROW);
+        // Column `c` of the tile row's patches is input column `c - 1`.
+        let cols = SIDE * tw + 2;
+        let mut t = scratch::take(cols * 6 * NARROW, scratch::ANY, 0.0);
+        let zero = [0.0f32; NARROW];
+        for (c, t) in t[..cols * 6 * NARROW].chunks_exact_mut(6 * NARROW).enumerate() {
+            let col = c.wrapping_sub(1);
+            let x: [&[f32; NARROW]; 6] = std::array::from_fn(|i| {
+                if col < iw {
+                    lines[i][col * NARROW..][..NARROW].try_into().expect("NARROW values")
+                } else {
+                    &zero
+                }
+            });
+            for (t, y) in t.chunks_exact_mut(NARROW).zip(bt(x)) {
+                t.copy_from_slice(&y);
+            }
+        }
+        for (tx, v) in v.chunks_exact_mut(TAPS * NARROW).enumerate() {
+            let t = &t[SIDE * tx * 6 * NARROW..][..6 * 6 * NARROW];
+            for k in 0..6 {
+                let row: [&[f32; NARROW]; 6] = std::array::from_fn(|j| {
+                    t[(6 * j + k) * NARROW..][..NARROW].try_into().expect("NARROW values")
+                });
+                for (q, o) in bt(row).iter().enumerate() {
+                    v[(6 * k + q) * NARROW..][..NARROW].copy_from_slice(o);
+                }
             }
         }
     }
@@ -479,6 +521,30 @@ mod tests {
             bias in proptest::bool::ANY,
         ) {
             check(16, 16, [h, w], batch, bias);
+        }
+    }
+
+    /// The narrow input transform is [`input_transform`]'s, bit for bit: tile rows of one to
+    /// four tiles over images whose width is a multiple of 4 or not, a row of zeros among the
+    /// lines.
+    #[test]
+    fn narrow_input_transform_is_input_transforms() {
+        for (iw, tw) in [(32, 8), (5, 2), (7, 2), (4, 1), (9, 3)] {
+            let data = values(5 * iw * NARROW, iw);
+            let zeros = vec![0.0; iw * NARROW];
+            let lines: [&[f32]; 6] = std::array::from_fn(|i| match i {
+                0 => &zeros[..],
+                i => &data[(i - 1) * iw * NARROW..][..iw * NARROW],
+            });
+            let mut want = vec![f32::NAN; tw * TAPS * NARROW];
+            input_transform(&lines, &mut want, iw, NARROW);
+            let mut got = vec![f32::NAN; tw * TAPS * NARROW];
+            narrow_input_transform(&lines, &mut got, iw);
+            assert_eq!(
+                super::super::winograd::tests::bits(&got),
+                super::super::winograd::tests::bits(&want),
+                "{iw}"
+            );
         }
     }
 
