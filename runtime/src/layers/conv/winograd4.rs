@@ -81,7 +81,8 @@ struct Layout {
     /// Tile rows and columns an image.
     th: usize,
     tw: usize,
-    /// Values of one position's products of a tile: whole panels.
+    /// Values of one position's products of a tile: whole panels, or [`NARROW`] for the
+    /// narrow GEMMs.
     cs: usize,
 }
 
