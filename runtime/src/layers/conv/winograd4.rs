@@ -135,21 +135,21 @@ impl Conv2d {
         };
         let block_rows = (bytes / row_bytes).max(MR.div_ceil(lay.tw));
         let images = (batch, [g.oh, g.ow]);
-        // The narrow GEMMs read each position's panel as a square, cut once for all the blocks.
-        let squares = narrow(&g).then(|| {
-            let mut squares = scratch::take(TAPS * SQUARE, scratch::ANY, 0.0);
-            for (row, square) in squares[..TAPS * SQUARE]
-                .chunks_exact_mut(NARROW)
-                .enumerate()
-            {
+        if narrow(&g) {
+            // The narrow GEMMs read each position's panel as a square, cut once for all the
+            // blocks (36 KiB on this thread's stack: no workspace held from call to call).
+            let mut squares = [0.0; TAPS * SQUARE];
+            for (row, square) in squares.chunks_exact_mut(NARROW).enumerate() {
                 square.copy_from_slice(&packed[row * NR..][..NARROW]);
             }
-            squares
-        });
-        let packed = squares.as_deref().unwrap_or(packed);
-        for_blocks(y, stride, images, SIDE, block_rows, |rows, out, pixel| {
-            self.winograd4_block(x, packed, bias_row, rows, out, pixel, store, lay);
-        });
+            for_blocks(y, stride, images, SIDE, block_rows, |rows, out, pixel| {
+                self.winograd4_block(x, &squares, bias_row, rows, out, pixel, store, lay);
+            });
+        } else {
+            for_blocks(y, stride, images, SIDE, block_rows, |rows, out, pixel| {
+                self.winograd4_block(x, packed, bias_row, rows, out, pixel, store, lay);
+            });
+        }
     }
 
     /// One block of tile rows `rows` (counted over the batch): the input transform, the 36
@@ -173,16 +173,20 @@ impl Conv2d {
         let tiles = rows.len() * tw;
         // Whole GEMM tiles: the rows past the last tile repeat it, into products never read.
         let gemm_tiles = tiles.div_ceil(MR) * MR;
-        let mut v = scratch::take(tiles * TAPS * cin, scratch::ANY, 0.0);
+        // The narrow input transform's column transforms after the transformed input.
+        let columns = if narrow(&g) {
+            (SIDE * tw + 2) * 6 * NARROW
+        } else {
+            0
+        };
+        let mut v = scratch::take(tiles * TAPS * cin + columns, scratch::ANY, 0.0);
+        let (v, columns) = v[..tiles * TAPS * cin + columns].split_at_mut(tiles * TAPS * cin);
         let mut m = scratch::take(gemm_tiles * TAPS * cs, scratch::ANY, 0.0);
         let zeros = scratch::take(g.iw * cin, scratch::tag(&[g.iw, cin, 0x3_3]), 0.0);
         // The input transform, a tile row at a time: its patches read input rows
         // `4 ty - 1 ..= 4 ty + 4` (zeros outside the image).
         let line = g.iw * cin;
-        for (row, v) in v[..tiles * TAPS * cin]
-            .chunks_exact_mut(tw * TAPS * cin)
-            .enumerate()
-        {
+        for (row, v) in v.chunks_exact_mut(tw * TAPS * cin).enumerate() {
             let r = rows.start + row;
             let (n, ty) = (r / lay.th, r % lay.th);
             let x = &x[n * g.ih * line..][..g.ih * line];
@@ -195,7 +199,7 @@ impl Conv2d {
                 }
             });
             if narrow(&g) {
-                narrow_input_transform(&lines, v, g.iw);
+                narrow_input_transform(&lines, v, columns, g.iw);
             } else {
                 input_transform(&lines, v, g.iw, cin);
             }
@@ -324,15 +328,15 @@ multiversion! {
 multiversion! {
     /// [`input_transform`] of a tile row of [`NARROW`] channels ([`narrow`]), the same values:
     /// each input column's `Bᵀ` over the six rows once (zeros outside the image), which the
-    /// two tiles whose patches share the column both read, then each tile's `B` over its six
-    /// columns of that.
-    fn narrow_input_transform(lines: &[&[f32]; 6], v: &mut [f32], iw: usize) {
+    /// two tiles whose patches share the column both read (into `t`, `(4 tw + 2) x 6`
+    /// vectors), then each tile's `B` over its six columns of that.
+    fn narrow_input_transform(lines: &[&[f32]; 6], v: &mut [f32], t: &mut [f32], iw: usize) {
         let tw = v.len() / (TAPS * NARROW);
         // Column `c` of the tile row's patches is input column `c - 1`.
         let cols = SIDE * tw + 2;
-        let mut t = scratch::take(cols * 6 * NARROW, scratch::ANY, 0.0);
+        let t = &mut t[..cols * 6 * NARROW];
         let zero = [0.0f32; NARROW];
-        for (c, t) in t[..cols * 6 * NARROW].chunks_exact_mut(6 * NARROW).enumerate() {
+        for (c, t) in t.chunks_exact_mut(6 * NARROW).enumerate() {
             let col = c.wrapping_sub(1);
             let x: [&[f32; NARROW]; 6] = std::array::from_fn(|i| {
                 if col < iw {
@@ -540,7 +544,8 @@ mod tests {
             let mut want = vec![f32::NAN; tw * TAPS * NARROW];
             input_transform(&lines, &mut want, iw, NARROW);
             let mut got = vec![f32::NAN; tw * TAPS * NARROW];
-            narrow_input_transform(&lines, &mut got, iw);
+            let mut columns = vec![f32::NAN; (4 * tw + 2) * 6 * NARROW];
+            narrow_input_transform(&lines, &mut got, &mut columns, iw);
             assert_eq!(
                 super::super::winograd::tests::bits(&got),
                 super::super::winograd::tests::bits(&want),
