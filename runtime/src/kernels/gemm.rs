@@ -547,6 +547,74 @@ impl Grid {
     }
 }
 
+/// Values of the square panel [`rows_by_square`] multiplies by: [`NARROW_NR`] rows of
+/// [`NARROW_NR`].
+pub(crate) const SQUARE: usize = NARROW_NR * NARROW_NR;
+
+/// `out[i * STEP + l] = sum over k < NARROW_NR of a[i * STEP + k] * u[k * NARROW_NR + l]` for
+/// rows `i < rows` and columns `l < NARROW_NR`: each value one chain of multiply-adds from
+/// zero over `k` in order, on every instruction family. The panel `u` is read into registers
+/// once for all the rows, which go in groups whose sums stay in registers (eight rows with
+/// AVX-512, four with AVX2): Winograd F(4 x 4)'s GEMMs of 16 input and output channels, each
+/// a few hundred tiles by 16 x 16, without the 6 x 32 micro-kernel's padding columns or its
+/// per-tile calls. The rows' distance `STEP` is a constant, so each row's reads and writes are
+/// a fixed offset from the group's first.
+///
+/// Panics if a row would leave `a` or `out` (a runtime bug, as for [`rows_panel`]).
+pub(crate) fn rows_by_square<const STEP: usize>(
+    a: &[f32],
+    u: &[f32; SQUARE],
+    out: &mut [f32],
+    rows: usize,
+) {
+    if rows == 0 {
+        return;
+    }
+    assert!(
+        (rows - 1) * STEP + NARROW_NR <= a.len().min(out.len()),
+        "rows_by_square: rows run past their buffers"
+    );
+    // SAFETY: checked just above; `simd` never picks more than the CPU has.
+    unsafe { rows_by_square_on::<STEP>(simd(), a, u, out, rows) }
+}
+
+/// [`rows_by_square`] on the kernels of `path`.
+///
+/// # Safety
+/// The CPU supports `path`; `a` and `out` hold `(rows - 1) * STEP + NARROW_NR` values at least.
+unsafe fn rows_by_square_on<const STEP: usize>(
+    path: Simd,
+    a: &[f32],
+    u: &[f32; SQUARE],
+    out: &mut [f32],
+    rows: usize,
+) {
+    // SAFETY (both kernels): as the caller promises, the last row being the furthest read and
+    // written.
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe {
+            x86::rows_by_square_avx512::<STEP>(a.as_ptr(), u, out.as_mut_ptr(), rows)
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe {
+            x86::rows_by_square_avx2::<STEP>(a.as_ptr(), u, out.as_mut_ptr(), rows)
+        },
+        _ => {
+            for i in 0..rows {
+                let a = &a[i * STEP..][..NARROW_NR];
+                let out = &mut out[i * STEP..][..NARROW_NR];
+                out.fill(0.0);
+                for (&a, u) in a.iter().zip(u.chunks_exact(NARROW_NR)) {
+                    for (o, &w) in out.iter_mut().zip(u) {
+                        *o = a.mul_add(w, *o);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// About how many positions the x86 [`sum_outer`] passes over with each of a tile's register
 /// blocks in turn, where the tile is more than one block (AVX2): their operands (a `dy` line
 /// and one or two lines of the input a position) stay in L1 for the next block.
@@ -767,7 +835,7 @@ mod x86 {
         _mm512_min_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
     };
 
-    use super::{Epilogue, Grid, MR, NR, Seg, Start};
+    use super::{Epilogue, Grid, MR, NARROW_NR, NR, Seg, Start};
 
     /// A SIMD register of [`Lanes::WIDTH`] floats and the operations the micro-kernel does on
     /// it. The methods are inlined into the target-feature entry points below, so they compile
@@ -1273,6 +1341,96 @@ mod x86 {
         }
     }
 
+    /// [`super::rows_by_square`] on `V`'s registers: the panel in `H` registers a row (of
+    /// `NARROW_NR` values), the rows in groups of `G`.
+    ///
+    /// # Safety
+    /// The CPU supports `V`'s family; `a` and `out` cover every row read and written.
+    #[inline(always)]
+    unsafe fn rows_by_square<V: Lanes, const H: usize, const G: usize, const STEP: usize>(
+        a: *const f32,
+        u: &[f32; super::SQUARE],
+        out: *mut f32,
+        rows: usize,
+    ) {
+        // SAFETY: `u` holds `NARROW_NR` rows of `H` registers.
+        let w: [[V; H]; NARROW_NR] = std::array::from_fn(|k| {
+            std::array::from_fn(|h| unsafe {
+                V::load(u.as_ptr().add(k * NARROW_NR + h * V::WIDTH))
+            })
+        });
+        // SAFETY (both): the caller covers rows `..rows`.
+        let mut i = 0;
+        while i + G <= rows {
+            unsafe { square_rows::<V, H, G, STEP>(a, &w, out, i) };
+            i += G;
+        }
+        while i < rows {
+            unsafe { square_rows::<V, H, 1, STEP>(a, &w, out, i) };
+            i += 1;
+        }
+    }
+
+    /// Rows `i..i + B` of [`rows_by_square`], their sums in `B x H` registers.
+    ///
+    /// # Safety
+    /// As for [`rows_by_square`], and rows `i..i + B` are covered.
+    #[inline(always)]
+    unsafe fn square_rows<V: Lanes, const H: usize, const B: usize, const STEP: usize>(
+        a: *const f32,
+        w: &[[V; H]; NARROW_NR],
+        out: *mut f32,
+        i: usize,
+    ) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let mut acc = [[V::zero(); H]; B];
+            for (k, w) in w.iter().enumerate() {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a = a.add((i + r) * STEP + k);
+                    for (s, &w) in acc.iter_mut().zip(w) {
+                        *s = V::fma(a, w, *s);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for (h, &s) in acc.iter().enumerate() {
+                    V::store(out.add((i + r) * STEP + h * V::WIDTH), s);
+                }
+            }
+        }
+    }
+
+    /// [`super::rows_by_square`] with AVX-512: one register a panel row, groups of 8 rows.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a` and `out` cover every row read and written.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows_by_square_avx512<const STEP: usize>(
+        a: *const f32,
+        u: &[f32; super::SQUARE],
+        out: *mut f32,
+        rows: usize,
+    ) {
+        // SAFETY: as the caller promises.
+        unsafe { rows_by_square::<__m512, 1, 8, STEP>(a, u, out, rows) }
+    }
+
+    /// [`super::rows_by_square`] with AVX2: two registers a panel row, groups of 4 rows.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `a` and `out` cover every row read and written.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows_by_square_avx2<const STEP: usize>(
+        a: *const f32,
+        u: &[f32; super::SQUARE],
+        out: *mut f32,
+        rows: usize,
+    ) {
+        // SAFETY: as the caller promises.
+        unsafe { rows_by_square::<__m256, 2, 4, STEP>(a, u, out, rows) }
+    }
+
     /// [`super::fma_loop`]: `iters` steps of each 6 x 2 register block of the 6 x 32 tile.
     ///
     /// # Safety
@@ -1613,6 +1771,34 @@ mod tests {
         let mut want = [[0.0; NR]; MR];
         sum_outer(&mut want, Start::Tile, &a, &a_rows, &b, 2, g);
         assert_eq!(zeroed, want);
+    }
+
+    /// Every path this CPU runs: each of the rows (groups of eight and four, and the single
+    /// rows after them) is the definition's chain over the square bit for bit, and the values
+    /// between the rows stay as they were.
+    #[test]
+    fn rows_by_square_is_one_fma_chain_per_element() {
+        const STEP: usize = 21;
+        let rows = 15;
+        let a = values(rows * STEP, 9);
+        let u: [f32; SQUARE] = values(SQUARE, 10).try_into().expect("SQUARE values");
+        for path in paths() {
+            let mut out = vec![f32::NAN; rows * STEP];
+            // SAFETY: `paths` holds what the CPU runs; both buffers hold `rows` rows.
+            unsafe { rows_by_square_on::<STEP>(path, &a, &u, &mut out, rows) };
+            for i in 0..rows {
+                for l in 0..STEP {
+                    let got = out[i * STEP + l];
+                    if l >= NARROW_NR {
+                        assert!(got.is_nan(), "{path:?} ({i}, {l}) written");
+                        continue;
+                    }
+                    let steps = (0..NARROW_NR).map(|k| (a[i * STEP + k], u[k * NARROW_NR + l]));
+                    let want = chain(steps, 0.0);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{path:?} ({i}, {l})");
+                }
+            }
+        }
     }
 
     /// The paths this CPU can run, widest first.

@@ -48,8 +48,9 @@ const MIN_CHANNELS: usize = 64;
 /// time at batch 64 (least of 75), 32 -> 32 at 16 x 16 took 0.47x to 0.84x the direct
 /// forward's time, 64 -> 64 at 8 x 8 to 32 x 32 0.42x to 0.67x (F(2 x 2): 0.68x to 0.81x),
 /// 128 -> 128 at 8 x 8 0.43x to 0.52x (F(2 x 2): 0.6x to 0.68x) but at 16 x 16 on AVX-512 0.69x
-/// (F(2 x 2): 0.59x), and 16 -> 16 at 32 x 32 0.99x to 1.18x, no gain (docs/PERFORMANCE.md,
-/// session 15). Both, not the fewer: a tile's transformed input and products grow with
+/// (F(2 x 2): 0.59x), and 16 -> 16 at 32 x 32 0.99x to 1.18x, no gain on the micro-kernels
+/// (docs/PERFORMANCE.md, session 15; 16 -> 16 takes F(4 x 4) on narrow GEMMs of its own,
+/// [`winograd4::narrow`], session 16). Both, not the fewer: a tile's transformed input and products grow with
 /// `cin + cout`, and DenseNet's 128 -> 32 layers on F(4 x 4) moved a badly conditioned gradient
 /// past its PyTorch parity tolerance (`cli/tests/graph_models.rs`), so they keep their path.
 const F4_CHANNELS: std::ops::Range<usize> = 17..128;
@@ -78,8 +79,9 @@ pub(super) enum Tiling {
 /// 3 x 3 kernel, stride 1, dilation 1, padding 1 on every side, with more than [`POSITIONS`]
 /// output pixels an image (smaller outputs convolve only their real taps), without a fused max
 /// pool (`pooled`; its bands are the direct path's); F(4 x 4) when both the input and the
-/// output channels are in [`F4_CHANNELS`], else F(2 x 2) from [`MIN_CHANNELS`] in and out.
-/// With [`forward_tiling`] (5 x 5 kernels), the one place the forward's path is chosen: from the
+/// output channels are in [`F4_CHANNELS`] or both are 16 (its narrow GEMMs,
+/// [`winograd4::narrow`]), else F(2 x 2) from [`MIN_CHANNELS`] in and out. With
+/// [`forward_tiling`] (5 x 5 kernels), the one place the forward's path is chosen: from the
 /// layer's shape, never from the threads or the instruction family.
 pub(super) fn chosen(g: &Geom, groups: usize, pooled: bool) -> Option<Tiling> {
     let shape = groups == 1
@@ -89,7 +91,8 @@ pub(super) fn chosen(g: &Geom, groups: usize, pooled: bool) -> Option<Tiling> {
         && g.oh * g.ow > POSITIONS;
     if !shape {
         None
-    } else if F4_CHANNELS.contains(&g.cin) && F4_CHANNELS.contains(&g.cout) {
+    } else if F4_CHANNELS.contains(&g.cin) && F4_CHANNELS.contains(&g.cout) || winograd4::narrow(g)
+    {
         Some(Tiling::F4)
     } else if g.cin.min(g.cout) >= MIN_CHANNELS {
         Some(Tiling::F2)

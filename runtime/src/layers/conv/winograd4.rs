@@ -11,6 +11,9 @@
 //! the image), for each of the 36 positions a GEMM `[tiles x cin] x [cin x cout]` on the packed
 //! micro-kernels (stored straight into the products),
 //! then the output transform `Aᵀ m A` plus the bias, stored through the layer's [`TileStore`].
+//! A layer of 16 channels in and out ([`narrow`]: ResNet-20's stage 1) runs its GEMMs as
+//! [`rows_by_square`] instead (16 x 16 squares of the panels held in registers, no padding
+//! columns), over blocks of one tile row that stay in L1.
 //!
 //! The transforms multiply only by powers of two (exact) and add in one fixed order, the
 //! weights are transformed in f64 and rounded once, and the GEMM's chains are the
@@ -25,7 +28,7 @@ use super::Conv2d;
 use super::geometry::Geom;
 use super::tile::TileStore;
 use super::winograd::{for_blocks, gemms};
-use crate::kernels::gemm::{MR, NR, Tile, panels};
+use crate::kernels::gemm::{MR, NARROW_NR, NR, SQUARE, Tile, panels, rows_by_square};
 use crate::scratch;
 use crate::simd::multiversion;
 
@@ -38,6 +41,11 @@ pub(super) const SIDE: usize = 4;
 /// Most bytes of transformed input and products one block of tiles holds: a quarter of a 1 MiB
 /// L2, as [`super::winograd`]'s.
 const BLOCK_BYTES: usize = 256 * 1024;
+
+/// Most bytes of transformed input and products a block of the narrow GEMMs' tiles
+/// ([`narrow`]) holds: within a 48 KiB L1 with a position's panel, so the products are written
+/// and read back there (ResNet-20's stage 1: a tile row of eight tiles, 36 KiB).
+const NARROW_BLOCK_BYTES: usize = 40 * 1024;
 
 /// The transformed weight `G g Gᵀ` of one `3 x 3` kernel `g` (row-major), in f64 and rounded
 /// once: `G = [[1/4, 0, 0], [-1/6, -1/6, -1/6], [-1/6, 1/6, -1/6], [1/24, 1/12, 1/6],
@@ -85,7 +93,8 @@ struct Layout {
     /// Tile rows and columns an image.
     th: usize,
     tw: usize,
-    /// Values of one position's products of a tile: whole panels.
+    /// Values of one position's products of a tile: whole panels, or [`NARROW`] for the
+    /// narrow GEMMs.
     cs: usize,
 }
 
@@ -94,9 +103,24 @@ impl Layout {
         Layout {
             th: g.oh.div_ceil(SIDE),
             tw: g.ow.div_ceil(SIDE),
-            cs: panels(g.cout) * NR,
+            cs: if narrow(g) {
+                NARROW
+            } else {
+                panels(g.cout) * NR
+            },
         }
     }
+}
+
+/// Input and output channels of the narrow GEMMs ([`narrow_gemms`]): one AVX-512 register,
+/// two AVX2 ones.
+const NARROW: usize = NARROW_NR;
+
+/// Whether a layer's GEMMs are the narrow ones ([`narrow_gemms`]): [`NARROW`] input and output
+/// channels, whose 6 x 32 micro-kernel tiles would be half padding columns. Such a layer takes
+/// F(4 x 4) too ([`super::winograd::chosen`]).
+pub(super) fn narrow(g: &Geom) -> bool {
+    (g.cin, g.cout) == (NARROW, NARROW)
 }
 
 impl Conv2d {
@@ -116,15 +140,34 @@ impl Conv2d {
         let (stride, _) = store.layout(g.cout);
         // Tile rows of the batch a block holds: at least a GEMM tile's rows of tiles.
         let row_bytes = lay.tw * TAPS * (g.cin + lay.cs) * std::mem::size_of::<f32>();
-        let block_rows = (BLOCK_BYTES / row_bytes).max(MR.div_ceil(lay.tw));
+        let bytes = if narrow(&g) {
+            NARROW_BLOCK_BYTES
+        } else {
+            BLOCK_BYTES
+        };
+        let block_rows = (bytes / row_bytes).max(MR.div_ceil(lay.tw));
         let images = (batch, [g.oh, g.ow]);
-        for_blocks(y, stride, images, SIDE, block_rows, |rows, out, pixel| {
-            self.winograd4_block(x, packed, bias_row, rows, out, pixel, store, lay);
-        });
+        if narrow(&g) {
+            // The narrow GEMMs read each position's panel as a square, cut once for all the
+            // blocks (36 KiB on this thread's stack: no workspace held from call to call).
+            let mut squares = [0.0; TAPS * SQUARE];
+            for (row, square) in squares.chunks_exact_mut(NARROW).enumerate() {
+                square.copy_from_slice(&packed[row * NR..][..NARROW]);
+            }
+            for_blocks(y, stride, images, SIDE, block_rows, |rows, out, pixel| {
+                self.winograd4_block(x, &squares, bias_row, rows, out, pixel, store, lay);
+            });
+        } else {
+            for_blocks(y, stride, images, SIDE, block_rows, |rows, out, pixel| {
+                self.winograd4_block(x, packed, bias_row, rows, out, pixel, store, lay);
+            });
+        }
     }
 
     /// One block of tile rows `rows` (counted over the batch): the input transform, the 36
     /// GEMMs and the output transform into `out`, whose first pixel is the batch's `pixel`.
+    /// `packed` holds the panels ([`pack`]), or for the narrow GEMMs ([`narrow`]) their first
+    /// [`NARROW`] columns, a square of [`NARROW`] rows a position.
     #[allow(clippy::too_many_arguments)]
     fn winograd4_block(
         &self,
@@ -142,16 +185,20 @@ impl Conv2d {
         let tiles = rows.len() * tw;
         // Whole GEMM tiles: the rows past the last tile repeat it, into products never read.
         let gemm_tiles = tiles.div_ceil(MR) * MR;
-        let mut v = scratch::take(tiles * TAPS * cin, scratch::ANY, 0.0);
+        // The narrow input transform's column transforms after the transformed input.
+        let columns = if narrow(&g) {
+            (SIDE * tw + 2) * 6 * NARROW
+        } else {
+            0
+        };
+        let mut v = scratch::take(tiles * TAPS * cin + columns, scratch::ANY, 0.0);
+        let (v, columns) = v[..tiles * TAPS * cin + columns].split_at_mut(tiles * TAPS * cin);
         let mut m = scratch::take(gemm_tiles * TAPS * cs, scratch::ANY, 0.0);
         let zeros = scratch::take(g.iw * cin, scratch::tag(&[g.iw, cin, 0x3_3]), 0.0);
         // The input transform, a tile row at a time: its patches read input rows
         // `4 ty - 1 ..= 4 ty + 4` (zeros outside the image).
         let line = g.iw * cin;
-        for (row, v) in v[..tiles * TAPS * cin]
-            .chunks_exact_mut(tw * TAPS * cin)
-            .enumerate()
-        {
+        for (row, v) in v.chunks_exact_mut(tw * TAPS * cin).enumerate() {
             let r = rows.start + row;
             let (n, ty) = (r / lay.th, r % lay.th);
             let x = &x[n * g.ih * line..][..g.ih * line];
@@ -163,14 +210,26 @@ impl Conv2d {
                     &zeros[..line]
                 }
             });
-            input_transform(&lines, v, g.iw, cin);
+            if narrow(&g) {
+                narrow_input_transform(&lines, v, columns, g.iw);
+            } else {
+                input_transform(&lines, v, g.iw, cin);
+            }
         }
         // The GEMMs: position `p` of every tile, `[tiles x cin] x [cin x cout]`.
         let per_tap = panels(g.cout) * cin * NR;
-        let panel = |p: usize, j: usize| &packed[p * per_tap + j * cin * NR..][..cin * NR];
-        let shape = [tiles, TAPS, panels(g.cout)];
-        let runs = self.winograd_runs.all();
-        gemms((&v[..], cin), (&mut m[..], cs), shape, runs, panel);
+        if narrow(&g) {
+            narrow_gemms(
+                &v[..tiles * TAPS * cin],
+                &mut m[..tiles * TAPS * cs],
+                packed,
+            );
+        } else {
+            let panel = |p: usize, j: usize| &packed[p * per_tap + j * cin * NR..][..cin * NR];
+            let shape = [tiles, TAPS, panels(g.cout)];
+            let runs = self.winograd_runs.all();
+            gemms((&v[..], cin), (&mut m[..], cs), shape, runs, panel);
+        }
         // The output transform: a tile at a time, its four output rows as four tiles of (up
         // to) four pixels, one panel of channels at a time.
         let (stride, offset) = store.layout(g.cout);
@@ -203,6 +262,19 @@ impl Conv2d {
 
 /// Channels a transform handles at once: an AVX-512 register, two AVX2 ones.
 pub(super) const LANES: usize = 16;
+
+/// The 36 GEMMs of a block of tiles of [`NARROW`] input and output channels ([`narrow`]),
+/// without the micro-kernels' padding columns: position `p` of every
+/// tile `t` (its input channels at `v[(t * 36 + p) * NARROW..]`) times the square `p` of
+/// `squares` (the first [`NARROW`] columns of position `p`'s panel), into
+/// `m[(t * 36 + p) * NARROW..]`, on [`rows_by_square`].
+fn narrow_gemms(v: &[f32], m: &mut [f32], squares: &[f32]) {
+    let tiles = v.len() / (TAPS * NARROW);
+    for (p, u) in squares.chunks_exact(SQUARE).take(TAPS).enumerate() {
+        let u = u.try_into().expect("SQUARE values");
+        rows_by_square::<{ TAPS * NARROW }>(&v[p * NARROW..], u, &mut m[p * NARROW..], tiles);
+    }
+}
 
 /// `Bᵀ x` of six vectors: `Bᵀ = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
 /// [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]`, as differences scaled by
@@ -260,6 +332,44 @@ multiversion! {
             while c < cin {
                 input_lanes::<1>(lines, v, first, inside, iw, c, cin);
                 c += 1;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`input_transform`] of a tile row of [`NARROW`] channels ([`narrow`]), the same values:
+    /// each input column's `Bᵀ` over the six rows once (zeros outside the image), which the
+    /// two tiles whose patches share the column both read (into `t`, `(4 tw + 2) x 6`
+    /// vectors), then each tile's `B` over its six columns of that.
+    fn narrow_input_transform(lines: &[&[f32]; 6], v: &mut [f32], t: &mut [f32], iw: usize) {
+        let tw = v.len() / (TAPS * NARROW);
+        // Column `c` of the tile row's patches is input column `c - 1`.
+        let cols = SIDE * tw + 2;
+        let t = &mut t[..cols * 6 * NARROW];
+        let zero = [0.0f32; NARROW];
+        for (c, t) in t.chunks_exact_mut(6 * NARROW).enumerate() {
+            let col = c.wrapping_sub(1);
+            let x: [&[f32; NARROW]; 6] = std::array::from_fn(|i| {
+                if col < iw {
+                    lines[i][col * NARROW..][..NARROW].try_into().expect("NARROW values")
+                } else {
+                    &zero
+                }
+            });
+            for (t, y) in t.chunks_exact_mut(NARROW).zip(bt(x)) {
+                t.copy_from_slice(&y);
+            }
+        }
+        for (tx, v) in v.chunks_exact_mut(TAPS * NARROW).enumerate() {
+            let t = &t[SIDE * tx * 6 * NARROW..][..6 * 6 * NARROW];
+            for k in 0..6 {
+                let row: [&[f32; NARROW]; 6] = std::array::from_fn(|j| {
+                    t[(6 * j + k) * NARROW..][..NARROW].try_into().expect("NARROW values")
+                });
+                for (q, o) in bt(row).iter().enumerate() {
+                    v[(6 * k + q) * NARROW..][..NARROW].copy_from_slice(o);
+                }
             }
         }
     }
@@ -388,6 +498,11 @@ mod tests {
             (63, 20, [4, 3], 2, true),
             (32, 34, [11, 2], 2, true),
             (20, 32, [1, 9], 2, false),
+            (16, 16, [32, 32], 2, false),
+            (16, 16, [7, 5], 3, true),
+            (16, 16, [1, 9], 1, true),
+            (16, 16, [3, 3], 1, false),
+            (16, 16, [13, 6], 2, true),
         ] {
             check(cin, cout, hw, batch, bias);
         }
@@ -412,11 +527,48 @@ mod tests {
         ) {
             check(cin, cout, [h, w], batch, bias);
         }
+
+        /// [`check`] of the narrow GEMMs (16 -> 16) over random shapes: images of 1 to 13 rows
+        /// and 5 to 13 columns (tile groups cut short, borders), batches 1 to 4.
+        #[test]
+        fn winograd4_narrow_matches_the_definition_over_shapes(
+            h in 1usize..14,
+            w in 5usize..14,
+            batch in 1usize..5,
+            bias in proptest::bool::ANY,
+        ) {
+            check(16, 16, [h, w], batch, bias);
+        }
+    }
+
+    /// The narrow input transform is [`input_transform`]'s, bit for bit: tile rows of one to
+    /// four tiles over images whose width is a multiple of 4 or not, a row of zeros among the
+    /// lines.
+    #[test]
+    fn narrow_input_transform_is_input_transforms() {
+        for (iw, tw) in [(32, 8), (5, 2), (7, 2), (4, 1), (9, 3)] {
+            let data = values(5 * iw * NARROW, iw);
+            let zeros = vec![0.0; iw * NARROW];
+            let lines: [&[f32]; 6] = std::array::from_fn(|i| match i {
+                0 => &zeros[..],
+                i => &data[(i - 1) * iw * NARROW..][..iw * NARROW],
+            });
+            let mut want = vec![f32::NAN; tw * TAPS * NARROW];
+            input_transform(&lines, &mut want, iw, NARROW);
+            let mut got = vec![f32::NAN; tw * TAPS * NARROW];
+            let mut columns = vec![f32::NAN; (4 * tw + 2) * 6 * NARROW];
+            narrow_input_transform(&lines, &mut got, &mut columns, iw);
+            assert_eq!(
+                super::super::winograd::tests::bits(&got),
+                super::super::winograd::tests::bits(&want),
+                "{iw}"
+            );
+        }
     }
 
     /// Channels choose the tiles: F(4 x 4) when both the input and output channels are 17 to
-    /// 127, else F(2 x 2) from 64 in and out, else the direct path; the other conditions are
-    /// F(2 x 2)'s.
+    /// 127 or both are 16, else F(2 x 2) from 64 in and out, else the direct path; the other
+    /// conditions are F(2 x 2)'s.
     #[test]
     fn winograd4_is_chosen_from_the_channels() {
         let chosen = |cin, cout, hw: [usize; 2]| {
@@ -439,8 +591,20 @@ mod tests {
         assert_eq!(chosen(128, 128, [8, 8]), Some(Tiling::F2));
         assert_eq!(chosen(128, 64, [8, 8]), Some(Tiling::F2));
         assert_eq!(chosen(128, 32, [14, 14]), None, "DenseNet's: direct");
-        assert_eq!(chosen(16, 16, [32, 32]), None);
+        assert_eq!(
+            chosen(16, 16, [32, 32]),
+            Some(Tiling::F4),
+            "the narrow GEMMs"
+        );
+        assert_eq!(chosen(16, 16, [5, 1]), Some(Tiling::F4));
+        assert_eq!(
+            chosen(16, 16, [2, 2]),
+            None,
+            "four pixels: only the real taps"
+        );
         assert_eq!(chosen(16, 32, [32, 32]), None);
+        assert_eq!(chosen(32, 16, [32, 32]), None);
+        assert_eq!(chosen(15, 15, [32, 32]), None);
         assert_eq!(
             chosen(32, 32, [2, 2]),
             None,
