@@ -10,7 +10,8 @@
 //! [`staging`] (inputs and gradients into the layouts the kernels read), [`tile`] (storing
 //! tiles), [`forward`], [`backward`], [`fused_pool`] and [`winograd`] (the forward of 3 x 3,
 //! stride-1 'same' convolutions of many channels as Winograd's F(2 x 2, 3 x 3); their input
-//! gradient in [`winograd::grad`]), [`winograd4`] (of fewer channels, as F(4 x 4, 3 x 3)) and
+//! gradient, by either tiles, in [`winograd::grad`]), [`winograd4`] (of fewer channels, as
+//! F(4 x 4, 3 x 3)) and
 //! [`winograd5`] (of 5 x 5 'same' convolutions, as F(2 x 2, 5 x 5), also through a fused
 //! 2 x 2 max pool).
 
